@@ -1,0 +1,4 @@
+//! The RTC API: request signing, the job model, and the HTTP client.
+
+pub mod model;
+pub mod sign;
