@@ -4,6 +4,7 @@
 //! The modules follow the data's path: config -> rtc (client) -> poll -> detect -> store ->
 //! notify. `simulate` is a fake RTC API for the demo, the tests and the benchmarks.
 
+pub mod alert;
 pub mod config;
 pub mod rtc;
 pub mod secret;
