@@ -9,3 +9,7 @@ pub mod config;
 pub mod detect;
 pub mod rtc;
 pub mod secret;
+pub mod outbox;
+pub mod poll;
+pub mod rules;
+pub mod store;

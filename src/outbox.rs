@@ -1,0 +1,458 @@
+//! The outbox: alerts and their pending deliveries, written in the same SQLite transaction as
+//! the poll outcome (transition or condition) that caused them.
+//!
+//! Nothing here sends; the delivery worker (`deliver`) works from the `deliveries` table. A
+//! `dedup_key` per alert (the transition id and rule, or the condition episode and its step)
+//! makes a second alert for the same cause impossible, whatever restarts or re-polls happen.
+
+use crate::alert::{Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts, hostname, timestamp};
+use crate::config::{Config, JobConfig, Severity};
+use crate::poll::Event;
+use crate::rules;
+use crate::store::{PollOutcome, PollRecord, Store, write_record};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sqlx::{Row, SqliteConnection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{Notify, broadcast};
+use tracing::{error, info, warn};
+
+/// A change in the API's health, decided by the poller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiHealthChange {
+    Unhealthy { reason: String },
+    Recovered,
+}
+
+/// What the outbox needs to know about the job whose polls it writes.
+pub struct JobContext<'a> {
+    pub job: &'a JobConfig,
+    pub first_seen: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct Outbox {
+    host: Arc<str>,
+    /// Wakes the delivery worker when new deliveries are committed.
+    wake: Arc<Notify>,
+    /// While the API is unhealthy, per-job conditions that the same outage causes are held
+    /// back: one alert, not one per job.
+    api_unhealthy: Arc<AtomicBool>,
+    events: Option<broadcast::Sender<Event>>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new()
+    }
+}
+
+/// A new alert's id: random, so two recwatch instances never reuse one, and stored, so it
+/// never changes once made.
+pub fn new_alert_id() -> String {
+    let bytes: [u8; 12] = rand::rng().random();
+    format!("rw_{}", hex::encode(bytes))
+}
+
+impl Outbox {
+    pub fn new() -> Outbox {
+        Outbox {
+            host: hostname().into(),
+            wake: Arc::new(Notify::new()),
+            api_unhealthy: Arc::new(AtomicBool::new(false)),
+            events: None,
+        }
+    }
+
+    pub fn with_events(mut self, events: broadcast::Sender<Event>) -> Outbox {
+        self.events = Some(events);
+        self
+    }
+
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn api_unhealthy(&self) -> bool {
+        self.api_unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Restores the api_unhealthy flag from an episode left open by a previous run.
+    pub async fn restore(&self, store: &Store) -> anyhow::Result<()> {
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM episodes WHERE rule = 'api_unhealthy' AND resolved_at IS NULL",
+        )
+        .fetch_optional(store.reader())
+        .await?;
+        self.api_unhealthy.store(open.is_some(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes one job's poll outcomes (oldest first) and every alert they cause, atomically.
+    pub async fn write_job_polls(
+        &self,
+        store: &Store,
+        records: &[PollRecord],
+        ctx: &JobContext<'_>,
+        config: &Config,
+    ) -> anyhow::Result<()> {
+        let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut made = Vec::new();
+        for r in records {
+            let transition_id = write_record(&mut tx, r).await?;
+            if let (Some(tid), PollOutcome::Ok { job, transition: Some((from, to)), .. }) = (transition_id, &r.outcome) {
+                if let Some(rule) = rules::transition_rule(to) {
+                    if let Some(severity) = rules::severity(&config.rules, rule) {
+                        let facts = job_facts(ctx.job, Some(job));
+                        let summary = transition_summary(rule, ctx.job, to.stop_reason.as_deref(), job.description.as_deref());
+                        let alert = self.alert(Status::Firing, rule, severity, summary, Some(facts), Some(TransitionFacts {
+                            from: from.as_ref().map(|p| p.state.clone()),
+                            to: to.state.clone(),
+                            observed_at: timestamp(r.polled_at),
+                        }), r.polled_at);
+                        let key = format!("t:{tid}:{}", rule.as_str());
+                        if insert_alert(&mut tx, &alert, &key, Some(tid), None, channels_for(ctx.job, config), r.polled_at).await? {
+                            made.push(alert);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(last) = records.last() {
+            made.extend(self.job_conditions(&mut tx, last, ctx, config).await?);
+        }
+        tx.commit().await?;
+        self.announce(&made);
+        Ok(())
+    }
+
+    /// stuck_init and job_not_found for one job, from its latest outcome.
+    async fn job_conditions(
+        &self,
+        tx: &mut SqliteConnection,
+        last: &PollRecord,
+        ctx: &JobContext<'_>,
+        config: &Config,
+    ) -> anyhow::Result<Vec<Alert>> {
+        let mut made = Vec::new();
+        let now = last.polled_at;
+        let (stuck, not_found, snapshot) = match &last.outcome {
+            PollOutcome::Ok { job, .. } => {
+                let stuck = job.state.as_ref().is_some_and(|s| {
+                    rules::is_stuck_init(
+                        s.as_str(),
+                        job.create_time.as_deref(),
+                        job.max_idle_time,
+                        ctx.first_seen,
+                        config.rules.init_grace,
+                        now,
+                    )
+                });
+                // Only an answer with a state says whether the job is still in INIT.
+                (job.state.as_ref().map(|_| stuck), Some(false), Some(job))
+            }
+            PollOutcome::Failed { kind, .. } if kind == "not_found" => (None, Some(true), None),
+            PollOutcome::Failed { .. } => (None, None, None),
+        };
+        let facts = job_facts(ctx.job, snapshot);
+        if let Some(open) = stuck {
+            let summary = format!(
+                "{} has been in INIT for longer than its max_idle_time ({} s) plus {} grace: the recorder never started",
+                ctx.job.label(),
+                snapshot.and_then(|j| j.max_idle_time).unwrap_or(rules::DEFAULT_MAX_IDLE_TIME),
+                humantime::format_duration(config.rules.init_grace)
+            );
+            made.extend(self.condition(tx, Rule::StuckInit, Some(ctx.job), open, &summary, Some(facts.clone()), config, now).await?);
+        }
+        if let Some(open) = not_found {
+            // Held back while the whole API is unhealthy: the outage, not the job, is the news.
+            if !(open && self.api_unhealthy()) {
+                let summary = format!("{} is not found: the RTC API answers 404 / RTC.00001003 for app {} job {}", ctx.job.label(), ctx.job.app_id, ctx.job.job_id);
+                made.extend(self.condition(tx, Rule::JobNotFound, Some(ctx.job), open, &summary, Some(facts), config, now).await?);
+            }
+        }
+        Ok(made)
+    }
+
+    /// Opens, reminds or resolves a condition episode. `active` says whether the condition
+    /// holds now.
+    #[allow(clippy::too_many_arguments)]
+    async fn condition(
+        &self,
+        tx: &mut SqliteConnection,
+        rule: Rule,
+        job: Option<&JobConfig>,
+        active: bool,
+        summary: &str,
+        facts: Option<JobFacts>,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<Alert>> {
+        let Some(severity) = rules::severity(&config.rules, rule) else { return Ok(Vec::new()) };
+        let (app_id, job_id) = job.map(|j| (j.app_id.as_str(), j.job_id.as_str())).unwrap_or(("", ""));
+        let open = sqlx::query(
+            "SELECT id, last_notified_at, reminders FROM episodes
+             WHERE rule = ? AND app_id = ? AND job_id = ? AND resolved_at IS NULL",
+        )
+        .bind(rule.as_str())
+        .bind(app_id)
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let channels = match job {
+            Some(j) => channels_for(j, config),
+            None => config.notify.channel_names().into_iter().map(str::to_string).collect(),
+        };
+        let at = timestamp(now);
+        let mut made = Vec::new();
+        match (open, active) {
+            (None, true) => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO episodes (rule, app_id, job_id, reason, opened_at, last_notified_at)
+                     VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                )
+                .bind(rule.as_str())
+                .bind(app_id)
+                .bind(job_id)
+                .bind(summary)
+                .bind(&at)
+                .bind(&at)
+                .fetch_one(&mut *tx)
+                .await?;
+                let alert = self.alert(Status::Firing, rule, severity, summary.to_string(), facts, None, now);
+                if insert_alert(tx, &alert, &format!("e:{id}:firing"), None, Some(id), channels, now).await? {
+                    made.push(alert);
+                }
+            }
+            (Some(row), true) => {
+                let id: i64 = row.get(0);
+                let last: String = row.get(1);
+                let reminders: i64 = row.get(2);
+                let last = DateTime::parse_from_rfc3339(&last).map(|t| t.with_timezone(&Utc)).unwrap_or(now);
+                if rules::reminder_due(last, config.rules.repeat_interval, now) {
+                    let n = reminders + 1;
+                    sqlx::query("UPDATE episodes SET last_notified_at = ?, reminders = ? WHERE id = ?")
+                        .bind(&at)
+                        .bind(n)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let alert = self.alert(Status::Firing, rule, severity, format!("still: {summary}"), facts, None, now);
+                    if insert_alert(tx, &alert, &format!("e:{id}:reminder:{n}"), None, Some(id), channels, now).await? {
+                        made.push(alert);
+                    }
+                }
+            }
+            (Some(row), false) => {
+                let id: i64 = row.get(0);
+                sqlx::query("UPDATE episodes SET resolved_at = ? WHERE id = ?").bind(&at).bind(id).execute(&mut *tx).await?;
+                if config.rules.send_resolved {
+                    let summary = match rule {
+                        Rule::StuckInit => format!("{} is no longer stuck in INIT", job.map(|j| j.label()).unwrap_or("job")),
+                        Rule::JobNotFound => format!("{} is found again", job.map(|j| j.label()).unwrap_or("job")),
+                        _ => "the RTC API answers normally again".to_string(),
+                    };
+                    let alert = self.alert(Status::Resolved, rule, severity, summary, facts, None, now);
+                    if insert_alert(tx, &alert, &format!("e:{id}:resolved"), None, Some(id), channels, now).await? {
+                        made.push(alert);
+                    }
+                }
+            }
+            (None, false) => {}
+        }
+        Ok(made)
+    }
+
+    /// Records a change in the API's health: opens or resolves the api_unhealthy episode.
+    pub async fn api_health(&self, store: &Store, change: ApiHealthChange, config: &Config) {
+        match &change {
+            ApiHealthChange::Unhealthy { reason } => {
+                error!("the RTC API is unhealthy: {reason}; per-job not-found alerts are held back until it recovers");
+                self.api_unhealthy.store(true, Ordering::Relaxed);
+                self.record_api(store, true, &format!("the RTC API is unhealthy: {reason}"), config).await;
+            }
+            ApiHealthChange::Recovered => {
+                info!("the RTC API answers normally again");
+                self.api_unhealthy.store(false, Ordering::Relaxed);
+                self.record_api(store, false, "", config).await;
+            }
+        }
+    }
+
+    /// While the API stays down, sends a reminder when one is due.
+    pub async fn api_still_unhealthy(&self, store: &Store, config: &Config) {
+        if self.api_unhealthy() {
+            self.record_api(store, true, "the RTC API is still unhealthy", config).await;
+        }
+    }
+
+    async fn record_api(&self, store: &Store, active: bool, summary: &str, config: &Config) {
+        let now = Utc::now();
+        // The change must not be lost to a momentarily locked database.
+        let mut delay = std::time::Duration::from_millis(200);
+        for attempt in 1..=5 {
+            let result: anyhow::Result<Vec<Alert>> = async {
+                let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+                let made = self.condition(&mut tx, Rule::ApiUnhealthy, None, active, summary, None, config, now).await?;
+                tx.commit().await?;
+                Ok(made)
+            }
+            .await;
+            match result {
+                Ok(made) => {
+                    self.announce(&made);
+                    return;
+                }
+                Err(e) => {
+                    warn!(attempt, "cannot record the API's health: {e:#}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        error!("the API's health could not be written after 5 attempts; it is written again with the next poll");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alert(
+        &self,
+        status: Status,
+        rule: Rule,
+        severity: Severity,
+        summary: String,
+        job: Option<JobFacts>,
+        transition: Option<TransitionFacts>,
+        now: DateTime<Utc>,
+    ) -> Alert {
+        Alert {
+            version: PAYLOAD_VERSION,
+            id: new_alert_id(),
+            status,
+            rule,
+            severity,
+            summary,
+            job,
+            transition,
+            fired_at: timestamp(now),
+            host: self.host.to_string(),
+        }
+    }
+
+    fn announce(&self, made: &[Alert]) {
+        if made.is_empty() {
+            return;
+        }
+        for a in made {
+            metrics::counter!("recwatch_alerts_total", "rule" => a.rule.as_str(), "severity" => a.severity.as_str()).increment(1);
+            info!(
+                alert_id = %a.id,
+                rule = a.rule.as_str(),
+                severity = a.severity.as_str(),
+                status = a.status.as_str(),
+                app_id = a.job.as_ref().map(|j| j.app_id.as_str()).unwrap_or("-"),
+                job_id = a.job.as_ref().map(|j| j.job_id.as_str()).unwrap_or("-"),
+                "alert: {}",
+                a.summary
+            );
+            if let Some(events) = &self.events {
+                let _ = events.send(Event::Alert {
+                    summary: a.summary.clone(),
+                    rule: a.rule.as_str().into(),
+                    severity: a.severity.as_str().into(),
+                    status: a.status.as_str().into(),
+                });
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// Where a job's alerts go: its `notify` list, or every channel.
+pub fn channels_for(job: &JobConfig, config: &Config) -> Vec<String> {
+    match &job.notify {
+        Some(list) => list.clone(),
+        None => config.notify.channel_names().into_iter().map(str::to_string).collect(),
+    }
+}
+
+fn transition_summary(rule: Rule, job: &JobConfig, reason: Option<&str>, description: Option<&str>) -> String {
+    let what = match rule {
+        Rule::StoppedUnexpectedly => format!("stopped unexpectedly ({})", reason.unwrap_or("no stop reason")),
+        Rule::IdleTimeout => "stopped: nobody published for max_idle_time (EXCEED_MAX_IDLE_TIME)".to_string(),
+        Rule::StoppedByTenant => "was stopped by the tenant (TENANT_STOP)".to_string(),
+        _ => "changed".to_string(),
+    };
+    match description {
+        Some(d) if !d.is_empty() => format!("{} {what}: {d}", job.label()),
+        _ => format!("{} {what}", job.label()),
+    }
+}
+
+pub fn job_facts(job: &JobConfig, snapshot: Option<&crate::rtc::model::JobSnapshot>) -> JobFacts {
+    let mut f = JobFacts { app_id: job.app_id.clone(), job_id: job.job_id.clone(), name: job.name.clone(), ..Default::default() };
+    if let Some(s) = snapshot {
+        f.room_id = s.room_id.clone();
+        f.user_id = s.user_id.clone();
+        f.stream_name = s.stream_name.clone();
+        f.state = s.state.as_ref().map(|x| x.as_str().to_string());
+        f.stop_reason = s.stop_reason.as_ref().map(|x| x.as_str().to_string());
+        f.description = s.description.clone();
+        f.max_idle_time = s.max_idle_time;
+        f.create_time = s.create_time.clone();
+        f.start_time = s.start_time.clone();
+        f.stop_time = s.stop_time.clone();
+        f.update_time = s.update_time.clone();
+    }
+    f
+}
+
+/// Inserts an alert and one pending delivery per channel. Returns false if an alert with
+/// this dedup key already exists (nothing is written then).
+async fn insert_alert(
+    tx: &mut SqliteConnection,
+    alert: &Alert,
+    dedup_key: &str,
+    transition_id: Option<i64>,
+    episode_id: Option<i64>,
+    channels: Vec<String>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let at = timestamp(now);
+    let done = sqlx::query(
+        "INSERT INTO alerts (id, dedup_key, rule, severity, status, app_id, job_id, transition_id, episode_id,
+                             summary, payload, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(&alert.id)
+    .bind(dedup_key)
+    .bind(alert.rule.as_str())
+    .bind(alert.severity.as_str())
+    .bind(alert.status.as_str())
+    .bind(alert.job.as_ref().map(|j| &j.app_id))
+    .bind(alert.job.as_ref().map(|j| &j.job_id))
+    .bind(transition_id)
+    .bind(episode_id)
+    .bind(&alert.summary)
+    .bind(serde_json::to_string(alert)?)
+    .bind(&at)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for channel in channels {
+        sqlx::query(
+            "INSERT INTO deliveries (alert_id, channel, next_attempt_at, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&alert.id)
+        .bind(&channel)
+        .bind(&at)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(true)
+}

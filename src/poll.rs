@@ -1,0 +1,888 @@
+//! The poller: one rate budget shared by every job, polls spread evenly over each interval,
+//! and back-off that never turns a failure into a retry storm.
+//!
+//! One dispatcher task owns the schedule (a heap of due times) and the API's health; each poll
+//! runs in its own task, bounded by a semaphore of `max_in_flight`, and reports back. A job is
+//! never polled twice at once, so its last phase travels with its poll and transition
+//! detection needs no lock.
+//!
+//! How failures are handled, and why:
+//! - throttled (429): the whole poller pauses (3 s, doubling while it lasts, jittered); the
+//!   provider advises 2-5 s, and a per-job retry would just add load to a saturated budget;
+//! - refused credentials: the gateway locks an AK for 5 minutes after more than 5 failed
+//!   signatures, so after 3 refusals in a row the poller stops for `api.auth_backoff`. Until a
+//!   request has succeeded, requests go one at a time, so a wrong key costs at most 3;
+//! - anything else: that job alone backs off exponentially with jitter, capped.
+
+use crate::config::{Config, JobConfig};
+use crate::detect::{Detected, Phase, detect};
+use crate::outbox::{self, ApiHealthChange, Outbox};
+use crate::rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
+use crate::store::{PollOutcome, PollRecord, Store};
+use chrono::Utc;
+use rand::Rng;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+/// The window over which `rate_limit` is enforced. A little over a second, so requests that
+/// arrive a few milliseconds closer together than they were sent still fit in any one second
+/// at the server.
+const WINDOW: Duration = Duration::from_millis(1020);
+
+/// A token budget of `rate` requests per second: requests are spaced at least `1/rate`
+/// apart, and no `WINDOW` ever holds more than `rate` of them. A pause (throttling, refused
+/// credentials) holds every request.
+pub struct Budget {
+    state: Mutex<BudgetState>,
+    /// Nanoseconds spent waiting for the budget, for metrics.
+    waited_ns: AtomicU64,
+}
+
+struct BudgetState {
+    rate: u32,
+    recent: VecDeque<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(rate: u32) -> Budget {
+        Budget {
+            state: Mutex::new(BudgetState { rate: rate.max(1), recent: VecDeque::new(), paused_until: None }),
+            waited_ns: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_rate(&self, rate: u32) {
+        self.state.lock().expect("budget lock").rate = rate.max(1);
+    }
+
+    /// Holds every request until `until` (extends, never shortens, a pause).
+    pub fn pause_until(&self, until: Instant) {
+        let mut s = self.state.lock().expect("budget lock");
+        if s.paused_until.is_none_or(|p| p < until) {
+            s.paused_until = Some(until);
+        }
+    }
+
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.state.lock().expect("budget lock").paused_until.filter(|p| *p > Instant::now())
+    }
+
+    /// When the next request may go, or `None` if it may go now (and is then counted).
+    fn try_take(&self, now: Instant) -> Option<Instant> {
+        let mut s = self.state.lock().expect("budget lock");
+        if let Some(p) = s.paused_until {
+            if p > now {
+                return Some(p);
+            }
+            s.paused_until = None;
+        }
+        while s.recent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            s.recent.pop_front();
+        }
+        let rate = s.rate as usize;
+        let spacing = Duration::from_secs(1) / s.rate;
+        let mut earliest = now;
+        if let Some(last) = s.recent.back() {
+            earliest = earliest.max(*last + spacing);
+        }
+        if s.recent.len() >= rate {
+            earliest = earliest.max(s.recent[s.recent.len() - rate] + WINDOW);
+        }
+        if earliest > now {
+            return Some(earliest);
+        }
+        s.recent.push_back(now);
+        None
+    }
+
+    /// Waits for a slot and takes it. Returns how long it waited.
+    pub async fn acquire(&self) -> Duration {
+        let start = Instant::now();
+        while let Some(at) = self.try_take(Instant::now()) {
+            tokio::time::sleep_until(at).await;
+        }
+        let waited = start.elapsed();
+        self.waited_ns.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        metrics::counter!("recwatch_rate_budget_wait_seconds_total").increment(0);
+        metrics::histogram!("recwatch_rate_budget_wait_seconds").record(waited.as_secs_f64());
+        waited
+    }
+
+    pub fn total_wait(&self) -> Duration {
+        Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
+    }
+}
+
+/// Delay before re-polling a job that failed `failures` times in a row: its interval,
+/// doubling per failure, capped at the larger of the interval and 5 minutes, jittered by
+/// +/-20% so failed jobs do not return in step. `jitter` is in [0, 1).
+pub fn failure_delay(interval: Duration, failures: u32, jitter: f64) -> Duration {
+    let cap = interval.max(Duration::from_secs(300));
+    let exp = failures.saturating_sub(1).min(20);
+    let base = interval.saturating_mul(1u32 << exp.min(16)).min(cap);
+    base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+}
+
+/// The whole poller's pause after `streak` throttled answers in a row: `base`, doubling,
+/// capped at a minute, jittered by +/-20%.
+pub fn throttle_pause(base: Duration, streak: u32, jitter: f64) -> Duration {
+    let exp = streak.saturating_sub(1).min(8);
+    base.saturating_mul(1 << exp).min(Duration::from_secs(60)).mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+}
+
+/// After this many refused requests in a row the poller stops for `api.auth_backoff`.
+pub const AUTH_FAILURES_BEFORE_BACKOFF: u32 = 3;
+
+/// Something the demo (and logs) want to see as it happens.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Transition { job: JobConfig, from: Option<Phase>, to: Phase, description: Option<String> },
+    PollFailed { job: JobConfig, error: RtcError },
+    Alert { summary: String, rule: String, severity: String, status: String },
+}
+
+/// Shared with the watchdog and /readyz: when the dispatcher last went round its loop.
+#[derive(Default)]
+pub struct Liveness {
+    last_tick_ms: AtomicU64,
+}
+
+impl Liveness {
+    pub fn beat(&self) {
+        self.last_tick_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last beat (u64::MAX if never).
+    pub fn age_ms(&self) -> u64 {
+        match self.last_tick_ms.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            t => now_ms().saturating_sub(t),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+type Key = (String, String);
+
+fn key(job: &JobConfig) -> Key {
+    (job.app_id.clone(), job.job_id.clone())
+}
+
+/// A job's state between polls. It moves into the poll task and back.
+struct JobState {
+    job: JobConfig,
+    phase: Option<Phase>,
+    failures: u32,
+    /// Outcomes not yet written because the database refused (locked); written, in order,
+    /// with the next poll of this job.
+    unwritten: Vec<PollRecord>,
+    /// First time this run saw the job, for stuck_init when the API gives no create_time.
+    first_seen: chrono::DateTime<Utc>,
+}
+
+/// What a poll task reports back.
+struct Done {
+    key: Key,
+    state: JobState,
+    result: Result<(), RtcError>,
+}
+
+/// The shared parts of a running poller.
+pub struct Poller {
+    config: Config,
+    client: RtcClient,
+    store: Store,
+    outbox: Outbox,
+    budget: Arc<Budget>,
+    in_flight: Arc<Semaphore>,
+    in_flight_limit: usize,
+    events: broadcast::Sender<Event>,
+    liveness: Arc<Liveness>,
+    /// Cron ticks and reloads arrive here; the sender is handed out by `commands`.
+    command_tx: mpsc::Sender<Command>,
+    command_rx: Option<mpsc::Receiver<Command>>,
+}
+
+/// Commands the daemon sends the dispatcher.
+pub enum Command {
+    /// A new, already validated configuration.
+    Reload(Box<Config>, RtcClient),
+    /// A cron tick: poll every job now.
+    Tick,
+}
+
+impl Poller {
+    pub fn new(config: Config, client: RtcClient, store: Store, outbox: Outbox) -> Poller {
+        let (events, _) = broadcast::channel(1024);
+        let (command_tx, command_rx) = mpsc::channel(16);
+        Poller {
+            command_tx,
+            command_rx: Some(command_rx),
+            budget: Arc::new(Budget::new(config.api.rate_limit)),
+            in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
+            in_flight_limit: config.api.max_in_flight,
+            config,
+            client,
+            store,
+            outbox,
+            events,
+            liveness: Arc::new(Liveness::default()),
+        }
+    }
+
+    /// Where to send reloads (and cron ticks).
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.command_tx.clone()
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn event_sender(&self) -> broadcast::Sender<Event> {
+        self.events.clone()
+    }
+
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
+    }
+
+    pub fn budget(&self) -> Arc<Budget> {
+        self.budget.clone()
+    }
+
+    /// Says so when the watch list cannot be polled at its interval within the budget.
+    pub fn warn_if_over_budget(config: &Config) {
+        let b = config.budget();
+        if !b.fits() {
+            warn!(
+                jobs = b.jobs,
+                needed_per_second = format!("{:.1}", b.demand),
+                rate_limit = b.rate_limit,
+                effective_interval = %humantime::format_duration(round(b.effective(config.poll.interval))),
+                "the watch list needs more requests per second than api.rate_limit allows; every job will be polled {:.1}x less often than configured",
+                b.stretch
+            );
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then lets polls in flight finish writing.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut commands = self.command_rx.take().expect("run is called once");
+        let rows = self.store.jobs().await?;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut states: HashMap<Key, JobState> = HashMap::new();
+        let mut heap: BinaryHeap<Reverse<(Instant, u64, Key)>> = BinaryHeap::new();
+        let mut seq = 0u64;
+        let mut busy: HashMap<Key, ()> = HashMap::new();
+        let mut health = Health::default();
+
+        Self::warn_if_over_budget(&self.config);
+        let mut cron = None;
+        self.add_jobs(&self.config.jobs.clone(), &rows, &mut states, &mut heap, &mut seq);
+        if let Some(expr) = self.config.poll.schedule.clone() {
+            cron = Some(start_cron(&expr, self.command_tx.clone()).await?);
+        }
+        info!(
+            jobs = states.len(),
+            rate_limit = self.config.api.rate_limit,
+            max_in_flight = self.config.api.max_in_flight,
+            "polling armed"
+        );
+        self.liveness.beat();
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let mut stopping = *shutdown.borrow();
+
+        loop {
+            if stopping && busy.is_empty() {
+                break;
+            }
+            let next_due = heap.peek().map(|Reverse((t, _, _))| *t);
+            // Until a request has succeeded, one at a time: a wrong key costs at most 3.
+            let may_dispatch = !stopping
+                && (health.verified || busy.is_empty())
+                && self.in_flight.available_permits() > 0;
+            let sleep = async {
+                match (may_dispatch, next_due) {
+                    (true, Some(t)) => tokio::time::sleep_until(t).await,
+                    _ => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    info!(in_flight = busy.len(), "stopping: no new polls; waiting for those in flight to finish writing");
+                }
+                Some(done) = done_rx.recv() => {
+                    busy.remove(&done.key);
+                    self.finish(done, &mut states, &mut heap, &mut seq, &mut health).await;
+                }
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::Tick => {
+                        let now = Instant::now();
+                        for (k, _) in states.iter().filter(|(k, _)| !busy.contains_key(*k)) {
+                            seq += 1;
+                            heap.push(Reverse((now, seq, k.clone())));
+                        }
+                    }
+                    Command::Reload(config, client) => {
+                        let rows = rows_now(&self.store).await;
+                        self.reload(*config, client, &rows, &busy, &mut states, &mut heap, &mut seq, &mut cron).await;
+                    }
+                },
+                _ = heartbeat.tick() => self.liveness.beat(),
+                _ = sleep => {
+                    let Some(Reverse((_, _, k))) = heap.pop() else { continue };
+                    // Stale heap entries (a removed job, or one already being polled) are skipped.
+                    if busy.contains_key(&k) || !states.contains_key(&k) {
+                        continue;
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed(), if !stopping => {
+                            stopping = true;
+                            seq += 1;
+                            heap.push(Reverse((Instant::now(), seq, k)));
+                            continue;
+                        }
+                        _ = self.budget.acquire() => {}
+                    }
+                    let permit = self.in_flight.clone().acquire_owned().await.expect("semaphore never closed");
+                    let state = states.remove(&k).expect("checked above");
+                    busy.insert(k.clone(), ());
+                    let task = PollTask {
+                        client: self.client.clone(),
+                        store: self.store.clone(),
+                        outbox: self.outbox.clone(),
+                        config: self.config.clone(),
+                        events: self.events.clone(),
+                    };
+                    let tx = done_tx.clone();
+                    tokio::spawn(async move {
+                        let done = task.poll(k, state).await;
+                        drop(permit);
+                        let _ = tx.send(done);
+                    });
+                }
+            }
+            self.liveness.beat();
+        }
+        // Last chance for outcomes the database refused earlier.
+        for s in states.values_mut().filter(|s| !s.unwritten.is_empty()) {
+            let ctx = outbox::JobContext { job: &s.job, first_seen: s.first_seen, now: Utc::now() };
+            if self.outbox.write_job_polls(&self.store, &s.unwritten, &ctx, &self.config).await.is_ok() {
+                s.unwritten.clear();
+            }
+        }
+        let lost: usize = states.values().map(|s| s.unwritten.len()).sum();
+        if lost > 0 {
+            error!(outcomes = lost, "the database stayed locked; these poll outcomes were not written and will be re-observed on the next start");
+        }
+        if let Some(mut c) = cron {
+            let _ = c.shutdown().await;
+        }
+        info!("poller stopped");
+        Ok(())
+    }
+
+    fn add_jobs(
+        &self,
+        jobs: &[JobConfig],
+        rows: &HashMap<Key, crate::store::JobRow>,
+        states: &mut HashMap<Key, JobState>,
+        heap: &mut BinaryHeap<Reverse<(Instant, u64, Key)>>,
+        seq: &mut u64,
+    ) {
+        let now = Instant::now();
+        let n = jobs.len().max(1) as u32;
+        for (i, job) in jobs.iter().enumerate() {
+            let k = key(job);
+            let row = rows.get(&k);
+            let phase = row.and_then(|r| r.phase());
+            if self.config.poll.stop_after_terminal && phase.as_ref().is_some_and(Phase::is_terminal) {
+                debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
+                continue;
+            }
+            let first_seen = row
+                .and_then(|r| r.first_seen_at.as_deref())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(Utc::now);
+            states.insert(
+                k.clone(),
+                JobState { job: job.clone(), phase, failures: 0, unwritten: Vec::new(), first_seen },
+            );
+            if self.config.poll.schedule.is_none() {
+                // Spread the first polls evenly over the interval so they never fire together.
+                let offset = self.config.job_interval(job).mul_f64(i as f64 / n as f64);
+                *seq += 1;
+                heap.push(Reverse((now + offset, *seq, k)));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn reload(
+        &mut self,
+        config: Config,
+        client: RtcClient,
+        rows: &HashMap<Key, crate::store::JobRow>,
+        busy: &HashMap<Key, ()>,
+        states: &mut HashMap<Key, JobState>,
+        heap: &mut BinaryHeap<Reverse<(Instant, u64, Key)>>,
+        seq: &mut u64,
+        cron: &mut Option<tokio_cron_scheduler::JobScheduler>,
+    ) {
+        let wanted: HashMap<Key, &JobConfig> = config.jobs.iter().map(|j| (key(j), j)).collect();
+        let before = states.len();
+        states.retain(|k, _| wanted.contains_key(k));
+        let removed = before - states.len();
+        // Jobs in flight are not in `states`; they are dropped when they come back.
+        for (k, s) in states.iter_mut() {
+            s.job = wanted[k].clone();
+        }
+        let new_jobs: Vec<JobConfig> = config
+            .jobs
+            .iter()
+            .filter(|j| !states.contains_key(&key(j)) && !busy.contains_key(&key(j)))
+            .cloned()
+            .collect();
+        self.budget.set_rate(config.api.rate_limit);
+        if config.api.max_in_flight != self.in_flight_limit {
+            if config.api.max_in_flight > self.in_flight_limit {
+                self.in_flight.add_permits(config.api.max_in_flight - self.in_flight_limit);
+            } else {
+                let fewer = (self.in_flight_limit - config.api.max_in_flight) as u32;
+                if let Ok(p) = self.in_flight.clone().acquire_many_owned(fewer).await {
+                    p.forget();
+                }
+            }
+            self.in_flight_limit = config.api.max_in_flight;
+        }
+        let schedule_changed = config.poll.schedule != self.config.poll.schedule;
+        self.config = config;
+        self.client = client;
+        let now = Instant::now();
+        // New jobs are polled at once (through the budget), not after a whole interval.
+        for job in &new_jobs {
+            let k = key(job);
+            let phase = rows.get(&k).and_then(|r| r.phase());
+            if self.config.poll.stop_after_terminal && phase.as_ref().is_some_and(Phase::is_terminal) {
+                continue;
+            }
+            states.insert(
+                k.clone(),
+                JobState { job: job.clone(), phase, failures: 0, unwritten: Vec::new(), first_seen: Utc::now() },
+            );
+            *seq += 1;
+            heap.push(Reverse((now, *seq, k)));
+        }
+        if schedule_changed {
+            if let Some(mut c) = cron.take() {
+                let _ = c.shutdown().await;
+            }
+            if let Some(expr) = self.config.poll.schedule.clone() {
+                match start_cron(&expr, self.command_tx.clone()).await {
+                    Ok(c) => *cron = Some(c),
+                    Err(e) => error!("cannot start poll.schedule {expr:?}: {e:#}"),
+                }
+            } else {
+                for k in states.keys() {
+                    *seq += 1;
+                    heap.push(Reverse((now, *seq, k.clone())));
+                }
+            }
+        }
+        Self::warn_if_over_budget(&self.config);
+        info!(jobs = states.len(), added = new_jobs.len(), removed, "configuration reloaded");
+    }
+
+    async fn finish(
+        &mut self,
+        done: Done,
+        states: &mut HashMap<Key, JobState>,
+        heap: &mut BinaryHeap<Reverse<(Instant, u64, Key)>>,
+        seq: &mut u64,
+        health: &mut Health,
+    ) {
+        let Done { key: k, mut state, result } = done;
+        let now = Instant::now();
+        let jitter = || rand::rng().random::<f64>();
+        let change = match &result {
+            Ok(()) => health.success(),
+            Err(e) => health.failure(e.kind, self.config.rules.api_failure_threshold),
+        };
+        match change {
+            Some(change) => self.outbox.api_health(&self.store, change, &self.config).await,
+            None if result.is_err() && health.unhealthy => self.outbox.api_still_unhealthy(&self.store, &self.config).await,
+            None => {}
+        }
+        let next = match &result {
+            Ok(()) => {
+                state.failures = 0;
+                if self.config.poll.stop_after_terminal && state.phase.as_ref().is_some_and(Phase::is_terminal) {
+                    info!(app_id = %k.0, job_id = %k.1, "job is STOPPED: no longer polled (poll.stop_after_terminal)");
+                    if state.unwritten.is_empty() {
+                        return;
+                    }
+                    // Keep it until what it saw is written.
+                    Some(now + Duration::from_secs(5))
+                } else {
+                    Some(now + self.config.job_interval(&state.job))
+                }
+            }
+            Err(e) => match e.kind {
+                ErrorKind::Throttled => {
+                    let pause = throttle_pause(self.config.api.throttle_backoff, health.throttle_streak, jitter());
+                    self.budget.pause_until(now + pause);
+                    metrics::counter!("recwatch_throttled_total").increment(1);
+                    warn!(pause = ?round(pause), streak = health.throttle_streak, request_id = e.request_id.as_deref().unwrap_or("-"), "throttled by the API gateway (APIG.0308): pausing every poll");
+                    Some(now)
+                }
+                ErrorKind::Unauthorized => {
+                    if health.auth_streak >= AUTH_FAILURES_BEFORE_BACKOFF {
+                        let extra = health.auth_streak - AUTH_FAILURES_BEFORE_BACKOFF;
+                        let pause = self.config.api.auth_backoff.saturating_mul(1 << extra.min(3));
+                        self.budget.pause_until(now + pause);
+                        error!(
+                            refused_in_a_row = health.auth_streak,
+                            pause = %humantime::format_duration(round(pause)),
+                            "the API refused the credentials {} times in a row: stopping every poll so the gateway does not lock the key; check api.auth",
+                            health.auth_streak
+                        );
+                    }
+                    Some(now)
+                }
+                _ => {
+                    state.failures += 1;
+                    let interval = self.config.job_interval(&state.job);
+                    Some(now + failure_delay(interval, state.failures, jitter()))
+                }
+            },
+        };
+        if !self.config.jobs.iter().any(|j| key(j) == k) {
+            debug!(app_id = %k.0, job_id = %k.1, "removed from the watch list while in flight");
+            return;
+        }
+        states.insert(k.clone(), state);
+        if let Some(at) = next {
+            if self.config.poll.schedule.is_none() || result.is_err() {
+                *seq += 1;
+                heap.push(Reverse((at, *seq, k)));
+            }
+        }
+    }
+}
+
+async fn rows_now(store: &Store) -> HashMap<Key, crate::store::JobRow> {
+    store.jobs().await.unwrap_or_default()
+}
+
+async fn start_cron(expr: &str, tx: mpsc::Sender<Command>) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let sched = JobScheduler::new().await?;
+    sched
+        .add(Job::new_async(expr, move |_, _| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                // A full queue means the last tick is still waiting: dropping this one keeps
+                // ticks from piling up behind a slow budget.
+                let _ = tx.try_send(Command::Tick);
+            })
+        })?)
+        .await?;
+    sched.start().await?;
+    Ok(sched)
+}
+
+/// The API's health as seen across every poll.
+#[derive(Default)]
+struct Health {
+    /// A request has succeeded since start or since the last refusal.
+    verified: bool,
+    auth_streak: u32,
+    throttle_streak: u32,
+    /// Failures in a row of any kind but not-found (the API answered about the job).
+    failure_streak: u32,
+    unhealthy: bool,
+}
+
+impl Health {
+    fn success(&mut self) -> Option<ApiHealthChange> {
+        self.verified = true;
+        self.auth_streak = 0;
+        self.throttle_streak = 0;
+        self.failure_streak = 0;
+        if std::mem::take(&mut self.unhealthy) { Some(ApiHealthChange::Recovered) } else { None }
+    }
+
+    fn failure(&mut self, kind: ErrorKind, threshold: u32) -> Option<ApiHealthChange> {
+        match kind {
+            // The API answered, and about this job only.
+            ErrorKind::NotFound | ErrorKind::Rejected => {
+                self.verified = true;
+                self.auth_streak = 0;
+                self.throttle_streak = 0;
+                self.failure_streak = 0;
+                return if std::mem::take(&mut self.unhealthy) { Some(ApiHealthChange::Recovered) } else { None };
+            }
+            ErrorKind::Unauthorized => {
+                self.verified = false;
+                self.auth_streak += 1;
+            }
+            ErrorKind::Throttled => self.throttle_streak += 1,
+            _ => {}
+        }
+        self.failure_streak += 1;
+        let refused = kind == ErrorKind::Unauthorized;
+        if !self.unhealthy && (refused || self.failure_streak >= threshold) {
+            self.unhealthy = true;
+            return Some(ApiHealthChange::Unhealthy {
+                reason: if refused {
+                    "the RTC API refused the credentials".into()
+                } else {
+                    format!("{} polls in a row failed", self.failure_streak)
+                },
+            });
+        }
+        None
+    }
+}
+
+/// One poll, from request to committed write.
+struct PollTask {
+    client: RtcClient,
+    store: Store,
+    outbox: Outbox,
+    config: Config,
+    events: broadcast::Sender<Event>,
+}
+
+impl PollTask {
+    async fn poll(self, k: Key, mut state: JobState) -> Done {
+        let started = std::time::Instant::now();
+        let fetched = self.client.get_job(&k.0, &k.1).await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("recwatch_poll_duration_seconds").record(elapsed.as_secs_f64());
+        let outcome_label = match &fetched {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        metrics::counter!("recwatch_polls_total", "outcome" => outcome_label).increment(1);
+        let polled_at = Utc::now();
+        let (record, result) = match fetched {
+            Ok(Fetched { job, raw, request_id, .. }) => {
+                let detected = detect(state.phase.as_ref(), &job);
+                let transition = match detected {
+                    Detected::Transition { from, to } => {
+                        info!(
+                            app_id = %k.0, job_id = %k.1, name = state.job.label(),
+                            from = from.as_ref().map(|p| p.state.as_str()).unwrap_or("-"),
+                            to = %to.state, stop_reason = to.stop_reason.as_deref().unwrap_or("-"),
+                            "state change"
+                        );
+                        let _ = self.events.send(Event::Transition {
+                            job: state.job.clone(),
+                            from: from.clone(),
+                            to: to.clone(),
+                            description: job.description.clone(),
+                        });
+                        state.phase = Some(to.clone());
+                        Some((from, to))
+                    }
+                    Detected::Unchanged => None,
+                    Detected::NoState => {
+                        warn!(app_id = %k.0, job_id = %k.1, request_id = request_id.as_deref().unwrap_or("-"), "the API's answer has no state field; keeping the last known state");
+                        None
+                    }
+                };
+                let record = PollRecord {
+                    app_id: k.0.clone(),
+                    job_id: k.1.clone(),
+                    name: state.job.name.clone(),
+                    polled_at,
+                    outcome: PollOutcome::Ok { job, raw, transition },
+                };
+                (record, Ok(()))
+            }
+            Err(e) => {
+                let level_warn = !matches!(e.kind, ErrorKind::Throttled);
+                if level_warn {
+                    warn!(app_id = %k.0, job_id = %k.1, name = state.job.label(), kind = e.kind.as_str(), "poll failed: {e}");
+                } else {
+                    debug!(app_id = %k.0, job_id = %k.1, "poll throttled: {e}");
+                }
+                let _ = self.events.send(Event::PollFailed { job: state.job.clone(), error: e.clone() });
+                let record = PollRecord {
+                    app_id: k.0.clone(),
+                    job_id: k.1.clone(),
+                    name: state.job.name.clone(),
+                    polled_at,
+                    outcome: PollOutcome::Failed { kind: e.kind.as_str().into(), error: e.to_string() },
+                };
+                (record, Err(e))
+            }
+        };
+        state.unwritten.push(record);
+        // Keep trying for a while: a lock held by another process usually clears quickly.
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=4 {
+            let ctx = outbox::JobContext { job: &state.job, first_seen: state.first_seen, now: polled_at };
+            match self.outbox.write_job_polls(&self.store, &state.unwritten, &ctx, &self.config).await {
+                Ok(()) => {
+                    state.unwritten.clear();
+                    break;
+                }
+                Err(e) => {
+                    let busy = crate::store::is_busy(&e);
+                    warn!(app_id = %k.0, job_id = %k.1, attempt, unwritten = state.unwritten.len(), "cannot write the poll outcome{}: {e:#}", if busy { " (database locked by another process)" } else { "" });
+                    if attempt < 4 {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+        }
+        Done { key: k, state, result }
+    }
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs().max(if d.is_zero() { 0 } else { 1 }))
+}
+
+/// `recwatch poll-once`: every job once, through the same budget, client and store.
+pub async fn poll_once(config: &Config, client: &RtcClient, store: &Store, outbox: &Outbox) -> Vec<(JobConfig, Result<Option<Phase>, RtcError>, bool)> {
+    let budget = Budget::new(config.api.rate_limit);
+    let rows = store.jobs().await.unwrap_or_default();
+    let sem = Arc::new(Semaphore::new(config.api.max_in_flight));
+    let mut tasks = Vec::new();
+    let (events, _) = broadcast::channel(16);
+    for job in &config.jobs {
+        budget.acquire().await;
+        let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
+        let k = key(job);
+        let row = rows.get(&k);
+        let state = JobState {
+            job: job.clone(),
+            phase: row.and_then(|r| r.phase()),
+            failures: 0,
+            unwritten: Vec::new(),
+            first_seen: Utc::now(),
+        };
+        let task = PollTask {
+            client: client.clone(),
+            store: store.clone(),
+            outbox: outbox.clone(),
+            config: config.clone(),
+            events: events.clone(),
+        };
+        let before = state.phase.clone();
+        tasks.push(tokio::spawn(async move {
+            let done = task.poll(k, state).await;
+            drop(permit);
+            let changed = done.state.phase != before;
+            (done, changed)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        if let Ok((done, changed)) = t.await {
+            let written = done.state.unwritten.is_empty();
+            if !written {
+                error!(app_id = %done.key.0, job_id = %done.key.1, "could not write this job's outcome");
+            }
+            out.push((done.state.job.clone(), done.result.map(|_| done.state.phase.clone()), changed));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_delay_table() {
+        let s = Duration::from_secs;
+        let cases = [
+            ("first failure is one interval", s(30), 1, 0.5, s(30)),
+            ("doubles", s(30), 2, 0.5, s(60)),
+            ("doubles again", s(30), 3, 0.5, s(120)),
+            ("capped at 5 minutes", s(30), 10, 0.5, s(300)),
+            ("huge streak does not overflow", s(30), u32::MAX, 0.5, s(300)),
+            ("long interval caps at itself", s(600), 4, 0.5, s(600)),
+            ("jitter low", s(30), 1, 0.0, s(24)),
+            ("jitter high", s(30), 1, 1.0, s(36)),
+        ];
+        for (name, interval, failures, jitter, want) in cases {
+            assert_eq!(failure_delay(interval, failures, jitter), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn throttle_pause_table() {
+        let s = Duration::from_secs;
+        let cases = [
+            ("first", 1, 0.5, s(3)),
+            ("second doubles", 2, 0.5, s(6)),
+            ("capped at a minute", 30, 0.5, s(60)),
+        ];
+        for (name, streak, jitter, want) in cases {
+            assert_eq!(throttle_pause(s(3), streak, jitter), want, "{name}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_never_lets_a_window_hold_more_than_the_rate() {
+        let budget = Budget::new(10);
+        let mut sent = Vec::new();
+        let start = Instant::now();
+        for _ in 0..55 {
+            budget.acquire().await;
+            sent.push(Instant::now());
+        }
+        for (i, t) in sent.iter().enumerate() {
+            let in_window = sent[i..].iter().take_while(|u| u.duration_since(*t) < Duration::from_secs(1)).count();
+            assert!(in_window <= 10, "{in_window} requests within a second starting at request {i}");
+        }
+        // And it is not needlessly slow: 55 requests at ~10/s take ~5.5 s.
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(5700), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_request() {
+        let budget = Budget::new(100);
+        budget.pause_until(Instant::now() + Duration::from_secs(3));
+        let start = Instant::now();
+        budget.acquire().await;
+        assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn health_table() {
+        let mut h = Health::default();
+        assert!(h.failure(ErrorKind::Server, 3).is_none());
+        assert!(h.failure(ErrorKind::Timeout, 3).is_none());
+        assert!(matches!(h.failure(ErrorKind::Server, 3), Some(ApiHealthChange::Unhealthy { .. })), "third failure in a row");
+        assert!(h.failure(ErrorKind::Server, 3).is_none(), "one episode, one change");
+        assert!(matches!(h.success(), Some(ApiHealthChange::Recovered)));
+        assert!(h.success().is_none());
+        assert!(matches!(h.failure(ErrorKind::Unauthorized, 3), Some(ApiHealthChange::Unhealthy { .. })), "a refusal is unhealthy at once");
+        assert!(!h.verified);
+        let mut h = Health::default();
+        assert!(h.failure(ErrorKind::NotFound, 1).is_none(), "a 404 is about the job, not the API");
+    }
+}

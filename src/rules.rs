@@ -1,0 +1,132 @@
+//! Alert rules: which rule a transition or condition fires, and how loud. Pure functions of
+//! their inputs (the clock is an argument), tested with a table.
+
+use crate::alert::Rule;
+use crate::config::{RulesConfig, Severity};
+use crate::detect::Phase;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use std::time::Duration;
+
+/// The API's default when a job does not say.
+pub const DEFAULT_MAX_IDLE_TIME: u64 = 30;
+
+/// The rule a transition into `to` fires, before severities are applied.
+pub fn transition_rule(to: &Phase) -> Option<Rule> {
+    if to.state != "STOPPED" {
+        return None;
+    }
+    Some(match to.stop_reason.as_deref() {
+        Some("TENANT_STOP") => Rule::StoppedByTenant,
+        Some("EXCEED_MAX_IDLE_TIME") => Rule::IdleTimeout,
+        // INTERNAL_ERROR, an unknown reason, or none: nobody asked for this stop.
+        _ => Rule::StoppedUnexpectedly,
+    })
+}
+
+/// The configured severity of a rule; `None` is off.
+pub fn severity(rules: &RulesConfig, rule: Rule) -> Option<Severity> {
+    match rule {
+        Rule::StoppedUnexpectedly => rules.stopped_unexpectedly,
+        Rule::IdleTimeout => rules.idle_timeout,
+        Rule::StoppedByTenant => rules.stopped_by_tenant,
+        Rule::StuckInit => rules.stuck_init,
+        Rule::JobNotFound => rules.job_not_found,
+        Rule::ApiUnhealthy => rules.api_unhealthy,
+        Rule::Test => Some(Severity::Info),
+    }
+}
+
+/// Whether a job in INIT has been there too long: longer than its max_idle_time plus
+/// `grace` after its create_time (or after recwatch first saw it, when the API gives none).
+pub fn is_stuck_init(
+    state: &str,
+    create_time: Option<&str>,
+    max_idle_time: Option<u64>,
+    first_seen: DateTime<Utc>,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    if state != "INIT" {
+        return false;
+    }
+    let since = create_time
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(first_seen);
+    let limit = Duration::from_secs(max_idle_time.unwrap_or(DEFAULT_MAX_IDLE_TIME)) + grace;
+    now - since > ChronoDuration::from_std(limit).unwrap_or(ChronoDuration::MAX)
+}
+
+/// Whether a reminder is due for a condition still open.
+pub fn reminder_due(last_notified: DateTime<Utc>, repeat: Duration, now: DateTime<Utc>) -> bool {
+    now - last_notified >= ChronoDuration::from_std(repeat).unwrap_or(ChronoDuration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(state: &str, reason: Option<&str>) -> Phase {
+        Phase { state: state.into(), stop_reason: reason.map(str::to_string) }
+    }
+
+    #[test]
+    fn transition_rules_table() {
+        let cases = [
+            ("internal error", phase("STOPPED", Some("INTERNAL_ERROR")), Some(Rule::StoppedUnexpectedly)),
+            ("no reason", phase("STOPPED", None), Some(Rule::StoppedUnexpectedly)),
+            ("unknown reason", phase("STOPPED", Some("QUOTA")), Some(Rule::StoppedUnexpectedly)),
+            ("idle", phase("STOPPED", Some("EXCEED_MAX_IDLE_TIME")), Some(Rule::IdleTimeout)),
+            ("tenant", phase("STOPPED", Some("TENANT_STOP")), Some(Rule::StoppedByTenant)),
+            ("running", phase("RUNNING", None), None),
+            ("init", phase("INIT", None), None),
+            ("unknown state", phase("PAUSED", None), None),
+        ];
+        for (name, to, want) in cases {
+            assert_eq!(transition_rule(&to), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn default_severities_table() {
+        let r = RulesConfig::default();
+        let cases = [
+            (Rule::StoppedUnexpectedly, Some(Severity::Critical)),
+            (Rule::IdleTimeout, Some(Severity::Warning)),
+            (Rule::StoppedByTenant, None),
+            (Rule::StuckInit, Some(Severity::Warning)),
+            (Rule::JobNotFound, Some(Severity::Warning)),
+            (Rule::ApiUnhealthy, Some(Severity::Critical)),
+        ];
+        for (rule, want) in cases {
+            assert_eq!(severity(&r, rule), want, "{rule}");
+        }
+    }
+
+    #[test]
+    fn stuck_init_table() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let s = Duration::from_secs;
+        let at = |secs: i64| t0 + ChronoDuration::seconds(secs);
+        let created = Some("2026-01-01T00:00:00.000Z");
+        let cases = [
+            ("within idle + grace", "INIT", created, Some(30), at(89), false),
+            ("past idle + grace", "INIT", created, Some(30), at(91), true),
+            ("default idle time", "INIT", created, None, at(91), true),
+            ("running is never stuck", "RUNNING", created, Some(30), at(1000), false),
+            ("no create_time: from first seen", "INIT", None, Some(30), at(91), true),
+            ("bad create_time: from first seen", "INIT", Some("yesterday"), Some(30), at(89), false),
+        ];
+        for (name, state, create, idle, now, want) in cases {
+            assert_eq!(is_stuck_init(state, create, idle, t0, s(60), now), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn reminders() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let h4 = Duration::from_secs(4 * 3600);
+        assert!(!reminder_due(t0, h4, t0 + ChronoDuration::hours(3)));
+        assert!(reminder_due(t0, h4, t0 + ChronoDuration::hours(4)));
+    }
+}
