@@ -6,5 +6,6 @@
 
 pub mod alert;
 pub mod config;
+pub mod notify;
 pub mod rtc;
 pub mod secret;
