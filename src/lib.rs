@@ -2,14 +2,18 @@
 //! change in SQLite and alerts when a recording stops unexpectedly.
 //!
 //! The modules follow the data's path: config -> rtc (client) -> poll -> detect -> store ->
-//! notify. `simulate` is a fake RTC API for the demo, the tests and the benchmarks.
+//! rules + outbox -> deliver -> notify. `simulate` is a fake RTC API for the demo, the tests
+//! and the benchmarks.
 
 pub mod alert;
 pub mod config;
+pub mod daemon;
+pub mod deliver;
 pub mod detect;
-pub mod rtc;
-pub mod secret;
+pub mod notify;
 pub mod outbox;
 pub mod poll;
+pub mod rtc;
 pub mod rules;
+pub mod secret;
 pub mod store;

@@ -1,0 +1,174 @@
+//! Notification channels: render one alert for one channel and hand it over once.
+//!
+//! A channel is built once from its config (its HTTP client or SMTP pool lives as long as the
+//! channel) and knows nothing of retries: `send` either returns `Ok` because the receiver
+//! accepted the alert, or a [`DeliveryError`] that says whether trying again can help. The
+//! durable outbox above decides when to try again; rendering is pure so it is tested without
+//! a network.
+
+pub mod email;
+pub mod webhook;
+
+use crate::alert::Alert;
+use crate::config::{ConfigError, NotifyConfig};
+use crate::secret::Secret;
+use std::fmt;
+
+/// One configured destination.
+pub enum Channel {
+    Webhook(webhook::WebhookChannel),
+    Email(email::EmailChannel),
+}
+
+impl Channel {
+    /// Every configured channel, webhooks first, each with its client built.
+    pub fn from_config(cfg: &NotifyConfig) -> Result<Vec<Channel>, ConfigError> {
+        let mut channels = Vec::with_capacity(cfg.webhooks.len() + cfg.emails.len());
+        for (i, w) in cfg.webhooks.iter().enumerate() {
+            channels.push(Channel::Webhook(webhook::WebhookChannel::new(w, i)?));
+        }
+        for (i, e) in cfg.emails.iter().enumerate() {
+            channels.push(Channel::Email(email::EmailChannel::new(e, i)?));
+        }
+        Ok(channels)
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Channel::Webhook(w) => w.name(),
+            Channel::Email(e) => e.name(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Webhook(_) => "webhook",
+            Channel::Email(_) => "email",
+        }
+    }
+
+    /// Delivers `alert` once. `Ok` only when the receiver accepted it.
+    pub async fn send(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        match self {
+            Channel::Webhook(w) => w.send(alert).await,
+            Channel::Email(e) => e.send(alert).await,
+        }
+    }
+}
+
+impl fmt::Debug for Channel {
+    // Only the name and kind: the rest holds keys, header values and passwords.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("kind", &self.kind())
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+/// Why a delivery did not happen. `message` is for operators: the exact cause (HTTP status and
+/// a snippet of the answer, SMTP code and text, connect error, timeout) and never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    /// Trying the same delivery again cannot succeed without someone changing something.
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl DeliveryError {
+    pub fn permanent(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            permanent: true,
+            message: message.into(),
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            permanent: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// Replaces every occurrence of each secret in `text` with `***`: a receiver that echoes our
+/// request back must not put a credential into an error that ends up in logs and the database.
+fn redact(text: &str, secrets: &[Secret]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        // A one- or two-character "secret" would shred the text and protects nothing.
+        if s.expose().len() >= 3 {
+            out = out.replace(s.expose(), "***");
+        }
+    }
+    out
+}
+
+/// The first `max` characters of `text` on one line, control characters replaced, so an
+/// answer's body fits in a log line and a database column.
+fn snippet(text: &str, max: usize) -> String {
+    let one_line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    match one_line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+/// An error and its causes, outermost first, joined as `a: b: c` (repeats dropped: many
+/// errors print their source in their own message too).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_every_occurrence() {
+        let secrets = [Secret::new("tok-123"), Secret::new("x")];
+        assert_eq!(redact("a tok-123 b tok-123 x", &secrets), "a *** b *** x");
+    }
+
+    #[test]
+    fn snippet_is_one_short_line() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("short", "not found", 20, "not found"),
+            (
+                "newlines folded",
+                "line one\r\n  line\ttwo\n",
+                50,
+                "line one line two",
+            ),
+            ("cut at a char boundary", "ééééé", 3, "ééé…"),
+            ("empty", "", 10, ""),
+        ];
+        for (name, input, max, want) in cases {
+            assert_eq!(snippet(input, *max), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn delivery_error_displays_its_message() {
+        let e = DeliveryError::transient("HTTP 503");
+        assert_eq!(e.to_string(), "HTTP 503");
+        assert!(!e.permanent);
+        assert!(DeliveryError::permanent("x").permanent);
+    }
+}

@@ -1,0 +1,355 @@
+//! The webhook channel: the alert's version 1 JSON POSTed to one URL, signed per Standard
+//! Webhooks (<https://www.standardwebhooks.com>) when a secret is configured.
+//!
+//! The alert id is the `webhook-id`, so a receiver can drop a delivery that a crash or a lost
+//! answer made us repeat. Redirects are not followed: a signed alert goes only where it was
+//! configured to go.
+
+use super::{DeliveryError, chain, redact, snippet};
+use crate::alert::Alert;
+use crate::config::{ConfigError, WebhookConfig, decode_webhook_secret};
+use crate::rtc::sign::hmac_raw;
+use crate::secret::Secret;
+use base64::Engine;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
+
+pub const HEADER_ID: &str = "webhook-id";
+pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+pub const HEADER_SIGNATURE: &str = "webhook-signature";
+
+/// How much of a refusing receiver's answer goes into the error, in characters.
+const SNIPPET_CHARS: usize = 200;
+/// How much of the answer we read at most to make that snippet.
+const SNIPPET_READ_BYTES: usize = 4096;
+
+pub struct WebhookChannel {
+    name: String,
+    url: url::Url,
+    client: reqwest::Client,
+    /// Configured extra headers, marked sensitive so they stay out of reqwest's Debug output.
+    headers: HeaderMap,
+    /// The HMAC key: the secret's base64 decoded, `None` when deliveries are unsigned.
+    key: Option<Vec<u8>>,
+    /// Everything that must never appear in an error message.
+    secrets: Vec<Secret>,
+    timeout: Duration,
+}
+
+impl WebhookChannel {
+    /// `index` is the channel's position in `[[notify.webhook]]`, for error locations.
+    pub fn new(cfg: &WebhookConfig, index: usize) -> Result<WebhookChannel, ConfigError> {
+        let at = |key: &str| format!("notify.webhook[{index}] ({:?}).{key}", cfg.name);
+        let key = match &cfg.secret {
+            Some(s) => Some(decode_webhook_secret(s.expose()).map_err(|m| ConfigError {
+                location: at("secret"),
+                message: m,
+            })?),
+            None => None,
+        };
+        let mut headers = HeaderMap::new();
+        let mut secrets: Vec<Secret> = cfg.secret.iter().cloned().collect();
+        for (name, value) in &cfg.headers {
+            let location = at(&format!("headers.{name}"));
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError {
+                location: location.clone(),
+                message: "is not a valid HTTP header name".into(),
+            })?;
+            if [
+                CONTENT_TYPE.as_str(),
+                HEADER_ID,
+                HEADER_TIMESTAMP,
+                HEADER_SIGNATURE,
+            ]
+            .contains(&header.as_str())
+            {
+                return Err(ConfigError {
+                    location,
+                    message: "is set by recwatch itself; remove it from the headers table".into(),
+                });
+            }
+            // The value is a secret: the message says what is wrong without showing it.
+            let mut v = HeaderValue::from_str(value.expose()).map_err(|_| ConfigError {
+                location,
+                message:
+                    "is not a valid header value (control characters or non-ASCII); check the value"
+                        .into(),
+            })?;
+            v.set_sensitive(true);
+            headers.append(header, v);
+            secrets.push(value.clone());
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("recwatch/", env!("CARGO_PKG_VERSION")))
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ConfigError {
+                location: at("url"),
+                message: format!("cannot build the HTTP client: {}", chain(&e.without_url())),
+            })?;
+        Ok(WebhookChannel {
+            name: cfg.name.clone(),
+            url: cfg.url.clone(),
+            client,
+            headers,
+            key,
+            secrets,
+            timeout: cfg.timeout,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_signed(&self) -> bool {
+        self.key.is_some()
+    }
+
+    pub async fn send(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        let body = render(alert);
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.key {
+            let timestamp = chrono::Utc::now().timestamp();
+            request = request
+                .header(HEADER_ID, &alert.id)
+                .header(HEADER_TIMESTAMP, timestamp.to_string())
+                .header(
+                    HEADER_SIGNATURE,
+                    signature(key, &alert.id, timestamp, &body),
+                );
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = redact(&read_snippet(response).await, &self.secrets);
+        Err(status_error(status, &text))
+    }
+
+    /// Connect errors and timeouts: the receiver may be back later.
+    fn transport_error(&self, e: reqwest::Error) -> DeliveryError {
+        let cause = if e.is_timeout() {
+            format!(
+                "no answer within {}",
+                humantime::format_duration(self.timeout)
+            )
+        } else {
+            // without_url: a webhook URL often carries a token in its path or query.
+            chain(&e.without_url())
+        };
+        DeliveryError::transient(redact(
+            &format!("webhook request failed: {cause}"),
+            &self.secrets,
+        ))
+    }
+}
+
+/// The request body: the alert serialized as it is, version field included.
+pub fn render(alert: &Alert) -> Vec<u8> {
+    serde_json::to_vec(alert)
+        .expect("an Alert always serializes: it has only strings, numbers and string-keyed structs")
+}
+
+/// The Standard Webhooks `webhook-signature` value: `v1,` and the base64 of
+/// HMAC-SHA256(key, "{id}.{timestamp}.{body}").
+pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut signed = Vec::with_capacity(id.len() + body.len() + 24);
+    signed.extend_from_slice(id.as_bytes());
+    signed.extend_from_slice(format!(".{timestamp}.").as_bytes());
+    signed.extend_from_slice(body);
+    let mac = hmac_raw(key, &signed);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac)
+    )
+}
+
+/// What a non-2xx answer means: 408, 429 and 5xx may pass; any other answer (3xx, 4xx) will
+/// be the same next time until someone changes the receiver or our config.
+pub fn status_error(status: StatusCode, body_snippet: &str) -> DeliveryError {
+    let transient = status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error();
+    let mut message = format!("webhook answered HTTP {status}");
+    if status.is_redirection() {
+        message.push_str(" (redirects are not followed; configure the final URL)");
+    }
+    if !body_snippet.is_empty() {
+        message.push_str(": ");
+        message.push_str(body_snippet);
+    }
+    DeliveryError {
+        permanent: !transient,
+        message,
+    }
+}
+
+/// The start of the answer's body, for the operator; a failure to read it is not the error.
+async fn read_snippet(mut response: reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < SNIPPET_READ_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    buf.truncate(SNIPPET_READ_BYTES);
+    snippet(&String::from_utf8_lossy(&buf), SNIPPET_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts};
+    use crate::config::Severity;
+
+    fn alert() -> Alert {
+        Alert {
+            version: PAYLOAD_VERSION,
+            id: "alert-0001".into(),
+            status: Status::Firing,
+            rule: Rule::StoppedUnexpectedly,
+            severity: Severity::Critical,
+            summary: "lobby camera stopped: INTERNAL_ERROR".into(),
+            job: Some(JobFacts {
+                app_id: "app".into(),
+                job_id: "job-0001".into(),
+                name: Some("lobby camera".into()),
+                ..Default::default()
+            }),
+            transition: Some(TransitionFacts {
+                from: Some("EXECUTING".into()),
+                to: "STOPPED".into(),
+                observed_at: "2025-01-01T00:00:00.000Z".into(),
+            }),
+            fired_at: "2025-01-01T00:00:00.000Z".into(),
+            host: "h1".into(),
+        }
+    }
+
+    /// The example in the Standard Webhooks specification (spec/standard-webhooks.md).
+    #[test]
+    fn signature_matches_the_spec_example() {
+        let key = decode_webhook_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let sig = signature(
+            &key,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    /// The vector in the reference Rust library's own tests.
+    #[test]
+    fn signature_matches_the_reference_library_vector() {
+        let key = decode_webhook_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+        assert_eq!(
+            signature(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+    }
+
+    #[test]
+    fn the_reference_library_verifies_our_signature() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let key = decode_webhook_secret(secret).unwrap();
+        let a = alert();
+        let body = render(&a);
+        let now = chrono::Utc::now().timestamp();
+        let mut headers = http_headers(&a.id, now, &signature(&key, &a.id, now, &body));
+        let wh = standardwebhooks::Webhook::new(secret).unwrap();
+        wh.verify(&body, &headers).expect("our signature verifies");
+        // And it is checking something: a changed body or id fails.
+        assert!(wh.verify(&[&body[..], b" "].concat(), &headers).is_err());
+        headers.insert(HEADER_ID, "alert-0002".parse().unwrap());
+        assert!(wh.verify(&body, &headers).is_err());
+    }
+
+    fn http_headers(id: &str, ts: i64, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_ID, id.parse().unwrap());
+        h.insert(HEADER_TIMESTAMP, ts.to_string().parse().unwrap());
+        h.insert(HEADER_SIGNATURE, sig.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn render_is_the_version_1_payload() {
+        let a = alert();
+        let v: serde_json::Value = serde_json::from_slice(&render(&a)).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["id"], "alert-0001");
+        assert_eq!(v["rule"], "stopped_unexpectedly");
+        assert_eq!(v["job"]["name"], "lobby camera");
+        let back: Alert = serde_json::from_value(v).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        // (name, status, permanent)
+        let cases: &[(&str, u16, bool)] = &[
+            ("moved", 301, true),
+            ("temporary redirect", 307, true),
+            ("bad request", 400, true),
+            ("unauthorized", 401, true),
+            ("forbidden", 403, true),
+            ("not found", 404, true),
+            ("gone", 410, true),
+            ("payload too large", 413, true),
+            ("unprocessable", 422, true),
+            ("request timeout", 408, false),
+            ("too many requests", 429, false),
+            ("internal error", 500, false),
+            ("bad gateway", 502, false),
+            ("unavailable", 503, false),
+            ("gateway timeout", 504, false),
+        ];
+        for (name, code, permanent) in cases {
+            let e = status_error(StatusCode::from_u16(*code).unwrap(), "why");
+            assert_eq!(e.permanent, *permanent, "{name}");
+            assert!(
+                e.message.contains(&code.to_string()),
+                "{name}: {}",
+                e.message
+            );
+            assert!(e.message.ends_with(": why"), "{name}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn bad_header_values_are_refused_without_showing_them() {
+        let cfg = WebhookConfig {
+            name: "ops".into(),
+            url: "http://127.0.0.1:9/".parse().unwrap(),
+            secret: None,
+            headers: vec![("Authorization".into(), Secret::new("Bearer s3cr3t\n"))],
+            timeout: Duration::from_secs(1),
+        };
+        let e = WebhookChannel::new(&cfg, 0).err().expect("refused");
+        assert!(e.location.contains("headers.Authorization"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+
+        let cfg = WebhookConfig {
+            headers: vec![("webhook-signature".into(), Secret::new("x"))],
+            ..cfg
+        };
+        let e = WebhookChannel::new(&cfg, 0).err().expect("refused");
+        assert!(e.message.contains("set by recwatch"), "{e}");
+    }
+}
