@@ -189,6 +189,38 @@ impl Alert {
     }
 }
 
+/// The alert `recwatch test-alert` sends: every field filled, so a receiver sees the shape.
+pub fn test_alert() -> Alert {
+    let now = chrono::Utc::now();
+    Alert {
+        version: PAYLOAD_VERSION,
+        id: crate::outbox::new_alert_id(),
+        status: Status::Firing,
+        rule: Rule::Test,
+        severity: Severity::Info,
+        summary: "recwatch test notification: if you can read this, the channel works".into(),
+        job: Some(JobFacts {
+            app_id: "test-app".into(),
+            job_id: "test-job".into(),
+            name: Some("test notification".into()),
+            room_id: Some("test-room".into()),
+            user_id: Some("test-user".into()),
+            stream_name: Some("test-stream".into()),
+            state: Some("STOPPED".into()),
+            stop_reason: Some("INTERNAL_ERROR".into()),
+            description: Some("not a real job".into()),
+            max_idle_time: Some(30),
+            create_time: Some(timestamp(now)),
+            start_time: Some(timestamp(now)),
+            stop_time: Some(timestamp(now)),
+            update_time: Some(timestamp(now)),
+        }),
+        transition: Some(TransitionFacts { from: Some("RUNNING".into()), to: "STOPPED".into(), observed_at: timestamp(now) }),
+        fired_at: timestamp(now),
+        host: hostname(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -206,6 +206,79 @@ impl Worker {
     }
 }
 
+/// An alert with its delivery state per channel, for `recwatch alerts`.
+#[derive(Debug, serde::Serialize)]
+pub struct AlertView {
+    pub id: String,
+    pub rule: String,
+    pub severity: String,
+    pub status: String,
+    pub app_id: Option<String>,
+    pub job_id: Option<String>,
+    pub summary: String,
+    pub created_at: String,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct DeliveryView {
+    pub channel: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub sent_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Alerts newest first, optionally only those with a delivery still pending.
+pub async fn list_alerts(store: &Store, pending_only: bool, limit: i64) -> anyhow::Result<Vec<AlertView>> {
+    let rows = sqlx::query(
+        "SELECT id, rule, severity, status, app_id, job_id, summary, created_at FROM alerts a
+         WHERE (?1 = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state = 'pending'))
+         ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+    )
+    .bind(pending_only as i64)
+    .bind(limit)
+    .fetch_all(store.reader())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: String = r.get(0);
+        let deliveries = sqlx::query(
+            "SELECT channel, state, attempts, next_attempt_at, sent_at, last_error FROM deliveries
+             WHERE alert_id = ? ORDER BY channel",
+        )
+        .bind(&id)
+        .fetch_all(store.reader())
+        .await?
+        .into_iter()
+        .map(|d| {
+            let state: String = d.get(1);
+            DeliveryView {
+                channel: d.get(0),
+                next_attempt_at: if state == "pending" { d.get(3) } else { None },
+                state,
+                attempts: d.get(2),
+                sent_at: d.get(4),
+                last_error: d.get(5),
+            }
+        })
+        .collect();
+        out.push(AlertView {
+            id,
+            rule: r.get(1),
+            severity: r.get(2),
+            status: r.get(3),
+            app_id: r.get(4),
+            job_id: r.get(5),
+            summary: r.get(6),
+            created_at: r.get(7),
+            deliveries,
+        });
+    }
+    Ok(out)
+}
+
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }

@@ -1,0 +1,427 @@
+//! The command line: parse, dispatch, print. Every command returns an exit code; config
+//! errors are 78 (EX_CONFIG) so systemd's `RestartPreventExitStatus=78` stops a restart loop.
+
+use crate::config::{self, Config, ConfigError, EXIT_CONFIG};
+use crate::outbox::Outbox;
+use crate::rtc::client::RtcClient;
+use crate::store::Store;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "recwatch",
+    version,
+    about = "Watches Huawei Cloud RTC individual stream recording jobs, records every state change in SQLite, and alerts when a recording stops unexpectedly.",
+    after_help = "Configuration: --config PATH, else $RECWATCH_CONFIG, else /etc/recwatch/config.toml.\nAny key can be overridden as RECWATCH_<SECTION>__<KEY>, e.g. RECWATCH_API__AUTH__SECRET_KEY.\nTry it with no setup at all: recwatch demo"
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    pub log_format: crate::telemetry::LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: poll every watched job, record changes, send alerts.
+    Run,
+    /// Validate the configuration and print what it means; exit 0, or 78 with the error.
+    Check,
+    /// Poll every job once, record transitions, print a table, and exit.
+    PollOnce,
+    /// Each watched job with its last state, stop reason, last poll and last change.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recorded transitions, newest first.
+    History {
+        /// Only this job id.
+        #[arg(long, value_name = "JOB_ID")]
+        job: Option<String>,
+        /// Only transitions observed within this long ago, e.g. 1h, 7d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        since: Option<std::time::Duration>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Alerts with their delivery state per channel, newest first.
+    Alerts {
+        /// Only alerts with a delivery still pending.
+        #[arg(long)]
+        pending: bool,
+        /// At most this many alerts.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a test notification through each channel and report each result.
+    TestAlert {
+        /// Only this channel.
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
+    },
+    /// Run a fake RTC API (for the demo, tests and benchmarks).
+    Simulate(crate::simulate::SimulateArgs),
+    /// Start the simulator and the daemon against it and show changes and alerts live.
+    Demo(crate::demo::DemoArgs),
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s)
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("recwatch: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    let path = config::resolve_path(cli.config.as_deref());
+    config::load(&path).map_err(|e| config_error(&e))
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("recwatch: configuration error: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("recwatch: error: {e:#}");
+    ExitCode::FAILURE
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    match &cli.command {
+        Command::Simulate(args) => {
+            crate::telemetry::init("info", cli.log_format);
+            return crate::simulate::run(args.clone()).await.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail);
+        }
+        Command::Demo(args) => {
+            return crate::demo::run(args.clone()).await.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail);
+        }
+        _ => {}
+    }
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(&config.log.level, cli.log_format);
+    let result = match cli.command {
+        Command::Run => run(config).await,
+        Command::Check => {
+            check(&config);
+            Ok(())
+        }
+        Command::PollOnce => poll_once(&config).await,
+        Command::Status { json } => status(&config, json).await,
+        Command::History { job, since, limit, json } => history(&config, job, since, limit, json).await,
+        Command::Alerts { pending, limit, json } => alerts(&config, pending, limit, json).await,
+        Command::TestAlert { channel } => return test_alert(&config, channel.as_deref()).await,
+        Command::Simulate(_) | Command::Demo(_) => unreachable!("handled above"),
+    };
+    result.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = crate::daemon::shutdown_on_signals()?;
+    crate::daemon::run(config, shutdown, |_| {}).await
+}
+
+fn check(c: &Config) {
+    let source = c.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built in)".into());
+    println!("configuration OK: {source}");
+    println!("  api        {} ({})", c.api.endpoint, c.api.auth.describe());
+    if let Some(p) = &c.api.project_id {
+        println!("             project {p}");
+    }
+    println!(
+        "  budget     {} requests/s, {} in flight, timeout {}",
+        c.api.rate_limit,
+        c.api.max_in_flight,
+        humantime::format_duration(c.api.timeout)
+    );
+    let b = c.budget();
+    match &c.poll.schedule {
+        Some(s) => println!("  poll       on cron schedule {s:?}"),
+        None => println!("  poll       every {}", humantime::format_duration(c.poll.interval)),
+    }
+    println!(
+        "  demand     {:.2} requests/s for {} jobs ({:.0}% of the budget)",
+        b.demand,
+        b.jobs,
+        100.0 * b.demand / b.rate_limit as f64
+    );
+    if b.fits() {
+        println!("  effective  every job is polled at its interval");
+    } else {
+        println!(
+            "  WARNING    the watch list needs {:.1} requests/s but api.rate_limit is {}: every job is polled {:.1}x less often than configured (every {} instead of {})",
+            b.demand,
+            b.rate_limit,
+            b.stretch,
+            humantime::format_duration(round_secs(b.effective(c.poll.interval))),
+            humantime::format_duration(c.poll.interval)
+        );
+    }
+    println!(
+        "  storage    {} (retention {})",
+        c.storage.path.display(),
+        humantime::format_duration(c.storage.retention)
+    );
+    let channels = c.notify.channel_names();
+    if channels.is_empty() {
+        println!("  notify     no channels: alerts are recorded but not sent (add [[notify.webhook]] or [[notify.email]])");
+    } else {
+        for w in &c.notify.webhooks {
+            println!("  notify     webhook {:?} -> {}{}", w.name, w.url, if w.secret.is_some() { " (signed)" } else { " (unsigned)" });
+        }
+        for e in &c.notify.emails {
+            println!("  notify     email {:?} via {}:{} -> {}", e.name, e.smtp_host, e.smtp_port, e.to.join(", "));
+        }
+    }
+    let lvl = |s: Option<crate::config::Severity>| s.map(|s| s.as_str()).unwrap_or("off");
+    let r = &c.rules;
+    println!(
+        "  rules      stopped_unexpectedly={} idle_timeout={} stopped_by_tenant={} stuck_init={} job_not_found={} api_unhealthy={}",
+        lvl(r.stopped_unexpectedly),
+        lvl(r.idle_timeout),
+        lvl(r.stopped_by_tenant),
+        lvl(r.stuck_init),
+        lvl(r.job_not_found),
+        lvl(r.api_unhealthy)
+    );
+    match c.http.listen {
+        Some(a) => println!("  http       http://{a} (/healthz /readyz /metrics /api/v1/jobs)"),
+        None => println!("  http       off"),
+    }
+    println!("  jobs       {}", c.jobs.len());
+    for (i, j) in c.jobs.iter().enumerate() {
+        let interval = match &c.poll.schedule {
+            Some(_) => "cron".to_string(),
+            None => humantime::format_duration(round_secs(b.effective(c.job_interval(j)))).to_string(),
+        };
+        println!("    [{i}] {:<24} app {} job {} every {interval}", j.label(), j.app_id, j.job_id);
+    }
+    if c.jobs.is_empty() {
+        println!("    (none: add [[jobs]] entries with app_id and job_id)");
+    }
+}
+
+fn round_secs(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(d.as_secs_f64().round() as u64)
+}
+
+async fn poll_once(config: &Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.storage.path).await?;
+    let client = RtcClient::new(&config.api)?;
+    let outbox = Outbox::new();
+    outbox.restore(&store).await?;
+    let results = crate::poll::poll_once(config, &client, &store, &outbox).await;
+    let mut rows = vec![vec!["NAME".into(), "APP_ID".into(), "JOB_ID".into(), "STATE".into(), "STOP_REASON".into(), "RESULT".into()]];
+    let mut failed = 0;
+    for (job, result, changed) in results {
+        let (state, reason, what) = match result {
+            Ok(Some(p)) => (p.state, p.stop_reason.unwrap_or_else(|| "-".into()), if changed { "changed".into() } else { "unchanged".into() }),
+            Ok(None) => ("-".into(), "-".into(), "answer had no state".into()),
+            Err(e) => {
+                failed += 1;
+                ("-".into(), "-".into(), e.to_string())
+            }
+        };
+        rows.push(vec![job.name.clone().unwrap_or_else(|| "-".into()), job.app_id, job.job_id, state, reason, what]);
+    }
+    print_table(&rows);
+    store.close().await;
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} polls failed", rows.len() - 1);
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusRow {
+    app_id: String,
+    job_id: String,
+    name: Option<String>,
+    state: Option<String>,
+    stop_reason: Option<String>,
+    description: Option<String>,
+    last_polled_at: Option<String>,
+    last_changed_at: Option<String>,
+    last_error: Option<String>,
+    polled: bool,
+}
+
+/// Each watched job with what the database knows of it; shared with /api/v1/jobs.
+pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<serde_json::Value> {
+    let rows = store.jobs().await?;
+    let out: Vec<StatusRow> = config
+        .jobs
+        .iter()
+        .map(|j| {
+            let r = rows.get(&(j.app_id.clone(), j.job_id.clone()));
+            StatusRow {
+                app_id: j.app_id.clone(),
+                job_id: j.job_id.clone(),
+                name: j.name.clone(),
+                state: r.and_then(|r| r.state.clone()),
+                stop_reason: r.and_then(|r| r.stop_reason.clone()),
+                description: r.and_then(|r| r.description.clone()),
+                last_polled_at: r.and_then(|r| r.last_polled_at.clone()),
+                last_changed_at: r.and_then(|r| r.last_changed_at.clone()),
+                last_error: r.and_then(|r| r.last_error.clone()),
+                polled: r.is_some_and(|r| r.last_polled_at.is_some()),
+            }
+        })
+        .collect();
+    Ok(serde_json::to_value(out)?)
+}
+
+async fn open_existing(config: &Config) -> anyhow::Result<Store> {
+    if !config.storage.path.exists() {
+        anyhow::bail!(
+            "no database at {} yet: start `recwatch run` or `recwatch poll-once` first (or check storage.path)",
+            config.storage.path.display()
+        );
+    }
+    Store::open(&config.storage.path).await
+}
+
+async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let store = open_existing(config).await?;
+    let value = status_rows(config, &store).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let mut rows = vec![["NAME", "APP_ID", "JOB_ID", "STATE", "STOP_REASON", "LAST_POLL", "LAST_CHANGE", "ERROR"].map(String::from).to_vec()];
+    for r in value.as_array().into_iter().flatten() {
+        let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+        rows.push(vec![s("name"), s("app_id"), s("job_id"), s("state"), s("stop_reason"), s("last_polled_at"), s("last_changed_at"), s("last_error")]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+async fn history(
+    config: &Config,
+    job: Option<String>,
+    since: Option<std::time::Duration>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = open_existing(config).await?;
+    let since = since.map(|d| chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+    let rows = store.history(job.as_deref(), since, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mut table = vec![["OBSERVED_AT", "NAME", "APP_ID", "JOB_ID", "FROM", "TO", "STOP_REASON", "DESCRIPTION"].map(String::from).to_vec()];
+    for r in rows {
+        table.push(vec![
+            r.observed_at,
+            r.name.unwrap_or_else(|| "-".into()),
+            r.app_id,
+            r.job_id,
+            r.from_state.unwrap_or_else(|| "(first seen)".into()),
+            r.to_state,
+            r.stop_reason.unwrap_or_else(|| "-".into()),
+            r.description.unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print_table(&table);
+    Ok(())
+}
+
+async fn alerts(config: &Config, pending: bool, limit: i64, json: bool) -> anyhow::Result<()> {
+    let store = open_existing(config).await?;
+    let list = crate::deliver::list_alerts(&store, pending, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let mut table = vec![["CREATED_AT", "ID", "RULE", "SEVERITY", "STATUS", "JOB", "DELIVERIES", "SUMMARY"].map(String::from).to_vec()];
+    for a in list {
+        let deliveries = if a.deliveries.is_empty() {
+            "(no channels)".to_string()
+        } else {
+            a.deliveries
+                .iter()
+                .map(|d| format!("{}:{}{}", d.channel, d.state, if d.attempts > 1 { format!("({}x)", d.attempts) } else { String::new() }))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        table.push(vec![a.created_at, a.id, a.rule, a.severity, a.status, a.job_id.unwrap_or_else(|| "-".into()), deliveries, a.summary]);
+    }
+    print_table(&table);
+    Ok(())
+}
+
+async fn test_alert(config: &Config, only: Option<&str>) -> ExitCode {
+    let channels = match crate::notify::Channel::from_config(&config.notify) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let channels: Vec<_> = channels.into_iter().filter(|c| only.is_none_or(|n| c.name() == n)).collect();
+    if channels.is_empty() {
+        match only {
+            Some(n) => eprintln!("recwatch: no channel is named {n:?}; the channels are {:?}", config.notify.channel_names()),
+            None => eprintln!("recwatch: no channels are configured: add [[notify.webhook]] or [[notify.email]] (see config.example.toml)"),
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let alert = crate::alert::test_alert();
+    let mut failed = 0;
+    for c in &channels {
+        match c.send(&alert).await {
+            Ok(()) => println!("{:<8} {:<20} ok (alert id {})", c.kind(), c.name(), alert.id),
+            Err(e) => {
+                failed += 1;
+                println!("{:<8} {:<20} FAILED{}: {e}", c.kind(), c.name(), if e.permanent { " (permanent)" } else { "" });
+            }
+        }
+    }
+    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Prints rows as left-aligned columns; the last column is not padded.
+pub fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
