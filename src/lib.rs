@@ -8,3 +8,5 @@ pub mod alert;
 pub mod config;
 pub mod rtc;
 pub mod secret;
+pub mod systemd;
+pub mod telemetry;
