@@ -17,3 +17,5 @@ pub mod rtc;
 pub mod rules;
 pub mod secret;
 pub mod store;
+pub mod systemd;
+pub mod telemetry;

@@ -1,0 +1,520 @@
+//! Logging: one `tracing` subscriber writing to stderr, set up once at start.
+//!
+//! How it writes depends on where stderr goes. Under systemd, stderr is a stream socket into
+//! journald, which stamps every line itself and shows escape codes literally, so we drop our
+//! timestamp and colours and instead start each line with a `<N>` syslog priority prefix, which
+//! journald strips and stores as the entry's priority (`journalctl -p warning` then works).
+//! On a terminal we colour; into a file or pipe we do not. `--log-format json` writes one JSON
+//! object per line for log shippers. The choice is made by [`decide`], a function of the
+//! environment, so it is tested without touching the process's real environment.
+
+use std::fmt;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry};
+
+/// tokio-cron-scheduler logs every tick at INFO; keep it to warnings unless `RUST_LOG` says
+/// otherwise.
+const QUIET_CRATES: &str = "tokio_cron_scheduler=warn";
+
+/// The line format on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// What [`decide`] looks at, read from the process by [`Environment::current`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// `RUST_LOG`, if set.
+    pub rust_log: Option<String>,
+    /// `JOURNAL_STREAM` (`DEVICE:INODE` of the journald socket), if set.
+    pub journal_stream: Option<String>,
+    /// The device and inode number of stderr, if it could be stat'ed.
+    pub stderr_id: Option<(u64, u64)>,
+    pub stderr_is_terminal: bool,
+    /// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+    pub no_color: bool,
+}
+
+impl Environment {
+    pub fn current() -> Environment {
+        use std::io::IsTerminal;
+        let var = |name: &str| std::env::var(name).ok();
+        Environment {
+            rust_log: var("RUST_LOG"),
+            journal_stream: var("JOURNAL_STREAM"),
+            stderr_id: stderr_id(),
+            stderr_is_terminal: std::io::stderr().is_terminal(),
+            no_color: var("NO_COLOR").is_some_and(|v| !v.is_empty()),
+        }
+    }
+}
+
+fn stderr_id() -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// How the subscriber is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// An `EnvFilter` directive string known to parse.
+    pub filter: String,
+    pub format: LogFormat,
+    pub ansi: bool,
+    pub timestamps: bool,
+    /// stderr is journald's stream: prefix lines with `<N>` priorities.
+    pub journald: bool,
+    /// A `RUST_LOG` that did not parse, to be reported once logging works.
+    pub rejected_rust_log: Option<String>,
+}
+
+/// Chooses the settings. `level` is the config's `[log] level`, already checked at load.
+pub fn decide(level: &str, format: LogFormat, env: &Environment) -> Settings {
+    let rust_log = env
+        .rust_log
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let (base, rejected_rust_log) = match rust_log {
+        Some(r) if EnvFilter::try_new(r).is_ok() => (r.to_string(), None),
+        Some(r) => (level.to_string(), Some(r.to_string())),
+        None => (level.to_string(), None),
+    };
+    let base = if EnvFilter::try_new(&base).is_ok() {
+        base
+    } else {
+        "info".to_string()
+    };
+    let filter = if base.contains("tokio_cron_scheduler") {
+        base
+    } else if base.is_empty() {
+        QUIET_CRATES.to_string()
+    } else {
+        format!("{base},{QUIET_CRATES}")
+    };
+    // systemd.exec(5): compare JOURNAL_STREAM with stderr, because the variable is inherited
+    // by anything the service starts and stays set when stderr is redirected.
+    let journald = match (env.journal_stream.as_deref(), env.stderr_id) {
+        (Some(js), Some(id)) => parse_journal_stream(js) == Some(id),
+        _ => false,
+    };
+    Settings {
+        filter,
+        format,
+        ansi: format == LogFormat::Text && !journald && env.stderr_is_terminal && !env.no_color,
+        // A JSON object is a record on its own, wherever it ends up; it keeps its timestamp.
+        timestamps: !journald || format == LogFormat::Json,
+        journald,
+        rejected_rust_log,
+    }
+}
+
+fn parse_journal_stream(s: &str) -> Option<(u64, u64)> {
+    let (dev, ino) = s.trim().split_once(':')?;
+    Some((dev.parse().ok()?, ino.parse().ok()?))
+}
+
+/// Starts logging to stderr. `level` is used when `RUST_LOG` is not set. Calling it again
+/// does nothing: the first subscriber stays.
+pub fn init(level: &str, format: LogFormat) {
+    let settings = decide(level, format, &Environment::current());
+    if install(&settings) {
+        if let Some(bad) = &settings.rejected_rust_log {
+            tracing::warn!(rust_log = %bad, filter = %settings.filter, "RUST_LOG does not parse as a filter; using the configured level instead");
+        }
+    }
+}
+
+/// Installs the global subscriber; false if one was already there.
+fn install(s: &Settings) -> bool {
+    tracing_subscriber::registry()
+        .with(layer(s, std::io::stderr))
+        .try_init()
+        .is_ok()
+}
+
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
+
+/// The filtered formatting layer; `writer` is stderr except in tests.
+fn layer<W>(s: &Settings, writer: W) -> BoxedLayer
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    let filter = EnvFilter::try_new(&s.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let base = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(s.ansi);
+    let journald = s.journald;
+    let layer: BoxedLayer = match (s.format, s.timestamps) {
+        (LogFormat::Text, true) => {
+            let inner = tracing_subscriber::fmt::format();
+            base.event_format(Prefixed { journald, inner }).boxed()
+        }
+        (LogFormat::Text, false) => {
+            let inner = tracing_subscriber::fmt::format().without_time();
+            base.event_format(Prefixed { journald, inner }).boxed()
+        }
+        (LogFormat::Json, _) => {
+            let inner = tracing_subscriber::fmt::format().json().flatten_event(true);
+            base.json()
+                .event_format(Prefixed { journald, inner })
+                .boxed()
+        }
+    };
+    layer.with_filter(filter).boxed()
+}
+
+/// Wraps an event format, adding the `<N>` priority prefix journald reads when `journald`.
+struct Prefixed<F> {
+    journald: bool,
+    inner: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Prefixed<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if self.journald {
+            write!(writer, "<{}>", syslog_priority(*event.metadata().level()))?;
+        }
+        self.inner.format_event(ctx, writer, event)
+    }
+}
+
+/// sd-daemon(3) priorities: err, warning, info, debug.
+fn syslog_priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STDERR: (u64, u64) = (64769, 1234);
+
+    fn env() -> Environment {
+        Environment {
+            stderr_id: Some(STDERR),
+            ..Environment::default()
+        }
+    }
+
+    #[test]
+    fn settings_follow_the_environment() {
+        struct Case {
+            name: &'static str,
+            level: &'static str,
+            format: LogFormat,
+            env: Environment,
+            filter: &'static str,
+            ansi: bool,
+            timestamps: bool,
+            journald: bool,
+        }
+        let under_systemd = Environment {
+            journal_stream: Some("64769:1234".into()),
+            ..env()
+        };
+        let terminal = Environment {
+            stderr_is_terminal: true,
+            ..env()
+        };
+        let cases = [
+            Case {
+                name: "terminal: colours and timestamps",
+                level: "info",
+                format: LogFormat::Text,
+                env: terminal.clone(),
+                filter: "info,tokio_cron_scheduler=warn",
+                ansi: true,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "pipe or file: no colours",
+                level: "info",
+                format: LogFormat::Text,
+                env: env(),
+                filter: "info,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "NO_COLOR on a terminal",
+                level: "info",
+                format: LogFormat::Text,
+                env: Environment {
+                    no_color: true,
+                    ..terminal.clone()
+                },
+                filter: "info,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "journald: no colours, no timestamp, priority prefix",
+                level: "debug",
+                format: LogFormat::Text,
+                env: under_systemd.clone(),
+                filter: "debug,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: false,
+                journald: true,
+            },
+            Case {
+                name: "JOURNAL_STREAM inherited but stderr redirected elsewhere",
+                level: "info",
+                format: LogFormat::Text,
+                env: Environment {
+                    stderr_id: Some((64769, 99)),
+                    ..under_systemd.clone()
+                },
+                filter: "info,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "JOURNAL_STREAM unparsable",
+                level: "info",
+                format: LogFormat::Text,
+                env: Environment {
+                    journal_stream: Some("garbage".into()),
+                    ..env()
+                },
+                filter: "info,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "json under journald keeps its timestamp field",
+                level: "info",
+                format: LogFormat::Json,
+                env: under_systemd.clone(),
+                filter: "info,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: true,
+            },
+            Case {
+                name: "json on a terminal: never ANSI",
+                level: "info",
+                format: LogFormat::Json,
+                env: terminal.clone(),
+                filter: "info,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "RUST_LOG wins over the level",
+                level: "info",
+                format: LogFormat::Text,
+                env: Environment {
+                    rust_log: Some("recwatch=trace".into()),
+                    ..env()
+                },
+                filter: "recwatch=trace,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "RUST_LOG naming the scheduler is left alone",
+                level: "info",
+                format: LogFormat::Text,
+                env: Environment {
+                    rust_log: Some("debug,tokio_cron_scheduler=debug".into()),
+                    ..env()
+                },
+                filter: "debug,tokio_cron_scheduler=debug",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "empty RUST_LOG counts as unset",
+                level: "warn",
+                format: LogFormat::Text,
+                env: Environment {
+                    rust_log: Some("  ".into()),
+                    ..env()
+                },
+                filter: "warn,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+            Case {
+                name: "bad RUST_LOG falls back to the level",
+                level: "info",
+                format: LogFormat::Text,
+                env: Environment {
+                    rust_log: Some("recwatch=[".into()),
+                    ..env()
+                },
+                filter: "info,tokio_cron_scheduler=warn",
+                ansi: false,
+                timestamps: true,
+                journald: false,
+            },
+        ];
+        for c in cases {
+            let s = decide(c.level, c.format, &c.env);
+            assert_eq!(s.filter, c.filter, "{}: filter", c.name);
+            assert_eq!(s.format, c.format, "{}: format", c.name);
+            assert_eq!(s.ansi, c.ansi, "{}: ansi", c.name);
+            assert_eq!(s.timestamps, c.timestamps, "{}: timestamps", c.name);
+            assert_eq!(s.journald, c.journald, "{}: journald", c.name);
+        }
+    }
+
+    #[test]
+    fn a_rejected_rust_log_is_kept_for_the_warning() {
+        let e = Environment {
+            rust_log: Some("recwatch=[".into()),
+            ..env()
+        };
+        assert_eq!(
+            decide("info", LogFormat::Text, &e)
+                .rejected_rust_log
+                .as_deref(),
+            Some("recwatch=[")
+        );
+        let e = Environment {
+            rust_log: Some("debug".into()),
+            ..env()
+        };
+        assert_eq!(decide("info", LogFormat::Text, &e).rejected_rust_log, None);
+    }
+
+    #[test]
+    fn priorities_match_sd_daemon() {
+        let got: Vec<u8> = [
+            Level::ERROR,
+            Level::WARN,
+            Level::INFO,
+            Level::DEBUG,
+            Level::TRACE,
+        ]
+        .map(syslog_priority)
+        .into();
+        assert_eq!(got, [3, 4, 6, 7, 7]);
+    }
+
+    #[test]
+    fn init_twice_is_harmless() {
+        // "error" keeps the other tests' log lines out of the test output.
+        init("error", LogFormat::Text);
+        init("debug", LogFormat::Json);
+    }
+
+    /// Formats one event per level with `settings` and returns the output.
+    fn render(settings: &Settings) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(layer(settings, move || out.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(job = "j1", "stopped");
+            tracing::info!("polled");
+            tracing::debug!("hidden at info");
+            tracing::info!(target: "tokio_cron_scheduler", "tick");
+        });
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn journald_lines_carry_a_priority_and_no_timestamp() {
+        let settings = decide(
+            "info",
+            LogFormat::Text,
+            &Environment {
+                journal_stream: Some("64769:1234".into()),
+                ..env()
+            },
+        );
+        let out = render(&settings);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].starts_with("<3>ERROR "), "{out}");
+        assert!(lines[0].contains("job=\"j1\""), "{out}");
+        assert!(lines[1].starts_with("<6> INFO "), "{out}");
+        assert!(!out.contains('\x1b'), "no colours: {out}");
+    }
+
+    #[test]
+    fn json_is_one_object_per_line() {
+        let out = render(&decide("info", LogFormat::Json, &env()));
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(lines[0]["level"], "ERROR");
+        assert_eq!(lines[0]["message"], "stopped");
+        assert_eq!(lines[0]["job"], "j1");
+        assert!(lines[0]["timestamp"].is_string());
+    }
+
+    #[test]
+    fn text_off_systemd_has_a_timestamp_and_no_prefix() {
+        let out = render(&decide("info", LogFormat::Text, &env()));
+        let first = out.lines().next().unwrap();
+        assert!(
+            first.as_bytes()[0].is_ascii_digit(),
+            "starts with the time: {out}"
+        );
+        assert!(!out.contains("tick"), "the scheduler is filtered: {out}");
+    }
+
+    #[test]
+    fn log_format_parses_from_the_command_line() {
+        use clap::ValueEnum;
+        assert_eq!(LogFormat::from_str("text", false), Ok(LogFormat::Text));
+        assert_eq!(LogFormat::from_str("json", false), Ok(LogFormat::Json));
+        assert!(LogFormat::from_str("yaml", false).is_err());
+    }
+}
