@@ -6,9 +6,11 @@
 //! and the benchmarks.
 
 pub mod alert;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod demo;
 pub mod detect;
 pub mod notify;
 pub mod outbox;
@@ -16,6 +18,7 @@ pub mod poll;
 pub mod rtc;
 pub mod rules;
 pub mod secret;
+pub mod simulate;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
