@@ -49,7 +49,10 @@ impl Rule {
     }
 
     pub fn parse(s: &str) -> Option<Rule> {
-        Rule::ALL.into_iter().chain([Rule::Test]).find(|r| r.as_str() == s)
+        Rule::ALL
+            .into_iter()
+            .chain([Rule::Test])
+            .find(|r| r.as_str() == s)
     }
 
     /// What the rule means, for the operator reading an email at 3 a.m.
@@ -79,7 +82,10 @@ impl Rule {
 
     /// Conditions last a while and resolve; transitions happen once.
     pub fn is_condition(self) -> bool {
-        matches!(self, Rule::StuckInit | Rule::JobNotFound | Rule::ApiUnhealthy)
+        matches!(
+            self,
+            Rule::StuckInit | Rule::JobNotFound | Rule::ApiUnhealthy
+        )
     }
 }
 
@@ -157,7 +163,8 @@ impl Serialize for Severity {
 impl<'de> Deserialize<'de> for Severity {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Severity::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown severity {s:?}")))
+        Severity::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown severity {s:?}")))
     }
 }
 
@@ -215,7 +222,11 @@ pub fn test_alert() -> Alert {
             stop_time: Some(timestamp(now)),
             update_time: Some(timestamp(now)),
         }),
-        transition: Some(TransitionFacts { from: Some("RUNNING".into()), to: "STOPPED".into(), observed_at: timestamp(now) }),
+        transition: Some(TransitionFacts {
+            from: Some("RUNNING".into()),
+            to: "STOPPED".into(),
+            observed_at: timestamp(now),
+        }),
         fired_at: timestamp(now),
         host: hostname(),
     }
@@ -242,21 +253,53 @@ mod tests {
             rule: Rule::IdleTimeout,
             severity: Severity::Warning,
             summary: "s".into(),
-            job: Some(JobFacts { app_id: "app".into(), job_id: "job".into(), ..Default::default() }),
-            transition: Some(TransitionFacts { from: None, to: "STOPPED".into(), observed_at: "t".into() }),
+            job: Some(JobFacts {
+                app_id: "app".into(),
+                job_id: "job".into(),
+                ..Default::default()
+            }),
+            transition: Some(TransitionFacts {
+                from: None,
+                to: "STOPPED".into(),
+                observed_at: "t".into(),
+            }),
             fired_at: "t".into(),
             host: "h".into(),
         };
         let v = serde_json::to_value(&a).unwrap();
-        for key in ["version", "id", "status", "rule", "severity", "summary", "job", "transition", "fired_at"] {
+        for key in [
+            "version",
+            "id",
+            "status",
+            "rule",
+            "severity",
+            "summary",
+            "job",
+            "transition",
+            "fired_at",
+        ] {
             assert!(v.get(key).is_some(), "{key}");
         }
         assert_eq!(v["status"], "firing");
         assert_eq!(v["rule"], "idle_timeout");
         assert_eq!(v["severity"], "warning");
         assert_eq!(v["transition"]["from"], serde_json::Value::Null);
-        for key in ["app_id", "job_id", "name", "room_id", "user_id", "stream_name", "state", "stop_reason",
-            "description", "max_idle_time", "create_time", "start_time", "stop_time", "update_time"] {
+        for key in [
+            "app_id",
+            "job_id",
+            "name",
+            "room_id",
+            "user_id",
+            "stream_name",
+            "state",
+            "stop_reason",
+            "description",
+            "max_idle_time",
+            "create_time",
+            "start_time",
+            "stop_time",
+            "update_time",
+        ] {
             assert!(v["job"].get(key).is_some(), "job.{key}");
         }
         let back: Alert = serde_json::from_value(v).unwrap();

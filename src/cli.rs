@@ -88,7 +88,10 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("recwatch: cannot start the async runtime: {e}");
@@ -117,10 +120,16 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Simulate(args) => {
             crate::telemetry::init("info", cli.log_format);
-            return crate::simulate::run(args.clone()).await.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail);
+            return crate::simulate::run(args.clone())
+                .await
+                .map(|_| ExitCode::SUCCESS)
+                .unwrap_or_else(fail);
         }
         Command::Demo(args) => {
-            return crate::demo::run(args.clone()).await.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail);
+            return crate::demo::run(args.clone())
+                .await
+                .map(|_| ExitCode::SUCCESS)
+                .unwrap_or_else(fail);
         }
         _ => {}
     }
@@ -137,8 +146,17 @@ async fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::PollOnce => poll_once(&config).await,
         Command::Status { json } => status(&config, json).await,
-        Command::History { job, since, limit, json } => history(&config, job, since, limit, json).await,
-        Command::Alerts { pending, limit, json } => alerts(&config, pending, limit, json).await,
+        Command::History {
+            job,
+            since,
+            limit,
+            json,
+        } => history(&config, job, since, limit, json).await,
+        Command::Alerts {
+            pending,
+            limit,
+            json,
+        } => alerts(&config, pending, limit, json).await,
         Command::TestAlert { channel } => return test_alert(&config, channel.as_deref()).await,
         Command::Simulate(_) | Command::Demo(_) => unreachable!("handled above"),
     };
@@ -151,9 +169,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn check(c: &Config) {
-    let source = c.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built in)".into());
+    let source = c
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(built in)".into());
     println!("configuration OK: {source}");
-    println!("  api        {} ({})", c.api.endpoint, c.api.auth.describe());
+    println!(
+        "  api        {} ({})",
+        c.api.endpoint,
+        c.api.auth.describe()
+    );
     if let Some(p) = &c.api.project_id {
         println!("             project {p}");
     }
@@ -161,12 +187,15 @@ fn check(c: &Config) {
         "  budget     {} requests/s, {} in flight, timeout {}",
         c.api.rate_limit,
         c.api.max_in_flight,
-        humantime::format_duration(c.api.timeout)
+        crate::config::format_duration(c.api.timeout)
     );
     let b = c.budget();
     match &c.poll.schedule {
         Some(s) => println!("  poll       on cron schedule {s:?}"),
-        None => println!("  poll       every {}", humantime::format_duration(c.poll.interval)),
+        None => println!(
+            "  poll       every {}",
+            crate::config::format_duration(c.poll.interval)
+        ),
     }
     println!(
         "  demand     {:.2} requests/s for {} jobs ({:.0}% of the budget)",
@@ -182,24 +211,41 @@ fn check(c: &Config) {
             b.demand,
             b.rate_limit,
             b.stretch,
-            humantime::format_duration(round_secs(b.effective(c.poll.interval))),
-            humantime::format_duration(c.poll.interval)
+            crate::config::format_duration(round_secs(b.effective(c.poll.interval))),
+            crate::config::format_duration(c.poll.interval)
         );
     }
     println!(
         "  storage    {} (retention {})",
         c.storage.path.display(),
-        humantime::format_duration(c.storage.retention)
+        crate::config::format_duration(c.storage.retention)
     );
     let channels = c.notify.channel_names();
     if channels.is_empty() {
-        println!("  notify     no channels: alerts are recorded but not sent (add [[notify.webhook]] or [[notify.email]])");
+        println!(
+            "  notify     no channels: alerts are recorded but not sent (add [[notify.webhook]] or [[notify.email]])"
+        );
     } else {
         for w in &c.notify.webhooks {
-            println!("  notify     webhook {:?} -> {}{}", w.name, w.url, if w.secret.is_some() { " (signed)" } else { " (unsigned)" });
+            println!(
+                "  notify     webhook {:?} -> {}{}",
+                w.name,
+                w.url,
+                if w.secret.is_some() {
+                    " (signed)"
+                } else {
+                    " (unsigned)"
+                }
+            );
         }
         for e in &c.notify.emails {
-            println!("  notify     email {:?} via {}:{} -> {}", e.name, e.smtp_host, e.smtp_port, e.to.join(", "));
+            println!(
+                "  notify     email {:?} via {}:{} -> {}",
+                e.name,
+                e.smtp_host,
+                e.smtp_port,
+                e.to.join(", ")
+            );
         }
     }
     let lvl = |s: Option<crate::config::Severity>| s.map(|s| s.as_str()).unwrap_or("off");
@@ -221,9 +267,15 @@ fn check(c: &Config) {
     for (i, j) in c.jobs.iter().enumerate() {
         let interval = match &c.poll.schedule {
             Some(_) => "cron".to_string(),
-            None => humantime::format_duration(round_secs(b.effective(c.job_interval(j)))).to_string(),
+            None => crate::config::format_duration(round_secs(b.effective(c.job_interval(j))))
+                .to_string(),
         };
-        println!("    [{i}] {:<24} app {} job {} every {interval}", j.label(), j.app_id, j.job_id);
+        println!(
+            "    [{i}] {:<24} app {} job {} every {interval}",
+            j.label(),
+            j.app_id,
+            j.job_id
+        );
     }
     if c.jobs.is_empty() {
         println!("    (none: add [[jobs]] entries with app_id and job_id)");
@@ -240,18 +292,40 @@ async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let outbox = Outbox::new();
     outbox.restore(&store).await?;
     let results = crate::poll::poll_once(config, &client, &store, &outbox).await;
-    let mut rows = vec![vec!["NAME".into(), "APP_ID".into(), "JOB_ID".into(), "STATE".into(), "STOP_REASON".into(), "RESULT".into()]];
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "APP_ID".into(),
+        "JOB_ID".into(),
+        "STATE".into(),
+        "STOP_REASON".into(),
+        "RESULT".into(),
+    ]];
     let mut failed = 0;
     for (job, result, changed) in results {
         let (state, reason, what) = match result {
-            Ok(Some(p)) => (p.state, p.stop_reason.unwrap_or_else(|| "-".into()), if changed { "changed".into() } else { "unchanged".into() }),
+            Ok(Some(p)) => (
+                p.state,
+                p.stop_reason.unwrap_or_else(|| "-".into()),
+                if changed {
+                    "changed".into()
+                } else {
+                    "unchanged".into()
+                },
+            ),
             Ok(None) => ("-".into(), "-".into(), "answer had no state".into()),
             Err(e) => {
                 failed += 1;
                 ("-".into(), "-".into(), e.to_string())
             }
         };
-        rows.push(vec![job.name.clone().unwrap_or_else(|| "-".into()), job.app_id, job.job_id, state, reason, what]);
+        rows.push(vec![
+            job.name.clone().unwrap_or_else(|| "-".into()),
+            job.app_id,
+            job.job_id,
+            state,
+            reason,
+            what,
+        ]);
     }
     print_table(&rows);
     store.close().await;
@@ -317,10 +391,32 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    let mut rows = vec![["NAME", "APP_ID", "JOB_ID", "STATE", "STOP_REASON", "LAST_POLL", "LAST_CHANGE", "ERROR"].map(String::from).to_vec()];
+    let mut rows = vec![
+        [
+            "NAME",
+            "APP_ID",
+            "JOB_ID",
+            "STATE",
+            "STOP_REASON",
+            "LAST_POLL",
+            "LAST_CHANGE",
+            "ERROR",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for r in value.as_array().into_iter().flatten() {
         let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
-        rows.push(vec![s("name"), s("app_id"), s("job_id"), s("state"), s("stop_reason"), s("last_polled_at"), s("last_changed_at"), s("last_error")]);
+        rows.push(vec![
+            s("name"),
+            s("app_id"),
+            s("job_id"),
+            s("state"),
+            s("stop_reason"),
+            s("last_polled_at"),
+            s("last_changed_at"),
+            s("last_error"),
+        ]);
     }
     print_table(&rows);
     Ok(())
@@ -334,13 +430,28 @@ async fn history(
     json: bool,
 ) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
-    let since = since.map(|d| chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+    let since = since.map(|d| {
+        chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    });
     let rows = store.history(job.as_deref(), since, limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let mut table = vec![["OBSERVED_AT", "NAME", "APP_ID", "JOB_ID", "FROM", "TO", "STOP_REASON", "DESCRIPTION"].map(String::from).to_vec()];
+    let mut table = vec![
+        [
+            "OBSERVED_AT",
+            "NAME",
+            "APP_ID",
+            "JOB_ID",
+            "FROM",
+            "TO",
+            "STOP_REASON",
+            "DESCRIPTION",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for r in rows {
         table.push(vec![
             r.observed_at,
@@ -364,18 +475,51 @@ async fn alerts(config: &Config, pending: bool, limit: i64, json: bool) -> anyho
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    let mut table = vec![["CREATED_AT", "ID", "RULE", "SEVERITY", "STATUS", "JOB", "DELIVERIES", "SUMMARY"].map(String::from).to_vec()];
+    let mut table = vec![
+        [
+            "CREATED_AT",
+            "ID",
+            "RULE",
+            "SEVERITY",
+            "STATUS",
+            "JOB",
+            "DELIVERIES",
+            "SUMMARY",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for a in list {
         let deliveries = if a.deliveries.is_empty() {
             "(no channels)".to_string()
         } else {
             a.deliveries
                 .iter()
-                .map(|d| format!("{}:{}{}", d.channel, d.state, if d.attempts > 1 { format!("({}x)", d.attempts) } else { String::new() }))
+                .map(|d| {
+                    format!(
+                        "{}:{}{}",
+                        d.channel,
+                        d.state,
+                        if d.attempts > 1 {
+                            format!("({}x)", d.attempts)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        table.push(vec![a.created_at, a.id, a.rule, a.severity, a.status, a.job_id.unwrap_or_else(|| "-".into()), deliveries, a.summary]);
+        table.push(vec![
+            a.created_at,
+            a.id,
+            a.rule,
+            a.severity,
+            a.status,
+            a.job_id.unwrap_or_else(|| "-".into()),
+            deliveries,
+            a.summary,
+        ]);
     }
     print_table(&table);
     Ok(())
@@ -386,11 +530,19 @@ async fn test_alert(config: &Config, only: Option<&str>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
-    let channels: Vec<_> = channels.into_iter().filter(|c| only.is_none_or(|n| c.name() == n)).collect();
+    let channels: Vec<_> = channels
+        .into_iter()
+        .filter(|c| only.is_none_or(|n| c.name() == n))
+        .collect();
     if channels.is_empty() {
         match only {
-            Some(n) => eprintln!("recwatch: no channel is named {n:?}; the channels are {:?}", config.notify.channel_names()),
-            None => eprintln!("recwatch: no channels are configured: add [[notify.webhook]] or [[notify.email]] (see config.example.toml)"),
+            Some(n) => eprintln!(
+                "recwatch: no channel is named {n:?}; the channels are {:?}",
+                config.notify.channel_names()
+            ),
+            None => eprintln!(
+                "recwatch: no channels are configured: add [[notify.webhook]] or [[notify.email]] (see config.example.toml)"
+            ),
         }
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -398,21 +550,42 @@ async fn test_alert(config: &Config, only: Option<&str>) -> ExitCode {
     let mut failed = 0;
     for c in &channels {
         match c.send(&alert).await {
-            Ok(()) => println!("{:<8} {:<20} ok (alert id {})", c.kind(), c.name(), alert.id),
+            Ok(()) => println!(
+                "{:<8} {:<20} ok (alert id {})",
+                c.kind(),
+                c.name(),
+                alert.id
+            ),
             Err(e) => {
                 failed += 1;
-                println!("{:<8} {:<20} FAILED{}: {e}", c.kind(), c.name(), if e.permanent { " (permanent)" } else { "" });
+                println!(
+                    "{:<8} {:<20} FAILED{}: {e}",
+                    c.kind(),
+                    c.name(),
+                    if e.permanent { " (permanent)" } else { "" }
+                );
             }
         }
     }
-    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Prints rows as left-aligned columns; the last column is not padded.
 pub fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for r in rows {
         let mut line = String::new();
         for (i, cell) in r.iter().enumerate() {

@@ -31,7 +31,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(location: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { location: location.into(), message: message.into() }
+        ConfigError {
+            location: location.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -68,7 +71,11 @@ pub struct ApiConfig {
 #[derive(Clone, Debug)]
 pub enum Auth {
     /// AK/SK, signed with SDK-HMAC-SHA256.
-    AkSk { access_key: String, secret_key: Secret, security_token: Option<Secret> },
+    AkSk {
+        access_key: String,
+        secret_key: Secret,
+        security_token: Option<Secret>,
+    },
     /// An IAM token sent as `X-Auth-Token`.
     Token { token: Secret },
 }
@@ -76,10 +83,21 @@ pub enum Auth {
 impl Auth {
     pub fn describe(&self) -> String {
         match self {
-            Auth::AkSk { access_key, security_token: None, .. } => {
-                format!("AK/SK (SDK-HMAC-SHA256), access key {}", redact_ak(access_key))
+            Auth::AkSk {
+                access_key,
+                security_token: None,
+                ..
+            } => {
+                format!(
+                    "AK/SK (SDK-HMAC-SHA256), access key {}",
+                    redact_ak(access_key)
+                )
             }
-            Auth::AkSk { access_key, security_token: Some(_), .. } => format!(
+            Auth::AkSk {
+                access_key,
+                security_token: Some(_),
+                ..
+            } => format!(
                 "temporary AK/SK with security token (SDK-HMAC-SHA256), access key {}",
                 redact_ak(access_key)
             ),
@@ -317,7 +335,10 @@ pub fn parse_str(
         .try_deserialize()
         .map_err(|e| ConfigError::new("TOML", e.to_string()))?;
     let Value::Object(root) = tree else {
-        return Err(ConfigError::new("TOML", "the file must be a table of sections"));
+        return Err(ConfigError::new(
+            "TOML",
+            "the file must be a table of sections",
+        ));
     };
     from_tree(root, base)
 }
@@ -333,11 +354,23 @@ fn from_tree(root: Map<String, Value>, base: Option<&Path>) -> Result<Config, Co
     let log = read_log(root.table("log")?)?;
     let jobs = read_jobs(root.array_of_tables("jobs")?, &notify)?;
     root.finish()?;
-    Ok(Config { source: None, api, poll, storage, rules, notify, http, log, jobs })
+    Ok(Config {
+        source: None,
+        api,
+        poll,
+        storage,
+        rules,
+        notify,
+        http,
+        log,
+        jobs,
+    })
 }
 
 fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError> {
-    let endpoint_text = t.string("endpoint")?.unwrap_or_else(|| DEFAULT_ENDPOINT.into());
+    let endpoint_text = t
+        .string("endpoint")?
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.into());
     let endpoint = parse_http_url(&endpoint_text).map_err(|m| t.err("endpoint", m))?;
     let project_id = t.nonempty_string("project_id")?;
     let timeout = t.duration("timeout")?.unwrap_or(Duration::from_secs(10));
@@ -355,8 +388,12 @@ fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError>
     if max_in_flight == 0 || max_in_flight > 10_000 {
         return Err(t.err("max_in_flight", "must be between 1 and 10000"));
     }
-    let throttle_backoff = t.duration("throttle_backoff")?.unwrap_or(Duration::from_secs(3));
-    let auth_backoff = t.duration("auth_backoff")?.unwrap_or(Duration::from_secs(6 * 60));
+    let throttle_backoff = t
+        .duration("throttle_backoff")?
+        .unwrap_or(Duration::from_secs(3));
+    let auth_backoff = t
+        .duration("auth_backoff")?
+        .unwrap_or(Duration::from_secs(6 * 60));
     let auth = read_auth(t.table("auth")?, base)?;
     t.finish()?;
     Ok(ApiConfig {
@@ -379,9 +416,11 @@ fn read_auth(mut t: Table, base: Option<&Path>) -> Result<Auth, ConfigError> {
     t.finish()?;
     let here = &t.path;
     match (access_key, secret_key, token) {
-        (Some(access_key), Some(secret_key), None) => {
-            Ok(Auth::AkSk { access_key, secret_key, security_token })
-        }
+        (Some(access_key), Some(secret_key), None) => Ok(Auth::AkSk {
+            access_key,
+            secret_key,
+            security_token,
+        }),
         (None, None, Some(token)) => {
             if security_token.is_some() {
                 return Err(ConfigError::new(
@@ -421,7 +460,11 @@ fn read_poll(mut t: Table) -> Result<PollConfig, ConfigError> {
     }
     let stop_after_terminal = t.boolean("stop_after_terminal")?.unwrap_or(true);
     t.finish()?;
-    Ok(PollConfig { interval, schedule, stop_after_terminal })
+    Ok(PollConfig {
+        interval,
+        schedule,
+        stop_after_terminal,
+    })
 }
 
 /// Checks a cron expression the way tokio-cron-scheduler will read it: seconds field required.
@@ -451,7 +494,9 @@ fn read_storage(mut t: Table) -> Result<StorageConfig, ConfigError> {
         .nonempty_string("path")?
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/lib/recwatch/recwatch.db"));
-    let retention = t.duration("retention")?.unwrap_or(Duration::from_secs(90 * 86400));
+    let retention = t
+        .duration("retention")?
+        .unwrap_or(Duration::from_secs(90 * 86400));
     if retention < Duration::from_secs(3600) {
         return Err(t.err("retention", "must be at least 1h, e.g. \"90d\""));
     }
@@ -461,15 +506,21 @@ fn read_storage(mut t: Table) -> Result<StorageConfig, ConfigError> {
 
 fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
     let d = RulesConfig::default();
-    let mut level = |key: &str, default: Option<Severity>| -> Result<Option<Severity>, ConfigError> {
-        match t.string(key)? {
-            None => Ok(default),
-            Some(s) if s == "off" => Ok(None),
-            Some(s) => Severity::parse(&s).map(Some).ok_or_else(|| {
-                t.err(key, format!("{s:?} is not a level; use \"critical\", \"warning\", \"info\" or \"off\""))
-            }),
-        }
-    };
+    let mut level =
+        |key: &str, default: Option<Severity>| -> Result<Option<Severity>, ConfigError> {
+            match t.string(key)? {
+                None => Ok(default),
+                Some(s) if s == "off" => Ok(None),
+                Some(s) => Severity::parse(&s).map(Some).ok_or_else(|| {
+                    t.err(
+                    key,
+                    format!(
+                        "{s:?} is not a level; use \"critical\", \"warning\", \"info\" or \"off\""
+                    ),
+                )
+                }),
+            }
+        };
     let rules = RulesConfig {
         stopped_unexpectedly: level("stopped_unexpectedly", d.stopped_unexpectedly)?,
         idle_timeout: level("idle_timeout", d.idle_timeout)?,
@@ -494,14 +545,21 @@ fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
 }
 
 fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, ConfigError> {
-    let max_age = t.duration("max_age")?.unwrap_or(Duration::from_secs(24 * 3600));
-    let max_backoff = t.duration("max_backoff")?.unwrap_or(Duration::from_secs(600));
+    let max_age = t
+        .duration("max_age")?
+        .unwrap_or(Duration::from_secs(24 * 3600));
+    let max_backoff = t
+        .duration("max_backoff")?
+        .unwrap_or(Duration::from_secs(600));
     let mut names = HashSet::new();
     let mut webhooks = Vec::new();
     for mut w in t.array_of_tables("webhook")? {
         let name = w.required_string("name")?;
         if !names.insert(name.clone()) {
-            return Err(w.err("name", format!("channel name {name:?} is used twice; names must be unique")));
+            return Err(w.err(
+                "name",
+                format!("channel name {name:?} is used twice; names must be unique"),
+            ));
         }
         let url_text = w.required_string("url")?;
         let url = parse_http_url(&url_text).map_err(|m| w.err("url", m))?;
@@ -522,13 +580,22 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
         }
         let timeout = w.duration("timeout")?.unwrap_or(Duration::from_secs(10));
         w.finish()?;
-        webhooks.push(WebhookConfig { name, url, secret, headers, timeout });
+        webhooks.push(WebhookConfig {
+            name,
+            url,
+            secret,
+            headers,
+            timeout,
+        });
     }
     let mut emails = Vec::new();
     for mut e in t.array_of_tables("email")? {
         let name = e.required_string("name")?;
         if !names.insert(name.clone()) {
-            return Err(e.err("name", format!("channel name {name:?} is used twice; names must be unique")));
+            return Err(e.err(
+                "name",
+                format!("channel name {name:?} is used twice; names must be unique"),
+            ));
         }
         let smtp_host = e.required_string("smtp_host")?;
         let tls = match e.string("tls")?.as_deref() {
@@ -536,7 +603,10 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
             Some("tls") => Tls::Tls,
             Some("none") => Tls::None,
             Some(other) => {
-                return Err(e.err("tls", format!("{other:?} is not a mode; use \"starttls\", \"tls\" or \"none\"")));
+                return Err(e.err(
+                    "tls",
+                    format!("{other:?} is not a mode; use \"starttls\", \"tls\" or \"none\""),
+                ));
             }
         };
         let default_port = match tls {
@@ -552,14 +622,20 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
         let username = e.nonempty_string("username")?;
         let password = e.secret("password", base)?;
         if password.is_some() && username.is_none() {
-            return Err(e.err("username", "missing: a password is set, so set the username too"));
+            return Err(e.err(
+                "username",
+                "missing: a password is set, so set the username too",
+            ));
         }
         let from = e.required_string("from")?;
         from.parse::<lettre::message::Mailbox>()
             .map_err(|err| e.err("from", format!("{from:?} is not an address: {err}")))?;
         let to = e.string_list("to")?.unwrap_or_default();
         if to.is_empty() {
-            return Err(e.err("to", "missing: list at least one recipient, e.g. [\"oncall@example.com\"]"));
+            return Err(e.err(
+                "to",
+                "missing: list at least one recipient, e.g. [\"oncall@example.com\"]",
+            ));
         }
         for addr in &to {
             addr.parse::<lettre::message::Mailbox>()
@@ -582,7 +658,12 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
         });
     }
     t.finish()?;
-    Ok(NotifyConfig { webhooks, emails, max_age, max_backoff })
+    Ok(NotifyConfig {
+        webhooks,
+        emails,
+        max_age,
+        max_backoff,
+    })
 }
 
 /// Standard Webhooks keys are base64, conventionally prefixed `whsec_`; the HMAC key is the
@@ -614,7 +695,10 @@ fn read_http(mut t: Table) -> Result<HttpConfig, ConfigError> {
 fn read_log(mut t: Table) -> Result<LogConfig, ConfigError> {
     let level = t.string("level")?.unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        return Err(t.err("level", format!("{level:?} is not a level or filter; use e.g. \"info\" or \"recwatch=debug\"")));
+        return Err(t.err(
+            "level",
+            format!("{level:?} is not a level or filter; use e.g. \"info\" or \"recwatch=debug\""),
+        ));
     }
     t.finish()?;
     Ok(LogConfig { level })
@@ -651,10 +735,18 @@ fn read_jobs(tables: Vec<Table>, notify: &NotifyConfig) -> Result<Vec<JobConfig>
         if let Some(first) = seen.insert((app_id.clone(), job_id.clone()), t.path.clone()) {
             return Err(ConfigError::new(
                 t.path.clone(),
-                format!("app_id {app_id:?} job_id {job_id:?} is already watched by {first}; remove one"),
+                format!(
+                    "app_id {app_id:?} job_id {job_id:?} is already watched by {first}; remove one"
+                ),
             ));
         }
-        jobs.push(JobConfig { app_id, job_id, name, interval, notify: notify_names });
+        jobs.push(JobConfig {
+            app_id,
+            job_id,
+            name,
+            interval,
+            notify: notify_names,
+        });
     }
     Ok(jobs)
 }
@@ -662,15 +754,38 @@ fn read_jobs(tables: Vec<Table>, notify: &NotifyConfig) -> Result<Vec<JobConfig>
 fn parse_http_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("{text:?} must be an http:// or https:// URL with a host"));
+        return Err(format!(
+            "{text:?} must be an http:// or https:// URL with a host"
+        ));
     }
     Ok(url)
 }
 
+/// Formats a duration in its largest whole unit ("90d", "30s", "1500ms"), the way an operator
+/// writes it in the config file.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    if ms >= 10_000 {
+        return format!("{}s", (ms as f64 / 1000.0).round());
+    }
+    format!("{ms}ms")
+}
+
 /// Parses a humantime duration ("30s", "1h 30m", "90d").
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"90d\""))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"90d\"")
+    })
 }
 
 /// One TOML table being read: keys are taken out as they are read, so whatever is left at
@@ -682,11 +797,18 @@ struct Table {
 
 impl Table {
     fn new(path: impl Into<String>, map: Map<String, Value>) -> Table {
-        Table { path: path.into(), map }
+        Table {
+            path: path.into(),
+            map,
+        }
     }
 
     fn key_path(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -697,8 +819,15 @@ impl Table {
         match self.map.keys().next() {
             None => Ok(()),
             Some(key) => {
-                let what = if self.path.is_empty() { "section" } else { "key" };
-                Err(self.err(key, format!("unknown {what}; check the spelling against config.example.toml")))
+                let what = if self.path.is_empty() {
+                    "section"
+                } else {
+                    "key"
+                };
+                Err(self.err(
+                    key,
+                    format!("unknown {what}; check the spelling against config.example.toml"),
+                ))
             }
         }
     }
@@ -708,7 +837,9 @@ impl Table {
     }
 
     fn table(&mut self, key: &str) -> Result<Table, ConfigError> {
-        Ok(self.table_opt(key)?.unwrap_or_else(|| Table::new(self.key_path(key), Map::new())))
+        Ok(self
+            .table_opt(key)?
+            .unwrap_or_else(|| Table::new(self.key_path(key), Map::new())))
     }
 
     fn table_opt(&mut self, key: &str) -> Result<Option<Table>, ConfigError> {
@@ -727,10 +858,16 @@ impl Table {
                 .enumerate()
                 .map(|(i, v)| match v {
                     Value::Object(m) => Ok(Table::new(format!("{}[{i}]", self.key_path(key)), m)),
-                    _ => Err(self.err(key, format!("entry {i} must be a table ([[{}]])", self.key_path(key)))),
+                    _ => Err(self.err(
+                        key,
+                        format!("entry {i} must be a table ([[{}]])", self.key_path(key)),
+                    )),
                 })
                 .collect(),
-            Some(_) => Err(self.err(key, format!("must be a list of tables ([[{}]])", self.key_path(key)))),
+            Some(_) => Err(self.err(
+                key,
+                format!("must be a list of tables ([[{}]])", self.key_path(key)),
+            )),
         }
     }
 
@@ -746,13 +883,16 @@ impl Table {
 
     fn nonempty_string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.string(key)? {
-            Some(s) if s.trim().is_empty() => Err(self.err(key, "is empty; give a value or remove the key")),
+            Some(s) if s.trim().is_empty() => {
+                Err(self.err(key, "is empty; give a value or remove the key"))
+            }
             other => Ok(other.map(|s| s.trim().to_string())),
         }
     }
 
     fn required_string(&mut self, key: &str) -> Result<String, ConfigError> {
-        self.nonempty_string(key)?.ok_or_else(|| self.err(key, "missing; this key is required"))
+        self.nonempty_string(key)?
+            .ok_or_else(|| self.err(key, "missing; this key is required"))
     }
 
     fn string_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
@@ -768,7 +908,10 @@ impl Table {
                 .map(Some),
             // From the environment a list arrives as one comma-separated string.
             Some(Value::String(s)) => Ok(Some(
-                s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
+                s.split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect(),
             )),
             Some(_) => Err(self.err(key, "must be a list of strings")),
         }
@@ -812,7 +955,9 @@ impl Table {
         };
         let file = self.nonempty_string(&file_key)?;
         match (inline, file) {
-            (Some(_), Some(_)) => Err(self.err(key, format!("set either {key} or {file_key}, not both"))),
+            (Some(_), Some(_)) => {
+                Err(self.err(key, format!("set either {key} or {file_key}, not both")))
+            }
             (Some(s), None) if s.trim().is_empty() => Err(self.err(key, "is empty")),
             (Some(s), None) => Ok(Some(Secret::new(s))),
             (None, Some(path)) => {
@@ -824,7 +969,13 @@ impl Table {
                     }
                 }
                 let text = std::fs::read_to_string(&p).map_err(|e| {
-                    self.err(&file_key, format!("cannot read {}: {e}; check the path and that recwatch may read it", p.display()))
+                    self.err(
+                        &file_key,
+                        format!(
+                            "cannot read {}: {e}; check the path and that recwatch may read it",
+                            p.display()
+                        ),
+                    )
                 })?;
                 let value = text.trim();
                 if value.is_empty() {
@@ -867,8 +1018,15 @@ impl Config {
     pub fn budget(&self) -> BudgetReport {
         let demand: f64 = match &self.poll.schedule {
             // A cron tick polls every job once; ticks are at least a second apart.
-            Some(_) => self.jobs.len() as f64 / cron_min_period(self.poll.schedule.as_deref()).as_secs_f64(),
-            None => self.jobs.iter().map(|j| 1.0 / self.job_interval(j).as_secs_f64()).sum(),
+            Some(_) => {
+                self.jobs.len() as f64
+                    / cron_min_period(self.poll.schedule.as_deref()).as_secs_f64()
+            }
+            None => self
+                .jobs
+                .iter()
+                .map(|j| 1.0 / self.job_interval(j).as_secs_f64())
+                .sum(),
         };
         let rate = self.api.rate_limit as f64;
         BudgetReport {
@@ -893,7 +1051,11 @@ impl Config {
                 throttle_backoff: Duration::from_secs(3),
                 auth_backoff: Duration::from_secs(6 * 60),
             },
-            poll: PollConfig { interval: Duration::from_secs(30), schedule: None, stop_after_terminal: true },
+            poll: PollConfig {
+                interval: Duration::from_secs(30),
+                schedule: None,
+                stop_after_terminal: true,
+            },
             storage: StorageConfig {
                 path: PathBuf::from("/var/lib/recwatch/recwatch.db"),
                 retention: Duration::from_secs(90 * 86400),
@@ -906,7 +1068,9 @@ impl Config {
                 max_backoff: Duration::from_secs(600),
             },
             http: HttpConfig { listen: None },
-            log: LogConfig { level: "info".into() },
+            log: LogConfig {
+                level: "info".into(),
+            },
             jobs: Vec::new(),
         }
     }
@@ -914,8 +1078,12 @@ impl Config {
 
 /// The shortest gap between two runs of a cron schedule, looked at over the next few runs.
 pub fn cron_min_period(schedule: Option<&str>) -> Duration {
-    let Some(expr) = schedule else { return Duration::from_secs(1) };
-    let Ok(cron) = parse_cron(expr) else { return Duration::from_secs(1) };
+    let Some(expr) = schedule else {
+        return Duration::from_secs(1);
+    };
+    let Ok(cron) = parse_cron(expr) else {
+        return Duration::from_secs(1);
+    };
     let now = chrono::Utc::now();
     let times: Vec<_> = cron.iter_after(now).take(8).collect();
     times
@@ -947,7 +1115,10 @@ job_id = "job"
     #[test]
     fn minimal_config_takes_every_default() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.api.endpoint.as_str(), "https://rtc-api.myhuaweicloud.com/");
+        assert_eq!(
+            c.api.endpoint.as_str(),
+            "https://rtc-api.myhuaweicloud.com/"
+        );
         assert_eq!(c.api.rate_limit, 10);
         assert_eq!(c.api.max_in_flight, 4);
         assert_eq!(c.poll.interval, Duration::from_secs(30));
@@ -961,14 +1132,22 @@ job_id = "job"
     #[test]
     fn environment_overrides_the_file() {
         let env = vec![
-            ("RECWATCH_API__AUTH__SECRET_KEY".to_string(), "from-env".to_string()),
+            (
+                "RECWATCH_API__AUTH__SECRET_KEY".to_string(),
+                "from-env".to_string(),
+            ),
             ("RECWATCH_API__RATE_LIMIT".to_string(), "5".to_string()),
-            ("RECWATCH_POLL__STOP_AFTER_TERMINAL".to_string(), "false".to_string()),
+            (
+                "RECWATCH_POLL__STOP_AFTER_TERMINAL".to_string(),
+                "false".to_string(),
+            ),
             // Not an override: names the file.
             ("RECWATCH_CONFIG".to_string(), "/x.toml".to_string()),
         ];
         let c = parse_str(MINIMAL, env, None).unwrap();
-        let Auth::AkSk { secret_key, .. } = &c.api.auth else { panic!("aksk") };
+        let Auth::AkSk { secret_key, .. } = &c.api.auth else {
+            panic!("aksk")
+        };
         assert_eq!(secret_key.expose(), "from-env");
         assert_eq!(c.api.rate_limit, 5);
         assert!(!c.poll.stop_after_terminal);
@@ -980,7 +1159,9 @@ job_id = "job"
         std::fs::write(dir.path().join("sk"), "  s3cret\n").unwrap();
         let text = MINIMAL.replace("secret_key = \"SK\"", "secret_key_file = \"sk\"");
         let c = parse_str(&text, Vec::<(String, String)>::new(), Some(dir.path())).unwrap();
-        let Auth::AkSk { secret_key, .. } = &c.api.auth else { panic!("aksk") };
+        let Auth::AkSk { secret_key, .. } = &c.api.auth else {
+            panic!("aksk")
+        };
         assert_eq!(secret_key.expose(), "s3cret");
     }
 
@@ -988,13 +1169,48 @@ job_id = "job"
     #[test]
     fn table_of_bad_configs() {
         let cases: &[(&str, &str, &str, &str)] = &[
-            ("unknown section", "[apii]\nx = 1\n", "apii", "unknown section"),
-            ("unknown key", "[poll]\nintervall = \"3s\"\n", "poll.intervall", "unknown key"),
-            ("bad duration", "[poll]\ninterval = \"soon\"\n", "poll.interval", "not a duration"),
-            ("bad cron", "[poll]\nschedule = \"* * * * *\"\n", "poll.schedule", "6 or 7"),
-            ("bad cron field", "[poll]\nschedule = \"99 * * * * *\"\n", "poll.schedule", "not a valid cron"),
-            ("rate limit zero", "[api]\nrate_limit = 0\n", "api.rate_limit", "1 or more"),
-            ("bad endpoint", "[api]\nendpoint = \"ftp://x\"\n", "api.endpoint", "http"),
+            (
+                "unknown section",
+                "[apii]\nx = 1\n",
+                "apii",
+                "unknown section",
+            ),
+            (
+                "unknown key",
+                "[poll]\nintervall = \"3s\"\n",
+                "poll.intervall",
+                "unknown key",
+            ),
+            (
+                "bad duration",
+                "[poll]\ninterval = \"soon\"\n",
+                "poll.interval",
+                "not a duration",
+            ),
+            (
+                "bad cron",
+                "[poll]\nschedule = \"* * * * *\"\n",
+                "poll.schedule",
+                "6 or 7",
+            ),
+            (
+                "bad cron field",
+                "[poll]\nschedule = \"99 * * * * *\"\n",
+                "poll.schedule",
+                "not a valid cron",
+            ),
+            (
+                "rate limit zero",
+                "[api]\nrate_limit = 0\n",
+                "api.rate_limit",
+                "1 or more",
+            ),
+            (
+                "bad endpoint",
+                "[api]\nendpoint = \"ftp://x\"\n",
+                "api.endpoint",
+                "http",
+            ),
         ];
         for (name, extra, key, fix) in cases {
             let text = format!("{extra}\n{MINIMAL}");
@@ -1009,16 +1225,39 @@ job_id = "job"
         let job = "[[jobs]]\napp_id = \"a\"\njob_id = \"j\"\n";
         let cases: &[(&str, &str, &str, &str)] = &[
             ("no auth", "", "api.auth", "no credentials"),
-            ("two methods", "[api.auth]\naccess_key=\"a\"\nsecret_key=\"s\"\ntoken=\"t\"\n", "api.auth", "two authentication methods"),
-            ("ak without sk", "[api.auth]\naccess_key=\"a\"\n", "api.auth.secret_key", "missing"),
-            ("sk and sk file", "[api.auth]\naccess_key=\"a\"\nsecret_key=\"s\"\nsecret_key_file=\"/f\"\n", "api.auth.secret_key", "not both"),
-            ("unreadable secret file", "[api.auth]\naccess_key=\"a\"\nsecret_key_file=\"/nonexistent/sk\"\n", "api.auth.secret_key_file", "cannot read"),
+            (
+                "two methods",
+                "[api.auth]\naccess_key=\"a\"\nsecret_key=\"s\"\ntoken=\"t\"\n",
+                "api.auth",
+                "two authentication methods",
+            ),
+            (
+                "ak without sk",
+                "[api.auth]\naccess_key=\"a\"\n",
+                "api.auth.secret_key",
+                "missing",
+            ),
+            (
+                "sk and sk file",
+                "[api.auth]\naccess_key=\"a\"\nsecret_key=\"s\"\nsecret_key_file=\"/f\"\n",
+                "api.auth.secret_key",
+                "not both",
+            ),
+            (
+                "unreadable secret file",
+                "[api.auth]\naccess_key=\"a\"\nsecret_key_file=\"/nonexistent/sk\"\n",
+                "api.auth.secret_key_file",
+                "cannot read",
+            ),
         ];
         for (name, auth, key, fix) in cases {
             let e = parse(&format!("{auth}{job}")).expect_err(name);
             assert!(e.location.contains(key), "{name}: {e}");
             assert!(e.message.contains(fix), "{name}: {e}");
-            assert!(!e.to_string().contains("\"s\""), "{name}: secret leaked: {e}");
+            assert!(
+                !e.to_string().contains("\"s\""),
+                "{name}: secret leaked: {e}"
+            );
         }
     }
 
@@ -1026,15 +1265,30 @@ job_id = "job"
     fn job_errors_name_the_job() {
         let auth = "[api.auth]\ntoken = \"t\"\n";
         let cases: &[(&str, &str, &str, &str)] = &[
-            ("empty job id", "[[jobs]]\napp_id=\"a\"\njob_id=\"\"\nname=\"lobby\"\n", "jobs[0] (\"lobby\").job_id", "empty"),
-            ("missing app id", "[[jobs]]\njob_id=\"j\"\n", "jobs[0].app_id", "missing"),
+            (
+                "empty job id",
+                "[[jobs]]\napp_id=\"a\"\njob_id=\"\"\nname=\"lobby\"\n",
+                "jobs[0] (\"lobby\").job_id",
+                "empty",
+            ),
+            (
+                "missing app id",
+                "[[jobs]]\njob_id=\"j\"\n",
+                "jobs[0].app_id",
+                "missing",
+            ),
             (
                 "duplicate",
                 "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\n[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nname=\"dup\"\n",
                 "jobs[1] (\"dup\")",
                 "already watched by jobs[0]",
             ),
-            ("unknown channel", "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nnotify=[\"pager\"]\n", "jobs[0].notify", "no channel"),
+            (
+                "unknown channel",
+                "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nnotify=[\"pager\"]\n",
+                "jobs[0].notify",
+                "no channel",
+            ),
         ];
         for (name, jobs, key, fix) in cases {
             let e = parse(&format!("{auth}{jobs}")).expect_err(name);
@@ -1055,13 +1309,37 @@ job_id = "job"
     fn budget_stretches_when_the_list_is_too_long() {
         let mut c = parse(MINIMAL).unwrap();
         let job = c.jobs[0].clone();
-        c.jobs = (0..600).map(|i| JobConfig { job_id: format!("j{i}"), ..job.clone() }).collect();
+        c.jobs = (0..600)
+            .map(|i| JobConfig {
+                job_id: format!("j{i}"),
+                ..job.clone()
+            })
+            .collect();
         let b = c.budget();
         assert!((b.demand - 20.0).abs() < 1e-9);
         assert!(!b.fits());
-        assert_eq!(b.effective(Duration::from_secs(30)), Duration::from_secs(60));
+        assert_eq!(
+            b.effective(Duration::from_secs(30)),
+            Duration::from_secs(60)
+        );
         c.jobs.truncate(300);
         assert!(c.budget().fits());
+    }
+
+    #[test]
+    fn durations_print_the_way_they_are_written() {
+        let cases = [
+            (90 * 86_400_000, "90d"),
+            (30_000, "30s"),
+            (1_500, "1500ms"),
+            (4 * 3_600_000, "4h"),
+            (300_000, "5m"),
+            (61_000, "61s"),
+            (12_345, "12s"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(format_duration(Duration::from_millis(ms)), want);
+        }
     }
 
     #[test]

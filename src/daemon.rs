@@ -42,7 +42,10 @@ pub async fn run(
     let worker = crate::deliver::Worker::new(store.clone(), &config, outbox.wake_handle())?;
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
 
-    on_start(&Running { events: events.clone(), store: store.clone() });
+    on_start(&Running {
+        events: events.clone(),
+        store: store.clone(),
+    });
     info!(
         database = %store.path().display(),
         jobs = config.jobs.len(),
@@ -84,7 +87,8 @@ async fn start_housekeeping(
 }
 
 async fn prune(store: &Store, retention: std::time::Duration) {
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let cutoff =
+        chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     match store.prune(cutoff).await {
         Ok(0) => {}
         Ok(n) => info!(rows = n, "pruned transitions older than storage.retention"),

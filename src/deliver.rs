@@ -46,10 +46,18 @@ pub fn after_failure(
     jitter: f64,
 ) -> AfterFailure {
     // A permanent refusal is not retried for a day: someone must change something first.
-    let delay = if err.permanent { Duration::from_secs(86400) } else { retry_delay(attempts, cap, jitter) };
+    let delay = if err.permanent {
+        Duration::from_secs(86400)
+    } else {
+        retry_delay(attempts, cap, jitter)
+    };
     let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     let deadline = created + chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
-    if next > deadline { AfterFailure::Dead } else { AfterFailure::RetryAt(next) }
+    if next >= deadline {
+        AfterFailure::Dead
+    } else {
+        AfterFailure::RetryAt(next)
+    }
 }
 
 pub struct Worker {
@@ -74,7 +82,13 @@ impl Worker {
             .into_iter()
             .map(|c| (c.name().to_string(), Arc::new(c)))
             .collect();
-        Ok(Worker { store, channels, wake, max_age: config.notify.max_age, max_backoff: config.notify.max_backoff })
+        Ok(Worker {
+            store,
+            channels,
+            wake,
+            max_age: config.notify.max_age,
+            max_backoff: config.notify.max_backoff,
+        })
     }
 
     /// Sends everything due now, concurrently across deliveries; returns how many were tried.
@@ -110,7 +124,9 @@ impl Worker {
                         "channel {:?} is no longer configured; the alert stays in the database",
                         d.channel
                     ))),
-                    (_, Err(e)) => Err(DeliveryError::permanent(format!("stored payload is unreadable: {e}"))),
+                    (_, Err(e)) => Err(DeliveryError::permanent(format!(
+                        "stored payload is unreadable: {e}"
+                    ))),
                     (Some(c), Ok(alert)) => c.send(&alert).await,
                 };
                 (d, result)
@@ -128,28 +144,52 @@ impl Worker {
     async fn settle(&self, d: Due, result: Result<(), DeliveryError>) {
         let now = Utc::now();
         let attempts = d.attempts + 1;
-        let (sql, state, next, err): (&'static str, &str, Option<DateTime<Utc>>, Option<String>) = match &result {
-            Ok(()) => {
-                info!(alert_id = %d.alert_id, channel = %d.channel, attempts, "alert delivered");
-                metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "sent").increment(1);
-                ("UPDATE deliveries SET state = ?, attempts = ?, sent_at = ?, last_error = NULL WHERE alert_id = ? AND channel = ?", "sent", None, None)
-            }
-            Err(e) => {
-                let jitter = rand::rng().random::<f64>();
-                match after_failure(e, attempts, d.created_at, now, self.max_age, self.max_backoff, jitter) {
-                    AfterFailure::RetryAt(at) => {
-                        warn!(alert_id = %d.alert_id, channel = %d.channel, attempts, permanent = e.permanent, next_attempt = %timestamp(at), "delivery failed: {e}");
-                        metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "retry").increment(1);
-                        ("UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ? WHERE alert_id = ? AND channel = ?", "pending", Some(at), Some(e.message.clone()))
-                    }
-                    AfterFailure::Dead => {
-                        error!(alert_id = %d.alert_id, channel = %d.channel, attempts, "delivery given up (dead) after notify.max_age: {e}");
-                        metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "dead").increment(1);
-                        ("UPDATE deliveries SET state = ?, attempts = ?, sent_at = NULL, last_error = ? WHERE alert_id = ? AND channel = ?", "dead", None, Some(e.message.clone()))
+        let (sql, state, next, err): (&'static str, &str, Option<DateTime<Utc>>, Option<String>) =
+            match &result {
+                Ok(()) => {
+                    info!(alert_id = %d.alert_id, channel = %d.channel, attempts, "alert delivered");
+                    metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "sent").increment(1);
+                    (
+                        "UPDATE deliveries SET state = ?, attempts = ?, sent_at = ?, last_error = NULL WHERE alert_id = ? AND channel = ?",
+                        "sent",
+                        None,
+                        None,
+                    )
+                }
+                Err(e) => {
+                    let jitter = rand::rng().random::<f64>();
+                    match after_failure(
+                        e,
+                        attempts,
+                        d.created_at,
+                        now,
+                        self.max_age,
+                        self.max_backoff,
+                        jitter,
+                    ) {
+                        AfterFailure::RetryAt(at) => {
+                            warn!(alert_id = %d.alert_id, channel = %d.channel, attempts, permanent = e.permanent, next_attempt = %timestamp(at), "delivery failed: {e}");
+                            metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "retry").increment(1);
+                            (
+                                "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ? WHERE alert_id = ? AND channel = ?",
+                                "pending",
+                                Some(at),
+                                Some(e.message.clone()),
+                            )
+                        }
+                        AfterFailure::Dead => {
+                            error!(alert_id = %d.alert_id, channel = %d.channel, attempts, "delivery given up (dead) after notify.max_age: {e}");
+                            metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "dead").increment(1);
+                            (
+                                "UPDATE deliveries SET state = ?, attempts = ?, sent_at = NULL, last_error = ? WHERE alert_id = ? AND channel = ?",
+                                "dead",
+                                None,
+                                Some(e.message.clone()),
+                            )
+                        }
                     }
                 }
-            }
-        };
+            };
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=8 {
             let q = sqlx::query(sql).bind(state).bind(attempts as i64);
@@ -159,7 +199,12 @@ impl Worker {
                 (_, None, Some(e)) => q.bind(e.clone()),
                 _ => q,
             };
-            match q.bind(&d.alert_id).bind(&d.channel).execute(self.store.writer()).await {
+            match q
+                .bind(&d.alert_id)
+                .bind(&d.channel)
+                .execute(self.store.writer())
+                .await
+            {
                 Ok(_) => return,
                 Err(e) => {
                     warn!(alert_id = %d.alert_id, channel = %d.channel, attempt, "cannot record the delivery outcome: {e}");
@@ -172,12 +217,13 @@ impl Worker {
 
     /// When the next pending delivery falls due, if any.
     async fn next_due(&self) -> Option<DateTime<Utc>> {
-        let next: Option<String> =
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")
-                .fetch_one(self.store.reader())
-                .await
-                .ok()
-                .flatten();
+        let next: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
+        )
+        .fetch_one(self.store.reader())
+        .await
+        .ok()
+        .flatten();
         next.as_deref().and_then(parse_time)
     }
 
@@ -194,7 +240,10 @@ impl Worker {
                 Err(e) => warn!("delivery worker: cannot read the outbox: {e:#}"),
             }
             let wait = match self.next_due().await {
-                Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(60)),
+                Some(at) => (at - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(Duration::from_secs(60)),
                 None => Duration::from_secs(60),
             };
             tokio::select! {
@@ -231,7 +280,11 @@ pub struct DeliveryView {
 }
 
 /// Alerts newest first, optionally only those with a delivery still pending.
-pub async fn list_alerts(store: &Store, pending_only: bool, limit: i64) -> anyhow::Result<Vec<AlertView>> {
+pub async fn list_alerts(
+    store: &Store,
+    pending_only: bool,
+    limit: i64,
+) -> anyhow::Result<Vec<AlertView>> {
     let rows = sqlx::query(
         "SELECT id, rule, severity, status, app_id, job_id, summary, created_at FROM alerts a
          WHERE (?1 = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state = 'pending'))
@@ -280,7 +333,9 @@ pub async fn list_alerts(store: &Store, pending_only: bool, limit: i64) -> anyho
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
@@ -291,7 +346,13 @@ mod tests {
     fn retry_delay_table() {
         let s = Duration::from_secs;
         let cap = s(600);
-        let cases = [("first", 1, s(5)), ("second", 2, s(10)), ("fifth", 5, s(80)), ("capped", 20, s(600)), ("huge", u32::MAX, s(600))];
+        let cases = [
+            ("first", 1, s(5)),
+            ("second", 2, s(10)),
+            ("fifth", 5, s(80)),
+            ("capped", 20, s(600)),
+            ("huge", u32::MAX, s(600)),
+        ];
         for (name, attempts, want) in cases {
             assert_eq!(retry_delay(attempts, cap, 0.5), want, "{name}");
         }
@@ -306,16 +367,46 @@ mod tests {
         let permanent = DeliveryError::permanent("404");
         let h = |n| t0 + chrono::Duration::hours(n);
         let cases = [
-            ("transient early: retry", &transient, t0, t0, AfterFailure::RetryAt(t0 + chrono::Duration::seconds(5))),
-            ("transient past max age: dead", &transient, t0, h(24), AfterFailure::Dead),
-            ("permanent: a day later is past max age", &permanent, t0, t0, AfterFailure::Dead),
+            (
+                "transient early: retry",
+                &transient,
+                t0,
+                t0,
+                AfterFailure::RetryAt(t0 + chrono::Duration::seconds(5)),
+            ),
+            (
+                "transient past max age: dead",
+                &transient,
+                t0,
+                h(24),
+                AfterFailure::Dead,
+            ),
+            (
+                "permanent: a day later is past max age",
+                &permanent,
+                t0,
+                t0,
+                AfterFailure::Dead,
+            ),
         ];
         for (name, err, created, now, want) in cases {
-            assert_eq!(after_failure(err, 1, created, now, day, cap, 0.5), want, "{name}");
+            assert_eq!(
+                after_failure(err, 1, created, now, day, cap, 0.5),
+                want,
+                "{name}"
+            );
         }
         // With a longer max_age a permanent refusal waits a day.
         assert_eq!(
-            after_failure(&permanent, 1, t0, t0, Duration::from_secs(3 * 86400), cap, 0.5),
+            after_failure(
+                &permanent,
+                1,
+                t0,
+                t0,
+                Duration::from_secs(3 * 86400),
+                cap,
+                0.5
+            ),
             AfterFailure::RetryAt(h(24))
         );
     }

@@ -43,7 +43,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         SimOptions {
             jobs: args.jobs,
             step: args.step,
-            auth: SimAuth::AkSk { access_key: DEMO_AK.into(), secret_key: DEMO_SK.into() },
+            auth: SimAuth::AkSk {
+                access_key: DEMO_AK.into(),
+                secret_key: DEMO_SK.into(),
+            },
             rate_limit: Some(10),
             ..SimOptions::default()
         },
@@ -51,7 +54,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await
     .context("starting the simulator")?;
     let (hook_url, mut deliveries) = start_receiver().await?;
-    let dir = tempfile::Builder::new().prefix("recwatch-demo-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("recwatch-demo-")
+        .tempdir()?;
 
     let mut config = Config::defaults(Auth::AkSk {
         access_key: DEMO_AK.into(),
@@ -88,30 +93,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
 
     println!("recwatch demo");
-    println!("  simulated RTC API  {} (checks SDK-HMAC-SHA256 signatures, 10 requests/s budget)", sim.url());
+    println!(
+        "  simulated RTC API  {} (checks SDK-HMAC-SHA256 signatures, 10 requests/s budget)",
+        sim.url()
+    );
     println!("  webhook receiver   {hook_url} (checks Standard Webhooks signatures)");
-    println!("  database           {} (temporary)", config.storage.path.display());
+    println!(
+        "  database           {} (temporary)",
+        config.storage.path.display()
+    );
     println!(
         "  watching {} jobs every {}; scripted jobs start, run and stop over about {}",
         config.jobs.len(),
-        humantime::format_duration(args.interval),
-        humantime::format_duration(args.step * 5)
+        crate::config::format_duration(args.interval),
+        crate::config::format_duration(args.step * 5)
     );
     println!("  Ctrl-C to stop\n");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let shutdown = crate::daemon::shutdown_on_signals()?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let daemon = tokio::spawn(crate::daemon::run(config.clone(), stop_rx, move |running| {
-        let mut rx = running.events.subscribe();
-        tokio::spawn(async move {
-            while let Ok(e) = rx.recv().await {
-                if events_tx.send(e).is_err() {
-                    break;
+    let daemon = tokio::spawn(crate::daemon::run(
+        config.clone(),
+        stop_rx,
+        move |running| {
+            let mut rx = running.events.subscribe();
+            tokio::spawn(async move {
+                while let Ok(e) = rx.recv().await {
+                    if events_tx.send(e).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-    }));
+            });
+        },
+    ));
 
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut shutdown = shutdown;
@@ -150,7 +165,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let store = crate::store::Store::open(&config.storage.path).await?;
     let transitions = store.history(None, None, i64::MAX).await?.len();
     let alerts = crate::deliver::list_alerts(&store, false, i64::MAX).await?;
-    let delivered = alerts.iter().filter(|a| a.deliveries.iter().all(|d| d.state == "sent")).count();
+    let delivered = alerts
+        .iter()
+        .filter(|a| a.deliveries.iter().all(|d| d.state == "sent"))
+        .count();
     let stats = sim.stats();
     println!(
         "\n{transitions} transitions recorded, {} alerts ({delivered} delivered), {} API requests (at most {} in any second)",
@@ -169,17 +187,50 @@ fn clock() -> String {
 
 fn print_event(e: &Event) {
     match e {
-        Event::Transition { job, from, to, description } => {
+        Event::Transition {
+            job,
+            from,
+            to,
+            description,
+        } => {
             let from = from.as_ref().map(|p| p.state.as_str()).unwrap_or("(new)");
-            let reason = to.stop_reason.as_deref().map(|r| format!("  {r}")).unwrap_or_default();
-            let desc = description.as_deref().filter(|d| !d.is_empty()).map(|d| format!("  \"{d}\"")).unwrap_or_default();
-            println!("{}  {:<12} {:<12} {from:>7} -> {}{reason}{desc}", clock(), job.label(), job.job_id, to.state);
+            let reason = to
+                .stop_reason
+                .as_deref()
+                .map(|r| format!("  {r}"))
+                .unwrap_or_default();
+            let desc = description
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("  \"{d}\""))
+                .unwrap_or_default();
+            println!(
+                "{}  {:<12} {:<12} {from:>7} -> {}{reason}{desc}",
+                clock(),
+                job.label(),
+                job.job_id,
+                to.state
+            );
         }
         Event::PollFailed { job, error } => {
-            println!("{}  {:<12} {:<12} poll failed: {error}", clock(), job.label(), job.job_id);
+            println!(
+                "{}  {:<12} {:<12} poll failed: {error}",
+                clock(),
+                job.label(),
+                job.job_id
+            );
         }
-        Event::Alert { summary, rule, severity, status } => {
-            let tag = if status == "resolved" { "RESOLVED".to_string() } else { format!("ALERT {}", severity.to_uppercase()) };
+        Event::Alert {
+            summary,
+            rule,
+            severity,
+            status,
+        } => {
+            let tag = if status == "resolved" {
+                "RESOLVED".to_string()
+            } else {
+                format!("ALERT {}", severity.to_uppercase())
+            };
             println!("{}  {tag} {rule}: {summary}", clock());
         }
     }
@@ -191,16 +242,28 @@ async fn start_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<Str
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);
     let (tx, rx) = mpsc::unbounded_channel();
-    let key = crate::config::decode_webhook_secret(DEMO_WEBHOOK_SECRET).map_err(anyhow::Error::msg)?;
+    let key =
+        crate::config::decode_webhook_secret(DEMO_WEBHOOK_SECRET).map_err(anyhow::Error::msg)?;
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
             let tx = tx.clone();
             let key = key.clone();
             async move {
-                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
-                let expected = crate::notify::webhook::signature(&key, &id, ts.parse().unwrap_or(0), &body);
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let (id, ts, sig) = (
+                    h("webhook-id"),
+                    h("webhook-timestamp"),
+                    h("webhook-signature"),
+                );
+                let expected =
+                    crate::notify::webhook::signature(&key, &id, ts.parse().unwrap_or(0), &body);
                 let verified = sig.split(' ').any(|s| s == expected);
                 let alert: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let _ = tx.send(format!(
@@ -210,7 +273,11 @@ async fn start_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<Str
                     id,
                     if verified { "verified" } else { "INVALID" }
                 ));
-                if verified { StatusCode::NO_CONTENT } else { StatusCode::UNAUTHORIZED }
+                if verified {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::UNAUTHORIZED
+                }
             }
         }),
     );

@@ -40,13 +40,24 @@ pub enum Detected {
 }
 
 pub fn detect(previous: Option<&Phase>, job: &JobSnapshot) -> Detected {
-    let Some(now) = Phase::of(job) else { return Detected::NoState };
+    let Some(now) = Phase::of(job) else {
+        return Detected::NoState;
+    };
     match previous {
-        None => Detected::Transition { from: None, to: now },
-        Some(prev) if prev.state != now.state => Detected::Transition { from: Some(prev.clone()), to: now },
+        None => Detected::Transition {
+            from: None,
+            to: now,
+        },
+        Some(prev) if prev.state != now.state => Detected::Transition {
+            from: Some(prev.clone()),
+            to: now,
+        },
         // A reason that disappears is a glitch in the answer, not a change.
         Some(prev) if now.stop_reason.is_some() && prev.stop_reason != now.stop_reason => {
-            Detected::Transition { from: Some(prev.clone()), to: now }
+            Detected::Transition {
+                from: Some(prev.clone()),
+                to: now,
+            }
         }
         Some(_) => Detected::Unchanged,
     }
@@ -58,7 +69,10 @@ mod tests {
     use crate::rtc::model::{State, StopReason};
 
     fn phase(state: &str, reason: Option<&str>) -> Phase {
-        Phase { state: state.into(), stop_reason: reason.map(str::to_string) }
+        Phase {
+            state: state.into(),
+            stop_reason: reason.map(str::to_string),
+        }
     }
 
     fn job(state: Option<&str>, reason: Option<&str>) -> JobSnapshot {
@@ -74,17 +88,81 @@ mod tests {
     fn table() {
         let t = |from: Option<Phase>, to: Phase| Detected::Transition { from, to };
         let cases: Vec<(&str, Option<Phase>, JobSnapshot, Detected)> = vec![
-            ("first sight", None, job(Some("INIT"), None), t(None, phase("INIT", None))),
-            ("first sight stopped", None, job(Some("STOPPED"), Some("TENANT_STOP")), t(None, phase("STOPPED", Some("TENANT_STOP")))),
-            ("same state", Some(phase("RUNNING", None)), job(Some("RUNNING"), None), Detected::Unchanged),
-            ("init to running", Some(phase("INIT", None)), job(Some("RUNNING"), None), t(Some(phase("INIT", None)), phase("RUNNING", None))),
-            ("running to stopped", Some(phase("RUNNING", None)), job(Some("STOPPED"), Some("INTERNAL_ERROR")), t(Some(phase("RUNNING", None)), phase("STOPPED", Some("INTERNAL_ERROR")))),
-            ("skipped running", Some(phase("INIT", None)), job(Some("STOPPED"), Some("EXCEED_MAX_IDLE_TIME")), t(Some(phase("INIT", None)), phase("STOPPED", Some("EXCEED_MAX_IDLE_TIME")))),
-            ("reason filled in later", Some(phase("STOPPED", None)), job(Some("STOPPED"), Some("INTERNAL_ERROR")), t(Some(phase("STOPPED", None)), phase("STOPPED", Some("INTERNAL_ERROR")))),
-            ("reason vanishes", Some(phase("STOPPED", Some("TENANT_STOP"))), job(Some("STOPPED"), None), Detected::Unchanged),
-            ("same stopped again", Some(phase("STOPPED", Some("TENANT_STOP"))), job(Some("STOPPED"), Some("TENANT_STOP")), Detected::Unchanged),
-            ("unknown state kept", Some(phase("RUNNING", None)), job(Some("PAUSED"), None), t(Some(phase("RUNNING", None)), phase("PAUSED", None))),
-            ("no state", Some(phase("RUNNING", None)), job(None, None), Detected::NoState),
+            (
+                "first sight",
+                None,
+                job(Some("INIT"), None),
+                t(None, phase("INIT", None)),
+            ),
+            (
+                "first sight stopped",
+                None,
+                job(Some("STOPPED"), Some("TENANT_STOP")),
+                t(None, phase("STOPPED", Some("TENANT_STOP"))),
+            ),
+            (
+                "same state",
+                Some(phase("RUNNING", None)),
+                job(Some("RUNNING"), None),
+                Detected::Unchanged,
+            ),
+            (
+                "init to running",
+                Some(phase("INIT", None)),
+                job(Some("RUNNING"), None),
+                t(Some(phase("INIT", None)), phase("RUNNING", None)),
+            ),
+            (
+                "running to stopped",
+                Some(phase("RUNNING", None)),
+                job(Some("STOPPED"), Some("INTERNAL_ERROR")),
+                t(
+                    Some(phase("RUNNING", None)),
+                    phase("STOPPED", Some("INTERNAL_ERROR")),
+                ),
+            ),
+            (
+                "skipped running",
+                Some(phase("INIT", None)),
+                job(Some("STOPPED"), Some("EXCEED_MAX_IDLE_TIME")),
+                t(
+                    Some(phase("INIT", None)),
+                    phase("STOPPED", Some("EXCEED_MAX_IDLE_TIME")),
+                ),
+            ),
+            (
+                "reason filled in later",
+                Some(phase("STOPPED", None)),
+                job(Some("STOPPED"), Some("INTERNAL_ERROR")),
+                t(
+                    Some(phase("STOPPED", None)),
+                    phase("STOPPED", Some("INTERNAL_ERROR")),
+                ),
+            ),
+            (
+                "reason vanishes",
+                Some(phase("STOPPED", Some("TENANT_STOP"))),
+                job(Some("STOPPED"), None),
+                Detected::Unchanged,
+            ),
+            (
+                "same stopped again",
+                Some(phase("STOPPED", Some("TENANT_STOP"))),
+                job(Some("STOPPED"), Some("TENANT_STOP")),
+                Detected::Unchanged,
+            ),
+            (
+                "unknown state kept",
+                Some(phase("RUNNING", None)),
+                job(Some("PAUSED"), None),
+                t(Some(phase("RUNNING", None)), phase("PAUSED", None)),
+            ),
+            (
+                "no state",
+                Some(phase("RUNNING", None)),
+                job(None, None),
+                Detected::NoState,
+            ),
             ("no state first", None, job(None, None), Detected::NoState),
         ];
         for (name, prev, snapshot, want) in cases {

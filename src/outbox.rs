@@ -5,7 +5,9 @@
 //! `dedup_key` per alert (the transition id and rule, or the condition episode and its step)
 //! makes a second alert for the same cause impossible, whatever restarts or re-polls happen.
 
-use crate::alert::{Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts, hostname, timestamp};
+use crate::alert::{
+    Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts, hostname, timestamp,
+};
 use crate::config::{Config, JobConfig, Severity};
 use crate::poll::Event;
 use crate::rules;
@@ -102,18 +104,49 @@ impl Outbox {
         let mut made = Vec::new();
         for r in records {
             let transition_id = write_record(&mut tx, r).await?;
-            if let (Some(tid), PollOutcome::Ok { job, transition: Some((from, to)), .. }) = (transition_id, &r.outcome) {
+            if let (
+                Some(tid),
+                PollOutcome::Ok {
+                    job,
+                    transition: Some((from, to)),
+                    ..
+                },
+            ) = (transition_id, &r.outcome)
+            {
                 if let Some(rule) = rules::transition_rule(to) {
                     if let Some(severity) = rules::severity(&config.rules, rule) {
                         let facts = job_facts(ctx.job, Some(job));
-                        let summary = transition_summary(rule, ctx.job, to.stop_reason.as_deref(), job.description.as_deref());
-                        let alert = self.alert(Status::Firing, rule, severity, summary, Some(facts), Some(TransitionFacts {
-                            from: from.as_ref().map(|p| p.state.clone()),
-                            to: to.state.clone(),
-                            observed_at: timestamp(r.polled_at),
-                        }), r.polled_at);
+                        let summary = transition_summary(
+                            rule,
+                            ctx.job,
+                            to.stop_reason.as_deref(),
+                            job.description.as_deref(),
+                        );
+                        let alert = self.alert(
+                            Status::Firing,
+                            rule,
+                            severity,
+                            summary,
+                            Some(facts),
+                            Some(TransitionFacts {
+                                from: from.as_ref().map(|p| p.state.clone()),
+                                to: to.state.clone(),
+                                observed_at: timestamp(r.polled_at),
+                            }),
+                            r.polled_at,
+                        );
                         let key = format!("t:{tid}:{}", rule.as_str());
-                        if insert_alert(&mut tx, &alert, &key, Some(tid), None, channels_for(ctx.job, config), r.polled_at).await? {
+                        if insert_alert(
+                            &mut tx,
+                            &alert,
+                            &key,
+                            Some(tid),
+                            None,
+                            channels_for(ctx.job, config),
+                            r.polled_at,
+                        )
+                        .await?
+                        {
                             made.push(alert);
                         }
                     }
@@ -151,7 +184,11 @@ impl Outbox {
                     )
                 });
                 // Only an answer with a state says whether the job is still in INIT.
-                (job.state.as_ref().map(|_| stuck), Some(false), Some(job))
+                (
+                    job.state.as_ref().map(|_| stuck),
+                    Some(false),
+                    Some(job.as_ref()),
+                )
             }
             PollOutcome::Failed { kind, .. } if kind == "not_found" => (None, Some(true), None),
             PollOutcome::Failed { .. } => (None, None, None),
@@ -161,16 +198,47 @@ impl Outbox {
             let summary = format!(
                 "{} has been in INIT for longer than its max_idle_time ({} s) plus {} grace: the recorder never started",
                 ctx.job.label(),
-                snapshot.and_then(|j| j.max_idle_time).unwrap_or(rules::DEFAULT_MAX_IDLE_TIME),
-                humantime::format_duration(config.rules.init_grace)
+                snapshot
+                    .and_then(|j| j.max_idle_time)
+                    .unwrap_or(rules::DEFAULT_MAX_IDLE_TIME),
+                crate::config::format_duration(config.rules.init_grace)
             );
-            made.extend(self.condition(tx, Rule::StuckInit, Some(ctx.job), open, &summary, Some(facts.clone()), config, now).await?);
+            made.extend(
+                self.condition(
+                    tx,
+                    Rule::StuckInit,
+                    Some(ctx.job),
+                    open,
+                    &summary,
+                    Some(facts.clone()),
+                    config,
+                    now,
+                )
+                .await?,
+            );
         }
         if let Some(open) = not_found {
             // Held back while the whole API is unhealthy: the outage, not the job, is the news.
             if !(open && self.api_unhealthy()) {
-                let summary = format!("{} is not found: the RTC API answers 404 / RTC.00001003 for app {} job {}", ctx.job.label(), ctx.job.app_id, ctx.job.job_id);
-                made.extend(self.condition(tx, Rule::JobNotFound, Some(ctx.job), open, &summary, Some(facts), config, now).await?);
+                let summary = format!(
+                    "{} is not found: the RTC API answers 404 / RTC.00001003 for app {} job {}",
+                    ctx.job.label(),
+                    ctx.job.app_id,
+                    ctx.job.job_id
+                );
+                made.extend(
+                    self.condition(
+                        tx,
+                        Rule::JobNotFound,
+                        Some(ctx.job),
+                        open,
+                        &summary,
+                        Some(facts),
+                        config,
+                        now,
+                    )
+                    .await?,
+                );
             }
         }
         Ok(made)
@@ -190,8 +258,12 @@ impl Outbox {
         config: &Config,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<Alert>> {
-        let Some(severity) = rules::severity(&config.rules, rule) else { return Ok(Vec::new()) };
-        let (app_id, job_id) = job.map(|j| (j.app_id.as_str(), j.job_id.as_str())).unwrap_or(("", ""));
+        let Some(severity) = rules::severity(&config.rules, rule) else {
+            return Ok(Vec::new());
+        };
+        let (app_id, job_id) = job
+            .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+            .unwrap_or(("", ""));
         let open = sqlx::query(
             "SELECT id, last_notified_at, reminders FROM episodes
              WHERE rule = ? AND app_id = ? AND job_id = ? AND resolved_at IS NULL",
@@ -203,7 +275,12 @@ impl Outbox {
         .await?;
         let channels = match job {
             Some(j) => channels_for(j, config),
-            None => config.notify.channel_names().into_iter().map(str::to_string).collect(),
+            None => config
+                .notify
+                .channel_names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
         };
         let at = timestamp(now);
         let mut made = Vec::new();
@@ -221,8 +298,26 @@ impl Outbox {
                 .bind(&at)
                 .fetch_one(&mut *tx)
                 .await?;
-                let alert = self.alert(Status::Firing, rule, severity, summary.to_string(), facts, None, now);
-                if insert_alert(tx, &alert, &format!("e:{id}:firing"), None, Some(id), channels, now).await? {
+                let alert = self.alert(
+                    Status::Firing,
+                    rule,
+                    severity,
+                    summary.to_string(),
+                    facts,
+                    None,
+                    now,
+                );
+                if insert_alert(
+                    tx,
+                    &alert,
+                    &format!("e:{id}:firing"),
+                    None,
+                    Some(id),
+                    channels,
+                    now,
+                )
+                .await?
+                {
                     made.push(alert);
                 }
             }
@@ -230,32 +325,74 @@ impl Outbox {
                 let id: i64 = row.get(0);
                 let last: String = row.get(1);
                 let reminders: i64 = row.get(2);
-                let last = DateTime::parse_from_rfc3339(&last).map(|t| t.with_timezone(&Utc)).unwrap_or(now);
+                let last = DateTime::parse_from_rfc3339(&last)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or(now);
                 if rules::reminder_due(last, config.rules.repeat_interval, now) {
                     let n = reminders + 1;
-                    sqlx::query("UPDATE episodes SET last_notified_at = ?, reminders = ? WHERE id = ?")
-                        .bind(&at)
-                        .bind(n)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    let alert = self.alert(Status::Firing, rule, severity, format!("still: {summary}"), facts, None, now);
-                    if insert_alert(tx, &alert, &format!("e:{id}:reminder:{n}"), None, Some(id), channels, now).await? {
+                    sqlx::query(
+                        "UPDATE episodes SET last_notified_at = ?, reminders = ? WHERE id = ?",
+                    )
+                    .bind(&at)
+                    .bind(n)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let alert = self.alert(
+                        Status::Firing,
+                        rule,
+                        severity,
+                        format!("still: {summary}"),
+                        facts,
+                        None,
+                        now,
+                    );
+                    if insert_alert(
+                        tx,
+                        &alert,
+                        &format!("e:{id}:reminder:{n}"),
+                        None,
+                        Some(id),
+                        channels,
+                        now,
+                    )
+                    .await?
+                    {
                         made.push(alert);
                     }
                 }
             }
             (Some(row), false) => {
                 let id: i64 = row.get(0);
-                sqlx::query("UPDATE episodes SET resolved_at = ? WHERE id = ?").bind(&at).bind(id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE episodes SET resolved_at = ? WHERE id = ?")
+                    .bind(&at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                 if config.rules.send_resolved {
                     let summary = match rule {
-                        Rule::StuckInit => format!("{} is no longer stuck in INIT", job.map(|j| j.label()).unwrap_or("job")),
-                        Rule::JobNotFound => format!("{} is found again", job.map(|j| j.label()).unwrap_or("job")),
+                        Rule::StuckInit => format!(
+                            "{} is no longer stuck in INIT",
+                            job.map(|j| j.label()).unwrap_or("job")
+                        ),
+                        Rule::JobNotFound => {
+                            format!("{} is found again", job.map(|j| j.label()).unwrap_or("job"))
+                        }
                         _ => "the RTC API answers normally again".to_string(),
                     };
-                    let alert = self.alert(Status::Resolved, rule, severity, summary, facts, None, now);
-                    if insert_alert(tx, &alert, &format!("e:{id}:resolved"), None, Some(id), channels, now).await? {
+                    let alert =
+                        self.alert(Status::Resolved, rule, severity, summary, facts, None, now);
+                    if insert_alert(
+                        tx,
+                        &alert,
+                        &format!("e:{id}:resolved"),
+                        None,
+                        Some(id),
+                        channels,
+                        now,
+                    )
+                    .await?
+                    {
                         made.push(alert);
                     }
                 }
@@ -269,9 +406,17 @@ impl Outbox {
     pub async fn api_health(&self, store: &Store, change: ApiHealthChange, config: &Config) {
         match &change {
             ApiHealthChange::Unhealthy { reason } => {
-                error!("the RTC API is unhealthy: {reason}; per-job not-found alerts are held back until it recovers");
+                error!(
+                    "the RTC API is unhealthy: {reason}; per-job not-found alerts are held back until it recovers"
+                );
                 self.api_unhealthy.store(true, Ordering::Relaxed);
-                self.record_api(store, true, &format!("the RTC API is unhealthy: {reason}"), config).await;
+                self.record_api(
+                    store,
+                    true,
+                    &format!("the RTC API is unhealthy: {reason}"),
+                    config,
+                )
+                .await;
             }
             ApiHealthChange::Recovered => {
                 info!("the RTC API answers normally again");
@@ -284,7 +429,8 @@ impl Outbox {
     /// While the API stays down, sends a reminder when one is due.
     pub async fn api_still_unhealthy(&self, store: &Store, config: &Config) {
         if self.api_unhealthy() {
-            self.record_api(store, true, "the RTC API is still unhealthy", config).await;
+            self.record_api(store, true, "the RTC API is still unhealthy", config)
+                .await;
         }
     }
 
@@ -295,7 +441,18 @@ impl Outbox {
         for attempt in 1..=5 {
             let result: anyhow::Result<Vec<Alert>> = async {
                 let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
-                let made = self.condition(&mut tx, Rule::ApiUnhealthy, None, active, summary, None, config, now).await?;
+                let made = self
+                    .condition(
+                        &mut tx,
+                        Rule::ApiUnhealthy,
+                        None,
+                        active,
+                        summary,
+                        None,
+                        config,
+                        now,
+                    )
+                    .await?;
                 tx.commit().await?;
                 Ok(made)
             }
@@ -312,7 +469,9 @@ impl Outbox {
                 }
             }
         }
-        error!("the API's health could not be written after 5 attempts; it is written again with the next poll");
+        error!(
+            "the API's health could not be written after 5 attempts; it is written again with the next poll"
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -373,14 +532,29 @@ impl Outbox {
 pub fn channels_for(job: &JobConfig, config: &Config) -> Vec<String> {
     match &job.notify {
         Some(list) => list.clone(),
-        None => config.notify.channel_names().into_iter().map(str::to_string).collect(),
+        None => config
+            .notify
+            .channel_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
     }
 }
 
-fn transition_summary(rule: Rule, job: &JobConfig, reason: Option<&str>, description: Option<&str>) -> String {
+fn transition_summary(
+    rule: Rule,
+    job: &JobConfig,
+    reason: Option<&str>,
+    description: Option<&str>,
+) -> String {
     let what = match rule {
-        Rule::StoppedUnexpectedly => format!("stopped unexpectedly ({})", reason.unwrap_or("no stop reason")),
-        Rule::IdleTimeout => "stopped: nobody published for max_idle_time (EXCEED_MAX_IDLE_TIME)".to_string(),
+        Rule::StoppedUnexpectedly => format!(
+            "stopped unexpectedly ({})",
+            reason.unwrap_or("no stop reason")
+        ),
+        Rule::IdleTimeout => {
+            "stopped: nobody published for max_idle_time (EXCEED_MAX_IDLE_TIME)".to_string()
+        }
         Rule::StoppedByTenant => "was stopped by the tenant (TENANT_STOP)".to_string(),
         _ => "changed".to_string(),
     };
@@ -391,7 +565,12 @@ fn transition_summary(rule: Rule, job: &JobConfig, reason: Option<&str>, descrip
 }
 
 pub fn job_facts(job: &JobConfig, snapshot: Option<&crate::rtc::model::JobSnapshot>) -> JobFacts {
-    let mut f = JobFacts { app_id: job.app_id.clone(), job_id: job.job_id.clone(), name: job.name.clone(), ..Default::default() };
+    let mut f = JobFacts {
+        app_id: job.app_id.clone(),
+        job_id: job.job_id.clone(),
+        name: job.name.clone(),
+        ..Default::default()
+    };
     if let Some(s) = snapshot {
         f.room_id = s.room_id.clone();
         f.user_id = s.user_id.clone();

@@ -53,7 +53,11 @@ struct BudgetState {
 impl Budget {
     pub fn new(rate: u32) -> Budget {
         Budget {
-            state: Mutex::new(BudgetState { rate: rate.max(1), recent: VecDeque::new(), paused_until: None }),
+            state: Mutex::new(BudgetState {
+                rate: rate.max(1),
+                recent: VecDeque::new(),
+                paused_until: None,
+            }),
             waited_ns: AtomicU64::new(0),
         }
     }
@@ -71,7 +75,11 @@ impl Budget {
     }
 
     pub fn paused_until(&self) -> Option<Instant> {
-        self.state.lock().expect("budget lock").paused_until.filter(|p| *p > Instant::now())
+        self.state
+            .lock()
+            .expect("budget lock")
+            .paused_until
+            .filter(|p| *p > Instant::now())
     }
 
     /// When the next request may go, or `None` if it may go now (and is then counted).
@@ -83,7 +91,11 @@ impl Budget {
             }
             s.paused_until = None;
         }
-        while s.recent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+        while s
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+        {
             s.recent.pop_front();
         }
         let rate = s.rate as usize;
@@ -109,7 +121,8 @@ impl Budget {
             tokio::time::sleep_until(at).await;
         }
         let waited = start.elapsed();
-        self.waited_ns.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        self.waited_ns
+            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         metrics::counter!("recwatch_rate_budget_wait_seconds_total").increment(0);
         metrics::histogram!("recwatch_rate_budget_wait_seconds").record(waited.as_secs_f64());
         waited
@@ -134,7 +147,9 @@ pub fn failure_delay(interval: Duration, failures: u32, jitter: f64) -> Duration
 /// capped at a minute, jittered by +/-20%.
 pub fn throttle_pause(base: Duration, streak: u32, jitter: f64) -> Duration {
     let exp = streak.saturating_sub(1).min(8);
-    base.saturating_mul(1 << exp).min(Duration::from_secs(60)).mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+    base.saturating_mul(1 << exp)
+        .min(Duration::from_secs(60))
+        .mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
 /// After this many refused requests in a row the poller stops for `api.auth_backoff`.
@@ -143,9 +158,22 @@ pub const AUTH_FAILURES_BEFORE_BACKOFF: u32 = 3;
 /// Something the demo (and logs) want to see as it happens.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Transition { job: JobConfig, from: Option<Phase>, to: Phase, description: Option<String> },
-    PollFailed { job: JobConfig, error: RtcError },
-    Alert { summary: String, rule: String, severity: String, status: String },
+    Transition {
+        job: JobConfig,
+        from: Option<Phase>,
+        to: Phase,
+        description: Option<String>,
+    },
+    PollFailed {
+        job: JobConfig,
+        error: RtcError,
+    },
+    Alert {
+        summary: String,
+        rule: String,
+        severity: String,
+        status: String,
+    },
 }
 
 /// Shared with the watchdog and /readyz: when the dispatcher last went round its loop.
@@ -169,7 +197,10 @@ impl Liveness {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 type Key = (String, String);
@@ -216,7 +247,7 @@ pub struct Poller {
 /// Commands the daemon sends the dispatcher.
 pub enum Command {
     /// A new, already validated configuration.
-    Reload(Box<Config>, RtcClient),
+    Reload(Box<(Config, RtcClient)>),
     /// A cron tick: poll every job now.
     Tick,
 }
@@ -269,7 +300,7 @@ impl Poller {
                 jobs = b.jobs,
                 needed_per_second = format!("{:.1}", b.demand),
                 rate_limit = b.rate_limit,
-                effective_interval = %humantime::format_duration(round(b.effective(config.poll.interval))),
+                effective_interval = %crate::config::format_duration(round(b.effective(config.poll.interval))),
                 "the watch list needs more requests per second than api.rate_limit allows; every job will be polled {:.1}x less often than configured",
                 b.stretch
             );
@@ -289,7 +320,13 @@ impl Poller {
 
         Self::warn_if_over_budget(&self.config);
         let mut cron = None;
-        self.add_jobs(&self.config.jobs.clone(), &rows, &mut states, &mut heap, &mut seq);
+        self.add_jobs(
+            &self.config.jobs.clone(),
+            &rows,
+            &mut states,
+            &mut heap,
+            &mut seq,
+        );
         if let Some(expr) = self.config.poll.schedule.clone() {
             cron = Some(start_cron(&expr, self.command_tx.clone()).await?);
         }
@@ -336,9 +373,10 @@ impl Poller {
                             heap.push(Reverse((now, seq, k.clone())));
                         }
                     }
-                    Command::Reload(config, client) => {
+                    Command::Reload(boxed) => {
+                        let (config, client) = *boxed;
                         let rows = rows_now(&self.store).await;
-                        self.reload(*config, client, &rows, &busy, &mut states, &mut heap, &mut seq, &mut cron).await;
+                        self.reload(config, client, &rows, &busy, &mut states, &mut heap, &mut seq, &mut cron).await;
                     }
                 },
                 _ = heartbeat.tick() => self.liveness.beat(),
@@ -380,14 +418,26 @@ impl Poller {
         }
         // Last chance for outcomes the database refused earlier.
         for s in states.values_mut().filter(|s| !s.unwritten.is_empty()) {
-            let ctx = outbox::JobContext { job: &s.job, first_seen: s.first_seen, now: Utc::now() };
-            if self.outbox.write_job_polls(&self.store, &s.unwritten, &ctx, &self.config).await.is_ok() {
+            let ctx = outbox::JobContext {
+                job: &s.job,
+                first_seen: s.first_seen,
+                now: Utc::now(),
+            };
+            if self
+                .outbox
+                .write_job_polls(&self.store, &s.unwritten, &ctx, &self.config)
+                .await
+                .is_ok()
+            {
                 s.unwritten.clear();
             }
         }
         let lost: usize = states.values().map(|s| s.unwritten.len()).sum();
         if lost > 0 {
-            error!(outcomes = lost, "the database stayed locked; these poll outcomes were not written and will be re-observed on the next start");
+            error!(
+                outcomes = lost,
+                "the database stayed locked; these poll outcomes were not written and will be re-observed on the next start"
+            );
         }
         if let Some(mut c) = cron {
             let _ = c.shutdown().await;
@@ -410,7 +460,9 @@ impl Poller {
             let k = key(job);
             let row = rows.get(&k);
             let phase = row.and_then(|r| r.phase());
-            if self.config.poll.stop_after_terminal && phase.as_ref().is_some_and(Phase::is_terminal) {
+            if self.config.poll.stop_after_terminal
+                && phase.as_ref().is_some_and(Phase::is_terminal)
+            {
                 debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
                 continue;
             }
@@ -421,7 +473,13 @@ impl Poller {
                 .unwrap_or_else(Utc::now);
             states.insert(
                 k.clone(),
-                JobState { job: job.clone(), phase, failures: 0, unwritten: Vec::new(), first_seen },
+                JobState {
+                    job: job.clone(),
+                    phase,
+                    failures: 0,
+                    unwritten: Vec::new(),
+                    first_seen,
+                },
             );
             if self.config.poll.schedule.is_none() {
                 // Spread the first polls evenly over the interval so they never fire together.
@@ -461,7 +519,8 @@ impl Poller {
         self.budget.set_rate(config.api.rate_limit);
         if config.api.max_in_flight != self.in_flight_limit {
             if config.api.max_in_flight > self.in_flight_limit {
-                self.in_flight.add_permits(config.api.max_in_flight - self.in_flight_limit);
+                self.in_flight
+                    .add_permits(config.api.max_in_flight - self.in_flight_limit);
             } else {
                 let fewer = (self.in_flight_limit - config.api.max_in_flight) as u32;
                 if let Ok(p) = self.in_flight.clone().acquire_many_owned(fewer).await {
@@ -478,12 +537,20 @@ impl Poller {
         for job in &new_jobs {
             let k = key(job);
             let phase = rows.get(&k).and_then(|r| r.phase());
-            if self.config.poll.stop_after_terminal && phase.as_ref().is_some_and(Phase::is_terminal) {
+            if self.config.poll.stop_after_terminal
+                && phase.as_ref().is_some_and(Phase::is_terminal)
+            {
                 continue;
             }
             states.insert(
                 k.clone(),
-                JobState { job: job.clone(), phase, failures: 0, unwritten: Vec::new(), first_seen: Utc::now() },
+                JobState {
+                    job: job.clone(),
+                    phase,
+                    failures: 0,
+                    unwritten: Vec::new(),
+                    first_seen: Utc::now(),
+                },
             );
             *seq += 1;
             heap.push(Reverse((now, *seq, k)));
@@ -505,7 +572,12 @@ impl Poller {
             }
         }
         Self::warn_if_over_budget(&self.config);
-        info!(jobs = states.len(), added = new_jobs.len(), removed, "configuration reloaded");
+        info!(
+            jobs = states.len(),
+            added = new_jobs.len(),
+            removed,
+            "configuration reloaded"
+        );
     }
 
     async fn finish(
@@ -516,7 +588,11 @@ impl Poller {
         seq: &mut u64,
         health: &mut Health,
     ) {
-        let Done { key: k, mut state, result } = done;
+        let Done {
+            key: k,
+            mut state,
+            result,
+        } = done;
         let now = Instant::now();
         let jitter = || rand::rng().random::<f64>();
         let change = match &result {
@@ -524,14 +600,24 @@ impl Poller {
             Err(e) => health.failure(e.kind, self.config.rules.api_failure_threshold),
         };
         match change {
-            Some(change) => self.outbox.api_health(&self.store, change, &self.config).await,
-            None if result.is_err() && health.unhealthy => self.outbox.api_still_unhealthy(&self.store, &self.config).await,
+            Some(change) => {
+                self.outbox
+                    .api_health(&self.store, change, &self.config)
+                    .await
+            }
+            None if result.is_err() && health.unhealthy => {
+                self.outbox
+                    .api_still_unhealthy(&self.store, &self.config)
+                    .await
+            }
             None => {}
         }
         let next = match &result {
             Ok(()) => {
                 state.failures = 0;
-                if self.config.poll.stop_after_terminal && state.phase.as_ref().is_some_and(Phase::is_terminal) {
+                if self.config.poll.stop_after_terminal
+                    && state.phase.as_ref().is_some_and(Phase::is_terminal)
+                {
                     info!(app_id = %k.0, job_id = %k.1, "job is STOPPED: no longer polled (poll.stop_after_terminal)");
                     if state.unwritten.is_empty() {
                         return;
@@ -544,7 +630,11 @@ impl Poller {
             }
             Err(e) => match e.kind {
                 ErrorKind::Throttled => {
-                    let pause = throttle_pause(self.config.api.throttle_backoff, health.throttle_streak, jitter());
+                    let pause = throttle_pause(
+                        self.config.api.throttle_backoff,
+                        health.throttle_streak,
+                        jitter(),
+                    );
                     self.budget.pause_until(now + pause);
                     metrics::counter!("recwatch_throttled_total").increment(1);
                     warn!(pause = ?round(pause), streak = health.throttle_streak, request_id = e.request_id.as_deref().unwrap_or("-"), "throttled by the API gateway (APIG.0308): pausing every poll");
@@ -553,11 +643,15 @@ impl Poller {
                 ErrorKind::Unauthorized => {
                     if health.auth_streak >= AUTH_FAILURES_BEFORE_BACKOFF {
                         let extra = health.auth_streak - AUTH_FAILURES_BEFORE_BACKOFF;
-                        let pause = self.config.api.auth_backoff.saturating_mul(1 << extra.min(3));
+                        let pause = self
+                            .config
+                            .api
+                            .auth_backoff
+                            .saturating_mul(1 << extra.min(3));
                         self.budget.pause_until(now + pause);
                         error!(
                             refused_in_a_row = health.auth_streak,
-                            pause = %humantime::format_duration(round(pause)),
+                            pause = %crate::config::format_duration(round(pause)),
                             "the API refused the credentials {} times in a row: stopping every poll so the gateway does not lock the key; check api.auth",
                             health.auth_streak
                         );
@@ -589,7 +683,10 @@ async fn rows_now(store: &Store) -> HashMap<Key, crate::store::JobRow> {
     store.jobs().await.unwrap_or_default()
 }
 
-async fn start_cron(expr: &str, tx: mpsc::Sender<Command>) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+async fn start_cron(
+    expr: &str,
+    tx: mpsc::Sender<Command>,
+) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     let sched = JobScheduler::new().await?;
     sched
@@ -624,7 +721,11 @@ impl Health {
         self.auth_streak = 0;
         self.throttle_streak = 0;
         self.failure_streak = 0;
-        if std::mem::take(&mut self.unhealthy) { Some(ApiHealthChange::Recovered) } else { None }
+        if std::mem::take(&mut self.unhealthy) {
+            Some(ApiHealthChange::Recovered)
+        } else {
+            None
+        }
     }
 
     fn failure(&mut self, kind: ErrorKind, threshold: u32) -> Option<ApiHealthChange> {
@@ -635,7 +736,11 @@ impl Health {
                 self.auth_streak = 0;
                 self.throttle_streak = 0;
                 self.failure_streak = 0;
-                return if std::mem::take(&mut self.unhealthy) { Some(ApiHealthChange::Recovered) } else { None };
+                return if std::mem::take(&mut self.unhealthy) {
+                    Some(ApiHealthChange::Recovered)
+                } else {
+                    None
+                };
             }
             ErrorKind::Unauthorized => {
                 self.verified = false;
@@ -682,7 +787,12 @@ impl PollTask {
         metrics::counter!("recwatch_polls_total", "outcome" => outcome_label).increment(1);
         let polled_at = Utc::now();
         let (record, result) = match fetched {
-            Ok(Fetched { job, raw, request_id, .. }) => {
+            Ok(Fetched {
+                job,
+                raw,
+                request_id,
+                ..
+            }) => {
                 let detected = detect(state.phase.as_ref(), &job);
                 let transition = match detected {
                     Detected::Transition { from, to } => {
@@ -712,7 +822,11 @@ impl PollTask {
                     job_id: k.1.clone(),
                     name: state.job.name.clone(),
                     polled_at,
-                    outcome: PollOutcome::Ok { job, raw, transition },
+                    outcome: PollOutcome::Ok {
+                        job: Box::new(job),
+                        raw,
+                        transition,
+                    },
                 };
                 (record, Ok(()))
             }
@@ -723,13 +837,19 @@ impl PollTask {
                 } else {
                     debug!(app_id = %k.0, job_id = %k.1, "poll throttled: {e}");
                 }
-                let _ = self.events.send(Event::PollFailed { job: state.job.clone(), error: e.clone() });
+                let _ = self.events.send(Event::PollFailed {
+                    job: state.job.clone(),
+                    error: e.clone(),
+                });
                 let record = PollRecord {
                     app_id: k.0.clone(),
                     job_id: k.1.clone(),
                     name: state.job.name.clone(),
                     polled_at,
-                    outcome: PollOutcome::Failed { kind: e.kind.as_str().into(), error: e.to_string() },
+                    outcome: PollOutcome::Failed {
+                        kind: e.kind.as_str().into(),
+                        error: e.to_string(),
+                    },
                 };
                 (record, Err(e))
             }
@@ -738,8 +858,16 @@ impl PollTask {
         // Keep trying for a while: a lock held by another process usually clears quickly.
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=4 {
-            let ctx = outbox::JobContext { job: &state.job, first_seen: state.first_seen, now: polled_at };
-            match self.outbox.write_job_polls(&self.store, &state.unwritten, &ctx, &self.config).await {
+            let ctx = outbox::JobContext {
+                job: &state.job,
+                first_seen: state.first_seen,
+                now: polled_at,
+            };
+            match self
+                .outbox
+                .write_job_polls(&self.store, &state.unwritten, &ctx, &self.config)
+                .await
+            {
                 Ok(()) => {
                     state.unwritten.clear();
                     break;
@@ -754,7 +882,11 @@ impl PollTask {
                 }
             }
         }
-        Done { key: k, state, result }
+        Done {
+            key: k,
+            state,
+            result,
+        }
     }
 }
 
@@ -763,7 +895,12 @@ fn round(d: Duration) -> Duration {
 }
 
 /// `recwatch poll-once`: every job once, through the same budget, client and store.
-pub async fn poll_once(config: &Config, client: &RtcClient, store: &Store, outbox: &Outbox) -> Vec<(JobConfig, Result<Option<Phase>, RtcError>, bool)> {
+pub async fn poll_once(
+    config: &Config,
+    client: &RtcClient,
+    store: &Store,
+    outbox: &Outbox,
+) -> Vec<(JobConfig, Result<Option<Phase>, RtcError>, bool)> {
     let budget = Budget::new(config.api.rate_limit);
     let rows = store.jobs().await.unwrap_or_default();
     let sem = Arc::new(Semaphore::new(config.api.max_in_flight));
@@ -771,7 +908,11 @@ pub async fn poll_once(config: &Config, client: &RtcClient, store: &Store, outbo
     let (events, _) = broadcast::channel(16);
     for job in &config.jobs {
         budget.acquire().await;
-        let permit = sem.clone().acquire_owned().await.expect("semaphore never closed");
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         let k = key(job);
         let row = rows.get(&k);
         let state = JobState {
@@ -803,7 +944,11 @@ pub async fn poll_once(config: &Config, client: &RtcClient, store: &Store, outbo
             if !written {
                 error!(app_id = %done.key.0, job_id = %done.key.1, "could not write this job's outcome");
             }
-            out.push((done.state.job.clone(), done.result.map(|_| done.state.phase.clone()), changed));
+            out.push((
+                done.state.job.clone(),
+                done.result.map(|_| done.state.phase.clone()),
+                changed,
+            ));
         }
     }
     out
@@ -821,7 +966,13 @@ mod tests {
             ("doubles", s(30), 2, 0.5, s(60)),
             ("doubles again", s(30), 3, 0.5, s(120)),
             ("capped at 5 minutes", s(30), 10, 0.5, s(300)),
-            ("huge streak does not overflow", s(30), u32::MAX, 0.5, s(300)),
+            (
+                "huge streak does not overflow",
+                s(30),
+                u32::MAX,
+                0.5,
+                s(300),
+            ),
             ("long interval caps at itself", s(600), 4, 0.5, s(600)),
             ("jitter low", s(30), 1, 0.0, s(24)),
             ("jitter high", s(30), 1, 1.0, s(36)),
@@ -854,8 +1005,14 @@ mod tests {
             sent.push(Instant::now());
         }
         for (i, t) in sent.iter().enumerate() {
-            let in_window = sent[i..].iter().take_while(|u| u.duration_since(*t) < Duration::from_secs(1)).count();
-            assert!(in_window <= 10, "{in_window} requests within a second starting at request {i}");
+            let in_window = sent[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= 10,
+                "{in_window} requests within a second starting at request {i}"
+            );
         }
         // And it is not needlessly slow: 55 requests at ~10/s take ~5.5 s.
         let took = start.elapsed();
@@ -876,13 +1033,31 @@ mod tests {
         let mut h = Health::default();
         assert!(h.failure(ErrorKind::Server, 3).is_none());
         assert!(h.failure(ErrorKind::Timeout, 3).is_none());
-        assert!(matches!(h.failure(ErrorKind::Server, 3), Some(ApiHealthChange::Unhealthy { .. })), "third failure in a row");
-        assert!(h.failure(ErrorKind::Server, 3).is_none(), "one episode, one change");
+        assert!(
+            matches!(
+                h.failure(ErrorKind::Server, 3),
+                Some(ApiHealthChange::Unhealthy { .. })
+            ),
+            "third failure in a row"
+        );
+        assert!(
+            h.failure(ErrorKind::Server, 3).is_none(),
+            "one episode, one change"
+        );
         assert!(matches!(h.success(), Some(ApiHealthChange::Recovered)));
         assert!(h.success().is_none());
-        assert!(matches!(h.failure(ErrorKind::Unauthorized, 3), Some(ApiHealthChange::Unhealthy { .. })), "a refusal is unhealthy at once");
+        assert!(
+            matches!(
+                h.failure(ErrorKind::Unauthorized, 3),
+                Some(ApiHealthChange::Unhealthy { .. })
+            ),
+            "a refusal is unhealthy at once"
+        );
         assert!(!h.verified);
         let mut h = Health::default();
-        assert!(h.failure(ErrorKind::NotFound, 1).is_none(), "a 404 is about the job, not the API");
+        assert!(
+            h.failure(ErrorKind::NotFound, 1).is_none(),
+            "a 404 is about the job, not the API"
+        );
     }
 }

@@ -67,17 +67,40 @@ mod tests {
     use super::*;
 
     fn phase(state: &str, reason: Option<&str>) -> Phase {
-        Phase { state: state.into(), stop_reason: reason.map(str::to_string) }
+        Phase {
+            state: state.into(),
+            stop_reason: reason.map(str::to_string),
+        }
     }
 
     #[test]
     fn transition_rules_table() {
         let cases = [
-            ("internal error", phase("STOPPED", Some("INTERNAL_ERROR")), Some(Rule::StoppedUnexpectedly)),
-            ("no reason", phase("STOPPED", None), Some(Rule::StoppedUnexpectedly)),
-            ("unknown reason", phase("STOPPED", Some("QUOTA")), Some(Rule::StoppedUnexpectedly)),
-            ("idle", phase("STOPPED", Some("EXCEED_MAX_IDLE_TIME")), Some(Rule::IdleTimeout)),
-            ("tenant", phase("STOPPED", Some("TENANT_STOP")), Some(Rule::StoppedByTenant)),
+            (
+                "internal error",
+                phase("STOPPED", Some("INTERNAL_ERROR")),
+                Some(Rule::StoppedUnexpectedly),
+            ),
+            (
+                "no reason",
+                phase("STOPPED", None),
+                Some(Rule::StoppedUnexpectedly),
+            ),
+            (
+                "unknown reason",
+                phase("STOPPED", Some("QUOTA")),
+                Some(Rule::StoppedUnexpectedly),
+            ),
+            (
+                "idle",
+                phase("STOPPED", Some("EXCEED_MAX_IDLE_TIME")),
+                Some(Rule::IdleTimeout),
+            ),
+            (
+                "tenant",
+                phase("STOPPED", Some("TENANT_STOP")),
+                Some(Rule::StoppedByTenant),
+            ),
             ("running", phase("RUNNING", None), None),
             ("init", phase("INIT", None), None),
             ("unknown state", phase("PAUSED", None), None),
@@ -110,15 +133,47 @@ mod tests {
         let at = |secs: i64| t0 + ChronoDuration::seconds(secs);
         let created = Some("2026-01-01T00:00:00.000Z");
         let cases = [
-            ("within idle + grace", "INIT", created, Some(30), at(89), false),
+            (
+                "within idle + grace",
+                "INIT",
+                created,
+                Some(30),
+                at(89),
+                false,
+            ),
             ("past idle + grace", "INIT", created, Some(30), at(91), true),
             ("default idle time", "INIT", created, None, at(91), true),
-            ("running is never stuck", "RUNNING", created, Some(30), at(1000), false),
-            ("no create_time: from first seen", "INIT", None, Some(30), at(91), true),
-            ("bad create_time: from first seen", "INIT", Some("yesterday"), Some(30), at(89), false),
+            (
+                "running is never stuck",
+                "RUNNING",
+                created,
+                Some(30),
+                at(1000),
+                false,
+            ),
+            (
+                "no create_time: from first seen",
+                "INIT",
+                None,
+                Some(30),
+                at(91),
+                true,
+            ),
+            (
+                "bad create_time: from first seen",
+                "INIT",
+                Some("yesterday"),
+                Some(30),
+                at(89),
+                false,
+            ),
         ];
         for (name, state, create, idle, now, want) in cases {
-            assert_eq!(is_stuck_init(state, create, idle, t0, s(60), now), want, "{name}");
+            assert_eq!(
+                is_stuck_init(state, create, idle, t0, s(60), now),
+                want,
+                "{name}"
+            );
         }
     }
 

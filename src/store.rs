@@ -44,7 +44,7 @@ pub struct PollRecord {
 #[derive(Clone, Debug)]
 pub enum PollOutcome {
     Ok {
-        job: JobSnapshot,
+        job: Box<JobSnapshot>,
         raw: String,
         /// Set when this poll is a transition.
         transition: Option<(Option<Phase>, Phase)>,
@@ -93,7 +93,10 @@ pub struct JobRow {
 
 impl JobRow {
     pub fn phase(&self) -> Option<Phase> {
-        Some(Phase { state: self.state.clone()?, stop_reason: self.stop_reason.clone() })
+        Some(Phase {
+            state: self.state.clone()?,
+            stop_reason: self.stop_reason.clone(),
+        })
     }
 }
 
@@ -101,7 +104,10 @@ impl JobRow {
 pub fn is_busy(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<sqlx::Error>().is_some_and(|s| match s {
-            sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("5") | Some("6") | Some("517") | Some("261")),
+            sqlx::Error::Database(d) => matches!(
+                d.code().as_deref(),
+                Some("5") | Some("6") | Some("517") | Some("261")
+            ),
             _ => false,
         })
     })
@@ -112,7 +118,10 @@ impl Store {
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| {
-                format!("cannot create the database directory {}; create it or set storage.path", dir.display())
+                format!(
+                    "cannot create the database directory {}; create it or set storage.path",
+                    dir.display()
+                )
             })?;
         }
         let options = SqliteConnectOptions::new()
@@ -128,7 +137,12 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await
-            .with_context(|| format!("cannot open the database {}; check storage.path and its permissions", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}; check storage.path and its permissions",
+                    path.display()
+                )
+            })?;
         MIGRATOR
             .run(&write)
             .await
@@ -138,7 +152,11 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("cannot open the database {} for reading", path.display()))?;
-        Ok(Store { write, read, path: path.to_path_buf() })
+        Ok(Store {
+            write,
+            read,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -290,20 +308,27 @@ pub(crate) async fn write_record(
             .await?;
             Ok(None)
         }
-        PollOutcome::Ok { job, raw, transition } => {
+        PollOutcome::Ok {
+            job,
+            raw,
+            transition,
+        } => {
             let mut id = None;
             if let Some((from, to)) = transition {
                 // Guard: write the transition only if the row still shows `from`. recwatch has
                 // one writer, so this never skips in practice; it makes a duplicate impossible
                 // even if a second daemon is pointed at the same file by mistake.
-                let current = sqlx::query("SELECT state, stop_reason FROM jobs WHERE app_id = ? AND job_id = ?")
-                    .bind(&r.app_id)
-                    .bind(&r.job_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let current = current
-                    .get::<Option<String>, _>(0)
-                    .map(|state| Phase { state, stop_reason: current.get(1) });
+                let current = sqlx::query(
+                    "SELECT state, stop_reason FROM jobs WHERE app_id = ? AND job_id = ?",
+                )
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let current = current.get::<Option<String>, _>(0).map(|state| Phase {
+                    state,
+                    stop_reason: current.get(1),
+                });
                 if current.as_ref() == from.as_ref() {
                     let done = sqlx::query(
                         "INSERT INTO transitions (app_id, job_id, name, from_state, from_stop_reason, to_state,

@@ -101,7 +101,14 @@ impl fmt::Display for RtcError {
 
 impl RtcError {
     fn transport(kind: ErrorKind, detail: String) -> RtcError {
-        RtcError { kind, status: None, error_code: None, error_msg: None, request_id: None, detail: Some(detail) }
+        RtcError {
+            kind,
+            status: None,
+            error_code: None,
+            error_msg: None,
+            request_id: None,
+            detail: Some(detail),
+        }
     }
 }
 
@@ -183,7 +190,11 @@ impl RtcClient {
 
     /// The headers for one request, signed when the credentials are AK/SK. Pure apart from the
     /// clock, which is an argument.
-    pub fn headers(&self, path: &str, now: chrono::DateTime<chrono::Utc>) -> Vec<(&'static str, String)> {
+    pub fn headers(
+        &self,
+        path: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(&'static str, String)> {
         let mut headers: Vec<(&'static str, String)> = vec![
             ("Accept", "application/json".into()),
             ("Content-Type", "application/json".into()),
@@ -192,7 +203,11 @@ impl RtcClient {
         ];
         match &self.auth {
             Auth::Token { token } => headers.push(("X-Auth-Token", token.expose().to_string())),
-            Auth::AkSk { access_key, secret_key, security_token } => {
+            Auth::AkSk {
+                access_key,
+                secret_key,
+                security_token,
+            } => {
                 headers.push((sign::DATE_HEADER, now.format(sign::DATE_FORMAT).to_string()));
                 if let Some(p) = &self.project_id {
                     headers.push(("X-Project-Id", p.clone()));
@@ -200,8 +215,17 @@ impl RtcClient {
                 if let Some(t) = security_token {
                     headers.push(("X-Security-Token", t.expose().to_string()));
                 }
-                let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let signed = sign::sign(access_key, secret_key.expose(), "GET", path, &[], &pairs, b"");
+                let pairs: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let signed = sign::sign(
+                    access_key,
+                    secret_key.expose(),
+                    "GET",
+                    path,
+                    &[],
+                    &pairs,
+                    b"",
+                );
                 headers.push(("Authorization", signed.authorization));
             }
         }
@@ -216,12 +240,21 @@ impl RtcClient {
         let mut map = HeaderMap::new();
         for (name, value) in self.headers(&path, chrono::Utc::now()) {
             let value = HeaderValue::from_str(&value).map_err(|_| {
-                RtcError::transport(ErrorKind::Rejected, format!("header {name} has a character HTTP cannot carry"))
+                RtcError::transport(
+                    ErrorKind::Rejected,
+                    format!("header {name} has a character HTTP cannot carry"),
+                )
             })?;
             map.insert(HeaderName::from_static(lower(name)), value);
         }
         let started = Instant::now();
-        let response = self.http.get(url).headers(map).send().await.map_err(transport_error)?;
+        let response = self
+            .http
+            .get(url)
+            .headers(map)
+            .send()
+            .await
+            .map_err(transport_error)?;
         let status = response.status().as_u16();
         let request_id = response
             .headers()
@@ -241,9 +274,17 @@ impl RtcClient {
                 error_code: None,
                 error_msg: None,
                 request_id: request_id.clone(),
-                detail: Some(format!("body is not a job record: {e}; starts with {:?}", snippet(&body))),
+                detail: Some(format!(
+                    "body is not a job record: {e}; starts with {:?}",
+                    snippet(&body)
+                )),
             })?;
-            return Ok(Fetched { job, raw: String::from_utf8_lossy(&body).into_owned(), request_id, latency });
+            return Ok(Fetched {
+                job,
+                raw: String::from_utf8_lossy(&body).into_owned(),
+                request_id,
+                latency,
+            });
         }
         // A non-JSON error body leaves the status as the only code, as the SDK does.
         let err: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
@@ -289,7 +330,10 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, RtcError>
             }
             Ok(None) => return Ok(body),
             Err(e) if e.is_timeout() => {
-                return Err(RtcError::transport(ErrorKind::Timeout, format!("reading the body: {}", chain(&e))));
+                return Err(RtcError::transport(
+                    ErrorKind::Timeout,
+                    format!("reading the body: {}", chain(&e)),
+                ));
             }
             Err(e) => {
                 return Err(RtcError::transport(
@@ -302,7 +346,11 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, RtcError>
 }
 
 fn transport_error(e: reqwest::Error) -> RtcError {
-    let kind = if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Connection };
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Connection
+    };
     RtcError::transport(kind, chain(&e))
 }
 
@@ -332,17 +380,47 @@ mod tests {
     fn classification_table() {
         let cases = [
             ("404", 404, None, ErrorKind::NotFound),
-            ("404 code on 400", 400, Some("RTC.00001003"), ErrorKind::NotFound),
-            ("bad aksk", 400, Some("RTC.00001001"), ErrorKind::Unauthorized),
-            ("gateway 401", 401, Some("APIG.0301"), ErrorKind::Unauthorized),
+            (
+                "404 code on 400",
+                400,
+                Some("RTC.00001003"),
+                ErrorKind::NotFound,
+            ),
+            (
+                "bad aksk",
+                400,
+                Some("RTC.00001001"),
+                ErrorKind::Unauthorized,
+            ),
+            (
+                "gateway 401",
+                401,
+                Some("APIG.0301"),
+                ErrorKind::Unauthorized,
+            ),
             ("gateway 403", 403, None, ErrorKind::Unauthorized),
-            ("gateway locked", 400, Some("APIG.0302"), ErrorKind::Unauthorized),
+            (
+                "gateway locked",
+                400,
+                Some("APIG.0302"),
+                ErrorKind::Unauthorized,
+            ),
             ("throttled", 429, Some("APIG.0308"), ErrorKind::Throttled),
-            ("throttle code on 403", 403, Some("APIG.0308"), ErrorKind::Throttled),
+            (
+                "throttle code on 403",
+                403,
+                Some("APIG.0308"),
+                ErrorKind::Throttled,
+            ),
             ("throttled no body", 429, None, ErrorKind::Throttled),
             ("server", 500, Some("RTC.00002001"), ErrorKind::Server),
             ("bad gateway", 502, None, ErrorKind::Server),
-            ("deactivated app", 400, Some("RTC.00001016"), ErrorKind::Rejected),
+            (
+                "deactivated app",
+                400,
+                Some("RTC.00001016"),
+                ErrorKind::Rejected,
+            ),
         ];
         for (name, status, code, kind) in cases {
             assert_eq!(classify(status, code), kind, "{name}");
@@ -357,21 +435,34 @@ mod tests {
     }
 
     fn aksk() -> Auth {
-        Auth::AkSk { access_key: "AK".into(), secret_key: Secret::new("SK"), security_token: None }
+        Auth::AkSk {
+            access_key: "AK".into(),
+            secret_key: Secret::new("SK"),
+            security_token: None,
+        }
     }
 
     #[test]
     fn host_header_carries_the_port_only_when_the_endpoint_has_one() {
         let cases = [
-            ("https://rtc-api.myhuaweicloud.com", "rtc-api.myhuaweicloud.com"),
-            ("https://rtc-api.myhuaweicloud.com:443", "rtc-api.myhuaweicloud.com"),
+            (
+                "https://rtc-api.myhuaweicloud.com",
+                "rtc-api.myhuaweicloud.com",
+            ),
+            (
+                "https://rtc-api.myhuaweicloud.com:443",
+                "rtc-api.myhuaweicloud.com",
+            ),
             ("http://127.0.0.1:8086", "127.0.0.1:8086"),
             ("https://proxy.example:8443/rtc/", "proxy.example:8443"),
         ];
         for (endpoint, host) in cases {
             let c = client(endpoint, aksk(), None);
             let headers = c.headers("/x", chrono::Utc::now());
-            assert!(headers.contains(&("Host", host.to_string())), "{endpoint}: {headers:?}");
+            assert!(
+                headers.contains(&("Host", host.to_string())),
+                "{endpoint}: {headers:?}"
+            );
         }
     }
 
@@ -380,34 +471,60 @@ mod tests {
         let c = client("http://127.0.0.1:8086", aksk(), Some("proj"));
         let path = c.job_path("app", "job");
         let headers = c.headers(&path, chrono::Utc::now());
-        let auth = &headers.iter().find(|(k, _)| *k == "Authorization").unwrap().1;
+        let auth = &headers
+            .iter()
+            .find(|(k, _)| *k == "Authorization")
+            .unwrap()
+            .1;
         let parsed = sign::parse_authorization(auth).unwrap();
-        let mut sent: Vec<String> =
-            headers.iter().filter(|(k, _)| *k != "Authorization").map(|(k, _)| k.to_ascii_lowercase()).collect();
+        let mut sent: Vec<String> = headers
+            .iter()
+            .filter(|(k, _)| *k != "Authorization")
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
         sent.sort();
         assert_eq!(parsed.signed_headers, sent.join(";"));
         assert!(parsed.signed_headers.contains("x-project-id"));
         // And the signature verifies against what was sent.
-        let pairs: Vec<(&str, &str)> =
-            headers.iter().filter(|(k, _)| *k != "Authorization").map(|(k, v)| (*k, v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(k, _)| *k != "Authorization")
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
         let again = sign::sign("AK", "SK", "GET", &path, &[], &pairs, b"");
         assert_eq!(&again.authorization, auth);
     }
 
     #[test]
     fn token_auth_sends_the_token_and_no_signature() {
-        let c = client("http://127.0.0.1:1", Auth::Token { token: Secret::new("tok") }, None);
+        let c = client(
+            "http://127.0.0.1:1",
+            Auth::Token {
+                token: Secret::new("tok"),
+            },
+            None,
+        );
         let headers = c.headers("/x", chrono::Utc::now());
         assert!(headers.contains(&("X-Auth-Token", "tok".to_string())));
-        assert!(!headers.iter().any(|(k, _)| *k == "Authorization" || *k == "X-Sdk-Date"));
+        assert!(
+            !headers
+                .iter()
+                .any(|(k, _)| *k == "Authorization" || *k == "X-Sdk-Date")
+        );
     }
 
     #[test]
     fn ids_are_encoded_as_whole_segments_under_the_base_path() {
         let c = client("https://proxy.example/rtc/", aksk(), None);
-        assert_eq!(c.job_path("a/b", "j d"), "/rtc/v2/apps/a%2Fb/individual-stream-jobs/j%20d");
+        assert_eq!(
+            c.job_path("a/b", "j d"),
+            "/rtc/v2/apps/a%2Fb/individual-stream-jobs/j%20d"
+        );
         let c = client("https://rtc-api.myhuaweicloud.com", aksk(), None);
-        assert_eq!(c.job_path("app", "job"), "/v2/apps/app/individual-stream-jobs/job");
+        assert_eq!(
+            c.job_path("app", "job"),
+            "/v2/apps/app/individual-stream-jobs/job"
+        );
     }
 
     #[test]
@@ -420,6 +537,9 @@ mod tests {
             request_id: Some("req-1".into()),
             detail: None,
         };
-        assert_eq!(e.to_string(), "job or app not found: HTTP 404 RTC.00001003 \"job not found\" [request id req-1]");
+        assert_eq!(
+            e.to_string(),
+            "job or app not found: HTTP 404 RTC.00001003 \"job not found\" [request id req-1]"
+        );
     }
 }

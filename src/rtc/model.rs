@@ -133,55 +133,133 @@ fn lenient_reason<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StopReason>,
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordParam {
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub record_rule_id: Option<String>,
 }
 
 /// One individual stream recording job, as the API reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSnapshot {
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub job_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub app_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub room_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stream_name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub is_record_audio: Option<bool>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub video_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub select_stream_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_u64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_idle_time: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_param: Option<RecordParam>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub create_time: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_time: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_time: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_time: Option<String>,
-    #[serde(default, deserialize_with = "lenient_state", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_state",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub state: Option<State>,
-    #[serde(default, deserialize_with = "lenient_reason", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_reason",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_reason: Option<StopReason>,
-    #[serde(default, deserialize_with = "lenient_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub description: Option<String>,
 }
 
 /// The error body. The SDK also accepts `errorCode/errorMsg` and `code/message`.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ErrorBody {
-    #[serde(default, alias = "errorCode", alias = "code", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        alias = "errorCode",
+        alias = "code",
+        deserialize_with = "lenient_string"
+    )]
     pub error_code: Option<String>,
-    #[serde(default, alias = "errorMsg", alias = "message", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        alias = "errorMsg",
+        alias = "message",
+        deserialize_with = "lenient_string"
+    )]
     pub error_msg: Option<String>,
 }
 
@@ -200,24 +278,58 @@ mod tests {
         assert_eq!(job.room_id.as_deref(), Some("42"));
         assert_eq!(job.state, Some(State::Running));
         assert_eq!(job.max_idle_time, Some(30));
-        assert_eq!(job.record_param.unwrap().record_rule_id.as_deref(), Some("r1"));
+        assert_eq!(
+            job.record_param.unwrap().record_rule_id.as_deref(),
+            Some("r1")
+        );
     }
 
     #[test]
     fn table_of_states_and_reasons() {
         let cases = [
             ("init", r#"{"state":"INIT"}"#, Some(State::Init), None),
-            ("running", r#"{"state":"RUNNING"}"#, Some(State::Running), None),
-            ("tenant", r#"{"state":"STOPPED","stop_reason":"TENANT_STOP"}"#, Some(State::Stopped), Some(StopReason::TenantStop)),
-            ("idle", r#"{"state":"STOPPED","stop_reason":"EXCEED_MAX_IDLE_TIME"}"#, Some(State::Stopped), Some(StopReason::ExceedMaxIdleTime)),
-            ("internal", r#"{"state":"STOPPED","stop_reason":"INTERNAL_ERROR"}"#, Some(State::Stopped), Some(StopReason::InternalError)),
-            ("unknown kept", r#"{"state":"PAUSED","stop_reason":"QUOTA"}"#, Some(State::Other("PAUSED".into())), Some(StopReason::Other("QUOTA".into()))),
+            (
+                "running",
+                r#"{"state":"RUNNING"}"#,
+                Some(State::Running),
+                None,
+            ),
+            (
+                "tenant",
+                r#"{"state":"STOPPED","stop_reason":"TENANT_STOP"}"#,
+                Some(State::Stopped),
+                Some(StopReason::TenantStop),
+            ),
+            (
+                "idle",
+                r#"{"state":"STOPPED","stop_reason":"EXCEED_MAX_IDLE_TIME"}"#,
+                Some(State::Stopped),
+                Some(StopReason::ExceedMaxIdleTime),
+            ),
+            (
+                "internal",
+                r#"{"state":"STOPPED","stop_reason":"INTERNAL_ERROR"}"#,
+                Some(State::Stopped),
+                Some(StopReason::InternalError),
+            ),
+            (
+                "unknown kept",
+                r#"{"state":"PAUSED","stop_reason":"QUOTA"}"#,
+                Some(State::Other("PAUSED".into())),
+                Some(StopReason::Other("QUOTA".into())),
+            ),
             ("absent", r#"{}"#, None, None),
             ("null", r#"{"state":null,"stop_reason":null}"#, None, None),
-            ("extra fields ignored", r#"{"state":"INIT","brand_new":{"x":1}}"#, Some(State::Init), None),
+            (
+                "extra fields ignored",
+                r#"{"state":"INIT","brand_new":{"x":1}}"#,
+                Some(State::Init),
+                None,
+            ),
         ];
         for (name, body, state, reason) in cases {
-            let job: JobSnapshot = serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let job: JobSnapshot =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(job.state, state, "{name}");
             assert_eq!(job.stop_reason, reason, "{name}");
         }
@@ -225,8 +337,14 @@ mod tests {
 
     #[test]
     fn round_trips_unknown_values_as_strings() {
-        let job = JobSnapshot { state: Some(State::Other("PAUSED".into())), ..Default::default() };
-        assert_eq!(serde_json::to_string(&job).unwrap(), r#"{"state":"PAUSED"}"#);
+        let job = JobSnapshot {
+            state: Some(State::Other("PAUSED".into())),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&job).unwrap(),
+            r#"{"state":"PAUSED"}"#
+        );
     }
 
     #[test]

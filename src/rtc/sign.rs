@@ -14,7 +14,11 @@ pub const DATE_HEADER: &str = "X-Sdk-Date";
 pub const DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
 /// Everything but RFC 3986 unreserved characters is encoded; the SDK keeps `~` as well.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Percent-encodes one path segment or query part the way the SDK does.
 pub fn encode(part: &str) -> String {
@@ -114,14 +118,17 @@ pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
 /// Raw HMAC-SHA256 (Standard Webhooks wants base64 of the raw bytes).
 pub fn hmac_raw(key: &[u8], message: &[u8]) -> Vec<u8> {
     // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     mac.update(message);
     mac.finalize().into_bytes().to_vec()
 }
 
 /// `SDK-HMAC-SHA256 Access={ak}, SignedHeaders={list}, Signature={hex}`.
 pub fn authorization(access_key: &str, signed_headers: &str, signature: &str) -> String {
-    format!("{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}")
+    format!(
+        "{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}"
+    )
 }
 
 /// The result of signing a request, every intermediate step kept for tests and debugging.
@@ -234,14 +241,28 @@ mod tests {
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
                 .collect();
             headers.push(("Host".into(), case["host"].as_str().unwrap().into()));
-            let headers: Vec<(&str, &str)> =
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let query = query_pairs(&case);
             let path = case["path"].as_str().unwrap();
 
-            assert_eq!(canonical_uri(path), case["canonical_uri"], "{name}: canonical uri");
-            assert_eq!(canonical_query(&query), case["query"], "{name}: canonical query");
-            assert_eq!(signed_headers(&headers), case["signed_headers"], "{name}: signed headers");
+            assert_eq!(
+                canonical_uri(path),
+                case["canonical_uri"],
+                "{name}: canonical uri"
+            );
+            assert_eq!(
+                canonical_query(&query),
+                case["query"],
+                "{name}: canonical query"
+            );
+            assert_eq!(
+                signed_headers(&headers),
+                case["signed_headers"],
+                "{name}: signed headers"
+            );
 
             let signed = sign(
                 case["ak"].as_str().unwrap(),
@@ -252,15 +273,24 @@ mod tests {
                 &headers,
                 b"",
             );
-            assert_eq!(signed.canonical_request, case["canonical_request"], "{name}: canonical request");
+            assert_eq!(
+                signed.canonical_request, case["canonical_request"],
+                "{name}: canonical request"
+            );
             assert_eq!(
                 hex::encode(Sha256::digest(signed.canonical_request.as_bytes())),
                 case["canonical_request_sha256"],
                 "{name}: canonical request hash"
             );
-            assert_eq!(signed.string_to_sign, case["string_to_sign"], "{name}: string to sign");
+            assert_eq!(
+                signed.string_to_sign, case["string_to_sign"],
+                "{name}: string to sign"
+            );
             assert_eq!(signed.signature, case["signature"], "{name}: signature");
-            assert_eq!(signed.authorization, case["authorization"], "{name}: authorization");
+            assert_eq!(
+                signed.authorization, case["authorization"],
+                "{name}: authorization"
+            );
             assert_eq!(
                 signed.authorization, case["headers_sent"]["Authorization"],
                 "{name}: the header the SDK sent"
@@ -285,9 +315,33 @@ mod tests {
     #[test]
     fn a_changed_byte_changes_the_signature() {
         let headers = [("Host", "h"), (DATE_HEADER, "20250102T030405Z")];
-        let a = sign("ak", "sk", "GET", "/v2/apps/a/individual-stream-jobs/b", &[], &headers, b"");
-        let b = sign("ak", "sk", "GET", "/v2/apps/a/individual-stream-jobs/c", &[], &headers, b"");
-        let c = sign("ak", "sK", "GET", "/v2/apps/a/individual-stream-jobs/b", &[], &headers, b"");
+        let a = sign(
+            "ak",
+            "sk",
+            "GET",
+            "/v2/apps/a/individual-stream-jobs/b",
+            &[],
+            &headers,
+            b"",
+        );
+        let b = sign(
+            "ak",
+            "sk",
+            "GET",
+            "/v2/apps/a/individual-stream-jobs/c",
+            &[],
+            &headers,
+            b"",
+        );
+        let c = sign(
+            "ak",
+            "sK",
+            "GET",
+            "/v2/apps/a/individual-stream-jobs/b",
+            &[],
+            &headers,
+            b"",
+        );
         assert_ne!(a.signature, b.signature);
         assert_ne!(a.signature, c.signature);
     }
@@ -303,7 +357,11 @@ mod tests {
         let header = authorization("AK", "host;x-sdk-date", "abc");
         assert_eq!(
             parse_authorization(&header),
-            Some(AuthorizationHeader { access_key: "AK", signed_headers: "host;x-sdk-date", signature: "abc" })
+            Some(AuthorizationHeader {
+                access_key: "AK",
+                signed_headers: "host;x-sdk-date",
+                signature: "abc"
+            })
         );
         assert_eq!(parse_authorization("Bearer x"), None);
     }
