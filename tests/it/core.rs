@@ -1,0 +1,370 @@
+//! The core issue: polling, transitions, the store, the budget, error handling, the CLI.
+
+use crate::harness::*;
+use recwatch::rtc::model::{JobSnapshot, State, StopReason};
+use recwatch::simulate::{Fault, FaultKind, SimOptions};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+pub fn snap(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
+    JobSnapshot {
+        job_id: Some(job_id.into()),
+        app_id: Some("demo-app".into()),
+        state: Some(State::parse(state)),
+        stop_reason: reason.map(StopReason::parse),
+        description: Some(format!("{state} by the test")),
+        create_time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        max_idle_time: Some(30),
+        ..Default::default()
+    }
+}
+
+fn static_sim(jobs: usize) -> SimOptions {
+    SimOptions { scripted: false, ..signed_sim(jobs) }
+}
+
+/// Waits until every listed job shows `state` in the database.
+async fn wait_states(app: &TestApp, jobs: &[String], state: &str) {
+    wait_for(&format!("{jobs:?} to be {state}"), T, || async {
+        for j in jobs {
+            if app.job_row(j).await?.0.as_deref() != Some(state) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn each_transition_is_recorded_once_and_a_restart_writes_none() {
+    let sim = start_sim(static_sim(4)).await;
+    let jobs: Vec<String> = (0..4).map(recwatch::simulate::job_id).collect();
+    for j in &jobs {
+        sim.set_job("demo-app", j, snap(j, "INIT", None));
+    }
+    let mut cfg = AppConfig::new(&sim, 4);
+    cfg.extra = "[poll]\n".into(); // replaced below: keep stop_after_terminal default
+    cfg.extra.clear();
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_states(&app, &jobs, "INIT").await;
+    for j in &jobs {
+        sim.set_job("demo-app", j, snap(j, "RUNNING", None));
+    }
+    wait_states(&app, &jobs, "RUNNING").await;
+    let reasons = ["INTERNAL_ERROR", "EXCEED_MAX_IDLE_TIME", "TENANT_STOP"];
+    for (i, j) in jobs.iter().take(3).enumerate() {
+        sim.set_job("demo-app", j, snap(j, "STOPPED", Some(reasons[i])));
+    }
+    wait_states(&app, &jobs[..3], "STOPPED").await;
+    // Job 3 stays RUNNING: wait for several more polls of it, which must write nothing.
+    let polled = sim.stats().by_job["demo-app"]["job-0003"];
+    wait_for("more polls of the running job", T, || {
+        let n = sim.stats().by_job["demo-app"]["job-0003"];
+        async move { (n >= polled + 5).then_some(()) }
+    })
+    .await;
+    assert!(app.stop().await.success(), "SIGTERM exits 0");
+
+    let t = app.transitions().await;
+    for (i, j) in jobs.iter().enumerate() {
+        let mine: Vec<_> = t.iter().filter(|r| &r.0 == j).map(|r| (r.1.clone(), r.2.clone(), r.3.clone())).collect();
+        let mut want = vec![(None, "INIT".to_string(), None), (Some("INIT".into()), "RUNNING".into(), None)];
+        if i < 3 {
+            want.push((Some("RUNNING".into()), "STOPPED".into(), Some(reasons[i].to_string())));
+        }
+        assert_eq!(mine, want, "{j}");
+    }
+
+    // A restart polls the running job again and writes nothing new.
+    let before = app.transitions().await.len();
+    let polled = sim.stats().by_job["demo-app"]["job-0003"];
+    app.start();
+    wait_for("the restarted daemon to poll", T, || {
+        let n = sim.stats().by_job["demo-app"]["job-0003"];
+        async move { (n >= polled + 3).then_some(()) }
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert_eq!(app.transitions().await.len(), before, "a restart wrote a transition");
+    // The stopped jobs were not polled at all after the restart (stop_after_terminal).
+    assert!(app.log_text().contains("already STOPPED: not polled"), "restart skipped terminal jobs");
+}
+
+#[tokio::test]
+async fn terminal_jobs_stop_being_polled() {
+    let sim = start_sim(static_sim(2)).await;
+    let mut app = TestApp::new(&AppConfig::new(&sim, 2));
+    app.start();
+    wait_states(&app, &["job-0000".to_string(), "job-0001".to_string()], "RUNNING").await;
+    sim.set_job("demo-app", "job-0000", snap("job-0000", "STOPPED", Some("TENANT_STOP")));
+    wait_states(&app, &["job-0000".to_string()], "STOPPED").await;
+    app.wait_log("no longer polled", T).await;
+    let stopped_polls = sim.stats().by_job["demo-app"]["job-0000"];
+    let other = sim.stats().by_job["demo-app"]["job-0001"];
+    // Ten more polls of the other job: the stopped one gets none.
+    wait_for("more polls of the running job", T, || {
+        let n = sim.stats().by_job["demo-app"]["job-0001"];
+        async move { (n >= other + 10).then_some(()) }
+    })
+    .await;
+    assert_eq!(sim.stats().by_job["demo-app"]["job-0000"], stopped_polls);
+    assert!(app.stop().await.success());
+}
+
+#[tokio::test]
+async fn requests_never_exceed_the_rate_limit_in_any_second() {
+    // 40 jobs every 100 ms want 400 requests/s; the budget is 5.
+    let sim = start_sim(static_sim(40)).await;
+    let mut cfg = AppConfig::new(&sim, 40);
+    cfg.rate_limit = 5;
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_for("25 polls", T, || {
+        let n = sim.stats().requests;
+        async move { (n >= 25).then_some(()) }
+    })
+    .await;
+    assert!(app.stop().await.success());
+    let stats = sim.stats();
+    assert!(stats.max_per_sliding_second <= 5, "{} requests within one second", stats.max_per_sliding_second);
+    assert!(stats.max_per_sliding_second >= 4, "the budget is used, not wasted: {}", stats.max_per_sliding_second);
+    assert!(app.log_text().contains("needs more requests per second than api.rate_limit allows"));
+}
+
+#[tokio::test]
+async fn errors_hit_only_their_job_and_are_recorded_by_kind() {
+    // job-0000: 404 (not in the simulator); job-0001: 500s; job-0002: unreadable bodies;
+    // job-0003: stalls past the timeout; job-0004: truncated bodies; job-0005: resets;
+    // job-0006: healthy, and must keep being polled and recorded.
+    let sim = start_sim(static_sim(7)).await;
+    sim.remove_job("demo-app", "job-0000");
+    sim.set_fault(Fault::new(FaultKind::ServerError).for_job("job-0001"));
+    sim.set_fault(Fault::new(FaultKind::Garbage).for_job("job-0002"));
+    sim.set_fault(Fault::new(FaultKind::Stall(Duration::from_secs(3))).for_job("job-0003"));
+    sim.set_fault(Fault::new(FaultKind::Truncated).for_job("job-0004"));
+    sim.set_fault(Fault::new(FaultKind::Reset).for_job("job-0005"));
+    let mut cfg = AppConfig::new(&sim, 7);
+    cfg.timeout = "500ms";
+    cfg.extra = "[rules]\napi_failure_threshold = 100\n".into();
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    let cases = [
+        ("job-0000", "not_found"),
+        ("job-0001", "server_error"),
+        ("job-0002", "bad_response"),
+        ("job-0003", "timeout"),
+        ("job-0004", "bad_response"),
+        ("job-0005", "connection"),
+    ];
+    for (job, kind) in cases {
+        wait_for(&format!("{job} to record {kind}"), T, || async {
+            (app.job_row(job).await?.2.as_deref() == Some(kind)).then_some(())
+        })
+        .await;
+    }
+    // The healthy job is recorded, and changes during the episode are seen.
+    wait_states(&app, &["job-0006".to_string()], "RUNNING").await;
+    sim.set_job("demo-app", "job-0006", snap("job-0006", "STOPPED", Some("INTERNAL_ERROR")));
+    wait_states(&app, &["job-0006".to_string()], "STOPPED").await;
+    // When the faults clear, the job recovers and its state is recorded.
+    sim.clear_faults();
+    wait_states(&app, &["job-0001".to_string()], "RUNNING").await;
+    assert!(app.stop().await.success());
+    let log = app.log_text();
+    assert!(log.contains("RTC.00001003"), "404 logged with its error code");
+    assert!(log.contains("request id"), "errors logged with the request id");
+    // Failed jobs back off: far fewer polls than the healthy one.
+    let by_job = &sim.stats().by_job["demo-app"];
+    assert!(by_job["job-0001"] * 2 < by_job["job-0006"], "{by_job:?}");
+}
+
+#[tokio::test]
+async fn a_429_storm_slows_the_whole_poller() {
+    let sim = start_sim(static_sim(10)).await;
+    let mut cfg = AppConfig::new(&sim, 10);
+    cfg.rate_limit = 10;
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_for("normal polling", T, || {
+        let n = sim.stats().requests;
+        async move { (n >= 10).then_some(()) }
+    })
+    .await;
+    sim.set_fault(Fault::new(FaultKind::Throttle));
+    sim.reset_stats();
+    wait_for("three throttled answers", T, || {
+        let n = sim.stats().throttled;
+        async move { (n >= 3).then_some(()) }
+    })
+    .await;
+    let s = sim.stats();
+    let secs = (chrono::Utc::now() - s.since.unwrap()).num_milliseconds() as f64 / 1000.0;
+    assert!(s.max_per_sliding_second <= 2, "{} requests in one second during the storm", s.max_per_sliding_second);
+    assert!(s.requests as f64 / secs < 1.5, "{} requests in {secs:.1}s", s.requests);
+    sim.clear_faults();
+    sim.set_job("demo-app", "job-0004", snap("job-0004", "STOPPED", None));
+    wait_states(&app, &["job-0004".to_string()], "STOPPED").await;
+    assert!(app.stop().await.success());
+    assert!(app.log_text().contains("throttled by the API gateway"));
+}
+
+#[tokio::test]
+async fn a_wrong_secret_costs_at_most_three_refused_requests() {
+    let sim = start_sim(static_sim(8)).await;
+    let mut cfg = AppConfig::new(&sim, 8);
+    cfg.secret_key = "the-wrong-secret".into();
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_log("refused the credentials 3 times in a row", T).await;
+    // 8 jobs every 100 ms would make 80 requests a second; watch a whole second of them.
+    let start = sim.stats().requests;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = sim.stats();
+    assert_eq!(s.requests, start, "no request during the back-off");
+    assert_eq!(s.refused_auth, 3, "{s:?}");
+    assert!(app.stop().await.success());
+    let log = app.log_text();
+    assert!(!log.contains("the-wrong-secret"), "the secret reached the log");
+}
+
+#[tokio::test]
+async fn bad_configs_exit_78_naming_the_key() {
+    let sim = start_sim(static_sim(1)).await;
+    let base = AppConfig::new(&sim, 1);
+    let cases: &[(&str, &str, &str)] = &[
+        ("unknown key", "[poll]\nintervall = \"5s\"\n", "poll.intervall"),
+        ("unknown section", "[pol]\ninterval = \"5s\"\n", "pol"),
+        ("bad duration", "[storage]\nretention = \"forever\"\n", "storage.retention"),
+        ("bad cron", "[poll]\nschedule = \"*/5 * * * *\"\n", "poll.schedule"),
+        ("rate limit zero", "[api]\nrate_limit = 0\n", "api.rate_limit"),
+        ("empty job id", "[[jobs]]\napp_id = \"a\"\njob_id = \"\"\nname = \"porch\"\n", "jobs[1] (\"porch\").job_id"),
+        ("duplicate job", "[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\n", "already watched by jobs[0]"),
+        ("two auth methods", "[api.auth]\ntoken = \"t\"\n", "api.auth"),
+        ("unreadable secret file", "[api.auth]\nsecret_key_file = \"/nonexistent/sk\"\n", "api.auth.secret_key_file"),
+    ];
+    for (name, extra, key) in cases {
+        let mut cfg = AppConfig::new(&sim, 1);
+        // Sections that the base config already has are merged by rewriting them.
+        let mut text_extra = extra.to_string();
+        if extra.starts_with("[api]") || extra.starts_with("[api.auth]") || extra.starts_with("[poll]") || extra.starts_with("[storage]") {
+            text_extra = String::new();
+            cfg.extra = String::new();
+            let app = TestApp::new(&cfg);
+            let mut text = std::fs::read_to_string(&app.config_path).unwrap();
+            let header = extra.lines().next().unwrap();
+            let body: String = extra.lines().skip(1).map(|l| format!("{l}\n")).collect();
+            if name == &"two auth methods" || name == &"unreadable secret file" {
+                text = text.replacen(&format!("{header}\n"), &format!("{header}\n{body}"), 1);
+                if name == &"unreadable secret file" {
+                    text = text.replace(&format!("secret_key = \"{SK}\"\n"), "");
+                }
+            } else {
+                text = text.replacen(&format!("{header}\n"), &format!("{header}\n{body}"), 1);
+            }
+            std::fs::write(&app.config_path, text).unwrap();
+            for cmd in ["check", "run"] {
+                let (code, _, err) = app.run_cmd(&[cmd]);
+                assert_eq!(code, 78, "{name} ({cmd}): {err}");
+                assert!(err.contains(key), "{name} ({cmd}): {err}");
+            }
+            continue;
+        }
+        cfg.extra = text_extra;
+        let app = TestApp::new(&cfg);
+        for cmd in ["check", "run"] {
+            let (code, _, err) = app.run_cmd(&[cmd]);
+            assert_eq!(code, 78, "{name} ({cmd}): {err}");
+            assert!(err.contains(key), "{name} ({cmd}): {err}");
+        }
+    }
+    drop(base);
+}
+
+#[tokio::test]
+async fn the_example_config_says_what_is_missing() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let out = std::process::Command::new(BIN).args(["check", "--config", example]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("api.auth") && err.contains("no credentials"), "{err}");
+    // With credentials from the environment it is a valid configuration.
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config", example])
+        .env("RECWATCH_API__AUTH__ACCESS_KEY", "AK")
+        .env("RECWATCH_API__AUTH__SECRET_KEY", "super-secret-value")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("lobby camera") && text.contains("every job is polled at its interval"), "{text}");
+    assert!(!text.contains("super-secret-value"));
+}
+
+#[tokio::test]
+async fn check_reports_the_effective_interval_over_budget() {
+    let sim = start_sim(static_sim(1)).await;
+    let mut cfg = AppConfig::new(&sim, 600);
+    cfg.interval = "30s";
+    cfg.rate_limit = 10;
+    let app = TestApp::new(&cfg);
+    let (code, out, err) = app.run_cmd(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("needs 20.0 requests/s but api.rate_limit is 10"), "{out}");
+    assert!(out.contains("every 1m instead of 30s"), "{out}");
+}
+
+#[tokio::test]
+async fn poll_once_status_and_history() {
+    let sim = start_sim(static_sim(3)).await;
+    sim.remove_job("demo-app", "job-0002");
+    sim.set_job("demo-app", "job-0001", snap("job-0001", "STOPPED", Some("EXCEED_MAX_IDLE_TIME")));
+    let app = TestApp::new(&AppConfig::new(&sim, 3));
+    let (code, out, err) = app.run_cmd(&["poll-once"]);
+    assert_eq!(code, 1, "one poll failed, so poll-once fails: {out}{err}");
+    assert!(out.contains("RUNNING") && out.contains("EXCEED_MAX_IDLE_TIME") && out.contains("RTC.00001003"), "{out}");
+    assert!(err.contains("1 of 3 polls failed"), "{err}");
+
+    let (code, out, _) = app.run_cmd(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v[0]["state"], "RUNNING");
+    assert_eq!(v[1]["stop_reason"], "EXCEED_MAX_IDLE_TIME");
+    assert!(v[2]["last_error"].as_str().unwrap().contains("not found"));
+
+    // A second poll-once writes no new transition.
+    app.run_cmd(&["poll-once"]);
+    let (code, out, _) = app.run_cmd(&["history", "--json"]);
+    assert_eq!(code, 0);
+    let h: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = h.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{out}");
+    for key in ["app_id", "job_id", "name", "from_state", "to_state", "stop_reason", "observed_at"] {
+        assert!(rows[0].get(key).is_some(), "{key}");
+    }
+    assert!(rows[0]["from_state"].is_null());
+    let (_, out, _) = app.run_cmd(&["history", "--job", "job-0001", "--since", "1h", "--json"]);
+    let h: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(h.as_array().unwrap().len(), 1);
+    assert_eq!(h[0]["to_state"], "STOPPED");
+    let (code, out, _) = app.run_cmd(&["history"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("OBSERVED_AT") && out.contains("(first seen)"), "{out}");
+}
+
+#[tokio::test]
+async fn token_auth_sends_the_token() {
+    let sim = start_sim(SimOptions { scripted: false, jobs: 1, auth: recwatch::simulate::SimAuth::Token("tok-123".into()), ..SimOptions::default() }).await;
+    let cfg = AppConfig::new(&sim, 1);
+    let app = TestApp::new(&cfg);
+    let text = std::fs::read_to_string(&app.config_path).unwrap();
+    let text = text.replace(&format!("access_key = \"{AK}\"\nsecret_key = \"{SK}\"\n"), "token_file = \"token\"\n");
+    std::fs::write(&app.config_path, text).unwrap();
+    std::fs::write(app.dir.path().join("token"), "tok-123\n").unwrap();
+    let (code, out, err) = app.run_cmd(&["poll-once"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("RUNNING"));
+}

@@ -1,0 +1,267 @@
+//! Spawns the real `recwatch` binary against the simulator on 127.0.0.1:0, with its own
+//! temporary directory, config file and SQLite database, and reads what it wrote.
+
+use recwatch::simulate::{self, SimOptions, Simulator};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
+pub const AK: &str = "TESTACCESSKEY0000001";
+pub const SK: &str = "test-secret-key";
+
+/// Polls `check` until it returns Some, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn start_sim(opts: SimOptions) -> Simulator {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    simulate::start(listener, opts).await.unwrap()
+}
+
+/// Simulator options with AK/SK checking on, so every test also proves the signatures.
+pub fn signed_sim(jobs: usize) -> SimOptions {
+    SimOptions {
+        jobs,
+        auth: simulate::SimAuth::AkSk { access_key: AK.into(), secret_key: SK.into() },
+        ..SimOptions::default()
+    }
+}
+
+/// The config a test runs with; `extra` is appended verbatim (more sections, [[jobs]]...).
+pub struct AppConfig {
+    pub endpoint: String,
+    pub interval: &'static str,
+    pub rate_limit: u32,
+    pub timeout: &'static str,
+    pub secret_key: String,
+    pub jobs: Vec<String>,
+    pub extra: String,
+}
+
+impl AppConfig {
+    pub fn new(sim: &Simulator, jobs: usize) -> AppConfig {
+        AppConfig {
+            endpoint: sim.url(),
+            interval: "100ms",
+            rate_limit: 50,
+            timeout: "2s",
+            secret_key: SK.into(),
+            jobs: (0..jobs).map(simulate::job_id).collect(),
+            extra: String::new(),
+        }
+    }
+
+    fn render(&self, db: &std::path::Path) -> String {
+        let mut s = format!(
+            r#"
+[api]
+endpoint = "{}"
+timeout = "{}"
+rate_limit = {}
+max_in_flight = 4
+
+[api.auth]
+access_key = "{AK}"
+secret_key = "{}"
+
+[poll]
+interval = "{}"
+
+[storage]
+path = "{}"
+
+[http]
+listen = ""
+"#,
+            self.endpoint,
+            self.timeout,
+            self.rate_limit,
+            self.secret_key,
+            self.interval,
+            db.display()
+        );
+        s.push_str(&self.extra);
+        for (i, j) in self.jobs.iter().enumerate() {
+            s.push_str(&format!("\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{j}\"\nname = \"cam-{i}\"\n"));
+        }
+        s
+    }
+}
+
+pub struct TestApp {
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub db_path: PathBuf,
+    child: Option<Child>,
+    /// Everything the daemon wrote to stderr, for assertions and for failure output.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl TestApp {
+    pub fn new(config: &AppConfig) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("state").join("recwatch.db");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config.render(&db_path)).unwrap();
+        TestApp { dir, config_path, db_path, child: None, log: Arc::new(Mutex::new(String::new())) }
+    }
+
+    pub fn rewrite_config(&self, config: &AppConfig) {
+        std::fs::write(&self.config_path, config.render(&self.db_path)).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(&self.config_path).args(args).env_remove("RUST_LOG");
+        c
+    }
+
+    /// Runs a one-shot command; returns (exit code, stdout, stderr).
+    pub fn run_cmd(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts `recwatch run` in the background.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut child = self
+            .command(&["run"])
+            .env("RUST_LOG", "info,recwatch=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(15)).await
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.signal("KILL");
+        self.wait_exit(Duration::from_secs(15)).await
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for("the daemon to exit", timeout, || {
+            let s = child.try_wait().unwrap();
+            async move { s }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let log = self.log.clone();
+        wait_for(&format!("log line containing {needle:?}"), timeout, || {
+            let found = log.lock().unwrap().contains(needle);
+            async move { found.then_some(()) }
+        })
+        .await
+    }
+
+    /// A read-only connection to the daemon's database (None until it exists).
+    pub async fn db(&self) -> Option<SqlitePool> {
+        if !self.db_path.exists() {
+            return None;
+        }
+        let opts = SqliteConnectOptions::new().filename(&self.db_path).read_only(true).busy_timeout(Duration::from_secs(5));
+        SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.ok()
+    }
+
+    /// Every transition as (job_id, from_state, to_state, stop_reason), oldest first.
+    pub async fn transitions(&self) -> Vec<(String, Option<String>, String, Option<String>)> {
+        let Some(db) = self.db().await else { return Vec::new() };
+        let rows = sqlx::query("SELECT job_id, from_state, to_state, stop_reason FROM transitions ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap_or_default();
+        db.close().await;
+        rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+    }
+
+    /// A job's row: (state, stop_reason, last_error_kind, consecutive_failures).
+    pub async fn job_row(&self, job_id: &str) -> Option<(Option<String>, Option<String>, Option<String>, i64)> {
+        let db = self.db().await?;
+        let row = sqlx::query("SELECT state, stop_reason, last_error_kind, consecutive_failures FROM jobs WHERE job_id = ?")
+            .bind(job_id)
+            .fetch_optional(&db)
+            .await
+            .ok()
+            .flatten();
+        db.close().await;
+        row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    }
+
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        let Some(db) = self.db().await else { return 0 };
+        let v: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap_or(0);
+        db.close().await;
+        v
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- recwatch stderr ----\n{}", self.log_text());
+        }
+    }
+}
