@@ -8,3 +8,4 @@ pub mod alert;
 pub mod config;
 pub mod rtc;
 pub mod secret;
+pub mod simulate;
