@@ -21,7 +21,10 @@ pub fn snap(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
 }
 
 fn static_sim(jobs: usize) -> SimOptions {
-    SimOptions { scripted: false, ..signed_sim(jobs) }
+    SimOptions {
+        scripted: false,
+        ..signed_sim(jobs)
+    }
 }
 
 /// Waits until every listed job shows `state` in the database.
@@ -70,10 +73,21 @@ async fn each_transition_is_recorded_once_and_a_restart_writes_none() {
 
     let t = app.transitions().await;
     for (i, j) in jobs.iter().enumerate() {
-        let mine: Vec<_> = t.iter().filter(|r| &r.0 == j).map(|r| (r.1.clone(), r.2.clone(), r.3.clone())).collect();
-        let mut want = vec![(None, "INIT".to_string(), None), (Some("INIT".into()), "RUNNING".into(), None)];
+        let mine: Vec<_> = t
+            .iter()
+            .filter(|r| &r.0 == j)
+            .map(|r| (r.1.clone(), r.2.clone(), r.3.clone()))
+            .collect();
+        let mut want = vec![
+            (None, "INIT".to_string(), None),
+            (Some("INIT".into()), "RUNNING".into(), None),
+        ];
         if i < 3 {
-            want.push((Some("RUNNING".into()), "STOPPED".into(), Some(reasons[i].to_string())));
+            want.push((
+                Some("RUNNING".into()),
+                "STOPPED".into(),
+                Some(reasons[i].to_string()),
+            ));
         }
         assert_eq!(mine, want, "{j}");
     }
@@ -88,9 +102,16 @@ async fn each_transition_is_recorded_once_and_a_restart_writes_none() {
     })
     .await;
     assert!(app.stop().await.success());
-    assert_eq!(app.transitions().await.len(), before, "a restart wrote a transition");
+    assert_eq!(
+        app.transitions().await.len(),
+        before,
+        "a restart wrote a transition"
+    );
     // The stopped jobs were not polled at all after the restart (stop_after_terminal).
-    assert!(app.log_text().contains("already STOPPED: not polled"), "restart skipped terminal jobs");
+    assert!(
+        app.log_text().contains("already STOPPED: not polled"),
+        "restart skipped terminal jobs"
+    );
 }
 
 #[tokio::test]
@@ -98,8 +119,17 @@ async fn terminal_jobs_stop_being_polled() {
     let sim = start_sim(static_sim(2)).await;
     let mut app = TestApp::new(&AppConfig::new(&sim, 2));
     app.start();
-    wait_states(&app, &["job-0000".to_string(), "job-0001".to_string()], "RUNNING").await;
-    sim.set_job("demo-app", "job-0000", snap("job-0000", "STOPPED", Some("TENANT_STOP")));
+    wait_states(
+        &app,
+        &["job-0000".to_string(), "job-0001".to_string()],
+        "RUNNING",
+    )
+    .await;
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("TENANT_STOP")),
+    );
     wait_states(&app, &["job-0000".to_string()], "STOPPED").await;
     app.wait_log("no longer polled", T).await;
     let stopped_polls = sim.stats().by_job["demo-app"]["job-0000"];
@@ -129,9 +159,20 @@ async fn requests_never_exceed_the_rate_limit_in_any_second() {
     .await;
     assert!(app.stop().await.success());
     let stats = sim.stats();
-    assert!(stats.max_per_sliding_second <= 5, "{} requests within one second", stats.max_per_sliding_second);
-    assert!(stats.max_per_sliding_second >= 4, "the budget is used, not wasted: {}", stats.max_per_sliding_second);
-    assert!(app.log_text().contains("needs more requests per second than api.rate_limit allows"));
+    assert!(
+        stats.max_per_sliding_second <= 5,
+        "{} requests within one second",
+        stats.max_per_sliding_second
+    );
+    assert!(
+        stats.max_per_sliding_second >= 4,
+        "the budget is used, not wasted: {}",
+        stats.max_per_sliding_second
+    );
+    assert!(
+        app.log_text()
+            .contains("needs more requests per second than api.rate_limit allows")
+    );
 }
 
 #[tokio::test]
@@ -167,15 +208,25 @@ async fn errors_hit_only_their_job_and_are_recorded_by_kind() {
     }
     // The healthy job is recorded, and changes during the episode are seen.
     wait_states(&app, &["job-0006".to_string()], "RUNNING").await;
-    sim.set_job("demo-app", "job-0006", snap("job-0006", "STOPPED", Some("INTERNAL_ERROR")));
+    sim.set_job(
+        "demo-app",
+        "job-0006",
+        snap("job-0006", "STOPPED", Some("INTERNAL_ERROR")),
+    );
     wait_states(&app, &["job-0006".to_string()], "STOPPED").await;
     // When the faults clear, the job recovers and its state is recorded.
     sim.clear_faults();
     wait_states(&app, &["job-0001".to_string()], "RUNNING").await;
     assert!(app.stop().await.success());
     let log = app.log_text();
-    assert!(log.contains("RTC.00001003"), "404 logged with its error code");
-    assert!(log.contains("request id"), "errors logged with the request id");
+    assert!(
+        log.contains("RTC.00001003"),
+        "404 logged with its error code"
+    );
+    assert!(
+        log.contains("request id"),
+        "errors logged with the request id"
+    );
     // Failed jobs back off: far fewer polls than the healthy one.
     let by_job = &sim.stats().by_job["demo-app"];
     assert!(by_job["job-0001"] * 2 < by_job["job-0006"], "{by_job:?}");
@@ -202,8 +253,16 @@ async fn a_429_storm_slows_the_whole_poller() {
     .await;
     let s = sim.stats();
     let secs = (chrono::Utc::now() - s.since.unwrap()).num_milliseconds() as f64 / 1000.0;
-    assert!(s.max_per_sliding_second <= 2, "{} requests in one second during the storm", s.max_per_sliding_second);
-    assert!(s.requests as f64 / secs < 1.5, "{} requests in {secs:.1}s", s.requests);
+    assert!(
+        s.max_per_sliding_second <= 2,
+        "{} requests in one second during the storm",
+        s.max_per_sliding_second
+    );
+    assert!(
+        s.requests as f64 / secs < 1.5,
+        "{} requests in {secs:.1}s",
+        s.requests
+    );
     sim.clear_faults();
     sim.set_job("demo-app", "job-0004", snap("job-0004", "STOPPED", None));
     wait_states(&app, &["job-0004".to_string()], "STOPPED").await;
@@ -218,7 +277,8 @@ async fn a_wrong_secret_costs_at_most_three_refused_requests() {
     cfg.secret_key = "the-wrong-secret".into();
     let mut app = TestApp::new(&cfg);
     app.start();
-    app.wait_log("refused the credentials 3 times in a row", T).await;
+    app.wait_log("refused the credentials 3 times in a row", T)
+        .await;
     // 8 jobs every 100 ms would make 80 requests a second; watch a whole second of them.
     let start = sim.stats().requests;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -227,7 +287,10 @@ async fn a_wrong_secret_costs_at_most_three_refused_requests() {
     assert_eq!(s.refused_auth, 3, "{s:?}");
     assert!(app.stop().await.success());
     let log = app.log_text();
-    assert!(!log.contains("the-wrong-secret"), "the secret reached the log");
+    assert!(
+        !log.contains("the-wrong-secret"),
+        "the secret reached the log"
+    );
 }
 
 #[tokio::test]
@@ -235,21 +298,57 @@ async fn bad_configs_exit_78_naming_the_key() {
     let sim = start_sim(static_sim(1)).await;
     let base = AppConfig::new(&sim, 1);
     let cases: &[(&str, &str, &str)] = &[
-        ("unknown key", "[poll]\nintervall = \"5s\"\n", "poll.intervall"),
+        (
+            "unknown key",
+            "[poll]\nintervall = \"5s\"\n",
+            "poll.intervall",
+        ),
         ("unknown section", "[pol]\ninterval = \"5s\"\n", "pol"),
-        ("bad duration", "[storage]\nretention = \"forever\"\n", "storage.retention"),
-        ("bad cron", "[poll]\nschedule = \"*/5 * * * *\"\n", "poll.schedule"),
-        ("rate limit zero", "[api]\nrate_limit = 0\n", "api.rate_limit"),
-        ("empty job id", "[[jobs]]\napp_id = \"a\"\njob_id = \"\"\nname = \"porch\"\n", "jobs[1] (\"porch\").job_id"),
-        ("duplicate job", "[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\n", "already watched by jobs[0]"),
-        ("two auth methods", "[api.auth]\ntoken = \"t\"\n", "api.auth"),
-        ("unreadable secret file", "[api.auth]\nsecret_key_file = \"/nonexistent/sk\"\n", "api.auth.secret_key_file"),
+        (
+            "bad duration",
+            "[storage]\nretention = \"forever\"\n",
+            "storage.retention",
+        ),
+        (
+            "bad cron",
+            "[poll]\nschedule = \"*/5 * * * *\"\n",
+            "poll.schedule",
+        ),
+        (
+            "rate limit zero",
+            "[api]\nrate_limit = 0\n",
+            "api.rate_limit",
+        ),
+        (
+            "empty job id",
+            "[[jobs]]\napp_id = \"a\"\njob_id = \"\"\nname = \"porch\"\n",
+            "jobs[1] (\"porch\").job_id",
+        ),
+        (
+            "duplicate job",
+            "[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\n",
+            "already watched by jobs[0]",
+        ),
+        (
+            "two auth methods",
+            "[api.auth]\ntoken = \"t\"\n",
+            "api.auth",
+        ),
+        (
+            "unreadable secret file",
+            "[api.auth]\nsecret_key_file = \"/nonexistent/sk\"\n",
+            "api.auth.secret_key_file",
+        ),
     ];
     for (name, extra, key) in cases {
         let mut cfg = AppConfig::new(&sim, 1);
         // Sections that the base config already has are merged by rewriting them.
         let mut text_extra = extra.to_string();
-        if extra.starts_with("[api]") || extra.starts_with("[api.auth]") || extra.starts_with("[poll]") || extra.starts_with("[storage]") {
+        if extra.starts_with("[api]")
+            || extra.starts_with("[api.auth]")
+            || extra.starts_with("[poll]")
+            || extra.starts_with("[storage]")
+        {
             text_extra = String::new();
             cfg.extra = String::new();
             let app = TestApp::new(&cfg);
@@ -286,10 +385,16 @@ async fn bad_configs_exit_78_naming_the_key() {
 #[tokio::test]
 async fn the_example_config_says_what_is_missing() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
-    let out = std::process::Command::new(BIN).args(["check", "--config", example]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config", example])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(err.contains("api.auth") && err.contains("no credentials"), "{err}");
+    assert!(
+        err.contains("api.auth") && err.contains("no credentials"),
+        "{err}"
+    );
     // With credentials from the environment it is a valid configuration.
     let out = std::process::Command::new(BIN)
         .args(["check", "--config", example])
@@ -299,7 +404,10 @@ async fn the_example_config_says_what_is_missing() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("lobby camera") && text.contains("every job is polled at its interval"), "{text}");
+    assert!(
+        text.contains("lobby camera") && text.contains("every job is polled at its interval"),
+        "{text}"
+    );
     assert!(!text.contains("super-secret-value"));
 }
 
@@ -312,7 +420,10 @@ async fn check_reports_the_effective_interval_over_budget() {
     let app = TestApp::new(&cfg);
     let (code, out, err) = app.run_cmd(&["check"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("needs 20.0 requests/s but api.rate_limit is 10"), "{out}");
+    assert!(
+        out.contains("needs 20.0 requests/s but api.rate_limit is 10"),
+        "{out}"
+    );
     assert!(out.contains("every 1m instead of 30s"), "{out}");
 }
 
@@ -320,11 +431,20 @@ async fn check_reports_the_effective_interval_over_budget() {
 async fn poll_once_status_and_history() {
     let sim = start_sim(static_sim(3)).await;
     sim.remove_job("demo-app", "job-0002");
-    sim.set_job("demo-app", "job-0001", snap("job-0001", "STOPPED", Some("EXCEED_MAX_IDLE_TIME")));
+    sim.set_job(
+        "demo-app",
+        "job-0001",
+        snap("job-0001", "STOPPED", Some("EXCEED_MAX_IDLE_TIME")),
+    );
     let app = TestApp::new(&AppConfig::new(&sim, 3));
     let (code, out, err) = app.run_cmd(&["poll-once"]);
     assert_eq!(code, 1, "one poll failed, so poll-once fails: {out}{err}");
-    assert!(out.contains("RUNNING") && out.contains("EXCEED_MAX_IDLE_TIME") && out.contains("RTC.00001003"), "{out}");
+    assert!(
+        out.contains("RUNNING")
+            && out.contains("EXCEED_MAX_IDLE_TIME")
+            && out.contains("RTC.00001003"),
+        "{out}"
+    );
     assert!(err.contains("1 of 3 polls failed"), "{err}");
 
     let (code, out, _) = app.run_cmd(&["status", "--json"]);
@@ -342,7 +462,15 @@ async fn poll_once_status_and_history() {
     let h: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = h.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{out}");
-    for key in ["app_id", "job_id", "name", "from_state", "to_state", "stop_reason", "observed_at"] {
+    for key in [
+        "app_id",
+        "job_id",
+        "name",
+        "from_state",
+        "to_state",
+        "stop_reason",
+        "observed_at",
+    ] {
         assert!(rows[0].get(key).is_some(), "{key}");
     }
     assert!(rows[0]["from_state"].is_null());
@@ -352,16 +480,28 @@ async fn poll_once_status_and_history() {
     assert_eq!(h[0]["to_state"], "STOPPED");
     let (code, out, _) = app.run_cmd(&["history"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("OBSERVED_AT") && out.contains("(first seen)"), "{out}");
+    assert!(
+        out.starts_with("OBSERVED_AT") && out.contains("(first seen)"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
 async fn token_auth_sends_the_token() {
-    let sim = start_sim(SimOptions { scripted: false, jobs: 1, auth: recwatch::simulate::SimAuth::Token("tok-123".into()), ..SimOptions::default() }).await;
+    let sim = start_sim(SimOptions {
+        scripted: false,
+        jobs: 1,
+        auth: recwatch::simulate::SimAuth::Token("tok-123".into()),
+        ..SimOptions::default()
+    })
+    .await;
     let cfg = AppConfig::new(&sim, 1);
     let app = TestApp::new(&cfg);
     let text = std::fs::read_to_string(&app.config_path).unwrap();
-    let text = text.replace(&format!("access_key = \"{AK}\"\nsecret_key = \"{SK}\"\n"), "token_file = \"token\"\n");
+    let text = text.replace(
+        &format!("access_key = \"{AK}\"\nsecret_key = \"{SK}\"\n"),
+        "token_file = \"token\"\n",
+    );
     std::fs::write(&app.config_path, text).unwrap();
     std::fs::write(app.dir.path().join("token"), "tok-123\n").unwrap();
     let (code, out, err) = app.run_cmd(&["poll-once"]);

@@ -42,7 +42,10 @@ pub async fn start_sim(opts: SimOptions) -> Simulator {
 pub fn signed_sim(jobs: usize) -> SimOptions {
     SimOptions {
         jobs,
-        auth: simulate::SimAuth::AkSk { access_key: AK.into(), secret_key: SK.into() },
+        auth: simulate::SimAuth::AkSk {
+            access_key: AK.into(),
+            secret_key: SK.into(),
+        },
         ..SimOptions::default()
     }
 }
@@ -102,7 +105,9 @@ listen = ""
         );
         s.push_str(&self.extra);
         for (i, j) in self.jobs.iter().enumerate() {
-            s.push_str(&format!("\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{j}\"\nname = \"cam-{i}\"\n"));
+            s.push_str(&format!(
+                "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{j}\"\nname = \"cam-{i}\"\n"
+            ));
         }
         s
     }
@@ -123,7 +128,13 @@ impl TestApp {
         let db_path = dir.path().join("state").join("recwatch.db");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config.render(&db_path)).unwrap();
-        TestApp { dir, config_path, db_path, child: None, log: Arc::new(Mutex::new(String::new())) }
+        TestApp {
+            dir,
+            config_path,
+            db_path,
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+        }
     }
 
     pub fn rewrite_config(&self, config: &AppConfig) {
@@ -132,7 +143,10 @@ impl TestApp {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("--config").arg(&self.config_path).args(args).env_remove("RUST_LOG");
+        c.arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env_remove("RUST_LOG");
         c
     }
 
@@ -173,7 +187,10 @@ impl TestApp {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -218,23 +235,39 @@ impl TestApp {
         if !self.db_path.exists() {
             return None;
         }
-        let opts = SqliteConnectOptions::new().filename(&self.db_path).read_only(true).busy_timeout(Duration::from_secs(5));
-        SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.ok()
+        let opts = SqliteConnectOptions::new()
+            .filename(&self.db_path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5));
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .ok()
     }
 
     /// Every transition as (job_id, from_state, to_state, stop_reason), oldest first.
     pub async fn transitions(&self) -> Vec<(String, Option<String>, String, Option<String>)> {
-        let Some(db) = self.db().await else { return Vec::new() };
-        let rows = sqlx::query("SELECT job_id, from_state, to_state, stop_reason FROM transitions ORDER BY id")
-            .fetch_all(&db)
-            .await
-            .unwrap_or_default();
+        let Some(db) = self.db().await else {
+            return Vec::new();
+        };
+        let rows = sqlx::query(
+            "SELECT job_id, from_state, to_state, stop_reason FROM transitions ORDER BY id",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap_or_default();
         db.close().await;
-        rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+        rows.into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
     }
 
     /// A job's row: (state, stop_reason, last_error_kind, consecutive_failures).
-    pub async fn job_row(&self, job_id: &str) -> Option<(Option<String>, Option<String>, Option<String>, i64)> {
+    pub async fn job_row(
+        &self,
+        job_id: &str,
+    ) -> Option<(Option<String>, Option<String>, Option<String>, i64)> {
         let db = self.db().await?;
         let row = sqlx::query("SELECT state, stop_reason, last_error_kind, consecutive_failures FROM jobs WHERE job_id = ?")
             .bind(job_id)
