@@ -446,3 +446,37 @@ async fn email_over_starttls() {
     );
     assert_eq!(server.mails().len(), 1);
 }
+
+#[tokio::test]
+async fn email_authenticates_and_never_shows_the_password() {
+    let cert = TestCert::localhost();
+    let server = SmtpServer::start_tls_auth(&cert, "recwatch", "pa55-w0rd-x");
+    let cfg = EmailConfig {
+        smtp_host: "localhost".into(),
+        tls: Tls::StartTls,
+        accept_invalid_certs: true,
+        username: Some("recwatch".into()),
+        password: Some(Secret::new("pa55-w0rd-x")),
+        ..email_config(server.port())
+    };
+    mailer(cfg.clone())
+        .send(&alert("alert-0301"))
+        .await
+        .expect("right password: delivered");
+    server.wait_for(1, WAIT).await;
+
+    let wrong = EmailConfig {
+        password: Some(Secret::new("wr0ng-pa55")),
+        ..cfg
+    };
+    let e = mailer(wrong)
+        .send(&alert("alert-0302"))
+        .await
+        .expect_err("wrong password");
+    assert!(e.permanent && e.message.contains("535"), "{e}");
+    assert!(
+        !e.message.contains("wr0ng-pa55") && !e.message.contains("pa55-w0rd-x"),
+        "{e}"
+    );
+    assert_eq!(server.mails().len(), 1);
+}

@@ -5,8 +5,8 @@
 //! exits. A test that needs "SMTP down, then up" takes [`free_port`] first (nothing listens
 //! there, so connections are refused) and later starts a server on it with [`SmtpServer::start_on`].
 
-use mailin_embedded::response::{OK, Response};
-use mailin_embedded::{Action, Handler, Server, SslConfig};
+use mailin_embedded::response::{AUTH_OK, INVALID_CREDENTIALS, OK, Response};
+use mailin_embedded::{Action, AuthMechanism, Handler, Server, SslConfig};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -108,6 +108,8 @@ struct Shared {
     refusals: Mutex<VecDeque<Refusal>>,
     /// One entry per coming message to hold at end of data before accepting it.
     stalls: Mutex<VecDeque<Duration>>,
+    /// The one (user, password) AUTH accepts, when AUTH is offered.
+    credentials: Option<(String, String)>,
     count: Mutex<Option<watch::Sender<usize>>>,
 }
 
@@ -151,6 +153,17 @@ impl Handler for Recorder {
         }
         self.to.push(to.to_string());
         OK
+    }
+
+    fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> Response {
+        self.auth_login(user, password)
+    }
+
+    fn auth_login(&mut self, user: &str, password: &str) -> Response {
+        match &self.shared.credentials {
+            Some((u, p)) if u == user && p == password => AUTH_OK,
+            _ => INVALID_CREDENTIALS,
+        }
     }
 
     fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
@@ -237,11 +250,31 @@ impl SmtpServer {
         SmtpServer::start_on(free_port(), Some(cert))
     }
 
+    /// STARTTLS with `cert`, and AUTH (PLAIN, LOGIN; only after STARTTLS) accepting just
+    /// `user` with `password`.
+    pub fn start_tls_auth(cert: &TestCert, user: &str, password: &str) -> SmtpServer {
+        SmtpServer::start_with(
+            free_port(),
+            Some(cert),
+            Some((user.to_string(), password.to_string())),
+        )
+    }
+
     /// On a given address (e.g. one from [`free_port`]); with `cert`, STARTTLS is offered.
     pub fn start_on(addr: SocketAddr, cert: Option<&TestCert>) -> SmtpServer {
+        SmtpServer::start_with(addr, cert, None)
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        cert: Option<&TestCert>,
+        credentials: Option<(String, String)>,
+    ) -> SmtpServer {
         let (tx, count) = watch::channel(0);
+        let auth = credentials.is_some();
         let shared = Arc::new(Shared {
             count: Mutex::new(Some(tx)),
+            credentials,
             ..Default::default()
         });
         let recorder = Recorder {
@@ -266,6 +299,11 @@ impl SmtpServer {
                     key_path: c.key.display().to_string(),
                 })
                 .expect("load the test certificate");
+        }
+        if auth {
+            server
+                .with_auth(AuthMechanism::Plain)
+                .with_auth(AuthMechanism::Login);
         }
         std::thread::spawn(move || {
             // Runs until the test binary exits: mailin-embedded has no shutdown.
