@@ -11,10 +11,13 @@ use crate::alert::{Alert, JobFacts, Status};
 use crate::config::{ConfigError, EmailConfig, Tls};
 use crate::secret::Secret;
 use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls as LettreTls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// How much of an SMTP error goes into the delivery error, in characters.
 const ERROR_CHARS: usize = 300;
@@ -22,8 +25,14 @@ const ERROR_CHARS: usize = 300;
 pub struct EmailChannel {
     name: String,
     /// Pooled: one alert burst reuses a connection instead of a handshake per mail. Building
-    /// and dropping it needs a tokio runtime (the pool spawns its cleanup task).
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// and dropping it needs a tokio runtime (the pool spawns its cleanup task). Behind a
+    /// lock only so that a send cut off by our deadline can swap in a fresh pool: see
+    /// [`EmailChannel::send`].
+    transport: Mutex<Arc<AsyncSmtpTransport<Tokio1Executor>>>,
+    /// Makes a fresh pool, with the credentials and TLS settings of the first.
+    builder: AsyncSmtpTransportBuilder,
+    /// The whole send's deadline: lettre itself only times out the TCP connect.
+    timeout: Duration,
     from: Mailbox,
     to: Vec<Mailbox>,
     /// `host:port`, for error messages.
@@ -83,7 +92,9 @@ impl EmailChannel {
         }
         Ok(EmailChannel {
             name: cfg.name.clone(),
-            transport: builder.build(),
+            transport: Mutex::new(Arc::new(builder.clone().build())),
+            builder,
+            timeout: cfg.timeout,
             from,
             to,
             server: format!("{}:{}", cfg.smtp_host, cfg.smtp_port),
@@ -106,9 +117,25 @@ impl EmailChannel {
         let message = builder
             .body(body(alert))
             .map_err(|e| DeliveryError::permanent(format!("cannot build the email: {e}")))?;
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.classify(&e)),
+        let transport = self.transport.lock().expect("transport lock").clone();
+        match tokio::time::timeout(self.timeout, transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Err(_) => {
+                // Cut off mid-dialogue, the connection goes back to its pool unmarked, and
+                // the next mail on it would read this one's late replies as its own (a
+                // refusal taken for a success). Retire the whole pool instead.
+                let fresh = Arc::new(self.builder.clone().build());
+                let old =
+                    std::mem::replace(&mut *self.transport.lock().expect("transport lock"), fresh);
+                // Closing may wait on the same silent server; nobody needs to wait for it.
+                tokio::spawn(async move { old.shutdown().await });
+                Err(DeliveryError::transient(format!(
+                    "SMTP {}: timed out: no complete answer within {}",
+                    self.server,
+                    humantime::format_duration(self.timeout)
+                )))
+            }
         }
     }
 
