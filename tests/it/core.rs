@@ -40,7 +40,7 @@ async fn wait_states(app: &TestApp, jobs: &[String], state: &str) {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_transition_is_recorded_once_and_a_restart_writes_none() {
     let sim = start_sim(static_sim(4)).await;
     let jobs: Vec<String> = (0..4).map(recwatch::simulate::job_id).collect();
@@ -114,7 +114,7 @@ async fn each_transition_is_recorded_once_and_a_restart_writes_none() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_jobs_stop_being_polled() {
     let sim = start_sim(static_sim(2)).await;
     let mut app = TestApp::new(&AppConfig::new(&sim, 2));
@@ -144,7 +144,7 @@ async fn terminal_jobs_stop_being_polled() {
     assert!(app.stop().await.success());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_never_exceed_the_rate_limit_in_any_second() {
     // 40 jobs every 100 ms want 400 requests/s; the budget is 5.
     let sim = start_sim(static_sim(40)).await;
@@ -175,19 +175,19 @@ async fn requests_never_exceed_the_rate_limit_in_any_second() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_hit_only_their_job_and_are_recorded_by_kind() {
     // job-0000: 404 (not in the simulator); job-0001: 500s; job-0002: unreadable bodies;
     // job-0003: stalls past the timeout; job-0004: truncated bodies; job-0005: resets;
-    // job-0006: healthy, and must keep being polled and recorded.
-    let sim = start_sim(static_sim(7)).await;
+    // job-0006: healthy, and changes during the episode; job-0007: healthy and unchanged.
+    let sim = start_sim(static_sim(8)).await;
     sim.remove_job("demo-app", "job-0000");
     sim.set_fault(Fault::new(FaultKind::ServerError).for_job("job-0001"));
     sim.set_fault(Fault::new(FaultKind::Garbage).for_job("job-0002"));
     sim.set_fault(Fault::new(FaultKind::Stall(Duration::from_secs(3))).for_job("job-0003"));
     sim.set_fault(Fault::new(FaultKind::Truncated).for_job("job-0004"));
     sim.set_fault(Fault::new(FaultKind::Reset).for_job("job-0005"));
-    let mut cfg = AppConfig::new(&sim, 7);
+    let mut cfg = AppConfig::new(&sim, 8);
     cfg.timeout = "500ms";
     cfg.extra = "[rules]\napi_failure_threshold = 100\n".into();
     let mut app = TestApp::new(&cfg);
@@ -214,6 +214,19 @@ async fn errors_hit_only_their_job_and_are_recorded_by_kind() {
         snap("job-0006", "STOPPED", Some("INTERNAL_ERROR")),
     );
     wait_states(&app, &["job-0006".to_string()], "STOPPED").await;
+    // Failing jobs back off: far fewer polls than a healthy one over the same time.
+    wait_for("40 polls of the healthy job", T, || {
+        let n = sim.stats().by_job["demo-app"]["job-0007"];
+        async move { (n >= 40).then_some(()) }
+    })
+    .await;
+    let by_job = sim.stats().by_job["demo-app"].clone();
+    for failing in ["job-0000", "job-0001", "job-0002", "job-0004", "job-0005"] {
+        assert!(
+            by_job[failing] * 3 < by_job["job-0007"],
+            "{failing} did not back off: {by_job:?}"
+        );
+    }
     // When the faults clear, the job recovers and its state is recorded.
     sim.clear_faults();
     wait_states(&app, &["job-0001".to_string()], "RUNNING").await;
@@ -227,12 +240,9 @@ async fn errors_hit_only_their_job_and_are_recorded_by_kind() {
         log.contains("request id"),
         "errors logged with the request id"
     );
-    // Failed jobs back off: far fewer polls than the healthy one.
-    let by_job = &sim.stats().by_job["demo-app"];
-    assert!(by_job["job-0001"] * 2 < by_job["job-0006"], "{by_job:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_slows_the_whole_poller() {
     let sim = start_sim(static_sim(10)).await;
     let mut cfg = AppConfig::new(&sim, 10);
@@ -270,7 +280,7 @@ async fn a_429_storm_slows_the_whole_poller() {
     assert!(app.log_text().contains("throttled by the API gateway"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_costs_at_most_three_refused_requests() {
     let sim = start_sim(static_sim(8)).await;
     let mut cfg = AppConfig::new(&sim, 8);
@@ -293,96 +303,84 @@ async fn a_wrong_secret_costs_at_most_three_refused_requests() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configs_exit_78_naming_the_key() {
     let sim = start_sim(static_sim(1)).await;
-    let base = AppConfig::new(&sim, 1);
-    let cases: &[(&str, &str, &str)] = &[
+    let cfg = AppConfig::new(&sim, 1);
+    let app = TestApp::new(&cfg);
+    let good = std::fs::read_to_string(&app.config_path).unwrap();
+    let sk = format!("secret_key = \"{SK}\"\n");
+    // (case, the good file turned bad, what the message must name)
+    let cases: Vec<(&str, String, &str)> = vec![
         (
             "unknown key",
-            "[poll]\nintervall = \"5s\"\n",
+            good.replace("interval = ", "intervall = "),
             "poll.intervall",
         ),
-        ("unknown section", "[pol]\ninterval = \"5s\"\n", "pol"),
+        (
+            "unknown section",
+            format!("{good}\n[pol]\ninterval = \"5s\"\n"),
+            "pol",
+        ),
         (
             "bad duration",
-            "[storage]\nretention = \"forever\"\n",
+            good.replace("[storage]\n", "[storage]\nretention = \"forever\"\n"),
             "storage.retention",
         ),
         (
             "bad cron",
-            "[poll]\nschedule = \"*/5 * * * *\"\n",
+            good.replace("[poll]\n", "[poll]\nschedule = \"*/5 * * * *\"\n"),
             "poll.schedule",
         ),
         (
             "rate limit zero",
-            "[api]\nrate_limit = 0\n",
+            good.replace("rate_limit = 50", "rate_limit = 0"),
             "api.rate_limit",
         ),
         (
             "empty job id",
-            "[[jobs]]\napp_id = \"a\"\njob_id = \"\"\nname = \"porch\"\n",
+            format!("{good}\n[[jobs]]\napp_id = \"a\"\njob_id = \"\"\nname = \"porch\"\n"),
             "jobs[1] (\"porch\").job_id",
         ),
         (
             "duplicate job",
-            "[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\n",
+            format!("{good}\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\n"),
             "already watched by jobs[0]",
         ),
         (
             "two auth methods",
-            "[api.auth]\ntoken = \"t\"\n",
-            "api.auth",
+            good.replace(&sk, &format!("{sk}token = \"t\"\n")),
+            "two authentication methods",
+        ),
+        (
+            "no auth",
+            good.replace(&sk, "")
+                .replace(&format!("access_key = \"{AK}\"\n"), ""),
+            "no credentials",
         ),
         (
             "unreadable secret file",
-            "[api.auth]\nsecret_key_file = \"/nonexistent/sk\"\n",
+            good.replace(&sk, "secret_key_file = \"/nonexistent/sk\"\n"),
             "api.auth.secret_key_file",
         ),
+        ("not TOML", format!("{good}\n[[jobs]\n"), "TOML"),
     ];
-    for (name, extra, key) in cases {
-        let mut cfg = AppConfig::new(&sim, 1);
-        // Sections that the base config already has are merged by rewriting them.
-        let mut text_extra = extra.to_string();
-        if extra.starts_with("[api]")
-            || extra.starts_with("[api.auth]")
-            || extra.starts_with("[poll]")
-            || extra.starts_with("[storage]")
-        {
-            text_extra = String::new();
-            cfg.extra = String::new();
-            let app = TestApp::new(&cfg);
-            let mut text = std::fs::read_to_string(&app.config_path).unwrap();
-            let header = extra.lines().next().unwrap();
-            let body: String = extra.lines().skip(1).map(|l| format!("{l}\n")).collect();
-            if name == &"two auth methods" || name == &"unreadable secret file" {
-                text = text.replacen(&format!("{header}\n"), &format!("{header}\n{body}"), 1);
-                if name == &"unreadable secret file" {
-                    text = text.replace(&format!("secret_key = \"{SK}\"\n"), "");
-                }
-            } else {
-                text = text.replacen(&format!("{header}\n"), &format!("{header}\n{body}"), 1);
-            }
-            std::fs::write(&app.config_path, text).unwrap();
-            for cmd in ["check", "run"] {
-                let (code, _, err) = app.run_cmd(&[cmd]);
-                assert_eq!(code, 78, "{name} ({cmd}): {err}");
-                assert!(err.contains(key), "{name} ({cmd}): {err}");
-            }
-            continue;
-        }
-        cfg.extra = text_extra;
-        let app = TestApp::new(&cfg);
-        for cmd in ["check", "run"] {
-            let (code, _, err) = app.run_cmd(&[cmd]);
+    for (name, text, key) in cases {
+        assert_ne!(text, good, "{name}: the case changed nothing");
+        std::fs::write(&app.config_path, &text).unwrap();
+        for cmd in ["check", "run", "status"] {
+            let (code, _, err) = app.run_cmd(&[cmd]).await;
             assert_eq!(code, 78, "{name} ({cmd}): {err}");
             assert!(err.contains(key), "{name} ({cmd}): {err}");
+            assert!(
+                !err.contains(SK),
+                "{name} ({cmd}): the secret leaked: {err}"
+            );
         }
     }
-    drop(base);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_config_says_what_is_missing() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
     let out = std::process::Command::new(BIN)
@@ -411,14 +409,14 @@ async fn the_example_config_says_what_is_missing() {
     assert!(!text.contains("super-secret-value"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_the_effective_interval_over_budget() {
     let sim = start_sim(static_sim(1)).await;
     let mut cfg = AppConfig::new(&sim, 600);
     cfg.interval = "30s";
     cfg.rate_limit = 10;
     let app = TestApp::new(&cfg);
-    let (code, out, err) = app.run_cmd(&["check"]);
+    let (code, out, err) = app.run_cmd(&["check"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("needs 20.0 requests/s but api.rate_limit is 10"),
@@ -427,7 +425,7 @@ async fn check_reports_the_effective_interval_over_budget() {
     assert!(out.contains("every 1m instead of 30s"), "{out}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_once_status_and_history() {
     let sim = start_sim(static_sim(3)).await;
     sim.remove_job("demo-app", "job-0002");
@@ -437,7 +435,7 @@ async fn poll_once_status_and_history() {
         snap("job-0001", "STOPPED", Some("EXCEED_MAX_IDLE_TIME")),
     );
     let app = TestApp::new(&AppConfig::new(&sim, 3));
-    let (code, out, err) = app.run_cmd(&["poll-once"]);
+    let (code, out, err) = app.run_cmd(&["poll-once"]).await;
     assert_eq!(code, 1, "one poll failed, so poll-once fails: {out}{err}");
     assert!(
         out.contains("RUNNING")
@@ -447,7 +445,7 @@ async fn poll_once_status_and_history() {
     );
     assert!(err.contains("1 of 3 polls failed"), "{err}");
 
-    let (code, out, _) = app.run_cmd(&["status", "--json"]);
+    let (code, out, _) = app.run_cmd(&["status", "--json"]).await;
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3);
@@ -456,8 +454,8 @@ async fn poll_once_status_and_history() {
     assert!(v[2]["last_error"].as_str().unwrap().contains("not found"));
 
     // A second poll-once writes no new transition.
-    app.run_cmd(&["poll-once"]);
-    let (code, out, _) = app.run_cmd(&["history", "--json"]);
+    app.run_cmd(&["poll-once"]).await;
+    let (code, out, _) = app.run_cmd(&["history", "--json"]).await;
     assert_eq!(code, 0);
     let h: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = h.as_array().unwrap();
@@ -474,11 +472,13 @@ async fn poll_once_status_and_history() {
         assert!(rows[0].get(key).is_some(), "{key}");
     }
     assert!(rows[0]["from_state"].is_null());
-    let (_, out, _) = app.run_cmd(&["history", "--job", "job-0001", "--since", "1h", "--json"]);
+    let (_, out, _) = app
+        .run_cmd(&["history", "--job", "job-0001", "--since", "1h", "--json"])
+        .await;
     let h: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(h.as_array().unwrap().len(), 1);
     assert_eq!(h[0]["to_state"], "STOPPED");
-    let (code, out, _) = app.run_cmd(&["history"]);
+    let (code, out, _) = app.run_cmd(&["history"]).await;
     assert_eq!(code, 0);
     assert!(
         out.starts_with("OBSERVED_AT") && out.contains("(first seen)"),
@@ -486,7 +486,7 @@ async fn poll_once_status_and_history() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth_sends_the_token() {
     let sim = start_sim(SimOptions {
         scripted: false,
@@ -504,7 +504,7 @@ async fn token_auth_sends_the_token() {
     );
     std::fs::write(&app.config_path, text).unwrap();
     std::fs::write(app.dir.path().join("token"), "tok-123\n").unwrap();
-    let (code, out, err) = app.run_cmd(&["poll-once"]);
+    let (code, out, err) = app.run_cmd(&["poll-once"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("RUNNING"));
 }

@@ -150,9 +150,13 @@ impl TestApp {
         c
     }
 
-    /// Runs a one-shot command; returns (exit code, stdout, stderr).
-    pub fn run_cmd(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
+    /// Runs a one-shot command; returns (exit code, stdout, stderr). Async, so an in-process
+    /// simulator keeps serving while it runs.
+    pub async fn run_cmd(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tokio::process::Command::from(self.command(args))
+            .output()
+            .await
+            .unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
