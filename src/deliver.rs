@@ -22,10 +22,12 @@ use tracing::{error, info, warn};
 /// How many due deliveries one step takes on.
 const BATCH: i64 = 64;
 
-/// Delay before the next attempt after `attempts` failures: 5 s doubling, capped, jittered
-/// +/-20% so a receiver that comes back is not hit by every retry at once.
+/// Delay before the next attempt after `attempts` failures: 5 s (or the cap, if smaller)
+/// doubling, capped, jittered +/-20% so a receiver that comes back is not hit by every retry
+/// at once.
 pub fn retry_delay(attempts: u32, cap: Duration, jitter: f64) -> Duration {
-    let base = Duration::from_secs(5).saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
+    let first = Duration::from_secs(5).min(cap);
+    let base = first.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
     base.min(cap).mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
@@ -356,6 +358,13 @@ mod tests {
         for (name, attempts, want) in cases {
             assert_eq!(retry_delay(attempts, cap, 0.5), want, "{name}");
         }
+        let ms = Duration::from_millis;
+        assert_eq!(
+            retry_delay(1, ms(300), 0.5),
+            ms(300),
+            "a small cap is also the first delay"
+        );
+        assert_eq!(retry_delay(3, ms(300), 0.5), ms(300));
     }
 
     #[test]

@@ -1,0 +1,417 @@
+//! The alerts issue: rules and severities, conditions that fire, remind and resolve, and
+//! deliveries that survive receivers going down and the daemon being killed.
+
+use crate::core::snap;
+use crate::harness::*;
+use crate::support::receiver::Receiver;
+use crate::support::smtp::{SmtpServer, free_port};
+use recwatch::simulate::{Fault, FaultKind, SimOptions};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn static_sim(jobs: usize) -> SimOptions {
+    SimOptions {
+        scripted: false,
+        ..signed_sim(jobs)
+    }
+}
+
+fn notify_toml(hook: Option<&str>, smtp: Option<SocketAddr>, rules: &str) -> String {
+    let mut s = format!("\n[notify]\nmax_backoff = \"300ms\"\n\n[rules]\n{rules}\n");
+    if let Some(url) = hook {
+        s.push_str(&format!("\n[[notify.webhook]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n"));
+    }
+    if let Some(addr) = smtp {
+        s.push_str(&format!(
+            "\n[[notify.email]]\nname = \"mail\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\nfrom = \"recwatch <recwatch@example.com>\"\nto = [\"oncall@example.com\", \"lead@example.com\"]\ntimeout = \"2s\"\n",
+            addr.port()
+        ));
+    }
+    s
+}
+
+/// (rule, severity, status, job_id) of every accepted webhook delivery.
+fn summary(r: &Receiver) -> Vec<(String, String, String, String)> {
+    let mut v: Vec<_> = r
+        .received()
+        .iter()
+        .map(|d| {
+            (
+                d.alert.rule.as_str().to_string(),
+                d.alert.severity.as_str().to_string(),
+                d.alert.status.as_str().to_string(),
+                d.alert
+                    .job
+                    .as_ref()
+                    .map(|j| j.job_id.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn pending_deliveries(app: &TestApp) -> i64 {
+    app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stop_reason_fires_its_rule_once_by_webhook_and_email() {
+    let sim = start_sim(static_sim(4)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    let smtp = SmtpServer::start();
+    let mut cfg = AppConfig::new(&sim, 4);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), Some(smtp.addr()), "");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_for("all jobs seen RUNNING", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
+            .await
+            == 4)
+            .then_some(())
+    })
+    .await;
+    let stops = [
+        Some("INTERNAL_ERROR"),
+        Some("EXCEED_MAX_IDLE_TIME"),
+        Some("TENANT_STOP"),
+        None,
+    ];
+    for (i, reason) in stops.iter().enumerate() {
+        let j = recwatch::simulate::job_id(i);
+        sim.set_job("demo-app", &j, snap(&j, "STOPPED", *reason));
+    }
+    hook.wait_for(3, T).await;
+    smtp.wait_for(3, T).await;
+    wait_for("every delivery settled", T, || async {
+        (pending_deliveries(&app).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        summary(&hook),
+        vec![
+            (
+                "idle_timeout".into(),
+                "warning".into(),
+                "firing".into(),
+                "job-0001".into()
+            ),
+            (
+                "stopped_unexpectedly".into(),
+                "critical".into(),
+                "firing".into(),
+                "job-0000".into()
+            ),
+            (
+                "stopped_unexpectedly".into(),
+                "critical".into(),
+                "firing".into(),
+                "job-0003".into()
+            ),
+        ],
+        "TENANT_STOP is off by default"
+    );
+    // Every webhook carries its alert id as webhook-id, verified by the reference library.
+    for d in hook.received() {
+        assert_eq!(d.headers["webhook-id"].to_str().unwrap(), d.alert.id);
+        assert_eq!(d.alert.version, 1);
+        let t = d.alert.transition.as_ref().unwrap();
+        assert_eq!(
+            (t.from.as_deref(), t.to.as_str()),
+            (Some("RUNNING"), "STOPPED")
+        );
+    }
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 3);
+    let subjects: HashSet<String> = mails.iter().map(|m| m.header("Subject").unwrap()).collect();
+    assert!(
+        subjects.contains("[recwatch] CRITICAL stopped_unexpectedly: cam-0 (job-0000)"),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains("[recwatch] WARNING idle_timeout: cam-1 (job-0001)"),
+        "{subjects:?}"
+    );
+    for m in &mails {
+        assert_eq!(m.to.len(), 2, "both recipients");
+        let body = m.body();
+        assert!(
+            body.contains("demo-app") && body.contains("STOPPED"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM alerts").await, 3);
+
+    // Restarts never re-alert old transitions, even when the stopped jobs are polled again.
+    assert!(app.stop().await.success());
+    let polled = sim.stats().by_job["demo-app"]["job-0000"];
+    cfg.extra.push_str("");
+    let text = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("[poll]\n", "[poll]\nstop_after_terminal = false\n");
+    std::fs::write(&app.config_path, text).unwrap();
+    app.start();
+    wait_for("stopped jobs polled again", T, || {
+        let n = sim.stats().by_job["demo-app"]["job-0000"];
+        async move { (n >= polled + 5).then_some(()) }
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM alerts").await, 3);
+    assert_eq!(hook.received().len(), 3);
+    assert_eq!(smtp.mails().len(), 3);
+
+    // `recwatch alerts --json` shows each alert with its deliveries.
+    let (code, out, _) = app.run_cmd(&["alerts", "--json"]).await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    for a in v.as_array().unwrap() {
+        let states: Vec<&str> = a["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, vec!["sent", "sent"], "{a}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_fire_remind_and_resolve() {
+    let sim = start_sim(static_sim(3)).await;
+    // job-0000: stuck in INIT (created 10 minutes ago, max_idle_time 30 s).
+    let mut stuck = snap("job-0000", "INIT", None);
+    stuck.create_time = Some(
+        (chrono::Utc::now() - chrono::Duration::minutes(10))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    sim.set_job("demo-app", "job-0000", stuck);
+    // job-0001: not found.
+    sim.remove_job("demo-app", "job-0001");
+    let hook = Receiver::start(Some(SECRET)).await;
+    let mut cfg = AppConfig::new(&sim, 3);
+    cfg.extra = notify_toml(
+        Some(hook.url().as_str()),
+        None,
+        "init_grace = \"1s\"\nrepeat_interval = \"1s\"\napi_failure_threshold = 3\n",
+    );
+    let mut app = TestApp::new(&cfg);
+    app.start();
+
+    // Both fire, then remind (repeat_interval 1 s).
+    let count = |rule: &str, status: &str| {
+        hook.received()
+            .iter()
+            .filter(|d| d.alert.rule.as_str() == rule && d.alert.status.as_str() == status)
+            .count()
+    };
+    wait_for("stuck_init and job_not_found to fire and remind", T, || {
+        let ok = count("stuck_init", "firing") >= 2 && count("job_not_found", "firing") >= 2;
+        async move { ok.then_some(()) }
+    })
+    .await;
+    // They clear: one resolved notice each.
+    sim.set_job("demo-app", "job-0000", snap("job-0000", "RUNNING", None));
+    sim.set_job("demo-app", "job-0001", snap("job-0001", "RUNNING", None));
+    wait_for("both to resolve", T, || {
+        let ok = count("stuck_init", "resolved") == 1 && count("job_not_found", "resolved") == 1;
+        async move { ok.then_some(()) }
+    })
+    .await;
+
+    // The whole API fails: one api_unhealthy alert, reminders, then resolved; per-job
+    // not-found alerts of the same outage are held back.
+    let per_job = || {
+        hook.received()
+            .iter()
+            .filter(|d| d.alert.job.is_some())
+            .count()
+    };
+    let per_job_before = per_job();
+    sim.set_fault(Fault::new(FaultKind::ServerError));
+    wait_for("api_unhealthy to fire and remind", T, || {
+        let ok = count("api_unhealthy", "firing") >= 2;
+        async move { ok.then_some(()) }
+    })
+    .await;
+    let firing = hook
+        .received()
+        .into_iter()
+        .find(|d| d.alert.rule.as_str() == "api_unhealthy")
+        .unwrap();
+    assert_eq!(firing.alert.severity.as_str(), "critical");
+    assert!(firing.alert.job.is_none());
+    sim.clear_faults();
+    wait_for("api_unhealthy to resolve", T, || {
+        let ok = count("api_unhealthy", "resolved") == 1;
+        async move { ok.then_some(()) }
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM episodes WHERE rule = 'api_unhealthy'")
+            .await,
+        1,
+        "one episode"
+    );
+    assert_eq!(
+        per_job(),
+        per_job_before,
+        "the outage raised no per-job alert, only api_unhealthy"
+    );
+    let ids: Vec<String> = hook.received().iter().map(|d| d.alert.id.clone()).collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no alert delivered twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_errors_are_retried_until_accepted_and_smtp_down_then_up_delivers_once() {
+    let sim = start_sim(static_sim(1)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    hook.fail_next(3, 503);
+    let smtp_addr = free_port();
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), Some(smtp_addr), "");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_for("job seen", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    // The webhook: three 503s, then accepted, once.
+    let got = hook.wait_for(1, T).await;
+    assert_eq!(
+        hook.attempts().len(),
+        4,
+        "three refused attempts and the accepted one"
+    );
+    let ids: HashSet<String> = hook
+        .attempts()
+        .iter()
+        .map(|a| a.headers["webhook-id"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "every retry carries the same webhook-id");
+    assert_eq!(got[0].alert.rule.as_str(), "stopped_unexpectedly");
+    // The mail: SMTP is down; the delivery waits, retried, and is not lost.
+    wait_for("a failed mail attempt", T, || async {
+        (app.scalar("SELECT attempts FROM deliveries WHERE channel = 'mail'")
+            .await
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    let smtp = SmtpServer::start_on(smtp_addr, None);
+    let mails = smtp.wait_for(1, T).await;
+    assert!(
+        mails[0]
+            .header("Subject")
+            .unwrap()
+            .contains("stopped_unexpectedly")
+    );
+    wait_for("every delivery settled", T, || async {
+        (pending_deliveries(&app).await == 0).then_some(())
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert_eq!(smtp.mails().len(), 1, "delivered once");
+    assert_eq!(hook.received().len(), 1, "delivered once");
+    let (_, out, _) = app.run_cmd(&["alerts"]).await;
+    assert!(
+        out.contains("hook:sent(4x)") && out.contains("mail:sent"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_a_transition_and_before_its_delivery_delivers_once_after_restart() {
+    let sim = start_sim(static_sim(1)).await;
+    // The receiver is down while the transition happens.
+    let hook_addr = free_port();
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.extra = notify_toml(Some(&format!("http://{hook_addr}/hook")), None, "");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_for("job seen", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    wait_for(
+        "the alert to be committed with a pending delivery",
+        T,
+        || async { (pending_deliveries(&app).await == 1).then_some(()) },
+    )
+    .await;
+    let status = app.kill().await;
+    assert!(!status.success(), "SIGKILL");
+    let hook = Receiver::start_on(hook_addr, Some(SECRET)).await;
+    app.start();
+    let got = hook.wait_for(1, T).await;
+    wait_for("delivery marked sent", T, || async {
+        (pending_deliveries(&app).await == 0).then_some(())
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert_eq!(hook.received().len(), 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM alerts").await,
+        1,
+        "created once"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM transitions WHERE to_state = 'STOPPED'")
+            .await,
+        1
+    );
+    let db_id: String = {
+        let db = app.db().await.unwrap();
+        sqlx::query_scalar("SELECT id FROM alerts")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(got[0].alert.id, db_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_alert_reports_each_channel() {
+    let sim = start_sim(static_sim(1)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    let down = free_port();
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), Some(down), "");
+    let app = TestApp::new(&cfg);
+    let (code, out, err) = app.run_cmd(&["test-alert"]).await;
+    assert_eq!(code, 1, "one channel failed: {out}{err}");
+    assert!(out.contains("hook") && out.contains(" ok "), "{out}");
+    assert!(out.contains("mail") && out.contains("FAILED"), "{out}");
+    assert_eq!(hook.received()[0].alert.rule.as_str(), "test");
+    let (code, out, _) = app.run_cmd(&["test-alert", "--channel", "hook"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("mail"));
+    let (code, _, err) = app.run_cmd(&["test-alert", "--channel", "pager"]).await;
+    assert_eq!(code, 78);
+    assert!(err.contains("no channel is named \"pager\""), "{err}");
+}
