@@ -137,10 +137,6 @@ impl TestApp {
         }
     }
 
-    pub fn rewrite_config(&self, config: &AppConfig) {
-        std::fs::write(&self.config_path, config.render(&self.db_path)).unwrap();
-    }
-
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--config")
