@@ -229,12 +229,35 @@ impl Worker {
         next.as_deref().and_then(parse_time)
     }
 
+    /// Replaces the channels (a reload); deliveries to a channel that is gone are marked dead
+    /// with that reason when they fall due, never deleted.
+    pub fn set_channels(&mut self, config: &crate::config::NotifyConfig) -> anyhow::Result<()> {
+        self.channels = Channel::from_config(config)?
+            .into_iter()
+            .map(|c| (c.name().to_string(), Arc::new(c)))
+            .collect();
+        self.max_age = config.max_age;
+        self.max_backoff = config.max_backoff;
+        Ok(())
+    }
+
     /// Runs until shutdown: pending deliveries are picked up at once on start, then whenever
-    /// the outbox commits new ones or a retry falls due.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// the outbox commits new ones, a retry falls due, or a reload changes the channels.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut reload: watch::Receiver<crate::config::NotifyConfig>,
+    ) {
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if reload.has_changed().unwrap_or(false) {
+                let cfg = reload.borrow_and_update().clone();
+                match self.set_channels(&cfg) {
+                    Ok(()) => info!(channels = self.channels.len(), "delivery channels reloaded"),
+                    Err(e) => warn!("cannot rebuild the channels, keeping the old ones: {e}"),
+                }
             }
             match self.step().await {
                 Ok(n) if n as i64 == BATCH => continue,
@@ -250,6 +273,7 @@ impl Worker {
             };
             tokio::select! {
                 _ = shutdown.changed() => return,
+                _ = reload.changed() => {}
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
             }

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod demo;
 pub mod detect;
+pub mod http;
 pub mod notify;
 pub mod outbox;
 pub mod poll;

@@ -123,7 +123,6 @@ impl Budget {
         let waited = start.elapsed();
         self.waited_ns
             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
-        metrics::counter!("recwatch_rate_budget_wait_seconds_total").increment(0);
         metrics::histogram!("recwatch_rate_budget_wait_seconds").record(waited.as_secs_f64());
         waited
     }
@@ -242,6 +241,8 @@ pub struct Poller {
     /// Cron ticks and reloads arrive here; the sender is handed out by `commands`.
     command_tx: mpsc::Sender<Command>,
     command_rx: Option<mpsc::Receiver<Command>>,
+    /// Told once polling is armed (systemd's READY=1 waits for it).
+    armed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Commands the daemon sends the dispatcher.
@@ -259,6 +260,7 @@ impl Poller {
         Poller {
             command_tx,
             command_rx: Some(command_rx),
+            armed: None,
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
@@ -269,6 +271,13 @@ impl Poller {
             events,
             liveness: Arc::new(Liveness::default()),
         }
+    }
+
+    /// A receiver that completes once polling is armed.
+    pub fn armed(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.armed = Some(tx);
+        rx
     }
 
     /// Where to send reloads (and cron ticks).
@@ -337,6 +346,9 @@ impl Poller {
             "polling armed"
         );
         self.liveness.beat();
+        if let Some(tx) = self.armed.take() {
+            let _ = tx.send(());
+        }
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut stopping = *shutdown.borrow();
 
@@ -802,6 +814,7 @@ impl PollTask {
                             to = %to.state, stop_reason = to.stop_reason.as_deref().unwrap_or("-"),
                             "state change"
                         );
+                        metrics::counter!("recwatch_transitions_total", "to_state" => to.state.clone()).increment(1);
                         let _ = self.events.send(Event::Transition {
                             job: state.job.clone(),
                             from: from.clone(),

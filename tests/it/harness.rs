@@ -59,6 +59,8 @@ pub struct AppConfig {
     pub secret_key: String,
     pub jobs: Vec<String>,
     pub extra: String,
+    /// `http.listen`; "" turns the endpoint off.
+    pub listen: String,
 }
 
 impl AppConfig {
@@ -71,6 +73,7 @@ impl AppConfig {
             secret_key: SK.into(),
             jobs: (0..jobs).map(simulate::job_id).collect(),
             extra: String::new(),
+            listen: String::new(),
         }
     }
 
@@ -94,14 +97,15 @@ interval = "{}"
 path = "{}"
 
 [http]
-listen = ""
+listen = "{}"
 "#,
             self.endpoint,
             self.timeout,
             self.rate_limit,
             self.secret_key,
             self.interval,
-            db.display()
+            db.display(),
+            self.listen
         );
         s.push_str(&self.extra);
         for (i, j) in self.jobs.iter().enumerate() {
@@ -160,11 +164,23 @@ impl TestApp {
         )
     }
 
+    pub fn rewrite_config(&self, config: &AppConfig) {
+        std::fs::write(&self.config_path, config.render(&self.db_path)).unwrap();
+    }
+
     /// Starts `recwatch run` in the background.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts `recwatch run` with extra environment variables.
+    pub fn start_with(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
-        let mut child = self
-            .command(&["run"])
+        let mut cmd = self.command(&["run"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "info,recwatch=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

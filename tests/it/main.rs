@@ -5,4 +5,5 @@ mod alerts;
 mod core;
 mod harness;
 mod notify;
+mod service;
 mod support;

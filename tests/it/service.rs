@@ -1,0 +1,265 @@
+//! Running under systemd: sd_notify readiness and watchdog, live reload, the HTTP endpoint.
+
+use crate::core::snap;
+use crate::harness::*;
+use crate::support::smtp::free_port;
+use recwatch::simulate::SimOptions;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn static_sim(jobs: usize) -> SimOptions {
+    SimOptions {
+        scripted: false,
+        ..signed_sim(jobs)
+    }
+}
+
+/// Collects sd_notify datagrams sent to a socket the test owns.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    sock: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &std::path::Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        NotifySocket {
+            path,
+            sock,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads datagrams until one contains `needle`.
+    async fn wait_for(&mut self, needle: &str) {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        while !self.seen.iter().any(|m| m.contains(needle)) {
+            assert!(
+                start.elapsed() < T,
+                "no {needle:?} on NOTIFY_SOCKET; got {:?}",
+                self.seen
+            );
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_watchdog_and_stopping_arrive_on_notify_socket() {
+    let sim = start_sim(static_sim(2)).await;
+    let mut app = TestApp::new(&AppConfig::new(&sim, 2));
+    let mut notify = NotifySocket::bind(app.dir.path());
+    let socket = notify.path.to_str().unwrap().to_string();
+    // A 1 s watchdog: pings every 0.5 s.
+    app.start_with(&[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "1000000")]);
+    notify.wait_for("READY=1").await;
+    // READY comes once the database exists and polling is armed.
+    assert!(app.db_path.exists());
+    notify.wait_for("WATCHDOG=1").await;
+    let pings_before = notify
+        .seen
+        .iter()
+        .filter(|m| m.contains("WATCHDOG=1"))
+        .count();
+    notify.seen.retain(|m| !m.contains("WATCHDOG=1"));
+    notify.wait_for("WATCHDOG=1").await;
+    assert!(pings_before >= 1);
+    app.signal("HUP");
+    notify.wait_for("RELOADING=1").await;
+    app.signal("TERM");
+    notify.wait_for("STOPPING=1").await;
+    assert!(app.wait_exit(T).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_new_job_polls_it_and_a_broken_file_keeps_the_old_config() {
+    let sim = start_sim(static_sim(3)).await;
+    let mut cfg = AppConfig::new(&sim, 2);
+    cfg.interval = "500ms";
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_log("recwatch running", T).await;
+    assert_eq!(sim.stats().by_job["demo-app"].get("job-0002"), None);
+
+    // A new job: polled within one poll interval of the reload.
+    cfg.jobs.push("job-0002".into());
+    app.rewrite_config(&cfg);
+    app.signal("HUP");
+    app.wait_log("configuration reloaded", T).await;
+    let reloaded_at = std::time::Instant::now();
+    wait_for("the new job to be polled", T, || async {
+        app.job_row("job-0002").await.and_then(|r| r.0).map(|_| ())
+    })
+    .await;
+    assert!(
+        reloaded_at.elapsed() < Duration::from_millis(500) + Duration::from_millis(400),
+        "{:?}",
+        reloaded_at.elapsed()
+    );
+
+    // A broken file: refused with the key named, and polling goes on with the old config.
+    let good = std::fs::read_to_string(&app.config_path).unwrap();
+    std::fs::write(
+        &app.config_path,
+        good.replace("rate_limit = 50", "rate_limit = 0"),
+    )
+    .unwrap();
+    app.signal("HUP");
+    app.wait_log("refused, keeping the previous configuration", T)
+        .await;
+    assert!(
+        app.log_text().contains("api.rate_limit"),
+        "the error names the key"
+    );
+    let n = sim.stats().requests;
+    wait_for("polling to go on", T, || {
+        let m = sim.stats().requests;
+        async move { (m >= n + 6).then_some(()) }
+    })
+    .await;
+    sim.set_job(
+        "demo-app",
+        "job-0002",
+        snap("job-0002", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    wait_for("a change after the broken reload", T, || async {
+        (app.job_row("job-0002").await?.0.as_deref() == Some("STOPPED")).then_some(())
+    })
+    .await;
+
+    // A removed job stops being polled; its history stays.
+    cfg.jobs.retain(|j| j != "job-0000");
+    let removed_polls = {
+        app.rewrite_config(&cfg);
+        app.signal("HUP");
+        app.wait_log("removed=1", T).await;
+        sim.stats().by_job["demo-app"]["job-0000"]
+    };
+    let other = sim.stats().by_job["demo-app"]["job-0001"];
+    wait_for("more polls of a kept job", T, || {
+        let m = sim.stats().by_job["demo-app"]["job-0001"];
+        async move { (m >= other + 4).then_some(()) }
+    })
+    .await;
+    assert!(
+        sim.stats().by_job["demo-app"]["job-0000"] <= removed_polls + 1,
+        "a poll in flight may finish, no more"
+    );
+    assert!(
+        app.transitions().await.iter().any(|t| t.0 == "job-0000"),
+        "history stays"
+    );
+    assert!(app.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_file_by_rename_reloads_it() {
+    let sim = start_sim(static_sim(2)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.interval = "500ms";
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_log("recwatch running", T).await;
+    // Like an editor: write a new file beside it, then rename it over the old one.
+    let old_text = std::fs::read_to_string(&app.config_path).unwrap();
+    cfg.jobs.push("job-0001".into());
+    app.rewrite_config(&cfg);
+    let new_text = std::fs::read_to_string(&app.config_path).unwrap();
+    let tmp = app.dir.path().join(".config.toml.swp");
+    std::fs::write(&tmp, &new_text).unwrap();
+    // Put the old text back first (a no-op for recwatch: same content), then replace atomically.
+    std::fs::write(&app.config_path, old_text).unwrap();
+    std::fs::rename(&tmp, &app.config_path).unwrap();
+    wait_for("the added job to be polled", T, || async {
+        app.job_row("job-0001").await.and_then(|r| r.0).map(|_| ())
+    })
+    .await;
+    assert!(app.log_text().contains("file changed"));
+    assert!(app.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_metrics_and_jobs_answer_with_real_values() {
+    let sim = start_sim(static_sim(2)).await;
+    let addr = free_port();
+    let mut cfg = AppConfig::new(&sim, 2);
+    cfg.listen = addr.to_string();
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_for("both jobs recorded", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    sim.set_job(
+        "demo-app",
+        "job-0001",
+        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    wait_for("job-0001 stopped", T, || async {
+        (app.job_row("job-0001").await?.0.as_deref() == Some("STOPPED")).then_some(())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let http = http.clone();
+        let url = format!("http://{addr}{path}");
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok\n".to_string()));
+    let (code, body) = get("/readyz").await;
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    let (code, metrics) = get("/metrics").await;
+    assert_eq!(code, 200);
+    for needle in [
+        "recwatch_polls_total{outcome=\"ok\"}",
+        "recwatch_poll_duration_seconds_bucket",
+        "recwatch_jobs{state=\"RUNNING\"} 1",
+        "recwatch_jobs{state=\"STOPPED\"} 1",
+        "recwatch_transitions_total",
+        "recwatch_alerts_total{rule=\"stopped_unexpectedly\",severity=\"critical\"} 1",
+        "recwatch_rate_budget_wait_seconds_total",
+        "recwatch_oldest_pending_delivery_age_seconds",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    let (code, jobs) = get("/api/v1/jobs").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&jobs).unwrap();
+    assert_eq!(v[1]["state"], "STOPPED");
+    assert_eq!(v[1]["stop_reason"], "INTERNAL_ERROR");
+    // The same data as `recwatch status --json`.
+    let (_, out, _) = app.run_cmd(&["status", "--json"]).await;
+    let cli: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cli, v);
+
+    // The API failing makes /readyz say so.
+    sim.set_fault(recwatch::simulate::Fault::new(
+        recwatch::simulate::FaultKind::ServerError,
+    ));
+    wait_for("/readyz to turn 503", T, || {
+        let get = get.clone();
+        async move {
+            let (code, body) = get("/readyz").await;
+            (code == 503 && body.contains("api_unhealthy")).then_some(())
+        }
+    })
+    .await;
+    assert!(app.stop().await.success());
+}
