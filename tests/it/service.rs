@@ -254,7 +254,7 @@ async fn health_ready_metrics_and_jobs_answer_with_real_values() {
         recwatch::simulate::FaultKind::ServerError,
     ));
     wait_for("/readyz to turn 503", T, || {
-        let get = get.clone();
+        let get = get;
         async move {
             let (code, body) = get("/readyz").await;
             (code == 503 && body.contains("api_unhealthy")).then_some(())
