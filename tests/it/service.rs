@@ -253,12 +253,9 @@ async fn health_ready_metrics_and_jobs_answer_with_real_values() {
     sim.set_fault(recwatch::simulate::Fault::new(
         recwatch::simulate::FaultKind::ServerError,
     ));
-    wait_for("/readyz to turn 503", T, || {
-        let get = get;
-        async move {
-            let (code, body) = get("/readyz").await;
-            (code == 503 && body.contains("api_unhealthy")).then_some(())
-        }
+    wait_for("/readyz to turn 503", T, move || async move {
+        let (code, body) = get("/readyz").await;
+        (code == 503 && body.contains("api_unhealthy")).then_some(())
     })
     .await;
     assert!(app.stop().await.success());
