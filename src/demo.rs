@@ -66,8 +66,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.api.endpoint = sim.url().parse()?;
     config.poll.interval = args.interval;
     config.storage.path = dir.path().join("recwatch.db");
-    // Short enough for the stuck job (max_idle_time 5 s) to fire within the first minute.
-    config.rules.init_grace = Duration::from_secs(5);
+    // Short, so the job that never leaves INIT (max_idle_time 5 s) fires within seconds.
+    config.rules.init_grace = args.step;
     config.notify.webhooks.push(WebhookConfig {
         name: "demo-hook".into(),
         url: hook_url.parse()?,

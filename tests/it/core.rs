@@ -508,3 +508,36 @@ async fn token_auth_sends_the_token() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("RUNNING"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_changes_alerts_and_verified_deliveries() {
+    let out = tokio::process::Command::new(BIN)
+        .args(["demo", "--for", "9s", "--step", "1s", "--interval", "500ms"])
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "(new) -> INIT",
+        "INIT -> RUNNING",
+        "RUNNING -> STOPPED  INTERNAL_ERROR",
+        "ALERT CRITICAL stopped_unexpectedly",
+        "ALERT WARNING idle_timeout",
+        "ALERT WARNING stuck_init",
+        "ALERT WARNING job_not_found",
+        "signature verified",
+        "at most 10 in any second",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing from the demo's output:\n{text}"
+        );
+    }
+    assert!(!text.contains("INVALID"), "{text}");
+}
