@@ -382,3 +382,104 @@ pub(crate) async fn write_record(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtc::model::State;
+
+    fn record(job: &str, at: DateTime<Utc>, from: Option<&str>, to: &str) -> PollRecord {
+        let phase = |s: &str| Phase {
+            state: s.into(),
+            stop_reason: None,
+        };
+        PollRecord {
+            app_id: "app".into(),
+            job_id: job.into(),
+            name: None,
+            polled_at: at,
+            outcome: PollOutcome::Ok {
+                job: Box::new(JobSnapshot {
+                    state: Some(State::parse(to)),
+                    ..Default::default()
+                }),
+                raw: "{}".into(),
+                transition: Some((from.map(phase), phase(to))),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_once_filters_history_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a/b/recwatch.db"))
+            .await
+            .unwrap();
+        let old = Utc::now() - chrono::Duration::days(100);
+        let now = Utc::now();
+        let ids = store
+            .record(&[
+                record("j1", old, None, "INIT"),
+                record("j1", now, Some("INIT"), "RUNNING"),
+                record("j2", now, None, "INIT"),
+            ])
+            .await
+            .unwrap();
+        assert!(ids.iter().all(Option::is_some));
+        // The same transition again (a second writer, a replay): the guard refuses it.
+        let again = store
+            .record(&[record("j1", now, Some("INIT"), "RUNNING")])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![None]);
+        assert_eq!(store.history(None, None, 100).await.unwrap().len(), 3);
+        let j1 = store.history(Some("j1"), None, 100).await.unwrap();
+        assert_eq!(
+            j1.iter().map(|t| t.to_state.as_str()).collect::<Vec<_>>(),
+            vec!["RUNNING", "INIT"],
+            "newest first"
+        );
+        let recent = store
+            .history(None, Some(now - chrono::Duration::hours(1)), 100)
+            .await
+            .unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(
+            store.prune(now - chrono::Duration::days(90)).await.unwrap(),
+            1
+        );
+        assert_eq!(store.history(None, None, 100).await.unwrap().len(), 2);
+        let jobs = store.jobs().await.unwrap();
+        assert_eq!(
+            jobs[&("app".to_string(), "j1".to_string())]
+                .state
+                .as_deref(),
+            Some("RUNNING")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_poll_keeps_the_last_state_and_counts_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        store
+            .record(&[record("j", Utc::now(), None, "RUNNING")])
+            .await
+            .unwrap();
+        let failed = PollRecord {
+            app_id: "app".into(),
+            job_id: "j".into(),
+            name: None,
+            polled_at: Utc::now(),
+            outcome: PollOutcome::Failed {
+                kind: "timeout".into(),
+                error: "timed out".into(),
+            },
+        };
+        store.record(&[failed.clone(), failed]).await.unwrap();
+        let row = &store.jobs().await.unwrap()[&("app".to_string(), "j".to_string())];
+        assert_eq!(row.state.as_deref(), Some("RUNNING"));
+        assert_eq!(row.consecutive_failures, 2);
+        assert_eq!(row.last_error_kind.as_deref(), Some("timeout"));
+    }
+}

@@ -541,3 +541,43 @@ async fn the_demo_shows_changes_alerts_and_verified_deliveries() {
     }
     assert!(!text.contains("INVALID"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_schedule_polls_every_job_on_each_tick() {
+    let sim = start_sim(static_sim(3)).await;
+    let mut cfg = AppConfig::new(&sim, 3);
+    // The interval would poll 10 times a second; the schedule once a second wins.
+    cfg.extra = String::new();
+    let mut app = TestApp::new(&cfg);
+    let text = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("[poll]\n", "[poll]\nschedule = \"* * * * * *\"\n");
+    std::fs::write(&app.config_path, text).unwrap();
+    app.start();
+    wait_for("three ticks of every job", T, || {
+        let s = sim.stats();
+        async move {
+            (0..3)
+                .all(|i| {
+                    s.by_job
+                        .get("demo-app")
+                        .and_then(|m| m.get(&recwatch::simulate::job_id(i)))
+                        .copied()
+                        .unwrap_or(0)
+                        >= 3
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let since = sim.stats().since.unwrap();
+    assert!(app.stop().await.success());
+    let s = sim.stats();
+    let secs = (chrono::Utc::now() - since).num_milliseconds() as f64 / 1000.0;
+    // One poll per job per second (plus one tick of slack), not ten.
+    assert!(
+        (s.requests as f64) <= 3.0 * (secs + 1.5),
+        "{} requests in {secs:.1}s",
+        s.requests
+    );
+}
