@@ -68,7 +68,7 @@ pub struct ApiConfig {
     pub auth_backoff: Duration,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
     /// AK/SK, signed with SDK-HMAC-SHA256.
     AkSk {

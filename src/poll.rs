@@ -74,6 +74,10 @@ impl Budget {
         }
     }
 
+    pub fn clear_pause(&self) {
+        self.state.lock().expect("budget lock").paused_until = None;
+    }
+
     pub fn paused_until(&self) -> Option<Instant> {
         self.state
             .lock()
@@ -82,8 +86,36 @@ impl Budget {
             .filter(|p| *p > Instant::now())
     }
 
+    /// When a request could go, without taking the slot.
+    pub fn ready_at(&self, now: Instant) -> Instant {
+        let s = self.state.lock().expect("budget lock");
+        let mut at = now;
+        if let Some(p) = s.paused_until {
+            at = at.max(p);
+        }
+        let spacing = Duration::from_secs(1) / s.rate;
+        // `recent` is in time order: the ones still inside the window are at the back.
+        let first = s
+            .recent
+            .partition_point(|t| now.duration_since(*t) >= WINDOW);
+        let inside = s.recent.len() - first;
+        if inside > 0 {
+            at = at.max(s.recent[s.recent.len() - 1] + spacing);
+        }
+        let rate = s.rate as usize;
+        if inside >= rate {
+            at = at.max(s.recent[s.recent.len() - rate] + WINDOW);
+        }
+        at
+    }
+
+    pub(crate) fn add_wait(&self, d: Duration) {
+        self.waited_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// When the next request may go, or `None` if it may go now (and is then counted).
-    fn try_take(&self, now: Instant) -> Option<Instant> {
+    pub fn try_take(&self, now: Instant) -> Option<Instant> {
         let mut s = self.state.lock().expect("budget lock");
         if let Some(p) = s.paused_until {
             if p > now {
@@ -356,7 +388,12 @@ impl Poller {
             if stopping && busy.is_empty() {
                 break;
             }
-            let next_due = heap.peek().map(|Reverse((t, _, _))| *t);
+            // The next poll goes when it is due and the budget has a slot. The loop never
+            // blocks on the budget itself (a pause can last minutes), so reloads, completions
+            // and the watchdog's heartbeat are handled meanwhile.
+            let next_due = heap
+                .peek()
+                .map(|Reverse((t, _, _))| (*t).max(self.budget.ready_at(Instant::now())));
             // Until a request has succeeded, one at a time: a wrong key costs at most 3.
             let may_dispatch = !stopping
                 && (health.verified || busy.is_empty())
@@ -388,26 +425,35 @@ impl Poller {
                     Command::Reload(boxed) => {
                         let (config, client) = *boxed;
                         let rows = rows_now(&self.store).await;
+                        if config.api.auth != self.config.api.auth || config.api.endpoint != self.config.api.endpoint {
+                            // New credentials (or a new endpoint) deserve a try now, not after
+                            // the back-off the old ones earned: one probe, then the usual rules.
+                            if health.auth_streak > 0 || !health.verified {
+                                info!("credentials or endpoint changed: lifting the back-off; one request probes them");
+                            }
+                            self.budget.clear_pause();
+                            health.auth_streak = 0;
+                            health.verified = false;
+                        }
                         self.reload(config, client, &rows, &busy, &mut states, &mut heap, &mut seq, &mut cron).await;
                     }
                 },
                 _ = heartbeat.tick() => self.liveness.beat(),
                 _ = sleep => {
-                    let Some(Reverse((_, _, k))) = heap.pop() else { continue };
                     // Stale heap entries (a removed job, or one already being polled) are skipped.
-                    if busy.contains_key(&k) || !states.contains_key(&k) {
-                        continue;
-                    }
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.changed(), if !stopping => {
-                            stopping = true;
-                            seq += 1;
-                            heap.push(Reverse((Instant::now(), seq, k)));
+                    if let Some(Reverse((_, _, k))) = heap.peek() {
+                        if busy.contains_key(k) || !states.contains_key(k) {
+                            heap.pop();
                             continue;
                         }
-                        _ = self.budget.acquire() => {}
                     }
+                    let now = Instant::now();
+                    if self.budget.try_take(now).is_some() {
+                        continue;
+                    }
+                    let Some(Reverse((due, _, k))) = heap.pop() else { continue };
+                    metrics::histogram!("recwatch_rate_budget_wait_seconds").record(now.saturating_duration_since(due).as_secs_f64());
+                    self.budget.add_wait(now.saturating_duration_since(due));
                     let permit = self.in_flight.clone().acquire_owned().await.expect("semaphore never closed");
                     let state = states.remove(&k).expect("checked above");
                     busy.insert(k.clone(), ());
@@ -1030,6 +1076,23 @@ mod tests {
         // And it is not needlessly slow: 55 requests at ~10/s take ~5.5 s.
         let took = start.elapsed();
         assert!(took < Duration::from_millis(5700), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_at_is_when_a_slot_can_be_taken() {
+        let budget = Budget::new(5);
+        for _ in 0..40 {
+            let now = Instant::now();
+            let at = budget.ready_at(now);
+            if at > now {
+                assert!(budget.try_take(now).is_some(), "not ready before ready_at");
+                tokio::time::sleep_until(at).await;
+            }
+            assert!(
+                budget.try_take(Instant::now()).is_none(),
+                "ready at ready_at"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

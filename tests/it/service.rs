@@ -260,3 +260,43 @@ async fn health_ready_metrics_and_jobs_answer_with_real_values() {
     .await;
     assert!(app.stop().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_an_auth_back_off_the_watchdog_pings_and_fixed_credentials_apply_at_once() {
+    let sim = start_sim(static_sim(2)).await;
+    let mut cfg = AppConfig::new(&sim, 2);
+    cfg.secret_key = "wrong".into();
+    cfg.extra = String::new();
+    let mut app = TestApp::new(&cfg);
+    let text = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("[api]\n", "[api]\nauth_backoff = \"10m\"\n");
+    std::fs::write(&app.config_path, &text).unwrap();
+    let mut notify = NotifySocket::bind(app.dir.path());
+    let socket = notify.path.to_str().unwrap().to_string();
+    app.start_with(&[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "1000000")]);
+    app.wait_log("refused the credentials 3 times in a row", T)
+        .await;
+    // The poll loop is alive while it waits out the back-off: pings keep coming.
+    for _ in 0..3 {
+        notify.seen.retain(|m| !m.contains("WATCHDOG=1"));
+        notify.wait_for("WATCHDOG=1").await;
+    }
+    assert_eq!(sim.stats().refused_auth, 3);
+    // The operator fixes the key and reloads: polling resumes now, not in 10 minutes.
+    std::fs::write(
+        &app.config_path,
+        text.replace("secret_key = \"wrong\"", &format!("secret_key = \"{SK}\"")),
+    )
+    .unwrap();
+    app.signal("HUP");
+    wait_for("both jobs polled with the new key", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert!(!app.log_text().contains("\"wrong\""));
+}
