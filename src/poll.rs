@@ -913,6 +913,11 @@ impl PollTask {
                 (record, Err(e))
             }
         };
+        // While the database refuses writes, keep every transition but only the latest of the
+        // polls that changed nothing: memory stays bounded and nothing that matters is lost.
+        if state.unwritten.last().is_some_and(|r| !r.is_transition()) {
+            state.unwritten.pop();
+        }
         state.unwritten.push(record);
         // Keep trying for a while: a lock held by another process usually clears quickly.
         let mut delay = Duration::from_millis(200);

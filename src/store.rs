@@ -55,6 +55,12 @@ pub enum PollOutcome {
     },
 }
 
+impl PollRecord {
+    pub fn is_transition(&self) -> bool {
+        matches!(self.outcome, PollOutcome::Ok { transition: Some(_), .. })
+    }
+}
+
 /// A transition as stored.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct TransitionRow {
