@@ -121,11 +121,16 @@ impl Budget {
             tokio::time::sleep_until(at).await;
         }
         let waited = start.elapsed();
+        self.record_wait(waited);
+        waited
+    }
+
+    /// Counts time a request spent waiting for the budget, for metrics.
+    fn record_wait(&self, waited: Duration) {
         self.waited_ns
             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         metrics::counter!("recwatch_rate_budget_wait_seconds_total").increment(0);
         metrics::histogram!("recwatch_rate_budget_wait_seconds").record(waited.as_secs_f64());
-        waited
     }
 
     pub fn total_wait(&self) -> Duration {
@@ -154,6 +159,10 @@ pub fn throttle_pause(base: Duration, streak: u32, jitter: f64) -> Duration {
 
 /// After this many refused requests in a row the poller stops for `api.auth_backoff`.
 pub const AUTH_FAILURES_BEFORE_BACKOFF: u32 = 3;
+
+/// How long a poll queues for the database's write connection before it keeps its outcome
+/// for the job's next poll (see [`PollTask::writer_wait`]).
+const WRITER_WAIT: Duration = Duration::from_millis(500);
 
 /// Something the demo (and logs) want to see as it happens.
 #[derive(Clone, Debug)]
@@ -339,6 +348,8 @@ impl Poller {
         self.liveness.beat();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut stopping = *shutdown.borrow();
+        // When the budget next admits a request, after it last held one back.
+        let mut budget_at: Option<Instant> = None;
 
         loop {
             if stopping && busy.is_empty() {
@@ -351,7 +362,9 @@ impl Poller {
                 && self.in_flight.available_permits() > 0;
             let sleep = async {
                 match (may_dispatch, next_due) {
-                    (true, Some(t)) => tokio::time::sleep_until(t).await,
+                    (true, Some(t)) => {
+                        tokio::time::sleep_until(budget_at.map_or(t, |b| b.max(t))).await
+                    }
                     _ => std::future::pending::<()>().await,
                 }
             };
@@ -381,21 +394,21 @@ impl Poller {
                 },
                 _ = heartbeat.tick() => self.liveness.beat(),
                 _ = sleep => {
-                    let Some(Reverse((_, _, k))) = heap.pop() else { continue };
+                    let Some(Reverse((due, n, k))) = heap.pop() else { continue };
                     // Stale heap entries (a removed job, or one already being polled) are skipped.
                     if busy.contains_key(&k) || !states.contains_key(&k) {
                         continue;
                     }
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.changed(), if !stopping => {
-                            stopping = true;
-                            seq += 1;
-                            heap.push(Reverse((Instant::now(), seq, k)));
-                            continue;
-                        }
-                        _ = self.budget.acquire() => {}
+                    // The budget is waited for by this loop, not inside this branch: answers
+                    // that come in meanwhile (a 429 pausing every poll, a refusal) must count
+                    // before the next request goes, not after it.
+                    if let Some(at) = self.budget.try_take(Instant::now()) {
+                        budget_at = Some(at);
+                        heap.push(Reverse((due, n, k)));
+                        continue;
                     }
+                    budget_at = None;
+                    self.budget.record_wait(due.elapsed());
                     let permit = self.in_flight.clone().acquire_owned().await.expect("semaphore never closed");
                     let state = states.remove(&k).expect("checked above");
                     busy.insert(k.clone(), ());
@@ -405,6 +418,7 @@ impl Poller {
                         outbox: self.outbox.clone(),
                         config: self.config.clone(),
                         events: self.events.clone(),
+                        writer_wait: WRITER_WAIT,
                     };
                     let tx = done_tx.clone();
                     tokio::spawn(async move {
@@ -423,12 +437,15 @@ impl Poller {
                 first_seen: s.first_seen,
                 now: Utc::now(),
             };
-            if self
-                .outbox
-                .write_job_polls(&self.store, &s.unwritten, &ctx, &self.config)
-                .await
-                .is_ok()
-            {
+            let written = match self.store.writer().acquire().await {
+                Ok(mut conn) => self
+                    .outbox
+                    .write_job_polls(&mut conn, &s.unwritten, &ctx, &self.config)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if written {
                 s.unwritten.clear();
             }
         }
@@ -622,8 +639,13 @@ impl Poller {
                     if state.unwritten.is_empty() {
                         return;
                     }
-                    // Keep it until what it saw is written.
-                    Some(now + Duration::from_secs(5))
+                    // Keep it until what it saw is written: the next poll writes it.
+                    Some(
+                        now + self
+                            .config
+                            .job_interval(&state.job)
+                            .min(Duration::from_secs(5)),
+                    )
                 } else {
                     Some(now + self.config.job_interval(&state.job))
                 }
@@ -772,6 +794,11 @@ struct PollTask {
     outbox: Outbox,
     config: Config,
     events: broadcast::Sender<Event>,
+    /// How long to queue for the write connection before keeping the outcome for the next
+    /// poll. Short in the daemon: while another process holds the database's write lock, the
+    /// one write waiting on it holds the connection for up to the busy timeout, and polls
+    /// queued behind it would stop all polling.
+    writer_wait: Duration,
 }
 
 impl PollTask {
@@ -863,11 +890,19 @@ impl PollTask {
                 first_seen: state.first_seen,
                 now: polled_at,
             };
-            match self
-                .outbox
-                .write_job_polls(&self.store, &state.unwritten, &ctx, &self.config)
-                .await
-            {
+            let written = match self.store.writer_within(self.writer_wait).await {
+                Ok(Some(mut conn)) => {
+                    self.outbox
+                        .write_job_polls(&mut conn, &state.unwritten, &ctx, &self.config)
+                        .await
+                }
+                Ok(None) => {
+                    debug!(app_id = %k.0, job_id = %k.1, unwritten = state.unwritten.len(), "another write holds the database connection (the database is probably locked by another process): kept for this job's next poll");
+                    break;
+                }
+                Err(e) => Err(e),
+            };
+            match written {
                 Ok(()) => {
                     state.unwritten.clear();
                     break;
@@ -928,6 +963,8 @@ pub async fn poll_once(
             outbox: outbox.clone(),
             config: config.clone(),
             events: events.clone(),
+            // poll-once has nothing better to do than wait its turn.
+            writer_wait: Duration::from_secs(30),
         };
         let before = state.phase.clone();
         tasks.push(tokio::spawn(async move {
