@@ -14,7 +14,7 @@ use crate::rules;
 use crate::store::{PollOutcome, PollRecord, Store, write_record};
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Connection, Row, SqliteConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, broadcast};
@@ -92,15 +92,16 @@ impl Outbox {
         Ok(())
     }
 
-    /// Writes one job's poll outcomes (oldest first) and every alert they cause, atomically.
+    /// Writes one job's poll outcomes (oldest first) and every alert they cause, atomically,
+    /// on `conn` (the store's write connection).
     pub async fn write_job_polls(
         &self,
-        store: &Store,
+        conn: &mut SqliteConnection,
         records: &[PollRecord],
         ctx: &JobContext<'_>,
         config: &Config,
     ) -> anyhow::Result<()> {
-        let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut made = Vec::new();
         for r in records {
             let transition_id = write_record(&mut tx, r).await?;

@@ -109,11 +109,6 @@ impl Budget {
         at
     }
 
-    pub(crate) fn add_wait(&self, d: Duration) {
-        self.waited_ns
-            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
-    }
-
     /// When the next request may go, or `None` if it may go now (and is then counted).
     pub fn try_take(&self, now: Instant) -> Option<Instant> {
         let mut s = self.state.lock().expect("budget lock");
@@ -153,10 +148,15 @@ impl Budget {
             tokio::time::sleep_until(at).await;
         }
         let waited = start.elapsed();
+        self.record_wait(waited);
+        waited
+    }
+
+    /// Counts time a request spent waiting for the budget, for metrics.
+    fn record_wait(&self, waited: Duration) {
         self.waited_ns
             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         metrics::histogram!("recwatch_rate_budget_wait_seconds").record(waited.as_secs_f64());
-        waited
     }
 
     pub fn total_wait(&self) -> Duration {
@@ -185,6 +185,10 @@ pub fn throttle_pause(base: Duration, streak: u32, jitter: f64) -> Duration {
 
 /// After this many refused requests in a row the poller stops for `api.auth_backoff`.
 pub const AUTH_FAILURES_BEFORE_BACKOFF: u32 = 3;
+
+/// How long a poll queues for the database's write connection before it keeps its outcome
+/// for the job's next poll (see [`PollTask::writer_wait`]).
+const WRITER_WAIT: Duration = Duration::from_millis(500);
 
 /// Something the demo (and logs) want to see as it happens.
 #[derive(Clone, Debug)]
@@ -452,8 +456,7 @@ impl Poller {
                         continue;
                     }
                     let Some(Reverse((due, _, k))) = heap.pop() else { continue };
-                    metrics::histogram!("recwatch_rate_budget_wait_seconds").record(now.saturating_duration_since(due).as_secs_f64());
-                    self.budget.add_wait(now.saturating_duration_since(due));
+                    self.budget.record_wait(now.saturating_duration_since(due));
                     let permit = self.in_flight.clone().acquire_owned().await.expect("semaphore never closed");
                     let state = states.remove(&k).expect("checked above");
                     busy.insert(k.clone(), ());
@@ -463,6 +466,7 @@ impl Poller {
                         outbox: self.outbox.clone(),
                         config: self.config.clone(),
                         events: self.events.clone(),
+                        writer_wait: WRITER_WAIT,
                     };
                     let tx = done_tx.clone();
                     tokio::spawn(async move {
@@ -481,12 +485,15 @@ impl Poller {
                 first_seen: s.first_seen,
                 now: Utc::now(),
             };
-            if self
-                .outbox
-                .write_job_polls(&self.store, &s.unwritten, &ctx, &self.config)
-                .await
-                .is_ok()
-            {
+            let written = match self.store.writer().acquire().await {
+                Ok(mut conn) => self
+                    .outbox
+                    .write_job_polls(&mut conn, &s.unwritten, &ctx, &self.config)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if written {
                 s.unwritten.clear();
             }
         }
@@ -680,8 +687,13 @@ impl Poller {
                     if state.unwritten.is_empty() {
                         return;
                     }
-                    // Keep it until what it saw is written.
-                    Some(now + Duration::from_secs(5))
+                    // Keep it until what it saw is written: the next poll writes it.
+                    Some(
+                        now + self
+                            .config
+                            .job_interval(&state.job)
+                            .min(Duration::from_secs(5)),
+                    )
                 } else {
                     Some(now + self.config.job_interval(&state.job))
                 }
@@ -830,6 +842,11 @@ struct PollTask {
     outbox: Outbox,
     config: Config,
     events: broadcast::Sender<Event>,
+    /// How long to queue for the write connection before keeping the outcome for the next
+    /// poll. Short in the daemon: while another process holds the database's write lock, the
+    /// one write waiting on it holds the connection for up to the busy timeout, and polls
+    /// queued behind it would stop all polling.
+    writer_wait: Duration,
 }
 
 impl PollTask {
@@ -927,11 +944,19 @@ impl PollTask {
                 first_seen: state.first_seen,
                 now: polled_at,
             };
-            match self
-                .outbox
-                .write_job_polls(&self.store, &state.unwritten, &ctx, &self.config)
-                .await
-            {
+            let written = match self.store.writer_within(self.writer_wait).await {
+                Ok(Some(mut conn)) => {
+                    self.outbox
+                        .write_job_polls(&mut conn, &state.unwritten, &ctx, &self.config)
+                        .await
+                }
+                Ok(None) => {
+                    debug!(app_id = %k.0, job_id = %k.1, unwritten = state.unwritten.len(), "another write holds the database connection (the database is probably locked by another process): kept for this job's next poll");
+                    break;
+                }
+                Err(e) => Err(e),
+            };
+            match written {
                 Ok(()) => {
                     state.unwritten.clear();
                     break;
@@ -992,6 +1017,8 @@ pub async fn poll_once(
             outbox: outbox.clone(),
             config: config.clone(),
             events: events.clone(),
+            // poll-once has nothing better to do than wait its turn.
+            writer_wait: Duration::from_secs(30),
         };
         let before = state.phase.clone();
         tasks.push(tokio::spawn(async move {

@@ -57,7 +57,13 @@ pub enum PollOutcome {
 
 impl PollRecord {
     pub fn is_transition(&self) -> bool {
-        matches!(self.outcome, PollOutcome::Ok { transition: Some(_), .. })
+        matches!(
+            self.outcome,
+            PollOutcome::Ok {
+                transition: Some(_),
+                ..
+            }
+        )
     }
 }
 
@@ -171,6 +177,19 @@ impl Store {
 
     pub fn writer(&self) -> &SqlitePool {
         &self.write
+    }
+
+    /// The write connection if it can be had within `within`; None while another write holds
+    /// it (e.g. one waiting out another process's lock), so a caller with better things to do
+    /// than queue behind that write can keep its work for later.
+    pub async fn writer_within(
+        &self,
+        within: Duration,
+    ) -> anyhow::Result<Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>> {
+        match tokio::time::timeout(within, self.write.acquire()).await {
+            Ok(conn) => Ok(Some(conn?)),
+            Err(_) => Ok(None),
+        }
     }
 
     pub fn reader(&self) -> &SqlitePool {

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn static_sim(jobs: usize) -> SimOptions {
     SimOptions {
@@ -20,7 +20,7 @@ fn static_sim(jobs: usize) -> SimOptions {
     }
 }
 
-fn notify_toml(hook: Option<&str>, smtp: Option<SocketAddr>, rules: &str) -> String {
+pub fn notify_toml(hook: Option<&str>, smtp: Option<SocketAddr>, rules: &str) -> String {
     let mut s = format!("\n[notify]\nmax_backoff = \"300ms\"\n\n[rules]\n{rules}\n");
     if let Some(url) = hook {
         s.push_str(&format!("\n[[notify.webhook]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n"));
@@ -56,7 +56,7 @@ fn summary(r: &Receiver) -> Vec<(String, String, String, String)> {
     v
 }
 
-async fn pending_deliveries(app: &TestApp) -> i64 {
+pub async fn pending_deliveries(app: &TestApp) -> i64 {
     app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
         .await
 }

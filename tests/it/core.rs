@@ -20,7 +20,7 @@ pub fn snap(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
     }
 }
 
-fn static_sim(jobs: usize) -> SimOptions {
+pub fn static_sim(jobs: usize) -> SimOptions {
     SimOptions {
         scripted: false,
         ..signed_sim(jobs)
@@ -28,7 +28,7 @@ fn static_sim(jobs: usize) -> SimOptions {
 }
 
 /// Waits until every listed job shows `state` in the database.
-async fn wait_states(app: &TestApp, jobs: &[String], state: &str) {
+pub async fn wait_states(app: &TestApp, jobs: &[String], state: &str) {
     wait_for(&format!("{jobs:?} to be {state}"), T, || async {
         for j in jobs {
             if app.job_row(j).await?.0.as_deref() != Some(state) {

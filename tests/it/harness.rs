@@ -58,6 +58,8 @@ pub struct AppConfig {
     pub timeout: &'static str,
     pub secret_key: String,
     pub jobs: Vec<String>,
+    /// Appended verbatim inside `[api]` (e.g. `auth_backoff = "1s"`).
+    pub api_extra: String,
     pub extra: String,
     /// `http.listen`; "" turns the endpoint off.
     pub listen: String,
@@ -72,6 +74,7 @@ impl AppConfig {
             timeout: "2s",
             secret_key: SK.into(),
             jobs: (0..jobs).map(simulate::job_id).collect(),
+            api_extra: String::new(),
             extra: String::new(),
             listen: String::new(),
         }
@@ -85,7 +88,7 @@ endpoint = "{}"
 timeout = "{}"
 rate_limit = {}
 max_in_flight = 4
-
+{}
 [api.auth]
 access_key = "{AK}"
 secret_key = "{}"
@@ -102,6 +105,7 @@ listen = "{}"
             self.endpoint,
             self.timeout,
             self.rate_limit,
+            self.api_extra,
             self.secret_key,
             self.interval,
             db.display(),
@@ -196,6 +200,13 @@ impl TestApp {
             }
         });
         self.child = Some(child);
+    }
+
+    /// True while the daemon started by [`TestApp::start`] has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn pid(&self) -> i32 {

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod core;
+mod faults;
 mod harness;
 mod notify;
 mod service;
