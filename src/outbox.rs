@@ -77,6 +77,11 @@ impl Outbox {
         self.wake.clone()
     }
 
+    /// Sets the flag at once; the episode itself is written by `api_health`.
+    pub fn set_api_unhealthy(&self, unhealthy: bool) {
+        self.api_unhealthy.store(unhealthy, Ordering::Relaxed);
+    }
+
     pub fn api_unhealthy(&self) -> bool {
         self.api_unhealthy.load(Ordering::Relaxed)
     }

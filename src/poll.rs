@@ -279,6 +279,10 @@ pub struct Poller {
     command_rx: Option<mpsc::Receiver<Command>>,
     /// Told once polling is armed (systemd's READY=1 waits for it).
     armed: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Changes in the API's health (None: check whether a reminder is due), written in order
+    /// by a task of their own.
+    health_tx: mpsc::UnboundedSender<(Option<ApiHealthChange>, Config)>,
+    health_rx: Option<mpsc::UnboundedReceiver<(Option<ApiHealthChange>, Config)>>,
 }
 
 /// Commands the daemon sends the dispatcher.
@@ -293,7 +297,10 @@ impl Poller {
     pub fn new(config: Config, client: RtcClient, store: Store, outbox: Outbox) -> Poller {
         let (events, _) = broadcast::channel(1024);
         let (command_tx, command_rx) = mpsc::channel(16);
+        let (health_tx, health_rx) = mpsc::unbounded_channel();
         Poller {
+            health_tx,
+            health_rx: Some(health_rx),
             command_tx,
             command_rx: Some(command_rx),
             armed: None,
@@ -355,6 +362,16 @@ impl Poller {
     /// Runs until `shutdown` turns true, then lets polls in flight finish writing.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut commands = self.command_rx.take().expect("run is called once");
+        let mut health_rx = self.health_rx.take().expect("run is called once");
+        let (outbox, store) = (self.outbox.clone(), self.store.clone());
+        let health_writer = tokio::spawn(async move {
+            while let Some((change, config)) = health_rx.recv().await {
+                match change {
+                    Some(change) => outbox.api_health(&store, change, &config).await,
+                    None => outbox.api_still_unhealthy(&store, &config).await,
+                }
+            }
+        });
         let rows = self.store.jobs().await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut states: HashMap<Key, JobState> = HashMap::new();
@@ -507,6 +524,13 @@ impl Poller {
         if let Some(mut c) = cron {
             let _ = c.shutdown().await;
         }
+        // Let the health writer finish what it was given: swap out our sender so it sees the
+        // channel close.
+        drop(std::mem::replace(
+            &mut self.health_tx,
+            mpsc::unbounded_channel().0,
+        ));
+        let _ = health_writer.await;
         info!("poller stopped");
         Ok(())
     }
@@ -664,16 +688,21 @@ impl Poller {
             Ok(()) => health.success(),
             Err(e) => health.failure(e.kind, self.config.rules.api_failure_threshold),
         };
+        // Written by its own task: a locked database must not stall this loop.
         match change {
             Some(change) => {
                 self.outbox
-                    .api_health(&self.store, change, &self.config)
-                    .await
+                    .set_api_unhealthy(matches!(change, ApiHealthChange::Unhealthy { .. }));
+                let _ = self.health_tx.send((Some(change), self.config.clone()));
             }
-            None if result.is_err() && health.unhealthy => {
-                self.outbox
-                    .api_still_unhealthy(&self.store, &self.config)
-                    .await
+            None if result.is_err()
+                && health.unhealthy
+                && health
+                    .last_reminder_check
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) =>
+            {
+                health.last_reminder_check = Some(now);
+                let _ = self.health_tx.send((None, self.config.clone()));
             }
             None => {}
         }
@@ -783,6 +812,7 @@ struct Health {
     /// Failures in a row of any kind but not-found (the API answered about the job).
     failure_streak: u32,
     unhealthy: bool,
+    last_reminder_check: Option<Instant>,
 }
 
 impl Health {

@@ -239,8 +239,9 @@ async fn a_write_lock_held_past_the_busy_timeout_loses_nothing_and_polling_goes_
     let jobs: Vec<String> = (0..4).map(job_id).collect();
     wait_states(&app, &jobs, "RUNNING").await;
 
-    // 7 s: longer than the 5 s busy timeout, so a write attempt fails and must be retried.
-    let mut holder = hold_write_lock(&app.db_path, 7.0).await;
+    // 12 s: longer than the 5 s busy timeout, so a write attempt fails and must be retried,
+    // with room for the checks below on a loaded machine.
+    let mut holder = hold_write_lock(&app.db_path, 12.0).await;
     let locked_at = Instant::now();
     let requests = sim.stats().requests;
     // Three jobs stop while the lock is held, one after the other, each seen by a poll.
