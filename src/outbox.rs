@@ -289,8 +289,8 @@ impl Outbox {
                 .collect(),
         };
         let at = timestamp(now);
-        let mut made = Vec::new();
-        match (open, active) {
+        // Which step of the episode this is, if any: (episode id, status, summary, key step).
+        let step = match (open, active) {
             (None, true) => {
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO episodes (rule, app_id, job_id, reason, opened_at, last_notified_at)
@@ -304,28 +304,12 @@ impl Outbox {
                 .bind(&at)
                 .fetch_one(&mut *tx)
                 .await?;
-                let alert = self.alert(
+                Some((
+                    id,
                     Status::Firing,
-                    rule,
-                    severity,
                     summary.to_string(),
-                    facts,
-                    None,
-                    now,
-                );
-                if insert_alert(
-                    tx,
-                    &alert,
-                    &format!("e:{id}:firing"),
-                    None,
-                    Some(id),
-                    channels,
-                    now,
-                )
-                .await?
-                {
-                    made.push(alert);
-                }
+                    "firing".to_string(),
+                ))
             }
             (Some(row), true) => {
                 let id: i64 = row.get(0);
@@ -344,28 +328,14 @@ impl Outbox {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                    let alert = self.alert(
+                    Some((
+                        id,
                         Status::Firing,
-                        rule,
-                        severity,
                         format!("still: {summary}"),
-                        facts,
-                        None,
-                        now,
-                    );
-                    if insert_alert(
-                        tx,
-                        &alert,
-                        &format!("e:{id}:reminder:{n}"),
-                        None,
-                        Some(id),
-                        channels,
-                        now,
-                    )
-                    .await?
-                    {
-                        made.push(alert);
-                    }
+                        format!("reminder:{n}"),
+                    ))
+                } else {
+                    None
                 }
             }
             (Some(row), false) => {
@@ -375,35 +345,26 @@ impl Outbox {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                if config.rules.send_resolved {
-                    let summary = match rule {
-                        Rule::StuckInit => format!(
-                            "{} is no longer stuck in INIT",
-                            job.map(|j| j.label()).unwrap_or("job")
-                        ),
-                        Rule::JobNotFound => {
-                            format!("{} is found again", job.map(|j| j.label()).unwrap_or("job"))
-                        }
-                        _ => "the RTC API answers normally again".to_string(),
-                    };
-                    let alert =
-                        self.alert(Status::Resolved, rule, severity, summary, facts, None, now);
-                    if insert_alert(
-                        tx,
-                        &alert,
-                        &format!("e:{id}:resolved"),
-                        None,
-                        Some(id),
-                        channels,
-                        now,
-                    )
-                    .await?
-                    {
-                        made.push(alert);
-                    }
-                }
+                let label = job.map(|j| j.label()).unwrap_or("job");
+                let resolved = match rule {
+                    Rule::StuckInit => format!("{label} is no longer stuck in INIT"),
+                    Rule::JobNotFound => format!("{label} is found again"),
+                    _ => "the RTC API answers normally again".to_string(),
+                };
+                config
+                    .rules
+                    .send_resolved
+                    .then(|| (id, Status::Resolved, resolved, "resolved".to_string()))
             }
-            (None, false) => {}
+            (None, false) => None,
+        };
+        let mut made = Vec::new();
+        if let Some((id, status, summary, step)) = step {
+            let alert = self.alert(status, rule, severity, summary, facts, None, now);
+            let key = format!("e:{id}:{step}");
+            if insert_alert(tx, &alert, &key, None, Some(id), channels, now).await? {
+                made.push(alert);
+            }
         }
         Ok(made)
     }

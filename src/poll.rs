@@ -256,6 +256,33 @@ struct JobState {
     first_seen: chrono::DateTime<Utc>,
 }
 
+impl JobState {
+    /// A job's state from its stored row; `None` when it is STOPPED and `skip_terminal` says
+    /// such jobs are not polled.
+    fn from_row(
+        job: &JobConfig,
+        row: Option<&crate::store::JobRow>,
+        skip_terminal: bool,
+    ) -> Option<JobState> {
+        let phase = row.and_then(|r| r.phase());
+        if skip_terminal && phase.as_ref().is_some_and(Phase::is_terminal) {
+            return None;
+        }
+        let first_seen = row
+            .and_then(|r| r.first_seen_at.as_deref())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        Some(JobState {
+            job: job.clone(),
+            phase,
+            failures: 0,
+            unwritten: Vec::new(),
+            first_seen,
+        })
+    }
+}
+
 /// What a poll task reports back.
 struct Done {
     key: Key,
@@ -547,29 +574,13 @@ impl Poller {
         let n = jobs.len().max(1) as u32;
         for (i, job) in jobs.iter().enumerate() {
             let k = key(job);
-            let row = rows.get(&k);
-            let phase = row.and_then(|r| r.phase());
-            if self.config.poll.stop_after_terminal
-                && phase.as_ref().is_some_and(Phase::is_terminal)
-            {
+            let Some(state) =
+                JobState::from_row(job, rows.get(&k), self.config.poll.stop_after_terminal)
+            else {
                 debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
                 continue;
-            }
-            let first_seen = row
-                .and_then(|r| r.first_seen_at.as_deref())
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(Utc::now);
-            states.insert(
-                k.clone(),
-                JobState {
-                    job: job.clone(),
-                    phase,
-                    failures: 0,
-                    unwritten: Vec::new(),
-                    first_seen,
-                },
-            );
+            };
+            states.insert(k.clone(), state);
             if self.config.poll.schedule.is_none() {
                 // Spread the first polls evenly over the interval so they never fire together.
                 let offset = self.config.job_interval(job).mul_f64(i as f64 / n as f64);
@@ -625,22 +636,12 @@ impl Poller {
         // New jobs are polled at once (through the budget), not after a whole interval.
         for job in &new_jobs {
             let k = key(job);
-            let phase = rows.get(&k).and_then(|r| r.phase());
-            if self.config.poll.stop_after_terminal
-                && phase.as_ref().is_some_and(Phase::is_terminal)
-            {
+            let Some(state) =
+                JobState::from_row(job, rows.get(&k), self.config.poll.stop_after_terminal)
+            else {
                 continue;
-            }
-            states.insert(
-                k.clone(),
-                JobState {
-                    job: job.clone(),
-                    phase,
-                    failures: 0,
-                    unwritten: Vec::new(),
-                    first_seen: Utc::now(),
-                },
-            );
+            };
+            states.insert(k.clone(), state);
             *seq += 1;
             heap.push(Reverse((now, *seq, k)));
         }
@@ -1034,13 +1035,7 @@ pub async fn poll_once(
             .expect("semaphore never closed");
         let k = key(job);
         let row = rows.get(&k);
-        let state = JobState {
-            job: job.clone(),
-            phase: row.and_then(|r| r.phase()),
-            failures: 0,
-            unwritten: Vec::new(),
-            first_seen: Utc::now(),
-        };
+        let state = JobState::from_row(job, row, false).expect("terminal jobs are kept when asked");
         let task = PollTask {
             client: client.clone(),
             store: store.clone(),
