@@ -148,7 +148,7 @@ impl Outbox {
                             &key,
                             Some(tid),
                             None,
-                            channels_for(ctx.job, config),
+                            channels_for(Some(ctx.job), config),
                             r.polled_at,
                         )
                         .await?
@@ -279,15 +279,7 @@ impl Outbox {
         .bind(job_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let channels = match job {
-            Some(j) => channels_for(j, config),
-            None => config
-                .notify
-                .channel_names()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-        };
+        let channels = channels_for(job, config);
         let at = timestamp(now);
         // Which step of the episode this is, if any: (episode id, status, summary, key step).
         let step = match (open, active) {
@@ -495,9 +487,9 @@ impl Outbox {
     }
 }
 
-/// Where a job's alerts go: its `notify` list, or every channel.
-pub fn channels_for(job: &JobConfig, config: &Config) -> Vec<String> {
-    match &job.notify {
+/// Where an alert goes: the job's `notify` list, or every channel (also for api-wide alerts).
+pub fn channels_for(job: Option<&JobConfig>, config: &Config) -> Vec<String> {
+    match job.and_then(|j| j.notify.as_ref()) {
         Some(list) => list.clone(),
         None => config
             .notify
