@@ -415,3 +415,61 @@ async fn test_alert_reports_each_channel() {
     assert_eq!(code, 78);
     assert!(err.contains("no channel is named \"pager\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_notify_list_routes_its_alerts() {
+    let sim = start_sim(static_sim(2)).await;
+    let a = Receiver::start(Some(SECRET)).await;
+    let b = Receiver::start(Some(SECRET)).await;
+    let mut cfg = AppConfig::new(&sim, 0);
+    cfg.extra = format!(
+        "\n[notify]\nmax_backoff = \"300ms\"\n\n[[notify.webhook]]\nname = \"team-a\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\n[[notify.webhook]]\nname = \"team-b\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\nnotify = [\"team-a\"]\n\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0001\"\n",
+        a.url(),
+        b.url()
+    );
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_for("both jobs seen", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    sim.set_job(
+        "demo-app",
+        "job-0001",
+        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    a.wait_for(2, T).await;
+    b.wait_for(1, T).await;
+    wait_for("every delivery settled", T, || async {
+        (pending_deliveries(&app).await == 0).then_some(())
+    })
+    .await;
+    assert!(app.stop().await.success());
+    let jobs = |r: &Receiver| {
+        let mut v: Vec<String> = r
+            .received()
+            .iter()
+            .map(|d| d.alert.job.as_ref().unwrap().job_id.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        jobs(&a),
+        vec!["job-0000", "job-0001"],
+        "team-a gets its job and the default-routed one"
+    );
+    assert_eq!(
+        jobs(&b),
+        vec!["job-0001"],
+        "team-b only gets the default-routed job"
+    );
+}
