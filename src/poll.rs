@@ -16,13 +16,13 @@
 
 use crate::config::{Config, JobConfig};
 use crate::detect::{Detected, Phase, detect};
-use crate::outbox::{self, ApiHealthChange, Outbox};
+use crate::outbox::{self, ApiHealthChange, GroupWriter, Outbox};
 use crate::rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
 use crate::store::{PollOutcome, PollRecord, Store};
 use chrono::Utc;
 use rand::Rng;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -230,7 +230,11 @@ struct Done {
 
 /// The shared parts of a running poller.
 pub struct Poller {
-    config: Config,
+    /// Shared with every poll task: cloning a watch list of thousands of jobs per poll cost
+    /// more than the poll itself.
+    config: Arc<Config>,
+    /// The watched jobs' keys, so a finished poll checks membership without a scan.
+    watched: HashSet<Key>,
     client: RtcClient,
     store: Store,
     outbox: Outbox,
@@ -262,7 +266,8 @@ impl Poller {
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
-            config,
+            watched: config.jobs.iter().map(key).collect(),
+            config: Arc::new(config),
             client,
             store,
             outbox,
@@ -317,6 +322,7 @@ impl Poller {
         let mut seq = 0u64;
         let mut busy: HashMap<Key, ()> = HashMap::new();
         let mut health = Health::default();
+        let writer = GroupWriter::start(self.outbox.clone(), self.store.clone());
 
         Self::warn_if_over_budget(&self.config);
         let mut cron = None;
@@ -401,8 +407,7 @@ impl Poller {
                     busy.insert(k.clone(), ());
                     let task = PollTask {
                         client: self.client.clone(),
-                        store: self.store.clone(),
-                        outbox: self.outbox.clone(),
+                        writer: writer.clone(),
                         config: self.config.clone(),
                         events: self.events.clone(),
                     };
@@ -530,7 +535,8 @@ impl Poller {
             self.in_flight_limit = config.api.max_in_flight;
         }
         let schedule_changed = config.poll.schedule != self.config.poll.schedule;
-        self.config = config;
+        self.watched = config.jobs.iter().map(key).collect();
+        self.config = Arc::new(config);
         self.client = client;
         let now = Instant::now();
         // New jobs are polled at once (through the budget), not after a whole interval.
@@ -665,7 +671,7 @@ impl Poller {
                 }
             },
         };
-        if !self.config.jobs.iter().any(|j| key(j) == k) {
+        if !self.watched.contains(&k) {
             debug!(app_id = %k.0, job_id = %k.1, "removed from the watch list while in flight");
             return;
         }
@@ -768,9 +774,8 @@ impl Health {
 /// One poll, from request to committed write.
 struct PollTask {
     client: RtcClient,
-    store: Store,
-    outbox: Outbox,
-    config: Config,
+    writer: GroupWriter,
+    config: Arc<Config>,
     events: broadcast::Sender<Event>,
 }
 
@@ -864,8 +869,14 @@ impl PollTask {
                 now: polled_at,
             };
             match self
-                .outbox
-                .write_job_polls(&self.store, &state.unwritten, &ctx, &self.config)
+                .writer
+                .write(
+                    state.unwritten.clone(),
+                    ctx.job.clone(),
+                    ctx.first_seen,
+                    ctx.now,
+                    self.config.clone(),
+                )
                 .await
             {
                 Ok(()) => {
@@ -904,6 +915,8 @@ pub async fn poll_once(
     let budget = Budget::new(config.api.rate_limit);
     let rows = store.jobs().await.unwrap_or_default();
     let sem = Arc::new(Semaphore::new(config.api.max_in_flight));
+    let shared = Arc::new(config.clone());
+    let writer = GroupWriter::start(outbox.clone(), store.clone());
     let mut tasks = Vec::new();
     let (events, _) = broadcast::channel(16);
     for job in &config.jobs {
@@ -924,9 +937,8 @@ pub async fn poll_once(
         };
         let task = PollTask {
             client: client.clone(),
-            store: store.clone(),
-            outbox: outbox.clone(),
-            config: config.clone(),
+            writer: writer.clone(),
+            config: shared.clone(),
             events: events.clone(),
         };
         let before = state.phase.clone();
