@@ -17,7 +17,7 @@ use rand::Rng;
 use sqlx::{Connection, Row, SqliteConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 /// A change in the API's health, decided by the poller.
@@ -107,9 +107,26 @@ impl Outbox {
         config: &Config,
     ) -> anyhow::Result<()> {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let made = self
+            .write_job_polls_in(&mut tx, records, ctx, config)
+            .await?;
+        tx.commit().await?;
+        self.announce(&made);
+        Ok(())
+    }
+
+    /// The body of [`Outbox::write_job_polls`] inside the caller's transaction; returns the
+    /// alerts made, to announce once committed.
+    async fn write_job_polls_in(
+        &self,
+        tx: &mut SqliteConnection,
+        records: &[PollRecord],
+        ctx: &JobContext<'_>,
+        config: &Config,
+    ) -> anyhow::Result<Vec<Alert>> {
         let mut made = Vec::new();
         for r in records {
-            let transition_id = write_record(&mut tx, r).await?;
+            let transition_id = write_record(&mut *tx, r).await?;
             if let (
                 Some(tid),
                 PollOutcome::Ok {
@@ -143,7 +160,7 @@ impl Outbox {
                         );
                         let key = format!("t:{tid}:{}", rule.as_str());
                         if insert_alert(
-                            &mut tx,
+                            &mut *tx,
                             &alert,
                             &key,
                             Some(tid),
@@ -160,11 +177,9 @@ impl Outbox {
             }
         }
         if let Some(last) = records.last() {
-            made.extend(self.job_conditions(&mut tx, last, ctx, config).await?);
+            made.extend(self.job_conditions(&mut *tx, last, ctx, config).await?);
         }
-        tx.commit().await?;
-        self.announce(&made);
-        Ok(())
+        Ok(made)
     }
 
     /// stuck_init and job_not_found for one job, from its latest outcome.
@@ -593,4 +608,150 @@ async fn insert_alert(
         .await?;
     }
     Ok(true)
+}
+
+/// Group commit for the poller: poll outcomes that finish while another commit is being
+/// synced share the next transaction, so a watch list polled faster than the disk can sync
+/// is not bound to one fsync per poll. Each job's outcomes and the alerts they cause still
+/// commit together or not at all: a group commits whole, or is rolled back and each job is
+/// then written in its own transaction.
+#[derive(Clone)]
+pub struct GroupWriter {
+    units: mpsc::Sender<WriteUnit>,
+}
+
+/// One job's outcomes, owned, on their way to the writer task.
+struct WriteUnit {
+    records: Vec<PollRecord>,
+    job: JobConfig,
+    first_seen: DateTime<Utc>,
+    now: DateTime<Utc>,
+    config: Arc<Config>,
+    reply: oneshot::Sender<anyhow::Result<()>>,
+}
+
+/// At most this many jobs share one transaction, so one commit stays short.
+const MAX_GROUP: usize = 256;
+
+impl GroupWriter {
+    /// Starts the writer task; it ends when the last `GroupWriter` clone is dropped.
+    pub fn start(outbox: Outbox, store: Store) -> GroupWriter {
+        let (units, mut rx) = mpsc::channel::<WriteUnit>(MAX_GROUP);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(u) => group.push(u),
+                        Err(_) => break,
+                    }
+                }
+                let results = outbox.write_group(&store, &group).await;
+                for (unit, result) in group.into_iter().zip(results) {
+                    // The poll may have stopped waiting (see PollTask::writer_wait), so the
+                    // failure is told here too; the outcome is sent again with the job's next poll.
+                    if let Err(e) = &result {
+                        let why = if crate::store::is_busy(e) {
+                            " (database locked by another process)"
+                        } else {
+                            ""
+                        };
+                        warn!(app_id = %unit.job.app_id, job_id = %unit.job.job_id, "cannot write the poll outcome{why}: {e:#}; it is written with this job's next poll");
+                    }
+                    let _ = unit.reply.send(result);
+                }
+            }
+        });
+        GroupWriter { units }
+    }
+
+    /// Writes one job's poll outcomes (oldest first) and their alerts, like
+    /// [`Outbox::write_job_polls`], sharing the commit with any other job's that are waiting.
+    pub async fn write(
+        &self,
+        records: Vec<PollRecord>,
+        job: JobConfig,
+        first_seen: DateTime<Utc>,
+        now: DateTime<Utc>,
+        config: Arc<Config>,
+    ) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let unit = WriteUnit {
+            records,
+            job,
+            first_seen,
+            now,
+            config,
+            reply,
+        };
+        self.units
+            .send(unit)
+            .await
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
+    }
+}
+
+impl Outbox {
+    /// Writes a group in one transaction. If any part of it fails (a lock held by another
+    /// process, a bad row), nothing of it is kept and each job is written on its own, so each
+    /// gets its own answer.
+    async fn write_group(&self, store: &Store, group: &[WriteUnit]) -> Vec<anyhow::Result<()>> {
+        if group.len() > 1 {
+            match self.try_group(store, group).await {
+                Ok((results, made)) => {
+                    self.announce(&made);
+                    return results;
+                }
+                Err(e) => {
+                    warn!("a grouped write failed, writing each job on its own: {e:#}");
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(group.len());
+        for u in group {
+            let ctx = JobContext {
+                job: &u.job,
+                first_seen: u.first_seen,
+                now: u.now,
+            };
+            let result = match store.writer().acquire().await {
+                Ok(mut conn) => {
+                    self.write_job_polls(&mut conn, &u.records, &ctx, &u.config)
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            results.push(result);
+        }
+        results
+    }
+
+    async fn try_group(
+        &self,
+        store: &Store,
+        group: &[WriteUnit],
+    ) -> anyhow::Result<(Vec<anyhow::Result<()>>, Vec<Alert>)> {
+        // No savepoint per job: any error rolls the whole group back (dropping `tx`) and the
+        // caller writes each job on its own, which gives each its own outcome. Errors are rare;
+        // two statements fewer per poll are not.
+        let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut made = Vec::new();
+        for u in group {
+            let ctx = JobContext {
+                job: &u.job,
+                first_seen: u.first_seen,
+                now: u.now,
+            };
+            made.extend(
+                self.write_job_polls_in(&mut tx, &u.records, &ctx, &u.config)
+                    .await?,
+            );
+        }
+        let results = group.iter().map(|_| Ok(())).collect();
+        tx.commit().await?;
+        Ok((results, made))
+    }
 }

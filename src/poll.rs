@@ -16,13 +16,13 @@
 
 use crate::config::{Config, JobConfig};
 use crate::detect::{Detected, Phase, detect};
-use crate::outbox::{self, ApiHealthChange, Outbox};
+use crate::outbox::{self, ApiHealthChange, GroupWriter, Outbox};
 use crate::rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
 use crate::store::{PollOutcome, PollRecord, Store};
 use chrono::Utc;
 use rand::Rng;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -292,7 +292,11 @@ struct Done {
 
 /// The shared parts of a running poller.
 pub struct Poller {
-    config: Config,
+    /// Shared with every poll task: cloning a watch list of thousands of jobs per poll cost
+    /// more than the poll itself.
+    config: Arc<Config>,
+    /// The watched jobs' keys, so a finished poll checks membership without a scan.
+    watched: HashSet<Key>,
     client: RtcClient,
     store: Store,
     outbox: Outbox,
@@ -308,8 +312,8 @@ pub struct Poller {
     armed: Option<tokio::sync::oneshot::Sender<()>>,
     /// Changes in the API's health (None: check whether a reminder is due), written in order
     /// by a task of their own.
-    health_tx: mpsc::UnboundedSender<(Option<ApiHealthChange>, Config)>,
-    health_rx: Option<mpsc::UnboundedReceiver<(Option<ApiHealthChange>, Config)>>,
+    health_tx: mpsc::UnboundedSender<(Option<ApiHealthChange>, Arc<Config>)>,
+    health_rx: Option<mpsc::UnboundedReceiver<(Option<ApiHealthChange>, Arc<Config>)>>,
 }
 
 /// Commands the daemon sends the dispatcher.
@@ -334,7 +338,8 @@ impl Poller {
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
-            config,
+            watched: config.jobs.iter().map(key).collect(),
+            config: Arc::new(config),
             client,
             store,
             outbox,
@@ -406,6 +411,7 @@ impl Poller {
         let mut seq = 0u64;
         let mut busy: HashMap<Key, ()> = HashMap::new();
         let mut health = Health::default();
+        let writer = GroupWriter::start(self.outbox.clone(), self.store.clone());
 
         Self::warn_if_over_budget(&self.config);
         let mut cron = None;
@@ -506,8 +512,7 @@ impl Poller {
                     busy.insert(k.clone(), ());
                     let task = PollTask {
                         client: self.client.clone(),
-                        store: self.store.clone(),
-                        outbox: self.outbox.clone(),
+                        writer: writer.clone(),
                         config: self.config.clone(),
                         events: self.events.clone(),
                         writer_wait: WRITER_WAIT,
@@ -630,7 +635,8 @@ impl Poller {
             self.in_flight_limit = config.api.max_in_flight;
         }
         let schedule_changed = config.poll.schedule != self.config.poll.schedule;
-        self.config = config;
+        self.watched = config.jobs.iter().map(key).collect();
+        self.config = Arc::new(config);
         self.client = client;
         let now = Instant::now();
         // New jobs are polled at once (through the budget), not after a whole interval.
@@ -765,7 +771,7 @@ impl Poller {
                 }
             },
         };
-        if !self.config.jobs.iter().any(|j| key(j) == k) {
+        if !self.watched.contains(&k) {
             debug!(app_id = %k.0, job_id = %k.1, "removed from the watch list while in flight");
             return;
         }
@@ -869,9 +875,8 @@ impl Health {
 /// One poll, from request to committed write.
 struct PollTask {
     client: RtcClient,
-    store: Store,
-    outbox: Outbox,
-    config: Config,
+    writer: GroupWriter,
+    config: Arc<Config>,
     events: broadcast::Sender<Event>,
     /// How long to queue for the write connection before keeping the outcome for the next
     /// poll. Short in the daemon: while another process holds the database's write lock, the
@@ -975,17 +980,25 @@ impl PollTask {
                 first_seen: state.first_seen,
                 now: polled_at,
             };
-            let written = match self.store.writer_within(self.writer_wait).await {
-                Ok(Some(mut conn)) => {
-                    self.outbox
-                        .write_job_polls(&mut conn, &state.unwritten, &ctx, &self.config)
-                        .await
-                }
-                Ok(None) => {
-                    debug!(app_id = %k.0, job_id = %k.1, unwritten = state.unwritten.len(), "another write holds the database connection (the database is probably locked by another process): kept for this job's next poll");
+            // Waits at most `writer_wait`: while another process holds the database's write
+            // lock, the writer is stuck for up to the busy timeout, and a poll waiting on it
+            // would hold its in-flight slot and stop polling. A write given up on here may
+            // still land later; sending it again with the next poll is safe, because a
+            // transition is only written (and alerted) if the job's row still shows its
+            // `from` state.
+            let write = self.writer.write(
+                state.unwritten.clone(),
+                ctx.job.clone(),
+                ctx.first_seen,
+                ctx.now,
+                self.config.clone(),
+            );
+            let written = match tokio::time::timeout(self.writer_wait, write).await {
+                Ok(result) => result,
+                Err(_) => {
+                    debug!(app_id = %k.0, job_id = %k.1, unwritten = state.unwritten.len(), "the database writer is busy (the database is probably locked by another process): kept for this job's next poll");
                     break;
                 }
-                Err(e) => Err(e),
             };
             match written {
                 Ok(()) => {
@@ -1024,6 +1037,8 @@ pub async fn poll_once(
     let budget = Budget::new(config.api.rate_limit);
     let rows = store.jobs().await.unwrap_or_default();
     let sem = Arc::new(Semaphore::new(config.api.max_in_flight));
+    let shared = Arc::new(config.clone());
+    let writer = GroupWriter::start(outbox.clone(), store.clone());
     let mut tasks = Vec::new();
     let (events, _) = broadcast::channel(16);
     for job in &config.jobs {
@@ -1038,9 +1053,8 @@ pub async fn poll_once(
         let state = JobState::from_row(job, row, false).expect("terminal jobs are kept when asked");
         let task = PollTask {
             client: client.clone(),
-            store: store.clone(),
-            outbox: outbox.clone(),
-            config: config.clone(),
+            writer: writer.clone(),
+            config: shared.clone(),
             events: events.clone(),
             // poll-once has nothing better to do than wait its turn.
             writer_wait: Duration::from_secs(30),
