@@ -254,6 +254,11 @@ struct JobState {
     unwritten: Vec<PollRecord>,
     /// First time this run saw the job, for stuck_init when the API gives no create_time.
     first_seen: chrono::DateTime<Utc>,
+    /// Whether a stuck_init / job_not_found episode may be open for this job. True until the
+    /// first write of this run has evaluated the conditions; a wrong `true` only costs a
+    /// write, a wrong `false` would miss a resolve, so these err towards `true`.
+    maybe_stuck_open: bool,
+    maybe_not_found_open: bool,
 }
 
 impl JobState {
@@ -274,12 +279,70 @@ impl JobState {
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or_else(Utc::now);
         Some(JobState {
+            maybe_stuck_open: true,
+            maybe_not_found_open: true,
             job: job.clone(),
             phase,
             failures: 0,
             unwritten: Vec::new(),
             first_seen,
         })
+    }
+}
+
+/// A poll that changed nothing: what the job's row should show.
+struct Touch {
+    polled_at: chrono::DateTime<Utc>,
+    raw: String,
+    description: Option<String>,
+}
+
+/// Poll times and snapshots of polls that changed nothing, written once a second in one
+/// transaction. Losing a second of them to a crash loses no transition or alert: those are
+/// written at once.
+#[derive(Default)]
+pub struct Touches {
+    pending: Mutex<HashMap<Key, Touch>>,
+}
+
+impl Touches {
+    fn touch(&self, k: Key, t: Touch) {
+        self.pending.lock().expect("touches lock").insert(k, t);
+    }
+
+    /// The job goes through a full write: its batched touch is superseded.
+    fn forget(&self, k: &Key) {
+        self.pending.lock().expect("touches lock").remove(k);
+    }
+
+    /// Writes what is pending; on failure it is kept for the next flush (unless newer came).
+    pub async fn flush(&self, store: &Store) -> anyhow::Result<usize> {
+        let batch: Vec<(Key, Touch)> = self.pending.lock().expect("touches lock").drain().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.len();
+        match store
+            .touch_jobs(batch.iter().map(|(k, t)| {
+                (
+                    &k.0,
+                    &k.1,
+                    t.polled_at,
+                    t.raw.as_str(),
+                    t.description.as_deref(),
+                )
+            }))
+            .await
+        {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                let mut pending = self.pending.lock().expect("touches lock");
+                for (k, t) in batch {
+                    pending.entry(k).or_insert(t);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -412,6 +475,26 @@ impl Poller {
         let mut busy: HashMap<Key, ()> = HashMap::new();
         let mut health = Health::default();
         let writer = GroupWriter::start(self.outbox.clone(), self.store.clone());
+        let touches = Arc::new(Touches::default());
+        let (stop_touches, mut touches_stopped) = watch::channel(false);
+        let touch_flusher = {
+            let (touches, store) = (touches.clone(), self.store.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    let last = tokio::select! {
+                        _ = every.tick() => false,
+                        _ = touches_stopped.wait_for(|s| *s) => true,
+                    };
+                    if let Err(e) = touches.flush(&store).await {
+                        debug!("poll times not written yet (kept for the next try): {e:#}");
+                    }
+                    if last {
+                        return;
+                    }
+                }
+            })
+        };
 
         Self::warn_if_over_budget(&self.config);
         let mut cron = None;
@@ -516,6 +599,7 @@ impl Poller {
                         config: self.config.clone(),
                         events: self.events.clone(),
                         writer_wait: WRITER_WAIT,
+                        touches: Some(touches.clone()),
                     };
                     let tx = done_tx.clone();
                     tokio::spawn(async move {
@@ -556,6 +640,8 @@ impl Poller {
         if let Some(mut c) = cron {
             let _ = c.shutdown().await;
         }
+        let _ = stop_touches.send(true);
+        let _ = touch_flusher.await;
         // Let the health writer finish what it was given: swap out our sender so it sees the
         // channel close.
         drop(std::mem::replace(
@@ -883,9 +969,67 @@ struct PollTask {
     /// one write waiting on it holds the connection for up to the busy timeout, and polls
     /// queued behind it would stop all polling.
     writer_wait: Duration,
+    /// Where a poll that changed nothing records its time and snapshot, written in batches;
+    /// `None` writes every poll at once (poll-once).
+    touches: Option<Arc<Touches>>,
 }
 
 impl PollTask {
+    /// Whether this outcome needs no write of its own: no transition, and nothing a
+    /// condition rule could do with it.
+    fn is_quiet(&self, record: &PollRecord, state: &JobState) -> bool {
+        let PollOutcome::Ok {
+            job,
+            transition: None,
+            ..
+        } = &record.outcome
+        else {
+            return false;
+        };
+        if state.maybe_not_found_open || state.maybe_stuck_open {
+            return false;
+        }
+        let stuck_now = self.config.rules.stuck_init.is_some()
+            && job.state.as_ref().is_some_and(|s| {
+                crate::rules::is_stuck_init(
+                    s.as_str(),
+                    job.create_time.as_deref(),
+                    job.max_idle_time,
+                    state.first_seen,
+                    self.config.rules.init_grace,
+                    record.polled_at,
+                )
+            });
+        !stuck_now
+    }
+
+    /// After a write: which condition episodes may now be open for this job.
+    fn note_conditions(&self, state: &mut JobState, now: chrono::DateTime<Utc>) {
+        let Some(last) = state.unwritten.last() else {
+            return;
+        };
+        match &last.outcome {
+            PollOutcome::Ok { job, .. } => {
+                state.maybe_not_found_open = false;
+                // Only an answer with a state says whether the job is still in INIT.
+                if let Some(s) = &job.state {
+                    state.maybe_stuck_open = crate::rules::is_stuck_init(
+                        s.as_str(),
+                        job.create_time.as_deref(),
+                        job.max_idle_time,
+                        state.first_seen,
+                        self.config.rules.init_grace,
+                        now,
+                    );
+                }
+            }
+            PollOutcome::Failed { kind, .. } if kind == "not_found" => {
+                state.maybe_not_found_open = true
+            }
+            PollOutcome::Failed { .. } => {}
+        }
+    }
+
     async fn poll(self, k: Key, mut state: JobState) -> Done {
         let started = std::time::Instant::now();
         let fetched = self.client.get_job(&k.0, &k.1).await;
@@ -966,6 +1110,29 @@ impl PollTask {
                 (record, Err(e))
             }
         };
+        // A poll that changed nothing and cannot open, remind or resolve a condition only
+        // refreshes the job's poll time and snapshot: batched, so the database does work per
+        // change rather than per poll.
+        if let Some(touches) = &self.touches {
+            if state.unwritten.is_empty() && self.is_quiet(&record, &state) {
+                if let PollOutcome::Ok { job, raw, .. } = record.outcome {
+                    touches.touch(
+                        k.clone(),
+                        Touch {
+                            polled_at,
+                            raw,
+                            description: job.description,
+                        },
+                    );
+                }
+                return Done {
+                    key: k,
+                    state,
+                    result,
+                };
+            }
+            touches.forget(&k);
+        }
         // While the database refuses writes, keep every transition but only the latest of the
         // polls that changed nothing: memory stays bounded and nothing that matters is lost.
         if state.unwritten.last().is_some_and(|r| !r.is_transition()) {
@@ -1002,6 +1169,7 @@ impl PollTask {
             };
             match written {
                 Ok(()) => {
+                    self.note_conditions(&mut state, polled_at);
                     state.unwritten.clear();
                     break;
                 }
@@ -1058,6 +1226,7 @@ pub async fn poll_once(
             events: events.clone(),
             // poll-once has nothing better to do than wait its turn.
             writer_wait: Duration::from_secs(30),
+            touches: None,
         };
         let before = state.phase.clone();
         tasks.push(tokio::spawn(async move {

@@ -208,6 +208,42 @@ impl Store {
         Ok(ids)
     }
 
+    /// Records polls that changed nothing, in one transaction: the poll time and the last
+    /// snapshot. A row already showing a later poll (written by a full write) is left alone.
+    pub async fn touch_jobs<'a>(
+        &self,
+        touches: impl Iterator<
+            Item = (
+                &'a String,
+                &'a String,
+                DateTime<Utc>,
+                &'a str,
+                Option<&'a str>,
+            ),
+        >,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        for (app_id, job_id, at, raw, description) in touches {
+            let at = timestamp(at);
+            sqlx::query(
+                "UPDATE jobs SET description = ?, snapshot = ?, last_polled_at = ?, last_ok_at = ?,
+                        last_error = NULL, last_error_kind = NULL, consecutive_failures = 0
+                 WHERE app_id = ? AND job_id = ? AND (last_polled_at IS NULL OR last_polled_at < ?)",
+            )
+            .bind(description)
+            .bind(raw)
+            .bind(&at)
+            .bind(&at)
+            .bind(app_id)
+            .bind(job_id)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Every job row, keyed by (app_id, job_id).
     pub async fn jobs(&self) -> anyhow::Result<HashMap<(String, String), JobRow>> {
         let rows = sqlx::query(

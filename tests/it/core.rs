@@ -581,3 +581,33 @@ async fn a_cron_schedule_polls_every_job_on_each_tick() {
         s.requests
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_that_change_nothing_still_advance_the_last_poll_time() {
+    let sim = start_sim(static_sim(1)).await;
+    let mut app = TestApp::new(&AppConfig::new(&sim, 1));
+    app.start();
+    wait_states(&app, &["job-0000".to_string()], "RUNNING").await;
+    let polled_at = || async {
+        let db = app.db().await?;
+        let t: Option<String> =
+            sqlx::query_scalar("SELECT last_polled_at FROM jobs WHERE job_id = 'job-0000'")
+                .fetch_one(&db)
+                .await
+                .ok()?;
+        db.close().await;
+        t
+    };
+    let first = polled_at().await.unwrap();
+    let later = wait_for("a later poll time in the database", T, || async {
+        polled_at().await.filter(|t| *t > first)
+    })
+    .await;
+    assert!(later > first);
+    assert!(app.stop().await.success());
+    assert_eq!(
+        app.transitions().await.len(),
+        1,
+        "only the first sighting is a transition"
+    );
+}
