@@ -50,6 +50,34 @@ struct BudgetState {
     paused_until: Option<Instant>,
 }
 
+/// The timer's resolution. Spacing requests closer than this would make every request wait a
+/// whole timer tick (a 1 ms floor: 1,000 requests/s however high the budget), so the spacing
+/// may be short by up to this much; the per-window count is never exceeded.
+const SPACING_SLACK: Duration = Duration::from_millis(1);
+
+impl BudgetState {
+    fn ready_at(&self, now: Instant) -> Instant {
+        let mut at = now;
+        if let Some(p) = self.paused_until {
+            at = at.max(p);
+        }
+        // `recent` is in time order: the ones still inside the window are at the back.
+        let first = self
+            .recent
+            .partition_point(|t| now.duration_since(*t) >= WINDOW);
+        let inside = self.recent.len() - first;
+        if let Some(last) = self.recent.back().filter(|_| inside > 0) {
+            let spacing = Duration::from_secs(1) / self.rate;
+            at = at.max((*last + spacing).checked_sub(SPACING_SLACK).unwrap_or(now));
+        }
+        let rate = self.rate as usize;
+        if inside >= rate {
+            at = at.max(self.recent[self.recent.len() - rate] + WINDOW);
+        }
+        at
+    }
+}
+
 impl Budget {
     pub fn new(rate: u32) -> Budget {
         Budget {
@@ -88,36 +116,12 @@ impl Budget {
 
     /// When a request could go, without taking the slot.
     pub fn ready_at(&self, now: Instant) -> Instant {
-        let s = self.state.lock().expect("budget lock");
-        let mut at = now;
-        if let Some(p) = s.paused_until {
-            at = at.max(p);
-        }
-        let spacing = Duration::from_secs(1) / s.rate;
-        // `recent` is in time order: the ones still inside the window are at the back.
-        let first = s
-            .recent
-            .partition_point(|t| now.duration_since(*t) >= WINDOW);
-        let inside = s.recent.len() - first;
-        if inside > 0 {
-            at = at.max(s.recent[s.recent.len() - 1] + spacing);
-        }
-        let rate = s.rate as usize;
-        if inside >= rate {
-            at = at.max(s.recent[s.recent.len() - rate] + WINDOW);
-        }
-        at
+        self.state.lock().expect("budget lock").ready_at(now)
     }
 
-    /// When the next request may go, or `None` if it may go now (and is then counted).
+    /// Takes a slot and returns `None` if a request may go now, or says when it may.
     pub fn try_take(&self, now: Instant) -> Option<Instant> {
         let mut s = self.state.lock().expect("budget lock");
-        if let Some(p) = s.paused_until {
-            if p > now {
-                return Some(p);
-            }
-            s.paused_until = None;
-        }
         while s
             .recent
             .front()
@@ -125,18 +129,11 @@ impl Budget {
         {
             s.recent.pop_front();
         }
-        let rate = s.rate as usize;
-        let spacing = Duration::from_secs(1) / s.rate;
-        let mut earliest = now;
-        if let Some(last) = s.recent.back() {
-            earliest = earliest.max(*last + spacing);
+        let at = s.ready_at(now);
+        if at > now {
+            return Some(at);
         }
-        if s.recent.len() >= rate {
-            earliest = earliest.max(s.recent[s.recent.len() - rate] + WINDOW);
-        }
-        if earliest > now {
-            return Some(earliest);
-        }
+        s.paused_until = None;
         s.recent.push_back(now);
         None
     }
@@ -537,6 +534,9 @@ impl Poller {
                 && self.in_flight.available_permits() > 0;
             let sleep = async {
                 match (may_dispatch, next_due) {
+                    // Not through the timer: it has 1 ms ticks, so even an elapsed deadline
+                    // would wait for the next one and cap polling at 1,000/s.
+                    (true, Some(t)) if t <= Instant::now() => {}
                     (true, Some(t)) => tokio::time::sleep_until(t).await,
                     _ => std::future::pending::<()>().await,
                 }
