@@ -387,6 +387,8 @@ async fn open_existing(config: &Config) -> anyhow::Result<Store> {
 async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
     let value = status_rows(config, &store).await?;
+    // Closing checkpoints the WAL, so the next command does not have to read it back.
+    store.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -434,6 +436,7 @@ async fn history(
         chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
     });
     let rows = store.history(job.as_deref(), since, limit).await?;
+    store.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -471,6 +474,7 @@ async fn history(
 async fn alerts(config: &Config, pending: bool, limit: i64, json: bool) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
     let list = crate::deliver::list_alerts(&store, pending, limit).await?;
+    store.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
