@@ -73,6 +73,9 @@ pub struct Worker {
 struct Due {
     alert_id: String,
     channel: String,
+    /// For log lines: "-" for api-wide alerts.
+    app_id: String,
+    job_id: String,
     attempts: u32,
     created_at: DateTime<Utc>,
     payload: String,
@@ -97,7 +100,8 @@ impl Worker {
     pub async fn step(&self) -> anyhow::Result<usize> {
         let now = Utc::now();
         let rows = sqlx::query(
-            "SELECT d.alert_id, d.channel, d.attempts, d.created_at, a.payload
+            "SELECT d.alert_id, d.channel, d.attempts, d.created_at, a.payload,
+                    COALESCE(a.app_id, '-'), COALESCE(a.job_id, '-')
              FROM deliveries d JOIN alerts a ON a.id = d.alert_id
              WHERE d.state = 'pending' AND d.next_attempt_at <= ?
              ORDER BY d.next_attempt_at LIMIT ?",
@@ -114,6 +118,8 @@ impl Worker {
                 attempts: r.get::<i64, _>(2) as u32,
                 created_at: parse_time(&r.get::<String, _>(3)).unwrap_or(now),
                 payload: r.get(4),
+                app_id: r.get(5),
+                job_id: r.get(6),
             })
             .collect();
         let n = due.len();
@@ -149,7 +155,7 @@ impl Worker {
         let (sql, state, next, err): (&'static str, &str, Option<DateTime<Utc>>, Option<String>) =
             match &result {
                 Ok(()) => {
-                    info!(alert_id = %d.alert_id, channel = %d.channel, attempts, "alert delivered");
+                    info!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, "alert delivered");
                     metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "sent").increment(1);
                     (
                         "UPDATE deliveries SET state = ?, attempts = ?, sent_at = ?, last_error = NULL WHERE alert_id = ? AND channel = ?",
@@ -170,7 +176,7 @@ impl Worker {
                         jitter,
                     ) {
                         AfterFailure::RetryAt(at) => {
-                            warn!(alert_id = %d.alert_id, channel = %d.channel, attempts, permanent = e.permanent, next_attempt = %timestamp(at), "delivery failed: {e}");
+                            warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, permanent = e.permanent, next_attempt = %timestamp(at), "delivery failed: {e}");
                             metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "retry").increment(1);
                             (
                                 "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ? WHERE alert_id = ? AND channel = ?",
@@ -180,7 +186,7 @@ impl Worker {
                             )
                         }
                         AfterFailure::Dead => {
-                            error!(alert_id = %d.alert_id, channel = %d.channel, attempts, "delivery given up (dead) after notify.max_age: {e}");
+                            error!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, "delivery given up (dead) after notify.max_age: {e}");
                             metrics::counter!("recwatch_deliveries_total", "channel" => d.channel.clone(), "outcome" => "dead").increment(1);
                             (
                                 "UPDATE deliveries SET state = ?, attempts = ?, sent_at = NULL, last_error = ? WHERE alert_id = ? AND channel = ?",
@@ -209,7 +215,7 @@ impl Worker {
             {
                 Ok(_) => return,
                 Err(e) => {
-                    warn!(alert_id = %d.alert_id, channel = %d.channel, attempt, "cannot record the delivery outcome: {e}");
+                    warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempt, "cannot record the delivery outcome: {e}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
