@@ -1041,7 +1041,7 @@ impl PollTask {
         };
         metrics::counter!("recwatch_polls_total", "outcome" => outcome_label).increment(1);
         let polled_at = Utc::now();
-        let (record, result) = match fetched {
+        let (outcome, result) = match fetched {
             Ok(Fetched {
                 job,
                 raw,
@@ -1073,18 +1073,12 @@ impl PollTask {
                         None
                     }
                 };
-                let record = PollRecord {
-                    app_id: k.0.clone(),
-                    job_id: k.1.clone(),
-                    name: state.job.name.clone(),
-                    polled_at,
-                    outcome: PollOutcome::Ok {
-                        job: Box::new(job),
-                        raw,
-                        transition,
-                    },
+                let outcome = PollOutcome::Ok {
+                    job: Box::new(job),
+                    raw,
+                    transition,
                 };
-                (record, Ok(()))
+                (outcome, Ok(()))
             }
             Err(e) => {
                 let level_warn = !matches!(e.kind, ErrorKind::Throttled);
@@ -1097,18 +1091,19 @@ impl PollTask {
                     job: state.job.clone(),
                     error: e.clone(),
                 });
-                let record = PollRecord {
-                    app_id: k.0.clone(),
-                    job_id: k.1.clone(),
-                    name: state.job.name.clone(),
-                    polled_at,
-                    outcome: PollOutcome::Failed {
-                        kind: e.kind.as_str().into(),
-                        error: e.to_string(),
-                    },
+                let outcome = PollOutcome::Failed {
+                    kind: e.kind.as_str().into(),
+                    error: e.to_string(),
                 };
-                (record, Err(e))
+                (outcome, Err(e))
             }
+        };
+        let record = PollRecord {
+            app_id: k.0.clone(),
+            job_id: k.1.clone(),
+            name: state.job.name.clone(),
+            polled_at,
+            outcome,
         };
         // A poll that changed nothing and cannot open, remind or resolve a condition only
         // refreshes the job's poll time and snapshot: batched, so the database does work per

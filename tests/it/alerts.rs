@@ -70,13 +70,7 @@ async fn each_stop_reason_fires_its_rule_once_by_webhook_and_email() {
     cfg.extra = notify_toml(Some(hook.url().as_str()), Some(smtp.addr()), "");
     let mut app = TestApp::new(&cfg);
     app.start();
-    wait_for("all jobs seen RUNNING", T, || async {
-        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
-            .await
-            == 4)
-            .then_some(())
-    })
-    .await;
+    app.wait_running(4).await;
     let stops = [
         Some("INTERNAL_ERROR"),
         Some("EXCEED_MAX_IDLE_TIME"),
@@ -281,13 +275,7 @@ async fn receiver_errors_are_retried_until_accepted_and_smtp_down_then_up_delive
     cfg.extra = notify_toml(Some(hook.url().as_str()), Some(smtp_addr), "");
     let mut app = TestApp::new(&cfg);
     app.start();
-    wait_for("job seen", T, || async {
-        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    app.wait_running(1).await;
     sim.set_job(
         "demo-app",
         "job-0000",
@@ -346,13 +334,7 @@ async fn killed_after_a_transition_and_before_its_delivery_delivers_once_after_r
     cfg.extra = notify_toml(Some(&format!("http://{hook_addr}/hook")), None, "");
     let mut app = TestApp::new(&cfg);
     app.start();
-    wait_for("job seen", T, || async {
-        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    app.wait_running(1).await;
     sim.set_job(
         "demo-app",
         "job-0000",
@@ -429,13 +411,7 @@ async fn a_jobs_notify_list_routes_its_alerts() {
     );
     let mut app = TestApp::new(&cfg);
     app.start();
-    wait_for("both jobs seen", T, || async {
-        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
-            .await
-            == 2)
-            .then_some(())
-    })
-    .await;
+    app.wait_running(2).await;
     sim.set_job(
         "demo-app",
         "job-0000",

@@ -306,6 +306,22 @@ impl TestApp {
         row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
     }
 
+    /// Waits until `n` jobs show RUNNING in the database.
+    pub async fn wait_running(&self, n: i64) {
+        wait_for(
+            &format!("{n} jobs RUNNING in the database"),
+            Duration::from_secs(30),
+            || async {
+                (self
+                    .scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
+                    .await
+                    == n)
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
     pub async fn scalar(&self, sql: &'static str) -> i64 {
         let Some(db) = self.db().await else { return 0 };
         let v: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap_or(0);

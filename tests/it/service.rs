@@ -197,13 +197,7 @@ async fn health_ready_metrics_and_jobs_answer_with_real_values() {
     cfg.listen = addr.to_string();
     let mut app = TestApp::new(&cfg);
     app.start();
-    wait_for("both jobs recorded", T, || async {
-        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
-            .await
-            == 2)
-            .then_some(())
-    })
-    .await;
+    app.wait_running(2).await;
     sim.set_job(
         "demo-app",
         "job-0001",
@@ -296,13 +290,7 @@ async fn during_an_auth_back_off_the_watchdog_pings_and_fixed_credentials_apply_
     )
     .unwrap();
     app.signal("HUP");
-    wait_for("both jobs polled with the new key", T, || async {
-        (app.scalar("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING'")
-            .await
-            == 2)
-            .then_some(())
-    })
-    .await;
+    app.wait_running(2).await;
     assert!(app.stop().await.success());
     assert!(!app.log_text().contains("\"wrong\""));
 }
