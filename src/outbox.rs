@@ -705,6 +705,15 @@ impl Outbox {
                     self.announce(&made);
                     return results;
                 }
+                // Locked by another process: each job on its own would wait out the busy
+                // timeout again, one after the other. Every job keeps its outcomes for its
+                // next poll instead.
+                Err(e) if crate::store::is_busy(&e) => {
+                    return group
+                        .iter()
+                        .map(|_| Err(anyhow::anyhow!("database locked by another process: {e:#}")))
+                        .collect();
+                }
                 Err(e) => {
                     warn!("a grouped write failed, writing each job on its own: {e:#}");
                 }
