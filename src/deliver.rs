@@ -247,6 +247,13 @@ impl Worker {
         Ok(())
     }
 
+    fn apply(&mut self, config: &crate::config::NotifyConfig) {
+        match self.set_channels(config) {
+            Ok(()) => info!(channels = self.channels.len(), "delivery channels reloaded"),
+            Err(e) => warn!("cannot rebuild the channels, keeping the old ones: {e}"),
+        }
+    }
+
     /// Runs until shutdown: pending deliveries are picked up at once on start, then whenever
     /// the outbox commits new ones, a retry falls due, or a reload changes the channels.
     pub async fn run(
@@ -258,12 +265,10 @@ impl Worker {
             if *shutdown.borrow() {
                 return;
             }
+            // A reload that came while a step was running.
             if reload.has_changed().unwrap_or(false) {
                 let cfg = reload.borrow_and_update().clone();
-                match self.set_channels(&cfg) {
-                    Ok(()) => info!(channels = self.channels.len(), "delivery channels reloaded"),
-                    Err(e) => warn!("cannot rebuild the channels, keeping the old ones: {e}"),
-                }
+                self.apply(&cfg);
             }
             match self.step().await {
                 Ok(n) if n as i64 == BATCH => continue,
@@ -279,7 +284,11 @@ impl Worker {
             };
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = reload.changed() => {}
+                // `changed` marks the value seen, so it is applied here, not at the top.
+                Ok(()) = reload.changed() => {
+                    let cfg = reload.borrow_and_update().clone();
+                    self.apply(&cfg);
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
             }

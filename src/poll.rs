@@ -726,13 +726,16 @@ impl Poller {
         self.client = client;
         let now = Instant::now();
         // New jobs are polled at once (through the budget), not after a whole interval.
+        let mut added = 0;
         for job in &new_jobs {
             let k = key(job);
+            // A STOPPED job that was already on the list is not new: it stays unpolled.
             let Some(state) =
                 JobState::from_row(job, rows.get(&k), self.config.poll.stop_after_terminal)
             else {
                 continue;
             };
+            added += 1;
             states.insert(k.clone(), state);
             *seq += 1;
             heap.push(Reverse((now, *seq, k)));
@@ -756,9 +759,7 @@ impl Poller {
         Self::warn_if_over_budget(&self.config);
         info!(
             jobs = states.len(),
-            added = new_jobs.len(),
-            removed,
-            "configuration reloaded"
+            added, removed, "configuration reloaded"
         );
     }
 

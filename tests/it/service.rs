@@ -294,3 +294,58 @@ async fn during_an_auth_back_off_the_watchdog_pings_and_fixed_credentials_apply_
     assert!(app.stop().await.success());
     assert!(!app.log_text().contains("\"wrong\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_channels_rules_and_limits() {
+    use crate::support::receiver::Receiver;
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let sim = start_sim(static_sim(3)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    let mut cfg = AppConfig::new(&sim, 3);
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_running(3).await;
+    // No channel and TENANT_STOP off: nothing is sent.
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("TENANT_STOP")),
+    );
+    wait_for("job-0000 stopped", T, || async {
+        (app.job_row("job-0000").await?.0.as_deref() == Some("STOPPED")).then_some(())
+    })
+    .await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM alerts").await, 0);
+
+    // Reload: a webhook, TENANT_STOP at warning, and a budget of 2 requests/s.
+    cfg.rate_limit = 2;
+    cfg.extra = format!(
+        "\n[rules]\nstopped_by_tenant = \"warning\"\n\n[notify]\nmax_backoff = \"300ms\"\n\n[[notify.webhook]]\nname = \"hook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        hook.url()
+    );
+    app.rewrite_config(&cfg);
+    app.signal("HUP");
+    app.wait_log("configuration reloaded", T).await;
+    sim.reset_stats();
+    sim.set_job(
+        "demo-app",
+        "job-0001",
+        snap("job-0001", "STOPPED", Some("TENANT_STOP")),
+    );
+    let got = hook.wait_for(1, T).await;
+    assert_eq!(got[0].alert.rule.as_str(), "stopped_by_tenant");
+    assert_eq!(got[0].alert.severity.as_str(), "warning");
+    assert_eq!(got[0].alert.job.as_ref().unwrap().job_id, "job-0001");
+    // The new budget holds: a few seconds of polling at most 2 in any second.
+    wait_for("six more requests", T, || {
+        let n = sim.stats().requests;
+        async move { (n >= 6).then_some(()) }
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert!(
+        sim.stats().max_per_sliding_second <= 2,
+        "{:?}",
+        sim.stats().max_per_sliding_second
+    );
+}
