@@ -194,22 +194,9 @@ impl Outbox {
         let now = last.polled_at;
         let (stuck, not_found, snapshot) = match &last.outcome {
             PollOutcome::Ok { job, .. } => {
-                let stuck = job.state.as_ref().is_some_and(|s| {
-                    rules::is_stuck_init(
-                        s.as_str(),
-                        job.create_time.as_deref(),
-                        job.max_idle_time,
-                        ctx.first_seen,
-                        config.rules.init_grace,
-                        now,
-                    )
-                });
-                // Only an answer with a state says whether the job is still in INIT.
-                (
-                    job.state.as_ref().map(|_| stuck),
-                    Some(false),
-                    Some(job.as_ref()),
-                )
+                let stuck =
+                    rules::snapshot_stuck_init(job, ctx.first_seen, config.rules.init_grace, now);
+                (stuck, Some(false), Some(job.as_ref()))
             }
             PollOutcome::Failed { kind, .. } if kind == "not_found" => (None, Some(true), None),
             PollOutcome::Failed { .. } => (None, None, None),

@@ -991,16 +991,13 @@ impl PollTask {
             return false;
         }
         let stuck_now = self.config.rules.stuck_init.is_some()
-            && job.state.as_ref().is_some_and(|s| {
-                crate::rules::is_stuck_init(
-                    s.as_str(),
-                    job.create_time.as_deref(),
-                    job.max_idle_time,
-                    state.first_seen,
-                    self.config.rules.init_grace,
-                    record.polled_at,
-                )
-            });
+            && crate::rules::snapshot_stuck_init(
+                job,
+                state.first_seen,
+                self.config.rules.init_grace,
+                record.polled_at,
+            )
+            .unwrap_or(false);
         !stuck_now
     }
 
@@ -1013,15 +1010,13 @@ impl PollTask {
             PollOutcome::Ok { job, .. } => {
                 state.maybe_not_found_open = false;
                 // Only an answer with a state says whether the job is still in INIT.
-                if let Some(s) = &job.state {
-                    state.maybe_stuck_open = crate::rules::is_stuck_init(
-                        s.as_str(),
-                        job.create_time.as_deref(),
-                        job.max_idle_time,
-                        state.first_seen,
-                        self.config.rules.init_grace,
-                        now,
-                    );
+                if let Some(stuck) = crate::rules::snapshot_stuck_init(
+                    job,
+                    state.first_seen,
+                    self.config.rules.init_grace,
+                    now,
+                ) {
+                    state.maybe_stuck_open = stuck;
                 }
             }
             PollOutcome::Failed { kind, .. } if kind == "not_found" => {

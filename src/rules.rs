@@ -57,6 +57,25 @@ pub fn is_stuck_init(
     now - since > ChronoDuration::from_std(limit).unwrap_or(ChronoDuration::MAX)
 }
 
+/// [`is_stuck_init`] for a polled job; `None` when the answer has no state (it says nothing
+/// about whether the job is still in INIT).
+pub fn snapshot_stuck_init(
+    job: &crate::rtc::model::JobSnapshot,
+    first_seen: DateTime<Utc>,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Option<bool> {
+    let state = job.state.as_ref()?;
+    Some(is_stuck_init(
+        state.as_str(),
+        job.create_time.as_deref(),
+        job.max_idle_time,
+        first_seen,
+        grace,
+        now,
+    ))
+}
+
 /// Whether a reminder is due for a condition still open.
 pub fn reminder_due(last_notified: DateTime<Utc>, repeat: Duration, now: DateTime<Utc>) -> bool {
     now - last_notified >= ChronoDuration::from_std(repeat).unwrap_or(ChronoDuration::MAX)
