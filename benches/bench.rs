@@ -948,6 +948,7 @@ async fn write_rate(dir: &Path, name: &str, normal: bool) -> anyhow::Result<f64>
             outcome: PollOutcome::Ok {
                 raw: serde_json::to_string(&job)?,
                 job: Box::new(job),
+                request_id: None,
                 transition: Some((phases[i].clone(), to.clone())),
             },
         };

@@ -135,6 +135,10 @@ pub struct TransitionFacts {
     pub from: Option<String>,
     pub to: String,
     pub observed_at: String,
+    /// The X-request-Id of the API answer that showed the change: what the provider's support
+    /// asks for. Null when the API sent none (and in payloads stored before it was kept).
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// The webhook body, and the facts every other channel renders. Field order is the wire order.
@@ -226,6 +230,7 @@ pub fn test_alert() -> Alert {
             from: Some("RUNNING".into()),
             to: "STOPPED".into(),
             observed_at: timestamp(now),
+            request_id: Some("test-request-id".into()),
         }),
         fired_at: timestamp(now),
         host: hostname(),
@@ -262,6 +267,7 @@ mod tests {
                 from: None,
                 to: "STOPPED".into(),
                 observed_at: "t".into(),
+                request_id: Some("req-1".into()),
             }),
             fired_at: "t".into(),
             host: "h".into(),
@@ -284,6 +290,7 @@ mod tests {
         assert_eq!(v["rule"], "idle_timeout");
         assert_eq!(v["severity"], "warning");
         assert_eq!(v["transition"]["from"], serde_json::Value::Null);
+        assert_eq!(v["transition"]["request_id"], "req-1");
         for key in [
             "app_id",
             "job_id",
@@ -302,7 +309,15 @@ mod tests {
         ] {
             assert!(v["job"].get(key).is_some(), "job.{key}");
         }
-        let back: Alert = serde_json::from_value(v).unwrap();
+        let back: Alert = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, a);
+        // A payload frozen before request_id existed still reads.
+        let mut old = v;
+        old["transition"]
+            .as_object_mut()
+            .unwrap()
+            .remove("request_id");
+        let back: Alert = serde_json::from_value(old).unwrap();
+        assert_eq!(back.transition.unwrap().request_id, None);
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 const DEMO_AK: &str = "DEMOACCESSKEY0000001";
 const DEMO_SK: &str = "demo-secret-key-not-a-real-one";
+const DEMO_PROJECT: &str = "demo-project";
 /// A fixed demo key: base64 of 24 bytes.
 const DEMO_WEBHOOK_SECRET: &str = "whsec_cmVjd2F0Y2gtZGVtby13ZWJob29rLWtleQ==";
 
@@ -47,6 +48,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 access_key: DEMO_AK.into(),
                 secret_key: DEMO_SK.into(),
             },
+            project_id: Some(DEMO_PROJECT.into()),
             rate_limit: Some(10),
             ..SimOptions::default()
         },
@@ -64,6 +66,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         security_token: None,
     });
     config.api.endpoint = sim.url().parse()?;
+    config.api.project_id = Some(DEMO_PROJECT.into());
     config.poll.interval = args.interval;
     config.storage.path = dir.path().join("recwatch.db");
     // Short, so the job that never leaves INIT (max_idle_time 5 s) fires within seconds.

@@ -4,15 +4,31 @@
 //! or a stop reason appearing or changing within the same state (a job can report STOPPED a
 //! moment before its reason is filled in). Everything else (times, description) is refreshed
 //! in the job's snapshot but is not a transition, so re-polling writes nothing new.
+//!
+//! States and stop reasons are compared by [`enum_key`]: `"running"`, `" RUNNING"` and
+//! `"RUNNING\0"` are one state, so noise in how the API spells a value makes no transition
+//! (and no alert). An unknown value is still a state of its own.
 
-use crate::rtc::model::JobSnapshot;
+use crate::rtc::model::{JobSnapshot, State, enum_key};
 
-/// The part of a job that transitions are made of.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The part of a job that transitions are made of, as text (the form it is stored in).
+/// Equality is on [`enum_key`] of each part, so a phase read back from an older database
+/// that kept a value as the API spelled it still equals the same phase polled now.
+#[derive(Clone, Debug)]
 pub struct Phase {
     pub state: String,
     pub stop_reason: Option<String>,
 }
+
+impl PartialEq for Phase {
+    fn eq(&self, other: &Phase) -> bool {
+        enum_key(&self.state) == enum_key(&other.state)
+            && self.stop_reason.as_deref().map(enum_key)
+                == other.stop_reason.as_deref().map(enum_key)
+    }
+}
+
+impl Eq for Phase {}
 
 impl Phase {
     pub fn of(job: &JobSnapshot) -> Option<Phase> {
@@ -23,7 +39,7 @@ impl Phase {
     }
 
     pub fn is_terminal(&self) -> bool {
-        self.state == "STOPPED"
+        State::parse(&self.state).is_terminal()
     }
 }
 
@@ -48,12 +64,16 @@ pub fn detect(previous: Option<&Phase>, job: &JobSnapshot) -> Detected {
             from: None,
             to: now,
         },
-        Some(prev) if prev.state != now.state => Detected::Transition {
+        Some(prev) if enum_key(&prev.state) != enum_key(&now.state) => Detected::Transition {
             from: Some(prev.clone()),
             to: now,
         },
         // A reason that disappears is a glitch in the answer, not a change.
-        Some(prev) if now.stop_reason.is_some() && prev.stop_reason != now.stop_reason => {
+        Some(prev)
+            if now.stop_reason.is_some()
+                && prev.stop_reason.as_deref().map(enum_key)
+                    != now.stop_reason.as_deref().map(enum_key) =>
+        {
             Detected::Transition {
                 from: Some(prev.clone()),
                 to: now,
@@ -164,6 +184,42 @@ mod tests {
                 Detected::NoState,
             ),
             ("no state first", None, job(None, None), Detected::NoState),
+            (
+                "lower case is the same state",
+                Some(phase("RUNNING", None)),
+                job(Some("running"), None),
+                Detected::Unchanged,
+            ),
+            (
+                "NUL and spaces are the same state",
+                Some(phase("RUNNING", None)),
+                job(Some(" RUNNING\0"), None),
+                Detected::Unchanged,
+            ),
+            (
+                "an unknown state in another case is the same state",
+                Some(phase("Paused", None)),
+                job(Some("PAUSED "), None),
+                Detected::Unchanged,
+            ),
+            (
+                "a stop reason in another case is the same reason",
+                Some(phase("STOPPED", Some("EXCEED_MAX_IDLE_TIME"))),
+                job(Some("STOPPED"), Some("exceed_max_idle_time")),
+                Detected::Unchanged,
+            ),
+            (
+                "a phase stored raw by an older version equals its clean form",
+                Some(phase("paused\0", None)),
+                job(Some("PAUSED"), None),
+                Detected::Unchanged,
+            ),
+            (
+                "another unknown state is a change",
+                Some(phase("PAUSED", None)),
+                job(Some("PAUSING"), None),
+                t(Some(phase("PAUSED", None)), phase("PAUSING", None)),
+            ),
         ];
         for (name, prev, snapshot, want) in cases {
             assert_eq!(detect(prev.as_ref(), &snapshot), want, "{name}");

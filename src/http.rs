@@ -144,16 +144,26 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn refresh_gauges(s: &AppState) -> anyhow::Result<()> {
     let watched = s.config.read().expect("config lock").jobs.len();
     metrics::gauge!("recwatch_jobs_watched").set(watched as f64);
-    for state in ["INIT", "RUNNING", "STOPPED"] {
-        metrics::gauge!("recwatch_jobs", "state" => state).set(0.0);
-    }
-    let rows = sqlx::query("SELECT COALESCE(state, 'UNKNOWN'), COUNT(*) FROM jobs GROUP BY 1")
+    let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY 1")
         .fetch_all(s.store.reader())
         .await?;
+    // States the API invents share the label `other`, so they cannot grow the series.
+    let mut by_label: std::collections::BTreeMap<&'static str, i64> =
+        ["INIT", "RUNNING", "STOPPED", "other", "UNKNOWN"]
+            .into_iter()
+            .map(|l| (l, 0))
+            .collect();
     for r in rows {
-        let state: String = r.get(0);
+        let state: Option<String> = r.get(0);
         let n: i64 = r.get(1);
-        metrics::gauge!("recwatch_jobs", "state" => state).set(n as f64);
+        let label = state
+            .as_deref()
+            .map(crate::rtc::model::state_label)
+            .unwrap_or("UNKNOWN");
+        *by_label.entry(label).or_default() += n;
+    }
+    for (label, n) in by_label {
+        metrics::gauge!("recwatch_jobs", "state" => label).set(n as f64);
     }
     let config = s.config.read().expect("config lock").clone();
     for name in config.notify.channel_names() {

@@ -131,6 +131,7 @@ impl Outbox {
                 Some(tid),
                 PollOutcome::Ok {
                     job,
+                    request_id,
                     transition: Some((from, to)),
                     ..
                 },
@@ -155,6 +156,7 @@ impl Outbox {
                                 from: from.as_ref().map(|p| p.state.clone()),
                                 to: to.state.clone(),
                                 observed_at: timestamp(r.polled_at),
+                                request_id: request_id.clone(),
                             }),
                             r.polled_at,
                         );

@@ -549,7 +549,9 @@ impl Poller {
                 }
                 Some(done) = done_rx.recv() => {
                     busy.remove(&done.key);
-                    self.finish(done, &mut states, &mut heap, &mut seq, &mut health).await;
+                    // The finished job is in neither map until `finish` puts it back.
+                    let in_rotation = states.len() + busy.len() + 1;
+                    self.finish(done, &mut states, &mut heap, &mut seq, &mut health, in_rotation).await;
                 }
                 Some(cmd) = commands.recv() => match cmd {
                     Command::Tick => {
@@ -770,6 +772,7 @@ impl Poller {
         heap: &mut BinaryHeap<Reverse<(Instant, u64, Key)>>,
         seq: &mut u64,
         health: &mut Health,
+        in_rotation: usize,
     ) {
         let Done {
             key: k,
@@ -780,7 +783,7 @@ impl Poller {
         let jitter = || rand::rng().random::<f64>();
         let change = match &result {
             Ok(()) => health.success(),
-            Err(e) => health.failure(e.kind, self.config.rules.api_failure_threshold),
+            Err(e) => health.failure(e, self.config.rules.api_failure_threshold, in_rotation),
         };
         // Written by its own task: a locked database must not stall this loop.
         match change {
@@ -842,10 +845,16 @@ impl Poller {
                             .auth_backoff
                             .saturating_mul(1 << extra.min(3));
                         self.budget.pause_until(now + pause);
+                        // A skewed clock is refused like a bad key: say which it is.
+                        let fix = match e.clock_skew_minutes {
+                            Some(m) => crate::rtc::client::clock_message(m),
+                            None => ErrorKind::Unauthorized.hint().to_string(),
+                        };
                         error!(
                             refused_in_a_row = health.auth_streak,
                             pause = %crate::config::format_duration(round(pause)),
-                            "the API refused the credentials {} times in a row: stopping every poll so the gateway does not lock the key; check api.auth",
+                            request_id = e.request_id.as_deref().unwrap_or("-"),
+                            "the API refused the credentials {} times in a row: stopping every poll so the gateway does not lock the key; {fix}",
                             health.auth_streak
                         );
                     }
@@ -896,7 +905,31 @@ async fn start_cron(
     Ok(sched)
 }
 
-/// The API's health as seen across every poll.
+/// At most this many polls in a row must fail before the API counts as unhealthy, however
+/// many jobs are watched: with 10,000 jobs, 50 failures in a row and not one answer is an
+/// outage, and it is seen within seconds.
+const HEALTH_WINDOW_CAP: usize = 50;
+
+/// How many polls in a row (with no answer between) must fail before the API counts as
+/// unhealthy: `threshold`, and at least one per job being polled (up to
+/// [`HEALTH_WINDOW_CAP`]). A job that keeps failing on its own, or a few that sit next to each
+/// other in the schedule, never make a streak that long while the other jobs are answered, so
+/// the alert does not fire and resolve every round.
+pub fn failures_needed(threshold: u32, jobs: usize) -> u32 {
+    threshold.max(jobs.min(HEALTH_WINDOW_CAP) as u32)
+}
+
+/// The API's health as seen across every poll: a pure state machine fed each poll's outcome,
+/// so its rules are tested with a table.
+///
+/// - an answer (a job record, or the RTC service saying a job does not exist) is health;
+/// - refusals: after [`AUTH_FAILURES_BEFORE_BACKOFF`] in a row polling stops, so the API is
+///   unhealthy at once;
+/// - throttling: `threshold` throttled answers in a row (the whole poller is paused);
+/// - anything else (5xx, timeouts, connection errors, redirects, the gateway's 404, other 4xx,
+///   unreadable answers, answers about another job): [`failures_needed`] in a row.
+///
+/// It becomes healthy again with the first answer.
 #[derive(Default)]
 struct Health {
     /// A request has succeeded since start or since the last refusal.
@@ -922,40 +955,55 @@ impl Health {
         }
     }
 
-    fn failure(&mut self, kind: ErrorKind, threshold: u32) -> Option<ApiHealthChange> {
-        match kind {
-            // The API answered, and about this job only.
-            ErrorKind::NotFound | ErrorKind::Rejected => {
-                self.verified = true;
-                self.auth_streak = 0;
-                self.throttle_streak = 0;
-                self.failure_streak = 0;
-                return if std::mem::take(&mut self.unhealthy) {
-                    Some(ApiHealthChange::Recovered)
-                } else {
-                    None
-                };
-            }
+    /// A failed poll; `jobs` is how many jobs are being polled.
+    fn failure(&mut self, e: &RtcError, threshold: u32, jobs: usize) -> Option<ApiHealthChange> {
+        let from_rtc = e
+            .error_code
+            .as_deref()
+            .is_some_and(|c| c.starts_with("RTC."));
+        match e.kind {
+            // The RTC service answered, about this job only.
+            ErrorKind::NotFound => return self.success(),
             ErrorKind::Unauthorized => {
                 self.verified = false;
                 self.auth_streak += 1;
             }
             ErrorKind::Throttled => self.throttle_streak += 1,
+            // The RTC service itself answered (a deactivated app, a bad parameter): the
+            // credentials work, though the failure still counts.
+            _ if from_rtc => {
+                self.verified = true;
+                self.auth_streak = 0;
+            }
             _ => {}
         }
-        self.failure_streak += 1;
-        let refused = kind == ErrorKind::Unauthorized;
-        if !self.unhealthy && (refused || self.failure_streak >= threshold) {
-            self.unhealthy = true;
-            return Some(ApiHealthChange::Unhealthy {
-                reason: if refused {
-                    "the RTC API refused the credentials".into()
-                } else {
-                    format!("{} polls in a row failed", self.failure_streak)
-                },
-            });
+        self.failure_streak = self.failure_streak.saturating_add(1);
+        if self.unhealthy {
+            return None;
         }
-        None
+        let reason = if self.auth_streak >= AUTH_FAILURES_BEFORE_BACKOFF {
+            format!(
+                "the RTC API refused the credentials {} times in a row, so every poll stops for api.auth_backoff; the last: {}",
+                self.auth_streak,
+                e.cause()
+            )
+        } else if self.throttle_streak >= threshold {
+            format!(
+                "{} polls in a row were throttled; the last: {}",
+                self.throttle_streak,
+                e.cause()
+            )
+        } else if self.failure_streak >= failures_needed(threshold, jobs) {
+            format!(
+                "the last {} polls failed and none was answered; the last: {}",
+                self.failure_streak,
+                e.cause()
+            )
+        } else {
+            return None;
+        };
+        self.unhealthy = true;
+        Some(ApiHealthChange::Unhealthy { reason })
     }
 }
 
@@ -1051,9 +1099,11 @@ impl PollTask {
                             app_id = %k.0, job_id = %k.1, name = state.job.label(),
                             from = from.as_ref().map(|p| p.state.as_str()).unwrap_or("-"),
                             to = %to.state, stop_reason = to.stop_reason.as_deref().unwrap_or("-"),
+                            request_id = request_id.as_deref().unwrap_or("-"),
                             "state change"
                         );
-                        metrics::counter!("recwatch_transitions_total", "to_state" => to.state.clone()).increment(1);
+                        // Unknown states share one label: the API cannot grow the series.
+                        metrics::counter!("recwatch_transitions_total", "to_state" => crate::rtc::model::state_label(&to.state)).increment(1);
                         let _ = self.events.send(Event::Transition {
                             job: state.job.clone(),
                             from: from.clone(),
@@ -1072,6 +1122,7 @@ impl PollTask {
                 let outcome = PollOutcome::Ok {
                     job: Box::new(job),
                     raw,
+                    request_id,
                     transition,
                 };
                 (outcome, Ok(()))
@@ -1335,36 +1386,235 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_secs(3));
     }
 
+    /// An error of `kind` as the client would make it.
+    fn err(kind: ErrorKind) -> RtcError {
+        let (status, code, detail) = match kind {
+            ErrorKind::NotFound => (Some(404), Some("RTC.00001003"), None),
+            ErrorKind::EndpointNotFound => (Some(404), Some("APIG.0101"), None),
+            ErrorKind::Redirect => (Some(302), None, Some("to http://login.example/")),
+            ErrorKind::Unauthorized => (Some(401), Some("APIG.0301"), None),
+            ErrorKind::Throttled => (Some(429), Some("APIG.0308"), None),
+            ErrorKind::Server => (Some(500), Some("RTC.00002001"), None),
+            ErrorKind::Rejected => (Some(400), Some("RTC.00001016"), None),
+            ErrorKind::Connection => (None, None, Some("Connection refused")),
+            _ => (Some(200), None, None),
+        };
+        RtcError {
+            kind,
+            status,
+            error_code: code.map(str::to_string),
+            error_msg: None,
+            request_id: Some("req-1".into()),
+            detail: detail.map(str::to_string),
+            clock_skew_minutes: None,
+        }
+    }
+
     #[test]
     fn health_table() {
-        let mut h = Health::default();
-        assert!(h.failure(ErrorKind::Server, 3).is_none());
-        assert!(h.failure(ErrorKind::Timeout, 3).is_none());
-        assert!(
-            matches!(
-                h.failure(ErrorKind::Server, 3),
-                Some(ApiHealthChange::Unhealthy { .. })
+        use ErrorKind::*;
+        // Each step: a poll's outcome (None: answered) and the change it makes: "-" none,
+        // "U" unhealthy, "R" recovered. `why` must be in the unhealthy reason.
+        type Step = (Option<ErrorKind>, &'static str);
+        let ok: Option<ErrorKind> = None;
+        let cases: Vec<(&str, u32, usize, Vec<Step>, &str)> = vec![
+            (
+                "three failures in a row with three jobs",
+                3,
+                3,
+                vec![
+                    (Some(Server), "-"),
+                    (Some(Timeout), "-"),
+                    (Some(Server), "U"),
+                ],
+                "the last 3 polls failed",
             ),
-            "third failure in a row"
-        );
-        assert!(
-            h.failure(ErrorKind::Server, 3).is_none(),
-            "one episode, one change"
-        );
-        assert!(matches!(h.success(), Some(ApiHealthChange::Recovered)));
-        assert!(h.success().is_none());
-        assert!(
-            matches!(
-                h.failure(ErrorKind::Unauthorized, 3),
-                Some(ApiHealthChange::Unhealthy { .. })
+            (
+                "one episode, one change; the first answer recovers",
+                3,
+                1,
+                vec![
+                    (Some(Server), "-"),
+                    (Some(Server), "-"),
+                    (Some(Server), "U"),
+                    (Some(Server), "-"),
+                    (ok, "R"),
+                    (ok, "-"),
+                ],
+                "RTC.00002001",
             ),
-            "a refusal is unhealthy at once"
-        );
-        assert!(!h.verified);
+            (
+                "one job failing among answered ones never flaps",
+                3,
+                4,
+                [(Some(Server), "-"), (ok, "-"), (ok, "-"), (ok, "-")].repeat(5),
+                "",
+            ),
+            (
+                "three adjacent failing jobs among ten do not flap",
+                3,
+                10,
+                [
+                    vec![
+                        (Some(Server), "-"),
+                        (Some(Timeout), "-"),
+                        (Some(WrongJob), "-"),
+                    ],
+                    vec![(ok, "-"); 7],
+                ]
+                .concat()
+                .repeat(3),
+                "",
+            ),
+            (
+                "every one of ten jobs failing is an outage",
+                3,
+                10,
+                [
+                    vec![(Some(Connection), "-"); 9],
+                    vec![(Some(Connection), "U")],
+                ]
+                .concat(),
+                "(Connection refused) [request id req-1]; check the network",
+            ),
+            (
+                "the window is capped at 50 polls",
+                3,
+                10_000,
+                [vec![(Some(Server), "-"); 49], vec![(Some(Server), "U")]].concat(),
+                "the last 50 polls failed",
+            ),
+            (
+                "a constant redirect says where to",
+                3,
+                2,
+                vec![
+                    (Some(Redirect), "-"),
+                    (Some(Redirect), "-"),
+                    (Some(Redirect), "U"),
+                ],
+                "redirected: HTTP 302 (to http://login.example/) [request id req-1]; check api.endpoint",
+            ),
+            (
+                "a constant gateway 404 is the endpoint, not the jobs",
+                3,
+                3,
+                vec![
+                    (Some(EndpointNotFound), "-"),
+                    (Some(EndpointNotFound), "-"),
+                    (Some(EndpointNotFound), "U"),
+                ],
+                "HTTP 404 APIG.0101 [request id req-1]; check api.endpoint",
+            ),
+            (
+                "the same 4xx on every poll",
+                3,
+                3,
+                vec![
+                    (Some(Rejected), "-"),
+                    (Some(Rejected), "-"),
+                    (Some(Rejected), "U"),
+                ],
+                "RTC.00001016",
+            ),
+            (
+                "the RTC service's not-found is an answer",
+                1,
+                1,
+                vec![(Some(NotFound), "-"), (Some(NotFound), "-")],
+                "",
+            ),
+            (
+                "not-found recovers an outage",
+                2,
+                1,
+                vec![
+                    (Some(Server), "-"),
+                    (Some(Server), "U"),
+                    (Some(NotFound), "R"),
+                ],
+                "",
+            ),
+            (
+                "three refusals in a row stop polling: unhealthy at once",
+                3,
+                100,
+                vec![
+                    (Some(Unauthorized), "-"),
+                    (Some(Unauthorized), "-"),
+                    (Some(Unauthorized), "U"),
+                ],
+                "refused the credentials 3 times in a row",
+            ),
+            (
+                "one job refused among answered ones never flaps",
+                3,
+                3,
+                [(Some(Unauthorized), "-"), (ok, "-"), (ok, "-")].repeat(4),
+                "",
+            ),
+            (
+                "throttling is the whole gateway's",
+                3,
+                100,
+                vec![
+                    (Some(Throttled), "-"),
+                    (Some(Throttled), "-"),
+                    (Some(Throttled), "U"),
+                ],
+                "3 polls in a row were throttled",
+            ),
+            (
+                "an answer breaks a streak",
+                3,
+                3,
+                vec![
+                    (Some(Server), "-"),
+                    (Some(Server), "-"),
+                    (ok, "-"),
+                    (Some(Server), "-"),
+                    (Some(Server), "-"),
+                    (Some(Server), "U"),
+                ],
+                "",
+            ),
+        ];
+        for (name, threshold, jobs, steps, why) in cases {
+            let mut h = Health::default();
+            for (i, (outcome, want)) in steps.iter().enumerate() {
+                let change = match outcome {
+                    None => h.success(),
+                    Some(kind) => h.failure(&err(*kind), threshold, jobs),
+                };
+                let got = match &change {
+                    None => "-",
+                    Some(ApiHealthChange::Unhealthy { reason }) => {
+                        assert!(reason.contains(why), "{name}: step {i}: {reason}");
+                        "U"
+                    }
+                    Some(ApiHealthChange::Recovered) => "R",
+                };
+                assert_eq!(got, *want, "{name}: step {i}");
+            }
+        }
         let mut h = Health::default();
-        assert!(
-            h.failure(ErrorKind::NotFound, 1).is_none(),
-            "a 404 is about the job, not the API"
-        );
+        h.failure(&err(ErrorKind::Unauthorized), 3, 1);
+        assert!(!h.verified, "a refusal makes one request at a time again");
+        h.failure(&err(ErrorKind::Rejected), 3, 1);
+        assert!(h.verified, "an RTC answer shows the credentials work");
+    }
+
+    #[test]
+    fn failures_needed_table() {
+        let cases = [
+            ("one job", 3, 1, 3),
+            ("as many as jobs", 3, 8, 8),
+            ("capped", 3, 100_000, 50),
+            ("threshold above the cap", 80, 100_000, 80),
+            ("no jobs", 3, 0, 3),
+        ];
+        for (name, threshold, jobs, want) in cases {
+            assert_eq!(failures_needed(threshold, jobs), want, "{name}");
+        }
     }
 }

@@ -31,14 +31,25 @@
 //! authentication and rate limiting, so a test gets exactly the answer it asked for.
 //!
 //! # Gateway checks, in order
-//! Credentials (a wrong or missing AK/SK signature or token is 401 `APIG.0301`; with AK/SK,
-//! more than `lockout_after` failures in a row lock the one configured key for `lockout`),
-//! then the rate limit (at most `rate_limit` admitted requests in any trailing second; refused
-//! requests do not use up the budget), then the job lookup (404 `RTC.00001003`).
+//! The API lookup: any other path or method is 404 `APIG.0101` ("The API does not exist"), as
+//! the real gateway answers before it looks at credentials. Then credentials: a wrong or
+//! missing AK/SK signature (or an `X-Sdk-Date` more than 15 minutes off the simulator's
+//! clock) or token is 401 `APIG.0301`, and with AK/SK more than `lockout_after` such failures
+//! in a row lock the one configured key for `lockout`. With AK/SK, `X-Project-Id` is
+//! mandatory, as the API document says: a correctly signed request without one is 400
+//! `RTC.00001001`, and one naming another project than `project_id` (when set) is 403
+//! `APIG.0302`; neither counts towards the lockout, since the signature was right. Then the
+//! rate limit (at most `rate_limit` admitted requests in any trailing second; refused requests
+//! do not use up the budget), then the job lookup (404 `RTC.00001003`).
+//!
+//! With a `clock_offset`, the simulator's clock (for `X-Sdk-Date` checks and the `Date`
+//! header of every API answer) is that far from the machine's, like a gateway seen from a
+//! host whose clock is wrong.
 //!
 //! # Control API
 //! `GET /_sim/stats`, `POST /_sim/reset-stats`, `POST /_sim/faults` (a JSON [`Fault`]),
 //! `DELETE /_sim/faults`, `PUT /_sim/jobs/{app_id}/{job_id}` (a JSON [`JobSnapshot`]),
+//! `PUT /_sim/raw-jobs/{app_id}/{job_id}` (any bytes, served as they are),
 //! `DELETE /_sim/jobs/{app_id}/{job_id}` and `GET /_sim/changes` mirror the [`Simulator`]
 //! methods for a simulator running as its own process. They are neither counted, limited nor
 //! authenticated.
@@ -100,6 +111,11 @@ pub struct SimOptions {
     /// Benchmark mode: change this many random jobs per second, logging each change.
     pub churn: Option<f64>,
     pub seed: u64,
+    /// With AK/SK, the only `X-Project-Id` accepted (403 otherwise); `None` accepts any, but
+    /// one must be sent (400 `RTC.00001001` otherwise).
+    pub project_id: Option<String>,
+    /// Seconds the simulator's clock is ahead of this machine's (negative: behind).
+    pub clock_offset: i64,
 }
 
 impl Default for SimOptions {
@@ -115,6 +131,8 @@ impl Default for SimOptions {
             lockout: Duration::from_secs(5 * 60),
             churn: None,
             seed: 0,
+            project_id: None,
+            clock_offset: 0,
         }
     }
 }
@@ -220,6 +238,11 @@ pub enum FaultKind {
     Stall(#[serde(with = "humantime_serde")] Duration),
     /// 401 `APIG.0301`, whatever the credentials.
     RefuseAuth,
+    /// 302 to this URL with an HTML body, like a captive portal or a login page in front of
+    /// the API. JSON: `{"redirect": "https://..."}`.
+    Redirect(String),
+    /// 404 `APIG.0101` "The API does not exist", as the gateway answers a wrong path.
+    ApiNotFound,
 }
 
 /// Request statistics of the API endpoint (control requests are not counted).
@@ -482,6 +505,28 @@ pub struct Simulator {
     inner: Arc<Inner>,
 }
 
+/// Why the gateway refused a request's credentials, and how.
+#[derive(Clone, Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// A failed signature or token; counts towards the AK lockout.
+    bad_key: bool,
+}
+
+impl Refusal {
+    /// 401 APIG.0301, the gateway's answer to a wrong signature or token.
+    fn bad_key(why: impl Into<String>) -> Refusal {
+        Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            code: "APIG.0301",
+            message: format!("Incorrect IAM authentication information: {}", why.into()),
+            bad_key: true,
+        }
+    }
+}
+
 /// Marks a response whose connection must be dropped instead of answered.
 #[derive(Clone, Copy)]
 struct ResetConnection;
@@ -489,7 +534,7 @@ struct ResetConnection;
 /// What to answer, decided under the lock.
 enum Outcome {
     Fault(FaultKind),
-    Unauthorized(String),
+    Unauthorized(Refusal),
     Throttled,
     NotFound,
     Scripted(usize),
@@ -570,6 +615,19 @@ impl Simulator {
     /// Serves `job` for this app and job id from now on, overriding any script; logged as a
     /// change.
     pub fn set_job(&self, app_id: &str, job_id: &str, job: JobSnapshot) {
+        let body = Bytes::from(serde_json::to_vec(&job).expect("a JobSnapshot always serializes"));
+        self.set_served(app_id, job_id, job, body);
+    }
+
+    /// Serves `body` (any bytes: invalid UTF-8, odd types) for this app and job id from now
+    /// on, overriding any script; logged as a change with the state a lenient parse finds.
+    pub fn set_job_body(&self, app_id: &str, job_id: &str, body: impl Into<Bytes>) {
+        let body = body.into();
+        let snapshot = crate::rtc::model::parse_job(&body).unwrap_or_default();
+        self.set_served(app_id, job_id, snapshot, body);
+    }
+
+    fn set_served(&self, app_id: &str, job_id: &str, job: JobSnapshot, body: Bytes) {
         let inner = &self.inner;
         let elapsed = inner.epoch.elapsed();
         let change = Change {
@@ -583,7 +641,10 @@ impl Simulator {
             stop_reason: job.stop_reason.as_ref().map(|r| r.as_str().to_string()),
             at: plus(inner.epoch_utc, elapsed),
         };
-        let job = fixed(job);
+        let job = Job::Fixed {
+            snapshot: Arc::new(job),
+            body,
+        };
         let mut shared = inner.lock();
         let previous = shared
             .apps
@@ -689,6 +750,19 @@ impl Inner {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// With a clock offset, the `Date` header the simulator's clock gives; hyper writes the
+    /// machine's own otherwise.
+    fn date_header(&self, response: &mut Response) {
+        if self.opts.clock_offset != 0 {
+            let date = sim_now(&self.opts)
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            if let Ok(v) = HeaderValue::from_str(&date) {
+                response.headers_mut().insert(header::DATE, v);
+            }
+        }
+    }
+
     fn request_id(&self) -> HeaderValue {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         HeaderValue::from_str(&format!("{:016x}{n:016x}", self.id_prefix))
@@ -700,7 +774,7 @@ impl Inner {
         &self,
         app_id: &str,
         job_id: &str,
-        credentials: Result<(), String>,
+        credentials: Result<(), Refusal>,
         now: Instant,
     ) -> (Outcome, Option<Duration>) {
         let elapsed = now.duration_since(self.epoch);
@@ -727,6 +801,8 @@ impl Inner {
                         s.counters.refused_auth += 1;
                         s.counters.status(StatusCode::UNAUTHORIZED);
                     }
+                    FaultKind::Redirect(_) => s.counters.status(StatusCode::FOUND),
+                    FaultKind::ApiNotFound => s.counters.status(StatusCode::NOT_FOUND),
                     _ => s.counters.status(StatusCode::OK),
                 }
                 return (Outcome::Fault(kind), None);
@@ -738,9 +814,9 @@ impl Inner {
             .authorize(s, credentials, now)
             .unwrap_or_else(|| self.admit_and_find(s, app_id, job_id, now));
         let status = match &outcome {
-            Outcome::Unauthorized(_) => {
+            Outcome::Unauthorized(refusal) => {
                 s.counters.refused_auth += 1;
-                StatusCode::UNAUTHORIZED
+                refusal.status
             }
             Outcome::Throttled => {
                 s.counters.throttled += 1;
@@ -757,7 +833,7 @@ impl Inner {
     fn authorize(
         &self,
         s: &mut Shared,
-        credentials: Result<(), String>,
+        credentials: Result<(), Refusal>,
         now: Instant,
     ) -> Option<Outcome> {
         if !matches!(self.opts.auth, SimAuth::AkSk { .. }) {
@@ -766,9 +842,9 @@ impl Inner {
         if let Some(until) = s.locked_until {
             if now < until {
                 let left = until.duration_since(now).as_secs() + 1;
-                return Some(Outcome::Unauthorized(format!(
+                return Some(Outcome::Unauthorized(Refusal::bad_key(format!(
                     "the access key is locked for {left} s after too many failed authentication attempts"
-                )));
+                ))));
             }
             s.locked_until = None;
         }
@@ -777,13 +853,15 @@ impl Inner {
                 s.auth_failures = 0;
                 None
             }
-            Err(why) => {
+            // The signature was right: no step towards the lockout.
+            Err(refusal) if !refusal.bad_key => Some(Outcome::Unauthorized(refusal)),
+            Err(refusal) => {
                 s.auth_failures += 1;
                 if s.auth_failures > self.opts.lockout_after {
                     s.auth_failures = 0;
                     s.locked_until = Some(now + self.opts.lockout);
                 }
-                Some(Outcome::Unauthorized(why))
+                Some(Outcome::Unauthorized(refusal))
             }
         }
     }
@@ -880,23 +958,59 @@ impl Inner {
 
 /// Checks the request's credentials without the lock: hashing is the costly part.
 fn check_credentials(
-    auth: &SimAuth,
+    opts: &SimOptions,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<(), String> {
-    match auth {
+) -> Result<(), Refusal> {
+    match &opts.auth {
         SimAuth::None => Ok(()),
         SimAuth::Token(token) => match headers.get("x-auth-token") {
             Some(v) if v.as_bytes() == token.as_bytes() => Ok(()),
-            Some(_) => Err("Incorrect IAM authentication information: decrypt token fail".into()),
-            None => Err("Incorrect IAM authentication information: token is missing".into()),
+            Some(_) => Err(Refusal::bad_key("decrypt token fail")),
+            None => Err(Refusal::bad_key("token is missing")),
         },
         SimAuth::AkSk {
             access_key,
             secret_key,
-        } => verify_signature(access_key, secret_key, method, uri, headers, Utc::now())
-            .map_err(|why| format!("Incorrect IAM authentication information: {why}")),
+        } => {
+            let now = sim_now(opts);
+            verify_signature(access_key, secret_key, method, uri, headers, now)
+                .map_err(Refusal::bad_key)?;
+            check_project(opts.project_id.as_deref(), headers)
+        }
+    }
+}
+
+/// The simulator's clock: the machine's, moved by `clock_offset`.
+fn sim_now(opts: &SimOptions) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::seconds(opts.clock_offset)
+}
+
+/// `X-Project-Id` is mandatory with AK/SK (the API document says so); when the simulator
+/// knows the account's project, it must be that one.
+fn check_project(expected: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
+    let sent = headers
+        .get("x-project-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    match (sent, expected) {
+        (None, _) => Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code: "RTC.00001001",
+            message: "OperationUnauthorized: the X-Project-Id header is required with AK/SK authentication".into(),
+            bad_key: false,
+        }),
+        (Some(sent), Some(expected)) if sent != expected => Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            code: "APIG.0302",
+            message: format!(
+                "The IAM user is not authorized to access the API: project {sent:?} is not this account's"
+            ),
+            bad_key: false,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -976,8 +1090,23 @@ fn router(inner: Arc<Inner>) -> Router {
             "/_sim/jobs/{app_id}/{job_id}",
             put(ctl_put_job).delete(ctl_delete_job),
         )
+        .route("/_sim/raw-jobs/{app_id}/{job_id}", put(ctl_put_raw_job))
         .route("/_sim/changes", get(ctl_changes))
+        .fallback(api_not_found)
         .with_state(inner)
+}
+
+/// What the gateway answers for a path (or method) it has no API for: before credentials,
+/// limits or faults, and not counted as an API request.
+async fn api_not_found(AxState(inner): AxState<Arc<Inner>>) -> Response {
+    let mut response = error_response(
+        StatusCode::NOT_FOUND,
+        "APIG.0101",
+        "The API does not exist or has not been published in the environment",
+        inner.request_id(),
+    );
+    inner.date_header(&mut response);
+    response
 }
 
 fn api_response(status: StatusCode, body: impl Into<Body>, request_id: HeaderValue) -> Response {
@@ -1006,13 +1135,26 @@ async fn api_get_job(
     headers: HeaderMap,
 ) -> Response {
     let now = Instant::now();
-    let credentials = check_credentials(&inner.opts.auth, &method, &uri, &headers);
+    let credentials = check_credentials(&inner.opts, &method, &uri, &headers);
     let (outcome, stall) = inner.decide(&app_id, &job_id, credentials, now);
     let request_id = inner.request_id();
     tracing::debug!(%app_id, %job_id, request_id = ?request_id, "simulated request");
     if let Some(d) = stall {
         tokio::time::sleep(d).await;
     }
+    let mut response = answer(&inner, outcome, &app_id, &job_id, now, request_id);
+    inner.date_header(&mut response);
+    response
+}
+
+fn answer(
+    inner: &Inner,
+    outcome: Outcome,
+    app_id: &str,
+    job_id: &str,
+    now: Instant,
+    request_id: HeaderValue,
+) -> Response {
     match outcome {
         Outcome::Fixed(body) => api_response(StatusCode::OK, body, request_id),
         Outcome::Scripted(index) => {
@@ -1033,8 +1175,8 @@ async fn api_get_job(
             &format!("The app or job does not exist: app_id {app_id}, job_id {job_id}"),
             request_id,
         ),
-        Outcome::Unauthorized(why) => {
-            error_response(StatusCode::UNAUTHORIZED, "APIG.0301", &why, request_id)
+        Outcome::Unauthorized(refusal) => {
+            error_response(refusal.status, refusal.code, &refusal.message, request_id)
         }
         Outcome::Throttled => error_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -1042,7 +1184,7 @@ async fn api_get_job(
             &inner.throttle_message(),
             request_id,
         ),
-        Outcome::Fault(kind) => fault_response(&inner, kind, &app_id, &job_id, request_id),
+        Outcome::Fault(kind) => fault_response(inner, kind, app_id, job_id, request_id),
     }
 }
 
@@ -1096,6 +1238,25 @@ fn fault_response(
             response.extensions_mut().insert(ResetConnection);
             response
         }
+        FaultKind::Redirect(to) => {
+            let mut response = api_response(
+                StatusCode::FOUND,
+                "<html><body>Moved: sign in first</body></html>",
+                request_id,
+            );
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            if let Ok(to) = HeaderValue::from_str(&to) {
+                headers.insert(header::LOCATION, to);
+            }
+            response
+        }
+        FaultKind::ApiNotFound => error_response(
+            StatusCode::NOT_FOUND,
+            "APIG.0101",
+            "The API does not exist or has not been published in the environment",
+            request_id,
+        ),
         // Stall is applied before answering normally; it never gets here.
         FaultKind::Stall(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -1156,6 +1317,15 @@ async fn ctl_put_job(
     Json(job): Json<JobSnapshot>,
 ) -> StatusCode {
     Simulator { inner }.set_job(&app_id, &job_id, job);
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_put_raw_job(
+    AxState(inner): AxState<Arc<Inner>>,
+    Path((app_id, job_id)): Path<(String, String)>,
+    body: Bytes,
+) -> StatusCode {
+    Simulator { inner }.set_job_body(&app_id, &job_id, body);
     StatusCode::NO_CONTENT
 }
 
@@ -1270,6 +1440,10 @@ pub struct SimulateArgs {
     pub access_key: Option<String>,
     #[arg(long, requires = "access_key")]
     pub secret_key: Option<String>,
+    /// With --access-key: the only X-Project-Id accepted (any is accepted without it, but one
+    /// is always required).
+    #[arg(long, requires = "access_key")]
+    pub project_id: Option<String>,
     /// Require `X-Auth-Token` equal to this.
     #[arg(long)]
     pub token: Option<String>,
@@ -1302,6 +1476,7 @@ impl SimulateArgs {
             rate_limit: self.rate_limit,
             churn: self.churn,
             seed: self.seed,
+            project_id: self.project_id.clone(),
             ..SimOptions::default()
         }
     }
@@ -1341,6 +1516,196 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     sim.shutdown();
     Ok(())
+}
+
+/// The gateway's answers around the API (project id, the gateway's 404, redirects, a skewed
+/// clock, raw bodies), checked through recwatch's own client so the client's reading of each
+/// is proved too.
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+    use crate::config::{Auth, Config};
+    use crate::rtc::client::{ErrorKind, RtcClient, RtcError};
+    use crate::secret::Secret;
+
+    const AK: &str = "AKGATEWAY";
+    const SK: &str = "sk-gateway";
+    const PROJECT: &str = "project-7";
+
+    async fn spawn(opts: SimOptions) -> Simulator {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        start(listener, opts).await.unwrap()
+    }
+
+    fn aksk(project_id: Option<&str>) -> SimOptions {
+        SimOptions {
+            jobs: 2,
+            scripted: false,
+            auth: SimAuth::AkSk {
+                access_key: AK.into(),
+                secret_key: SK.into(),
+            },
+            project_id: project_id.map(str::to_string),
+            lockout_after: 1,
+            ..SimOptions::default()
+        }
+    }
+
+    /// recwatch's client for `sim`, sending `project` as X-Project-Id (none when `None`).
+    fn rtc(sim: &Simulator, base_path: &str, project: Option<&str>) -> RtcClient {
+        let mut c = Config::defaults(Auth::AkSk {
+            access_key: AK.into(),
+            secret_key: Secret::new(SK),
+            security_token: None,
+        });
+        c.api.endpoint = format!("{}{base_path}", sim.url()).parse().unwrap();
+        c.api.project_id = project.map(str::to_string);
+        RtcClient::new(&c.api).unwrap()
+    }
+
+    async fn poll(client: &RtcClient, job: &str) -> Result<JobSnapshot, RtcError> {
+        client.get_job("demo-app", job).await.map(|f| f.job)
+    }
+
+    #[tokio::test]
+    async fn x_project_id_is_mandatory_with_aksk_and_must_be_the_accounts() {
+        let sim = spawn(aksk(Some(PROJECT))).await;
+        let right = rtc(&sim, "", Some(PROJECT));
+        assert!(poll(&right, "job-0000").await.is_ok());
+
+        let cases = [
+            ("missing", None, 400, "RTC.00001001"),
+            ("another project", Some("project-8"), 403, "APIG.0302"),
+        ];
+        for (name, project, status, code) in cases {
+            let client = rtc(&sim, "", project);
+            // Three in a row: more than lockout_after (1), yet no lockout, because the
+            // signature itself was right.
+            for _ in 0..3 {
+                let e = poll(&client, "job-0000").await.expect_err(name);
+                assert_eq!(e.kind, ErrorKind::Unauthorized, "{name}: {e}");
+                assert_eq!(e.status, Some(status), "{name}");
+                assert_eq!(e.error_code.as_deref(), Some(code), "{name}");
+                assert!(e.request_id.is_some(), "{name}");
+            }
+            assert!(poll(&right, "job-0000").await.is_ok(), "{name}: locked out");
+        }
+        let e = poll(&rtc(&sim, "", None), "job-0000").await.unwrap_err();
+        assert!(
+            e.to_string().contains("X-Project-Id header is required"),
+            "{e}"
+        );
+        // Any project is accepted when the simulator is not told the account's, but one is
+        // still required.
+        let open = spawn(aksk(None)).await;
+        assert!(poll(&rtc(&open, "", Some("any")), "job-0000").await.is_ok());
+        let e = poll(&rtc(&open, "", None), "job-0000").await.unwrap_err();
+        assert_eq!(e.error_code.as_deref(), Some("RTC.00001001"));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_path_is_the_gateways_404_not_a_missing_job() {
+        let sim = spawn(aksk(Some(PROJECT))).await;
+        // An endpoint with a wrong base path: every request misses the API.
+        let client = rtc(&sim, "/rtc-typo", Some(PROJECT));
+        let e = poll(&client, "job-0000").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::EndpointNotFound, "{e}");
+        assert_eq!(e.status, Some(404));
+        assert_eq!(e.error_code.as_deref(), Some("APIG.0101"));
+        // A missing job is the RTC service's own 404.
+        let right = rtc(&sim, "", Some(PROJECT));
+        let e = poll(&right, "no-such-job").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+        assert_eq!(e.error_code.as_deref(), Some("RTC.00001003"));
+        // The gateway's 404 comes before credentials and is not counted as an API request.
+        assert_eq!(sim.stats().requests, 1);
+        assert_eq!(sim.stats().refused_auth, 0);
+    }
+
+    #[tokio::test]
+    async fn redirect_and_gateway_404_faults() {
+        let sim = spawn(aksk(Some(PROJECT))).await;
+        let client = rtc(&sim, "", Some(PROJECT));
+        let login = format!("{}/login", sim.url());
+        sim.set_fault(Fault::new(FaultKind::Redirect(login.clone())).times(1));
+        let e = poll(&client, "job-0000").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Redirect, "{e}");
+        assert_eq!(e.status, Some(302));
+        assert_eq!(e.detail.as_deref(), Some(format!("to {login}").as_str()));
+
+        sim.set_fault(Fault::new(FaultKind::ApiNotFound).for_job("job-0001"));
+        let e = poll(&client, "job-0001").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::EndpointNotFound, "{e}");
+        assert_eq!(e.error_code.as_deref(), Some("APIG.0101"));
+        assert!(poll(&client, "job-0000").await.is_ok(), "only job-0001's");
+        let s = sim.stats();
+        assert_eq!(s.by_status.get(&302), Some(&1));
+        assert_eq!(s.by_status.get(&404), Some(&1));
+        assert_eq!(s.faults_applied, 2);
+        // As JSON, for a simulator run as its own process.
+        let json: Fault = serde_json::from_str(r#"{"kind": {"redirect": "http://x/"}}"#).unwrap();
+        assert_eq!(json.kind, FaultKind::Redirect("http://x/".into()));
+        let json: Fault = serde_json::from_str(r#"{"kind": "api_not_found"}"#).unwrap();
+        assert_eq!(json.kind, FaultKind::ApiNotFound);
+    }
+
+    #[tokio::test]
+    async fn a_skewed_clock_is_refused_and_named() {
+        let sim = spawn(SimOptions {
+            clock_offset: 3600,
+            ..aksk(Some(PROJECT))
+        })
+        .await;
+        let e = poll(&rtc(&sim, "", Some(PROJECT)), "job-0000")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unauthorized, "{e}");
+        assert_eq!(e.clock_skew_minutes, Some(-60), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("15 minutes off"),
+            "the gateway's reason: {text}"
+        );
+        assert!(
+            text.contains("the system clock is 60 minutes off the API's Date header"),
+            "{text}"
+        );
+        // A refusal with the clock right says nothing about clocks.
+        let sim = spawn(aksk(Some(PROJECT))).await;
+        let e = poll(&rtc(&sim, "", None), "job-0000").await.unwrap_err();
+        assert_eq!(e.clock_skew_minutes, None, "{e}");
+    }
+
+    #[tokio::test]
+    async fn raw_bodies_and_answers_about_another_job() {
+        let sim = spawn(aksk(Some(PROJECT))).await;
+        let client = rtc(&sim, "", Some(PROJECT));
+        sim.set_job_body(
+            "demo-app",
+            "job-0000",
+            &b"{\"job_id\":\"job-0000\",\"state\":\"running\",\"record_param\":\"r\",\"description\":\"caf\xe9\"}"[..],
+        );
+        let job = poll(&client, "job-0000").await.unwrap();
+        assert_eq!(job.state, Some(State::Running));
+        assert_eq!(job.description.as_deref(), Some("caf\u{FFFD}"));
+        assert_eq!(sim.changes().last().unwrap().state, "RUNNING");
+
+        sim.set_job(
+            "demo-app",
+            "job-0001",
+            JobSnapshot {
+                job_id: Some("job-0000".into()),
+                app_id: Some("demo-app".into()),
+                state: Some(State::Stopped),
+                stop_reason: Some(StopReason::InternalError),
+                ..JobSnapshot::default()
+            },
+        );
+        let e = poll(&client, "job-0001").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::WrongJob, "{e}");
+        assert!(e.request_id.is_some());
+        assert!(e.to_string().contains(r#"job "job-0000""#), "{e}");
+    }
 }
 
 #[cfg(test)]

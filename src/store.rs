@@ -46,6 +46,8 @@ pub enum PollOutcome {
     Ok {
         job: Box<JobSnapshot>,
         raw: String,
+        /// The answer's X-request-Id, kept with a transition.
+        request_id: Option<String>,
         /// Set when this poll is a transition.
         transition: Option<(Option<Phase>, Phase)>,
     },
@@ -83,6 +85,8 @@ pub struct TransitionRow {
     pub stop_time: Option<String>,
     pub update_time: Option<String>,
     pub observed_at: String,
+    /// The X-request-Id of the answer that showed this transition.
+    pub request_id: Option<String>,
 }
 
 /// A job's row, as `status` shows it.
@@ -288,14 +292,14 @@ impl Store {
         // rows) instead of seeking transitions_by_job (under a millisecond).
         let query = if job_id.is_some() {
             "SELECT id, app_id, job_id, name, from_state, to_state, stop_reason, description,
-                    create_time, start_time, stop_time, update_time, observed_at
+                    create_time, start_time, stop_time, update_time, observed_at, request_id
              FROM transitions
              WHERE job_id = ?1 AND (?2 IS NULL OR observed_at >= ?2)
              ORDER BY observed_at DESC, id DESC
              LIMIT ?3"
         } else {
             "SELECT id, app_id, job_id, name, from_state, to_state, stop_reason, description,
-                    create_time, start_time, stop_time, update_time, observed_at
+                    create_time, start_time, stop_time, update_time, observed_at, request_id
              FROM transitions
              WHERE ?1 IS NULL AND (?2 IS NULL OR observed_at >= ?2)
              ORDER BY observed_at DESC, id DESC
@@ -345,6 +349,7 @@ pub(crate) fn transition_from_row(r: &sqlx::sqlite::SqliteRow) -> TransitionRow 
         stop_time: r.get("stop_time"),
         update_time: r.get("update_time"),
         observed_at: r.get("observed_at"),
+        request_id: r.get("request_id"),
     }
 }
 
@@ -383,6 +388,7 @@ pub(crate) async fn write_record(
         PollOutcome::Ok {
             job,
             raw,
+            request_id,
             transition,
         } => {
             // One statement for the common case (no change): every poll pays for it, and
@@ -425,8 +431,8 @@ pub(crate) async fn write_record(
                     let done = sqlx::query(
                         "INSERT INTO transitions (app_id, job_id, name, from_state, from_stop_reason, to_state,
                              stop_reason, description, create_time, start_time, stop_time, update_time,
-                             observed_at, snapshot)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             observed_at, snapshot, request_id)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(&r.app_id)
                     .bind(&r.job_id)
@@ -442,6 +448,7 @@ pub(crate) async fn write_record(
                     .bind(&job.update_time)
                     .bind(&at)
                     .bind(raw)
+                    .bind(request_id)
                     .execute(&mut *tx)
                     .await?;
                     id = Some(done.last_insert_rowid());
@@ -483,6 +490,7 @@ mod tests {
                     ..Default::default()
                 }),
                 raw: "{}".into(),
+                request_id: Some(format!("req-{job}-{to}")),
                 transition: Some((from.map(phase), phase(to))),
             },
         }
@@ -517,6 +525,11 @@ mod tests {
             j1.iter().map(|t| t.to_state.as_str()).collect::<Vec<_>>(),
             vec!["RUNNING", "INIT"],
             "newest first"
+        );
+        assert_eq!(
+            j1[0].request_id.as_deref(),
+            Some("req-j1-RUNNING"),
+            "the request id of the answer that showed it"
         );
         let recent = store
             .history(None, Some(now - chrono::Duration::hours(1)), 100)

@@ -213,6 +213,10 @@ pub fn body(alert: &Alert) -> String {
             );
             let _ = writeln!(b, "  to:          {}", t.to);
             let _ = writeln!(b, "  observed at: {}", t.observed_at);
+            if let Some(id) = &t.request_id {
+                // What the provider's support asks for.
+                let _ = writeln!(b, "  request id:  {id}");
+            }
         }
         None => {
             let _ = writeln!(
@@ -325,6 +329,7 @@ mod tests {
                 from: Some("EXECUTING".into()),
                 to: "STOPPED".into(),
                 observed_at: "2025-01-01T01:00:02.000Z".into(),
+                request_id: None,
             }),
             fired_at: "2025-01-01T01:00:02.123Z".into(),
             host: "watch-1".into(),
@@ -500,6 +505,7 @@ mod tests {
                         from: None,
                         to: "STOPPED".into(),
                         observed_at: "t".into(),
+                        request_id: None,
                     }),
                     ..alert(
                         Rule::StoppedUnexpectedly,

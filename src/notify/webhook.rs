@@ -234,6 +234,7 @@ mod tests {
                 from: Some("EXECUTING".into()),
                 to: "STOPPED".into(),
                 observed_at: "2025-01-01T00:00:00.000Z".into(),
+                request_id: None,
             }),
             fired_at: "2025-01-01T00:00:00.000Z".into(),
             host: "h1".into(),

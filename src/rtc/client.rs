@@ -4,8 +4,13 @@
 //! one), and turns every answer into either a job snapshot or an [`RtcError`] whose kind the
 //! poller acts on: a throttled answer slows every poll, refused credentials stop them, and a
 //! broken job backs off on its own.
+//!
+//! An answer is only taken for the job's state when it is one: a 404 means "job not found"
+//! only when the RTC service says so (an `RTC.*` code); a 404 from the gateway (`APIG.0101`,
+//! no code, an HTML page) or a redirect means the endpoint is wrong, and a 200 about another
+//! job is a bad answer, never that job's new state.
 
-use super::model::{ErrorBody, JobSnapshot};
+use super::model::{JobSnapshot, parse_error_body, parse_job, same_id};
 use super::sign;
 use crate::config::{ApiConfig, Auth};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -19,8 +24,15 @@ const MAX_BODY: usize = 1 << 20;
 /// What kind of failure, because each is handled differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// 404 / RTC.00001003: the app or job does not exist.
+    /// RTC.00001003 (or a 404 with another RTC code): the RTC service says the app or job
+    /// does not exist.
     NotFound,
+    /// A 404 that is not the RTC service's (APIG.0101 "The API does not exist", another code,
+    /// none): the endpoint is wrong, not the job.
+    EndpointNotFound,
+    /// A 3xx: recwatch never follows one (see [`RtcClient::new`]); an endpoint that redirects
+    /// is the wrong endpoint (or a login page in the way).
+    Redirect,
     /// 401/403, RTC.00001001, APIG.03xx: the gateway refused the credentials.
     Unauthorized,
     /// 429 / APIG.0308.
@@ -31,6 +43,8 @@ pub enum ErrorKind {
     Rejected,
     /// A 2xx whose body is not a job record, or a body cut short.
     BadResponse,
+    /// A 2xx about another job (its job_id or app_id is not the one asked for).
+    WrongJob,
     /// No answer within `api.timeout`.
     Timeout,
     /// The connection could not be made or broke before an answer.
@@ -41,11 +55,14 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::NotFound => "not_found",
+            ErrorKind::EndpointNotFound => "endpoint_not_found",
+            ErrorKind::Redirect => "redirect",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Throttled => "throttled",
             ErrorKind::Server => "server_error",
             ErrorKind::Rejected => "rejected",
             ErrorKind::BadResponse => "bad_response",
+            ErrorKind::WrongJob => "wrong_job",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Connection => "connection",
         }
@@ -54,13 +71,32 @@ impl ErrorKind {
     fn describe(self) -> &'static str {
         match self {
             ErrorKind::NotFound => "job or app not found",
+            ErrorKind::EndpointNotFound => "no such API at this endpoint",
+            ErrorKind::Redirect => "redirected",
             ErrorKind::Unauthorized => "credentials refused",
             ErrorKind::Throttled => "throttled by the API gateway",
             ErrorKind::Server => "RTC server error",
             ErrorKind::Rejected => "request rejected",
             ErrorKind::BadResponse => "unreadable response",
+            ErrorKind::WrongJob => "answer about another job",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Connection => "connection failed",
+        }
+    }
+
+    /// What to check when this failure is the API's, not one job's.
+    pub fn hint(self) -> &'static str {
+        match self {
+            ErrorKind::EndpointNotFound | ErrorKind::Redirect => "check api.endpoint",
+            ErrorKind::Unauthorized => "check api.auth and api.project_id",
+            ErrorKind::Rejected => "check api.endpoint, api.project_id and the watched ids",
+            ErrorKind::Timeout | ErrorKind::Connection => "check the network and api.endpoint",
+            ErrorKind::BadResponse | ErrorKind::WrongJob => {
+                "check api.endpoint (is a proxy answering instead of the RTC API?)"
+            }
+            ErrorKind::Server => "the RTC service is failing; see its status page",
+            ErrorKind::Throttled => "another client may share the account's rate limit",
+            ErrorKind::NotFound => "check the watched app_id and job_id",
         }
     }
 }
@@ -73,8 +109,12 @@ pub struct RtcError {
     pub error_code: Option<String>,
     pub error_msg: Option<String>,
     pub request_id: Option<String>,
-    /// Extra detail for transport and parse failures.
+    /// Extra detail for transport and parse failures, and where a redirect points.
     pub detail: Option<String>,
+    /// For a refusal: minutes this machine's clock is ahead of (positive) or behind the API's
+    /// `Date` header, when that is more than the 15 minutes the gateway tolerates in
+    /// `X-Sdk-Date`. A skewed clock is refused like a bad key; this says which it is.
+    pub clock_skew_minutes: Option<i64>,
 }
 
 impl fmt::Display for RtcError {
@@ -95,8 +135,33 @@ impl fmt::Display for RtcError {
         if let Some(r) = &self.request_id {
             write!(f, " [request id {r}]")?;
         }
+        if let Some(m) = self.clock_skew_minutes {
+            write!(f, "; {}", clock_message(m))?;
+        }
         Ok(())
     }
+}
+
+/// What to tell the operator about a clock `minutes` off the API's (see
+/// [`RtcError::clock_skew_minutes`]).
+pub fn clock_message(minutes: i64) -> String {
+    format!(
+        "the system clock is {} minutes off the API's Date header ({} it): fix the system clock (NTP); the gateway refuses X-Sdk-Date more than 15 minutes off",
+        minutes.unsigned_abs(),
+        if minutes > 0 { "ahead of" } else { "behind" }
+    )
+}
+
+/// The gateway's tolerance for `X-Sdk-Date`.
+const MAX_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// Minutes `now` is off an HTTP `Date` header value, when more than [`MAX_SKEW`]; `None` when
+/// within it, absent or unreadable. Pure: the clock is an argument.
+pub fn clock_skew(date: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+    let date = chrono::DateTime::parse_from_rfc2822(date?.trim()).ok()?;
+    let off = now.signed_duration_since(date);
+    // Rounded: the header has whole seconds, so an hour off reads as 59:59.x.
+    (off.abs() > MAX_SKEW).then(|| (off.num_milliseconds() as f64 / 60_000.0).round() as i64)
 }
 
 impl RtcError {
@@ -108,17 +173,40 @@ impl RtcError {
             error_msg: None,
             request_id: None,
             detail: Some(detail),
+            clock_skew_minutes: None,
+        }
+    }
+
+    /// What the API said about this failure, with the request id, and what to check: the
+    /// reason an `api_unhealthy` alert gives.
+    pub fn cause(&self) -> String {
+        match self.clock_skew_minutes {
+            // The clock is the fix, not the credentials.
+            Some(_) => self.to_string(),
+            None => format!("{self}; {}", self.kind.hint()),
         }
     }
 }
 
 /// Decides the kind of a non-2xx answer from its status and error code.
 pub fn classify(status: u16, error_code: Option<&str>) -> ErrorKind {
-    let code = error_code.unwrap_or("");
+    let code = error_code.unwrap_or("").trim();
+    // Some gateways spell their prefix APIGW.
+    let code = match code.strip_prefix("APIGW.") {
+        Some(rest) => std::borrow::Cow::Owned(format!("APIG.{rest}")),
+        None => std::borrow::Cow::Borrowed(code),
+    };
+    let code = code.as_ref();
     if status == 429 || code == "APIG.0308" {
         ErrorKind::Throttled
-    } else if status == 404 || code == "RTC.00001003" {
+    } else if code == "RTC.00001003" || (status == 404 && code.starts_with("RTC.")) {
         ErrorKind::NotFound
+    } else if status == 404 {
+        // Only the RTC service can say a job does not exist; the gateway's 404 (APIG.0101) or
+        // a bare one means the request never reached it.
+        ErrorKind::EndpointNotFound
+    } else if (300..400).contains(&status) {
+        ErrorKind::Redirect
     } else if status == 401
         || status == 403
         || code == "RTC.00001001"
@@ -256,11 +344,16 @@ impl RtcClient {
             .await
             .map_err(transport_error)?;
         let status = response.status().as_u16();
-        let request_id = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let request_id = header("x-request-id");
+        let location = header("location");
+        let date = header("date");
         let body = read_body(response).await.map_err(|mut e| {
             e.status = Some(status);
             e.request_id = request_id.clone();
@@ -268,7 +361,7 @@ impl RtcClient {
         })?;
         let latency = started.elapsed();
         if (200..300).contains(&status) {
-            let job: JobSnapshot = serde_json::from_slice(&body).map_err(|e| RtcError {
+            let job: JobSnapshot = parse_job(&body).map_err(|e| RtcError {
                 kind: ErrorKind::BadResponse,
                 status: Some(status),
                 error_code: None,
@@ -278,7 +371,19 @@ impl RtcClient {
                     "body is not a job record: {e}; starts with {:?}",
                     snippet(&body)
                 )),
+                clock_skew_minutes: None,
             })?;
+            if let Some(other) = about_another_job(app_id, job_id, &job) {
+                return Err(RtcError {
+                    kind: ErrorKind::WrongJob,
+                    status: Some(status),
+                    error_code: None,
+                    error_msg: None,
+                    request_id,
+                    detail: Some(other),
+                    clock_skew_minutes: None,
+                });
+            }
             return Ok(Fetched {
                 job,
                 raw: String::from_utf8_lossy(&body).into_owned(),
@@ -287,14 +392,27 @@ impl RtcClient {
             });
         }
         // A non-JSON error body leaves the status as the only code, as the SDK does.
-        let err: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        let err = parse_error_body(&body);
+        let kind = classify(status, err.error_code.as_deref());
+        let detail = match kind {
+            ErrorKind::Redirect => Some(match location {
+                Some(to) => format!("to {}", cap(&to, 200)),
+                None => "with no Location".to_string(),
+            }),
+            _ => None,
+        };
+        let clock_skew_minutes = match kind {
+            ErrorKind::Unauthorized => clock_skew(date.as_deref(), chrono::Utc::now()),
+            _ => None,
+        };
         Err(RtcError {
-            kind: classify(status, err.error_code.as_deref()),
+            kind,
             status: Some(status),
             error_code: err.error_code,
             error_msg: err.error_msg,
             request_id,
-            detail: None,
+            detail,
+            clock_skew_minutes,
         })
     }
 }
@@ -366,6 +484,27 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// `Some(what the answer is about)` when a 200 names another job than the one asked for. An
+/// answer without ids cannot be checked and is taken, as the SDK would.
+pub fn about_another_job(app_id: &str, job_id: &str, job: &JobSnapshot) -> Option<String> {
+    let job_differs = job.job_id.as_deref().is_some_and(|j| !same_id(job_id, j));
+    let app_differs = job.app_id.as_deref().is_some_and(|a| !same_id(app_id, a));
+    (job_differs || app_differs).then(|| {
+        format!(
+            "asked for app {:?} job {:?}, the answer is about app {:?} job {:?}",
+            app_id,
+            job_id,
+            cap(job.app_id.as_deref().unwrap_or("-"), 80),
+            cap(job.job_id.as_deref().unwrap_or("-"), 80)
+        )
+    })
+}
+
+/// At most `n` characters of outside text.
+fn cap(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
 fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned()
 }
@@ -379,7 +518,47 @@ mod tests {
     #[test]
     fn classification_table() {
         let cases = [
-            ("404", 404, None, ErrorKind::NotFound),
+            ("404 RTC", 404, Some("RTC.00001003"), ErrorKind::NotFound),
+            (
+                "404 with another RTC code",
+                404,
+                Some("RTC.00001005"),
+                ErrorKind::NotFound,
+            ),
+            ("bare 404", 404, None, ErrorKind::EndpointNotFound),
+            (
+                "gateway 404",
+                404,
+                Some("APIG.0101"),
+                ErrorKind::EndpointNotFound,
+            ),
+            (
+                "gateway 404, APIGW spelling",
+                404,
+                Some("APIGW.0101"),
+                ErrorKind::EndpointNotFound,
+            ),
+            (
+                "404 with a foreign code",
+                404,
+                Some("NoSuchKey"),
+                ErrorKind::EndpointNotFound,
+            ),
+            ("302", 302, None, ErrorKind::Redirect),
+            ("307 with a code", 307, Some("X"), ErrorKind::Redirect),
+            (
+                "APIGW refusal",
+                401,
+                Some("APIGW.0301"),
+                ErrorKind::Unauthorized,
+            ),
+            (
+                "APIGW throttle",
+                403,
+                Some("APIGW.0308"),
+                ErrorKind::Throttled,
+            ),
+            ("405 from a proxy", 405, None, ErrorKind::Rejected),
             (
                 "404 code on 400",
                 400,
@@ -536,10 +715,96 @@ mod tests {
             error_msg: Some("job not found".into()),
             request_id: Some("req-1".into()),
             detail: None,
+            clock_skew_minutes: None,
         };
         assert_eq!(
             e.to_string(),
             "job or app not found: HTTP 404 RTC.00001003 \"job not found\" [request id req-1]"
+        );
+        let redirect = RtcError {
+            kind: ErrorKind::Redirect,
+            status: Some(302),
+            error_code: None,
+            error_msg: None,
+            request_id: None,
+            detail: Some("to https://login.example/".into()),
+            clock_skew_minutes: None,
+        };
+        assert_eq!(
+            redirect.cause(),
+            "redirected: HTTP 302 (to https://login.example/); check api.endpoint"
+        );
+        let skewed = RtcError {
+            kind: ErrorKind::Unauthorized,
+            status: Some(401),
+            error_code: Some("APIG.0301".into()),
+            error_msg: None,
+            request_id: None,
+            detail: None,
+            clock_skew_minutes: Some(-62),
+        };
+        let cause = skewed.cause();
+        assert!(
+            cause.contains("the system clock is 62 minutes off the API's Date header (behind it)"),
+            "{cause}"
+        );
+        assert!(!cause.contains("check api.auth"), "{cause}");
+    }
+
+    #[test]
+    fn clock_skew_table() {
+        let now = chrono::DateTime::parse_from_rfc3339("2025-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let cases = [
+            ("same time", Some("Sat, 01 Mar 2025 12:00:00 GMT"), None),
+            (
+                "14 minutes is tolerated",
+                Some("Sat, 01 Mar 2025 11:46:00 GMT"),
+                None,
+            ),
+            (
+                "local clock an hour ahead",
+                Some("Sat, 01 Mar 2025 11:00:00 GMT"),
+                Some(60),
+            ),
+            (
+                "local clock a day behind",
+                Some("Sun, 02 Mar 2025 12:00:00 GMT"),
+                Some(-1440),
+            ),
+            ("no header", None, None),
+            ("unreadable", Some("yesterday"), None),
+        ];
+        for (name, date, want) in cases {
+            assert_eq!(clock_skew(date, now), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn answers_about_another_job_table() {
+        let job = |app: Option<&str>, id: Option<&str>| JobSnapshot {
+            app_id: app.map(str::to_string),
+            job_id: id.map(str::to_string),
+            ..Default::default()
+        };
+        let cases = [
+            ("same job", job(Some("app"), Some("j1")), false),
+            ("no ids", job(None, None), false),
+            ("only the job id", job(None, Some("j1")), false),
+            ("another job", job(Some("app"), Some("j2")), true),
+            ("another app", job(Some("app2"), Some("j1")), true),
+            ("another job, no app", job(None, Some("j2")), true),
+        ];
+        for (name, answer, want) in cases {
+            let got = about_another_job("app", "j1", &answer);
+            assert_eq!(got.is_some(), want, "{name}: {got:?}");
+        }
+        let numeric = job(Some("5678"), Some("1234"));
+        assert!(about_another_job("5678", "1234", &numeric).is_none());
+        assert_eq!(
+            about_another_job("app", "j1", &job(Some("app"), Some("j2"))).unwrap(),
+            r#"asked for app "app" job "j1", the answer is about app "app" job "j2""#
         );
     }
 }

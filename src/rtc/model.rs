@@ -1,15 +1,45 @@
-//! The job record that `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` returns.
+//! The job record that `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` returns, and the
+//! error body of a refused request.
 //!
 //! Every field is optional and ids may arrive as strings or numbers (the API docs show both).
 //! `state` and `stop_reason` are documented only as text, so unknown values are kept as
 //! strings instead of failing the parse: a new stop reason must reach the operator, not crash
-//! the poller.
+//! the poller. Parsing is as lenient as the official SDK's: one odd field (a `record_param`
+//! that is not an object, invalid UTF-8 in the free-text `description`) never loses the
+//! record, because the record is how a dying job is seen.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-/// A recording job's lifecycle state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Longest state or stop reason kept; a longer one is cut (the raw answer keeps all of it).
+const MAX_ENUM_TEXT: usize = 64;
+
+/// The form two state (or stop reason) texts are compared in: no control characters (NUL
+/// included), no whitespace, upper case. `" running\0"` and `"RUNNING"` are the same state:
+/// treating them as different would make a false transition, and an alert, out of noise.
+pub fn enum_key(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() && !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .take(MAX_ENUM_TEXT)
+        .collect()
+}
+
+/// An unknown value as kept: control characters dropped (a NUL or CR must not reach a log
+/// line, a label or a mail header), surrounding whitespace trimmed, at most 64 characters;
+/// the case is the API's.
+fn clean(s: &str) -> String {
+    let kept: String = s
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ENUM_TEXT * 4)
+        .collect();
+    kept.trim().chars().take(MAX_ENUM_TEXT).collect()
+}
+
+/// A recording job's lifecycle state. Equality is on [`enum_key`], so case, whitespace and
+/// NUL variants of one value are one state.
+#[derive(Clone, Debug)]
 pub enum State {
     Init,
     Running,
@@ -19,11 +49,11 @@ pub enum State {
 
 impl State {
     pub fn parse(s: &str) -> State {
-        match s {
+        match enum_key(s).as_str() {
             "INIT" => State::Init,
             "RUNNING" => State::Running,
             "STOPPED" => State::Stopped,
-            other => State::Other(other.to_string()),
+            _ => State::Other(clean(s)),
         }
     }
 
@@ -40,10 +70,26 @@ impl State {
     pub fn is_terminal(&self) -> bool {
         matches!(self, State::Stopped)
     }
+
+    /// The value as a metric label: the documented states, or `other`, so an API that invents
+    /// states cannot grow the number of series without bound.
+    pub fn label(&self) -> &'static str {
+        match self {
+            State::Init => "INIT",
+            State::Running => "RUNNING",
+            State::Stopped => "STOPPED",
+            State::Other(_) => "other",
+        }
+    }
 }
 
-/// Why a job stopped.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// The metric label for a stored state text (see [`State::label`]).
+pub fn state_label(s: &str) -> &'static str {
+    State::parse(s).label()
+}
+
+/// Why a job stopped. Equality is on [`enum_key`], like [`State`].
+#[derive(Clone, Debug)]
 pub enum StopReason {
     /// The tenant's own stop call.
     TenantStop,
@@ -55,11 +101,11 @@ pub enum StopReason {
 
 impl StopReason {
     pub fn parse(s: &str) -> StopReason {
-        match s {
+        match enum_key(s).as_str() {
             "TENANT_STOP" => StopReason::TenantStop,
             "EXCEED_MAX_IDLE_TIME" => StopReason::ExceedMaxIdleTime,
             "INTERNAL_ERROR" => StopReason::InternalError,
-            other => StopReason::Other(other.to_string()),
+            _ => StopReason::Other(clean(s)),
         }
     }
 
@@ -88,6 +134,17 @@ macro_rules! string_enum_serde {
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                enum_key(self.as_str()) == enum_key(other.as_str())
+            }
+        }
+        impl Eq for $t {}
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                enum_key(self.as_str()).hash(h)
             }
         }
     };
@@ -123,12 +180,34 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
     })
 }
 
+/// A state or stop reason; blank (or only NULs and spaces) is absent: it says nothing.
+fn lenient_enum_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(lenient_string(d)?.filter(|s| !enum_key(s).is_empty()))
+}
+
 fn lenient_state<'de, D: Deserializer<'de>>(d: D) -> Result<Option<State>, D::Error> {
-    Ok(lenient_string(d)?.map(|s| State::parse(&s)))
+    Ok(lenient_enum_text(d)?.map(|s| State::parse(&s)))
 }
 
 fn lenient_reason<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StopReason>, D::Error> {
-    Ok(lenient_string(d)?.map(|s| StopReason::parse(&s)))
+    Ok(lenient_enum_text(d)?.map(|s| StopReason::parse(&s)))
+}
+
+/// `record_param` as an object, or as a string holding one (a JSON-in-JSON answer); anything
+/// else is absent rather than failing the record over a field recwatch only displays.
+fn lenient_record_param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RecordParam>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let value = match value {
+        serde_json::Value::String(s) => match serde_json::from_str(&s) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+        v => v,
+    };
+    Ok(match value {
+        serde_json::Value::Object(_) => serde_json::from_value(value).ok(),
+        _ => None,
+    })
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +277,11 @@ pub struct JobSnapshot {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_idle_time: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_record_param",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub record_param: Option<RecordParam>,
     #[serde(
         default,
@@ -244,25 +327,143 @@ pub struct JobSnapshot {
     pub description: Option<String>,
 }
 
-/// The error body. The SDK also accepts `errorCode/errorMsg` and `code/message`.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Fields where invalid UTF-8 (shown as U+FFFD after a lossy decode) would change what the
+/// record means: which job it is about, and its phase. Anywhere else it is only text.
+type Field = fn(&JobSnapshot) -> Option<&str>;
+const MEANINGFUL: [(&str, Field); 4] = [
+    ("job_id", |j| j.job_id.as_deref()),
+    ("app_id", |j| j.app_id.as_deref()),
+    ("state", |j| j.state.as_ref().map(State::as_str)),
+    ("stop_reason", |j| {
+        j.stop_reason.as_ref().map(StopReason::as_str)
+    }),
+];
+
+/// Parses a 200 body into a job record, as leniently as the SDK: invalid UTF-8 in free text
+/// (the `description` a recorder fills with whatever it has) is decoded lossily instead of
+/// losing the record. Invalid UTF-8 in an id, the state or the stop reason is still an error:
+/// a replacement character there would make a false transition or a wrong job.
+pub fn parse_job(body: &[u8]) -> Result<JobSnapshot, String> {
+    // serde would read a JSON array as the struct's fields in order: `[]` is not a record.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err("expected a JSON object, found an array".into());
+    }
+    match serde_json::from_slice::<JobSnapshot>(body) {
+        Ok(job) => Ok(job),
+        Err(e) if std::str::from_utf8(body).is_ok() => Err(e.to_string()),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let job: JobSnapshot = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            for (name, get) in MEANINGFUL {
+                if get(&job).is_some_and(|v| v.contains('\u{FFFD}')) {
+                    return Err(format!("{name} is not valid UTF-8"));
+                }
+            }
+            Ok(job)
+        }
+    }
+}
+
+/// Whether an id in an answer names the id that was asked for. Ids may come back as numbers:
+/// a big one loses digits in a JSON float (`1.2345678901234568e20`), so two ids that are the
+/// same number are the same id.
+pub fn same_id(asked: &str, answered: &str) -> bool {
+    let (asked, answered) = (asked.trim(), answered.trim());
+    if asked == answered {
+        return true;
+    }
+    let number = |s: &str| {
+        s.parse::<f64>().ok().filter(|f| {
+            f.is_finite()
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        })
+    };
+    matches!((number(asked), number(answered)), (Some(a), Some(b)) if a == b)
+}
+
+/// The error body of a refused request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ErrorBody {
-    #[serde(
-        default,
-        alias = "errorCode",
-        alias = "code",
-        deserialize_with = "lenient_string"
-    )]
     pub error_code: Option<String>,
-    #[serde(
-        default,
-        alias = "errorMsg",
-        alias = "message",
-        deserialize_with = "lenient_string"
-    )]
     pub error_msg: Option<String>,
 }
 
+/// Longest non-JSON error body kept as the message (an HTML error page says enough in this).
+const MAX_ERROR_TEXT: usize = 200;
+
+/// The spellings the SDK reads, as (code, message) pairs, in its order of preference.
+const ERROR_PAIRS: [(&str, &str); 3] = [
+    ("error_code", "error_msg"),
+    ("errorCode", "errorMsg"),
+    ("code", "message"),
+];
+
+fn text_of(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// One object's code and message: the first complete pair (as the SDK reads them), else any
+/// code and any message found under any spelling, so a body that mixes two spellings
+/// (`error_code` with `message`, or `error_code` beside a numeric `code`) keeps its code.
+fn error_in(o: &serde_json::Map<String, serde_json::Value>) -> ErrorBody {
+    for (code, msg) in ERROR_PAIRS {
+        if let (Some(c), Some(m)) = (o.get(code), o.get(msg)) {
+            if let Some(c) = text_of(c) {
+                return ErrorBody {
+                    error_code: Some(c),
+                    error_msg: text_of(m),
+                };
+            }
+        }
+    }
+    ErrorBody {
+        error_code: ERROR_PAIRS
+            .iter()
+            .find_map(|(c, _)| o.get(*c).and_then(text_of)),
+        error_msg: ERROR_PAIRS
+            .iter()
+            .find_map(|(_, m)| o.get(*m).and_then(text_of)),
+    }
+}
+
+/// Reads an error body like the official SDK: the code/message pairs above at the top level,
+/// else one level down (`{"error": {"code": ..., "message": ...}}`); a body that is not a JSON
+/// object leaves the status as the only code, with the start of the text as the message.
+pub fn parse_error_body(body: &[u8]) -> ErrorBody {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) => {
+            let top = error_in(&o);
+            if top.error_code.is_some() {
+                return top;
+            }
+            let nested = o.values().find_map(|v| match v {
+                serde_json::Value::Object(inner) => {
+                    Some(error_in(inner)).filter(|e| e.error_code.is_some())
+                }
+                _ => None,
+            });
+            nested.unwrap_or(top)
+        }
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(MAX_ERROR_TEXT)
+                .collect();
+            let text = text.trim();
+            ErrorBody {
+                error_code: None,
+                error_msg: (!text.is_empty()).then(|| text.to_string()),
+            }
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,15 +549,258 @@ mod tests {
     }
 
     #[test]
-    fn error_body_aliases() {
-        for body in [
-            r#"{"error_code":"RTC.00001003","error_msg":"m"}"#,
-            r#"{"errorCode":"RTC.00001003","errorMsg":"m"}"#,
-            r#"{"code":"RTC.00001003","message":"m"}"#,
-        ] {
-            let e: ErrorBody = serde_json::from_str(body).unwrap();
-            assert_eq!(e.error_code.as_deref(), Some("RTC.00001003"), "{body}");
-            assert_eq!(e.error_msg.as_deref(), Some("m"), "{body}");
+    fn error_body_table() {
+        let e = |code: Option<&str>, msg: Option<&str>| ErrorBody {
+            error_code: code.map(str::to_string),
+            error_msg: msg.map(str::to_string),
+        };
+        let cases: Vec<(&str, &[u8], ErrorBody)> = vec![
+            (
+                "snake case",
+                br#"{"error_code":"RTC.00001003","error_msg":"m"}"#,
+                e(Some("RTC.00001003"), Some("m")),
+            ),
+            (
+                "camel case",
+                br#"{"errorCode":"RTC.00001003","errorMsg":"m"}"#,
+                e(Some("RTC.00001003"), Some("m")),
+            ),
+            (
+                "code and message",
+                br#"{"code":"APIG.0101","message":"The API does not exist"}"#,
+                e(Some("APIG.0101"), Some("The API does not exist")),
+            ),
+            (
+                "two spellings: the SDK's first pair wins, the code is kept",
+                br#"{"code":404,"message":"Not Found","error_code":"APIG.0101","error_msg":"The API does not exist"}"#,
+                e(Some("APIG.0101"), Some("The API does not exist")),
+            ),
+            (
+                "mixed spellings in no pair still keep the code",
+                br#"{"error_code":"RTC.00001003","message":"gone"}"#,
+                e(Some("RTC.00001003"), Some("gone")),
+            ),
+            (
+                "a code alone",
+                br#"{"errorCode":"APIGW.0101"}"#,
+                e(Some("APIGW.0101"), None),
+            ),
+            (
+                "numeric code",
+                br#"{"code":40401,"message":"m"}"#,
+                e(Some("40401"), Some("m")),
+            ),
+            (
+                "nested one level",
+                br#"{"error":{"code":"APIG.0101","message":"The API does not exist"},"request_id":"r"}"#,
+                e(Some("APIG.0101"), Some("The API does not exist")),
+            ),
+            (
+                "the top level wins over nesting",
+                br#"{"error_code":"RTC.00001003","error_msg":"top","error":{"code":"X","message":"inner"}}"#,
+                e(Some("RTC.00001003"), Some("top")),
+            ),
+            (
+                "not two levels down",
+                br#"{"a":{"b":{"code":"X","message":"deep"}}}"#,
+                e(None, None),
+            ),
+            ("empty body", b"", e(None, None)),
+            ("empty object", b"{}", e(None, None)),
+            (
+                "an html page is the message",
+                b"<html><body>\r\n404 Not Found</body></html>",
+                e(None, Some("<html><body>  404 Not Found</body></html>")),
+            ),
+            ("a JSON array", b"[1,2]", e(None, Some("[1,2]"))),
+        ];
+        for (name, body, want) in cases {
+            assert_eq!(parse_error_body(body), want, "{name}");
+        }
+        let long = "x".repeat(5000);
+        let got = parse_error_body(long.as_bytes());
+        assert_eq!(got.error_msg.unwrap().len(), 200, "capped");
+    }
+
+    #[test]
+    fn lenient_record_table() {
+        // (name, body, job_id, record_rule_id, state)
+        type Case<'a> = (
+            &'a str,
+            &'a [u8],
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<State>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "record_param a string",
+                br#"{"job_id":"j","state":"RUNNING","record_param":"rule-1"}"#,
+                Some("j"),
+                None,
+                Some(State::Running),
+            ),
+            (
+                "record_param JSON in a string",
+                br#"{"job_id":"j","state":"RUNNING","record_param":"{\"record_rule_id\":\"r\"}"}"#,
+                Some("j"),
+                Some("r"),
+                Some(State::Running),
+            ),
+            (
+                "record_param an array",
+                br#"{"job_id":"j","state":"INIT","record_param":[1]}"#,
+                Some("j"),
+                None,
+                Some(State::Init),
+            ),
+            (
+                "record_param null",
+                br#"{"job_id":"j","state":"INIT","record_param":null}"#,
+                Some("j"),
+                None,
+                Some(State::Init),
+            ),
+            (
+                "record_rule_id a number",
+                br#"{"job_id":"j","record_param":{"record_rule_id":7}}"#,
+                Some("j"),
+                Some("7"),
+                None,
+            ),
+            (
+                "numeric ids",
+                br#"{"job_id":123456789012,"app_id":5678,"state":"STOPPED"}"#,
+                Some("123456789012"),
+                None,
+                Some(State::Stopped),
+            ),
+            (
+                "invalid UTF-8 only in description",
+                b"{\"job_id\":\"j\",\"state\":\"RUNNING\",\"description\":\"caf\xe9 \xff\"}",
+                Some("j"),
+                None,
+                Some(State::Running),
+            ),
+            (
+                "blank state is no state",
+                b"{\"job_id\":\"j\",\"state\":\" \\u0000 \"}",
+                Some("j"),
+                None,
+                None,
+            ),
+        ];
+        for (name, body, job_id, rule, state) in cases {
+            let job = parse_job(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(job.job_id.as_deref(), job_id, "{name}");
+            assert_eq!(
+                job.record_param.and_then(|r| r.record_rule_id).as_deref(),
+                rule,
+                "{name}"
+            );
+            assert_eq!(job.state, state, "{name}");
+        }
+        let job = parse_job(b"{\"state\":\"RUNNING\",\"description\":\"caf\xe9\"}").unwrap();
+        assert_eq!(job.description.as_deref(), Some("caf\u{FFFD}"));
+
+        let refused: Vec<(&str, &[u8], &str)> = vec![
+            (
+                "invalid UTF-8 in the state",
+                b"{\"state\":\"RUNN\xffING\"}",
+                "state",
+            ),
+            (
+                "invalid UTF-8 in the job id",
+                b"{\"job_id\":\"j\xff\",\"state\":\"RUNNING\"}",
+                "job_id",
+            ),
+            ("not JSON", b"<html>", "expected value"),
+            ("an array", b"[]", "found an array"),
+        ];
+        for (name, body, why) in refused {
+            let e = parse_job(body).expect_err(name);
+            assert!(e.contains(why), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn state_normalisation_table() {
+        let cases = [
+            ("canonical", "RUNNING", State::Running, "RUNNING", "RUNNING"),
+            (
+                "lower case",
+                "running",
+                State::Running,
+                "RUNNING",
+                "RUNNING",
+            ),
+            (
+                "padded",
+                "  STOPPED\t",
+                State::Stopped,
+                "STOPPED",
+                "STOPPED",
+            ),
+            ("NUL", "INIT\0", State::Init, "INIT", "INIT"),
+            ("CRLF", "RUNNING\r\n", State::Running, "RUNNING", "RUNNING"),
+            (
+                "unknown kept with its case",
+                " Paused\0",
+                State::Other("Paused".into()),
+                "Paused",
+                "other",
+            ),
+            (
+                "unknown variants are one state",
+                "PAUSED",
+                State::Other("paused".into()),
+                "PAUSED",
+                "other",
+            ),
+        ];
+        for (name, raw, want, text, label) in cases {
+            let got = State::parse(raw);
+            assert_eq!(got, want, "{name}");
+            assert_eq!(got.as_str(), text, "{name}");
+            assert_eq!(got.label(), label, "{name}");
+            assert_eq!(state_label(raw), label, "{name}");
+        }
+        assert_ne!(
+            State::Other("PAUSED".into()),
+            State::Other("PAUSING".into())
+        );
+        let long = State::parse(&"Z".repeat(10_000));
+        assert_eq!(long.as_str().len(), 64, "an unknown value is capped");
+        assert_eq!(
+            StopReason::parse(" internal_error\0"),
+            StopReason::InternalError
+        );
+        assert_eq!(
+            StopReason::parse("Recorder_Crashed"),
+            StopReason::Other("RECORDER_CRASHED".into())
+        );
+    }
+
+    #[test]
+    fn same_id_table() {
+        let cases = [
+            ("equal", "job-1", "job-1", true),
+            ("other job", "job-1", "job-2", false),
+            ("case matters", "abc", "ABC", false),
+            ("numeric", "1234", "1234", true),
+            (
+                "big number lost digits in a float",
+                "123456789012345678901",
+                "1.2345678901234568e20",
+                true,
+            ),
+            ("another number", "1234", "1235", false),
+            ("padded", "job-1", " job-1 ", true),
+            ("not numbers", "inf", "inf", true),
+            ("nan is not a number", "NaN", "nan", false),
+        ];
+        for (name, asked, answered, want) in cases {
+            assert_eq!(same_id(asked, answered), want, "{name}");
         }
     }
 }

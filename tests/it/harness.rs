@@ -14,6 +14,8 @@ use tempfile::TempDir;
 pub const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
 pub const AK: &str = "TESTACCESSKEY0000001";
 pub const SK: &str = "test-secret-key";
+/// The project the simulator expects in X-Project-Id (mandatory with AK/SK).
+pub const PROJECT: &str = "test-project";
 
 /// Polls `check` until it returns Some, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -46,6 +48,7 @@ pub fn signed_sim(jobs: usize) -> SimOptions {
             access_key: AK.into(),
             secret_key: SK.into(),
         },
+        project_id: Some(PROJECT.into()),
         ..SimOptions::default()
     }
 }
@@ -88,6 +91,7 @@ endpoint = "{}"
 timeout = "{}"
 rate_limit = {}
 max_in_flight = 4
+project_id = "{PROJECT}"
 {}
 [api.auth]
 access_key = "{AK}"

@@ -32,6 +32,7 @@ fn alert(id: &str) -> Alert {
             from: Some("EXECUTING".into()),
             to: "STOPPED".into(),
             observed_at: "2025-01-01T01:00:02.000Z".into(),
+            request_id: None,
         }),
         fired_at: "2025-01-01T01:00:02.123Z".into(),
         host: "watch-1".into(),
