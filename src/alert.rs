@@ -71,10 +71,10 @@ impl Rule {
                 "The recording job has stayed in INIT longer than its max_idle_time plus the configured grace period: the recorder never started. Check that the stream is published and the record rule is valid."
             }
             Rule::JobNotFound => {
-                "The RTC API answers that this app or job does not exist (404 / RTC.00001003). The job id on the watch list may be wrong, or the job was deleted."
+                "The RTC service answers that this app or job does not exist (RTC.00001003). The job id on the watch list may be wrong, or the job was deleted."
             }
             Rule::ApiUnhealthy => {
-                "recwatch cannot poll the RTC API: the credentials were refused, or several polls in a row failed. While this lasts, job changes are not seen. Check the credentials, the endpoint and the network."
+                "recwatch cannot poll the RTC API: the credentials were refused, or every poll fails (the endpoint redirects or does not have the API, the service errs or cannot be reached). While this lasts, job changes are not seen. The summary says what the API answered and what to check: the credentials, the endpoint, the network or the system clock."
             }
             Rule::Test => "A test notification sent by `recwatch test-alert`. Nothing is wrong.",
         }

@@ -392,8 +392,12 @@ impl RtcClient {
             });
         }
         // A non-JSON error body leaves the status as the only code, as the SDK does.
-        let err = parse_error_body(&body);
+        let mut err = parse_error_body(&body);
         let kind = classify(status, err.error_code.as_deref());
+        if kind == ErrorKind::Redirect && err.error_code.is_none() {
+            // A redirect's page ("Moved", a login form) says less than its Location.
+            err.error_msg = None;
+        }
         let detail = match kind {
             ErrorKind::Redirect => Some(match location {
                 Some(to) => format!("to {}", cap(&to, 200)),

@@ -2,6 +2,7 @@
 //! simulator, webhook receivers, an SMTP server), each test with its own SQLite file.
 
 mod alerts;
+mod answers;
 mod core;
 mod faults;
 mod harness;
