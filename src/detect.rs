@@ -5,14 +5,14 @@
 //! moment before its reason is filled in). Everything else (times, description) is refreshed
 //! in the job's snapshot but is not a transition, so re-polling writes nothing new.
 //!
-//! States and stop reasons are compared by [`enum_key`]: `"running"`, `" RUNNING"` and
+//! States and stop reasons are compared by [`crate::rtc::model::enum_key`]: `"running"`, `" RUNNING"` and
 //! `"RUNNING\0"` are one state, so noise in how the API spells a value makes no transition
 //! (and no alert). An unknown value is still a state of its own.
 
-use crate::rtc::model::{JobSnapshot, State, enum_key};
+use crate::rtc::model::{JobSnapshot, State, same_enum};
 
 /// The part of a job that transitions are made of, as text (the form it is stored in).
-/// Equality is on [`enum_key`] of each part, so a phase read back from an older database
+/// Equality is on [`crate::rtc::model::enum_key`] of each part, so a phase read back from an older database
 /// that kept a value as the API spelled it still equals the same phase polled now.
 #[derive(Clone, Debug)]
 pub struct Phase {
@@ -22,13 +22,19 @@ pub struct Phase {
 
 impl PartialEq for Phase {
     fn eq(&self, other: &Phase) -> bool {
-        enum_key(&self.state) == enum_key(&other.state)
-            && self.stop_reason.as_deref().map(enum_key)
-                == other.stop_reason.as_deref().map(enum_key)
+        same_enum(&self.state, &other.state) && same_reason(&self.stop_reason, &other.stop_reason)
     }
 }
 
 impl Eq for Phase {}
+
+fn same_reason(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_enum(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
 
 impl Phase {
     pub fn of(job: &JobSnapshot) -> Option<Phase> {
@@ -64,15 +70,13 @@ pub fn detect(previous: Option<&Phase>, job: &JobSnapshot) -> Detected {
             from: None,
             to: now,
         },
-        Some(prev) if enum_key(&prev.state) != enum_key(&now.state) => Detected::Transition {
+        Some(prev) if !same_enum(&prev.state, &now.state) => Detected::Transition {
             from: Some(prev.clone()),
             to: now,
         },
         // A reason that disappears is a glitch in the answer, not a change.
         Some(prev)
-            if now.stop_reason.is_some()
-                && prev.stop_reason.as_deref().map(enum_key)
-                    != now.stop_reason.as_deref().map(enum_key) =>
+            if now.stop_reason.is_some() && !same_reason(&prev.stop_reason, &now.stop_reason) =>
         {
             Detected::Transition {
                 from: Some(prev.clone()),

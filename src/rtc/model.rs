@@ -18,11 +18,19 @@ const MAX_ENUM_TEXT: usize = 64;
 /// included), no whitespace, upper case. `" running\0"` and `"RUNNING"` are the same state:
 /// treating them as different would make a false transition, and an alert, out of noise.
 pub fn enum_key(s: &str) -> String {
+    key_chars(s).collect()
+}
+
+fn key_chars(s: &str) -> impl Iterator<Item = char> + '_ {
     s.chars()
         .filter(|c| !c.is_control() && !c.is_whitespace())
         .flat_map(char::to_uppercase)
         .take(MAX_ENUM_TEXT)
-        .collect()
+}
+
+/// `enum_key(a) == enum_key(b)` without allocating: it runs for every poll.
+pub fn same_enum(a: &str, b: &str) -> bool {
+    a == b || key_chars(a).eq(key_chars(b))
 }
 
 /// An unknown value as kept: control characters dropped (a NUL or CR must not reach a log
@@ -49,6 +57,13 @@ pub enum State {
 
 impl State {
     pub fn parse(s: &str) -> State {
+        // The documented spelling, as nearly every answer has it, needs no normalising.
+        match s {
+            "INIT" => return State::Init,
+            "RUNNING" => return State::Running,
+            "STOPPED" => return State::Stopped,
+            _ => {}
+        }
         match enum_key(s).as_str() {
             "INIT" => State::Init,
             "RUNNING" => State::Running,
@@ -101,6 +116,12 @@ pub enum StopReason {
 
 impl StopReason {
     pub fn parse(s: &str) -> StopReason {
+        match s {
+            "TENANT_STOP" => return StopReason::TenantStop,
+            "EXCEED_MAX_IDLE_TIME" => return StopReason::ExceedMaxIdleTime,
+            "INTERNAL_ERROR" => return StopReason::InternalError,
+            _ => {}
+        }
         match enum_key(s).as_str() {
             "TENANT_STOP" => StopReason::TenantStop,
             "EXCEED_MAX_IDLE_TIME" => StopReason::ExceedMaxIdleTime,
@@ -138,7 +159,7 @@ macro_rules! string_enum_serde {
         }
         impl PartialEq for $t {
             fn eq(&self, other: &Self) -> bool {
-                enum_key(self.as_str()) == enum_key(other.as_str())
+                same_enum(self.as_str(), other.as_str())
             }
         }
         impl Eq for $t {}
@@ -182,7 +203,7 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
 
 /// A state or stop reason; blank (or only NULs and spaces) is absent: it says nothing.
 fn lenient_enum_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(lenient_string(d)?.filter(|s| !enum_key(s).is_empty()))
+    Ok(lenient_string(d)?.filter(|s| key_chars(s).next().is_some()))
 }
 
 fn lenient_state<'de, D: Deserializer<'de>>(d: D) -> Result<Option<State>, D::Error> {
