@@ -1,5 +1,9 @@
-//! The command line: parse, dispatch, print. Every command returns an exit code; config
-//! errors are 78 (EX_CONFIG) so systemd's `RestartPreventExitStatus=78` stops a restart loop.
+//! The command line: parse, dispatch, print. Every command returns an exit code: config
+//! errors are 78 (EX_CONFIG) so systemd's `RestartPreventExitStatus=78` stops a restart loop,
+//! and start-up failures carry their sysexits code ([`crate::startup`]).
+//!
+//! Output goes through [`emit`], never `println!`: a reader that goes away
+//! (`recwatch check | head -1`) ends the command quietly instead of panicking.
 
 use crate::config::{self, Config, ConfigError, EXIT_CONFIG};
 use crate::outbox::Outbox;
@@ -7,8 +11,43 @@ use crate::rtc::client::RtcClient;
 use crate::store::Store;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Writes one formatted line to stdout; an error (a closed pipe) is for the caller's `?`.
+macro_rules! out {
+    ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Writes `text` to stdout.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    std::io::stdout().lock().write_all(text.as_bytes())
+}
+
+/// Writes `args` and a newline to stdout; when stdout is a closed pipe (`recwatch demo |
+/// head`), ends the process quietly: the reader is gone, so there is no one left to tell.
+pub fn print_or_exit(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = emit(&format!("{args}\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        complain(&format!("cannot write to stdout: {e}"));
+    }
+}
+
+/// A message on stderr that cannot panic, even when stderr is closed.
+fn complain(message: &str) {
+    let _ = writeln!(std::io::stderr(), "recwatch: {message}");
+}
+
+/// True when the error is stdout's reader having gone away.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,7 +133,7 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("recwatch: cannot start the async runtime: {e}");
+            complain(&format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -107,13 +146,18 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("recwatch: configuration error: {e}");
+    complain(&format!("configuration error: {e}"));
     ExitCode::from(EXIT_CONFIG)
 }
 
+/// The error chain on stderr, and the exit code it means (1 unless a start-up or config
+/// error in the chain says otherwise).
 fn fail(e: anyhow::Error) -> ExitCode {
-    eprintln!("recwatch: error: {e:#}");
-    ExitCode::FAILURE
+    if broken_pipe(&e) {
+        return ExitCode::SUCCESS;
+    }
+    complain(&format!("error: {e:#}"));
+    ExitCode::from(crate::startup::exit_code(&e).unwrap_or(1))
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
@@ -140,10 +184,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
     crate::telemetry::init(&config.log.level, cli.log_format);
     let result = match cli.command {
         Command::Run => run(config).await,
-        Command::Check => {
-            check(&config);
-            Ok(())
-        }
+        Command::Check => return check(&config).unwrap_or_else(fail),
         Command::PollOnce => poll_once(&config).await,
         Command::Status { json } => status(&config, json).await,
         Command::History {
@@ -157,7 +198,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
             limit,
             json,
         } => alerts(&config, pending, limit, json).await,
-        Command::TestAlert { channel } => return test_alert(&config, channel.as_deref()).await,
+        Command::TestAlert { channel } => {
+            return test_alert(&config, channel.as_deref())
+                .await
+                .unwrap_or_else(fail);
+        }
         Command::Simulate(_) | Command::Demo(_) => unreachable!("handled above"),
     };
     result.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail)
@@ -168,89 +213,103 @@ async fn run(config: Config) -> anyhow::Result<()> {
     crate::daemon::run(config, shutdown, |_| {}).await
 }
 
-fn check(c: &Config) {
+/// Prints what the configuration means and what `run` would find: exit 0, or the exit code
+/// `run` would fail with (73 storage, 69 a taken port, 78 a port it may not use).
+fn check(c: &Config) -> anyhow::Result<ExitCode> {
     let source = c
         .source
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(built in)".into());
-    println!("configuration OK: {source}");
-    println!(
+    out!("configuration OK: {source}")?;
+    out!(
         "  api        {} ({})",
         c.api.endpoint,
         c.api.auth.describe()
-    );
+    )?;
     if let Some(p) = &c.api.project_id {
-        println!("             project {p}");
+        out!("             project {p}")?;
     }
-    println!(
+    out!(
         "  budget     {} requests/s, {} in flight, timeout {}",
         c.api.rate_limit,
         c.api.max_in_flight,
         crate::config::format_duration(c.api.timeout)
-    );
+    )?;
     let b = c.budget();
     match &c.poll.schedule {
-        Some(s) => println!("  poll       on cron schedule {s:?}"),
-        None => println!(
+        Some(s) => out!("  poll       on cron schedule {s:?}")?,
+        None => out!(
             "  poll       every {}",
             crate::config::format_duration(c.poll.interval)
-        ),
+        )?,
     }
-    println!(
+    out!(
         "  demand     {:.2} requests/s for {} jobs ({:.0}% of the budget)",
         b.demand,
         b.jobs,
         100.0 * b.demand / b.rate_limit as f64
-    );
+    )?;
     if b.fits() {
-        println!("  effective  every job is polled at its interval");
+        out!("  effective  every job is polled at its interval")?;
     } else {
-        println!(
+        out!(
             "  WARNING    the watch list needs {:.1} requests/s but api.rate_limit is {}: every job is polled {:.1}x less often than configured (every {} instead of {})",
             b.demand,
             b.rate_limit,
             b.stretch,
             crate::config::format_duration(round_secs(b.effective(c.poll.interval))),
             crate::config::format_duration(c.poll.interval)
-        );
+        )?;
     }
-    println!(
-        "  storage    {} (retention {})",
-        c.storage.path.display(),
-        crate::config::format_duration(c.storage.retention)
-    );
+    // What `run` would fail on: the first problem decides the exit code.
+    let mut problems: Vec<crate::startup::StartError> = Vec::new();
+    let retention = crate::config::format_duration(c.storage.retention);
+    let storage = c.storage.path.display();
+    match crate::startup::probe_storage(&c.storage.path) {
+        Ok(crate::startup::StorageProbe::Exists) => {
+            out!("  storage    {storage} (retention {retention}; exists, writable)")?
+        }
+        Ok(crate::startup::StorageProbe::WillCreate { dir }) => out!(
+            "  storage    {storage} (retention {retention}; will be created under {}, directories 0700, file 0600)",
+            dir.display()
+        )?,
+        Err(e) => {
+            out!("  ERROR      {e}")?;
+            problems.push(e);
+        }
+    }
     let channels = c.notify.channel_names();
     if channels.is_empty() {
-        println!(
+        out!(
             "  notify     no channels: alerts are recorded but not sent (add [[notify.webhook]] or [[notify.email]])"
-        );
+        )?;
     } else {
         for w in &c.notify.webhooks {
-            println!(
+            out!(
                 "  notify     webhook {:?} -> {}{}",
                 w.name,
-                w.url,
+                crate::secret::mask_url(&w.url),
                 if w.secret.is_some() {
                     " (signed)"
                 } else {
                     " (unsigned)"
                 }
-            );
+            )?;
         }
         for e in &c.notify.emails {
-            println!(
+            out!(
                 "  notify     email {:?} via {}:{} -> {}",
                 e.name,
                 e.smtp_host,
                 e.smtp_port,
                 e.to.join(", ")
-            );
+            )?;
         }
     }
     let lvl = |s: Option<crate::config::Severity>| s.map(|s| s.as_str()).unwrap_or("off");
     let r = &c.rules;
-    println!(
+    out!(
         "  rules      stopped_unexpectedly={} idle_timeout={} stopped_by_tenant={} stuck_init={} job_not_found={} api_unhealthy={}",
         lvl(r.stopped_unexpectedly),
         lvl(r.idle_timeout),
@@ -258,27 +317,48 @@ fn check(c: &Config) {
         lvl(r.stuck_init),
         lvl(r.job_not_found),
         lvl(r.api_unhealthy)
-    );
-    match c.http.listen {
-        Some(a) => println!("  http       http://{a} (/healthz /readyz /metrics /api/v1/jobs)"),
-        None => println!("  http       off"),
+    )?;
+    match c.http.listen.map(|a| (a, crate::startup::probe_listen(a))) {
+        Some((a, Ok(crate::startup::ListenProbe::Free))) => {
+            out!("  http       http://{a} (/healthz /readyz /metrics /api/v1/jobs)")?
+        }
+        Some((a, Ok(crate::startup::ListenProbe::HeldByRecwatch))) => out!(
+            "  http       http://{a} (in use by a running recwatch, going by its /healthz: fine if that is this configuration's daemon, otherwise `run` would fail)"
+        )?,
+        Some((_, Err(e))) => {
+            out!("  ERROR      {e}")?;
+            problems.push(e);
+        }
+        None => out!("  http       off")?,
     }
-    println!("  jobs       {}", c.jobs.len());
+    out!("  jobs       {}", c.jobs.len())?;
     for (i, j) in c.jobs.iter().enumerate() {
         let interval = match &c.poll.schedule {
             Some(_) => "cron".to_string(),
             None => crate::config::format_duration(round_secs(b.effective(c.job_interval(j))))
                 .to_string(),
         };
-        println!(
+        out!(
             "    [{i}] {:<24} app {} job {} every {interval}",
             j.label(),
             j.app_id,
             j.job_id
-        );
+        )?;
     }
     if c.jobs.is_empty() {
-        println!("    (none: add [[jobs]] entries with app_id and job_id)");
+        out!("    (none: add [[jobs]] entries with app_id and job_id)")?;
+    }
+    for w in c.warnings() {
+        out!("  WARNING    {w}")?;
+    }
+    match problems.first() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(first) => {
+            for p in &problems {
+                complain(&format!("`run` would fail: {p}"));
+            }
+            Ok(ExitCode::from(first.exit))
+        }
     }
 }
 
@@ -327,7 +407,7 @@ async fn poll_once(config: &Config) -> anyhow::Result<()> {
             what,
         ]);
     }
-    print_table(&rows);
+    print_table(&rows)?;
     store.close().await;
     if failed > 0 {
         anyhow::bail!("{failed} of {} polls failed", rows.len() - 1);
@@ -390,7 +470,7 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     // Closing checkpoints the WAL, so the next command does not have to read it back.
     store.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        out!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
     let mut rows = vec![
@@ -420,7 +500,7 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             s("last_error"),
         ]);
     }
-    print_table(&rows);
+    print_table(&rows)?;
     Ok(())
 }
 
@@ -438,7 +518,7 @@ async fn history(
     let rows = store.history(job.as_deref(), since, limit).await?;
     store.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        out!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
     let mut table = vec![
@@ -467,7 +547,7 @@ async fn history(
             r.description.unwrap_or_else(|| "-".into()),
         ]);
     }
-    print_table(&table);
+    print_table(&table)?;
     Ok(())
 }
 
@@ -476,7 +556,7 @@ async fn alerts(config: &Config, pending: bool, limit: i64, json: bool) -> anyho
     let list = crate::deliver::list_alerts(&store, pending, limit).await?;
     store.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        out!("{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(());
     }
     let mut table = vec![
@@ -525,14 +605,14 @@ async fn alerts(config: &Config, pending: bool, limit: i64, json: bool) -> anyho
             a.summary,
         ]);
     }
-    print_table(&table);
+    print_table(&table)?;
     Ok(())
 }
 
-async fn test_alert(config: &Config, only: Option<&str>) -> ExitCode {
+async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
     let channels = match crate::notify::Channel::from_config(&config.notify) {
         Ok(c) => c,
-        Err(e) => return config_error(&e),
+        Err(e) => return Ok(config_error(&e)),
     };
     let channels: Vec<_> = channels
         .into_iter()
@@ -540,46 +620,46 @@ async fn test_alert(config: &Config, only: Option<&str>) -> ExitCode {
         .collect();
     if channels.is_empty() {
         match only {
-            Some(n) => eprintln!(
-                "recwatch: no channel is named {n:?}; the channels are {:?}",
+            Some(n) => complain(&format!(
+                "no channel is named {n:?}; the channels are {:?}",
                 config.notify.channel_names()
-            ),
-            None => eprintln!(
-                "recwatch: no channels are configured: add [[notify.webhook]] or [[notify.email]] (see config.example.toml)"
+            )),
+            None => complain(
+                "no channels are configured: add [[notify.webhook]] or [[notify.email]] (see config.example.toml)",
             ),
         }
-        return ExitCode::from(EXIT_CONFIG);
+        return Ok(ExitCode::from(EXIT_CONFIG));
     }
     let alert = crate::alert::test_alert();
     let mut failed = 0;
     for c in &channels {
         match c.send(&alert).await {
-            Ok(()) => println!(
+            Ok(()) => out!(
                 "{:<8} {:<20} ok (alert id {})",
                 c.kind(),
                 c.name(),
                 alert.id
-            ),
+            )?,
             Err(e) => {
                 failed += 1;
-                println!(
+                out!(
                     "{:<8} {:<20} FAILED{}: {e}",
                     c.kind(),
                     c.name(),
                     if e.permanent { " (permanent)" } else { "" }
-                );
+                )?;
             }
         }
     }
-    if failed > 0 {
+    Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
+    })
 }
 
 /// Prints rows as left-aligned columns; the last column is not padded.
-pub fn print_table(rows: &[Vec<String>]) {
+pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {
@@ -599,6 +679,7 @@ pub fn print_table(rows: &[Vec<String>]) {
                 line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", line.trim_end());
+        out!("{}", line.trim_end())?;
     }
+    Ok(())
 }

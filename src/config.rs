@@ -5,7 +5,7 @@
 //! so that every error names the exact key (and the job by index and name) and says how to fix
 //! it, and so that a misspelt key is an error instead of a silently ignored setting.
 
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -19,6 +19,16 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const DEFAULT_PATH: &str = "/etc/recwatch/config.toml";
 pub const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
 const ENV_PREFIX: &str = "RECWATCH_";
+
+/// The gateway locks an access key for 5 minutes after more than 5 refused signatures: a
+/// shorter `api.auth_backoff` walks straight back into the lock.
+pub const MIN_AUTH_BACKOFF: Duration = Duration::from_secs(5 * 60);
+/// The longest poll interval: anything longer is a typo ("30d" for "30s"), and a job polled
+/// less often than monthly is not being watched.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(30 * 86400);
+/// The longest a notification channel may take for one delivery: a hung receiver holds its
+/// delivery (and, for email, its connection) this long before the retry policy takes over.
+pub const MAX_CHANNEL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A configuration problem: where it is, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +76,9 @@ pub struct ApiConfig {
     /// How long the poller stops after repeated refused credentials; the gateway locks an AK
     /// for 5 minutes after more than 5 failures, so this must stay above that.
     pub auth_backoff: Duration,
+    /// `api.allow_short_auth_backoff`: lets `auth_backoff` go below [`MIN_AUTH_BACKOFF`], for
+    /// tests against the simulator only (`check` and `run` warn about it).
+    pub allow_short_auth_backoff: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +94,20 @@ pub enum Auth {
 }
 
 impl Auth {
+    /// The secrets these credentials send, for redacting an answer that echoes them.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        match self {
+            Auth::AkSk {
+                secret_key,
+                security_token,
+                ..
+            } => std::iter::once(secret_key)
+                .chain(security_token.as_ref())
+                .collect(),
+            Auth::Token { token } => vec![token],
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Auth::AkSk {
@@ -304,8 +331,15 @@ pub fn load_with_env(
         };
         ConfigError::new(format!("config file {display}"), fix)
     })?;
-    let mut config = parse_str(&text, env, path.parent())
-        .map_err(|e| ConfigError::new(format!("{} in {display}", e.location), e.message))?;
+    let mut config = parse_str(&text, env, path.parent()).map_err(|e| {
+        // A value that came from the environment is not in the file: the location already
+        // names the variable.
+        if e.location.starts_with(ENV_PREFIX) {
+            e
+        } else {
+            ConfigError::new(format!("{} in {display}", e.location), e.message)
+        }
+    })?;
     config.source = Some(path.to_path_buf());
     Ok(config)
 }
@@ -321,6 +355,12 @@ pub fn parse_str(
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k[ENV_PREFIX.len()..].contains("__"))
         .collect();
+    // Syntax first, with our own message: the parser's quotes the offending line, which may
+    // be a half-typed `secret_key = "...` (the file watcher reloads on every save).
+    if let Err(e) = toml::from_str::<toml::Table>(text) {
+        return Err(syntax_error(text, &e));
+    }
+    let vars: Vec<String> = overrides.keys().cloned().collect();
     let merged = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
@@ -330,17 +370,80 @@ pub fn parse_str(
                 .source(Some(overrides)),
         )
         .build()
-        .map_err(|e| ConfigError::new("TOML", format!("{e}; check the syntax")))?;
+        .map_err(|e| ConfigError::new("TOML", format!("{}; check the syntax", masked(text, &e))))?;
     let tree: Value = merged
         .try_deserialize()
-        .map_err(|e| ConfigError::new("TOML", e.to_string()))?;
+        .map_err(|e| ConfigError::new("TOML", masked(text, &e)))?;
     let Value::Object(root) = tree else {
         return Err(ConfigError::new(
             "TOML",
             "the file must be a table of sections",
         ));
     };
-    from_tree(root, base)
+    from_tree(root, base).map_err(|e| name_the_variable(e, &vars))
+}
+
+/// The key path an override variable sets: `RECWATCH_API__RATE_LIMIT` -> `api.rate_limit`.
+fn env_key_path(var: &str) -> String {
+    var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// An error about a value that came from the environment names the variable, not the file
+/// (where the operator would look for it in vain).
+fn name_the_variable(mut e: ConfigError, vars: &[String]) -> ConfigError {
+    if let Some(var) = vars.iter().find(|v| env_key_path(v) == e.location) {
+        e.location = format!("{var} (overrides {})", e.location);
+        return e;
+    }
+    let inside: Vec<&str> = vars
+        .iter()
+        .filter(|v| env_key_path(v).starts_with(&format!("{}.", e.location)))
+        .map(String::as_str)
+        .collect();
+    if !inside.is_empty() {
+        e.message = format!("{} (the environment sets {})", e.message, inside.join(", "));
+    }
+    e
+}
+
+/// A syntax error as one line: where, what, and the line with any secret value masked.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let redactor = Redactor::new(&crate::secret::toml_secret_values(text));
+    let what = redactor.redact(e.message().trim());
+    let at = e
+        .span()
+        .map(|s| s.start.min(text.len()))
+        .filter(|&i| text.is_char_boundary(i));
+    let Some(at) = at else {
+        return ConfigError::new("TOML syntax", format!("{what}; check the syntax"));
+    };
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..at].matches('\n').count() + 1;
+    let column = text[line_start..at].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let shown = redactor.redact(&crate::secret::mask_toml_line(line));
+    ConfigError::new(
+        format!("TOML syntax at line {line_no}, column {column}"),
+        format!(
+            "{what}: `{}`; check the syntax",
+            crate::telemetry::escape_controls(shown.trim())
+        ),
+    )
+}
+
+/// Another parser's message about the file, with every quoted line's secret values masked.
+fn masked(text: &str, e: &dyn fmt::Display) -> String {
+    let redactor = Redactor::new(&crate::secret::toml_secret_values(text));
+    let lines: Vec<String> = e
+        .to_string()
+        .lines()
+        .map(crate::secret::mask_toml_line)
+        .collect();
+    redactor.redact(&lines.join(" "))
 }
 
 fn from_tree(root: Map<String, Value>, base: Option<&Path>) -> Result<Config, ConfigError> {
@@ -352,7 +455,7 @@ fn from_tree(root: Map<String, Value>, base: Option<&Path>) -> Result<Config, Co
     let notify = read_notify(root.table("notify")?, base)?;
     let http = read_http(root.table("http")?)?;
     let log = read_log(root.table("log")?)?;
-    let jobs = read_jobs(root.array_of_tables("jobs")?, &notify)?;
+    let jobs = read_jobs(root.array_of_tables("jobs")?, &notify, &poll)?;
     root.finish()?;
     Ok(Config {
         source: None,
@@ -372,7 +475,27 @@ fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError>
         .string("endpoint")?
         .unwrap_or_else(|| DEFAULT_ENDPOINT.into());
     let endpoint = parse_http_url(&endpoint_text).map_err(|m| t.err("endpoint", m))?;
+    if endpoint.query().is_some() || endpoint.fragment().is_some() {
+        return Err(t.err(
+            "endpoint",
+            format!("{endpoint_text:?} has a query or fragment, which would be sent unsigned and refused; give the base URL only, e.g. \"{DEFAULT_ENDPOINT}\""),
+        ));
+    }
+    if !endpoint.username().is_empty() || endpoint.password().is_some() {
+        return Err(t.err(
+            "endpoint",
+            "has a user name or password in it, which would be logged; give the base URL only and the credentials in [api.auth]",
+        ));
+    }
     let project_id = t.nonempty_string("project_id")?;
+    if let Some(p) = &project_id {
+        if p.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(t.err(
+                "project_id",
+                format!("{p:?} has a space or control character; copy the project ID from the console (My Credentials > Projects)"),
+            ));
+        }
+    }
     let timeout = t.duration("timeout")?.unwrap_or(Duration::from_secs(10));
     if timeout.is_zero() {
         return Err(t.err("timeout", "must be longer than 0s, e.g. \"10s\""));
@@ -394,8 +517,24 @@ fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError>
     let auth_backoff = t
         .duration("auth_backoff")?
         .unwrap_or(Duration::from_secs(6 * 60));
+    let allow_short_auth_backoff = t.boolean("allow_short_auth_backoff")?.unwrap_or(false);
+    if auth_backoff < MIN_AUTH_BACKOFF && !allow_short_auth_backoff {
+        return Err(t.err(
+            "auth_backoff",
+            format!(
+                "{} is shorter than the 5 minutes the gateway locks an access key after repeated refusals, so every retry would be refused again; use at least \"5m\" (default \"6m\"). Only tests against the simulator may go lower, with allow_short_auth_backoff = true",
+                format_duration(auth_backoff)
+            ),
+        ));
+    }
     let auth = read_auth(t.table("auth")?, base)?;
     t.finish()?;
+    if matches!(auth, Auth::AkSk { .. }) && project_id.is_none() {
+        return Err(t.err(
+            "project_id",
+            "missing: AK/SK requests must carry X-Project-Id. Set project_id to the project ID of the region your RTC app is in: in the console, My Credentials > API Credentials lists one project ID per region (e.g. cn-north-4)",
+        ));
+    }
     Ok(ApiConfig {
         endpoint,
         project_id,
@@ -405,6 +544,7 @@ fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError>
         auth,
         throttle_backoff,
         auth_backoff,
+        allow_short_auth_backoff,
     })
 }
 
@@ -450,13 +590,18 @@ fn read_auth(mut t: Table, base: Option<&Path>) -> Result<Auth, ConfigError> {
 }
 
 fn read_poll(mut t: Table) -> Result<PollConfig, ConfigError> {
-    let interval = t.duration("interval")?.unwrap_or(Duration::from_secs(30));
-    if interval < Duration::from_millis(100) {
-        return Err(t.err("interval", "must be at least 100ms, e.g. \"30s\""));
-    }
+    let given_interval = t.duration("interval")?;
+    let interval = given_interval.unwrap_or(Duration::from_secs(30));
+    check_interval(&t, "interval", interval)?;
     let schedule = t.nonempty_string("schedule")?;
     if let Some(s) = &schedule {
         validate_cron(s).map_err(|m| t.err("schedule", m))?;
+        if given_interval.is_some() {
+            return Err(t.err(
+                "interval",
+                "is set together with poll.schedule, and only one can decide when jobs are polled; remove one",
+            ));
+        }
     }
     let stop_after_terminal = t.boolean("stop_after_terminal")?.unwrap_or(true);
     t.finish()?;
@@ -465,6 +610,37 @@ fn read_poll(mut t: Table) -> Result<PollConfig, ConfigError> {
         schedule,
         stop_after_terminal,
     })
+}
+
+/// A poll interval between 100 ms and [`MAX_INTERVAL`].
+fn check_interval(t: &Table, key: &str, interval: Duration) -> Result<(), ConfigError> {
+    if interval < Duration::from_millis(100) {
+        return Err(t.err(key, "must be at least 100ms, e.g. \"30s\""));
+    }
+    if interval > MAX_INTERVAL {
+        return Err(t.err(
+            key,
+            format!(
+                "{} is longer than 30 days; a job polled this rarely is not watched (did you mean seconds, e.g. \"30s\"?)",
+                format_duration(interval)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A channel's timeout: above zero and at most [`MAX_CHANNEL_TIMEOUT`].
+fn check_channel_timeout(t: &Table, timeout: Duration) -> Result<(), ConfigError> {
+    if timeout.is_zero() || timeout > MAX_CHANNEL_TIMEOUT {
+        return Err(t.err(
+            "timeout",
+            format!(
+                "{} is not a usable timeout; use more than 0s and at most 120s (a hung receiver holds its delivery this long)",
+                format_duration(timeout)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a cron expression the way tokio-cron-scheduler will read it: seconds field required.
@@ -554,6 +730,7 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
     let mut names = HashSet::new();
     let mut webhooks = Vec::new();
     for mut w in t.array_of_tables("webhook")? {
+        w.known(&["name", "url", "secret", "secret_file", "headers", "timeout"])?;
         let name = w.required_string("name")?;
         if !names.insert(name.clone()) {
             return Err(w.err(
@@ -579,6 +756,7 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
             }
         }
         let timeout = w.duration("timeout")?.unwrap_or(Duration::from_secs(10));
+        check_channel_timeout(&w, timeout)?;
         w.finish()?;
         webhooks.push(WebhookConfig {
             name,
@@ -590,6 +768,19 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
     }
     let mut emails = Vec::new();
     for mut e in t.array_of_tables("email")? {
+        e.known(&[
+            "name",
+            "smtp_host",
+            "smtp_port",
+            "tls",
+            "username",
+            "password",
+            "password_file",
+            "from",
+            "to",
+            "timeout",
+            "accept_invalid_certs",
+        ])?;
         let name = e.required_string("name")?;
         if !names.insert(name.clone()) {
             return Err(e.err(
@@ -642,6 +833,7 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
                 .map_err(|err| e.err("to", format!("{addr:?} is not an address: {err}")))?;
         }
         let timeout = e.duration("timeout")?.unwrap_or(Duration::from_secs(30));
+        check_channel_timeout(&e, timeout)?;
         let accept_invalid_certs = e.boolean("accept_invalid_certs")?.unwrap_or(false);
         e.finish()?;
         emails.push(EmailConfig {
@@ -704,7 +896,11 @@ fn read_log(mut t: Table) -> Result<LogConfig, ConfigError> {
     Ok(LogConfig { level })
 }
 
-fn read_jobs(tables: Vec<Table>, notify: &NotifyConfig) -> Result<Vec<JobConfig>, ConfigError> {
+fn read_jobs(
+    tables: Vec<Table>,
+    notify: &NotifyConfig,
+    poll: &PollConfig,
+) -> Result<Vec<JobConfig>, ConfigError> {
     let channels = notify.channel_names();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut jobs = Vec::new();
@@ -713,12 +909,28 @@ fn read_jobs(tables: Vec<Table>, notify: &NotifyConfig) -> Result<Vec<JobConfig>
         let name = t.nonempty_string("name")?;
         if let Some(n) = &name {
             t.path = format!("{} ({n:?})", t.path);
+            if n.chars().any(char::is_control) {
+                return Err(t.err(
+                    "name",
+                    "has a control character; names go into log lines and alerts, so use printable text",
+                ));
+            }
         }
+        // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
+        t.known(&["name", "app_id", "job_id", "interval", "notify"])?;
         let app_id = t.required_string("app_id")?;
+        check_id(&t, "app_id", &app_id)?;
         let job_id = t.required_string("job_id")?;
+        check_id(&t, "job_id", &job_id)?;
         let interval = t.duration("interval")?;
-        if interval.is_some_and(|i| i < Duration::from_millis(100)) {
-            return Err(t.err("interval", "must be at least 100ms, e.g. \"10s\""));
+        if let Some(i) = interval {
+            check_interval(&t, "interval", i)?;
+            if poll.schedule.is_some() {
+                return Err(t.err(
+                    "interval",
+                    "is set while poll.schedule polls every job on its ticks; remove one",
+                ));
+            }
         }
         let notify_names = t.string_list("notify")?;
         if let Some(list) = &notify_names {
@@ -749,6 +961,26 @@ fn read_jobs(tables: Vec<Table>, notify: &NotifyConfig) -> Result<Vec<JobConfig>
         });
     }
     Ok(jobs)
+}
+
+/// An id is sent as one URL path segment. The URL layer drops a `.` or `..` segment after
+/// the request is signed, so the signature cannot match and every request is refused (three
+/// refusals stop every poll for `api.auth_backoff`); a control character cannot be what the
+/// console shows.
+fn check_id(t: &Table, key: &str, id: &str) -> Result<(), ConfigError> {
+    if id == "." || id == ".." {
+        return Err(t.err(
+            key,
+            format!("{id:?} is not an id: the URL would lose it after signing and every request would be refused; copy the id from the console"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(t.err(
+            key,
+            format!("{id:?} has a control character; copy the id from the console"),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_http_url(text: &str) -> Result<Url, String> {
@@ -793,6 +1025,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 struct Table {
     path: String,
     map: Map<String, Value>,
+    /// The keys read so far, to suggest one for a misspelt key.
+    read: Vec<String>,
 }
 
 impl Table {
@@ -800,6 +1034,7 @@ impl Table {
         Table {
             path: path.into(),
             map,
+            read: Vec::new(),
         }
     }
 
@@ -816,23 +1051,38 @@ impl Table {
     }
 
     fn finish(&self) -> Result<(), ConfigError> {
-        match self.map.keys().next() {
-            None => Ok(()),
-            Some(key) => {
-                let what = if self.path.is_empty() {
-                    "section"
-                } else {
-                    "key"
-                };
-                Err(self.err(
-                    key,
-                    format!("unknown {what}; check the spelling against config.example.toml"),
-                ))
-            }
-        }
+        let read: Vec<&str> = self.read.iter().map(String::as_str).collect();
+        self.unknown(&read)
+    }
+
+    /// Refuses any key not in `keys`, before anything is read: a table whose required key is
+    /// misspelt gets "unknown key appid", not "app_id missing".
+    fn known(&self, keys: &[&str]) -> Result<(), ConfigError> {
+        self.unknown(keys)
+    }
+
+    /// An error for the first key left in the table that is not in `known`.
+    fn unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
+        let Some(key) = self.map.keys().find(|k| !known.contains(&k.as_str())) else {
+            return Ok(());
+        };
+        let what = if self.path.is_empty() {
+            "section"
+        } else {
+            "key"
+        };
+        let hint = match suggest(key, known) {
+            Some(s) => format!(" (did you mean {s}?)"),
+            None => String::new(),
+        };
+        Err(self.err(
+            key,
+            format!("unknown {what} {key}{hint}; check the spelling against config.example.toml"),
+        ))
     }
 
     fn take(&mut self, key: &str) -> Option<Value> {
+        self.read.push(key.to_string());
         self.map.remove(key)
     }
 
@@ -988,6 +1238,44 @@ impl Table {
     }
 }
 
+/// The known key `key` was most likely meant to be: the same letters without `_`/`-` or
+/// case, or at most two edits away.
+fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let k = squash(key);
+    known
+        .iter()
+        .map(|c| (edit_distance(&k, &squash(c)), *c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, for [`suggest`] (keys are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// What the budget allows: used at start and by `check`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BudgetReport {
@@ -1010,6 +1298,39 @@ impl BudgetReport {
 }
 
 impl Config {
+    /// Settings that work but that the operator should know about, each one sentence:
+    /// printed by `check` and logged by `run` at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.api.allow_short_auth_backoff {
+            out.push(format!(
+                "api.allow_short_auth_backoff is set (auth_backoff {}): after refused credentials recwatch retries before the gateway's 5-minute lock ends, so the real API keeps the key locked; use it only for tests against the simulator",
+                format_duration(self.api.auth_backoff)
+            ));
+        }
+        if let Some(addr) = self.http.listen {
+            if !addr.ip().is_loopback() {
+                out.push(format!(
+                    "http.listen {addr} is not a loopback address: anyone who can reach it can read job names, states and errors from /api/v1/jobs and /metrics; listen on 127.0.0.1 and put a reverse proxy with authentication in front, or firewall the port"
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every configured secret, for redacting text from outside that may echo one.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut out = self.api.auth.secrets();
+        for w in &self.notify.webhooks {
+            out.extend(w.secret.as_ref());
+            out.extend(w.headers.iter().map(|(_, v)| v));
+        }
+        for e in &self.notify.emails {
+            out.extend(e.password.as_ref());
+        }
+        out
+    }
+
     /// The interval each job is polled at, before the budget.
     pub fn job_interval(&self, job: &JobConfig) -> Duration {
         job.interval.unwrap_or(self.poll.interval)
@@ -1050,6 +1371,7 @@ impl Config {
                 auth,
                 throttle_backoff: Duration::from_secs(3),
                 auth_backoff: Duration::from_secs(6 * 60),
+                allow_short_auth_backoff: false,
             },
             poll: PollConfig {
                 interval: Duration::from_secs(30),
@@ -1099,6 +1421,9 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
+[api]
+project_id = "0a1b2c3d4e5f67890a1b2c3d4e5f6789"
+
 [api.auth]
 access_key = "AK"
 secret_key = "SK"
@@ -1211,12 +1536,82 @@ job_id = "job"
                 "api.endpoint",
                 "http",
             ),
+            (
+                "endpoint with a query: it would be sent unsigned",
+                "[api]\nendpoint = \"https://rtc.example.com/?region=x\"\n",
+                "api.endpoint",
+                "query",
+            ),
+            (
+                "endpoint with a password: it would be logged",
+                "[api]\nendpoint = \"https://u:p@rtc.example.com\"\n",
+                "api.endpoint",
+                "password",
+            ),
+            (
+                "auth_backoff inside the gateway's lock",
+                "[api]\nauth_backoff = \"4m\"\n",
+                "api.auth_backoff",
+                "5 minutes",
+            ),
+            (
+                "interval over 30 days",
+                "[poll]\ninterval = \"31d\"\n",
+                "poll.interval",
+                "30 days",
+            ),
+            (
+                "interval and schedule",
+                "[poll]\ninterval = \"10s\"\nschedule = \"*/30 * * * * *\"\n",
+                "poll.interval",
+                "poll.schedule",
+            ),
+            (
+                "webhook timeout over 120s",
+                "[[notify.webhook]]\nname = \"h\"\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"121s\"\n",
+                "notify.webhook[0].timeout",
+                "at most 120s",
+            ),
+            (
+                "email timeout zero",
+                "[[notify.email]]\nname = \"m\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\ntimeout = \"0s\"\n",
+                "notify.email[0].timeout",
+                "more than 0s",
+            ),
+            (
+                "misspelt required key of a channel",
+                "[[notify.webhook]]\nnmae = \"h\"\nurl = \"http://127.0.0.1:1/\"\n",
+                "notify.webhook[0].nmae",
+                "unknown key nmae (did you mean name?)",
+            ),
+            (
+                "misspelt section",
+                "[pol]\ninterval = \"5s\"\n",
+                "pol",
+                "unknown section pol (did you mean poll?)",
+            ),
         ];
         for (name, extra, key, fix) in cases {
-            let text = format!("{extra}\n{MINIMAL}");
-            let e = parse(&text).expect_err(name);
+            let e = parse(&with(extra)).expect_err(name);
             assert!(e.location.contains(key), "{name}: {e}");
             assert!(e.message.contains(fix), "{name}: {e}");
+        }
+    }
+
+    /// MINIMAL with `extra` added: a section MINIMAL already has gets the keys inserted
+    /// (TOML refuses a table defined twice); anything else goes in front.
+    fn with(extra: &str) -> String {
+        match extra.split_once('\n') {
+            Some((header, body))
+                if header.starts_with('[') && MINIMAL.contains(&format!("\n{header}\n")) =>
+            {
+                MINIMAL.replacen(
+                    &format!("\n{header}\n"),
+                    &format!("\n{header}\n{body}\n"),
+                    1,
+                )
+            }
+            _ => format!("{extra}\n{MINIMAL}"),
         }
     }
 
@@ -1289,6 +1684,48 @@ job_id = "job"
                 "jobs[0].notify",
                 "no channel",
             ),
+            (
+                "dot job id: the URL drops it after signing",
+                "[[jobs]]\napp_id=\"a\"\njob_id=\".\"\nname=\"lobby\"\n",
+                "jobs[0] (\"lobby\").job_id",
+                "not an id",
+            ),
+            (
+                "dot-dot app id",
+                "[[jobs]]\napp_id=\"..\"\njob_id=\"j\"\n",
+                "jobs[0].app_id",
+                "not an id",
+            ),
+            (
+                "control character in a job id",
+                "[[jobs]]\napp_id=\"a\"\njob_id=\"j\\u0007\"\nname=\"bell\"\n",
+                "jobs[0] (\"bell\").job_id",
+                "control character",
+            ),
+            (
+                "control character in a name",
+                "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nname=\"x\\r\\ny\"\n",
+                ".name",
+                "control character",
+            ),
+            (
+                "misspelt app_id",
+                "[[jobs]]\nappid=\"a\"\njob_id=\"j\"\nname=\"cam\"\n",
+                "jobs[0] (\"cam\").appid",
+                "unknown key appid (did you mean app_id?)",
+            ),
+            (
+                "job interval over 30 days",
+                "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\ninterval=\"45d\"\n",
+                "jobs[0].interval",
+                "30 days",
+            ),
+            (
+                "job interval under a cron schedule",
+                "[poll]\nschedule=\"*/30 * * * * *\"\n[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\ninterval=\"10s\"\n",
+                "jobs[0].interval",
+                "poll.schedule",
+            ),
         ];
         for (name, jobs, key, fix) in cases {
             let e = parse(&format!("{auth}{jobs}")).expect_err(name);
@@ -1347,5 +1784,156 @@ job_id = "job"
         assert!(decode_webhook_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
         assert!(decode_webhook_secret("not base64!").is_err());
         assert!(decode_webhook_secret("whsec_c2hvcnQ=").is_err());
+    }
+
+    #[test]
+    fn project_id_is_required_with_aksk_only() {
+        let aksk = MINIMAL.replace("project_id = \"0a1b2c3d4e5f67890a1b2c3d4e5f6789\"\n", "");
+        let e = parse(&aksk).expect_err("AK/SK without a project id");
+        assert_eq!(e.location, "api.project_id");
+        assert!(e.message.contains("X-Project-Id"), "{e}");
+        assert!(e.message.contains("My Credentials"), "{e}");
+        let token = "[api.auth]\ntoken = \"t0ken\"\n[[jobs]]\napp_id = \"a\"\njob_id = \"j\"\n";
+        assert!(
+            parse(token).is_ok(),
+            "an IAM token is project-scoped itself"
+        );
+        let spaced = MINIMAL.replace("0a1b2c3d4e5f67890a1b2c3d4e5f6789", "0a1b 2c3d");
+        assert_eq!(parse(&spaced).unwrap_err().location, "api.project_id");
+    }
+
+    #[test]
+    fn the_escape_hatch_allows_a_short_auth_backoff_with_a_warning() {
+        let c = parse(&with(
+            "[api]\nauth_backoff = \"1s\"\nallow_short_auth_backoff = true\n",
+        ))
+        .unwrap();
+        assert_eq!(c.api.auth_backoff, Duration::from_secs(1));
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("allow_short_auth_backoff"), "{w:?}");
+        assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn listening_beyond_loopback_is_a_warning() {
+        let cases = [
+            ("127.0.0.1:9187", false),
+            ("[::1]:9187", false),
+            ("0.0.0.0:9187", true),
+            ("192.0.2.7:9187", true),
+        ];
+        for (addr, warns) in cases {
+            let c = parse(&with(&format!("[http]\nlisten = \"{addr}\"\n"))).unwrap();
+            let w = c.warnings();
+            assert_eq!(!w.is_empty(), warns, "{addr}: {w:?}");
+            if warns {
+                assert!(w[0].contains("anyone who can reach it"), "{w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_from_the_environment_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let cases: &[(&str, Vec<(String, String)>, &str, &str)] = &[
+            (
+                "bad value",
+                env("RECWATCH_API__RATE_LIMIT", "lots"),
+                "RECWATCH_API__RATE_LIMIT (overrides api.rate_limit)",
+                "\"lots\" is not a whole number",
+            ),
+            (
+                "unknown key",
+                env("RECWATCH_POLL__INTERVALL", "5s"),
+                "RECWATCH_POLL__INTERVALL (overrides poll.intervall)",
+                "did you mean interval?",
+            ),
+            (
+                "a conflict inside a table the variable sets a key of",
+                env("RECWATCH_API__AUTH__TOKEN", "t0ken-value"),
+                "api.auth in ",
+                "the environment sets RECWATCH_API__AUTH__TOKEN",
+            ),
+        ];
+        for (name, vars, location, fix) in cases {
+            let e = load_with_env(&path, vars.clone()).expect_err(name);
+            assert!(e.location.starts_with(location), "{name}: {e}");
+            assert!(e.message.contains(fix), "{name}: {e}");
+            assert!(!e.to_string().contains("t0ken-value"), "{name}: {e}");
+        }
+        let e = load_with_env(&path, env("RECWATCH_API__RATE_LIMIT", "0")).unwrap_err();
+        assert!(
+            !e.to_string().contains("config.toml"),
+            "the value is not in the file: {e}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_never_shows_a_secret() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "half-typed secret key",
+                "[api.auth]\naccess_key = \"AK\"\nsecret_key = \"hunter2-the-key\n",
+                "line 3",
+            ),
+            (
+                "unquoted password",
+                "[[notify.email]]\npassword = hunter2-the-key\n",
+                "line 2",
+            ),
+            (
+                "header value in an unclosed inline table",
+                "[[notify.webhook]]\nheaders = { Authorization = \"Bearer hunter2-the-key\" \n",
+                "line 2",
+            ),
+            (
+                "the secret is fine, the next line is not",
+                "[api.auth]\nsecret_key = \"hunter2-the-key\"\nx = = 1\n",
+                "line 3",
+            ),
+        ];
+        for (name, text, line) in cases {
+            let e = parse(text).expect_err(name);
+            let shown = e.to_string();
+            assert!(!shown.contains("hunter2"), "{name}: {shown}");
+            assert!(e.location.contains(line), "{name}: {shown}");
+            assert!(e.location.contains("TOML syntax"), "{name}: {shown}");
+            assert!(!shown.contains('\n'), "{name}: one line: {shown}");
+        }
+        let e = parse("[api.auth]\nsecret_key = \"hunter2-the-key\n").unwrap_err();
+        assert!(e.message.contains("`secret_key = ***`"), "{e}");
+    }
+
+    #[test]
+    fn every_configured_secret_is_listed_for_redaction() {
+        let text = with(
+            "[[notify.webhook]]\nname = \"h\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nheaders = { Authorization = \"Bearer hdr\" }\n",
+        );
+        let c = parse(&text).unwrap();
+        let secrets: Vec<&str> = c.secrets().iter().map(|s| s.expose()).collect();
+        assert_eq!(
+            secrets,
+            ["SK", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "Bearer hdr"]
+        );
+    }
+
+    #[test]
+    fn suggestions_table() {
+        let known = ["app_id", "job_id", "name", "interval", "notify"];
+        let cases = [
+            ("appid", Some("app_id")),
+            ("APP_ID", Some("app_id")),
+            ("jobid", Some("job_id")),
+            ("intervall", Some("interval")),
+            ("nmae", Some("name")),
+            ("colour", None),
+        ];
+        for (key, want) in cases {
+            assert_eq!(suggest(key, &known), want, "{key}");
+        }
     }
 }

@@ -31,6 +31,15 @@ pub async fn run(
     // Before anything slow: SIGHUP's default action is to terminate the process.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
+    for w in config.warnings() {
+        warn!("{w}");
+    }
+    // Bound before anything else: a taken port stops the start (exit 69) rather than leaving
+    // a daemon whose /readyz and /metrics silently vanished.
+    let listener = match config.http.listen {
+        Some(addr) => Some(crate::startup::bind_http(addr).await?),
+        None => None,
+    };
     let store = Store::open(&config.storage.path).await?;
     let client = RtcClient::new(&config.api).context("cannot build the HTTP client")?;
     let (events, _) = broadcast::channel(1024);
@@ -54,7 +63,7 @@ pub async fn run(
     let worker_task = tokio::spawn(worker.run(shutdown.clone(), notify_rx));
 
     let liveness = poller.liveness();
-    if let Some(addr) = config.http.listen {
+    if let Some(listener) = listener {
         let state = crate::http::AppState {
             store: store.clone(),
             config: shared_config.clone(),
@@ -63,7 +72,7 @@ pub async fn run(
             budget: poller.budget(),
             metrics: crate::http::metrics_handle(),
         };
-        tokio::spawn(crate::http::serve(addr, state, shutdown.clone()));
+        tokio::spawn(crate::http::serve(listener, state, shutdown.clone()));
     }
     let live = liveness.clone();
     tokio::spawn(systemd::watchdog_task(

@@ -14,6 +14,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+/// The demo's output goes to a reader that may leave (`recwatch demo | head`): `println!`
+/// would panic then; this one ends the demo quietly.
+macro_rules! println {
+    ($($arg:tt)*) => { crate::cli::print_or_exit(format_args!($($arg)*)) };
+}
+
 const DEMO_AK: &str = "DEMOACCESSKEY0000001";
 const DEMO_SK: &str = "demo-secret-key-not-a-real-one";
 const DEMO_PROJECT: &str = "demo-project";

@@ -15,7 +15,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::Row;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -72,18 +71,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until shutdown. An address that cannot be bound is logged, not fatal: the
-/// monitor's job is polling, and the endpoint is an extra.
-pub async fn serve(addr: SocketAddr, state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let listener = match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(
-                "cannot listen on http.listen {addr}: {e}; the HTTP endpoint is off (set http.listen to a free port, or \"\" to silence this)"
-            );
-            return;
-        }
-    };
+/// Serves on `listener` until shutdown. `run` binds it before it reports ready
+/// ([`crate::startup::bind_http`]): an address that cannot be bound stops the start.
+pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) {
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTP endpoint: /healthz /readyz /metrics /api/v1/jobs");
     let app = router(state);
     let _ = axum::serve(listener, app)

@@ -20,6 +20,7 @@ pub mod rtc;
 pub mod rules;
 pub mod secret;
 pub mod simulate;
+pub mod startup;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

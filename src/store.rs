@@ -132,14 +132,8 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
 impl Store {
     /// Opens (creating the file and its directories) and migrates the database.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!(
-                    "cannot create the database directory {}; create it or set storage.path",
-                    dir.display()
-                )
-            })?;
-        }
+        // The directory 0700 and the file 0600 whatever the umask; a failure exits 73.
+        crate::startup::prepare_storage(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

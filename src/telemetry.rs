@@ -7,8 +7,15 @@
 //! On a terminal we colour; into a file or pipe we do not. `--log-format json` writes one JSON
 //! object per line for log shippers. The choice is made by [`decide`], a function of the
 //! environment, so it is tested without touching the process's real environment.
+//!
+//! Log lines carry text from outside (an API's `error_code`, a receiver's answer). In the text
+//! format every line passes through [`safe_line`]: control characters are written as escapes, so
+//! a CRLF cannot forge a second line and a NUL cannot reach the journal, and a line is cut at
+//! [`MAX_LINE_CHARS`]. JSON lines are escaped by the serializer already.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::io;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
@@ -21,6 +28,112 @@ use tracing_subscriber::{EnvFilter, Registry};
 /// tokio-cron-scheduler logs every tick at INFO; keep it to warnings unless `RUST_LOG` says
 /// otherwise.
 const QUIET_CRATES: &str = "tokio_cron_scheduler=warn";
+
+/// The longest text log line; the rest is cut with a note of how much.
+pub const MAX_LINE_CHARS: usize = 8 * 1024;
+
+/// `text` with every control character written as an escape (`\r`, `\n`, `\0`, `\u{1b}`).
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        push_escaped(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\0' => out.push_str("\\0"),
+        c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        c => out.push(c),
+    }
+}
+
+/// One formatted log line made safe to write: control characters escaped except the final
+/// newline and, when `ansi`, our own colour codes (`ESC [ digits ; m`); longer than `max`
+/// characters, cut with a note. Pure, so it is tested on its own.
+pub fn safe_line(line: &str, ansi: bool, max: usize) -> String {
+    let (body, newline) = match line.strip_suffix('\n') {
+        Some(b) => (b, "\n"),
+        None => (line, ""),
+    };
+    let mut out = String::with_capacity(body.len().min(max) + 16);
+    let mut chars = body.char_indices().peekable();
+    let mut shown = 0;
+    while let Some((i, c)) = chars.next() {
+        if shown >= max {
+            out.push_str(&format!(" … ({} more bytes cut)", body.len() - i));
+            if ansi {
+                out.push_str("\x1b[0m");
+            }
+            break;
+        }
+        if c == '\x1b' && ansi {
+            if let Some(len) = sgr_len(&body[i..]) {
+                out.push_str(&body[i..i + len]);
+                for _ in 1..len {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        push_escaped(&mut out, c);
+        shown += 1;
+    }
+    out.push_str(newline);
+    out
+}
+
+/// The length of an SGR colour sequence (`ESC [ 0-9; m`) at the start of `s`, if there is one.
+fn sgr_len(s: &str) -> Option<usize> {
+    let rest = s.strip_prefix("\x1b[")?;
+    let params = rest
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b';')
+        .count();
+    (rest.as_bytes().get(params) == Some(&b'm')).then_some(2 + params + 1)
+}
+
+/// Wraps a writer so each formatted event goes through [`safe_line`]. The fmt layer formats a
+/// whole event into a buffer and writes it with one `write_all`, so each `write` is one line.
+struct SafeLines<M> {
+    inner: M,
+    ansi: bool,
+}
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for SafeLines<M> {
+    type Writer = SafeLine<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SafeLine {
+            inner: self.inner.make_writer(),
+            ansi: self.ansi,
+        }
+    }
+}
+
+struct SafeLine<W> {
+    inner: W,
+    ansi: bool,
+}
+
+impl<W: io::Write> io::Write for SafeLine<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let line = safe_line(&String::from_utf8_lossy(buf), self.ansi, MAX_LINE_CHARS);
+        self.inner.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// The line format on stderr.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -156,22 +269,29 @@ where
 {
     use tracing_subscriber::Layer as _;
     let filter = EnvFilter::try_new(&s.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let base = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(s.ansi);
     let journald = s.journald;
-    let layer: BoxedLayer = match (s.format, s.timestamps) {
-        (LogFormat::Text, true) => {
-            let inner = tracing_subscriber::fmt::format();
-            base.event_format(Prefixed { journald, inner }).boxed()
+    let layer: BoxedLayer = match s.format {
+        LogFormat::Text => {
+            let base = tracing_subscriber::fmt::layer()
+                .with_writer(SafeLines {
+                    inner: writer,
+                    ansi: s.ansi,
+                })
+                .with_ansi(s.ansi);
+            if s.timestamps {
+                let inner = tracing_subscriber::fmt::format();
+                base.event_format(Prefixed { journald, inner }).boxed()
+            } else {
+                let inner = tracing_subscriber::fmt::format().without_time();
+                base.event_format(Prefixed { journald, inner }).boxed()
+            }
         }
-        (LogFormat::Text, false) => {
-            let inner = tracing_subscriber::fmt::format().without_time();
-            base.event_format(Prefixed { journald, inner }).boxed()
-        }
-        (LogFormat::Json, _) => {
+        LogFormat::Json => {
             let inner = tracing_subscriber::fmt::format().json().flatten_event(true);
-            base.json()
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .json()
                 .event_format(Prefixed { journald, inner })
                 .boxed()
         }
@@ -516,5 +636,112 @@ mod tests {
         assert_eq!(LogFormat::from_str("text", false), Ok(LogFormat::Text));
         assert_eq!(LogFormat::from_str("json", false), Ok(LogFormat::Json));
         assert!(LogFormat::from_str("yaml", false).is_err());
+    }
+
+    #[test]
+    fn safe_line_table() {
+        struct Case {
+            name: &'static str,
+            line: &'static str,
+            ansi: bool,
+            max: usize,
+            want: &'static str,
+        }
+        let cases = [
+            Case {
+                name: "plain line kept, newline kept",
+                line: "INFO polled\n",
+                ansi: false,
+                max: 100,
+                want: "INFO polled\n",
+            },
+            Case {
+                name: "CRLF cannot forge a second line",
+                line: "WARN code=RTC.1\r\nERROR forged\n",
+                ansi: false,
+                max: 100,
+                want: "WARN code=RTC.1\\r\\nERROR forged\n",
+            },
+            Case {
+                name: "NUL and other controls escaped",
+                line: "a\0b\x07c\x7f\n",
+                ansi: false,
+                max: 100,
+                want: "a\\0b\\u{7}c\\u{7f}\n",
+            },
+            Case {
+                name: "escape sequences escaped without colours",
+                line: "\x1b[31mred\n",
+                ansi: false,
+                max: 100,
+                want: "\\u{1b}[31mred\n",
+            },
+            Case {
+                name: "our colour codes kept on a terminal",
+                line: "\x1b[2m12:00\x1b[0m \x1b[32m INFO\x1b[0m ok\n",
+                ansi: true,
+                max: 100,
+                want: "\x1b[2m12:00\x1b[0m \x1b[32m INFO\x1b[0m ok\n",
+            },
+            Case {
+                name: "a cursor move is not a colour",
+                line: "x\x1b[2Jy\n",
+                ansi: true,
+                max: 100,
+                want: "x\\u{1b}[2Jy\n",
+            },
+            Case {
+                name: "long line cut",
+                line: "0123456789abcdef\n",
+                ansi: false,
+                max: 10,
+                want: "0123456789 … (6 more bytes cut)\n",
+            },
+        ];
+        for c in cases {
+            assert_eq!(safe_line(c.line, c.ansi, c.max), c.want, "{}", c.name);
+        }
+        assert_eq!(escape_controls("ok"), "ok");
+        assert_eq!(escape_controls("a\r\nb"), "a\\r\\nb");
+    }
+
+    #[test]
+    fn outside_text_in_a_text_log_stays_on_one_bounded_line() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let settings = decide("info", LogFormat::Text, &env());
+        let subscriber = tracing_subscriber::registry().with(layer(&settings, move || out.clone()));
+        let code = "RTC.1\r\nERROR forged line\0";
+        let huge = "x".repeat(100_000);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(code = %code, "poll failed: {code}");
+            tracing::warn!("answer: {huge}");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("RTC.1\\r\\nERROR forged line\\0"),
+            "{text}"
+        );
+        assert!(!text.contains('\0'));
+        assert!(lines[1].chars().count() < MAX_LINE_CHARS + 100, "capped");
+        assert!(
+            lines[1].ends_with("more bytes cut)"),
+            "{}",
+            &lines[1][..100]
+        );
     }
 }

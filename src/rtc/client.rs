@@ -20,6 +20,9 @@ use url::Url;
 
 /// Bigger answers than this are not a job record; refusing them bounds memory.
 const MAX_BODY: usize = 1 << 20;
+/// The longest error text kept from an answer (per field): enough for any real message, and
+/// a bound on what one answer can put into a log line or `last_error`.
+const MAX_ERROR_CHARS: usize = 512;
 
 /// What kind of failure, because each is handled differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -238,6 +241,8 @@ pub struct RtcClient {
     host: String,
     auth: Auth,
     project_id: Option<String>,
+    /// The credentials' secrets, removed from every answer's text (see [`RtcClient::get_job`]).
+    redactor: crate::secret::Redactor,
 }
 
 pub const USER_AGENT: &str = concat!("recwatch/", env!("CARGO_PKG_VERSION"));
@@ -262,6 +267,7 @@ impl RtcClient {
             host,
             auth: api.auth.clone(),
             project_id: api.project_id.clone(),
+            redactor: crate::secret::Redactor::new(api.auth.secrets()),
         })
     }
 
@@ -320,8 +326,29 @@ impl RtcClient {
         headers
     }
 
-    /// Polls one job.
+    /// Polls one job. This is where the API's text enters recwatch: an answer that echoes
+    /// `X-Auth-Token` or `X-Security-Token` in `error_msg` or `description` is redacted here,
+    /// before anything logs or stores it, and error text is cut to a bounded length.
     pub async fn get_job(&self, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
+        let r = &self.redactor;
+        match self.fetch_job(app_id, job_id).await {
+            Ok(mut f) => {
+                f.raw = r.redact(&f.raw);
+                f.job.description = f.job.description.map(|d| r.redact(&d));
+                Ok(f)
+            }
+            Err(mut e) => {
+                let clean = |t: Option<String>| t.map(|t| r.clean(&t, MAX_ERROR_CHARS));
+                e.error_code = clean(e.error_code);
+                e.error_msg = clean(e.error_msg);
+                e.detail = clean(e.detail);
+                e.request_id = clean(e.request_id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_job(&self, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
         let path = self.job_path(app_id, job_id);
         let mut url = self.endpoint.clone();
         url.set_path(&path);

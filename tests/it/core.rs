@@ -546,12 +546,13 @@ async fn the_demo_shows_changes_alerts_and_verified_deliveries() {
 async fn a_cron_schedule_polls_every_job_on_each_tick() {
     let sim = start_sim(static_sim(3)).await;
     let mut cfg = AppConfig::new(&sim, 3);
-    // The interval would poll 10 times a second; the schedule once a second wins.
     cfg.extra = String::new();
     let mut app = TestApp::new(&cfg);
-    let text = std::fs::read_to_string(&app.config_path)
-        .unwrap()
-        .replace("[poll]\n", "[poll]\nschedule = \"* * * * * *\"\n");
+    // The schedule instead of the interval (both at once is refused).
+    let text = std::fs::read_to_string(&app.config_path).unwrap().replace(
+        &format!("[poll]\ninterval = \"{}\"\n", cfg.interval),
+        "[poll]\nschedule = \"* * * * * *\"\n",
+    );
     std::fs::write(&app.config_path, text).unwrap();
     app.start();
     wait_for("three ticks of every job", T, || {

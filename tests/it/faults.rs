@@ -199,7 +199,7 @@ async fn survives_refused_credentials_for_a_while() {
     survives_episode(
         FaultKind::RefuseAuth,
         Scope::Gateway,
-        "auth_backoff = \"1s\"\n",
+        "auth_backoff = \"1s\"\nallow_short_auth_backoff = true\n",
     )
     .await;
 }

@@ -1,0 +1,369 @@
+//! What `run` needs from the system before it can start, made (by `run`) or probed (by
+//! `check`) in one place so the two agree: a private storage directory and database file, and
+//! the HTTP listener.
+//!
+//! Each failure carries the sysexits(3) code the process exits with, so systemd can tell a
+//! broken configuration (78, `RestartPreventExitStatus=78`: a restart cannot help) from a
+//! fault a restart may cure (73, a directory that cannot be created yet; 69, a port still
+//! held by the process being replaced).
+
+use std::fs::{self, DirBuilder, OpenOptions, Permissions};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crate::config::EXIT_CONFIG;
+/// `EX_UNAVAILABLE`: something recwatch needs is held by someone else (the HTTP port).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// `EX_CANTCREAT`: the storage directory or database cannot be created or written.
+pub const EXIT_CANTCREAT: u8 = 73;
+
+/// The database file's mode: it holds job history, raw answers and alert payloads.
+const DB_MODE: u32 = 0o600;
+/// The mode of each directory recwatch creates for the database.
+const DIR_MODE: u32 = 0o700;
+
+/// A start-up failure: what went wrong, the fix, and the exit code it means.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StartError {
+    pub exit: u8,
+    pub message: String,
+}
+
+impl StartError {
+    fn cantcreat(message: String) -> StartError {
+        StartError {
+            exit: EXIT_CANTCREAT,
+            message,
+        }
+    }
+}
+
+/// The exit code an error chain means, if any link of it is a start-up or config error.
+pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
+    e.chain().find_map(|c| {
+        if let Some(s) = c.downcast_ref::<StartError>() {
+            Some(s.exit)
+        } else if c.downcast_ref::<crate::config::ConfigError>().is_some() {
+            Some(EXIT_CONFIG)
+        } else {
+            None
+        }
+    })
+}
+
+/// Makes the database's directory (each missing level 0700) and, when it does not exist yet,
+/// the database file (0600), whatever the umask; an existing directory or file keeps its mode.
+/// SQLite gives its `-wal` and `-shm` files the database file's mode.
+pub fn prepare_storage(db: &Path) -> Result<(), StartError> {
+    if let Some(dir) = parent_dir(db) {
+        create_private_dirs(dir).map_err(|e| {
+            StartError::cantcreat(format!(
+                "cannot create the database directory {}: {e}; create it (writable by the user recwatch runs as) or set storage.path",
+                dir.display()
+            ))
+        })?;
+    }
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(DB_MODE)
+        .open(db);
+    match created {
+        // The umask may have taken bits away from 0600 (never added any): set it exactly.
+        Ok(file) => file.set_permissions(Permissions::from_mode(DB_MODE)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().read(true).write(true).open(db).map(drop)
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
+        StartError::cantcreat(format!(
+            "cannot create or write the database {}: {e}; check storage.path and that recwatch may write there",
+            db.display()
+        ))
+    })
+}
+
+fn parent_dir(db: &Path) -> Option<&Path> {
+    db.parent().filter(|d| !d.as_os_str().is_empty())
+}
+
+/// Creates `dir` and every missing parent with mode 0700; leaves existing ones alone.
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    let mut missing: Vec<&Path> = Vec::new();
+    let mut at = dir;
+    loop {
+        match fs::metadata(at) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", at.display()),
+                ));
+            }
+            // ENOTDIR: a level above is a file; walking up names it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                missing.push(at);
+                match parent_dir(at) {
+                    Some(p) => at = p,
+                    None => break,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match DirBuilder::new().mode(DIR_MODE).create(d) {
+            Ok(()) => fs::set_permissions(d, Permissions::from_mode(DIR_MODE))?,
+            // Made by someone else meanwhile: theirs, so its mode stays.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What `check` found about the storage path, without creating anything it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageProbe {
+    /// The database exists and can be written.
+    Exists,
+    /// It will be created; `dir` is the existing directory it will be created under.
+    WillCreate { dir: PathBuf },
+}
+
+/// Tells whether `run` could create and write the database, the way it will try: the file
+/// opened for writing if it exists, else a temporary file made (and removed at once) in the
+/// nearest existing directory. Root ignores permission bits but not a read-only mount, so
+/// only trying tells the truth.
+pub fn probe_storage(db: &Path) -> Result<StorageProbe, StartError> {
+    let cannot = |what: String| StartError::cantcreat(format!("{what}; `run` would fail"));
+    let mut dir = parent_dir(db).unwrap_or(Path::new("."));
+    loop {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(cannot(format!(
+                    "storage.path {}: {} is not a directory",
+                    db.display(),
+                    dir.display()
+                )));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                dir = parent_dir(dir).unwrap_or(Path::new("."));
+            }
+            Err(e) => {
+                return Err(cannot(format!(
+                    "storage.path {}: cannot look at {}: {e}",
+                    db.display(),
+                    dir.display()
+                )));
+            }
+        }
+    }
+    // SQLite writes its -wal and -shm files beside the database, so the directory must be
+    // writable even when the file exists.
+    tempfile::Builder::new()
+        .prefix(".recwatch-check-")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            cannot(format!(
+                "storage.path {}: cannot write in {}: {e}",
+                db.display(),
+                dir.display()
+            ))
+        })?;
+    if db.exists() {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(db)
+            .map_err(|e| {
+                cannot(format!(
+                    "storage.path {}: cannot open it for writing: {e}",
+                    db.display()
+                ))
+            })?;
+        Ok(StorageProbe::Exists)
+    } else {
+        Ok(StorageProbe::WillCreate {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// Binds `http.listen` for `run`: a failure stops the start, because a monitor whose
+/// `/readyz` and `/metrics` silently vanished is not being watched itself.
+pub async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr, &e))
+}
+
+/// The exit code and fix for an address that cannot be bound.
+pub fn bind_error(addr: SocketAddr, e: &io::Error) -> StartError {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => StartError {
+            exit: EXIT_UNAVAILABLE,
+            message: format!(
+                "http.listen {addr} is in use by another process: stop it, or set http.listen to a free port (\"\" turns the endpoint off)"
+            ),
+        },
+        io::ErrorKind::PermissionDenied => StartError {
+            exit: EXIT_CONFIG,
+            message: format!(
+                "http.listen {addr}: {e}; ports below 1024 need privileges recwatch does not have, use a port above 1023"
+            ),
+        },
+        io::ErrorKind::AddrNotAvailable => StartError {
+            exit: EXIT_CONFIG,
+            message: format!(
+                "http.listen {addr} is not an address of this machine: {e}; use 127.0.0.1 or one of its addresses"
+            ),
+        },
+        _ => StartError {
+            exit: EXIT_UNAVAILABLE,
+            message: format!("cannot listen on http.listen {addr}: {e}"),
+        },
+    }
+}
+
+/// What `check` found about `http.listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenProbe {
+    Free,
+    /// Taken by a process whose `/healthz` answers like recwatch's: most likely the daemon
+    /// this configuration belongs to, already running.
+    HeldByRecwatch,
+}
+
+/// Tries to bind `addr` (and lets go at once). A taken address is asked for `/healthz`, so
+/// `check` next to a running daemon does not cry wolf.
+pub fn probe_listen(addr: SocketAddr) -> Result<ListenProbe, StartError> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(ListenProbe::Free),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && answers_like_recwatch(addr) => {
+            Ok(ListenProbe::HeldByRecwatch)
+        }
+        Err(e) => Err(bind_error(addr, &e)),
+    }
+}
+
+fn answers_like_recwatch(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(2);
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = s.take(4096).read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer.starts_with("HTTP/1.") && answer.contains(" 200 ") && answer.ends_with("\r\n\r\nok\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn storage_is_private_whatever_the_umask_and_existing_modes_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let existing = tmp.path().join("existing");
+        fs::create_dir(&existing).unwrap();
+        fs::set_permissions(&existing, Permissions::from_mode(0o755)).unwrap();
+        let db = existing.join("a").join("b").join("recwatch.db");
+        prepare_storage(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(&existing.join("a")), 0o700);
+        assert_eq!(mode(&existing.join("a/b")), 0o700);
+        assert_eq!(
+            mode(&existing),
+            0o755,
+            "an existing directory keeps its mode"
+        );
+        // A second start changes nothing, and an operator's chosen mode stays.
+        fs::set_permissions(&db, Permissions::from_mode(0o640)).unwrap();
+        prepare_storage(&db).unwrap();
+        assert_eq!(mode(&db), 0o640);
+    }
+
+    #[test]
+    fn a_path_under_a_regular_file_is_73() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let db = file.join("sub").join("recwatch.db");
+        let e = prepare_storage(&db).unwrap_err();
+        assert_eq!(e.exit, EXIT_CANTCREAT);
+        assert!(e.message.contains("not a directory"), "{e}");
+        let e = probe_storage(&db).unwrap_err();
+        assert_eq!(e.exit, EXIT_CANTCREAT);
+        assert!(e.message.contains("not a directory"), "{e}");
+        assert!(!db.exists());
+    }
+
+    #[test]
+    fn probe_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("new").join("recwatch.db");
+        assert_eq!(
+            probe_storage(&db).unwrap(),
+            StorageProbe::WillCreate {
+                dir: tmp.path().to_path_buf()
+            }
+        );
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+        prepare_storage(&db).unwrap();
+        assert_eq!(probe_storage(&db).unwrap(), StorageProbe::Exists);
+    }
+
+    #[test]
+    fn a_taken_address_is_69_and_a_free_one_binds() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let e = probe_listen(addr).unwrap_err();
+        assert_eq!(e.exit, EXIT_UNAVAILABLE);
+        assert!(e.message.contains("in use"), "{e}");
+        drop(held);
+        let free = SocketAddr::from(([127, 0, 0, 1], 0));
+        assert_eq!(probe_listen(free).unwrap(), ListenProbe::Free);
+    }
+
+    #[test]
+    fn exit_codes_are_found_in_the_chain() {
+        let e = anyhow::Error::new(StartError::cantcreat("x".into())).context("opening");
+        assert_eq!(exit_code(&e), Some(EXIT_CANTCREAT));
+        let e = anyhow::Error::new(crate::config::ConfigError {
+            location: "a".into(),
+            message: "b".into(),
+        });
+        assert_eq!(exit_code(&e), Some(EXIT_CONFIG));
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), None);
+    }
+}
