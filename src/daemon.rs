@@ -214,6 +214,9 @@ impl Reloader {
                 Ok(client) => {
                     let old = self.shared.read().expect("config lock").clone();
                     warn_restart_only(&old, &new);
+                    for w in new.warnings() {
+                        warn!("{w}");
+                    }
                     *self.shared.write().expect("config lock") = new.clone();
                     let _ = self.notify.send(new.notify.clone());
                     info!(reason = why, jobs = new.jobs.len(), "configuration re-read");

@@ -243,6 +243,11 @@ pub enum FaultKind {
     Redirect(String),
     /// 404 `APIG.0101` "The API does not exist", as the gateway answers a wrong path.
     ApiNotFound,
+    /// 400 `RTC.00001002` whose `error_msg` quotes the request's `X-Auth-Token` (or
+    /// `X-Security-Token`), as a careless service might: recwatch must redact it.
+    EchoTokenInError,
+    /// 200: the job STOPPED with INTERNAL_ERROR, its `description` quoting the token.
+    EchoTokenInDescription,
 }
 
 /// Request statistics of the API endpoint (control requests are not counted).
@@ -803,6 +808,7 @@ impl Inner {
                     }
                     FaultKind::Redirect(_) => s.counters.status(StatusCode::FOUND),
                     FaultKind::ApiNotFound => s.counters.status(StatusCode::NOT_FOUND),
+                    FaultKind::EchoTokenInError => s.counters.status(StatusCode::BAD_REQUEST),
                     _ => s.counters.status(StatusCode::OK),
                 }
                 return (Outcome::Fault(kind), None);
@@ -1142,7 +1148,18 @@ async fn api_get_job(
     if let Some(d) = stall {
         tokio::time::sleep(d).await;
     }
-    let mut response = answer(&inner, outcome, &app_id, &job_id, now, request_id);
+    let mut response = match outcome {
+        Outcome::Fault(
+            kind @ (FaultKind::EchoTokenInError | FaultKind::EchoTokenInDescription),
+        ) => {
+            let token = ["x-auth-token", "x-security-token"]
+                .iter()
+                .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+                .unwrap_or("-");
+            echo_response(&kind, &app_id, &job_id, token, request_id)
+        }
+        outcome => answer(&inner, outcome, &app_id, &job_id, now, request_id),
+    };
     inner.date_header(&mut response);
     response
 }
@@ -1188,6 +1205,32 @@ fn answer(
     }
 }
 
+/// The answer of an echo fault: it quotes `token`, the request's credential header.
+fn echo_response(
+    kind: &FaultKind,
+    app_id: &str,
+    job_id: &str,
+    token: &str,
+    request_id: HeaderValue,
+) -> Response {
+    if *kind == FaultKind::EchoTokenInError {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "RTC.00001002",
+            &format!("Invalid request header X-Auth-Token: {token}"),
+            request_id,
+        );
+    }
+    let body = serde_json::json!({
+        "job_id": job_id,
+        "app_id": app_id,
+        "state": "STOPPED",
+        "stop_reason": "INTERNAL_ERROR",
+        "description": format!("recorder lost its session (X-Auth-Token: {token})"),
+    });
+    api_response(StatusCode::OK, body.to_string(), request_id)
+}
+
 fn fault_response(
     inner: &Inner,
     kind: FaultKind,
@@ -1196,6 +1239,10 @@ fn fault_response(
     request_id: HeaderValue,
 ) -> Response {
     match kind {
+        // Answered in api_get_job, which has the request's headers.
+        FaultKind::EchoTokenInError | FaultKind::EchoTokenInDescription => {
+            echo_response(&kind, app_id, job_id, "-", request_id)
+        }
         FaultKind::ServerError => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "RTC.00002001",

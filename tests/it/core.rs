@@ -394,10 +394,15 @@ async fn the_example_config_says_what_is_missing() {
         "{err}"
     );
     // With credentials from the environment it is a valid configuration.
+    let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(BIN)
         .args(["check", "--config", example])
         .env("RECWATCH_API__AUTH__ACCESS_KEY", "AK")
         .env("RECWATCH_API__AUTH__SECRET_KEY", "super-secret-value")
+        .env("RECWATCH_API__PROJECT_ID", PROJECT)
+        // What `check` tries must not depend on this machine's /var/lib or port 9187.
+        .env("RECWATCH_STORAGE__PATH", dir.path().join("recwatch.db"))
+        .env("RECWATCH_HTTP__LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -3,9 +3,11 @@
 
 mod alerts;
 mod answers;
+mod checks;
 mod core;
 mod faults;
 mod harness;
 mod notify;
+mod secrets;
 mod service;
 mod support;
