@@ -34,13 +34,14 @@ pub async fn run(
     for w in config.warnings() {
         warn!("{w}");
     }
-    // Bound before anything else: a taken port stops the start (exit 69) rather than leaving
-    // a daemon whose /readyz and /metrics silently vanished.
+    let store = Store::open(&config.storage.path).await?;
+    // Bound before READY: a taken port stops the start (exit 69) rather than leaving a
+    // daemon whose /readyz and /metrics silently vanished. After the store, so a second
+    // daemon on the same database is told about the database first.
     let listener = match config.http.listen {
         Some(addr) => Some(crate::startup::bind_http(addr).await?),
         None => None,
     };
-    let store = Store::open(&config.storage.path).await?;
     let client = RtcClient::new(&config.api).context("cannot build the HTTP client")?;
     let (events, _) = broadcast::channel(1024);
     let outbox = Outbox::new().with_events(events.clone());
