@@ -335,6 +335,7 @@ impl RtcClient {
             Ok(mut f) => {
                 f.raw = r.redact(&f.raw);
                 f.job.description = f.job.description.map(|d| r.redact(&d));
+                f.request_id = f.request_id.map(|id| r.clean(&id, MAX_ERROR_CHARS));
                 Ok(f)
             }
             Err(mut e) => {
