@@ -73,7 +73,12 @@ pub enum Command {
     Run,
     /// Validate the configuration and print what it means; exit 0, or 78 with the error.
     Check,
-    /// Poll every job once, record transitions, print a table, and exit.
+    /// Poll every job once, record transitions, print a table, deliver the alerts this raised
+    /// (waiting up to 30 s), and exit.
+    ///
+    /// Alerts it cannot deliver within the wait stay in the outbox: `recwatch alerts --pending`
+    /// lists them and `recwatch run` sends them when it next starts. Exit 1 if a poll failed or
+    /// an alert is still undelivered.
     PollOnce,
     /// Each watched job with its last state, stop reason, last poll and last change.
     Status {
@@ -369,7 +374,7 @@ fn round_secs(d: std::time::Duration) -> std::time::Duration {
 async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let store = Store::open(&config.storage.path).await?;
     let client = RtcClient::new(&config.api)?;
-    let outbox = Outbox::new();
+    let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;
     let results = crate::poll::poll_once(config, &client, &store, &outbox).await;
     let mut rows = vec![vec![
@@ -408,9 +413,31 @@ async fn poll_once(config: &Config) -> anyhow::Result<()> {
         ]);
     }
     print_table(&rows)?;
+    // Delivered now or said to be pending: never silently left for a later `run`.
+    let raised = outbox.made();
+    let undelivered = crate::deliver::deliver_now(
+        &store,
+        config,
+        &raised,
+        crate::deliver::POLL_ONCE_WAIT,
+    )
+    .await;
     store.close().await;
+    match undelivered {
+        _ if raised.is_empty() => {}
+        Ok(0) => out!("{} alert(s) raised and delivered", raised.len())?,
+        Ok(n) => complain(&format!(
+            "{n} deliveries of the {} alert(s) raised are still pending after {}: `recwatch alerts --pending` shows why; `recwatch run` sends them when it next starts",
+            raised.len(),
+            humantime::format_duration(crate::deliver::POLL_ONCE_WAIT)
+        )),
+        Err(ref e) => complain(&format!("cannot deliver the alerts raised: {e:#}")),
+    }
     if failed > 0 {
         anyhow::bail!("{failed} of {} polls failed", rows.len() - 1);
+    }
+    if !raised.is_empty() && !matches!(undelivered, Ok(0)) {
+        anyhow::bail!("not every alert raised was delivered");
     }
     Ok(())
 }
@@ -573,7 +600,15 @@ async fn alerts(config: &Config, pending: bool, limit: i64, json: bool) -> anyho
         .map(String::from)
         .to_vec(),
     ];
+    // Why a delivery is dead or still failing, under the table: the last error as the
+    // receiver gave it (HTTP status and body, SMTP reply), too long for a column.
+    let mut reasons = Vec::new();
     for a in list {
+        for d in &a.deliveries {
+            if let (Some(e), false) = (&d.last_error, d.state == "sent") {
+                reasons.push(format!("{} {} {}: {e}", a.id, d.channel, d.state));
+            }
+        }
         let deliveries = if a.deliveries.is_empty() {
             "(no channels)".to_string()
         } else {
@@ -606,6 +641,12 @@ async fn alerts(config: &Config, pending: bool, limit: i64, json: bool) -> anyho
         ]);
     }
     print_table(&table)?;
+    if !reasons.is_empty() {
+        out!("\nlast errors:")?;
+        for r in reasons {
+            out!("  {r}")?;
+        }
+    }
     Ok(())
 }
 
@@ -646,7 +687,11 @@ async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::Result<ExitC
                     "{:<8} {:<20} FAILED{}: {e}",
                     c.kind(),
                     c.name(),
-                    if e.permanent { " (permanent)" } else { "" }
+                    if e.needs_a_fix() {
+                        " (refused: check the receiver and this channel's settings)"
+                    } else {
+                        ""
+                    }
                 )?;
             }
         }

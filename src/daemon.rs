@@ -126,8 +126,8 @@ pub async fn run(
     if let Err(e) = &result {
         error!("poller failed: {e:#}");
     }
-    // The worker finishes the deliveries it is in, then stops; pending ones wait for the next
-    // start, which picks them up at once.
+    // Sends in flight get deliver::SHUTDOWN_GRACE to finish; the rest stay pending for the
+    // next start, which picks them up at once.
     let _ = worker_task.await;
     reloads.abort();
     drop(notify_tx);

@@ -43,6 +43,9 @@ pub struct Outbox {
     /// back: one alert, not one per job.
     api_unhealthy: Arc<AtomicBool>,
     events: Option<broadcast::Sender<Event>>,
+    /// The ids of the alerts this outbox made, when asked to keep them (`poll-once` delivers
+    /// exactly those before it exits).
+    made: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 impl Default for Outbox {
@@ -65,7 +68,22 @@ impl Outbox {
             wake: Arc::new(Notify::new()),
             api_unhealthy: Arc::new(AtomicBool::new(false)),
             events: None,
+            made: None,
         }
+    }
+
+    /// Keeps the id of every alert this outbox (and its clones) makes, for [`Outbox::made`].
+    pub fn keeping_ids(mut self) -> Outbox {
+        self.made = Some(Arc::default());
+        self
+    }
+
+    /// The ids of the alerts made so far, oldest first (empty unless [`Outbox::keeping_ids`]).
+    pub fn made(&self) -> Vec<String> {
+        self.made
+            .as_ref()
+            .map(|m| m.lock().expect("made lock").clone())
+            .unwrap_or_default()
     }
 
     pub fn with_events(mut self, events: broadcast::Sender<Event>) -> Outbox {
@@ -466,6 +484,11 @@ impl Outbox {
         if made.is_empty() {
             return;
         }
+        if let Some(ids) = &self.made {
+            ids.lock()
+                .expect("made lock")
+                .extend(made.iter().map(|a| a.id.clone()));
+        }
         for a in made {
             metrics::counter!("recwatch_alerts_total", "rule" => a.rule.as_str(), "severity" => a.severity.as_str()).increment(1);
             info!(
@@ -552,7 +575,7 @@ pub fn job_facts(job: &JobConfig, snapshot: Option<&crate::rtc::model::JobSnapsh
 
 /// Inserts an alert and one pending delivery per channel. Returns false if an alert with
 /// this dedup key already exists (nothing is written then).
-async fn insert_alert(
+pub(crate) async fn insert_alert(
     tx: &mut SqliteConnection,
     alert: &Alert,
     dedup_key: &str,

@@ -6,7 +6,7 @@
 //! derived from the alert id, so a delivery repeated after a crash is recognisably the same
 //! mail (and mail systems that de-duplicate by Message-ID drop it).
 
-use super::{DeliveryError, redact, snippet};
+use super::{DeliveryError, Retry, redact, snippet};
 use crate::alert::{Alert, JobFacts, Status};
 use crate::config::{ConfigError, EmailConfig, Tls};
 use crate::secret::Secret;
@@ -116,7 +116,7 @@ impl EmailChannel {
         }
         let message = builder
             .body(body(alert))
-            .map_err(|e| DeliveryError::permanent(format!("cannot build the email: {e}")))?;
+            .map_err(|e| DeliveryError::refused(format!("cannot build the email: {e}")))?;
         let transport = self.transport.lock().expect("transport lock").clone();
         match tokio::time::timeout(self.timeout, transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
@@ -140,7 +140,8 @@ impl EmailChannel {
     }
 
     /// 5xx answers and client-side refusals (no common auth mechanism, no 8BITMIME) will be
-    /// the same next time; 4xx answers, refused connections, TLS and timeouts may pass.
+    /// the same until someone changes the server or our config, so they are retried slowly;
+    /// 4xx answers, refused connections, TLS and timeouts may pass, so they back off.
     fn classify(&self, e: &lettre::transport::smtp::Error) -> DeliveryError {
         let cause = if e.is_timeout() {
             format!("timed out: {e}")
@@ -153,7 +154,11 @@ impl EmailChannel {
             snippet(&redact(&cause, &self.secrets), ERROR_CHARS)
         );
         DeliveryError {
-            permanent: e.is_permanent() || e.is_client(),
+            retry: if e.is_permanent() || e.is_client() {
+                Retry::Refused
+            } else {
+                Retry::Backoff
+            },
             message,
         }
     }

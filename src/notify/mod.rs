@@ -71,24 +71,57 @@ impl fmt::Debug for Channel {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct DeliveryError {
-    /// Trying the same delivery again cannot succeed without someone changing something.
-    pub permanent: bool,
+    /// What the answer says about trying again; the delivery worker turns it into a delay.
+    pub retry: Retry,
     pub message: String,
 }
 
+/// How a failed delivery may be tried again. Channels only classify; the pace and the end
+/// (`notify.max_age`) are the delivery worker's (`deliver::after_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The receiver may be back soon (5xx, 408, a timeout, a refused connection, an SMTP 4xx):
+    /// exponential back-off.
+    Backoff,
+    /// The receiver refused (3xx, 4xx other than 408/429, an SMTP 5xx, a failed login). Someone
+    /// has to change the receiver or our config, and a receiver misconfigured for ten minutes
+    /// must not lose the alert: tried again at a slow pace (every `notify.max_backoff`).
+    Refused,
+    /// Throttled (429): not before this long, as the receiver's `Retry-After` asked
+    /// (capped at `notify.max_backoff`); `None` when it gave no usable value.
+    After(Option<std::time::Duration>),
+    /// No answer could ever change the outcome (the stored alert cannot be read): dead at once.
+    Never,
+}
+
 impl DeliveryError {
-    pub fn permanent(message: impl Into<String>) -> DeliveryError {
+    /// A failure that may pass by itself: retried with exponential back-off.
+    pub fn transient(message: impl Into<String>) -> DeliveryError {
         DeliveryError {
-            permanent: true,
+            retry: Retry::Backoff,
             message: message.into(),
         }
     }
 
-    pub fn transient(message: impl Into<String>) -> DeliveryError {
+    /// A refusal that needs someone to act: retried slowly until `notify.max_age`.
+    pub fn refused(message: impl Into<String>) -> DeliveryError {
         DeliveryError {
-            permanent: false,
+            retry: Retry::Refused,
             message: message.into(),
         }
+    }
+
+    /// Trying again cannot help at all.
+    pub fn never(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            retry: Retry::Never,
+            message: message.into(),
+        }
+    }
+
+    /// True for answers that need someone to change something before a retry can succeed.
+    pub fn needs_a_fix(&self) -> bool {
+        matches!(self.retry, Retry::Refused | Retry::Never)
     }
 }
 
@@ -161,7 +194,9 @@ mod tests {
     fn delivery_error_displays_its_message() {
         let e = DeliveryError::transient("HTTP 503");
         assert_eq!(e.to_string(), "HTTP 503");
-        assert!(!e.permanent);
-        assert!(DeliveryError::permanent("x").permanent);
+        assert_eq!(e.retry, Retry::Backoff);
+        assert!(!e.needs_a_fix());
+        assert!(DeliveryError::refused("x").needs_a_fix());
+        assert!(DeliveryError::never("x").needs_a_fix());
     }
 }

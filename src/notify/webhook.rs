@@ -5,14 +5,14 @@
 //! answer made us repeat. Redirects are not followed: a signed alert goes only where it was
 //! configured to go.
 
-use super::{DeliveryError, chain, redact, snippet};
+use super::{DeliveryError, Retry, chain, redact, snippet};
 use crate::alert::Alert;
 use crate::config::{ConfigError, WebhookConfig, decode_webhook_secret};
 use crate::rtc::sign::hmac_raw;
 use crate::secret::Secret;
 use base64::Engine;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use std::time::Duration;
 
 pub const HEADER_ID: &str = "webhook-id";
@@ -135,8 +135,18 @@ impl WebhookChannel {
         if status.is_success() {
             return Ok(());
         }
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let wait = header(RETRY_AFTER).and_then(|v| {
+            retry_after(&v, header(DATE).as_deref(), chrono::Utc::now())
+        });
         let text = redact(&read_snippet(response).await, &self.secrets);
-        Err(status_error(status, &text))
+        Err(status_error(status, wait, &text))
     }
 
     /// Connect errors and timeouts: the receiver may be back later.
@@ -177,12 +187,21 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     )
 }
 
-/// What a non-2xx answer means: 408, 429 and 5xx may pass; any other answer (3xx, 4xx) will
-/// be the same next time until someone changes the receiver or our config.
-pub fn status_error(status: StatusCode, body_snippet: &str) -> DeliveryError {
-    let transient = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
+/// What a non-2xx answer means. 5xx and 408 may pass by themselves; 429 asks us to slow
+/// down (`retry_after` is its `Retry-After`, already parsed); any other answer (3xx, 4xx) is a
+/// refusal that needs someone to fix the receiver or our config, so it is retried slowly.
+pub fn status_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body_snippet: &str,
+) -> DeliveryError {
+    let retry = if status == StatusCode::TOO_MANY_REQUESTS {
+        Retry::After(retry_after)
+    } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+        Retry::Backoff
+    } else {
+        Retry::Refused
+    };
     let mut message = format!("webhook answered HTTP {status}");
     if status.is_redirection() {
         message.push_str(" (redirects are not followed; configure the final URL)");
@@ -191,10 +210,26 @@ pub fn status_error(status: StatusCode, body_snippet: &str) -> DeliveryError {
         message.push_str(": ");
         message.push_str(body_snippet);
     }
-    DeliveryError {
-        permanent: !transient,
-        message,
+    DeliveryError { retry, message }
+}
+
+/// How long a `Retry-After` value asks us to wait: delta-seconds, or an HTTP date. A date is
+/// measured against the answer's own `Date` header when it has one, so a skewed clock on
+/// either side does not stretch or erase the wait; otherwise against `now`. `None` for a
+/// value that is neither (the caller falls back to its own back-off).
+pub fn retry_after(value: &str, date: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
     }
+    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is RFC 2822's syntax with "GMT".
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let base = date
+        .and_then(|d| chrono::DateTime::parse_from_rfc2822(d.trim()).ok())
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .unwrap_or(now);
+    // A date in the past means "now".
+    Some((at.with_timezone(&chrono::Utc) - base).to_std().unwrap_or(Duration::ZERO))
 }
 
 /// The start of the answer's body, for the operator; a failure to read it is not the error.
@@ -303,33 +338,66 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        // (name, status, permanent)
-        let cases: &[(&str, u16, bool)] = &[
-            ("moved", 301, true),
-            ("temporary redirect", 307, true),
-            ("bad request", 400, true),
-            ("unauthorized", 401, true),
-            ("forbidden", 403, true),
-            ("not found", 404, true),
-            ("gone", 410, true),
-            ("payload too large", 413, true),
-            ("unprocessable", 422, true),
-            ("request timeout", 408, false),
-            ("too many requests", 429, false),
-            ("internal error", 500, false),
-            ("bad gateway", 502, false),
-            ("unavailable", 503, false),
-            ("gateway timeout", 504, false),
+        let later = Some(Duration::from_secs(7));
+        // (name, status, Retry-After, retry)
+        let cases: &[(&str, u16, Option<Duration>, Retry)] = &[
+            ("moved", 301, None, Retry::Refused),
+            ("temporary redirect", 307, None, Retry::Refused),
+            ("bad request", 400, None, Retry::Refused),
+            ("unauthorized", 401, None, Retry::Refused),
+            ("forbidden", 403, None, Retry::Refused),
+            ("not found", 404, None, Retry::Refused),
+            ("gone", 410, None, Retry::Refused),
+            ("payload too large", 413, None, Retry::Refused),
+            ("unprocessable", 422, None, Retry::Refused),
+            ("request timeout", 408, None, Retry::Backoff),
+            ("too many requests", 429, None, Retry::After(None)),
+            ("too many requests, told when", 429, later, Retry::After(later)),
+            ("internal error", 500, None, Retry::Backoff),
+            ("bad gateway", 502, None, Retry::Backoff),
+            ("unavailable", 503, later, Retry::Backoff),
+            ("gateway timeout", 504, None, Retry::Backoff),
         ];
-        for (name, code, permanent) in cases {
-            let e = status_error(StatusCode::from_u16(*code).unwrap(), "why");
-            assert_eq!(e.permanent, *permanent, "{name}");
+        for (name, code, after, retry) in cases {
+            let e = status_error(StatusCode::from_u16(*code).unwrap(), *after, "why");
+            assert_eq!(e.retry, *retry, "{name}");
             assert!(
                 e.message.contains(&code.to_string()),
                 "{name}: {}",
                 e.message
             );
             assert!(e.message.ends_with(": why"), "{name}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn retry_after_table() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let s = Duration::from_secs;
+        let cases: &[(&str, &str, Option<&str>, Option<Duration>)] = &[
+            ("seconds", "120", None, Some(s(120))),
+            ("seconds with spaces", " 5 ", None, Some(s(5))),
+            ("zero", "0", None, Some(s(0))),
+            ("date against now", "Thu, 01 Jan 2026 00:01:00 GMT", None, Some(s(60))),
+            (
+                "date against the answer's Date, not our clock",
+                "Wed, 01 Jan 2025 00:00:30 GMT",
+                Some("Wed, 01 Jan 2025 00:00:00 GMT"),
+                Some(s(30)),
+            ),
+            ("date in the past", "Wed, 31 Dec 2025 23:00:00 GMT", None, Some(s(0))),
+            (
+                "unreadable Date header falls back to now",
+                "Thu, 01 Jan 2026 00:00:10 GMT",
+                Some("yesterday"),
+                Some(s(10)),
+            ),
+            ("negative", "-5", None, None),
+            ("garbage", "soon", None, None),
+            ("empty", "", None, None),
+        ];
+        for (name, value, date, want) in cases {
+            assert_eq!(retry_after(value, *date, now), *want, "{name}");
         }
     }
 

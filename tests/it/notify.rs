@@ -5,7 +5,7 @@ use crate::support::receiver::Receiver;
 use crate::support::smtp::{self, SmtpServer, Stage, TestCert};
 use recwatch::alert::{Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts};
 use recwatch::config::{EmailConfig, NotifyConfig, Severity, Tls, WebhookConfig};
-use recwatch::notify::{Channel, email};
+use recwatch::notify::{Channel, Retry, email};
 use recwatch::secret::Secret;
 use std::time::Duration;
 
@@ -144,7 +144,7 @@ async fn webhook_without_a_secret_is_unsigned() {
 }
 
 #[tokio::test]
-async fn webhook_signed_with_another_secret_is_refused_permanently() {
+async fn webhook_signed_with_another_secret_is_a_refusal() {
     let receiver = Receiver::start(Some(SECRET)).await;
     let other = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let channel = webhook(webhook_config(receiver.url(), Some(other), WAIT));
@@ -154,7 +154,7 @@ async fn webhook_signed_with_another_secret_is_refused_permanently() {
         .await
         .expect_err("refused");
 
-    assert!(e.permanent, "{e}");
+    assert_eq!(e.retry, Retry::Refused, "{e}");
     assert!(e.message.contains("401"), "{e}");
     assert_eq!(receiver.wait_for_attempts(1, WAIT).await.len(), 1);
     assert!(receiver.received().is_empty());
@@ -162,26 +162,45 @@ async fn webhook_signed_with_another_secret_is_refused_permanently() {
 
 #[tokio::test]
 async fn webhook_answers_are_classified() {
-    // (name, status, permanent)
-    let cases: &[(&str, u16, bool)] = &[
-        ("unavailable", 503, false),
-        ("internal error", 500, false),
-        ("throttled", 429, false),
-        ("not found", 404, true),
-        ("bad request", 400, true),
-        ("redirect", 302, true),
+    // (name, status, retry)
+    let cases: &[(&str, u16, Retry)] = &[
+        ("unavailable", 503, Retry::Backoff),
+        ("internal error", 500, Retry::Backoff),
+        ("request timeout", 408, Retry::Backoff),
+        ("throttled without Retry-After", 429, Retry::After(None)),
+        ("not found", 404, Retry::Refused),
+        ("gone", 410, Retry::Refused),
+        ("bad request", 400, Retry::Refused),
+        ("redirect", 302, Retry::Refused),
     ];
     let receiver = Receiver::start(Some(SECRET)).await;
     let channel = webhook(webhook_config(receiver.url(), Some(SECRET), WAIT));
-    for (i, (name, status, permanent)) in cases.iter().enumerate() {
+    for (i, (name, status, retry)) in cases.iter().enumerate() {
         receiver.fail_next_with(1, *status, "the receiver says why");
         let e = channel
             .send(&alert(&format!("alert-{i}")))
             .await
             .expect_err(name);
-        assert_eq!(e.permanent, *permanent, "{name}: {e}");
+        assert_eq!(e.retry, *retry, "{name}: {e}");
         assert!(e.message.contains(&status.to_string()), "{name}: {e}");
         assert!(e.message.contains("the receiver says why"), "{name}: {e}");
+    }
+    // 429 with Retry-After, in seconds and as an HTTP date: the wait it asks for.
+    receiver.fail_next_with_header(1, 429, "Retry-After", "42");
+    let e = channel.send(&alert("alert-429")).await.expect_err("throttled");
+    assert_eq!(e.retry, Retry::After(Some(Duration::from_secs(42))), "{e}");
+    let in_a_minute = (chrono::Utc::now() + chrono::Duration::seconds(90))
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    receiver.fail_next_with_header(1, 429, "Retry-After", &in_a_minute);
+    let e = channel.send(&alert("alert-429")).await.expect_err("throttled");
+    match e.retry {
+        // Measured against the receiver's Date header (whole seconds): about 90 s.
+        Retry::After(Some(d)) => assert!(
+            d > Duration::from_secs(60) && d <= Duration::from_secs(91),
+            "{d:?}"
+        ),
+        other => panic!("{other:?}: {e}"),
     }
     assert!(receiver.received().is_empty());
     // The same alert goes through once the receiver is well again.
@@ -225,7 +244,7 @@ async fn webhook_timeout_is_transient() {
         .await
         .expect_err("timed out");
 
-    assert!(!e.permanent, "{e}");
+    assert_eq!(e.retry, Retry::Backoff, "{e}");
     assert!(e.message.contains("no answer within 300ms"), "{e}");
     assert!(receiver.received().is_empty());
 }
@@ -240,7 +259,7 @@ async fn webhook_down_is_transient_until_it_is_up() {
         .send(&alert("alert-0006"))
         .await
         .expect_err("nothing listens");
-    assert!(!e.permanent, "{e}");
+    assert_eq!(e.retry, Retry::Backoff, "{e}");
     assert!(e.message.to_lowercase().contains("connect"), "{e}");
     assert!(
         !e.message.contains(&addr.port().to_string()),
@@ -298,21 +317,21 @@ async fn email_repeated_delivery_keeps_its_message_id() {
 
 #[tokio::test]
 async fn email_refusals_are_classified() {
-    // (name, stage, code, permanent)
-    let cases: &[(&str, Stage, u16, bool)] = &[
-        ("sender greylisted", Stage::MailFrom, 451, false),
-        ("sender refused", Stage::MailFrom, 550, true),
-        ("mailbox full", Stage::RcptTo, 452, false),
-        ("no such mailbox", Stage::RcptTo, 550, true),
-        ("message refused", Stage::DataEnd, 554, true),
-        ("message deferred", Stage::DataEnd, 451, false),
+    // (name, stage, code, retry)
+    let cases: &[(&str, Stage, u16, Retry)] = &[
+        ("sender greylisted", Stage::MailFrom, 451, Retry::Backoff),
+        ("sender refused", Stage::MailFrom, 550, Retry::Refused),
+        ("mailbox full", Stage::RcptTo, 452, Retry::Backoff),
+        ("no such mailbox", Stage::RcptTo, 550, Retry::Refused),
+        ("message refused", Stage::DataEnd, 554, Retry::Refused),
+        ("message deferred", Stage::DataEnd, 451, Retry::Backoff),
     ];
     let server = SmtpServer::start();
     let channel = mailer(email_config(server.port()));
-    for (name, stage, code, permanent) in cases {
+    for (name, stage, code, retry) in cases {
         server.refuse_next(1, *stage, *code);
         let e = channel.send(&alert("alert-0103")).await.expect_err(name);
-        assert_eq!(e.permanent, *permanent, "{name}: {e}");
+        assert_eq!(e.retry, *retry, "{name}: {e}");
         assert!(e.message.contains(&code.to_string()), "{name}: {e}");
         assert!(
             e.message.contains("test server"),
@@ -336,7 +355,7 @@ async fn email_server_down_is_transient_until_it_is_up() {
         .send(&alert("alert-0104"))
         .await
         .expect_err("nothing listens");
-    assert!(!e.permanent, "{e}");
+    assert_eq!(e.retry, Retry::Backoff, "{e}");
     assert!(
         e.message.contains(&format!("127.0.0.1:{}", addr.port())),
         "{e}"
@@ -366,7 +385,7 @@ async fn email_silent_server_times_out_transiently() {
         .expect("the channel's own timeout fires first")
         .expect_err("no greeting");
 
-    assert!(!e.permanent, "{e}");
+    assert_eq!(e.retry, Retry::Backoff, "{e}");
     assert!(e.message.contains("timed out"), "{e}");
 }
 
@@ -386,7 +405,7 @@ async fn email_after_a_timeout_reads_only_its_own_replies() {
         .send(&alert("alert-0201"))
         .await
         .expect_err("stalled past the deadline");
-    assert!(!e.permanent && e.message.contains("timed out"), "{e}");
+    assert!(e.retry == Retry::Backoff && e.message.contains("timed out"), "{e}");
 
     // The stalled mail did arrive in the end (the sender cannot know: hence the stable
     // Message-ID); the next one is refused and must be reported as refused.
@@ -396,7 +415,7 @@ async fn email_after_a_timeout_reads_only_its_own_replies() {
         .send(&alert("alert-0202"))
         .await
         .expect_err("refused");
-    assert!(e.permanent && e.message.contains("554"), "{e}");
+    assert!(e.retry == Retry::Refused && e.message.contains("554"), "{e}");
 
     channel.send(&alert("alert-0203")).await.expect("delivered");
     let ids: Vec<_> = server
@@ -474,7 +493,7 @@ async fn email_authenticates_and_never_shows_the_password() {
         .send(&alert("alert-0302"))
         .await
         .expect_err("wrong password");
-    assert!(e.permanent && e.message.contains("535"), "{e}");
+    assert!(e.retry == Retry::Refused && e.message.contains("535"), "{e}");
     assert!(
         !e.message.contains("wr0ng-pa55") && !e.message.contains("pa55-w0rd-x"),
         "{e}"

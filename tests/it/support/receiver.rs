@@ -39,6 +39,8 @@ enum Misbehave {
     Fail {
         status: u16,
         body: String,
+        /// Extra headers on the answer (e.g. Retry-After).
+        headers: Vec<(String, String)>,
     },
     /// Hold the answer this long, then answer 200 without recording it as accepted: the
     /// sender gave up by then, so for the test it was never delivered.
@@ -52,6 +54,8 @@ struct Shared {
     plan: Mutex<VecDeque<Misbehave>>,
     /// Counts (accepted, attempts): a test waits for a count, not for a time.
     counts: watch::Sender<(usize, usize)>,
+    /// Requests that arrived, counted before any planned stall.
+    arrived: watch::Sender<usize>,
 }
 
 pub struct Receiver {
@@ -78,6 +82,7 @@ impl Receiver {
             attempts: Mutex::new(Vec::new()),
             plan: Mutex::new(VecDeque::new()),
             counts: watch::channel((0, 0)).0,
+            arrived: watch::channel(0).0,
         });
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -122,7 +127,43 @@ impl Receiver {
         plan.extend((0..n).map(|_| Misbehave::Fail {
             status,
             body: body.to_string(),
+            headers: Vec::new(),
         }));
+    }
+
+    /// Answers the next `n` requests with `status`, an empty body and the header `name: value`.
+    pub fn fail_next_with_header(&self, n: usize, status: u16, name: &str, value: &str) {
+        let mut plan = self.shared.plan.lock().unwrap();
+        plan.extend((0..n).map(|_| Misbehave::Fail {
+            status,
+            body: String::new(),
+            headers: vec![(name.to_string(), value.to_string())],
+        }));
+    }
+
+    /// Forgets every planned misbehaviour: the next requests are accepted again.
+    pub fn behave(&self) {
+        self.shared.plan.lock().unwrap().clear();
+    }
+
+    /// How many requests have arrived, including ones still being answered (a stall): a
+    /// test can see that a request is hanging, not only that it ended.
+    pub fn arrived(&self) -> usize {
+        *self.shared.arrived.borrow()
+    }
+
+    /// Waits until at least `n` requests have arrived (answered or not).
+    pub async fn wait_arrived(&self, n: usize, timeout: Duration) {
+        let mut rx = self.shared.arrived.subscribe();
+        if tokio::time::timeout(timeout, rx.wait_for(|a| *a >= n))
+            .await
+            .is_err()
+        {
+            panic!(
+                "webhook receiver: waited {timeout:?} for {n} requests to arrive; {} did",
+                self.arrived()
+            );
+        }
     }
 
     /// Holds the answer to the next `n` requests for `delay` (set it beyond the sender's
@@ -186,9 +227,16 @@ impl Drop for Receiver {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    shared.arrived.send_modify(|n| *n += 1);
     let planned = shared.plan.lock().unwrap().pop_front();
+    let mut extra = Vec::new();
     let (status, answer, refused, accepted) = match planned {
-        Some(Misbehave::Fail { status, body }) => {
+        Some(Misbehave::Fail {
+            status,
+            body,
+            headers,
+        }) => {
+            extra = headers;
             (status, body, Some("told to fail".to_string()), None)
         }
         Some(Misbehave::Stall(delay)) => {
@@ -218,7 +266,14 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let accepted_now = shared.received.lock().unwrap().len();
     let attempts_now = shared.attempts.lock().unwrap().len();
     shared.counts.send_replace((accepted_now, attempts_now));
-    (StatusCode::from_u16(status).unwrap(), answer).into_response()
+    let mut response = (StatusCode::from_u16(status).unwrap(), answer).into_response();
+    for (name, value) in extra {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    response
 }
 
 fn verify(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Alert, (u16, String)> {

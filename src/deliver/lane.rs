@@ -1,0 +1,371 @@
+//! One channel's delivery lane: its own task, its own limit of sends in flight, its own view
+//! of the clock. A webhook that hangs or an SMTP server that never greets holds up only its
+//! own lane; every other channel goes on.
+//!
+//! Within a lane, the notices of one episode go out in order: the queue does not hand out a
+//! notice while an earlier one of its episode is pending on this channel (see
+//! `queue::due`), and a send in flight is still pending.
+
+use super::policy::{AfterFailure, Age, Clock, DeathCause, JUMP_TOLERANCE, Policy, after_failure, detect_jump};
+use super::queue::{self, Due, Filter, Outcome};
+use crate::alert::{Alert, timestamp};
+use crate::notify::{Channel, DeliveryError};
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+/// Sends one channel may have in flight at once: enough that one slow receiver answer does
+/// not serialize a burst, few enough not to flood a receiver that is struggling.
+pub const CONCURRENCY: usize = 4;
+
+/// The longest a lane sleeps without looking at the queue and the clock again.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// What a lane sends with; replaced as a whole on reload (sends in flight keep the old one).
+pub struct Settings {
+    pub channel: Arc<Channel>,
+    pub policy: Policy,
+}
+
+type Sending = Result<(), DeliveryError>;
+
+pub struct Lane {
+    filter: Filter,
+    store: Store,
+    pub(super) clock: Clock,
+    settings: watch::Receiver<Arc<Settings>>,
+    /// Rung when the outbox commits new deliveries.
+    wake: Arc<Notify>,
+    /// Each pending delivery's age on the monotonic clock, by alert id (see `policy::Age`).
+    ages: HashMap<String, Age>,
+    /// The last look at both clocks, to notice a jump of the wall clock.
+    last: (Instant, DateTime<Utc>),
+    started: bool,
+    /// The deliveries being attempted, by the task attempting them.
+    in_flight: HashMap<tokio::task::Id, Due>,
+    /// Outcomes the database did not take (full disk, lock): written before anything else,
+    /// and their deliveries are not attempted again meanwhile (a sent alert must not be
+    /// sent again only because its mark was not written).
+    unrecorded: Vec<(Due, u32, Outcome)>,
+}
+
+impl Lane {
+    pub fn new(
+        filter: Filter,
+        store: Store,
+        clock: Clock,
+        settings: watch::Receiver<Arc<Settings>>,
+        wake: Arc<Notify>,
+    ) -> Lane {
+        let now = clock.now();
+        Lane {
+            filter,
+            store,
+            clock,
+            settings,
+            wake,
+            ages: HashMap::new(),
+            last: (Instant::now(), now),
+            started: false,
+            in_flight: HashMap::new(),
+            unrecorded: Vec::new(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.filter.channel
+    }
+
+    fn policy(&self) -> Policy {
+        self.settings.borrow().policy
+    }
+
+    /// Attempts everything due now on this channel (up to [`CONCURRENCY`]) and waits for
+    /// each outcome; returns how many were attempted. Tests drive a lane with it.
+    pub async fn step(&mut self) -> anyhow::Result<usize> {
+        self.start().await;
+        let now = self.tick().await;
+        self.flush_unrecorded().await;
+        let mut set = JoinSet::new();
+        let n = self.fill(&mut set, now).await?;
+        while let Some(joined) = set.join_next_with_id().await {
+            self.finish(joined).await;
+        }
+        Ok(n)
+    }
+
+    /// Runs until `stop` turns true or the channel is removed (its settings sender dropped).
+    /// Sends in flight then get `grace` to finish; any still running are abandoned and stay
+    /// pending, to be sent again (same alert id) by the next start.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>, grace: Duration) {
+        self.start().await;
+        let mut set: JoinSet<Sending> = JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let now = self.tick().await;
+            self.flush_unrecorded().await;
+            let wait = match self.fill(&mut set, now).await {
+                Err(e) => {
+                    warn!(channel = %self.name(), "cannot read the outbox: {e:#}");
+                    Duration::from_secs(1)
+                }
+                // Every slot busy: only a finished send (or news) can change anything.
+                Ok(_) if set.len() >= CONCURRENCY => IDLE,
+                Ok(_) => self.next_wait(now).await,
+            };
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() { break },
+                Some(joined) = set.join_next_with_id(), if !set.is_empty() => {
+                    self.finish(joined).await;
+                }
+                changed = self.settings.changed() => if changed.is_err() {
+                    info!(channel = %self.name(), "channel removed from the configuration: its lane stops");
+                    break;
+                },
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(joined) = set.join_next_with_id().await {
+                self.finish(joined).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                channel = %self.name(),
+                abandoned = set.len(),
+                "stopping with sends still in flight; they stay pending and are sent again (same alert id) on the next start"
+            );
+        }
+        set.abort_all();
+        self.flush_unrecorded().await;
+    }
+
+    /// Once, before the first attempt: anchor every pending delivery's age, and bring any
+    /// next attempt further out than now + max_backoff forward (the clock may have gone back
+    /// while recwatch was stopped; nothing we schedule lies further out).
+    async fn start(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let now = self.clock.now();
+        self.last = (Instant::now(), now);
+        match queue::pending_created(&self.store, self.name()).await {
+            Ok(rows) => {
+                for (id, created) in rows {
+                    self.ages.insert(id, Age::anchor(created, now));
+                }
+            }
+            Err(e) => warn!(channel = %self.name(), "cannot read the pending deliveries: {e:#}"),
+        }
+        self.cap(now, "at start").await;
+    }
+
+    /// Reads the clock; on a jump of the wall clock, reschedules this channel's pending
+    /// deliveries so a due one is still attempted within its back-off. Ages are kept on the
+    /// monotonic clock, so a jump never makes a delivery old.
+    async fn tick(&mut self) -> DateTime<Utc> {
+        let (mono, wall) = (Instant::now(), self.clock.now());
+        let (last_mono, last_wall) = self.last;
+        self.last = (mono, wall);
+        if let Some(jump) = detect_jump(mono - last_mono, wall - last_wall, JUMP_TOLERANCE) {
+            warn!(
+                channel = %self.name(),
+                jump_seconds = jump.num_seconds(),
+                "the wall clock jumped by {}; rescheduling this channel's pending deliveries (their ages are measured on the monotonic clock, so none dies of the jump)",
+                describe(jump)
+            );
+            // Back: a retry scheduled before the jump would wait the jump's length on top.
+            if jump < chrono::Duration::zero() {
+                if let Err(e) = queue::shift_next_attempts(&self.store, self.name(), jump, wall).await {
+                    warn!(channel = %self.name(), "cannot reschedule after the clock jump: {e:#}");
+                }
+            }
+            self.cap(wall, "after the clock jump").await;
+        }
+        wall
+    }
+
+    async fn cap(&self, now: DateTime<Utc>, when: &str) {
+        let latest = now + chrono::Duration::from_std(self.policy().max_backoff).unwrap_or(chrono::Duration::MAX);
+        match queue::cap_next_attempts(&self.store, self.name(), latest).await {
+            Ok(0) => {}
+            Ok(n) => info!(channel = %self.name(), deliveries = n, "{when}: next attempts later than notify.max_backoff from now were brought forward"),
+            Err(e) => warn!(channel = %self.name(), "cannot cap the next attempts {when}: {e:#}"),
+        }
+    }
+
+    /// Alert ids not to hand out again: in flight, or with an outcome still to write.
+    fn busy(&self) -> HashSet<String> {
+        self.in_flight
+            .values()
+            .map(|d| d.alert_id.clone())
+            .chain(self.unrecorded.iter().map(|(d, _, _)| d.alert_id.clone()))
+            .collect()
+    }
+
+    /// Starts sends for what is due, as many as there are free slots; returns how many.
+    async fn fill(&mut self, set: &mut JoinSet<Sending>, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let free = CONCURRENCY.saturating_sub(set.len());
+        if free == 0 {
+            return Ok(0);
+        }
+        let busy = self.busy();
+        let due: Vec<Due> = queue::due(&self.store, &self.filter, now, free + busy.len())
+            .await?
+            .into_iter()
+            .filter(|d| !busy.contains(&d.alert_id))
+            .take(free)
+            .collect();
+        let n = due.len();
+        let channel = self.settings.borrow().channel.clone();
+        for d in due {
+            self.ages
+                .entry(d.alert_id.clone())
+                .or_insert_with(|| Age::anchor(d.created_at, now));
+            match serde_json::from_str::<Alert>(&d.payload) {
+                Ok(alert) => {
+                    let channel = channel.clone();
+                    let task = set.spawn(async move { channel.send(&alert).await });
+                    self.in_flight.insert(task.id(), d);
+                }
+                Err(e) => {
+                    let err = DeliveryError::never(format!(
+                        "the stored alert cannot be read ({e}); it stays in the database"
+                    ));
+                    self.settle(d, Err(err)).await;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// A send finished (or panicked: the delivery then counts as failed and is retried).
+    async fn finish(&mut self, joined: Result<(tokio::task::Id, Sending), JoinError>) {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(e) => {
+                let why = if e.is_panic() { "the send panicked" } else { "the send was cancelled" };
+                (e.id(), Err(DeliveryError::transient(why)))
+            }
+        };
+        if let Some(due) = self.in_flight.remove(&id) {
+            self.settle(due, result).await;
+        }
+    }
+
+    /// Decides and writes an attempt's outcome, and says so in the log and the metrics.
+    async fn settle(&mut self, d: Due, result: Sending) {
+        let now = self.clock.now();
+        let attempts = d.attempts.saturating_add(1);
+        let policy = self.policy();
+        let age = self
+            .ages
+            .get(&d.alert_id)
+            .map(Age::now)
+            .unwrap_or_else(|| Age::anchor(d.created_at, now).now());
+        let channel = d.channel.clone();
+        let outcome = match result {
+            Ok(()) => {
+                info!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, "alert delivered");
+                metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "sent").increment(1);
+                Outcome::Sent { at: now }
+            }
+            Err(e) => {
+                let jitter = rand::rng().random::<f64>();
+                match after_failure(e.retry, attempts, age, &policy, jitter) {
+                    AfterFailure::RetryIn(delay) => {
+                        let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                        warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, next_attempt = %timestamp(next),
+                            "delivery failed: {e}; next attempt in {}", humantime::format_duration(round(delay)));
+                        metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "retry").increment(1);
+                        Outcome::Retry { next, error: e.message }
+                    }
+                    AfterFailure::Dead(cause) => {
+                        // The real reason first; the rule that ended the retries after it.
+                        let why = match cause {
+                            DeathCause::MaxAge => format!(
+                                "still failing after {attempts} attempts over {} (notify.max_age is {})",
+                                humantime::format_duration(round(age)),
+                                humantime::format_duration(policy.max_age)
+                            ),
+                            DeathCause::NeverRetry => "no retry can help".to_string(),
+                        };
+                        error!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts,
+                            "delivery dead: {e}; {why}. It stays in the database (recwatch alerts)");
+                        metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "dead").increment(1);
+                        Outcome::Dead { error: e.message }
+                    }
+                }
+            }
+        };
+        if !matches!(outcome, Outcome::Retry { .. }) {
+            self.ages.remove(&d.alert_id);
+        }
+        self.record(d, attempts, outcome).await;
+    }
+
+    async fn record(&mut self, d: Due, attempts: u32, outcome: Outcome) {
+        if let Err(e) = queue::record(&self.store, &d.alert_id, &d.channel, attempts, &outcome).await {
+            warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id,
+                "cannot record the delivery outcome: {e:#}; kept in memory and written as soon as the database takes it");
+            self.unrecorded.push((d, attempts, outcome));
+        }
+    }
+
+    async fn flush_unrecorded(&mut self) {
+        for (d, attempts, outcome) in std::mem::take(&mut self.unrecorded) {
+            self.record(d, attempts, outcome).await;
+            // One refusal is enough to know the database is still not taking writes.
+            if !self.unrecorded.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// How long until the next delivery that is not in flight falls due.
+    async fn next_wait(&self, now: DateTime<Utc>) -> Duration {
+        let busy = self.busy();
+        match queue::next_due(&self.store, &self.filter, busy.len() + 1).await {
+            Ok(rows) => rows
+                .into_iter()
+                .find(|(id, _)| !busy.contains(id))
+                .map(|(_, at)| (at - now).to_std().unwrap_or(Duration::ZERO).min(IDLE))
+                // A floor so that a row the queue calls due but cannot hand out (a race with
+                // a write) does not spin the loop.
+                .map(|d| d.max(Duration::from_millis(10)))
+                .unwrap_or(IDLE),
+            Err(e) => {
+                warn!(channel = %self.name(), "cannot read the outbox: {e:#}");
+                Duration::from_secs(1)
+            }
+        }
+    }
+}
+
+/// Whole seconds (milliseconds below a second), for log lines.
+fn round(d: Duration) -> Duration {
+    if d < Duration::from_secs(1) {
+        Duration::from_millis(d.as_millis() as u64)
+    } else {
+        Duration::from_secs(d.as_secs())
+    }
+}
+
+fn describe(jump: chrono::Duration) -> String {
+    let d = round(jump.abs().to_std().unwrap_or(Duration::ZERO));
+    let dir = if jump < chrono::Duration::zero() { "back" } else { "forward" };
+    format!("{} {dir}", humantime::format_duration(d))
+}

@@ -1,0 +1,504 @@
+//! The `deliveries` table as a queue, and the states a delivery goes through:
+//!
+//! ```text
+//! pending --accepted--> sent
+//!    |  ^
+//!    |  '--failed, retry later (next_attempt_at, last_error)
+//!    '----failed at notify.max_age, or never retryable, or channel removed--> dead
+//! ```
+//!
+//! Every statement about deliveries that the worker runs is here, next to the tests that
+//! drive a real SQLite file through those states.
+
+use crate::alert::timestamp;
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, Row};
+use std::sync::Arc;
+
+/// Which deliveries a lane works on: one channel's, and optionally only those of some alerts
+/// (`poll-once` delivers only the alerts it raised).
+#[derive(Clone, Debug)]
+pub struct Filter {
+    pub channel: String,
+    /// A JSON array of alert ids, read by SQLite's `json_each`.
+    pub only: Option<Arc<str>>,
+}
+
+impl Filter {
+    pub fn channel(name: &str) -> Filter {
+        Filter {
+            channel: name.to_string(),
+            only: None,
+        }
+    }
+}
+
+/// A delivery that is due, with what it takes to attempt it.
+#[derive(Clone, Debug)]
+pub struct Due {
+    pub alert_id: String,
+    pub channel: String,
+    /// For log lines: "-" for api-wide alerts.
+    pub app_id: String,
+    pub job_id: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub payload: String,
+}
+
+/// The rows a lane may take: pending, on its channel, and not held back by an earlier notice
+/// of the same episode still pending on the same channel (`alerts.rowid` is the order in
+/// which the outbox made them). Without that, a retried firing could land after its
+/// resolved notice.
+macro_rules! takeable {
+    () => {
+        "
+    FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+    WHERE d.channel = ?1 AND d.state = 'pending'
+      AND (?2 IS NULL OR d.alert_id IN (SELECT value FROM json_each(?2)))
+      AND NOT EXISTS (
+          SELECT 1 FROM alerts e JOIN deliveries ed ON ed.alert_id = e.id
+          WHERE a.episode_id IS NOT NULL AND e.episode_id = a.episode_id
+            AND e.rowid < a.rowid AND ed.channel = d.channel AND ed.state = 'pending')"
+    };
+}
+
+/// Up to `limit` deliveries due at `now`, the longest-waiting first.
+pub async fn due(
+    store: &Store,
+    filter: &Filter,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> anyhow::Result<Vec<Due>> {
+    let rows = sqlx::query(concat!(
+        "SELECT d.alert_id, d.channel, d.attempts, d.created_at, a.payload,
+                COALESCE(a.app_id, '-'), COALESCE(a.job_id, '-')",
+        takeable!(),
+        " AND d.next_attempt_at <= ?3 ORDER BY d.next_attempt_at, a.rowid LIMIT ?4"
+    ))
+        .bind(&filter.channel)
+        .bind(filter.only.as_deref())
+        .bind(timestamp(now))
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(store.reader())
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Due {
+            alert_id: r.get(0),
+            channel: r.get(1),
+            attempts: r.get::<i64, _>(2).clamp(0, u32::MAX as i64) as u32,
+            // An unreadable time (never written by us) counts as "now": young, not dead.
+            created_at: parse_time(&r.get::<String, _>(3)).unwrap_or(now),
+            payload: r.get(4),
+            app_id: r.get(5),
+            job_id: r.get(6),
+        })
+        .collect())
+}
+
+/// The next `limit` takeable deliveries by due time, due or not: (alert id, next attempt).
+/// The caller skips the ones it is already attempting.
+pub async fn next_due(
+    store: &Store,
+    filter: &Filter,
+    limit: usize,
+) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+    let rows = sqlx::query(concat!(
+        "SELECT d.alert_id, d.next_attempt_at",
+        takeable!(),
+        " ORDER BY d.next_attempt_at LIMIT ?3"
+    ))
+        .bind(&filter.channel)
+        .bind(filter.only.as_deref())
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(store.reader())
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get(0), parse_time(&r.get::<String, _>(1))?)))
+        .collect())
+}
+
+/// How an attempt ended, as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Sent { at: DateTime<Utc> },
+    Retry { next: DateTime<Utc>, error: String },
+    Dead { error: String },
+}
+
+/// Writes an attempt's outcome. A retry or a death only changes a delivery that is still
+/// pending (a removed channel's deliveries may have been marked dead meanwhile); a success is
+/// always written, because it is the truth.
+pub async fn record(
+    store: &Store,
+    alert_id: &str,
+    channel: &str,
+    attempts: u32,
+    outcome: &Outcome,
+) -> anyhow::Result<()> {
+    let q = match outcome {
+        Outcome::Sent { at } => sqlx::query(
+            "UPDATE deliveries SET state = 'sent', attempts = ?, sent_at = ?, last_error = NULL
+             WHERE alert_id = ? AND channel = ?",
+        )
+        .bind(attempts as i64)
+        .bind(timestamp(*at)),
+        Outcome::Retry { next, error } => sqlx::query(
+            "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ?
+             WHERE alert_id = ? AND channel = ? AND state = 'pending'",
+        )
+        .bind(attempts as i64)
+        .bind(timestamp(*next))
+        .bind(error),
+        Outcome::Dead { error } => sqlx::query(
+            "UPDATE deliveries SET state = 'dead', attempts = ?, last_error = ?
+             WHERE alert_id = ? AND channel = ? AND state = 'pending'",
+        )
+        .bind(attempts as i64)
+        .bind(error),
+    };
+    q.bind(alert_id).bind(channel).execute(store.writer()).await?;
+    Ok(())
+}
+
+/// (alert id, created at) of every pending delivery on `channel`: a lane anchors their ages
+/// when it starts.
+pub async fn pending_created(
+    store: &Store,
+    channel: &str,
+) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+    let rows = sqlx::query(
+        "SELECT alert_id, created_at FROM deliveries WHERE channel = ? AND state = 'pending'",
+    )
+    .bind(channel)
+    .fetch_all(store.reader())
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get(0), parse_time(&r.get::<String, _>(1))?)))
+        .collect())
+}
+
+/// Brings every next attempt on `channel` later than `latest` forward to it. No schedule we
+/// write lies beyond now + max_backoff, so a later one was written under a clock that has
+/// since gone back.
+pub async fn cap_next_attempts(
+    store: &Store,
+    channel: &str,
+    latest: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = ?2
+         WHERE channel = ?1 AND state = 'pending' AND next_attempt_at > ?2",
+    )
+    .bind(channel)
+    .bind(timestamp(latest))
+    .execute(store.writer())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Moves the next attempts on `channel` that lie after `now` by `by` (the clock's jump), so a
+/// retry keeps the wait it was given instead of the jump's length.
+pub async fn shift_next_attempts(
+    store: &Store,
+    channel: &str,
+    by: chrono::Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let mut conn = store.writer().acquire().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let rows = sqlx::query(
+        "SELECT alert_id, next_attempt_at FROM deliveries
+         WHERE channel = ? AND state = 'pending' AND next_attempt_at > ?",
+    )
+    .bind(channel)
+    .bind(timestamp(now))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut n = 0;
+    for r in rows {
+        let id: String = r.get(0);
+        let Some(at) = parse_time(&r.get::<String, _>(1)) else {
+            continue;
+        };
+        let moved = at.checked_add_signed(by).unwrap_or(now);
+        sqlx::query("UPDATE deliveries SET next_attempt_at = ? WHERE alert_id = ? AND channel = ?")
+            .bind(timestamp(moved))
+            .bind(&id)
+            .bind(channel)
+            .execute(&mut *tx)
+            .await?;
+        n += 1;
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Marks dead, with the reason, the pending deliveries to channels that are no longer
+/// configured; returns (channel, how many). They stay in the database, visible in
+/// `recwatch alerts`.
+pub async fn bury_orphans(
+    store: &Store,
+    configured: &[&str],
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let names = serde_json::to_string(configured)?;
+    let mut conn = store.writer().acquire().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let rows = sqlx::query(
+        "SELECT channel, COUNT(*) FROM deliveries
+         WHERE state = 'pending' AND channel NOT IN (SELECT value FROM json_each(?))
+         GROUP BY channel",
+    )
+    .bind(&names)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE deliveries SET state = 'dead',
+             last_error = 'channel \"' || channel || '\" is no longer configured; nothing was sent after it was removed'
+         WHERE state = 'pending' AND channel NOT IN (SELECT value FROM json_each(?))",
+    )
+    .bind(&names)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<i64, _>(1).max(0) as u64))
+        .collect())
+}
+
+/// How many deliveries of the alerts in `only` (a JSON array of ids) are still pending.
+pub async fn count_pending(store: &Store, only: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries
+         WHERE state = 'pending' AND alert_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(only)
+    .fetch_one(store.reader())
+    .await?)
+}
+
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Alert, Status};
+
+    struct Db {
+        _dir: tempfile::TempDir,
+        store: Store,
+    }
+
+    async fn db() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).await.unwrap();
+        Db { _dir: dir, store }
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::seconds(s)
+    }
+
+    async fn episode(store: &Store) -> i64 {
+        sqlx::query_scalar(
+            "INSERT INTO episodes (rule, app_id, job_id, opened_at, last_notified_at)
+             VALUES ('job_not_found', 'app', 'job', ?1, ?1) RETURNING id",
+        )
+        .bind(timestamp(t(0)))
+        .fetch_one(store.writer())
+        .await
+        .unwrap()
+    }
+
+    /// Makes an alert with one pending delivery per channel, as the outbox does, at `at`.
+    async fn alert(
+        store: &Store,
+        key: &str,
+        status: Status,
+        episode: Option<i64>,
+        channels: &[&str],
+        at: DateTime<Utc>,
+    ) -> String {
+        let a = Alert {
+            status,
+            ..crate::alert::test_alert()
+        };
+        let mut conn = store.writer().acquire().await.unwrap();
+        let done = crate::outbox::insert_alert(
+            &mut conn,
+            &a,
+            key,
+            None,
+            episode,
+            channels.iter().map(|c| c.to_string()).collect(),
+            at,
+        )
+        .await
+        .unwrap();
+        assert!(done);
+        a.id
+    }
+
+    async fn state(store: &Store, id: &str, channel: &str) -> (String, i64, String, Option<String>) {
+        let r = sqlx::query(
+            "SELECT state, attempts, next_attempt_at, last_error FROM deliveries
+             WHERE alert_id = ? AND channel = ?",
+        )
+        .bind(id)
+        .bind(channel)
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    }
+
+    fn ids(due: &[Due]) -> Vec<&str> {
+        due.iter().map(|d| d.alert_id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn due_is_per_channel_oldest_first_and_holds_back_later_notices_of_an_episode() {
+        let db = db().await;
+        let s = &db.store;
+        let ep = episode(s).await;
+        let firing = alert(s, "e:1:firing", Status::Firing, Some(ep), &["hook", "mail"], t(0)).await;
+        let transition = alert(s, "t:1", Status::Firing, None, &["hook"], t(1)).await;
+        let resolved = alert(s, "e:1:resolved", Status::Resolved, Some(ep), &["hook", "mail"], t(2)).await;
+        let hook = Filter::channel("hook");
+        let mail = Filter::channel("mail");
+
+        // The resolved notice waits behind its firing on each channel; the transition's alert,
+        // of no episode, does not.
+        assert_eq!(ids(&due(s, &hook, t(10), 10).await.unwrap()), [&firing, &transition]);
+        assert_eq!(ids(&due(s, &mail, t(10), 10).await.unwrap()), [&firing]);
+        // Nothing is due before it was made; the limit holds.
+        assert!(due(s, &hook, t(-1), 10).await.unwrap().is_empty());
+        assert_eq!(ids(&due(s, &hook, t(10), 1).await.unwrap()), [&firing]);
+
+        // Firing retried on the hook (still pending there), sent by mail: the resolved notice
+        // goes by mail, and still waits on the hook.
+        let retry = Outcome::Retry {
+            next: t(20),
+            error: "webhook answered HTTP 503".into(),
+        };
+        record(s, &firing, "hook", 1, &retry).await.unwrap();
+        record(s, &firing, "mail", 1, &Outcome::Sent { at: t(10) }).await.unwrap();
+        assert_eq!(ids(&due(s, &mail, t(11), 10).await.unwrap()), [&resolved]);
+        assert_eq!(ids(&due(s, &hook, t(11), 10).await.unwrap()), [&transition]);
+        // next_due sees the retry's time, and never the held-back notice.
+        let next: Vec<String> = next_due(s, &hook, 10).await.unwrap().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(next, [transition.clone(), firing.clone()]);
+
+        // Once the firing is through on the hook, its resolved notice follows.
+        record(s, &firing, "hook", 2, &Outcome::Sent { at: t(20) }).await.unwrap();
+        assert_eq!(ids(&due(s, &hook, t(21), 10).await.unwrap()), [&transition, &resolved]);
+        // A dead predecessor holds nothing back either.
+        let ep2 = episode_closed_then_new(s).await;
+        let f2 = alert(s, "e:2:firing", Status::Firing, Some(ep2), &["hook"], t(30)).await;
+        let r2 = alert(s, "e:2:resolved", Status::Resolved, Some(ep2), &["hook"], t(31)).await;
+        record(s, &f2, "hook", 9, &Outcome::Dead { error: "HTTP 410".into() }).await.unwrap();
+        assert!(ids(&due(s, &hook, t(40), 10).await.unwrap()).contains(&r2.as_str()));
+
+        // poll-once's filter: only the listed alerts.
+        let only = Filter {
+            channel: "hook".into(),
+            only: Some(serde_json::to_string(&[&resolved]).unwrap().into()),
+        };
+        assert_eq!(ids(&due(s, &only, t(40), 10).await.unwrap()), [&resolved]);
+        // Pending on both channels.
+        assert_eq!(count_pending(s, only.only.as_deref().unwrap()).await.unwrap(), 2);
+    }
+
+    async fn episode_closed_then_new(store: &Store) -> i64 {
+        sqlx::query("UPDATE episodes SET resolved_at = ?")
+            .bind(timestamp(t(25)))
+            .execute(store.writer())
+            .await
+            .unwrap();
+        episode(store).await
+    }
+
+    #[tokio::test]
+    async fn outcomes_move_a_delivery_through_its_states() {
+        let db = db().await;
+        let s = &db.store;
+        let a = alert(s, "t:1", Status::Firing, None, &["hook"], t(0)).await;
+        let b = alert(s, "t:2", Status::Firing, None, &["hook"], t(0)).await;
+        let at = |x| timestamp(t(x));
+
+        // pending -> retry: attempts, next attempt and the reason are kept.
+        let retry = |next, e: &str| Outcome::Retry {
+            next: t(next),
+            error: e.into(),
+        };
+        record(s, &a, "hook", 1, &retry(5, "HTTP 410 Gone: gone")).await.unwrap();
+        assert_eq!(state(s, &a, "hook").await, ("pending".into(), 1, at(5), Some("HTTP 410 Gone: gone".into())));
+        // pending -> sent: the error is cleared.
+        record(s, &a, "hook", 2, &Outcome::Sent { at: t(6) }).await.unwrap();
+        assert_eq!(state(s, &a, "hook").await, ("sent".into(), 2, at(5), None));
+        // A late retry or death (another attempt racing) never reopens a sent delivery.
+        record(s, &a, "hook", 3, &retry(9, "x")).await.unwrap();
+        record(s, &a, "hook", 3, &Outcome::Dead { error: "x".into() }).await.unwrap();
+        assert_eq!(state(s, &a, "hook").await.0, "sent");
+
+        // pending -> dead, with the last real error.
+        record(s, &b, "hook", 7, &Outcome::Dead { error: "HTTP 404 Not Found: no such hook".into() }).await.unwrap();
+        assert_eq!(state(s, &b, "hook").await, ("dead".into(), 7, at(0), Some("HTTP 404 Not Found: no such hook".into())));
+        record(s, &b, "hook", 8, &retry(9, "x")).await.unwrap();
+        assert_eq!(state(s, &b, "hook").await.0, "dead", "a dead delivery is not revived by a retry");
+        assert!(due(s, &Filter::channel("hook"), t(100), 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn clock_repairs_cap_and_shift_next_attempts() {
+        let db = db().await;
+        let s = &db.store;
+        let near = alert(s, "t:1", Status::Firing, None, &["hook"], t(0)).await;
+        let far = alert(s, "t:2", Status::Firing, None, &["hook", "mail"], t(0)).await;
+        let due_now = alert(s, "t:3", Status::Firing, None, &["hook"], t(0)).await;
+        let retry = |next| Outcome::Retry { next: t(next), error: "503".into() };
+        record(s, &near, "hook", 1, &retry(3605)).await.unwrap();
+        record(s, &far, "hook", 1, &retry(86400 * 2)).await.unwrap();
+        record(s, &far, "mail", 1, &retry(86400 * 2)).await.unwrap();
+
+        // The clock went back an hour at t(5): what lay ahead moves back by an hour; what was
+        // already due stays.
+        let n = shift_next_attempts(s, "hook", chrono::Duration::hours(-1), t(5)).await.unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(state(s, &near, "hook").await.2, timestamp(t(5)));
+        assert_eq!(state(s, &due_now, "hook").await.2, timestamp(t(0)));
+        // Nothing lies beyond now + max_backoff after a cap; other channels are their own.
+        let n = cap_next_attempts(s, "hook", t(605)).await.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(state(s, &far, "hook").await.2, timestamp(t(605)));
+        assert_eq!(state(s, &far, "mail").await.2, timestamp(t(86400 * 2)));
+        assert_eq!(
+            ids(&due(s, &Filter::channel("hook"), t(5), 10).await.unwrap()),
+            [&due_now, &near]
+        );
+    }
+
+    #[tokio::test]
+    async fn deliveries_to_a_removed_channel_are_buried_with_the_reason() {
+        let db = db().await;
+        let s = &db.store;
+        let a = alert(s, "t:1", Status::Firing, None, &["hook", "old-mail"], t(0)).await;
+        let buried = bury_orphans(s, &["hook"]).await.unwrap();
+        assert_eq!(buried, [("old-mail".to_string(), 1)]);
+        let (st, _, _, err) = state(s, &a, "old-mail").await;
+        assert_eq!(st, "dead");
+        assert!(err.unwrap().contains("\"old-mail\" is no longer configured"));
+        assert_eq!(state(s, &a, "hook").await.0, "pending");
+        assert!(bury_orphans(s, &["hook"]).await.unwrap().is_empty());
+    }
+}
