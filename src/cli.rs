@@ -415,13 +415,8 @@ async fn poll_once(config: &Config) -> anyhow::Result<()> {
     print_table(&rows)?;
     // Delivered now or said to be pending: never silently left for a later `run`.
     let raised = outbox.made();
-    let undelivered = crate::deliver::deliver_now(
-        &store,
-        config,
-        &raised,
-        crate::deliver::POLL_ONCE_WAIT,
-    )
-    .await;
+    let undelivered =
+        crate::deliver::deliver_now(&store, config, &raised, crate::deliver::POLL_ONCE_WAIT).await;
     store.close().await;
     match undelivered {
         _ if raised.is_empty() => {}

@@ -6,7 +6,9 @@
 //! notice while an earlier one of its episode is pending on this channel (see
 //! `queue::due`), and a send in flight is still pending.
 
-use super::policy::{AfterFailure, Age, Clock, DeathCause, JUMP_TOLERANCE, Policy, after_failure, detect_jump};
+use super::policy::{
+    AfterFailure, Age, Clock, DeathCause, JUMP_TOLERANCE, Policy, after_failure, detect_jump,
+};
 use super::queue::{self, Due, Filter, Outcome};
 use crate::alert::{Alert, timestamp};
 use crate::notify::{Channel, DeliveryError};
@@ -127,9 +129,13 @@ impl Lane {
                 Some(joined) = set.join_next_with_id(), if !set.is_empty() => {
                     self.finish(joined).await;
                 }
-                changed = self.settings.changed() => if changed.is_err() {
-                    info!(channel = %self.name(), "channel removed from the configuration: its lane stops");
-                    break;
+                changed = self.settings.changed() => match changed {
+                    Err(_) => {
+                        info!(channel = %self.name(), "channel removed from the configuration: its lane stops");
+                        break;
+                    }
+                    // A shorter max_backoff holds for retries already scheduled too.
+                    Ok(()) => self.cap(self.clock.now(), "after a reload").await,
                 },
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -189,7 +195,9 @@ impl Lane {
             );
             // Back: a retry scheduled before the jump would wait the jump's length on top.
             if jump < chrono::Duration::zero() {
-                if let Err(e) = queue::shift_next_attempts(&self.store, self.name(), jump, wall).await {
+                if let Err(e) =
+                    queue::shift_next_attempts(&self.store, self.name(), jump, wall).await
+                {
                     warn!(channel = %self.name(), "cannot reschedule after the clock jump: {e:#}");
                 }
             }
@@ -199,10 +207,14 @@ impl Lane {
     }
 
     async fn cap(&self, now: DateTime<Utc>, when: &str) {
-        let latest = now + chrono::Duration::from_std(self.policy().max_backoff).unwrap_or(chrono::Duration::MAX);
+        let latest = now
+            + chrono::Duration::from_std(self.policy().max_backoff)
+                .unwrap_or(chrono::Duration::MAX);
         match queue::cap_next_attempts(&self.store, self.name(), latest).await {
             Ok(0) => {}
-            Ok(n) => info!(channel = %self.name(), deliveries = n, "{when}: next attempts later than notify.max_backoff from now were brought forward"),
+            Ok(n) => {
+                info!(channel = %self.name(), deliveries = n, "{when}: next attempts later than notify.max_backoff from now were brought forward")
+            }
             Err(e) => warn!(channel = %self.name(), "cannot cap the next attempts {when}: {e:#}"),
         }
     }
@@ -217,7 +229,11 @@ impl Lane {
     }
 
     /// Starts sends for what is due, as many as there are free slots; returns how many.
-    async fn fill(&mut self, set: &mut JoinSet<Sending>, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    async fn fill(
+        &mut self,
+        set: &mut JoinSet<Sending>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<usize> {
         let free = CONCURRENCY.saturating_sub(set.len());
         if free == 0 {
             return Ok(0);
@@ -257,7 +273,11 @@ impl Lane {
         let (id, result) = match joined {
             Ok((id, result)) => (id, result),
             Err(e) => {
-                let why = if e.is_panic() { "the send panicked" } else { "the send was cancelled" };
+                let why = if e.is_panic() {
+                    "the send panicked"
+                } else {
+                    "the send was cancelled"
+                };
                 (e.id(), Err(DeliveryError::transient(why)))
             }
         };
@@ -287,11 +307,15 @@ impl Lane {
                 let jitter = rand::rng().random::<f64>();
                 match after_failure(e.retry, attempts, age, &policy, jitter) {
                     AfterFailure::RetryIn(delay) => {
-                        let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                        let next = now
+                            + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                         warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, next_attempt = %timestamp(next),
                             "delivery failed: {e}; next attempt in {}", humantime::format_duration(round(delay)));
                         metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "retry").increment(1);
-                        Outcome::Retry { next, error: e.message }
+                        Outcome::Retry {
+                            next,
+                            error: e.message,
+                        }
                     }
                     AfterFailure::Dead(cause) => {
                         // The real reason first; the rule that ended the retries after it.
@@ -318,7 +342,9 @@ impl Lane {
     }
 
     async fn record(&mut self, d: Due, attempts: u32, outcome: Outcome) {
-        if let Err(e) = queue::record(&self.store, &d.alert_id, &d.channel, attempts, &outcome).await {
+        if let Err(e) =
+            queue::record(&self.store, &d.alert_id, &d.channel, attempts, &outcome).await
+        {
             warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id,
                 "cannot record the delivery outcome: {e:#}; kept in memory and written as soon as the database takes it");
             self.unrecorded.push((d, attempts, outcome));
@@ -366,6 +392,10 @@ fn round(d: Duration) -> Duration {
 
 fn describe(jump: chrono::Duration) -> String {
     let d = round(jump.abs().to_std().unwrap_or(Duration::ZERO));
-    let dir = if jump < chrono::Duration::zero() { "back" } else { "forward" };
+    let dir = if jump < chrono::Duration::zero() {
+        "back"
+    } else {
+        "forward"
+    };
     format!("{} {dir}", humantime::format_duration(d))
 }

@@ -81,7 +81,12 @@ impl Worker {
         self
     }
 
-    fn lane(&self, name: &str, settings: &watch::Sender<Arc<Settings>>, wake: &Arc<Notify>) -> Lane {
+    fn lane(
+        &self,
+        name: &str,
+        settings: &watch::Sender<Arc<Settings>>,
+        wake: &Arc<Notify>,
+    ) -> Lane {
         Lane::new(
             Filter {
                 channel: name.to_string(),
@@ -374,4 +379,3 @@ pub async fn list_alerts(
     }
     Ok(out)
 }
-

@@ -196,9 +196,27 @@ mod tests {
         let dead = AfterFailure::Dead(DeathCause::MaxAge);
         // (name, retry, attempts, age, want)
         let cases: Vec<(&str, Retry, u32, Duration, AfterFailure)> = vec![
-            ("5xx early: back off", Retry::Backoff, 1, s(0), retry_in(s(5))),
-            ("5xx again: doubles", Retry::Backoff, 3, s(60), retry_in(s(20))),
-            ("5xx many times: capped", Retry::Backoff, 30, s(3600), retry_in(s(600))),
+            (
+                "5xx early: back off",
+                Retry::Backoff,
+                1,
+                s(0),
+                retry_in(s(5)),
+            ),
+            (
+                "5xx again: doubles",
+                Retry::Backoff,
+                3,
+                s(60),
+                retry_in(s(20)),
+            ),
+            (
+                "5xx many times: capped",
+                Retry::Backoff,
+                30,
+                s(3600),
+                retry_in(s(600)),
+            ),
             ("5xx at max age: dead", Retry::Backoff, 9, s(86400), dead),
             ("5xx past max age: dead", Retry::Backoff, 9, s(90000), dead),
             (
@@ -215,8 +233,20 @@ mod tests {
                 s(0),
                 retry_in(s(600)),
             ),
-            ("401 later: same pace", Retry::Refused, 40, s(7200), retry_in(s(600))),
-            ("refused at max age: dead", Retry::Refused, 145, s(86400), dead),
+            (
+                "401 later: same pace",
+                Retry::Refused,
+                40,
+                s(7200),
+                retry_in(s(600)),
+            ),
+            (
+                "refused at max age: dead",
+                Retry::Refused,
+                145,
+                s(86400),
+                dead,
+            ),
             (
                 "429 with Retry-After: honoured",
                 Retry::After(Some(s(30))),
@@ -254,7 +284,11 @@ mod tests {
             ),
         ];
         for (name, retry, attempts, age, want) in cases {
-            assert_eq!(after_failure(retry, attempts, age, &policy, 0.5), want, "{name}");
+            assert_eq!(
+                after_failure(retry, attempts, age, &policy, 0.5),
+                want,
+                "{name}"
+            );
         }
         // A cap below a second bounds Retry-After's floor too (tests run with 300 ms).
         let fast = Policy {
@@ -296,7 +330,8 @@ mod tests {
         clock.shift(chrono::Duration::days(1));
         let diff = other.now() - before;
         assert!(
-            diff >= chrono::Duration::days(1) && diff < chrono::Duration::days(1) + chrono::Duration::minutes(5),
+            diff >= chrono::Duration::days(1)
+                && diff < chrono::Duration::days(1) + chrono::Duration::minutes(5),
             "{diff}"
         );
         clock.shift(chrono::Duration::days(-2));

@@ -78,12 +78,12 @@ pub async fn due(
         takeable!(),
         " AND d.next_attempt_at <= ?3 ORDER BY d.next_attempt_at, a.rowid LIMIT ?4"
     ))
-        .bind(&filter.channel)
-        .bind(filter.only.as_deref())
-        .bind(timestamp(now))
-        .bind(limit.min(i64::MAX as usize) as i64)
-        .fetch_all(store.reader())
-        .await?;
+    .bind(&filter.channel)
+    .bind(filter.only.as_deref())
+    .bind(timestamp(now))
+    .bind(limit.min(i64::MAX as usize) as i64)
+    .fetch_all(store.reader())
+    .await?;
     Ok(rows
         .iter()
         .map(|r| Due {
@@ -111,11 +111,11 @@ pub async fn next_due(
         takeable!(),
         " ORDER BY d.next_attempt_at LIMIT ?3"
     ))
-        .bind(&filter.channel)
-        .bind(filter.only.as_deref())
-        .bind(limit.min(i64::MAX as usize) as i64)
-        .fetch_all(store.reader())
-        .await?;
+    .bind(&filter.channel)
+    .bind(filter.only.as_deref())
+    .bind(limit.min(i64::MAX as usize) as i64)
+    .fetch_all(store.reader())
+    .await?;
     Ok(rows
         .iter()
         .filter_map(|r| Some((r.get(0), parse_time(&r.get::<String, _>(1))?)))
@@ -161,7 +161,10 @@ pub async fn record(
         .bind(attempts as i64)
         .bind(error),
     };
-    q.bind(alert_id).bind(channel).execute(store.writer()).await?;
+    q.bind(alert_id)
+        .bind(channel)
+        .execute(store.writer())
+        .await?;
     Ok(())
 }
 
@@ -349,7 +352,11 @@ mod tests {
         a.id
     }
 
-    async fn state(store: &Store, id: &str, channel: &str) -> (String, i64, String, Option<String>) {
+    async fn state(
+        store: &Store,
+        id: &str,
+        channel: &str,
+    ) -> (String, i64, String, Option<String>) {
         let r = sqlx::query(
             "SELECT state, attempts, next_attempt_at, last_error FROM deliveries
              WHERE alert_id = ? AND channel = ?",
@@ -371,15 +378,34 @@ mod tests {
         let db = db().await;
         let s = &db.store;
         let ep = episode(s).await;
-        let firing = alert(s, "e:1:firing", Status::Firing, Some(ep), &["hook", "mail"], t(0)).await;
+        let firing = alert(
+            s,
+            "e:1:firing",
+            Status::Firing,
+            Some(ep),
+            &["hook", "mail"],
+            t(0),
+        )
+        .await;
         let transition = alert(s, "t:1", Status::Firing, None, &["hook"], t(1)).await;
-        let resolved = alert(s, "e:1:resolved", Status::Resolved, Some(ep), &["hook", "mail"], t(2)).await;
+        let resolved = alert(
+            s,
+            "e:1:resolved",
+            Status::Resolved,
+            Some(ep),
+            &["hook", "mail"],
+            t(2),
+        )
+        .await;
         let hook = Filter::channel("hook");
         let mail = Filter::channel("mail");
 
         // The resolved notice waits behind its firing on each channel; the transition's alert,
         // of no episode, does not.
-        assert_eq!(ids(&due(s, &hook, t(10), 10).await.unwrap()), [&firing, &transition]);
+        assert_eq!(
+            ids(&due(s, &hook, t(10), 10).await.unwrap()),
+            [&firing, &transition]
+        );
         assert_eq!(ids(&due(s, &mail, t(10), 10).await.unwrap()), [&firing]);
         // Nothing is due before it was made; the limit holds.
         assert!(due(s, &hook, t(-1), 10).await.unwrap().is_empty());
@@ -392,21 +418,51 @@ mod tests {
             error: "webhook answered HTTP 503".into(),
         };
         record(s, &firing, "hook", 1, &retry).await.unwrap();
-        record(s, &firing, "mail", 1, &Outcome::Sent { at: t(10) }).await.unwrap();
+        record(s, &firing, "mail", 1, &Outcome::Sent { at: t(10) })
+            .await
+            .unwrap();
         assert_eq!(ids(&due(s, &mail, t(11), 10).await.unwrap()), [&resolved]);
         assert_eq!(ids(&due(s, &hook, t(11), 10).await.unwrap()), [&transition]);
         // next_due sees the retry's time, and never the held-back notice.
-        let next: Vec<String> = next_due(s, &hook, 10).await.unwrap().into_iter().map(|(id, _)| id).collect();
+        let next: Vec<String> = next_due(s, &hook, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         assert_eq!(next, [transition.clone(), firing.clone()]);
 
         // Once the firing is through on the hook, its resolved notice follows.
-        record(s, &firing, "hook", 2, &Outcome::Sent { at: t(20) }).await.unwrap();
-        assert_eq!(ids(&due(s, &hook, t(21), 10).await.unwrap()), [&transition, &resolved]);
+        record(s, &firing, "hook", 2, &Outcome::Sent { at: t(20) })
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&due(s, &hook, t(21), 10).await.unwrap()),
+            [&transition, &resolved]
+        );
         // A dead predecessor holds nothing back either.
         let ep2 = episode_closed_then_new(s).await;
         let f2 = alert(s, "e:2:firing", Status::Firing, Some(ep2), &["hook"], t(30)).await;
-        let r2 = alert(s, "e:2:resolved", Status::Resolved, Some(ep2), &["hook"], t(31)).await;
-        record(s, &f2, "hook", 9, &Outcome::Dead { error: "HTTP 410".into() }).await.unwrap();
+        let r2 = alert(
+            s,
+            "e:2:resolved",
+            Status::Resolved,
+            Some(ep2),
+            &["hook"],
+            t(31),
+        )
+        .await;
+        record(
+            s,
+            &f2,
+            "hook",
+            9,
+            &Outcome::Dead {
+                error: "HTTP 410".into(),
+            },
+        )
+        .await
+        .unwrap();
         assert!(ids(&due(s, &hook, t(40), 10).await.unwrap()).contains(&r2.as_str()));
 
         // poll-once's filter: only the listed alerts.
@@ -416,7 +472,12 @@ mod tests {
         };
         assert_eq!(ids(&due(s, &only, t(40), 10).await.unwrap()), [&resolved]);
         // Pending on both channels.
-        assert_eq!(count_pending(s, only.only.as_deref().unwrap()).await.unwrap(), 2);
+        assert_eq!(
+            count_pending(s, only.only.as_deref().unwrap())
+                .await
+                .unwrap(),
+            2
+        );
     }
 
     async fn episode_closed_then_new(store: &Store) -> i64 {
@@ -441,22 +502,63 @@ mod tests {
             next: t(next),
             error: e.into(),
         };
-        record(s, &a, "hook", 1, &retry(5, "HTTP 410 Gone: gone")).await.unwrap();
-        assert_eq!(state(s, &a, "hook").await, ("pending".into(), 1, at(5), Some("HTTP 410 Gone: gone".into())));
+        record(s, &a, "hook", 1, &retry(5, "HTTP 410 Gone: gone"))
+            .await
+            .unwrap();
+        assert_eq!(
+            state(s, &a, "hook").await,
+            (
+                "pending".into(),
+                1,
+                at(5),
+                Some("HTTP 410 Gone: gone".into())
+            )
+        );
         // pending -> sent: the error is cleared.
-        record(s, &a, "hook", 2, &Outcome::Sent { at: t(6) }).await.unwrap();
+        record(s, &a, "hook", 2, &Outcome::Sent { at: t(6) })
+            .await
+            .unwrap();
         assert_eq!(state(s, &a, "hook").await, ("sent".into(), 2, at(5), None));
         // A late retry or death (another attempt racing) never reopens a sent delivery.
         record(s, &a, "hook", 3, &retry(9, "x")).await.unwrap();
-        record(s, &a, "hook", 3, &Outcome::Dead { error: "x".into() }).await.unwrap();
+        record(s, &a, "hook", 3, &Outcome::Dead { error: "x".into() })
+            .await
+            .unwrap();
         assert_eq!(state(s, &a, "hook").await.0, "sent");
 
         // pending -> dead, with the last real error.
-        record(s, &b, "hook", 7, &Outcome::Dead { error: "HTTP 404 Not Found: no such hook".into() }).await.unwrap();
-        assert_eq!(state(s, &b, "hook").await, ("dead".into(), 7, at(0), Some("HTTP 404 Not Found: no such hook".into())));
+        record(
+            s,
+            &b,
+            "hook",
+            7,
+            &Outcome::Dead {
+                error: "HTTP 404 Not Found: no such hook".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            state(s, &b, "hook").await,
+            (
+                "dead".into(),
+                7,
+                at(0),
+                Some("HTTP 404 Not Found: no such hook".into())
+            )
+        );
         record(s, &b, "hook", 8, &retry(9, "x")).await.unwrap();
-        assert_eq!(state(s, &b, "hook").await.0, "dead", "a dead delivery is not revived by a retry");
-        assert!(due(s, &Filter::channel("hook"), t(100), 10).await.unwrap().is_empty());
+        assert_eq!(
+            state(s, &b, "hook").await.0,
+            "dead",
+            "a dead delivery is not revived by a retry"
+        );
+        assert!(
+            due(s, &Filter::channel("hook"), t(100), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -466,14 +568,19 @@ mod tests {
         let near = alert(s, "t:1", Status::Firing, None, &["hook"], t(0)).await;
         let far = alert(s, "t:2", Status::Firing, None, &["hook", "mail"], t(0)).await;
         let due_now = alert(s, "t:3", Status::Firing, None, &["hook"], t(0)).await;
-        let retry = |next| Outcome::Retry { next: t(next), error: "503".into() };
+        let retry = |next| Outcome::Retry {
+            next: t(next),
+            error: "503".into(),
+        };
         record(s, &near, "hook", 1, &retry(3605)).await.unwrap();
         record(s, &far, "hook", 1, &retry(86400 * 2)).await.unwrap();
         record(s, &far, "mail", 1, &retry(86400 * 2)).await.unwrap();
 
         // The clock went back an hour at t(5): what lay ahead moves back by an hour; what was
         // already due stays.
-        let n = shift_next_attempts(s, "hook", chrono::Duration::hours(-1), t(5)).await.unwrap();
+        let n = shift_next_attempts(s, "hook", chrono::Duration::hours(-1), t(5))
+            .await
+            .unwrap();
         assert_eq!(n, 2);
         assert_eq!(state(s, &near, "hook").await.2, timestamp(t(5)));
         assert_eq!(state(s, &due_now, "hook").await.2, timestamp(t(0)));
@@ -497,7 +604,10 @@ mod tests {
         assert_eq!(buried, [("old-mail".to_string(), 1)]);
         let (st, _, _, err) = state(s, &a, "old-mail").await;
         assert_eq!(st, "dead");
-        assert!(err.unwrap().contains("\"old-mail\" is no longer configured"));
+        assert!(
+            err.unwrap()
+                .contains("\"old-mail\" is no longer configured")
+        );
         assert_eq!(state(s, &a, "hook").await.0, "pending");
         assert!(bury_orphans(s, &["hook"]).await.unwrap().is_empty());
     }

@@ -142,9 +142,8 @@ impl WebhookChannel {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
                 .map(str::to_string)
         };
-        let wait = header(RETRY_AFTER).and_then(|v| {
-            retry_after(&v, header(DATE).as_deref(), chrono::Utc::now())
-        });
+        let wait = header(RETRY_AFTER)
+            .and_then(|v| retry_after(&v, header(DATE).as_deref(), chrono::Utc::now()));
         let text = redact(&read_snippet(response).await, &self.secrets);
         Err(status_error(status, wait, &text))
     }
@@ -217,7 +216,11 @@ pub fn status_error(
 /// measured against the answer's own `Date` header when it has one, so a skewed clock on
 /// either side does not stretch or erase the wait; otherwise against `now`. `None` for a
 /// value that is neither (the caller falls back to its own back-off).
-pub fn retry_after(value: &str, date: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+pub fn retry_after(
+    value: &str,
+    date: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -229,7 +232,11 @@ pub fn retry_after(value: &str, date: Option<&str>, now: chrono::DateTime<chrono
         .map(|d| d.with_timezone(&chrono::Utc))
         .unwrap_or(now);
     // A date in the past means "now".
-    Some((at.with_timezone(&chrono::Utc) - base).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (at.with_timezone(&chrono::Utc) - base)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The start of the answer's body, for the operator; a failure to read it is not the error.
@@ -352,7 +359,12 @@ mod tests {
             ("unprocessable", 422, None, Retry::Refused),
             ("request timeout", 408, None, Retry::Backoff),
             ("too many requests", 429, None, Retry::After(None)),
-            ("too many requests, told when", 429, later, Retry::After(later)),
+            (
+                "too many requests, told when",
+                429,
+                later,
+                Retry::After(later),
+            ),
             ("internal error", 500, None, Retry::Backoff),
             ("bad gateway", 502, None, Retry::Backoff),
             ("unavailable", 503, later, Retry::Backoff),
@@ -378,14 +390,24 @@ mod tests {
             ("seconds", "120", None, Some(s(120))),
             ("seconds with spaces", " 5 ", None, Some(s(5))),
             ("zero", "0", None, Some(s(0))),
-            ("date against now", "Thu, 01 Jan 2026 00:01:00 GMT", None, Some(s(60))),
+            (
+                "date against now",
+                "Thu, 01 Jan 2026 00:01:00 GMT",
+                None,
+                Some(s(60)),
+            ),
             (
                 "date against the answer's Date, not our clock",
                 "Wed, 01 Jan 2025 00:00:30 GMT",
                 Some("Wed, 01 Jan 2025 00:00:00 GMT"),
                 Some(s(30)),
             ),
-            ("date in the past", "Wed, 31 Dec 2025 23:00:00 GMT", None, Some(s(0))),
+            (
+                "date in the past",
+                "Wed, 31 Dec 2025 23:00:00 GMT",
+                None,
+                Some(s(0)),
+            ),
             (
                 "unreadable Date header falls back to now",
                 "Thu, 01 Jan 2026 00:00:10 GMT",

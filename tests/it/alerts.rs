@@ -449,3 +449,206 @@ async fn a_jobs_notify_list_routes_its_alerts() {
         "team-b only gets the default-routed job"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_webhook_and_a_silent_smtp_server_never_delay_a_healthy_webhook() {
+    let sim = start_sim(static_sim(2)).await;
+    let healthy = Receiver::start(Some(SECRET)).await;
+    let hung = Receiver::start(Some(SECRET)).await;
+    // Every request to it hangs far beyond the test.
+    hung.stall_next(100, Duration::from_secs(600));
+    // Takes the connection (the kernel does) and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = AppConfig::new(&sim, 2);
+    cfg.extra = format!(
+        "\n[notify]\nmax_backoff = \"300ms\"\n\n[[notify.webhook]]\nname = \"healthy\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n\n[[notify.webhook]]\nname = \"hung\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntimeout = \"100s\"\n\n[[notify.email]]\nname = \"silent\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\nfrom = \"recwatch@example.com\"\nto = [\"oncall@example.com\"]\ntimeout = \"100s\"\n",
+        healthy.url(),
+        hung.url(),
+        silent.local_addr().unwrap().port()
+    );
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_running(2).await;
+
+    // A first alert: the hung receiver has it and holds on to it.
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    hung.wait_arrived(1, T).await;
+    healthy.wait_for(1, T).await;
+    // A second alert while both slow channels are still stuck on the first: the healthy
+    // channel delivers it all the same.
+    sim.set_job(
+        "demo-app",
+        "job-0001",
+        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    let got = healthy.wait_for(2, T).await;
+    assert!(
+        hung.attempts().is_empty(),
+        "the hung receiver has not answered a single request yet"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM deliveries WHERE channel = 'silent' AND attempts > 0")
+            .await,
+        0,
+        "no mail attempt has ended yet: the SMTP server never greeted"
+    );
+    let jobs: HashSet<String> = got
+        .iter()
+        .map(|d| d.alert.job.as_ref().unwrap().job_id.clone())
+        .collect();
+    assert_eq!(jobs, HashSet::from(["job-0000".into(), "job-0001".into()]));
+    // Stopping does not wait out the hung sends: they stay pending for the next start.
+    assert!(app.stop().await.success());
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM deliveries WHERE channel IN ('hung', 'silent') AND state = 'pending'")
+            .await,
+        4
+    );
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_answering_410_twice_then_200_gets_the_alert() {
+    let sim = start_sim(static_sim(1)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    hook.fail_next_with(2, 410, "this hook was removed");
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_running(1).await;
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+
+    let got = hook.wait_for(1, T).await;
+    assert_eq!(got[0].alert.rule.as_str(), "stopped_unexpectedly");
+    assert_eq!(hook.attempts().len(), 3, "two refusals, then accepted");
+    wait_for("the delivery to be marked sent", T, || async {
+        (pending_deliveries(&app).await == 0).then_some(())
+    })
+    .await;
+    assert!(app.stop().await.success());
+    let (_, out, _) = app.run_cmd(&["alerts"]).await;
+    assert!(out.contains("hook:sent(3x)"), "{out}");
+    let log = app.log_text();
+    assert!(
+        log.contains("HTTP 410 Gone: this hook was removed"),
+        "the refusals are logged with the receiver's answer:\n{log}"
+    );
+    assert!(!log.contains("delivery dead"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_dies_only_at_max_age_and_says_the_real_reason() {
+    let sim = start_sim(static_sim(1)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    hook.fail_next_with(1000, 404, "no such hook here");
+    let addr = free_port();
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.listen = addr.to_string();
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "")
+        .replace("[notify]\n", "[notify]\nmax_age = \"3s\"\n");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_running(1).await;
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+
+    wait_for("the delivery to die", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let attempts = app.scalar("SELECT attempts FROM deliveries").await;
+    assert!(
+        attempts >= 3,
+        "a 404 is retried (every max_backoff) until max_age, not buried at once: {attempts}"
+    );
+    // The log line is an error, and leads with what the receiver said.
+    app.wait_log("delivery dead", T).await;
+    let log = app.log_text();
+    let line = log.lines().find(|l| l.contains("delivery dead")).unwrap();
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("HTTP 404 Not Found: no such hook here"),
+        "{line}"
+    );
+    // Visible to the operator: a metric that rose, and a daemon that stays ready.
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("recwatch_deliveries_dead{channel=\"hook\"} 1"),
+        "{metrics}"
+    );
+    let ready = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "delivery trouble is no reason to restart"
+    );
+    assert!(app.stop().await.success());
+    let (_, out, _) = app.run_cmd(&["alerts"]).await;
+    assert!(out.contains("hook:dead"), "{out}");
+    assert!(
+        out.contains("hook dead: webhook answered HTTP 404 Not Found: no such hook here"),
+        "{out}"
+    );
+    let (_, json, _) = app.run_cmd(&["alerts", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v[0]["deliveries"][0]["last_error"],
+        "webhook answered HTTP 404 Not Found: no such hook here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_once_delivers_the_alerts_it_raises_before_it_exits() {
+    let sim = start_sim(static_sim(1)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    let app = TestApp::new(&cfg);
+    let (code, out, err) = app.run_cmd(&["poll-once"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(hook.received().is_empty(), "a running job raises nothing");
+
+    sim.set_job(
+        "demo-app",
+        "job-0000",
+        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
+    );
+    let (code, out, err) = app.run_cmd(&["poll-once"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    // Delivered by the time poll-once returned: nothing is left for a later `run`.
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "{out}{err}");
+    assert_eq!(got[0].alert.rule.as_str(), "stopped_unexpectedly");
+    assert!(out.contains("1 alert(s) raised and delivered"), "{out}");
+    assert_eq!(pending_deliveries(&app).await, 0);
+
+    let (_, help, _) = app.run_cmd(&["poll-once", "--help"]).await;
+    assert!(help.contains("deliver the alerts this raised"), "{help}");
+}

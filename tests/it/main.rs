@@ -5,6 +5,7 @@ mod alerts;
 mod answers;
 mod checks;
 mod core;
+mod delivery;
 mod faults;
 mod harness;
 mod notify;

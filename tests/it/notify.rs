@@ -187,13 +187,19 @@ async fn webhook_answers_are_classified() {
     }
     // 429 with Retry-After, in seconds and as an HTTP date: the wait it asks for.
     receiver.fail_next_with_header(1, 429, "Retry-After", "42");
-    let e = channel.send(&alert("alert-429")).await.expect_err("throttled");
+    let e = channel
+        .send(&alert("alert-429"))
+        .await
+        .expect_err("throttled");
     assert_eq!(e.retry, Retry::After(Some(Duration::from_secs(42))), "{e}");
     let in_a_minute = (chrono::Utc::now() + chrono::Duration::seconds(90))
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string();
     receiver.fail_next_with_header(1, 429, "Retry-After", &in_a_minute);
-    let e = channel.send(&alert("alert-429")).await.expect_err("throttled");
+    let e = channel
+        .send(&alert("alert-429"))
+        .await
+        .expect_err("throttled");
     match e.retry {
         // Measured against the receiver's Date header (whole seconds): about 90 s.
         Retry::After(Some(d)) => assert!(
@@ -405,7 +411,10 @@ async fn email_after_a_timeout_reads_only_its_own_replies() {
         .send(&alert("alert-0201"))
         .await
         .expect_err("stalled past the deadline");
-    assert!(e.retry == Retry::Backoff && e.message.contains("timed out"), "{e}");
+    assert!(
+        e.retry == Retry::Backoff && e.message.contains("timed out"),
+        "{e}"
+    );
 
     // The stalled mail did arrive in the end (the sender cannot know: hence the stable
     // Message-ID); the next one is refused and must be reported as refused.
@@ -415,7 +424,10 @@ async fn email_after_a_timeout_reads_only_its_own_replies() {
         .send(&alert("alert-0202"))
         .await
         .expect_err("refused");
-    assert!(e.retry == Retry::Refused && e.message.contains("554"), "{e}");
+    assert!(
+        e.retry == Retry::Refused && e.message.contains("554"),
+        "{e}"
+    );
 
     channel.send(&alert("alert-0203")).await.expect("delivered");
     let ids: Vec<_> = server
@@ -493,7 +505,10 @@ async fn email_authenticates_and_never_shows_the_password() {
         .send(&alert("alert-0302"))
         .await
         .expect_err("wrong password");
-    assert!(e.retry == Retry::Refused && e.message.contains("535"), "{e}");
+    assert!(
+        e.retry == Retry::Refused && e.message.contains("535"),
+        "{e}"
+    );
     assert!(
         !e.message.contains("wr0ng-pa55") && !e.message.contains("pa55-w0rd-x"),
         "{e}"
