@@ -418,12 +418,15 @@ async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let undelivered =
         crate::deliver::deliver_now(&store, config, &raised, crate::deliver::POLL_ONCE_WAIT).await;
     store.close().await;
+    let alerts = match raised.len() {
+        1 => "1 alert".to_string(),
+        n => format!("{n} alerts"),
+    };
     match undelivered {
         _ if raised.is_empty() => {}
-        Ok(0) => out!("{} alert(s) raised and delivered", raised.len())?,
+        Ok(0) => out!("{alerts} raised and delivered")?,
         Ok(n) => complain(&format!(
-            "{n} deliveries of the {} alert(s) raised are still pending after {}: `recwatch alerts --pending` shows why; `recwatch run` sends them when it next starts",
-            raised.len(),
+            "{alerts} raised; {n} of their deliveries still pending after {}: `recwatch alerts --pending` shows why; `recwatch run` sends them when it next starts",
             humantime::format_duration(crate::deliver::POLL_ONCE_WAIT)
         )),
         Err(ref e) => complain(&format!("cannot deliver the alerts raised: {e:#}")),

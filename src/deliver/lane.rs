@@ -381,10 +381,12 @@ impl Lane {
     }
 }
 
-/// Whole seconds (milliseconds below a second), for log lines.
+/// Milliseconds below a second, tenths below a minute, whole seconds above, for log lines.
 fn round(d: Duration) -> Duration {
     if d < Duration::from_secs(1) {
         Duration::from_millis(d.as_millis() as u64)
+    } else if d < Duration::from_secs(60) {
+        Duration::from_millis((d.as_millis() / 100 * 100) as u64)
     } else {
         Duration::from_secs(d.as_secs())
     }

@@ -646,7 +646,7 @@ async fn poll_once_delivers_the_alerts_it_raises_before_it_exits() {
     let got = hook.received();
     assert_eq!(got.len(), 1, "{out}{err}");
     assert_eq!(got[0].alert.rule.as_str(), "stopped_unexpectedly");
-    assert!(out.contains("1 alert(s) raised and delivered"), "{out}");
+    assert!(out.contains("1 alert raised and delivered"), "{out}");
     assert_eq!(pending_deliveries(&app).await, 0);
 
     let (_, help, _) = app.run_cmd(&["poll-once", "--help"]).await;
