@@ -78,7 +78,8 @@ pub enum Command {
     ///
     /// Alerts it cannot deliver within the wait stay in the outbox: `recwatch alerts --pending`
     /// lists them and `recwatch run` sends them when it next starts. Exit 1 if a poll failed or
-    /// an alert is still undelivered.
+    /// an alert is still undelivered. Refused (exit 75) while `recwatch run` owns the
+    /// database: the daemon is already polling and delivering.
     PollOnce,
     /// Each watched job with its last state, stop reason, last poll and last change.
     Status {
@@ -372,7 +373,10 @@ fn round_secs(d: std::time::Duration) -> std::time::Duration {
 }
 
 async fn poll_once(config: &Config) -> anyhow::Result<()> {
-    let store = Store::open(&config.storage.path).await?;
+    // Like `run`, it polls with its own rate budget and writes transitions and alerts: beside
+    // a running daemon it would poll every job a second time, outside the daemon's budget.
+    let owner = crate::lock::OwnerLock::acquire(&config.storage.path, "poll-once").await?;
+    let store = Store::open_owned(&config.storage.path, &owner).await?;
     let client = RtcClient::new(&config.api)?;
     let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;

@@ -676,9 +676,21 @@ fn read_storage(mut t: Table) -> Result<StorageConfig, ConfigError> {
     if retention < Duration::from_secs(3600) {
         return Err(t.err("retention", "must be at least 1h, e.g. \"90d\""));
     }
+    if retention > MAX_RETENTION {
+        return Err(t.err(
+            "retention",
+            "must be at most 36500d (100 years), e.g. \"90d\"",
+        ));
+    }
     t.finish()?;
     Ok(StorageConfig { path, retention })
 }
+
+/// Upper bounds for durations that feed time arithmetic (see `rules`), so that `check`
+/// refuses an absurd value with a clear error instead of `run` meeting it later.
+const MAX_INIT_GRACE: Duration = Duration::from_secs(30 * 86400);
+const MAX_REPEAT_INTERVAL: Duration = Duration::from_secs(365 * 86400);
+const MAX_RETENTION: Duration = Duration::from_secs(36500 * 86400);
 
 fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
     let d = RulesConfig::default();
@@ -715,6 +727,19 @@ fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
     };
     if rules.repeat_interval < Duration::from_secs(1) {
         return Err(t.err("repeat_interval", "must be at least 1s, e.g. \"4h\""));
+    }
+    // Upper bounds: past them a value cannot be meant, and it feeds time arithmetic.
+    if rules.init_grace > MAX_INIT_GRACE {
+        return Err(t.err(
+            "init_grace",
+            "must be at most 30d (it is added to each job's max_idle_time), e.g. \"60s\"",
+        ));
+    }
+    if rules.repeat_interval > MAX_REPEAT_INTERVAL {
+        return Err(t.err(
+            "repeat_interval",
+            "must be at most 365d, e.g. \"4h\"; set the rule to \"off\" for no alerts",
+        ));
     }
     t.finish()?;
     Ok(rules)
@@ -1909,6 +1934,62 @@ job_id = "job"
         ];
         for (key, want) in cases {
             assert_eq!(suggest(key, &known), want, "{key}");
+        }
+    }
+
+    /// Durations that feed time arithmetic have upper bounds; the largest allowed passes.
+    #[test]
+    fn absurd_durations_are_refused_table() {
+        // (name, config text, None if accepted or Some((key, phrase of the fix)))
+        type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
+            (
+                "grace at its bound",
+                "[rules]\ninit_grace = \"30d\"\n",
+                None,
+            ),
+            (
+                "grace past its bound",
+                "[rules]\ninit_grace = \"31d\"\n",
+                Some(("rules.init_grace", "at most 30d")),
+            ),
+            (
+                "grace of 2^64-1 seconds",
+                "[rules]\ninit_grace = \"18446744073709551615s\"\n",
+                Some(("rules.init_grace", "at most 30d")),
+            ),
+            (
+                "repeat at its bound",
+                "[rules]\nrepeat_interval = \"365d\"\n",
+                None,
+            ),
+            (
+                "repeat past its bound",
+                "[rules]\nrepeat_interval = \"1000y\"\n",
+                Some(("rules.repeat_interval", "at most 365d")),
+            ),
+            (
+                "retention at its bound",
+                "[storage]\nretention = \"36500d\"\n",
+                None,
+            ),
+            (
+                "retention past its bound",
+                "[storage]\nretention = \"100000y\"\n",
+                Some(("storage.retention", "at most 36500d")),
+            ),
+        ];
+        for (name, extra, want) in cases {
+            let got = parse(&format!("{extra}\n{MINIMAL}"));
+            match (want, got) {
+                (None, Ok(_)) => {}
+                (None, Err(e)) => panic!("{name}: refused: {e}"),
+                (Some(_), Ok(_)) => panic!("{name}: accepted"),
+                (Some((key, fix)), Err(e)) => {
+                    assert!(e.location.contains(key), "{name}: {e}");
+                    assert!(e.message.contains(fix), "{name}: {e}");
+                }
+            }
         }
     }
 }

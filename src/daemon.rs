@@ -2,13 +2,21 @@
 //! HTTP endpoint; tells systemd when it is ready and pings its watchdog while the poll loop is
 //! alive; re-reads the configuration on SIGHUP or when the file changes; and turns
 //! SIGINT/SIGTERM into a clean stop.
+//!
+//! It owns its database (a kernel lock beside it, see [`crate::lock`]): a second `run` on the
+//! same file refuses to start. The tasks it starts are supervised: a panicking delivery
+//! worker is restarted, a file check notices the database being deleted, replaced or made
+//! read-only, and if the poll loop itself dies the daemon stops with an error so the service
+//! manager restarts it.
 
 use crate::config::{self, Config};
+use crate::lock::OwnerLock;
 use crate::outbox::Outbox;
 use crate::poll::{Command, Event, Poller};
 use crate::rtc::client::RtcClient;
 use crate::store::Store;
 use crate::systemd;
+use crate::vitals::Vitals;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -22,19 +30,27 @@ pub struct Running {
     pub store: Store,
 }
 
+/// How often the database file is checked for having been deleted, replaced or made
+/// read-only (`/readyz` says so within 10 s).
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// Runs until `shutdown` turns true. `on_start` is called once polling is armed.
 pub async fn run(
     config: Config,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     on_start: impl FnOnce(&Running),
 ) -> anyhow::Result<()> {
+    crate::vitals::install_panic_hook();
     // Before anything slow: SIGHUP's default action is to terminate the process.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     for w in config.warnings() {
         warn!("{w}");
     }
-    let store = Store::open(&config.storage.path).await?;
+    // One daemon per database, decided before the schema is touched: a second one refuses
+    // here, and two started at once never race each other's migrations.
+    let owner = OwnerLock::acquire(&config.storage.path, "run").await?;
+    let store = Store::open_owned(&config.storage.path, &owner).await?;
     // Bound before READY: a taken port stops the start (exit 69) rather than leaving a
     // daemon whose /readyz and /metrics silently vanished. After the store, so a second
     // daemon on the same database is told about the database first.
@@ -56,29 +72,53 @@ pub async fn run(
             let _ = fwd.send(e);
         }
     });
+    // Every task stops on `stop`: the caller's shutdown, or the poll loop dying.
+    let (stop_tx, stop) = watch::channel(*shutdown.borrow());
+    let stop_tx = Arc::new(stop_tx);
+    {
+        let (mut shutdown, stop_tx) = (shutdown.clone(), stop_tx.clone());
+        tokio::spawn(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+            let _ = stop_tx.send(true);
+        });
+    }
 
+    let liveness = poller.liveness();
+    let vitals = Arc::new(Vitals::new(liveness.clone(), store.health().clone()));
     let shared_config = Arc::new(RwLock::new(config.clone()));
     let housekeeping = start_housekeeping(store.clone(), config.storage.retention).await?;
     let (notify_tx, notify_rx) = watch::channel(config.notify.clone());
+    // Built once here, so a broken channel configuration fails the start, not a restart.
     let worker = crate::deliver::Worker::new(store.clone(), &config, outbox.wake_handle())?;
-    let worker_task = tokio::spawn(worker.run(shutdown.clone(), notify_rx));
+    let worker_task = tokio::spawn(supervise_worker(
+        worker,
+        WorkerParts {
+            store: store.clone(),
+            config: shared_config.clone(),
+            wake: outbox.wake_handle(),
+            vitals: vitals.clone(),
+        },
+        stop.clone(),
+        notify_rx,
+    ));
+    tokio::spawn(check_file(store.clone(), stop.clone()));
 
-    let liveness = poller.liveness();
     if let Some(listener) = listener {
         let state = crate::http::AppState {
             store: store.clone(),
             config: shared_config.clone(),
             liveness: liveness.clone(),
+            vitals: vitals.clone(),
             outbox: outbox.clone(),
             budget: poller.budget(),
             metrics: crate::http::metrics_handle(),
         };
-        tokio::spawn(crate::http::serve(listener, state, shutdown.clone()));
+        tokio::spawn(crate::http::serve(listener, state, stop.clone()));
     }
-    let live = liveness.clone();
+    let watched = vitals.clone();
     tokio::spawn(systemd::watchdog_task(
-        move || live.age_ms() < crate::http::LIVENESS_LIMIT_MS,
-        shutdown.clone(),
+        move || !watched.restart_would_help(crate::http::LIVENESS_LIMIT_MS),
+        stop.clone(),
     ));
 
     let commands = poller.commands();
@@ -90,7 +130,7 @@ pub async fn run(
                 shared: shared_config.clone(),
                 notify: notify_tx.clone(),
             };
-            tokio::spawn(reloader.run(hangup, shutdown.clone()))
+            tokio::spawn(reloader.run(hangup, stop.clone()))
         }
         None => tokio::spawn(async move {
             let mut hangup = hangup;
@@ -100,7 +140,7 @@ pub async fn run(
         }),
     };
 
-    let poll_task = tokio::spawn(poller.run(shutdown.clone()));
+    let mut poll_task = tokio::spawn(poller.run(stop.clone()));
     // READY=1 once the database is open and polling is armed.
     if armed.await.is_ok() {
         systemd::ready();
@@ -111,18 +151,49 @@ pub async fn run(
         });
         info!(
             database = %store.path().display(),
+            lock = %owner.path().display(),
             jobs = config.jobs.len(),
             endpoint = %config.api.endpoint,
             auth = %config.api.auth.describe(),
             "recwatch running"
         );
     }
-    let stopping = async {
-        let _ = shutdown.wait_for(|s| *s).await;
-        systemd::stopping();
+    let mut stopping = stop.clone();
+    let result = tokio::select! {
+        r = &mut poll_task => Some(r),
+        _ = stopping.wait_for(|s| *s) => None,
     };
-    let (result, _) = tokio::join!(poll_task, stopping);
-    let result = result.context("the poll loop panicked")?;
+    systemd::stopping();
+    let result = match result {
+        // The poll loop ended before anyone asked it to: recwatch cannot do its job, and a
+        // restart is what cures that. Stop the rest and exit with an error.
+        Some(r) if !*stop.borrow() => {
+            let why = match r {
+                Ok(Ok(())) => "it returned".to_string(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) if e.is_panic() => {
+                    format!(
+                        "it panicked: {}",
+                        crate::vitals::panic_message(e.into_panic().as_ref())
+                    )
+                }
+                Err(e) => e.to_string(),
+            };
+            error!(
+                "the poll loop stopped unexpectedly ({why}); stopping so the service manager restarts recwatch"
+            );
+            vitals.task_died("poll loop");
+            let _ = stop_tx.send(true);
+            Err(anyhow::anyhow!("the poll loop stopped unexpectedly: {why}"))
+        }
+        Some(r) => r
+            .map_err(|e| anyhow::anyhow!("the poll loop failed: {e}"))
+            .and_then(|r| r),
+        None => match poll_task.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the poll loop failed while stopping: {e}")),
+        },
+    };
     if let Err(e) = &result {
         error!("poller failed: {e:#}");
     }
@@ -135,8 +206,86 @@ pub async fn run(
         let _ = h.shutdown().await;
     }
     store.close().await;
+    // Released last: nothing of this process touches the database any more.
+    drop(owner);
     info!("stopped");
     result
+}
+
+/// What a restarted delivery worker is built from.
+struct WorkerParts {
+    store: Store,
+    config: Arc<RwLock<Config>>,
+    wake: Arc<tokio::sync::Notify>,
+    vitals: Arc<Vitals>,
+}
+
+/// Runs the delivery worker until `stop`; if it panics, logs it and starts a new one (from
+/// the configuration as it is now) after a pause that grows while it keeps panicking.
+async fn supervise_worker(
+    first: crate::deliver::Worker,
+    parts: WorkerParts,
+    stop: watch::Receiver<bool>,
+    notify: watch::Receiver<crate::config::NotifyConfig>,
+) {
+    let mut worker = Some(first);
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let w = match worker.take() {
+            Some(w) => w,
+            None => {
+                let config = parts.config.read().expect("config lock").clone();
+                match crate::deliver::Worker::new(parts.store.clone(), &config, parts.wake.clone())
+                {
+                    Ok(w) => w,
+                    Err(e) => {
+                        error!("cannot restart the delivery worker: {e:#}");
+                        parts.vitals.task_died("delivery worker");
+                        return;
+                    }
+                }
+            }
+        };
+        let started = tokio::time::Instant::now();
+        match tokio::spawn(w.run(stop.clone(), notify.clone())).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                let why = crate::vitals::panic_message(e.into_panic().as_ref());
+                error!(
+                    "the delivery worker panicked ({why}); restarting it in {}",
+                    crate::config::format_duration(pause)
+                );
+                metrics::counter!("recwatch_task_panics_total", "task" => "delivery").increment(1);
+            }
+            Err(_) => return,
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            pause = Duration::from_secs(1);
+        }
+        let mut s = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = s.wait_for(|s| *s) => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Checks every [`FILE_CHECK_EVERY`] that the database file is still the one open, and
+/// writable; [`crate::store::StoreHealth`] logs a change and `/readyz` reports it.
+async fn check_file(store: Store, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(FILE_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let s = store.clone();
+        // Blocking calls (stat, access): off the runtime's threads, in case the file system hangs.
+        if let Ok(problem) = tokio::task::spawn_blocking(move || s.check_file()).await {
+            store.health().set_file_problem(problem);
+        }
+    }
 }
 
 /// Re-reads the configuration on SIGHUP and when the file changes.
@@ -300,8 +449,10 @@ async fn start_housekeeping(
 }
 
 async fn prune(store: &Store, retention: Duration) {
-    let cutoff =
-        chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    // A retention longer than the calendar reaches back keeps everything.
+    let Some(cutoff) = crate::rules::checked_before(chrono::Utc::now(), retention) else {
+        return;
+    };
     match store.prune(cutoff).await {
         Ok(0) => {}
         Ok(n) => info!(rows = n, "pruned transitions older than storage.retention"),

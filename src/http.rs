@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// The poll loop beats every second; this much silence means it is stuck.
+/// The poll loop beats every second; this much silence means it is stuck for good, and the
+/// systemd watchdog is no longer fed. (`/readyz` reports a stall sooner, see
+/// [`crate::vitals::STALLED_AFTER_MS`].)
 pub const LIVENESS_LIMIT_MS: u64 = 15_000;
 
 #[derive(Clone)]
@@ -28,6 +30,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<RwLock<Config>>,
     pub liveness: Arc<Liveness>,
+    /// What keeps the daemon from doing its job (see [`crate::vitals`]).
+    pub vitals: Arc<crate::vitals::Vitals>,
     pub outbox: Outbox,
     pub budget: Arc<Budget>,
     pub metrics: PrometheusHandle,
@@ -83,15 +87,15 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
         .await;
 }
 
+/// 200 "ready", or 503 with every reason the daemon cannot do its job now: the database
+/// cannot be read or written (full, read-only, deleted, replaced, locked), the poll loop is
+/// stalled, a task it needs has stopped, or the RTC API is failing.
 async fn readyz(State(s): State<AppState>) -> Response {
     let mut problems = Vec::new();
     if let Err(e) = s.store.ping().await {
         problems.push(format!("database unreachable: {e:#}"));
     }
-    let age = s.liveness.age_ms();
-    if age > LIVENESS_LIMIT_MS {
-        problems.push(format!("poll loop silent for {} ms", age.min(u64::MAX / 2)));
-    }
+    problems.extend(s.vitals.problems());
     if s.outbox.api_unhealthy() {
         problems.push("the RTC API is failing (api_unhealthy)".into());
     }

@@ -18,7 +18,7 @@ use sqlx::{Connection, Row, SqliteConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// A change in the API's health, decided by the poller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -645,32 +645,56 @@ struct WriteUnit {
 /// At most this many jobs share one transaction, so one commit stays short.
 const MAX_GROUP: usize = 256;
 
+/// Whether a write failed because of the database (its disk, file system or file), not
+/// because of what was written: then every other write fails the same way.
+fn is_store_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(d)) => d
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 8 | 10 | 13 | 14)),
+        Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
+        _ => false,
+    })
+}
+
 impl GroupWriter {
     /// Starts the writer task; it ends when the last `GroupWriter` clone is dropped.
+    ///
+    /// A panic while writing is contained to the jobs it hit: a group that panics is written
+    /// again job by job, a job whose write panics gets an error (its poll keeps its outcomes
+    /// and reports it), and everything else is written. Should the task die anyway, its
+    /// supervisor starts it again on the same queue.
     pub fn start(outbox: Outbox, store: Store) -> GroupWriter {
-        let (units, mut rx) = mpsc::channel::<WriteUnit>(MAX_GROUP);
+        let (units, rx) = mpsc::channel::<WriteUnit>(MAX_GROUP);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut group = vec![first];
-                while group.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(u) => group.push(u),
-                        Err(_) => break,
+            // Marks the writer dead if this supervisor itself unwinds.
+            struct Watch(Arc<crate::store::StoreHealth>);
+            impl Drop for Watch {
+                fn drop(&mut self) {
+                    if std::thread::panicking() {
+                        self.0.set_writer_dead();
                     }
                 }
-                let results = outbox.write_group(&store, &group).await;
-                for (unit, result) in group.into_iter().zip(results) {
-                    // The poll may have stopped waiting (see PollTask::writer_wait), so the
-                    // failure is told here too; the outcome is sent again with the job's next poll.
-                    if let Err(e) = &result {
-                        let why = if crate::store::is_busy(e) {
-                            " (database locked by another process)"
-                        } else {
-                            ""
-                        };
-                        warn!(app_id = %unit.job.app_id, job_id = %unit.job.job_id, "cannot write the poll outcome{why}: {e:#}; it is written with this job's next poll");
+            }
+            let _watch = Watch(store.health().clone());
+            loop {
+                let task = tokio::spawn(write_loop(outbox.clone(), store.clone(), rx.clone()));
+                match task.await {
+                    // Every sender is gone: nothing more to write.
+                    Ok(()) => return,
+                    Err(e) if e.is_panic() => {
+                        let why = crate::vitals::panic_message(e.into_panic().as_ref());
+                        error!("the database writer panicked ({why}); restarting it");
+                        metrics::counter!("recwatch_task_panics_total", "task" => "writer")
+                            .increment(1);
+                        store.health().writer_busy(false);
+                        // What it committed before the panic may not have been announced: let
+                        // the delivery worker look now rather than at its next periodic check.
+                        outbox.wake.notify_one();
                     }
-                    let _ = unit.reply.send(result);
+                    Err(_) => return,
                 }
             }
         });
@@ -706,28 +730,88 @@ impl GroupWriter {
     }
 }
 
+/// The writer's loop: takes what is queued (up to [`MAX_GROUP`] jobs) and writes it as one
+/// group. Holds the queue while it runs; a restarted loop takes it over.
+async fn write_loop(
+    outbox: Outbox,
+    store: Store,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<WriteUnit>>>,
+) {
+    let mut rx = rx.lock().await;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(u) => group.push(u),
+                Err(_) => break,
+            }
+        }
+        store.health().writer_busy(true);
+        let results = outbox.write_group(&store, &group).await;
+        store.health().writer_busy(false);
+        for (unit, result) in group.into_iter().zip(results) {
+            // The poll may have stopped waiting (see PollTask::writer_wait), so the failure
+            // is told here too; the outcome is sent again with the job's next poll. A failure
+            // of the database as a whole is logged once by its health, not per job.
+            if let Err(e) = &result {
+                if e.downcast_ref::<WritePanicked>().is_none() {
+                    debug!(app_id = %unit.job.app_id, job_id = %unit.job.job_id, "cannot write the poll outcome: {e:#}; it is kept for this job's next write");
+                }
+            }
+            let _ = unit.reply.send(result);
+        }
+    }
+}
+
+/// Writing one job's outcomes panicked: the outcomes cannot be written as they are.
+#[derive(Debug, thiserror::Error)]
+#[error("writing this job's outcomes panicked: {0}")]
+pub struct WritePanicked(pub String);
+
 impl Outbox {
     /// Writes a group in one transaction. If any part of it fails (a lock held by another
     /// process, a bad row), nothing of it is kept and each job is written on its own, so each
     /// gets its own answer.
     async fn write_group(&self, store: &Store, group: &[WriteUnit]) -> Vec<anyhow::Result<()>> {
         if group.len() > 1 {
-            match self.try_group(store, group).await {
-                Ok((results, made)) => {
+            match crate::vitals::contain(self.try_group(store, group)).await {
+                Ok(Ok((results, made))) => {
+                    store.health().write_ok();
                     self.announce(&made);
                     return results;
                 }
                 // Locked by another process: each job on its own would wait out the busy
                 // timeout again, one after the other. Every job keeps its outcomes for its
                 // next poll instead.
-                Err(e) if crate::store::is_busy(&e) => {
+                Ok(Err(e)) if crate::store::is_busy(&e) => {
+                    store.health().write_failed(&e);
                     return group
                         .iter()
                         .map(|_| Err(anyhow::anyhow!("database locked by another process: {e:#}")))
                         .collect();
                 }
-                Err(e) => {
+                // The database itself refuses (full, read-only ...): job by job would fail
+                // the same way.
+                Ok(Err(e)) if is_store_failure(&e) => {
+                    store.health().write_failed(&e);
+                    return group
+                        .iter()
+                        .map(|_| {
+                            Err(anyhow::anyhow!(
+                                "{}",
+                                crate::store::describe_write_error(&e)
+                            ))
+                        })
+                        .collect();
+                }
+                Ok(Err(e)) => {
                     warn!("a grouped write failed, writing each job on its own: {e:#}");
+                }
+                Err(why) => {
+                    error!(
+                        jobs = group.len(),
+                        "a grouped write panicked ({why}); writing each job on its own"
+                    );
                 }
             }
         }
@@ -738,12 +822,33 @@ impl Outbox {
                 first_seen: u.first_seen,
                 now: u.now,
             };
-            let result = match store.writer().acquire().await {
-                Ok(mut conn) => {
-                    self.write_job_polls(&mut conn, &u.records, &ctx, &u.config)
-                        .await
+            let write = async {
+                let mut conn = store.writer().acquire().await?;
+                self.write_job_polls(&mut conn, &u.records, &ctx, &u.config)
+                    .await
+            };
+            let result = match crate::vitals::contain(write).await {
+                Ok(Ok(())) => {
+                    store.health().write_ok();
+                    Ok(())
                 }
-                Err(e) => Err(e.into()),
+                Ok(Err(e)) => {
+                    if is_store_failure(&e) || crate::store::is_busy(&e) {
+                        store.health().write_failed(&e);
+                    } else {
+                        warn!(app_id = %u.job.app_id, job_id = %u.job.job_id, "cannot write the poll outcome: {e:#}");
+                    }
+                    Err(e)
+                }
+                Err(why) => {
+                    error!(app_id = %u.job.app_id, job_id = %u.job.job_id, name = u.job.label(), "writing this job's poll outcome panicked: {why}");
+                    metrics::counter!("recwatch_task_panics_total", "task" => "writer")
+                        .increment(1);
+                    // It may have panicked after its commit, before announcing the alerts:
+                    // let the delivery worker look now, not at its next periodic check.
+                    self.wake.notify_one();
+                    Err(WritePanicked(why).into())
+                }
             };
             results.push(result);
         }

@@ -13,6 +13,12 @@
 //!   signatures, so after 3 refusals in a row the poller stops for `api.auth_backoff`. Until a
 //!   request has succeeded, requests go one at a time, so a wrong key costs at most 3;
 //! - anything else: that job alone backs off exponentially with jitter, capped.
+//!
+//! A panic in a poll task is contained to it: the task reports it, the job's state is
+//! reloaded from the database and the job is polled again. When the database cannot be
+//! written (a full disk), polling goes on; what could not be written is kept per job
+//! (bounded) and written as soon as the database takes writes again, without waiting for the
+//! job's next poll.
 
 use crate::config::{Config, JobConfig};
 use crate::detect::{Detected, Phase, detect};
@@ -151,8 +157,10 @@ impl Budget {
 
     /// Counts time a request spent waiting for the budget, for metrics.
     fn record_wait(&self, waited: Duration) {
-        self.waited_ns
-            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        self.waited_ns.fetch_add(
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         metrics::histogram!("recwatch_rate_budget_wait_seconds").record(waited.as_secs_f64());
     }
 
@@ -168,16 +176,29 @@ pub fn failure_delay(interval: Duration, failures: u32, jitter: f64) -> Duration
     let cap = interval.max(Duration::from_secs(300));
     let exp = failures.saturating_sub(1).min(20);
     let base = interval.saturating_mul(1u32 << exp.min(16)).min(cap);
-    base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+    mul_saturating(base, 0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
 /// The whole poller's pause after `streak` throttled answers in a row: `base`, doubling,
 /// capped at a minute, jittered by +/-20%.
 pub fn throttle_pause(base: Duration, streak: u32, jitter: f64) -> Duration {
     let exp = streak.saturating_sub(1).min(8);
-    base.saturating_mul(1 << exp)
-        .min(Duration::from_secs(60))
-        .mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+    mul_saturating(
+        base.saturating_mul(1 << exp).min(Duration::from_secs(60)),
+        0.8 + 0.4 * jitter.clamp(0.0, 1.0),
+    )
+}
+
+/// `now + d`, saturating about 30 years ahead instead of panicking on an absurd duration (an
+/// interval or back-off from the config): a poll that far off is "never" either way.
+pub fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86400))
+}
+
+/// `d * f`, saturating at `Duration::MAX` instead of panicking.
+pub fn mul_saturating(d: Duration, f: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(Duration::MAX)
 }
 
 /// After this many refused requests in a row the poller stops for `api.auth_backoff`.
@@ -186,6 +207,15 @@ pub const AUTH_FAILURES_BEFORE_BACKOFF: u32 = 3;
 /// How long a poll queues for the database's write connection before it keeps its outcome
 /// for the job's next poll (see [`PollTask::writer_wait`]).
 const WRITER_WAIT: Duration = Duration::from_millis(500);
+
+/// While the database refuses writes, how many transitions one job keeps in memory. A job
+/// changes state a few times in its life; more than this is a flapping answer, and the
+/// middle of the run is folded away (see [`keep_bounded`]) so memory stays bounded.
+const MAX_UNWRITTEN: usize = 32;
+
+/// How often outcomes the database refused are written again without waiting for the job's
+/// next poll, so they land within seconds of the database taking writes again.
+const OWED_RETRY: Duration = Duration::from_secs(2);
 
 /// Something the demo (and logs) want to see as it happens.
 #[derive(Clone, Debug)]
@@ -231,7 +261,7 @@ impl Liveness {
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -256,6 +286,14 @@ struct JobState {
     /// write, a wrong `false` would miss a resolve, so these err towards `true`.
     maybe_stuck_open: bool,
     maybe_not_found_open: bool,
+    /// The sequence number of the job's live schedule entry: entries with another are stale
+    /// (superseded by a later scheduling) and skipped.
+    sched: u64,
+    /// When the job's next poll is due (what a write of owed outcomes puts back).
+    due: Instant,
+    /// The configuration generation `job` was taken from; a poll in flight during a reload
+    /// comes back with an older one and is refreshed.
+    generation: u64,
 }
 
 impl JobState {
@@ -283,8 +321,64 @@ impl JobState {
             failures: 0,
             unwritten: Vec::new(),
             first_seen,
+            sched: 0,
+            due: Instant::now(),
+            generation: 0,
         })
     }
+
+    /// Keeps `record` to be written, bounded: of the polls that changed nothing only the
+    /// latest is kept, and transitions past [`MAX_UNWRITTEN`] are folded (see [`keep_bounded`]).
+    fn keep(&mut self, record: PollRecord) {
+        if self.unwritten.last().is_some_and(|r| !r.is_transition()) {
+            self.unwritten.pop();
+        }
+        self.unwritten.push(record);
+        if keep_bounded(&mut self.unwritten, MAX_UNWRITTEN) {
+            warn!(app_id = %self.job.app_id, job_id = %self.job.job_id, kept = self.unwritten.len(), "the database has refused this job's writes for so many changes that intermediate ones are dropped from memory; the first and the latest are kept");
+        }
+    }
+}
+
+/// Folds a run of unwritten records that has grown past `max`: the second-oldest transition
+/// is dropped and the next one starts from where the dropped one started, so the chain of
+/// states stays unbroken (a transition is only written if the row shows its `from`). The
+/// first transition, the one owed longest, and the latest are kept. Returns whether it
+/// dropped anything.
+fn keep_bounded(records: &mut Vec<PollRecord>, max: usize) -> bool {
+    let mut dropped = false;
+    while records.len() > max.max(3) {
+        let removed = records.remove(1);
+        dropped = true;
+        let from = match removed.outcome {
+            PollOutcome::Ok {
+                transition: Some((from, _)),
+                ..
+            } => from,
+            // Not a transition: nothing to splice.
+            _ => continue,
+        };
+        if let Some(PollOutcome::Ok {
+            transition: Some((next_from, _)),
+            ..
+        }) = records
+            .iter_mut()
+            .skip(1)
+            .map(|r| &mut r.outcome)
+            .find(|o| {
+                matches!(
+                    o,
+                    PollOutcome::Ok {
+                        transition: Some(_),
+                        ..
+                    }
+                )
+            })
+        {
+            *next_from = from;
+        }
+    }
+    dropped
 }
 
 /// A poll that changed nothing: what the job's row should show.
@@ -344,10 +438,21 @@ impl Touches {
 }
 
 /// What a poll task reports back.
+enum Report {
+    Done(Box<Done>),
+    /// The task panicked (or writing its outcomes did): its state is gone and is rebuilt
+    /// from the database.
+    Panicked {
+        key: Key,
+        why: String,
+    },
+}
+
 struct Done {
     key: Key,
     state: JobState,
-    result: Result<(), RtcError>,
+    /// `None`: the task only wrote outcomes owed from earlier polls; nothing was asked.
+    result: Option<Result<(), RtcError>>,
 }
 
 /// The shared parts of a running poller.
@@ -355,8 +460,11 @@ pub struct Poller {
     /// Shared with every poll task: cloning a watch list of thousands of jobs per poll cost
     /// more than the poll itself.
     config: Arc<Config>,
-    /// The watched jobs' keys, so a finished poll checks membership without a scan.
-    watched: HashSet<Key>,
+    /// The watched jobs by key: a finished poll checks membership, and refreshes a job
+    /// reloaded while it was in flight, without a scan.
+    watched: HashMap<Key, JobConfig>,
+    /// Counts reloads; see [`JobState::generation`].
+    generation: u64,
     client: RtcClient,
     store: Store,
     outbox: Outbox,
@@ -398,7 +506,8 @@ impl Poller {
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
-            watched: config.jobs.iter().map(key).collect(),
+            watched: config.jobs.iter().map(|j| (key(j), j.clone())).collect(),
+            generation: 0,
             config: Arc::new(config),
             client,
             store,
@@ -454,22 +563,21 @@ impl Poller {
     /// Runs until `shutdown` turns true, then lets polls in flight finish writing.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut commands = self.command_rx.take().expect("run is called once");
-        let mut health_rx = self.health_rx.take().expect("run is called once");
-        let (outbox, store) = (self.outbox.clone(), self.store.clone());
-        let health_writer = tokio::spawn(async move {
-            while let Some((change, config)) = health_rx.recv().await {
-                match change {
-                    Some(change) => outbox.api_health(&store, change, &config).await,
-                    None => outbox.api_still_unhealthy(&store, &config).await,
-                }
-            }
-        });
+        let health_rx = self.health_rx.take().expect("run is called once");
+        let health_writer = tokio::spawn(write_api_health(
+            self.outbox.clone(),
+            self.store.clone(),
+            health_rx,
+        ));
         let rows = self.store.jobs().await?;
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Report>();
         let mut states: HashMap<Key, JobState> = HashMap::new();
         let mut heap: BinaryHeap<Reverse<(Instant, u64, Key)>> = BinaryHeap::new();
         let mut seq = 0u64;
         let mut busy: HashMap<Key, ()> = HashMap::new();
+        // Jobs holding outcomes the database refused, written again every OWED_RETRY.
+        let mut owed: HashSet<Key> = HashSet::new();
+        let mut owed_tried = Instant::now();
         let mut health = Health::default();
         let writer = GroupWriter::start(self.outbox.clone(), self.store.clone());
         let touches = Arc::new(Touches::default());
@@ -483,8 +591,13 @@ impl Poller {
                         _ = every.tick() => false,
                         _ = touches_stopped.wait_for(|s| *s) => true,
                     };
-                    if let Err(e) = touches.flush(&store).await {
-                        debug!("poll times not written yet (kept for the next try): {e:#}");
+                    match touches.flush(&store).await {
+                        Ok(0) => {}
+                        Ok(_) => store.health().write_ok(),
+                        Err(e) => {
+                            store.health().write_failed(&e);
+                            debug!("poll times not written yet (kept for the next try): {e:#}");
+                        }
                     }
                     if last {
                         return;
@@ -517,6 +630,14 @@ impl Poller {
         }
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut stopping = *shutdown.borrow();
+        // How long polls in flight get to finish once stopping: their request, then their
+        // write. Past it, shutdown goes on without them rather than hang.
+        let drain = self
+            .config
+            .api
+            .timeout
+            .saturating_add(Duration::from_secs(15));
+        let mut drain_until = stopping.then(|| later(Instant::now(), drain));
 
         loop {
             if stopping && busy.is_empty() {
@@ -541,24 +662,41 @@ impl Poller {
                     _ => std::future::pending::<()>().await,
                 }
             };
+            let drain_over = async {
+                match drain_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.changed(), if !stopping => {
                     stopping = true;
+                    drain_until = Some(later(Instant::now(), drain));
                     info!(in_flight = busy.len(), "stopping: no new polls; waiting for those in flight to finish writing");
                 }
-                Some(done) = done_rx.recv() => {
-                    busy.remove(&done.key);
+                _ = drain_over => {
+                    error!(in_flight = busy.len(), "polls still in flight {} after the stop was asked for; stopping without them", crate::config::format_duration(drain));
+                    break;
+                }
+                Some(report) = done_rx.recv() => {
+                    let k = match &report {
+                        Report::Done(d) => d.key.clone(),
+                        Report::Panicked { key, .. } => key.clone(),
+                    };
+                    busy.remove(&k);
                     // The finished job is in neither map until `finish` puts it back.
                     let in_rotation = states.len() + busy.len() + 1;
-                    self.finish(done, &mut states, &mut heap, &mut seq, &mut health, in_rotation).await;
+                    match self.finish(report, &mut states, &mut heap, &mut seq, &mut health, in_rotation).await {
+                        Some(true) => { owed.insert(k); }
+                        _ => { owed.remove(&k); }
+                    }
                 }
                 Some(cmd) = commands.recv() => match cmd {
                     Command::Tick => {
                         let now = Instant::now();
-                        for (k, _) in states.iter().filter(|(k, _)| !busy.contains_key(*k)) {
-                            seq += 1;
-                            heap.push(Reverse((now, seq, k.clone())));
+                        for (k, s) in states.iter_mut().filter(|(k, _)| !busy.contains_key(*k)) {
+                            schedule(&mut heap, &mut seq, k.clone(), s, now);
                         }
                     }
                     Command::Reload(boxed) => {
@@ -575,13 +713,42 @@ impl Poller {
                             health.verified = false;
                         }
                         self.reload(config, client, &rows, &busy, &mut states, &mut heap, &mut seq, &mut cron).await;
+                        owed.retain(|k| states.contains_key(k) || busy.contains_key(k));
                     }
                 },
-                _ = heartbeat.tick() => self.liveness.beat(),
+                _ = heartbeat.tick() => {
+                    self.liveness.beat();
+                    if !stopping && !owed.is_empty() && owed_tried.elapsed() >= OWED_RETRY {
+                        owed_tried = Instant::now();
+                        // While the database is known to refuse writes, one job probes it;
+                        // once it takes them, every job's owed outcomes go.
+                        let probe_only = self.store.health().is_failing();
+                        let ready: Vec<Key> = owed
+                            .iter()
+                            .filter(|k| !busy.contains_key(*k) && states.contains_key(*k))
+                            .take(if probe_only { 1 } else { usize::MAX })
+                            .cloned()
+                            .collect();
+                        for k in ready {
+                            let state = states.remove(&k).expect("checked above");
+                            busy.insert(k.clone(), ());
+                            let task = self.task(&writer, &touches);
+                            let tx = done_tx.clone();
+                            tokio::spawn(async move {
+                                let report = match crate::vitals::contain(task.write_owed(k.clone(), state)).await {
+                                    Ok(report) => report,
+                                    Err(why) => Report::Panicked { key: k, why },
+                                };
+                                let _ = tx.send(report);
+                            });
+                        }
+                    }
+                }
                 _ = sleep => {
-                    // Stale heap entries (a removed job, or one already being polled) are skipped.
-                    if let Some(Reverse((_, _, k))) = heap.peek() {
-                        if busy.contains_key(k) || !states.contains_key(k) {
+                    // Stale heap entries (a removed job, one being polled, or one scheduled
+                    // again since) are skipped.
+                    if let Some(Reverse((_, entry, k))) = heap.peek() {
+                        if busy.contains_key(k) || states.get(k).is_none_or(|s| s.sched != *entry) {
                             heap.pop();
                             continue;
                         }
@@ -595,48 +762,42 @@ impl Poller {
                     let permit = self.in_flight.clone().acquire_owned().await.expect("semaphore never closed");
                     let state = states.remove(&k).expect("checked above");
                     busy.insert(k.clone(), ());
-                    let task = PollTask {
-                        client: self.client.clone(),
-                        writer: writer.clone(),
-                        config: self.config.clone(),
-                        events: self.events.clone(),
-                        writer_wait: WRITER_WAIT,
-                        touches: Some(touches.clone()),
-                    };
+                    let task = self.task(&writer, &touches);
                     let tx = done_tx.clone();
                     tokio::spawn(async move {
-                        let done = task.poll(k, state).await;
+                        // A panic anywhere in the poll is reported, so the job is not left
+                        // "in flight" for ever (which would also hang shutdown).
+                        let report = match crate::vitals::contain(task.poll(k.clone(), state)).await {
+                            Ok(report) => report,
+                            Err(why) => Report::Panicked { key: k, why },
+                        };
                         drop(permit);
-                        let _ = tx.send(done);
+                        let _ = tx.send(report);
                     });
                 }
             }
             self.liveness.beat();
         }
-        // Last chance for outcomes the database refused earlier.
+        // Last chance for outcomes the database refused earlier. The first refusal ends it:
+        // the others would be refused too, each after the busy timeout.
         for s in states.values_mut().filter(|s| !s.unwritten.is_empty()) {
-            let ctx = outbox::JobContext {
-                job: &s.job,
-                first_seen: s.first_seen,
-                now: Utc::now(),
-            };
-            let written = match self.store.writer().acquire().await {
-                Ok(mut conn) => self
-                    .outbox
-                    .write_job_polls(&mut conn, &s.unwritten, &ctx, &self.config)
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            };
-            if written {
-                s.unwritten.clear();
+            let write = writer.write(
+                s.unwritten.clone(),
+                s.job.clone(),
+                s.first_seen,
+                Utc::now(),
+                self.config.clone(),
+            );
+            match tokio::time::timeout(Duration::from_secs(10), write).await {
+                Ok(Ok(())) => s.unwritten.clear(),
+                _ => break,
             }
         }
         let lost: usize = states.values().map(|s| s.unwritten.len()).sum();
         if lost > 0 {
             error!(
                 outcomes = lost,
-                "the database stayed locked; these poll outcomes were not written and will be re-observed on the next start"
+                "the database refused these poll outcomes until the end; they were not written and will be re-observed on the next start"
             );
         }
         if let Some(mut c) = cron {
@@ -655,6 +816,18 @@ impl Poller {
         Ok(())
     }
 
+    /// A poll task sharing this poller's client, writer and configuration.
+    fn task(&self, writer: &GroupWriter, touches: &Arc<Touches>) -> PollTask {
+        PollTask {
+            client: self.client.clone(),
+            writer: writer.clone(),
+            config: self.config.clone(),
+            events: self.events.clone(),
+            writer_wait: WRITER_WAIT,
+            touches: Some(touches.clone()),
+        }
+    }
+
     fn add_jobs(
         &self,
         jobs: &[JobConfig],
@@ -667,19 +840,19 @@ impl Poller {
         let n = jobs.len().max(1) as u32;
         for (i, job) in jobs.iter().enumerate() {
             let k = key(job);
-            let Some(state) =
+            let Some(mut state) =
                 JobState::from_row(job, rows.get(&k), self.config.poll.stop_after_terminal)
             else {
                 debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
                 continue;
             };
-            states.insert(k.clone(), state);
+            state.generation = self.generation;
             if self.config.poll.schedule.is_none() {
                 // Spread the first polls evenly over the interval so they never fire together.
                 let offset = self.config.job_interval(job).mul_f64(i as f64 / n as f64);
-                *seq += 1;
-                heap.push(Reverse((now + offset, *seq, k)));
+                schedule(heap, seq, k.clone(), &mut state, later(now, offset));
             }
+            states.insert(k, state);
         }
     }
 
@@ -699,7 +872,8 @@ impl Poller {
         let before = states.len();
         states.retain(|k, _| wanted.contains_key(k));
         let removed = before - states.len();
-        // Jobs in flight are not in `states`; they are dropped when they come back.
+        // Jobs in flight are not in `states`: they are dropped, or take their new
+        // configuration, when they come back (see `finish`).
         for (k, s) in states.iter_mut() {
             s.job = wanted[k].clone();
         }
@@ -723,7 +897,11 @@ impl Poller {
             self.in_flight_limit = config.api.max_in_flight;
         }
         let schedule_changed = config.poll.schedule != self.config.poll.schedule;
-        self.watched = config.jobs.iter().map(key).collect();
+        self.watched = config.jobs.iter().map(|j| (key(j), j.clone())).collect();
+        self.generation += 1;
+        for s in states.values_mut() {
+            s.generation = self.generation;
+        }
         self.config = Arc::new(config);
         self.client = client;
         let now = Instant::now();
@@ -732,15 +910,15 @@ impl Poller {
         for job in &new_jobs {
             let k = key(job);
             // A STOPPED job that was already on the list is not new: it stays unpolled.
-            let Some(state) =
+            let Some(mut state) =
                 JobState::from_row(job, rows.get(&k), self.config.poll.stop_after_terminal)
             else {
                 continue;
             };
             added += 1;
-            states.insert(k.clone(), state);
-            *seq += 1;
-            heap.push(Reverse((now, *seq, k)));
+            state.generation = self.generation;
+            schedule(heap, seq, k.clone(), &mut state, now);
+            states.insert(k, state);
         }
         if schedule_changed {
             if let Some(mut c) = cron.take() {
@@ -752,9 +930,8 @@ impl Poller {
                     Err(e) => error!("cannot start poll.schedule {expr:?}: {e:#}"),
                 }
             } else {
-                for k in states.keys() {
-                    *seq += 1;
-                    heap.push(Reverse((now, *seq, k.clone())));
+                for (k, s) in states.iter_mut() {
+                    schedule(heap, seq, k.clone(), s, now);
                 }
             }
         }
@@ -765,22 +942,70 @@ impl Poller {
         );
     }
 
+    /// Takes a finished task's report: the job's state goes back in, scheduled for its next
+    /// poll. Returns whether the job still owes outcomes to the database (`None` when it is
+    /// no longer polled).
     async fn finish(
         &mut self,
-        done: Done,
+        report: Report,
         states: &mut HashMap<Key, JobState>,
         heap: &mut BinaryHeap<Reverse<(Instant, u64, Key)>>,
         seq: &mut u64,
         health: &mut Health,
         in_rotation: usize,
-    ) {
+    ) -> Option<bool> {
+        let now = Instant::now();
+        let jitter = || rand::rng().random::<f64>();
         let Done {
             key: k,
             mut state,
             result,
-        } = done;
-        let now = Instant::now();
-        let jitter = || rand::rng().random::<f64>();
+        } = match report {
+            Report::Done(done) => *done,
+            Report::Panicked { key: k, why } => {
+                metrics::counter!("recwatch_task_panics_total", "task" => "poll").increment(1);
+                let job = self.watched.get(&k)?.clone();
+                error!(app_id = %k.0, job_id = %k.1, name = job.label(), "the poll task failed (panicked: {why}); the job's state is reloaded from the database and it is polled again");
+                let row = match self.store.job(&k.0, &k.1).await {
+                    Ok(row) => row,
+                    Err(e) => {
+                        warn!(app_id = %k.0, job_id = %k.1, "cannot read the job's row after the failure: {e:#}; it starts again from no known state");
+                        None
+                    }
+                };
+                let mut state =
+                    JobState::from_row(&job, row.as_ref(), self.config.poll.stop_after_terminal)?;
+                state.generation = self.generation;
+                state.failures = 1;
+                let at = later(
+                    now,
+                    failure_delay(self.config.job_interval(&state.job), 1, jitter()),
+                );
+                schedule(heap, seq, k.clone(), &mut state, at);
+                states.insert(k, state);
+                return Some(false);
+            }
+        };
+        if !self.watched.contains_key(&k) {
+            debug!(app_id = %k.0, job_id = %k.1, "removed from the watch list while in flight");
+            return None;
+        }
+        // A reload while this job was in flight: take its new name, notify list, interval.
+        if state.generation != self.generation {
+            state.job = self.watched[&k].clone();
+            state.generation = self.generation;
+        }
+        let Some(result) = result else {
+            // Only owed outcomes were written: the job's poll stays when it was due (on a
+            // cron schedule a job has a due time only while it backs off after a failure).
+            let owes = !state.unwritten.is_empty();
+            if self.config.poll.schedule.is_none() || state.failures > 0 {
+                let due = state.due;
+                schedule(heap, seq, k.clone(), &mut state, due);
+            }
+            states.insert(k, state);
+            return Some(owes);
+        };
         let change = match &result {
             Ok(()) => health.success(),
             Err(e) => health.failure(e, self.config.rules.api_failure_threshold, in_rotation),
@@ -811,17 +1036,17 @@ impl Poller {
                 {
                     info!(app_id = %k.0, job_id = %k.1, "job is STOPPED: no longer polled (poll.stop_after_terminal)");
                     if state.unwritten.is_empty() {
-                        return;
+                        return None;
                     }
                     // Keep it until what it saw is written: the next poll writes it.
-                    Some(
-                        now + self
-                            .config
+                    Some(later(
+                        now,
+                        self.config
                             .job_interval(&state.job)
                             .min(Duration::from_secs(5)),
-                    )
+                    ))
                 } else {
-                    Some(now + self.config.job_interval(&state.job))
+                    Some(later(now, self.config.job_interval(&state.job)))
                 }
             }
             Err(e) => match e.kind {
@@ -831,7 +1056,7 @@ impl Poller {
                         health.throttle_streak,
                         jitter(),
                     );
-                    self.budget.pause_until(now + pause);
+                    self.budget.pause_until(later(now, pause));
                     metrics::counter!("recwatch_throttled_total").increment(1);
                     warn!(pause = ?round(pause), streak = health.throttle_streak, request_id = e.request_id.as_deref().unwrap_or("-"), "throttled by the API gateway (APIG.0308): pausing every poll");
                     Some(now)
@@ -844,7 +1069,7 @@ impl Poller {
                             .api
                             .auth_backoff
                             .saturating_mul(1 << extra.min(3));
-                        self.budget.pause_until(now + pause);
+                        self.budget.pause_until(later(now, pause));
                         // A skewed clock is refused like a bad key: say which it is.
                         let fix = match e.clock_skew_minutes {
                             Some(m) => crate::rtc::client::clock_message(m),
@@ -861,21 +1086,69 @@ impl Poller {
                     Some(now)
                 }
                 _ => {
-                    state.failures += 1;
+                    state.failures = state.failures.saturating_add(1);
                     let interval = self.config.job_interval(&state.job);
-                    Some(now + failure_delay(interval, state.failures, jitter()))
+                    Some(later(
+                        now,
+                        failure_delay(interval, state.failures, jitter()),
+                    ))
                 }
             },
         };
-        if !self.watched.contains(&k) {
-            debug!(app_id = %k.0, job_id = %k.1, "removed from the watch list while in flight");
-            return;
-        }
-        states.insert(k.clone(), state);
+        let owes = !state.unwritten.is_empty();
         if let Some(at) = next {
             if self.config.poll.schedule.is_none() || result.is_err() {
-                *seq += 1;
-                heap.push(Reverse((at, *seq, k)));
+                schedule(heap, seq, k.clone(), &mut state, at);
+            }
+        }
+        states.insert(k, state);
+        Some(owes)
+    }
+}
+
+/// Puts a job on the schedule at `at`, superseding any entry it already has there.
+fn schedule(
+    heap: &mut BinaryHeap<Reverse<(Instant, u64, Key)>>,
+    seq: &mut u64,
+    k: Key,
+    state: &mut JobState,
+    at: Instant,
+) {
+    *seq += 1;
+    state.sched = *seq;
+    state.due = at;
+    heap.push(Reverse((at, *seq, k)));
+}
+
+/// Writes the API's health changes in order, as the poller decides them. Reminder checks
+/// (`None`) that pile up while a write is slow are folded into one, so the queue stays short
+/// whatever the database does; a panic while writing one is contained to it.
+async fn write_api_health(
+    outbox: Outbox,
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<(Option<ApiHealthChange>, Arc<Config>)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            batch.push(next);
+        }
+        let mut reminder_done = false;
+        for (change, config) in batch {
+            let write = async {
+                match change {
+                    Some(change) => outbox.api_health(&store, change, &config).await,
+                    None if !reminder_done => {
+                        reminder_done = true;
+                        outbox.api_still_unhealthy(&store, &config).await
+                    }
+                    None => {}
+                }
+            };
+            if let Err(why) = crate::vitals::contain(write).await {
+                error!("writing the API's health panicked: {why}");
+                metrics::counter!("recwatch_task_panics_total", "task" => "api_health")
+                    .increment(1);
             }
         }
     }
@@ -1074,7 +1347,7 @@ impl PollTask {
         }
     }
 
-    async fn poll(self, k: Key, mut state: JobState) -> Done {
+    async fn poll(self, k: Key, mut state: JobState) -> Report {
         let started = std::time::Instant::now();
         let fetched = self.client.get_job(&k.0, &k.1).await;
         let elapsed = started.elapsed();
@@ -1167,28 +1440,37 @@ impl PollTask {
                         },
                     );
                 }
-                return Done {
+                return Report::Done(Box::new(Done {
                     key: k,
                     state,
-                    result,
-                };
+                    result: Some(result),
+                }));
             }
             touches.forget(&k);
         }
-        // While the database refuses writes, keep every transition but only the latest of the
-        // polls that changed nothing: memory stays bounded and nothing that matters is lost.
-        if state.unwritten.last().is_some_and(|r| !r.is_transition()) {
-            state.unwritten.pop();
-        }
-        state.unwritten.push(record);
-        // Keep trying for a while: a lock held by another process usually clears quickly.
+        state.keep(record);
+        self.write(k, state, polled_at, Some(result)).await
+    }
+
+    /// Writes only what the job owes from earlier polls (the database refused it then).
+    async fn write_owed(self, k: Key, state: JobState) -> Report {
+        self.write(k, state, Utc::now(), None).await
+    }
+
+    /// Writes the job's unwritten outcomes and the alerts they cause. What cannot be written
+    /// stays in `state.unwritten`, for the next write.
+    async fn write(
+        self,
+        k: Key,
+        mut state: JobState,
+        now: chrono::DateTime<Utc>,
+        result: Option<Result<(), RtcError>>,
+    ) -> Report {
+        // Keep trying for a while: a lock held by another process usually clears quickly. A
+        // database that refuses for any other reason (a full disk) does not recover in a
+        // second: the outcomes are kept and written again every OWED_RETRY.
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=4 {
-            let ctx = outbox::JobContext {
-                job: &state.job,
-                first_seen: state.first_seen,
-                now: polled_at,
-            };
             // Waits at most `writer_wait`: while another process holds the database's write
             // lock, the writer is stuck for up to the busy timeout, and a poll waiting on it
             // would hold its in-flight slot and stop polling. A write given up on here may
@@ -1197,9 +1479,9 @@ impl PollTask {
             // `from` state.
             let write = self.writer.write(
                 state.unwritten.clone(),
-                ctx.job.clone(),
-                ctx.first_seen,
-                ctx.now,
+                state.job.clone(),
+                state.first_seen,
+                now,
                 self.config.clone(),
             );
             let written = match tokio::time::timeout(self.writer_wait, write).await {
@@ -1211,13 +1493,24 @@ impl PollTask {
             };
             match written {
                 Ok(()) => {
-                    self.note_conditions(&mut state, polled_at);
+                    self.note_conditions(&mut state, now);
                     state.unwritten.clear();
                     break;
                 }
                 Err(e) => {
-                    let busy = crate::store::is_busy(&e);
-                    warn!(app_id = %k.0, job_id = %k.1, attempt, unwritten = state.unwritten.len(), "cannot write the poll outcome{}: {e:#}", if busy { " (database locked by another process)" } else { "" });
+                    if let Some(p) = e.downcast_ref::<outbox::WritePanicked>() {
+                        // Written again as they are, these outcomes would panic again: the
+                        // job starts over from what the database holds.
+                        return Report::Panicked {
+                            key: k,
+                            why: p.0.clone(),
+                        };
+                    }
+                    if !crate::store::is_busy(&e) {
+                        debug!(app_id = %k.0, job_id = %k.1, unwritten = state.unwritten.len(), "cannot write the poll outcome: {e:#}; kept and written again shortly");
+                        break;
+                    }
+                    debug!(app_id = %k.0, job_id = %k.1, attempt, unwritten = state.unwritten.len(), "cannot write the poll outcome (database locked by another process): {e:#}");
                     if attempt < 4 {
                         tokio::time::sleep(delay).await;
                         delay *= 2;
@@ -1225,11 +1518,11 @@ impl PollTask {
                 }
             }
         }
-        Done {
+        Report::Done(Box::new(Done {
             key: k,
             state,
             result,
-        }
+        }))
     }
 }
 
@@ -1243,7 +1536,7 @@ pub async fn poll_once(
     client: &RtcClient,
     store: &Store,
     outbox: &Outbox,
-) -> Vec<(JobConfig, Result<Option<Phase>, RtcError>, bool)> {
+) -> Vec<(JobConfig, Result<Option<Phase>, String>, bool)> {
     let budget = Budget::new(config.api.rate_limit);
     let rows = store.jobs().await.unwrap_or_default();
     let sem = Arc::new(Semaphore::new(config.api.max_in_flight));
@@ -1271,26 +1564,39 @@ pub async fn poll_once(
             touches: None,
         };
         let before = state.phase.clone();
+        let job = job.clone();
         tasks.push(tokio::spawn(async move {
-            let done = task.poll(k, state).await;
+            let report = crate::vitals::contain(task.poll(k, state)).await;
             drop(permit);
-            let changed = done.state.phase != before;
-            (done, changed)
+            (job, before, report)
         }));
     }
     let mut out = Vec::new();
     for t in tasks {
-        if let Ok((done, changed)) = t.await {
-            let written = done.state.unwritten.is_empty();
-            if !written {
-                error!(app_id = %done.key.0, job_id = %done.key.1, "could not write this job's outcome");
+        let Ok((job, before, report)) = t.await else {
+            continue;
+        };
+        let done = match report {
+            Ok(Report::Done(done)) => *done,
+            Ok(Report::Panicked { why, .. }) | Err(why) => {
+                error!(app_id = %job.app_id, job_id = %job.job_id, "the poll failed (panicked: {why})");
+                out.push((job, Err(format!("internal error (panicked: {why})")), false));
+                continue;
             }
-            out.push((
-                done.state.job.clone(),
-                done.result.map(|_| done.state.phase.clone()),
-                changed,
-            ));
+        };
+        if !done.state.unwritten.is_empty() {
+            error!(app_id = %done.key.0, job_id = %done.key.1, "could not write this job's outcome");
         }
+        let changed = done.state.phase != before;
+        out.push((
+            done.state.job.clone(),
+            match done.result {
+                Some(Ok(())) => Ok(done.state.phase.clone()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Ok(done.state.phase.clone()),
+            },
+            changed,
+        ));
     }
     out
 }
@@ -1315,6 +1621,13 @@ mod tests {
                 s(300),
             ),
             ("long interval caps at itself", s(600), 4, 0.5, s(600)),
+            (
+                "interval of Duration::MAX saturates",
+                Duration::MAX,
+                3,
+                1.0,
+                Duration::MAX,
+            ),
             ("jitter low", s(30), 1, 0.0, s(24)),
             ("jitter high", s(30), 1, 1.0, s(36)),
         ];
@@ -1333,6 +1646,156 @@ mod tests {
         ];
         for (name, streak, jitter, want) in cases {
             assert_eq!(throttle_pause(s(3), streak, jitter), want, "{name}");
+        }
+    }
+
+    /// Config values that would overflow an `Instant` or a `Duration` saturate instead.
+    #[test]
+    fn absurd_durations_saturate_table() {
+        let now = Instant::now();
+        let far = Duration::from_secs(30 * 365 * 86400);
+        let cases = [
+            (
+                "small",
+                Duration::from_secs(30),
+                now + Duration::from_secs(30),
+            ),
+            ("Duration::MAX", Duration::MAX, now + far),
+            ("2^64-1 s", Duration::from_secs(u64::MAX), now + far),
+        ];
+        for (name, d, want) in cases {
+            assert_eq!(later(now, d), want, "{name}");
+        }
+        let mul = [
+            (
+                "small",
+                Duration::from_secs(10),
+                1.2,
+                Duration::from_secs(12),
+            ),
+            ("Duration::MAX * 1.2", Duration::MAX, 1.2, Duration::MAX),
+            (
+                "times infinity",
+                Duration::from_secs(1),
+                f64::INFINITY,
+                Duration::MAX,
+            ),
+            ("times NaN", Duration::from_secs(1), f64::NAN, Duration::MAX),
+        ];
+        for (name, d, f, want) in mul {
+            assert_eq!(mul_saturating(d, f), want, "{name}");
+        }
+        assert_eq!(
+            throttle_pause(Duration::MAX, u32::MAX, 1.0),
+            Duration::from_secs(72),
+            "a huge throttle back-off is capped at a minute (+20%)"
+        );
+    }
+
+    fn rec(from: Option<&str>, to: Option<&str>) -> PollRecord {
+        let phase = |s: &str| Phase {
+            state: s.into(),
+            stop_reason: None,
+        };
+        PollRecord {
+            app_id: "a".into(),
+            job_id: "j".into(),
+            name: None,
+            polled_at: Utc::now(),
+            outcome: PollOutcome::Ok {
+                job: Box::default(),
+                raw: "{}".into(),
+                request_id: None,
+                transition: to.map(|to| (from.map(phase), phase(to))),
+            },
+        }
+    }
+
+    fn chain(records: &[PollRecord]) -> Vec<(Option<String>, Option<String>)> {
+        records
+            .iter()
+            .map(|r| match &r.outcome {
+                PollOutcome::Ok {
+                    transition: Some((from, to)),
+                    ..
+                } => (
+                    from.as_ref().map(|p| p.state.clone()),
+                    Some(to.state.clone()),
+                ),
+                _ => (None, None),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unwritten_outcomes_stay_bounded_and_chained_table() {
+        let s = |x: &str| Some(x.to_string());
+        type Chain = Vec<(Option<String>, Option<String>)>;
+        let cases: Vec<(&str, Vec<PollRecord>, usize, bool, Chain)> = vec![
+            (
+                "under the bound: untouched",
+                vec![rec(None, Some("A")), rec(Some("A"), Some("B"))],
+                4,
+                false,
+                vec![(None, s("A")), (s("A"), s("B"))],
+            ),
+            (
+                "one over: the second is folded into the third",
+                vec![
+                    rec(None, Some("A")),
+                    rec(Some("A"), Some("B")),
+                    rec(Some("B"), Some("C")),
+                    rec(Some("C"), Some("D")),
+                    rec(Some("D"), Some("E")),
+                ],
+                4,
+                true,
+                vec![
+                    (None, s("A")),
+                    (s("A"), s("C")),
+                    (s("C"), s("D")),
+                    (s("D"), s("E")),
+                ],
+            ),
+            (
+                "a trailing unchanged poll is kept last",
+                vec![
+                    rec(None, Some("A")),
+                    rec(Some("A"), Some("B")),
+                    rec(Some("B"), Some("C")),
+                    rec(Some("C"), Some("D")),
+                    rec(None, None),
+                ],
+                4,
+                true,
+                vec![
+                    (None, s("A")),
+                    (s("A"), s("C")),
+                    (s("C"), s("D")),
+                    (None, None),
+                ],
+            ),
+            (
+                "far over: first and latest kept, chain unbroken",
+                (0..40)
+                    .map(|i| {
+                        let from = (i > 0).then(|| (i - 1).to_string());
+                        rec(from.as_deref(), Some(&i.to_string()))
+                    })
+                    .collect(),
+                4,
+                true,
+                vec![
+                    (None, s("0")),
+                    (s("0"), s("37")),
+                    (s("37"), s("38")),
+                    (s("38"), s("39")),
+                ],
+            ),
+        ];
+        for (name, mut records, max, want_dropped, want) in cases {
+            assert_eq!(keep_bounded(&mut records, max), want_dropped, "{name}");
+            assert_eq!(chain(&records), want, "{name}");
         }
     }
 

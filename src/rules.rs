@@ -1,5 +1,9 @@
 //! Alert rules: which rule a transition or condition fires, and how loud. Pure functions of
 //! their inputs (the clock is an argument), tested with a table.
+//!
+//! Numbers here come from the API (`max_idle_time`, `create_time`) and the config
+//! (`init_grace`, `repeat_interval`): the time arithmetic saturates, so no value, however
+//! absurd, can panic the writer that evaluates these rules for every job.
 
 use crate::alert::Rule;
 use crate::config::{RulesConfig, Severity};
@@ -53,8 +57,26 @@ pub fn is_stuck_init(
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(first_seen);
-    let limit = Duration::from_secs(max_idle_time.unwrap_or(DEFAULT_MAX_IDLE_TIME)) + grace;
-    now - since > ChronoDuration::from_std(limit).unwrap_or(ChronoDuration::MAX)
+    let limit =
+        Duration::from_secs(max_idle_time.unwrap_or(DEFAULT_MAX_IDLE_TIME)).saturating_add(grace);
+    now.signed_duration_since(since) > chrono_saturating(limit)
+}
+
+/// A `std` duration as a chrono one, saturating at chrono's maximum (about 292 million
+/// years) instead of failing: a limit that large is "never" either way.
+pub fn chrono_saturating(d: Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
+}
+
+/// `t + d`, or `None` when that is past the last representable time: callers treat it as
+/// "never".
+pub fn checked_after(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(ChronoDuration::from_std(d).ok()?)
+}
+
+/// `t - d`, or `None` when that is before the first representable time.
+pub fn checked_before(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    t.checked_sub_signed(ChronoDuration::from_std(d).ok()?)
 }
 
 /// [`is_stuck_init`] for a polled job; `None` when the answer has no state (it says nothing
@@ -78,7 +100,7 @@ pub fn snapshot_stuck_init(
 
 /// Whether a reminder is due for a condition still open.
 pub fn reminder_due(last_notified: DateTime<Utc>, repeat: Duration, now: DateTime<Utc>) -> bool {
-    now - last_notified >= ChronoDuration::from_std(repeat).unwrap_or(ChronoDuration::MAX)
+    now.signed_duration_since(last_notified) >= chrono_saturating(repeat)
 }
 
 #[cfg(test)]
@@ -194,6 +216,144 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// Absurd numbers from the API or the config: no panic, and the sensible answer.
+    #[test]
+    fn absurd_numbers_saturate_table() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let year = Duration::from_secs(365 * 86400);
+        let created = Some("2026-01-01T00:00:00Z");
+        let later = t0 + ChronoDuration::days(365 * 1000);
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<u64>,
+            Duration,
+            DateTime<Utc>,
+            bool,
+        );
+        let cases: [Case; 8] = [
+            // 2^64-1 (and 1e300, which the model reads as 2^64-1) plus any grace.
+            (
+                "max_idle_time 2^64-1",
+                created,
+                Some(u64::MAX),
+                Duration::from_secs(60),
+                later,
+                false,
+            ),
+            (
+                "max_idle_time 2^64-1, no grace",
+                created,
+                Some(u64::MAX),
+                Duration::ZERO,
+                later,
+                false,
+            ),
+            (
+                "grace Duration::MAX",
+                created,
+                Some(30),
+                Duration::MAX,
+                later,
+                false,
+            ),
+            (
+                "both at their maximum",
+                created,
+                Some(u64::MAX),
+                Duration::MAX,
+                later,
+                false,
+            ),
+            (
+                "huge but representable idle time",
+                created,
+                Some(1000 * 365 * 86400),
+                year,
+                later,
+                false,
+            ),
+            (
+                "idle time just under what passed",
+                created,
+                Some(999 * 365 * 86400),
+                Duration::ZERO,
+                later,
+                true,
+            ),
+            (
+                "create_time at the end of time",
+                Some("9999-12-31T23:59:59Z"),
+                Some(30),
+                Duration::ZERO,
+                t0,
+                false,
+            ),
+            (
+                "create_time at the start of time",
+                Some("0001-01-01T00:00:00Z"),
+                Some(u64::MAX),
+                Duration::MAX,
+                t0,
+                false,
+            ),
+        ];
+        for (name, create, idle, grace, now, want) in cases {
+            assert_eq!(
+                is_stuck_init("INIT", create, idle, t0, grace, now),
+                want,
+                "{name}"
+            );
+        }
+        let reminder_cases = [
+            (
+                "repeat Duration::MAX is never due",
+                Duration::MAX,
+                later,
+                false,
+            ),
+            (
+                "repeat of a year, a thousand years later",
+                year,
+                later,
+                true,
+            ),
+            (
+                "last notified in the future",
+                Duration::from_secs(1),
+                t0 - ChronoDuration::days(1),
+                false,
+            ),
+        ];
+        for (name, repeat, now, want) in reminder_cases {
+            assert_eq!(reminder_due(t0, repeat, now), want, "{name}");
+        }
+        let time_cases = [
+            ("after: small", checked_after(t0, year).is_some(), true),
+            (
+                "after: Duration::MAX",
+                checked_after(t0, Duration::MAX).is_some(),
+                false,
+            ),
+            (
+                "after: past the end of time",
+                checked_after(t0, Duration::from_secs(u64::MAX / 4)).is_some(),
+                false,
+            ),
+            ("before: small", checked_before(t0, year).is_some(), true),
+            (
+                "before: Duration::MAX",
+                checked_before(t0, Duration::MAX).is_some(),
+                false,
+            ),
+        ];
+        for (name, got, want) in time_cases {
+            assert_eq!(got, want, "{name}");
+        }
+        assert_eq!(chrono_saturating(Duration::MAX), ChronoDuration::MAX);
+        assert_eq!(chrono_saturating(year), ChronoDuration::days(365));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
             Some(s.exit)
         } else if c.downcast_ref::<crate::config::ConfigError>().is_some() {
             Some(EXIT_CONFIG)
+        } else if c.downcast_ref::<crate::lock::DatabaseInUse>().is_some() {
+            Some(crate::lock::EXIT_IN_USE)
         } else {
             None
         }

@@ -5,6 +5,12 @@
 //! the write lock; a poll's job update, its transition and the alerts it causes commit
 //! together or not at all. Readers (`status`, `history`, the HTTP endpoint) use a separate
 //! pool and, with WAL, never block the writer.
+//!
+//! When writes fail (a full disk, a read-only file system, a lock held by another process,
+//! the file deleted under us), [`StoreHealth`] keeps the real cause for `/readyz` and logs it
+//! once, not once per poll; the write connection is replaced if a failure left it inside a
+//! transaction SQLite had already rolled back, so the writer recovers by itself when the
+//! cause goes away.
 
 use crate::alert::timestamp;
 use crate::detect::Phase;
@@ -16,7 +22,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -29,6 +38,188 @@ pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
     path: PathBuf,
+    /// The database file's (device, inode) when it was opened, to notice it being deleted or
+    /// replaced while we still write to the old one.
+    identity: Option<(u64, u64)>,
+    health: Arc<StoreHealth>,
+}
+
+/// Whether the database can be written, and why not: fed by every write's outcome and by
+/// [`Store::check_file`], read by `/readyz`.
+#[derive(Default)]
+pub struct StoreHealth {
+    state: Mutex<HealthState>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    failing: Option<Failing>,
+    /// What the last file check found wrong (deleted, replaced, read-only).
+    file_problem: Option<String>,
+    /// When the writer began the write it is in; `None` while it is idle.
+    writer_busy_since: Option<Instant>,
+    /// Set when the writer's supervisor itself is gone: nothing restarts it.
+    writer_dead: bool,
+}
+
+/// A run of failed writes.
+struct Failing {
+    since: Instant,
+    cause: String,
+    busy: bool,
+    failures: u64,
+    logged_at: Instant,
+}
+
+/// A failing database is re-logged this often, so the log says it still is without a line per
+/// poll.
+const REPEAT_LOG: Duration = Duration::from_secs(60);
+
+/// A write taking longer than this means the writer is stuck, not slow (the busy timeout is 5 s).
+pub const WRITER_STUCK_AFTER: Duration = Duration::from_secs(30);
+
+impl StoreHealth {
+    /// A write committed: the database is writable (again).
+    pub fn write_ok(&self) {
+        let mut s = self.lock();
+        if let Some(f) = s.failing.take() {
+            info!(
+                failed_writes = f.failures,
+                after_secs = f.since.elapsed().as_secs(),
+                "the database accepts writes again (it failed with: {}); writing what was kept in memory",
+                f.cause
+            );
+        }
+    }
+
+    /// A write failed. Logs the real cause the first time (and when it changes, and once a
+    /// minute while it lasts), not once per poll.
+    pub fn write_failed(&self, e: &anyhow::Error) {
+        let cause = describe_write_error(e);
+        let busy = is_busy(e);
+        let now = Instant::now();
+        let mut s = self.lock();
+        match &mut s.failing {
+            Some(f) if f.cause == cause => {
+                f.failures += 1;
+                if now.duration_since(f.logged_at) >= REPEAT_LOG {
+                    f.logged_at = now;
+                    warn!(
+                        failed_writes = f.failures,
+                        for_secs = f.since.elapsed().as_secs(),
+                        "the database still cannot be written: {cause}"
+                    );
+                }
+            }
+            failing => {
+                let since = failing.as_ref().map_or(now, |f| f.since);
+                let failures = failing.as_ref().map_or(0, |f| f.failures) + 1;
+                if busy {
+                    warn!(
+                        "cannot write to the database: {cause}; polling goes on and outcomes are kept in memory until it can"
+                    );
+                } else {
+                    error!(
+                        "cannot write to the database: {cause}; polling goes on, outcomes are kept in memory and written when it can be written again"
+                    );
+                }
+                *failing = Some(Failing {
+                    since,
+                    cause,
+                    busy,
+                    failures,
+                    logged_at: now,
+                });
+            }
+        }
+    }
+
+    /// Whether the last write failed for a reason other than another process's lock.
+    pub fn is_failing(&self) -> bool {
+        self.lock().failing.as_ref().is_some_and(|f| !f.busy)
+    }
+
+    /// Records what [`Store::check_file`] found; logs a change.
+    pub fn set_file_problem(&self, problem: Option<String>) {
+        let mut s = self.lock();
+        if s.file_problem == problem {
+            return;
+        }
+        match &problem {
+            Some(p) => error!("{p}"),
+            None => info!("the database file is in place and writable again"),
+        }
+        s.file_problem = problem;
+    }
+
+    pub fn writer_busy(&self, busy: bool) {
+        self.lock().writer_busy_since = busy.then(Instant::now);
+    }
+
+    pub fn set_writer_dead(&self) {
+        self.lock().writer_dead = true;
+    }
+
+    pub fn writer_dead(&self) -> bool {
+        self.lock().writer_dead
+    }
+
+    /// Why the database cannot be written now, for `/readyz`; empty when it can.
+    pub fn problems(&self) -> Vec<String> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        if let Some(f) = &s.failing {
+            out.push(format!(
+                "the database cannot be written ({} failed writes in {} s): {}",
+                f.failures,
+                f.since.elapsed().as_secs(),
+                f.cause
+            ));
+        }
+        if let Some(p) = &s.file_problem {
+            out.push(p.clone());
+        }
+        if s.writer_dead {
+            out.push("the database writer has stopped".into());
+        } else if let Some(t) = s
+            .writer_busy_since
+            .filter(|t| t.elapsed() > WRITER_STUCK_AFTER)
+        {
+            out.push(format!(
+                "the database writer has been stuck in one write for {} s",
+                t.elapsed().as_secs()
+            ));
+        }
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        // Plain data: usable even if a panic interrupted an update.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// SQLite's primary result code of a failed statement, if that is what failed.
+fn sqlite_code(e: &anyhow::Error) -> Option<i64> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<sqlx::Error>()? {
+            sqlx::Error::Database(d) => d.code()?.parse::<i64>().ok().map(|c| c & 0xff),
+            _ => None,
+        })
+}
+
+/// The cause of a failed write, for people: what SQLite said and what it means.
+pub fn describe_write_error(e: &anyhow::Error) -> String {
+    let what = match sqlite_code(e) {
+        Some(13) => "the disk is full (SQLITE_FULL)",
+        Some(8) => "the database or its file system is read-only (SQLITE_READONLY)",
+        Some(10) => "an I/O error (SQLITE_IOERR)",
+        Some(14) => "the database file cannot be opened (SQLITE_CANTOPEN)",
+        Some(11) | Some(26) => "the database file is damaged (SQLITE_CORRUPT)",
+        Some(5) | Some(6) => "database locked by another process (SQLITE_BUSY)",
+        _ => return format!("{e:#}"),
+    };
+    format!("{what}: {e:#}")
 }
 
 /// The outcome of one poll, ready to be written.
@@ -116,6 +307,12 @@ impl JobRow {
     }
 }
 
+/// (device, inode) of the file at `path`, if there is one.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// True when the error is SQLite's "database is locked/busy": worth retrying, not a bug.
 pub fn is_busy(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -130,21 +327,88 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
 }
 
 impl Store {
-    /// Opens (creating the file and its directories) and migrates the database.
+    /// Opens (creating the file and its directories) and migrates the database if its schema
+    /// is behind, under the database's lock (see [`crate::lock`]); for processes that do not
+    /// own the database and may run beside a daemon.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        let store = Store::connect(path).await?;
+        crate::lock::migrate_under_lock(path, || store.schema_current(), || store.migrate())
+            .await?;
+        Ok(store)
+    }
+
+    /// Opens and migrates the database for the process holding its lock (`run`, `poll-once`).
+    pub async fn open_owned(path: &Path, _owner: &crate::lock::OwnerLock) -> anyhow::Result<Store> {
+        let store = Store::connect(path).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.write)
+            .await
+            .with_context(|| format!("cannot migrate the database {}", self.path.display()))
+    }
+
+    /// Whether every migration this binary knows is applied.
+    async fn schema_current(&self) -> anyhow::Result<bool> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.write)
+                .await
+            {
+                Ok(v) => v,
+                Err(sqlx::Error::Database(d)) if d.message().contains("no such table") => {
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .all(|m| applied.contains(&m.version)))
+    }
+
+    async fn connect(path: &Path) -> anyhow::Result<Store> {
         // The directory 0700 and the file 0600 whatever the umask; a failure exits 73.
         crate::startup::prepare_storage(path)?;
+        // `prepare_storage` made the file; a connection opened later (after one was
+        // discarded) must not silently create an empty database where the old one was deleted.
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a committed alert survives a power cut, not just a crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let identity = file_identity(path);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            // The one write connection is kept for the life of the process: reconnecting would
+            // open whatever file is at the path now, not the database recwatch started with.
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    // After a failed statement SQLite may have rolled the transaction back by
+                    // itself (a full disk does), and sqlx's own rollback then fails and leaves
+                    // the connection believing it is still inside one: every later BEGIN would
+                    // fail with "attempted to call begin_with at non-zero transaction depth".
+                    // Such a connection is replaced, not reused. The ping lets a rollback
+                    // still queued on the connection run first.
+                    if sqlx::Connection::is_in_transaction(conn) {
+                        sqlx::Connection::ping(conn).await?;
+                        if sqlx::Connection::is_in_transaction(conn) {
+                            warn!("the database write connection was left inside a failed transaction; opening a new one");
+                            return Ok(false);
+                        }
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone())
             .await
             .with_context(|| {
@@ -153,10 +417,6 @@ impl Store {
                     path.display()
                 )
             })?;
-        MIGRATOR
-            .run(&write)
-            .await
-            .with_context(|| format!("cannot migrate the database {}", path.display()))?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -166,11 +426,51 @@ impl Store {
             write,
             read,
             path: path.to_path_buf(),
+            identity,
+            health: Arc::new(StoreHealth::default()),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
+
+    /// Whether the file at the database's path is still the one opened, and writable. A
+    /// deleted or replaced file is otherwise invisible: SQLite goes on writing to the file it
+    /// has open, and all of it is lost at the next start. Never opens the database file itself
+    /// (closing a second descriptor would drop SQLite's locks on it).
+    pub fn check_file(&self) -> Option<String> {
+        let path = self.path.display();
+        match (self.identity, file_identity(&self.path)) {
+            (Some(_), None) => {
+                return Some(format!(
+                    "the database file {path} was deleted while recwatch has it open: what it writes now is lost when it stops; restore the file or restart recwatch"
+                ));
+            }
+            (Some(opened), Some(now)) if opened != now => {
+                return Some(format!(
+                    "the database file {path} was replaced by another file: recwatch still writes to the one it opened, which is lost when it stops; restart recwatch to use the new file"
+                ));
+            }
+            _ => {}
+        }
+        let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Some(if e.raw_os_error() == Some(libc::EROFS) {
+                format!(
+                    "the file system holding the database {path} is read-only: nothing can be written; remount it read-write"
+                )
+            } else {
+                format!("the database {path} cannot be written: {e}")
+            });
+        }
+        None
     }
 
     pub fn writer(&self) -> &SqlitePool {
@@ -244,33 +544,23 @@ impl Store {
 
     /// Every job row, keyed by (app_id, job_id).
     pub async fn jobs(&self) -> anyhow::Result<HashMap<(String, String), JobRow>> {
-        let rows = sqlx::query(
-            "SELECT app_id, job_id, name, state, stop_reason, description, first_seen_at, last_polled_at,
-                    last_ok_at, last_changed_at, last_error, last_error_kind, consecutive_failures FROM jobs",
-        )
-        .fetch_all(&self.read)
-        .await?;
+        let rows = sqlx::query(JOB_COLUMNS).fetch_all(&self.read).await?;
         Ok(rows
-            .into_iter()
-            .map(|r| {
-                let row = JobRow {
-                    app_id: r.get(0),
-                    job_id: r.get(1),
-                    name: r.get(2),
-                    state: r.get(3),
-                    stop_reason: r.get(4),
-                    description: r.get(5),
-                    first_seen_at: r.get(6),
-                    last_polled_at: r.get(7),
-                    last_ok_at: r.get(8),
-                    last_changed_at: r.get(9),
-                    last_error: r.get(10),
-                    last_error_kind: r.get(11),
-                    consecutive_failures: r.get(12),
-                };
-                ((row.app_id.clone(), row.job_id.clone()), row)
-            })
+            .iter()
+            .map(job_from_row)
+            .map(|row| ((row.app_id.clone(), row.job_id.clone()), row))
             .collect())
+    }
+
+    /// One job's row, if it has one.
+    pub async fn job(&self, app_id: &str, job_id: &str) -> anyhow::Result<Option<JobRow>> {
+        let sql = format!("{JOB_COLUMNS} WHERE app_id = ? AND job_id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(app_id)
+            .bind(job_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.as_ref().map(job_from_row))
     }
 
     /// Transitions, newest first, optionally for one job id and since a time.
@@ -325,6 +615,28 @@ impl Store {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+const JOB_COLUMNS: &str = "SELECT app_id, job_id, name, state, stop_reason, description, first_seen_at,
+        last_polled_at, last_ok_at, last_changed_at, last_error, last_error_kind, consecutive_failures
+     FROM jobs";
+
+fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> JobRow {
+    JobRow {
+        app_id: r.get("app_id"),
+        job_id: r.get("job_id"),
+        name: r.get("name"),
+        state: r.get("state"),
+        stop_reason: r.get("stop_reason"),
+        description: r.get("description"),
+        first_seen_at: r.get("first_seen_at"),
+        last_polled_at: r.get("last_polled_at"),
+        last_ok_at: r.get("last_ok_at"),
+        last_changed_at: r.get("last_changed_at"),
+        last_error: r.get("last_error"),
+        last_error_kind: r.get("last_error_kind"),
+        consecutive_failures: r.get("consecutive_failures"),
     }
 }
 
@@ -567,5 +879,45 @@ mod tests {
         assert_eq!(row.state.as_deref(), Some("RUNNING"));
         assert_eq!(row.consecutive_failures, 2);
         assert_eq!(row.last_error_kind.as_deref(), Some("timeout"));
+    }
+    #[tokio::test]
+    async fn a_deleted_or_replaced_file_is_noticed_and_one_row_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recwatch.db");
+        let store = Store::open(&path).await.unwrap();
+        store
+            .record(&[record("j", Utc::now(), None, "RUNNING")])
+            .await
+            .unwrap();
+        let row = store.job("app", "j").await.unwrap().unwrap();
+        assert_eq!(row.state.as_deref(), Some("RUNNING"));
+        assert_eq!(store.job("app", "other").await.unwrap(), None);
+        assert_eq!(store.check_file(), None);
+        std::fs::remove_file(&path).unwrap();
+        let deleted = store.check_file().unwrap();
+        assert!(deleted.contains("was deleted"), "{deleted}");
+        std::fs::write(&path, b"").unwrap();
+        let replaced = store.check_file().unwrap();
+        assert!(replaced.contains("was replaced"), "{replaced}");
+    }
+
+    #[test]
+    fn health_keeps_the_cause_until_a_write_succeeds() {
+        let h = StoreHealth::default();
+        assert!(h.problems().is_empty());
+        h.write_failed(&anyhow::anyhow!("disk on fire"));
+        h.write_failed(&anyhow::anyhow!("disk on fire"));
+        let p = h.problems();
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].contains("2 failed writes") && p[0].contains("disk on fire"),
+            "{p:?}"
+        );
+        assert!(h.is_failing());
+        h.write_ok();
+        assert!(h.problems().is_empty());
+        assert!(!h.is_failing());
+        h.set_writer_dead();
+        assert_eq!(h.problems(), vec!["the database writer has stopped"]);
     }
 }

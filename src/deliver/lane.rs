@@ -207,9 +207,9 @@ impl Lane {
     }
 
     async fn cap(&self, now: DateTime<Utc>, when: &str) {
-        let latest = now
-            + chrono::Duration::from_std(self.policy().max_backoff)
-                .unwrap_or(chrono::Duration::MAX);
+        // Saturating: a max_backoff past the end of the calendar caps nothing.
+        let latest = crate::rules::checked_after(now, self.policy().max_backoff)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         match queue::cap_next_attempts(&self.store, self.name(), latest).await {
             Ok(0) => {}
             Ok(n) => {
@@ -274,6 +274,8 @@ impl Lane {
             Ok((id, result)) => (id, result),
             Err(e) => {
                 let why = if e.is_panic() {
+                    metrics::counter!("recwatch_task_panics_total", "task" => "delivery")
+                        .increment(1);
                     "the send panicked"
                 } else {
                     "the send was cancelled"
@@ -307,8 +309,8 @@ impl Lane {
                 let jitter = rand::rng().random::<f64>();
                 match after_failure(e.retry, attempts, age, &policy, jitter) {
                     AfterFailure::RetryIn(delay) => {
-                        let next = now
-                            + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                        let next = crate::rules::checked_after(now, delay)
+                            .unwrap_or(DateTime::<Utc>::MAX_UTC);
                         warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, next_attempt = %timestamp(next),
                             "delivery failed: {e}; next attempt in {}", humantime::format_duration(round(delay)));
                         metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "retry").increment(1);

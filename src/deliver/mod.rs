@@ -256,11 +256,8 @@ impl Worker {
 }
 
 fn panic_text(e: tokio::task::JoinError) -> String {
-    let p = e.into_panic();
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
+    metrics::counter!("recwatch_task_panics_total", "task" => "delivery").increment(1);
+    crate::vitals::panic_message(e.into_panic().as_ref())
 }
 
 /// Delivers the alerts `ids` (just raised by `poll-once`) through every channel, waiting at

@@ -36,7 +36,7 @@ impl Policy {
 pub fn retry_delay(attempts: u32, cap: Duration, jitter: f64) -> Duration {
     let first = Duration::from_secs(5).min(cap);
     let base = first.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
-    base.min(cap).mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+    crate::poll::mul_saturating(base.min(cap), 0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
 /// What to do with a delivery after a failed attempt.
@@ -348,5 +348,41 @@ mod tests {
         // Created "in the future" (the wall clock went back): new, not negative.
         let age = Age::anchor(t0 + chrono::Duration::hours(1), t0);
         assert_eq!(age.now(), Duration::ZERO);
+    }
+    /// A cap or max_age past what a calendar holds does not panic: it saturates.
+    #[test]
+    fn absurd_durations_saturate_table() {
+        let s = Duration::from_secs;
+        let cases = [
+            (
+                "cap Duration::MAX: the doubling stops at 2^16 first delays",
+                40,
+                Duration::MAX,
+                s(5 * 65536 * 12 / 10),
+            ),
+            (
+                "a cap near Duration::MAX, jittered up",
+                40,
+                Duration::MAX - s(1),
+                s(5 * 65536 * 12 / 10),
+            ),
+            (
+                "first delay at a small cap",
+                1,
+                s(2),
+                Duration::from_millis(2400),
+            ),
+        ];
+        for (name, attempts, cap, want) in cases {
+            assert_eq!(retry_delay(attempts, cap, 1.0), want, "{name}");
+        }
+        let policy = Policy {
+            max_age: Duration::MAX,
+            max_backoff: Duration::MAX,
+        };
+        assert!(matches!(
+            after_failure(Retry::Refused, 1, s(10), &policy, 0.5),
+            AfterFailure::RetryIn(d) if d == Duration::MAX - s(10)
+        ));
     }
 }

@@ -9,6 +9,7 @@ mod delivery;
 mod faults;
 mod harness;
 mod notify;
+mod robust;
 mod secrets;
 mod service;
 mod support;

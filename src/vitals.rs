@@ -1,0 +1,165 @@
+//! Whether the daemon can do its job, and containing what would stop it.
+//!
+//! A panic in one poll, one write or one delivery must not stop the rest: [`contain`] turns a
+//! panicking future into an error for its caller, who reports it and goes on. [`Vitals`]
+//! gathers what `/readyz` and the systemd watchdog need: the poll loop's heartbeat, whether
+//! the database can be written (from [`crate::store::StoreHealth`]), and whether a task that
+//! must always run has died. `/readyz` reports everything that keeps recwatch from doing its
+//! job; the watchdog is withheld only for what a restart cures (a stalled loop, a dead task),
+//! not for outside faults such as a full disk, which recwatch waits out while it keeps
+//! polling (a restart would lose what it holds in memory and free no space).
+
+use crate::poll::Liveness;
+use crate::store::StoreHealth;
+use futures_util::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+/// The poll loop beats every second; this much silence makes `/readyz` say it is stalled.
+pub const STALLED_AFTER_MS: u64 = 5_000;
+
+/// Runs `fut`; a panic inside it becomes `Err` with the panic's message. Whatever the future
+/// held is dropped during the unwind (a transaction is rolled back, a permit returned).
+pub async fn contain<T>(fut: impl Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|p| panic_message(p.as_ref()))
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_string()
+    }
+}
+
+/// Logs every panic through `tracing` too, with where it happened, so it lands in the same
+/// log (and format) as everything else; the code that contains it logs which job it hit. The
+/// previous hook still runs (it prints to stderr, and test harnesses rely on it).
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            tracing::error!(
+                location = %location,
+                "panic: {}",
+                panic_message(info.payload())
+            );
+            previous(info);
+        }));
+    });
+}
+
+/// What `/readyz` and the watchdog look at.
+pub struct Vitals {
+    pub liveness: Arc<Liveness>,
+    pub store: Arc<StoreHealth>,
+    /// Tasks that must always run and have stopped (their supervisor gave up or died).
+    dead: Mutex<Vec<&'static str>>,
+}
+
+impl Vitals {
+    pub fn new(liveness: Arc<Liveness>, store: Arc<StoreHealth>) -> Vitals {
+        Vitals {
+            liveness,
+            store,
+            dead: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn task_died(&self, name: &'static str) {
+        tracing::error!(
+            task = name,
+            "a task recwatch needs has stopped; systemd's watchdog will restart recwatch"
+        );
+        self.dead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name);
+    }
+
+    fn dead_tasks(&self) -> Vec<&'static str> {
+        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if self.store.writer_dead() {
+            dead.push("database writer");
+        }
+        dead
+    }
+
+    /// Everything that keeps the daemon from doing its job now; empty when it is ready.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let age = self.liveness.age_ms();
+        if age > STALLED_AFTER_MS {
+            out.push(if age == u64::MAX {
+                "the poll loop has not started".to_string()
+            } else {
+                format!("the poll loop is stalled (silent for {} s)", age / 1000)
+            });
+        }
+        for task in self.dead_tasks() {
+            out.push(format!("the {task} has stopped"));
+        }
+        out.extend(self.store.problems());
+        out
+    }
+
+    /// Whether a restart would help: the poll loop is stuck or a task is dead. False for
+    /// outside faults (disk full, read-only, a deleted file), which a restart does not cure.
+    pub fn restart_would_help(&self, loop_limit_ms: u64) -> bool {
+        self.liveness.age_ms() >= loop_limit_ms || !self.dead_tasks().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_with_its_message() {
+        let ok = contain(async { 7 }).await;
+        assert_eq!(ok, Ok(7));
+        let n = 3;
+        let s = contain(async move {
+            if n == 3 {
+                panic!("boom {n}");
+            }
+        })
+        .await;
+        assert_eq!(s, Err("boom 3".to_string()));
+        let s = contain(async { std::panic::panic_any(42u8) }).await;
+        assert_eq!(s, Err("(a panic without a message)".to_string()));
+    }
+
+    #[test]
+    fn readiness_and_the_watchdog_table() {
+        let liveness = Arc::new(Liveness::default());
+        let store = Arc::new(StoreHealth::default());
+        let v = Vitals::new(liveness.clone(), store.clone());
+        assert_eq!(v.problems(), vec!["the poll loop has not started"]);
+        assert!(v.restart_would_help(15_000));
+        liveness.beat();
+        assert!(v.problems().is_empty());
+        assert!(!v.restart_would_help(15_000));
+        // An outside fault: not ready, but no restart.
+        store.set_file_problem(Some("the database file x was deleted".into()));
+        assert_eq!(v.problems(), vec!["the database file x was deleted"]);
+        assert!(!v.restart_would_help(15_000));
+        store.set_file_problem(None);
+        // A dead task: not ready, and a restart helps.
+        v.task_died("delivery worker");
+        assert_eq!(v.problems(), vec!["the delivery worker has stopped"]);
+        assert!(v.restart_would_help(15_000));
+    }
+}
