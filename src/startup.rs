@@ -60,6 +60,11 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
 /// Makes the database's directory (each missing level 0700) and, when it does not exist yet,
 /// the database file (0600), whatever the umask; an existing directory or file keeps its mode.
 /// SQLite gives its `-wal` and `-shm` files the database file's mode.
+///
+/// An existing database file is never opened here, only asked about ([`writable`]): this
+/// process may already have SQLite connections on it (the demo, the benchmark, a daemon run
+/// inside tests), and closing any descriptor of a file drops every POSIX lock the process
+/// holds on it, SQLite's included, which lets another process write under them.
 pub fn prepare_storage(db: &Path) -> Result<(), StartError> {
     if let Some(dir) = parent_dir(db) {
         create_private_dirs(dir).map_err(|e| {
@@ -76,10 +81,9 @@ pub fn prepare_storage(db: &Path) -> Result<(), StartError> {
         .open(db);
     match created {
         // The umask may have taken bits away from 0600 (never added any): set it exactly.
+        // A file that did not exist a moment ago holds no lock of this process's.
         Ok(file) => file.set_permissions(Permissions::from_mode(DB_MODE)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            OpenOptions::new().read(true).write(true).open(db).map(drop)
-        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => existing_database(db),
         Err(e) => Err(e),
     }
     .map_err(|e| {
@@ -88,6 +92,32 @@ pub fn prepare_storage(db: &Path) -> Result<(), StartError> {
             db.display()
         ))
     })
+}
+
+/// An existing database must be a regular file this process may write, asked without
+/// opening it.
+fn existing_database(db: &Path) -> io::Result<()> {
+    if !fs::metadata(db)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    writable(db)
+}
+
+/// Whether this process may write `path`, by `access(W_OK)`: never opens the file (see
+/// [`prepare_storage`] for why that matters). Root passes whatever the mode bits say, but not
+/// on a read-only file system (`EROFS`).
+pub fn writable(path: &Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn parent_dir(db: &Path) -> Option<&Path> {
@@ -144,7 +174,7 @@ pub enum StorageProbe {
 }
 
 /// Tells whether `run` could create and write the database, the way it will try: the file
-/// opened for writing if it exists, else a temporary file made (and removed at once) in the
+/// asked with `access(W_OK)` if it exists, else a temporary file made (and removed at once) in the
 /// nearest existing directory. Root ignores permission bits but not a read-only mount, so
 /// only trying tells the truth.
 pub fn probe_storage(db: &Path) -> Result<StorageProbe, StartError> {
@@ -190,16 +220,12 @@ pub fn probe_storage(db: &Path) -> Result<StorageProbe, StartError> {
             ))
         })?;
     if db.exists() {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(db)
-            .map_err(|e| {
-                cannot(format!(
-                    "storage.path {}: cannot open it for writing: {e}",
-                    db.display()
-                ))
-            })?;
+        existing_database(db).map_err(|e| {
+            cannot(format!(
+                "storage.path {}: cannot write it: {e}",
+                db.display()
+            ))
+        })?;
         Ok(StorageProbe::Exists)
     } else {
         Ok(StorageProbe::WillCreate {
@@ -313,6 +339,62 @@ mod tests {
         fs::set_permissions(&db, Permissions::from_mode(0o640)).unwrap();
         prepare_storage(&db).unwrap();
         assert_eq!(mode(&db), 0o640);
+    }
+
+    /// Whether a lock on SQLite's lock bytes of the file `probe` has open conflicts with a
+    /// write lock. Asked as an open file description lock: unlike a traditional one, it sees
+    /// this process's own traditional locks (SQLite's).
+    fn sqlite_lock_held(probe: &fs::File) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an all-zero `flock` is a valid value of that plain C struct.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        // SQLite's PENDING_BYTE; its lock bytes are the 512 from here.
+        fl.l_start = 0x4000_0000;
+        fl.l_len = 512;
+        // SAFETY: a valid descriptor and a valid `flock` that outlives the call.
+        let rc = unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+        assert_eq!(rc, 0, "F_OFD_GETLK: {}", io::Error::last_os_error());
+        fl.l_type != libc::F_UNLCK as libc::c_short
+    }
+
+    #[tokio::test]
+    async fn an_existing_database_is_never_opened_so_sqlites_locks_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("recwatch.db");
+        let store = crate::store::Store::open(&db).await.unwrap();
+        // Kept open to the end: closing it would itself drop the locks under test.
+        let probe = fs::File::open(&db).unwrap();
+        let mut tx = store.writer().begin().await.unwrap();
+        let _: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert!(sqlite_lock_held(&probe), "SQLite holds a lock while reading");
+        prepare_storage(&db).unwrap();
+        assert!(
+            sqlite_lock_held(&probe),
+            "prepare_storage dropped SQLite's locks on the database"
+        );
+        assert_eq!(probe_storage(&db).unwrap(), StorageProbe::Exists);
+        assert!(
+            sqlite_lock_held(&probe),
+            "probe_storage dropped SQLite's locks on the database"
+        );
+        tx.rollback().await.unwrap();
+    }
+
+    #[test]
+    fn an_existing_path_that_is_not_a_file_is_73() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("recwatch.db");
+        fs::create_dir(&db).unwrap();
+        let e = prepare_storage(&db).unwrap_err();
+        assert_eq!(e.exit, EXIT_CANTCREAT);
+        assert!(e.message.contains("not a regular file"), "{e}");
+        let e = probe_storage(&db).unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{e}");
     }
 
     #[test]

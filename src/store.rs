@@ -458,10 +458,7 @@ impl Store {
             }
             _ => {}
         }
-        let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).ok()?;
-        // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-        if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = crate::startup::writable(&self.path) {
             return Some(if e.raw_os_error() == Some(libc::EROFS) {
                 format!(
                     "the file system holding the database {path} is read-only: nothing can be written; remount it read-write"
