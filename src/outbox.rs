@@ -27,6 +27,56 @@ pub enum ApiHealthChange {
     Recovered,
 }
 
+/// Changes of the API's health the database has not taken yet, kept until it does (a
+/// health change is never given up: a lost "recovered" would leave the api_unhealthy episode
+/// open for ever, a lost "unhealthy" would lose its alert). Memory stays bounded however long
+/// the database refuses writes: only the first change owed and the latest are kept.
+///
+/// Why those two suffice: the database's episode is the record of what was alerted, and the
+/// changes alternate (unhealthy, recovered, unhealthy...). The first owed change is what the
+/// database is behind on: after a recorded (so alerted) firing it is "recovered", which must
+/// be written, resolved notice included, even if the API failed again since; while nothing
+/// is open it is "unhealthy", an outage that must be alerted even if it is over by the time
+/// the database takes it (the firing and resolved notices then go out together, in order).
+/// The latest change is where the API stands now. What lay between folds into one episode:
+/// a flapping API under a refusing database is one outage, not many, told late.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwedHealth {
+    first: Option<ApiHealthChange>,
+    latest: Option<ApiHealthChange>,
+}
+
+impl OwedHealth {
+    pub fn push(&mut self, change: ApiHealthChange) {
+        if self.first.is_none() {
+            self.first = Some(change);
+        } else {
+            self.latest = Some(change);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub fn clear(&mut self) {
+        *self = OwedHealth::default();
+    }
+
+    /// What to write, in order: the first change owed, then the latest when it goes the other
+    /// way (two changes the same way are one: the episode already says so).
+    pub fn changes(&self) -> Vec<&ApiHealthChange> {
+        let same_way = |a: &ApiHealthChange, b: &ApiHealthChange| {
+            std::mem::discriminant(a) == std::mem::discriminant(b)
+        };
+        match (&self.first, &self.latest) {
+            (Some(first), Some(latest)) if !same_way(first, latest) => vec![first, latest],
+            (Some(first), _) => vec![first],
+            (None, _) => Vec::new(),
+        }
+    }
+}
+
 /// What the outbox needs to know about the job whose polls it writes.
 pub struct JobContext<'a> {
     pub job: &'a JobConfig,
@@ -383,76 +433,98 @@ impl Outbox {
         Ok(made)
     }
 
-    /// Records a change in the API's health: opens or resolves the api_unhealthy episode.
-    pub async fn api_health(&self, store: &Store, change: ApiHealthChange, config: &Config) {
-        match &change {
+    /// Says at once that the API's health changed (the log and the flag that holds per-job
+    /// alerts back); the episode itself is written by [`Outbox::write_api_health`], which
+    /// may have to wait for the database.
+    pub fn note_api_health(&self, change: &ApiHealthChange) {
+        match change {
             ApiHealthChange::Unhealthy { reason } => {
                 error!(
                     "the RTC API is unhealthy: {reason}; per-job not-found alerts are held back until it recovers"
                 );
                 self.api_unhealthy.store(true, Ordering::Relaxed);
-                self.record_api(
-                    store,
-                    true,
-                    &format!("the RTC API is unhealthy: {reason}"),
-                    config,
-                )
-                .await;
             }
             ApiHealthChange::Recovered => {
                 info!("the RTC API answers normally again");
                 self.api_unhealthy.store(false, Ordering::Relaxed);
-                self.record_api(store, false, "", config).await;
             }
         }
     }
 
-    /// While the API stays down, sends a reminder when one is due.
-    pub async fn api_still_unhealthy(&self, store: &Store, config: &Config) {
-        if self.api_unhealthy() {
-            self.record_api(store, true, "the RTC API is still unhealthy", config)
-                .await;
-        }
+    /// Notes one change and writes it, once: for callers that keep nothing owed (tests,
+    /// tools); the poller keeps what the database refuses (see `poll::write_api_health`).
+    pub async fn api_health(
+        &self,
+        store: &Store,
+        change: ApiHealthChange,
+        config: &Config,
+    ) -> anyhow::Result<()> {
+        self.note_api_health(&change);
+        let mut owed = OwedHealth::default();
+        owed.push(change);
+        self.write_api_health(store, &owed, config).await
     }
 
-    async fn record_api(&self, store: &Store, active: bool, summary: &str, config: &Config) {
+    /// Writes the owed changes of the API's health (opens or resolves the api_unhealthy
+    /// episode, with their alerts) in one transaction: all of them or, on an error, none, so
+    /// the caller keeps them owed and tries again.
+    pub async fn write_api_health(
+        &self,
+        store: &Store,
+        owed: &OwedHealth,
+        config: &Config,
+    ) -> anyhow::Result<()> {
         let now = Utc::now();
-        // The change must not be lost to a momentarily locked database.
-        let mut delay = std::time::Duration::from_millis(200);
-        for attempt in 1..=5 {
-            let result: anyhow::Result<Vec<Alert>> = async {
-                let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
-                let made = self
-                    .condition(
-                        &mut tx,
-                        Rule::ApiUnhealthy,
-                        None,
-                        active,
-                        summary,
-                        None,
-                        config,
-                        now,
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok(made)
-            }
-            .await;
-            match result {
-                Ok(made) => {
-                    self.announce(&made);
-                    return;
+        let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut made = Vec::new();
+        for change in owed.changes() {
+            let (active, summary) = match change {
+                ApiHealthChange::Unhealthy { reason } => {
+                    (true, format!("the RTC API is unhealthy: {reason}"))
                 }
-                Err(e) => {
-                    warn!(attempt, "cannot record the API's health: {e:#}");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
+                ApiHealthChange::Recovered => (false, String::new()),
+            };
+            made.extend(
+                self.condition(
+                    &mut tx,
+                    Rule::ApiUnhealthy,
+                    None,
+                    active,
+                    &summary,
+                    None,
+                    config,
+                    now,
+                )
+                .await?,
+            );
         }
-        error!(
-            "the API's health could not be written after 5 attempts; it is written again with the next poll"
-        );
+        tx.commit().await?;
+        self.announce(&made);
+        Ok(())
+    }
+
+    /// While the API stays down, sends a reminder when one is due. One try: the next failed
+    /// poll asks again.
+    pub async fn api_still_unhealthy(&self, store: &Store, config: &Config) -> anyhow::Result<()> {
+        if !self.api_unhealthy() {
+            return Ok(());
+        }
+        let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let made = self
+            .condition(
+                &mut tx,
+                Rule::ApiUnhealthy,
+                None,
+                true,
+                "the RTC API is still unhealthy",
+                None,
+                config,
+                Utc::now(),
+            )
+            .await?;
+        tx.commit().await?;
+        self.announce(&made);
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -879,5 +951,71 @@ impl Outbox {
         let results = group.iter().map(|_| Ok(())).collect();
         tx.commit().await?;
         Ok((results, made))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn down(reason: &str) -> ApiHealthChange {
+        ApiHealthChange::Unhealthy {
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn owed_health_keeps_what_was_not_told_and_where_the_api_stands_table() {
+        let up = ApiHealthChange::Recovered;
+        let cases: Vec<(&str, Vec<ApiHealthChange>, Vec<ApiHealthChange>)> = vec![
+            ("nothing owed", vec![], vec![]),
+            ("an outage", vec![down("a")], vec![down("a")]),
+            (
+                "the recovery of an alerted outage",
+                vec![up.clone()],
+                vec![up.clone()],
+            ),
+            (
+                "an outage over before the database took it is still told, then resolved",
+                vec![down("a"), up.clone()],
+                vec![down("a"), up.clone()],
+            ),
+            (
+                "an alerted outage recovered and failed again: resolved, then a new episode",
+                vec![up.clone(), down("b")],
+                vec![up.clone(), down("b")],
+            ),
+            (
+                "a flapping API folds into one outage that is still on",
+                vec![down("a"), up.clone(), down("b"), up.clone(), down("c")],
+                vec![down("a")],
+            ),
+            (
+                "a flapping API folds into one outage, over",
+                vec![down("a"), up.clone(), down("b"), up.clone()],
+                vec![down("a"), up.clone()],
+            ),
+            (
+                "a flapping recovery ends recovered: one resolution",
+                vec![up.clone(), down("b"), up.clone()],
+                vec![up.clone()],
+            ),
+            (
+                "a flapping recovery ends down: resolved, then the newest outage",
+                vec![up.clone(), down("b"), up.clone(), down("c")],
+                vec![up.clone(), down("c")],
+            ),
+        ];
+        for (name, pushed, want) in cases {
+            let mut owed = OwedHealth::default();
+            for c in pushed.clone() {
+                owed.push(c);
+            }
+            let got: Vec<ApiHealthChange> = owed.changes().into_iter().cloned().collect();
+            assert_eq!(got, want, "{name}");
+            assert_eq!(owed.is_empty(), pushed.is_empty(), "{name}");
+            owed.clear();
+            assert!(owed.changes().is_empty(), "{name}: cleared");
+        }
     }
 }

@@ -22,7 +22,7 @@
 
 use crate::config::{Config, JobConfig};
 use crate::detect::{Detected, Phase, detect};
-use crate::outbox::{self, ApiHealthChange, GroupWriter, Outbox};
+use crate::outbox::{self, ApiHealthChange, GroupWriter, Outbox, OwedHealth};
 use crate::rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
 use crate::store::{PollOutcome, PollRecord, Store};
 use chrono::Utc;
@@ -578,7 +578,11 @@ impl Poller {
         // Jobs holding outcomes the database refused, written again every OWED_RETRY.
         let mut owed: HashSet<Key> = HashSet::new();
         let mut owed_tried = Instant::now();
-        let mut health = Health::default();
+        // An outage left open by the previous run is still open: the first answer resolves it.
+        let mut health = Health {
+            unhealthy: self.outbox.api_unhealthy(),
+            ..Health::default()
+        };
         let writer = GroupWriter::start(self.outbox.clone(), self.store.clone());
         let touches = Arc::new(Touches::default());
         let (stop_touches, mut touches_stopped) = watch::channel(false);
@@ -1120,36 +1124,126 @@ fn schedule(
     heap.push(Reverse((at, *seq, k)));
 }
 
-/// Writes the API's health changes in order, as the poller decides them. Reminder checks
-/// (`None`) that pile up while a write is slow are folded into one, so the queue stays short
-/// whatever the database does; a panic while writing one is contained to it.
+/// Writes the API's health changes as the poller decides them. A change the database
+/// refuses stays owed (folded as [`OwedHealth`] says, so memory stays bounded) and is written
+/// again every [`OWED_RETRY`] until it is taken, however long that is; a new change is tried
+/// at once. Reminder checks (`None`) are folded into one per batch, and skipped while changes
+/// are owed (the owed write brings the episode up to date first). A panic while writing is a
+/// bug, not an outside fault: it is contained and reported, and what it tried to write is
+/// dropped rather than retried into the same panic for ever.
 async fn write_api_health(
     outbox: Outbox,
     store: Store,
     mut rx: mpsc::UnboundedReceiver<(Option<ApiHealthChange>, Arc<Config>)>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            batch.push(next);
-        }
-        let mut reminder_done = false;
-        for (change, config) in batch {
-            let write = async {
-                match change {
-                    Some(change) => outbox.api_health(&store, change, &config).await,
-                    None if !reminder_done => {
-                        reminder_done = true;
-                        outbox.api_still_unhealthy(&store, &config).await
-                    }
-                    None => {}
+    let mut owed = OwedHealth::default();
+    // The configuration that came with the latest message: rules and channels to write with.
+    let mut config: Option<Arc<Config>> = None;
+    let mut retry_at: Option<Instant> = None;
+    let mut refusals = 0u32;
+    let mut open = true;
+    loop {
+        let retry = async {
+            match retry_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (mut changed, mut remind) = (false, false);
+        tokio::select! {
+            msg = rx.recv(), if open => match msg {
+                // Stopping: one last try for what is owed.
+                None => {
+                    open = false;
+                    changed = true;
                 }
-            };
-            if let Err(why) = crate::vitals::contain(write).await {
-                error!("writing the API's health panicked: {why}");
+                Some(first) => {
+                    let mut batch = vec![first];
+                    while let Ok(next) = rx.try_recv() {
+                        batch.push(next);
+                    }
+                    for (change, c) in batch {
+                        config = Some(c);
+                        match change {
+                            Some(change) => {
+                                outbox.note_api_health(&change);
+                                owed.push(change);
+                                changed = true;
+                            }
+                            None => remind = true,
+                        }
+                    }
+                }
+            },
+            _ = retry => changed = true,
+        }
+        // No configuration yet means no message yet, so nothing owed.
+        let Some(config) = config.clone() else {
+            if open {
+                continue;
+            }
+            break;
+        };
+        let write = async {
+            if changed && !owed.is_empty() {
+                Some(outbox.write_api_health(&store, &owed, &config).await)
+            } else if remind && owed.is_empty() {
+                if let Err(e) = outbox.api_still_unhealthy(&store, &config).await {
+                    debug!(
+                        "the api_unhealthy reminder check was not written: {e:#}; the next failed poll asks again"
+                    );
+                }
+                None
+            } else {
+                None
+            }
+        };
+        match crate::vitals::contain(write).await {
+            Ok(None) => {}
+            Ok(Some(Ok(()))) => {
+                if refusals > 0 {
+                    info!(
+                        attempts = refusals + 1,
+                        "the API's health is written at last"
+                    );
+                }
+                owed.clear();
+                refusals = 0;
+                retry_at = None;
+            }
+            Ok(Some(Err(e))) => {
+                refusals = refusals.saturating_add(1);
+                if refusals == 1 {
+                    warn!(
+                        "cannot record the API's health yet: {e:#}; kept, and written again every {} s until the database takes it",
+                        OWED_RETRY.as_secs()
+                    );
+                } else {
+                    debug!(
+                        attempt = refusals,
+                        "cannot record the API's health yet: {e:#}"
+                    );
+                }
+                retry_at = Some(later(Instant::now(), OWED_RETRY));
+            }
+            Err(why) => {
+                error!(
+                    "writing the API's health panicked: {why}; this change of it is not written"
+                );
                 metrics::counter!("recwatch_task_panics_total", "task" => "api_health")
                     .increment(1);
+                owed.clear();
+                refusals = 0;
+                retry_at = None;
             }
+        }
+        if !open {
+            if !owed.is_empty() {
+                error!(
+                    "the API's health could not be written before stopping; the next start takes it up from the episode on record and its first polls"
+                );
+            }
+            break;
         }
     }
 }

@@ -371,7 +371,10 @@ mod tests {
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-        assert!(sqlite_lock_held(&probe), "SQLite holds a lock while reading");
+        assert!(
+            sqlite_lock_held(&probe),
+            "SQLite holds a lock while reading"
+        );
         prepare_storage(&db).unwrap();
         assert!(
             sqlite_lock_held(&probe),

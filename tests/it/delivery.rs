@@ -67,13 +67,17 @@ impl Setup {
         };
         self.outbox
             .api_health(&self.store, down, &self.config)
-            .await;
+            .await
+            .unwrap();
     }
 
     /// Resolves it: the resolved notice of the same episode.
     async fn resolve(&self) {
         let up = ApiHealthChange::Recovered;
-        self.outbox.api_health(&self.store, up, &self.config).await;
+        self.outbox
+            .api_health(&self.store, up, &self.config)
+            .await
+            .unwrap();
     }
 
     fn worker(&self, clock: &Clock) -> Worker {

@@ -287,6 +287,149 @@ async fn a_full_disk_then_freed_delivers_the_owed_alert_and_readyz_says_why_mean
     );
 }
 
+/// `status` of every accepted api_unhealthy delivery, in the order they arrived.
+fn api_notices(hook: &Receiver) -> Vec<String> {
+    hook.received()
+        .iter()
+        .filter(|r| r.alert.rule.as_str() == "api_unhealthy")
+        .map(|r| r.alert.status.as_str().to_string())
+        .collect()
+}
+
+/// How many times the daemon has tried to write the API's health and been refused.
+fn health_write_refusals(app: &TestApp) -> usize {
+    app.log_text()
+        .lines()
+        .filter(|l| l.contains("cannot record the API's health"))
+        .count()
+}
+
+async fn wait_health_write_refusals(app: &TestApp, at_least: usize) {
+    wait_for(
+        &format!("{at_least} refused writes of the API's health"),
+        T,
+        || {
+            let n = health_write_refusals(app);
+            async move { (n >= at_least).then_some(()) }
+        },
+    )
+    .await
+}
+
+/// A change of the API's health that the database refuses is kept and written once it takes
+/// writes again, however long that takes: an outage that began and ended while the disk was
+/// full is still told, firing then resolved. (Before: given up after 5 tries, so this outage
+/// was never told, and a lost "recovered" left an episode open for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_health_changes_a_full_disk_refuses_are_kept_until_written() {
+    use recwatch::simulate::{Fault, FaultKind};
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let sim = start_sim(static_sim(1)).await;
+    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.listen = "127.0.0.1:0".into();
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    let mut app = TestApp::new(&cfg);
+    let _mount = Mount::tmpfs(app.db_path.parent().unwrap(), "4m");
+    app.start();
+    let addr = http_addr(&app).await;
+    wait_states(&app, &[job_id(0)], "RUNNING").await;
+    wait_readyz(addr, 200, "ready").await;
+
+    let filler = fill(app.db_path.parent().unwrap());
+    wait_readyz(addr, 503, "the disk is full (SQLITE_FULL)").await;
+    sim.set_fault(Fault::new(FaultKind::ServerError));
+    app.wait_log("the RTC API is unhealthy", T).await;
+    // Still tried again past the point where it used to give up (5 tries).
+    wait_health_write_refusals(&app, 7).await;
+    // The outage ends while the disk is still full, and that is tried too.
+    sim.clear_faults();
+    app.wait_log("the RTC API answers normally again", T).await;
+    let refused = health_write_refusals(&app);
+    wait_health_write_refusals(&app, refused + 1).await;
+    assert!(
+        api_notices(&hook).is_empty(),
+        "nothing could be written yet"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("the outage's firing and resolved notices", T, || {
+        let n = api_notices(&hook);
+        async move { (n.len() >= 2).then_some(n) }
+    })
+    .await;
+    wait_readyz(addr, 200, "ready").await;
+    assert!(app.stop().await.success());
+    assert_eq!(api_notices(&hook), vec!["firing", "resolved"]);
+    let db = app.db().await.unwrap();
+    let episodes: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT reason, resolved_at FROM episodes WHERE rule = 'api_unhealthy'")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(episodes.len(), 1, "{episodes:?}");
+    assert!(episodes[0].0.contains("HTTP 500"), "says why: {episodes:?}");
+    assert!(episodes[0].1.is_some(), "resolved: {episodes:?}");
+    assert!(
+        app.log_text()
+            .contains("the API's health is written at last")
+    );
+}
+
+/// An api_unhealthy episode still open when the daemon stopped (the API was down, or its
+/// recovery could not be written before the stop) is resolved by the next run's first
+/// answer. (Before: the new run started out "healthy", so no recovery was ever seen and the
+/// episode, and the hold on per-job not-found alerts, stayed for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_left_open_by_the_last_run_is_resolved_by_the_next_runs_first_answer() {
+    use recwatch::simulate::{Fault, FaultKind};
+    let sim = start_sim(static_sim(1)).await;
+    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_states(&app, &[job_id(0)], "RUNNING").await;
+    sim.set_fault(Fault::new(FaultKind::ServerError));
+    wait_for("the api_unhealthy alert", T, || {
+        let n = api_notices(&hook);
+        async move { n.contains(&"firing".to_string()).then_some(()) }
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert_eq!(
+        app.scalar(
+            "SELECT COUNT(*) FROM episodes WHERE rule = 'api_unhealthy' AND resolved_at IS NULL"
+        )
+        .await,
+        1
+    );
+
+    sim.clear_faults();
+    app.start();
+    wait_for("the resolved notice from the new run", T, || {
+        let n = api_notices(&hook);
+        async move { n.contains(&"resolved".to_string()).then_some(()) }
+    })
+    .await;
+    assert!(app.stop().await.success());
+    assert_eq!(
+        app.scalar(
+            "SELECT COUNT(*) FROM episodes WHERE rule = 'api_unhealthy' AND resolved_at IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM episodes WHERE rule = 'api_unhealthy'")
+            .await,
+        1
+    );
+}
+
 /// The database file deleted, then replaced, under a running daemon: SQLite would go on
 /// writing to the file it has open, and all of it would be lost at the next start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
