@@ -497,9 +497,14 @@ fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError>
         }
     }
     let timeout = t.duration("timeout")?.unwrap_or(Duration::from_secs(10));
-    if timeout.is_zero() {
-        return Err(t.err("timeout", "must be longer than 0s, e.g. \"10s\""));
-    }
+    check_range(
+        &t,
+        "timeout",
+        timeout,
+        MAX_API_TIMEOUT,
+        "the official SDK waits 120 s for an answer; a poll hung longer holds its job and delays shutdown",
+        "\"10s\"",
+    )?;
     let rate_limit = t.integer("rate_limit")?.unwrap_or(10);
     if rate_limit == 0 || rate_limit > 100_000 {
         return Err(t.err(
@@ -514,9 +519,25 @@ fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError>
     let throttle_backoff = t
         .duration("throttle_backoff")?
         .unwrap_or(Duration::from_secs(3));
+    check_range(
+        &t,
+        "throttle_backoff",
+        throttle_backoff,
+        MAX_THROTTLE_BACKOFF,
+        "the pause doubles while throttling lasts and is capped at a minute, and the provider advises 2-5 s",
+        "\"3s\"",
+    )?;
     let auth_backoff = t
         .duration("auth_backoff")?
         .unwrap_or(Duration::from_secs(6 * 60));
+    check_range(
+        &t,
+        "auth_backoff",
+        auth_backoff,
+        MAX_AUTH_BACKOFF,
+        "it doubles up to 8 times while refusals go on, and the gateway's lock lasts 5 minutes",
+        "\"6m\"",
+    )?;
     let allow_short_auth_backoff = t.boolean("allow_short_auth_backoff")?.unwrap_or(false);
     if auth_backoff < MIN_AUTH_BACKOFF && !allow_short_auth_backoff {
         return Err(t.err(
@@ -643,6 +664,34 @@ fn check_channel_timeout(t: &Table, timeout: Duration) -> Result<(), ConfigError
     Ok(())
 }
 
+/// A duration key's sane range: longer than zero (zero would retry or time out at once, in a
+/// loop) and at most `max` (past it a value cannot be meant, e.g. "30d" for "30s", and it
+/// feeds time arithmetic). `why` says where the bound comes from.
+fn check_range(
+    t: &Table,
+    key: &str,
+    d: Duration,
+    max: Duration,
+    why: &str,
+    example: &str,
+) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(t.err(key, format!("must be longer than 0s, e.g. {example}")));
+    }
+    if d > max {
+        return Err(t.err(
+            key,
+            format!(
+                "{} is longer than {}, the most it may be ({why}); use at most {}, e.g. {example}",
+                format_duration(d),
+                format_duration(max),
+                format_duration(max)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a cron expression the way tokio-cron-scheduler will read it: seconds field required.
 pub fn validate_cron(expr: &str) -> Result<(), String> {
     let fields = expr.split_whitespace().count();
@@ -691,6 +740,11 @@ fn read_storage(mut t: Table) -> Result<StorageConfig, ConfigError> {
 const MAX_INIT_GRACE: Duration = Duration::from_secs(30 * 86400);
 const MAX_REPEAT_INTERVAL: Duration = Duration::from_secs(365 * 86400);
 const MAX_RETENTION: Duration = Duration::from_secs(36500 * 86400);
+const MAX_API_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_AUTH_BACKOFF: Duration = Duration::from_secs(86400);
+const MAX_MAX_AGE: Duration = Duration::from_secs(30 * 86400);
+const MAX_MAX_BACKOFF: Duration = Duration::from_secs(86400);
 
 fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
     let d = RulesConfig::default();
@@ -749,9 +803,25 @@ fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, Config
     let max_age = t
         .duration("max_age")?
         .unwrap_or(Duration::from_secs(24 * 3600));
+    check_range(
+        &t,
+        "max_age",
+        max_age,
+        MAX_MAX_AGE,
+        "an alert older than that is history, not news",
+        "\"24h\"",
+    )?;
     let max_backoff = t
         .duration("max_backoff")?
         .unwrap_or(Duration::from_secs(600));
+    check_range(
+        &t,
+        "max_backoff",
+        max_backoff,
+        MAX_MAX_BACKOFF,
+        "a refused delivery is tried again only this often, so a fixed receiver would wait that long",
+        "\"10m\"",
+    )?;
     let mut names = HashSet::new();
     let mut webhooks = Vec::new();
     for mut w in t.array_of_tables("webhook")? {
@@ -1937,7 +2007,8 @@ job_id = "job"
         }
     }
 
-    /// Durations that feed time arithmetic have upper bounds; the largest allowed passes.
+    /// Every duration key has an upper bound (and, where zero would loop, a lower one): each
+    /// bound is refused just past it, with the key and the fix; the largest allowed passes.
     #[test]
     fn absurd_durations_are_refused_table() {
         // (name, config text, None if accepted or Some((key, phrase of the fix)))
@@ -1978,9 +2049,89 @@ job_id = "job"
                 "[storage]\nretention = \"100000y\"\n",
                 Some(("storage.retention", "at most 36500d")),
             ),
+            (
+                "api timeout at its bound",
+                "[api]\ntimeout = \"5m\"\n",
+                None,
+            ),
+            (
+                "api timeout past its bound",
+                "[api]\ntimeout = \"301s\"\n",
+                Some(("api.timeout", "use at most 5m")),
+            ),
+            (
+                "api timeout of zero",
+                "[api]\ntimeout = \"0s\"\n",
+                Some(("api.timeout", "longer than 0s")),
+            ),
+            (
+                "throttle back-off at its bound",
+                "[api]\nthrottle_backoff = \"1m\"\n",
+                None,
+            ),
+            (
+                "throttle back-off past its bound",
+                "[api]\nthrottle_backoff = \"3h\"\n",
+                Some(("api.throttle_backoff", "use at most 1m")),
+            ),
+            (
+                "throttle back-off of zero",
+                "[api]\nthrottle_backoff = \"0s\"\n",
+                Some(("api.throttle_backoff", "longer than 0s")),
+            ),
+            (
+                "auth back-off at its bound",
+                "[api]\nauth_backoff = \"24h\"\n",
+                None,
+            ),
+            (
+                "auth back-off of 2^64-1 seconds",
+                "[api]\nauth_backoff = \"18446744073709551615s\"\n",
+                Some(("api.auth_backoff", "use at most 1d")),
+            ),
+            (
+                "auth back-off of zero, even for the simulator",
+                "[api]\nauth_backoff = \"0s\"\nallow_short_auth_backoff = true\n",
+                Some(("api.auth_backoff", "longer than 0s")),
+            ),
+            (
+                "max age at its bound",
+                "[notify]\nmax_age = \"30d\"\n",
+                None,
+            ),
+            (
+                "max age past its bound",
+                "[notify]\nmax_age = \"1y\"\n",
+                Some(("notify.max_age", "use at most 30d")),
+            ),
+            (
+                "max age of zero",
+                "[notify]\nmax_age = \"0s\"\n",
+                Some(("notify.max_age", "longer than 0s")),
+            ),
+            (
+                "max back-off at its bound",
+                "[notify]\nmax_backoff = \"24h\"\n",
+                None,
+            ),
+            (
+                "max back-off past its bound",
+                "[notify]\nmax_backoff = \"1000y\"\n",
+                Some(("notify.max_backoff", "use at most 1d")),
+            ),
+            (
+                "max back-off of zero (a retry loop)",
+                "[notify]\nmax_backoff = \"0s\"\n",
+                Some(("notify.max_backoff", "longer than 0s")),
+            ),
         ];
         for (name, extra, want) in cases {
-            let got = parse(&format!("{extra}\n{MINIMAL}"));
+            // Keys of [api] go into MINIMAL's own [api] table (a second one is a TOML error).
+            let text = match extra.strip_prefix("[api]\n") {
+                Some(keys) => MINIMAL.replacen("[api]\n", &format!("[api]\n{keys}"), 1),
+                None => format!("{extra}\n{MINIMAL}"),
+            };
+            let got = parse(&text);
             match (want, got) {
                 (None, Ok(_)) => {}
                 (None, Err(e)) => panic!("{name}: refused: {e}"),
