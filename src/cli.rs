@@ -25,17 +25,6 @@ pub fn emit(text: &str) -> std::io::Result<()> {
     std::io::stdout().lock().write_all(text.as_bytes())
 }
 
-/// Writes `args` and a newline to stdout; when stdout is a closed pipe (`recwatch demo |
-/// head`), ends the process quietly: the reader is gone, so there is no one left to tell.
-pub fn print_or_exit(args: std::fmt::Arguments<'_>) {
-    if let Err(e) = emit(&format!("{args}\n")) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        complain(&format!("cannot write to stdout: {e}"));
-    }
-}
-
 /// A message on stderr that cannot panic, even when stderr is closed.
 fn complain(message: &str) {
     let _ = writeln!(std::io::stderr(), "recwatch: {message}");

@@ -462,6 +462,14 @@ async fn prune(store: &Store, retention: Duration) {
 
 /// A watch channel that turns true on SIGINT or SIGTERM.
 pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
+    shutdown_on_signals_then(|| {})
+}
+
+/// [`shutdown_on_signals`], running `on_abort` before the second signal exits at once (the
+/// demo removes its temporary directory there: nothing else would).
+pub fn shutdown_on_signals_then(
+    on_abort: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<watch::Receiver<bool>> {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
@@ -478,6 +486,7 @@ pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
             _ = int.recv() => {},
         }
         warn!("second signal: exiting without waiting");
+        on_abort();
         std::process::exit(130);
     });
     Ok(rx)

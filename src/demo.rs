@@ -15,9 +15,29 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 /// The demo's output goes to a reader that may leave (`recwatch demo | head`): `println!`
-/// would panic then; this one ends the demo quietly.
+/// would panic then; this one notes that the reader left ([`reader_left`]), and the demo stops
+/// as after Ctrl-C, so its temporary directory is removed (exiting on the spot would leave it).
 macro_rules! println {
-    ($($arg:tt)*) => { crate::cli::print_or_exit(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { say(format_args!($($arg)*)) };
+}
+
+/// Set once stdout's reader has gone; nothing is printed after that.
+static READER_LEFT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn reader_left() -> bool {
+    READER_LEFT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn say(args: std::fmt::Arguments<'_>) {
+    if reader_left() {
+        return;
+    }
+    if let Err(e) = crate::cli::emit(&format!("{args}\n")) {
+        READER_LEFT.store(true, std::sync::atomic::Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("recwatch: cannot write to stdout: {e}; stopping the demo");
+        }
+    }
 }
 
 const DEMO_AK: &str = "DEMOACCESSKEY0000001";
@@ -120,7 +140,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  Ctrl-C to stop\n");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shutdown = crate::daemon::shutdown_on_signals()?;
+    // A second Ctrl-C exits at once: the temporary directory goes first.
+    let dir_path = dir.path().to_path_buf();
+    let shutdown = crate::daemon::shutdown_on_signals_then(move || {
+        let _ = std::fs::remove_dir_all(&dir_path);
+    })?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let daemon = tokio::spawn(crate::daemon::run(
         config.clone(),
@@ -141,7 +165,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut shutdown = shutdown;
     // A failing job is shown when its error changes, not at every poll.
     let mut last_error: std::collections::HashMap<String, String> = Default::default();
-    loop {
+    // Checked after every print: the reader may leave at any line.
+    while !reader_left() {
         let until_deadline = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,

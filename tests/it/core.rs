@@ -547,6 +547,81 @@ async fn the_demo_shows_changes_alerts_and_verified_deliveries() {
     assert!(!text.contains("INVALID"), "{text}");
 }
 
+/// The demo's temporary directories under `tmp`.
+fn demo_dirs(tmp: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("recwatch-demo-"))
+        })
+        .collect()
+}
+
+/// `recwatch demo | head` and Ctrl-C: the demo stops as it does at its end, and its temporary
+/// directory (database and all) is removed. (A closed pipe used to exit on the spot and leave
+/// it behind.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_removes_its_directory_when_its_reader_leaves_or_on_ctrl_c() {
+    use tokio::io::AsyncBufReadExt;
+    for how in ["closed pipe", "Ctrl-C"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["demo", "--step", "1s", "--interval", "500ms"])
+            .env_remove("RUST_LOG")
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // The daemon is running once a job's state is shown.
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("INIT") {
+                    return;
+                }
+            }
+            panic!("{how}: the demo ended before showing a job");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{how}: no job shown within 60 s"));
+        assert_eq!(
+            demo_dirs(tmp.path()).len(),
+            1,
+            "{how}: the demo's directory"
+        );
+        match how {
+            "closed pipe" => drop(lines),
+            _ => {
+                let pid = child.id().unwrap().to_string();
+                let sent = std::process::Command::new("kill")
+                    .args(["-INT", &pid])
+                    .status()
+                    .unwrap();
+                assert!(sent.success());
+            }
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{how}: the demo did not stop within 60 s"))
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{how}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            demo_dirs(tmp.path()),
+            Vec::<std::path::PathBuf>::new(),
+            "{how}: the demo's directory is left behind"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_schedule_polls_every_job_on_each_tick() {
     let sim = start_sim(static_sim(3)).await;
