@@ -10,7 +10,7 @@
 //! no code, an HTML page) or a redirect means the endpoint is wrong, and a 200 about another
 //! job is a bad answer, never that job's new state.
 
-use super::model::{JobSnapshot, parse_error_body, parse_job, same_id};
+use super::model::{ErrorBody, JobSnapshot, State, parse_error_body, parse_job, same_id};
 use super::sign;
 use crate::config::{ApiConfig, Auth};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -48,6 +48,8 @@ pub enum ErrorKind {
     BadResponse,
     /// A 2xx about another job (its job_id or app_id is not the one asked for).
     WrongJob,
+    /// A 2xx without a `state`: an error body sent with 200, `{}`. See [`read_ok_body`].
+    NoState,
     /// No answer within `api.timeout`.
     Timeout,
     /// The connection could not be made or broke before an answer.
@@ -66,6 +68,7 @@ impl ErrorKind {
             ErrorKind::Rejected => "rejected",
             ErrorKind::BadResponse => "bad_response",
             ErrorKind::WrongJob => "wrong_job",
+            ErrorKind::NoState => "no_state",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Connection => "connection",
         }
@@ -82,6 +85,7 @@ impl ErrorKind {
             ErrorKind::Rejected => "request rejected",
             ErrorKind::BadResponse => "unreadable response",
             ErrorKind::WrongJob => "answer about another job",
+            ErrorKind::NoState => "answer without a job state",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Connection => "connection failed",
         }
@@ -94,7 +98,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "check api.auth and api.project_id",
             ErrorKind::Rejected => "check api.endpoint, api.project_id and the watched ids",
             ErrorKind::Timeout | ErrorKind::Connection => "check the network and api.endpoint",
-            ErrorKind::BadResponse | ErrorKind::WrongJob => {
+            ErrorKind::BadResponse | ErrorKind::WrongJob | ErrorKind::NoState => {
                 "check api.endpoint (is a proxy answering instead of the RTC API?)"
             }
             ErrorKind::Server => "the RTC service is failing; see its status page",
@@ -389,29 +393,15 @@ impl RtcClient {
         })?;
         let latency = started.elapsed();
         if (200..300).contains(&status) {
-            let job: JobSnapshot = parse_job(&body).map_err(|e| RtcError {
-                kind: ErrorKind::BadResponse,
+            let job = read_ok_body(app_id, job_id, &body).map_err(|bad| RtcError {
+                kind: bad.kind,
                 status: Some(status),
-                error_code: None,
-                error_msg: None,
+                error_code: bad.error.error_code,
+                error_msg: bad.error.error_msg,
                 request_id: request_id.clone(),
-                detail: Some(format!(
-                    "body is not a job record: {e}; starts with {:?}",
-                    snippet(&body)
-                )),
+                detail: Some(bad.detail),
                 clock_skew_minutes: None,
             })?;
-            if let Some(other) = about_another_job(app_id, job_id, &job) {
-                return Err(RtcError {
-                    kind: ErrorKind::WrongJob,
-                    status: Some(status),
-                    error_code: None,
-                    error_msg: None,
-                    request_id,
-                    detail: Some(other),
-                    clock_skew_minutes: None,
-                });
-            }
             return Ok(Fetched {
                 job,
                 raw: String::from_utf8_lossy(&body).into_owned(),
@@ -532,6 +522,58 @@ pub fn about_another_job(app_id: &str, job_id: &str, job: &JobSnapshot) -> Optio
     })
 }
 
+/// Why a 2xx body is not the job's record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadOkBody {
+    pub kind: ErrorKind,
+    pub detail: String,
+    /// An error code and message the body carries despite its status, kept for the operator.
+    pub error: ErrorBody,
+}
+
+/// Reads a 2xx answer to "show job `job_id` of app `app_id`": the job's record, or why it is
+/// not one. Pure, so the rules are tested with a table.
+///
+/// Not a record: a body that is not JSON (`bad_response`); one about another job
+/// (`wrong_job`); one without a `state` (`no_state`), such as an error body sent with 200
+/// (`{"error_code": "RTC.00002001", ...}`) or `{}`. The official SDK would not raise over the
+/// last (it raises only for a status of 400 or more and leaves absent fields None), but it
+/// reads no state from it either: the answer says nothing about the job. Taken as a record it
+/// would count as the API answering (resolving `api_unhealthy`) and clear the job's last
+/// error; as a failed poll of its own kind it counts toward the API's health like other bad
+/// answers, makes no transition, and the job keeps being polled. A blank state
+/// (whitespace or control characters only) is no state either. Every other field stays as
+/// lenient as the SDK: only the state is required.
+pub fn read_ok_body(app_id: &str, job_id: &str, body: &[u8]) -> Result<JobSnapshot, BadOkBody> {
+    let job = parse_job(body).map_err(|e| BadOkBody {
+        kind: ErrorKind::BadResponse,
+        detail: format!(
+            "body is not a job record: {e}; starts with {:?}",
+            snippet(body)
+        ),
+        error: ErrorBody::default(),
+    })?;
+    if let Some(other) = about_another_job(app_id, job_id, &job) {
+        return Err(BadOkBody {
+            kind: ErrorKind::WrongJob,
+            detail: other,
+            error: ErrorBody::default(),
+        });
+    }
+    let blank = |s: &State| super::model::enum_key(s.as_str()).is_empty();
+    if job.state.as_ref().is_none_or(blank) {
+        return Err(BadOkBody {
+            kind: ErrorKind::NoState,
+            detail: format!(
+                "a 200 answer without the job's state; starts with {:?}",
+                snippet(body)
+            ),
+            error: parse_error_body(body),
+        });
+    }
+    Ok(job)
+}
+
 /// At most `n` characters of outside text.
 fn cap(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
@@ -635,6 +677,85 @@ mod tests {
         ];
         for (name, status, code, kind) in cases {
             assert_eq!(classify(status, code), kind, "{name}");
+        }
+    }
+
+    /// How a 2xx body about ("app", "job") is read: (name, body, the kind it fails as, or
+    /// None when it is the job's record, and the error code kept from it).
+    #[test]
+    fn ok_bodies_table() {
+        use ErrorKind::*;
+        let cases: &[(&str, &str, Option<ErrorKind>, Option<&str>)] = &[
+            (
+                "a record",
+                r#"{"job_id":"job","state":"RUNNING"}"#,
+                None,
+                None,
+            ),
+            ("only a state", r#"{"state":"INIT"}"#, None, None),
+            (
+                "an unknown state is still a state",
+                r#"{"state":"PAUSED"}"#,
+                None,
+                None,
+            ),
+            (
+                "a record that also carries an error code",
+                r#"{"state":"STOPPED","error_code":"RTC.00002001"}"#,
+                None,
+                None,
+            ),
+            ("empty object", "{}", Some(NoState), None),
+            (
+                "an error body sent with 200",
+                r#"{"error_code":"RTC.00002001","error_msg":"internal error"}"#,
+                Some(NoState),
+                Some("RTC.00002001"),
+            ),
+            (
+                "an error body in another spelling",
+                r#"{"errorCode":"APIG.0101","errorMsg":"The API does not exist"}"#,
+                Some(NoState),
+                Some("APIG.0101"),
+            ),
+            (
+                "a nested error body",
+                r#"{"error":{"code":"RTC.00002001","message":"x"}}"#,
+                Some(NoState),
+                Some("RTC.00002001"),
+            ),
+            (
+                "a record without a state",
+                r#"{"job_id":"job","app_id":"app","description":"x"}"#,
+                Some(NoState),
+                None,
+            ),
+            ("a null state", r#"{"state":null}"#, Some(NoState), None),
+            (
+                "a blank state",
+                "{\"state\":\" \\u0000\"}",
+                Some(NoState),
+                None,
+            ),
+            (
+                "about another job, without a state",
+                r#"{"job_id":"other"}"#,
+                Some(WrongJob),
+                None,
+            ),
+            ("not JSON", "<html>oops</html>", Some(BadResponse), None),
+            ("an array", "[]", Some(BadResponse), None),
+        ];
+        for (name, body, kind, code) in cases {
+            match (read_ok_body("app", "job", body.as_bytes()), kind) {
+                (Ok(job), None) => assert!(job.state.is_some(), "{name}"),
+                (Ok(job), Some(k)) => panic!("{name}: read as a record {job:?}, not {k:?}"),
+                (Err(bad), None) => panic!("{name}: refused: {bad:?}"),
+                (Err(bad), Some(k)) => {
+                    assert_eq!(bad.kind, *k, "{name}: {bad:?}");
+                    assert_eq!(bad.error.error_code.as_deref(), *code, "{name}");
+                }
+            }
         }
     }
 

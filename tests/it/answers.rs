@@ -226,6 +226,106 @@ async fn an_answer_about_another_job_is_no_transition_and_the_job_keeps_being_po
     assert_eq!(app.scalar(API_UNHEALTHY).await, 0, "one job's trouble");
 }
 
+/// A 200 whose body has no state (an error body sent with 200, `{}`) is a failed poll of its
+/// own kind (`no_state`), not a record of a job with no state: no transition, the job keeps
+/// being polled, and when every job is answered so, that is one api_unhealthy alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_a_state_is_a_failed_poll_that_counts_toward_api_health() {
+    let sim = start_sim(static_sim(3)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    let mut cfg = AppConfig::new(&sim, 3);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    let jobs: Vec<String> = (0..3).map(job_id).collect();
+    wait_states(&app, &jobs, "RUNNING").await;
+
+    // One job is answered with an error body and status 200.
+    sim.set_job_body(
+        "demo-app",
+        &jobs[1],
+        r#"{"error_code":"RTC.00002001","error_msg":"internal error"}"#,
+    );
+    wait_for("job-0001's poll to fail as no_state", T, || async {
+        let (_, _, kind, _) = app.job_row(&jobs[1]).await?;
+        (kind.as_deref() == Some("no_state")).then_some(())
+    })
+    .await;
+    let polled = polls_of(&sim, &jobs[1]).await;
+    wait_for("two more polls of job-0001", T, || async {
+        (polls_of(&sim, &jobs[1]).await >= polled + 2).then_some(())
+    })
+    .await;
+    let (state, _, kind, failures) = app.job_row(&jobs[1]).await.unwrap();
+    assert_eq!(state.as_deref(), Some("RUNNING"), "the last known state");
+    assert_eq!(kind.as_deref(), Some("no_state"));
+    assert!(failures >= 2, "{failures}");
+    assert!(
+        app.log_text()
+            .lines()
+            .any(|l| l.contains("answer without a job state") && l.contains("RTC.00002001")),
+        "the log names the failure and the code the body carried"
+    );
+    assert_eq!(app.scalar(API_UNHEALTHY).await, 0, "one job's trouble");
+
+    // Every job is answered `{}`: the API is not answering.
+    for j in &jobs {
+        sim.set_job_body("demo-app", j, "{}");
+    }
+    wait_for("the api_unhealthy alert", T, || {
+        let n = accepted(&hook, "api_unhealthy", "firing");
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    let firing = hook
+        .received()
+        .into_iter()
+        .find(|d| d.alert.rule.as_str() == "api_unhealthy")
+        .unwrap();
+    assert!(
+        firing.alert.summary.contains("answer without a job state"),
+        "says why: {}",
+        firing.alert.summary
+    );
+
+    // Records again: the outage resolves and the real change is seen.
+    sim.set_job("demo-app", &jobs[0], snap(&jobs[0], "RUNNING", None));
+    sim.set_job("demo-app", &jobs[2], snap(&jobs[2], "RUNNING", None));
+    sim.set_job(
+        "demo-app",
+        &jobs[1],
+        snap(&jobs[1], "STOPPED", Some("TENANT_STOP")),
+    );
+    wait_for("the resolved notice", T, || {
+        let n = accepted(&hook, "api_unhealthy", "resolved");
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    wait_states(&app, &jobs[1..2], "STOPPED").await;
+    assert!(app.stop().await.success());
+    let steps: Vec<(String, String)> = app
+        .transitions()
+        .await
+        .into_iter()
+        .map(|t| (t.0, t.2))
+        .collect();
+    let want: Vec<(String, String)> = vec![
+        (jobs[0].clone(), "RUNNING".into()),
+        (jobs[1].clone(), "RUNNING".into()),
+        (jobs[2].clone(), "RUNNING".into()),
+        (jobs[1].clone(), "STOPPED".into()),
+    ];
+    let mut sorted_steps = steps.clone();
+    sorted_steps.sort();
+    let mut sorted_want = want.clone();
+    sorted_want.sort();
+    assert_eq!(
+        sorted_steps, sorted_want,
+        "no transition from a stateless answer"
+    );
+    assert_eq!(accepted(&hook, "api_unhealthy", "firing"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_id_of_each_transition_is_in_history_and_the_alert() {
     let sim = start_sim(static_sim(1)).await;
