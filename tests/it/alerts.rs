@@ -3,14 +3,15 @@
 
 use crate::core::snap;
 use crate::harness::*;
+use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
-use crate::support::smtp::{SmtpServer, free_port};
+use crate::support::smtp::SmtpServer;
 use recwatch::simulate::{Fault, FaultKind, SimOptions};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(30);
+const T: Duration = Duration::from_secs(60);
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn static_sim(jobs: usize) -> SimOptions {
@@ -270,9 +271,9 @@ async fn receiver_errors_are_retried_until_accepted_and_smtp_down_then_up_delive
     let sim = start_sim(static_sim(1)).await;
     let hook = Receiver::start(Some(SECRET)).await;
     hook.fail_next(3, 503);
-    let smtp_addr = free_port();
+    let smtp_port = ClosedPort::new();
     let mut cfg = AppConfig::new(&sim, 1);
-    cfg.extra = notify_toml(Some(hook.url().as_str()), Some(smtp_addr), "");
+    cfg.extra = notify_toml(Some(hook.url().as_str()), Some(smtp_port.addr()), "");
     let mut app = TestApp::new(&cfg);
     app.start();
     app.wait_running(1).await;
@@ -303,7 +304,7 @@ async fn receiver_errors_are_retried_until_accepted_and_smtp_down_then_up_delive
             .then_some(())
     })
     .await;
-    let smtp = SmtpServer::start_on(smtp_addr, None);
+    let smtp = SmtpServer::start_on(smtp_port, None);
     let mails = smtp.wait_for(1, T).await;
     assert!(
         mails[0]
@@ -329,9 +330,9 @@ async fn receiver_errors_are_retried_until_accepted_and_smtp_down_then_up_delive
 async fn killed_after_a_transition_and_before_its_delivery_delivers_once_after_restart() {
     let sim = start_sim(static_sim(1)).await;
     // The receiver is down while the transition happens.
-    let hook_addr = free_port();
+    let hook_port = ClosedPort::new();
     let mut cfg = AppConfig::new(&sim, 1);
-    cfg.extra = notify_toml(Some(&format!("http://{hook_addr}/hook")), None, "");
+    cfg.extra = notify_toml(Some(&format!("http://{}/hook", hook_port.addr())), None, "");
     let mut app = TestApp::new(&cfg);
     app.start();
     app.wait_running(1).await;
@@ -348,7 +349,7 @@ async fn killed_after_a_transition_and_before_its_delivery_delivers_once_after_r
     .await;
     let status = app.kill().await;
     assert!(!status.success(), "SIGKILL");
-    let hook = Receiver::start_on(hook_addr, Some(SECRET)).await;
+    let hook = Receiver::start_on(hook_port, Some(SECRET));
     app.start();
     let got = hook.wait_for(1, T).await;
     wait_for("delivery marked sent", T, || async {
@@ -381,9 +382,9 @@ async fn killed_after_a_transition_and_before_its_delivery_delivers_once_after_r
 async fn test_alert_reports_each_channel() {
     let sim = start_sim(static_sim(1)).await;
     let hook = Receiver::start(Some(SECRET)).await;
-    let down = free_port();
+    let down = ClosedPort::new();
     let mut cfg = AppConfig::new(&sim, 1);
-    cfg.extra = notify_toml(Some(hook.url().as_str()), Some(down), "");
+    cfg.extra = notify_toml(Some(hook.url().as_str()), Some(down.addr()), "");
     let app = TestApp::new(&cfg);
     let (code, out, err) = app.run_cmd(&["test-alert"]).await;
     assert_eq!(code, 1, "one channel failed: {out}{err}");

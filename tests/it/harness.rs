@@ -1,10 +1,11 @@
 //! Spawns the real `recwatch` binary against the simulator on 127.0.0.1:0, with its own
 //! temporary directory, config file and SQLite database, and reads what it wrote.
 
-use recwatch::simulate::{self, SimOptions, Simulator};
+use recwatch::simulate::{self, SimOptions, SimStats, Simulator};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,32 @@ pub const AK: &str = "TESTACCESSKEY0000001";
 pub const SK: &str = "test-secret-key";
 /// The project the simulator expects in X-Project-Id (mandatory with AK/SK).
 pub const PROJECT: &str = "test-project";
+
+/// Checks the requests the simulator saw since its stats were last reset against a daemon
+/// budget of `rate` per second.
+///
+/// The daemon spaces its requests so that no 1.02 s window of send times holds more than
+/// `rate`; `poll::tests` prove that exactly on tokio's paused clock. The simulator counts a
+/// request when it gets round to handling it, and on a loaded machine that comes a varying
+/// while after the send: two requests 1.02 s apart at the daemon can land 20 ms closer at the
+/// simulator, so one more than `rate` in a sliding second is scheduling noise. Two more would
+/// need one request held back by a whole spacing (1/rate) more than another; and over the
+/// whole run, at most `rate` per 1.02 s plus one window's worth.
+pub fn assert_within_budget(stats: &SimStats, rate: u64, what: &str) {
+    assert!(
+        stats.max_per_sliding_second <= rate + 1,
+        "{what}: {} requests within one second at the simulator, budget {rate}/s",
+        stats.max_per_sliding_second
+    );
+    let since = stats.since.expect("the simulator sets since");
+    let secs = (chrono::Utc::now() - since).num_milliseconds() as f64 / 1000.0;
+    let allowed = rate as f64 * (secs / 1.02 + 1.0);
+    assert!(
+        stats.requests as f64 <= allowed,
+        "{what}: {} requests in {secs:.1}s, budget {rate}/s",
+        stats.requests
+    );
+}
 
 /// Polls `check` until it returns Some, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -58,6 +85,7 @@ pub struct AppConfig {
     pub endpoint: String,
     pub interval: &'static str,
     pub rate_limit: u32,
+    pub max_in_flight: u32,
     pub timeout: &'static str,
     pub secret_key: String,
     pub jobs: Vec<String>,
@@ -74,6 +102,7 @@ impl AppConfig {
             endpoint: sim.url(),
             interval: "100ms",
             rate_limit: 50,
+            max_in_flight: 4,
             timeout: "2s",
             secret_key: SK.into(),
             jobs: (0..jobs).map(simulate::job_id).collect(),
@@ -90,7 +119,7 @@ impl AppConfig {
 endpoint = "{}"
 timeout = "{}"
 rate_limit = {}
-max_in_flight = 4
+max_in_flight = {}
 project_id = "{PROJECT}"
 {}
 [api.auth]
@@ -109,6 +138,7 @@ listen = "{}"
             self.endpoint,
             self.timeout,
             self.rate_limit,
+            self.max_in_flight,
             self.api_extra,
             self.secret_key,
             self.interval,
@@ -246,6 +276,31 @@ impl TestApp {
         .await;
         self.child = None;
         status
+    }
+
+    /// The address of the daemon's HTTP endpoint, from its log. A test sets `http.listen` to
+    /// port 0: the daemon binds a free port and keeps it, and says which ("find a free port,
+    /// then let the daemon bind it" would race other processes for the port).
+    pub async fn http_addr(&self) -> SocketAddr {
+        let log = self.log.clone();
+        wait_for(
+            "the HTTP endpoint's address in the log",
+            Duration::from_secs(60),
+            || {
+                let addr = log
+                    .lock()
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.contains("HTTP endpoint"))
+                    .find_map(|l| {
+                        l.split_whitespace()
+                            .find_map(|w| w.strip_prefix("address="))
+                            .and_then(|a| a.trim_matches('"').parse().ok())
+                    });
+                async move { addr }
+            },
+        )
+        .await
     }
 
     pub fn log_text(&self) -> String {

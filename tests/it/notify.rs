@@ -1,8 +1,9 @@
 //! The channels against real receivers on loopback: a webhook receiver that checks signatures
 //! with the reference library, and an SMTP server in the process.
 
+use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
-use crate::support::smtp::{self, SmtpServer, Stage, TestCert};
+use crate::support::smtp::{SmtpServer, Stage, TestCert};
 use recwatch::alert::{Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts};
 use recwatch::config::{EmailConfig, NotifyConfig, Severity, Tls, WebhookConfig};
 use recwatch::notify::{Channel, Retry, email};
@@ -257,7 +258,8 @@ async fn webhook_timeout_is_transient() {
 
 #[tokio::test]
 async fn webhook_down_is_transient_until_it_is_up() {
-    let addr = smtp::free_port();
+    let port = ClosedPort::new();
+    let addr = port.addr();
     let url: url::Url = format!("http://{addr}/hook").parse().unwrap();
     let channel = webhook(webhook_config(url, Some(SECRET), WAIT));
 
@@ -272,7 +274,7 @@ async fn webhook_down_is_transient_until_it_is_up() {
         "the URL stays out of the message: {e}"
     );
 
-    let receiver = Receiver::start_on(addr, Some(SECRET)).await;
+    let receiver = Receiver::start_on(port, Some(SECRET));
     channel
         .send(&alert("alert-0006"))
         .await
@@ -354,7 +356,8 @@ async fn email_refusals_are_classified() {
 
 #[tokio::test]
 async fn email_server_down_is_transient_until_it_is_up() {
-    let addr = smtp::free_port();
+    let port = ClosedPort::new();
+    let addr = port.addr();
     let channel = mailer(email_config(addr.port()));
 
     let e = channel
@@ -368,7 +371,7 @@ async fn email_server_down_is_transient_until_it_is_up() {
     );
     assert!(e.message.to_lowercase().contains("refused"), "{e}");
 
-    let server = SmtpServer::start_on(addr, None);
+    let server = SmtpServer::start_on(port, None);
     channel
         .send(&alert("alert-0104"))
         .await
@@ -400,24 +403,27 @@ async fn email_silent_server_times_out_transiently() {
 #[tokio::test]
 async fn email_after_a_timeout_reads_only_its_own_replies() {
     let server = SmtpServer::start();
+    // Long enough for a whole SMTP exchange on a loaded machine: the held reply, not speed,
+    // makes the first send time out.
     let cfg = EmailConfig {
-        timeout: Duration::from_millis(500),
+        timeout: Duration::from_secs(3),
         ..email_config(server.port())
     };
     let channel = mailer(cfg);
-    server.stall_next(1, Duration::from_millis(1500));
+    let release = server.hold_next();
 
     let e = channel
         .send(&alert("alert-0201"))
         .await
-        .expect_err("stalled past the deadline");
+        .expect_err("held past the deadline");
     assert!(
         e.retry == Retry::Backoff && e.message.contains("timed out"),
         "{e}"
     );
 
-    // The stalled mail did arrive in the end (the sender cannot know: hence the stable
+    // The held mail is accepted in the end (the sender cannot know: hence the stable
     // Message-ID); the next one is refused and must be reported as refused.
+    drop(release);
     server.wait_for(1, WAIT).await;
     server.refuse_next(1, Stage::DataEnd, 554);
     let e = channel

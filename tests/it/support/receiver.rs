@@ -2,6 +2,7 @@
 //! reference `standardwebhooks` crate (not with our own code), records what it accepted, and
 //! can be told to misbehave. Tests wait on its counters instead of sleeping.
 
+use super::ClosedPort;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -68,12 +69,19 @@ impl Receiver {
     /// Starts on a fresh 127.0.0.1 port. With `secret` (`whsec_...`), every request must
     /// carry a valid Standard Webhooks signature or it is answered 401 and not accepted.
     pub async fn start(secret: Option<&str>) -> Receiver {
-        Receiver::start_on("127.0.0.1:0".parse().unwrap(), secret).await
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        Receiver::serve(listener, secret)
     }
 
-    /// Starts on a given address: with [`Receiver::stop`], a test can take a receiver down
-    /// and bring it back on the same URL.
-    pub async fn start_on(addr: SocketAddr, secret: Option<&str>) -> Receiver {
+    /// Starts on a port that refused connections until now: a receiver that was down comes
+    /// up at the same URL.
+    pub fn start_on(port: ClosedPort, secret: Option<&str>) -> Receiver {
+        Receiver::serve(port.listen(), secret)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, secret: Option<&str>) -> Receiver {
         let webhook =
             secret.map(|s| standardwebhooks::Webhook::new(s).expect("a valid whsec_ secret"));
         let shared = Arc::new(Shared {
@@ -84,9 +92,6 @@ impl Receiver {
             counts: watch::channel((0, 0)).0,
             arrived: watch::channel(0).0,
         });
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind the receiver");
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new()
             .fallback(handle)

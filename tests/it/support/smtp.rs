@@ -2,9 +2,10 @@
 //! message, and able to refuse mail with a chosen reply code.
 //!
 //! mailin-embedded has no shutdown: a server runs on its own thread until the test binary
-//! exits. A test that needs "SMTP down, then up" takes [`free_port`] first (nothing listens
-//! there, so connections are refused) and later starts a server on it with [`SmtpServer::start_on`].
+//! exits. A test that needs "SMTP down, then up" takes a [`ClosedPort`] first (connections to
+//! it are refused) and later starts a server on it with [`SmtpServer::start_on`].
 
+use super::ClosedPort;
 use mailin_embedded::response::{AUTH_OK, INVALID_CREDENTIALS, OK, Response};
 use mailin_embedded::{Action, AuthMechanism, Handler, Server, SslConfig};
 use std::collections::VecDeque;
@@ -94,6 +95,16 @@ pub enum Stage {
     DataEnd,
 }
 
+/// How long to hold a message's final reply.
+enum Stall {
+    For(Duration),
+    /// Until the test drops (or uses) the [`Release`] paired with this receiver.
+    Until(std::sync::mpsc::Receiver<()>),
+}
+
+/// Lets the message held by [`SmtpServer::hold_next`] be accepted, when dropped.
+pub struct Release(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
 #[derive(Clone, Debug)]
 struct Refusal {
     stage: Stage,
@@ -107,7 +118,7 @@ struct Shared {
     /// One entry per coming transaction (MAIL FROM) to refuse.
     refusals: Mutex<VecDeque<Refusal>>,
     /// One entry per coming message to hold at end of data before accepting it.
-    stalls: Mutex<VecDeque<Duration>>,
+    stalls: Mutex<VecDeque<Stall>>,
     /// The one (user, password) AUTH accepts, when AUTH is offered.
     credentials: Option<(String, String)>,
     count: Mutex<Option<watch::Sender<usize>>>,
@@ -176,9 +187,12 @@ impl Handler for Recorder {
             return r;
         }
         let stall = self.shared.stalls.lock().unwrap().pop_front();
-        if let Some(delay) = stall {
-            // This session's own thread: other connections are served meanwhile.
-            std::thread::sleep(delay);
+        // This session's own thread: other connections are served meanwhile.
+        match stall {
+            Some(Stall::For(delay)) => std::thread::sleep(delay),
+            // Err once the Release is dropped: that is the signal.
+            Some(Stall::Until(released)) => _ = released.recv(),
+            None => {}
         }
         let mail = Mail {
             from: self.from.clone(),
@@ -232,41 +246,39 @@ pub struct SmtpServer {
     count: watch::Receiver<usize>,
 }
 
-/// A 127.0.0.1 port with nothing listening: connections to it are refused until a server is
-/// started there with [`SmtpServer::start_on`].
-pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+fn fresh_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind the SMTP server")
 }
 
 impl SmtpServer {
     /// Plain SMTP on a fresh 127.0.0.1 port.
     pub fn start() -> SmtpServer {
-        SmtpServer::start_on(free_port(), None)
+        SmtpServer::start_with(fresh_listener(), None, None)
     }
 
     /// SMTP offering STARTTLS with `cert`, on a fresh port.
     pub fn start_tls(cert: &TestCert) -> SmtpServer {
-        SmtpServer::start_on(free_port(), Some(cert))
+        SmtpServer::start_with(fresh_listener(), Some(cert), None)
     }
 
     /// STARTTLS with `cert`, and AUTH (PLAIN, LOGIN; only after STARTTLS) accepting just
     /// `user` with `password`.
     pub fn start_tls_auth(cert: &TestCert, user: &str, password: &str) -> SmtpServer {
         SmtpServer::start_with(
-            free_port(),
+            fresh_listener(),
             Some(cert),
             Some((user.to_string(), password.to_string())),
         )
     }
 
-    /// On a given address (e.g. one from [`free_port`]); with `cert`, STARTTLS is offered.
-    pub fn start_on(addr: SocketAddr, cert: Option<&TestCert>) -> SmtpServer {
-        SmtpServer::start_with(addr, cert, None)
+    /// On a port that refused connections until now (needs a tokio runtime); with `cert`,
+    /// STARTTLS is offered.
+    pub fn start_on(port: ClosedPort, cert: Option<&TestCert>) -> SmtpServer {
+        SmtpServer::start_with(port.listen_std(), cert, None)
     }
 
     fn start_with(
-        addr: SocketAddr,
+        listener: TcpListener,
         cert: Option<&TestCert>,
         credentials: Option<(String, String)>,
     ) -> SmtpServer {
@@ -284,8 +296,7 @@ impl SmtpServer {
             data: Vec::new(),
             refusal: None,
         };
-        // Bound here, before the thread starts, so a client never races the server's bind.
-        let listener = TcpListener::bind(addr).expect("bind the SMTP server");
+        // Bound before the thread starts, so a client never races the server's bind.
         let addr = listener.local_addr().unwrap();
         let mut server = Server::new(recorder);
         server
@@ -354,7 +365,19 @@ impl SmtpServer {
             .stalls
             .lock()
             .unwrap()
-            .extend((0..n).map(|_| delay));
+            .extend((0..n).map(|_| Stall::For(delay)));
+    }
+
+    /// Holds the reply to the next message until the returned [`Release`] is dropped, then
+    /// accepts it: a test can let a client time out first, whatever the machine's speed.
+    pub fn hold_next(&self) -> Release {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.shared
+            .stalls
+            .lock()
+            .unwrap()
+            .push_back(Stall::Until(rx));
+        Release(tx)
     }
 
     /// Waits until at least `n` messages were accepted and returns them all; panics after
