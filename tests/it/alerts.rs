@@ -551,13 +551,13 @@ async fn a_delivery_dies_only_at_max_age_and_says_the_real_reason() {
     let sim = start_sim(static_sim(1)).await;
     let hook = Receiver::start(Some(SECRET)).await;
     hook.fail_next_with(1000, 404, "no such hook here");
-    let addr = free_port();
     let mut cfg = AppConfig::new(&sim, 1);
-    cfg.listen = addr.to_string();
+    cfg.listen = "127.0.0.1:0".into();
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "")
         .replace("[notify]\n", "[notify]\nmax_age = \"3s\"\n");
     let mut app = TestApp::new(&cfg);
     app.start();
+    let addr = app.http_addr().await;
     app.wait_running(1).await;
     sim.set_job(
         "demo-app",

@@ -467,13 +467,13 @@ async fn a_wrong_secret_costs_three_requests_and_one_alert() {
 
 fn webhook_toml(name: &str, url: &str) -> String {
     format!(
-        "\n[[notify.webhook]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"1s\"\n"
+        "\n[[notify.webhook]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"3s\"\n"
     )
 }
 
 fn email_toml(name: &str, addr: std::net::SocketAddr) -> String {
     format!(
-        "\n[[notify.email]]\nname = \"{name}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\nfrom = \"recwatch <recwatch@example.com>\"\nto = [\"oncall@example.com\"]\ntimeout = \"1s\"\n",
+        "\n[[notify.email]]\nname = \"{name}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\nfrom = \"recwatch <recwatch@example.com>\"\nto = [\"oncall@example.com\"]\ntimeout = \"3s\"\n",
         addr.port()
     )
 }
@@ -504,15 +504,16 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_alert_is_delivered_once_when_receivers_recover() {
-    // Six channels, each failing its own way first (timeouts are 1 s, stalls 2.5 s):
+    // Six channels, each failing its own way first (timeouts are 3 s, room for a normal
+    // delivery on a loaded machine; stalls 8 s):
     let hook_5xx = Receiver::start(Some(SECRET)).await;
     hook_5xx.fail_next(4, 503);
     let hook_slow = Receiver::start(Some(SECRET)).await;
-    hook_slow.stall_next(1, Duration::from_millis(2500));
+    hook_slow.stall_next(1, Duration::from_secs(8));
     let hook_down = ClosedPort::new();
     let mail_down = ClosedPort::new();
     let mail_slow = SmtpServer::start();
-    mail_slow.stall_next(1, Duration::from_millis(2500));
+    mail_slow.stall_next(1, Duration::from_secs(8));
     let mail_4xx = SmtpServer::start();
     mail_4xx.refuse_next(2, Stage::MailFrom, 451);
     mail_4xx.refuse_next(1, Stage::RcptTo, 450);
@@ -622,7 +623,7 @@ async fn every_alert_is_delivered_once_when_receivers_recover() {
         })
     };
     assert!(
-        timed_out("hook-slow", "no answer within 1s"),
+        timed_out("hook-slow", "no answer within 3s"),
         "hook-slow timed out once"
     );
     assert!(

@@ -14,20 +14,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// The address the daemon's HTTP endpoint bound (`http.listen` port 0), from its log.
-async fn http_addr(app: &TestApp) -> SocketAddr {
-    let log = app.log.clone();
-    wait_for("the HTTP endpoint's address in the log", T, || {
-        let text = log.lock().unwrap().clone();
-        async move {
-            let line = text.lines().find(|l| l.contains("HTTP endpoint"))?;
-            let at = line.find("address=")? + "address=".len();
-            line[at..].split_whitespace().next()?.parse().ok()
-        }
-    })
-    .await
-}
-
 async fn readyz(addr: SocketAddr) -> (u16, String) {
     let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
@@ -160,7 +146,7 @@ async fn a_poisoned_max_idle_time_beside_a_dying_job_still_alerts_the_death() {
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "init_grace = \"30d\"");
     let mut app = TestApp::new(&cfg);
     app.start();
-    let addr = http_addr(&app).await;
+    let addr = app.http_addr().await;
     wait_states(&app, &["job-0000".into(), "job-0001".into()], "INIT").await;
     wait_states(&app, &["job-0002".into()], "RUNNING").await;
 
@@ -229,7 +215,7 @@ async fn a_full_disk_then_freed_delivers_the_owed_alert_and_readyz_says_why_mean
     // The database directory is a 4 MiB file system of its own.
     let _mount = Mount::tmpfs(app.db_path.parent().unwrap(), "4m");
     app.start();
-    let addr = http_addr(&app).await;
+    let addr = app.http_addr().await;
     let jobs: Vec<String> = (0..3).map(job_id).collect();
     wait_states(&app, &jobs, "RUNNING").await;
     wait_readyz(addr, 200, "ready").await;
@@ -439,7 +425,7 @@ async fn a_deleted_or_replaced_database_is_reported_not_ready() {
     cfg.listen = "127.0.0.1:0".into();
     let mut app = TestApp::new(&cfg);
     app.start();
-    let addr = http_addr(&app).await;
+    let addr = app.http_addr().await;
     app.wait_running(2).await;
     wait_readyz(addr, 200, "ready").await;
 

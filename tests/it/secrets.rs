@@ -52,13 +52,7 @@ async fn an_echoed_token_is_redacted_everywhere() {
         (stopped && failing && alerted).then_some(())
     })
     .await;
-    let log = app.log_text();
-    let addr = log
-        .split("address=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no HTTP address in the log:\n{log}"))
-        .to_string();
+    let addr = app.http_addr().await;
     let api = reqwest::get(format!("http://{addr}/api/v1/jobs"))
         .await
         .unwrap()
