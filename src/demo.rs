@@ -63,8 +63,12 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    // The demo's own output is the show; logs only for warnings (RUST_LOG still wins).
-    crate::telemetry::init("error", crate::telemetry::LogFormat::Text);
+    // The demo's own output is the show; logs only for errors (RUST_LOG still wins). The
+    // outbox logs each alert it raises as an error too: the demo prints those as ALERT lines.
+    crate::telemetry::init(
+        "error,recwatch::outbox=off",
+        crate::telemetry::LogFormat::Text,
+    );
     let sim = simulate::start(
         TcpListener::bind("127.0.0.1:0").await?,
         SimOptions {
@@ -131,11 +135,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  database           {} (temporary)",
         config.storage.path.display()
     );
+    let script_end = args.step * 4 + args.interval * 2;
+    let outage = (args.step * 2).max(args.interval * 4);
     println!(
-        "  watching {} jobs every {}; scripted jobs start, run and stop over about {}",
+        "  watching {} jobs every {}; the scripted jobs start, run and stop over about {},",
         config.jobs.len(),
         crate::config::format_duration(args.interval),
-        crate::config::format_duration(args.step * 5)
+        crate::config::format_duration(script_end)
+    );
+    println!(
+        "  then the API fails for {} (act 2); a status line every {} when nothing happens",
+        crate::config::format_duration(outage),
+        crate::config::format_duration(QUIET)
     );
     println!("  Ctrl-C to stop\n");
 
@@ -146,10 +157,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir_path);
     })?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (store_tx, store_rx) = tokio::sync::oneshot::channel();
     let daemon = tokio::spawn(crate::daemon::run(
         config.clone(),
         stop_rx,
         move |running| {
+            let _ = store_tx.send(running.store.clone());
             let mut rx = running.events.subscribe();
             tokio::spawn(async move {
                 while let Ok(e) = rx.recv().await {
@@ -160,11 +173,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             });
         },
     ));
+    // The daemon's own store, for the status line (None until polling is armed).
+    let mut store_rx = Some(store_rx);
+    let mut live_store: Option<crate::store::Store> = None;
 
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let started = tokio::time::Instant::now();
+    let deadline = args.duration.map(|d| started + d);
+    // Act 2: after the script, the API answers 500 to everything for a while.
+    let mut acts = vec![
+        (started + script_end, Act::OutageStarts),
+        (started + script_end + outage, Act::OutageEnds),
+    ];
+    acts.reverse();
     let mut shutdown = shutdown;
-    // A failing job is shown when its error changes, not at every poll.
-    let mut last_error: std::collections::HashMap<String, String> = Default::default();
+    let mut daemon = daemon;
+    // Set when the daemon ended by itself (a start-up error): the demo ends with it.
+    let mut daemon_done = None;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut shown = Shown::new(started);
     // Checked after every print: the reader may leave at any line.
     while !reader_left() {
         let until_deadline = async {
@@ -173,28 +199,62 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
+        let next_act = acts.last().map(|(at, _)| *at);
+        let until_act = async {
+            match next_act {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = until_deadline => break,
-            Some(e) = events.recv() => {
-                match &e {
-                    Event::PollFailed { job, error } => {
-                        if last_error.insert(job.job_id.clone(), error.kind.as_str().into()).as_deref() == Some(error.kind.as_str()) {
-                            continue;
-                        }
-                    }
-                    Event::Transition { job, .. } => {
-                        last_error.remove(&job.job_id);
-                    }
-                    Event::Alert { .. } => {}
-                }
-                print_event(&e)
+            store = async { store_rx.as_mut().expect("polled only while Some").await }, if store_rx.is_some() => {
+                live_store = store.ok();
+                store_rx = None;
             }
-            Some(line) = deliveries.recv() => println!("{}  {line}", clock()),
+            result = &mut daemon, if daemon_done.is_none() => {
+                daemon_done = Some(result);
+                break;
+            }
+            _ = until_act => {
+                let (_, act) = acts.pop().expect("a next act");
+                match act {
+                    Act::OutageStarts => {
+                        sim.set_fault(simulate::Fault::new(simulate::FaultKind::ServerError));
+                        shown.line(&format!(
+                            "-- act 2: the scripted jobs have played out; now the simulated API answers HTTP 500 to every request for {}. Each job backs off on its own; one api_unhealthy alert stands for them all --",
+                            crate::config::format_duration(outage)
+                        ));
+                    }
+                    Act::OutageEnds => {
+                        sim.clear_faults();
+                        shown.line("-- the API answers again: api_unhealthy resolves with the next successful poll (the jobs that backed off come back one by one) --");
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                if shown.quiet_for() >= QUIET {
+                    let line = match &live_store {
+                        Some(store) => status_line(store, &shown, &sim.stats()).await,
+                        None => "starting...".to_string(),
+                    };
+                    shown.line(&line);
+                }
+            }
+            Some(e) = events.recv() => shown.event(&e),
+            Some(line) = deliveries.recv() => {
+                shown.webhooks += 1;
+                shown.line(&line);
+            }
         }
     }
     let _ = stop_tx.send(true);
-    daemon.await.context("the daemon task")??;
+    let result = match daemon_done {
+        Some(result) => result,
+        None => daemon.await,
+    };
+    result.context("the daemon task")??;
 
     let store = crate::store::Store::open(&config.storage.path).await?;
     let transitions = store.history(None, None, i64::MAX).await?.len();
@@ -205,9 +265,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .count();
     let stats = sim.stats();
     println!(
-        "\n{transitions} transitions recorded, {} alerts ({delivered} delivered), {} API requests (at most {} in any second)",
-        alerts.len(),
-        stats.requests,
+        "\n{} recorded, {} ({delivered} delivered), {} (at most {} in any second)",
+        plural(transitions, "transition"),
+        plural(alerts.len(), "alert"),
+        plural(stats.requests as usize, "API request"),
         stats.max_per_sliding_second
     );
     store.close().await;
@@ -215,11 +276,120 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After this long without output, the demo prints a status line.
+const QUIET: Duration = Duration::from_secs(10);
+
+enum Act {
+    OutageStarts,
+    OutageEnds,
+}
+
+/// What the demo printed: events, with what it needs to print them well.
+struct Shown {
+    last_output: tokio::time::Instant,
+    /// A failing job is shown when its error changes, not at every poll.
+    last_error: std::collections::HashMap<String, String>,
+    explained_tenant_stop: bool,
+    alerts: usize,
+    resolved: usize,
+    webhooks: usize,
+}
+
+impl Shown {
+    fn new(now: tokio::time::Instant) -> Shown {
+        Shown {
+            last_output: now,
+            last_error: Default::default(),
+            explained_tenant_stop: false,
+            alerts: 0,
+            resolved: 0,
+            webhooks: 0,
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        println!("{}  {text}", clock());
+        self.last_output = tokio::time::Instant::now();
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.last_output.elapsed()
+    }
+
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::PollFailed { job, error } => {
+                let kind = error.kind.as_str();
+                if self
+                    .last_error
+                    .insert(job.job_id.clone(), kind.into())
+                    .as_deref()
+                    == Some(kind)
+                {
+                    return;
+                }
+            }
+            Event::Transition { job, .. } => {
+                self.last_error.remove(&job.job_id);
+            }
+            Event::Alert { status, .. } if status == "resolved" => self.resolved += 1,
+            Event::Alert { .. } => self.alerts += 1,
+        }
+        self.line(&event_line(e));
+        if let Event::Transition { to, .. } = e
+            && to.stop_reason.as_deref() == Some("TENANT_STOP")
+            && !self.explained_tenant_stop
+        {
+            self.explained_tenant_stop = true;
+            self.line("   no alert for TENANT_STOP: the application stopped the recording itself, on purpose (set rules.stopped_by_tenant = \"warning\" to be told anyway)");
+        }
+    }
+}
+
+/// `n thing` or `n things`.
+fn plural(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// One line on where things stand, from the daemon's database and the simulator.
+async fn status_line(
+    store: &crate::store::Store,
+    shown: &Shown,
+    stats: &simulate::SimStats,
+) -> String {
+    let jobs = match store.jobs().await {
+        Ok(jobs) => jobs,
+        Err(e) => return format!("status: cannot read the database: {e:#}"),
+    };
+    let mut by_state = std::collections::BTreeMap::<&str, usize>::new();
+    for row in jobs.values() {
+        *by_state
+            .entry(row.state.as_deref().unwrap_or("never seen"))
+            .or_default() += 1;
+    }
+    let failing = jobs.values().filter(|r| r.consecutive_failures > 0).count();
+    let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(
+        "status: {} ({}; {failing} failing now), {} raised and {} resolved, {} received; {} so far, at most {} in any second",
+        plural(jobs.len(), "job"),
+        states.join(", "),
+        plural(shown.alerts, "alert"),
+        shown.resolved,
+        plural(shown.webhooks, "webhook"),
+        plural(stats.requests as usize, "API request"),
+        stats.max_per_sliding_second
+    )
+}
+
 fn clock() -> String {
     chrono::Local::now().format("%H:%M:%S").to_string()
 }
 
-fn print_event(e: &Event) {
+fn event_line(e: &Event) -> String {
     match e {
         Event::Transition {
             job,
@@ -233,26 +403,26 @@ fn print_event(e: &Event) {
                 .as_deref()
                 .map(|r| format!("  {r}"))
                 .unwrap_or_default();
-            let desc = description
-                .as_deref()
-                .filter(|d| !d.is_empty())
-                .map(|d| format!("  \"{d}\""))
-                .unwrap_or_default();
-            println!(
-                "{}  {:<12} {:<12} {from:>7} -> {}{reason}{desc}",
-                clock(),
+            let desc = crate::outbox::informative_description(
+                description.as_deref(),
+                &to.state,
+                to.stop_reason.as_deref(),
+            )
+            .map(|d| format!("  \"{d}\""))
+            .unwrap_or_default();
+            format!(
+                "{:<12} {:<12} {from:>7} -> {}{reason}{desc}",
                 job.label(),
                 job.job_id,
                 to.state
-            );
+            )
         }
         Event::PollFailed { job, error } => {
-            println!(
-                "{}  {:<12} {:<12} poll failed: {error}",
-                clock(),
+            format!(
+                "{:<12} {:<12} poll failed: {error}",
                 job.label(),
                 job.job_id
-            );
+            )
         }
         Event::Alert {
             summary,
@@ -265,7 +435,7 @@ fn print_event(e: &Event) {
             } else {
                 format!("ALERT {}", severity.to_uppercase())
             };
-            println!("{}  {tag} {rule}: {summary}", clock());
+            format!("{tag} {rule}: {summary}")
         }
     }
 }

@@ -274,11 +274,13 @@ impl Outbox {
         let facts = job_facts(ctx.job, snapshot);
         if let Some(open) = stuck {
             let summary = format!(
-                "{} has been in INIT for longer than its max_idle_time ({} s) plus {} grace: the recorder never started",
+                "{} has been in INIT for longer than its max_idle_time ({}) plus {} grace: the recorder never started",
                 ctx.job.label(),
-                snapshot
-                    .and_then(|j| j.max_idle_time)
-                    .unwrap_or(rules::DEFAULT_MAX_IDLE_TIME),
+                crate::config::format_duration(std::time::Duration::from_secs(
+                    snapshot
+                        .and_then(|j| j.max_idle_time)
+                        .unwrap_or(rules::DEFAULT_MAX_IDLE_TIME)
+                )),
                 crate::config::format_duration(config.rules.init_grace)
             );
             made.extend(
@@ -616,10 +618,25 @@ fn transition_summary(
         Rule::StoppedByTenant => "was stopped by the tenant (TENANT_STOP)".to_string(),
         _ => "changed".to_string(),
     };
-    match description {
-        Some(d) if !d.is_empty() => format!("{} {what}: {d}", job.label()),
-        _ => format!("{} {what}", job.label()),
+    match informative_description(description, "STOPPED", reason) {
+        Some(d) => format!("{} {what}: {d}", job.label()),
+        None => format!("{} {what}", job.label()),
     }
+}
+
+/// The API's free-text `description`, unless it only repeats the state and stop reason shown
+/// beside it (answers like "stopped: INTERNAL_ERROR" would print the reason twice).
+pub fn informative_description<'a>(
+    description: Option<&'a str>,
+    state: &str,
+    reason: Option<&str>,
+) -> Option<&'a str> {
+    let d = description.map(str::trim).filter(|d| !d.is_empty())?;
+    let mut rest = d.to_ascii_lowercase();
+    for known in std::iter::once(state).chain(reason) {
+        rest = rest.replace(&known.to_ascii_lowercase(), " ");
+    }
+    rest.chars().any(char::is_alphanumeric).then_some(d)
 }
 
 pub fn job_facts(job: &JobConfig, snapshot: Option<&crate::rtc::model::JobSnapshot>) -> JobFacts {
@@ -1016,6 +1033,50 @@ mod tests {
             assert_eq!(owed.is_empty(), pushed.is_empty(), "{name}");
             owed.clear();
             assert!(owed.changes().is_empty(), "{name}: cleared");
+        }
+    }
+
+    #[test]
+    fn description_that_only_repeats_the_state_and_reason_is_left_out() {
+        let cases = [
+            (
+                "state and reason",
+                Some("stopped: INTERNAL_ERROR"),
+                "STOPPED",
+                Some("INTERNAL_ERROR"),
+                None,
+            ),
+            ("state alone", Some("Stopped."), "STOPPED", None, None),
+            ("empty", Some("  "), "STOPPED", None, None),
+            ("none", None, "STOPPED", None, None),
+            (
+                "more than the reason",
+                Some("stopped: INTERNAL_ERROR in the mixer"),
+                "STOPPED",
+                Some("INTERNAL_ERROR"),
+                Some("stopped: INTERNAL_ERROR in the mixer"),
+            ),
+            (
+                "another reason than the code",
+                Some("stopped: disk full"),
+                "STOPPED",
+                Some("INTERNAL_ERROR"),
+                Some("stopped: disk full"),
+            ),
+            (
+                "a word for the state is information",
+                Some("recording"),
+                "RUNNING",
+                None,
+                Some("recording"),
+            ),
+        ];
+        for (name, description, state, reason, want) in cases {
+            assert_eq!(
+                informative_description(description, state, reason),
+                want,
+                "{name}"
+            );
         }
     }
 }

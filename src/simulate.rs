@@ -310,7 +310,7 @@ pub fn timeline(index: usize, step: Duration) -> Timeline {
         2 => (true, true, Some(StopReason::TenantStop)),
         3 => (true, false, None),
         4 => (false, false, None),
-        _ if (index / 6) % 2 == 0 => (true, true, None),
+        _ if (index / 6).is_multiple_of(2) => (true, true, None),
         _ => (
             true,
             true,
@@ -730,10 +730,10 @@ impl Simulator {
 
 impl Shared {
     fn cut_script(&mut self, previous: Option<Job>, elapsed: Duration) {
-        if let Some(Job::Scripted(index)) = previous {
-            if let Some(cut) = self.script_cut.get_mut(index) {
-                cut.get_or_insert(elapsed);
-            }
+        if let Some(Job::Scripted(index)) = previous
+            && let Some(cut) = self.script_cut.get_mut(index)
+        {
+            cut.get_or_insert(elapsed);
         }
     }
 

@@ -551,7 +551,8 @@ async fn the_demo_shows_changes_alerts_and_verified_deliveries() {
         "ALERT WARNING stuck_init",
         "ALERT WARNING job_not_found",
         "signature verified",
-        "at most 10 in any second",
+        "no alert for TENANT_STOP: the application stopped the recording itself",
+        "act 2: the scripted jobs have played out",
     ] {
         assert!(
             text.contains(needle),
@@ -559,6 +560,27 @@ async fn the_demo_shows_changes_alerts_and_verified_deliveries() {
         );
     }
     assert!(!text.contains("INVALID"), "{text}");
+    // The closing count: the simulator saw the 10/s budget used (one more in a second is
+    // scheduling noise on a loaded machine, see assert_within_budget).
+    let at_most: u64 = text
+        .split("(at most ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no closing count in:\n{text}"));
+    assert!(
+        (1..=11).contains(&at_most),
+        "{at_most} in a second:\n{text}"
+    );
+    // Plain text: no reason said twice, no "1 alerts".
+    for line in text.lines() {
+        for code in ["INTERNAL_ERROR", "EXCEED_MAX_IDLE_TIME", "RECORDER_CRASHED"] {
+            assert!(line.matches(code).count() <= 1, "said twice: {line}");
+        }
+    }
+    for odd in [" 1 alerts", " 1 transitions", " 1 API requests", "-0%"] {
+        assert!(!text.contains(odd), "{odd:?} in:\n{text}");
+    }
 }
 
 /// The demo's temporary directories under `tmp`.

@@ -321,7 +321,7 @@ async fn api_health_changes_a_full_disk_refuses_are_kept_until_written() {
     let mut app = TestApp::new(&cfg);
     let _mount = Mount::tmpfs(app.db_path.parent().unwrap(), "4m");
     app.start();
-    let addr = http_addr(&app).await;
+    let addr = app.http_addr().await;
     wait_states(&app, &[job_id(0)], "RUNNING").await;
     wait_readyz(addr, 200, "ready").await;
 
