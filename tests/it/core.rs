@@ -295,7 +295,7 @@ async fn a_wrong_secret_costs_at_most_three_refused_requests() {
     cfg.secret_key = "the-wrong-secret".into();
     // A short back-off, so the test waits for its end (a positive event) rather than watching
     // a while for requests that must not come.
-    cfg.api_extra = "auth_backoff = \"3s\"\n".into();
+    cfg.api_extra = "auth_backoff = \"3s\"\nallow_short_auth_backoff = true\n".into();
     let mut app = TestApp::new(&cfg);
     app.start();
     app.wait_log("refused the credentials 3 times in a row", T)

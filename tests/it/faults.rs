@@ -418,7 +418,7 @@ async fn a_wrong_secret_costs_three_requests_and_one_alert() {
     let mut cfg = AppConfig::new(&sim, 8);
     cfg.secret_key = "the-wrong-secret".into();
     // A short back-off, so the test waits for its end rather than watching for absence.
-    cfg.api_extra = "auth_backoff = \"3s\"\n".into();
+    cfg.api_extra = "auth_backoff = \"3s\"\nallow_short_auth_backoff = true\n".into();
     cfg.extra = notify_toml(
         Some(hook.url().as_str()),
         None,
