@@ -212,7 +212,7 @@ async fn errors_hit_only_their_job_and_are_recorded_by_kind() {
     wait_states(&app, &["job-0006".to_string()], "STOPPED").await;
     // Failing jobs back off: far fewer polls than a healthy one over the same time.
     wait_for("40 polls of the healthy job", T, || {
-        let n = sim.stats().by_job["demo-app"]["job-0007"];
+        let n = polls_of(&sim, "job-0007");
         async move { (n >= 40).then_some(()) }
     })
     .await;

@@ -43,15 +43,6 @@ fn ran_then_stopped(reason: Option<&str>) -> Steps {
     ]
 }
 
-fn polls_of(sim: &Simulator, job: &str) -> u64 {
-    sim.stats()
-        .by_job
-        .get("demo-app")
-        .and_then(|j| j.get(job))
-        .copied()
-        .unwrap_or(0)
-}
-
 async fn wait_polls(sim: &Simulator, job: &str, at_least: u64) {
     wait_for(&format!("{at_least} polls of {job}"), T, || {
         let n = polls_of(sim, job);

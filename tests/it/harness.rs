@@ -62,6 +62,16 @@ where
     }
 }
 
+/// How many requests the simulator had for `job` of demo-app (0 before the first).
+pub fn polls_of(sim: &Simulator, job: &str) -> u64 {
+    sim.stats()
+        .by_job
+        .get("demo-app")
+        .and_then(|j| j.get(job))
+        .copied()
+        .unwrap_or(0)
+}
+
 pub async fn start_sim(opts: SimOptions) -> Simulator {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     simulate::start(listener, opts).await.unwrap()
