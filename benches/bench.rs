@@ -1,4 +1,4 @@
-//! The benchmark: the real daemon code against `recwatch simulate`, in four parts (see
+//! The benchmark: the real daemon code against `recwatch simulate`, in six parts (see
 //! BENCHMARKS.md). Run with `cargo bench --bench bench` (or `benches/run.sh`, which also sets
 //! up the Python SDK). Parts can be picked by name: `cargo bench --bench bench -- storage`.
 //! Prints a table and writes `target/bench-results.json`.
@@ -47,6 +47,12 @@ fn main() -> anyhow::Result<()> {
     }
     if want("storage") {
         results.insert("storage".into(), rt.block_on(storage(dir.path()))?);
+    }
+    if want("prune") {
+        results.insert("prune".into(), rt.block_on(prune(dir.path()))?);
+    }
+    if want("jobs_api") {
+        results.insert("jobs_api".into(), rt.block_on(jobs_api(dir.path()))?);
     }
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("\nkept {}", dir.keep().display());
@@ -971,4 +977,509 @@ async fn write_rate(dir: &Path, name: &str, normal: bool) -> anyhow::Result<f64>
     anyhow::ensure!(written as usize == n, "one transition row per change");
     store.close().await;
     Ok(rate)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared by parts 5 and 6: the real daemon with its log read line by line.
+
+/// `recwatch run` with RUST_LOG `filter`; each stderr line arrives with when it was read.
+fn spawn_daemon_logged(
+    config: &Path,
+    filter: &str,
+) -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<(Instant, String)>)> {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", filter)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting recwatch run")?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    Ok((Proc(child), rx))
+}
+
+/// Waits for a log line containing `needle`; the lines before it are dropped.
+async fn wait_line(
+    rx: &std::sync::mpsc::Receiver<(Instant, String)>,
+    needle: &str,
+    timeout: Duration,
+) -> anyhow::Result<(Instant, String)> {
+    let start = Instant::now();
+    loop {
+        while let Ok((at, line)) = rx.try_recv() {
+            if line.contains(needle) {
+                return Ok((at, line));
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!("no log line with {needle:?} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `key=value` from a text log line.
+fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim_matches('"'))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Retention: a million old rows pruned while polling at the budget.
+
+const PRUNE_TRANSITIONS: i64 = 1_000_000;
+const PRUNE_ALERTS: i64 = 100_000;
+const PRUNE_EPISODES: i64 = 50_000;
+const PRUNE_JOBS: usize = 30;
+/// 30 jobs every 3 s = 10 requests/s = the default `api.rate_limit`: polling at the budget.
+const PRUNE_PERIOD: Duration = Duration::from_secs(3);
+
+async fn prune(dir: &Path) -> anyhow::Result<Value> {
+    println!(
+        "\n5. retention: prune {PRUNE_TRANSITIONS} transitions, {PRUNE_ALERTS} alerts with {} deliveries and {PRUNE_EPISODES} closed episodes, all 200 days old, while `recwatch run` polls {PRUNE_JOBS} jobs every {}s at 10 requests/s",
+        2 * PRUNE_ALERTS,
+        PRUNE_PERIOD.as_secs()
+    );
+    let sim = Sim::spawn(&[
+        "--static",
+        "--jobs",
+        &PRUNE_JOBS.to_string(),
+        "--rate-limit",
+        "10",
+    ])?;
+    let config = config_file(
+        dir,
+        "prune",
+        &sim.url,
+        PRUNE_JOBS,
+        &format!("[poll]\ninterval = \"{}s\"\n", PRUNE_PERIOD.as_secs()),
+    );
+    let db = dir.join("prune.db");
+    let built = Instant::now();
+    build_old_rows(&db).await?;
+    let build_secs = built.elapsed().as_secs_f64();
+    row(
+        "build the old rows (one transaction per table)",
+        format!("{build_secs:.1} s"),
+        &format!("{:.0} MB", std::fs::metadata(&db)?.len() as f64 / 1e6),
+    );
+
+    // Every poll as the simulator sees it: its per-job counters, read every 50 ms.
+    let (daemon, log) = spawn_daemon_logged(&config, "warn,recwatch=info")?;
+    let started = Instant::now();
+    let mut polls: std::collections::HashMap<String, Vec<Instant>> = Default::default();
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut pruned: Option<(Instant, String)> = None;
+    loop {
+        let stats = sim.stats().await?;
+        let now = Instant::now();
+        for (job, n) in stats.by_job.get(APP).into_iter().flatten() {
+            let seen = counts.entry(job.clone()).or_default();
+            for _ in *seen..*n {
+                polls.entry(job.clone()).or_default().push(now);
+            }
+            *seen = *n;
+        }
+        while let Ok((at, line)) = log.try_recv() {
+            if line.contains("pruned rows") {
+                pruned = Some((at, line));
+            }
+        }
+        // Keep measuring for 10 periods after the prune, to compare with.
+        if let Some((at, _)) = &pruned
+            && now.duration_since(*at) > PRUNE_PERIOD * 10
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("no \"pruned rows\" log line within 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (done_at, line) = pruned.expect("loop ends with it");
+    drop(daemon);
+    let prune_secs = done_at.duration_since(started).as_secs_f64();
+
+    // Gaps between a job's consecutive polls, split by whether the later poll came while the
+    // prune ran (it starts with the daemon) or after it.
+    let (mut during, mut after) = (Vec::new(), Vec::new());
+    for times in polls.values() {
+        for w in times.windows(2) {
+            let gap = w[1].duration_since(w[0]).as_secs_f64();
+            if w[1] <= done_at {
+                during.push(gap);
+            } else {
+                after.push(gap);
+            }
+        }
+    }
+    during.sort_by(f64::total_cmp);
+    after.sort_by(f64::total_cmp);
+    let p = PRUNE_PERIOD.as_secs_f64();
+    let max_during = during.last().copied().unwrap_or(f64::NAN);
+    let max_after = after.last().copied().unwrap_or(f64::NAN);
+    let field = |k: &str| log_field(&line, k).and_then(|v| v.parse::<u64>().ok());
+    let store = Store::open(&db).await?;
+    let left = |sql: &'static str| {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(store.reader())
+                .await
+        }
+    };
+    let kept = json!({
+        "transitions": left("SELECT count(*) FROM transitions").await?,
+        "alerts": left("SELECT count(*) FROM alerts").await?,
+        "deliveries": left("SELECT count(*) FROM deliveries").await?,
+        "episodes": left("SELECT count(*) FROM episodes").await?,
+    });
+    store.close().await;
+    row(
+        "prune, from daemon start to its log line",
+        format!("{prune_secs:.1} s"),
+        &format!(
+            "{} rows in {} transactions",
+            ["alerts", "deliveries", "episodes", "transitions"]
+                .iter()
+                .filter_map(|k| field(k))
+                .sum::<u64>(),
+            field("batches").unwrap_or(0)
+        ),
+    );
+    row(
+        "longest transaction (write lock held)",
+        format!("{} ms", field("longest_batch_ms").unwrap_or(0)),
+        "",
+    );
+    row(
+        &format!("polls during the prune: gaps p50 / max (P = {p:.0} s)"),
+        format!(
+            "{:.2} / {max_during:.2} s",
+            if during.is_empty() {
+                f64::NAN
+            } else {
+                percentile(&during, 0.5)
+            }
+        ),
+        target(max_during - p <= p, "no poll late by more than P"),
+    );
+    row(
+        "polls after it: gaps p50 / max",
+        format!(
+            "{:.2} / {max_after:.2} s",
+            if after.is_empty() {
+                f64::NAN
+            } else {
+                percentile(&after, 0.5)
+            }
+        ),
+        &format!("{} gaps during, {} after", during.len(), after.len()),
+    );
+    row("rows left (recent ones only)", kept.to_string(), "");
+    Ok(json!({
+        "old_rows": {
+            "transitions": PRUNE_TRANSITIONS,
+            "alerts": PRUNE_ALERTS,
+            "deliveries": 2 * PRUNE_ALERTS,
+            "episodes": PRUNE_EPISODES,
+        },
+        "build_seconds": build_secs,
+        "prune_seconds": prune_secs,
+        "log_line": line,
+        "pruned": {
+            "alerts": field("alerts"),
+            "deliveries": field("deliveries"),
+            "episodes": field("episodes"),
+            "transitions": field("transitions"),
+            "batches": field("batches"),
+            "longest_batch_ms": field("longest_batch_ms"),
+        },
+        "period_seconds": p,
+        "gaps_during": during.len(),
+        "gap_during_max_seconds": max_during,
+        "gap_during_p50_seconds": if during.is_empty() { f64::NAN } else { percentile(&during, 0.5) },
+        "gap_during_p99_seconds": if during.is_empty() { f64::NAN } else { percentile(&during, 0.99) },
+        "gaps_after": after.len(),
+        "gap_after_max_seconds": max_after,
+        "max_lateness_seconds": max_during - p,
+        "left": kept,
+    }))
+}
+
+/// A database such as a year of running leaves: rows 200 days old in every table retention
+/// covers (transitions with a ~400-byte snapshot, alerts with a ~600-byte payload and two
+/// finished deliveries each, closed episodes), checkpointed like a daemon's file.
+async fn build_old_rows(db: &Path) -> anyhow::Result<()> {
+    let store = Store::open(db).await?;
+    let snapshot = serde_json::to_string(&snapshot_for(0, true))?;
+    let payload = format!("{{\"bench\":\"{}\"}}", "x".repeat(600));
+    let base = chrono::Utc::now().timestamp() - 200 * 86_400;
+    let mut tx = store.writer().begin().await?;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+         INSERT INTO transitions (app_id, job_id, from_state, to_state, stop_reason, description,
+             create_time, start_time, stop_time, update_time, observed_at, snapshot)
+         SELECT 'demo-app', printf('job-%04d', i % 1000), 'RUNNING', 'STOPPED', 'INTERNAL_ERROR',
+             'bench', NULL, NULL, NULL, NULL,
+             strftime('%Y-%m-%dT%H:%M:%fZ', ?2 + i / 100, 'unixepoch'), ?3
+         FROM n",
+    )
+    .bind(PRUNE_TRANSITIONS)
+    .bind(base)
+    .bind(&snapshot)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+         INSERT INTO episodes (rule, app_id, job_id, opened_at, last_notified_at, resolved_at)
+         SELECT 'stuck_init', 'demo-app', printf('job-%06d', i),
+             strftime('%Y-%m-%dT%H:%M:%fZ', ?2 + i, 'unixepoch'),
+             strftime('%Y-%m-%dT%H:%M:%fZ', ?2 + i, 'unixepoch'),
+             strftime('%Y-%m-%dT%H:%M:%fZ', ?2 + i + 60, 'unixepoch')
+         FROM n",
+    )
+    .bind(PRUNE_EPISODES)
+    .bind(base)
+    .execute(&mut *tx)
+    .await?;
+    // Half the alerts point at a transition, the other half at an episode.
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+         INSERT INTO alerts (id, dedup_key, rule, severity, status, app_id, job_id, transition_id,
+             episode_id, summary, payload, created_at)
+         SELECT printf('rw_bench%016d', i), printf('bench:%d', i), 'stopped_unexpectedly',
+             'critical', 'firing', 'demo-app', printf('job-%04d', i % 1000),
+             CASE WHEN i % 2 = 0 THEN i * 5 + 1 END, CASE WHEN i % 2 = 1 THEN i / 2 + 1 END,
+             'bench alert', ?3, strftime('%Y-%m-%dT%H:%M:%fZ', ?2 + i, 'unixepoch')
+         FROM n",
+    )
+    .bind(PRUNE_ALERTS)
+    .bind(base)
+    .bind(&payload)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO deliveries (alert_id, channel, state, attempts, next_attempt_at, sent_at, created_at)
+         SELECT id, 'bench-hook', 'sent', 1, created_at, created_at, created_at FROM alerts
+         UNION ALL
+         SELECT id, 'bench-mail', 'dead', 9, created_at, NULL, created_at FROM alerts",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(store.writer())
+        .await?;
+    store.close().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. /api/v1/jobs for 100,000 jobs: memory.
+
+const API_JOBS: usize = 100_000;
+const API_PAGE: usize = 1000;
+const API_PARALLEL: usize = 20;
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmRSS").unwrap_or(0)
+}
+
+/// Walks every page; returns (pages, items, largest page in bytes).
+async fn walk_jobs(http: &reqwest::Client, base: &str) -> anyhow::Result<(usize, usize, usize)> {
+    let (mut pages, mut items, mut largest) = (0, 0, 0);
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/jobs?limit={API_PAGE}");
+        if let Some(c) = &after {
+            url.push_str(&format!("&after={c}"));
+        }
+        let body = http
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let page: Value = serde_json::from_slice(&body)?;
+        pages += 1;
+        items += page["items"].as_array().map_or(0, |a| a.len());
+        largest = largest.max(body.len());
+        match page["next_after"].as_str() {
+            Some(c) => after = Some(c.to_string()),
+            None => return Ok((pages, items, largest)),
+        }
+    }
+}
+
+/// Runs `work` while sampling the process's RSS every 10 ms; returns its result and the peak.
+async fn peak_rss_during<T>(
+    pid: u32,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, u64)> {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(vm_rss_kib(pid));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak.max(vm_rss_kib(pid))
+        }
+    });
+    let out = work.await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await?;
+    Ok((out?, peak))
+}
+
+async fn jobs_api(dir: &Path) -> anyhow::Result<Value> {
+    println!(
+        "\n6. /api/v1/jobs with {API_JOBS} jobs: memory of `recwatch run` while walking every page (limit {API_PAGE}), once and {API_PARALLEL} at a time"
+    );
+    let sim = Sim::spawn(&[
+        "--static",
+        "--jobs",
+        &API_JOBS.to_string(),
+        "--rate-limit",
+        "10",
+    ])?;
+    let config = config_file(dir, "api", &sim.url, API_JOBS, "");
+    let text = std::fs::read_to_string(&config)?
+        .replace("[http]\nlisten = \"\"", "[http]\nlisten = \"127.0.0.1:0\"");
+    std::fs::write(&config, text)?;
+    // Every job with a row, as after a first round of polls.
+    let db = dir.join("api.db");
+    let store = Store::open(&db).await?;
+    let snapshot = serde_json::to_string(&snapshot_for(0, false))?;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+         INSERT INTO jobs (app_id, job_id, state, description, snapshot, first_seen_at,
+             last_polled_at, last_ok_at, last_changed_at)
+         SELECT 'demo-app', printf('job-%04d', i), 'RUNNING', 'bench', ?2,
+             '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z',
+             '2026-01-01T00:00:00.000Z'
+         FROM n",
+    )
+    .bind(API_JOBS as i64)
+    .bind(&snapshot)
+    .execute(store.writer())
+    .await?;
+    store.close().await;
+
+    let started = Instant::now();
+    let (daemon, log) = spawn_daemon_logged(&config, "warn,recwatch=info")?;
+    let pid = daemon.0.id();
+    let (_, line) = wait_line(&log, "HTTP endpoint:", Duration::from_secs(300)).await?;
+    let addr = log_field(&line, "address").context("address in the endpoint's log line")?;
+    let base = format!("http://{addr}");
+    wait_line(&log, "recwatch running", Duration::from_secs(300)).await?;
+    let start_secs = started.elapsed().as_secs_f64();
+    // Let start-up settle (first polls, the gauges' first refresh).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let http = reqwest::Client::new();
+    let before = vm_rss_kib(pid);
+
+    let t = Instant::now();
+    let ((pages, items, largest), peak_one) = peak_rss_during(pid, walk_jobs(&http, &base)).await?;
+    let one_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        items == API_JOBS,
+        "one walk saw {items} jobs, not {API_JOBS}"
+    );
+    let after_one = vm_rss_kib(pid);
+
+    let t = Instant::now();
+    let (walks, peak_parallel) = peak_rss_during(pid, async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..API_PARALLEL {
+            let (http, base) = (http.clone(), base.clone());
+            set.spawn(async move { walk_jobs(&http, &base).await });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = set.join_next().await {
+            all.push(r??);
+        }
+        Ok(all)
+    })
+    .await?;
+    let parallel_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(walks.iter().all(|w| w.1 == API_JOBS));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after_parallel = vm_rss_kib(pid);
+    let hwm = proc_status_kb(pid, "VmHWM")?;
+    drop(daemon);
+
+    // What one unpaginated answer would be: `status --json` prints all of it at once.
+    let out = Command::new(BIN)
+        .args(["--config"])
+        .arg(&config)
+        .args(["status", "--json"])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "recwatch status --json failed");
+    let mib = |k: u64| k as f64 / 1024.0;
+    row(
+        &format!("start with {API_JOBS} jobs (config read, store opened)"),
+        format!("{start_secs:.1} s"),
+        "",
+    );
+    row("RSS before", format!("{:.1} MiB", mib(before)), "");
+    row(
+        &format!("one walk: {pages} pages, peak RSS"),
+        format!("{:.1} MiB", mib(peak_one)),
+        &format!(
+            "+{:.1} MiB; {one_secs:.1} s; largest page {:.0} KB",
+            mib(peak_one.saturating_sub(before)),
+            largest as f64 / 1e3
+        ),
+    );
+    row(
+        &format!("{API_PARALLEL} walks at once, peak RSS"),
+        format!("{:.1} MiB", mib(peak_parallel)),
+        &format!(
+            "+{:.1} MiB; {parallel_secs:.1} s",
+            mib(peak_parallel.saturating_sub(before))
+        ),
+    );
+    row(
+        "RSS 5 s after them",
+        format!("{:.1} MiB", mib(after_parallel)),
+        &format!("(after one walk: {:.1} MiB)", mib(after_one)),
+    );
+    row(
+        "for scale: `status --json` (all jobs in one array)",
+        format!("{:.1} MB", out.stdout.len() as f64 / 1e6),
+        "",
+    );
+    Ok(json!({
+        "jobs": API_JOBS,
+        "page_limit": API_PAGE,
+        "pages": pages,
+        "largest_page_bytes": largest,
+        "start_seconds": start_secs,
+        "rss_before_kib": before,
+        "peak_rss_one_walk_kib": peak_one,
+        "one_walk_seconds": one_secs,
+        "rss_after_one_walk_kib": after_one,
+        "parallel_walks": API_PARALLEL,
+        "peak_rss_parallel_kib": peak_parallel,
+        "parallel_seconds": parallel_secs,
+        "rss_after_parallel_kib": after_parallel,
+        "vm_hwm_kib": hwm,
+        "status_json_bytes": out.stdout.len(),
+    }))
 }

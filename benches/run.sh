@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole benchmark: sets up the official Python SDK in .venv-bench/ (once), builds the
 # release binary and runs `cargo bench --bench bench`. Arguments pick parts:
-#   benches/run.sh                      # throughput latency footprint storage (about 6 minutes)
+#   benches/run.sh                      # throughput latency footprint storage prune jobs_api (about 9 minutes)
 #   benches/run.sh throughput storage   # some of them
 # Results: the table on stdout and target/bench-results.json. Everything talks to 127.0.0.1 only.
 set -euo pipefail

@@ -433,8 +433,10 @@ async fn poll_once(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A watched job with what the database knows of it: a row of `status --json` and of
+/// `/api/v1/jobs`.
 #[derive(Serialize)]
-struct StatusRow {
+pub struct StatusRow {
     app_id: String,
     job_id: String,
     name: Option<String>,
@@ -447,27 +449,32 @@ struct StatusRow {
     polled: bool,
 }
 
-/// Each watched job with what the database knows of it; shared with /api/v1/jobs.
+impl StatusRow {
+    /// `row` is the job's database row, None if it was never polled.
+    pub fn new(j: &crate::config::JobConfig, r: Option<&crate::store::JobRow>) -> StatusRow {
+        StatusRow {
+            app_id: j.app_id.clone(),
+            job_id: j.job_id.clone(),
+            name: j.name.clone(),
+            state: r.and_then(|r| r.state.clone()),
+            stop_reason: r.and_then(|r| r.stop_reason.clone()),
+            description: r.and_then(|r| r.description.clone()),
+            last_polled_at: r.and_then(|r| r.last_polled_at.clone()),
+            last_changed_at: r.and_then(|r| r.last_changed_at.clone()),
+            last_error: r.and_then(|r| r.last_error.clone()),
+            polled: r.is_some_and(|r| r.last_polled_at.is_some()),
+        }
+    }
+}
+
+/// Each watched job with what the database knows of it, in config order (`status --json`;
+/// `/api/v1/jobs` serves the same rows a page at a time).
 pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<serde_json::Value> {
     let rows = store.jobs().await?;
     let out: Vec<StatusRow> = config
         .jobs
         .iter()
-        .map(|j| {
-            let r = rows.get(&(j.app_id.clone(), j.job_id.clone()));
-            StatusRow {
-                app_id: j.app_id.clone(),
-                job_id: j.job_id.clone(),
-                name: j.name.clone(),
-                state: r.and_then(|r| r.state.clone()),
-                stop_reason: r.and_then(|r| r.stop_reason.clone()),
-                description: r.and_then(|r| r.description.clone()),
-                last_polled_at: r.and_then(|r| r.last_polled_at.clone()),
-                last_changed_at: r.and_then(|r| r.last_changed_at.clone()),
-                last_error: r.and_then(|r| r.last_error.clone()),
-                polled: r.is_some_and(|r| r.last_polled_at.is_some()),
-            }
-        })
+        .map(|j| StatusRow::new(j, rows.get(&(j.app_id.clone(), j.job_id.clone()))))
         .collect();
     Ok(serde_json::to_value(out)?)
 }

@@ -47,6 +47,16 @@ pub async fn run(
     for w in config.warnings() {
         warn!("{w}");
     }
+    // Before anything opens descriptors: the usual soft limit (1024) is too low for the HTTP
+    // endpoint's connections beside outbound requests; the hard limit is ours to take.
+    match crate::http::raise_nofile_limit() {
+        Ok((before, after)) if before < after => {
+            info!("open-files limit raised from {before} to {after}")
+        }
+        Ok(_) => {}
+        // Under the systemd unit the seccomp filter refuses this; LimitNOFILE= has set it.
+        Err(e) => debug!("open-files limit left as it is: {e}"),
+    }
     // One daemon per database, decided before the schema is touched: a second one refuses
     // here, and two started at once never race each other's migrations.
     let owner = OwnerLock::acquire(&config.storage.path, "run").await?;
@@ -86,7 +96,8 @@ pub async fn run(
     let liveness = poller.liveness();
     let vitals = Arc::new(Vitals::new(liveness.clone(), store.health().clone()));
     let shared_config = Arc::new(RwLock::new(config.clone()));
-    let housekeeping = start_housekeeping(store.clone(), config.storage.retention).await?;
+    let (housekeeping, first_prune) =
+        start_housekeeping(store.clone(), config.storage.retention, stop.clone()).await?;
     let (notify_tx, notify_rx) = watch::channel(config.notify.clone());
     // Built once here, so a broken channel configuration fails the start, not a restart.
     let worker = crate::deliver::Worker::new(store.clone(), &config, outbox.wake_handle())?;
@@ -202,9 +213,10 @@ pub async fn run(
     let _ = worker_task.await;
     reloads.abort();
     drop(notify_tx);
-    if let Some(mut h) = housekeeping {
-        let _ = h.shutdown().await;
-    }
+    let mut housekeeping = housekeeping;
+    let _ = housekeeping.shutdown().await;
+    // A prune stops between two of its batches once shutdown is set.
+    let _ = first_prune.await;
     store.close().await;
     // Released last: nothing of this process touches the database any more.
     drop(owner);
@@ -429,33 +441,51 @@ fn watch_file(
     Ok(watcher)
 }
 
-/// Prunes old transitions at start and daily at 03:17 UTC.
+/// Prunes what is older than `storage.retention` once at start and daily at 03:17 UTC. The
+/// start's prune runs beside polling, not before it: on a big database it takes a while, and
+/// its short batches let the poller's writes through.
 async fn start_housekeeping(
     store: Store,
     retention: Duration,
-) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(
+    tokio_cron_scheduler::JobScheduler,
+    tokio::task::JoinHandle<()>,
+)> {
     use tokio_cron_scheduler::{Job, JobScheduler};
-    prune(&store, retention).await;
+    let first = tokio::spawn({
+        let store = store.clone();
+        let stop = shutdown.clone();
+        async move { prune(&store, retention, &stop).await }
+    });
     let sched = JobScheduler::new().await?;
-    let s = store.clone();
     sched
         .add(Job::new_async("0 17 3 * * *", move |_, _| {
-            let s = s.clone();
-            Box::pin(async move { prune(&s, retention).await })
+            let (s, stop) = (store.clone(), shutdown.clone());
+            Box::pin(async move { prune(&s, retention, &stop).await })
         })?)
         .await?;
     sched.start().await?;
-    Ok(Some(sched))
+    Ok((sched, first))
 }
 
-async fn prune(store: &Store, retention: Duration) {
+async fn prune(store: &Store, retention: Duration, stop: &watch::Receiver<bool>) {
     // A retention longer than the calendar reaches back keeps everything.
     let Some(cutoff) = crate::rules::checked_before(chrono::Utc::now(), retention) else {
         return;
     };
-    match store.prune(cutoff).await {
-        Ok(0) => {}
-        Ok(n) => info!(rows = n, "pruned transitions older than storage.retention"),
+    match store.prune(cutoff, crate::store::PRUNE_BATCH, stop).await {
+        Ok(p) if p.rows() == 0 => {}
+        Ok(p) => info!(
+            alerts = p.alerts,
+            deliveries = p.deliveries,
+            episodes = p.episodes,
+            transitions = p.transitions,
+            batches = p.batches,
+            longest_batch_ms = p.longest_batch.as_millis() as u64,
+            interrupted = p.stopped,
+            "pruned rows older than storage.retention (alerts with a pending delivery are kept)"
+        ),
         Err(e) => warn!("retention pruning failed (will retry tomorrow): {e:#}"),
     }
 }

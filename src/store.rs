@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -313,6 +314,87 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Rows per prune transaction. Measured (BENCHMARKS.md, part 5) on 1,350,000 old rows while
+/// polling at the budget: 5,000 held the write lock up to 235 ms and made polls up to 0.3 s
+/// late; 1,000 held it up to 140 ms (a WAL checkpoint) and no poll was later than without a
+/// prune, for a prune that takes about a minute instead of 25 s. Pruning is never urgent.
+pub const PRUNE_BATCH: usize = 1000;
+
+/// Between two prune transactions.
+const PRUNE_PAUSE: Duration = Duration::from_millis(5);
+
+/// Alerts older than the cutoff whose deliveries are all finished (sent or dead) or that have
+/// none. Used twice in one transaction (deliveries, then the alerts): nothing else writes in
+/// between and the order is fixed, so both statements pick the same alerts. `+d.state` keeps
+/// SQLite on the deliveries' primary key (this alert's few rows) rather than walking every
+/// pending delivery in `deliveries_due` for each alert.
+macro_rules! prunable_alerts {
+    () => {
+        "SELECT id FROM alerts a
+         WHERE created_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND +d.state = 'pending')
+         ORDER BY created_at LIMIT ?2"
+    };
+}
+
+const PRUNE_ALERTS: &[&str] = &[
+    concat!(
+        "DELETE FROM deliveries WHERE alert_id IN (",
+        prunable_alerts!(),
+        ")"
+    ),
+    concat!("DELETE FROM alerts WHERE id IN (", prunable_alerts!(), ")"),
+];
+const PRUNE_EPISODES: &[&str] = &["DELETE FROM episodes WHERE id IN
+     (SELECT id FROM episodes WHERE resolved_at < ?1 ORDER BY resolved_at LIMIT ?2)"];
+const PRUNE_TRANSITIONS: &[&str] = &["DELETE FROM transitions WHERE id IN
+     (SELECT id FROM transitions WHERE observed_at < ?1 ORDER BY observed_at LIMIT ?2)"];
+
+#[derive(Clone, Copy)]
+enum Table {
+    Alerts,
+    Episodes,
+    Transitions,
+}
+
+/// What one prune removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub alerts: u64,
+    pub deliveries: u64,
+    pub episodes: u64,
+    pub transitions: u64,
+    /// Transactions it took.
+    pub batches: u64,
+    /// The longest any one of them held the write lock.
+    pub longest_batch: Duration,
+    /// Shutdown came first: the rest waits for the next run.
+    pub stopped: bool,
+}
+
+impl Pruned {
+    pub fn rows(&self) -> u64 {
+        self.alerts + self.deliveries + self.episodes + self.transitions
+    }
+}
+
+/// The database's side of `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DbGauges {
+    /// Jobs by state (None: never answered).
+    pub jobs_by_state: Vec<(Option<String>, i64)>,
+    pub deliveries: Vec<DeliveryCount>,
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// Pending or dead deliveries of one channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryCount {
+    pub channel: String,
+    pub dead: bool,
+    pub n: i64,
+}
+
 /// True when the error is SQLite's "database is locked/busy": worth retrying, not a bug.
 pub fn is_busy(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -560,6 +642,27 @@ impl Store {
         Ok(row.as_ref().map(job_from_row))
     }
 
+    /// The rows of these jobs only (one page of `/api/v1/jobs`), keyed by (app_id, job_id);
+    /// a job never polled has none. One statement: the keys go in as a JSON array and each
+    /// is a primary-key look-up, so the cost follows the page, not the table.
+    pub async fn jobs_by_key(
+        &self,
+        keys: &[(&str, &str)],
+    ) -> anyhow::Result<HashMap<(String, String), JobRow>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(JOBS_BY_KEY.as_str()))
+            .bind(serde_json::to_string(keys)?)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(job_from_row)
+            .map(|row| ((row.app_id.clone(), row.job_id.clone()), row))
+            .collect())
+    }
+
     /// Transitions, newest first, optionally for one job id and since a time.
     pub async fn history(
         &self,
@@ -595,13 +698,121 @@ impl Store {
         Ok(rows.into_iter().map(|r| transition_from_row(&r)).collect())
     }
 
-    /// Deletes transitions observed before `cutoff`; returns how many.
-    pub async fn prune(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64> {
-        let done = sqlx::query("DELETE FROM transitions WHERE observed_at < ?")
-            .bind(timestamp(cutoff))
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected())
+    /// Applies `storage.retention`: deletes what is older than `cutoff` — alerts with their
+    /// deliveries (never an alert with a delivery still pending), closed condition episodes
+    /// and transitions — in transactions of at most `batch` rows each, so the write lock is
+    /// never held for long and the poller's writes get in between. Stops early (with
+    /// `stopped` set) when `stop` turns true; the next run goes on where this one ended.
+    pub async fn prune(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: usize,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Pruned> {
+        let cutoff = timestamp(cutoff);
+        let batch = batch.max(1) as i64;
+        let mut done = Pruned::default();
+        // Alerts first: deleting a transition or an episode updates the alerts that point at
+        // it, so fewer alerts left means less to update. Also, an alert's dedup key names its
+        // transition or episode id, and SQLite may hand out the id of a deleted newest row
+        // again: the alert goes in the same run as (or before) what it names.
+        for (table, statements) in [
+            (Table::Alerts, PRUNE_ALERTS),
+            (Table::Episodes, PRUNE_EPISODES),
+            (Table::Transitions, PRUNE_TRANSITIONS),
+        ] {
+            loop {
+                if *stop.borrow() {
+                    done.stopped = true;
+                    return Ok(done);
+                }
+                let (counts, held) = self.prune_batch(statements, &cutoff, batch).await?;
+                done.batches += 1;
+                done.longest_batch = done.longest_batch.max(held);
+                let deleted = *counts.last().expect("a statement per batch");
+                match table {
+                    Table::Alerts => {
+                        done.deliveries += counts[0];
+                        done.alerts += deleted;
+                    }
+                    Table::Episodes => done.episodes += deleted,
+                    Table::Transitions => done.transitions += deleted,
+                }
+                if deleted < batch as u64 {
+                    break;
+                }
+                // The writer pool is fair (a waiting write gets the connection before this
+                // task can take it back); the pause also leaves the disk to the poller.
+                tokio::time::sleep(PRUNE_PAUSE).await;
+            }
+        }
+        Ok(done)
+    }
+
+    /// One batch of a prune: its statements in one short `BEGIN IMMEDIATE` transaction.
+    /// Returns the rows each statement deleted and how long the write lock was held.
+    async fn prune_batch(
+        &self,
+        statements: &[&'static str],
+        cutoff: &str,
+        batch: i64,
+    ) -> anyhow::Result<(Vec<u64>, Duration)> {
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let locked = std::time::Instant::now();
+        let mut counts = Vec::with_capacity(statements.len());
+        for &sql in statements {
+            let done = sqlx::query(sql)
+                .bind(cutoff)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| {
+                    format!(
+                        "pruning: {}",
+                        sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                    )
+                })?;
+            counts.push(done.rows_affected());
+        }
+        tx.commit().await?;
+        Ok((counts, locked.elapsed()))
+    }
+
+    /// What `/metrics` reports about the database, from indexed queries only: jobs by state
+    /// (from `jobs_by_state`), pending and dead deliveries by channel and the oldest pending
+    /// one (from `deliveries_due`, which holds the channel too). The HTTP endpoint runs this
+    /// at most once a second, however many clients scrape.
+    pub async fn gauges(&self) -> anyhow::Result<DbGauges> {
+        let jobs = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|r| (r.get::<Option<String>, _>("state"), r.get::<i64, _>("n")))
+            .collect();
+        let deliveries = sqlx::query(
+            "SELECT channel, state, COUNT(*) AS n FROM deliveries
+             WHERE state IN ('pending', 'dead') GROUP BY channel, state",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|r| DeliveryCount {
+            channel: r.get("channel"),
+            dead: r.get::<String, _>("state") == "dead",
+            n: r.get("n"),
+        })
+        .collect();
+        let oldest: Option<String> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(DbGauges {
+            jobs_by_state: jobs,
+            deliveries,
+            oldest_pending: oldest
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        })
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
@@ -618,6 +829,14 @@ impl Store {
 const JOB_COLUMNS: &str = "SELECT app_id, job_id, name, state, stop_reason, description, first_seen_at,
         last_polled_at, last_ok_at, last_changed_at, last_error, last_error_kind, consecutive_failures
      FROM jobs";
+
+/// The rows of the jobs given as a JSON array of `[app_id, job_id]` (a row-value IN: one
+/// primary-key look-up per key).
+static JOBS_BY_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{JOB_COLUMNS} WHERE (app_id, job_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+    )
+});
 
 fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> JobRow {
     JobRow {
@@ -839,10 +1058,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(recent.len(), 2);
-        assert_eq!(
-            store.prune(now - chrono::Duration::days(90)).await.unwrap(),
-            1
-        );
+        let (_, never) = watch::channel(false);
+        let pruned = store
+            .prune(now - chrono::Duration::days(90), PRUNE_BATCH, &never)
+            .await
+            .unwrap();
+        assert_eq!(pruned.transitions, 1);
         assert_eq!(store.history(None, None, 100).await.unwrap().len(), 2);
         let jobs = store.jobs().await.unwrap();
         assert_eq!(
@@ -916,5 +1137,344 @@ mod tests {
         assert!(!h.is_failing());
         h.set_writer_dead();
         assert_eq!(h.problems(), vec!["the database writer has stopped"]);
+    }
+
+    /// An alert as the outbox writes it, with deliveries given as (channel, state).
+    async fn alert(
+        store: &Store,
+        id: &str,
+        at: DateTime<Utc>,
+        transition: Option<i64>,
+        episode: Option<i64>,
+        deliveries: &[(&str, &str)],
+    ) {
+        let at = timestamp(at);
+        sqlx::query(
+            "INSERT INTO alerts (id, dedup_key, rule, severity, status, transition_id, episode_id,
+                                 summary, payload, created_at)
+             VALUES (?1, ?1, 'stopped_unexpectedly', 'critical', 'firing', ?2, ?3, 's', '{}', ?4)",
+        )
+        .bind(id)
+        .bind(transition)
+        .bind(episode)
+        .bind(&at)
+        .execute(store.writer())
+        .await
+        .unwrap();
+        for (channel, state) in deliveries {
+            sqlx::query(
+                "INSERT INTO deliveries (alert_id, channel, state, next_attempt_at, created_at)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(channel)
+            .bind(state)
+            .bind(&at)
+            .bind(&at)
+            .execute(store.writer())
+            .await
+            .unwrap();
+        }
+    }
+
+    async fn episode(
+        store: &Store,
+        job: &str,
+        opened: DateTime<Utc>,
+        resolved: Option<DateTime<Utc>>,
+    ) -> i64 {
+        sqlx::query(
+            "INSERT INTO episodes (rule, app_id, job_id, opened_at, last_notified_at, resolved_at)
+             VALUES ('stuck_init', 'app', ?, ?, ?, ?)",
+        )
+        .bind(job)
+        .bind(timestamp(opened))
+        .bind(timestamp(opened))
+        .bind(resolved.map(timestamp))
+        .execute(store.writer())
+        .await
+        .unwrap()
+        .last_insert_rowid()
+    }
+
+    async fn count(store: &Store, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(store.reader())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn prune_removes_old_alerts_deliveries_closed_episodes_and_transitions_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(100);
+        let recent = now - chrono::Duration::days(1);
+        let cutoff = now - chrono::Duration::days(90);
+
+        // 7 old transitions (one job flipping), 2 recent ones.
+        let mut t = Vec::new();
+        let mut from: Option<&str> = None;
+        for i in 0..9 {
+            let to = if i % 2 == 0 { "RUNNING" } else { "STOPPED" };
+            let at = if i < 7 {
+                old + chrono::Duration::minutes(i)
+            } else {
+                recent
+            };
+            t.push(store.record(&[record("j", at, from, to)]).await.unwrap()[0].unwrap());
+            from = Some(to);
+        }
+        // 5 episodes closed long ago, one still open since long ago, one closed recently.
+        let mut closed = Vec::new();
+        for i in 0..5 {
+            closed.push(
+                episode(
+                    &store,
+                    &format!("e{i}"),
+                    old,
+                    Some(old + chrono::Duration::hours(1)),
+                )
+                .await,
+            );
+        }
+        let open = episode(&store, "open", old, None).await;
+        let closed_recently = episode(&store, "recent", old, Some(recent)).await;
+
+        // Old alerts whose deliveries are finished (sent or dead), or that had no channel.
+        for i in 0..6 {
+            let (tr, ep) = if i % 2 == 0 {
+                (Some(t[i]), None)
+            } else {
+                (None, Some(closed[i % 5]))
+            };
+            alert(
+                &store,
+                &format!("done-{i}"),
+                old,
+                tr,
+                ep,
+                &[("hook", "sent"), ("mail", "dead")],
+            )
+            .await;
+        }
+        alert(&store, "no-channel", old, Some(t[6]), None, &[]).await;
+        // Old alerts not yet delivered everywhere: kept, with all their deliveries.
+        alert(
+            &store,
+            "pending-1",
+            old,
+            Some(t[0]),
+            None,
+            &[("hook", "pending"), ("mail", "sent")],
+        )
+        .await;
+        alert(
+            &store,
+            "pending-2",
+            old,
+            None,
+            Some(open),
+            &[("mail", "pending")],
+        )
+        .await;
+        // Recent ones: kept.
+        alert(
+            &store,
+            "recent",
+            recent,
+            Some(t[8]),
+            None,
+            &[("hook", "sent")],
+        )
+        .await;
+
+        let (_, never) = watch::channel(false);
+        let pruned = store.prune(cutoff, 2, &never).await.unwrap();
+        assert_eq!(
+            (
+                pruned.alerts,
+                pruned.deliveries,
+                pruned.episodes,
+                pruned.transitions
+            ),
+            (7, 12, 5, 7),
+            "{pruned:?}"
+        );
+        // Batches of 2: alerts 2+2+2+1, episodes 2+2+1, transitions 2+2+2+1.
+        assert_eq!(pruned.batches, 4 + 3 + 4, "{pruned:?}");
+        assert!(!pruned.stopped);
+        assert_eq!(pruned.rows(), 31);
+
+        let alerts: Vec<String> = sqlx::query_scalar("SELECT id FROM alerts ORDER BY id")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(alerts, ["pending-1", "pending-2", "recent"]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM deliveries").await, 4);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"
+            )
+            .await,
+            2
+        );
+        let episodes: Vec<i64> = sqlx::query_scalar("SELECT id FROM episodes ORDER BY id")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(episodes, [open, closed_recently]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM transitions").await, 2);
+        // A kept alert whose transition was pruned keeps its frozen payload, the link is NULL.
+        let link: Option<i64> =
+            sqlx::query_scalar("SELECT transition_id FROM alerts WHERE id = 'pending-1'")
+                .fetch_one(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(link, None);
+        // The job's own row is not history: it stays.
+        assert!(
+            store
+                .jobs()
+                .await
+                .unwrap()
+                .contains_key(&("app".into(), "j".into()))
+        );
+
+        // Nothing left to do: one empty batch per table.
+        let again = store.prune(cutoff, 2, &never).await.unwrap();
+        assert_eq!((again.rows(), again.batches), (0, 3));
+
+        // Once its last delivery is over, an old alert goes at the next prune.
+        sqlx::query("UPDATE deliveries SET state = 'sent' WHERE alert_id = 'pending-2'")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        let later = store.prune(cutoff, 2, &never).await.unwrap();
+        assert_eq!((later.alerts, later.deliveries), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_prune_stops_between_batches_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let old = Utc::now() - chrono::Duration::days(100);
+        store
+            .record(&[record("j", old, None, "RUNNING")])
+            .await
+            .unwrap();
+        let (stop, stopping) = watch::channel(false);
+        stop.send(true).unwrap();
+        let pruned = store.prune(Utc::now(), 2, &stopping).await.unwrap();
+        assert!(pruned.stopped);
+        assert_eq!((pruned.batches, pruned.rows()), (0, 0));
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM transitions").await,
+            1,
+            "left for the next run"
+        );
+    }
+
+    #[tokio::test]
+    async fn gauges_and_pages_of_jobs_come_from_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let now = Utc::now();
+        store
+            .record(&[
+                record("a", now, None, "RUNNING"),
+                record("b", now, None, "RUNNING"),
+                record("c", now, None, "STOPPED"),
+            ])
+            .await
+            .unwrap();
+        let older = now - chrono::Duration::minutes(5);
+        alert(
+            &store,
+            "x",
+            older,
+            None,
+            None,
+            &[("hook", "pending"), ("mail", "dead")],
+        )
+        .await;
+        alert(
+            &store,
+            "y",
+            now,
+            None,
+            None,
+            &[("hook", "pending"), ("mail", "sent")],
+        )
+        .await;
+        let g = store.gauges().await.unwrap();
+        let mut jobs = g.jobs_by_state.clone();
+        jobs.sort();
+        assert_eq!(
+            jobs,
+            [(Some("RUNNING".into()), 2), (Some("STOPPED".into()), 1)]
+        );
+        let mut d: Vec<_> = g
+            .deliveries
+            .iter()
+            .map(|d| (d.channel.as_str(), d.dead, d.n))
+            .collect();
+        d.sort();
+        assert_eq!(d, [("hook", false, 2), ("mail", true, 1)]);
+        assert_eq!(g.oldest_pending.map(timestamp), Some(timestamp(older)));
+
+        // Only the asked-for jobs, and none for a job never polled.
+        let rows = store
+            .jobs_by_key(&[("app", "c"), ("app", "a"), ("app", "never")])
+            .await
+            .unwrap();
+        let mut keys: Vec<_> = rows.keys().map(|(_, j)| j.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["a", "c"]);
+        assert_eq!(
+            rows[&("app".into(), "c".into())].state.as_deref(),
+            Some("STOPPED")
+        );
+
+        // The plans: no statement here reads a whole table (`SCAN t` without an index).
+        let statements = [
+            "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state",
+            "SELECT channel, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY channel, state",
+            "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'",
+            JOBS_BY_KEY.as_str(),
+            PRUNE_ALERTS[0],
+            PRUNE_ALERTS[1],
+            PRUNE_EPISODES[0],
+            PRUNE_TRANSITIONS[0],
+        ];
+        for sql in statements {
+            let plan: Vec<String> =
+                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("2000-01-01T00:00:00.000Z")
+                    .bind(10)
+                    .fetch_all(store.reader())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>("detail"))
+                    .collect();
+            let scans: Vec<&String> = plan
+                .iter()
+                .filter(|l| {
+                    l.starts_with("SCAN") && !l.contains("INDEX") && !l.contains("json_each")
+                })
+                .collect();
+            assert!(scans.is_empty(), "{sql}\n{plan:#?}");
+            if PRUNE_ALERTS.contains(&sql) {
+                // Per alert, its own deliveries, not every pending one.
+                assert!(
+                    plan.iter()
+                        .any(|l| l.contains("SEARCH d USING PRIMARY KEY (alert_id=?)")),
+                    "{sql}\n{plan:#?}"
+                );
+            }
+        }
     }
 }

@@ -223,11 +223,36 @@ impl TestApp {
 
     /// Starts `recwatch run` with extra environment variables.
     pub fn start_with(&mut self, env: &[(&str, &str)]) {
-        assert!(self.child.is_none(), "already running");
         let mut cmd = self.command(&["run"]);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        self.spawn(cmd);
+    }
+
+    /// Starts `recwatch run` with its open-files limit (soft and hard) set to `nofile`, as a
+    /// host with a low limit would start it.
+    pub fn start_with_nofile(&mut self, nofile: u64) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.command(&["run"]);
+        let lim = libc::rlimit {
+            rlim_cur: nofile as libc::rlim_t,
+            rlim_max: nofile as libc::rlim_t,
+        };
+        // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.spawn(cmd);
+    }
+
+    fn spawn(&mut self, mut cmd: Command) {
+        assert!(self.child.is_none(), "already running");
         let mut child = cmd
             .env("RUST_LOG", "info,recwatch=debug")
             .stdout(Stdio::null())

@@ -6,6 +6,7 @@ mod answers;
 mod checks;
 mod core;
 mod delivery;
+mod endpoint;
 mod faults;
 mod harness;
 mod notify;
