@@ -316,12 +316,13 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 
 /// Rows per prune transaction. Measured (BENCHMARKS.md, part 5) on 1,350,000 old rows while
 /// polling at the budget: 5,000 held the write lock up to 235 ms and made polls up to 0.3 s
-/// late; 1,000 held it up to 140 ms (a WAL checkpoint) and no poll was later than without a
-/// prune, for a prune that takes about a minute instead of 25 s. Pruning is never urgent.
+/// late; 1,000 holds it up to 140-330 ms (a WAL checkpoint, and a busy machine) and no poll
+/// waits on it, for a prune of about a minute instead of 25 s. Pruning is never urgent.
 pub const PRUNE_BATCH: usize = 1000;
 
-/// Between two prune transactions.
-const PRUNE_PAUSE: Duration = Duration::from_millis(5);
+/// Between two prune transactions: a little air for the poller's writes and the disk. (Longer
+/// pauses only made the prune longer; see BENCHMARKS.md, part 5.)
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Alerts older than the cutoff whose deliveries are all finished (sent or dead) or that have
 /// none. Used twice in one transaction (deliveries, then the alerts): nothing else writes in
