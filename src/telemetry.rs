@@ -338,6 +338,19 @@ fn syslog_priority(level: Level) -> u8 {
 mod tests {
     use super::*;
 
+    /// A log sink the tests read back.
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     const STDERR: (u64, u64) = (64769, 1234);
 
     fn env() -> Environment {
@@ -562,18 +575,6 @@ mod tests {
 
     /// Formats one event per level with `settings` and returns the output.
     fn render(settings: &Settings) -> String {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let buf = Buf::default();
         let out = buf.clone();
         let subscriber = tracing_subscriber::registry().with(layer(settings, move || out.clone()));
@@ -707,18 +708,6 @@ mod tests {
 
     #[test]
     fn outside_text_in_a_text_log_stays_on_one_bounded_line() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let buf = Buf::default();
         let out = buf.clone();
         let settings = decide("info", LogFormat::Text, &env());

@@ -30,13 +30,17 @@ async fn wait_more_faults(sim: &Simulator, more: u64) {
     .await
 }
 
-async fn polls_of(sim: &Simulator, job: &str) -> u64 {
-    sim.stats()
-        .by_job
-        .get("demo-app")
-        .and_then(|j| j.get(job))
-        .copied()
-        .unwrap_or(0)
+/// One static job watched with a signed webhook, started and seen RUNNING.
+async fn one_running_job() -> (Simulator, Receiver, TestApp, String) {
+    let sim = start_sim(static_sim(1)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    let job = job_id(0);
+    wait_states(&app, std::slice::from_ref(&job), "RUNNING").await;
+    (sim, hook, app, job)
 }
 
 const API_UNHEALTHY: &str = "SELECT COUNT(*) FROM alerts WHERE rule = 'api_unhealthy'";
@@ -173,9 +177,9 @@ async fn an_answer_about_another_job_is_no_transition_and_the_job_keeps_being_po
     })
     .await;
     // It keeps being polled (with back-off), and every answer is refused the same way.
-    let polled = polls_of(&sim, &jobs[1]).await;
+    let polled = polls_of(&sim, &jobs[1]);
     wait_for("two more polls of job-0001", T, || async {
-        (polls_of(&sim, &jobs[1]).await >= polled + 2).then_some(())
+        (polls_of(&sim, &jobs[1]) >= polled + 2).then_some(())
     })
     .await;
     let (state, _, kind, failures) = app.job_row(&jobs[1]).await.unwrap();
@@ -251,9 +255,9 @@ async fn an_answer_without_a_state_is_a_failed_poll_that_counts_toward_api_healt
         (kind.as_deref() == Some("no_state")).then_some(())
     })
     .await;
-    let polled = polls_of(&sim, &jobs[1]).await;
+    let polled = polls_of(&sim, &jobs[1]);
     wait_for("two more polls of job-0001", T, || async {
-        (polls_of(&sim, &jobs[1]).await >= polled + 2).then_some(())
+        (polls_of(&sim, &jobs[1]) >= polled + 2).then_some(())
     })
     .await;
     let (state, _, kind, failures) = app.job_row(&jobs[1]).await.unwrap();
@@ -328,14 +332,7 @@ async fn an_answer_without_a_state_is_a_failed_poll_that_counts_toward_api_healt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_id_of_each_transition_is_in_history_and_the_alert() {
-    let sim = start_sim(static_sim(1)).await;
-    let hook = Receiver::start(Some(SECRET)).await;
-    let mut cfg = AppConfig::new(&sim, 1);
-    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    let job = job_id(0);
-    wait_states(&app, std::slice::from_ref(&job), "RUNNING").await;
+    let (sim, hook, mut app, job) = one_running_job().await;
     sim.set_job(
         "demo-app",
         &job,
@@ -370,14 +367,7 @@ async fn the_request_id_of_each_transition_is_in_history_and_the_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_but_readable_answers_are_read_and_make_no_false_transitions() {
-    let sim = start_sim(static_sim(1)).await;
-    let hook = Receiver::start(Some(SECRET)).await;
-    let mut cfg = AppConfig::new(&sim, 1);
-    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    let job = job_id(0);
-    wait_states(&app, std::slice::from_ref(&job), "RUNNING").await;
+    let (sim, hook, mut app, job) = one_running_job().await;
 
     // What the SDK would accept: numeric app id, record_param as a string, the state in
     // another case with padding and a NUL, invalid UTF-8 in the description.
@@ -402,9 +392,9 @@ async fn odd_but_readable_answers_are_read_and_make_no_false_transitions() {
             .filter(|d| d.starts_with("enregistrement \u{FFFD}"))
     })
     .await;
-    let polled = polls_of(&sim, &job).await;
+    let polled = polls_of(&sim, &job);
     wait_for("more polls of the odd answer", T, || async {
-        (polls_of(&sim, &job).await >= polled + 5).then_some(())
+        (polls_of(&sim, &job) >= polled + 5).then_some(())
     })
     .await;
     // A stop spelled in lower case is the real stop, with its documented reason.
