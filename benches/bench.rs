@@ -6,11 +6,11 @@
 use anyhow::{Context, bail};
 use recwatch::config::{Auth, Config, JobConfig};
 use recwatch::outbox::{JobContext, Outbox};
-use recwatch::rtc::client::RtcClient;
-use recwatch::rtc::model::{JobSnapshot, State, StopReason};
 use recwatch::secret::Secret;
-use recwatch::simulate::SimStats;
 use recwatch::store::{PollOutcome, PollRecord, Store};
+use recwatch_rtc::client::RtcClient;
+use recwatch_rtc::model::{JobSnapshot, State, StopReason};
+use recwatch_sim::SimStats;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -174,7 +174,7 @@ impl Sim {
         Ok(())
     }
 
-    async fn changes(&self) -> anyhow::Result<Vec<recwatch::simulate::Change>> {
+    async fn changes(&self) -> anyhow::Result<Vec<recwatch_sim::Change>> {
         Ok(self
             .http
             .get(format!("{}/_sim/changes", self.url))
@@ -189,7 +189,7 @@ fn jobs(n: usize) -> Vec<JobConfig> {
     (0..n)
         .map(|i| JobConfig {
             app_id: APP.into(),
-            job_id: recwatch::simulate::job_id(i),
+            job_id: recwatch_sim::job_id(i),
             name: None,
             interval: None,
             notify: None,
@@ -226,7 +226,7 @@ listen = ""
     for i in 0..jobs {
         text.push_str(&format!(
             "[[jobs]]\napp_id = \"{APP}\"\njob_id = \"{}\"\n",
-            recwatch::simulate::job_id(i)
+            recwatch_sim::job_id(i)
         ));
     }
     let path = dir.join(format!("{name}.toml"));
@@ -412,7 +412,7 @@ async fn plain_client(url: &str, in_flight: usize) -> anyhow::Result<f64> {
     api.endpoint = url.parse()?;
     api.project_id = Some(PROJECT.into());
     api.max_in_flight = in_flight;
-    let signer = RtcClient::new(&api)?;
+    let signer = RtcClient::new(&api.client_config())?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(in_flight)
         .build()?;
@@ -426,7 +426,7 @@ async fn plain_client(url: &str, in_flight: usize) -> anyhow::Result<f64> {
             let mut n = 0usize;
             let mut i = t;
             while started.elapsed() < MEASURE {
-                let path = signer.job_path(APP, &recwatch::simulate::job_id(i % THROUGHPUT_JOBS));
+                let path = signer.job_path(APP, &recwatch_sim::job_id(i % THROUGHPUT_JOBS));
                 let mut request = http.get(format!("{url}{path}"));
                 for (name, value) in signer.headers(&path, chrono::Utc::now()) {
                     if name != "Host" {
@@ -849,7 +849,7 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
         let rows = store.history(Some(job), None, 1000).await?;
         query_job.push(t.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(rows.len() == (HISTORY_ROWS / HISTORY_JOBS) as usize);
-        let j = recwatch::simulate::job_id(i * 97 % HISTORY_JOBS as usize);
+        let j = recwatch_sim::job_id(i * 97 % HISTORY_JOBS as usize);
         let t = Instant::now();
         store.history(Some(&j), None, 1000).await?;
         query_job.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -908,7 +908,7 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
 
 fn snapshot_for(i: usize, stopped: bool) -> JobSnapshot {
     JobSnapshot {
-        job_id: Some(recwatch::simulate::job_id(i)),
+        job_id: Some(recwatch_sim::job_id(i)),
         app_id: Some(APP.into()),
         state: Some(if stopped {
             State::Stopped

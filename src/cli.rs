@@ -7,9 +7,9 @@
 
 use crate::config::{self, Config, ConfigError, EXIT_CONFIG};
 use crate::outbox::Outbox;
-use crate::rtc::client::RtcClient;
 use crate::store::Store;
 use clap::{Parser, Subcommand};
+use recwatch_rtc::client::RtcClient;
 use serde::Serialize;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -110,8 +110,10 @@ pub enum Command {
         channel: Option<String>,
     },
     /// Run a fake RTC API (for the demo, tests and benchmarks).
-    Simulate(crate::simulate::SimulateArgs),
+    #[cfg(feature = "demo")]
+    Simulate(recwatch_sim::SimulateArgs),
     /// Start the simulator and the daemon against it and show changes and alerts live.
+    #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
 }
 
@@ -157,13 +159,15 @@ fn fail(e: anyhow::Error) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Simulate(args) => {
             crate::telemetry::init("info", cli.log_format);
-            return crate::simulate::run(args.clone())
+            return recwatch_sim::run(args.clone())
                 .await
                 .map(|_| ExitCode::SUCCESS)
                 .unwrap_or_else(fail);
         }
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             return crate::demo::run(args.clone())
                 .await
@@ -198,6 +202,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 .await
                 .unwrap_or_else(fail);
         }
+        #[cfg(feature = "demo")]
         Command::Simulate(_) | Command::Demo(_) => unreachable!("handled above"),
     };
     result.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail)
@@ -366,7 +371,7 @@ async fn poll_once(config: &Config) -> anyhow::Result<()> {
     // a running daemon it would poll every job a second time, outside the daemon's budget.
     let owner = crate::lock::OwnerLock::acquire(&config.storage.path, "poll-once").await?;
     let store = Store::open_owned(&config.storage.path, &owner).await?;
-    let client = RtcClient::new(&config.api)?;
+    let client = RtcClient::new(&config.api.client_config())?;
     let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;
     let results = crate::poll::poll_once(config, &client, &store, &outbox).await;

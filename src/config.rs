@@ -81,63 +81,19 @@ pub struct ApiConfig {
     pub allow_short_auth_backoff: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Auth {
-    /// AK/SK, signed with SDK-HMAC-SHA256.
-    AkSk {
-        access_key: String,
-        secret_key: Secret,
-        security_token: Option<Secret>,
-    },
-    /// An IAM token sent as `X-Auth-Token`.
-    Token { token: Secret },
-}
+pub use recwatch_rtc::Auth;
 
-impl Auth {
-    /// The secrets these credentials send, for redacting an answer that echoes them.
-    pub fn secrets(&self) -> Vec<&Secret> {
-        match self {
-            Auth::AkSk {
-                secret_key,
-                security_token,
-                ..
-            } => std::iter::once(secret_key)
-                .chain(security_token.as_ref())
-                .collect(),
-            Auth::Token { token } => vec![token],
+impl ApiConfig {
+    /// What the RTC client needs of this section (the client never sees the daemon's types).
+    pub fn client_config(&self) -> recwatch_rtc::ClientConfig {
+        recwatch_rtc::ClientConfig {
+            endpoint: self.endpoint.clone(),
+            project_id: self.project_id.clone(),
+            auth: self.auth.clone(),
+            timeout: self.timeout,
+            max_connections: self.max_in_flight,
         }
     }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Auth::AkSk {
-                access_key,
-                security_token: None,
-                ..
-            } => {
-                format!(
-                    "AK/SK (SDK-HMAC-SHA256), access key {}",
-                    redact_ak(access_key)
-                )
-            }
-            Auth::AkSk {
-                access_key,
-                security_token: Some(_),
-                ..
-            } => format!(
-                "temporary AK/SK with security token (SDK-HMAC-SHA256), access key {}",
-                redact_ak(access_key)
-            ),
-            Auth::Token { .. } => "IAM token (X-Auth-Token)".into(),
-        }
-    }
-}
-
-/// The access key is an identifier, not a secret, but the first characters are plenty to
-/// recognise it in output.
-fn redact_ak(ak: &str) -> String {
-    let head: String = ak.chars().take(4).collect();
-    format!("{head}…")
 }
 
 #[derive(Clone, Debug)]

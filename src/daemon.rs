@@ -13,11 +13,11 @@ use crate::config::{self, Config};
 use crate::lock::OwnerLock;
 use crate::outbox::Outbox;
 use crate::poll::{Command, Event, Poller};
-use crate::rtc::client::RtcClient;
 use crate::store::Store;
 use crate::systemd;
 use crate::vitals::Vitals;
 use anyhow::Context;
+use recwatch_rtc::client::RtcClient;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -68,7 +68,8 @@ pub async fn run(
         Some(addr) => Some(crate::startup::bind_http(addr).await?),
         None => None,
     };
-    let client = RtcClient::new(&config.api).context("cannot build the HTTP client")?;
+    let client =
+        RtcClient::new(&config.api.client_config()).context("cannot build the HTTP client")?;
     let (events, _) = broadcast::channel(1024);
     let outbox = Outbox::new().with_events(events.clone());
     outbox.restore(&store).await?;
@@ -369,7 +370,7 @@ impl Reloader {
             Err(e) => {
                 error!("reload ({why}) refused, keeping the previous configuration: {e}");
             }
-            Ok(new) => match RtcClient::new(&new.api) {
+            Ok(new) => match RtcClient::new(&new.api.client_config()) {
                 Err(e) => error!(
                     "reload ({why}) refused, keeping the previous configuration: cannot build the HTTP client: {e:#}"
                 ),

@@ -6,10 +6,10 @@
 use crate::config::{Auth, Config, JobConfig, WebhookConfig};
 use crate::poll::Event;
 use crate::secret::Secret;
-use crate::simulate::{self, SimAuth, SimOptions};
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use recwatch_sim::{self as simulate, SimAuth, SimOptions};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};

@@ -5,14 +5,14 @@
 //! moment before its reason is filled in). Everything else (times, description) is refreshed
 //! in the job's snapshot but is not a transition, so re-polling writes nothing new.
 //!
-//! States and stop reasons are compared by [`crate::rtc::model::enum_key`]: `"running"`, `" RUNNING"` and
+//! States and stop reasons are compared by [`recwatch_rtc::model::enum_key`]: `"running"`, `" RUNNING"` and
 //! `"RUNNING\0"` are one state, so noise in how the API spells a value makes no transition
 //! (and no alert). An unknown value is still a state of its own.
 
-use crate::rtc::model::{JobSnapshot, State, same_enum};
+use recwatch_rtc::model::{JobSnapshot, State, same_enum};
 
 /// The part of a job that transitions are made of, as text (the form it is stored in).
-/// Equality is on [`crate::rtc::model::enum_key`] of each part, so a phase read back from an older database
+/// Equality is on [`recwatch_rtc::model::enum_key`] of each part, so a phase read back from an older database
 /// that kept a value as the API spelled it still equals the same phase polled now.
 #[derive(Clone, Debug)]
 pub struct Phase {
@@ -90,7 +90,7 @@ pub fn detect(previous: Option<&Phase>, job: &JobSnapshot) -> Detected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtc::model::{State, StopReason};
+    use recwatch_rtc::model::{State, StopReason};
 
     fn phase(state: &str, reason: Option<&str>) -> Phase {
         Phase {

@@ -752,7 +752,7 @@ async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
     for (state, n) in g.jobs_by_state {
         let label = state
             .as_deref()
-            .map(crate::rtc::model::state_label)
+            .map(recwatch_rtc::model::state_label)
             .unwrap_or("UNKNOWN");
         *by_label.entry(label).or_default() += n;
     }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod detect;
 pub mod http;
@@ -17,10 +18,8 @@ pub mod lock;
 pub mod notify;
 pub mod outbox;
 pub mod poll;
-pub mod rtc;
 pub mod rules;
 pub mod secret;
-pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod systemd;

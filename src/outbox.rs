@@ -639,7 +639,7 @@ pub fn informative_description<'a>(
     rest.chars().any(char::is_alphanumeric).then_some(d)
 }
 
-pub fn job_facts(job: &JobConfig, snapshot: Option<&crate::rtc::model::JobSnapshot>) -> JobFacts {
+pub fn job_facts(job: &JobConfig, snapshot: Option<&recwatch_rtc::model::JobSnapshot>) -> JobFacts {
     let mut f = JobFacts {
         app_id: job.app_id.clone(),
         job_id: job.job_id.clone(),

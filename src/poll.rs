@@ -23,10 +23,10 @@
 use crate::config::{Config, JobConfig};
 use crate::detect::{Detected, Phase, detect};
 use crate::outbox::{self, ApiHealthChange, GroupWriter, Outbox, OwedHealth};
-use crate::rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
 use crate::store::{PollOutcome, PollRecord, Store};
 use chrono::Utc;
 use rand::Rng;
+use recwatch_rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1076,7 +1076,7 @@ impl Poller {
                         self.budget.pause_until(later(now, pause));
                         // A skewed clock is refused like a bad key: say which it is.
                         let fix = match e.clock_skew_minutes {
-                            Some(m) => crate::rtc::client::clock_message(m),
+                            Some(m) => recwatch_rtc::client::clock_message(m),
                             None => ErrorKind::Unauthorized.hint().to_string(),
                         };
                         error!(
@@ -1470,7 +1470,7 @@ impl PollTask {
                             "state change"
                         );
                         // Unknown states share one label: the API cannot grow the series.
-                        metrics::counter!("recwatch_transitions_total", "to_state" => crate::rtc::model::state_label(&to.state)).increment(1);
+                        metrics::counter!("recwatch_transitions_total", "to_state" => recwatch_rtc::model::state_label(&to.state)).increment(1);
                         let _ = self.events.send(Event::Transition {
                             job: state.job.clone(),
                             from: from.clone(),

@@ -82,7 +82,7 @@ pub fn checked_before(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
 /// [`is_stuck_init`] for a polled job; `None` when the answer has no state (it says nothing
 /// about whether the job is still in INIT).
 pub fn snapshot_stuck_init(
-    job: &crate::rtc::model::JobSnapshot,
+    job: &recwatch_rtc::model::JobSnapshot,
     first_seen: DateTime<Utc>,
     grace: Duration,
     now: DateTime<Utc>,

@@ -14,9 +14,9 @@
 
 use crate::alert::timestamp;
 use crate::detect::Phase;
-use crate::rtc::model::JobSnapshot;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use recwatch_rtc::model::JobSnapshot;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -995,7 +995,7 @@ pub(crate) async fn write_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtc::model::State;
+    use recwatch_rtc::model::State;
 
     fn record(job: &str, at: DateTime<Utc>, from: Option<&str>, to: &str) -> PollRecord {
         let phase = |s: &str| Phase {

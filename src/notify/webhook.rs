@@ -8,9 +8,9 @@
 use super::{DeliveryError, Retry, chain, redact, snippet};
 use crate::alert::Alert;
 use crate::config::{ConfigError, WebhookConfig, decode_webhook_secret};
-use crate::rtc::sign::hmac_raw;
 use crate::secret::Secret;
 use base64::Engine;
+use recwatch_rtc::sign::hmac_raw;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use std::time::Duration;

@@ -6,7 +6,7 @@ use crate::harness::*;
 use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
 use crate::support::smtp::SmtpServer;
-use recwatch::simulate::{Fault, FaultKind, SimOptions};
+use recwatch_sim::{Fault, FaultKind, SimOptions};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -79,7 +79,7 @@ async fn each_stop_reason_fires_its_rule_once_by_webhook_and_email() {
         None,
     ];
     for (i, reason) in stops.iter().enumerate() {
-        let j = recwatch::simulate::job_id(i);
+        let j = recwatch_sim::job_id(i);
         sim.set_job("demo-app", &j, snap(&j, "STOPPED", *reason));
     }
     hook.wait_for(3, T).await;

@@ -8,7 +8,7 @@ use crate::alerts::{SECRET, notify_toml};
 use crate::core::{snap, static_sim, wait_states};
 use crate::harness::*;
 use crate::support::receiver::Receiver;
-use recwatch::simulate::{Fault, FaultKind, SimOptions, Simulator, job_id};
+use recwatch_sim::{Fault, FaultKind, SimOptions, Simulator, job_id};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);

@@ -106,7 +106,7 @@ async fn check_piped_into_head_ends_quietly() {
     let sim = start_sim(static_sim(1)).await;
     let mut cfg = AppConfig::new(&sim, 1);
     // Far more output than a pipe buffer holds, so check is still writing when head leaves.
-    cfg.jobs = (0..4000).map(recwatch::simulate::job_id).collect();
+    cfg.jobs = (0..4000).map(recwatch_sim::job_id).collect();
     let app = TestApp::new(&cfg);
     let mut child = app
         .command(&["check"])

@@ -1,8 +1,8 @@
 //! The core issue: polling, transitions, the store, the budget, error handling, the CLI.
 
 use crate::harness::*;
-use recwatch::rtc::model::{JobSnapshot, State, StopReason};
-use recwatch::simulate::{Fault, FaultKind, SimOptions};
+use recwatch_rtc::model::{JobSnapshot, State, StopReason};
+use recwatch_sim::{Fault, FaultKind, SimOptions};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -43,7 +43,7 @@ pub async fn wait_states(app: &TestApp, jobs: &[String], state: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_transition_is_recorded_once_and_a_restart_writes_none() {
     let sim = start_sim(static_sim(4)).await;
-    let jobs: Vec<String> = (0..4).map(recwatch::simulate::job_id).collect();
+    let jobs: Vec<String> = (0..4).map(recwatch_sim::job_id).collect();
     for j in &jobs {
         sim.set_job("demo-app", j, snap(j, "INIT", None));
     }
@@ -281,7 +281,7 @@ async fn a_429_storm_slows_the_whole_poller() {
 }
 
 /// The requests' arrival seconds (one entry per request, oldest first).
-pub fn arrival_seconds(s: &recwatch::simulate::SimStats) -> Vec<i64> {
+pub fn arrival_seconds(s: &recwatch_sim::SimStats) -> Vec<i64> {
     s.per_second
         .iter()
         .flat_map(|(second, n)| std::iter::repeat_n(*second, *n as usize))
@@ -510,7 +510,7 @@ async fn token_auth_sends_the_token() {
     let sim = start_sim(SimOptions {
         scripted: false,
         jobs: 1,
-        auth: recwatch::simulate::SimAuth::Token("tok-123".into()),
+        auth: recwatch_sim::SimAuth::Token("tok-123".into()),
         ..SimOptions::default()
     })
     .await;
@@ -678,7 +678,7 @@ async fn a_cron_schedule_polls_every_job_on_each_tick() {
                 .all(|i| {
                     s.by_job
                         .get("demo-app")
-                        .and_then(|m| m.get(&recwatch::simulate::job_id(i)))
+                        .and_then(|m| m.get(&recwatch_sim::job_id(i)))
                         .copied()
                         .unwrap_or(0)
                         >= 3

@@ -13,7 +13,7 @@ use crate::support::receiver::Receiver;
 use crate::support::smtp::{SmtpServer, Stage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use recwatch::simulate::{Fault, FaultKind, Simulator, job_id};
+use recwatch_sim::{Fault, FaultKind, Simulator, job_id};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

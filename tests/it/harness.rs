@@ -1,7 +1,7 @@
 //! Spawns the real `recwatch` binary against the simulator on 127.0.0.1:0, with its own
 //! temporary directory, config file and SQLite database, and reads what it wrote.
 
-use recwatch::simulate::{self, SimOptions, SimStats, Simulator};
+use recwatch_sim::{self as simulate, SimOptions, SimStats, Simulator};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 use std::io::{BufRead, BufReader};

@@ -7,7 +7,7 @@ use crate::alerts::notify_toml;
 use crate::core::{snap, static_sim, wait_states};
 use crate::harness::*;
 use crate::support::receiver::Receiver;
-use recwatch::simulate::job_id;
+use recwatch_sim::job_id;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -308,7 +308,7 @@ async fn wait_health_write_refusals(app: &TestApp, at_least: usize) {
 /// was never told, and a lost "recovered" left an episode open for ever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_health_changes_a_full_disk_refuses_are_kept_until_written() {
-    use recwatch::simulate::{Fault, FaultKind};
+    use recwatch_sim::{Fault, FaultKind};
     if !is_root() {
         eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
         return;
@@ -371,7 +371,7 @@ async fn api_health_changes_a_full_disk_refuses_are_kept_until_written() {
 /// episode, and the hold on per-job not-found alerts, stayed for ever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_left_open_by_the_last_run_is_resolved_by_the_next_runs_first_answer() {
-    use recwatch::simulate::{Fault, FaultKind};
+    use recwatch_sim::{Fault, FaultKind};
     let sim = start_sim(static_sim(1)).await;
     let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 1);
@@ -694,7 +694,7 @@ async fn a_panic_in_a_poll_the_writer_or_the_delivery_worker_is_contained() {
 /// the job's old configuration (name, notify list, interval) when it finished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_reaches_a_job_whose_poll_was_in_flight() {
-    use recwatch::simulate::{Fault, FaultKind};
+    use recwatch_sim::{Fault, FaultKind};
     let sim = start_sim(static_sim(2)).await;
     let mut cfg = AppConfig::new(&sim, 2);
     // job-0001's next request stalls past this timeout: a long window for the reload.

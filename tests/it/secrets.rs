@@ -2,7 +2,7 @@
 //! `status --json`, `history`, `alerts` or `/api/v1/jobs`.
 
 use crate::harness::*;
-use recwatch::simulate::{Fault, FaultKind, SimAuth, SimOptions};
+use recwatch_sim::{Fault, FaultKind, SimAuth, SimOptions};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);

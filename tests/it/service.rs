@@ -2,7 +2,7 @@
 
 use crate::core::snap;
 use crate::harness::*;
-use recwatch::simulate::SimOptions;
+use recwatch_sim::SimOptions;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
@@ -250,8 +250,8 @@ async fn health_ready_metrics_and_jobs_answer_with_real_values() {
     assert_eq!(cli, api);
 
     // The API failing makes /readyz say so.
-    sim.set_fault(recwatch::simulate::Fault::new(
-        recwatch::simulate::FaultKind::ServerError,
+    sim.set_fault(recwatch_sim::Fault::new(
+        recwatch_sim::FaultKind::ServerError,
     ));
     wait_for("/readyz to turn 503", T, move || async move {
         let (code, body) = get("/readyz").await;

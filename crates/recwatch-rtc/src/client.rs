@@ -10,9 +10,10 @@
 //! no code, an HTML page) or a redirect means the endpoint is wrong, and a 200 about another
 //! job is a bad answer, never that job's new state.
 
-use super::model::{ErrorBody, JobSnapshot, State, parse_error_body, parse_job, same_id};
-use super::sign;
-use crate::config::{ApiConfig, Auth};
+use crate::Auth;
+use crate::model::{ErrorBody, JobSnapshot, State, parse_error_body, parse_job, same_id};
+use crate::secret::Redactor;
+use crate::sign;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -246,17 +247,45 @@ pub struct RtcClient {
     auth: Auth,
     project_id: Option<String>,
     /// The credentials' secrets, removed from every answer's text (see [`RtcClient::get_job`]).
-    redactor: crate::secret::Redactor,
+    redactor: Redactor,
+}
+
+/// What [`RtcClient::new`] needs: where the API is, who is asking, and how long to wait.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The regional endpoint, e.g. `https://rtc-api.myhuaweicloud.com`; a path on it is kept
+    /// as a prefix (a proxy's).
+    pub endpoint: Url,
+    /// Sent as `X-Project-Id` when set (IAM projects other than the region's default).
+    pub project_id: Option<String>,
+    pub auth: Auth,
+    /// For the whole request, answer included; connecting gets at most 10 s of it.
+    pub timeout: Duration,
+    /// Idle connections kept for reuse: the number of requests in flight at once.
+    pub max_connections: usize,
+}
+
+impl ClientConfig {
+    /// No project id, a 10 s timeout, 4 connections.
+    pub fn new(endpoint: Url, auth: Auth) -> ClientConfig {
+        ClientConfig {
+            endpoint,
+            project_id: None,
+            auth,
+            timeout: Duration::from_secs(10),
+            max_connections: 4,
+        }
+    }
 }
 
 pub const USER_AGENT: &str = concat!("recwatch/", env!("CARGO_PKG_VERSION"));
 
 impl RtcClient {
-    pub fn new(api: &ApiConfig) -> anyhow::Result<RtcClient> {
+    pub fn new(api: &ClientConfig) -> anyhow::Result<RtcClient> {
         let http = reqwest::Client::builder()
             .timeout(api.timeout)
             .connect_timeout(api.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(api.max_in_flight.max(1))
+            .pool_max_idle_per_host(api.max_connections.max(1))
             // A monitor must not wander off to wherever a proxy or attacker points it.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
@@ -271,7 +300,7 @@ impl RtcClient {
             host,
             auth: api.auth.clone(),
             project_id: api.project_id.clone(),
-            redactor: crate::secret::Redactor::new(api.auth.secrets()),
+            redactor: Redactor::new(api.auth.secrets()),
         })
     }
 
@@ -586,7 +615,6 @@ fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::secret::Secret;
 
     #[test]
@@ -760,10 +788,9 @@ mod tests {
     }
 
     fn client(endpoint: &str, auth: Auth, project: Option<&str>) -> RtcClient {
-        let mut c = Config::defaults(auth);
-        c.api.endpoint = Url::parse(endpoint).unwrap();
-        c.api.project_id = project.map(str::to_string);
-        RtcClient::new(&c.api).unwrap()
+        let mut c = ClientConfig::new(Url::parse(endpoint).unwrap(), auth);
+        c.project_id = project.map(str::to_string);
+        RtcClient::new(&c).unwrap()
     }
 
     fn aksk() -> Auth {

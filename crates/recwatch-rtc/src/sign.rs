@@ -206,7 +206,7 @@ mod tests {
     /// The SDK's own vectors: a byte-for-byte copy of shared/vectors kept in tests/data, so a
     /// clean clone (and CI) runs them.
     fn vectors() -> Vec<Value> {
-        let text = include_str!("../../tests/data/sdk-hmac-sha256.json");
+        let text = include_str!("../tests/data/sdk-hmac-sha256.json");
         serde_json::from_str(text).expect("vectors parse")
     }
 

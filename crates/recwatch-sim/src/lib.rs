@@ -58,8 +58,6 @@
 //! [`FaultKind::Reset`] must drop the connection without writing a response, which only the
 //! code owning the connection can do.
 
-use crate::rtc::model::{JobSnapshot, RecordParam, State, StopReason};
-use crate::rtc::sign;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -70,6 +68,8 @@ use chrono::{DateTime, Utc};
 use hyper::body::Frame;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use recwatch_rtc::model::{JobSnapshot, RecordParam, State, StopReason};
+use recwatch_rtc::sign;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -631,7 +631,7 @@ impl Simulator {
     /// on, overriding any script; logged as a change with the state a lenient parse finds.
     pub fn set_job_body(&self, app_id: &str, job_id: &str, body: impl Into<Bytes>) {
         let body = body.into();
-        let snapshot = crate::rtc::model::parse_job(&body).unwrap_or_default();
+        let snapshot = recwatch_rtc::model::parse_job(&body).unwrap_or_default();
         self.set_served(app_id, job_id, snapshot, body);
     }
 
@@ -1574,9 +1574,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod gateway_tests {
     use super::*;
-    use crate::config::{Auth, Config};
-    use crate::rtc::client::{ErrorKind, RtcClient, RtcError};
-    use crate::secret::Secret;
+    use recwatch_rtc::client::{ErrorKind, RtcClient, RtcError};
+    use recwatch_rtc::secret::Secret;
+    use recwatch_rtc::{Auth, ClientConfig};
 
     const AK: &str = "AKGATEWAY";
     const SK: &str = "sk-gateway";
@@ -1603,14 +1603,16 @@ mod gateway_tests {
 
     /// recwatch's client for `sim`, sending `project` as X-Project-Id (none when `None`).
     fn rtc(sim: &Simulator, base_path: &str, project: Option<&str>) -> RtcClient {
-        let mut c = Config::defaults(Auth::AkSk {
-            access_key: AK.into(),
-            secret_key: Secret::new(SK),
-            security_token: None,
-        });
-        c.api.endpoint = format!("{}{base_path}", sim.url()).parse().unwrap();
-        c.api.project_id = project.map(str::to_string);
-        RtcClient::new(&c.api).unwrap()
+        let mut c = ClientConfig::new(
+            format!("{}{base_path}", sim.url()).parse().unwrap(),
+            Auth::AkSk {
+                access_key: AK.into(),
+                secret_key: Secret::new(SK),
+                security_token: None,
+            },
+        );
+        c.project_id = project.map(str::to_string);
+        RtcClient::new(&c).unwrap()
     }
 
     async fn poll(client: &RtcClient, job: &str) -> Result<JobSnapshot, RtcError> {

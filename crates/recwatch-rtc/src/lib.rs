@@ -1,0 +1,92 @@
+//! A client for the Huawei Cloud RTC recording API: request signing exactly as the official
+//! SDK signs (`SDK-HMAC-SHA256`), the individual-stream job model, and an HTTP client for
+//! `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` whose every failure is a typed
+//! [`client::ErrorKind`].
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use recwatch_rtc::{Auth, ClientConfig, RtcClient, Secret};
+//!
+//! let config = ClientConfig::new(
+//!     "https://rtc-api.myhuaweicloud.com".parse()?,
+//!     Auth::AkSk {
+//!         access_key: "AK".into(),
+//!         secret_key: Secret::new("SK"),
+//!         security_token: None,
+//!     },
+//! );
+//! let client = RtcClient::new(&config)?;
+//! let fetched = client.get_job("app", "job").await?;
+//! println!("{:?}", fetched.job.state);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+pub mod model;
+pub mod secret;
+pub mod sign;
+
+pub use client::{ClientConfig, ErrorKind, Fetched, RtcClient, RtcError};
+pub use model::{JobSnapshot, State, StopReason};
+pub use secret::{Redactor, Secret};
+
+/// The credentials a request is sent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// AK/SK, signed with SDK-HMAC-SHA256.
+    AkSk {
+        access_key: String,
+        secret_key: Secret,
+        security_token: Option<Secret>,
+    },
+    /// An IAM token sent as `X-Auth-Token`.
+    Token { token: Secret },
+}
+
+impl Auth {
+    /// The secrets these credentials send, for redacting an answer that echoes them.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        match self {
+            Auth::AkSk {
+                secret_key,
+                security_token,
+                ..
+            } => std::iter::once(secret_key)
+                .chain(security_token.as_ref())
+                .collect(),
+            Auth::Token { token } => vec![token],
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Auth::AkSk {
+                access_key,
+                security_token: None,
+                ..
+            } => {
+                format!(
+                    "AK/SK (SDK-HMAC-SHA256), access key {}",
+                    redact_ak(access_key)
+                )
+            }
+            Auth::AkSk {
+                access_key,
+                security_token: Some(_),
+                ..
+            } => format!(
+                "temporary AK/SK with security token (SDK-HMAC-SHA256), access key {}",
+                redact_ak(access_key)
+            ),
+            Auth::Token { .. } => "IAM token (X-Auth-Token)".into(),
+        }
+    }
+}
+
+/// The access key is an identifier, not a secret, but the first characters are plenty to
+/// recognise it in output.
+fn redact_ak(ak: &str) -> String {
+    let head: String = ak.chars().take(4).collect();
+    format!("{head}…")
+}
