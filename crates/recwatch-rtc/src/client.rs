@@ -25,7 +25,24 @@ const MAX_BODY: usize = 1 << 20;
 /// a bound on what one answer can put into a log line or `last_error`.
 const MAX_ERROR_CHARS: usize = 512;
 
-/// What kind of failure, because each is handled differently.
+/// What kind of failure, because each is handled differently: a poller slows every request on
+/// [`Throttled`](ErrorKind::Throttled), stops on [`Unauthorized`](ErrorKind::Unauthorized),
+/// and backs one job off on [`NotFound`](ErrorKind::NotFound).
+///
+/// [`as_str`](ErrorKind::as_str) is a stable name for logs and metric labels;
+/// [`hint`](ErrorKind::hint) says what to check.
+///
+/// ```
+/// use recwatch_rtc::client::{ErrorKind, classify};
+///
+/// // The RTC service says the job does not exist ...
+/// assert_eq!(classify(404, Some("RTC.00001003")), ErrorKind::NotFound);
+/// // ... but a gateway's 404 means the request never reached it.
+/// assert_eq!(classify(404, Some("APIG.0101")), ErrorKind::EndpointNotFound);
+/// assert_eq!(classify(429, None), ErrorKind::Throttled);
+/// assert_eq!(ErrorKind::Throttled.as_str(), "throttled");
+/// assert_eq!(ErrorKind::EndpointNotFound.hint(), "check api.endpoint");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// RTC.00001003 (or a 404 with another RTC code): the RTC service says the app or job
@@ -58,6 +75,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// A stable snake_case name, for logs, stored errors and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::NotFound => "not_found",
@@ -92,7 +110,8 @@ impl ErrorKind {
         }
     }
 
-    /// What to check when this failure is the API's, not one job's.
+    /// What to check when this failure is the API's, not one job's. The hints name the
+    /// `api.*` keys of recwatch's configuration, where the endpoint and credentials come from.
     pub fn hint(self) -> &'static str {
         match self {
             ErrorKind::EndpointNotFound | ErrorKind::Redirect => "check api.endpoint",
@@ -110,12 +129,19 @@ impl ErrorKind {
 }
 
 /// A failed poll, with everything the operator needs to take it up with the provider.
+///
+/// `Display` reads as one line: what happened, the status, the API's code and message, and
+/// the request id to quote; [`cause`](RtcError::cause) adds what to check.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct RtcError {
     pub kind: ErrorKind,
+    /// The HTTP status, when an answer came.
     pub status: Option<u16>,
+    /// The API's `error_code` (`RTC.00001003`, `APIG.0308` ...), secrets redacted.
     pub error_code: Option<String>,
+    /// The API's `error_msg`, secrets redacted and cut to a bounded length.
     pub error_msg: Option<String>,
+    /// The `X-Request-Id` answer header: what the provider's support asks for.
     pub request_id: Option<String>,
     /// Extra detail for transport and parse failures, and where a redirect points.
     pub detail: Option<String>,
@@ -163,8 +189,8 @@ pub fn clock_message(minutes: i64) -> String {
 /// The gateway's tolerance for `X-Sdk-Date`.
 const MAX_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
-/// Minutes `now` is off an HTTP `Date` header value, when more than [`MAX_SKEW`]; `None` when
-/// within it, absent or unreadable. Pure: the clock is an argument.
+/// Minutes `now` is off an HTTP `Date` header value, when more than the 15 minutes the gateway
+/// tolerates; `None` when within it, absent or unreadable. Pure: the clock is an argument.
 pub fn clock_skew(date: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
     let date = chrono::DateTime::parse_from_rfc2822(date?.trim()).ok()?;
     let off = now.signed_duration_since(date);
@@ -196,7 +222,8 @@ impl RtcError {
     }
 }
 
-/// Decides the kind of a non-2xx answer from its status and error code.
+/// Decides the kind of a non-2xx answer from its status and error code. Pure, so the whole
+/// table is tested without a server.
 pub fn classify(status: u16, error_code: Option<&str>) -> ErrorKind {
     let code = error_code.unwrap_or("").trim();
     // Some gateways spell their prefix APIGW.
@@ -231,13 +258,21 @@ pub fn classify(status: u16, error_code: Option<&str>) -> ErrorKind {
 /// A successful poll.
 #[derive(Clone, Debug)]
 pub struct Fetched {
+    /// The job record, checked to be about the job asked for and to carry a state.
     pub job: JobSnapshot,
-    /// The body as the API sent it, kept with each transition.
+    /// The body as the API sent it (secrets redacted), kept with each transition.
     pub raw: String,
+    /// The `X-Request-Id` answer header.
     pub request_id: Option<String>,
+    /// From sending the request to the answer's headers (the body read included).
     pub latency: Duration,
 }
 
+/// The client for `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}`.
+///
+/// Cheap to clone (the connection pool is shared) and safe to use from many tasks at once.
+/// It never retries and never follows a redirect: what to do about a failure is the caller's
+/// decision, made from the [`ErrorKind`].
 #[derive(Clone)]
 pub struct RtcClient {
     http: reqwest::Client,
@@ -251,6 +286,26 @@ pub struct RtcClient {
 }
 
 /// What [`RtcClient::new`] needs: where the API is, who is asking, and how long to wait.
+///
+/// `Debug` is safe to log: the credentials' secrets print as `***`.
+///
+/// ```
+/// use recwatch_rtc::{Auth, ClientConfig, Secret};
+/// use std::time::Duration;
+///
+/// let mut config = ClientConfig::new(
+///     "https://rtc-api.myhuaweicloud.com".parse().unwrap(),
+///     Auth::AkSk {
+///         access_key: "HPUAEXAMPLEAK0000001".into(),
+///         secret_key: Secret::new("the secret key"),
+///         security_token: None,
+///     },
+/// );
+/// // The API documents X-Project-Id as mandatory with AK/SK.
+/// config.project_id = Some("0a1b2c3d4e5f67890a1b2c3d4e5f6789".into());
+/// config.timeout = Duration::from_secs(5);
+/// assert!(!format!("{config:?}").contains("the secret key"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// The regional endpoint, e.g. `https://rtc-api.myhuaweicloud.com`; a path on it is kept
@@ -278,9 +333,27 @@ impl ClientConfig {
     }
 }
 
+/// The `User-Agent` the client sends (and signs).
 pub const USER_AGENT: &str = concat!("recwatch/", env!("CARGO_PKG_VERSION"));
 
 impl RtcClient {
+    /// Builds the client: its connection pool, and the `Host` header it signs. Sends nothing.
+    ///
+    /// Fails when the endpoint has no host or the TLS backend cannot start.
+    ///
+    /// ```
+    /// use recwatch_rtc::{Auth, ClientConfig, RtcClient, Secret};
+    ///
+    /// let config = ClientConfig::new(
+    ///     "http://127.0.0.1:8080/proxy".parse().unwrap(),
+    ///     Auth::Token { token: Secret::new("an IAM token") },
+    /// );
+    /// let client = RtcClient::new(&config).unwrap();
+    /// assert_eq!(
+    ///     client.job_path("app", "job/1"),
+    ///     "/proxy/v2/apps/app/individual-stream-jobs/job%2F1"
+    /// );
+    /// ```
     pub fn new(api: &ClientConfig) -> anyhow::Result<RtcClient> {
         let http = reqwest::Client::builder()
             .timeout(api.timeout)
@@ -362,6 +435,29 @@ impl RtcClient {
     /// Polls one job. This is where the API's text enters recwatch: an answer that echoes
     /// `X-Auth-Token` or `X-Security-Token` in `error_msg` or `description` is redacted here,
     /// before anything logs or stores it, and error text is cut to a bounded length.
+    ///
+    /// A 200 is only `Ok` when it is this job's record with a state; every other answer (and
+    /// no answer) is an [`RtcError`] whose [`kind`](RtcError::kind) says what to do.
+    ///
+    /// ```no_run
+    /// # async fn poll() -> anyhow::Result<()> {
+    /// use recwatch_rtc::{Auth, ClientConfig, ErrorKind, RtcClient, Secret, State};
+    ///
+    /// let client = RtcClient::new(&ClientConfig::new(
+    ///     "https://rtc-api.myhuaweicloud.com".parse()?,
+    ///     Auth::Token { token: Secret::new("an IAM token") },
+    /// ))?;
+    /// match client.get_job("5fcdf56512345676f835d0d4", "608196a2fa1234567515147f32ef463b").await {
+    ///     Ok(fetched) if fetched.job.state == Some(State::Stopped) => {
+    ///         println!("stopped: {:?}", fetched.job.stop_reason);
+    ///     }
+    ///     Ok(fetched) => println!("{:?}", fetched.job.state),
+    ///     Err(e) if e.kind == ErrorKind::Throttled => { /* wait 2-5 s, as the provider advises */ }
+    ///     Err(e) => eprintln!("{}", e.cause()),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn get_job(&self, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
         let r = &self.redactor;
         match self.fetch_job(app_id, job_id).await {

@@ -3,6 +3,15 @@
 //! `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` whose every failure is a typed
 //! [`client::ErrorKind`].
 //!
+//! - [`sign`]: SDK-HMAC-SHA256, each step a pure function, checked against the official SDK's
+//!   vectors (GETs, and requests with a body: the crate's `tests/sdk_vectors.rs`).
+//! - [`model`]: [`JobSnapshot`], with [`State`] and [`StopReason`] as typed values that keep
+//!   any value the API invents instead of failing the parse.
+//! - [`client`]: [`RtcClient`], configured by a [`ClientConfig`], answering [`Fetched`] or an
+//!   [`RtcError`] whose [`ErrorKind`] says how to react.
+//! - [`secret`]: [`Secret`], which never prints, and [`Redactor`], which removes secrets from
+//!   text that came from outside.
+//!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
 //! use recwatch_rtc::{Auth, ClientConfig, RtcClient, Secret};
@@ -31,13 +40,15 @@ pub use client::{ClientConfig, ErrorKind, Fetched, RtcClient, RtcError};
 pub use model::{JobSnapshot, State, StopReason};
 pub use secret::{Redactor, Secret};
 
-/// The credentials a request is sent with.
+/// The credentials a request is sent with. `Debug` prints the secrets as `***`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
     /// AK/SK, signed with SDK-HMAC-SHA256.
     AkSk {
+        /// The access key id (an identifier, not a secret).
         access_key: String,
         secret_key: Secret,
+        /// Temporary credentials' token, sent (and signed) as `X-Security-Token`.
         security_token: Option<Secret>,
     },
     /// An IAM token sent as `X-Auth-Token`.
@@ -59,6 +70,18 @@ impl Auth {
         }
     }
 
+    /// How requests are authenticated, for a startup log line: the kind of credentials and
+    /// the access key's first characters, never a secret.
+    ///
+    /// ```
+    /// use recwatch_rtc::{Auth, Secret};
+    /// let auth = Auth::AkSk {
+    ///     access_key: "HPUAEXAMPLEAK0000001".into(),
+    ///     secret_key: Secret::new("sk"),
+    ///     security_token: None,
+    /// };
+    /// assert_eq!(auth.describe(), "AK/SK (SDK-HMAC-SHA256), access key HPUA…");
+    /// ```
     pub fn describe(&self) -> String {
         match self {
             Auth::AkSk {

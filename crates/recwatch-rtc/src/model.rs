@@ -47,15 +47,43 @@ fn clean(s: &str) -> String {
 
 /// A recording job's lifecycle state. Equality is on [`enum_key`], so case, whitespace and
 /// NUL variants of one value are one state.
+///
+/// `Hash` agrees with that equality, `Display` and serde write the API's spelling, and
+/// deserializing never fails: a state the API invents is kept as [`State::Other`].
+///
+/// ```
+/// use recwatch_rtc::State;
+/// use std::collections::HashSet;
+///
+/// assert_eq!(State::parse("RUNNING"), State::Running);
+/// assert_eq!(State::parse(" running\0"), State::Running);
+/// assert_eq!(State::Running.to_string(), "RUNNING");
+///
+/// let paused: State = serde_json::from_str(r#""Paused""#).unwrap();
+/// assert_eq!(paused, State::Other("PAUSED".into()));
+/// assert_eq!(paused.as_str(), "Paused", "an unknown value keeps the API's case");
+/// assert_eq!(paused.label(), "other");
+/// assert_eq!(serde_json::to_string(&State::Stopped).unwrap(), r#""STOPPED""#);
+///
+/// let seen: HashSet<State> = [State::parse("paused"), State::parse("PAUSED")].into();
+/// assert_eq!(seen.len(), 1);
+/// ```
 #[derive(Clone, Debug)]
 pub enum State {
+    /// `INIT`: the job is initialising.
     Init,
+    /// `RUNNING`: recording.
     Running,
+    /// `STOPPED`: ended; see the job's [`StopReason`]. A stopped job never changes again.
     Stopped,
+    /// A value the documentation does not list, cleaned (no control characters, trimmed, at
+    /// most 64 characters) and otherwise as the API sent it.
     Other(String),
 }
 
 impl State {
+    /// Reads the API's text: the documented values in any case or padding, anything else as
+    /// [`State::Other`]. Never fails.
     pub fn parse(s: &str) -> State {
         // The documented spelling, as nearly every answer has it, needs no normalising.
         match s {
@@ -72,6 +100,7 @@ impl State {
         }
     }
 
+    /// The API's spelling (an unknown value as kept).
     pub fn as_str(&self) -> &str {
         match self {
             State::Init => "INIT",
@@ -103,18 +132,32 @@ pub fn state_label(s: &str) -> &'static str {
     State::parse(s).label()
 }
 
-/// Why a job stopped. Equality is on [`enum_key`], like [`State`].
+/// Why a job stopped. Equality is on [`enum_key`], like [`State`], and so are `Hash`,
+/// `Display` and serde: the API's spelling, unknown values kept as [`StopReason::Other`].
+///
+/// ```
+/// use recwatch_rtc::StopReason;
+///
+/// assert_eq!(StopReason::parse("EXCEED_MAX_IDLE_TIME"), StopReason::ExceedMaxIdleTime);
+/// assert_eq!(StopReason::InternalError.to_string(), "INTERNAL_ERROR");
+/// let crashed: StopReason = serde_json::from_str(r#""Recorder_Crashed""#).unwrap();
+/// assert_eq!(crashed, StopReason::Other("RECORDER_CRASHED".into()));
+/// assert_eq!(serde_json::to_string(&crashed).unwrap(), r#""Recorder_Crashed""#);
+/// ```
 #[derive(Clone, Debug)]
 pub enum StopReason {
     /// The tenant's own stop call.
     TenantStop,
     /// Nobody published for `max_idle_time` seconds.
     ExceedMaxIdleTime,
+    /// The recording service failed.
     InternalError,
+    /// A value the documentation does not list, cleaned like [`State::Other`].
     Other(String),
 }
 
 impl StopReason {
+    /// Reads the API's text like [`State::parse`]. Never fails.
     pub fn parse(s: &str) -> StopReason {
         match s {
             "TENANT_STOP" => return StopReason::TenantStop,
@@ -130,6 +173,7 @@ impl StopReason {
         }
     }
 
+    /// The API's spelling (an unknown value as kept).
     pub fn as_str(&self) -> &str {
         match self {
             StopReason::TenantStop => "TENANT_STOP",
@@ -140,6 +184,8 @@ impl StopReason {
     }
 }
 
+/// Serde as the API's string, `Display` as the API's spelling, and `PartialEq`/`Eq`/`Hash` on
+/// [`enum_key`], for both enums: written once so the two cannot drift apart.
 macro_rules! string_enum_serde {
     ($t:ty) => {
         impl Serialize for $t {
@@ -231,6 +277,7 @@ fn lenient_record_param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Record
     })
 }
 
+/// `record_param` of a job: the recording rule it records with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordParam {
     #[serde(
@@ -242,6 +289,23 @@ pub struct RecordParam {
 }
 
 /// One individual stream recording job, as the API reports it.
+///
+/// Every field is optional, as in the API; ids that arrive as numbers are kept as their text.
+/// Serializing writes only the fields present, in the API's names, so a stored snapshot reads
+/// back as the same record. Read an answer with [`parse_job`], which is as lenient as the SDK.
+///
+/// ```
+/// use recwatch_rtc::model::parse_job;
+/// use recwatch_rtc::{State, StopReason};
+///
+/// let job = parse_job(br#"{"job_id": 1234, "state": "STOPPED",
+///     "stop_reason": "EXCEED_MAX_IDLE_TIME", "max_idle_time": "30"}"#).unwrap();
+/// assert_eq!(job.job_id.as_deref(), Some("1234"));
+/// assert_eq!(job.state, Some(State::Stopped));
+/// assert_eq!(job.stop_reason, Some(StopReason::ExceedMaxIdleTime));
+/// assert_eq!(job.max_idle_time, Some(30));
+/// assert_eq!(job.room_id, None);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSnapshot {
     #[serde(
@@ -249,12 +313,14 @@ pub struct JobSnapshot {
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
+    /// The job id (the docs show a number; kept as text).
     pub job_id: Option<String>,
     #[serde(
         default,
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
+    /// The RTC app the job belongs to.
     pub app_id: Option<String>,
     #[serde(
         default,
@@ -273,30 +339,35 @@ pub struct JobSnapshot {
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
+    /// `s_{job_id}_{room_id}_{user_id}` for an individual-stream job.
     pub stream_name: Option<String>,
     #[serde(
         default,
         deserialize_with = "lenient_bool",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Whether audio is recorded (the API defaults to true).
     pub is_record_audio: Option<bool>,
     #[serde(
         default,
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
+    /// `CAMERASTREAM` or `SCREENSTREAM`.
     pub video_type: Option<String>,
     #[serde(
         default,
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
+    /// `LD`, `SD`, `HD` or `FHD`.
     pub select_stream_type: Option<String>,
     #[serde(
         default,
         deserialize_with = "lenient_u64",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Seconds without a publisher after which the recorder stops the job (`EXCEED_MAX_IDLE_TIME`).
     pub max_idle_time: Option<u64>,
     #[serde(
         default,
@@ -309,6 +380,7 @@ pub struct JobSnapshot {
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
+    /// UTC text like `2006-01-02T15:04:05.075Z`, as sent (so are the other times).
     pub create_time: Option<String>,
     #[serde(
         default,
@@ -333,18 +405,21 @@ pub struct JobSnapshot {
         deserialize_with = "lenient_state",
         skip_serializing_if = "Option::is_none"
     )]
+    /// The lifecycle state; absent when the answer has none (or only a blank one).
     pub state: Option<State>,
     #[serde(
         default,
         deserialize_with = "lenient_reason",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Why a `STOPPED` job stopped.
     pub stop_reason: Option<StopReason>,
     #[serde(
         default,
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Free text about the state (invalid UTF-8 in it is decoded lossily).
     pub description: Option<String>,
 }
 
@@ -800,6 +875,86 @@ mod tests {
             StopReason::parse("Recorder_Crashed"),
             StopReason::Other("RECORDER_CRASHED".into())
         );
+    }
+
+    /// What the daemon's `Phase { state, stop_reason }` needs of both enums: a value it can
+    /// copy, compare, hash, print and store as the API's string.
+    #[test]
+    fn state_and_stop_reason_are_typed_values() {
+        fn typed_value<T>()
+        where
+            T: Clone
+                + fmt::Debug
+                + PartialEq
+                + Eq
+                + std::hash::Hash
+                + fmt::Display
+                + Serialize
+                + serde::de::DeserializeOwned,
+        {
+        }
+        typed_value::<State>();
+        typed_value::<StopReason>();
+
+        fn hash_of<T: std::hash::Hash>(v: &T) -> u64 {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(v)
+        }
+        // (name, a, b): equal values, so equal hashes, whatever their spelling.
+        let states = [
+            ("documented", State::Running, State::parse(" running\0")),
+            (
+                "unknown, case and padding",
+                State::Other("Paused".into()),
+                State::parse("PAUSED "),
+            ),
+        ];
+        for (name, a, b) in states {
+            assert_eq!(a, b, "{name}");
+            assert_eq!(hash_of(&a), hash_of(&b), "{name}");
+        }
+        let reasons = [
+            (
+                "documented",
+                StopReason::TenantStop,
+                StopReason::parse("tenant_stop"),
+            ),
+            (
+                "unknown",
+                StopReason::Other("Quota".into()),
+                StopReason::parse("QUOTA"),
+            ),
+        ];
+        for (name, a, b) in reasons {
+            assert_eq!(a, b, "{name}");
+            assert_eq!(hash_of(&a), hash_of(&b), "{name}");
+        }
+
+        // (value, Display and JSON string)
+        let spelled = [
+            (State::Init, "INIT"),
+            (State::Running, "RUNNING"),
+            (State::Stopped, "STOPPED"),
+            (State::Other("Paused".into()), "Paused"),
+        ];
+        for (state, text) in spelled {
+            assert_eq!(state.to_string(), text);
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<State>(&json).unwrap(), state);
+        }
+        let spelled = [
+            (StopReason::TenantStop, "TENANT_STOP"),
+            (StopReason::ExceedMaxIdleTime, "EXCEED_MAX_IDLE_TIME"),
+            (StopReason::InternalError, "INTERNAL_ERROR"),
+            (StopReason::Other("Quota".into()), "Quota"),
+        ];
+        for (reason, text) in spelled {
+            assert_eq!(reason.to_string(), text);
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<StopReason>(&json).unwrap(), reason);
+        }
     }
 
     #[test]

@@ -8,14 +8,24 @@ use std::fmt;
 
 /// Secrets print as `***` through both `Debug` and `Display`; the value is read only through
 /// [`Secret::expose`], which makes every use easy to find.
+///
+/// ```
+/// use recwatch_rtc::Secret;
+///
+/// let sk = Secret::new("hunter2");
+/// assert_eq!(format!("{sk} {sk:?} {:?}", Some(&sk)), "*** *** Some(***)");
+/// assert_eq!(sk.expose(), "hunter2");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value; from here on it prints as `***`.
     pub fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
 
+    /// The value itself, for the one place that sends it (a header, an HMAC key).
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -49,6 +59,18 @@ const PREFIX_MATCH_CHARS: usize = 24;
 /// Every configured secret, searched for in text that came from outside (an API answer's
 /// `error_msg` or `description`, a receiver's answer) before anything stores, logs or prints
 /// it, so an echo of `X-Auth-Token` or `X-Security-Token` goes no further.
+///
+/// [`RtcClient::get_job`](crate::RtcClient::get_job) already redacts the credentials it
+/// sends from every answer; a caller uses its own for other outside text.
+///
+/// ```
+/// use recwatch_rtc::{Redactor, Secret};
+///
+/// let token = Secret::new("tok-123");
+/// let redactor = Redactor::new([&token]);
+/// assert_eq!(redactor.redact("invalid X-Auth-Token: tok-123"), "invalid X-Auth-Token: ***");
+/// assert_eq!(redactor.clean("tok-123 and much more", 6), "*** an… (11 more bytes cut)");
+/// ```
 #[derive(Clone, Default)]
 pub struct Redactor {
     /// Longest first, so a secret that contains another is replaced whole.
@@ -62,6 +84,8 @@ impl fmt::Debug for Redactor {
 }
 
 impl Redactor {
+    /// A redactor for these secrets. Secrets under 3 characters are left out: they would
+    /// shred every text and protect nothing.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Redactor {
         let mut list: Vec<Secret> = secrets
             .into_iter()
