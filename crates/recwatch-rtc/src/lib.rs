@@ -31,11 +31,15 @@
 //! # }
 //! ```
 
+pub mod callback;
 pub mod client;
 pub mod model;
 pub mod secret;
 pub mod sign;
 
+pub use callback::{
+    EventError, EventType, RecordEvent, RecordedFile, SignatureError, SignatureHeaders,
+};
 pub use client::{ClientConfig, ErrorKind, Fetched, RtcClient, RtcError};
 pub use model::{JobSnapshot, State, StopReason};
 pub use secret::{Redactor, Secret};
