@@ -9,6 +9,9 @@
 //!   any value the API invents instead of failing the parse.
 //! - [`client`]: [`RtcClient`], configured by a [`ClientConfig`], answering [`Fetched`] or an
 //!   [`RtcError`] whose [`ErrorKind`] says how to react.
+//! - [`callback`]: RTC's record callbacks: [`RecordEvent`] parsed from the raw body, the
+//!   `X-Rtc-Signature` verified in constant time and made again for relaying, checked against
+//!   the shared signing vector (`tests/callback_vectors.rs`).
 //! - [`secret`]: [`Secret`], which never prints, and [`Redactor`], which removes secrets from
 //!   text that came from outside.
 //!
