@@ -1,0 +1,96 @@
+//! Every default and every bound of the configuration, written once: the loader falls back
+//! to these, [`Config::defaults`](super::Config::defaults) is built from them, and the error
+//! messages that quote a default take it from here. `config.example.toml` shows the same
+//! values (a test in `tests.rs` keeps the two in step).
+
+use super::Severity;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+const DAY: u64 = 86_400;
+
+pub const DEFAULT_PATH: &str = "/etc/recwatch/config.toml";
+
+// [api]
+pub const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
+pub const API_TIMEOUT: Duration = secs(10);
+/// The API allows 10 requests per second per account.
+pub const RATE_LIMIT: u64 = 10;
+pub const MAX_IN_FLIGHT: u64 = 4;
+/// The provider advises 2-5 s after a 429.
+pub const THROTTLE_BACKOFF: Duration = secs(3);
+/// A minute past the gateway's 5-minute lock ([`MIN_AUTH_BACKOFF`]).
+pub const AUTH_BACKOFF: Duration = secs(6 * 60);
+
+// [poll]
+pub const POLL_INTERVAL: Duration = secs(30);
+pub const STOP_AFTER_TERMINAL: bool = true;
+
+// [storage]
+pub const STORAGE_PATH: &str = "/var/lib/recwatch/recwatch.db";
+pub const RETENTION: Duration = secs(90 * DAY);
+
+// [rules]
+pub const STOPPED_UNEXPECTEDLY: Option<Severity> = Some(Severity::Critical);
+pub const IDLE_TIMEOUT: Option<Severity> = Some(Severity::Warning);
+/// A tenant's own stop is usually intended: off.
+pub const STOPPED_BY_TENANT: Option<Severity> = None;
+pub const STUCK_INIT: Option<Severity> = Some(Severity::Warning);
+pub const JOB_NOT_FOUND: Option<Severity> = Some(Severity::Warning);
+pub const API_UNHEALTHY: Option<Severity> = Some(Severity::Critical);
+pub const INIT_GRACE: Duration = secs(60);
+pub const API_FAILURE_THRESHOLD: u32 = 3;
+pub const REPEAT_INTERVAL: Duration = secs(4 * 3600);
+pub const SEND_RESOLVED: bool = true;
+
+// [notify]
+pub const MAX_AGE: Duration = secs(24 * 3600);
+pub const MAX_BACKOFF: Duration = secs(600);
+pub const WEBHOOK_TIMEOUT: Duration = secs(10);
+pub const EMAIL_TIMEOUT: Duration = secs(30);
+pub const SMTP_PORT_STARTTLS: u16 = 587;
+pub const SMTP_PORT_TLS: u16 = 465;
+pub const SMTP_PORT_NONE: u16 = 25;
+
+// [http]
+/// Loopback only: the endpoint has no authentication of its own.
+pub const HTTP_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9187,
+));
+
+// [log]
+pub const LOG_LEVEL: &str = "info";
+
+// Bounds.
+
+/// The gateway locks an access key for 5 minutes after more than 5 refused signatures: a
+/// shorter `api.auth_backoff` walks straight back into the lock.
+pub const MIN_AUTH_BACKOFF: Duration = secs(5 * 60);
+/// The shortest poll interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest poll interval: anything longer is a typo ("30d" for "30s"), and a job polled
+/// less often than monthly is not being watched.
+pub const MAX_INTERVAL: Duration = secs(30 * DAY);
+/// The longest a notification channel may take for one delivery: a hung receiver holds its
+/// delivery (and, for email, its connection) this long before the retry policy takes over.
+pub const MAX_CHANNEL_TIMEOUT: Duration = secs(120);
+pub const MAX_RATE_LIMIT: u64 = 100_000;
+pub const MAX_MAX_IN_FLIGHT: u64 = 10_000;
+pub const MIN_RETENTION: Duration = secs(3600);
+pub const MIN_REPEAT_INTERVAL: Duration = secs(1);
+
+// Upper bounds for durations that feed time arithmetic (see `rules`), so that `check`
+// refuses an absurd value with a clear error instead of `run` meeting it later.
+pub const MAX_INIT_GRACE: Duration = secs(30 * DAY);
+pub const MAX_REPEAT_INTERVAL: Duration = secs(365 * DAY);
+pub const MAX_RETENTION: Duration = secs(36500 * DAY);
+pub const MAX_API_TIMEOUT: Duration = secs(300);
+pub const MAX_THROTTLE_BACKOFF: Duration = secs(60);
+pub const MAX_AUTH_BACKOFF: Duration = secs(DAY);
+pub const MAX_MAX_AGE: Duration = secs(30 * DAY);
+pub const MAX_MAX_BACKOFF: Duration = secs(DAY);

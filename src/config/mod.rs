@@ -1,0 +1,376 @@
+//! Configuration: a TOML file layered under `RECWATCH_<SECTION>__<KEY>` environment variables,
+//! parsed once into types that cannot hold a bad value.
+//!
+//! The `config` crate merges the sources ([`load`]); we then read the merged tree ourselves,
+//! key by key ([`raw`], [`validate`], [`channels`]), so that every error names the exact key
+//! (and the job by index and name) and says how to fix it, and so that a misspelt key is an
+//! error instead of a silently ignored setting. Every default and bound is in [`defaults`].
+//! What comes out is [`Config`]: values already parsed (addresses, header names, the cron
+//! schedule, the log filter), so nothing downstream parses a config string again.
+
+mod channels;
+pub mod defaults;
+mod duration;
+mod load;
+mod raw;
+mod schedule;
+mod validate;
+
+pub use channels::decode_webhook_secret;
+pub use defaults::{
+    DEFAULT_ENDPOINT, DEFAULT_PATH, MAX_CHANNEL_TIMEOUT, MAX_INTERVAL, MIN_AUTH_BACKOFF,
+};
+pub use duration::{format_duration, parse_duration};
+pub use load::{load, load_with_env, parse_str, resolve_path};
+pub use schedule::{cron_min_period, validate_cron};
+
+use crate::secret::Secret;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// `EX_CONFIG` from sysexits.h: systemd's `RestartPreventExitStatus=78` keys off it.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// A configuration problem: where it is, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigError {
+    /// The key, e.g. `api.rate_limit` or `jobs[2] ("lobby camera").job_id`.
+    pub location: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(location: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this was read from, if any (reload watches it).
+    pub source: Option<PathBuf>,
+    pub api: ApiConfig,
+    pub poll: PollConfig,
+    pub storage: StorageConfig,
+    pub rules: RulesConfig,
+    pub notify: NotifyConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub jobs: Vec<JobConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub endpoint: Url,
+    pub project_id: Option<String>,
+    pub timeout: Duration,
+    /// Requests per second shared by every poll.
+    pub rate_limit: u32,
+    pub max_in_flight: usize,
+    pub auth: Auth,
+    /// How long the whole poller waits after a throttled (429) answer.
+    pub throttle_backoff: Duration,
+    /// How long the poller stops after repeated refused credentials; the gateway locks an AK
+    /// for 5 minutes after more than 5 failures, so this must stay above that.
+    pub auth_backoff: Duration,
+    /// `api.allow_short_auth_backoff`: lets `auth_backoff` go below [`MIN_AUTH_BACKOFF`], for
+    /// tests against the simulator only (`check` and `run` warn about it).
+    pub allow_short_auth_backoff: bool,
+}
+
+pub use recwatch_rtc::Auth;
+
+impl ApiConfig {
+    /// What the RTC client needs of this section (the client never sees the daemon's types).
+    pub fn client_config(&self) -> recwatch_rtc::ClientConfig {
+        recwatch_rtc::ClientConfig {
+            endpoint: self.endpoint.clone(),
+            project_id: self.project_id.clone(),
+            auth: self.auth.clone(),
+            timeout: self.timeout,
+            max_connections: self.max_in_flight,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PollConfig {
+    pub interval: Duration,
+    /// A cron schedule (seconds field included) used instead of `interval`.
+    pub schedule: Option<String>,
+    pub stop_after_terminal: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub retention: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobConfig {
+    pub app_id: String,
+    pub job_id: String,
+    pub name: Option<String>,
+    pub interval: Option<Duration>,
+    /// Channels this job's alerts go to; `None` means every channel.
+    pub notify: Option<Vec<String>>,
+}
+
+impl JobConfig {
+    /// The label used in output and alerts: the name, or the job id.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.job_id)
+    }
+}
+
+/// How loud a rule is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Each rule's severity; `None` is "off".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulesConfig {
+    pub stopped_unexpectedly: Option<Severity>,
+    pub idle_timeout: Option<Severity>,
+    pub stopped_by_tenant: Option<Severity>,
+    pub stuck_init: Option<Severity>,
+    pub job_not_found: Option<Severity>,
+    pub api_unhealthy: Option<Severity>,
+    pub init_grace: Duration,
+    pub api_failure_threshold: u32,
+    pub repeat_interval: Duration,
+    pub send_resolved: bool,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            stopped_unexpectedly: defaults::STOPPED_UNEXPECTEDLY,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            stopped_by_tenant: defaults::STOPPED_BY_TENANT,
+            stuck_init: defaults::STUCK_INIT,
+            job_not_found: defaults::JOB_NOT_FOUND,
+            api_unhealthy: defaults::API_UNHEALTHY,
+            init_grace: defaults::INIT_GRACE,
+            api_failure_threshold: defaults::API_FAILURE_THRESHOLD,
+            repeat_interval: defaults::REPEAT_INTERVAL,
+            send_resolved: defaults::SEND_RESOLVED,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NotifyConfig {
+    pub webhooks: Vec<WebhookConfig>,
+    pub emails: Vec<EmailConfig>,
+    /// A delivery still failing after this long is marked dead.
+    pub max_age: Duration,
+    /// The cap on the retry back-off.
+    pub max_backoff: Duration,
+}
+
+impl NotifyConfig {
+    pub fn channel_names(&self) -> Vec<&str> {
+        self.webhooks
+            .iter()
+            .map(|w| w.name.as_str())
+            .chain(self.emails.iter().map(|e| e.name.as_str()))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: Url,
+    /// The Standard Webhooks secret as written (`whsec_` + base64), checked at load;
+    /// [`decode_webhook_secret`] gives the HMAC key.
+    pub secret: Option<Secret>,
+    /// Extra headers; values may carry credentials, so they are secrets.
+    pub headers: Vec<(String, Secret)>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    StartTls,
+    Tls,
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmailConfig {
+    pub name: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: Tls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    pub to: Vec<String>,
+    pub timeout: Duration,
+    /// Accept a self-signed certificate (for tests and private relays only).
+    pub accept_invalid_certs: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `None` turns the endpoint off.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+/// What the budget allows: used at start and by `check`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetReport {
+    pub jobs: usize,
+    /// Requests per second the watch list asks for at its intervals.
+    pub demand: f64,
+    pub rate_limit: u32,
+    /// How much longer than configured every interval becomes, >= 1.
+    pub stretch: f64,
+}
+
+impl BudgetReport {
+    pub fn fits(&self) -> bool {
+        self.stretch <= 1.0
+    }
+
+    pub fn effective(&self, interval: Duration) -> Duration {
+        interval.mul_f64(self.stretch.max(1.0))
+    }
+}
+
+impl Config {
+    /// Settings that work but that the operator should know about, each one sentence:
+    /// printed by `check` and logged by `run` at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.api.allow_short_auth_backoff {
+            out.push(format!(
+                "api.allow_short_auth_backoff is set (auth_backoff {}): after refused credentials recwatch retries before the gateway's 5-minute lock ends, so the real API keeps the key locked; use it only for tests against the simulator",
+                format_duration(self.api.auth_backoff)
+            ));
+        }
+        if let Some(addr) = self.http.listen {
+            if !addr.ip().is_loopback() {
+                out.push(format!(
+                    "http.listen {addr} is not a loopback address: anyone who can reach it can read job names, states and errors from /api/v1/jobs and /metrics; listen on 127.0.0.1 and put a reverse proxy with authentication in front, or firewall the port"
+                ));
+            }
+        }
+        out
+    }
+
+    /// The interval each job is polled at, before the budget.
+    pub fn job_interval(&self, job: &JobConfig) -> Duration {
+        job.interval.unwrap_or(self.poll.interval)
+    }
+
+    pub fn budget(&self) -> BudgetReport {
+        let demand: f64 = match &self.poll.schedule {
+            // A cron tick polls every job once; ticks are at least a second apart.
+            Some(_) => {
+                self.jobs.len() as f64
+                    / cron_min_period(self.poll.schedule.as_deref()).as_secs_f64()
+            }
+            None => self
+                .jobs
+                .iter()
+                .map(|j| 1.0 / self.job_interval(j).as_secs_f64())
+                .sum(),
+        };
+        let rate = self.api.rate_limit as f64;
+        BudgetReport {
+            jobs: self.jobs.len(),
+            demand,
+            rate_limit: self.api.rate_limit,
+            stretch: (demand / rate).max(1.0),
+        }
+    }
+
+    /// A config with every default and no jobs, for the demo and tests.
+    pub fn defaults(auth: Auth) -> Config {
+        Config {
+            source: None,
+            api: ApiConfig {
+                endpoint: Url::parse(DEFAULT_ENDPOINT).expect("default endpoint parses"),
+                project_id: None,
+                timeout: defaults::API_TIMEOUT,
+                rate_limit: defaults::RATE_LIMIT as u32,
+                max_in_flight: defaults::MAX_IN_FLIGHT as usize,
+                auth,
+                throttle_backoff: defaults::THROTTLE_BACKOFF,
+                auth_backoff: defaults::AUTH_BACKOFF,
+                allow_short_auth_backoff: false,
+            },
+            poll: PollConfig {
+                interval: defaults::POLL_INTERVAL,
+                schedule: None,
+                stop_after_terminal: defaults::STOP_AFTER_TERMINAL,
+            },
+            storage: StorageConfig {
+                path: PathBuf::from(defaults::STORAGE_PATH),
+                retention: defaults::RETENTION,
+            },
+            rules: RulesConfig::default(),
+            notify: NotifyConfig {
+                webhooks: Vec::new(),
+                emails: Vec::new(),
+                max_age: defaults::MAX_AGE,
+                max_backoff: defaults::MAX_BACKOFF,
+            },
+            // Off, unlike the loader's default (`defaults::HTTP_LISTEN`): the demo and the
+            // benchmark build on this and must not take port 9187 from a daemon running beside
+            // them.
+            http: HttpConfig { listen: None },
+            log: LogConfig {
+                level: defaults::LOG_LEVEL.into(),
+            },
+            jobs: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,658 @@
+//! The loader end to end: text and environment in, a `Config` or an error that names the key
+//! and the fix out.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[api]
+project_id = "0a1b2c3d4e5f67890a1b2c3d4e5f6789"
+
+[api.auth]
+access_key = "AK"
+secret_key = "SK"
+
+[[jobs]]
+app_id = "app"
+job_id = "job"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_str(text, Vec::<(String, String)>::new(), None)
+}
+
+#[test]
+fn minimal_config_takes_every_default() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(
+        c.api.endpoint.as_str(),
+        "https://rtc-api.myhuaweicloud.com/"
+    );
+    assert_eq!(c.api.rate_limit, 10);
+    assert_eq!(c.api.max_in_flight, 4);
+    assert_eq!(c.poll.interval, Duration::from_secs(30));
+    assert!(c.poll.stop_after_terminal);
+    assert_eq!(c.storage.retention, Duration::from_secs(90 * 86400));
+    assert_eq!(c.jobs.len(), 1);
+    assert_eq!(c.rules, RulesConfig::default());
+    assert_eq!(c.http.listen, Some("127.0.0.1:9187".parse().unwrap()));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let env = vec![
+        (
+            "RECWATCH_API__AUTH__SECRET_KEY".to_string(),
+            "from-env".to_string(),
+        ),
+        ("RECWATCH_API__RATE_LIMIT".to_string(), "5".to_string()),
+        (
+            "RECWATCH_POLL__STOP_AFTER_TERMINAL".to_string(),
+            "false".to_string(),
+        ),
+        // Not an override: names the file.
+        ("RECWATCH_CONFIG".to_string(), "/x.toml".to_string()),
+    ];
+    let c = parse_str(MINIMAL, env, None).unwrap();
+    let Auth::AkSk { secret_key, .. } = &c.api.auth else {
+        panic!("aksk")
+    };
+    assert_eq!(secret_key.expose(), "from-env");
+    assert_eq!(c.api.rate_limit, 5);
+    assert!(!c.poll.stop_after_terminal);
+}
+
+#[test]
+fn secret_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sk"), "  s3cret\n").unwrap();
+    let text = MINIMAL.replace("secret_key = \"SK\"", "secret_key_file = \"sk\"");
+    let c = parse_str(&text, Vec::<(String, String)>::new(), Some(dir.path())).unwrap();
+    let Auth::AkSk { secret_key, .. } = &c.api.auth else {
+        panic!("aksk")
+    };
+    assert_eq!(secret_key.expose(), "s3cret");
+}
+
+/// Every bad-config case: the key the message must name, and a phrase of the fix.
+#[test]
+fn table_of_bad_configs() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "unknown section",
+            "[apii]\nx = 1\n",
+            "apii",
+            "unknown section",
+        ),
+        (
+            "unknown key",
+            "[poll]\nintervall = \"3s\"\n",
+            "poll.intervall",
+            "unknown key",
+        ),
+        (
+            "bad duration",
+            "[poll]\ninterval = \"soon\"\n",
+            "poll.interval",
+            "not a duration",
+        ),
+        (
+            "bad cron",
+            "[poll]\nschedule = \"* * * * *\"\n",
+            "poll.schedule",
+            "6 or 7",
+        ),
+        (
+            "bad cron field",
+            "[poll]\nschedule = \"99 * * * * *\"\n",
+            "poll.schedule",
+            "not a valid cron",
+        ),
+        (
+            "rate limit zero",
+            "[api]\nrate_limit = 0\n",
+            "api.rate_limit",
+            "1 or more",
+        ),
+        (
+            "bad endpoint",
+            "[api]\nendpoint = \"ftp://x\"\n",
+            "api.endpoint",
+            "http",
+        ),
+        (
+            "endpoint with a query: it would be sent unsigned",
+            "[api]\nendpoint = \"https://rtc.example.com/?region=x\"\n",
+            "api.endpoint",
+            "query",
+        ),
+        (
+            "endpoint with a password: it would be logged",
+            "[api]\nendpoint = \"https://u:p@rtc.example.com\"\n",
+            "api.endpoint",
+            "password",
+        ),
+        (
+            "auth_backoff inside the gateway's lock",
+            "[api]\nauth_backoff = \"4m\"\n",
+            "api.auth_backoff",
+            "5 minutes",
+        ),
+        (
+            "interval over 30 days",
+            "[poll]\ninterval = \"31d\"\n",
+            "poll.interval",
+            "30 days",
+        ),
+        (
+            "interval and schedule",
+            "[poll]\ninterval = \"10s\"\nschedule = \"*/30 * * * * *\"\n",
+            "poll.interval",
+            "poll.schedule",
+        ),
+        (
+            "webhook timeout over 120s",
+            "[[notify.webhook]]\nname = \"h\"\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"121s\"\n",
+            "notify.webhook[0].timeout",
+            "at most 120s",
+        ),
+        (
+            "email timeout zero",
+            "[[notify.email]]\nname = \"m\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\ntimeout = \"0s\"\n",
+            "notify.email[0].timeout",
+            "more than 0s",
+        ),
+        (
+            "misspelt required key of a channel",
+            "[[notify.webhook]]\nnmae = \"h\"\nurl = \"http://127.0.0.1:1/\"\n",
+            "notify.webhook[0].nmae",
+            "unknown key nmae (did you mean name?)",
+        ),
+        (
+            "misspelt section",
+            "[pol]\ninterval = \"5s\"\n",
+            "pol",
+            "unknown section pol (did you mean poll?)",
+        ),
+    ];
+    for (name, extra, key, fix) in cases {
+        let e = parse(&with(extra)).expect_err(name);
+        assert!(e.location.contains(key), "{name}: {e}");
+        assert!(e.message.contains(fix), "{name}: {e}");
+    }
+}
+
+/// MINIMAL with `extra` added: a section MINIMAL already has gets the keys inserted
+/// (TOML refuses a table defined twice); anything else goes in front.
+fn with(extra: &str) -> String {
+    match extra.split_once('\n') {
+        Some((header, body))
+            if header.starts_with('[') && MINIMAL.contains(&format!("\n{header}\n")) =>
+        {
+            MINIMAL.replacen(
+                &format!("\n{header}\n"),
+                &format!("\n{header}\n{body}\n"),
+                1,
+            )
+        }
+        _ => format!("{extra}\n{MINIMAL}"),
+    }
+}
+
+#[test]
+fn auth_errors() {
+    let job = "[[jobs]]\napp_id = \"a\"\njob_id = \"j\"\n";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("no auth", "", "api.auth", "no credentials"),
+        (
+            "two methods",
+            "[api.auth]\naccess_key=\"a\"\nsecret_key=\"s\"\ntoken=\"t\"\n",
+            "api.auth",
+            "two authentication methods",
+        ),
+        (
+            "ak without sk",
+            "[api.auth]\naccess_key=\"a\"\n",
+            "api.auth.secret_key",
+            "missing",
+        ),
+        (
+            "sk and sk file",
+            "[api.auth]\naccess_key=\"a\"\nsecret_key=\"s\"\nsecret_key_file=\"/f\"\n",
+            "api.auth.secret_key",
+            "not both",
+        ),
+        (
+            "unreadable secret file",
+            "[api.auth]\naccess_key=\"a\"\nsecret_key_file=\"/nonexistent/sk\"\n",
+            "api.auth.secret_key_file",
+            "cannot read",
+        ),
+    ];
+    for (name, auth, key, fix) in cases {
+        let e = parse(&format!("{auth}{job}")).expect_err(name);
+        assert!(e.location.contains(key), "{name}: {e}");
+        assert!(e.message.contains(fix), "{name}: {e}");
+        assert!(
+            !e.to_string().contains("\"s\""),
+            "{name}: secret leaked: {e}"
+        );
+    }
+}
+
+#[test]
+fn job_errors_name_the_job() {
+    let auth = "[api.auth]\ntoken = \"t\"\n";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "empty job id",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"\"\nname=\"lobby\"\n",
+            "jobs[0] (\"lobby\").job_id",
+            "empty",
+        ),
+        (
+            "missing app id",
+            "[[jobs]]\njob_id=\"j\"\n",
+            "jobs[0].app_id",
+            "missing",
+        ),
+        (
+            "duplicate",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\n[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nname=\"dup\"\n",
+            "jobs[1] (\"dup\")",
+            "already watched by jobs[0]",
+        ),
+        (
+            "unknown channel",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nnotify=[\"pager\"]\n",
+            "jobs[0].notify",
+            "no channel",
+        ),
+        (
+            "dot job id: the URL drops it after signing",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\".\"\nname=\"lobby\"\n",
+            "jobs[0] (\"lobby\").job_id",
+            "not an id",
+        ),
+        (
+            "dot-dot app id",
+            "[[jobs]]\napp_id=\"..\"\njob_id=\"j\"\n",
+            "jobs[0].app_id",
+            "not an id",
+        ),
+        (
+            "control character in a job id",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"j\\u0007\"\nname=\"bell\"\n",
+            "jobs[0] (\"bell\").job_id",
+            "control character",
+        ),
+        (
+            "control character in a name",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nname=\"x\\r\\ny\"\n",
+            ".name",
+            "control character",
+        ),
+        (
+            "misspelt app_id",
+            "[[jobs]]\nappid=\"a\"\njob_id=\"j\"\nname=\"cam\"\n",
+            "jobs[0] (\"cam\").appid",
+            "unknown key appid (did you mean app_id?)",
+        ),
+        (
+            "job interval over 30 days",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\ninterval=\"45d\"\n",
+            "jobs[0].interval",
+            "30 days",
+        ),
+        (
+            "job interval under a cron schedule",
+            "[poll]\nschedule=\"*/30 * * * * *\"\n[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\ninterval=\"10s\"\n",
+            "jobs[0].interval",
+            "poll.schedule",
+        ),
+    ];
+    for (name, jobs, key, fix) in cases {
+        let e = parse(&format!("{auth}{jobs}")).expect_err(name);
+        assert!(e.location.contains(key), "{name}: {e}");
+        assert!(e.message.contains(fix), "{name}: {e}");
+    }
+}
+
+#[test]
+fn secrets_do_not_show_in_debug() {
+    let c = parse(MINIMAL).unwrap();
+    let dump = format!("{c:?}");
+    assert!(!dump.contains("\"SK\""), "{dump}");
+    assert!(dump.contains("***"));
+}
+
+#[test]
+fn budget_stretches_when_the_list_is_too_long() {
+    let mut c = parse(MINIMAL).unwrap();
+    let job = c.jobs[0].clone();
+    c.jobs = (0..600)
+        .map(|i| JobConfig {
+            job_id: format!("j{i}"),
+            ..job.clone()
+        })
+        .collect();
+    let b = c.budget();
+    assert!((b.demand - 20.0).abs() < 1e-9);
+    assert!(!b.fits());
+    assert_eq!(
+        b.effective(Duration::from_secs(30)),
+        Duration::from_secs(60)
+    );
+    c.jobs.truncate(300);
+    assert!(c.budget().fits());
+}
+
+#[test]
+fn project_id_is_required_with_aksk_only() {
+    let aksk = MINIMAL.replace("project_id = \"0a1b2c3d4e5f67890a1b2c3d4e5f6789\"\n", "");
+    let e = parse(&aksk).expect_err("AK/SK without a project id");
+    assert_eq!(e.location, "api.project_id");
+    assert!(e.message.contains("X-Project-Id"), "{e}");
+    assert!(e.message.contains("My Credentials"), "{e}");
+    let token = "[api.auth]\ntoken = \"t0ken\"\n[[jobs]]\napp_id = \"a\"\njob_id = \"j\"\n";
+    assert!(
+        parse(token).is_ok(),
+        "an IAM token is project-scoped itself"
+    );
+    let spaced = MINIMAL.replace("0a1b2c3d4e5f67890a1b2c3d4e5f6789", "0a1b 2c3d");
+    assert_eq!(parse(&spaced).unwrap_err().location, "api.project_id");
+}
+
+#[test]
+fn the_escape_hatch_allows_a_short_auth_backoff_with_a_warning() {
+    let c = parse(&with(
+        "[api]\nauth_backoff = \"1s\"\nallow_short_auth_backoff = true\n",
+    ))
+    .unwrap();
+    assert_eq!(c.api.auth_backoff, Duration::from_secs(1));
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("allow_short_auth_backoff"), "{w:?}");
+    assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn listening_beyond_loopback_is_a_warning() {
+    let cases = [
+        ("127.0.0.1:9187", false),
+        ("[::1]:9187", false),
+        ("0.0.0.0:9187", true),
+        ("192.0.2.7:9187", true),
+    ];
+    for (addr, warns) in cases {
+        let c = parse(&with(&format!("[http]\nlisten = \"{addr}\"\n"))).unwrap();
+        let w = c.warnings();
+        assert_eq!(!w.is_empty(), warns, "{addr}: {w:?}");
+        if warns {
+            assert!(w[0].contains("anyone who can reach it"), "{w:?}");
+        }
+    }
+}
+
+#[test]
+fn errors_from_the_environment_name_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+    // (case, the variable and its value, where the error is, what it says)
+    let cases: &[(&str, (&str, &str), &str, &str)] = &[
+        (
+            "bad value",
+            ("RECWATCH_API__RATE_LIMIT", "lots"),
+            "RECWATCH_API__RATE_LIMIT (overrides api.rate_limit)",
+            "\"lots\" is not a whole number",
+        ),
+        (
+            "unknown key",
+            ("RECWATCH_POLL__INTERVALL", "5s"),
+            "RECWATCH_POLL__INTERVALL (overrides poll.intervall)",
+            "did you mean interval?",
+        ),
+        (
+            "a conflict inside a table the variable sets a key of",
+            ("RECWATCH_API__AUTH__TOKEN", "t0ken-value"),
+            "api.auth in ",
+            "the environment sets RECWATCH_API__AUTH__TOKEN",
+        ),
+    ];
+    for (name, (var, value), location, fix) in cases {
+        let e = load_with_env(&path, env(var, value)).expect_err(name);
+        assert!(e.location.starts_with(location), "{name}: {e}");
+        assert!(e.message.contains(fix), "{name}: {e}");
+        assert!(!e.to_string().contains("t0ken-value"), "{name}: {e}");
+    }
+    let e = load_with_env(&path, env("RECWATCH_API__RATE_LIMIT", "0")).unwrap_err();
+    assert!(
+        !e.to_string().contains("config.toml"),
+        "the value is not in the file: {e}"
+    );
+}
+
+#[test]
+fn a_syntax_error_never_shows_a_secret() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "half-typed secret key",
+            "[api.auth]\naccess_key = \"AK\"\nsecret_key = \"hunter2-the-key\n",
+            "line 3",
+        ),
+        (
+            "unquoted password",
+            "[[notify.email]]\npassword = hunter2-the-key\n",
+            "line 2",
+        ),
+        (
+            "header value in an unclosed inline table",
+            "[[notify.webhook]]\nheaders = { Authorization = \"Bearer hunter2-the-key\" \n",
+            "line 2",
+        ),
+        (
+            "the secret is fine, the next line is not",
+            "[api.auth]\nsecret_key = \"hunter2-the-key\"\nx = = 1\n",
+            "line 3",
+        ),
+    ];
+    for (name, text, line) in cases {
+        let e = parse(text).expect_err(name);
+        let shown = e.to_string();
+        assert!(!shown.contains("hunter2"), "{name}: {shown}");
+        assert!(e.location.contains(line), "{name}: {shown}");
+        assert!(e.location.contains("TOML syntax"), "{name}: {shown}");
+        assert!(!shown.contains('\n'), "{name}: one line: {shown}");
+    }
+    let e = parse("[api.auth]\nsecret_key = \"hunter2-the-key\n").unwrap_err();
+    assert!(e.message.contains("`secret_key = ***`"), "{e}");
+}
+
+/// Every duration key has an upper bound (and, where zero would loop, a lower one): each
+/// bound is refused just past it, with the key and the fix; the largest allowed passes.
+#[test]
+fn absurd_durations_are_refused_table() {
+    // (name, config text, None if accepted or Some((key, phrase of the fix)))
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
+    let cases: &[Case] = &[
+        (
+            "grace at its bound",
+            "[rules]\ninit_grace = \"30d\"\n",
+            None,
+        ),
+        (
+            "grace past its bound",
+            "[rules]\ninit_grace = \"31d\"\n",
+            Some(("rules.init_grace", "at most 30d")),
+        ),
+        (
+            "grace of 2^64-1 seconds",
+            "[rules]\ninit_grace = \"18446744073709551615s\"\n",
+            Some(("rules.init_grace", "at most 30d")),
+        ),
+        (
+            "repeat at its bound",
+            "[rules]\nrepeat_interval = \"365d\"\n",
+            None,
+        ),
+        (
+            "repeat past its bound",
+            "[rules]\nrepeat_interval = \"1000y\"\n",
+            Some(("rules.repeat_interval", "at most 365d")),
+        ),
+        (
+            "retention at its bound",
+            "[storage]\nretention = \"36500d\"\n",
+            None,
+        ),
+        (
+            "retention past its bound",
+            "[storage]\nretention = \"100000y\"\n",
+            Some(("storage.retention", "at most 36500d")),
+        ),
+        (
+            "api timeout at its bound",
+            "[api]\ntimeout = \"5m\"\n",
+            None,
+        ),
+        (
+            "api timeout past its bound",
+            "[api]\ntimeout = \"301s\"\n",
+            Some(("api.timeout", "use at most 5m")),
+        ),
+        (
+            "api timeout of zero",
+            "[api]\ntimeout = \"0s\"\n",
+            Some(("api.timeout", "longer than 0s")),
+        ),
+        (
+            "throttle back-off at its bound",
+            "[api]\nthrottle_backoff = \"1m\"\n",
+            None,
+        ),
+        (
+            "throttle back-off past its bound",
+            "[api]\nthrottle_backoff = \"3h\"\n",
+            Some(("api.throttle_backoff", "use at most 1m")),
+        ),
+        (
+            "throttle back-off of zero",
+            "[api]\nthrottle_backoff = \"0s\"\n",
+            Some(("api.throttle_backoff", "longer than 0s")),
+        ),
+        (
+            "auth back-off at its bound",
+            "[api]\nauth_backoff = \"24h\"\n",
+            None,
+        ),
+        (
+            "auth back-off of 2^64-1 seconds",
+            "[api]\nauth_backoff = \"18446744073709551615s\"\n",
+            Some(("api.auth_backoff", "use at most 1d")),
+        ),
+        (
+            "auth back-off of zero, even for the simulator",
+            "[api]\nauth_backoff = \"0s\"\nallow_short_auth_backoff = true\n",
+            Some(("api.auth_backoff", "longer than 0s")),
+        ),
+        (
+            "max age at its bound",
+            "[notify]\nmax_age = \"30d\"\n",
+            None,
+        ),
+        (
+            "max age past its bound",
+            "[notify]\nmax_age = \"1y\"\n",
+            Some(("notify.max_age", "use at most 30d")),
+        ),
+        (
+            "max age of zero",
+            "[notify]\nmax_age = \"0s\"\n",
+            Some(("notify.max_age", "longer than 0s")),
+        ),
+        (
+            "max back-off at its bound",
+            "[notify]\nmax_backoff = \"24h\"\n",
+            None,
+        ),
+        (
+            "max back-off past its bound",
+            "[notify]\nmax_backoff = \"1000y\"\n",
+            Some(("notify.max_backoff", "use at most 1d")),
+        ),
+        (
+            "max back-off of zero (a retry loop)",
+            "[notify]\nmax_backoff = \"0s\"\n",
+            Some(("notify.max_backoff", "longer than 0s")),
+        ),
+    ];
+    for (name, extra, want) in cases {
+        // Keys of [api] go into MINIMAL's own [api] table (a second one is a TOML error).
+        let text = match extra.strip_prefix("[api]\n") {
+            Some(keys) => MINIMAL.replacen("[api]\n", &format!("[api]\n{keys}"), 1),
+            None => format!("{extra}\n{MINIMAL}"),
+        };
+        let got = parse(&text);
+        match (want, got) {
+            (None, Ok(_)) => {}
+            (None, Err(e)) => panic!("{name}: refused: {e}"),
+            (Some(_), Ok(_)) => panic!("{name}: accepted"),
+            (Some((key, fix)), Err(e)) => {
+                assert!(e.location.contains(key), "{name}: {e}");
+                assert!(e.message.contains(fix), "{name}: {e}");
+            }
+        }
+    }
+}
+
+/// config.example.toml writes out every default: loading it must give what
+/// `Config::defaults` (and so the loader) falls back to, so neither drifts from the other.
+#[test]
+fn the_example_file_shows_the_defaults() {
+    let text = include_str!("../../config.example.toml");
+    let env = vec![
+        (
+            "RECWATCH_API__AUTH__ACCESS_KEY".to_string(),
+            "AK".to_string(),
+        ),
+        (
+            "RECWATCH_API__AUTH__SECRET_KEY".to_string(),
+            "SK".to_string(),
+        ),
+        (
+            "RECWATCH_API__PROJECT_ID".to_string(),
+            "0a1b2c3d4e5f67890a1b2c3d4e5f6789".to_string(),
+        ),
+    ];
+    let example = parse_str(text, env, None).expect("the example loads with credentials");
+    let d = Config::defaults(example.api.auth.clone());
+    let (a, b) = (&example.api, &d.api);
+    assert_eq!(a.endpoint, b.endpoint);
+    assert_eq!(
+        (a.timeout, a.rate_limit, a.max_in_flight),
+        (b.timeout, b.rate_limit, b.max_in_flight)
+    );
+    assert_eq!(
+        (
+            a.throttle_backoff,
+            a.auth_backoff,
+            a.allow_short_auth_backoff
+        ),
+        (
+            b.throttle_backoff,
+            b.auth_backoff,
+            b.allow_short_auth_backoff
+        )
+    );
+    assert_eq!(example.poll.interval, d.poll.interval);
+    assert_eq!(example.poll.schedule, d.poll.schedule);
+    assert_eq!(example.poll.stop_after_terminal, d.poll.stop_after_terminal);
+    assert_eq!(example.storage.path, d.storage.path);
+    assert_eq!(example.storage.retention, d.storage.retention);
+    assert_eq!(example.rules, d.rules);
+    assert_eq!(example.notify.max_age, d.notify.max_age);
+    assert_eq!(example.notify.max_backoff, d.notify.max_backoff);
+    assert_eq!(example.http.listen, Some(defaults::HTTP_LISTEN));
+    assert_eq!(example.log.level, d.log.level);
+}
