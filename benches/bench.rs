@@ -963,9 +963,8 @@ async fn write_rate(dir: &Path, name: &str, normal: bool) -> anyhow::Result<f64>
             first_seen: chrono::Utc::now(),
             now: chrono::Utc::now(),
         };
-        let mut conn = store.writer().acquire().await?;
         outbox
-            .write_job_polls(&mut conn, &[record], &ctx, &config)
+            .write_job_polls(&store, &[record], &ctx, &config)
             .await?;
         phases[i] = Some(to);
         n += 1;

@@ -583,7 +583,7 @@ async fn history(
 
 async fn alerts(config: &Config, pending: bool, limit: i64, json: bool) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
-    let list = crate::deliver::list_alerts(&store, pending, limit).await?;
+    let list = store.alerts(pending, limit).await?;
     store.close().await;
     if json {
         out!("{}", serde_json::to_string_pretty(&list)?)?;

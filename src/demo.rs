@@ -258,7 +258,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let store = crate::store::Store::open(&config.storage.path).await?;
     let transitions = store.history(None, None, i64::MAX).await?.len();
-    let alerts = crate::deliver::list_alerts(&store, false, i64::MAX).await?;
+    let alerts = store.alerts(false, i64::MAX).await?;
     let delivered = alerts
         .iter()
         .filter(|a| a.deliveries.iter().all(|d| d.state == "sent"))

@@ -11,10 +11,9 @@ use crate::alert::{
 use crate::config::{Config, JobConfig, Severity};
 use crate::poll::Event;
 use crate::rules;
-use crate::store::{PollOutcome, PollRecord, Store, write_record};
+use crate::store::{PollOutcome, PollRecord, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use sqlx::{Connection, Row, SqliteConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -156,25 +155,20 @@ impl Outbox {
 
     /// Restores the api_unhealthy flag from an episode left open by a previous run.
     pub async fn restore(&self, store: &Store) -> anyhow::Result<()> {
-        let open: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM episodes WHERE rule = 'api_unhealthy' AND resolved_at IS NULL",
-        )
-        .fetch_optional(store.reader())
-        .await?;
-        self.api_unhealthy.store(open.is_some(), Ordering::Relaxed);
+        let open = store.episode_open(Rule::ApiUnhealthy).await?;
+        self.api_unhealthy.store(open, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Writes one job's poll outcomes (oldest first) and every alert they cause, atomically,
-    /// on `conn` (the store's write connection).
+    /// Writes one job's poll outcomes (oldest first) and every alert they cause, atomically.
     pub async fn write_job_polls(
         &self,
-        conn: &mut SqliteConnection,
+        store: &Store,
         records: &[PollRecord],
         ctx: &JobContext<'_>,
         config: &Config,
-    ) -> anyhow::Result<()> {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    ) -> Result<(), StoreError> {
+        let mut tx = store.begin_write().await?;
         let made = self
             .write_job_polls_in(&mut tx, records, ctx, config)
             .await?;
@@ -187,14 +181,14 @@ impl Outbox {
     /// alerts made, to announce once committed.
     async fn write_job_polls_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut WriteTx,
         records: &[PollRecord],
         ctx: &JobContext<'_>,
         config: &Config,
-    ) -> anyhow::Result<Vec<Alert>> {
+    ) -> Result<Vec<Alert>, StoreError> {
         let mut made = Vec::new();
         for r in records {
-            let transition_id = write_record(&mut *tx, r).await?;
+            let transition_id = tx.record_poll(r).await?;
             if let (
                 Some(tid),
                 PollOutcome::Ok {
@@ -229,16 +223,16 @@ impl Outbox {
                             r.polled_at,
                         );
                         let key = format!("t:{tid}:{}", rule.as_str());
-                        if insert_alert(
-                            &mut *tx,
-                            &alert,
-                            &key,
-                            Some(tid),
-                            None,
-                            channels_for(Some(ctx.job), config),
-                            r.polled_at,
-                        )
-                        .await?
+                        if tx
+                            .insert_alert(
+                                &alert,
+                                &key,
+                                Some(tid),
+                                None,
+                                channels_for(Some(ctx.job), config),
+                                r.polled_at,
+                            )
+                            .await?
                         {
                             made.push(alert);
                         }
@@ -247,7 +241,7 @@ impl Outbox {
             }
         }
         if let Some(last) = records.last() {
-            made.extend(self.job_conditions(&mut *tx, last, ctx, config).await?);
+            made.extend(self.job_conditions(tx, last, ctx, config).await?);
         }
         Ok(made)
     }
@@ -255,11 +249,11 @@ impl Outbox {
     /// stuck_init and job_not_found for one job, from its latest outcome.
     async fn job_conditions(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut WriteTx,
         last: &PollRecord,
         ctx: &JobContext<'_>,
         config: &Config,
-    ) -> anyhow::Result<Vec<Alert>> {
+    ) -> Result<Vec<Alert>, StoreError> {
         let mut made = Vec::new();
         let now = last.polled_at;
         let (stuck, not_found, snapshot) = match &last.outcome {
@@ -329,7 +323,7 @@ impl Outbox {
     #[allow(clippy::too_many_arguments)]
     async fn condition(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut WriteTx,
         rule: Rule,
         job: Option<&JobConfig>,
         active: bool,
@@ -337,39 +331,22 @@ impl Outbox {
         facts: Option<JobFacts>,
         config: &Config,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<Vec<Alert>> {
+    ) -> Result<Vec<Alert>, StoreError> {
         let Some(severity) = rules::severity(&config.rules, rule) else {
             return Ok(Vec::new());
         };
         let (app_id, job_id) = job
             .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
             .unwrap_or(("", ""));
-        let open = sqlx::query(
-            "SELECT id, last_notified_at, reminders FROM episodes
-             WHERE rule = ? AND app_id = ? AND job_id = ? AND resolved_at IS NULL",
-        )
-        .bind(rule.as_str())
-        .bind(app_id)
-        .bind(job_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let open = tx.open_episode(rule, app_id, job_id).await?;
         let channels = channels_for(job, config);
         let at = timestamp(now);
         // Which step of the episode this is, if any: (episode id, status, summary, key step).
         let step = match (open, active) {
             (None, true) => {
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO episodes (rule, app_id, job_id, reason, opened_at, last_notified_at)
-                     VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                )
-                .bind(rule.as_str())
-                .bind(app_id)
-                .bind(job_id)
-                .bind(summary)
-                .bind(&at)
-                .bind(&at)
-                .fetch_one(&mut *tx)
-                .await?;
+                let id = tx
+                    .insert_episode(rule, app_id, job_id, summary, &at)
+                    .await?;
                 Some((
                     id,
                     Status::Firing,
@@ -377,23 +354,14 @@ impl Outbox {
                     "firing".to_string(),
                 ))
             }
-            (Some(row), true) => {
-                let id: i64 = row.get(0);
-                let last: String = row.get(1);
-                let reminders: i64 = row.get(2);
-                let last = DateTime::parse_from_rfc3339(&last)
+            (Some(open), true) => {
+                let (id, reminders) = (open.id, open.reminders);
+                let last = DateTime::parse_from_rfc3339(&open.last_notified_at)
                     .map(|t| t.with_timezone(&Utc))
                     .unwrap_or(now);
                 if rules::reminder_due(last, config.rules.repeat_interval, now) {
                     let n = reminders + 1;
-                    sqlx::query(
-                        "UPDATE episodes SET last_notified_at = ?, reminders = ? WHERE id = ?",
-                    )
-                    .bind(&at)
-                    .bind(n)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                    tx.remind_episode(id, &at, n).await?;
                     Some((
                         id,
                         Status::Firing,
@@ -404,13 +372,9 @@ impl Outbox {
                     None
                 }
             }
-            (Some(row), false) => {
-                let id: i64 = row.get(0);
-                sqlx::query("UPDATE episodes SET resolved_at = ? WHERE id = ?")
-                    .bind(&at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+            (Some(open), false) => {
+                let id = open.id;
+                tx.resolve_episode(id, &at).await?;
                 let label = job.map(|j| j.label()).unwrap_or("job");
                 let resolved = match rule {
                     Rule::StuckInit => format!("{label} is no longer stuck in INIT"),
@@ -428,7 +392,10 @@ impl Outbox {
         if let Some((id, status, summary, step)) = step {
             let alert = self.alert(status, rule, severity, summary, facts, None, now);
             let key = format!("e:{id}:{step}");
-            if insert_alert(tx, &alert, &key, None, Some(id), channels, now).await? {
+            if tx
+                .insert_alert(&alert, &key, None, Some(id), channels, now)
+                .await?
+            {
                 made.push(alert);
             }
         }
@@ -477,7 +444,7 @@ impl Outbox {
         config: &Config,
     ) -> anyhow::Result<()> {
         let now = Utc::now();
-        let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = store.begin_write().await?;
         let mut made = Vec::new();
         for change in owed.changes() {
             let (active, summary) = match change {
@@ -511,7 +478,7 @@ impl Outbox {
         if !self.api_unhealthy() {
             return Ok(());
         }
-        let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = store.begin_write().await?;
         let made = self
             .condition(
                 &mut tx,
@@ -662,55 +629,6 @@ pub fn job_facts(job: &JobConfig, snapshot: Option<&recwatch_rtc::model::JobSnap
     f
 }
 
-/// Inserts an alert and one pending delivery per channel. Returns false if an alert with
-/// this dedup key already exists (nothing is written then).
-pub(crate) async fn insert_alert(
-    tx: &mut SqliteConnection,
-    alert: &Alert,
-    dedup_key: &str,
-    transition_id: Option<i64>,
-    episode_id: Option<i64>,
-    channels: Vec<String>,
-    now: DateTime<Utc>,
-) -> anyhow::Result<bool> {
-    let at = timestamp(now);
-    let done = sqlx::query(
-        "INSERT INTO alerts (id, dedup_key, rule, severity, status, app_id, job_id, transition_id, episode_id,
-                             summary, payload, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (dedup_key) DO NOTHING",
-    )
-    .bind(&alert.id)
-    .bind(dedup_key)
-    .bind(alert.rule.as_str())
-    .bind(alert.severity.as_str())
-    .bind(alert.status.as_str())
-    .bind(alert.job.as_ref().map(|j| &j.app_id))
-    .bind(alert.job.as_ref().map(|j| &j.job_id))
-    .bind(transition_id)
-    .bind(episode_id)
-    .bind(&alert.summary)
-    .bind(serde_json::to_string(alert)?)
-    .bind(&at)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
-    for channel in channels {
-        sqlx::query(
-            "INSERT INTO deliveries (alert_id, channel, next_attempt_at, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&alert.id)
-        .bind(&channel)
-        .bind(&at)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(true)
-}
-
 /// Group commit for the poller: poll outcomes that finish while another commit is being
 /// synced share the next transaction, so a watch list polled faster than the disk can sync
 /// is not bound to one fsync per poll. Each job's outcomes and the alerts they cause still
@@ -733,19 +651,6 @@ struct WriteUnit {
 
 /// At most this many jobs share one transaction, so one commit stays short.
 const MAX_GROUP: usize = 256;
-
-/// Whether a write failed because of the database (its disk, file system or file), not
-/// because of what was written: then every other write fails the same way.
-fn is_store_failure(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
-        Some(sqlx::Error::Database(d)) => d
-            .code()
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 8 | 10 | 13 | 14)),
-        Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
-        _ => false,
-    })
-}
 
 impl GroupWriter {
     /// Starts the writer task; it ends when the last `GroupWriter` clone is dropped.
@@ -872,16 +777,21 @@ impl Outbox {
                 // Locked by another process: each job on its own would wait out the busy
                 // timeout again, one after the other. Every job keeps its outcomes for its
                 // next poll instead.
-                Ok(Err(e)) if crate::store::is_busy(&e) => {
+                Ok(Err(e @ StoreError::Locked(_))) => {
                     store.health().write_failed(&e);
                     return group
                         .iter()
-                        .map(|_| Err(anyhow::anyhow!("database locked by another process: {e:#}")))
+                        .map(|_| {
+                            Err(anyhow::anyhow!(
+                                "database locked by another process: {}",
+                                e.chain()
+                            ))
+                        })
                         .collect();
                 }
                 // The database itself refuses (full, read-only ...): job by job would fail
                 // the same way.
-                Ok(Err(e)) if is_store_failure(&e) => {
+                Ok(Err(e @ StoreError::Unwritable(_))) => {
                     store.health().write_failed(&e);
                     return group
                         .iter()
@@ -894,7 +804,10 @@ impl Outbox {
                         .collect();
                 }
                 Ok(Err(e)) => {
-                    warn!("a grouped write failed, writing each job on its own: {e:#}");
+                    warn!(
+                        "a grouped write failed, writing each job on its own: {}",
+                        e.chain()
+                    );
                 }
                 Err(why) => {
                     error!(
@@ -911,23 +824,19 @@ impl Outbox {
                 first_seen: u.first_seen,
                 now: u.now,
             };
-            let write = async {
-                let mut conn = store.writer().acquire().await?;
-                self.write_job_polls(&mut conn, &u.records, &ctx, &u.config)
-                    .await
-            };
+            let write = self.write_job_polls(store, &u.records, &ctx, &u.config);
             let result = match crate::vitals::contain(write).await {
                 Ok(Ok(())) => {
                     store.health().write_ok();
                     Ok(())
                 }
                 Ok(Err(e)) => {
-                    if is_store_failure(&e) || crate::store::is_busy(&e) {
+                    if e.is_database_wide() {
                         store.health().write_failed(&e);
                     } else {
-                        warn!(app_id = %u.job.app_id, job_id = %u.job.job_id, "cannot write the poll outcome: {e:#}");
+                        warn!(app_id = %u.job.app_id, job_id = %u.job.job_id, "cannot write the poll outcome: {}", e.chain());
                     }
-                    Err(e)
+                    Err(e.into())
                 }
                 Err(why) => {
                     error!(app_id = %u.job.app_id, job_id = %u.job.job_id, name = u.job.label(), "writing this job's poll outcome panicked: {why}");
@@ -948,11 +857,11 @@ impl Outbox {
         &self,
         store: &Store,
         group: &[WriteUnit],
-    ) -> anyhow::Result<(Vec<anyhow::Result<()>>, Vec<Alert>)> {
+    ) -> Result<(Vec<anyhow::Result<()>>, Vec<Alert>), StoreError> {
         // No savepoint per job: any error rolls the whole group back (dropping `tx`) and the
         // caller writes each job on its own, which gives each its own outcome. Errors are rare;
         // two statements fewer per poll are not.
-        let mut tx = store.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = store.begin_write().await?;
         let mut made = Vec::new();
         for u in group {
             let ctx = JobContext {

@@ -407,7 +407,7 @@ impl Touches {
     }
 
     /// Writes what is pending; on failure it is kept for the next flush (unless newer came).
-    pub async fn flush(&self, store: &Store) -> anyhow::Result<usize> {
+    pub async fn flush(&self, store: &Store) -> Result<usize, crate::store::StoreError> {
         let batch: Vec<(Key, Touch)> = self.pending.lock().expect("touches lock").drain().collect();
         if batch.is_empty() {
             return Ok(0);
@@ -1600,7 +1600,10 @@ impl PollTask {
                             why: p.0.clone(),
                         };
                     }
-                    if !crate::store::is_busy(&e) {
+                    if !matches!(
+                        e.downcast_ref::<crate::store::StoreError>(),
+                        Some(crate::store::StoreError::Locked(_))
+                    ) {
                         debug!(app_id = %k.0, job_id = %k.1, unwritten = state.unwritten.len(), "cannot write the poll outcome: {e:#}; kept and written again shortly");
                         break;
                     }

@@ -4,7 +4,7 @@
 //! Each channel has its own lane (`lane`): its own task and its own limit of sends in flight,
 //! so a hung webhook or a silent SMTP server delays nothing but itself. Within a channel the
 //! notices of one episode go out in order. When to retry and when to give up is decided by
-//! pure functions (`policy`); the `deliveries` table is the queue (`queue`).
+//! pure functions (`policy`); the `deliveries` table is the queue (`store::deliveries`).
 //!
 //! A crash between a send and its `sent` mark means the same alert, with the same id, goes
 //! out again on the next start: at-least-once, and receivers de-duplicate on the id
@@ -13,16 +13,16 @@
 
 mod lane;
 pub mod policy;
-pub mod queue;
 
 pub use policy::{AfterFailure, Clock, DeathCause, Policy, after_failure, retry_delay};
 
 use crate::config::{Config, NotifyConfig};
 use crate::notify::Channel;
 use crate::store::Store;
+/// The `deliveries` table as a queue; its statements live in the store.
+use crate::store::deliveries as queue;
 use lane::{Lane, Settings};
 use queue::Filter;
-use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,82 +297,5 @@ pub async fn deliver_now(
     }
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
-    queue::count_pending(store, &only).await
-}
-
-/// An alert with its delivery state per channel, for `recwatch alerts`.
-#[derive(Debug, serde::Serialize)]
-pub struct AlertView {
-    pub id: String,
-    pub rule: String,
-    pub severity: String,
-    pub status: String,
-    pub app_id: Option<String>,
-    pub job_id: Option<String>,
-    pub summary: String,
-    pub created_at: String,
-    pub deliveries: Vec<DeliveryView>,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct DeliveryView {
-    pub channel: String,
-    pub state: String,
-    pub attempts: i64,
-    pub next_attempt_at: Option<String>,
-    pub sent_at: Option<String>,
-    pub last_error: Option<String>,
-}
-
-/// Alerts newest first, optionally only those with a delivery still pending.
-pub async fn list_alerts(
-    store: &Store,
-    pending_only: bool,
-    limit: i64,
-) -> anyhow::Result<Vec<AlertView>> {
-    let rows = sqlx::query(
-        "SELECT id, rule, severity, status, app_id, job_id, summary, created_at FROM alerts a
-         WHERE (?1 = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state = 'pending'))
-         ORDER BY created_at DESC, rowid DESC LIMIT ?2",
-    )
-    .bind(pending_only as i64)
-    .bind(limit)
-    .fetch_all(store.reader())
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let id: String = r.get(0);
-        let deliveries = sqlx::query(
-            "SELECT channel, state, attempts, next_attempt_at, sent_at, last_error FROM deliveries
-             WHERE alert_id = ? ORDER BY channel",
-        )
-        .bind(&id)
-        .fetch_all(store.reader())
-        .await?
-        .into_iter()
-        .map(|d| {
-            let state: String = d.get(1);
-            DeliveryView {
-                channel: d.get(0),
-                next_attempt_at: if state == "pending" { d.get(3) } else { None },
-                state,
-                attempts: d.get(2),
-                sent_at: d.get(4),
-                last_error: d.get(5),
-            }
-        })
-        .collect();
-        out.push(AlertView {
-            id,
-            rule: r.get(1),
-            severity: r.get(2),
-            status: r.get(3),
-            app_id: r.get(4),
-            job_id: r.get(5),
-            summary: r.get(6),
-            created_at: r.get(7),
-            deliveries,
-        });
-    }
-    Ok(out)
+    Ok(queue::count_pending(store, &only).await?)
 }

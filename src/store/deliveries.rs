@@ -7,13 +7,12 @@
 //!    '----failed at notify.max_age, or never retryable, or channel removed--> dead
 //! ```
 //!
-//! Every statement about deliveries that the worker runs is here, next to the tests that
-//! drive a real SQLite file through those states.
+//! Every statement about deliveries that the delivery worker (`deliver`) runs is here, next
+//! to the tests that drive a real SQLite file through those states.
 
+use super::{Store, StoreError};
 use crate::alert::timestamp;
-use crate::store::Store;
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, Row};
 use std::sync::Arc;
 
 /// Which deliveries a lane works on: one channel's, and optionally only those of some alerts
@@ -65,16 +64,42 @@ macro_rules! takeable {
     };
 }
 
+/// A due delivery as read, before its times are parsed.
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    alert_id: String,
+    channel: String,
+    attempts: i64,
+    created_at: String,
+    payload: String,
+    app_id: String,
+    job_id: String,
+}
+
+/// A delivery and when it is next tried (or, for `pending_created`, when it was made).
+#[derive(sqlx::FromRow)]
+struct WhenRow {
+    alert_id: String,
+    at: String,
+}
+
+/// Pending deliveries of one channel.
+#[derive(sqlx::FromRow)]
+struct ChannelCount {
+    channel: String,
+    n: i64,
+}
+
 /// Up to `limit` deliveries due at `now`, the longest-waiting first.
 pub async fn due(
     store: &Store,
     filter: &Filter,
     now: DateTime<Utc>,
     limit: usize,
-) -> anyhow::Result<Vec<Due>> {
-    let rows = sqlx::query(concat!(
+) -> Result<Vec<Due>, StoreError> {
+    let rows = sqlx::query_as::<_, DueRow>(concat!(
         "SELECT d.alert_id, d.channel, d.attempts, d.created_at, a.payload,
-                COALESCE(a.app_id, '-'), COALESCE(a.job_id, '-')",
+                COALESCE(a.app_id, '-') AS app_id, COALESCE(a.job_id, '-') AS job_id",
         takeable!(),
         " AND d.next_attempt_at <= ?3 ORDER BY d.next_attempt_at, a.rowid LIMIT ?4"
     ))
@@ -82,21 +107,28 @@ pub async fn due(
     .bind(filter.only.as_deref())
     .bind(timestamp(now))
     .bind(limit.min(i64::MAX as usize) as i64)
-    .fetch_all(store.reader())
+    .fetch_all(&store.read)
     .await?;
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|r| Due {
-            alert_id: r.get(0),
-            channel: r.get(1),
-            attempts: r.get::<i64, _>(2).clamp(0, u32::MAX as i64) as u32,
+            alert_id: r.alert_id,
+            channel: r.channel,
+            attempts: r.attempts.clamp(0, u32::MAX as i64) as u32,
             // An unreadable time (never written by us) counts as "now": young, not dead.
-            created_at: parse_time(&r.get::<String, _>(3)).unwrap_or(now),
-            payload: r.get(4),
-            app_id: r.get(5),
-            job_id: r.get(6),
+            created_at: parse_time(&r.created_at).unwrap_or(now),
+            payload: r.payload,
+            app_id: r.app_id,
+            job_id: r.job_id,
         })
         .collect())
+}
+
+/// (alert id, time) of rows whose time parses; a time we never wrote is skipped.
+fn parsed(rows: Vec<WhenRow>) -> Vec<(String, DateTime<Utc>)> {
+    rows.into_iter()
+        .filter_map(|r| Some((r.alert_id, parse_time(&r.at)?)))
+        .collect()
 }
 
 /// The next `limit` takeable deliveries by due time, due or not: (alert id, next attempt).
@@ -105,21 +137,18 @@ pub async fn next_due(
     store: &Store,
     filter: &Filter,
     limit: usize,
-) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
-    let rows = sqlx::query(concat!(
-        "SELECT d.alert_id, d.next_attempt_at",
+) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+    let rows = sqlx::query_as::<_, WhenRow>(concat!(
+        "SELECT d.alert_id, d.next_attempt_at AS at",
         takeable!(),
         " ORDER BY d.next_attempt_at LIMIT ?3"
     ))
     .bind(&filter.channel)
     .bind(filter.only.as_deref())
     .bind(limit.min(i64::MAX as usize) as i64)
-    .fetch_all(store.reader())
+    .fetch_all(&store.read)
     .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| Some((r.get(0), parse_time(&r.get::<String, _>(1))?)))
-        .collect())
+    Ok(parsed(rows))
 }
 
 /// How an attempt ended, as written.
@@ -139,7 +168,7 @@ pub async fn record(
     channel: &str,
     attempts: u32,
     outcome: &Outcome,
-) -> anyhow::Result<()> {
+) -> Result<(), StoreError> {
     let q = match outcome {
         Outcome::Sent { at } => sqlx::query(
             "UPDATE deliveries SET state = 'sent', attempts = ?, sent_at = ?, last_error = NULL
@@ -161,10 +190,7 @@ pub async fn record(
         .bind(attempts as i64)
         .bind(error),
     };
-    q.bind(alert_id)
-        .bind(channel)
-        .execute(store.writer())
-        .await?;
+    q.bind(alert_id).bind(channel).execute(&store.write).await?;
     Ok(())
 }
 
@@ -173,17 +199,14 @@ pub async fn record(
 pub async fn pending_created(
     store: &Store,
     channel: &str,
-) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
-    let rows = sqlx::query(
-        "SELECT alert_id, created_at FROM deliveries WHERE channel = ? AND state = 'pending'",
+) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+    let rows = sqlx::query_as::<_, WhenRow>(
+        "SELECT alert_id, created_at AS at FROM deliveries WHERE channel = ? AND state = 'pending'",
     )
     .bind(channel)
-    .fetch_all(store.reader())
+    .fetch_all(&store.read)
     .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| Some((r.get(0), parse_time(&r.get::<String, _>(1))?)))
-        .collect())
+    Ok(parsed(rows))
 }
 
 /// Brings every next attempt on `channel` later than `latest` forward to it. No schedule we
@@ -193,14 +216,14 @@ pub async fn cap_next_attempts(
     store: &Store,
     channel: &str,
     latest: DateTime<Utc>,
-) -> anyhow::Result<u64> {
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE deliveries SET next_attempt_at = ?2
          WHERE channel = ?1 AND state = 'pending' AND next_attempt_at > ?2",
     )
     .bind(channel)
     .bind(timestamp(latest))
-    .execute(store.writer())
+    .execute(&store.write)
     .await?;
     Ok(done.rows_affected())
 }
@@ -212,29 +235,24 @@ pub async fn shift_next_attempts(
     channel: &str,
     by: chrono::Duration,
     now: DateTime<Utc>,
-) -> anyhow::Result<u64> {
-    let mut conn = store.writer().acquire().await?;
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let rows = sqlx::query(
-        "SELECT alert_id, next_attempt_at FROM deliveries
+) -> Result<u64, StoreError> {
+    let mut tx = store.begin_write().await?;
+    let rows = sqlx::query_as::<_, WhenRow>(
+        "SELECT alert_id, next_attempt_at AS at FROM deliveries
          WHERE channel = ? AND state = 'pending' AND next_attempt_at > ?",
     )
     .bind(channel)
     .bind(timestamp(now))
-    .fetch_all(&mut *tx)
+    .fetch_all(tx.conn())
     .await?;
     let mut n = 0;
-    for r in rows {
-        let id: String = r.get(0);
-        let Some(at) = parse_time(&r.get::<String, _>(1)) else {
-            continue;
-        };
+    for (id, at) in parsed(rows) {
         let moved = at.checked_add_signed(by).unwrap_or(now);
         sqlx::query("UPDATE deliveries SET next_attempt_at = ? WHERE alert_id = ? AND channel = ?")
             .bind(timestamp(moved))
             .bind(&id)
             .bind(channel)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         n += 1;
     }
@@ -248,17 +266,16 @@ pub async fn shift_next_attempts(
 pub async fn bury_orphans(
     store: &Store,
     configured: &[&str],
-) -> anyhow::Result<Vec<(String, u64)>> {
+) -> Result<Vec<(String, u64)>, StoreError> {
     let names = serde_json::to_string(configured)?;
-    let mut conn = store.writer().acquire().await?;
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let rows = sqlx::query(
-        "SELECT channel, COUNT(*) FROM deliveries
+    let mut tx = store.begin_write().await?;
+    let rows = sqlx::query_as::<_, ChannelCount>(
+        "SELECT channel, COUNT(*) AS n FROM deliveries
          WHERE state = 'pending' AND channel NOT IN (SELECT value FROM json_each(?))
          GROUP BY channel",
     )
     .bind(&names)
-    .fetch_all(&mut *tx)
+    .fetch_all(tx.conn())
     .await?;
     sqlx::query(
         "UPDATE deliveries SET state = 'dead',
@@ -266,23 +283,23 @@ pub async fn bury_orphans(
          WHERE state = 'pending' AND channel NOT IN (SELECT value FROM json_each(?))",
     )
     .bind(&names)
-    .execute(&mut *tx)
+    .execute(tx.conn())
     .await?;
     tx.commit().await?;
     Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get::<i64, _>(1).max(0) as u64))
+        .into_iter()
+        .map(|r| (r.channel, r.n.max(0) as u64))
         .collect())
 }
 
 /// How many deliveries of the alerts in `only` (a JSON array of ids) are still pending.
-pub async fn count_pending(store: &Store, only: &str) -> anyhow::Result<i64> {
+pub async fn count_pending(store: &Store, only: &str) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM deliveries
          WHERE state = 'pending' AND alert_id IN (SELECT value FROM json_each(?))",
     )
     .bind(only)
-    .fetch_one(store.reader())
+    .fetch_one(&store.read)
     .await?)
 }
 
@@ -296,6 +313,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use crate::alert::{Alert, Status};
+    use sqlx::Row;
 
     struct Db {
         _dir: tempfile::TempDir,
@@ -336,18 +354,19 @@ mod tests {
             status,
             ..crate::alert::test_alert()
         };
-        let mut conn = store.writer().acquire().await.unwrap();
-        let done = crate::outbox::insert_alert(
-            &mut conn,
-            &a,
-            key,
-            None,
-            episode,
-            channels.iter().map(|c| c.to_string()).collect(),
-            at,
-        )
-        .await
-        .unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let done = tx
+            .insert_alert(
+                &a,
+                key,
+                None,
+                episode,
+                channels.iter().map(|c| c.to_string()).collect(),
+                at,
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
         assert!(done);
         a.id
     }
@@ -366,7 +385,12 @@ mod tests {
         .fetch_one(store.reader())
         .await
         .unwrap();
-        (r.get(0), r.get(1), r.get(2), r.get(3))
+        (
+            r.get("state"),
+            r.get("attempts"),
+            r.get("next_attempt_at"),
+            r.get("last_error"),
+        )
     }
 
     fn ids(due: &[Due]) -> Vec<&str> {

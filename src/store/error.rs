@@ -1,0 +1,218 @@
+//! What can go wrong with the database, as a type callers match on, and the one way to wait
+//! out another process's lock.
+//!
+//! SQLite tells a lock held by another process (worth waiting for), a database that refuses
+//! every write (full disk, read-only file system, I/O error, file gone: nothing written now
+//! can succeed) and a statement that failed on its own apart. [`StoreError`] keeps that
+//! difference so the writer and the poller decide with a `match`, not by searching an error
+//! chain for sqlx's types.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+/// A failed database operation.
+///
+/// Every variant displays exactly as the error it wraps (and has the same `source` chain), so
+/// what people read in logs and `/readyz` is what SQLite said.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database's lock (SQLITE_BUSY, SQLITE_LOCKED and their
+    /// recovery/snapshot forms): worth trying again shortly, not a bug.
+    #[error(transparent)]
+    Locked(sqlx::Error),
+    /// The database as a whole cannot be written: the disk is full (SQLITE_FULL), it or its
+    /// file system is read-only (SQLITE_READONLY), an I/O error (SQLITE_IOERR), the file cannot
+    /// be opened (SQLITE_CANTOPEN), or the connection itself is gone. Every other write fails
+    /// the same way until the cause is fixed.
+    #[error(transparent)]
+    Unwritable(sqlx::Error),
+    /// Any other failure of a statement.
+    #[error(transparent)]
+    Sql(sqlx::Error),
+    /// A value could not be encoded for storage (an alert's frozen payload, a key list).
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        if is_locked(&e) {
+            StoreError::Locked(e)
+        } else if is_unwritable(&e) {
+            StoreError::Unwritable(e)
+        } else {
+            StoreError::Sql(e)
+        }
+    }
+}
+
+/// SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_BUSY_RECOVERY (261), SQLITE_BUSY_SNAPSHOT (517).
+fn is_locked(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => matches!(
+            d.code().as_deref(),
+            Some("5") | Some("6") | Some("517") | Some("261")
+        ),
+        _ => false,
+    }
+}
+
+/// READONLY (8), IOERR (10), FULL (13), CANTOPEN (14) by their primary code, or the
+/// connection's I/O or pool gone.
+fn is_unwritable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(_) => {
+            matches!(primary_code(e), Some(8 | 10 | 13 | 14))
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        _ => false,
+    }
+}
+
+/// SQLite's primary result code of a failed statement.
+fn primary_code(e: &sqlx::Error) -> Option<i64> {
+    match e {
+        sqlx::Error::Database(d) => d.code()?.parse::<i64>().ok().map(|c| c & 0xff),
+        _ => None,
+    }
+}
+
+impl StoreError {
+    /// Another process holds the lock.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Locked(_))
+    }
+
+    /// The database itself refuses (see [`StoreError::Unwritable`]) or is locked: every other
+    /// write would fail the same way now.
+    pub fn is_database_wide(&self) -> bool {
+        matches!(self, StoreError::Locked(_) | StoreError::Unwritable(_))
+    }
+
+    fn sqlite_code(&self) -> Option<i64> {
+        match self {
+            StoreError::Locked(e) | StoreError::Unwritable(e) | StoreError::Sql(e) => {
+                primary_code(e)
+            }
+            StoreError::Encode(_) => None,
+        }
+    }
+
+    /// The error and its causes on one line, `outer: inner`, as `anyhow` prints with `{:#}`.
+    pub fn chain(&self) -> Chain<'_> {
+        Chain(self)
+    }
+}
+
+/// See [`StoreError::chain`].
+pub struct Chain<'a>(&'a StoreError);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+/// The cause of a failed write, for people: what SQLite said and what it means.
+pub fn describe_write_error(e: &StoreError) -> String {
+    let what = match e.sqlite_code() {
+        Some(13) => "the disk is full (SQLITE_FULL)",
+        Some(8) => "the database or its file system is read-only (SQLITE_READONLY)",
+        Some(10) => "an I/O error (SQLITE_IOERR)",
+        Some(14) => "the database file cannot be opened (SQLITE_CANTOPEN)",
+        Some(11) | Some(26) => "the database file is damaged (SQLITE_CORRUPT)",
+        Some(5) | Some(6) => "database locked by another process (SQLITE_BUSY)",
+        _ => return e.chain().to_string(),
+    };
+    format!("{what}: {}", e.chain())
+}
+
+/// How a write waits out another process's lock: `attempts` tries, the first pause `first`,
+/// doubling. A lock held by another process usually clears quickly; a database that refuses
+/// for any other reason (a full disk) does not recover in a second, so nothing else is
+/// retried here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockRetry {
+    pub attempts: u32,
+    pub first: Duration,
+}
+
+/// The poller's: four tries, 200 ms, 400 ms and 800 ms apart.
+pub const LOCK_RETRY: LockRetry = LockRetry {
+    attempts: 4,
+    first: Duration::from_millis(200),
+};
+
+/// What one try of [`retry_locked`] came to.
+pub enum Attempt<T, E> {
+    /// Done, well or badly: no further try.
+    Done(Result<T, E>),
+    /// Failed on another process's lock: try again after the pause, if tries are left.
+    Locked(E),
+}
+
+/// Runs `attempt` (given the try's number, from 1) until it is [`Attempt::Done`] or the
+/// tries run out; returns the last result. The one loop for "database locked, try again".
+pub async fn retry_locked<T, E, F, Fut>(policy: LockRetry, mut attempt: F) -> Result<T, E>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Attempt<T, E>>,
+{
+    let mut delay = policy.first;
+    let mut n = 1;
+    loop {
+        match attempt(n).await {
+            Attempt::Done(result) => return result,
+            Attempt::Locked(e) if n >= policy.attempts => return Err(e),
+            Attempt::Locked(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                n += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_is_tried_four_times_200_400_800_ms_apart_and_nothing_else_is_retried() {
+        let start = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        let r: Result<(), &str> = retry_locked(LOCK_RETRY, |n| {
+            at.push((n, start.elapsed()));
+            async { Attempt::Locked("locked") }
+        })
+        .await;
+        assert_eq!(r, Err("locked"));
+        let ms = Duration::from_millis;
+        assert_eq!(at, [(1, ms(0)), (2, ms(200)), (3, ms(600)), (4, ms(1400))]);
+
+        let mut tries = 0;
+        let r: Result<(), &str> = retry_locked(LOCK_RETRY, |_| {
+            tries += 1;
+            async { Attempt::Done(Err("disk full")) }
+        })
+        .await;
+        assert_eq!((r, tries), (Err("disk full"), 1));
+
+        let r: Result<u32, &str> = retry_locked(LOCK_RETRY, |n| async move {
+            if n < 3 {
+                Attempt::Locked("locked")
+            } else {
+                Attempt::Done(Ok(n))
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(3));
+    }
+}

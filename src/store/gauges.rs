@@ -1,0 +1,188 @@
+//! What `/metrics` reads from the database: jobs by state and deliveries by channel and
+//! state, from indexed queries only.
+
+use super::{Store, StoreError};
+use chrono::{DateTime, Utc};
+
+/// The database's side of `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DbGauges {
+    /// Jobs by state (None: never answered).
+    pub jobs_by_state: Vec<(Option<String>, i64)>,
+    pub deliveries: Vec<DeliveryCount>,
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// Pending or dead deliveries of one channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryCount {
+    pub channel: String,
+    pub dead: bool,
+    pub n: i64,
+}
+
+/// Jobs in one state.
+#[derive(sqlx::FromRow)]
+struct StateCount {
+    state: Option<String>,
+    n: i64,
+}
+
+/// Deliveries of one channel in one state.
+#[derive(sqlx::FromRow)]
+struct ChannelStateCount {
+    channel: String,
+    state: String,
+    n: i64,
+}
+
+impl Store {
+    /// What `/metrics` reports about the database, from indexed queries only: jobs by state
+    /// (from `jobs_by_state`), pending and dead deliveries by channel and the oldest pending
+    /// one (from `deliveries_due`, which holds the channel too). The HTTP endpoint runs this
+    /// at most once a second, however many clients scrape.
+    pub async fn gauges(&self) -> Result<DbGauges, StoreError> {
+        let jobs =
+            sqlx::query_as::<_, StateCount>("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+                .fetch_all(&self.read)
+                .await?
+                .into_iter()
+                .map(|r| (r.state, r.n))
+                .collect();
+        let deliveries = sqlx::query_as::<_, ChannelStateCount>(
+            "SELECT channel, state, COUNT(*) AS n FROM deliveries
+             WHERE state IN ('pending', 'dead') GROUP BY channel, state",
+        )
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(|r| DeliveryCount {
+            dead: r.state == "dead",
+            channel: r.channel,
+            n: r.n,
+        })
+        .collect();
+        let oldest: Option<String> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(DbGauges {
+            jobs_by_state: jobs,
+            deliveries,
+            oldest_pending: oldest
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::jobs::JOBS_BY_KEY;
+    use super::super::retention::{PRUNE_ALERTS, PRUNE_EPISODES, PRUNE_TRANSITIONS};
+    use super::super::test_support::{alert, record};
+    use super::*;
+    use crate::alert::timestamp;
+    use sqlx::Row;
+
+    #[tokio::test]
+    async fn gauges_and_pages_of_jobs_come_from_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let now = Utc::now();
+        store
+            .record(&[
+                record("a", now, None, "RUNNING"),
+                record("b", now, None, "RUNNING"),
+                record("c", now, None, "STOPPED"),
+            ])
+            .await
+            .unwrap();
+        let older = now - chrono::Duration::minutes(5);
+        alert(
+            &store,
+            "x",
+            older,
+            None,
+            None,
+            &[("hook", "pending"), ("mail", "dead")],
+        )
+        .await;
+        alert(
+            &store,
+            "y",
+            now,
+            None,
+            None,
+            &[("hook", "pending"), ("mail", "sent")],
+        )
+        .await;
+        let g = store.gauges().await.unwrap();
+        let mut jobs = g.jobs_by_state.clone();
+        jobs.sort();
+        assert_eq!(
+            jobs,
+            [(Some("RUNNING".into()), 2), (Some("STOPPED".into()), 1)]
+        );
+        let mut d: Vec<_> = g
+            .deliveries
+            .iter()
+            .map(|d| (d.channel.as_str(), d.dead, d.n))
+            .collect();
+        d.sort();
+        assert_eq!(d, [("hook", false, 2), ("mail", true, 1)]);
+        assert_eq!(g.oldest_pending.map(timestamp), Some(timestamp(older)));
+
+        // Only the asked-for jobs, and none for a job never polled.
+        let rows = store
+            .jobs_by_key(&[("app", "c"), ("app", "a"), ("app", "never")])
+            .await
+            .unwrap();
+        let mut keys: Vec<_> = rows.keys().map(|(_, j)| j.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["a", "c"]);
+        assert_eq!(
+            rows[&("app".into(), "c".into())].state.as_deref(),
+            Some("STOPPED")
+        );
+
+        // The plans: no statement here reads a whole table (`SCAN t` without an index).
+        let statements = [
+            "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state",
+            "SELECT channel, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY channel, state",
+            "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'",
+            JOBS_BY_KEY.as_str(),
+            PRUNE_ALERTS[0],
+            PRUNE_ALERTS[1],
+            PRUNE_EPISODES[0],
+            PRUNE_TRANSITIONS[0],
+        ];
+        for sql in statements {
+            let plan: Vec<String> =
+                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("2000-01-01T00:00:00.000Z")
+                    .bind(10)
+                    .fetch_all(store.reader())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>("detail"))
+                    .collect();
+            let scans: Vec<&String> = plan
+                .iter()
+                .filter(|l| {
+                    l.starts_with("SCAN") && !l.contains("INDEX") && !l.contains("json_each")
+                })
+                .collect();
+            assert!(scans.is_empty(), "{sql}\n{plan:#?}");
+            if PRUNE_ALERTS.contains(&sql) {
+                // Per alert, its own deliveries, not every pending one.
+                assert!(
+                    plan.iter()
+                        .any(|l| l.contains("SEARCH d USING PRIMARY KEY (alert_id=?)")),
+                    "{sql}\n{plan:#?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The `jobs` table: per watched job, what it looked like when last polled, and the write of a
+//! poll's outcome (the job's row and, through [`super::transitions`], the transition it shows).
+
+use super::{Store, StoreError, WriteTx, transitions};
+use crate::alert::timestamp;
+use crate::detect::Phase;
+use chrono::{DateTime, Utc};
+use recwatch_rtc::model::JobSnapshot;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// The outcome of one poll, ready to be written.
+#[derive(Clone, Debug)]
+pub struct PollRecord {
+    pub app_id: String,
+    pub job_id: String,
+    pub name: Option<String>,
+    pub polled_at: DateTime<Utc>,
+    pub outcome: PollOutcome,
+}
+
+#[derive(Clone, Debug)]
+pub enum PollOutcome {
+    Ok {
+        job: Box<JobSnapshot>,
+        raw: String,
+        /// The answer's X-request-Id, kept with a transition.
+        request_id: Option<String>,
+        /// Set when this poll is a transition.
+        transition: Option<(Option<Phase>, Phase)>,
+    },
+    Failed {
+        kind: String,
+        error: String,
+    },
+}
+
+impl PollRecord {
+    pub fn is_transition(&self) -> bool {
+        matches!(
+            self.outcome,
+            PollOutcome::Ok {
+                transition: Some(_),
+                ..
+            }
+        )
+    }
+}
+
+/// A job's row, as `status` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, Default, sqlx::FromRow)]
+pub struct JobRow {
+    pub app_id: String,
+    pub job_id: String,
+    pub name: Option<String>,
+    pub state: Option<String>,
+    pub stop_reason: Option<String>,
+    pub description: Option<String>,
+    pub first_seen_at: Option<String>,
+    pub last_polled_at: Option<String>,
+    pub last_ok_at: Option<String>,
+    pub last_changed_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<String>,
+    pub consecutive_failures: i64,
+}
+
+impl JobRow {
+    pub fn phase(&self) -> Option<Phase> {
+        Some(Phase {
+            state: self.state.clone()?,
+            stop_reason: self.stop_reason.clone(),
+        })
+    }
+}
+
+/// The phase a job's row shows now (the transition guard reads it).
+#[derive(sqlx::FromRow)]
+struct PhaseRow {
+    state: Option<String>,
+    stop_reason: Option<String>,
+}
+
+pub(super) const JOB_COLUMNS: &str = "SELECT app_id, job_id, name, state, stop_reason, description, first_seen_at,
+        last_polled_at, last_ok_at, last_changed_at, last_error, last_error_kind, consecutive_failures
+     FROM jobs";
+
+/// The rows of the jobs given as a JSON array of `[app_id, job_id]` (a row-value IN: one
+/// primary-key look-up per key).
+pub(super) static JOBS_BY_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{JOB_COLUMNS} WHERE (app_id, job_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+    )
+});
+
+fn keyed(rows: Vec<JobRow>) -> HashMap<(String, String), JobRow> {
+    rows.into_iter()
+        .map(|row| ((row.app_id.clone(), row.job_id.clone()), row))
+        .collect()
+}
+
+impl Store {
+    /// Writes a batch of poll outcomes in one transaction and returns the ids of the
+    /// transitions written, in order (None where a poll made none).
+    pub async fn record(&self, records: &[PollRecord]) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut ids = Vec::with_capacity(records.len());
+        for r in records {
+            ids.push(tx.record_poll(r).await?);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Records polls that changed nothing, in one transaction: the poll time and the last
+    /// snapshot. A row already showing a later poll (written by a full write) is left alone.
+    pub async fn touch_jobs<'a>(
+        &self,
+        touches: impl Iterator<
+            Item = (
+                &'a String,
+                &'a String,
+                DateTime<Utc>,
+                &'a str,
+                Option<&'a str>,
+            ),
+        >,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for (app_id, job_id, at, raw, description) in touches {
+            let at = timestamp(at);
+            sqlx::query(
+                "UPDATE jobs SET description = ?, snapshot = ?, last_polled_at = ?, last_ok_at = ?,
+                        last_error = NULL, last_error_kind = NULL, consecutive_failures = 0
+                 WHERE app_id = ? AND job_id = ? AND (last_polled_at IS NULL OR last_polled_at < ?)",
+            )
+            .bind(description)
+            .bind(raw)
+            .bind(&at)
+            .bind(&at)
+            .bind(app_id)
+            .bind(job_id)
+            .bind(&at)
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Every job row, keyed by (app_id, job_id).
+    pub async fn jobs(&self) -> Result<HashMap<(String, String), JobRow>, StoreError> {
+        let rows = sqlx::query_as::<_, JobRow>(JOB_COLUMNS)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(keyed(rows))
+    }
+
+    /// One job's row, if it has one.
+    pub async fn job(&self, app_id: &str, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+        let sql = format!("{JOB_COLUMNS} WHERE app_id = ? AND job_id = ?");
+        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql))
+            .bind(app_id)
+            .bind(job_id)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    /// The rows of these jobs only (one page of `/api/v1/jobs`), keyed by (app_id, job_id);
+    /// a job never polled has none. One statement: the keys go in as a JSON array and each
+    /// is a primary-key look-up, so the cost follows the page, not the table.
+    pub async fn jobs_by_key(
+        &self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), JobRow>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(JOBS_BY_KEY.as_str()))
+            .bind(serde_json::to_string(keys)?)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(keyed(rows))
+    }
+}
+
+impl WriteTx {
+    /// One poll's writes: the job's row and, if the poll is a transition the row still
+    /// agrees with, the transition. Returns the new transition's id.
+    pub async fn record_poll(&mut self, r: &PollRecord) -> Result<Option<i64>, StoreError> {
+        let at = timestamp(r.polled_at);
+        match &r.outcome {
+            PollOutcome::Failed { kind, error } => {
+                sqlx::query(
+                    "INSERT INTO jobs (app_id, job_id, name, first_seen_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name",
+                )
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .bind(&r.name)
+                .bind(&at)
+                .execute(self.conn())
+                .await?;
+                sqlx::query(
+                    "UPDATE jobs SET last_polled_at = ?, last_error = ?, last_error_kind = ?,
+                            consecutive_failures = consecutive_failures + 1
+                     WHERE app_id = ? AND job_id = ?",
+                )
+                .bind(&at)
+                .bind(error)
+                .bind(kind)
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .execute(self.conn())
+                .await?;
+                Ok(None)
+            }
+            PollOutcome::Ok {
+                job,
+                raw,
+                request_id,
+                transition,
+            } => {
+                // One statement for the common case (no change): every poll pays for it, and
+                // the guard below reads only `state`, which this does not touch.
+                sqlx::query(
+                    "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
+                                       last_polled_at, last_ok_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?4)
+                     ON CONFLICT (app_id, job_id) DO UPDATE SET
+                         name = excluded.name, description = excluded.description,
+                         snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
+                         last_ok_at = excluded.last_ok_at, last_error = NULL,
+                         last_error_kind = NULL, consecutive_failures = 0",
+                )
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .bind(&r.name)
+                .bind(&at)
+                .bind(&job.description)
+                .bind(raw)
+                .execute(self.conn())
+                .await?;
+                let Some((from, to)) = transition else {
+                    return Ok(None);
+                };
+                // Guard: write the transition only if the row still shows `from`. recwatch has
+                // one writer, so this never skips in practice; it makes a duplicate impossible
+                // even if a second daemon is pointed at the same file by mistake.
+                if self.phase(&r.app_id, &r.job_id).await? != *from {
+                    return Ok(None);
+                }
+                let new = transitions::NewTransition {
+                    record: r,
+                    job,
+                    raw,
+                    request_id: request_id.as_deref(),
+                    from: from.as_ref(),
+                    to,
+                    at: &at,
+                };
+                let id = self.insert_transition(&new).await?;
+                sqlx::query(
+                    "UPDATE jobs SET state = ?, stop_reason = ?, last_changed_at = ? WHERE app_id = ? AND job_id = ?",
+                )
+                .bind(&to.state)
+                .bind(&to.stop_reason)
+                .bind(&at)
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .execute(self.conn())
+                .await?;
+                Ok(Some(id))
+            }
+        }
+    }
+
+    /// The phase the job's row shows (None before its first answer).
+    async fn phase(&mut self, app_id: &str, job_id: &str) -> Result<Option<Phase>, StoreError> {
+        let row = sqlx::query_as::<_, PhaseRow>(
+            "SELECT state, stop_reason FROM jobs WHERE app_id = ? AND job_id = ?",
+        )
+        .bind(app_id)
+        .bind(job_id)
+        .fetch_one(self.conn())
+        .await?;
+        Ok(row.state.map(|state| Phase {
+            state,
+            stop_reason: row.stop_reason,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::record;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_poll_keeps_the_last_state_and_counts_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        store
+            .record(&[record("j", Utc::now(), None, "RUNNING")])
+            .await
+            .unwrap();
+        let failed = PollRecord {
+            app_id: "app".into(),
+            job_id: "j".into(),
+            name: None,
+            polled_at: Utc::now(),
+            outcome: PollOutcome::Failed {
+                kind: "timeout".into(),
+                error: "timed out".into(),
+            },
+        };
+        store.record(&[failed.clone(), failed]).await.unwrap();
+        let row = &store.jobs().await.unwrap()[&("app".to_string(), "j".to_string())];
+        assert_eq!(row.state.as_deref(), Some("RUNNING"));
+        assert_eq!(row.consecutive_failures, 2);
+        assert_eq!(row.last_error_kind.as_deref(), Some("timeout"));
+    }
+}

@@ -1,0 +1,336 @@
+//! Retention (`storage.retention`): old alerts with their deliveries, closed episodes and
+//! transitions are deleted in small batches, so the write lock is never held for long. The
+//! jobs' own rows are not history and stay.
+
+use super::Store;
+use crate::alert::timestamp;
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Rows per prune transaction. Measured (BENCHMARKS.md, part 5) on 1,350,000 old rows while
+/// polling at the budget: 5,000 held the write lock up to 235 ms and made polls up to 0.3 s
+/// late; 1,000 holds it up to 140-330 ms (a WAL checkpoint, and a busy machine) and no poll
+/// waits on it, for a prune of about a minute instead of 25 s. Pruning is never urgent.
+pub const PRUNE_BATCH: usize = 1000;
+
+/// Between two prune transactions: a little air for the poller's writes and the disk. (Longer
+/// pauses only made the prune longer; see BENCHMARKS.md, part 5.)
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Alerts older than the cutoff whose deliveries are all finished (sent or dead) or that have
+/// none. Used twice in one transaction (deliveries, then the alerts): nothing else writes in
+/// between and the order is fixed, so both statements pick the same alerts. `+d.state` keeps
+/// SQLite on the deliveries' primary key (this alert's few rows) rather than walking every
+/// pending delivery in `deliveries_due` for each alert.
+macro_rules! prunable_alerts {
+    () => {
+        "SELECT id FROM alerts a
+         WHERE created_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND +d.state = 'pending')
+         ORDER BY created_at LIMIT ?2"
+    };
+}
+
+pub(super) const PRUNE_ALERTS: &[&str] = &[
+    concat!(
+        "DELETE FROM deliveries WHERE alert_id IN (",
+        prunable_alerts!(),
+        ")"
+    ),
+    concat!("DELETE FROM alerts WHERE id IN (", prunable_alerts!(), ")"),
+];
+pub(super) const PRUNE_EPISODES: &[&str] = &["DELETE FROM episodes WHERE id IN
+     (SELECT id FROM episodes WHERE resolved_at < ?1 ORDER BY resolved_at LIMIT ?2)"];
+pub(super) const PRUNE_TRANSITIONS: &[&str] = &["DELETE FROM transitions WHERE id IN
+     (SELECT id FROM transitions WHERE observed_at < ?1 ORDER BY observed_at LIMIT ?2)"];
+
+#[derive(Clone, Copy)]
+enum Table {
+    Alerts,
+    Episodes,
+    Transitions,
+}
+
+/// What one prune removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub alerts: u64,
+    pub deliveries: u64,
+    pub episodes: u64,
+    pub transitions: u64,
+    /// Transactions it took.
+    pub batches: u64,
+    /// The longest any one of them held the write lock.
+    pub longest_batch: Duration,
+    /// Shutdown came first: the rest waits for the next run.
+    pub stopped: bool,
+}
+
+impl Pruned {
+    pub fn rows(&self) -> u64 {
+        self.alerts + self.deliveries + self.episodes + self.transitions
+    }
+}
+
+impl Store {
+    /// Applies `storage.retention`: deletes what is older than `cutoff` — alerts with their
+    /// deliveries (never an alert with a delivery still pending), closed condition episodes
+    /// and transitions — in transactions of at most `batch` rows each, so the write lock is
+    /// never held for long and the poller's writes get in between. Stops early (with
+    /// `stopped` set) when `stop` turns true; the next run goes on where this one ended.
+    pub async fn prune(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: usize,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Pruned> {
+        let cutoff = timestamp(cutoff);
+        let batch = batch.max(1) as i64;
+        let mut done = Pruned::default();
+        // Alerts first: deleting a transition or an episode updates the alerts that point at
+        // it, so fewer alerts left means less to update. Also, an alert's dedup key names its
+        // transition or episode id, and SQLite may hand out the id of a deleted newest row
+        // again: the alert goes in the same run as (or before) what it names.
+        for (table, statements) in [
+            (Table::Alerts, PRUNE_ALERTS),
+            (Table::Episodes, PRUNE_EPISODES),
+            (Table::Transitions, PRUNE_TRANSITIONS),
+        ] {
+            loop {
+                if *stop.borrow() {
+                    done.stopped = true;
+                    return Ok(done);
+                }
+                let (counts, held) = self.prune_batch(statements, &cutoff, batch).await?;
+                done.batches += 1;
+                done.longest_batch = done.longest_batch.max(held);
+                let deleted = *counts.last().expect("a statement per batch");
+                match table {
+                    Table::Alerts => {
+                        done.deliveries += counts[0];
+                        done.alerts += deleted;
+                    }
+                    Table::Episodes => done.episodes += deleted,
+                    Table::Transitions => done.transitions += deleted,
+                }
+                if deleted < batch as u64 {
+                    break;
+                }
+                // The writer pool is fair (a waiting write gets the connection before this
+                // task can take it back); the pause also leaves the disk to the poller.
+                tokio::time::sleep(PRUNE_PAUSE).await;
+            }
+        }
+        Ok(done)
+    }
+
+    /// One batch of a prune: its statements in one short `BEGIN IMMEDIATE` transaction.
+    /// Returns the rows each statement deleted and how long the write lock was held.
+    async fn prune_batch(
+        &self,
+        statements: &[&'static str],
+        cutoff: &str,
+        batch: i64,
+    ) -> anyhow::Result<(Vec<u64>, Duration)> {
+        let mut tx = self.begin_write().await?;
+        let locked = std::time::Instant::now();
+        let mut counts = Vec::with_capacity(statements.len());
+        for &sql in statements {
+            let done = sqlx::query(sql)
+                .bind(cutoff)
+                .bind(batch)
+                .execute(tx.conn())
+                .await
+                .with_context(|| {
+                    format!(
+                        "pruning: {}",
+                        sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                    )
+                })?;
+            counts.push(done.rows_affected());
+        }
+        tx.commit().await?;
+        Ok((counts, locked.elapsed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{alert, count, episode, record};
+    use super::*;
+
+    #[tokio::test]
+    async fn prune_removes_old_alerts_deliveries_closed_episodes_and_transitions_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(100);
+        let recent = now - chrono::Duration::days(1);
+        let cutoff = now - chrono::Duration::days(90);
+
+        // 7 old transitions (one job flipping), 2 recent ones.
+        let mut t = Vec::new();
+        let mut from: Option<&str> = None;
+        for i in 0..9 {
+            let to = if i % 2 == 0 { "RUNNING" } else { "STOPPED" };
+            let at = if i < 7 {
+                old + chrono::Duration::minutes(i)
+            } else {
+                recent
+            };
+            t.push(store.record(&[record("j", at, from, to)]).await.unwrap()[0].unwrap());
+            from = Some(to);
+        }
+        // 5 episodes closed long ago, one still open since long ago, one closed recently.
+        let mut closed = Vec::new();
+        for i in 0..5 {
+            closed.push(
+                episode(
+                    &store,
+                    &format!("e{i}"),
+                    old,
+                    Some(old + chrono::Duration::hours(1)),
+                )
+                .await,
+            );
+        }
+        let open = episode(&store, "open", old, None).await;
+        let closed_recently = episode(&store, "recent", old, Some(recent)).await;
+
+        // Old alerts whose deliveries are finished (sent or dead), or that had no channel.
+        for i in 0..6 {
+            let (tr, ep) = if i % 2 == 0 {
+                (Some(t[i]), None)
+            } else {
+                (None, Some(closed[i % 5]))
+            };
+            alert(
+                &store,
+                &format!("done-{i}"),
+                old,
+                tr,
+                ep,
+                &[("hook", "sent"), ("mail", "dead")],
+            )
+            .await;
+        }
+        alert(&store, "no-channel", old, Some(t[6]), None, &[]).await;
+        // Old alerts not yet delivered everywhere: kept, with all their deliveries.
+        alert(
+            &store,
+            "pending-1",
+            old,
+            Some(t[0]),
+            None,
+            &[("hook", "pending"), ("mail", "sent")],
+        )
+        .await;
+        alert(
+            &store,
+            "pending-2",
+            old,
+            None,
+            Some(open),
+            &[("mail", "pending")],
+        )
+        .await;
+        // Recent ones: kept.
+        alert(
+            &store,
+            "recent",
+            recent,
+            Some(t[8]),
+            None,
+            &[("hook", "sent")],
+        )
+        .await;
+
+        let (_, never) = watch::channel(false);
+        let pruned = store.prune(cutoff, 2, &never).await.unwrap();
+        assert_eq!(
+            (
+                pruned.alerts,
+                pruned.deliveries,
+                pruned.episodes,
+                pruned.transitions
+            ),
+            (7, 12, 5, 7),
+            "{pruned:?}"
+        );
+        // Batches of 2: alerts 2+2+2+1, episodes 2+2+1, transitions 2+2+2+1.
+        assert_eq!(pruned.batches, 4 + 3 + 4, "{pruned:?}");
+        assert!(!pruned.stopped);
+        assert_eq!(pruned.rows(), 31);
+
+        let alerts: Vec<String> = sqlx::query_scalar("SELECT id FROM alerts ORDER BY id")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(alerts, ["pending-1", "pending-2", "recent"]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM deliveries").await, 4);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"
+            )
+            .await,
+            2
+        );
+        let episodes: Vec<i64> = sqlx::query_scalar("SELECT id FROM episodes ORDER BY id")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(episodes, [open, closed_recently]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM transitions").await, 2);
+        // A kept alert whose transition was pruned keeps its frozen payload, the link is NULL.
+        let link: Option<i64> =
+            sqlx::query_scalar("SELECT transition_id FROM alerts WHERE id = 'pending-1'")
+                .fetch_one(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(link, None);
+        // The job's own row is not history: it stays.
+        assert!(
+            store
+                .jobs()
+                .await
+                .unwrap()
+                .contains_key(&("app".into(), "j".into()))
+        );
+
+        // Nothing left to do: one empty batch per table.
+        let again = store.prune(cutoff, 2, &never).await.unwrap();
+        assert_eq!((again.rows(), again.batches), (0, 3));
+
+        // Once its last delivery is over, an old alert goes at the next prune.
+        sqlx::query("UPDATE deliveries SET state = 'sent' WHERE alert_id = 'pending-2'")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        let later = store.prune(cutoff, 2, &never).await.unwrap();
+        assert_eq!((later.alerts, later.deliveries), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_prune_stops_between_batches_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let old = Utc::now() - chrono::Duration::days(100);
+        store
+            .record(&[record("j", old, None, "RUNNING")])
+            .await
+            .unwrap();
+        let (stop, stopping) = watch::channel(false);
+        stop.send(true).unwrap();
+        let pruned = store.prune(Utc::now(), 2, &stopping).await.unwrap();
+        assert!(pruned.stopped);
+        assert_eq!((pruned.batches, pruned.rows()), (0, 0));
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM transitions").await,
+            1,
+            "left for the next run"
+        );
+    }
+}
