@@ -23,7 +23,7 @@
 use crate::config::{Config, JobConfig};
 use crate::detect::{Detected, Phase, detect};
 use crate::outbox::{self, ApiHealthChange, GroupWriter, Outbox, OwedHealth};
-use crate::store::{PollOutcome, PollRecord, Store};
+use crate::store::{Attempt, LOCK_RETRY, PollOutcome, PollRecord, Store, StoreError, retry_locked};
 use chrono::Utc;
 use rand::Rng;
 use recwatch_rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
@@ -407,7 +407,7 @@ impl Touches {
     }
 
     /// Writes what is pending; on failure it is kept for the next flush (unless newer came).
-    pub async fn flush(&self, store: &Store) -> Result<usize, crate::store::StoreError> {
+    pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
         let batch: Vec<(Key, Touch)> = self.pending.lock().expect("touches lock").drain().collect();
         if batch.is_empty() {
             return Ok(0);
@@ -1560,11 +1560,12 @@ impl PollTask {
         now: chrono::DateTime<Utc>,
         result: Option<Result<(), RtcError>>,
     ) -> Report {
-        // Keep trying for a while: a lock held by another process usually clears quickly. A
-        // database that refuses for any other reason (a full disk) does not recover in a
-        // second: the outcomes are kept and written again every OWED_RETRY.
-        let mut delay = Duration::from_millis(200);
-        for attempt in 1..=4 {
+        // Keep trying for a while (`LOCK_RETRY`): a lock held by another process usually
+        // clears quickly. A database that refuses for any other reason (a full disk) does not
+        // recover in a second: the outcomes are kept and written again every OWED_RETRY.
+        // The error is `Some(why)` when the write panicked, `None` when the outcomes are kept.
+        let unwritten = state.unwritten.len();
+        let written = retry_locked(LOCK_RETRY, |attempt| {
             // Waits at most `writer_wait`: while another process holds the database's write
             // lock, the writer is stuck for up to the busy timeout, and a poll waiting on it
             // would hold its in-flight slot and stop polling. A write given up on here may
@@ -1578,42 +1579,36 @@ impl PollTask {
                 now,
                 self.config.clone(),
             );
-            let written = match tokio::time::timeout(self.writer_wait, write).await {
-                Ok(result) => result,
-                Err(_) => {
-                    debug!(app_id = %k.0, job_id = %k.1, unwritten = state.unwritten.len(), "the database writer is busy (the database is probably locked by another process): kept for this job's next poll");
-                    break;
+            let (k, wait) = (&k, self.writer_wait);
+            async move {
+                let Ok(written) = tokio::time::timeout(wait, write).await else {
+                    debug!(app_id = %k.0, job_id = %k.1, unwritten, "the database writer is busy (the database is probably locked by another process): kept for this job's next poll");
+                    return Attempt::Done(Err(None));
+                };
+                let Err(e) = written else {
+                    return Attempt::Done(Ok(()));
+                };
+                if let Some(p) = e.downcast_ref::<outbox::WritePanicked>() {
+                    return Attempt::Done(Err(Some(p.0.clone())));
                 }
-            };
-            match written {
-                Ok(()) => {
-                    self.note_conditions(&mut state, now);
-                    state.unwritten.clear();
-                    break;
+                if !matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Locked(_))) {
+                    debug!(app_id = %k.0, job_id = %k.1, unwritten, "cannot write the poll outcome: {e:#}; kept and written again shortly");
+                    return Attempt::Done(Err(None));
                 }
-                Err(e) => {
-                    if let Some(p) = e.downcast_ref::<outbox::WritePanicked>() {
-                        // Written again as they are, these outcomes would panic again: the
-                        // job starts over from what the database holds.
-                        return Report::Panicked {
-                            key: k,
-                            why: p.0.clone(),
-                        };
-                    }
-                    if !matches!(
-                        e.downcast_ref::<crate::store::StoreError>(),
-                        Some(crate::store::StoreError::Locked(_))
-                    ) {
-                        debug!(app_id = %k.0, job_id = %k.1, unwritten = state.unwritten.len(), "cannot write the poll outcome: {e:#}; kept and written again shortly");
-                        break;
-                    }
-                    debug!(app_id = %k.0, job_id = %k.1, attempt, unwritten = state.unwritten.len(), "cannot write the poll outcome (database locked by another process): {e:#}");
-                    if attempt < 4 {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                }
+                debug!(app_id = %k.0, job_id = %k.1, attempt, unwritten, "cannot write the poll outcome (database locked by another process): {e:#}");
+                Attempt::Locked(None)
             }
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                self.note_conditions(&mut state, now);
+                state.unwritten.clear();
+            }
+            // Written again as they are, these outcomes would panic again: the job starts
+            // over from what the database holds.
+            Err(Some(why)) => return Report::Panicked { key: k, why },
+            Err(None) => {}
         }
         Report::Done(Box::new(Done {
             key: k,
