@@ -781,12 +781,7 @@ impl Outbox {
                     store.health().write_failed(&e);
                     return group
                         .iter()
-                        .map(|_| {
-                            Err(anyhow::anyhow!(
-                                "database locked by another process: {}",
-                                e.chain()
-                            ))
-                        })
+                        .map(|_| Err(anyhow::anyhow!("database locked by another process: {e:#}")))
                         .collect();
                 }
                 // The database itself refuses (full, read-only ...): job by job would fail
@@ -804,10 +799,7 @@ impl Outbox {
                         .collect();
                 }
                 Ok(Err(e)) => {
-                    warn!(
-                        "a grouped write failed, writing each job on its own: {}",
-                        e.chain()
-                    );
+                    warn!("a grouped write failed, writing each job on its own: {e:#}");
                 }
                 Err(why) => {
                     error!(
@@ -834,7 +826,7 @@ impl Outbox {
                     if e.is_database_wide() {
                         store.health().write_failed(&e);
                     } else {
-                        warn!(app_id = %u.job.app_id, job_id = %u.job.job_id, "cannot write the poll outcome: {}", e.chain());
+                        warn!(app_id = %u.job.app_id, job_id = %u.job.job_id, "cannot write the poll outcome: {e:#}");
                     }
                     Err(e.into())
                 }

@@ -13,23 +13,24 @@ use std::time::Duration;
 
 /// A failed database operation.
 ///
-/// Every variant displays exactly as the error it wraps (and has the same `source` chain), so
-/// what people read in logs and `/readyz` is what SQLite said.
+/// Every variant displays exactly as the error it wraps and has the same `source` chain, so
+/// what people read in logs and `/readyz` is what SQLite said; `{:#}` prints the whole chain
+/// on one line, as `anyhow` does.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the database's lock (SQLITE_BUSY, SQLITE_LOCKED and their
     /// recovery/snapshot forms): worth trying again shortly, not a bug.
     #[error(transparent)]
-    Locked(sqlx::Error),
+    Locked(Cause),
     /// The database as a whole cannot be written: the disk is full (SQLITE_FULL), it or its
     /// file system is read-only (SQLITE_READONLY), an I/O error (SQLITE_IOERR), the file cannot
     /// be opened (SQLITE_CANTOPEN), or the connection itself is gone. Every other write fails
     /// the same way until the cause is fixed.
     #[error(transparent)]
-    Unwritable(sqlx::Error),
+    Unwritable(Cause),
     /// Any other failure of a statement.
     #[error(transparent)]
-    Sql(sqlx::Error),
+    Sql(Cause),
     /// A value could not be encoded for storage (an alert's frozen payload, a key list).
     #[error(transparent)]
     Encode(#[from] serde_json::Error),
@@ -38,12 +39,38 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
         if is_locked(&e) {
-            StoreError::Locked(e)
+            StoreError::Locked(Cause(e))
         } else if is_unwritable(&e) {
-            StoreError::Unwritable(e)
+            StoreError::Unwritable(Cause(e))
         } else {
-            StoreError::Sql(e)
+            StoreError::Sql(Cause(e))
         }
+    }
+}
+
+/// What sqlx said. Displays as sqlx's error, and with `{:#}` as that error and its causes
+/// (`outer: inner`, as `anyhow` prints a chain), so a message that formats a [`StoreError`]
+/// reads as it did when the error was an `anyhow::Error`; its `source` is sqlx's.
+#[derive(Debug)]
+pub struct Cause(pub sqlx::Error);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        if f.alternate() {
+            let mut cause = std::error::Error::source(&self.0);
+            while let Some(c) = cause {
+                write!(f, ": {c}")?;
+                cause = c.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 
@@ -93,30 +120,10 @@ impl StoreError {
     fn sqlite_code(&self) -> Option<i64> {
         match self {
             StoreError::Locked(e) | StoreError::Unwritable(e) | StoreError::Sql(e) => {
-                primary_code(e)
+                primary_code(&e.0)
             }
             StoreError::Encode(_) => None,
         }
-    }
-
-    /// The error and its causes on one line, `outer: inner`, as `anyhow` prints with `{:#}`.
-    pub fn chain(&self) -> Chain<'_> {
-        Chain(self)
-    }
-}
-
-/// See [`StoreError::chain`].
-pub struct Chain<'a>(&'a StoreError);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = std::error::Error::source(self.0);
-        while let Some(c) = cause {
-            write!(f, ": {c}")?;
-            cause = c.source();
-        }
-        Ok(())
     }
 }
 
@@ -129,9 +136,9 @@ pub fn describe_write_error(e: &StoreError) -> String {
         Some(14) => "the database file cannot be opened (SQLITE_CANTOPEN)",
         Some(11) | Some(26) => "the database file is damaged (SQLITE_CORRUPT)",
         Some(5) | Some(6) => "database locked by another process (SQLITE_BUSY)",
-        _ => return e.chain().to_string(),
+        _ => return format!("{e:#}"),
     };
-    format!("{what}: {}", e.chain())
+    format!("{what}: {e:#}")
 }
 
 /// How a write waits out another process's lock: `attempts` tries, the first pause `first`,
@@ -214,5 +221,93 @@ mod tests {
         })
         .await;
         assert_eq!(r, Ok(3));
+    }
+
+    /// What a real SQLite file says in each case, and the variant and text it becomes.
+    #[tokio::test]
+    async fn what_sqlite_says_becomes_the_variant_callers_match_on() {
+        use sqlx::Connection;
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode};
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("e.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut holder = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (x)")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+
+        // Another connection that does not wait: the lock is another process's, as it were.
+        let mut other =
+            SqliteConnection::connect_with(&options.clone().busy_timeout(Duration::ZERO))
+                .await
+                .unwrap();
+        let raw = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap_err();
+        // As the error read when it reached callers as an `anyhow::Error`.
+        let plain = raw.to_string();
+        let anyhow_text = format!("{:#}", anyhow::Error::from(raw));
+        let locked = StoreError::from(
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut other)
+                .await
+                .unwrap_err(),
+        );
+        assert!(matches!(locked, StoreError::Locked(_)), "{locked:?}");
+        assert!(locked.is_locked() && locked.is_database_wide());
+        assert_eq!(locked.to_string(), plain);
+        assert_eq!(format!("{locked:#}"), anyhow_text, "prints as anyhow did");
+        assert_ne!(plain, anyhow_text, "the chain has more than one link");
+        let text = describe_write_error(&locked);
+        assert_eq!(
+            text,
+            format!("database locked by another process (SQLITE_BUSY): {locked:#}")
+        );
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(locked)),
+            anyhow_text,
+            "and so does the error carried on as an anyhow::Error"
+        );
+
+        let mut read_only = SqliteConnection::connect_with(&options.clone().read_only(true))
+            .await
+            .unwrap();
+        let refused = StoreError::from(
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&mut read_only)
+                .await
+                .unwrap_err(),
+        );
+        assert!(matches!(refused, StoreError::Unwritable(_)), "{refused:?}");
+        assert!(!refused.is_locked() && refused.is_database_wide());
+        assert!(
+            describe_write_error(&refused)
+                .starts_with("the database or its file system is read-only (SQLITE_READONLY): "),
+            "{}",
+            describe_write_error(&refused)
+        );
+
+        let own_fault = StoreError::from(
+            sqlx::query("SELECT x FROM missing")
+                .execute(&mut other)
+                .await
+                .unwrap_err(),
+        );
+        assert!(matches!(own_fault, StoreError::Sql(_)), "{own_fault:?}");
+        assert!(!own_fault.is_database_wide());
+        assert_eq!(
+            describe_write_error(&own_fault),
+            format!("{own_fault:#}"),
+            "nothing to explain: what SQLite said"
+        );
+        assert!(format!("{own_fault:#}").contains("no such table: missing"));
     }
 }

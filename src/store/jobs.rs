@@ -190,28 +190,7 @@ impl WriteTx {
         let at = timestamp(r.polled_at);
         match &r.outcome {
             PollOutcome::Failed { kind, error } => {
-                sqlx::query(
-                    "INSERT INTO jobs (app_id, job_id, name, first_seen_at) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name",
-                )
-                .bind(&r.app_id)
-                .bind(&r.job_id)
-                .bind(&r.name)
-                .bind(&at)
-                .execute(self.conn())
-                .await?;
-                sqlx::query(
-                    "UPDATE jobs SET last_polled_at = ?, last_error = ?, last_error_kind = ?,
-                            consecutive_failures = consecutive_failures + 1
-                     WHERE app_id = ? AND job_id = ?",
-                )
-                .bind(&at)
-                .bind(error)
-                .bind(kind)
-                .bind(&r.app_id)
-                .bind(&r.job_id)
-                .execute(self.conn())
-                .await?;
+                self.record_failure(r, kind, error, &at).await?;
                 Ok(None)
             }
             PollOutcome::Ok {
@@ -220,26 +199,7 @@ impl WriteTx {
                 request_id,
                 transition,
             } => {
-                // One statement for the common case (no change): every poll pays for it, and
-                // the guard below reads only `state`, which this does not touch.
-                sqlx::query(
-                    "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
-                                       last_polled_at, last_ok_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?4)
-                     ON CONFLICT (app_id, job_id) DO UPDATE SET
-                         name = excluded.name, description = excluded.description,
-                         snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
-                         last_ok_at = excluded.last_ok_at, last_error = NULL,
-                         last_error_kind = NULL, consecutive_failures = 0",
-                )
-                .bind(&r.app_id)
-                .bind(&r.job_id)
-                .bind(&r.name)
-                .bind(&at)
-                .bind(&job.description)
-                .bind(raw)
-                .execute(self.conn())
-                .await?;
+                self.record_answer(r, job, raw, &at).await?;
                 let Some((from, to)) = transition else {
                     return Ok(None);
                 };
@@ -272,6 +232,70 @@ impl WriteTx {
                 Ok(Some(id))
             }
         }
+    }
+
+    /// A failed poll: the row keeps its last state and counts the failure.
+    async fn record_failure(
+        &mut self,
+        r: &PollRecord,
+        kind: &str,
+        error: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO jobs (app_id, job_id, name, first_seen_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name",
+        )
+        .bind(&r.app_id)
+        .bind(&r.job_id)
+        .bind(&r.name)
+        .bind(at)
+        .execute(self.conn())
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET last_polled_at = ?, last_error = ?, last_error_kind = ?,
+                    consecutive_failures = consecutive_failures + 1
+             WHERE app_id = ? AND job_id = ?",
+        )
+        .bind(at)
+        .bind(error)
+        .bind(kind)
+        .bind(&r.app_id)
+        .bind(&r.job_id)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// An answer: the row's snapshot and poll times; its state is the transition's to change.
+    async fn record_answer(
+        &mut self,
+        r: &PollRecord,
+        job: &JobSnapshot,
+        raw: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        // One statement for the common case (no change): every poll pays for it, and the
+        // transition guard reads only `state`, which this does not touch.
+        sqlx::query(
+            "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
+                               last_polled_at, last_ok_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?4)
+             ON CONFLICT (app_id, job_id) DO UPDATE SET
+                 name = excluded.name, description = excluded.description,
+                 snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
+                 last_ok_at = excluded.last_ok_at, last_error = NULL,
+                 last_error_kind = NULL, consecutive_failures = 0",
+        )
+        .bind(&r.app_id)
+        .bind(&r.job_id)
+        .bind(&r.name)
+        .bind(at)
+        .bind(&job.description)
+        .bind(raw)
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 
     /// The phase the job's row shows (None before its first answer).

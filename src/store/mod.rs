@@ -31,7 +31,7 @@ mod transitions;
 pub use alerts::{AlertView, DeliveryView};
 pub use episodes::OpenEpisode;
 pub use error::{
-    Attempt, Chain, LOCK_RETRY, LockRetry, StoreError, describe_write_error, retry_locked,
+    Attempt, Cause, LOCK_RETRY, LockRetry, StoreError, describe_write_error, retry_locked,
 };
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
