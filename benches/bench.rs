@@ -269,7 +269,7 @@ async fn throughput(dir: &Path) -> anyhow::Result<Value> {
         sim.reset_stats().await?;
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let started = Instant::now();
-        let daemon = tokio::spawn(recwatch::daemon::run(config.clone(), shutdown, |_| {}));
+        let daemon = tokio::spawn(recwatch::startup::run(config.clone(), shutdown, |_| {}));
         // The first pass writes one transition per job (unknown -> RUNNING).
         while sim.stats().await?.requests < THROUGHPUT_JOBS as u64 {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -90,17 +90,24 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 
 impl Store {
     /// Opens (creating the file and its directories) and migrates the database if its schema
-    /// is behind, under the database's lock (see [`crate::lock`]); for processes that do not
-    /// own the database and may run beside a daemon.
+    /// is behind, under the database's lock (see [`crate::storage::lock`]); for processes that
+    /// do not own the database and may run beside a daemon.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
         let store = Store::connect(path).await?;
-        crate::lock::migrate_under_lock(path, || store.schema_current(), || store.migrate())
-            .await?;
+        crate::storage::lock::migrate_under_lock(
+            path,
+            || store.schema_current(),
+            || store.migrate(),
+        )
+        .await?;
         Ok(store)
     }
 
     /// Opens and migrates the database for the process holding its lock (`run`, `poll-once`).
-    pub async fn open_owned(path: &Path, _owner: &crate::lock::OwnerLock) -> anyhow::Result<Store> {
+    pub async fn open_owned(
+        path: &Path,
+        _owner: &crate::storage::lock::OwnerLock,
+    ) -> anyhow::Result<Store> {
         let store = Store::connect(path).await?;
         store.migrate().await?;
         Ok(store)
@@ -134,7 +141,7 @@ impl Store {
 
     async fn connect(path: &Path) -> anyhow::Result<Store> {
         // The directory 0700 and the file 0600 whatever the umask; a failure exits 73.
-        crate::startup::prepare_storage(path)?;
+        crate::storage::prepare_storage(path)?;
         // `prepare_storage` made the file; a connection opened later (after one was
         // discarded) must not silently create an empty database where the old one was deleted.
         let options = SqliteConnectOptions::new()
@@ -220,7 +227,7 @@ impl Store {
             }
             _ => {}
         }
-        if let Err(e) = crate::startup::writable(&self.path) {
+        if let Err(e) = crate::storage::writable(&self.path) {
             return Some(if e.raw_os_error() == Some(libc::EROFS) {
                 format!(
                     "the file system holding the database {path} is read-only: nothing can be written; remount it read-write"

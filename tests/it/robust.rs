@@ -605,7 +605,7 @@ async fn a_panic_in_a_poll_the_writer_or_the_delivery_worker_is_contained() {
     let app = TestApp::new(&cfg);
     let config = recwatch::config::load(&app.config_path).unwrap();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(recwatch::daemon::run(config, shutdown, |_| {}));
+    let daemon = tokio::spawn(recwatch::startup::run(config, shutdown, |_| {}));
     let log = layer.log.clone();
     let logged = |needle: &'static str| {
         let log = log.clone();

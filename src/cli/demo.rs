@@ -153,12 +153,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     // A second Ctrl-C exits at once: the temporary directory goes first.
     let dir_path = dir.path().to_path_buf();
-    let shutdown = crate::daemon::shutdown_on_signals_then(move || {
+    let shutdown = crate::startup::shutdown_on_signals_then(move || {
         let _ = std::fs::remove_dir_all(&dir_path);
     })?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (store_tx, store_rx) = tokio::sync::oneshot::channel();
-    let daemon = tokio::spawn(crate::daemon::run(
+    let daemon = tokio::spawn(crate::startup::run(
         config.clone(),
         stop_rx,
         move |running| {

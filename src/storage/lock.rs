@@ -15,9 +15,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// sysexits' EX_TEMPFAIL: another process owns the database; trying again later may work.
-pub const EXIT_IN_USE: u8 = 75;
-
 /// How long a second owner waits before refusing. Short: it covers another command that
 /// holds the lock only while it migrates a new database, not a running daemon.
 const OWNER_PATIENCE: Duration = Duration::from_secs(2);
@@ -58,7 +55,7 @@ impl OwnerLock {
     pub async fn acquire(db: &Path, command: &str) -> anyhow::Result<OwnerLock> {
         let path = lock_path(db);
         // The private directory (and database file) first, as `Store::open` makes them.
-        crate::startup::prepare_storage(db)?;
+        super::prepare_storage(db)?;
         let mut file = open_lock_file(&path)?;
         let start = Instant::now();
         loop {
@@ -109,13 +106,10 @@ fn open_lock_file(path: &Path) -> anyhow::Result<File> {
         .mode(0o600)
         .open(path)
         .map_err(|e| {
-            crate::startup::StartError {
-                exit: crate::startup::EXIT_CANTCREAT,
-                message: format!(
-                    "cannot create the lock file {} beside the database: {e}; the directory must be writable by recwatch",
-                    path.display()
-                ),
-            }
+            crate::exit::StartError::cantcreat(format!(
+                "cannot create the lock file {} beside the database: {e}; the directory must be writable by recwatch",
+                path.display()
+            ))
             .into()
         })
 }

@@ -1,61 +1,24 @@
-//! What `run` needs from the system before it can start, made (by `run`) or probed (by
-//! `check`) in one place so the two agree: a private storage directory and database file, and
-//! the HTTP listener.
+//! The database's place on disk, made before SQLite opens it: a private directory (0700) and
+//! file (0600) whatever the umask, the probe `check` uses to tell whether `run` could make
+//! them, and the owner lock ([`lock`]) that keeps a second daemon off the same file.
 //!
-//! Each failure carries the sysexits(3) code the process exits with, so systemd can tell a
-//! broken configuration (78, `RestartPreventExitStatus=78`: a restart cannot help) from a
-//! fault a restart may cure (73, a directory that cannot be created yet; 69, a port still
-//! held by the process being replaced).
+//! It sits below [`crate::store`], which calls [`prepare_storage`] on every open, so the store
+//! never creates a database with the umask's modes. A failure here is
+//! [`crate::exit::EXIT_CANTCREAT`] (73): a fault a restart may cure (a directory that cannot be
+//! created yet), not a broken configuration.
 
+pub mod lock;
+
+use crate::exit::StartError;
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io;
-use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-pub use crate::config::EXIT_CONFIG;
-/// `EX_UNAVAILABLE`: something recwatch needs is held by someone else (the HTTP port).
-pub const EXIT_UNAVAILABLE: u8 = 69;
-/// `EX_CANTCREAT`: the storage directory or database cannot be created or written.
-pub const EXIT_CANTCREAT: u8 = 73;
 
 /// The database file's mode: it holds job history, raw answers and alert payloads.
 const DB_MODE: u32 = 0o600;
 /// The mode of each directory recwatch creates for the database.
 const DIR_MODE: u32 = 0o700;
-
-/// A start-up failure: what went wrong, the fix, and the exit code it means.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct StartError {
-    pub exit: u8,
-    pub message: String,
-}
-
-impl StartError {
-    fn cantcreat(message: String) -> StartError {
-        StartError {
-            exit: EXIT_CANTCREAT,
-            message,
-        }
-    }
-}
-
-/// The exit code an error chain means, if any link of it is a start-up or config error.
-pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
-    e.chain().find_map(|c| {
-        if let Some(s) = c.downcast_ref::<StartError>() {
-            Some(s.exit)
-        } else if c.downcast_ref::<crate::config::ConfigError>().is_some() {
-            Some(EXIT_CONFIG)
-        } else if c.downcast_ref::<crate::lock::DatabaseInUse>().is_some() {
-            Some(crate::lock::EXIT_IN_USE)
-        } else {
-            None
-        }
-    })
-}
 
 /// Makes the database's directory (each missing level 0700) and, when it does not exist yet,
 /// the database file (0600), whatever the umask; an existing directory or file keeps its mode.
@@ -234,85 +197,10 @@ pub fn probe_storage(db: &Path) -> Result<StorageProbe, StartError> {
     }
 }
 
-/// Binds `http.listen` for `run`: a failure stops the start, because a monitor whose
-/// `/readyz` and `/metrics` silently vanished is not being watched itself.
-pub async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| bind_error(addr, &e))
-}
-
-/// The exit code and fix for an address that cannot be bound.
-pub fn bind_error(addr: SocketAddr, e: &io::Error) -> StartError {
-    match e.kind() {
-        io::ErrorKind::AddrInUse => StartError {
-            exit: EXIT_UNAVAILABLE,
-            message: format!(
-                "http.listen {addr} is in use by another process: stop it, or set http.listen to a free port (\"\" turns the endpoint off)"
-            ),
-        },
-        io::ErrorKind::PermissionDenied => StartError {
-            exit: EXIT_CONFIG,
-            message: format!(
-                "http.listen {addr}: {e}; ports below 1024 need privileges recwatch does not have, use a port above 1023"
-            ),
-        },
-        io::ErrorKind::AddrNotAvailable => StartError {
-            exit: EXIT_CONFIG,
-            message: format!(
-                "http.listen {addr} is not an address of this machine: {e}; use 127.0.0.1 or one of its addresses"
-            ),
-        },
-        _ => StartError {
-            exit: EXIT_UNAVAILABLE,
-            message: format!("cannot listen on http.listen {addr}: {e}"),
-        },
-    }
-}
-
-/// What `check` found about `http.listen`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenProbe {
-    Free,
-    /// Taken by a process whose `/healthz` answers like recwatch's: most likely the daemon
-    /// this configuration belongs to, already running.
-    HeldByRecwatch,
-}
-
-/// Tries to bind `addr` (and lets go at once). A taken address is asked for `/healthz`, so
-/// `check` next to a running daemon does not cry wolf.
-pub fn probe_listen(addr: SocketAddr) -> Result<ListenProbe, StartError> {
-    match std::net::TcpListener::bind(addr) {
-        Ok(_) => Ok(ListenProbe::Free),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && answers_like_recwatch(addr) => {
-            Ok(ListenProbe::HeldByRecwatch)
-        }
-        Err(e) => Err(bind_error(addr, &e)),
-    }
-}
-
-fn answers_like_recwatch(addr: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let timeout = Duration::from_secs(2);
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(timeout));
-    let _ = s.set_write_timeout(Some(timeout));
-    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut answer = Vec::new();
-    let _ = s.take(4096).read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    answer.starts_with("HTTP/1.") && answer.contains(" 200 ") && answer.ends_with("\r\n\r\nok\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::EXIT_CANTCREAT;
     use std::os::unix::fs::MetadataExt;
 
     fn mode(p: &Path) -> u32 {
@@ -428,29 +316,5 @@ mod tests {
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
         prepare_storage(&db).unwrap();
         assert_eq!(probe_storage(&db).unwrap(), StorageProbe::Exists);
-    }
-
-    #[test]
-    fn a_taken_address_is_69_and_a_free_one_binds() {
-        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = held.local_addr().unwrap();
-        let e = probe_listen(addr).unwrap_err();
-        assert_eq!(e.exit, EXIT_UNAVAILABLE);
-        assert!(e.message.contains("in use"), "{e}");
-        drop(held);
-        let free = SocketAddr::from(([127, 0, 0, 1], 0));
-        assert_eq!(probe_listen(free).unwrap(), ListenProbe::Free);
-    }
-
-    #[test]
-    fn exit_codes_are_found_in_the_chain() {
-        let e = anyhow::Error::new(StartError::cantcreat("x".into())).context("opening");
-        assert_eq!(exit_code(&e), Some(EXIT_CANTCREAT));
-        let e = anyhow::Error::new(crate::config::ConfigError {
-            location: "a".into(),
-            message: "b".into(),
-        });
-        assert_eq!(exit_code(&e), Some(EXIT_CONFIG));
-        assert_eq!(exit_code(&anyhow::anyhow!("other")), None);
     }
 }

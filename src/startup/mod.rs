@@ -3,16 +3,16 @@
 //! alive; re-reads the configuration on SIGHUP or when the file changes; and turns
 //! SIGINT/SIGTERM into a clean stop.
 //!
-//! It owns its database (a kernel lock beside it, see [`crate::lock`]): a second `run` on the
+//! It owns its database (a kernel lock beside it, see [`crate::storage::lock`]): a second `run` on the
 //! same file refuses to start. The tasks it starts are supervised: a panicking delivery
 //! worker is restarted, a file check notices the database being deleted, replaced or made
 //! read-only, and if the poll loop itself dies the daemon stops with an error so the service
 //! manager restarts it.
 
 use crate::config::{self, Config};
-use crate::lock::OwnerLock;
 use crate::outbox::Outbox;
 use crate::poll::{Command, Event, Poller};
+use crate::storage::lock::OwnerLock;
 use crate::store::Store;
 use crate::systemd;
 use crate::vitals::Vitals;
@@ -65,7 +65,7 @@ pub async fn run(
     // daemon whose /readyz and /metrics silently vanished. After the store, so a second
     // daemon on the same database is told about the database first.
     let listener = match config.http.listen {
-        Some(addr) => Some(crate::startup::bind_http(addr).await?),
+        Some(addr) => Some(crate::http::bind_http(addr).await?),
         None => None,
     };
     let client =

@@ -1,0 +1,159 @@
+//! `recwatch check`: what the configuration means and what `run` would find (the storage
+//! path, the HTTP port), with the exit code `run` would fail with.
+
+use super::{complain, emit};
+use crate::config::Config;
+use std::process::ExitCode;
+
+/// Prints what the configuration means and what `run` would find: exit 0, or the exit code
+/// `run` would fail with (73 storage, 69 a taken port, 78 a port it may not use).
+pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
+    let source = c
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(built in)".into());
+    out!("configuration OK: {source}")?;
+    out!(
+        "  api        {} ({})",
+        c.api.endpoint,
+        c.api.auth.describe()
+    )?;
+    if let Some(p) = &c.api.project_id {
+        out!("             project {p}")?;
+    }
+    out!(
+        "  budget     {} requests/s, {} in flight, timeout {}",
+        c.api.rate_limit,
+        c.api.max_in_flight,
+        crate::config::format_duration(c.api.timeout)
+    )?;
+    let b = c.budget();
+    match &c.poll.schedule {
+        Some(s) => out!("  poll       on cron schedule {s:?}")?,
+        None => out!(
+            "  poll       every {}",
+            crate::config::format_duration(c.poll.interval)
+        )?,
+    }
+    out!(
+        "  demand     {:.2} requests/s for {} jobs ({:.0}% of the budget)",
+        b.demand,
+        b.jobs,
+        100.0 * b.demand / b.rate_limit as f64
+    )?;
+    if b.fits() {
+        out!("  effective  every job is polled at its interval")?;
+    } else {
+        out!(
+            "  WARNING    the watch list needs {:.1} requests/s but api.rate_limit is {}: every job is polled {:.1}x less often than configured (every {} instead of {})",
+            b.demand,
+            b.rate_limit,
+            b.stretch,
+            crate::config::format_duration(round_secs(b.effective(c.poll.interval))),
+            crate::config::format_duration(c.poll.interval)
+        )?;
+    }
+    // What `run` would fail on: the first problem decides the exit code.
+    let mut problems: Vec<crate::exit::StartError> = Vec::new();
+    let retention = crate::config::format_duration(c.storage.retention);
+    let storage = c.storage.path.display();
+    match crate::storage::probe_storage(&c.storage.path) {
+        Ok(crate::storage::StorageProbe::Exists) => {
+            out!("  storage    {storage} (retention {retention}; exists, writable)")?
+        }
+        Ok(crate::storage::StorageProbe::WillCreate { dir }) => out!(
+            "  storage    {storage} (retention {retention}; will be created under {}, directories 0700, file 0600)",
+            dir.display()
+        )?,
+        Err(e) => {
+            out!("  ERROR      {e}")?;
+            problems.push(e);
+        }
+    }
+    let channels = c.notify.channel_names();
+    if channels.is_empty() {
+        out!(
+            "  notify     no channels: alerts are recorded but not sent (add [[notify.webhook]] or [[notify.email]])"
+        )?;
+    } else {
+        for w in &c.notify.webhooks {
+            out!(
+                "  notify     webhook {:?} -> {}{}",
+                w.name,
+                crate::secret::mask_url(&w.url),
+                if w.secret.is_some() {
+                    " (signed)"
+                } else {
+                    " (unsigned)"
+                }
+            )?;
+        }
+        for e in &c.notify.emails {
+            out!(
+                "  notify     email {:?} via {}:{} -> {}",
+                e.name,
+                e.smtp_host,
+                e.smtp_port,
+                e.to.join(", ")
+            )?;
+        }
+    }
+    let lvl = |s: Option<crate::config::Severity>| s.map(|s| s.as_str()).unwrap_or("off");
+    let r = &c.rules;
+    out!(
+        "  rules      stopped_unexpectedly={} idle_timeout={} stopped_by_tenant={} stuck_init={} job_not_found={} api_unhealthy={}",
+        lvl(r.stopped_unexpectedly),
+        lvl(r.idle_timeout),
+        lvl(r.stopped_by_tenant),
+        lvl(r.stuck_init),
+        lvl(r.job_not_found),
+        lvl(r.api_unhealthy)
+    )?;
+    match c.http.listen.map(|a| (a, crate::http::probe_listen(a))) {
+        Some((a, Ok(crate::http::ListenProbe::Free))) => {
+            out!("  http       http://{a} (/healthz /readyz /metrics /api/v1/jobs)")?
+        }
+        Some((a, Ok(crate::http::ListenProbe::HeldByRecwatch))) => out!(
+            "  http       http://{a} (in use by a running recwatch, going by its /healthz: fine if that is this configuration's daemon, otherwise `run` would fail)"
+        )?,
+        Some((_, Err(e))) => {
+            out!("  ERROR      {e}")?;
+            problems.push(e);
+        }
+        None => out!("  http       off")?,
+    }
+    out!("  jobs       {}", c.jobs.len())?;
+    for (i, j) in c.jobs.iter().enumerate() {
+        let interval = match &c.poll.schedule {
+            Some(_) => "cron".to_string(),
+            None => crate::config::format_duration(round_secs(b.effective(c.job_interval(j))))
+                .to_string(),
+        };
+        out!(
+            "    [{i}] {:<24} app {} job {} every {interval}",
+            j.label(),
+            j.app_id,
+            j.job_id
+        )?;
+    }
+    if c.jobs.is_empty() {
+        out!("    (none: add [[jobs]] entries with app_id and job_id)")?;
+    }
+    for w in c.warnings() {
+        out!("  WARNING    {w}")?;
+    }
+    match problems.first() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(first) => {
+            for p in &problems {
+                complain(&format!("`run` would fail: {p}"));
+            }
+            Ok(ExitCode::from(first.exit))
+        }
+    }
+}
+
+fn round_secs(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(d.as_secs_f64().round() as u64)
+}

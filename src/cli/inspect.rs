@@ -1,0 +1,183 @@
+//! The read-only inspection commands: `status`, `history` and `alerts`. They open the
+//! database without owning it, so they work beside a running daemon.
+
+use super::{emit, print_table};
+use crate::config::Config;
+use crate::store::Store;
+
+async fn open_existing(config: &Config) -> anyhow::Result<Store> {
+    if !config.storage.path.exists() {
+        anyhow::bail!(
+            "no database at {} yet: start `recwatch run` or `recwatch poll-once` first (or check storage.path)",
+            config.storage.path.display()
+        );
+    }
+    Store::open(&config.storage.path).await
+}
+
+pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let store = open_existing(config).await?;
+    let jobs = crate::status::status_rows(config, &store).await?;
+    // Closing checkpoints the WAL, so the next command does not have to read it back.
+    store.close().await;
+    if json {
+        // Through a `Value`, whose object keys are sorted: the output `status --json` has
+        // always had (serializing the rows directly would give field order instead).
+        let value = serde_json::to_value(&jobs)?;
+        out!("{}", serde_json::to_string_pretty(&value)?)?;
+        return Ok(());
+    }
+    let mut rows = vec![
+        [
+            "NAME",
+            "APP_ID",
+            "JOB_ID",
+            "STATE",
+            "STOP_REASON",
+            "LAST_POLL",
+            "LAST_CHANGE",
+            "ERROR",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for r in jobs {
+        rows.push(vec![
+            shown(r.name),
+            r.app_id,
+            r.job_id,
+            shown(r.state),
+            shown(r.stop_reason),
+            shown(r.last_polled_at),
+            shown(r.last_changed_at),
+            shown(r.last_error),
+        ]);
+    }
+    print_table(&rows)?;
+    Ok(())
+}
+
+pub(super) async fn history(
+    config: &Config,
+    job: Option<String>,
+    since: Option<std::time::Duration>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = open_existing(config).await?;
+    let since = since.map(|d| {
+        chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    });
+    let rows = store.history(job.as_deref(), since, limit).await?;
+    store.close().await;
+    if json {
+        out!("{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    let mut table = vec![
+        [
+            "OBSERVED_AT",
+            "NAME",
+            "APP_ID",
+            "JOB_ID",
+            "FROM",
+            "TO",
+            "STOP_REASON",
+            "DESCRIPTION",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in rows {
+        table.push(vec![
+            r.observed_at,
+            r.name.unwrap_or_else(|| "-".into()),
+            r.app_id,
+            r.job_id,
+            r.from_state.unwrap_or_else(|| "(first seen)".into()),
+            r.to_state,
+            r.stop_reason.unwrap_or_else(|| "-".into()),
+            r.description.unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print_table(&table)?;
+    Ok(())
+}
+
+pub(super) async fn alerts(
+    config: &Config,
+    pending: bool,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = open_existing(config).await?;
+    let list = store.alerts(pending, limit).await?;
+    store.close().await;
+    if json {
+        out!("{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    let mut table = vec![
+        [
+            "CREATED_AT",
+            "ID",
+            "RULE",
+            "SEVERITY",
+            "STATUS",
+            "JOB",
+            "DELIVERIES",
+            "SUMMARY",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    // Why a delivery is dead or still failing, under the table: the last error as the
+    // receiver gave it (HTTP status and body, SMTP reply), too long for a column.
+    let mut reasons = Vec::new();
+    for a in list {
+        for d in &a.deliveries {
+            if let (Some(e), false) = (&d.last_error, d.state == "sent") {
+                reasons.push(format!("{} {} {}: {e}", a.id, d.channel, d.state));
+            }
+        }
+        let deliveries = if a.deliveries.is_empty() {
+            "(no channels)".to_string()
+        } else {
+            a.deliveries
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}:{}{}",
+                        d.channel,
+                        d.state,
+                        if d.attempts > 1 {
+                            format!("({}x)", d.attempts)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        table.push(vec![
+            a.created_at,
+            a.id,
+            a.rule,
+            a.severity,
+            a.status,
+            a.job_id.unwrap_or_else(|| "-".into()),
+            deliveries,
+            a.summary,
+        ]);
+    }
+    print_table(&table)?;
+    if !reasons.is_empty() {
+        out!("\nlast errors:")?;
+        for r in reasons {
+            out!("  {r}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! `recwatch test-alert`: a test notification through each channel (or one), each result
+//! reported; exit 1 if any failed, 78 if there is no such channel.
+
+use super::{complain, config_error, emit};
+use crate::config::{Config, EXIT_CONFIG};
+use std::process::ExitCode;
+
+pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
+    let channels = match crate::notify::Channel::from_config(&config.notify) {
+        Ok(c) => c,
+        Err(e) => return Ok(config_error(&e)),
+    };
+    let channels: Vec<_> = channels
+        .into_iter()
+        .filter(|c| only.is_none_or(|n| c.name() == n))
+        .collect();
+    if channels.is_empty() {
+        match only {
+            Some(n) => complain(&format!(
+                "no channel is named {n:?}; the channels are {:?}",
+                config.notify.channel_names()
+            )),
+            None => complain(
+                "no channels are configured: add [[notify.webhook]] or [[notify.email]] (see config.example.toml)",
+            ),
+        }
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let alert = crate::alert::test_alert();
+    let mut failed = 0;
+    for c in &channels {
+        match c.send(&alert).await {
+            Ok(()) => out!(
+                "{:<8} {:<20} ok (alert id {})",
+                c.kind(),
+                c.name(),
+                alert.id
+            )?,
+            Err(e) => {
+                failed += 1;
+                out!(
+                    "{:<8} {:<20} FAILED{}: {e}",
+                    c.kind(),
+                    c.name(),
+                    if e.needs_a_fix() {
+                        " (refused: check the receiver and this channel's settings)"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

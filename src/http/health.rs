@@ -1,0 +1,35 @@
+//! `/healthz` (the process answers) and `/readyz` (it can do its job now), and how long the
+//! poll loop may be silent before the systemd watchdog stops being fed.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// The poll loop beats every second; this much silence means it is stuck for good, and the
+/// systemd watchdog is no longer fed. (`/readyz` reports a stall sooner, see
+/// [`crate::vitals::STALLED_AFTER_MS`].)
+pub const LIVENESS_LIMIT_MS: u64 = 15_000;
+
+/// 200 "ready", or 503 with every reason the daemon cannot do its job now: the database
+/// cannot be read or written (full, read-only, deleted, replaced, locked), the poll loop is
+/// stalled, a task it needs has stopped, or the RTC API is failing.
+pub(super) async fn readyz(State(s): State<AppState>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = s.store.ping().await {
+        problems.push(format!("database unreachable: {e:#}"));
+    }
+    problems.extend(s.vitals.problems());
+    if s.outbox.api_unhealthy() {
+        problems.push("the RTC API is failing (api_unhealthy)".into());
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
+    }
+}

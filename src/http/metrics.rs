@@ -1,0 +1,153 @@
+//! `/metrics`: Prometheus text. Gauges kept in memory are set at scrape time; the database's
+//! (jobs by state, pending and dead deliveries, the oldest pending one) come from indexed
+//! queries run at most once per [`GAUGE_MAX_AGE`], however many clients scrape.
+
+use super::AppState;
+use axum::Extension;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// A scrape re-reads the database's gauges when they are older than this.
+pub const GAUGE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("recwatch_poll_duration_seconds".into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("recwatch_rate_budget_wait_seconds".into()),
+                        &[0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0],
+                    )
+                })
+                .expect("bucket lists are not empty");
+            match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (tests that run a daemon in-process twice):
+                // render from a private one rather than fail.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// The database's side of `/metrics` as last read: when, and when the oldest pending delivery
+/// was created (its age is worked out at scrape time). A tokio mutex: a scrape that finds the
+/// values stale holds it while it reads, and the scrapes behind it use what it read.
+#[derive(Clone, Default)]
+pub(super) struct DbGaugesRead(Arc<tokio::sync::Mutex<Option<GaugesRead>>>);
+
+#[derive(Clone, Copy)]
+struct GaugesRead {
+    at: Instant,
+    oldest_pending: Option<DateTime<Utc>>,
+}
+
+pub(super) async fn metrics(
+    State(s): State<AppState>,
+    Extension(read): Extension<DbGaugesRead>,
+) -> Response {
+    let oldest_pending = {
+        let mut last = read.0.lock().await;
+        match *last {
+            Some(r) if r.at.elapsed() < GAUGE_MAX_AGE => r.oldest_pending,
+            _ => match set_db_gauges(&s).await {
+                Ok(oldest_pending) => {
+                    *last = Some(GaugesRead {
+                        at: Instant::now(),
+                        oldest_pending,
+                    });
+                    oldest_pending
+                }
+                Err(e) => {
+                    warn!(
+                        "/metrics: cannot read the database (its gauges keep their last values): {e:#}"
+                    );
+                    last.and_then(|r| r.oldest_pending)
+                }
+            },
+        }
+    };
+    set_live_gauges(&s, oldest_pending);
+    s.metrics.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Gauges read from memory at scrape time.
+fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
+    let watched = s.config.read().expect("config lock").jobs.len();
+    metrics::gauge!("recwatch_jobs_watched").set(watched as f64);
+    let age = oldest_pending
+        .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    metrics::gauge!("recwatch_oldest_pending_delivery_age_seconds").set(age);
+    metrics::gauge!("recwatch_rate_budget_wait_seconds_total")
+        .set(s.budget.total_wait().as_secs_f64());
+    metrics::gauge!("recwatch_api_unhealthy").set(if s.outbox.api_unhealthy() { 1.0 } else { 0.0 });
+    metrics::gauge!("recwatch_poll_loop_age_seconds")
+        .set(s.liveness.age_ms().min(u64::MAX / 2) as f64 / 1000.0);
+}
+
+/// Reads the database's gauges ([`Store::gauges`], indexed queries) and sets them; returns
+/// when the oldest pending delivery was created.
+async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let g = s.store.gauges().await?;
+    let channels: Vec<String> = {
+        let config = s.config.read().expect("config lock");
+        config
+            .notify
+            .channel_names()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
+    // A state or channel with nothing in it shows 0, not a stale count. States the API
+    // invents share the label `other`, so they cannot grow the series.
+    let mut by_label: BTreeMap<&'static str, i64> =
+        ["INIT", "RUNNING", "STOPPED", "other", "UNKNOWN"]
+            .into_iter()
+            .map(|l| (l, 0))
+            .collect();
+    for (state, n) in g.jobs_by_state {
+        let label = state
+            .as_deref()
+            .map(recwatch_rtc::model::state_label)
+            .unwrap_or("UNKNOWN");
+        *by_label.entry(label).or_default() += n;
+    }
+    for (label, n) in by_label {
+        metrics::gauge!("recwatch_jobs", "state" => label).set(n as f64);
+    }
+    for name in channels {
+        metrics::gauge!("recwatch_deliveries_pending", "channel" => name.clone()).set(0.0);
+        metrics::gauge!("recwatch_deliveries_dead", "channel" => name).set(0.0);
+    }
+    for d in g.deliveries {
+        let name = if d.dead {
+            "recwatch_deliveries_dead"
+        } else {
+            "recwatch_deliveries_pending"
+        };
+        metrics::gauge!(name, "channel" => d.channel).set(d.n as f64);
+    }
+    Ok(g.oldest_pending)
+}

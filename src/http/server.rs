@@ -1,0 +1,336 @@
+//! Serving connections: each in its own task, registered in a table ordered by age, so that
+//! at the cap the oldest one that is not in the middle of a response makes room for a new
+//! one; accept errors are reported (throttled) rather than spun on.
+
+use super::AppState;
+use super::limits::{Limits, nofile_limit};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use hyper::body::Frame;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+use tracing::{debug, error, info, warn};
+
+/// Serves on `listener` until shutdown. `run` binds it before it reports ready
+/// ([`super::bind_http`]): an address that cannot be bound stops the start.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: watch::Receiver<bool>) {
+    serve_on(listener, state, Limits::for_this_process(), shutdown).await
+}
+
+/// Serves on a bound listener until shutdown.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    info!(
+        address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        max_connections = limits.max_connections,
+        header_read_timeout_s = limits.header_read_timeout.as_secs_f64(),
+        "HTTP endpoint: /healthz /readyz /metrics /api/v1/jobs"
+    );
+    let app = super::router(state);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conns = Arc::new(Connections::new(limits.max_connections));
+    let mut accept_errors = Throttle::default();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                accept_failed(&e, &mut accept_errors).await;
+                continue;
+            }
+        };
+        if !conns.make_room(limits.stuck_response) {
+            // Every connection is in the middle of a response: refuse this one and accept no
+            // more until one ends (new ones wait in the kernel's queue meanwhile).
+            drop(stream);
+            warn!(
+                "HTTP endpoint: all {} connections are busy answering; closed a new one and stopped accepting until one ends",
+                limits.max_connections
+            );
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                _ = conns.freed.notified() => {}
+                // Also re-checked now and then: a response can become stuck without ending.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        conns.spawn(stream, app.clone(), http1.clone(), shutdown.clone());
+    }
+}
+
+/// Accept failed. Running out of descriptors is loud (and throttled): it means something else
+/// in this process holds them, and outbound deliveries are failing the same way.
+async fn accept_failed(e: &std::io::Error, log: &mut Throttle) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused
+    ) {
+        return;
+    }
+    if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+        if let Some(missed) = log.due() {
+            let limit = nofile_limit()
+                .map(|(soft, _)| soft.to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            error!(
+                "HTTP endpoint cannot accept a connection: {e} (open-files limit {limit}, {missed} more such errors since the last report); webhook and e-mail deliveries fail the same way: raise LimitNOFILE"
+            );
+        }
+    } else if let Some(missed) = log.due() {
+        warn!("HTTP endpoint: accept failed: {e} ({missed} more since the last report)");
+    }
+    // Do not spin on an error that persists.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// At most one report a minute; counts what it held back.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    missed: u64,
+}
+
+impl Throttle {
+    /// Some(number held back since the last report) when a report is due.
+    fn due(&mut self) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            self.missed += 1;
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.missed))
+    }
+}
+
+/// Milliseconds on this process's monotonic clock, from 1 (0 means "not busy" below).
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// The open connections, oldest first, so that at the cap the oldest idle one makes room.
+struct Connections {
+    cap: usize,
+    open: Mutex<BTreeMap<u64, Open>>,
+    next_id: AtomicU64,
+    /// One permit per connection that ended, for an accept loop waiting for room.
+    freed: Notify,
+    /// Closing connections to make room is expected under a flood: said once a minute.
+    evictions: Mutex<Throttle>,
+}
+
+struct Open {
+    task: AbortHandle,
+    busy: Arc<Busy>,
+}
+
+/// When the connection's current request arrived (`now_ms`), 0 between requests. HTTP/1
+/// serves one request at a time per connection, so one value is enough.
+#[derive(Default)]
+struct Busy(AtomicU64);
+
+impl Busy {
+    fn evictable(&self, now: u64, stuck: Duration) -> bool {
+        match self.0.load(Ordering::Relaxed) {
+            0 => true,
+            since => now.saturating_sub(since) > stuck.as_millis() as u64,
+        }
+    }
+}
+
+/// Marks a connection busy from its request's arrival until its response body is dropped
+/// (written out, or the connection gone).
+struct BusyGuard(Arc<Busy>);
+
+impl BusyGuard {
+    fn begin(busy: Arc<Busy>) -> BusyGuard {
+        busy.0.store(now_ms(), Ordering::Relaxed);
+        BusyGuard(busy)
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.0.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its connection marked busy while it is being written.
+struct GuardedBody {
+    body: Body,
+    _busy: BusyGuard,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Removes a connection from the table when its task ends, however it ends.
+struct Registered {
+    id: u64,
+    conns: Arc<Connections>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conns
+            .open
+            .lock()
+            .expect("connections lock")
+            .remove(&self.id);
+        self.conns.freed.notify_one();
+    }
+}
+
+impl Connections {
+    fn new(cap: usize) -> Connections {
+        Connections {
+            cap: cap.max(1),
+            open: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
+            freed: Notify::new(),
+            evictions: Mutex::new(Throttle::default()),
+        }
+    }
+
+    /// Makes room for one more connection: true if there is room (now). At the cap, closes
+    /// the oldest connection that is between requests (or whose response is stuck); false
+    /// if every one is busy answering.
+    fn make_room(&self, stuck: Duration) -> bool {
+        let mut open = self.open.lock().expect("connections lock");
+        if open.len() < self.cap {
+            return true;
+        }
+        let now = now_ms();
+        let Some(id) = open
+            .iter()
+            .find(|(_, c)| c.busy.evictable(now, stuck))
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        // Dropping the task's future closes the socket.
+        open.remove(&id).expect("found above").task.abort();
+        drop(open);
+        if let Some(missed) = self.evictions.lock().expect("throttle lock").due() {
+            warn!(
+                "HTTP endpoint at its cap of {} connections: closing the oldest idle ones to make room ({} more since the last report; a client opening many connections?)",
+                self.cap, missed
+            );
+        }
+        true
+    }
+
+    /// Serves one connection in its own task, registered until it ends.
+    fn spawn(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        app: Router,
+        http1: hyper::server::conn::http1::Builder,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let busy = Arc::new(Busy::default());
+        // Held while spawning, so the task cannot end (and unregister) before it is registered.
+        let mut open = self.open.lock().expect("connections lock");
+        let registered = Registered {
+            id,
+            conns: self.clone(),
+        };
+        let tracked = busy.clone();
+        let task = tokio::spawn(async move {
+            let _registered = registered;
+            let tower = hyper_util::service::TowerToHyperService::new(app);
+            let service = hyper::service::service_fn(move |request| {
+                let guard = BusyGuard::begin(tracked.clone());
+                let call = hyper::service::Service::call(&tower, request);
+                async move {
+                    let response = call.await?;
+                    Ok::<_, Infallible>(response.map(|body| GuardedBody { body, _busy: guard }))
+                }
+            });
+            let conn = http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let stopping = shutdown.wait_for(|s| *s);
+            tokio::pin!(stopping);
+            let mut stopped = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        // Timeouts and clients that go away end up here; nothing to act on.
+                        if let Err(e) = r {
+                            debug!("HTTP connection closed: {e}");
+                        }
+                        break;
+                    }
+                    _ = &mut stopping, if !stopped => {
+                        // Finish the request in progress, if any, then close.
+                        conn.as_mut().graceful_shutdown();
+                        stopped = true;
+                    }
+                }
+            }
+        });
+        open.insert(
+            id,
+            Open {
+                task: task.abort_handle(),
+                busy,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_and_stuck_connections_can_be_closed_busy_ones_not() {
+        let stuck = Duration::from_secs(60);
+        let busy = Busy::default();
+        assert!(busy.evictable(1_000_000, stuck), "between requests");
+        busy.0.store(1_000_000, Ordering::Relaxed);
+        assert!(!busy.evictable(1_000_000 + 59_000, stuck), "answering");
+        assert!(busy.evictable(1_000_000 + 61_000, stuck), "stuck answering");
+    }
+}
