@@ -114,3 +114,102 @@ impl Store {
         Ok(alerts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::test_alert;
+    use crate::store::deliveries::{self, Outcome};
+
+    #[tokio::test]
+    async fn an_alert_is_made_once_per_dedup_key_and_listed_with_its_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).await.unwrap();
+        let t0 = Utc::now() - chrono::Duration::minutes(5);
+        let (first, second) = (test_alert(), test_alert());
+        let mut tx = store.begin_write().await.unwrap();
+        let channels = || vec!["hook".to_string(), "mail".to_string()];
+        assert!(
+            tx.insert_alert(&first, "t:1:test", None, None, channels(), t0)
+                .await
+                .unwrap()
+        );
+        // Same cause, new id: refused, and none of its deliveries written.
+        assert!(
+            !tx.insert_alert(&second, "t:1:test", None, None, channels(), t0)
+                .await
+                .unwrap()
+        );
+        let newer = test_alert();
+        assert!(
+            tx.insert_alert(
+                &newer,
+                "t:2:test",
+                None,
+                None,
+                vec!["hook".into()],
+                Utc::now()
+            )
+            .await
+            .unwrap()
+        );
+        tx.commit().await.unwrap();
+
+        // The first goes out by mail; the hook is retried later.
+        let next = Utc::now() + chrono::Duration::minutes(1);
+        deliveries::record(&store, &first.id, "mail", 1, &Outcome::Sent { at: t0 })
+            .await
+            .unwrap();
+        let retry = Outcome::Retry {
+            next,
+            error: "HTTP 503".into(),
+        };
+        deliveries::record(&store, &first.id, "hook", 1, &retry)
+            .await
+            .unwrap();
+        deliveries::record(&store, &newer.id, "hook", 1, &Outcome::Sent { at: t0 })
+            .await
+            .unwrap();
+
+        let all = store.alerts(false, 10).await.unwrap();
+        let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, [newer.id.as_str(), first.id.as_str()], "newest first");
+        let first_view = &all[1];
+        assert_eq!(first_view.summary, first.summary);
+        assert_eq!(first_view.app_id.as_deref(), Some("test-app"));
+        let d: Vec<_> = first_view
+            .deliveries
+            .iter()
+            .map(|d| {
+                (
+                    d.channel.as_str(),
+                    d.state.as_str(),
+                    d.attempts,
+                    d.next_attempt_at.clone(),
+                    d.last_error.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            d,
+            [
+                (
+                    "hook",
+                    "pending",
+                    1,
+                    Some(timestamp(next)),
+                    Some("HTTP 503")
+                ),
+                // A next attempt is shown only while one is due.
+                ("mail", "sent", 1, None, None),
+            ]
+        );
+        assert_eq!(first_view.deliveries[1].sent_at, Some(timestamp(t0)));
+
+        // Only alerts with a delivery still pending; and the limit holds.
+        let pending = store.alerts(true, 10).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].id, first.id);
+        assert_eq!(store.alerts(false, 1).await.unwrap().len(), 1);
+    }
+}

@@ -95,3 +95,66 @@ impl WriteTx {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::timestamp;
+    use chrono::Utc;
+
+    #[tokio::test]
+    async fn an_episode_opens_once_is_reminded_and_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("e.db")).await.unwrap();
+        let at = timestamp(Utc::now());
+        let mut tx = store.begin_write().await.unwrap();
+        assert_eq!(
+            tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+            None
+        );
+        let id = tx
+            .insert_episode(Rule::StuckInit, "app", "j", "stuck", &at)
+            .await
+            .unwrap();
+        // The partial unique index: a second open episode of the same rule and job is refused.
+        let again = tx
+            .insert_episode(Rule::StuckInit, "app", "j", "stuck", &at)
+            .await
+            .unwrap_err();
+        assert!(matches!(again, StoreError::Sql(_)), "{again:?}");
+        tx.commit().await.unwrap();
+        assert!(store.episode_open(Rule::StuckInit).await.unwrap());
+        assert!(!store.episode_open(Rule::ApiUnhealthy).await.unwrap());
+
+        let later = timestamp(Utc::now() + chrono::Duration::hours(1));
+        let mut tx = store.begin_write().await.unwrap();
+        tx.remind_episode(id, &later, 1).await.unwrap();
+        assert_eq!(
+            tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+            Some(OpenEpisode {
+                id,
+                last_notified_at: later.clone(),
+                reminders: 1,
+            })
+        );
+        // Another job, or the api-wide condition, is another episode.
+        assert_eq!(
+            tx.open_episode(Rule::StuckInit, "app", "other")
+                .await
+                .unwrap(),
+            None
+        );
+        tx.resolve_episode(id, &later).await.unwrap();
+        assert_eq!(
+            tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+            None
+        );
+        // Closed, the same condition may open a new episode.
+        let new = tx
+            .insert_episode(Rule::StuckInit, "app", "j", "stuck again", &later)
+            .await
+            .unwrap();
+        assert_ne!(new, id);
+        tx.commit().await.unwrap();
+    }
+}
