@@ -229,53 +229,6 @@ mod tests {
         assert_eq!(mode(&db), 0o640);
     }
 
-    /// Whether a lock on SQLite's lock bytes of the file `probe` has open conflicts with a
-    /// write lock. Asked as an open file description lock: unlike a traditional one, it sees
-    /// this process's own traditional locks (SQLite's).
-    fn sqlite_lock_held(probe: &fs::File) -> bool {
-        use std::os::fd::AsRawFd;
-        // SAFETY: an all-zero `flock` is a valid value of that plain C struct.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as _;
-        fl.l_whence = libc::SEEK_SET as _;
-        // SQLite's PENDING_BYTE; its lock bytes are the 512 from here.
-        fl.l_start = 0x4000_0000;
-        fl.l_len = 512;
-        // SAFETY: a valid descriptor and a valid `flock` that outlives the call.
-        let rc = unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
-        assert_eq!(rc, 0, "F_OFD_GETLK: {}", io::Error::last_os_error());
-        fl.l_type != libc::F_UNLCK as libc::c_short
-    }
-
-    #[tokio::test]
-    async fn an_existing_database_is_never_opened_so_sqlites_locks_stay() {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = tmp.path().join("recwatch.db");
-        let store = crate::store::Store::open(&db).await.unwrap();
-        // Kept open to the end: closing it would itself drop the locks under test.
-        let probe = fs::File::open(&db).unwrap();
-        let mut tx = store.writer().begin().await.unwrap();
-        let _: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        assert!(
-            sqlite_lock_held(&probe),
-            "SQLite holds a lock while reading"
-        );
-        prepare_storage(&db).unwrap();
-        assert!(
-            sqlite_lock_held(&probe),
-            "prepare_storage dropped SQLite's locks on the database"
-        );
-        assert_eq!(probe_storage(&db).unwrap(), StorageProbe::Exists);
-        assert!(
-            sqlite_lock_held(&probe),
-            "probe_storage dropped SQLite's locks on the database"
-        );
-        tx.rollback().await.unwrap();
-    }
-
     #[test]
     fn an_existing_path_that_is_not_a_file_is_73() {
         let tmp = tempfile::tempdir().unwrap();
