@@ -1,0 +1,167 @@
+//! `recwatch simulate`: the simulator as its own process, its command-line arguments and the
+//! line it prints once it listens.
+
+use crate::options::{SimAuth, SimOptions};
+use crate::simulator::start;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// `recwatch simulate`: the simulator as its own process.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8086")]
+    pub listen: SocketAddr,
+    /// Number of jobs, job-0000 upwards.
+    #[arg(long, default_value_t = 12)]
+    pub jobs: usize,
+    #[arg(long, default_value = "demo-app")]
+    pub app_id: String,
+    /// Phase length of the script, e.g. "5s" or "500ms".
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub step: Duration,
+    /// Jobs start RUNNING and stay so, instead of walking the script.
+    #[arg(long = "static")]
+    pub static_jobs: bool,
+    /// Require requests signed with this access key (SDK-HMAC-SHA256).
+    #[arg(long, requires = "secret_key", conflicts_with = "token")]
+    pub access_key: Option<String>,
+    #[arg(long, requires = "access_key")]
+    pub secret_key: Option<String>,
+    /// With --access-key: the only X-Project-Id accepted (any is accepted without it, but one
+    /// is always required).
+    #[arg(long, requires = "access_key")]
+    pub project_id: Option<String>,
+    /// Require `X-Auth-Token` equal to this.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Answer 429 APIG.0308 beyond N requests in the trailing second.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Change this many random jobs per second.
+    #[arg(long)]
+    pub churn: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SimulateArgs {
+    /// The simulator's options these arguments ask for.
+    pub fn options(&self) -> SimOptions {
+        let auth = match (&self.access_key, &self.secret_key, &self.token) {
+            (Some(ak), Some(sk), _) => SimAuth::AkSk {
+                access_key: ak.clone(),
+                secret_key: sk.clone(),
+            },
+            (_, _, Some(token)) => SimAuth::Token(token.clone()),
+            _ => SimAuth::None,
+        };
+        SimOptions {
+            app_id: self.app_id.clone(),
+            jobs: self.jobs,
+            step: self.step,
+            scripted: !self.static_jobs,
+            auth,
+            rate_limit: self.rate_limit,
+            churn: self.churn,
+            seed: self.seed,
+            project_id: self.project_id.clone(),
+            ..SimOptions::default()
+        }
+    }
+}
+
+/// The first line `run` prints; tests parse the address out of it.
+fn listening_line(addr: SocketAddr, jobs: usize, app_id: &str) -> String {
+    format!("recwatch simulator listening on http://{addr} ({jobs} jobs, app {app_id})")
+}
+
+/// Binds, prints the listening line, and serves until SIGINT or SIGTERM.
+pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: is another simulator running there? try --listen 127.0.0.1:0",
+            args.listen
+        )
+    })?;
+    let sim = start(listener, args.options())
+        .await
+        .context("starting the simulator")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "{}",
+        listening_line(sim.addr(), args.jobs, &args.app_id)
+    )?;
+    stdout.flush()?;
+    drop(stdout);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    sim.shutdown();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_arguments() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: SimulateArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--step",
+            "500ms",
+            "--static",
+            "--access-key",
+            "a",
+            "--secret-key",
+            "b",
+            "--rate-limit",
+            "10",
+            "--jobs",
+            "3",
+        ])
+        .unwrap();
+        let opts = cli.args.options();
+        assert_eq!(opts.step, Duration::from_millis(500));
+        assert!(!opts.scripted);
+        assert_eq!(
+            opts.auth,
+            SimAuth::AkSk {
+                access_key: "a".into(),
+                secret_key: "b".into()
+            }
+        );
+        assert_eq!(
+            (opts.rate_limit, opts.jobs, opts.app_id.as_str()),
+            (Some(10), 3, "demo-app")
+        );
+        assert!(
+            Cli::try_parse_from(["x", "--access-key", "a"]).is_err(),
+            "a key needs its secret"
+        );
+        assert!(
+            format!("{:?}", opts.auth).contains("***")
+                && !format!("{:?}", opts.auth).contains("\"b\"")
+        );
+        assert_eq!(
+            listening_line("127.0.0.1:8086".parse().unwrap(), 12, "demo-app"),
+            "recwatch simulator listening on http://127.0.0.1:8086 (12 jobs, app demo-app)"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The control API (`/_sim/...`): the [`Simulator`] handle's methods over HTTP, for a
+//! simulator running as its own process (`recwatch simulate`). Its requests are neither
+//! counted, limited nor authenticated.
+
+use crate::faults::Fault;
+use crate::script::Change;
+use crate::simulator::{Inner, Simulator};
+use crate::stats::SimStats;
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use recwatch_rtc::model::JobSnapshot;
+use std::sync::Arc;
+
+/// The control routes, merged into the simulator's router.
+pub(crate) fn routes() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/_sim/stats", get(ctl_stats))
+        .route("/_sim/reset-stats", post(ctl_reset_stats))
+        .route("/_sim/faults", post(ctl_add_fault).delete(ctl_clear_faults))
+        .route(
+            "/_sim/jobs/{app_id}/{job_id}",
+            put(ctl_put_job).delete(ctl_delete_job),
+        )
+        .route("/_sim/raw-jobs/{app_id}/{job_id}", put(ctl_put_raw_job))
+        .route("/_sim/changes", get(ctl_changes))
+}
+
+async fn ctl_stats(AxState(inner): AxState<Arc<Inner>>) -> Json<SimStats> {
+    Json(Simulator { inner }.stats())
+}
+
+async fn ctl_reset_stats(AxState(inner): AxState<Arc<Inner>>) -> StatusCode {
+    Simulator { inner }.reset_stats();
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_add_fault(
+    AxState(inner): AxState<Arc<Inner>>,
+    Json(fault): Json<Fault>,
+) -> StatusCode {
+    Simulator { inner }.set_fault(fault);
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_clear_faults(AxState(inner): AxState<Arc<Inner>>) -> StatusCode {
+    Simulator { inner }.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_put_job(
+    AxState(inner): AxState<Arc<Inner>>,
+    Path((app_id, job_id)): Path<(String, String)>,
+    Json(job): Json<JobSnapshot>,
+) -> StatusCode {
+    Simulator { inner }.set_job(&app_id, &job_id, job);
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_put_raw_job(
+    AxState(inner): AxState<Arc<Inner>>,
+    Path((app_id, job_id)): Path<(String, String)>,
+    body: Bytes,
+) -> StatusCode {
+    Simulator { inner }.set_job_body(&app_id, &job_id, body);
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_delete_job(
+    AxState(inner): AxState<Arc<Inner>>,
+    Path((app_id, job_id)): Path<(String, String)>,
+) -> StatusCode {
+    Simulator { inner }.remove_job(&app_id, &job_id);
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_changes(AxState(inner): AxState<Arc<Inner>>) -> Json<Vec<Change>> {
+    Json(Simulator { inner }.changes())
+}

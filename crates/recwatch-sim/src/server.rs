@@ -1,0 +1,287 @@
+//! Serving the API: connections served with hyper directly (so a reset fault can drop one
+//! unanswered), the routes, and each API request's way through the simulator: counted, then
+//! faults, the gateway's checks, the job lookup, and the answer.
+
+use crate::control;
+use crate::faults::{self, FaultKind, ResetConnection, echo_response, fault_response};
+use crate::gateway::{Refusal, check_credentials, sim_now, throttle_message};
+use crate::response::{api_response, error_response};
+use crate::script::{plus, scripted_job};
+use crate::simulator::{Inner, Job, Shared, stopped};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::get;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// What to answer, decided under the lock.
+enum Outcome {
+    Fault(FaultKind),
+    Unauthorized(Refusal),
+    Throttled,
+    NotFound,
+    Scripted(usize),
+    Fixed(Bytes),
+}
+
+impl Inner {
+    /// With a clock offset, the `Date` header the simulator's clock gives; hyper writes the
+    /// machine's own otherwise.
+    fn date_header(&self, response: &mut Response) {
+        if self.opts.clock_offset != 0 {
+            let date = sim_now(&self.opts)
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            if let Ok(v) = HeaderValue::from_str(&date) {
+                response.headers_mut().insert(header::DATE, v);
+            }
+        }
+    }
+
+    fn request_id(&self) -> HeaderValue {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:016x}{n:016x}", self.id_prefix))
+            .expect("hex is a valid header value")
+    }
+
+    /// Everything about one API request that needs the shared state, under one lock.
+    fn decide(
+        &self,
+        app_id: &str,
+        job_id: &str,
+        credentials: Result<(), Refusal>,
+        now: Instant,
+    ) -> (Outcome, Option<Duration>) {
+        let elapsed = now.duration_since(self.epoch);
+        let now_utc = plus(self.epoch_utc, elapsed);
+        let unix_second = now_utc.timestamp();
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        s.counters.arrival(now, unix_second, app_id, job_id);
+        let mut stall = None;
+        match faults::take(&mut s.faults, job_id, now_utc) {
+            Some(FaultKind::Stall(d)) => {
+                s.counters.faults_applied += 1;
+                stall = Some(d);
+            }
+            Some(kind) => {
+                s.counters.faults_applied += 1;
+                match kind {
+                    FaultKind::Reset => s.counters.resets += 1,
+                    FaultKind::ServerError => s.counters.status(StatusCode::INTERNAL_SERVER_ERROR),
+                    FaultKind::Throttle => {
+                        s.counters.throttled += 1;
+                        s.counters.status(StatusCode::TOO_MANY_REQUESTS);
+                    }
+                    FaultKind::RefuseAuth => {
+                        s.counters.refused_auth += 1;
+                        s.counters.status(StatusCode::UNAUTHORIZED);
+                    }
+                    FaultKind::Redirect(_) => s.counters.status(StatusCode::FOUND),
+                    FaultKind::ApiNotFound => s.counters.status(StatusCode::NOT_FOUND),
+                    FaultKind::EchoTokenInError => s.counters.status(StatusCode::BAD_REQUEST),
+                    _ => s.counters.status(StatusCode::OK),
+                }
+                return (Outcome::Fault(kind), None);
+            }
+            None => {}
+        }
+
+        let outcome = match s.gate.authorize(&self.opts, credentials, now) {
+            Err(refusal) => Outcome::Unauthorized(refusal),
+            Ok(()) if !s.gate.admit(self.opts.rate_limit, now) => Outcome::Throttled,
+            Ok(()) => find(s, app_id, job_id),
+        };
+        let status = match &outcome {
+            Outcome::Unauthorized(refusal) => {
+                s.counters.refused_auth += 1;
+                refusal.status
+            }
+            Outcome::Throttled => {
+                s.counters.throttled += 1;
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Outcome::NotFound => StatusCode::NOT_FOUND,
+            _ => StatusCode::OK,
+        };
+        s.counters.status(status);
+        (outcome, stall)
+    }
+}
+
+/// The job a request names, once the gateway let it through.
+fn find(s: &Shared, app_id: &str, job_id: &str) -> Outcome {
+    match s.apps.get(app_id).and_then(|jobs| jobs.get(job_id)) {
+        Some(Job::Scripted(index)) => Outcome::Scripted(*index),
+        Some(Job::Fixed { body, .. }) => Outcome::Fixed(body.clone()),
+        None => Outcome::NotFound,
+    }
+}
+
+/// The one API route, the control API, and the gateway's 404 for everything else.
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route(
+            "/v2/apps/{app_id}/individual-stream-jobs/{job_id}",
+            get(api_get_job),
+        )
+        .merge(control::routes())
+        .fallback(api_not_found)
+        .with_state(inner)
+}
+
+/// What the gateway answers for a path (or method) it has no API for: before credentials,
+/// limits or faults, and not counted as an API request.
+async fn api_not_found(AxState(inner): AxState<Arc<Inner>>) -> Response {
+    let mut response = error_response(
+        StatusCode::NOT_FOUND,
+        "APIG.0101",
+        "The API does not exist or has not been published in the environment",
+        inner.request_id(),
+    );
+    inner.date_header(&mut response);
+    response
+}
+
+async fn api_get_job(
+    AxState(inner): AxState<Arc<Inner>>,
+    Path((app_id, job_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let now = Instant::now();
+    let credentials = check_credentials(&inner.opts, &method, &uri, &headers);
+    let (outcome, stall) = inner.decide(&app_id, &job_id, credentials, now);
+    let request_id = inner.request_id();
+    tracing::debug!(%app_id, %job_id, request_id = ?request_id, "simulated request");
+    if let Some(d) = stall {
+        tokio::time::sleep(d).await;
+    }
+    let mut response = match outcome {
+        Outcome::Fault(
+            kind @ (FaultKind::EchoTokenInError | FaultKind::EchoTokenInDescription),
+        ) => {
+            let token = ["x-auth-token", "x-security-token"]
+                .iter()
+                .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+                .unwrap_or("-");
+            echo_response(&kind, &app_id, &job_id, token, request_id)
+        }
+        outcome => answer(&inner, outcome, &app_id, &job_id, now, request_id),
+    };
+    inner.date_header(&mut response);
+    response
+}
+
+fn answer(
+    inner: &Inner,
+    outcome: Outcome,
+    app_id: &str,
+    job_id: &str,
+    now: Instant,
+    request_id: HeaderValue,
+) -> Response {
+    match outcome {
+        Outcome::Fixed(body) => api_response(StatusCode::OK, body, request_id),
+        Outcome::Scripted(index) => {
+            let elapsed = now.duration_since(inner.epoch);
+            let job = scripted_job(
+                &inner.opts.app_id,
+                index,
+                inner.opts.step,
+                inner.epoch_utc,
+                elapsed,
+            );
+            let body = serde_json::to_vec(&job).expect("a JobSnapshot always serializes");
+            api_response(StatusCode::OK, body, request_id)
+        }
+        Outcome::NotFound => error_response(
+            StatusCode::NOT_FOUND,
+            "RTC.00001003",
+            &format!("The app or job does not exist: app_id {app_id}, job_id {job_id}"),
+            request_id,
+        ),
+        Outcome::Unauthorized(refusal) => {
+            error_response(refusal.status, refusal.code, &refusal.message, request_id)
+        }
+        Outcome::Throttled => error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "APIG.0308",
+            &throttle_message(inner.opts.rate_limit),
+            request_id,
+        ),
+        Outcome::Fault(kind) => {
+            fault_response(inner.opts.rate_limit, kind, app_id, job_id, request_id)
+        }
+    }
+}
+
+/// Accepts connections until shutdown, each served on its own task.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let for_connections = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    // Small responses on keep-alive connections: don't let Nagle hold them.
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(stream, router.clone(), for_connections.clone()));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "simulator accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+/// Serves one connection; a response marked [`ResetConnection`] drops it unanswered.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let kill = Arc::new(Notify::new());
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let killer = kill.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let response = hyper::service::Service::call(&service, request);
+        let kill = killer.clone();
+        async move {
+            let response = response.await?;
+            if response.extensions().get::<ResetConnection>().is_some() {
+                kill.notify_one();
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::select! {
+        result = connection => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "simulator connection ended");
+            }
+        }
+        // Dropping the connection future closes the socket.
+        _ = kill.notified() => {}
+        _ = stopped(&mut shutdown) => {}
+    }
+}

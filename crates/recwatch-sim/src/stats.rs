@@ -1,0 +1,179 @@
+//! Request statistics of the API endpoint: [`SimStats`] as the tests and the benchmark read
+//! it, and the counters behind it, which take every arrival's instant as an argument so a test
+//! drives them without a clock.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+// tokio's clock, not std's: a test on tokio's paused clock moves the sliding second exactly as
+// far as it advances time.
+use tokio::time::Instant;
+
+/// How long the per-second request counts are kept.
+const PER_SECOND_KEPT: i64 = 600;
+
+/// Request statistics of the API endpoint (control requests are not counted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// When counting started: the start, or the last reset.
+    pub since: Option<DateTime<Utc>>,
+    pub requests: u64,
+    /// Answers by status; connections reset by a fault are counted in `resets` instead.
+    pub by_status: BTreeMap<u16, u64>,
+    /// The most requests that arrived within any 1 s window.
+    pub max_per_sliding_second: u64,
+    /// `(unix second, requests)`, oldest first, the last 10 minutes with traffic.
+    pub per_second: Vec<(i64, u64)>,
+    /// Requests refused for their credentials (lockout and the RefuseAuth fault included).
+    pub refused_auth: u64,
+    /// Requests answered 429 by the rate limit or the Throttle fault.
+    pub throttled: u64,
+    pub resets: u64,
+    /// Requests a fault rule applied to.
+    pub faults_applied: u64,
+    /// Requests per app id, then job id.
+    pub by_job: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Counts API requests; every method takes the arrival instant so tests can drive it.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) since: Option<DateTime<Utc>>,
+    pub(crate) requests: u64,
+    pub(crate) by_status: BTreeMap<u16, u64>,
+    /// Arrivals within the last second, oldest first.
+    window: VecDeque<Instant>,
+    max_per_sliding_second: u64,
+    per_second: VecDeque<(i64, u64)>,
+    pub(crate) refused_auth: u64,
+    pub(crate) throttled: u64,
+    pub(crate) resets: u64,
+    pub(crate) faults_applied: u64,
+    by_job: HashMap<String, HashMap<String, u64>>,
+}
+
+impl Counters {
+    /// Nothing counted yet, counting since `since`.
+    pub(crate) fn starting(since: Option<DateTime<Utc>>) -> Counters {
+        Counters {
+            since,
+            ..Counters::default()
+        }
+    }
+
+    pub(crate) fn arrival(&mut self, now: Instant, unix_second: i64, app_id: &str, job_id: &str) {
+        self.requests += 1;
+        while self
+            .window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.window.pop_front();
+        }
+        self.window.push_back(now);
+        self.max_per_sliding_second = self.max_per_sliding_second.max(self.window.len() as u64);
+        match self.per_second.back_mut() {
+            Some((s, n)) if *s == unix_second => *n += 1,
+            _ => self.per_second.push_back((unix_second, 1)),
+        }
+        while self
+            .per_second
+            .front()
+            .is_some_and(|(s, _)| *s <= unix_second - PER_SECOND_KEPT)
+        {
+            self.per_second.pop_front();
+        }
+        // get_mut first: the common case allocates nothing.
+        let app = match self.by_job.get_mut(app_id) {
+            Some(app) => app,
+            None => self.by_job.entry(app_id.to_string()).or_default(),
+        };
+        match app.get_mut(job_id) {
+            Some(n) => *n += 1,
+            None => {
+                app.insert(job_id.to_string(), 1);
+            }
+        }
+    }
+
+    pub(crate) fn status(&mut self, status: StatusCode) {
+        *self.by_status.entry(status.as_u16()).or_default() += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> SimStats {
+        SimStats {
+            since: self.since,
+            requests: self.requests,
+            by_status: self.by_status.clone(),
+            max_per_sliding_second: self.max_per_sliding_second,
+            per_second: self.per_second.iter().copied().collect(),
+            refused_auth: self.refused_auth,
+            throttled: self.throttled,
+            resets: self.resets,
+            faults_applied: self.faults_applied,
+            by_job: self
+                .by_job
+                .iter()
+                .map(|(app, jobs)| {
+                    (
+                        app.clone(),
+                        jobs.iter().map(|(j, n)| (j.clone(), *n)).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_second_counts_table() {
+        let ms = Duration::from_millis;
+        let cases: [(&str, &[u64], u64); 5] = [
+            ("one request", &[0], 1),
+            ("spread over seconds", &[0, 1000, 2000, 3000], 1),
+            ("a window is shorter than a second", &[0, 100, 900, 1000], 3),
+            (
+                "a burst straddling two calendar seconds",
+                &[900, 950, 1000, 1050, 1100, 1899],
+                6,
+            ),
+            (
+                "the most crowded window wins",
+                &[0, 10, 20, 1500, 1600, 1700, 1800, 2000, 2600],
+                5,
+            ),
+        ];
+        let t0 = Instant::now();
+        for (name, arrivals, max) in cases {
+            let mut c = Counters::default();
+            for a in arrivals {
+                c.arrival(t0 + ms(*a), (*a / 1000) as i64, "app", "job");
+            }
+            let stats = c.snapshot();
+            assert_eq!(stats.max_per_sliding_second, max, "{name}");
+            assert_eq!(stats.requests, arrivals.len() as u64, "{name}");
+            assert_eq!(
+                stats.per_second.iter().map(|(_, n)| n).sum::<u64>(),
+                arrivals.len() as u64,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_second_keeps_ten_minutes() {
+        let mut c = Counters::default();
+        let t0 = Instant::now();
+        c.arrival(t0, 1000, "a", "j");
+        c.arrival(t0, 1599, "a", "j");
+        assert_eq!(c.snapshot().per_second, vec![(1000, 1), (1599, 1)]);
+        c.arrival(t0, 1600, "a", "j");
+        assert_eq!(c.snapshot().per_second, vec![(1599, 1), (1600, 1)]);
+    }
+}

@@ -1,0 +1,150 @@
+//! What every HTTP test of the simulator shares: starting one, clients (one for tokio's paused
+//! clock), requests signed as the SDK signs them, and reading the API's error body.
+
+use chrono::{DateTime, Utc};
+use recwatch_rtc::model::JobSnapshot;
+use recwatch_rtc::sign;
+use recwatch_sim::{SimAuth, SimOptions, Simulator, start};
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+// tokio's clock: on a paused clock a deadline moves with the test's advances.
+use tokio::time::Instant;
+
+pub async fn spawn(opts: SimOptions) -> Simulator {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start(listener, opts).await.unwrap()
+}
+
+pub fn static_opts() -> SimOptions {
+    SimOptions {
+        jobs: 3,
+        scripted: false,
+        ..SimOptions::default()
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    // no_proxy: a proxy from the environment must not see loopback traffic.
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A client for tests on tokio's paused clock. The paused clock jumps to the next timer
+/// whenever the runtime would otherwise sleep, so a client timeout or a pool's idle timer
+/// could move the simulator's time while a request is on the wire; this client sets no
+/// timer at all (no timeout, no pooled connections), so time moves only when the test
+/// advances it.
+pub fn paused_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+pub fn job_path(app_id: &str, job_id: &str) -> String {
+    format!(
+        "/v2/apps/{}/individual-stream-jobs/{}",
+        sign::encode(app_id),
+        sign::encode(job_id)
+    )
+}
+
+pub async fn get(sim: &Simulator, job_id: &str) -> reqwest::Result<reqwest::Response> {
+    get_with(&client(), sim, job_id).await
+}
+
+pub async fn get_with(
+    c: &reqwest::Client,
+    sim: &Simulator,
+    job_id: &str,
+) -> reqwest::Result<reqwest::Response> {
+    c.get(format!("{}{}", sim.url(), job_path("demo-app", job_id)))
+        .send()
+        .await
+}
+
+pub async fn get_job_with(c: &reqwest::Client, sim: &Simulator, job_id: &str) -> JobSnapshot {
+    let response = get_with(c, sim, job_id).await.unwrap();
+    assert_eq!(response.status(), 200, "{job_id}");
+    response.json().await.unwrap()
+}
+
+pub async fn error_body(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    (
+        status,
+        body["error_code"].as_str().unwrap().into(),
+        body["error_msg"].as_str().unwrap().into(),
+    )
+}
+
+/// Polls `check` until it returns `Some`, failing after 30 s (generous: the machine may be
+/// busy).
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub const AK: &str = "AKTESTKEY";
+pub const SK: &str = "sk-test-secret";
+
+pub async fn signed_get(
+    c: &reqwest::Client,
+    sim: &Simulator,
+    job_id: &str,
+    secret: &str,
+    signed_at: DateTime<Utc>,
+) -> reqwest::Response {
+    let path = job_path("demo-app", job_id);
+    let host = sim.addr().to_string();
+    let date = signed_at.format(sign::DATE_FORMAT).to_string();
+    // What a client sends and signs; reqwest adds Host from the URL, which is the same.
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Host", host.as_str()),
+        ("X-Project-Id", "project-1"),
+        (sign::DATE_HEADER, date.as_str()),
+    ];
+    let signed = sign::sign(AK, secret, "GET", &path, &[], &headers, b"");
+    let mut request = c.get(format!("{}{path}", sim.url()));
+    for (name, value) in headers.iter().filter(|(n, _)| *n != "Host") {
+        request = request.header(*name, *value);
+    }
+    request
+        .header("Authorization", signed.authorization)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub fn aksk_opts() -> SimOptions {
+    SimOptions {
+        auth: SimAuth::AkSk {
+            access_key: AK.into(),
+            secret_key: SK.into(),
+        },
+        ..static_opts()
+    }
+}
+
+/// A time as the API writes it (`2006-01-02T15:04:05.075Z`), to compare a change's time with
+/// the record's.
+pub fn fmt_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
