@@ -1,7 +1,7 @@
 //! recwatch: watches Huawei Cloud RTC individual stream recording jobs, records every state
 //! change in SQLite and alerts when a recording stops unexpectedly.
 //!
-//! The modules follow the data's path: config -> rtc (client) -> poll -> detect -> store ->
+//! The modules follow the data's path: config -> rtc (client) -> poller -> detect -> store ->
 //! rules + outbox -> deliver -> notify. `simulate` is a fake RTC API for the demo, the tests
 //! and the benchmarks.
 
@@ -14,7 +14,7 @@ pub mod exit;
 pub mod http;
 pub mod notify;
 pub mod outbox;
-pub mod poll;
+pub mod poller;
 pub mod rules;
 pub mod secret;
 pub mod startup;

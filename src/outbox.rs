@@ -9,15 +9,39 @@ use crate::alert::{
     Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts, hostname, timestamp,
 };
 use crate::config::{Config, JobConfig, Severity};
-use crate::poll::Event;
+use crate::detect::Phase;
 use crate::rules;
 use crate::store::{PollOutcome, PollRecord, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use recwatch_rtc::client::RtcError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tokio::sync::{Notify, broadcast};
+use tracing::{error, info, warn};
+
+/// Something the demo (and logs) want to see as it happens: the poller sends transitions and
+/// failed polls, the outbox the alerts it commits. Defined here, below the poller, so the
+/// outbox never imports the poller.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Transition {
+        job: JobConfig,
+        from: Option<Phase>,
+        to: Phase,
+        description: Option<String>,
+    },
+    PollFailed {
+        job: JobConfig,
+        error: RtcError,
+    },
+    Alert {
+        summary: String,
+        rule: String,
+        severity: String,
+        status: String,
+    },
+}
 
 /// A change in the API's health, decided by the poller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -421,7 +445,7 @@ impl Outbox {
     }
 
     /// Notes one change and writes it, once: for callers that keep nothing owed (tests,
-    /// tools); the poller keeps what the database refuses (see `poll::write_api_health`).
+    /// tools); the poller keeps what the database refuses (see `poller::health::write_api_health`).
     pub async fn api_health(
         &self,
         store: &Store,
@@ -629,132 +653,14 @@ pub fn job_facts(job: &JobConfig, snapshot: Option<&recwatch_rtc::model::JobSnap
     f
 }
 
-/// Group commit for the poller: poll outcomes that finish while another commit is being
-/// synced share the next transaction, so a watch list polled faster than the disk can sync
-/// is not bound to one fsync per poll. Each job's outcomes and the alerts they cause still
-/// commit together or not at all: a group commits whole, or is rolled back and each job is
-/// then written in its own transaction.
-#[derive(Clone)]
-pub struct GroupWriter {
-    units: mpsc::Sender<WriteUnit>,
-}
-
-/// One job's outcomes, owned, on their way to the writer task.
-struct WriteUnit {
-    records: Vec<PollRecord>,
-    job: JobConfig,
-    first_seen: DateTime<Utc>,
-    now: DateTime<Utc>,
-    config: Arc<Config>,
-    reply: oneshot::Sender<anyhow::Result<()>>,
-}
-
-/// At most this many jobs share one transaction, so one commit stays short.
-const MAX_GROUP: usize = 256;
-
-impl GroupWriter {
-    /// Starts the writer task; it ends when the last `GroupWriter` clone is dropped.
-    ///
-    /// A panic while writing is contained to the jobs it hit: a group that panics is written
-    /// again job by job, a job whose write panics gets an error (its poll keeps its outcomes
-    /// and reports it), and everything else is written. Should the task die anyway, its
-    /// supervisor starts it again on the same queue.
-    pub fn start(outbox: Outbox, store: Store) -> GroupWriter {
-        let (units, rx) = mpsc::channel::<WriteUnit>(MAX_GROUP);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        tokio::spawn(async move {
-            // Marks the writer dead if this supervisor itself unwinds.
-            struct Watch(Arc<crate::store::StoreHealth>);
-            impl Drop for Watch {
-                fn drop(&mut self) {
-                    if std::thread::panicking() {
-                        self.0.set_writer_dead();
-                    }
-                }
-            }
-            let _watch = Watch(store.health().clone());
-            loop {
-                let task = tokio::spawn(write_loop(outbox.clone(), store.clone(), rx.clone()));
-                match task.await {
-                    // Every sender is gone: nothing more to write.
-                    Ok(()) => return,
-                    Err(e) if e.is_panic() => {
-                        let why = crate::vitals::panic_message(e.into_panic().as_ref());
-                        error!("the database writer panicked ({why}); restarting it");
-                        metrics::counter!("recwatch_task_panics_total", "task" => "writer")
-                            .increment(1);
-                        store.health().writer_busy(false);
-                        // What it committed before the panic may not have been announced: let
-                        // the delivery worker look now rather than at its next periodic check.
-                        outbox.wake.notify_one();
-                    }
-                    Err(_) => return,
-                }
-            }
-        });
-        GroupWriter { units }
-    }
-
-    /// Writes one job's poll outcomes (oldest first) and their alerts, like
-    /// [`Outbox::write_job_polls`], sharing the commit with any other job's that are waiting.
-    pub async fn write(
-        &self,
-        records: Vec<PollRecord>,
-        job: JobConfig,
-        first_seen: DateTime<Utc>,
-        now: DateTime<Utc>,
-        config: Arc<Config>,
-    ) -> anyhow::Result<()> {
-        let (reply, answer) = oneshot::channel();
-        let unit = WriteUnit {
-            records,
-            job,
-            first_seen,
-            now,
-            config,
-            reply,
-        };
-        self.units
-            .send(unit)
-            .await
-            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
-    }
-}
-
-/// The writer's loop: takes what is queued (up to [`MAX_GROUP`] jobs) and writes it as one
-/// group. Holds the queue while it runs; a restarted loop takes it over.
-async fn write_loop(
-    outbox: Outbox,
-    store: Store,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<WriteUnit>>>,
-) {
-    let mut rx = rx.lock().await;
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(u) => group.push(u),
-                Err(_) => break,
-            }
-        }
-        store.health().writer_busy(true);
-        let results = outbox.write_group(&store, &group).await;
-        store.health().writer_busy(false);
-        for (unit, result) in group.into_iter().zip(results) {
-            // The poll may have stopped waiting (see PollTask::writer_wait), so the failure
-            // is told here too; the outcome is sent again with the job's next poll. A failure
-            // of the database as a whole is logged once by its health, not per job.
-            if let Err(e) = &result {
-                if e.downcast_ref::<WritePanicked>().is_none() {
-                    debug!(app_id = %unit.job.app_id, job_id = %unit.job.job_id, "cannot write the poll outcome: {e:#}; it is kept for this job's next write");
-                }
-            }
-            let _ = unit.reply.send(result);
-        }
-    }
+/// One job's outcomes, owned, as the group writer hands them over: written like
+/// [`Outbox::write_job_polls`], in a group with other jobs' when they wait together.
+pub struct JobWrite {
+    pub records: Vec<PollRecord>,
+    pub job: JobConfig,
+    pub first_seen: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub config: Arc<Config>,
 }
 
 /// Writing one job's outcomes panicked: the outcomes cannot be written as they are.
@@ -766,7 +672,7 @@ impl Outbox {
     /// Writes a group in one transaction. If any part of it fails (a lock held by another
     /// process, a bad row), nothing of it is kept and each job is written on its own, so each
     /// gets its own answer.
-    async fn write_group(&self, store: &Store, group: &[WriteUnit]) -> Vec<anyhow::Result<()>> {
+    pub async fn write_group(&self, store: &Store, group: &[JobWrite]) -> Vec<anyhow::Result<()>> {
         if group.len() > 1 {
             match crate::vitals::contain(self.try_group(store, group)).await {
                 Ok(Ok((results, made))) => {
@@ -848,7 +754,7 @@ impl Outbox {
     async fn try_group(
         &self,
         store: &Store,
-        group: &[WriteUnit],
+        group: &[JobWrite],
     ) -> Result<(Vec<anyhow::Result<()>>, Vec<Alert>), StoreError> {
         // No savepoint per job: any error rolls the whole group back (dropping `tx`) and the
         // caller writes each job on its own, which gives each its own outcome. Errors are rare;

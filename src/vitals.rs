@@ -9,15 +9,43 @@
 //! not for outside faults such as a full disk, which recwatch waits out while it keeps
 //! polling (a restart would lose what it holds in memory and free no space).
 
-use crate::poll::Liveness;
 use crate::store::StoreHealth;
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The poll loop beats every second; this much silence makes `/readyz` say it is stalled.
 pub const STALLED_AFTER_MS: u64 = 5_000;
+
+/// When the poller's dispatcher last went round its loop: it beats, the watchdog and /readyz
+/// read. Here rather than in the poller so that what reads it needs no poller.
+#[derive(Default)]
+pub struct Liveness {
+    last_tick_ms: AtomicU64,
+}
+
+impl Liveness {
+    pub fn beat(&self) {
+        self.last_tick_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last beat (u64::MAX if never).
+    pub fn age_ms(&self) -> u64 {
+        match self.last_tick_ms.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            t => now_ms().saturating_sub(t),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 
 /// Runs `fut`; a panic inside it becomes `Err` with the panic's message. Whatever the future
 /// held is dropped during the unwind (a transaction is rolled back, a permit returned).

@@ -4,7 +4,7 @@
 //! signature; state changes and alerts are printed as they happen.
 
 use crate::config::{Auth, Config, JobConfig, WebhookConfig};
-use crate::poll::Event;
+use crate::poller::Event;
 use crate::secret::Secret;
 use anyhow::Context;
 use axum::body::Bytes;

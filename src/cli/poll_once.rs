@@ -15,7 +15,7 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let client = RtcClient::new(&config.api.client_config())?;
     let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;
-    let results = crate::poll::poll_once(config, &client, &store, &outbox).await;
+    let results = crate::poller::poll_once(config, &client, &store, &outbox).await;
     let mut rows = vec![vec![
         "NAME".into(),
         "APP_ID".into(),

@@ -29,8 +29,9 @@ pub use server::{serve, serve_on};
 
 use crate::config::Config;
 use crate::outbox::Outbox;
-use crate::poll::{Budget, Liveness};
+use crate::poller::Budget;
 use crate::store::Store;
+use crate::vitals::Liveness;
 use axum::routing::get;
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;

@@ -11,7 +11,7 @@
 
 use crate::config::{self, Config};
 use crate::outbox::Outbox;
-use crate::poll::{Command, Event, Poller};
+use crate::poller::{Command, Event, Poller};
 use crate::storage::lock::OwnerLock;
 use crate::store::Store;
 use crate::systemd;

@@ -22,7 +22,7 @@ pub const PROJECT: &str = "test-project";
 /// budget of `rate` per second.
 ///
 /// The daemon spaces its requests so that no 1.02 s window of send times holds more than
-/// `rate`; `poll::tests` prove that exactly on tokio's paused clock. The simulator counts a
+/// `rate`; `poller::budget::tests` prove that exactly on tokio's paused clock. The simulator counts a
 /// request when it gets round to handling it, and on a loaded machine that comes a varying
 /// while after the send: two requests 1.02 s apart at the daemon can land 20 ms closer at the
 /// simulator, so one more than `rate` in a sliding second is scheduling noise. Two more would

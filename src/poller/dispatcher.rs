@@ -1,0 +1,853 @@
+//! The dispatcher: the one task that owns the schedule (a heap of due times), the API's
+//! health and every job's state while it is not being polled. It starts each poll when it is
+//! due and the budget has a slot, takes back what the poll reports, and decides the job's next
+//! poll from it; reloads and cron ticks arrive as [`Command`]s.
+
+use super::batch::{self, Touches};
+use super::budget::{Budget, failure_delay, later, throttle_pause};
+use super::health::{AUTH_FAILURES_BEFORE_BACKOFF, Health, HealthMessage, write_api_health};
+use super::job::JobState;
+use super::task::{Done, PollTask, Report, WRITER_WAIT};
+use super::writer::GroupWriter;
+use super::{Event, Key, OWED_RETRY, key};
+use crate::config::{Config, JobConfig};
+use crate::detect::Phase;
+use crate::outbox::{ApiHealthChange, Outbox};
+use crate::store::{JobRow, Store};
+use crate::vitals::Liveness;
+use chrono::Utc;
+use rand::Rng;
+use recwatch_rtc::client::{ErrorKind, RtcClient, RtcError};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+/// The shared parts of a running poller.
+pub struct Poller {
+    /// Shared with every poll task: cloning a watch list of thousands of jobs per poll cost
+    /// more than the poll itself.
+    config: Arc<Config>,
+    /// The watched jobs by key: a finished poll checks membership, and refreshes a job
+    /// reloaded while it was in flight, without a scan.
+    watched: HashMap<Key, JobConfig>,
+    /// Counts reloads; see [`JobState::generation`].
+    generation: u64,
+    client: RtcClient,
+    store: Store,
+    outbox: Outbox,
+    budget: Arc<Budget>,
+    in_flight: Arc<Semaphore>,
+    in_flight_limit: usize,
+    events: broadcast::Sender<Event>,
+    liveness: Arc<Liveness>,
+    /// Cron ticks and reloads arrive here; the sender is handed out by `commands`.
+    command_tx: mpsc::Sender<Command>,
+    command_rx: Option<mpsc::Receiver<Command>>,
+    /// Told once polling is armed (systemd's READY=1 waits for it).
+    armed: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Changes in the API's health (None: check whether a reminder is due), written in order
+    /// by a task of their own.
+    health_tx: mpsc::UnboundedSender<HealthMessage>,
+    health_rx: Option<mpsc::UnboundedReceiver<HealthMessage>>,
+}
+
+/// Commands the daemon sends the dispatcher.
+pub enum Command {
+    /// A new, already validated configuration.
+    Reload(Box<(Config, RtcClient)>),
+    /// A cron tick: poll every job now.
+    Tick,
+}
+
+impl Poller {
+    pub fn new(config: Config, client: RtcClient, store: Store, outbox: Outbox) -> Poller {
+        let (events, _) = broadcast::channel(1024);
+        let (command_tx, command_rx) = mpsc::channel(16);
+        let (health_tx, health_rx) = mpsc::unbounded_channel();
+        Poller {
+            health_tx,
+            health_rx: Some(health_rx),
+            command_tx,
+            command_rx: Some(command_rx),
+            armed: None,
+            budget: Arc::new(Budget::new(config.api.rate_limit)),
+            in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
+            in_flight_limit: config.api.max_in_flight,
+            watched: config.jobs.iter().map(|j| (key(j), j.clone())).collect(),
+            generation: 0,
+            config: Arc::new(config),
+            client,
+            store,
+            outbox,
+            events,
+            liveness: Arc::new(Liveness::default()),
+        }
+    }
+
+    /// A receiver that completes once polling is armed.
+    pub fn armed(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.armed = Some(tx);
+        rx
+    }
+
+    /// Where to send reloads (and cron ticks).
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.command_tx.clone()
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn event_sender(&self) -> broadcast::Sender<Event> {
+        self.events.clone()
+    }
+
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
+    }
+
+    pub fn budget(&self) -> Arc<Budget> {
+        self.budget.clone()
+    }
+
+    /// Says so when the watch list cannot be polled at its interval within the budget.
+    pub fn warn_if_over_budget(config: &Config) {
+        let b = config.budget();
+        if !b.fits() {
+            warn!(
+                jobs = b.jobs,
+                needed_per_second = format!("{:.1}", b.demand),
+                rate_limit = b.rate_limit,
+                effective_interval = %crate::config::format_duration(round(b.effective(config.poll.interval))),
+                "the watch list needs more requests per second than api.rate_limit allows; every job will be polled {:.1}x less often than configured",
+                b.stretch
+            );
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then lets polls in flight finish writing.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut commands = self.command_rx.take().expect("run is called once");
+        let health_rx = self.health_rx.take().expect("run is called once");
+        let health_writer = tokio::spawn(write_api_health(
+            self.outbox.clone(),
+            self.store.clone(),
+            health_rx,
+        ));
+        let rows = self.store.jobs().await?;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Report>();
+        let touches = Arc::new(Touches::default());
+        let (stop_touches, touches_stopped) = watch::channel(false);
+        let touch_flusher =
+            batch::start_flusher(touches.clone(), self.store.clone(), touches_stopped);
+
+        Self::warn_if_over_budget(&self.config);
+        let mut d = Dispatcher::new(self, touches, done_tx);
+        d.arm(&rows).await?;
+        if *shutdown.borrow() {
+            d.stop_dispatching();
+        }
+        d.run(&mut shutdown, &mut commands, &mut done_rx).await;
+        d.write_owed_before_stopping().await;
+        if let Some(mut c) = d.cron.take() {
+            let _ = c.shutdown().await;
+        }
+        let _ = stop_touches.send(true);
+        let _ = touch_flusher.await;
+        // Let the health writer finish what it was given: swap out our sender so it sees the
+        // channel close.
+        drop(std::mem::replace(
+            &mut d.poller.health_tx,
+            mpsc::unbounded_channel().0,
+        ));
+        let _ = health_writer.await;
+        info!("poller stopped");
+        Ok(())
+    }
+}
+
+/// The schedule: a heap of due times. Entries are never taken out when a job is scheduled
+/// again; the job's `sched` names its live entry, and the others are skipped as stale.
+#[derive(Default)]
+struct Schedule {
+    heap: BinaryHeap<Reverse<(Instant, u64, Key)>>,
+    seq: u64,
+}
+
+impl Schedule {
+    /// Puts a job on the schedule at `at`, superseding any entry it already has there.
+    fn put(&mut self, k: Key, state: &mut JobState, at: Instant) {
+        self.seq += 1;
+        state.sched = self.seq;
+        state.due = at;
+        self.heap.push(Reverse((at, self.seq, k)));
+    }
+
+    fn peek(&self) -> Option<&(Instant, u64, Key)> {
+        self.heap.peek().map(|Reverse(e)| e)
+    }
+
+    fn pop(&mut self) -> Option<(Instant, u64, Key)> {
+        self.heap.pop().map(|Reverse(e)| e)
+    }
+}
+
+/// The dispatcher while it runs: the poller's shared parts and the state of its loop.
+struct Dispatcher {
+    poller: Poller,
+    /// Jobs not being polled now, by key; a job being polled is in `busy` instead, its
+    /// state travelling with its poll task.
+    states: HashMap<Key, JobState>,
+    schedule: Schedule,
+    busy: HashSet<Key>,
+    /// Jobs holding outcomes the database refused, written again every OWED_RETRY.
+    owed: HashSet<Key>,
+    owed_tried: Instant,
+    health: Health,
+    writer: GroupWriter,
+    touches: Arc<Touches>,
+    /// Poll tasks report here.
+    done_tx: mpsc::UnboundedSender<Report>,
+    cron: Option<tokio_cron_scheduler::JobScheduler>,
+    /// No new polls: waiting for those in flight to finish writing.
+    stopping: bool,
+    /// How long polls in flight get to finish once stopping: their request, then their
+    /// write. Past it, shutdown goes on without them rather than hang.
+    drain: Duration,
+    drain_until: Option<Instant>,
+}
+
+impl Dispatcher {
+    fn new(poller: Poller, touches: Arc<Touches>, done_tx: mpsc::UnboundedSender<Report>) -> Self {
+        let drain = poller
+            .config
+            .api
+            .timeout
+            .saturating_add(Duration::from_secs(15));
+        Dispatcher {
+            // An outage left open by the previous run is still open: the first answer
+            // resolves it.
+            health: Health {
+                unhealthy: poller.outbox.api_unhealthy(),
+                ..Health::default()
+            },
+            writer: GroupWriter::start(poller.outbox.clone(), poller.store.clone()),
+            poller,
+            states: HashMap::new(),
+            schedule: Schedule::default(),
+            busy: HashSet::new(),
+            owed: HashSet::new(),
+            owed_tried: Instant::now(),
+            touches,
+            done_tx,
+            cron: None,
+            stopping: false,
+            drain,
+            drain_until: None,
+        }
+    }
+
+    /// Puts every job on the schedule, starts the cron schedule if there is one, and says
+    /// polling is armed.
+    async fn arm(&mut self, rows: &HashMap<Key, JobRow>) -> anyhow::Result<()> {
+        let config = self.poller.config.clone();
+        self.add_jobs(&config.jobs, rows);
+        if let Some(expr) = config.poll.schedule.clone() {
+            self.cron = Some(start_cron(&expr, self.poller.command_tx.clone()).await?);
+        }
+        info!(
+            jobs = self.states.len(),
+            rate_limit = config.api.rate_limit,
+            max_in_flight = config.api.max_in_flight,
+            "polling armed"
+        );
+        self.poller.liveness.beat();
+        if let Some(tx) = self.poller.armed.take() {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+
+    fn stop_dispatching(&mut self) {
+        self.stopping = true;
+        self.drain_until = Some(later(Instant::now(), self.drain));
+    }
+
+    /// The loop: until stopped and every poll in flight is back (or the drain time is over).
+    async fn run(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        commands: &mut mpsc::Receiver<Command>,
+        done_rx: &mut mpsc::UnboundedReceiver<Report>,
+    ) {
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if self.stopping && self.busy.is_empty() {
+                break;
+            }
+            // The next poll goes when it is due and the budget has a slot. The loop never
+            // blocks on the budget itself (a pause can last minutes), so reloads, completions
+            // and the watchdog's heartbeat are handled meanwhile.
+            let next_due = self
+                .schedule
+                .peek()
+                .map(|(t, _, _)| (*t).max(self.poller.budget.ready_at(Instant::now())));
+            // Until a request has succeeded, one at a time: a wrong key costs at most 3.
+            let may_dispatch = !self.stopping
+                && (self.health.verified || self.busy.is_empty())
+                && self.poller.in_flight.available_permits() > 0;
+            let sleep = async {
+                match (may_dispatch, next_due) {
+                    // Not through the timer: it has 1 ms ticks, so even an elapsed deadline
+                    // would wait for the next one and cap polling at 1,000/s.
+                    (true, Some(t)) if t <= Instant::now() => {}
+                    (true, Some(t)) => tokio::time::sleep_until(t).await,
+                    _ => std::future::pending::<()>().await,
+                }
+            };
+            let drain_until = self.drain_until;
+            let drain_over = async {
+                match drain_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed(), if !self.stopping => {
+                    self.stop_dispatching();
+                    info!(in_flight = self.busy.len(), "stopping: no new polls; waiting for those in flight to finish writing");
+                }
+                _ = drain_over => {
+                    error!(in_flight = self.busy.len(), "polls still in flight {} after the stop was asked for; stopping without them", crate::config::format_duration(self.drain));
+                    break;
+                }
+                Some(report) = done_rx.recv() => self.take_report(report).await,
+                Some(cmd) = commands.recv() => self.command(cmd).await,
+                _ = heartbeat.tick() => {
+                    self.poller.liveness.beat();
+                    self.retry_owed();
+                }
+                _ = sleep => {
+                    if !self.dispatch_next().await {
+                        continue;
+                    }
+                }
+            }
+            self.poller.liveness.beat();
+        }
+    }
+
+    /// A poll task sharing this poller's client, writer and configuration.
+    fn task(&self) -> PollTask {
+        PollTask {
+            client: self.poller.client.clone(),
+            writer: self.writer.clone(),
+            config: self.poller.config.clone(),
+            events: self.poller.events.clone(),
+            writer_wait: WRITER_WAIT,
+            touches: Some(self.touches.clone()),
+        }
+    }
+
+    /// Runs a job's poll (or owed write) in a task of its own; the job is busy until it
+    /// reports back.
+    fn launch(
+        &mut self,
+        k: Key,
+        permit: Option<OwnedSemaphorePermit>,
+        work: impl Future<Output = Report> + Send + 'static,
+    ) {
+        self.busy.insert(k.clone());
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            // A panic anywhere in the poll is reported, so the job is not left "in flight"
+            // for ever (which would also hang shutdown).
+            let report = match crate::vitals::contain(work).await {
+                Ok(report) => report,
+                Err(why) => Report::Panicked { key: k, why },
+            };
+            drop(permit);
+            let _ = tx.send(report);
+        });
+    }
+
+    /// Starts the next due poll. Returns false when there was none to start after all (a
+    /// stale entry, or no slot in the budget): the loop then looks again at once.
+    async fn dispatch_next(&mut self) -> bool {
+        // Stale entries (a removed job, one being polled, or one scheduled again since) are
+        // skipped.
+        if let Some((_, entry, k)) = self.schedule.peek() {
+            if self.busy.contains(k) || self.states.get(k).is_none_or(|s| s.sched != *entry) {
+                self.schedule.pop();
+                return false;
+            }
+        }
+        let now = Instant::now();
+        if self.poller.budget.try_take(now).is_some() {
+            return false;
+        }
+        let Some((due, _, k)) = self.schedule.pop() else {
+            return false;
+        };
+        self.poller
+            .budget
+            .record_wait(now.saturating_duration_since(due));
+        let permit = self
+            .poller
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let state = self.states.remove(&k).expect("checked above");
+        let work = self.task().poll(k.clone(), state);
+        self.launch(k, Some(permit), work);
+        true
+    }
+
+    /// Every OWED_RETRY, writes again what jobs owe the database. While the database is
+    /// known to refuse writes, one job probes it; once it takes them, every job's owed
+    /// outcomes go.
+    fn retry_owed(&mut self) {
+        if self.stopping || self.owed.is_empty() || self.owed_tried.elapsed() < OWED_RETRY {
+            return;
+        }
+        self.owed_tried = Instant::now();
+        let probe_only = self.poller.store.health().is_failing();
+        let ready: Vec<Key> = self
+            .owed
+            .iter()
+            .filter(|k| !self.busy.contains(*k) && self.states.contains_key(*k))
+            .take(if probe_only { 1 } else { usize::MAX })
+            .cloned()
+            .collect();
+        for k in ready {
+            let state = self.states.remove(&k).expect("checked above");
+            let work = self.task().write_owed(k.clone(), state);
+            self.launch(k, None, work);
+        }
+    }
+
+    async fn take_report(&mut self, report: Report) {
+        let k = match &report {
+            Report::Done(d) => d.key.clone(),
+            Report::Panicked { key, .. } => key.clone(),
+        };
+        self.busy.remove(&k);
+        // The finished job is in neither map until `finish` puts it back.
+        let in_rotation = self.states.len() + self.busy.len() + 1;
+        match self.finish(report, in_rotation).await {
+            Some(true) => {
+                self.owed.insert(k);
+            }
+            _ => {
+                self.owed.remove(&k);
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Tick => {
+                let now = Instant::now();
+                for (k, s) in self
+                    .states
+                    .iter_mut()
+                    .filter(|(k, _)| !self.busy.contains(*k))
+                {
+                    self.schedule.put(k.clone(), s, now);
+                }
+            }
+            Command::Reload(boxed) => {
+                let (config, client) = *boxed;
+                let rows = rows_now(&self.poller.store).await;
+                let old = &self.poller.config;
+                if config.api.auth != old.api.auth || config.api.endpoint != old.api.endpoint {
+                    // New credentials (or a new endpoint) deserve a try now, not after the
+                    // back-off the old ones earned: one probe, then the usual rules.
+                    if self.health.auth_streak > 0 || !self.health.verified {
+                        info!(
+                            "credentials or endpoint changed: lifting the back-off; one request probes them"
+                        );
+                    }
+                    self.poller.budget.clear_pause();
+                    self.health.auth_streak = 0;
+                    self.health.verified = false;
+                }
+                self.reload(config, client, &rows).await;
+                self.owed
+                    .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
+            }
+        }
+    }
+
+    /// Last chance for outcomes the database refused earlier. The first refusal ends it: the
+    /// others would be refused too, each after the busy timeout.
+    async fn write_owed_before_stopping(&mut self) {
+        for s in self.states.values_mut().filter(|s| !s.unwritten.is_empty()) {
+            let write = self.writer.write(
+                s.unwritten.clone(),
+                s.job.clone(),
+                s.first_seen,
+                Utc::now(),
+                self.poller.config.clone(),
+            );
+            match tokio::time::timeout(Duration::from_secs(10), write).await {
+                Ok(Ok(())) => s.unwritten.clear(),
+                _ => break,
+            }
+        }
+        let lost: usize = self.states.values().map(|s| s.unwritten.len()).sum();
+        if lost > 0 {
+            error!(
+                outcomes = lost,
+                "the database refused these poll outcomes until the end; they were not written and will be re-observed on the next start"
+            );
+        }
+    }
+
+    /// Puts `jobs` (the watch list at start) on the schedule, their first polls spread
+    /// evenly over the interval so they never fire together.
+    fn add_jobs(&mut self, jobs: &[JobConfig], rows: &HashMap<Key, JobRow>) {
+        let now = Instant::now();
+        let n = jobs.len().max(1) as u32;
+        for (i, job) in jobs.iter().enumerate() {
+            let k = key(job);
+            let Some(mut state) = JobState::from_row(
+                job,
+                rows.get(&k),
+                self.poller.config.poll.stop_after_terminal,
+            ) else {
+                debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
+                continue;
+            };
+            state.generation = self.poller.generation;
+            if self.poller.config.poll.schedule.is_none() {
+                let offset = self
+                    .poller
+                    .config
+                    .job_interval(job)
+                    .mul_f64(i as f64 / n as f64);
+                self.schedule.put(k.clone(), &mut state, later(now, offset));
+            }
+            self.states.insert(k, state);
+        }
+    }
+
+    /// Takes a new configuration: jobs removed, changed and added, the budget, the
+    /// in-flight limit and the cron schedule.
+    async fn reload(&mut self, config: Config, client: RtcClient, rows: &HashMap<Key, JobRow>) {
+        let wanted: HashMap<Key, &JobConfig> = config.jobs.iter().map(|j| (key(j), j)).collect();
+        let before = self.states.len();
+        self.states.retain(|k, _| wanted.contains_key(k));
+        let removed = before - self.states.len();
+        // Jobs in flight are not in `states`: they are dropped, or take their new
+        // configuration, when they come back (see `finish`).
+        for (k, s) in self.states.iter_mut() {
+            s.job = wanted[k].clone();
+        }
+        let new_jobs: Vec<JobConfig> = config
+            .jobs
+            .iter()
+            .filter(|j| !self.states.contains_key(&key(j)) && !self.busy.contains(&key(j)))
+            .cloned()
+            .collect();
+        self.poller.budget.set_rate(config.api.rate_limit);
+        self.resize_in_flight(config.api.max_in_flight).await;
+        let schedule_changed = config.poll.schedule != self.poller.config.poll.schedule;
+        self.poller.watched = config.jobs.iter().map(|j| (key(j), j.clone())).collect();
+        self.poller.generation += 1;
+        for s in self.states.values_mut() {
+            s.generation = self.poller.generation;
+        }
+        self.poller.config = Arc::new(config);
+        self.poller.client = client;
+        let now = Instant::now();
+        // New jobs are polled at once (through the budget), not after a whole interval.
+        let mut added = 0;
+        for job in &new_jobs {
+            let k = key(job);
+            // A STOPPED job that was already on the list is not new: it stays unpolled.
+            let Some(mut state) = JobState::from_row(
+                job,
+                rows.get(&k),
+                self.poller.config.poll.stop_after_terminal,
+            ) else {
+                continue;
+            };
+            added += 1;
+            state.generation = self.poller.generation;
+            self.schedule.put(k.clone(), &mut state, now);
+            self.states.insert(k, state);
+        }
+        if schedule_changed {
+            self.restart_cron(now).await;
+        }
+        Poller::warn_if_over_budget(&self.poller.config);
+        info!(
+            jobs = self.states.len(),
+            added, removed, "configuration reloaded"
+        );
+    }
+
+    /// Grows or shrinks the number of polls in flight. Shrinking waits for polls to come
+    /// back and keeps their permits.
+    async fn resize_in_flight(&mut self, limit: usize) {
+        let p = &mut self.poller;
+        if limit == p.in_flight_limit {
+            return;
+        }
+        if limit > p.in_flight_limit {
+            p.in_flight.add_permits(limit - p.in_flight_limit);
+        } else {
+            let fewer = (p.in_flight_limit - limit) as u32;
+            if let Ok(permit) = p.in_flight.clone().acquire_many_owned(fewer).await {
+                permit.forget();
+            }
+        }
+        p.in_flight_limit = limit;
+    }
+
+    /// After `poll.schedule` changed: the old cron schedule stops, a new one starts, or
+    /// without one every job is polled now and then at its interval.
+    async fn restart_cron(&mut self, now: Instant) {
+        if let Some(mut c) = self.cron.take() {
+            let _ = c.shutdown().await;
+        }
+        if let Some(expr) = self.poller.config.poll.schedule.clone() {
+            match start_cron(&expr, self.poller.command_tx.clone()).await {
+                Ok(c) => self.cron = Some(c),
+                Err(e) => error!("cannot start poll.schedule {expr:?}: {e:#}"),
+            }
+        } else {
+            for (k, s) in self.states.iter_mut() {
+                self.schedule.put(k.clone(), s, now);
+            }
+        }
+    }
+
+    /// Takes a finished task's report: the job's state goes back in, scheduled for its next
+    /// poll. Returns whether the job still owes outcomes to the database (`None` when it is
+    /// no longer polled).
+    async fn finish(&mut self, report: Report, in_rotation: usize) -> Option<bool> {
+        let now = Instant::now();
+        let Done {
+            key: k,
+            mut state,
+            result,
+        } = match report {
+            Report::Done(done) => *done,
+            Report::Panicked { key, why } => return self.restart_panicked(key, why, now).await,
+        };
+        if !self.poller.watched.contains_key(&k) {
+            debug!(app_id = %k.0, job_id = %k.1, "removed from the watch list while in flight");
+            return None;
+        }
+        // A reload while this job was in flight: take its new name, notify list, interval.
+        if state.generation != self.poller.generation {
+            state.job = self.poller.watched[&k].clone();
+            state.generation = self.poller.generation;
+        }
+        let Some(result) = result else {
+            // Only owed outcomes were written: the job's poll stays when it was due (on a
+            // cron schedule a job has a due time only while it backs off after a failure).
+            let owes = !state.unwritten.is_empty();
+            if self.poller.config.poll.schedule.is_none() || state.failures > 0 {
+                let due = state.due;
+                self.schedule.put(k.clone(), &mut state, due);
+            }
+            self.states.insert(k, state);
+            return Some(owes);
+        };
+        self.tell_health(&result, in_rotation, now);
+        let at = self.next_poll(&k, &mut state, &result, now)?;
+        let owes = !state.unwritten.is_empty();
+        if self.poller.config.poll.schedule.is_none() || result.is_err() {
+            self.schedule.put(k.clone(), &mut state, at);
+        }
+        self.states.insert(k, state);
+        Some(owes)
+    }
+
+    /// A poll task panicked: the job's state is rebuilt from the database and it is polled
+    /// again after a failure's back-off.
+    async fn restart_panicked(&mut self, k: Key, why: String, now: Instant) -> Option<bool> {
+        metrics::counter!("recwatch_task_panics_total", "task" => "poll").increment(1);
+        let job = self.poller.watched.get(&k)?.clone();
+        error!(app_id = %k.0, job_id = %k.1, name = job.label(), "the poll task failed (panicked: {why}); the job's state is reloaded from the database and it is polled again");
+        let row = match self.poller.store.job(&k.0, &k.1).await {
+            Ok(row) => row,
+            Err(e) => {
+                warn!(app_id = %k.0, job_id = %k.1, "cannot read the job's row after the failure: {e:#}; it starts again from no known state");
+                None
+            }
+        };
+        let config = &self.poller.config;
+        let mut state = JobState::from_row(&job, row.as_ref(), config.poll.stop_after_terminal)?;
+        state.generation = self.poller.generation;
+        state.failures = 1;
+        let at = later(
+            now,
+            failure_delay(config.job_interval(&state.job), 1, jitter()),
+        );
+        self.schedule.put(k.clone(), &mut state, at);
+        self.states.insert(k, state);
+        Some(false)
+    }
+
+    /// Feeds a poll's result to the API's health; a change (or, while the API is down, a
+    /// reminder check at most once a second) goes to the health writer.
+    fn tell_health(&mut self, result: &Result<(), RtcError>, in_rotation: usize, now: Instant) {
+        let config = &self.poller.config;
+        let change = match result {
+            Ok(()) => self.health.success(),
+            Err(e) => self
+                .health
+                .failure(e, config.rules.api_failure_threshold, in_rotation),
+        };
+        // Written by its own task: a locked database must not stall this loop.
+        match change {
+            Some(change) => {
+                self.poller
+                    .outbox
+                    .set_api_unhealthy(matches!(change, ApiHealthChange::Unhealthy { .. }));
+                let _ = self.poller.health_tx.send((Some(change), config.clone()));
+            }
+            None if result.is_err()
+                && self.health.unhealthy
+                && self
+                    .health
+                    .last_reminder_check
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) =>
+            {
+                self.health.last_reminder_check = Some(now);
+                let _ = self.poller.health_tx.send((None, config.clone()));
+            }
+            None => {}
+        }
+    }
+
+    /// When the job is polled next after this result; `None` when it is no longer polled.
+    fn next_poll(
+        &self,
+        k: &Key,
+        state: &mut JobState,
+        result: &Result<(), RtcError>,
+        now: Instant,
+    ) -> Option<Instant> {
+        let config = &self.poller.config;
+        let e = match result {
+            Ok(()) => {
+                state.failures = 0;
+                if config.poll.stop_after_terminal
+                    && state.phase.as_ref().is_some_and(Phase::is_terminal)
+                {
+                    info!(app_id = %k.0, job_id = %k.1, "job is STOPPED: no longer polled (poll.stop_after_terminal)");
+                    if state.unwritten.is_empty() {
+                        return None;
+                    }
+                    // Keep it until what it saw is written: the next poll writes it.
+                    return Some(later(
+                        now,
+                        config.job_interval(&state.job).min(Duration::from_secs(5)),
+                    ));
+                }
+                return Some(later(now, config.job_interval(&state.job)));
+            }
+            Err(e) => e,
+        };
+        match e.kind {
+            ErrorKind::Throttled => {
+                let pause = throttle_pause(
+                    config.api.throttle_backoff,
+                    self.health.throttle_streak,
+                    jitter(),
+                );
+                self.poller.budget.pause_until(later(now, pause));
+                metrics::counter!("recwatch_throttled_total").increment(1);
+                warn!(pause = ?round(pause), streak = self.health.throttle_streak, request_id = e.request_id.as_deref().unwrap_or("-"), "throttled by the API gateway (APIG.0308): pausing every poll");
+                Some(now)
+            }
+            ErrorKind::Unauthorized => {
+                if self.health.auth_streak >= AUTH_FAILURES_BEFORE_BACKOFF {
+                    self.pause_for_refusals(e, now);
+                }
+                Some(now)
+            }
+            _ => {
+                state.failures = state.failures.saturating_add(1);
+                let interval = config.job_interval(&state.job);
+                Some(later(
+                    now,
+                    failure_delay(interval, state.failures, jitter()),
+                ))
+            }
+        }
+    }
+
+    /// Refused credentials, too many times in a row: every poll stops for `api.auth_backoff`
+    /// (doubling while it lasts) so the gateway does not lock the key.
+    fn pause_for_refusals(&self, e: &RtcError, now: Instant) {
+        let streak = self.health.auth_streak;
+        let extra = streak - AUTH_FAILURES_BEFORE_BACKOFF;
+        let pause = self
+            .poller
+            .config
+            .api
+            .auth_backoff
+            .saturating_mul(1 << extra.min(3));
+        self.poller.budget.pause_until(later(now, pause));
+        // A skewed clock is refused like a bad key: say which it is.
+        let fix = match e.clock_skew_minutes {
+            Some(m) => recwatch_rtc::client::clock_message(m),
+            None => ErrorKind::Unauthorized.hint().to_string(),
+        };
+        error!(
+            refused_in_a_row = streak,
+            pause = %crate::config::format_duration(round(pause)),
+            request_id = e.request_id.as_deref().unwrap_or("-"),
+            "the API refused the credentials {} times in a row: stopping every poll so the gateway does not lock the key; {fix}",
+            streak
+        );
+    }
+}
+
+fn jitter() -> f64 {
+    rand::rng().random::<f64>()
+}
+
+async fn rows_now(store: &Store) -> HashMap<Key, crate::store::JobRow> {
+    store.jobs().await.unwrap_or_default()
+}
+
+async fn start_cron(
+    expr: &str,
+    tx: mpsc::Sender<Command>,
+) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let sched = JobScheduler::new().await?;
+    sched
+        .add(Job::new_async(expr, move |_, _| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                // A full queue means the last tick is still waiting: dropping this one keeps
+                // ticks from piling up behind a slow budget.
+                let _ = tx.try_send(Command::Tick);
+            })
+        })?)
+        .await?;
+    sched.start().await?;
+    Ok(sched)
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs().max(if d.is_zero() { 0 } else { 1 }))
+}

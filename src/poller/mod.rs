@@ -1,0 +1,64 @@
+//! The poller: one rate budget shared by every job, polls spread evenly over each interval,
+//! and back-off that never turns a failure into a retry storm.
+//!
+//! One dispatcher task owns the schedule (a heap of due times) and the API's health; each poll
+//! runs in its own task, bounded by a semaphore of `max_in_flight`, and reports back. A job is
+//! never polled twice at once, so its last phase travels with its poll and transition
+//! detection needs no lock.
+//!
+//! How failures are handled, and why:
+//! - throttled (429): the whole poller pauses (3 s, doubling while it lasts, jittered); the
+//!   provider advises 2-5 s, and a per-job retry would just add load to a saturated budget;
+//! - refused credentials: the gateway locks an AK for 5 minutes after more than 5 failed
+//!   signatures, so after 3 refusals in a row the poller stops for `api.auth_backoff`. Until a
+//!   request has succeeded, requests go one at a time, so a wrong key costs at most 3;
+//! - anything else: that job alone backs off exponentially with jitter, capped.
+//!
+//! A panic in a poll task is contained to it: the task reports it, the job's state is
+//! reloaded from the database and the job is polled again. When the database cannot be
+//! written (a full disk), polling goes on; what could not be written is kept per job
+//! (bounded) and written as soon as the database takes writes again, without waiting for the
+//! job's next poll.
+//!
+//! What lives where:
+//! - [`dispatcher`]: the [`Poller`] and its dispatcher loop: the schedule, reloads, cron
+//!   ticks, what a finished poll means for the job's next one, shutdown;
+//! - [`budget`]: the request budget and the back-off delays;
+//! - [`health`]: the API's health (a pure state machine) and the task that writes its changes;
+//! - [`task`]: one poll, from request to committed write (transition detection included);
+//! - [`job`]: a job's state between polls, and the outcomes it still owes the database;
+//! - [`batch`]: polls that changed nothing, written once a second in one transaction;
+//! - [`writer`]: the group writer, the one task that commits poll outcomes through the outbox;
+//! - [`once`]: `recwatch poll-once`.
+//!
+//! The poller uses the outbox (to write) and never the other way round: the [`Event`]s it
+//! publishes are defined in the outbox, which publishes alerts on the same channel.
+
+mod batch;
+pub mod budget;
+mod dispatcher;
+pub mod health;
+mod job;
+mod once;
+mod task;
+pub mod writer;
+
+pub use crate::outbox::Event;
+pub use budget::Budget;
+pub use dispatcher::{Command, Poller};
+pub use once::poll_once;
+pub use writer::GroupWriter;
+
+use crate::config::JobConfig;
+use std::time::Duration;
+
+/// How often outcomes the database refused are written again without waiting for the job's
+/// next poll, so they land within seconds of the database taking writes again.
+const OWED_RETRY: Duration = Duration::from_secs(2);
+
+/// A job's identity: (app_id, job_id).
+type Key = (String, String);
+
+fn key(job: &JobConfig) -> Key {
+    (job.app_id.clone(), job.job_id.clone())
+}

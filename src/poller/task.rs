@@ -1,0 +1,289 @@
+//! One poll, from request to committed write: the request, transition detection, the choice
+//! between a batched touch and a full write, and the write through the group writer with the
+//! retries a locked database calls for.
+
+use super::Key;
+use super::batch::{Touch, Touches};
+use super::job::JobState;
+use super::writer::GroupWriter;
+use crate::config::Config;
+use crate::detect::{Detected, detect};
+use crate::outbox::{self, Event};
+use crate::store::{Attempt, LOCK_RETRY, PollOutcome, PollRecord, StoreError, retry_locked};
+use chrono::Utc;
+use recwatch_rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+/// How long a poll queues for the database's write connection before it keeps its outcome
+/// for the job's next poll (see [`PollTask::writer_wait`]).
+pub(super) const WRITER_WAIT: Duration = Duration::from_millis(500);
+
+/// What a poll task reports back.
+pub(super) enum Report {
+    Done(Box<Done>),
+    /// The task panicked (or writing its outcomes did): its state is gone and is rebuilt
+    /// from the database.
+    Panicked {
+        key: Key,
+        why: String,
+    },
+}
+
+pub(super) struct Done {
+    pub(super) key: Key,
+    pub(super) state: JobState,
+    /// `None`: the task only wrote outcomes owed from earlier polls; nothing was asked.
+    pub(super) result: Option<Result<(), RtcError>>,
+}
+
+/// One poll, from request to committed write.
+pub(super) struct PollTask {
+    pub(super) client: RtcClient,
+    pub(super) writer: GroupWriter,
+    pub(super) config: Arc<Config>,
+    pub(super) events: broadcast::Sender<Event>,
+    /// How long to queue for the write connection before keeping the outcome for the next
+    /// poll. Short in the daemon: while another process holds the database's write lock, the
+    /// one write waiting on it holds the connection for up to the busy timeout, and polls
+    /// queued behind it would stop all polling.
+    pub(super) writer_wait: Duration,
+    /// Where a poll that changed nothing records its time and snapshot, written in batches;
+    /// `None` writes every poll at once (poll-once).
+    pub(super) touches: Option<Arc<Touches>>,
+}
+
+impl PollTask {
+    /// Whether this outcome needs no write of its own: no transition, and nothing a
+    /// condition rule could do with it.
+    fn is_quiet(&self, record: &PollRecord, state: &JobState) -> bool {
+        let PollOutcome::Ok {
+            job,
+            transition: None,
+            ..
+        } = &record.outcome
+        else {
+            return false;
+        };
+        if state.maybe_not_found_open || state.maybe_stuck_open {
+            return false;
+        }
+        let stuck_now = self.config.rules.stuck_init.is_some()
+            && crate::rules::snapshot_stuck_init(
+                job,
+                state.first_seen,
+                self.config.rules.init_grace,
+                record.polled_at,
+            )
+            .unwrap_or(false);
+        !stuck_now
+    }
+
+    /// After a write: which condition episodes may now be open for this job.
+    fn note_conditions(&self, state: &mut JobState, now: chrono::DateTime<Utc>) {
+        let Some(last) = state.unwritten.last() else {
+            return;
+        };
+        match &last.outcome {
+            PollOutcome::Ok { job, .. } => {
+                state.maybe_not_found_open = false;
+                // Only an answer with a state says whether the job is still in INIT.
+                if let Some(stuck) = crate::rules::snapshot_stuck_init(
+                    job,
+                    state.first_seen,
+                    self.config.rules.init_grace,
+                    now,
+                ) {
+                    state.maybe_stuck_open = stuck;
+                }
+            }
+            PollOutcome::Failed { kind, .. } if kind == "not_found" => {
+                state.maybe_not_found_open = true
+            }
+            PollOutcome::Failed { .. } => {}
+        }
+    }
+
+    pub(super) async fn poll(self, k: Key, mut state: JobState) -> Report {
+        let started = std::time::Instant::now();
+        let fetched = self.client.get_job(&k.0, &k.1).await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("recwatch_poll_duration_seconds").record(elapsed.as_secs_f64());
+        let outcome_label = match &fetched {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        metrics::counter!("recwatch_polls_total", "outcome" => outcome_label).increment(1);
+        let polled_at = Utc::now();
+        let (outcome, result) = match fetched {
+            Ok(fetched) => (self.answered(&k, &mut state, fetched), Ok(())),
+            Err(e) => (self.failed(&k, &state, &e), Err(e)),
+        };
+        let record = PollRecord {
+            app_id: k.0.clone(),
+            job_id: k.1.clone(),
+            name: state.job.name.clone(),
+            polled_at,
+            outcome,
+        };
+        // A poll that changed nothing and cannot open, remind or resolve a condition only
+        // refreshes the job's poll time and snapshot: batched, so the database does work per
+        // change rather than per poll.
+        if let Some(touches) = &self.touches {
+            if state.unwritten.is_empty() && self.is_quiet(&record, &state) {
+                if let PollOutcome::Ok { job, raw, .. } = record.outcome {
+                    touches.touch(
+                        k.clone(),
+                        Touch {
+                            polled_at,
+                            raw,
+                            description: job.description,
+                        },
+                    );
+                }
+                return Report::Done(Box::new(Done {
+                    key: k,
+                    state,
+                    result: Some(result),
+                }));
+            }
+            touches.forget(&k);
+        }
+        state.keep(record);
+        self.write(k, state, polled_at, Some(result)).await
+    }
+
+    /// An answer: detects the transition (telling it as it happens) and keeps the new phase.
+    fn answered(&self, k: &Key, state: &mut JobState, fetched: Fetched) -> PollOutcome {
+        let Fetched {
+            job,
+            raw,
+            request_id,
+            ..
+        } = fetched;
+        let detected = detect(state.phase.as_ref(), &job);
+        let transition = match detected {
+            Detected::Transition { from, to } => {
+                info!(
+                    app_id = %k.0, job_id = %k.1, name = state.job.label(),
+                    from = from.as_ref().map(|p| p.state.as_str()).unwrap_or("-"),
+                    to = %to.state, stop_reason = to.stop_reason.as_deref().unwrap_or("-"),
+                    request_id = request_id.as_deref().unwrap_or("-"),
+                    "state change"
+                );
+                // Unknown states share one label: the API cannot grow the series.
+                metrics::counter!("recwatch_transitions_total", "to_state" => recwatch_rtc::model::state_label(&to.state)).increment(1);
+                let _ = self.events.send(Event::Transition {
+                    job: state.job.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    description: job.description.clone(),
+                });
+                state.phase = Some(to.clone());
+                Some((from, to))
+            }
+            Detected::Unchanged => None,
+            Detected::NoState => {
+                warn!(app_id = %k.0, job_id = %k.1, request_id = request_id.as_deref().unwrap_or("-"), "the API's answer has no state field; keeping the last known state");
+                None
+            }
+        };
+        PollOutcome::Ok {
+            job: Box::new(job),
+            raw,
+            request_id,
+            transition,
+        }
+    }
+
+    /// A failed request: told, and recorded as a failed outcome.
+    fn failed(&self, k: &Key, state: &JobState, e: &RtcError) -> PollOutcome {
+        let level_warn = !matches!(e.kind, ErrorKind::Throttled);
+        if level_warn {
+            warn!(app_id = %k.0, job_id = %k.1, name = state.job.label(), kind = e.kind.as_str(), "poll failed: {e}");
+        } else {
+            debug!(app_id = %k.0, job_id = %k.1, "poll throttled: {e}");
+        }
+        let _ = self.events.send(Event::PollFailed {
+            job: state.job.clone(),
+            error: e.clone(),
+        });
+        PollOutcome::Failed {
+            kind: e.kind.as_str().into(),
+            error: e.to_string(),
+        }
+    }
+
+    /// Writes only what the job owes from earlier polls (the database refused it then).
+    pub(super) async fn write_owed(self, k: Key, state: JobState) -> Report {
+        self.write(k, state, Utc::now(), None).await
+    }
+
+    /// Writes the job's unwritten outcomes and the alerts they cause. What cannot be written
+    /// stays in `state.unwritten`, for the next write.
+    async fn write(
+        self,
+        k: Key,
+        mut state: JobState,
+        now: chrono::DateTime<Utc>,
+        result: Option<Result<(), RtcError>>,
+    ) -> Report {
+        // Keep trying for a while (`LOCK_RETRY`): a lock held by another process usually
+        // clears quickly. A database that refuses for any other reason (a full disk) does not
+        // recover in a second: the outcomes are kept and written again every OWED_RETRY.
+        // The error is `Some(why)` when the write panicked, `None` when the outcomes are kept.
+        let unwritten = state.unwritten.len();
+        let written = retry_locked(LOCK_RETRY, |attempt| {
+            // Waits at most `writer_wait`: while another process holds the database's write
+            // lock, the writer is stuck for up to the busy timeout, and a poll waiting on it
+            // would hold its in-flight slot and stop polling. A write given up on here may
+            // still land later; sending it again with the next poll is safe, because a
+            // transition is only written (and alerted) if the job's row still shows its
+            // `from` state.
+            let write = self.writer.write(
+                state.unwritten.clone(),
+                state.job.clone(),
+                state.first_seen,
+                now,
+                self.config.clone(),
+            );
+            let (k, wait) = (&k, self.writer_wait);
+            async move {
+                let Ok(written) = tokio::time::timeout(wait, write).await else {
+                    debug!(app_id = %k.0, job_id = %k.1, unwritten, "the database writer is busy (the database is probably locked by another process): kept for this job's next poll");
+                    return Attempt::Done(Err(None));
+                };
+                let Err(e) = written else {
+                    return Attempt::Done(Ok(()));
+                };
+                if let Some(p) = e.downcast_ref::<outbox::WritePanicked>() {
+                    return Attempt::Done(Err(Some(p.0.clone())));
+                }
+                if !matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Locked(_))) {
+                    debug!(app_id = %k.0, job_id = %k.1, unwritten, "cannot write the poll outcome: {e:#}; kept and written again shortly");
+                    return Attempt::Done(Err(None));
+                }
+                debug!(app_id = %k.0, job_id = %k.1, attempt, unwritten, "cannot write the poll outcome (database locked by another process): {e:#}");
+                Attempt::Locked(None)
+            }
+        })
+        .await;
+        match written {
+            Ok(()) => {
+                self.note_conditions(&mut state, now);
+                state.unwritten.clear();
+            }
+            // Written again as they are, these outcomes would panic again: the job starts
+            // over from what the database holds.
+            Err(Some(why)) => return Report::Panicked { key: k, why },
+            Err(None) => {}
+        }
+        Report::Done(Box::new(Done {
+            key: k,
+            state,
+            result,
+        }))
+    }
+}

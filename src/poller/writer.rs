@@ -1,0 +1,140 @@
+//! The group writer: the one task that writes poll outcomes, so outcomes that finish while
+//! another commit is being synced share the next transaction. What a group writes, and how a
+//! failed group falls back to one transaction per job, is the outbox's
+//! ([`Outbox::write_group`]); this owns the queue, the grouping and the task's supervision.
+
+use crate::config::{Config, JobConfig};
+use crate::outbox::{JobWrite, Outbox, WritePanicked};
+use crate::store::{PollRecord, Store};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error};
+
+/// Group commit for the poller: poll outcomes that finish while another commit is being
+/// synced share the next transaction, so a watch list polled faster than the disk can sync
+/// is not bound to one fsync per poll. Each job's outcomes and the alerts they cause still
+/// commit together or not at all: a group commits whole, or is rolled back and each job is
+/// then written in its own transaction.
+#[derive(Clone)]
+pub struct GroupWriter {
+    units: mpsc::Sender<WriteUnit>,
+}
+
+/// One job's outcomes on their way to the writer task, and where its answer goes.
+struct WriteUnit {
+    write: JobWrite,
+    reply: oneshot::Sender<anyhow::Result<()>>,
+}
+
+/// At most this many jobs share one transaction, so one commit stays short.
+const MAX_GROUP: usize = 256;
+
+impl GroupWriter {
+    /// Starts the writer task; it ends when the last `GroupWriter` clone is dropped.
+    ///
+    /// A panic while writing is contained to the jobs it hit: a group that panics is written
+    /// again job by job, a job whose write panics gets an error (its poll keeps its outcomes
+    /// and reports it), and everything else is written. Should the task die anyway, its
+    /// supervisor starts it again on the same queue.
+    pub fn start(outbox: Outbox, store: Store) -> GroupWriter {
+        let (units, rx) = mpsc::channel::<WriteUnit>(MAX_GROUP);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        tokio::spawn(async move {
+            // Marks the writer dead if this supervisor itself unwinds.
+            struct Watch(Arc<crate::store::StoreHealth>);
+            impl Drop for Watch {
+                fn drop(&mut self) {
+                    if std::thread::panicking() {
+                        self.0.set_writer_dead();
+                    }
+                }
+            }
+            let _watch = Watch(store.health().clone());
+            loop {
+                let task = tokio::spawn(write_loop(outbox.clone(), store.clone(), rx.clone()));
+                match task.await {
+                    // Every sender is gone: nothing more to write.
+                    Ok(()) => return,
+                    Err(e) if e.is_panic() => {
+                        let why = crate::vitals::panic_message(e.into_panic().as_ref());
+                        error!("the database writer panicked ({why}); restarting it");
+                        metrics::counter!("recwatch_task_panics_total", "task" => "writer")
+                            .increment(1);
+                        store.health().writer_busy(false);
+                        // What it committed before the panic may not have been announced: let
+                        // the delivery worker look now rather than at its next periodic check.
+                        outbox.wake_handle().notify_one();
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        GroupWriter { units }
+    }
+
+    /// Writes one job's poll outcomes (oldest first) and their alerts, like
+    /// [`Outbox::write_job_polls`], sharing the commit with any other job's that are waiting.
+    pub async fn write(
+        &self,
+        records: Vec<PollRecord>,
+        job: JobConfig,
+        first_seen: DateTime<Utc>,
+        now: DateTime<Utc>,
+        config: Arc<Config>,
+    ) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let unit = WriteUnit {
+            write: JobWrite {
+                records,
+                job,
+                first_seen,
+                now,
+                config,
+            },
+            reply,
+        };
+        self.units
+            .send(unit)
+            .await
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
+    }
+}
+
+/// The writer's loop: takes what is queued (up to [`MAX_GROUP`] jobs) and writes it as one
+/// group. Holds the queue while it runs; a restarted loop takes it over.
+async fn write_loop(
+    outbox: Outbox,
+    store: Store,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<WriteUnit>>>,
+) {
+    let mut rx = rx.lock().await;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(u) => group.push(u),
+                Err(_) => break,
+            }
+        }
+        let (writes, replies): (Vec<JobWrite>, Vec<_>) =
+            group.into_iter().map(|u| (u.write, u.reply)).unzip();
+        store.health().writer_busy(true);
+        let results = outbox.write_group(&store, &writes).await;
+        store.health().writer_busy(false);
+        for ((write, reply), result) in writes.iter().zip(replies).zip(results) {
+            // The poll may have stopped waiting (see PollTask::writer_wait), so the failure
+            // is told here too; the outcome is sent again with the job's next poll. A failure
+            // of the database as a whole is logged once by its health, not per job.
+            if let Err(e) = &result {
+                if e.downcast_ref::<WritePanicked>().is_none() {
+                    debug!(app_id = %write.job.app_id, job_id = %write.job.job_id, "cannot write the poll outcome: {e:#}; it is kept for this job's next write");
+                }
+            }
+            let _ = reply.send(result);
+        }
+    }
+}
