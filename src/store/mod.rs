@@ -88,6 +88,8 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+// Opening returns `anyhow`, not `StoreError`: its failures carry storage's exit codes (73 for
+// a directory or file that cannot be made) and name the path and the setting to fix.
 impl Store {
     /// Opens (creating the file and its directories) and migrates the database if its schema
     /// is behind, under the database's lock (see [`crate::storage::lock`]); for processes that
