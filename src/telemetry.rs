@@ -27,7 +27,54 @@ use tracing_subscriber::{EnvFilter, Registry};
 
 /// tokio-cron-scheduler logs every tick at INFO; keep it to warnings unless `RUST_LOG` says
 /// otherwise.
-const QUIET_CRATES: &str = "tokio_cron_scheduler=warn";
+const QUIET_CRATES: LogFilter = LogFilter::from_static("tokio_cron_scheduler=warn");
+
+/// A log filter (`EnvFilter` directives, e.g. `"info"` or `"recwatch=debug,warn"`) known to
+/// parse: the config's `[log] level` is checked once at load, and the subscriber is built
+/// from it without a second chance to fail. Kept as text because `EnvFilter` is neither
+/// `Clone` nor comparable, and a reload compares the old level with the new.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFilter(Cow<'static, str>);
+
+/// Why a filter was refused.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct LogFilterError(#[from] tracing_subscriber::filter::ParseError);
+
+impl LogFilter {
+    pub fn parse(text: &str) -> Result<LogFilter, LogFilterError> {
+        EnvFilter::try_new(text)?;
+        Ok(LogFilter(Cow::Owned(text.to_string())))
+    }
+
+    /// A filter written in the code; checked by the tests that use it, not at run time.
+    pub const fn from_static(text: &'static str) -> LogFilter {
+        LogFilter(Cow::Borrowed(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `self` followed by `more`: two lists of directives that parse make one that does.
+    fn then(&self, more: &LogFilter) -> LogFilter {
+        if self.0.is_empty() {
+            return more.clone();
+        }
+        LogFilter(Cow::Owned(format!("{},{}", self.0, more.0)))
+    }
+
+    fn env_filter(&self) -> EnvFilter {
+        // `new` skips a directive it cannot parse; every one here parsed when made.
+        EnvFilter::new(self.as_str())
+    }
+}
+
+impl fmt::Display for LogFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The longest text log line; the rest is cut with a note of how much.
 pub const MAX_LINE_CHARS: usize = 8 * 1024;
@@ -184,8 +231,7 @@ fn stderr_id() -> Option<(u64, u64)> {
 /// How the subscriber is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// An `EnvFilter` directive string known to parse.
-    pub filter: String,
+    pub filter: LogFilter,
     pub format: LogFormat,
     pub ansi: bool,
     pub timestamps: bool,
@@ -195,29 +241,22 @@ pub struct Settings {
     pub rejected_rust_log: Option<String>,
 }
 
-/// Chooses the settings. `level` is the config's `[log] level`, already checked at load.
-pub fn decide(level: &str, format: LogFormat, env: &Environment) -> Settings {
+/// Chooses the settings. `level` is the config's `[log] level`.
+pub fn decide(level: &LogFilter, format: LogFormat, env: &Environment) -> Settings {
     let rust_log = env
         .rust_log
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty());
-    let (base, rejected_rust_log) = match rust_log {
-        Some(r) if EnvFilter::try_new(r).is_ok() => (r.to_string(), None),
-        Some(r) => (level.to_string(), Some(r.to_string())),
-        None => (level.to_string(), None),
+    let (base, rejected_rust_log) = match rust_log.map(|r| (r, LogFilter::parse(r))) {
+        Some((_, Ok(r))) => (r, None),
+        Some((r, Err(_))) => (level.clone(), Some(r.to_string())),
+        None => (level.clone(), None),
     };
-    let base = if EnvFilter::try_new(&base).is_ok() {
+    let filter = if base.as_str().contains("tokio_cron_scheduler") {
         base
     } else {
-        "info".to_string()
-    };
-    let filter = if base.contains("tokio_cron_scheduler") {
-        base
-    } else if base.is_empty() {
-        QUIET_CRATES.to_string()
-    } else {
-        format!("{base},{QUIET_CRATES}")
+        base.then(&QUIET_CRATES)
     };
     // systemd.exec(5): compare JOURNAL_STREAM with stderr, because the variable is inherited
     // by anything the service starts and stays set when stderr is redirected.
@@ -243,7 +282,7 @@ fn parse_journal_stream(s: &str) -> Option<(u64, u64)> {
 
 /// Starts logging to stderr. `level` is used when `RUST_LOG` is not set. Calling it again
 /// does nothing: the first subscriber stays.
-pub fn init(level: &str, format: LogFormat) {
+pub fn init(level: &LogFilter, format: LogFormat) {
     let settings = decide(level, format, &Environment::current());
     if install(&settings) {
         if let Some(bad) = &settings.rejected_rust_log {
@@ -268,7 +307,7 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     use tracing_subscriber::Layer as _;
-    let filter = EnvFilter::try_new(&s.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = s.filter.env_filter();
     let journald = s.journald;
     let layer: BoxedLayer = match s.format {
         LogFormat::Text => {
@@ -524,8 +563,8 @@ mod tests {
             },
         ];
         for c in cases {
-            let s = decide(c.level, c.format, &c.env);
-            assert_eq!(s.filter, c.filter, "{}: filter", c.name);
+            let s = decide(&LogFilter::parse(c.level).unwrap(), c.format, &c.env);
+            assert_eq!(s.filter.as_str(), c.filter, "{}: filter", c.name);
             assert_eq!(s.format, c.format, "{}: format", c.name);
             assert_eq!(s.ansi, c.ansi, "{}: ansi", c.name);
             assert_eq!(s.timestamps, c.timestamps, "{}: timestamps", c.name);
@@ -540,7 +579,7 @@ mod tests {
             ..env()
         };
         assert_eq!(
-            decide("info", LogFormat::Text, &e)
+            decide(&LogFilter::from_static("info"), LogFormat::Text, &e)
                 .rejected_rust_log
                 .as_deref(),
             Some("recwatch=[")
@@ -549,7 +588,10 @@ mod tests {
             rust_log: Some("debug".into()),
             ..env()
         };
-        assert_eq!(decide("info", LogFormat::Text, &e).rejected_rust_log, None);
+        assert_eq!(
+            decide(&LogFilter::from_static("info"), LogFormat::Text, &e).rejected_rust_log,
+            None
+        );
     }
 
     #[test]
@@ -566,11 +608,30 @@ mod tests {
         assert_eq!(got, [3, 4, 6, 7, 7]);
     }
 
+    /// The filters written in the code parse (`from_static` does not check), and a filter
+    /// that does not is refused when made, not when the subscriber is built.
+    #[test]
+    fn log_filters_table() {
+        let quiet = QUIET_CRATES;
+        let cases: &[(&str, &str, bool)] = &[
+            ("the scheduler's quieting", quiet.as_str(), true),
+            ("a level", "info", true),
+            ("levels per target", "recwatch=debug,warn", true),
+            ("the demo's", "error,recwatch::outbox=off", true),
+            ("empty: everything at the default", "", true),
+            ("an unclosed span filter", "recwatch=[", false),
+            ("no such level", "==", false),
+        ];
+        for (name, text, ok) in cases {
+            assert_eq!(LogFilter::parse(text).is_ok(), *ok, "{name}");
+        }
+    }
+
     #[test]
     fn init_twice_is_harmless() {
         // "error" keeps the other tests' log lines out of the test output.
-        init("error", LogFormat::Text);
-        init("debug", LogFormat::Json);
+        init(&LogFilter::from_static("error"), LogFormat::Text);
+        init(&LogFilter::from_static("debug"), LogFormat::Json);
     }
 
     /// Formats one event per level with `settings` and returns the output.
@@ -590,7 +651,7 @@ mod tests {
     #[test]
     fn journald_lines_carry_a_priority_and_no_timestamp() {
         let settings = decide(
-            "info",
+            &LogFilter::from_static("info"),
             LogFormat::Text,
             &Environment {
                 journal_stream: Some("64769:1234".into()),
@@ -608,7 +669,11 @@ mod tests {
 
     #[test]
     fn json_is_one_object_per_line() {
-        let out = render(&decide("info", LogFormat::Json, &env()));
+        let out = render(&decide(
+            &LogFilter::from_static("info"),
+            LogFormat::Json,
+            &env(),
+        ));
         let lines: Vec<serde_json::Value> = out
             .lines()
             .map(|l| serde_json::from_str(l).expect(l))
@@ -622,7 +687,11 @@ mod tests {
 
     #[test]
     fn text_off_systemd_has_a_timestamp_and_no_prefix() {
-        let out = render(&decide("info", LogFormat::Text, &env()));
+        let out = render(&decide(
+            &LogFilter::from_static("info"),
+            LogFormat::Text,
+            &env(),
+        ));
         let first = out.lines().next().unwrap();
         assert!(
             first.as_bytes()[0].is_ascii_digit(),
@@ -710,7 +779,7 @@ mod tests {
     fn outside_text_in_a_text_log_stays_on_one_bounded_line() {
         let buf = Buf::default();
         let out = buf.clone();
-        let settings = decide("info", LogFormat::Text, &env());
+        let settings = decide(&LogFilter::from_static("info"), LogFormat::Text, &env());
         let subscriber = tracing_subscriber::registry().with(layer(&settings, move || out.clone()));
         let code = "RTC.1\r\nERROR forged line\0";
         let huge = "x".repeat(100_000);

@@ -95,7 +95,10 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
                 e.name,
                 e.smtp_host,
                 e.smtp_port,
-                e.to.join(", ")
+                e.to.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )?;
         }
     }

@@ -3,7 +3,7 @@
 //! temporary database, and a webhook receiver that verifies each alert's Standard Webhooks
 //! signature; state changes and alerts are printed as they happen.
 
-use crate::config::{Auth, Config, JobConfig, WebhookConfig};
+use crate::config::{Auth, Config, JobConfig, WebhookConfig, WebhookSecret};
 use crate::poller::Event;
 use crate::secret::Secret;
 use anyhow::Context;
@@ -66,7 +66,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The demo's own output is the show; logs only for errors (RUST_LOG still wins). The
     // outbox logs each alert it raises as an error too: the demo prints those as ALERT lines.
     crate::telemetry::init(
-        "error,recwatch::outbox=off",
+        &crate::telemetry::LogFilter::from_static("error,recwatch::outbox=off"),
         crate::telemetry::LogFormat::Text,
     );
     let sim = simulate::start(
@@ -104,7 +104,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.notify.webhooks.push(WebhookConfig {
         name: "demo-hook".into(),
         url: hook_url.parse()?,
-        secret: Some(Secret::new(DEMO_WEBHOOK_SECRET)),
+        secret: Some(
+            WebhookSecret::parse(Secret::new(DEMO_WEBHOOK_SECRET)).map_err(anyhow::Error::msg)?,
+        ),
         headers: Vec::new(),
         timeout: Duration::from_secs(5),
     });

@@ -185,7 +185,10 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         #[cfg(feature = "demo")]
         Command::Simulate(args) => {
-            crate::telemetry::init("info", cli.log_format);
+            crate::telemetry::init(
+                &crate::telemetry::LogFilter::from_static("info"),
+                cli.log_format,
+            );
             return recwatch_sim::run(args.clone())
                 .await
                 .map(|_| ExitCode::SUCCESS)

@@ -6,7 +6,10 @@ use super::raw::Table;
 use super::validate::{check_channel_timeout, check_range, parse_http_url, quoted};
 use super::{ConfigError, EmailConfig, NotifyConfig, Tls, WebhookConfig};
 use crate::secret::Secret;
+use lettre::message::Mailbox;
+use reqwest::header::{HeaderName, HeaderValue};
 use std::collections::HashSet;
+use std::fmt;
 use std::path::Path;
 
 pub(super) fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyConfig, ConfigError> {
@@ -68,21 +71,14 @@ fn read_webhook(
     let name = channel_name(&mut w, names)?;
     let url_text = w.required_string("url")?;
     let url = parse_http_url(&url_text).map_err(|m| w.err("url", m))?;
-    let secret = w.secret("secret", base)?;
-    if let Some(s) = &secret {
-        decode_webhook_secret(s.expose()).map_err(|m| w.err("secret", m))?;
-    }
-    let mut headers = Vec::new();
-    if let Some(mut h) = w.table_opt("headers")? {
-        let keys: Vec<String> = h.keys();
-        for key in keys {
-            if reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_err() {
-                return Err(h.err(&key, "is not a valid HTTP header name"));
-            }
-            let value = h.required_string(&key)?;
-            headers.push((key, Secret::new(value)));
-        }
-    }
+    let secret = match w.secret("secret", base)? {
+        Some(s) => Some(WebhookSecret::parse(s).map_err(|m| w.err("secret", m))?),
+        None => None,
+    };
+    let headers = match w.table_opt("headers")? {
+        Some(h) => read_headers(h)?,
+        None => Vec::new(),
+    };
     let timeout = w.duration("timeout")?.unwrap_or(defaults::WEBHOOK_TIMEOUT);
     check_channel_timeout(&w, timeout)?;
     w.finish()?;
@@ -93,6 +89,33 @@ fn read_webhook(
         headers,
         timeout,
     })
+}
+
+/// `headers`: each name valid and not one recwatch sets, each value a valid header value.
+/// A value may be a credential: no message shows it.
+fn read_headers(mut h: Table) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
+    let mut headers = Vec::new();
+    for key in h.keys() {
+        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+            return Err(h.err(&key, "is not a valid HTTP header name"));
+        };
+        let value = h.required_string(&key)?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(h.err(
+                &key,
+                "is set by recwatch itself; remove it from the headers table",
+            ));
+        }
+        let Ok(mut value) = HeaderValue::from_str(&value) else {
+            return Err(h.err(
+                &key,
+                "is not a valid header value (control characters or non-ASCII); check the value",
+            ));
+        };
+        value.set_sensitive(true);
+        headers.push((name, value));
+    }
+    Ok(headers)
 }
 
 fn read_email(
@@ -170,22 +193,67 @@ fn read_tls_and_port(e: &mut Table) -> Result<(Tls, u16), ConfigError> {
 }
 
 /// `from` and `to`: each an address lettre can send to.
-fn read_addresses(e: &mut Table) -> Result<(String, Vec<String>), ConfigError> {
-    let from = e.required_string("from")?;
-    from.parse::<lettre::message::Mailbox>()
-        .map_err(|err| e.err("from", format!("{from:?} is not an address: {err}")))?;
-    let to = e.string_list("to")?.unwrap_or_default();
-    if to.is_empty() {
+fn read_addresses(e: &mut Table) -> Result<(Mailbox, Vec<Mailbox>), ConfigError> {
+    let from_text = e.required_string("from")?;
+    let from = from_text
+        .parse::<Mailbox>()
+        .map_err(|err| e.err("from", format!("{from_text:?} is not an address: {err}")))?;
+    let to_text = e.string_list("to")?.unwrap_or_default();
+    if to_text.is_empty() {
         return Err(e.err(
             "to",
             "missing: list at least one recipient, e.g. [\"oncall@example.com\"]",
         ));
     }
-    for addr in &to {
-        addr.parse::<lettre::message::Mailbox>()
-            .map_err(|err| e.err("to", format!("{addr:?} is not an address: {err}")))?;
-    }
+    let to = to_text
+        .iter()
+        .map(|addr| {
+            addr.parse::<Mailbox>()
+                .map_err(|err| e.err("to", format!("{addr:?} is not an address: {err}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((from, to))
+}
+
+/// The headers the webhook channel sets itself (`notify::webhook`'s `HEADER_*` and
+/// Content-Type), in lower case as [`HeaderName`] keeps them: a configured one would clash.
+pub const RESERVED_HEADERS: [&str; 4] = [
+    "content-type",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// A Standard Webhooks signing secret, decoded once: the text as written (to scrub from
+/// error messages) and the HMAC key. Debug shows neither.
+#[derive(Clone)]
+pub struct WebhookSecret {
+    text: Secret,
+    key: Vec<u8>,
+}
+
+impl WebhookSecret {
+    /// The error is the message for the `secret` key.
+    pub fn parse(text: Secret) -> Result<WebhookSecret, String> {
+        let key = decode_webhook_secret(text.expose())?;
+        Ok(WebhookSecret { text, key })
+    }
+
+    /// The HMAC key: the base64 after `whsec_`, decoded.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The secret as written.
+    pub fn text(&self) -> &Secret {
+        &self.text
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
 }
 
 /// Standard Webhooks keys are base64, conventionally prefixed `whsec_`; the HMAC key is the
@@ -205,6 +273,36 @@ pub fn decode_webhook_secret(text: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn webhook_with(headers: &str) -> Result<super::super::Config, ConfigError> {
+        let text = format!(
+            "[api.auth]\ntoken = \"t\"\n[[notify.webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/\"\nheaders = {headers}\n"
+        );
+        super::super::parse_str(&text, Vec::<(String, String)>::new(), None)
+    }
+
+    #[test]
+    fn bad_header_values_are_refused_without_showing_them() {
+        // (Trimmed at load, so the bad part sits inside the value.)
+        let e = webhook_with("{ Authorization = \"Bearer s3cr3t\\r\\nX-Evil: 1\" }")
+            .expect_err("refused");
+        assert!(e.location.contains("headers.Authorization"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+
+        let e = webhook_with("{ webhook-signature = \"x\" }").expect_err("refused");
+        assert!(e.message.contains("set by recwatch"), "{e}");
+    }
+
+    #[test]
+    fn headers_are_parsed_and_kept_out_of_debug() {
+        let c = webhook_with("{ Authorization = \"Bearer s3cr3t\", X-Team = \"ops\" }").unwrap();
+        let h = &c.notify.webhooks[0].headers;
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["authorization", "x-team"]);
+        assert_eq!(h[0].1.as_bytes(), b"Bearer s3cr3t");
+        assert!(h.iter().all(|(_, v)| v.is_sensitive()));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
 
     #[test]
     fn webhook_secret_must_be_standard() {

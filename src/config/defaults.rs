@@ -4,6 +4,7 @@
 //! values (a test in `tests.rs` keeps the two in step).
 
 use super::Severity;
+use crate::telemetry::LogFilter;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ pub const HTTP_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 ));
 
 // [log]
-pub const LOG_LEVEL: &str = "info";
+pub const LOG_LEVEL: LogFilter = LogFilter::from_static("info");
 
 // Bounds.
 

@@ -16,15 +16,18 @@ mod raw;
 mod schedule;
 mod validate;
 
-pub use channels::decode_webhook_secret;
+pub use channels::{RESERVED_HEADERS, WebhookSecret, decode_webhook_secret};
 pub use defaults::{
     DEFAULT_ENDPOINT, DEFAULT_PATH, MAX_CHANNEL_TIMEOUT, MAX_INTERVAL, MIN_AUTH_BACKOFF,
 };
 pub use duration::{format_duration, parse_duration};
 pub use load::{load, load_with_env, parse_str, resolve_path};
-pub use schedule::{cron_min_period, validate_cron};
+pub use schedule::Schedule;
 
 use crate::secret::Secret;
+use crate::telemetry::LogFilter;
+use lettre::message::Mailbox;
+use reqwest::header::{HeaderName, HeaderValue};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,7 +107,7 @@ impl ApiConfig {
 pub struct PollConfig {
     pub interval: Duration,
     /// A cron schedule (seconds field included) used instead of `interval`.
-    pub schedule: Option<String>,
+    pub schedule: Option<Schedule>,
     pub stop_after_terminal: bool,
 }
 
@@ -219,11 +222,11 @@ impl NotifyConfig {
 pub struct WebhookConfig {
     pub name: String,
     pub url: Url,
-    /// The Standard Webhooks secret as written (`whsec_` + base64), checked at load;
-    /// [`decode_webhook_secret`] gives the HMAC key.
-    pub secret: Option<Secret>,
-    /// Extra headers; values may carry credentials, so they are secrets.
-    pub headers: Vec<(String, Secret)>,
+    /// The Standard Webhooks secret; `None` sends unsigned.
+    pub secret: Option<WebhookSecret>,
+    /// Extra headers, in the order written. Values may carry credentials: each is marked
+    /// sensitive, so it stays out of Debug output.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout: Duration,
 }
 
@@ -242,8 +245,9 @@ pub struct EmailConfig {
     pub tls: Tls,
     pub username: Option<String>,
     pub password: Option<Secret>,
-    pub from: String,
-    pub to: Vec<String>,
+    pub from: Mailbox,
+    /// At least one.
+    pub to: Vec<Mailbox>,
     pub timeout: Duration,
     /// Accept a self-signed certificate (for tests and private relays only).
     pub accept_invalid_certs: bool,
@@ -257,7 +261,8 @@ pub struct HttpConfig {
 
 #[derive(Clone, Debug)]
 pub struct LogConfig {
-    pub level: String,
+    /// Used when `RUST_LOG` is not set.
+    pub level: LogFilter,
 }
 
 /// What the budget allows: used at start and by `check`.
@@ -310,10 +315,7 @@ impl Config {
     pub fn budget(&self) -> BudgetReport {
         let demand: f64 = match &self.poll.schedule {
             // A cron tick polls every job once; ticks are at least a second apart.
-            Some(_) => {
-                self.jobs.len() as f64
-                    / cron_min_period(self.poll.schedule.as_deref()).as_secs_f64()
-            }
+            Some(s) => self.jobs.len() as f64 / s.min_period().as_secs_f64(),
             None => self
                 .jobs
                 .iter()
@@ -365,7 +367,7 @@ impl Config {
             // them.
             http: HttpConfig { listen: None },
             log: LogConfig {
-                level: defaults::LOG_LEVEL.into(),
+                level: defaults::LOG_LEVEL,
             },
             jobs: Vec::new(),
         }

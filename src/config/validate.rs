@@ -6,11 +6,11 @@ use super::channels::read_notify;
 use super::defaults::{self, *};
 use super::duration::format_duration;
 use super::raw::Table;
-use super::schedule::validate_cron;
 use super::{
     ApiConfig, Auth, Config, ConfigError, HttpConfig, JobConfig, LogConfig, NotifyConfig,
-    PollConfig, RulesConfig, Severity, StorageConfig,
+    PollConfig, RulesConfig, Schedule, Severity, StorageConfig,
 };
+use crate::telemetry::LogFilter;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -221,15 +221,15 @@ fn read_poll(mut t: Table) -> Result<PollConfig, ConfigError> {
     let given_interval = t.duration("interval")?;
     let interval = given_interval.unwrap_or(defaults::POLL_INTERVAL);
     check_interval(&t, "interval", interval)?;
-    let schedule = t.nonempty_string("schedule")?;
-    if let Some(s) = &schedule {
-        validate_cron(s).map_err(|m| t.err("schedule", m))?;
-        if given_interval.is_some() {
-            return Err(t.err(
-                "interval",
-                "is set together with poll.schedule, and only one can decide when jobs are polled; remove one",
-            ));
-        }
+    let schedule = match t.nonempty_string("schedule")? {
+        Some(s) => Some(Schedule::parse(&s).map_err(|m| t.err("schedule", m))?),
+        None => None,
+    };
+    if schedule.is_some() && given_interval.is_some() {
+        return Err(t.err(
+            "interval",
+            "is set together with poll.schedule, and only one can decide when jobs are polled; remove one",
+        ));
     }
     let stop_after_terminal = t
         .boolean("stop_after_terminal")?
@@ -386,15 +386,17 @@ fn read_http(mut t: Table) -> Result<HttpConfig, ConfigError> {
 }
 
 fn read_log(mut t: Table) -> Result<LogConfig, ConfigError> {
-    let level = t
-        .string("level")?
-        .unwrap_or_else(|| defaults::LOG_LEVEL.into());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        return Err(t.err(
-            "level",
-            format!("{level:?} is not a level or filter; use e.g. \"info\" or \"recwatch=debug\""),
-        ));
-    }
+    let level = match t.string("level")? {
+        None => defaults::LOG_LEVEL,
+        Some(level) => LogFilter::parse(&level).map_err(|_| {
+            t.err(
+                "level",
+                format!(
+                    "{level:?} is not a level or filter; use e.g. \"info\" or \"recwatch=debug\""
+                ),
+            )
+        })?,
+    };
     t.finish()?;
     Ok(LogConfig { level })
 }

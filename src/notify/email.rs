@@ -46,20 +46,6 @@ impl EmailChannel {
     /// inside a tokio runtime.
     pub fn new(cfg: &EmailConfig, index: usize) -> Result<EmailChannel, ConfigError> {
         let at = |key: &str| format!("notify.email[{index}] ({:?}).{key}", cfg.name);
-        let from: Mailbox = cfg.from.parse().map_err(|e| ConfigError {
-            location: at("from"),
-            message: format!("{:?} is not an address: {e}", cfg.from),
-        })?;
-        let to = cfg
-            .to
-            .iter()
-            .map(|a| {
-                a.parse::<Mailbox>().map_err(|e| ConfigError {
-                    location: at("to"),
-                    message: format!("{a:?} is not an address: {e}"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let tls = match cfg.tls {
             Tls::None => LettreTls::None,
             Tls::StartTls | Tls::Tls => {
@@ -95,8 +81,8 @@ impl EmailChannel {
             transport: Mutex::new(Arc::new(builder.clone().build())),
             builder,
             timeout: cfg.timeout,
-            from,
-            to,
+            from: cfg.from.clone(),
+            to: cfg.to.clone(),
             server: format!("{}:{}", cfg.smtp_host, cfg.smtp_port),
             secrets: cfg.password.iter().cloned().collect(),
         })

@@ -260,7 +260,7 @@ impl Dispatcher {
         let config = self.poller.config.clone();
         self.add_jobs(&config.jobs, rows);
         if let Some(expr) = config.poll.schedule.clone() {
-            self.cron = Some(start_cron(&expr, self.poller.command_tx.clone()).await?);
+            self.cron = Some(start_cron(expr.as_str(), self.poller.command_tx.clone()).await?);
         }
         info!(
             jobs = self.states.len(),
@@ -623,7 +623,7 @@ impl Dispatcher {
             let _ = c.shutdown().await;
         }
         if let Some(expr) = self.poller.config.poll.schedule.clone() {
-            match start_cron(&expr, self.poller.command_tx.clone()).await {
+            match start_cron(expr.as_str(), self.poller.command_tx.clone()).await {
                 Ok(c) => self.cron = Some(c),
                 Err(e) => error!("cannot start poll.schedule {expr:?}: {e:#}"),
             }

@@ -5,9 +5,10 @@ use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
 use crate::support::smtp::{SmtpServer, Stage, TestCert};
 use recwatch::alert::{Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts};
-use recwatch::config::{EmailConfig, NotifyConfig, Severity, Tls, WebhookConfig};
+use recwatch::config::{EmailConfig, NotifyConfig, Severity, Tls, WebhookConfig, WebhookSecret};
 use recwatch::notify::{Channel, Retry, email};
 use recwatch::secret::Secret;
+use reqwest::header::{HeaderName, HeaderValue};
 use std::time::Duration;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -44,10 +45,19 @@ fn webhook_config(url: url::Url, secret: Option<&str>, timeout: Duration) -> Web
     WebhookConfig {
         name: "ops-hook".into(),
         url,
-        secret: secret.map(Secret::new),
-        headers: vec![("Authorization".into(), Secret::new("Bearer tok-9f8e7d"))],
+        secret: secret.map(|s| WebhookSecret::parse(Secret::new(s)).unwrap()),
+        headers: vec![(
+            HeaderName::from_static("authorization"),
+            sensitive("Bearer tok-9f8e7d"),
+        )],
         timeout,
     }
+}
+
+fn sensitive(value: &'static str) -> HeaderValue {
+    let mut v = HeaderValue::from_static(value);
+    v.set_sensitive(true);
+    v
 }
 
 fn one_channel(cfg: NotifyConfig) -> Channel {
@@ -71,10 +81,10 @@ fn email_config(port: u16) -> EmailConfig {
         tls: Tls::None,
         username: None,
         password: None,
-        from: "recwatch <recwatch@example.com>".into(),
+        from: "recwatch <recwatch@example.com>".parse().unwrap(),
         to: vec![
-            "oncall@example.com".into(),
-            "Lead <lead@example.com>".into(),
+            "oncall@example.com".parse().unwrap(),
+            "Lead <lead@example.com>".parse().unwrap(),
         ],
         timeout: Duration::from_secs(5),
         accept_invalid_certs: false,
