@@ -887,3 +887,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod state_machine_tests;
