@@ -9,7 +9,6 @@
 use super::*;
 use crate::store::OpenEpisode;
 use recwatch_rtc::model::{JobSnapshot, State, StopReason};
-use sqlx::Connection;
 
 /// Two webhook channels (nothing is sent: no delivery worker runs here) and one job.
 const CONFIG: &str = r#"
@@ -633,25 +632,12 @@ async fn the_api_health_episode_opens_reminds_resolves_and_survives_a_restart() 
     assert!(!restarted.api_unhealthy());
 }
 
-/// Holds the database's write lock from another connection (another process, as far as
-/// SQLite can tell) until dropped.
-struct Locker(sqlx::SqliteConnection);
-
-async fn lock(path: &std::path::Path) -> Locker {
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    Locker(conn)
-}
-
-impl Locker {
-    async fn release(mut self) {
-        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
-    }
+/// Holds the database's write lock until dropped, through a second store on the same file:
+/// another process, as far as SQLite can tell.
+async fn lock(path: &std::path::Path) -> (Store, WriteTx) {
+    let other = Store::open(path).await.unwrap();
+    let held = other.begin_write().await.unwrap();
+    (other, held)
 }
 
 #[tokio::test]
@@ -689,7 +675,7 @@ async fn a_refused_write_leaves_nothing_and_the_owed_outcomes_are_written_once_l
         .write_api_health(&d.store, &owed_health, &config)
         .await;
     assert!(refused.is_err(), "the API's health is refused too");
-    locker.release().await;
+    drop(locker);
     // Nothing of either write is in the database, and nothing was announced.
     assert!(d.store.history(None, None, 10).await.unwrap().is_empty());
     assert!(alerts(&d.store).await.is_empty());
@@ -772,7 +758,7 @@ async fn a_group_of_jobs_commits_together_and_each_gets_its_answer() {
     let results = outbox
         .write_group(&d.store, &[later(&config.jobs[0]), later(&config.jobs[1])])
         .await;
-    locker.release().await;
+    drop(locker);
     assert_eq!(results.len(), 2);
     for r in &results {
         let e = r.as_ref().expect_err("locked");
