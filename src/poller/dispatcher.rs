@@ -7,6 +7,7 @@ use super::batch::{self, Touches};
 use super::budget::{Budget, failure_delay, later, throttle_pause};
 use super::health::{AUTH_FAILURES_BEFORE_BACKOFF, Health, HealthMessage, write_api_health};
 use super::job::JobState;
+use super::schedule::{Schedule, start_cron};
 use super::task::{Done, PollTask, Report, WRITER_WAIT};
 use super::writer::GroupWriter;
 use super::{Event, Key, OWED_RETRY, key};
@@ -18,8 +19,7 @@ use crate::vitals::Liveness;
 use chrono::Utc;
 use rand::Rng;
 use recwatch_rtc::client::{ErrorKind, RtcClient, RtcError};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,32 +170,6 @@ impl Poller {
         let _ = health_writer.await;
         info!("poller stopped");
         Ok(())
-    }
-}
-
-/// The schedule: a heap of due times. Entries are never taken out when a job is scheduled
-/// again; the job's `sched` names its live entry, and the others are skipped as stale.
-#[derive(Default)]
-struct Schedule {
-    heap: BinaryHeap<Reverse<(Instant, u64, Key)>>,
-    seq: u64,
-}
-
-impl Schedule {
-    /// Puts a job on the schedule at `at`, superseding any entry it already has there.
-    fn put(&mut self, k: Key, state: &mut JobState, at: Instant) {
-        self.seq += 1;
-        state.sched = self.seq;
-        state.due = at;
-        self.heap.push(Reverse((at, self.seq, k)));
-    }
-
-    fn peek(&self) -> Option<&(Instant, u64, Key)> {
-        self.heap.peek().map(|Reverse(e)| e)
-    }
-
-    fn pop(&mut self) -> Option<(Instant, u64, Key)> {
-        self.heap.pop().map(|Reverse(e)| e)
     }
 }
 
@@ -826,26 +800,6 @@ fn jitter() -> f64 {
 
 async fn rows_now(store: &Store) -> HashMap<Key, crate::store::JobRow> {
     store.jobs().await.unwrap_or_default()
-}
-
-async fn start_cron(
-    expr: &str,
-    tx: mpsc::Sender<Command>,
-) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
-    use tokio_cron_scheduler::{Job, JobScheduler};
-    let sched = JobScheduler::new().await?;
-    sched
-        .add(Job::new_async(expr, move |_, _| {
-            let tx = tx.clone();
-            Box::pin(async move {
-                // A full queue means the last tick is still waiting: dropping this one keeps
-                // ticks from piling up behind a slow budget.
-                let _ = tx.try_send(Command::Tick);
-            })
-        })?)
-        .await?;
-    sched.start().await?;
-    Ok(sched)
 }
 
 fn round(d: Duration) -> Duration {

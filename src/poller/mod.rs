@@ -23,6 +23,7 @@
 //! What lives where:
 //! - [`dispatcher`]: the [`Poller`] and its dispatcher loop: the schedule, reloads, cron
 //!   ticks, what a finished poll means for the job's next one, shutdown;
+//! - [`schedule`]: the heap of due times, and the cron schedule's ticks;
 //! - [`budget`]: the request budget and the back-off delays;
 //! - [`health`]: the API's health (a pure state machine) and the task that writes its changes;
 //! - [`task`]: one poll, from request to committed write (transition detection included);
@@ -40,6 +41,7 @@ mod dispatcher;
 pub mod health;
 mod job;
 mod once;
+mod schedule;
 mod task;
 pub mod writer;
 

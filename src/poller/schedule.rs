@@ -1,0 +1,93 @@
+//! When each job is polled next: the heap of due times the dispatcher takes polls from, and
+//! the cron schedule (`poll.schedule`) whose ticks put every job on it at once.
+
+use super::Key;
+use super::dispatcher::Command;
+use super::job::JobState;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The schedule: a heap of due times. Entries are never taken out when a job is scheduled
+/// again; the job's `sched` names its live entry, and the others are skipped as stale.
+#[derive(Default)]
+pub(super) struct Schedule {
+    heap: BinaryHeap<Reverse<(Instant, u64, Key)>>,
+    seq: u64,
+}
+
+impl Schedule {
+    /// Puts a job on the schedule at `at`, superseding any entry it already has there.
+    pub(super) fn put(&mut self, k: Key, state: &mut JobState, at: Instant) {
+        self.seq += 1;
+        state.sched = self.seq;
+        state.due = at;
+        self.heap.push(Reverse((at, self.seq, k)));
+    }
+
+    pub(super) fn peek(&self) -> Option<&(Instant, u64, Key)> {
+        self.heap.peek().map(|Reverse(e)| e)
+    }
+
+    pub(super) fn pop(&mut self) -> Option<(Instant, u64, Key)> {
+        self.heap.pop().map(|Reverse(e)| e)
+    }
+}
+
+/// Starts `poll.schedule`: each tick asks the dispatcher to poll every job now.
+pub(super) async fn start_cron(
+    expr: &str,
+    tx: mpsc::Sender<Command>,
+) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let sched = JobScheduler::new().await?;
+    sched
+        .add(Job::new_async(expr, move |_, _| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                // A full queue means the last tick is still waiting: dropping this one keeps
+                // ticks from piling up behind a slow budget.
+                let _ = tx.try_send(Command::Tick);
+            })
+        })?)
+        .await?;
+    sched.start().await?;
+    Ok(sched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JobConfig;
+    use std::time::Duration;
+
+    #[test]
+    fn scheduling_a_job_again_supersedes_its_earlier_entry() {
+        let job = JobConfig {
+            app_id: "app".into(),
+            job_id: "job".into(),
+            name: None,
+            interval: None,
+            notify: None,
+        };
+        let mut state = JobState::from_row(&job, None, false).expect("no row: polled");
+        let k: Key = ("app".into(), "job".into());
+        let now = Instant::now();
+        let mut s = Schedule::default();
+        s.put(k.clone(), &mut state, now + Duration::from_secs(5));
+        let first = state.sched;
+        s.put(k.clone(), &mut state, now + Duration::from_secs(9));
+        assert_ne!(state.sched, first, "the job names its newest entry");
+        assert_eq!(state.due, now + Duration::from_secs(9));
+        // Both entries are on the heap, the earlier first; only the newest is live.
+        let (at, entry, _) = s.pop().expect("two entries");
+        assert_eq!((at, entry), (now + Duration::from_secs(5), first));
+        let (at, entry, key) = s.pop().expect("two entries");
+        assert_eq!(
+            (at, entry, key),
+            (now + Duration::from_secs(9), state.sched, k)
+        );
+        assert!(s.peek().is_none());
+    }
+}
