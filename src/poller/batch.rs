@@ -2,7 +2,7 @@
 //! second in one transaction, so the database does work per change rather than per poll.
 
 use super::Key;
-use crate::store::{Store, StoreError};
+use crate::store::{JobTouch, Store, StoreError};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,14 +44,12 @@ impl Touches {
         }
         let n = batch.len();
         match store
-            .touch_jobs(batch.iter().map(|(k, t)| {
-                (
-                    &k.0,
-                    &k.1,
-                    t.polled_at,
-                    t.raw.as_str(),
-                    t.description.as_deref(),
-                )
+            .touch_jobs(batch.iter().map(|(k, t)| JobTouch {
+                app_id: &k.0,
+                job_id: &k.1,
+                polled_at: t.polled_at,
+                raw: &t.raw,
+                description: t.description.as_deref(),
             }))
             .await
         {

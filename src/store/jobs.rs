@@ -47,6 +47,16 @@ impl PollRecord {
     }
 }
 
+/// A poll that changed nothing, batched: its time and the answer as the API sent it.
+#[derive(Clone, Copy, Debug)]
+pub struct JobTouch<'a> {
+    pub app_id: &'a str,
+    pub job_id: &'a str,
+    pub polled_at: DateTime<Utc>,
+    pub raw: &'a str,
+    pub description: Option<&'a str>,
+}
+
 /// A job's row, as `status` shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct JobRow {
@@ -116,30 +126,22 @@ impl Store {
     /// snapshot. A row already showing a later poll (written by a full write) is left alone.
     pub async fn touch_jobs<'a>(
         &self,
-        touches: impl Iterator<
-            Item = (
-                &'a String,
-                &'a String,
-                DateTime<Utc>,
-                &'a str,
-                Option<&'a str>,
-            ),
-        >,
+        touches: impl Iterator<Item = JobTouch<'a>>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        for (app_id, job_id, at, raw, description) in touches {
-            let at = timestamp(at);
+        for t in touches {
+            let at = timestamp(t.polled_at);
             sqlx::query(
                 "UPDATE jobs SET description = ?, snapshot = ?, last_polled_at = ?, last_ok_at = ?,
                         last_error = NULL, last_error_kind = NULL, consecutive_failures = 0
                  WHERE app_id = ? AND job_id = ? AND (last_polled_at IS NULL OR last_polled_at < ?)",
             )
-            .bind(description)
-            .bind(raw)
+            .bind(t.description)
+            .bind(t.raw)
             .bind(&at)
             .bind(&at)
-            .bind(app_id)
-            .bind(job_id)
+            .bind(t.app_id)
+            .bind(t.job_id)
             .bind(&at)
             .execute(tx.conn())
             .await?;
@@ -342,5 +344,69 @@ mod tests {
         assert_eq!(row.state.as_deref(), Some("RUNNING"));
         assert_eq!(row.consecutive_failures, 2);
         assert_eq!(row.last_error_kind.as_deref(), Some("timeout"));
+    }
+
+    #[tokio::test]
+    async fn a_touch_records_an_unchanged_poll_but_never_goes_back_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let t0 = Utc::now();
+        store
+            .record(&[record("j", t0, None, "RUNNING")])
+            .await
+            .unwrap();
+        let failed = PollRecord {
+            app_id: "app".into(),
+            job_id: "j".into(),
+            name: None,
+            polled_at: t0 + chrono::Duration::seconds(1),
+            outcome: PollOutcome::Failed {
+                kind: "timeout".into(),
+                error: "timed out".into(),
+            },
+        };
+        store.record(&[failed]).await.unwrap();
+        let touch = |secs, description| JobTouch {
+            app_id: "app",
+            job_id: "j",
+            polled_at: t0 + chrono::Duration::seconds(secs),
+            raw: "{}",
+            description,
+        };
+        store
+            .touch_jobs([touch(5, Some("recording"))].into_iter())
+            .await
+            .unwrap();
+        let row = store.job("app", "j").await.unwrap().unwrap();
+        let at5 = timestamp(t0 + chrono::Duration::seconds(5));
+        assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
+        assert_eq!(row.last_ok_at.as_deref(), Some(at5.as_str()));
+        assert_eq!(row.description.as_deref(), Some("recording"));
+        assert_eq!((row.consecutive_failures, row.last_error), (0, None));
+        assert_eq!(
+            row.state.as_deref(),
+            Some("RUNNING"),
+            "a touch is no change"
+        );
+
+        // An older touch (overtaken by a full write) leaves the newer row alone; a job with
+        // no row gets none from a touch.
+        store
+            .touch_jobs(
+                [
+                    touch(3, Some("older")),
+                    JobTouch {
+                        job_id: "never",
+                        ..touch(9, None)
+                    },
+                ]
+                .into_iter(),
+            )
+            .await
+            .unwrap();
+        let row = store.job("app", "j").await.unwrap().unwrap();
+        assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
+        assert_eq!(row.description.as_deref(), Some("recording"));
+        assert_eq!(store.job("app", "never").await.unwrap(), None);
     }
 }

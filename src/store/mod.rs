@@ -35,7 +35,7 @@ pub use error::{
 };
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
-pub use jobs::{JobRow, PollOutcome, PollRecord};
+pub use jobs::{JobRow, JobTouch, PollOutcome, PollRecord};
 pub use retention::{PRUNE_BATCH, Pruned};
 pub use transitions::TransitionRow;
 
