@@ -171,7 +171,7 @@ impl Worker {
     pub async fn run(
         mut self,
         mut shutdown: watch::Receiver<bool>,
-        mut reload: watch::Receiver<NotifyConfig>,
+        mut reload: watch::Receiver<Arc<Config>>,
     ) {
         self.bury_orphans().await;
         let mut tasks: JoinSet<()> = JoinSet::new();
@@ -186,7 +186,7 @@ impl Worker {
                 // `changed` marks the value seen, so it is applied here.
                 Ok(()) = reload.changed() => {
                     let cfg = reload.borrow_and_update().clone();
-                    match self.set_channels(&cfg) {
+                    match self.set_channels(&cfg.notify) {
                         Ok(()) => info!(channels = self.lanes.len(), "delivery channels reloaded"),
                         Err(e) => warn!("cannot rebuild the channels, keeping the old ones: {e}"),
                     }

@@ -132,9 +132,8 @@ pub(super) async fn jobs(
     let _turn = builders.0.acquire().await.expect("never closed");
     // Only the page's jobs are copied out of the shared config, not the whole watch list. The
     // scan takes milliseconds with 100,000 jobs: off the async workers, which run the poller.
-    let config = s.config.clone();
+    let config = s.config.borrow().clone();
     let scanned = tokio::task::spawn_blocking(move || {
-        let config = config.read().expect("config lock");
         let (picked, more) = page(&config.jobs, after.as_ref(), limit);
         (picked.into_iter().cloned().collect::<Vec<_>>(), more)
     })

@@ -94,7 +94,7 @@ pub(super) async fn metrics(
 
 /// Gauges read from memory at scrape time.
 fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
-    let watched = s.config.read().expect("config lock").jobs.len();
+    let watched = s.config.borrow().jobs.len();
     metrics::gauge!("recwatch_jobs_watched").set(watched as f64);
     let age = oldest_pending
         .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
@@ -112,7 +112,7 @@ fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
 async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
     let g = s.store.gauges().await?;
     let channels: Vec<String> = {
-        let config = s.config.read().expect("config lock");
+        let config = s.config.borrow();
         config
             .notify
             .channel_names()

@@ -35,12 +35,14 @@ use crate::vitals::Liveness;
 use axum::routing::get;
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub config: Arc<RwLock<Config>>,
+    /// The configuration in force, replaced on reload.
+    pub config: watch::Receiver<Arc<Config>>,
     pub liveness: Arc<Liveness>,
     /// What keeps the daemon from doing its job (see [`crate::vitals`]).
     pub vitals: Arc<crate::vitals::Vitals>,

@@ -184,7 +184,7 @@ async fn a_clock_jump_back_a_day_does_not_stall_a_due_retry() {
     let clock = Clock::system();
     let worker = s.worker(&clock);
     let (stop, stopped) = watch::channel(false);
-    let (_reload, reloads) = watch::channel(s.config.notify.clone());
+    let (_reload, reloads) = watch::channel(std::sync::Arc::new(s.config.clone()));
     let running = tokio::spawn(worker.run(stopped, reloads));
 
     s.fire().await;

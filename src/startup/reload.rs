@@ -1,0 +1,178 @@
+//! Reloading: the configuration file is re-read on SIGHUP and when it changes on disk. A
+//! file that does not load (or whose client cannot be built) is refused and the previous
+//! configuration stays; one that does is published on the daemon's one
+//! `watch<Arc<Config>>`, which the HTTP endpoint and the delivery worker read, and handed to
+//! the poller with its new client.
+
+use crate::config::{self, Config};
+use crate::poller::Command;
+use crate::systemd;
+use recwatch_rtc::client::RtcClient;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::Signal;
+use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+/// Re-reads the configuration on SIGHUP and when the file changes.
+pub(super) struct Reloader {
+    pub path: PathBuf,
+    /// The poller takes a reload as a command, with the client built from it: it applies
+    /// the change between two of its steps, not in the middle of one.
+    pub commands: mpsc::Sender<Command>,
+    /// The configuration in force, which every other component reads from its receiver.
+    pub config: watch::Sender<Arc<Config>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Signal,
+    FileChanged,
+}
+
+impl Reloader {
+    pub(super) async fn run(
+        self,
+        tasks: TaskTracker,
+        mut hangup: Signal,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let (tx, mut rx) = mpsc::channel::<Trigger>(16);
+        let signals = tx.clone();
+        let mut stop = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    s = hangup.recv() => if s.is_none() { return },
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                info!("SIGHUP received: re-reading the configuration");
+                let _ = signals.send(Trigger::Signal).await;
+            }
+        });
+        // Keep the watcher alive as long as this task.
+        let _watcher = match watch_file(&self.path, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(
+                    "cannot watch {} for changes: {e:#}; reload with SIGHUP (systemctl reload recwatch)",
+                    self.path.display()
+                );
+                None
+            }
+        };
+        let mut last_text = std::fs::read(&self.path).ok();
+        loop {
+            let trigger = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                t = rx.recv() => match t { Some(t) => t, None => return },
+            };
+            // Editors write in several steps (truncate, write, rename): let them finish, and
+            // fold the burst into one reload.
+            let mut signal = trigger == Trigger::Signal;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            while let Ok(t) = rx.try_recv() {
+                signal |= t == Trigger::Signal;
+            }
+            let text = std::fs::read(&self.path).ok();
+            if !signal && text == last_text {
+                debug!("config file event without a change in content");
+                continue;
+            }
+            last_text = text;
+            self.reload(if signal { "SIGHUP" } else { "file changed" })
+                .await;
+        }
+    }
+
+    async fn reload(&self, why: &str) {
+        systemd::reloading();
+        match config::load(&self.path) {
+            Err(e) => {
+                error!("reload ({why}) refused, keeping the previous configuration: {e}");
+            }
+            Ok(new) => match RtcClient::new(&new.api.client_config()) {
+                Err(e) => error!(
+                    "reload ({why}) refused, keeping the previous configuration: cannot build the HTTP client: {e:#}"
+                ),
+                Ok(client) => {
+                    let old = self.config.borrow().clone();
+                    warn_restart_only(&old, &new);
+                    for w in new.warnings() {
+                        warn!("{w}");
+                    }
+                    // Stored even while nobody listens: whoever reads next gets it.
+                    self.config.send_replace(Arc::new(new.clone()));
+                    info!(reason = why, jobs = new.jobs.len(), "configuration re-read");
+                    if self
+                        .commands
+                        .send(Command::Reload(Box::new((new, client))))
+                        .await
+                        .is_err()
+                    {
+                        warn!("the poller is gone; reload not applied");
+                    }
+                }
+            },
+        }
+        systemd::ready();
+    }
+}
+
+/// Settings a running daemon cannot change: say so rather than ignore them silently.
+fn warn_restart_only(old: &Config, new: &Config) {
+    if old.storage.path != new.storage.path {
+        warn!("storage.path changed: takes effect at the next restart");
+    }
+    if old.http.listen != new.http.listen {
+        warn!("http.listen changed: takes effect at the next restart");
+    }
+    if old.log.level != new.log.level {
+        warn!("log.level changed: takes effect at the next restart (or set RUST_LOG)");
+    }
+    if old.storage.retention != new.storage.retention {
+        info!("storage.retention changed: used from the next daily pruning after a restart");
+    }
+}
+
+/// Watches the config file's directory, so an editor that writes a new file and renames it
+/// over the old one is seen too.
+fn watch_file(
+    path: &Path,
+    tx: mpsc::Sender<Trigger>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res {
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
+            if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
+                let _ = tx.try_send(Trigger::FileChanged);
+            }
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Without a file to re-read, SIGHUP is only acknowledged: its default action would end the
+/// process.
+pub(super) async fn ignore_hangups(mut hangup: Signal, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            s = hangup.recv() => if s.is_none() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        info!("SIGHUP ignored: this configuration was not read from a file");
+    }
+}
