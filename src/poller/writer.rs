@@ -138,3 +138,102 @@ async fn write_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Phase;
+    use crate::store::PollOutcome;
+    use recwatch_rtc::model::{JobSnapshot, State};
+
+    fn config() -> Arc<Config> {
+        let text = r#"
+[api]
+project_id = "0a1b2c3d4e5f67890a1b2c3d4e5f6789"
+
+[api.auth]
+access_key = "AK"
+secret_key = "SK"
+
+[[notify.webhook]]
+name = "hook"
+url = "http://127.0.0.1:9/hook"
+
+[[jobs]]
+app_id = "app"
+job_id = "job-0"
+
+[[jobs]]
+app_id = "app"
+job_id = "job-1"
+
+[[jobs]]
+app_id = "app"
+job_id = "job-2"
+"#;
+        Arc::new(crate::config::parse_str(text, Vec::<(String, String)>::new(), None).unwrap())
+    }
+
+    /// First seen stopped, with no reason: a transition and a stopped_unexpectedly alert.
+    fn stopped(job: &JobConfig, at: DateTime<Utc>) -> Vec<PollRecord> {
+        let phase = |s: &str| Phase {
+            state: s.into(),
+            stop_reason: None,
+        };
+        vec![PollRecord {
+            app_id: job.app_id.clone(),
+            job_id: job.job_id.clone(),
+            name: None,
+            polled_at: at,
+            outcome: PollOutcome::Ok {
+                job: Box::new(JobSnapshot {
+                    state: Some(State::parse("STOPPED")),
+                    ..Default::default()
+                }),
+                raw: "{}".into(),
+                request_id: None,
+                transition: Some((None, phase("STOPPED"))),
+            },
+        }]
+    }
+
+    #[tokio::test]
+    async fn every_job_waiting_gets_its_answer_and_a_refused_write_lands_when_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recwatch.db");
+        let store = Store::open(&path).await.unwrap();
+        let config = config();
+        let writer = GroupWriter::start(Outbox::new(), store.clone());
+        let t0 = Utc::now();
+        let write_all = |at: DateTime<Utc>| {
+            let writes = config
+                .jobs
+                .iter()
+                .map(|job| writer.write(stopped(job, at), job.clone(), t0, at, config.clone()));
+            futures_util::future::join_all(writes)
+        };
+
+        // Another process holds the write lock: each job is told, and nothing is written.
+        let other = Store::open(&path).await.unwrap();
+        let held = other.begin_write().await.unwrap();
+        let refused = write_all(t0).await;
+        drop(held);
+        assert_eq!(refused.len(), 3);
+        for r in &refused {
+            let e = r.as_ref().expect_err("the database is locked");
+            assert!(e.to_string().contains("locked"), "{e:#}");
+        }
+        assert!(store.history(None, None, 10).await.unwrap().is_empty());
+        assert!(store.alerts(false, 10).await.unwrap().is_empty());
+
+        // The polls kept them; sent again (as with the next poll), they land, once each.
+        let written = write_all(t0).await;
+        assert!(written.iter().all(Result::is_ok), "{written:?}");
+        let again = write_all(t0).await;
+        assert!(again.iter().all(Result::is_ok), "{again:?}");
+        assert_eq!(store.history(None, None, 10).await.unwrap().len(), 3);
+        let alerts = store.alerts(false, 10).await.unwrap();
+        assert_eq!(alerts.len(), 3, "one alert per job");
+        assert!(alerts.iter().all(|a| a.rule == "stopped_unexpectedly"));
+    }
+}
