@@ -3,6 +3,7 @@
 
 use super::{complain, emit};
 use crate::config::Config;
+use crate::exit::StartError;
 use std::process::ExitCode;
 
 /// Prints what the configuration means and what `run` would find: exit 0, or the exit code
@@ -14,6 +15,30 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(built in)".into());
     out!("configuration OK: {source}")?;
+    print_api(c)?;
+    // What `run` would fail on: the first problem decides the exit code.
+    let mut problems: Vec<StartError> = Vec::new();
+    problems.extend(check_storage(c)?);
+    print_notify(c)?;
+    print_rules(c)?;
+    problems.extend(check_http(c)?);
+    print_jobs(c)?;
+    for w in c.warnings() {
+        out!("  WARNING    {w}")?;
+    }
+    match problems.first() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(first) => {
+            for p in &problems {
+                complain(&format!("`run` would fail: {p}"));
+            }
+            Ok(ExitCode::from(first.exit))
+        }
+    }
+}
+
+/// The API, the rate budget, the poll interval and whether the watch list fits the budget.
+fn print_api(c: &Config) -> std::io::Result<()> {
     out!(
         "  api        {} ({})",
         c.api.endpoint,
@@ -54,8 +79,11 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
             crate::config::format_duration(c.poll.interval)
         )?;
     }
-    // What `run` would fail on: the first problem decides the exit code.
-    let mut problems: Vec<crate::exit::StartError> = Vec::new();
+    Ok(())
+}
+
+/// The storage path as `run` would find it; the problem it would fail on, if any.
+fn check_storage(c: &Config) -> std::io::Result<Option<StartError>> {
     let retention = crate::config::format_duration(c.storage.retention);
     let storage = c.storage.path.display();
     match crate::storage::probe_storage(&c.storage.path) {
@@ -68,9 +96,14 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
         )?,
         Err(e) => {
             out!("  ERROR      {e}")?;
-            problems.push(e);
+            return Ok(Some(e));
         }
     }
+    Ok(None)
+}
+
+/// The notification channels, secrets masked.
+fn print_notify(c: &Config) -> std::io::Result<()> {
     let channels = c.notify.channel_names();
     if channels.is_empty() {
         out!(
@@ -102,6 +135,11 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// Each rule's severity, or off.
+fn print_rules(c: &Config) -> std::io::Result<()> {
     let lvl = |s: Option<crate::config::Severity>| s.map(|s| s.as_str()).unwrap_or("off");
     let r = &c.rules;
     out!(
@@ -113,6 +151,11 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
         lvl(r.job_not_found),
         lvl(r.api_unhealthy)
     )?;
+    Ok(())
+}
+
+/// `http.listen` as `run` would find it; the problem it would fail on, if any.
+fn check_http(c: &Config) -> std::io::Result<Option<StartError>> {
     match c.http.listen.map(|a| (a, crate::http::probe_listen(a))) {
         Some((a, Ok(crate::http::ListenProbe::Free))) => {
             out!("  http       http://{a} (/healthz /readyz /metrics /api/v1/jobs)")?
@@ -122,10 +165,16 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
         )?,
         Some((_, Err(e))) => {
             out!("  ERROR      {e}")?;
-            problems.push(e);
+            return Ok(Some(e));
         }
         None => out!("  http       off")?,
     }
+    Ok(None)
+}
+
+/// Each watched job with the interval it is polled at, within the budget.
+fn print_jobs(c: &Config) -> std::io::Result<()> {
+    let b = c.budget();
     out!("  jobs       {}", c.jobs.len())?;
     for (i, j) in c.jobs.iter().enumerate() {
         let interval = match &c.poll.schedule {
@@ -143,18 +192,7 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
     if c.jobs.is_empty() {
         out!("    (none: add [[jobs]] entries with app_id and job_id)")?;
     }
-    for w in c.warnings() {
-        out!("  WARNING    {w}")?;
-    }
-    match problems.first() {
-        None => Ok(ExitCode::SUCCESS),
-        Some(first) => {
-            for p in &problems {
-                complain(&format!("`run` would fail: {p}"));
-            }
-            Ok(ExitCode::from(first.exit))
-        }
-    }
+    Ok(())
 }
 
 fn round_secs(d: std::time::Duration) -> std::time::Duration {

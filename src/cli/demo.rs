@@ -6,13 +6,14 @@
 use crate::config::{Auth, Config, JobConfig, WebhookConfig, WebhookSecret};
 use crate::poller::Event;
 use crate::secret::Secret;
+use crate::store::Store;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use recwatch_sim::{self as simulate, SimAuth, SimOptions};
+use recwatch_sim::{self as simulate, SimAuth, SimOptions, Simulator};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The demo's output goes to a reader that may leave (`recwatch demo | head`): `println!`
 /// would panic then; this one notes that the reader left ([`reader_left`]), and the demo stops
@@ -69,7 +70,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &crate::telemetry::LogFilter::from_static("error,recwatch::outbox=off"),
         crate::telemetry::LogFormat::Text,
     );
-    let sim = simulate::start(
+    let sim = start_sim(&args).await.context("starting the simulator")?;
+    let (hook_url, deliveries) = start_receiver().await?;
+    let dir = tempfile::Builder::new()
+        .prefix("recwatch-demo-")
+        .tempdir()?;
+    let config = demo_config(&args, &sim.url(), &hook_url, dir.path())?;
+    let plan = Plan::new(&args);
+    print_intro(&config, &sim, &hook_url, &args, &plan);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // A second Ctrl-C exits at once: the temporary directory goes first.
+    let dir_path = dir.path().to_path_buf();
+    let shutdown = crate::startup::shutdown_on_signals_then(move || {
+        let _ = std::fs::remove_dir_all(&dir_path);
+    })?;
+    let mut daemon = LiveDaemon::start(config.clone(), stop_rx);
+    let ended = show_live(&mut daemon, &sim, &plan, shutdown, deliveries).await;
+    let _ = stop_tx.send(true);
+    let result = match ended {
+        Some(result) => result,
+        None => daemon.task.await,
+    };
+    result.context("the daemon task")??;
+    print_summary(&config, &sim).await?;
+    sim.shutdown();
+    Ok(())
+}
+
+async fn start_sim(args: &DemoArgs) -> anyhow::Result<Simulator> {
+    Ok(simulate::start(
         TcpListener::bind("127.0.0.1:0").await?,
         SimOptions {
             jobs: args.jobs,
@@ -83,22 +113,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ..SimOptions::default()
         },
     )
-    .await
-    .context("starting the simulator")?;
-    let (hook_url, mut deliveries) = start_receiver().await?;
-    let dir = tempfile::Builder::new()
-        .prefix("recwatch-demo-")
-        .tempdir()?;
+    .await?)
+}
 
+/// The daemon's configuration: the simulator's jobs (and one that does not exist), polled
+/// every `--interval`, alerts to the demo's webhook receiver, the database in `dir`.
+fn demo_config(
+    args: &DemoArgs,
+    sim_url: &str,
+    hook_url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<Config> {
     let mut config = Config::defaults(Auth::AkSk {
         access_key: DEMO_AK.into(),
         secret_key: Secret::new(DEMO_SK),
         security_token: None,
     });
-    config.api.endpoint = sim.url().parse()?;
+    config.api.endpoint = sim_url.parse()?;
     config.api.project_id = Some(DEMO_PROJECT.into());
     config.poll.interval = args.interval;
-    config.storage.path = dir.path().join("recwatch.db");
+    config.storage.path = dir.join("recwatch.db");
     // Short, so the job that never leaves INIT (max_idle_time 5 s) fires within seconds.
     config.rules.init_grace = args.step;
     config.notify.webhooks.push(WebhookConfig {
@@ -126,7 +160,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             notify: None,
         }))
         .collect();
+    Ok(config)
+}
 
+/// The demo's two acts, in time: the script plays out, then the API fails for a while.
+struct Plan {
+    /// When the scripted jobs have started, run and stopped.
+    script_end: Duration,
+    /// How long act 2's outage lasts.
+    outage: Duration,
+    /// `--for`: the demo stops by itself after this long.
+    stop_after: Option<Duration>,
+}
+
+impl Plan {
+    fn new(args: &DemoArgs) -> Plan {
+        Plan {
+            script_end: args.step * 4 + args.interval * 2,
+            outage: (args.step * 2).max(args.interval * 4),
+            stop_after: args.duration,
+        }
+    }
+}
+
+fn print_intro(config: &Config, sim: &Simulator, hook_url: &str, args: &DemoArgs, plan: &Plan) {
     println!("recwatch demo");
     println!(
         "  simulated RTC API  {} (checks SDK-HMAC-SHA256 signatures, 10 requests/s budget)",
@@ -137,33 +194,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  database           {} (temporary)",
         config.storage.path.display()
     );
-    let script_end = args.step * 4 + args.interval * 2;
-    let outage = (args.step * 2).max(args.interval * 4);
     println!(
         "  watching {} jobs every {}; the scripted jobs start, run and stop over about {},",
         config.jobs.len(),
         crate::config::format_duration(args.interval),
-        crate::config::format_duration(script_end)
+        crate::config::format_duration(plan.script_end)
     );
     println!(
         "  then the API fails for {} (act 2); a status line every {} when nothing happens",
-        crate::config::format_duration(outage),
+        crate::config::format_duration(plan.outage),
         crate::config::format_duration(QUIET)
     );
     println!("  Ctrl-C to stop\n");
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // A second Ctrl-C exits at once: the temporary directory goes first.
-    let dir_path = dir.path().to_path_buf();
-    let shutdown = crate::startup::shutdown_on_signals_then(move || {
-        let _ = std::fs::remove_dir_all(&dir_path);
-    })?;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let (store_tx, store_rx) = tokio::sync::oneshot::channel();
-    let daemon = tokio::spawn(crate::startup::run(
-        config.clone(),
-        stop_rx,
-        move |running| {
+/// The daemon, run in this process, as the demo watches it.
+struct LiveDaemon {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// The daemon's own store, sent once polling is armed (None once received).
+    store_rx: Option<oneshot::Receiver<Store>>,
+    /// That store, for the status line (None until polling is armed).
+    store: Option<Store>,
+}
+
+impl LiveDaemon {
+    fn start(config: Config, stop: watch::Receiver<bool>) -> LiveDaemon {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (store_tx, store_rx) = oneshot::channel();
+        let task = tokio::spawn(crate::startup::run(config, stop, move |running| {
             let _ = store_tx.send(running.store.clone());
             let mut rx = running.events.subscribe();
             tokio::spawn(async move {
@@ -173,92 +232,82 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     }
                 }
             });
-        },
-    ));
-    // The daemon's own store, for the status line (None until polling is armed).
-    let mut store_rx = Some(store_rx);
-    let mut live_store: Option<crate::store::Store> = None;
+        }));
+        LiveDaemon {
+            task,
+            events,
+            store_rx: Some(store_rx),
+            store: None,
+        }
+    }
+}
 
+type DaemonEnded = Result<anyhow::Result<()>, tokio::task::JoinError>;
+
+/// Prints what happens, and plays the acts, until Ctrl-C, `--for`, the reader leaving, or the
+/// daemon ending by itself (a start-up error: the demo ends with it, and its result is
+/// returned).
+async fn show_live(
+    daemon: &mut LiveDaemon,
+    sim: &Simulator,
+    plan: &Plan,
+    mut shutdown: watch::Receiver<bool>,
+    mut deliveries: mpsc::UnboundedReceiver<String>,
+) -> Option<DaemonEnded> {
     let started = tokio::time::Instant::now();
-    let deadline = args.duration.map(|d| started + d);
+    let deadline = plan.stop_after.map(|d| started + d);
     // Act 2: after the script, the API answers 500 to everything for a while.
     let mut acts = vec![
-        (started + script_end, Act::OutageStarts),
-        (started + script_end + outage, Act::OutageEnds),
+        (started + plan.script_end + plan.outage, Act::OutageEnds),
+        (started + plan.script_end, Act::OutageStarts),
     ];
-    acts.reverse();
-    let mut shutdown = shutdown;
-    let mut daemon = daemon;
-    // Set when the daemon ended by itself (a start-up error): the demo ends with it.
-    let mut daemon_done = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut shown = Shown::new(started);
     // Checked after every print: the reader may leave at any line.
     while !reader_left() {
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
         let next_act = acts.last().map(|(at, _)| *at);
-        let until_act = async {
-            match next_act {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = until_deadline => break,
-            store = async { store_rx.as_mut().expect("polled only while Some").await }, if store_rx.is_some() => {
-                live_store = store.ok();
-                store_rx = None;
+            _ = sleep_until(deadline) => break,
+            store = async { daemon.store_rx.as_mut().expect("polled only while Some").await }, if daemon.store_rx.is_some() => {
+                daemon.store = store.ok();
+                daemon.store_rx = None;
             }
-            result = &mut daemon, if daemon_done.is_none() => {
-                daemon_done = Some(result);
-                break;
-            }
-            _ = until_act => {
+            result = &mut daemon.task => return Some(result),
+            _ = sleep_until(next_act) => {
                 let (_, act) = acts.pop().expect("a next act");
-                match act {
-                    Act::OutageStarts => {
-                        sim.set_fault(simulate::Fault::new(simulate::FaultKind::ServerError));
-                        shown.line(&format!(
-                            "-- act 2: the scripted jobs have played out; now the simulated API answers HTTP 500 to every request for {}. Each job backs off on its own; one api_unhealthy alert stands for them all --",
-                            crate::config::format_duration(outage)
-                        ));
-                    }
-                    Act::OutageEnds => {
-                        sim.clear_faults();
-                        shown.line("-- the API answers again: api_unhealthy resolves with the next successful poll (the jobs that backed off come back one by one) --");
-                    }
-                }
+                act.play(sim, plan, &mut shown);
             }
             _ = ticker.tick() => {
                 if shown.quiet_for() >= QUIET {
-                    let line = match &live_store {
+                    let line = match &daemon.store {
                         Some(store) => status_line(store, &shown, &sim.stats()).await,
                         None => "starting...".to_string(),
                     };
                     shown.line(&line);
                 }
             }
-            Some(e) = events.recv() => shown.event(&e),
+            Some(e) = daemon.events.recv() => shown.event(&e),
             Some(line) = deliveries.recv() => {
                 shown.webhooks += 1;
                 shown.line(&line);
             }
         }
     }
-    let _ = stop_tx.send(true);
-    let result = match daemon_done {
-        Some(result) => result,
-        None => daemon.await,
-    };
-    result.context("the daemon task")??;
+    None
+}
 
-    let store = crate::store::Store::open(&config.storage.path).await?;
+/// Sleeps until `at`; never wakes for None.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the whole run recorded, from the database, and what the simulator served.
+async fn print_summary(config: &Config, sim: &Simulator) -> anyhow::Result<()> {
+    let store = Store::open(&config.storage.path).await?;
     let transitions = store.history(None, None, i64::MAX).await?.len();
     let alerts = store.alerts(false, i64::MAX).await?;
     let delivered = alerts
@@ -274,7 +323,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         stats.max_per_sliding_second
     );
     store.close().await;
-    sim.shutdown();
     Ok(())
 }
 
@@ -284,6 +332,24 @@ const QUIET: Duration = Duration::from_secs(10);
 enum Act {
     OutageStarts,
     OutageEnds,
+}
+
+impl Act {
+    fn play(&self, sim: &Simulator, plan: &Plan, shown: &mut Shown) {
+        match self {
+            Act::OutageStarts => {
+                sim.set_fault(simulate::Fault::new(simulate::FaultKind::ServerError));
+                shown.line(&format!(
+                    "-- act 2: the scripted jobs have played out; now the simulated API answers HTTP 500 to every request for {}. Each job backs off on its own; one api_unhealthy alert stands for them all --",
+                    crate::config::format_duration(plan.outage)
+                ));
+            }
+            Act::OutageEnds => {
+                sim.clear_faults();
+                shown.line("-- the API answers again: api_unhealthy resolves with the next successful poll (the jobs that backed off come back one by one) --");
+            }
+        }
+    }
 }
 
 /// What the demo printed: events, with what it needs to print them well.
@@ -358,11 +424,7 @@ fn plural(n: usize, thing: &str) -> String {
 }
 
 /// One line on where things stand, from the daemon's database and the simulator.
-async fn status_line(
-    store: &crate::store::Store,
-    shown: &Shown,
-    stats: &simulate::SimStats,
-) -> String {
+async fn status_line(store: &Store, shown: &Shown, stats: &simulate::SimStats) -> String {
     let jobs = match store.jobs().await {
         Ok(jobs) => jobs,
         Err(e) => return format!("status: cannot read the database: {e:#}"),
