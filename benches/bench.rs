@@ -935,16 +935,22 @@ async fn write_rate(dir: &Path, name: &str, normal: bool) -> anyhow::Result<f64>
     let mut config = Config::defaults(auth());
     config.jobs = jobs(1000);
     let outbox = Outbox::new();
-    let mut phases: Vec<Option<recwatch::detect::Phase>> = vec![None; config.jobs.len()];
+    let mut phases: Vec<Option<recwatch::domain::Phase>> = vec![None; config.jobs.len()];
     let started = Instant::now();
     let mut n = 0usize;
     while started.elapsed() < WRITE_RUN {
         let i = n % config.jobs.len();
-        let stopped = phases[i].as_ref().is_some_and(|p| p.state == "RUNNING");
+        let stopped = phases[i]
+            .as_ref()
+            .is_some_and(|p| matches!(p.state, State::Running));
         let job = snapshot_for(i, stopped);
-        let to = recwatch::detect::Phase {
-            state: if stopped { "STOPPED" } else { "RUNNING" }.into(),
-            stop_reason: stopped.then(|| "INTERNAL_ERROR".into()),
+        let to = recwatch::domain::Phase {
+            state: if stopped {
+                State::Stopped
+            } else {
+                State::Running
+            },
+            stop_reason: stopped.then_some(StopReason::InternalError),
         };
         let record = PollRecord {
             app_id: APP.into(),

@@ -5,49 +5,13 @@
 //! moment before its reason is filled in). Everything else (times, description) is refreshed
 //! in the job's snapshot but is not a transition, so re-polling writes nothing new.
 //!
-//! States and stop reasons are compared by [`recwatch_rtc::model::enum_key`]: `"running"`, `" RUNNING"` and
+//! States and stop reasons are compared as [`crate::domain::State`] and
+//! [`crate::domain::StopReason`], on their normalised key: `"running"`, `" RUNNING"` and
 //! `"RUNNING\0"` are one state, so noise in how the API spells a value makes no transition
 //! (and no alert). An unknown value is still a state of its own.
 
-use recwatch_rtc::model::{JobSnapshot, State, same_enum};
-
-/// The part of a job that transitions are made of, as text (the form it is stored in).
-/// Equality is on [`recwatch_rtc::model::enum_key`] of each part, so a phase read back from an older database
-/// that kept a value as the API spelled it still equals the same phase polled now.
-#[derive(Clone, Debug)]
-pub struct Phase {
-    pub state: String,
-    pub stop_reason: Option<String>,
-}
-
-impl PartialEq for Phase {
-    fn eq(&self, other: &Phase) -> bool {
-        same_enum(&self.state, &other.state) && same_reason(&self.stop_reason, &other.stop_reason)
-    }
-}
-
-impl Eq for Phase {}
-
-fn same_reason(a: &Option<String>, b: &Option<String>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => same_enum(a, b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
-impl Phase {
-    pub fn of(job: &JobSnapshot) -> Option<Phase> {
-        Some(Phase {
-            state: job.state.as_ref()?.as_str().to_string(),
-            stop_reason: job.stop_reason.as_ref().map(|r| r.as_str().to_string()),
-        })
-    }
-
-    pub fn is_terminal(&self) -> bool {
-        State::parse(&self.state).is_terminal()
-    }
-}
+pub use crate::domain::Phase;
+use recwatch_rtc::model::JobSnapshot;
 
 /// What the poll showed, compared with the last phase seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,14 +34,12 @@ pub fn detect(previous: Option<&Phase>, job: &JobSnapshot) -> Detected {
             from: None,
             to: now,
         },
-        Some(prev) if !same_enum(&prev.state, &now.state) => Detected::Transition {
+        Some(prev) if prev.state != now.state => Detected::Transition {
             from: Some(prev.clone()),
             to: now,
         },
         // A reason that disappears is a glitch in the answer, not a change.
-        Some(prev)
-            if now.stop_reason.is_some() && !same_reason(&prev.stop_reason, &now.stop_reason) =>
-        {
+        Some(prev) if now.stop_reason.is_some() && prev.stop_reason != now.stop_reason => {
             Detected::Transition {
                 from: Some(prev.clone()),
                 to: now,
@@ -93,10 +55,7 @@ mod tests {
     use recwatch_rtc::model::{State, StopReason};
 
     fn phase(state: &str, reason: Option<&str>) -> Phase {
-        Phase {
-            state: state.into(),
-            stop_reason: reason.map(str::to_string),
-        }
+        Phase::parse(state, reason)
     }
 
     fn job(state: Option<&str>, reason: Option<&str>) -> JobSnapshot {

@@ -3,13 +3,13 @@
 //!
 //! The modules follow the data's path: config -> rtc (client) -> poller -> detect -> store ->
 //! rules + outbox -> deliver -> notify. `simulate` is a fake RTC API for the demo, the tests
-//! and the benchmarks.
+//! and the benchmarks. `domain` holds the types all of them speak (phases, rules, alerts).
 
-pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod detect;
+pub mod domain;
 pub mod exit;
 pub mod http;
 pub mod notify;

@@ -5,15 +5,15 @@
 //! `dedup_key` per alert (the transition id and rule, or the condition episode and its step)
 //! makes a second alert for the same cause impossible, whatever restarts or re-polls happen.
 
-use crate::alert::{
-    Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts, hostname, timestamp,
+use crate::config::{Config, JobConfig};
+use crate::domain::Phase;
+use crate::domain::{
+    Alert, AlertId, EpisodeStep, ErrorKind, JobFacts, OpenEpisode, PAYLOAD_VERSION, Rule, Severity,
+    State, Status, TransitionFacts, hostname, timestamp,
 };
-use crate::config::{Config, JobConfig, Severity};
-use crate::detect::Phase;
 use crate::rules;
 use crate::store::{PollOutcome, PollRecord, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use recwatch_rtc::client::RtcError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,13 +127,6 @@ impl Default for Outbox {
     }
 }
 
-/// A new alert's id: random, so two recwatch instances never reuse one, and stored, so it
-/// never changes once made.
-pub fn new_alert_id() -> String {
-    let bytes: [u8; 12] = rand::rng().random();
-    format!("rw_{}", hex::encode(bytes))
-}
-
 impl Outbox {
     pub fn new() -> Outbox {
         Outbox {
@@ -229,7 +222,7 @@ impl Outbox {
                         let summary = transition_summary(
                             rule,
                             ctx.job,
-                            to.stop_reason.as_deref(),
+                            to.stop_reason_str(),
                             job.description.as_deref(),
                         );
                         let alert = self.alert(
@@ -239,8 +232,8 @@ impl Outbox {
                             summary,
                             Some(facts),
                             Some(TransitionFacts {
-                                from: from.as_ref().map(|p| p.state.clone()),
-                                to: to.state.clone(),
+                                from: from.as_ref().map(|p| p.state.as_str().to_string()),
+                                to: to.state.as_str().to_string(),
                                 observed_at: timestamp(r.polled_at),
                                 request_id: request_id.clone(),
                             }),
@@ -286,7 +279,10 @@ impl Outbox {
                     rules::snapshot_stuck_init(job, ctx.first_seen, config.rules.init_grace, now);
                 (stuck, Some(false), Some(job.as_ref()))
             }
-            PollOutcome::Failed { kind, .. } if kind == "not_found" => (None, Some(true), None),
+            PollOutcome::Failed {
+                kind: ErrorKind::NotFound,
+                ..
+            } => (None, Some(true), None),
             PollOutcome::Failed { .. } => (None, None, None),
         };
         let facts = job_facts(ctx.job, snapshot);
@@ -362,42 +358,39 @@ impl Outbox {
         let (app_id, job_id) = job
             .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
             .unwrap_or(("", ""));
-        let open = tx.open_episode(rule, app_id, job_id).await?;
+        let open = tx
+            .open_episode(rule, app_id, job_id)
+            .await?
+            .map(|row| OpenEpisode {
+                id: row.id,
+                // An unreadable time counts as "just notified": no reminder storm over it.
+                last_notified: DateTime::parse_from_rfc3339(&row.last_notified_at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or(now),
+                reminders: row.reminders,
+            });
         let channels = channels_for(job, config);
         let at = timestamp(now);
-        // Which step of the episode this is, if any: (episode id, status, summary, key step).
-        let step = match (open, active) {
-            (None, true) => {
+        let decided = rules::episode_step(
+            open.as_ref(),
+            active,
+            config.rules.repeat_interval,
+            config.rules.send_resolved,
+            now,
+        );
+        // Write the step, and say which alert it makes, if any: (episode id, status, summary).
+        let step = match decided {
+            EpisodeStep::Open => {
                 let id = tx
                     .insert_episode(rule, app_id, job_id, summary, &at)
                     .await?;
-                Some((
-                    id,
-                    Status::Firing,
-                    summary.to_string(),
-                    "firing".to_string(),
-                ))
+                Some((id, Status::Firing, summary.to_string()))
             }
-            (Some(open), true) => {
-                let (id, reminders) = (open.id, open.reminders);
-                let last = DateTime::parse_from_rfc3339(&open.last_notified_at)
-                    .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or(now);
-                if rules::reminder_due(last, config.rules.repeat_interval, now) {
-                    let n = reminders + 1;
-                    tx.remind_episode(id, &at, n).await?;
-                    Some((
-                        id,
-                        Status::Firing,
-                        format!("still: {summary}"),
-                        format!("reminder:{n}"),
-                    ))
-                } else {
-                    None
-                }
+            EpisodeStep::Remind { id, n } => {
+                tx.remind_episode(id, &at, n).await?;
+                Some((id, Status::Firing, format!("still: {summary}")))
             }
-            (Some(open), false) => {
-                let id = open.id;
+            EpisodeStep::Resolve { id, notify } => {
                 tx.resolve_episode(id, &at).await?;
                 let label = job.map(|j| j.label()).unwrap_or("job");
                 let resolved = match rule {
@@ -405,15 +398,12 @@ impl Outbox {
                     Rule::JobNotFound => format!("{label} is found again"),
                     _ => "the RTC API answers normally again".to_string(),
                 };
-                config
-                    .rules
-                    .send_resolved
-                    .then(|| (id, Status::Resolved, resolved, "resolved".to_string()))
+                notify.then_some((id, Status::Resolved, resolved))
             }
-            (None, false) => None,
+            EpisodeStep::Nothing => None,
         };
         let mut made = Vec::new();
-        if let Some((id, status, summary, step)) = step {
+        if let (Some((id, status, summary)), Some(step)) = (step, decided.key()) {
             let alert = self.alert(status, rule, severity, summary, facts, None, now);
             let key = format!("e:{id}:{step}");
             if tx
@@ -533,7 +523,7 @@ impl Outbox {
     ) -> Alert {
         Alert {
             version: PAYLOAD_VERSION,
-            id: new_alert_id(),
+            id: AlertId::generate(),
             status,
             rule,
             severity,
@@ -552,7 +542,7 @@ impl Outbox {
         if let Some(ids) = &self.made {
             ids.lock()
                 .expect("made lock")
-                .extend(made.iter().map(|a| a.id.clone()));
+                .extend(made.iter().map(|a| a.id.to_string()));
         }
         for a in made {
             metrics::counter!("recwatch_alerts_total", "rule" => a.rule.as_str(), "severity" => a.severity.as_str()).increment(1);
@@ -609,7 +599,7 @@ fn transition_summary(
         Rule::StoppedByTenant => "was stopped by the tenant (TENANT_STOP)".to_string(),
         _ => "changed".to_string(),
     };
-    match informative_description(description, "STOPPED", reason) {
+    match informative_description(description, State::Stopped.as_str(), reason) {
         Some(d) => format!("{} {what}: {d}", job.label()),
         None => format!("{} {what}", job.label()),
     }

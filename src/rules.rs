@@ -5,9 +5,8 @@
 //! (`init_grace`, `repeat_interval`): the time arithmetic saturates, so no value, however
 //! absurd, can panic the writer that evaluates these rules for every job.
 
-use crate::alert::Rule;
-use crate::config::{RulesConfig, Severity};
-use crate::detect::Phase;
+use crate::config::RulesConfig;
+use crate::domain::{EpisodeStep, OpenEpisode, Phase, Rule, Severity, State, StopReason};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::time::Duration;
 
@@ -16,12 +15,12 @@ pub const DEFAULT_MAX_IDLE_TIME: u64 = 30;
 
 /// The rule a transition into `to` fires, before severities are applied.
 pub fn transition_rule(to: &Phase) -> Option<Rule> {
-    if to.state != "STOPPED" {
+    if !matches!(to.state, State::Stopped) {
         return None;
     }
-    Some(match to.stop_reason.as_deref() {
-        Some("TENANT_STOP") => Rule::StoppedByTenant,
-        Some("EXCEED_MAX_IDLE_TIME") => Rule::IdleTimeout,
+    Some(match to.stop_reason {
+        Some(StopReason::TenantStop) => Rule::StoppedByTenant,
+        Some(StopReason::ExceedMaxIdleTime) => Rule::IdleTimeout,
         // INTERNAL_ERROR, an unknown reason, or none: nobody asked for this stop.
         _ => Rule::StoppedUnexpectedly,
     })
@@ -43,14 +42,14 @@ pub fn severity(rules: &RulesConfig, rule: Rule) -> Option<Severity> {
 /// Whether a job in INIT has been there too long: longer than its max_idle_time plus
 /// `grace` after its create_time (or after recwatch first saw it, when the API gives none).
 pub fn is_stuck_init(
-    state: &str,
+    state: &State,
     create_time: Option<&str>,
     max_idle_time: Option<u64>,
     first_seen: DateTime<Utc>,
     grace: Duration,
     now: DateTime<Utc>,
 ) -> bool {
-    if state != "INIT" {
+    if !matches!(state, State::Init) {
         return false;
     }
     let since = create_time
@@ -89,7 +88,7 @@ pub fn snapshot_stuck_init(
 ) -> Option<bool> {
     let state = job.state.as_ref()?;
     Some(is_stuck_init(
-        state.as_str(),
+        state,
         job.create_time.as_deref(),
         job.max_idle_time,
         first_seen,
@@ -103,15 +102,38 @@ pub fn reminder_due(last_notified: DateTime<Utc>, repeat: Duration, now: DateTim
     now.signed_duration_since(last_notified) >= chrono_saturating(repeat)
 }
 
+/// Opens, reminds or resolves a condition's episode: `open` is the episode the database holds
+/// open for this rule and job, `active` whether the condition holds now. A reminder is due
+/// `repeat` after the last alert; a resolved episode is closed even when `send_resolved` is
+/// off (only its notice is skipped), so the next occurrence opens a new one.
+pub fn episode_step(
+    open: Option<&OpenEpisode>,
+    active: bool,
+    repeat: Duration,
+    send_resolved: bool,
+    now: DateTime<Utc>,
+) -> EpisodeStep {
+    match (open, active) {
+        (None, true) => EpisodeStep::Open,
+        (Some(e), true) if reminder_due(e.last_notified, repeat, now) => EpisodeStep::Remind {
+            id: e.id,
+            n: e.reminders.saturating_add(1),
+        },
+        (Some(_), true) => EpisodeStep::Nothing,
+        (Some(e), false) => EpisodeStep::Resolve {
+            id: e.id,
+            notify: send_resolved,
+        },
+        (None, false) => EpisodeStep::Nothing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn phase(state: &str, reason: Option<&str>) -> Phase {
-        Phase {
-            state: state.into(),
-            stop_reason: reason.map(str::to_string),
-        }
+        Phase::parse(state, reason)
     }
 
     #[test]
@@ -211,7 +233,7 @@ mod tests {
         ];
         for (name, state, create, idle, now, want) in cases {
             assert_eq!(
-                is_stuck_init(state, create, idle, t0, s(60), now),
+                is_stuck_init(&State::parse(state), create, idle, t0, s(60), now),
                 want,
                 "{name}"
             );
@@ -302,7 +324,7 @@ mod tests {
         ];
         for (name, create, idle, grace, now, want) in cases {
             assert_eq!(
-                is_stuck_init("INIT", create, idle, t0, grace, now),
+                is_stuck_init(&State::Init, create, idle, t0, grace, now),
                 want,
                 "{name}"
             );
@@ -362,5 +384,140 @@ mod tests {
         let h4 = Duration::from_secs(4 * 3600);
         assert!(!reminder_due(t0, h4, t0 + ChronoDuration::hours(3)));
         assert!(reminder_due(t0, h4, t0 + ChronoDuration::hours(4)));
+    }
+
+    #[test]
+    fn episode_step_table() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let h4 = Duration::from_secs(4 * 3600);
+        let at = |hours: i64| t0 + ChronoDuration::hours(hours);
+        let open = |reminders: i64| OpenEpisode {
+            id: 7,
+            last_notified: t0,
+            reminders,
+        };
+        type Case = (
+            &'static str,
+            Option<OpenEpisode>,
+            bool,
+            Duration,
+            bool,
+            DateTime<Utc>,
+            EpisodeStep,
+            Option<&'static str>,
+        );
+        let cases: [Case; 10] = [
+            (
+                "condition starts: open",
+                None,
+                true,
+                h4,
+                true,
+                at(0),
+                EpisodeStep::Open,
+                Some("firing"),
+            ),
+            (
+                "nothing open, nothing holds",
+                None,
+                false,
+                h4,
+                true,
+                at(0),
+                EpisodeStep::Nothing,
+                None,
+            ),
+            (
+                "still holds, reminder not due",
+                Some(open(0)),
+                true,
+                h4,
+                true,
+                at(3),
+                EpisodeStep::Nothing,
+                None,
+            ),
+            (
+                "still holds, reminder due at exactly repeat_interval",
+                Some(open(0)),
+                true,
+                h4,
+                true,
+                at(4),
+                EpisodeStep::Remind { id: 7, n: 1 },
+                Some("reminder:1"),
+            ),
+            (
+                "third reminder counts on",
+                Some(open(2)),
+                true,
+                h4,
+                true,
+                at(5),
+                EpisodeStep::Remind { id: 7, n: 3 },
+                Some("reminder:3"),
+            ),
+            (
+                "repeat Duration::MAX: never reminds",
+                Some(open(0)),
+                true,
+                Duration::MAX,
+                true,
+                at(24 * 365 * 100),
+                EpisodeStep::Nothing,
+                None,
+            ),
+            (
+                "last notified in the future (clock stepped back): no reminder",
+                Some(open(0)),
+                true,
+                Duration::from_secs(1),
+                true,
+                at(-1),
+                EpisodeStep::Nothing,
+                None,
+            ),
+            (
+                "condition over: resolve with a notice",
+                Some(open(1)),
+                false,
+                h4,
+                true,
+                at(1),
+                EpisodeStep::Resolve {
+                    id: 7,
+                    notify: true,
+                },
+                Some("resolved"),
+            ),
+            (
+                "condition over, send_resolved off: resolve without a notice",
+                Some(open(1)),
+                false,
+                h4,
+                false,
+                at(1),
+                EpisodeStep::Resolve {
+                    id: 7,
+                    notify: false,
+                },
+                None,
+            ),
+            (
+                "reminder count at its maximum does not overflow",
+                Some(open(i64::MAX)),
+                true,
+                h4,
+                true,
+                at(4),
+                EpisodeStep::Remind { id: 7, n: i64::MAX },
+                Some("reminder:9223372036854775807"),
+            ),
+        ];
+        for (name, open, active, repeat, send_resolved, now, want, key) in cases {
+            let got = episode_step(open.as_ref(), active, repeat, send_resolved, now);
+            assert_eq!(got, want, "{name}");
+            assert_eq!(got.key().as_deref(), key, "{name}: dedup key step");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! signature; state changes and alerts are printed as they happen.
 
 use crate::config::{Auth, Config, JobConfig, WebhookConfig, WebhookSecret};
+use crate::domain::StopReason;
 use crate::poller::Event;
 use crate::secret::Secret;
 use crate::store::Store;
@@ -405,7 +406,7 @@ impl Shown {
         }
         self.line(&event_line(e));
         if let Event::Transition { to, .. } = e
-            && to.stop_reason.as_deref() == Some("TENANT_STOP")
+            && matches!(to.stop_reason, Some(StopReason::TenantStop))
             && !self.explained_tenant_stop
         {
             self.explained_tenant_stop = true;
@@ -464,13 +465,13 @@ fn event_line(e: &Event) -> String {
             let from = from.as_ref().map(|p| p.state.as_str()).unwrap_or("(new)");
             let reason = to
                 .stop_reason
-                .as_deref()
+                .as_ref()
                 .map(|r| format!("  {r}"))
                 .unwrap_or_default();
             let desc = crate::outbox::informative_description(
                 description.as_deref(),
-                &to.state,
-                to.stop_reason.as_deref(),
+                to.state.as_str(),
+                to.stop_reason_str(),
             )
             .map(|d| format!("  \"{d}\""))
             .unwrap_or_default();

@@ -28,8 +28,8 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     for (job, result, changed) in results {
         let (state, reason, what) = match result {
             Ok(Some(p)) => (
-                p.state,
-                p.stop_reason.unwrap_or_else(|| "-".into()),
+                p.state.to_string(),
+                p.stop_reason_str().unwrap_or("-").to_string(),
                 if changed {
                     "changed".into()
                 } else {

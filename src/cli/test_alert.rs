@@ -26,7 +26,7 @@ pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::R
         }
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
-    let alert = crate::alert::test_alert();
+    let alert = crate::domain::test_alert();
     let mut failed = 0;
     for c in &channels {
         match c.send(&alert).await {

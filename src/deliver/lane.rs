@@ -10,7 +10,7 @@ use super::policy::{
     AfterFailure, Age, Clock, DeathCause, JUMP_TOLERANCE, Policy, after_failure, detect_jump,
 };
 use super::queue::{self, Due, Filter, Outcome};
-use crate::alert::{Alert, timestamp};
+use crate::domain::{Alert, timestamp};
 use crate::notify::{Channel, DeliveryError};
 use crate::store::Store;
 use chrono::{DateTime, Utc};

@@ -7,8 +7,8 @@
 //! mail (and mail systems that de-duplicate by Message-ID drop it).
 
 use super::{DeliveryError, Retry, redact, snippet};
-use crate::alert::{Alert, JobFacts, Status};
 use crate::config::{ConfigError, EmailConfig, Tls};
+use crate::domain::{Alert, JobFacts, Status};
 use crate::secret::Secret;
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
@@ -266,6 +266,7 @@ fn job_facts(j: &JobFacts) -> [(&'static str, Option<String>); 14] {
 pub fn message_id(alert: &Alert) -> String {
     let local: String = alert
         .id
+        .as_str()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) {
@@ -285,8 +286,8 @@ pub fn message_id(alert: &Alert) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{PAYLOAD_VERSION, Rule, TransitionFacts};
     use crate::config::Severity;
+    use crate::domain::{PAYLOAD_VERSION, Rule, TransitionFacts};
 
     fn job() -> JobFacts {
         JobFacts {

@@ -9,8 +9,8 @@
 pub mod email;
 pub mod webhook;
 
-use crate::alert::Alert;
 use crate::config::{ConfigError, NotifyConfig};
+use crate::domain::Alert;
 use crate::secret::Secret;
 use std::fmt;
 

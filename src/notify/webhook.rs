@@ -6,8 +6,8 @@
 //! configured to go.
 
 use super::{DeliveryError, Retry, chain, redact, snippet};
-use crate::alert::Alert;
 use crate::config::{ConfigError, WebhookConfig};
+use crate::domain::Alert;
 use crate::secret::Secret;
 use base64::Engine;
 use recwatch_rtc::sign::hmac_raw;
@@ -88,11 +88,11 @@ impl WebhookChannel {
         if let Some(key) = &self.key {
             let timestamp = chrono::Utc::now().timestamp();
             request = request
-                .header(HEADER_ID, &alert.id)
+                .header(HEADER_ID, alert.id.as_str())
                 .header(HEADER_TIMESTAMP, timestamp.to_string())
                 .header(
                     HEADER_SIGNATURE,
-                    signature(key, &alert.id, timestamp, &body),
+                    signature(key, alert.id.as_str(), timestamp, &body),
                 );
         }
         let response = request
@@ -224,8 +224,8 @@ async fn read_snippet(mut response: reqwest::Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts};
     use crate::config::{Severity, decode_webhook_secret};
+    use crate::domain::{JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts};
 
     fn alert() -> Alert {
         Alert {
@@ -283,7 +283,11 @@ mod tests {
         let a = alert();
         let body = render(&a);
         let now = chrono::Utc::now().timestamp();
-        let mut headers = http_headers(&a.id, now, &signature(&key, &a.id, now, &body));
+        let mut headers = http_headers(
+            a.id.as_str(),
+            now,
+            &signature(&key, a.id.as_str(), now, &body),
+        );
         let wh = standardwebhooks::Webhook::new(secret).unwrap();
         wh.verify(&body, &headers).expect("our signature verifies");
         // And it is checking something: a changed body or id fails.

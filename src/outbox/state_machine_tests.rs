@@ -64,10 +64,7 @@ async fn db() -> Db {
 }
 
 fn phase(state: &str, reason: Option<&str>) -> Phase {
-    Phase {
-        state: state.into(),
-        stop_reason: reason.map(str::to_string),
-    }
+    Phase::parse(state, reason)
 }
 
 fn snapshot(state: &str, reason: Option<&str>) -> JobSnapshot {
@@ -86,7 +83,7 @@ fn answer(
     to: Phase,
     changed: bool,
 ) -> PollRecord {
-    let snap = snapshot(&to.state, to.stop_reason.as_deref());
+    let snap = snapshot(to.state.as_str(), to.stop_reason_str());
     PollRecord {
         app_id: job.app_id.clone(),
         job_id: job.job_id.clone(),
@@ -109,7 +106,7 @@ fn not_found(job: &JobConfig, at: DateTime<Utc>) -> PollRecord {
         name: job.name.clone(),
         polled_at: at,
         outcome: PollOutcome::Failed {
-            kind: "not_found".into(),
+            kind: crate::domain::ErrorKind::NotFound,
             error: "RTC.00001003".into(),
         },
     }
@@ -604,7 +601,7 @@ async fn the_api_health_episode_opens_reminds_resolves_and_survives_a_restart() 
         .await
         .unwrap();
     let mut tx = d.store.begin_write().await.unwrap();
-    let long_ago = crate::alert::timestamp(Utc::now() - chrono::Duration::hours(5));
+    let long_ago = crate::domain::timestamp(Utc::now() - chrono::Duration::hours(5));
     tx.remind_episode(open.id, &long_ago, open.reminders)
         .await
         .unwrap();

@@ -12,7 +12,7 @@ use super::task::{Done, PollTask, Report, WRITER_WAIT};
 use super::writer::GroupWriter;
 use super::{Event, Key, OWED_RETRY, key};
 use crate::config::{Config, JobConfig};
-use crate::detect::Phase;
+use crate::domain::Phase;
 use crate::outbox::{ApiHealthChange, Outbox};
 use crate::store::{JobRow, Store};
 use crate::vitals::Liveness;

@@ -3,7 +3,7 @@
 //! twice at once and transition detection needs no lock.
 
 use crate::config::JobConfig;
-use crate::detect::Phase;
+use crate::domain::Phase;
 use crate::store::{PollOutcome, PollRecord};
 use chrono::Utc;
 use tokio::time::Instant;
@@ -129,10 +129,7 @@ mod tests {
     use super::*;
 
     fn rec(from: Option<&str>, to: Option<&str>) -> PollRecord {
-        let phase = |s: &str| Phase {
-            state: s.into(),
-            stop_reason: None,
-        };
+        let phase = |s: &str| Phase::parse(s, None);
         PollRecord {
             app_id: "a".into(),
             job_id: "j".into(),
@@ -155,8 +152,8 @@ mod tests {
                     transition: Some((from, to)),
                     ..
                 } => (
-                    from.as_ref().map(|p| p.state.clone()),
-                    Some(to.state.clone()),
+                    from.as_ref().map(|p| p.state.as_str().to_string()),
+                    Some(to.state.as_str().to_string()),
                 ),
                 _ => (None, None),
             })

@@ -7,7 +7,7 @@ use super::key;
 use super::task::{PollTask, Report};
 use super::writer::GroupWriter;
 use crate::config::{Config, JobConfig};
-use crate::detect::Phase;
+use crate::domain::Phase;
 use crate::outbox::Outbox;
 use crate::store::Store;
 use recwatch_rtc::client::RtcClient;

@@ -99,9 +99,10 @@ impl PollTask {
                     state.maybe_stuck_open = stuck;
                 }
             }
-            PollOutcome::Failed { kind, .. } if kind == "not_found" => {
-                state.maybe_not_found_open = true
-            }
+            PollOutcome::Failed {
+                kind: ErrorKind::NotFound,
+                ..
+            } => state.maybe_not_found_open = true,
             PollOutcome::Failed { .. } => {}
         }
     }
@@ -169,12 +170,13 @@ impl PollTask {
                 info!(
                     app_id = %k.0, job_id = %k.1, name = state.job.label(),
                     from = from.as_ref().map(|p| p.state.as_str()).unwrap_or("-"),
-                    to = %to.state, stop_reason = to.stop_reason.as_deref().unwrap_or("-"),
+                    to = %to.state, stop_reason = to.stop_reason_str().unwrap_or("-"),
                     request_id = request_id.as_deref().unwrap_or("-"),
                     "state change"
                 );
                 // Unknown states share one label: the API cannot grow the series.
-                metrics::counter!("recwatch_transitions_total", "to_state" => recwatch_rtc::model::state_label(&to.state)).increment(1);
+                metrics::counter!("recwatch_transitions_total", "to_state" => to.state.label())
+                    .increment(1);
                 let _ = self.events.send(Event::Transition {
                     job: state.job.clone(),
                     from: from.clone(),
@@ -211,7 +213,7 @@ impl PollTask {
             error: e.clone(),
         });
         PollOutcome::Failed {
-            kind: e.kind.as_str().into(),
+            kind: e.kind,
             error: e.to_string(),
         }
     }

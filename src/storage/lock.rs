@@ -81,8 +81,8 @@ impl OwnerLock {
         let about = format!(
             "recwatch {command}, pid {} on {}, since {}\n",
             std::process::id(),
-            crate::alert::hostname(),
-            crate::alert::timestamp(chrono::Utc::now())
+            crate::domain::hostname(),
+            crate::domain::timestamp(chrono::Utc::now())
         );
         let _ = file
             .set_len(0)

@@ -4,7 +4,7 @@
 //! the same id. Read back for `recwatch alerts`.
 
 use super::{Store, StoreError, WriteTx};
-use crate::alert::{Alert, timestamp};
+use crate::domain::{Alert, timestamp};
 use chrono::{DateTime, Utc};
 
 /// An alert with its delivery state per channel, for `recwatch alerts`.
@@ -118,7 +118,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::test_alert;
+    use crate::domain::test_alert;
     use crate::store::deliveries::{self, Outcome};
 
     #[tokio::test]
@@ -157,19 +157,31 @@ mod tests {
 
         // The first goes out by mail; the hook is retried later.
         let next = Utc::now() + chrono::Duration::minutes(1);
-        deliveries::record(&store, &first.id, "mail", 1, &Outcome::Sent { at: t0 })
-            .await
-            .unwrap();
+        deliveries::record(
+            &store,
+            first.id.as_str(),
+            "mail",
+            1,
+            &Outcome::Sent { at: t0 },
+        )
+        .await
+        .unwrap();
         let retry = Outcome::Retry {
             next,
             error: "HTTP 503".into(),
         };
-        deliveries::record(&store, &first.id, "hook", 1, &retry)
+        deliveries::record(&store, first.id.as_str(), "hook", 1, &retry)
             .await
             .unwrap();
-        deliveries::record(&store, &newer.id, "hook", 1, &Outcome::Sent { at: t0 })
-            .await
-            .unwrap();
+        deliveries::record(
+            &store,
+            newer.id.as_str(),
+            "hook",
+            1,
+            &Outcome::Sent { at: t0 },
+        )
+        .await
+        .unwrap();
 
         let all = store.alerts(false, 10).await.unwrap();
         let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();

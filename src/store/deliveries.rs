@@ -11,7 +11,7 @@
 //! to the tests that drive a real SQLite file through those states.
 
 use super::{Store, StoreError};
-use crate::alert::timestamp;
+use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -312,7 +312,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{Alert, Status};
+    use crate::domain::{Alert, Status};
     use sqlx::Row;
 
     struct Db {
@@ -352,7 +352,7 @@ mod tests {
     ) -> String {
         let a = Alert {
             status,
-            ..crate::alert::test_alert()
+            ..crate::domain::test_alert()
         };
         let mut tx = store.begin_write().await.unwrap();
         let done = tx
@@ -368,7 +368,7 @@ mod tests {
             .unwrap();
         tx.commit().await.unwrap();
         assert!(done);
-        a.id
+        a.id.into_string()
     }
 
     async fn state(

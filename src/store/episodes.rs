@@ -4,7 +4,7 @@
 //! when to open, remind and resolve; these are the statements it does that with.
 
 use super::{Store, StoreError, WriteTx};
-use crate::alert::Rule;
+use crate::domain::Rule;
 
 /// An episode still open.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -99,7 +99,7 @@ impl WriteTx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::timestamp;
+    use crate::domain::timestamp;
     use chrono::Utc;
 
     #[tokio::test]

@@ -82,7 +82,7 @@ mod tests {
     use super::super::retention::{PRUNE_ALERTS, PRUNE_EPISODES, PRUNE_TRANSITIONS};
     use super::super::test_support::{alert, record};
     use super::*;
-    use crate::alert::timestamp;
+    use crate::domain::timestamp;
     use sqlx::Row;
 
     #[tokio::test]

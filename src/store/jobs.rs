@@ -2,8 +2,8 @@
 //! poll's outcome (the job's row and, through [`super::transitions`], the transition it shows).
 
 use super::{Store, StoreError, WriteTx, transitions};
-use crate::alert::timestamp;
-use crate::detect::Phase;
+use crate::domain::timestamp;
+use crate::domain::{ErrorKind, Phase};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
 use serde::Serialize;
@@ -30,7 +30,8 @@ pub enum PollOutcome {
         transition: Option<(Option<Phase>, Phase)>,
     },
     Failed {
-        kind: String,
+        /// Stored as its text ([`ErrorKind::as_str`]) in `jobs.last_error_kind`.
+        kind: ErrorKind,
         error: String,
     },
 }
@@ -77,10 +78,10 @@ pub struct JobRow {
 
 impl JobRow {
     pub fn phase(&self) -> Option<Phase> {
-        Some(Phase {
-            state: self.state.clone()?,
-            stop_reason: self.stop_reason.clone(),
-        })
+        Some(Phase::parse(
+            self.state.as_deref()?,
+            self.stop_reason.as_deref(),
+        ))
     }
 }
 
@@ -192,7 +193,7 @@ impl WriteTx {
         let at = timestamp(r.polled_at);
         match &r.outcome {
             PollOutcome::Failed { kind, error } => {
-                self.record_failure(r, kind, error, &at).await?;
+                self.record_failure(r, kind.as_str(), error, &at).await?;
                 Ok(None)
             }
             PollOutcome::Ok {
@@ -224,8 +225,8 @@ impl WriteTx {
                 sqlx::query(
                     "UPDATE jobs SET state = ?, stop_reason = ?, last_changed_at = ? WHERE app_id = ? AND job_id = ?",
                 )
-                .bind(&to.state)
-                .bind(&to.stop_reason)
+                .bind(to.state.as_str())
+                .bind(to.stop_reason_str())
                 .bind(&at)
                 .bind(&r.app_id)
                 .bind(&r.job_id)
@@ -309,10 +310,9 @@ impl WriteTx {
         .bind(job_id)
         .fetch_one(self.conn())
         .await?;
-        Ok(row.state.map(|state| Phase {
-            state,
-            stop_reason: row.stop_reason,
-        }))
+        Ok(row
+            .state
+            .map(|state| Phase::parse(&state, row.stop_reason.as_deref())))
     }
 }
 
@@ -335,7 +335,7 @@ mod tests {
             name: None,
             polled_at: Utc::now(),
             outcome: PollOutcome::Failed {
-                kind: "timeout".into(),
+                kind: ErrorKind::Timeout,
                 error: "timed out".into(),
             },
         };

@@ -273,16 +273,13 @@ impl Store {
 #[cfg(test)]
 mod test_support {
     use super::*;
-    use crate::alert::timestamp;
-    use crate::detect::Phase;
+    use crate::domain::Phase;
+    use crate::domain::timestamp;
     use chrono::{DateTime, Utc};
     use recwatch_rtc::model::{JobSnapshot, State};
 
     pub(super) fn record(job: &str, at: DateTime<Utc>, from: Option<&str>, to: &str) -> PollRecord {
-        let phase = |s: &str| Phase {
-            state: s.into(),
-            stop_reason: None,
-        };
+        let phase = |s: &str| Phase::parse(s, None);
         PollRecord {
             app_id: "app".into(),
             job_id: job.into(),

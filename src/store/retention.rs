@@ -3,7 +3,7 @@
 //! jobs' own rows are not history and stay.
 
 use super::Store;
-use crate::alert::timestamp;
+use crate::domain::timestamp;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! transaction of the poll that showed it; read back by `history`.
 
 use super::{PollRecord, Store, StoreError, WriteTx};
-use crate::alert::timestamp;
-use crate::detect::Phase;
+use crate::domain::Phase;
+use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
 use serde::Serialize;
@@ -54,10 +54,10 @@ impl WriteTx {
         .bind(&t.record.app_id)
         .bind(&t.record.job_id)
         .bind(&t.record.name)
-        .bind(t.from.map(|p| &p.state))
-        .bind(t.from.and_then(|p| p.stop_reason.as_ref()))
-        .bind(&t.to.state)
-        .bind(&t.to.stop_reason)
+        .bind(t.from.map(|p| p.state.as_str()))
+        .bind(t.from.and_then(Phase::stop_reason_str))
+        .bind(t.to.state.as_str())
+        .bind(t.to.stop_reason_str())
         .bind(&t.job.description)
         .bind(&t.job.create_time)
         .bind(&t.job.start_time)

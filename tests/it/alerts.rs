@@ -261,7 +261,11 @@ async fn conditions_fire_remind_and_resolve() {
         per_job_before,
         "the outage raised no per-job alert, only api_unhealthy"
     );
-    let ids: Vec<String> = hook.received().iter().map(|d| d.alert.id.clone()).collect();
+    let ids: Vec<String> = hook
+        .received()
+        .iter()
+        .map(|d| d.alert.id.to_string())
+        .collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "no alert delivered twice");
 }

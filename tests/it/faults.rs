@@ -471,7 +471,10 @@ fn email_toml(name: &str, addr: std::net::SocketAddr) -> String {
 
 /// Every accepted webhook delivery's alert id, in arrival order.
 fn hook_ids(hook: &Receiver) -> Vec<String> {
-    hook.received().iter().map(|d| d.alert.id.clone()).collect()
+    hook.received()
+        .iter()
+        .map(|d| d.alert.id.to_string())
+        .collect()
 }
 
 /// The alert id each accepted mail carries in its Message-ID, in arrival order.

@@ -649,8 +649,11 @@ async fn a_panic_in_a_poll_the_writer_or_the_delivery_worker_is_contained() {
             .then_some(())
     })
     .await;
-    let ids: std::collections::HashSet<String> =
-        hook.received().iter().map(|r| r.alert.id.clone()).collect();
+    let ids: std::collections::HashSet<String> = hook
+        .received()
+        .iter()
+        .map(|r| r.alert.id.to_string())
+        .collect();
     assert_eq!(ids.len(), 1, "one alert, however often it was sent");
 
     // After all that, a change on another job is still recorded and alerted.

@@ -5,109 +5,100 @@
 //! that caused it, and keeps its id for life: the id is the webhook-id and the email's
 //! Message-ID seed, so a receiver can de-duplicate a delivery that a crash made us repeat.
 
-use crate::config::Severity;
-use chrono::{DateTime, SecondsFormat, Utc};
+use super::rule::{Rule, Severity, Status};
+use super::time::timestamp;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The payload's schema version; bump it on any incompatible change.
 pub const PAYLOAD_VERSION: u32 = 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    StoppedUnexpectedly,
-    IdleTimeout,
-    StoppedByTenant,
-    StuckInit,
-    JobNotFound,
-    ApiUnhealthy,
-    /// Sent by `recwatch test-alert`; never created by polling.
-    Test,
-}
+/// An alert's id: the webhook-id and the seed of the email's Message-ID. Made once, random
+/// (`rw_` and 24 hex digits) so two recwatch instances never reuse one, and stored, so it never
+/// changes once made; an id read back (from the database or a payload) is kept as it is.
+/// Stored and sent as its bare text (`serde` and `sqlx` transparent).
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct AlertId(String);
 
-impl Rule {
-    pub const ALL: [Rule; 6] = [
-        Rule::StoppedUnexpectedly,
-        Rule::IdleTimeout,
-        Rule::StoppedByTenant,
-        Rule::StuckInit,
-        Rule::JobNotFound,
-        Rule::ApiUnhealthy,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::StoppedUnexpectedly => "stopped_unexpectedly",
-            Rule::IdleTimeout => "idle_timeout",
-            Rule::StoppedByTenant => "stopped_by_tenant",
-            Rule::StuckInit => "stuck_init",
-            Rule::JobNotFound => "job_not_found",
-            Rule::ApiUnhealthy => "api_unhealthy",
-            Rule::Test => "test",
-        }
+impl AlertId {
+    /// A new, random id.
+    pub fn generate() -> AlertId {
+        let bytes: [u8; 12] = rand::rng().random();
+        AlertId(format!("rw_{}", hex::encode(bytes)))
     }
 
-    pub fn parse(s: &str) -> Option<Rule> {
-        Rule::ALL
-            .into_iter()
-            .chain([Rule::Test])
-            .find(|r| r.as_str() == s)
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
-    /// What the rule means, for the operator reading an email at 3 a.m.
-    pub fn meaning(self) -> &'static str {
-        match self {
-            Rule::StoppedUnexpectedly => {
-                "The recording job stopped without the tenant asking it to (INTERNAL_ERROR, an unknown stop reason, or none). The stream is no longer being recorded: check the job's description, then start a new recording job if the stream is still live."
-            }
-            Rule::IdleTimeout => {
-                "The recorder stopped because nobody published to the stream for max_idle_time seconds (EXCEED_MAX_IDLE_TIME). If the publisher was expected to be live, check it and start a new recording job."
-            }
-            Rule::StoppedByTenant => {
-                "The recording job was stopped by the tenant's own stop call (TENANT_STOP). This is usually intended."
-            }
-            Rule::StuckInit => {
-                "The recording job has stayed in INIT longer than its max_idle_time plus the configured grace period: the recorder never started. Check that the stream is published and the record rule is valid."
-            }
-            Rule::JobNotFound => {
-                "The RTC service answers that this app or job does not exist (RTC.00001003). The job id on the watch list may be wrong, or the job was deleted."
-            }
-            Rule::ApiUnhealthy => {
-                "recwatch cannot poll the RTC API: the credentials were refused, or every poll fails (the endpoint redirects or does not have the API, the service errs or cannot be reached). While this lasts, job changes are not seen. The summary says what the API answered and what to check: the credentials, the endpoint, the network or the system clock."
-            }
-            Rule::Test => "A test notification sent by `recwatch test-alert`. Nothing is wrong.",
-        }
-    }
-
-    /// Conditions last a while and resolve; transitions happen once.
-    pub fn is_condition(self) -> bool {
-        matches!(
-            self,
-            Rule::StuckInit | Rule::JobNotFound | Rule::ApiUnhealthy
-        )
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
-impl fmt::Display for Rule {
+impl fmt::Display for AlertId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.0)
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Firing,
-    Resolved,
+impl AsRef<str> for AlertId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Firing => "firing",
-            Status::Resolved => "resolved",
-        }
+impl From<String> for AlertId {
+    fn from(s: String) -> AlertId {
+        AlertId(s)
+    }
+}
+
+impl From<&str> for AlertId {
+    fn from(s: &str) -> AlertId {
+        AlertId(s.to_string())
+    }
+}
+
+impl From<AlertId> for String {
+    fn from(id: AlertId) -> String {
+        id.0
+    }
+}
+
+// Comparisons with text: ids arrive as text from the database and from receivers' headers.
+impl PartialEq<str> for AlertId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AlertId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for AlertId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<AlertId> for String {
+    fn eq(&self, other: &AlertId) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<AlertId> for &str {
+    fn eq(&self, other: &AlertId) -> bool {
+        *self == other.0
     }
 }
 
@@ -145,7 +136,7 @@ pub struct TransitionFacts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     pub version: u32,
-    pub id: String,
+    pub id: AlertId,
     pub status: Status,
     pub rule: Rule,
     pub severity: Severity,
@@ -156,25 +147,6 @@ pub struct Alert {
     pub fired_at: String,
     /// The host whose recwatch saw it.
     pub host: String,
-}
-
-impl Serialize for Severity {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Severity {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Severity::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown severity {s:?}")))
-    }
-}
-
-/// RFC 3339 in UTC with milliseconds, the format the API itself uses.
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// This machine's name for alerts; falls back to "unknown" rather than failing an alert.
@@ -205,7 +177,7 @@ pub fn test_alert() -> Alert {
     let now = chrono::Utc::now();
     Alert {
         version: PAYLOAD_VERSION,
-        id: crate::outbox::new_alert_id(),
+        id: AlertId::generate(),
         status: Status::Firing,
         rule: Rule::Test,
         severity: Severity::Info,
@@ -240,14 +212,6 @@ pub fn test_alert() -> Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rule_names_round_trip() {
-        for r in Rule::ALL {
-            assert_eq!(Rule::parse(r.as_str()), Some(r));
-            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
-        }
-    }
 
     #[test]
     fn payload_has_the_documented_shape() {
@@ -319,5 +283,27 @@ mod tests {
             .remove("request_id");
         let back: Alert = serde_json::from_value(old).unwrap();
         assert_eq!(back.transition.unwrap().request_id, None);
+    }
+
+    #[test]
+    fn alert_id_table() {
+        let made = AlertId::generate();
+        let cases: [(&str, bool); 4] = [
+            ("starts with rw_", made.as_str().starts_with("rw_")),
+            ("24 hex digits after it", {
+                let hex = &made.as_str()[3..];
+                hex.len() == 24 && hex.chars().all(|c| c.is_ascii_hexdigit())
+            }),
+            ("two ids differ", AlertId::generate() != made),
+            (
+                "serialises as the bare text",
+                serde_json::to_value(&made).unwrap() == made.as_str(),
+            ),
+        ];
+        for (name, holds) in cases {
+            assert!(holds, "{name}: {made}");
+        }
+        let read: AlertId = serde_json::from_str("\"alert-0001\"").unwrap();
+        assert_eq!(read, "alert-0001", "an id read back is kept as it is");
     }
 }

@@ -1,0 +1,23 @@
+//! The types the rest of the daemon speaks: a job's [`Phase`] (the API's [`State`] and
+//! [`StopReason`], re-exported from `recwatch-rtc`, as is a failed poll's [`ErrorKind`]), an
+//! alert episode's [`EpisodeStep`], the alert [`Rule`]s with their
+//! [`Severity`] and [`Status`], the [`Alert`] payload and its [`AlertId`], and how times are
+//! written.
+//!
+//! Nothing here does I/O beyond reading the host name; every other module may depend on this
+//! one and this one depends on none of them, so it is where a type goes when two steps of the
+//! data path both need it.
+
+mod alert;
+mod episode;
+mod phase;
+mod rule;
+mod time;
+
+pub use alert::{Alert, AlertId, JobFacts, PAYLOAD_VERSION, TransitionFacts, hostname, test_alert};
+pub use episode::{EpisodeStep, OpenEpisode};
+pub use phase::Phase;
+pub use recwatch_rtc::ErrorKind;
+pub use recwatch_rtc::model::{State, StopReason};
+pub use rule::{Rule, Severity, Status};
+pub use time::timestamp;
