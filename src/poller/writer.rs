@@ -176,10 +176,7 @@ job_id = "job-2"
 
     /// First seen stopped, with no reason: a transition and a stopped_unexpectedly alert.
     fn stopped(job: &JobConfig, at: DateTime<Utc>) -> Vec<PollRecord> {
-        let phase = |s: &str| Phase {
-            state: s.into(),
-            stop_reason: None,
-        };
+        let phase = |s: &str| Phase::parse(s, None);
         vec![PollRecord {
             app_id: job.app_id.clone(),
             job_id: job.job_id.clone(),

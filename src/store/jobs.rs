@@ -361,7 +361,7 @@ mod tests {
             name: None,
             polled_at: t0 + chrono::Duration::seconds(1),
             outcome: PollOutcome::Failed {
-                kind: "timeout".into(),
+                kind: ErrorKind::Timeout,
                 error: "timed out".into(),
             },
         };
