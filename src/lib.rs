@@ -2,8 +2,11 @@
 //! change in SQLite and alerts when a recording stops unexpectedly.
 //!
 //! The modules follow the data's path: config -> rtc (client) -> poller -> detect -> store ->
-//! rules + outbox -> deliver -> notify. `simulate` is a fake RTC API for the demo, the tests
-//! and the benchmarks. `domain` holds the types all of them speak (phases, rules, alerts).
+//! rules + outbox -> deliver -> notify. `domain` holds the types all of them speak (phases,
+//! rules, alerts). Around them the shell: `startup` wires `run` together, `http` serves the
+//! endpoint, `storage` prepares the database's place on disk and holds its owner lock, `cli`
+//! is the command line (`main.rs` only calls it). The simulator, a fake RTC API for the demo,
+//! the tests and the benchmarks, is the crate `recwatch-sim`.
 
 pub mod cli;
 pub mod config;
