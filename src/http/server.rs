@@ -260,7 +260,9 @@ impl Connections {
         true
     }
 
-    /// Serves one connection in its own task, registered until it ends.
+    /// Serves one connection in its own task, registered until it ends. Not one of `run`'s
+    /// tracked tasks: at the stop it finishes the request in progress and closes, but a client
+    /// that stopped reading must not be able to hold the daemon's shutdown.
     fn spawn(
         self: &Arc<Self>,
         stream: TcpStream,
