@@ -107,7 +107,7 @@ fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
         .set(s.liveness.age_ms().min(u64::MAX / 2) as f64 / 1000.0);
 }
 
-/// Reads the database's gauges ([`Store::gauges`], indexed queries) and sets them; returns
+/// Reads the database's gauges ([`crate::store::Store::gauges`], indexed queries) and sets them; returns
 /// when the oldest pending delivery was created.
 async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
     let g = s.store.gauges().await?;

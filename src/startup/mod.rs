@@ -1,7 +1,7 @@
 //! `recwatch run`, the wiring: opens the store, arms the poller, the delivery worker,
 //! housekeeping and the HTTP endpoint; tells systemd when it is ready and pings its watchdog
 //! while the poll loop is alive; re-reads the configuration on SIGHUP or when the file changes
-//! ([`reload`]); and turns SIGINT/SIGTERM into a clean stop ([`signals`]).
+//! (`reload.rs`); and turns SIGINT/SIGTERM into a clean stop ([`shutdown_on_signals`]).
 //!
 //! It owns its database (a kernel lock beside it, see [`crate::storage::lock`]): a second
 //! `run` on the same file refuses to start. The configuration in force is one
