@@ -24,6 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -168,6 +169,15 @@ impl Poller {
             mpsc::unbounded_channel().0,
         ));
         let _ = health_writer.await;
+        // Every poll came back, so once this loop's clones are gone the writer has nothing
+        // left to write: wait for it, so nothing writes after `run` returns. Polls abandoned
+        // after the drain time still hold it; then it is not waited for.
+        let abandoned = !d.busy.is_empty();
+        let writer_done = d.writer_done.take();
+        drop(d);
+        if let (false, Some(done)) = (abandoned, writer_done) {
+            let _ = done.await;
+        }
         info!("poller stopped");
         Ok(())
     }
@@ -186,6 +196,9 @@ struct Dispatcher {
     owed_tried: Instant,
     health: Health,
     writer: GroupWriter,
+    /// Ends once the writer has written everything it was given and every clone of
+    /// `writer` is gone.
+    writer_done: Option<JoinHandle<()>>,
     touches: Arc<Touches>,
     /// Poll tasks report here.
     done_tx: mpsc::UnboundedSender<Report>,
@@ -205,6 +218,7 @@ impl Dispatcher {
             .api
             .timeout
             .saturating_add(Duration::from_secs(15));
+        let (writer, writer_done) = GroupWriter::start(poller.outbox.clone(), poller.store.clone());
         Dispatcher {
             // An outage left open by the previous run is still open: the first answer
             // resolves it.
@@ -212,7 +226,8 @@ impl Dispatcher {
                 unhealthy: poller.outbox.api_unhealthy(),
                 ..Health::default()
             },
-            writer: GroupWriter::start(poller.outbox.clone(), poller.store.clone()),
+            writer,
+            writer_done: Some(writer_done),
             poller,
             states: HashMap::new(),
             schedule: Schedule::default(),

@@ -27,7 +27,7 @@ pub async fn poll_once(
     let rows = store.jobs().await.unwrap_or_default();
     let sem = Arc::new(Semaphore::new(config.api.max_in_flight));
     let shared = Arc::new(config.clone());
-    let writer = GroupWriter::start(outbox.clone(), store.clone());
+    let (writer, _) = GroupWriter::start(outbox.clone(), store.clone());
     let mut tasks = Vec::new();
     let (events, _) = broadcast::channel(16);
     for job in &config.jobs {

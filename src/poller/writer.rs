@@ -9,6 +9,7 @@ use crate::store::{PollRecord, Store};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tracing::{debug, error};
 
 /// Group commit for the poller: poll outcomes that finish while another commit is being
@@ -31,16 +32,17 @@ struct WriteUnit {
 const MAX_GROUP: usize = 256;
 
 impl GroupWriter {
-    /// Starts the writer task; it ends when the last `GroupWriter` clone is dropped.
+    /// Starts the writer task; it ends when the last `GroupWriter` clone is dropped, and the
+    /// handle returned with it says when it has (shutdown waits for it).
     ///
     /// A panic while writing is contained to the jobs it hit: a group that panics is written
     /// again job by job, a job whose write panics gets an error (its poll keeps its outcomes
     /// and reports it), and everything else is written. Should the task die anyway, its
     /// supervisor starts it again on the same queue.
-    pub fn start(outbox: Outbox, store: Store) -> GroupWriter {
+    pub fn start(outbox: Outbox, store: Store) -> (GroupWriter, JoinHandle<()>) {
         let (units, rx) = mpsc::channel::<WriteUnit>(MAX_GROUP);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        tokio::spawn(async move {
+        let supervisor = tokio::spawn(async move {
             // Marks the writer dead if this supervisor itself unwinds.
             struct Watch(Arc<crate::store::StoreHealth>);
             impl Drop for Watch {
@@ -70,7 +72,7 @@ impl GroupWriter {
                 }
             }
         });
-        GroupWriter { units }
+        (GroupWriter { units }, supervisor)
     }
 
     /// Writes one job's poll outcomes (oldest first) and their alerts, like
@@ -200,7 +202,7 @@ job_id = "job-2"
         let path = dir.path().join("recwatch.db");
         let store = Store::open(&path).await.unwrap();
         let config = config();
-        let writer = GroupWriter::start(Outbox::new(), store.clone());
+        let (writer, _) = GroupWriter::start(Outbox::new(), store.clone());
         let t0 = Utc::now();
         let write_all = |at: DateTime<Utc>| {
             let writes = config
