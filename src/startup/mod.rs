@@ -396,15 +396,14 @@ mod tests {
     use super::*;
     use crate::config::{Auth, JobConfig};
     use crate::secret::Secret;
-    use recwatch_sim::{SimAuth, SimOptions};
+    use recwatch_sim::{SimAuth, SimOptions, Simulator};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
     use tokio::sync::broadcast::error::TryRecvError;
 
-    /// `run` returns only once every task it started has ended: by then nothing is left that
-    /// could send on the daemon's event stream (the poll loop, the forwarder, the outbox's
-    /// holders), so a receiver of it finds the stream closed, not merely empty.
-    #[tokio::test]
-    async fn run_returns_after_every_task_it_started_has_ended() {
+    /// A simulator with two jobs that stay RUNNING, and a configuration watching them with
+    /// its database in `dir`.
+    async fn setup(dir: &std::path::Path) -> (Simulator, Config) {
         let sim = recwatch_sim::start(
             TcpListener::bind("127.0.0.1:0").await.unwrap(),
             SimOptions {
@@ -420,7 +419,6 @@ mod tests {
         )
         .await
         .unwrap();
-        let dir = tempfile::tempdir().unwrap();
         let mut config = Config::defaults(Auth::AkSk {
             access_key: "AK".into(),
             secret_key: Secret::new("SK"),
@@ -428,7 +426,7 @@ mod tests {
         });
         config.api.endpoint = sim.url().parse().unwrap();
         config.api.project_id = Some("p".into());
-        config.storage.path = dir.path().join("recwatch.db");
+        config.storage.path = dir.join("recwatch.db");
         config.jobs = (0..2)
             .map(|i| JobConfig {
                 app_id: "demo-app".into(),
@@ -438,6 +436,16 @@ mod tests {
                 notify: None,
             })
             .collect();
+        (sim, config)
+    }
+
+    /// `run` returns only once every task it started has ended: by then nothing is left that
+    /// could send on the daemon's event stream (the poll loop, the forwarder, the outbox's
+    /// holders), so a receiver of it finds the stream closed, not merely empty.
+    #[tokio::test]
+    async fn run_returns_after_every_task_it_started_has_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_sim, config) = setup(dir.path()).await;
         let (stop, shutdown) = watch::channel(false);
         let (started, events) = oneshot::channel();
         let daemon = tokio::spawn(run(config, shutdown, move |r: &Running| {
@@ -460,5 +468,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The shutdown cannot finish while a task on the daemon's tracker is still running after
+    /// the stop (as a send in its grace period, or a prune between two batches, would be);
+    /// it finishes once that task has.
+    #[tokio::test]
+    async fn the_shutdown_waits_for_a_task_still_running_after_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_sim, config) = setup(dir.path()).await;
+        let store = Store::open(&config.storage.path).await.unwrap();
+        let client = RtcClient::new(&config.api.client_config()).unwrap();
+        let hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let mut daemon = Daemon::start(config, store.clone(), None, client, hangup, shutdown)
+            .await
+            .unwrap();
+        // A task that outlives the stop until it is let go.
+        let (let_go, held) = oneshot::channel::<()>();
+        let ended = Arc::new(AtomicBool::new(false));
+        let mut stopped = daemon.shared.stop.clone();
+        let flag = ended.clone();
+        daemon.shared.tasks.spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            let _ = held.await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        stop.send(true).unwrap();
+        daemon.until_stopped().await.unwrap();
+        let mut shutting = Box::pin(daemon.shut_down());
+        // Everything else stops promptly; the shutdown then waits for the held task alone.
+        for _ in 0..100 {
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(shutting.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            assert!(
+                !polled,
+                "the shutdown finished while a tracked task was running"
+            );
+            tokio::task::yield_now().await;
+        }
+        let_go.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), shutting)
+            .await
+            .expect("the shutdown finishes once the task has");
+        assert!(ended.load(Ordering::SeqCst), "the held task ran to its end");
+        store.close().await;
     }
 }
