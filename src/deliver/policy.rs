@@ -36,7 +36,7 @@ impl Policy {
 pub fn retry_delay(attempts: u32, cap: Duration, jitter: f64) -> Duration {
     let first = Duration::from_secs(5).min(cap);
     let base = first.saturating_mul(1u32 << attempts.saturating_sub(1).min(16));
-    crate::poller::budget::mul_saturating(base.min(cap), 0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+    crate::domain::mul_saturating(base.min(cap), 0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
 /// What to do with a delivery after a failed attempt.

@@ -20,4 +20,4 @@ pub use phase::Phase;
 pub use recwatch_rtc::ErrorKind;
 pub use recwatch_rtc::model::{State, StopReason};
 pub use rule::{Rule, Severity, Status};
-pub use time::timestamp;
+pub use time::{mul_saturating, timestamp};

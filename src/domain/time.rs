@@ -1,6 +1,8 @@
-//! How recwatch writes a time: in the database, the payload and the logs alike.
+//! How recwatch writes a time (in the database, the payload and the logs alike), and the
+//! duration arithmetic the poller's back-off and the delivery worker's retries share.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::time::Duration;
 
 /// RFC 3339 in UTC with milliseconds, the format the API itself uses. Text in this form sorts
 /// in time order, which the database's range queries rely on.
@@ -8,9 +10,39 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// `d * f`, saturating at `Duration::MAX` instead of panicking (an absurd interval or
+/// back-off from the config, jittered, must not bring the daemon down).
+pub fn mul_saturating(d: Duration, f: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(Duration::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Config values that would overflow a `Duration` saturate instead.
+    #[test]
+    fn mul_saturating_table() {
+        let mul = [
+            (
+                "small",
+                Duration::from_secs(10),
+                1.2,
+                Duration::from_secs(12),
+            ),
+            ("Duration::MAX * 1.2", Duration::MAX, 1.2, Duration::MAX),
+            (
+                "times infinity",
+                Duration::from_secs(1),
+                f64::INFINITY,
+                Duration::MAX,
+            ),
+            ("times NaN", Duration::from_secs(1), f64::NAN, Duration::MAX),
+        ];
+        for (name, d, f, want) in mul {
+            assert_eq!(mul_saturating(d, f), want, "{name}");
+        }
+    }
 
     #[test]
     fn timestamp_table() {

@@ -2,6 +2,7 @@
 //! evenly and never more than that in any [`WINDOW`], with a pause that holds every request
 //! (throttling, refused credentials); and the back-off delays the dispatcher schedules with.
 
+use crate::domain::mul_saturating;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,11 +169,6 @@ pub fn later(now: Instant, d: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86400))
 }
 
-/// `d * f`, saturating at `Duration::MAX` instead of panicking.
-pub fn mul_saturating(d: Duration, f: f64) -> Duration {
-    Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(Duration::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,25 +233,6 @@ mod tests {
         ];
         for (name, d, want) in cases {
             assert_eq!(later(now, d), want, "{name}");
-        }
-        let mul = [
-            (
-                "small",
-                Duration::from_secs(10),
-                1.2,
-                Duration::from_secs(12),
-            ),
-            ("Duration::MAX * 1.2", Duration::MAX, 1.2, Duration::MAX),
-            (
-                "times infinity",
-                Duration::from_secs(1),
-                f64::INFINITY,
-                Duration::MAX,
-            ),
-            ("times NaN", Duration::from_secs(1), f64::NAN, Duration::MAX),
-        ];
-        for (name, d, f, want) in mul {
-            assert_eq!(mul_saturating(d, f), want, "{name}");
         }
         assert_eq!(
             throttle_pause(Duration::MAX, u32::MAX, 1.0),
