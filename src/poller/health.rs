@@ -311,6 +311,7 @@ mod tests {
         }
     }
 
+    /// Long because it is a table: one named case of a few lines per rule of [`Health`].
     #[test]
     fn health_table() {
         use ErrorKind::*;
