@@ -4,6 +4,10 @@
 //! Nothing here sends; the delivery worker (`deliver`) works from the `deliveries` table. A
 //! `dedup_key` per alert (the transition id and rule, or the condition episode and its step)
 //! makes a second alert for the same cause impossible, whatever restarts or re-polls happen.
+//!
+//! The poller hands it each job's outcomes through its group writer (`poller::writer`), which
+//! groups them into [`Outbox::write_group`]; the outbox never imports the poller. The
+//! [`Event`]s both publish are defined here for that reason.
 
 use crate::config::{Config, JobConfig};
 use crate::domain::Phase;

@@ -21,29 +21,29 @@
 //! job's next poll.
 //!
 //! What lives where:
-//! - [`dispatcher`]: the [`Poller`] and its dispatcher loop: the schedule, reloads, cron
+//! - `dispatcher.rs`: the [`Poller`] and its dispatcher loop: the schedule, reloads, cron
 //!   ticks, what a finished poll means for the job's next one, shutdown;
-//! - [`schedule`]: the heap of due times, and the cron schedule's ticks;
-//! - [`budget`]: the request budget and the back-off delays;
-//! - [`health`]: the API's health (a pure state machine) and the task that writes its changes;
-//! - [`task`]: one poll, from request to committed write (transition detection included);
-//! - [`job`]: a job's state between polls, and the outcomes it still owes the database;
-//! - [`batch`]: polls that changed nothing, written once a second in one transaction;
-//! - [`writer`]: the group writer, the one task that commits poll outcomes through the outbox;
-//! - [`once`]: `recwatch poll-once`.
+//! - `schedule.rs`: the heap of due times, and the cron schedule's ticks;
+//! - `budget.rs`: the request budget and the back-off delays;
+//! - `health.rs`: the API's health (a pure state machine) and the task that writes its changes;
+//! - `task.rs`: one poll, from request to committed write (transition detection included);
+//! - `job.rs`: a job's state between polls, and the outcomes it still owes the database;
+//! - `batch.rs`: polls that changed nothing, written once a second in one transaction;
+//! - `writer.rs`: the group writer, the one task that commits poll outcomes through the outbox;
+//! - `once.rs`: `recwatch poll-once`.
 //!
 //! The poller uses the outbox (to write) and never the other way round: the [`Event`]s it
 //! publishes are defined in the outbox, which publishes alerts on the same channel.
 
 mod batch;
-pub mod budget;
+mod budget;
 mod dispatcher;
-pub mod health;
+mod health;
 mod job;
 mod once;
 mod schedule;
 mod task;
-pub mod writer;
+mod writer;
 
 pub use crate::outbox::Event;
 pub use budget::Budget;
