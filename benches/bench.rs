@@ -5,9 +5,10 @@
 
 use anyhow::{Context, bail};
 use recwatch::config::{Auth, Config, JobConfig};
+use recwatch::domain::{PollOutcome, PollRecord};
 use recwatch::outbox::{JobContext, Outbox};
 use recwatch::secret::Secret;
-use recwatch::store::{PollOutcome, PollRecord, Store};
+use recwatch::store::Store;
 use recwatch_rtc::client::RtcClient;
 use recwatch_rtc::model::{JobSnapshot, State, StopReason};
 use recwatch_sim::SimStats;

@@ -10,7 +10,7 @@
 //! `"RUNNING\0"` are one state, so noise in how the API spells a value makes no transition
 //! (and no alert). An unknown value is still a state of its own.
 
-pub use crate::domain::Phase;
+use crate::domain::Phase;
 use recwatch_rtc::model::JobSnapshot;
 
 /// What the poll showed, compared with the last phase seen.

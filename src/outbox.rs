@@ -15,8 +15,9 @@ use crate::domain::{
     Alert, AlertId, EpisodeStep, ErrorKind, JobFacts, OpenEpisode, PAYLOAD_VERSION, Rule, Severity,
     State, Status, TransitionFacts, hostname, timestamp,
 };
+use crate::domain::{PollOutcome, PollRecord};
 use crate::rules;
-use crate::store::{PollOutcome, PollRecord, Store, StoreError, WriteTx};
+use crate::store::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::client::RtcError;
 use std::sync::Arc;
@@ -41,9 +42,9 @@ pub enum Event {
     },
     Alert {
         summary: String,
-        rule: String,
-        severity: String,
-        status: String,
+        rule: Rule,
+        severity: Severity,
+        status: Status,
     },
 }
 
@@ -122,7 +123,7 @@ pub struct Outbox {
     events: Option<broadcast::Sender<Event>>,
     /// The ids of the alerts this outbox made, when asked to keep them (`poll-once` delivers
     /// exactly those before it exits).
-    made: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+    made: Option<Arc<std::sync::Mutex<Vec<AlertId>>>>,
 }
 
 impl Default for Outbox {
@@ -149,7 +150,7 @@ impl Outbox {
     }
 
     /// The ids of the alerts made so far, oldest first (empty unless [`Outbox::keeping_ids`]).
-    pub fn made(&self) -> Vec<String> {
+    pub fn made(&self) -> Vec<AlertId> {
         self.made
             .as_ref()
             .map(|m| m.lock().expect("made lock").clone())
@@ -546,7 +547,7 @@ impl Outbox {
         if let Some(ids) = &self.made {
             ids.lock()
                 .expect("made lock")
-                .extend(made.iter().map(|a| a.id.to_string()));
+                .extend(made.iter().map(|a| a.id.clone()));
         }
         for a in made {
             metrics::counter!("recwatch_alerts_total", "rule" => a.rule.as_str(), "severity" => a.severity.as_str()).increment(1);
@@ -563,9 +564,9 @@ impl Outbox {
             if let Some(events) = &self.events {
                 let _ = events.send(Event::Alert {
                     summary: a.summary.clone(),
-                    rule: a.rule.as_str().into(),
-                    severity: a.severity.as_str().into(),
-                    status: a.status.as_str().into(),
+                    rule: a.rule,
+                    severity: a.severity,
+                    status: a.status,
                 });
             }
         }

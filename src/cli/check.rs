@@ -140,7 +140,7 @@ fn print_notify(c: &Config) -> std::io::Result<()> {
 
 /// Each rule's severity, or off.
 fn print_rules(c: &Config) -> std::io::Result<()> {
-    let lvl = |s: Option<crate::config::Severity>| s.map(|s| s.as_str()).unwrap_or("off");
+    let lvl = |s: Option<crate::domain::Severity>| s.map(|s| s.as_str()).unwrap_or("off");
     let r = &c.rules;
     out!(
         "  rules      stopped_unexpectedly={} idle_timeout={} stopped_by_tenant={} stuck_init={} job_not_found={} api_unhealthy={}",

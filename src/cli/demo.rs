@@ -4,7 +4,7 @@
 //! signature; state changes and alerts are printed as they happen.
 
 use crate::config::{Auth, Config, JobConfig, WebhookConfig, WebhookSecret};
-use crate::domain::StopReason;
+use crate::domain::{Status, StopReason};
 use crate::poller::Event;
 use crate::secret::Secret;
 use crate::store::Store;
@@ -401,7 +401,10 @@ impl Shown {
             Event::Transition { job, .. } => {
                 self.last_error.remove(&job.job_id);
             }
-            Event::Alert { status, .. } if status == "resolved" => self.resolved += 1,
+            Event::Alert {
+                status: Status::Resolved,
+                ..
+            } => self.resolved += 1,
             Event::Alert { .. } => self.alerts += 1,
         }
         self.line(&event_line(e));
@@ -495,10 +498,9 @@ fn event_line(e: &Event) -> String {
             severity,
             status,
         } => {
-            let tag = if status == "resolved" {
-                "RESOLVED".to_string()
-            } else {
-                format!("ALERT {}", severity.to_uppercase())
+            let tag = match status {
+                Status::Resolved => "RESOLVED".to_string(),
+                Status::Firing => format!("ALERT {}", severity.as_str().to_uppercase()),
             };
             format!("{tag} {rule}: {summary}")
         }

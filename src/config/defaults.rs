@@ -3,7 +3,7 @@
 //! messages that quote a default take it from here. `config.example.toml` shows the same
 //! values (a test in `tests.rs` keeps the two in step).
 
-use super::Severity;
+use crate::domain::Severity;
 use crate::telemetry::LogFilter;
 use std::net::SocketAddr;
 use std::time::Duration;

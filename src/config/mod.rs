@@ -134,7 +134,7 @@ impl JobConfig {
     }
 }
 
-pub use crate::domain::Severity;
+use crate::domain::Severity;
 
 /// Each rule's severity; `None` is "off".
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,8 +8,9 @@ use super::duration::format_duration;
 use super::raw::Table;
 use super::{
     ApiConfig, Auth, Config, ConfigError, HttpConfig, JobConfig, LogConfig, NotifyConfig,
-    PollConfig, RulesConfig, Schedule, Severity, StorageConfig,
+    PollConfig, RulesConfig, Schedule, StorageConfig,
 };
+use crate::domain::Severity;
 use crate::telemetry::LogFilter;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

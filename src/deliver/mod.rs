@@ -266,7 +266,7 @@ fn panic_text(e: tokio::task::JoinError) -> String {
 pub async fn deliver_now(
     store: &Store,
     config: &Config,
-    ids: &[String],
+    ids: &[crate::domain::AlertId],
     wait: Duration,
 ) -> anyhow::Result<i64> {
     if ids.is_empty() {

@@ -11,12 +11,14 @@
 mod alert;
 mod episode;
 mod phase;
+mod poll;
 mod rule;
 mod time;
 
 pub use alert::{Alert, AlertId, JobFacts, PAYLOAD_VERSION, TransitionFacts, hostname, test_alert};
 pub use episode::{EpisodeStep, OpenEpisode};
 pub use phase::Phase;
+pub use poll::{PollOutcome, PollRecord};
 pub use recwatch_rtc::ErrorKind;
 pub use recwatch_rtc::model::{State, StopReason};
 pub use rule::{Rule, Severity, Status};

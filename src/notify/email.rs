@@ -286,8 +286,7 @@ pub fn message_id(alert: &Alert) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Severity;
-    use crate::domain::{PAYLOAD_VERSION, Rule, TransitionFacts};
+    use crate::domain::{PAYLOAD_VERSION, Rule, Severity, TransitionFacts};
 
     fn job() -> JobFacts {
         JobFacts {

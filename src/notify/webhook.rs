@@ -224,8 +224,8 @@ async fn read_snippet(mut response: reqwest::Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Severity, decode_webhook_secret};
-    use crate::domain::{JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts};
+    use crate::config::decode_webhook_secret;
+    use crate::domain::{JobFacts, PAYLOAD_VERSION, Rule, Severity, Status, TransitionFacts};
 
     fn alert() -> Alert {
         Alert {

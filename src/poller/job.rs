@@ -4,7 +4,7 @@
 
 use crate::config::JobConfig;
 use crate::domain::Phase;
-use crate::store::{PollOutcome, PollRecord};
+use crate::domain::{PollOutcome, PollRecord};
 use chrono::Utc;
 use tokio::time::Instant;
 use tracing::warn;

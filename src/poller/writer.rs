@@ -4,8 +4,9 @@
 //! ([`Outbox::write_group`]); this owns the queue, the grouping and the task's supervision.
 
 use crate::config::{Config, JobConfig};
+use crate::domain::PollRecord;
 use crate::outbox::{JobWrite, Outbox, WritePanicked};
-use crate::store::{PollRecord, Store};
+use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -144,8 +145,7 @@ async fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Phase;
-    use crate::store::PollOutcome;
+    use crate::domain::{Phase, PollOutcome};
     use recwatch_rtc::model::{JobSnapshot, State};
 
     fn config() -> Arc<Config> {

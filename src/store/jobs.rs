@@ -3,50 +3,11 @@
 
 use super::{Store, StoreError, WriteTx, transitions};
 use crate::domain::timestamp;
-use crate::domain::{ErrorKind, Phase};
+use crate::domain::{Phase, PollOutcome, PollRecord};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
 use serde::Serialize;
 use std::collections::HashMap;
-
-/// The outcome of one poll, ready to be written.
-#[derive(Clone, Debug)]
-pub struct PollRecord {
-    pub app_id: String,
-    pub job_id: String,
-    pub name: Option<String>,
-    pub polled_at: DateTime<Utc>,
-    pub outcome: PollOutcome,
-}
-
-#[derive(Clone, Debug)]
-pub enum PollOutcome {
-    Ok {
-        job: Box<JobSnapshot>,
-        raw: String,
-        /// The answer's X-request-Id, kept with a transition.
-        request_id: Option<String>,
-        /// Set when this poll is a transition.
-        transition: Option<(Option<Phase>, Phase)>,
-    },
-    Failed {
-        /// Stored as its text ([`ErrorKind::as_str`]) in `jobs.last_error_kind`.
-        kind: ErrorKind,
-        error: String,
-    },
-}
-
-impl PollRecord {
-    pub fn is_transition(&self) -> bool {
-        matches!(
-            self.outcome,
-            PollOutcome::Ok {
-                transition: Some(_),
-                ..
-            }
-        )
-    }
-}
 
 /// A poll that changed nothing, batched: its time and the answer as the API sent it.
 #[derive(Clone, Copy, Debug)]
@@ -320,6 +281,7 @@ impl WriteTx {
 mod tests {
     use super::super::test_support::record;
     use super::*;
+    use crate::domain::ErrorKind;
 
     #[tokio::test]
     async fn a_failed_poll_keeps_the_last_state_and_counts_failures() {

@@ -35,7 +35,7 @@ pub use error::{
 };
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
-pub use jobs::{JobRow, JobTouch, PollOutcome, PollRecord};
+pub use jobs::{JobRow, JobTouch};
 pub use retention::{PRUNE_BATCH, Pruned};
 pub use transitions::TransitionRow;
 
@@ -275,6 +275,7 @@ mod test_support {
     use super::*;
     use crate::domain::Phase;
     use crate::domain::timestamp;
+    use crate::domain::{PollOutcome, PollRecord};
     use chrono::{DateTime, Utc};
     use recwatch_rtc::model::{JobSnapshot, State};
 

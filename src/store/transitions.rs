@@ -1,8 +1,9 @@
 //! The `transitions` table: one row per change of (state, stop_reason), written once, in the
 //! transaction of the poll that showed it; read back by `history`.
 
-use super::{PollRecord, Store, StoreError, WriteTx};
+use super::{Store, StoreError, WriteTx};
 use crate::domain::Phase;
+use crate::domain::PollRecord;
 use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;

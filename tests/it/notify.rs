@@ -4,8 +4,8 @@
 use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
 use crate::support::smtp::{SmtpServer, Stage, TestCert};
-use recwatch::config::{EmailConfig, NotifyConfig, Severity, Tls, WebhookConfig, WebhookSecret};
-use recwatch::domain::{Alert, JobFacts, PAYLOAD_VERSION, Rule, Status, TransitionFacts};
+use recwatch::config::{EmailConfig, NotifyConfig, Tls, WebhookConfig, WebhookSecret};
+use recwatch::domain::{Alert, JobFacts, PAYLOAD_VERSION, Rule, Severity, Status, TransitionFacts};
 use recwatch::notify::{Channel, Retry, email};
 use recwatch::secret::Secret;
 use reqwest::header::{HeaderName, HeaderValue};
