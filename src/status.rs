@@ -47,6 +47,11 @@ pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<S
     Ok(config
         .jobs
         .iter()
-        .map(|j| StatusRow::new(j, rows.get(&(j.app_id.clone(), j.job_id.clone()))))
+        .map(|j| {
+            StatusRow::new(
+                j,
+                rows.get(&crate::domain::JobKey::new(&j.app_id, &j.job_id)),
+            )
+        })
         .collect())
 }

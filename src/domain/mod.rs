@@ -1,8 +1,8 @@
-//! The types the rest of the daemon speaks: a job's [`Phase`] (the API's [`State`] and
-//! [`StopReason`], re-exported from `recwatch-rtc`, as is a failed poll's [`ErrorKind`]), an
-//! alert episode's [`EpisodeStep`], the alert [`Rule`]s with their
-//! [`Severity`] and [`Status`], the [`Alert`] payload and its [`AlertId`], and how times are
-//! written.
+//! The types the rest of the daemon speaks: which job ([`JobKey`]) and its [`Phase`] (the
+//! API's [`State`] and [`StopReason`], re-exported from `recwatch-rtc`, as is a failed poll's
+//! [`ErrorKind`]); what a poll came to ([`PollRecord`]); the alert [`Rule`]s with their
+//! [`Severity`] and [`Status`], a condition's [`EpisodeStep`], the [`Alert`] payload and its
+//! [`AlertId`]; and how times are written.
 //!
 //! Nothing here does I/O beyond reading the host name; every other module may depend on this
 //! one and this one depends on none of them, so it is where a type goes when two steps of the
@@ -10,6 +10,7 @@
 
 mod alert;
 mod episode;
+mod job;
 mod phase;
 mod poll;
 mod rule;
@@ -17,6 +18,7 @@ mod time;
 
 pub use alert::{Alert, AlertId, JobFacts, PAYLOAD_VERSION, TransitionFacts, hostname, test_alert};
 pub use episode::{EpisodeStep, OpenEpisode};
+pub use job::JobKey;
 pub use phase::Phase;
 pub use poll::{PollOutcome, PollRecord};
 pub use recwatch_rtc::ErrorKind;

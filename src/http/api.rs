@@ -166,7 +166,12 @@ pub(super) async fn jobs(
     };
     let items = picked
         .iter()
-        .map(|j| StatusRow::new(j, rows.get(&(j.app_id.clone(), j.job_id.clone()))))
+        .map(|j| {
+            StatusRow::new(
+                j,
+                rows.get(&crate::domain::JobKey::new(&j.app_id, &j.job_id)),
+            )
+        })
         .collect();
     Json(JobsPage { items, next_after }).into_response()
 }

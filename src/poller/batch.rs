@@ -45,8 +45,8 @@ impl Touches {
         let n = batch.len();
         match store
             .touch_jobs(batch.iter().map(|(k, t)| JobTouch {
-                app_id: &k.0,
-                job_id: &k.1,
+                app_id: &k.app_id,
+                job_id: &k.job_id,
                 polled_at: t.polled_at,
                 raw: &t.raw,
                 description: t.description.as_deref(),

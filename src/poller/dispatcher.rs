@@ -637,7 +637,7 @@ impl Dispatcher {
             Report::Panicked { key, why } => return self.restart_panicked(key, why, now).await,
         };
         if !self.poller.watched.contains_key(&k) {
-            debug!(app_id = %k.0, job_id = %k.1, "removed from the watch list while in flight");
+            debug!(app_id = %k.app_id, job_id = %k.job_id, "removed from the watch list while in flight");
             return None;
         }
         // A reload while this job was in flight: take its new name, notify list, interval.
@@ -671,11 +671,11 @@ impl Dispatcher {
     async fn restart_panicked(&mut self, k: Key, why: String, now: Instant) -> Option<bool> {
         metrics::counter!("recwatch_task_panics_total", "task" => "poll").increment(1);
         let job = self.poller.watched.get(&k)?.clone();
-        error!(app_id = %k.0, job_id = %k.1, name = job.label(), "the poll task failed (panicked: {why}); the job's state is reloaded from the database and it is polled again");
-        let row = match self.poller.store.job(&k.0, &k.1).await {
+        error!(app_id = %k.app_id, job_id = %k.job_id, name = job.label(), "the poll task failed (panicked: {why}); the job's state is reloaded from the database and it is polled again");
+        let row = match self.poller.store.job(&k.app_id, &k.job_id).await {
             Ok(row) => row,
             Err(e) => {
-                warn!(app_id = %k.0, job_id = %k.1, "cannot read the job's row after the failure: {e:#}; it starts again from no known state");
+                warn!(app_id = %k.app_id, job_id = %k.job_id, "cannot read the job's row after the failure: {e:#}; it starts again from no known state");
                 None
             }
         };
@@ -739,7 +739,7 @@ impl Dispatcher {
                 if config.poll.stop_after_terminal
                     && state.phase.as_ref().is_some_and(Phase::is_terminal)
                 {
-                    info!(app_id = %k.0, job_id = %k.1, "job is STOPPED: no longer polled (poll.stop_after_terminal)");
+                    info!(app_id = %k.app_id, job_id = %k.job_id, "job is STOPPED: no longer polled (poll.stop_after_terminal)");
                     if state.unwritten.is_empty() {
                         return None;
                     }

@@ -58,9 +58,9 @@ use std::time::Duration;
 /// next poll, so they land within seconds of the database taking writes again.
 const OWED_RETRY: Duration = Duration::from_secs(2);
 
-/// A job's identity: (app_id, job_id).
-type Key = (String, String);
+/// A job's identity.
+type Key = crate::domain::JobKey;
 
 fn key(job: &JobConfig) -> Key {
-    (job.app_id.clone(), job.job_id.clone())
+    Key::new(&job.app_id, &job.job_id)
 }

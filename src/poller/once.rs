@@ -71,7 +71,7 @@ pub async fn poll_once(
             }
         };
         if !done.state.unwritten.is_empty() {
-            error!(app_id = %done.key.0, job_id = %done.key.1, "could not write this job's outcome");
+            error!(app_id = %done.key.app_id, job_id = %done.key.job_id, "could not write this job's outcome");
         }
         let changed = done.state.phase != before;
         out.push((

@@ -72,7 +72,7 @@ mod tests {
             notify: None,
         };
         let mut state = JobState::from_row(&job, None, false).expect("no row: polled");
-        let k: Key = ("app".into(), "job".into());
+        let k = Key::new("app", "job");
         let now = Instant::now();
         let mut s = Schedule::default();
         s.put(k.clone(), &mut state, now + Duration::from_secs(5));

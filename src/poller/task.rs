@@ -110,7 +110,7 @@ impl PollTask {
 
     pub(super) async fn poll(self, k: Key, mut state: JobState) -> Report {
         let started = std::time::Instant::now();
-        let fetched = self.client.get_job(&k.0, &k.1).await;
+        let fetched = self.client.get_job(&k.app_id, &k.job_id).await;
         let elapsed = started.elapsed();
         metrics::histogram!("recwatch_poll_duration_seconds").record(elapsed.as_secs_f64());
         let outcome_label = match &fetched {
@@ -124,8 +124,8 @@ impl PollTask {
             Err(e) => (self.failed(&k, &state, &e), Err(e)),
         };
         let record = PollRecord {
-            app_id: k.0.clone(),
-            job_id: k.1.clone(),
+            app_id: k.app_id.clone(),
+            job_id: k.job_id.clone(),
             name: state.job.name.clone(),
             polled_at,
             outcome,
@@ -169,7 +169,7 @@ impl PollTask {
         let transition = match detected {
             Detected::Transition { from, to } => {
                 info!(
-                    app_id = %k.0, job_id = %k.1, name = state.job.label(),
+                    app_id = %k.app_id, job_id = %k.job_id, name = state.job.label(),
                     from = from.as_ref().map(|p| p.state.as_str()).unwrap_or("-"),
                     to = %to.state, stop_reason = to.stop_reason_str().unwrap_or("-"),
                     request_id = request_id.as_deref().unwrap_or("-"),
@@ -189,7 +189,7 @@ impl PollTask {
             }
             Detected::Unchanged => None,
             Detected::NoState => {
-                warn!(app_id = %k.0, job_id = %k.1, request_id = request_id.as_deref().unwrap_or("-"), "the API's answer has no state field; keeping the last known state");
+                warn!(app_id = %k.app_id, job_id = %k.job_id, request_id = request_id.as_deref().unwrap_or("-"), "the API's answer has no state field; keeping the last known state");
                 None
             }
         };
@@ -205,9 +205,9 @@ impl PollTask {
     fn failed(&self, k: &Key, state: &JobState, e: &RtcError) -> PollOutcome {
         let level_warn = !matches!(e.kind, ErrorKind::Throttled);
         if level_warn {
-            warn!(app_id = %k.0, job_id = %k.1, name = state.job.label(), kind = e.kind.as_str(), "poll failed: {e}");
+            warn!(app_id = %k.app_id, job_id = %k.job_id, name = state.job.label(), kind = e.kind.as_str(), "poll failed: {e}");
         } else {
-            debug!(app_id = %k.0, job_id = %k.1, "poll throttled: {e}");
+            debug!(app_id = %k.app_id, job_id = %k.job_id, "poll throttled: {e}");
         }
         let _ = self.events.send(Event::PollFailed {
             job: state.job.clone(),
@@ -255,7 +255,7 @@ impl PollTask {
             let (k, wait) = (&k, self.writer_wait);
             async move {
                 let Ok(written) = tokio::time::timeout(wait, write).await else {
-                    debug!(app_id = %k.0, job_id = %k.1, unwritten, "the database writer is busy (the database is probably locked by another process): kept for this job's next poll");
+                    debug!(app_id = %k.app_id, job_id = %k.job_id, unwritten, "the database writer is busy (the database is probably locked by another process): kept for this job's next poll");
                     return Attempt::Done(Err(None));
                 };
                 let Err(e) = written else {
@@ -265,10 +265,10 @@ impl PollTask {
                     return Attempt::Done(Err(Some(p.0.clone())));
                 }
                 if !matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Locked(_))) {
-                    debug!(app_id = %k.0, job_id = %k.1, unwritten, "cannot write the poll outcome: {e:#}; kept and written again shortly");
+                    debug!(app_id = %k.app_id, job_id = %k.job_id, unwritten, "cannot write the poll outcome: {e:#}; kept and written again shortly");
                     return Attempt::Done(Err(None));
                 }
-                debug!(app_id = %k.0, job_id = %k.1, attempt, unwritten, "cannot write the poll outcome (database locked by another process): {e:#}");
+                debug!(app_id = %k.app_id, job_id = %k.job_id, attempt, unwritten, "cannot write the poll outcome (database locked by another process): {e:#}");
                 Attempt::Locked(None)
             }
         })

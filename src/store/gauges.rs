@@ -138,11 +138,13 @@ mod tests {
             .jobs_by_key(&[("app", "c"), ("app", "a"), ("app", "never")])
             .await
             .unwrap();
-        let mut keys: Vec<_> = rows.keys().map(|(_, j)| j.as_str()).collect();
+        let mut keys: Vec<_> = rows.keys().map(|k| k.job_id.as_str()).collect();
         keys.sort();
         assert_eq!(keys, ["a", "c"]);
         assert_eq!(
-            rows[&("app".into(), "c".into())].state.as_deref(),
+            rows[&crate::domain::JobKey::new("app", "c")]
+                .state
+                .as_deref(),
             Some("STOPPED")
         );
 

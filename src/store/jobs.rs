@@ -3,7 +3,7 @@
 
 use super::{Store, StoreError, WriteTx, transitions};
 use crate::domain::timestamp;
-use crate::domain::{Phase, PollOutcome, PollRecord};
+use crate::domain::{JobKey, Phase, PollOutcome, PollRecord};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
 use serde::Serialize;
@@ -65,9 +65,9 @@ pub(super) static JOBS_BY_KEY: std::sync::LazyLock<String> = std::sync::LazyLock
     )
 });
 
-fn keyed(rows: Vec<JobRow>) -> HashMap<(String, String), JobRow> {
+fn keyed(rows: Vec<JobRow>) -> HashMap<JobKey, JobRow> {
     rows.into_iter()
-        .map(|row| ((row.app_id.clone(), row.job_id.clone()), row))
+        .map(|row| (JobKey::new(&row.app_id, &row.job_id), row))
         .collect()
 }
 
@@ -112,7 +112,7 @@ impl Store {
     }
 
     /// Every job row, keyed by (app_id, job_id).
-    pub async fn jobs(&self) -> Result<HashMap<(String, String), JobRow>, StoreError> {
+    pub async fn jobs(&self) -> Result<HashMap<JobKey, JobRow>, StoreError> {
         let rows = sqlx::query_as::<_, JobRow>(JOB_COLUMNS)
             .fetch_all(&self.read)
             .await?;
@@ -135,7 +135,7 @@ impl Store {
     pub async fn jobs_by_key(
         &self,
         keys: &[(&str, &str)],
-    ) -> Result<HashMap<(String, String), JobRow>, StoreError> {
+    ) -> Result<HashMap<JobKey, JobRow>, StoreError> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
@@ -302,7 +302,7 @@ mod tests {
             },
         };
         store.record(&[failed.clone(), failed]).await.unwrap();
-        let row = &store.jobs().await.unwrap()[&("app".to_string(), "j".to_string())];
+        let row = &store.jobs().await.unwrap()[&JobKey::new("app", "j")];
         assert_eq!(row.state.as_deref(), Some("RUNNING"));
         assert_eq!(row.consecutive_failures, 2);
         assert_eq!(row.last_error_kind.as_deref(), Some("timeout"));

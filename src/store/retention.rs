@@ -297,7 +297,7 @@ mod tests {
                 .jobs()
                 .await
                 .unwrap()
-                .contains_key(&("app".into(), "j".into()))
+                .contains_key(&crate::domain::JobKey::new("app", "j"))
         );
 
         // Nothing left to do: one empty batch per table.

@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(store.history(None, None, 100).await.unwrap().len(), 2);
         let jobs = store.jobs().await.unwrap();
         assert_eq!(
-            jobs[&("app".to_string(), "j1".to_string())]
+            jobs[&crate::domain::JobKey::new("app", "j1")]
                 .state
                 .as_deref(),
             Some("RUNNING")
