@@ -160,4 +160,35 @@ mod tests {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
     }
+
+    #[test]
+    fn severity_and_status_text_table() {
+        let severities = [
+            ("info", Severity::Info),
+            ("warning", Severity::Warning),
+            ("critical", Severity::Critical),
+        ];
+        for (text, sev) in severities {
+            assert_eq!(sev.as_str(), text, "{text}");
+            assert_eq!(Severity::parse(text), Some(sev), "{text}");
+            assert_eq!(serde_json::to_value(sev).unwrap(), text, "{text}");
+            let back: Severity = serde_json::from_value(text.into()).unwrap();
+            assert_eq!(back, sev, "{text}");
+        }
+        let bad = serde_json::from_value::<Severity>("loud".into()).unwrap_err();
+        assert!(
+            bad.to_string().contains("unknown severity \"loud\""),
+            "{bad}"
+        );
+        assert_eq!(
+            Severity::parse("Critical"),
+            None,
+            "config values are lower case"
+        );
+        assert!(Severity::Info < Severity::Warning && Severity::Warning < Severity::Critical);
+        for (text, status) in [("firing", Status::Firing), ("resolved", Status::Resolved)] {
+            assert_eq!(status.as_str(), text, "{text}");
+            assert_eq!(serde_json::to_value(status).unwrap(), text, "{text}");
+        }
+    }
 }
