@@ -10,6 +10,7 @@ use super::{DeliveryError, Retry, redact, snippet};
 use crate::config::{ConfigError, EmailConfig, Tls};
 use crate::domain::{Alert, JobFacts, Status};
 use crate::secret::Secret;
+use futures_util::future::BoxFuture;
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::transport::smtp::authentication::Credentials;
@@ -27,7 +28,7 @@ pub struct EmailChannel {
     /// Pooled: one alert burst reuses a connection instead of a handshake per mail. Building
     /// and dropping it needs a tokio runtime (the pool spawns its cleanup task). Behind a
     /// lock only so that a send cut off by our deadline can swap in a fresh pool: see
-    /// [`EmailChannel::send`].
+    /// [`EmailChannel::deliver`].
     transport: Mutex<Arc<AsyncSmtpTransport<Tokio1Executor>>>,
     /// Makes a fresh pool, with the credentials and TLS settings of the first.
     builder: AsyncSmtpTransportBuilder,
@@ -88,11 +89,7 @@ impl EmailChannel {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub async fn send(&self, alert: &Alert) -> Result<(), DeliveryError> {
+    async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(subject(alert))
@@ -281,6 +278,20 @@ pub fn message_id(alert: &Alert) -> String {
         "<{}@recwatch.alert>",
         if local.is_empty() { "_" } else { local }
     )
+}
+
+impl super::Notifier for EmailChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn send<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.deliver(alert))
+    }
 }
 
 #[cfg(test)]

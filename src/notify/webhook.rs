@@ -10,6 +10,7 @@ use crate::config::{ConfigError, WebhookConfig};
 use crate::domain::Alert;
 use crate::secret::Secret;
 use base64::Engine;
+use futures_util::future::BoxFuture;
 use recwatch_rtc::sign::hmac_raw;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -70,15 +71,11 @@ impl WebhookChannel {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn is_signed(&self) -> bool {
         self.key.is_some()
     }
 
-    pub async fn send(&self, alert: &Alert) -> Result<(), DeliveryError> {
+    async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let body = render(alert);
         let mut request = self
             .client
@@ -219,6 +216,20 @@ async fn read_snippet(mut response: reqwest::Response) -> String {
     }
     buf.truncate(SNIPPET_READ_BYTES);
     snippet(&String::from_utf8_lossy(&buf), SNIPPET_CHARS)
+}
+
+impl super::Notifier for WebhookChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn send<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.deliver(alert))
+    }
 }
 
 #[cfg(test)]
