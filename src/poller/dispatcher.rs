@@ -46,8 +46,11 @@ pub struct Poller {
     in_flight_limit: usize,
     events: broadcast::Sender<Event>,
     liveness: Arc<Liveness>,
-    /// Cron ticks and reloads arrive here; the sender is handed out by `commands`.
+    /// Cron ticks arrive here; the sender is handed out by `commands`.
     command_tx: mpsc::Sender<Command>,
+    /// The configuration in force (see [`Poller::follow`]): a new value is a reload, applied
+    /// between two of the dispatcher's steps, never in the middle of one.
+    config_rx: Option<watch::Receiver<Arc<Config>>>,
     command_rx: Option<mpsc::Receiver<Command>>,
     /// Told once polling is armed (systemd's READY=1 waits for it).
     armed: Option<tokio::sync::oneshot::Sender<()>>,
@@ -59,8 +62,6 @@ pub struct Poller {
 
 /// Commands the daemon sends the dispatcher.
 pub enum Command {
-    /// A new, already validated configuration.
-    Reload(Box<(Config, RtcClient)>),
     /// A cron tick: poll every job now.
     Tick,
 }
@@ -75,6 +76,7 @@ impl Poller {
             health_rx: Some(health_rx),
             command_tx,
             command_rx: Some(command_rx),
+            config_rx: None,
             armed: None,
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
@@ -97,9 +99,17 @@ impl Poller {
         rx
     }
 
-    /// Where to send reloads (and cron ticks).
+    /// Where to send cron ticks.
     pub fn commands(&self) -> mpsc::Sender<Command> {
         self.command_tx.clone()
+    }
+
+    /// Follows the daemon's configuration: each new value (already validated, its client
+    /// buildable) is applied as a reload. Its current value is taken as seen: the poller
+    /// starts from the configuration it was built with.
+    pub fn follow(&mut self, mut config: watch::Receiver<Arc<Config>>) {
+        config.mark_unchanged();
+        self.config_rx = Some(config);
     }
 
     pub fn events(&self) -> broadcast::Receiver<Event> {
@@ -136,6 +146,7 @@ impl Poller {
     /// Runs until `shutdown` turns true, then lets polls in flight finish writing.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut commands = self.command_rx.take().expect("run is called once");
+        let mut config_rx = self.config_rx.take();
         let health_rx = self.health_rx.take().expect("run is called once");
         let health_writer = tokio::spawn(write_api_health(
             self.outbox.clone(),
@@ -155,7 +166,8 @@ impl Poller {
         if *shutdown.borrow() {
             d.stop_dispatching();
         }
-        d.run(&mut shutdown, &mut commands, &mut done_rx).await;
+        d.run(&mut shutdown, &mut commands, &mut config_rx, &mut done_rx)
+            .await;
         d.write_owed_before_stopping().await;
         if let Some(mut c) = d.cron.take() {
             let _ = c.shutdown().await;
@@ -274,6 +286,7 @@ impl Dispatcher {
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
         commands: &mut mpsc::Receiver<Command>,
+        config_rx: &mut Option<watch::Receiver<Arc<Config>>>,
         done_rx: &mut mpsc::UnboundedReceiver<Report>,
     ) {
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
@@ -320,6 +333,7 @@ impl Dispatcher {
                 }
                 Some(report) = done_rx.recv() => self.take_report(report).await,
                 Some(cmd) = commands.recv() => self.command(cmd).await,
+                Some(config) = next_config(config_rx) => self.config_changed(config).await,
                 _ = heartbeat.tick() => {
                     self.poller.liveness.beat();
                     self.retry_owed();
@@ -455,27 +469,38 @@ impl Dispatcher {
                     self.schedule.put(k.clone(), s, now);
                 }
             }
-            Command::Reload(boxed) => {
-                let (config, client) = *boxed;
-                let rows = rows_now(&self.poller.store).await;
-                let old = &self.poller.config;
-                if config.api.auth != old.api.auth || config.api.endpoint != old.api.endpoint {
-                    // New credentials (or a new endpoint) deserve a try now, not after the
-                    // back-off the old ones earned: one probe, then the usual rules.
-                    if self.health.auth_streak > 0 || !self.health.verified {
-                        info!(
-                            "credentials or endpoint changed: lifting the back-off; one request probes them"
-                        );
-                    }
-                    self.poller.budget.clear_pause();
-                    self.health.auth_streak = 0;
-                    self.health.verified = false;
-                }
-                self.reload(config, client, &rows).await;
-                self.owed
-                    .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
-            }
         }
+    }
+
+    /// A reload: the jobs, settings and client of the configuration now in force.
+    async fn config_changed(&mut self, config: Arc<Config>) {
+        // The reloader built a client from this configuration before publishing it, so this
+        // cannot fail but for the process running out of something; then the old one stays.
+        let client = match RtcClient::new(&config.api.client_config()) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload not applied to polling: cannot build the HTTP client: {e:#}");
+                return;
+            }
+        };
+        let config = Config::clone(&config);
+        let rows = rows_now(&self.poller.store).await;
+        let old = &self.poller.config;
+        if config.api.auth != old.api.auth || config.api.endpoint != old.api.endpoint {
+            // New credentials (or a new endpoint) deserve a try now, not after the
+            // back-off the old ones earned: one probe, then the usual rules.
+            if self.health.auth_streak > 0 || !self.health.verified {
+                info!(
+                    "credentials or endpoint changed: lifting the back-off; one request probes them"
+                );
+            }
+            self.poller.budget.clear_pause();
+            self.health.auth_streak = 0;
+            self.health.verified = false;
+        }
+        self.reload(config, client, &rows).await;
+        self.owed
+            .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
     }
 
     /// Last chance for outcomes the database refused earlier. The first refusal ends it: the
@@ -819,4 +844,15 @@ async fn rows_now(store: &Store) -> HashMap<Key, crate::store::JobRow> {
 
 fn round(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs().max(if d.is_zero() { 0 } else { 1 }))
+}
+
+/// The next configuration published on `rx`; pending for ever without one (or once its
+/// sender is gone), so the loop's other branches go on.
+async fn next_config(rx: &mut Option<watch::Receiver<Arc<Config>>>) -> Option<Arc<Config>> {
+    if let Some(r) = rx {
+        if r.changed().await.is_ok() {
+            return Some(r.borrow_and_update().clone());
+        }
+    }
+    std::future::pending().await
 }

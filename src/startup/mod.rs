@@ -147,9 +147,10 @@ impl Daemon {
         let (stop_tx, stop) = watch::channel(*shutdown.borrow());
         let stop_tx = Arc::new(stop_tx);
         let (events, _) = broadcast::channel(1024);
-        let parts = Daemon::build(&tasks, &config, &store, client, &events, &stop).await?;
+        let mut parts = Daemon::build(&tasks, &config, &store, client, &events, &stop).await?;
         let vitals = Arc::new(Vitals::new(parts.poller.liveness(), store.health().clone()));
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        parts.poller.follow(config_rx.clone());
         let shared = Shared {
             tasks,
             stop_tx,
@@ -169,7 +170,7 @@ impl Daemon {
             shared.start_http(listener, &parts.poller, parts.outbox);
         }
         shared.start_watchdog();
-        shared.start_reloader(hangup, config_tx, &parts.poller);
+        shared.start_reloader(hangup, config_tx);
         let (armed, poll_task) = shared.start_polling(parts.poller);
         Ok(Daemon {
             shared,
@@ -253,15 +254,11 @@ impl Shared {
         ));
     }
 
-    fn start_reloader(&self, hangup: Signal, config: watch::Sender<Arc<Config>>, poller: &Poller) {
+    fn start_reloader(&self, hangup: Signal, config: watch::Sender<Arc<Config>>) {
         let source = self.config.borrow().source.clone();
         match source {
             Some(path) => {
-                let reloader = reload::Reloader {
-                    path,
-                    commands: poller.commands(),
-                    config,
-                };
+                let reloader = reload::Reloader { path, config };
                 self.tasks
                     .spawn(reloader.run(self.tasks.clone(), hangup, self.stop.clone()));
             }

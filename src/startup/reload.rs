@@ -5,7 +5,6 @@
 //! the poller with its new client.
 
 use crate::config::{self, Config};
-use crate::poller::Command;
 use crate::systemd;
 use recwatch_rtc::client::RtcClient;
 use std::path::{Path, PathBuf};
@@ -19,10 +18,9 @@ use tracing::{debug, error, info, warn};
 /// Re-reads the configuration on SIGHUP and when the file changes.
 pub(super) struct Reloader {
     pub path: PathBuf,
-    /// The poller takes a reload as a command, with the client built from it: it applies
-    /// the change between two of its steps, not in the middle of one.
-    pub commands: mpsc::Sender<Command>,
-    /// The configuration in force, which every other component reads from its receiver.
+    /// The configuration in force: every component (the poller, the delivery worker, the HTTP
+    /// endpoint) reads it from its receiver. Only a configuration that loads and whose RTC
+    /// client can be built is published.
     pub config: watch::Sender<Arc<Config>>,
 }
 
@@ -93,27 +91,21 @@ impl Reloader {
             Err(e) => {
                 error!("reload ({why}) refused, keeping the previous configuration: {e}");
             }
+            // The client is built here only to refuse a configuration it cannot be built
+            // from; the poller builds its own from what is published.
             Ok(new) => match RtcClient::new(&new.api.client_config()) {
                 Err(e) => error!(
                     "reload ({why}) refused, keeping the previous configuration: cannot build the HTTP client: {e:#}"
                 ),
-                Ok(client) => {
+                Ok(_) => {
                     let old = self.config.borrow().clone();
                     warn_restart_only(&old, &new);
                     for w in new.warnings() {
                         warn!("{w}");
                     }
                     // Stored even while nobody listens: whoever reads next gets it.
-                    self.config.send_replace(Arc::new(new.clone()));
                     info!(reason = why, jobs = new.jobs.len(), "configuration re-read");
-                    if self
-                        .commands
-                        .send(Command::Reload(Box::new((new, client))))
-                        .await
-                        .is_err()
-                    {
-                        warn!("the poller is gone; reload not applied");
-                    }
+                    self.config.send_replace(Arc::new(new));
                 }
             },
         }
