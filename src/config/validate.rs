@@ -1,5 +1,5 @@
 //! Validation: each section of the raw tree read into its typed form, every value checked
-//! against its bound (see [`defaults`](super::defaults)) with an error that names the key and
+//! against its bound (see [`super::defaults`]) with an error that names the key and
 //! the fix.
 
 use super::channels::read_notify;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 /// Whether the database can be written, and why not: fed by every write's outcome and by
-/// [`Store::check_file`], read by `/readyz`.
+/// [`Store::check_file`](super::Store::check_file), read by `/readyz`.
 #[derive(Default)]
 pub struct StoreHealth {
     state: Mutex<HealthState>,
@@ -104,7 +104,7 @@ impl StoreHealth {
         self.lock().failing.as_ref().is_some_and(|f| !f.busy)
     }
 
-    /// Records what [`Store::check_file`] found; logs a change.
+    /// Records what [`Store::check_file`](super::Store::check_file) found; logs a change.
     pub fn set_file_problem(&self, problem: Option<String>) {
         let mut s = self.lock();
         if s.file_problem == problem {
