@@ -8,6 +8,7 @@
 //! is the command line (`main.rs` only calls it). The simulator, a fake RTC API for the demo,
 //! the tests and the benchmarks, is the crate `recwatch-sim`.
 
+pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod deliver;

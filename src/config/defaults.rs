@@ -64,6 +64,10 @@ pub const HTTP_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     9187,
 ));
 
+// [callback]
+/// The path RTC posts record callbacks to; the receiver is off unless `callback.listen` is set.
+pub const CALLBACK_PATH: &str = "/rtc/record-callback";
+
 // [log]
 pub const LOG_LEVEL: LogFilter = LogFilter::from_static("info");
 

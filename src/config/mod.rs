@@ -8,6 +8,7 @@
 //! What comes out is [`Config`]: values already parsed (addresses, header names, the cron
 //! schedule, the log filter), so nothing downstream parses a config string again.
 
+mod callback;
 mod channels;
 pub mod defaults;
 mod duration;
@@ -16,6 +17,7 @@ mod raw;
 mod schedule;
 mod validate;
 
+pub use callback::{AppConfig, CallbackConfig};
 pub use channels::{RESERVED_HEADERS, WebhookSecret, decode_webhook_secret};
 pub use defaults::{
     DEFAULT_ENDPOINT, DEFAULT_PATH, MAX_CHANNEL_TIMEOUT, MAX_INTERVAL, MIN_AUTH_BACKOFF,
@@ -65,8 +67,11 @@ pub struct Config {
     pub rules: RulesConfig,
     pub notify: NotifyConfig,
     pub http: HttpConfig,
+    pub callback: CallbackConfig,
     pub log: LogConfig,
     pub jobs: Vec<JobConfig>,
+    /// The RTC apps whose record callbacks are accepted (`[[apps]]`).
+    pub apps: Vec<AppConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -336,10 +341,12 @@ impl Config {
             // benchmark build on this and must not take port 9187 from a daemon running beside
             // them.
             http: HttpConfig { listen: None },
+            callback: CallbackConfig::default(),
             log: LogConfig {
                 level: defaults::LOG_LEVEL,
             },
             jobs: Vec::new(),
+            apps: Vec::new(),
         }
     }
 }

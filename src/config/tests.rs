@@ -655,4 +655,101 @@ fn the_example_file_shows_the_defaults() {
     assert_eq!(example.notify.max_backoff, d.notify.max_backoff);
     assert_eq!(example.http.listen, Some(defaults::HTTP_LISTEN));
     assert_eq!(example.log.level, d.log.level);
+    assert_eq!(example.callback.listen, d.callback.listen);
+    assert_eq!(example.callback.path, d.callback.path);
+    assert!(example.apps.is_empty());
+}
+
+#[test]
+fn callback_and_apps_errors_name_the_key() {
+    let auth = "[api.auth]\ntoken = \"t\"\n";
+    let app = "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\n";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "listen not an address",
+            "[callback]\nlisten=\"9188\"\n",
+            "callback.listen",
+            "IP:PORT",
+        ),
+        (
+            "path without a slash",
+            "[callback]\nlisten=\"127.0.0.1:0\"\npath=\"cb\"\n",
+            "callback.path",
+            "starts with /",
+        ),
+        (
+            "listening without any app",
+            "[callback]\nlisten=\"127.0.0.1:0\"\n",
+            "callback.listen",
+            "no [[apps]]",
+        ),
+        (
+            "app without a key",
+            "[[apps]]\napp_id=\"a\"\n",
+            "apps[0] (\"a\").auth_key",
+            "missing",
+        ),
+        (
+            "app without an id",
+            "[[apps]]\nauth_key=\"k\"\n",
+            "apps[0].app_id",
+            "missing",
+        ),
+        (
+            "dot-dot app id",
+            "[[apps]]\napp_id=\"..\"\nauth_key=\"k\"\n",
+            "apps[0].app_id",
+            "not an id",
+        ),
+        (
+            "key inline and from a file",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nauth_key_file=\"/k\"\n",
+            "apps[0] (\"a\").auth_key",
+            "not both",
+        ),
+        (
+            "unknown channel",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nnotify=[\"pager\"]\n",
+            "apps[0] (\"a\").notify",
+            "no channel",
+        ),
+        (
+            "an app twice",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\n[[apps]]\napp_id=\"a\"\nauth_key=\"k2\"\n",
+            "apps[1] (\"a\").app_id",
+            "configured twice",
+        ),
+        (
+            "relaying is not built: forward_to is refused",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nforward_to=\"https://x.example\"\n",
+            "apps[0].forward_to",
+            "not supported yet",
+        ),
+        (
+            "discovery is not built: discover is refused",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\ndiscover=true\n",
+            "apps[0].discover",
+            "not supported yet",
+        ),
+    ];
+    for (name, extra, key, fix) in cases {
+        let e = parse(&format!("{auth}{extra}")).expect_err(name);
+        assert!(e.location.contains(key), "{name}: {e}");
+        assert!(e.message.contains(fix), "{name}: {e}");
+        assert!(!e.to_string().contains("\"k\""), "{name}: a key shows: {e}");
+    }
+    let good = parse(&format!(
+        "{auth}[callback]\nlisten=\"127.0.0.1:9188\"\n{app}name=\"studio\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        good.callback.listen,
+        Some("127.0.0.1:9188".parse().unwrap())
+    );
+    assert_eq!(good.callback.path, defaults::CALLBACK_PATH);
+    assert_eq!(good.apps[0].app_id, "a");
+    assert_eq!(good.apps[0].name.as_deref(), Some("studio"));
+    assert!(!format!("{good:?}").contains("\"k\""));
+    let off = parse(&format!("{auth}[callback]\nlisten=\"\"\n")).unwrap();
+    assert_eq!(off.callback.listen, None);
 }

@@ -2,6 +2,7 @@
 //! against its bound (see [`super::defaults`]) with an error that names the key and
 //! the fix.
 
+use super::callback::{read_apps, read_callback};
 use super::channels::read_notify;
 use super::defaults::{self, *};
 use super::duration::format_duration;
@@ -31,8 +32,10 @@ pub(super) fn from_tree(
     let rules = read_rules(root.table("rules")?)?;
     let notify = read_notify(root.table("notify")?, base)?;
     let http = read_http(root.table("http")?)?;
+    let callback = read_callback(root.table("callback")?)?;
     let log = read_log(root.table("log")?)?;
     let jobs = read_jobs(root.array_of_tables("jobs")?, &notify, &poll)?;
+    let apps = read_apps(root.array_of_tables("apps")?, &notify, &callback, base)?;
     root.finish()?;
     Ok(Config {
         source: None,
@@ -42,8 +45,10 @@ pub(super) fn from_tree(
         rules,
         notify,
         http,
+        callback,
         log,
         jobs,
+        apps,
     })
 }
 
@@ -473,7 +478,7 @@ fn read_jobs(
 /// the request is signed, so the signature cannot match and every request is refused (three
 /// refusals stop every poll for `api.auth_backoff`); a control character cannot be what the
 /// console shows.
-fn check_id(t: &Table, key: &str, id: &str) -> Result<(), ConfigError> {
+pub(super) fn check_id(t: &Table, key: &str, id: &str) -> Result<(), ConfigError> {
     if id == "." || id == ".." {
         return Err(t.err(
             key,

@@ -66,10 +66,21 @@ pub async fn run(
         Some(addr) => Some(crate::http::bind_http(addr).await?),
         None => None,
     };
+    let callback = match config.callback.listen {
+        Some(addr) => Some(crate::callback::bind(addr).await?),
+        None => None,
+    };
     let client =
         RtcClient::new(&config.api.client_config()).context("cannot build the HTTP client")?;
-    let mut daemon =
-        Daemon::start(config, store.clone(), listener, client, hangup, shutdown).await?;
+    let mut daemon = Daemon::start(
+        config,
+        store.clone(),
+        [listener, callback],
+        client,
+        hangup,
+        shutdown,
+    )
+    .await?;
     daemon.announce(on_start, &owner).await;
     let result = daemon.until_stopped().await;
     daemon.shut_down().await;
@@ -138,7 +149,8 @@ impl Daemon {
     async fn start(
         config: Config,
         store: Store,
-        listener: Option<TcpListener>,
+        // The HTTP endpoint's listener and the callback receiver's, each bound before the start.
+        [listener, callback]: [Option<TcpListener>; 2],
         client: RtcClient,
         hangup: Signal,
         shutdown: watch::Receiver<bool>,
@@ -168,6 +180,14 @@ impl Daemon {
         ));
         if let Some(listener) = listener {
             shared.start_http(listener, &parts.poller, parts.outbox);
+        }
+        if let Some(listener) = callback {
+            shared.tasks.spawn(crate::callback::serve(
+                listener,
+                shared.config.clone(),
+                shared.store.clone(),
+                shared.stop.clone(),
+            ));
         }
         shared.start_watchdog();
         shared.start_reloader(hangup, config_tx);
@@ -479,9 +499,16 @@ mod tests {
         let hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
         let (stop, shutdown) = watch::channel(false);
-        let mut daemon = Daemon::start(config, store.clone(), None, client, hangup, shutdown)
-            .await
-            .unwrap();
+        let mut daemon = Daemon::start(
+            config,
+            store.clone(),
+            [None, None],
+            client,
+            hangup,
+            shutdown,
+        )
+        .await
+        .unwrap();
         // A task that outlives the stop until it is let go.
         let (let_go, held) = oneshot::channel::<()>();
         let ended = Arc::new(AtomicBool::new(false));

@@ -19,6 +19,7 @@
 //! caller waits out ([`retry_locked`]).
 
 pub mod alerts;
+mod callbacks;
 pub mod deliveries;
 mod episodes;
 mod error;
@@ -29,6 +30,7 @@ mod retention;
 mod transitions;
 
 pub use alerts::{AlertView, DeliveryView};
+pub use callbacks::{CallbackEventRow, Inserted};
 pub use episodes::OpenEpisode;
 pub use error::{
     Attempt, Cause, LOCK_RETRY, LockRetry, StoreError, describe_write_error, retry_locked,

@@ -198,14 +198,14 @@ async fn survives_refused_credentials_for_a_while() {
 }
 
 /// Another process holding the SQLite write lock until [`LockHolder::release`].
-struct LockHolder {
+pub(crate) struct LockHolder {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
 }
 
 impl LockHolder {
     /// Takes the write lock of `db` from another process; returns once it is held.
-    async fn take(db: &std::path::Path) -> LockHolder {
+    pub(crate) async fn take(db: &std::path::Path) -> LockHolder {
         use tokio::io::AsyncBufReadExt;
         // Holds the lock until told to let go (a line on stdin), not for a fixed time, so the
         // test decides when the lock ends whatever the machine's speed.
@@ -234,7 +234,7 @@ impl LockHolder {
     }
 
     /// Commits, ending the lock, and waits for the holder to exit.
-    async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         use tokio::io::AsyncWriteExt;
         self.stdin.write_all(b"release\n").await.unwrap();
         self.stdin.flush().await.unwrap();

@@ -338,6 +338,30 @@ impl TestApp {
         .await
     }
 
+    /// The address the callback receiver bound (`callback.listen = "127.0.0.1:0"`), from its
+    /// log line, like [`TestApp::http_addr`].
+    pub async fn callback_addr(&self) -> SocketAddr {
+        let log = self.log.clone();
+        wait_for(
+            "the callback receiver's address in the log",
+            Duration::from_secs(60),
+            || {
+                let addr = log
+                    .lock()
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.contains("callback receiver"))
+                    .find_map(|l| {
+                        l.split_whitespace()
+                            .find_map(|w| w.strip_prefix("address="))
+                            .and_then(|a| a.trim_matches('"').parse().ok())
+                    });
+                async move { addr }
+            },
+        )
+        .await
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
     }

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod answers;
+mod callbacks;
 mod checks;
 mod core;
 mod delivery;

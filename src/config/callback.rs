@@ -1,0 +1,137 @@
+//! `[callback]` and `[[apps]]`: where recwatch receives RTC's record callbacks, and the apps
+//! whose callbacks it accepts (each with the `auth_key` that verifies `X-Rtc-Signature`).
+
+use super::defaults;
+use super::raw::Table;
+use super::{ConfigError, NotifyConfig};
+use crate::secret::Secret;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Clone, Debug)]
+pub struct CallbackConfig {
+    /// `None` turns the receiver off (the default).
+    pub listen: Option<SocketAddr>,
+    /// The one path that takes POSTs; anything else is 404.
+    pub path: String,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> CallbackConfig {
+        CallbackConfig {
+            listen: None,
+            path: defaults::CALLBACK_PATH.to_string(),
+        }
+    }
+}
+
+/// One RTC app whose callbacks recwatch accepts.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    pub app_id: String,
+    /// Verifies `X-Rtc-Signature`; prints as `***`.
+    pub auth_key: Secret,
+    pub name: Option<String>,
+    /// Channels for this app's jobs (checked to exist; used by a later step of issue 11).
+    pub notify: Option<Vec<String>>,
+}
+
+pub(super) fn read_callback(mut t: Table) -> Result<CallbackConfig, ConfigError> {
+    let listen = match t.string("listen")? {
+        None => None,
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(s.trim().parse().map_err(|_| {
+            t.err("listen", format!("{s:?} is not an address; use IP:PORT like \"0.0.0.0:9188\", or \"\" to turn the receiver off"))
+        })?),
+    };
+    let path = match t.string("path")? {
+        None => defaults::CALLBACK_PATH.to_string(),
+        Some(p) => {
+            if !p.starts_with('/') || p.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(t.err(
+                    "path",
+                    format!("{p:?} is not a URL path; use one that starts with / and has no spaces, like \"{}\"", defaults::CALLBACK_PATH),
+                ));
+            }
+            p
+        }
+    };
+    t.finish()?;
+    Ok(CallbackConfig { listen, path })
+}
+
+pub(super) fn read_apps(
+    tables: Vec<Table>,
+    notify: &NotifyConfig,
+    callback: &CallbackConfig,
+    base: Option<&Path>,
+) -> Result<Vec<AppConfig>, ConfigError> {
+    let channels = notify.channel_names();
+    let mut seen = BTreeSet::new();
+    let mut apps = Vec::new();
+    for mut t in tables {
+        // Issue 11 names these, but nothing acts on them yet: refused, so that no one believes
+        // their callbacks are relayed or their jobs discovered.
+        for later in ["discover", "forward_to"] {
+            if t.keys().iter().any(|k| k == later) {
+                return Err(t.err(
+                    later,
+                    format!(
+                        "is not supported yet: this recwatch only stores callbacks; remove {later}"
+                    ),
+                ));
+            }
+        }
+        // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
+        t.known(&["app_id", "auth_key", "auth_key_file", "name", "notify"])?;
+        let app_id = t.required_string("app_id")?;
+        super::validate::check_id(&t, "app_id", &app_id)?;
+        t.path = format!("{} ({app_id:?})", t.path);
+        let auth_key = t.secret("auth_key", base)?.ok_or_else(|| {
+            t.err(
+                "auth_key",
+                "missing: set auth_key (or auth_key_file), the app's callback key from the RTC console; recwatch refuses callbacks it cannot verify",
+            )
+        })?;
+        let name = t.nonempty_string("name")?;
+        if name
+            .as_deref()
+            .is_some_and(|n| n.chars().any(char::is_control))
+        {
+            return Err(t.err(
+                "name",
+                "has a control character; names go into log lines, so use printable text",
+            ));
+        }
+        let notify_names = t.string_list("notify")?;
+        for n in notify_names.iter().flatten() {
+            if !channels.contains(&n.as_str()) {
+                return Err(t.err(
+                    "notify",
+                    format!("no channel is named {n:?}; the channels are {channels:?}"),
+                ));
+            }
+        }
+        t.finish()?;
+        if !seen.insert(app_id.clone()) {
+            return Err(t.err(
+                "app_id",
+                format!("{app_id:?} is configured twice; keep one [[apps]] entry per app"),
+            ));
+        }
+        apps.push(AppConfig {
+            app_id,
+            auth_key,
+            name,
+            notify: notify_names,
+        });
+    }
+    if callback.listen.is_some() && apps.is_empty() {
+        return Err(ConfigError::new(
+            "callback.listen",
+            "is set but no [[apps]] is configured, so every callback would be refused; add an [[apps]] entry with app_id and auth_key, or remove callback.listen",
+        ));
+    }
+    Ok(apps)
+}
