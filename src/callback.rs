@@ -154,7 +154,7 @@ pub async fn serve(
     listener: TcpListener,
     config: watch::Receiver<Arc<Config>>,
     store: Store,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let path = config.borrow().callback.path.clone();
     info!(
@@ -171,17 +171,16 @@ pub async fn serve(
         .route(&path, post(receive))
         .fallback(not_found)
         .with_state(receiver);
-    let served = axum::serve(
+    // The endpoint's own serving loop: the same connection cap (from the open-files limit)
+    // and header-read timeout, because this listener is the one that faces the internet.
+    crate::http::serve_router(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        "callback receiver",
+        crate::http::Limits::for_this_process(),
+        shutdown,
     )
-    .with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    })
     .await;
-    if let Err(e) = served {
-        warn!("callback receiver stopped: {e}");
-    }
 }
 
 fn count(outcome: Outcome) -> StatusCode {

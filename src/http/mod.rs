@@ -25,7 +25,7 @@ pub use health::LIVENESS_LIMIT_MS;
 pub use limits::{Limits, connection_cap, nofile_limit, raise_nofile_limit};
 pub use listen::{ListenProbe, bind_error, bind_http, probe_listen};
 pub use metrics::{GAUGE_MAX_AGE, metrics_handle};
-pub use server::{serve, serve_on};
+pub use server::{serve, serve_on, serve_router};
 
 use crate::config::Config;
 use crate::outbox::Outbox;

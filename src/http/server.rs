@@ -6,9 +6,11 @@ use super::AppState;
 use super::limits::{Limits, nofile_limit};
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
 use hyper::body::Frame;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -30,7 +32,7 @@ pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -38,22 +40,42 @@ pub async fn serve_on(
         header_read_timeout_s = limits.header_read_timeout.as_secs_f64(),
         "HTTP endpoint: /healthz /readyz /metrics /api/v1/jobs"
     );
-    let app = super::router(state);
+    serve_router(
+        listener,
+        super::router(state),
+        "HTTP endpoint",
+        limits,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `app` on a bound listener until shutdown, with the connection cap and the
+/// header-read timeout of `limits`: the one serving loop of both listeners (the endpoint, and
+/// the callback receiver that faces the internet). `name` says which in its log lines. Each
+/// request carries its peer's address as axum's `ConnectInfo<SocketAddr>`.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    name: &'static str,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let conns = Arc::new(Connections::new(limits.max_connections));
+    let conns = Arc::new(Connections::new(limits.max_connections, name));
     let mut accept_errors = Throttle::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
             a = listener.accept() => a,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
-                accept_failed(&e, &mut accept_errors).await;
+                accept_failed(name, &e, &mut accept_errors).await;
                 continue;
             }
         };
@@ -62,7 +84,7 @@ pub async fn serve_on(
             // more until one ends (new ones wait in the kernel's queue meanwhile).
             drop(stream);
             warn!(
-                "HTTP endpoint: all {} connections are busy answering; closed a new one and stopped accepting until one ends",
+                "{name}: all {} connections are busy answering; closed a new one and stopped accepting until one ends",
                 limits.max_connections
             );
             tokio::select! {
@@ -73,13 +95,13 @@ pub async fn serve_on(
             }
             continue;
         }
-        conns.spawn(stream, app.clone(), http1.clone(), shutdown.clone());
+        conns.spawn(stream, peer, app.clone(), http1.clone(), shutdown.clone());
     }
 }
 
 /// Accept failed. Running out of descriptors is loud (and throttled): it means something else
 /// in this process holds them, and outbound deliveries are failing the same way.
-async fn accept_failed(e: &std::io::Error, log: &mut Throttle) {
+async fn accept_failed(name: &str, e: &std::io::Error, log: &mut Throttle) {
     use std::io::ErrorKind::*;
     if matches!(
         e.kind(),
@@ -93,11 +115,11 @@ async fn accept_failed(e: &std::io::Error, log: &mut Throttle) {
                 .map(|(soft, _)| soft.to_string())
                 .unwrap_or_else(|_| "unknown".into());
             error!(
-                "HTTP endpoint cannot accept a connection: {e} (open-files limit {limit}, {missed} more such errors since the last report); webhook and e-mail deliveries fail the same way: raise LimitNOFILE"
+                "{name} cannot accept a connection: {e} (open-files limit {limit}, {missed} more such errors since the last report); webhook and e-mail deliveries fail the same way: raise LimitNOFILE"
             );
         }
     } else if let Some(missed) = log.due() {
-        warn!("HTTP endpoint: accept failed: {e} ({missed} more since the last report)");
+        warn!("{name}: accept failed: {e} ({missed} more since the last report)");
     }
     // Do not spin on an error that persists.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -133,6 +155,8 @@ fn now_ms() -> u64 {
 
 /// The open connections, oldest first, so that at the cap the oldest idle one makes room.
 struct Connections {
+    /// Which listener, for its log lines.
+    name: &'static str,
     cap: usize,
     open: Mutex<BTreeMap<u64, Open>>,
     next_id: AtomicU64,
@@ -222,8 +246,9 @@ impl Drop for Registered {
 }
 
 impl Connections {
-    fn new(cap: usize) -> Connections {
+    fn new(cap: usize, name: &'static str) -> Connections {
         Connections {
+            name,
             cap: cap.max(1),
             open: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(0),
@@ -253,8 +278,8 @@ impl Connections {
         drop(open);
         if let Some(missed) = self.evictions.lock().expect("throttle lock").due() {
             warn!(
-                "HTTP endpoint at its cap of {} connections: closing the oldest idle ones to make room ({} more since the last report; a client opening many connections?)",
-                self.cap, missed
+                "{} at its cap of {} connections: closing the oldest idle ones to make room ({} more since the last report; a client opening many connections?)",
+                self.name, self.cap, missed
             );
         }
         true
@@ -266,6 +291,7 @@ impl Connections {
     fn spawn(
         self: &Arc<Self>,
         stream: TcpStream,
+        peer: SocketAddr,
         app: Router,
         http1: hyper::server::conn::http1::Builder,
         mut shutdown: watch::Receiver<bool>,
@@ -282,7 +308,8 @@ impl Connections {
         let task = tokio::spawn(async move {
             let _registered = registered;
             let tower = hyper_util::service::TowerToHyperService::new(app);
-            let service = hyper::service::service_fn(move |request| {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
                 let guard = BusyGuard::begin(tracked.clone());
                 let call = hyper::service::Service::call(&tower, request);
                 async move {

@@ -291,3 +291,25 @@ async fn a_database_that_cannot_take_the_event_gets_503_and_rtc_may_send_it_agai
     );
     rig.app.stop().await;
 }
+
+/// The receiver faces the internet: a client that opens connections and never finishes a
+/// request is cut off by the header-read timeout (the HTTP endpoint's serving loop), and
+/// signed events are stored meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_a_request_are_closed_and_events_still_land() {
+    use tokio::io::AsyncWriteExt;
+    let mut rig = Rig::start().await;
+    let addr = rig.app.callback_addr().await;
+    let partial = format!("POST {PATH} HTTP/1.1\r\nHost: recwatch\r\n");
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(partial.as_bytes()).await.unwrap();
+        idle.push(s);
+    }
+    let body = event("app-a", "job-9", "RECORD_NEW_FILE_START");
+    assert_eq!(rig.post_signed(KEY_A, "half-open", &body).await, 200);
+    assert_eq!(crate::endpoint::all_closed_by_server(idle).await, 20);
+    assert_eq!(rig.events().await.len(), 1);
+    rig.app.stop().await;
+}

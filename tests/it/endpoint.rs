@@ -79,7 +79,7 @@ async fn closed_by_server(mut s: TcpStream) -> bool {
     tokio::time::timeout(T, read_all).await.is_ok()
 }
 
-async fn all_closed_by_server(conns: Vec<TcpStream>) -> usize {
+pub(crate) async fn all_closed_by_server(conns: Vec<TcpStream>) -> usize {
     let mut tasks = tokio::task::JoinSet::new();
     for s in conns {
         tasks.spawn(closed_by_server(s));
