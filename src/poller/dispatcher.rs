@@ -535,15 +535,10 @@ impl Dispatcher {
         let n = jobs.len().max(1) as u32;
         for (i, job) in jobs.iter().enumerate() {
             let k = key(job);
-            let Some(mut state) = JobState::from_row(
-                job,
-                rows.get(&k),
-                self.poller.config.poll.stop_after_terminal,
-            ) else {
+            let Some(mut state) = self.new_state(job, rows.get(&k)) else {
                 debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
                 continue;
             };
-            state.generation = self.poller.generation;
             if self.poller.config.poll.schedule.is_none() {
                 let offset = self
                     .poller
@@ -554,6 +549,14 @@ impl Dispatcher {
             }
             self.states.insert(k, state);
         }
+    }
+
+    /// A job joining the watch list, from its database row, in the current generation; None
+    /// when it is already STOPPED and `poll.stop_after_terminal` keeps it unpolled.
+    fn new_state(&self, job: &JobConfig, row: Option<&JobRow>) -> Option<JobState> {
+        let mut state = JobState::from_row(job, row, self.poller.config.poll.stop_after_terminal)?;
+        state.generation = self.poller.generation;
+        Some(state)
     }
 
     /// Takes a new configuration: jobs removed, changed and added, the budget, the
@@ -590,15 +593,10 @@ impl Dispatcher {
         for job in &new_jobs {
             let k = key(job);
             // A STOPPED job that was already on the list is not new: it stays unpolled.
-            let Some(mut state) = JobState::from_row(
-                job,
-                rows.get(&k),
-                self.poller.config.poll.stop_after_terminal,
-            ) else {
+            let Some(mut state) = self.new_state(job, rows.get(&k)) else {
                 continue;
             };
             added += 1;
-            state.generation = self.poller.generation;
             self.schedule.put(k.clone(), &mut state, now);
             self.states.insert(k, state);
         }

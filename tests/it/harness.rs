@@ -317,40 +317,27 @@ impl TestApp {
     /// port 0: the daemon binds a free port and keeps it, and says which ("find a free port,
     /// then let the daemon bind it" would race other processes for the port).
     pub async fn http_addr(&self) -> SocketAddr {
-        let log = self.log.clone();
-        wait_for(
-            "the HTTP endpoint's address in the log",
-            Duration::from_secs(60),
-            || {
-                let addr = log
-                    .lock()
-                    .unwrap()
-                    .lines()
-                    .filter(|l| l.contains("HTTP endpoint"))
-                    .find_map(|l| {
-                        l.split_whitespace()
-                            .find_map(|w| w.strip_prefix("address="))
-                            .and_then(|a| a.trim_matches('"').parse().ok())
-                    });
-                async move { addr }
-            },
-        )
-        .await
+        self.logged_addr("HTTP endpoint").await
     }
 
     /// The address the callback receiver bound (`callback.listen = "127.0.0.1:0"`), from its
     /// log line, like [`TestApp::http_addr`].
     pub async fn callback_addr(&self) -> SocketAddr {
+        self.logged_addr("callback receiver").await
+    }
+
+    /// The `address=` of the first log line that mentions `listener`.
+    async fn logged_addr(&self, listener: &str) -> SocketAddr {
         let log = self.log.clone();
         wait_for(
-            "the callback receiver's address in the log",
+            &format!("the {listener}'s address in the log"),
             Duration::from_secs(60),
             || {
                 let addr = log
                     .lock()
                     .unwrap()
                     .lines()
-                    .filter(|l| l.contains("callback receiver"))
+                    .filter(|l| l.contains(listener))
                     .find_map(|l| {
                         l.split_whitespace()
                             .find_map(|w| w.strip_prefix("address="))
