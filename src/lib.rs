@@ -16,6 +16,7 @@ pub mod detect;
 pub mod domain;
 pub mod exit;
 pub mod http;
+pub mod metric_catalogue;
 pub mod notify;
 pub mod outbox;
 pub mod poller;

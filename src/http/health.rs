@@ -15,14 +15,7 @@ pub const LIVENESS_LIMIT_MS: u64 = 15_000;
 /// cannot be read or written (full, read-only, deleted, replaced, locked), the poll loop is
 /// stalled, a task it needs has stopped, or the RTC API is failing.
 pub(super) async fn readyz(State(s): State<AppState>) -> Response {
-    let mut problems = Vec::new();
-    if let Err(e) = s.store.ping().await {
-        problems.push(format!("database unreachable: {e:#}"));
-    }
-    problems.extend(s.vitals.problems());
-    if s.outbox.api_unhealthy() {
-        problems.push("the RTC API is failing (api_unhealthy)".into());
-    }
+    let problems = problems(&s).await;
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -32,4 +25,18 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// Every reason the daemon cannot do its job now; empty when it is ready. `/readyz`,
+/// `recwatch_ready` and the heartbeat all ask this.
+pub(super) async fn problems(s: &AppState) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = s.store.ping().await {
+        problems.push(format!("database unreachable: {e:#}"));
+    }
+    problems.extend(s.vitals.problems());
+    if s.outbox.api_unhealthy() {
+        problems.push("the RTC API is failing (api_unhealthy)".into());
+    }
+    problems
 }

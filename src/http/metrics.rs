@@ -37,7 +37,10 @@ pub fn metrics_handle() -> PrometheusHandle {
                 })
                 .expect("bucket lists are not empty");
             match builder.install_recorder() {
-                Ok(h) => h,
+                Ok(h) => {
+                    crate::metric_catalogue::describe();
+                    h
+                }
                 // Another recorder is installed (tests that run a daemon in-process twice):
                 // render from a private one rather than fail.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
@@ -83,7 +86,10 @@ pub(super) async fn metrics(
             },
         }
     };
+    crate::metric_catalogue::zero(&s.config.borrow());
     set_live_gauges(&s, oldest_pending);
+    set_readiness_gauges(&s).await;
+    crate::metric_catalogue::process().collect();
     s.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -94,17 +100,29 @@ pub(super) async fn metrics(
 
 /// Gauges read from memory at scrape time.
 fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
-    let watched = s.config.borrow().jobs.len();
+    let (watched, budget) = {
+        let config = s.config.borrow();
+        (config.jobs.len(), config.budget())
+    };
     metrics::gauge!("recwatch_jobs_watched").set(watched as f64);
+    metrics::gauge!("recwatch_api_rate_limit").set(f64::from(budget.rate_limit));
+    metrics::gauge!("recwatch_rate_budget_demand_ratio")
+        .set(budget.demand / f64::from(budget.rate_limit.max(1)));
     let age = oldest_pending
         .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     metrics::gauge!("recwatch_oldest_pending_delivery_age_seconds").set(age);
-    metrics::gauge!("recwatch_rate_budget_wait_seconds_total")
-        .set(s.budget.total_wait().as_secs_f64());
     metrics::gauge!("recwatch_api_unhealthy").set(if s.outbox.api_unhealthy() { 1.0 } else { 0.0 });
     metrics::gauge!("recwatch_poll_loop_age_seconds")
         .set(s.liveness.age_ms().min(u64::MAX / 2) as f64 / 1000.0);
+}
+
+/// `recwatch_ready` (the same answer as `/readyz`) and `recwatch_database_writable`.
+async fn set_readiness_gauges(s: &AppState) {
+    let ready = super::health::problems(s).await.is_empty();
+    metrics::gauge!("recwatch_ready").set(if ready { 1.0 } else { 0.0 });
+    let writable = s.vitals.store.problems().is_empty();
+    metrics::gauge!("recwatch_database_writable").set(if writable { 1.0 } else { 0.0 });
 }
 
 /// Reads the database's gauges ([`crate::store::Store::gauges`], indexed queries) and sets them; returns
@@ -142,12 +160,11 @@ async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
         metrics::gauge!("recwatch_deliveries_dead", "channel" => name).set(0.0);
     }
     for d in g.deliveries {
-        let name = if d.dead {
-            "recwatch_deliveries_dead"
+        if d.dead {
+            metrics::gauge!("recwatch_deliveries_dead", "channel" => d.channel).set(d.n as f64);
         } else {
-            "recwatch_deliveries_pending"
-        };
-        metrics::gauge!(name, "channel" => d.channel).set(d.n as f64);
+            metrics::gauge!("recwatch_deliveries_pending", "channel" => d.channel).set(d.n as f64);
+        }
     }
     Ok(g.oldest_pending)
 }

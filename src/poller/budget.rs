@@ -5,7 +5,6 @@
 use crate::domain::mul_saturating;
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -19,8 +18,6 @@ const WINDOW: Duration = Duration::from_millis(1020);
 /// credentials) holds every request.
 pub struct Budget {
     state: Mutex<BudgetState>,
-    /// Nanoseconds spent waiting for the budget, for metrics.
-    waited_ns: AtomicU64,
 }
 
 struct BudgetState {
@@ -65,7 +62,6 @@ impl Budget {
                 recent: VecDeque::new(),
                 paused_until: None,
             }),
-            waited_ns: AtomicU64::new(0),
         }
     }
 
@@ -128,17 +124,10 @@ impl Budget {
         waited
     }
 
-    /// Counts time a request spent waiting for the budget, for metrics.
+    /// Counts time a request spent waiting for the budget, for metrics (the histogram's
+    /// `_sum` is the total wait).
     pub(super) fn record_wait(&self, waited: Duration) {
-        self.waited_ns.fetch_add(
-            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
         metrics::histogram!("recwatch_rate_budget_wait_seconds").record(waited.as_secs_f64());
-    }
-
-    pub fn total_wait(&self) -> Duration {
-        Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
     }
 }
 

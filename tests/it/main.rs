@@ -10,6 +10,7 @@ mod delivery;
 mod endpoint;
 mod faults;
 mod harness;
+mod metrics;
 mod notify;
 mod robust;
 mod secrets;

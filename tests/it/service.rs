@@ -226,7 +226,7 @@ async fn health_ready_metrics_and_jobs_answer_with_real_values() {
         "recwatch_jobs{state=\"STOPPED\"} 1",
         "recwatch_transitions_total",
         "recwatch_alerts_total{rule=\"stopped_unexpectedly\",severity=\"critical\"} 1",
-        "recwatch_rate_budget_wait_seconds_total",
+        "recwatch_rate_budget_wait_seconds_sum",
         "recwatch_oldest_pending_delivery_age_seconds",
     ] {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");

@@ -1,0 +1,417 @@
+//! The metrics catalogue: every metric recwatch exports, with its type and help text, and
+//! every label value known ahead. The one place a metric is added.
+//!
+//! Prometheus users write alert rules against these series, so `/metrics` must pass
+//! `promtool check metrics` and a series must exist before its first event: a counter that
+//! appears only with the first 429 makes `rate(...)` "no data" rather than 0, and an alert
+//! written against it never fires. So:
+//! - [`describe`] gives every metric in [`METRICS`] its HELP and TYPE (at start-up, once the
+//!   recorder is installed);
+//! - [`zero`] creates every series whose labels are known (every rule × severity, every
+//!   outcome, every state, every configured channel) at 0; `/metrics` calls it on each scrape,
+//!   so channels added by a reload appear too;
+//! - `tests/metric_names.rs` checks that every `counter!`/`gauge!`/`histogram!` in `src/` names
+//!   a metric listed here with the same type.
+//!
+//! **Adding a metric**: a line in [`METRICS`] (name, kind, help), its label values in a list
+//! below and a loop in [`zero`] when they are known ahead, and a row in README.md's metrics
+//! table. Rules: base units in names (`_seconds`, `_bytes`), `_total` on counters and only on
+//! them, label values from a bounded set (never a job id, an error text or a URL).
+//!
+//! This module names metrics and their vocabularies; it imports no component (the poller,
+//! the callback receiver and the delivery worker emit with literal names, checked by the test
+//! above), so any component can emit without an import cycle.
+
+use crate::config::Config;
+use crate::domain::{Rule, Severity};
+
+/// A metric's Prometheus type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    /// The macro that records it (`counter`, `gauge`, `histogram`), for the source check.
+    pub fn macro_name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One exported metric.
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The HELP text: what one unit of it is, and what its labels mean.
+    pub help: &'static str,
+}
+
+const fn m(name: &'static str, kind: Kind, help: &'static str) -> Metric {
+    Metric { name, kind, help }
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every metric recwatch itself exports (the process metrics of `metrics-process` describe
+/// themselves: see [`describe`]).
+pub const METRICS: &[Metric] = &[
+    m(
+        "recwatch_build_info",
+        Gauge,
+        "Always 1; the labels say which recwatch is running (version, and the git commit it was built from or \"unknown\").",
+    ),
+    m(
+        "recwatch_polls_total",
+        Counter,
+        "Polls of a job's state, by outcome: ok, or the error kind (throttled, server_error, timeout, connection, unauthorized, not_found, ...).",
+    ),
+    m(
+        "recwatch_poll_duration_seconds",
+        Histogram,
+        "How long one poll's request took, answer read, in seconds.",
+    ),
+    m(
+        "recwatch_transitions_total",
+        Counter,
+        "State changes seen, by the state changed to (INIT, RUNNING, STOPPED; other for a state the API invented).",
+    ),
+    m(
+        "recwatch_alerts_total",
+        Counter,
+        "Alerts raised (firing, reminders and resolved notices), by rule and severity.",
+    ),
+    m(
+        "recwatch_deliveries_total",
+        Counter,
+        "Delivery attempts that ended, by channel and outcome: sent (the receiver accepted), retry (failed, tried again later), dead (given up after notify.max_age).",
+    ),
+    m(
+        "recwatch_deliveries_pending",
+        Gauge,
+        "Deliveries not yet accepted by their receiver and still being retried, by channel.",
+    ),
+    m(
+        "recwatch_deliveries_dead",
+        Gauge,
+        "Deliveries given up after notify.max_age (kept in the database, see recwatch alerts), by channel.",
+    ),
+    m(
+        "recwatch_oldest_pending_delivery_age_seconds",
+        Gauge,
+        "Age of the oldest delivery still pending, in seconds; 0 when none is pending.",
+    ),
+    m(
+        "recwatch_jobs",
+        Gauge,
+        "Watched jobs by their last seen state (INIT, RUNNING, STOPPED, other; UNKNOWN before the first answer).",
+    ),
+    m("recwatch_jobs_watched", Gauge, "Jobs on the watch list."),
+    m(
+        "recwatch_rate_budget_wait_seconds",
+        Histogram,
+        "How long a request waited for a slot of the request budget (api.rate_limit per second, and pauses after 429s or refused credentials), in seconds. Its _sum is the total wait.",
+    ),
+    m(
+        "recwatch_rate_budget_demand_ratio",
+        Gauge,
+        "Requests per second the watch list needs at its intervals, divided by api.rate_limit. Above 1 every interval is stretched by this factor.",
+    ),
+    m(
+        "recwatch_api_rate_limit",
+        Gauge,
+        "api.rate_limit: requests per second the budget allows, for all polls together.",
+    ),
+    m(
+        "recwatch_throttled_total",
+        Counter,
+        "Answers of 429 (APIG.0308) from the API; each pauses every poll.",
+    ),
+    m(
+        "recwatch_api_unhealthy",
+        Gauge,
+        "1 while the api_unhealthy condition is open (credentials refused, or every poll failing), else 0.",
+    ),
+    m(
+        "recwatch_poll_loop_age_seconds",
+        Gauge,
+        "Seconds since the poll loop last went round (it does every second); /readyz reports a stall after 5.",
+    ),
+    m(
+        "recwatch_database_writable",
+        Gauge,
+        "1 when the database accepts writes (no failed write, the file in place and writable, the writer running), else 0.",
+    ),
+    m(
+        "recwatch_ready",
+        Gauge,
+        "1 when /readyz answers 200 (the database readable and writable, the poll loop and its tasks running, the API healthy), else 0.",
+    ),
+    m(
+        "recwatch_task_panics_total",
+        Counter,
+        "Panics contained in one poll, write, delivery or API health check, by task; each is logged with its message.",
+    ),
+    m(
+        "recwatch_callbacks_total",
+        Counter,
+        "Requests to the record-callback receiver, by result (stored, duplicate, replay, unsigned, forged, unknown_app, too_large, malformed, unavailable, not_found).",
+    ),
+];
+
+/// `recwatch_polls_total{outcome}`: "ok", or recwatch-rtc's `ErrorKind::as_str`.
+pub const POLL_OUTCOMES: &[&str] = &[
+    "ok",
+    "not_found",
+    "endpoint_not_found",
+    "redirect",
+    "unauthorized",
+    "throttled",
+    "server_error",
+    "rejected",
+    "bad_response",
+    "wrong_job",
+    "no_state",
+    "timeout",
+    "connection",
+];
+
+/// `recwatch_transitions_total{to_state}`: recwatch-rtc's `State::label`.
+pub const STATE_LABELS: &[&str] = &["INIT", "RUNNING", "STOPPED", "other"];
+
+/// `recwatch_jobs{state}`: the state labels, and UNKNOWN for a job not answered yet.
+pub const JOB_STATE_LABELS: &[&str] = &["INIT", "RUNNING", "STOPPED", "other", "UNKNOWN"];
+
+/// `recwatch_deliveries_total{outcome}`.
+pub const DELIVERY_OUTCOMES: &[&str] = &["sent", "retry", "dead"];
+
+/// `recwatch_task_panics_total{task}`.
+pub const TASKS: &[&str] = &["poll", "writer", "delivery", "api_health"];
+
+/// `recwatch_callbacks_total{result}`: `callback::Outcome::label`.
+pub const CALLBACK_RESULTS: &[&str] = &[
+    "stored",
+    "duplicate",
+    "replay",
+    "unsigned",
+    "forged",
+    "unknown_app",
+    "too_large",
+    "malformed",
+    "unavailable",
+    "not_found",
+];
+
+/// Severities an alert can carry (a rule set to "off" raises none).
+pub const SEVERITIES: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
+
+/// Gives every metric its HELP and TYPE, sets `recwatch_build_info` and describes the
+/// process metrics. Called once the recorder is installed (a description given before is
+/// lost).
+pub fn describe() {
+    for d in METRICS {
+        match d.kind {
+            Counter => metrics::describe_counter!(d.name, d.help),
+            Gauge => metrics::describe_gauge!(d.name, d.help),
+            Histogram => metrics::describe_histogram!(d.name, d.help),
+        }
+    }
+    metrics::gauge!(
+        "recwatch_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("RECWATCH_COMMIT"),
+    )
+    .set(1.0);
+    process().describe();
+    // Under the systemd unit's ProcSubset=pid, /proc/stat (the boot time) is hidden and
+    // metrics-process cannot work out the start time. The recorder is installed as `run`
+    // starts, so now is within a second of it; where /proc/stat is readable the collector
+    // overwrites this with the kernel's figure on each scrape.
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        metrics::gauge!("process_start_time_seconds").set(now.as_secs() as f64);
+    }
+}
+
+/// The process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+/// `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, ...), read from
+/// /proc by `metrics-process`: unprefixed, the names every Prometheus dashboard knows.
+pub fn process() -> metrics_process::Collector {
+    metrics_process::Collector::default()
+}
+
+/// Creates every series whose label values are known ahead at 0 (a counter's `increment(0)`
+/// and a gauge's `increment(0.0)` leave a value already there untouched), so alert rules see
+/// 0 rather than no data. Cheap enough for every scrape: a few dozen map look-ups.
+pub fn zero(config: &Config) {
+    let counter = |name: &'static str, labels: &[(&'static str, String)]| {
+        metrics::counter!(name, labels).increment(0);
+    };
+    for outcome in POLL_OUTCOMES {
+        counter("recwatch_polls_total", &[("outcome", outcome.to_string())]);
+    }
+    for state in STATE_LABELS {
+        counter(
+            "recwatch_transitions_total",
+            &[("to_state", state.to_string())],
+        );
+    }
+    for rule in Rule::ALL {
+        for severity in SEVERITIES {
+            counter(
+                "recwatch_alerts_total",
+                &[
+                    ("rule", rule.as_str().to_string()),
+                    ("severity", severity.as_str().to_string()),
+                ],
+            );
+        }
+    }
+    for channel in config.notify.channel_names() {
+        for outcome in DELIVERY_OUTCOMES {
+            counter(
+                "recwatch_deliveries_total",
+                &[
+                    ("channel", channel.to_string()),
+                    ("outcome", outcome.to_string()),
+                ],
+            );
+        }
+        for name in ["recwatch_deliveries_pending", "recwatch_deliveries_dead"] {
+            metrics::gauge!(name, "channel" => channel.to_string()).increment(0.0);
+        }
+    }
+    for task in TASKS {
+        counter("recwatch_task_panics_total", &[("task", task.to_string())]);
+    }
+    for result in CALLBACK_RESULTS {
+        counter(
+            "recwatch_callbacks_total",
+            &[("result", result.to_string())],
+        );
+    }
+    counter("recwatch_throttled_total", &[]);
+    for state in JOB_STATE_LABELS {
+        metrics::gauge!("recwatch_jobs", "state" => *state).increment(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recwatch_rtc::ErrorKind;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let mut seen = BTreeSet::new();
+        for d in METRICS {
+            assert!(seen.insert(d.name), "{} is listed twice", d.name);
+            assert!(
+                d.name.starts_with("recwatch_")
+                    && d.name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{}: recwatch_ and snake_case",
+                d.name
+            );
+            assert_eq!(
+                d.name.ends_with("_total"),
+                d.kind == Counter,
+                "{}: _total on counters and only on them",
+                d.name
+            );
+            for bad in ["_ms", "_milliseconds", "_minutes", "_kb", "_mb", "_percent"] {
+                assert!(!d.name.contains(bad), "{}: base units only", d.name);
+            }
+            assert!(d.help.len() > 10, "{}: a help text", d.name);
+        }
+    }
+
+    /// The lists above name every value their owners can emit: a variant added there without
+    /// a label here fails to compile (the exhaustive matches) or fails this test.
+    #[test]
+    fn label_lists_match_their_owners() {
+        let kinds = [
+            ErrorKind::NotFound,
+            ErrorKind::EndpointNotFound,
+            ErrorKind::Redirect,
+            ErrorKind::Unauthorized,
+            ErrorKind::Throttled,
+            ErrorKind::Server,
+            ErrorKind::Rejected,
+            ErrorKind::BadResponse,
+            ErrorKind::WrongJob,
+            ErrorKind::NoState,
+            ErrorKind::Timeout,
+            ErrorKind::Connection,
+        ];
+        for k in kinds {
+            // Exhaustive: a new ErrorKind must be added to `kinds` (and so to POLL_OUTCOMES).
+            match k {
+                ErrorKind::NotFound
+                | ErrorKind::EndpointNotFound
+                | ErrorKind::Redirect
+                | ErrorKind::Unauthorized
+                | ErrorKind::Throttled
+                | ErrorKind::Server
+                | ErrorKind::Rejected
+                | ErrorKind::BadResponse
+                | ErrorKind::WrongJob
+                | ErrorKind::NoState
+                | ErrorKind::Timeout
+                | ErrorKind::Connection => {}
+            }
+        }
+        let want: BTreeSet<&str> = std::iter::once("ok")
+            .chain(kinds.iter().map(|k| k.as_str()))
+            .collect();
+        assert_eq!(want, POLL_OUTCOMES.iter().copied().collect());
+
+        use crate::callback::Outcome as O;
+        let outcomes = [
+            O::Stored,
+            O::Duplicate,
+            O::Replay,
+            O::Unsigned,
+            O::Forged,
+            O::UnknownApp,
+            O::TooLarge,
+            O::Malformed,
+            O::Unavailable,
+            O::NotFound,
+        ];
+        for o in outcomes {
+            match o {
+                O::Stored
+                | O::Duplicate
+                | O::Replay
+                | O::Unsigned
+                | O::Forged
+                | O::UnknownApp
+                | O::TooLarge
+                | O::Malformed
+                | O::Unavailable
+                | O::NotFound => {}
+            }
+        }
+        let want: BTreeSet<&str> = outcomes.iter().map(|o| o.label()).collect();
+        assert_eq!(want, CALLBACK_RESULTS.iter().copied().collect());
+
+        use recwatch_rtc::State;
+        for s in [
+            State::Init,
+            State::Running,
+            State::Stopped,
+            State::Other("X".into()),
+        ] {
+            assert!(STATE_LABELS.contains(&s.label()), "{s:?}");
+            assert!(JOB_STATE_LABELS.contains(&s.label()), "{s:?}");
+        }
+    }
+}
