@@ -382,17 +382,36 @@ impl RtcClient {
     pub fn job_path(&self, app_id: &str, job_id: &str) -> String {
         format!(
             "{}/v2/apps/{}/individual-stream-jobs/{}",
-            self.endpoint.path().trim_end_matches('/'),
+            self.base_path(),
             sign::encode(app_id),
             sign::encode(job_id)
         )
     }
 
-    /// The headers for one request, signed when the credentials are AK/SK. Pure apart from the
+    /// The endpoint's own path (a proxy's prefix), without a trailing `/`: every API path
+    /// goes under it.
+    pub(crate) fn base_path(&self) -> &str {
+        self.endpoint.path().trim_end_matches('/')
+    }
+
+    /// The headers for one GET, signed when the credentials are AK/SK. Pure apart from the
     /// clock, which is an argument.
     pub fn headers(
         &self,
         path: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(&'static str, String)> {
+        self.headers_for("GET", path, b"", now)
+    }
+
+    /// The headers for one request with `method` and `body` (empty for none), signed over the
+    /// body's SHA-256 when the credentials are AK/SK, as the SDK signs a create or an update.
+    /// Pure apart from the clock, which is an argument.
+    pub fn headers_for(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Vec<(&'static str, String)> {
         let mut headers: Vec<(&'static str, String)> = vec![
@@ -420,11 +439,11 @@ impl RtcClient {
                 let signed = sign::sign(
                     access_key,
                     secret_key.expose(),
-                    "GET",
+                    method,
                     path,
                     &[],
                     &pairs,
-                    b"",
+                    body,
                 );
                 headers.push(("Authorization", signed.authorization));
             }
@@ -467,23 +486,69 @@ impl RtcClient {
                 f.request_id = f.request_id.map(|id| r.clean(&id, MAX_ERROR_CHARS));
                 Ok(f)
             }
-            Err(mut e) => {
-                let clean = |t: Option<String>| t.map(|t| r.clean(&t, MAX_ERROR_CHARS));
-                e.error_code = clean(e.error_code);
-                e.error_msg = clean(e.error_msg);
-                e.detail = clean(e.detail);
-                e.request_id = clean(e.request_id);
-                Err(e)
-            }
+            Err(e) => Err(self.clean_error(e)),
         }
     }
 
+    /// The error with every configured secret removed from the text that came from outside,
+    /// each field cut to a bounded length.
+    pub(crate) fn clean_error(&self, mut e: RtcError) -> RtcError {
+        let r = &self.redactor;
+        let clean = |t: Option<String>| t.map(|t| r.clean(&t, MAX_ERROR_CHARS));
+        e.error_code = clean(e.error_code);
+        e.error_msg = clean(e.error_msg);
+        e.detail = clean(e.detail);
+        e.request_id = clean(e.request_id);
+        e
+    }
+
+    /// Removes every configured secret from text that came from outside.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
     async fn fetch_job(&self, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
-        let path = self.job_path(app_id, job_id);
+        let answer = self
+            .send(reqwest::Method::GET, &self.job_path(app_id, job_id), None)
+            .await?;
+        if !answer.is_success() {
+            return Err(answer.into_error());
+        }
+        let job = read_ok_body(app_id, job_id, &answer.body).map_err(|bad| RtcError {
+            kind: bad.kind,
+            status: Some(answer.status),
+            error_code: bad.error.error_code,
+            error_msg: bad.error.error_msg,
+            request_id: answer.request_id.clone(),
+            detail: Some(bad.detail),
+            clock_skew_minutes: None,
+        })?;
+        Ok(Fetched {
+            job,
+            raw: String::from_utf8_lossy(&answer.body).into_owned(),
+            request_id: answer.request_id,
+            latency: answer.latency,
+        })
+    }
+
+    /// The one way every request goes out: `method` on `path` (under the endpoint, ids
+    /// already encoded), with `body` when there is one, signed over exactly what is sent.
+    /// Any answer that arrives whole is `Ok`, whatever its status: reading it is the caller's
+    /// part ([`Answer::into_error`] for a refusal). Only a transport failure, a header HTTP
+    /// cannot carry or a body too large or cut short is an error here.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, RtcError> {
         let mut url = self.endpoint.clone();
-        url.set_path(&path);
+        url.set_path(path);
         let mut map = HeaderMap::new();
-        for (name, value) in self.headers(&path, chrono::Utc::now()) {
+        let signed_body = body.as_deref().unwrap_or_default();
+        for (name, value) in
+            self.headers_for(method.as_str(), path, signed_body, chrono::Utc::now())
+        {
             let value = HeaderValue::from_str(&value).map_err(|_| {
                 RtcError::transport(
                     ErrorKind::Rejected,
@@ -493,13 +558,11 @@ impl RtcClient {
             map.insert(HeaderName::from_static(lower(name)), value);
         }
         let started = Instant::now();
-        let response = self
-            .http
-            .get(url)
-            .headers(map)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let mut request = self.http.request(method, url).headers(map);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -516,51 +579,64 @@ impl RtcClient {
             e.request_id = request_id.clone();
             e
         })?;
-        let latency = started.elapsed();
-        if (200..300).contains(&status) {
-            let job = read_ok_body(app_id, job_id, &body).map_err(|bad| RtcError {
-                kind: bad.kind,
-                status: Some(status),
-                error_code: bad.error.error_code,
-                error_msg: bad.error.error_msg,
-                request_id: request_id.clone(),
-                detail: Some(bad.detail),
-                clock_skew_minutes: None,
-            })?;
-            return Ok(Fetched {
-                job,
-                raw: String::from_utf8_lossy(&body).into_owned(),
-                request_id,
-                latency,
-            });
-        }
+        Ok(Answer {
+            status,
+            body,
+            request_id,
+            location,
+            date,
+            latency: started.elapsed(),
+        })
+    }
+}
+
+/// One answer, read whole but not yet interpreted (see [`RtcClient::send`]).
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+    /// The `X-Request-Id` answer header.
+    pub(crate) request_id: Option<String>,
+    location: Option<String>,
+    date: Option<String>,
+    /// From sending the request to the whole body.
+    pub(crate) latency: Duration,
+}
+
+impl Answer {
+    pub(crate) fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// A non-2xx answer as the typed error: its kind from the status and the API's code,
+    /// where a redirect points, and how far off the clock is when credentials were refused.
+    pub(crate) fn into_error(self) -> RtcError {
         // A non-JSON error body leaves the status as the only code, as the SDK does.
-        let mut err = parse_error_body(&body);
-        let kind = classify(status, err.error_code.as_deref());
+        let mut err = parse_error_body(&self.body);
+        let kind = classify(self.status, err.error_code.as_deref());
         if kind == ErrorKind::Redirect && err.error_code.is_none() {
             // A redirect's page ("Moved", a login form) says less than its Location.
             err.error_msg = None;
         }
         let detail = match kind {
-            ErrorKind::Redirect => Some(match location {
+            ErrorKind::Redirect => Some(match self.location {
                 Some(to) => format!("to {}", cap(&to, 200)),
                 None => "with no Location".to_string(),
             }),
             _ => None,
         };
         let clock_skew_minutes = match kind {
-            ErrorKind::Unauthorized => clock_skew(date.as_deref(), chrono::Utc::now()),
+            ErrorKind::Unauthorized => clock_skew(self.date.as_deref(), chrono::Utc::now()),
             _ => None,
         };
-        Err(RtcError {
+        RtcError {
             kind,
-            status: Some(status),
+            status: Some(self.status),
             error_code: err.error_code,
             error_msg: err.error_msg,
-            request_id,
+            request_id: self.request_id,
             detail,
             clock_skew_minutes,
-        })
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`callback`]: RTC's record callbacks: [`RecordEvent`] parsed from the raw body, the
 //!   `X-Rtc-Signature` verified in constant time and made again for relaying, checked against
 //!   the shared signing vector (`tests/callback_vectors.rs`).
+//! - [`registration`]: an app's record-callback registration (`GET`/`PUT
+//!   /v2/apps/{app_id}/record-callback`), through the same client and typed errors.
 //! - [`secret`]: [`Secret`], which never prints, and [`Redactor`], which removes secrets from
 //!   text that came from outside.
 //!
@@ -37,6 +39,7 @@
 pub mod callback;
 pub mod client;
 pub mod model;
+pub mod registration;
 pub mod secret;
 pub mod sign;
 
@@ -45,6 +48,7 @@ pub use callback::{
 };
 pub use client::{ClientConfig, ErrorKind, Fetched, RtcClient, RtcError};
 pub use model::{JobSnapshot, State, StopReason};
+pub use registration::{CallbackUpdate, Registration};
 pub use secret::{Redactor, Secret};
 
 /// The credentials a request is sent with. `Debug` prints the secrets as `***`.

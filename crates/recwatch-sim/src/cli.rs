@@ -44,6 +44,28 @@ pub struct SimulateArgs {
     pub churn: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Register this record-callback URL for --app-id from the start (as a PUT
+    /// /v2/apps/{app_id}/record-callback would); the jobs' changes are POSTed to it.
+    #[arg(long, value_name = "URL")]
+    pub callback_url: Option<String>,
+    /// With --callback-url: sign the callbacks with this key (X-Rtc-Signature).
+    #[arg(long, value_name = "KEY", requires = "callback_url")]
+    pub callback_key: Option<String>,
+    /// Leave out this fraction of record callbacks (0.0 to 1.0; chosen by an RNG seeded with
+    /// --seed): polling must still catch what push misses.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub callback_drop: f64,
+    /// Show a stop in the API this long after its CLOUD_RECORD_SERVER_OVER callback, as the
+    /// real API may lag its events, e.g. "2s".
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub callback_lag: Duration,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction from 0.0 to 1.0, e.g. 0.5")),
+    }
 }
 
 impl SimulateArgs {
@@ -67,6 +89,10 @@ impl SimulateArgs {
             churn: self.churn,
             seed: self.seed,
             project_id: self.project_id.clone(),
+            callback_url: self.callback_url.clone(),
+            callback_key: self.callback_key.clone().map(recwatch_rtc::Secret::new),
+            callback_drop: self.callback_drop,
+            callback_lag: self.callback_lag,
             ..SimOptions::default()
         }
     }
@@ -158,6 +184,43 @@ mod tests {
         assert!(
             format!("{:?}", opts.auth).contains("***")
                 && !format!("{:?}", opts.auth).contains("\"b\"")
+        );
+        let cli = Cli::try_parse_from([
+            "x",
+            "--callback-url",
+            "http://127.0.0.1:9188/rtc/record-callback",
+            "--callback-key",
+            "the-callback-key-of-the-demo-app",
+            "--callback-drop",
+            "0.5",
+            "--callback-lag",
+            "2s",
+        ])
+        .unwrap();
+        let opts = cli.args.options();
+        assert_eq!(
+            opts.callback_url.as_deref(),
+            Some("http://127.0.0.1:9188/rtc/record-callback")
+        );
+        assert_eq!(
+            opts.callback_key.as_ref().map(|k| k.expose()),
+            Some("the-callback-key-of-the-demo-app")
+        );
+        assert_eq!(
+            (opts.callback_drop, opts.callback_lag),
+            (0.5, Duration::from_secs(2))
+        );
+        assert!(!format!("{opts:?}").contains("the-callback-key"));
+        for bad in ["1.5", "half", "NaN"] {
+            let e = Cli::try_parse_from(["x", "--callback-drop", bad])
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("not a fraction from 0.0 to 1.0"), "{bad}: {e}");
+        }
+        assert!(
+            Cli::try_parse_from(["x", "--callback-key", "k"]).is_err(),
+            "a key needs a URL"
         );
         assert_eq!(
             listening_line("127.0.0.1:8086".parse().unwrap(), 12, "demo-app"),

@@ -2,6 +2,7 @@
 //! simulator running as its own process (`recwatch simulate`). Its requests are neither
 //! counted, limited nor authenticated.
 
+use crate::callbacks::SentCallback;
 use crate::faults::Fault;
 use crate::script::Change;
 use crate::simulator::{Inner, Simulator};
@@ -26,6 +27,11 @@ pub(crate) fn routes() -> Router<Arc<Inner>> {
         )
         .route("/_sim/raw-jobs/{app_id}/{job_id}", put(ctl_put_raw_job))
         .route("/_sim/changes", get(ctl_changes))
+        .route("/_sim/callbacks", get(ctl_callbacks))
+}
+
+async fn ctl_callbacks(AxState(inner): AxState<Arc<Inner>>) -> Json<Vec<SentCallback>> {
+    Json(Simulator { inner }.sent_callbacks())
 }
 
 async fn ctl_stats(AxState(inner): AxState<Arc<Inner>>) -> Json<SimStats> {

@@ -46,6 +46,8 @@ pub(crate) struct Gate {
     locked_until: Option<Instant>,
     /// Requests the rate limit let through in the trailing second, oldest first.
     admitted: VecDeque<Instant>,
+    /// The same for the apps group (record callbacks ...), over the trailing minute.
+    admitted_app_group: VecDeque<Instant>,
 }
 
 impl Gate {
@@ -108,6 +110,29 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Whether the apps group's limit (60 in any trailing minute) lets a request through at
+    /// `now`; only enforced when the simulator enforces limits at all (`limited`).
+    pub(crate) fn admit_app_group(&mut self, limited: bool, now: Instant) -> bool {
+        if !limited {
+            return true;
+        }
+        let window = Duration::from_secs(60);
+        while self
+            .admitted_app_group
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.admitted_app_group.pop_front();
+        }
+        if self.admitted_app_group.len() >= crate::registration::APP_GROUP_PER_MINUTE as usize {
+            return false;
+        }
+        self.admitted_app_group.push_back(now);
+        true
+    }
+}
+
 /// The gateway's 429 message, quoting the limit (10, the API's, when none is set: a throttle
 /// fault then reads like the real gateway's).
 pub(crate) fn throttle_message(rate_limit: Option<u32>) -> String {
@@ -123,6 +148,7 @@ pub(crate) fn check_credentials(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    body: &[u8],
 ) -> Result<(), Refusal> {
     match &opts.auth {
         SimAuth::None => Ok(()),
@@ -136,7 +162,7 @@ pub(crate) fn check_credentials(
             secret_key,
         } => {
             let now = sim_now(opts);
-            verify_signature(access_key, secret_key, method, uri, headers, now)
+            verify_signature(access_key, secret_key, method, uri, headers, body, now)
                 .map_err(Refusal::bad_key)?;
             check_project(opts.project_id.as_deref(), headers)
         }
@@ -183,6 +209,7 @@ fn verify_signature(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<(), String> {
     let value = headers
@@ -227,7 +254,7 @@ fn verify_signature(
                 .collect()
         })
         .unwrap_or_default();
-    let canonical = sign::canonical_request(method.as_str(), uri.path(), &query, &signed, b"");
+    let canonical = sign::canonical_request(method.as_str(), uri.path(), &query, &signed, body);
     let expected = sign::hmac_hex(
         secret_key.as_bytes(),
         sign::string_to_sign(date, &canonical).as_bytes(),

@@ -66,17 +66,20 @@
 //! answers), `stats` (request counting), `control` (the `/_sim` API), `cli`
 //! (`recwatch simulate`). The HTTP-level tests are in `tests/http`.
 
+mod callbacks;
 mod cli;
 mod control;
 mod faults;
 mod gateway;
 mod options;
+mod registration;
 mod response;
 mod script;
 mod server;
 mod simulator;
 mod stats;
 
+pub use callbacks::{CallbackStats, SentCallback, event_body, events_for};
 pub use cli::{SimulateArgs, run};
 pub use faults::{Fault, FaultKind};
 pub use options::{SimAuth, SimOptions};

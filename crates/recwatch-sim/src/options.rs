@@ -29,6 +29,19 @@ pub struct SimOptions {
     pub project_id: Option<String>,
     /// Seconds the simulator's clock is ahead of this machine's (negative: behind).
     pub clock_offset: i64,
+    /// The fraction of record callbacks not sent (0.0 sends all, 1.0 none), decided by an RNG
+    /// seeded with `seed`: proves that polling still catches what push misses.
+    pub callback_drop: f64,
+    /// How long after a stop's `CLOUD_RECORD_SERVER_OVER` the API still shows the job's
+    /// previous state (the real API may lag its event); zero shows STOPPED at once.
+    pub callback_lag: Duration,
+    /// Callbacks waiting to be sent at most; beyond it one is dropped and counted
+    /// (`overflowed`), never waited for.
+    pub callback_queue: usize,
+    /// A registration for `app_id` from the start, as a `PUT .../record-callback` would make
+    /// it: the URL and, optionally, the key callbacks are signed with.
+    pub callback_url: Option<String>,
+    pub callback_key: Option<recwatch_rtc::Secret>,
 }
 
 impl Default for SimOptions {
@@ -46,6 +59,11 @@ impl Default for SimOptions {
             seed: 0,
             project_id: None,
             clock_offset: 0,
+            callback_drop: 0.0,
+            callback_lag: Duration::ZERO,
+            callback_queue: 10_000,
+            callback_url: None,
+            callback_key: None,
         }
     }
 }

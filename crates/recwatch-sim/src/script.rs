@@ -2,7 +2,7 @@
 //! the start (see the crate docs, "The script"), the record a scripted job serves, and churn,
 //! the benchmark's random changes.
 
-use crate::simulator::{Inner, Job, fixed, stopped};
+use crate::simulator::{Inner, Pending, fixed, stopped};
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// One state change of one job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,51 +127,28 @@ pub(crate) fn scripted_job(
 }
 
 impl Inner {
-    /// One churn step: flip a random scripted-id job between RUNNING and STOPPED.
+    /// One churn step: flip a random scripted-id job between RUNNING and STOPPED, announced
+    /// by callbacks like any change (a stop shown `callback_lag` later).
     pub(crate) fn churn_one(&self, rng: &mut StdRng) {
         if self.opts.jobs == 0 {
             return;
         }
         let index = rng.random_range(0..self.opts.jobs);
         let id = job_id(index);
-        let elapsed = self.epoch.elapsed();
-        let now = fmt_time(plus(self.epoch_utc, elapsed));
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.epoch);
+        let at = plus(self.epoch_utc, elapsed);
         let mut guard = self.lock();
         let s = &mut *guard;
-        let Some(jobs) = s.apps.get_mut(&self.opts.app_id) else {
+        s.apply_due(now, self.epoch);
+        let Some(mut next) = s.served(self, &self.opts.app_id, &id, elapsed) else {
             return;
         };
-        let mut next = match jobs.get(&id) {
-            Some(Job::Scripted(i)) => scripted_job(
-                &self.opts.app_id,
-                *i,
-                self.opts.step,
-                self.epoch_utc,
-                elapsed,
-            ),
-            Some(Job::Fixed { snapshot, .. }) => (**snapshot).clone(),
-            None => return,
-        };
-        if next.state == Some(State::Running) {
-            next.state = Some(State::Stopped);
-            next.stop_reason = Some(
-                [
-                    StopReason::InternalError,
-                    StopReason::ExceedMaxIdleTime,
-                    StopReason::TenantStop,
-                ][rng.random_range(0..3)]
-                .clone(),
-            );
-            next.stop_time = Some(now.clone());
-            next.description = Some("stopped".into());
-        } else {
-            next.state = Some(State::Running);
-            next.stop_reason = None;
-            next.stop_time = None;
-            next.start_time = Some(now.clone());
-            next.description = Some("recording".into());
-        }
-        next.update_time = Some(now);
+        let before = next.state.clone();
+        flip(&mut next, fmt_time(at), rng);
+        s.announce(self, &self.opts.app_id, &id, before.as_ref(), &next, at);
+        let lag = self.opts.callback_lag;
+        let lags = !lag.is_zero() && next.state == Some(State::Stopped);
         let change = Change {
             app_id: self.opts.app_id.clone(),
             job_id: id.clone(),
@@ -180,12 +158,48 @@ impl Inner {
                 .map(|st| st.as_str().to_string())
                 .unwrap_or_default(),
             stop_reason: next.stop_reason.as_ref().map(|r| r.as_str().to_string()),
-            at: plus(self.epoch_utc, elapsed),
+            at: if lags { plus(at, lag) } else { at },
         };
-        let previous = jobs.insert(id, fixed(next));
-        s.cut_script(previous, elapsed);
+        s.pending
+            .retain(|p| !(p.app_id == self.opts.app_id && p.job_id == id));
+        if lags {
+            s.pending.push(Pending {
+                due: now + lag,
+                app_id: self.opts.app_id.clone(),
+                job_id: id,
+                job: fixed(next),
+            });
+        } else if let Some(jobs) = s.apps.get_mut(&self.opts.app_id) {
+            let previous = jobs.insert(id, fixed(next));
+            s.cut_script(previous, elapsed);
+        }
         s.changes.push(change);
     }
+}
+
+/// A RUNNING job stops (with a random reason), any other starts RUNNING; `now` as the API
+/// writes times.
+fn flip(next: &mut JobSnapshot, now: String, rng: &mut StdRng) {
+    if next.state == Some(State::Running) {
+        next.state = Some(State::Stopped);
+        next.stop_reason = Some(
+            [
+                StopReason::InternalError,
+                StopReason::ExceedMaxIdleTime,
+                StopReason::TenantStop,
+            ][rng.random_range(0..3)]
+            .clone(),
+        );
+        next.stop_time = Some(now.clone());
+        next.description = Some("stopped".into());
+    } else {
+        next.state = Some(State::Running);
+        next.stop_reason = None;
+        next.stop_time = None;
+        next.start_time = Some(now.clone());
+        next.description = Some("recording".into());
+    }
+    next.update_time = Some(now);
 }
 
 /// Runs churn steps `per_second` times a second until shutdown, seeded by `opts.seed`.

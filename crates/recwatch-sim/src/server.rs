@@ -35,7 +35,7 @@ enum Outcome {
 impl Inner {
     /// With a clock offset, the `Date` header the simulator's clock gives; hyper writes the
     /// machine's own otherwise.
-    fn date_header(&self, response: &mut Response) {
+    pub(crate) fn date_header(&self, response: &mut Response) {
         if self.opts.clock_offset != 0 {
             let date = sim_now(&self.opts)
                 .format("%a, %d %b %Y %H:%M:%S GMT")
@@ -46,7 +46,7 @@ impl Inner {
         }
     }
 
-    fn request_id(&self) -> HeaderValue {
+    pub(crate) fn request_id(&self) -> HeaderValue {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         HeaderValue::from_str(&format!("{:016x}{n:016x}", self.id_prefix))
             .expect("hex is a valid header value")
@@ -65,6 +65,7 @@ impl Inner {
         let unix_second = now_utc.timestamp();
         let mut guard = self.lock();
         let s = &mut *guard;
+        s.apply_due(now, self.epoch);
         s.counters.arrival(now, unix_second, app_id, job_id);
         let mut stall = None;
         match faults::take(&mut s.faults, job_id, now_utc) {
@@ -133,6 +134,11 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             "/v2/apps/{app_id}/individual-stream-jobs/{job_id}",
             get(api_get_job),
         )
+        .route(
+            "/v2/apps/{app_id}/record-callback",
+            get(crate::registration::api_record_callback)
+                .put(crate::registration::api_record_callback),
+        )
         .merge(control::routes())
         .fallback(api_not_found)
         .with_state(inner)
@@ -159,7 +165,7 @@ async fn api_get_job(
     headers: HeaderMap,
 ) -> Response {
     let now = Instant::now();
-    let credentials = check_credentials(&inner.opts, &method, &uri, &headers);
+    let credentials = check_credentials(&inner.opts, &method, &uri, &headers, b"");
     let (outcome, stall) = inner.decide(&app_id, &job_id, credentials, now);
     let request_id = inner.request_id();
     tracing::debug!(%app_id, %job_id, request_id = ?request_id, "simulated request");

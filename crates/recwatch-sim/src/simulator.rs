@@ -2,6 +2,7 @@
 //! rules, the counters and the gateway's memory, all behind one lock held only for
 //! bookkeeping; [`start`] and the [`Simulator`] handle that tests and the demo drive.
 
+use crate::callbacks::{self, Outbox, Registered, SentCallback};
 use crate::faults::Fault;
 use crate::gateway::Gate;
 use crate::options::SimOptions;
@@ -46,6 +47,21 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// The AK lockout and the rate limit's memory.
     pub(crate) gate: Gate,
+    /// Each app's record-callback registration.
+    pub(crate) registrations: HashMap<String, Registered>,
+    /// Seeded: which callbacks `callback_drop` leaves out, and each one's `X-Rtc-Rand`.
+    pub(crate) callback_rng: StdRng,
+    /// Stops already announced that the API shows only once due (`callback_lag`), oldest
+    /// first; applied by [`Shared::apply_due`] before anything reads a job.
+    pub(crate) pending: Vec<Pending>,
+}
+
+/// A change the API shows from `due` on.
+pub(crate) struct Pending {
+    pub(crate) due: Instant,
+    pub(crate) app_id: String,
+    pub(crate) job_id: String,
+    pub(crate) job: Job,
 }
 
 pub(crate) struct Inner {
@@ -58,6 +74,10 @@ pub(crate) struct Inner {
     pub(crate) next_id: AtomicU64,
     pub(crate) shared: Mutex<Shared>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The record callbacks' queue, sender task and counters.
+    pub(crate) callbacks: Outbox,
+    /// Bumped by every registration: wakes the scripted jobs' announcer.
+    pub(crate) registered: watch::Sender<u64>,
 }
 
 /// A handle to a running simulator; clones share it.
@@ -89,6 +109,18 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
     apps.insert(opts.app_id.clone(), jobs);
     let script_cut = vec![None; if opts.scripted { opts.jobs } else { 0 }];
     let (shutdown, _) = watch::channel(false);
+    let mut registrations = HashMap::new();
+    if let Some(url) = &opts.callback_url {
+        registrations.insert(
+            opts.app_id.clone(),
+            Registered {
+                url: url.clone(),
+                auth_key: opts.callback_key.clone(),
+                update_time: epoch_utc,
+            },
+        );
+    }
+    let callbacks = callbacks::outbox(opts.callback_queue, shutdown.subscribe());
     let inner = Arc::new(Inner {
         addr,
         epoch,
@@ -102,8 +134,14 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
             faults: Vec::new(),
             counters: Counters::starting(Some(epoch_utc)),
             gate: Gate::default(),
+            registrations,
+            // Its own stream, apart from churn's, so dropping callbacks changes no churn.
+            callback_rng: StdRng::seed_from_u64(opts.seed ^ 0xca11_bac4),
+            pending: Vec::new(),
         }),
         shutdown,
+        callbacks,
+        registered: watch::channel(0).0,
         opts,
     });
     let router = server::router(inner.clone());
@@ -112,6 +150,12 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
         router,
         inner.shutdown.subscribe(),
     ));
+    if inner.opts.scripted && inner.opts.jobs > 0 {
+        tokio::spawn(callbacks::announce_script(
+            inner.clone(),
+            inner.shutdown.subscribe(),
+        ));
+    }
     if let Some(per_second) = inner.opts.churn.filter(|r| r.is_finite() && *r > 0.0) {
         tokio::spawn(churn(inner.clone(), per_second, inner.shutdown.subscribe()));
     }
@@ -156,7 +200,29 @@ impl Simulator {
 
     fn set_served(&self, app_id: &str, job_id: &str, job: JobSnapshot, body: Bytes) {
         let inner = &self.inner;
-        let elapsed = inner.epoch.elapsed();
+        let now = Instant::now();
+        let elapsed = now.duration_since(inner.epoch);
+        let mut guard = inner.lock();
+        let s = &mut *guard;
+        s.apply_due(now, inner.epoch);
+        // A newer change wins over a lagging one not yet shown.
+        s.pending
+            .retain(|p| !(p.app_id == app_id && p.job_id == job_id));
+        let before = s.served(inner, app_id, job_id, elapsed);
+        let announced_at = plus(inner.epoch_utc, elapsed);
+        s.announce(
+            inner,
+            app_id,
+            job_id,
+            before.as_ref().and_then(|b| b.state.as_ref()),
+            &job,
+            announced_at,
+        );
+        // A stop is shown `callback_lag` after its callbacks, as the real API may lag them.
+        let lag = inner.opts.callback_lag;
+        let lags = !lag.is_zero()
+            && job.state == Some(State::Stopped)
+            && before.as_ref().and_then(|b| b.state.as_ref()) != Some(&State::Stopped);
         let change = Change {
             app_id: app_id.to_string(),
             job_id: job_id.to_string(),
@@ -166,26 +232,62 @@ impl Simulator {
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
             stop_reason: job.stop_reason.as_ref().map(|r| r.as_str().to_string()),
-            at: plus(inner.epoch_utc, elapsed),
+            at: plus(inner.epoch_utc, if lags { elapsed + lag } else { elapsed }),
         };
         let job = Job::Fixed {
             snapshot: Arc::new(job),
             body,
         };
-        let mut shared = inner.lock();
-        let previous = shared
-            .apps
-            .entry(app_id.to_string())
-            .or_default()
-            .insert(job_id.to_string(), job);
-        shared.cut_script(previous, elapsed);
-        shared.changes.push(change);
+        if lags {
+            s.pending.push(Pending {
+                due: now + lag,
+                app_id: app_id.to_string(),
+                job_id: job_id.to_string(),
+                job,
+            });
+        } else {
+            let previous = s
+                .apps
+                .entry(app_id.to_string())
+                .or_default()
+                .insert(job_id.to_string(), job);
+            s.cut_script(previous, elapsed);
+        }
+        s.changes.push(change);
+    }
+
+    /// Registers `url` (and the key to sign with) as `app_id`'s record-callback URL, as a
+    /// `PUT /v2/apps/{app_id}/record-callback` does; callbacks for its jobs' changes go there
+    /// from now on.
+    pub fn register_callback(&self, app_id: &str, url: &str, auth_key: Option<&str>) {
+        let update_time = plus(self.inner.epoch_utc, self.inner.epoch.elapsed());
+        self.inner.lock().registrations.insert(
+            app_id.to_string(),
+            Registered {
+                url: url.to_string(),
+                auth_key: auth_key
+                    .filter(|k| !k.is_empty())
+                    .map(recwatch_rtc::Secret::new),
+                update_time,
+            },
+        );
+        self.inner.registered.send_modify(|n| *n += 1);
+    }
+
+    /// The record callbacks POSTed so far (the last 100,000), oldest first.
+    pub fn sent_callbacks(&self) -> Vec<SentCallback> {
+        self.inner.callbacks.tally.log().iter().cloned().collect()
     }
 
     /// The job answers 404 from now on.
     pub fn remove_job(&self, app_id: &str, job_id: &str) {
-        let elapsed = self.inner.epoch.elapsed();
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.inner.epoch);
         let mut shared = self.inner.lock();
+        shared.apply_due(now, self.inner.epoch);
+        shared
+            .pending
+            .retain(|p| !(p.app_id == app_id && p.job_id == job_id));
         let previous = shared
             .apps
             .get_mut(app_id)
@@ -205,13 +307,16 @@ impl Simulator {
 
     /// The API endpoint's request statistics since the start or the last reset.
     pub fn stats(&self) -> SimStats {
-        self.inner.lock().counters.snapshot()
+        let mut stats = self.inner.lock().counters.snapshot();
+        stats.callbacks = self.inner.callbacks.tally.snapshot();
+        stats
     }
 
     /// Starts counting afresh from now.
     pub fn reset_stats(&self) {
         let since = Some(plus(self.inner.epoch_utc, self.inner.epoch.elapsed()));
         self.inner.lock().counters = Counters::starting(since);
+        self.inner.callbacks.tally.reset();
     }
 
     /// Every state change so far, oldest first.
@@ -238,6 +343,9 @@ impl Simulator {
             push(t.stopped_at, State::Stopped, t.stop_reason.as_ref());
         }
         drop(shared);
+        // A lagging stop is logged at the time the API shows it: not before that time.
+        let now = plus(inner.epoch_utc, elapsed);
+        out.retain(|c| c.at <= now);
         out.sort_by_key(|c| c.at);
         out
     }
@@ -249,6 +357,46 @@ impl Simulator {
 }
 
 impl Shared {
+    /// Shows every lagging change that is due at `now`.
+    pub(crate) fn apply_due(&mut self, now: Instant, epoch: Instant) {
+        if self.pending.is_empty() || self.pending.iter().all(|p| p.due > now) {
+            return;
+        }
+        let (due, later): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.due <= now);
+        self.pending = later;
+        for p in due {
+            let previous = self
+                .apps
+                .entry(p.app_id)
+                .or_default()
+                .insert(p.job_id, p.job);
+            // A scripted job follows its script until the lagging change shows.
+            self.cut_script(previous, p.due.duration_since(epoch));
+        }
+    }
+
+    /// The record `app_id`/`job_id` serves `elapsed` after the start, if it exists.
+    pub(crate) fn served(
+        &self,
+        inner: &Inner,
+        app_id: &str,
+        job_id: &str,
+        elapsed: Duration,
+    ) -> Option<JobSnapshot> {
+        match self.apps.get(app_id)?.get(job_id)? {
+            Job::Scripted(index) => Some(scripted_job(
+                &inner.opts.app_id,
+                *index,
+                inner.opts.step,
+                inner.epoch_utc,
+                elapsed,
+            )),
+            Job::Fixed { snapshot, .. } => Some((**snapshot).clone()),
+        }
+    }
+
     /// A scripted job that was replaced or removed leaves its script at `elapsed`.
     pub(crate) fn cut_script(&mut self, previous: Option<Job>, elapsed: Duration) {
         if let Some(Job::Scripted(index)) = previous

@@ -35,6 +35,13 @@ pub struct SimStats {
     pub faults_applied: u64,
     /// Requests per app id, then job id.
     pub by_job: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Requests to `/v2/apps/{app_id}/record-callback` (the API's 60 requests/min group:
+    /// not in `requests`, which are the job group's).
+    #[serde(default)]
+    pub app_requests: u64,
+    /// The record callbacks the simulator sent, failed to send or dropped.
+    #[serde(default)]
+    pub callbacks: crate::callbacks::CallbackStats,
 }
 
 /// Counts API requests; every method takes the arrival instant so tests can drive it.
@@ -52,6 +59,7 @@ pub(crate) struct Counters {
     pub(crate) resets: u64,
     pub(crate) faults_applied: u64,
     by_job: HashMap<String, HashMap<String, u64>>,
+    pub(crate) app_requests: u64,
 }
 
 impl Counters {
@@ -123,6 +131,8 @@ impl Counters {
                     )
                 })
                 .collect(),
+            app_requests: self.app_requests,
+            callbacks: Default::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod callbacks;
 mod churn;
 mod client;
 mod control;
