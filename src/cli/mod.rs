@@ -18,6 +18,7 @@ macro_rules! out {
     ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
 }
 
+mod callback;
 mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -115,9 +116,14 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         channel: Option<String>,
     },
+    /// An app's record-callback URL at RTC: `show` it, or `set` it to recwatch's receiver.
+    Callback {
+        #[command(subcommand)]
+        command: callback::CallbackCommand,
+    },
     /// Run a fake RTC API (for the demo, tests and benchmarks).
     #[cfg(feature = "demo")]
-    Simulate(recwatch_sim::SimulateArgs),
+    Simulate(Box<recwatch_sim::SimulateArgs>),
     /// Start the simulator and the daemon against it and show changes and alerts live.
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
@@ -189,7 +195,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 &crate::telemetry::LogFilter::from_static("info"),
                 cli.log_format,
             );
-            return recwatch_sim::run(args.clone())
+            return recwatch_sim::run((**args).clone())
                 .await
                 .map(|_| ExitCode::SUCCESS)
                 .unwrap_or_else(fail);
@@ -224,6 +230,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             limit,
             json,
         } => inspect::alerts(&config, pending, limit, json).await,
+        Command::Callback { command } => callback::callback(&config, command).await,
         Command::TestAlert { channel } => {
             return test_alert::test_alert(&config, channel.as_deref())
                 .await

@@ -15,4 +15,5 @@ mod notify;
 mod robust;
 mod secrets;
 mod service;
+mod sim_push;
 mod support;

@@ -50,9 +50,18 @@
 //! `GET /_sim/stats`, `POST /_sim/reset-stats`, `POST /_sim/faults` (a JSON [`Fault`]),
 //! `DELETE /_sim/faults`, `PUT /_sim/jobs/{app_id}/{job_id}` (a JSON [`JobSnapshot`](recwatch_rtc::JobSnapshot)),
 //! `PUT /_sim/raw-jobs/{app_id}/{job_id}` (any bytes, served as they are),
-//! `DELETE /_sim/jobs/{app_id}/{job_id}` and `GET /_sim/changes` mirror the [`Simulator`]
+//! `DELETE /_sim/jobs/{app_id}/{job_id}`, `GET /_sim/changes` and `GET /_sim/callbacks` (the
+//! record callbacks sent, [`SentCallback`]) mirror the [`Simulator`]
 //! methods for a simulator running as its own process. They are neither counted, limited nor
 //! authenticated.
+//!
+//! # Record callbacks
+//! `GET`/`PUT /v2/apps/{app_id}/record-callback` keep each app's one callback URL as the real
+//! API does (checked by the gateway like the job API, the PUT's signature over its body; in
+//! the apps group, 60 requests per minute, apart from the job group's budget; no faults).
+//! With a URL registered (or `callback_url` from the start), every change of one of the app's
+//! jobs is POSTed there, signed with the registered key: see `callbacks` for which events,
+//! the bounded queue and sender task, `callback_drop` and `callback_lag`.
 //!
 //! Connections are served with hyper directly rather than `axum::serve`, because
 //! [`FaultKind::Reset`] must drop the connection without writing a response, which only the
@@ -63,7 +72,8 @@
 //! a scripted job serves, churn), `simulator` (the state behind one lock, [`start`] and the
 //! [`Simulator`] handle), `server` (connections, routes, one request's way from arrival to
 //! answer), `gateway` (credentials, AK lockout, rate limit), `faults` (rules and their
-//! answers), `stats` (request counting), `control` (the `/_sim` API), `cli`
+//! answers), `stats` (request counting), `control` (the `/_sim` API), `registration` (the
+//! record-callback URL), `callbacks` (the events, their queue and sender), `cli`
 //! (`recwatch simulate`). The HTTP-level tests are in `tests/http`.
 
 mod callbacks;
