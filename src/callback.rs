@@ -3,17 +3,19 @@
 //! `X-Rtc-Signature` over the raw body with the configured apps' keys before reading anything
 //! in it, and stores each verified event once (`store::callbacks`). Every refusal is logged
 //! (no key, no body) and counted in `recwatch_callbacks_total{result}`; nothing is stored for
-//! it. Callbacks are only stored for now: no poll hint, discovery or relaying yet.
+//! it. Each new event that names a job is a poll hint for it ([`crate::poller::Hints`]): sent
+//! without waiting, so the 200 never waits for the poller.
 
 use crate::config::Config;
-use crate::domain::timestamp;
+use crate::domain::{JobKey, timestamp};
+use crate::poller::{HintKind, Hints};
 use crate::store::{Inserted, Store};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use recwatch_rtc::callback::{RecordEvent, SignatureHeaders, verify_with_any};
+use recwatch_rtc::callback::{EventType, RecordEvent, SignatureHeaders, verify_with_any};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -145,6 +147,7 @@ struct Receiver {
     config: watch::Receiver<Arc<Config>>,
     store: Store,
     replays: Arc<Mutex<ReplayCache>>,
+    hints: Arc<Hints>,
 }
 
 /// Serves the receiver on a bound listener until `shutdown` turns true. The path is taken
@@ -154,6 +157,7 @@ pub async fn serve(
     listener: TcpListener,
     config: watch::Receiver<Arc<Config>>,
     store: Store,
+    hints: Arc<Hints>,
     shutdown: watch::Receiver<bool>,
 ) {
     let path = config.borrow().callback.path.clone();
@@ -166,6 +170,7 @@ pub async fn serve(
         config,
         store,
         replays: Arc::new(Mutex::new(ReplayCache::new(REPLAY_CAPACITY))),
+        hints,
     };
     let app = Router::new()
         .route(&path, post(receive))
@@ -278,6 +283,13 @@ async fn handle(
         Inserted::New => Outcome::Stored,
         Inserted::Duplicate => Outcome::Duplicate,
     };
+    if let (Outcome::Stored, Some(job_id)) = (outcome, &event.job_id) {
+        let kind = match event.event_type {
+            EventType::CloudRecordServerOver => HintKind::Over,
+            _ => HintKind::Poll,
+        };
+        r.hints.send(JobKey::new(&app.app_id, job_id), kind);
+    }
     info!(
         app_id = %app.app_id,
         job_id = event.job_id.as_deref().unwrap_or(""),

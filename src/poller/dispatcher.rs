@@ -6,6 +6,7 @@
 use super::batch::{self, Touches};
 use super::budget::{Budget, failure_delay, later, throttle_pause};
 use super::health::{AUTH_FAILURES_BEFORE_BACKOFF, Health, HealthMessage, write_api_health};
+use super::hints::{self, Hints, Lane, Slot};
 use super::job::JobState;
 use super::schedule::{Schedule, start_cron};
 use super::task::{Done, PollTask, Report, WRITER_WAIT};
@@ -58,6 +59,8 @@ pub struct Poller {
     /// by a task of their own.
     health_tx: mpsc::UnboundedSender<HealthMessage>,
     health_rx: Option<mpsc::UnboundedReceiver<HealthMessage>>,
+    /// Poll hints from the callback receiver (see `hints.rs`).
+    hints: Arc<Hints>,
 }
 
 /// Commands the daemon sends the dispatcher.
@@ -89,7 +92,13 @@ impl Poller {
             outbox,
             events,
             liveness: Arc::new(Liveness::default()),
+            hints: Arc::new(Hints::new()),
         }
+    }
+
+    /// Where the callback receiver sends poll hints.
+    pub fn hints(&self) -> Arc<Hints> {
+        self.hints.clone()
     }
 
     /// A receiver that completes once polling is armed.
@@ -221,6 +230,8 @@ struct Dispatcher {
     /// write. Past it, shutdown goes on without them rather than hang.
     drain: Duration,
     drain_until: Option<Instant>,
+    /// Hinted jobs waiting for a slot, and the re-polls after a job's end (see `hints.rs`).
+    lane: Lane,
 }
 
 impl Dispatcher {
@@ -252,6 +263,7 @@ impl Dispatcher {
             stopping: false,
             drain,
             drain_until: None,
+            lane: Lane::default(),
         }
     }
 
@@ -290,17 +302,26 @@ impl Dispatcher {
         done_rx: &mut mpsc::UnboundedReceiver<Report>,
     ) {
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let hints = self.poller.hints.clone();
         loop {
             if self.stopping && self.busy.is_empty() {
                 break;
             }
-            // The next poll goes when it is due and the budget has a slot. The loop never
-            // blocks on the budget itself (a pause can last minutes), so reloads, completions
-            // and the watchdog's heartbeat are handled meanwhile.
+            self.lane_step();
+            // The next poll goes when it is due (or hinted) and the budget has a slot. The
+            // loop never blocks on the budget itself (a pause can last minutes), so reloads,
+            // completions and the watchdog's heartbeat are handled meanwhile.
+            let hinted = self
+                .lane
+                .next_at(|k| self.states.contains_key(k) && !self.busy.contains(k));
             let next_due = self
                 .schedule
                 .peek()
-                .map(|(t, _, _)| (*t).max(self.poller.budget.ready_at(Instant::now())));
+                .map(|(t, _, _)| *t)
+                .into_iter()
+                .chain(hinted)
+                .min()
+                .map(|t| t.max(self.poller.budget.ready_at(Instant::now())));
             // Until a request has succeeded, one at a time: a wrong key costs at most 3.
             let may_dispatch = !self.stopping
                 && (self.health.verified || self.busy.is_empty())
@@ -333,6 +354,7 @@ impl Dispatcher {
                 }
                 Some(report) = done_rx.recv() => self.take_report(report).await,
                 Some(cmd) = commands.recv() => self.command(cmd).await,
+                _ = hints.notified() => self.take_hints(),
                 Some(config) = next_config(config_rx) => self.config_changed(config).await,
                 _ = heartbeat.tick() => {
                     self.poller.liveness.beat();
@@ -382,8 +404,27 @@ impl Dispatcher {
         });
     }
 
-    /// Starts the next due poll. Returns false when there was none to start after all (a
-    /// stale entry, or no slot in the budget): the loop then looks again at once.
+    /// Hints from the callback receiver join the lane.
+    fn take_hints(&mut self) {
+        let now = Instant::now();
+        for (k, kind) in self.poller.hints.take() {
+            let known = self.poller.watched.contains_key(&k);
+            self.lane.hint(k, kind, known, now);
+        }
+    }
+
+    /// Before each look at the schedule: re-polls due after a job's end join the lane, and
+    /// hints kept for jobs that have joined the watch list since are let in.
+    fn lane_step(&mut self) {
+        let now = Instant::now();
+        self.lane.follow_up(now);
+        let watched = &self.poller.watched;
+        self.lane.unpark(now, |k| watched.contains_key(k));
+    }
+
+    /// Starts the next due poll: a hinted job when the lane may take the slot (see
+    /// `hints::decide`), else the round's. Returns false when there was none to start after
+    /// all (a stale entry, or no slot in the budget): the loop then looks again at once.
     async fn dispatch_next(&mut self) -> bool {
         // Stale entries (a removed job, one being polled, or one scheduled again since) are
         // skipped.
@@ -394,8 +435,29 @@ impl Dispatcher {
             }
         }
         let now = Instant::now();
+        let round_due = self.schedule.peek().is_some_and(|(t, _, _)| *t <= now);
+        let share = hints::share(self.poller.config.api.rate_limit);
+        let (states, busy) = (&self.states, &self.busy);
+        let (slot, hinted) = self.lane.pick(now, share, round_due, |k| {
+            if busy.contains(k) {
+                Some(false)
+            } else {
+                states.contains_key(k).then_some(true)
+            }
+        });
         if self.poller.budget.try_take(now).is_some() {
+            if let Some(k) = hinted {
+                self.lane.put_back(k, now);
+            }
             return false;
+        }
+        match (slot, hinted) {
+            (Slot::Hinted(_), Some(k)) => {
+                self.dispatch_hinted(k, now).await;
+                return true;
+            }
+            (Slot::Round, _) => {}
+            _ => return false,
         }
         let Some((due, _, k)) = self.schedule.pop() else {
             return false;
@@ -414,6 +476,22 @@ impl Dispatcher {
         let work = self.task().poll(k.clone(), state);
         self.launch(k, Some(permit), work);
         true
+    }
+
+    /// Polls a hinted job now (its budget slot is taken).
+    async fn dispatch_hinted(&mut self, k: Key, now: Instant) {
+        let permit = self
+            .poller
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let state = self.states.remove(&k).expect("the lane picks only idle jobs");
+        self.lane.took(k.clone(), now);
+        debug!(app_id = %k.app_id, job_id = %k.job_id, "hinted poll (record callback)");
+        let work = self.task().poll(k.clone(), state);
+        self.launch(k, Some(permit), work);
     }
 
     /// Every OWED_RETRY, writes again what jobs owe the database. While the database is
@@ -661,6 +739,7 @@ impl Dispatcher {
         };
         if !self.poller.watched.contains_key(&k) {
             debug!(app_id = %k.app_id, job_id = %k.job_id, "removed from the watch list while in flight");
+            self.lane.settled(&k);
             return None;
         }
         // A reload while this job was in flight: take its new name, notify list, interval.
@@ -680,6 +759,10 @@ impl Dispatcher {
             return Some(owes);
         };
         self.tell_health(&result, in_rotation, now);
+        if state.phase.as_ref().is_some_and(Phase::is_terminal) {
+            // Shows STOPPED: the re-polls after its end have done their job.
+            self.lane.settled(&k);
+        }
         let at = self.next_poll(&k, &mut state, &result, now)?;
         let owes = !state.unwritten.is_empty();
         if self.poller.config.poll.schedule.is_none() || result.is_err() {

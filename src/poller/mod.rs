@@ -25,6 +25,8 @@
 //!   ticks, what a finished poll means for the job's next one, shutdown;
 //! - `schedule.rs`: the heap of due times, and the cron schedule's ticks;
 //! - `budget.rs`: the request budget and the back-off delays;
+//! - `hints.rs`: poll hints from record callbacks: a priority lane inside the same budget,
+//!   and the re-polls after a job's end;
 //! - `health.rs`: the API's health (a pure state machine) and the task that writes its changes;
 //! - `task.rs`: one poll, from request to committed write (transition detection included);
 //! - `job.rs`: a job's state between polls, and the outcomes it still owes the database;
@@ -39,6 +41,7 @@ mod batch;
 mod budget;
 mod dispatcher;
 mod health;
+mod hints;
 mod job;
 mod once;
 mod schedule;
@@ -48,6 +51,7 @@ mod writer;
 pub use crate::outbox::Event;
 pub use budget::Budget;
 pub use dispatcher::{Command, Poller};
+pub use hints::{HintKind, HintOutcome, Hints, describe_metrics as describe_hint_metrics};
 pub use once::poll_once;
 pub use writer::GroupWriter;
 

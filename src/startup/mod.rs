@@ -186,6 +186,7 @@ impl Daemon {
                 listener,
                 shared.config.clone(),
                 shared.store.clone(),
+                parts.poller.hints(),
                 shared.stop.clone(),
             ));
         }
@@ -262,6 +263,8 @@ impl Shared {
             budget: poller.budget(),
             metrics: crate::http::metrics_handle(),
         };
+        // After the recorder is installed: described, and at 0 from the start.
+        crate::poller::describe_hint_metrics();
         self.tasks
             .spawn(crate::http::serve(listener, state, self.stop.clone()));
     }

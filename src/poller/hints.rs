@@ -1,0 +1,649 @@
+//! Poll hints: a record callback says "look at this job now". Polling stays the truth; a hint
+//! only moves a job to the front of the queue, in a priority lane inside the same request
+//! budget.
+//!
+//! The path has two halves so that a callback never waits for the poller:
+//! - [`Hints`], shared with the callback receiver: a bounded, coalescing intake. `send` takes a
+//!   lock for a few operations and never awaits; a second hint for a job already waiting is
+//!   merged into it, and when the intake is full a hint is dropped (and counted): the job's
+//!   regular poll still comes;
+//! - [`Lane`], owned by the dispatcher: the hinted jobs waiting for a slot, the per-job limit
+//!   (one hinted poll per job per [`PER_JOB`]), the lane's share of the budget, the re-polls
+//!   that follow `CLOUD_RECORD_SERVER_OVER` ([`FOLLOW_UPS`]) and hints for jobs the dispatcher
+//!   does not know yet (kept for [`PARK_FOR`], so a job that joins through discovery is polled
+//!   at once).
+//!
+//! Which slot goes to the lane is [`decide`], a pure function: the lane takes a slot while it
+//! has used less than its share ([`share`], half of `rate_limit`) in the last second, or when
+//! no regular poll is due (a hint never waits for an idle budget). Every poll, hinted or not,
+//! takes its slot from the one [`super::Budget`], so the total never exceeds `rate_limit`.
+
+use super::Key;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Hints waiting in the intake, and hinted jobs waiting in the lane, at most: a storm of
+/// callbacks costs bounded memory, and beyond this the regular round catches up anyway.
+pub const LANE_CAPACITY: usize = 4096;
+
+/// At most one hinted poll of a job per this long: a burst of events for one job (a file
+/// started and completed, the job over) is one poll, not three.
+pub const PER_JOB: Duration = Duration::from_secs(1);
+
+/// A hint for a job the dispatcher does not watch (yet) is kept this long: discovery adds the
+/// job a moment after its first callback, and the hint then polls it at once.
+pub const PARK_FOR: Duration = Duration::from_secs(5);
+
+/// After `CLOUD_RECORD_SERVER_OVER`, the job is polled again this long after the event, until
+/// it shows STOPPED (the API may lag the event by seconds).
+pub const FOLLOW_UPS: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
+/// The window over which the lane's share is counted: the budget's second.
+const SHARE_WINDOW: Duration = Duration::from_secs(1);
+
+/// What a callback asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HintKind {
+    /// Poll the job now.
+    Poll,
+    /// The job ended (`CLOUD_RECORD_SERVER_OVER`): poll now, and again over the next seconds
+    /// until it shows STOPPED.
+    Over,
+}
+
+impl HintKind {
+    /// Two hints for one job merge into the stronger one.
+    fn merge(self, other: HintKind) -> HintKind {
+        if self == HintKind::Over || other == HintKind::Over {
+            HintKind::Over
+        } else {
+            HintKind::Poll
+        }
+    }
+}
+
+/// `recwatch_poll_hints_total{outcome}`: what became of a hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HintOutcome {
+    /// A hinted poll took a budget slot.
+    Taken,
+    /// Merged into a hint already waiting for the same job.
+    Coalesced,
+    /// The intake or the lane was full: the job waits for its regular poll.
+    Dropped,
+    /// For a job that is not polled: not watched (and not joined within [`PARK_FOR`]), or
+    /// already STOPPED.
+    Ignored,
+}
+
+impl HintOutcome {
+    pub const ALL: [HintOutcome; 4] = [
+        HintOutcome::Taken,
+        HintOutcome::Coalesced,
+        HintOutcome::Dropped,
+        HintOutcome::Ignored,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HintOutcome::Taken => "taken",
+            HintOutcome::Coalesced => "coalesced",
+            HintOutcome::Dropped => "dropped",
+            HintOutcome::Ignored => "ignored",
+        }
+    }
+
+    pub(super) fn count(self, n: u64) {
+        metrics::counter!("recwatch_poll_hints_total", "outcome" => self.label()).increment(n);
+    }
+}
+
+/// Says what the hint metric means and makes each outcome exist at 0 from start-up.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "recwatch_poll_hints_total",
+        "Poll hints from record callbacks by outcome: taken (a hinted poll took a budget slot), coalesced (merged into one already waiting for the job), dropped (the lane was full; the regular poll still comes), ignored (the job is not polled)."
+    );
+    for o in HintOutcome::ALL {
+        o.count(0);
+    }
+}
+
+/// The intake the callback receiver sends hints into; the dispatcher drains it. Cheap to
+/// share (`Arc<Hints>`), and `send` never waits.
+#[derive(Default)]
+pub struct Hints {
+    intake: Mutex<Intake>,
+    /// Rung on each new hint; the dispatcher's loop waits on it.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Intake {
+    order: VecDeque<Key>,
+    kinds: HashMap<Key, HintKind>,
+}
+
+impl Hints {
+    pub fn new() -> Hints {
+        Hints::default()
+    }
+
+    /// Hints that `key` should be polled now. Returns what became of the hint in the intake
+    /// (`Taken` here means accepted; the dispatcher counts the poll itself).
+    pub fn send(&self, key: Key, kind: HintKind) -> HintOutcome {
+        let outcome = {
+            let mut intake = self.intake.lock().expect("hint intake");
+            if let Some(k) = intake.kinds.get_mut(&key) {
+                *k = k.merge(kind);
+                HintOutcome::Coalesced
+            } else if intake.order.len() >= LANE_CAPACITY {
+                HintOutcome::Dropped
+            } else {
+                intake.kinds.insert(key.clone(), kind);
+                intake.order.push_back(key);
+                HintOutcome::Taken
+            }
+        };
+        match outcome {
+            HintOutcome::Taken => self.wake.notify_one(),
+            other => other.count(1),
+        }
+        outcome
+    }
+
+    /// Everything sent since the last call, oldest first.
+    pub(super) fn take(&self) -> Vec<(Key, HintKind)> {
+        let mut intake = self.intake.lock().expect("hint intake");
+        let Intake { order, kinds } = &mut *intake;
+        let taken = order
+            .drain(..)
+            .filter_map(|k| kinds.remove(&k).map(|kind| (k, kind)))
+            .collect();
+        kinds.clear();
+        taken
+    }
+
+    /// Completes when a hint has been sent since the last wait.
+    pub(super) async fn notified(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// What the lane knows of a job when it decides: whether it can be polled now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Candidate {
+    /// Not before this (one hinted poll per job per [`PER_JOB`], a follow-up's time).
+    pub(super) not_before: Instant,
+    /// Watched, not being polled right now, and not STOPPED-and-done.
+    pub(super) ready: bool,
+}
+
+/// What the next budget slot goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// The hinted job at this index of the candidates.
+    Hinted(usize),
+    /// The regular round's next due job.
+    Round,
+    /// Nothing is due.
+    Nothing,
+}
+
+/// The lane's share: the hinted polls it may start in any second while regular polls are due.
+pub(super) fn share(rate_limit: u32) -> usize {
+    (rate_limit as usize / 2).max(1)
+}
+
+/// Who gets the next slot. The oldest hinted job that is ready and due goes first, unless the
+/// lane has used its share of the last second (`lane_used >= share`) and a regular poll is
+/// due: then the round goes, so a storm of callbacks cannot starve it. With no regular poll
+/// due, a hint never waits for its share to free up.
+pub(super) fn decide(
+    now: Instant,
+    candidates: &[Candidate],
+    lane_used: usize,
+    share: usize,
+    round_due: bool,
+) -> Slot {
+    let hinted = candidates
+        .iter()
+        .position(|c| c.ready && c.not_before <= now);
+    match hinted {
+        Some(i) if lane_used < share || !round_due => Slot::Hinted(i),
+        _ if round_due => Slot::Round,
+        _ => Slot::Nothing,
+    }
+}
+
+/// A hinted job waiting for a slot.
+struct Waiting {
+    key: Key,
+    not_before: Instant,
+}
+
+/// The dispatcher's side: the hinted jobs waiting, in hint order.
+#[derive(Default)]
+pub(super) struct Lane {
+    waiting: VecDeque<Waiting>,
+    /// Keys in `waiting`, for coalescing.
+    queued: HashSet<Key>,
+    /// When each job's last hinted poll started (entries older than [`PER_JOB`] are pruned).
+    last_taken: HashMap<Key, Instant>,
+    /// Start times of the lane's polls in the last [`SHARE_WINDOW`].
+    recent: VecDeque<Instant>,
+    /// Hints for jobs not watched (yet), until when they are kept.
+    parked: HashMap<Key, (Instant, HintKind)>,
+    /// Re-polls after `CLOUD_RECORD_SERVER_OVER`: when the event came, and how many of
+    /// [`FOLLOW_UPS`] are still to come.
+    follow_ups: HashMap<Key, (Instant, usize)>,
+}
+
+impl Lane {
+    /// Takes a hint for a job the dispatcher watches (`known`) or not yet.
+    pub(super) fn hint(&mut self, key: Key, kind: HintKind, known: bool, now: Instant) {
+        if !known {
+            if self.parked.len() >= LANE_CAPACITY {
+                HintOutcome::Dropped.count(1);
+                return;
+            }
+            let kind = self
+                .parked
+                .get(&key)
+                .map_or(kind, |(_, k)| k.merge(kind));
+            self.parked.insert(key, (now + PARK_FOR, kind));
+            return;
+        }
+        if kind == HintKind::Over {
+            self.follow_ups.insert(key.clone(), (now, FOLLOW_UPS.len()));
+        }
+        self.enqueue(key, now);
+    }
+
+    fn enqueue(&mut self, key: Key, now: Instant) {
+        if self.queued.contains(&key) {
+            HintOutcome::Coalesced.count(1);
+            return;
+        }
+        if self.waiting.len() >= LANE_CAPACITY {
+            HintOutcome::Dropped.count(1);
+            return;
+        }
+        let not_before = self
+            .last_taken
+            .get(&key)
+            .map_or(now, |t| (*t + PER_JOB).max(now));
+        self.queued.insert(key.clone());
+        self.waiting.push_back(Waiting { key, not_before });
+    }
+
+    /// Moves parked hints of jobs that are watched now into the lane (`known` says which),
+    /// and forgets those parked past [`PARK_FOR`]. Returns whether any moved.
+    pub(super) fn unpark(&mut self, now: Instant, known: impl Fn(&Key) -> bool) -> bool {
+        if self.parked.is_empty() {
+            return false;
+        }
+        let mut joined = Vec::new();
+        self.parked.retain(|k, (until, kind)| {
+            if known(k) {
+                joined.push((k.clone(), *kind));
+                false
+            } else if *until <= now {
+                HintOutcome::Ignored.count(1);
+                false
+            } else {
+                true
+            }
+        });
+        let moved = !joined.is_empty();
+        for (k, kind) in joined {
+            self.hint(k, kind, true, now);
+        }
+        moved
+    }
+
+    /// Follow-ups due by `now` join the lane.
+    pub(super) fn follow_up(&mut self, now: Instant) {
+        let due: Vec<Key> = self
+            .follow_ups
+            .iter()
+            .filter(|(_, (at, left))| {
+                *left > 0 && *at + FOLLOW_UPS[FOLLOW_UPS.len() - left] <= now
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some((_, left)) = self.follow_ups.get_mut(&k) {
+                *left -= 1;
+                if *left == 0 {
+                    self.follow_ups.remove(&k);
+                }
+            }
+            self.enqueue(k, now);
+        }
+    }
+
+    /// The job shows STOPPED (or is no longer watched): no more follow-ups for it.
+    pub(super) fn settled(&mut self, key: &Key) {
+        self.follow_ups.remove(key);
+    }
+
+    /// When the lane next has something to do: its earliest waiting job that is ready, or
+    /// its next follow-up.
+    pub(super) fn next_at(&self, ready: impl Fn(&Key) -> bool) -> Option<Instant> {
+        let waiting = self
+            .waiting
+            .iter()
+            .filter(|w| ready(&w.key))
+            .map(|w| w.not_before)
+            .min();
+        let follow = self
+            .follow_ups
+            .values()
+            .filter(|(_, left)| *left > 0)
+            .map(|(at, left)| *at + FOLLOW_UPS[FOLLOW_UPS.len() - left])
+            .min();
+        waiting.into_iter().chain(follow).min()
+    }
+
+    fn used(&mut self, now: Instant) -> usize {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= SHARE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.len()
+    }
+
+    /// Decides the next slot ([`decide`]); `state` says of a waiting job whether it is
+    /// watched (`Some`) and ready to poll now (`Some(true)`). Waiting jobs no longer watched
+    /// are let go. A hinted pick leaves the lane; the caller must then poll it (and call
+    /// [`Lane::took`]).
+    pub(super) fn pick(
+        &mut self,
+        now: Instant,
+        share: usize,
+        round_due: bool,
+        state: impl Fn(&Key) -> Option<bool>,
+    ) -> (Slot, Option<Key>) {
+        let before = self.waiting.len();
+        let queued = &mut self.queued;
+        self.waiting.retain(|w| {
+            let keep = state(&w.key).is_some();
+            if !keep {
+                queued.remove(&w.key);
+            }
+            keep
+        });
+        let gone = before - self.waiting.len();
+        if gone > 0 {
+            HintOutcome::Ignored.count(gone as u64);
+        }
+        let candidates: Vec<Candidate> = self
+            .waiting
+            .iter()
+            .map(|w| Candidate {
+                not_before: w.not_before,
+                ready: state(&w.key) == Some(true),
+            })
+            .collect();
+        let used = self.used(now);
+        match decide(now, &candidates, used, share, round_due) {
+            Slot::Hinted(i) => {
+                let w = self.waiting.remove(i).expect("index from the candidates");
+                self.queued.remove(&w.key);
+                (Slot::Hinted(i), Some(w.key))
+            }
+            other => (other, None),
+        }
+    }
+
+    /// A picked job whose poll could not start after all (no budget slot): back at the front,
+    /// as it was.
+    pub(super) fn put_back(&mut self, key: Key, now: Instant) {
+        if self.queued.insert(key.clone()) {
+            self.waiting.push_front(Waiting {
+                key,
+                not_before: now,
+            });
+        }
+    }
+
+    /// A hinted poll of `key` took a slot at `now`.
+    pub(super) fn took(&mut self, key: Key, now: Instant) {
+        self.recent.push_back(now);
+        self.last_taken
+            .retain(|_, t| now.duration_since(*t) < PER_JOB);
+        self.last_taken.insert(key, now);
+        HintOutcome::Taken.count(1);
+    }
+
+    /// Whether a waiting job is this one (for tests and logs).
+    #[cfg(test)]
+    fn waiting_keys(&self) -> Vec<Key> {
+        self.waiting.iter().map(|w| w.key.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(job: &str) -> Key {
+        Key::new("app", job)
+    }
+
+    #[test]
+    fn decide_table() {
+        let now = Instant::now();
+        let ready = Candidate {
+            not_before: now,
+            ready: true,
+        };
+        let busy = Candidate {
+            not_before: now,
+            ready: false,
+        };
+        let later = Candidate {
+            not_before: now + Duration::from_millis(300),
+            ready: true,
+        };
+        let cases: [(&str, Vec<Candidate>, usize, usize, bool, Slot); 9] = [
+            ("no hints, round due", vec![], 0, 5, true, Slot::Round),
+            ("no hints, nothing due", vec![], 0, 5, false, Slot::Nothing),
+            ("a hint under its share", vec![ready], 0, 5, true, Slot::Hinted(0)),
+            (
+                "the lane at its share gives the slot to the round",
+                vec![ready],
+                5,
+                5,
+                true,
+                Slot::Round,
+            ),
+            (
+                "at its share with no regular poll due: the hint goes",
+                vec![ready],
+                5,
+                5,
+                false,
+                Slot::Hinted(0),
+            ),
+            (
+                "a job being polled is passed over for the next",
+                vec![busy, ready],
+                0,
+                5,
+                true,
+                Slot::Hinted(1),
+            ),
+            (
+                "a job hinted less than a second ago waits",
+                vec![later],
+                0,
+                5,
+                true,
+                Slot::Round,
+            ),
+            (
+                "the oldest ready hint goes first",
+                vec![later, ready, ready],
+                0,
+                5,
+                false,
+                Slot::Hinted(1),
+            ),
+            (
+                "only waiting hints and nothing due: nothing",
+                vec![later, busy],
+                0,
+                5,
+                false,
+                Slot::Nothing,
+            ),
+        ];
+        for (name, candidates, used, share, round_due, want) in cases {
+            assert_eq!(decide(now, &candidates, used, share, round_due), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn share_is_half_the_rate_and_at_least_one() {
+        for (rate, want) in [(10, 5), (1, 1), (3, 1), (50, 25)] {
+            assert_eq!(share(rate), want, "rate {rate}");
+        }
+    }
+
+    #[test]
+    fn the_intake_coalesces_and_drops_when_full() {
+        let hints = Hints::new();
+        assert_eq!(hints.send(k("a"), HintKind::Poll), HintOutcome::Taken);
+        assert_eq!(hints.send(k("a"), HintKind::Over), HintOutcome::Coalesced);
+        for i in 1..LANE_CAPACITY {
+            assert_eq!(hints.send(k(&format!("j{i}")), HintKind::Poll), HintOutcome::Taken);
+        }
+        assert_eq!(hints.send(k("one-too-many"), HintKind::Poll), HintOutcome::Dropped);
+        let taken = hints.take();
+        assert_eq!(taken.len(), LANE_CAPACITY);
+        assert_eq!(taken[0], (k("a"), HintKind::Over), "merged into the stronger kind");
+        assert!(hints.take().is_empty());
+        assert_eq!(hints.send(k("a"), HintKind::Poll), HintOutcome::Taken, "room again");
+    }
+
+    /// Every job watched and idle.
+    fn all_ready(_: &Key) -> Option<bool> {
+        Some(true)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_hinted_poll_per_job_per_second() {
+        let mut lane = Lane::default();
+        let t0 = Instant::now();
+        lane.hint(k("a"), HintKind::Poll, true, t0);
+        let (slot, key) = lane.pick(t0, 5, true, all_ready);
+        assert_eq!((slot, key.clone()), (Slot::Hinted(0), Some(k("a"))));
+        lane.took(k("a"), t0);
+        // Another event for the same job 200 ms later waits for the second to be over.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let t1 = Instant::now();
+        lane.hint(k("a"), HintKind::Poll, true, t1);
+        assert_eq!(lane.pick(t1, 5, true, all_ready), (Slot::Round, None));
+        assert_eq!(lane.next_at(|_| true), Some(t0 + PER_JOB));
+        tokio::time::advance(Duration::from_millis(800)).await;
+        let (slot, key) = lane.pick(Instant::now(), 5, true, all_ready);
+        assert_eq!((slot, key), (Slot::Hinted(0), Some(k("a"))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_takes_at_most_its_share_while_the_round_is_due() {
+        let mut lane = Lane::default();
+        let now = Instant::now();
+        for i in 0..20 {
+            lane.hint(k(&format!("j{i}")), HintKind::Poll, true, now);
+        }
+        let mut hinted = 0;
+        let mut round = 0;
+        // Ten slots within one second (a budget of 10/s, round always due).
+        for _ in 0..10 {
+            let t = Instant::now();
+            match lane.pick(t, share(10), true, all_ready) {
+                (Slot::Hinted(_), Some(key)) => {
+                    lane.took(key, t);
+                    hinted += 1;
+                }
+                (Slot::Round, None) => round += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert_eq!((hinted, round), (5, 5));
+        assert_eq!(lane.waiting_keys().len(), 15, "the rest still waiting");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hints_for_unknown_jobs_wait_briefly_for_them_to_join() {
+        let mut lane = Lane::default();
+        let t0 = Instant::now();
+        lane.hint(k("new"), HintKind::Poll, false, t0);
+        lane.hint(k("never"), HintKind::Poll, false, t0);
+        assert_eq!(lane.pick(t0, 5, false, all_ready), (Slot::Nothing, None));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // "new" joined (discovery); "never" did not.
+        assert!(lane.unpark(Instant::now(), |key| key == &k("new")));
+        assert_eq!(lane.waiting_keys(), vec![k("new")]);
+        tokio::time::advance(PARK_FOR).await;
+        assert!(!lane.unpark(Instant::now(), |_| false));
+        assert!(lane.parked.is_empty(), "forgotten after PARK_FOR");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_over_polls_again_until_stopped() {
+        let mut lane = Lane::default();
+        let t0 = Instant::now();
+        lane.hint(k("a"), HintKind::Over, true, t0);
+        let mut polled_at = Vec::new();
+        // Twenty seconds of dispatcher steps, every 100 ms.
+        for _ in 0..200 {
+            let now = Instant::now();
+            lane.follow_up(now);
+            if let (Slot::Hinted(_), Some(key)) = lane.pick(now, 5, false, all_ready) {
+                lane.took(key, now);
+                polled_at.push(now.duration_since(t0));
+            }
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        let s = Duration::from_secs;
+        assert_eq!(polled_at, vec![s(0), s(1), s(2), s(4), s(8)]);
+        assert_eq!(lane.next_at(|_| true), None, "no more follow-ups");
+
+        // Once the job shows STOPPED, the follow-ups stop.
+        let t1 = Instant::now();
+        lane.hint(k("b"), HintKind::Over, true, t1);
+        let (_, key) = lane.pick(t1, 5, false, all_ready);
+        lane.took(key.expect("polled at once"), t1);
+        lane.settled(&k("b"));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        lane.follow_up(Instant::now());
+        assert!(lane.waiting_keys().is_empty());
+    }
+
+    #[test]
+    fn waiting_jobs_no_longer_watched_are_let_go() {
+        let mut lane = Lane::default();
+        let now = Instant::now();
+        lane.hint(k("gone"), HintKind::Poll, true, now);
+        lane.hint(k("busy"), HintKind::Poll, true, now);
+        let state = |key: &Key| (key != &k("gone")).then_some(false);
+        assert_eq!(lane.pick(now, 5, false, state), (Slot::Nothing, None));
+        assert_eq!(lane.waiting_keys(), vec![k("busy")]);
+    }
+}
