@@ -487,7 +487,10 @@ impl Dispatcher {
             .acquire_owned()
             .await
             .expect("semaphore never closed");
-        let state = self.states.remove(&k).expect("the lane picks only idle jobs");
+        let state = self
+            .states
+            .remove(&k)
+            .expect("the lane picks only idle jobs");
         self.lane.took(k.clone(), now);
         debug!(app_id = %k.app_id, job_id = %k.job_id, "hinted poll (record callback)");
         let work = self.task().poll(k.clone(), state);

@@ -255,10 +255,7 @@ impl Lane {
                 HintOutcome::Dropped.count(1);
                 return;
             }
-            let kind = self
-                .parked
-                .get(&key)
-                .map_or(kind, |(_, k)| k.merge(kind));
+            let kind = self.parked.get(&key).map_or(kind, |(_, k)| k.merge(kind));
             self.parked.insert(key, (now + PARK_FOR, kind));
             return;
         }
@@ -315,9 +312,7 @@ impl Lane {
         let due: Vec<Key> = self
             .follow_ups
             .iter()
-            .filter(|(_, (at, left))| {
-                *left > 0 && *at + FOLLOW_UPS[FOLLOW_UPS.len() - left] <= now
-            })
+            .filter(|(_, (at, left))| *left > 0 && *at + FOLLOW_UPS[FOLLOW_UPS.len() - left] <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for k in due {
@@ -461,7 +456,14 @@ mod tests {
         let cases: [(&str, Vec<Candidate>, usize, usize, bool, Slot); 9] = [
             ("no hints, round due", vec![], 0, 5, true, Slot::Round),
             ("no hints, nothing due", vec![], 0, 5, false, Slot::Nothing),
-            ("a hint under its share", vec![ready], 0, 5, true, Slot::Hinted(0)),
+            (
+                "a hint under its share",
+                vec![ready],
+                0,
+                5,
+                true,
+                Slot::Hinted(0),
+            ),
             (
                 "the lane at its share gives the slot to the round",
                 vec![ready],
@@ -512,7 +514,11 @@ mod tests {
             ),
         ];
         for (name, candidates, used, share, round_due, want) in cases {
-            assert_eq!(decide(now, &candidates, used, share, round_due), want, "{name}");
+            assert_eq!(
+                decide(now, &candidates, used, share, round_due),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -529,14 +535,28 @@ mod tests {
         assert_eq!(hints.send(k("a"), HintKind::Poll), HintOutcome::Taken);
         assert_eq!(hints.send(k("a"), HintKind::Over), HintOutcome::Coalesced);
         for i in 1..LANE_CAPACITY {
-            assert_eq!(hints.send(k(&format!("j{i}")), HintKind::Poll), HintOutcome::Taken);
+            assert_eq!(
+                hints.send(k(&format!("j{i}")), HintKind::Poll),
+                HintOutcome::Taken
+            );
         }
-        assert_eq!(hints.send(k("one-too-many"), HintKind::Poll), HintOutcome::Dropped);
+        assert_eq!(
+            hints.send(k("one-too-many"), HintKind::Poll),
+            HintOutcome::Dropped
+        );
         let taken = hints.take();
         assert_eq!(taken.len(), LANE_CAPACITY);
-        assert_eq!(taken[0], (k("a"), HintKind::Over), "merged into the stronger kind");
+        assert_eq!(
+            taken[0],
+            (k("a"), HintKind::Over),
+            "merged into the stronger kind"
+        );
         assert!(hints.take().is_empty());
-        assert_eq!(hints.send(k("a"), HintKind::Poll), HintOutcome::Taken, "room again");
+        assert_eq!(
+            hints.send(k("a"), HintKind::Poll),
+            HintOutcome::Taken,
+            "room again"
+        );
     }
 
     /// Every job watched and idle.

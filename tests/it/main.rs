@@ -12,6 +12,7 @@ mod faults;
 mod harness;
 mod metrics;
 mod notify;
+mod push;
 mod robust;
 mod secrets;
 mod service;
