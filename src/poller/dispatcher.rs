@@ -6,7 +6,7 @@
 use super::batch::{self, Touches};
 use super::budget::{Budget, failure_delay, later, throttle_pause};
 use super::health::{AUTH_FAILURES_BEFORE_BACKOFF, Health, HealthMessage, write_api_health};
-use super::hints::{self, Hints, Lane, Slot};
+use super::hints::{Hints, Lane, Pick};
 use super::job::JobState;
 use super::schedule::{Schedule, start_cron};
 use super::task::{Done, PollTask, Report, WRITER_WAIT};
@@ -28,6 +28,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
+
+/// The dispatcher's side of poll hints.
+mod hinted;
 
 /// The shared parts of a running poller.
 pub struct Poller {
@@ -404,24 +407,6 @@ impl Dispatcher {
         });
     }
 
-    /// Hints from the callback receiver join the lane.
-    fn take_hints(&mut self) {
-        let now = Instant::now();
-        for (k, kind) in self.poller.hints.take() {
-            let known = self.poller.watched.contains_key(&k);
-            self.lane.hint(k, kind, known, now);
-        }
-    }
-
-    /// Before each look at the schedule: re-polls due after a job's end join the lane, and
-    /// hints kept for jobs that have joined the watch list since are let in.
-    fn lane_step(&mut self) {
-        let now = Instant::now();
-        self.lane.follow_up(now);
-        let watched = &self.poller.watched;
-        self.lane.unpark(now, |k| watched.contains_key(k));
-    }
-
     /// Starts the next due poll: a hinted job when the lane may take the slot (see
     /// `hints::decide`), else the round's. Returns false when there was none to start after
     /// all (a stale entry, or no slot in the budget): the loop then looks again at once.
@@ -435,28 +420,12 @@ impl Dispatcher {
             }
         }
         let now = Instant::now();
-        let round_due = self.schedule.peek().is_some_and(|(t, _, _)| *t <= now);
-        let share = hints::share(self.poller.config.api.rate_limit);
-        let (states, busy) = (&self.states, &self.busy);
-        let (slot, hinted) = self.lane.pick(now, share, round_due, |k| {
-            if busy.contains(k) {
-                Some(false)
-            } else {
-                states.contains_key(k).then_some(true)
-            }
-        });
-        if self.poller.budget.try_take(now).is_some() {
-            if let Some(k) = hinted {
-                self.lane.put_back(k, now);
-            }
-            return false;
-        }
-        match (slot, hinted) {
-            (Slot::Hinted(_), Some(k)) => {
+        match self.take_slot(now) {
+            Some(Pick::Hinted(k)) => {
                 self.dispatch_hinted(k, now).await;
                 return true;
             }
-            (Slot::Round, _) => {}
+            Some(Pick::Round) => {}
             _ => return false,
         }
         let Some((due, _, k)) = self.schedule.pop() else {
@@ -476,25 +445,6 @@ impl Dispatcher {
         let work = self.task().poll(k.clone(), state);
         self.launch(k, Some(permit), work);
         true
-    }
-
-    /// Polls a hinted job now (its budget slot is taken).
-    async fn dispatch_hinted(&mut self, k: Key, now: Instant) {
-        let permit = self
-            .poller
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
-        let state = self
-            .states
-            .remove(&k)
-            .expect("the lane picks only idle jobs");
-        self.lane.took(k.clone(), now);
-        debug!(app_id = %k.app_id, job_id = %k.job_id, "hinted poll (record callback)");
-        let work = self.task().poll(k.clone(), state);
-        self.launch(k, Some(permit), work);
     }
 
     /// Every OWED_RETRY, writes again what jobs owe the database. While the database is

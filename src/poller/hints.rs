@@ -198,6 +198,14 @@ pub(super) enum Slot {
     Nothing,
 }
 
+/// [`Slot`] with the hinted job taken out of the lane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Pick {
+    Hinted(Key),
+    Round,
+    Nothing,
+}
+
 /// The lane's share: the hinted polls it may start in any second while regular polls are due.
 pub(super) fn share(rate_limit: u32) -> usize {
     (rate_limit as usize / 2).max(1)
@@ -370,7 +378,7 @@ impl Lane {
         share: usize,
         round_due: bool,
         state: impl Fn(&Key) -> Option<bool>,
-    ) -> (Slot, Option<Key>) {
+    ) -> Pick {
         let before = self.waiting.len();
         let queued = &mut self.queued;
         self.waiting.retain(|w| {
@@ -397,9 +405,10 @@ impl Lane {
             Slot::Hinted(i) => {
                 let w = self.waiting.remove(i).expect("index from the candidates");
                 self.queued.remove(&w.key);
-                (Slot::Hinted(i), Some(w.key))
+                Pick::Hinted(w.key)
             }
-            other => (other, None),
+            Slot::Round => Pick::Round,
+            Slot::Nothing => Pick::Nothing,
         }
     }
 
@@ -453,7 +462,9 @@ mod tests {
             not_before: now + Duration::from_millis(300),
             ready: true,
         };
-        let cases: [(&str, Vec<Candidate>, usize, usize, bool, Slot); 9] = [
+        // (name, candidates, lane used, share, round due, want)
+        type Case = (&'static str, Vec<Candidate>, usize, usize, bool, Slot);
+        let cases: [Case; 9] = [
             ("no hints, round due", vec![], 0, 5, true, Slot::Round),
             ("no hints, nothing due", vec![], 0, 5, false, Slot::Nothing),
             (
@@ -569,18 +580,19 @@ mod tests {
         let mut lane = Lane::default();
         let t0 = Instant::now();
         lane.hint(k("a"), HintKind::Poll, true, t0);
-        let (slot, key) = lane.pick(t0, 5, true, all_ready);
-        assert_eq!((slot, key.clone()), (Slot::Hinted(0), Some(k("a"))));
+        assert_eq!(lane.pick(t0, 5, true, all_ready), Pick::Hinted(k("a")));
         lane.took(k("a"), t0);
         // Another event for the same job 200 ms later waits for the second to be over.
         tokio::time::advance(Duration::from_millis(200)).await;
         let t1 = Instant::now();
         lane.hint(k("a"), HintKind::Poll, true, t1);
-        assert_eq!(lane.pick(t1, 5, true, all_ready), (Slot::Round, None));
+        assert_eq!(lane.pick(t1, 5, true, all_ready), Pick::Round);
         assert_eq!(lane.next_at(|_| true), Some(t0 + PER_JOB));
         tokio::time::advance(Duration::from_millis(800)).await;
-        let (slot, key) = lane.pick(Instant::now(), 5, true, all_ready);
-        assert_eq!((slot, key), (Slot::Hinted(0), Some(k("a"))));
+        assert_eq!(
+            lane.pick(Instant::now(), 5, true, all_ready),
+            Pick::Hinted(k("a"))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -596,11 +608,11 @@ mod tests {
         for _ in 0..10 {
             let t = Instant::now();
             match lane.pick(t, share(10), true, all_ready) {
-                (Slot::Hinted(_), Some(key)) => {
+                Pick::Hinted(key) => {
                     lane.took(key, t);
                     hinted += 1;
                 }
-                (Slot::Round, None) => round += 1,
+                Pick::Round => round += 1,
                 other => panic!("unexpected {other:?}"),
             }
             tokio::time::advance(Duration::from_millis(100)).await;
@@ -615,7 +627,7 @@ mod tests {
         let t0 = Instant::now();
         lane.hint(k("new"), HintKind::Poll, false, t0);
         lane.hint(k("never"), HintKind::Poll, false, t0);
-        assert_eq!(lane.pick(t0, 5, false, all_ready), (Slot::Nothing, None));
+        assert_eq!(lane.pick(t0, 5, false, all_ready), Pick::Nothing);
         tokio::time::advance(Duration::from_secs(2)).await;
         // "new" joined (discovery); "never" did not.
         assert!(lane.unpark(Instant::now(), |key| key == &k("new")));
@@ -635,7 +647,7 @@ mod tests {
         for _ in 0..200 {
             let now = Instant::now();
             lane.follow_up(now);
-            if let (Slot::Hinted(_), Some(key)) = lane.pick(now, 5, false, all_ready) {
+            if let Pick::Hinted(key) = lane.pick(now, 5, false, all_ready) {
                 lane.took(key, now);
                 polled_at.push(now.duration_since(t0));
             }
@@ -648,8 +660,10 @@ mod tests {
         // Once the job shows STOPPED, the follow-ups stop.
         let t1 = Instant::now();
         lane.hint(k("b"), HintKind::Over, true, t1);
-        let (_, key) = lane.pick(t1, 5, false, all_ready);
-        lane.took(key.expect("polled at once"), t1);
+        let Pick::Hinted(key) = lane.pick(t1, 5, false, all_ready) else {
+            panic!("polled at once")
+        };
+        lane.took(key, t1);
         lane.settled(&k("b"));
         tokio::time::advance(Duration::from_secs(10)).await;
         lane.follow_up(Instant::now());
@@ -663,7 +677,7 @@ mod tests {
         lane.hint(k("gone"), HintKind::Poll, true, now);
         lane.hint(k("busy"), HintKind::Poll, true, now);
         let state = |key: &Key| (key != &k("gone")).then_some(false);
-        assert_eq!(lane.pick(now, 5, false, state), (Slot::Nothing, None));
+        assert_eq!(lane.pick(now, 5, false, state), Pick::Nothing);
         assert_eq!(lane.waiting_keys(), vec![k("busy")]);
     }
 }

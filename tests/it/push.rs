@@ -20,7 +20,6 @@ const PATH: &str = "/rtc/record-callback";
 pub struct Rig {
     pub app: TestApp,
     pub sim: recwatch_sim::Simulator,
-    pub config: AppConfig,
     url: String,
     http: SocketAddr,
     client: reqwest::Client,
@@ -44,16 +43,15 @@ impl Rig {
         );
         let mut app = TestApp::new(&config);
         app.start();
-        Rig::attach(app, sim, config).await
+        Rig::attach(app, sim).await
     }
 
-    pub async fn attach(app: TestApp, sim: recwatch_sim::Simulator, config: AppConfig) -> Rig {
+    pub async fn attach(app: TestApp, sim: recwatch_sim::Simulator) -> Rig {
         let addr = app.callback_addr().await;
         let http = app.http_addr().await;
         Rig {
             app,
             sim,
-            config,
             url: format!("http://{addr}{PATH}"),
             http,
             client: reqwest::Client::new(),
@@ -85,16 +83,6 @@ impl Rig {
             .text()
             .await
             .unwrap()
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = self
-            .client
-            .get(format!("http://{}{path}", self.http))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     pub async fn wait_polls(&self, job: &str, n: u64) {
