@@ -163,6 +163,11 @@ pub const METRICS: &[Metric] = &[
         Counter,
         "Requests to the record-callback receiver, by result (stored, duplicate, replay, unsigned, forged, unknown_app, too_large, malformed, unavailable, not_found).",
     ),
+    m(
+        "recwatch_poll_hints_total",
+        Counter,
+        "Poll hints from record callbacks, by outcome: taken (a hinted poll took a budget slot), coalesced (merged into a hint already waiting for the job), dropped (the lane was full; the job's regular poll still comes), ignored (the job is not polled: not watched, or done).",
+    ),
 ];
 
 /// `recwatch_polls_total{outcome}`: "ok", or recwatch-rtc's `ErrorKind::as_str`.
@@ -207,6 +212,9 @@ pub const CALLBACK_RESULTS: &[&str] = &[
     "unavailable",
     "not_found",
 ];
+
+/// `recwatch_poll_hints_total{outcome}`: `poller::HintOutcome::label`.
+pub const HINT_OUTCOMES: &[&str] = &["taken", "coalesced", "dropped", "ignored"];
 
 /// Severities an alert can carry (a rule set to "off" raises none).
 pub const SEVERITIES: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
@@ -293,6 +301,12 @@ pub fn zero(config: &Config) {
         counter(
             "recwatch_callbacks_total",
             &[("result", result.to_string())],
+        );
+    }
+    for outcome in HINT_OUTCOMES {
+        counter(
+            "recwatch_poll_hints_total",
+            &[("outcome", outcome.to_string())],
         );
     }
     counter("recwatch_throttled_total", &[]);

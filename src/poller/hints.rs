@@ -85,13 +85,6 @@ pub enum HintOutcome {
 }
 
 impl HintOutcome {
-    pub const ALL: [HintOutcome; 4] = [
-        HintOutcome::Taken,
-        HintOutcome::Coalesced,
-        HintOutcome::Dropped,
-        HintOutcome::Ignored,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             HintOutcome::Taken => "taken",
@@ -103,17 +96,6 @@ impl HintOutcome {
 
     pub(super) fn count(self, n: u64) {
         metrics::counter!("recwatch_poll_hints_total", "outcome" => self.label()).increment(n);
-    }
-}
-
-/// Says what the hint metric means and makes each outcome exist at 0 from start-up.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "recwatch_poll_hints_total",
-        "Poll hints from record callbacks by outcome: taken (a hinted poll took a budget slot), coalesced (merged into one already waiting for the job), dropped (the lane was full; the regular poll still comes), ignored (the job is not polled)."
-    );
-    for o in HintOutcome::ALL {
-        o.count(0);
     }
 }
 
@@ -531,6 +513,19 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn outcome_labels_are_the_catalogues() {
+        let labels: Vec<&str> = [
+            HintOutcome::Taken,
+            HintOutcome::Coalesced,
+            HintOutcome::Dropped,
+            HintOutcome::Ignored,
+        ]
+        .map(HintOutcome::label)
+        .to_vec();
+        assert_eq!(labels, crate::metric_catalogue::HINT_OUTCOMES);
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod writer;
 pub use crate::outbox::Event;
 pub use budget::Budget;
 pub use dispatcher::{Command, Poller};
-pub use hints::{HintKind, HintOutcome, Hints, describe_metrics as describe_hint_metrics};
+pub use hints::{HintKind, HintOutcome, Hints};
 pub use once::poll_once;
 pub use writer::GroupWriter;
 

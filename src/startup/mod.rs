@@ -263,8 +263,6 @@ impl Shared {
             budget: poller.budget(),
             metrics: crate::http::metrics_handle(),
         };
-        // After the recorder is installed: described, and at 0 from the start.
-        crate::poller::describe_hint_metrics();
         self.tasks
             .spawn(crate::http::serve(listener, state, self.stop.clone()));
     }
