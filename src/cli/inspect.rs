@@ -58,23 +58,55 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `history` shows: one job or all, since when, at most how many rows.
+pub(super) struct HistoryOf {
+    pub(super) job: Option<String>,
+    pub(super) since: Option<std::time::Duration>,
+    pub(super) limit: i64,
+}
+
+/// `history`: the transitions, then the files the jobs recorded; `files` shows only the files.
 pub(super) async fn history(
     config: &Config,
-    job: Option<String>,
-    since: Option<std::time::Duration>,
-    limit: i64,
+    what: HistoryOf,
+    files_only: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
-    let since = since.map(|d| {
+    let since = what.since.map(|d| {
         chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
     });
-    let rows = store.history(job.as_deref(), since, limit).await?;
+    let job = what.job.as_deref();
+    let rows = if files_only {
+        Vec::new()
+    } else {
+        store.history(job, since, what.limit).await?
+    };
+    let since_text = since.map(crate::domain::timestamp);
+    let files = if files_only || !json {
+        store
+            .recorded_files(None, job, since_text.as_deref(), what.limit)
+            .await?
+    } else {
+        Vec::new()
+    };
     store.close().await;
-    if json {
-        out!("{}", serde_json::to_string_pretty(&rows)?)?;
-        return Ok(());
+    match (json, files_only) {
+        (true, true) => out!("{}", serde_json::to_string_pretty(&files)?)?,
+        (true, false) => out!("{}", serde_json::to_string_pretty(&rows)?)?,
+        (false, true) => print_files(files)?,
+        (false, false) => {
+            print_transitions(rows)?;
+            if !files.is_empty() {
+                out!("\nrecorded files:")?;
+                print_files(files)?;
+            }
+        }
     }
+    Ok(())
+}
+
+fn print_transitions(rows: Vec<crate::store::TransitionRow>) -> anyhow::Result<()> {
     let mut table = vec![
         [
             "OBSERVED_AT",
@@ -101,8 +133,46 @@ pub(super) async fn history(
             r.description.unwrap_or_else(|| "-".into()),
         ]);
     }
-    print_table(&table)?;
-    Ok(())
+    Ok(print_table(&table)?)
+}
+
+/// The files table: the download URL whole (it is the user's own data, and a shortened one
+/// cannot be used), the OBS object as bucket/object.
+fn print_files(files: Vec<crate::store::RecordedFileRow>) -> anyhow::Result<()> {
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let number = |v: Option<i64>| v.map_or_else(|| "-".into(), |n| n.to_string());
+    let mut table = vec![
+        [
+            "RECEIVED_AT",
+            "APP_ID",
+            "JOB_ID",
+            "FORMAT",
+            "DURATION_S",
+            "SIZE_BYTES",
+            "OBS_OBJECT",
+            "DOWNLOAD_URL",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for f in files {
+        let object = match (f.obs_bucket, f.obs_object) {
+            (Some(b), Some(o)) => format!("{b}/{o}"),
+            (None, Some(o)) => o,
+            _ => "-".into(),
+        };
+        table.push(vec![
+            f.received_at,
+            f.app_id,
+            f.job_id,
+            shown(f.record_format),
+            number(f.record_duration),
+            number(f.file_size),
+            object,
+            shown(f.download_url),
+        ]);
+    }
+    Ok(print_table(&table)?)
 }
 
 pub(super) async fn alerts(

@@ -83,7 +83,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Recorded transitions, newest first.
+    /// Recorded transitions, newest first, then the files the jobs recorded (from
+    /// RECORD_FILE_COMPLETE callbacks).
     History {
         /// Only this job id.
         #[arg(long, value_name = "JOB_ID")]
@@ -94,6 +95,9 @@ pub enum Command {
         /// At most this many rows.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
+        /// Only the recorded files (with --json: a JSON array of files instead of transitions).
+        #[arg(long)]
+        files: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -223,8 +227,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
             job,
             since,
             limit,
+            files,
             json,
-        } => inspect::history(&config, job, since, limit, json).await,
+        } => {
+            let what = inspect::HistoryOf { job, since, limit };
+            inspect::history(&config, what, files, json).await
+        }
         Command::Alerts {
             pending,
             limit,

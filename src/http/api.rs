@@ -5,7 +5,7 @@
 use super::AppState;
 use crate::config::JobConfig;
 use crate::status::StatusRow;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -174,6 +174,28 @@ pub(super) async fn jobs(
         })
         .collect();
     Json(JobsPage { items, next_after }).into_response()
+}
+
+/// `/api/v1/jobs/{app_id}/{job_id}`: one watched job's row and the files it recorded; 404
+/// for a job that is not watched.
+pub(super) async fn job(
+    State(s): State<AppState>,
+    Path((app_id, job_id)): Path<(String, String)>,
+) -> Response {
+    let config = s.config.borrow().clone();
+    match crate::status::job_record(&config, &s.store, &app_id, &job_id).await {
+        Ok(Some(record)) => Json(record).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            format!("no watched job {app_id}/{job_id}; /api/v1/jobs lists the watched jobs\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unreachable: {e:#}\n"),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The HTTP endpoint: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/api/v1/jobs`
-//! (paginated).
+//! The HTTP endpoint: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/api/v1/jobs`
+//! (paginated) and `/api/v1/jobs/{app_id}/{job_id}` (one job, with its recorded files).
 //!
 //! Loopback by default, and built so that whoever can reach it cannot starve recwatch: every
 //! connection must send a complete request header within [`limits::HEADER_READ_TIMEOUT`] (a new
@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/jobs", get(api::jobs))
+        .route("/api/v1/jobs/{app_id}/{job_id}", get(api::job))
         .layer(Extension(metrics::DbGaugesRead::default()))
         .layer(Extension(api::PageBuilders::new()))
         .with_state(state)

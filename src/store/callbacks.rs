@@ -26,6 +26,29 @@ pub struct CallbackEventRow {
     pub received_at: String,
 }
 
+/// A file a job recorded, from its `RECORD_FILE_COMPLETE` event: what `recwatch history` and
+/// the job's API record show. The download URL is the user's own data and shown whole there;
+/// it is never logged.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct RecordedFileRow {
+    pub app_id: String,
+    pub job_id: String,
+    /// When the event arrived.
+    pub received_at: String,
+    pub stream_name: Option<String>,
+    pub record_format: Option<String>,
+    pub download_url: Option<String>,
+    /// Seconds.
+    pub record_duration: Option<i64>,
+    /// Bytes.
+    pub file_size: Option<i64>,
+    pub obs_bucket: Option<String>,
+    pub obs_object: Option<String>,
+    /// The file's own start and end, as RTC sent them.
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+}
+
 /// Whether [`Store::insert_callback_event`] wrote a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {
@@ -97,6 +120,43 @@ impl Store {
         .bind(job_id)
         .fetch_all(&self.read)
         .await?)
+    }
+
+    /// The files jobs recorded, newest first: one job's (`job_id`, and `app_id` when given),
+    /// or every job's; only those received at or after `since`; at most `limit`.
+    pub async fn recorded_files(
+        &self,
+        app_id: Option<&str>,
+        job_id: Option<&str>,
+        since: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RecordedFileRow>, StoreError> {
+        // Two statements, as for transitions: with a job the partial index
+        // callback_files_by_job is sought; `?1 IS NULL OR` would make SQLite plan a scan.
+        let query = if job_id.is_some() {
+            "SELECT app_id, job_id, received_at, stream_name, record_format, download_url,
+                    record_duration, file_size, obs_bucket, obs_object,
+                    file_start_time AS start_time, file_end_time AS end_time
+             FROM callback_events
+             WHERE event_type = 'RECORD_FILE_COMPLETE' AND job_id = ?1
+               AND (?2 IS NULL OR app_id = ?2) AND (?3 IS NULL OR received_at >= ?3)
+             ORDER BY id DESC LIMIT ?4"
+        } else {
+            "SELECT app_id, job_id, received_at, stream_name, record_format, download_url,
+                    record_duration, file_size, obs_bucket, obs_object,
+                    file_start_time AS start_time, file_end_time AS end_time
+             FROM callback_events
+             WHERE event_type = 'RECORD_FILE_COMPLETE' AND job_id IS NOT NULL AND ?1 IS NULL
+               AND (?2 IS NULL OR app_id = ?2) AND (?3 IS NULL OR received_at >= ?3)
+             ORDER BY id DESC LIMIT ?4"
+        };
+        Ok(sqlx::query_as::<_, RecordedFileRow>(query)
+            .bind(job_id)
+            .bind(app_id)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
     }
 
     /// How many events are stored in all.

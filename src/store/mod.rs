@@ -30,7 +30,7 @@ mod retention;
 mod transitions;
 
 pub use alerts::{AlertView, DeliveryView};
-pub use callbacks::{CallbackEventRow, Inserted};
+pub use callbacks::{CallbackEventRow, Inserted, RecordedFileRow};
 pub use episodes::OpenEpisode;
 pub use error::{
     Attempt, Cause, LOCK_RETRY, LockRetry, StoreError, describe_write_error, retry_locked,

@@ -85,6 +85,16 @@ impl Rig {
             .unwrap()
     }
 
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     pub async fn wait_polls(&self, job: &str, n: u64) {
         wait_for(&format!("{job} polled {n} times"), T, || async {
             (polls_of(&self.sim, job) >= n).then_some(())
@@ -240,5 +250,58 @@ async fn server_over_is_followed_by_polls_until_the_job_shows_stopped() {
         alerts[0].alert.job.as_ref().map(|j| j.job_id.clone()),
         Some(job.clone())
     );
+    rig.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_recorded_files_show_in_history_and_its_api_record() {
+    let mut rig = Rig::start(2, "1h", 10, "", "").await;
+    let job = recwatch_sim::job_id(0);
+    rig.wait_polls(&job, 1).await;
+    let url = "https://obs.example.com/rec/1.mp4?AccessKeyId=AK&Signature=s%2Fig&Expires=1";
+    let file = event(
+        &job,
+        "RECORD_FILE_COMPLETE",
+        &format!(
+            r#","record_format":"MP4","download_url":"{url}","record_duration":61,"file_size":123456,"obs_bucket":"bucket","obs_object":"rec/1.mp4","start_time":"2026-01-01T00:00:00Z","end_time":"2026-01-01T00:01:01Z""#
+        ),
+    );
+    assert_eq!(rig.post("r1", &file).await, 200);
+    // Another job's file is not this job's.
+    let other = event(
+        &recwatch_sim::job_id(1),
+        "RECORD_FILE_COMPLETE",
+        r#","download_url":"https://obs.example.com/other.mp4""#,
+    );
+    assert_eq!(rig.post("r2", &other).await, 200);
+
+    let (code, out, err) = rig.app.run_cmd(&["history", "--job", &job]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("recorded files:"), "{out}");
+    assert!(out.contains(url), "the download URL whole: {out}");
+    assert!(out.contains("bucket/rec/1.mp4"), "{out}");
+    assert!(!out.contains("other.mp4"), "{out}");
+
+    let (code, out, err) = rig.app.run_cmd(&["history", "--files", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let files: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(files.as_array().map(Vec::len), Some(2), "{out}");
+    assert_eq!(files[1]["download_url"], url, "newest first: {out}");
+    assert_eq!(files[1]["record_duration"], 61);
+    assert_eq!(files[1]["file_size"], 123456);
+
+    let (code, body) = rig.get(&format!("/api/v1/jobs/demo-app/{job}")).await;
+    assert_eq!(code, 200, "{body}");
+    let record: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(record["job_id"], job.as_str());
+    assert_eq!(record["state"], "RUNNING");
+    assert_eq!(record["files"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(record["files"][0]["download_url"], url);
+    assert_eq!(record["files"][0]["obs_object"], "rec/1.mp4");
+    assert_eq!(record["files"][0]["end_time"], "2026-01-01T00:01:01Z");
+    let (code, body) = rig.get("/api/v1/jobs/demo-app/not-watched").await;
+    assert_eq!(code, 404, "{body}");
+    // The URL may carry a signature: it is shown to the user, never written to the log.
+    assert!(!rig.app.log_text().contains("Signature=s%2Fig"));
     rig.app.stop().await;
 }
