@@ -15,6 +15,7 @@ pub mod deliver;
 pub mod detect;
 pub mod domain;
 pub mod exit;
+pub mod heartbeat;
 pub mod http;
 pub mod metric_catalogue;
 pub mod notify;

@@ -168,7 +168,15 @@ pub const METRICS: &[Metric] = &[
         Counter,
         "Poll hints from record callbacks, by outcome: taken (a hinted poll took a budget slot), coalesced (merged into a hint already waiting for the job), dropped (the lane was full; the job's regular poll still comes), ignored (the job is not polled: not watched, or done).",
     ),
+    m(
+        "recwatch_heartbeat_pings_total",
+        Counter,
+        "Pings of heartbeat.url, by result: ok (answered 2xx) or failed (no answer, or another status). None while recwatch is not ready.",
+    ),
 ];
+
+/// `recwatch_heartbeat_pings_total{result}`.
+pub const HEARTBEAT_RESULTS: &[&str] = &["ok", "failed"];
 
 /// `recwatch_polls_total{outcome}`: "ok", or recwatch-rtc's `ErrorKind::as_str`.
 pub const POLL_OUTCOMES: &[&str] = &[
@@ -307,6 +315,12 @@ pub fn zero(config: &Config) {
         counter(
             "recwatch_poll_hints_total",
             &[("outcome", outcome.to_string())],
+        );
+    }
+    for result in HEARTBEAT_RESULTS {
+        counter(
+            "recwatch_heartbeat_pings_total",
+            &[("result", result.to_string())],
         );
     }
     counter("recwatch_throttled_total", &[]);

@@ -68,6 +68,12 @@ pub const HTTP_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 /// The path RTC posts record callbacks to; the receiver is off unless `callback.listen` is set.
 pub const CALLBACK_PATH: &str = "/rtc/record-callback";
 
+// [heartbeat]
+/// Healthchecks.io's and Uptime Kuma's usual period.
+pub const HEARTBEAT_INTERVAL: Duration = secs(60);
+pub const HEARTBEAT_TIMEOUT: Duration = secs(10);
+pub const MAX_HEARTBEAT_INTERVAL: Duration = secs(DAY);
+
 // [log]
 pub const LOG_LEVEL: LogFilter = LogFilter::from_static("info");
 

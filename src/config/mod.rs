@@ -12,6 +12,7 @@ mod callback;
 mod channels;
 pub mod defaults;
 mod duration;
+mod heartbeat;
 mod load;
 mod raw;
 mod schedule;
@@ -23,6 +24,7 @@ pub use defaults::{
     DEFAULT_ENDPOINT, DEFAULT_PATH, MAX_CHANNEL_TIMEOUT, MAX_INTERVAL, MIN_AUTH_BACKOFF,
 };
 pub use duration::{format_duration, parse_duration};
+pub use heartbeat::{HeartbeatConfig, HeartbeatUrl, PingMethod};
 pub use load::{load, load_with_env, parse_str, resolve_path};
 pub use schedule::Schedule;
 
@@ -68,6 +70,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub http: HttpConfig,
     pub callback: CallbackConfig,
+    /// `[heartbeat]`: pings a dead man's switch while ready.
+    pub heartbeat: HeartbeatConfig,
     pub log: LogConfig,
     pub jobs: Vec<JobConfig>,
     /// The RTC apps whose record callbacks are accepted (`[[apps]]`).
@@ -342,6 +346,7 @@ impl Config {
             // them.
             http: HttpConfig { listen: None },
             callback: CallbackConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
             log: LogConfig {
                 level: defaults::LOG_LEVEL,
             },

@@ -6,6 +6,7 @@ use super::callback::{read_apps, read_callback};
 use super::channels::read_notify;
 use super::defaults::{self, *};
 use super::duration::format_duration;
+use super::heartbeat::read_heartbeat;
 use super::raw::Table;
 use super::{
     ApiConfig, Auth, Config, ConfigError, HttpConfig, JobConfig, LogConfig, NotifyConfig,
@@ -33,6 +34,7 @@ pub(super) fn from_tree(
     let notify = read_notify(root.table("notify")?, base)?;
     let http = read_http(root.table("http")?)?;
     let callback = read_callback(root.table("callback")?)?;
+    let heartbeat = read_heartbeat(root.table("heartbeat")?, base)?;
     let log = read_log(root.table("log")?)?;
     let jobs = read_jobs(root.array_of_tables("jobs")?, &notify, &poll)?;
     let apps = read_apps(root.array_of_tables("apps")?, &notify, &callback, base)?;
@@ -46,6 +48,7 @@ pub(super) fn from_tree(
         notify,
         http,
         callback,
+        heartbeat,
         log,
         jobs,
         apps,

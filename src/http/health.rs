@@ -2,6 +2,9 @@
 //! poll loop may be silent before the systemd watchdog stops being fed.
 
 use super::AppState;
+use crate::outbox::Outbox;
+use crate::store::Store;
+use crate::vitals::Vitals;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -27,15 +30,19 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Every reason the daemon cannot do its job now; empty when it is ready. `/readyz`,
-/// `recwatch_ready` and the heartbeat all ask this.
 pub(super) async fn problems(s: &AppState) -> Vec<String> {
+    readiness_problems(&s.store, &s.vitals, &s.outbox).await
+}
+
+/// Every reason the daemon cannot do its job now; empty when it is ready. `/readyz`,
+/// `recwatch_ready` and the heartbeat all ask this, so they never disagree.
+pub async fn readiness_problems(store: &Store, vitals: &Vitals, outbox: &Outbox) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = s.store.ping().await {
+    if let Err(e) = store.ping().await {
         problems.push(format!("database unreachable: {e:#}"));
     }
-    problems.extend(s.vitals.problems());
-    if s.outbox.api_unhealthy() {
+    problems.extend(vitals.problems());
+    if outbox.api_unhealthy() {
         problems.push("the RTC API is failing (api_unhealthy)".into());
     }
     problems

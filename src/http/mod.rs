@@ -21,7 +21,7 @@ pub mod listen;
 mod metrics;
 mod server;
 
-pub use health::LIVENESS_LIMIT_MS;
+pub use health::{LIVENESS_LIMIT_MS, readiness_problems};
 pub use limits::{Limits, connection_cap, nofile_limit, raise_nofile_limit};
 pub use listen::{ListenProbe, bind_error, bind_http, probe_listen};
 pub use metrics::{GAUGE_MAX_AGE, metrics_handle};

@@ -145,7 +145,7 @@ struct Parts {
 
 impl Daemon {
     /// Starts every task: the poll loop, the delivery worker, housekeeping, the file check,
-    /// the HTTP endpoint, the watchdog and the reloader.
+    /// the heartbeat, the HTTP endpoint, the watchdog and the reloader.
     async fn start(
         config: Config,
         store: Store,
@@ -178,6 +178,7 @@ impl Daemon {
             shared.store.clone(),
             shared.stop.clone(),
         ));
+        shared.start_heartbeat(parts.outbox.clone());
         if let Some(listener) = listener {
             shared.start_http(listener, &parts.poller, parts.outbox);
         }
@@ -265,6 +266,32 @@ impl Shared {
         };
         self.tasks
             .spawn(crate::http::serve(listener, state, self.stop.clone()));
+    }
+
+    /// The dead man's switch: pings `heartbeat.url` while `/readyz` would say ready. Runs
+    /// without a URL too, so a reload can set one.
+    fn start_heartbeat(&self, outbox: Outbox) {
+        let client = match reqwest::Client::builder()
+            .user_agent(concat!("recwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("heartbeat: cannot build an HTTP client, no pings will be sent: {e}");
+                return;
+            }
+        };
+        let (store, vitals) = (self.store.clone(), self.vitals.clone());
+        let ready = move || {
+            let (store, vitals, outbox) = (store.clone(), vitals.clone(), outbox.clone());
+            async move { crate::http::readiness_problems(&store, &vitals, &outbox).await }
+        };
+        self.tasks.spawn(crate::heartbeat::run(
+            self.config.clone(),
+            ready,
+            crate::heartbeat::pinger(client),
+            self.stop.clone(),
+        ));
     }
 
     fn start_watchdog(&self) {

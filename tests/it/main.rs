@@ -10,6 +10,7 @@ mod delivery;
 mod endpoint;
 mod faults;
 mod harness;
+mod heartbeat;
 mod metrics;
 mod notify;
 mod push;
