@@ -90,7 +90,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_deliveries_total",
         Counter,
-        "Delivery attempts that ended, by channel and outcome: sent (the receiver accepted), retry (failed, tried again later), dead (given up after notify.max_age).",
+        "Delivery attempts that ended, by channel, its kind (webhook, email, feishu, dingtalk, wecom, slack, teams, pagerduty; removed for a channel no longer configured) and outcome: sent (the receiver accepted), retry (failed, tried again later), dead (given up after notify.max_age).",
     ),
     m(
         "recwatch_deliveries_pending",
@@ -201,7 +201,7 @@ pub const STATE_LABELS: &[&str] = &["INIT", "RUNNING", "STOPPED", "other"];
 /// `recwatch_jobs{state}`: the state labels, and UNKNOWN for a job not answered yet.
 pub const JOB_STATE_LABELS: &[&str] = &["INIT", "RUNNING", "STOPPED", "other", "UNKNOWN"];
 
-/// `recwatch_deliveries_total{outcome}`.
+/// `recwatch_deliveries_total{channel,kind,outcome}`'s outcomes.
 pub const DELIVERY_OUTCOMES: &[&str] = &["sent", "retry", "dead"];
 
 /// `recwatch_task_panics_total{task}`.
@@ -288,12 +288,13 @@ pub fn zero(config: &Config) {
             );
         }
     }
-    for channel in config.notify.channel_names() {
+    for (channel, kind) in config.notify.channel_kinds() {
         for outcome in DELIVERY_OUTCOMES {
             counter(
                 "recwatch_deliveries_total",
                 &[
                     ("channel", channel.to_string()),
+                    ("kind", kind.to_string()),
                     ("outcome", outcome.to_string()),
                 ],
             );

@@ -107,7 +107,7 @@ fn print_notify(c: &Config) -> std::io::Result<()> {
     let channels = c.notify.channel_names();
     if channels.is_empty() {
         out!(
-            "  notify     no channels: alerts are recorded but not sent (add [[notify.webhook]] or [[notify.email]])"
+            "  notify     no channels: alerts are recorded but not sent (add [[notify.webhook]], [[notify.email]] or a chat channel such as [[notify.slack]])"
         )?;
     } else {
         for w in &c.notify.webhooks {
@@ -120,6 +120,15 @@ fn print_notify(c: &Config) -> std::io::Result<()> {
                 } else {
                     " (unsigned)"
                 }
+            )?;
+        }
+        for ch in &c.notify.chats {
+            out!(
+                "  notify     {} {:?} -> {}{}",
+                ch.kind.as_str(),
+                ch.name,
+                ch.url.masked(),
+                if ch.secret.is_some() { " (signed)" } else { "" }
             )?;
         }
         for e in &c.notify.emails {

@@ -6,10 +6,11 @@ use crate::config::{Config, EXIT_CONFIG};
 use std::process::ExitCode;
 
 pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
-    let channels = match crate::notify::Channel::from_config(&config.notify) {
-        Ok(c) => c,
-        Err(e) => return Ok(config_error(&e)),
-    };
+    let channels =
+        match crate::notify::Channel::with_links(&config.notify, config.http.public_url.as_ref()) {
+            Ok(c) => c,
+            Err(e) => return Ok(config_error(&e)),
+        };
     let channels: Vec<_> = channels
         .into_iter()
         .filter(|c| only.is_none_or(|n| c.name() == n))
@@ -21,7 +22,7 @@ pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::R
                 config.notify.channel_names()
             )),
             None => complain(
-                "no channels are configured: add [[notify.webhook]] or [[notify.email]] (see config.example.toml)",
+                "no channels are configured: add [[notify.webhook]], [[notify.email]] or a chat channel such as [[notify.slack]] (see config.example.toml)",
             ),
         }
         return Ok(ExitCode::from(EXIT_CONFIG));
@@ -31,7 +32,7 @@ pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::R
     for c in &channels {
         match c.send(&alert).await {
             Ok(()) => out!(
-                "{:<8} {:<20} ok (alert id {})",
+                "{:<10} {:<20} ok (alert id {})",
                 c.kind(),
                 c.name(),
                 alert.id
@@ -39,7 +40,7 @@ pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::R
             Err(e) => {
                 failed += 1;
                 out!(
-                    "{:<8} {:<20} FAILED{}: {e}",
+                    "{:<10} {:<20} FAILED{}: {e}",
                     c.kind(),
                     c.name(),
                     if e.needs_a_fix() {

@@ -1,7 +1,8 @@
 //! The `[notify]` section: its retry settings and every channel (`[[notify.webhook]]`,
 //! `[[notify.email]]`), each checked here so a channel is built from values that parse.
 
-use super::defaults::{self, MAX_MAX_AGE, MAX_MAX_BACKOFF};
+use super::chat::{read_chats, read_language};
+use super::defaults::{self, MAX_GROUP_WAIT, MAX_MAX_AGE, MAX_MAX_BACKOFF};
 use super::raw::Table;
 use super::validate::{check_channel_timeout, check_range, parse_http_url, quoted};
 use super::{ConfigError, EmailConfig, NotifyConfig, Tls, WebhookConfig};
@@ -41,17 +42,38 @@ pub(super) fn read_notify(mut t: Table, base: Option<&Path>) -> Result<NotifyCon
     for e in t.array_of_tables("email")? {
         emails.push(read_email(e, base, &mut names)?);
     }
+    let chats = read_chats(&mut t, base, &mut names)?;
+    let language = read_language(&mut t)?;
+    let group_wait = t.duration("group_wait")?.unwrap_or(defaults::GROUP_WAIT);
+    // Zero is allowed here: it turns grouping off.
+    if group_wait > MAX_GROUP_WAIT {
+        return Err(t.err(
+            "group_wait",
+            format!(
+                "{} is longer than {} (every alert after the first of a storm waits that long); use e.g. {}, or \"0s\" to send each alert at once",
+                super::format_duration(group_wait),
+                super::format_duration(MAX_GROUP_WAIT),
+                quoted(defaults::GROUP_WAIT)
+            ),
+        ));
+    }
     t.finish()?;
     Ok(NotifyConfig {
         webhooks,
         emails,
+        chats,
+        language,
+        group_wait,
         max_age,
         max_backoff,
     })
 }
 
 /// A channel's `name`, which must not be taken by another channel of either kind.
-fn channel_name(t: &mut Table, names: &mut HashSet<String>) -> Result<String, ConfigError> {
+pub(super) fn channel_name(
+    t: &mut Table,
+    names: &mut HashSet<String>,
+) -> Result<String, ConfigError> {
     let name = t.required_string("name")?;
     if !names.insert(name.clone()) {
         return Err(t.err(

@@ -56,6 +56,12 @@ pub const EMAIL_TIMEOUT: Duration = secs(30);
 pub const SMTP_PORT_STARTTLS: u16 = 587;
 pub const SMTP_PORT_TLS: u16 = 465;
 pub const SMTP_PORT_NONE: u16 = 25;
+pub const CHAT_TIMEOUT: Duration = secs(10);
+/// PagerDuty's Events API v2.
+pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// Long enough to gather a storm's alerts, short enough that the second word of trouble is
+/// not late; the first goes out at once anyway.
+pub const GROUP_WAIT: Duration = secs(10);
 
 // [http]
 /// Loopback only: the endpoint has no authentication of its own.
@@ -105,3 +111,5 @@ pub const MAX_THROTTLE_BACKOFF: Duration = secs(60);
 pub const MAX_AUTH_BACKOFF: Duration = secs(DAY);
 pub const MAX_MAX_AGE: Duration = secs(30 * DAY);
 pub const MAX_MAX_BACKOFF: Duration = secs(DAY);
+/// Every alert after the first in a storm waits up to this long.
+pub const MAX_GROUP_WAIT: Duration = secs(600);

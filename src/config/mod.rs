@@ -10,6 +10,7 @@
 
 mod callback;
 mod channels;
+mod chat;
 pub mod defaults;
 mod duration;
 mod heartbeat;
@@ -20,6 +21,7 @@ mod validate;
 
 pub use callback::{AppConfig, CallbackConfig};
 pub use channels::{RESERVED_HEADERS, WebhookSecret, decode_webhook_secret};
+pub use chat::{ChatConfig, ChatKind, Language, SecretUrl};
 pub use defaults::{
     DEFAULT_ENDPOINT, DEFAULT_PATH, MAX_CHANNEL_TIMEOUT, MAX_INTERVAL, MIN_AUTH_BACKOFF,
 };
@@ -181,6 +183,13 @@ impl Default for RulesConfig {
 pub struct NotifyConfig {
     pub webhooks: Vec<WebhookConfig>,
     pub emails: Vec<EmailConfig>,
+    /// Feishu, DingTalk, WeCom, Slack, Teams and PagerDuty channels, in that order.
+    pub chats: Vec<ChatConfig>,
+    /// The language of chat messages.
+    pub language: Language,
+    /// How long alerts after a first one are collected into one message per chat or e-mail
+    /// channel; zero sends each at once.
+    pub group_wait: Duration,
     /// A delivery still failing after this long is marked dead.
     pub max_age: Duration,
     /// The cap on the retry back-off.
@@ -188,11 +197,23 @@ pub struct NotifyConfig {
 }
 
 impl NotifyConfig {
+    /// Every channel as (name, kind), in the order of [`NotifyConfig::channel_names`]; the
+    /// kind is what `Notifier::kind` says (`webhook`, `email`, `feishu`, ...).
+    pub fn channel_kinds(&self) -> Vec<(&str, &'static str)> {
+        self.webhooks
+            .iter()
+            .map(|w| (w.name.as_str(), "webhook"))
+            .chain(self.emails.iter().map(|e| (e.name.as_str(), "email")))
+            .chain(self.chats.iter().map(|c| (c.name.as_str(), c.kind.as_str())))
+            .collect()
+    }
+
     pub fn channel_names(&self) -> Vec<&str> {
         self.webhooks
             .iter()
             .map(|w| w.name.as_str())
             .chain(self.emails.iter().map(|e| e.name.as_str()))
+            .chain(self.chats.iter().map(|c| c.name.as_str()))
             .collect()
     }
 }
@@ -236,6 +257,21 @@ pub struct EmailConfig {
 pub struct HttpConfig {
     /// `None` turns the endpoint off.
     pub listen: Option<SocketAddr>,
+    /// Where people reach recwatch's pages (`http.public_url`): chat messages link to
+    /// `{public_url}/jobs/{app_id}/{job_id}`. `None`: no links.
+    pub public_url: Option<Url>,
+}
+
+impl HttpConfig {
+    /// The job's page under `public_url`, each id one percent-encoded path segment.
+    pub fn job_link(&self, app_id: &str, job_id: &str) -> Option<String> {
+        let mut u = self.public_url.clone()?;
+        u.path_segments_mut()
+            .ok()?
+            .pop_if_empty()
+            .extend(["jobs", app_id, job_id]);
+        Some(u.to_string())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -338,13 +374,19 @@ impl Config {
             notify: NotifyConfig {
                 webhooks: Vec::new(),
                 emails: Vec::new(),
+                chats: Vec::new(),
+                language: Language::En,
+                group_wait: defaults::GROUP_WAIT,
                 max_age: defaults::MAX_AGE,
                 max_backoff: defaults::MAX_BACKOFF,
             },
             // Off, unlike the loader's default (`defaults::HTTP_LISTEN`): the demo and the
             // benchmark build on this and must not take port 9187 from a daemon running beside
             // them.
-            http: HttpConfig { listen: None },
+            http: HttpConfig {
+                listen: None,
+                public_url: None,
+            },
             callback: CallbackConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             log: LogConfig {

@@ -653,6 +653,8 @@ fn the_example_file_shows_the_defaults() {
     assert_eq!(example.rules, d.rules);
     assert_eq!(example.notify.max_age, d.notify.max_age);
     assert_eq!(example.notify.max_backoff, d.notify.max_backoff);
+    assert_eq!(example.notify.group_wait, d.notify.group_wait);
+    assert_eq!(example.notify.language, d.notify.language);
     assert_eq!(example.http.listen, Some(defaults::HTTP_LISTEN));
     assert_eq!(example.log.level, d.log.level);
     assert_eq!(example.callback.listen, d.callback.listen);
@@ -752,4 +754,32 @@ fn callback_and_apps_errors_name_the_key() {
     assert!(!format!("{good:?}").contains("\"k\""));
     let off = parse(&format!("{auth}[callback]\nlisten=\"\"\n")).unwrap();
     assert_eq!(off.callback.listen, None);
+}
+
+/// `notify.group_wait` (0s turns grouping off), `http.public_url` and its job links.
+#[test]
+fn group_wait_and_public_url() {
+    let load = |text: &str| {
+        parse_str(
+            &format!("[api.auth]\ntoken = \"t\"\n{text}"),
+            Vec::<(String, String)>::new(),
+            None,
+        )
+    };
+    let c = load("").unwrap();
+    assert_eq!(c.notify.group_wait, defaults::GROUP_WAIT);
+    assert_eq!(c.http.job_link("a", "j"), None);
+    let c = load("[notify]\ngroup_wait = \"0s\"").unwrap();
+    assert_eq!(c.notify.group_wait, Duration::ZERO);
+    let e = load("[notify]\ngroup_wait = \"1h\"").unwrap_err();
+    assert_eq!(e.location, "notify.group_wait");
+    let c = load("[http]\npublic_url = \"https://rw.example.com/base/\"").unwrap();
+    assert_eq!(
+        c.http.job_link("app 1", "job/2").as_deref(),
+        Some("https://rw.example.com/base/jobs/app%201/job%2F2")
+    );
+    let e = load("[http]\npublic_url = \"rw.example.com\"").unwrap_err();
+    assert_eq!(e.location, "http.public_url");
+    let e = load("[http]\npublic_url = \"https://rw.example.com/?x=1\"").unwrap_err();
+    assert!(e.message.contains("query"), "{e}");
 }

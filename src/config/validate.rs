@@ -383,6 +383,19 @@ fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
 }
 
 fn read_http(mut t: Table) -> Result<HttpConfig, ConfigError> {
+    let public_url = match t.nonempty_string("public_url")? {
+        None => None,
+        Some(s) => {
+            let u = parse_http_url(&s).map_err(|m| t.err("public_url", m))?;
+            if u.query().is_some() || u.fragment().is_some() {
+                return Err(t.err(
+                    "public_url",
+                    format!("{s:?} has a query or fragment; give the address pages live under, e.g. \"https://recwatch.example.com\""),
+                ));
+            }
+            Some(u)
+        }
+    };
     let listen = match t.string("listen")? {
         None => Some(defaults::HTTP_LISTEN),
         Some(s) if s.trim().is_empty() => None,
@@ -391,7 +404,7 @@ fn read_http(mut t: Table) -> Result<HttpConfig, ConfigError> {
         })?),
     };
     t.finish()?;
-    Ok(HttpConfig { listen })
+    Ok(HttpConfig { listen, public_url })
 }
 
 fn read_log(mut t: Table) -> Result<LogConfig, ConfigError> {

@@ -6,6 +6,8 @@
 //! notice while an earlier one of its episode is pending on this channel (see
 //! `queue::due`), and a send in flight is still pending.
 
+use super::group::{MAX_GROUP, release_at};
+use super::pace::Pace;
 use super::policy::{
     AfterFailure, Age, Clock, DeathCause, JUMP_TOLERANCE, Policy, after_failure, detect_jump,
 };
@@ -16,7 +18,7 @@ use crate::store::Store;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinError, JoinSet};
@@ -34,6 +36,15 @@ const IDLE: Duration = Duration::from_secs(60);
 pub struct Settings {
     pub channel: Arc<Channel>,
     pub policy: Policy,
+    /// `notify.group_wait`; zero turns grouping off.
+    pub group_wait: Duration,
+}
+
+impl Settings {
+    /// Whether due alerts go out together: the channel groups, and grouping is on.
+    fn grouping(&self) -> bool {
+        self.channel.groups() && !self.group_wait.is_zero()
+    }
 }
 
 type Sending = Result<(), DeliveryError>;
@@ -50,8 +61,15 @@ pub struct Lane {
     /// The last look at both clocks, to notice a jump of the wall clock.
     last: (Instant, DateTime<Utc>),
     started: bool,
-    /// The deliveries being attempted, by the task attempting them.
-    in_flight: HashMap<tokio::task::Id, Due>,
+    /// The deliveries being attempted, by the task attempting them: one message each
+    /// (several deliveries when a group goes out as one message).
+    in_flight: HashMap<tokio::task::Id, Vec<Due>>,
+    /// The vendor's pace, shared by this lane's sends (see `pace`).
+    pace: Arc<Mutex<Pace>>,
+    /// When this lane last released a group (grouping lanes only; see `group`).
+    last_release: Option<Instant>,
+    /// Due deliveries are being held for the group window or the pace until then.
+    held_until: Option<Instant>,
     /// Outcomes the database did not take (full disk, lock): written before anything else,
     /// and their deliveries are not attempted again meanwhile (a sent alert must not be
     /// sent again only because its mark was not written).
@@ -67,6 +85,7 @@ impl Lane {
         wake: Arc<Notify>,
     ) -> Lane {
         let now = clock.now();
+        let pace = Arc::new(Mutex::new(Pace::new(settings.borrow().channel.pace())));
         Lane {
             filter,
             store,
@@ -77,6 +96,9 @@ impl Lane {
             last: (Instant::now(), now),
             started: false,
             in_flight: HashMap::new(),
+            pace,
+            last_release: None,
+            held_until: None,
             unrecorded: Vec::new(),
         }
     }
@@ -122,7 +144,12 @@ impl Lane {
                 }
                 // Every slot busy: only a finished send (or news) can change anything.
                 Ok(_) if set.len() >= CONCURRENCY => IDLE,
-                Ok(_) => self.next_wait(now).await,
+                // A group is out: the next one forms when it is settled.
+                Ok(_) if self.settings.borrow().grouping() && !set.is_empty() => IDLE,
+                Ok(_) => match self.held_until.take() {
+                    Some(at) => at.saturating_duration_since(Instant::now()).min(IDLE),
+                    None => self.next_wait(now).await,
+                },
             };
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() { break },
@@ -223,18 +250,37 @@ impl Lane {
     fn busy(&self) -> HashSet<String> {
         self.in_flight
             .values()
+            .flatten()
             .map(|d| d.alert_id.clone())
             .chain(self.unrecorded.iter().map(|(d, _, _)| d.alert_id.clone()))
             .collect()
     }
 
-    /// Starts sends for what is due, as many as there are free slots; returns how many.
+    /// Starts sends for what is due, as many as there are free slots (a grouping lane: the
+    /// whole group, when its window allows); returns how many deliveries.
     async fn fill(
         &mut self,
         set: &mut JoinSet<Sending>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<usize> {
-        let free = CONCURRENCY.saturating_sub(set.len());
+        self.held_until = None;
+        let settings = self.settings.borrow().clone();
+        if !self
+            .pace
+            .lock()
+            .expect("pace lock")
+            .is_for(settings.channel.pace())
+        {
+            // A reload changed the channel's kind: its vendor's pace from here on.
+            *self.pace.lock().expect("pace lock") = Pace::new(settings.channel.pace());
+        }
+        let grouping = settings.grouping();
+        // A grouping lane has one group out at a time: what falls due meanwhile joins the next.
+        let free = match grouping {
+            true if !set.is_empty() || !self.unrecorded.is_empty() => 0,
+            true => MAX_GROUP,
+            false => CONCURRENCY.saturating_sub(set.len()),
+        };
         if free == 0 {
             return Ok(0);
         }
@@ -245,18 +291,26 @@ impl Lane {
             .filter(|d| !busy.contains(&d.alert_id))
             .take(free)
             .collect();
-        let n = due.len();
-        let channel = self.settings.borrow().channel.clone();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        if grouping {
+            let mono = Instant::now();
+            let pace_free = self.pace.lock().expect("pace lock").next_free(mono);
+            let at = release_at(self.last_release, settings.group_wait, pace_free, mono);
+            if at > mono {
+                self.held_until = Some(at);
+                return Ok(0);
+            }
+            self.last_release = Some(mono);
+        }
+        let mut ready = Vec::with_capacity(due.len());
         for d in due {
             self.ages
                 .entry(d.alert_id.clone())
                 .or_insert_with(|| Age::anchor(d.created_at, now));
             match serde_json::from_str::<Alert>(&d.payload) {
-                Ok(alert) => {
-                    let channel = channel.clone();
-                    let task = set.spawn(async move { channel.send(&alert).await });
-                    self.in_flight.insert(task.id(), d);
-                }
+                Ok(alert) => ready.push((d, alert)),
                 Err(e) => {
                     let err = DeliveryError::never(format!(
                         "the stored alert cannot be read ({e}); it stays in the database"
@@ -264,6 +318,33 @@ impl Lane {
                     self.settle(d, Err(err)).await;
                 }
             }
+        }
+        let n = ready.len();
+        let sizes = match grouping {
+            true => {
+                let alerts: Vec<Alert> = ready.iter().map(|(_, a)| a.clone()).collect();
+                settings.channel.split(&alerts)
+            }
+            false => vec![1; n],
+        };
+        let mut ready = ready.into_iter();
+        for size in sizes {
+            let (dues, alerts): (Vec<Due>, Vec<Alert>) = ready.by_ref().take(size).unzip();
+            if dues.is_empty() {
+                break;
+            }
+            if dues.len() > 1 {
+                info!(channel = %self.name(), alerts = dues.len(), "sending {} alerts as one message", dues.len());
+            }
+            let channel = settings.channel.clone();
+            let pace = self.pace.clone();
+            let task = set.spawn(async move {
+                // The token is taken when the message is about to go, in the order asked.
+                let at = pace.lock().expect("pace lock").reserve(Instant::now());
+                tokio::time::sleep_until(at).await;
+                channel.send_all(&alerts).await
+            });
+            self.in_flight.insert(task.id(), dues);
         }
         Ok(n)
     }
@@ -283,8 +364,8 @@ impl Lane {
                 (e.id(), Err(DeliveryError::transient(why)))
             }
         };
-        if let Some(due) = self.in_flight.remove(&id) {
-            self.settle(due, result).await;
+        for due in self.in_flight.remove(&id).unwrap_or_default() {
+            self.settle(due, result.clone()).await;
         }
     }
 
@@ -299,10 +380,11 @@ impl Lane {
             .map(Age::now)
             .unwrap_or_else(|| Age::anchor(d.created_at, now).now());
         let channel = d.channel.clone();
+        let kind = self.settings.borrow().channel.kind();
         let outcome = match result {
             Ok(()) => {
                 info!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, "alert delivered");
-                metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "sent").increment(1);
+                metrics::counter!("recwatch_deliveries_total", "channel" => channel, "kind" => kind, "outcome" => "sent").increment(1);
                 Outcome::Sent { at: now }
             }
             Err(e) => {
@@ -313,7 +395,7 @@ impl Lane {
                             .unwrap_or(DateTime::<Utc>::MAX_UTC);
                         warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts, next_attempt = %timestamp(next),
                             "delivery failed: {e}; next attempt in {}", humantime::format_duration(round(delay)));
-                        metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "retry").increment(1);
+                        metrics::counter!("recwatch_deliveries_total", "channel" => channel, "kind" => kind, "outcome" => "retry").increment(1);
                         Outcome::Retry {
                             next,
                             error: e.message,
@@ -331,7 +413,7 @@ impl Lane {
                         };
                         error!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id, attempts,
                             "delivery dead: {e}; {why}. It stays in the database (recwatch alerts)");
-                        metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "dead").increment(1);
+                        metrics::counter!("recwatch_deliveries_total", "channel" => channel, "kind" => kind, "outcome" => "dead").increment(1);
                         Outcome::Dead { error: e.message }
                     }
                 }

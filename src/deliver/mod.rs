@@ -11,12 +11,14 @@
 //! (webhook-id, Message-ID). Nothing is deleted unsent: a delivery still failing at
 //! `notify.max_age` is marked dead with its last error.
 
+pub mod group;
 mod lane;
+pub mod pace;
 pub mod policy;
 
 pub use policy::{AfterFailure, Clock, DeathCause, Policy, after_failure, retry_delay};
 
-use crate::config::{Config, NotifyConfig};
+use crate::config::Config;
 use crate::notify::Channel;
 use crate::store::Store;
 /// The `deliveries` table as a queue; its statements live in the store.
@@ -66,7 +68,7 @@ impl Worker {
             lanes: BTreeMap::new(),
             only: None,
         };
-        worker.set_channels(&config.notify)?;
+        worker.set_channels(config)?;
         Ok(worker)
     }
 
@@ -101,8 +103,9 @@ impl Worker {
 
     /// Builds the channels of `config` and gives each a lane, or new settings if it has one;
     /// a lane whose channel is gone stops (after its sends in flight).
-    pub fn set_channels(&mut self, config: &NotifyConfig) -> anyhow::Result<()> {
-        let channels = Channel::from_config(config)?;
+    pub fn set_channels(&mut self, config: &Config) -> anyhow::Result<()> {
+        let channels = Channel::with_links(&config.notify, config.http.public_url.as_ref())?;
+        let config = &config.notify;
         let policy = Policy::from_config(config);
         let mut next = BTreeMap::new();
         for c in channels {
@@ -110,6 +113,7 @@ impl Worker {
             let settings = Arc::new(Settings {
                 channel: Arc::new(c),
                 policy,
+                group_wait: config.group_wait,
             });
             let entry = match self.lanes.remove(&name) {
                 Some(e) => {
@@ -186,7 +190,7 @@ impl Worker {
                 // `changed` marks the value seen, so it is applied here.
                 Ok(()) = reload.changed() => {
                     let cfg = reload.borrow_and_update().clone();
-                    match self.set_channels(&cfg.notify) {
+                    match self.set_channels(&cfg) {
                         Ok(()) => info!(channels = self.lanes.len(), "delivery channels reloaded"),
                         Err(e) => warn!("cannot rebuild the channels, keeping the old ones: {e}"),
                     }
@@ -247,7 +251,7 @@ impl Worker {
             Ok(buried) => {
                 for (channel, n) in buried {
                     error!(channel = %channel, deliveries = n, "channel {channel:?} is no longer configured: its pending deliveries are marked dead (see recwatch alerts)");
-                    metrics::counter!("recwatch_deliveries_total", "channel" => channel, "outcome" => "dead").increment(n);
+                    metrics::counter!("recwatch_deliveries_total", "channel" => channel, "kind" => "removed", "outcome" => "dead").increment(n);
                 }
             }
             Err(e) => warn!("cannot check for deliveries to removed channels: {e:#}"),
@@ -280,7 +284,7 @@ pub async fn deliver_now(
         lanes: BTreeMap::new(),
         only: Some(only.clone()),
     };
-    worker.set_channels(&config.notify)?;
+    worker.set_channels(config)?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for e in worker.lanes.values_mut() {

@@ -89,16 +89,25 @@ impl EmailChannel {
         })
     }
 
-    async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+        let (subject, body, message_id) = match alerts {
+            [] => return Ok(()),
+            [one] => (subject(one), body(one), message_id(one)),
+            many => (
+                group_subject(many),
+                group_body(many),
+                group_message_id(many),
+            ),
+        };
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(subject(alert))
-            .message_id(Some(message_id(alert)));
+            .subject(subject)
+            .message_id(Some(message_id));
         for to in &self.to {
             builder = builder.to(to.clone());
         }
         let message = builder
-            .body(body(alert))
+            .body(body)
             .map_err(|e| DeliveryError::refused(format!("cannot build the email: {e}")))?;
         let transport = self.transport.lock().expect("transport lock").clone();
         match tokio::time::timeout(self.timeout, transport.send(message)).await {
@@ -238,6 +247,73 @@ pub fn body(alert: &Alert) -> String {
     b
 }
 
+/// A group's subject: how many, how many resolved, and the loudest severity among the firing.
+pub fn group_subject(alerts: &[Alert]) -> String {
+    let resolved = alerts
+        .iter()
+        .filter(|a| a.status == Status::Resolved)
+        .count();
+    let firing = alerts.len() - resolved;
+    let loudest = alerts
+        .iter()
+        .filter(|a| a.status == Status::Firing)
+        .map(|a| a.severity)
+        .max();
+    let mut s = format!("[recwatch] {} alerts", alerts.len());
+    match (firing, resolved) {
+        (_, 0) => {}
+        (0, _) => s.push_str(", all RESOLVED"),
+        (f, r) => s.push_str(&format!(" ({f} firing, {r} resolved)")),
+    }
+    if let Some(sev) = loudest {
+        s.push_str(&format!(", loudest {}", sev.as_str().to_uppercase()));
+    }
+    s
+}
+
+/// A group's body: one line per alert (job name and id, rule, stop reason, status), then
+/// each alert's full body.
+pub fn group_body(alerts: &[Alert]) -> String {
+    let mut b = String::new();
+    let _ = writeln!(b, "{} alerts:\n", alerts.len());
+    for a in alerts {
+        let reason = a
+            .job
+            .as_ref()
+            .and_then(|j| j.stop_reason.as_deref())
+            .unwrap_or("-");
+        let status = match a.status {
+            Status::Firing => a.severity.as_str().to_uppercase(),
+            Status::Resolved => "RESOLVED".to_string(),
+        };
+        let _ = writeln!(
+            b,
+            "  {status:<9} {:<22} {} ({reason})",
+            a.rule.as_str(),
+            a.subject_label()
+        );
+    }
+    for a in alerts {
+        b.push_str("\n----------------------------------------------------------------\n\n");
+        b.push_str(&body(a));
+    }
+    b
+}
+
+/// The same group of alerts always gets the same Message-ID: a hash of their ids.
+pub fn group_message_id(alerts: &[Alert]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for a in alerts {
+        h.update(a.id.as_str().as_bytes());
+        h.update(b"\n");
+    }
+    format!(
+        "<group-{}@recwatch.alert>",
+        &hex::encode(h.finalize())[..32]
+    )
+}
+
 /// Every field of [`JobFacts`], in its wire order and under its wire name.
 fn job_facts(j: &JobFacts) -> [(&'static str, Option<String>); 14] {
     [
@@ -289,8 +365,22 @@ impl super::Notifier for EmailChannel {
         "email"
     }
 
-    fn send<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver(alert))
+    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.deliver(alerts))
+    }
+
+    /// People read mail: a storm is one mail listing every alert.
+    fn groups(&self) -> bool {
+        true
+    }
+
+    /// No size limit worth splitting for: one mail per group.
+    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
+        if alerts.is_empty() {
+            Vec::new()
+        } else {
+            vec![alerts.len()]
+        }
     }
 }
 
@@ -336,6 +426,68 @@ mod tests {
             fired_at: "2025-01-01T01:00:02.123Z".into(),
             host: "watch-1".into(),
         }
+    }
+
+    /// A group's mail: its subject counts and says the loudest; its body lists every job
+    /// (name, id, rule, stop reason) and then each alert in full; its Message-ID is stable.
+    #[test]
+    fn group_mail_table() {
+        let mut other = job();
+        other.job_id = "job-0009".into();
+        other.name = Some("hall camera".into());
+        other.stop_reason = Some("EXCEED_MAX_IDLE_TIME".into());
+        let a = alert(
+            Rule::StoppedUnexpectedly,
+            Status::Firing,
+            Severity::Critical,
+            Some(job()),
+        );
+        let mut b = alert(
+            Rule::IdleTimeout,
+            Status::Firing,
+            Severity::Warning,
+            Some(other),
+        );
+        b.id = "01J0OTHER".into();
+        let mut r = a.clone();
+        r.status = Status::Resolved;
+        r.id = "01J0RESOLVED".into();
+        let cases: Vec<(&str, Vec<Alert>, &str)> = vec![
+            (
+                "two firing",
+                vec![a.clone(), b.clone()],
+                "[recwatch] 2 alerts, loudest CRITICAL",
+            ),
+            (
+                "mixed",
+                vec![b.clone(), r.clone()],
+                "[recwatch] 2 alerts (1 firing, 1 resolved), loudest WARNING",
+            ),
+            (
+                "all resolved",
+                vec![r.clone(), r.clone()],
+                "[recwatch] 2 alerts, all RESOLVED",
+            ),
+        ];
+        for (name, alerts, want) in cases {
+            assert_eq!(group_subject(&alerts), want, "{name}");
+        }
+        let body = group_body(&[a.clone(), b.clone()]);
+        for w in [
+            "CRITICAL  stopped_unexpectedly   lobby camera (job-0001) (INTERNAL_ERROR)",
+            "WARNING   idle_timeout           hall camera (job-0009) (EXCEED_MAX_IDLE_TIME)",
+            "Alert id: 01J0ALERT",
+            "Alert id: 01J0OTHER",
+        ] {
+            assert!(body.contains(w), "{w:?} not in\n{body}");
+        }
+        let id = group_message_id(&[a.clone(), b.clone()]);
+        assert_eq!(id, group_message_id(&[a.clone(), b.clone()]));
+        assert_ne!(id, group_message_id(&[b, a]));
+        assert!(
+            id.starts_with("<group-") && id.ends_with("@recwatch.alert>"),
+            "{id}"
+        );
     }
 
     #[test]

@@ -6,14 +6,22 @@
 //! durable outbox above decides when to try again; rendering is pure so it is tested without
 //! a network.
 
+pub mod chat;
+pub mod dingtalk;
 pub mod email;
+pub mod feishu;
+pub mod pagerduty;
+pub mod slack;
+pub mod teams;
 pub mod webhook;
+pub mod wecom;
 
-use crate::config::{ConfigError, NotifyConfig};
+use crate::config::{ChatKind, ConfigError, NotifyConfig};
 use crate::domain::Alert;
 use crate::secret::Secret;
 use futures_util::future::BoxFuture;
 use std::fmt;
+use std::time::Duration;
 
 /// What every channel is: a name for `notify = [...]` lists and output, a kind, and one way to
 /// hand an alert over. A new channel is a file here implementing this, and a line in
@@ -21,22 +29,76 @@ use std::fmt;
 pub trait Notifier: Send + Sync {
     fn name(&self) -> &str;
     fn kind(&self) -> &'static str;
-    /// Delivers `alert` once. `Ok` only when the receiver accepted it.
-    fn send<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    /// Delivers `alerts` once, as one message when the channel [`groups`](Notifier::groups)
+    /// (else one event each, in order). `Ok` only when the receiver accepted all of it. One
+    /// alert is a group of one.
+    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    /// Whether alerts due together may go out as one message: true where people read them
+    /// (chat, e-mail), false where machines consume them (webhooks, PagerDuty).
+    fn groups(&self) -> bool {
+        false
+    }
+    /// How many of `alerts` (in order) go into each message: only the vendor's size limit
+    /// splits a group. Pure. Channels that do not group send one each.
+    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
+        vec![1; alerts.len()]
+    }
+    /// The vendor's pace: at most so many messages in each window. Empty: no limit of ours.
+    fn pace(&self) -> &'static [Window] {
+        &[]
+    }
+}
+
+/// At most `messages` in any `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub messages: u32,
+    pub per: Duration,
+}
+
+impl Window {
+    pub const fn new(messages: u32, per: Duration) -> Window {
+        Window { messages, per }
+    }
 }
 
 /// One configured destination.
 pub struct Channel(Box<dyn Notifier>);
 
 impl Channel {
-    /// Every configured channel, webhooks first, each with its client built.
+    /// Every configured channel, webhooks first, each with its client built; chat messages
+    /// without links to job pages (see [`Channel::with_links`]).
     pub fn from_config(cfg: &NotifyConfig) -> Result<Vec<Channel>, ConfigError> {
-        let mut channels = Vec::with_capacity(cfg.webhooks.len() + cfg.emails.len());
+        Channel::with_links(cfg, None)
+    }
+
+    /// Every configured channel; chat messages link to `{public_url}/jobs/{app}/{job}`.
+    pub fn with_links(
+        cfg: &NotifyConfig,
+        public_url: Option<&url::Url>,
+    ) -> Result<Vec<Channel>, ConfigError> {
+        let mut channels = Vec::with_capacity(cfg.channel_names().len());
         for (i, w) in cfg.webhooks.iter().enumerate() {
             channels.push(Channel(Box::new(webhook::WebhookChannel::new(w, i)?)));
         }
         for (i, e) in cfg.emails.iter().enumerate() {
             channels.push(Channel(Box::new(email::EmailChannel::new(e, i)?)));
+        }
+        // The index in each kind's own list, for error locations.
+        let mut index: std::collections::HashMap<ChatKind, usize> = Default::default();
+        for c in &cfg.chats {
+            let i = index.entry(c.kind).or_default();
+            let style = chat::Style::new(cfg.language, public_url, c.keyword.as_deref());
+            let n: Box<dyn Notifier> = match c.kind {
+                ChatKind::Feishu => Box::new(feishu::FeishuChannel::new(c, *i, style)?),
+                ChatKind::DingTalk => Box::new(dingtalk::DingTalkChannel::new(c, *i, style)?),
+                ChatKind::WeCom => Box::new(wecom::WeComChannel::new(c, *i, style)?),
+                ChatKind::Slack => Box::new(slack::SlackChannel::new(c, *i, style)?),
+                ChatKind::Teams => Box::new(teams::TeamsChannel::new(c, *i, style)?),
+                ChatKind::PagerDuty => Box::new(pagerduty::PagerDutyChannel::new(c, *i, style)?),
+            };
+            *i += 1;
+            channels.push(Channel(n));
         }
         Ok(channels)
     }
@@ -51,7 +113,28 @@ impl Channel {
 
     /// Delivers `alert` once. `Ok` only when the receiver accepted it.
     pub async fn send(&self, alert: &Alert) -> Result<(), DeliveryError> {
-        self.0.send(alert).await
+        self.0.send(std::slice::from_ref(alert)).await
+    }
+
+    /// Delivers `alerts` once, as one message if the channel groups. `Ok` only when the
+    /// receiver accepted it.
+    pub async fn send_all(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+        self.0.send(alerts).await
+    }
+
+    /// See [`Notifier::groups`].
+    pub fn groups(&self) -> bool {
+        self.0.groups()
+    }
+
+    /// See [`Notifier::split`].
+    pub fn split(&self, alerts: &[Alert]) -> Vec<usize> {
+        self.0.split(alerts)
+    }
+
+    /// See [`Notifier::pace`].
+    pub fn pace(&self) -> &'static [Window] {
+        self.0.pace()
     }
 }
 

@@ -227,8 +227,14 @@ impl super::Notifier for WebhookChannel {
         "webhook"
     }
 
-    fn send<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver(alert))
+    /// One event per alert, in order: machines consume them.
+    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            for alert in alerts {
+                self.deliver(alert).await?;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -22,7 +22,9 @@ fn static_sim(jobs: usize) -> SimOptions {
 }
 
 pub fn notify_toml(hook: Option<&str>, smtp: Option<SocketAddr>, rules: &str) -> String {
-    let mut s = format!("\n[notify]\nmax_backoff = \"300ms\"\n\n[rules]\n{rules}\n");
+    // group_wait 0s: these tests count one mail per alert.
+    let mut s =
+        format!("\n[notify]\nmax_backoff = \"300ms\"\ngroup_wait = \"0s\"\n\n[rules]\n{rules}\n");
     if let Some(url) = hook {
         s.push_str(&format!("\n[[notify.webhook]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n"));
     }

@@ -4,6 +4,7 @@
 mod alerts;
 mod answers;
 mod callbacks;
+mod chat;
 mod checks;
 mod core;
 mod delivery;

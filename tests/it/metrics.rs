@@ -129,7 +129,7 @@ async fn the_first_scrape_is_clean_and_has_every_known_series_at_zero() {
     ];
     for outcome in ["sent", "retry", "dead"] {
         zero.push(format!(
-            "recwatch_deliveries_total{{channel=\"ops-hook\",outcome=\"{outcome}\"}}"
+            "recwatch_deliveries_total{{channel=\"ops-hook\",kind=\"webhook\",outcome=\"{outcome}\"}}"
         ));
     }
     for rule in recwatch::domain::Rule::ALL {

@@ -2,6 +2,7 @@
 //! some of their helpers, hence the allow.
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod receiver;
 pub mod smtp;
 

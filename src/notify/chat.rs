@@ -1,0 +1,901 @@
+//! What the chat channels (Feishu, DingTalk, WeCom, Slack, Teams) and PagerDuty share: the
+//! content of a message before any vendor's format ([`Card`], pure), its words in each
+//! language, packing a group of alerts into as few messages as a size limit allows, and the
+//! HTTP round trip with its answer read (status, `Retry-After`, the body's start).
+//!
+//! Each vendor's file turns a [`Card`] into its JSON, signs it if the vendor does, and reads
+//! the vendor's verdict out of the answer: the Chinese robots answer HTTP 200 with the error
+//! in the body, so a 200 is not yet a success.
+
+use super::{DeliveryError, Retry, chain, redact, snippet};
+use crate::config::{ChatConfig, ConfigError, Language};
+use crate::domain::{Alert, Rule, Severity, Status};
+use crate::secret::Secret;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, DATE, RETRY_AFTER};
+use std::fmt::Write as _;
+use std::time::Duration;
+use url::Url;
+
+/// How much of an answer goes into an error, in characters.
+const SNIPPET_CHARS: usize = 300;
+/// How much of an answer is read at most.
+const READ_BYTES: usize = 8192;
+/// A summary longer than this is cut: one alert must fit every vendor's smallest message.
+const SUMMARY_CHARS: usize = 500;
+/// The most alerts one message lists, whatever the size limit allows: past that a message is
+/// a wall nobody reads, and the next one says the rest.
+pub const MAX_ENTRIES: usize = 60;
+
+/// What a message looks like at a glance: its colour or emoji.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tone {
+    Critical,
+    Warning,
+    Info,
+    Resolved,
+}
+
+impl Tone {
+    pub fn of(alert: &Alert) -> Tone {
+        match (alert.status, alert.severity) {
+            (Status::Resolved, _) => Tone::Resolved,
+            (Status::Firing, Severity::Critical) => Tone::Critical,
+            (Status::Firing, Severity::Warning) => Tone::Warning,
+            (Status::Firing, Severity::Info) => Tone::Info,
+        }
+    }
+
+    /// A group's tone: its loudest firing alert's, or resolved when all are.
+    fn of_all(alerts: &[Alert]) -> Tone {
+        let rank = |t: Tone| match t {
+            Tone::Critical => 3,
+            Tone::Warning => 2,
+            Tone::Info => 1,
+            Tone::Resolved => 0,
+        };
+        alerts
+            .iter()
+            .map(Tone::of)
+            .max_by_key(|t| rank(*t))
+            .unwrap_or(Tone::Info)
+    }
+
+    pub fn emoji(self) -> &'static str {
+        match self {
+            Tone::Critical => "🔴",
+            Tone::Warning => "🟠",
+            Tone::Info => "🔵",
+            Tone::Resolved => "✅",
+        }
+    }
+}
+
+/// The fixed words of a message in one language.
+struct Words {
+    resolved: &'static str,
+    severity: &'static str,
+    rule: &'static str,
+    job: &'static str,
+    app: &'static str,
+    state: &'static str,
+    stop_reason: &'static str,
+    time: &'static str,
+    alert_id: &'static str,
+    page: &'static str,
+    host: &'static str,
+}
+
+const EN: Words = Words {
+    resolved: "RESOLVED",
+    severity: "Severity",
+    rule: "Rule",
+    job: "Job",
+    app: "App",
+    state: "State",
+    stop_reason: "Stop reason",
+    time: "Time",
+    alert_id: "Alert id",
+    page: "Open the job's page",
+    host: "Seen by",
+};
+
+const ZH: Words = Words {
+    resolved: "已恢复",
+    severity: "级别",
+    rule: "规则",
+    job: "任务",
+    app: "应用",
+    state: "状态",
+    stop_reason: "停止原因",
+    time: "时间",
+    alert_id: "告警 ID",
+    page: "查看任务页面",
+    host: "来自",
+};
+
+fn words(lang: Language) -> &'static Words {
+    match lang {
+        Language::En => &EN,
+        Language::ZhCn => &ZH,
+    }
+}
+
+/// What the rule says, as a title.
+pub fn rule_title(rule: Rule, lang: Language) -> &'static str {
+    match (lang, rule) {
+        (Language::En, Rule::StoppedUnexpectedly) => "Recording stopped unexpectedly",
+        (Language::En, Rule::IdleTimeout) => "Recording stopped: idle timeout",
+        (Language::En, Rule::StoppedByTenant) => "Recording stopped by the tenant",
+        (Language::En, Rule::StuckInit) => "Recording stuck in INIT",
+        (Language::En, Rule::JobNotFound) => "Recording job not found",
+        (Language::En, Rule::ApiUnhealthy) => "RTC API unhealthy",
+        (Language::En, Rule::Test) => "Test notification",
+        (Language::ZhCn, Rule::StoppedUnexpectedly) => "录制意外停止",
+        (Language::ZhCn, Rule::IdleTimeout) => "录制因空闲超时停止",
+        (Language::ZhCn, Rule::StoppedByTenant) => "录制被租户停止",
+        (Language::ZhCn, Rule::StuckInit) => "录制卡在初始化",
+        (Language::ZhCn, Rule::JobNotFound) => "录制任务不存在",
+        (Language::ZhCn, Rule::ApiUnhealthy) => "RTC API 异常",
+        (Language::ZhCn, Rule::Test) => "测试通知",
+    }
+}
+
+fn severity_word(s: Severity, lang: Language) -> &'static str {
+    match (lang, s) {
+        (Language::En, Severity::Critical) => "CRITICAL",
+        (Language::En, Severity::Warning) => "WARNING",
+        (Language::En, Severity::Info) => "INFO",
+        (Language::ZhCn, Severity::Critical) => "严重",
+        (Language::ZhCn, Severity::Warning) => "警告",
+        (Language::ZhCn, Severity::Info) => "提示",
+    }
+}
+
+/// How a message is written: its language, where job pages live, the robot's keyword.
+#[derive(Clone, Debug, Default)]
+pub struct Style {
+    pub language: Language,
+    /// `http.public_url`: each job's page is linked when set.
+    pub public_url: Option<Url>,
+    pub keyword: Option<String>,
+}
+
+impl Style {
+    pub fn new(language: Language, public_url: Option<&Url>, keyword: Option<&str>) -> Style {
+        Style {
+            language,
+            public_url: public_url.cloned(),
+            keyword: keyword.map(str::to_string),
+        }
+    }
+
+    /// `{public_url}/jobs/{app_id}/{job_id}`, when there is a public URL and a job.
+    fn link(&self, alert: &Alert) -> Option<String> {
+        let job = alert.job.as_ref()?;
+        crate::config::HttpConfig {
+            listen: None,
+            public_url: self.public_url.clone(),
+        }
+        .job_link(&job.app_id, &job.job_id)
+    }
+}
+
+/// One line of a group's message: an alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub tone: Tone,
+    /// The job's name (or the job id), shown strong.
+    pub label: String,
+    /// Job id, rule, stop reason and time.
+    pub text: String,
+    pub link: Option<String>,
+}
+
+/// A message's content, before any vendor's format: the same facts for every vendor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Card {
+    pub tone: Tone,
+    /// One line, plain text.
+    pub title: String,
+    /// One alert's summary; none for a group.
+    pub summary: Option<String>,
+    /// One alert's facts, (label, value), in order.
+    pub fields: Vec<(String, String)>,
+    /// A group's alerts, one entry each.
+    pub entries: Vec<Entry>,
+    /// The page of one alert's job, (text, url).
+    pub link: Option<(String, String)>,
+    /// The keyword the robot demands, when the rest does not contain it already.
+    pub keyword: Option<String>,
+}
+
+impl Card {
+    /// The card for `alerts`: one alert's full facts, or a group's list (every job with its
+    /// id, rule, stop reason and time). `alerts` is never empty.
+    pub fn new(alerts: &[Alert], style: &Style) -> Card {
+        let mut card = match alerts {
+            [one] => Card::one(one, style),
+            many => Card::group(many, style),
+        };
+        if let Some(k) = &style.keyword {
+            if !body(&card, Markdown::Common { sep: "\n" }).contains(k.as_str())
+                && !card.title.contains(k.as_str())
+            {
+                card.keyword = Some(k.clone());
+            }
+        }
+        card
+    }
+
+    fn one(a: &Alert, style: &Style) -> Card {
+        let lang = style.language;
+        let w = words(lang);
+        let tone = Tone::of(a);
+        let tag = match a.status {
+            Status::Resolved => w.resolved,
+            Status::Firing => severity_word(a.severity, lang),
+        };
+        let (open, close, colon) = match lang {
+            Language::En => ("[", "]", ": "),
+            Language::ZhCn => ("【", "】", "："),
+        };
+        let title = one_line(&format!(
+            "{} {open}{tag}{close} {}{colon}{}",
+            tone.emoji(),
+            rule_title(a.rule, lang),
+            a.subject_label()
+        ));
+        let mut fields = vec![
+            (
+                w.severity.to_string(),
+                severity_word(a.severity, lang).to_string(),
+            ),
+            (w.rule.to_string(), a.rule.as_str().to_string()),
+        ];
+        if let Some(j) = &a.job {
+            fields.push((w.job.to_string(), a.subject_label()));
+            fields.push((w.app.to_string(), j.app_id.clone()));
+            if let Some(s) = &j.state {
+                fields.push((w.state.to_string(), s.clone()));
+            }
+            if let Some(r) = &j.stop_reason {
+                fields.push((w.stop_reason.to_string(), r.clone()));
+            }
+        }
+        fields.push((w.time.to_string(), a.fired_at.clone()));
+        fields.push((w.host.to_string(), a.host.clone()));
+        fields.push((w.alert_id.to_string(), a.id.to_string()));
+        Card {
+            tone,
+            title,
+            summary: Some(cut(&a.summary, SUMMARY_CHARS)),
+            fields: fields.into_iter().map(|(k, v)| (k, one_line(&v))).collect(),
+            entries: Vec::new(),
+            link: style.link(a).map(|u| (w.page.to_string(), u)),
+            keyword: None,
+        }
+    }
+
+    fn group(alerts: &[Alert], style: &Style) -> Card {
+        let lang = style.language;
+        let resolved = alerts
+            .iter()
+            .filter(|a| a.status == Status::Resolved)
+            .count();
+        let firing = alerts.len() - resolved;
+        let tone = Tone::of_all(alerts);
+        let counts = match (lang, firing, resolved) {
+            (Language::En, f, 0) => format!("{f} recording alerts"),
+            (Language::En, 0, r) => format!("{r} recording alerts resolved"),
+            (Language::En, f, r) => format!(
+                "{} recording alerts ({f} firing, {r} resolved)",
+                alerts.len()
+            ),
+            (Language::ZhCn, f, 0) => format!("{f} 条录制告警"),
+            (Language::ZhCn, 0, r) => format!("{r} 条录制告警已恢复"),
+            (Language::ZhCn, f, r) => {
+                format!("{} 条录制告警（{f} 条触发，{r} 条已恢复）", alerts.len())
+            }
+        };
+        let entries = alerts
+            .iter()
+            .map(|a| {
+                let mut parts = Vec::new();
+                if let Some(j) = &a.job {
+                    parts.push(j.job_id.clone());
+                }
+                let rule = match a.status {
+                    Status::Resolved => format!("{} ({})", a.rule, words(lang).resolved),
+                    Status::Firing => a.rule.as_str().to_string(),
+                };
+                parts.push(rule);
+                if let Some(r) = a.job.as_ref().and_then(|j| j.stop_reason.clone()) {
+                    parts.push(r);
+                }
+                parts.push(a.fired_at.clone());
+                Entry {
+                    tone: Tone::of(a),
+                    label: one_line(&match &a.job {
+                        Some(j) => j.name.clone().unwrap_or_else(|| j.job_id.clone()),
+                        None => a.subject_label(),
+                    }),
+                    text: one_line(&parts.join(" · ")),
+                    link: style.link(a),
+                }
+            })
+            .collect();
+        Card {
+            tone,
+            title: format!("{} recwatch: {counts}", tone.emoji()),
+            summary: None,
+            fields: Vec::new(),
+            entries,
+            link: None,
+            keyword: None,
+        }
+    }
+}
+
+/// How a vendor writes markdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Markdown {
+    /// `**bold**`, `[text](url)`, lines joined by `sep` (DingTalk wants blank lines).
+    Common { sep: &'static str },
+    /// Slack's mrkdwn: `*bold*`, `<url|text>`, and `&`, `<`, `>` escaped.
+    Slack,
+}
+
+impl Markdown {
+    fn bold(self, s: &str) -> String {
+        match self {
+            Markdown::Common { .. } => format!("**{s}**"),
+            Markdown::Slack => format!("*{s}*"),
+        }
+    }
+
+    fn link(self, text: &str, url: &str) -> String {
+        match self {
+            Markdown::Common { .. } => format!("[{text}]({url})"),
+            Markdown::Slack => format!("<{url}|{text}>"),
+        }
+    }
+
+    fn text(self, s: &str) -> String {
+        match self {
+            Markdown::Common { .. } => s.to_string(),
+            Markdown::Slack => s
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;"),
+        }
+    }
+
+    fn sep(self) -> &'static str {
+        match self {
+            Markdown::Common { sep } => sep,
+            Markdown::Slack => "\n",
+        }
+    }
+}
+
+/// The card's body (everything but the title) in `md`.
+pub fn body(card: &Card, md: Markdown) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    if let Some(s) = &card.summary {
+        lines.push(md.text(s));
+    }
+    for (k, v) in &card.fields {
+        lines.push(format!("{}: {}", md.bold(&md.text(k)), md.text(v)));
+    }
+    for e in &card.entries {
+        let mut line = format!(
+            "- {} {} · {}",
+            e.tone.emoji(),
+            md.bold(&md.text(&e.label)),
+            md.text(&e.text)
+        );
+        if let Some(u) = &e.link {
+            let _ = write!(line, " · {}", md.link("page", u));
+        }
+        lines.push(line);
+    }
+    if let Some((text, url)) = &card.link {
+        lines.push(md.link(&md.text(text), url));
+    }
+    if let Some(k) = &card.keyword {
+        lines.push(md.text(k));
+    }
+    lines.join(md.sep())
+}
+
+/// How many of `n` alerts (in order) go into each message so that none is over `limit` by
+/// `size` (the size of the message holding alerts `a..b`) and none lists more than
+/// [`MAX_ENTRIES`]. A single alert always makes a message of its own, even if over the limit
+/// (the vendor's refusal then says so).
+pub fn pack(n: usize, limit: usize, size: impl Fn(usize, usize) -> usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && end - start < MAX_ENTRIES && size(start, end + 1) <= limit {
+            end += 1;
+        }
+        out.push(end - start);
+        start = end;
+    }
+    out
+}
+
+/// Control characters (a newline in a job name) would break a title or a list line.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The HTTP side every chat channel shares: one client (no redirects: a message goes only
+/// where it was configured to go), the texts to scrub from errors, and the timeout.
+pub struct Http {
+    client: reqwest::Client,
+    secrets: Vec<Secret>,
+    timeout: Duration,
+    /// "Feishu", "DingTalk"...: how errors name the vendor.
+    vendor: &'static str,
+}
+
+/// What the vendor answered.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// `Retry-After`, parsed.
+    pub retry_after: Option<Duration>,
+    /// The body's start, secrets scrubbed.
+    pub body: String,
+}
+
+impl Http {
+    pub fn new(cfg: &ChatConfig, index: usize, vendor: &'static str) -> Result<Http, ConfigError> {
+        let mut secrets = cfg.url.secrets();
+        secrets.extend(cfg.secret.iter().cloned());
+        secrets.extend(cfg.routing_key.iter().cloned());
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("recwatch/", env!("CARGO_PKG_VERSION")))
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ConfigError {
+                location: format!("notify.{}[{index}] ({:?}).url", cfg.kind.as_str(), cfg.name),
+                message: format!("cannot build the HTTP client: {}", chain(&e.without_url())),
+            })?;
+        Ok(Http {
+            client,
+            secrets,
+            timeout: cfg.timeout,
+            vendor,
+        })
+    }
+
+    /// POSTs `body` as JSON to `url` and reads the answer; a transport failure (no
+    /// connection, a timeout) is an error that may pass.
+    pub async fn post(&self, url: Url, body: Vec<u8>) -> Result<Answer, DeliveryError> {
+        let response = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                let cause = if e.is_timeout() {
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    )
+                } else {
+                    // without_url: the URL holds the robot's key.
+                    chain(&e.without_url())
+                };
+                DeliveryError::transient(
+                    self.scrub(&format!("{} request failed: {cause}", self.vendor)),
+                )
+            })?;
+        let status = response.status();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = header(RETRY_AFTER).and_then(|v| {
+            super::webhook::retry_after(&v, header(DATE).as_deref(), chrono::Utc::now())
+        });
+        let mut response = response;
+        let mut buf = Vec::new();
+        while buf.len() < READ_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        buf.truncate(READ_BYTES);
+        Ok(Answer {
+            status,
+            retry_after,
+            body: self.scrub(&String::from_utf8_lossy(&buf)),
+        })
+    }
+
+    pub fn vendor(&self) -> &'static str {
+        self.vendor
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        redact(text, &self.secrets)
+    }
+}
+
+/// What a non-2xx answer means: 429 waits (`Retry-After`, else `window`), 5xx and 408 back
+/// off, anything else is a refusal someone has to fix (retried every `notify.max_backoff`).
+pub fn status_error(vendor: &str, answer: &Answer, window: Duration) -> DeliveryError {
+    let status = answer.status;
+    let retry = if status == StatusCode::TOO_MANY_REQUESTS {
+        Retry::After(Some(answer.retry_after.unwrap_or(window)))
+    } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+        Retry::Backoff
+    } else {
+        Retry::Refused
+    };
+    let mut message = format!("{vendor} answered HTTP {status}");
+    if status.is_redirection() {
+        message.push_str(" (redirects are not followed; configure the final URL)");
+    }
+    let text = snippet(&answer.body, SNIPPET_CHARS);
+    if !text.is_empty() {
+        message.push_str(": ");
+        message.push_str(&text);
+    }
+    DeliveryError { retry, message }
+}
+
+/// The verdict of a vendor that answers 200 with `{code, msg}` in the body (Feishu,
+/// DingTalk, WeCom): code 0 is a success; `classify` says how to retry any other code. The
+/// error names the code and the vendor's message, e.g. `19021 sign match fail ...`.
+pub fn code_verdict(
+    vendor: &str,
+    answer: &Answer,
+    code_keys: &[&str],
+    msg_keys: &[&str],
+    classify: fn(i64) -> Retry,
+) -> Result<(), DeliveryError> {
+    if !answer.status.is_success() {
+        return Err(status_error(vendor, answer, Duration::from_secs(60)));
+    }
+    let json: Option<serde_json::Value> = serde_json::from_str(&answer.body).ok();
+    let field = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| json.as_ref().and_then(|j| j.get(*k)).cloned())
+    };
+    let Some(code) = field(code_keys).and_then(|c| c.as_i64()) else {
+        // Not the vendor's answer (a proxy's page?): it may not have been delivered.
+        return Err(DeliveryError::transient(format!(
+            "{vendor} answered HTTP {} without a result code: {}",
+            answer.status,
+            snippet(&answer.body, SNIPPET_CHARS)
+        )));
+    };
+    if code == 0 {
+        return Ok(());
+    }
+    let msg = field(msg_keys)
+        .and_then(|m| m.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let retry = classify(code);
+    let what = match retry {
+        Retry::After(_) => "is throttling this robot",
+        Retry::Backoff => "could not take the message now",
+        _ => "refused the message",
+    };
+    Err(DeliveryError {
+        retry,
+        message: format!(
+            "{vendor} {what}: {}",
+            snippet(&format!("{code} {msg}"), SNIPPET_CHARS)
+        ),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::{JobFacts, PAYLOAD_VERSION};
+
+    pub(crate) fn alert(n: usize, status: Status, severity: Severity) -> Alert {
+        Alert {
+            version: PAYLOAD_VERSION,
+            id: format!("rw_{n:04}").into(),
+            status,
+            rule: Rule::StoppedUnexpectedly,
+            severity,
+            summary: format!("cam-{n} stopped recording: INTERNAL_ERROR"),
+            job: Some(JobFacts {
+                app_id: "app-1".into(),
+                job_id: format!("job-{n:04}"),
+                name: Some(format!("cam-{n}")),
+                state: Some("STOPPED".into()),
+                stop_reason: Some("INTERNAL_ERROR".into()),
+                ..Default::default()
+            }),
+            transition: None,
+            fired_at: "2025-01-01T01:00:02.123Z".into(),
+            host: "watch-1".into(),
+        }
+    }
+
+    fn style(lang: Language, public: bool, keyword: Option<&str>) -> Style {
+        let url: Url = "https://rw.example.com/base/".parse().unwrap();
+        Style::new(lang, public.then_some(&url), keyword)
+    }
+
+    /// (name, alerts, style, words the title must hold, words the body must hold, words
+    /// neither may hold)
+    #[test]
+    fn cards_table() {
+        let crit = alert(1, Status::Firing, Severity::Critical);
+        let warn = alert(2, Status::Firing, Severity::Warning);
+        let done = alert(3, Status::Resolved, Severity::Critical);
+        let md = Markdown::Common { sep: "\n" };
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(&str, Vec<Alert>, Style, Vec<&str>, Vec<&str>, Vec<&str>)> = vec![
+            (
+                "one firing, English",
+                vec![crit.clone()],
+                style(Language::En, false, None),
+                vec![
+                    "🔴",
+                    "[CRITICAL]",
+                    "Recording stopped unexpectedly",
+                    "cam-1 (job-0001)",
+                ],
+                vec![
+                    "cam-1 stopped recording",
+                    "**Severity**: CRITICAL",
+                    "**Job**: cam-1 (job-0001)",
+                    "**State**: STOPPED",
+                    "**Stop reason**: INTERNAL_ERROR",
+                    "**Time**: 2025-01-01T01:00:02.123Z",
+                    "**Alert id**: rw_0001",
+                ],
+                vec!["RESOLVED", "http"],
+            ),
+            (
+                "one resolved looks resolved",
+                vec![done.clone()],
+                style(Language::En, false, None),
+                vec!["✅", "[RESOLVED]"],
+                vec!["**Rule**: stopped_unexpectedly"],
+                vec!["🔴"],
+            ),
+            (
+                "one firing, Chinese, with its page",
+                vec![warn.clone()],
+                style(Language::ZhCn, true, None),
+                vec!["🟠", "【警告】", "录制意外停止：cam-2 (job-0002)"],
+                vec![
+                    "**级别**: 警告",
+                    "**停止原因**: INTERNAL_ERROR",
+                    "[查看任务页面](https://rw.example.com/base/jobs/app-1/job-0002)",
+                ],
+                vec!["Severity"],
+            ),
+            (
+                "a keyword the text lacks is added",
+                vec![crit.clone()],
+                style(Language::En, false, Some("告警")),
+                vec![],
+                vec!["\n告警"],
+                vec![],
+            ),
+            (
+                "a keyword the text has is not repeated",
+                vec![crit.clone()],
+                style(Language::En, false, Some("CRITICAL")),
+                vec![],
+                vec![],
+                vec!["\nCRITICAL"],
+            ),
+            (
+                "a group lists every job",
+                vec![crit.clone(), warn.clone(), done.clone()],
+                style(Language::En, true, None),
+                vec!["🔴", "3 recording alerts (2 firing, 1 resolved)"],
+                vec![
+                    "- 🔴 **cam-1** · job-0001 · stopped_unexpectedly · INTERNAL_ERROR · 2025-01-01T01:00:02.123Z · [page](https://rw.example.com/base/jobs/app-1/job-0001)",
+                    "- 🟠 **cam-2** · job-0002",
+                    "- ✅ **cam-3** · job-0003 · stopped_unexpectedly (RESOLVED)",
+                ],
+                vec![],
+            ),
+            (
+                "a group in Chinese",
+                vec![done.clone(), done.clone()],
+                style(Language::ZhCn, false, None),
+                vec!["✅", "2 条录制告警已恢复"],
+                vec!["(已恢复)"],
+                vec![],
+            ),
+        ];
+        for (name, alerts, style, in_title, in_body, nowhere) in cases {
+            let card = Card::new(&alerts, &style);
+            let b = body(&card, md);
+            for w in in_title {
+                assert!(
+                    card.title.contains(w),
+                    "{name}: title {:?} lacks {w:?}",
+                    card.title
+                );
+            }
+            for w in in_body {
+                assert!(b.contains(w), "{name}: body lacks {w:?}:\n{b}");
+            }
+            for w in nowhere {
+                assert!(
+                    !b.contains(w) && !card.title.contains(w),
+                    "{name}: has {w:?}:\n{}\n{b}",
+                    card.title
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn slack_markdown_escapes_and_links_its_way() {
+        let mut a = alert(1, Status::Firing, Severity::Critical);
+        a.summary = "a <b> & c".into();
+        let card = Card::new(&[a], &style(Language::En, true, None));
+        let b = body(&card, Markdown::Slack);
+        assert!(b.contains("a &lt;b&gt; &amp; c"), "{b}");
+        assert!(b.contains("*Severity*: CRITICAL"), "{b}");
+        assert!(
+            b.contains("<https://rw.example.com/base/jobs/app-1/job-0001|Open the job's page>"),
+            "{b}"
+        );
+    }
+
+    #[test]
+    fn pack_table() {
+        // Each alert is 10 bytes, a message 5 more.
+        let size = |a: usize, b: usize| 5 + 10 * (b - a);
+        let cases: &[(&str, usize, usize, &[usize])] = &[
+            ("none", 0, 100, &[]),
+            ("one", 1, 100, &[1]),
+            ("all fit", 9, 100, &[9]),
+            ("split where the limit forces", 25, 100, &[9, 9, 7]),
+            ("one over the limit still goes alone", 3, 10, &[1, 1, 1]),
+            ("the entry cap", 130, usize::MAX, &[60, 60, 10]),
+        ];
+        for (name, n, limit, want) in cases {
+            assert_eq!(pack(*n, *limit, size), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn code_verdicts_table() {
+        fn classify(code: i64) -> Retry {
+            if code == 130101 {
+                Retry::After(Some(Duration::from_secs(600)))
+            } else {
+                Retry::Refused
+            }
+        }
+        let answer = |status: u16, body: &str| Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            retry_after: None,
+            body: body.into(),
+        };
+        // (name, answer, retry or None for success, words of the message)
+        let cases: Vec<(&str, Answer, Option<Retry>, &str)> = vec![
+            (
+                "ok",
+                answer(200, r#"{"errcode":0,"errmsg":"ok"}"#),
+                None,
+                "",
+            ),
+            (
+                "200 with an error",
+                answer(200, r#"{"errcode":310000,"errmsg":"sign not match"}"#),
+                Some(Retry::Refused),
+                "refused the message: 310000 sign not match",
+            ),
+            (
+                "throttled",
+                answer(200, r#"{"errcode":130101,"errmsg":"send too fast"}"#),
+                Some(Retry::After(Some(Duration::from_secs(600)))),
+                "throttling this robot: 130101 send too fast",
+            ),
+            (
+                "the second code key",
+                answer(200, r#"{"StatusCode":0}"#),
+                None,
+                "",
+            ),
+            (
+                "no code: maybe not delivered",
+                answer(200, "<html>proxy</html>"),
+                Some(Retry::Backoff),
+                "without a result code",
+            ),
+            (
+                "HTTP 502",
+                answer(502, "bad gateway"),
+                Some(Retry::Backoff),
+                "HTTP 502 Bad Gateway: bad gateway",
+            ),
+            (
+                "HTTP 404",
+                answer(404, ""),
+                Some(Retry::Refused),
+                "HTTP 404",
+            ),
+        ];
+        for (name, a, want, words) in cases {
+            let got = code_verdict(
+                "DingTalk",
+                &a,
+                &["errcode", "StatusCode"],
+                &["errmsg"],
+                classify,
+            );
+            match (got, want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(retry)) => {
+                    assert_eq!(e.retry, retry, "{name}");
+                    assert!(e.message.contains(words), "{name}: {}", e.message);
+                    assert!(e.message.starts_with("DingTalk"), "{name}: {}", e.message);
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn status_errors_table() {
+        let answer = |status: u16, after: Option<u64>| Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            retry_after: after.map(Duration::from_secs),
+            body: "why".into(),
+        };
+        let s = Duration::from_secs;
+        let cases = [
+            (
+                "throttled, told when",
+                answer(429, Some(7)),
+                Retry::After(Some(s(7))),
+            ),
+            (
+                "throttled, not told",
+                answer(429, None),
+                Retry::After(Some(s(30))),
+            ),
+            ("server error", answer(500, None), Retry::Backoff),
+            ("timeout", answer(408, None), Retry::Backoff),
+            ("bad payload", answer(400, None), Retry::Refused),
+            ("gone", answer(410, None), Retry::Refused),
+            ("redirect", answer(302, None), Retry::Refused),
+        ];
+        for (name, a, want) in cases {
+            let e = status_error("Slack", &a, s(30));
+            assert_eq!(e.retry, want, "{name}");
+            assert!(e.message.ends_with(": why"), "{name}: {}", e.message);
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! PagerDuty Events API v2: one event per alert (machines consume them, so they are never
+//! grouped). A firing alert is a `trigger`, a resolved one a `resolve` with the same
+//! `dedup_key`: the key is made from the job and the rule, so every notice of one episode
+//! (its reminders too) lands on one incident, and its resolve closes it.
+//!
+//! PagerDuty answers 202; 400 is an invalid event, 429 its rate limit (about 120 events a
+//! minute per key), 5xx may pass.
+
+use super::chat::{self, Http, Style, rule_title};
+use super::{DeliveryError, Window};
+use crate::config::{ChatConfig, ConfigError};
+use crate::domain::{Alert, Rule, Severity, Status};
+use crate::secret::Secret;
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use std::time::Duration;
+use url::Url;
+
+/// `payload.summary` is at most 1,024 characters.
+const SUMMARY_CHARS: usize = 1024;
+
+/// About 120 events a minute per integration key, with margin for network delays.
+const PACE: &[Window] = &[Window::new(120, Duration::from_secs(62))];
+
+const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+
+pub struct PagerDutyChannel {
+    name: String,
+    url: Url,
+    http: Http,
+    routing_key: Secret,
+    style: Style,
+}
+
+impl PagerDutyChannel {
+    pub fn new(
+        cfg: &ChatConfig,
+        index: usize,
+        style: Style,
+    ) -> Result<PagerDutyChannel, ConfigError> {
+        let routing_key = cfg.routing_key.clone().ok_or_else(|| ConfigError {
+            location: format!("notify.pagerduty[{index}] ({:?}).routing_key", cfg.name),
+            message: "missing".into(),
+        })?;
+        Ok(PagerDutyChannel {
+            name: cfg.name.clone(),
+            url: cfg.url.expose().clone(),
+            http: Http::new(cfg, index, "PagerDuty")?,
+            routing_key,
+            style,
+        })
+    }
+
+    async fn event(&self, alert: &Alert, action: Action) -> Result<(), DeliveryError> {
+        let body = render(alert, action, self.routing_key.expose(), &self.style);
+        let answer = self.http.post(self.url.clone(), body).await?;
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        Err(chat::status_error(
+            self.http.vendor(),
+            &answer,
+            THROTTLE_WINDOW,
+        ))
+    }
+
+    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+        for alert in alerts {
+            match alert.status {
+                Status::Firing => self.event(alert, Action::Trigger).await?,
+                Status::Resolved => self.event(alert, Action::Resolve).await?,
+            }
+            // `recwatch test-alert`: show that the key works without leaving an incident open.
+            if alert.rule == Rule::Test && alert.status == Status::Firing {
+                self.event(alert, Action::Resolve).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Trigger,
+    Resolve,
+}
+
+/// The episode's key: the rule and the job (the API as a whole for api-wide alerts), so the
+/// firing notice, its reminders and its resolved notice share it, and a restart or a second
+/// delivery of the same notice lands on the same incident.
+pub fn dedup_key(alert: &Alert) -> String {
+    match &alert.job {
+        Some(j) => format!("recwatch/{}/{}/{}", alert.rule, j.app_id, j.job_id),
+        None => format!("recwatch/{}", alert.rule),
+    }
+}
+
+/// The event's JSON: a `trigger` carries the payload PagerDuty shows; a `resolve` only the key.
+pub fn render(alert: &Alert, action: Action, routing_key: &str, style: &Style) -> Vec<u8> {
+    let key = dedup_key(alert);
+    let v = match action {
+        Action::Resolve => json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": key,
+        }),
+        Action::Trigger => {
+            let summary: String = format!(
+                "{}: {} — {}",
+                rule_title(alert.rule, style.language),
+                alert.subject_label(),
+                alert.summary
+            )
+            .chars()
+            .take(SUMMARY_CHARS)
+            .collect();
+            let severity = match alert.severity {
+                Severity::Critical => "critical",
+                Severity::Warning => "warning",
+                Severity::Info => "info",
+            };
+            let mut v = json!({
+                "routing_key": routing_key,
+                "event_action": "trigger",
+                "dedup_key": key,
+                "client": "recwatch",
+                "payload": {
+                    "summary": summary,
+                    "source": alert.host,
+                    "severity": severity,
+                    "timestamp": alert.fired_at,
+                    "component": alert.subject_label(),
+                    "group": alert.job.as_ref().map(|j| j.app_id.as_str()).unwrap_or("-"),
+                    "class": alert.rule.as_str(),
+                    "custom_details": {
+                        "alert_id": alert.id.as_str(),
+                        "rule": alert.rule.as_str(),
+                        "job": alert.job,
+                        "transition": alert.transition,
+                    },
+                },
+            });
+            let link = alert.job.as_ref().and_then(|j| {
+                crate::config::HttpConfig {
+                    listen: None,
+                    public_url: style.public_url.clone(),
+                }
+                .job_link(&j.app_id, &j.job_id)
+            });
+            if let Some(url) = link {
+                v["client_url"] = json!(url);
+                v["links"] = json!([{"href": url, "text": "recwatch job page"}]);
+            }
+            v
+        }
+    };
+    serde_json::to_vec(&v).expect("JSON values serialize")
+}
+
+impl super::Notifier for PagerDutyChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "pagerduty"
+    }
+
+    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.deliver(alerts))
+    }
+
+    fn pace(&self) -> &'static [Window] {
+        PACE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Language;
+    use crate::notify::chat::tests::alert;
+
+    #[test]
+    fn trigger_and_resolve_share_the_key() {
+        let style = Style::new(
+            Language::En,
+            Some(&"https://rw.example.com".parse().unwrap()),
+            None,
+        );
+        let firing = alert(5, Status::Firing, Severity::Warning);
+        let mut resolved = firing.clone();
+        resolved.status = Status::Resolved;
+        resolved.id = "rw_other".into();
+        let t: serde_json::Value =
+            serde_json::from_slice(&render(&firing, Action::Trigger, "K", &style)).unwrap();
+        let r: serde_json::Value =
+            serde_json::from_slice(&render(&resolved, Action::Resolve, "K", &style)).unwrap();
+        assert_eq!(t["event_action"], "trigger");
+        assert_eq!(r["event_action"], "resolve");
+        assert_eq!(
+            t["dedup_key"],
+            "recwatch/stopped_unexpectedly/app-1/job-0005"
+        );
+        assert_eq!(t["dedup_key"], r["dedup_key"]);
+        assert_eq!(t["routing_key"], "K");
+        assert_eq!(t["payload"]["severity"], "warning");
+        assert_eq!(t["payload"]["source"], "watch-1");
+        assert_eq!(t["payload"]["custom_details"]["alert_id"], "rw_0005");
+        assert_eq!(
+            t["links"][0]["href"],
+            "https://rw.example.com/jobs/app-1/job-0005"
+        );
+        assert!(r.get("payload").is_none());
+    }
+
+    #[test]
+    fn dedup_keys_table() {
+        let a = alert(1, Status::Firing, Severity::Critical);
+        let mut other_rule = a.clone();
+        other_rule.rule = Rule::IdleTimeout;
+        let mut api = a.clone();
+        api.rule = Rule::ApiUnhealthy;
+        api.job = None;
+        let cases = [
+            (
+                "job and rule",
+                &a,
+                "recwatch/stopped_unexpectedly/app-1/job-0001",
+            ),
+            (
+                "another rule, another incident",
+                &other_rule,
+                "recwatch/idle_timeout/app-1/job-0001",
+            ),
+            ("api-wide", &api, "recwatch/api_unhealthy"),
+        ];
+        for (name, alert, want) in cases {
+            assert_eq!(dedup_key(alert), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn summary_is_capped() {
+        let mut a = alert(1, Status::Firing, Severity::Critical);
+        a.summary = "x".repeat(5000);
+        let v: serde_json::Value =
+            serde_json::from_slice(&render(&a, Action::Trigger, "K", &Style::default())).unwrap();
+        assert_eq!(
+            v["payload"]["summary"].as_str().unwrap().chars().count(),
+            SUMMARY_CHARS
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Slack incoming webhook: a header block (the title) and a mrkdwn section (the body), with
+//! the title as the notification's fallback text.
+//!
+//! Slack answers `200 ok`, or a status with a plain-text reason (`invalid_payload`,
+//! `channel_not_found`, 410 `channel_is_archived`), or 429 with `Retry-After`.
+
+use super::chat::{self, Card, Http, Markdown, Style};
+use super::{DeliveryError, Window};
+use crate::config::{ChatConfig, ConfigError};
+use crate::domain::Alert;
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use std::time::Duration;
+use url::Url;
+
+/// A section's text is at most 3,000 characters.
+pub const LIMIT: usize = 3000;
+/// A header's text is at most 150 characters.
+const HEADER_CHARS: usize = 150;
+
+/// About one message a second per webhook.
+const PACE: &[Window] = &[Window::new(1, Duration::from_secs(1))];
+
+/// When a 429 does not say how long: Slack's limit is per minute at most.
+const THROTTLE_WINDOW: Duration = Duration::from_secs(30);
+
+pub struct SlackChannel {
+    name: String,
+    url: Url,
+    http: Http,
+    style: Style,
+}
+
+impl SlackChannel {
+    pub fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<SlackChannel, ConfigError> {
+        Ok(SlackChannel {
+            name: cfg.name.clone(),
+            url: cfg.url.expose().clone(),
+            http: Http::new(cfg, index, "Slack")?,
+            style,
+        })
+    }
+
+    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+        let answer = self
+            .http
+            .post(self.url.clone(), render(alerts, &self.style))
+            .await?;
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        Err(chat::status_error(
+            self.http.vendor(),
+            &answer,
+            THROTTLE_WINDOW,
+        ))
+    }
+}
+
+fn section(alerts: &[Alert], style: &Style) -> (Card, String) {
+    let card = Card::new(alerts, style);
+    let text = chat::body(&card, Markdown::Slack);
+    (card, text)
+}
+
+/// The request body.
+pub fn render(alerts: &[Alert], style: &Style) -> Vec<u8> {
+    let (card, text) = section(alerts, style);
+    let header: String = card.title.chars().take(HEADER_CHARS).collect();
+    serde_json::to_vec(&json!({
+        "text": card.title,
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        ],
+    }))
+    .expect("JSON values serialize")
+}
+
+impl super::Notifier for SlackChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "slack"
+    }
+
+    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.deliver(alerts))
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
+        chat::pack(alerts.len(), LIMIT, |a, b| {
+            section(&alerts[a..b], &self.style).1.chars().count()
+        })
+    }
+
+    fn pace(&self) -> &'static [Window] {
+        PACE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Language;
+    use crate::domain::{Severity, Status};
+    use crate::notify::chat::tests::alert;
+
+    #[test]
+    fn render_has_header_and_mrkdwn() {
+        let style = Style::new(
+            Language::En,
+            Some(&"https://rw.example.com".parse().unwrap()),
+            None,
+        );
+        let body = render(&[alert(3, Status::Firing, Severity::Warning)], &style);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["blocks"][0]["type"], "header");
+        assert!(v["text"].as_str().unwrap().starts_with("🟠 [WARNING]"));
+        let text = v["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert_eq!(v["blocks"][1]["text"]["type"], "mrkdwn");
+        assert!(text.contains("*Job*: cam-3 (job-0003)"), "{text}");
+        assert!(
+            text.contains("<https://rw.example.com/jobs/app-1/job-0003|"),
+            "{text}"
+        );
+    }
+}
