@@ -204,7 +204,11 @@ impl NotifyConfig {
             .iter()
             .map(|w| (w.name.as_str(), "webhook"))
             .chain(self.emails.iter().map(|e| (e.name.as_str(), "email")))
-            .chain(self.chats.iter().map(|c| (c.name.as_str(), c.kind.as_str())))
+            .chain(
+                self.chats
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.kind.as_str())),
+            )
             .collect()
     }
 
