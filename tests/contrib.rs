@@ -37,7 +37,12 @@ fn dashboard_exprs(d: &Value) -> Vec<String> {
     panels(d)
         .iter()
         .flat_map(|p| p["targets"].as_array().into_iter().flatten())
-        .map(|t| t["expr"].as_str().expect("a target has an expr").to_string())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .expect("a target has an expr")
+                .to_string()
+        })
         .collect()
 }
 
@@ -158,7 +163,10 @@ fn the_dashboard_is_an_importable_grafana_export() {
     );
     let mut ids = BTreeSet::new();
     for p in panels(&d) {
-        assert!(ids.insert(p["id"].as_u64().expect("a panel id")), "id twice");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("a panel id")),
+            "id twice"
+        );
         if p["type"] == "row" {
             continue;
         }

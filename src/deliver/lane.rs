@@ -13,7 +13,7 @@ use super::policy::{
 };
 use super::queue::{self, Due, Filter, Outcome};
 use crate::domain::{Alert, timestamp};
-use crate::notify::{Channel, DeliveryError};
+use crate::notify::{Channel, DeliveryError, Retry};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -364,6 +364,19 @@ impl Lane {
                 (e.id(), Err(DeliveryError::transient(why)))
             }
         };
+        if let Err(DeliveryError {
+            retry: Retry::After(Some(wait)),
+            ..
+        }) = &result
+        {
+            // Throttled: the vendor counts the whole channel, so every send waits (at most
+            // max_backoff, like the retry itself).
+            let wait = (*wait).min(self.policy().max_backoff);
+            self.pace
+                .lock()
+                .expect("pace lock")
+                .hold(Instant::now() + wait);
+        }
         for due in self.in_flight.remove(&id).unwrap_or_default() {
             self.settle(due, result.clone()).await;
         }

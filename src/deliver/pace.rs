@@ -14,6 +14,8 @@ use tokio::time::Instant;
 pub struct Pace {
     /// Each window and the times of the last `messages` sends it counts, oldest first.
     windows: Vec<(Window, VecDeque<Instant>)>,
+    /// The vendor said it is throttling us: nothing goes before this.
+    held: Option<Instant>,
 }
 
 impl Pace {
@@ -24,7 +26,14 @@ impl Pace {
                 .filter(|w| w.messages > 0)
                 .map(|w| (*w, VecDeque::new()))
                 .collect(),
+            held: None,
         }
+    }
+
+    /// The vendor answered "too fast" and asked for `until`: every message on this channel
+    /// waits, not only the one refused (DingTalk throttles the whole robot).
+    pub fn hold(&mut self, until: Instant) {
+        self.held = Some(self.held.map_or(until, |h| h.max(until)));
     }
 
     /// The windows this pace was made for.
@@ -39,6 +48,7 @@ impl Pace {
             .iter()
             .filter(|(w, sent)| sent.len() >= w.messages as usize)
             .filter_map(|(w, sent)| sent.front().map(|oldest| *oldest + w.per))
+            .chain(self.held)
             .fold(now, Instant::max)
     }
 
@@ -131,6 +141,12 @@ mod tests {
         tokio::time::advance(S).await;
         assert_eq!(pace.next_free(Instant::now()), Instant::now());
         assert!(pace.is_for(&[Window::new(1, S)]));
+        // A vendor's "too fast" holds every send until the time it asked for.
+        let now = Instant::now();
+        pace.hold(now + 600 * S);
+        pace.hold(now + 60 * S);
+        assert_eq!(pace.next_free(now), now + 600 * S);
+        assert_eq!(pace.reserve(now), now + 600 * S);
         assert!(!pace.is_for(&[Window::new(2, S)]));
     }
 }

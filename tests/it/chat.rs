@@ -453,3 +453,105 @@ async fn a_storm_of_40_deaths_reaches_a_20_a_minute_robot_unthrottled() {
         assert_eq!(n, 1, "{id} in {n} messages");
     }
 }
+
+/// The first alert after a quiet spell goes out at once; the ones after it wait for the
+/// group window in the outbox, so a daemon killed while holding them sends them, together in
+/// one message, as soon as it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_alerts_survive_a_restart_and_go_out_together() {
+    let sim = start_sim(static_sim(3)).await;
+    let r = ChatReceiver::start(Vendor::Slack).await;
+    let mut cfg = AppConfig::new(&sim, 3);
+    cfg.extra = format!("\n[notify]\ngroup_wait = \"10m\"\n{}", r.toml("slack", ""));
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_running(3).await;
+    let stop = |j: &str| sim.set_job("demo-app", j, snap(j, "STOPPED", Some("INTERNAL_ERROR")));
+    stop("job-0000");
+    let first = r.wait_until("the first alert", T, |m| !m.is_empty()).await;
+    assert!(first[0].text.contains("job-0000"), "{}", first[0].text);
+    wait_for("the first delivery marked sent", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    stop("job-0001");
+    stop("job-0002");
+    wait_for("the next two alerts pending in the outbox", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    app.kill().await;
+    assert_eq!(
+        r.accepted().len(),
+        1,
+        "held alerts went out inside the window"
+    );
+
+    app.start();
+    let got = r.wait_until("the held alerts", T, |m| m.len() >= 2).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    for j in ["job-0001", "job-0002"] {
+        assert!(got[1].text.contains(j), "{j} not in {}", got[1].text);
+    }
+    assert!(
+        got[1].text.contains("2 recording alerts"),
+        "{}",
+        got[1].text
+    );
+    wait_for("every delivery sent", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")
+            .await
+            == 3)
+            .then_some(())
+    })
+    .await;
+}
+
+/// E-mail groups too: the first death is a mail of its own at once, the two after it within
+/// the window (15 s: long enough that a slow machine still polls both inside it) are one
+/// mail listing both jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_groups_a_burst_into_one_mail() {
+    let sim = start_sim(static_sim(3)).await;
+    let smtp = crate::support::smtp::SmtpServer::start();
+    let mut cfg = AppConfig::new(&sim, 3);
+    cfg.extra = format!(
+        "\n[notify]\ngroup_wait = \"15s\"\n\n[[notify.email]]\nname = \"mail\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\nfrom = \"recwatch <recwatch@example.com>\"\nto = [\"oncall@example.com\"]\ntimeout = \"5s\"\n",
+        smtp.port()
+    );
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_running(3).await;
+    let stop = |j: &str| sim.set_job("demo-app", j, snap(j, "STOPPED", Some("INTERNAL_ERROR")));
+    stop("job-0000");
+    let first = smtp.wait_for(1, T).await;
+    assert!(first[0].text().contains("job-0000"));
+    stop("job-0001");
+    stop("job-0002");
+    let mails = smtp.wait_for(2, T).await;
+    wait_for("every delivery sent", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")
+            .await
+            == 3)
+            .then_some(())
+    })
+    .await;
+    let mails = if smtp.mails().len() > mails.len() {
+        smtp.mails()
+    } else {
+        mails
+    };
+    assert_eq!(mails.len(), 2, "one mail for the first, one for the burst");
+    let subject = mails[1].header("Subject").unwrap_or_default();
+    assert!(subject.starts_with("[recwatch] 2 alerts"), "{subject}");
+    let body = mails[1].body();
+    for j in ["job-0001", "job-0002"] {
+        assert!(body.contains(j), "{j} not in {body}");
+    }
+}
