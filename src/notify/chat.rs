@@ -23,9 +23,6 @@ const SNIPPET_CHARS: usize = 300;
 const READ_BYTES: usize = 8192;
 /// A summary longer than this is cut: one alert must fit every vendor's smallest message.
 const SUMMARY_CHARS: usize = 500;
-/// The most alerts one message lists, whatever the size limit allows: past that a message is
-/// a wall nobody reads, and the next one says the rest.
-pub const MAX_ENTRIES: usize = 60;
 
 /// What a message looks like at a glance: its colour or emoji.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -410,15 +407,15 @@ pub fn body(card: &Card, md: Markdown) -> String {
 }
 
 /// How many of `n` alerts (in order) go into each message so that none is over `limit` by
-/// `size` (the size of the message holding alerts `a..b`) and none lists more than
-/// [`MAX_ENTRIES`]. A single alert always makes a message of its own, even if over the limit
+/// `size` (the size of the message holding alerts `a..b`): only the limit splits a group. A
+/// single alert always makes a message of its own, even if over the limit
 /// (the vendor's refusal then says so).
 pub fn pack(n: usize, limit: usize, size: impl Fn(usize, usize) -> usize) -> Vec<usize> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < n {
         let mut end = start + 1;
-        while end < n && end - start < MAX_ENTRIES && size(start, end + 1) <= limit {
+        while end < n && size(start, end + 1) <= limit {
             end += 1;
         }
         out.push(end - start);
@@ -781,7 +778,7 @@ pub(crate) mod tests {
             ("all fit", 9, 100, &[9]),
             ("split where the limit forces", 25, 100, &[9, 9, 7]),
             ("one over the limit still goes alone", 3, 10, &[1, 1, 1]),
-            ("the entry cap", 130, usize::MAX, &[60, 60, 10]),
+            ("no limit: one message", 130, usize::MAX, &[130]),
         ];
         for (name, n, limit, want) in cases {
             assert_eq!(pack(*n, *limit, size), *want, "{name}");
