@@ -4,7 +4,8 @@
 //! in it, and stores each verified event once (`store::callbacks`). Every refusal is logged
 //! (no key, no body) and counted in `recwatch_callbacks_total{result}`; nothing is stored for
 //! it. Each new event that names a job is a poll hint for it ([`crate::poller::Hints`]): sent
-//! without waiting, so the 200 never waits for the poller.
+//! without waiting, so the 200 never waits for the poller. For an app with `forward_to`, the
+//! event's forward is written in the same transaction and sent by `deliver::forward`.
 
 use crate::config::Config;
 use crate::domain::{JobKey, timestamp};
@@ -22,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -148,6 +149,9 @@ struct Receiver {
     store: Store,
     replays: Arc<Mutex<ReplayCache>>,
     hints: Arc<Hints>,
+    /// Rung when an event with a forward is stored: the relay worker (`deliver::forward`)
+    /// sends it; the 200 does not wait for it.
+    forwards: Arc<Notify>,
 }
 
 /// Serves the receiver on a bound listener until `shutdown` turns true. The path is taken
@@ -158,6 +162,7 @@ pub async fn serve(
     config: watch::Receiver<Arc<Config>>,
     store: Store,
     hints: Arc<Hints>,
+    forwards: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
 ) {
     let path = config.borrow().callback.path.clone();
@@ -171,6 +176,7 @@ pub async fn serve(
         store,
         replays: Arc::new(Mutex::new(ReplayCache::new(REPLAY_CAPACITY))),
         hints,
+        forwards,
     };
     let app = Router::new()
         .route(&path, post(receive))
@@ -262,10 +268,12 @@ async fn handle(
         }
     }
     let digest = hex::encode(Sha256::digest(&body));
+    // Relayed byte for byte, as received; the key is not stored (signed at send time).
+    let forward = app.forward_to.is_some().then_some(&body[..]);
     let now = timestamp(chrono::Utc::now());
     let inserted = r
         .store
-        .insert_callback_event(&app.app_id, &event, &digest, &now)
+        .insert_callback_event(&app.app_id, &event, &digest, &now, forward)
         .await
         .map_err(|e| {
             (
@@ -283,6 +291,9 @@ async fn handle(
         Inserted::New => Outcome::Stored,
         Inserted::Duplicate => Outcome::Duplicate,
     };
+    if outcome == Outcome::Stored && forward.is_some() {
+        r.forwards.notify_one();
+    }
     if let (Outcome::Stored, Some(job_id)) = (outcome, &event.job_id) {
         let kind = match event.event_type {
             EventType::CloudRecordServerOver => HintKind::Over,

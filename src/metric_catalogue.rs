@@ -173,6 +173,16 @@ pub const METRICS: &[Metric] = &[
         Counter,
         "Pings of heartbeat.url, by result: ok (answered 2xx) or failed (no answer, or another status). None while recwatch is not ready.",
     ),
+    m(
+        "recwatch_forwards_total",
+        Counter,
+        "Attempts to relay a record callback to an app's forward_to, by outcome: sent (the receiver answered 2xx), retry (failed, tried again later), dead (still failing at notify.max_age; kept, see recwatch forwards).",
+    ),
+    m(
+        "recwatch_forwards_pending",
+        Gauge,
+        "Record callbacks waiting to be relayed to forward_to (not yet accepted by the receiver); one that stays above 0 is a receiver that keeps failing.",
+    ),
 ];
 
 /// `recwatch_heartbeat_pings_total{result}`.
@@ -223,6 +233,9 @@ pub const CALLBACK_RESULTS: &[&str] = &[
 
 /// `recwatch_poll_hints_total{outcome}`: `poller::HintOutcome::label`.
 pub const HINT_OUTCOMES: &[&str] = &["taken", "coalesced", "dropped", "ignored"];
+
+/// `recwatch_forwards_total{outcome}`: `deliver::forward::OUTCOMES`.
+pub const FORWARD_OUTCOMES: &[&str] = &["sent", "retry", "dead"];
 
 /// Severities an alert can carry (a rule set to "off" raises none).
 pub const SEVERITIES: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
@@ -324,6 +337,13 @@ pub fn zero(config: &Config) {
             &[("result", result.to_string())],
         );
     }
+    for outcome in FORWARD_OUTCOMES {
+        counter(
+            "recwatch_forwards_total",
+            &[("outcome", outcome.to_string())],
+        );
+    }
+    metrics::gauge!("recwatch_forwards_pending").increment(0.0);
     counter("recwatch_throttled_total", &[]);
     for state in JOB_STATE_LABELS {
         metrics::gauge!("recwatch_jobs", "state" => *state).increment(0.0);

@@ -307,6 +307,7 @@ mod tests {
             auth_key: Secret::new("the-configured-key"),
             name: None,
             notify: None,
+            forward_to: None,
         };
         let with = |key: Option<&str>| Registration {
             auth_key: key.map(Secret::new),

@@ -1,4 +1,4 @@
-//! The read-only inspection commands: `status`, `history` and `alerts`. They open the
+//! The read-only inspection commands: `status`, `history`, `alerts` and `forwards`. They open the
 //! database without owning it, so they work beside a running daemon.
 
 use super::{emit, print_table};
@@ -240,6 +240,65 @@ pub(super) async fn alerts(
             a.job_id.unwrap_or_else(|| "-".into()),
             deliveries,
             a.summary,
+        ]);
+    }
+    print_table(&table)?;
+    if !reasons.is_empty() {
+        out!("\nlast errors:")?;
+        for r in reasons {
+            out!("  {r}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `forwards`: the relays to `forward_to`, newest first, with why one is still pending or dead.
+pub(super) async fn forwards(
+    config: &Config,
+    pending: bool,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = open_existing(config).await?;
+    let list = store.forwards(pending, limit).await?;
+    store.close().await;
+    if json {
+        out!("{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    let mut table = vec![
+        [
+            "CREATED_AT",
+            "ID",
+            "APP_ID",
+            "JOB_ID",
+            "EVENT",
+            "STATE",
+            "ATTEMPTS",
+            "NEXT_ATTEMPT",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let mut reasons = Vec::new();
+    for f in list {
+        if let (Some(e), false) = (&f.last_error, f.state == "sent") {
+            reasons.push(format!("{} {}: {e}", f.id, f.state));
+        }
+        let next = if f.state == "pending" {
+            f.next_attempt_at
+        } else {
+            "-".into()
+        };
+        table.push(vec![
+            f.created_at,
+            f.id.to_string(),
+            f.app_id,
+            f.job_id.unwrap_or_else(|| "-".into()),
+            f.event_type,
+            f.state,
+            f.attempts.to_string(),
+            next,
         ]);
     }
     print_table(&table)?;

@@ -114,6 +114,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Record callbacks relayed to an app's forward_to, newest first: sent, pending (with the
+    /// last error and the next attempt) and dead.
+    Forwards {
+        /// Only forwards still pending.
+        #[arg(long)]
+        pending: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a test notification through each channel and report each result.
     TestAlert {
         /// Only this channel.
@@ -238,6 +251,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
             limit,
             json,
         } => inspect::alerts(&config, pending, limit, json).await,
+        Command::Forwards {
+            pending,
+            limit,
+            json,
+        } => inspect::forwards(&config, pending, limit, json).await,
         Command::Callback { command } => callback::callback(&config, command).await,
         Command::TestAlert { channel } => {
             return test_alert::test_alert(&config, channel.as_deref())

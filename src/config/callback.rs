@@ -35,6 +35,9 @@ pub struct AppConfig {
     pub name: Option<String>,
     /// Channels for this app's jobs (checked to exist; used by a later step of issue 11).
     pub notify: Option<Vec<String>>,
+    /// Where each verified event is relayed, byte for byte and re-signed with `auth_key`
+    /// (through the outbox: `deliver::forward`). It may carry a token: never logged.
+    pub forward_to: Option<url::Url>,
 }
 
 pub(super) fn read_callback(mut t: Table) -> Result<CallbackConfig, ConfigError> {
@@ -73,7 +76,7 @@ pub(super) fn read_apps(
     for mut t in tables {
         // Issue 11 names these, but nothing acts on them yet: refused, so that no one believes
         // their callbacks are relayed or their jobs discovered.
-        for later in ["discover", "forward_to"] {
+        for later in ["discover"] {
             if t.keys().iter().any(|k| k == later) {
                 return Err(t.err(
                     later,
@@ -84,7 +87,14 @@ pub(super) fn read_apps(
             }
         }
         // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
-        t.known(&["app_id", "auth_key", "auth_key_file", "name", "notify"])?;
+        t.known(&[
+            "app_id",
+            "auth_key",
+            "auth_key_file",
+            "name",
+            "notify",
+            "forward_to",
+        ])?;
         let app_id = t.required_string("app_id")?;
         super::validate::check_id(&t, "app_id", &app_id)?;
         t.path = format!("{} ({app_id:?})", t.path);
@@ -104,6 +114,15 @@ pub(super) fn read_apps(
                 "has a control character; names go into log lines, so use printable text",
             ));
         }
+        let forward_to = match t.nonempty_string("forward_to")? {
+            None => None,
+            Some(u) => Some(super::validate::parse_http_url(&u).map_err(|e| {
+                t.err(
+                    "forward_to",
+                    format!("{e}; give the URL of your own callback receiver, which gets each event re-signed with this app's auth_key"),
+                )
+            })?),
+        };
         let notify_names = t.string_list("notify")?;
         for n in notify_names.iter().flatten() {
             if !channels.contains(&n.as_str()) {
@@ -125,6 +144,7 @@ pub(super) fn read_apps(
             auth_key,
             name,
             notify: notify_names,
+            forward_to,
         });
     }
     if callback.listen.is_some() && apps.is_empty() {

@@ -722,10 +722,16 @@ fn callback_and_apps_errors_name_the_key() {
             "configured twice",
         ),
         (
-            "relaying is not built: forward_to is refused",
-            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nforward_to=\"https://x.example\"\n",
-            "apps[0].forward_to",
-            "not supported yet",
+            "forward_to that is not a URL",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nforward_to=\"my-app/rtc\"\n",
+            "apps[0] (\"a\").forward_to",
+            "your own callback receiver",
+        ),
+        (
+            "forward_to that is not http(s)",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nforward_to=\"ftp://x.example/cb\"\n",
+            "apps[0] (\"a\").forward_to",
+            "http:// or https://",
         ),
         (
             "discovery is not built: discover is refused",
@@ -751,6 +757,15 @@ fn callback_and_apps_errors_name_the_key() {
     assert_eq!(good.callback.path, defaults::CALLBACK_PATH);
     assert_eq!(good.apps[0].app_id, "a");
     assert_eq!(good.apps[0].name.as_deref(), Some("studio"));
+    assert_eq!(good.apps[0].forward_to, None);
+    let relayed = parse(&format!(
+        "{auth}{app}forward_to=\"https://my-app.example.com/rtc-callback\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        relayed.apps[0].forward_to.as_ref().map(|u| u.as_str()),
+        Some("https://my-app.example.com/rtc-callback")
+    );
     assert!(!format!("{good:?}").contains("\"k\""));
     let off = parse(&format!("{auth}[callback]\nlisten=\"\"\n")).unwrap();
     assert_eq!(off.callback.listen, None);

@@ -10,7 +10,11 @@
 //! out again on the next start: at-least-once, and receivers de-duplicate on the id
 //! (webhook-id, Message-ID). Nothing is deleted unsent: a delivery still failing at
 //! `notify.max_age` is marked dead with its last error.
+//!
+//! `forward` relays record callbacks to an app's `forward_to` from its own queue (the
+//! `forwards` table), with the same retry policy.
 
+pub mod forward;
 pub mod group;
 mod lane;
 pub mod pace;

@@ -231,7 +231,7 @@ fn snippet(text: &str, max: usize) -> String {
 
 /// An error and its causes, outermost first, joined as `a: b: c` (repeats dropped: many
 /// errors print their source in their own message too).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {

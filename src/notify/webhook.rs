@@ -206,7 +206,7 @@ pub fn retry_after(
 }
 
 /// The start of the answer's body, for the operator; a failure to read it is not the error.
-async fn read_snippet(mut response: reqwest::Response) -> String {
+pub async fn read_snippet(mut response: reqwest::Response) -> String {
     let mut buf = Vec::new();
     while buf.len() < SNIPPET_READ_BYTES {
         match response.chunk().await {

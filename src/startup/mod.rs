@@ -163,6 +163,14 @@ impl Daemon {
         let vitals = Arc::new(Vitals::new(parts.poller.liveness(), store.health().clone()));
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         parts.poller.follow(config_rx.clone());
+        // Rung by the callback receiver when it stores an event to relay (`forward_to`).
+        let forward_wake = Arc::new(tokio::sync::Notify::new());
+        let forwarder = crate::deliver::forward::Forwarder::new(
+            store.clone(),
+            config_rx.clone(),
+            forward_wake.clone(),
+        )
+        .context("cannot build the HTTP client for forward_to")?;
         let shared = Shared {
             tasks,
             stop_tx,
@@ -188,9 +196,12 @@ impl Daemon {
                 shared.config.clone(),
                 shared.store.clone(),
                 parts.poller.hints(),
+                forward_wake,
                 shared.stop.clone(),
             ));
         }
+        // Also without a receiver: forwards a previous run left pending still go out.
+        shared.tasks.spawn(forwarder.run(shared.stop.clone()));
         shared.start_watchdog();
         shared.start_reloader(hangup, config_tx);
         let (armed, poll_task) = shared.start_polling(parts.poller);

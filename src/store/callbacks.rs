@@ -64,15 +64,20 @@ fn column(n: Option<u64>) -> Option<i64> {
 
 impl Store {
     /// Stores a verified event once: `app_id` is the app whose key verified it, `body_sha256`
-    /// the hex SHA-256 of the raw body, `at` the receive time as stored.
+    /// the hex SHA-256 of the raw body, `at` the receive time as stored. With `forward` (the
+    /// raw body, when the app has `forward_to`) a pending forward is written in the same
+    /// transaction, so a crash cannot keep the event and lose its relay; a duplicate writes
+    /// neither, so a resent event is relayed once.
     pub async fn insert_callback_event(
         &self,
         app_id: &str,
         event: &RecordEvent,
         body_sha256: &str,
         at: &str,
+        forward: Option<&[u8]>,
     ) -> Result<Inserted, StoreError> {
         let file = event.file.clone().unwrap_or_default();
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT OR IGNORE INTO callback_events (app_id, job_id, event_type, room_id,
                  stream_name, record_format, detail_message, download_url, record_duration,
@@ -96,13 +101,26 @@ impl Store {
         .bind(&file.end_time)
         .bind(body_sha256)
         .bind(at)
-        .execute(&self.write)
+        .execute(tx.conn())
         .await?;
-        Ok(if done.rows_affected() == 1 {
-            Inserted::New
-        } else {
-            Inserted::Duplicate
-        })
+        if done.rows_affected() != 1 {
+            return Ok(Inserted::Duplicate);
+        }
+        if let Some(body) = forward {
+            sqlx::query(
+                "INSERT INTO forwards (event_id, app_id, body, created_at, next_attempt_at)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(done.last_insert_rowid())
+            .bind(app_id)
+            .bind(body)
+            .bind(at)
+            .bind(at)
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Inserted::New)
     }
 
     /// The events stored for one app, oldest first (`job_id` narrows to one job).

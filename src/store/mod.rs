@@ -23,6 +23,7 @@ mod callbacks;
 pub mod deliveries;
 mod episodes;
 mod error;
+mod forwards;
 mod gauges;
 mod health;
 mod jobs;
@@ -35,6 +36,7 @@ pub use episodes::OpenEpisode;
 pub use error::{
     Attempt, Cause, LOCK_RETRY, LockRetry, StoreError, describe_write_error, retry_locked,
 };
+pub use forwards::{DueForward, ForwardOutcome, ForwardView};
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
 pub use jobs::{JobRow, JobTouch};

@@ -305,3 +305,173 @@ async fn a_jobs_recorded_files_show_in_history_and_its_api_record() {
     assert!(!rig.app.log_text().contains("Signature=s%2Fig"));
     rig.app.stop().await;
 }
+
+/// A relay receiver on loopback: records each request's headers and raw body, answers 200.
+/// It checks nothing itself; the tests verify the signature with the app's key by hand.
+/// A request as the relay receiver got it: its headers and raw body.
+type Relayed = (axum::http::HeaderMap, Vec<u8>);
+
+struct RelayReceiver {
+    got: std::sync::Arc<std::sync::Mutex<Vec<Relayed>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl RelayReceiver {
+    fn serve(listener: tokio::net::TcpListener) -> RelayReceiver {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = got.clone();
+        let app = axum::Router::new().fallback(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push((headers, body.to_vec()));
+                    "ok"
+                }
+            },
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        RelayReceiver { got, _task: task }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<Relayed> {
+        wait_for(&format!("{n} relayed events"), T, || async {
+            let got = self.got.lock().unwrap().clone();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+/// hex HMAC-SHA256(app key, rand + timestamp + body), computed here, not by recwatch.
+fn rtc_signature(rand: &str, ts: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(APP_KEY.as_bytes()).unwrap();
+    mac.update(rand.as_bytes());
+    mac.update(ts.as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn header<'a>(h: &'a axum::http::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn forward_to(addr: SocketAddr) -> String {
+    format!("forward_to = \"http://{addr}/rtc-callback?token=their-secret-token\"")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_to_relays_each_event_byte_for_byte_re_signed_and_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = RelayReceiver::serve(listener);
+    let mut rig = Rig::start(1, "1h", 10, &forward_to(addr), "").await;
+    let job = recwatch_sim::job_id(0);
+    // Odd spacing and key order, unicode: relayed as received, not re-serialized.
+    let first = format!(
+        "{{ \"job_id\":\"{job}\",  \"event_type\":\"RECORD_NEW_FILE_START\", \"app_id\":\"demo-app\", \"detail_message\":\"caf\u{e9} \\u00e9\" }}"
+    );
+    assert_eq!(rig.post("r1", &first).await, 200);
+    let got = relay.wait_for(1).await;
+    let (headers, body) = &got[0];
+    assert_eq!(body, first.as_bytes(), "byte for byte");
+    let (rand, ts) = (
+        header(headers, "x-rtc-rand"),
+        header(headers, "x-rtc-timestamp"),
+    );
+    assert!(!rand.is_empty() && !ts.is_empty(), "{headers:?}");
+    assert_ne!(rand, "r1", "re-signed with a fresh rand");
+    assert_eq!(
+        header(headers, "x-rtc-signature"),
+        rtc_signature(rand, ts, body)
+    );
+    let id = header(headers, "x-recwatch-forward-id").to_string();
+    assert!(!id.is_empty(), "a stable id: {headers:?}");
+    // RTC sends the same event again (new signature): stored once, relayed once. A later,
+    // different event arriving proves the worker got past the resend.
+    assert_eq!(rig.post("r2", &first).await, 200);
+    let second = event(&job, "CLOUD_RECORD_SERVER_OVER", "");
+    assert_eq!(rig.post("r3", &second).await, 200);
+    relay.wait_for(2).await;
+    assert_eq!(relay.bodies(), vec![first.clone(), second.clone()]);
+    let m = rig.metrics().await;
+    assert_eq!(
+        metric(&m, "recwatch_forwards_total{outcome=\"sent\"}"),
+        2.0,
+        "{m}"
+    );
+    let (code, out, err) = rig.app.run_cmd(&["forwards", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{out}");
+    assert_eq!(list[1]["id"].to_string(), id);
+    assert_eq!(list[1]["state"], "sent");
+    // The receiver's URL carries a token: never in the log.
+    assert!(!rig.app.log_text().contains("their-secret-token"));
+    rig.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_waits_for_its_receiver_across_a_restart() {
+    let port = crate::support::ClosedPort::new();
+    let addr = port.addr();
+    let notify = notify_toml(None, None, "");
+    let mut rig = Rig::start(1, "1h", 10, &forward_to(addr), &notify).await;
+    let job = recwatch_sim::job_id(0);
+    let body = event(
+        &job,
+        "RECORD_FILE_COMPLETE",
+        r#","download_url":"https://obs.example.com/a.mp4""#,
+    );
+    assert_eq!(rig.post("r1", &body).await, 200);
+    // The receiver is down: the forward fails, stays pending, and says why.
+    wait_for("a failed attempt", T, || async {
+        (rig.app
+            .scalar("SELECT attempts FROM forwards WHERE state = 'pending'")
+            .await
+            >= 1)
+            .then_some(())
+    })
+    .await;
+    let (code, out, _) = rig.app.run_cmd(&["forwards", "--pending"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("pending") && out.contains("forward_to request failed"),
+        "{out}"
+    );
+    assert!(!out.contains("their-secret-token"), "{out}");
+    let m = rig.metrics().await;
+    assert!(
+        metric(&m, "recwatch_forwards_total{outcome=\"retry\"}") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "recwatch_forwards_pending"), 1.0, "{m}");
+    // A restart loses nothing: the new run picks the pending forward up and, once the
+    // receiver is up, delivers it.
+    rig.app.stop().await;
+    rig.app.start();
+    let relay = RelayReceiver::serve(port.listen());
+    let got = relay.wait_for(1).await;
+    assert_eq!(got[0].1, body.as_bytes());
+    wait_for("the forward marked sent", T, || async {
+        (rig.app
+            .scalar("SELECT COUNT(*) FROM forwards WHERE state = 'sent'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(relay.bodies().len(), 1, "delivered once");
+    rig.app.stop().await;
+}
