@@ -13,8 +13,11 @@ use serde_json::json;
 use std::time::Duration;
 use url::Url;
 
-/// A section's text is at most 3,000 characters.
-pub const LIMIT: usize = 3000;
+/// A section's text is at most 3,000 characters: a longer body is several sections.
+pub const SECTION_CHARS: usize = 3000;
+/// A message's text is at most 40,000 characters (and 50 blocks): a group's body stays under
+/// this, leaving room for the header and the cut between sections.
+pub const LIMIT: usize = 36_000;
 /// A header's text is at most 150 characters.
 const HEADER_CHARS: usize = 150;
 
@@ -63,18 +66,45 @@ fn section(alerts: &[Alert], style: &Style) -> (Card, String) {
     (card, text)
 }
 
-/// The request body.
+/// `text` cut at line ends into pieces of at most [`SECTION_CHARS`] (a longer line is cut).
+pub fn sections(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut cur_chars = 0;
+    for line in text.split('\n') {
+        let line: String = line.chars().take(SECTION_CHARS).collect();
+        let n = line.chars().count();
+        if cur_chars > 0 && cur_chars + 1 + n > SECTION_CHARS {
+            out.push(std::mem::take(&mut cur));
+            cur_chars = 0;
+        }
+        if cur_chars > 0 {
+            cur.push('\n');
+            cur_chars += 1;
+        }
+        cur.push_str(&line);
+        cur_chars += n;
+    }
+    if cur_chars > 0 || out.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The request body: a header block, then the body in as many mrkdwn sections as it needs.
 pub fn render(alerts: &[Alert], style: &Style) -> Vec<u8> {
     let (card, text) = section(alerts, style);
     let header: String = card.title.chars().take(HEADER_CHARS).collect();
-    serde_json::to_vec(&json!({
-        "text": card.title,
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-        ],
-    }))
-    .expect("JSON values serialize")
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}),
+    ];
+    blocks.extend(
+        sections(&text)
+            .into_iter()
+            .map(|t| json!({"type": "section", "text": {"type": "mrkdwn", "text": t}})),
+    );
+    serde_json::to_vec(&json!({"text": card.title, "blocks": blocks}))
+        .expect("JSON values serialize")
 }
 
 impl super::Notifier for SlackChannel {
@@ -111,6 +141,26 @@ mod tests {
     use crate::config::Language;
     use crate::domain::{Severity, Status};
     use crate::notify::chat::tests::alert;
+
+    #[test]
+    fn sections_table() {
+        let long = "x".repeat(SECTION_CHARS + 10);
+        let line = "y".repeat(2000);
+        let cases: Vec<(&str, String, Vec<usize>)> = vec![
+            ("short", "a\nb".into(), vec![3]),
+            ("empty", String::new(), vec![0]),
+            (
+                "two lines over the limit",
+                format!("{line}\n{line}"),
+                vec![2000, 2000],
+            ),
+            ("a line over the limit is cut", long, vec![SECTION_CHARS]),
+        ];
+        for (name, text, want) in cases {
+            let got: Vec<usize> = sections(&text).iter().map(|s| s.chars().count()).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
 
     #[test]
     fn render_has_header_and_mrkdwn() {

@@ -555,3 +555,45 @@ async fn email_groups_a_burst_into_one_mail() {
         assert!(body.contains(j), "{j} not in {body}");
     }
 }
+
+/// A storm of 200 deaths through each grouping vendor: split only where its size limit
+/// forces it, every message taken by a receiver that enforces the limit (WeCom 4,096 bytes,
+/// Slack 3,000 characters), every job named exactly once, and a handful of messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_200_splits_only_at_each_vendors_limit() {
+    let alerts: Vec<Alert> = (0..200)
+        .map(|i| {
+            let mut a = alert(&format!("rw_{i:04}"), Status::Firing);
+            let job = a.job.as_mut().unwrap();
+            job.job_id = format!("storm-{i:04}");
+            job.name = Some(format!("camera {i}"));
+            a
+        })
+        .collect();
+    for vendor in ALL {
+        let r = ChatReceiver::start(vendor).await;
+        let ch = channel(&r, "");
+        if vendor == Vendor::PagerDuty {
+            assert!(!ch.groups(), "PagerDuty is one event per alert");
+            continue;
+        }
+        assert!(ch.groups(), "{vendor:?}");
+        let sizes = ch.split(&alerts);
+        assert_eq!(sizes.iter().sum::<usize>(), 200, "{vendor:?}");
+        assert!(sizes.len() <= 10, "{vendor:?}: {} messages", sizes.len());
+        let mut start = 0;
+        for n in &sizes {
+            ch.send_all(&alerts[start..start + n])
+                .await
+                .unwrap_or_else(|e| panic!("{vendor:?}: {e}"));
+            start += n;
+        }
+        let got = r.accepted();
+        assert_eq!(got.len(), sizes.len(), "{vendor:?}");
+        for i in 0..200 {
+            let id = format!("storm-{i:04}");
+            let n = got.iter().filter(|m| m.text.contains(&id)).count();
+            assert_eq!(n, 1, "{vendor:?}: {id} in {n} messages");
+        }
+    }
+}

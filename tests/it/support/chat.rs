@@ -419,16 +419,26 @@ fn check(
             if !path.ends_with("/slack0123456789abcdef") {
                 return Err((403, "invalid_token".into()));
             }
-            let section = str_at(&v, "/blocks/1/text/text").unwrap_or_default();
+            let blocks = v["blocks"].as_array().cloned().unwrap_or_default();
+            let sections: Vec<String> = blocks
+                .iter()
+                .skip(1)
+                .filter_map(|b| b["text"]["text"].as_str().map(str::to_string))
+                .collect();
+            let total: usize = sections.iter().map(|s| s.chars().count()).sum();
             if v["blocks"][0]["type"] != "header"
                 || str_at(&v, "/text").is_none()
-                || section.chars().count() > 3000
+                || blocks.len() > 50
+                || total > 40_000
+                || sections.iter().any(|s| s.chars().count() > 3000)
+                || blocks.iter().skip(1).any(|b| b["type"] != "section")
             {
                 return Err((400, "invalid_blocks".into()));
             }
             format!(
-                "{}\n{section}",
-                str_at(&v, "/blocks/0/text/text").unwrap_or_default()
+                "{}\n{}",
+                str_at(&v, "/blocks/0/text/text").unwrap_or_default(),
+                sections.join("\n")
             )
         }
         Vendor::Teams => {
