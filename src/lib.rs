@@ -29,4 +29,5 @@ pub mod storage;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+pub mod view;
 pub mod vitals;

@@ -4,7 +4,7 @@
 //! adds the files it recorded.
 
 use crate::config::{Config, JobConfig};
-use crate::store::{JobRow, RecordedFileRow, Store};
+use crate::store::{JobRow, Store};
 use serde::Serialize;
 
 /// A watched job with what the database knows of it: a row of `status --json` and of
@@ -55,40 +55,4 @@ pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<S
             )
         })
         .collect())
-}
-
-/// How many of a job's recorded files its API record shows (newest first).
-pub const JOB_FILES_SHOWN: i64 = 100;
-
-/// One job's API record (`/api/v1/jobs/{app_id}/{job_id}`): its status row and the files it
-/// recorded, newest first (from `RECORD_FILE_COMPLETE` callbacks).
-#[derive(Debug, Clone, Serialize)]
-pub struct JobRecord {
-    #[serde(flatten)]
-    pub status: StatusRow,
-    pub files: Vec<RecordedFileRow>,
-}
-
-/// The record of a watched job; `None` when the job is not on the watch list.
-pub async fn job_record(
-    config: &Config,
-    store: &Store,
-    app_id: &str,
-    job_id: &str,
-) -> anyhow::Result<Option<JobRecord>> {
-    let Some(job) = config
-        .jobs
-        .iter()
-        .find(|j| j.app_id == app_id && j.job_id == job_id)
-    else {
-        return Ok(None);
-    };
-    let row = store.job(app_id, job_id).await?;
-    let files = store
-        .recorded_files(Some(app_id), Some(job_id), None, JOB_FILES_SHOWN)
-        .await?;
-    Ok(Some(JobRecord {
-        status: StatusRow::new(job, row.as_ref()),
-        files,
-    }))
 }

@@ -20,6 +20,8 @@ const CHAINS: &[&[&str]] = &[
     ],
     &["domain", "config", "rules", "store"],
     &["notify", "deliver", "startup"],
+    // The status page: the view-model reads the store; the HTTP endpoint renders it.
+    &["store", "view", "http", "startup"],
 ];
 
 fn root() -> PathBuf {

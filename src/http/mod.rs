@@ -19,12 +19,14 @@ mod health;
 pub mod limits;
 pub mod listen;
 mod metrics;
+mod page;
 mod server;
 
 pub use health::{LIVENESS_LIMIT_MS, readiness_problems};
 pub use limits::{Limits, connection_cap, nofile_limit, raise_nofile_limit};
 pub use listen::{ListenProbe, bind_error, bind_http, probe_listen};
 pub use metrics::{GAUGE_MAX_AGE, metrics_handle};
+pub use page::job_path;
 pub use server::{serve, serve_on, serve_router};
 
 use crate::config::Config;
@@ -58,6 +60,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/jobs", get(api::jobs))
         .route("/api/v1/jobs/{app_id}/{job_id}", get(api::job))
+        .route("/api/v1/alerts", get(api::alerts))
+        .route("/", get(page::index))
+        .route("/jobs/{app_id}/{job_id}", get(page::job))
+        .route("/alerts", get(page::alerts))
+        .route("/static/page.css", get(page::css))
+        .route("/static/page.js", get(page::js))
         .layer(Extension(metrics::DbGaugesRead::default()))
         .layer(Extension(api::PageBuilders::new()))
         .with_state(state)

@@ -8,7 +8,7 @@ use crate::domain::{Alert, timestamp};
 use chrono::{DateTime, Utc};
 
 /// An alert with its delivery state per channel, for `recwatch alerts`.
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
 pub struct AlertView {
     pub id: String,
     pub rule: String,
@@ -22,7 +22,7 @@ pub struct AlertView {
     pub deliveries: Vec<DeliveryView>,
 }
 
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
 pub struct DeliveryView {
     pub channel: String,
     pub state: String,

@@ -27,6 +27,7 @@ mod forwards;
 mod gauges;
 mod health;
 mod jobs;
+mod page;
 mod retention;
 mod transitions;
 
@@ -40,6 +41,7 @@ pub use forwards::{DueForward, ForwardOutcome, ForwardView};
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
 pub use jobs::{JobRow, JobTouch};
+pub use page::{JobPhaseRow, PhasePoint};
 pub use retention::{PRUNE_BATCH, Pruned};
 pub use transitions::TransitionRow;
 

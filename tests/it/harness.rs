@@ -44,6 +44,31 @@ pub fn assert_within_budget(stats: &SimStats, rate: u64, what: &str) {
     );
 }
 
+/// `/api/v1/jobs` items cut down to the fields of `recwatch status --json`'s rows: the API
+/// adds fields beside them (label, tone, timeline, ...), the shared ones must be equal.
+pub fn status_fields(
+    api: &[serde_json::Value],
+    cli: &[serde_json::Value],
+) -> Vec<serde_json::Value> {
+    api.iter()
+        .zip(cli)
+        .map(|(a, c)| {
+            let keys = c.as_object().expect("a status row is an object");
+            let a = a.as_object().expect("an item is an object");
+            let cut: serde_json::Map<String, serde_json::Value> = keys
+                .keys()
+                .map(|k| {
+                    (
+                        k.clone(),
+                        a.get(k).cloned().unwrap_or(serde_json::Value::Null),
+                    )
+                })
+                .collect();
+            serde_json::Value::Object(cut)
+        })
+        .collect()
+}
+
 /// Polls `check` until it returns Some, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

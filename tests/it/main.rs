@@ -3,6 +3,7 @@
 
 mod alerts;
 mod answers;
+mod browser;
 mod callbacks;
 mod chat;
 mod checks;
@@ -14,6 +15,7 @@ mod harness;
 mod heartbeat;
 mod metrics;
 mod notify;
+mod page;
 mod push;
 mod robust;
 mod secrets;

@@ -1,0 +1,616 @@
+//! The status page in HTML: `/`, `/jobs/{app_id}/{job_id}`, `/alerts` and the two files they
+//! load (`/static/page.css`, `/static/page.js`, embedded in the binary). Each handler builds
+//! its value with [`crate::view`] (as the JSON handlers in `api` do) and renders it with a
+//! template from `templates/`, checked at compile time; askama escapes every value, so job
+//! names, descriptions and errors from outside are shown as text.
+//!
+//! Every page answers with a Content-Security-Policy that allows only the page's own script
+//! and style: a value that escaped escaping still could not run.
+
+use super::AppState;
+use super::api::{PageBuilders, view_error};
+use crate::config::Config;
+use crate::view::{
+    self, AlertsQuery, JobItem, JobPageQuery, JobsQuery, RawJobsQuery, Sources, Timeline, Tone,
+};
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Seconds between the script's live refreshes of the parts marked `data-live`.
+pub const REFRESH_SECONDS: u32 = 10;
+/// Seconds between whole-page reloads without JavaScript (`<noscript>` meta refresh).
+pub const RELOAD_SECONDS: u32 = 30;
+
+const CSS: &str = include_str!("../../static/page.css");
+const JS: &str = include_str!("../../static/page.js");
+
+/// Only the page's own files; no inline script or style, no other origin.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// A path segment: everything but unreserved characters encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The job page's path for a job.
+pub fn job_path(app_id: &str, job_id: &str) -> String {
+    format!(
+        "/jobs/{}/{}",
+        utf8_percent_encode(app_id, SEGMENT),
+        utf8_percent_encode(job_id, SEGMENT)
+    )
+}
+
+/// `path?k=v&...`, encoded; just `path` without parameters.
+fn with_query(path: &str, params: &[(&str, String)]) -> String {
+    if params.is_empty() {
+        return path.to_string();
+    }
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    format!("{path}?{}", s.finish())
+}
+
+/// A stored time as the page shows it: the `datetime` attribute, and the UTC text that the
+/// script replaces with local time (it stays without JavaScript, and on hover).
+struct UtcTime {
+    iso: String,
+    text: String,
+}
+
+fn utc_time(stored: &str) -> UtcTime {
+    match view_time(stored) {
+        Some(t) => UtcTime {
+            iso: t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            text: t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        },
+        None => UtcTime {
+            iso: String::new(),
+            text: stored.to_string(),
+        },
+    }
+}
+
+fn view_time(stored: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(stored)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn utc_opt(stored: Option<&str>) -> Option<UtcTime> {
+    stored.map(utc_time)
+}
+
+/// A timeline as SVG rectangles, with a text that says the same for screen readers.
+struct Bars {
+    label: String,
+    bars: Vec<Bar>,
+}
+
+struct Bar {
+    tone: &'static str,
+    x: String,
+    w: String,
+    title: String,
+}
+
+/// "3h 05m", "12m", "40s".
+fn span_text(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match (s / 3600, (s % 3600) / 60) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m"),
+        (h, m) => format!("{h}h {m:02}m"),
+    }
+}
+
+fn bars(tl: &Timeline, window: &str) -> Bars {
+    let mut totals: BTreeMap<Tone, chrono::Duration> = BTreeMap::new();
+    let bars = tl
+        .segments
+        .iter()
+        .map(|s| {
+            *totals.entry(s.tone).or_default() += s.end - s.start;
+            let (x, w) = s.span(tl);
+            Bar {
+                tone: s.tone.as_str(),
+                x: format!("{x:.1}"),
+                // At least a sliver, so a brief stop stays visible on a long window.
+                w: format!("{:.1}", w.max(1.0)),
+                title: format!(
+                    "{} from {} to {}",
+                    s.describe(),
+                    s.start.format("%Y-%m-%d %H:%M:%S UTC"),
+                    s.end.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            }
+        })
+        .collect();
+    // Worst first: what a reader most needs to hear.
+    let parts: Vec<String> = totals
+        .iter()
+        .rev()
+        .map(|(tone, d)| format!("{} {}", view::label::tone_label(*tone), span_text(*d)))
+        .collect();
+    Bars {
+        label: format!("{window}: {}", parts.join(", ")),
+        bars,
+    }
+}
+
+/// A job as a row of the list or the head of its page.
+struct RowView {
+    href: String,
+    name: String,
+    app_id: String,
+    job_id: String,
+    state: String,
+    stop_reason: Option<String>,
+    label: &'static str,
+    tone: &'static str,
+    failures: i64,
+    since: Option<UtcTime>,
+    polled: Option<UtcTime>,
+    source: String,
+    timeline: Bars,
+}
+
+fn row_view(j: &JobItem, window: &str) -> RowView {
+    let r = &j.row;
+    RowView {
+        href: job_path(&r.app_id, &r.job_id),
+        name: r.name.clone().unwrap_or_else(|| r.job_id.clone()),
+        app_id: r.app_id.clone(),
+        job_id: r.job_id.clone(),
+        state: r.state.clone().unwrap_or_else(|| "–".into()),
+        stop_reason: r.stop_reason.clone(),
+        label: j.label,
+        tone: j.tone.as_str(),
+        failures: j.consecutive_failures,
+        since: utc_opt(r.last_changed_at.as_deref()),
+        polled: utc_opt(r.last_polled_at.as_deref()),
+        source: String::new(),
+        timeline: bars(&j.timeline, window),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsTemplate {
+    refresh: u32,
+    reload: u32,
+    generated: UtcTime,
+    json_href: String,
+    jobs: usize,
+    states: Vec<CountView>,
+    open_alerts: i64,
+    pending: i64,
+    dead: i64,
+    api_healthy: bool,
+    budget: String,
+    budget_paused: bool,
+    state_options: Vec<(&'static str, bool)>,
+    app: String,
+    q: String,
+    filtered: bool,
+    matching: usize,
+    first_page: bool,
+    first_href: String,
+    next_href: Option<String>,
+    show_source: bool,
+    rows: Vec<RowView>,
+}
+
+struct CountView {
+    href: String,
+    state: &'static str,
+    label: &'static str,
+    tone: &'static str,
+    n: usize,
+}
+
+fn jobs_template(p: &view::JobsPage) -> JobsTemplate {
+    let q = &p.query;
+    let s = &p.summary;
+    let filtered = q.state.is_some() || q.app.is_some() || q.q.is_some();
+    let budget = format!(
+        "{:.0}% of {}/s ({:.1} requests/s asked for)",
+        s.budget.in_use_percent, s.budget.rate_limit, s.budget.demand_per_second
+    );
+    JobsTemplate {
+        refresh: REFRESH_SECONDS,
+        reload: RELOAD_SECONDS,
+        generated: utc_time(&s.generated_at),
+        json_href: with_query(
+            "/api/v1/jobs",
+            &q.with_after(q.after.as_ref().map(view_cursor)),
+        ),
+        jobs: s.jobs,
+        states: s
+            .states
+            .iter()
+            .map(|c| CountView {
+                href: with_query("/", &[("state", c.state.as_str().to_string())]),
+                state: c.state.as_str(),
+                label: c.label,
+                tone: c.tone.as_str(),
+                n: c.n,
+            })
+            .collect(),
+        open_alerts: s.open_alerts,
+        pending: s.deliveries_pending,
+        dead: s.deliveries_dead,
+        api_healthy: s.api_healthy,
+        budget,
+        budget_paused: s.budget.paused,
+        state_options: view::jobs::StateFilter::ALL
+            .iter()
+            .map(|f| (f.as_str(), q.state == Some(*f)))
+            .collect(),
+        app: q.app.clone().unwrap_or_default(),
+        q: q.q.clone().unwrap_or_default(),
+        filtered,
+        matching: p.matching,
+        first_page: q.after.is_none(),
+        first_href: with_query("/", &q.with_after(None)),
+        next_href: p
+            .next_after
+            .clone()
+            .map(|c| with_query("/", &q.with_after(Some(c)))),
+        show_source: false,
+        rows: p
+            .items
+            .iter()
+            .map(|j| row_view(j, "Last 24 hours"))
+            .collect(),
+    }
+}
+
+/// The cursor of the page being shown, as its link carries it.
+fn view_cursor(after: &(String, String)) -> String {
+    view::encode_cursor(after)
+}
+
+struct AlertRow {
+    at: UtcTime,
+    rule: String,
+    severity: String,
+    status: String,
+    job: String,
+    job_href: Option<String>,
+    summary: String,
+    deliveries: Vec<crate::store::DeliveryView>,
+}
+
+fn alert_rows(alerts: &[crate::store::AlertView], config: &Config) -> Vec<AlertRow> {
+    alerts
+        .iter()
+        .map(|a| {
+            let job = match (&a.app_id, &a.job_id) {
+                (Some(app), Some(job)) => Some((app, job)),
+                _ => None,
+            };
+            let name = job.and_then(|(app, id)| {
+                config
+                    .jobs
+                    .iter()
+                    .find(|j| &j.app_id == app && &j.job_id == id)
+                    .map(|j| j.label().to_string())
+            });
+            AlertRow {
+                at: utc_time(&a.created_at),
+                rule: a.rule.clone(),
+                severity: a.severity.clone(),
+                status: a.status.clone(),
+                job: match job {
+                    Some((_, id)) => name.unwrap_or_else(|| id.clone()),
+                    None => "(all jobs)".into(),
+                },
+                job_href: job.map(|(app, id)| job_path(app, id)),
+                summary: a.summary.clone(),
+                deliveries: a.deliveries.clone(),
+            }
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobTemplate {
+    refresh: u32,
+    reload: u32,
+    generated: UtcTime,
+    json_href: String,
+    r: RowView,
+    show_source: bool,
+    description: Option<String>,
+    last_error: Option<String>,
+    watched: bool,
+    alerts: Vec<AlertRow>,
+    files: Vec<FileView>,
+    transitions: Vec<TransitionView>,
+    first_page: bool,
+    first_href: String,
+    next_href: Option<String>,
+}
+
+struct FileView {
+    received: UtcTime,
+    format: String,
+    duration: String,
+    size: String,
+    object: String,
+    url: Option<String>,
+}
+
+struct TransitionView {
+    at: UtcTime,
+    from: Option<String>,
+    to: String,
+    tone: &'static str,
+    reason: Option<String>,
+    request_id: Option<String>,
+}
+
+/// Only http(s) links become links: a `javascript:` URL from outside stays text.
+fn safe_link(url: Option<&str>) -> Option<String> {
+    let url = url?;
+    let lower = url.trim_start().to_ascii_lowercase();
+    (lower.starts_with("https://") || lower.starts_with("http://")).then(|| url.to_string())
+}
+
+fn job_template(
+    p: &view::JobPage,
+    config: &Config,
+    now: DateTime<Utc>,
+    before: bool,
+) -> JobTemplate {
+    let r = &p.job.row;
+    let path = job_path(&r.app_id, &r.job_id);
+    JobTemplate {
+        refresh: REFRESH_SECONDS,
+        reload: RELOAD_SECONDS,
+        generated: utc_time(&crate::domain::timestamp(now)),
+        json_href: format!("/api/v1{path}"),
+        r: row_view(&p.job, "Last 7 days"),
+        show_source: false,
+        description: r.description.clone(),
+        last_error: r.last_error.clone(),
+        watched: p.watched,
+        alerts: alert_rows(&p.alerts, config),
+        files: p
+            .files
+            .iter()
+            .map(|f| FileView {
+                received: utc_time(&f.received_at),
+                format: f.record_format.clone().unwrap_or_default(),
+                duration: f
+                    .record_duration
+                    .map(|s| span_text(chrono::Duration::seconds(s)))
+                    .unwrap_or_default(),
+                size: f
+                    .file_size
+                    .map(|b| format!("{:.1} MB", b as f64 / 1e6))
+                    .unwrap_or_default(),
+                object: f
+                    .obs_object
+                    .clone()
+                    .or_else(|| f.download_url.clone())
+                    .unwrap_or_else(|| "(no name)".into()),
+                url: safe_link(f.download_url.as_deref()),
+            })
+            .collect(),
+        transitions: p
+            .transitions
+            .iter()
+            .map(|t| {
+                let phase = view::label::stored_phase(Some(&t.to_state), t.stop_reason.as_deref());
+                TransitionView {
+                    at: utc_time(&t.observed_at),
+                    from: t.from_state.clone(),
+                    to: t.to_state.clone(),
+                    tone: view::label::tone(phase.as_ref()).as_str(),
+                    reason: t.stop_reason.clone(),
+                    request_id: t.request_id.clone(),
+                }
+            })
+            .collect(),
+        first_page: !before,
+        first_href: path.clone(),
+        next_href: p
+            .next_before
+            .clone()
+            .map(|c| with_query(&path, &[("before", c)])),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsTemplate {
+    refresh: u32,
+    reload: u32,
+    generated: UtcTime,
+    json_href: String,
+    alerts: Vec<AlertRow>,
+    first_page: bool,
+    next_href: Option<String>,
+}
+
+/// An HTML answer with the page's security headers.
+fn html(rendered: Result<String, askama::Error>) -> Response {
+    match rendered {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CONTENT_SECURITY_POLICY, CSP),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::REFERRER_POLICY, "no-referrer"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the page could not be rendered: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// What a page is built from, for this request.
+pub(super) fn sources<'a>(s: &'a AppState, config: &'a Config) -> Sources<'a> {
+    Sources {
+        store: &s.store,
+        config,
+        api_unhealthy: s.outbox.api_unhealthy(),
+        budget_paused: s.budget.paused_until().is_some(),
+        now: Utc::now(),
+    }
+}
+
+pub(super) async fn index(
+    State(s): State<AppState>,
+    Extension(builders): Extension<PageBuilders>,
+    Query(raw): Query<RawJobsQuery>,
+) -> Response {
+    let q = match JobsQuery::parse(&raw) {
+        Ok(q) => q,
+        Err(e) => return view_error(e),
+    };
+    let _turn = builders.turn().await;
+    let config: Arc<Config> = s.config.borrow().clone();
+    match view::jobs::jobs_page(&sources(&s, &config), q).await {
+        Ok(p) => html(jobs_template(&p).render()),
+        Err(e) => view_error(e),
+    }
+}
+
+pub(super) async fn job(
+    State(s): State<AppState>,
+    Path((app_id, job_id)): Path<(String, String)>,
+    Query(q): Query<JobPageQuery>,
+) -> Response {
+    let config: Arc<Config> = s.config.borrow().clone();
+    let src = sources(&s, &config);
+    match view::job::job_page(&src, &app_id, &job_id, &q).await {
+        Ok(p) => {
+            let before = q.before.as_deref().is_some_and(|b| !b.is_empty());
+            html(job_template(&p, &config, src.now, before).render())
+        }
+        Err(e) => view_error(e),
+    }
+}
+
+pub(super) async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
+    let config: Arc<Config> = s.config.borrow().clone();
+    let src = sources(&s, &config);
+    match view::alerts::alerts_page(&src, &q).await {
+        Ok(p) => {
+            let first_page = q.before.as_deref().is_none_or(str::is_empty);
+            let t = AlertsTemplate {
+                refresh: REFRESH_SECONDS,
+                reload: RELOAD_SECONDS,
+                generated: utc_time(&crate::domain::timestamp(src.now)),
+                json_href: match &q.before {
+                    Some(b) if !first_page => {
+                        with_query("/api/v1/alerts", &[("before", b.clone())])
+                    }
+                    _ => "/api/v1/alerts".into(),
+                },
+                alerts: alert_rows(&p.items, &config),
+                first_page,
+                next_href: p
+                    .next_before
+                    .clone()
+                    .map(|c| with_query("/alerts", &[("before", c)])),
+            };
+            html(t.render())
+        }
+        Err(e) => view_error(e),
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub(super) async fn css() -> Response {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+pub(super) async fn js() -> Response {
+    asset("text/javascript; charset=utf-8", JS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_paths_encode_each_segment() {
+        let cases = [
+            ("plain ids", "app1", "job-1", "/jobs/app1/job-1"),
+            (
+                "a slash stays inside its segment",
+                "a/b",
+                "j",
+                "/jobs/a%2Fb/j",
+            ),
+            ("markup", "<a>", "\"x\"", "/jobs/%3Ca%3E/%22x%22"),
+        ];
+        for (name, app, job, want) in cases {
+            assert_eq!(job_path(app, job), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_web_links_become_links() {
+        assert_eq!(
+            safe_link(Some("https://obs.example.com/f.mp4")).as_deref(),
+            Some("https://obs.example.com/f.mp4")
+        );
+        assert_eq!(safe_link(Some("javascript:alert(1)")), None);
+        assert_eq!(safe_link(Some(" JavaScript:alert(1)")), None);
+        assert_eq!(safe_link(Some("data:text/html,x")), None);
+        assert_eq!(safe_link(None), None);
+    }
+
+    #[test]
+    fn spans_read_as_hours_and_minutes() {
+        let cases = [
+            (40, "40s"),
+            (720, "12m"),
+            (3 * 3600 + 300, "3h 05m"),
+            (-5, "0s"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(span_text(chrono::Duration::seconds(secs)), want);
+        }
+    }
+}

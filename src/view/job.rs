@@ -1,0 +1,123 @@
+//! A job's page (`/jobs/{app_id}/{job_id}` and `/api/v1/jobs/{app_id}/{job_id}`): the job as
+//! the list shows it with a 7-day timeline, its transitions newest first a page at a time, the
+//! files its callbacks said it recorded, and its alerts with each delivery's state.
+
+use super::jobs::{JobItem, item};
+use super::timeline::Change;
+use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit, parse_time};
+use crate::config::JobConfig;
+use crate::domain::{Phase, timestamp};
+use crate::store::{AlertView, RecordedFileRow, TransitionRow};
+use chrono::Duration;
+use serde::{Deserialize, Serialize};
+
+/// The window of a job page's timeline.
+pub const JOB_WINDOW: Duration = Duration::days(7);
+/// Transitions per page: the default and the most.
+pub const TRANSITIONS_DEFAULT: usize = 200;
+pub const TRANSITIONS_MAX: usize = 1000;
+/// The newest alerts and files shown.
+pub const ALERTS_SHOWN: i64 = 50;
+pub const FILES_SHOWN: i64 = 100;
+
+/// The job page's query parameters.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct JobPageQuery {
+    pub limit: Option<String>,
+    /// The cursor of the last transition shown.
+    pub before: Option<String>,
+}
+
+/// A job's page.
+/// The JSON keeps the shape `/api/v1/jobs/{app_id}/{job_id}` had before the page (the job's
+/// status row and `files` at the top level) and adds beside them.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobPage {
+    #[serde(flatten)]
+    pub job: JobItem,
+    /// In the watch list now (a job no longer watched keeps its history until retention).
+    pub watched: bool,
+    /// Newest first.
+    pub transitions: Vec<TransitionRow>,
+    /// Pass as `?before=` for older transitions; null when these are the oldest.
+    pub next_before: Option<String>,
+    /// Files recorded, as `RECORD_FILE_COMPLETE` callbacks described them; newest first.
+    pub files: Vec<RecordedFileRow>,
+    /// The newest alerts, with their deliveries.
+    pub alerts: Vec<AlertView>,
+}
+
+/// The page of the job `app_id`/`job_id`; NotFound when it is neither watched nor known.
+pub async fn job_page(
+    src: &Sources<'_>,
+    app_id: &str,
+    job_id: &str,
+    q: &JobPageQuery,
+) -> Result<JobPage, ViewError> {
+    let limit = parse_limit(q.limit.as_deref(), TRANSITIONS_DEFAULT, TRANSITIONS_MAX)?;
+    let before: Option<(String, i64)> = cursor_param("before", q.before.as_deref())?;
+    let watched = src
+        .config
+        .jobs
+        .iter()
+        .find(|j| j.app_id == app_id && j.job_id == job_id);
+    let row = src.store.job(app_id, job_id).await?;
+    let job = match (watched, &row) {
+        (Some(j), _) => j.clone(),
+        (None, Some(r)) => JobConfig {
+            app_id: r.app_id.clone(),
+            job_id: r.job_id.clone(),
+            name: r.name.clone(),
+            interval: None,
+            notify: None,
+        },
+        (None, None) => {
+            return Err(ViewError::NotFound(format!(
+                "no job {job_id} of app {app_id} is watched or known to the database"
+            )));
+        }
+    };
+    let start = src.now - JOB_WINDOW;
+    let changes: Vec<Change> = src
+        .store
+        .phase_points(&[(app_id, job_id)], &timestamp(start))
+        .await?
+        .iter()
+        .filter_map(|p| {
+            Some(Change {
+                at: parse_time(&p.observed_at)?,
+                phase: Phase::parse(&p.to_state, p.stop_reason.as_deref()),
+            })
+        })
+        .collect();
+    let job_item = item(&job, row.as_ref(), &changes, start, src.now);
+    let mut transitions = src
+        .store
+        .job_transitions(
+            app_id,
+            job_id,
+            before.as_ref().map(|(at, id)| (at.as_str(), *id)),
+            limit as i64 + 1,
+        )
+        .await?;
+    let more = transitions.len() > limit;
+    transitions.truncate(limit);
+    let next_before = more
+        .then(|| {
+            transitions
+                .last()
+                .map(|t| encode_cursor(&(&t.observed_at, t.id)))
+        })
+        .flatten();
+    Ok(JobPage {
+        job: job_item,
+        watched: watched.is_some(),
+        transitions,
+        next_before,
+        files: src
+            .store
+            .recorded_files(Some(app_id), Some(job_id), None, FILES_SHOWN)
+            .await?,
+        alerts: src.store.job_alerts(app_id, job_id, ALERTS_SHOWN).await?,
+    })
+}

@@ -1,0 +1,713 @@
+//! The job list (`/` and `/api/v1/jobs`): every watched job with what the database knows of
+//! it, filtered (state, app, text) and a page at a time in (app_id, job_id) order with an
+//! opaque cursor, each with its 24-hour timeline; and the header above it (counts by state,
+//! open alerts, API health, budget in use).
+//!
+//! The cost follows the page, not the watch list: one light read of every job's phase (for
+//! the counts and the state filter), one pass over the watch list keeping the page's keys in a
+//! heap, then full rows and timelines for the page's jobs only.
+
+use super::label::{self, Tone};
+use super::timeline::{self, Change, Timeline};
+use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit, parse_time};
+use crate::config::{Config, JobConfig};
+use crate::domain::{JobKey, Phase, timestamp};
+use crate::status::StatusRow;
+use crate::store::{JobPhaseRow, JobRow, PhasePoint};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BinaryHeap, HashMap};
+
+/// Jobs per page: the default, and the most one request may ask for.
+pub const PAGE_DEFAULT: usize = 100;
+pub const PAGE_MAX: usize = 1000;
+
+/// The window of the list's timelines.
+pub const LIST_WINDOW: Duration = Duration::hours(24);
+
+/// The list's query parameters as they arrive (a form sends blank fields as "").
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawJobsQuery {
+    pub limit: Option<String>,
+    pub after: Option<String>,
+    pub state: Option<String>,
+    pub app: Option<String>,
+    pub q: Option<String>,
+}
+
+/// Which jobs the `state` filter keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum StateFilter {
+    #[serde(rename = "RUNNING")]
+    Running,
+    #[serde(rename = "INIT")]
+    Init,
+    #[serde(rename = "STOPPED")]
+    Stopped,
+    /// Never polled, or in a state the API invented.
+    #[serde(rename = "UNKNOWN")]
+    Unknown,
+    /// Its last poll failed.
+    #[serde(rename = "FAILING")]
+    Failing,
+}
+
+impl StateFilter {
+    pub const ALL: [StateFilter; 5] = [
+        StateFilter::Running,
+        StateFilter::Init,
+        StateFilter::Stopped,
+        StateFilter::Unknown,
+        StateFilter::Failing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateFilter::Running => "RUNNING",
+            StateFilter::Init => "INIT",
+            StateFilter::Stopped => "STOPPED",
+            StateFilter::Unknown => "UNKNOWN",
+            StateFilter::Failing => "FAILING",
+        }
+    }
+
+    fn parse(s: &str) -> Option<StateFilter> {
+        let s = s.trim().to_ascii_uppercase();
+        StateFilter::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// Whether a job with this row (None: never polled) passes.
+    fn keeps(self, row: Option<&JobPhaseRow>) -> bool {
+        let phase =
+            row.and_then(|r| label::stored_phase(r.state.as_deref(), r.stop_reason.as_deref()));
+        match self {
+            StateFilter::Failing => row.is_some_and(|r| r.consecutive_failures > 0),
+            StateFilter::Running => {
+                phase.is_some_and(|p| matches!(p.state, crate::domain::State::Running))
+            }
+            StateFilter::Init => {
+                phase.is_some_and(|p| matches!(p.state, crate::domain::State::Init))
+            }
+            StateFilter::Stopped => {
+                phase.is_some_and(|p| matches!(p.state, crate::domain::State::Stopped))
+            }
+            StateFilter::Unknown => {
+                phase.is_none_or(|p| matches!(p.state, crate::domain::State::Other(_)))
+            }
+        }
+    }
+}
+
+/// The list's query, checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobsQuery {
+    pub limit: usize,
+    pub after: Option<(String, String)>,
+    pub state: Option<StateFilter>,
+    pub app: Option<String>,
+    /// Matched case-insensitively against the name, the app id and the job id.
+    pub q: Option<String>,
+}
+
+impl JobsQuery {
+    pub fn parse(raw: &RawJobsQuery) -> Result<JobsQuery, ViewError> {
+        let text = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        };
+        let state = match text(&raw.state) {
+            None => None,
+            Some(s) => Some(StateFilter::parse(&s).ok_or_else(|| {
+                ViewError::BadRequest(format!(
+                    "state: {s:?} is not one of RUNNING, INIT, STOPPED, UNKNOWN, FAILING; e.g. ?state=STOPPED"
+                ))
+            })?),
+        };
+        Ok(JobsQuery {
+            limit: parse_limit(raw.limit.as_deref(), PAGE_DEFAULT, PAGE_MAX)?,
+            after: cursor_param("after", raw.after.as_deref())?,
+            state,
+            app: text(&raw.app),
+            q: text(&raw.q).map(|q| q.to_lowercase()),
+        })
+    }
+
+    /// Whether a watched job passes the filters (not the cursor).
+    fn keeps(&self, job: &JobConfig, row: Option<&JobPhaseRow>) -> bool {
+        if self.app.as_ref().is_some_and(|a| *a != job.app_id) {
+            return false;
+        }
+        if self.state.is_some_and(|s| !s.keeps(row)) {
+            return false;
+        }
+        match &self.q {
+            None => true,
+            Some(q) => [
+                Some(job.app_id.as_str()),
+                Some(job.job_id.as_str()),
+                job.name.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|field| field.to_lowercase().contains(q)),
+        }
+    }
+
+    /// The same filters with another cursor, for links to the next or the first page.
+    pub fn with_after(&self, after: Option<String>) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(s) = self.state {
+            out.push(("state", s.as_str().to_string()));
+        }
+        if let Some(a) = &self.app {
+            out.push(("app", a.clone()));
+        }
+        if let Some(q) = &self.q {
+            out.push(("q", q.clone()));
+        }
+        if self.limit != PAGE_DEFAULT {
+            out.push(("limit", self.limit.to_string()));
+        }
+        if let Some(c) = after {
+            out.push(("after", c));
+        }
+        out
+    }
+}
+
+/// A job of the list: the row `recwatch status --json` shows, and how the page shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobItem {
+    #[serde(flatten)]
+    pub row: StatusRow,
+    /// A friendly label beside the API's own `state` and `stop_reason`.
+    pub label: &'static str,
+    pub tone: Tone,
+    /// Polls failed in a row since the last answer (0: the last poll answered).
+    pub consecutive_failures: i64,
+    pub timeline: Timeline,
+}
+
+/// A count in the header.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateCount {
+    /// The `?state=` value that lists these jobs.
+    pub state: StateFilter,
+    pub label: &'static str,
+    pub tone: Tone,
+    pub n: usize,
+}
+
+/// The header above the list.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub generated_at: String,
+    pub jobs: usize,
+    pub states: Vec<StateCount>,
+    /// Jobs stopped by a rule that alerts (severity not off), plus open conditions.
+    pub open_alerts: i64,
+    /// Open condition episodes (stuck_init, job_not_found, api_unhealthy).
+    pub open_conditions: i64,
+    pub deliveries_pending: i64,
+    pub deliveries_dead: i64,
+    pub api_healthy: bool,
+    pub budget: BudgetUse,
+}
+
+/// How much of the request budget the watch list asks for.
+#[derive(Clone, Debug, Serialize)]
+pub struct BudgetUse {
+    pub rate_limit: u32,
+    /// Requests per second the watch list asks for at its intervals.
+    pub demand_per_second: f64,
+    /// demand / rate_limit, in percent (over 100: every interval is stretched).
+    pub in_use_percent: f64,
+    /// Every request is held now (throttled, or credentials refused).
+    pub paused: bool,
+}
+
+/// One page of the list, with its header.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobsPage {
+    pub items: Vec<JobItem>,
+    /// Pass as `?after=` for the next page; null on the last one.
+    pub next_after: Option<String>,
+    /// Jobs that pass the filters, on every page.
+    pub matching: usize,
+    pub summary: Summary,
+    #[serde(skip)]
+    pub query: JobsQuery,
+}
+
+/// The `limit` jobs that pass `keep` and follow `after` in (app_id, job_id) order, and
+/// whether more follow them. One pass keeping the `limit + 1` smallest keys in a heap: no copy
+/// or sort of the whole list per request, so memory follows the page size.
+pub fn page<'a>(
+    jobs: &'a [JobConfig],
+    after: Option<&(String, String)>,
+    limit: usize,
+    mut keep: impl FnMut(&JobConfig) -> bool,
+) -> (Vec<&'a JobConfig>, bool) {
+    let key = |j: &'a JobConfig| (j.app_id.as_str(), j.job_id.as_str());
+    let after = after.map(|(a, j)| (a.as_str(), j.as_str()));
+    let mut heap: BinaryHeap<((&str, &str), usize)> = BinaryHeap::with_capacity(limit + 2);
+    for (i, j) in jobs.iter().enumerate() {
+        let k = key(j);
+        if after.is_some_and(|a| k <= a) || !keep(j) {
+            continue;
+        }
+        if heap.len() <= limit {
+            heap.push((k, i));
+        } else if heap.peek().is_some_and(|(top, _)| k < *top) {
+            heap.pop();
+            heap.push((k, i));
+        }
+    }
+    let mut picked: Vec<&JobConfig> = heap
+        .into_sorted_vec()
+        .into_iter()
+        .map(|(_, i)| &jobs[i])
+        .collect();
+    let more = picked.len() > limit;
+    picked.truncate(limit);
+    (picked, more)
+}
+
+/// The list's page for `q`. Long only in gathering: each step is a call.
+pub async fn jobs_page(src: &Sources<'_>, q: JobsQuery) -> Result<JobsPage, ViewError> {
+    let phases: HashMap<JobKey, JobPhaseRow> = src
+        .store
+        .job_phases()
+        .await?
+        .into_iter()
+        .map(|r| (JobKey::new(&r.app_id, &r.job_id), r))
+        .collect();
+    let watched = &src.config.jobs;
+    let row_of = |j: &JobConfig| phases.get(&JobKey::new(&j.app_id, &j.job_id));
+    let mut matching = 0;
+    let (picked, more) = page(watched, q.after.as_ref(), q.limit, |j| {
+        let keep = q.keeps(j, row_of(j));
+        matching += keep as usize;
+        keep
+    });
+    // `matching` so far counts only what follows the cursor; count the rest for the header.
+    if q.after.is_some() {
+        matching += watched
+            .iter()
+            .filter(|j| {
+                q.after
+                    .as_ref()
+                    .is_some_and(|(a, b)| (j.app_id.as_str(), j.job_id.as_str()) <= (a, b))
+                    && q.keeps(j, row_of(j))
+            })
+            .count();
+    }
+    let summary = summary(src, watched.iter().map(row_of), watched.len()).await?;
+    let items = items(src, &picked, LIST_WINDOW).await?;
+    let next_after = more
+        .then(|| {
+            picked
+                .last()
+                .map(|j| encode_cursor(&(&j.app_id, &j.job_id)))
+        })
+        .flatten();
+    Ok(JobsPage {
+        items,
+        next_after,
+        matching,
+        summary,
+        query: q,
+    })
+}
+
+/// Full rows and timelines over `window` (ending now) for these jobs, in their order.
+pub(super) async fn items(
+    src: &Sources<'_>,
+    jobs: &[&JobConfig],
+    window: Duration,
+) -> Result<Vec<JobItem>, ViewError> {
+    let keys: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+        .collect();
+    let rows = src.store.jobs_by_key(&keys).await?;
+    let start = src.now - window;
+    let mut changes: HashMap<JobKey, Vec<Change>> = HashMap::new();
+    for p in src.store.phase_points(&keys, &timestamp(start)).await? {
+        if let Some(c) = change(&p) {
+            changes
+                .entry(JobKey::new(p.app_id, p.job_id))
+                .or_default()
+                .push(c);
+        }
+    }
+    Ok(jobs
+        .iter()
+        .map(|j| {
+            let key = JobKey::new(&j.app_id, &j.job_id);
+            let row = rows.get(&key);
+            item(
+                j,
+                row,
+                changes.get(&key).map_or(&[][..], Vec::as_slice),
+                start,
+                src.now,
+            )
+        })
+        .collect())
+}
+
+fn change(p: &PhasePoint) -> Option<Change> {
+    Some(Change {
+        at: parse_time(&p.observed_at)?,
+        phase: Phase::parse(&p.to_state, p.stop_reason.as_deref()),
+    })
+}
+
+/// One job as the list shows it.
+pub(super) fn item(
+    j: &JobConfig,
+    row: Option<&JobRow>,
+    changes: &[Change],
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> JobItem {
+    let phase = row.and_then(JobRow::phase);
+    let failures = row.map_or(0, |r| r.consecutive_failures);
+    // Polls failing now: the state is unknown since the last answer (or since first seen).
+    let failing_since = (failures > 0).then(|| {
+        row.and_then(|r| r.last_ok_at.as_deref().or(r.first_seen_at.as_deref()))
+            .and_then(parse_time)
+            .unwrap_or(start)
+    });
+    JobItem {
+        row: StatusRow::new(j, row),
+        label: label::label(phase.as_ref()),
+        tone: label::tone(phase.as_ref()),
+        consecutive_failures: failures,
+        timeline: timeline::timeline(start, now, changes, failing_since),
+    }
+}
+
+/// The header: counts over the whole watch list (`rows`: each watched job's row, if any).
+async fn summary<'r>(
+    src: &Sources<'_>,
+    rows: impl Iterator<Item = Option<&'r JobPhaseRow>>,
+    jobs: usize,
+) -> Result<Summary, ViewError> {
+    let mut counts: HashMap<StateFilter, usize> = HashMap::new();
+    let mut stopped_alerting = 0i64;
+    for row in rows {
+        for f in StateFilter::ALL {
+            if f.keeps(row) {
+                *counts.entry(f).or_default() += 1;
+            }
+        }
+        let phase =
+            row.and_then(|r| label::stored_phase(r.state.as_deref(), r.stop_reason.as_deref()));
+        if phase.is_some_and(|p| alerting(src.config, &p)) {
+            stopped_alerting += 1;
+        }
+    }
+    let open_conditions = src.store.open_episodes_count().await?;
+    let gauges = src.store.gauges().await?;
+    let (mut pending, mut dead) = (0, 0);
+    for d in gauges.deliveries {
+        if d.dead {
+            dead += d.n;
+        } else {
+            pending += d.n;
+        }
+    }
+    let report = src.config.budget();
+    let states = StateFilter::ALL
+        .into_iter()
+        .map(|f| StateCount {
+            state: f,
+            label: filter_label(f),
+            tone: filter_tone(f),
+            n: counts.get(&f).copied().unwrap_or(0),
+        })
+        .collect();
+    Ok(Summary {
+        generated_at: timestamp(src.now),
+        jobs,
+        states,
+        open_alerts: stopped_alerting + open_conditions,
+        open_conditions,
+        deliveries_pending: pending,
+        deliveries_dead: dead,
+        api_healthy: !src.api_unhealthy,
+        budget: BudgetUse {
+            rate_limit: report.rate_limit,
+            demand_per_second: report.demand,
+            in_use_percent: report.demand / f64::from(report.rate_limit.max(1)) * 100.0,
+            paused: src.budget_paused,
+        },
+    })
+}
+
+/// Whether a job in this phase is alerting now: stopped by a rule whose severity is not off.
+fn alerting(config: &Config, p: &Phase) -> bool {
+    crate::rules::transition_rule(p)
+        .and_then(|rule| crate::rules::severity(&config.rules, rule))
+        .is_some()
+}
+
+fn filter_label(f: StateFilter) -> &'static str {
+    match f {
+        StateFilter::Running => "recording",
+        StateFilter::Init => "starting",
+        StateFilter::Stopped => "stopped",
+        StateFilter::Unknown => "not known",
+        StateFilter::Failing => "polls failing",
+    }
+}
+
+fn filter_tone(f: StateFilter) -> Tone {
+    match f {
+        StateFilter::Running => Tone::Running,
+        StateFilter::Init => Tone::Init,
+        StateFilter::Stopped => Tone::StoppedError,
+        StateFilter::Unknown => Tone::Unknown,
+        StateFilter::Failing => Tone::Failing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(app: &str, id: &str, name: Option<&str>) -> JobConfig {
+        JobConfig {
+            app_id: app.into(),
+            job_id: id.into(),
+            name: name.map(String::from),
+            interval: None,
+            notify: None,
+        }
+    }
+
+    fn ids(page: &[&JobConfig]) -> Vec<String> {
+        page.iter()
+            .map(|j| format!("{}/{}", j.app_id, j.job_id))
+            .collect()
+    }
+
+    #[test]
+    fn pages_follow_key_order_from_the_cursor() {
+        // Config order is not key order; an app id sorts before its job ids.
+        let jobs = vec![
+            job("b", "1", None),
+            job("a", "3", None),
+            job("a", "1", None),
+            job("c", "0", None),
+            job("a", "2", None),
+        ];
+        let key = |a: &str, j: &str| (a.to_string(), j.to_string());
+        struct Case {
+            name: &'static str,
+            after: Option<(String, String)>,
+            limit: usize,
+            page: &'static [&'static str],
+            more: bool,
+        }
+        let cases = [
+            Case {
+                name: "first page",
+                after: None,
+                limit: 2,
+                page: &["a/1", "a/2"],
+                more: true,
+            },
+            Case {
+                name: "from a cursor",
+                after: Some(key("a", "2")),
+                limit: 2,
+                page: &["a/3", "b/1"],
+                more: true,
+            },
+            Case {
+                name: "exactly the rest: no more",
+                after: Some(key("a", "3")),
+                limit: 2,
+                page: &["b/1", "c/0"],
+                more: false,
+            },
+            Case {
+                name: "fewer than the limit left",
+                after: Some(key("b", "1")),
+                limit: 10,
+                page: &["c/0"],
+                more: false,
+            },
+            Case {
+                name: "after the last job",
+                after: Some(key("c", "0")),
+                limit: 2,
+                page: &[],
+                more: false,
+            },
+            Case {
+                name: "a cursor whose job was removed goes on from its place",
+                after: Some(key("a", "25")),
+                limit: 1,
+                page: &["a/3"],
+                more: true,
+            },
+            Case {
+                name: "everything in one page",
+                after: None,
+                limit: 5,
+                page: &["a/1", "a/2", "a/3", "b/1", "c/0"],
+                more: false,
+            },
+        ];
+        for c in cases {
+            let (page, more) = page(&jobs, c.after.as_ref(), c.limit, |_| true);
+            assert_eq!(ids(&page), c.page, "{}", c.name);
+            assert_eq!(more, c.more, "{}", c.name);
+        }
+        assert_eq!(page(&[], None, 3, |_| true), (vec![], false), "no jobs");
+        let (only_a, more) = page(&jobs, None, 10, |j| j.app_id == "a");
+        assert_eq!(ids(&only_a), ["a/1", "a/2", "a/3"], "a filter");
+        assert!(!more);
+    }
+
+    #[test]
+    fn walking_pages_returns_every_job_once() {
+        // Deterministic shuffle: job i at position i * 7919 mod n.
+        let n = 1000;
+        let jobs: Vec<JobConfig> = (0..n)
+            .map(|i| {
+                job(
+                    &format!("app-{}", (i * 7919) % 7),
+                    &format!("job-{:04}", (i * 7919) % n),
+                    None,
+                )
+            })
+            .collect();
+        for limit in [1, 3, 100, 999, 1000] {
+            let mut seen = Vec::new();
+            let mut after: Option<(String, String)> = None;
+            loop {
+                let (page, more) = page(&jobs, after.as_ref(), limit, |_| true);
+                assert!(page.len() <= limit);
+                seen.extend(ids(&page));
+                if !more {
+                    break;
+                }
+                let last = page.last().unwrap();
+                let cursor = encode_cursor(&(&last.app_id, &last.job_id));
+                after = Some(super::super::decode_cursor(&cursor).unwrap());
+            }
+            let mut expected = ids(&jobs.iter().collect::<Vec<_>>());
+            expected.sort();
+            assert_eq!(seen, expected, "limit {limit}");
+        }
+    }
+
+    fn phase_row(state: Option<&str>, reason: Option<&str>, failures: i64) -> JobPhaseRow {
+        JobPhaseRow {
+            app_id: "a".into(),
+            job_id: "j".into(),
+            state: state.map(String::from),
+            stop_reason: reason.map(String::from),
+            consecutive_failures: failures,
+        }
+    }
+
+    #[test]
+    fn filters_table() {
+        let raw = |state: &str, app: &str, q: &str| RawJobsQuery {
+            state: Some(state.into()),
+            app: Some(app.into()),
+            q: Some(q.into()),
+            ..RawJobsQuery::default()
+        };
+        let cam = job("studio", "job-1", Some("Cam <North>"));
+        let running = phase_row(Some("RUNNING"), None, 0);
+        let dead = phase_row(Some("STOPPED"), Some("INTERNAL_ERROR"), 0);
+        let failing = phase_row(Some("RUNNING"), None, 3);
+        let invented = phase_row(Some("PAUSED"), None, 0);
+        let cases: [(&str, RawJobsQuery, Option<&JobPhaseRow>, bool); 14] = [
+            ("no filter", raw("", "", ""), Some(&running), true),
+            ("blank fields are no filter", raw(" ", "", " "), None, true),
+            (
+                "state matches",
+                raw("RUNNING", "", ""),
+                Some(&running),
+                true,
+            ),
+            (
+                "state in lower case",
+                raw("stopped", "", ""),
+                Some(&dead),
+                true,
+            ),
+            (
+                "state differs",
+                raw("STOPPED", "", ""),
+                Some(&running),
+                false,
+            ),
+            (
+                "never polled is UNKNOWN",
+                raw("UNKNOWN", "", ""),
+                None,
+                true,
+            ),
+            (
+                "an invented state is UNKNOWN",
+                raw("UNKNOWN", "", ""),
+                Some(&invented),
+                true,
+            ),
+            ("failing", raw("FAILING", "", ""), Some(&failing), true),
+            ("not failing", raw("FAILING", "", ""), Some(&running), false),
+            ("app matches", raw("", "studio", ""), Some(&running), true),
+            ("app differs", raw("", "other", ""), Some(&running), false),
+            (
+                "text in the name, any case",
+                raw("", "", "north>"),
+                Some(&running),
+                true,
+            ),
+            (
+                "text in the job id",
+                raw("", "", "JOB-1"),
+                Some(&running),
+                true,
+            ),
+            ("text nowhere", raw("", "", "south"), Some(&running), false),
+        ];
+        for (name, raw, row, want) in cases {
+            let q = JobsQuery::parse(&raw).unwrap();
+            assert_eq!(q.keeps(&cam, row), want, "{name}");
+        }
+        let e = JobsQuery::parse(&raw("DEAD", "", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("state:") && e.contains("STOPPED"), "{e}");
+    }
+
+    #[test]
+    fn links_keep_the_filters() {
+        let q = JobsQuery::parse(&RawJobsQuery {
+            state: Some("stopped".into()),
+            q: Some("Cam".into()),
+            ..RawJobsQuery::default()
+        })
+        .unwrap();
+        assert_eq!(
+            q.with_after(Some("xyz".into())),
+            [
+                ("state", "STOPPED".to_string()),
+                ("q", "cam".to_string()),
+                ("after", "xyz".to_string())
+            ]
+        );
+    }
+}
