@@ -261,6 +261,9 @@ pub struct EmailConfig {
 pub struct HttpConfig {
     /// `None` turns the endpoint off.
     pub listen: Option<SocketAddr>,
+    /// `read_token` / `read_token_file`: when set, the status page and the read API ask for it
+    /// (bearer, or `?token=` that sets a cookie). `/healthz`, `/readyz` and `/metrics` stay open.
+    pub read_token: Option<Secret>,
     /// Where people reach recwatch's pages (`http.public_url`): chat messages link to
     /// `{public_url}/jobs/{app_id}/{job_id}`. `None`: no links.
     pub public_url: Option<Url>,
@@ -317,9 +320,9 @@ impl Config {
             ));
         }
         if let Some(addr) = self.http.listen {
-            if !addr.ip().is_loopback() {
+            if !addr.ip().is_loopback() && self.http.read_token.is_none() {
                 out.push(format!(
-                    "http.listen {addr} is not a loopback address: anyone who can reach it can read job names, states and errors from /api/v1/jobs and /metrics; listen on 127.0.0.1 and put a reverse proxy with authentication in front, or firewall the port"
+                    "http.listen {addr} is not a loopback address: anyone who can reach it can read job names, states and errors from the status page, /api/v1 and /metrics; set http.read_token (the page and the API then ask for it), listen on 127.0.0.1 behind a reverse proxy with authentication, or firewall the port"
                 ));
             }
         }
@@ -389,6 +392,7 @@ impl Config {
             // them.
             http: HttpConfig {
                 listen: None,
+                read_token: None,
                 public_url: None,
             },
             callback: CallbackConfig::default(),

@@ -394,6 +394,66 @@ fn listening_beyond_loopback_is_a_warning() {
 }
 
 #[test]
+fn http_read_token_and_public_url() {
+    let c = parse(&with(
+        "[http]\nlisten = \"0.0.0.0:9187\"\nread_token = \"wall-screen-t0ken\"\npublic_url = \"https://recwatch.example.com/\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.http.read_token.as_ref().unwrap().expose(),
+        "wall-screen-t0ken"
+    );
+    assert!(
+        c.warnings().is_empty(),
+        "a read token answers the non-loopback warning: {:?}",
+        c.warnings()
+    );
+    assert_eq!(
+        c.http.job_link("app 1", "job/2").as_deref(),
+        Some("https://recwatch.example.com/jobs/app%201/job%2F2"),
+        "one slash between base and path; ids encoded"
+    );
+    assert!(
+        !format!("{:?}", c.http).contains("wall-screen-t0ken"),
+        "the token never prints"
+    );
+    // Under a path prefix (a reverse proxy's), the link keeps it.
+    let c = parse(&with(
+        "[http]\npublic_url = \"https://ops.example.com/recwatch\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.http.job_link("a", "j").as_deref(),
+        Some("https://ops.example.com/recwatch/jobs/a/j")
+    );
+    assert_eq!(parse(MINIMAL).unwrap().http.job_link("a", "j"), None);
+    let cases = [
+        (
+            "not a URL",
+            "public_url = \"recwatch.example.com\"",
+            "http.public_url",
+        ),
+        (
+            "not http",
+            "public_url = \"ftp://x.example.com\"",
+            "http.public_url",
+        ),
+        (
+            "a query",
+            "public_url = \"https://x.example.com/?a=1\"",
+            "query or fragment",
+        ),
+        ("an empty token", "read_token = \" \"", "http.read_token"),
+    ];
+    for (name, line, says) in cases {
+        let e = parse(&with(&format!("[http]\n{line}\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{name}: {e}");
+    }
+}
+
+#[test]
 fn errors_from_the_environment_name_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");

@@ -32,7 +32,7 @@ pub(super) fn from_tree(
     let storage = read_storage(root.table("storage")?)?;
     let rules = read_rules(root.table("rules")?)?;
     let notify = read_notify(root.table("notify")?, base)?;
-    let http = read_http(root.table("http")?)?;
+    let http = read_http(root.table("http")?, base)?;
     let callback = read_callback(root.table("callback")?)?;
     let heartbeat = read_heartbeat(root.table("heartbeat")?, base)?;
     let log = read_log(root.table("log")?)?;
@@ -382,7 +382,7 @@ fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
     Ok(rules)
 }
 
-fn read_http(mut t: Table) -> Result<HttpConfig, ConfigError> {
+fn read_http(mut t: Table, base: Option<&Path>) -> Result<HttpConfig, ConfigError> {
     let public_url = match t.nonempty_string("public_url")? {
         None => None,
         Some(s) => {
@@ -403,8 +403,13 @@ fn read_http(mut t: Table) -> Result<HttpConfig, ConfigError> {
             t.err("listen", format!("{s:?} is not an address; use IP:PORT like \"127.0.0.1:9187\", or \"\" to turn the endpoint off"))
         })?),
     };
+    let read_token = t.secret("read_token", base)?;
     t.finish()?;
-    Ok(HttpConfig { listen, public_url })
+    Ok(HttpConfig {
+        listen,
+        read_token,
+        public_url,
+    })
 }
 
 fn read_log(mut t: Table) -> Result<LogConfig, ConfigError> {

@@ -26,6 +26,23 @@ impl fmt::Display for JobKey {
     }
 }
 
+/// A path segment: everything but unreserved characters encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The status page's path of a job, `/jobs/{app_id}/{job_id}` with each id encoded as one
+/// segment: what the page links to and what `[http] public_url` links alerts to.
+pub fn job_path(app_id: &str, job_id: &str) -> String {
+    format!(
+        "/jobs/{}/{}",
+        percent_encoding::utf8_percent_encode(app_id, SEGMENT),
+        percent_encoding::utf8_percent_encode(job_id, SEGMENT)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +69,23 @@ mod tests {
             assert_eq!(a.cmp(&b), want, "{name}");
         }
         assert_eq!(k("app", "job").to_string(), "app/job");
+    }
+
+    #[test]
+    fn job_paths_encode_each_segment() {
+        let cases = [
+            ("plain ids", "app1", "job-1", "/jobs/app1/job-1"),
+            (
+                "a slash stays inside its segment",
+                "a/b",
+                "j",
+                "/jobs/a%2Fb/j",
+            ),
+            ("markup", "<a>", "\"x\"", "/jobs/%3Ca%3E/%22x%22"),
+            ("space and unicode", "a b", "é", "/jobs/a%20b/%C3%A9"),
+        ];
+        for (name, app, job, want) in cases {
+            assert_eq!(job_path(app, job), want, "{name}");
+        }
     }
 }

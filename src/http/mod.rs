@@ -15,6 +15,7 @@
 //! they are right for work a previous run left behind too.
 
 mod api;
+pub mod auth;
 mod health;
 pub mod limits;
 pub mod listen;
@@ -54,18 +55,25 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
+    // What the status page and the read API show: behind `[http] read_token` when it is set.
+    let reads = Router::new()
         .route("/api/v1/jobs", get(api::jobs))
         .route("/api/v1/jobs/{app_id}/{job_id}", get(api::job))
         .route("/api/v1/alerts", get(api::alerts))
         .route("/", get(page::index))
         .route("/jobs/{app_id}/{job_id}", get(page::job))
         .route("/alerts", get(page::alerts))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::read_guard,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/static/page.css", get(page::css))
         .route("/static/page.js", get(page::js))
+        .merge(reads)
         .layer(Extension(metrics::DbGaugesRead::default()))
         .layer(Extension(api::PageBuilders::new()))
         .with_state(state)

@@ -19,7 +19,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -34,21 +33,7 @@ const JS: &str = include_str!("../../static/page.js");
 /// Only the page's own files; no inline script or style, no other origin.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// A path segment: everything but unreserved characters encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// The job page's path for a job.
-pub fn job_path(app_id: &str, job_id: &str) -> String {
-    format!(
-        "/jobs/{}/{}",
-        utf8_percent_encode(app_id, SEGMENT),
-        utf8_percent_encode(job_id, SEGMENT)
-    )
-}
+pub use crate::domain::job_path;
 
 /// `path?k=v&...`, encoded; just `path` without parameters.
 fn with_query(path: &str, params: &[(&str, String)]) -> String {
@@ -571,23 +556,6 @@ pub(super) async fn js() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn job_paths_encode_each_segment() {
-        let cases = [
-            ("plain ids", "app1", "job-1", "/jobs/app1/job-1"),
-            (
-                "a slash stays inside its segment",
-                "a/b",
-                "j",
-                "/jobs/a%2Fb/j",
-            ),
-            ("markup", "<a>", "\"x\"", "/jobs/%3Ca%3E/%22x%22"),
-        ];
-        for (name, app, job, want) in cases {
-            assert_eq!(job_path(app, job), want, "{name}");
-        }
-    }
 
     #[test]
     fn only_web_links_become_links() {

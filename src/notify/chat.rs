@@ -172,6 +172,7 @@ impl Style {
         let job = alert.job.as_ref()?;
         crate::config::HttpConfig {
             listen: None,
+            read_token: None,
             public_url: self.public_url.clone(),
         }
         .job_link(&job.app_id, &job.job_id)

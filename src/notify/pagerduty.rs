@@ -143,6 +143,7 @@ pub fn render(alert: &Alert, action: Action, routing_key: &str, style: &Style) -
             let link = alert.job.as_ref().and_then(|j| {
                 crate::config::HttpConfig {
                     listen: None,
+                    read_token: None,
                     public_url: style.public_url.clone(),
                 }
                 .job_link(&j.app_id, &j.job_id)

@@ -192,6 +192,11 @@ impl Browser {
 
     /// Opens `url` in the tab and waits for its load event (deferred scripts have run).
     pub fn open(&mut self, url: &str) {
+        self.open_landing(url, url)
+    }
+
+    /// Opens `url` and waits until the document loaded is `landing` (after redirects).
+    pub fn open_landing(&mut self, url: &str, landing: &str) {
         // Events of an earlier page are of no interest now.
         while self.messages.try_recv().is_ok() {}
         let nav = self.call("Page.navigate", json!({"url": url}));
@@ -203,7 +208,7 @@ impl Browser {
         loop {
             self.wait_message("the load event", |m| m["method"] == "Page.loadEventFired");
             let doc = self.call("DOM.getDocument", json!({"depth": 0}));
-            if doc["root"]["documentURL"].as_str() == Some(url) {
+            if doc["root"]["documentURL"].as_str() == Some(landing) {
                 return;
             }
         }

@@ -308,3 +308,96 @@ async fn the_pages_data_as_json_filters_pages_and_refuses_bad_input() {
     assert!(css.contains("prefers-color-scheme: dark"));
     assert!(app.stop().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_token_guards_the_page_and_the_api_but_not_health() {
+    const TOKEN: &str = "wall-screen-t0ken";
+    let sim = start_sim(static_sim(1)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.listen = "127.0.0.1:0".into();
+    // Appended inside [http].
+    cfg.extra = format!("read_token = \"{TOKEN}\"\n");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    let addr = app.http_addr().await;
+    app.wait_running(1).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let status = |path: &'static str, bearer: Option<&'static str>| {
+        let http = http.clone();
+        async move {
+            let mut r = http.get(format!("http://{addr}{path}"));
+            if let Some(b) = bearer {
+                r = r.bearer_auth(b);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    for path in [
+        "/",
+        "/alerts",
+        "/jobs/demo-app/job-0000",
+        "/api/v1/jobs",
+        "/api/v1/alerts",
+    ] {
+        assert_eq!(status(path, None).await, 401, "{path} without the token");
+        assert_eq!(
+            status(path, Some("wrong")).await,
+            401,
+            "{path} with a wrong token"
+        );
+        assert_eq!(
+            status(path, Some(TOKEN)).await,
+            200,
+            "{path} with the token"
+        );
+    }
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/static/page.css",
+        "/static/page.js",
+    ] {
+        assert_eq!(status(path, None).await, 200, "{path} stays open");
+    }
+    let r = http
+        .get(format!("http://{addr}/?state=RUNNING&token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/?state=RUNNING",
+        "the token leaves the address"
+    );
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("recwatch_read=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(TOKEN),
+        "the cookie is not the token: {cookie}"
+    );
+
+    // A browser: the token once in the address, then the cookie carries on.
+    let base = format!("http://{addr}");
+    let (list, job) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch(true);
+        b.open_landing(&format!("{base}/?token={TOKEN}"), &format!("{base}/"));
+        let list = b.html_when("the page", |h| h.contains("data-script=\"ran\""));
+        b.open(&format!("{base}/jobs/demo-app/job-0000"));
+        let job = b.html();
+        (list, job)
+    })
+    .await
+    .unwrap();
+    assert!(list.contains(">cam-0<"), "{list}");
+    assert!(job.contains("Transitions"), "{job}");
+    assert!(!app.log_text().contains(TOKEN), "the token reached the log");
+    assert!(app.stop().await.success());
+}
