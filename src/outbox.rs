@@ -243,6 +243,7 @@ impl Outbox {
                                 request_id: request_id.clone(),
                             }),
                             r.polled_at,
+                            config,
                         );
                         let key = format!("t:{tid}:{}", rule.as_str());
                         if tx
@@ -409,7 +410,7 @@ impl Outbox {
         };
         let mut made = Vec::new();
         if let (Some((id, status, summary)), Some(step)) = (step, decided.key()) {
-            let alert = self.alert(status, rule, severity, summary, facts, None, now);
+            let alert = self.alert(status, rule, severity, summary, facts, None, now, config);
             let key = format!("e:{id}:{step}");
             if tx
                 .insert_alert(&alert, &key, None, Some(id), channels, now)
@@ -525,7 +526,13 @@ impl Outbox {
         job: Option<JobFacts>,
         transition: Option<TransitionFacts>,
         now: DateTime<Utc>,
+        config: &Config,
     ) -> Alert {
+        // Frozen with the payload, like every other fact: a later change of public_url does
+        // not rewrite what an alert already says.
+        let job_url = job
+            .as_ref()
+            .and_then(|j| config.http.job_link(&j.app_id, &j.job_id));
         Alert {
             version: PAYLOAD_VERSION,
             id: AlertId::generate(),
@@ -537,6 +544,7 @@ impl Outbox {
             transition,
             fired_at: timestamp(now),
             host: self.host.to_string(),
+            job_url,
         }
     }
 

@@ -147,6 +147,10 @@ pub struct Alert {
     pub fired_at: String,
     /// The host whose recwatch saw it.
     pub host: String,
+    /// The job's page on the status page, `{public_url}/jobs/{app_id}/{job_id}`, when
+    /// `[http] public_url` is set (absent otherwise, and in payloads made before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_url: Option<String>,
 }
 
 /// This machine's name for alerts; falls back to "unknown" rather than failing an alert.
@@ -206,6 +210,7 @@ pub fn test_alert() -> Alert {
         }),
         fired_at: timestamp(now),
         host: hostname(),
+        job_url: Some("https://recwatch.example.com/jobs/test-app/test-job".into()),
     }
 }
 
@@ -235,6 +240,7 @@ mod tests {
             }),
             fired_at: "t".into(),
             host: "h".into(),
+            job_url: None,
         };
         let v = serde_json::to_value(&a).unwrap();
         for key in [

@@ -192,6 +192,9 @@ pub fn body(alert: &Alert) -> String {
     let _ = writeln!(b, "Status:    {status}");
     let _ = writeln!(b, "Rule:      {} ({})", alert.rule, alert.severity);
     let _ = writeln!(b, "About:     {}", alert.subject_label());
+    if let Some(url) = &alert.job_url {
+        let _ = writeln!(b, "Job page:  {url}");
+    }
     let _ = writeln!(
         b,
         "Seen at:   {} by recwatch on host {}",
@@ -425,6 +428,7 @@ mod tests {
             }),
             fired_at: "2025-01-01T01:00:02.123Z".into(),
             host: "watch-1".into(),
+            job_url: None,
         }
     }
 
@@ -615,7 +619,22 @@ mod tests {
             for w in want {
                 assert!(b.contains(w), "{rule}: missing {w:?} in\n{b}");
             }
+            assert!(!b.contains("Job page:"), "no public_url, no link");
         }
+        let linked = Alert {
+            job_url: Some("https://recwatch.example.com/jobs/app-1/job-0001".into()),
+            ..alert(
+                Rule::StoppedUnexpectedly,
+                Status::Firing,
+                Severity::Critical,
+                Some(job()),
+            )
+        };
+        assert!(
+            body(&linked).contains("Job page:  https://recwatch.example.com/jobs/app-1/job-0001\n"),
+            "{}",
+            body(&linked)
+        );
     }
 
     #[test]

@@ -331,6 +331,7 @@ async fn the_same_transition_or_step_written_twice_makes_one_alert() {
         None,
         None,
         t1,
+        &config,
     );
     let mut tx = d.store.begin_write().await.unwrap();
     assert!(
@@ -346,6 +347,7 @@ async fn the_same_transition_or_step_written_twice_makes_one_alert() {
         None,
         None,
         t1,
+        &config,
     );
     assert!(
         !tx.insert_alert(&again, "test:1", None, None, both(), t1)

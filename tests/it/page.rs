@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
+const PUBLIC_URL: &str = "https://recwatch.example.com/ops";
 
 /// A job name that would run script if the page did not escape it: an inline script, an
 /// image whose error handler runs, and markup that would close the cell.
@@ -24,7 +25,11 @@ async fn watched_jobs() -> (recwatch_sim::Simulator, Receiver, TestApp, SocketAd
     let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 2);
     cfg.listen = "127.0.0.1:0".into();
-    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    // `public_url` goes inside [http] (the extra text follows it); alerts link to the page.
+    cfg.extra = format!(
+        "public_url = \"{PUBLIC_URL}\"\n{}",
+        notify_toml(Some(hook.url().as_str()), None, "")
+    );
     // TOML basic string: the name's quotes-free markup needs no escaping but the backslash.
     cfg.extra.push_str(&format!(
         "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0002\"\nname = \"{HOSTILE}\"\n"
@@ -211,7 +216,18 @@ async fn the_page_works_with_javascript_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_data_as_json_filters_pages_and_refuses_bad_input() {
-    let (_sim, _hook, mut app, addr) = watched_jobs().await;
+    let (_sim, hook, mut app, addr) = watched_jobs().await;
+    // The webhook's payload links to the job's page under `public_url`.
+    let sent = &hook.received()[0];
+    assert_eq!(
+        sent.alert.job_url.as_deref(),
+        Some("https://recwatch.example.com/ops/jobs/demo-app/job-0001")
+    );
+    let raw: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        raw["job_url"],
+        "https://recwatch.example.com/ops/jobs/demo-app/job-0001"
+    );
     let http = reqwest::Client::new();
     let get = |path: String| {
         let http = http.clone();
