@@ -1,4 +1,4 @@
-//! The benchmark: the real daemon code against `recwatch simulate`, in six parts (see
+//! The benchmark: the real daemon code against `recwatch simulate`, in seven parts (see
 //! BENCHMARKS.md). Run with `cargo bench --bench bench` (or `benches/run.sh`, which also sets
 //! up the Python SDK). Parts can be picked by name: `cargo bench --bench bench -- storage`.
 //! Prints a table and writes `target/bench-results.json`.
@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+// Part 7 in its own file (under parts/, so cargo does not take it for a bench target).
+#[path = "parts/page.rs"]
+mod page;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
 const AK: &str = "BENCHAK0000000000000";
@@ -54,6 +58,9 @@ fn main() -> anyhow::Result<()> {
     }
     if want("jobs_api") {
         results.insert("jobs_api".into(), rt.block_on(jobs_api(dir.path()))?);
+    }
+    if want("page") {
+        results.insert("page".into(), rt.block_on(page::status_page(dir.path()))?);
     }
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("\nkept {}", dir.keep().display());

@@ -42,6 +42,7 @@ pub(super) fn view_error(e: ViewError) -> Response {
         ViewError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ViewError::NotFound(_) => StatusCode::NOT_FOUND,
         ViewError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ViewError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, format!("{e:#}\n")).into_response()
 }
@@ -57,7 +58,10 @@ pub(super) async fn jobs(
     };
     let _turn = builders.turn().await;
     let config: Arc<Config> = s.config.borrow().clone();
-    match view::jobs::jobs_page(&sources(&s, &config), q).await {
+    // The header's counts only on the first page: a client walking every page pays for its
+    // pages, not for a count of the whole list on each.
+    let with_summary = q.after.is_none();
+    match view::jobs::jobs_page(&sources(&s, &config), q, with_summary).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => view_error(e),
     }

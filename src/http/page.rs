@@ -10,6 +10,7 @@
 use super::AppState;
 use super::api::{PageBuilders, view_error};
 use crate::config::Config;
+use crate::view::ViewError;
 use crate::view::{
     self, AlertsQuery, JobItem, JobPageQuery, JobsQuery, RawJobsQuery, Sources, Timeline, Tone,
 };
@@ -205,9 +206,8 @@ struct CountView {
     n: usize,
 }
 
-fn jobs_template(p: &view::JobsPage) -> JobsTemplate {
+fn jobs_template(p: &view::JobsPage, s: &view::Summary) -> JobsTemplate {
     let q = &p.query;
-    let s = &p.summary;
     let filtered = q.state.is_some() || q.app.is_some() || q.q.is_some();
     let budget = format!(
         "{:.0}% of {}/s ({:.1} requests/s asked for)",
@@ -455,7 +455,7 @@ fn html(rendered: Result<String, askama::Error>) -> Response {
 }
 
 /// What a page is built from, for this request.
-pub(super) fn sources<'a>(s: &'a AppState, config: &'a Config) -> Sources<'a> {
+pub(super) fn sources<'a>(s: &'a AppState, config: &'a Arc<Config>) -> Sources<'a> {
     Sources {
         store: &s.store,
         config,
@@ -476,8 +476,11 @@ pub(super) async fn index(
     };
     let _turn = builders.turn().await;
     let config: Arc<Config> = s.config.borrow().clone();
-    match view::jobs::jobs_page(&sources(&s, &config), q).await {
-        Ok(p) => html(jobs_template(&p).render()),
+    match view::jobs::jobs_page(&sources(&s, &config), q, true).await {
+        Ok(p) => match &p.summary {
+            Some(s) => html(jobs_template(&p, s).render()),
+            None => view_error(ViewError::Internal("the header was not built".into())),
+        },
         Err(e) => view_error(e),
     }
 }

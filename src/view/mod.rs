@@ -26,12 +26,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 /// What a page is built from: the database, the configuration in force, what the running
 /// daemon knows in memory, and the time (an argument, so tests fix it).
 pub struct Sources<'a> {
     pub store: &'a Store,
-    pub config: &'a Config,
+    /// An `Arc`, so a list's scan can move it off the async workers.
+    pub config: &'a Arc<Config>,
     /// The RTC API is failing (the `api_unhealthy` condition is open).
     pub api_unhealthy: bool,
     /// Every request is held (throttled, or credentials refused).
@@ -49,6 +51,9 @@ pub enum ViewError {
     NotFound(String),
     #[error("database unreachable: {0}")]
     Store(#[from] StoreError),
+    /// The scan of the watch list did not finish (it panicked).
+    #[error("the page could not be built: {0}")]
+    Internal(String),
 }
 
 /// A cursor: the position after which the next page starts, opaque to clients.
