@@ -636,6 +636,7 @@ pub(crate) mod tests {
             transition: None,
             fired_at: "2025-01-01T01:00:02.123Z".into(),
             host: "watch-1".into(),
+            job_url: None,
         }
     }
 

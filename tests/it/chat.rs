@@ -42,6 +42,7 @@ fn alert(id: &str, status: Status) -> Alert {
         transition: None,
         fired_at: "2025-01-01T01:00:02.123Z".into(),
         host: "watch-1".into(),
+        job_url: None,
     }
 }
 
