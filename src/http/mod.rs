@@ -15,7 +15,7 @@
 //! they are right for work a previous run left behind too.
 
 mod api;
-pub mod auth;
+pub mod read_guard;
 mod health;
 pub mod limits;
 pub mod listen;
@@ -65,7 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts", get(page::alerts))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::read_guard,
+            read_guard::read_guard,
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
