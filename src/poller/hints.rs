@@ -46,6 +46,13 @@ pub const FOLLOW_UPS: [Duration; 4] = [
     Duration::from_secs(8),
 ];
 
+/// How many waiting jobs, from the front, each look at the lane considers: the cost of a look
+/// stays bounded under a storm, and jobs further back wait their turn anyway.
+const SCAN: usize = 256;
+
+/// How often hints parked for unknown jobs are checked against the watch list.
+const UNPARK_EVERY: Duration = Duration::from_millis(100);
+
 /// The window over which the lane's share is counted: the budget's second.
 const SHARE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -235,6 +242,8 @@ pub(super) struct Lane {
     /// Re-polls after `CLOUD_RECORD_SERVER_OVER`: when the event came, and how many of
     /// [`FOLLOW_UPS`] are still to come.
     follow_ups: HashMap<Key, (Instant, usize)>,
+    /// When parked hints were last checked.
+    unparked_at: Option<Instant>,
 }
 
 impl Lane {
@@ -250,7 +259,11 @@ impl Lane {
             return;
         }
         if kind == HintKind::Over {
-            self.follow_ups.insert(key.clone(), (now, FOLLOW_UPS.len()));
+            if self.follow_ups.len() < LANE_CAPACITY || self.follow_ups.contains_key(&key) {
+                self.follow_ups.insert(key.clone(), (now, FOLLOW_UPS.len()));
+            } else {
+                HintOutcome::Dropped.count(1);
+            }
         }
         self.enqueue(key, now);
     }
@@ -275,9 +288,14 @@ impl Lane {
     /// Moves parked hints of jobs that are watched now into the lane (`known` says which),
     /// and forgets those parked past [`PARK_FOR`]. Returns whether any moved.
     pub(super) fn unpark(&mut self, now: Instant, known: impl Fn(&Key) -> bool) -> bool {
-        if self.parked.is_empty() {
+        if self.parked.is_empty()
+            || self
+                .unparked_at
+                .is_some_and(|t| now.duration_since(t) < UNPARK_EVERY)
+        {
             return false;
         }
+        self.unparked_at = Some(now);
         let mut joined = Vec::new();
         self.parked.retain(|k, (until, kind)| {
             if known(k) {
@@ -327,6 +345,7 @@ impl Lane {
         let waiting = self
             .waiting
             .iter()
+            .take(SCAN)
             .filter(|w| ready(&w.key))
             .map(|w| w.not_before)
             .min();
@@ -363,8 +382,10 @@ impl Lane {
     ) -> Pick {
         let before = self.waiting.len();
         let queued = &mut self.queued;
+        let mut looked = 0;
         self.waiting.retain(|w| {
-            let keep = state(&w.key).is_some();
+            looked += 1;
+            let keep = looked > SCAN || state(&w.key).is_some();
             if !keep {
                 queued.remove(&w.key);
             }
@@ -377,6 +398,7 @@ impl Lane {
         let candidates: Vec<Candidate> = self
             .waiting
             .iter()
+            .take(SCAN)
             .map(|w| Candidate {
                 not_before: w.not_before,
                 ready: state(&w.key) == Some(true),
