@@ -15,12 +15,12 @@
 //! they are right for work a previous run left behind too.
 
 mod api;
-pub mod read_guard;
 mod health;
 pub mod limits;
 pub mod listen;
 mod metrics;
 mod page;
+pub mod read_guard;
 mod server;
 
 pub use health::{LIVENESS_LIMIT_MS, readiness_problems};

@@ -131,3 +131,94 @@ impl Store {
         .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Inserted;
+    use recwatch_rtc::callback::RecordEvent;
+
+    const AT: &str = "2026-01-01T00:00:00.000Z";
+    const LATER: &str = "2026-01-01T00:00:05.000Z";
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("f.db")).await.unwrap();
+        (dir, store)
+    }
+
+    async fn insert(store: &Store, body: &str, forward: bool) -> Inserted {
+        let event = RecordEvent::parse(body.as_bytes()).unwrap();
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
+        store
+            .insert_callback_event(
+                "app",
+                &event,
+                &digest,
+                AT,
+                forward.then_some(body.as_bytes()),
+            )
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_forward_is_written_with_its_event_once() {
+        let (_dir, store) = store().await;
+        let body = r#"{"event_type":"RECORD_NEW_FILE_START","job_id":"j1"}"#;
+        assert_eq!(insert(&store, body, true).await, Inserted::New);
+        // RTC resends the same body: neither the event nor its forward again.
+        assert_eq!(insert(&store, body, true).await, Inserted::Duplicate);
+        // An app without forward_to: the event only.
+        let other = r#"{"event_type":"RECORD_NEW_FILE_START","job_id":"j2"}"#;
+        assert_eq!(insert(&store, other, false).await, Inserted::New);
+        let due = store.due_forwards(AT, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].body, body.as_bytes(), "byte for byte");
+        assert_eq!(due[0].job_id.as_deref(), Some("j1"));
+        assert_eq!(store.pending_forwards().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn outcomes_move_a_forward_along() {
+        let (_dir, store) = store().await;
+        insert(&store, r#"{"event_type":"X","job_id":"j1"}"#, true).await;
+        let id = store.due_forwards(AT, 10).await.unwrap()[0].id;
+        let retry = ForwardOutcome::Retry {
+            next: LATER.into(),
+            error: "refused".into(),
+        };
+        store.record_forward(id, 1, AT, &retry).await.unwrap();
+        assert!(
+            store.due_forwards(AT, 10).await.unwrap().is_empty(),
+            "not before its next attempt"
+        );
+        assert_eq!(
+            store.next_forward_at().await.unwrap().as_deref(),
+            Some(LATER)
+        );
+        let due = store.due_forwards(LATER, 10).await.unwrap();
+        assert_eq!((due[0].id, due[0].attempts), (id, 1));
+        store
+            .record_forward(id, 2, LATER, &ForwardOutcome::Sent)
+            .await
+            .unwrap();
+        assert_eq!(store.pending_forwards().await.unwrap(), 0);
+        let shown = store.forwards(false, 10).await.unwrap();
+        assert_eq!(shown[0].state, "sent");
+        assert_eq!(shown[0].attempts, 2);
+        assert_eq!(
+            shown[0].last_error.as_deref(),
+            Some("refused"),
+            "the last error stays"
+        );
+        assert_eq!(shown[0].sent_at.as_deref(), Some(LATER));
+        // A sent forward is final: a late outcome does not reopen it.
+        store
+            .record_forward(id, 3, LATER, &ForwardOutcome::Dead { error: "x".into() })
+            .await
+            .unwrap();
+        assert_eq!(store.forwards(false, 10).await.unwrap()[0].state, "sent");
+        assert!(store.forwards(true, 10).await.unwrap().is_empty());
+    }
+}
