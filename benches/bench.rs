@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 // Part 7 in its own file (under parts/, so cargo does not take it for a bench target).
 #[path = "parts/page.rs"]
 mod page;
+// Parts 8 and 9 (push) likewise.
+#[path = "parts/push.rs"]
+mod push;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
 const AK: &str = "BENCHAK0000000000000";
@@ -61,6 +64,22 @@ fn main() -> anyhow::Result<()> {
     }
     if want("page") {
         results.insert("page".into(), rt.block_on(page::status_page(dir.path()))?);
+    }
+    if want("push") {
+        results.insert("push".into(), rt.block_on(push::push(dir.path(), false))?);
+    }
+    // Waits out a whole polling round (about 17 minutes): only when asked for by name.
+    if picked.iter().any(|p| p == "push_dropped") {
+        results.insert(
+            "push_dropped".into(),
+            rt.block_on(push::push(dir.path(), true))?,
+        );
+    }
+    if want("callback_storm") {
+        results.insert(
+            "callback_storm".into(),
+            rt.block_on(push::callback_storm(dir.path()))?,
+        );
     }
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("\nkept {}", dir.keep().display());

@@ -122,12 +122,10 @@ async fn set(config: &Config, client: &RtcClient, app_id: &str, url: &str) -> an
     out!(
         "app {app_id}: RTC now posts its record callbacks to {now}, signed with the [[apps]] auth_key"
     )?;
-    // Until push lands forward_to in [[apps]], no app has one.
-    let forward_to: Option<&str> = None;
     let replaced = replaced(
         before.url.as_deref(),
         url,
-        forward_to,
+        app.forward_to.as_ref().map(url::Url::as_str),
         &config.callback.path,
     );
     emit(&describe(&replaced, app_id))?;

@@ -86,6 +86,23 @@ async fn callback_set_says_what_it_replaced_and_show_reads_it_back() {
     assert!(!out.contains("forward_to ="), "{out}");
     // Six calls in the apps group, none in the job group's budget.
     assert_eq!(sim.stats().app_requests, 6);
+
+    // Once the old receiver is in forward_to, replacing it is said to be safe.
+    sim.register_callback("demo-app", THEIRS, Some(KEY));
+    let mut forwarding = push_config(&sim, 1, false);
+    forwarding
+        .extra
+        .push_str(&format!("forward_to = \"{THEIRS}\"\n"));
+    app.rewrite_config(&forwarding);
+    let (code, out, err) = app.run_cmd(&["callback", "set", "demo-app", ours]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "replaced {THEIRS}, which this app's forward_to keeps receiving"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("forward_to = "), "{out}");
 }
 
 #[tokio::test]

@@ -1,0 +1,438 @@
+//! Parts 8 and 9: push. The daemon's callback receiver registered at the simulator (a real
+//! `PUT /v2/apps/{app_id}/record-callback`), 10,000 watched jobs at `rate_limit = 10` (a
+//! polling round of P = 1,000 s), and deaths the simulator announces by signed callbacks.
+//!
+//! - `push`: 100 deaths, detect-to-deliver from the `CLOUD_RECORD_SERVER_OVER` callback's send
+//!   (the simulator's own record of it) to the webhook's arrival at the receiver; the most
+//!   requests the simulator saw in any second.
+//! - `push_dropped`: the same with every callback dropped (`--callback-drop 1`): detection
+//!   now waits for each job's turn in the round, bounded by P (measured from the change).
+//! - `callback_storm`: 1,000 signed callbacks/s for 10 s straight at the receiver: answer
+//!   latency and the daemon's peak RSS.
+
+use super::*;
+use recwatch_rtc::registration::CallbackUpdate;
+use recwatch_rtc::{ClientConfig, RtcClient};
+use std::collections::{HashMap, HashSet};
+
+const PUSH_JOBS: usize = 10_000;
+const PUSH_RATE: u32 = 10;
+const PUSH_DEATHS: usize = 100;
+/// Between two deaths: 100 deaths over 30 s, about 3 hinted polls a second.
+const DEATH_SPACING: Duration = Duration::from_millis(300);
+/// Jobs polled at least once before the deaths start, so each death is a RUNNING job's.
+const WARM_POLLED: usize = 400;
+const KEY: &str = "bench-callback-key-0123456789abcdef";
+const STORM_RATE: u64 = 1_000;
+const STORM_RUN: Duration = Duration::from_secs(10);
+/// Requests in flight at most during the storm (see `callback_storm`).
+const STORM_IN_FLIGHT: usize = 200;
+
+/// The simulator's record of the callbacks it sent.
+async fn sent_callbacks(sim: &Sim) -> anyhow::Result<Vec<recwatch_sim::SentCallback>> {
+    Ok(sim
+        .http
+        .get(format!("{}/_sim/callbacks", sim.url))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+fn push_config(dir: &Path, name: &str, sim: &Sim, hook: &str) -> anyhow::Result<PathBuf> {
+    let config = config_file(
+        dir,
+        name,
+        &sim.url,
+        PUSH_JOBS,
+        &format!(
+            r#"[poll]
+interval = "10s"
+[callback]
+listen = "127.0.0.1:0"
+[[apps]]
+app_id = "{APP}"
+auth_key = "{KEY}"
+[[notify.webhook]]
+name = "bench"
+url = "{hook}"
+"#
+        ),
+    );
+    api_rate(&config, PUSH_RATE)?;
+    Ok(config)
+}
+
+/// Starts the daemon, reads its receiver's address from the log and registers it at the
+/// simulator, as `recwatch callback set` would.
+async fn registered_daemon(
+    config: &Path,
+    sim: &Sim,
+) -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<(Instant, String)>, String)> {
+    let (daemon, log) = spawn_daemon_logged(config, "warn,recwatch::callback=info")?;
+    let (_, line) = wait_line(&log, "callback receiver", Duration::from_secs(120)).await?;
+    let addr = log_field(&line, "address").context("the receiver's address")?;
+    let url = format!("http://{addr}/rtc/record-callback");
+    let mut client = ClientConfig::new(sim.url.parse()?, auth());
+    client.project_id = Some(PROJECT.into());
+    RtcClient::new(&client)?
+        .put_record_callback(
+            APP,
+            &CallbackUpdate::new(&url, Some(Secret::new(KEY))).map_err(anyhow::Error::msg)?,
+        )
+        .await
+        .context("registering the receiver")?;
+    Ok((daemon, log, url))
+}
+
+/// Part 8 (`dropped` false) or its control without push (`dropped` true).
+pub async fn push(dir: &Path, dropped: bool) -> anyhow::Result<Value> {
+    let period = PUSH_JOBS as f64 / PUSH_RATE as f64;
+    println!(
+        "\n{}. push: {PUSH_JOBS} jobs, rate_limit {PUSH_RATE}/s (P = {period:.0} s), {PUSH_DEATHS} deaths {}",
+        if dropped { "8b" } else { "8" },
+        if dropped {
+            "with every callback dropped"
+        } else {
+            "announced by callbacks"
+        }
+    );
+    let sim = Sim::spawn(&[
+        "--static",
+        "--jobs",
+        &PUSH_JOBS.to_string(),
+        "--rate-limit",
+        &PUSH_RATE.to_string(),
+        "--seed",
+        "11",
+        "--callback-drop",
+        if dropped { "1" } else { "0" },
+    ])?;
+    let (hook, arrivals) = receiver().await?;
+    let name = if dropped { "push_dropped" } else { "push" };
+    let config = push_config(dir, name, &sim, &hook)?;
+    let (daemon, _log, _) = registered_daemon(&config, &sim).await?;
+
+    // The victims: jobs the daemon has already seen RUNNING, in the order it polled them.
+    let polled = loop {
+        let stats = sim.stats().await?;
+        let polled: Vec<String> = stats
+            .by_job
+            .get(APP)
+            .map(|jobs| jobs.keys().cloned().collect())
+            .unwrap_or_default();
+        if polled.len() >= WARM_POLLED {
+            break polled;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let victims: Vec<String> = polled.into_iter().take(PUSH_DEATHS).collect();
+    sim.reset_stats().await?;
+    let measured_from = chrono::Utc::now();
+    let stopped = json!({
+        "state": "STOPPED",
+        "stop_reason": "INTERNAL_ERROR",
+        "start_time": "2026-11-28T06:00:00.000Z",
+        "description": "recorder crashed",
+    });
+    let mut ticker = tokio::time::interval(DEATH_SPACING);
+    for job in &victims {
+        ticker.tick().await;
+        sim.http
+            .put(format!("{}/_sim/jobs/{APP}/{job}", sim.url))
+            .json(&stopped)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    // Every death alerted, or the deadline: a minute with push, P and a margin without.
+    let deadline = Instant::now()
+        + if dropped {
+            Duration::from_secs_f64(period + 60.0)
+        } else {
+            Duration::from_secs(60)
+        };
+    let wanted: HashSet<&String> = victims.iter().collect();
+    let alerted = |arrivals: &[Arrival]| -> HashMap<String, chrono::DateTime<chrono::Utc>> {
+        let mut first = HashMap::new();
+        for a in arrivals {
+            let job = a.body["job"]["job_id"].as_str().unwrap_or_default();
+            if a.body["status"] == "firing"
+                && a.body["transition"]["to"] == "STOPPED"
+                && wanted.contains(&job.to_string())
+            {
+                first.entry(job.to_string()).or_insert(a.at);
+            }
+        }
+        first
+    };
+    while Instant::now() < deadline && alerted(&arrivals.lock().unwrap()).len() < victims.len() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = sim.stats().await?;
+    let sent = sent_callbacks(&sim).await?;
+    let changes = sim.changes().await?;
+    drop(daemon);
+    let first_alert = alerted(&arrivals.lock().unwrap());
+
+    // From the SERVER_OVER's send with push; from the change itself without.
+    let over: HashMap<&str, chrono::DateTime<chrono::Utc>> = sent
+        .iter()
+        .filter(|s| s.event_type == "CLOUD_RECORD_SERVER_OVER" && s.sent_at >= measured_from)
+        .map(|s| (s.job_id.as_str(), s.sent_at))
+        .collect();
+    let changed: HashMap<&str, chrono::DateTime<chrono::Utc>> = changes
+        .iter()
+        .filter(|c| c.state == "STOPPED" && c.at >= measured_from)
+        .map(|c| (c.job_id.as_str(), c.at))
+        .collect();
+    let mut latencies = Vec::new();
+    for job in &victims {
+        let from = if dropped {
+            changed.get(job.as_str())
+        } else {
+            over.get(job.as_str())
+        };
+        if let (Some(from), Some(at)) = (from, first_alert.get(job)) {
+            latencies.push((*at - *from).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let p50 = percentile(&latencies, 50.0);
+    let p99 = percentile(&latencies, 99.0);
+    let max = latencies.last().copied().unwrap_or(f64::NAN);
+    let from = if dropped {
+        "the change"
+    } else {
+        "the callback's send"
+    };
+    row(
+        "deaths / alerted",
+        format!("{} / {}", victims.len(), latencies.len()),
+        "",
+    );
+    if !dropped {
+        row(
+            "callbacks sent / failed / dropped",
+            format!(
+                "{} / {} / {}",
+                stats.callbacks.sent, stats.callbacks.failed, stats.callbacks.dropped
+            ),
+            "",
+        );
+    } else {
+        row(
+            "callbacks dropped",
+            format!("{}", stats.callbacks.dropped),
+            "",
+        );
+    }
+    row(
+        &format!("detect-to-deliver p50 (from {from})"),
+        format!("{p50:.2} s"),
+        "",
+    );
+    let (limit, what) = if dropped {
+        (period + 1.0, format!("<= P + 1 s = {:.0} s", period + 1.0))
+    } else {
+        (2.0, "<= 2 s".to_string())
+    };
+    row(
+        &format!("detect-to-deliver p99 (from {from})"),
+        format!("{p99:.2} s"),
+        target(p99 <= limit && latencies.len() == victims.len(), &what),
+    );
+    row("detect-to-deliver max", format!("{max:.2} s"), "");
+    row(
+        "max requests in any sliding second (simulator)",
+        format!("{}", stats.max_per_sliding_second),
+        target(
+            stats.max_per_sliding_second <= PUSH_RATE as u64,
+            &format!("<= {PUSH_RATE}"),
+        ),
+    );
+    row(
+        "requests / throttled (429)",
+        format!("{} / {}", stats.requests, stats.throttled),
+        "",
+    );
+    Ok(json!({
+        "jobs": PUSH_JOBS,
+        "rate_limit": PUSH_RATE,
+        "period_seconds": period,
+        "callbacks_dropped": dropped,
+        "deaths": victims.len(),
+        "alerted": latencies.len(),
+        "measured_from": from,
+        "p50_seconds": p50,
+        "p99_seconds": p99,
+        "max_seconds": max,
+        "max_per_sliding_second": stats.max_per_sliding_second,
+        "requests": stats.requests,
+        "throttled": stats.throttled,
+        "callbacks": stats.callbacks,
+    }))
+}
+
+/// Part 9: a storm of signed callbacks straight at the receiver.
+pub async fn callback_storm(dir: &Path) -> anyhow::Result<Value> {
+    println!(
+        "\n9. callback storm: {STORM_RATE} signed callbacks/s for {} s at the receiver, {PUSH_JOBS} jobs watched",
+        STORM_RUN.as_secs()
+    );
+    let sim = Sim::spawn(&[
+        "--static",
+        "--jobs",
+        &PUSH_JOBS.to_string(),
+        "--rate-limit",
+        &PUSH_RATE.to_string(),
+    ])?;
+    let (hook, _arrivals) = receiver().await?;
+    let config = push_config(dir, "storm", &sim, &hook)?;
+    let (daemon, _log, url) = registered_daemon(&config, &sim).await?;
+    let pid = daemon.0.id();
+    // Settled: the first polls made, the pools warm.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_before = proc_status_kb(pid, "VmRSS")?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let key = Secret::new(KEY);
+    let total = STORM_RATE * STORM_RUN.as_secs();
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / STORM_RATE));
+    // Burst: a late tick is made up, so the average rate holds on a busy machine.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(kb) = proc_status_kb(pid, "VmRSS") {
+                    peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    // Like a sender with a pool of keep-alive connections: at most this many requests in
+    // flight, below the receiver's connection cap (256), so the receiver never has to close
+    // one to make room. A request waiting for a free slot still counts its wait: latency is
+    // measured from when it was due.
+    let slots = Arc::new(tokio::sync::Semaphore::new(STORM_IN_FLIGHT));
+    for n in 0..total {
+        let due = ticker.tick().await;
+        let permit = slots.clone().acquire_owned().await?;
+        let job = recwatch_sim::job_id(n as usize % PUSH_JOBS);
+        let event = if n % 2 == 0 {
+            "RECORD_NEW_FILE_START"
+        } else {
+            "RECORD_FILE_COMPLETE"
+        };
+        let body = format!(
+            r#"{{"event_type":"{event}","app_id":"{APP}","job_id":"{job}","record_format":"MP4","detail_message":"storm {n}"}}"#
+        );
+        let rand = format!("{n}");
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let signature = recwatch_rtc::callback::sign(&key, &rand, &timestamp, body.as_bytes());
+        let request = http
+            .post(&url)
+            .header(recwatch_rtc::callback::HEADER_RAND, rand)
+            .header(recwatch_rtc::callback::HEADER_TIMESTAMP, timestamp)
+            .header(recwatch_rtc::callback::HEADER_SIGNATURE, signature)
+            .body(body);
+        tasks.spawn(async move {
+            let _permit = permit;
+            let sent = due.into_std();
+            let status = match request.send().await {
+                Ok(r) => r.status().as_u16().to_string(),
+                // What kind of failure, with reqwest's cause chain, for the table.
+                Err(e) => {
+                    let mut why = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        why = format!("{why}: {s}");
+                        source = s.source();
+                    }
+                    format!("no answer ({why})")
+                }
+            };
+            (status, sent.elapsed().as_secs_f64())
+        });
+    }
+    let sending = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    let mut by_status: std::collections::BTreeMap<String, u64> = Default::default();
+    while let Some(done) = tasks.join_next().await {
+        let (status, latency) = done?;
+        *by_status.entry(status).or_default() += 1;
+        latencies.push(latency);
+    }
+    sampler.abort();
+    let peak_kb = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(proc_status_kb(pid, "VmRSS").unwrap_or(0));
+    let hwm_kb = proc_status_kb(pid, "VmHWM").unwrap_or(0);
+    drop(daemon);
+    latencies.sort_by(f64::total_cmp);
+    let ok = by_status.get("200").copied().unwrap_or(0);
+    for (status, n) in &by_status {
+        if status != "200" {
+            row(&format!("  {n} answered"), status.clone(), "");
+        }
+    }
+    let p50 = percentile(&latencies, 50.0) * 1000.0;
+    let p99 = percentile(&latencies, 99.0) * 1000.0;
+    let max = latencies.last().copied().unwrap_or(f64::NAN) * 1000.0;
+    row(
+        "callbacks sent in / rate",
+        format!("{total} in {sending:.1} s"),
+        &format!("{:.0}/s", total as f64 / sending),
+    );
+    row(
+        "answered 200",
+        format!("{ok} / {total}"),
+        target(ok == total, "all"),
+    );
+    row("answer latency p50", format!("{p50:.1} ms"), "");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    row(
+        "load average (1/5/15 min) after",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        "",
+    );
+    row(
+        "answer latency p99",
+        format!("{p99:.1} ms"),
+        target(p99 <= 50.0, "<= 50 ms"),
+    );
+    row("answer latency max", format!("{max:.1} ms"), "");
+    row(
+        "daemon RSS before / peak during (VmHWM)",
+        format!(
+            "{:.1} / {:.1} MiB",
+            rss_before as f64 / 1024.0,
+            peak_kb as f64 / 1024.0
+        ),
+        &format!("VmHWM {:.1} MiB", hwm_kb as f64 / 1024.0),
+    );
+    Ok(json!({
+        "callbacks": total,
+        "sending_seconds": sending,
+        "by_status": by_status,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": max,
+        "rss_before_kib": rss_before,
+        "rss_peak_kib": peak_kb,
+        "vm_hwm_kib": hwm_kb,
+        "in_flight_max": STORM_IN_FLIGHT,
+        "loadavg": load.trim(),
+    }))
+}
