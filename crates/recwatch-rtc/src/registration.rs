@@ -6,7 +6,7 @@
 //! notify_event_subscription, update_time}}`, as the SDK's `ShowRecordCallbackResponse` and
 //! `UpdateRecordCallbackResponse` read it. These calls are in the API's 60 requests/min group,
 //! not the job group's 10/s, and share the client's signing and typed errors
-//! ([`ErrorKind`](crate::ErrorKind)).
+//! ([`ErrorKind`]).
 //!
 //! Reading the answer is a pure function ([`parse_registration`]), as lenient as the job
 //! model: every field may be absent, ids may be numbers, and the key is a [`Secret`] from
