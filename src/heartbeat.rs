@@ -105,9 +105,12 @@ pub async fn run<R, RF, P, PF>(
                 if changed.is_err() {
                     return;
                 }
-                // A new URL or interval starts a new schedule.
-                last_ping = None;
-                was_ready = None;
+                // A new URL, interval or method starts a new schedule; a reload that changed
+                // other sections leaves this one alone.
+                if config.borrow().heartbeat != hb {
+                    last_ping = None;
+                    was_ready = None;
+                }
             }
             _ = stop.wait_for(|s| *s) => return,
         }
@@ -319,7 +322,7 @@ mod tests {
     }
 
     /// No URL: nothing is pinged and readiness is not even asked; a reload that sets one
-    /// starts the pings.
+    /// starts the pings, and a reload of anything else leaves their schedule alone.
     #[tokio::test(start_paused = true)]
     async fn without_a_url_nothing_happens_until_a_reload_sets_one() {
         let interval = Duration::from_secs(60);
@@ -348,6 +351,14 @@ mod tests {
         config_tx.send(Arc::new(config(true, interval))).unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(*pings.lock().unwrap(), 1);
+        // A reload of another section keeps the schedule: no extra ping, the next on time.
+        let mut other = config(true, interval);
+        other.poll.interval = Duration::from_secs(5);
+        config_tx.send(Arc::new(other)).unwrap();
+        tokio::time::sleep(Duration::from_secs(58)).await;
+        assert_eq!(*pings.lock().unwrap(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(*pings.lock().unwrap(), 2);
         stop_tx.send(true).unwrap();
         task.await.unwrap();
     }

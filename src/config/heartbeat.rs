@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 use url::Url;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HeartbeatConfig {
     /// `None`: no heartbeat (the default).
     pub url: Option<HeartbeatUrl>,

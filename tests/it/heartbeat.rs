@@ -79,6 +79,15 @@ fn heartbeat_toml(url: &str, extra: &str) -> String {
     format!("\n[heartbeat]\nurl = \"{url}\"\ninterval = \"300ms\"\n{extra}\n")
 }
 
+async fn scrape(addr: SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn readyz(addr: SocketAddr) -> u16 {
     reqwest::get(format!("http://{addr}/readyz"))
         .await
@@ -117,6 +126,18 @@ async fn pings_while_ready_stop_while_not_and_resume_after() {
     })
     .await;
     app.wait_log("heartbeat: not ready, pings stop", T).await;
+    // /metrics tells the same: not ready, because of the API, the database is fine.
+    let metrics = scrape(addr).await;
+    for (series, want) in [
+        ("recwatch_ready", "0"),
+        ("recwatch_api_unhealthy", "1"),
+        ("recwatch_database_writable", "1"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == format!("{series} {want}")),
+            "{series} {want} in\n{metrics}"
+        );
+    }
     // Nothing is in flight once that is logged (a ping is awaited before the next check).
     let stopped_at = receiver.count();
     // Proof that time went by with the heartbeat looking: three more checks that found
@@ -137,12 +158,7 @@ async fn pings_while_ready_stop_while_not_and_resume_after() {
     })
     .await;
     receiver.wait_count(stopped_at + 2).await;
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(addr).await;
     assert!(
         metrics.contains("recwatch_heartbeat_pings_total{result=\"failed\"} 0"),
         "{metrics}"
@@ -188,12 +204,7 @@ async fn a_receiver_that_never_answers_does_not_hurt_polling() {
         (app.job_row("job-0001").await?.0.as_deref() == Some("STOPPED")).then_some(())
     })
     .await;
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(addr).await;
     let failed = metrics
         .lines()
         .find_map(|l| l.strip_prefix("recwatch_heartbeat_pings_total{result=\"failed\"} "))
