@@ -21,18 +21,18 @@ use recwatch_rtc::registration::{CallbackUpdate, Registration};
 #[derive(clap::Subcommand, Debug)]
 pub enum CallbackCommand {
     /// Print the URL RTC posts this app's record callbacks to, and whether they are signed
-    /// with the app's [[apps]] auth_key.
+    /// with the app's `[[apps]]` auth_key.
     Show {
         /// The RTC app id.
         app_id: String,
     },
     /// Register URL as the app's record-callback URL (RTC keeps one per app), signed with
-    /// the auth_key of the app's [[apps]] entry; prints the URL it replaces.
+    /// the auth_key of the app's `[[apps]]` entry; prints the URL it replaces.
     Set {
-        /// The RTC app id; it needs an [[apps]] entry with its auth_key.
+        /// The RTC app id; it needs an `[[apps]]` entry with its auth_key.
         app_id: String,
         /// Where RTC should POST the events: recwatch's receiver as the internet reaches it,
-        /// e.g. https://recwatch.example.com/rtc/record-callback.
+        /// e.g. <https://recwatch.example.com/rtc/record-callback>.
         #[arg(value_parser = parse_url)]
         url: String,
     },

@@ -86,7 +86,7 @@ pub enum HintOutcome {
     Coalesced,
     /// The intake or the lane was full: the job waits for its regular poll.
     Dropped,
-    /// For a job that is not polled: not watched (and not joined within [`PARK_FOR`]), or
+    /// For a job that is not polled: not watched (and not joined within `PARK_FOR`), or
     /// already STOPPED.
     Ignored,
 }
