@@ -90,7 +90,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_deliveries_total",
         Counter,
-        "Delivery attempts that ended, by channel, its kind (webhook, email, feishu, dingtalk, wecom, slack, teams, pagerduty; removed for a channel no longer configured) and outcome: sent (the receiver accepted), retry (failed, tried again later), dead (given up after notify.max_age).",
+        "Delivery attempts that ended, by channel, its kind (webhook, email, feishu, dingtalk, wecom, slack, teams, pagerduty; removed for a channel no longer configured) and outcome: sent (the receiver accepted), retry (failed, tried again later), dead (given up after notify.max_age), silenced (held back by a silence or maintenance window instead of sent).",
     ),
     m(
         "recwatch_deliveries_pending",
@@ -159,6 +159,26 @@ pub const METRICS: &[Metric] = &[
         "Panics contained in one poll, write, delivery or API health check, by task; each is logged with its message.",
     ),
     m(
+        "recwatch_alerts_silenced_total",
+        Counter,
+        "Alerts whose notifications a silence or maintenance window held back (counted once per alert, when first held), by what held them: silence or maintenance.",
+    ),
+    m(
+        "recwatch_held_deliveries_ended_total",
+        Counter,
+        "Held deliveries whose silence or maintenance window ended, by outcome: released (still true, sent at once with the alert's id) or dropped (cleared meanwhile, never sent).",
+    ),
+    m(
+        "recwatch_silences_active",
+        Gauge,
+        "Silences in force now (started and not ended).",
+    ),
+    m(
+        "recwatch_maintenance_windows_active",
+        Gauge,
+        "[[maintenance]] windows in force now.",
+    ),
+    m(
         "recwatch_callbacks_total",
         Counter,
         "Requests to the record-callback receiver, by result (stored, duplicate, replay, unsigned, forged, unknown_app, too_large, malformed, unavailable, not_found).",
@@ -212,7 +232,13 @@ pub const STATE_LABELS: &[&str] = &["INIT", "RUNNING", "STOPPED", "other"];
 pub const JOB_STATE_LABELS: &[&str] = &["INIT", "RUNNING", "STOPPED", "other", "UNKNOWN"];
 
 /// `recwatch_deliveries_total{channel,kind,outcome}`'s outcomes.
-pub const DELIVERY_OUTCOMES: &[&str] = &["sent", "retry", "dead"];
+pub const DELIVERY_OUTCOMES: &[&str] = &["sent", "retry", "dead", "silenced"];
+
+/// `recwatch_alerts_silenced_total{by}`: `domain::HeldBy::kind`.
+pub const HELD_BY: &[&str] = &["silence", "maintenance"];
+
+/// `recwatch_held_deliveries_ended_total{outcome}`.
+pub const HOLD_OUTCOMES: &[&str] = &["released", "dropped"];
 
 /// `recwatch_task_panics_total{task}`.
 pub const TASKS: &[&str] = &["poll", "writer", "delivery", "api_health"];
@@ -344,6 +370,21 @@ pub fn zero(config: &Config) {
         );
     }
     metrics::gauge!("recwatch_forwards_pending").increment(0.0);
+    for by in HELD_BY {
+        counter("recwatch_alerts_silenced_total", &[("by", by.to_string())]);
+    }
+    for outcome in HOLD_OUTCOMES {
+        counter(
+            "recwatch_held_deliveries_ended_total",
+            &[("outcome", outcome.to_string())],
+        );
+    }
+    for name in [
+        "recwatch_silences_active",
+        "recwatch_maintenance_windows_active",
+    ] {
+        metrics::gauge!(name).increment(0.0);
+    }
     counter("recwatch_throttled_total", &[]);
     for state in JOB_STATE_LABELS {
         metrics::gauge!("recwatch_jobs", "state" => *state).increment(0.0);

@@ -21,6 +21,7 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
     problems.extend(check_storage(c)?);
     print_notify(c)?;
     print_rules(c)?;
+    print_maintenance(c)?;
     problems.extend(check_http(c)?);
     print_jobs(c)?;
     for w in c.warnings() {
@@ -100,6 +101,32 @@ fn check_storage(c: &Config) -> std::io::Result<Option<StartError>> {
         }
     }
     Ok(None)
+}
+
+/// Each maintenance window, and whether it is active now or when it next starts.
+fn print_maintenance(c: &Config) -> std::io::Result<()> {
+    let now = chrono::Utc::now();
+    let list = |l: &[String]| match l.is_empty() {
+        true => "all".to_string(),
+        false => l.join(", "),
+    };
+    for w in &c.maintenance {
+        let when = match (w.active_until(now), w.next_start(now)) {
+            (Some(until), _) => format!("active now, until {}", crate::domain::timestamp(until)),
+            (None, Some(next)) => format!("next at {}", crate::domain::timestamp(next)),
+            (None, None) => "never starts".to_string(),
+        };
+        out!(
+            "  maintenance {:?}: {:?} {} for {} (apps {}, jobs {}); {when}",
+            w.name,
+            w.schedule.as_str(),
+            w.timezone,
+            crate::config::format_duration(w.duration),
+            list(&w.apps),
+            list(&w.jobs)
+        )?;
+    }
+    Ok(())
 }
 
 /// The notification channels, secrets masked.

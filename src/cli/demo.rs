@@ -313,7 +313,11 @@ async fn print_summary(config: &Config, sim: &Simulator) -> anyhow::Result<()> {
     let alerts = store.alerts(false, i64::MAX).await?;
     let delivered = alerts
         .iter()
-        .filter(|a| a.deliveries.iter().all(|d| d.state == "sent"))
+        .filter(|a| {
+            a.deliveries
+                .iter()
+                .all(|d| d.state == crate::domain::DeliveryState::Sent)
+        })
         .count();
     let stats = sim.stats();
     println!(

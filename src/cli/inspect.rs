@@ -3,9 +3,10 @@
 
 use super::{emit, print_table};
 use crate::config::Config;
+use crate::domain::DeliveryState;
 use crate::store::Store;
 
-async fn open_existing(config: &Config) -> anyhow::Result<Store> {
+pub(super) async fn open_existing(config: &Config) -> anyhow::Result<Store> {
     if !config.storage.path.exists() {
         anyhow::bail!(
             "no database at {} yet: start `recwatch run` or `recwatch poll-once` first (or check storage.path)",
@@ -207,7 +208,7 @@ pub(super) async fn alerts(
     let mut reasons = Vec::new();
     for a in list {
         for d in &a.deliveries {
-            if let (Some(e), false) = (&d.last_error, d.state == "sent") {
+            if let (Some(e), false) = (&d.last_error, d.state == DeliveryState::Sent) {
                 reasons.push(format!("{} {} {}: {e}", a.id, d.channel, d.state));
             }
         }

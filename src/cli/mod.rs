@@ -25,6 +25,7 @@ pub mod demo;
 mod inspect;
 mod poll_once;
 mod run;
+mod silence;
 mod test_alert;
 
 /// Writes `text` to stdout.
@@ -127,6 +128,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Silences: hold back the notifications of matching alerts for a while (`silence add`,
+    /// `silence list`, `silence expire`). Written to the database, so a running daemon
+    /// honours them at its next send.
+    Silence(silence::SilenceArgs),
     /// Send a test notification through each channel and report each result.
     TestAlert {
         /// Only this channel.
@@ -257,6 +262,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
             json,
         } => inspect::forwards(&config, pending, limit, json).await,
         Command::Callback { command } => callback::callback(&config, command).await,
+        Command::Silence(args) => {
+            return silence::silence(&config, args).await.unwrap_or_else(fail);
+        }
         Command::TestAlert { channel } => {
             return test_alert::test_alert(&config, channel.as_deref())
                 .await

@@ -15,6 +15,7 @@ pub mod defaults;
 mod duration;
 mod heartbeat;
 mod load;
+mod maintenance;
 mod raw;
 mod schedule;
 mod validate;
@@ -28,6 +29,7 @@ pub use defaults::{
 pub use duration::{format_duration, parse_duration};
 pub use heartbeat::{HeartbeatConfig, HeartbeatUrl, PingMethod};
 pub use load::{load, load_with_env, parse_str, resolve_path};
+pub use maintenance::{MAX_WINDOW, MaintenanceWindow, held_until};
 pub use schedule::Schedule;
 
 use crate::secret::Secret;
@@ -78,6 +80,8 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
     /// The RTC apps whose record callbacks are accepted (`[[apps]]`).
     pub apps: Vec<AppConfig>,
+    /// `[[maintenance]]`: recurring windows that hold notifications back.
+    pub maintenance: Vec<MaintenanceWindow>,
 }
 
 #[derive(Clone, Debug)]
@@ -402,6 +406,7 @@ impl Config {
             },
             jobs: Vec::new(),
             apps: Vec::new(),
+            maintenance: Vec::new(),
         }
     }
 }

@@ -69,6 +69,55 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The number of fields as written (6, or 7 with a year).
+    pub fn fields(&self) -> usize {
+        self.text.split_whitespace().count()
+    }
+
+    /// The first run strictly after `t` (whole seconds), in `t`'s time zone; None if there is
+    /// none within croner's search (a year).
+    pub fn next_after<Tz: chrono::TimeZone>(
+        &self,
+        t: &chrono::DateTime<Tz>,
+    ) -> Option<chrono::DateTime<Tz>> {
+        let mut from = t.clone();
+        for _ in 0..4 {
+            let r = self.cron.find_next_occurrence(&from, false).ok()?;
+            if r > *t {
+                return Some(r);
+            }
+            // Asked from inside a DST fold, croner gives a local time that occurs twice as
+            // its first instant, which lies before `t`. A fixed-time schedule ran then and
+            // does not run again at the second instant (croner's rule, and cron's); an
+            // interval schedule does run at the second.
+            let second = r
+                .timezone()
+                .from_local_datetime(&r.naive_local())
+                .latest()?;
+            let fixed = self.cron.determine_job_type() == croner::JobType::FixedTime;
+            if second > *t && !fixed {
+                return Some(second);
+            }
+            from = if second > from {
+                second
+            } else {
+                from + chrono::Duration::minutes(1)
+            };
+        }
+        None
+    }
+
+    /// The last run at or before `t`, as croner finds it going backward (see
+    /// `MaintenanceWindow::active_until` for why that is checked going forward).
+    pub fn last_at_or_before<Tz: chrono::TimeZone>(
+        &self,
+        t: &chrono::DateTime<Tz>,
+    ) -> Option<chrono::DateTime<Tz>> {
+        self.cron.find_previous_occurrence(t, true).ok()
+    }
+}
+
 /// Two schedules are the same when written the same: a reload that changes the text
 /// restarts the scheduler.
 impl PartialEq for Schedule {

@@ -38,6 +38,7 @@ pub(super) fn from_tree(
     let log = read_log(root.table("log")?)?;
     let jobs = read_jobs(root.array_of_tables("jobs")?, &notify, &poll)?;
     let apps = read_apps(root.array_of_tables("apps")?, &notify, &callback, base)?;
+    let maintenance = super::maintenance::read_maintenance(root.array_of_tables("maintenance")?)?;
     root.finish()?;
     Ok(Config {
         source: None,
@@ -52,6 +53,7 @@ pub(super) fn from_tree(
         log,
         jobs,
         apps,
+        maintenance,
     })
 }
 

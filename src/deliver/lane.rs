@@ -7,12 +7,13 @@
 //! `queue::due`), and a send in flight is still pending.
 
 use super::group::{MAX_GROUP, release_at};
+use super::hold::{self, Gate};
 use super::pace::Pace;
 use super::policy::{
     AfterFailure, Age, Clock, DeathCause, JUMP_TOLERANCE, Policy, after_failure, detect_jump,
 };
 use super::queue::{self, Due, Filter, Outcome};
-use crate::domain::{Alert, timestamp};
+use crate::domain::{Alert, Subject, timestamp};
 use crate::notify::{Channel, DeliveryError, Retry};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
@@ -56,6 +57,8 @@ pub struct Lane {
     settings: watch::Receiver<Arc<Settings>>,
     /// Rung when the outbox commits new deliveries.
     wake: Arc<Notify>,
+    /// Silences and maintenance windows, asked before each send.
+    gate: Gate,
     /// Each pending delivery's age on the monotonic clock, by alert id (see `policy::Age`).
     ages: HashMap<String, Age>,
     /// The last look at both clocks, to notice a jump of the wall clock.
@@ -83,6 +86,7 @@ impl Lane {
         clock: Clock,
         settings: watch::Receiver<Arc<Settings>>,
         wake: Arc<Notify>,
+        gate: Gate,
     ) -> Lane {
         let now = clock.now();
         let pace = Arc::new(Mutex::new(Pace::new(settings.borrow().channel.pace())));
@@ -92,6 +96,7 @@ impl Lane {
             clock,
             settings,
             wake,
+            gate,
             ages: HashMap::new(),
             last: (Instant::now(), now),
             started: false,
@@ -284,13 +289,7 @@ impl Lane {
         if free == 0 {
             return Ok(0);
         }
-        let busy = self.busy();
-        let due: Vec<Due> = queue::due(&self.store, &self.filter, now, free + busy.len())
-            .await?
-            .into_iter()
-            .filter(|d| !busy.contains(&d.alert_id))
-            .take(free)
-            .collect();
+        let due = self.take_due(now, free).await?;
         if due.is_empty() {
             return Ok(0);
         }
@@ -347,6 +346,48 @@ impl Lane {
             self.in_flight.insert(task.id(), dues);
         }
         Ok(n)
+    }
+
+    /// Up to `free` deliveries due now and not busy, less those a silence or maintenance
+    /// window holds back: asked just before the send, and before grouping (a held alert never
+    /// delays the next group).
+    async fn take_due(&mut self, now: DateTime<Utc>, free: usize) -> anyhow::Result<Vec<Due>> {
+        let busy = self.busy();
+        let due: Vec<Due> = queue::due(&self.store, &self.filter, now, free + busy.len())
+            .await?
+            .into_iter()
+            .filter(|d| !busy.contains(&d.alert_id))
+            .take(free)
+            .collect();
+        Ok(self.hold_back(due, now).await?)
+    }
+
+    /// Marks `silenced` each delivery a silence or maintenance window holds back now (see
+    /// `hold`); returns the others, to send.
+    async fn hold_back(
+        &mut self,
+        due: Vec<Due>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Due>, crate::store::StoreError> {
+        if due.is_empty() {
+            return Ok(due);
+        }
+        let holds = self.gate.holds(now).await?;
+        let kind = self.settings.borrow().channel.kind();
+        let mut send = Vec::with_capacity(due.len());
+        for d in due {
+            let held = serde_json::from_str::<Alert>(&d.payload)
+                .ok()
+                .and_then(|a| holds.held_by(&Subject::of(&a)));
+            match held {
+                Some(by) => {
+                    hold::hold(&self.store, &d.alert_id, (&d.channel, kind), &by).await?;
+                    self.ages.remove(&d.alert_id);
+                }
+                None => send.push(d),
+            }
+        }
+        Ok(send)
     }
 
     /// A send finished (or panicked: the delivery then counts as failed and is retried).

@@ -16,13 +16,14 @@
 
 pub mod forward;
 pub mod group;
+pub mod hold;
 mod lane;
 pub mod pace;
 pub mod policy;
 
 pub use policy::{AfterFailure, Clock, DeathCause, Policy, after_failure, retry_delay};
 
-use crate::config::Config;
+use crate::config::{Config, MaintenanceWindow};
 use crate::notify::Channel;
 use crate::store::Store;
 /// The `deliveries` table as a queue; its statements live in the store.
@@ -61,16 +62,32 @@ pub struct Worker {
     lanes: BTreeMap<String, Entry>,
     /// Only these alerts (a JSON array of ids), for `poll-once`; None: every alert.
     only: Option<Arc<str>>,
+    /// The maintenance windows in force (replaced on reload), read by the gate and the watch.
+    windows: watch::Sender<Arc<Vec<MaintenanceWindow>>>,
+    /// What every lane asks before a send (silences, windows).
+    gate: hold::Gate,
 }
 
 impl Worker {
     pub fn new(store: Store, config: &Config, wake: Arc<Notify>) -> anyhow::Result<Worker> {
+        Worker::build(store, config, wake, None)
+    }
+
+    fn build(
+        store: Store,
+        config: &Config,
+        wake: Arc<Notify>,
+        only: Option<Arc<str>>,
+    ) -> anyhow::Result<Worker> {
+        let (windows, rx) = watch::channel(Arc::new(config.maintenance.clone()));
         let mut worker = Worker {
+            gate: hold::Gate::new(store.clone(), rx),
             store,
             clock: Clock::system(),
             wake,
             lanes: BTreeMap::new(),
-            only: None,
+            only,
+            windows,
         };
         worker.set_channels(config)?;
         Ok(worker)
@@ -102,6 +119,7 @@ impl Worker {
             self.clock.clone(),
             settings.subscribe(),
             wake.clone(),
+            self.gate.clone(),
         )
     }
 
@@ -185,15 +203,33 @@ impl Worker {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
         self.spawn_lanes(&mut tasks, &mut names, &shutdown);
+        // Held notifications: released every second (silences end in the database, maybe
+        // by another process) and at once when a maintenance window ends.
+        let (active_tx, mut active_windows) = watch::channel(hold::ActiveWindows::new());
+        let clock = self.clock.clone();
+        let windows = hold::watch_windows(
+            self.windows.subscribe(),
+            Arc::new(move || clock.now()),
+            active_tx,
+            shutdown.clone(),
+        );
+        tokio::pin!(windows);
+        let mut windows_done = false;
+        let mut release = tokio::time::interval(Duration::from_secs(1));
+        release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow() {
                 break;
             }
             tokio::select! {
                 changed = shutdown.changed() => if changed.is_err() { break },
+                () = &mut windows, if !windows_done => windows_done = true,
+                _ = release.tick() => self.release_held().await,
+                Ok(()) = active_windows.changed() => self.release_held().await,
                 // `changed` marks the value seen, so it is applied here.
                 Ok(()) = reload.changed() => {
                     let cfg = reload.borrow_and_update().clone();
+                    self.windows.send_replace(Arc::new(cfg.maintenance.clone()));
                     match self.set_channels(&cfg) {
                         Ok(()) => info!(channels = self.lanes.len(), "delivery channels reloaded"),
                         Err(e) => warn!("cannot rebuild the channels, keeping the old ones: {e}"),
@@ -221,6 +257,7 @@ impl Worker {
                                 self.clock.clone(),
                                 e.settings.subscribe(),
                                 e.wake.clone(),
+                                self.gate.clone(),
                             );
                             e.lane = Some(lane);
                         }
@@ -244,6 +281,19 @@ impl Worker {
                 let handle = tasks.spawn(lane.run(shutdown.clone(), SHUTDOWN_GRACE));
                 names.insert(handle.id(), name.clone());
             }
+        }
+    }
+
+    /// Sends what a hold that has ended held back and is still true (see [`hold::release`]).
+    async fn release_held(&self) {
+        match hold::release(&self.store, &self.gate, self.clock.now()).await {
+            Ok(0) => {}
+            Ok(_) => {
+                for e in self.lanes.values() {
+                    e.wake.notify_one();
+                }
+            }
+            Err(e) => hold::release_failed(&e),
         }
     }
 
@@ -281,14 +331,12 @@ pub async fn deliver_now(
         return Ok(0);
     }
     let only: Arc<str> = serde_json::to_string(ids)?.into();
-    let mut worker = Worker {
-        store: store.clone(),
-        clock: Clock::system(),
-        wake: Arc::new(Notify::new()),
-        lanes: BTreeMap::new(),
-        only: Some(only.clone()),
-    };
-    worker.set_channels(config)?;
+    let mut worker = Worker::build(
+        store.clone(),
+        config,
+        Arc::new(Notify::new()),
+        Some(only.clone()),
+    )?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for e in worker.lanes.values_mut() {

@@ -2,7 +2,8 @@
 //! API's [`State`] and [`StopReason`], re-exported from `recwatch-rtc`, as is a failed poll's
 //! [`ErrorKind`]); what a poll came to ([`PollRecord`]); the alert [`Rule`]s with their
 //! [`Severity`] and [`Status`], a condition's [`EpisodeStep`], the [`Alert`] payload and its
-//! [`AlertId`]; and how times are written.
+//! [`AlertId`]; silences and what holds a notification back ([`Silence`], [`HeldBy`]) with
+//! the [`DeliveryState`]s; and how times are written.
 //!
 //! Nothing here does I/O beyond reading the host name; every other module may depend on this
 //! one and this one depends on none of them, so it is where a type goes when two steps of the
@@ -14,6 +15,7 @@ mod job;
 mod phase;
 mod poll;
 mod rule;
+mod silence;
 mod time;
 
 pub use alert::{Alert, AlertId, JobFacts, PAYLOAD_VERSION, TransitionFacts, hostname, test_alert};
@@ -24,4 +26,8 @@ pub use poll::{PollOutcome, PollRecord};
 pub use recwatch_rtc::ErrorKind;
 pub use recwatch_rtc::model::{State, StopReason};
 pub use rule::{Rule, Severity, Status};
+pub use silence::{
+    AfterHold, DeliveryState, HeldBy, HeldCause, HeldNotice, MAX_SILENCE, Matchers, NewSilence,
+    Silence, SilenceEnd, SilenceStatus, SilenceView, Subject, silence_id,
+};
 pub use time::{mul_saturating, timestamp};

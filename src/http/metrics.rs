@@ -129,6 +129,18 @@ async fn set_readiness_gauges(s: &AppState) {
 /// when the oldest pending delivery was created.
 async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
     let g = s.store.gauges().await?;
+    let now = Utc::now();
+    let silences = s.store.active_silences(now).await?;
+    metrics::gauge!("recwatch_silences_active").set(silences as f64);
+    let windows = {
+        let config = s.config.borrow();
+        config
+            .maintenance
+            .iter()
+            .filter(|w| w.active_until(now).is_some())
+            .count()
+    };
+    metrics::gauge!("recwatch_maintenance_windows_active").set(windows as f64);
     let channels: Vec<String> = {
         let config = s.config.borrow();
         config

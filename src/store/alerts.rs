@@ -4,7 +4,7 @@
 //! the same id. Read back for `recwatch alerts`.
 
 use super::{Store, StoreError, WriteTx};
-use crate::domain::{Alert, timestamp};
+use crate::domain::{Alert, DeliveryState, timestamp};
 use chrono::{DateTime, Utc};
 
 /// An alert with its delivery state per channel, for `recwatch alerts`.
@@ -18,6 +18,9 @@ pub struct AlertView {
     pub job_id: Option<String>,
     pub summary: String,
     pub created_at: String,
+    /// The silence id or maintenance window name that first held a notification of this
+    /// alert back; null if none did.
+    pub silenced_by: Option<String>,
     #[sqlx(skip)]
     pub deliveries: Vec<DeliveryView>,
 }
@@ -25,7 +28,7 @@ pub struct AlertView {
 #[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
 pub struct DeliveryView {
     pub channel: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     /// Only while the delivery is pending.
     pub next_attempt_at: Option<String>,
@@ -92,7 +95,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AlertView>, StoreError> {
         let mut alerts = sqlx::query_as::<_, AlertView>(
-            "SELECT id, rule, severity, status, app_id, job_id, summary, created_at FROM alerts a
+            "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts a
              WHERE (?1 = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state = 'pending'))
              ORDER BY created_at DESC, rowid DESC LIMIT ?2",
         )
@@ -195,7 +198,7 @@ mod tests {
             .map(|d| {
                 (
                     d.channel.as_str(),
-                    d.state.as_str(),
+                    d.state,
                     d.attempts,
                     d.next_attempt_at.clone(),
                     d.last_error.as_deref(),
@@ -207,13 +210,13 @@ mod tests {
             [
                 (
                     "hook",
-                    "pending",
+                    DeliveryState::Pending,
                     1,
                     Some(timestamp(next)),
                     Some("HTTP 503")
                 ),
                 // A next attempt is shown only while one is due.
-                ("mail", "sent", 1, None, None),
+                ("mail", DeliveryState::Sent, 1, None, None),
             ]
         );
         assert_eq!(first_view.deliveries[1].sent_at, Some(timestamp(t0)));

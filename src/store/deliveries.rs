@@ -5,6 +5,8 @@
 //!    |  ^
 //!    |  '--failed, retry later (next_attempt_at, last_error)
 //!    '----failed at notify.max_age, or never retryable, or channel removed--> dead
+//!    '----held by a silence or maintenance window at send time--> silenced
+//!                (back to pending when the hold ends and it is still true: `silences`)
 //! ```
 //!
 //! Every statement about deliveries that the delivery worker (`deliver`) runs is here, next

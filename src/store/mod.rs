@@ -1,6 +1,7 @@
 //! The store: the only place with SQL. Per-job last snapshots (`jobs`), the transitions
 //! (`transitions`), condition episodes (`episodes`), alerts with their deliveries (`alerts`,
-//! `deliveries`), retention (`retention`) and what `/metrics` reads (`gauges`), each behind
+//! `deliveries`), silences and the deliveries they hold (`silences`), retention (`retention`)
+//! and what `/metrics` reads (`gauges`), each behind
 //! typed functions and row types; nothing outside this folder sees a statement or a row.
 //!
 //! This is also the seam where a PostgreSQL store plugs in next: the rest of recwatch speaks
@@ -29,6 +30,7 @@ mod health;
 mod jobs;
 mod page;
 mod retention;
+mod silences;
 mod transitions;
 
 pub use alerts::{AlertView, DeliveryView};
@@ -43,6 +45,7 @@ pub use health::{StoreHealth, WRITER_STUCK_AFTER};
 pub use jobs::{JobRow, JobTouch};
 pub use page::{JobPhaseRow, PhasePoint};
 pub use retention::{PRUNE_BATCH, Pruned};
+pub use silences::{Expired, HeldRow};
 pub use transitions::TransitionRow;
 
 use anyhow::Context;

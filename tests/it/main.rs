@@ -20,5 +20,6 @@ mod push;
 mod robust;
 mod secrets;
 mod service;
+mod silences;
 mod sim_push;
 mod support;
