@@ -106,7 +106,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AlertView>, StoreError> {
         let alerts = sqlx::query_as::<_, AlertView>(
-            "SELECT id, rule, severity, status, app_id, job_id, summary, created_at FROM alerts
+            "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts
              WHERE app_id = ?1 AND job_id = ?2
              ORDER BY created_at DESC, id DESC LIMIT ?3",
         )
@@ -126,7 +126,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AlertView>, StoreError> {
         let alerts = sqlx::query_as::<_, AlertView>(
-            "SELECT id, rule, severity, status, app_id, job_id, summary, created_at FROM alerts
+            "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts
              WHERE ?1 IS NULL OR created_at < ?1 OR (created_at = ?1 AND id < ?2)
              ORDER BY created_at DESC, id DESC LIMIT ?3",
         )
