@@ -16,6 +16,15 @@ use recwatch_rtc::{ClientConfig, RtcClient};
 use std::collections::{HashMap, HashSet};
 
 const PUSH_JOBS: usize = 10_000;
+
+/// The watch list's size: `PUSH_JOBS`, or `BENCH_PUSH_JOBS` (the dropped run waits out a
+/// whole round, P = jobs / rate_limit seconds: 17 minutes at 10,000).
+fn push_jobs() -> usize {
+    std::env::var("BENCH_PUSH_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(PUSH_JOBS)
+}
 const PUSH_RATE: u32 = 10;
 const PUSH_DEATHS: usize = 100;
 /// Between two deaths: 100 deaths over 30 s, about 3 hinted polls a second.
@@ -39,12 +48,18 @@ async fn sent_callbacks(sim: &Sim) -> anyhow::Result<Vec<recwatch_sim::SentCallb
         .await?)
 }
 
-fn push_config(dir: &Path, name: &str, sim: &Sim, hook: &str) -> anyhow::Result<PathBuf> {
+fn push_config(
+    dir: &Path,
+    name: &str,
+    sim: &Sim,
+    hook: &str,
+    jobs: usize,
+) -> anyhow::Result<PathBuf> {
     let config = config_file(
         dir,
         name,
         &sim.url,
-        PUSH_JOBS,
+        jobs,
         &format!(
             r#"[poll]
 interval = "10s"
@@ -87,9 +102,10 @@ async fn registered_daemon(
 
 /// Part 8 (`dropped` false) or its control without push (`dropped` true).
 pub async fn push(dir: &Path, dropped: bool) -> anyhow::Result<Value> {
-    let period = PUSH_JOBS as f64 / PUSH_RATE as f64;
+    let jobs = push_jobs();
+    let period = jobs as f64 / PUSH_RATE as f64;
     println!(
-        "\n{}. push: {PUSH_JOBS} jobs, rate_limit {PUSH_RATE}/s (P = {period:.0} s), {PUSH_DEATHS} deaths {}",
+        "\n{}. push: {jobs} jobs, rate_limit {PUSH_RATE}/s (P = {period:.0} s), {PUSH_DEATHS} deaths {}",
         if dropped { "8b" } else { "8" },
         if dropped {
             "with every callback dropped"
@@ -100,7 +116,7 @@ pub async fn push(dir: &Path, dropped: bool) -> anyhow::Result<Value> {
     let sim = Sim::spawn(&[
         "--static",
         "--jobs",
-        &PUSH_JOBS.to_string(),
+        &jobs.to_string(),
         "--rate-limit",
         &PUSH_RATE.to_string(),
         "--seed",
@@ -110,7 +126,7 @@ pub async fn push(dir: &Path, dropped: bool) -> anyhow::Result<Value> {
     ])?;
     let (hook, arrivals) = receiver().await?;
     let name = if dropped { "push_dropped" } else { "push" };
-    let config = push_config(dir, name, &sim, &hook)?;
+    let config = push_config(dir, name, &sim, &hook, jobs)?;
     let (daemon, _log, _) = registered_daemon(&config, &sim).await?;
 
     // The victims: jobs the daemon has already seen RUNNING, in the order it polled them.
@@ -145,10 +161,12 @@ pub async fn push(dir: &Path, dropped: bool) -> anyhow::Result<Value> {
             .await?
             .error_for_status()?;
     }
-    // Every death alerted, or the deadline: a minute with push, P and a margin without.
+    // Every death alerted, or the deadline: a minute with push; without, two rounds and a
+    // margin (a 429 on a loaded machine pauses every poll for throttle_backoff, so a round
+    // can take longer than P).
     let deadline = Instant::now()
         + if dropped {
-            Duration::from_secs_f64(period + 60.0)
+            Duration::from_secs_f64(2.0 * period + 60.0)
         } else {
             Duration::from_secs(60)
         };
@@ -257,7 +275,7 @@ pub async fn push(dir: &Path, dropped: bool) -> anyhow::Result<Value> {
         "",
     );
     Ok(json!({
-        "jobs": PUSH_JOBS,
+        "jobs": jobs,
         "rate_limit": PUSH_RATE,
         "period_seconds": period,
         "callbacks_dropped": dropped,
@@ -288,7 +306,7 @@ pub async fn callback_storm(dir: &Path) -> anyhow::Result<Value> {
         &PUSH_RATE.to_string(),
     ])?;
     let (hook, _arrivals) = receiver().await?;
-    let config = push_config(dir, "storm", &sim, &hook)?;
+    let config = push_config(dir, "storm", &sim, &hook, PUSH_JOBS)?;
     let (daemon, _log, url) = registered_daemon(&config, &sim).await?;
     let pid = daemon.0.id();
     // Settled: the first polls made, the pools warm.

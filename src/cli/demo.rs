@@ -1,9 +1,12 @@
 //! `recwatch demo`: everything in one process, no credentials and no config file. The
 //! simulator (checking real SDK-HMAC-SHA256 signatures), the daemon polling it with a
 //! temporary database, and a webhook receiver that verifies each alert's Standard Webhooks
-//! signature; state changes and alerts are printed as they happen.
+//! signature; state changes and alerts are printed as they happen. The daemon's callback
+//! receiver is registered at the simulator as `recwatch callback set` would, so every change
+//! is also pushed: act 3 shows a job polled only once an hour seen recording, then its death
+//! alerted, each right after the callback that announced it.
 
-use crate::config::{Auth, Config, JobConfig, WebhookConfig, WebhookSecret};
+use crate::config::{AppConfig, Auth, Config, JobConfig, WebhookConfig, WebhookSecret};
 use crate::domain::{Status, StopReason};
 use crate::poller::Event;
 use crate::secret::Secret;
@@ -11,6 +14,9 @@ use crate::store::Store;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use recwatch_rtc::RtcClient;
+use recwatch_rtc::model::{JobSnapshot, State};
+use recwatch_rtc::registration::CallbackUpdate;
 use recwatch_sim::{self as simulate, SimAuth, SimOptions, Simulator};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -47,6 +53,13 @@ const DEMO_SK: &str = "demo-secret-key-not-a-real-one";
 const DEMO_PROJECT: &str = "demo-project";
 /// A fixed demo key: base64 of 24 bytes.
 const DEMO_WEBHOOK_SECRET: &str = "whsec_cmVjd2F0Y2gtZGVtby13ZWJob29rLWtleQ==";
+/// The demo app's record-callback key (RTC takes 32 to 64 characters).
+const DEMO_CALLBACK_KEY: &str = "demo-callback-key-not-a-real-one-0123";
+/// Act 3's job: polled only once an hour ([`PUSH_JOB_INTERVAL`]), so only a callback gets
+/// it polled within the demo.
+const PUSH_JOB: &str = "job-push";
+/// Act 3's job's own poll interval.
+const PUSH_JOB_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct DemoArgs {
@@ -100,7 +113,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn start_sim(args: &DemoArgs) -> anyhow::Result<Simulator> {
-    Ok(simulate::start(
+    let sim = simulate::start(
         TcpListener::bind("127.0.0.1:0").await?,
         SimOptions {
             jobs: args.jobs,
@@ -114,7 +127,11 @@ async fn start_sim(args: &DemoArgs) -> anyhow::Result<Simulator> {
             ..SimOptions::default()
         },
     )
-    .await?)
+    .await?;
+    // Act 3's job waits in INIT until its act (with an idle time longer than the demo, so
+    // no stuck_init alert fires for it meanwhile).
+    sim.set_job("demo-app", PUSH_JOB, push_job(State::Init));
+    Ok(sim)
 }
 
 /// The daemon's configuration: the simulator's jobs (and one that does not exist), polled
@@ -136,6 +153,15 @@ fn demo_config(
     config.storage.path = dir.join("recwatch.db");
     // Short, so the job that never leaves INIT (max_idle_time 5 s) fires within seconds.
     config.rules.init_grace = args.step;
+    // Push: the receiver on a port of its own, and the demo app's key.
+    config.callback.listen = Some("127.0.0.1:0".parse()?);
+    config.apps.push(AppConfig {
+        app_id: "demo-app".into(),
+        auth_key: Secret::new(DEMO_CALLBACK_KEY),
+        name: Some("demo".into()),
+        notify: None,
+        forward_to: None,
+    });
     config.notify.webhooks.push(WebhookConfig {
         name: "demo-hook".into(),
         url: hook_url.parse()?,
@@ -155,6 +181,13 @@ fn demo_config(
         })
         .chain(std::iter::once(JobConfig {
             app_id: "demo-app".into(),
+            job_id: PUSH_JOB.into(),
+            name: Some("camera-push".into()),
+            interval: Some(PUSH_JOB_INTERVAL),
+            notify: None,
+        }))
+        .chain(std::iter::once(JobConfig {
+            app_id: "demo-app".into(),
             job_id: "job-missing".into(),
             name: Some("deleted-job".into()),
             interval: None,
@@ -164,21 +197,27 @@ fn demo_config(
     Ok(config)
 }
 
-/// The demo's two acts, in time: the script plays out, then the API fails for a while.
+/// The demo's three acts, in time: the script plays out, then the API fails for a while,
+/// then a job polled once an hour starts and dies, each change pushed by a callback.
 struct Plan {
     /// When the scripted jobs have started, run and stopped.
     script_end: Duration,
     /// How long act 2's outage lasts.
     outage: Duration,
+    /// When act 3 starts (its job's death follows once the job is seen RUNNING).
+    push_at: Duration,
     /// `--for`: the demo stops by itself after this long.
     stop_after: Option<Duration>,
 }
 
 impl Plan {
     fn new(args: &DemoArgs) -> Plan {
+        let script_end = args.step * 4 + args.interval * 2;
+        let outage = (args.step * 2).max(args.interval * 4);
         Plan {
-            script_end: args.step * 4 + args.interval * 2,
-            outage: (args.step * 2).max(args.interval * 4),
+            script_end,
+            outage,
+            push_at: script_end + outage + args.step,
             stop_after: args.duration,
         }
     }
@@ -202,8 +241,14 @@ fn print_intro(config: &Config, sim: &Simulator, hook_url: &str, args: &DemoArgs
         crate::config::format_duration(plan.script_end)
     );
     println!(
-        "  then the API fails for {} (act 2); a status line every {} when nothing happens",
+        "  then the API fails for {} (act 2), then a job polled once an hour starts and dies (act 3);",
         crate::config::format_duration(plan.outage),
+    );
+    println!(
+        "  every change is also pushed to the daemon's callback receiver as a signed RTC record callback;"
+    );
+    println!(
+        "  a status line every {} when nothing happens",
         crate::config::format_duration(QUIET)
     );
     println!("  Ctrl-C to stop\n");
@@ -213,8 +258,9 @@ fn print_intro(config: &Config, sim: &Simulator, hook_url: &str, args: &DemoArgs
 struct LiveDaemon {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     events: mpsc::UnboundedReceiver<Event>,
-    /// The daemon's own store, sent once polling is armed (None once received).
-    store_rx: Option<oneshot::Receiver<Store>>,
+    /// The daemon's own store and its callback receiver's address, sent once polling is
+    /// armed (None once received).
+    store_rx: Option<oneshot::Receiver<(Store, Option<std::net::SocketAddr>)>>,
     /// That store, for the status line (None until polling is armed).
     store: Option<Store>,
 }
@@ -224,7 +270,7 @@ impl LiveDaemon {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (store_tx, store_rx) = oneshot::channel();
         let task = tokio::spawn(crate::startup::run(config, stop, move |running| {
-            let _ = store_tx.send(running.store.clone());
+            let _ = store_tx.send((running.store.clone(), running.callback_addr));
             let mut rx = running.events.subscribe();
             tokio::spawn(async move {
                 while let Ok(e) = rx.recv().await {
@@ -253,12 +299,14 @@ async fn show_live(
     sim: &Simulator,
     plan: &Plan,
     mut shutdown: watch::Receiver<bool>,
-    mut deliveries: mpsc::UnboundedReceiver<String>,
+    mut deliveries: mpsc::UnboundedReceiver<Delivery>,
 ) -> Option<DaemonEnded> {
     let started = tokio::time::Instant::now();
     let deadline = plan.stop_after.map(|d| started + d);
-    // Act 2: after the script, the API answers 500 to everything for a while.
+    // Latest last: act 2 after the script (the API answers 500 to everything for a while),
+    // act 3 after that (a job polled once an hour starts; it dies once seen recording).
     let mut acts = vec![
+        (started + plan.push_at, Act::PushJobAppears),
         (started + plan.script_end + plan.outage, Act::OutageEnds),
         (started + plan.script_end, Act::OutageStarts),
     ];
@@ -270,9 +318,12 @@ async fn show_live(
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = sleep_until(deadline) => break,
-            store = async { daemon.store_rx.as_mut().expect("polled only while Some").await }, if daemon.store_rx.is_some() => {
-                daemon.store = store.ok();
+            armed = async { daemon.store_rx.as_mut().expect("polled only while Some").await }, if daemon.store_rx.is_some() => {
                 daemon.store_rx = None;
+                if let Ok((store, callback_addr)) = armed {
+                    daemon.store = Some(store);
+                    register_receiver(sim, callback_addr, &mut shown).await;
+                }
             }
             result = &mut daemon.task => return Some(result),
             _ = sleep_until(next_act) => {
@@ -288,14 +339,63 @@ async fn show_live(
                     shown.line(&line);
                 }
             }
-            Some(e) = daemon.events.recv() => shown.event(&e),
-            Some(line) = deliveries.recv() => {
+            Some(e) = daemon.events.recv() => {
+                shown.event(&e);
+                if shown.push_job_found(&e, sim) {
+                    // Dies once it has been seen recording, whatever the machine's speed.
+                    let at = tokio::time::Instant::now() + PUSH_RUN;
+                    acts.push((at, Act::PushJobDies));
+                    acts.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+                }
+            }
+            Some(delivery) = deliveries.recv() => {
                 shown.webhooks += 1;
-                shown.line(&line);
+                shown.line(&delivery.line);
+                shown.push_job_delivered(&delivery, sim);
             }
         }
     }
     None
+}
+
+/// How long act 3's job records, once seen recording, before it dies.
+const PUSH_RUN: Duration = Duration::from_secs(2);
+
+/// Registers the daemon's callback receiver as the demo app's record-callback URL, through
+/// the simulated API's `PUT /v2/apps/{app_id}/record-callback`, as `recwatch callback set`
+/// does.
+async fn register_receiver(
+    sim: &Simulator,
+    callback_addr: Option<std::net::SocketAddr>,
+    shown: &mut Shown,
+) {
+    let Some(addr) = callback_addr else {
+        return;
+    };
+    let url = format!("http://{addr}{}", crate::config::defaults::CALLBACK_PATH);
+    let registered = async {
+        let mut api = recwatch_rtc::ClientConfig::new(
+            sim.url().parse()?,
+            Auth::AkSk {
+                access_key: DEMO_AK.into(),
+                secret_key: Secret::new(DEMO_SK),
+                security_token: None,
+            },
+        );
+        api.project_id = Some(DEMO_PROJECT.into());
+        let update = CallbackUpdate::new(&url, Some(Secret::new(DEMO_CALLBACK_KEY)))
+            .map_err(anyhow::Error::msg)?;
+        RtcClient::new(&api)?
+            .put_record_callback("demo-app", &update)
+            .await?;
+        anyhow::Ok(())
+    };
+    match registered.await {
+        Ok(()) => shown.line(&format!(
+            "-- push: the daemon's callback receiver {url} is registered as demo-app's record-callback URL (what `recwatch callback set` does); from now on the simulated RTC also POSTs every change to it, signed with the app's key --"
+        )),
+        Err(e) => shown.line(&format!("cannot register the callback receiver: {e:#}")),
+    }
 }
 
 /// Sleeps until `at`; never wakes for None.
@@ -321,9 +421,10 @@ async fn print_summary(config: &Config, sim: &Simulator) -> anyhow::Result<()> {
         .count();
     let stats = sim.stats();
     println!(
-        "\n{} recorded, {} ({delivered} delivered), {} (at most {} in any second)",
+        "\n{} recorded, {} ({delivered} delivered), {} pushed, {} (at most {} in any second)",
         plural(transitions, "transition"),
         plural(alerts.len(), "alert"),
+        plural(stats.callbacks.sent as usize, "record callback"),
         plural(stats.requests as usize, "API request"),
         stats.max_per_sliding_second
     );
@@ -337,6 +438,8 @@ const QUIET: Duration = Duration::from_secs(10);
 enum Act {
     OutageStarts,
     OutageEnds,
+    PushJobAppears,
+    PushJobDies,
 }
 
 impl Act {
@@ -353,6 +456,23 @@ impl Act {
                 sim.clear_faults();
                 shown.line("-- the API answers again: api_unhealthy resolves with the next successful poll (the jobs that backed off come back one by one) --");
             }
+            Act::PushJobAppears => {
+                sim.set_job("demo-app", PUSH_JOB, push_job(State::Running));
+                shown.line(&format!(
+                    "-- act 3: push. camera-push ({PUSH_JOB}) has its own interval of {}, so polling alone would see it change within the hour; it starts recording now, and RTC's callback (RECORD_NEW_FILE_START) puts it at the front of the poll queue --",
+                    crate::config::format_duration(PUSH_JOB_INTERVAL)
+                ));
+            }
+            Act::PushJobDies => {
+                let mut dead = push_job(State::Stopped);
+                dead.stop_reason = Some(StopReason::InternalError);
+                dead.description = Some("the recorder crashed".into());
+                sim.set_job("demo-app", PUSH_JOB, dead);
+                shown.line(&format!(
+                    "-- camera-push dies (INTERNAL_ERROR). RTC announces it with CLOUD_RECORD_SERVER_OVER: that callback has the job polled now, not at its turn ({} away) --",
+                    crate::config::format_duration(PUSH_JOB_INTERVAL)
+                ));
+            }
         }
     }
 }
@@ -366,6 +486,10 @@ struct Shown {
     alerts: usize,
     resolved: usize,
     webhooks: usize,
+    /// Act 3's job was seen recording.
+    push_found: bool,
+    /// Act 3's death alert arrived at the webhook receiver.
+    push_delivered: bool,
 }
 
 impl Shown {
@@ -377,7 +501,45 @@ impl Shown {
             alerts: 0,
             resolved: 0,
             webhooks: 0,
+            push_found: false,
+            push_delivered: false,
         }
+    }
+
+    /// True the first time act 3's job is seen RUNNING; says how long after the callback
+    /// that revealed it.
+    fn push_job_found(&mut self, e: &Event, sim: &Simulator) -> bool {
+        let Event::Transition { job, to, .. } = e else {
+            return false;
+        };
+        if self.push_found || job.job_id != PUSH_JOB || to.state != State::Running {
+            return false;
+        }
+        self.push_found = true;
+        let line = match since_callback(sim, "RECORD_NEW_FILE_START") {
+            Some(s) => format!("   seen RUNNING {s:.2} s after RECORD_NEW_FILE_START was sent"),
+            None => "   seen RUNNING (its callback was not seen sent)".to_string(),
+        };
+        self.line(&line);
+        true
+    }
+
+    /// Says, once, how long after the callback announcing act 3's death its alert arrived.
+    fn push_job_delivered(&mut self, delivery: &Delivery, sim: &Simulator) {
+        if self.push_delivered
+            || delivery.job_id.as_deref() != Some(PUSH_JOB)
+            || delivery.status != "firing"
+        {
+            return;
+        }
+        self.push_delivered = true;
+        let line = match since_callback_at(sim, "CLOUD_RECORD_SERVER_OVER", delivery.at) {
+            Some(s) => format!(
+                "   pushed: the alert reached the webhook {s:.2} s after CLOUD_RECORD_SERVER_OVER was sent"
+            ),
+            None => "   the alert reached the webhook (its callback was not seen sent)".to_string(),
+        };
+        self.line(&line);
     }
 
     fn line(&mut self, text: &str) {
@@ -420,6 +582,54 @@ impl Shown {
             self.line("   no alert for TENANT_STOP: the application stopped the recording itself, on purpose (set rules.stopped_by_tenant = \"warning\" to be told anyway)");
         }
     }
+}
+
+/// Seconds from the simulator's send of act 3's `event` callback to now.
+fn since_callback(sim: &Simulator, event: &str) -> Option<f64> {
+    since_callback_at(sim, event, chrono::Utc::now())
+}
+
+/// Seconds from the simulator's (latest) send of act 3's `event` callback to `at`.
+fn since_callback_at(
+    sim: &Simulator,
+    event: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<f64> {
+    let sent = sim
+        .sent_callbacks()
+        .into_iter()
+        .rfind(|c| c.job_id == PUSH_JOB && c.event_type == event)?;
+    Some((at - sent.sent_at).num_milliseconds().max(0) as f64 / 1000.0)
+}
+
+/// Act 3's job as the simulated API serves it.
+fn push_job(state: State) -> JobSnapshot {
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    JobSnapshot {
+        job_id: Some(PUSH_JOB.into()),
+        app_id: Some("demo-app".into()),
+        room_id: Some("room-push".into()),
+        stream_name: Some(format!("s_{PUSH_JOB}_room-push_user-push")),
+        state: Some(state),
+        max_idle_time: Some(PUSH_JOB_INTERVAL.as_secs() * 24),
+        start_time: Some(now.clone()),
+        create_time: Some(now.clone()),
+        update_time: Some(now),
+        description: Some("recording".into()),
+        ..Default::default()
+    }
+}
+
+/// One webhook that reached the demo's receiver.
+struct Delivery {
+    /// What to print about it.
+    line: String,
+    job_id: Option<String>,
+    /// The alert's `status` (`firing`, `resolved`).
+    status: String,
+    at: chrono::DateTime<chrono::Utc>,
 }
 
 /// `n thing` or `n things`.
@@ -513,7 +723,7 @@ fn event_line(e: &Event) -> String {
 
 /// A webhook receiver that checks each delivery's signature the way any Standard Webhooks
 /// library does, and reports what arrived.
-async fn start_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<String>)> {
+async fn start_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<Delivery>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -525,6 +735,7 @@ async fn start_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<Str
             let tx = tx.clone();
             let key = key.clone();
             async move {
+                let at = chrono::Utc::now();
                 let h = |n: &str| {
                     headers
                         .get(n)
@@ -541,13 +752,18 @@ async fn start_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<Str
                     crate::notify::webhook::signature(&key, &id, ts.parse().unwrap_or(0), &body);
                 let verified = sig.split(' ').any(|s| s == expected);
                 let alert: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let _ = tx.send(format!(
-                    "webhook received {} {} ({}), signature {}",
-                    alert["rule"].as_str().unwrap_or("?"),
-                    alert["status"].as_str().unwrap_or("?"),
-                    id,
-                    if verified { "verified" } else { "INVALID" }
-                ));
+                let _ = tx.send(Delivery {
+                    line: format!(
+                        "webhook received {} {} ({}), signature {}",
+                        alert["rule"].as_str().unwrap_or("?"),
+                        alert["status"].as_str().unwrap_or("?"),
+                        id,
+                        if verified { "verified" } else { "INVALID" }
+                    ),
+                    job_id: alert["job"]["job_id"].as_str().map(str::to_string),
+                    status: alert["status"].as_str().unwrap_or_default().to_string(),
+                    at,
+                });
                 if verified {
                     StatusCode::NO_CONTENT
                 } else {

@@ -42,6 +42,8 @@ use tracing::{debug, error, info, warn};
 pub struct Running {
     pub events: broadcast::Sender<Event>,
     pub store: Store,
+    /// Where the callback receiver listens (with `callback.listen`), its port resolved.
+    pub callback_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs until `shutdown` turns true. `on_start` is called once polling is armed.
@@ -70,6 +72,7 @@ pub async fn run(
         Some(addr) => Some(crate::callback::bind(addr).await?),
         None => None,
     };
+    let callback_addr = callback.as_ref().and_then(|l| l.local_addr().ok());
     let client =
         RtcClient::new(&config.api.client_config()).context("cannot build the HTTP client")?;
     let mut daemon = Daemon::start(
@@ -81,7 +84,7 @@ pub async fn run(
         shutdown,
     )
     .await?;
-    daemon.announce(on_start, &owner).await;
+    daemon.announce(on_start, &owner, callback_addr).await;
     let result = daemon.until_stopped().await;
     daemon.shut_down().await;
     store.close().await;
@@ -367,7 +370,12 @@ impl Shared {
 
 impl Daemon {
     /// READY=1 once the database is open and polling is armed; then `on_start`.
-    async fn announce(&mut self, on_start: impl FnOnce(&Running), owner: &OwnerLock) {
+    async fn announce(
+        &mut self,
+        on_start: impl FnOnce(&Running),
+        owner: &OwnerLock,
+        callback_addr: Option<std::net::SocketAddr>,
+    ) {
         let Some(armed) = self.armed.take() else {
             return;
         };
@@ -381,6 +389,7 @@ impl Daemon {
         on_start(&Running {
             events: self.shared.events.clone(),
             store: self.shared.store.clone(),
+            callback_addr,
         });
         info!(
             database = %self.shared.store.path().display(),

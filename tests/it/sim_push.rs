@@ -244,3 +244,65 @@ async fn with_every_callback_dropped_polling_still_detects_the_stop() {
     assert_eq!(app.scalar("SELECT COUNT(*) FROM callback_events").await, 0);
     app.stop().await;
 }
+
+/// The demo's act 3: a job polled once an hour seen RUNNING and its death alerted, each after
+/// the callback that announced it.
+/// Read live until the last line of the act (a positive condition), then Ctrl-C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_a_job_started_and_killed_by_callbacks() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["demo", "--step", "1s", "--interval", "500ms"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut text = String::new();
+    let finished = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("pushed: the alert reached the webhook") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(finished, Ok(true)),
+        "act 3 did not finish:\n{text}"
+    );
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the demo stops on Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{text}");
+    for needle in [
+        "is registered as demo-app's record-callback URL",
+        "act 3: push",
+        "seen RUNNING",
+        "s after RECORD_NEW_FILE_START was sent",
+        "camera-push dies (INTERNAL_ERROR)",
+        "RUNNING -> STOPPED  INTERNAL_ERROR",
+        "s after CLOUD_RECORD_SERVER_OVER was sent",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    let push_lines: Vec<&str> = text.lines().filter(|l| l.contains("job-push")).collect();
+    assert!(
+        push_lines.iter().any(|l| l.contains("-> RUNNING")),
+        "the callback's poll saw it start: {push_lines:?}"
+    );
+}
