@@ -86,3 +86,29 @@ pub(super) async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuer
         Err(e) => view_error(e),
     }
 }
+
+/// `GET /api/v1/silences`: the active and pending silences (`?all=true`: expired ones too),
+/// as `recwatch silence list --json` prints them.
+#[derive(serde::Deserialize)]
+pub(super) struct SilencesQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+pub(super) async fn silences(
+    State(s): State<AppState>,
+    Query(q): Query<SilencesQuery>,
+) -> Response {
+    let now = chrono::Utc::now();
+    match s.store.silences(q.all, now).await {
+        Ok(list) => {
+            let views: Vec<_> = list.into_iter().map(|x| x.view(now)).collect();
+            Json(views).into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unreachable: {e:#}\n"),
+        )
+            .into_response(),
+    }
+}

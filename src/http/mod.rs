@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs", get(api::jobs))
         .route("/api/v1/jobs/{app_id}/{job_id}", get(api::job))
         .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/silences", get(api::silences))
         .route("/", get(page::index))
         .route("/jobs/{app_id}/{job_id}", get(page::job))
         .route("/alerts", get(page::alerts))

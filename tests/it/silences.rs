@@ -258,7 +258,10 @@ async fn a_silence_by_rule_holds_that_rule_only() {
 async fn a_silence_added_while_the_daemon_runs_holds_the_next_notification() {
     let sim = start_sim(static_sim(2)).await;
     let hook = Receiver::start(Some(SECRET)).await;
-    let mut app = setup(&sim, 2, &hook, "");
+    let mut cfg = AppConfig::new(&sim, 2);
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    cfg.listen = "127.0.0.1:0".into();
+    let mut app = TestApp::new(&cfg);
     app.start();
     app.wait_running(2).await;
     let id = add_silence(
@@ -279,6 +282,16 @@ async fn a_silence_added_while_the_daemon_runs_holds_the_next_notification() {
     let held = wait_silenced(&app, "job-0000", 1).await;
     assert_eq!(held[0].silenced_by.as_deref(), Some(id.as_str()));
     assert_eq!(received_jobs(&hook), ["job-0001"]);
+    // GET /api/v1/silences shows it, as the CLI does.
+    let addr = app.http_addr().await;
+    let api: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/silences"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api[0]["id"], id.as_str(), "{api}");
+    assert_eq!(api[0]["status"], "active", "{api}");
     // `silence list` shows it active, as JSON an array of silences.
     let (code, out, _) = app.run_cmd(&["silence", "list", "--json"]).await;
     assert_eq!(code, 0);
