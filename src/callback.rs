@@ -6,11 +6,15 @@
 //! it. Each new event that names a job is a poll hint for it ([`crate::poller::Hints`]): sent
 //! without waiting, so the 200 never waits for the poller. For an app with `forward_to`, the
 //! event's forward is written in the same transaction and sent by `deliver::forward`.
+//! Discovery: a verified event for a job nobody watches, of an app with `discover = true`,
+//! adds the job to the run-time watch list (source `callback`, named `<app name>/<job_id>`,
+//! the app's `notify`), and the poller polls it at once ([`crate::watchlist::Watchlist::add`]).
 
-use crate::config::Config;
+use crate::config::{AppConfig, Config};
 use crate::domain::{JobKey, timestamp};
 use crate::poller::{HintKind, Hints};
 use crate::store::{Inserted, Store};
+use crate::watchlist::Watchlist;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -152,6 +156,8 @@ struct Receiver {
     /// Rung when an event with a forward is stored: the relay worker (`deliver::forward`)
     /// sends it; the 200 does not wait for it.
     forwards: Arc<Notify>,
+    /// Where discovered jobs are added.
+    watchlist: Watchlist,
 }
 
 /// Serves the receiver on a bound listener until `shutdown` turns true. The path is taken
@@ -163,6 +169,7 @@ pub async fn serve(
     store: Store,
     hints: Arc<Hints>,
     forwards: Arc<Notify>,
+    watchlist: Watchlist,
     shutdown: watch::Receiver<bool>,
 ) {
     let path = config.borrow().callback.path.clone();
@@ -177,6 +184,7 @@ pub async fn serve(
         replays: Arc::new(Mutex::new(ReplayCache::new(REPLAY_CAPACITY))),
         hints,
         forwards,
+        watchlist,
     };
     let app = Router::new()
         .route(&path, post(receive))
@@ -308,7 +316,55 @@ async fn handle(
         result = outcome.label(),
         "callback received"
     );
+    if app.discover {
+        if let Some(job_id) = &event.job_id {
+            discover(r, &config, app, job_id).await;
+        }
+    }
     Ok(outcome)
+}
+
+/// The name a discovered job gets: `<app name>/<job_id>`, or none (the job id is shown) when
+/// the app has no `name`.
+pub fn discovered_name(app: &AppConfig, job_id: &str) -> Option<String> {
+    app.name.as_ref().map(|n| format!("{n}/{job_id}"))
+}
+
+/// Starts watching `job_id` of `app` if nobody does yet. The event is stored already, and RTC
+/// is answered 200 whatever happens here: a failure is logged (and the next event of the job
+/// tries again), never a reason for RTC to resend.
+async fn discover(r: &Receiver, config: &Config, app: &AppConfig, job_id: &str) {
+    let key = crate::domain::JobKey::new(&app.app_id, job_id);
+    if r.watchlist.is_watched(config, &key) {
+        return;
+    }
+    let now = timestamp(chrono::Utc::now());
+    let entry = match crate::watchlist::new_entry(
+        config,
+        key,
+        discovered_name(app, job_id),
+        app.notify.clone(),
+        crate::domain::JobSource::Callback,
+        &now,
+    ) {
+        Ok(e) => e,
+        Err(invalid) => {
+            metrics::counter!("recwatch_discovered_total", "result" => "invalid").increment(1);
+            warn!(app_id = %app.app_id, "callback names a job that cannot be watched: {invalid}; stored, not watched");
+            return;
+        }
+    };
+    match r.watchlist.add(config, entry).await {
+        Ok(crate::watchlist::Added::New(e)) => {
+            metrics::counter!("recwatch_discovered_total", "result" => "watched").increment(1);
+            info!(app_id = %app.app_id, job_id, name = e.name.as_deref().unwrap_or(""), "discovered by a callback: now watched (polled at once)");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            metrics::counter!("recwatch_discovered_total", "result" => "unavailable").increment(1);
+            warn!(app_id = %app.app_id, job_id, "cannot add the discovered job to the watch list: {e}; its next callback tries again");
+        }
+    }
 }
 
 #[cfg(test)]

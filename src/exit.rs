@@ -6,6 +6,9 @@
 //! command line turns an error chain into one of these ([`crate::cli`]).
 
 pub use crate::config::EXIT_CONFIG;
+/// `EX_USAGE`: a command's arguments are wrong (an id that cannot be one, a channel that does
+/// not exist); the message says which and the fix.
+pub const EXIT_USAGE: u8 = 64;
 /// `EX_UNAVAILABLE`: something recwatch needs is held by someone else (the HTTP port).
 pub const EXIT_UNAVAILABLE: u8 = 69;
 /// `EX_CANTCREAT`: the storage directory or database cannot be created or written.
@@ -22,6 +25,23 @@ pub struct StartError {
 }
 
 impl StartError {
+    /// A command's arguments are wrong (64).
+    pub fn usage(message: String) -> StartError {
+        StartError {
+            exit: EXIT_USAGE,
+            message,
+        }
+    }
+
+    /// The database is busy with another process's write beyond the busy timeout (75): trying
+    /// again shortly works.
+    pub fn busy(message: String) -> StartError {
+        StartError {
+            exit: EXIT_IN_USE,
+            message,
+        }
+    }
+
     /// A storage directory or database that cannot be created or written (73).
     pub fn cantcreat(message: String) -> StartError {
         StartError {

@@ -31,3 +31,4 @@ pub mod systemd;
 pub mod telemetry;
 pub mod view;
 pub mod vitals;
+pub mod watchlist;

@@ -1,9 +1,11 @@
 //! What `recwatch status` and `/api/v1/jobs` both show: each watched job (from the
-//! configuration) with what the database knows of it. One row type below both, so the command
-//! and the endpoint cannot drift apart. A single job's record (`/api/v1/jobs/{app_id}/{job_id}`)
+//! configuration or the run-time watch list, see [`crate::watchlist`]) with what the database
+//! knows of it and where it came from (`source`). One row type below both, so the command and
+//! the endpoint cannot drift apart. A single job's record (`/api/v1/jobs/{app_id}/{job_id}`)
 //! adds the files it recorded.
 
 use crate::config::{Config, JobConfig};
+use crate::domain::JobSource;
 use crate::store::{JobRow, Store};
 use serde::Serialize;
 
@@ -14,6 +16,8 @@ pub struct StatusRow {
     pub app_id: String,
     pub job_id: String,
     pub name: Option<String>,
+    /// Where the job came from: `config`, `callback`, `api` or `cli`.
+    pub source: JobSource,
     pub state: Option<String>,
     pub stop_reason: Option<String>,
     pub description: Option<String>,
@@ -25,11 +29,12 @@ pub struct StatusRow {
 
 impl StatusRow {
     /// `row` is the job's database row, None if it was never polled.
-    pub fn new(j: &JobConfig, r: Option<&JobRow>) -> StatusRow {
+    pub fn new(j: &JobConfig, source: &JobSource, r: Option<&JobRow>) -> StatusRow {
         StatusRow {
             app_id: j.app_id.clone(),
             job_id: j.job_id.clone(),
             name: j.name.clone(),
+            source: source.clone(),
             state: r.and_then(|r| r.state.clone()),
             stop_reason: r.and_then(|r| r.stop_reason.clone()),
             description: r.and_then(|r| r.description.clone()),
@@ -41,17 +46,27 @@ impl StatusRow {
     }
 }
 
-/// Each watched job with what the database knows of it, in config order (`status`;
-/// `/api/v1/jobs` serves the same rows a page at a time).
+/// Each watched job with what the database knows of it: the config file's in its order, then
+/// the run-time list's in key order (`status`; `/api/v1/jobs` serves the same rows a page at a
+/// time). The run-time list is read from the database, so this works without a daemon.
 pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<StatusRow>> {
     let rows = store.jobs().await?;
-    Ok(config
-        .jobs
+    let runtime = crate::watchlist::RuntimeList {
+        version: None,
+        jobs: store
+            .watched_jobs()
+            .await?
+            .into_iter()
+            .map(|j| (j.key.clone(), j))
+            .collect(),
+    };
+    Ok(crate::watchlist::merged(config, &runtime)
         .iter()
-        .map(|j| {
+        .map(|w| {
             StatusRow::new(
-                j,
-                rows.get(&crate::domain::JobKey::new(&j.app_id, &j.job_id)),
+                &w.job,
+                &w.source,
+                rows.get(&crate::domain::JobKey::new(&w.job.app_id, &w.job.job_id)),
             )
         })
         .collect())

@@ -306,6 +306,7 @@ mod tests {
             name: None,
             notify: None,
             forward_to: None,
+            discover: false,
         };
         let with = |key: Option<&str>| Registration {
             auth_key: key.map(Secret::new),

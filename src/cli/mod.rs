@@ -27,6 +27,7 @@ mod poll_once;
 mod run;
 mod silence;
 mod test_alert;
+mod watch;
 
 /// Writes `text` to stdout.
 pub fn emit(text: &str) -> std::io::Result<()> {
@@ -132,6 +133,32 @@ pub enum Command {
     /// `silence list`, `silence expire`). Written to the database, so a running daemon
     /// honours them at its next send.
     Silence(silence::SilenceArgs),
+    /// Watch a job from now on (the run-time watch list in the database, source `cli`).
+    ///
+    /// Works whether or not `recwatch run` is running: a running daemon polls the job within
+    /// 2 s, otherwise the next start does. A job the config file has is already watched.
+    Watch {
+        /// The RTC app's id.
+        app_id: String,
+        /// The recording job's id.
+        job_id: String,
+        /// The name alerts and output show (default: the job id).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// A channel for its alerts (repeat for more; default: every channel).
+        #[arg(long, value_name = "CHANNEL")]
+        notify: Vec<String>,
+    },
+    /// Stop watching a job added at run time (`watch`, the API or discovery).
+    ///
+    /// A job of the config file is refused: edit the file. A running daemon stops polling the
+    /// job within 2 s.
+    Unwatch {
+        /// The RTC app's id.
+        app_id: String,
+        /// The recording job's id.
+        job_id: String,
+    },
     /// Send a test notification through each channel and report each result.
     TestAlert {
         /// Only this channel.
@@ -265,6 +292,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Silence(args) => {
             return silence::silence(&config, args).await.unwrap_or_else(fail);
         }
+        Command::Watch {
+            app_id,
+            job_id,
+            name,
+            notify,
+        } => watch::watch(&config, app_id, job_id, name, notify).await,
+        Command::Unwatch { app_id, job_id } => watch::unwatch(&config, app_id, job_id).await,
         Command::TestAlert { channel } => {
             return test_alert::test_alert(&config, channel.as_deref())
                 .await

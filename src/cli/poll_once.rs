@@ -15,6 +15,9 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let client = RtcClient::new(&config.api.client_config())?;
     let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;
+    // The run-time watch list's jobs are polled too.
+    let runtime = crate::watchlist::Watchlist::load(store.clone()).await?;
+    let config = &crate::watchlist::with_runtime(config, &runtime.current());
     let results = crate::poller::poll_once(config, &client, &store, &outbox).await;
     let mut rows = vec![vec![
         "NAME".into(),

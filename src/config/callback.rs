@@ -33,11 +33,14 @@ pub struct AppConfig {
     /// Verifies `X-Rtc-Signature`; prints as `***`.
     pub auth_key: Secret,
     pub name: Option<String>,
-    /// Channels for this app's jobs (checked to exist; used by a later step of issue 11).
+    /// Channels for this app's discovered jobs (checked to exist).
     pub notify: Option<Vec<String>>,
     /// Where each verified event is relayed, byte for byte and re-signed with `auth_key`
     /// (through the outbox: `deliver::forward`). It may carry a token: never logged.
     pub forward_to: Option<url::Url>,
+    /// `discover = true`: a verified callback for a job nobody watches starts watching it
+    /// (run-time list, source `callback`).
+    pub discover: bool,
 }
 
 pub(super) fn read_callback(mut t: Table) -> Result<CallbackConfig, ConfigError> {
@@ -74,18 +77,6 @@ pub(super) fn read_apps(
     let mut seen = BTreeSet::new();
     let mut apps = Vec::new();
     for mut t in tables {
-        // Issue 11 names these, but nothing acts on them yet: refused, so that no one believes
-        // their callbacks are relayed or their jobs discovered.
-        for later in ["discover"] {
-            if t.keys().iter().any(|k| k == later) {
-                return Err(t.err(
-                    later,
-                    format!(
-                        "is not supported yet: this recwatch only stores callbacks; remove {later}"
-                    ),
-                ));
-            }
-        }
         // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
         t.known(&[
             "app_id",
@@ -94,6 +85,7 @@ pub(super) fn read_apps(
             "name",
             "notify",
             "forward_to",
+            "discover",
         ])?;
         let app_id = t.required_string("app_id")?;
         super::validate::check_id(&t, "app_id", &app_id)?;
@@ -123,6 +115,7 @@ pub(super) fn read_apps(
                 )
             })?),
         };
+        let discover = t.boolean("discover")?.unwrap_or(false);
         let notify_names = t.string_list("notify")?;
         for n in notify_names.iter().flatten() {
             if !channels.contains(&n.as_str()) {
@@ -145,6 +138,7 @@ pub(super) fn read_apps(
             name,
             notify: notify_names,
             forward_to,
+            discover,
         });
     }
     if callback.listen.is_some() && apps.is_empty() {

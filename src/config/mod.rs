@@ -271,6 +271,9 @@ pub struct HttpConfig {
     /// Where people reach recwatch's pages (`http.public_url`): chat messages link to
     /// `{public_url}/jobs/{app_id}/{job_id}`. `None`: no links.
     pub public_url: Option<Url>,
+    /// `http.token` (or `token_file`): the bearer token the write endpoints ask for
+    /// (`POST`/`DELETE /api/v1/...`); `None` refuses every write with 403. Prints as `***`.
+    pub token: Option<Secret>,
 }
 
 impl HttpConfig {
@@ -398,6 +401,7 @@ impl Config {
                 listen: None,
                 read_token: None,
                 public_url: None,
+                token: None,
             },
             callback: CallbackConfig::default(),
             heartbeat: HeartbeatConfig::default(),

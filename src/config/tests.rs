@@ -794,10 +794,10 @@ fn callback_and_apps_errors_name_the_key() {
             "http:// or https://",
         ),
         (
-            "discovery is not built: discover is refused",
-            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\ndiscover=true\n",
-            "apps[0].discover",
-            "not supported yet",
+            "discover must be true or false",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\ndiscover=\"yes\"\n",
+            "apps[0] (\"a\").discover",
+            "not true or false",
         ),
     ];
     for (name, extra, key, fix) in cases {
@@ -826,7 +826,10 @@ fn callback_and_apps_errors_name_the_key() {
         relayed.apps[0].forward_to.as_ref().map(|u| u.as_str()),
         Some("https://my-app.example.com/rtc-callback")
     );
+    assert!(!good.apps[0].discover, "off by default");
     assert!(!format!("{good:?}").contains("\"k\""));
+    let discovering = parse(&format!("{auth}{app}discover=true\n")).unwrap();
+    assert!(discovering.apps[0].discover);
     let off = parse(&format!("{auth}[callback]\nlisten=\"\"\n")).unwrap();
     assert_eq!(off.callback.listen, None);
 }
@@ -857,4 +860,45 @@ fn group_wait_and_public_url() {
     assert_eq!(e.location, "http.public_url");
     let e = load("[http]\npublic_url = \"https://rw.example.com/?x=1\"").unwrap_err();
     assert!(e.message.contains("query"), "{e}");
+}
+
+#[test]
+fn the_http_token_is_a_secret_inline_or_from_a_file() {
+    let c = parse(&with("[http]\ntoken = \"tok-123\"\n")).unwrap();
+    assert_eq!(c.http.token.as_ref().map(|t| t.expose()), Some("tok-123"));
+    assert!(!format!("{c:?}").contains("tok-123"), "never in Debug");
+    assert!(
+        parse(MINIMAL).unwrap().http.token.is_none(),
+        "off by default"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "tok-from-file\n").unwrap();
+    let c = parse_str(
+        &with("[http]\ntoken_file = \"token\"\n"),
+        Vec::<(String, String)>::new(),
+        Some(dir.path()),
+    )
+    .unwrap();
+    assert_eq!(
+        c.http.token.as_ref().map(|t| t.expose()),
+        Some("tok-from-file")
+    );
+
+    let cases = [
+        ("both", "token = \"a\"\ntoken_file = \"/t\"\n", "not both"),
+        ("empty", "token = \"\"\n", "is empty"),
+        ("a space", "token = \"two words\"\n", "space or control"),
+        (
+            "missing file",
+            "token_file = \"/nonexistent/t\"\n",
+            "cannot read",
+        ),
+    ];
+    for (name, keys, want) in cases {
+        let e = parse(&with(&format!("[http]\n{keys}"))).expect_err(name);
+        assert!(e.location.starts_with("http.token"), "{name}: {e}");
+        assert!(e.message.contains(want), "{name}: {e}");
+        assert!(!e.to_string().contains("two words"), "{name}: {e}");
+    }
 }

@@ -406,11 +406,23 @@ fn read_http(mut t: Table, base: Option<&Path>) -> Result<HttpConfig, ConfigErro
         })?),
     };
     let read_token = t.secret("read_token", base)?;
+    // The bearer token of the write endpoints; without one they answer 403.
+    let token = t.secret("token", base)?;
+    if token
+        .as_ref()
+        .is_some_and(|s| s.expose().chars().any(|c| c.is_control() || c == ' '))
+    {
+        return Err(t.err(
+            "token",
+            "has a space or control character, which an Authorization header cannot carry; use e.g. the output of `openssl rand -hex 32`",
+        ));
+    }
     t.finish()?;
     Ok(HttpConfig {
         listen,
         read_token,
         public_url,
+        token,
     })
 }
 
@@ -497,24 +509,9 @@ fn read_jobs(
     Ok(jobs)
 }
 
-/// An id is sent as one URL path segment. The URL layer drops a `.` or `..` segment after
-/// the request is signed, so the signature cannot match and every request is refused (three
-/// refusals stop every poll for `api.auth_backoff`); a control character cannot be what the
-/// console shows.
+/// An id is checked as everywhere else ([`crate::domain::check_id`]), the error placed at its key.
 pub(super) fn check_id(t: &Table, key: &str, id: &str) -> Result<(), ConfigError> {
-    if id == "." || id == ".." {
-        return Err(t.err(
-            key,
-            format!("{id:?} is not an id: the URL would lose it after signing and every request would be refused; copy the id from the console"),
-        ));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(t.err(
-            key,
-            format!("{id:?} has a control character; copy the id from the console"),
-        ));
-    }
-    Ok(())
+    crate::domain::check_id(id).map_err(|m| t.err(key, m))
 }
 
 pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {

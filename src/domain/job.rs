@@ -19,6 +19,110 @@ impl JobKey {
     }
 }
 
+/// The longest id accepted: RTC's ids are 24-32 characters; anything near this is not one.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Whether `id` can be an app or job id: the one check for ids from the config file, the API,
+/// the command line and callbacks alike. An id is sent as one URL path segment: the URL layer
+/// drops a `.` or `..` segment after the request is signed (so the signature cannot match and
+/// every request is refused: three refusals stop every poll for `api.auth_backoff`), and a `/`
+/// would make two segments of it. A control character cannot be what the console shows, and
+/// ids go into log lines. `Err` says what is wrong, for the caller to place (key or field).
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("is empty; copy the id from the console".into());
+    }
+    if id == "." || id == ".." {
+        return Err(format!(
+            "{id:?} is not an id: the URL would lose it after signing and every request would be refused; copy the id from the console"
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!(
+            "{:?} has a control character; copy the id from the console",
+            recwatch_rtc::secret::cap(id, 64)
+        ));
+    }
+    if id.contains('/') {
+        return Err(format!(
+            "{id:?} has a '/', which would split the API's URL path; copy the id from the console"
+        ));
+    }
+    if id.chars().count() > MAX_ID_CHARS {
+        return Err(format!(
+            "{:?} is {} characters long, over the {MAX_ID_CHARS} an id may have; copy the id from the console",
+            recwatch_rtc::secret::cap(id, 64),
+            id.chars().count()
+        ));
+    }
+    Ok(())
+}
+
+/// Where a watched job came from: the `source` of `status --json`, `/api/v1/jobs` and the
+/// database's run-time watch list. A job in the config file is `Config`; the others are
+/// run-time entries. Values this build does not know (a newer recwatch wrote them to a shared
+/// database) are kept as they are, not refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum JobSource {
+    /// A `[[jobs]]` entry of the config file.
+    Config,
+    /// Discovered by a record callback of an app with `discover = true`.
+    Callback,
+    /// `POST /api/v1/jobs`.
+    Api,
+    /// `recwatch watch`.
+    Cli,
+    /// A spelling this build does not know (e.g. issue 15's `remediation` before it is built).
+    Other(String),
+}
+
+impl JobSource {
+    pub fn parse(s: &str) -> JobSource {
+        match s {
+            "config" => JobSource::Config,
+            "callback" => JobSource::Callback,
+            "api" => JobSource::Api,
+            "cli" => JobSource::Cli,
+            other => JobSource::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobSource::Config => "config",
+            JobSource::Callback => "callback",
+            JobSource::Api => "api",
+            JobSource::Cli => "cli",
+            JobSource::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for JobSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for JobSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// An entry of the run-time watch list (the database's, not the config file's): a job watched
+/// because the API, the command line or a callback asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeJob {
+    pub key: JobKey,
+    pub name: Option<String>,
+    /// Channels its alerts go to; `None` means every channel (as for a `[[jobs]]` entry).
+    pub notify: Option<Vec<String>>,
+    pub source: JobSource,
+    /// When it was added (RFC 3339, UTC).
+    pub added_at: String,
+}
+
 /// `app_id/job_id`, the API path's order.
 impl fmt::Display for JobKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,5 +191,41 @@ mod tests {
         for (name, app, job, want) in cases {
             assert_eq!(job_path(app, job), want, "{name}");
         }
+    }
+
+    #[test]
+    fn id_check_table() {
+        let long = "a".repeat(MAX_ID_CHARS + 1);
+        let cases: [(&str, &str, Option<&str>); 10] = [
+            ("a console id", "5fcdf56512345676f835d0d4", None),
+            ("a numeric id", "123", None),
+            ("dots inside are fine", "a.b", None),
+            ("the longest", &long[1..], None),
+            ("empty", "", Some("empty")),
+            ("dot", ".", Some("not an id")),
+            ("dot dot", "..", Some("not an id")),
+            ("a slash", "a/b", Some("'/'")),
+            ("a control character", "a\nb", Some("control character")),
+            ("over long", &long, Some("over the 128")),
+        ];
+        for (name, id, want) in cases {
+            match (check_id(id), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => assert!(e.contains(w), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want an error with {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sources_round_trip_and_unknown_ones_are_kept() {
+        for s in ["config", "callback", "api", "cli", "remediation"] {
+            assert_eq!(JobSource::parse(s).as_str(), s);
+        }
+        assert_eq!(
+            JobSource::parse("remediation"),
+            JobSource::Other("remediation".into())
+        );
+        assert_eq!(serde_json::to_string(&JobSource::Cli).unwrap(), "\"cli\"");
     }
 }

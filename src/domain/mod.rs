@@ -20,7 +20,7 @@ mod time;
 
 pub use alert::{Alert, AlertId, JobFacts, PAYLOAD_VERSION, TransitionFacts, hostname, test_alert};
 pub use episode::{EpisodeStep, OpenEpisode};
-pub use job::{JobKey, job_path};
+pub use job::{JobKey, JobSource, MAX_ID_CHARS, RuntimeJob, check_id, job_path};
 pub use phase::Phase;
 pub use poll::{PollOutcome, PollRecord};
 pub use recwatch_rtc::ErrorKind;

@@ -6,8 +6,7 @@
 //! the list. Pages are built a few at a time, so many clients cost time, not memory.
 
 use super::AppState;
-use super::page::sources;
-use crate::config::Config;
+use super::page::{sources, watched};
 use crate::view::{self, AlertsQuery, JobPageQuery, JobsQuery, RawJobsQuery, ViewError};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -57,11 +56,11 @@ pub(super) async fn jobs(
         Err(e) => return view_error(e),
     };
     let _turn = builders.turn().await;
-    let config: Arc<Config> = s.config.borrow().clone();
+    let (config, job_sources) = watched(&s);
     // The header's counts only on the first page: a client walking every page pays for its
     // pages, not for a count of the whole list on each.
     let with_summary = q.after.is_none();
-    match view::jobs::jobs_page(&sources(&s, &config), q, with_summary).await {
+    match view::jobs::jobs_page(&sources(&s, &config, &job_sources), q, with_summary).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => view_error(e),
     }
@@ -72,16 +71,16 @@ pub(super) async fn job(
     Path((app_id, job_id)): Path<(String, String)>,
     Query(q): Query<JobPageQuery>,
 ) -> Response {
-    let config: Arc<Config> = s.config.borrow().clone();
-    match view::job::job_page(&sources(&s, &config), &app_id, &job_id, &q).await {
+    let (config, job_sources) = watched(&s);
+    match view::job::job_page(&sources(&s, &config, &job_sources), &app_id, &job_id, &q).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => view_error(e),
     }
 }
 
 pub(super) async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
-    let config: Arc<Config> = s.config.borrow().clone();
-    match view::alerts::alerts_page(&sources(&s, &config), &q).await {
+    let (config, job_sources) = watched(&s);
+    match view::alerts::alerts_page(&sources(&s, &config, &job_sources), &q).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => view_error(e),
     }

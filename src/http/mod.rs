@@ -1,5 +1,8 @@
 //! The HTTP endpoint: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/api/v1/jobs`
 //! (paginated) and `/api/v1/jobs/{app_id}/{job_id}` (one job, with its recorded files).
+//! `POST /api/v1/jobs` and `DELETE /api/v1/jobs/{app_id}/{job_id}` change the run-time watch
+//! list. Every endpoint that writes takes [`auth::WriteAccess`]: the bearer token of
+//! `[http] token`, checked in that one place.
 //!
 //! Loopback by default, and built so that whoever can reach it cannot starve recwatch: every
 //! connection must send a complete request header within [`limits::HEADER_READ_TIMEOUT`] (a new
@@ -15,7 +18,9 @@
 //! they are right for work a previous run left behind too.
 
 mod api;
+pub mod auth;
 mod health;
+mod jobs;
 pub mod limits;
 pub mod listen;
 mod metrics;
@@ -35,7 +40,7 @@ use crate::outbox::Outbox;
 use crate::poller::Budget;
 use crate::store::Store;
 use crate::vitals::Liveness;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -52,6 +57,8 @@ pub struct AppState {
     pub outbox: Outbox,
     pub budget: Arc<Budget>,
     pub metrics: PrometheusHandle,
+    /// The run-time watch list: read by `/api/v1/jobs`, changed by its POST and DELETE.
+    pub watchlist: crate::watchlist::Watchlist,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,6 +75,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             read_guard::read_guard,
         ));
+    // What changes things: behind `[http] token` ([`auth::WriteAccess`], in each handler), not
+    // behind the read guard, so a writer needs only the write token.
+    let writes = Router::new()
+        .route("/api/v1/jobs", post(jobs::add))
+        .route("/api/v1/jobs/{app_id}/{job_id}", delete(jobs::remove));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(health::readyz))
@@ -75,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/page.css", get(page::css))
         .route("/static/page.js", get(page::js))
         .merge(reads)
+        .merge(writes)
         .layer(Extension(metrics::DbGaugesRead::default()))
         .layer(Extension(api::PageBuilders::new()))
         .with_state(state)

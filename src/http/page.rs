@@ -10,6 +10,7 @@
 use super::AppState;
 use super::api::{PageBuilders, view_error};
 use crate::config::Config;
+use crate::domain::{JobKey, JobSource};
 use crate::view::ViewError;
 use crate::view::{
     self, AlertsQuery, JobItem, JobPageQuery, JobsQuery, RawJobsQuery, Sources, Timeline, Tone,
@@ -20,7 +21,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Seconds between the script's live refreshes of the parts marked `data-live`.
@@ -454,11 +455,24 @@ fn html(rendered: Result<String, askama::Error>) -> Response {
     }
 }
 
+/// The watch list for this request: the configuration in force with the run-time list merged
+/// in, and where each run-time job came from.
+pub(super) fn watched(s: &AppState) -> (Arc<Config>, HashMap<JobKey, JobSource>) {
+    let config = s.config.borrow().clone();
+    let (merged, sources) = crate::watchlist::with_runtime_sources(&config, &s.watchlist.current());
+    (Arc::new(merged), sources)
+}
+
 /// What a page is built from, for this request.
-pub(super) fn sources<'a>(s: &'a AppState, config: &'a Arc<Config>) -> Sources<'a> {
+pub(super) fn sources<'a>(
+    s: &'a AppState,
+    config: &'a Arc<Config>,
+    job_sources: &'a HashMap<JobKey, JobSource>,
+) -> Sources<'a> {
     Sources {
         store: &s.store,
         config,
+        sources: job_sources,
         api_unhealthy: s.outbox.api_unhealthy(),
         budget_paused: s.budget.paused_until().is_some(),
         now: Utc::now(),
@@ -475,8 +489,8 @@ pub(super) async fn index(
         Err(e) => return view_error(e),
     };
     let _turn = builders.turn().await;
-    let config: Arc<Config> = s.config.borrow().clone();
-    match view::jobs::jobs_page(&sources(&s, &config), q, true).await {
+    let (config, job_sources) = watched(&s);
+    match view::jobs::jobs_page(&sources(&s, &config, &job_sources), q, true).await {
         Ok(p) => match &p.summary {
             Some(s) => html(jobs_template(&p, s).render()),
             None => view_error(ViewError::Internal("the header was not built".into())),
@@ -490,8 +504,8 @@ pub(super) async fn job(
     Path((app_id, job_id)): Path<(String, String)>,
     Query(q): Query<JobPageQuery>,
 ) -> Response {
-    let config: Arc<Config> = s.config.borrow().clone();
-    let src = sources(&s, &config);
+    let (config, job_sources) = watched(&s);
+    let src = sources(&s, &config, &job_sources);
     match view::job::job_page(&src, &app_id, &job_id, &q).await {
         Ok(p) => {
             let before = q.before.as_deref().is_some_and(|b| !b.is_empty());
@@ -502,8 +516,8 @@ pub(super) async fn job(
 }
 
 pub(super) async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
-    let config: Arc<Config> = s.config.borrow().clone();
-    let src = sources(&s, &config);
+    let (config, job_sources) = watched(&s);
+    let src = sources(&s, &config, &job_sources);
     match view::alerts::alerts_page(&src, &q).await {
         Ok(p) => {
             let first_page = q.before.as_deref().is_none_or(str::is_empty);

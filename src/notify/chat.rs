@@ -173,6 +173,7 @@ impl Style {
         crate::config::HttpConfig {
             listen: None,
             read_token: None,
+            token: None,
             public_url: self.public_url.clone(),
         }
         .job_link(&job.app_id, &job.job_id)

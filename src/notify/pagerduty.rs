@@ -144,6 +144,7 @@ pub fn render(alert: &Alert, action: Action, routing_key: &str, style: &Style) -
                 crate::config::HttpConfig {
                     listen: None,
                     read_token: None,
+                    token: None,
                     public_url: style.public_url.clone(),
                 }
                 .job_link(&j.app_id, &j.job_id)

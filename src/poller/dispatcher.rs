@@ -55,6 +55,9 @@ pub struct Poller {
     /// The configuration in force (see [`Poller::follow`]): a new value is a reload, applied
     /// between two of the dispatcher's steps, never in the middle of one.
     config_rx: Option<watch::Receiver<Arc<Config>>>,
+    /// The run-time watch list (see [`Poller::follow_watchlist`]) and the configuration as
+    /// published, without it: `config` is the two merged.
+    runtime: super::watchlist::Runtime,
     command_rx: Option<mpsc::Receiver<Command>>,
     /// Told once polling is armed (systemd's READY=1 waits for it).
     armed: Option<tokio::sync::oneshot::Sender<()>>,
@@ -83,6 +86,7 @@ impl Poller {
             command_tx,
             command_rx: Some(command_rx),
             config_rx: None,
+            runtime: super::watchlist::Runtime::new(&config),
             armed: None,
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
@@ -122,6 +126,14 @@ impl Poller {
     pub fn follow(&mut self, mut config: watch::Receiver<Arc<Config>>) {
         config.mark_unchanged();
         self.config_rx = Some(config);
+    }
+
+    /// Follows the run-time watch list too: its jobs are polled beside the configuration's
+    /// from the start, and each change is applied like a reload of the watch list alone.
+    pub fn follow_watchlist(&mut self, list: watch::Receiver<Arc<crate::watchlist::RuntimeList>>) {
+        let config = self.runtime.follow(list);
+        self.watched = config.jobs.iter().map(|j| (key(j), j.clone())).collect();
+        self.config = Arc::new(config);
     }
 
     pub fn events(&self) -> broadcast::Receiver<Event> {
@@ -359,6 +371,7 @@ impl Dispatcher {
                 Some(cmd) = commands.recv() => self.command(cmd).await,
                 _ = hints.notified() => self.take_hints(),
                 Some(config) = next_config(config_rx) => self.config_changed(config).await,
+                Some(list) = self.poller.runtime.changed() => self.watchlist_changed(list).await,
                 _ = heartbeat.tick() => {
                     self.poller.liveness.beat();
                     self.retry_owed();
@@ -514,7 +527,7 @@ impl Dispatcher {
                 return;
             }
         };
-        let config = Config::clone(&config);
+        let config = self.poller.runtime.with_config(config);
         let rows = rows_now(&self.poller.store).await;
         let old = &self.poller.config;
         if config.api.auth != old.api.auth || config.api.endpoint != old.api.endpoint {
@@ -529,6 +542,17 @@ impl Dispatcher {
             self.health.auth_streak = 0;
             self.health.verified = false;
         }
+        self.reload(config, client, &rows).await;
+        self.owed
+            .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
+    }
+
+    /// The run-time watch list changed (here or in another process): jobs join (polled at
+    /// once) or leave as on a reload; nothing else changes.
+    async fn watchlist_changed(&mut self, list: Arc<crate::watchlist::RuntimeList>) {
+        let config = self.poller.runtime.with_list(list);
+        let rows = rows_now(&self.poller.store).await;
+        let client = self.poller.client.clone();
         self.reload(config, client, &rows).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));

@@ -32,7 +32,8 @@
 //! - `job.rs`: a job's state between polls, and the outcomes it still owes the database;
 //! - `batch.rs`: polls that changed nothing, written once a second in one transaction;
 //! - `writer.rs`: the group writer, the one task that commits poll outcomes through the outbox;
-//! - `once.rs`: `recwatch poll-once`.
+//! - `once.rs`: `recwatch poll-once`;
+//! - `watchlist.rs`: the configuration's jobs and the run-time watch list, merged (what is polled).
 //!
 //! The poller uses the outbox (to write) and never the other way round: the [`Event`]s it
 //! publishes are defined in the outbox, which publishes alerts on the same channel.
@@ -46,6 +47,7 @@ mod job;
 mod once;
 mod schedule;
 mod task;
+mod watchlist;
 mod writer;
 
 pub use crate::outbox::Event;

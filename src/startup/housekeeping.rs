@@ -49,6 +49,7 @@ async fn prune(store: &Store, retention: Duration, stop: &watch::Receiver<bool>)
             deliveries = p.deliveries,
             episodes = p.episodes,
             transitions = p.transitions,
+            retired_watched_jobs = p.watched,
             batches = p.batches,
             longest_batch_ms = p.longest_batch.as_millis() as u64,
             interrupted = p.stopped,

@@ -26,6 +26,7 @@ use crate::storage::lock::OwnerLock;
 use crate::store::Store;
 use crate::systemd;
 use crate::vitals::Vitals;
+use crate::watchlist::Watchlist;
 use anyhow::Context;
 use recwatch_rtc::client::RtcClient;
 use std::sync::Arc;
@@ -144,6 +145,7 @@ struct Parts {
     poller: Poller,
     worker: crate::deliver::Worker,
     housekeeping: JobScheduler,
+    watchlist: Watchlist,
 }
 
 impl Daemon {
@@ -174,6 +176,7 @@ impl Daemon {
             forward_wake.clone(),
         )
         .context("cannot build the HTTP client for forward_to")?;
+        parts.poller.follow_watchlist(parts.watchlist.subscribe());
         let shared = Shared {
             tasks,
             stop_tx,
@@ -190,8 +193,12 @@ impl Daemon {
             shared.stop.clone(),
         ));
         shared.start_heartbeat(parts.outbox.clone());
+        // Changes other processes make to the run-time watch list reach the poller from here.
+        shared
+            .tasks
+            .spawn(parts.watchlist.clone().follow(shared.stop.clone()));
         if let Some(listener) = listener {
-            shared.start_http(listener, &parts.poller, parts.outbox);
+            shared.start_http(listener, &parts.poller, parts.outbox, &parts.watchlist);
         }
         if let Some(listener) = callback {
             shared.tasks.spawn(crate::callback::serve(
@@ -200,6 +207,7 @@ impl Daemon {
                 shared.store.clone(),
                 parts.poller.hints(),
                 forward_wake,
+                parts.watchlist.clone(),
                 shared.stop.clone(),
             ));
         }
@@ -231,6 +239,9 @@ impl Daemon {
         let poller = Poller::new(config.clone(), client, store.clone(), outbox.clone());
         // Built once here, so a broken channel configuration fails the start, not a restart.
         let worker = crate::deliver::Worker::new(store.clone(), config, outbox.wake_handle())?;
+        let watchlist = Watchlist::load(store.clone())
+            .await
+            .context("cannot read the run-time watch list from the database")?;
         let housekeeping =
             housekeeping::start(tasks, store.clone(), config.storage.retention, stop.clone())
                 .await?;
@@ -239,6 +250,7 @@ impl Daemon {
             poller,
             worker,
             housekeeping,
+            watchlist,
         })
     }
 }
@@ -268,7 +280,13 @@ impl Shared {
             .spawn(supervise::delivery_worker(worker, parts, self.stop.clone()));
     }
 
-    fn start_http(&self, listener: TcpListener, poller: &Poller, outbox: Outbox) {
+    fn start_http(
+        &self,
+        listener: TcpListener,
+        poller: &Poller,
+        outbox: Outbox,
+        watchlist: &Watchlist,
+    ) {
         let state = crate::http::AppState {
             store: self.store.clone(),
             config: self.config.clone(),
@@ -277,6 +295,7 @@ impl Shared {
             outbox,
             budget: poller.budget(),
             metrics: crate::http::metrics_handle(),
+            watchlist: watchlist.clone(),
         };
         self.tasks
             .spawn(crate::http::serve(listener, state, self.stop.clone()));

@@ -1,7 +1,7 @@
 //! The store: the only place with SQL. Per-job last snapshots (`jobs`), the transitions
 //! (`transitions`), condition episodes (`episodes`), alerts with their deliveries (`alerts`,
-//! `deliveries`), silences and the deliveries they hold (`silences`), retention (`retention`)
-//! and what `/metrics` reads (`gauges`), each behind
+//! `deliveries`), silences and the deliveries they hold (`silences`), the run-time watch list
+//! (`watchlist`), retention (`retention`) and what `/metrics` reads (`gauges`), each behind
 //! typed functions and row types; nothing outside this folder sees a statement or a row.
 //!
 //! This is also the seam where a PostgreSQL store plugs in next: the rest of recwatch speaks
@@ -32,6 +32,7 @@ mod page;
 mod retention;
 mod silences;
 mod transitions;
+mod watchlist;
 
 pub use alerts::{AlertView, DeliveryView};
 pub use callbacks::{CallbackEventRow, Inserted, RecordedFileRow};

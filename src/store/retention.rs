@@ -1,6 +1,7 @@
 //! Retention (`storage.retention`): old alerts with their deliveries, closed episodes and
 //! transitions are deleted in small batches, so the write lock is never held for long. The
-//! jobs' own rows are not history and stay.
+//! jobs' own rows are not history and stay. Run-time watch-list entries whose job has been
+//! STOPPED (or never seen) for longer than the retention are retired with them.
 
 use super::Store;
 use crate::domain::timestamp;
@@ -51,6 +52,7 @@ enum Table {
     Alerts,
     Episodes,
     Transitions,
+    Watchlist,
 }
 
 /// What one prune removed.
@@ -60,6 +62,8 @@ pub struct Pruned {
     pub deliveries: u64,
     pub episodes: u64,
     pub transitions: u64,
+    /// Run-time watch-list entries retired.
+    pub watched: u64,
     /// Transactions it took.
     pub batches: u64,
     /// The longest any one of them held the write lock.
@@ -70,7 +74,7 @@ pub struct Pruned {
 
 impl Pruned {
     pub fn rows(&self) -> u64 {
-        self.alerts + self.deliveries + self.episodes + self.transitions
+        self.alerts + self.deliveries + self.episodes + self.transitions + self.watched
     }
 }
 
@@ -97,6 +101,7 @@ impl Store {
             (Table::Alerts, PRUNE_ALERTS),
             (Table::Episodes, PRUNE_EPISODES),
             (Table::Transitions, PRUNE_TRANSITIONS),
+            (Table::Watchlist, super::watchlist::RETIRE_WATCHED),
         ] {
             loop {
                 if *stop.borrow() {
@@ -114,6 +119,7 @@ impl Store {
                     }
                     Table::Episodes => done.episodes += deleted,
                     Table::Transitions => done.transitions += deleted,
+                    Table::Watchlist => done.watched += deleted,
                 }
                 if deleted < batch as u64 {
                     break;
@@ -259,8 +265,9 @@ mod tests {
             (7, 12, 5, 7),
             "{pruned:?}"
         );
-        // Batches of 2: alerts 2+2+2+1, episodes 2+2+1, transitions 2+2+2+1.
-        assert_eq!(pruned.batches, 4 + 3 + 4, "{pruned:?}");
+        // Batches of 2: alerts 2+2+2+1, episodes 2+2+1, transitions 2+2+2+1, and one that finds
+        // no run-time watch-list entry to retire.
+        assert_eq!(pruned.batches, 4 + 3 + 4 + 1, "{pruned:?}");
         assert!(!pruned.stopped);
         assert_eq!(pruned.rows(), 31);
 
@@ -302,7 +309,7 @@ mod tests {
 
         // Nothing left to do: one empty batch per table.
         let again = store.prune(cutoff, 2, &never).await.unwrap();
-        assert_eq!((again.rows(), again.batches), (0, 3));
+        assert_eq!((again.rows(), again.batches), (0, 4));
 
         // Once its last delivery is over, an old alert goes at the next prune.
         sqlx::query("UPDATE deliveries SET state = 'sent' WHERE alert_id = 'pending-2'")

@@ -90,7 +90,14 @@ pub async fn job_page(
             })
         })
         .collect();
-    let job_item = item(&job, row.as_ref(), &changes, start, src.now);
+    let job_item = item(
+        &job,
+        &src.source_of(&job),
+        row.as_ref(),
+        &changes,
+        start,
+        src.now,
+    );
     let mut transitions = src
         .store
         .job_transitions(

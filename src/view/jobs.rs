@@ -11,7 +11,7 @@ use super::label::{self, Tone};
 use super::timeline::{self, Change, Timeline};
 use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit, parse_time};
 use crate::config::{Config, JobConfig};
-use crate::domain::{JobKey, Phase, timestamp};
+use crate::domain::{JobKey, JobSource, Phase, timestamp};
 use crate::status::StatusRow;
 use crate::store::{JobPhaseRow, JobRow, PhasePoint};
 use chrono::{DateTime, Duration, Utc};
@@ -419,6 +419,7 @@ pub(super) async fn items(
             let row = rows.get(&key);
             item(
                 j,
+                &src.source_of(j),
                 row,
                 changes.get(&key).map_or(&[][..], Vec::as_slice),
                 start,
@@ -438,6 +439,7 @@ fn change(p: &PhasePoint) -> Option<Change> {
 /// One job as the list shows it.
 pub(super) fn item(
     j: &JobConfig,
+    source: &JobSource,
     row: Option<&JobRow>,
     changes: &[Change],
     start: DateTime<Utc>,
@@ -452,7 +454,7 @@ pub(super) fn item(
             .unwrap_or(start)
     });
     JobItem {
-        row: StatusRow::new(j, row),
+        row: StatusRow::new(j, source, row),
         label: label::label(phase.as_ref()),
         tone: label::tone(phase.as_ref()),
         consecutive_failures: failures,

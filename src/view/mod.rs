@@ -20,12 +20,15 @@ pub use label::Tone;
 pub use timeline::{Segment, Timeline};
 
 use crate::config::Config;
+use crate::config::JobConfig;
+use crate::domain::{JobKey, JobSource};
 use crate::store::{Store, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What a page is built from: the database, the configuration in force, what the running
@@ -34,11 +37,24 @@ pub struct Sources<'a> {
     pub store: &'a Store,
     /// An `Arc`, so a list's scan can move it off the async workers.
     pub config: &'a Arc<Config>,
+    /// Where each run-time job of `config` came from ([`crate::watchlist`]); the config
+    /// file's jobs are not in it.
+    pub sources: &'a HashMap<JobKey, JobSource>,
     /// The RTC API is failing (the `api_unhealthy` condition is open).
     pub api_unhealthy: bool,
     /// Every request is held (throttled, or credentials refused).
     pub budget_paused: bool,
     pub now: DateTime<Utc>,
+}
+
+impl Sources<'_> {
+    /// Where a watched job came from: its run-time entry's source, else the config file.
+    pub fn source_of(&self, j: &JobConfig) -> JobSource {
+        self.sources
+            .get(&JobKey::new(&j.app_id, &j.job_id))
+            .cloned()
+            .unwrap_or(JobSource::Config)
+    }
 }
 
 /// Why a page cannot be built.

@@ -23,3 +23,4 @@ mod service;
 mod silences;
 mod sim_push;
 mod support;
+mod watchlist;

@@ -1,0 +1,113 @@
+//! `recwatch watch` and `recwatch unwatch`: the run-time watch list changed from the command
+//! line. They write the database directly (without owning it: a running daemon keeps its
+//! lock, and picks the change up within about a second), so they work whether or not a daemon
+//! runs; with none, the next `recwatch run` starts from the list as they left it.
+
+use super::emit;
+use crate::config::Config;
+use crate::domain::{JobKey, JobSource};
+use crate::exit::StartError;
+use crate::store::{Store, StoreError};
+use crate::watchlist::{Added, Removed, edit_the_file, in_config, new_entry};
+
+/// A store error as the command reports it: a database busy beyond the busy timeout is 75
+/// (try again), anything else 1.
+fn store_failed(e: StoreError, what: &str) -> anyhow::Error {
+    if e.is_locked() {
+        StartError::busy(format!(
+            "{what}: the database is busy with another process's write ({e}); nothing was changed, try again"
+        ))
+        .into()
+    } else {
+        anyhow::Error::new(e).context(format!("{what}: nothing was changed"))
+    }
+}
+
+pub(super) async fn watch(
+    config: &Config,
+    app_id: String,
+    job_id: String,
+    name: Option<String>,
+    notify: Vec<String>,
+) -> anyhow::Result<()> {
+    let key = JobKey::new(app_id, job_id);
+    let now = crate::domain::timestamp(chrono::Utc::now());
+    // No --notify: every channel, as for a [[jobs]] entry without `notify`.
+    let notify = (!notify.is_empty()).then_some(notify);
+    let entry = new_entry(config, key.clone(), name, notify, JobSource::Cli, &now)
+        .map_err(|e| StartError::usage(format!("cannot watch {key}: {e}")))?;
+    if let Some(location) = in_config(config, &key) {
+        out!("{key} is already watched: the config file has it ({location}); nothing changed")?;
+        return Ok(());
+    }
+    let store = Store::open(&config.storage.path).await?;
+    let list = crate::watchlist::Watchlist::load(store.clone())
+        .await
+        .map_err(|e| store_failed(e, "cannot read the watch list"))?;
+    let added = list.add(config, entry).await;
+    store.close().await;
+    match added.map_err(|e| store_failed(e, "cannot add the job"))? {
+        Added::New(e) => {
+            let name = e
+                .name
+                .as_deref()
+                .map(|n| format!(" as {n:?}"))
+                .unwrap_or_default();
+            let notify = match &e.notify {
+                Some(n) => format!("channels {n:?}"),
+                None => "every channel".into(),
+            };
+            out!(
+                "watching {key}{name} (alerts to {notify}); a running recwatch polls it within 2 s, otherwise the next `recwatch run` does"
+            )?;
+        }
+        Added::AlreadyWatched(e) => {
+            out!(
+                "{key} is already watched (source {}, added {}); nothing changed",
+                e.source,
+                e.added_at
+            )?;
+        }
+        Added::InConfig(location) => {
+            out!("{key} is already watched: the config file has it ({location}); nothing changed")?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn unwatch(config: &Config, app_id: String, job_id: String) -> anyhow::Result<()> {
+    let key = JobKey::new(app_id, job_id);
+    for (field, id) in [("app_id", &key.app_id), ("job_id", &key.job_id)] {
+        crate::domain::check_id(id)
+            .map_err(|m| StartError::usage(format!("cannot unwatch: {field} {m}")))?;
+    }
+    if let Some(location) = in_config(config, &key) {
+        return Err(StartError::usage(edit_the_file(&key, &location, config)).into());
+    }
+    if !config.storage.path.exists() {
+        anyhow::bail!(
+            "{key} is not watched (there is no database at {} yet)",
+            config.storage.path.display()
+        );
+    }
+    let store = Store::open(&config.storage.path).await?;
+    let list = crate::watchlist::Watchlist::load(store.clone())
+        .await
+        .map_err(|e| store_failed(e, "cannot read the watch list"))?;
+    let removed = list.remove(config, &key).await;
+    store.close().await;
+    match removed.map_err(|e| store_failed(e, "cannot remove the job"))? {
+        Removed::Removed(e) => {
+            out!(
+                "stopped watching {key} (source {}, added {}); a running recwatch stops polling it within 2 s",
+                e.source,
+                e.added_at
+            )?;
+            Ok(())
+        }
+        Removed::NotWatched => anyhow::bail!("{key} is not watched; nothing changed"),
+        Removed::InConfig(location) => {
+            Err(StartError::usage(edit_the_file(&key, &location, config)).into())
+        }
+    }
+}

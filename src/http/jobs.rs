@@ -1,0 +1,179 @@
+//! `POST /api/v1/jobs` and `DELETE /api/v1/jobs/{app_id}/{job_id}`: the run-time watch list
+//! changed over HTTP (bearer token, [`super::auth`]). A job added here is polled at once; the
+//! config file's jobs cannot be removed here (409: edit the file). Every answer is counted in
+//! `recwatch_api_writes_total{result}`, and every refusal is logged with the reason.
+
+use super::AppState;
+use super::auth::{WriteAccess, count_write};
+use crate::domain::{JobKey, JobSource};
+use crate::watchlist::{Added, Removed, edit_the_file, new_entry};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use tracing::{info, warn};
+
+/// The largest body `POST /api/v1/jobs` reads: an entry is a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The body of `POST /api/v1/jobs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewJob {
+    app_id: String,
+    job_id: String,
+    name: Option<String>,
+    notify: Option<Vec<String>>,
+}
+
+/// What `POST` answers (and `DELETE` for the job it removed): the job as watched now.
+#[derive(Serialize)]
+struct JobView {
+    app_id: String,
+    job_id: String,
+    name: Option<String>,
+    /// `null`: every channel.
+    notify: Option<Vec<String>>,
+    source: JobSource,
+    /// When it was added to the run-time list; `null` for a job of the config file.
+    added_at: Option<String>,
+}
+
+fn refuse(peer: SocketAddr, status: StatusCode, result: &'static str, message: String) -> Response {
+    warn!(%peer, status = status.as_u16(), "API write refused: {message}");
+    count_write(result);
+    (status, format!("{message}\n")).into_response()
+}
+
+fn unavailable(peer: SocketAddr, e: crate::store::StoreError) -> Response {
+    refuse(
+        peer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("the database cannot take the change ({e}); nothing was changed, try again"),
+    )
+}
+
+pub(super) async fn add(
+    _: WriteAccess,
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let bad = |m: String| refuse(peer, StatusCode::BAD_REQUEST, "bad_request", m);
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return refuse(
+            peer,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!(
+                "the body is over {MAX_BODY_BYTES} bytes; send {{\"app_id\", \"job_id\", \"name\"?, \"notify\"?}}"
+            ),
+        );
+    };
+    let new: NewJob = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => {
+            return bad(format!(
+                "the body is not a job: {e}; send JSON like {{\"app_id\": \"...\", \"job_id\": \"...\", \"name\": \"lobby\", \"notify\": [\"ops\"]}}"
+            ));
+        }
+    };
+    let config = s.config.borrow().clone();
+    let now = crate::domain::timestamp(chrono::Utc::now());
+    let entry = match new_entry(
+        &config,
+        JobKey::new(new.app_id, new.job_id),
+        new.name,
+        new.notify,
+        JobSource::Api,
+        &now,
+    ) {
+        Ok(e) => e,
+        Err(invalid) => return bad(format!("nothing was added: {invalid}")),
+    };
+    let key = entry.key.clone();
+    match s.watchlist.add(&config, entry).await {
+        Ok(Added::New(e)) => {
+            info!(%peer, job = %key, "API: watching a new job (polled now)");
+            count_write("created");
+            (StatusCode::CREATED, Json(view_runtime(e))).into_response()
+        }
+        Ok(Added::AlreadyWatched(e)) => {
+            count_write("exists");
+            (StatusCode::OK, Json(view_runtime(e))).into_response()
+        }
+        Ok(Added::InConfig(_)) => {
+            count_write("exists");
+            let job = config
+                .jobs
+                .iter()
+                .find(|j| j.app_id == key.app_id && j.job_id == key.job_id)
+                .expect("in the config");
+            let view = JobView {
+                app_id: job.app_id.clone(),
+                job_id: job.job_id.clone(),
+                name: job.name.clone(),
+                notify: job.notify.clone(),
+                source: JobSource::Config,
+                added_at: None,
+            };
+            (StatusCode::OK, Json(view)).into_response()
+        }
+        Err(e) => unavailable(peer, e),
+    }
+}
+
+pub(super) async fn remove(
+    _: WriteAccess,
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((app_id, job_id)): Path<(String, String)>,
+) -> Response {
+    for (field, id) in [("app_id", &app_id), ("job_id", &job_id)] {
+        if let Err(m) = crate::domain::check_id(id) {
+            return refuse(
+                peer,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{field} {m}"),
+            );
+        }
+    }
+    let key = JobKey::new(app_id, job_id);
+    let config = s.config.borrow().clone();
+    match s.watchlist.remove(&config, &key).await {
+        Ok(Removed::Removed(e)) => {
+            info!(%peer, job = %key, "API: stopped watching a job");
+            count_write("deleted");
+            (StatusCode::OK, Json(view_runtime(e))).into_response()
+        }
+        Ok(Removed::NotWatched) => refuse(
+            peer,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{key} is not watched"),
+        ),
+        Ok(Removed::InConfig(location)) => refuse(
+            peer,
+            StatusCode::CONFLICT,
+            "conflict",
+            edit_the_file(&key, &location, &config),
+        ),
+        Err(e) => unavailable(peer, e),
+    }
+}
+
+fn view_runtime(e: crate::domain::RuntimeJob) -> JobView {
+    JobView {
+        app_id: e.key.app_id,
+        job_id: e.key.job_id,
+        name: e.name,
+        notify: e.notify,
+        source: e.source,
+        added_at: Some(e.added_at),
+    }
+}

@@ -1,0 +1,216 @@
+//! The run-time watch list (`watchlist`): jobs watched without being in the config file, and
+//! the version number that moves with every change to it, so a running daemon (or several
+//! sharing the database) notices a change another process made with one cheap read.
+
+use super::{Store, StoreError};
+use crate::domain::{JobKey, JobSource, RuntimeJob};
+
+#[derive(sqlx::FromRow)]
+struct WatchRow {
+    app_id: String,
+    job_id: String,
+    name: Option<String>,
+    notify: Option<String>,
+    source: String,
+    added_at: String,
+}
+
+impl WatchRow {
+    fn into_job(self) -> RuntimeJob {
+        RuntimeJob {
+            key: JobKey::new(self.app_id, self.job_id),
+            name: self.name,
+            // Written by `watch` as a JSON array; anything else (a hand edit) means every
+            // channel rather than a failed read of the whole list.
+            notify: self
+                .notify
+                .and_then(|n| serde_json::from_str::<Vec<String>>(&n).ok()),
+            source: JobSource::parse(&self.source),
+            added_at: self.added_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "SELECT app_id, job_id, name, notify, source, added_at FROM watchlist";
+
+/// What a job's retirement is decided on: it has been STOPPED, or never seen at all, since
+/// before the cutoff. A RUNNING (or INIT) job is never retired however old its entry.
+pub(super) const RETIRE_WATCHED: &[&str] = &["DELETE FROM watchlist WHERE rowid IN
+     (SELECT w.rowid FROM watchlist w LEFT JOIN jobs j ON j.app_id = w.app_id AND j.job_id = w.job_id
+      WHERE w.added_at < ?1
+        AND (j.state IS NULL OR j.state = 'STOPPED')
+        AND coalesce(j.last_changed_at, w.added_at) < ?1
+      LIMIT ?2)"];
+
+impl Store {
+    /// Adds `job` to the run-time list; false (and nothing changed) when it is already there,
+    /// whatever its source.
+    pub async fn watch_job(&self, job: &RuntimeJob) -> Result<bool, StoreError> {
+        let notify = job
+            .notify
+            .as_ref()
+            .map(|n| serde_json::to_string(n).expect("strings serialize"));
+        let done = sqlx::query(
+            "INSERT INTO watchlist (app_id, job_id, name, notify, source, added_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, job_id) DO NOTHING",
+        )
+        .bind(&job.key.app_id)
+        .bind(&job.key.job_id)
+        .bind(&job.name)
+        .bind(notify)
+        .bind(job.source.as_str())
+        .bind(&job.added_at)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes a job from the run-time list; false when it was not there.
+    pub async fn unwatch_job(&self, key: &JobKey) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM watchlist WHERE app_id = ? AND job_id = ?")
+            .bind(&key.app_id)
+            .bind(&key.job_id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The whole run-time list, in (app_id, job_id) order.
+    pub async fn watched_jobs(&self) -> Result<Vec<RuntimeJob>, StoreError> {
+        let rows = sqlx::query_as::<_, WatchRow>(sqlx::AssertSqlSafe(format!(
+            "{COLUMNS} ORDER BY app_id, job_id"
+        )))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(WatchRow::into_job).collect())
+    }
+
+    /// One entry of the run-time list.
+    pub async fn watched_job(&self, key: &JobKey) -> Result<Option<RuntimeJob>, StoreError> {
+        let row = sqlx::query_as::<_, WatchRow>(sqlx::AssertSqlSafe(format!(
+            "{COLUMNS} WHERE app_id = ? AND job_id = ?"
+        )))
+        .bind(&key.app_id)
+        .bind(&key.job_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(WatchRow::into_job))
+    }
+
+    /// A number that changes whenever the run-time list does, whoever changed it.
+    pub async fn watchlist_version(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM watchlist_version WHERE id = 1")
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::record;
+    use super::*;
+    use crate::domain::timestamp;
+    use chrono::Utc;
+
+    fn job(id: &str, source: JobSource, added: chrono::DateTime<Utc>) -> RuntimeJob {
+        RuntimeJob {
+            key: JobKey::new("app", id),
+            name: Some(format!("name {id}")),
+            notify: Some(vec!["ops".into()]),
+            source,
+            added_at: timestamp(added),
+        }
+    }
+
+    #[tokio::test]
+    async fn watch_unwatch_and_the_version_moves_with_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let v0 = store.watchlist_version().await.unwrap();
+        assert!(store.watched_jobs().await.unwrap().is_empty());
+
+        let b = job("b", JobSource::Api, Utc::now());
+        let mut a = job("a", JobSource::Cli, Utc::now());
+        a.notify = None;
+        assert!(store.watch_job(&b).await.unwrap(), "added");
+        assert!(store.watch_job(&a).await.unwrap(), "added");
+        let v1 = store.watchlist_version().await.unwrap();
+        assert_ne!(v1, v0);
+        assert_eq!(
+            store.watched_jobs().await.unwrap(),
+            vec![a.clone(), b.clone()],
+            "in key order, read back as written (no notify list = every channel)"
+        );
+
+        // Already there, from another source: nothing changes, the first entry stays.
+        let again = job("b", JobSource::Callback, Utc::now());
+        assert!(!store.watch_job(&again).await.unwrap());
+        assert_eq!(store.watchlist_version().await.unwrap(), v1);
+        assert_eq!(store.watched_job(&b.key).await.unwrap(), Some(b.clone()));
+
+        assert!(store.unwatch_job(&b.key).await.unwrap());
+        assert!(!store.unwatch_job(&b.key).await.unwrap(), "already gone");
+        assert_ne!(store.watchlist_version().await.unwrap(), v1);
+        assert_eq!(store.watched_jobs().await.unwrap(), vec![a]);
+        assert_eq!(store.watched_job(&b.key).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_source_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let j = job("r", JobSource::Other("remediation".into()), Utc::now());
+        store.watch_job(&j).await.unwrap();
+        assert_eq!(
+            store.watched_jobs().await.unwrap()[0].source.as_str(),
+            "remediation"
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_retires_stopped_and_never_seen_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(100);
+        let recent = now - chrono::Duration::days(1);
+        let cutoff = now - chrono::Duration::days(90);
+        for (id, added) in [
+            ("stopped-long-ago", old),
+            ("stopped-recently", old),
+            ("running", old),
+            ("never-seen", old),
+            ("new", recent),
+        ] {
+            store
+                .watch_job(&job(id, JobSource::Api, added))
+                .await
+                .unwrap();
+        }
+        store
+            .record(&[record("stopped-long-ago", old, None, "STOPPED")])
+            .await
+            .unwrap();
+        store
+            .record(&[record("stopped-recently", recent, None, "STOPPED")])
+            .await
+            .unwrap();
+        store
+            .record(&[record("running", old, None, "RUNNING")])
+            .await
+            .unwrap();
+        let (_, stop) = tokio::sync::watch::channel(false);
+        let pruned = store.prune(cutoff, 1, &stop).await.unwrap();
+        assert_eq!(pruned.watched, 2, "{pruned:?}");
+        let left: Vec<String> = store
+            .watched_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.key.job_id)
+            .collect();
+        assert_eq!(left, ["new", "running", "stopped-recently"]);
+    }
+}

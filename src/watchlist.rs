@@ -1,0 +1,575 @@
+//! The watch list as a running recwatch sees it: the config file's `[[jobs]]` (source
+//! `config`) and the database's run-time entries (`api`, `cli`, `callback`), merged, the config
+//! file winning over a run-time entry with the same key.
+//!
+//! The database is the truth, not this process's memory: the CLI writes it from another
+//! process, and several instances may share it (issue 13). So [`Watchlist::follow`] reads the
+//! list's version number (one row, moved by triggers on every change) every
+//! [`REFRESH_EVERY`] and re-reads the list only when it moved; each change is published on a
+//! `watch` channel the poller's dispatcher follows, so a change made anywhere is polled within
+//! about a second. A change made in this process ([`Watchlist::add`], for the API and the
+//! callback receiver's discovery) is published at once, without waiting for that read.
+
+use crate::config::{Config, JobConfig};
+use crate::domain::{JobKey, JobSource, RuntimeJob, check_id};
+use crate::store::{Store, StoreError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How often the database's version of the run-time list is read: a change made by another
+/// process reaches the poller within this (plus one read).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest `name` a run-time entry may have (it goes into alerts and chat messages).
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// The run-time list as this process last read it (or changed it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeList {
+    /// The database's version number this was read at; `None` before the first read.
+    pub version: Option<i64>,
+    pub jobs: BTreeMap<JobKey, RuntimeJob>,
+}
+
+/// One watched job and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Watched {
+    pub job: JobConfig,
+    pub source: JobSource,
+    /// When a run-time entry was added; `None` for the config file's jobs.
+    pub added_at: Option<String>,
+}
+
+/// A run-time entry as the poller polls it: like a `[[jobs]]` entry at the default interval.
+pub fn job_config(r: &RuntimeJob) -> JobConfig {
+    JobConfig {
+        app_id: r.key.app_id.clone(),
+        job_id: r.key.job_id.clone(),
+        name: r.name.clone(),
+        interval: None,
+        notify: r.notify.clone(),
+    }
+}
+
+/// A watched job, borrowed from where it is listed.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry<'a> {
+    File(&'a JobConfig),
+    Runtime(&'a RuntimeJob),
+}
+
+impl<'a> Entry<'a> {
+    pub fn key(&self) -> (&'a str, &'a str) {
+        match self {
+            Entry::File(j) => (&j.app_id, &j.job_id),
+            Entry::Runtime(r) => (&r.key.app_id, &r.key.job_id),
+        }
+    }
+
+    pub fn to_watched(&self) -> Watched {
+        match self {
+            Entry::File(j) => Watched {
+                job: (*j).clone(),
+                source: JobSource::Config,
+                added_at: None,
+            },
+            Entry::Runtime(r) => Watched {
+                job: job_config(r),
+                source: r.source.clone(),
+                added_at: Some(r.added_at.clone()),
+            },
+        }
+    }
+}
+
+/// Every watched job without copying any: the config file's in its order, then the run-time
+/// entries the file does not have, in key order.
+pub fn entries<'a>(config: &'a Config, runtime: &'a RuntimeList) -> Vec<Entry<'a>> {
+    let in_file: HashSet<(&str, &str)> = config
+        .jobs
+        .iter()
+        .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+        .collect();
+    config
+        .jobs
+        .iter()
+        .map(Entry::File)
+        .chain(
+            runtime
+                .jobs
+                .values()
+                .filter(|r| !in_file.contains(&(r.key.app_id.as_str(), r.key.job_id.as_str())))
+                .map(Entry::Runtime),
+        )
+        .collect()
+}
+
+/// Every watched job (see [`entries`]), copied.
+pub fn merged(config: &Config, runtime: &RuntimeList) -> Vec<Watched> {
+    entries(config, runtime)
+        .iter()
+        .map(Entry::to_watched)
+        .collect()
+}
+
+/// `config` with the run-time entries added to its jobs: what the poller polls.
+pub fn with_runtime(config: &Config, runtime: &RuntimeList) -> Config {
+    let mut c = config.clone();
+    c.jobs = merged(config, runtime).into_iter().map(|w| w.job).collect();
+    c
+}
+
+/// `config` with the run-time entries added to its jobs, and where each run-time job that made
+/// it in came from (the config file's jobs are not in the map): what the status page and
+/// `/api/v1/jobs` list.
+pub fn with_runtime_sources(
+    config: &Config,
+    runtime: &RuntimeList,
+) -> (Config, HashMap<JobKey, JobSource>) {
+    let mut sources = HashMap::new();
+    let mut c = config.clone();
+    c.jobs = entries(config, runtime)
+        .iter()
+        .map(|e| {
+            if let Entry::Runtime(r) = e {
+                sources.insert(r.key.clone(), r.source.clone());
+            }
+            e.to_watched().job
+        })
+        .collect();
+    (c, sources)
+}
+
+/// The config file's entry for `key`, as its location (`jobs[3] ("lobby")`), if it has one.
+pub fn in_config(config: &Config, key: &JobKey) -> Option<String> {
+    config
+        .jobs
+        .iter()
+        .position(|j| j.app_id == key.app_id && j.job_id == key.job_id)
+        .map(|i| match &config.jobs[i].name {
+            Some(n) => format!("jobs[{i}] ({n:?})"),
+            None => format!("jobs[{i}]"),
+        })
+}
+
+/// Why a run-time entry cannot be made; each message names the field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct Invalid(pub Vec<String>);
+
+/// A run-time entry from outside input (the API's body, the command line, a callback), checked
+/// as the config file's jobs are: ids ([`check_id`]), a printable name, channels that exist.
+/// Pure: `now` is the time it is added at.
+pub fn new_entry(
+    config: &Config,
+    key: JobKey,
+    name: Option<String>,
+    notify: Option<Vec<String>>,
+    source: JobSource,
+    now: &str,
+) -> Result<RuntimeJob, Invalid> {
+    let mut problems = Vec::new();
+    for (field, id) in [("app_id", &key.app_id), ("job_id", &key.job_id)] {
+        if let Err(m) = check_id(id) {
+            problems.push(format!("{field} {m}"));
+        }
+    }
+    let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    if let Some(n) = &name {
+        if n.chars().any(char::is_control) {
+            problems.push(
+                "name has a control character; names go into log lines and alerts, so use printable text"
+                    .into(),
+            );
+        } else if n.chars().count() > MAX_NAME_CHARS {
+            problems.push(format!(
+                "name is {} characters long, over the {MAX_NAME_CHARS} allowed",
+                n.chars().count()
+            ));
+        }
+    }
+    if let Some(list) = &notify {
+        let channels = config.notify.channel_names();
+        let unknown: Vec<&str> = list
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !channels.contains(n))
+            .collect();
+        if !unknown.is_empty() {
+            problems.push(format!(
+                "notify names channels that do not exist: {unknown:?}; the channels are {channels:?}"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Invalid(problems));
+    }
+    Ok(RuntimeJob {
+        key,
+        name,
+        notify,
+        source,
+        added_at: now.to_string(),
+    })
+}
+
+/// What [`Watchlist::add`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Added {
+    /// Added to the run-time list (and published to the poller).
+    New(RuntimeJob),
+    /// Already on the run-time list: this entry, unchanged.
+    AlreadyWatched(RuntimeJob),
+    /// In the config file, at this location: nothing stored.
+    InConfig(String),
+}
+
+/// What [`Watchlist::remove`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Removed {
+    Removed(RuntimeJob),
+    /// Not on the run-time list (nor in the config file).
+    NotWatched,
+    /// In the config file, at this location: only editing the file stops watching it.
+    InConfig(String),
+}
+
+/// The message for trying to stop watching a config file job through the API or the CLI.
+pub fn edit_the_file(key: &JobKey, location: &str, config: &Config) -> String {
+    let file = config
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the configuration file".into());
+    format!(
+        "{key} is watched because the config file has it ({location} in {file}): edit the file to remove it and reload recwatch (SIGHUP or `systemctl reload recwatch`)"
+    )
+}
+
+/// The run-time list of one process: a handle to share (cheap to clone).
+#[derive(Clone)]
+pub struct Watchlist {
+    store: Store,
+    tx: Arc<watch::Sender<Arc<RuntimeList>>>,
+}
+
+impl Watchlist {
+    /// Reads the list once; a failure stops the start (the database is not usable).
+    pub async fn load(store: Store) -> Result<Watchlist, StoreError> {
+        let w = Watchlist {
+            store,
+            tx: Arc::new(watch::channel(Arc::new(RuntimeList::default())).0),
+        };
+        w.refresh().await?;
+        Ok(w)
+    }
+
+    /// Every change to the list, as it is published.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<RuntimeList>> {
+        self.tx.subscribe()
+    }
+
+    /// The list as last read or changed.
+    pub fn current(&self) -> Arc<RuntimeList> {
+        self.tx.borrow().clone()
+    }
+
+    /// Whether `key` is watched: in the config file or on the run-time list.
+    pub fn is_watched(&self, config: &Config, key: &JobKey) -> bool {
+        self.tx.borrow().jobs.contains_key(key) || in_config(config, key).is_some()
+    }
+
+    /// Reads the database's version of the list and, when it moved, the list; publishes it if
+    /// it differs from what this process knows. Returns whether it published.
+    pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let version = self.store.watchlist_version().await?;
+        if self.tx.borrow().version == Some(version) {
+            return Ok(false);
+        }
+        let jobs: BTreeMap<JobKey, RuntimeJob> = self
+            .store
+            .watched_jobs()
+            .await?
+            .into_iter()
+            .map(|j| (j.key.clone(), j))
+            .collect();
+        Ok(self.tx.send_if_modified(|list| {
+            let changed = list.jobs != jobs;
+            let l = Arc::make_mut(list);
+            l.version = Some(version);
+            if changed {
+                l.jobs = jobs;
+            }
+            changed
+        }))
+    }
+
+    /// Adds `job` to the run-time list unless the config file or the list has it already, and
+    /// publishes it at once: the poller polls it now, not after the next [`Self::refresh`]. The
+    /// API and the callback receiver's discovery add through here.
+    pub async fn add(&self, config: &Config, job: RuntimeJob) -> Result<Added, StoreError> {
+        if let Some(location) = in_config(config, &job.key) {
+            return Ok(Added::InConfig(location));
+        }
+        if !self.store.watch_job(&job).await? {
+            // Someone else's entry (maybe another process's, not read yet): theirs stays.
+            return Ok(match self.store.watched_job(&job.key).await? {
+                Some(existing) => Added::AlreadyWatched(existing),
+                // Removed again meanwhile: as good as already handled.
+                None => Added::AlreadyWatched(job),
+            });
+        }
+        info!(app_id = %job.key.app_id, job_id = %job.key.job_id, name = job.name.as_deref().unwrap_or(""), source = %job.source, "watching a job added at run time");
+        self.tx.send_modify(|list| {
+            Arc::make_mut(list)
+                .jobs
+                .insert(job.key.clone(), job.clone());
+        });
+        Ok(Added::New(job))
+    }
+
+    /// Removes `key` from the run-time list (refused for a job of the config file) and
+    /// publishes the change at once.
+    pub async fn remove(&self, config: &Config, key: &JobKey) -> Result<Removed, StoreError> {
+        if let Some(location) = in_config(config, key) {
+            return Ok(Removed::InConfig(location));
+        }
+        let Some(existing) = self.store.watched_job(key).await? else {
+            return Ok(Removed::NotWatched);
+        };
+        if !self.store.unwatch_job(key).await? {
+            return Ok(Removed::NotWatched);
+        }
+        info!(app_id = %key.app_id, job_id = %key.job_id, "stopped watching a job added at run time");
+        self.tx
+            .send_if_modified(|list| Arc::make_mut(list).jobs.remove(key).is_some());
+        Ok(Removed::Removed(existing))
+    }
+
+    /// Re-reads the list every [`REFRESH_EVERY`] until `shutdown`, so changes made by other
+    /// processes reach this one. A failed read is logged (once until reads work again) and
+    /// tried again on the next tick; the list in force stays.
+    pub async fn follow(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            match self.refresh().await {
+                Ok(_) if failing => {
+                    failing = false;
+                    info!("the run-time watch list can be read again");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    warn!(
+                        "cannot read the run-time watch list: {e}; the list in force stays, and reading is tried again every second"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Auth;
+    use crate::secret::Secret;
+
+    fn config() -> Config {
+        let mut c = Config::defaults(Auth::Token {
+            token: Secret::new("t"),
+        });
+        c.jobs = vec![JobConfig {
+            app_id: "app".into(),
+            job_id: "in-file".into(),
+            name: Some("from the file".into()),
+            interval: None,
+            notify: None,
+        }];
+        c
+    }
+
+    fn rt(job: &str, source: JobSource) -> RuntimeJob {
+        RuntimeJob {
+            key: JobKey::new("app", job),
+            name: Some(format!("rt {job}")),
+            notify: None,
+            source,
+            added_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn the_config_file_wins_over_a_run_time_entry_with_the_same_key() {
+        let mut list = RuntimeList::default();
+        for (job, source) in [
+            ("z", JobSource::Cli),
+            ("in-file", JobSource::Api),
+            ("a", JobSource::Callback),
+        ] {
+            list.jobs.insert(JobKey::new("app", job), rt(job, source));
+        }
+        let got: Vec<(String, String, Option<String>)> = merged(&config(), &list)
+            .into_iter()
+            .map(|w| (w.job.job_id, w.source.to_string(), w.job.name))
+            .collect();
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), Some(c.to_string()));
+        assert_eq!(
+            got,
+            [
+                s("in-file", "config", "from the file"),
+                s("a", "callback", "rt a"),
+                s("z", "cli", "rt z"),
+            ]
+        );
+        assert_eq!(with_runtime(&config(), &list).jobs.len(), 3);
+    }
+
+    #[test]
+    fn new_entries_are_checked_table() {
+        let mut c = config();
+        c.notify.webhooks.push(crate::config::WebhookConfig {
+            name: "ops".into(),
+            url: "http://127.0.0.1:1/".parse().unwrap(),
+            secret: None,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(1),
+        });
+        struct Case {
+            name: &'static str,
+            app: &'static str,
+            job: &'static str,
+            label: Option<&'static str>,
+            notify: Option<&'static [&'static str]>,
+            problem: Option<&'static str>,
+        }
+        let ok = |name, app, job| Case {
+            name,
+            app,
+            job,
+            label: None,
+            notify: None,
+            problem: None,
+        };
+        let bad = |name, app, job, problem| Case {
+            problem: Some(problem),
+            ..ok(name, app, job)
+        };
+        let cases = [
+            ok("plain ids", "app", "job-1"),
+            Case {
+                label: Some("lobby"),
+                notify: Some(&["ops"]),
+                ..ok("a name and a known channel", "app", "j")
+            },
+            Case {
+                notify: Some(&[]),
+                ..ok("no channels at all", "app", "j")
+            },
+            bad("dot job", "app", ".", "job_id \".\" is not an id"),
+            bad("dot dot app", "..", "j", "app_id \"..\" is not an id"),
+            bad("a slash", "app", "a/b", "job_id \"a/b\" has a '/'"),
+            bad("empty", "", "j", "app_id is empty"),
+            bad("control character", "app", "a\u{7}", "control character"),
+            Case {
+                label: Some("bad\nname"),
+                ..bad("a name with a newline", "app", "j", "name has a control")
+            },
+            Case {
+                notify: Some(&["ops", "nope", "gone"]),
+                ..bad(
+                    "unknown channels are named",
+                    "app",
+                    "j",
+                    "do not exist: [\"nope\", \"gone\"]",
+                )
+            },
+        ];
+        for case in cases {
+            let got = new_entry(
+                &c,
+                JobKey::new(case.app, case.job),
+                case.label.map(String::from),
+                case.notify
+                    .map(|n| n.iter().map(|s| s.to_string()).collect()),
+                JobSource::Api,
+                "2026-01-01T00:00:00Z",
+            );
+            match (got, case.problem) {
+                (Ok(e), None) => {
+                    assert_eq!(e.key.job_id, case.job, "{}", case.name);
+                    assert_eq!(e.name.as_deref(), case.label, "{}", case.name);
+                }
+                (Err(e), Some(p)) => assert!(e.to_string().contains(p), "{}: {e}", case.name),
+                (got, want) => panic!("{}: got {got:?}, want {want:?}", case.name),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn add_publishes_at_once_and_refresh_sees_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recwatch.db");
+        let store = Store::open(&path).await.unwrap();
+        let w = Watchlist::load(store.clone()).await.unwrap();
+        let mut rx = w.subscribe();
+        rx.mark_unchanged();
+        let c = config();
+
+        let added = w.add(&c, rt("a", JobSource::Api)).await.unwrap();
+        assert!(matches!(added, Added::New(_)), "{added:?}");
+        assert!(rx.has_changed().unwrap(), "published without a refresh");
+        assert!(
+            rx.borrow_and_update()
+                .jobs
+                .contains_key(&JobKey::new("app", "a"))
+        );
+        assert!(w.is_watched(&c, &JobKey::new("app", "a")));
+        assert!(w.is_watched(&c, &JobKey::new("app", "in-file")));
+        assert!(!w.is_watched(&c, &JobKey::new("app", "other")));
+
+        let again = w.add(&c, rt("a", JobSource::Callback)).await.unwrap();
+        assert!(
+            matches!(&again, Added::AlreadyWatched(e) if e.source == JobSource::Api),
+            "{again:?}"
+        );
+        let file = w.add(&c, rt("in-file", JobSource::Api)).await.unwrap();
+        assert_eq!(file, Added::InConfig("jobs[0] (\"from the file\")".into()));
+        assert!(
+            !w.refresh().await.unwrap(),
+            "the database holds what was published: nothing new"
+        );
+
+        // Another process (its own store on the same file) adds and removes.
+        let other = Store::open(&path).await.unwrap();
+        other.watch_job(&rt("b", JobSource::Cli)).await.unwrap();
+        other.unwatch_job(&JobKey::new("app", "a")).await.unwrap();
+        assert!(w.refresh().await.unwrap());
+        let keys: Vec<String> = w.current().jobs.keys().map(|k| k.job_id.clone()).collect();
+        assert_eq!(keys, ["b"]);
+
+        assert_eq!(
+            w.remove(&c, &JobKey::new("app", "in-file")).await.unwrap(),
+            Removed::InConfig("jobs[0] (\"from the file\")".into())
+        );
+        assert_eq!(
+            w.remove(&c, &JobKey::new("app", "nope")).await.unwrap(),
+            Removed::NotWatched
+        );
+        assert!(matches!(
+            w.remove(&c, &JobKey::new("app", "b")).await.unwrap(),
+            Removed::Removed(_)
+        ));
+        assert!(w.current().jobs.is_empty());
+    }
+}
