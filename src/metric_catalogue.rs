@@ -203,6 +203,16 @@ pub const METRICS: &[Metric] = &[
         Gauge,
         "Record callbacks waiting to be relayed to forward_to (not yet accepted by the receiver); one that stays above 0 is a receiver that keeps failing.",
     ),
+    m(
+        "recwatch_api_writes_total",
+        Counter,
+        "Requests to the HTTP endpoint's write endpoints (POST/DELETE /api/v1/...), by result (created, exists, deleted, not_found, conflict, bad_request, unauthorized, forbidden, unavailable).",
+    ),
+    m(
+        "recwatch_discovered_total",
+        Counter,
+        "Jobs a record callback revealed for an app with discover = true, by result (watched: added to the run-time watch list; invalid: an id that cannot be watched; unavailable: the database refused).",
+    ),
 ];
 
 /// `recwatch_heartbeat_pings_total{result}`.
@@ -262,6 +272,22 @@ pub const HINT_OUTCOMES: &[&str] = &["taken", "coalesced", "dropped", "ignored"]
 
 /// `recwatch_forwards_total{outcome}`: `deliver::forward::OUTCOMES`.
 pub const FORWARD_OUTCOMES: &[&str] = &["sent", "retry", "dead"];
+
+/// `recwatch_api_writes_total{result}`: `http::jobs` and `http::auth::Refusal::label`.
+pub const API_WRITE_RESULTS: &[&str] = &[
+    "created",
+    "exists",
+    "deleted",
+    "not_found",
+    "conflict",
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "unavailable",
+];
+
+/// `recwatch_discovered_total{result}`: `callback::discover`.
+pub const DISCOVERED_RESULTS: &[&str] = &["watched", "invalid", "unavailable"];
 
 /// Severities an alert can carry (a rule set to "off" raises none).
 pub const SEVERITIES: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
@@ -384,6 +410,18 @@ pub fn zero(config: &Config) {
         "recwatch_maintenance_windows_active",
     ] {
         metrics::gauge!(name).increment(0.0);
+    }
+    for result in API_WRITE_RESULTS {
+        counter(
+            "recwatch_api_writes_total",
+            &[("result", result.to_string())],
+        );
+    }
+    for result in DISCOVERED_RESULTS {
+        counter(
+            "recwatch_discovered_total",
+            &[("result", result.to_string())],
+        );
     }
     counter("recwatch_throttled_total", &[]);
     for state in JOB_STATE_LABELS {

@@ -161,6 +161,7 @@ fn demo_config(
         name: Some("demo".into()),
         notify: None,
         forward_to: None,
+        discover: false,
     });
     config.notify.webhooks.push(WebhookConfig {
         name: "demo-hook".into(),
