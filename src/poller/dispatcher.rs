@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 /// The dispatcher's side of poll hints.
 mod hinted;
+mod runtime;
 
 /// The shared parts of a running poller.
 pub struct Poller {
@@ -126,14 +127,6 @@ impl Poller {
     pub fn follow(&mut self, mut config: watch::Receiver<Arc<Config>>) {
         config.mark_unchanged();
         self.config_rx = Some(config);
-    }
-
-    /// Follows the run-time watch list too: its jobs are polled beside the configuration's
-    /// from the start, and each change is applied like a reload of the watch list alone.
-    pub fn follow_watchlist(&mut self, list: watch::Receiver<Arc<crate::watchlist::RuntimeList>>) {
-        let config = self.runtime.follow(list);
-        self.watched = config.jobs.iter().map(|j| (key(j), j.clone())).collect();
-        self.config = Arc::new(config);
     }
 
     pub fn events(&self) -> broadcast::Receiver<Event> {
@@ -542,17 +535,6 @@ impl Dispatcher {
             self.health.auth_streak = 0;
             self.health.verified = false;
         }
-        self.reload(config, client, &rows).await;
-        self.owed
-            .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
-    }
-
-    /// The run-time watch list changed (here or in another process): jobs join (polled at
-    /// once) or leave as on a reload; nothing else changes.
-    async fn watchlist_changed(&mut self, list: Arc<crate::watchlist::RuntimeList>) {
-        let config = self.poller.runtime.with_list(list);
-        let rows = rows_now(&self.poller.store).await;
-        let client = self.poller.client.clone();
         self.reload(config, client, &rows).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));

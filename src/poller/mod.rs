@@ -33,7 +33,8 @@
 //! - `batch.rs`: polls that changed nothing, written once a second in one transaction;
 //! - `writer.rs`: the group writer, the one task that commits poll outcomes through the outbox;
 //! - `once.rs`: `recwatch poll-once`;
-//! - `watchlist.rs`: the configuration's jobs and the run-time watch list, merged (what is polled).
+//! - `watchlist.rs`: the configuration's jobs and the run-time watch list, merged (what is
+//!   polled); `dispatcher/runtime.rs` applies a change of the list like a reload of it;
 //!
 //! The poller uses the outbox (to write) and never the other way round: the [`Event`]s it
 //! publishes are defined in the outbox, which publishes alerts on the same channel.
