@@ -316,11 +316,7 @@ async fn handle(
         result = outcome.label(),
         "callback received"
     );
-    if app.discover {
-        if let Some(job_id) = &event.job_id {
-            discover(r, &config, app, job_id).await;
-        }
-    }
+    discover(r, &config, app, event.job_id.as_deref()).await;
     Ok(outcome)
 }
 
@@ -330,10 +326,13 @@ pub fn discovered_name(app: &AppConfig, job_id: &str) -> Option<String> {
     app.name.as_ref().map(|n| format!("{n}/{job_id}"))
 }
 
-/// Starts watching `job_id` of `app` if nobody does yet. The event is stored already, and RTC
+/// Starts watching `job_id` of `app` if the app discovers and nobody watches the job yet. The event is stored already, and RTC
 /// is answered 200 whatever happens here: a failure is logged (and the next event of the job
 /// tries again), never a reason for RTC to resend.
-async fn discover(r: &Receiver, config: &Config, app: &AppConfig, job_id: &str) {
+async fn discover(r: &Receiver, config: &Config, app: &AppConfig, job_id: Option<&str>) {
+    let (true, Some(job_id)) = (app.discover, job_id) else {
+        return;
+    };
     let key = crate::domain::JobKey::new(&app.app_id, job_id);
     if r.watchlist.is_watched(config, &key) {
         return;
