@@ -216,6 +216,9 @@ impl NewSilence {
                         "{name}: {v:?} is not an id; copy it from `recwatch status`"
                     ));
                 }
+                // The watch list's own rule for ids ("." and ".." are none), so a silence
+                // never names a job that could not be watched.
+                super::check_id(v).map_err(|m| format!("{name} {m}"))?;
             }
         }
         let comment = comment.trim();

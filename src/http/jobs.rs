@@ -42,13 +42,18 @@ struct JobView {
     added_at: Option<String>,
 }
 
-fn refuse(peer: SocketAddr, status: StatusCode, result: &'static str, message: String) -> Response {
+pub(super) fn refuse(
+    peer: SocketAddr,
+    status: StatusCode,
+    result: &'static str,
+    message: String,
+) -> Response {
     warn!(%peer, status = status.as_u16(), "API write refused: {message}");
     count_write(result);
     (status, format!("{message}\n")).into_response()
 }
 
-fn unavailable(peer: SocketAddr, e: crate::store::StoreError) -> Response {
+pub(super) fn unavailable(peer: SocketAddr, e: crate::store::StoreError) -> Response {
     refuse(
         peer,
         StatusCode::SERVICE_UNAVAILABLE,

@@ -27,6 +27,7 @@ mod metrics;
 mod page;
 pub mod read_guard;
 mod server;
+mod silences;
 
 pub use health::{LIVENESS_LIMIT_MS, readiness_problems};
 pub use limits::{Limits, connection_cap, nofile_limit, raise_nofile_limit};
@@ -79,7 +80,9 @@ pub fn router(state: AppState) -> Router {
     // behind the read guard, so a writer needs only the write token.
     let writes = Router::new()
         .route("/api/v1/jobs", post(jobs::add))
-        .route("/api/v1/jobs/{app_id}/{job_id}", delete(jobs::remove));
+        .route("/api/v1/jobs/{app_id}/{job_id}", delete(jobs::remove))
+        .route("/api/v1/silences", post(silences::add))
+        .route("/api/v1/silences/{id}", delete(silences::expire));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(health::readyz))

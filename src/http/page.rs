@@ -254,7 +254,7 @@ fn jobs_template(p: &view::JobsPage, s: &view::Summary) -> JobsTemplate {
             .next_after
             .clone()
             .map(|c| with_query("/", &q.with_after(Some(c)))),
-        show_source: false,
+        show_source: true,
         rows: p
             .items
             .iter()
@@ -370,7 +370,7 @@ fn job_template(
         generated: utc_time(&crate::domain::timestamp(now)),
         json_href: format!("/api/v1{path}"),
         r: row_view(&p.job, "Last 7 days"),
-        show_source: false,
+        show_source: true,
         description: r.description.clone(),
         last_error: r.last_error.clone(),
         watched: p.watched,
