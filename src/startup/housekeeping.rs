@@ -50,6 +50,8 @@ async fn prune(store: &Store, retention: Duration, stop: &watch::Receiver<bool>)
             episodes = p.episodes,
             transitions = p.transitions,
             retired_watched_jobs = p.watched,
+            callback_events = p.callback_events,
+            forwards = p.forwards,
             batches = p.batches,
             longest_batch_ms = p.longest_batch.as_millis() as u64,
             interrupted = p.stopped,

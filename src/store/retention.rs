@@ -1,7 +1,8 @@
 //! Retention (`storage.retention`): old alerts with their deliveries, closed episodes and
 //! transitions are deleted in small batches, so the write lock is never held for long. The
 //! jobs' own rows are not history and stay. Run-time watch-list entries whose job has been
-//! STOPPED (or never seen) for longer than the retention are retired with them.
+//! STOPPED (or never seen) for longer than the retention are retired with them, and record-callback
+//! events with their finished forwards are deleted too.
 
 use super::Store;
 use crate::domain::timestamp;
@@ -47,12 +48,25 @@ pub(super) const PRUNE_EPISODES: &[&str] = &["DELETE FROM episodes WHERE id IN
 pub(super) const PRUNE_TRANSITIONS: &[&str] = &["DELETE FROM transitions WHERE id IN
      (SELECT id FROM transitions WHERE observed_at < ?1 ORDER BY observed_at LIMIT ?2)"];
 
+/// Record-callback events with their relayed copies (`forwards`, which keep each body): a
+/// forward still pending keeps its event. By id, not `received_at`: ids grow with time, so the
+/// oldest rows are at the front of the primary key and no index on the time is needed.
+pub(super) const PRUNE_CALLBACKS: &[&str] = &[
+    "DELETE FROM forwards WHERE state != 'pending' AND event_id IN
+     (SELECT id FROM callback_events WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
+    "DELETE FROM callback_events WHERE id IN
+     (SELECT e.id FROM callback_events e WHERE e.received_at < ?1
+        AND NOT EXISTS (SELECT 1 FROM forwards f WHERE f.event_id = e.id)
+      ORDER BY e.id LIMIT ?2)",
+];
+
 #[derive(Clone, Copy)]
 enum Table {
     Alerts,
     Episodes,
     Transitions,
     Watchlist,
+    Callbacks,
 }
 
 /// What one prune removed.
@@ -64,6 +78,9 @@ pub struct Pruned {
     pub transitions: u64,
     /// Run-time watch-list entries retired.
     pub watched: u64,
+    /// Record-callback events (with their finished forwards).
+    pub callback_events: u64,
+    pub forwards: u64,
     /// Transactions it took.
     pub batches: u64,
     /// The longest any one of them held the write lock.
@@ -74,7 +91,13 @@ pub struct Pruned {
 
 impl Pruned {
     pub fn rows(&self) -> u64 {
-        self.alerts + self.deliveries + self.episodes + self.transitions + self.watched
+        self.alerts
+            + self.deliveries
+            + self.episodes
+            + self.transitions
+            + self.watched
+            + self.callback_events
+            + self.forwards
     }
 }
 
@@ -102,6 +125,7 @@ impl Store {
             (Table::Episodes, PRUNE_EPISODES),
             (Table::Transitions, PRUNE_TRANSITIONS),
             (Table::Watchlist, super::watchlist::RETIRE_WATCHED),
+            (Table::Callbacks, PRUNE_CALLBACKS),
         ] {
             loop {
                 if *stop.borrow() {
@@ -120,6 +144,10 @@ impl Store {
                     Table::Episodes => done.episodes += deleted,
                     Table::Transitions => done.transitions += deleted,
                     Table::Watchlist => done.watched += deleted,
+                    Table::Callbacks => {
+                        done.forwards += counts[0];
+                        done.callback_events += deleted;
+                    }
                 }
                 if deleted < batch as u64 {
                     break;
@@ -266,8 +294,8 @@ mod tests {
             "{pruned:?}"
         );
         // Batches of 2: alerts 2+2+2+1, episodes 2+2+1, transitions 2+2+2+1, and one that finds
-        // no run-time watch-list entry to retire.
-        assert_eq!(pruned.batches, 4 + 3 + 4 + 1, "{pruned:?}");
+        // no run-time watch-list entry to retire, and one that finds no callback event.
+        assert_eq!(pruned.batches, 4 + 3 + 4 + 1 + 1, "{pruned:?}");
         assert!(!pruned.stopped);
         assert_eq!(pruned.rows(), 31);
 
@@ -309,7 +337,7 @@ mod tests {
 
         // Nothing left to do: one empty batch per table.
         let again = store.prune(cutoff, 2, &never).await.unwrap();
-        assert_eq!((again.rows(), again.batches), (0, 4));
+        assert_eq!((again.rows(), again.batches), (0, 5));
 
         // Once its last delivery is over, an old alert goes at the next prune.
         sqlx::query("UPDATE deliveries SET state = 'sent' WHERE alert_id = 'pending-2'")
@@ -339,5 +367,61 @@ mod tests {
             1,
             "left for the next run"
         );
+    }
+
+    /// Old callback events go with their finished forwards; an old event whose forward is
+    /// still pending stays (the relay is not lost), and recent events stay.
+    #[tokio::test]
+    async fn prune_removes_old_callback_events_with_their_finished_forwards() {
+        use recwatch_rtc::callback::RecordEvent;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+        let now = Utc::now();
+        let old = timestamp(now - chrono::Duration::days(100));
+        let recent = timestamp(now - chrono::Duration::days(1));
+        let cutoff = now - chrono::Duration::days(90);
+        // (job, received, forwarded, forward's state after)
+        let rows = [
+            ("old-plain", &old, false, None),
+            ("old-sent", &old, true, Some("sent")),
+            ("old-dead", &old, true, Some("dead")),
+            ("old-pending", &old, true, Some("pending")),
+            ("recent", &recent, true, Some("sent")),
+        ];
+        for (job, at, forward, _) in rows {
+            let body = format!(r#"{{"event_type":"RECORD_NEW_FILE_START","job_id":"{job}"}}"#);
+            let event = RecordEvent::parse(body.as_bytes()).unwrap();
+            store
+                .insert_callback_event("app", &event, job, at, forward.then_some(body.as_bytes()))
+                .await
+                .unwrap();
+        }
+        for (job, _, _, state) in rows {
+            if let Some(state) = state {
+                sqlx::query(
+                    "UPDATE forwards SET state = ? WHERE event_id =
+                     (SELECT id FROM callback_events WHERE job_id = ?)",
+                )
+                .bind(state)
+                .bind(job)
+                .execute(store.writer())
+                .await
+                .unwrap();
+            }
+        }
+        let (_tx, never) = watch::channel(false);
+        let p = store.prune(cutoff, 1, &never).await.unwrap();
+        assert_eq!((p.callback_events, p.forwards), (3, 2), "{p:?}");
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT job_id FROM callback_events ORDER BY job_id")
+                .fetch_all(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(left, ["old-pending", "recent"]);
+        let forwards: i64 = sqlx::query_scalar("SELECT count(*) FROM forwards")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(forwards, 2, "the pending one and the recent one");
     }
 }
