@@ -58,6 +58,9 @@ const DEMO_CALLBACK_KEY: &str = "demo-callback-key-not-a-real-one-0123";
 /// Act 3's job: polled only once an hour ([`PUSH_JOB_INTERVAL`]), so only a callback gets
 /// it polled within the demo.
 const PUSH_JOB: &str = "job-push";
+/// Act 3's second job: in no config; its first callback makes recwatch watch it (the demo
+/// app has `discover = true`).
+const FOUND_JOB: &str = "job-found";
 /// Act 3's job's own poll interval.
 const PUSH_JOB_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -161,7 +164,7 @@ fn demo_config(
         name: Some("demo".into()),
         notify: None,
         forward_to: None,
-        discover: false,
+        discover: true,
     });
     config.notify.webhooks.push(WebhookConfig {
         name: "demo-hook".into(),
@@ -199,7 +202,8 @@ fn demo_config(
 }
 
 /// The demo's three acts, in time: the script plays out, then the API fails for a while,
-/// then a job polled once an hour starts and dies, each change pushed by a callback.
+/// then a job in no config is discovered by its first callback and a job polled once an hour
+/// starts and dies, each change pushed by a callback.
 struct Plan {
     /// When the scripted jobs have started, run and stopped.
     script_end: Duration,
@@ -242,7 +246,7 @@ fn print_intro(config: &Config, sim: &Simulator, hook_url: &str, args: &DemoArgs
         crate::config::format_duration(plan.script_end)
     );
     println!(
-        "  then the API fails for {} (act 2), then a job polled once an hour starts and dies (act 3);",
+        "  then the API fails for {} (act 2), then a job in no config is discovered by its first callback and a job polled once an hour starts and dies (act 3);",
         crate::config::format_duration(plan.outage),
     );
     println!(
@@ -458,9 +462,13 @@ impl Act {
                 shown.line("-- the API answers again: api_unhealthy resolves with the next successful poll (the jobs that backed off come back one by one) --");
             }
             Act::PushJobAppears => {
+                sim.set_job("demo-app", FOUND_JOB, demo_job(FOUND_JOB, State::Running));
+                shown.line(&format!(
+                    "-- act 3: push. {FOUND_JOB} is in no config: RTC's first callback for it (RECORD_NEW_FILE_START) makes recwatch watch it ([[apps]] discover = true, source \"callback\", named demo/{FOUND_JOB}) and poll it at once --"
+                ));
                 sim.set_job("demo-app", PUSH_JOB, push_job(State::Running));
                 shown.line(&format!(
-                    "-- act 3: push. camera-push ({PUSH_JOB}) has its own interval of {}, so polling alone would see it change within the hour; it starts recording now, and RTC's callback (RECORD_NEW_FILE_START) puts it at the front of the poll queue --",
+                    "-- camera-push ({PUSH_JOB}) has its own interval of {}, so polling alone would see it change within the hour; it starts recording now, and RTC's callback (RECORD_NEW_FILE_START) puts it at the front of the poll queue --",
                     crate::config::format_duration(PUSH_JOB_INTERVAL)
                 ));
             }
@@ -605,14 +613,19 @@ fn since_callback_at(
 
 /// Act 3's job as the simulated API serves it.
 fn push_job(state: State) -> JobSnapshot {
+    demo_job(PUSH_JOB, state)
+}
+
+/// An act 3 job as the simulated API serves it.
+fn demo_job(job_id: &str, state: State) -> JobSnapshot {
     let now = chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
     JobSnapshot {
-        job_id: Some(PUSH_JOB.into()),
+        job_id: Some(job_id.into()),
         app_id: Some("demo-app".into()),
         room_id: Some("room-push".into()),
-        stream_name: Some(format!("s_{PUSH_JOB}_room-push_user-push")),
+        stream_name: Some(format!("s_{job_id}_room-push_user-push")),
         state: Some(state),
         max_idle_time: Some(PUSH_JOB_INTERVAL.as_secs() * 24),
         start_time: Some(now.clone()),

@@ -300,6 +300,14 @@ async fn the_demo_shows_a_job_started_and_killed_by_callbacks() {
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }
+    // Discovery: a job in no config, watched from its first callback and polled.
+    let found: Vec<&str> = text.lines().filter(|l| l.contains("job-found")).collect();
+    assert!(
+        found
+            .iter()
+            .any(|l| l.contains("-> RUNNING") && !l.starts_with("--")),
+        "the discovered job was polled: {found:?}\n{text}"
+    );
     let push_lines: Vec<&str> = text.lines().filter(|l| l.contains("job-push")).collect();
     assert!(
         push_lines.iter().any(|l| l.contains("-> RUNNING")),
