@@ -34,9 +34,39 @@ fn secret_assignment(line: &str) -> Option<usize> {
 /// `secret_key = "abc` becomes `secret_key = ***`, and an inline table's `Authorization = ...`
 /// is cut there too. Lines without such a key are returned as they are.
 pub fn mask_toml_line(line: &str) -> String {
-    match secret_assignment(line) {
-        Some(eq) => format!("{}= {MASK}", &line[..eq]),
-        None => line.to_string(),
+    // Whichever assignment comes first on the line decides: a URL's own query may name a
+    // token (`?access_token=`), and the URL's masking covers it.
+    match (secret_assignment(line), url_assignment(line)) {
+        (Some(s), Some(u)) if u < s => format!("{}= {}", &line[..u], mask_url_text(&line[u + 1..])),
+        (Some(eq), _) => format!("{}= {MASK}", &line[..eq]),
+        (None, Some(eq)) => format!("{}= {}", &line[..eq], mask_url_text(&line[eq + 1..])),
+        (None, None) => line.to_string(),
+    }
+}
+
+/// The position of the `=` after a URL-named key (`url`, `public_url`, ...) on a TOML line.
+fn url_assignment(line: &str) -> Option<usize> {
+    let eq = line.find('=')?;
+    let before = line[..eq].trim_end();
+    let key_start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || "_-.\"'".contains(c)))
+        .map_or(0, |i| i + 1);
+    let key = before[key_start..].trim_matches(|c| c == '"' || c == '\'');
+    key.to_ascii_lowercase().ends_with("url").then_some(eq)
+}
+
+/// A URL as written on a config line, perhaps half-typed (so it may not parse): the scheme
+/// and host stay, everything after them (where hooks and heartbeat pings keep their keys)
+/// becomes `***`.
+fn mask_url_text(value: &str) -> String {
+    let v = value.trim();
+    let Some(scheme_end) = v.find("://") else {
+        return MASK.to_string();
+    };
+    let rest = &v[scheme_end + 3..];
+    match rest.find(['/', '?', '#']) {
+        Some(i) => format!("{}{MASK}", &v[..scheme_end + 3 + i + 1]),
+        None => v.to_string(),
     }
 }
 
@@ -127,6 +157,27 @@ mod tests {
             ),
             ("unquoted", "password=hunter2", "password= ***"),
             ("token", "  token = 'abc'", "  token = ***"),
+            (
+                "a half-typed heartbeat URL keeps only its host",
+                "url = \"https://hc-ping.com/5f1c2d3e-key",
+                "url = \"https://hc-ping.com/***",
+            ),
+            (
+                "a hook's query",
+                "url = \"https://oapi.dingtalk.com?access_token=abc\"",
+                "url = \"https://oapi.dingtalk.com?***",
+            ),
+            (
+                "a public_url",
+                "public_url = \"https://recwatch.example.com/x",
+                "public_url = \"https://recwatch.example.com/***",
+            ),
+            ("not a URL", "url = \"hc-ping.com/key", "url = ***"),
+            (
+                "a host alone",
+                "url = \"https://hc-ping.com",
+                "url = \"https://hc-ping.com",
+            ),
             (
                 "dotted key",
                 "api.auth.secret_key = \"x\"",
