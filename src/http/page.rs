@@ -324,11 +324,24 @@ struct JobTemplate {
     last_error: Option<String>,
     watched: bool,
     alerts: Vec<AlertRow>,
+    silences: Vec<SilenceRow>,
     files: Vec<FileView>,
     transitions: Vec<TransitionView>,
     first_page: bool,
     first_href: String,
     next_href: Option<String>,
+}
+
+/// A silence that holds this job's notifications, as the job page lists it.
+struct SilenceRow {
+    id: String,
+    status: &'static str,
+    /// What it matches, e.g. `job job-0007, rule idle_timeout`.
+    matches: String,
+    starts: UtcTime,
+    ends: UtcTime,
+    comment: String,
+    author: String,
 }
 
 struct FileView {
@@ -375,6 +388,31 @@ fn job_template(
         last_error: r.last_error.clone(),
         watched: p.watched,
         alerts: alert_rows(&p.alerts, config),
+        silences: p
+            .silences
+            .iter()
+            .map(|v| {
+                let m = &v.silence.matchers;
+                let matches = [
+                    m.app_id.as_ref().map(|a| format!("app {a}")),
+                    m.job_id.as_ref().map(|j| format!("job {j}")),
+                    m.rule.map(|r| format!("rule {}", r.as_str())),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
+                SilenceRow {
+                    id: v.silence.id.clone(),
+                    status: v.status.as_str(),
+                    matches,
+                    starts: utc_time(&crate::domain::timestamp(v.silence.starts_at)),
+                    ends: utc_time(&crate::domain::timestamp(v.silence.ends_at)),
+                    comment: v.silence.comment.clone(),
+                    author: v.silence.author.clone().unwrap_or_default(),
+                }
+            })
+            .collect(),
         files: p
             .files
             .iter()

@@ -45,6 +45,9 @@ pub struct JobPage {
     pub files: Vec<RecordedFileRow>,
     /// The newest alerts, with their deliveries.
     pub alerts: Vec<AlertView>,
+    /// The active and pending silences that hold this job's notifications (by its app, its
+    /// id, or a rule alone).
+    pub silences: Vec<crate::domain::SilenceView>,
 }
 
 /// The page of the job `app_id`/`job_id`; NotFound when it is neither watched nor known.
@@ -126,5 +129,25 @@ pub async fn job_page(
             .recorded_files(Some(app_id), Some(job_id), None, FILES_SHOWN)
             .await?,
         alerts: src.store.job_alerts(app_id, job_id, ALERTS_SHOWN).await?,
+        silences: job_silences(src, app_id, job_id).await?,
     })
+}
+
+/// The silences that would hold one of this job's notifications now or later: every active
+/// or pending silence whose app and job matchers (where given) are this job's.
+async fn job_silences(
+    src: &Sources<'_>,
+    app_id: &str,
+    job_id: &str,
+) -> Result<Vec<crate::domain::SilenceView>, crate::store::StoreError> {
+    let now = chrono::Utc::now();
+    let fits = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+    Ok(src
+        .store
+        .silences(false, now)
+        .await?
+        .into_iter()
+        .filter(|s| fits(&s.matchers.app_id, app_id) && fits(&s.matchers.job_id, job_id))
+        .map(|s| s.view(now))
+        .collect())
 }

@@ -597,6 +597,34 @@ async fn silences_over_the_api_need_the_token_hold_and_release() {
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["status"], "active", "{created}");
     assert_eq!(created["job_id"], "job-0000", "{created}");
+    // The job's page and its JSON list the silence; another job's do not.
+    let record: serde_json::Value = http
+        .get(format!("http://{addr}/api/v1/jobs/demo-app/job-0000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["silences"][0]["id"], id.as_str(), "{record}");
+    let other: serde_json::Value = http
+        .get(format!("http://{addr}/api/v1/jobs/demo-app/job-0001"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["silences"], serde_json::json!([]), "{other}");
+    let page = http
+        .get(format!("http://{addr}/jobs/demo-app/job-0000"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&id) && page.contains("camera swap"), "{page}");
 
     stop(&sim, "job-0000", "INTERNAL_ERROR");
     stop(&sim, "job-0001", "INTERNAL_ERROR");
