@@ -483,6 +483,21 @@ impl Http {
         })
     }
 
+    /// POSTs `body` and accepts any 2xx, for vendors whose answer carries no error code in
+    /// its body (Slack, Teams): anything else is read by [`status_error`] with `window`.
+    pub async fn post_for_status(
+        &self,
+        url: Url,
+        body: Vec<u8>,
+        window: Duration,
+    ) -> Result<(), DeliveryError> {
+        let answer = self.post(url, body).await?;
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        Err(status_error(self.vendor(), &answer, window))
+    }
+
     /// POSTs `body` as JSON to `url` and reads the answer; a transport failure (no
     /// connection, a timeout) is an error that may pass.
     pub async fn post(&self, url: Url, body: Vec<u8>) -> Result<Answer, DeliveryError> {

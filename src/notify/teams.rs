@@ -40,18 +40,13 @@ impl TeamsChannel {
     }
 
     async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
-        let answer = self
-            .http
-            .post(self.url.clone(), render(alerts, &self.style))
-            .await?;
-        if answer.status.is_success() {
-            return Ok(());
-        }
-        Err(chat::status_error(
-            self.http.vendor(),
-            &answer,
-            THROTTLE_WINDOW,
-        ))
+        self.http
+            .post_for_status(
+                self.url.clone(),
+                render(alerts, &self.style),
+                THROTTLE_WINDOW,
+            )
+            .await
     }
 }
 
