@@ -308,6 +308,7 @@ mod tests {
             request_id: Some("req-1".into()),
             detail: detail.map(str::to_string),
             clock_skew_minutes: None,
+            not_sent: false,
         }
     }
 

@@ -1,4 +1,6 @@
-//! The HTTP client for the one endpoint recwatch polls.
+//! The HTTP client for the job endpoints recwatch polls (creating and stopping jobs are in
+//! `jobs`, the record-callback registration in `registration`: all go out through
+//! [`RtcClient::send`]).
 //!
 //! It signs exactly the headers it sends (Host included, with the port when the endpoint has
 //! one), and turns every answer into either a job snapshot or an [`RtcError`] whose kind the
@@ -11,6 +13,7 @@
 //! job is a bad answer, never that job's new state.
 
 use crate::Auth;
+use crate::jobs::Kind;
 use crate::model::{ErrorBody, JobSnapshot, State, parse_error_body, parse_job, same_id};
 use crate::secret::Redactor;
 use crate::sign;
@@ -149,6 +152,10 @@ pub struct RtcError {
     /// `Date` header, when that is more than the 15 minutes the gateway tolerates in
     /// `X-Sdk-Date`. A skewed clock is refused like a bad key; this says which it is.
     pub clock_skew_minutes: Option<i64>,
+    /// The request certainly never left this machine: the connection could not be made (or a
+    /// header could not be written). What a failed create proves hangs on it
+    /// ([`create_failure`](crate::jobs::create_failure)).
+    pub not_sent: bool,
 }
 
 impl fmt::Display for RtcError {
@@ -208,6 +215,7 @@ impl RtcError {
             request_id: None,
             detail: Some(detail),
             clock_skew_minutes: None,
+            not_sent: false,
         }
     }
 
@@ -380,12 +388,7 @@ impl RtcClient {
     /// The request path for a job, each id percent-encoded as a whole segment, under any base
     /// path the endpoint has (a proxy prefix).
     pub fn job_path(&self, app_id: &str, job_id: &str) -> String {
-        format!(
-            "{}/v2/apps/{}/individual-stream-jobs/{}",
-            self.base_path(),
-            sign::encode(app_id),
-            sign::encode(job_id)
-        )
+        self.job_path_of(Kind::Individual, app_id, job_id)
     }
 
     /// The endpoint's own path (a proxy's prefix), without a trailing `/`: every API path
@@ -478,8 +481,20 @@ impl RtcClient {
     /// # }
     /// ```
     pub async fn get_job(&self, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
+        self.get_job_of(Kind::Individual, app_id, job_id).await
+    }
+
+    /// Polls one job of `kind` on its path (`.../individual-stream-jobs/{job_id}` or
+    /// `.../mix-stream-jobs/{job_id}`), read and checked exactly as [`get_job`](Self::get_job)
+    /// reads an individual job: the two kinds share states, stop reasons and errors.
+    pub async fn get_job_of(
+        &self,
+        kind: Kind,
+        app_id: &str,
+        job_id: &str,
+    ) -> Result<Fetched, RtcError> {
         let r = &self.redactor;
-        match self.fetch_job(app_id, job_id).await {
+        match self.fetch_job(kind, app_id, job_id).await {
             Ok(mut f) => {
                 f.raw = r.redact(&f.raw);
                 f.job.description = f.job.description.map(|d| r.redact(&d));
@@ -507,10 +522,9 @@ impl RtcClient {
         self.redactor.redact(text)
     }
 
-    async fn fetch_job(&self, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
-        let answer = self
-            .send(reqwest::Method::GET, &self.job_path(app_id, job_id), None)
-            .await?;
+    async fn fetch_job(&self, kind: Kind, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
+        let path = self.job_path_of(kind, app_id, job_id);
+        let answer = self.send(reqwest::Method::GET, &path, None).await?;
         if !answer.is_success() {
             return Err(answer.into_error());
         }
@@ -522,6 +536,7 @@ impl RtcClient {
             request_id: answer.request_id.clone(),
             detail: Some(bad.detail),
             clock_skew_minutes: None,
+            not_sent: false,
         })?;
         Ok(Fetched {
             job,
@@ -549,8 +564,9 @@ impl RtcClient {
         for (name, value) in
             self.headers_for(method.as_str(), path, signed_body, chrono::Utc::now())
         {
-            let value = HeaderValue::from_str(&value).map_err(|_| {
-                RtcError::transport(
+            let value = HeaderValue::from_str(&value).map_err(|_| RtcError {
+                not_sent: true,
+                ..RtcError::transport(
                     ErrorKind::Rejected,
                     format!("header {name} has a character HTTP cannot carry"),
                 )
@@ -636,6 +652,7 @@ impl Answer {
             request_id: self.request_id,
             detail,
             clock_skew_minutes,
+            not_sent: false,
         }
     }
 }
@@ -692,7 +709,12 @@ fn transport_error(e: reqwest::Error) -> RtcError {
     } else {
         ErrorKind::Connection
     };
-    RtcError::transport(kind, chain(&e))
+    RtcError {
+        // A failure to connect (refused, unreachable, a connect timeout, TLS) happens before
+        // a byte of the request is written; any other may come after the server read it.
+        not_sent: e.is_connect(),
+        ..RtcError::transport(kind, chain(&e))
+    }
 }
 
 /// The error with its causes, since reqwest's own message is often just "error sending request".
@@ -1068,6 +1090,7 @@ mod tests {
             request_id: Some("req-1".into()),
             detail: None,
             clock_skew_minutes: None,
+            not_sent: false,
         };
         assert_eq!(
             e.to_string(),
@@ -1081,6 +1104,7 @@ mod tests {
             request_id: None,
             detail: Some("to https://login.example/".into()),
             clock_skew_minutes: None,
+            not_sent: false,
         };
         assert_eq!(
             redirect.cause(),
@@ -1094,6 +1118,7 @@ mod tests {
             request_id: None,
             detail: None,
             clock_skew_minutes: Some(-62),
+            not_sent: false,
         };
         let cause = skewed.cause();
         assert!(

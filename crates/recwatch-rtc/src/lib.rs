@@ -1,7 +1,7 @@
 //! A client for the Huawei Cloud RTC recording API: request signing exactly as the official
-//! SDK signs (`SDK-HMAC-SHA256`), the individual-stream job model, and an HTTP client for
-//! `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` whose every failure is a typed
-//! [`client::ErrorKind`].
+//! SDK signs (`SDK-HMAC-SHA256`), the job model (individual- and mix-stream jobs), and an
+//! HTTP client for `GET /v2/apps/{app_id}/{individual,mix}-stream-jobs/{job_id}`, creating
+//! and stopping jobs, whose every failure is a typed [`client::ErrorKind`].
 //!
 //! - [`sign`]: SDK-HMAC-SHA256, each step a pure function, checked against the official SDK's
 //!   vectors (GETs, and requests with a body: the crate's `tests/sdk_vectors.rs`).
@@ -9,6 +9,9 @@
 //!   any value the API invents instead of failing the parse.
 //! - [`client`]: [`RtcClient`], configured by a [`ClientConfig`], answering [`Fetched`] or an
 //!   [`RtcError`] whose [`ErrorKind`] says how to react.
+//! - [`jobs`]: the two [`Kind`]s of job (individual and mix), creating a job from a
+//!   [`CreateRequest`] built from what a Show answer reported, stopping one, and
+//!   [`CreateFailure`]: what a failed create proves (nothing made, refused, or unknown).
 //! - [`callback`]: RTC's record callbacks: [`RecordEvent`] parsed from the raw body, the
 //!   `X-Rtc-Signature` verified in constant time and made again for relaying, checked against
 //!   the shared signing vector (`tests/callback_vectors.rs`).
@@ -38,6 +41,7 @@
 
 pub mod callback;
 pub mod client;
+pub mod jobs;
 pub mod model;
 pub mod registration;
 pub mod secret;
@@ -47,6 +51,7 @@ pub use callback::{
     EventError, EventType, RecordEvent, RecordedFile, SignatureError, SignatureHeaders,
 };
 pub use client::{ClientConfig, ErrorKind, Fetched, RtcClient, RtcError};
+pub use jobs::{CreateFailure, CreateRequest, Created, Kind, NotRecreatable, Stopped};
 pub use model::{JobSnapshot, State, StopReason};
 pub use registration::{CallbackUpdate, Registration};
 pub use secret::{Redactor, Secret};

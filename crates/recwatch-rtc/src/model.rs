@@ -1,5 +1,6 @@
-//! The job record that `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` returns, and the
-//! error body of a refused request.
+//! The job record that `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` (and its
+//! mix-stream twin, `.../mix-stream-jobs/{job_id}`) returns, and the error body of a refused
+//! request.
 //!
 //! Every field is optional and ids may arrive as strings or numbers (the API docs show both).
 //! `state` and `stop_reason` are documented only as text, so unknown values are kept as
@@ -277,7 +278,38 @@ fn lenient_record_param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Record
     })
 }
 
-/// `record_param` of a job: the recording rule it records with.
+/// `mix_param` as an object, or as a string holding one; anything else is absent. Kept whole
+/// (layout panes, background images, any field the API adds), because a mix job re-created
+/// from it must get exactly the parameters it had.
+fn lenient_object<'de, D: Deserializer<'de>>(d: D) -> Result<Option<JsonObject>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let value = match value {
+        serde_json::Value::String(s) => match serde_json::from_str(&s) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+        v => v,
+    };
+    Ok(match value {
+        serde_json::Value::Object(o) => Some(o),
+        _ => None,
+    })
+}
+
+/// A JSON object kept as the API sent it.
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// `record_param` of a job: the recording rule it records with, and any other field the API
+/// puts beside it, kept so a re-created job records exactly as the one it replaces.
+///
+/// ```
+/// use recwatch_rtc::model::parse_job;
+///
+/// let job = parse_job(br#"{"state":"RUNNING","record_param":{"record_rule_id":7,"x":[1]}}"#).unwrap();
+/// let param = job.record_param.unwrap();
+/// assert_eq!(param.record_rule_id.as_deref(), Some("7"));
+/// assert_eq!(param.extra["x"], serde_json::json!([1]));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordParam {
     #[serde(
@@ -286,6 +318,9 @@ pub struct RecordParam {
         skip_serializing_if = "Option::is_none"
     )]
     pub record_rule_id: Option<String>,
+    /// Every other field, as sent.
+    #[serde(flatten)]
+    pub extra: JsonObject,
 }
 
 /// One individual stream recording job, as the API reports it.
@@ -339,7 +374,8 @@ pub struct JobSnapshot {
         deserialize_with = "lenient_string",
         skip_serializing_if = "Option::is_none"
     )]
-    /// `s_{job_id}_{room_id}_{user_id}` for an individual-stream job.
+    /// `s_{job_id}_{room_id}_{user_id}` for an individual-stream job, `m_{job_id}_{room_id}`
+    /// for a mix-stream job.
     pub stream_name: Option<String>,
     #[serde(
         default,
@@ -375,6 +411,14 @@ pub struct JobSnapshot {
         skip_serializing_if = "Option::is_none"
     )]
     pub record_param: Option<RecordParam>,
+    #[serde(
+        default,
+        deserialize_with = "lenient_object",
+        skip_serializing_if = "Option::is_none"
+    )]
+    /// A mix-stream job's layout and encoding (`room_id`, `encode_template`, `max_idle_time`,
+    /// `layout_template`, `layout_panes`, ...), kept whole; absent for an individual job.
+    pub mix_param: Option<JsonObject>,
     #[serde(
         default,
         deserialize_with = "lenient_string",

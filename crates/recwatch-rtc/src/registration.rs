@@ -174,6 +174,7 @@ impl RtcClient {
                     "the answer is not a record-callback registration: {why}"
                 )),
                 clock_skew_minutes: None,
+                not_sent: false,
             })
         })?;
         registration.url = registration.url.map(|u| self.redact(&u));

@@ -248,3 +248,57 @@ fn a_body_signature_covers_every_byte_of_the_body() {
         assert_ne!(sign_body(&changed), case["authorization"], "{what}");
     }
 }
+
+/// The client's paths for a create (both kinds), a stop and a mix-stream show are the paths
+/// the SDK signed in its body vectors, and the body it sends for an individual create is the
+/// vector's byte for byte, so its signature is the SDK's.
+#[test]
+fn create_stop_and_mix_paths_are_the_sdks() {
+    use recwatch_rtc::{Auth, ClientConfig, CreateRequest, Kind, RtcClient, Secret};
+    let client = RtcClient::new(&ClientConfig::new(
+        "https://rtc-api.myhuaweicloud.com".parse().unwrap(),
+        Auth::Token {
+            token: Secret::new("t"),
+        },
+    ))
+    .unwrap();
+    let (app, job) = (
+        "5fcdf56512345676f835d0d4",
+        "608196a2fa1234567515147f32ef463b",
+    );
+    let cases = body_vectors();
+    let path = |name: &str| {
+        cases.iter().find(|c| c["name"] == name).unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        client.jobs_path(Kind::Individual, app),
+        path("create_individual_job")
+    );
+    assert_eq!(
+        client.jobs_path(Kind::Mix, app),
+        path("create_mix_job_with_token")
+    );
+    assert_eq!(
+        client.job_path_of(Kind::Individual, app, job),
+        path("stop_individual_job")
+    );
+    assert_eq!(
+        client.job_path_of(Kind::Mix, app, job),
+        path("show_mix_job_no_project")
+    );
+    for (name, kind) in [
+        ("create_individual_job", Kind::Individual),
+        ("create_mix_job_with_token", Kind::Mix),
+    ] {
+        let case = cases.iter().find(|c| c["name"] == name).unwrap();
+        let body = case["body"].as_str().unwrap().as_bytes();
+        let request = CreateRequest::parse(kind, body).unwrap();
+        assert_eq!(request.kind(), kind);
+        if kind == Kind::Individual {
+            assert_eq!(request.body(), body, "{name}: sent as the SDK sends it");
+        }
+    }
+}

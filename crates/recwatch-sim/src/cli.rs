@@ -1,6 +1,7 @@
 //! `recwatch simulate`: the simulator as its own process, its command-line arguments and the
 //! line it prints once it listens.
 
+use crate::create::CreateFault;
 use crate::options::{SimAuth, SimOptions};
 use crate::simulator::start;
 use std::net::SocketAddr;
@@ -59,6 +60,12 @@ pub struct SimulateArgs {
     /// real API may lag its events, e.g. "2s".
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub callback_lag: Duration,
+    /// Make creates fail: reject (400 RTC.00001016, app deactivated), throttle (429
+    /// APIG.0308), server-error (the job is made, the answer is 500) or stall (the job is
+    /// made, no answer for an hour); =N for the first N creates only. Repeat for several rules,
+    /// applied in order.
+    #[arg(long, value_name = "KIND[=N]", value_parser = CreateFault::parse_cli)]
+    pub create_fault: Vec<CreateFault>,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -93,6 +100,7 @@ impl SimulateArgs {
             callback_key: self.callback_key.clone().map(recwatch_rtc::Secret::new),
             callback_drop: self.callback_drop,
             callback_lag: self.callback_lag,
+            create_faults: self.create_fault.clone(),
             ..SimOptions::default()
         }
     }
@@ -137,6 +145,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::create::CreateFaultKind;
 
     #[test]
     fn cli_arguments() {
@@ -222,6 +231,26 @@ mod tests {
             Cli::try_parse_from(["x", "--callback-key", "k"]).is_err(),
             "a key needs a URL"
         );
+        let cli = Cli::try_parse_from([
+            "x",
+            "--create-fault",
+            "throttle=2",
+            "--create-fault",
+            "server-error",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.args.options().create_faults,
+            [
+                CreateFault::new(CreateFaultKind::Throttle).times(2),
+                CreateFault::new(CreateFaultKind::ServerError)
+            ]
+        );
+        let e = Cli::try_parse_from(["x", "--create-fault", "boom"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("reject, throttle, server-error or stall"), "{e}");
         assert_eq!(
             listening_line("127.0.0.1:8086".parse().unwrap(), 12, "demo-app"),
             "recwatch simulator listening on http://127.0.0.1:8086 (12 jobs, app demo-app)"

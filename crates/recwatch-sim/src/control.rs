@@ -3,6 +3,7 @@
 //! counted, limited nor authenticated.
 
 use crate::callbacks::SentCallback;
+use crate::create::{CreateFault, CreatedJob};
 use crate::faults::Fault;
 use crate::script::Change;
 use crate::simulator::{Inner, Simulator};
@@ -26,6 +27,12 @@ pub(crate) fn routes() -> Router<Arc<Inner>> {
             put(ctl_put_job).delete(ctl_delete_job),
         )
         .route("/_sim/raw-jobs/{app_id}/{job_id}", put(ctl_put_raw_job))
+        .route("/_sim/mix-jobs/{app_id}/{job_id}", put(ctl_put_mix_job))
+        .route("/_sim/created", get(ctl_created))
+        .route(
+            "/_sim/create-faults",
+            post(ctl_add_create_fault).delete(ctl_clear_create_faults),
+        )
         .route("/_sim/changes", get(ctl_changes))
         .route("/_sim/callbacks", get(ctl_callbacks))
 }
@@ -62,6 +69,32 @@ async fn ctl_put_job(
     Json(job): Json<JobSnapshot>,
 ) -> StatusCode {
     Simulator { inner }.set_job(&app_id, &job_id, job);
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_put_mix_job(
+    AxState(inner): AxState<Arc<Inner>>,
+    Path((app_id, job_id)): Path<(String, String)>,
+    Json(job): Json<JobSnapshot>,
+) -> StatusCode {
+    Simulator { inner }.set_mix_job(&app_id, &job_id, job);
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_created(AxState(inner): AxState<Arc<Inner>>) -> Json<Vec<CreatedJob>> {
+    Json(Simulator { inner }.created())
+}
+
+async fn ctl_add_create_fault(
+    AxState(inner): AxState<Arc<Inner>>,
+    Json(fault): Json<CreateFault>,
+) -> StatusCode {
+    Simulator { inner }.set_create_fault(fault);
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_clear_create_faults(AxState(inner): AxState<Arc<Inner>>) -> StatusCode {
+    Simulator { inner }.clear_create_faults();
     StatusCode::NO_CONTENT
 }
 

@@ -1,5 +1,6 @@
-//! A fake Huawei Cloud RTC API: `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` with
-//! the gateway's behaviour around it (AK/SK or token checks, AK lockout, the 1 s rate limit),
+//! A fake Huawei Cloud RTC API: `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` and
+//! its mix-stream twin, creating (`POST`) and stopping (`DELETE`) jobs of both kinds, with the
+//! gateway's behaviour around it (AK/SK or token checks, AK lockout, the 1 s rate limit),
 //! scripted or controllable jobs, fault injection and request statistics. The demo, the
 //! integration tests, the fault-injection tests and the benchmarks all run against it.
 //!
@@ -25,8 +26,22 @@
 //! [`Simulator::changes`] lists every state change with its time: the script's changes (the
 //! initial INIT is the job's creation, not a change), every `set_job` and every churn step.
 //!
+//! # Creating, stopping and mix-stream jobs
+//! `POST /v2/apps/{app_id}/individual-stream-jobs` (or `.../mix-stream-jobs`) with a body the
+//! API would take (checked with the client's own `CreateRequest::parse`; 400 `RTC.00001002`
+//! otherwise; the signature covers the body) answers 201 with a new job, `created-0001`
+//! upwards, INIT for `step` and then RUNNING until changed; [`Simulator::created`] (`GET
+//! /_sim/created`) lists each with the request it was made from. `DELETE` of a job answers 204
+//! and the job goes STOPPED with `TENANT_STOP` (400 `RTC.00001009` when it had already
+//! stopped). A mix-stream job (made by a create, or by [`Simulator::set_mix_job`]) is served
+//! only on `.../mix-stream-jobs/{job_id}`, an individual one only on its own path; both are in
+//! the job group's budget and counted in `requests` (and in `creates`, `created`, `stops`).
+//! [`CreateFault`] rules (`POST /_sim/create-faults`, `--create-fault`) make the next creates
+//! refused (400 `RTC.00001016`, the app deactivated), throttled (429), answered 500 after the
+//! job was made, or stalled after it was made: see `create`.
+//!
 //! # Faults
-//! A [`Fault`] rule applies to the next matching API requests (one job or all, `remaining`
+//! A [`Fault`] rule applies to the next matching polls (one job or all, `remaining`
 //! times or `until` a time, else for ever); the first matching rule wins. Faults come before
 //! authentication and rate limiting, so a test gets exactly the answer it asked for.
 //!
@@ -50,7 +65,9 @@
 //! `GET /_sim/stats`, `POST /_sim/reset-stats`, `POST /_sim/faults` (a JSON [`Fault`]),
 //! `DELETE /_sim/faults`, `PUT /_sim/jobs/{app_id}/{job_id}` (a JSON [`JobSnapshot`](recwatch_rtc::JobSnapshot)),
 //! `PUT /_sim/raw-jobs/{app_id}/{job_id}` (any bytes, served as they are),
-//! `DELETE /_sim/jobs/{app_id}/{job_id}`, `GET /_sim/changes` and `GET /_sim/callbacks` (the
+//! `DELETE /_sim/jobs/{app_id}/{job_id}`, `PUT /_sim/mix-jobs/{app_id}/{job_id}` (a mix-stream
+//! job), `GET /_sim/created` ([`CreatedJob`]s), `POST`/`DELETE /_sim/create-faults` (a JSON
+//! [`CreateFault`]), `GET /_sim/changes` and `GET /_sim/callbacks` (the
 //! record callbacks sent, [`SentCallback`]) mirror the [`Simulator`]
 //! methods for a simulator running as its own process. They are neither counted, limited nor
 //! authenticated.
@@ -72,13 +89,15 @@
 //! a scripted job serves, churn), `simulator` (the state behind one lock, [`start`] and the
 //! [`Simulator`] handle), `server` (connections, routes, one request's way from arrival to
 //! answer), `gateway` (credentials, AK lockout, rate limit), `faults` (rules and their
-//! answers), `stats` (request counting), `control` (the `/_sim` API), `registration` (the
+//! answers), `create` (creating and stopping jobs, and the faults on create), `stats`
+//! (request counting), `control` (the `/_sim` API), `registration` (the
 //! record-callback URL), `callbacks` (the events, their queue and sender), `cli`
 //! (`recwatch simulate`). The HTTP-level tests are in `tests/http`.
 
 mod callbacks;
 mod cli;
 mod control;
+mod create;
 mod faults;
 mod gateway;
 mod options;
@@ -91,6 +110,7 @@ mod stats;
 
 pub use callbacks::{CallbackStats, SentCallback, event_body, events_for};
 pub use cli::{SimulateArgs, run};
+pub use create::{CreateFault, CreateFaultKind, CreatedJob};
 pub use faults::{Fault, FaultKind};
 pub use options::{SimAuth, SimOptions};
 pub use script::{Change, Timeline, job_id, script_at, timeline};

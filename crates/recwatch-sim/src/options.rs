@@ -10,7 +10,7 @@ pub struct SimOptions {
     pub app_id: String,
     /// Jobs `job-0000`, `job-0001`, ... created at start.
     pub jobs: usize,
-    /// Phase length of the script (see the crate docs).
+    /// Phase length of the script (see the crate docs); a created job is INIT this long.
     pub step: Duration,
     /// `true`: jobs walk the script; `false`: they start RUNNING and stay until changed.
     pub scripted: bool,
@@ -42,6 +42,8 @@ pub struct SimOptions {
     /// it: the URL and, optionally, the key callbacks are signed with.
     pub callback_url: Option<String>,
     pub callback_key: Option<recwatch_rtc::Secret>,
+    /// Fault rules for creates from the start (more can be added through the control API).
+    pub create_faults: Vec<crate::create::CreateFault>,
 }
 
 impl Default for SimOptions {
@@ -64,6 +66,7 @@ impl Default for SimOptions {
             callback_queue: 10_000,
             callback_url: None,
             callback_key: None,
+            create_faults: Vec::new(),
         }
     }
 }

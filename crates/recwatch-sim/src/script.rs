@@ -115,7 +115,9 @@ pub(crate) fn scripted_job(
         max_idle_time: Some(t.max_idle_time),
         record_param: Some(RecordParam {
             record_rule_id: Some("rule-demo".into()),
+            ..RecordParam::default()
         }),
+        mix_param: None,
         create_time: Some(fmt_time(epoch)),
         update_time: Some(fmt_time(plus(epoch, updated))),
         start_time: running_at.map(|d| fmt_time(plus(epoch, d))),

@@ -1,8 +1,10 @@
 //! Serving the API: connections served with hyper directly (so a reset fault can drop one
-//! unanswered), the routes, and each API request's way through the simulator: counted, then
-//! faults, the gateway's checks, the job lookup, and the answer.
+//! unanswered), the routes, and each poll's way through the simulator: counted, then faults,
+//! the gateway's checks, the job lookup (on its kind's path), and the answer. Creates and
+//! stops are in `create`.
 
 use crate::control;
+use crate::create;
 use crate::faults::{self, FaultKind, ResetConnection, echo_response, fault_response};
 use crate::gateway::{Refusal, check_credentials, sim_now, throttle_message};
 use crate::response::{api_response, error_response};
@@ -13,7 +15,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
+use recwatch_rtc::Kind;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -55,6 +58,7 @@ impl Inner {
     /// Everything about one API request that needs the shared state, under one lock.
     fn decide(
         &self,
+        kind: Kind,
         app_id: &str,
         job_id: &str,
         credentials: Result<(), Refusal>,
@@ -66,7 +70,7 @@ impl Inner {
         let mut guard = self.lock();
         let s = &mut *guard;
         s.apply_due(now, self.epoch);
-        s.counters.arrival(now, unix_second, app_id, job_id);
+        s.counters.arrival(now, unix_second, app_id, Some(job_id));
         let mut stall = None;
         match faults::take(&mut s.faults, job_id, now_utc) {
             Some(FaultKind::Stall(d)) => {
@@ -99,7 +103,7 @@ impl Inner {
         let outcome = match s.gate.authorize(&self.opts, credentials, now) {
             Err(refusal) => Outcome::Unauthorized(refusal),
             Ok(()) if !s.gate.admit(self.opts.rate_limit, now) => Outcome::Throttled,
-            Ok(()) => find(s, app_id, job_id),
+            Ok(()) => find(s, kind, app_id, job_id),
         };
         let status = match &outcome {
             Outcome::Unauthorized(refusal) => {
@@ -118,8 +122,12 @@ impl Inner {
     }
 }
 
-/// The job a request names, once the gateway let it through.
-fn find(s: &Shared, app_id: &str, job_id: &str) -> Outcome {
+/// The job a request names, once the gateway let it through: a job of another kind is not
+/// on this path.
+fn find(s: &Shared, kind: Kind, app_id: &str, job_id: &str) -> Outcome {
+    if s.kind_of(app_id, job_id) != kind {
+        return Outcome::NotFound;
+    }
     match s.apps.get(app_id).and_then(|jobs| jobs.get(job_id)) {
         Some(Job::Scripted(index)) => Outcome::Scripted(*index),
         Some(Job::Fixed { body, .. }) => Outcome::Fixed(body.clone()),
@@ -132,7 +140,19 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route(
             "/v2/apps/{app_id}/individual-stream-jobs/{job_id}",
-            get(api_get_job),
+            get(api_get_individual_job).delete(create::api_stop_individual),
+        )
+        .route(
+            "/v2/apps/{app_id}/mix-stream-jobs/{job_id}",
+            get(api_get_mix_job).delete(create::api_stop_mix),
+        )
+        .route(
+            "/v2/apps/{app_id}/individual-stream-jobs",
+            post(create::api_create_individual),
+        )
+        .route(
+            "/v2/apps/{app_id}/mix-stream-jobs",
+            post(create::api_create_mix),
         )
         .route(
             "/v2/apps/{app_id}/record-callback",
@@ -157,7 +177,28 @@ async fn api_not_found(AxState(inner): AxState<Arc<Inner>>) -> Response {
     response
 }
 
+async fn api_get_individual_job(
+    inner: AxState<Arc<Inner>>,
+    path: Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    api_get_job(Kind::Individual, inner, path, method, uri, headers).await
+}
+
+async fn api_get_mix_job(
+    inner: AxState<Arc<Inner>>,
+    path: Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    api_get_job(Kind::Mix, inner, path, method, uri, headers).await
+}
+
 async fn api_get_job(
+    kind: Kind,
     AxState(inner): AxState<Arc<Inner>>,
     Path((app_id, job_id)): Path<(String, String)>,
     method: Method,
@@ -166,7 +207,7 @@ async fn api_get_job(
 ) -> Response {
     let now = Instant::now();
     let credentials = check_credentials(&inner.opts, &method, &uri, &headers, b"");
-    let (outcome, stall) = inner.decide(&app_id, &job_id, credentials, now);
+    let (outcome, stall) = inner.decide(kind, &app_id, &job_id, credentials, now);
     let request_id = inner.request_id();
     tracing::debug!(%app_id, %job_id, request_id = ?request_id, "simulated request");
     if let Some(d) = stall {

@@ -3,6 +3,7 @@
 //! bookkeeping; [`start`] and the [`Simulator`] handle that tests and the demo drive.
 
 use crate::callbacks::{self, Outbox, Registered, SentCallback};
+use crate::create::{CreateFault, CreatedJob};
 use crate::faults::Fault;
 use crate::gateway::Gate;
 use crate::options::SimOptions;
@@ -13,8 +14,9 @@ use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use recwatch_rtc::Kind;
 use recwatch_rtc::model::{JobSnapshot, State, StopReason};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,6 +56,13 @@ pub(crate) struct Shared {
     /// Stops already announced that the API shows only once due (`callback_lag`), oldest
     /// first; applied by [`Shared::apply_due`] before anything reads a job.
     pub(crate) pending: Vec<Pending>,
+    /// The (app id, job id) of every mix-stream job; every other job is an individual one.
+    /// A job keeps its kind when `set_job` replaces its record.
+    pub(crate) mix: HashMap<String, HashSet<String>>,
+    /// Every job a create made, oldest first, with the request it was made from.
+    pub(crate) created: Vec<CreatedJob>,
+    /// Fault rules for creates (apart from `faults`, which apply to polls).
+    pub(crate) create_faults: Vec<CreateFault>,
 }
 
 /// A change the API shows from `due` on.
@@ -138,6 +147,9 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
             // Its own stream, apart from churn's, so dropping callbacks changes no churn.
             callback_rng: StdRng::seed_from_u64(opts.seed ^ 0xca11_bac4),
             pending: Vec::new(),
+            mix: HashMap::new(),
+            created: Vec::new(),
+            create_faults: opts.create_faults.clone(),
         }),
         shutdown,
         callbacks,
@@ -198,62 +210,25 @@ impl Simulator {
         self.set_served(app_id, job_id, snapshot, body);
     }
 
+    /// Serves `job` as a mix-stream job (on `.../mix-stream-jobs/{job_id}`, and no longer on
+    /// the individual path) from now on, like [`set_job`](Self::set_job).
+    pub fn set_mix_job(&self, app_id: &str, job_id: &str, job: JobSnapshot) {
+        self.inner
+            .lock()
+            .mix
+            .entry(app_id.to_string())
+            .or_default()
+            .insert(job_id.to_string());
+        self.set_job(app_id, job_id, job);
+    }
+
     fn set_served(&self, app_id: &str, job_id: &str, job: JobSnapshot, body: Bytes) {
         let inner = &self.inner;
         let now = Instant::now();
-        let elapsed = now.duration_since(inner.epoch);
         let mut guard = inner.lock();
         let s = &mut *guard;
         s.apply_due(now, inner.epoch);
-        // A newer change wins over a lagging one not yet shown.
-        s.pending
-            .retain(|p| !(p.app_id == app_id && p.job_id == job_id));
-        let before = s.served(inner, app_id, job_id, elapsed);
-        let announced_at = plus(inner.epoch_utc, elapsed);
-        s.announce(
-            inner,
-            app_id,
-            job_id,
-            before.as_ref().and_then(|b| b.state.as_ref()),
-            &job,
-            announced_at,
-        );
-        // A stop is shown `callback_lag` after its callbacks, as the real API may lag them.
-        let lag = inner.opts.callback_lag;
-        let lags = !lag.is_zero()
-            && job.state == Some(State::Stopped)
-            && before.as_ref().and_then(|b| b.state.as_ref()) != Some(&State::Stopped);
-        let change = Change {
-            app_id: app_id.to_string(),
-            job_id: job_id.to_string(),
-            state: job
-                .state
-                .as_ref()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            stop_reason: job.stop_reason.as_ref().map(|r| r.as_str().to_string()),
-            at: plus(inner.epoch_utc, if lags { elapsed + lag } else { elapsed }),
-        };
-        let job = Job::Fixed {
-            snapshot: Arc::new(job),
-            body,
-        };
-        if lags {
-            s.pending.push(Pending {
-                due: now + lag,
-                app_id: app_id.to_string(),
-                job_id: job_id.to_string(),
-                job,
-            });
-        } else {
-            let previous = s
-                .apps
-                .entry(app_id.to_string())
-                .or_default()
-                .insert(job_id.to_string(), job);
-            s.cut_script(previous, elapsed);
-        }
-        s.changes.push(change);
+        s.serve(inner, app_id, job_id, job, body, now);
     }
 
     /// Registers `url` (and the key to sign with) as `app_id`'s record-callback URL, as a
@@ -293,6 +268,24 @@ impl Simulator {
             .get_mut(app_id)
             .and_then(|jobs| jobs.remove(job_id));
         shared.cut_script(previous, elapsed);
+        if let Some(jobs) = shared.mix.get_mut(app_id) {
+            jobs.remove(job_id);
+        }
+    }
+
+    /// Every job a create made so far, oldest first, with the request it was made from.
+    pub fn created(&self) -> Vec<CreatedJob> {
+        self.inner.lock().created.clone()
+    }
+
+    /// Adds a fault rule for creates after the existing ones (the first live rule wins).
+    pub fn set_create_fault(&self, fault: CreateFault) {
+        self.inner.lock().create_faults.push(fault);
+    }
+
+    /// Removes every fault rule for creates.
+    pub fn clear_create_faults(&self) {
+        self.inner.lock().create_faults.clear();
     }
 
     /// Adds a fault rule after the existing ones (the first matching rule wins).
@@ -357,6 +350,69 @@ impl Simulator {
 }
 
 impl Shared {
+    /// Serves `job` (whose body is `body`) for this app and job id from `now` on: announced
+    /// by callbacks, logged as a change, a stop shown `callback_lag` late. Under the lock.
+    pub(crate) fn serve(
+        &mut self,
+        inner: &Inner,
+        app_id: &str,
+        job_id: &str,
+        job: JobSnapshot,
+        body: Bytes,
+        now: Instant,
+    ) {
+        let elapsed = now.duration_since(inner.epoch);
+        // A newer change wins over a lagging one not yet shown.
+        self.pending
+            .retain(|p| !(p.app_id == app_id && p.job_id == job_id));
+        let before = self.served(inner, app_id, job_id, elapsed);
+        let announced_at = plus(inner.epoch_utc, elapsed);
+        self.announce(
+            inner,
+            app_id,
+            job_id,
+            before.as_ref().and_then(|b| b.state.as_ref()),
+            &job,
+            announced_at,
+        );
+        // A stop is shown `callback_lag` after its callbacks, as the real API may lag them.
+        let lag = inner.opts.callback_lag;
+        let lags = !lag.is_zero()
+            && job.state == Some(State::Stopped)
+            && before.as_ref().and_then(|b| b.state.as_ref()) != Some(&State::Stopped);
+        let change = Change {
+            app_id: app_id.to_string(),
+            job_id: job_id.to_string(),
+            state: job
+                .state
+                .as_ref()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            stop_reason: job.stop_reason.as_ref().map(|r| r.as_str().to_string()),
+            at: plus(inner.epoch_utc, if lags { elapsed + lag } else { elapsed }),
+        };
+        let job = Job::Fixed {
+            snapshot: Arc::new(job),
+            body,
+        };
+        if lags {
+            self.pending.push(Pending {
+                due: now + lag,
+                app_id: app_id.to_string(),
+                job_id: job_id.to_string(),
+                job,
+            });
+        } else {
+            let previous = self
+                .apps
+                .entry(app_id.to_string())
+                .or_default()
+                .insert(job_id.to_string(), job);
+            self.cut_script(previous, elapsed);
+        }
+        self.changes.push(change);
+    }
+
     /// Shows every lagging change that is due at `now`.
     pub(crate) fn apply_due(&mut self, now: Instant, epoch: Instant) {
         if self.pending.is_empty() || self.pending.iter().all(|p| p.due > now) {
@@ -394,6 +450,14 @@ impl Shared {
                 elapsed,
             )),
             Job::Fixed { snapshot, .. } => Some((**snapshot).clone()),
+        }
+    }
+
+    /// The kind of job `app_id`/`job_id` is (an individual one unless made a mix job).
+    pub(crate) fn kind_of(&self, app_id: &str, job_id: &str) -> Kind {
+        match self.mix.get(app_id) {
+            Some(jobs) if jobs.contains(job_id) => Kind::Mix,
+            _ => Kind::Individual,
         }
     }
 

@@ -42,6 +42,16 @@ pub struct SimStats {
     /// The record callbacks the simulator sent, failed to send or dropped.
     #[serde(default)]
     pub callbacks: crate::callbacks::CallbackStats,
+    /// Create requests (`POST .../individual-stream-jobs` or `.../mix-stream-jobs`), whatever
+    /// their answer; they are also in `requests` (the job group's budget).
+    #[serde(default)]
+    pub creates: u64,
+    /// Jobs those creates made (a create answered 500 or stalled by a fault still makes one).
+    #[serde(default)]
+    pub created: u64,
+    /// Stop requests (`DELETE` of a job), whatever their answer; also in `requests`.
+    #[serde(default)]
+    pub stops: u64,
 }
 
 /// Counts API requests; every method takes the arrival instant so tests can drive it.
@@ -60,6 +70,9 @@ pub(crate) struct Counters {
     pub(crate) faults_applied: u64,
     by_job: HashMap<String, HashMap<String, u64>>,
     pub(crate) app_requests: u64,
+    pub(crate) creates: u64,
+    pub(crate) created: u64,
+    pub(crate) stops: u64,
 }
 
 impl Counters {
@@ -71,7 +84,15 @@ impl Counters {
         }
     }
 
-    pub(crate) fn arrival(&mut self, now: Instant, unix_second: i64, app_id: &str, job_id: &str) {
+    /// One request of the job group at `now`; `job_id` is the job it names (a create names
+    /// none, and is not counted in `by_job`).
+    pub(crate) fn arrival(
+        &mut self,
+        now: Instant,
+        unix_second: i64,
+        app_id: &str,
+        job_id: Option<&str>,
+    ) {
         self.requests += 1;
         while self
             .window
@@ -93,6 +114,9 @@ impl Counters {
         {
             self.per_second.pop_front();
         }
+        let Some(job_id) = job_id else {
+            return;
+        };
         // get_mut first: the common case allocates nothing.
         let app = match self.by_job.get_mut(app_id) {
             Some(app) => app,
@@ -133,6 +157,9 @@ impl Counters {
                 .collect(),
             app_requests: self.app_requests,
             callbacks: Default::default(),
+            creates: self.creates,
+            created: self.created,
+            stops: self.stops,
         }
     }
 }
@@ -163,7 +190,7 @@ mod tests {
         for (name, arrivals, max) in cases {
             let mut c = Counters::default();
             for a in arrivals {
-                c.arrival(t0 + ms(*a), (*a / 1000) as i64, "app", "job");
+                c.arrival(t0 + ms(*a), (*a / 1000) as i64, "app", Some("job"));
             }
             let stats = c.snapshot();
             assert_eq!(stats.max_per_sliding_second, max, "{name}");
@@ -180,10 +207,10 @@ mod tests {
     fn per_second_keeps_ten_minutes() {
         let mut c = Counters::default();
         let t0 = Instant::now();
-        c.arrival(t0, 1000, "a", "j");
-        c.arrival(t0, 1599, "a", "j");
+        c.arrival(t0, 1000, "a", Some("j"));
+        c.arrival(t0, 1599, "a", Some("j"));
         assert_eq!(c.snapshot().per_second, vec![(1000, 1), (1599, 1)]);
-        c.arrival(t0, 1600, "a", "j");
+        c.arrival(t0, 1600, "a", Some("j"));
         assert_eq!(c.snapshot().per_second, vec![(1599, 1), (1600, 1)]);
     }
 }

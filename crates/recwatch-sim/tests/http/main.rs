@@ -10,5 +10,6 @@ mod client;
 mod control;
 mod faults;
 mod gateway;
+mod jobs;
 mod script;
 mod throughput;
