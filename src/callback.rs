@@ -3,16 +3,18 @@
 //! `X-Rtc-Signature` over the raw body with the configured apps' keys before reading anything
 //! in it, and stores each verified event once (`store::callbacks`). Every refusal is logged
 //! (no key, no body) and counted in `recwatch_callbacks_total{result}`; nothing is stored for
-//! it. Each new event that names a job is a poll hint for it ([`crate::poller::Hints`]): sent
-//! without waiting, so the 200 never waits for the poller. For an app with `forward_to`, the
+//! it. Each new event that names a job is a poll hint for it: the poller reads it from the
+//! database (`poller/feed.rs`, so an event any instance stored hints the one that polls), and
+//! [`crate::poller::Hints::event_stored`] only makes it read at once; the 200 never waits
+//! for the poller. For an app with `forward_to`, the
 //! event's forward is written in the same transaction and sent by `deliver::forward`.
 //! Discovery: a verified event for a job nobody watches, of an app with `discover = true`,
 //! adds the job to the run-time watch list (source `callback`, named `<app name>/<job_id>`,
 //! the app's `notify`), and the poller polls it at once ([`crate::watchlist::Watchlist::add`]).
 
 use crate::config::{AppConfig, Config};
-use crate::domain::{JobKey, timestamp};
-use crate::poller::{HintKind, Hints};
+use crate::domain::timestamp;
+use crate::poller::Hints;
 use crate::store::{Inserted, Store};
 use crate::watchlist::Watchlist;
 use axum::Router;
@@ -20,7 +22,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use recwatch_rtc::callback::{EventType, RecordEvent, SignatureHeaders, verify_with_any};
+use recwatch_rtc::callback::{RecordEvent, SignatureHeaders, verify_with_any};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -302,12 +304,10 @@ async fn handle(
     if outcome == Outcome::Stored && forward.is_some() {
         r.forwards.notify_one();
     }
-    if let (Outcome::Stored, Some(job_id)) = (outcome, &event.job_id) {
-        let kind = match event.event_type {
-            EventType::CloudRecordServerOver => HintKind::Over,
-            _ => HintKind::Poll,
-        };
-        r.hints.send(JobKey::new(&app.app_id, job_id), kind);
+    if outcome == Outcome::Stored && event.job_id.is_some() {
+        // The hint comes through the database (`poller::feed`), as for an event another
+        // instance stored; this only makes the feed read it now.
+        r.hints.event_stored();
     }
     info!(
         app_id = %app.app_id,

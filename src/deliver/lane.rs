@@ -6,7 +6,7 @@
 //! notice while an earlier one of its episode is pending on this channel (see
 //! `queue::due`), and a send in flight is still pending.
 
-use super::group::{MAX_GROUP, release_at};
+use super::group::{MAX_GROUP, release_at, restored_release};
 use super::hold::{self, Gate};
 use super::pace::Pace;
 use super::policy::{
@@ -69,7 +69,8 @@ pub struct Lane {
     in_flight: HashMap<tokio::task::Id, Vec<Due>>,
     /// The vendor's pace, shared by this lane's sends (see `pace`).
     pace: Arc<Mutex<Pace>>,
-    /// When this lane last released a group (grouping lanes only; see `group`).
+    /// When this lane last released a group (grouping lanes only; see `group`), also in the
+    /// database (`group_releases`), restored at start.
     last_release: Option<Instant>,
     /// Due deliveries are being held for the group window or the pace until then.
     held_until: Option<Instant>,
@@ -209,6 +210,23 @@ impl Lane {
             Err(e) => warn!(channel = %self.name(), "cannot read the pending deliveries: {e:#}"),
         }
         self.cap(now, "at start").await;
+        self.restore_release(now).await;
+    }
+
+    /// The group window a previous run (or another instance) opened on this channel goes on.
+    async fn restore_release(&mut self, now: DateTime<Utc>) {
+        let stored = match self.store.group_release(self.name()).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(channel = %self.name(), "cannot read the last group release: {e}; the next group goes out when due");
+                return;
+            }
+        };
+        let Some(released) = stored.and_then(|s| s.parse::<DateTime<Utc>>().ok()) else {
+            return;
+        };
+        let group_wait = self.settings.borrow().group_wait;
+        self.last_release = restored_release(released, now, Instant::now(), group_wait);
     }
 
     /// Reads the clock; on a jump of the wall clock, reschedules this channel's pending
@@ -302,6 +320,14 @@ impl Lane {
                 return Ok(0);
             }
             self.last_release = Some(mono);
+            // Before the send: a crash after it still finds the window open.
+            if let Err(e) = self
+                .store
+                .set_group_release(self.name(), &timestamp(now))
+                .await
+            {
+                warn!(channel = %self.name(), "cannot note the group's release: {e}; a restart would not wait for this window");
+            }
         }
         let mut ready = Vec::with_capacity(due.len());
         for d in due {

@@ -170,13 +170,14 @@ impl Poller {
             self.store.clone(),
             health_rx,
         ));
+        // Stored callback events become hints while this poller runs (aborted with it).
+        let _feed = super::feed::start(self.store.clone(), self.hints.clone());
         let rows = self.store.jobs().await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Report>();
         let touches = Arc::new(Touches::default());
         let (stop_touches, touches_stopped) = watch::channel(false);
         let touch_flusher =
             batch::start_flusher(touches.clone(), self.store.clone(), touches_stopped);
-
         Self::warn_if_over_budget(&self.config);
         let mut d = Dispatcher::new(self, touches, done_tx);
         d.arm(&rows).await?;

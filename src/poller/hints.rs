@@ -113,6 +113,9 @@ pub struct Hints {
     intake: Mutex<Intake>,
     /// Rung on each new hint; the dispatcher's loop waits on it.
     wake: Notify,
+    /// Rung when this process's receiver stored an event: the feed (`feed.rs`) reads it at
+    /// once instead of at its next look.
+    stored: Notify,
 }
 
 #[derive(Default)]
@@ -164,6 +167,17 @@ impl Hints {
     /// Completes when a hint has been sent since the last wait.
     pub(super) async fn notified(&self) {
         self.wake.notified().await
+    }
+
+    /// Says a record callback was stored: its hint comes through the database (the feed), the
+    /// one path for events any instance stored, so each event is hinted once.
+    pub fn event_stored(&self) {
+        self.stored.notify_one();
+    }
+
+    /// Completes when an event has been stored since the last wait.
+    pub(super) async fn stored_notified(&self) {
+        self.stored.notified().await
     }
 }
 

@@ -26,7 +26,8 @@
 //! - `schedule.rs`: the heap of due times, and the cron schedule's ticks;
 //! - `budget.rs`: the request budget and the back-off delays;
 //! - `hints.rs`: poll hints from record callbacks: a priority lane inside the same budget,
-//!   and the re-polls after a job's end;
+//!   and the re-polls after a job's end; `feed.rs`: the stored events (whichever instance
+//!   received them) read from the database by a cursor and turned into hints, once each;
 //! - `health.rs`: the API's health (a pure state machine) and the task that writes its changes;
 //! - `task.rs`: one poll, from request to committed write (transition detection included);
 //! - `job.rs`: a job's state between polls, and the outcomes it still owes the database;
@@ -42,6 +43,7 @@
 mod batch;
 mod budget;
 mod dispatcher;
+mod feed;
 mod health;
 mod hints;
 mod job;

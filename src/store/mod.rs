@@ -20,12 +20,14 @@
 //! caller waits out ([`retry_locked`]).
 
 pub mod alerts;
+mod callback_feed;
 mod callbacks;
 pub mod deliveries;
 mod episodes;
 mod error;
 mod forwards;
 mod gauges;
+mod group_releases;
 mod health;
 mod jobs;
 mod page;
@@ -35,6 +37,7 @@ mod transitions;
 mod watchlist;
 
 pub use alerts::{AlertView, DeliveryView};
+pub use callback_feed::EventHintRow;
 pub use callbacks::{CallbackEventRow, Inserted, RecordedFileRow};
 pub use episodes::OpenEpisode;
 pub use error::{

@@ -456,14 +456,20 @@ async fn a_storm_of_40_deaths_reaches_a_20_a_minute_robot_unthrottled() {
 }
 
 /// The first alert after a quiet spell goes out at once; the ones after it wait for the
-/// group window in the outbox, so a daemon killed while holding them sends them, together in
-/// one message, as soon as it is back.
+/// group window in the outbox. A daemon killed while holding them sends them together in one
+/// message when it is back, and no sooner than the window the first release opened allows:
+/// the release time is in the database (`group_releases`), so the window goes on across the
+/// restart (as across a takeover) instead of starting over or being forgotten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn held_alerts_survive_a_restart_and_go_out_together() {
+async fn held_alerts_survive_a_restart_and_the_group_window_goes_on() {
+    const WAIT_S: i64 = 30;
     let sim = start_sim(static_sim(3)).await;
     let r = ChatReceiver::start(Vendor::Slack).await;
     let mut cfg = AppConfig::new(&sim, 3);
-    cfg.extra = format!("\n[notify]\ngroup_wait = \"10m\"\n{}", r.toml("slack", ""));
+    cfg.extra = format!(
+        "\n[notify]\ngroup_wait = \"{WAIT_S}s\"\n{}",
+        r.toml("slack", "")
+    );
     let mut app = TestApp::new(&cfg);
     app.start();
     app.wait_running(3).await;
@@ -477,6 +483,11 @@ async fn held_alerts_survive_a_restart_and_go_out_together() {
             == 1)
             .then_some(())
     })
+    .await;
+    let released = text(
+        &app,
+        "SELECT released_at FROM group_releases WHERE channel = 'slack'",
+    )
     .await;
     stop("job-0001");
     stop("job-0002");
@@ -495,7 +506,9 @@ async fn held_alerts_survive_a_restart_and_go_out_together() {
     );
 
     app.start();
-    let got = r.wait_until("the held alerts", T, |m| m.len() >= 2).await;
+    let got = r
+        .wait_until("the held alerts", T * 2, |m| m.len() >= 2)
+        .await;
     assert_eq!(got.len(), 2, "{got:?}");
     for j in ["job-0001", "job-0002"] {
         assert!(got[1].text.contains(j), "{j} not in {}", got[1].text);
@@ -512,6 +525,27 @@ async fn held_alerts_survive_a_restart_and_go_out_together() {
             .then_some(())
     })
     .await;
+    // Sent at the end of the window opened before the restart, not at once after it.
+    let sent = text(
+        &app,
+        "SELECT MIN(sent_at) FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+         WHERE a.job_id <> 'job-0000'",
+    )
+    .await;
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect(t);
+    let waited = at(&sent) - at(&released);
+    assert!(
+        waited >= chrono::Duration::seconds(WAIT_S),
+        "released at {released}, the held group sent at {sent}: the window did not go on across the restart"
+    );
+}
+
+/// One text value from the daemon's database.
+async fn text(app: &TestApp, sql: &'static str) -> String {
+    let db = app.db().await.expect("the database exists");
+    let v: String = sqlx::query_scalar(sql).fetch_one(&db).await.expect(sql);
+    db.close().await;
+    v
 }
 
 /// E-mail groups too: the first death is a mail of its own at once, the two after it within

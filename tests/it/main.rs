@@ -20,6 +20,7 @@ mod push;
 mod robust;
 mod secrets;
 mod service;
+mod shared;
 mod silences;
 mod sim_push;
 mod support;

@@ -73,7 +73,7 @@ pub async fn add_silence(app: &TestApp, args: &[&str]) -> String {
 }
 
 /// The jobs of the accepted webhook deliveries, in arrival order.
-fn received_jobs(hook: &Receiver) -> Vec<String> {
+pub fn received_jobs(hook: &Receiver) -> Vec<String> {
     hook.received()
         .iter()
         .map(|d| {
