@@ -319,15 +319,7 @@ impl Lane {
                 self.held_until = Some(at);
                 return Ok(0);
             }
-            self.last_release = Some(mono);
-            // Before the send: a crash after it still finds the window open.
-            if let Err(e) = self
-                .store
-                .set_group_release(self.name(), &timestamp(now))
-                .await
-            {
-                warn!(channel = %self.name(), "cannot note the group's release: {e}; a restart would not wait for this window");
-            }
+            self.note_release(mono, now).await;
         }
         let mut ready = Vec::with_capacity(due.len());
         for d in due {
@@ -372,6 +364,19 @@ impl Lane {
             self.in_flight.insert(task.id(), dues);
         }
         Ok(n)
+    }
+
+    /// A group is released now: its window starts, here and in the database (before the
+    /// send, so a crash after it still finds the window open).
+    async fn note_release(&mut self, mono: Instant, now: DateTime<Utc>) {
+        self.last_release = Some(mono);
+        if let Err(e) = self
+            .store
+            .set_group_release(self.name(), &timestamp(now))
+            .await
+        {
+            warn!(channel = %self.name(), "cannot note the group's release: {e}; a restart would not wait for this window");
+        }
     }
 
     /// Up to `free` deliveries due now and not busy, less those a silence or maintenance

@@ -336,7 +336,8 @@ mod tests {
     fn start_low_table() {
         let since = "2026-01-01T00:01:00.000Z";
         let (old, new) = ("2026-01-01T00:00:00.000Z", "2026-01-01T00:01:30.000Z");
-        let cases: [(&str, Vec<(i64, &str)>, i64); 4] = [
+        type Case = (&'static str, Vec<(i64, &'static str)>, i64);
+        let cases: [Case; 4] = [
             ("no events: from the start", vec![], 0),
             ("none recent: after the newest", vec![(7, old), (6, old)], 7),
             (
