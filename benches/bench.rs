@@ -215,6 +215,7 @@ impl Sim {
 fn jobs(n: usize) -> Vec<JobConfig> {
     (0..n)
         .map(|i| JobConfig {
+            kind: recwatch::domain::JobKind::Individual,
             app_id: APP.into(),
             job_id: recwatch_sim::job_id(i),
             name: None,
@@ -983,6 +984,7 @@ async fn write_rate(dir: &Path, name: &str, normal: bool) -> anyhow::Result<f64>
             app_id: APP.into(),
             job_id: job.job_id.clone().unwrap_or_default(),
             name: None,
+            kind: recwatch::domain::JobKind::Individual,
             polled_at: chrono::Utc::now(),
             outcome: PollOutcome::Ok {
                 raw: serde_json::to_string(&job)?,

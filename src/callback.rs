@@ -13,7 +13,7 @@
 //! the app's `notify`), and the poller polls it at once ([`crate::watchlist::Watchlist::add`]).
 
 use crate::config::{AppConfig, Config};
-use crate::domain::timestamp;
+use crate::domain::{JobKind, RuntimeJob, timestamp};
 use crate::poller::Hints;
 use crate::store::{Inserted, Store};
 use crate::watchlist::Watchlist;
@@ -316,8 +316,19 @@ async fn handle(
         result = outcome.label(),
         "callback received"
     );
-    discover(r, &config, app, event.job_id.as_deref()).await;
+    discover(r, &config, app, &event).await;
     Ok(outcome)
+}
+
+/// The kind of job a callback reveals, for discovery: its stream name says it (`m_...` a mix
+/// job, `s_...` an individual one, as RTC names their streams); a name that says neither (or
+/// none) is an individual job, the kind every job was before mix jobs were watched. Pure.
+pub fn discovered_kind(event: &RecordEvent) -> JobKind {
+    event
+        .stream_name
+        .as_deref()
+        .and_then(JobKind::from_stream_name)
+        .unwrap_or_default()
 }
 
 /// The name a discovered job gets: `<app name>/<job_id>`, or none (the job id is shown) when
@@ -329,8 +340,8 @@ pub fn discovered_name(app: &AppConfig, job_id: &str) -> Option<String> {
 /// Starts watching `job_id` of `app` if the app discovers and nobody watches the job yet. The event is stored already, and RTC
 /// is answered 200 whatever happens here: a failure is logged (and the next event of the job
 /// tries again), never a reason for RTC to resend.
-async fn discover(r: &Receiver, config: &Config, app: &AppConfig, job_id: Option<&str>) {
-    let (true, Some(job_id)) = (app.discover, job_id) else {
+async fn discover(r: &Receiver, config: &Config, app: &AppConfig, event: &RecordEvent) {
+    let (true, Some(job_id)) = (app.discover, event.job_id.as_deref()) else {
         return;
     };
     let key = crate::domain::JobKey::new(&app.app_id, job_id);
@@ -346,7 +357,10 @@ async fn discover(r: &Receiver, config: &Config, app: &AppConfig, job_id: Option
         crate::domain::JobSource::Callback,
         &now,
     ) {
-        Ok(e) => e,
+        Ok(e) => RuntimeJob {
+            kind: discovered_kind(event),
+            ..e
+        },
         Err(invalid) => {
             metrics::counter!("recwatch_discovered_total", "result" => "invalid").increment(1);
             warn!(app_id = %app.app_id, "callback names a job that cannot be watched: {invalid}; stored, not watched");
@@ -356,7 +370,7 @@ async fn discover(r: &Receiver, config: &Config, app: &AppConfig, job_id: Option
     match r.watchlist.add(config, entry).await {
         Ok(crate::watchlist::Added::New(e)) => {
             metrics::counter!("recwatch_discovered_total", "result" => "watched").increment(1);
-            info!(app_id = %app.app_id, job_id, name = e.name.as_deref().unwrap_or(""), "discovered by a callback: now watched (polled at once)");
+            info!(app_id = %app.app_id, job_id, name = e.name.as_deref().unwrap_or(""), kind = %e.kind, "discovered by a callback: now watched (polled at once)");
         }
         Ok(_) => {}
         Err(e) => {
@@ -369,6 +383,36 @@ async fn discover(r: &Receiver, config: &Config, app: &AppConfig, job_id: Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovered_kinds_table() {
+        let cases = [
+            (
+                "a mix stream",
+                r#""stream_name":"m_608196a2_room01","#,
+                JobKind::Mix,
+            ),
+            (
+                "an individual stream",
+                r#""stream_name":"s_608196a2_room01_user-7","#,
+                JobKind::Individual,
+            ),
+            ("no stream name", "", JobKind::Individual),
+            (
+                "a name that says neither",
+                r#""stream_name":"mystream","#,
+                JobKind::Individual,
+            ),
+            ("a number", r#""stream_name":17,"#, JobKind::Individual),
+        ];
+        for (name, field, want) in cases {
+            let body = format!(
+                r#"{{{field}"event_type":"RECORD_NEW_FILE_START","app_id":"a","job_id":"608196a2"}}"#
+            );
+            let event = RecordEvent::parse(body.as_bytes()).unwrap();
+            assert_eq!(discovered_kind(&event), want, "{name}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_signature_is_a_replay_only_within_the_window() {

@@ -16,6 +16,8 @@ pub struct StatusRow {
     pub app_id: String,
     pub job_id: String,
     pub name: Option<String>,
+    /// `individual` or `mix`.
+    pub kind: crate::domain::JobKind,
     /// Where the job came from: `config`, `callback`, `api` or `cli`.
     pub source: JobSource,
     pub state: Option<String>,
@@ -34,6 +36,7 @@ impl StatusRow {
             app_id: j.app_id.clone(),
             job_id: j.job_id.clone(),
             name: j.name.clone(),
+            kind: j.kind,
             source: source.clone(),
             state: r.and_then(|r| r.state.clone()),
             stop_reason: r.and_then(|r| r.stop_reason.clone()),

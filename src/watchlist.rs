@@ -11,7 +11,7 @@
 //! callback receiver's discovery) is published at once, without waiting for that read.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::{JobKey, JobSource, RuntimeJob, check_id};
+use crate::domain::{JobKey, JobKind, JobSource, RuntimeJob, check_id};
 use crate::store::{Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -46,6 +46,7 @@ pub struct Watched {
 /// A run-time entry as the poller polls it: like a `[[jobs]]` entry at the default interval.
 pub fn job_config(r: &RuntimeJob) -> JobConfig {
     JobConfig {
+        kind: r.kind,
         app_id: r.key.app_id.clone(),
         job_id: r.key.job_id.clone(),
         name: r.name.clone(),
@@ -210,10 +211,22 @@ pub fn new_entry(
     Ok(RuntimeJob {
         key,
         name,
+        // What outside input says of the kind is the caller's to set: most say nothing.
+        kind: crate::domain::JobKind::Individual,
         notify,
         source,
         added_at: now.to_string(),
     })
+}
+
+/// A run-time entry's `kind` from outside input (the API's body, `watch --kind`): absent is an
+/// individual job, as in the config file; anything but the two kinds is refused, naming the
+/// field. Pure.
+pub fn parse_kind(kind: Option<&str>) -> Result<JobKind, String> {
+    match kind {
+        None => Ok(JobKind::default()),
+        Some(k) => k.trim().parse().map_err(|m| format!("kind {m}")),
+    }
 }
 
 /// What [`Watchlist::add`] did.
@@ -390,6 +403,7 @@ mod tests {
             token: Secret::new("t"),
         });
         c.jobs = vec![JobConfig {
+            kind: crate::domain::JobKind::Individual,
             app_id: "app".into(),
             job_id: "in-file".into(),
             name: Some("from the file".into()),
@@ -401,6 +415,7 @@ mod tests {
 
     fn rt(job: &str, source: JobSource) -> RuntimeJob {
         RuntimeJob {
+            kind: crate::domain::JobKind::Individual,
             key: JobKey::new("app", job),
             name: Some(format!("rt {job}")),
             notify: None,
@@ -433,6 +448,34 @@ mod tests {
             ]
         );
         assert_eq!(with_runtime(&config(), &list).jobs.len(), 3);
+    }
+
+    #[test]
+    fn kinds_from_outside_input_table() {
+        let cases = [
+            ("absent is individual", None, Ok(JobKind::Individual)),
+            ("individual", Some("individual"), Ok(JobKind::Individual)),
+            ("mix", Some("mix"), Ok(JobKind::Mix)),
+            ("padded", Some(" mix "), Ok(JobKind::Mix)),
+            (
+                "misspelt",
+                Some("mixed"),
+                Err("kind \"mixed\" is not a job kind"),
+            ),
+            (
+                "another case",
+                Some("Mix"),
+                Err("use \"individual\" or \"mix\""),
+            ),
+            ("empty", Some(""), Err("is not a job kind")),
+        ];
+        for (name, kind, want) in cases {
+            match (parse_kind(kind), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{name}"),
+                (Err(e), Err(says)) => assert!(e.contains(says), "{name}: {e}"),
+                (got, want) => panic!("{name}: {got:?}, wanted {want:?}"),
+            }
+        }
     }
 
     #[test]

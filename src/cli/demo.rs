@@ -177,6 +177,7 @@ fn demo_config(
     });
     config.jobs = (0..args.jobs)
         .map(|i| JobConfig {
+            kind: crate::domain::JobKind::Individual,
             app_id: "demo-app".into(),
             job_id: simulate::job_id(i),
             name: Some(format!("camera-{i:02}")),
@@ -184,6 +185,7 @@ fn demo_config(
             notify: None,
         })
         .chain(std::iter::once(JobConfig {
+            kind: crate::domain::JobKind::Individual,
             app_id: "demo-app".into(),
             job_id: PUSH_JOB.into(),
             name: Some("camera-push".into()),
@@ -191,6 +193,7 @@ fn demo_config(
             notify: None,
         }))
         .chain(std::iter::once(JobConfig {
+            kind: crate::domain::JobKind::Individual,
             app_id: "demo-app".into(),
             job_id: "job-missing".into(),
             name: Some("deleted-job".into()),

@@ -145,6 +145,9 @@ pub enum Command {
         /// The name alerts and output show (default: the job id).
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// `individual` (the default) or `mix`: a mix-stream job, polled on its own path.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
         /// A channel for its alerts (repeat for more; default: every channel).
         #[arg(long, value_name = "CHANNEL")]
         notify: Vec<String>,
@@ -296,8 +299,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
             app_id,
             job_id,
             name,
+            kind,
             notify,
-        } => watch::watch(&config, app_id, job_id, name, notify).await,
+        } => watch::watch(&config, app_id, job_id, name, kind, notify).await,
         Command::Unwatch { app_id, job_id } => watch::unwatch(&config, app_id, job_id).await,
         Command::TestAlert { channel } => {
             return test_alert::test_alert(&config, channel.as_deref())

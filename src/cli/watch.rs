@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::domain::{JobKey, JobSource};
 use crate::exit::StartError;
 use crate::store::{Store, StoreError};
-use crate::watchlist::{Added, Removed, edit_the_file, in_config, new_entry};
+use crate::watchlist::{Added, Removed, edit_the_file, in_config, new_entry, parse_kind};
 
 /// A store error as the command reports it: a database busy beyond the busy timeout is 75
 /// (try again), anything else 1.
@@ -28,14 +28,18 @@ pub(super) async fn watch(
     app_id: String,
     job_id: String,
     name: Option<String>,
+    kind: Option<String>,
     notify: Vec<String>,
 ) -> anyhow::Result<()> {
     let key = JobKey::new(app_id, job_id);
     let now = crate::domain::timestamp(chrono::Utc::now());
     // No --notify: every channel, as for a [[jobs]] entry without `notify`.
     let notify = (!notify.is_empty()).then_some(notify);
+    let kind = parse_kind(kind.as_deref())
+        .map_err(|e| StartError::usage(format!("cannot watch {key}: --{e}")))?;
     let entry = new_entry(config, key.clone(), name, notify, JobSource::Cli, &now)
         .map_err(|e| StartError::usage(format!("cannot watch {key}: {e}")))?;
+    let entry = crate::domain::RuntimeJob { kind, ..entry };
     if let Some(location) = in_config(config, &key) {
         out!("{key} is already watched: the config file has it ({location}); nothing changed")?;
         return Ok(());
@@ -57,8 +61,12 @@ pub(super) async fn watch(
                 Some(n) => format!("channels {n:?}"),
                 None => "every channel".into(),
             };
+            let kind = match e.kind {
+                crate::domain::JobKind::Mix => ", a mix-stream job,",
+                crate::domain::JobKind::Individual => "",
+            };
             out!(
-                "watching {key}{name} (alerts to {notify}); a running recwatch polls it within 2 s, otherwise the next `recwatch run` does"
+                "watching {key}{name}{kind} (alerts to {notify}); a running recwatch polls it within 2 s, otherwise the next `recwatch run` does"
             )?;
         }
         Added::AlreadyWatched(e) => {

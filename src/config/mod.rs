@@ -137,6 +137,9 @@ pub struct JobConfig {
     pub app_id: String,
     pub job_id: String,
     pub name: Option<String>,
+    /// `kind`: an individual-stream job (the default) or a mix-stream job, polled on
+    /// `.../mix-stream-jobs/{job_id}`.
+    pub kind: crate::domain::JobKind,
     pub interval: Option<Duration>,
     /// Channels this job's alerts go to; `None` means every channel.
     pub notify: Option<Vec<String>>,

@@ -2,6 +2,7 @@
 //! and the fix out.
 
 use super::*;
+use crate::domain::JobKind;
 
 const MINIMAL: &str = r#"
 [api]
@@ -240,6 +241,19 @@ fn auth_errors() {
 }
 
 #[test]
+fn job_kinds_default_to_individual() {
+    let c = parse(
+        "[api.auth]\ntoken = \"t\"\n[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\n[[jobs]]\napp_id=\"a\"\njob_id=\"m\"\nkind=\"mix\"\n[[jobs]]\napp_id=\"a\"\njob_id=\"i\"\nkind=\"individual\"\n",
+    )
+    .unwrap();
+    let kinds: Vec<_> = c.jobs.iter().map(|j| j.kind).collect();
+    assert_eq!(
+        kinds,
+        [JobKind::Individual, JobKind::Mix, JobKind::Individual]
+    );
+}
+
+#[test]
 fn job_errors_name_the_job() {
     let auth = "[api.auth]\ntoken = \"t\"\n";
     let cases: &[(&str, &str, &str, &str)] = &[
@@ -304,6 +318,18 @@ fn job_errors_name_the_job() {
             "30 days",
         ),
         (
+            "an unknown kind",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nname=\"hall\"\nkind=\"mixed\"\n",
+            "jobs[0] (\"hall\").kind",
+            "\"mixed\" is not a job kind: use \"individual\" or \"mix\"",
+        ),
+        (
+            "a kind that is not a string",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nkind=true\n",
+            "jobs[0].kind",
+            "must be a string",
+        ),
+        (
             "job interval under a cron schedule",
             "[poll]\nschedule=\"*/30 * * * * *\"\n[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\ninterval=\"10s\"\n",
             "jobs[0].interval",
@@ -331,6 +357,7 @@ fn budget_stretches_when_the_list_is_too_long() {
     let job = c.jobs[0].clone();
     c.jobs = (0..600)
         .map(|i| JobConfig {
+            kind: crate::domain::JobKind::Individual,
             job_id: format!("j{i}"),
             ..job.clone()
         })

@@ -463,11 +463,15 @@ fn read_jobs(
             }
         }
         // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
-        t.known(&["name", "app_id", "job_id", "interval", "notify"])?;
+        t.known(&["name", "app_id", "job_id", "kind", "interval", "notify"])?;
         let app_id = t.required_string("app_id")?;
         check_id(&t, "app_id", &app_id)?;
         let job_id = t.required_string("job_id")?;
         check_id(&t, "job_id", &job_id)?;
+        let kind = match t.string("kind")? {
+            None => crate::domain::JobKind::default(),
+            Some(k) => k.parse().map_err(|m: String| t.err("kind", m))?,
+        };
         let interval = t.duration("interval")?;
         if let Some(i) = interval {
             check_interval(&t, "interval", i)?;
@@ -502,6 +506,7 @@ fn read_jobs(
             app_id,
             job_id,
             name,
+            kind,
             interval,
             notify: notify_names,
         });

@@ -116,6 +116,8 @@ impl serde::Serialize for JobSource {
 pub struct RuntimeJob {
     pub key: JobKey,
     pub name: Option<String>,
+    /// Individual or mix: the path it is polled on.
+    pub kind: recwatch_rtc::Kind,
     /// Channels its alerts go to; `None` means every channel (as for a `[[jobs]]` entry).
     pub notify: Option<Vec<String>>,
     pub source: JobSource,

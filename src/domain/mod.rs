@@ -1,6 +1,6 @@
-//! The types the rest of the daemon speaks: which job ([`JobKey`]) and its [`Phase`] (the
-//! API's [`State`] and [`StopReason`], re-exported from `recwatch-rtc`, as is a failed poll's
-//! [`ErrorKind`]); what a poll came to ([`PollRecord`]); the alert [`Rule`]s with their
+//! The types the rest of the daemon speaks: which job ([`JobKey`], of a [`JobKind`]) and its
+//! [`Phase`] (the API's [`State`] and [`StopReason`], re-exported from `recwatch-rtc`, as are
+//! a failed poll's [`ErrorKind`] and the job kind); what a poll came to ([`PollRecord`]); the alert [`Rule`]s with their
 //! [`Severity`] and [`Status`], a condition's [`EpisodeStep`], the [`Alert`] payload and its
 //! [`AlertId`]; silences and what holds a notification back ([`Silence`], [`HeldBy`]) with
 //! the [`DeliveryState`]s; and how times are written.
@@ -24,6 +24,9 @@ pub use job::{JobKey, JobSource, MAX_ID_CHARS, RuntimeJob, check_id, job_path};
 pub use phase::Phase;
 pub use poll::{PollOutcome, PollRecord};
 pub use recwatch_rtc::ErrorKind;
+/// Which of the API's two job kinds a watched job is (`individual` or `mix`): it picks the
+/// path the job is polled on (and re-created on).
+pub use recwatch_rtc::Kind as JobKind;
 pub use recwatch_rtc::model::{State, StopReason};
 pub use rule::{Rule, Severity, Status};
 pub use silence::{

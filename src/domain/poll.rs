@@ -12,6 +12,8 @@ pub struct PollRecord {
     pub app_id: String,
     pub job_id: String,
     pub name: Option<String>,
+    /// Stored with the job's row, so every reader knows which path the job lives on.
+    pub kind: recwatch_rtc::Kind,
     pub polled_at: DateTime<Utc>,
     pub outcome: PollOutcome,
 }

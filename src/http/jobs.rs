@@ -5,8 +5,8 @@
 
 use super::AppState;
 use super::auth::{WriteAccess, count_write};
-use crate::domain::{JobKey, JobSource};
-use crate::watchlist::{Added, Removed, edit_the_file, new_entry};
+use crate::domain::{JobKey, JobSource, RuntimeJob};
+use crate::watchlist::{Added, Removed, edit_the_file, new_entry, parse_kind};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -26,6 +26,8 @@ struct NewJob {
     app_id: String,
     job_id: String,
     name: Option<String>,
+    /// `"individual"` (the default) or `"mix"`.
+    kind: Option<String>,
     notify: Option<Vec<String>>,
 }
 
@@ -35,6 +37,7 @@ struct JobView {
     app_id: String,
     job_id: String,
     name: Option<String>,
+    kind: crate::domain::JobKind,
     /// `null`: every channel.
     notify: Option<Vec<String>>,
     source: JobSource,
@@ -75,7 +78,7 @@ pub(super) async fn add(
             StatusCode::PAYLOAD_TOO_LARGE,
             "bad_request",
             format!(
-                "the body is over {MAX_BODY_BYTES} bytes; send {{\"app_id\", \"job_id\", \"name\"?, \"notify\"?}}"
+                "the body is over {MAX_BODY_BYTES} bytes; send {{\"app_id\", \"job_id\", \"name\"?, \"kind\"?, \"notify\"?}}"
             ),
         );
     };
@@ -89,16 +92,20 @@ pub(super) async fn add(
     };
     let config = s.config.borrow().clone();
     let now = crate::domain::timestamp(chrono::Utc::now());
-    let entry = match new_entry(
+    let kind = parse_kind(new.kind.as_deref());
+    let entry = new_entry(
         &config,
         JobKey::new(new.app_id, new.job_id),
         new.name,
         new.notify,
         JobSource::Api,
         &now,
-    ) {
-        Ok(e) => e,
-        Err(invalid) => return bad(format!("nothing was added: {invalid}")),
+    );
+    let entry = match (entry, kind) {
+        (Ok(e), Ok(kind)) => RuntimeJob { kind, ..e },
+        (Err(invalid), Err(k)) => return bad(format!("nothing was added: {invalid}; {k}")),
+        (Err(invalid), Ok(_)) => return bad(format!("nothing was added: {invalid}")),
+        (Ok(_), Err(k)) => return bad(format!("nothing was added: {k}")),
     };
     let key = entry.key.clone();
     match s.watchlist.add(&config, entry).await {
@@ -122,6 +129,7 @@ pub(super) async fn add(
                 app_id: job.app_id.clone(),
                 job_id: job.job_id.clone(),
                 name: job.name.clone(),
+                kind: job.kind,
                 notify: job.notify.clone(),
                 source: JobSource::Config,
                 added_at: None,
@@ -177,6 +185,7 @@ fn view_runtime(e: crate::domain::RuntimeJob) -> JobView {
         app_id: e.key.app_id,
         job_id: e.key.job_id,
         name: e.name,
+        kind: e.kind,
         notify: e.notify,
         source: e.source,
         added_at: Some(e.added_at),

@@ -88,6 +88,7 @@ fn answer(
         app_id: job.app_id.clone(),
         job_id: job.job_id.clone(),
         name: job.name.clone(),
+        kind: crate::domain::JobKind::Individual,
         polled_at: at,
         outcome: PollOutcome::Ok {
             job: Box::new(snap),
@@ -104,6 +105,7 @@ fn not_found(job: &JobConfig, at: DateTime<Utc>) -> PollRecord {
         app_id: job.app_id.clone(),
         job_id: job.job_id.clone(),
         name: job.name.clone(),
+        kind: crate::domain::JobKind::Individual,
         polled_at: at,
         outcome: PollOutcome::Failed {
             kind: crate::domain::ErrorKind::NotFound,
@@ -520,6 +522,7 @@ async fn a_job_stuck_in_init_fires_and_resolves_once_it_records() {
         app_id: "app".into(),
         job_id: "job".into(),
         name: job.name.clone(),
+        kind: crate::domain::JobKind::Individual,
         polled_at: at,
         outcome: PollOutcome::Ok {
             job: Box::new(snap),

@@ -134,6 +134,7 @@ mod tests {
             app_id: "a".into(),
             job_id: "j".into(),
             name: None,
+            kind: crate::domain::JobKind::Individual,
             polled_at: Utc::now(),
             outcome: PollOutcome::Ok {
                 job: Box::default(),

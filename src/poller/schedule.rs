@@ -65,6 +65,7 @@ mod tests {
     #[test]
     fn scheduling_a_job_again_supersedes_its_earlier_entry() {
         let job = JobConfig {
+            kind: crate::domain::JobKind::Individual,
             app_id: "app".into(),
             job_id: "job".into(),
             name: None,

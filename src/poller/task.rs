@@ -110,7 +110,11 @@ impl PollTask {
 
     pub(super) async fn poll(self, k: Key, mut state: JobState) -> Report {
         let started = std::time::Instant::now();
-        let fetched = self.client.get_job(&k.app_id, &k.job_id).await;
+        // A mix job on its own path; the answer is read the same way.
+        let fetched = self
+            .client
+            .get_job_of(state.job.kind, &k.app_id, &k.job_id)
+            .await;
         let elapsed = started.elapsed();
         metrics::histogram!("recwatch_poll_duration_seconds").record(elapsed.as_secs_f64());
         let outcome_label = match &fetched {
@@ -127,6 +131,7 @@ impl PollTask {
             app_id: k.app_id.clone(),
             job_id: k.job_id.clone(),
             name: state.job.name.clone(),
+            kind: state.job.kind,
             polled_at,
             outcome,
         };

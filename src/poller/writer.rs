@@ -183,6 +183,7 @@ job_id = "job-2"
             app_id: job.app_id.clone(),
             job_id: job.job_id.clone(),
             name: None,
+            kind: crate::domain::JobKind::Individual,
             polled_at: at,
             outcome: PollOutcome::Ok {
                 job: Box::new(JobSnapshot {

@@ -513,6 +513,7 @@ mod tests {
         config.storage.path = dir.join("recwatch.db");
         config.jobs = (0..2)
             .map(|i| JobConfig {
+                kind: crate::domain::JobKind::Individual,
                 app_id: "demo-app".into(),
                 job_id: recwatch_sim::job_id(i),
                 name: None,

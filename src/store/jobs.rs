@@ -3,7 +3,7 @@
 
 use super::{Store, StoreError, WriteTx, transitions};
 use crate::domain::timestamp;
-use crate::domain::{JobKey, Phase, PollOutcome, PollRecord};
+use crate::domain::{JobKey, JobKind, Phase, PollOutcome, PollRecord};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
 use serde::Serialize;
@@ -25,6 +25,8 @@ pub struct JobRow {
     pub app_id: String,
     pub job_id: String,
     pub name: Option<String>,
+    /// `individual` or `mix` (see [`JobRow::kind`]).
+    pub kind: String,
     pub state: Option<String>,
     pub stop_reason: Option<String>,
     pub description: Option<String>,
@@ -38,6 +40,12 @@ pub struct JobRow {
 }
 
 impl JobRow {
+    /// The job's kind; a value this build does not know (a newer recwatch wrote it to a shared
+    /// database) reads as individual, the kind every job had before there were two.
+    pub fn kind(&self) -> JobKind {
+        self.kind.parse().unwrap_or_default()
+    }
+
     pub fn phase(&self) -> Option<Phase> {
         Some(Phase::parse(
             self.state.as_deref()?,
@@ -53,7 +61,7 @@ struct PhaseRow {
     stop_reason: Option<String>,
 }
 
-pub(super) const JOB_COLUMNS: &str = "SELECT app_id, job_id, name, state, stop_reason, description, first_seen_at,
+pub(super) const JOB_COLUMNS: &str = "SELECT app_id, job_id, name, kind, state, stop_reason, description, first_seen_at,
         last_polled_at, last_ok_at, last_changed_at, last_error, last_error_kind, consecutive_failures
      FROM jobs";
 
@@ -207,13 +215,14 @@ impl WriteTx {
         at: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO jobs (app_id, job_id, name, first_seen_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name",
+            "INSERT INTO jobs (app_id, job_id, name, first_seen_at, kind) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
         )
         .bind(&r.app_id)
         .bind(&r.job_id)
         .bind(&r.name)
         .bind(at)
+        .bind(r.kind.as_str())
         .execute(self.conn())
         .await?;
         sqlx::query(
@@ -243,10 +252,10 @@ impl WriteTx {
         // transition guard reads only `state`, which this does not touch.
         sqlx::query(
             "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
-                               last_polled_at, last_ok_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?4)
+                               last_polled_at, last_ok_at, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?4, ?7)
              ON CONFLICT (app_id, job_id) DO UPDATE SET
-                 name = excluded.name, description = excluded.description,
+                 name = excluded.name, kind = excluded.kind, description = excluded.description,
                  snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
                  last_ok_at = excluded.last_ok_at, last_error = NULL,
                  last_error_kind = NULL, consecutive_failures = 0",
@@ -257,6 +266,7 @@ impl WriteTx {
         .bind(at)
         .bind(&job.description)
         .bind(raw)
+        .bind(r.kind.as_str())
         .execute(self.conn())
         .await?;
         Ok(())
@@ -295,6 +305,7 @@ mod tests {
             app_id: "app".into(),
             job_id: "j".into(),
             name: None,
+            kind: crate::domain::JobKind::Individual,
             polled_at: Utc::now(),
             outcome: PollOutcome::Failed {
                 kind: ErrorKind::Timeout,
@@ -321,6 +332,7 @@ mod tests {
             app_id: "app".into(),
             job_id: "j".into(),
             name: None,
+            kind: crate::domain::JobKind::Individual,
             polled_at: t0 + chrono::Duration::seconds(1),
             outcome: PollOutcome::Failed {
                 kind: ErrorKind::Timeout,

@@ -298,6 +298,7 @@ mod test_support {
             app_id: "app".into(),
             job_id: job.into(),
             name: None,
+            kind: crate::domain::JobKind::Individual,
             polled_at: at,
             outcome: PollOutcome::Ok {
                 job: Box::new(JobSnapshot {

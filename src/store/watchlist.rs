@@ -10,6 +10,7 @@ struct WatchRow {
     app_id: String,
     job_id: String,
     name: Option<String>,
+    kind: String,
     notify: Option<String>,
     source: String,
     added_at: String,
@@ -20,6 +21,9 @@ impl WatchRow {
         RuntimeJob {
             key: JobKey::new(self.app_id, self.job_id),
             name: self.name,
+            // A kind this build does not know (a newer recwatch wrote it) reads as the
+            // default rather than failing the read of the whole list.
+            kind: self.kind.parse().unwrap_or_default(),
             // Written by `watch` as a JSON array; anything else (a hand edit) means every
             // channel rather than a failed read of the whole list.
             notify: self
@@ -31,7 +35,7 @@ impl WatchRow {
     }
 }
 
-const COLUMNS: &str = "SELECT app_id, job_id, name, notify, source, added_at FROM watchlist";
+const COLUMNS: &str = "SELECT app_id, job_id, name, kind, notify, source, added_at FROM watchlist";
 
 /// What a job's retirement is decided on: it has been STOPPED, or never seen at all, since
 /// before the cutoff. A RUNNING (or INIT) job is never retired however old its entry.
@@ -51,12 +55,13 @@ impl Store {
             .as_ref()
             .map(|n| serde_json::to_string(n).expect("strings serialize"));
         let done = sqlx::query(
-            "INSERT INTO watchlist (app_id, job_id, name, notify, source, added_at)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, job_id) DO NOTHING",
+            "INSERT INTO watchlist (app_id, job_id, name, kind, notify, source, added_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app_id, job_id) DO NOTHING",
         )
         .bind(&job.key.app_id)
         .bind(&job.key.job_id)
         .bind(&job.name)
+        .bind(job.kind.as_str())
         .bind(notify)
         .bind(job.source.as_str())
         .bind(&job.added_at)
@@ -118,6 +123,7 @@ mod tests {
         RuntimeJob {
             key: JobKey::new("app", id),
             name: Some(format!("name {id}")),
+            kind: crate::domain::JobKind::Individual,
             notify: Some(vec!["ops".into()]),
             source,
             added_at: timestamp(added),

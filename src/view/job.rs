@@ -68,6 +68,7 @@ pub async fn job_page(
     let job = match (watched, &row) {
         (Some(j), _) => j.clone(),
         (None, Some(r)) => JobConfig {
+            kind: r.kind(),
             app_id: r.app_id.clone(),
             job_id: r.job_id.clone(),
             name: r.name.clone(),

@@ -541,6 +541,7 @@ mod tests {
 
     fn job(app: &str, id: &str, name: Option<&str>) -> JobConfig {
         JobConfig {
+            kind: crate::domain::JobKind::Individual,
             app_id: app.into(),
             job_id: id.into(),
             name: name.map(String::from),

@@ -14,6 +14,7 @@ mod faults;
 mod harness;
 mod heartbeat;
 mod metrics;
+mod mix;
 mod notify;
 mod page;
 mod push;

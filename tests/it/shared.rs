@@ -89,6 +89,7 @@ async fn a_job_another_instance_added_is_polled() {
         .watch_job(&RuntimeJob {
             key: key.clone(),
             name: Some("from the standby".into()),
+            kind: recwatch::domain::JobKind::Individual,
             notify: None,
             source: JobSource::Api,
             added_at: recwatch::domain::timestamp(Utc::now()),
