@@ -4,8 +4,11 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    // Embedded migrations (sqlx::migrate!) must be rebuilt when a migration file is added.
+    // Embedded migrations (sqlx::migrate!) must be rebuilt when a migration file is added to
+    // either backend's directory (a directory is scanned whole).
     println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed=migrations/sqlite");
+    println!("cargo:rerun-if-changed=migrations/postgres");
     println!("cargo:rustc-env=RECWATCH_COMMIT={}", commit());
 }
 

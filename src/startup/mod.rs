@@ -411,7 +411,7 @@ impl Daemon {
             callback_addr,
         });
         info!(
-            database = %self.shared.store.path().display(),
+            database = %self.shared.store.location(),
             lock = %owner.path().display(),
             jobs = config.jobs.len(),
             endpoint = %config.api.endpoint,

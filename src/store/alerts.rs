@@ -49,10 +49,12 @@ impl WriteTx {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let at = timestamp(now);
-        let done = sqlx::query(
+        let payload = serde_json::to_string(alert)?;
+        let inserted = on_tx!(self, |c| {
+            sqlx::query(
             "INSERT INTO alerts (id, dedup_key, rule, severity, status, app_id, job_id, transition_id, episode_id,
                                  summary, payload, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (dedup_key) DO NOTHING",
         )
         .bind(&alert.id)
@@ -65,23 +67,27 @@ impl WriteTx {
         .bind(transition_id)
         .bind(episode_id)
         .bind(&alert.summary)
-        .bind(serde_json::to_string(alert)?)
+        .bind(&payload)
         .bind(&at)
-        .execute(self.conn())
-        .await?;
-        if done.rows_affected() == 0 {
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected())
+        })?;
+        if inserted == 0 {
             return Ok(false);
         }
         for channel in channels {
-            sqlx::query(
-                "INSERT INTO deliveries (alert_id, channel, next_attempt_at, created_at) VALUES (?, ?, ?, ?)",
+            on_tx!(self, |c| {
+                sqlx::query(
+                "INSERT INTO deliveries (alert_id, channel, next_attempt_at, created_at) VALUES ($1, $2, $3, $3)",
             )
             .bind(&alert.id)
             .bind(&channel)
             .bind(&at)
-            .bind(&at)
-            .execute(self.conn())
-            .await?;
+            .execute(c)
+            .await
+            .map(|_| ())
+            })?;
         }
         Ok(true)
     }
@@ -94,25 +100,27 @@ impl Store {
         pending_only: bool,
         limit: i64,
     ) -> Result<Vec<AlertView>, StoreError> {
-        let mut alerts = sqlx::query_as::<_, AlertView>(
+        let mut alerts = on_read!(self, |db| {
+            sqlx::query_as::<_, AlertView>(
             "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts a
-             WHERE (?1 = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state = 'pending'))
-             ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+             WHERE ($1 = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state = 'pending'))
+             ORDER BY created_at DESC, rowid DESC LIMIT $2",
         )
         .bind(pending_only as i64)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(db)
+        .await
+        })?;
         for a in &mut alerts {
-            a.deliveries = sqlx::query_as::<_, DeliveryView>(
+            a.deliveries = on_read!(self, |db| sqlx::query_as::<_, DeliveryView>(
                 "SELECT channel, state, attempts,
                         CASE WHEN state = 'pending' THEN next_attempt_at END AS next_attempt_at,
                         sent_at, last_error
-                 FROM deliveries WHERE alert_id = ? ORDER BY channel",
+                 FROM deliveries WHERE alert_id = $1 ORDER BY channel",
             )
             .bind(&a.id)
-            .fetch_all(&self.read)
-            .await?;
+            .fetch_all(db)
+            .await)?;
         }
         Ok(alerts)
     }
@@ -123,108 +131,108 @@ mod tests {
     use super::*;
     use crate::domain::test_alert;
     use crate::store::deliveries::{self, Outcome};
+    use crate::store::test_support::both_backends;
 
-    #[tokio::test]
-    async fn an_alert_is_made_once_per_dedup_key_and_listed_with_its_deliveries() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("a.db")).await.unwrap();
-        let t0 = Utc::now() - chrono::Duration::minutes(5);
-        let (first, second) = (test_alert(), test_alert());
-        let mut tx = store.begin_write().await.unwrap();
-        let channels = || vec!["hook".to_string(), "mail".to_string()];
-        assert!(
-            tx.insert_alert(&first, "t:1:test", None, None, channels(), t0)
+    both_backends! {
+        async fn an_alert_is_made_once_per_dedup_key_and_listed_with_its_deliveries(store: Store) {
+            let t0 = Utc::now() - chrono::Duration::minutes(5);
+            let (first, second) = (test_alert(), test_alert());
+            let mut tx = store.begin_write().await.unwrap();
+            let channels = || vec!["hook".to_string(), "mail".to_string()];
+            assert!(
+                tx.insert_alert(&first, "t:1:test", None, None, channels(), t0)
+                    .await
+                    .unwrap()
+            );
+            // Same cause, new id: refused, and none of its deliveries written.
+            assert!(
+                !tx.insert_alert(&second, "t:1:test", None, None, channels(), t0)
+                    .await
+                    .unwrap()
+            );
+            let newer = test_alert();
+            assert!(
+                tx.insert_alert(
+                    &newer,
+                    "t:2:test",
+                    None,
+                    None,
+                    vec!["hook".into()],
+                    Utc::now()
+                )
                 .await
                 .unwrap()
-        );
-        // Same cause, new id: refused, and none of its deliveries written.
-        assert!(
-            !tx.insert_alert(&second, "t:1:test", None, None, channels(), t0)
-                .await
-                .unwrap()
-        );
-        let newer = test_alert();
-        assert!(
-            tx.insert_alert(
-                &newer,
-                "t:2:test",
-                None,
-                None,
-                vec!["hook".into()],
-                Utc::now()
+            );
+            tx.commit().await.unwrap();
+
+            // The first goes out by mail; the hook is retried later.
+            let next = Utc::now() + chrono::Duration::minutes(1);
+            deliveries::record(
+                &store,
+                first.id.as_str(),
+                "mail",
+                1,
+                &Outcome::Sent { at: t0 },
             )
             .await
-            .unwrap()
-        );
-        tx.commit().await.unwrap();
-
-        // The first goes out by mail; the hook is retried later.
-        let next = Utc::now() + chrono::Duration::minutes(1);
-        deliveries::record(
-            &store,
-            first.id.as_str(),
-            "mail",
-            1,
-            &Outcome::Sent { at: t0 },
-        )
-        .await
-        .unwrap();
-        let retry = Outcome::Retry {
-            next,
-            error: "HTTP 503".into(),
-        };
-        deliveries::record(&store, first.id.as_str(), "hook", 1, &retry)
+            .unwrap();
+            let retry = Outcome::Retry {
+                next,
+                error: "HTTP 503".into(),
+            };
+            deliveries::record(&store, first.id.as_str(), "hook", 1, &retry)
+                .await
+                .unwrap();
+            deliveries::record(
+                &store,
+                newer.id.as_str(),
+                "hook",
+                1,
+                &Outcome::Sent { at: t0 },
+            )
             .await
             .unwrap();
-        deliveries::record(
-            &store,
-            newer.id.as_str(),
-            "hook",
-            1,
-            &Outcome::Sent { at: t0 },
-        )
-        .await
-        .unwrap();
 
-        let all = store.alerts(false, 10).await.unwrap();
-        let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();
-        assert_eq!(ids, [newer.id.as_str(), first.id.as_str()], "newest first");
-        let first_view = &all[1];
-        assert_eq!(first_view.summary, first.summary);
-        assert_eq!(first_view.app_id.as_deref(), Some("test-app"));
-        let d: Vec<_> = first_view
-            .deliveries
-            .iter()
-            .map(|d| {
-                (
-                    d.channel.as_str(),
-                    d.state,
-                    d.attempts,
-                    d.next_attempt_at.clone(),
-                    d.last_error.as_deref(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            d,
-            [
-                (
-                    "hook",
-                    DeliveryState::Pending,
-                    1,
-                    Some(timestamp(next)),
-                    Some("HTTP 503")
-                ),
-                // A next attempt is shown only while one is due.
-                ("mail", DeliveryState::Sent, 1, None, None),
-            ]
-        );
-        assert_eq!(first_view.deliveries[1].sent_at, Some(timestamp(t0)));
+            let all = store.alerts(false, 10).await.unwrap();
+            let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();
+            assert_eq!(ids, [newer.id.as_str(), first.id.as_str()], "newest first");
+            let first_view = &all[1];
+            assert_eq!(first_view.summary, first.summary);
+            assert_eq!(first_view.app_id.as_deref(), Some("test-app"));
+            let d: Vec<_> = first_view
+                .deliveries
+                .iter()
+                .map(|d| {
+                    (
+                        d.channel.as_str(),
+                        d.state,
+                        d.attempts,
+                        d.next_attempt_at.clone(),
+                        d.last_error.as_deref(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                d,
+                [
+                    (
+                        "hook",
+                        DeliveryState::Pending,
+                        1,
+                        Some(timestamp(next)),
+                        Some("HTTP 503")
+                    ),
+                    // A next attempt is shown only while one is due.
+                    ("mail", DeliveryState::Sent, 1, None, None),
+                ]
+            );
+            assert_eq!(first_view.deliveries[1].sent_at, Some(timestamp(t0)));
 
-        // Only alerts with a delivery still pending; and the limit holds.
-        let pending = store.alerts(true, 10).await.unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].id, first.id);
-        assert_eq!(store.alerts(false, 1).await.unwrap().len(), 1);
+            // Only alerts with a delivery still pending; and the limit holds.
+            let pending = store.alerts(true, 10).await.unwrap();
+            assert_eq!(pending.len(), 1);
+            assert_eq!(pending[0].id, first.id);
+            assert_eq!(store.alerts(false, 1).await.unwrap().len(), 1);
+        }
     }
 }

@@ -78,12 +78,13 @@ impl Store {
     ) -> Result<Inserted, StoreError> {
         let file = event.file.clone().unwrap_or_default();
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "INSERT OR IGNORE INTO callback_events (app_id, job_id, event_type, room_id,
+        let id: Option<i64> = on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
+            "INSERT INTO callback_events (app_id, job_id, event_type, room_id,
                  stream_name, record_format, detail_message, download_url, record_duration,
                  file_size, obs_bucket, obs_object, file_start_time, file_end_time,
                  body_sha256, received_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(app_id)
         .bind(&event.job_id)
@@ -101,23 +102,23 @@ impl Store {
         .bind(&file.end_time)
         .bind(body_sha256)
         .bind(at)
-        .execute(tx.conn())
-        .await?;
-        if done.rows_affected() != 1 {
+        .fetch_optional(c)
+        .await)?;
+        let Some(id) = id else {
             return Ok(Inserted::Duplicate);
-        }
+        };
         if let Some(body) = forward {
-            sqlx::query(
+            on_tx!(tx, |c| sqlx::query(
                 "INSERT INTO forwards (event_id, app_id, body, created_at, next_attempt_at)
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $4)",
             )
-            .bind(done.last_insert_rowid())
+            .bind(id)
             .bind(app_id)
             .bind(body)
             .bind(at)
-            .bind(at)
-            .execute(tx.conn())
-            .await?;
+            .execute(c)
+            .await
+            .map(|_| ()))?;
         }
         tx.commit().await?;
         Ok(Inserted::New)
@@ -129,15 +130,14 @@ impl Store {
         app_id: &str,
         job_id: Option<&str>,
     ) -> Result<Vec<CallbackEventRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_read!(self, |db| sqlx::query_as::<_, CallbackEventRow>(
             "SELECT * FROM callback_events
-             WHERE app_id = ? AND (? IS NULL OR job_id = ?) ORDER BY id",
+             WHERE app_id = $1 AND ($2 IS NULL OR job_id = $2) ORDER BY id",
         )
         .bind(app_id)
         .bind(job_id)
-        .bind(job_id)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// The files jobs recorded, newest first: one job's (`job_id`, and `app_id` when given),
@@ -150,37 +150,41 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RecordedFileRow>, StoreError> {
         // Two statements, as for transitions: with a job the partial index
-        // callback_files_by_job is sought; `?1 IS NULL OR` would make SQLite plan a scan.
+        // callback_files_by_job is sought; `$1 IS NULL OR` would make SQLite plan a scan.
         let query = if job_id.is_some() {
             "SELECT app_id, job_id, received_at, stream_name, record_format, download_url,
                     record_duration, file_size, obs_bucket, obs_object,
                     file_start_time AS start_time, file_end_time AS end_time
              FROM callback_events
-             WHERE event_type = 'RECORD_FILE_COMPLETE' AND job_id = ?1
-               AND (?2 IS NULL OR app_id = ?2) AND (?3 IS NULL OR received_at >= ?3)
-             ORDER BY id DESC LIMIT ?4"
+             WHERE event_type = 'RECORD_FILE_COMPLETE' AND job_id = $1
+               AND ($2 IS NULL OR app_id = $2) AND ($3 IS NULL OR received_at >= $3)
+             ORDER BY id DESC LIMIT $4"
         } else {
             "SELECT app_id, job_id, received_at, stream_name, record_format, download_url,
                     record_duration, file_size, obs_bucket, obs_object,
                     file_start_time AS start_time, file_end_time AS end_time
              FROM callback_events
-             WHERE event_type = 'RECORD_FILE_COMPLETE' AND job_id IS NOT NULL AND ?1 IS NULL
-               AND (?2 IS NULL OR app_id = ?2) AND (?3 IS NULL OR received_at >= ?3)
-             ORDER BY id DESC LIMIT ?4"
+             WHERE event_type = 'RECORD_FILE_COMPLETE' AND job_id IS NOT NULL AND $1 IS NULL
+               AND ($2 IS NULL OR app_id = $2) AND ($3 IS NULL OR received_at >= $3)
+             ORDER BY id DESC LIMIT $4"
         };
-        Ok(sqlx::query_as::<_, RecordedFileRow>(query)
-            .bind(job_id)
-            .bind(app_id)
-            .bind(since)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?)
+        Ok(on_read!(self, |db| sqlx::query_as::<_, RecordedFileRow>(
+            query
+        )
+        .bind(job_id)
+        .bind(app_id)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// How many events are stored in all.
     pub async fn callback_event_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM callback_events")
-            .fetch_one(&self.read)
-            .await?)
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM callback_events"
+        )
+        .fetch_one(db)
+        .await)?)
     }
 }

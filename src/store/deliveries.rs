@@ -12,7 +12,7 @@
 //! Every statement about deliveries that the delivery worker (`deliver`) runs is here, next
 //! to the tests that drive a real SQLite file through those states.
 
-use super::{Store, StoreError};
+use super::{Dialect, Store, StoreError};
 use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Filter {
     pub channel: String,
-    /// A JSON array of alert ids, read by SQLite's `json_each`.
+    /// A JSON array of alert ids, read as a table ([`Dialect::json_texts`]).
     pub only: Option<Arc<str>>,
 }
 
@@ -53,17 +53,18 @@ pub struct Due {
 /// of the same episode still pending on the same channel (`alerts.rowid` is the order in
 /// which the outbox made them). Without that, a retried firing could land after its
 /// resolved notice.
-macro_rules! takeable {
-    () => {
+fn takeable(d: Dialect) -> String {
+    format!(
         "
     FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-    WHERE d.channel = ?1 AND d.state = 'pending'
-      AND (?2 IS NULL OR d.alert_id IN (SELECT value FROM json_each(?2)))
+    WHERE d.channel = $1 AND d.state = 'pending'
+      AND ($2 IS NULL OR d.alert_id IN (SELECT value FROM {}))
       AND NOT EXISTS (
           SELECT 1 FROM alerts e JOIN deliveries ed ON ed.alert_id = e.id
           WHERE a.episode_id IS NOT NULL AND e.episode_id = a.episode_id
-            AND e.rowid < a.rowid AND ed.channel = d.channel AND ed.state = 'pending')"
-    };
+            AND e.rowid < a.rowid AND ed.channel = d.channel AND ed.state = 'pending')",
+        d.json_texts("$2")
+    )
 }
 
 /// A due delivery as read, before its times are parsed.
@@ -99,18 +100,20 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Due>, StoreError> {
-    let rows = sqlx::query_as::<_, DueRow>(concat!(
-        "SELECT d.alert_id, d.channel, d.attempts, d.created_at, a.payload,
-                COALESCE(a.app_id, '-') AS app_id, COALESCE(a.job_id, '-') AS job_id",
-        takeable!(),
-        " AND d.next_attempt_at <= ?3 ORDER BY d.next_attempt_at, a.rowid LIMIT ?4"
-    ))
+    let rows = on_read!(store, |db, d| sqlx::query_as::<_, DueRow>(
+        sqlx::AssertSqlSafe(format!(
+            "SELECT d.alert_id, d.channel, d.attempts, d.created_at, a.payload,
+                COALESCE(a.app_id, '-') AS app_id, COALESCE(a.job_id, '-') AS job_id{}
+              AND d.next_attempt_at <= $3 ORDER BY d.next_attempt_at, a.rowid LIMIT $4",
+            takeable(d)
+        ))
+    )
     .bind(&filter.channel)
     .bind(filter.only.as_deref())
     .bind(timestamp(now))
     .bind(limit.min(i64::MAX as usize) as i64)
-    .fetch_all(&store.read)
-    .await?;
+    .fetch_all(db)
+    .await)?;
     Ok(rows
         .into_iter()
         .map(|r| Due {
@@ -140,16 +143,17 @@ pub async fn next_due(
     filter: &Filter,
     limit: usize,
 ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-    let rows = sqlx::query_as::<_, WhenRow>(concat!(
-        "SELECT d.alert_id, d.next_attempt_at AS at",
-        takeable!(),
-        " ORDER BY d.next_attempt_at LIMIT ?3"
-    ))
+    let rows = on_read!(store, |db, d| sqlx::query_as::<_, WhenRow>(
+        sqlx::AssertSqlSafe(format!(
+            "SELECT d.alert_id, d.next_attempt_at AS at{} ORDER BY d.next_attempt_at LIMIT $3",
+            takeable(d)
+        ))
+    )
     .bind(&filter.channel)
     .bind(filter.only.as_deref())
     .bind(limit.min(i64::MAX as usize) as i64)
-    .fetch_all(&store.read)
-    .await?;
+    .fetch_all(db)
+    .await)?;
     Ok(parsed(rows))
 }
 
@@ -171,29 +175,31 @@ pub async fn record(
     attempts: u32,
     outcome: &Outcome,
 ) -> Result<(), StoreError> {
-    let q = match outcome {
-        Outcome::Sent { at } => sqlx::query(
-            "UPDATE deliveries SET state = 'sent', attempts = ?, sent_at = ?, last_error = NULL
-             WHERE alert_id = ? AND channel = ?",
-        )
-        .bind(attempts as i64)
-        .bind(timestamp(*at)),
-        Outcome::Retry { next, error } => sqlx::query(
-            "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ?
-             WHERE alert_id = ? AND channel = ? AND state = 'pending'",
-        )
-        .bind(attempts as i64)
-        .bind(timestamp(*next))
-        .bind(error),
-        Outcome::Dead { error } => sqlx::query(
-            "UPDATE deliveries SET state = 'dead', attempts = ?, last_error = ?
-             WHERE alert_id = ? AND channel = ? AND state = 'pending'",
-        )
-        .bind(attempts as i64)
-        .bind(error),
-    };
-    q.bind(alert_id).bind(channel).execute(&store.write).await?;
-    Ok(())
+    on_write!(store, |db| {
+        let q = match outcome {
+            Outcome::Sent { at } => sqlx::query(
+                "UPDATE deliveries SET state = 'sent', attempts = $1, sent_at = $2, last_error = NULL
+                 WHERE alert_id = $3 AND channel = $4",
+            )
+            .bind(attempts as i64)
+            .bind(timestamp(*at)),
+            Outcome::Retry { next, error } => sqlx::query(
+                "UPDATE deliveries SET attempts = $1, next_attempt_at = $2, last_error = $3
+                 WHERE alert_id = $4 AND channel = $5 AND state = 'pending'",
+            )
+            .bind(attempts as i64)
+            .bind(timestamp(*next))
+            .bind(error),
+            Outcome::Dead { error } => sqlx::query(
+                "UPDATE deliveries SET state = 'dead', attempts = $1, last_error = $2
+                 WHERE alert_id = $3 AND channel = $4 AND state = 'pending'",
+            )
+            .bind(attempts as i64)
+            .bind(error),
+        };
+        q.bind(alert_id).bind(channel).execute(db).await?;
+        Ok(())
+    })
 }
 
 /// (alert id, created at) of every pending delivery on `channel`: a lane anchors their ages
@@ -202,12 +208,14 @@ pub async fn pending_created(
     store: &Store,
     channel: &str,
 ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-    let rows = sqlx::query_as::<_, WhenRow>(
-        "SELECT alert_id, created_at AS at FROM deliveries WHERE channel = ? AND state = 'pending'",
+    let rows = on_read!(store, |db| {
+        sqlx::query_as::<_, WhenRow>(
+        "SELECT alert_id, created_at AS at FROM deliveries WHERE channel = $1 AND state = 'pending'",
     )
     .bind(channel)
-    .fetch_all(&store.read)
-    .await?;
+    .fetch_all(db)
+    .await
+    })?;
     Ok(parsed(rows))
 }
 
@@ -219,15 +227,15 @@ pub async fn cap_next_attempts(
     channel: &str,
     latest: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = ?2
-         WHERE channel = ?1 AND state = 'pending' AND next_attempt_at > ?2",
+    Ok(on_write!(store, |db| sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = $2
+         WHERE channel = $1 AND state = 'pending' AND next_attempt_at > $2",
     )
     .bind(channel)
     .bind(timestamp(latest))
-    .execute(&store.write)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected()))?)
 }
 
 /// Moves the next attempts on `channel` that lie after `now` by `by` (the clock's jump), so a
@@ -239,23 +247,26 @@ pub async fn shift_next_attempts(
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     let mut tx = store.begin_write().await?;
-    let rows = sqlx::query_as::<_, WhenRow>(
+    let rows = on_tx!(tx, |c| sqlx::query_as::<_, WhenRow>(
         "SELECT alert_id, next_attempt_at AS at FROM deliveries
-         WHERE channel = ? AND state = 'pending' AND next_attempt_at > ?",
+         WHERE channel = $1 AND state = 'pending' AND next_attempt_at > $2",
     )
     .bind(channel)
     .bind(timestamp(now))
-    .fetch_all(tx.conn())
-    .await?;
+    .fetch_all(c)
+    .await)?;
     let mut n = 0;
     for (id, at) in parsed(rows) {
         let moved = at.checked_add_signed(by).unwrap_or(now);
-        sqlx::query("UPDATE deliveries SET next_attempt_at = ? WHERE alert_id = ? AND channel = ?")
-            .bind(timestamp(moved))
-            .bind(&id)
-            .bind(channel)
-            .execute(tx.conn())
-            .await?;
+        on_tx!(tx, |c| sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $1 WHERE alert_id = $2 AND channel = $3"
+        )
+        .bind(timestamp(moved))
+        .bind(&id)
+        .bind(channel)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
         n += 1;
     }
     tx.commit().await?;
@@ -271,22 +282,27 @@ pub async fn bury_orphans(
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let names = serde_json::to_string(configured)?;
     let mut tx = store.begin_write().await?;
-    let rows = sqlx::query_as::<_, ChannelCount>(
-        "SELECT channel, COUNT(*) AS n FROM deliveries
-         WHERE state = 'pending' AND channel NOT IN (SELECT value FROM json_each(?))
-         GROUP BY channel",
-    )
-    .bind(&names)
-    .fetch_all(tx.conn())
-    .await?;
-    sqlx::query(
-        "UPDATE deliveries SET state = 'dead',
-             last_error = 'channel \"' || channel || '\" is no longer configured; nothing was sent after it was removed'
-         WHERE state = 'pending' AND channel NOT IN (SELECT value FROM json_each(?))",
-    )
-    .bind(&names)
-    .execute(tx.conn())
-    .await?;
+    let rows = on_tx!(tx, |c, d| {
+        let rows = sqlx::query_as::<_, ChannelCount>(sqlx::AssertSqlSafe(format!(
+            "SELECT channel, COUNT(*) AS n FROM deliveries
+             WHERE state = 'pending' AND channel NOT IN (SELECT value FROM {})
+             GROUP BY channel",
+            d.json_texts("$1")
+        )))
+        .bind(&names)
+        .fetch_all(&mut *c)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET state = 'dead',
+                 last_error = 'channel \"' || channel || '\" is no longer configured; nothing was sent after it was removed'
+             WHERE state = 'pending' AND channel NOT IN (SELECT value FROM {})",
+            d.json_texts("$1")
+        )))
+        .bind(&names)
+        .execute(&mut *c)
+        .await?;
+        rows
+    });
     tx.commit().await?;
     Ok(rows
         .into_iter()
@@ -296,13 +312,16 @@ pub async fn bury_orphans(
 
 /// How many deliveries of the alerts in `only` (a JSON array of ids) are still pending.
 pub async fn count_pending(store: &Store, only: &str) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM deliveries
-         WHERE state = 'pending' AND alert_id IN (SELECT value FROM json_each(?))",
+    Ok(on_read!(store, |db, d| sqlx::query_scalar::<_, i64>(
+        sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM deliveries
+             WHERE state = 'pending' AND alert_id IN (SELECT value FROM {})",
+            d.json_texts("$1")
+        ))
     )
     .bind(only)
-    .fetch_one(&store.read)
-    .await?)
+    .fetch_one(db)
+    .await)?)
 }
 
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -315,31 +334,20 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use crate::domain::{Alert, Status};
-    use sqlx::Row;
-
-    struct Db {
-        _dir: tempfile::TempDir,
-        store: Store,
-    }
-
-    async fn db() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db")).await.unwrap();
-        Db { _dir: dir, store }
-    }
+    use crate::store::test_support::both_backends;
 
     fn t(s: i64) -> DateTime<Utc> {
         "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::seconds(s)
     }
 
     async fn episode(store: &Store) -> i64 {
-        sqlx::query_scalar(
+        on_write!(store, |db| sqlx::query_scalar::<_, i64>(
             "INSERT INTO episodes (rule, app_id, job_id, opened_at, last_notified_at)
-             VALUES ('job_not_found', 'app', 'job', ?1, ?1) RETURNING id",
+             VALUES ('job_not_found', 'app', 'job', $1, $1) RETURNING id",
         )
         .bind(timestamp(t(0)))
-        .fetch_one(store.writer())
-        .await
+        .fetch_one(db)
+        .await)
         .unwrap()
     }
 
@@ -378,263 +386,263 @@ mod tests {
         id: &str,
         channel: &str,
     ) -> (String, i64, String, Option<String>) {
-        let r = sqlx::query(
+        on_read!(store, |db| sqlx::query_as::<
+            _,
+            (String, i64, String, Option<String>),
+        >(
             "SELECT state, attempts, next_attempt_at, last_error FROM deliveries
-             WHERE alert_id = ? AND channel = ?",
+             WHERE alert_id = $1 AND channel = $2",
         )
         .bind(id)
         .bind(channel)
-        .fetch_one(store.reader())
-        .await
-        .unwrap();
-        (
-            r.get("state"),
-            r.get("attempts"),
-            r.get("next_attempt_at"),
-            r.get("last_error"),
-        )
+        .fetch_one(db)
+        .await)
+        .unwrap()
     }
 
     fn ids(due: &[Due]) -> Vec<&str> {
         due.iter().map(|d| d.alert_id.as_str()).collect()
     }
 
-    #[tokio::test]
-    async fn due_is_per_channel_oldest_first_and_holds_back_later_notices_of_an_episode() {
-        let db = db().await;
-        let s = &db.store;
-        let ep = episode(s).await;
-        let firing = alert(
-            s,
-            "e:1:firing",
-            Status::Firing,
-            Some(ep),
-            &["hook", "mail"],
-            t(0),
-        )
-        .await;
-        let transition = alert(s, "t:1", Status::Firing, None, &["hook"], t(1)).await;
-        let resolved = alert(
-            s,
-            "e:1:resolved",
-            Status::Resolved,
-            Some(ep),
-            &["hook", "mail"],
-            t(2),
-        )
-        .await;
-        let hook = Filter::channel("hook");
-        let mail = Filter::channel("mail");
+    both_backends! {
+        async fn due_is_per_channel_oldest_first_and_holds_back_later_notices_of_an_episode(store: Store) {
+            let s = &store;
+            let ep = episode(s).await;
+            let firing = alert(
+                s,
+                "e:1:firing",
+                Status::Firing,
+                Some(ep),
+                &["hook", "mail"],
+                t(0),
+            )
+            .await;
+            let transition = alert(s, "t:1", Status::Firing, None, &["hook"], t(1)).await;
+            let resolved = alert(
+                s,
+                "e:1:resolved",
+                Status::Resolved,
+                Some(ep),
+                &["hook", "mail"],
+                t(2),
+            )
+            .await;
+            let hook = Filter::channel("hook");
+            let mail = Filter::channel("mail");
 
-        // The resolved notice waits behind its firing on each channel; the transition's alert,
-        // of no episode, does not.
-        assert_eq!(
-            ids(&due(s, &hook, t(10), 10).await.unwrap()),
-            [&firing, &transition]
-        );
-        assert_eq!(ids(&due(s, &mail, t(10), 10).await.unwrap()), [&firing]);
-        // Nothing is due before it was made; the limit holds.
-        assert!(due(s, &hook, t(-1), 10).await.unwrap().is_empty());
-        assert_eq!(ids(&due(s, &hook, t(10), 1).await.unwrap()), [&firing]);
+            // The resolved notice waits behind its firing on each channel; the transition's alert,
+            // of no episode, does not.
+            assert_eq!(
+                ids(&due(s, &hook, t(10), 10).await.unwrap()),
+                [&firing, &transition]
+            );
+            assert_eq!(ids(&due(s, &mail, t(10), 10).await.unwrap()), [&firing]);
+            // Nothing is due before it was made; the limit holds.
+            assert!(due(s, &hook, t(-1), 10).await.unwrap().is_empty());
+            assert_eq!(ids(&due(s, &hook, t(10), 1).await.unwrap()), [&firing]);
 
-        // Firing retried on the hook (still pending there), sent by mail: the resolved notice
-        // goes by mail, and still waits on the hook.
-        let retry = Outcome::Retry {
-            next: t(20),
-            error: "webhook answered HTTP 503".into(),
-        };
-        record(s, &firing, "hook", 1, &retry).await.unwrap();
-        record(s, &firing, "mail", 1, &Outcome::Sent { at: t(10) })
-            .await
-            .unwrap();
-        assert_eq!(ids(&due(s, &mail, t(11), 10).await.unwrap()), [&resolved]);
-        assert_eq!(ids(&due(s, &hook, t(11), 10).await.unwrap()), [&transition]);
-        // next_due sees the retry's time, and never the held-back notice.
-        let next: Vec<String> = next_due(s, &hook, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        assert_eq!(next, [transition.clone(), firing.clone()]);
-
-        // Once the firing is through on the hook, its resolved notice follows.
-        record(s, &firing, "hook", 2, &Outcome::Sent { at: t(20) })
-            .await
-            .unwrap();
-        assert_eq!(
-            ids(&due(s, &hook, t(21), 10).await.unwrap()),
-            [&transition, &resolved]
-        );
-        // A dead predecessor holds nothing back either.
-        let ep2 = episode_closed_then_new(s).await;
-        let f2 = alert(s, "e:2:firing", Status::Firing, Some(ep2), &["hook"], t(30)).await;
-        let r2 = alert(
-            s,
-            "e:2:resolved",
-            Status::Resolved,
-            Some(ep2),
-            &["hook"],
-            t(31),
-        )
-        .await;
-        record(
-            s,
-            &f2,
-            "hook",
-            9,
-            &Outcome::Dead {
-                error: "HTTP 410".into(),
-            },
-        )
-        .await
-        .unwrap();
-        assert!(ids(&due(s, &hook, t(40), 10).await.unwrap()).contains(&r2.as_str()));
-
-        // poll-once's filter: only the listed alerts.
-        let only = Filter {
-            channel: "hook".into(),
-            only: Some(serde_json::to_string(&[&resolved]).unwrap().into()),
-        };
-        assert_eq!(ids(&due(s, &only, t(40), 10).await.unwrap()), [&resolved]);
-        // Pending on both channels.
-        assert_eq!(
-            count_pending(s, only.only.as_deref().unwrap())
+            // Firing retried on the hook (still pending there), sent by mail: the resolved notice
+            // goes by mail, and still waits on the hook.
+            let retry = Outcome::Retry {
+                next: t(20),
+                error: "webhook answered HTTP 503".into(),
+            };
+            record(s, &firing, "hook", 1, &retry).await.unwrap();
+            record(s, &firing, "mail", 1, &Outcome::Sent { at: t(10) })
                 .await
-                .unwrap(),
-            2
-        );
+                .unwrap();
+            assert_eq!(ids(&due(s, &mail, t(11), 10).await.unwrap()), [&resolved]);
+            assert_eq!(ids(&due(s, &hook, t(11), 10).await.unwrap()), [&transition]);
+            // next_due sees the retry's time, and never the held-back notice.
+            let next: Vec<String> = next_due(s, &hook, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(next, [transition.clone(), firing.clone()]);
+
+            // Once the firing is through on the hook, its resolved notice follows.
+            record(s, &firing, "hook", 2, &Outcome::Sent { at: t(20) })
+                .await
+                .unwrap();
+            assert_eq!(
+                ids(&due(s, &hook, t(21), 10).await.unwrap()),
+                [&transition, &resolved]
+            );
+            // A dead predecessor holds nothing back either.
+            let ep2 = episode_closed_then_new(s).await;
+            let f2 = alert(s, "e:2:firing", Status::Firing, Some(ep2), &["hook"], t(30)).await;
+            let r2 = alert(
+                s,
+                "e:2:resolved",
+                Status::Resolved,
+                Some(ep2),
+                &["hook"],
+                t(31),
+            )
+            .await;
+            record(
+                s,
+                &f2,
+                "hook",
+                9,
+                &Outcome::Dead {
+                    error: "HTTP 410".into(),
+                },
+            )
+            .await
+            .unwrap();
+            assert!(ids(&due(s, &hook, t(40), 10).await.unwrap()).contains(&r2.as_str()));
+
+            // poll-once's filter: only the listed alerts.
+            let only = Filter {
+                channel: "hook".into(),
+                only: Some(serde_json::to_string(&[&resolved]).unwrap().into()),
+            };
+            assert_eq!(ids(&due(s, &only, t(40), 10).await.unwrap()), [&resolved]);
+            // Pending on both channels.
+            assert_eq!(
+                count_pending(s, only.only.as_deref().unwrap())
+                    .await
+                    .unwrap(),
+                2
+            );
+        }
     }
 
     async fn episode_closed_then_new(store: &Store) -> i64 {
-        sqlx::query("UPDATE episodes SET resolved_at = ?")
-            .bind(timestamp(t(25)))
-            .execute(store.writer())
-            .await
-            .unwrap();
+        on_write!(store, |db| sqlx::query(
+            "UPDATE episodes SET resolved_at = $1"
+        )
+        .bind(timestamp(t(25)))
+        .execute(db)
+        .await
+        .map(|_| ()))
+        .unwrap();
         episode(store).await
     }
 
-    #[tokio::test]
-    async fn outcomes_move_a_delivery_through_its_states() {
-        let db = db().await;
-        let s = &db.store;
-        let a = alert(s, "t:1", Status::Firing, None, &["hook"], t(0)).await;
-        let b = alert(s, "t:2", Status::Firing, None, &["hook"], t(0)).await;
-        let at = |x| timestamp(t(x));
+    both_backends! {
+        async fn outcomes_move_a_delivery_through_its_states(store: Store) {
+            let s = &store;
+            let a = alert(s, "t:1", Status::Firing, None, &["hook"], t(0)).await;
+            let b = alert(s, "t:2", Status::Firing, None, &["hook"], t(0)).await;
+            let at = |x| timestamp(t(x));
 
-        // pending -> retry: attempts, next attempt and the reason are kept.
-        let retry = |next, e: &str| Outcome::Retry {
-            next: t(next),
-            error: e.into(),
-        };
-        record(s, &a, "hook", 1, &retry(5, "HTTP 410 Gone: gone"))
-            .await
-            .unwrap();
-        assert_eq!(
-            state(s, &a, "hook").await,
-            (
-                "pending".into(),
-                1,
-                at(5),
-                Some("HTTP 410 Gone: gone".into())
-            )
-        );
-        // pending -> sent: the error is cleared.
-        record(s, &a, "hook", 2, &Outcome::Sent { at: t(6) })
-            .await
-            .unwrap();
-        assert_eq!(state(s, &a, "hook").await, ("sent".into(), 2, at(5), None));
-        // A late retry or death (another attempt racing) never reopens a sent delivery.
-        record(s, &a, "hook", 3, &retry(9, "x")).await.unwrap();
-        record(s, &a, "hook", 3, &Outcome::Dead { error: "x".into() })
-            .await
-            .unwrap();
-        assert_eq!(state(s, &a, "hook").await.0, "sent");
-
-        // pending -> dead, with the last real error.
-        record(
-            s,
-            &b,
-            "hook",
-            7,
-            &Outcome::Dead {
-                error: "HTTP 404 Not Found: no such hook".into(),
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            state(s, &b, "hook").await,
-            (
-                "dead".into(),
-                7,
-                at(0),
-                Some("HTTP 404 Not Found: no such hook".into())
-            )
-        );
-        record(s, &b, "hook", 8, &retry(9, "x")).await.unwrap();
-        assert_eq!(
-            state(s, &b, "hook").await.0,
-            "dead",
-            "a dead delivery is not revived by a retry"
-        );
-        assert!(
-            due(s, &Filter::channel("hook"), t(100), 10)
+            // pending -> retry: attempts, next attempt and the reason are kept.
+            let retry = |next, e: &str| Outcome::Retry {
+                next: t(next),
+                error: e.into(),
+            };
+            record(s, &a, "hook", 1, &retry(5, "HTTP 410 Gone: gone"))
                 .await
-                .unwrap()
-                .is_empty()
-        );
-    }
+                .unwrap();
+            assert_eq!(
+                state(s, &a, "hook").await,
+                (
+                    "pending".into(),
+                    1,
+                    at(5),
+                    Some("HTTP 410 Gone: gone".into())
+                )
+            );
+            // pending -> sent: the error is cleared.
+            record(s, &a, "hook", 2, &Outcome::Sent { at: t(6) })
+                .await
+                .unwrap();
+            assert_eq!(state(s, &a, "hook").await, ("sent".into(), 2, at(5), None));
+            // A late retry or death (another attempt racing) never reopens a sent delivery.
+            record(s, &a, "hook", 3, &retry(9, "x")).await.unwrap();
+            record(s, &a, "hook", 3, &Outcome::Dead { error: "x".into() })
+                .await
+                .unwrap();
+            assert_eq!(state(s, &a, "hook").await.0, "sent");
 
-    #[tokio::test]
-    async fn clock_repairs_cap_and_shift_next_attempts() {
-        let db = db().await;
-        let s = &db.store;
-        let near = alert(s, "t:1", Status::Firing, None, &["hook"], t(0)).await;
-        let far = alert(s, "t:2", Status::Firing, None, &["hook", "mail"], t(0)).await;
-        let due_now = alert(s, "t:3", Status::Firing, None, &["hook"], t(0)).await;
-        let retry = |next| Outcome::Retry {
-            next: t(next),
-            error: "503".into(),
-        };
-        record(s, &near, "hook", 1, &retry(3605)).await.unwrap();
-        record(s, &far, "hook", 1, &retry(86400 * 2)).await.unwrap();
-        record(s, &far, "mail", 1, &retry(86400 * 2)).await.unwrap();
-
-        // The clock went back an hour at t(5): what lay ahead moves back by an hour; what was
-        // already due stays.
-        let n = shift_next_attempts(s, "hook", chrono::Duration::hours(-1), t(5))
+            // pending -> dead, with the last real error.
+            record(
+                s,
+                &b,
+                "hook",
+                7,
+                &Outcome::Dead {
+                    error: "HTTP 404 Not Found: no such hook".into(),
+                },
+            )
             .await
             .unwrap();
-        assert_eq!(n, 2);
-        assert_eq!(state(s, &near, "hook").await.2, timestamp(t(5)));
-        assert_eq!(state(s, &due_now, "hook").await.2, timestamp(t(0)));
-        // Nothing lies beyond now + max_backoff after a cap; other channels are their own.
-        let n = cap_next_attempts(s, "hook", t(605)).await.unwrap();
-        assert_eq!(n, 1);
-        assert_eq!(state(s, &far, "hook").await.2, timestamp(t(605)));
-        assert_eq!(state(s, &far, "mail").await.2, timestamp(t(86400 * 2)));
-        assert_eq!(
-            ids(&due(s, &Filter::channel("hook"), t(5), 10).await.unwrap()),
-            [&due_now, &near]
-        );
+            assert_eq!(
+                state(s, &b, "hook").await,
+                (
+                    "dead".into(),
+                    7,
+                    at(0),
+                    Some("HTTP 404 Not Found: no such hook".into())
+                )
+            );
+            record(s, &b, "hook", 8, &retry(9, "x")).await.unwrap();
+            assert_eq!(
+                state(s, &b, "hook").await.0,
+                "dead",
+                "a dead delivery is not revived by a retry"
+            );
+            assert!(
+                due(s, &Filter::channel("hook"), t(100), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn deliveries_to_a_removed_channel_are_buried_with_the_reason() {
-        let db = db().await;
-        let s = &db.store;
-        let a = alert(s, "t:1", Status::Firing, None, &["hook", "old-mail"], t(0)).await;
-        let buried = bury_orphans(s, &["hook"]).await.unwrap();
-        assert_eq!(buried, [("old-mail".to_string(), 1)]);
-        let (st, _, _, err) = state(s, &a, "old-mail").await;
-        assert_eq!(st, "dead");
-        assert!(
-            err.unwrap()
-                .contains("\"old-mail\" is no longer configured")
-        );
-        assert_eq!(state(s, &a, "hook").await.0, "pending");
-        assert!(bury_orphans(s, &["hook"]).await.unwrap().is_empty());
+    both_backends! {
+        async fn clock_repairs_cap_and_shift_next_attempts(store: Store) {
+            let s = &store;
+            let near = alert(s, "t:1", Status::Firing, None, &["hook"], t(0)).await;
+            let far = alert(s, "t:2", Status::Firing, None, &["hook", "mail"], t(0)).await;
+            let due_now = alert(s, "t:3", Status::Firing, None, &["hook"], t(0)).await;
+            let retry = |next| Outcome::Retry {
+                next: t(next),
+                error: "503".into(),
+            };
+            record(s, &near, "hook", 1, &retry(3605)).await.unwrap();
+            record(s, &far, "hook", 1, &retry(86400 * 2)).await.unwrap();
+            record(s, &far, "mail", 1, &retry(86400 * 2)).await.unwrap();
+
+            // The clock went back an hour at t(5): what lay ahead moves back by an hour; what was
+            // already due stays.
+            let n = shift_next_attempts(s, "hook", chrono::Duration::hours(-1), t(5))
+                .await
+                .unwrap();
+            assert_eq!(n, 2);
+            assert_eq!(state(s, &near, "hook").await.2, timestamp(t(5)));
+            assert_eq!(state(s, &due_now, "hook").await.2, timestamp(t(0)));
+            // Nothing lies beyond now + max_backoff after a cap; other channels are their own.
+            let n = cap_next_attempts(s, "hook", t(605)).await.unwrap();
+            assert_eq!(n, 1);
+            assert_eq!(state(s, &far, "hook").await.2, timestamp(t(605)));
+            assert_eq!(state(s, &far, "mail").await.2, timestamp(t(86400 * 2)));
+            assert_eq!(
+                ids(&due(s, &Filter::channel("hook"), t(5), 10).await.unwrap()),
+                [&due_now, &near]
+            );
+        }
+    }
+
+    both_backends! {
+        async fn deliveries_to_a_removed_channel_are_buried_with_the_reason(store: Store) {
+            let s = &store;
+            let a = alert(s, "t:1", Status::Firing, None, &["hook", "old-mail"], t(0)).await;
+            let buried = bury_orphans(s, &["hook"]).await.unwrap();
+            assert_eq!(buried, [("old-mail".to_string(), 1)]);
+            let (st, _, _, err) = state(s, &a, "old-mail").await;
+            assert_eq!(st, "dead");
+            assert!(
+                err.unwrap()
+                    .contains("\"old-mail\" is no longer configured")
+            );
+            assert_eq!(state(s, &a, "hook").await.0, "pending");
+            assert!(bury_orphans(s, &["hook"]).await.unwrap().is_empty());
+        }
     }
 }

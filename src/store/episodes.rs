@@ -18,11 +18,12 @@ pub struct OpenEpisode {
 impl Store {
     /// Whether an episode of `rule` is open for any job (or api-wide).
     pub async fn episode_open(&self, rule: Rule) -> Result<bool, StoreError> {
-        let open: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM episodes WHERE rule = ? AND resolved_at IS NULL")
-                .bind(rule.as_str())
-                .fetch_optional(&self.read)
-                .await?;
+        let open: Option<i64> = on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM episodes WHERE rule = $1 AND resolved_at IS NULL LIMIT 1"
+        )
+        .bind(rule.as_str())
+        .fetch_optional(db)
+        .await)?;
         Ok(open.is_some())
     }
 }
@@ -35,15 +36,15 @@ impl WriteTx {
         app_id: &str,
         job_id: &str,
     ) -> Result<Option<OpenEpisode>, StoreError> {
-        Ok(sqlx::query_as::<_, OpenEpisode>(
+        Ok(on_tx!(self, |c| sqlx::query_as::<_, OpenEpisode>(
             "SELECT id, last_notified_at, reminders FROM episodes
-             WHERE rule = ? AND app_id = ? AND job_id = ? AND resolved_at IS NULL",
+             WHERE rule = $1 AND app_id = $2 AND job_id = $3 AND resolved_at IS NULL",
         )
         .bind(rule.as_str())
         .bind(app_id)
         .bind(job_id)
-        .fetch_optional(self.conn())
-        .await?)
+        .fetch_optional(c)
+        .await)?)
     }
 
     /// Opens an episode at `at` (its first notice is made then); returns its id.
@@ -55,18 +56,17 @@ impl WriteTx {
         reason: &str,
         at: &str,
     ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
             "INSERT INTO episodes (rule, app_id, job_id, reason, opened_at, last_notified_at)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
         )
         .bind(rule.as_str())
         .bind(app_id)
         .bind(job_id)
         .bind(reason)
         .bind(at)
-        .bind(at)
-        .fetch_one(self.conn())
-        .await?)
+        .fetch_one(c)
+        .await)?)
     }
 
     /// Notes the episode's `reminders`-th reminder, made at `at`.
@@ -76,22 +76,28 @@ impl WriteTx {
         at: &str,
         reminders: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE episodes SET last_notified_at = ?, reminders = ? WHERE id = ?")
-            .bind(at)
-            .bind(reminders)
-            .bind(id)
-            .execute(self.conn())
-            .await?;
+        on_tx!(self, |c| sqlx::query(
+            "UPDATE episodes SET last_notified_at = $1, reminders = $2 WHERE id = $3"
+        )
+        .bind(at)
+        .bind(reminders)
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
     /// Closes the episode at `at`.
     pub async fn resolve_episode(&mut self, id: i64, at: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE episodes SET resolved_at = ? WHERE id = ?")
-            .bind(at)
-            .bind(id)
-            .execute(self.conn())
-            .await?;
+        on_tx!(self, |c| sqlx::query(
+            "UPDATE episodes SET resolved_at = $1 WHERE id = $2"
+        )
+        .bind(at)
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 }
@@ -100,61 +106,70 @@ impl WriteTx {
 mod tests {
     use super::*;
     use crate::domain::timestamp;
+    use crate::store::test_support::both_backends;
     use chrono::Utc;
 
-    #[tokio::test]
-    async fn an_episode_opens_once_is_reminded_and_resolved() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("e.db")).await.unwrap();
-        let at = timestamp(Utc::now());
-        let mut tx = store.begin_write().await.unwrap();
-        assert_eq!(
-            tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
-            None
-        );
-        let id = tx
-            .insert_episode(Rule::StuckInit, "app", "j", "stuck", &at)
-            .await
-            .unwrap();
-        // The partial unique index: a second open episode of the same rule and job is refused.
-        let again = tx
-            .insert_episode(Rule::StuckInit, "app", "j", "stuck", &at)
-            .await
-            .unwrap_err();
-        assert!(matches!(again, StoreError::Sql(_)), "{again:?}");
-        tx.commit().await.unwrap();
-        assert!(store.episode_open(Rule::StuckInit).await.unwrap());
-        assert!(!store.episode_open(Rule::ApiUnhealthy).await.unwrap());
-
-        let later = timestamp(Utc::now() + chrono::Duration::hours(1));
-        let mut tx = store.begin_write().await.unwrap();
-        tx.remind_episode(id, &later, 1).await.unwrap();
-        assert_eq!(
-            tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
-            Some(OpenEpisode {
-                id,
-                last_notified_at: later.clone(),
-                reminders: 1,
-            })
-        );
-        // Another job, or the api-wide condition, is another episode.
-        assert_eq!(
-            tx.open_episode(Rule::StuckInit, "app", "other")
+    both_backends! {
+        async fn an_episode_opens_once_is_reminded_and_resolved(store: Store) {
+            let at = timestamp(Utc::now());
+            let mut tx = store.begin_write().await.unwrap();
+            assert_eq!(
+                tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+                None
+            );
+            let id = tx
+                .insert_episode(Rule::StuckInit, "app", "j", "stuck", &at)
                 .await
-                .unwrap(),
-            None
-        );
-        tx.resolve_episode(id, &later).await.unwrap();
-        assert_eq!(
-            tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
-            None
-        );
-        // Closed, the same condition may open a new episode.
-        let new = tx
-            .insert_episode(Rule::StuckInit, "app", "j", "stuck again", &later)
-            .await
-            .unwrap();
-        assert_ne!(new, id);
-        tx.commit().await.unwrap();
+                .unwrap();
+            tx.commit().await.unwrap();
+            // The partial unique index: a second open episode of the same rule and job is
+            // refused (in a transaction of its own: PostgreSQL aborts a transaction at its
+            // first failed statement, and then refuses to commit it, see `WriteTx::commit`).
+            let mut tx = store.begin_write().await.unwrap();
+            let again = tx
+                .insert_episode(Rule::StuckInit, "app", "j", "stuck", &at)
+                .await
+                .unwrap_err();
+            assert!(matches!(again, StoreError::Sql(_)), "{again:?}");
+            if store.is_postgres() {
+                let refused = tx.commit().await.unwrap_err();
+                assert_eq!(refused.pg_state(), Some("25P02"), "{refused:?}");
+            } else {
+                drop(tx);
+            }
+            assert!(store.episode_open(Rule::StuckInit).await.unwrap());
+            assert!(!store.episode_open(Rule::ApiUnhealthy).await.unwrap());
+
+            let later = timestamp(Utc::now() + chrono::Duration::hours(1));
+            let mut tx = store.begin_write().await.unwrap();
+            tx.remind_episode(id, &later, 1).await.unwrap();
+            assert_eq!(
+                tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+                Some(OpenEpisode {
+                    id,
+                    last_notified_at: later.clone(),
+                    reminders: 1,
+                })
+            );
+            // Another job, or the api-wide condition, is another episode.
+            assert_eq!(
+                tx.open_episode(Rule::StuckInit, "app", "other")
+                    .await
+                    .unwrap(),
+                None
+            );
+            tx.resolve_episode(id, &later).await.unwrap();
+            assert_eq!(
+                tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+                None
+            );
+            // Closed, the same condition may open a new episode.
+            let new = tx
+                .insert_episode(Rule::StuckInit, "app", "j", "stuck again", &later)
+                .await
+                .unwrap();
+            assert_ne!(new, id);
+            tx.commit().await.unwrap();
+        }
     }
 }

@@ -74,8 +74,13 @@ impl std::error::Error for Cause {
     }
 }
 
-/// SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_BUSY_RECOVERY (261), SQLITE_BUSY_SNAPSHOT (517).
+/// SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_BUSY_RECOVERY (261), SQLITE_BUSY_SNAPSHOT (517);
+/// on PostgreSQL a serialization failure (40001), a deadlock (40P01) or a lock not available
+/// (55P03): another transaction was in the way, trying again may pass.
 fn is_locked(e: &sqlx::Error) -> bool {
+    if let Some(state) = pg_state(e) {
+        return matches!(state, "40001" | "40P01" | "55P03");
+    }
     match e {
         sqlx::Error::Database(d) => matches!(
             d.code().as_deref(),
@@ -86,8 +91,17 @@ fn is_locked(e: &sqlx::Error) -> bool {
 }
 
 /// READONLY (8), IOERR (10), FULL (13), CANTOPEN (14) by their primary code, or the
-/// connection's I/O or pool gone.
+/// connection's I/O or pool gone; on PostgreSQL the server out of resources (class 53: disk
+/// full, out of memory, too many connections), read-only (25006: a standby), shutting down
+/// or not accepting connections (class 57P), an I/O error (58030) or the connection lost
+/// (class 08).
 fn is_unwritable(e: &sqlx::Error) -> bool {
+    if let Some(state) = pg_state(e) {
+        return state.starts_with("53")
+            || state.starts_with("08")
+            || state.starts_with("57P")
+            || matches!(state, "25006" | "58030");
+    }
     match e {
         sqlx::Error::Database(_) => {
             matches!(primary_code(e), Some(8 | 10 | 13 | 14))
@@ -97,10 +111,22 @@ fn is_unwritable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// PostgreSQL's SQLSTATE of a failed statement (None for SQLite's errors and the others).
+fn pg_state(e: &sqlx::Error) -> Option<&str> {
+    match e {
+        sqlx::Error::Database(d) => d
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .map(|p| p.code()),
+        _ => None,
+    }
+}
+
 /// SQLite's primary result code of a failed statement.
 fn primary_code(e: &sqlx::Error) -> Option<i64> {
     match e {
-        sqlx::Error::Database(d) => d.code()?.parse::<i64>().ok().map(|c| c & 0xff),
+        sqlx::Error::Database(d) if pg_state(e).is_none() => {
+            d.code()?.parse::<i64>().ok().map(|c| c & 0xff)
+        }
         _ => None,
     }
 }
@@ -118,17 +144,37 @@ impl StoreError {
     }
 
     fn sqlite_code(&self) -> Option<i64> {
+        self.cause().and_then(|e| primary_code(&e.0))
+    }
+
+    fn cause(&self) -> Option<&Cause> {
         match self {
-            StoreError::Locked(e) | StoreError::Unwritable(e) | StoreError::Sql(e) => {
-                primary_code(&e.0)
-            }
+            StoreError::Locked(e) | StoreError::Unwritable(e) | StoreError::Sql(e) => Some(e),
             StoreError::Encode(_) => None,
         }
     }
+
+    /// PostgreSQL's SQLSTATE, if PostgreSQL said this.
+    pub fn pg_state(&self) -> Option<&str> {
+        self.cause().and_then(|e| pg_state(&e.0))
+    }
 }
 
-/// The cause of a failed write, for people: what SQLite said and what it means.
+/// The cause of a failed write, for people: what SQLite (or PostgreSQL) said and what it means.
 pub fn describe_write_error(e: &StoreError) -> String {
+    if let Some(state) = e.pg_state() {
+        let what = match state {
+            "53100" => "the PostgreSQL server's disk is full (53100)",
+            "25006" => {
+                "the PostgreSQL server is read-only (25006: a standby, or default_transaction_read_only)"
+            }
+            s if s.starts_with("57P") => "the PostgreSQL server is shutting down or starting up",
+            s if s.starts_with("53") => "the PostgreSQL server is out of resources",
+            "40001" | "40P01" | "55P03" => "another transaction holds what this one needs",
+            _ => return format!("{e:#}"),
+        };
+        return format!("{what}: {e:#}");
+    }
     let what = match e.sqlite_code() {
         Some(13) => "the disk is full (SQLITE_FULL)",
         Some(8) => "the database or its file system is read-only (SQLITE_READONLY)",

@@ -48,35 +48,35 @@ impl Store {
     /// Pending forwards due by `now`, oldest first (so a receiver gets events in order), at
     /// most `limit`.
     pub async fn due_forwards(&self, now: &str, limit: i64) -> Result<Vec<DueForward>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_read!(self, |db| sqlx::query_as::<_, DueForward>(
             "SELECT f.id, f.app_id, e.job_id, e.event_type, f.body, f.attempts, f.created_at
              FROM forwards f JOIN callback_events e ON e.id = f.event_id
-             WHERE f.state = 'pending' AND f.next_attempt_at <= ?
-             ORDER BY f.next_attempt_at, f.id LIMIT ?",
+             WHERE f.state = 'pending' AND f.next_attempt_at <= $1
+             ORDER BY f.next_attempt_at, f.id LIMIT $2",
         )
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// When the next pending forward falls due, if any.
     pub async fn next_forward_at(&self) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, String>(
             "SELECT next_attempt_at FROM forwards WHERE state = 'pending'
              ORDER BY next_attempt_at, id LIMIT 1",
         )
-        .fetch_optional(&self.read)
-        .await?)
+        .fetch_optional(db)
+        .await)?)
     }
 
     /// How many forwards are still pending.
     pub async fn pending_forwards(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM forwards WHERE state = 'pending'")
-                .fetch_one(&self.read)
-                .await?,
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM forwards WHERE state = 'pending'"
         )
+        .fetch_one(db)
+        .await)?)
     }
 
     /// Records attempt number `attempts` of forward `id`, made at `at`.
@@ -94,11 +94,11 @@ impl Store {
             }
             ForwardOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
         };
-        sqlx::query(
-            "UPDATE forwards SET state = ?, attempts = ?, last_attempt_at = ?,
-                 next_attempt_at = COALESCE(?, next_attempt_at),
-                 last_error = COALESCE(?, last_error), sent_at = ?
-             WHERE id = ? AND state = 'pending'",
+        on_write!(self, |db| sqlx::query(
+            "UPDATE forwards SET state = $1, attempts = $2, last_attempt_at = $3,
+                 next_attempt_at = COALESCE($4, next_attempt_at),
+                 last_error = COALESCE($5, last_error), sent_at = $6
+             WHERE id = $7 AND state = 'pending'",
         )
         .bind(state)
         .bind(attempts)
@@ -107,8 +107,9 @@ impl Store {
         .bind(error)
         .bind(sent)
         .bind(id)
-        .execute(&self.write)
-        .await?;
+        .execute(db)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
@@ -118,17 +119,17 @@ impl Store {
         pending_only: bool,
         limit: i64,
     ) -> Result<Vec<ForwardView>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_read!(self, |db| sqlx::query_as::<_, ForwardView>(
             "SELECT f.id, f.app_id, e.job_id, e.event_type, f.state, f.attempts, f.created_at,
                     f.next_attempt_at, f.last_attempt_at, f.last_error, f.sent_at
              FROM forwards f JOIN callback_events e ON e.id = f.event_id
-             WHERE (? = 0 OR f.state = 'pending')
-             ORDER BY f.id DESC LIMIT ?",
+             WHERE ($1 = 0 OR f.state = 'pending')
+             ORDER BY f.id DESC LIMIT $2",
         )
-        .bind(pending_only)
+        .bind(pending_only as i64)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 }
 
@@ -136,16 +137,11 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::Inserted;
+    use crate::store::test_support::both_backends;
     use recwatch_rtc::callback::RecordEvent;
 
     const AT: &str = "2026-01-01T00:00:00.000Z";
     const LATER: &str = "2026-01-01T00:00:05.000Z";
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("f.db")).await.unwrap();
-        (dir, store)
-    }
 
     async fn insert(store: &Store, body: &str, forward: bool) -> Inserted {
         let event = RecordEvent::parse(body.as_bytes()).unwrap();
@@ -162,63 +158,63 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_forward_is_written_with_its_event_once() {
-        let (_dir, store) = store().await;
-        let body = r#"{"event_type":"RECORD_NEW_FILE_START","job_id":"j1"}"#;
-        assert_eq!(insert(&store, body, true).await, Inserted::New);
-        // RTC resends the same body: neither the event nor its forward again.
-        assert_eq!(insert(&store, body, true).await, Inserted::Duplicate);
-        // An app without forward_to: the event only.
-        let other = r#"{"event_type":"RECORD_NEW_FILE_START","job_id":"j2"}"#;
-        assert_eq!(insert(&store, other, false).await, Inserted::New);
-        let due = store.due_forwards(AT, 10).await.unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].body, body.as_bytes(), "byte for byte");
-        assert_eq!(due[0].job_id.as_deref(), Some("j1"));
-        assert_eq!(store.pending_forwards().await.unwrap(), 1);
+    both_backends! {
+        async fn a_forward_is_written_with_its_event_once(store: Store) {
+            let body = r#"{"event_type":"RECORD_NEW_FILE_START","job_id":"j1"}"#;
+            assert_eq!(insert(&store, body, true).await, Inserted::New);
+            // RTC resends the same body: neither the event nor its forward again.
+            assert_eq!(insert(&store, body, true).await, Inserted::Duplicate);
+            // An app without forward_to: the event only.
+            let other = r#"{"event_type":"RECORD_NEW_FILE_START","job_id":"j2"}"#;
+            assert_eq!(insert(&store, other, false).await, Inserted::New);
+            let due = store.due_forwards(AT, 10).await.unwrap();
+            assert_eq!(due.len(), 1);
+            assert_eq!(due[0].body, body.as_bytes(), "byte for byte");
+            assert_eq!(due[0].job_id.as_deref(), Some("j1"));
+            assert_eq!(store.pending_forwards().await.unwrap(), 1);
+        }
     }
 
-    #[tokio::test]
-    async fn outcomes_move_a_forward_along() {
-        let (_dir, store) = store().await;
-        insert(&store, r#"{"event_type":"X","job_id":"j1"}"#, true).await;
-        let id = store.due_forwards(AT, 10).await.unwrap()[0].id;
-        let retry = ForwardOutcome::Retry {
-            next: LATER.into(),
-            error: "refused".into(),
-        };
-        store.record_forward(id, 1, AT, &retry).await.unwrap();
-        assert!(
-            store.due_forwards(AT, 10).await.unwrap().is_empty(),
-            "not before its next attempt"
-        );
-        assert_eq!(
-            store.next_forward_at().await.unwrap().as_deref(),
-            Some(LATER)
-        );
-        let due = store.due_forwards(LATER, 10).await.unwrap();
-        assert_eq!((due[0].id, due[0].attempts), (id, 1));
-        store
-            .record_forward(id, 2, LATER, &ForwardOutcome::Sent)
-            .await
-            .unwrap();
-        assert_eq!(store.pending_forwards().await.unwrap(), 0);
-        let shown = store.forwards(false, 10).await.unwrap();
-        assert_eq!(shown[0].state, "sent");
-        assert_eq!(shown[0].attempts, 2);
-        assert_eq!(
-            shown[0].last_error.as_deref(),
-            Some("refused"),
-            "the last error stays"
-        );
-        assert_eq!(shown[0].sent_at.as_deref(), Some(LATER));
-        // A sent forward is final: a late outcome does not reopen it.
-        store
-            .record_forward(id, 3, LATER, &ForwardOutcome::Dead { error: "x".into() })
-            .await
-            .unwrap();
-        assert_eq!(store.forwards(false, 10).await.unwrap()[0].state, "sent");
-        assert!(store.forwards(true, 10).await.unwrap().is_empty());
+    both_backends! {
+        async fn outcomes_move_a_forward_along(store: Store) {
+            insert(&store, r#"{"event_type":"X","job_id":"j1"}"#, true).await;
+            let id = store.due_forwards(AT, 10).await.unwrap()[0].id;
+            let retry = ForwardOutcome::Retry {
+                next: LATER.into(),
+                error: "refused".into(),
+            };
+            store.record_forward(id, 1, AT, &retry).await.unwrap();
+            assert!(
+                store.due_forwards(AT, 10).await.unwrap().is_empty(),
+                "not before its next attempt"
+            );
+            assert_eq!(
+                store.next_forward_at().await.unwrap().as_deref(),
+                Some(LATER)
+            );
+            let due = store.due_forwards(LATER, 10).await.unwrap();
+            assert_eq!((due[0].id, due[0].attempts), (id, 1));
+            store
+                .record_forward(id, 2, LATER, &ForwardOutcome::Sent)
+                .await
+                .unwrap();
+            assert_eq!(store.pending_forwards().await.unwrap(), 0);
+            let shown = store.forwards(false, 10).await.unwrap();
+            assert_eq!(shown[0].state, "sent");
+            assert_eq!(shown[0].attempts, 2);
+            assert_eq!(
+                shown[0].last_error.as_deref(),
+                Some("refused"),
+                "the last error stays"
+            );
+            assert_eq!(shown[0].sent_at.as_deref(), Some(LATER));
+            // A sent forward is final: a late outcome does not reopen it.
+            store
+                .record_forward(id, 3, LATER, &ForwardOutcome::Dead { error: "x".into() })
+                .await
+                .unwrap();
+            assert_eq!(store.forwards(false, 10).await.unwrap()[0].state, "sent");
+            assert!(store.forwards(true, 10).await.unwrap().is_empty());
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The `jobs` table: per watched job, what it looked like when last polled, and the write of a
 //! poll's outcome (the job's row and, through [`super::transitions`], the transition it shows).
 
-use super::{Store, StoreError, WriteTx, transitions};
+use super::{Dialect, Store, StoreError, WriteTx, transitions};
 use crate::domain::timestamp;
 use crate::domain::{JobKey, JobKind, Phase, PollOutcome, PollRecord};
 use chrono::{DateTime, Utc};
@@ -65,13 +65,14 @@ pub(super) const JOB_COLUMNS: &str = "SELECT app_id, job_id, name, kind, state, 
         last_polled_at, last_ok_at, last_changed_at, last_error, last_error_kind, consecutive_failures
      FROM jobs";
 
-/// The rows of the jobs given as a JSON array of `[app_id, job_id]` (a row-value IN: one
-/// primary-key look-up per key).
-pub(super) static JOBS_BY_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The rows of the jobs given as a JSON array of `[app_id, job_id]` bound at `$1` (a
+/// row-value IN: one primary-key look-up per key).
+pub(super) fn jobs_by_key(d: Dialect) -> String {
     format!(
-        "{JOB_COLUMNS} WHERE (app_id, job_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+        "{JOB_COLUMNS} WHERE (app_id, job_id) IN (SELECT value ->> 0, value ->> 1 FROM {})",
+        d.json_values("$1")
     )
-});
+}
 
 fn keyed(rows: Vec<JobRow>) -> HashMap<JobKey, JobRow> {
     rows.into_iter()
@@ -101,40 +102,43 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for t in touches {
             let at = timestamp(t.polled_at);
-            sqlx::query(
-                "UPDATE jobs SET description = ?, snapshot = ?, last_polled_at = ?, last_ok_at = ?,
+            on_tx!(tx, |c| {
+                sqlx::query(
+                "UPDATE jobs SET description = $1, snapshot = $2, last_polled_at = $3, last_ok_at = $3,
                         last_error = NULL, last_error_kind = NULL, consecutive_failures = 0
-                 WHERE app_id = ? AND job_id = ? AND (last_polled_at IS NULL OR last_polled_at < ?)",
+                 WHERE app_id = $4 AND job_id = $5 AND (last_polled_at IS NULL OR last_polled_at < $3)",
             )
             .bind(t.description)
             .bind(t.raw)
             .bind(&at)
-            .bind(&at)
             .bind(t.app_id)
             .bind(t.job_id)
-            .bind(&at)
-            .execute(tx.conn())
-            .await?;
+            .execute(c)
+            .await
+            .map(|_| ())
+            })?;
         }
         tx.commit().await
     }
 
     /// Every job row, keyed by (app_id, job_id).
     pub async fn jobs(&self) -> Result<HashMap<JobKey, JobRow>, StoreError> {
-        let rows = sqlx::query_as::<_, JobRow>(JOB_COLUMNS)
-            .fetch_all(&self.read)
-            .await?;
+        let rows = on_read!(self, |db| sqlx::query_as::<_, JobRow>(JOB_COLUMNS)
+            .fetch_all(db)
+            .await)?;
         Ok(keyed(rows))
     }
 
     /// One job's row, if it has one.
     pub async fn job(&self, app_id: &str, job_id: &str) -> Result<Option<JobRow>, StoreError> {
-        let sql = format!("{JOB_COLUMNS} WHERE app_id = ? AND job_id = ?");
-        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql))
-            .bind(app_id)
-            .bind(job_id)
-            .fetch_optional(&self.read)
-            .await?)
+        let sql = format!("{JOB_COLUMNS} WHERE app_id = $1 AND job_id = $2");
+        Ok(on_read!(self, |db| sqlx::query_as::<_, JobRow>(
+            sqlx::AssertSqlSafe(sql.as_str())
+        )
+        .bind(app_id)
+        .bind(job_id)
+        .fetch_optional(db)
+        .await)?)
     }
 
     /// The rows of these jobs only (one page of `/api/v1/jobs`), keyed by (app_id, job_id);
@@ -147,10 +151,13 @@ impl Store {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(JOBS_BY_KEY.as_str()))
-            .bind(serde_json::to_string(keys)?)
-            .fetch_all(&self.read)
-            .await?;
+        let keys = serde_json::to_string(keys)?;
+        let rows = on_read!(self, |db, d| sqlx::query_as::<_, JobRow>(
+            sqlx::AssertSqlSafe(jobs_by_key(d))
+        )
+        .bind(&keys)
+        .fetch_all(db)
+        .await)?;
         Ok(keyed(rows))
     }
 }
@@ -191,16 +198,19 @@ impl WriteTx {
                     at: &at,
                 };
                 let id = self.insert_transition(&new).await?;
-                sqlx::query(
-                    "UPDATE jobs SET state = ?, stop_reason = ?, last_changed_at = ? WHERE app_id = ? AND job_id = ?",
+                on_tx!(self, |c| {
+                    sqlx::query(
+                    "UPDATE jobs SET state = $1, stop_reason = $2, last_changed_at = $3 WHERE app_id = $4 AND job_id = $5",
                 )
                 .bind(to.state.as_str())
                 .bind(to.stop_reason_str())
                 .bind(&at)
                 .bind(&r.app_id)
                 .bind(&r.job_id)
-                .execute(self.conn())
-                .await?;
+                .execute(c)
+                .await
+                .map(|_| ())
+                })?;
                 Ok(Some(id))
             }
         }
@@ -214,30 +224,32 @@ impl WriteTx {
         error: &str,
         at: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO jobs (app_id, job_id, name, first_seen_at, kind) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
-        )
-        .bind(&r.app_id)
-        .bind(&r.job_id)
-        .bind(&r.name)
-        .bind(at)
-        .bind(r.kind.as_str())
-        .execute(self.conn())
-        .await?;
-        sqlx::query(
-            "UPDATE jobs SET last_polled_at = ?, last_error = ?, last_error_kind = ?,
-                    consecutive_failures = consecutive_failures + 1
-             WHERE app_id = ? AND job_id = ?",
-        )
-        .bind(at)
-        .bind(error)
-        .bind(kind)
-        .bind(&r.app_id)
-        .bind(&r.job_id)
-        .execute(self.conn())
-        .await?;
-        Ok(())
+        on_tx!(self, |c| {
+            sqlx::query(
+                "INSERT INTO jobs (app_id, job_id, name, first_seen_at, kind) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
+            )
+            .bind(&r.app_id)
+            .bind(&r.job_id)
+            .bind(&r.name)
+            .bind(at)
+            .bind(r.kind.as_str())
+            .execute(&mut *c)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET last_polled_at = $1, last_error = $2, last_error_kind = $3,
+                        consecutive_failures = consecutive_failures + 1
+                 WHERE app_id = $4 AND job_id = $5",
+            )
+            .bind(at)
+            .bind(error)
+            .bind(kind)
+            .bind(&r.app_id)
+            .bind(&r.job_id)
+            .execute(&mut *c)
+            .await?;
+            Ok(())
+        })
     }
 
     /// An answer: the row's snapshot and poll times; its state is the transition's to change.
@@ -250,10 +262,10 @@ impl WriteTx {
     ) -> Result<(), StoreError> {
         // One statement for the common case (no change): every poll pays for it, and the
         // transition guard reads only `state`, which this does not touch.
-        sqlx::query(
+        on_tx!(self, |c| sqlx::query(
             "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
                                last_polled_at, last_ok_at, kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?4, ?7)
+             VALUES ($1, $2, $3, $4, $5, $6, $4, $4, $7)
              ON CONFLICT (app_id, job_id) DO UPDATE SET
                  name = excluded.name, kind = excluded.kind, description = excluded.description,
                  snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
@@ -267,20 +279,21 @@ impl WriteTx {
         .bind(&job.description)
         .bind(raw)
         .bind(r.kind.as_str())
-        .execute(self.conn())
-        .await?;
+        .execute(c)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
     /// The phase the job's row shows (None before its first answer).
     async fn phase(&mut self, app_id: &str, job_id: &str) -> Result<Option<Phase>, StoreError> {
-        let row = sqlx::query_as::<_, PhaseRow>(
-            "SELECT state, stop_reason FROM jobs WHERE app_id = ? AND job_id = ?",
+        let row = on_tx!(self, |c| sqlx::query_as::<_, PhaseRow>(
+            "SELECT state, stop_reason FROM jobs WHERE app_id = $1 AND job_id = $2",
         )
         .bind(app_id)
         .bind(job_id)
-        .fetch_one(self.conn())
-        .await?;
+        .fetch_one(c)
+        .await)?;
         Ok(row
             .state
             .map(|state| Phase::parse(&state, row.stop_reason.as_deref())))
@@ -292,95 +305,94 @@ mod tests {
     use super::super::test_support::record;
     use super::*;
     use crate::domain::ErrorKind;
+    use crate::store::test_support::both_backends;
 
-    #[tokio::test]
-    async fn a_failed_poll_keeps_the_last_state_and_counts_failures() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
-        store
-            .record(&[record("j", Utc::now(), None, "RUNNING")])
-            .await
-            .unwrap();
-        let failed = PollRecord {
-            app_id: "app".into(),
-            job_id: "j".into(),
-            name: None,
-            kind: crate::domain::JobKind::Individual,
-            polled_at: Utc::now(),
-            outcome: PollOutcome::Failed {
-                kind: ErrorKind::Timeout,
-                error: "timed out".into(),
-            },
-        };
-        store.record(&[failed.clone(), failed]).await.unwrap();
-        let row = &store.jobs().await.unwrap()[&JobKey::new("app", "j")];
-        assert_eq!(row.state.as_deref(), Some("RUNNING"));
-        assert_eq!(row.consecutive_failures, 2);
-        assert_eq!(row.last_error_kind.as_deref(), Some("timeout"));
+    both_backends! {
+        async fn a_failed_poll_keeps_the_last_state_and_counts_failures(store: Store) {
+            store
+                .record(&[record("j", Utc::now(), None, "RUNNING")])
+                .await
+                .unwrap();
+            let failed = PollRecord {
+                app_id: "app".into(),
+                job_id: "j".into(),
+                name: None,
+                kind: crate::domain::JobKind::Individual,
+                polled_at: Utc::now(),
+                outcome: PollOutcome::Failed {
+                    kind: ErrorKind::Timeout,
+                    error: "timed out".into(),
+                },
+            };
+            store.record(&[failed.clone(), failed]).await.unwrap();
+            let row = &store.jobs().await.unwrap()[&JobKey::new("app", "j")];
+            assert_eq!(row.state.as_deref(), Some("RUNNING"));
+            assert_eq!(row.consecutive_failures, 2);
+            assert_eq!(row.last_error_kind.as_deref(), Some("timeout"));
+        }
     }
 
-    #[tokio::test]
-    async fn a_touch_records_an_unchanged_poll_but_never_goes_back_in_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
-        let t0 = Utc::now();
-        store
-            .record(&[record("j", t0, None, "RUNNING")])
-            .await
-            .unwrap();
-        let failed = PollRecord {
-            app_id: "app".into(),
-            job_id: "j".into(),
-            name: None,
-            kind: crate::domain::JobKind::Individual,
-            polled_at: t0 + chrono::Duration::seconds(1),
-            outcome: PollOutcome::Failed {
-                kind: ErrorKind::Timeout,
-                error: "timed out".into(),
-            },
-        };
-        store.record(&[failed]).await.unwrap();
-        let touch = |secs, description| JobTouch {
-            app_id: "app",
-            job_id: "j",
-            polled_at: t0 + chrono::Duration::seconds(secs),
-            raw: "{}",
-            description,
-        };
-        store
-            .touch_jobs([touch(5, Some("recording"))].into_iter())
-            .await
-            .unwrap();
-        let row = store.job("app", "j").await.unwrap().unwrap();
-        let at5 = timestamp(t0 + chrono::Duration::seconds(5));
-        assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
-        assert_eq!(row.last_ok_at.as_deref(), Some(at5.as_str()));
-        assert_eq!(row.description.as_deref(), Some("recording"));
-        assert_eq!((row.consecutive_failures, row.last_error), (0, None));
-        assert_eq!(
-            row.state.as_deref(),
-            Some("RUNNING"),
-            "a touch is no change"
-        );
+    both_backends! {
+        async fn a_touch_records_an_unchanged_poll_but_never_goes_back_in_time(store: Store) {
+            let t0 = Utc::now();
+            store
+                .record(&[record("j", t0, None, "RUNNING")])
+                .await
+                .unwrap();
+            let failed = PollRecord {
+                app_id: "app".into(),
+                job_id: "j".into(),
+                name: None,
+                kind: crate::domain::JobKind::Individual,
+                polled_at: t0 + chrono::Duration::seconds(1),
+                outcome: PollOutcome::Failed {
+                    kind: ErrorKind::Timeout,
+                    error: "timed out".into(),
+                },
+            };
+            store.record(&[failed]).await.unwrap();
+            let touch = |secs, description| JobTouch {
+                app_id: "app",
+                job_id: "j",
+                polled_at: t0 + chrono::Duration::seconds(secs),
+                raw: "{}",
+                description,
+            };
+            store
+                .touch_jobs([touch(5, Some("recording"))].into_iter())
+                .await
+                .unwrap();
+            let row = store.job("app", "j").await.unwrap().unwrap();
+            let at5 = timestamp(t0 + chrono::Duration::seconds(5));
+            assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
+            assert_eq!(row.last_ok_at.as_deref(), Some(at5.as_str()));
+            assert_eq!(row.description.as_deref(), Some("recording"));
+            assert_eq!((row.consecutive_failures, row.last_error), (0, None));
+            assert_eq!(
+                row.state.as_deref(),
+                Some("RUNNING"),
+                "a touch is no change"
+            );
 
-        // An older touch (overtaken by a full write) leaves the newer row alone; a job with
-        // no row gets none from a touch.
-        store
-            .touch_jobs(
-                [
-                    touch(3, Some("older")),
-                    JobTouch {
-                        job_id: "never",
-                        ..touch(9, None)
-                    },
-                ]
-                .into_iter(),
-            )
-            .await
-            .unwrap();
-        let row = store.job("app", "j").await.unwrap().unwrap();
-        assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
-        assert_eq!(row.description.as_deref(), Some("recording"));
-        assert_eq!(store.job("app", "never").await.unwrap(), None);
+            // An older touch (overtaken by a full write) leaves the newer row alone; a job with
+            // no row gets none from a touch.
+            store
+                .touch_jobs(
+                    [
+                        touch(3, Some("older")),
+                        JobTouch {
+                            job_id: "never",
+                            ..touch(9, None)
+                        },
+                    ]
+                    .into_iter(),
+                )
+                .await
+                .unwrap();
+            let row = store.job("app", "j").await.unwrap().unwrap();
+            assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
+            assert_eq!(row.description.as_deref(), Some("recording"));
+            assert_eq!(store.job("app", "never").await.unwrap(), None);
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! recorded files come from `callbacks`). Every statement walks an index and stops at its page.
 
 use super::alerts::{AlertView, DeliveryView};
-use super::{Store, StoreError, TransitionRow};
+use super::{Dialect, Store, StoreError, TransitionRow};
 use std::collections::HashMap;
 
 /// What the job list needs of every job to count and filter it: no description, error or
@@ -33,20 +33,39 @@ const JOB_TRANSITIONS: &str =
     "SELECT id, app_id, job_id, name, from_state, to_state, stop_reason, description,
         create_time, start_time, stop_time, update_time, observed_at, request_id
      FROM transitions
-     WHERE job_id = ?1 AND app_id = ?2
-       AND (?3 IS NULL OR observed_at < ?3 OR (observed_at = ?3 AND id < ?4))
+     WHERE job_id = $1 AND app_id = $2
+       AND ($3 IS NULL OR observed_at < $3 OR (observed_at = $3 AND id < $4))
      ORDER BY observed_at DESC, id DESC
-     LIMIT ?5";
+     LIMIT $5";
+
+/// For each job of the JSON array of `[app_id, job_id]` at `$1`: its last transition before
+/// `$2` and every one from `$2` on.
+fn phase_points(d: Dialect) -> String {
+    format!(
+        "WITH k(app_id, job_id) AS (SELECT value ->> 0, value ->> 1 FROM {})
+         SELECT t.app_id, t.job_id, t.observed_at, t.to_state, t.stop_reason
+         FROM k JOIN transitions t
+           ON t.id = (SELECT id FROM transitions p
+                      WHERE p.job_id = k.job_id AND p.app_id = k.app_id AND p.observed_at < $2
+                      ORDER BY p.observed_at DESC, p.id DESC LIMIT 1)
+         UNION ALL
+         SELECT t.app_id, t.job_id, t.observed_at, t.to_state, t.stop_reason
+         FROM k JOIN transitions t
+           ON t.job_id = k.job_id AND t.app_id = k.app_id AND t.observed_at >= $2
+         ORDER BY 1, 2, 3",
+        d.json_values("$1")
+    )
+}
 
 impl Store {
     /// Every job row's phase and failure count. Read from the table itself (each row holds a
     /// snapshot), a few milliseconds at 10,000 jobs; see BENCHMARKS.md.
     pub async fn job_phases(&self) -> Result<Vec<JobPhaseRow>, StoreError> {
-        Ok(sqlx::query_as::<_, JobPhaseRow>(
+        Ok(on_read!(self, |db| sqlx::query_as::<_, JobPhaseRow>(
             "SELECT app_id, job_id, state, stop_reason, consecutive_failures FROM jobs",
         )
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// For each job given as (app_id, job_id): the phase it was in at `since` (its last
@@ -60,23 +79,14 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(sqlx::query_as::<_, PhasePoint>(
-            "WITH k(app_id, job_id) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?1))
-             SELECT t.app_id, t.job_id, t.observed_at, t.to_state, t.stop_reason
-             FROM k JOIN transitions t
-               ON t.id = (SELECT id FROM transitions p
-                          WHERE p.job_id = k.job_id AND p.app_id = k.app_id AND p.observed_at < ?2
-                          ORDER BY p.observed_at DESC, p.id DESC LIMIT 1)
-             UNION ALL
-             SELECT t.app_id, t.job_id, t.observed_at, t.to_state, t.stop_reason
-             FROM k JOIN transitions t
-               ON t.job_id = k.job_id AND t.app_id = k.app_id AND t.observed_at >= ?2
-             ORDER BY 1, 2, 3",
+        let keys = serde_json::to_string(keys)?;
+        Ok(on_read!(self, |db, d| sqlx::query_as::<_, PhasePoint>(
+            sqlx::AssertSqlSafe(phase_points(d))
         )
-        .bind(serde_json::to_string(keys)?)
+        .bind(&keys)
         .bind(since)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// One job's transitions, newest first: `limit` of them before the cursor
@@ -88,14 +98,16 @@ impl Store {
         before: Option<(&str, i64)>,
         limit: i64,
     ) -> Result<Vec<TransitionRow>, StoreError> {
-        Ok(sqlx::query_as::<_, TransitionRow>(JOB_TRANSITIONS)
-            .bind(job_id)
-            .bind(app_id)
-            .bind(before.map(|b| b.0))
-            .bind(before.map(|b| b.1))
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?)
+        Ok(on_read!(self, |db| sqlx::query_as::<_, TransitionRow>(
+            JOB_TRANSITIONS
+        )
+        .bind(job_id)
+        .bind(app_id)
+        .bind(before.map(|b| b.0))
+        .bind(before.map(|b| b.1))
+        .bind(limit)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// One job's alerts, newest first, with their deliveries (`alerts_by_job`, migration 0012).
@@ -105,16 +117,18 @@ impl Store {
         job_id: &str,
         limit: i64,
     ) -> Result<Vec<AlertView>, StoreError> {
-        let alerts = sqlx::query_as::<_, AlertView>(
+        let alerts = on_read!(self, |db| {
+            sqlx::query_as::<_, AlertView>(
             "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts
-             WHERE app_id = ?1 AND job_id = ?2
-             ORDER BY created_at DESC, id DESC LIMIT ?3",
+             WHERE app_id = $1 AND job_id = $2
+             ORDER BY created_at DESC, id DESC LIMIT $3",
         )
         .bind(app_id)
         .bind(job_id)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(db)
+        .await
+        })?;
         self.with_deliveries(alerts).await
     }
 
@@ -125,16 +139,18 @@ impl Store {
         before: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<AlertView>, StoreError> {
-        let alerts = sqlx::query_as::<_, AlertView>(
+        let alerts = on_read!(self, |db| {
+            sqlx::query_as::<_, AlertView>(
             "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts
-             WHERE ?1 IS NULL OR created_at < ?1 OR (created_at = ?1 AND id < ?2)
-             ORDER BY created_at DESC, id DESC LIMIT ?3",
+             WHERE $1 IS NULL OR created_at < $1 OR (created_at = $1 AND id < $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3",
         )
         .bind(before.map(|b| b.0))
         .bind(before.map(|b| b.1))
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(db)
+        .await
+        })?;
         self.with_deliveries(alerts).await
     }
 
@@ -153,16 +169,20 @@ impl Store {
             d: DeliveryView,
         }
         let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
-        let rows = sqlx::query_as::<_, Row>(
-            "SELECT alert_id, channel, state, attempts,
-                    CASE WHEN state = 'pending' THEN next_attempt_at END AS next_attempt_at,
-                    sent_at, last_error
-             FROM deliveries WHERE alert_id IN (SELECT value FROM json_each(?))
-             ORDER BY alert_id, channel",
-        )
-        .bind(serde_json::to_string(&ids)?)
-        .fetch_all(&self.read)
-        .await?;
+        let ids = serde_json::to_string(&ids)?;
+        let rows = on_read!(self, |db, d| sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(
+            format!(
+                "SELECT alert_id, channel, state, attempts,
+                        CASE WHEN state = 'pending' THEN next_attempt_at END AS next_attempt_at,
+                        sent_at, last_error
+                 FROM deliveries WHERE alert_id IN (SELECT value FROM {})
+                 ORDER BY alert_id, channel",
+                d.json_texts("$1")
+            )
+        ))
+        .bind(&ids)
+        .fetch_all(db)
+        .await)?;
         let mut by_alert: HashMap<String, Vec<DeliveryView>> = HashMap::new();
         for r in rows {
             by_alert.entry(r.alert_id).or_default().push(r.d);
@@ -176,101 +196,100 @@ impl Store {
     /// Open condition episodes (stuck_init, job_not_found, api_unhealthy), from the partial
     /// index `episodes_open`.
     pub async fn open_episodes_count(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM episodes WHERE resolved_at IS NULL")
-                .fetch_one(&self.read)
-                .await?,
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM episodes WHERE resolved_at IS NULL"
         )
+        .fetch_one(db)
+        .await)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{alert, record};
-    use super::*;
+    use crate::store::test_support::both_backends;
     use chrono::{Duration, TimeZone, Utc};
 
-    #[tokio::test]
-    async fn points_pages_and_alerts_read_back_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("p.db")).await.unwrap();
-        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let h = |n: i64| t0 + Duration::hours(n);
-        let ids = store
-            .record(&[
-                record("a", h(0), None, "INIT"),
-                record("a", h(1), Some("INIT"), "RUNNING"),
-                record("a", h(5), Some("RUNNING"), "STOPPED"),
-                record("b", h(2), None, "RUNNING"),
-            ])
-            .await
-            .unwrap();
-        let since = crate::domain::timestamp(h(3));
-        let points = store
-            .phase_points(&[("app", "a"), ("app", "b"), ("app", "none")], &since)
-            .await
-            .unwrap();
-        let got: Vec<(&str, &str)> = points
-            .iter()
-            .map(|p| (p.job_id.as_str(), p.to_state.as_str()))
-            .collect();
-        // The phase at `since` (the last change before it), then every change after it.
-        assert_eq!(got, [("a", "RUNNING"), ("a", "STOPPED"), ("b", "RUNNING")]);
-
-        let phases = store.job_phases().await.unwrap();
-        assert_eq!(phases.len(), 2);
-
-        // Two at a time, newest first, following the cursor to the end.
-        let first = store.job_transitions("app", "a", None, 2).await.unwrap();
-        assert_eq!(
-            first
-                .iter()
-                .map(|t| t.to_state.as_str())
-                .collect::<Vec<_>>(),
-            ["STOPPED", "RUNNING"]
-        );
-        let last = first.last().unwrap();
-        let rest = store
-            .job_transitions("app", "a", Some((&last.observed_at, last.id)), 2)
-            .await
-            .unwrap();
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].to_state, "INIT");
-        assert!(
-            store
-                .job_transitions("other-app", "a", None, 10)
+    both_backends! {
+        async fn points_pages_and_alerts_read_back_in_order(store: Store) {
+            let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+            let h = |n: i64| t0 + Duration::hours(n);
+            let ids = store
+                .record(&[
+                    record("a", h(0), None, "INIT"),
+                    record("a", h(1), Some("INIT"), "RUNNING"),
+                    record("a", h(5), Some("RUNNING"), "STOPPED"),
+                    record("b", h(2), None, "RUNNING"),
+                ])
                 .await
-                .unwrap()
-                .is_empty(),
-            "another app's job of the same id is another job"
-        );
+                .unwrap();
+            let since = crate::domain::timestamp(h(3));
+            let points = store
+                .phase_points(&[("app", "a"), ("app", "b"), ("app", "none")], &since)
+                .await
+                .unwrap();
+            let got: Vec<(&str, &str)> = points
+                .iter()
+                .map(|p| (p.job_id.as_str(), p.to_state.as_str()))
+                .collect();
+            // The phase at `since` (the last change before it), then every change after it.
+            assert_eq!(got, [("a", "RUNNING"), ("a", "STOPPED"), ("b", "RUNNING")]);
 
-        // Alerts: newest first with their deliveries, page by page.
-        alert(&store, "al-1", h(1), ids[1], None, &[("hook", "sent")]).await;
-        alert(
-            &store,
-            "al-2",
-            h(5),
-            ids[2],
-            None,
-            &[("hook", "dead"), ("mail", "pending")],
-        )
-        .await;
-        let page = store.alerts_page(None, 1).await.unwrap();
-        assert_eq!(page[0].id, "al-2");
-        let states: Vec<&str> = page[0]
-            .deliveries
-            .iter()
-            .map(|d| d.state.as_str())
-            .collect();
-        assert_eq!(states, ["dead", "pending"]);
-        let next = store
-            .alerts_page(Some((&page[0].created_at, &page[0].id)), 5)
-            .await
-            .unwrap();
-        assert_eq!(next.len(), 1);
-        assert_eq!(next[0].id, "al-1");
-        assert_eq!(next[0].deliveries[0].channel, "hook");
-        assert_eq!(store.open_episodes_count().await.unwrap(), 0);
+            let phases = store.job_phases().await.unwrap();
+            assert_eq!(phases.len(), 2);
+
+            // Two at a time, newest first, following the cursor to the end.
+            let first = store.job_transitions("app", "a", None, 2).await.unwrap();
+            assert_eq!(
+                first
+                    .iter()
+                    .map(|t| t.to_state.as_str())
+                    .collect::<Vec<_>>(),
+                ["STOPPED", "RUNNING"]
+            );
+            let last = first.last().unwrap();
+            let rest = store
+                .job_transitions("app", "a", Some((&last.observed_at, last.id)), 2)
+                .await
+                .unwrap();
+            assert_eq!(rest.len(), 1);
+            assert_eq!(rest[0].to_state, "INIT");
+            assert!(
+                store
+                    .job_transitions("other-app", "a", None, 10)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "another app's job of the same id is another job"
+            );
+
+            // Alerts: newest first with their deliveries, page by page.
+            alert(&store, "al-1", h(1), ids[1], None, &[("hook", "sent")]).await;
+            alert(
+                &store,
+                "al-2",
+                h(5),
+                ids[2],
+                None,
+                &[("hook", "dead"), ("mail", "pending")],
+            )
+            .await;
+            let page = store.alerts_page(None, 1).await.unwrap();
+            assert_eq!(page[0].id, "al-2");
+            let states: Vec<&str> = page[0]
+                .deliveries
+                .iter()
+                .map(|d| d.state.as_str())
+                .collect();
+            assert_eq!(states, ["dead", "pending"]);
+            let next = store
+                .alerts_page(Some((&page[0].created_at, &page[0].id)), 5)
+                .await
+                .unwrap();
+            assert_eq!(next.len(), 1);
+            assert_eq!(next[0].id, "al-1");
+            assert_eq!(next[0].deliveries[0].channel, "hook");
+            assert_eq!(store.open_episodes_count().await.unwrap(), 0);
+        }
     }
 }

@@ -23,15 +23,16 @@ const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Alerts older than the cutoff whose deliveries are all finished (sent or dead) or that have
 /// none. Used twice in one transaction (deliveries, then the alerts): nothing else writes in
-/// between and the order is fixed, so both statements pick the same alerts. `+d.state` keeps
-/// SQLite on the deliveries' primary key (this alert's few rows) rather than walking every
-/// pending delivery in `deliveries_due` for each alert.
+/// between and the order is fixed, so both statements pick the same alerts. `d.state || ''`
+/// (SQLite's other spelling of `+d.state`, which PostgreSQL also reads) keeps SQLite on the
+/// deliveries' primary key (this alert's few rows) rather than walking every pending delivery
+/// in `deliveries_due` for each alert.
 macro_rules! prunable_alerts {
     () => {
         "SELECT id FROM alerts a
-         WHERE created_at < ?1
-           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND +d.state = 'pending')
-         ORDER BY created_at LIMIT ?2"
+         WHERE created_at < $1
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state || '' = 'pending')
+         ORDER BY created_at LIMIT $2"
     };
 }
 
@@ -44,20 +45,20 @@ pub(super) const PRUNE_ALERTS: &[&str] = &[
     concat!("DELETE FROM alerts WHERE id IN (", prunable_alerts!(), ")"),
 ];
 pub(super) const PRUNE_EPISODES: &[&str] = &["DELETE FROM episodes WHERE id IN
-     (SELECT id FROM episodes WHERE resolved_at < ?1 ORDER BY resolved_at LIMIT ?2)"];
+     (SELECT id FROM episodes WHERE resolved_at < $1 ORDER BY resolved_at LIMIT $2)"];
 pub(super) const PRUNE_TRANSITIONS: &[&str] = &["DELETE FROM transitions WHERE id IN
-     (SELECT id FROM transitions WHERE observed_at < ?1 ORDER BY observed_at LIMIT ?2)"];
+     (SELECT id FROM transitions WHERE observed_at < $1 ORDER BY observed_at LIMIT $2)"];
 
 /// Record-callback events with their relayed copies (`forwards`, which keep each body): a
 /// forward still pending keeps its event. By id, not `received_at`: ids grow with time, so the
 /// oldest rows are at the front of the primary key and no index on the time is needed.
 pub(super) const PRUNE_CALLBACKS: &[&str] = &[
     "DELETE FROM forwards WHERE state != 'pending' AND event_id IN
-     (SELECT id FROM callback_events WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
+     (SELECT id FROM callback_events WHERE received_at < $1 ORDER BY id LIMIT $2)",
     "DELETE FROM callback_events WHERE id IN
-     (SELECT e.id FROM callback_events e WHERE e.received_at < ?1
+     (SELECT e.id FROM callback_events e WHERE e.received_at < $1
         AND NOT EXISTS (SELECT 1 FROM forwards f WHERE f.event_id = e.id)
-      ORDER BY e.id LIMIT ?2)",
+      ORDER BY e.id LIMIT $2)",
 ];
 
 #[derive(Clone, Copy)]
@@ -160,7 +161,8 @@ impl Store {
         Ok(done)
     }
 
-    /// One batch of a prune: its statements in one short `BEGIN IMMEDIATE` transaction.
+    /// One batch of a prune: its statements in one short write transaction (`BEGIN IMMEDIATE`
+    /// on SQLite).
     /// Returns the rows each statement deleted and how long the write lock was held.
     async fn prune_batch(
         &self,
@@ -172,18 +174,19 @@ impl Store {
         let locked = std::time::Instant::now();
         let mut counts = Vec::with_capacity(statements.len());
         for &sql in statements {
-            let done = sqlx::query(sql)
+            let done = on_tx!(tx, |c| sqlx::query(sql)
                 .bind(cutoff)
                 .bind(batch)
-                .execute(tx.conn())
+                .execute(c)
                 .await
-                .with_context(|| {
-                    format!(
-                        "pruning: {}",
-                        sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-                    )
-                })?;
-            counts.push(done.rows_affected());
+                .map(|done| done.rows_affected()))
+            .with_context(|| {
+                format!(
+                    "pruning: {}",
+                    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                )
+            })?;
+            counts.push(done);
         }
         tx.commit().await?;
         Ok((counts, locked.elapsed()))
@@ -192,236 +195,217 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{alert, count, episode, record};
+    use super::super::test_support::{alert, column, count, episode, exec, record};
     use super::*;
+    use crate::store::test_support::both_backends;
 
-    #[tokio::test]
-    async fn prune_removes_old_alerts_deliveries_closed_episodes_and_transitions_in_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
-        let now = Utc::now();
-        let old = now - chrono::Duration::days(100);
-        let recent = now - chrono::Duration::days(1);
-        let cutoff = now - chrono::Duration::days(90);
+    both_backends! {
+        async fn prune_removes_old_alerts_deliveries_closed_episodes_and_transitions_in_batches(store: Store) {
+            let now = Utc::now();
+            let old = now - chrono::Duration::days(100);
+            let recent = now - chrono::Duration::days(1);
+            let cutoff = now - chrono::Duration::days(90);
 
-        // 7 old transitions (one job flipping), 2 recent ones.
-        let mut t = Vec::new();
-        let mut from: Option<&str> = None;
-        for i in 0..9 {
-            let to = if i % 2 == 0 { "RUNNING" } else { "STOPPED" };
-            let at = if i < 7 {
-                old + chrono::Duration::minutes(i)
-            } else {
-                recent
-            };
-            t.push(store.record(&[record("j", at, from, to)]).await.unwrap()[0].unwrap());
-            from = Some(to);
-        }
-        // 5 episodes closed long ago, one still open since long ago, one closed recently.
-        let mut closed = Vec::new();
-        for i in 0..5 {
-            closed.push(
-                episode(
+            // 7 old transitions (one job flipping), 2 recent ones.
+            let mut t = Vec::new();
+            let mut from: Option<&str> = None;
+            for i in 0..9 {
+                let to = if i % 2 == 0 { "RUNNING" } else { "STOPPED" };
+                let at = if i < 7 {
+                    old + chrono::Duration::minutes(i)
+                } else {
+                    recent
+                };
+                t.push(store.record(&[record("j", at, from, to)]).await.unwrap()[0].unwrap());
+                from = Some(to);
+            }
+            // 5 episodes closed long ago, one still open since long ago, one closed recently.
+            let mut closed = Vec::new();
+            for i in 0..5 {
+                closed.push(
+                    episode(
+                        &store,
+                        &format!("e{i}"),
+                        old,
+                        Some(old + chrono::Duration::hours(1)),
+                    )
+                    .await,
+                );
+            }
+            let open = episode(&store, "open", old, None).await;
+            let closed_recently = episode(&store, "recent", old, Some(recent)).await;
+
+            // Old alerts whose deliveries are finished (sent or dead), or that had no channel.
+            for i in 0..6 {
+                let (tr, ep) = if i % 2 == 0 {
+                    (Some(t[i]), None)
+                } else {
+                    (None, Some(closed[i % 5]))
+                };
+                alert(
                     &store,
-                    &format!("e{i}"),
+                    &format!("done-{i}"),
                     old,
-                    Some(old + chrono::Duration::hours(1)),
+                    tr,
+                    ep,
+                    &[("hook", "sent"), ("mail", "dead")],
                 )
-                .await,
-            );
-        }
-        let open = episode(&store, "open", old, None).await;
-        let closed_recently = episode(&store, "recent", old, Some(recent)).await;
-
-        // Old alerts whose deliveries are finished (sent or dead), or that had no channel.
-        for i in 0..6 {
-            let (tr, ep) = if i % 2 == 0 {
-                (Some(t[i]), None)
-            } else {
-                (None, Some(closed[i % 5]))
-            };
+                .await;
+            }
+            alert(&store, "no-channel", old, Some(t[6]), None, &[]).await;
+            // Old alerts not yet delivered everywhere: kept, with all their deliveries.
             alert(
                 &store,
-                &format!("done-{i}"),
+                "pending-1",
                 old,
-                tr,
-                ep,
-                &[("hook", "sent"), ("mail", "dead")],
+                Some(t[0]),
+                None,
+                &[("hook", "pending"), ("mail", "sent")],
             )
             .await;
-        }
-        alert(&store, "no-channel", old, Some(t[6]), None, &[]).await;
-        // Old alerts not yet delivered everywhere: kept, with all their deliveries.
-        alert(
-            &store,
-            "pending-1",
-            old,
-            Some(t[0]),
-            None,
-            &[("hook", "pending"), ("mail", "sent")],
-        )
-        .await;
-        alert(
-            &store,
-            "pending-2",
-            old,
-            None,
-            Some(open),
-            &[("mail", "pending")],
-        )
-        .await;
-        // Recent ones: kept.
-        alert(
-            &store,
-            "recent",
-            recent,
-            Some(t[8]),
-            None,
-            &[("hook", "sent")],
-        )
-        .await;
-
-        let (_, never) = watch::channel(false);
-        let pruned = store.prune(cutoff, 2, &never).await.unwrap();
-        assert_eq!(
-            (
-                pruned.alerts,
-                pruned.deliveries,
-                pruned.episodes,
-                pruned.transitions
-            ),
-            (7, 12, 5, 7),
-            "{pruned:?}"
-        );
-        // Batches of 2: alerts 2+2+2+1, episodes 2+2+1, transitions 2+2+2+1, and one that finds
-        // no run-time watch-list entry to retire, and one that finds no callback event.
-        assert_eq!(pruned.batches, 4 + 3 + 4 + 1 + 1, "{pruned:?}");
-        assert!(!pruned.stopped);
-        assert_eq!(pruned.rows(), 31);
-
-        let alerts: Vec<String> = sqlx::query_scalar("SELECT id FROM alerts ORDER BY id")
-            .fetch_all(store.reader())
-            .await
-            .unwrap();
-        assert_eq!(alerts, ["pending-1", "pending-2", "recent"]);
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM deliveries").await, 4);
-        assert_eq!(
-            count(
+            alert(
                 &store,
-                "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"
+                "pending-2",
+                old,
+                None,
+                Some(open),
+                &[("mail", "pending")],
             )
-            .await,
-            2
-        );
-        let episodes: Vec<i64> = sqlx::query_scalar("SELECT id FROM episodes ORDER BY id")
-            .fetch_all(store.reader())
-            .await
-            .unwrap();
-        assert_eq!(episodes, [open, closed_recently]);
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM transitions").await, 2);
-        // A kept alert whose transition was pruned keeps its frozen payload, the link is NULL.
-        let link: Option<i64> =
-            sqlx::query_scalar("SELECT transition_id FROM alerts WHERE id = 'pending-1'")
-                .fetch_one(store.reader())
-                .await
-                .unwrap();
-        assert_eq!(link, None);
-        // The job's own row is not history: it stays.
-        assert!(
-            store
-                .jobs()
-                .await
-                .unwrap()
-                .contains_key(&crate::domain::JobKey::new("app", "j"))
-        );
+            .await;
+            // Recent ones: kept.
+            alert(
+                &store,
+                "recent",
+                recent,
+                Some(t[8]),
+                None,
+                &[("hook", "sent")],
+            )
+            .await;
 
-        // Nothing left to do: one empty batch per table.
-        let again = store.prune(cutoff, 2, &never).await.unwrap();
-        assert_eq!((again.rows(), again.batches), (0, 5));
+            let (_, never) = watch::channel(false);
+            let pruned = store.prune(cutoff, 2, &never).await.unwrap();
+            assert_eq!(
+                (
+                    pruned.alerts,
+                    pruned.deliveries,
+                    pruned.episodes,
+                    pruned.transitions
+                ),
+                (7, 12, 5, 7),
+                "{pruned:?}"
+            );
+            // Batches of 2: alerts 2+2+2+1, episodes 2+2+1, transitions 2+2+2+1, and one that finds
+            // no run-time watch-list entry to retire, and one that finds no callback event.
+            assert_eq!(pruned.batches, 4 + 3 + 4 + 1 + 1, "{pruned:?}");
+            assert!(!pruned.stopped);
+            assert_eq!(pruned.rows(), 31);
 
-        // Once its last delivery is over, an old alert goes at the next prune.
-        sqlx::query("UPDATE deliveries SET state = 'sent' WHERE alert_id = 'pending-2'")
-            .execute(store.writer())
-            .await
-            .unwrap();
-        let later = store.prune(cutoff, 2, &never).await.unwrap();
-        assert_eq!((later.alerts, later.deliveries), (1, 1));
-    }
-
-    #[tokio::test]
-    async fn a_prune_stops_between_batches_at_shutdown() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
-        let old = Utc::now() - chrono::Duration::days(100);
-        store
-            .record(&[record("j", old, None, "RUNNING")])
-            .await
-            .unwrap();
-        let (stop, stopping) = watch::channel(false);
-        stop.send(true).unwrap();
-        let pruned = store.prune(Utc::now(), 2, &stopping).await.unwrap();
-        assert!(pruned.stopped);
-        assert_eq!((pruned.batches, pruned.rows()), (0, 0));
-        assert_eq!(
-            count(&store, "SELECT COUNT(*) FROM transitions").await,
-            1,
-            "left for the next run"
-        );
-    }
-
-    /// Old callback events go with their finished forwards; an old event whose forward is
-    /// still pending stays (the relay is not lost), and recent events stay.
-    #[tokio::test]
-    async fn prune_removes_old_callback_events_with_their_finished_forwards() {
-        use recwatch_rtc::callback::RecordEvent;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
-        let now = Utc::now();
-        let old = timestamp(now - chrono::Duration::days(100));
-        let recent = timestamp(now - chrono::Duration::days(1));
-        let cutoff = now - chrono::Duration::days(90);
-        // (job, received, forwarded, forward's state after)
-        let rows = [
-            ("old-plain", &old, false, None),
-            ("old-sent", &old, true, Some("sent")),
-            ("old-dead", &old, true, Some("dead")),
-            ("old-pending", &old, true, Some("pending")),
-            ("recent", &recent, true, Some("sent")),
-        ];
-        for (job, at, forward, _) in rows {
-            let body = format!(r#"{{"event_type":"RECORD_NEW_FILE_START","job_id":"{job}"}}"#);
-            let event = RecordEvent::parse(body.as_bytes()).unwrap();
-            store
-                .insert_callback_event("app", &event, job, at, forward.then_some(body.as_bytes()))
-                .await
-                .unwrap();
-        }
-        for (job, _, _, state) in rows {
-            if let Some(state) = state {
-                sqlx::query(
-                    "UPDATE forwards SET state = ? WHERE event_id =
-                     (SELECT id FROM callback_events WHERE job_id = ?)",
+            let alerts: Vec<String> = column(&store, "SELECT id FROM alerts ORDER BY id").await;
+            assert_eq!(alerts, ["pending-1", "pending-2", "recent"]);
+            assert_eq!(count(&store, "SELECT COUNT(*) FROM deliveries").await, 4);
+            assert_eq!(
+                count(
+                    &store,
+                    "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"
                 )
-                .bind(state)
-                .bind(job)
-                .execute(store.writer())
-                .await
-                .unwrap();
-            }
+                .await,
+                2
+            );
+            let episodes: Vec<i64> = column(&store, "SELECT id FROM episodes ORDER BY id").await;
+            assert_eq!(episodes, [open, closed_recently]);
+            assert_eq!(count(&store, "SELECT COUNT(*) FROM transitions").await, 2);
+            // A kept alert whose transition was pruned keeps its frozen payload, the link is NULL.
+            let link: Vec<Option<i64>> =
+                column(&store, "SELECT transition_id FROM alerts WHERE id = 'pending-1'").await;
+            assert_eq!(link, [None]);
+            // The job's own row is not history: it stays.
+            assert!(
+                store
+                    .jobs()
+                    .await
+                    .unwrap()
+                    .contains_key(&crate::domain::JobKey::new("app", "j"))
+            );
+
+            // Nothing left to do: one empty batch per table.
+            let again = store.prune(cutoff, 2, &never).await.unwrap();
+            assert_eq!((again.rows(), again.batches), (0, 5));
+
+            // Once its last delivery is over, an old alert goes at the next prune.
+            exec(&store, "UPDATE deliveries SET state = 'sent' WHERE alert_id = 'pending-2'").await;
+            let later = store.prune(cutoff, 2, &never).await.unwrap();
+            assert_eq!((later.alerts, later.deliveries), (1, 1));
         }
-        let (_tx, never) = watch::channel(false);
-        let p = store.prune(cutoff, 1, &never).await.unwrap();
-        assert_eq!((p.callback_events, p.forwards), (3, 2), "{p:?}");
-        let left: Vec<String> =
-            sqlx::query_scalar("SELECT job_id FROM callback_events ORDER BY job_id")
-                .fetch_all(store.reader())
+    }
+
+    both_backends! {
+        async fn a_prune_stops_between_batches_at_shutdown(store: Store) {
+            let old = Utc::now() - chrono::Duration::days(100);
+            store
+                .record(&[record("j", old, None, "RUNNING")])
                 .await
                 .unwrap();
-        assert_eq!(left, ["old-pending", "recent"]);
-        let forwards: i64 = sqlx::query_scalar("SELECT count(*) FROM forwards")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
-        assert_eq!(forwards, 2, "the pending one and the recent one");
+            let (stop, stopping) = watch::channel(false);
+            stop.send(true).unwrap();
+            let pruned = store.prune(Utc::now(), 2, &stopping).await.unwrap();
+            assert!(pruned.stopped);
+            assert_eq!((pruned.batches, pruned.rows()), (0, 0));
+            assert_eq!(
+                count(&store, "SELECT COUNT(*) FROM transitions").await,
+                1,
+                "left for the next run"
+            );
+        }
+    }
+
+    both_backends! {
+        /// Old callback events go with their finished forwards; an old event whose forward is
+        /// still pending stays (the relay is not lost), and recent events stay.
+        async fn prune_removes_old_callback_events_with_their_finished_forwards(store: Store) {
+            use recwatch_rtc::callback::RecordEvent;
+            let now = Utc::now();
+            let old = timestamp(now - chrono::Duration::days(100));
+            let recent = timestamp(now - chrono::Duration::days(1));
+            let cutoff = now - chrono::Duration::days(90);
+            // (job, received, forwarded, forward's state after)
+            let rows = [
+                ("old-plain", &old, false, None),
+                ("old-sent", &old, true, Some("sent")),
+                ("old-dead", &old, true, Some("dead")),
+                ("old-pending", &old, true, Some("pending")),
+                ("recent", &recent, true, Some("sent")),
+            ];
+            for (job, at, forward, _) in rows {
+                let body = format!(r#"{{"event_type":"RECORD_NEW_FILE_START","job_id":"{job}"}}"#);
+                let event = RecordEvent::parse(body.as_bytes()).unwrap();
+                store
+                    .insert_callback_event("app", &event, job, at, forward.then_some(body.as_bytes()))
+                    .await
+                    .unwrap();
+            }
+            for (job, _, _, state) in rows {
+                if let Some(state) = state {
+                    on_write!(store, |db| sqlx::query(
+                        "UPDATE forwards SET state = $1 WHERE event_id =
+                         (SELECT id FROM callback_events WHERE job_id = $2)",
+                    )
+                    .bind(state)
+                    .bind(job)
+                    .execute(db)
+                    .await
+                    .map(|_| ()))
+                    .unwrap();
+                }
+            }
+            let (_tx, never) = watch::channel(false);
+            let p = store.prune(cutoff, 1, &never).await.unwrap();
+            assert_eq!((p.callback_events, p.forwards), (3, 2), "{p:?}");
+            let left: Vec<String> =
+                column(&store, "SELECT job_id FROM callback_events ORDER BY job_id").await;
+            assert_eq!(left, ["old-pending", "recent"]);
+            let forwards = count(&store, "SELECT count(*) FROM forwards").await;
+            assert_eq!(forwards, 2, "the pending one and the recent one");
+        }
     }
 }

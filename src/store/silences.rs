@@ -125,9 +125,10 @@ impl Store {
         s: &NewSilence,
         now: DateTime<Utc>,
     ) -> Result<Silence, StoreError> {
-        sqlx::query(
+        on_write!(self, |db| {
+            sqlx::query(
             "INSERT INTO silences (id, app_id, job_id, rule, starts_at, ends_at, comment, author, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(id)
         .bind(&s.matchers.app_id)
@@ -138,8 +139,10 @@ impl Store {
         .bind(&s.comment)
         .bind(&s.author)
         .bind(timestamp(now))
-        .execute(&self.write)
-        .await?;
+        .execute(db)
+        .await
+        .map(|_| ())
+        })?;
         Ok(self
             .silence(id)
             .await?
@@ -147,10 +150,13 @@ impl Store {
     }
 
     pub async fn silence(&self, id: &str) -> Result<Option<Silence>, StoreError> {
-        let row = sqlx::query_as::<_, SilenceRow>(concat!(select!(), " WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = on_read!(self, |db| sqlx::query_as::<_, SilenceRow>(concat!(
+            select!(),
+            " WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(db)
+        .await)?;
         Ok(row.map(SilenceRow::into_silence))
     }
 
@@ -161,14 +167,14 @@ impl Store {
         all: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<Silence>, StoreError> {
-        let rows = sqlx::query_as::<_, SilenceRow>(concat!(
+        let rows = on_read!(self, |db| sqlx::query_as::<_, SilenceRow>(concat!(
             select!(),
-            " WHERE ?1 OR ends_at > ?2 ORDER BY starts_at, id"
+            " WHERE $1 = 1 OR ends_at > $2 ORDER BY starts_at, id"
         ))
-        .bind(all)
+        .bind(all as i64)
         .bind(timestamp(now))
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(db)
+        .await)?;
         Ok(rows.into_iter().map(SilenceRow::into_silence).collect())
     }
 
@@ -180,49 +186,54 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Expired, StoreError> {
         let at = timestamp(now);
-        let done = sqlx::query(
-            "UPDATE silences SET ends_at = ?2, starts_at = MIN(starts_at, ?2)
-             WHERE id = ?1 AND ends_at > ?2",
-        )
+        let changed = on_write!(self, |db, d| sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE silences SET ends_at = $2, starts_at = {}(starts_at, $2)
+             WHERE id = $1 AND ends_at > $2",
+            d.least()
+        )))
         .bind(id)
         .bind(&at)
-        .execute(&self.write)
-        .await?;
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(match self.silence(id).await? {
             None => Expired::NotFound,
-            Some(s) if done.rows_affected() == 1 => Expired::Now(s),
+            Some(s) if changed == 1 => Expired::Now(s),
             Some(s) => Expired::Already(s),
         })
     }
 
     /// How many silences are active at `now`, for `/metrics`.
     pub async fn active_silences(&self, now: DateTime<Utc>) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM silences WHERE ends_at > ?1 AND starts_at <= ?1",
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM silences WHERE ends_at > $1 AND starts_at <= $1",
         )
         .bind(timestamp(now))
-        .fetch_one(&self.read)
-        .await?)
+        .fetch_one(db)
+        .await)?)
     }
 
     /// Every delivery held back now, oldest alert first.
     pub async fn held_deliveries(&self) -> Result<Vec<HeldRow>, StoreError> {
-        Ok(sqlx::query_as::<_, HeldRow>(
+        Ok(on_read!(self, |db| {
+            sqlx::query_as::<_, HeldRow>(
             "SELECT d.alert_id, d.channel, d.held_by, a.app_id, a.job_id, a.rule, a.status,
                     a.rowid AS \"order\", a.transition_id, a.episode_id,
                     (SELECT MAX(t.id) FROM transitions t
                       WHERE t.job_id = a.job_id AND t.app_id = a.app_id) AS latest_transition,
-                    (SELECT e.resolved_at IS NULL FROM episodes e WHERE e.id = a.episode_id) AS episode_open,
-                    EXISTS (SELECT 1 FROM alerts p JOIN deliveries pd ON pd.alert_id = p.id
+                    (SELECT CAST(CASE WHEN e.resolved_at IS NULL THEN 1 ELSE 0 END AS BIGINT)
+                       FROM episodes e WHERE e.id = a.episode_id) AS episode_open,
+                    CAST(CASE WHEN EXISTS (SELECT 1 FROM alerts p JOIN deliveries pd ON pd.alert_id = p.id
                             WHERE a.episode_id IS NOT NULL AND p.episode_id = a.episode_id
                               AND p.rowid < a.rowid AND pd.channel = d.channel
-                              AND pd.state = 'sent') AS earlier_sent
+                              AND pd.state = 'sent') THEN 1 ELSE 0 END AS BIGINT) AS earlier_sent
              FROM deliveries d JOIN alerts a ON a.id = d.alert_id
              WHERE d.held_by IS NOT NULL
              ORDER BY a.rowid, d.channel",
         )
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await
+        })?)
     }
 
     /// Holds a pending delivery back: `silenced`, held by `by`. Returns true when this is
@@ -234,23 +245,27 @@ impl Store {
         by: &HeldBy,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let held = sqlx::query(
-            "UPDATE deliveries SET state = 'silenced', held_by = ?
-             WHERE alert_id = ? AND channel = ? AND state = 'pending'",
-        )
-        .bind(by.as_str())
-        .bind(alert_id)
-        .bind(channel)
-        .execute(tx.conn())
-        .await?;
-        let first =
-            sqlx::query("UPDATE alerts SET silenced_by = ? WHERE id = ? AND silenced_by IS NULL")
-                .bind(by.as_str())
-                .bind(alert_id)
-                .execute(tx.conn())
-                .await?;
+        let (held, first) = on_tx!(tx, |c| {
+            let held = sqlx::query(
+                "UPDATE deliveries SET state = 'silenced', held_by = $1
+                 WHERE alert_id = $2 AND channel = $3 AND state = 'pending'",
+            )
+            .bind(by.as_str())
+            .bind(alert_id)
+            .bind(channel)
+            .execute(&mut *c)
+            .await?;
+            let first = sqlx::query(
+                "UPDATE alerts SET silenced_by = $1 WHERE id = $2 AND silenced_by IS NULL",
+            )
+            .bind(by.as_str())
+            .bind(alert_id)
+            .execute(&mut *c)
+            .await?;
+            (held.rows_affected(), first.rows_affected())
+        });
         tx.commit().await?;
-        Ok(held.rows_affected() == 1 && first.rows_affected() == 1)
+        Ok(held == 1 && first == 1)
     }
 
     /// Settles deliveries whose hold ended: `Send` puts one back in the queue, due at `now`,
@@ -265,30 +280,30 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let (mut sent, mut dropped) = (0, 0);
         for (row, what) in settled {
-            let q = match what {
-                AfterHold::Send => {
-                    sent += 1;
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'pending', held_by = NULL, next_attempt_at = ?,
-                                created_at = ?, last_error = NULL
-                         WHERE alert_id = ? AND channel = ? AND held_by IS NOT NULL",
+            match what {
+                AfterHold::Send => sent += 1,
+                AfterHold::Drop(_) => dropped += 1,
+            }
+            on_tx!(tx, |c| {
+                let q = match what {
+                    AfterHold::Send => sqlx::query(
+                        "UPDATE deliveries SET state = 'pending', held_by = NULL, next_attempt_at = $1,
+                                created_at = $1, last_error = NULL
+                         WHERE alert_id = $2 AND channel = $3 AND held_by IS NOT NULL",
                     )
-                    .bind(&at)
-                    .bind(&at)
-                }
-                AfterHold::Drop(why) => {
-                    dropped += 1;
-                    sqlx::query(
-                        "UPDATE deliveries SET held_by = NULL, last_error = ?
-                         WHERE alert_id = ? AND channel = ? AND held_by IS NOT NULL",
+                    .bind(&at),
+                    AfterHold::Drop(why) => sqlx::query(
+                        "UPDATE deliveries SET held_by = NULL, last_error = $1
+                         WHERE alert_id = $2 AND channel = $3 AND held_by IS NOT NULL",
                     )
-                    .bind(format!("not sent: {why} (held by {})", row.held_by))
-                }
-            };
-            q.bind(&row.alert_id)
-                .bind(&row.channel)
-                .execute(tx.conn())
-                .await?;
+                    .bind(format!("not sent: {why} (held by {})", row.held_by)),
+                };
+                q.bind(&row.alert_id)
+                    .bind(&row.channel)
+                    .execute(c)
+                    .await
+                    .map(|_| ())
+            })?;
         }
         tx.commit().await?;
         Ok((sent, dropped))
@@ -299,67 +314,67 @@ impl Store {
 mod tests {
     use super::*;
     use crate::domain::{SilenceEnd, SilenceStatus};
+    use crate::store::test_support::both_backends;
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
     }
 
-    #[tokio::test]
-    async fn silences_are_added_listed_and_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        let now = t("2026-01-01T10:00:00Z");
-        let job = Matchers {
-            job_id: Some("j1".into()),
-            rule: Some(Rule::StoppedUnexpectedly),
-            ..Default::default()
-        };
-        let two_hours = SilenceEnd::For(std::time::Duration::from_secs(7200));
-        let new =
-            NewSilence::new(job.clone(), None, two_hours, "deploy", Some("ann"), now).unwrap();
-        let a = store.add_silence("sil_a", &new, now).await.unwrap();
-        assert_eq!(a.matchers, job);
-        assert_eq!(a.ends_at, t("2026-01-01T12:00:00Z"));
-        assert_eq!(a.author.as_deref(), Some("ann"));
-        let later = NewSilence::new(
-            job.clone(),
-            Some(t("2026-01-02T00:00:00Z")),
-            two_hours,
-            "tomorrow",
-            None,
-            now,
-        )
-        .unwrap();
-        store.add_silence("sil_b", &later, now).await.unwrap();
+    both_backends! {
+        async fn silences_are_added_listed_and_expired(store: Store) {
+            let now = t("2026-01-01T10:00:00Z");
+            let job = Matchers {
+                job_id: Some("j1".into()),
+                rule: Some(Rule::StoppedUnexpectedly),
+                ..Default::default()
+            };
+            let two_hours = SilenceEnd::For(std::time::Duration::from_secs(7200));
+            let new =
+                NewSilence::new(job.clone(), None, two_hours, "deploy", Some("ann"), now).unwrap();
+            let a = store.add_silence("sil_a", &new, now).await.unwrap();
+            assert_eq!(a.matchers, job);
+            assert_eq!(a.ends_at, t("2026-01-01T12:00:00Z"));
+            assert_eq!(a.author.as_deref(), Some("ann"));
+            let later = NewSilence::new(
+                job.clone(),
+                Some(t("2026-01-02T00:00:00Z")),
+                two_hours,
+                "tomorrow",
+                None,
+                now,
+            )
+            .unwrap();
+            store.add_silence("sil_b", &later, now).await.unwrap();
 
-        let ids = |v: Vec<Silence>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
-        assert_eq!(
-            ids(store.silences(false, now).await.unwrap()),
-            ["sil_a", "sil_b"]
-        );
-        // After a's end only the pending one is listed, unless all are asked for.
-        let after = t("2026-01-01T13:00:00Z");
-        assert_eq!(ids(store.silences(false, after).await.unwrap()), ["sil_b"]);
-        assert_eq!(
-            ids(store.silences(true, after).await.unwrap()),
-            ["sil_a", "sil_b"]
-        );
+            let ids = |v: Vec<Silence>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+            assert_eq!(
+                ids(store.silences(false, now).await.unwrap()),
+                ["sil_a", "sil_b"]
+            );
+            // After a's end only the pending one is listed, unless all are asked for.
+            let after = t("2026-01-01T13:00:00Z");
+            assert_eq!(ids(store.silences(false, after).await.unwrap()), ["sil_b"]);
+            assert_eq!(
+                ids(store.silences(true, after).await.unwrap()),
+                ["sil_a", "sil_b"]
+            );
 
-        // Expiring a pending silence: it never starts.
-        let soon = t("2026-01-01T11:00:00Z");
-        let Expired::Now(b) = store.expire_silence("sil_b", soon).await.unwrap() else {
-            panic!("sil_b was pending");
-        };
-        assert_eq!((b.starts_at, b.ends_at), (soon, soon));
-        assert_eq!(b.status(soon), SilenceStatus::Expired);
-        assert!(matches!(
-            store.expire_silence("sil_b", soon).await.unwrap(),
-            Expired::Already(_)
-        ));
-        assert_eq!(
-            store.expire_silence("sil_nope", soon).await.unwrap(),
-            Expired::NotFound
-        );
-        assert_eq!(ids(store.silences(false, soon).await.unwrap()), ["sil_a"]);
+            // Expiring a pending silence: it never starts.
+            let soon = t("2026-01-01T11:00:00Z");
+            let Expired::Now(b) = store.expire_silence("sil_b", soon).await.unwrap() else {
+                panic!("sil_b was pending");
+            };
+            assert_eq!((b.starts_at, b.ends_at), (soon, soon));
+            assert_eq!(b.status(soon), SilenceStatus::Expired);
+            assert!(matches!(
+                store.expire_silence("sil_b", soon).await.unwrap(),
+                Expired::Already(_)
+            ));
+            assert_eq!(
+                store.expire_silence("sil_nope", soon).await.unwrap(),
+                Expired::NotFound
+            );
+            assert_eq!(ids(store.silences(false, soon).await.unwrap()), ["sil_a"]);
+        }
     }
 }

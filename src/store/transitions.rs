@@ -46,11 +46,12 @@ impl WriteTx {
         &mut self,
         t: &NewTransition<'_>,
     ) -> Result<i64, StoreError> {
-        let done = sqlx::query(
+        Ok(on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
             "INSERT INTO transitions (app_id, job_id, name, from_state, from_stop_reason, to_state,
                  stop_reason, description, create_time, start_time, stop_time, update_time,
                  observed_at, snapshot, request_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             RETURNING id",
         )
         .bind(&t.record.app_id)
         .bind(&t.record.job_id)
@@ -67,9 +68,8 @@ impl WriteTx {
         .bind(t.at)
         .bind(t.raw)
         .bind(t.request_id)
-        .execute(self.conn())
-        .await?;
-        Ok(done.last_insert_rowid())
+        .fetch_one(c)
+        .await)?)
     }
 }
 
@@ -82,30 +82,32 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<TransitionRow>, StoreError> {
         let since = since.map(timestamp);
-        // Two statements, not `(?1 IS NULL OR job_id = ?1)`: SQLite plans before it sees the
+        // Two statements, not `($1 IS NULL OR job_id = $1)`: SQLite plans before it sees the
         // parameter, so the OR form walks the time index over every job (300 ms on a million
         // rows) instead of seeking transitions_by_job (under a millisecond).
         let query = if job_id.is_some() {
             "SELECT id, app_id, job_id, name, from_state, to_state, stop_reason, description,
                     create_time, start_time, stop_time, update_time, observed_at, request_id
              FROM transitions
-             WHERE job_id = ?1 AND (?2 IS NULL OR observed_at >= ?2)
+             WHERE job_id = $1 AND ($2 IS NULL OR observed_at >= $2)
              ORDER BY observed_at DESC, id DESC
-             LIMIT ?3"
+             LIMIT $3"
         } else {
             "SELECT id, app_id, job_id, name, from_state, to_state, stop_reason, description,
                     create_time, start_time, stop_time, update_time, observed_at, request_id
              FROM transitions
-             WHERE ?1 IS NULL AND (?2 IS NULL OR observed_at >= ?2)
+             WHERE $1 IS NULL AND ($2 IS NULL OR observed_at >= $2)
              ORDER BY observed_at DESC, id DESC
-             LIMIT ?3"
+             LIMIT $3"
         };
-        Ok(sqlx::query_as::<_, TransitionRow>(query)
-            .bind(job_id)
-            .bind(since)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?)
+        Ok(on_read!(self, |db| sqlx::query_as::<_, TransitionRow>(
+            query
+        )
+        .bind(job_id)
+        .bind(&since)
+        .bind(limit)
+        .fetch_all(db)
+        .await)?)
     }
 }
 
@@ -114,61 +116,59 @@ mod tests {
     use super::super::PRUNE_BATCH;
     use super::super::test_support::record;
     use super::*;
+    use crate::store::test_support::both_backends;
     use tokio::sync::watch;
 
-    #[tokio::test]
-    async fn writes_once_filters_history_and_prunes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("a/b/recwatch.db"))
-            .await
-            .unwrap();
-        let old = Utc::now() - chrono::Duration::days(100);
-        let now = Utc::now();
-        let ids = store
-            .record(&[
-                record("j1", old, None, "INIT"),
-                record("j1", now, Some("INIT"), "RUNNING"),
-                record("j2", now, None, "INIT"),
-            ])
-            .await
-            .unwrap();
-        assert!(ids.iter().all(Option::is_some));
-        // The same transition again (a second writer, a replay): the guard refuses it.
-        let again = store
-            .record(&[record("j1", now, Some("INIT"), "RUNNING")])
-            .await
-            .unwrap();
-        assert_eq!(again, vec![None]);
-        assert_eq!(store.history(None, None, 100).await.unwrap().len(), 3);
-        let j1 = store.history(Some("j1"), None, 100).await.unwrap();
-        assert_eq!(
-            j1.iter().map(|t| t.to_state.as_str()).collect::<Vec<_>>(),
-            vec!["RUNNING", "INIT"],
-            "newest first"
-        );
-        assert_eq!(
-            j1[0].request_id.as_deref(),
-            Some("req-j1-RUNNING"),
-            "the request id of the answer that showed it"
-        );
-        let recent = store
-            .history(None, Some(now - chrono::Duration::hours(1)), 100)
-            .await
-            .unwrap();
-        assert_eq!(recent.len(), 2);
-        let (_, never) = watch::channel(false);
-        let pruned = store
-            .prune(now - chrono::Duration::days(90), PRUNE_BATCH, &never)
-            .await
-            .unwrap();
-        assert_eq!(pruned.transitions, 1);
-        assert_eq!(store.history(None, None, 100).await.unwrap().len(), 2);
-        let jobs = store.jobs().await.unwrap();
-        assert_eq!(
-            jobs[&crate::domain::JobKey::new("app", "j1")]
-                .state
-                .as_deref(),
-            Some("RUNNING")
-        );
+    both_backends! {
+        async fn writes_once_filters_history_and_prunes(store: Store) {
+            let old = Utc::now() - chrono::Duration::days(100);
+            let now = Utc::now();
+            let ids = store
+                .record(&[
+                    record("j1", old, None, "INIT"),
+                    record("j1", now, Some("INIT"), "RUNNING"),
+                    record("j2", now, None, "INIT"),
+                ])
+                .await
+                .unwrap();
+            assert!(ids.iter().all(Option::is_some));
+            // The same transition again (a second writer, a replay): the guard refuses it.
+            let again = store
+                .record(&[record("j1", now, Some("INIT"), "RUNNING")])
+                .await
+                .unwrap();
+            assert_eq!(again, vec![None]);
+            assert_eq!(store.history(None, None, 100).await.unwrap().len(), 3);
+            let j1 = store.history(Some("j1"), None, 100).await.unwrap();
+            assert_eq!(
+                j1.iter().map(|t| t.to_state.as_str()).collect::<Vec<_>>(),
+                vec!["RUNNING", "INIT"],
+                "newest first"
+            );
+            assert_eq!(
+                j1[0].request_id.as_deref(),
+                Some("req-j1-RUNNING"),
+                "the request id of the answer that showed it"
+            );
+            let recent = store
+                .history(None, Some(now - chrono::Duration::hours(1)), 100)
+                .await
+                .unwrap();
+            assert_eq!(recent.len(), 2);
+            let (_, never) = watch::channel(false);
+            let pruned = store
+                .prune(now - chrono::Duration::days(90), PRUNE_BATCH, &never)
+                .await
+                .unwrap();
+            assert_eq!(pruned.transitions, 1);
+            assert_eq!(store.history(None, None, 100).await.unwrap().len(), 2);
+            let jobs = store.jobs().await.unwrap();
+            assert_eq!(
+                jobs[&crate::domain::JobKey::new("app", "j1")]
+                    .state
+                    .as_deref(),
+                Some("RUNNING")
+            );
+        }
     }
 }

@@ -41,10 +41,10 @@ const COLUMNS: &str = "SELECT app_id, job_id, name, kind, notify, source, added_
 /// before the cutoff. A RUNNING (or INIT) job is never retired however old its entry.
 pub(super) const RETIRE_WATCHED: &[&str] = &["DELETE FROM watchlist WHERE rowid IN
      (SELECT w.rowid FROM watchlist w LEFT JOIN jobs j ON j.app_id = w.app_id AND j.job_id = w.job_id
-      WHERE w.added_at < ?1
+      WHERE w.added_at < $1
         AND (j.state IS NULL OR j.state = 'STOPPED')
-        AND coalesce(j.last_changed_at, w.added_at) < ?1
-      LIMIT ?2)"];
+        AND coalesce(j.last_changed_at, w.added_at) < $1
+      LIMIT $2)"];
 
 impl Store {
     /// Adds `job` to the run-time list; false (and nothing changed) when it is already there,
@@ -54,7 +54,7 @@ impl Store {
             .notify
             .as_ref()
             .map(|n| serde_json::to_string(n).expect("strings serialize"));
-        let done = sqlx::query(
+        let done = on_write!(self, |db| sqlx::query(
             "INSERT INTO watchlist (app_id, job_id, name, kind, notify, source, added_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app_id, job_id) DO NOTHING",
         )
@@ -62,53 +62,59 @@ impl Store {
         .bind(&job.key.job_id)
         .bind(&job.name)
         .bind(job.kind.as_str())
-        .bind(notify)
+        .bind(&notify)
         .bind(job.source.as_str())
         .bind(&job.added_at)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(done == 1)
     }
 
     /// Removes a job from the run-time list; false when it was not there.
     pub async fn unwatch_job(&self, key: &JobKey) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM watchlist WHERE app_id = ? AND job_id = ?")
-            .bind(&key.app_id)
-            .bind(&key.job_id)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let done = on_write!(self, |db| sqlx::query(
+            "DELETE FROM watchlist WHERE app_id = $1 AND job_id = $2"
+        )
+        .bind(&key.app_id)
+        .bind(&key.job_id)
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(done == 1)
     }
 
     /// The whole run-time list, in (app_id, job_id) order.
     pub async fn watched_jobs(&self) -> Result<Vec<RuntimeJob>, StoreError> {
-        let rows = sqlx::query_as::<_, WatchRow>(sqlx::AssertSqlSafe(format!(
-            "{COLUMNS} ORDER BY app_id, job_id"
-        )))
-        .fetch_all(&self.read)
-        .await?;
+        let sql = format!("{COLUMNS} ORDER BY app_id, job_id");
+        let rows = on_read!(self, |db| sqlx::query_as::<_, WatchRow>(
+            sqlx::AssertSqlSafe(sql.as_str())
+        )
+        .fetch_all(db)
+        .await)?;
         Ok(rows.into_iter().map(WatchRow::into_job).collect())
     }
 
     /// One entry of the run-time list.
     pub async fn watched_job(&self, key: &JobKey) -> Result<Option<RuntimeJob>, StoreError> {
-        let row = sqlx::query_as::<_, WatchRow>(sqlx::AssertSqlSafe(format!(
-            "{COLUMNS} WHERE app_id = ? AND job_id = ?"
-        )))
+        let sql = format!("{COLUMNS} WHERE app_id = $1 AND job_id = $2");
+        let row = on_read!(self, |db| sqlx::query_as::<_, WatchRow>(
+            sqlx::AssertSqlSafe(sql.as_str())
+        )
         .bind(&key.app_id)
         .bind(&key.job_id)
-        .fetch_optional(&self.read)
-        .await?;
+        .fetch_optional(db)
+        .await)?;
         Ok(row.map(WatchRow::into_job))
     }
 
     /// A number that changes whenever the run-time list does, whoever changed it.
     pub async fn watchlist_version(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT version FROM watchlist_version WHERE id = 1")
-                .fetch_one(&self.read)
-                .await?,
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+            "SELECT version FROM watchlist_version WHERE id = 1"
         )
+        .fetch_one(db)
+        .await)?)
     }
 }
 
@@ -117,6 +123,7 @@ mod tests {
     use super::super::test_support::record;
     use super::*;
     use crate::domain::timestamp;
+    use crate::store::test_support::both_backends;
     use chrono::Utc;
 
     fn job(id: &str, source: JobSource, added: chrono::DateTime<Utc>) -> RuntimeJob {
@@ -130,93 +137,90 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn watch_unwatch_and_the_version_moves_with_every_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
-        let v0 = store.watchlist_version().await.unwrap();
-        assert!(store.watched_jobs().await.unwrap().is_empty());
+    both_backends! {
+        async fn watch_unwatch_and_the_version_moves_with_every_change(store: Store) {
+            let v0 = store.watchlist_version().await.unwrap();
+            assert!(store.watched_jobs().await.unwrap().is_empty());
 
-        let b = job("b", JobSource::Api, Utc::now());
-        let mut a = job("a", JobSource::Cli, Utc::now());
-        a.notify = None;
-        assert!(store.watch_job(&b).await.unwrap(), "added");
-        assert!(store.watch_job(&a).await.unwrap(), "added");
-        let v1 = store.watchlist_version().await.unwrap();
-        assert_ne!(v1, v0);
-        assert_eq!(
-            store.watched_jobs().await.unwrap(),
-            vec![a.clone(), b.clone()],
-            "in key order, read back as written (no notify list = every channel)"
-        );
+            let b = job("b", JobSource::Api, Utc::now());
+            let mut a = job("a", JobSource::Cli, Utc::now());
+            a.notify = None;
+            assert!(store.watch_job(&b).await.unwrap(), "added");
+            assert!(store.watch_job(&a).await.unwrap(), "added");
+            let v1 = store.watchlist_version().await.unwrap();
+            assert_ne!(v1, v0);
+            assert_eq!(
+                store.watched_jobs().await.unwrap(),
+                vec![a.clone(), b.clone()],
+                "in key order, read back as written (no notify list = every channel)"
+            );
 
-        // Already there, from another source: nothing changes, the first entry stays.
-        let again = job("b", JobSource::Callback, Utc::now());
-        assert!(!store.watch_job(&again).await.unwrap());
-        assert_eq!(store.watchlist_version().await.unwrap(), v1);
-        assert_eq!(store.watched_job(&b.key).await.unwrap(), Some(b.clone()));
+            // Already there, from another source: nothing changes, the first entry stays.
+            let again = job("b", JobSource::Callback, Utc::now());
+            assert!(!store.watch_job(&again).await.unwrap());
+            assert_eq!(store.watchlist_version().await.unwrap(), v1);
+            assert_eq!(store.watched_job(&b.key).await.unwrap(), Some(b.clone()));
 
-        assert!(store.unwatch_job(&b.key).await.unwrap());
-        assert!(!store.unwatch_job(&b.key).await.unwrap(), "already gone");
-        assert_ne!(store.watchlist_version().await.unwrap(), v1);
-        assert_eq!(store.watched_jobs().await.unwrap(), vec![a]);
-        assert_eq!(store.watched_job(&b.key).await.unwrap(), None);
+            assert!(store.unwatch_job(&b.key).await.unwrap());
+            assert!(!store.unwatch_job(&b.key).await.unwrap(), "already gone");
+            assert_ne!(store.watchlist_version().await.unwrap(), v1);
+            assert_eq!(store.watched_jobs().await.unwrap(), vec![a]);
+            assert_eq!(store.watched_job(&b.key).await.unwrap(), None);
+        }
     }
 
-    #[tokio::test]
-    async fn an_unknown_source_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
-        let j = job("r", JobSource::Other("remediation".into()), Utc::now());
-        store.watch_job(&j).await.unwrap();
-        assert_eq!(
-            store.watched_jobs().await.unwrap()[0].source.as_str(),
-            "remediation"
-        );
+    both_backends! {
+        async fn an_unknown_source_is_kept(store: Store) {
+            let j = job("r", JobSource::Other("remediation".into()), Utc::now());
+            store.watch_job(&j).await.unwrap();
+            assert_eq!(
+                store.watched_jobs().await.unwrap()[0].source.as_str(),
+                "remediation"
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn retention_retires_stopped_and_never_seen_entries_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
-        let now = Utc::now();
-        let old = now - chrono::Duration::days(100);
-        let recent = now - chrono::Duration::days(1);
-        let cutoff = now - chrono::Duration::days(90);
-        for (id, added) in [
-            ("stopped-long-ago", old),
-            ("stopped-recently", old),
-            ("running", old),
-            ("never-seen", old),
-            ("new", recent),
-        ] {
+    both_backends! {
+        async fn retention_retires_stopped_and_never_seen_entries_only(store: Store) {
+            let now = Utc::now();
+            let old = now - chrono::Duration::days(100);
+            let recent = now - chrono::Duration::days(1);
+            let cutoff = now - chrono::Duration::days(90);
+            for (id, added) in [
+                ("stopped-long-ago", old),
+                ("stopped-recently", old),
+                ("running", old),
+                ("never-seen", old),
+                ("new", recent),
+            ] {
+                store
+                    .watch_job(&job(id, JobSource::Api, added))
+                    .await
+                    .unwrap();
+            }
             store
-                .watch_job(&job(id, JobSource::Api, added))
+                .record(&[record("stopped-long-ago", old, None, "STOPPED")])
                 .await
                 .unwrap();
+            store
+                .record(&[record("stopped-recently", recent, None, "STOPPED")])
+                .await
+                .unwrap();
+            store
+                .record(&[record("running", old, None, "RUNNING")])
+                .await
+                .unwrap();
+            let (_, stop) = tokio::sync::watch::channel(false);
+            let pruned = store.prune(cutoff, 1, &stop).await.unwrap();
+            assert_eq!(pruned.watched, 2, "{pruned:?}");
+            let left: Vec<String> = store
+                .watched_jobs()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.key.job_id)
+                .collect();
+            assert_eq!(left, ["new", "running", "stopped-recently"]);
         }
-        store
-            .record(&[record("stopped-long-ago", old, None, "STOPPED")])
-            .await
-            .unwrap();
-        store
-            .record(&[record("stopped-recently", recent, None, "STOPPED")])
-            .await
-            .unwrap();
-        store
-            .record(&[record("running", old, None, "RUNNING")])
-            .await
-            .unwrap();
-        let (_, stop) = tokio::sync::watch::channel(false);
-        let pruned = store.prune(cutoff, 1, &stop).await.unwrap();
-        assert_eq!(pruned.watched, 2, "{pruned:?}");
-        let left: Vec<String> = store
-            .watched_jobs()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|j| j.key.job_id)
-            .collect();
-        assert_eq!(left, ["new", "running", "stopped-recently"]);
     }
 }

@@ -17,6 +17,7 @@ mod metrics;
 mod mix;
 mod notify;
 mod page;
+mod postgres;
 mod push;
 mod robust;
 mod secrets;
@@ -25,4 +26,7 @@ mod shared;
 mod silences;
 mod sim_push;
 mod support;
+/// The tests' throwaway PostgreSQL, shared with the store's unit tests.
+#[path = "../../src/store/test_pg.rs"]
+mod test_pg;
 mod watchlist;
