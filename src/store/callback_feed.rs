@@ -20,14 +20,14 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventHintRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_read!(self, |db| sqlx::query_as::<_, EventHintRow>(
             "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
              WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// Events with an id strictly between `low` and `high`, oldest first, at most `limit`:
@@ -39,33 +39,35 @@ impl Store {
         high: i64,
         limit: i64,
     ) -> Result<Vec<EventHintRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_read!(self, |db| sqlx::query_as::<_, EventHintRow>(
             "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
              WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3",
         )
         .bind(low)
         .bind(high)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// The newest `limit` events, newest first: where a feed starts (those received
     /// recently are hinted again, a takeover's gap included).
     pub async fn latest_callback_hints(&self, limit: i64) -> Result<Vec<EventHintRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(on_read!(self, |db| sqlx::query_as::<_, EventHintRow>(
             "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
              ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// The highest event id, if any event is stored.
     pub async fn max_callback_event_id(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT MAX(id) FROM callback_events")
-            .fetch_one(&self.read)
-            .await?)
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MAX(id) FROM callback_events"
+        )
+        .fetch_one(db)
+        .await)?)
     }
 }

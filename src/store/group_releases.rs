@@ -6,24 +6,25 @@ use super::{Store, StoreError};
 impl Store {
     /// When `channel`'s lane last released a group, RFC 3339, if it ever did.
     pub async fn group_release(&self, channel: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT released_at FROM group_releases WHERE channel = $1")
-                .bind(channel)
-                .fetch_optional(&self.read)
-                .await?,
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, String>(
+            "SELECT released_at FROM group_releases WHERE channel = $1"
         )
+        .bind(channel)
+        .fetch_optional(db)
+        .await)?)
     }
 
     /// Notes that `channel`'s lane released a group at `at`.
     pub async fn set_group_release(&self, channel: &str, at: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        on_write!(self, |db| sqlx::query(
             "INSERT INTO group_releases (channel, released_at) VALUES ($1, $2)
              ON CONFLICT (channel) DO UPDATE SET released_at = excluded.released_at",
         )
         .bind(channel)
         .bind(at)
-        .execute(&self.write)
-        .await?;
+        .execute(db)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 }

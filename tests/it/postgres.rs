@@ -12,6 +12,7 @@ fn job(id: &str) -> RuntimeJob {
     RuntimeJob {
         key: recwatch::domain::JobKey::new("app", id),
         name: None,
+        kind: Default::default(),
         notify: None,
         source: JobSource::parse("cli"),
         added_at: "2026-01-01T00:00:00.000Z".into(),
