@@ -170,6 +170,48 @@ mod tests {
     }
 
     both_backends! {
+        async fn a_mix_job_keeps_its_kind_in_the_list_and_in_its_row(store: Store) {
+            use crate::domain::JobKind;
+            let mix = RuntimeJob {
+                kind: JobKind::Mix,
+                ..job("m", JobSource::Callback, Utc::now())
+            };
+            store.watch_job(&mix).await.unwrap();
+            store
+                .watch_job(&job("i", JobSource::Api, Utc::now()))
+                .await
+                .unwrap();
+            let kinds: Vec<JobKind> = store
+                .watched_jobs()
+                .await
+                .unwrap()
+                .iter()
+                .map(|j| j.kind)
+                .collect();
+            assert_eq!(kinds, [JobKind::Individual, JobKind::Mix]);
+            assert_eq!(store.watched_job(&mix.key).await.unwrap(), Some(mix));
+
+            // The job's row takes the kind its polls carry: a failed poll and an answer alike.
+            let mut polled = crate::store::test_support::record("m", Utc::now(), None, "RUNNING");
+            polled.kind = JobKind::Mix;
+            store.record(&[polled]).await.unwrap();
+            let row = store.job("app", "m").await.unwrap().unwrap();
+            assert_eq!((row.kind.as_str(), row.kind()), ("mix", JobKind::Mix));
+            let failed = crate::domain::PollRecord {
+                job_id: "f".into(),
+                kind: JobKind::Mix,
+                outcome: crate::domain::PollOutcome::Failed {
+                    kind: crate::domain::ErrorKind::Timeout,
+                    error: "timed out".into(),
+                },
+                ..crate::store::test_support::record("f", Utc::now(), None, "RUNNING")
+            };
+            store.record(&[failed]).await.unwrap();
+            assert_eq!(store.job("app", "f").await.unwrap().unwrap().kind(), JobKind::Mix);
+        }
+    }
+
+    both_backends! {
         async fn an_unknown_source_is_kept(store: Store) {
             let j = job("r", JobSource::Other("remediation".into()), Utc::now());
             store.watch_job(&j).await.unwrap();
