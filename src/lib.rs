@@ -17,6 +17,7 @@ pub mod domain;
 pub mod exit;
 pub mod heartbeat;
 pub mod http;
+pub mod leader;
 pub mod metric_catalogue;
 pub mod notify;
 pub mod outbox;

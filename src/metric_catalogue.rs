@@ -139,9 +139,19 @@ pub const METRICS: &[Metric] = &[
         "1 while the api_unhealthy condition is open (credentials refused, or every poll failing), else 0.",
     ),
     m(
+        "recwatch_leader",
+        Gauge,
+        "1 while this instance is the active one (it holds the leadership lease: it polls and delivers), 0 on a standby.",
+    ),
+    m(
+        "recwatch_leader_epoch",
+        Gauge,
+        "The leadership lease's epoch as this instance last saw it (its own while active); it rises by one at every takeover.",
+    ),
+    m(
         "recwatch_poll_loop_age_seconds",
         Gauge,
-        "Seconds since the poll loop last went round (it does every second); /readyz reports a stall after 5.",
+        "Seconds since the poll loop last went round (it does every second); /readyz reports a stall after 5. 0 on a standby instance, which runs no poll loop.",
     ),
     m(
         "recwatch_database_writable",

@@ -13,7 +13,7 @@ use crate::store::StoreHealth;
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The poll loop beats every second; this much silence makes `/readyz` say it is stalled.
@@ -95,6 +95,13 @@ pub struct Vitals {
     pub store: Arc<StoreHealth>,
     /// Tasks that must always run and have stopped (their supervisor gave up or died).
     dead: Mutex<Vec<&'static str>>,
+    /// Whether this instance is the active one (see `leader`): a standby runs no poll loop,
+    /// so its silence is neither a problem nor a reason to restart.
+    leading: AtomicBool,
+    /// Why the leadership lease cannot be read or renewed now, if it cannot.
+    lease_problem: Mutex<Option<String>>,
+    /// The lease's epoch as this instance last saw it (`recwatch_leader_epoch`).
+    lease_epoch: AtomicI64,
 }
 
 impl Vitals {
@@ -103,7 +110,35 @@ impl Vitals {
             liveness,
             store,
             dead: Mutex::new(Vec::new()),
+            leading: AtomicBool::new(true),
+            lease_problem: Mutex::new(None),
+            lease_epoch: AtomicI64::new(0),
         }
+    }
+
+    pub fn set_lease_epoch(&self, epoch: i64) {
+        self.lease_epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    pub fn lease_epoch(&self) -> i64 {
+        self.lease_epoch.load(Ordering::Relaxed)
+    }
+
+    /// Set by the leadership loop as this instance takes over or steps down.
+    pub fn set_leading(&self, leading: bool) {
+        if leading && !self.leading.load(Ordering::Relaxed) {
+            // The poll loop starts now: its silence as a standby is not a stall.
+            self.liveness.beat();
+        }
+        self.leading.store(leading, Ordering::Relaxed);
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    pub fn set_lease_problem(&self, problem: Option<String>) {
+        *self.lease_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
     }
 
     pub fn task_died(&self, name: &'static str) {
@@ -129,7 +164,7 @@ impl Vitals {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         let age = self.liveness.age_ms();
-        if age > STALLED_AFTER_MS {
+        if self.is_leading() && age > STALLED_AFTER_MS {
             out.push(if age == u64::MAX {
                 "the poll loop has not started".to_string()
             } else {
@@ -139,6 +174,12 @@ impl Vitals {
         for task in self.dead_tasks() {
             out.push(format!("the {task} has stopped"));
         }
+        out.extend(
+            self.lease_problem
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
         out.extend(self.store.problems());
         out
     }
@@ -146,7 +187,8 @@ impl Vitals {
     /// Whether a restart would help: the poll loop is stuck or a task is dead. False for
     /// outside faults (disk full, read-only, a deleted file), which a restart does not cure.
     pub fn restart_would_help(&self, loop_limit_ms: u64) -> bool {
-        self.liveness.age_ms() >= loop_limit_ms || !self.dead_tasks().is_empty()
+        (self.is_leading() && self.liveness.age_ms() >= loop_limit_ms)
+            || !self.dead_tasks().is_empty()
     }
 }
 
@@ -189,5 +231,27 @@ mod tests {
         v.task_died("delivery worker");
         assert_eq!(v.problems(), vec!["the delivery worker has stopped"]);
         assert!(v.restart_would_help(15_000));
+    }
+
+    /// A standby runs no poll loop: its silence is no problem and no reason to restart; a
+    /// lease that cannot be renewed is a problem; taking over counts the loop as just started.
+    #[test]
+    fn a_standby_is_ready_without_a_poll_loop() {
+        let liveness = Arc::new(Liveness::default());
+        let v = Vitals::new(liveness.clone(), Arc::new(StoreHealth::default()));
+        v.set_leading(false);
+        assert!(v.problems().is_empty(), "{:?}", v.problems());
+        assert!(!v.restart_would_help(15_000));
+        v.set_lease_problem(Some(
+            "the leadership lease cannot be read or renewed: x".into(),
+        ));
+        assert_eq!(
+            v.problems(),
+            vec!["the leadership lease cannot be read or renewed: x"]
+        );
+        v.set_lease_problem(None);
+        v.set_leading(true);
+        assert!(v.problems().is_empty(), "taking over is not a stall");
+        assert!(v.is_leading());
     }
 }

@@ -19,6 +19,7 @@ pub(super) async fn open_existing(config: &Config) -> anyhow::Result<Store> {
 pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
     let jobs = crate::status::status_rows(config, &store).await?;
+    let lease = store.lease().await?;
     // Closing checkpoints the WAL, so the next command does not have to read it back.
     store.close().await;
     if json {
@@ -28,6 +29,10 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         out!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
+    out!(
+        "active instance: {}",
+        crate::leader::describe(lease.as_ref())
+    )?;
     let mut rows = vec![
         [
             "NAME",

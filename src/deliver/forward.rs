@@ -82,6 +82,10 @@ impl Forwarder {
         let n = due.len();
         let config = self.config.borrow().clone();
         for f in due {
+            if self.store.fence().is_some_and(|fence| !fence.is_valid()) {
+                // This instance stepped down: the next leader relays what is left.
+                break;
+            }
             let result = self.send(&config, &f).await;
             self.settle(&config, f, result).await;
         }

@@ -321,6 +321,9 @@ impl Lane {
             }
             self.note_release(mono, now).await;
         }
+        // Claimed just before the send, in a fenced write: an instance that no longer leads
+        // is refused here and sends nothing.
+        let due = queue::claim(&self.store, due).await?;
         let mut ready = Vec::with_capacity(due.len());
         for d in due {
             self.ages
@@ -353,14 +356,12 @@ impl Lane {
             if dues.len() > 1 {
                 info!(channel = %self.name(), alerts = dues.len(), "sending {} alerts as one message", dues.len());
             }
-            let channel = settings.channel.clone();
-            let pace = self.pace.clone();
-            let task = set.spawn(async move {
-                // The token is taken when the message is about to go, in the order asked.
-                let at = pace.lock().expect("pace lock").reserve(Instant::now());
-                tokio::time::sleep_until(at).await;
-                channel.send_all(&alerts).await
-            });
+            let task = set.spawn(send_paced(
+                settings.channel.clone(),
+                self.pace.clone(),
+                self.store.fence().cloned(),
+                alerts,
+            ));
             self.in_flight.insert(task.id(), dues);
         }
         Ok(n)
@@ -548,6 +549,25 @@ impl Lane {
             }
         }
     }
+}
+
+/// Sends one message when the vendor's pace lets it go, if this instance still leads then.
+async fn send_paced(
+    channel: Arc<Channel>,
+    pace: Arc<Mutex<Pace>>,
+    fence: Option<crate::store::Fence>,
+    alerts: Vec<Alert>,
+) -> Sending {
+    // The token is taken when the message is about to go, in the order asked.
+    let at = pace.lock().expect("pace lock").reserve(Instant::now());
+    tokio::time::sleep_until(at).await;
+    if fence.is_some_and(|f| !f.is_valid()) {
+        // The lease ended while the pace held it: the next leader sends it.
+        return Err(DeliveryError::transient(
+            "not sent: this instance stepped down before the send",
+        ));
+    }
+    channel.send_all(&alerts).await
 }
 
 /// Milliseconds below a second, tenths below a minute, whole seconds above, for log lines.

@@ -113,8 +113,14 @@ fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
         .unwrap_or(0.0);
     metrics::gauge!("recwatch_oldest_pending_delivery_age_seconds").set(age);
     metrics::gauge!("recwatch_api_unhealthy").set(if s.outbox.api_unhealthy() { 1.0 } else { 0.0 });
-    metrics::gauge!("recwatch_poll_loop_age_seconds")
-        .set(s.liveness.age_ms().min(u64::MAX / 2) as f64 / 1000.0);
+    // A standby runs no poll loop: nothing of it can stall.
+    let loop_age = match s.vitals.is_leading() {
+        true => s.liveness.age_ms().min(u64::MAX / 2) as f64 / 1000.0,
+        false => 0.0,
+    };
+    metrics::gauge!("recwatch_poll_loop_age_seconds").set(loop_age);
+    metrics::gauge!("recwatch_leader").set(if s.vitals.is_leading() { 1.0 } else { 0.0 });
+    metrics::gauge!("recwatch_leader_epoch").set(s.vitals.lease_epoch() as f64);
 }
 
 /// `recwatch_ready` (the same answer as `/readyz`) and `recwatch_database_writable`.

@@ -14,14 +14,16 @@
 
 mod housekeeping;
 mod reload;
+mod roles;
 mod signals;
 mod supervise;
 
 pub use signals::{shutdown_on_signals, shutdown_on_signals_then};
 
 use crate::config::Config;
+use crate::leader::Leadership;
 use crate::outbox::Outbox;
-use crate::poller::{Event, Poller};
+use crate::poller::Event;
 use crate::storage::lock::OwnerLock;
 use crate::store::Store;
 use crate::systemd;
@@ -34,8 +36,6 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::Signal;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_cron_scheduler::JobScheduler;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
@@ -45,9 +45,12 @@ pub struct Running {
     pub store: Store,
     /// Where the callback receiver listens (with `callback.listen`), its port resolved.
     pub callback_addr: Option<std::net::SocketAddr>,
+    /// This instance's role as it changes (see [`crate::leader`]).
+    pub leadership: Leadership,
 }
 
-/// Runs until `shutdown` turns true. `on_start` is called once polling is armed.
+/// Runs until `shutdown` turns true. `on_start` is called once this instance's role is known
+/// and, when it is the active one, polling is armed.
 pub async fn run(
     config: Config,
     shutdown: watch::Receiver<bool>,
@@ -74,13 +77,13 @@ pub async fn run(
         None => None,
     };
     let callback_addr = callback.as_ref().and_then(|l| l.local_addr().ok());
-    let client =
-        RtcClient::new(&config.api.client_config()).context("cannot build the HTTP client")?;
+    // Built here only to fail the start on a client that cannot be made; each term of
+    // leadership builds its own from the configuration then in force.
+    RtcClient::new(&config.api.client_config()).context("cannot build the HTTP client")?;
     let mut daemon = Daemon::start(
         config,
         store.clone(),
         [listener, callback],
-        client,
         hangup,
         shutdown,
     )
@@ -132,31 +135,27 @@ struct Shared {
 /// A started daemon: what it runs and what stopping it needs.
 struct Daemon {
     shared: Shared,
-    housekeeping: JobScheduler,
-    /// Completes once polling is armed (taken by [`Daemon::announce`]).
+    leadership: Leadership,
+    /// Stops the leadership loop: set only once the active work has stopped, so the lease is
+    /// renewed while it drains and released after it.
+    leader_stop: watch::Sender<bool>,
+    /// Completes once the first term's polling is armed (taken by [`Daemon::announce`]).
     armed: Option<oneshot::Receiver<()>>,
-    poll_task: JoinHandle<anyhow::Result<()>>,
-}
-
-/// What [`Daemon::start`] builds before it starts any task, so that a failure leaves nothing
-/// running.
-struct Parts {
-    outbox: Outbox,
-    poller: Poller,
-    worker: crate::deliver::Worker,
-    housekeeping: JobScheduler,
-    watchlist: Watchlist,
+    /// The role switch (`roles`): ends with an error if a term's poll loop dies.
+    roles: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Daemon {
-    /// Starts every task: the poll loop, the delivery worker, housekeeping, the file check,
-    /// the heartbeat, the HTTP endpoint, the watchdog and the reloader.
+    /// Starts every task: the leadership loop and the role switch (which runs the poller, the
+    /// delivery worker, the forwarder and housekeeping while this instance is active), the
+    /// file check, the heartbeat, the HTTP endpoint, the callback receiver, the watchdog and
+    /// the reloader. Long: one step per task, in the order they must start (the loops before
+    /// the endpoints that read them); split, the order would be harder to see.
     async fn start(
         config: Config,
         store: Store,
         // The HTTP endpoint's listener and the callback receiver's, each bound before the start.
         [listener, callback]: [Option<TcpListener>; 2],
-        client: RtcClient,
         hangup: Signal,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Daemon> {
@@ -164,19 +163,30 @@ impl Daemon {
         let (stop_tx, stop) = watch::channel(*shutdown.borrow());
         let stop_tx = Arc::new(stop_tx);
         let (events, _) = broadcast::channel(1024);
-        let mut parts = Daemon::build(&tasks, &config, &store, client, &events, &stop).await?;
-        let vitals = Arc::new(Vitals::new(parts.poller.liveness(), store.health().clone()));
+        // Built once here, so a broken channel configuration fails the start, not a takeover.
+        crate::deliver::Worker::new(store.clone(), &config, Arc::new(tokio::sync::Notify::new()))?;
+        let outbox = Outbox::new().with_events(events.clone());
+        let watchlist = Watchlist::load(store.clone())
+            .await
+            .context("cannot read the run-time watch list from the database")?;
+        let liveness = Arc::new(crate::vitals::Liveness::default());
+        let vitals = Arc::new(Vitals::new(liveness, store.health().clone()));
+        // Standby until the lease says otherwise.
+        vitals.set_leading(false);
+        let hints = Arc::new(crate::poller::Hints::new());
+        let budget = Arc::new(crate::poller::Budget::new(config.api.rate_limit));
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
-        parts.poller.follow(config_rx.clone());
-        // Rung by the callback receiver when it stores an event to relay (`forward_to`).
         let forward_wake = Arc::new(tokio::sync::Notify::new());
-        let forwarder = crate::deliver::forward::Forwarder::new(
+        let (leader_stop, leader_stopped) = watch::channel(false);
+        // SQLite: the owner lock already makes this the only `run`, so the lease is taken
+        // whatever it says (a kill -9 left it unexpired): one code path, no wait.
+        let (leadership, leading) = crate::leader::run(
             store.clone(),
-            config_rx.clone(),
-            forward_wake.clone(),
-        )
-        .context("cannot build the HTTP client for forward_to")?;
-        parts.poller.follow_watchlist(parts.watchlist.subscribe());
+            crate::leader::TIMING,
+            true,
+            vitals.clone(),
+            leader_stopped,
+        );
         let shared = Shared {
             tasks,
             stop_tx,
@@ -187,70 +197,56 @@ impl Daemon {
             vitals,
         };
         shared.relay_shutdown(shutdown);
-        shared.start_delivery(parts.worker, &parts.outbox);
+        shared.tasks.spawn(leading);
         shared.tasks.spawn(supervise::check_file(
             shared.store.clone(),
             shared.stop.clone(),
         ));
-        shared.start_heartbeat(parts.outbox.clone());
+        shared.start_heartbeat(outbox.clone());
         // Changes other processes make to the run-time watch list reach the poller from here.
         shared
             .tasks
-            .spawn(parts.watchlist.clone().follow(shared.stop.clone()));
+            .spawn(watchlist.clone().follow(shared.stop.clone()));
         if let Some(listener) = listener {
-            shared.start_http(listener, &parts.poller, parts.outbox, &parts.watchlist);
+            shared.start_http(listener, &budget, outbox.clone(), &watchlist);
         }
         if let Some(listener) = callback {
             shared.tasks.spawn(crate::callback::serve(
                 listener,
                 shared.config.clone(),
                 shared.store.clone(),
-                parts.poller.hints(),
-                forward_wake,
-                parts.watchlist.clone(),
+                hints.clone(),
+                forward_wake.clone(),
+                watchlist.clone(),
                 shared.stop.clone(),
             ));
         }
-        // Also without a receiver: forwards a previous run left pending still go out.
-        shared.tasks.spawn(forwarder.run(shared.stop.clone()));
         shared.start_watchdog();
         shared.start_reloader(hangup, config_tx);
-        let (armed, poll_task) = shared.start_polling(parts.poller);
+        let parts = roles::TermParts {
+            config: shared.config.clone(),
+            store: shared.store.clone(),
+            outbox,
+            events: shared.events.clone(),
+            vitals: shared.vitals.clone(),
+            hints,
+            budget,
+            watchlist,
+            forward_wake,
+        };
+        let (armed_tx, armed) = oneshot::channel();
+        let roles = shared.tasks.spawn(roles::switch(
+            parts,
+            leadership.terms(),
+            shared.stop.clone(),
+            Some(armed_tx),
+        ));
         Ok(Daemon {
             shared,
-            housekeeping: parts.housekeeping,
+            leadership,
+            leader_stop,
             armed: Some(armed),
-            poll_task,
-        })
-    }
-
-    /// Builds the outbox (restored from the store), the poller, the delivery worker and the
-    /// housekeeping schedule: everything that can fail.
-    async fn build(
-        tasks: &TaskTracker,
-        config: &Config,
-        store: &Store,
-        client: RtcClient,
-        events: &broadcast::Sender<Event>,
-        stop: &watch::Receiver<bool>,
-    ) -> anyhow::Result<Parts> {
-        let outbox = Outbox::new().with_events(events.clone());
-        outbox.restore(store).await?;
-        let poller = Poller::new(config.clone(), client, store.clone(), outbox.clone());
-        // Built once here, so a broken channel configuration fails the start, not a restart.
-        let worker = crate::deliver::Worker::new(store.clone(), config, outbox.wake_handle())?;
-        let watchlist = Watchlist::load(store.clone())
-            .await
-            .context("cannot read the run-time watch list from the database")?;
-        let housekeeping =
-            housekeeping::start(tasks, store.clone(), config.storage.retention, stop.clone())
-                .await?;
-        Ok(Parts {
-            outbox,
-            poller,
-            worker,
-            housekeeping,
-            watchlist,
+            roles,
         })
     }
 }
@@ -269,31 +265,20 @@ impl Shared {
         });
     }
 
-    fn start_delivery(&self, worker: crate::deliver::Worker, outbox: &Outbox) {
-        let parts = supervise::WorkerParts {
-            store: self.store.clone(),
-            config: self.config.clone(),
-            wake: outbox.wake_handle(),
-            vitals: self.vitals.clone(),
-        };
-        self.tasks
-            .spawn(supervise::delivery_worker(worker, parts, self.stop.clone()));
-    }
-
     fn start_http(
         &self,
         listener: TcpListener,
-        poller: &Poller,
+        budget: &Arc<crate::poller::Budget>,
         outbox: Outbox,
         watchlist: &Watchlist,
     ) {
         let state = crate::http::AppState {
             store: self.store.clone(),
             config: self.config.clone(),
-            liveness: poller.liveness(),
+            liveness: self.vitals.liveness.clone(),
             vitals: self.vitals.clone(),
             outbox,
-            budget: poller.budget(),
+            budget: budget.clone(),
             metrics: crate::http::metrics_handle(),
             watchlist: watchlist.clone(),
         };
@@ -349,46 +334,11 @@ impl Shared {
             }
         }
     }
-
-    /// Starts the poll loop, and forwards its events into the daemon's stream until it has
-    /// ended and they are all passed on.
-    fn start_polling(
-        &self,
-        mut poller: Poller,
-    ) -> (oneshot::Receiver<()>, JoinHandle<anyhow::Result<()>>) {
-        let armed = poller.armed();
-        let mut poll_events = poller.events();
-        let poll_ended = CancellationToken::new();
-        let fwd = self.events.clone();
-        let ended = poll_ended.clone();
-        self.tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    e = poll_events.recv() => match e {
-                        Ok(e) => { let _ = fwd.send(e); }
-                        Err(_) => return,
-                    },
-                    _ = ended.cancelled() => break,
-                }
-            }
-            // The loop has ended: what it sent before is still queued.
-            while let Ok(e) = poll_events.try_recv() {
-                let _ = fwd.send(e);
-            }
-        });
-        let stop = self.stop.clone();
-        let poll_task = self.tasks.spawn(async move {
-            // Cancels on drop, so a poll loop that panics ends the forwarding too.
-            let _ended = poll_ended.drop_guard();
-            poller.run(stop).await
-        });
-        (armed, poll_task)
-    }
 }
 
 impl Daemon {
-    /// READY=1 once the database is open and polling is armed; then `on_start`.
+    /// READY=1 once the database is open and this instance's role is known (the active one:
+    /// once polling is armed); then `on_start`.
     async fn announce(
         &mut self,
         on_start: impl FnOnce(&Running),
@@ -398,17 +348,26 @@ impl Daemon {
         let Some(armed) = self.armed.take() else {
             return;
         };
-        if armed.await.is_err() {
-            // The poll loop ended before it armed: `until_stopped` says why.
-            return;
+        self.leadership.decided().await;
+        let active = self.leadership.terms().borrow().is_some();
+        if active && armed.await.is_err() {
+            // The term ended before it armed: `until_stopped` says why, or a standby waits.
+            if self.roles.is_finished() {
+                return;
+            }
         }
         let config = self.shared.config.borrow().clone();
+        let role = match self.leadership.terms().borrow().as_ref() {
+            Some(t) => format!("active (lease epoch {})", t.epoch),
+            None => "standby".to_string(),
+        };
         systemd::ready();
-        systemd::status(&format!("watching {} jobs", config.jobs.len()));
+        systemd::status(&format!("{role}, watching {} jobs", config.jobs.len()));
         on_start(&Running {
             events: self.shared.events.clone(),
             store: self.shared.store.clone(),
             callback_addr,
+            leadership: self.leadership.clone(),
         });
         info!(
             database = %self.shared.store.location(),
@@ -416,47 +375,42 @@ impl Daemon {
             jobs = config.jobs.len(),
             endpoint = %config.api.endpoint,
             auth = %config.api.auth.describe(),
+            role = %role,
             "recwatch running"
         );
     }
 
-    /// Waits for the stop, or for the poll loop to end by itself, and returns how it ended.
+    /// Waits for the stop, or for a term's poll loop to end by itself, and returns how it
+    /// ended.
     async fn until_stopped(&mut self) -> anyhow::Result<()> {
         let mut stopping = self.shared.stop.clone();
         let ended = tokio::select! {
-            r = &mut self.poll_task => Some(r),
+            r = &mut self.roles => Some(r),
             _ = stopping.wait_for(|s| *s) => None,
         };
         systemd::stopping();
+        let ended = match ended {
+            Some(r) => r,
+            None => (&mut self.roles).await,
+        };
         let result = match ended {
+            Ok(Ok(())) => Ok(()),
             // The poll loop ended before anyone asked it to: recwatch cannot do its job, and
             // a restart is what cures that. Stop the rest and exit with an error.
-            Some(r) if !*self.shared.stop.borrow() => {
-                let why = match r {
-                    Ok(Ok(())) => "it returned".to_string(),
-                    Ok(Err(e)) => format!("{e:#}"),
-                    Err(e) if e.is_panic() => {
-                        format!(
-                            "it panicked: {}",
-                            crate::vitals::panic_message(e.into_panic().as_ref())
-                        )
-                    }
-                    Err(e) => e.to_string(),
-                };
+            Ok(Err(why)) => {
                 error!(
-                    "the poll loop stopped unexpectedly ({why}); stopping so the service manager restarts recwatch"
+                    "the poll loop stopped unexpectedly ({why:#}); stopping so the service manager restarts recwatch"
                 );
                 self.shared.vitals.task_died("poll loop");
                 let _ = self.shared.stop_tx.send(true);
-                Err(anyhow::anyhow!("the poll loop stopped unexpectedly: {why}"))
+                Err(anyhow::anyhow!(
+                    "the poll loop stopped unexpectedly: {why:#}"
+                ))
             }
-            Some(r) => r
-                .map_err(|e| anyhow::anyhow!("the poll loop failed: {e}"))
-                .and_then(|r| r),
-            None => match (&mut self.poll_task).await {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("the poll loop failed while stopping: {e}")),
-            },
+            Err(e) => {
+                let _ = self.shared.stop_tx.send(true);
+                Err(anyhow::anyhow!("the role switch failed: {e}"))
+            }
         };
         if let Err(e) = &result {
             error!("poller failed: {e:#}");
@@ -464,12 +418,13 @@ impl Daemon {
         result
     }
 
-    /// Waits for every task `run` started. Sends in flight get deliver::SHUTDOWN_GRACE to
-    /// finish; the rest stay pending for the next start, which picks them up at once. A prune
-    /// stops between two of its batches.
-    async fn shut_down(mut self) {
-        // No new scheduled prunes; one already running is a tracked task like the rest.
-        let _ = self.housekeeping.shutdown().await;
+    /// Waits for every task `run` started. The active work has stopped by now (the role
+    /// switch stops it before it returns): sends in flight got deliver::SHUTDOWN_GRACE to
+    /// finish, the rest stay pending for the next leader. Then the lease is released, so a
+    /// standby takes over at once, and the leadership loop stops.
+    async fn shut_down(self) {
+        self.leadership.release(&self.shared.store).await;
+        let _ = self.leader_stop.send(true);
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
     }
@@ -563,20 +518,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_sim, config) = setup(dir.path()).await;
         let store = Store::open(&config.storage.path).await.unwrap();
-        let client = RtcClient::new(&config.api.client_config()).unwrap();
         let hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
         let (stop, shutdown) = watch::channel(false);
-        let mut daemon = Daemon::start(
-            config,
-            store.clone(),
-            [None, None],
-            client,
-            hangup,
-            shutdown,
-        )
-        .await
-        .unwrap();
+        let mut daemon = Daemon::start(config, store.clone(), [None, None], hangup, shutdown)
+            .await
+            .unwrap();
         // A task that outlives the stop until it is let go.
         let (let_go, held) = oneshot::channel::<()>();
         let ended = Arc::new(AtomicBool::new(false));

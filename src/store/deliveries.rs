@@ -175,7 +175,9 @@ pub async fn record(
     attempts: u32,
     outcome: &Outcome,
 ) -> Result<(), StoreError> {
-    on_write!(store, |db| {
+    // In a write transaction: on the active instance's store, fenced (see `lease`).
+    let mut tx = store.begin_write().await?;
+    on_tx!(tx, |c| {
         let q = match outcome {
             Outcome::Sent { at } => sqlx::query(
                 "UPDATE deliveries SET state = 'sent', attempts = $1, sent_at = $2, last_error = NULL
@@ -197,9 +199,43 @@ pub async fn record(
             .bind(attempts as i64)
             .bind(error),
         };
-        q.bind(alert_id).bind(channel).execute(db).await?;
-        Ok(())
-    })
+        q.bind(alert_id).bind(channel).execute(&mut *c).await?;
+        Ok::<(), StoreError>(())
+    })?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Claims `due` for this instance just before they are sent: each still pending one is
+/// marked with the epoch of the store's fence, in one write transaction that the fence checks
+/// (on the active instance's store, refused once another instance leads, so an old leader
+/// claims and therefore sends nothing). Returns the claimed ones; a delivery no longer
+/// pending (marked silenced or dead meanwhile) is left out. A claim by an older epoch is no
+/// bar: after a failover that delivery may have been sent, and goes again with the same id.
+pub async fn claim(store: &Store, due: Vec<Due>) -> Result<Vec<Due>, StoreError> {
+    if due.is_empty() {
+        return Ok(due);
+    }
+    let epoch = store.fence().map(super::Fence::epoch);
+    let mut tx = store.begin_write().await?;
+    let mut claimed = Vec::with_capacity(due.len());
+    for d in due {
+        let done = on_tx!(tx, |c| sqlx::query(
+            "UPDATE deliveries SET claimed_epoch = $1
+             WHERE alert_id = $2 AND channel = $3 AND state = 'pending'",
+        )
+        .bind(epoch)
+        .bind(&d.alert_id)
+        .bind(&d.channel)
+        .execute(&mut *c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if done == 1 {
+            claimed.push(d);
+        }
+    }
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 /// (alert id, created at) of every pending delivery on `channel`: a lane anchors their ages
@@ -227,15 +263,18 @@ pub async fn cap_next_attempts(
     channel: &str,
     latest: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    Ok(on_write!(store, |db| sqlx::query(
+    let mut tx = store.begin_write().await?;
+    let done = on_tx!(tx, |c| sqlx::query(
         "UPDATE deliveries SET next_attempt_at = $2
          WHERE channel = $1 AND state = 'pending' AND next_attempt_at > $2",
     )
     .bind(channel)
     .bind(timestamp(latest))
-    .execute(db)
+    .execute(&mut *c)
     .await
-    .map(|done| done.rows_affected()))?)
+    .map(|done| done.rows_affected()))?;
+    tx.commit().await?;
+    Ok(done)
 }
 
 /// Moves the next attempts on `channel` that lie after `now` by `by` (the clock's jump), so a

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// A value could not be encoded for storage (an alert's frozen payload, a key list).
     #[error(transparent)]
     Encode(#[from] serde_json::Error),
+    /// A write of the active instance refused because it no longer holds the leadership
+    /// lease at `epoch` (see `lease`): it writes nothing more and steps down.
+    #[error("refused: this instance no longer leads (lease epoch {epoch}): {why}")]
+    Fenced { epoch: i64, why: String },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -132,6 +136,11 @@ fn primary_code(e: &sqlx::Error) -> Option<i64> {
 }
 
 impl StoreError {
+    /// Refused by the fence: this instance no longer leads (not a fault of the database).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
+    }
+
     /// Another process holds the lock.
     pub fn is_locked(&self) -> bool {
         matches!(self, StoreError::Locked(_))
@@ -150,7 +159,7 @@ impl StoreError {
     fn cause(&self) -> Option<&Cause> {
         match self {
             StoreError::Locked(e) | StoreError::Unwritable(e) | StoreError::Sql(e) => Some(e),
-            StoreError::Encode(_) => None,
+            StoreError::Encode(_) | StoreError::Fenced { .. } => None,
         }
     }
 

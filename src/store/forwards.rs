@@ -94,7 +94,9 @@ impl Store {
             }
             ForwardOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
         };
-        on_write!(self, |db| sqlx::query(
+        // In a write transaction: on the active instance's store, fenced (see `lease`).
+        let mut tx = self.begin_write().await?;
+        on_tx!(tx, |c| sqlx::query(
             "UPDATE forwards SET state = $1, attempts = $2, last_attempt_at = $3,
                  next_attempt_at = COALESCE($4, next_attempt_at),
                  last_error = COALESCE($5, last_error), sent_at = $6
@@ -107,9 +109,10 @@ impl Store {
         .bind(error)
         .bind(sent)
         .bind(id)
-        .execute(db)
+        .execute(&mut *c)
         .await
         .map(|_| ()))?;
+        tx.commit().await?;
         Ok(())
     }
 

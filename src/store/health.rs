@@ -60,6 +60,10 @@ impl StoreHealth {
     /// A write failed. Logs the real cause the first time (and when it changes, and once a
     /// minute while it lasts), not once per poll.
     pub fn write_failed(&self, e: &StoreError) {
+        if e.is_fenced() {
+            // Not the database's fault: the instance stepped down (the leadership loop says so).
+            return;
+        }
         let cause = describe_write_error(e);
         let busy = e.is_locked();
         let now = Instant::now();

@@ -125,6 +125,7 @@ mod gauges;
 mod group_releases;
 mod health;
 mod jobs;
+mod lease;
 mod page;
 mod postgres;
 mod retention;
@@ -146,6 +147,7 @@ pub use forwards::{DueForward, ForwardOutcome, ForwardView};
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
 pub use jobs::{JobRow, JobTouch};
+pub use lease::{Claimant, Fence, LeaseRow};
 pub use page::{JobPhaseRow, PhasePoint};
 pub use retention::{PRUNE_BATCH, Pruned};
 pub use silences::{Expired, HeldRow};
@@ -226,6 +228,9 @@ impl Dialect {
 pub struct Store {
     pub(crate) backend: Backend,
     health: Arc<StoreHealth>,
+    /// Set on the active instance's clone (see [`Store::fenced`]): every write transaction
+    /// then checks the leadership lease first, and is refused once another instance leads.
+    fence: Option<Fence>,
 }
 
 /// One write transaction on the store's write connection (`BEGIN IMMEDIATE` on SQLite): what
@@ -390,6 +395,7 @@ impl Store {
                 identity,
             }),
             health: Arc::new(StoreHealth::default()),
+            fence: None,
         })
     }
 
@@ -450,13 +456,28 @@ impl Store {
     }
 
     /// Starts a write transaction; it waits its turn for the one write connection. SQLite
-    /// takes the write lock at once (`BEGIN IMMEDIATE`); PostgreSQL begins as usual.
+    /// takes the write lock at once (`BEGIN IMMEDIATE`); PostgreSQL begins as usual. Through a
+    /// fenced store (the active instance's), it is refused with [`StoreError::Fenced`] unless
+    /// this instance still holds the lease (see `lease`).
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        if let Some(fence) = &self.fence
+            && !fence.is_valid()
+        {
+            // Before the database is asked: a leader cut off from it must not wait for it.
+            return Err(StoreError::Fenced {
+                epoch: fence.epoch(),
+                why: "its lease's deadline has passed".into(),
+            });
+        }
         let tx = match &self.backend {
             Backend::Sqlite(b) => Tx::Sqlite(b.write.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres(b) => Tx::Postgres(b.write.begin().await?),
         };
-        Ok(WriteTx { tx })
+        let mut tx = WriteTx { tx };
+        if let Some(fence) = &self.fence {
+            lease::check(&mut tx, fence).await?;
+        }
+        Ok(tx)
     }
 
     /// The SQLite write pool itself, for tests and benchmarks that set up or inspect the file

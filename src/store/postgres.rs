@@ -120,6 +120,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(backend),
             health: Arc::new(StoreHealth::default()),
+            fence: None,
         })
     }
 

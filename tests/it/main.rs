@@ -11,6 +11,7 @@ mod core;
 mod delivery;
 mod endpoint;
 mod faults;
+mod ha;
 mod harness;
 mod heartbeat;
 mod metrics;
