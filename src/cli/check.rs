@@ -19,6 +19,10 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
     // What `run` would fail on: the first problem decides the exit code.
     let mut problems: Vec<StartError> = Vec::new();
     problems.extend(check_storage(c)?);
+    // SQLite: the owner lock admits one `run` per database file, which always leads.
+    out!(
+        "  role       active: with SQLite one `recwatch run` owns the database and holds the leadership lease"
+    )?;
     print_notify(c)?;
     print_rules(c)?;
     print_maintenance(c)?;

@@ -134,11 +134,17 @@ pub(super) async fn check(tx: &mut WriteTx, fence: &Fence) -> Result<(), StoreEr
     if !fence.is_valid() {
         return Err(fence.refuse("its lease's deadline has passed".into()));
     }
-    let row = on_tx!(tx, |c, d| sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(format!(
-        "SELECT epoch, expires_ms - {} FROM leader_lease WHERE id = 1{}",
-        now_ms(d),
-        if d == Dialect::Postgres { " FOR SHARE" } else { "" }
-    )))
+    let row = on_tx!(tx, |c, d| sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(
+        format!(
+            "SELECT epoch, expires_ms - {} FROM leader_lease WHERE id = 1{}",
+            now_ms(d),
+            if d == Dialect::Postgres {
+                " FOR SHARE"
+            } else {
+                ""
+            }
+        )
+    ))
     .fetch_optional(&mut *c)
     .await)?;
     let why = match row {
@@ -182,12 +188,14 @@ impl Store {
         force: bool,
     ) -> Result<Option<i64>, StoreError> {
         let stamp = crate::domain::timestamp(chrono::Utc::now());
-        let epoch = on_write!(self, |db, d| sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
-            "UPDATE leader_lease SET holder = $1, host = $2, pid = $3, epoch = epoch + 1,
+        let epoch = on_write!(self, |db, d| sqlx::query_scalar::<_, i64>(AssertSqlSafe(
+            format!(
+                "UPDATE leader_lease SET holder = $1, host = $2, pid = $3, epoch = epoch + 1,
                  acquired_at = $4, expires_ms = {now} + $5
              WHERE id = 1 AND ($6 = 1 OR expires_ms <= {now}) RETURNING epoch",
-            now = now_ms(d)
-        )))
+                now = now_ms(d)
+            )
+        ))
         .bind(&me.holder)
         .bind(&me.host)
         .bind(me.pid)
@@ -230,7 +238,9 @@ impl Store {
     /// Gives the lease up (a clean stop), so a standby takes over at its next try rather than
     /// after the lease's time; false if it was not ours any more.
     pub async fn lease_release(&self, me: &Claimant, epoch: i64) -> Result<bool, StoreError> {
-        let done = on_write!(self, |db, d| sqlx::query(AssertSqlSafe(format!(
+        let done =
+            on_write!(self, |db, d| {
+                sqlx::query(AssertSqlSafe(format!(
             "UPDATE leader_lease SET expires_ms = {} WHERE id = 1 AND holder = $1 AND epoch = $2",
             now_ms(d)
         )))
@@ -238,17 +248,20 @@ impl Store {
         .bind(epoch)
         .execute(db)
         .await
-        .map(|done| done.rows_affected()))?;
+        .map(|done| done.rows_affected())
+            })?;
         Ok(done > 0)
     }
 
     /// The lease as it is now (None on a database without the row).
     pub async fn lease(&self) -> Result<Option<LeaseRow>, StoreError> {
-        Ok(on_read!(self, |db, d| sqlx::query_as::<_, LeaseRow>(AssertSqlSafe(format!(
-            "SELECT holder, host, pid, epoch, acquired_at, expires_ms - {} AS expires_in_ms
+        Ok(on_read!(self, |db, d| sqlx::query_as::<_, LeaseRow>(
+            AssertSqlSafe(format!(
+                "SELECT holder, host, pid, epoch, acquired_at, expires_ms - {} AS expires_in_ms
              FROM leader_lease WHERE id = 1",
-            now_ms(d)
-        )))
+                now_ms(d)
+            ))
+        )
         .fetch_optional(db)
         .await)?)
     }
@@ -301,13 +314,15 @@ mod tests {
     /// One row written in a write transaction (through the fence, on a fenced store).
     async fn write_something(store: &Store, job: &str) -> Result<(), StoreError> {
         let mut tx = store.begin_write().await?;
-        on_tx!(tx, |c| sqlx::query(
+        on_tx!(tx, |c| {
+            sqlx::query(
             "INSERT INTO watchlist (app_id, job_id, source, added_at) VALUES ('app', $1, 'cli', '2026-01-01T00:00:00.000Z')"
         )
         .bind(job)
         .execute(&mut *c)
         .await
-        .map(|_| ()))?;
+        .map(|_| ())
+        })?;
         tx.commit().await
     }
 
@@ -338,7 +353,10 @@ mod tests {
         assert!(held.is_held());
         assert_eq!((held.who(), held.epoch), ("host1 (pid 1)".into(), 1));
         assert!(a.lease_renew(&one, 1, ttl, false).await.unwrap());
-        assert!(!b.lease_renew(&two, 1, ttl, false).await.unwrap(), "not b's");
+        assert!(
+            !b.lease_renew(&two, 1, ttl, false).await.unwrap(),
+            "not b's"
+        );
 
         let (f1, mut refused) = fence(1, Duration::from_secs(60));
         let fenced_a = a.fenced(f1);
@@ -352,8 +370,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(taken, 2);
-        assert!(!a.lease_renew(&one, 1, ttl, false).await.unwrap(), "no longer a's");
-        let e = write_something(&fenced_a, "after-the-takeover").await.unwrap_err();
+        assert!(
+            !a.lease_renew(&one, 1, ttl, false).await.unwrap(),
+            "no longer a's"
+        );
+        let e = write_something(&fenced_a, "after-the-takeover")
+            .await
+            .unwrap_err();
         assert!(matches!(e, StoreError::Fenced { epoch: 1, .. }), "{e:?}");
         assert!(e.to_string().contains("epoch 2"), "{e}");
         assert_eq!(refused.try_recv(), Ok(2));
@@ -362,7 +385,10 @@ mod tests {
         assert_eq!(written(&b).await, ["unfenced", "while-leading"]);
 
         // Released: the next acquisition needs no wait.
-        assert!(!a.lease_release(&one, 1).await.unwrap(), "not a's to release");
+        assert!(
+            !a.lease_release(&one, 1).await.unwrap(),
+            "not a's to release"
+        );
         assert!(b.lease_release(&two, 2).await.unwrap());
         assert_eq!(
             a.lease_acquire(&one, Duration::from_secs(60), false)
@@ -390,7 +416,10 @@ mod tests {
     async fn a_takeover_waits_for_the_leaders_write_in_progress_postgres() {
         let (a, b, _keep) = pair(On::Postgres).await;
         let ttl = Duration::from_millis(300);
-        assert_eq!(a.lease_acquire(&claimant(1), ttl, false).await.unwrap(), Some(1));
+        assert_eq!(
+            a.lease_acquire(&claimant(1), ttl, false).await.unwrap(),
+            Some(1)
+        );
         let (f, _r) = fence(1, Duration::from_secs(60));
         let fenced = a.fenced(f);
         let mut tx = fenced.begin_write().await.unwrap();
@@ -406,7 +435,10 @@ mod tests {
         let two = claimant(2);
         let acquiring = tokio::spawn(async move { b.lease_acquire(&two, ttl, false).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!acquiring.is_finished(), "the takeover waits for the write in progress");
+        assert!(
+            !acquiring.is_finished(),
+            "the takeover waits for the write in progress"
+        );
         tx.commit().await.unwrap();
         assert_eq!(acquiring.await.unwrap().unwrap(), Some(2));
         assert_eq!(written(&a).await, ["in-flight"]);
@@ -424,7 +456,9 @@ mod tests {
             .unwrap()
             .unwrap();
         let (late, _r) = fence(epoch, Duration::ZERO);
-        let e = write_something(&store.fenced(late), "late").await.unwrap_err();
+        let e = write_something(&store.fenced(late), "late")
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("deadline has passed"), "{e}");
 
         assert!(store.lease_release(&me, epoch).await.unwrap());

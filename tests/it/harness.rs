@@ -129,6 +129,8 @@ pub struct AppConfig {
     pub extra: String,
     /// `http.listen`; "" turns the endpoint off.
     pub listen: String,
+    /// `storage.url` (PostgreSQL) instead of the SQLite file under the test's directory.
+    pub storage_url: Option<String>,
 }
 
 impl AppConfig {
@@ -144,6 +146,7 @@ impl AppConfig {
             api_extra: String::new(),
             extra: String::new(),
             listen: String::new(),
+            storage_url: None,
         }
     }
 
@@ -165,7 +168,7 @@ secret_key = "{}"
 interval = "{}"
 
 [storage]
-path = "{}"
+{}
 
 [http]
 listen = "{}"
@@ -177,7 +180,10 @@ listen = "{}"
             self.api_extra,
             self.secret_key,
             self.interval,
-            db.display(),
+            match &self.storage_url {
+                Some(url) => format!("url = \"{url}\""),
+                None => format!("path = \"{}\"", db.display()),
+            },
             self.listen
         );
         s.push_str(&self.extra);
