@@ -180,10 +180,11 @@ impl Daemon {
         let (leader_stop, leader_stopped) = watch::channel(false);
         // SQLite: the owner lock already makes this the only `run`, so the lease is taken
         // whatever it says (a kill -9 left it unexpired): one code path, no wait.
+        let exclusive = store.pg_pool().is_none();
         let (leadership, leading) = crate::leader::run(
             store.clone(),
             crate::leader::TIMING,
-            true,
+            exclusive,
             vitals.clone(),
             leader_stopped,
         );

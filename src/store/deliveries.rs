@@ -444,6 +444,49 @@ mod tests {
     }
 
     both_backends! {
+        /// A claim marks the pending deliveries with the fence's epoch and leaves out one no
+        /// longer pending; through the fence of an instance that lost the lease, it is refused
+        /// and marks nothing (so that instance sends nothing).
+        async fn a_claim_marks_the_epoch_and_an_old_leaders_claim_is_refused(store: Store) {
+            let s = &store;
+            let a = alert(s, "c:1", Status::Firing, None, &["hook"], t(0)).await;
+            let b = alert(s, "c:2", Status::Firing, None, &["hook"], t(0)).await;
+            let hook = Filter::channel("hook");
+            let due = super::due(s, &hook, t(1), 10).await.unwrap();
+            assert_eq!(due.len(), 2);
+            record(s, &b, "hook", 1, &Outcome::Dead { error: "x".into() }).await.unwrap();
+
+            let me = crate::store::Claimant::this_process();
+            let ttl = std::time::Duration::from_secs(60);
+            let epoch = s.lease_acquire(&me, ttl, false).await.unwrap().unwrap();
+            let (_until_tx, until) =
+                tokio::sync::watch::channel(tokio::time::Instant::now() + ttl);
+            let (refused, _r) = tokio::sync::mpsc::unbounded_channel();
+            let fenced = s.fenced(crate::store::Fence::new(epoch, until, refused));
+            let claimed = claim(&fenced, due.clone()).await.unwrap();
+            assert_eq!(claimed.iter().map(|d| d.alert_id.as_str()).collect::<Vec<_>>(), [a.as_str()]);
+            let claimed_by = || async {
+                on_read!(s, |db| sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT claimed_epoch FROM deliveries WHERE alert_id = $1"
+                )
+                .bind(&a)
+                .fetch_one(db)
+                .await)
+                .unwrap()
+            };
+            assert_eq!(claimed_by().await, Some(epoch));
+
+            // Another instance takes the lease: the old leader's claim is refused.
+            let other = crate::store::Claimant::this_process();
+            let next = s.lease_acquire(&other, ttl, true).await.unwrap().unwrap();
+            let e = claim(&fenced, due).await.unwrap_err();
+            assert!(e.is_fenced(), "{e:?}");
+            assert_eq!(claimed_by().await, Some(epoch), "nothing marked by the refused claim");
+            assert_eq!(next, epoch + 1);
+        }
+    }
+
+    both_backends! {
         async fn due_is_per_channel_oldest_first_and_holds_back_later_notices_of_an_episode(store: Store) {
             let s = &store;
             let ep = episode(s).await;

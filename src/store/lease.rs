@@ -238,9 +238,8 @@ impl Store {
     /// Gives the lease up (a clean stop), so a standby takes over at its next try rather than
     /// after the lease's time; false if it was not ours any more.
     pub async fn lease_release(&self, me: &Claimant, epoch: i64) -> Result<bool, StoreError> {
-        let done =
-            on_write!(self, |db, d| {
-                sqlx::query(AssertSqlSafe(format!(
+        let done = on_write!(self, |db, d| {
+            sqlx::query(AssertSqlSafe(format!(
             "UPDATE leader_lease SET expires_ms = {} WHERE id = 1 AND holder = $1 AND epoch = $2",
             now_ms(d)
         )))
@@ -249,7 +248,7 @@ impl Store {
         .execute(db)
         .await
         .map(|done| done.rows_affected())
-            })?;
+        })?;
         Ok(done > 0)
     }
 
