@@ -144,6 +144,13 @@ impl Lane {
             let now = self.tick().await;
             self.flush_unrecorded().await;
             let wait = match self.fill(&mut set, now).await {
+                // Refused by the fence: this instance is stepping down, its term's stop follows.
+                Err(e)
+                    if e.downcast_ref::<crate::store::StoreError>()
+                        .is_some_and(|e| e.is_fenced()) =>
+                {
+                    Duration::from_secs(1)
+                }
                 Err(e) => {
                     warn!(channel = %self.name(), "cannot read the outbox: {e:#}");
                     Duration::from_secs(1)
