@@ -332,8 +332,7 @@ impl Dispatcher {
                 .chain(hinted)
                 .min()
                 .map(|t| t.max(self.poller.budget.ready_at(Instant::now())));
-            // Until a request has succeeded, one at a time: a wrong key costs at most 3; none
-            // once stopping or this instance's leadership lease has ended (`may_start`).
+            // Until a request has succeeded, one at a time: a wrong key costs at most 3.
             let may_dispatch = self.may_start()
                 && (self.health.verified || self.busy.is_empty())
                 && self.poller.in_flight.available_permits() > 0;
