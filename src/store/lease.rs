@@ -443,6 +443,42 @@ mod tests {
         assert_eq!(written(&a).await, ["in-flight"]);
     }
 
+    /// PostgreSQL: a leader paused inside a write (its transaction open, its connection
+    /// alive) holds the lease row's lock; the server ends that session after 5 s idle, so the
+    /// takeover goes through, and the paused write never commits.
+    #[tokio::test]
+    async fn a_paused_leaders_open_write_does_not_block_the_takeover_postgres() {
+        let (a, b, _keep) = pair(On::Postgres).await;
+        let ttl = Duration::from_millis(300);
+        assert_eq!(
+            a.lease_acquire(&claimant(1), ttl, false).await.unwrap(),
+            Some(1)
+        );
+        let (f, _r) = fence(1, Duration::from_secs(600));
+        let mut tx = a.fenced(f).begin_write().await.unwrap();
+        on_tx!(tx, |c| sqlx::query(
+            "INSERT INTO watchlist (app_id, job_id, source, added_at) VALUES ('app', 'paused', 'cli', '2026-01-01T00:00:00.000Z')"
+        )
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        // "Paused": the transaction stays open and nothing more is sent on it.
+        let taken = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Some(e) = b.lease_acquire(&claimant(2), ttl, false).await.unwrap() {
+                    break e;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the takeover is not blocked for good");
+        assert_eq!(taken, 2);
+        assert!(tx.commit().await.is_err(), "the paused write never commits");
+        assert!(written(&b).await.is_empty());
+    }
+
     /// A fence whose local deadline has passed refuses before asking the database; one whose
     /// lease expired by the database's clock (nobody took it yet) refuses too; SQLite's single
     /// owner (exclusive) is refused neither, and renews an expired lease.

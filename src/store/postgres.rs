@@ -36,7 +36,11 @@ impl PgBackend {
         let options = PgConnectOptions::from_str(url.expose())
             .map_err(|e| anyhow::anyhow!("{}", scrub(&e.to_string(), url)))
             .with_context(|| format!("storage.url is not a valid PostgreSQL URL ({location})"))?
-            .application_name("recwatch");
+            .application_name("recwatch")
+            // A process paused inside a write (SIGSTOP, a frozen VM) holds the leadership
+            // lease's row lock (see `lease`): the server ends such a session after 5 s idle in
+            // its transaction, so a standby's takeover is never blocked for longer.
+            .options([("idle_in_transaction_session_timeout", "5s")]);
         let pool = |max: u32| {
             PgPoolOptions::new()
                 .max_connections(max)
