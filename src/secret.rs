@@ -57,16 +57,23 @@ fn url_assignment(line: &str) -> Option<usize> {
 
 /// A URL as written on a config line, perhaps half-typed (so it may not parse): the scheme
 /// and host stay, everything after them (where hooks and heartbeat pings keep their keys)
-/// becomes `***`.
+/// becomes `***`, and so does a `user:password@` before the host (`storage.url`'s password).
 fn mask_url_text(value: &str) -> String {
     let v = value.trim();
     let Some(scheme_end) = v.find("://") else {
         return MASK.to_string();
     };
     let rest = &v[scheme_end + 3..];
-    match rest.find(['/', '?', '#']) {
-        Some(i) => format!("{}{MASK}", &v[..scheme_end + 3 + i + 1]),
-        None => v.to_string(),
+    let end = rest.find(['/', '?', '#']);
+    let authority = &rest[..end.unwrap_or(rest.len())];
+    let host = match authority.rfind('@') {
+        Some(at) => format!("{MASK}@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let scheme = &v[..scheme_end + 3];
+    match end {
+        Some(i) => format!("{scheme}{host}{}{MASK}", &rest[i..i + 1]),
+        None => format!("{scheme}{host}"),
     }
 }
 
@@ -173,6 +180,16 @@ mod tests {
                 "public_url = \"https://recwatch.example.com/***",
             ),
             ("not a URL", "url = \"hc-ping.com/key", "url = ***"),
+            (
+                "a half-typed database URL hides its user and password",
+                "url = \"postgres://rec:pw-secret@db.internal:5432/recw",
+                "url = \"postgres://***@db.internal:5432/***",
+            ),
+            (
+                "a password with no path after the host",
+                "url = \"postgresql://rec:pw-secret@db.internal",
+                "url = \"postgresql://***@db.internal",
+            ),
             (
                 "a host alone",
                 "url = \"https://hc-ping.com",

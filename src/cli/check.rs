@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 /// Prints what the configuration means and what `run` would find: exit 0, or the exit code
 /// `run` would fail with (73 storage, 69 a taken port, 78 a port it may not use).
-pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
+pub(super) async fn check(c: &Config) -> anyhow::Result<ExitCode> {
     let source = c
         .source
         .as_ref()
@@ -18,11 +18,18 @@ pub(super) fn check(c: &Config) -> anyhow::Result<ExitCode> {
     print_api(c)?;
     // What `run` would fail on: the first problem decides the exit code.
     let mut problems: Vec<StartError> = Vec::new();
-    problems.extend(check_storage(c)?);
-    // SQLite: the owner lock admits one `run` per database file, which always leads.
-    out!(
-        "  role       active: with SQLite one `recwatch run` owns the database and holds the leadership lease"
-    )?;
+    match c.storage.database() {
+        crate::config::Database::Sqlite(_) => {
+            problems.extend(check_storage(c)?);
+            // SQLite: the owner lock admits one `run` per database file, which always leads.
+            out!(
+                "  role       active: with SQLite one `recwatch run` owns the database and holds the leadership lease"
+            )?;
+        }
+        crate::config::Database::Postgres(url) => {
+            problems.extend(check_postgres(c, url).await?);
+        }
+    }
     print_notify(c)?;
     print_rules(c)?;
     print_maintenance(c)?;
@@ -105,6 +112,33 @@ fn check_storage(c: &Config) -> std::io::Result<Option<StartError>> {
         }
     }
     Ok(None)
+}
+
+/// The PostgreSQL server as `run` would find it: reachable, its version, the schema.
+async fn check_postgres(
+    c: &Config,
+    url: &crate::secret::Secret,
+) -> std::io::Result<Option<StartError>> {
+    let retention = crate::config::format_duration(c.storage.retention);
+    match crate::store::postgres::probe(url).await {
+        Ok(p) => {
+            let schema = match p.missing {
+                0 => "schema up to date".to_string(),
+                n if n == p.migrations => "empty: `run` creates the schema".to_string(),
+                n => format!("{n} of {} migrations to apply at `run`", p.migrations),
+            };
+            out!(
+                "  storage    PostgreSQL {} (retention {retention}; server version {}; {schema})",
+                p.location,
+                p.version
+            )?;
+            Ok(None)
+        }
+        Err(e) => {
+            out!("  ERROR      {e}")?;
+            Ok(Some(e))
+        }
+    }
 }
 
 /// Each maintenance window, and whether it is active now or when it next starts.

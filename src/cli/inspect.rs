@@ -7,13 +7,13 @@ use crate::domain::DeliveryState;
 use crate::store::Store;
 
 pub(super) async fn open_existing(config: &Config) -> anyhow::Result<Store> {
-    if !config.storage.path.exists() {
+    if config.storage.url.is_none() && !config.storage.path.exists() {
         anyhow::bail!(
             "no database at {} yet: start `recwatch run` or `recwatch poll-once` first (or check storage.path)",
             config.storage.path.display()
         );
     }
-    Store::open(&config.storage.path).await
+    Store::open_config(&config.storage).await
 }
 
 pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {

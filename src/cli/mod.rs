@@ -268,7 +268,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
     crate::telemetry::init(&config.log.level, cli.log_format);
     let result = match cli.command {
         Command::Run => run::run(config).await,
-        Command::Check => return check::check(&config).unwrap_or_else(fail),
+        Command::Check => return check::check(&config).await.unwrap_or_else(fail),
         Command::PollOnce => poll_once::poll_once(&config).await,
         Command::Status { json } => inspect::status(&config, json).await,
         Command::History {

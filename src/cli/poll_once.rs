@@ -10,8 +10,8 @@ use recwatch_rtc::client::RtcClient;
 pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     // Like `run`, it polls with its own rate budget and writes transitions and alerts: beside
     // a running daemon it would poll every job a second time, outside the daemon's budget.
-    let owner = crate::storage::lock::OwnerLock::acquire(&config.storage.path, "poll-once").await?;
-    let store = Store::open_owned(&config.storage.path, &owner).await?;
+    // (On PostgreSQL there is no owner lock: see `Store::open_for`.)
+    let (store, _owner) = Store::open_for(&config.storage, "poll-once").await?;
     let client = RtcClient::new(&config.api.client_config())?;
     let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;

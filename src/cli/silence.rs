@@ -108,7 +108,7 @@ pub(super) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Resul
                     return Ok(ExitCode::from(2));
                 }
             };
-            let store = Store::open(&config.storage.path).await?;
+            let store = Store::open_config(&config.storage).await?;
             let s = store.add_silence(&silence_id(), &new, now).await?;
             store.close().await;
             out!("{}", s.id)?;

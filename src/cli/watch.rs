@@ -44,7 +44,7 @@ pub(super) async fn watch(
         out!("{key} is already watched: the config file has it ({location}); nothing changed")?;
         return Ok(());
     }
-    let store = Store::open(&config.storage.path).await?;
+    let store = Store::open_config(&config.storage).await?;
     let list = crate::watchlist::Watchlist::load(store.clone())
         .await
         .map_err(|e| store_failed(e, "cannot read the watch list"))?;
@@ -92,13 +92,13 @@ pub(super) async fn unwatch(config: &Config, app_id: String, job_id: String) -> 
     if let Some(location) = in_config(config, &key) {
         return Err(StartError::usage(edit_the_file(&key, &location, config)).into());
     }
-    if !config.storage.path.exists() {
+    if config.storage.url.is_none() && !config.storage.path.exists() {
         anyhow::bail!(
             "{key} is not watched (there is no database at {} yet)",
             config.storage.path.display()
         );
     }
-    let store = Store::open(&config.storage.path).await?;
+    let store = Store::open_config(&config.storage).await?;
     let list = crate::watchlist::Watchlist::load(store.clone())
         .await
         .map_err(|e| store_failed(e, "cannot read the watch list"))?;

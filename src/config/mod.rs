@@ -18,6 +18,7 @@ mod load;
 mod maintenance;
 mod raw;
 mod schedule;
+mod storage;
 mod validate;
 
 pub use callback::{AppConfig, CallbackConfig};
@@ -31,6 +32,7 @@ pub use heartbeat::{HeartbeatConfig, HeartbeatUrl, PingMethod};
 pub use load::{load, load_with_env, parse_str, resolve_path};
 pub use maintenance::{MAX_WINDOW, MaintenanceWindow, held_until};
 pub use schedule::Schedule;
+pub use storage::{Database, StorageConfig, check_url as check_storage_url};
 
 use crate::secret::Secret;
 use crate::telemetry::LogFilter;
@@ -124,12 +126,6 @@ pub struct PollConfig {
     /// A cron schedule (seconds field included) used instead of `interval`.
     pub schedule: Option<Schedule>,
     pub stop_after_terminal: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct StorageConfig {
-    pub path: PathBuf,
-    pub retention: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -383,10 +379,7 @@ impl Config {
                 schedule: None,
                 stop_after_terminal: defaults::STOP_AFTER_TERMINAL,
             },
-            storage: StorageConfig {
-                path: PathBuf::from(defaults::STORAGE_PATH),
-                retention: defaults::RETENTION,
-            },
+            storage: StorageConfig::default(),
             rules: RulesConfig::default(),
             notify: NotifyConfig {
                 webhooks: Vec::new(),

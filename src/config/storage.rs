@@ -3,10 +3,10 @@
 //! how long history is kept. The URL carries a password: it is a [`Secret`], masked in
 //! `Debug`, and no error here quotes it.
 
-use super::defaults;
-use super::raw::Table;
 use super::ConfigError;
+use super::defaults;
 use super::defaults::{MAX_RETENTION, MIN_RETENTION};
+use super::raw::Table;
 use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,7 +46,10 @@ impl Default for StorageConfig {
     }
 }
 
-pub(super) fn read_storage(mut t: Table, base: Option<&Path>) -> Result<StorageConfig, ConfigError> {
+pub(super) fn read_storage(
+    mut t: Table,
+    base: Option<&Path>,
+) -> Result<StorageConfig, ConfigError> {
     let path = t.nonempty_string("path")?;
     let url = t.secret("url", base)?;
     if path.is_some() && url.is_some() {
@@ -103,7 +106,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
     sqlx::postgres::PgConnectOptions::from_str(url.trim())
         .map(|_| ())
         .map_err(|_| {
-            format!("cannot be read as a PostgreSQL URL; check its port and options, e.g. {EXAMPLE}")
+            format!(
+                "cannot be read as a PostgreSQL URL; check its port and options, e.g. {EXAMPLE}"
+            )
         })
 }
 
@@ -118,13 +123,37 @@ mod tests {
             ("plain", "postgres://rec:pw@db.internal:5432/recwatch", None),
             ("long scheme", "postgresql://rec:pw@db/recwatch", None),
             ("no port", "postgres://rec@db.internal/recwatch", None),
-            ("tls option", "postgres://rec:pw@db/recwatch?sslmode=verify-full", None),
-            ("sqlite", "sqlite:///var/lib/recwatch.db", Some("is a sqlite: URL")),
-            ("mysql", "mysql://rec:pw@db/recwatch", Some("is a mysql: URL")),
-            ("not a url", "db.internal:5432", Some("is a db.internal: URL")),
+            (
+                "tls option",
+                "postgres://rec:pw@db/recwatch?sslmode=verify-full",
+                None,
+            ),
+            (
+                "sqlite",
+                "sqlite:///var/lib/recwatch.db",
+                Some("is a sqlite: URL"),
+            ),
+            (
+                "mysql",
+                "mysql://rec:pw@db/recwatch",
+                Some("is a mysql: URL"),
+            ),
+            (
+                "not a url",
+                "db.internal:5432",
+                Some("is a db.internal: URL"),
+            ),
             ("no scheme at all", "recwatch", Some("is not a URL")),
-            ("no database", "postgres://rec:pw@db.internal:5432", Some("names no database")),
-            ("bad sslmode", "postgres://rec:pw@db/recwatch?sslmode=sometimes", Some("cannot be read")),
+            (
+                "no database",
+                "postgres://rec:pw@db.internal:5432",
+                Some("names no database"),
+            ),
+            (
+                "bad sslmode",
+                "postgres://rec:pw@db/recwatch?sslmode=sometimes",
+                Some("cannot be read"),
+            ),
         ];
         for (name, url, want) in cases {
             let got = check_url(url);
@@ -136,6 +165,119 @@ mod tests {
                     assert!(!m.contains("pw"), "{name} quotes the password: {m}");
                 }
             }
+        }
+    }
+
+    const BASE: &str = r#"
+[api]
+project_id = "0a1b2c3d4e5f67890a1b2c3d4e5f6789"
+[api.auth]
+access_key = "AK"
+secret_key = "SK"
+"#;
+    const URL: &str = "postgres://rec:pw-s3cret@db.internal:5432/recwatch";
+    /// Environment variables a case sets.
+    type Env = &'static [(&'static str, &'static str)];
+
+    fn parse(
+        storage: &str,
+        env: &[(&str, &str)],
+        base: Option<&Path>,
+    ) -> Result<super::super::Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        super::super::parse_str(&format!("{BASE}\n[storage]\n{storage}\n"), env, base)
+    }
+
+    /// The three ways to give the URL, and that none of them lets the password out (Debug
+    /// of the whole configuration included).
+    #[test]
+    fn url_url_file_or_the_environment_choose_postgresql() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db-url"), format!("{URL}\n")).unwrap();
+        let cases: &[(&str, &str, Env)] = &[
+            (
+                "url",
+                "url = \"postgres://rec:pw-s3cret@db.internal:5432/recwatch\"",
+                &[],
+            ),
+            (
+                "url_file, relative to the config",
+                "url_file = \"db-url\"",
+                &[],
+            ),
+            ("the environment", "", &[("RECWATCH_STORAGE__URL", URL)]),
+        ];
+        for (name, storage, env) in cases {
+            let c = parse(storage, env, Some(dir.path())).expect(name);
+            assert!(
+                matches!(c.storage.database(), Database::Postgres(u) if u.expose() == URL),
+                "{name}"
+            );
+            let debug = format!("{c:?}");
+            assert!(!debug.contains("pw-s3cret"), "{name}: {debug}");
+        }
+        let c = parse("", &[], None).unwrap();
+        assert!(
+            matches!(c.storage.database(), Database::Sqlite(p) if p == Path::new(defaults::STORAGE_PATH)),
+            "SQLite at the default path when no url is given"
+        );
+    }
+
+    /// Exactly one of path and url; a URL that is not PostgreSQL's names the key. Each is a
+    /// config error (exit 78) that never quotes the password.
+    #[test]
+    fn path_and_url_together_or_a_url_of_another_kind_are_refused() {
+        let cases: &[(&str, &str, Env, &str, &str)] = &[
+            (
+                "both in the file",
+                "path = \"/var/lib/recwatch/recwatch.db\"\nurl = \"postgres://rec:pw-s3cret@db/recwatch\"",
+                &[],
+                "storage.url",
+                "set either storage.path (a SQLite file) or storage.url",
+            ),
+            (
+                "path in the file, url from the environment",
+                "path = \"/var/lib/recwatch/recwatch.db\"",
+                &[("RECWATCH_STORAGE__URL", URL)],
+                "storage.url",
+                "not both",
+            ),
+            (
+                "url and url_file",
+                "url = \"postgres://rec:pw-s3cret@db/recwatch\"\nurl_file = \"/x\"",
+                &[],
+                "storage.url",
+                "set either url or url_file, not both",
+            ),
+            (
+                "a MySQL URL",
+                "url = \"mysql://rec:pw-s3cret@db/recwatch\"",
+                &[],
+                "storage.url",
+                "is a mysql: URL",
+            ),
+            (
+                "a SQLite URL from the environment",
+                "",
+                &[("RECWATCH_STORAGE__URL", "sqlite:///tmp/pw-s3cret.db")],
+                "storage.url",
+                "is a sqlite: URL",
+            ),
+        ];
+        for (name, storage, env, location, says) in cases {
+            let e = parse(storage, env, None).expect_err(name);
+            assert!(e.location.contains(location), "{name}: {e}");
+            assert!(e.message.contains(says), "{name}: {e}");
+            assert!(!e.to_string().contains("pw-s3cret"), "{name}: {e}");
+            let any = anyhow::Error::from(e);
+            assert_eq!(
+                crate::cli::exit_code(&any),
+                Some(crate::config::EXIT_CONFIG),
+                "{name}"
+            );
         }
     }
 }

@@ -10,13 +10,13 @@ use super::heartbeat::read_heartbeat;
 use super::raw::Table;
 use super::{
     ApiConfig, Auth, Config, ConfigError, HttpConfig, JobConfig, LogConfig, NotifyConfig,
-    PollConfig, RulesConfig, Schedule, StorageConfig,
+    PollConfig, RulesConfig, Schedule,
 };
 use crate::domain::Severity;
 use crate::telemetry::LogFilter;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use url::Url;
 
@@ -29,7 +29,7 @@ pub(super) fn from_tree(
     let mut root = Table::new("", root);
     let api = read_api(root.table("api")?, base)?;
     let poll = read_poll(root.table("poll")?)?;
-    let storage = read_storage(root.table("storage")?)?;
+    let storage = super::storage::read_storage(root.table("storage")?, base)?;
     let rules = read_rules(root.table("rules")?)?;
     let notify = read_notify(root.table("notify")?, base)?;
     let http = read_http(root.table("http")?, base)?;
@@ -310,25 +310,6 @@ pub(super) fn check_range(
         ));
     }
     Ok(())
-}
-
-fn read_storage(mut t: Table) -> Result<StorageConfig, ConfigError> {
-    let path = t
-        .nonempty_string("path")?
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(defaults::STORAGE_PATH));
-    let retention = t.duration("retention")?.unwrap_or(defaults::RETENTION);
-    if retention < MIN_RETENTION {
-        return Err(t.err("retention", "must be at least 1h, e.g. \"90d\""));
-    }
-    if retention > MAX_RETENTION {
-        return Err(t.err(
-            "retention",
-            "must be at most 36500d (100 years), e.g. \"90d\"",
-        ));
-    }
-    t.finish()?;
-    Ok(StorageConfig { path, retention })
 }
 
 fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {

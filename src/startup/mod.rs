@@ -61,10 +61,10 @@ pub async fn run(
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     prepare_process(&config);
-    // One daemon per database, decided before the schema is touched: a second one refuses
-    // here, and two started at once never race each other's migrations.
-    let owner = OwnerLock::acquire(&config.storage.path, "run").await?;
-    let store = Store::open_owned(&config.storage.path, &owner).await?;
+    // On SQLite, one daemon per database, decided before the schema is touched: a second one
+    // refuses here, and two started at once never race each other's migrations. On
+    // PostgreSQL several may run; the migrator's advisory lock orders their migrations.
+    let (store, owner) = Store::open_for(&config.storage, "run").await?;
     // Bound before READY: a taken port stops the start (exit 69) rather than leaving a
     // daemon whose /readyz and /metrics silently vanished. After the store, so a second
     // daemon on the same database is told about the database first.
@@ -343,7 +343,7 @@ impl Daemon {
     async fn announce(
         &mut self,
         on_start: impl FnOnce(&Running),
-        owner: &OwnerLock,
+        owner: &Option<OwnerLock>,
         callback_addr: Option<std::net::SocketAddr>,
     ) {
         let Some(armed) = self.armed.take() else {
@@ -372,7 +372,9 @@ impl Daemon {
         });
         info!(
             database = %self.shared.store.location(),
-            lock = %owner.path().display(),
+            lock = %owner
+                .as_ref()
+                .map_or_else(|| "none (PostgreSQL)".to_string(), |o| o.path().display().to_string()),
             jobs = config.jobs.len(),
             endpoint = %config.api.endpoint,
             auth = %config.api.auth.describe(),

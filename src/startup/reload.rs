@@ -118,6 +118,9 @@ fn warn_restart_only(old: &Config, new: &Config) {
     if old.storage.path != new.storage.path {
         warn!("storage.path changed: takes effect at the next restart");
     }
+    if old.storage.url != new.storage.url {
+        warn!("storage.url changed: takes effect at the next restart");
+    }
     if old.http.listen != new.http.listen {
         warn!("http.listen changed: takes effect at the next restart");
     }

@@ -127,7 +127,7 @@ mod health;
 mod jobs;
 mod lease;
 mod page;
-mod postgres;
+pub mod postgres;
 mod retention;
 mod silences;
 mod transitions;
@@ -294,6 +294,34 @@ impl Store {
         let store = Store::connect(path).await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Opens the configured database (`storage.path` or `storage.url`) for a process that
+    /// does not own it and may run beside a daemon (`status`, `history`, `watch` ...).
+    pub async fn open_config(storage: &crate::config::StorageConfig) -> anyhow::Result<Store> {
+        match storage.database() {
+            crate::config::Database::Sqlite(path) => Store::open(path).await,
+            crate::config::Database::Postgres(url) => Store::open_postgres(url).await,
+        }
+    }
+
+    /// Opens the configured database for a process that works on it (`run`, `poll-once`).
+    /// On SQLite it first takes the owner lock (a second such process refuses, exit 75,
+    /// before the schema is touched) and returns it, to be held while the process runs; on
+    /// PostgreSQL any number may run (leadership among them is the database's, not a file
+    /// lock's), and there is no lock.
+    pub async fn open_for(
+        storage: &crate::config::StorageConfig,
+        command: &str,
+    ) -> anyhow::Result<(Store, Option<crate::storage::lock::OwnerLock>)> {
+        match storage.database() {
+            crate::config::Database::Sqlite(path) => {
+                let owner = crate::storage::lock::OwnerLock::acquire(path, command).await?;
+                let store = Store::open_owned(path, &owner).await?;
+                Ok((store, Some(owner)))
+            }
+            crate::config::Database::Postgres(url) => Ok((Store::open_postgres(url).await?, None)),
+        }
     }
 
     fn sqlite(&self) -> Option<&SqliteBackend> {

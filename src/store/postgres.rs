@@ -2,6 +2,7 @@
 //! with SQLite (see the conventions in `store/mod.rs`); only connecting differs.
 
 use super::{Backend, PG_MIGRATOR, Store, StoreHealth};
+use crate::exit::{EXIT_UNAVAILABLE, StartError};
 use crate::secret::{Secret, mask_url};
 use anyhow::Context;
 use sqlx::PgPool;
@@ -46,16 +47,10 @@ impl PgBackend {
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
         };
-        let context = || {
-            format!(
-                "cannot connect to the PostgreSQL database {location}; check storage.url, that the server runs and accepts this user"
-            )
-        };
         let write = pool(1)
             .connect_with(options.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("{}", scrub(&e.to_string(), url)))
-            .with_context(context)?;
+            .map_err(|e| unreachable(&location, &e, url))?;
         let read = pool(4).connect_lazy_with(options.clone());
         Ok(PgBackend {
             write,
@@ -93,6 +88,71 @@ impl PgBackend {
             .fetch_one(&self.read)
             .await
     }
+}
+
+/// A server that cannot be reached or refuses us: `run` exits 69 (unavailable), naming the
+/// masked URL and what to check.
+fn unreachable(location: &str, e: &sqlx::Error, url: &Secret) -> StartError {
+    StartError {
+        exit: EXIT_UNAVAILABLE,
+        message: format!(
+            "cannot connect to the PostgreSQL database {location}: {}; check storage.url, that the server runs and accepts this user",
+            scrub(&e.to_string(), url)
+        ),
+    }
+}
+
+/// What `recwatch check` says about a PostgreSQL database without changing it: one
+/// connection, the server's version, and whether this binary's schema is applied.
+pub async fn probe(url: &Secret) -> Result<Probe, StartError> {
+    use sqlx::Connection;
+    let location = masked(url.expose());
+    let options = PgConnectOptions::from_str(url.expose()).map_err(|_| StartError {
+        exit: crate::config::EXIT_CONFIG,
+        message: format!("storage.url is not a valid PostgreSQL URL ({location})"),
+    })?;
+    let connect = sqlx::PgConnection::connect_with(&options);
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| StartError {
+            exit: EXIT_UNAVAILABLE,
+            message: format!(
+                "cannot connect to the PostgreSQL database {location}: no answer within 10 s; check storage.url and that the server runs"
+            ),
+        })?
+        .map_err(|e| unreachable(&location, &e, url))?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| unreachable(&location, &e, url))?;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    let _ = conn.close().await;
+    let known: Vec<i64> = PG_MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect();
+    Ok(Probe {
+        location,
+        version,
+        missing: known.iter().filter(|v| !applied.contains(v)).count(),
+        migrations: known.len(),
+    })
+}
+
+/// What [`probe`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The URL, masked.
+    pub location: String,
+    pub version: String,
+    /// Migrations of this binary not applied yet (`run` applies them), of `migrations`.
+    pub missing: usize,
+    pub migrations: usize,
 }
 
 /// `text` with the URL's password (if it has one) replaced by `***`, for errors that might
