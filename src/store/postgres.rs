@@ -5,8 +5,8 @@ use super::{Backend, PG_MIGRATOR, Store, StoreHealth};
 use crate::exit::{EXIT_UNAVAILABLE, StartError};
 use crate::secret::{Secret, mask_url};
 use anyhow::Context;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,11 +42,22 @@ impl PgBackend {
             // lease's row lock (see `lease`): the server ends such a session after 5 s idle in
             // its transaction, so a standby's takeover is never blocked for longer.
             .options([("idle_in_transaction_session_timeout", "5s")]);
+        // A connection waits at most CONNECT_TIMEOUT: with the server gone, a write fails
+        // (and `/readyz` says why) in seconds rather than after SQLite's 30 s wait for its
+        // one connection; this process's writes take milliseconds, so none waits that long
+        // for another.
         let pool = |max: u32| {
             PgPoolOptions::new()
                 .max_connections(max)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(CONNECT_TIMEOUT)
         };
+        // One connection first, to fail at once with what the server (or the network) said: a
+        // pool would try again until its acquire timeout and then say only that it timed out.
+        first_connection(&options, &location, url)
+            .await?
+            .close()
+            .await
+            .ok();
         let write = pool(1)
             .connect_with(options.clone())
             .await
@@ -102,25 +113,36 @@ fn unreachable(location: &str, e: &sqlx::Error, url: &Secret) -> StartError {
     }
 }
 
+/// One connection to the server, within [`CONNECT_TIMEOUT`]; a failure is `run`'s exit 69.
+async fn first_connection(
+    options: &PgConnectOptions,
+    location: &str,
+    url: &Secret,
+) -> Result<sqlx::PgConnection, StartError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(options))
+        .await
+        .map_err(|_| StartError {
+            exit: EXIT_UNAVAILABLE,
+            message: format!(
+                "cannot connect to the PostgreSQL database {location}: no answer within {} s; check storage.url and that the server runs",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        })?
+        .map_err(|e| unreachable(location, &e, url))
+}
+
+/// How long opening the database waits for the server's first answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What `recwatch check` says about a PostgreSQL database without changing it: one
 /// connection, the server's version, and whether this binary's schema is applied.
 pub async fn probe(url: &Secret) -> Result<Probe, StartError> {
-    use sqlx::Connection;
     let location = masked(url.expose());
     let options = PgConnectOptions::from_str(url.expose()).map_err(|_| StartError {
         exit: crate::config::EXIT_CONFIG,
         message: format!("storage.url is not a valid PostgreSQL URL ({location})"),
     })?;
-    let connect = sqlx::PgConnection::connect_with(&options);
-    let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
-        .await
-        .map_err(|_| StartError {
-            exit: EXIT_UNAVAILABLE,
-            message: format!(
-                "cannot connect to the PostgreSQL database {location}: no answer within 10 s; check storage.url and that the server runs"
-            ),
-        })?
-        .map_err(|e| unreachable(&location, &e, url))?;
+    let mut conn = first_connection(&options, &location, url).await?;
     let version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut conn)
         .await
