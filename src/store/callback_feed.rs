@@ -71,3 +71,50 @@ impl Store {
         .await)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::store::test_support::both_backends;
+    use recwatch_rtc::callback::RecordEvent;
+
+    async fn store_event(store: &Store, job: Option<&str>, n: u32) {
+        let body = match job {
+            Some(j) => format!(
+                r#"{{"event_type":"RECORD_NEW_FILE_START","job_id":"{j}","detail_message":"{n}"}}"#
+            ),
+            None => format!(r#"{{"event_type":"SOMETHING","detail_message":"{n}"}}"#),
+        };
+        let event = RecordEvent::parse(body.as_bytes()).unwrap();
+        let at = format!("2026-11-28T10:00:{n:02}.000Z");
+        store
+            .insert_callback_event("app", &event, &format!("sha-{n}"), &at, None)
+            .await
+            .unwrap();
+    }
+
+    both_backends! {
+        async fn events_are_read_by_id_after_between_and_newest_first(store: Store) {
+            assert_eq!(store.max_callback_event_id().await.unwrap(), None);
+            assert!(store.latest_callback_hints(10).await.unwrap().is_empty());
+            for n in 1..=4 {
+                store_event(&store, (n != 3).then_some("j"), n).await;
+            }
+            let all = store.callback_hints_after(0, 100).await.unwrap();
+            let ids: Vec<i64> = all.iter().map(|r| r.id).collect();
+            assert_eq!(ids.len(), 4);
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+            assert_eq!(all[0].job_id.as_deref(), Some("j"));
+            assert_eq!(all[2].job_id, None, "an event naming no job is read too");
+            assert_eq!(all[0].event_type, "RECORD_NEW_FILE_START");
+            assert_eq!(all[3].received_at, "2026-11-28T10:00:04.000Z");
+            assert_eq!(store.max_callback_event_id().await.unwrap(), Some(ids[3]));
+            let after = store.callback_hints_after(ids[1], 1).await.unwrap();
+            assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2]], "the limit holds");
+            let between = store.callback_hints_between(ids[0], ids[3], 100).await.unwrap();
+            assert_eq!(between.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
+            let newest = store.latest_callback_hints(2).await.unwrap();
+            assert_eq!(newest.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[3], ids[2]]);
+        }
+    }
+}

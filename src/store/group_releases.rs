@@ -28,3 +28,26 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::store::test_support::both_backends;
+
+    both_backends! {
+        async fn a_release_is_kept_per_channel_and_replaced(store: Store) {
+            assert_eq!(store.group_release("chat").await.unwrap(), None);
+            store.set_group_release("chat", "2026-11-28T10:00:00.000Z").await.unwrap();
+            store.set_group_release("mail", "2026-11-28T10:00:01.000Z").await.unwrap();
+            store.set_group_release("chat", "2026-11-28T10:00:10.000Z").await.unwrap();
+            assert_eq!(
+                store.group_release("chat").await.unwrap().as_deref(),
+                Some("2026-11-28T10:00:10.000Z")
+            );
+            assert_eq!(
+                store.group_release("mail").await.unwrap().as_deref(),
+                Some("2026-11-28T10:00:01.000Z")
+            );
+        }
+    }
+}
