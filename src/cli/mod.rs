@@ -26,6 +26,7 @@ mod inspect;
 mod poll_once;
 mod run;
 mod silence;
+mod storage;
 mod test_alert;
 mod watch;
 
@@ -173,6 +174,11 @@ pub enum Command {
         #[command(subcommand)]
         command: callback::CallbackCommand,
     },
+    /// Move a recwatch database between SQLite and PostgreSQL (`storage copy`).
+    Storage {
+        #[command(subcommand)]
+        command: storage::StorageCommand,
+    },
     /// Run a fake RTC API (for the demo, tests and benchmarks).
     #[cfg(feature = "demo")]
     Simulate(Box<recwatch_sim::SimulateArgs>),
@@ -259,6 +265,16 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 .map(|_| ExitCode::SUCCESS)
                 .unwrap_or_else(fail);
         }
+        Command::Storage { .. } => {
+            crate::telemetry::init(
+                &crate::telemetry::LogFilter::from_static("warn"),
+                cli.log_format,
+            );
+            let Command::Storage { command } = cli.command else {
+                unreachable!("matched above")
+            };
+            return storage::storage(command).await.unwrap_or_else(fail);
+        }
         _ => {}
     }
     let config = match load(&cli) {
@@ -308,6 +324,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 .await
                 .unwrap_or_else(fail);
         }
+        Command::Storage { .. } => unreachable!("handled above"),
         #[cfg(feature = "demo")]
         Command::Simulate(_) | Command::Demo(_) => unreachable!("handled above"),
     };

@@ -31,7 +31,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::Store;
     use crate::store::test_support::both_backends;
 
     both_backends! {

@@ -117,6 +117,7 @@ macro_rules! on_tx {
 pub mod alerts;
 mod callback_feed;
 mod callbacks;
+pub mod copy;
 pub mod deliveries;
 mod episodes;
 mod error;
