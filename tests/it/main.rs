@@ -26,6 +26,7 @@ mod service;
 mod shared;
 mod silences;
 mod sim_push;
+mod storage;
 mod support;
 /// The tests' throwaway PostgreSQL, shared with the store's unit tests.
 #[path = "../../src/store/test_pg.rs"]

@@ -311,13 +311,13 @@ async fn a_jobs_recorded_files_show_in_history_and_its_api_record() {
 /// A request as the relay receiver got it: its headers and raw body.
 type Relayed = (axum::http::HeaderMap, Vec<u8>);
 
-struct RelayReceiver {
+pub struct RelayReceiver {
     got: std::sync::Arc<std::sync::Mutex<Vec<Relayed>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
 impl RelayReceiver {
-    fn serve(listener: tokio::net::TcpListener) -> RelayReceiver {
+    pub fn serve(listener: tokio::net::TcpListener) -> RelayReceiver {
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = got.clone();
         let app = axum::Router::new().fallback(
