@@ -25,6 +25,9 @@ mod page;
 // Parts 8 and 9 (push) likewise.
 #[path = "parts/push.rs"]
 mod push;
+// Part 10 (issue 13: two backends, several instances).
+#[path = "parts/ha.rs"]
+mod ha;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
 const AK: &str = "BENCHAK0000000000000";
@@ -80,6 +83,10 @@ fn main() -> anyhow::Result<()> {
             "callback_storm".into(),
             rt.block_on(push::callback_storm(dir.path()))?,
         );
+    }
+    // Needs a PostgreSQL server (BENCH_PG_URL): only when asked for by name.
+    if picked.iter().any(|p| p == "outbox_pg") {
+        results.insert("outbox_pg".into(), rt.block_on(ha::outbox_pg(dir.path()))?);
     }
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("\nkept {}", dir.keep().display());
@@ -960,6 +967,14 @@ async fn write_rate(dir: &Path, name: &str, normal: bool) -> anyhow::Result<f64>
             .execute(store.writer())
             .await?;
     }
+    let rate = write_rate_on(&store).await?;
+    store.close().await;
+    Ok(rate)
+}
+
+/// [`write_rate`] on an open store of either backend, for `WRITE_RUN`.
+async fn write_rate_on(store: &Store) -> anyhow::Result<f64> {
+    let before = transitions(store).await?;
     let mut config = Config::defaults(auth());
     config.jobs = jobs(1000);
     let outbox = Outbox::new();
@@ -999,18 +1014,23 @@ async fn write_rate(dir: &Path, name: &str, normal: bool) -> anyhow::Result<f64>
             now: chrono::Utc::now(),
         };
         outbox
-            .write_job_polls(&store, &[record], &ctx, &config)
+            .write_job_polls(store, &[record], &ctx, &config)
             .await?;
         phases[i] = Some(to);
         n += 1;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM transitions")
-        .fetch_one(store.reader())
-        .await?;
+    let written = transitions(store).await? - before;
     anyhow::ensure!(written as usize == n, "one transition row per change");
-    store.close().await;
     Ok(rate)
+}
+
+async fn transitions(store: &Store) -> anyhow::Result<i64> {
+    let count = "SELECT count(*) FROM transitions";
+    Ok(match store.pg_pool() {
+        Some(pg) => sqlx::query_scalar(count).fetch_one(pg).await?,
+        None => sqlx::query_scalar(count).fetch_one(store.reader()).await?,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
