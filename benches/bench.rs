@@ -88,6 +88,12 @@ fn main() -> anyhow::Result<()> {
     if picked.iter().any(|p| p == "outbox_pg") {
         results.insert("outbox_pg".into(), rt.block_on(ha::outbox_pg(dir.path()))?);
     }
+    if picked.iter().any(|p| p == "takeover") {
+        results.insert("takeover".into(), rt.block_on(ha::takeover(dir.path()))?);
+    }
+    if picked.iter().any(|p| p == "rss_pair") {
+        results.insert("rss_pair".into(), rt.block_on(ha::rss_pair(dir.path()))?);
+    }
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("\nkept {}", dir.keep().display());
     }
