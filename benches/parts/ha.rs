@@ -11,8 +11,9 @@ use super::*;
 
 pub async fn outbox_pg(dir: &Path) -> anyhow::Result<Value> {
     println!("\n10a. Outbox writes: SQLite beside PostgreSQL ({WRITE_RUN:?} each)");
-    let url = std::env::var("BENCH_PG_URL")
-        .context("set BENCH_PG_URL=postgres://user@127.0.0.1:port/db (see BENCHMARKS.md, part 10)")?;
+    let url = std::env::var("BENCH_PG_URL").context(
+        "set BENCH_PG_URL=postgres://user@127.0.0.1:port/db (see BENCHMARKS.md, part 10)",
+    )?;
     let sqlite = write_rate(dir, "writes-full-10", false).await?;
     let store = Store::open_postgres(&Secret::new(url)).await?;
     let fsync: String = sqlx::query_scalar("SHOW fsync")
@@ -76,10 +77,19 @@ async fn instance(
 /// took over (read from its stderr as it is written); then the killed one is started again
 /// as the new standby and the roles swap, `TAKEOVER_RUNS` times.
 pub async fn takeover(dir: &Path) -> anyhow::Result<Value> {
-    println!("\n10b. Takeover after kill -9 of the active instance ({TAKEOVER_RUNS} runs, {TAKEOVER_JOBS} jobs)");
-    let url = std::env::var("BENCH_PG_URL")
-        .context("set BENCH_PG_URL=postgres://user@127.0.0.1:port/db (see BENCHMARKS.md, part 10)")?;
-    let sim = Sim::spawn(&["--static", "--jobs", &TAKEOVER_JOBS.to_string(), "--rate-limit", "10"])?;
+    println!(
+        "\n10b. Takeover after kill -9 of the active instance ({TAKEOVER_RUNS} runs, {TAKEOVER_JOBS} jobs)"
+    );
+    let url = std::env::var("BENCH_PG_URL").context(
+        "set BENCH_PG_URL=postgres://user@127.0.0.1:port/db (see BENCHMARKS.md, part 10)",
+    )?;
+    let sim = Sim::spawn(&[
+        "--static",
+        "--jobs",
+        &TAKEOVER_JOBS.to_string(),
+        "--rate-limit",
+        "10",
+    ])?;
     let configs = [
         pg_config(dir, "ha-a", &sim.url, TAKEOVER_JOBS, &url),
         pg_config(dir, "ha-b", &sim.url, TAKEOVER_JOBS, &url),
@@ -108,7 +118,11 @@ pub async fn takeover(dir: &Path) -> anyhow::Result<Value> {
     sorted.sort_by(f64::total_cmp);
     let (p50, max) = (percentile(&sorted, 50.0), sorted[sorted.len() - 1]);
     row("takeover p50", format!("{p50:.2} s"), "");
-    row("takeover max", format!("{max:.2} s"), target(max <= 15.0, "<= 15 s"));
+    row(
+        "takeover max",
+        format!("{max:.2} s"),
+        target(max <= 15.0, "<= 15 s"),
+    );
     Ok(json!({ "runs": times, "p50_seconds": p50, "max_seconds": max }))
 }
 
@@ -117,10 +131,20 @@ const RSS_WARMUP: Duration = Duration::from_secs(60);
 
 /// RSS of an active and a standby instance watching `RSS_JOBS` jobs, after `RSS_WARMUP`.
 pub async fn rss_pair(dir: &Path) -> anyhow::Result<Value> {
-    println!("\n10c. RSS of an active and a standby instance, {RSS_JOBS} jobs, after {}s", RSS_WARMUP.as_secs());
-    let url = std::env::var("BENCH_PG_URL")
-        .context("set BENCH_PG_URL=postgres://user@127.0.0.1:port/db (see BENCHMARKS.md, part 10)")?;
-    let sim = Sim::spawn(&["--static", "--jobs", &RSS_JOBS.to_string(), "--rate-limit", "10"])?;
+    println!(
+        "\n10c. RSS of an active and a standby instance, {RSS_JOBS} jobs, after {}s",
+        RSS_WARMUP.as_secs()
+    );
+    let url = std::env::var("BENCH_PG_URL").context(
+        "set BENCH_PG_URL=postgres://user@127.0.0.1:port/db (see BENCHMARKS.md, part 10)",
+    )?;
+    let sim = Sim::spawn(&[
+        "--static",
+        "--jobs",
+        &RSS_JOBS.to_string(),
+        "--rate-limit",
+        "10",
+    ])?;
     let a = pg_config(dir, "rss-a", &sim.url, RSS_JOBS, &url);
     let b = pg_config(dir, "rss-b", &sim.url, RSS_JOBS, &url);
     let active = instance(&a, TAKEOVER_LINE).await?;
@@ -132,7 +156,11 @@ pub async fn rss_pair(dir: &Path) -> anyhow::Result<Value> {
         let (rss, hwm) = (proc_status_kb(pid, "VmRSS")?, proc_status_kb(pid, "VmHWM")?);
         row(
             &format!("{role}: RSS (peak)"),
-            format!("{:.1} MiB ({:.1})", rss as f64 / 1024.0, hwm as f64 / 1024.0),
+            format!(
+                "{:.1} MiB ({:.1})",
+                rss as f64 / 1024.0,
+                hwm as f64 / 1024.0
+            ),
             "",
         );
         out.insert(role.into(), json!({ "vm_rss_kib": rss, "vm_hwm_kib": hwm }));
