@@ -22,6 +22,7 @@ pub mod metric_catalogue;
 pub mod notify;
 pub mod outbox;
 pub mod poller;
+pub mod remediate;
 pub mod rules;
 pub mod secret;
 pub mod startup;

@@ -166,7 +166,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_task_panics_total",
         Counter,
-        "Panics contained in one poll, write, delivery or API health check, by task; each is logged with its message.",
+        "Panics contained in one poll, write, delivery, API health check or remediation pass, by task; each is logged with its message.",
     ),
     m(
         "recwatch_alerts_silenced_total",
@@ -223,6 +223,11 @@ pub const METRICS: &[Metric] = &[
         Counter,
         "Jobs a record callback revealed for an app with discover = true, by result (watched: added to the run-time watch list; invalid: an id that cannot be watched; unavailable: the database refused).",
     ),
+    m(
+        "recwatch_remediations_total",
+        Counter,
+        "What [remediate] did about dead recordings, by result (recreated; failed: refused, nothing created; unknown: a job may exist, a human was alerted; retried: a create that proved nothing was made, tried again; dry_run; exhausted: max_restarts reached; cannot_rebuild: the last answer lacks a field the create needs).",
+    ),
 ];
 
 /// `recwatch_heartbeat_pings_total{result}`.
@@ -261,7 +266,7 @@ pub const HELD_BY: &[&str] = &["silence", "maintenance"];
 pub const HOLD_OUTCOMES: &[&str] = &["released", "dropped"];
 
 /// `recwatch_task_panics_total{task}`.
-pub const TASKS: &[&str] = &["poll", "writer", "delivery", "api_health"];
+pub const TASKS: &[&str] = &["poll", "writer", "delivery", "api_health", "remediation"];
 
 /// `recwatch_callbacks_total{result}`: `callback::Outcome::label`.
 pub const CALLBACK_RESULTS: &[&str] = &[
@@ -294,6 +299,17 @@ pub const API_WRITE_RESULTS: &[&str] = &[
     "unauthorized",
     "forbidden",
     "unavailable",
+];
+
+/// `recwatch_remediations_total{result}`: `outbox::remediation` and `remediate`.
+pub const REMEDIATION_RESULTS: &[&str] = &[
+    "recreated",
+    "failed",
+    "unknown",
+    "retried",
+    "dry_run",
+    "exhausted",
+    "cannot_rebuild",
 ];
 
 /// `recwatch_discovered_total{result}`: `callback::discover`.
@@ -432,6 +448,12 @@ pub fn zero(config: &Config) {
     for result in DISCOVERED_RESULTS {
         counter(
             "recwatch_discovered_total",
+            &[("result", result.to_string())],
+        );
+    }
+    for result in REMEDIATION_RESULTS {
+        counter(
+            "recwatch_remediations_total",
             &[("result", result.to_string())],
         );
     }

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, broadcast};
 use tracing::{error, info, warn};
 
+pub mod remediation;
+
 /// Something the demo (and logs) want to see as it happens: the poller sends transitions and
 /// failed polls, the outbox the alerts it commits. Defined here, below the poller, so the
 /// outbox never imports the poller.
@@ -200,7 +202,9 @@ impl Outbox {
     }
 
     /// The body of [`Outbox::write_job_polls`] inside the caller's transaction; returns the
-    /// alerts made, to announce once committed.
+    /// alerts made, to announce once committed. A death's remediation (its intent, or why
+    /// not) is decided and written here too, with the transition and its alert. Long: one
+    /// pass over the records, each step of a transition in order.
     async fn write_job_polls_in(
         &self,
         tx: &mut WriteTx,
@@ -217,20 +221,28 @@ impl Outbox {
                     job,
                     request_id,
                     transition: Some((from, to)),
-                    ..
+                    raw,
                 },
             ) = (transition_id, &r.outcome)
             {
+                let remediation = self
+                    .decide_remediation(tx, ctx.job, job, to, config, r.polled_at)
+                    .await?;
+                let mut alert_id = None;
                 if let Some(rule) = rules::transition_rule(to) {
                     if let Some(severity) = rules::severity(&config.rules, rule) {
                         let facts = job_facts(ctx.job, Some(job));
-                        let summary = transition_summary(
+                        let mut summary = transition_summary(
                             rule,
                             ctx.job,
                             to.stop_reason_str(),
                             job.description.as_deref(),
                         );
-                        let alert = self.alert(
+                        let told = remediation.as_ref().map(|d| d.facts());
+                        if let Some(t) = &told {
+                            summary = format!("{summary}; {}", t.sentence());
+                        }
+                        let mut alert = self.alert(
                             Status::Firing,
                             rule,
                             severity,
@@ -245,6 +257,7 @@ impl Outbox {
                             r.polled_at,
                             config,
                         );
+                        alert.remediation = told;
                         let key = format!("t:{tid}:{}", rule.as_str());
                         if tx
                             .insert_alert(
@@ -257,9 +270,26 @@ impl Outbox {
                             )
                             .await?
                         {
+                            alert_id = Some(alert.id.clone());
                             made.push(alert);
                         }
                     }
+                }
+                if let Some(d) = remediation {
+                    made.extend(
+                        self.write_remediation(
+                            tx,
+                            d,
+                            tid,
+                            alert_id.as_ref(),
+                            ctx.job,
+                            job,
+                            raw,
+                            config,
+                            r.polled_at,
+                        )
+                        .await?,
+                    );
                 }
             }
         }
@@ -545,6 +575,7 @@ impl Outbox {
             fired_at: timestamp(now),
             host: self.host.to_string(),
             job_url,
+            remediation: None,
         }
     }
 

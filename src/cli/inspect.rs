@@ -85,11 +85,12 @@ pub(super) async fn history(
         chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
     });
     let job = what.job.as_deref();
-    let rows = if files_only {
+    let mut rows = if files_only {
         Vec::new()
     } else {
         store.history(job, since, what.limit).await?
     };
+    store.link_replacements(&mut rows).await?;
     let since_text = since.map(crate::domain::timestamp);
     let files = if files_only || !json {
         store
@@ -138,8 +139,22 @@ fn print_transitions(rows: Vec<crate::store::TransitionRow>) -> anyhow::Result<(
             r.from_state.unwrap_or_else(|| "(first seen)".into()),
             r.to_state,
             r.stop_reason.unwrap_or_else(|| "-".into()),
-            r.description.unwrap_or_else(|| "-".into()),
+            // A remediation's link is part of what happened to the job.
+            [
+                r.description,
+                r.replaced_by.map(|j| format!("replaced by {j}")),
+                r.replaces.map(|j| format!("replaces {j}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; "),
         ]);
+        if table.last().is_some_and(|row| row[7].is_empty()) {
+            if let Some(row) = table.last_mut() {
+                row[7] = "-".into();
+            }
+        }
     }
     Ok(print_table(&table)?)
 }

@@ -24,6 +24,7 @@ mod check;
 pub mod demo;
 mod inspect;
 mod poll_once;
+mod remediations;
 mod run;
 mod silence;
 mod storage;
@@ -123,6 +124,16 @@ pub enum Command {
         /// Only forwards still pending.
         #[arg(long)]
         pending: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What [remediate] re-created (or decided not to), newest first: when, from which job,
+    /// with which result and new job id.
+    Remediations {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -307,6 +318,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
             limit,
             json,
         } => inspect::forwards(&config, pending, limit, json).await,
+        Command::Remediations { limit, json } => {
+            remediations::remediations(&config, limit, json).await
+        }
         Command::Callback { command } => callback::callback(&config, command).await,
         Command::Silence(args) => {
             return silence::silence(&config, args).await.unwrap_or_else(fail);

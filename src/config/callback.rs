@@ -72,6 +72,7 @@ pub(super) fn read_apps(
     notify: &NotifyConfig,
     callback: &CallbackConfig,
     base: Option<&Path>,
+    remediate: &mut std::collections::BTreeMap<String, bool>,
 ) -> Result<Vec<AppConfig>, ConfigError> {
     let channels = notify.channel_names();
     let mut seen = BTreeSet::new();
@@ -86,6 +87,7 @@ pub(super) fn read_apps(
             "notify",
             "forward_to",
             "discover",
+            "remediate",
         ])?;
         let app_id = t.required_string("app_id")?;
         super::validate::check_id(&t, "app_id", &app_id)?;
@@ -116,6 +118,11 @@ pub(super) fn read_apps(
             })?),
         };
         let discover = t.boolean("discover")?.unwrap_or(false);
+        // `remediate = true|false` overrides `[remediate] enabled` for this app's jobs that
+        // have no `[[jobs]]` entry of their own (discovered, or added at run time).
+        if let Some(on) = t.boolean("remediate")? {
+            remediate.insert(app_id.clone(), on);
+        }
         let notify_names = t.string_list("notify")?;
         for n in notify_names.iter().flatten() {
             if !channels.contains(&n.as_str()) {

@@ -43,6 +43,13 @@ pub const STOPPED_BY_TENANT: Option<Severity> = None;
 pub const STUCK_INIT: Option<Severity> = Some(Severity::Warning);
 pub const JOB_NOT_FOUND: Option<Severity> = Some(Severity::Warning);
 pub const API_UNHEALTHY: Option<Severity> = Some(Severity::Critical);
+/// A lineage re-created `max_restarts` times within the window and dead again: a human must look.
+pub const REMEDIATION_EXHAUSTED: Option<Severity> = Some(Severity::Critical);
+/// A re-creation whose outcome is unknown (a crash while posting, a 5xx, a timeout: a billable
+/// job may exist) or that was refused, told on its own: a human must look.
+pub const REMEDIATION_FAILED: Option<Severity> = Some(Severity::Critical);
+/// A re-creation told after the death's alert had gone out (it came later than 5 s).
+pub const REMEDIATED: Option<Severity> = Some(Severity::Info);
 pub const INIT_GRACE: Duration = secs(60);
 pub const API_FAILURE_THRESHOLD: u32 = 3;
 pub const REPEAT_INTERVAL: Duration = secs(4 * 3600);
@@ -80,6 +87,13 @@ pub const HEARTBEAT_INTERVAL: Duration = secs(60);
 pub const HEARTBEAT_TIMEOUT: Duration = secs(10);
 pub const MAX_HEARTBEAT_INTERVAL: Duration = secs(DAY);
 
+// [remediate]
+/// Off: a re-creation makes a billable job.
+pub const REMEDIATE_ENABLED: bool = false;
+pub const REMEDIATE_MAX_RESTARTS: u32 = 3;
+pub const REMEDIATE_WINDOW: Duration = secs(3600);
+pub const REMEDIATE_DRY_RUN: bool = false;
+
 // [log]
 pub const LOG_LEVEL: LogFilter = LogFilter::from_static("info");
 
@@ -111,5 +125,9 @@ pub const MAX_THROTTLE_BACKOFF: Duration = secs(60);
 pub const MAX_AUTH_BACKOFF: Duration = secs(DAY);
 pub const MAX_MAX_AGE: Duration = secs(30 * DAY);
 pub const MAX_MAX_BACKOFF: Duration = secs(DAY);
+/// Past a week a lineage's restarts are not one incident any more; `max_restarts` above this
+/// is no bound.
+pub const MAX_REMEDIATE_WINDOW: Duration = secs(7 * DAY);
+pub const MAX_REMEDIATE_RESTARTS: u32 = 100;
 /// Every alert after the first in a storm waits up to this long.
 pub const MAX_GROUP_WAIT: Duration = secs(600);

@@ -17,6 +17,7 @@ mod heartbeat;
 mod load;
 mod maintenance;
 mod raw;
+mod remediate;
 mod schedule;
 mod storage;
 mod validate;
@@ -31,6 +32,7 @@ pub use duration::{format_duration, parse_duration};
 pub use heartbeat::{HeartbeatConfig, HeartbeatUrl, PingMethod};
 pub use load::{load, load_with_env, parse_str, resolve_path};
 pub use maintenance::{MAX_WINDOW, MaintenanceWindow, held_until};
+pub use remediate::RemediateConfig;
 pub use schedule::Schedule;
 pub use storage::{Database, StorageConfig, check_url as check_storage_url};
 
@@ -78,6 +80,9 @@ pub struct Config {
     pub callback: CallbackConfig,
     /// `[heartbeat]`: pings a dead man's switch while ready.
     pub heartbeat: HeartbeatConfig,
+    /// `[remediate]`: re-creating dead recordings (off by default), with the per-job and
+    /// per-app overrides of `[[jobs]]` and `[[apps]]`.
+    pub remediate: RemediateConfig,
     pub log: LogConfig,
     pub jobs: Vec<JobConfig>,
     /// The RTC apps whose record callbacks are accepted (`[[apps]]`).
@@ -159,6 +164,9 @@ pub struct RulesConfig {
     pub stuck_init: Option<Severity>,
     pub job_not_found: Option<Severity>,
     pub api_unhealthy: Option<Severity>,
+    pub remediation_exhausted: Option<Severity>,
+    pub remediation_failed: Option<Severity>,
+    pub remediated: Option<Severity>,
     pub init_grace: Duration,
     pub api_failure_threshold: u32,
     pub repeat_interval: Duration,
@@ -174,6 +182,9 @@ impl Default for RulesConfig {
             stuck_init: defaults::STUCK_INIT,
             job_not_found: defaults::JOB_NOT_FOUND,
             api_unhealthy: defaults::API_UNHEALTHY,
+            remediation_exhausted: defaults::REMEDIATION_EXHAUSTED,
+            remediation_failed: defaults::REMEDIATION_FAILED,
+            remediated: defaults::REMEDIATED,
             init_grace: defaults::INIT_GRACE,
             api_failure_threshold: defaults::API_FAILURE_THRESHOLD,
             repeat_interval: defaults::REPEAT_INTERVAL,
@@ -401,6 +412,7 @@ impl Config {
             },
             callback: CallbackConfig::default(),
             heartbeat: HeartbeatConfig::default(),
+            remediate: RemediateConfig::default(),
             log: LogConfig {
                 level: defaults::LOG_LEVEL,
             },

@@ -747,6 +747,93 @@ fn the_example_file_shows_the_defaults() {
     assert_eq!(example.callback.listen, d.callback.listen);
     assert_eq!(example.callback.path, d.callback.path);
     assert!(example.apps.is_empty());
+    assert_eq!(example.remediate, d.remediate);
+}
+
+#[test]
+fn remediate_section_and_overrides_table() {
+    let auth = "[api.auth]\ntoken = \"t\"\n";
+    let app = "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\n";
+    let ok = |text: &str| parse(&format!("{auth}{text}")).unwrap();
+    let c = ok(
+        "[remediate]\nenabled = true\non = [\"INTERNAL_ERROR\", \"EXCEED_MAX_IDLE_TIME\"]\nmax_restarts = 5\nwindow = \"2h\"\ndry_run = true\n",
+    );
+    let r = &c.remediate;
+    assert!(r.enabled && r.dry_run);
+    assert_eq!(r.max_restarts, 5);
+    assert_eq!(r.window, std::time::Duration::from_secs(7200));
+    assert_eq!(r.on.len(), 2);
+    let c = ok(&format!(
+        "{app}remediate = false\n[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nremediate = true\n"
+    ));
+    let key = crate::domain::JobKey::new("a", "j");
+    assert_eq!(c.remediate.jobs.get(&key), Some(&true));
+    assert_eq!(c.remediate.apps.get("a"), Some(&false));
+    assert!(c.remediate.enabled_for(&key, &key));
+    let other = crate::domain::JobKey::new("a", "x");
+    assert!(!c.remediate.enabled_for(&other, &other));
+
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "an unknown reason",
+            "[remediate]\non = [\"DISK_FULL\"]\n",
+            "remediate.on",
+            "not a stop reason",
+        ),
+        (
+            "the tenant's stop",
+            "[remediate]\non = [\"TENANT_STOP\"]\n",
+            "remediate.on",
+            "never re-created",
+        ),
+        (
+            "zero restarts",
+            "[remediate]\nmax_restarts = 0\n",
+            "remediate.max_restarts",
+            "out of range",
+        ),
+        (
+            "too many restarts",
+            "[remediate]\nmax_restarts = 101\n",
+            "remediate.max_restarts",
+            "out of range",
+        ),
+        (
+            "a window past its bound",
+            "[remediate]\nwindow = \"30d\"\n",
+            "remediate.window",
+            "at most 7d",
+        ),
+        (
+            "a zero window",
+            "[remediate]\nwindow = \"0s\"\n",
+            "remediate.window",
+            "longer than 0s",
+        ),
+        (
+            "enabled not a flag",
+            "[remediate]\nenabled = \"yes\"\n",
+            "remediate.enabled",
+            "true or false",
+        ),
+        (
+            "a misspelt key",
+            "[remediate]\nmax_restart = 3\n",
+            "remediate.max_restart",
+            "max_restarts",
+        ),
+        (
+            "a job's remediate not a flag",
+            "[[jobs]]\napp_id=\"a\"\njob_id=\"j\"\nremediate = 1\n",
+            "jobs[0].remediate",
+            "true or false",
+        ),
+    ];
+    for (name, text, location, message) in cases {
+        let e = parse(&format!("{auth}{text}")).unwrap_err();
+        assert_eq!(e.location, *location, "{name}: {e}");
+        assert!(e.message.contains(message), "{name}: {e}");
+    }
 }
 
 #[test]

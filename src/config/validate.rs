@@ -35,9 +35,21 @@ pub(super) fn from_tree(
     let http = read_http(root.table("http")?, base)?;
     let callback = read_callback(root.table("callback")?)?;
     let heartbeat = read_heartbeat(root.table("heartbeat")?, base)?;
+    let mut remediate = super::remediate::read_remediate(root.table("remediate")?)?;
     let log = read_log(root.table("log")?)?;
-    let jobs = read_jobs(root.array_of_tables("jobs")?, &notify, &poll)?;
-    let apps = read_apps(root.array_of_tables("apps")?, &notify, &callback, base)?;
+    let jobs = read_jobs(
+        root.array_of_tables("jobs")?,
+        &notify,
+        &poll,
+        &mut remediate.jobs,
+    )?;
+    let apps = read_apps(
+        root.array_of_tables("apps")?,
+        &notify,
+        &callback,
+        base,
+        &mut remediate.apps,
+    )?;
     let maintenance = super::maintenance::read_maintenance(root.array_of_tables("maintenance")?)?;
     root.finish()?;
     Ok(Config {
@@ -50,6 +62,7 @@ pub(super) fn from_tree(
         http,
         callback,
         heartbeat,
+        remediate,
         log,
         jobs,
         apps,
@@ -336,6 +349,9 @@ fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
         stuck_init: level("stuck_init", d.stuck_init)?,
         job_not_found: level("job_not_found", d.job_not_found)?,
         api_unhealthy: level("api_unhealthy", d.api_unhealthy)?,
+        remediation_exhausted: level("remediation_exhausted", d.remediation_exhausted)?,
+        remediation_failed: level("remediation_failed", d.remediation_failed)?,
+        remediated: level("remediated", d.remediated)?,
         init_grace: t.duration("init_grace")?.unwrap_or(d.init_grace),
         api_failure_threshold: match t.integer("api_failure_threshold")? {
             None => d.api_failure_threshold,
@@ -427,6 +443,7 @@ fn read_jobs(
     tables: Vec<Table>,
     notify: &NotifyConfig,
     poll: &PollConfig,
+    remediate: &mut BTreeMap<crate::domain::JobKey, bool>,
 ) -> Result<Vec<JobConfig>, ConfigError> {
     let channels = notify.channel_names();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -444,7 +461,15 @@ fn read_jobs(
             }
         }
         // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
-        t.known(&["name", "app_id", "job_id", "kind", "interval", "notify"])?;
+        t.known(&[
+            "name",
+            "app_id",
+            "job_id",
+            "kind",
+            "interval",
+            "notify",
+            "remediate",
+        ])?;
         let app_id = t.required_string("app_id")?;
         check_id(&t, "app_id", &app_id)?;
         let job_id = t.required_string("job_id")?;
@@ -473,6 +498,10 @@ fn read_jobs(
                     ));
                 }
             }
+        }
+        // `remediate = true|false` overrides `[remediate] enabled` for this job.
+        if let Some(on) = t.boolean("remediate")? {
+            remediate.insert(crate::domain::JobKey::new(&app_id, &job_id), on);
         }
         t.finish()?;
         if let Some(first) = seen.insert((app_id.clone(), job_id.clone()), t.path.clone()) {

@@ -151,6 +151,55 @@ pub struct Alert {
     /// `[http] public_url` is set (absent otherwise, and in payloads made before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_url: Option<String>,
+    /// What `[remediate]` did about this death (or, for a remediation notice, the outcome it
+    /// tells); absent when remediation was not asked to act.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<RemediationFacts>,
+}
+
+/// What remediation did about a dead job, as the payload says it:
+/// `{"action": "recreated", "new_job_id": "..."}`, `{"action": "skipped", "reason": "dry_run"}`,
+/// `{"action": "failed", "error": "..."}`, `{"action": "unknown", "error": "..."}` (a
+/// billable job may exist: a human must check), or `{"action": "pending"}` (no outcome within
+/// the wait; a follow-up notice tells it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemediationFacts {
+    pub action: RemediationAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemediationAction {
+    Recreated,
+    Skipped,
+    Failed,
+    Unknown,
+    Pending,
+}
+
+impl RemediationFacts {
+    /// One line for chat and e-mail text: "re-created as 123", "not re-created (dry_run)"...
+    pub fn sentence(&self) -> String {
+        let or = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        match self.action {
+            RemediationAction::Recreated => format!("re-created as {}", or(&self.new_job_id)),
+            RemediationAction::Skipped => format!("not re-created ({})", or(&self.reason)),
+            RemediationAction::Failed => {
+                format!("re-creation failed: {}", or(&self.error))
+            }
+            RemediationAction::Unknown => format!(
+                "re-creation outcome unknown ({}): a billable job may exist, check the app's jobs before starting one",
+                or(&self.error)
+            ),
+            RemediationAction::Pending => "re-creation under way".into(),
+        }
+    }
 }
 
 /// This machine's name for alerts; falls back to "unknown" rather than failing an alert.
@@ -211,6 +260,7 @@ pub fn test_alert() -> Alert {
         fired_at: timestamp(now),
         host: hostname(),
         job_url: Some("https://recwatch.example.com/jobs/test-app/test-job".into()),
+        remediation: None,
     }
 }
 
@@ -241,6 +291,7 @@ mod tests {
             fired_at: "t".into(),
             host: "h".into(),
             job_url: None,
+            remediation: None,
         };
         let v = serde_json::to_value(&a).unwrap();
         for key in [

@@ -72,7 +72,9 @@ pub enum JobSource {
     Api,
     /// `recwatch watch`.
     Cli,
-    /// A spelling this build does not know (e.g. issue 15's `remediation` before it is built).
+    /// A job recwatch created itself to replace a dead one (`[remediate]`).
+    Remediation,
+    /// A spelling this build does not know.
     Other(String),
 }
 
@@ -83,6 +85,7 @@ impl JobSource {
             "callback" => JobSource::Callback,
             "api" => JobSource::Api,
             "cli" => JobSource::Cli,
+            "remediation" => JobSource::Remediation,
             other => JobSource::Other(other.to_string()),
         }
     }
@@ -93,6 +96,7 @@ impl JobSource {
             JobSource::Callback => "callback",
             JobSource::Api => "api",
             JobSource::Cli => "cli",
+            JobSource::Remediation => "remediation",
             JobSource::Other(s) => s,
         }
     }
@@ -224,9 +228,10 @@ mod tests {
         for s in ["config", "callback", "api", "cli", "remediation"] {
             assert_eq!(JobSource::parse(s).as_str(), s);
         }
+        assert_eq!(JobSource::parse("remediation"), JobSource::Remediation);
         assert_eq!(
-            JobSource::parse("remediation"),
-            JobSource::Other("remediation".into())
+            JobSource::parse("from-a-later-build"),
+            JobSource::Other("from-a-later-build".into())
         );
         assert_eq!(serde_json::to_string(&JobSource::Cli).unwrap(), "\"cli\"");
     }

@@ -14,11 +14,15 @@ mod episode;
 mod job;
 mod phase;
 mod poll;
+mod remediation;
 mod rule;
 mod silence;
 mod time;
 
-pub use alert::{Alert, AlertId, JobFacts, PAYLOAD_VERSION, TransitionFacts, hostname, test_alert};
+pub use alert::{
+    Alert, AlertId, JobFacts, PAYLOAD_VERSION, RemediationAction, RemediationFacts,
+    TransitionFacts, hostname, test_alert,
+};
 pub use episode::{EpisodeStep, OpenEpisode};
 pub use job::{JobKey, JobSource, MAX_ID_CHARS, RuntimeJob, check_id, job_path};
 pub use phase::Phase;
@@ -28,6 +32,7 @@ pub use recwatch_rtc::ErrorKind;
 /// path the job is polled on (and re-created on).
 pub use recwatch_rtc::Kind as JobKind;
 pub use recwatch_rtc::model::{State, StopReason};
+pub use remediation::RemediationState;
 pub use rule::{Rule, Severity, Status};
 pub use silence::{
     AfterHold, DeliveryState, HeldBy, HeldCause, HeldNotice, MAX_SILENCE, Matchers, NewSilence,

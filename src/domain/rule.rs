@@ -14,18 +14,28 @@ pub enum Rule {
     StuckInit,
     JobNotFound,
     ApiUnhealthy,
+    /// A lineage was re-created `remediate.max_restarts` times within the window and died
+    /// again: not re-created.
+    RemediationExhausted,
+    /// A re-creation was refused, or its outcome is unknown (a billable job may exist).
+    RemediationFailed,
+    /// A re-creation told on its own, after the death's alert had gone out.
+    Remediated,
     /// Sent by `recwatch test-alert`; never created by polling.
     Test,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 9] = [
         Rule::StoppedUnexpectedly,
         Rule::IdleTimeout,
         Rule::StoppedByTenant,
         Rule::StuckInit,
         Rule::JobNotFound,
         Rule::ApiUnhealthy,
+        Rule::RemediationExhausted,
+        Rule::RemediationFailed,
+        Rule::Remediated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +46,9 @@ impl Rule {
             Rule::StuckInit => "stuck_init",
             Rule::JobNotFound => "job_not_found",
             Rule::ApiUnhealthy => "api_unhealthy",
+            Rule::RemediationExhausted => "remediation_exhausted",
+            Rule::RemediationFailed => "remediation_failed",
+            Rule::Remediated => "remediated",
             Rule::Test => "test",
         }
     }
@@ -67,6 +80,15 @@ impl Rule {
             }
             Rule::ApiUnhealthy => {
                 "recwatch cannot poll the RTC API: the credentials were refused, or every poll fails (the endpoint redirects or does not have the API, the service errs or cannot be reached). While this lasts, job changes are not seen. The summary says what the API answered and what to check: the credentials, the endpoint, the network or the system clock."
+            }
+            Rule::RemediationExhausted => {
+                "recwatch re-created this recording remediate.max_restarts times within remediate.window and it died again, so it was not re-created this time. Something keeps killing it: check the app, the room and the record rule in the RTC console, then start a recording by hand if it is still wanted."
+            }
+            Rule::RemediationFailed => {
+                "recwatch tried to re-create a dead recording and the API refused it (the app deactivated, the record rule gone...), or the outcome is unknown: recwatch stopped (or the API timed out or failed) between sending the create and reading its answer. A billable recording job may exist: check the app's recording jobs in the RTC console for the room before starting one by hand. recwatch never sends the create again by itself."
+            }
+            Rule::Remediated => {
+                "recwatch re-created a dead recording (remediate); this notice came after the death's own alert. The new job is watched."
             }
             Rule::Test => "A test notification sent by `recwatch test-alert`. Nothing is wrong.",
         }

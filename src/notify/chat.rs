@@ -127,6 +127,11 @@ pub fn rule_title(rule: Rule, lang: Language) -> &'static str {
         (Language::En, Rule::StuckInit) => "Recording stuck in INIT",
         (Language::En, Rule::JobNotFound) => "Recording job not found",
         (Language::En, Rule::ApiUnhealthy) => "RTC API unhealthy",
+        (Language::En, Rule::RemediationExhausted) => {
+            "Recording not re-created: restarts exhausted"
+        }
+        (Language::En, Rule::RemediationFailed) => "Recording re-creation failed or unknown",
+        (Language::En, Rule::Remediated) => "Recording re-created",
         (Language::En, Rule::Test) => "Test notification",
         (Language::ZhCn, Rule::StoppedUnexpectedly) => "录制意外停止",
         (Language::ZhCn, Rule::IdleTimeout) => "录制因空闲超时停止",
@@ -134,6 +139,9 @@ pub fn rule_title(rule: Rule, lang: Language) -> &'static str {
         (Language::ZhCn, Rule::StuckInit) => "录制卡在初始化",
         (Language::ZhCn, Rule::JobNotFound) => "录制任务不存在",
         (Language::ZhCn, Rule::ApiUnhealthy) => "RTC API 异常",
+        (Language::ZhCn, Rule::RemediationExhausted) => "录制未重建：重建次数已用尽",
+        (Language::ZhCn, Rule::RemediationFailed) => "录制重建失败或结果未知",
+        (Language::ZhCn, Rule::Remediated) => "录制已重建",
         (Language::ZhCn, Rule::Test) => "测试通知",
     }
 }
@@ -653,6 +661,7 @@ pub(crate) mod tests {
             fired_at: "2025-01-01T01:00:02.123Z".into(),
             host: "watch-1".into(),
             job_url: None,
+            remediation: None,
         }
     }
 

@@ -429,6 +429,7 @@ mod tests {
             fired_at: "2025-01-01T01:00:02.123Z".into(),
             host: "watch-1".into(),
             job_url: None,
+            remediation: None,
         }
     }
 

@@ -267,6 +267,7 @@ mod tests {
             fired_at: "2025-01-01T00:00:00.000Z".into(),
             host: "h1".into(),
             job_url: None,
+            remediation: None,
         }
     }
 

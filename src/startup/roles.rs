@@ -4,11 +4,11 @@
 //! Every instance keeps its configuration, its HTTP endpoint, its callback receiver and its
 //! database connections. Only the active one runs the *active set*: the poller (so the API
 //! budget is the account's, never exceeded by two instances), the delivery worker and its
-//! lanes, the forwarder and housekeeping. Each term builds its set afresh from the database
+//! lanes, the forwarder, the remediation worker and housekeeping. Each term builds its set afresh from the database
 //! (what another instance did meanwhile is there, not in this one's memory), with a store
 //! fenced at the term's epoch: once another instance leads, every write of the old term is
-//! refused. A new kind of work only the leader may do (the remediation worker) is one more
-//! line in [`ActiveSet::start`].
+//! refused. The remediation worker is part of the set too (its intents are in the database, so
+//! a new term continues them; one found `posting` becomes `unknown`, never sent again).
 
 use super::housekeeping;
 use super::supervise;
@@ -111,6 +111,18 @@ impl ActiveSet {
             stop.clone(),
         ));
         tasks.spawn(forwarder.run(stop.clone()));
+        // Remediation POSTs only where polling runs, through the fenced store: a stepped-down
+        // instance cannot mark an intent `posting`, so it cannot send a create.
+        tasks.spawn(
+            crate::remediate::Remediator::new(
+                store.clone(),
+                parts.outbox.clone(),
+                parts.budget.clone(),
+                parts.watchlist.clone(),
+                parts.config.clone(),
+            )
+            .run(stop.clone()),
+        );
         let (poll_armed, poll_task) = start_polling(&tasks, poller, &parts.events, stop);
         if let Some(armed) = armed {
             tasks.spawn(async move {

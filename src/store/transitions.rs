@@ -27,6 +27,15 @@ pub struct TransitionRow {
     pub observed_at: String,
     /// The X-request-Id of the answer that showed this transition.
     pub request_id: Option<String>,
+    /// The job this one was created to replace (`[remediate]`), on its first transition.
+    /// Filled by [`Store::link_replacements`].
+    #[sqlx(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// The job that replaced this one, on the death it was re-created after.
+    #[sqlx(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
 }
 
 /// What a new transition row is made of.

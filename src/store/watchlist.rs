@@ -2,7 +2,7 @@
 //! the version number that moves with every change to it, so a running daemon (or several
 //! sharing the database) notices a change another process made with one cheap read.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteTx};
 use crate::domain::{JobKey, JobSource, RuntimeJob};
 
 #[derive(sqlx::FromRow)]
@@ -46,6 +46,34 @@ pub(super) const RETIRE_WATCHED: &[&str] = &["DELETE FROM watchlist WHERE rowid 
         AND coalesce(j.last_changed_at, w.added_at) < $1
       LIMIT $2)"];
 
+/// The insert of a run-time entry, outside a transaction and inside one.
+const INSERT_WATCHED: &str =
+    "INSERT INTO watchlist (app_id, job_id, name, kind, notify, source, added_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app_id, job_id) DO NOTHING";
+
+impl WriteTx {
+    /// [`Store::watch_job`] inside a transaction: a re-created job is watched in the same
+    /// commit that records its creation.
+    pub async fn watch_job_in(&mut self, job: &RuntimeJob) -> Result<bool, StoreError> {
+        let notify = job
+            .notify
+            .as_ref()
+            .map(|n| serde_json::to_string(n).expect("strings serialize"));
+        let done = on_tx!(self, |c| sqlx::query(INSERT_WATCHED)
+            .bind(&job.key.app_id)
+            .bind(&job.key.job_id)
+            .bind(&job.name)
+            .bind(job.kind.as_str())
+            .bind(&notify)
+            .bind(job.source.as_str())
+            .bind(&job.added_at)
+            .execute(&mut *c)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(done == 1)
+    }
+}
+
 impl Store {
     /// Adds `job` to the run-time list; false (and nothing changed) when it is already there,
     /// whatever its source.
@@ -54,20 +82,17 @@ impl Store {
             .notify
             .as_ref()
             .map(|n| serde_json::to_string(n).expect("strings serialize"));
-        let done = on_write!(self, |db| sqlx::query(
-            "INSERT INTO watchlist (app_id, job_id, name, kind, notify, source, added_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app_id, job_id) DO NOTHING",
-        )
-        .bind(&job.key.app_id)
-        .bind(&job.key.job_id)
-        .bind(&job.name)
-        .bind(job.kind.as_str())
-        .bind(&notify)
-        .bind(job.source.as_str())
-        .bind(&job.added_at)
-        .execute(db)
-        .await
-        .map(|done| done.rows_affected()))?;
+        let done = on_write!(self, |db| sqlx::query(INSERT_WATCHED)
+            .bind(&job.key.app_id)
+            .bind(&job.key.job_id)
+            .bind(&job.name)
+            .bind(job.kind.as_str())
+            .bind(&notify)
+            .bind(job.source.as_str())
+            .bind(&job.added_at)
+            .execute(db)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(done == 1)
     }
 
@@ -213,11 +238,11 @@ mod tests {
 
     both_backends! {
         async fn an_unknown_source_is_kept(store: Store) {
-            let j = job("r", JobSource::Other("remediation".into()), Utc::now());
+            let j = job("r", JobSource::Other("from-a-later-build".into()), Utc::now());
             store.watch_job(&j).await.unwrap();
             assert_eq!(
                 store.watched_jobs().await.unwrap()[0].source.as_str(),
-                "remediation"
+                "from-a-later-build"
             );
         }
     }

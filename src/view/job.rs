@@ -37,6 +37,12 @@ pub struct JobPage {
     pub job: JobItem,
     /// In the watch list now (a job no longer watched keeps its history until retention).
     pub watched: bool,
+    /// The job this one was re-created to replace (`[remediate]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// The job that re-created this one after it died.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
     /// Newest first.
     pub transitions: Vec<TransitionRow>,
     /// Pass as `?before=` for older transitions; null when these are the oldest.
@@ -113,6 +119,8 @@ pub async fn job_page(
         .await?;
     let more = transitions.len() > limit;
     transitions.truncate(limit);
+    src.store.link_replacements(&mut transitions).await?;
+    let (replaces, replaced_by) = src.store.replacement_links(app_id, job_id).await?;
     let next_before = more
         .then(|| {
             transitions
@@ -123,6 +131,8 @@ pub async fn job_page(
     Ok(JobPage {
         job: job_item,
         watched: watched.is_some(),
+        replaces,
+        replaced_by,
         transitions,
         next_before,
         files: src

@@ -20,6 +20,7 @@ mod notify;
 mod page;
 mod postgres;
 mod push;
+mod remediation;
 mod robust;
 mod secrets;
 mod service;

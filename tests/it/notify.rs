@@ -39,6 +39,7 @@ fn alert(id: &str) -> Alert {
         fired_at: "2025-01-01T01:00:02.123Z".into(),
         host: "watch-1".into(),
         job_url: None,
+        remediation: None,
     }
 }
 
