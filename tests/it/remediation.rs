@@ -464,3 +464,51 @@ async fn a_crash_between_intent_and_answer_never_creates_twice_and_alerts_a_huma
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_dead_mix_job_is_recreated_as_a_mix_job_with_its_layout_and_rule() {
+    let sim = start_sim(sim_opts(0)).await;
+    let mix = |state: &str, reason: Option<&str>| -> JobSnapshot {
+        serde_json::from_value(serde_json::json!({
+            "job_id": "mix-0001", "app_id": "demo-app", "room_id": "room02",
+            "stream_name": "m_mix-0001_room02",
+            "mix_param": {"room_id": "room02", "encode_template": "1920x1080_30_4620",
+                "max_idle_time": 60, "layout_template": "nine_grids_view",
+                "layout_panes": [{"user_id": "u1", "x": 0}]},
+            "record_param": {"record_rule_id": "rule-2"},
+            "state": state, "stop_reason": reason
+        }))
+        .unwrap()
+    };
+    sim.set_mix_job("demo-app", "mix-0001", mix("RUNNING", None));
+    let mut cfg = AppConfig::new(&sim, 0);
+    cfg.extra = "\n[remediate]\nenabled = true\n\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"mix-0001\"\nname = \"hall\"\nkind = \"mix\"\n".into();
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    wait_state(&app, "mix-0001", "RUNNING").await;
+    sim.set_mix_job(
+        "demo-app",
+        "mix-0001",
+        mix("STOPPED", Some("INTERNAL_ERROR")),
+    );
+    let rows = wait_remediation(&app, "the mix job re-created", |r| {
+        r.first().is_some_and(|r| r.1 == "recreated")
+    })
+    .await;
+    let new_job = rows[0].2.clone().unwrap();
+    let created = sim.created();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].kind, recwatch_rtc::Kind::Mix);
+    assert_eq!(
+        created[0].request,
+        serde_json::json!({
+            "mix_param": {"room_id": "room02", "encode_template": "1920x1080_30_4620",
+                "max_idle_time": 60, "layout_template": "nine_grids_view",
+                "layout_panes": [{"user_id": "u1", "x": 0}]},
+            "record_param": {"record_rule_id": "rule-2"}
+        })
+    );
+    // Watched as a mix job: polled on the mix path, where the simulator serves it.
+    wait_state(&app, &new_job, "RUNNING").await;
+    app.stop().await;
+}
