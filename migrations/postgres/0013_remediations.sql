@@ -28,7 +28,6 @@ CREATE TABLE remediations (
     request_id      TEXT,
     attempts        BIGINT NOT NULL DEFAULT 0,
     next_attempt_at TEXT NOT NULL,
-    told_at         TEXT,
     created_at      TEXT NOT NULL,
     posted_at       TEXT,
     finished_at     TEXT
