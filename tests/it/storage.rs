@@ -34,6 +34,7 @@ const COMPARED: &[(&str, &str)] = &[
     ("forwards", "*"),
     ("watchlist", "rowid, *"),
     ("silences", "*"),
+    ("remediations", "*"),
     ("group_releases", "*"),
 ];
 
@@ -93,7 +94,7 @@ async fn differences(a: &Path, b: &Path, table: &str, columns: &str) -> (i64, i6
 }
 
 /// A daemon that has written into every table: a death alerted and delivered (by e-mail
-/// too, which groups, so a release is noted), a callback stored with its forward, a job watched from the CLI and
+/// too, which groups, so a release is noted) and decided on by a dry run of remediation, a callback stored with its forward, a job watched from the CLI and
 /// a silence. Still running when this returns.
 async fn daemon_with_history() -> (TestApp, Receiver, RelayReceiver, SmtpServer) {
     let sim = start_sim(static_sim(2)).await;
@@ -106,7 +107,8 @@ async fn daemon_with_history() -> (TestApp, Receiver, RelayReceiver, SmtpServer)
     let mut cfg = AppConfig::new(&sim, 2);
     cfg.listen = "127.0.0.1:0".into();
     cfg.extra = format!(
-        "{}\n[callback]\nlisten = \"127.0.0.1:0\"\n\n[[apps]]\napp_id = \"demo-app\"\nauth_key = \"{APP_KEY}\"\nforward_to = \"http://{forward_addr}/relay\"\n",
+        // A dry run of remediation: the death is decided on (a row), nothing is created.
+        "{}\n[remediate]\nenabled = true\ndry_run = true\n\n[callback]\nlisten = \"127.0.0.1:0\"\n\n[[apps]]\napp_id = \"demo-app\"\nauth_key = \"{APP_KEY}\"\nforward_to = \"http://{forward_addr}/relay\"\n",
         notify_toml(Some(hook.url().as_str()), Some(smtp.addr()), "")
             .replace("group_wait = \"0s\"", "group_wait = \"1s\""),
     );
@@ -159,6 +161,10 @@ async fn daemon_with_history() -> (TestApp, Receiver, RelayReceiver, SmtpServer)
         (
             "the group release noted",
             "SELECT COUNT(*) FROM group_releases",
+        ),
+        (
+            "the death's remediation decided",
+            "SELECT COUNT(*) FROM remediations",
         ),
     ] {
         wait_for(what, T, || async {
