@@ -335,7 +335,11 @@ where
                 .boxed()
         }
     };
-    layer.with_filter(filter).boxed()
+    // A global filter, not a per-layer one (`with_filter`): a per-layer filter keeps its
+    // verdict in a thread-local between `enabled` and the event, and a library that asks
+    // `enabled` without logging after it (sqlx's query logger, on PostgreSQL's tokio threads)
+    // left a stale verdict that silently dropped the next event on that thread.
+    filter.and_then(layer).boxed()
 }
 
 /// Wraps an event format, adding the `<N>` priority prefix journald reads when `journald`.
@@ -646,6 +650,28 @@ mod tests {
             tracing::info!(target: "tokio_cron_scheduler", "tick");
         });
         String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// A library asking whether a level is enabled without logging after it (sqlx's query
+    /// logger does, before every statement) must not cost the next event its line. With the
+    /// filter per layer, the stale verdict dropped every event after such a question.
+    #[test]
+    fn asking_whether_a_disabled_target_is_enabled_loses_no_later_line() {
+        let settings = decide(&LogFilter::from_static("info"), LogFormat::Text, &env());
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(layer(&settings, move || out.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            // As the `log` bridge asks for sqlx's `log_enabled!`: the dispatcher directly.
+            let span = tracing::debug_span!(target: "sqlx::query", "statement");
+            let meta = span.metadata().expect("a disabled span keeps its metadata");
+            for n in 0..3 {
+                let _ = tracing::dispatcher::get_default(|d| d.enabled(meta));
+                tracing::info!(n, "after the question");
+            }
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("after the question").count(), 3, "{text}");
     }
 
     #[test]

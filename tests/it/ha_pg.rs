@@ -40,10 +40,19 @@ fn deaths(hooks: &[&Receiver]) -> BTreeMap<String, BTreeSet<String>> {
     let mut by_job: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for hook in hooks {
         for d in hook.received() {
-            if d.alert.rule.as_str() == "stopped_unexpectedly" && d.alert.status.as_str() == "firing"
+            if d.alert.rule.as_str() == "stopped_unexpectedly"
+                && d.alert.status.as_str() == "firing"
             {
-                let job = d.alert.job.as_ref().map(|j| j.job_id.clone()).unwrap_or_default();
-                by_job.entry(job).or_default().insert(d.alert.id.to_string());
+                let job = d
+                    .alert
+                    .job
+                    .as_ref()
+                    .map(|j| j.job_id.clone())
+                    .unwrap_or_default();
+                by_job
+                    .entry(job)
+                    .or_default()
+                    .insert(d.alert.id.to_string());
             }
         }
     }
@@ -72,9 +81,18 @@ fn assert_each_death_once(hooks: &[&Receiver], jobs: &[usize]) {
     let seen = deaths(hooks);
     for &i in jobs {
         let ids = seen.get(&job_id(i)).cloned().unwrap_or_default();
-        assert_eq!(ids.len(), 1, "{}: one alert for one death: {seen:?}", job_id(i));
+        assert_eq!(
+            ids.len(),
+            1,
+            "{}: one alert for one death: {seen:?}",
+            job_id(i)
+        );
     }
-    assert_eq!(seen.len(), jobs.len(), "no alert for a job that did not die: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        jobs.len(),
+        "no alert for a job that did not die: {seen:?}"
+    );
 }
 
 /// Starts `a`, waits until it leads, starts `b`, waits until it stands by (its `/readyz` 200
@@ -85,7 +103,9 @@ async fn start_pair(a: &mut Instance, b: &mut Instance) {
         .wait_log("taking over as the active instance", T)
         .await;
     b.app.start();
-    b.app.wait_log("is the active instance (lease epoch", T).await;
+    b.app
+        .wait_log("is the active instance (lease epoch", T)
+        .await;
     let addr = b.app.http_addr().await;
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200, "a healthy standby is ready");
@@ -109,7 +129,13 @@ async fn kill_9_of_the_active_instance_loses_no_death_and_doubles_none() {
     let (mut a, mut b) = (instance(&sim, 4, &db).await, instance(&sim, 4, &db).await);
     start_pair(&mut a, &mut b).await;
     wait_for("every job RUNNING", T, || async {
-        let n = a.app.run_cmd(&["status", "--json"]).await.1.matches("\"RUNNING\"").count();
+        let n = a
+            .app
+            .run_cmd(&["status", "--json"])
+            .await
+            .1
+            .matches("\"RUNNING\"")
+            .count();
         (n == 4).then_some(())
     })
     .await;
@@ -167,12 +193,24 @@ async fn a_paused_leader_that_wakes_after_the_takeover_sends_and_writes_nothing(
         (gauge(&scrape(addr).await, "recwatch_leader") == Some(0.0)).then_some(())
     })
     .await;
-    assert_eq!(a.hook.attempts().len(), sent_by_a, "the woken leader sent nothing");
+    assert_eq!(
+        a.hook.attempts().len(),
+        sent_by_a,
+        "the woken leader sent nothing"
+    );
     let (_, after, _) = b.app.run_cmd(&["alerts", "--json"]).await;
     let count = |s: &str| s.matches("\"stopped_unexpectedly\"").count();
-    assert_eq!(count(&after), count(&before) + 1, "only job 2's alert was added:\n{before}\n{after}");
+    assert_eq!(
+        count(&after),
+        count(&before) + 1,
+        "only job 2's alert was added:\n{before}\n{after}"
+    );
     let (_, history_after, _) = b.app.run_cmd(&["history", "--json"]).await;
-    let rows = |s: &str| serde_json::from_str::<Vec<serde_json::Value>>(s).unwrap().len();
+    let rows = |s: &str| {
+        serde_json::from_str::<Vec<serde_json::Value>>(s)
+            .unwrap()
+            .len()
+    };
     assert_eq!(
         rows(&history_after),
         rows(&history_before) + 1,

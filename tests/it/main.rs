@@ -12,6 +12,7 @@ mod delivery;
 mod endpoint;
 mod faults;
 mod ha;
+mod ha_pg;
 mod harness;
 mod heartbeat;
 mod metrics;
