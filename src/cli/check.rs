@@ -132,6 +132,15 @@ async fn check_postgres(
                 p.location,
                 p.version
             )?;
+            // Which role `run` would take now: the lease says who leads (never changed here).
+            let role = match p.missing {
+                0 => match crate::store::peek_postgres(url).await {
+                    Ok(lease) => crate::leader::would_be(lease.as_ref()),
+                    Err(e) => format!("unknown: the leadership lease cannot be read ({e})"),
+                },
+                _ => crate::leader::would_be(None),
+            };
+            out!("  role       {role}")?;
             Ok(None)
         }
         Err(e) => {

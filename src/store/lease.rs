@@ -266,6 +266,22 @@ impl Store {
     }
 }
 
+/// The lease on the PostgreSQL database at `url`, read over one connection without changing
+/// anything (`recwatch check`, which must not migrate); None without the row.
+pub async fn peek_postgres(url: &crate::secret::Secret) -> Result<Option<LeaseRow>, StoreError> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url.expose()).await?;
+    let row = sqlx::query_as::<_, LeaseRow>(AssertSqlSafe(format!(
+        "SELECT holder, host, pid, epoch, acquired_at, expires_ms - {} AS expires_in_ms
+         FROM leader_lease WHERE id = 1",
+        now_ms(Dialect::Postgres)
+    )))
+    .fetch_optional(&mut c)
+    .await?;
+    let _ = c.close().await;
+    Ok(row)
+}
+
 fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

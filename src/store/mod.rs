@@ -149,7 +149,7 @@ pub use forwards::{DueForward, ForwardOutcome, ForwardView};
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
 pub use jobs::{JobRow, JobTouch};
-pub use lease::{Claimant, Fence, LeaseRow};
+pub use lease::{Claimant, Fence, LeaseRow, peek_postgres};
 pub use page::{JobPhaseRow, PhasePoint};
 pub use remediations::{Finished, NewRemediation, RemediationRow};
 pub use retention::{PRUNE_BATCH, Pruned};

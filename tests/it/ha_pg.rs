@@ -118,6 +118,16 @@ async fn start_pair(a: &mut Instance, b: &mut Instance) {
         out.contains(&format!("(pid {}) (lease epoch 1,", a.app.pid())),
         "status names the active instance: {out}"
     );
+    let (code, out, err) = b.app.run_cmd(&["check"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "  role       standby: {} (pid {}) (lease epoch 1",
+            recwatch::domain::hostname(),
+            a.app.pid()
+        )),
+        "check says this instance would stand by, and for whom: {out}"
+    );
 }
 
 /// kill -9 of the active instance while jobs die before, during and after the takeover:
