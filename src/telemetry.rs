@@ -25,9 +25,11 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry};
 
-/// tokio-cron-scheduler logs every tick at INFO; keep it to warnings unless `RUST_LOG` says
-/// otherwise.
-const QUIET_CRATES: LogFilter = LogFilter::from_static("tokio_cron_scheduler=warn");
+/// tokio-cron-scheduler logs every tick at INFO, and sqlx each PostgreSQL notice (such as
+/// "relation _sqlx_migrations already exists, skipping" on every command); keep them to
+/// warnings unless `RUST_LOG` says otherwise.
+const QUIET_CRATES: LogFilter =
+    LogFilter::from_static("tokio_cron_scheduler=warn,sqlx::postgres::notice=warn");
 
 /// A log filter (`EnvFilter` directives, e.g. `"info"` or `"recwatch=debug,warn"`) known to
 /// parse: the config's `[log] level` is checked once at load, and the subscriber is built
@@ -429,7 +431,7 @@ mod tests {
                 level: "info",
                 format: LogFormat::Text,
                 env: terminal.clone(),
-                filter: "info,tokio_cron_scheduler=warn",
+                filter: "info,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: true,
                 timestamps: true,
                 journald: false,
@@ -439,7 +441,7 @@ mod tests {
                 level: "info",
                 format: LogFormat::Text,
                 env: env(),
-                filter: "info,tokio_cron_scheduler=warn",
+                filter: "info,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: false,
@@ -452,7 +454,7 @@ mod tests {
                     no_color: true,
                     ..terminal.clone()
                 },
-                filter: "info,tokio_cron_scheduler=warn",
+                filter: "info,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: false,
@@ -462,7 +464,7 @@ mod tests {
                 level: "debug",
                 format: LogFormat::Text,
                 env: under_systemd.clone(),
-                filter: "debug,tokio_cron_scheduler=warn",
+                filter: "debug,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: false,
                 journald: true,
@@ -475,7 +477,7 @@ mod tests {
                     stderr_id: Some((64769, 99)),
                     ..under_systemd.clone()
                 },
-                filter: "info,tokio_cron_scheduler=warn",
+                filter: "info,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: false,
@@ -488,7 +490,7 @@ mod tests {
                     journal_stream: Some("garbage".into()),
                     ..env()
                 },
-                filter: "info,tokio_cron_scheduler=warn",
+                filter: "info,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: false,
@@ -498,7 +500,7 @@ mod tests {
                 level: "info",
                 format: LogFormat::Json,
                 env: under_systemd.clone(),
-                filter: "info,tokio_cron_scheduler=warn",
+                filter: "info,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: true,
@@ -508,7 +510,7 @@ mod tests {
                 level: "info",
                 format: LogFormat::Json,
                 env: terminal.clone(),
-                filter: "info,tokio_cron_scheduler=warn",
+                filter: "info,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: false,
@@ -521,7 +523,7 @@ mod tests {
                     rust_log: Some("recwatch=trace".into()),
                     ..env()
                 },
-                filter: "recwatch=trace,tokio_cron_scheduler=warn",
+                filter: "recwatch=trace,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: false,
@@ -547,7 +549,7 @@ mod tests {
                     rust_log: Some("  ".into()),
                     ..env()
                 },
-                filter: "warn,tokio_cron_scheduler=warn",
+                filter: "warn,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: false,
@@ -560,7 +562,7 @@ mod tests {
                     rust_log: Some("recwatch=[".into()),
                     ..env()
                 },
-                filter: "info,tokio_cron_scheduler=warn",
+                filter: "info,tokio_cron_scheduler=warn,sqlx::postgres::notice=warn",
                 ansi: false,
                 timestamps: true,
                 journald: false,

@@ -131,7 +131,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// What [remediate] re-created (or decided not to), newest first: when, from which job,
+    /// What `[remediate]` re-created (or decided not to), newest first: when, from which job,
     /// with which result and new job id.
     Remediations {
         /// At most this many.

@@ -10,14 +10,15 @@ use recwatch_rtc::client::RtcClient;
 pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     // Like `run`, it polls with its own rate budget and writes transitions and alerts: beside
     // a running daemon it would poll every job a second time, outside the daemon's budget.
-    // (On PostgreSQL there is no owner lock: see `Store::open_for`.)
+    // With SQLite the owner lock refuses it (75); on PostgreSQL the leadership lease does.
     let (store, _owner) = Store::open_for(&config.storage, "poll-once").await?;
     let client = RtcClient::new(&config.api.client_config())?;
-    let outbox = Outbox::new().keeping_ids();
-    outbox.restore(&store).await?;
     // The run-time watch list's jobs are polled too.
     let runtime = crate::watchlist::Watchlist::load(store.clone()).await?;
     let config = &crate::watchlist::with_runtime(config, &runtime.current());
+    let lease = take_lease(config, &store).await?;
+    let outbox = Outbox::new().keeping_ids();
+    outbox.restore(&store).await?;
     let results = crate::poller::poll_once(config, &client, &store, &outbox).await;
     let mut rows = vec![vec![
         "NAME".into(),
@@ -59,6 +60,14 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let raised = outbox.made();
     let undelivered =
         crate::deliver::deliver_now(&store, config, &raised, crate::deliver::POLL_ONCE_WAIT).await;
+    if let Some((me, epoch)) = &lease {
+        // Given back at once, so a `run` started after it leads without waiting out the lease.
+        if let Err(e) = store.lease_release(me, *epoch).await {
+            complain(&format!(
+                "cannot give the leadership lease back ({e}); it expires by itself"
+            ));
+        }
+    }
     store.close().await;
     let alerts = match raised.len() {
         1 => "1 alert".to_string(),
@@ -80,4 +89,35 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
         anyhow::bail!("not every alert raised was delivered");
     }
     Ok(())
+}
+
+/// On PostgreSQL several `recwatch run` share the database and only the lease's holder polls
+/// and delivers (the API budget is the account's): poll-once takes the lease for its own run,
+/// or refuses (75) naming the active instance. With SQLite the owner lock already did this.
+async fn take_lease(
+    config: &Config,
+    store: &Store,
+) -> anyhow::Result<Option<(crate::store::Claimant, i64)>> {
+    if !matches!(
+        config.storage.database(),
+        crate::config::Database::Postgres(_)
+    ) {
+        return Ok(None);
+    }
+    let me = crate::store::Claimant::this_process();
+    // Long enough for every poll at the budget's pace and the delivery wait; it is given back
+    // at the end, and if this process dies it expires by itself.
+    let polls = config.jobs.len() as u64 / u64::from(config.api.rate_limit.max(1)) + 1;
+    let ttl = std::time::Duration::from_secs(polls + 60) + crate::deliver::POLL_ONCE_WAIT;
+    if let Some(epoch) = store.lease_acquire(&me, ttl, false).await? {
+        return Ok(Some((me, epoch)));
+    }
+    let who = match store.lease().await? {
+        Some(lease) => lease.who(),
+        None => "another instance".to_string(),
+    };
+    Err(crate::exit::StartError::busy(format!(
+        "{who} is the active recwatch instance on this database: poll-once beside it would poll every job a second time, outside the API's budget; read `recwatch status` instead, or stop the running instances first"
+    ))
+    .into())
 }

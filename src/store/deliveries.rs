@@ -22,7 +22,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Filter {
     pub channel: String,
-    /// A JSON array of alert ids, read as a table ([`Dialect::json_texts`]).
+    /// A JSON array of alert ids, read as a table (`Dialect::json_texts`).
     pub only: Option<Arc<str>>,
 }
 

@@ -270,3 +270,37 @@ async fn the_database_restarted_under_a_running_pair() {
     assert!(b.app.stop().await.success());
     drop(server);
 }
+
+/// `poll-once` beside a running instance would poll every job a second time, outside the
+/// account's budget: it is refused (75) naming the active instance; once that instance has
+/// stopped it polls, and gives the lease back so the next `run` leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_once_beside_an_active_instance_is_refused_and_alone_it_polls() {
+    let sim = start_sim(static_sim(2)).await;
+    let db = crate::test_pg::fresh_database().await;
+    let (mut a, mut b) = (instance(&sim, 2, &db).await, instance(&sim, 2, &db).await);
+    a.app.start();
+    a.app
+        .wait_log("taking over as the active instance", T)
+        .await;
+    let (code, _out, err) = b.app.run_cmd(&["poll-once"]).await;
+    assert_eq!(code, 75, "refused beside the active instance: {err}");
+    assert!(
+        err.contains(&format!("(pid {})", a.app.pid())),
+        "names the active instance: {err}"
+    );
+    assert!(
+        !err.contains("sqlx::postgres::notice"),
+        "PostgreSQL's notices stay out of a command's output: {err}"
+    );
+    assert!(a.app.stop().await.success());
+    let before = polls_of(&sim, &job_id(0));
+    let (code, out, err) = b.app.run_cmd(&["poll-once"]).await;
+    assert_eq!(code, 0, "alone, it polls: {out}{err}");
+    assert!(polls_of(&sim, &job_id(0)) > before, "it polled: {out}");
+    b.app.start();
+    b.app
+        .wait_log("taking over as the active instance", T)
+        .await;
+    assert!(b.app.stop().await.success());
+}

@@ -1,6 +1,6 @@
 //! The HTTP client for the job endpoints recwatch polls (creating and stopping jobs are in
 //! `jobs`, the record-callback registration in `registration`: all go out through
-//! [`RtcClient::send`]).
+//! `RtcClient::send`).
 //!
 //! It signs exactly the headers it sends (Host included, with the port when the endpoint has
 //! one), and turns every answer into either a job snapshot or an [`RtcError`] whose kind the
