@@ -28,6 +28,9 @@ mod push;
 // Part 10 (issue 13: two backends, several instances).
 #[path = "parts/ha.rs"]
 mod ha;
+// Part 11 (issue 15: remediation).
+#[path = "parts/remed.rs"]
+mod remed;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
 const AK: &str = "BENCHAK0000000000000";
@@ -93,6 +96,18 @@ fn main() -> anyhow::Result<()> {
     }
     if picked.iter().any(|p| p == "rss_pair") {
         results.insert("rss_pair".into(), rt.block_on(ha::rss_pair(dir.path()))?);
+    }
+    // Part 11: about 2 minutes for the two modes.
+    if want("remediation") {
+        for (name, callbacks) in [
+            ("remediation_polling", false),
+            ("remediation_callbacks", true),
+        ] {
+            results.insert(
+                name.into(),
+                rt.block_on(remed::remediation(dir.path(), callbacks))?,
+            );
+        }
     }
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("\nkept {}", dir.keep().display());

@@ -31,7 +31,7 @@ const PUSH_DEATHS: usize = 100;
 const DEATH_SPACING: Duration = Duration::from_millis(300);
 /// Jobs polled at least once before the deaths start, so each death is a RUNNING job's.
 const WARM_POLLED: usize = 400;
-const KEY: &str = "bench-callback-key-0123456789abcdef";
+pub(super) const KEY: &str = "bench-callback-key-0123456789abcdef";
 const STORM_RATE: u64 = 1_000;
 const STORM_RUN: Duration = Duration::from_secs(10);
 /// Requests in flight at most during the storm (see `callback_storm`).
@@ -80,7 +80,7 @@ url = "{hook}"
 
 /// Starts the daemon, reads its receiver's address from the log and registers it at the
 /// simulator, as `recwatch callback set` would.
-async fn registered_daemon(
+pub(super) async fn registered_daemon(
     config: &Path,
     sim: &Sim,
 ) -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<(Instant, String)>, String)> {
