@@ -304,30 +304,7 @@ impl Inner {
     }
 }
 
-pub(crate) async fn api_create_individual(
-    inner: AxState<Arc<Inner>>,
-    path: Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    api_create(Kind::Individual, inner, path, method, uri, headers, body).await
-}
-
-pub(crate) async fn api_create_mix(
-    inner: AxState<Arc<Inner>>,
-    path: Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    api_create(Kind::Mix, inner, path, method, uri, headers, body).await
-}
-
-async fn api_create(
-    kind: Kind,
+pub(crate) async fn api_create(
     AxState(inner): AxState<Arc<Inner>>,
     Path(app_id): Path<String>,
     method: Method,
@@ -335,6 +312,7 @@ async fn api_create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
     let credentials = check_credentials(&inner.opts, &method, &uri, &headers, &body);
     let request = CreateRequest::parse(kind, &body);
@@ -495,34 +473,14 @@ impl Inner {
     }
 }
 
-pub(crate) async fn api_stop_individual(
-    inner: AxState<Arc<Inner>>,
-    path: Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    api_stop(Kind::Individual, inner, path, method, uri, headers).await
-}
-
-pub(crate) async fn api_stop_mix(
-    inner: AxState<Arc<Inner>>,
-    path: Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    api_stop(Kind::Mix, inner, path, method, uri, headers).await
-}
-
-async fn api_stop(
-    kind: Kind,
+pub(crate) async fn api_stop(
     AxState(inner): AxState<Arc<Inner>>,
     Path((app_id, job_id)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
     let credentials = check_credentials(&inner.opts, &method, &uri, &headers, b"");
     let outcome = inner.decide_stop(kind, &app_id, &job_id, credentials, now);

@@ -140,19 +140,19 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route(
             "/v2/apps/{app_id}/individual-stream-jobs/{job_id}",
-            get(api_get_individual_job).delete(create::api_stop_individual),
+            get(api_get_job).delete(create::api_stop),
         )
         .route(
             "/v2/apps/{app_id}/mix-stream-jobs/{job_id}",
-            get(api_get_mix_job).delete(create::api_stop_mix),
+            get(api_get_job).delete(create::api_stop),
         )
         .route(
             "/v2/apps/{app_id}/individual-stream-jobs",
-            post(create::api_create_individual),
+            post(create::api_create),
         )
         .route(
             "/v2/apps/{app_id}/mix-stream-jobs",
-            post(create::api_create_mix),
+            post(create::api_create),
         )
         .route(
             "/v2/apps/{app_id}/record-callback",
@@ -177,34 +177,24 @@ async fn api_not_found(AxState(inner): AxState<Arc<Inner>>) -> Response {
     response
 }
 
-async fn api_get_individual_job(
-    inner: AxState<Arc<Inner>>,
-    path: Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    api_get_job(Kind::Individual, inner, path, method, uri, headers).await
-}
-
-async fn api_get_mix_job(
-    inner: AxState<Arc<Inner>>,
-    path: Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    api_get_job(Kind::Mix, inner, path, method, uri, headers).await
+/// Which kind of job a request's path is about: both kinds share one handler per method
+/// (`/v2/apps/{app_id}/mix-stream-jobs...` or `.../individual-stream-jobs...`).
+pub(crate) fn kind_of(uri: &Uri) -> Kind {
+    if uri.path().contains("/mix-stream-jobs") {
+        Kind::Mix
+    } else {
+        Kind::Individual
+    }
 }
 
 async fn api_get_job(
-    kind: Kind,
     AxState(inner): AxState<Arc<Inner>>,
     Path((app_id, job_id)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
     let credentials = check_credentials(&inner.opts, &method, &uri, &headers, b"");
     let (outcome, stall) = inner.decide(kind, &app_id, &job_id, credentials, now);
