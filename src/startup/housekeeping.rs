@@ -50,6 +50,7 @@ async fn prune(store: &Store, retention: Duration, stop: &watch::Receiver<bool>)
             episodes = p.episodes,
             transitions = p.transitions,
             retired_watched_jobs = p.watched,
+            remediations = p.remediations,
             callback_events = p.callback_events,
             forwards = p.forwards,
             batches = p.batches,

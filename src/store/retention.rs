@@ -2,7 +2,8 @@
 //! transitions are deleted in small batches, so the write lock is never held for long. The
 //! jobs' own rows are not history and stay. Run-time watch-list entries whose job has been
 //! STOPPED (or never seen) for longer than the retention are retired with them, and record-callback
-//! events with their finished forwards are deleted too.
+//! events with their finished forwards are deleted too, as are finished remediations whose
+//! alert has gone and whose jobs have no open episode.
 
 use super::Store;
 use crate::domain::timestamp;
@@ -61,9 +62,26 @@ pub(super) const PRUNE_CALLBACKS: &[&str] = &[
       ORDER BY e.id LIMIT $2)",
 ];
 
+/// Remediations decided before the cutoff that are over: never one still `pending` or
+/// `posting` (the worker, or the takeover that turns `posting` into `unknown`, still needs
+/// it), nor one whose alert is still kept (held for its outcome, or not delivered yet: the
+/// alerts go first in a prune, so an old alert still there has a delivery pending), nor one
+/// whose old or new job has an open episode (the page links that job to the other).
+/// Before the transitions: SQLite may hand a deleted newest transition's id out again, and
+/// `remediations_once` is unique on `transition_id`.
+pub(super) const PRUNE_REMEDIATIONS: &[&str] = &["DELETE FROM remediations WHERE id IN
+     (SELECT r.id FROM remediations r
+      WHERE r.created_at < $1 AND r.state NOT IN ('pending', 'posting')
+        AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = r.alert_id)
+        AND NOT EXISTS (SELECT 1 FROM episodes e WHERE e.resolved_at IS NULL
+                          AND e.app_id = r.app_id
+                          AND (e.job_id = r.old_job_id OR e.job_id = r.new_job_id))
+      ORDER BY r.id LIMIT $2)"];
+
 #[derive(Clone, Copy)]
 enum Table {
     Alerts,
+    Remediations,
     Episodes,
     Transitions,
     Watchlist,
@@ -79,6 +97,8 @@ pub struct Pruned {
     pub transitions: u64,
     /// Run-time watch-list entries retired.
     pub watched: u64,
+    /// Finished remediations (see `PRUNE_REMEDIATIONS`).
+    pub remediations: u64,
     /// Record-callback events (with their finished forwards).
     pub callback_events: u64,
     pub forwards: u64,
@@ -97,6 +117,7 @@ impl Pruned {
             + self.episodes
             + self.transitions
             + self.watched
+            + self.remediations
             + self.callback_events
             + self.forwards
     }
@@ -104,8 +125,8 @@ impl Pruned {
 
 impl Store {
     /// Applies `storage.retention`: deletes what is older than `cutoff` — alerts with their
-    /// deliveries (never an alert with a delivery still pending), closed condition episodes
-    /// and transitions — in transactions of at most `batch` rows each, so the write lock is
+    /// deliveries (never an alert with a delivery still pending), finished remediations,
+    /// closed condition episodes and transitions — in transactions of at most `batch` rows each, so the write lock is
     /// never held for long and the poller's writes get in between. Stops early (with
     /// `stopped` set) when `stop` turns true; the next run goes on where this one ended.
     pub async fn prune(
@@ -123,6 +144,7 @@ impl Store {
         // again: the alert goes in the same run as (or before) what it names.
         for (table, statements) in [
             (Table::Alerts, PRUNE_ALERTS),
+            (Table::Remediations, PRUNE_REMEDIATIONS),
             (Table::Episodes, PRUNE_EPISODES),
             (Table::Transitions, PRUNE_TRANSITIONS),
             (Table::Watchlist, super::watchlist::RETIRE_WATCHED),
@@ -142,6 +164,7 @@ impl Store {
                         done.deliveries += counts[0];
                         done.alerts += deleted;
                     }
+                    Table::Remediations => done.remediations += deleted,
                     Table::Episodes => done.episodes += deleted,
                     Table::Transitions => done.transitions += deleted,
                     Table::Watchlist => done.watched += deleted,
@@ -296,8 +319,9 @@ mod tests {
                 "{pruned:?}"
             );
             // Batches of 2: alerts 2+2+2+1, episodes 2+2+1, transitions 2+2+2+1, and one that finds
-            // no run-time watch-list entry to retire, and one that finds no callback event.
-            assert_eq!(pruned.batches, 4 + 3 + 4 + 1 + 1, "{pruned:?}");
+            // no run-time watch-list entry to retire, one that finds no remediation and one that
+            // finds no callback event.
+            assert_eq!(pruned.batches, 4 + 1 + 3 + 4 + 1 + 1, "{pruned:?}");
             assert!(!pruned.stopped);
             assert_eq!(pruned.rows(), 31);
 
@@ -330,7 +354,7 @@ mod tests {
 
             // Nothing left to do: one empty batch per table.
             let again = store.prune(cutoff, 2, &never).await.unwrap();
-            assert_eq!((again.rows(), again.batches), (0, 5));
+            assert_eq!((again.rows(), again.batches), (0, 6));
 
             // Once its last delivery is over, an old alert goes at the next prune.
             exec(&store, "UPDATE deliveries SET state = 'sent' WHERE alert_id = 'pending-2'").await;
@@ -406,6 +430,65 @@ mod tests {
             assert_eq!(left, ["old-pending", "recent"]);
             let forwards = count(&store, "SELECT count(*) FROM forwards").await;
             assert_eq!(forwards, 2, "the pending one and the recent one");
+        }
+    }
+
+    /// A remediation row as the outbox and the worker leave it.
+    async fn remediation(
+        store: &Store,
+        (old, new, state): (&str, Option<&str>, &str),
+        alert: Option<&str>,
+        at: DateTime<Utc>,
+    ) {
+        let at = timestamp(at);
+        on_write!(store, |db| sqlx::query(
+            "INSERT INTO remediations (app_id, old_job_id, lineage, state, snapshot, new_job_id,
+                                       alert_id, next_attempt_at, created_at)
+             VALUES ('app', $1, $1, $2, '{}', $3, $4, $5, $5)",
+        )
+        .bind(old)
+        .bind(state)
+        .bind(new)
+        .bind(alert)
+        .bind(&at)
+        .execute(db)
+        .await
+        .map(|_| ()))
+        .unwrap();
+    }
+
+    both_backends! {
+        /// Old finished remediations go; an unfinished intent, one whose alert is still held
+        /// or undelivered, one whose job has an open episode, and recent ones stay.
+        async fn prune_removes_finished_remediations_but_keeps_what_is_still_needed(store: Store) {
+            let now = Utc::now();
+            let old = now - chrono::Duration::days(100);
+            let recent = now - chrono::Duration::days(1);
+            let cutoff = now - chrono::Duration::days(90);
+            alert(&store, "sent", old, None, None, &[("hook", "sent")]).await;
+            alert(&store, "held", old, None, None, &[("hook", "pending")]).await;
+            for (old_job, new_job, state, alert_id, at) in [
+                ("recreated", Some("recreated-2"), "recreated", Some("sent"), old),
+                ("failed", None, "failed", None, old),
+                ("skipped", None, "skipped", None, old),
+                ("unknown", None, "unknown", None, old),
+                ("pending", None, "pending", None, old),
+                ("posting", None, "posting", None, old),
+                ("held", Some("held-2"), "recreated", Some("held"), old),
+                ("episode", Some("episode-2"), "recreated", None, old),
+                ("recent", Some("recent-2"), "recreated", None, recent),
+            ] {
+                remediation(&store, (old_job, new_job, state), alert_id, at).await;
+            }
+            // The replacement is stuck in INIT: its open episode keeps the link to its parent.
+            let _open = episode(&store, "episode-2", old, None).await;
+
+            let (_, never) = watch::channel(false);
+            let p = store.prune(cutoff, 2, &never).await.unwrap();
+            assert_eq!((p.alerts, p.remediations), (1, 4), "{p:?}");
+            let left: Vec<String> =
+                column(&store, "SELECT old_job_id FROM remediations ORDER BY old_job_id").await;
+            assert_eq!(left, ["episode", "held", "pending", "posting", "recent"]);
         }
     }
 }
