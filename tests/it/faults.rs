@@ -644,6 +644,27 @@ fn sim_changes(sim: &Simulator, job: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// What `sigkill_at_random_moments...` leaves when it fails: a run that panics with the app
+/// alive keeps its directory, with the daemon's log written beside the database, and says
+/// where (and how to replay it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_run_keeps_the_daemons_log_and_its_database() {
+    let sim = start_sim(static_sim(1)).await;
+    let mut app = TestApp::new(&AppConfig::new(&sim, 1));
+    let (dir, db) = (app.dir.path().to_path_buf(), app.db_path.clone());
+    app.keep_on_failure("replay with RECWATCH_TEST_SEED=7");
+    let failing = tokio::spawn(async move {
+        app.start();
+        app.wait_log("polling armed", T).await;
+        panic!("a failure on purpose, with the daemon running");
+    });
+    assert!(failing.await.unwrap_err().is_panic());
+    let log = std::fs::read_to_string(dir.join("recwatch.log")).expect("the log is kept");
+    assert!(log.contains("polling armed"), "{log}");
+    assert!(db.exists(), "the database is kept: {}", db.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     const JOBS: usize = 6;
@@ -671,6 +692,9 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20250101);
     eprintln!("sigkill_at_random_moments: seed {seed}");
+    app.keep_on_failure(format!(
+        "sigkill_at_random_moments seed {seed}: replay with RECWATCH_TEST_SEED={seed}"
+    ));
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let mut kills = 0;

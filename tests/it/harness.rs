@@ -203,6 +203,9 @@ pub struct TestApp {
     child: Option<Child>,
     /// Everything the daemon wrote to stderr, for assertions and for failure output.
     pub log: Arc<Mutex<String>>,
+    /// Set by [`TestApp::keep_on_failure`]: how to replay a failing run (its seed), said
+    /// when the directory is kept.
+    keep_on_failure: Option<String>,
 }
 
 impl TestApp {
@@ -217,7 +220,16 @@ impl TestApp {
             db_path,
             child: None,
             log: Arc::new(Mutex::new(String::new())),
+            keep_on_failure: None,
         }
+    }
+
+    /// On a failure (a panic while this app is alive), keeps its directory (config, database)
+    /// instead of deleting it, writes the daemon's log there as `recwatch.log`, and prints
+    /// both paths with `replay` (how to run the same case again, e.g. its seed). For tests
+    /// whose rare failures under load cannot be reproduced from the assertion alone.
+    pub fn keep_on_failure(&mut self, replay: impl Into<String>) {
+        self.keep_on_failure = Some(replay.into());
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -474,6 +486,17 @@ impl Drop for TestApp {
         }
         if std::thread::panicking() {
             eprintln!("---- recwatch stderr ----\n{}", self.log_text());
+            if let Some(replay) = &self.keep_on_failure {
+                let log = self.dir.path().join("recwatch.log");
+                let saved = std::fs::write(&log, self.log_text());
+                self.dir.disable_cleanup(true);
+                eprintln!(
+                    "---- kept for a look: {replay}\n  daemon log: {} ({saved:?})\n  database: {}\n  config: {}",
+                    log.display(),
+                    self.db_path.display(),
+                    self.config_path.display()
+                );
+            }
         }
     }
 }
