@@ -107,9 +107,9 @@ fn bars(tl: &Timeline, window: &str) -> Bars {
     let bars = tl
         .segments
         .iter()
-        .map(|s| {
+        .zip(tl.drawn_spans())
+        .map(|(s, (x, w))| {
             *totals.entry(s.tone).or_default() += s.end - s.start;
-            let (x, w) = s.span(tl);
             Bar {
                 tone: s.tone.as_str(),
                 x: format!("{x:.1}"),
@@ -149,7 +149,10 @@ struct RowView {
     failures: i64,
     since: Option<UtcTime>,
     polled: Option<UtcTime>,
+    /// Where the job came from (`config`, `callback`, `api`, `cli`, `remediation`).
     source: String,
+    /// `individual` or `mix`.
+    kind: &'static str,
     timeline: Bars,
 }
 
@@ -167,7 +170,8 @@ fn row_view(j: &JobItem, window: &str) -> RowView {
         failures: j.consecutive_failures,
         since: utc_opt(r.last_changed_at.as_deref()),
         polled: utc_opt(r.last_polled_at.as_deref()),
-        source: String::new(),
+        source: r.source.to_string(),
+        kind: r.kind.as_str(),
         timeline: bars(&j.timeline, window),
     }
 }
@@ -320,6 +324,12 @@ struct JobTemplate {
     json_href: String,
     r: RowView,
     show_source: bool,
+    /// The job this one was re-created to replace, and the one that replaced it: (job id,
+    /// its page).
+    replaces: Option<(String, String)>,
+    replaced_by: Option<(String, String)>,
+    /// Who polls and delivers now, as `recwatch status` says it.
+    active_instance: String,
     description: Option<String>,
     last_error: Option<String>,
     watched: bool,
@@ -384,6 +394,18 @@ fn job_template(
         json_href: format!("/api/v1{path}"),
         r: row_view(&p.job, "Last 7 days"),
         show_source: true,
+        replaces: p
+            .replaces
+            .as_ref()
+            .map(|id| (id.clone(), job_path(&r.app_id, id))),
+        replaced_by: p
+            .replaced_by
+            .as_ref()
+            .map(|id| (id.clone(), job_path(&r.app_id, id))),
+        active_instance: match &p.active_instance {
+            Some(a) => format!("{} (pid {}), lease epoch {}", a.host, a.pid, a.epoch),
+            None => "none: no instance holds the lease now".into(),
+        },
         description: r.description.clone(),
         last_error: r.last_error.clone(),
         watched: p.watched,

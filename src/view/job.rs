@@ -7,7 +7,7 @@ use super::timeline::Change;
 use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit, parse_time};
 use crate::config::JobConfig;
 use crate::domain::{Phase, timestamp};
-use crate::store::{AlertView, RecordedFileRow, TransitionRow};
+use crate::store::{AlertView, LeaseRow, RecordedFileRow, TransitionRow};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,9 @@ pub struct JobPage {
     /// The job that re-created this one after it died.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<String>,
+    /// The instance that polls this job and sends its alerts now (the leadership lease's
+    /// holder); null when none holds it.
+    pub active_instance: Option<ActiveInstance>,
     /// Newest first.
     pub transitions: Vec<TransitionRow>,
     /// Pass as `?before=` for older transitions; null when these are the oldest.
@@ -54,6 +57,25 @@ pub struct JobPage {
     /// The active and pending silences that hold this job's notifications (by its app, its
     /// id, or a rule alone).
     pub silences: Vec<crate::domain::SilenceView>,
+}
+
+/// The instance holding the leadership lease, as `recwatch status` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActiveInstance {
+    pub host: String,
+    pub pid: i64,
+    pub epoch: i64,
+}
+
+impl ActiveInstance {
+    /// The lease's holder, if the lease is held now (an expired lease names nobody active).
+    pub fn of(lease: Option<&LeaseRow>) -> Option<ActiveInstance> {
+        lease.filter(|l| l.is_held()).map(|l| ActiveInstance {
+            host: l.host.clone(),
+            pid: l.pid,
+            epoch: l.epoch,
+        })
+    }
 }
 
 /// The page of the job `app_id`/`job_id`; NotFound when it is neither watched nor known.
@@ -133,6 +155,7 @@ pub async fn job_page(
         watched: watched.is_some(),
         replaces,
         replaced_by,
+        active_instance: ActiveInstance::of(src.store.lease().await?.as_ref()),
         transitions,
         next_before,
         files: src
@@ -161,4 +184,58 @@ async fn job_silences(
         .filter(|s| fits(&s.matchers.app_id, app_id) && fits(&s.matchers.job_id, job_id))
         .map(|s| s.view(now))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, expires_in_ms: i64) -> LeaseRow {
+        LeaseRow {
+            holder: holder.into(),
+            host: "mon-1".into(),
+            pid: 4242,
+            epoch: 7,
+            acquired_at: "2026-12-07T06:00:00.000Z".into(),
+            expires_in_ms,
+        }
+    }
+
+    #[test]
+    fn the_active_instance_is_the_holder_of_a_lease_still_held() {
+        struct Case {
+            name: &'static str,
+            lease: Option<LeaseRow>,
+            want: Option<ActiveInstance>,
+        }
+        let cases = [
+            Case {
+                name: "held",
+                lease: Some(lease("mon-1:4242:x", 8_000)),
+                want: Some(ActiveInstance {
+                    host: "mon-1".into(),
+                    pid: 4242,
+                    epoch: 7,
+                }),
+            },
+            Case {
+                name: "expired: nobody is active",
+                lease: Some(lease("mon-1:4242:x", -1)),
+                want: None,
+            },
+            Case {
+                name: "never held",
+                lease: Some(lease("", 0)),
+                want: None,
+            },
+            Case {
+                name: "no lease row",
+                lease: None,
+                want: None,
+            },
+        ];
+        for c in cases {
+            assert_eq!(ActiveInstance::of(c.lease.as_ref()), c.want, "{}", c.name);
+        }
+    }
 }

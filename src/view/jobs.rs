@@ -458,7 +458,16 @@ pub(super) fn item(
         label: label::label(phase.as_ref()),
         tone: label::tone(phase.as_ref()),
         consecutive_failures: failures,
-        timeline: timeline::timeline(start, now, changes, failing_since),
+        // Watched since its first poll: a job added today is "not watched" before it, not
+        // unknown (the config file's jobs have no time of adding; the first poll follows it).
+        timeline: timeline::timeline(
+            start,
+            now,
+            changes,
+            failing_since,
+            row.and_then(|r| r.first_seen_at.as_deref())
+                .and_then(parse_time),
+        ),
     }
 }
 

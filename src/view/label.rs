@@ -10,6 +10,9 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Tone {
+    /// Before the job was watched: recwatch was not looking (first in the order: it never
+    /// wins a merge over anything observed).
+    NotWatched,
     /// Recording.
     Running,
     /// Not observed (before the first poll, or a state the API invented).
@@ -30,6 +33,7 @@ impl Tone {
     /// The CSS class suffix and JSON value.
     pub fn as_str(self) -> &'static str {
         match self {
+            Tone::NotWatched => "not_watched",
             Tone::Running => "running",
             Tone::Unknown => "unknown",
             Tone::StoppedOk => "stopped_ok",
@@ -82,6 +86,7 @@ pub fn label(phase: Option<&Phase>) -> &'static str {
 /// The label of a tone on its own (a legend, a merged timeline stretch).
 pub fn tone_label(t: Tone) -> &'static str {
     match t {
+        Tone::NotWatched => "not watched yet",
         Tone::Running => "recording",
         Tone::Unknown => "not observed",
         Tone::StoppedOk => "stopped by the tenant",

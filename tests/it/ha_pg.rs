@@ -304,3 +304,133 @@ async fn poll_once_beside_an_active_instance_is_refused_and_alone_it_polls() {
         .await;
     assert!(b.app.stop().await.success());
 }
+
+/// The remediation states `b`'s `recwatch remediations --json` shows: (old job, state, new job).
+async fn remediation_states(app: &TestApp) -> Vec<(String, String, Option<String>)> {
+    let (code, out, err) = app.run_cmd(&["remediations", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r["old_job_id"].as_str().unwrap_or_default().to_string(),
+                r["state"].as_str().unwrap_or_default().to_string(),
+                r["new_job_id"].as_str().map(String::from),
+            )
+        })
+        .collect()
+}
+
+/// The ids of the `remediation_failed` alerts that reached `hooks`.
+fn remediation_failures(hooks: &[&Receiver]) -> BTreeSet<String> {
+    hooks
+        .iter()
+        .flat_map(|h| h.received())
+        .filter(|d| d.alert.rule.as_str() == "remediation_failed")
+        .map(|d| d.alert.id.to_string())
+        .collect()
+}
+
+/// A leader killed (-9) while its re-creation's POST hangs leaves the intent `posting`: the
+/// standby that takes over cannot know whether a job was made, so the intent becomes
+/// `unknown` with one critical alert, and it is never posted again (the API has no
+/// idempotency key); the new leader's own remediations work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_turns_the_old_leaders_posting_remediation_unknown_once_and_never_posts_it() {
+    use crate::remediation::{full, kill, sim_opts};
+    use recwatch_sim::{CreateFault, CreateFaultKind};
+    let sim = start_sim(sim_opts(2)).await;
+    for i in 0..2 {
+        sim.set_job("demo-app", &job_id(i), full(&job_id(i), "RUNNING", None));
+    }
+    let db = crate::test_pg::fresh_database().await;
+    let mut pair = Vec::new();
+    for _ in 0..2 {
+        let hook = Receiver::start(Some(SECRET)).await;
+        let mut cfg = AppConfig::new(&sim, 2);
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.storage_url = Some(db.clone());
+        // Long enough that the leader is killed while the create still hangs.
+        cfg.timeout = "60s";
+        cfg.extra = format!(
+            "{}\n[remediate]\nenabled = true\n",
+            notify_toml(Some(hook.url().as_str()), None, "")
+        );
+        pair.push(Instance {
+            app: TestApp::new(&cfg),
+            hook,
+        });
+    }
+    let (mut b, mut a) = (pair.pop().unwrap(), pair.pop().unwrap());
+    start_pair(&mut a, &mut b).await;
+    wait_for("both jobs RUNNING", T, || async {
+        let (_, out, _) = a.app.run_cmd(&["status", "--json"]).await;
+        (out.matches("\"RUNNING\"").count() == 2).then_some(())
+    })
+    .await;
+
+    sim.set_create_fault(CreateFault::new(CreateFaultKind::Stall(
+        Duration::from_secs(3600),
+    )));
+    kill(&sim, &job_id(0), "INTERNAL_ERROR");
+    wait_for("the old leader's create received", T, || {
+        let n = sim.stats().creates;
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    wait_for("the intent marked posting", T, || async {
+        let rows = remediation_states(&b.app).await;
+        (rows.first().map(|r| r.1.as_str()) == Some("posting")).then_some(())
+    })
+    .await;
+    a.app.kill().await;
+    sim.clear_create_faults();
+
+    b.app
+        .wait_log("taking over as the active instance (lease epoch 2)", T)
+        .await;
+    let hooks = [&a.hook, &b.hook];
+    wait_for("the posting intent unknown and a human alerted", T, || async {
+        let rows = remediation_states(&b.app).await;
+        let unknown = rows.first().map(|r| r.1.as_str()) == Some("unknown");
+        (unknown && !remediation_failures(&hooks).is_empty()).then_some(())
+    })
+    .await;
+    let (code, out, err) = b.app.run_cmd(&["alerts", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let failed: Vec<&serde_json::Value> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "remediation_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "one alert for the one unknown: {out}");
+    assert_eq!(failed[0]["severity"], "critical", "{out}");
+
+    // Past the point: the new leader re-creates the next death, and job-0000's create was
+    // never posted again.
+    kill(&sim, &job_id(1), "INTERNAL_ERROR");
+    wait_for("job-0001 re-created by the new leader", T, || async {
+        let rows = remediation_states(&b.app).await;
+        rows.iter()
+            .any(|r| r.0 == job_id(1) && r.1 == "recreated")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        sim.stats().creates,
+        2,
+        "job-0000's create was never posted again"
+    );
+    let rows = remediation_states(&b.app).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.0 == job_id(0)).count(),
+        1,
+        "{rows:?}"
+    );
+    assert_eq!(
+        remediation_failures(&hooks).len(),
+        1,
+        "one critical alert, not one per instance"
+    );
+    assert!(b.app.stop().await.success());
+}

@@ -60,6 +60,20 @@ fn row_with<'a>(html: &'a str, needle: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no job row contains {needle:?} in\n{html}"))
 }
 
+/// The rectangles of a row's timeline: (tone class, x, width), in thousandths of the bar.
+fn rects(row: &str) -> Vec<(String, f64, f64)> {
+    row.split("<rect class=\"")
+        .skip(1)
+        .map(|r| {
+            let attr = |name: &str| {
+                let v = r.split(&format!(" {name}=\"")).nth(1).unwrap();
+                v[..v.find('"').unwrap()].parse::<f64>().unwrap()
+            };
+            (r[..r.find('"').unwrap()].to_string(), attr("x"), attr("width"))
+        })
+        .collect()
+}
+
 /// What the job list must show whether or not its script ran.
 fn assert_list(html: &str) {
     let running = row_with(html, ">cam-0<");
@@ -71,6 +85,21 @@ fn assert_list(html: &str) {
     assert!(
         running.contains("<svg class=\"tl\""),
         "a timeline: {running}"
+    );
+    assert!(
+        running.contains("<td class=\"wide\">config</td>"),
+        "the Source column: {running}"
+    );
+    // Watched for seconds of the 24 hours: the rest is "not watched", and the watched span
+    // is drawn wide enough to see (recwatch::view::timeline::MIN_WATCHED), in its colour.
+    let bar = rects(running);
+    assert_eq!(bar[0].0, "t-not_watched", "{bar:?}");
+    assert_eq!(bar[0].1, 0.0, "{bar:?}");
+    assert_eq!(bar.last().unwrap().0, "t-running", "{bar:?}");
+    let watched: f64 = bar[1..].iter().map(|r| r.2).sum();
+    assert!(
+        watched >= recwatch::view::timeline::MIN_WATCHED - 0.5,
+        "{bar:?}"
     );
     let dead = row_with(html, ">cam-1<");
     assert!(
@@ -164,6 +193,17 @@ async fn the_page_in_a_browser_shows_jobs_transitions_and_hostile_names_as_text(
         "delivery state"
     );
     assert!(job.contains("Last 7 days"));
+    // What the job is, where it came from, and who polls it now (as `recwatch status` says).
+    assert!(job.contains("<dt>Kind</dt><dd>individual</dd>"), "{job}");
+    assert!(job.contains("<dt>Source</dt><dd>config</dd>"), "{job}");
+    assert!(
+        job.contains(&format!(
+            "<dd class=\"active-instance\">{} (pid {}), lease epoch ",
+            recwatch::domain::hostname(),
+            app.pid()
+        )),
+        "{job}"
+    );
     assert!(
         alerts.contains("<code>stopped_unexpectedly</code>"),
         "{alerts}"

@@ -11,7 +11,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(60);
 
 /// A job as the API shows it, with every field a create takes.
-fn full(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
+pub(crate) fn full(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
     JobSnapshot {
         job_id: Some(job_id.into()),
         app_id: Some("demo-app".into()),
@@ -33,7 +33,7 @@ fn full(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
     }
 }
 
-fn sim_opts(jobs: usize) -> recwatch_sim::SimOptions {
+pub(crate) fn sim_opts(jobs: usize) -> recwatch_sim::SimOptions {
     recwatch_sim::SimOptions {
         scripted: false,
         step: Duration::from_millis(300),
@@ -130,7 +130,7 @@ async fn wait_state(app: &TestApp, job: &str, state: &str) {
     .await
 }
 
-fn kill(sim: &Simulator, job: &str, reason: &str) {
+pub(crate) fn kill(sim: &Simulator, job: &str, reason: &str) {
     let mut dead = full(job, "STOPPED", Some(reason));
     // A re-created job's Show answer has its own id but the parameters it was created with.
     if job.starts_with("created-") {
@@ -158,7 +158,9 @@ fn kill(sim: &Simulator, job: &str, reason: &str) {
 
 #[tokio::test]
 async fn a_dead_recording_is_recreated_with_identical_parameters_watched_and_told() {
-    let (sim, _cfg, mut app) = start(1, "enabled = true").await;
+    let (sim, mut cfg, mut app) = start(1, "enabled = true").await;
+    cfg.listen = "127.0.0.1:0".into();
+    app.rewrite_config(&cfg);
     app.start();
     wait_state(&app, "job-0000", "RUNNING").await;
     kill(&sim, "job-0000", "INTERNAL_ERROR");
@@ -232,6 +234,31 @@ async fn a_dead_recording_is_recreated_with_identical_parameters_watched_and_tol
         .find(|t| t["job_id"] == new_job.as_str() && t["from_state"].is_null())
         .expect("the new job's first transition");
     assert_eq!(first["replaces"], "job-0000", "{first}");
+
+    // The status page links the two jobs both ways, and says the new one is a remediation.
+    let addr = app.http_addr().await;
+    let page = |job: String| async move {
+        let r = reqwest::get(format!("http://{addr}/jobs/demo-app/{job}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let old = page("job-0000".into()).await;
+    assert!(
+        old.contains(&format!(
+            "<a href=\"/jobs/demo-app/{new_job}\" class=\"replaced-by\"><code>{new_job}</code></a>"
+        )),
+        "{old}"
+    );
+    let new = page(new_job.clone()).await;
+    assert!(
+        new.contains(
+            "<a href=\"/jobs/demo-app/job-0000\" class=\"replaces\"><code>job-0000</code></a>"
+        ),
+        "{new}"
+    );
+    assert!(new.contains("<dt>Source</dt><dd>remediation</dd>"), "{new}");
     app.stop().await;
 }
 
