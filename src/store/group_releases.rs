@@ -36,8 +36,9 @@ impl Store {
 mod tests {
     use crate::store::test_support::both_backends;
     use crate::store::{Fence, StoreError};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     use tokio::sync::{mpsc, watch};
+    use tokio::time::Instant;
 
     /// A fence whose local deadline has already passed: the old leader's.
     fn lapsed_fence(epoch: i64) -> Fence {
@@ -61,7 +62,9 @@ mod tests {
                 Some("2026-11-28T10:00:01.000Z")
             );
         }
+    }
 
+    both_backends! {
         async fn a_release_through_a_lapsed_fence_is_refused_and_not_written(store: Store) {
             store.set_group_release("chat", "2026-11-28T10:00:00.000Z").await.unwrap();
             let old_leader = store.fenced(lapsed_fence(1));

@@ -73,7 +73,12 @@ pub fn timeline(
     let failing_from = failing_since.map(|f| f.max(start)).unwrap_or(end).min(end);
     let first = changes.first().map_or(failing_from, |c| c.at);
     let watched_from = watched_since.map_or(start, |w| w.min(first));
-    push(start, watched_from.min(failing_from), None, Tone::NotWatched);
+    push(
+        start,
+        watched_from.min(failing_from),
+        None,
+        Tone::NotWatched,
+    );
     push(watched_from, first.min(failing_from), None, Tone::Unknown);
     for (i, c) in changes.iter().enumerate() {
         let next = changes.get(i + 1).map_or(end, |n| n.at);
@@ -340,7 +345,10 @@ mod tests {
             },
             Case {
                 name: "re-watched after older history: the history is not hidden",
-                changes: vec![ch(2, "RUNNING", None), ch(4, "STOPPED", Some("TENANT_STOP"))],
+                changes: vec![
+                    ch(2, "RUNNING", None),
+                    ch(4, "STOPPED", Some("TENANT_STOP")),
+                ],
                 failing_since: None,
                 watched_since: Some(20),
                 want: vec![(0, 2, NotWatched), (2, 4, Running), (4, 24, StoppedOk)],
@@ -426,7 +434,10 @@ mod tests {
         assert!((watched - MIN_WATCHED).abs() < 1e-6, "{drawn:?}");
         // In order, each after the one before, the last ending at the bar's end.
         assert!((drawn[1].0 - drawn[0].1).abs() < 1e-6, "{drawn:?}");
-        assert!((drawn[2].0 - (drawn[1].0 + drawn[1].1)).abs() < 1e-6, "{drawn:?}");
+        assert!(
+            (drawn[2].0 - (drawn[1].0 + drawn[1].1)).abs() < 1e-6,
+            "{drawn:?}"
+        );
         assert!((drawn[2].0 + drawn[2].1 - 1000.0).abs() < 1e-6, "{drawn:?}");
         // Watched long enough already: drawn to scale.
         let tl = timeline(t(0), end, &[ch(12, "RUNNING", None)], None, Some(t(12)));

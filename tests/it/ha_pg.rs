@@ -390,11 +390,15 @@ async fn a_takeover_turns_the_old_leaders_posting_remediation_unknown_once_and_n
         .wait_log("taking over as the active instance (lease epoch 2)", T)
         .await;
     let hooks = [&a.hook, &b.hook];
-    wait_for("the posting intent unknown and a human alerted", T, || async {
-        let rows = remediation_states(&b.app).await;
-        let unknown = rows.first().map(|r| r.1.as_str()) == Some("unknown");
-        (unknown && !remediation_failures(&hooks).is_empty()).then_some(())
-    })
+    wait_for(
+        "the posting intent unknown and a human alerted",
+        T,
+        || async {
+            let rows = remediation_states(&b.app).await;
+            let unknown = rows.first().map(|r| r.1.as_str()) == Some("unknown");
+            (unknown && !remediation_failures(&hooks).is_empty()).then_some(())
+        },
+    )
     .await;
     let (code, out, err) = b.app.run_cmd(&["alerts", "--json"]).await;
     assert_eq!(code, 0, "{err}");

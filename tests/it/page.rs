@@ -69,7 +69,11 @@ fn rects(row: &str) -> Vec<(String, f64, f64)> {
                 let v = r.split(&format!(" {name}=\"")).nth(1).unwrap();
                 v[..v.find('"').unwrap()].parse::<f64>().unwrap()
             };
-            (r[..r.find('"').unwrap()].to_string(), attr("x"), attr("width"))
+            (
+                r[..r.find('"').unwrap()].to_string(),
+                attr("x"),
+                attr("width"),
+            )
         })
         .collect()
 }
