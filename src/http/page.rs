@@ -372,6 +372,34 @@ struct TransitionView {
     request_id: Option<String>,
 }
 
+/// The silences that hold a job's notifications, as its page lists them.
+fn silence_rows(silences: &[crate::domain::SilenceView]) -> Vec<SilenceRow> {
+    silences
+        .iter()
+        .map(|v| {
+            let m = &v.silence.matchers;
+            let matches = [
+                m.app_id.as_ref().map(|a| format!("app {a}")),
+                m.job_id.as_ref().map(|j| format!("job {j}")),
+                m.rule.map(|r| format!("rule {}", r.as_str())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
+            SilenceRow {
+                id: v.silence.id.clone(),
+                status: v.status.as_str(),
+                matches,
+                starts: utc_time(&crate::domain::timestamp(v.silence.starts_at)),
+                ends: utc_time(&crate::domain::timestamp(v.silence.ends_at)),
+                comment: v.silence.comment.clone(),
+                author: v.silence.author.clone().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
 /// Only http(s) links become links: a `javascript:` URL from outside stays text.
 fn safe_link(url: Option<&str>) -> Option<String> {
     let url = url?;
@@ -410,31 +438,7 @@ fn job_template(
         last_error: r.last_error.clone(),
         watched: p.watched,
         alerts: alert_rows(&p.alerts, config),
-        silences: p
-            .silences
-            .iter()
-            .map(|v| {
-                let m = &v.silence.matchers;
-                let matches = [
-                    m.app_id.as_ref().map(|a| format!("app {a}")),
-                    m.job_id.as_ref().map(|j| format!("job {j}")),
-                    m.rule.map(|r| format!("rule {}", r.as_str())),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(", ");
-                SilenceRow {
-                    id: v.silence.id.clone(),
-                    status: v.status.as_str(),
-                    matches,
-                    starts: utc_time(&crate::domain::timestamp(v.silence.starts_at)),
-                    ends: utc_time(&crate::domain::timestamp(v.silence.ends_at)),
-                    comment: v.silence.comment.clone(),
-                    author: v.silence.author.clone().unwrap_or_default(),
-                }
-            })
-            .collect(),
+        silences: silence_rows(&p.silences),
         files: p
             .files
             .iter()
