@@ -326,7 +326,7 @@ impl Lane {
                 self.held_until = Some(at);
                 return Ok(0);
             }
-            self.note_release(mono, now).await;
+            self.note_release(mono, now).await?;
         }
         // Claimed just before the send, in a fenced write: an instance that no longer leads
         // is refused here and sends nothing.
@@ -375,15 +375,25 @@ impl Lane {
     }
 
     /// A group is released now: its window starts, here and in the database (before the
-    /// send, so a crash after it still finds the window open).
-    async fn note_release(&mut self, mono: Instant, now: DateTime<Utc>) {
+    /// send, so a crash after it still finds the window open). Refused by the fence (this
+    /// instance no longer leads), the error goes up as the claim's would: nothing is sent.
+    async fn note_release(
+        &mut self,
+        mono: Instant,
+        now: DateTime<Utc>,
+    ) -> Result<(), crate::store::StoreError> {
         self.last_release = Some(mono);
-        if let Err(e) = self
+        match self
             .store
             .set_group_release(self.name(), &timestamp(now))
             .await
         {
-            warn!(channel = %self.name(), "cannot note the group's release: {e}; a restart would not wait for this window");
+            Err(e) if e.is_fenced() => Err(e),
+            Err(e) => {
+                warn!(channel = %self.name(), "cannot note the group's release: {e}; a restart would not wait for this window");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
     }
 
