@@ -6,6 +6,7 @@
 //! alert has gone and whose jobs have no open episode.
 
 use super::Store;
+use crate::config::defaults::MAX_REMEDIATE_WINDOW;
 use crate::domain::timestamp;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -135,6 +136,13 @@ impl Store {
         batch: usize,
         stop: &watch::Receiver<bool>,
     ) -> anyhow::Result<Pruned> {
+        // A remediation counts toward `max_restarts` while it is within `remediate.window`:
+        // pruned sooner (a retention shorter than the window), a crash-looping job would be
+        // re-created past the bound. Kept at least the longest window there can be.
+        let remediation_cutoff = timestamp(
+            crate::rules::checked_before(Utc::now(), MAX_REMEDIATE_WINDOW)
+                .map_or(cutoff, |w| cutoff.min(w)),
+        );
         let cutoff = timestamp(cutoff);
         let batch = batch.max(1) as i64;
         let mut done = Pruned::default();
@@ -155,7 +163,11 @@ impl Store {
                     done.stopped = true;
                     return Ok(done);
                 }
-                let (counts, held) = self.prune_batch(statements, &cutoff, batch).await?;
+                let before = match table {
+                    Table::Remediations => &remediation_cutoff,
+                    _ => &cutoff,
+                };
+                let (counts, held) = self.prune_batch(statements, before, batch).await?;
                 done.batches += 1;
                 done.longest_batch = done.longest_batch.max(held);
                 let deleted = *counts.last().expect("a statement per batch");
@@ -489,6 +501,19 @@ mod tests {
             let left: Vec<String> =
                 column(&store, "SELECT old_job_id FROM remediations ORDER BY old_job_id").await;
             assert_eq!(left, ["episode", "held", "pending", "posting", "recent"]);
+
+            // A retention shorter than the longest remediate.window: a finished remediation
+            // still inside it is kept (max_restarts counts it), one older than it goes.
+            let within = now - chrono::Duration::days(3);
+            let beyond = now - chrono::Duration::days(8);
+            remediation(&store, ("within", None, "failed"), None, within).await;
+            remediation(&store, ("beyond", None, "failed"), None, beyond).await;
+            let short = now - chrono::Duration::days(2);
+            let p = store.prune(short, 2, &never).await.unwrap();
+            assert_eq!(p.remediations, 1, "{p:?}");
+            let left: Vec<String> =
+                column(&store, "SELECT old_job_id FROM remediations WHERE state = 'failed'").await;
+            assert_eq!(left, ["within"]);
         }
     }
 }
