@@ -63,7 +63,8 @@ pub(super) const PRUNE_CALLBACKS: &[&str] = &[
       ORDER BY e.id LIMIT $2)",
 ];
 
-/// Remediations decided before the cutoff that are over: never one still `pending` or
+/// Remediations decided before the cutoff (for them, at least 7 days back: see `prune`) that
+/// are over: never one still `pending` or
 /// `posting` (the worker, or the takeover that turns `posting` into `unknown`, still needs
 /// it), nor one whose alert is still kept (held for its outcome, or not delivered yet: the
 /// alerts go first in a prune, so an old alert still there has a delivery pending), nor one
