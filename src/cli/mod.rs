@@ -185,6 +185,13 @@ pub enum Command {
         #[command(subcommand)]
         command: callback::CallbackCommand,
     },
+    /// Copy the SQLite database to PATH, safe while `recwatch run` is running (SQLite's online
+    /// backup: a consistent copy, the daemon goes on writing). PATH must not exist. On
+    /// PostgreSQL, use pg_dump.
+    Backup {
+        /// The new file (never overwritten).
+        path: PathBuf,
+    },
     /// Move a recwatch database between SQLite and PostgreSQL (`storage copy`).
     Storage {
         #[command(subcommand)]
@@ -322,6 +329,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             remediations::remediations(&config, limit, json).await
         }
         Command::Callback { command } => callback::callback(&config, command).await,
+        Command::Backup { path } => storage::backup(&config, &path).await,
         Command::Silence(args) => {
             return silence::silence(&config, args).await.unwrap_or_else(fail);
         }
@@ -345,8 +353,14 @@ async fn dispatch(cli: Cli) -> ExitCode {
     result.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail)
 }
 
-/// Prints rows as left-aligned columns; the last column is not padded.
+/// Prints rows as left-aligned columns; the last column is not padded. Every cell passes
+/// [`shown`] first: a cell holds text from outside (an API description, a receiver's error),
+/// and a raw LF, ESC or NUL in it would forge rows or drive the terminal.
 pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| shown(c).into_owned()).collect())
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {
@@ -357,7 +371,7 @@ pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
                 .unwrap_or(0)
         })
         .collect();
-    for r in rows {
+    for r in &rows {
         let mut line = String::new();
         for (i, cell) in r.iter().enumerate() {
             if i + 1 == r.len() {
@@ -371,10 +385,32 @@ pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Text from outside as a terminal may show it: control characters escaped visibly (`\n`,
+/// `\0`, `\u{1b}` for ESC), so one value stays one cell on one line. The one escaping
+/// function the logs use too.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::telemetry::escape_controls(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::exit::EXIT_CANTCREAT;
+
+    #[test]
+    fn a_cell_shows_control_characters_escaped() {
+        let cases = [
+            ("plain text", "plain", "plain"),
+            ("a line feed", "a\nb", "a\\nb"),
+            ("an escape sequence", "\u{1b}[31mred", "\\u{1b}[31mred"),
+            ("a nul", "a\0b", "a\\0b"),
+            ("a carriage return", "ok\rFAKE", "ok\\rFAKE"),
+            ("non-ASCII stays", "enregistrement \u{e9}", "enregistrement \u{e9}"),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(shown(input), want, "{name}");
+        }
+    }
 
     #[test]
     fn exit_codes_are_found_in_the_chain() {
