@@ -7,8 +7,9 @@ use crate::exit::StartError;
 use std::process::ExitCode;
 
 /// Prints what the configuration means and what `run` would find: exit 0, or the exit code
-/// `run` would fail with (73 storage, 69 a taken port, 78 a port it may not use).
-pub(super) async fn check(c: &Config) -> anyhow::Result<ExitCode> {
+/// `run` would fail with (73 storage, 69 a taken port, 78 a port it may not use); with
+/// `online`, also whether the API takes the credentials (see [`super::online`]).
+pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> {
     let source = c
         .source
         .as_ref()
@@ -18,6 +19,9 @@ pub(super) async fn check(c: &Config) -> anyhow::Result<ExitCode> {
     print_api(c)?;
     // What `run` would fail on: the first problem decides the exit code.
     let mut problems: Vec<StartError> = Vec::new();
+    if online {
+        problems.extend(super::online::check_online(c).await?);
+    }
     match c.storage.database() {
         crate::config::Database::Sqlite(_) => {
             problems.extend(check_storage(c)?);

@@ -23,6 +23,7 @@ mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod inspect;
+mod online;
 mod poll_once;
 mod remediations;
 mod run;
@@ -72,7 +73,12 @@ pub enum Command {
     /// Run the daemon: poll every watched job, record changes, send alerts.
     Run,
     /// Validate the configuration and print what it means; exit 0, or 78 with the error.
-    Check,
+    Check {
+        /// Also make one signed request with the [api] account and say whether the endpoint
+        /// and the credentials work (78 refused or not the RTC API, 69 unreachable).
+        #[arg(long)]
+        online: bool,
+    },
     /// Poll every job once, record transitions, print a table, deliver the alerts this raised
     /// (waiting up to 30 s), and exit.
     ///
@@ -302,7 +308,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
     crate::telemetry::init(&config.log.level, cli.log_format);
     let result = match cli.command {
         Command::Run => run::run(config).await,
-        Command::Check => return check::check(&config).await.unwrap_or_else(fail),
+        Command::Check { online } => {
+            return check::check(&config, online).await.unwrap_or_else(fail);
+        }
         Command::PollOnce => poll_once::poll_once(&config).await,
         Command::Status { json } => inspect::status(&config, json).await,
         Command::History {
