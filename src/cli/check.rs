@@ -336,7 +336,11 @@ fn print_remediate(c: &Config) -> std::io::Result<()> {
         .jobs
         .iter()
         .map(|(k, on)| format!("job {k} {}", on_for(*on)))
-        .chain(r.apps.iter().map(|(a, on)| format!("app {a} {}", on_for(*on))))
+        .chain(
+            r.apps
+                .iter()
+                .map(|(a, on)| format!("app {a} {}", on_for(*on))),
+        )
         .collect();
     let overrides = match overrides.is_empty() {
         true => String::new(),
@@ -347,8 +351,15 @@ fn print_remediate(c: &Config) -> std::io::Result<()> {
     }
     out!(
         "  remediate  on{}: re-creates a job stopped with {}, at most {} per lineage in {}{overrides}",
-        if r.dry_run { " (dry run: says what it would do)" } else { "" },
-        r.on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+        if r.dry_run {
+            " (dry run: says what it would do)"
+        } else {
+            ""
+        },
+        r.on.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         r.max_restarts,
         crate::config::format_duration(r.window)
     )

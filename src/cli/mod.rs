@@ -413,7 +413,11 @@ mod tests {
             ("an escape sequence", "\u{1b}[31mred", "\\u{1b}[31mred"),
             ("a nul", "a\0b", "a\\0b"),
             ("a carriage return", "ok\rFAKE", "ok\\rFAKE"),
-            ("non-ASCII stays", "enregistrement \u{e9}", "enregistrement \u{e9}"),
+            (
+                "non-ASCII stays",
+                "enregistrement \u{e9}",
+                "enregistrement \u{e9}",
+            ),
         ];
         for (name, input, want) in cases {
             assert_eq!(shown(input), want, "{name}");

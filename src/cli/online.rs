@@ -110,9 +110,7 @@ fn verdict(answer: &Result<(), RtcError>, endpoint: &str) -> Verdict {
         ),
         ErrorKind::Connection => fails(
             EXIT_UNAVAILABLE,
-            format!(
-                "cannot connect to {endpoint} ({e}): check api.endpoint, DNS and the firewall"
-            ),
+            format!("cannot connect to {endpoint} ({e}): check api.endpoint, DNS and the firewall"),
         ),
         ErrorKind::Timeout => fails(
             EXIT_UNAVAILABLE,
@@ -166,7 +164,11 @@ mod tests {
             ),
             (
                 "an HTML 404",
-                error(ErrorKind::EndpointNotFound, Some(404), Some("<!DOCTYPE html>")),
+                error(
+                    ErrorKind::EndpointNotFound,
+                    Some(404),
+                    Some("<!DOCTYPE html>"),
+                ),
                 Some(EXIT_CONFIG),
                 "answers with an HTML page",
             ),

@@ -228,10 +228,26 @@ mod tests {
         .map(String::from)
         .into();
         let cases = [
-            ("one underscore for two", "RECWATCH_POLL_INTERVAL", Some("RECWATCH_POLL__INTERVAL")),
-            ("no underscore", "RECWATCH_LOGLEVEL", Some("RECWATCH_LOG__LEVEL")),
-            ("nested", "RECWATCH_API_AUTH_SECRET_KEY", Some("RECWATCH_API__AUTH__SECRET_KEY")),
-            ("a typo too", "RECWATCH_POLL_INTERVL", Some("RECWATCH_POLL__INTERVAL")),
+            (
+                "one underscore for two",
+                "RECWATCH_POLL_INTERVAL",
+                Some("RECWATCH_POLL__INTERVAL"),
+            ),
+            (
+                "no underscore",
+                "RECWATCH_LOGLEVEL",
+                Some("RECWATCH_LOG__LEVEL"),
+            ),
+            (
+                "nested",
+                "RECWATCH_API_AUTH_SECRET_KEY",
+                Some("RECWATCH_API__AUTH__SECRET_KEY"),
+            ),
+            (
+                "a typo too",
+                "RECWATCH_POLL_INTERVL",
+                Some("RECWATCH_POLL__INTERVAL"),
+            ),
             ("nothing near", "RECWATCH_COLOUR", None),
         ];
         for (name, var, meant) in cases {
@@ -239,12 +255,17 @@ mod tests {
             assert_eq!(w.len(), 1, "{name}: {w:?}");
             assert!(w[0].contains(var), "{name}: {w:?}");
             match meant {
-                Some(m) => assert!(w[0].ends_with(&format!("did you mean {m}?")), "{name}: {w:?}"),
+                Some(m) => assert!(
+                    w[0].ends_with(&format!("did you mean {m}?")),
+                    "{name}: {w:?}"
+                ),
                 None => assert!(w[0].ends_with("config.example.toml"), "{name}: {w:?}"),
             }
         }
         // A section is never suggested, and recwatch's own variables are not warned about.
-        assert!(!unknown_variables(&["RECWATCH_APIAUTH".into()], &known)[0].contains("did you mean"));
+        assert!(
+            !unknown_variables(&["RECWATCH_APIAUTH".into()], &known)[0].contains("did you mean")
+        );
         let own: Vec<String> = OTHER_VARIABLES.iter().map(|v| v.to_string()).collect();
         assert!(unknown_variables(&own, &known).is_empty());
     }

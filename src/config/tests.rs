@@ -356,7 +356,9 @@ fn an_empty_notify_list_is_warned() {
     let c = parse(&format!("{MINIMAL}notify = []\n")).unwrap();
     let w = c.warnings();
     assert!(
-        w.iter().any(|w| w.starts_with("jobs[0] (\"job\") has notify = []: its alerts are recorded but sent to no channel")),
+        w.iter().any(|w| w.starts_with(
+            "jobs[0] (\"job\") has notify = []: its alerts are recorded but sent to no channel"
+        )),
         "{w:?}"
     );
     // Without `notify` the job uses every channel: nothing to say.
@@ -368,7 +370,11 @@ fn an_empty_watch_list_demands_zero_not_minus_zero() {
     let c = parse(&MINIMAL.replace("[[jobs]]\napp_id = \"app\"\njob_id = \"job\"\n", "")).unwrap();
     assert!(c.jobs.is_empty());
     let b = c.budget();
-    let shown = format!("{:.2} ({:.0}%)", b.demand, 100.0 * b.demand / b.rate_limit as f64);
+    let shown = format!(
+        "{:.2} ({:.0}%)",
+        b.demand,
+        100.0 * b.demand / b.rate_limit as f64
+    );
     assert_eq!(shown, "0.00 (0%)");
 }
 
@@ -745,8 +751,14 @@ fn the_known_keys_cover_the_example_file() {
             }
         }
     }
-    assert!(missing.is_empty(), "keys the readers never ask for: {missing:?}");
-    assert!(known.contains("poll.interval") && known.contains("log.level"), "{known:?}");
+    assert!(
+        missing.is_empty(),
+        "keys the readers never ask for: {missing:?}"
+    );
+    assert!(
+        known.contains("poll.interval") && known.contains("log.level"),
+        "{known:?}"
+    );
 }
 
 /// config.example.toml writes out every default: loading it must give what
@@ -986,7 +998,10 @@ fn callback_and_apps_errors_name_the_key() {
         let e = parse(&format!("{auth}{extra}")).expect_err(name);
         assert!(e.location.contains(key), "{name}: {e}");
         assert!(e.message.contains(fix), "{name}: {e}");
-        assert!(!e.to_string().contains("kkkkkkkk"), "{name}: a key shows: {e}");
+        assert!(
+            !e.to_string().contains("kkkkkkkk"),
+            "{name}: a key shows: {e}"
+        );
     }
     let good = parse(&format!(
         "{auth}[callback]\nlisten=\"127.0.0.1:9188\"\n{app}name=\"studio\"\n"

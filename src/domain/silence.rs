@@ -389,18 +389,36 @@ mod tests {
         let cases = [
             ("a watched job", m(None, Some("job-1")), false),
             ("a watched app", m(Some("app-1"), None), false),
-            ("a watched app and job", m(Some("app-1"), Some("job-2")), false),
+            (
+                "a watched app and job",
+                m(Some("app-1"), Some("job-2")),
+                false,
+            ),
             ("an unwatched job", m(None, Some("job-9")), true),
             ("an unwatched app", m(Some("app-9"), None), true),
-            ("a watched job of another app", m(Some("app-9"), Some("job-1")), true),
-            ("a rule alone", Matchers { rule: Some(super::Rule::StuckInit), ..m(None, None) }, false),
+            (
+                "a watched job of another app",
+                m(Some("app-9"), Some("job-1")),
+                true,
+            ),
+            (
+                "a rule alone",
+                Matchers {
+                    rule: Some(super::Rule::StuckInit),
+                    ..m(None, None)
+                },
+                false,
+            ),
         ];
         for (name, matchers, warned) in cases {
             let w = matchers.unwatched(watched.iter().copied());
             assert_eq!(w.is_some(), warned, "{name}: {w:?}");
         }
         let w = m(Some("app-9"), Some("job-1")).unwatched(watched.iter().copied());
-        assert!(w.unwrap().starts_with("no watched job matches app \"app-9\" and job \"job-1\""));
+        assert!(
+            w.unwrap()
+                .starts_with("no watched job matches app \"app-9\" and job \"job-1\"")
+        );
     }
 
     use super::*;

@@ -299,10 +299,9 @@ pub fn describe(lease: Option<&crate::store::LeaseRow>, successor: Successor) ->
 /// What `recwatch check` says this instance would be if it started now.
 pub fn would_be(lease: Option<&crate::store::LeaseRow>) -> String {
     match lease {
-        Some(l) if l.is_held() => format!(
-            "standby: {} is active",
-            describe(lease, Successor::Standby)
-        ),
+        Some(l) if l.is_held() => {
+            format!("standby: {} is active", describe(lease, Successor::Standby))
+        }
         _ => "active: the lease is free, this instance would take it".to_string(),
     }
 }

@@ -191,10 +191,9 @@ async fn verify(path: &Path) -> anyhow::Result<BackupDone> {
     let check: String = sqlx::query_scalar("PRAGMA quick_check")
         .fetch_one(&mut conn)
         .await?;
-    let tables: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
-            .fetch_one(&mut conn)
-            .await?;
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+        .fetch_one(&mut conn)
+        .await?;
     conn.close().await?;
     if check != "ok" {
         anyhow::bail!("the finished backup fails SQLite's quick_check: {check}");

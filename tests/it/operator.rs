@@ -19,11 +19,10 @@ async fn tables_and_jobs(path: &std::path::Path) -> (i64, i64) {
         .connect_with(options)
         .await
         .unwrap();
-    let tables: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let jobs: i64 = if tables > 0 {
         sqlx::query_scalar("SELECT count(*) FROM jobs")
             .fetch_one(&pool)
@@ -94,7 +93,10 @@ async fn a_clean_stop_leaves_a_whole_file_and_backup_works_beside_run() {
     let copy = app.dir.path().join("copy.db");
     std::fs::copy(&app.db_path, &copy).unwrap();
     let (tables, jobs) = tables_and_jobs(&copy).await;
-    assert!(tables >= 10, "a copy after a clean stop has the tables: {tables}");
+    assert!(
+        tables >= 10,
+        "a copy after a clean stop has the tables: {tables}"
+    );
     assert_eq!(jobs, 3);
 }
 
@@ -142,9 +144,15 @@ async fn check_shows_what_run_needs_and_binds_the_callback_listener() {
     assert!(out.contains("app        demo-app (\"studio\")"), "{out}");
     assert!(out.contains("discover on"), "{out}");
     assert!(out.contains("remediate  on (dry run"), "{out}");
-    assert!(out.contains("heartbeat  GET https://hc.example/***"), "{out}");
+    assert!(
+        out.contains("heartbeat  GET https://hc.example/***"),
+        "{out}"
+    );
     for secret in [APP_KEY, "secret-uuid"] {
-        assert!(!out.contains(secret) && !err.contains(secret), "{secret} shown: {out}");
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} shown: {out}"
+        );
     }
 }
 
@@ -161,7 +169,10 @@ async fn a_short_auth_key_is_refused_by_check_and_run() {
     for cmd in ["check", "run"] {
         let (code, _, err) = app.run_cmd(&[cmd]).await;
         assert_eq!(code, 78, "{cmd}: {err}");
-        assert!(err.contains("apps[0] (\"demo-app\").auth_key"), "{cmd}: {err}");
+        assert!(
+            err.contains("apps[0] (\"demo-app\").auth_key"),
+            "{cmd}: {err}"
+        );
         assert!(err.contains("32 to 64"), "{cmd}: {err}");
         assert!(!err.contains("too-short-key"), "{cmd}: {err}");
     }
@@ -225,7 +236,9 @@ async fn check_online_names_what_is_wrong() {
 async fn check_warns_about_silent_lists_and_misspelt_variables() {
     let sim = start_sim(static_sim(1)).await;
     let mut cfg = AppConfig::new(&sim, 0);
-    cfg.extra = "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\nname = \"porch\"\nnotify = []\n".into();
+    cfg.extra =
+        "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\nname = \"porch\"\nnotify = []\n"
+            .into();
     let app = TestApp::new(&cfg);
     let out = tokio::process::Command::from(app.command(&["check"]))
         .env("RECWATCH_POLL_INTERVAL", "10s")
@@ -236,7 +249,9 @@ async fn check_warns_about_silent_lists_and_misspelt_variables() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("jobs[0] (\"porch\") has notify = []: its alerts are recorded but sent to no channel"),
+        text.contains(
+            "jobs[0] (\"porch\") has notify = []: its alerts are recorded but sent to no channel"
+        ),
         "{text}"
     );
     for (var, meant) in [
@@ -250,7 +265,10 @@ async fn check_warns_about_silent_lists_and_misspelt_variables() {
             "{var}: {text}"
         );
     }
-    assert!(!text.contains("10s") && !text.contains("debug"), "values never shown: {text}");
+    assert!(
+        !text.contains("10s") && !text.contains("debug"),
+        "values never shown: {text}"
+    );
 }
 
 /// Item 19: a silence on a job nobody watches is accepted with a warning, on the command line
@@ -265,7 +283,14 @@ async fn a_silence_on_nothing_watched_is_warned_and_unknown_names_are_usage_erro
     let mut app = TestApp::new(&cfg);
     let add = |job: &'static str| {
         [
-            "silence", "add", "--job", job, "--for", "1h", "--comment", "test",
+            "silence",
+            "add",
+            "--job",
+            job,
+            "--for",
+            "1h",
+            "--comment",
+            "test",
         ]
     };
     let (code, _, err) = app.run_cmd(&add("job-0000")).await;
