@@ -269,6 +269,8 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
     })
 }
 
+// Long because it is the table of commands: one arm per command, each a call into its file;
+// splitting it would only scatter the table.
 async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         #[cfg(feature = "demo")]
