@@ -74,7 +74,7 @@ pub enum Command {
     Run,
     /// Validate the configuration and print what it means; exit 0, or 78 with the error.
     Check {
-        /// Also make one signed request with the [api] account and say whether the endpoint
+        /// Also make one signed request with the `[api]` account and say whether the endpoint
         /// and the credentials work (78 refused or not the RTC API, 69 unreachable).
         #[arg(long)]
         online: bool,
