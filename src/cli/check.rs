@@ -299,11 +299,7 @@ async fn check_callback(c: &Config) -> std::io::Result<Option<StartError>> {
         },
     }
     for a in &c.apps {
-        let mut parts = vec![format!(
-            "key {} ({} characters)",
-            crate::secret::MASK,
-            a.auth_key.expose().chars().count()
-        )];
+        let mut parts = vec![format!("key {}", crate::secret::MASK)];
         parts.push(match a.discover {
             true => "discover on".into(),
             false => "discover off".into(),

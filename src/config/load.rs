@@ -63,18 +63,12 @@ pub fn parse_str(
 ) -> Result<Config, ConfigError> {
     // Only RECWATCH_<SECTION>__<KEY> variables are overrides; RECWATCH_CONFIG names the file.
     // The other RECWATCH_* names are kept (never their values) to be warned about.
-    let mut others = Vec::new();
-    let overrides: config::Map<String, String> = env
+    let (overrides, others): (Vec<_>, Vec<_>) = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-        .filter(|(k, _)| {
-            let is_override = k[ENV_PREFIX.len()..].contains("__");
-            if !is_override {
-                others.push(k.clone());
-            }
-            is_override
-        })
-        .collect();
+        .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
+    let overrides: config::Map<String, String> = overrides.into_iter().collect();
+    let others: Vec<String> = others.into_iter().map(|(k, _)| k).collect();
     // Syntax first, with our own message: the parser's quotes the offending line, which may
     // be a half-typed `secret_key = "...` (the file watcher reloads on every save).
     if let Err(e) = toml::from_str::<toml::Table>(text) {
