@@ -19,9 +19,11 @@ pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> 
     print_api(c)?;
     // What `run` would fail on: the first problem decides the exit code.
     let mut problems: Vec<StartError> = Vec::new();
-    if online {
-        problems.extend(super::online::check_online(c).await?);
-    }
+    // Not a reason `run` would fail (it starts, and alerts api_unhealthy), so told apart.
+    let api_problem = match online {
+        true => super::online::check_online(c).await?,
+        false => None,
+    };
     match c.storage.database() {
         crate::config::Database::Sqlite(_) => {
             problems.extend(check_storage(c)?);
@@ -45,14 +47,15 @@ pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> 
     for w in c.warnings() {
         out!("  WARNING    {w}")?;
     }
-    match problems.first() {
+    for p in &problems {
+        complain(&format!("`run` would fail: {p}"));
+    }
+    if let Some(p) = &api_problem {
+        complain(&format!("the API check failed: {p}"));
+    }
+    match problems.first().or(api_problem.as_ref()) {
         None => Ok(ExitCode::SUCCESS),
-        Some(first) => {
-            for p in &problems {
-                complain(&format!("`run` would fail: {p}"));
-            }
-            Ok(ExitCode::from(first.exit))
-        }
+        Some(first) => Ok(ExitCode::from(first.exit)),
     }
 }
 

@@ -192,9 +192,14 @@ async fn check_online_names_what_is_wrong() {
 
     cfg.secret_key = "not-the-secret".into();
     app.rewrite_config(&cfg);
-    let (code, out, _) = app.run_cmd(&["check", "--online"]).await;
+    let (code, out, err) = app.run_cmd(&["check", "--online"]).await;
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("credentials refused"), "{out}");
+    // `run` would start (and alert api_unhealthy): the problem is told as the API's.
+    assert!(
+        err.contains("the API check failed") && !err.contains("`run` would fail"),
+        "{err}"
+    );
     assert!(!out.contains("not-the-secret"), "{out}");
 
     // A web server that answers every path with a page.
