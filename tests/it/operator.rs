@@ -335,3 +335,24 @@ async fn a_silence_on_nothing_watched_is_warned_and_unknown_names_are_usage_erro
         .await;
     assert_eq!(code, 64, "{err}");
 }
+
+/// Item 16: a `[callback]` section added by a reload is not served until a restart, and the
+/// log says so (as it does for `http.listen`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_section_added_by_reload_says_it_needs_a_restart() {
+    let sim = start_sim(static_sim(1)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_running(1).await;
+    cfg.extra = format!(
+        "\n[callback]\nlisten = \"127.0.0.1:0\"\n\n[[apps]]\napp_id = \"demo-app\"\nauth_key = \"{APP_KEY}\"\n"
+    );
+    app.rewrite_config(&cfg);
+    app.wait_log(
+        "callback.listen changed: the record-callback receiver is bound at start, so this takes effect at the next restart",
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    assert!(app.stop().await.success(), "{}", app.log_text());
+}
