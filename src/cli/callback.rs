@@ -8,8 +8,9 @@
 //! what it replaced; when that was another receiver, it says how to keep it fed through
 //! `forward_to`. What the replaced URL was is decided by a pure function ([`replaced`]).
 //!
-//! Exit codes: 0 done; 78 a config that cannot do it (no `[[apps]]` entry for the app, a key
-//! RTC would refuse); 69 the API could not be reached or failed (a retry may help); 1 the API
+//! Exit codes: 0 done; 64 an app id the config has no `[[apps]]` entry for (a name on the
+//! command line the config does not know is a usage error, in every command); 78 a config
+//! that cannot do it (a key RTC would refuse); 69 the API could not be reached or failed (a retry may help); 1 the API
 //! refused (credentials, an unknown app). A URL RTC would refuse is a usage error (2).
 
 use super::{complain, emit, print_table};
@@ -100,10 +101,7 @@ async fn set(config: &Config, client: &RtcClient, app_id: &str, url: &str) -> an
         .enumerate()
         .find(|(_, a)| a.app_id == app_id)
         .ok_or_else(|| {
-            ConfigError::new(
-                "apps",
-                format!("no [[apps]] entry has app_id {app_id:?}; add one with the app's auth_key (32 to 64 characters, the key RTC will sign the callbacks with), so recwatch can verify them"),
-            )
+            StartError::usage(format!("no [[apps]] entry has app_id {app_id:?}; add one with the app's auth_key (32 to 64 characters, the key RTC will sign the callbacks with), so recwatch can verify them"))
         })?;
     let update = CallbackUpdate::new(url, Some(app.auth_key.clone()))
         .map_err(|why| ConfigError::new(format!("apps[{index}] ({app_id:?}).auth_key"), why))?;

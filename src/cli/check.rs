@@ -7,8 +7,9 @@ use crate::exit::StartError;
 use std::process::ExitCode;
 
 /// Prints what the configuration means and what `run` would find: exit 0, or the exit code
-/// `run` would fail with (73 storage, 69 a taken port, 78 a port it may not use).
-pub(super) async fn check(c: &Config) -> anyhow::Result<ExitCode> {
+/// `run` would fail with (73 storage, 69 a taken port, 78 a port it may not use); with
+/// `online`, also whether the API takes the credentials (see [`super::online`]).
+pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> {
     let source = c
         .source
         .as_ref()
@@ -18,6 +19,11 @@ pub(super) async fn check(c: &Config) -> anyhow::Result<ExitCode> {
     print_api(c)?;
     // What `run` would fail on: the first problem decides the exit code.
     let mut problems: Vec<StartError> = Vec::new();
+    // Not a reason `run` would fail (it starts, and alerts api_unhealthy), so told apart.
+    let api_problem = match online {
+        true => super::online::check_online(c).await?,
+        false => None,
+    };
     match c.storage.database() {
         crate::config::Database::Sqlite(_) => {
             problems.extend(check_storage(c)?);
@@ -34,18 +40,22 @@ pub(super) async fn check(c: &Config) -> anyhow::Result<ExitCode> {
     print_rules(c)?;
     print_maintenance(c)?;
     problems.extend(check_http(c)?);
+    problems.extend(check_callback(c).await?);
+    print_remediate(c)?;
+    print_heartbeat(c)?;
     print_jobs(c)?;
     for w in c.warnings() {
         out!("  WARNING    {w}")?;
     }
-    match problems.first() {
+    for p in &problems {
+        complain(&format!("`run` would fail: {p}"));
+    }
+    if let Some(p) = &api_problem {
+        complain(&format!("the API check failed: {p}"));
+    }
+    match problems.first().or(api_problem.as_ref()) {
         None => Ok(ExitCode::SUCCESS),
-        Some(first) => {
-            for p in &problems {
-                complain(&format!("`run` would fail: {p}"));
-            }
-            Ok(ExitCode::from(first.exit))
-        }
+        Some(first) => Ok(ExitCode::from(first.exit)),
     }
 }
 
@@ -253,6 +263,126 @@ fn check_http(c: &Config) -> std::io::Result<Option<StartError>> {
         None => out!("  http       off")?,
     }
     Ok(None)
+}
+
+/// `[callback]` and `[[apps]]` as `run` would serve them, keys never shown; the problem `run`
+/// would fail on (the listener cannot be bound: 69 taken, 78 never usable), if any.
+async fn check_callback(c: &Config) -> std::io::Result<Option<StartError>> {
+    let mut problem = None;
+    match c.callback.listen {
+        None => out!("  callback   off (no record callbacks; polling alone)")?,
+        Some(addr) => match crate::callback::bind(addr).await {
+            Ok(listener) => {
+                drop(listener);
+                out!(
+                    "  callback   http://{addr}{} (record callbacks from {} app(s))",
+                    c.callback.path,
+                    c.apps.len()
+                )?
+            }
+            // Beside this configuration's running daemon the port is held by it: the HTTP
+            // endpoint's /healthz tells (the receiver has no health path of its own).
+            Err(_)
+                if c.http.listen.is_some_and(|a| {
+                    matches!(
+                        crate::http::probe_listen(a),
+                        Ok(crate::http::ListenProbe::HeldByRecwatch)
+                    )
+                }) =>
+            {
+                out!(
+                    "  callback   http://{addr}{} (in use, most likely by the running recwatch that holds http.listen; otherwise `run` would fail)",
+                    c.callback.path
+                )?
+            }
+            Err(e) => {
+                out!("  ERROR      {e}")?;
+                problem = Some(e);
+            }
+        },
+    }
+    for a in &c.apps {
+        let mut parts = vec![format!("key {}", crate::secret::MASK)];
+        parts.push(match a.discover {
+            true => "discover on".into(),
+            false => "discover off".into(),
+        });
+        if let Some(f) = &a.forward_to {
+            parts.push(format!("forward_to {}", crate::secret::mask_url(f)));
+        }
+        if let Some(n) = &a.notify {
+            parts.push(format!("notify [{}]", n.join(", ")));
+        }
+        out!(
+            "  app        {}{} {}",
+            a.app_id,
+            a.name
+                .as_deref()
+                .map(|n| format!(" ({n:?})"))
+                .unwrap_or_default(),
+            parts.join(", ")
+        )?;
+    }
+    Ok(problem)
+}
+
+/// `[remediate]`: off, or on which stop reasons, how often, and the per-job and per-app
+/// overrides.
+fn print_remediate(c: &Config) -> std::io::Result<()> {
+    let r = &c.remediate;
+    let on_for = |on: bool| if on { "on" } else { "off" };
+    let overrides: Vec<String> = r
+        .jobs
+        .iter()
+        .map(|(k, on)| format!("job {k} {}", on_for(*on)))
+        .chain(
+            r.apps
+                .iter()
+                .map(|(a, on)| format!("app {a} {}", on_for(*on))),
+        )
+        .collect();
+    let overrides = match overrides.is_empty() {
+        true => String::new(),
+        false => format!("; overrides: {}", overrides.join(", ")),
+    };
+    if !r.enabled {
+        return out!("  remediate  off{overrides}");
+    }
+    out!(
+        "  remediate  on{}: re-creates a job stopped with {}, at most {} per lineage in {}{overrides}",
+        if r.dry_run {
+            " (dry run: says what it would do)"
+        } else {
+            ""
+        },
+        r.on.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.max_restarts,
+        crate::config::format_duration(r.window)
+    )
+}
+
+/// `[heartbeat]`: off, or where (scheme and host only: the URL's path is the check's key) and
+/// how often.
+fn print_heartbeat(c: &Config) -> std::io::Result<()> {
+    let h = &c.heartbeat;
+    match &h.url {
+        None => out!("  heartbeat  off"),
+        Some(u) => out!(
+            "  heartbeat  {} {}://{}/{} every {} (timeout {})",
+            match h.method {
+                crate::config::PingMethod::Get => "GET",
+                crate::config::PingMethod::Post => "POST",
+            },
+            u.url().scheme(),
+            u.url().host_str().unwrap_or(""),
+            crate::secret::MASK,
+            crate::config::format_duration(h.interval),
+            crate::config::format_duration(h.ping_timeout())
+        ),
+    }
 }
 
 /// Each watched job with the interval it is polled at, within the budget.

@@ -31,7 +31,10 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     }
     out!(
         "active instance: {}",
-        crate::leader::describe(lease.as_ref())
+        crate::leader::describe(
+            lease.as_ref(),
+            crate::leader::Successor::on(&config.storage.database())
+        )
     )?;
     let mut rows = vec![
         [
@@ -269,7 +272,7 @@ pub(super) async fn alerts(
     if !reasons.is_empty() {
         out!("\nlast errors:")?;
         for r in reasons {
-            out!("  {r}")?;
+            out!("  {}", super::shown(&r))?;
         }
     }
     Ok(())
@@ -328,7 +331,7 @@ pub(super) async fn forwards(
     if !reasons.is_empty() {
         out!("\nlast errors:")?;
         for r in reasons {
-            out!("  {r}")?;
+            out!("  {}", super::shown(&r))?;
         }
     }
     Ok(())

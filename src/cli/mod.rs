@@ -23,6 +23,7 @@ mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod inspect;
+mod online;
 mod poll_once;
 mod remediations;
 mod run;
@@ -72,7 +73,12 @@ pub enum Command {
     /// Run the daemon: poll every watched job, record changes, send alerts.
     Run,
     /// Validate the configuration and print what it means; exit 0, or 78 with the error.
-    Check,
+    Check {
+        /// Also make one signed request with the `[api]` account and say whether the endpoint
+        /// and the credentials work (78 refused or not the RTC API, 69 unreachable).
+        #[arg(long)]
+        online: bool,
+    },
     /// Poll every job once, record transitions, print a table, deliver the alerts this raised
     /// (waiting up to 30 s), and exit.
     ///
@@ -185,6 +191,13 @@ pub enum Command {
         #[command(subcommand)]
         command: callback::CallbackCommand,
     },
+    /// Copy the SQLite database to PATH, safe while `recwatch run` is running (SQLite's online
+    /// backup: a consistent copy, the daemon goes on writing). PATH must not exist. On
+    /// PostgreSQL, use pg_dump.
+    Backup {
+        /// The new file (never overwritten).
+        path: PathBuf,
+    },
     /// Move a recwatch database between SQLite and PostgreSQL (`storage copy`).
     Storage {
         #[command(subcommand)]
@@ -256,6 +269,8 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
     })
 }
 
+// Long because it is the table of commands: one arm per command, each a call into its file;
+// splitting it would only scatter the table.
 async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
         #[cfg(feature = "demo")]
@@ -295,7 +310,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
     crate::telemetry::init(&config.log.level, cli.log_format);
     let result = match cli.command {
         Command::Run => run::run(config).await,
-        Command::Check => return check::check(&config).await.unwrap_or_else(fail),
+        Command::Check { online } => {
+            return check::check(&config, online).await.unwrap_or_else(fail);
+        }
         Command::PollOnce => poll_once::poll_once(&config).await,
         Command::Status { json } => inspect::status(&config, json).await,
         Command::History {
@@ -322,6 +339,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             remediations::remediations(&config, limit, json).await
         }
         Command::Callback { command } => callback::callback(&config, command).await,
+        Command::Backup { path } => storage::backup(&config, &path).await,
         Command::Silence(args) => {
             return silence::silence(&config, args).await.unwrap_or_else(fail);
         }
@@ -345,8 +363,14 @@ async fn dispatch(cli: Cli) -> ExitCode {
     result.map(|_| ExitCode::SUCCESS).unwrap_or_else(fail)
 }
 
-/// Prints rows as left-aligned columns; the last column is not padded.
+/// Prints rows as left-aligned columns; the last column is not padded. Every cell passes
+/// [`shown`] first: a cell holds text from outside (an API description, a receiver's error),
+/// and a raw LF, ESC or NUL in it would forge rows or drive the terminal.
 pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| shown(c).into_owned()).collect())
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {
@@ -357,7 +381,7 @@ pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
                 .unwrap_or(0)
         })
         .collect();
-    for r in rows {
+    for r in &rows {
         let mut line = String::new();
         for (i, cell) in r.iter().enumerate() {
             if i + 1 == r.len() {
@@ -371,10 +395,36 @@ pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Text from outside as a terminal may show it: control characters escaped visibly (`\n`,
+/// `\0`, `\u{1b}` for ESC), so one value stays one cell on one line. The one escaping
+/// function the logs use too.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::telemetry::escape_controls(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::exit::EXIT_CANTCREAT;
+
+    #[test]
+    fn a_cell_shows_control_characters_escaped() {
+        let cases = [
+            ("plain text", "plain", "plain"),
+            ("a line feed", "a\nb", "a\\nb"),
+            ("an escape sequence", "\u{1b}[31mred", "\\u{1b}[31mred"),
+            ("a nul", "a\0b", "a\\0b"),
+            ("a carriage return", "ok\rFAKE", "ok\\rFAKE"),
+            (
+                "non-ASCII stays",
+                "enregistrement \u{e9}",
+                "enregistrement \u{e9}",
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(shown(input), want, "{name}");
+        }
+    }
 
     #[test]
     fn exit_codes_are_found_in_the_chain() {

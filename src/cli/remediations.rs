@@ -54,7 +54,7 @@ pub(super) async fn remediations(config: &Config, limit: i64, json: bool) -> any
     if !notes.is_empty() {
         out!("\nwhy:")?;
         for n in notes {
-            out!("  {n}")?;
+            out!("  {}", super::shown(&n))?;
         }
     }
     Ok(())

@@ -110,8 +110,21 @@ pub(super) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Resul
             };
             let store = Store::open_config(&config.storage).await?;
             let s = store.add_silence(&silence_id(), &new, now).await?;
+            let runtime = store.watched_jobs().await?;
             store.close().await;
             out!("{}", s.id)?;
+            let watched = config
+                .jobs
+                .iter()
+                .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+                .chain(
+                    runtime
+                        .iter()
+                        .map(|r| (r.key.app_id.as_str(), r.key.job_id.as_str())),
+                );
+            if let Some(w) = s.matchers.unwatched(watched) {
+                complain(&format!("warning: {w}"));
+            }
             Ok(ExitCode::SUCCESS)
         }
         SilenceCommand::List { all, json } => {

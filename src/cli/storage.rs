@@ -156,6 +156,32 @@ pub async fn storage(command: StorageCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `recwatch backup PATH`: the SQLite database copied with SQLite's online backup, beside a
+/// running daemon or not; on PostgreSQL, a pointer to `pg_dump` (64: not a command for it).
+pub(super) async fn backup(
+    config: &crate::config::Config,
+    dest: &std::path::Path,
+) -> anyhow::Result<()> {
+    if config.storage.url.is_some() {
+        return Err(crate::exit::StartError::usage(
+            "the database is on PostgreSQL (storage.url): back it up with PostgreSQL's own tools, e.g. `pg_dump --format=custom --file=recwatch.dump URL`, and restore with pg_restore (see the README)".into(),
+        )
+        .into());
+    }
+    let store = super::inspect::open_existing(config).await?;
+    let done = store.backup_to(dest).await;
+    store.close().await;
+    let done = done?;
+    out!(
+        "backed up {} to {} ({} tables, {} bytes, quick_check ok)",
+        config.storage.path.display(),
+        dest.display(),
+        done.tables,
+        done.bytes
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

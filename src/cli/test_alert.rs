@@ -1,8 +1,10 @@
 //! `recwatch test-alert`: a test notification through each channel (or one), each result
-//! reported; exit 1 if any failed, 78 if there is no such channel.
+//! reported; exit 1 if any failed, 64 if `--channel` names no channel (a name on the command
+//! line the config does not know is a usage error, in every command), 78 if there are none.
 
 use super::{complain, config_error, emit};
 use crate::config::{Config, EXIT_CONFIG};
+use crate::exit::EXIT_USAGE;
 use std::process::ExitCode;
 
 pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -16,16 +18,21 @@ pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::R
         .filter(|c| only.is_none_or(|n| c.name() == n))
         .collect();
     if channels.is_empty() {
-        match only {
-            Some(n) => complain(&format!(
-                "no channel is named {n:?}; the channels are {:?}",
-                config.notify.channel_names()
-            )),
-            None => complain(
-                "no channels are configured: add [[notify.webhook]], [[notify.email]] or a chat channel such as [[notify.slack]] (see config.example.toml)",
-            ),
-        }
-        return Ok(ExitCode::from(EXIT_CONFIG));
+        return Ok(match only {
+            Some(n) => {
+                complain(&format!(
+                    "--channel: no channel is named {n:?}; the channels are {:?}",
+                    config.notify.channel_names()
+                ));
+                ExitCode::from(EXIT_USAGE)
+            }
+            None => {
+                complain(
+                    "no channels are configured: add [[notify.webhook]], [[notify.email]] or a chat channel such as [[notify.slack]] (see config.example.toml)",
+                );
+                ExitCode::from(EXIT_CONFIG)
+            }
+        });
     }
     let alert = crate::domain::test_alert();
     let mut failed = 0;

@@ -98,6 +98,17 @@ pub(super) fn read_apps(
                 "missing: set auth_key (or auth_key_file), the app's callback key from the RTC console; recwatch refuses callbacks it cannot verify",
             )
         })?;
+        // RTC's console takes only 32 to 64 characters: a shorter key is a typo or a
+        // placeholder, and `run` would verify every callback against a key RTC never signs with.
+        let chars = auth_key.expose().chars().count();
+        if !recwatch_rtc::registration::AUTH_KEY_CHARS.contains(&chars) {
+            return Err(t.err(
+                "auth_key",
+                format!(
+                    "has {chars} characters; RTC's console takes 32 to 64: copy the app's callback key from the console whole"
+                ),
+            ));
+        }
         let name = t.nonempty_string("name")?;
         if name
             .as_deref()

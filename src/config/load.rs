@@ -62,10 +62,13 @@ pub fn parse_str(
     base: Option<&Path>,
 ) -> Result<Config, ConfigError> {
     // Only RECWATCH_<SECTION>__<KEY> variables are overrides; RECWATCH_CONFIG names the file.
-    let overrides: config::Map<String, String> = env
+    // The other RECWATCH_* names are kept (never their values) to be warned about.
+    let (overrides, others): (Vec<_>, Vec<_>) = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k[ENV_PREFIX.len()..].contains("__"))
-        .collect();
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
+    let overrides: config::Map<String, String> = overrides.into_iter().collect();
+    let others: Vec<String> = others.into_iter().map(|(k, _)| k).collect();
     // Syntax first, with our own message: the parser's quotes the offending line, which may
     // be a half-typed `secret_key = "...` (the file watcher reloads on every save).
     if let Err(e) = toml::from_str::<toml::Table>(text) {
@@ -91,7 +94,51 @@ pub fn parse_str(
             "the file must be a table of sections",
         ));
     };
-    super::validate::from_tree(root, base).map_err(|e| name_the_variable(e, &vars))
+    let (mut config, known) =
+        super::validate::from_tree(root, base).map_err(|e| name_the_variable(e, &vars))?;
+    config.unknown_env = unknown_variables(&others, &known);
+    Ok(config)
+}
+
+/// `RECWATCH_*` variables that are not configuration but recwatch's own (the file's path, the
+/// build's commit, the tests' switches): documented, so never warned about.
+const OTHER_VARIABLES: &[&str] = &[
+    "RECWATCH_CONFIG",
+    "RECWATCH_COMMIT",
+    "RECWATCH_TEST_PG_URL",
+    "RECWATCH_TEST_SEED",
+    "RECWATCH_SCREENSHOT",
+    "RECWATCH_CHROMIUM",
+];
+
+/// A warning for each `RECWATCH_*` variable (without `__`) that sets nothing, with the
+/// override it most likely meant (`RECWATCH_POLL_INTERVAL` -> `RECWATCH_POLL__INTERVAL`).
+/// `known` is every key path the readers know; a path that has keys under it is a section,
+/// not a value, and is never suggested. Pure.
+fn unknown_variables(vars: &[String], known: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let leaves: Vec<String> = known
+        .iter()
+        .filter(|k| !known.iter().any(|o| o.starts_with(&format!("{k}."))))
+        .map(|k| format!("{ENV_PREFIX}{}", k.to_ascii_uppercase().replace('.', "__")))
+        .collect();
+    let leaves: Vec<&str> = leaves.iter().map(String::as_str).collect();
+    let mut vars: Vec<&String> = vars
+        .iter()
+        .filter(|v| !OTHER_VARIABLES.contains(&v.as_str()))
+        .collect();
+    vars.sort();
+    vars.into_iter()
+        .map(|v| {
+            let hint = match super::raw::suggest(v, &leaves) {
+                Some(s) => format!("did you mean {s}?"),
+                None => "check the name against config.example.toml".to_string(),
+            };
+            format!(
+                "the environment variable {} sets no configuration key and is ignored (an override is RECWATCH_<SECTION>__<KEY>, with two underscores before the key); {hint}",
+                crate::telemetry::escape_controls(v)
+            )
+        })
+        .collect()
 }
 
 /// The key path an override variable sets: `RECWATCH_API__RATE_LIMIT` -> `api.rate_limit`.
@@ -155,4 +202,65 @@ fn masked(text: &str, e: &dyn fmt::Display) -> String {
         .map(crate::secret::mask_toml_line)
         .collect();
     redactor.redact(&lines.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variable_that_sets_nothing_is_named_with_what_it_meant() {
+        let known: std::collections::BTreeSet<String> = [
+            "poll",
+            "poll.interval",
+            "log",
+            "log.level",
+            "api",
+            "api.auth",
+            "api.auth.secret_key",
+        ]
+        .map(String::from)
+        .into();
+        let cases = [
+            (
+                "one underscore for two",
+                "RECWATCH_POLL_INTERVAL",
+                Some("RECWATCH_POLL__INTERVAL"),
+            ),
+            (
+                "no underscore",
+                "RECWATCH_LOGLEVEL",
+                Some("RECWATCH_LOG__LEVEL"),
+            ),
+            (
+                "nested",
+                "RECWATCH_API_AUTH_SECRET_KEY",
+                Some("RECWATCH_API__AUTH__SECRET_KEY"),
+            ),
+            (
+                "a typo too",
+                "RECWATCH_POLL_INTERVL",
+                Some("RECWATCH_POLL__INTERVAL"),
+            ),
+            ("nothing near", "RECWATCH_COLOUR", None),
+        ];
+        for (name, var, meant) in cases {
+            let w = unknown_variables(&[var.to_string()], &known);
+            assert_eq!(w.len(), 1, "{name}: {w:?}");
+            assert!(w[0].contains(var), "{name}: {w:?}");
+            match meant {
+                Some(m) => assert!(
+                    w[0].ends_with(&format!("did you mean {m}?")),
+                    "{name}: {w:?}"
+                ),
+                None => assert!(w[0].ends_with("config.example.toml"), "{name}: {w:?}"),
+            }
+        }
+        // A section is never suggested, and recwatch's own variables are not warned about.
+        assert!(
+            !unknown_variables(&["RECWATCH_APIAUTH".into()], &known)[0].contains("did you mean")
+        );
+        let own: Vec<String> = OTHER_VARIABLES.iter().map(|v| v.to_string()).collect();
+        assert!(unknown_variables(&own, &known).is_empty());
+    }
 }

@@ -89,6 +89,9 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// `[[maintenance]]`: recurring windows that hold notifications back.
     pub maintenance: Vec<MaintenanceWindow>,
+    /// `RECWATCH_*` variables that set no key (a misspelling, one `_` for `__`), each as the
+    /// warning that names it and what it most likely meant; never their values.
+    pub unknown_env: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -343,7 +346,28 @@ impl Config {
                 ));
             }
         }
+        out.extend(self.silent_notify_lists());
+        out.extend(self.unknown_env.iter().cloned());
         out
+    }
+
+    /// `notify = []` on a job or an app: accepted (it may be meant), but its alerts are
+    /// recorded and sent nowhere, which is rarely what was meant; the warning says so.
+    fn silent_notify_lists(&self) -> Vec<String> {
+        let empty = |n: &Option<Vec<String>>| n.as_ref().is_some_and(Vec::is_empty);
+        let jobs = self.jobs.iter().enumerate().filter(|(_, j)| empty(&j.notify)).map(|(i, j)| {
+            format!(
+                "jobs[{i}] ({:?}) has notify = []: its alerts are recorded but sent to no channel; list channels, or remove notify to use every channel",
+                j.label()
+            )
+        });
+        let apps = self.apps.iter().enumerate().filter(|(_, a)| empty(&a.notify)).map(|(i, a)| {
+            format!(
+                "apps[{i}] ({:?}) has notify = []: the alerts of the jobs it discovers are recorded but sent to no channel; list channels, or remove notify to use every channel",
+                a.app_id
+            )
+        });
+        jobs.chain(apps).collect()
     }
 
     /// The interval each job is polled at, before the budget.
@@ -359,7 +383,9 @@ impl Config {
                 .jobs
                 .iter()
                 .map(|j| 1.0 / self.job_interval(j).as_secs_f64())
-                .sum(),
+                // Not `sum()`: a float sum of nothing is -0.0, which `check` printed as
+                // "-0.00 requests/s (-0% of the budget)" for an empty list.
+                .fold(0.0, |a, b| a + b),
         };
         let rate = self.api.rate_limit as f64;
         BudgetReport {
@@ -419,6 +445,7 @@ impl Config {
             jobs: Vec::new(),
             apps: Vec::new(),
             maintenance: Vec::new(),
+            unknown_env: Vec::new(),
         }
     }
 }

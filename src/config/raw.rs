@@ -6,8 +6,17 @@ use super::ConfigError;
 use super::duration::parse_duration;
 use crate::secret::Secret;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
+
+/// Every key path the readers asked for or named as known (`api.rate_limit`, `api.auth.token`),
+/// shared by a table and the tables read from it: the configuration's keys as the code knows
+/// them, with no list to keep in step by hand. Entries of arrays of tables (`jobs[0].name`)
+/// are left out: no environment variable can set one.
+pub(super) type KnownKeys = Rc<RefCell<BTreeSet<String>>>;
 
 /// One TOML table being read: keys are taken out as they are read, so whatever is left at
 /// `finish` is unknown.
@@ -16,6 +25,7 @@ pub(super) struct Table {
     map: Map<String, Value>,
     /// The keys read so far, to suggest one for a misspelt key.
     read: Vec<String>,
+    known_keys: KnownKeys,
 }
 
 impl Table {
@@ -24,6 +34,26 @@ impl Table {
             path: path.into(),
             map,
             read: Vec::new(),
+            known_keys: KnownKeys::default(),
+        }
+    }
+
+    /// A table read from this one: its keys are told to the same [`KnownKeys`].
+    fn child(&self, path: String, map: Map<String, Value>) -> Table {
+        Table {
+            known_keys: self.known_keys.clone(),
+            ..Table::new(path, map)
+        }
+    }
+
+    /// The key paths this table and those read from it have asked for so far.
+    pub(super) fn known_keys(&self) -> KnownKeys {
+        self.known_keys.clone()
+    }
+
+    fn note_known(&self, key: &str) {
+        if !self.path.contains('[') {
+            self.known_keys.borrow_mut().insert(self.key_path(key));
         }
     }
 
@@ -47,6 +77,9 @@ impl Table {
     /// Refuses any key not in `keys`, before anything is read: a table whose required key is
     /// misspelt gets "unknown key appid", not "app_id missing".
     pub(super) fn known(&self, keys: &[&str]) -> Result<(), ConfigError> {
+        for k in keys {
+            self.note_known(k);
+        }
         self.unknown(keys)
     }
 
@@ -76,6 +109,7 @@ impl Table {
     }
 
     fn take(&mut self, key: &str) -> Option<Value> {
+        self.note_known(key);
         self.read.push(key.to_string());
         self.map.remove(key)
     }
@@ -83,13 +117,13 @@ impl Table {
     pub(super) fn table(&mut self, key: &str) -> Result<Table, ConfigError> {
         Ok(self
             .table_opt(key)?
-            .unwrap_or_else(|| Table::new(self.key_path(key), Map::new())))
+            .unwrap_or_else(|| self.child(self.key_path(key), Map::new())))
     }
 
     pub(super) fn table_opt(&mut self, key: &str) -> Result<Option<Table>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(Table::new(self.key_path(key), m))),
+            Some(Value::Object(m)) => Ok(Some(self.child(self.key_path(key), m))),
             Some(_) => Err(self.err(key, format!("must be a table ([{}])", self.key_path(key)))),
         }
     }
@@ -101,7 +135,7 @@ impl Table {
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| match v {
-                    Value::Object(m) => Ok(Table::new(format!("{}[{i}]", self.key_path(key)), m)),
+                    Value::Object(m) => Ok(self.child(format!("{}[{i}]", self.key_path(key)), m)),
                     _ => Err(self.err(
                         key,
                         format!("entry {i} must be a table ([[{}]])", self.key_path(key)),
@@ -238,7 +272,7 @@ impl Table {
 
 /// The known key `key` was most likely meant to be: the same letters without `_`/`-` or
 /// case, or at most two edits away.
-fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+pub(super) fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
     let squash = |s: &str| -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')

@@ -352,6 +352,33 @@ fn secrets_do_not_show_in_debug() {
 }
 
 #[test]
+fn an_empty_notify_list_is_warned() {
+    let c = parse(&format!("{MINIMAL}notify = []\n")).unwrap();
+    let w = c.warnings();
+    assert!(
+        w.iter().any(|w| w.starts_with(
+            "jobs[0] (\"job\") has notify = []: its alerts are recorded but sent to no channel"
+        )),
+        "{w:?}"
+    );
+    // Without `notify` the job uses every channel: nothing to say.
+    assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn an_empty_watch_list_demands_zero_not_minus_zero() {
+    let c = parse(&MINIMAL.replace("[[jobs]]\napp_id = \"app\"\njob_id = \"job\"\n", "")).unwrap();
+    assert!(c.jobs.is_empty());
+    let b = c.budget();
+    let shown = format!(
+        "{:.2} ({:.0}%)",
+        b.demand,
+        100.0 * b.demand / b.rate_limit as f64
+    );
+    assert_eq!(shown, "0.00 (0%)");
+}
+
+#[test]
 fn budget_stretches_when_the_list_is_too_long() {
     let mut c = parse(MINIMAL).unwrap();
     let job = c.jobs[0].clone();
@@ -693,6 +720,47 @@ fn absurd_durations_are_refused_table() {
     }
 }
 
+/// The keys the environment warning knows (see `raw::KnownKeys`) are the keys the example
+/// file documents: every `key =` of a single section, set or commented out, is among them.
+#[test]
+fn the_known_keys_cover_the_example_file() {
+    let text = include_str!("../../config.example.toml");
+    let tree: serde_json::Value = toml::from_str(
+        "[api]\nproject_id = \"0a1b2c3d4e5f67890a1b2c3d4e5f6789\"\n[api.auth]\naccess_key = \"AK\"\nsecret_key = \"SK\"\n",
+    )
+    .unwrap();
+    let serde_json::Value::Object(root) = tree else {
+        panic!("a table")
+    };
+    let (_, known) = super::validate::from_tree(root, None).unwrap();
+    let mut section: Option<String> = None;
+    let mut missing = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if line.starts_with("[[") {
+            section = None;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            section = Some(name.to_string());
+        } else if let (Some(sec), Some((key, _))) = (&section, line.split_once('=')) {
+            let key = key.trim();
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                let path = format!("{sec}.{key}");
+                if !known.contains(&path) {
+                    missing.push(path);
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys the readers never ask for: {missing:?}"
+    );
+    assert!(
+        known.contains("poll.interval") && known.contains("log.level"),
+        "{known:?}"
+    );
+}
+
 /// config.example.toml writes out every default: loading it must give what
 /// `Config::defaults` (and so the loader) falls back to, so neither drifts from the other.
 #[test]
@@ -753,7 +821,7 @@ fn the_example_file_shows_the_defaults() {
 #[test]
 fn remediate_section_and_overrides_table() {
     let auth = "[api.auth]\ntoken = \"t\"\n";
-    let app = "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\n";
+    let app = "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n";
     let ok = |text: &str| parse(&format!("{auth}{text}")).unwrap();
     let c = ok(
         "[remediate]\nenabled = true\non = [\"INTERNAL_ERROR\", \"EXCEED_MAX_IDLE_TIME\"]\nmax_restarts = 5\nwindow = \"2h\"\ndry_run = true\n",
@@ -839,7 +907,7 @@ fn remediate_section_and_overrides_table() {
 #[test]
 fn callback_and_apps_errors_name_the_key() {
     let auth = "[api.auth]\ntoken = \"t\"\n";
-    let app = "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\n";
+    let app = "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n";
     let cases: &[(&str, &str, &str, &str)] = &[
         (
             "listen not an address",
@@ -866,50 +934,62 @@ fn callback_and_apps_errors_name_the_key() {
             "missing",
         ),
         (
+            "a key RTC's console would refuse (under 32 characters)",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n",
+            "apps[0] (\"a\").auth_key",
+            "31 characters; RTC's console takes 32 to 64",
+        ),
+        (
+            "a key over 64 characters",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n",
+            "apps[0] (\"a\").auth_key",
+            "65 characters; RTC's console takes 32 to 64",
+        ),
+        (
             "app without an id",
-            "[[apps]]\nauth_key=\"k\"\n",
+            "[[apps]]\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n",
             "apps[0].app_id",
             "missing",
         ),
         (
             "dot-dot app id",
-            "[[apps]]\napp_id=\"..\"\nauth_key=\"k\"\n",
+            "[[apps]]\napp_id=\"..\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n",
             "apps[0].app_id",
             "not an id",
         ),
         (
             "key inline and from a file",
-            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nauth_key_file=\"/k\"\n",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\nauth_key_file=\"/k\"\n",
             "apps[0] (\"a\").auth_key",
             "not both",
         ),
         (
             "unknown channel",
-            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nnotify=[\"pager\"]\n",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\nnotify=[\"pager\"]\n",
             "apps[0] (\"a\").notify",
             "no channel",
         ),
         (
             "an app twice",
-            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\n[[apps]]\napp_id=\"a\"\nauth_key=\"k2\"\n",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n[[apps]]\napp_id=\"a\"\nauth_key=\"k2k2k2k2k2k2k2k2k2k2k2k2k2k2k2k2\"\n",
             "apps[1] (\"a\").app_id",
             "configured twice",
         ),
         (
             "forward_to that is not a URL",
-            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nforward_to=\"my-app/rtc\"\n",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\nforward_to=\"my-app/rtc\"\n",
             "apps[0] (\"a\").forward_to",
             "your own callback receiver",
         ),
         (
             "forward_to that is not http(s)",
-            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\nforward_to=\"ftp://x.example/cb\"\n",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\nforward_to=\"ftp://x.example/cb\"\n",
             "apps[0] (\"a\").forward_to",
             "http:// or https://",
         ),
         (
             "discover must be true or false",
-            "[[apps]]\napp_id=\"a\"\nauth_key=\"k\"\ndiscover=\"yes\"\n",
+            "[[apps]]\napp_id=\"a\"\nauth_key=\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\ndiscover=\"yes\"\n",
             "apps[0] (\"a\").discover",
             "not true or false",
         ),
@@ -918,7 +998,10 @@ fn callback_and_apps_errors_name_the_key() {
         let e = parse(&format!("{auth}{extra}")).expect_err(name);
         assert!(e.location.contains(key), "{name}: {e}");
         assert!(e.message.contains(fix), "{name}: {e}");
-        assert!(!e.to_string().contains("\"k\""), "{name}: a key shows: {e}");
+        assert!(
+            !e.to_string().contains("kkkkkkkk"),
+            "{name}: a key shows: {e}"
+        );
     }
     let good = parse(&format!(
         "{auth}[callback]\nlisten=\"127.0.0.1:9188\"\n{app}name=\"studio\"\n"

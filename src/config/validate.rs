@@ -21,12 +21,14 @@ use std::time::Duration;
 use url::Url;
 
 /// The whole tree, section by section; the sections' order decides which of two errors is
-/// told first.
+/// told first. With the config, every key path the readers know (see
+/// [`super::raw::KnownKeys`]).
 pub(super) fn from_tree(
     root: Map<String, Value>,
     base: Option<&Path>,
-) -> Result<Config, ConfigError> {
+) -> Result<(Config, std::collections::BTreeSet<String>), ConfigError> {
     let mut root = Table::new("", root);
+    let known_keys = root.known_keys();
     let api = read_api(root.table("api")?, base)?;
     let poll = read_poll(root.table("poll")?)?;
     let storage = super::storage::read_storage(root.table("storage")?, base)?;
@@ -52,7 +54,7 @@ pub(super) fn from_tree(
     )?;
     let maintenance = super::maintenance::read_maintenance(root.array_of_tables("maintenance")?)?;
     root.finish()?;
-    Ok(Config {
+    let config = Config {
         source: None,
         api,
         poll,
@@ -67,7 +69,10 @@ pub(super) fn from_tree(
         jobs,
         apps,
         maintenance,
-    })
+        unknown_env: Vec::new(),
+    };
+    let known = known_keys.borrow().clone();
+    Ok((config, known))
 }
 
 fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError> {

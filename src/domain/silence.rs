@@ -89,6 +89,39 @@ impl Matchers {
     }
 }
 
+impl Matchers {
+    /// Why a silence would hold nothing now: it names an app or a job that no watched job
+    /// (`watched`, each as `(app_id, job_id)`) has, usually a typo. `None` when some watched
+    /// job matches, or when only a rule is given (that matches api-wide alerts too). A
+    /// warning, not a refusal: a job may be silenced just before it is watched.
+    pub fn unwatched<'a>(
+        &self,
+        watched: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<String> {
+        if self.app_id.is_none() && self.job_id.is_none() {
+            return None;
+        }
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        if watched
+            .into_iter()
+            .any(|(app, job)| eq(&self.app_id, app) && eq(&self.job_id, job))
+        {
+            return None;
+        }
+        let named = [
+            self.app_id.as_ref().map(|a| format!("app {a:?}")),
+            self.job_id.as_ref().map(|j| format!("job {j:?}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and ");
+        Some(format!(
+            "no watched job matches {named}: this silence holds nothing until such a job is watched (check the id; `recwatch status` lists the watched jobs)"
+        ))
+    }
+}
+
 /// Where a silence stands at a given time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -344,6 +377,50 @@ pub enum AfterHold {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_silence_on_nothing_watched_is_told() {
+        use super::Matchers;
+        let watched = [("app-1", "job-1"), ("app-1", "job-2")];
+        let m = |app: Option<&str>, job: Option<&str>| Matchers {
+            app_id: app.map(String::from),
+            job_id: job.map(String::from),
+            rule: None,
+        };
+        let cases = [
+            ("a watched job", m(None, Some("job-1")), false),
+            ("a watched app", m(Some("app-1"), None), false),
+            (
+                "a watched app and job",
+                m(Some("app-1"), Some("job-2")),
+                false,
+            ),
+            ("an unwatched job", m(None, Some("job-9")), true),
+            ("an unwatched app", m(Some("app-9"), None), true),
+            (
+                "a watched job of another app",
+                m(Some("app-9"), Some("job-1")),
+                true,
+            ),
+            (
+                "a rule alone",
+                Matchers {
+                    rule: Some(super::Rule::StuckInit),
+                    ..m(None, None)
+                },
+                false,
+            ),
+        ];
+        for (name, matchers, warned) in cases {
+            let w = matchers.unwatched(watched.iter().copied());
+            assert_eq!(w.is_some(), warned, "{name}: {w:?}");
+        }
+        let w = m(Some("app-9"), Some("job-1")).unwatched(watched.iter().copied());
+        assert!(
+            w.unwrap()
+                .starts_with("no watched job matches app \"app-9\" and job \"job-1\"")
+        );
+    }
+
     use super::*;
 
     fn subject<'a>(app: Option<&'a str>, job: Option<&'a str>, rule: Rule) -> Subject<'a> {

@@ -107,7 +107,17 @@ pub(super) async fn add(
         Ok(silence) => {
             info!(%peer, id = %silence.id, "API: silence added");
             count_write("created");
-            (StatusCode::CREATED, Json(silence.view(now))).into_response()
+            let config = s.config.borrow().clone();
+            let runtime = s.watchlist.current();
+            let entries = crate::watchlist::entries(&config, &runtime);
+            let warning = silence.matchers.unwatched(entries.iter().map(|e| e.key()));
+            let mut answer = serde_json::to_value(silence.view(now)).unwrap_or_default();
+            // Accepted either way (a job may be silenced just before it is watched), but the
+            // caller is told, as the CLI tells its user.
+            if let (Some(w), Some(o)) = (warning, answer.as_object_mut()) {
+                o.insert("warning".into(), w.into());
+            }
+            (StatusCode::CREATED, Json(answer)).into_response()
         }
         Err(e) => unavailable(peer, e),
     }

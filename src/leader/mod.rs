@@ -252,8 +252,27 @@ impl Leader {
     }
 }
 
-/// Which instance leads, as the lease shows it (`recwatch status`, `recwatch check`).
-pub fn describe(lease: Option<&crate::store::LeaseRow>) -> String {
+/// Who takes a lease that has ended: on PostgreSQL a standby instance, at its next try; on
+/// SQLite nobody waits (one `recwatch run` owns the file), so only the next `recwatch run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Successor {
+    Standby,
+    NextRun,
+}
+
+impl Successor {
+    /// Who succeeds on the configured database.
+    pub fn on(database: &crate::config::Database<'_>) -> Successor {
+        match database {
+            crate::config::Database::Sqlite(_) => Successor::NextRun,
+            crate::config::Database::Postgres(_) => Successor::Standby,
+        }
+    }
+}
+
+/// Which instance leads, as the lease shows it (`recwatch status`, `recwatch check`), and who
+/// would take an ended lease.
+pub fn describe(lease: Option<&crate::store::LeaseRow>, successor: Successor) -> String {
     let secs = |ms: i64| ms.unsigned_abs().div_ceil(1000);
     match lease {
         Some(l) if l.is_held() => format!(
@@ -263,10 +282,15 @@ pub fn describe(lease: Option<&crate::store::LeaseRow>) -> String {
             secs(l.expires_in_ms)
         ),
         Some(l) if !l.holder.is_empty() => format!(
-            "none: the lease of {} (epoch {}) ended {} s ago; a standby takes it at its next try",
+            "none: the lease of {} (epoch {}) ended {} s ago; {}",
             l.who(),
             l.epoch,
-            secs(l.expires_in_ms)
+            secs(l.expires_in_ms),
+            match successor {
+                Successor::Standby => "a standby takes it at its next try",
+                Successor::NextRun =>
+                    "nothing polls until `recwatch run` is started again (on SQLite one `run` owns the database; there is no standby)",
+            }
         ),
         _ => "none: no instance has led on this database yet".to_string(),
     }
@@ -275,7 +299,9 @@ pub fn describe(lease: Option<&crate::store::LeaseRow>) -> String {
 /// What `recwatch check` says this instance would be if it started now.
 pub fn would_be(lease: Option<&crate::store::LeaseRow>) -> String {
     match lease {
-        Some(l) if l.is_held() => format!("standby: {} is active", describe(lease)),
+        Some(l) if l.is_held() => {
+            format!("standby: {} is active", describe(lease, Successor::Standby))
+        }
         _ => "active: the lease is free, this instance would take it".to_string(),
     }
 }
@@ -612,9 +638,15 @@ mod tests {
             ),
         ];
         for (name, lease, told, would) in cases {
-            assert_eq!(describe(lease.as_ref()), told, "{name}");
+            assert_eq!(describe(lease.as_ref(), Successor::Standby), told, "{name}");
             assert_eq!(would_be(lease.as_ref()), would, "{name}");
         }
+        // On SQLite no standby waits: an ended lease is taken by the next `run` only.
+        let ended = describe(Some(&row("h", 3, -4_000)), Successor::NextRun);
+        assert_eq!(
+            ended,
+            "none: the lease of db1 (pid 42) (epoch 3) ended 4 s ago; nothing polls until `recwatch run` is started again (on SQLite one `run` owns the database; there is no standby)"
+        );
     }
 
     /// SQLite's single owner: a database that cannot be written (a full disk) never ends its

@@ -91,6 +91,13 @@ pub async fn run(
     daemon.announce(on_start, &owner, callback_addr).await;
     let result = daemon.until_stopped().await;
     daemon.shut_down().await;
+    // Every task has ended: the WAL goes into the file, so the file alone (a copy, a backup
+    // taken with `cp` after the stop) is the whole database.
+    if let Err(e) = store.checkpoint().await {
+        warn!(
+            "the WAL checkpoint at shutdown failed: {e}; the file needs its -wal beside it until the next start"
+        );
+    }
     store.close().await;
     // Released last: nothing of this process touches the database any more.
     drop(owner);

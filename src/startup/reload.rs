@@ -115,21 +115,47 @@ impl Reloader {
 
 /// Settings a running daemon cannot change: say so rather than ignore them silently.
 fn warn_restart_only(old: &Config, new: &Config) {
-    if old.storage.path != new.storage.path {
-        warn!("storage.path changed: takes effect at the next restart");
-    }
-    if old.storage.url != new.storage.url {
-        warn!("storage.url changed: takes effect at the next restart");
-    }
-    if old.http.listen != new.http.listen {
-        warn!("http.listen changed: takes effect at the next restart");
-    }
-    if old.log.level != new.log.level {
-        warn!("log.level changed: takes effect at the next restart (or set RUST_LOG)");
+    for w in restart_needed(old, new) {
+        warn!("{w}");
     }
     if old.storage.retention != new.storage.retention {
         info!("storage.retention changed: used from the next daily pruning after a restart");
     }
+}
+
+/// What changed that only a restart applies, each as the warning that says so. Pure, so
+/// the list is tested on its own. The receivers (`http.listen`, `[callback]`) are bound once
+/// at start; a `[callback]` section added by a reload would otherwise be silently not served.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        (
+            old.storage.path != new.storage.path,
+            "storage.path changed: takes effect at the next restart",
+        ),
+        (
+            old.storage.url != new.storage.url,
+            "storage.url changed: takes effect at the next restart",
+        ),
+        (
+            old.http.listen != new.http.listen,
+            "http.listen changed: takes effect at the next restart",
+        ),
+        (
+            old.callback.listen != new.callback.listen,
+            "callback.listen changed: the record-callback receiver is bound at start, so this takes effect at the next restart",
+        ),
+        (
+            old.callback.path != new.callback.path,
+            "callback.path changed: takes effect at the next restart",
+        ),
+        (
+            old.log.level != new.log.level,
+            "log.level changed: takes effect at the next restart (or set RUST_LOG)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(changed, warning)| changed.then_some(warning))
+    .collect()
 }
 
 /// Watches the config file's directory, so an editor that writes a new file and renames it
@@ -169,5 +195,47 @@ pub(super) async fn ignore_hangups(mut hangup: Signal, mut stop: watch::Receiver
             _ = stop.wait_for(|s| *s) => return,
         }
         info!("SIGHUP ignored: this configuration was not read from a file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_only_a_restart_applies_is_named() {
+        let base = Config::defaults(crate::config::Auth::Token {
+            token: crate::secret::Secret::new("t"),
+        });
+        let with = |f: fn(&mut Config)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c
+        };
+        let cases: [(&str, Config, &[&str]); 4] = [
+            ("nothing changed", base.clone(), &[]),
+            (
+                "[callback] added",
+                with(|c| c.callback.listen = Some("127.0.0.1:9188".parse().unwrap())),
+                &["callback.listen changed"],
+            ),
+            (
+                "callback.path changed",
+                with(|c| c.callback.path = "/other".into()),
+                &["callback.path changed"],
+            ),
+            (
+                "http.listen changed",
+                with(|c| c.http.listen = Some("127.0.0.1:9999".parse().unwrap())),
+                &["http.listen changed"],
+            ),
+        ];
+        for (name, new, want) in cases {
+            let got = restart_needed(&base, &new);
+            assert_eq!(got.len(), want.len(), "{name}: {got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert!(g.starts_with(w), "{name}: {got:?}");
+            }
+        }
     }
 }

@@ -115,6 +115,7 @@ macro_rules! on_tx {
 }
 
 pub mod alerts;
+mod backup;
 mod callback_feed;
 mod callbacks;
 pub mod copy;
@@ -139,6 +140,7 @@ mod watchlist;
 pub(crate) mod test_pg;
 
 pub use alerts::{AlertView, DeliveryView};
+pub use backup::BackupDone;
 pub use callback_feed::EventHintRow;
 pub use callbacks::{CallbackEventRow, Inserted, RecordedFileRow};
 pub use episodes::OpenEpisode;

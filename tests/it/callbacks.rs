@@ -8,8 +8,8 @@ use recwatch_rtc::secret::Secret;
 use sqlx::Row;
 use std::net::SocketAddr;
 
-const KEY_A: &str = "callback-key-of-app-a";
-const KEY_B: &str = "callback-key-of-app-b";
+const KEY_A: &str = "callback-key-of-app-a-0123456789ab";
+const KEY_B: &str = "callback-key-of-app-b-0123456789ab";
 const PATH: &str = "/rtc/record-callback";
 
 /// A daemon with the receiver on port 0, two apps (`app-a`, `app-b`) and `/metrics` on port 0.

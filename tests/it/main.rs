@@ -18,6 +18,7 @@ mod heartbeat;
 mod metrics;
 mod mix;
 mod notify;
+mod operator;
 mod page;
 mod postgres;
 mod push;

@@ -188,7 +188,7 @@ async fn daemon(sim: &Simulator) -> (TestApp, SocketAddr, SocketAddr) {
     cfg.listen = "127.0.0.1:0".into();
     cfg.extra = format!(
         "token = \"{TOKEN}\"\n\n[callback]\nlisten = \"127.0.0.1:0\"\n\n\
-         [[apps]]\napp_id = \"demo-app\"\nauth_key = \"key-demo\"\nname = \"studio\"\ndiscover = true\n"
+         [[apps]]\napp_id = \"demo-app\"\nauth_key = \"key-demo-0123456789abcdef01234567\"\nname = \"studio\"\ndiscover = true\n"
     );
     let mut app = TestApp::new(&cfg);
     app.start();
@@ -205,7 +205,7 @@ async fn a_discovered_m_job_is_polled_on_the_mix_path() {
     sim.register_callback(
         "demo-app",
         &format!("http://{cb}/rtc/record-callback"),
-        Some("key-demo"),
+        Some("key-demo-0123456789abcdef01234567"),
     );
     // A mix job starts recording: RECORD_NEW_FILE_START with stream m_mix-0007_room02.
     sim.set_mix_job("demo-app", "mix-0007", mix_job("mix-0007", "RUNNING", None));

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-pub const APP_KEY: &str = "callback-key-of-the-demo-app";
+pub const APP_KEY: &str = "callback-key-of-the-demo-app-0123456";
 const PATH: &str = "/rtc/record-callback";
 
 /// A daemon watching `jobs` static jobs of `demo-app`, with the receiver and `/metrics` on

@@ -115,9 +115,10 @@ async fn callback_commands_refuse_with_a_clear_error_and_exit_code() {
     let app = TestApp::new(&push_config(&sim, 1, false));
     let url = "http://127.0.0.1:9188/rtc/record-callback";
 
-    // No [[apps]] entry for the app: the config cannot do it.
+    // No [[apps]] entry for the app: a name on the command line the config does not know is
+    // a usage error (64), as in every command.
     let (code, _, err) = app.run_cmd(&["callback", "set", "other-app", url]).await;
-    assert_eq!(code, 78, "{err}");
+    assert_eq!(code, 64, "{err}");
     assert!(
         err.contains("no [[apps]] entry has app_id \"other-app\""),
         "{err}"

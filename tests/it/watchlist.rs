@@ -350,8 +350,8 @@ async fn a_callback_discovers_a_job_of_a_discovering_app_only() {
     let mut config = AppConfig::new(&sim, 1);
     config.listen = "127.0.0.1:0".into();
     config.extra = "\n[callback]\nlisten = \"127.0.0.1:0\"\n\n\
-        [[apps]]\napp_id = \"demo-app\"\nauth_key = \"key-demo\"\nname = \"studio\"\ndiscover = true\n\n\
-        [[apps]]\napp_id = \"quiet-app\"\nauth_key = \"key-quiet\"\n"
+        [[apps]]\napp_id = \"demo-app\"\nauth_key = \"key-demo-0123456789abcdef01234567\"\nname = \"studio\"\ndiscover = true\n\n\
+        [[apps]]\napp_id = \"quiet-app\"\nauth_key = \"key-quiet-0123456789abcdef0123456\"\n"
         .into();
     let mut app = TestApp::new(&config);
     app.start();
@@ -364,12 +364,24 @@ async fn a_callback_discovers_a_job_of_a_discovering_app_only() {
     // discover = false: stored, not watched. Discovery is decided before the answer, so once
     // this is answered it is settled.
     assert_eq!(
-        callback(cb, "key-quiet", "q1", &event("quiet-app", "quiet-job")).await,
+        callback(
+            cb,
+            "key-quiet-0123456789abcdef0123456",
+            "q1",
+            &event("quiet-app", "quiet-job")
+        )
+        .await,
         200
     );
     let found = job_id(1);
     assert_eq!(
-        callback(cb, "key-demo", "d1", &event("demo-app", &found)).await,
+        callback(
+            cb,
+            "key-demo-0123456789abcdef01234567",
+            "d1",
+            &event("demo-app", &found)
+        )
+        .await,
         200
     );
     wait_polled(&app, &sim, &found).await;
@@ -390,7 +402,13 @@ async fn a_callback_discovers_a_job_of_a_discovering_app_only() {
 
     // A callback for a job already watched (here, by the config file) adds nothing.
     assert_eq!(
-        callback(cb, "key-demo", "d2", &event("demo-app", &job_id(0))).await,
+        callback(
+            cb,
+            "key-demo-0123456789abcdef01234567",
+            "d2",
+            &event("demo-app", &job_id(0))
+        )
+        .await,
         200
     );
     assert_eq!(watchlist_rows(&app).await, 1);
