@@ -699,7 +699,7 @@ fn lone_code(o: &serde_json::Map<String, serde_json::Value>) -> ErrorBody {
 }
 
 /// Reads an error body like the official SDK: a complete code/message pair wherever it is
-/// (top level first, else nested at any depth, see [`sdk_pair`]); only when there is none, a
+/// (top level first, else nested at any depth, see `sdk_pair`); only when there is none, a
 /// lone code at the top level; a body that is not a JSON object leaves the status as the
 /// only code, with the start of the text as the message.
 pub fn parse_error_body(body: &[u8]) -> ErrorBody {
