@@ -386,6 +386,10 @@ impl Outbox {
         facts: &JobFacts,
         config: &Config,
     ) -> Result<Vec<Alert>, StoreError> {
+        // Off: no read for it either (every failed poll would pay one).
+        if config.rules.poll_failing.is_none() {
+            return Ok(Vec::new());
+        }
         let streak = match &last.outcome {
             PollOutcome::Failed { .. } => {
                 tx.consecutive_failures(&last.app_id, &last.job_id).await?
