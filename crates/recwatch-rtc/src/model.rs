@@ -662,24 +662,36 @@ fn text_of(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// The SDK's search (`DefaultExceptionHandler._process_sdk_error`): at each object, the first
-/// complete pair in [`ERROR_PAIRS`]' order ends the search there (a pair whose code is null
-/// or empty still ends it: the status is then the code); else every value that is an object
-/// is searched the same way, at any depth, and the SDK's loop does not stop at a find, so the
-/// last pair found in that order is the one it keeps.
-fn sdk_pair(o: &serde_json::Map<String, serde_json::Value>, found: &mut Option<ErrorBody>) {
+/// The SDK's search (`DefaultExceptionHandler._process_sdk_error`) over one JSON object's
+/// text: the first complete pair in [`ERROR_PAIRS`]' order ends the search there (a pair
+/// whose code is null or empty still ends it: the status is then the code); else every value
+/// that is an object is searched the same way, at any depth, in the order the body has them
+/// (a Python dict's order; serde_json's map would sort the keys, hence the text), and the
+/// SDK's loop does not stop at a find, so the last pair found is the one it keeps.
+fn sdk_pair(text: &str, found: &mut Option<ErrorBody>) {
+    let Some(fields) = split_object(text) else {
+        return;
+    };
+    // A dict keeps the last of two equal keys.
+    let get = |name: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, raw)| serde_json::from_str::<serde_json::Value>(raw).ok())
+    };
     for (code, msg) in ERROR_PAIRS {
-        if let (Some(c), Some(m)) = (o.get(code), o.get(msg)) {
+        if let (Some(c), Some(m)) = (get(code), get(msg)) {
             *found = Some(ErrorBody {
-                error_code: text_of(c).filter(|c| !c.is_empty()),
-                error_msg: text_of(m),
+                error_code: c.as_ref().and_then(text_of).filter(|c| !c.is_empty()),
+                error_msg: m.as_ref().and_then(text_of),
             });
             return;
         }
     }
-    for v in o.values() {
-        if let serde_json::Value::Object(inner) = v {
-            sdk_pair(inner, found);
+    for (_, raw) in &fields {
+        if raw.starts_with('{') {
+            sdk_pair(raw, found);
         }
     }
 }
@@ -706,7 +718,8 @@ pub fn parse_error_body(body: &[u8]) -> ErrorBody {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(o)) => {
             let mut found = None;
-            sdk_pair(&o, &mut found);
+            // It parsed as an object, so it is UTF-8.
+            sdk_pair(&String::from_utf8_lossy(body), &mut found);
             found.unwrap_or_else(|| lone_code(&o))
         }
         _ => {
@@ -884,6 +897,16 @@ mod tests {
                 "the SDK's loop keeps the last pair it finds",
                 br#"{"first":{"code":"A","message":"a"},"second":{"code":"B","message":"b"}}"#,
                 e(Some("B"), Some("b")),
+            ),
+            (
+                "last in the body's order, not the keys' sorted order",
+                br#"{"zeta":{"code":"Z","message":"z"},"alpha":{"code":"A","message":"a"}}"#,
+                e(Some("A"), Some("a")),
+            ),
+            (
+                "a nested pair after a string holding braces",
+                br#"{"note":"} {\"code\":\"no\"}","error":{"error_code":"RTC.00001003","error_msg":"gone"}}"#,
+                e(Some("RTC.00001003"), Some("gone")),
             ),
             (
                 "a complete pair with a null code ends the search: the status is the code",
