@@ -100,7 +100,7 @@ async fn an_outage_of_the_whole_api_is_not_poll_failing() {
     let sim = start_sim(static_sim(3)).await;
     let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 3);
-    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "poll_failing_after = 2\n");
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
     let mut app = TestApp::new(&cfg);
     app.start();
     app.wait_running(3).await;
@@ -114,13 +114,15 @@ async fn an_outage_of_the_whole_api_is_not_poll_failing() {
         async move { (n >= 1).then_some(()) }
     })
     .await;
-    // Each job fails several more times while the API is unhealthy.
-    let polled = polls_of(&sim, &recwatch_sim::job_id(0));
-    wait_for("more failed polls", T, || {
-        let n = polls_of(&sim, &recwatch_sim::job_id(0));
-        async move { (n >= polled + 3).then_some(()) }
-    })
-    .await;
+    // Every job fails more than poll_failing_after (5) times in a row while the API is
+    // unhealthy.
+    for j in 0..3 {
+        let job = recwatch_sim::job_id(j);
+        wait_for(&format!("{job} to fail 6 times in a row"), T, || async {
+            (app.job_row(&job).await?.3 >= 6).then_some(())
+        })
+        .await;
+    }
     assert!(app.stop().await.success());
     let per_job = hook
         .received()
