@@ -1031,7 +1031,7 @@ async fn write_rate_on(store: &Store) -> anyhow::Result<f64> {
         };
         let ctx = JobContext {
             job: &config.jobs[i],
-            first_seen: chrono::Utc::now(),
+            in_init: None,
             now: chrono::Utc::now(),
         };
         outbox

@@ -73,6 +73,11 @@ pub const METRICS: &[Metric] = &[
         "Polls of a job's state, by outcome: ok, or the error kind (throttled, server_error, timeout, connection, unauthorized, not_found, ...).",
     ),
     m(
+        "recwatch_record_fields_unread_total",
+        Counter,
+        "Fields of a job's record left out because their value could not be read (a number out of range); the record itself is read without them.",
+    ),
+    m(
         "recwatch_poll_duration_seconds",
         Histogram,
         "How long one poll's request took, answer read, in seconds.",
@@ -364,6 +369,7 @@ pub fn zero(config: &Config) {
     for outcome in POLL_OUTCOMES {
         counter("recwatch_polls_total", &[("outcome", outcome.to_string())]);
     }
+    counter("recwatch_record_fields_unread_total", &[]);
     for state in STATE_LABELS {
         counter(
             "recwatch_transitions_total",

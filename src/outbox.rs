@@ -110,7 +110,9 @@ impl OwedHealth {
 /// What the outbox needs to know about the job whose polls it writes.
 pub struct JobContext<'a> {
     pub job: &'a JobConfig,
-    pub first_seen: DateTime<Utc>,
+    /// How long the job has been in INIT by the poller's monotonic clock (`None`: not in
+    /// INIT as far as it knows), for stuck_init.
+    pub in_init: Option<std::time::Duration>,
     pub now: DateTime<Utc>,
 }
 
@@ -311,8 +313,7 @@ impl Outbox {
         let now = last.polled_at;
         let (stuck, not_found, snapshot) = match &last.outcome {
             PollOutcome::Ok { job, .. } => {
-                let stuck =
-                    rules::snapshot_stuck_init(job, ctx.first_seen, config.rules.init_grace, now);
+                let stuck = rules::snapshot_stuck_init(job, ctx.in_init, config.rules.init_grace);
                 (stuck, Some(false), Some(job.as_ref()))
             }
             PollOutcome::Failed {
@@ -347,6 +348,7 @@ impl Outbox {
                 .await?,
             );
         }
+        made.extend(self.poll_failing(tx, last, ctx, &facts, config).await?);
         if let Some(open) = not_found {
             // Held back while the whole API is unhealthy: the outage, not the job, is the news.
             if !(open && self.api_unhealthy()) {
@@ -372,6 +374,52 @@ impl Outbox {
             }
         }
         Ok(made)
+    }
+
+    /// poll_failing for one job, from its latest outcome and the failures in a row its row
+    /// counts ([`rules::poll_failing`] decides).
+    async fn poll_failing(
+        &self,
+        tx: &mut WriteTx,
+        last: &PollRecord,
+        ctx: &JobContext<'_>,
+        facts: &JobFacts,
+        config: &Config,
+    ) -> Result<Vec<Alert>, StoreError> {
+        // Off: no read for it either (every failed poll would pay one).
+        if config.rules.poll_failing.is_none() {
+            return Ok(Vec::new());
+        }
+        let streak = match &last.outcome {
+            PollOutcome::Failed { .. } => {
+                tx.consecutive_failures(&last.app_id, &last.job_id).await?
+            }
+            PollOutcome::Ok { .. } => 0,
+        };
+        let after = config.rules.poll_failing_after;
+        let Some(active) = rules::poll_failing(&last.outcome, streak, after, self.api_unhealthy())
+        else {
+            return Ok(Vec::new());
+        };
+        let error = match &last.outcome {
+            PollOutcome::Failed { error, .. } => error.as_str(),
+            PollOutcome::Ok { .. } => "",
+        };
+        let summary = format!(
+            "{} cannot be read: its last {streak} polls failed while the RTC API answers other jobs; the last: {error}",
+            ctx.job.label()
+        );
+        self.condition(
+            tx,
+            Rule::PollFailing,
+            Some(ctx.job),
+            active,
+            &summary,
+            Some(facts.clone()),
+            config,
+            last.polled_at,
+        )
+        .await
     }
 
     /// Opens, reminds or resolves a condition episode. `active` says whether the condition
@@ -432,6 +480,7 @@ impl Outbox {
                 let resolved = match rule {
                     Rule::StuckInit => format!("{label} is no longer stuck in INIT"),
                     Rule::JobNotFound => format!("{label} is found again"),
+                    Rule::PollFailing => format!("{label} is read again"),
                     _ => "the RTC API answers normally again".to_string(),
                 };
                 notify.then_some((id, Status::Resolved, resolved))
@@ -692,7 +741,8 @@ pub fn job_facts(job: &JobConfig, snapshot: Option<&recwatch_rtc::model::JobSnap
 pub struct JobWrite {
     pub records: Vec<PollRecord>,
     pub job: JobConfig,
-    pub first_seen: DateTime<Utc>,
+    /// See [`JobContext::in_init`].
+    pub in_init: Option<std::time::Duration>,
     pub now: DateTime<Utc>,
     pub config: Arc<Config>,
 }
@@ -753,7 +803,7 @@ impl Outbox {
         for u in group {
             let ctx = JobContext {
                 job: &u.job,
-                first_seen: u.first_seen,
+                in_init: u.in_init,
                 now: u.now,
             };
             let write = self.write_job_polls(store, &u.records, &ctx, &u.config);
@@ -798,7 +848,7 @@ impl Outbox {
         for u in group {
             let ctx = JobContext {
                 job: &u.job,
-                first_seen: u.first_seen,
+                in_init: u.in_init,
                 now: u.now,
             };
             made.extend(

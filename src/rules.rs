@@ -7,10 +7,11 @@
 
 use crate::config::RulesConfig;
 use crate::domain::{
-    AfterHold, EpisodeStep, HeldCause, HeldNotice, OpenEpisode, Phase, Rule, Severity, State,
-    Status, StopReason,
+    AfterHold, EpisodeStep, HeldCause, HeldNotice, OpenEpisode, Phase, PollOutcome, Rule, Severity,
+    State, Status, StopReason,
 };
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use recwatch_rtc::client::ErrorKind;
 use std::time::Duration;
 
 /// The API's default when a job does not say.
@@ -38,6 +39,7 @@ pub fn severity(rules: &RulesConfig, rule: Rule) -> Option<Severity> {
         Rule::StuckInit => rules.stuck_init,
         Rule::JobNotFound => rules.job_not_found,
         Rule::ApiUnhealthy => rules.api_unhealthy,
+        Rule::PollFailing => rules.poll_failing,
         Rule::RemediationExhausted => rules.remediation_exhausted,
         Rule::RemediationFailed => rules.remediation_failed,
         Rule::Remediated => rules.remediated,
@@ -45,26 +47,38 @@ pub fn severity(rules: &RulesConfig, rule: Rule) -> Option<Severity> {
     }
 }
 
-/// Whether a job in INIT has been there too long: longer than its max_idle_time plus
-/// `grace` after its create_time (or after recwatch first saw it, when the API gives none).
-pub fn is_stuck_init(
-    state: &State,
+/// How long a job has been in INIT as the wall clock says at `now`: since its create_time
+/// (or since recwatch first saw it, when the API gives none), never negative. Read once, when
+/// this process first sees the job in INIT; from then on the poller adds only monotonic time
+/// (`poller::job::InitClock`), so a step of the wall clock cannot age the job.
+pub fn init_age(
     create_time: Option<&str>,
-    max_idle_time: Option<u64>,
     first_seen: DateTime<Utc>,
-    grace: Duration,
     now: DateTime<Utc>,
-) -> bool {
-    if !matches!(state, State::Init) {
-        return false;
-    }
+) -> Duration {
     let since = create_time
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(first_seen);
+    now.signed_duration_since(since)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Whether a job in INIT for `in_init` has been there too long: longer than its
+/// max_idle_time plus `grace`.
+pub fn is_stuck_init(
+    state: &State,
+    in_init: Duration,
+    max_idle_time: Option<u64>,
+    grace: Duration,
+) -> bool {
+    if !matches!(state, State::Init) {
+        return false;
+    }
     let limit =
         Duration::from_secs(max_idle_time.unwrap_or(DEFAULT_MAX_IDLE_TIME)).saturating_add(grace);
-    now.signed_duration_since(since) > chrono_saturating(limit)
+    in_init > limit
 }
 
 /// A `std` duration as a chrono one, saturating at chrono's maximum (about 292 million
@@ -84,23 +98,41 @@ pub fn checked_before(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
     t.checked_sub_signed(ChronoDuration::from_std(d).ok()?)
 }
 
-/// [`is_stuck_init`] for a polled job; `None` when the answer has no state (it says nothing
-/// about whether the job is still in INIT).
+/// [`is_stuck_init`] for a polled job, `in_init` being how long the poller's clock says it
+/// has been in INIT (`None`: not in INIT as far as it knows); `None` when the answer has no
+/// state (it says nothing about whether the job is still in INIT).
 pub fn snapshot_stuck_init(
     job: &recwatch_rtc::model::JobSnapshot,
-    first_seen: DateTime<Utc>,
+    in_init: Option<Duration>,
     grace: Duration,
-    now: DateTime<Utc>,
 ) -> Option<bool> {
     let state = job.state.as_ref()?;
-    Some(is_stuck_init(
-        state,
-        job.create_time.as_deref(),
-        job.max_idle_time,
-        first_seen,
-        grace,
-        now,
-    ))
+    Some(in_init.is_some_and(|d| is_stuck_init(state, d, job.max_idle_time, grace)))
+}
+
+/// Whether one job's own polls are failing (`poll_failing`), from its latest outcome and how
+/// many of its polls in a row have failed (`streak`, that one included):
+/// - `Some(true)`: at least `after` in a row, the latest a failure of this job's own, while
+///   the API as a whole is healthy (when it is not, `api_unhealthy` is the news);
+/// - `Some(false)`: it reads again, or the RTC service says the job does not exist
+///   (`job_not_found` says that), or too few failures yet;
+/// - `None`: the outcome says nothing about this job alone (refused credentials, throttling:
+///   the whole API's), or the API is unhealthy: an open episode stays as it is.
+pub fn poll_failing(
+    outcome: &PollOutcome,
+    streak: i64,
+    after: u32,
+    api_unhealthy: bool,
+) -> Option<bool> {
+    match outcome {
+        PollOutcome::Ok { .. } => Some(false),
+        PollOutcome::Failed { kind, .. } => match kind {
+            ErrorKind::NotFound => Some(false),
+            ErrorKind::Unauthorized | ErrorKind::Throttled => None,
+            _ if api_unhealthy => None,
+            _ => Some(streak >= i64::from(after)),
+        },
+    }
 }
 
 /// Whether a reminder is due for a condition still open.
@@ -321,12 +353,90 @@ mod tests {
             (Rule::StuckInit, Some(Severity::Warning)),
             (Rule::JobNotFound, Some(Severity::Warning)),
             (Rule::ApiUnhealthy, Some(Severity::Critical)),
+            (Rule::PollFailing, Some(Severity::Warning)),
             (Rule::RemediationExhausted, Some(Severity::Critical)),
             (Rule::RemediationFailed, Some(Severity::Critical)),
             (Rule::Remediated, Some(Severity::Info)),
         ];
         for (rule, want) in cases {
             assert_eq!(severity(&r, rule), want, "{rule}");
+        }
+    }
+
+    #[test]
+    fn poll_failing_table() {
+        let ok = PollOutcome::Ok {
+            job: Box::default(),
+            raw: String::new(),
+            request_id: None,
+            transition: None,
+        };
+        let failed = |kind| PollOutcome::Failed {
+            kind,
+            error: "e".into(),
+        };
+        // (name, outcome, streak, api unhealthy, want); after = 5
+        let cases = [
+            ("reads again", ok, 0, false, Some(false)),
+            (
+                "a 500, the fifth in a row",
+                failed(ErrorKind::Server),
+                5,
+                false,
+                Some(true),
+            ),
+            (
+                "a 500, the fourth",
+                failed(ErrorKind::Server),
+                4,
+                false,
+                Some(false),
+            ),
+            (
+                "an unreadable record, the sixth",
+                failed(ErrorKind::BadResponse),
+                6,
+                false,
+                Some(true),
+            ),
+            (
+                "a timeout, the fifth",
+                failed(ErrorKind::Timeout),
+                5,
+                false,
+                Some(true),
+            ),
+            (
+                "the whole API is down: api_unhealthy says it",
+                failed(ErrorKind::Server),
+                9,
+                true,
+                None,
+            ),
+            (
+                "not found: job_not_found says it",
+                failed(ErrorKind::NotFound),
+                9,
+                false,
+                Some(false),
+            ),
+            (
+                "throttled: the whole account's",
+                failed(ErrorKind::Throttled),
+                9,
+                false,
+                None,
+            ),
+            (
+                "refused credentials: the whole API's",
+                failed(ErrorKind::Unauthorized),
+                9,
+                false,
+                None,
+            ),
+        ];
+        for (name, outcome, streak, unhealthy, want) in cases {
+            assert_eq!(poll_failing(&outcome, streak, 5, unhealthy), want, "{name}");
         }
     }
 
@@ -374,10 +484,41 @@ mod tests {
         ];
         for (name, state, create, idle, now, want) in cases {
             assert_eq!(
-                is_stuck_init(&State::parse(state), create, idle, t0, s(60), now),
+                is_stuck_init(&State::parse(state), init_age(create, t0, now), idle, s(60)),
                 want,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn init_age_table() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let s = Duration::from_secs;
+        let at = |secs: i64| t0 + ChronoDuration::seconds(secs);
+        let cases = [
+            (
+                "from create_time",
+                Some("2025-12-31T23:59:00Z"),
+                at(0),
+                s(60),
+            ),
+            ("no create_time: from first seen", None, at(90), s(90)),
+            (
+                "unreadable create_time: from first seen",
+                Some("soon"),
+                at(5),
+                s(5),
+            ),
+            (
+                "create_time ahead of this clock: not negative",
+                Some("2026-01-01T01:00:00Z"),
+                at(0),
+                s(0),
+            ),
+        ];
+        for (name, create, now, want) in cases {
+            assert_eq!(init_age(create, t0, now), want, "{name}");
         }
     }
 
@@ -465,7 +606,7 @@ mod tests {
         ];
         for (name, create, idle, grace, now, want) in cases {
             assert_eq!(
-                is_stuck_init(&State::Init, create, idle, t0, grace, now),
+                is_stuck_init(&State::Init, init_age(create, t0, now), idle, grace),
                 want,
                 "{name}"
             );

@@ -236,13 +236,15 @@ fn print_rules(c: &Config) -> std::io::Result<()> {
     let lvl = |s: Option<crate::domain::Severity>| s.map(|s| s.as_str()).unwrap_or("off");
     let r = &c.rules;
     out!(
-        "  rules      stopped_unexpectedly={} idle_timeout={} stopped_by_tenant={} stuck_init={} job_not_found={} api_unhealthy={}",
+        "  rules      stopped_unexpectedly={} idle_timeout={} stopped_by_tenant={} stuck_init={} job_not_found={} api_unhealthy={} poll_failing={} (after {} failed polls in a row)",
         lvl(r.stopped_unexpectedly),
         lvl(r.idle_timeout),
         lvl(r.stopped_by_tenant),
         lvl(r.stuck_init),
         lvl(r.job_not_found),
-        lvl(r.api_unhealthy)
+        lvl(r.api_unhealthy),
+        lvl(r.poll_failing),
+        r.poll_failing_after
     )?;
     Ok(())
 }

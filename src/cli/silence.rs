@@ -30,7 +30,7 @@ pub enum SilenceCommand {
         #[arg(long, value_name = "JOB_ID")]
         job: Option<String>,
         /// Only alerts of this rule (stopped_unexpectedly, idle_timeout, stopped_by_tenant,
-        /// stuck_init, job_not_found, api_unhealthy).
+        /// stuck_init, job_not_found, api_unhealthy, poll_failing).
         #[arg(long, value_name = "RULE", value_parser = parse_rule)]
         rule: Option<Rule>,
         /// How long, from now, e.g. 2h, 30m.

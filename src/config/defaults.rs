@@ -43,6 +43,9 @@ pub const STOPPED_BY_TENANT: Option<Severity> = None;
 pub const STUCK_INIT: Option<Severity> = Some(Severity::Warning);
 pub const JOB_NOT_FOUND: Option<Severity> = Some(Severity::Warning);
 pub const API_UNHEALTHY: Option<Severity> = Some(Severity::Critical);
+pub const POLL_FAILING: Option<Severity> = Some(Severity::Warning);
+/// One job's polls failed this many times in a row while the API answers the others.
+pub const POLL_FAILING_AFTER: u32 = 5;
 /// A lineage re-created `max_restarts` times within the window and dead again: a human must look.
 pub const REMEDIATION_EXHAUSTED: Option<Severity> = Some(Severity::Critical);
 /// A re-creation whose outcome is unknown (a crash while posting, a 5xx, a timeout: a billable

@@ -167,11 +167,14 @@ pub struct RulesConfig {
     pub stuck_init: Option<Severity>,
     pub job_not_found: Option<Severity>,
     pub api_unhealthy: Option<Severity>,
+    pub poll_failing: Option<Severity>,
     pub remediation_exhausted: Option<Severity>,
     pub remediation_failed: Option<Severity>,
     pub remediated: Option<Severity>,
     pub init_grace: Duration,
     pub api_failure_threshold: u32,
+    /// How many of one job's polls in a row must fail (at least 2) for `poll_failing`.
+    pub poll_failing_after: u32,
     pub repeat_interval: Duration,
     pub send_resolved: bool,
 }
@@ -185,11 +188,13 @@ impl Default for RulesConfig {
             stuck_init: defaults::STUCK_INIT,
             job_not_found: defaults::JOB_NOT_FOUND,
             api_unhealthy: defaults::API_UNHEALTHY,
+            poll_failing: defaults::POLL_FAILING,
             remediation_exhausted: defaults::REMEDIATION_EXHAUSTED,
             remediation_failed: defaults::REMEDIATION_FAILED,
             remediated: defaults::REMEDIATED,
             init_grace: defaults::INIT_GRACE,
             api_failure_threshold: defaults::API_FAILURE_THRESHOLD,
+            poll_failing_after: defaults::POLL_FAILING_AFTER,
             repeat_interval: defaults::REPEAT_INTERVAL,
             send_resolved: defaults::SEND_RESOLVED,
         }

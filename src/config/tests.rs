@@ -34,6 +34,8 @@ fn minimal_config_takes_every_default() {
     assert!(c.poll.stop_after_terminal);
     assert_eq!(c.storage.retention, Duration::from_secs(90 * 86400));
     assert_eq!(c.jobs.len(), 1);
+    assert_eq!(c.rules.poll_failing, Some(crate::domain::Severity::Warning));
+    assert_eq!(c.rules.poll_failing_after, 5);
     assert_eq!(c.rules, RulesConfig::default());
     assert_eq!(c.http.listen, Some("127.0.0.1:9187".parse().unwrap()));
 }
@@ -89,6 +91,12 @@ fn table_of_bad_configs() {
             "[poll]\nintervall = \"3s\"\n",
             "poll.intervall",
             "unknown key",
+        ),
+        (
+            "poll_failing_after below 2",
+            "[rules]\npoll_failing_after = 1\n",
+            "rules.poll_failing_after",
+            "must be 2 or more",
         ),
         (
             "bad duration",

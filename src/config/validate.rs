@@ -354,6 +354,7 @@ fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
         stuck_init: level("stuck_init", d.stuck_init)?,
         job_not_found: level("job_not_found", d.job_not_found)?,
         api_unhealthy: level("api_unhealthy", d.api_unhealthy)?,
+        poll_failing: level("poll_failing", d.poll_failing)?,
         remediation_exhausted: level("remediation_exhausted", d.remediation_exhausted)?,
         remediation_failed: level("remediation_failed", d.remediation_failed)?,
         remediated: level("remediated", d.remediated)?,
@@ -361,6 +362,18 @@ fn read_rules(mut t: Table) -> Result<RulesConfig, ConfigError> {
         api_failure_threshold: match t.integer("api_failure_threshold")? {
             None => d.api_failure_threshold,
             Some(0) => return Err(t.err("api_failure_threshold", "must be 1 or more")),
+            Some(n) => n.min(u32::MAX as u64) as u32,
+        },
+        // One failure is a blip; the API's health needs a round of polls to see an outage, so
+        // a single failure could alert for a job that is only part of one.
+        poll_failing_after: match t.integer("poll_failing_after")? {
+            None => d.poll_failing_after,
+            Some(n) if n < 2 => {
+                return Err(t.err(
+                    "poll_failing_after",
+                    "must be 2 or more (polls of one job failed in a row), e.g. 5",
+                ));
+            }
             Some(n) => n.min(u32::MAX as u64) as u32,
         },
         repeat_interval: t.duration("repeat_interval")?.unwrap_or(d.repeat_interval),

@@ -14,6 +14,9 @@ pub enum Rule {
     StuckInit,
     JobNotFound,
     ApiUnhealthy,
+    /// One job's own polls keep failing (`rules.poll_failing_after` in a row) while the API
+    /// answers the others: that job is blind.
+    PollFailing,
     /// A lineage was re-created `remediate.max_restarts` times within the window and died
     /// again: not re-created.
     RemediationExhausted,
@@ -26,13 +29,14 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
         Rule::StoppedUnexpectedly,
         Rule::IdleTimeout,
         Rule::StoppedByTenant,
         Rule::StuckInit,
         Rule::JobNotFound,
         Rule::ApiUnhealthy,
+        Rule::PollFailing,
         Rule::RemediationExhausted,
         Rule::RemediationFailed,
         Rule::Remediated,
@@ -46,6 +50,7 @@ impl Rule {
             Rule::StuckInit => "stuck_init",
             Rule::JobNotFound => "job_not_found",
             Rule::ApiUnhealthy => "api_unhealthy",
+            Rule::PollFailing => "poll_failing",
             Rule::RemediationExhausted => "remediation_exhausted",
             Rule::RemediationFailed => "remediation_failed",
             Rule::Remediated => "remediated",
@@ -81,6 +86,9 @@ impl Rule {
             Rule::ApiUnhealthy => {
                 "recwatch cannot poll the RTC API: the credentials were refused, or every poll fails (the endpoint redirects or does not have the API, the service errs or cannot be reached). While this lasts, job changes are not seen. The summary says what the API answered and what to check: the credentials, the endpoint, the network or the system clock."
             }
+            Rule::PollFailing => {
+                "recwatch cannot read this job: its own polls have failed rules.poll_failing_after times in a row (a 500 for this job only, an answer that is not its record) while the RTC API answers the other jobs. Until it reads again, a change of this job (its death) is not seen: check the job in the RTC console and the error in the summary."
+            }
             Rule::RemediationExhausted => {
                 "recwatch re-created this recording remediate.max_restarts times within remediate.window and it died again, so it was not re-created this time. Something keeps killing it: check the app, the room and the record rule in the RTC console, then start a recording by hand if it is still wanted."
             }
@@ -98,7 +106,7 @@ impl Rule {
     pub fn is_condition(self) -> bool {
         matches!(
             self,
-            Rule::StuckInit | Rule::JobNotFound | Rule::ApiUnhealthy
+            Rule::StuckInit | Rule::JobNotFound | Rule::ApiUnhealthy | Rule::PollFailing
         )
     }
 }

@@ -353,9 +353,10 @@ pub enum HeldCause {
     /// A transition (stopped unexpectedly, idle timeout ...): still true while it is the
     /// job's latest transition (the job has not changed since).
     Transition { still_latest: bool },
-    /// A notice of a condition's episode (stuck_init, job_not_found, api_unhealthy): a firing
-    /// notice or reminder is still true while the episode is open; a resolved notice matters
-    /// to a receiver that was told the episode began (`earlier_sent` on this channel).
+    /// A notice of a condition's episode (stuck_init, job_not_found, api_unhealthy,
+    /// poll_failing): a firing notice or reminder is still true while the episode is open; a
+    /// resolved notice matters to a receiver that was told the episode began (`earlier_sent`
+    /// on this channel).
     Episode {
         id: i64,
         open: bool,

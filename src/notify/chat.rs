@@ -18,7 +18,7 @@ use std::time::Duration;
 use url::Url;
 
 /// How much of an answer goes into an error, in characters.
-const SNIPPET_CHARS: usize = 300;
+pub(super) const SNIPPET_CHARS: usize = 300;
 /// How much of an answer is read at most.
 const READ_BYTES: usize = 8192;
 /// A summary longer than this is cut: one alert must fit every vendor's smallest message.
@@ -127,6 +127,7 @@ pub fn rule_title(rule: Rule, lang: Language) -> &'static str {
         (Language::En, Rule::StuckInit) => "Recording stuck in INIT",
         (Language::En, Rule::JobNotFound) => "Recording job not found",
         (Language::En, Rule::ApiUnhealthy) => "RTC API unhealthy",
+        (Language::En, Rule::PollFailing) => "Recording job cannot be read",
         (Language::En, Rule::RemediationExhausted) => {
             "Recording not re-created: restarts exhausted"
         }
@@ -139,6 +140,7 @@ pub fn rule_title(rule: Rule, lang: Language) -> &'static str {
         (Language::ZhCn, Rule::StuckInit) => "录制卡在初始化",
         (Language::ZhCn, Rule::JobNotFound) => "录制任务不存在",
         (Language::ZhCn, Rule::ApiUnhealthy) => "RTC API 异常",
+        (Language::ZhCn, Rule::PollFailing) => "录制任务查询持续失败",
         (Language::ZhCn, Rule::RemediationExhausted) => "录制未重建：重建次数已用尽",
         (Language::ZhCn, Rule::RemediationFailed) => "录制重建失败或结果未知",
         (Language::ZhCn, Rule::Remediated) => "录制已重建",

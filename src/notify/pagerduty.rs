@@ -6,8 +6,10 @@
 //! PagerDuty answers 202; 400 is an invalid event, 429 its rate limit (about 120 events a
 //! minute per key), 5xx may pass.
 
+#[cfg(test)]
+use super::Retry;
 use super::chat::{self, Http, Style, rule_title};
-use super::{DeliveryError, Window};
+use super::{DeliveryError, Window, snippet};
 use crate::config::{ChatConfig, ConfigError};
 use crate::domain::{Alert, Rule, Severity, Status};
 use crate::secret::Secret;
@@ -54,14 +56,7 @@ impl PagerDutyChannel {
     async fn event(&self, alert: &Alert, action: Action) -> Result<(), DeliveryError> {
         let body = render(alert, action, self.routing_key.expose(), &self.style);
         let answer = self.http.post(self.url.clone(), body).await?;
-        if answer.status.is_success() {
-            return Ok(());
-        }
-        Err(chat::status_error(
-            self.http.vendor(),
-            &answer,
-            THROTTLE_WINDOW,
-        ))
+        verdict(self.http.vendor(), &answer)
     }
 
     async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
@@ -77,6 +72,30 @@ impl PagerDutyChannel {
         }
         Ok(())
     }
+}
+
+/// Whether PagerDuty took the event. Events API v2 answers 202 with
+/// `{"status": "success", "message": ..., "dedup_key": ...}`; a 2xx without that JSON (an
+/// HTML 200 from a proxy or a captive portal) is not PagerDuty's answer, so the event may not
+/// have reached it and is tried again. A non-2xx is read as every chat vendor's.
+pub fn verdict(vendor: &str, answer: &chat::Answer) -> Result<(), DeliveryError> {
+    if !answer.status.is_success() {
+        return Err(chat::status_error(vendor, answer, THROTTLE_WINDOW));
+    }
+    let json: Option<serde_json::Value> = serde_json::from_str(&answer.body).ok();
+    let status = json.as_ref().and_then(|j| j.get("status")?.as_str());
+    if status == Some("success") {
+        return Ok(());
+    }
+    let what = match status {
+        Some(other) => format!("with status {other:?}"),
+        None => "without its JSON answer (is a proxy answering instead?)".into(),
+    };
+    Err(DeliveryError::transient(format!(
+        "{vendor} answered HTTP {} {what}: {}",
+        answer.status,
+        snippet(&answer.body, chat::SNIPPET_CHARS)
+    )))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,6 +259,66 @@ mod tests {
         for (name, alert, want) in cases {
             assert_eq!(dedup_key(alert), want, "{name}");
         }
+    }
+
+    #[test]
+    fn verdict_table() {
+        use reqwest::StatusCode;
+        let answer = |status: u16, body: &str| chat::Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            retry_after: None,
+            body: body.into(),
+        };
+        let success = r#"{"status":"success","message":"Event processed","dedup_key":"k"}"#;
+        // (name, answer, delivered, retry when not)
+        let cases = [
+            ("202 with success", answer(202, success), None),
+            ("200 with success", answer(200, success), None),
+            (
+                "an HTML 200 from a proxy",
+                answer(200, "<html><body>Welcome</body></html>"),
+                Some(Retry::Backoff),
+            ),
+            ("an empty 202", answer(202, ""), Some(Retry::Backoff)),
+            (
+                "JSON without a status",
+                answer(202, r#"{"ok":true}"#),
+                Some(Retry::Backoff),
+            ),
+            (
+                "a status that is not success",
+                answer(202, r#"{"status":"invalid event"}"#),
+                Some(Retry::Backoff),
+            ),
+            (
+                "400 invalid event",
+                answer(
+                    400,
+                    r#"{"status":"invalid event","message":"Event object is invalid"}"#,
+                ),
+                Some(Retry::Refused),
+            ),
+            (
+                "429",
+                answer(429, ""),
+                Some(Retry::After(Some(THROTTLE_WINDOW))),
+            ),
+            ("503", answer(503, ""), Some(Retry::Backoff)),
+        ];
+        for (name, answer, want) in cases {
+            match (verdict("PagerDuty", &answer), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(retry)) => assert_eq!(e.retry, retry, "{name}: {e:?}"),
+                (got, want) => panic!("{name}: {got:?}, wanted {want:?}"),
+            }
+        }
+        let e = verdict("PagerDuty", &answer(200, "<html>portal</html>")).unwrap_err();
+        assert!(
+            e.message.contains("without its JSON answer"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("<html>portal"), "{}", e.message);
     }
 
     #[test]

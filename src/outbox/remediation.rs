@@ -456,7 +456,7 @@ name = "lobby"
     async fn write_death(store: &Store, config: &Config, at: DateTime<Utc>) {
         let ctx = JobContext {
             job: &config.jobs[0],
-            first_seen: at,
+            in_init: None,
             now: at,
         };
         Outbox::new()

@@ -121,9 +121,16 @@ async fn write(
     records: &[PollRecord],
     first_seen: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    // The poller's monotonic clock, stood in for by the wall clock: these tests step no clock.
+    let in_init = records.last().and_then(|r| match &r.outcome {
+        PollOutcome::Ok { job, .. } if job.state == Some(crate::domain::State::Init) => Some(
+            crate::rules::init_age(job.create_time.as_deref(), first_seen, r.polled_at),
+        ),
+        _ => None,
+    });
     let ctx = JobContext {
         job: &config.jobs[0],
-        first_seen,
+        in_init,
         now: records.last().map(|r| r.polled_at).unwrap_or_else(Utc::now),
     };
     outbox.write_job_polls(store, records, &ctx, config).await
@@ -726,7 +733,7 @@ async fn a_group_of_jobs_commits_together_and_each_gets_its_answer() {
     let unit = |job: &JobConfig| JobWrite {
         records: vec![answer(job, t0, None, phase("STOPPED", None), true)],
         job: job.clone(),
-        first_seen: t0,
+        in_init: None,
         now: t0,
         config: config.clone(),
     };

@@ -549,7 +549,7 @@ impl Dispatcher {
             let write = self.writer.write(
                 s.unwritten.clone(),
                 s.job.clone(),
-                s.first_seen,
+                s.in_init(),
                 Utc::now(),
                 self.poller.config.clone(),
             );

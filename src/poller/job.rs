@@ -4,10 +4,35 @@
 
 use crate::config::JobConfig;
 use crate::domain::Phase;
-use crate::domain::{PollOutcome, PollRecord};
+use crate::domain::{PollOutcome, PollRecord, State};
+use crate::rules;
 use chrono::Utc;
+use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
+
+/// How long a job has been in INIT, judged on tokio's monotonic clock: the wall clock is
+/// read once, when this process first sees the job in INIT (its age since create_time then),
+/// and only monotonic time is added after that. A step of the wall clock (an NTP correction,
+/// a VM resumed a day later) moves nothing, so it cannot make every INIT job "stuck" at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct InitClock {
+    /// The job's age in INIT when it was first seen there.
+    age_then: Duration,
+    /// When that was, on the monotonic clock.
+    seen: Instant,
+}
+
+impl InitClock {
+    pub(super) fn start(age_then: Duration, seen: Instant) -> InitClock {
+        InitClock { age_then, seen }
+    }
+
+    pub(super) fn in_init(self, now: Instant) -> Duration {
+        self.age_then
+            .saturating_add(now.saturating_duration_since(self.seen))
+    }
+}
 
 /// While the database refuses writes, how many transitions one job keeps in memory. A job
 /// changes state a few times in its life; more than this is a flapping answer, and the
@@ -22,13 +47,20 @@ pub(super) struct JobState {
     /// Outcomes not yet written because the database refused (locked); written, in order,
     /// with the next poll of this job.
     pub(super) unwritten: Vec<PollRecord>,
-    /// First time this run saw the job, for stuck_init when the API gives no create_time.
+    /// First time recwatch saw the job (its row's `first_seen_at`), for stuck_init when the
+    /// API gives no create_time.
     pub(super) first_seen: chrono::DateTime<Utc>,
+    /// How long the job has been in INIT, on the monotonic clock; `None` while it is not
+    /// (or no answer of this process has said so yet).
+    pub(super) init_clock: Option<InitClock>,
     /// Whether a stuck_init / job_not_found episode may be open for this job. True until the
     /// first write of this run has evaluated the conditions; a wrong `true` only costs a
     /// write, a wrong `false` would miss a resolve, so these err towards `true`.
     pub(super) maybe_stuck_open: bool,
     pub(super) maybe_not_found_open: bool,
+    /// Whether a poll_failing episode may be open: set by any failed poll written, cleared
+    /// by an answer written (a quiet, batched answer could not resolve it).
+    pub(super) maybe_failing_open: bool,
     /// The sequence number of the job's live schedule entry: entries with another are stale
     /// (superseded by a later scheduling) and skipped.
     pub(super) sched: u64,
@@ -59,15 +91,40 @@ impl JobState {
         Some(JobState {
             maybe_stuck_open: true,
             maybe_not_found_open: true,
+            maybe_failing_open: true,
             job: job.clone(),
             phase,
             failures: 0,
             unwritten: Vec::new(),
             first_seen,
+            init_clock: None,
             sched: 0,
             due: Instant::now(),
             generation: 0,
         })
+    }
+
+    /// Follows the job's time in INIT from an answer read at `wall_now`: the first answer in
+    /// INIT starts the clock at the age the wall clock gives then ([`rules::init_age`]); later
+    /// ones keep it; another state stops it; no state says nothing.
+    pub(super) fn observe_init(
+        &mut self,
+        job: &recwatch_rtc::model::JobSnapshot,
+        wall_now: chrono::DateTime<Utc>,
+    ) {
+        match job.state {
+            Some(State::Init) if self.init_clock.is_none() => {
+                let age = rules::init_age(job.create_time.as_deref(), self.first_seen, wall_now);
+                self.init_clock = Some(InitClock::start(age, Instant::now()));
+            }
+            Some(State::Init) | None => {}
+            Some(_) => self.init_clock = None,
+        }
+    }
+
+    /// How long the job has been in INIT now, as [`InitClock`] counts it.
+    pub(super) fn in_init(&self) -> Option<Duration> {
+        self.init_clock.map(|c| c.in_init(Instant::now()))
     }
 
     /// Keeps `record` to be written, bounded: of the polls that changed nothing only the
@@ -127,6 +184,59 @@ fn keep_bounded(records: &mut Vec<PollRecord>, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22, item 9: a job first seen in INIT, then the wall clock steps 25 hours ahead
+    /// between two polls. Judged on the monotonic clock it has been in INIT for 10 s, not 25 h:
+    /// not stuck. It becomes stuck only once monotonic time passes max_idle_time + grace.
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_step_does_not_age_a_job_in_init() {
+        let job = JobConfig {
+            app_id: "app".into(),
+            job_id: "j".into(),
+            name: None,
+            kind: crate::domain::JobKind::Individual,
+            interval: None,
+            notify: None,
+        };
+        let mut state = JobState::from_row(&job, None, true).unwrap();
+        let t0 = Utc::now();
+        let init = recwatch_rtc::model::JobSnapshot {
+            state: Some(State::Init),
+            create_time: Some(t0.to_rfc3339()),
+            max_idle_time: Some(30),
+            ..Default::default()
+        };
+        let grace = Duration::from_secs(60);
+        let stuck = |s: &JobState| rules::snapshot_stuck_init(&init, s.in_init(), grace).unwrap();
+        state.observe_init(&init, t0);
+        assert!(!stuck(&state));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let stepped = t0 + chrono::Duration::hours(25);
+        state.observe_init(&init, stepped);
+        assert_eq!(state.in_init(), Some(Duration::from_secs(10)));
+        assert!(!stuck(&state), "the wall clock's step is not time in INIT");
+        // What the wall clock alone would have said.
+        assert!(rules::is_stuck_init(
+            &State::Init,
+            rules::init_age(init.create_time.as_deref(), t0, stepped),
+            init.max_idle_time,
+            grace
+        ));
+        tokio::time::advance(Duration::from_secs(81)).await;
+        assert!(stuck(&state), "91 s in INIT, over 30 s + 60 s");
+        // RUNNING stops the clock; INIT again starts a new one from the wall clock's age.
+        let running = recwatch_rtc::model::JobSnapshot {
+            state: Some(State::Running),
+            ..init.clone()
+        };
+        state.observe_init(&running, stepped);
+        assert_eq!(state.in_init(), None);
+        // An answer without a state says nothing: the clock is kept.
+        state.observe_init(&init, stepped);
+        let before = state.in_init();
+        state.observe_init(&recwatch_rtc::model::JobSnapshot::default(), stepped);
+        assert_eq!(state.in_init(), before);
+    }
 
     fn rec(from: Option<&str>, to: Option<&str>) -> PollRecord {
         let phase = |s: &str| Phase::parse(s, None);

@@ -68,34 +68,33 @@ impl PollTask {
         else {
             return false;
         };
-        if state.maybe_not_found_open || state.maybe_stuck_open {
+        if state.maybe_not_found_open || state.maybe_stuck_open || state.maybe_failing_open {
             return false;
         }
         let stuck_now = self.config.rules.stuck_init.is_some()
             && crate::rules::snapshot_stuck_init(
                 job,
-                state.first_seen,
+                state.in_init(),
                 self.config.rules.init_grace,
-                record.polled_at,
             )
             .unwrap_or(false);
         !stuck_now
     }
 
     /// After a write: which condition episodes may now be open for this job.
-    fn note_conditions(&self, state: &mut JobState, now: chrono::DateTime<Utc>) {
+    fn note_conditions(&self, state: &mut JobState) {
         let Some(last) = state.unwritten.last() else {
             return;
         };
         match &last.outcome {
             PollOutcome::Ok { job, .. } => {
                 state.maybe_not_found_open = false;
+                state.maybe_failing_open = false;
                 // Only an answer with a state says whether the job is still in INIT.
                 if let Some(stuck) = crate::rules::snapshot_stuck_init(
                     job,
-                    state.first_seen,
+                    state.in_init(),
                     self.config.rules.init_grace,
-                    now,
                 ) {
                     state.maybe_stuck_open = stuck;
                 }
@@ -104,7 +103,7 @@ impl PollTask {
                 kind: ErrorKind::NotFound,
                 ..
             } => state.maybe_not_found_open = true,
-            PollOutcome::Failed { .. } => {}
+            PollOutcome::Failed { .. } => state.maybe_failing_open = true,
         }
     }
 
@@ -168,8 +167,16 @@ impl PollTask {
             job,
             raw,
             request_id,
+            unread,
             ..
         } = fetched;
+        if !unread.is_empty() {
+            // The record is read without them (state and stop reason included); only these
+            // fields are lost, and the raw answer is kept with the poll.
+            warn!(app_id = %k.app_id, job_id = %k.job_id, request_id = request_id.as_deref().unwrap_or("-"), fields = %unread.join(","), "the API's answer has fields whose values cannot be read (a number out of range?); read without them");
+            metrics::counter!("recwatch_record_fields_unread_total").increment(unread.len() as u64);
+        }
+        state.observe_init(&job, Utc::now());
         let detected = detect(state.phase.as_ref(), &job);
         let transition = match detected {
             Detected::Transition { from, to } => {
@@ -253,7 +260,7 @@ impl PollTask {
             let write = self.writer.write(
                 state.unwritten.clone(),
                 state.job.clone(),
-                state.first_seen,
+                state.in_init(),
                 now,
                 self.config.clone(),
             );
@@ -280,7 +287,7 @@ impl PollTask {
         .await;
         match written {
             Ok(()) => {
-                self.note_conditions(&mut state, now);
+                self.note_conditions(&mut state);
                 state.unwritten.clear();
             }
             // Written again as they are, these outcomes would panic again: the job starts

@@ -82,7 +82,7 @@ impl GroupWriter {
         &self,
         records: Vec<PollRecord>,
         job: JobConfig,
-        first_seen: DateTime<Utc>,
+        in_init: Option<std::time::Duration>,
         now: DateTime<Utc>,
         config: Arc<Config>,
     ) -> anyhow::Result<()> {
@@ -91,7 +91,7 @@ impl GroupWriter {
             write: JobWrite {
                 records,
                 job,
-                first_seen,
+                in_init,
                 now,
                 config,
             },
@@ -209,7 +209,7 @@ job_id = "job-2"
             let writes = config
                 .jobs
                 .iter()
-                .map(|job| writer.write(stopped(job, at), job.clone(), t0, at, config.clone()));
+                .map(|job| writer.write(stopped(job, at), job.clone(), None, at, config.clone()));
             futures_util::future::join_all(writes)
         };
 

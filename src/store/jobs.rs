@@ -216,6 +216,23 @@ impl WriteTx {
         }
     }
 
+    /// How many of the job's polls in a row have failed, as its row counts them (inside this
+    /// transaction, so the poll just recorded is counted); 0 for a job with no row.
+    pub async fn consecutive_failures(
+        &mut self,
+        app_id: &str,
+        job_id: &str,
+    ) -> Result<i64, StoreError> {
+        let n: Option<i64> = on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
+            "SELECT consecutive_failures FROM jobs WHERE app_id = $1 AND job_id = $2",
+        )
+        .bind(app_id)
+        .bind(job_id)
+        .fetch_optional(c)
+        .await)?;
+        Ok(n.unwrap_or(0))
+    }
+
     /// A failed poll: the row keeps its last state and counts the failure.
     async fn record_failure(
         &mut self,

@@ -633,3 +633,26 @@ async fn a_storm_of_200_splits_only_at_each_vendors_limit() {
         }
     }
 }
+
+/// PagerDuty's answer is read, not only its status: an HTML 200 from a proxy in the way is not
+/// a delivery (tried again with back-off), PagerDuty's own 202 `{"status":"success"}` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pagerduty_200_that_is_not_its_answer_is_not_delivered() {
+    let r = ChatReceiver::start(Vendor::PagerDuty).await;
+    let ch = channel(&r, "");
+    r.answer_next(
+        1,
+        200,
+        "<html><body>Welcome to the proxy</body></html>",
+        &[],
+    );
+    let e = ch
+        .send(&alert("rw_1", Status::Firing))
+        .await
+        .expect_err("an HTML page is not PagerDuty's answer");
+    assert_eq!(e.retry, Retry::Backoff, "{e}");
+    assert!(e.message.contains("without its JSON answer"), "{e}");
+    ch.send(&alert("rw_1", Status::Firing))
+        .await
+        .expect("PagerDuty's own answer");
+}

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod answers;
+mod blind_job;
 mod browser;
 mod callbacks;
 mod chat;

@@ -14,7 +14,7 @@
 
 use crate::Auth;
 use crate::jobs::Kind;
-use crate::model::{ErrorBody, JobSnapshot, State, parse_error_body, parse_job, same_id};
+use crate::model::{ErrorBody, JobSnapshot, State, parse_error_body, parse_job_fields, same_id};
 use crate::secret::Redactor;
 use crate::sign;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -274,6 +274,9 @@ pub struct Fetched {
     pub request_id: Option<String>,
     /// From sending the request to the answer's headers (the body read included).
     pub latency: Duration,
+    /// Top-level fields of the record whose value could not be read and were left out (see
+    /// [`crate::model::parse_job_fields`]); empty for a record that parsed whole.
+    pub unread: Vec<String>,
 }
 
 /// The client for `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}`.
@@ -317,7 +320,8 @@ pub struct RtcClient {
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// The regional endpoint, e.g. `https://rtc-api.myhuaweicloud.com`; a path on it is kept
-    /// as a prefix (a proxy's).
+    /// as a prefix of every request (a proxy's) and left out of the signature (see
+    /// [`RtcClient::gateway_path`]).
     pub endpoint: Url,
     /// Sent as `X-Project-Id` when set (IAM projects other than the region's default).
     pub project_id: Option<String>,
@@ -395,6 +399,30 @@ impl RtcClient {
     /// goes under it.
     pub(crate) fn base_path(&self) -> &str {
         self.endpoint.path().trim_end_matches('/')
+    }
+
+    /// The path the gateway sees and checks the signature over: `path` without the
+    /// endpoint's own path. A proxy at `https://proxy.example/rtc` strips its prefix before it
+    /// hands the request on, and the official SDK signs only the API's path (it ignores an
+    /// endpoint's path entirely); a signature over the prefixed path would fail at the gateway,
+    /// and every failure counts toward the 5-minute lock of the key.
+    ///
+    /// ```
+    /// use recwatch_rtc::{Auth, ClientConfig, RtcClient, Secret};
+    ///
+    /// let config = ClientConfig::new(
+    ///     "https://proxy.example/rtc/".parse().unwrap(),
+    ///     Auth::Token { token: Secret::new("t") },
+    /// );
+    /// let client = RtcClient::new(&config).unwrap();
+    /// let sent = client.job_path("app", "job");
+    /// assert_eq!(sent, "/rtc/v2/apps/app/individual-stream-jobs/job");
+    /// assert_eq!(client.gateway_path(&sent), "/v2/apps/app/individual-stream-jobs/job");
+    /// ```
+    pub fn gateway_path<'a>(&self, path: &'a str) -> &'a str {
+        path.strip_prefix(self.base_path())
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(path)
     }
 
     /// The headers for one GET, signed when the credentials are AK/SK. Pure apart from the
@@ -528,7 +556,7 @@ impl RtcClient {
         if !answer.is_success() {
             return Err(answer.into_error());
         }
-        let job = read_ok_body(app_id, job_id, &answer.body).map_err(|bad| RtcError {
+        let (job, unread) = read_ok_body(app_id, job_id, &answer.body).map_err(|bad| RtcError {
             kind: bad.kind,
             status: Some(answer.status),
             error_code: bad.error.error_code,
@@ -543,6 +571,7 @@ impl RtcClient {
             raw: String::from_utf8_lossy(&answer.body).into_owned(),
             request_id: answer.request_id,
             latency: answer.latency,
+            unread,
         })
     }
 
@@ -561,9 +590,12 @@ impl RtcClient {
         url.set_path(path);
         let mut map = HeaderMap::new();
         let signed_body = body.as_deref().unwrap_or_default();
-        for (name, value) in
-            self.headers_for(method.as_str(), path, signed_body, chrono::Utc::now())
-        {
+        for (name, value) in self.headers_for(
+            method.as_str(),
+            self.gateway_path(path),
+            signed_body,
+            chrono::Utc::now(),
+        ) {
             let value = HeaderValue::from_str(&value).map_err(|_| RtcError {
                 not_sent: true,
                 ..RtcError::transport(
@@ -766,9 +798,14 @@ pub struct BadOkBody {
 /// error; as a failed poll of its own kind it counts toward the API's health like other bad
 /// answers, makes no transition, and the job keeps being polled. A blank state
 /// (whitespace or control characters only) is no state either. Every other field stays as
-/// lenient as the SDK: only the state is required.
-pub fn read_ok_body(app_id: &str, job_id: &str, body: &[u8]) -> Result<JobSnapshot, BadOkBody> {
-    let job = parse_job(body).map_err(|e| BadOkBody {
+/// lenient as the SDK: only the state is required, and a field whose value cannot be read
+/// (a number out of range) is left out and named in the second part of the answer.
+pub fn read_ok_body(
+    app_id: &str,
+    job_id: &str,
+    body: &[u8],
+) -> Result<(JobSnapshot, Vec<String>), BadOkBody> {
+    let (job, unread) = parse_job_fields(body).map_err(|e| BadOkBody {
         kind: ErrorKind::BadResponse,
         detail: format!(
             "body is not a job record: {e}; starts with {:?}",
@@ -794,7 +831,7 @@ pub fn read_ok_body(app_id: &str, job_id: &str, body: &[u8]) -> Result<JobSnapsh
             error: parse_error_body(body),
         });
     }
-    Ok(job)
+    Ok((job, unread))
 }
 
 /// At most `n` characters of outside text.
@@ -970,8 +1007,8 @@ mod tests {
         ];
         for (name, body, kind, code) in cases {
             match (read_ok_body("app", "job", body.as_bytes()), kind) {
-                (Ok(job), None) => assert!(job.state.is_some(), "{name}"),
-                (Ok(job), Some(k)) => panic!("{name}: read as a record {job:?}, not {k:?}"),
+                (Ok((job, _)), None) => assert!(job.state.is_some(), "{name}"),
+                (Ok((job, _)), Some(k)) => panic!("{name}: read as a record {job:?}, not {k:?}"),
                 (Err(bad), None) => panic!("{name}: refused: {bad:?}"),
                 (Err(bad), Some(k)) => {
                     assert_eq!(bad.kind, *k, "{name}: {bad:?}");

@@ -482,26 +482,141 @@ const MEANINGFUL: [(&str, Field); 4] = [
 /// Parses a 200 body into a job record, as leniently as the SDK: invalid UTF-8 in free text
 /// (the `description` a recorder fills with whatever it has) is decoded lossily instead of
 /// losing the record. Invalid UTF-8 in an id, the state or the stop reason is still an error:
-/// a replacement character there would make a false transition or a wrong job.
+/// a replacement character there would make a false transition or a wrong job. A field whose
+/// value cannot be read at all is dropped alone (see [`parse_job_fields`]).
 pub fn parse_job(body: &[u8]) -> Result<JobSnapshot, String> {
+    parse_job_fields(body).map(|(job, _)| job)
+}
+
+/// [`parse_job`], with the names of the top-level fields it had to drop because their value
+/// could not be read (a number out of range, `"max_idle_time": 1e309`, which serde_json
+/// refuses and the SDK reads as infinity): one field that does not fit costs that field, not
+/// the record, so the state and stop reason beside it are still read. The caller logs them.
+pub fn parse_job_fields(body: &[u8]) -> Result<(JobSnapshot, Vec<String>), String> {
     // serde would read a JSON array as the struct's fields in order: `[]` is not a record.
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err("expected a JSON object, found an array".into());
     }
-    match serde_json::from_slice::<JobSnapshot>(body) {
-        Ok(job) => Ok(job),
-        Err(e) if std::str::from_utf8(body).is_ok() => Err(e.to_string()),
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let job: JobSnapshot = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-            for (name, get) in MEANINGFUL {
-                if get(&job).is_some_and(|v| v.contains('\u{FFFD}')) {
-                    return Err(format!("{name} is not valid UTF-8"));
-                }
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(body),
+    };
+    let (job, dropped) = match serde_json::from_str::<JobSnapshot>(&text) {
+        Ok(job) => (job, Vec::new()),
+        Err(e) => field_by_field(&text).ok_or_else(|| e.to_string())?,
+    };
+    if matches!(text, std::borrow::Cow::Owned(_)) {
+        for (name, get) in MEANINGFUL {
+            if get(&job).is_some_and(|v| v.contains('\u{FFFD}')) {
+                return Err(format!("{name} is not valid UTF-8"));
             }
-            Ok(job)
         }
     }
+    Ok((job, dropped))
+}
+
+/// The second try of [`parse_job_fields`]: the object split into its top-level fields, each
+/// value read alone, those that cannot be read left out. `None` when the text is not a JSON
+/// object at all (the first error then stands).
+fn field_by_field(text: &str) -> Option<(JobSnapshot, Vec<String>)> {
+    let mut fields = JsonObject::new();
+    let mut dropped = Vec::new();
+    for (name, raw) in split_object(text)? {
+        match serde_json::from_str::<serde_json::Value>(raw) {
+            Ok(v) => {
+                fields.insert(name, v);
+            }
+            Err(_) => dropped.push(name),
+        }
+    }
+    let job = serde_json::from_value(serde_json::Value::Object(fields)).ok()?;
+    Some((job, dropped))
+}
+
+/// A JSON object's top-level fields as (name, the value's text), found by scanning strings and
+/// brackets only, so no value is converted (a number out of range is still just text here).
+/// `None` for anything that is not one well-formed object.
+fn split_object(text: &str) -> Option<Vec<(String, &str)>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut out = Vec::new();
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (skip_ws(b, i + 1) == b.len()).then_some(out);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(b, i)?;
+        let name: String = serde_json::from_str(&text[i..key_end]).ok()?;
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(b, i + 1);
+        let end = value_end(b, start)?;
+        out.push((name, text[start..end].trim_end()));
+        i = skip_ws(b, end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' => return (skip_ws(b, i + 1) == b.len()).then_some(out),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the string that starts at `b[i]` (a `"`), escapes skipped.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// Where the value starting at `b[i]` ends: past its closing bracket or quote, or at the `,`
+/// or `}` that follows a bare number or word.
+fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut j = i;
+    while j < b.len() {
+        match b[j] {
+            b'"' => {
+                j = string_end(b, j)?;
+                if depth == 0 {
+                    return Some(j);
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth == 0 => return (j > i).then_some(j),
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(j + 1);
+                }
+            }
+            b',' if depth == 0 => return (j > i).then_some(j),
+            _ => {}
+        }
+        j += 1;
+    }
+    None
 }
 
 /// Whether an id in an answer names the id that was asked for. Ids may come back as numbers:
@@ -547,20 +662,44 @@ fn text_of(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// One object's code and message: the first complete pair (as the SDK reads them), else any
-/// code and any message found under any spelling, so a body that mixes two spellings
-/// (`error_code` with `message`, or `error_code` beside a numeric `code`) keeps its code.
-fn error_in(o: &serde_json::Map<String, serde_json::Value>) -> ErrorBody {
+/// The SDK's search (`DefaultExceptionHandler._process_sdk_error`) over one JSON object's
+/// text: the first complete pair in [`ERROR_PAIRS`]' order ends the search there (a pair
+/// whose code is null or empty still ends it: the status is then the code); else every value
+/// that is an object is searched the same way, at any depth, in the order the body has them
+/// (a Python dict's order; serde_json's map would sort the keys, hence the text), and the
+/// SDK's loop does not stop at a find, so the last pair found is the one it keeps.
+fn sdk_pair(text: &str, found: &mut Option<ErrorBody>) {
+    let Some(fields) = split_object(text) else {
+        return;
+    };
+    // A dict keeps the last of two equal keys.
+    let get = |name: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, raw)| serde_json::from_str::<serde_json::Value>(raw).ok())
+    };
     for (code, msg) in ERROR_PAIRS {
-        if let (Some(c), Some(m)) = (o.get(code), o.get(msg)) {
-            if let Some(c) = text_of(c) {
-                return ErrorBody {
-                    error_code: Some(c),
-                    error_msg: text_of(m),
-                };
-            }
+        if let (Some(c), Some(m)) = (get(code), get(msg)) {
+            *found = Some(ErrorBody {
+                error_code: c.as_ref().and_then(text_of).filter(|c| !c.is_empty()),
+                error_msg: m.as_ref().and_then(text_of),
+            });
+            return;
         }
     }
+    for (_, raw) in &fields {
+        if raw.starts_with('{') {
+            sdk_pair(raw, found);
+        }
+    }
+}
+
+/// What a body with no complete pair anywhere still says at its top level: a lone code (or a
+/// code beside another spelling's message). The SDK would report only the status there;
+/// keeping the code is more than it says, never different from it.
+fn lone_code(o: &serde_json::Map<String, serde_json::Value>) -> ErrorBody {
     ErrorBody {
         error_code: ERROR_PAIRS
             .iter()
@@ -571,23 +710,17 @@ fn error_in(o: &serde_json::Map<String, serde_json::Value>) -> ErrorBody {
     }
 }
 
-/// Reads an error body like the official SDK: the code/message pairs above at the top level,
-/// else one level down (`{"error": {"code": ..., "message": ...}}`); a body that is not a JSON
-/// object leaves the status as the only code, with the start of the text as the message.
+/// Reads an error body like the official SDK: a complete code/message pair wherever it is
+/// (top level first, else nested at any depth, see `sdk_pair`); only when there is none, a
+/// lone code at the top level; a body that is not a JSON object leaves the status as the
+/// only code, with the start of the text as the message.
 pub fn parse_error_body(body: &[u8]) -> ErrorBody {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(o)) => {
-            let top = error_in(&o);
-            if top.error_code.is_some() {
-                return top;
-            }
-            let nested = o.values().find_map(|v| match v {
-                serde_json::Value::Object(inner) => {
-                    Some(error_in(inner)).filter(|e| e.error_code.is_some())
-                }
-                _ => None,
-            });
-            nested.unwrap_or(top)
+            let mut found = None;
+            // It parsed as an object, so it is UTF-8.
+            sdk_pair(&String::from_utf8_lossy(body), &mut found);
+            found.unwrap_or_else(|| lone_code(&o))
         }
         _ => {
             let text = String::from_utf8_lossy(body);
@@ -741,9 +874,49 @@ mod tests {
                 e(Some("RTC.00001003"), Some("top")),
             ),
             (
-                "not two levels down",
+                "two levels down, as the SDK searches any depth",
                 br#"{"a":{"b":{"code":"X","message":"deep"}}}"#,
-                e(None, None),
+                e(Some("X"), Some("deep")),
+            ),
+            (
+                "nested under error.detail",
+                br#"{"error":{"detail":{"code":"RTC.00002001","message":"internal"}}}"#,
+                e(Some("RTC.00002001"), Some("internal")),
+            ),
+            (
+                "a lone top-level code loses to a complete nested pair",
+                br#"{"code":"APIG.0000","error":{"error_code":"RTC.00001003","error_msg":"gone"}}"#,
+                e(Some("RTC.00001003"), Some("gone")),
+            ),
+            (
+                "a lone top-level message and a nested pair: the pair",
+                br#"{"message":"outer","error":{"code":"X","message":"inner"}}"#,
+                e(Some("X"), Some("inner")),
+            ),
+            (
+                "the SDK's loop keeps the last pair it finds",
+                br#"{"first":{"code":"A","message":"a"},"second":{"code":"B","message":"b"}}"#,
+                e(Some("B"), Some("b")),
+            ),
+            (
+                "last in the body's order, not the keys' sorted order",
+                br#"{"zeta":{"code":"Z","message":"z"},"alpha":{"code":"A","message":"a"}}"#,
+                e(Some("A"), Some("a")),
+            ),
+            (
+                "a nested pair after a string holding braces",
+                br#"{"note":"} {\"code\":\"no\"}","error":{"error_code":"RTC.00001003","error_msg":"gone"}}"#,
+                e(Some("RTC.00001003"), Some("gone")),
+            ),
+            (
+                "a complete pair with a null code ends the search: the status is the code",
+                br#"{"error_code":null,"error_msg":"m","error":{"code":"X","message":"inner"}}"#,
+                e(None, Some("m")),
+            ),
+            (
+                "a number beside a complete pair: the pair's code",
+                br#"{"code":404,"error_code":"RTC.00001003","error_msg":"gone"}"#,
+                e(Some("RTC.00001003"), Some("gone")),
             ),
             ("empty body", b"", e(None, None)),
             ("empty object", b"{}", e(None, None)),
@@ -860,6 +1033,69 @@ mod tests {
         for (name, body, why) in refused {
             let e = parse_job(body).expect_err(name);
             assert!(e.contains(why), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_field_that_does_not_fit_costs_that_field_table() {
+        // (name, body, fields dropped, state, stop reason)
+        type Case<'a> = (
+            &'a str,
+            &'a [u8],
+            &'a [&'a str],
+            Option<State>,
+            Option<StopReason>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "max_idle_time out of range (the SDK reads infinity)",
+                br#"{"job_id":"j","max_idle_time":1e309,"state":"STOPPED","stop_reason":"INTERNAL_ERROR"}"#,
+                &["max_idle_time"],
+                Some(State::Stopped),
+                Some(StopReason::InternalError),
+            ),
+            (
+                "negative and nested overflows, strings with brackets and escapes around them",
+                br#"{ "description" : "a } \" ] , {", "max_idle_time": -1e400 , "record_param": {"record_rule_id": "r", "n": [1e999]}, "state": "RUNNING" }"#,
+                &["max_idle_time", "record_param"],
+                Some(State::Running),
+                None,
+            ),
+            (
+                "an overflow in a field recwatch does not know",
+                br#"{"state":"INIT","extra":1e309}"#,
+                &[],
+                Some(State::Init),
+                None,
+            ),
+            (
+                "a record that parses costs nothing",
+                br#"{"state":"STOPPED","stop_reason":"TENANT_STOP","max_idle_time":30}"#,
+                &[],
+                Some(State::Stopped),
+                Some(StopReason::TenantStop),
+            ),
+        ];
+        for (name, body, dropped, state, reason) in cases {
+            let (job, got) = parse_job_fields(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got, dropped, "{name}");
+            assert_eq!(job.state, state, "{name}");
+            assert_eq!(job.stop_reason, reason, "{name}");
+            if dropped.contains(&"max_idle_time") {
+                assert_eq!(job.max_idle_time, None, "{name}");
+            }
+        }
+        let refused: Vec<(&str, &[u8])> = vec![
+            ("cut short", br#"{"state":"RUNNING","max_idle_time":1e309"#),
+            (
+                "two objects",
+                br#"{"max_idle_time":1e309}{"state":"RUNNING"}"#,
+            ),
+            ("a missing value", br#"{"max_idle_time":1e309,"state":}"#),
+            ("not an object", b"1e309"),
+        ];
+        for (name, body) in refused {
+            assert!(parse_job_fields(body).is_err(), "{name}");
         }
     }
 

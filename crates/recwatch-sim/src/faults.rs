@@ -101,6 +101,10 @@ pub enum FaultKind {
     EchoTokenInError,
     /// 200: the job STOPPED with INTERNAL_ERROR, its `description` quoting the token.
     EchoTokenInDescription,
+    /// 200 with exactly this body, as the API might send it: a record with a value no JSON
+    /// number type holds (`"max_idle_time": 1e309`), a field of an unexpected shape.
+    /// JSON: `{"raw_body": "{...}"}`.
+    RawBody(String),
 }
 
 /// The first live rule in `faults` matching `job_id` at `now` (the simulator's clock), used up
@@ -221,6 +225,7 @@ pub(crate) fn fault_response(
             "The API does not exist or has not been published in the environment",
             request_id,
         ),
+        FaultKind::RawBody(body) => api_response(StatusCode::OK, body, request_id),
         // Stall is applied before answering normally; it never gets here.
         FaultKind::Stall(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }

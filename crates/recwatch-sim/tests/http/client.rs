@@ -100,6 +100,63 @@ async fn a_wrong_path_is_the_gateways_404_not_a_missing_job() {
     assert_eq!(sim.stats().refused_auth, 0);
 }
 
+/// A reverse proxy on loopback that strips `prefix` from each request's path and hands the
+/// request on to `upstream` with its headers (Host included) and body, as nginx's
+/// `location /rtc/ { proxy_pass http://upstream/; proxy_set_header Host $http_host; }` does.
+async fn stripping_proxy(upstream: String, prefix: &'static str) -> String {
+    let client = crate::harness::client();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let path = path.strip_prefix(prefix).unwrap_or(path).to_string();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let answer = client
+                .request(parts.method, format!("{upstream}{path}"))
+                .headers(parts.headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            let mut headers = answer.headers().clone();
+            headers.remove(reqwest::header::CONTENT_LENGTH);
+            headers.remove(reqwest::header::TRANSFER_ENCODING);
+            (status, headers, answer.bytes().await.unwrap())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn a_prefix_a_proxy_strips_is_not_signed() {
+    // lockout_after 1: a second bad signature would lock the key, as the real gateway does
+    // after five.
+    let sim = spawn(aksk(Some(PROJECT))).await;
+    let proxy = stripping_proxy(sim.url(), "/rtc").await;
+    let mut c = ClientConfig::new(
+        format!("{proxy}/rtc").parse().unwrap(),
+        Auth::AkSk {
+            access_key: AK.into(),
+            secret_key: Secret::new(SK),
+            security_token: None,
+        },
+    );
+    c.project_id = Some(PROJECT.into());
+    let client = RtcClient::new(&c).unwrap();
+    for _ in 0..3 {
+        let job = poll(&client, "job-0000")
+            .await
+            .expect("the gateway checks the path it sees, without the proxy's prefix");
+        assert!(job.state.is_some());
+    }
+    assert_eq!(sim.stats().refused_auth, 0);
+}
+
 #[tokio::test]
 async fn redirect_and_gateway_404_faults() {
     let sim = spawn(aksk(Some(PROJECT))).await;
