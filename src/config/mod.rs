@@ -343,6 +343,7 @@ impl Config {
                 ));
             }
         }
+        out.extend(callback::shared_key_warnings(&self.apps));
         out
     }
 

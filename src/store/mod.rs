@@ -133,6 +133,7 @@ mod remediations;
 mod retention;
 mod silences;
 mod transitions;
+mod unwatched;
 mod watchlist;
 
 #[cfg(test)]
