@@ -337,11 +337,21 @@ fn unix_now() -> i64 {
 /// an older event; a new event, signed after the unwatch, adds it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwatched_job_is_not_rediscovered_by_a_replay_after_a_restart() {
-    let apps =
-        format!("[[apps]]\napp_id = \"demo-app\"\nauth_key = \"{KEY_A}\"\ndiscover = true\n");
-    let (mut app, sim) = daemon(&apps).await;
+    let sim = start_sim(signed_sim(2)).await;
+    // A fixed port: the log keeps the first run's address, and the second run binds it again.
+    let cb = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = AppConfig::new(&sim, 1);
+    config.listen = "127.0.0.1:0".into();
+    config.extra = format!(
+        "token = \"{TOKEN}\"\n\n[callback]\nlisten = \"{cb}\"\n\n[[apps]]\napp_id = \"demo-app\"\nauth_key = \"{KEY_A}\"\ndiscover = true\n"
+    );
+    let mut app = TestApp::new(&config);
+    app.start();
+    app.callback_addr().await;
     let job = recwatch_sim::job_id(1);
-    let cb = app.callback_addr().await;
     let client = reqwest::Client::new();
     let first = event("demo-app", &job, "RECORD_NEW_FILE_START");
     let first_ts = (unix_now() - 120).to_string();
@@ -377,7 +387,10 @@ async fn an_unwatched_job_is_not_rediscovered_by_a_replay_after_a_restart() {
 
     app.stop().await;
     app.start();
-    let cb = app.callback_addr().await;
+    wait_for("the receiver to listen again", T, || async move {
+        tokio::net::TcpStream::connect(cb).await.ok().map(|_| ())
+    })
+    .await;
     // The very same request after the restart (the in-memory replay cache is empty).
     assert_eq!(replay(client.clone(), cb).await, 200);
     assert!(
