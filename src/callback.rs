@@ -613,7 +613,14 @@ mod tests {
     #[test]
     fn the_app_an_event_belongs_to_table() {
         let (a, b) = (app("app-a"), app("app-b"));
-        let cases: [(&str, Vec<&AppConfig>, Option<&str>, Option<&str>); 6] = [
+        // (name, apps whose key verified, the app the body names, the app chosen)
+        type Case<'a> = (
+            &'a str,
+            Vec<&'a AppConfig>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: [Case; 6] = [
             ("one key verified, no name", vec![&a], None, Some("app-a")),
             (
                 "one key verified, its name",

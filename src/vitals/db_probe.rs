@@ -107,12 +107,14 @@ mod tests {
         let ok = Ok(());
         let err = Err("connection refused".to_string());
         let s = Duration::from_millis;
-        let cases: [(
-            &str,
-            Option<&Result<(), String>>,
+        // (name, the last ping's answer, how long the current one is outstanding, the problem)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Result<(), String>>,
             Option<Duration>,
-            Option<&str>,
-        ); 7] = [
+            Option<&'a str>,
+        );
+        let cases: [Case; 7] = [
             ("never pinged, none outstanding", None, None, None),
             ("the last ping answered", Some(&ok), None, None),
             (

@@ -462,11 +462,17 @@ async fn readyz_and_metrics_answer_at_once_with_postgres_stopped() {
     })
     .await
     .unwrap();
-    // Generous against the machine's load; before the fix they took 10 s and 20 s.
+    // Generous against the machine's load; before the fix they took 10 s and 20 s. Asked
+    // back to back until `/readyz` names the database (its ping fails, or has gone 2 s
+    // unanswered), and a few times more: all within the first seconds, while the instance
+    // still runs (once the lease cannot be renewed it steps down, and today's poll loop then
+    // stops the daemon for the service manager to restart, which is not this test's subject).
     let within = Duration::from_secs(4);
     let mut slowest = Duration::ZERO;
-    let mut not_ready = false;
-    for _ in 0..8 {
+    let mut not_ready = 0;
+    let mut asked = 0;
+    while not_ready < 3 && asked < 30 {
+        asked += 1;
         for path in ["/readyz", "/metrics"] {
             let start = Instant::now();
             let r = client
@@ -478,13 +484,15 @@ async fn readyz_and_metrics_answer_at_once_with_postgres_stopped() {
             slowest = slowest.max(start.elapsed());
             if path == "/readyz" && r.status() == 503 {
                 let text = r.text().await.unwrap();
-                not_ready |= text.contains("database");
+                if text.contains("database") {
+                    not_ready += 1;
+                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!("with PostgreSQL stopped: slowest /readyz or /metrics answer {slowest:?}");
-    assert!(not_ready, "/readyz said the database is not answering");
-    app.stop().await;
+    assert!(not_ready > 0, "/readyz said the database is not answering");
+    // A clean stop waits on the database it cannot reach (not this test's subject).
+    app.kill().await;
     drop(server);
 }
