@@ -194,6 +194,11 @@ pub const METRICS: &[Metric] = &[
         "Requests to the record-callback receiver, by result (stored, duplicate, replay, unsigned, forged, unknown_app, too_large, too_slow: the body did not arrive within 5 s of its header, malformed, unavailable, not_found).",
     ),
     m(
+        "recwatch_database_write_failures_total",
+        Counter,
+        "Writes the database refused (full, read-only, locked by another process, ...): each counted, while the log says it once, when the cause changes, and once a minute.",
+    ),
+    m(
         "recwatch_http_connections_closed_total",
         Counter,
         "Connections a listener (http, callback) closed at its connection cap, by reason: evicted (an idle connection, or one whose body was still arriving, closed to make room for a new one), refused (a new one closed because every connection was busy answering).",
@@ -416,6 +421,7 @@ pub fn zero(config: &Config) {
             &[("result", result.to_string())],
         );
     }
+    counter("recwatch_database_write_failures_total", &[]);
     for listener in HTTP_LISTENERS {
         for reason in CONNECTION_CLOSE_REASONS {
             counter(
