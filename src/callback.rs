@@ -360,14 +360,24 @@ pub fn choose_app<'a>(
 /// Whether discovery may add a job the operator unwatched at `unwatched_at` (stored
 /// RFC 3339, None: never unwatched) for an event RTC signed at `sent_at` (None: the timestamp
 /// does not read as a time). Only an event signed after the unwatch may: an older one is a
-/// replay or a resend of what the operator already dismissed (item 6). Pure.
-pub fn may_rediscover(unwatched_at: Option<&str>, sent_at: Option<DateTime<Utc>>) -> bool {
-    match (unwatched_at, sent_at) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(unwatched), Some(sent)) => timestamp(sent).as_str() > unwatched,
-    }
+/// replay or a resend of what the operator already dismissed (item 6). Nor may one dated
+/// more than [`FUTURE_SKEW`] after `now`: the signature covers rand and timestamp with no
+/// separator, so whoever holds a captured callback can move a digit from the end of the rand
+/// to the front of the timestamp, which keeps the signature valid and dates the event
+/// centuries ahead (the other way dates it in the past). Pure.
+pub fn may_rediscover(
+    unwatched_at: Option<&str>,
+    sent_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(unwatched) = unwatched_at else {
+        return true;
+    };
+    sent_at.is_some_and(|sent| sent <= now + FUTURE_SKEW && timestamp(sent).as_str() > unwatched)
 }
+
+/// How far ahead of this machine's clock RTC's may be for [`may_rediscover`].
+pub const FUTURE_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// One request, in the order trust is earned: the signature headers and the declared size
 /// (before the body is read), the body within its deadline, the signature (with every
@@ -505,7 +515,7 @@ async fn discover(
             return;
         }
     };
-    if !may_rediscover(unwatched_at.as_deref(), sent_at) {
+    if !may_rediscover(unwatched_at.as_deref(), sent_at, Utc::now()) {
         metrics::counter!("recwatch_discovered_total", "result" => "unwatched").increment(1);
         info!(app_id = %app.app_id, job_id, unwatched_at = unwatched_at.as_deref().unwrap_or(""), "callback for a job an operator unwatched, signed before the unwatch: stored, not watched again");
         return;
@@ -695,9 +705,28 @@ mod tests {
                 None,
                 false,
             ),
+            (
+                "signed after the unwatch, a little ahead of our clock",
+                unwatched,
+                at("2026-12-07T06:14:00Z"),
+                true,
+            ),
+            (
+                "dated centuries ahead (a digit moved from the rand)",
+                unwatched,
+                at("2657-08-12T00:00:00Z"),
+                false,
+            ),
+            (
+                "never unwatched, dated ahead: no unwatch to guard",
+                None,
+                at("2657-08-12T00:00:00Z"),
+                true,
+            ),
         ];
+        let now = at("2026-12-07T06:10:00Z").unwrap();
         for (name, unwatched, sent, want) in cases {
-            assert_eq!(may_rediscover(unwatched, sent), want, "{name}");
+            assert_eq!(may_rediscover(unwatched, sent, now), want, "{name}");
         }
     }
 
