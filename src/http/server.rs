@@ -9,6 +9,7 @@
 //! its room to a new connection, and every body must be complete within
 //! [`Limits::body_deadline`] of its header ([`DeadlineBody`]). So only a response being
 //! written (the one thing a client cannot stretch alone) keeps a connection's room.
+
 use super::AppState;
 use super::limits::{Limits, nofile_limit};
 use crate::telemetry::summary::{LogSummary, Report};
