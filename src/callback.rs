@@ -1,9 +1,13 @@
 //! The record-callback receiver (issue 11, first step): its own listener, because it faces the
 //! internet while `/metrics` stays private. It takes POSTs on `callback.path` only, verifies
 //! `X-Rtc-Signature` over the raw body with the configured apps' keys before reading anything
-//! in it, and stores each verified event once (`store::callbacks`). Every refusal is logged
-//! (no key, no body) and counted in `recwatch_callbacks_total{result}`; nothing is stored for
-//! it. Each new event that names a job is a poll hint for it: the poller reads it from the
+//! in it, and stores each verified event once (`store::callbacks`). Every refusal is counted
+//! in `recwatch_callbacks_total{result}` and logged (no key, no body): the first, then a
+//! summary at most every 10 s, because refusals are an outsider's to cause; nothing is stored
+//! for it. The signature headers are checked before the body is read, and the body must
+//! arrive within the serving loop's deadline (`http::limits::BODY_DEADLINE`, else 408 and the
+//! connection closed). Two apps may share an `auth_key`: among the apps whose key verifies,
+//! the event belongs to the one its body names ([`choose_app`]). Each new event that names a job is a poll hint for it: the poller reads it from the
 //! database (`poller/feed.rs`, so an event any instance stored hints the one that polls), and
 //! [`crate::poller::Hints::event_stored`] only makes it read at once; the 200 never waits
 //! for the poller. For an app with `forward_to`, the
@@ -11,18 +15,23 @@
 //! Discovery: a verified event for a job nobody watches, of an app with `discover = true`,
 //! adds the job to the run-time watch list (source `callback`, named `<app name>/<job_id>`,
 //! the app's `notify`), and the poller polls it at once ([`crate::watchlist::Watchlist::add`]).
+//! Only a new event discovers (a duplicate, such as a replay after a restart, does not), and
+//! not a job an operator unwatched after the event was signed ([`may_rediscover`]).
 
 use crate::config::{AppConfig, Config};
 use crate::domain::{JobKind, RuntimeJob, timestamp};
 use crate::poller::Hints;
 use crate::store::{Inserted, Store};
+use crate::telemetry::summary::{LogSummary, Report};
 use crate::watchlist::Watchlist;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use recwatch_rtc::callback::{RecordEvent, SignatureHeaders, verify_with_any};
+use chrono::{DateTime, Utc};
+use recwatch_rtc::callback::{RecordEvent, SignatureError, SignatureHeaders, verify_signature};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -51,6 +60,8 @@ pub enum Outcome {
     Forged,
     UnknownApp,
     TooLarge,
+    /// The body did not arrive within the body deadline (a slow-body attack, item 3).
+    TooSlow,
     Malformed,
     Unavailable,
     NotFound,
@@ -66,6 +77,7 @@ impl Outcome {
             Outcome::Forged => "forged",
             Outcome::UnknownApp => "unknown_app",
             Outcome::TooLarge => "too_large",
+            Outcome::TooSlow => "too_slow",
             Outcome::Malformed => "malformed",
             Outcome::Unavailable => "unavailable",
             Outcome::NotFound => "not_found",
@@ -78,6 +90,7 @@ impl Outcome {
             Outcome::Unsigned | Outcome::Forged => StatusCode::UNAUTHORIZED,
             Outcome::UnknownApp | Outcome::NotFound => StatusCode::NOT_FOUND,
             Outcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::TooSlow => StatusCode::REQUEST_TIMEOUT,
             Outcome::Malformed => StatusCode::BAD_REQUEST,
             // RTC sends the event again later.
             Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -160,6 +173,10 @@ struct Receiver {
     forwards: Arc<Notify>,
     /// Where discovered jobs are added.
     watchlist: Watchlist,
+    /// Refusals are an outsider's to cause (3,077 forged callbacks a second once wrote 17.5 MB
+    /// of log in 20 s): the first is logged, then a summary at most every 10 s (item 4). The
+    /// metric counts every one.
+    refusals: Arc<Mutex<LogSummary>>,
 }
 
 /// Serves the receiver on a bound listener until `shutdown` turns true. The path is taken
@@ -187,7 +204,10 @@ pub async fn serve(
         hints,
         forwards,
         watchlist,
+        refusals: Arc::new(Mutex::new(LogSummary::default())),
     };
+    // A burst of refusals that ends is summarised too, not only when the next one begins.
+    tokio::spawn(flush_refusals(receiver.refusals.clone(), shutdown.clone()));
     let app = Router::new()
         .route(&path, post(receive))
         .fallback(not_found)
@@ -197,7 +217,7 @@ pub async fn serve(
     crate::http::serve_router(
         listener,
         app,
-        "callback receiver",
+        crate::http::Listener::Callback,
         crate::http::Limits::for_this_process(),
         shutdown,
     )
@@ -209,52 +229,189 @@ fn count(outcome: Outcome) -> StatusCode {
     outcome.status()
 }
 
-async fn not_found(ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> StatusCode {
-    warn!(%peer, path = %request.uri().path(), "callback refused: not the callback path (404)");
-    count(Outcome::NotFound)
+/// Logs a refusal through the summary (see [`Receiver::refusals`]) and counts it.
+fn refused(
+    refusals: &Mutex<LogSummary>,
+    peer: SocketAddr,
+    outcome: Outcome,
+    why: &str,
+) -> StatusCode {
+    let report = refusals
+        .lock()
+        .expect("refusal summary")
+        .note(Instant::now(), why);
+    let status = outcome.status().as_u16();
+    match report {
+        Some(Report::First) => {
+            warn!(%peer, result = outcome.label(), status, "callback refused: {why}")
+        }
+        Some(Report::Summary { count, last_cause }) => warn!(
+            %peer, result = outcome.label(), status,
+            "callbacks refused: {count} in the last 10 s or more (recwatch_callbacks_total counts each by result); the latest: {last_cause}"
+        ),
+        None => {}
+    }
+    count(outcome)
+}
+
+async fn flush_refusals(refusals: Arc<Mutex<LogSummary>>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(crate::telemetry::summary::SUMMARY_EVERY) => {}
+        }
+        let report = refusals
+            .lock()
+            .expect("refusal summary")
+            .flush(Instant::now());
+        if let Some(Report::Summary { count, last_cause }) = report {
+            warn!(
+                "callbacks refused: {count} more in the last 10 s or more (recwatch_callbacks_total counts each by result); the latest: {last_cause}"
+            );
+        }
+    }
+}
+
+async fn not_found(
+    State(r): State<Receiver>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> StatusCode {
+    let why = format!("not the callback path ({:?})", request.uri().path());
+    refused(&r.refusals, peer, Outcome::NotFound, &why)
 }
 
 async fn receive(
     State(r): State<Receiver>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
-) -> StatusCode {
+) -> Response {
     let (parts, body) = request.into_parts();
     let outcome = handle(&r, &parts.headers, body).await;
     match outcome {
-        Ok(outcome) => count(outcome),
-        Err((outcome, why)) => {
-            warn!(%peer, result = outcome.label(), status = outcome.status().as_u16(), "callback refused: {why}");
-            count(outcome)
-        }
+        Ok(outcome) => count(outcome).into_response(),
+        // The rest of a slow body is not waited for: the connection is closed after the
+        // answer, so its room goes to a new one.
+        Err((Outcome::TooSlow, why)) => (
+            refused(&r.refusals, peer, Outcome::TooSlow, &why),
+            [(header::CONNECTION, "close")],
+        )
+            .into_response(),
+        Err((outcome, why)) => refused(&r.refusals, peer, outcome, &why).into_response(),
     }
 }
 
-/// One request, in the order trust is earned: size, signature (with every configured app's
-/// key), replay, then the body's content. `Err` carries the refusal and why (safe to log:
-/// never a key, never the body).
+/// Whether an `X-Rtc-Signature` value can be a signature at all (64 hex characters): checked
+/// with the other headers before the body is read, so a request that cannot be genuine costs
+/// no more than its header.
+fn well_formed_signature(signature: &str) -> bool {
+    signature.len() == 64 && signature.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The body's declared length, if it says one over the limit: refused before reading.
+fn declared_too_large(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+}
+
+/// Reads the body within the serving loop's deadline and [`MAX_BODY_BYTES`].
+async fn read_body(body: Body) -> Result<axum::body::Bytes, (Outcome, String)> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let e = e.into_inner();
+            if crate::http::BodyTooSlow::caused(&*e) {
+                (Outcome::TooSlow, format!("{e}; the connection is closed"))
+            } else {
+                (
+                    Outcome::TooLarge,
+                    format!("the body is over {MAX_BODY_BYTES} bytes (or was cut off)"),
+                )
+            }
+        })
+}
+
+/// The app an event belongs to, among those whose key verified it (two apps may share an
+/// `auth_key`, item 5): the one the body names, else the first. `Err` when the body names an
+/// app none of the verifying keys belongs to. Pure.
+pub fn choose_app<'a>(
+    verified: &[&'a AppConfig],
+    named: Option<&str>,
+) -> Result<&'a AppConfig, String> {
+    let first = *verified.first().ok_or("no key verified the event")?;
+    let Some(named) = named else {
+        return Ok(first);
+    };
+    verified
+        .iter()
+        .find(|a| a.app_id == named)
+        .copied()
+        .ok_or_else(|| {
+            format!(
+                "the body names app {named:?}, but the signature was made with the key of app {:?}; each app's callbacks must be signed with its own auth_key",
+                first.app_id
+            )
+        })
+}
+
+/// Whether discovery may add a job the operator unwatched at `unwatched_at` (stored
+/// RFC 3339, None: never unwatched) for an event RTC signed at `sent_at` (None: the timestamp
+/// does not read as a time). Only an event signed after the unwatch may: an older one is a
+/// replay or a resend of what the operator already dismissed (item 6). Nor may one dated
+/// more than [`FUTURE_SKEW`] after `now`: the signature covers rand and timestamp with no
+/// separator, so whoever holds a captured callback can move a digit from the end of the rand
+/// to the front of the timestamp, which keeps the signature valid and dates the event
+/// centuries ahead (the other way dates it in the past). Pure.
+pub fn may_rediscover(
+    unwatched_at: Option<&str>,
+    sent_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(unwatched) = unwatched_at else {
+        return true;
+    };
+    sent_at.is_some_and(|sent| sent <= now + FUTURE_SKEW && timestamp(sent).as_str() > unwatched)
+}
+
+/// How far ahead of this machine's clock RTC's may be for [`may_rediscover`].
+pub const FUTURE_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// One request, in the order trust is earned: the signature headers and the declared size
+/// (before the body is read), the body within its deadline, the signature (with every
+/// configured app's key), replay, then the body's content. `Err` carries the refusal and why
+/// (safe to log: never a key, never the body).
 async fn handle(
     r: &Receiver,
-    headers: &axum::http::HeaderMap,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Outcome, (Outcome, String)> {
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            (
-                Outcome::TooLarge,
-                format!("the body is over {MAX_BODY_BYTES} bytes (or was cut off)"),
-            )
-        })?;
     let signature =
         SignatureHeaders::from_headers(headers).map_err(|e| (Outcome::Unsigned, e.to_string()))?;
+    if !well_formed_signature(signature.signature) {
+        return Err((
+            Outcome::Forged,
+            "the callback's X-Rtc-Signature header is malformed: it is not 64 hex characters (a hex HMAC-SHA256)".into(),
+        ));
+    }
+    if declared_too_large(headers) {
+        return Err((
+            Outcome::TooLarge,
+            format!("the body is over {MAX_BODY_BYTES} bytes (Content-Length)"),
+        ));
+    }
+    let body = read_body(body).await?;
     let config = r.config.borrow().clone();
-    let app = verify_with_any(
-        config.apps.iter().map(|a| (a, &a.auth_key)),
-        &signature,
-        &body,
-    )
-    .map_err(|e| (Outcome::Forged, e.to_string()))?;
+    let verified: Vec<&AppConfig> = config
+        .apps
+        .iter()
+        .filter(|a| verify_signature(&a.auth_key, &signature, &body).is_ok())
+        .collect();
+    if verified.is_empty() {
+        return Err((Outcome::Forged, SignatureError::Mismatch.to_string()));
+    }
     // Compared as the hex case-folded text: the case of a signature carries no information.
     let sig_key = signature.signature.to_ascii_lowercase();
     if r.replays
@@ -262,21 +419,12 @@ async fn handle(
         .expect("replay cache")
         .seen(&sig_key, Instant::now())
     {
-        debug!(app_id = %app.app_id, "callback replayed within the window: answered 200, ignored");
+        debug!(app_id = %verified[0].app_id, "callback replayed within the window: answered 200, ignored");
         return Ok(Outcome::Replay);
     }
     let event = RecordEvent::parse(&body).map_err(|e| (Outcome::Malformed, e.to_string()))?;
-    if let Some(named) = &event.app_id {
-        if named != &app.app_id {
-            return Err((
-                Outcome::UnknownApp,
-                format!(
-                    "the body names app {named:?}, but the signature was made with the key of app {:?}; each app's callbacks must be signed with its own auth_key",
-                    app.app_id
-                ),
-            ));
-        }
-    }
+    let app =
+        choose_app(&verified, event.app_id.as_deref()).map_err(|why| (Outcome::UnknownApp, why))?;
     let digest = hex::encode(Sha256::digest(&body));
     // Relayed byte for byte, as received; the key is not stored (signed at send time).
     let forward = app.forward_to.is_some().then_some(&body[..]);
@@ -316,7 +464,12 @@ async fn handle(
         result = outcome.label(),
         "callback received"
     );
-    discover(r, &config, app, &event).await;
+    // A duplicate is an event seen before (RTC resending it, or a replay after a restart,
+    // when the in-memory cache is empty): it discovered its job the first time, and must not
+    // bring back a job the operator has unwatched since (item 6).
+    if outcome == Outcome::Stored {
+        discover(r, &config, app, &event, signature.sent_at()).await;
+    }
     Ok(outcome)
 }
 
@@ -340,12 +493,31 @@ pub fn discovered_name(app: &AppConfig, job_id: &str) -> Option<String> {
 /// Starts watching `job_id` of `app` if the app discovers and nobody watches the job yet. The event is stored already, and RTC
 /// is answered 200 whatever happens here: a failure is logged (and the next event of the job
 /// tries again), never a reason for RTC to resend.
-async fn discover(r: &Receiver, config: &Config, app: &AppConfig, event: &RecordEvent) {
+async fn discover(
+    r: &Receiver,
+    config: &Config,
+    app: &AppConfig,
+    event: &RecordEvent,
+    sent_at: Option<DateTime<Utc>>,
+) {
     let (true, Some(job_id)) = (app.discover, event.job_id.as_deref()) else {
         return;
     };
     let key = crate::domain::JobKey::new(&app.app_id, job_id);
     if r.watchlist.is_watched(config, &key) {
+        return;
+    }
+    let unwatched_at = match r.store.unwatched_at(&key).await {
+        Ok(at) => at,
+        Err(e) => {
+            metrics::counter!("recwatch_discovered_total", "result" => "unavailable").increment(1);
+            warn!(app_id = %app.app_id, job_id, "cannot read whether the job was unwatched: {e}; not added, its next callback tries again");
+            return;
+        }
+    };
+    if !may_rediscover(unwatched_at.as_deref(), sent_at, Utc::now()) {
+        metrics::counter!("recwatch_discovered_total", "result" => "unwatched").increment(1);
+        info!(app_id = %app.app_id, job_id, unwatched_at = unwatched_at.as_deref().unwrap_or(""), "callback for a job an operator unwatched, signed before the unwatch: stored, not watched again");
         return;
     }
     let now = timestamp(chrono::Utc::now());
@@ -437,6 +609,135 @@ mod tests {
         assert!(cache.seen("d", t0));
     }
 
+    fn app(id: &str) -> AppConfig {
+        AppConfig {
+            app_id: id.into(),
+            auth_key: recwatch_rtc::secret::Secret::new("0123456789abcdef0123456789abcdef"),
+            name: None,
+            notify: None,
+            forward_to: None,
+            discover: false,
+        }
+    }
+
+    #[test]
+    fn the_app_an_event_belongs_to_table() {
+        let (a, b) = (app("app-a"), app("app-b"));
+        // (name, apps whose key verified, the app the body names, the app chosen)
+        type Case<'a> = (
+            &'a str,
+            Vec<&'a AppConfig>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: [Case; 6] = [
+            ("one key verified, no name", vec![&a], None, Some("app-a")),
+            (
+                "one key verified, its name",
+                vec![&a],
+                Some("app-a"),
+                Some("app-a"),
+            ),
+            (
+                "one key verified, another name",
+                vec![&a],
+                Some("app-b"),
+                None,
+            ),
+            (
+                "a shared key, the second named",
+                vec![&a, &b],
+                Some("app-b"),
+                Some("app-b"),
+            ),
+            (
+                "a shared key, no name: the first",
+                vec![&a, &b],
+                None,
+                Some("app-a"),
+            ),
+            (
+                "a shared key, neither named",
+                vec![&a, &b],
+                Some("app-z"),
+                None,
+            ),
+        ];
+        for (name, verified, named, want) in cases {
+            let got = choose_app(&verified, named).ok().map(|a| a.app_id.as_str());
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn rediscovery_after_an_unwatch_table() {
+        let at = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        let unwatched = Some("2026-12-07T06:00:00.000Z");
+        let cases = [
+            ("never unwatched", None, None, true),
+            (
+                "never unwatched, dated",
+                None,
+                at("2020-01-01T00:00:00Z"),
+                true,
+            ),
+            (
+                "signed before the unwatch",
+                unwatched,
+                at("2026-12-07T05:59:00Z"),
+                false,
+            ),
+            (
+                "signed at the unwatch's millisecond",
+                unwatched,
+                at("2026-12-07T06:00:00Z"),
+                false,
+            ),
+            (
+                "signed after the unwatch",
+                unwatched,
+                at("2026-12-07T06:00:01Z"),
+                true,
+            ),
+            (
+                "unwatched, the timestamp unreadable",
+                unwatched,
+                None,
+                false,
+            ),
+            (
+                "signed after the unwatch, a little ahead of our clock",
+                unwatched,
+                at("2026-12-07T06:14:00Z"),
+                true,
+            ),
+            (
+                "dated centuries ahead (a digit moved from the rand)",
+                unwatched,
+                at("2657-08-12T00:00:00Z"),
+                false,
+            ),
+            (
+                "never unwatched, dated ahead: no unwatch to guard",
+                None,
+                at("2657-08-12T00:00:00Z"),
+                true,
+            ),
+        ];
+        let now = at("2026-12-07T06:10:00Z").unwrap();
+        for (name, unwatched, sent, want) in cases {
+            assert_eq!(may_rediscover(unwatched, sent, now), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn signature_headers_that_cannot_be_a_signature_are_refused_before_the_body() {
+        assert!(well_formed_signature(&"aB".repeat(32)));
+        assert!(!well_formed_signature(&"a".repeat(63)));
+        assert!(!well_formed_signature(&"g".repeat(64)));
+        assert!(!well_formed_signature(""));
+    }
+
     #[test]
     fn each_outcome_has_its_status() {
         let cases = [
@@ -447,6 +748,7 @@ mod tests {
             (Outcome::Forged, 401),
             (Outcome::UnknownApp, 404),
             (Outcome::TooLarge, 413),
+            (Outcome::TooSlow, 408),
             (Outcome::Malformed, 400),
             (Outcome::Unavailable, 503),
         ];

@@ -196,7 +196,17 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_callbacks_total",
         Counter,
-        "Requests to the record-callback receiver, by result (stored, duplicate, replay, unsigned, forged, unknown_app, too_large, malformed, unavailable, not_found).",
+        "Requests to the record-callback receiver, by result (stored, duplicate, replay, unsigned, forged, unknown_app, too_large, too_slow: the body did not arrive within 5 s of its header, malformed, unavailable, not_found).",
+    ),
+    m(
+        "recwatch_database_write_failures_total",
+        Counter,
+        "Writes the database refused (full, read-only, locked by another process, ...): each counted, while the log says it once, when the cause changes, and once a minute.",
+    ),
+    m(
+        "recwatch_http_connections_closed_total",
+        Counter,
+        "Connections a listener (http, callback) closed at its connection cap, by reason: evicted (an idle connection, or one whose body was still arriving, closed to make room for a new one), refused (a new one closed because every connection was busy answering).",
     ),
     m(
         "recwatch_poll_hints_total",
@@ -226,7 +236,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_discovered_total",
         Counter,
-        "Jobs a record callback revealed for an app with discover = true, by result (watched: added to the run-time watch list; invalid: an id that cannot be watched; unavailable: the database refused).",
+        "Jobs a record callback revealed for an app with discover = true, by result (watched: added to the run-time watch list; invalid: an id that cannot be watched; unwatched: an operator unwatched the job after the event was signed, so it is not added again; unavailable: the database refused).",
     ),
     m(
         "recwatch_remediations_total",
@@ -282,6 +292,7 @@ pub const CALLBACK_RESULTS: &[&str] = &[
     "forged",
     "unknown_app",
     "too_large",
+    "too_slow",
     "malformed",
     "unavailable",
     "not_found",
@@ -318,7 +329,12 @@ pub const REMEDIATION_RESULTS: &[&str] = &[
 ];
 
 /// `recwatch_discovered_total{result}`: `callback::discover`.
-pub const DISCOVERED_RESULTS: &[&str] = &["watched", "invalid", "unavailable"];
+pub const DISCOVERED_RESULTS: &[&str] = &["watched", "invalid", "unwatched", "unavailable"];
+
+/// `recwatch_http_connections_closed_total{listener, reason}`: `http::Listener::label`, and
+/// why the serving loop closed it.
+pub const HTTP_LISTENERS: &[&str] = &["http", "callback"];
+pub const CONNECTION_CLOSE_REASONS: &[&str] = &["evicted", "refused"];
 
 /// Severities an alert can carry (a rule set to "off" raises none).
 pub const SEVERITIES: [Severity; 3] = [Severity::Critical, Severity::Warning, Severity::Info];
@@ -410,6 +426,18 @@ pub fn zero(config: &Config) {
             "recwatch_callbacks_total",
             &[("result", result.to_string())],
         );
+    }
+    counter("recwatch_database_write_failures_total", &[]);
+    for listener in HTTP_LISTENERS {
+        for reason in CONNECTION_CLOSE_REASONS {
+            counter(
+                "recwatch_http_connections_closed_total",
+                &[
+                    ("listener", listener.to_string()),
+                    ("reason", reason.to_string()),
+                ],
+            );
+        }
     }
     for outcome in HINT_OUTCOMES {
         counter(
@@ -550,6 +578,7 @@ mod tests {
             O::Forged,
             O::UnknownApp,
             O::TooLarge,
+            O::TooSlow,
             O::Malformed,
             O::Unavailable,
             O::NotFound,
@@ -563,6 +592,7 @@ mod tests {
                 | O::Forged
                 | O::UnknownApp
                 | O::TooLarge
+                | O::TooSlow
                 | O::Malformed
                 | O::Unavailable
                 | O::NotFound => {}

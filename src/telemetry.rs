@@ -13,6 +13,8 @@
 //! a CRLF cannot forge a second line and a NUL cannot reach the journal, and a line is cut at
 //! [`MAX_LINE_CHARS`]. JSON lines are escaped by the serializer already.
 
+pub mod summary;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::io;

@@ -9,6 +9,10 @@
 //! not for outside faults such as a full disk, which recwatch waits out while it keeps
 //! polling (a restart would lose what it holds in memory and free no space).
 
+mod db_probe;
+
+pub use db_probe::{DbProbe, PROBE_WAIT};
+
 use crate::store::StoreHealth;
 use futures_util::FutureExt;
 use std::future::Future;
@@ -93,6 +97,8 @@ pub fn install_panic_hook() {
 pub struct Vitals {
     pub liveness: Arc<Liveness>,
     pub store: Arc<StoreHealth>,
+    /// Whether the database answers, asked without waiting for it (see [`DbProbe`]).
+    pub db: DbProbe,
     /// Tasks that must always run and have stopped (their supervisor gave up or died).
     dead: Mutex<Vec<&'static str>>,
     /// Whether this instance is the active one (see `leader`): a standby runs no poll loop,
@@ -109,6 +115,7 @@ impl Vitals {
         Vitals {
             liveness,
             store,
+            db: DbProbe::default(),
             dead: Mutex::new(Vec::new()),
             leading: AtomicBool::new(true),
             lease_problem: Mutex::new(None),

@@ -167,3 +167,79 @@ pub(super) fn read_apps(
     }
     Ok(apps)
 }
+
+/// A warning for each group of apps that share one `auth_key` (issue 22, item 5): their
+/// callbacks still land (the receiver takes the app the body names among the keys that
+/// verify), but a body that names no app is credited to the first, and a leaked key speaks
+/// for all of them. Names the apps, never the key.
+pub fn shared_key_warnings(apps: &[AppConfig]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut grouped = vec![false; apps.len()];
+    for (i, a) in apps.iter().enumerate() {
+        if grouped[i] {
+            continue;
+        }
+        let mut same = Vec::new();
+        for (j, b) in apps.iter().enumerate().skip(i + 1) {
+            if !grouped[j] && b.auth_key.expose() == a.auth_key.expose() {
+                grouped[j] = true;
+                same.push(b.app_id.as_str());
+            }
+        }
+        if !same.is_empty() {
+            out.push(format!(
+                "apps {:?} and {} share one auth_key: a callback whose body names no app_id is taken as {:?}'s, and whoever holds the key can sign for all of them; give each app its own key (PUT /v2/apps/{{app_id}}/record-callback)",
+                a.app_id,
+                same.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "),
+                a.app_id
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(id: &str, key: &str) -> AppConfig {
+        AppConfig {
+            app_id: id.into(),
+            auth_key: Secret::new(key),
+            name: None,
+            notify: None,
+            forward_to: None,
+            discover: false,
+        }
+    }
+
+    #[test]
+    fn apps_sharing_a_key_are_named_without_the_key() {
+        let k1 = "0123456789abcdef0123456789abcdef";
+        let k2 = "fedcba9876543210fedcba9876543210";
+        let cases: [(&str, Vec<AppConfig>, usize); 4] = [
+            ("one app", vec![app("a", k1)], 0),
+            ("distinct keys", vec![app("a", k1), app("b", k2)], 0),
+            (
+                "two share",
+                vec![app("a", k1), app("b", k2), app("c", k1)],
+                1,
+            ),
+            (
+                "two pairs",
+                vec![app("a", k1), app("b", k2), app("c", k1), app("d", k2)],
+                2,
+            ),
+        ];
+        for (name, apps, n) in cases {
+            let w = shared_key_warnings(&apps);
+            assert_eq!(w.len(), n, "{name}: {w:?}");
+            assert!(
+                w.iter().all(|w| !w.contains(k1) && !w.contains(k2)),
+                "{name}"
+            );
+        }
+        let w = shared_key_warnings(&[app("a", k1), app("b", k2), app("c", k1)]);
+        assert!(w[0].contains("\"a\" and \"c\""), "{w:?}");
+    }
+}

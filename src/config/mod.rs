@@ -353,6 +353,7 @@ impl Config {
         }
         out.extend(self.silent_notify_lists());
         out.extend(self.unknown_env.iter().cloned());
+        out.extend(callback::shared_key_warnings(&self.apps));
         out
     }
 

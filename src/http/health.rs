@@ -34,13 +34,14 @@ pub(super) async fn problems(s: &AppState) -> Vec<String> {
     readiness_problems(&s.store, &s.vitals, &s.outbox).await
 }
 
-/// Every reason the daemon cannot do its job now; empty when it is ready. `/readyz`,
+/// Every reason the daemon cannot do its job now; empty when it is ready. Answers within about
+/// [`crate::vitals::PROBE_WAIT`], whatever the database does. `/readyz`,
 /// `recwatch_ready` and the heartbeat all ask this, so they never disagree.
 pub async fn readiness_problems(store: &Store, vitals: &Vitals, outbox: &Outbox) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = store.ping().await {
-        problems.push(format!("database unreachable: {e:#}"));
-    }
+    // Never waits on the database for long: with it gone, the answer is what the last ping
+    // found (issue 22, item 7).
+    problems.extend(vitals.db.problem(store).await);
     problems.extend(vitals.problems());
     if outbox.api_unhealthy() {
         problems.push("the RTC API is failing (api_unhealthy)".into());

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
@@ -50,10 +51,19 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// The database's side of `/metrics` as last read: when, and when the oldest pending delivery
-/// was created (its age is worked out at scrape time). A tokio mutex: a scrape that finds the
-/// values stale holds it while it reads, and the scrapes behind it use what it read.
+/// was created (its age is worked out at scrape time). One refresh at a time, in its own
+/// task: a scrape waits for the refresh it started at most [`crate::vitals::PROBE_WAIT`], and
+/// otherwise (the database slow or gone) renders what was last read, so a scrape never
+/// outlasts Prometheus's timeout (issue 22, item 7: 20 s with PostgreSQL stopped).
 #[derive(Clone, Default)]
-pub(super) struct DbGaugesRead(Arc<tokio::sync::Mutex<Option<GaugesRead>>>);
+pub(super) struct DbGaugesRead(Arc<GaugesShared>);
+
+#[derive(Default)]
+struct GaugesShared {
+    last: Mutex<Option<GaugesRead>>,
+    /// A refresh is in progress: scrapes meanwhile do not start another.
+    refreshing: AtomicBool,
+}
 
 #[derive(Clone, Copy)]
 struct GaugesRead {
@@ -61,34 +71,48 @@ struct GaugesRead {
     oldest_pending: Option<DateTime<Utc>>,
 }
 
+impl DbGaugesRead {
+    fn last(&self) -> Option<GaugesRead> {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the oldest pending delivery was created, as last read (refreshed first when stale,
+    /// if the database answers in time).
+    async fn oldest_pending(&self, s: &AppState) -> Option<DateTime<Utc>> {
+        if let Some(r) = self.last().filter(|r| r.at.elapsed() < GAUGE_MAX_AGE) {
+            return r.oldest_pending;
+        }
+        if !self.0.refreshing.swap(true, Ordering::AcqRel) {
+            let (s, read) = (s.clone(), self.clone());
+            let refresh = tokio::spawn(async move {
+                match set_db_gauges(&s).await {
+                    Ok(oldest_pending) => {
+                        *read.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(GaugesRead {
+                            at: Instant::now(),
+                            oldest_pending,
+                        })
+                    }
+                    Err(e) => warn!(
+                        "/metrics: cannot read the database (its gauges keep their last values): {e:#}"
+                    ),
+                }
+                read.0.refreshing.store(false, Ordering::Release);
+            });
+            // Dropping the handle does not stop the refresh: it ends on its own.
+            let _ = tokio::time::timeout(crate::vitals::PROBE_WAIT, refresh).await;
+        }
+        self.last().and_then(|r| r.oldest_pending)
+    }
+}
+
 pub(super) async fn metrics(
     State(s): State<AppState>,
     Extension(read): Extension<DbGaugesRead>,
 ) -> Response {
-    let oldest_pending = {
-        let mut last = read.0.lock().await;
-        match *last {
-            Some(r) if r.at.elapsed() < GAUGE_MAX_AGE => r.oldest_pending,
-            _ => match set_db_gauges(&s).await {
-                Ok(oldest_pending) => {
-                    *last = Some(GaugesRead {
-                        at: Instant::now(),
-                        oldest_pending,
-                    });
-                    oldest_pending
-                }
-                Err(e) => {
-                    warn!(
-                        "/metrics: cannot read the database (its gauges keep their last values): {e:#}"
-                    );
-                    last.and_then(|r| r.oldest_pending)
-                }
-            },
-        }
-    };
+    // Both wait for the database at most PROBE_WAIT, side by side.
+    let (oldest_pending, ()) = tokio::join!(read.oldest_pending(&s), set_readiness_gauges(&s));
     crate::metric_catalogue::zero(&s.config.borrow());
     set_live_gauges(&s, oldest_pending);
-    set_readiness_gauges(&s).await;
     crate::metric_catalogue::process().collect();
     s.metrics.run_upkeep();
     (

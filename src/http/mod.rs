@@ -34,7 +34,7 @@ pub use limits::{Limits, connection_cap, nofile_limit, raise_nofile_limit};
 pub use listen::{ListenProbe, bind_error, bind_http, probe_listen};
 pub use metrics::{GAUGE_MAX_AGE, metrics_handle};
 pub use page::job_path;
-pub use server::{serve, serve_on, serve_router};
+pub use server::{BodyTooSlow, Listener, serve, serve_on, serve_router};
 
 use crate::config::Config;
 use crate::outbox::Outbox;

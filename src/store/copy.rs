@@ -249,6 +249,12 @@ pub const TABLES: &[Table] = &[
         columns: &[("channel", Text), ("released_at", Text)],
         identity: None,
     },
+    Table {
+        name: "unwatched",
+        key: &["app_id", "job_id"],
+        columns: &[("app_id", Text), ("job_id", Text), ("unwatched_at", Text)],
+        identity: None,
+    },
 ];
 
 /// Tables left out on purpose, and why (the schema test knows them too).
@@ -519,6 +525,7 @@ mod tests {
         "INSERT INTO silences (id, app_id, job_id, rule, starts_at, ends_at, comment, author, created_at)
          VALUES ('sil-1', NULL, 'j2', NULL, '2026-11-28T07:00:00.000Z', '2026-11-28T20:00:00.000Z', 'swap', NULL, '2026-11-28T07:00:00.000Z')",
         "INSERT INTO group_releases (channel, released_at) VALUES ('chat', '2026-11-28T08:00:00.000Z')",
+        "INSERT INTO unwatched (app_id, job_id, unwatched_at) VALUES ('app', 'j9', '2026-11-28T08:00:00.000Z')",
     ];
 
     /// Every row of every table, in key order.

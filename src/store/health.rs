@@ -64,6 +64,8 @@ impl StoreHealth {
             // Not the database's fault: the instance stepped down (the leadership loop says so).
             return;
         }
+        // Counted each time; logged once per cause and once a minute (below).
+        metrics::counter!("recwatch_database_write_failures_total").increment(1);
         let cause = describe_write_error(e);
         let busy = e.is_locked();
         let now = Instant::now();

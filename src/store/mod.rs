@@ -134,6 +134,7 @@ mod remediations;
 mod retention;
 mod silences;
 mod transitions;
+mod unwatched;
 mod watchlist;
 
 #[cfg(test)]

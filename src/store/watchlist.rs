@@ -96,16 +96,24 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Removes a job from the run-time list; false when it was not there.
+    /// Removes a job from the run-time list; false when it was not there. The unwatch is
+    /// remembered (`unwatched`, in the same commit) so that discovery does not add the job
+    /// again for an event signed before it ([`Store::unwatched_at`]).
     pub async fn unwatch_job(&self, key: &JobKey) -> Result<bool, StoreError> {
-        let done = on_write!(self, |db| sqlx::query(
+        let now = crate::domain::timestamp(chrono::Utc::now());
+        let mut tx = self.begin_write().await?;
+        let done = on_tx!(tx, |c| sqlx::query(
             "DELETE FROM watchlist WHERE app_id = $1 AND job_id = $2"
         )
         .bind(&key.app_id)
         .bind(&key.job_id)
-        .execute(db)
+        .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
+        if done == 1 {
+            tx.remember_unwatch(key, &now).await?;
+        }
+        tx.commit().await?;
         Ok(done == 1)
     }
 

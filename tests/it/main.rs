@@ -1,6 +1,7 @@
 //! One integration-test binary: the real daemon against real servers on loopback (the RTC
 //! simulator, webhook receivers, an SMTP server), each test with its own SQLite file.
 
+mod abuse;
 mod alerts;
 mod answers;
 mod blind_job;

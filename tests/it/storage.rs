@@ -36,6 +36,7 @@ const COMPARED: &[(&str, &str)] = &[
     ("silences", "*"),
     ("remediations", "*"),
     ("group_releases", "*"),
+    ("unwatched", "*"),
 ];
 
 /// Runs `recwatch storage copy`; returns (exit code, stdout, stderr).
@@ -136,6 +137,11 @@ async fn daemon_with_history() -> (TestApp, Receiver, RelayReceiver, SmtpServer)
     assert_eq!(status, 200);
     let (code, _, err) = app.run_cmd(&["watch", "demo-app", "job-extra"]).await;
     assert_eq!(code, 0, "{err}");
+    // Watched and unwatched again: the unwatch is remembered (unwatched).
+    for cmd in ["watch", "unwatch"] {
+        let (code, _, err) = app.run_cmd(&[cmd, "demo-app", "job-gone"]).await;
+        assert_eq!(code, 0, "{cmd}: {err}");
+    }
     let (code, _, err) = app
         .run_cmd(&[
             "silence",

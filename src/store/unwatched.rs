@@ -1,0 +1,71 @@
+//! The `unwatched` table (issue 22, item 6): when each job was last removed from the run-time
+//! watch list by an operator, so that discovery can tell an old event (a replay, or RTC
+//! resending one) from a genuinely new one. Written with the removal, in its transaction.
+
+use super::{Store, StoreError, WriteTx};
+use crate::domain::JobKey;
+
+impl WriteTx {
+    /// Remembers that `key` was unwatched at `at` (the latest unwatch wins).
+    pub(super) async fn remember_unwatch(
+        &mut self,
+        key: &JobKey,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        on_tx!(self, |c| sqlx::query(
+            "INSERT INTO unwatched (app_id, job_id, unwatched_at) VALUES ($1, $2, $3)
+             ON CONFLICT (app_id, job_id) DO UPDATE SET unwatched_at = excluded.unwatched_at"
+        )
+        .bind(&key.app_id)
+        .bind(&key.job_id)
+        .bind(at)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// When `key` was last unwatched by an operator, as stored (RFC 3339, UTC); None if never.
+    pub async fn unwatched_at(&self, key: &JobKey) -> Result<Option<String>, StoreError> {
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, String>(
+            "SELECT unwatched_at FROM unwatched WHERE app_id = $1 AND job_id = $2"
+        )
+        .bind(&key.app_id)
+        .bind(&key.job_id)
+        .fetch_optional(db)
+        .await)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::both_backends;
+
+    both_backends! {
+    async fn an_unwatch_is_remembered_with_its_latest_time(store: Store) {
+        let key = JobKey::new("app", "job-1");
+        assert_eq!(store.unwatched_at(&key).await.unwrap(), None);
+        let job = crate::domain::RuntimeJob {
+            key: key.clone(),
+            name: None,
+            kind: Default::default(),
+            notify: None,
+            source: crate::domain::JobSource::Api,
+            added_at: "2026-12-01T00:00:00.000Z".into(),
+        };
+        assert!(store.watch_job(&job).await.unwrap());
+        assert!(store.unwatch_job(&key).await.unwrap());
+        let first = store.unwatched_at(&key).await.unwrap().expect("remembered");
+        // Not watched: nothing removed, nothing remembered anew.
+        assert!(!store.unwatch_job(&key).await.unwrap());
+        assert_eq!(store.unwatched_at(&key).await.unwrap(), Some(first.clone()));
+        assert!(store.watch_job(&job).await.unwrap());
+        assert!(store.unwatch_job(&key).await.unwrap());
+        let second = store.unwatched_at(&key).await.unwrap().unwrap();
+        assert!(second >= first, "{second} before {first}");
+    }
+    }
+}
