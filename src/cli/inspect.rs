@@ -33,6 +33,7 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         "active instance: {}",
         crate::leader::describe(lease.as_ref())
     )?;
+    print_budget(config, &jobs)?;
     let mut rows = vec![
         [
             "NAME",
@@ -63,6 +64,21 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         ]);
     }
     print_table(&rows)?;
+    Ok(())
+}
+
+/// How far each group of the watch list is stretched (configured jobs first), as the daemon
+/// schedules them: one line per group.
+fn print_budget(config: &Config, jobs: &[crate::status::StatusRow]) -> std::io::Result<()> {
+    use crate::config::JobGroup;
+    let runtime = jobs
+        .iter()
+        .filter(|r| r.source != crate::domain::JobSource::Config)
+        .count();
+    let b = config.budget(runtime);
+    for g in JobGroup::ALL {
+        out!("budget {}", b.describe(g))?;
+    }
     Ok(())
 }
 

@@ -2,10 +2,12 @@
 //! start beside the configuration, and each change applied like a reload of the watch list
 //! alone. A child of the dispatcher so it works on the dispatcher's own state.
 
-use super::{Dispatcher, Poller, key, rows_now};
+use super::super::job::RETIRE_UNFOUND_AFTER;
+use super::{Dispatcher, Key, Poller, key, rows_now};
 use crate::watchlist::RuntimeList;
 use std::sync::Arc;
 use tokio::sync::watch;
+use tracing::{info, warn};
 
 impl Poller {
     /// Follows the run-time watch list too: its jobs are polled beside the configuration's
@@ -27,5 +29,22 @@ impl Dispatcher {
         self.reload(config, client, &rows).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
+    }
+}
+
+impl Dispatcher {
+    /// A discovered job the API has never found, [`RETIRE_UNFOUND_AFTER`] polls in a row: it
+    /// leaves the run-time list without an alert (nobody asked for it; issue 22 saw such ids
+    /// polled for ever, each poll a job_not_found alert). A genuinely new callback for it may
+    /// discover it again.
+    pub(super) async fn retire(&mut self, k: Key) {
+        info!(app_id = %k.app_id, job_id = %k.job_id, polls = RETIRE_UNFOUND_AFTER, "a discovered job the API does not know is no longer watched (never found, so never alerted)");
+        metrics::counter!("recwatch_discovered_total", "result" => "retired").increment(1);
+        self.lane.settled(&k);
+        if let Err(e) = self.poller.store.unwatch_job(&k).await {
+            // Not polled again by this run either way (`retired`); the entry stays listed.
+            warn!(app_id = %k.app_id, job_id = %k.job_id, "cannot remove the retired job from the run-time watch list: {e}");
+        }
+        self.retired.insert(k);
     }
 }
