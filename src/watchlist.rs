@@ -528,6 +528,77 @@ mod tests {
         c
     }
 
+    #[test]
+    fn bounds_of_the_run_time_list_table() {
+        let mut c = config();
+        c.watchlist.max_jobs = 3;
+        c.apps = vec![crate::config::AppConfig {
+            app_id: "app".into(),
+            auth_key: Secret::new("k"),
+            name: None,
+            notify: None,
+            forward_to: None,
+            discover: true,
+            max_discovered: 2,
+        }];
+        let list = |entries: &[(&str, JobSource)]| RuntimeList {
+            version: None,
+            jobs: entries
+                .iter()
+                .map(|(j, s)| (JobKey::new("app", *j), rt(j, s.clone())))
+                .collect(),
+        };
+        let max_jobs = Some(Full::WatchList { max: 3 });
+        let max_discovered = Some(Full::Discovered {
+            app_id: "app".into(),
+            max: 2,
+        });
+        let cb = JobSource::Callback;
+        let cases = [
+            ("empty", list(&[]), rt("new", cb.clone()), None),
+            ("under both", list(&[("a", cb.clone())]), rt("new", cb.clone()), None),
+            (
+                "the app's discoveries at their bound",
+                list(&[("a", cb.clone()), ("b", cb.clone())]),
+                rt("new", cb.clone()),
+                max_discovered.clone(),
+            ),
+            (
+                "the API is not bound by discoveries",
+                list(&[("a", cb.clone()), ("b", cb.clone())]),
+                rt("new", JobSource::Api),
+                None,
+            ),
+            (
+                "entries of other sources do not count as discovered",
+                list(&[("a", JobSource::Api), ("b", cb.clone())]),
+                rt("new", cb.clone()),
+                None,
+            ),
+            (
+                "the whole list at its bound",
+                list(&[("a", JobSource::Api), ("b", JobSource::Cli), ("c", cb.clone())]),
+                rt("new", JobSource::Api),
+                max_jobs.clone(),
+            ),
+            (
+                "the whole list's bound applies to discovery too",
+                list(&[("a", JobSource::Api), ("b", JobSource::Cli), ("c", JobSource::Api)]),
+                rt("new", cb.clone()),
+                max_jobs,
+            ),
+            (
+                "what the list has is never refused",
+                list(&[("a", JobSource::Api), ("b", JobSource::Cli), ("c", cb.clone())]),
+                rt("c", cb.clone()),
+                None,
+            ),
+        ];
+        for (name, list, job, want) in cases {
+            assert_eq!(full(&c, &list, &job), want, "{name}");
+        }
+    }
+
     fn rt(job: &str, source: JobSource) -> RuntimeJob {
         RuntimeJob {
             kind: crate::domain::JobKind::Individual,

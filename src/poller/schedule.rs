@@ -129,4 +129,41 @@ mod tests {
         );
         assert!(s.peek(now).is_none());
     }
+
+    #[test]
+    fn a_due_configured_job_goes_before_any_run_time_job_table() {
+        let job = JobConfig {
+            kind: crate::domain::JobKind::Individual,
+            app_id: "app".into(),
+            job_id: "job".into(),
+            name: None,
+            interval: None,
+            notify: None,
+        };
+        let now = Instant::now();
+        let secs = Duration::from_secs;
+        // (name, configured job due at, run-time job due at, which goes first at `now`)
+        let cases = [
+            ("both due, the run-time one longer", now - secs(1), now - secs(9), "configured"),
+            ("both due at once", now, now, "configured"),
+            ("only the run-time one due", now + secs(1), now - secs(1), "runtime"),
+            ("neither due, run-time sooner", now + secs(5), now + secs(2), "runtime"),
+            ("neither due, configured sooner", now + secs(2), now + secs(5), "configured"),
+        ];
+        for (name, c_at, r_at, want) in cases {
+            let mut s = Schedule::default();
+            for (id, group, at) in [
+                ("configured", JobGroup::Configured, c_at),
+                ("runtime", JobGroup::Runtime, r_at),
+            ] {
+                let mut state = JobState::from_row(&job, None, false).expect("no row: polled");
+                state.origin.group = group;
+                s.put(Key::new("app", id), &mut state, at);
+            }
+            let peeked = s.peek(now).map(|(_, _, k)| k.job_id.clone());
+            let (_, _, k) = s.pop(now).expect("two entries");
+            assert_eq!(k.job_id, want, "{name}");
+            assert_eq!(peeked.as_deref(), Some(want), "{name}: peek and pop agree");
+        }
+    }
 }
