@@ -8,7 +8,7 @@ use crate::harness::*;
 use crate::push::metric;
 use recwatch_rtc::callback::{HEADER_RAND, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign};
 use recwatch_rtc::secret::Secret;
-use recwatch_sim::{Simulator, job_id};
+use recwatch_sim::{SimOptions, Simulator, job_id};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -55,6 +55,15 @@ async fn callback(addr: SocketAddr, rand: &str, job: &str) -> u16 {
         .as_u16()
 }
 
+/// `jobs` jobs RUNNING until told otherwise: a scripted job would stop and leave the rotation.
+async fn steady_sim(jobs: usize) -> Simulator {
+    start_sim(SimOptions {
+        scripted: false,
+        ..signed_sim(jobs)
+    })
+    .await
+}
+
 async fn scrape(addr: SocketAddr) -> String {
     crate::ha::scrape(addr).await
 }
@@ -79,7 +88,7 @@ async fn daemon(sim: &Simulator, tune: impl FnOnce(&mut AppConfig), extra: &str)
 /// stretched; metrics, `check`, `status` and the log say how far each group is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_jobs_keep_their_interval_while_run_time_jobs_share_what_is_left() {
-    let sim = start_sim(signed_sim(301)).await;
+    let sim = steady_sim(301).await;
     let mut app = daemon(
         &sim,
         |c| {
@@ -153,7 +162,7 @@ async fn configured_jobs_keep_their_interval_while_run_time_jobs_share_what_is_l
 /// and gauges say it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_time_list_is_bounded_507_said_once_and_discovery_stops() {
-    let sim = start_sim(signed_sim(8)).await;
+    let sim = steady_sim(8).await;
     let mut app = daemon(
         &sim,
         |_| {},
@@ -216,7 +225,7 @@ async fn the_run_time_list_is_bounded_507_said_once_and_discovery_stops() {
 /// job_not_found alert (nobody asked for it), no longer watched, no longer polled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discovered_job_never_found_is_retired_without_an_alert() {
-    let sim = start_sim(signed_sim(2)).await;
+    let sim = steady_sim(2).await;
     let mut app = daemon(&sim, |c| c.interval = "200ms", "").await;
     let http = app.http_addr().await;
     let cb = app.callback_addr().await;
