@@ -290,7 +290,9 @@ pub fn full(config: &Config, list: &RuntimeList, job: &RuntimeJob) -> Option<Ful
         .apps
         .iter()
         .find(|a| &a.app_id == app_id)
-        .map_or(crate::config::defaults::APP_MAX_DISCOVERED, |a| a.max_discovered);
+        .map_or(crate::config::defaults::APP_MAX_DISCOVERED, |a| {
+            a.max_discovered
+        });
     // Counted only when the whole list could be over the bound: a scan of the app's entries
     // (in key order, so only its own) per discovery would cost more than the discovery.
     if (list.jobs.len() as u64) < max {
@@ -454,8 +456,7 @@ impl Watchlist {
         });
         metrics::gauge!("recwatch_watchlist_full").set(0.0);
         if job.source == JobSource::Callback {
-            metrics::gauge!("recwatch_discovery_full", "app_id" => job.key.app_id.clone())
-                .set(0.0);
+            metrics::gauge!("recwatch_discovery_full", "app_id" => job.key.app_id.clone()).set(0.0);
         }
     }
 
@@ -556,7 +557,12 @@ mod tests {
         let cb = JobSource::Callback;
         let cases = [
             ("empty", list(&[]), rt("new", cb.clone()), None),
-            ("under both", list(&[("a", cb.clone())]), rt("new", cb.clone()), None),
+            (
+                "under both",
+                list(&[("a", cb.clone())]),
+                rt("new", cb.clone()),
+                None,
+            ),
             (
                 "the app's discoveries at their bound",
                 list(&[("a", cb.clone()), ("b", cb.clone())]),
@@ -577,19 +583,31 @@ mod tests {
             ),
             (
                 "the whole list at its bound",
-                list(&[("a", JobSource::Api), ("b", JobSource::Cli), ("c", cb.clone())]),
+                list(&[
+                    ("a", JobSource::Api),
+                    ("b", JobSource::Cli),
+                    ("c", cb.clone()),
+                ]),
                 rt("new", JobSource::Api),
                 max_jobs.clone(),
             ),
             (
                 "the whole list's bound applies to discovery too",
-                list(&[("a", JobSource::Api), ("b", JobSource::Cli), ("c", JobSource::Api)]),
+                list(&[
+                    ("a", JobSource::Api),
+                    ("b", JobSource::Cli),
+                    ("c", JobSource::Api),
+                ]),
                 rt("new", cb.clone()),
                 max_jobs,
             ),
             (
                 "what the list has is never refused",
-                list(&[("a", JobSource::Api), ("b", JobSource::Cli), ("c", cb.clone())]),
+                list(&[
+                    ("a", JobSource::Api),
+                    ("b", JobSource::Cli),
+                    ("c", cb.clone()),
+                ]),
                 rt("c", cb.clone()),
                 None,
             ),

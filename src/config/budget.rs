@@ -119,11 +119,7 @@ pub fn share(configured: f64, runtime: f64, rate_limit: f64) -> (f64, f64) {
     let configured_gets = configured.min(rate - runtime_floor);
     let runtime_gets = rate - configured_gets;
     let stretch = |asked: f64, got: f64| {
-        if asked <= got {
-            1.0
-        } else {
-            asked / got
-        }
+        if asked <= got { 1.0 } else { asked / got }
     };
     (
         stretch(configured, configured_gets),
@@ -198,16 +194,50 @@ mod tests {
             ("exactly the budget", 10.0, 10.0, 20.0, 1.0, 1.0),
             ("configured alone, over", 40.0, 0.0, 20.0, 2.0, 1.0),
             // Issue 22: 3,000 discovered jobs at 10 s beside one configured job.
-            ("runtime floods, configured keeps its interval", 0.1, 300.0, 20.0, 1.0, 300.0 / 19.9),
+            (
+                "runtime floods, configured keeps its interval",
+                0.1,
+                300.0,
+                20.0,
+                1.0,
+                300.0 / 19.9,
+            ),
             ("runtime shares what is left", 15.0, 10.0, 20.0, 1.0, 2.0),
-            ("configured over the budget, runtime keeps its floor", 40.0, 10.0, 20.0, 40.0 / 18.0, 5.0),
-            ("runtime asks less than its floor", 40.0, 1.0, 20.0, 40.0 / 19.0, 1.0),
-            ("no runtime jobs, configured gets everything", 19.0, 0.0, 20.0, 1.0, 1.0),
+            (
+                "configured over the budget, runtime keeps its floor",
+                40.0,
+                10.0,
+                20.0,
+                40.0 / 18.0,
+                5.0,
+            ),
+            (
+                "runtime asks less than its floor",
+                40.0,
+                1.0,
+                20.0,
+                40.0 / 19.0,
+                1.0,
+            ),
+            (
+                "no runtime jobs, configured gets everything",
+                19.0,
+                0.0,
+                20.0,
+                1.0,
+                1.0,
+            ),
         ];
         for (name, c, r, rate, want_c, want_r) in cases {
             let (got_c, got_r) = share(c, r, rate);
-            assert!((got_c - want_c).abs() < 1e-9, "{name}: configured {got_c}, want {want_c}");
-            assert!((got_r - want_r).abs() < 1e-9, "{name}: runtime {got_r}, want {want_r}");
+            assert!(
+                (got_c - want_c).abs() < 1e-9,
+                "{name}: configured {got_c}, want {want_c}"
+            );
+            assert!(
+                (got_r - want_r).abs() < 1e-9,
+                "{name}: runtime {got_r}, want {want_r}"
+            );
             // Whatever the case, the two groups together never ask more than the budget.
             let used = c / got_c + r / got_r;
             assert!(used <= rate + 1e-9, "{name}: {used} requests/s over {rate}");
@@ -216,8 +246,14 @@ mod tests {
 
     #[test]
     fn stretched_intervals_saturate() {
-        assert_eq!(stretched(Duration::from_secs(10), 0.5), Duration::from_secs(10));
-        assert_eq!(stretched(Duration::from_secs(10), 2.5), Duration::from_secs(25));
+        assert_eq!(
+            stretched(Duration::from_secs(10), 0.5),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            stretched(Duration::from_secs(10), 2.5),
+            Duration::from_secs(25)
+        );
         assert_eq!(
             stretched(Duration::from_secs(10), f64::INFINITY),
             Duration::from_secs(365 * 86_400)

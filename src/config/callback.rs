@@ -122,11 +122,8 @@ pub(super) fn read_apps(
             })?),
         };
         let discover = t.boolean("discover")?.unwrap_or(false);
-        let max_discovered = super::watchlist::read_cap(
-            &mut t,
-            "max_discovered",
-            defaults::APP_MAX_DISCOVERED,
-        )?;
+        let max_discovered =
+            super::watchlist::read_cap(&mut t, "max_discovered", defaults::APP_MAX_DISCOVERED)?;
         // `remediate = true|false` overrides `[remediate] enabled` for this app's jobs that
         // have no `[[jobs]]` entry of their own (discovered, or added at run time).
         if let Some(on) = t.boolean("remediate")? {

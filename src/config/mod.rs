@@ -37,8 +37,8 @@ pub use load::{load, load_with_env, parse_str, resolve_path};
 pub use maintenance::{MAX_WINDOW, MaintenanceWindow, held_until};
 pub use remediate::RemediateConfig;
 pub use schedule::Schedule;
-pub use watchlist::WatchlistConfig;
 pub use storage::{Database, StorageConfig, check_url as check_storage_url};
+pub use watchlist::WatchlistConfig;
 
 use crate::secret::Secret;
 use crate::telemetry::LogFilter;

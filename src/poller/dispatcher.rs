@@ -610,7 +610,9 @@ impl Dispatcher {
             .iter()
             .filter(|j| {
                 let k = key(j);
-                !self.states.contains_key(&k) && !self.busy.contains(&k) && !self.retired.contains(&k)
+                !self.states.contains_key(&k)
+                    && !self.busy.contains(&k)
+                    && !self.retired.contains(&k)
             })
             .cloned()
             .collect();

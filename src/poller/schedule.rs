@@ -39,7 +39,9 @@ impl Schedule {
     /// The entry that goes next at `now`: configured jobs first, so a due configured job goes
     /// before any run-time job however long that one has waited; otherwise the earliest.
     pub(super) fn peek(&self, now: Instant) -> Option<&Entry> {
-        self.next(now).and_then(|g| self.heap(g).peek()).map(|Reverse(e)| e)
+        self.next(now)
+            .and_then(|g| self.heap(g).peek())
+            .map(|Reverse(e)| e)
     }
 
     /// Takes the entry [`Self::peek`] shows at the same `now`.
@@ -144,11 +146,31 @@ mod tests {
         let secs = Duration::from_secs;
         // (name, configured job due at, run-time job due at, which goes first at `now`)
         let cases = [
-            ("both due, the run-time one longer", now - secs(1), now - secs(9), "configured"),
+            (
+                "both due, the run-time one longer",
+                now - secs(1),
+                now - secs(9),
+                "configured",
+            ),
             ("both due at once", now, now, "configured"),
-            ("only the run-time one due", now + secs(1), now - secs(1), "runtime"),
-            ("neither due, run-time sooner", now + secs(5), now + secs(2), "runtime"),
-            ("neither due, configured sooner", now + secs(2), now + secs(5), "configured"),
+            (
+                "only the run-time one due",
+                now + secs(1),
+                now - secs(1),
+                "runtime",
+            ),
+            (
+                "neither due, run-time sooner",
+                now + secs(5),
+                now + secs(2),
+                "runtime",
+            ),
+            (
+                "neither due, configured sooner",
+                now + secs(2),
+                now + secs(5),
+                "configured",
+            ),
         ];
         for (name, c_at, r_at, want) in cases {
             let mut s = Schedule::default();

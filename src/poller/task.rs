@@ -135,7 +135,11 @@ impl PollTask {
             state.unfound += 1;
             debug!(app_id = %k.app_id, job_id = %k.job_id, in_a_row = state.unfound, "discovered job not found (not alerted: nobody asked for it)");
             let result = Some(fetched.map(|_| ()));
-            return Report::Done(Box::new(Done { key: k, state, result }));
+            return Report::Done(Box::new(Done {
+                key: k,
+                state,
+                result,
+            }));
         }
         state.unfound = 0;
         let polled_at = Utc::now();

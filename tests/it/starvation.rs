@@ -118,14 +118,14 @@ async fn configured_jobs_keep_their_interval_while_run_time_jobs_share_what_is_l
     let ratio = metric(&text, "recwatch_rate_budget_demand_ratio");
     assert!((ratio - 301.0 / 20.0).abs() < 0.01, "demand ratio {ratio}");
     assert_eq!(
-        metric(
-            &text,
-            "recwatch_rate_budget_stretch{group=\"configured\"}"
-        ),
+        metric(&text, "recwatch_rate_budget_stretch{group=\"configured\"}"),
         1.0
     );
     let runtime = metric(&text, "recwatch_rate_budget_stretch{group=\"runtime\"}");
-    assert!((runtime - 300.0 / 19.0).abs() < 0.01, "runtime stretch {runtime}");
+    assert!(
+        (runtime - 300.0 / 19.0).abs() < 0.01,
+        "runtime stretch {runtime}"
+    );
 
     // Over the next 200 requests (10 s of the budget) the configured job is polled about once
     // a second. Before issue 22 it queued behind every run-time job: about once in 15 s.
@@ -135,7 +135,10 @@ async fn configured_jobs_keep_their_interval_while_run_time_jobs_share_what_is_l
     })
     .await;
     let got = polls_of(&sim, &configured) - polled;
-    assert!(got >= 5, "the configured job was polled {got} times in 200 requests");
+    assert!(
+        got >= 5,
+        "the configured job was polled {got} times in 200 requests"
+    );
     assert_within_budget(&sim.stats(), 20, "configured first");
 
     let (_, out, err) = app.run_cmd(&["check"]).await;
@@ -171,9 +174,7 @@ async fn the_run_time_list_is_bounded_507_said_once_and_discovery_stops() {
     .await;
     let http = app.http_addr().await;
     let cb = app.callback_addr().await;
-    let watched = || async {
-        app.scalar("SELECT COUNT(*) FROM watchlist").await
-    };
+    let watched = || async { app.scalar("SELECT COUNT(*) FROM watchlist").await };
 
     // The app's one discovery, then its bound.
     assert_eq!(callback(cb, "r1", &job_id(1)).await, 200);
@@ -189,7 +190,10 @@ async fn the_run_time_list_is_bounded_507_said_once_and_discovery_stops() {
         (metric(&text, "recwatch_discovery_full{app_id=\"demo-app\"}") == 1.0).then_some(text)
     })
     .await;
-    assert_eq!(metric(&text, "recwatch_discovered_total{result=\"full\"}"), 2.0);
+    assert_eq!(
+        metric(&text, "recwatch_discovered_total{result=\"full\"}"),
+        2.0
+    );
     assert_eq!(watched().await, 1, "discovery stopped for the app");
 
     // The API is not bound by the app's discoveries, only by max_jobs.
@@ -203,7 +207,10 @@ async fn the_run_time_list_is_bounded_507_said_once_and_discovery_stops() {
     }
     let text = scrape(http).await;
     assert_eq!(metric(&text, "recwatch_watchlist_full"), 1.0);
-    assert_eq!(metric(&text, "recwatch_api_writes_total{result=\"full\"}"), 2.0);
+    assert_eq!(
+        metric(&text, "recwatch_api_writes_total{result=\"full\"}"),
+        2.0
+    );
     assert_eq!(watched().await, 3);
 
     let log = app.log_text();
@@ -212,7 +219,11 @@ async fn the_run_time_list_is_bounded_507_said_once_and_discovery_stops() {
             .filter(|l| l.contains("refusing new run-time jobs") && l.contains(what))
             .count()
     };
-    assert_eq!(warned("watchlist.max_jobs"), 1, "once, not per refusal:\n{log}");
+    assert_eq!(
+        warned("watchlist.max_jobs"),
+        1,
+        "once, not per refusal:\n{log}"
+    );
     assert_eq!(warned("max_discovered"), 1, "once, not per refusal:\n{log}");
     assert!(
         !log.contains("API write refused"),
@@ -235,7 +246,11 @@ async fn a_discovered_job_never_found_is_retired_without_an_alert() {
         (metric(&text, "recwatch_discovered_total{result=\"retired\"}") == 1.0).then_some(())
     })
     .await;
-    assert_eq!(polls_of(&sim, "ghost-job"), 3, "retired after three answers");
+    assert_eq!(
+        polls_of(&sim, "ghost-job"),
+        3,
+        "retired after three answers"
+    );
     wait_for("the list read back without it", T, || async {
         (app.scalar("SELECT COUNT(*) FROM watchlist").await == 0).then_some(())
     })

@@ -109,13 +109,48 @@ mod tests {
         let cases = [
             ("fits from the start", None, report(1.0, 1.0), Tell::Nothing),
             ("over from the start", None, report(1.0, 3.0), Tell::Over),
-            ("starts to overflow", Some(report(1.0, 1.0)), report(1.0, 1.2), Tell::Over),
-            ("a few more discovered jobs", Some(report(1.0, 3.0)), report(1.0, 3.3), Tell::Nothing),
-            ("many more discovered jobs", Some(report(1.0, 3.0)), report(1.0, 4.5), Tell::Over),
-            ("many fewer", Some(report(1.0, 4.5)), report(1.0, 3.0), Tell::Over),
-            ("configured now stretched too", Some(report(1.0, 30.0)), report(1.6, 30.0), Tell::Over),
-            ("fits again", Some(report(1.0, 3.0)), report(1.0, 1.0), Tell::FitsAgain),
-            ("still fits", Some(report(1.0, 1.0)), report(1.0, 1.0), Tell::Nothing),
+            (
+                "starts to overflow",
+                Some(report(1.0, 1.0)),
+                report(1.0, 1.2),
+                Tell::Over,
+            ),
+            (
+                "a few more discovered jobs",
+                Some(report(1.0, 3.0)),
+                report(1.0, 3.3),
+                Tell::Nothing,
+            ),
+            (
+                "many more discovered jobs",
+                Some(report(1.0, 3.0)),
+                report(1.0, 4.5),
+                Tell::Over,
+            ),
+            (
+                "many fewer",
+                Some(report(1.0, 4.5)),
+                report(1.0, 3.0),
+                Tell::Over,
+            ),
+            (
+                "configured now stretched too",
+                Some(report(1.0, 30.0)),
+                report(1.6, 30.0),
+                Tell::Over,
+            ),
+            (
+                "fits again",
+                Some(report(1.0, 3.0)),
+                report(1.0, 1.0),
+                Tell::FitsAgain,
+            ),
+            (
+                "still fits",
+                Some(report(1.0, 1.0)),
+                report(1.0, 1.0),
+                Tell::Nothing,
+            ),
         ];
         for (name, told, now, want) in cases {
             assert_eq!(tell(told.as_ref(), &now), want, "{name}");
