@@ -27,7 +27,7 @@ pub(super) fn tell(told: Option<&BudgetReport>, now: &BudgetReport) -> Tell {
     let moved = |g: JobGroup, last: &BudgetReport| {
         let (a, b) = (last.group(g).stretch, now.group(g).stretch);
         let ratio = if a > b { a / b } else { b / a };
-        !(ratio < RETELL_FACTOR)
+        ratio.is_nan() || ratio >= RETELL_FACTOR
     };
     match told {
         None if now.fits() => Tell::Nothing,
