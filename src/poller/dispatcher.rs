@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 /// The dispatcher's side of poll hints.
 mod hinted;
+mod refusals;
 mod runtime;
 mod share;
 mod term;
@@ -235,6 +236,8 @@ struct Dispatcher {
     /// Discovered jobs retired as never found (see `runtime.rs`): not let back in by a reload
     /// that runs before their removal from the run-time list is read back.
     retired: HashSet<Key>,
+    /// When a run-time list change was last applied (see `runtime.rs`, `list_due`).
+    list_applied: Instant,
 }
 
 impl Dispatcher {
@@ -269,6 +272,7 @@ impl Dispatcher {
             budget: poller.runtime.budget(),
             budget_told: None,
             retired: HashSet::new(),
+            list_applied: Instant::now(),
             poller,
         }
     }
@@ -362,7 +366,7 @@ impl Dispatcher {
                 Some(cmd) = commands.recv() => self.command(cmd).await,
                 _ = hints.notified() => self.take_hints(),
                 Some(config) = next_config(config_rx) => self.config_changed(config).await,
-                Some(list) = self.poller.runtime.changed() => self.watchlist_changed(list).await,
+                Some(list) = self.poller.runtime.changed(), if self.list_due() => self.watchlist_changed(list).await,
                 _ = heartbeat.tick() => {
                     self.poller.liveness.beat();
                     self.retry_owed();
@@ -844,32 +848,6 @@ impl Dispatcher {
                 ))
             }
         }
-    }
-
-    /// Refused credentials, too many times in a row: every poll stops for `api.auth_backoff`
-    /// (doubling while it lasts) so the gateway does not lock the key.
-    fn pause_for_refusals(&self, e: &RtcError, now: Instant) {
-        let streak = self.health.auth_streak;
-        let extra = streak - AUTH_FAILURES_BEFORE_BACKOFF;
-        let pause = self
-            .poller
-            .config
-            .api
-            .auth_backoff
-            .saturating_mul(1 << extra.min(3));
-        self.poller.budget.pause_until(later(now, pause));
-        // A skewed clock is refused like a bad key: say which it is.
-        let fix = match e.clock_skew_minutes {
-            Some(m) => recwatch_rtc::client::clock_message(m),
-            None => ErrorKind::Unauthorized.hint().to_string(),
-        };
-        error!(
-            refused_in_a_row = streak,
-            pause = %crate::config::format_duration(round(pause)),
-            request_id = e.request_id.as_deref().unwrap_or("-"),
-            "the API refused the credentials {} times in a row: stopping every poll so the gateway does not lock the key; {fix}",
-            streak
-        );
     }
 }
 

@@ -6,7 +6,9 @@ use super::super::job::RETIRE_UNFOUND_AFTER;
 use super::{Dispatcher, Key, Poller, key, rows_now};
 use crate::watchlist::RuntimeList;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 impl Poller {
@@ -19,10 +21,22 @@ impl Poller {
     }
 }
 
+/// The least time between two applications of run-time list changes. Applying one re-merges
+/// the whole list; a flood of discoveries (issue 22: 3,000 in 9 s) changes it faster than
+/// that, and applied each time it kept the loop from ever reaching its next poll.
+const LIST_GAP: Duration = Duration::from_millis(250);
+
 impl Dispatcher {
+    /// Whether a run-time list change may be applied now: changes arriving meanwhile are
+    /// coalesced by the watch channel and applied together (the heartbeat wakes the loop).
+    pub(super) fn list_due(&self) -> bool {
+        self.list_applied.elapsed() >= LIST_GAP
+    }
+
     /// The run-time watch list changed (here or in another process): jobs join (polled at
     /// once) or leave as on a reload; nothing else changes.
     pub(super) async fn watchlist_changed(&mut self, list: Arc<RuntimeList>) {
+        self.list_applied = Instant::now();
         let config = self.poller.runtime.with_list(list);
         let rows = rows_now(&self.poller.store).await;
         let client = self.poller.client.clone();
