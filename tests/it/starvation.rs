@@ -270,3 +270,84 @@ async fn a_discovered_job_never_found_is_retired_without_an_alert() {
     );
     app.stop().await;
 }
+
+/// A measurement, not a check (BENCHMARKS.md part 12; `cargo test --test it
+/// starvation::measure -- --ignored --nocapture`): issue 22's flood, 3,000 jobs discovered by
+/// signed callbacks as fast as 32 connections send them, beside one configured job at 10 s
+/// with the default budget (10 requests/s). Prints how often the configured job is polled in
+/// the next 60 s and how long its death then takes to be alerted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_a_flood_of_discoveries_beside_a_configured_job() {
+    use recwatch_rtc::model::{JobSnapshot, State, StopReason};
+    let sim = steady_sim(3001).await;
+    let mut app = daemon(
+        &sim,
+        |c| {
+            c.interval = "10s";
+            c.rate_limit = 10;
+        },
+        "",
+    )
+    .await;
+    let http = app.http_addr().await;
+    let cb = app.callback_addr().await;
+    let configured = job_id(0);
+    wait_for("the configured job polled", T, || async {
+        (polls_of(&sim, &configured) > 0).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 1..=3000 {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        sends.spawn(async move {
+            let status = callback(cb, &format!("f{i}"), &job_id(i)).await;
+            drop(permit);
+            status
+        });
+    }
+    let mut ok = 0;
+    while let Some(s) = sends.join_next().await {
+        ok += usize::from(s.unwrap() == 200);
+    }
+    let sent_in = started.elapsed();
+    wait_for("3,000 discovered", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM watchlist").await == 3000).then_some(())
+    })
+    .await;
+    let listed_in = started.elapsed();
+    let before = polls_of(&sim, &configured);
+    let requests = sim.stats().requests;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let polled = polls_of(&sim, &configured) - before;
+    let requests = sim.stats().requests - requests;
+    let text = scrape(http).await;
+    let dead = std::time::Instant::now();
+    sim.set_job(
+        "demo-app",
+        &configured,
+        JobSnapshot {
+            state: Some(State::Stopped),
+            stop_reason: Some(StopReason::InternalError),
+            ..Default::default()
+        },
+    );
+    wait_for("the death alerted", T, || async {
+        (app.scalar("SELECT COUNT(*) FROM alerts WHERE rule = 'stopped_unexpectedly'")
+            .await
+            > 0)
+        .then_some(())
+    })
+    .await;
+    println!(
+        "flood: {ok} of 3000 callbacks answered 200 in {sent_in:.1?}, all listed after {listed_in:.1?}; \
+         in the next 60 s: {polled} polls of the configured job (interval 10 s), {requests} requests in all; \
+         stretch configured {} runtime {}; death alerted {:.1?} after it",
+        metric(&text, "recwatch_rate_budget_stretch{group=\"configured\"}"),
+        metric(&text, "recwatch_rate_budget_stretch{group=\"runtime\"}"),
+        dead.elapsed()
+    );
+    app.stop().await;
+}
