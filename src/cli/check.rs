@@ -113,18 +113,22 @@ fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()>
     if b.fits() {
         out!("  effective  every job is polled at its interval")?;
     } else {
-        let at = |g: JobGroup| {
-            crate::config::format_duration(round_secs(b.effective(g, c.poll.interval)))
+        let how = |g: JobGroup| {
+            let every = crate::config::format_duration(round_secs(b.effective(g, c.poll.interval)));
+            match b.group(g).stretch {
+                s if s <= 1.0 => format!("at their interval (every {every})"),
+                s => format!(
+                    "{s:.1}x less often than configured (every {every} instead of {})",
+                    crate::config::format_duration(c.poll.interval)
+                ),
+            }
         };
         out!(
-            "  WARNING    the watch list needs {:.1} requests/s but api.rate_limit is {}: configured jobs come first ({:.1}x, every {} at poll.interval), run-time jobs share what is left ({:.1}x, every {} instead of {})",
+            "  WARNING    the watch list needs {:.1} requests/s but api.rate_limit is {}: configured jobs come first, polled {}; run-time jobs share what is left, polled {}",
             b.demand,
             b.rate_limit,
-            b.configured.stretch,
-            at(JobGroup::Configured),
-            b.runtime.stretch,
-            at(JobGroup::Runtime),
-            crate::config::format_duration(c.poll.interval)
+            how(JobGroup::Configured),
+            how(JobGroup::Runtime),
         )?;
     }
     Ok(())
