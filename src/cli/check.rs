@@ -51,10 +51,18 @@ pub(super) async fn check(c: &Config) -> anyhow::Result<ExitCode> {
 }
 
 /// The run-time watch list's size as the database holds it (the daemon polls it beside the
-/// file's jobs), or why it could not be read.
+/// file's jobs), or why it could not be read. A database without the current schema has no
+/// list to read, and is left as it is (`check` changes nothing).
 async fn runtime_jobs(c: &Config) -> Result<usize, String> {
-    if c.storage.url.is_none() && !c.storage.path.exists() {
-        return Ok(0);
+    match c.storage.database() {
+        crate::config::Database::Sqlite(path) if !path.exists() => return Ok(0),
+        crate::config::Database::Sqlite(_) => {}
+        crate::config::Database::Postgres(url) => match crate::store::postgres::probe(url).await {
+            Ok(p) if p.missing == 0 => {}
+            // Not made yet (or older): nothing to count; the storage line says which.
+            Ok(_) => return Ok(0),
+            Err(e) => return Err(e.to_string()),
+        },
     }
     let read = async {
         let store = crate::store::Store::open_config(&c.storage).await?;
