@@ -38,3 +38,63 @@ pub(super) fn read_cap(t: &mut Table, key: &str, default: u64) -> Result<u64, Co
         Some(n) => Ok(n),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{defaults, parse_str};
+
+    const AUTH: &str = "[api.auth]\ntoken = \"t\"\n";
+    const APP: &str =
+        "[[apps]]\napp_id = \"a\"\nauth_key = \"the-app-callback-key-0123456789abcdef\"\n";
+
+    #[test]
+    fn bounds_of_the_run_time_list_are_read_table() {
+        // (name, extra TOML, max_jobs, the app's max_discovered, or the error's key)
+        let cases: [(&str, String, Result<(u64, u64), &str>); 6] = [
+            (
+                "defaults",
+                APP.to_string(),
+                Ok((defaults::WATCHLIST_MAX_JOBS, defaults::APP_MAX_DISCOVERED)),
+            ),
+            (
+                "both set",
+                format!("[watchlist]\nmax_jobs = 5000\n\n{APP}max_discovered = 300\n"),
+                Ok((5000, 300)),
+            ),
+            (
+                "max_jobs 0 refuses every job",
+                format!("[watchlist]\nmax_jobs = 0\n\n{APP}"),
+                Err("watchlist.max_jobs"),
+            ),
+            (
+                "max_discovered 0",
+                format!("{APP}max_discovered = 0\n"),
+                Err("max_discovered"),
+            ),
+            (
+                "not a number",
+                format!("[watchlist]\nmax_jobs = \"lots\"\n\n{APP}"),
+                Err("watchlist.max_jobs"),
+            ),
+            (
+                "a misspelt key",
+                format!("[watchlist]\nmax_job = 5\n\n{APP}"),
+                Err("max_job"),
+            ),
+        ];
+        for (name, extra, want) in cases {
+            let got = parse_str(&format!("{AUTH}{extra}"), [], None);
+            match (got, want) {
+                (Ok(c), Ok((jobs, discovered))) => {
+                    assert_eq!(c.watchlist.max_jobs, jobs, "{name}");
+                    assert_eq!(c.apps[0].max_discovered, discovered, "{name}");
+                }
+                (Err(e), Err(key)) => {
+                    let text = e.to_string();
+                    assert!(text.contains(key), "{name}: {text}");
+                }
+                (got, want) => panic!("{name}: got {:?}, want {want:?}", got.map(|_| ())),
+            }
+        }
+    }
+}
