@@ -49,8 +49,9 @@ mod tests {
 
     #[test]
     fn bounds_of_the_run_time_list_are_read_table() {
-        // (name, extra TOML, max_jobs, the app's max_discovered, or the error's key)
-        let cases: [(&str, String, Result<(u64, u64), &str>); 6] = [
+        /// max_jobs and the app's max_discovered, or the key the error names.
+        type Want = Result<(u64, u64), &'static str>;
+        let cases: [(&str, String, Want); 6] = [
             (
                 "defaults",
                 APP.to_string(),
