@@ -523,7 +523,6 @@ impl Dispatcher {
             }
         };
         let config = self.poller.runtime.with_config(config);
-        let rows = rows_now(&self.poller.store).await;
         let old = &self.poller.config;
         if config.api.auth != old.api.auth || config.api.endpoint != old.api.endpoint {
             // New credentials (or a new endpoint) deserve a try now, not after the
@@ -537,7 +536,7 @@ impl Dispatcher {
             self.health.auth_streak = 0;
             self.health.verified = false;
         }
-        self.reload(config, client, &rows).await;
+        self.reload(config, client).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
     }
@@ -597,7 +596,7 @@ impl Dispatcher {
 
     /// Takes a new configuration: jobs removed, changed and added, the budget, the
     /// in-flight limit and the cron schedule.
-    async fn reload(&mut self, config: Config, client: RtcClient, rows: &HashMap<Key, JobRow>) {
+    async fn reload(&mut self, config: Config, client: RtcClient) {
         let wanted: HashMap<Key, &JobConfig> = config.jobs.iter().map(|j| (key(j), j)).collect();
         let before = self.states.len();
         self.states.retain(|k, _| wanted.contains_key(k));
@@ -620,6 +619,7 @@ impl Dispatcher {
             })
             .cloned()
             .collect();
+        let rows = rows_of(&self.poller.store, &new_jobs).await;
         self.poller.budget.set_rate(config.api.rate_limit);
         self.resize_in_flight(config.api.max_in_flight).await;
         let schedule_changed = config.poll.schedule != self.poller.config.poll.schedule;
@@ -855,8 +855,22 @@ fn jitter() -> f64 {
     rand::rng().random::<f64>()
 }
 
-async fn rows_now(store: &Store) -> HashMap<Key, crate::store::JobRow> {
-    store.jobs().await.unwrap_or_default()
+/// The stored rows of jobs joining the watch list: each read alone when they are few (a
+/// discovery, an API add), every row in one read otherwise. Reading every row for each change
+/// cost a scan of the whole table per discovered job (issue 22). A failed read leaves a job
+/// without its row: it starts from no known state, as a new job does.
+async fn rows_of(store: &Store, jobs: &[JobConfig]) -> HashMap<Key, JobRow> {
+    const ONE_BY_ONE: usize = 64;
+    if jobs.len() > ONE_BY_ONE {
+        return store.jobs().await.unwrap_or_default();
+    }
+    let mut rows = HashMap::new();
+    for j in jobs {
+        if let Ok(Some(row)) = store.job(&j.app_id, &j.job_id).await {
+            rows.insert(key(j), row);
+        }
+    }
+    rows
 }
 
 fn round(d: Duration) -> Duration {

@@ -3,7 +3,7 @@
 //! alone. A child of the dispatcher so it works on the dispatcher's own state.
 
 use super::super::job::RETIRE_UNFOUND_AFTER;
-use super::{Dispatcher, Key, Poller, key, rows_now};
+use super::{Dispatcher, Key, Poller, key};
 use crate::watchlist::RuntimeList;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +38,8 @@ impl Dispatcher {
     pub(super) async fn watchlist_changed(&mut self, list: Arc<RuntimeList>) {
         self.list_applied = Instant::now();
         let config = self.poller.runtime.with_list(list);
-        let rows = rows_now(&self.poller.store).await;
         let client = self.poller.client.clone();
-        self.reload(config, client, &rows).await;
+        self.reload(config, client).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
     }
