@@ -544,6 +544,10 @@ async fn discover(
             metrics::counter!("recwatch_discovered_total", "result" => "watched").increment(1);
             info!(app_id = %app.app_id, job_id, name = e.name.as_deref().unwrap_or(""), kind = %e.kind, "discovered by a callback: now watched (polled at once)");
         }
+        // Said once by the watch list (and its gauge), not per refused callback.
+        Ok(crate::watchlist::Added::Full(_)) => {
+            metrics::counter!("recwatch_discovered_total", "result" => "full").increment(1);
+        }
         Ok(_) => {}
         Err(e) => {
             metrics::counter!("recwatch_discovered_total", "result" => "unavailable").increment(1);

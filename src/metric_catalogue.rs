@@ -117,7 +117,26 @@ pub const METRICS: &[Metric] = &[
         Gauge,
         "Watched jobs by their last seen state (INIT, RUNNING, STOPPED, other; UNKNOWN before the first answer).",
     ),
-    m("recwatch_jobs_watched", Gauge, "Jobs on the watch list."),
+    m(
+        "recwatch_jobs_watched",
+        Gauge,
+        "Jobs on the watch list, whatever their source (config file and run-time list).",
+    ),
+    m(
+        "recwatch_rate_budget_stretch",
+        Gauge,
+        "How many times longer than configured a group's poll intervals are, by group (configured: the config file's jobs, served first; runtime: the run-time list's, sharing what is left); 1 when the budget covers them.",
+    ),
+    m(
+        "recwatch_watchlist_full",
+        Gauge,
+        "1 while watchlist.max_jobs refuses new run-time jobs (POST /api/v1/jobs answers 507, discovery stops), 0 once one gets in again.",
+    ),
+    m(
+        "recwatch_discovery_full",
+        Gauge,
+        "1 while an app's max_discovered stops its discovery, by app_id; 0 once one of its jobs is discovered again.",
+    ),
     m(
         "recwatch_rate_budget_wait_seconds",
         Histogram,
@@ -126,7 +145,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_rate_budget_demand_ratio",
         Gauge,
-        "Requests per second the watch list needs at its intervals, divided by api.rate_limit. Above 1 every interval is stretched by this factor.",
+        "Requests per second the watch list needs at its intervals, divided by api.rate_limit. Counts every watched job, whatever its source; above 1 intervals are stretched (configured jobs first, see recwatch_rate_budget_stretch).",
     ),
     m(
         "recwatch_api_rate_limit",
@@ -231,12 +250,12 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_api_writes_total",
         Counter,
-        "Requests to the HTTP endpoint's write endpoints (POST/DELETE /api/v1/...), by result (created, exists, deleted, not_found, conflict, bad_request, unauthorized, forbidden, unavailable).",
+        "Requests to the HTTP endpoint's write endpoints (POST/DELETE /api/v1/...), by result (created, exists, deleted, not_found, conflict, bad_request, unauthorized, forbidden, unavailable, full: 507, a bound of the run-time watch list reached).",
     ),
     m(
         "recwatch_discovered_total",
         Counter,
-        "Jobs a record callback revealed for an app with discover = true, by result (watched: added to the run-time watch list; invalid: an id that cannot be watched; unwatched: an operator unwatched the job after the event was signed, so it is not added again; unavailable: the database refused).",
+        "Jobs a record callback revealed for an app with discover = true, by result (watched: added to the run-time watch list; invalid: an id that cannot be watched; unwatched: an operator unwatched the job after the event was signed, so it is not added again; unavailable: the database refused; full: refused by watchlist.max_jobs or the app's max_discovered; retired: a discovered job the API never found, no longer watched).",
     ),
     m(
         "recwatch_remediations_total",
@@ -315,6 +334,7 @@ pub const API_WRITE_RESULTS: &[&str] = &[
     "unauthorized",
     "forbidden",
     "unavailable",
+    "full",
 ];
 
 /// `recwatch_remediations_total{result}`: `outbox::remediation` and `remediate`.
@@ -329,7 +349,14 @@ pub const REMEDIATION_RESULTS: &[&str] = &[
 ];
 
 /// `recwatch_discovered_total{result}`: `callback::discover`.
-pub const DISCOVERED_RESULTS: &[&str] = &["watched", "invalid", "unwatched", "unavailable"];
+pub const DISCOVERED_RESULTS: &[&str] = &[
+    "watched",
+    "invalid",
+    "unwatched",
+    "unavailable",
+    "full",
+    "retired",
+];
 
 /// `recwatch_http_connections_closed_total{listener, reason}`: `http::Listener::label`, and
 /// why the serving loop closed it.
@@ -492,6 +519,13 @@ pub fn zero(config: &Config) {
         );
     }
     counter("recwatch_throttled_total", &[]);
+    metrics::gauge!("recwatch_watchlist_full").increment(0.0);
+    for app in &config.apps {
+        metrics::gauge!("recwatch_discovery_full", "app_id" => app.app_id.clone()).increment(0.0);
+    }
+    for group in crate::config::JobGroup::ALL {
+        metrics::gauge!("recwatch_rate_budget_stretch", "group" => group.as_str()).increment(0.0);
+    }
     for state in JOB_STATE_LABELS {
         metrics::gauge!("recwatch_jobs", "state" => *state).increment(0.0);
     }

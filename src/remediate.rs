@@ -199,10 +199,14 @@ impl Remediator {
                         let error = format!(
                             "given up after {attempts} tries that each proved nothing was created; last: {error}"
                         );
+                        warn!(app_id = %row.app_id, job_id = %row.old_job_id, "the re-creation is given up: {error}");
                         self.record(row, Outcome::Failed { error }, e.request_id.as_deref())
                             .await
                     }
                     CreateFailure::Refused => {
+                        // A refusal (a 4xx such as 400) is not tried again: the operator must
+                        // hear of it in the log too, not only in the alert.
+                        warn!(app_id = %row.app_id, job_id = %row.old_job_id, request_id = e.request_id.as_deref().unwrap_or("-"), "the re-creation was refused ({error}); nothing was created and it is not sent again");
                         self.record(row, Outcome::Failed { error }, e.request_id.as_deref())
                             .await
                     }

@@ -116,6 +116,21 @@ pub fn merged(config: &Config, runtime: &RuntimeList) -> Vec<Watched> {
         .collect()
 }
 
+/// How many run-time entries are watched beside the config file's jobs (an entry the file
+/// also has counts once, as the file's): the run-time group of the budget.
+pub fn runtime_count(config: &Config, runtime: &RuntimeList) -> usize {
+    let shadowed = config
+        .jobs
+        .iter()
+        .filter(|j| {
+            runtime
+                .jobs
+                .contains_key(&JobKey::new(j.app_id.as_str(), j.job_id.as_str()))
+        })
+        .count();
+    runtime.jobs.len() - shadowed
+}
+
 /// `config` with the run-time entries added to its jobs: what the poller polls.
 pub fn with_runtime(config: &Config, runtime: &RuntimeList) -> Config {
     let mut c = config.clone();
@@ -238,6 +253,61 @@ pub enum Added {
     AlreadyWatched(RuntimeJob),
     /// In the config file, at this location: nothing stored.
     InConfig(String),
+    /// Refused: a bound is reached ([`full`]); nothing stored.
+    Full(Full),
+}
+
+/// A bound of the run-time list that refuses a new entry; `Display` is the reason the API's
+/// 507 and the log give.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Full {
+    #[error(
+        "the run-time watch list holds {max} jobs, its bound (watchlist.max_jobs): nothing more is added, discovery included; remove jobs nobody needs (DELETE /api/v1/jobs/{{app_id}}/{{job_id}} or `recwatch unwatch`) or raise watchlist.max_jobs"
+    )]
+    WatchList { max: u64 },
+    #[error(
+        "app {app_id} has discovered {max} jobs, its bound (max_discovered in its [[apps]] entry): discovery stops for it; remove discovered jobs nobody needs or raise max_discovered"
+    )]
+    Discovered { app_id: String, max: u64 },
+}
+
+/// Pure: whether a bound refuses `job` as a new entry of `list`. `watchlist.max_jobs` bounds
+/// every run-time entry; an app's `max_discovered` bounds what discovery (source `callback`)
+/// adds for it. Neither refuses what the list already has.
+pub fn full(config: &Config, list: &RuntimeList, job: &RuntimeJob) -> Option<Full> {
+    if list.jobs.contains_key(&job.key) {
+        return None;
+    }
+    let max = config.watchlist.max_jobs;
+    if list.jobs.len() as u64 >= max {
+        return Some(Full::WatchList { max });
+    }
+    if job.source != JobSource::Callback {
+        return None;
+    }
+    let app_id = &job.key.app_id;
+    let max = config
+        .apps
+        .iter()
+        .find(|a| &a.app_id == app_id)
+        .map_or(crate::config::defaults::APP_MAX_DISCOVERED, |a| {
+            a.max_discovered
+        });
+    // Counted only when the whole list could be over the bound: a scan of the app's entries
+    // (in key order, so only its own) per discovery would cost more than the discovery.
+    if (list.jobs.len() as u64) < max {
+        return None;
+    }
+    let discovered = list
+        .jobs
+        .range(JobKey::new(app_id.as_str(), "")..)
+        .take_while(|(k, _)| &k.app_id == app_id)
+        .filter(|(_, r)| r.source == JobSource::Callback)
+        .count() as u64;
+    (discovered >= max).then(|| Full::Discovered {
+        app_id: app_id.clone(),
+        max,
+    })
 }
 
 /// What [`Watchlist::remove`] did.
@@ -267,6 +337,9 @@ pub fn edit_the_file(key: &JobKey, location: &str, config: &Config) -> String {
 pub struct Watchlist {
     store: Store,
     tx: Arc<watch::Sender<Arc<RuntimeList>>>,
+    /// The bounds the log has told of (once each, not per refusal) since an entry last got
+    /// in under them.
+    told_full: Arc<std::sync::Mutex<HashSet<Full>>>,
 }
 
 impl Watchlist {
@@ -275,6 +348,7 @@ impl Watchlist {
         let w = Watchlist {
             store,
             tx: Arc::new(watch::channel(Arc::new(RuntimeList::default())).0),
+            told_full: Arc::default(),
         };
         w.refresh().await?;
         Ok(w)
@@ -327,6 +401,11 @@ impl Watchlist {
         if let Some(location) = in_config(config, &job.key) {
             return Ok(Added::InConfig(location));
         }
+        if let Some(full) = full(config, &self.tx.borrow(), &job) {
+            self.tell_full(&full);
+            return Ok(Added::Full(full));
+        }
+        self.under_bounds(&job);
         if !self.store.watch_job(&job).await? {
             // Someone else's entry (maybe another process's, not read yet): theirs stays.
             return Ok(match self.store.watched_job(&job.key).await? {
@@ -342,6 +421,43 @@ impl Watchlist {
                 .insert(job.key.clone(), job.clone());
         });
         Ok(Added::New(job))
+    }
+
+    /// A bound refused an entry: the gauge says so, and the log once (until an entry gets in
+    /// under it again), however many refusals follow.
+    fn tell_full(&self, full: &Full) {
+        match full {
+            Full::WatchList { .. } => metrics::gauge!("recwatch_watchlist_full").set(1.0),
+            Full::Discovered { app_id, .. } => {
+                metrics::gauge!("recwatch_discovery_full", "app_id" => app_id.clone()).set(1.0)
+            }
+        }
+        let first = self
+            .told_full
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(full.clone());
+        if first {
+            warn!("refusing new run-time jobs: {full}");
+        }
+    }
+
+    /// An entry got in under the bounds that apply to it: they are no longer reached.
+    fn under_bounds(&self, job: &RuntimeJob) {
+        let mut told = self.told_full.lock().unwrap_or_else(|p| p.into_inner());
+        if told.is_empty() {
+            return;
+        }
+        told.retain(|f| match f {
+            Full::WatchList { .. } => false,
+            Full::Discovered { app_id, .. } => {
+                !(job.source == JobSource::Callback && app_id == &job.key.app_id)
+            }
+        });
+        metrics::gauge!("recwatch_watchlist_full").set(0.0);
+        if job.source == JobSource::Callback {
+            metrics::gauge!("recwatch_discovery_full", "app_id" => job.key.app_id.clone()).set(0.0);
+        }
     }
 
     /// Removes `key` from the run-time list (refused for a job of the config file) and
@@ -411,6 +527,94 @@ mod tests {
             notify: None,
         }];
         c
+    }
+
+    #[test]
+    fn bounds_of_the_run_time_list_table() {
+        let mut c = config();
+        c.watchlist.max_jobs = 3;
+        c.apps = vec![crate::config::AppConfig {
+            app_id: "app".into(),
+            auth_key: Secret::new("k"),
+            name: None,
+            notify: None,
+            forward_to: None,
+            discover: true,
+            max_discovered: 2,
+        }];
+        let list = |entries: &[(&str, JobSource)]| RuntimeList {
+            version: None,
+            jobs: entries
+                .iter()
+                .map(|(j, s)| (JobKey::new("app", *j), rt(j, s.clone())))
+                .collect(),
+        };
+        let max_jobs = Some(Full::WatchList { max: 3 });
+        let max_discovered = Some(Full::Discovered {
+            app_id: "app".into(),
+            max: 2,
+        });
+        let cb = JobSource::Callback;
+        let cases = [
+            ("empty", list(&[]), rt("new", cb.clone()), None),
+            (
+                "under both",
+                list(&[("a", cb.clone())]),
+                rt("new", cb.clone()),
+                None,
+            ),
+            (
+                "the app's discoveries at their bound",
+                list(&[("a", cb.clone()), ("b", cb.clone())]),
+                rt("new", cb.clone()),
+                max_discovered.clone(),
+            ),
+            (
+                "the API is not bound by discoveries",
+                list(&[("a", cb.clone()), ("b", cb.clone())]),
+                rt("new", JobSource::Api),
+                None,
+            ),
+            (
+                "entries of other sources do not count as discovered",
+                list(&[("a", JobSource::Api), ("b", cb.clone())]),
+                rt("new", cb.clone()),
+                None,
+            ),
+            (
+                "the whole list at its bound",
+                list(&[
+                    ("a", JobSource::Api),
+                    ("b", JobSource::Cli),
+                    ("c", cb.clone()),
+                ]),
+                rt("new", JobSource::Api),
+                max_jobs.clone(),
+            ),
+            (
+                "the whole list's bound applies to discovery too",
+                list(&[
+                    ("a", JobSource::Api),
+                    ("b", JobSource::Cli),
+                    ("c", JobSource::Api),
+                ]),
+                rt("new", cb.clone()),
+                max_jobs,
+            ),
+            (
+                "what the list has is never refused",
+                list(&[
+                    ("a", JobSource::Api),
+                    ("b", JobSource::Cli),
+                    ("c", cb.clone()),
+                ]),
+                rt("c", cb.clone()),
+                None,
+            ),
+        ];
+        for (name, list, job, want) in cases {
+            assert_eq!(full(&c, &list, &job), want, "{name}");
+        }
     }
 
     fn rt(job: &str, source: JobSource) -> RuntimeJob {

@@ -305,6 +305,7 @@ mod tests {
             notify: None,
             forward_to: None,
             discover: false,
+            max_discovered: 1,
         };
         let with = |key: Option<&str>| Registration {
             auth_key: key.map(Secret::new),

@@ -2,7 +2,7 @@
 //! path, the HTTP port), with the exit code `run` would fail with.
 
 use super::{complain, emit};
-use crate::config::Config;
+use crate::config::{Config, JobGroup};
 use crate::exit::StartError;
 use std::process::ExitCode;
 
@@ -16,7 +16,8 @@ pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> 
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(built in)".into());
     out!("configuration OK: {source}")?;
-    print_api(c)?;
+    let runtime = runtime_jobs(c).await;
+    print_api(c, &runtime)?;
     // What `run` would fail on: the first problem decides the exit code.
     let mut problems: Vec<StartError> = Vec::new();
     // Not a reason `run` would fail (it starts, and alerts api_unhealthy), so told apart.
@@ -43,7 +44,7 @@ pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> 
     problems.extend(check_callback(c).await?);
     print_remediate(c)?;
     print_heartbeat(c)?;
-    print_jobs(c)?;
+    print_jobs(c, &runtime)?;
     for w in c.warnings() {
         out!("  WARNING    {w}")?;
     }
@@ -59,8 +60,40 @@ pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> 
     }
 }
 
-/// The API, the rate budget, the poll interval and whether the watch list fits the budget.
-fn print_api(c: &Config) -> std::io::Result<()> {
+/// The run-time watch list's size as the database holds it (the daemon polls it beside the
+/// file's jobs), or why it could not be read. A database without the current schema has no
+/// list to read, and is left as it is (`check` changes nothing).
+async fn runtime_jobs(c: &Config) -> Result<usize, String> {
+    match c.storage.database() {
+        crate::config::Database::Sqlite(path) if !path.exists() => return Ok(0),
+        crate::config::Database::Sqlite(_) => {}
+        crate::config::Database::Postgres(url) => match crate::store::postgres::probe(url).await {
+            Ok(p) if p.missing == 0 => {}
+            // Not made yet (or older): nothing to count; the storage line says which.
+            Ok(_) => return Ok(0),
+            Err(e) => return Err(e.to_string()),
+        },
+    }
+    let read = async {
+        let store = crate::store::Store::open_config(&c.storage).await?;
+        let list = store.watched_jobs().await;
+        store.close().await;
+        let runtime = crate::watchlist::RuntimeList {
+            version: None,
+            jobs: list?.into_iter().map(|j| (j.key.clone(), j)).collect(),
+        };
+        anyhow::Ok(crate::watchlist::runtime_count(c, &runtime))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err("the database did not answer within 5 s".into()),
+    }
+}
+
+/// The API, the rate budget, the poll interval and whether the watch list fits the budget:
+/// every watched job, configured first (see [`crate::config::share`]).
+fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()> {
     out!(
         "  api        {} ({})",
         c.api.endpoint,
@@ -75,7 +108,7 @@ fn print_api(c: &Config) -> std::io::Result<()> {
         c.api.max_in_flight,
         crate::config::format_duration(c.api.timeout)
     )?;
-    let b = c.budget();
+    let b = c.budget(*runtime.as_ref().unwrap_or(&0));
     match &c.poll.schedule {
         Some(s) => out!("  poll       on cron schedule {s:?}")?,
         None => out!(
@@ -89,16 +122,31 @@ fn print_api(c: &Config) -> std::io::Result<()> {
         b.jobs,
         100.0 * b.demand / b.rate_limit as f64
     )?;
+    if let Err(e) = runtime {
+        out!("  runtime    the run-time watch list could not be read ({e}): counted as empty")?;
+    }
+    for g in JobGroup::ALL {
+        out!("  group      {}", b.describe(g))?;
+    }
     if b.fits() {
         out!("  effective  every job is polled at its interval")?;
     } else {
+        let how = |g: JobGroup| {
+            let every = crate::config::format_duration(round_secs(b.effective(g, c.poll.interval)));
+            match b.group(g).stretch {
+                s if s <= 1.0 => format!("at their interval (every {every})"),
+                s => format!(
+                    "{s:.1}x less often than configured (every {every} instead of {})",
+                    crate::config::format_duration(c.poll.interval)
+                ),
+            }
+        };
         out!(
-            "  WARNING    the watch list needs {:.1} requests/s but api.rate_limit is {}: every job is polled {:.1}x less often than configured (every {} instead of {})",
+            "  WARNING    the watch list needs {:.1} requests/s but api.rate_limit is {}: configured jobs come first, polled {}; run-time jobs share what is left, polled {}",
             b.demand,
             b.rate_limit,
-            b.stretch,
-            crate::config::format_duration(round_secs(b.effective(c.poll.interval))),
-            crate::config::format_duration(c.poll.interval)
+            how(JobGroup::Configured),
+            how(JobGroup::Runtime),
         )?;
     }
     Ok(())
@@ -388,14 +436,17 @@ fn print_heartbeat(c: &Config) -> std::io::Result<()> {
 }
 
 /// Each watched job with the interval it is polled at, within the budget.
-fn print_jobs(c: &Config) -> std::io::Result<()> {
-    let b = c.budget();
+fn print_jobs(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()> {
+    let runtime = *runtime.as_ref().unwrap_or(&0);
+    let b = c.budget(runtime);
     out!("  jobs       {}", c.jobs.len())?;
     for (i, j) in c.jobs.iter().enumerate() {
         let interval = match &c.poll.schedule {
             Some(_) => "cron".to_string(),
-            None => crate::config::format_duration(round_secs(b.effective(c.job_interval(j))))
-                .to_string(),
+            None => crate::config::format_duration(round_secs(
+                b.effective(JobGroup::Configured, c.job_interval(j)),
+            ))
+            .to_string(),
         };
         out!(
             "    [{i}] {:<24} app {} job {} every {interval}",
@@ -406,6 +457,19 @@ fn print_jobs(c: &Config) -> std::io::Result<()> {
     }
     if c.jobs.is_empty() {
         out!("    (none: add [[jobs]] entries with app_id and job_id)")?;
+    }
+    if runtime > 0 {
+        let every = match &c.poll.schedule {
+            Some(_) => "cron".to_string(),
+            None => crate::config::format_duration(round_secs(
+                b.effective(JobGroup::Runtime, c.poll.interval),
+            ))
+            .to_string(),
+        };
+        out!(
+            "    and {runtime} run-time job{} (recwatch status lists them) every {every}",
+            if runtime == 1 { "" } else { "s" }
+        )?;
     }
     Ok(())
 }

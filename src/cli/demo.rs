@@ -165,6 +165,7 @@ fn demo_config(
         notify: None,
         forward_to: None,
         discover: true,
+        max_discovered: crate::config::defaults::APP_MAX_DISCOVERED,
     });
     config.notify.webhooks.push(WebhookConfig {
         name: "demo-hook".into(),

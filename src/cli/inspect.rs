@@ -36,6 +36,7 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             crate::leader::Successor::on(&config.storage.database())
         )
     )?;
+    print_budget(config, &jobs)?;
     let mut rows = vec![
         [
             "NAME",
@@ -66,6 +67,21 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         ]);
     }
     print_table(&rows)?;
+    Ok(())
+}
+
+/// How far each group of the watch list is stretched (configured jobs first), as the daemon
+/// schedules them: one line per group.
+fn print_budget(config: &Config, jobs: &[crate::status::StatusRow]) -> std::io::Result<()> {
+    use crate::config::JobGroup;
+    let runtime = jobs
+        .iter()
+        .filter(|r| r.source != crate::domain::JobSource::Config)
+        .count();
+    let b = config.budget(runtime);
+    for g in JobGroup::ALL {
+        out!("budget {}", b.describe(g))?;
+    }
     Ok(())
 }
 

@@ -79,6 +79,11 @@ pub(super) async fn watch(
         Added::InConfig(location) => {
             out!("{key} is already watched: the config file has it ({location}); nothing changed")?;
         }
+        Added::Full(full) => {
+            // 73, like a database that cannot take the write: the list is full, not the
+            // arguments wrong.
+            return Err(StartError::cantcreat(format!("cannot watch {key}: {full}")).into());
+        }
     }
     Ok(())
 }

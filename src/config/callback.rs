@@ -41,6 +41,9 @@ pub struct AppConfig {
     /// `discover = true`: a verified callback for a job nobody watches starts watching it
     /// (run-time list, source `callback`).
     pub discover: bool,
+    /// `max_discovered`: the most jobs discovery may add for this app (run-time entries of
+    /// source `callback`); past it discovery stops for the app.
+    pub max_discovered: u64,
 }
 
 pub(super) fn read_callback(mut t: Table) -> Result<CallbackConfig, ConfigError> {
@@ -87,6 +90,7 @@ pub(super) fn read_apps(
             "notify",
             "forward_to",
             "discover",
+            "max_discovered",
             "remediate",
         ])?;
         let app_id = t.required_string("app_id")?;
@@ -129,6 +133,8 @@ pub(super) fn read_apps(
             })?),
         };
         let discover = t.boolean("discover")?.unwrap_or(false);
+        let max_discovered =
+            super::watchlist::read_cap(&mut t, "max_discovered", defaults::APP_MAX_DISCOVERED)?;
         // `remediate = true|false` overrides `[remediate] enabled` for this app's jobs that
         // have no `[[jobs]]` entry of their own (discovered, or added at run time).
         if let Some(on) = t.boolean("remediate")? {
@@ -157,6 +163,7 @@ pub(super) fn read_apps(
             notify: notify_names,
             forward_to,
             discover,
+            max_discovered,
         });
     }
     if callback.listen.is_some() && apps.is_empty() {

@@ -97,6 +97,13 @@ pub const REMEDIATE_MAX_RESTARTS: u32 = 3;
 pub const REMEDIATE_WINDOW: Duration = secs(3600);
 pub const REMEDIATE_DRY_RUN: bool = false;
 
+// [watchlist] and [[apps]] max_discovered
+/// The run-time watch list's bound: far above any real account, low enough that a flood of
+/// forged or runaway ids stops long before memory does.
+pub const WATCHLIST_MAX_JOBS: u64 = 1_000_000;
+/// What one app may add by discovery.
+pub const APP_MAX_DISCOVERED: u64 = 100_000;
+
 // [log]
 pub const LOG_LEVEL: LogFilter = LogFilter::from_static("info");
 

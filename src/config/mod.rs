@@ -8,6 +8,7 @@
 //! What comes out is [`Config`]: values already parsed (addresses, header names, the cron
 //! schedule, the log filter), so nothing downstream parses a config string again.
 
+mod budget;
 mod callback;
 mod channels;
 mod chat;
@@ -21,7 +22,9 @@ mod remediate;
 mod schedule;
 mod storage;
 mod validate;
+mod watchlist;
 
+pub use budget::{BudgetReport, GroupBudget, JobGroup, RUNTIME_FLOOR, share, stretched};
 pub use callback::{AppConfig, CallbackConfig};
 pub use channels::{RESERVED_HEADERS, WebhookSecret, decode_webhook_secret};
 pub use chat::{ChatConfig, ChatKind, Language, SecretUrl};
@@ -35,6 +38,7 @@ pub use maintenance::{MAX_WINDOW, MaintenanceWindow, held_until};
 pub use remediate::RemediateConfig;
 pub use schedule::Schedule;
 pub use storage::{Database, StorageConfig, check_url as check_storage_url};
+pub use watchlist::WatchlistConfig;
 
 use crate::secret::Secret;
 use crate::telemetry::LogFilter;
@@ -83,6 +87,8 @@ pub struct Config {
     /// `[remediate]`: re-creating dead recordings (off by default), with the per-job and
     /// per-app overrides of `[[jobs]]` and `[[apps]]`.
     pub remediate: RemediateConfig,
+    /// `[watchlist]`: the run-time watch list's bound.
+    pub watchlist: WatchlistConfig,
     pub log: LogConfig,
     pub jobs: Vec<JobConfig>,
     /// The RTC apps whose record callbacks are accepted (`[[apps]]`).
@@ -312,27 +318,6 @@ pub struct LogConfig {
     pub level: LogFilter,
 }
 
-/// What the budget allows: used at start and by `check`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BudgetReport {
-    pub jobs: usize,
-    /// Requests per second the watch list asks for at its intervals.
-    pub demand: f64,
-    pub rate_limit: u32,
-    /// How much longer than configured every interval becomes, >= 1.
-    pub stretch: f64,
-}
-
-impl BudgetReport {
-    pub fn fits(&self) -> bool {
-        self.stretch <= 1.0
-    }
-
-    pub fn effective(&self, interval: Duration) -> Duration {
-        interval.mul_f64(self.stretch.max(1.0))
-    }
-}
-
 impl Config {
     /// Settings that work but that the operator should know about, each one sentence:
     /// printed by `check` and logged by `run` at start.
@@ -381,27 +366,6 @@ impl Config {
         job.interval.unwrap_or(self.poll.interval)
     }
 
-    pub fn budget(&self) -> BudgetReport {
-        let demand: f64 = match &self.poll.schedule {
-            // A cron tick polls every job once; ticks are at least a second apart.
-            Some(s) => self.jobs.len() as f64 / s.min_period().as_secs_f64(),
-            None => self
-                .jobs
-                .iter()
-                .map(|j| 1.0 / self.job_interval(j).as_secs_f64())
-                // Not `sum()`: a float sum of nothing is -0.0, which `check` printed as
-                // "-0.00 requests/s (-0% of the budget)" for an empty list.
-                .fold(0.0, |a, b| a + b),
-        };
-        let rate = self.api.rate_limit as f64;
-        BudgetReport {
-            jobs: self.jobs.len(),
-            demand,
-            rate_limit: self.api.rate_limit,
-            stretch: (demand / rate).max(1.0),
-        }
-    }
-
     /// A config with every default and no jobs, for the demo and tests.
     pub fn defaults(auth: Auth) -> Config {
         Config {
@@ -445,6 +409,7 @@ impl Config {
             callback: CallbackConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             remediate: RemediateConfig::default(),
+            watchlist: WatchlistConfig::default(),
             log: LogConfig {
                 level: defaults::LOG_LEVEL,
             },

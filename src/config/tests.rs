@@ -397,15 +397,15 @@ fn budget_stretches_when_the_list_is_too_long() {
             ..job.clone()
         })
         .collect();
-    let b = c.budget();
+    let b = c.budget(0);
     assert!((b.demand - 20.0).abs() < 1e-9);
     assert!(!b.fits());
     assert_eq!(
-        b.effective(Duration::from_secs(30)),
+        b.effective(crate::config::JobGroup::Configured, Duration::from_secs(30)),
         Duration::from_secs(60)
     );
     c.jobs.truncate(300);
-    assert!(c.budget().fits());
+    assert!(c.budget(0).fits());
 }
 
 #[test]

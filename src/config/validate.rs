@@ -38,6 +38,7 @@ pub(super) fn from_tree(
     let callback = read_callback(root.table("callback")?)?;
     let heartbeat = read_heartbeat(root.table("heartbeat")?, base)?;
     let mut remediate = super::remediate::read_remediate(root.table("remediate")?)?;
+    let watchlist = super::watchlist::read_watchlist(root.table("watchlist")?)?;
     let log = read_log(root.table("log")?)?;
     let jobs = read_jobs(
         root.array_of_tables("jobs")?,
@@ -65,6 +66,7 @@ pub(super) fn from_tree(
         callback,
         heartbeat,
         remediate,
+        watchlist,
         log,
         jobs,
         apps,

@@ -114,6 +114,16 @@ pub(super) async fn add(
             count_write("created");
             (StatusCode::CREATED, Json(view_runtime(e))).into_response()
         }
+        // 507: the bound is the server's, not the request's fault. Not logged per refusal:
+        // the watch list says it once (and sets recwatch_watchlist_full).
+        Ok(Added::Full(full)) => {
+            count_write("full");
+            (
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("nothing was added: {full}\n"),
+            )
+                .into_response()
+        }
         Ok(Added::AlreadyWatched(e)) => {
             count_write("exists");
             (StatusCode::OK, Json(view_runtime(e))).into_response()

@@ -124,11 +124,17 @@ pub(super) async fn metrics(
 
 /// Gauges read from memory at scrape time.
 fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
-    let (watched, budget) = {
+    // Every watched job, whatever its source: the run-time list too (issue 22).
+    let budget = {
         let config = s.config.borrow();
-        (config.jobs.len(), config.budget())
+        let runtime = s.watchlist.current();
+        config.budget(crate::watchlist::runtime_count(&config, &runtime))
     };
-    metrics::gauge!("recwatch_jobs_watched").set(watched as f64);
+    metrics::gauge!("recwatch_jobs_watched").set(budget.jobs as f64);
+    for g in crate::config::JobGroup::ALL {
+        metrics::gauge!("recwatch_rate_budget_stretch", "group" => g.as_str())
+            .set(budget.group(g).stretch);
+    }
     metrics::gauge!("recwatch_api_rate_limit").set(f64::from(budget.rate_limit));
     metrics::gauge!("recwatch_rate_budget_demand_ratio")
         .set(budget.demand / f64::from(budget.rate_limit.max(1)));

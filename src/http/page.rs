@@ -214,9 +214,17 @@ struct CountView {
 fn jobs_template(p: &view::JobsPage, s: &view::Summary) -> JobsTemplate {
     let q = &p.query;
     let filtered = q.state.is_some() || q.app.is_some() || q.q.is_some();
+    let stretch = |x: f64| match x {
+        x if x <= 1.0 => "at their interval".to_string(),
+        x => format!("{x:.1}x less often"),
+    };
     let budget = format!(
-        "{:.0}% of {}/s ({:.1} requests/s asked for)",
-        s.budget.in_use_percent, s.budget.rate_limit, s.budget.demand_per_second
+        "{:.0}% of {}/s ({:.1} requests/s asked for; configured jobs {}, run-time jobs {})",
+        s.budget.in_use_percent,
+        s.budget.rate_limit,
+        s.budget.demand_per_second,
+        stretch(s.budget.configured_stretch),
+        stretch(s.budget.runtime_stretch)
     );
     JobsTemplate {
         refresh: REFRESH_SECONDS,

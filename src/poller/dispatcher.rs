@@ -7,12 +7,12 @@ use super::batch::{self, Touches};
 use super::budget::{Budget, failure_delay, later, throttle_pause};
 use super::health::{AUTH_FAILURES_BEFORE_BACKOFF, Health, HealthMessage, write_api_health};
 use super::hints::{Hints, Lane, Pick};
-use super::job::JobState;
+use super::job::{JobState, RETIRE_UNFOUND_AFTER};
 use super::schedule::{Schedule, start_cron};
 use super::task::{Done, PollTask, Report, WRITER_WAIT};
 use super::writer::GroupWriter;
 use super::{Event, Key, OWED_RETRY, key};
-use crate::config::{Config, JobConfig};
+use crate::config::{BudgetReport, Config, JobConfig};
 use crate::domain::Phase;
 use crate::outbox::{ApiHealthChange, Outbox};
 use crate::store::{JobRow, Store};
@@ -31,7 +31,9 @@ use tracing::{debug, error, info, warn};
 
 /// The dispatcher's side of poll hints.
 mod hinted;
+mod refusals;
 mod runtime;
+mod share;
 mod term;
 
 /// The shared parts of a running poller.
@@ -146,21 +148,6 @@ impl Poller {
         self.budget.clone()
     }
 
-    /// Says so when the watch list cannot be polled at its interval within the budget.
-    pub fn warn_if_over_budget(config: &Config) {
-        let b = config.budget();
-        if !b.fits() {
-            warn!(
-                jobs = b.jobs,
-                needed_per_second = format!("{:.1}", b.demand),
-                rate_limit = b.rate_limit,
-                effective_interval = %crate::config::format_duration(round(b.effective(config.poll.interval))),
-                "the watch list needs more requests per second than api.rate_limit allows; every job will be polled {:.1}x less often than configured",
-                b.stretch
-            );
-        }
-    }
-
     /// Runs until `shutdown` turns true, then lets polls in flight finish writing.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut commands = self.command_rx.take().expect("run is called once");
@@ -179,8 +166,8 @@ impl Poller {
         let (stop_touches, touches_stopped) = watch::channel(false);
         let touch_flusher =
             batch::start_flusher(touches.clone(), self.store.clone(), touches_stopped);
-        Self::warn_if_over_budget(&self.config);
         let mut d = Dispatcher::new(self, touches, done_tx);
+        d.budget_changed();
         d.arm(&rows).await?;
         if *shutdown.borrow() {
             d.stop_dispatching();
@@ -242,6 +229,15 @@ struct Dispatcher {
     drain_until: Option<Instant>,
     /// Hinted jobs waiting for a slot, and the re-polls after a job's end (see `hints.rs`).
     lane: Lane,
+    /// Each group's share of the budget over the watch list in force (see `share.rs`).
+    budget: BudgetReport,
+    /// The last report the log told of, so a flood of small changes is not logged each.
+    budget_told: Option<BudgetReport>,
+    /// Discovered jobs retired as never found (see `runtime.rs`): not let back in by a reload
+    /// that runs before their removal from the run-time list is read back.
+    retired: HashSet<Key>,
+    /// When a run-time list change was last applied (see `runtime.rs`, `list_due`).
+    list_applied: Instant,
 }
 
 impl Dispatcher {
@@ -261,7 +257,6 @@ impl Dispatcher {
             },
             writer,
             writer_done: Some(writer_done),
-            poller,
             states: HashMap::new(),
             schedule: Schedule::default(),
             busy: HashSet::new(),
@@ -274,6 +269,11 @@ impl Dispatcher {
             drain,
             drain_until: None,
             lane: Lane::default(),
+            budget: poller.runtime.budget(),
+            budget_told: None,
+            retired: HashSet::new(),
+            list_applied: Instant::now(),
+            poller,
         }
     }
 
@@ -326,7 +326,7 @@ impl Dispatcher {
                 .next_at(|k| self.states.contains_key(k) && !self.busy.contains(k));
             let next_due = self
                 .schedule
-                .peek()
+                .peek(Instant::now())
                 .map(|(t, _, _)| *t)
                 .into_iter()
                 .chain(hinted)
@@ -366,7 +366,7 @@ impl Dispatcher {
                 Some(cmd) = commands.recv() => self.command(cmd).await,
                 _ = hints.notified() => self.take_hints(),
                 Some(config) = next_config(config_rx) => self.config_changed(config).await,
-                Some(list) = self.poller.runtime.changed() => self.watchlist_changed(list).await,
+                Some(list) = self.poller.runtime.changed(), if self.list_due() => self.watchlist_changed(list).await,
                 _ = heartbeat.tick() => {
                     self.poller.liveness.beat();
                     self.retry_owed();
@@ -421,13 +421,13 @@ impl Dispatcher {
     async fn dispatch_next(&mut self) -> bool {
         // Stale entries (a removed job, one being polled, or one scheduled again since) are
         // skipped.
-        if let Some((_, entry, k)) = self.schedule.peek() {
+        let now = Instant::now();
+        if let Some((_, entry, k)) = self.schedule.peek(now) {
             if self.busy.contains(k) || self.states.get(k).is_none_or(|s| s.sched != *entry) {
-                self.schedule.pop();
+                self.schedule.pop(now);
                 return false;
             }
         }
-        let now = Instant::now();
         match self.take_slot(now) {
             Some(Pick::Hinted(k)) => {
                 self.dispatch_hinted(k, now).await;
@@ -436,7 +436,7 @@ impl Dispatcher {
             Some(Pick::Round) => {}
             _ => return false,
         }
-        let Some((due, _, k)) = self.schedule.pop() else {
+        let Some((due, _, k)) = self.schedule.pop(now) else {
             return false;
         };
         self.poller
@@ -523,7 +523,6 @@ impl Dispatcher {
             }
         };
         let config = self.poller.runtime.with_config(config);
-        let rows = rows_now(&self.poller.store).await;
         let old = &self.poller.config;
         if config.api.auth != old.api.auth || config.api.endpoint != old.api.endpoint {
             // New credentials (or a new endpoint) deserve a try now, not after the
@@ -537,7 +536,7 @@ impl Dispatcher {
             self.health.auth_streak = 0;
             self.health.verified = false;
         }
-        self.reload(config, client, &rows).await;
+        self.reload(config, client).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
     }
@@ -579,11 +578,7 @@ impl Dispatcher {
                 continue;
             };
             if self.poller.config.poll.schedule.is_none() {
-                let offset = self
-                    .poller
-                    .config
-                    .job_interval(job)
-                    .mul_f64(i as f64 / n as f64);
+                let offset = self.interval(&state).mul_f64(i as f64 / n as f64);
                 self.schedule.put(k.clone(), &mut state, later(now, offset));
             }
             self.states.insert(k, state);
@@ -595,27 +590,36 @@ impl Dispatcher {
     fn new_state(&self, job: &JobConfig, row: Option<&JobRow>) -> Option<JobState> {
         let mut state = JobState::from_row(job, row, self.poller.config.poll.stop_after_terminal)?;
         state.generation = self.poller.generation;
+        state.origin = self.poller.runtime.origin(&key(job));
         Some(state)
     }
 
     /// Takes a new configuration: jobs removed, changed and added, the budget, the
     /// in-flight limit and the cron schedule.
-    async fn reload(&mut self, config: Config, client: RtcClient, rows: &HashMap<Key, JobRow>) {
+    async fn reload(&mut self, config: Config, client: RtcClient) {
         let wanted: HashMap<Key, &JobConfig> = config.jobs.iter().map(|j| (key(j), j)).collect();
         let before = self.states.len();
         self.states.retain(|k, _| wanted.contains_key(k));
+        self.retired.retain(|k| wanted.contains_key(k));
         let removed = before - self.states.len();
         // Jobs in flight are not in `states`: they are dropped, or take their new
         // configuration, when they come back (see `finish`).
         for (k, s) in self.states.iter_mut() {
             s.job = wanted[k].clone();
+            s.origin = self.poller.runtime.origin(k);
         }
         let new_jobs: Vec<JobConfig> = config
             .jobs
             .iter()
-            .filter(|j| !self.states.contains_key(&key(j)) && !self.busy.contains(&key(j)))
+            .filter(|j| {
+                let k = key(j);
+                !self.states.contains_key(&k)
+                    && !self.busy.contains(&k)
+                    && !self.retired.contains(&k)
+            })
             .cloned()
             .collect();
+        let rows = rows_of(&self.poller.store, &new_jobs).await;
         self.poller.budget.set_rate(config.api.rate_limit);
         self.resize_in_flight(config.api.max_in_flight).await;
         let schedule_changed = config.poll.schedule != self.poller.config.poll.schedule;
@@ -642,7 +646,7 @@ impl Dispatcher {
         if schedule_changed {
             self.restart_cron(now).await;
         }
-        Poller::warn_if_over_budget(&self.poller.config);
+        self.budget_changed();
         info!(
             jobs = self.states.len(),
             added, removed, "configuration reloaded"
@@ -707,6 +711,7 @@ impl Dispatcher {
         if state.generation != self.poller.generation {
             state.job = self.poller.watched[&k].clone();
             state.generation = self.poller.generation;
+            state.origin = self.poller.runtime.origin(&k);
         }
         let Some(result) = result else {
             // Only owed outcomes were written: the job's poll stays when it was due (on a
@@ -720,6 +725,10 @@ impl Dispatcher {
             return Some(owes);
         };
         self.tell_health(&result, in_rotation, now);
+        if state.unfound >= RETIRE_UNFOUND_AFTER {
+            self.retire(k).await;
+            return None;
+        }
         if state.phase.as_ref().is_some_and(Phase::is_terminal) {
             // Shows STOPPED: the re-polls after its end have done their job.
             self.lane.settled(&k);
@@ -746,14 +755,9 @@ impl Dispatcher {
                 None
             }
         };
-        let config = &self.poller.config;
-        let mut state = JobState::from_row(&job, row.as_ref(), config.poll.stop_after_terminal)?;
-        state.generation = self.poller.generation;
+        let mut state = self.new_state(&job, row.as_ref())?;
         state.failures = 1;
-        let at = later(
-            now,
-            failure_delay(config.job_interval(&state.job), 1, jitter()),
-        );
+        let at = later(now, failure_delay(self.interval(&state), 1, jitter()));
         self.schedule.put(k.clone(), &mut state, at);
         self.states.insert(k, state);
         Some(false)
@@ -811,12 +815,9 @@ impl Dispatcher {
                         return None;
                     }
                     // Keep it until what it saw is written: the next poll writes it.
-                    return Some(later(
-                        now,
-                        config.job_interval(&state.job).min(Duration::from_secs(5)),
-                    ));
+                    return Some(later(now, self.interval(state).min(Duration::from_secs(5))));
                 }
-                return Some(later(now, config.job_interval(&state.job)));
+                return Some(later(now, self.interval(state)));
             }
             Err(e) => e,
         };
@@ -840,7 +841,7 @@ impl Dispatcher {
             }
             _ => {
                 state.failures = state.failures.saturating_add(1);
-                let interval = config.job_interval(&state.job);
+                let interval = self.interval(state);
                 Some(later(
                     now,
                     failure_delay(interval, state.failures, jitter()),
@@ -848,40 +849,28 @@ impl Dispatcher {
             }
         }
     }
-
-    /// Refused credentials, too many times in a row: every poll stops for `api.auth_backoff`
-    /// (doubling while it lasts) so the gateway does not lock the key.
-    fn pause_for_refusals(&self, e: &RtcError, now: Instant) {
-        let streak = self.health.auth_streak;
-        let extra = streak - AUTH_FAILURES_BEFORE_BACKOFF;
-        let pause = self
-            .poller
-            .config
-            .api
-            .auth_backoff
-            .saturating_mul(1 << extra.min(3));
-        self.poller.budget.pause_until(later(now, pause));
-        // A skewed clock is refused like a bad key: say which it is.
-        let fix = match e.clock_skew_minutes {
-            Some(m) => recwatch_rtc::client::clock_message(m),
-            None => ErrorKind::Unauthorized.hint().to_string(),
-        };
-        error!(
-            refused_in_a_row = streak,
-            pause = %crate::config::format_duration(round(pause)),
-            request_id = e.request_id.as_deref().unwrap_or("-"),
-            "the API refused the credentials {} times in a row: stopping every poll so the gateway does not lock the key; {fix}",
-            streak
-        );
-    }
 }
 
 fn jitter() -> f64 {
     rand::rng().random::<f64>()
 }
 
-async fn rows_now(store: &Store) -> HashMap<Key, crate::store::JobRow> {
-    store.jobs().await.unwrap_or_default()
+/// The stored rows of jobs joining the watch list: each read alone when they are few (a
+/// discovery, an API add), every row in one read otherwise. Reading every row for each change
+/// cost a scan of the whole table per discovered job (issue 22). A failed read leaves a job
+/// without its row: it starts from no known state, as a new job does.
+async fn rows_of(store: &Store, jobs: &[JobConfig]) -> HashMap<Key, JobRow> {
+    const ONE_BY_ONE: usize = 64;
+    if jobs.len() > ONE_BY_ONE {
+        return store.jobs().await.unwrap_or_default();
+    }
+    let mut rows = HashMap::new();
+    for j in jobs {
+        if let Ok(Some(row)) = store.job(&j.app_id, &j.job_id).await {
+            rows.insert(key(j), row);
+        }
+    }
+    rows
 }
 
 fn round(d: Duration) -> Duration {

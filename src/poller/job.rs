@@ -2,6 +2,7 @@
 //! has not taken yet. It moves into the job's poll task and back, so a job is never polled
 //! twice at once and transition detection needs no lock.
 
+use super::watchlist::Origin;
 use crate::config::JobConfig;
 use crate::domain::Phase;
 use crate::domain::{PollOutcome, PollRecord, State};
@@ -69,7 +70,17 @@ pub(super) struct JobState {
     /// The configuration generation `job` was taken from; a poll in flight during a reload
     /// comes back with an older one and is refreshed.
     pub(super) generation: u64,
+    /// Its group and whether discovery added it (set by the dispatcher; refreshed with
+    /// `generation`).
+    pub(super) origin: Origin,
+    /// Polls in a row that found no such job while it was never found: a discovered job is
+    /// retired at [`RETIRE_UNFOUND_AFTER`].
+    pub(super) unfound: u32,
 }
+
+/// How many "not found" answers in a row retire a discovered job that was never found: a few,
+/// so a job the callback announced a moment before the API lists it is not dropped at once.
+pub(super) const RETIRE_UNFOUND_AFTER: u32 = 3;
 
 impl JobState {
     /// A job's state from its stored row; `None` when it is STOPPED and `skip_terminal` says
@@ -101,6 +112,11 @@ impl JobState {
             sched: 0,
             due: Instant::now(),
             generation: 0,
+            origin: Origin {
+                group: crate::config::JobGroup::Configured,
+                discovered: false,
+            },
+            unfound: 0,
         })
     }
 

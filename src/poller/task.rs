@@ -40,6 +40,15 @@ pub(super) struct Done {
     pub(super) result: Option<Result<(), RtcError>>,
 }
 
+/// Whether this answer is a discovered id the API has never found: nobody asked for it, so
+/// its "not found" is neither written nor alerted (no job_not_found); it is counted, and the
+/// dispatcher retires the job after [`super::job::RETIRE_UNFOUND_AFTER`] in a row.
+fn never_found(state: &JobState, fetched: &Result<Fetched, RtcError>) -> bool {
+    matches!(fetched, Err(e) if e.kind == ErrorKind::NotFound)
+        && state.origin.discovered
+        && state.phase.is_none()
+}
+
 /// One poll, from request to committed write.
 pub(super) struct PollTask {
     pub(super) client: RtcClient,
@@ -121,6 +130,17 @@ impl PollTask {
             Err(e) => e.kind.as_str(),
         };
         metrics::counter!("recwatch_polls_total", "outcome" => outcome_label).increment(1);
+        if never_found(&state, &fetched) {
+            state.unfound += 1;
+            debug!(app_id = %k.app_id, job_id = %k.job_id, in_a_row = state.unfound, "discovered job not found (not alerted: nobody asked for it)");
+            let result = Some(fetched.map(|_| ()));
+            return Report::Done(Box::new(Done {
+                key: k,
+                state,
+                result,
+            }));
+        }
+        state.unfound = 0;
         let polled_at = Utc::now();
         let (outcome, result) = match fetched {
             Ok(fetched) => (self.answered(&k, &mut state, fetched), Ok(())),

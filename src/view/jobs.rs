@@ -227,6 +227,10 @@ pub struct BudgetUse {
     pub in_use_percent: f64,
     /// Every request is held now (throttled, or credentials refused).
     pub paused: bool,
+    /// How many times longer than configured the config file's jobs are polled (served
+    /// first) and the run-time list's (sharing what is left); 1: at their interval.
+    pub configured_stretch: f64,
+    pub runtime_stretch: f64,
 }
 
 /// One page of the list, with its header.
@@ -489,7 +493,14 @@ async fn summary(
             pending += d.n;
         }
     }
-    let report = src.config.budget();
+    // `config` holds the run-time jobs too: those in `sources` are the run-time group.
+    let report = src.config.budget_over(
+        src.config
+            .jobs
+            .iter()
+            .filter(|j| !src.sources.contains_key(&JobKey::new(&j.app_id, &j.job_id))),
+        src.sources.len(),
+    );
     let states = StateFilter::ALL
         .into_iter()
         .map(|f| StateCount {
@@ -512,6 +523,8 @@ async fn summary(
             rate_limit: report.rate_limit,
             demand_per_second: report.demand,
             in_use_percent: report.demand / f64::from(report.rate_limit.max(1)) * 100.0,
+            configured_stretch: report.configured.stretch,
+            runtime_stretch: report.runtime.stretch,
             paused: src.budget_paused,
         },
     })

@@ -31,6 +31,7 @@ mod service;
 mod shared;
 mod silences;
 mod sim_push;
+mod starvation;
 mod storage;
 mod support;
 /// The tests' throwaway PostgreSQL, shared with the store's unit tests.

@@ -353,6 +353,13 @@ async fn a_refused_create_is_failed_and_never_sent_again() {
     };
     assert_eq!(payload["remediation"]["action"], "failed", "{payload}");
     assert!(summary.contains("re-creation failed"), "{summary}");
+    // Issue 22: the refusal is in the log at WARN, not only in the alert.
+    let log = app.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("the re-creation was refused")),
+        "{log}"
+    );
     // Past the point: the worker goes on to the next death (the API takes creates again),
     // and job-0000's create was sent once.
     sim.clear_create_faults();

@@ -30,7 +30,7 @@ impl Dispatcher {
     /// Decides who gets the next budget slot and takes it: `None` when nothing is due or the
     /// budget has no slot now (a picked hint then goes back to the front of the lane).
     pub(super) fn take_slot(&mut self, now: Instant) -> Option<Pick> {
-        let round_due = self.schedule.peek().is_some_and(|(t, _, _)| *t <= now);
+        let round_due = self.schedule.peek(now).is_some_and(|(t, _, _)| *t <= now);
         let share = hints::share(self.poller.config.api.rate_limit);
         let (states, busy) = (&self.states, &self.busy);
         let pick = self.lane.pick(now, share, round_due, |k| {

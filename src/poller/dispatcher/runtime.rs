@@ -2,10 +2,14 @@
 //! start beside the configuration, and each change applied like a reload of the watch list
 //! alone. A child of the dispatcher so it works on the dispatcher's own state.
 
-use super::{Dispatcher, Poller, key, rows_now};
+use super::super::job::RETIRE_UNFOUND_AFTER;
+use super::{Dispatcher, Key, Poller, key};
 use crate::watchlist::RuntimeList;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
 
 impl Poller {
     /// Follows the run-time watch list too: its jobs are polled beside the configuration's
@@ -17,15 +21,43 @@ impl Poller {
     }
 }
 
+/// The least time between two applications of run-time list changes. Applying one re-merges
+/// the whole list; a flood of discoveries (issue 22: 3,000 in 9 s) changes it faster than
+/// that, and applied each time it kept the loop from ever reaching its next poll.
+const LIST_GAP: Duration = Duration::from_millis(250);
+
 impl Dispatcher {
+    /// Whether a run-time list change may be applied now: changes arriving meanwhile are
+    /// coalesced by the watch channel and applied together (the heartbeat wakes the loop).
+    pub(super) fn list_due(&self) -> bool {
+        self.list_applied.elapsed() >= LIST_GAP
+    }
+
     /// The run-time watch list changed (here or in another process): jobs join (polled at
     /// once) or leave as on a reload; nothing else changes.
     pub(super) async fn watchlist_changed(&mut self, list: Arc<RuntimeList>) {
+        self.list_applied = Instant::now();
         let config = self.poller.runtime.with_list(list);
-        let rows = rows_now(&self.poller.store).await;
         let client = self.poller.client.clone();
-        self.reload(config, client, &rows).await;
+        self.reload(config, client).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
+    }
+}
+
+impl Dispatcher {
+    /// A discovered job the API has never found, [`RETIRE_UNFOUND_AFTER`] polls in a row: it
+    /// leaves the run-time list without an alert (nobody asked for it; issue 22 saw such ids
+    /// polled for ever, each poll a job_not_found alert). A genuinely new callback for it may
+    /// discover it again.
+    pub(super) async fn retire(&mut self, k: Key) {
+        info!(app_id = %k.app_id, job_id = %k.job_id, polls = RETIRE_UNFOUND_AFTER, "a discovered job the API does not know is no longer watched (never found, so never alerted)");
+        metrics::counter!("recwatch_discovered_total", "result" => "retired").increment(1);
+        self.lane.settled(&k);
+        if let Err(e) = self.poller.store.unwatch_job(&k).await {
+            // Not polled again by this run either way (`retired`); the entry stays listed.
+            warn!(app_id = %k.app_id, job_id = %k.job_id, "cannot remove the retired job from the run-time watch list: {e}");
+        }
+        self.retired.insert(k);
     }
 }
