@@ -217,6 +217,7 @@ mod tests {
             notify: None,
             forward_to: None,
             discover: false,
+            max_discovered: crate::config::defaults::APP_MAX_DISCOVERED,
         }
     }
 

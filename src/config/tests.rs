@@ -377,7 +377,7 @@ fn an_empty_notify_list_is_warned() {
 fn an_empty_watch_list_demands_zero_not_minus_zero() {
     let c = parse(&MINIMAL.replace("[[jobs]]\napp_id = \"app\"\njob_id = \"job\"\n", "")).unwrap();
     assert!(c.jobs.is_empty());
-    let b = c.budget();
+    let b = c.budget(0);
     let shown = format!(
         "{:.2} ({:.0}%)",
         b.demand,
