@@ -117,9 +117,10 @@ fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()>
         )?,
     }
     out!(
-        "  demand     {:.2} requests/s for {} jobs ({:.0}% of the budget)",
+        "  demand     {:.2} requests/s for {} job{} ({:.0}% of the budget)",
         b.demand,
         b.jobs,
+        if b.jobs == 1 { "" } else { "s" },
         100.0 * b.demand / b.rate_limit as f64
     )?;
     if let Err(e) = runtime {
@@ -354,7 +355,7 @@ async fn check_callback(c: &Config) -> std::io::Result<Option<StartError>> {
     for a in &c.apps {
         let mut parts = vec![format!("key {}", crate::secret::MASK)];
         parts.push(match a.discover {
-            true => "discover on".into(),
+            true => format!("discover on (at most {} jobs)", a.max_discovered),
             false => "discover off".into(),
         });
         if let Some(f) = &a.forward_to {
