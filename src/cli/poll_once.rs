@@ -68,6 +68,12 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
             ));
         }
     }
+    // As `run` at its stop: the file alone is the whole database afterwards (issue 22, 14).
+    if let Err(e) = store.checkpoint().await {
+        complain(&format!(
+            "the WAL checkpoint failed ({e}); the file needs its -wal beside it until the next start"
+        ));
+    }
     store.close().await;
     let alerts = match raised.len() {
         1 => "1 alert".to_string(),

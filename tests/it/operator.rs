@@ -100,6 +100,24 @@ async fn a_clean_stop_leaves_a_whole_file_and_backup_works_beside_run() {
     assert_eq!(jobs, 3);
 }
 
+/// Item 14, for `poll-once` too (it owns the database as `run` does): the file alone is the
+/// whole database once it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_once_leaves_a_whole_file() {
+    let sim = start_sim(static_sim(2)).await;
+    let app = TestApp::new(&AppConfig::new(&sim, 2));
+    let (code, out, err) = app.run_cmd(&["poll-once"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let copy = app.dir.path().join("copy.db");
+    std::fs::copy(&app.db_path, &copy).unwrap();
+    let (tables, jobs) = tables_and_jobs(&copy).await;
+    assert!(
+        tables >= 10,
+        "a copy after poll-once has the tables: {tables}"
+    );
+    assert_eq!(jobs, 2);
+}
+
 /// Item 14: on PostgreSQL `backup` points at pg_dump (usage, 64), nothing written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_on_postgresql_says_pg_dump() {
