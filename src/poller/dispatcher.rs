@@ -596,10 +596,7 @@ impl Dispatcher {
     /// A job joining the watch list, from its database row, in the current generation; None
     /// when it is already STOPPED and `poll.stop_after_terminal` keeps it unpolled.
     fn new_state(&self, job: &JobConfig, row: Option<&JobRow>) -> Option<JobState> {
-        let job = match self.poller.watched.get(&key(job)) {
-            Some(shared) => shared.clone(),
-            None => Arc::new(job.clone()),
-        };
+        let job = super::watchlist::shared(&self.poller.watched, job);
         let mut state = JobState::from_row(&job, row, self.poller.config.poll.stop_after_terminal)?;
         state.generation = self.poller.generation;
         state.origin = self.poller.runtime.origin(&key(&job));

@@ -136,6 +136,14 @@ pub(super) fn watched_of(config: &Config) -> HashMap<Key, Arc<JobConfig>> {
         .collect()
 }
 
+/// `job`'s allocation in `watched`, shared; one of its own when `watched` lacks it.
+pub(super) fn shared(watched: &HashMap<Key, Arc<JobConfig>>, job: &JobConfig) -> Arc<JobConfig> {
+    match watched.get(&super::key(job)) {
+        Some(shared) => shared.clone(),
+        None => Arc::new(job.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
