@@ -20,7 +20,7 @@ pub const TRIM_EVERY: Duration = Duration::from_secs(30);
 /// The most malloc arenas, unless `MALLOC_ARENA_MAX` says otherwise.
 const ARENAS: i32 = 2;
 
-/// Caps glibc's malloc arenas at [`ARENAS`]. Called first thing, before any thread starts.
+/// Caps glibc's malloc arenas at two. Called first thing, before any thread starts.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
