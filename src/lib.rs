@@ -18,6 +18,7 @@ pub mod exit;
 pub mod heartbeat;
 pub mod http;
 pub mod leader;
+pub mod memory;
 pub mod metric_catalogue;
 pub mod notify;
 pub mod outbox;

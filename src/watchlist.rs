@@ -70,6 +70,14 @@ impl<'a> Entry<'a> {
         }
     }
 
+    /// The job's configuration as the poller polls it.
+    pub fn to_job(&self) -> JobConfig {
+        match self {
+            Entry::File(j) => (*j).clone(),
+            Entry::Runtime(r) => job_config(r),
+        }
+    }
+
     pub fn to_watched(&self) -> Watched {
         match self {
             Entry::File(j) => Watched {
@@ -134,7 +142,9 @@ pub fn runtime_count(config: &Config, runtime: &RuntimeList) -> usize {
 /// `config` with the run-time entries added to its jobs: what the poller polls.
 pub fn with_runtime(config: &Config, runtime: &RuntimeList) -> Config {
     let mut c = config.clone();
-    c.jobs = merged(config, runtime).into_iter().map(|w| w.job).collect();
+    // Straight from the entries: collected from `merged`'s vector, the jobs would have kept
+    // its larger allocation (a `Watched` each) for the life of the configuration.
+    c.jobs = entries(config, runtime).iter().map(Entry::to_job).collect();
     c
 }
 

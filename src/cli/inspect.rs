@@ -18,17 +18,15 @@ pub(super) async fn open_existing(config: &Config) -> anyhow::Result<Store> {
 
 pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
+    if json {
+        let written = status_json(config, &store).await;
+        // Closing checkpoints the WAL, so the next command does not have to read it back.
+        store.close().await;
+        return written;
+    }
     let jobs = crate::status::status_rows(config, &store).await?;
     let lease = store.lease().await?;
-    // Closing checkpoints the WAL, so the next command does not have to read it back.
     store.close().await;
-    if json {
-        // Through a `Value`, whose object keys are sorted: the output `status --json` has
-        // always had (serializing the rows directly would give field order instead).
-        let value = serde_json::to_value(&jobs)?;
-        out!("{}", serde_json::to_string_pretty(&value)?)?;
-        return Ok(());
-    }
     out!(
         "active instance: {}",
         crate::leader::describe(
@@ -68,6 +66,14 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     }
     print_table(&rows)?;
     Ok(())
+}
+
+/// `status --json`: one JSON array of every watched job, written a page at a time as the rows
+/// are read (see [`crate::status::write_json`]), never built whole: 100,000 jobs are 30 MB of
+/// JSON.
+async fn status_json(config: &Config, store: &Store) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    crate::status::write_json(config, store, crate::status::STATUS_PAGE, &mut out).await
 }
 
 /// How far each group of the watch list is stretched (configured jobs first), as the daemon

@@ -217,6 +217,7 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
+    crate::memory::limit_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

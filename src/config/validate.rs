@@ -467,7 +467,9 @@ fn read_jobs(
 ) -> Result<Vec<JobConfig>, ConfigError> {
     let channels = notify.channel_names();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut jobs = Vec::new();
+    // Exactly one per table: a vector grown by doubling kept up to twice the room, for the
+    // life of the configuration (issue 23).
+    let mut jobs = Vec::with_capacity(tables.len());
     for mut t in tables {
         // Name the job in every message about it, so the operator finds it in a long list.
         let name = t.nonempty_string("name")?;

@@ -42,8 +42,9 @@ pub struct Poller {
     /// more than the poll itself.
     config: Arc<Config>,
     /// The watched jobs by key: a finished poll checks membership, and refreshes a job
-    /// reloaded while it was in flight, without a scan.
-    watched: HashMap<Key, JobConfig>,
+    /// reloaded while it was in flight, without a scan. Each job's `JobState` shares the
+    /// same allocation.
+    watched: HashMap<Key, Arc<JobConfig>>,
     /// Counts reloads; see [`JobState::generation`].
     generation: u64,
     client: RtcClient,
@@ -80,24 +81,31 @@ pub enum Command {
 }
 
 impl Poller {
-    pub fn new(config: Config, client: RtcClient, store: Store, outbox: Outbox) -> Poller {
+    /// `config` may be the published `Arc`, shared rather than copied (every job in it).
+    pub fn new(
+        config: impl Into<Arc<Config>>,
+        client: RtcClient,
+        store: Store,
+        outbox: Outbox,
+    ) -> Poller {
         let (events, _) = broadcast::channel(1024);
         let (command_tx, command_rx) = mpsc::channel(16);
         let (health_tx, health_rx) = mpsc::unbounded_channel();
+        let config: Arc<Config> = config.into();
         Poller {
             health_tx,
             health_rx: Some(health_rx),
             command_tx,
             command_rx: Some(command_rx),
             config_rx: None,
-            runtime: super::watchlist::Runtime::new(&config),
+            runtime: super::watchlist::Runtime::new(config.clone()),
             armed: None,
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
-            watched: config.jobs.iter().map(|j| (key(j), j.clone())).collect(),
+            watched: super::watchlist::watched_of(&config),
             generation: 0,
-            config: Arc::new(config),
+            config,
             client,
             store,
             outbox,
@@ -547,13 +555,13 @@ impl Dispatcher {
         for s in self.states.values_mut().filter(|s| !s.unwritten.is_empty()) {
             let write = self.writer.write(
                 s.unwritten.clone(),
-                s.job.clone(),
+                JobConfig::clone(&s.job),
                 s.in_init(),
                 Utc::now(),
                 self.poller.config.clone(),
             );
             match tokio::time::timeout(Duration::from_secs(10), write).await {
-                Ok(Ok(())) => s.unwritten.clear(),
+                Ok(Ok(())) => s.unwritten = Vec::new(),
                 _ => break,
             }
         }
@@ -588,16 +596,17 @@ impl Dispatcher {
     /// A job joining the watch list, from its database row, in the current generation; None
     /// when it is already STOPPED and `poll.stop_after_terminal` keeps it unpolled.
     fn new_state(&self, job: &JobConfig, row: Option<&JobRow>) -> Option<JobState> {
-        let mut state = JobState::from_row(job, row, self.poller.config.poll.stop_after_terminal)?;
+        let job = super::watchlist::shared(&self.poller.watched, job);
+        let mut state = JobState::from_row(&job, row, self.poller.config.poll.stop_after_terminal)?;
         state.generation = self.poller.generation;
-        state.origin = self.poller.runtime.origin(&key(job));
+        state.origin = self.poller.runtime.origin(&key(&job));
         Some(state)
     }
 
     /// Takes a new configuration: jobs removed, changed and added, the budget, the
     /// in-flight limit and the cron schedule.
-    async fn reload(&mut self, config: Config, client: RtcClient) {
-        let wanted: HashMap<Key, &JobConfig> = config.jobs.iter().map(|j| (key(j), j)).collect();
+    async fn reload(&mut self, config: Arc<Config>, client: RtcClient) {
+        let wanted = super::watchlist::watched_of(&config);
         let before = self.states.len();
         self.states.retain(|k, _| wanted.contains_key(k));
         self.retired.retain(|k| wanted.contains_key(k));
@@ -623,12 +632,12 @@ impl Dispatcher {
         self.poller.budget.set_rate(config.api.rate_limit);
         self.resize_in_flight(config.api.max_in_flight).await;
         let schedule_changed = config.poll.schedule != self.poller.config.poll.schedule;
-        self.poller.watched = config.jobs.iter().map(|j| (key(j), j.clone())).collect();
+        self.poller.watched = wanted;
         self.poller.generation += 1;
         for s in self.states.values_mut() {
             s.generation = self.poller.generation;
         }
-        self.poller.config = Arc::new(config);
+        self.poller.config = config;
         self.poller.client = client;
         let now = Instant::now();
         // New jobs are polled at once (through the budget), not after a whole interval.

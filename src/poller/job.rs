@@ -8,6 +8,7 @@ use crate::domain::Phase;
 use crate::domain::{PollOutcome, PollRecord, State};
 use crate::rules;
 use chrono::Utc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
@@ -42,7 +43,9 @@ const MAX_UNWRITTEN: usize = 32;
 
 /// A job's state between polls. It moves into the poll task and back.
 pub(super) struct JobState {
-    pub(super) job: JobConfig,
+    /// Shared with the dispatcher's `watched` map (one allocation per job, not one per copy:
+    /// issue 23 found five copies of every job's configuration in memory).
+    pub(super) job: Arc<JobConfig>,
     pub(super) phase: Option<Phase>,
     pub(super) failures: u32,
     /// Outcomes not yet written because the database refused (locked); written, in order,
@@ -84,9 +87,10 @@ pub(super) const RETIRE_UNFOUND_AFTER: u32 = 3;
 
 impl JobState {
     /// A job's state from its stored row; `None` when it is STOPPED and `skip_terminal` says
-    /// such jobs are not polled.
-    pub(super) fn from_row(
-        job: &JobConfig,
+    /// such jobs are not polled. `job` is the dispatcher's shared `Arc` (kept shared) or a
+    /// plain configuration (put in an allocation of its own).
+    pub(super) fn from_row<J: Clone + Into<Arc<JobConfig>>>(
+        job: &J,
         row: Option<&crate::store::JobRow>,
         skip_terminal: bool,
     ) -> Option<JobState> {
@@ -103,7 +107,7 @@ impl JobState {
             maybe_stuck_open: true,
             maybe_not_found_open: true,
             maybe_failing_open: true,
-            job: job.clone(),
+            job: job.clone().into(),
             phase,
             failures: 0,
             unwritten: Vec::new(),
@@ -214,7 +218,7 @@ mod tests {
             interval: None,
             notify: None,
         };
-        let mut state = JobState::from_row(&job, None, true).unwrap();
+        let mut state = JobState::from_row(&Arc::new(job), None, true).unwrap();
         let t0 = Utc::now();
         let init = recwatch_rtc::model::JobSnapshot {
             state: Some(State::Init),

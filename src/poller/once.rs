@@ -75,7 +75,7 @@ pub async fn poll_once(
         }
         let changed = done.state.phase != before;
         out.push((
-            done.state.job.clone(),
+            JobConfig::clone(&done.state.job),
             match done.result {
                 Some(Ok(())) => Ok(done.state.phase.clone()),
                 Some(Err(e)) => Err(e.to_string()),

@@ -6,7 +6,7 @@ use super::Key;
 use super::batch::{Touch, Touches};
 use super::job::JobState;
 use super::writer::GroupWriter;
-use crate::config::Config;
+use crate::config::{Config, JobConfig};
 use crate::detect::{Detected, detect};
 use crate::domain::{PollOutcome, PollRecord};
 use crate::outbox::{self, Event};
@@ -211,7 +211,7 @@ impl PollTask {
                 metrics::counter!("recwatch_transitions_total", "to_state" => to.state.label())
                     .increment(1);
                 let _ = self.events.send(Event::Transition {
-                    job: state.job.clone(),
+                    job: JobConfig::clone(&state.job),
                     from: from.clone(),
                     to: to.clone(),
                     description: job.description.clone(),
@@ -242,7 +242,7 @@ impl PollTask {
             debug!(app_id = %k.app_id, job_id = %k.job_id, "poll throttled: {e}");
         }
         let _ = self.events.send(Event::PollFailed {
-            job: state.job.clone(),
+            job: JobConfig::clone(&state.job),
             error: e.clone(),
         });
         PollOutcome::Failed {
@@ -279,7 +279,7 @@ impl PollTask {
             // `from` state.
             let write = self.writer.write(
                 state.unwritten.clone(),
-                state.job.clone(),
+                JobConfig::clone(&state.job),
                 state.in_init(),
                 now,
                 self.config.clone(),
@@ -308,7 +308,9 @@ impl PollTask {
         match written {
             Ok(()) => {
                 self.note_conditions(&mut state);
-                state.unwritten.clear();
+                // Not `clear`: the emptied vector would keep its room for a record in every
+                // job polled once, the whole watch list's worth (issue 23).
+                state.unwritten = Vec::new();
             }
             // Written again as they are, these outcomes would panic again: the job starts
             // over from what the database holds.

@@ -3,10 +3,10 @@
 //! dispatcher applies like a reload (jobs that join are polled at once, jobs that leave stop).
 
 use super::Key;
-use crate::config::{BudgetReport, Config, JobGroup};
+use crate::config::{BudgetReport, Config, JobConfig, JobGroup};
 use crate::domain::JobSource;
 use crate::watchlist::{RuntimeList, runtime_count, with_runtime};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -14,8 +14,10 @@ use tokio::sync::watch;
 pub(super) struct Runtime {
     /// The configuration as published (its own `[[jobs]]` only).
     base: Arc<Config>,
-    /// `base`'s jobs by key: which group a job is in, without a scan of the file's list.
-    configured: HashSet<Key>,
+    /// The keys both `base` and `list` have (the file's entry wins): with `list`, which group
+    /// a job is in, without a scan of the file's list. Only these, not every configured key:
+    /// a set of the whole file was a copy of every job's key (issue 23).
+    shadowed: HashSet<Key>,
     list: Arc<RuntimeList>,
     /// `None` when the poller does not follow a run-time list (`poll-once`, tests).
     rx: Option<watch::Receiver<Arc<RuntimeList>>>,
@@ -32,10 +34,12 @@ pub(super) struct Origin {
 }
 
 impl Runtime {
-    pub(super) fn new(config: &Config) -> Runtime {
+    /// `config` is shared, not copied: it is the poller's merged configuration too until a
+    /// run-time entry joins.
+    pub(super) fn new(config: Arc<Config>) -> Runtime {
         Runtime {
-            configured: configured_keys(config),
-            base: Arc::new(config.clone()),
+            shadowed: HashSet::new(),
+            base: config,
             list: Arc::default(),
             rx: None,
         }
@@ -43,10 +47,11 @@ impl Runtime {
 
     /// Starts following `rx`; its current value counts as seen. Returns the merged
     /// configuration to start from.
-    pub(super) fn follow(&mut self, mut rx: watch::Receiver<Arc<RuntimeList>>) -> Config {
+    pub(super) fn follow(&mut self, mut rx: watch::Receiver<Arc<RuntimeList>>) -> Arc<Config> {
         self.list = rx.borrow_and_update().clone();
         self.rx = Some(rx);
-        with_runtime(&self.base, &self.list)
+        self.shadowed = shadowed(&self.base, &self.list);
+        self.merged()
     }
 
     /// The next list published; pending for ever without one (or once its sender is gone),
@@ -63,7 +68,7 @@ impl Runtime {
     /// Which group `k` is in (the config file wins over a run-time entry with its key), and
     /// whether discovery added it.
     pub(super) fn origin(&self, k: &Key) -> Origin {
-        if self.configured.contains(k) {
+        if self.shadowed.contains(k) || !self.list.jobs.contains_key(k) {
             return Origin {
                 group: JobGroup::Configured,
                 discovered: false,
@@ -85,19 +90,149 @@ impl Runtime {
     }
 
     /// A reload: the new configuration with the run-time list merged in.
-    pub(super) fn with_config(&mut self, config: Arc<Config>) -> Config {
-        self.configured = configured_keys(&config);
+    pub(super) fn with_config(&mut self, config: Arc<Config>) -> Arc<Config> {
         self.base = config;
-        with_runtime(&self.base, &self.list)
+        self.shadowed = shadowed(&self.base, &self.list);
+        self.merged()
     }
 
     /// A new run-time list: the configuration in force with it merged in.
-    pub(super) fn with_list(&mut self, list: Arc<RuntimeList>) -> Config {
+    pub(super) fn with_list(&mut self, list: Arc<RuntimeList>) -> Arc<Config> {
         self.list = list;
-        with_runtime(&self.base, &self.list)
+        self.shadowed = shadowed(&self.base, &self.list);
+        self.merged()
+    }
+
+    /// The configuration with the run-time list merged in; without run-time entries, the
+    /// published configuration itself rather than a copy of its every job.
+    fn merged(&self) -> Arc<Config> {
+        if self.list.jobs.is_empty() {
+            return self.base.clone();
+        }
+        Arc::new(with_runtime(&self.base, &self.list))
     }
 }
 
-fn configured_keys(config: &Config) -> HashSet<Key> {
-    config.jobs.iter().map(super::key).collect()
+/// The keys of `config`'s jobs that `list` has too.
+fn shadowed(config: &Config, list: &RuntimeList) -> HashSet<Key> {
+    if list.jobs.is_empty() {
+        return HashSet::new();
+    }
+    config
+        .jobs
+        .iter()
+        .map(super::key)
+        .filter(|k| list.jobs.contains_key(k))
+        .collect()
+}
+
+/// The watched jobs by key, each configuration in one allocation that every job's state
+/// shares (see [`super::job::JobState::job`]).
+pub(super) fn watched_of(config: &Config) -> HashMap<Key, Arc<JobConfig>> {
+    config
+        .jobs
+        .iter()
+        .map(|j| (super::key(j), Arc::new(j.clone())))
+        .collect()
+}
+
+/// `job`'s allocation in `watched`, shared; one of its own when `watched` lacks it.
+pub(super) fn shared(watched: &HashMap<Key, Arc<JobConfig>>, job: &JobConfig) -> Arc<JobConfig> {
+    match watched.get(&super::key(job)) {
+        Some(shared) => shared.clone(),
+        None => Arc::new(job.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{JobKey, JobKind, RuntimeJob};
+
+    fn config(jobs: usize) -> Config {
+        let mut c = Config::defaults(crate::config::Auth::Token {
+            token: crate::secret::Secret::new("t"),
+        });
+        c.jobs = (0..jobs)
+            .map(|i| JobConfig {
+                app_id: "app".into(),
+                job_id: format!("f{i}"),
+                name: None,
+                kind: JobKind::Individual,
+                interval: None,
+                notify: Some(vec!["ops".into()]),
+            })
+            .collect();
+        c
+    }
+
+    fn list(ids: &[&str]) -> Arc<RuntimeList> {
+        Arc::new(RuntimeList {
+            version: Some(1),
+            jobs: ids
+                .iter()
+                .map(|id| {
+                    let key = JobKey::new("app", *id);
+                    let job = RuntimeJob {
+                        key: key.clone(),
+                        name: None,
+                        kind: JobKind::Individual,
+                        notify: None,
+                        source: JobSource::Callback,
+                        added_at: "2026-12-07T00:00:00.000Z".into(),
+                    };
+                    (key, job)
+                })
+                .collect(),
+        })
+    }
+
+    /// Issue 23, item 1: what the poller holds per job is held once. Without run-time
+    /// entries the merged configuration is the published one itself, not a copy of its every
+    /// job; with them, the groups are still told apart (a file entry the list shadows is
+    /// configured); and a job's state shares its configuration's allocation with `watched`.
+    #[test]
+    fn each_jobs_configuration_is_held_once() {
+        let base = Arc::new(config(3));
+        let mut runtime = Runtime::new(base.clone());
+        let (tx, rx) = watch::channel(Arc::new(RuntimeList::default()));
+        let merged = runtime.follow(rx);
+        assert!(Arc::ptr_eq(&merged, &base), "no run-time entry: no copy");
+        let reloaded = Arc::new(config(4));
+        assert!(Arc::ptr_eq(
+            &runtime.with_config(reloaded.clone()),
+            &reloaded
+        ));
+
+        let merged = runtime.with_list(list(&["f1", "r1"]));
+        assert_eq!(
+            merged.jobs.len(),
+            5,
+            "four from the file, one of the list's own"
+        );
+        let origin = |id: &str| runtime.origin(&JobKey::new("app", id));
+        assert_eq!(origin("f1").group, JobGroup::Configured, "the file wins");
+        assert_eq!(origin("f0").group, JobGroup::Configured);
+        assert_eq!(
+            origin("r1"),
+            Origin {
+                group: JobGroup::Runtime,
+                discovered: true
+            }
+        );
+        assert!(
+            merged.jobs.capacity() <= merged.jobs.len() + 1,
+            "the merged jobs keep no larger vector's room: {} for {}",
+            merged.jobs.capacity(),
+            merged.jobs.len()
+        );
+        drop(tx);
+
+        let watched = watched_of(&merged);
+        for j in &merged.jobs {
+            let k = super::super::key(j);
+            let state = super::super::job::JobState::from_row(&watched[&k], None, false).unwrap();
+            assert!(Arc::ptr_eq(&state.job, &watched[&k]), "{k}: one allocation");
+        }
+    }
 }

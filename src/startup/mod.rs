@@ -388,6 +388,11 @@ impl Daemon {
             role = %role,
             "recwatch running"
         );
+        // Start-up's transient peak (the watch list parsed, the jobs' rows read) is freed by
+        // now: handed back, and whatever later work frees, every little while.
+        self.shared
+            .tasks
+            .spawn(crate::memory::trim_until(self.shared.stop.clone()));
     }
 
     /// Waits for the stop, or for a term's poll loop to end by itself, and returns how it

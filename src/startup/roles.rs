@@ -69,17 +69,12 @@ impl ActiveSet {
         parts.outbox.restore(&store).await?;
         let client =
             RtcClient::new(&config.api.client_config()).context("cannot build the HTTP client")?;
-        let mut poller = Poller::new(
-            (*config).clone(),
-            client,
-            store.clone(),
-            parts.outbox.clone(),
-        )
-        .sharing(
-            parts.hints.clone(),
-            parts.vitals.liveness.clone(),
-            parts.budget.clone(),
-        );
+        let mut poller = Poller::new(config.clone(), client, store.clone(), parts.outbox.clone())
+            .sharing(
+                parts.hints.clone(),
+                parts.vitals.liveness.clone(),
+                parts.budget.clone(),
+            );
         poller.follow(parts.config.clone());
         poller.follow_watchlist(parts.watchlist.subscribe());
         let worker =

@@ -3,7 +3,7 @@
 //! alone. A child of the dispatcher so it works on the dispatcher's own state.
 
 use super::super::job::RETIRE_UNFOUND_AFTER;
-use super::{Dispatcher, Key, Poller, key};
+use super::{Dispatcher, Key, Poller};
 use crate::watchlist::RuntimeList;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,8 @@ impl Poller {
     /// from the start, and each change is applied like a reload of the watch list alone.
     pub fn follow_watchlist(&mut self, list: watch::Receiver<Arc<RuntimeList>>) {
         let config = self.runtime.follow(list);
-        self.watched = config.jobs.iter().map(|j| (key(j), j.clone())).collect();
-        self.config = Arc::new(config);
+        self.watched = super::super::watchlist::watched_of(&config);
+        self.config = config;
     }
 }
 
