@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use recwatch_rtc::callback::RecordEvent;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
@@ -83,6 +84,11 @@ pub enum Discovered {
 #[derive(Clone)]
 pub struct CommitQueue {
     units: mpsc::Sender<Unit>,
+    /// Transactions committed (also `recwatch_callback_commits_total`): the events over the
+    /// commits is how many shared each.
+    commits: Arc<AtomicU64>,
+    /// Requests queued and not yet answered.
+    waiting: Arc<AtomicU64>,
 }
 
 struct Unit {
@@ -93,6 +99,7 @@ struct Unit {
 /// What the writer task works with.
 #[derive(Clone)]
 struct Writer {
+    commits: Arc<AtomicU64>,
     store: Store,
     watchlist: Watchlist,
     config: watch::Receiver<Arc<Config>>,
@@ -110,7 +117,9 @@ impl CommitQueue {
     ) -> (CommitQueue, JoinHandle<()>) {
         let (units, rx) = mpsc::channel::<Unit>(MAX_GROUP * 2);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let commits = Arc::new(AtomicU64::new(0));
         let writer = Writer {
+            commits: commits.clone(),
             store,
             watchlist,
             config,
@@ -129,7 +138,25 @@ impl CommitQueue {
                 }
             }
         });
-        (CommitQueue { units }, supervisor)
+        let waiting = Arc::default();
+        (
+            CommitQueue {
+                units,
+                commits,
+                waiting,
+            },
+            supervisor,
+        )
+    }
+
+    /// How many transactions the writer has committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many requests are queued and wait for their commit.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Stores `pending` in the next commit and returns once that commit is made (or failed:
@@ -140,9 +167,10 @@ impl CommitQueue {
             .send(Unit { pending, reply })
             .await
             .map_err(|_| "the callback writer has stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "the callback writer stopped before answering".to_string())?
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let answer = answer.await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        answer.map_err(|_| "the callback writer stopped before answering".to_string())?
     }
 }
 
@@ -268,6 +296,8 @@ impl Writer {
                 (after == before + written.added.len() as i64).then_some((before, after));
         }
         tx.commit().await?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("recwatch_callback_commits_total").increment(1);
         Ok(written)
     }
 
@@ -313,4 +343,191 @@ async fn discover_in(
     }
     added.insert(entry.key.clone(), entry.clone());
     Ok(Discovered::Watched(entry.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AppConfig, Auth};
+    use crate::domain::JobSource;
+    use crate::secret::Secret;
+    use crate::store::test_support::both_backends;
+    use std::time::Duration;
+
+    fn config(max_jobs: u64, max_discovered: u64) -> Arc<Config> {
+        let mut c = Config::defaults(Auth::Token {
+            token: Secret::new("t"),
+        });
+        c.watchlist.max_jobs = max_jobs;
+        c.apps = vec![AppConfig {
+            app_id: "app".into(),
+            auth_key: Secret::new("0123456789abcdef0123456789abcdef"),
+            name: None,
+            notify: None,
+            forward_to: None,
+            discover: true,
+            max_discovered,
+        }];
+        Arc::new(c)
+    }
+
+    async fn start_queue(store: &Store, config: Arc<Config>) -> (CommitQueue, Watchlist) {
+        let watchlist = Watchlist::load(store.clone()).await.unwrap();
+        let (_tx, rx) = watch::channel(config);
+        // The sender may go: the writer reads the configuration last published.
+        let (queue, _) = CommitQueue::start(store.clone(), watchlist.clone(), rx);
+        (queue, watchlist)
+    }
+
+    /// An event of `job` (its body `n`), with a forward, and discovering its job if asked.
+    fn pending(job: &str, n: usize, discover: bool) -> Pending {
+        let body = format!(
+            r#"{{"event_type":"RECORD_NEW_FILE_START","app_id":"app","job_id":"{job}","detail_message":"n{n}"}}"#
+        );
+        let entry = RuntimeJob {
+            key: JobKey::new("app", job),
+            name: None,
+            kind: Default::default(),
+            notify: None,
+            source: JobSource::Callback,
+            added_at: "2026-12-07T12:00:00.000Z".into(),
+        };
+        Pending {
+            app_id: "app".into(),
+            event: RecordEvent::parse(body.as_bytes()).unwrap(),
+            digest: format!("digest-of-{job}-{n}"),
+            at: "2026-12-07T12:00:00.000Z".into(),
+            forward: Some(body.into_bytes().into()),
+            discover: discover.then_some(Candidate {
+                entry,
+                sent_at: None,
+            }),
+        }
+    }
+
+    /// Commits every pending event at once, while the store's one write connection is held,
+    /// so that they all wait in the queue; then lets the writer go. The answers, in order.
+    async fn all_at_once(
+        store: &Store,
+        queue: &CommitQueue,
+        events: Vec<Pending>,
+    ) -> Vec<Result<Committed, String>> {
+        let n = events.len();
+        let held = store.begin_write().await.unwrap();
+        let answers: Vec<_> = events
+            .into_iter()
+            .map(|p| {
+                let q = queue.clone();
+                tokio::spawn(async move { q.commit(p).await })
+            })
+            .collect();
+        // The writer has taken what came first and waits for the connection; the rest queue.
+        let mut waited = Duration::ZERO;
+        while queue.waiting() < n as u64 {
+            assert!(
+                waited < Duration::from_secs(60),
+                "{} waiting",
+                queue.waiting()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += Duration::from_millis(10);
+        }
+        held.commit().await.unwrap();
+        let mut out = Vec::new();
+        for a in answers {
+            out.push(a.await.unwrap());
+        }
+        out
+    }
+
+    both_backends! {
+        /// 200 events waiting while a commit is made share the next one: two transactions,
+        /// not 200 (before issue 23 each event was its own). Each request gets its own
+        /// answer, a duplicate (the same body again) is stored once and answered as one, and
+        /// each new event's forward is written with it.
+        async fn events_waiting_share_one_commit_and_each_gets_its_answer(store: Store) {
+            let (queue, _) = start_queue(&store, config(10, 10)).await;
+            let mut events: Vec<Pending> = (0..199).map(|n| pending("j", n, false)).collect();
+            events.push(pending("j", 7, false));
+            let answers = all_at_once(&store, &queue, events).await;
+            // What the writer took before the connection was free, then the rest.
+            assert!(queue.commits() <= 2, "{} commits", queue.commits());
+            let inserted: Vec<Inserted> =
+                answers.into_iter().map(|a| a.unwrap().inserted).collect();
+            assert!(inserted[..199].iter().all(|i| *i == Inserted::New));
+            assert_eq!(inserted[199], Inserted::Duplicate);
+            assert_eq!(store.callback_event_count().await.unwrap(), 199);
+            let forwards = store.due_forwards("2026-12-07T12:00:01.000Z", 1000).await.unwrap();
+            assert_eq!(forwards.len(), 199, "one forward per stored event");
+        }
+    }
+
+    both_backends! {
+        /// An event the database refuses on its own (PostgreSQL takes no NUL character in a
+        /// text; SQLite does) fails its group, which is then written one event at a time: that
+        /// one is answered with the error (a 503), every other is stored and answered.
+        async fn a_failing_event_is_answered_alone_and_its_group_is_stored(store: Store) {
+            let (queue, _) = start_queue(&store, config(10, 10)).await;
+            let mut events: Vec<Pending> = (0..20).map(|n| pending("j", n, false)).collect();
+            // The body says \u0000 (escaped, as JSON must): the message holds a NUL.
+            let body = r#"{"event_type":"RECORD_NEW_FILE_START","job_id":"j","detail_message":"a\u0000b"}"#;
+            events[10].event = RecordEvent::parse(body.as_bytes()).unwrap();
+            let answers = all_at_once(&store, &queue, events).await;
+            for (n, a) in answers.iter().enumerate() {
+                match (n, a) {
+                    (10, Err(e)) if store.is_postgres() => assert!(!e.is_empty()),
+                    (_, Ok(c)) => assert_eq!(c.inserted, Inserted::New, "event {n}"),
+                    (_, Err(e)) => panic!("event {n} refused: {e}"),
+                }
+            }
+            let stored = if store.is_postgres() { 19 } else { 20 };
+            assert_eq!(store.callback_event_count().await.unwrap(), stored);
+        }
+    }
+
+    both_backends! {
+        /// A burst of discoveries in one commit: each bound holds exactly (`max_discovered`
+        /// here, `max_jobs` for the rest), a job named twice is watched once, and the list is
+        /// published with the database's version, so the next refresh reads nothing more.
+        async fn a_burst_of_discoveries_is_watched_up_to_the_bounds_exactly(store: Store) {
+            let (queue, watchlist) = start_queue(&store, config(1_000, 300)).await;
+            let mut events: Vec<Pending> =
+                (0..400).map(|n| pending(&format!("job-{n}"), n, true)).collect();
+            events.push(pending("job-5", 9_999, true));
+            let answers = all_at_once(&store, &queue, events).await;
+            let mut watched = 0;
+            let mut full = 0;
+            for a in answers {
+                match a.unwrap().discovered {
+                    Some(Discovered::Watched(_)) => watched += 1,
+                    Some(Discovered::Full(Full::Discovered { max: 300, .. })) => full += 1,
+                    Some(Discovered::AlreadyWatched) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!((watched, full), (300, 100));
+            assert_eq!(store.watched_jobs().await.unwrap().len(), 300);
+            let list = watchlist.current();
+            assert_eq!(list.jobs.len(), 300);
+            assert_eq!(list.version, Some(store.watchlist_version().await.unwrap()));
+            assert!(!watchlist.refresh().await.unwrap(), "nothing new to read");
+
+            // max_jobs counts every run-time entry.
+            let (queue, _) = start_queue(&store, config(310, 1_000)).await;
+            let events: Vec<Pending> =
+                (400..450).map(|n| pending(&format!("job-{n}"), n, true)).collect();
+            let answers = all_at_once(&store, &queue, events).await;
+            let full = answers
+                .into_iter()
+                .filter(|a| {
+                    matches!(
+                        a.as_ref().unwrap().discovered,
+                        Some(Discovered::Full(Full::WatchList { max: 310 }))
+                    )
+                })
+                .count();
+            assert_eq!(full, 40);
+            assert_eq!(store.watched_jobs().await.unwrap().len(), 310);
+        }
+    }
 }
