@@ -355,6 +355,11 @@ pub struct Watchlist {
     /// The bounds the log has told of (once each, not per refusal) since an entry last got
     /// in under them.
     told_full: Arc<std::sync::Mutex<HashSet<Full>>>,
+    /// Held by each change of the list from its check to its publication (`add`, `remove`,
+    /// `refresh`, the callback receiver's discoveries): without it, a `refresh` that read the
+    /// list just before an `add` wrote could publish its older copy over the added entry until
+    /// the next read, and two adds could both pass a bound that has room for one.
+    updates: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Watchlist {
@@ -364,6 +369,7 @@ impl Watchlist {
             store,
             tx: Arc::new(watch::channel(Arc::new(RuntimeList::default())).0),
             told_full: Arc::default(),
+            updates: Arc::default(),
         };
         w.refresh().await?;
         Ok(w)
@@ -387,6 +393,7 @@ impl Watchlist {
     /// Reads the database's version of the list and, when it moved, the list; publishes it if
     /// it differs from what this process knows. Returns whether it published.
     pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let _update = self.updates.lock().await;
         let version = self.store.watchlist_version().await?;
         if self.tx.borrow().version == Some(version) {
             return Ok(false);
@@ -413,6 +420,7 @@ impl Watchlist {
     /// publishes it at once: the poller polls it now, not after the next [`Self::refresh`]. The
     /// API and the callback receiver's discovery add through here.
     pub async fn add(&self, config: &Config, job: RuntimeJob) -> Result<Added, StoreError> {
+        let _update = self.updates.lock().await;
         if let Some(location) = in_config(config, &job.key) {
             return Ok(Added::InConfig(location));
         }
@@ -444,6 +452,7 @@ impl Watchlist {
     /// `versions` is the list's version read in that commit before and after its writes: when
     /// this process knew the first, nobody else changed the list meanwhile and the second is
     /// now known too, so [`Self::follow`] does not read the whole list again for our own writes.
+    /// Call it holding [`Self::updates`], taken before the commit's transaction began.
     pub fn publish_added(&self, jobs: Vec<RuntimeJob>, versions: Option<(i64, i64)>) {
         if jobs.is_empty() {
             return;
@@ -462,6 +471,13 @@ impl Watchlist {
                 l.jobs.insert(job.key.clone(), job);
             }
         });
+    }
+
+    /// Holds every other change of the list off until dropped (see the field's comment): the
+    /// callback receiver takes it before a transaction that discovers, and publishes before
+    /// dropping it.
+    pub async fn updates(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.updates.clone().lock_owned().await
     }
 
     /// A bound refused an entry: the gauge says so, and the log once (until an entry gets in
@@ -504,6 +520,7 @@ impl Watchlist {
     /// Removes `key` from the run-time list (refused for a job of the config file) and
     /// publishes the change at once.
     pub async fn remove(&self, config: &Config, key: &JobKey) -> Result<Removed, StoreError> {
+        let _update = self.updates.lock().await;
         if let Some(location) = in_config(config, key) {
             return Ok(Removed::InConfig(location));
         }

@@ -205,6 +205,13 @@ impl Writer {
     /// Writes a group in one transaction; if that fails, each event on its own (see the
     /// module's comment). One answer per event, in order.
     async fn write(&self, group: &[Pending]) -> Vec<Result<Committed, String>> {
+        // Discovery decides against the list as published: no other change may come between
+        // that read and this group's publication (taken before the write connection, as
+        // every change of the list does).
+        let _update = match group.iter().any(|p| p.discover.is_some()) {
+            true => Some(self.watchlist.updates().await),
+            false => None,
+        };
         let config = self.config.borrow().clone();
         let all: Vec<&Pending> = group.iter().collect();
         let e = match self.transaction(&config, &all, true).await {
