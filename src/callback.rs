@@ -459,6 +459,26 @@ async fn handle(
         .lock()
         .expect("replay cache")
         .remember(&sig_key, Instant::now());
+    Ok(stored(
+        r,
+        app,
+        job_id.as_deref(),
+        &event_type,
+        has_forward,
+        committed,
+    ))
+}
+
+/// What follows an event's commit: its forward and its hint are woken (never awaited), the
+/// log line, and what discovery did.
+fn stored(
+    r: &Receiver,
+    app: &AppConfig,
+    job_id: Option<&str>,
+    event_type: &str,
+    has_forward: bool,
+    committed: commit::Committed,
+) -> Outcome {
     let outcome = match committed.inserted {
         Inserted::New => Outcome::Stored,
         Inserted::Duplicate => Outcome::Duplicate,
@@ -473,7 +493,7 @@ async fn handle(
     }
     info!(
         app_id = %app.app_id,
-        job_id = job_id.as_deref().unwrap_or(""),
+        job_id = job_id.unwrap_or(""),
         event_type = %event_type,
         result = outcome.label(),
         "callback received"
@@ -483,9 +503,9 @@ async fn handle(
     // bring back a job the operator has unwatched since (item 6); the commit queue only
     // discovers for a new event.
     if let Some(discovered) = committed.discovered {
-        tell_discovery(app, job_id.as_deref().unwrap_or(""), discovered);
+        tell_discovery(app, job_id.unwrap_or(""), discovered);
     }
-    Ok(outcome)
+    outcome
 }
 
 /// The kind of job a callback reveals, for discovery: its stream name says it (`m_...` a mix
