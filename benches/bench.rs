@@ -84,7 +84,17 @@ fn main() -> anyhow::Result<()> {
     if want("callback_storm") {
         results.insert(
             "callback_storm".into(),
-            rt.block_on(push::callback_storm(dir.path()))?,
+            rt.block_on(push::callback_storm(dir.path(), None))?,
+        );
+    }
+    // Needs a PostgreSQL server (BENCH_PG_URL): only when asked for by name.
+    if picked.iter().any(|p| p == "callback_storm_pg") {
+        let url = std::env::var("BENCH_PG_URL").context(
+            "set BENCH_PG_URL=postgres://user@127.0.0.1:port/db (see BENCHMARKS.md, part 10)",
+        )?;
+        results.insert(
+            "callback_storm_pg".into(),
+            rt.block_on(push::callback_storm(dir.path(), Some(&url)))?,
         );
     }
     // Needs a PostgreSQL server (BENCH_PG_URL): only when asked for by name.
