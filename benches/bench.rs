@@ -28,6 +28,8 @@ mod push;
 // Part 10 (issue 13: two backends, several instances).
 #[path = "parts/ha.rs"]
 mod ha;
+#[path = "parts/discover.rs"]
+mod discover;
 // Part 11 (issue 15: remediation).
 #[path = "parts/remed.rs"]
 mod remed;
@@ -85,6 +87,13 @@ fn main() -> anyhow::Result<()> {
         results.insert(
             "callback_storm".into(),
             rt.block_on(push::callback_storm(dir.path(), None))?,
+        );
+    }
+    // Part 17: about 5 minutes; only when asked for by name.
+    if picked.iter().any(|p| p == "discovery_storm") {
+        results.insert(
+            "discovery_storm".into(),
+            rt.block_on(discover::discovery_storm(dir.path()))?,
         );
     }
     // Needs a PostgreSQL server (BENCH_PG_URL): only when asked for by name.
