@@ -28,11 +28,12 @@ mod push;
 // Part 10 (issue 13: two backends, several instances).
 #[path = "parts/ha.rs"]
 mod ha;
-#[path = "parts/discover.rs"]
-mod discover;
 // Part 11 (issue 15: remediation).
 #[path = "parts/remed.rs"]
 mod remed;
+// Part 17 (issue 23: discovery storms).
+#[path = "parts/discover.rs"]
+mod discover;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
 const AK: &str = "BENCHAK0000000000000";

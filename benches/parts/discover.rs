@@ -167,7 +167,11 @@ url = "{hook}"
         format!("{p50:.1} / {p99:.1} ms"),
         "",
     );
-    row("daemon CPU over the burst", format!("{:.0} %", cpu * 100.0), "");
+    row(
+        "daemon CPU over the burst",
+        format!("{:.0} %", cpu * 100.0),
+        "",
+    );
     row(
         "daemon RSS before / after / VmHWM",
         format!(
