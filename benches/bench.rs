@@ -31,6 +31,9 @@ mod ha;
 // Part 11 (issue 15: remediation).
 #[path = "parts/remed.rs"]
 mod remed;
+// Part 17 (issue 23: discovery storms).
+#[path = "parts/discover.rs"]
+mod discover;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
 const AK: &str = "BENCHAK0000000000000";
@@ -84,7 +87,24 @@ fn main() -> anyhow::Result<()> {
     if want("callback_storm") {
         results.insert(
             "callback_storm".into(),
-            rt.block_on(push::callback_storm(dir.path()))?,
+            rt.block_on(push::callback_storm(dir.path(), None))?,
+        );
+    }
+    // Part 17: about 5 minutes; only when asked for by name.
+    if picked.iter().any(|p| p == "discovery_storm") {
+        results.insert(
+            "discovery_storm".into(),
+            rt.block_on(discover::discovery_storm(dir.path()))?,
+        );
+    }
+    // Needs a PostgreSQL server (BENCH_PG_URL): only when asked for by name.
+    if picked.iter().any(|p| p == "callback_storm_pg") {
+        let url = std::env::var("BENCH_PG_URL").context(
+            "set BENCH_PG_URL=postgres://user@127.0.0.1:port/db (see BENCHMARKS.md, part 10)",
+        )?;
+        results.insert(
+            "callback_storm_pg".into(),
+            rt.block_on(push::callback_storm(dir.path(), Some(&url)))?,
         );
     }
     // Needs a PostgreSQL server (BENCH_PG_URL): only when asked for by name.

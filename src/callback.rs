@@ -18,6 +18,8 @@
 //! Only a new event discovers (a duplicate, such as a replay after a restart, does not), and
 //! not a job an operator unwatched after the event was signed ([`may_rediscover`]).
 
+pub mod commit;
+
 use crate::config::{AppConfig, Config};
 use crate::domain::{JobKind, RuntimeJob, timestamp};
 use crate::poller::Hints;
@@ -31,6 +33,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
+use commit::{Candidate, CommitQueue, Discovered, Pending};
 use recwatch_rtc::callback::{RecordEvent, SignatureError, SignatureHeaders, verify_signature};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -165,14 +168,16 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::exit::StartErr
 #[derive(Clone)]
 struct Receiver {
     config: watch::Receiver<Arc<Config>>,
-    store: Store,
     replays: Arc<Mutex<ReplayCache>>,
     hints: Arc<Hints>,
     /// Rung when an event with a forward is stored: the relay worker (`deliver::forward`)
     /// sends it; the 200 does not wait for it.
     forwards: Arc<Notify>,
-    /// Where discovered jobs are added.
+    /// Where discovered jobs are checked against (they are added through `commits`).
     watchlist: Watchlist,
+    /// Where each verified event is stored, sharing a commit with the others waiting (item 5
+    /// of issue 23): the request's 200 waits for that commit.
+    commits: CommitQueue,
     /// Refusals are an outsider's to cause (3,077 forged callbacks a second once wrote 17.5 MB
     /// of log in 20 s): the first is logged, then a summary at most every 10 s (item 4). The
     /// metric counts every one.
@@ -197,9 +202,13 @@ pub async fn serve(
         path = %path,
         "callback receiver: POST record callbacks"
     );
+    // The writer task ends by itself once the last request holding the queue is done; it is
+    // not awaited: an event it commits after the process stops answering is a duplicate when
+    // RTC resends it.
+    let (commits, _writer) = CommitQueue::start(store, watchlist.clone(), config.clone());
     let receiver = Receiver {
         config,
-        store,
+        commits,
         replays: Arc::new(Mutex::new(ReplayCache::new(REPLAY_CAPACITY))),
         hints,
         forwards,
@@ -427,50 +436,76 @@ async fn handle(
         choose_app(&verified, event.app_id.as_deref()).map_err(|why| (Outcome::UnknownApp, why))?;
     let digest = hex::encode(Sha256::digest(&body));
     // Relayed byte for byte, as received; the key is not stored (signed at send time).
-    let forward = app.forward_to.is_some().then_some(&body[..]);
-    let now = timestamp(chrono::Utc::now());
-    let inserted = r
-        .store
-        .insert_callback_event(&app.app_id, &event, &digest, &now, forward)
-        .await
-        .map_err(|e| {
-            (
-                Outcome::Unavailable,
-                format!(
-                    "the database cannot take the event ({e}); answered 503 so RTC sends it again"
-                ),
-            )
-        })?;
+    let forward = app.forward_to.is_some().then(|| body.clone());
+    let has_forward = forward.is_some();
+    // What the log line says, kept: the event itself goes to the commit queue.
+    let job_id = event.job_id.clone();
+    let event_type = event.event_type.to_string();
+    let pending = Pending {
+        app_id: app.app_id.clone(),
+        discover: candidate(r, &config, app, &event, signature.sent_at()),
+        event,
+        digest,
+        at: timestamp(chrono::Utc::now()),
+        forward,
+    };
+    let committed = r.commits.commit(pending).await.map_err(|e| {
+        (
+            Outcome::Unavailable,
+            format!("the database cannot take the event ({e}); answered 503 so RTC sends it again"),
+        )
+    })?;
     r.replays
         .lock()
         .expect("replay cache")
         .remember(&sig_key, Instant::now());
-    let outcome = match inserted {
+    Ok(stored(
+        r,
+        app,
+        job_id.as_deref(),
+        &event_type,
+        has_forward,
+        committed,
+    ))
+}
+
+/// What follows an event's commit: its forward and its hint are woken (never awaited), the
+/// log line, and what discovery did.
+fn stored(
+    r: &Receiver,
+    app: &AppConfig,
+    job_id: Option<&str>,
+    event_type: &str,
+    has_forward: bool,
+    committed: commit::Committed,
+) -> Outcome {
+    let outcome = match committed.inserted {
         Inserted::New => Outcome::Stored,
         Inserted::Duplicate => Outcome::Duplicate,
     };
-    if outcome == Outcome::Stored && forward.is_some() {
+    if outcome == Outcome::Stored && has_forward {
         r.forwards.notify_one();
     }
-    if outcome == Outcome::Stored && event.job_id.is_some() {
+    if outcome == Outcome::Stored && job_id.is_some() {
         // The hint comes through the database (`poller::feed`), as for an event another
         // instance stored; this only makes the feed read it now.
         r.hints.event_stored();
     }
     info!(
         app_id = %app.app_id,
-        job_id = event.job_id.as_deref().unwrap_or(""),
-        event_type = %event.event_type,
+        job_id = job_id.unwrap_or(""),
+        event_type = %event_type,
         result = outcome.label(),
         "callback received"
     );
     // A duplicate is an event seen before (RTC resending it, or a replay after a restart,
     // when the in-memory cache is empty): it discovered its job the first time, and must not
-    // bring back a job the operator has unwatched since (item 6).
-    if outcome == Outcome::Stored {
-        discover(r, &config, app, &event, signature.sent_at()).await;
+    // bring back a job the operator has unwatched since (item 6); the commit queue only
+    // discovers for a new event.
+    if let Some(discovered) = committed.discovered {
+        tell_discovery(app, job_id.unwrap_or(""), discovered);
     }
-    Ok(outcome)
+    outcome
 }
 
 /// The kind of job a callback reveals, for discovery: its stream name says it (`m_...` a mix
@@ -490,38 +525,27 @@ pub fn discovered_name(app: &AppConfig, job_id: &str) -> Option<String> {
     app.name.as_ref().map(|n| format!("{n}/{job_id}"))
 }
 
-/// Starts watching `job_id` of `app` if the app discovers and nobody watches the job yet. The event is stored already, and RTC
-/// is answered 200 whatever happens here: a failure is logged (and the next event of the job
-/// tries again), never a reason for RTC to resend.
-async fn discover(
+/// The entry discovery would add for this event: `job_id` of `app` if the app discovers, nobody
+/// watches the job yet, and the job can be watched. The commit queue decides the rest in the
+/// commit that stores the event (an unwatch, the list's bounds). RTC is answered 200
+/// whatever discovery does: a failure is logged (and the next event of the job tries again),
+/// never a reason for RTC to resend.
+fn candidate(
     r: &Receiver,
     config: &Config,
     app: &AppConfig,
     event: &RecordEvent,
     sent_at: Option<DateTime<Utc>>,
-) {
+) -> Option<Candidate> {
     let (true, Some(job_id)) = (app.discover, event.job_id.as_deref()) else {
-        return;
+        return None;
     };
     let key = crate::domain::JobKey::new(&app.app_id, job_id);
     if r.watchlist.is_watched(config, &key) {
-        return;
-    }
-    let unwatched_at = match r.store.unwatched_at(&key).await {
-        Ok(at) => at,
-        Err(e) => {
-            metrics::counter!("recwatch_discovered_total", "result" => "unavailable").increment(1);
-            warn!(app_id = %app.app_id, job_id, "cannot read whether the job was unwatched: {e}; not added, its next callback tries again");
-            return;
-        }
-    };
-    if !may_rediscover(unwatched_at.as_deref(), sent_at, Utc::now()) {
-        metrics::counter!("recwatch_discovered_total", "result" => "unwatched").increment(1);
-        info!(app_id = %app.app_id, job_id, unwatched_at = unwatched_at.as_deref().unwrap_or(""), "callback for a job an operator unwatched, signed before the unwatch: stored, not watched again");
-        return;
+        return None;
     }
     let now = timestamp(chrono::Utc::now());
-    let entry = match crate::watchlist::new_entry(
+    match crate::watchlist::new_entry(
         config,
         key,
         discovered_name(app, job_id),
@@ -529,31 +553,41 @@ async fn discover(
         crate::domain::JobSource::Callback,
         &now,
     ) {
-        Ok(e) => RuntimeJob {
-            kind: discovered_kind(event),
-            ..e
-        },
+        Ok(e) => Some(Candidate {
+            entry: RuntimeJob {
+                kind: discovered_kind(event),
+                ..e
+            },
+            sent_at,
+        }),
         Err(invalid) => {
             metrics::counter!("recwatch_discovered_total", "result" => "invalid").increment(1);
             warn!(app_id = %app.app_id, "callback names a job that cannot be watched: {invalid}; stored, not watched");
-            return;
-        }
-    };
-    match r.watchlist.add(config, entry).await {
-        Ok(crate::watchlist::Added::New(e)) => {
-            metrics::counter!("recwatch_discovered_total", "result" => "watched").increment(1);
-            info!(app_id = %app.app_id, job_id, name = e.name.as_deref().unwrap_or(""), kind = %e.kind, "discovered by a callback: now watched (polled at once)");
-        }
-        // Said once by the watch list (and its gauge), not per refused callback.
-        Ok(crate::watchlist::Added::Full(_)) => {
-            metrics::counter!("recwatch_discovered_total", "result" => "full").increment(1);
-        }
-        Ok(_) => {}
-        Err(e) => {
-            metrics::counter!("recwatch_discovered_total", "result" => "unavailable").increment(1);
-            warn!(app_id = %app.app_id, job_id, "cannot add the discovered job to the watch list: {e}; its next callback tries again");
+            None
         }
     }
+}
+
+/// Counts and logs what discovery did for one stored event.
+fn tell_discovery(app: &AppConfig, job_id: &str, discovered: Discovered) {
+    let result = match &discovered {
+        Discovered::Watched(e) => {
+            info!(app_id = %app.app_id, job_id, name = e.name.as_deref().unwrap_or(""), kind = %e.kind, "discovered by a callback: now watched (polled at once)");
+            "watched"
+        }
+        Discovered::AlreadyWatched => return,
+        Discovered::Unwatched { at } => {
+            info!(app_id = %app.app_id, job_id, unwatched_at = at.as_deref().unwrap_or(""), "callback for a job an operator unwatched, signed before the unwatch: stored, not watched again");
+            "unwatched"
+        }
+        // Said once by the watch list (and its gauge), not per refused callback.
+        Discovered::Full(_) => "full",
+        Discovered::Unavailable(e) => {
+            warn!(app_id = %app.app_id, job_id, "cannot add the discovered job to the watch list: {e}; its next callback tries again");
+            "unavailable"
+        }
+    };
+    metrics::counter!("recwatch_discovered_total", "result" => result).increment(1);
 }
 
 #[cfg(test)]

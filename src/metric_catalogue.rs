@@ -190,7 +190,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_task_panics_total",
         Counter,
-        "Panics contained in one poll, write, delivery, API health check or remediation pass, by task; each is logged with its message.",
+        "Panics contained in one poll, write, delivery, API health check, remediation pass or commit of record callbacks (callback_writer), by task; each is logged with its message.",
     ),
     m(
         "recwatch_alerts_silenced_total",
@@ -216,6 +216,11 @@ pub const METRICS: &[Metric] = &[
         "recwatch_callbacks_total",
         Counter,
         "Requests to the record-callback receiver, by result (stored, duplicate, replay, unsigned, forged, unknown_app, too_large, too_slow: the body did not arrive within 5 s of its header, malformed, unavailable, not_found).",
+    ),
+    m(
+        "recwatch_callback_commits_total",
+        Counter,
+        "Transactions the record-callback receiver committed: the events waiting while one commits share the next, so recwatch_callbacks_total{result=~\"stored|duplicate\"} over this is how many events a commit carried.",
     ),
     m(
         "recwatch_database_write_failures_total",
@@ -300,7 +305,14 @@ pub const HELD_BY: &[&str] = &["silence", "maintenance"];
 pub const HOLD_OUTCOMES: &[&str] = &["released", "dropped"];
 
 /// `recwatch_task_panics_total{task}`.
-pub const TASKS: &[&str] = &["poll", "writer", "delivery", "api_health", "remediation"];
+pub const TASKS: &[&str] = &[
+    "poll",
+    "writer",
+    "delivery",
+    "api_health",
+    "remediation",
+    "callback_writer",
+];
 
 /// `recwatch_callbacks_total{result}`: `callback::Outcome::label`.
 pub const CALLBACK_RESULTS: &[&str] = &[
@@ -348,7 +360,7 @@ pub const REMEDIATION_RESULTS: &[&str] = &[
     "cannot_rebuild",
 ];
 
-/// `recwatch_discovered_total{result}`: `callback::discover`.
+/// `recwatch_discovered_total{result}`: `callback::tell_discovery` and the poller's retirement.
 pub const DISCOVERED_RESULTS: &[&str] = &[
     "watched",
     "invalid",
@@ -455,6 +467,7 @@ pub fn zero(config: &Config) {
         );
     }
     counter("recwatch_database_write_failures_total", &[]);
+    counter("recwatch_callback_commits_total", &[]);
     for listener in HTTP_LISTENERS {
         for reason in CONNECTION_CLOSE_REASONS {
             counter(

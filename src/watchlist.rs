@@ -285,11 +285,25 @@ pub enum Full {
 /// every run-time entry; an app's `max_discovered` bounds what discovery (source `callback`)
 /// adds for it. Neither refuses what the list already has.
 pub fn full(config: &Config, list: &RuntimeList, job: &RuntimeJob) -> Option<Full> {
-    if list.jobs.contains_key(&job.key) {
+    full_beside(config, list, &BTreeMap::new(), job)
+}
+
+/// Pure: [`full`] for a list that also holds `added`, entries written but not yet published
+/// (the callback receiver's commit queue decides a whole group of discoveries in one
+/// transaction; each counts against the bounds for the next). `added` has none of `list`'s
+/// keys.
+pub fn full_beside(
+    config: &Config,
+    list: &RuntimeList,
+    added: &BTreeMap<JobKey, RuntimeJob>,
+    job: &RuntimeJob,
+) -> Option<Full> {
+    if list.jobs.contains_key(&job.key) || added.contains_key(&job.key) {
         return None;
     }
+    let len = (list.jobs.len() + added.len()) as u64;
     let max = config.watchlist.max_jobs;
-    if list.jobs.len() as u64 >= max {
+    if len >= max {
         return Some(Full::WatchList { max });
     }
     if job.source != JobSource::Callback {
@@ -305,15 +319,16 @@ pub fn full(config: &Config, list: &RuntimeList, job: &RuntimeJob) -> Option<Ful
         });
     // Counted only when the whole list could be over the bound: a scan of the app's entries
     // (in key order, so only its own) per discovery would cost more than the discovery.
-    if (list.jobs.len() as u64) < max {
+    if len < max {
         return None;
     }
-    let discovered = list
-        .jobs
-        .range(JobKey::new(app_id.as_str(), "")..)
-        .take_while(|(k, _)| &k.app_id == app_id)
-        .filter(|(_, r)| r.source == JobSource::Callback)
-        .count() as u64;
+    let of_app = |jobs: &BTreeMap<JobKey, RuntimeJob>| {
+        jobs.range(JobKey::new(app_id.as_str(), "")..)
+            .take_while(|(k, _)| &k.app_id == app_id)
+            .filter(|(_, r)| r.source == JobSource::Callback)
+            .count() as u64
+    };
+    let discovered = of_app(&list.jobs) + of_app(added);
     (discovered >= max).then(|| Full::Discovered {
         app_id: app_id.clone(),
         max,
@@ -350,6 +365,11 @@ pub struct Watchlist {
     /// The bounds the log has told of (once each, not per refusal) since an entry last got
     /// in under them.
     told_full: Arc<std::sync::Mutex<HashSet<Full>>>,
+    /// Held by each change of the list from its check to its publication (`add`, `remove`,
+    /// `refresh`, the callback receiver's discoveries): without it, a `refresh` that read the
+    /// list just before an `add` wrote could publish its older copy over the added entry until
+    /// the next read, and two adds could both pass a bound that has room for one.
+    updates: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Watchlist {
@@ -359,6 +379,7 @@ impl Watchlist {
             store,
             tx: Arc::new(watch::channel(Arc::new(RuntimeList::default())).0),
             told_full: Arc::default(),
+            updates: Arc::default(),
         };
         w.refresh().await?;
         Ok(w)
@@ -382,6 +403,7 @@ impl Watchlist {
     /// Reads the database's version of the list and, when it moved, the list; publishes it if
     /// it differs from what this process knows. Returns whether it published.
     pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let _update = self.updates.lock().await;
         let version = self.store.watchlist_version().await?;
         if self.tx.borrow().version == Some(version) {
             return Ok(false);
@@ -408,6 +430,7 @@ impl Watchlist {
     /// publishes it at once: the poller polls it now, not after the next [`Self::refresh`]. The
     /// API and the callback receiver's discovery add through here.
     pub async fn add(&self, config: &Config, job: RuntimeJob) -> Result<Added, StoreError> {
+        let _update = self.updates.lock().await;
         if let Some(location) = in_config(config, &job.key) {
             return Ok(Added::InConfig(location));
         }
@@ -433,9 +456,43 @@ impl Watchlist {
         Ok(Added::New(job))
     }
 
+    /// Publishes entries written in one commit by someone else in this process (the callback
+    /// receiver's commit queue, for discovery): one change for the whole group, so the poller
+    /// takes a burst of discoveries as one change of its list rather than one per job.
+    /// `versions` is the list's version read in that commit before and after its writes: when
+    /// this process knew the first, nobody else changed the list meanwhile and the second is
+    /// now known too, so [`Self::follow`] does not read the whole list again for our own writes.
+    /// Call it holding [`Self::updates`], taken before the commit's transaction began.
+    pub fn publish_added(&self, jobs: Vec<RuntimeJob>, versions: Option<(i64, i64)>) {
+        if jobs.is_empty() {
+            return;
+        }
+        for job in &jobs {
+            info!(app_id = %job.key.app_id, job_id = %job.key.job_id, name = job.name.as_deref().unwrap_or(""), source = %job.source, "watching a job added at run time");
+        }
+        self.tx.send_modify(|list| {
+            let l = Arc::make_mut(list);
+            if let Some((before, after)) = versions
+                && l.version == Some(before)
+            {
+                l.version = Some(after);
+            }
+            for job in jobs {
+                l.jobs.insert(job.key.clone(), job);
+            }
+        });
+    }
+
+    /// Holds every other change of the list off until dropped (see the field's comment): the
+    /// callback receiver takes it before a transaction that discovers, and publishes before
+    /// dropping it.
+    pub async fn updates(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.updates.clone().lock_owned().await
+    }
+
     /// A bound refused an entry: the gauge says so, and the log once (until an entry gets in
     /// under it again), however many refusals follow.
-    fn tell_full(&self, full: &Full) {
+    pub fn tell_full(&self, full: &Full) {
         match full {
             Full::WatchList { .. } => metrics::gauge!("recwatch_watchlist_full").set(1.0),
             Full::Discovered { app_id, .. } => {
@@ -453,7 +510,7 @@ impl Watchlist {
     }
 
     /// An entry got in under the bounds that apply to it: they are no longer reached.
-    fn under_bounds(&self, job: &RuntimeJob) {
+    pub fn under_bounds(&self, job: &RuntimeJob) {
         let mut told = self.told_full.lock().unwrap_or_else(|p| p.into_inner());
         if told.is_empty() {
             return;
@@ -473,6 +530,7 @@ impl Watchlist {
     /// Removes `key` from the run-time list (refused for a job of the config file) and
     /// publishes the change at once.
     pub async fn remove(&self, config: &Config, key: &JobKey) -> Result<Removed, StoreError> {
+        let _update = self.updates.lock().await;
         if let Some(location) = in_config(config, key) {
             return Ok(Removed::InConfig(location));
         }

@@ -1,6 +1,6 @@
 //! The `callback_events` table: each verified record callback once (see migration 0006).
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteTx};
 use recwatch_rtc::callback::RecordEvent;
 use serde::Serialize;
 
@@ -62,14 +62,11 @@ fn column(n: Option<u64>) -> Option<i64> {
     n.and_then(|n| i64::try_from(n).ok())
 }
 
-impl Store {
-    /// Stores a verified event once: `app_id` is the app whose key verified it, `body_sha256`
-    /// the hex SHA-256 of the raw body, `at` the receive time as stored. With `forward` (the
-    /// raw body, when the app has `forward_to`) a pending forward is written in the same
-    /// transaction, so a crash cannot keep the event and lose its relay; a duplicate writes
-    /// neither, so a resent event is relayed once.
-    pub async fn insert_callback_event(
-        &self,
+impl WriteTx {
+    /// [`Store::insert_callback_event`] inside a transaction: the callback receiver's commit
+    /// queue writes many events (and the watch-list entries they discover) in one commit.
+    pub async fn insert_callback_event_in(
+        &mut self,
         app_id: &str,
         event: &RecordEvent,
         body_sha256: &str,
@@ -77,8 +74,7 @@ impl Store {
         forward: Option<&[u8]>,
     ) -> Result<Inserted, StoreError> {
         let file = event.file.clone().unwrap_or_default();
-        let mut tx = self.begin_write().await?;
-        let id: Option<i64> = on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
+        let id: Option<i64> = on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
             "INSERT INTO callback_events (app_id, job_id, event_type, room_id,
                  stream_name, record_format, detail_message, download_url, record_duration,
                  file_size, obs_bucket, obs_object, file_start_time, file_end_time,
@@ -102,13 +98,13 @@ impl Store {
         .bind(&file.end_time)
         .bind(body_sha256)
         .bind(at)
-        .fetch_optional(c)
+        .fetch_optional(&mut *c)
         .await)?;
         let Some(id) = id else {
             return Ok(Inserted::Duplicate);
         };
         if let Some(body) = forward {
-            on_tx!(tx, |c| sqlx::query(
+            on_tx!(self, |c| sqlx::query(
                 "INSERT INTO forwards (event_id, app_id, body, created_at, next_attempt_at)
                  VALUES ($1, $2, $3, $4, $4)",
             )
@@ -116,12 +112,35 @@ impl Store {
             .bind(app_id)
             .bind(body)
             .bind(at)
-            .execute(c)
+            .execute(&mut *c)
             .await
             .map(|_| ()))?;
         }
-        tx.commit().await?;
         Ok(Inserted::New)
+    }
+}
+
+impl Store {
+    /// Stores a verified event once: `app_id` is the app whose key verified it, `body_sha256`
+    /// the hex SHA-256 of the raw body, `at` the receive time as stored. With `forward` (the
+    /// raw body, when the app has `forward_to`) a pending forward is written in the same
+    /// transaction, so a crash cannot keep the event and lose its relay; a duplicate writes
+    /// neither, so a resent event is relayed once.
+    pub async fn insert_callback_event(
+        &self,
+        app_id: &str,
+        event: &RecordEvent,
+        body_sha256: &str,
+        at: &str,
+        forward: Option<&[u8]>,
+    ) -> Result<Inserted, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = tx
+            .insert_callback_event_in(app_id, event, body_sha256, at, forward)
+            .await?;
+        // A duplicate wrote nothing: committing it costs the same as rolling it back.
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     /// The events stored for one app, oldest first (`job_id` narrows to one job).

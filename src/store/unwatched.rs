@@ -24,6 +24,18 @@ impl WriteTx {
         .map(|_| ()))?;
         Ok(())
     }
+
+    /// [`Store::unwatched_at`] inside a transaction: discovery decides on it in the commit
+    /// that watches the job, so an unwatch committed before cannot be missed.
+    pub async fn unwatched_at_in(&mut self, key: &JobKey) -> Result<Option<String>, StoreError> {
+        Ok(on_tx!(self, |c| sqlx::query_scalar::<_, String>(
+            "SELECT unwatched_at FROM unwatched WHERE app_id = $1 AND job_id = $2"
+        )
+        .bind(&key.app_id)
+        .bind(&key.job_id)
+        .fetch_optional(&mut *c)
+        .await)?)
+    }
 }
 
 impl Store {

@@ -72,6 +72,18 @@ impl WriteTx {
             .map(|done| done.rows_affected()))?;
         Ok(done == 1)
     }
+
+    /// [`Store::watchlist_version`] inside a transaction: read after this transaction's own
+    /// changes, it says whether anyone else changed the list since a version read before them
+    /// (each change moves it by one), so a process that made every change knows the list
+    /// without reading it again.
+    pub async fn watchlist_version_in(&mut self) -> Result<i64, StoreError> {
+        Ok(on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
+            "SELECT version FROM watchlist_version WHERE id = 1"
+        )
+        .fetch_one(&mut *c)
+        .await)?)
+    }
 }
 
 impl Store {

@@ -17,6 +17,7 @@ mod ha;
 mod ha_pg;
 mod harness;
 mod heartbeat;
+mod ingest;
 mod metrics;
 mod mix;
 mod notify;
