@@ -317,14 +317,17 @@ fn well_formed_signature(signature: &str) -> bool {
     signature.len() == 64 && signature.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The body's declared length, if it says one over the limit: refused before reading.
-fn declared_too_large(headers: &HeaderMap) -> bool {
+/// The body's declared length, if it says one over the limit: refused without being kept.
+fn declared_too_large(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        .filter(|n| *n > MAX_BODY_BYTES as u64)
 }
+
+/// The largest body declared too large that is still read (and discarded) before the 413.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
 
 /// Reads the body within the serving loop's deadline and [`MAX_BODY_BYTES`].
 async fn read_body(body: Body) -> Result<axum::body::Bytes, (Outcome, String)> {
@@ -405,7 +408,13 @@ async fn handle(
             "the callback's X-Rtc-Signature header is malformed: it is not 64 hex characters (a hex HMAC-SHA256)".into(),
         ));
     }
-    if declared_too_large(headers) {
+    if let Some(declared) = declared_too_large(headers) {
+        // Read and thrown away (within the body deadline) when not absurdly large: closing
+        // with the body unread makes the kernel reset the connection, and the sender would
+        // see that reset instead of the 413 (RTC would resend a body that can never fit).
+        if declared <= DRAIN_LIMIT {
+            let _ = axum::body::to_bytes(body, DRAIN_LIMIT as usize).await;
+        }
         return Err((
             Outcome::TooLarge,
             format!("the body is over {MAX_BODY_BYTES} bytes (Content-Length)"),
