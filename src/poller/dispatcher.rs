@@ -428,14 +428,14 @@ impl Dispatcher {
                 return false;
             }
         }
-        match self.take_slot(now) {
-            Some(Pick::Hinted(k)) => {
-                self.dispatch_hinted(k, now).await;
+        let slot = match self.take_slot(now) {
+            Some((Pick::Hinted(k), slot)) => {
+                self.dispatch_hinted(k, slot, now).await;
                 return true;
             }
-            Some(Pick::Round) => {}
+            Some((Pick::Round, slot)) => slot,
             _ => return false,
-        }
+        };
         let Some((due, _, k)) = self.schedule.pop(now) else {
             return false;
         };
@@ -450,7 +450,7 @@ impl Dispatcher {
             .await
             .expect("semaphore never closed");
         let state = self.states.remove(&k).expect("checked above");
-        let work = self.task().poll(k.clone(), state);
+        let work = self.task().poll(k.clone(), state, Some(slot));
         self.launch(k, Some(permit), work);
         true
     }

@@ -4,6 +4,7 @@
 
 use super::Key;
 use super::batch::{Touch, Touches};
+use super::budget::Slot;
 use super::job::JobState;
 use super::writer::GroupWriter;
 use crate::config::Config;
@@ -116,7 +117,12 @@ impl PollTask {
         }
     }
 
-    pub(super) async fn poll(self, k: Key, mut state: JobState) -> Report {
+    /// Polls `k`. `slot` is the budget slot reserved for it, stamped sent right before the
+    /// request goes (see `budget.rs`); `None` when the caller took the slot itself.
+    pub(super) async fn poll(self, k: Key, mut state: JobState, slot: Option<Slot>) -> Report {
+        if let Some(slot) = slot {
+            slot.send().await;
+        }
         let started = std::time::Instant::now();
         // A mix job on its own path; the answer is read the same way.
         let fetched = self

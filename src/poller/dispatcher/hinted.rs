@@ -3,6 +3,7 @@
 //! child of the dispatcher so it works on the dispatcher's own state, kept apart so the
 //! dispatcher's loop stays readable.
 
+use super::super::budget::Slot;
 use super::super::hints::{self, Pick};
 use super::{Dispatcher, Key};
 use tokio::time::Instant;
@@ -27,9 +28,9 @@ impl Dispatcher {
         self.lane.unpark(now, |k| watched.contains_key(k));
     }
 
-    /// Decides who gets the next budget slot and takes it: `None` when nothing is due or the
-    /// budget has no slot now (a picked hint then goes back to the front of the lane).
-    pub(super) fn take_slot(&mut self, now: Instant) -> Option<Pick> {
+    /// Decides who gets the next budget slot and reserves it: `None` when nothing is due or
+    /// the budget has no slot now (a picked hint then goes back to the front of the lane).
+    pub(super) fn take_slot(&mut self, now: Instant) -> Option<(Pick, Slot)> {
         let round_due = self.schedule.peek(now).is_some_and(|(t, _, _)| *t <= now);
         let share = hints::share(self.poller.config.api.rate_limit);
         let (states, busy) = (&self.states, &self.busy);
@@ -43,17 +44,19 @@ impl Dispatcher {
         if pick == Pick::Nothing {
             return None;
         }
-        if self.poller.budget.try_take(now).is_some() {
-            if let Pick::Hinted(k) = pick {
-                self.lane.put_back(k, now);
+        match self.poller.budget.try_reserve(now) {
+            Ok(slot) => Some((pick, slot)),
+            Err(_) => {
+                if let Pick::Hinted(k) = pick {
+                    self.lane.put_back(k, now);
+                }
+                None
             }
-            return None;
         }
-        Some(pick)
     }
 
     /// Polls a hinted job now (its budget slot is taken).
-    pub(super) async fn dispatch_hinted(&mut self, k: Key, now: Instant) {
+    pub(super) async fn dispatch_hinted(&mut self, k: Key, slot: Slot, now: Instant) {
         let permit = self
             .poller
             .in_flight
@@ -67,7 +70,7 @@ impl Dispatcher {
             .expect("the lane picks only idle jobs");
         self.lane.took(k.clone(), now);
         debug!(app_id = %k.app_id, job_id = %k.job_id, "hinted poll (record callback)");
-        let work = self.task().poll(k.clone(), state);
+        let work = self.task().poll(k.clone(), state, Some(slot));
         self.launch(k, Some(permit), work);
     }
 }
