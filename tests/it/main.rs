@@ -21,6 +21,7 @@ mod metrics;
 mod mix;
 mod notify;
 mod operator;
+mod pacing;
 mod page;
 mod postgres;
 mod push;

@@ -5,9 +5,9 @@
 
 use super::super::budget::Slot;
 use super::super::hints::{self, Pick};
-use super::{Dispatcher, Key};
+use super::Dispatcher;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
 impl Dispatcher {
     /// Hints from the callback receiver join the lane.
@@ -47,16 +47,19 @@ impl Dispatcher {
         match self.poller.budget.try_reserve(now) {
             Ok(slot) => Some((pick, slot)),
             Err(_) => {
-                if let Pick::Hinted(k) = pick {
-                    self.lane.put_back(k, now);
-                }
+                self.lane.put_back(pick, now);
                 None
             }
         }
     }
 
-    /// Polls a hinted job now (its budget slot is taken).
-    pub(super) async fn dispatch_hinted(&mut self, k: Key, slot: Slot, now: Instant) {
+    /// Polls a job from the lane now (its budget slot is reserved): a hinted job, or the first
+    /// poll of a job that joined the watch list at run time.
+    pub(super) async fn dispatch_lane(&mut self, pick: Pick, slot: Slot, now: Instant) {
+        let (Pick::Hinted(k) | Pick::Joining(k)) = &pick else {
+            return;
+        };
+        let k = k.clone();
         let permit = self
             .poller
             .in_flight
@@ -68,8 +71,19 @@ impl Dispatcher {
             .states
             .remove(&k)
             .expect("the lane picks only idle jobs");
-        self.lane.took(k.clone(), now);
-        debug!(app_id = %k.app_id, job_id = %k.job_id, "hinted poll (record callback)");
+        self.lane.took(&pick, now);
+        match pick {
+            // Said here, when it is true (issue 23: the API said "polled now" when it added
+            // the job, and the poll came a round later). Discovered jobs come in floods: not
+            // a line each.
+            Pick::Joining(_) if !state.origin.discovered => {
+                info!(app_id = %k.app_id, job_id = %k.job_id, "a job added at run time: polled now, ahead of the round");
+            }
+            Pick::Joining(_) => {
+                debug!(app_id = %k.app_id, job_id = %k.job_id, "a discovered job: polled now, ahead of the round");
+            }
+            _ => debug!(app_id = %k.app_id, job_id = %k.job_id, "hinted poll (record callback)"),
+        }
         let work = self.task().poll(k.clone(), state, Some(slot));
         self.launch(k, Some(permit), work);
     }
