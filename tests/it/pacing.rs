@@ -98,3 +98,168 @@ async fn arrivals_never_exceed_the_rate_in_any_sliding_second_on_a_busy_machine(
     assert_eq!(polled, 40, "every job polled: {:?}", stats.by_job);
     assert!(stats.requests >= 100, "{} requests", stats.requests);
 }
+
+/// A daemon watching `jobs` jobs from its config file at `interval`, the HTTP write API on
+/// (`TOKEN`) and the callback receiver on for demo-app.
+fn daemon(sim: &Simulator, jobs: usize, tune: impl FnOnce(&mut AppConfig)) -> TestApp {
+    let mut config = AppConfig::new(sim, jobs);
+    config.listen = "127.0.0.1:0".into();
+    config.extra = format!(
+        "token = \"{TOKEN}\"\n\n[callback]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[apps]]\napp_id = \"demo-app\"\nauth_key = \"{KEY}\"\n"
+    );
+    tune(&mut config);
+    let mut app = TestApp::new(&config);
+    app.start();
+    app
+}
+
+/// Item 3: 300 configured jobs at 1 s against 10 requests/s (30 times the budget: the round
+/// uses every slot). A job added through `POST /api/v1/jobs` is polled before the round has
+/// made 20 more requests (two seconds of the budget; the round itself would take 30 s to come
+/// round), and the log says "polled now" for it only once it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_added_at_run_time_is_polled_ahead_of_a_saturated_round() {
+    let sim = steady_sim(301).await;
+    let mut app = daemon(&sim, 300, |c| {
+        c.interval = "1s";
+        c.rate_limit = 10;
+        c.max_in_flight = 4;
+    });
+    let http = app.http_addr().await;
+    wait_for("the round under way", T, || async {
+        (sim.stats().requests >= 30).then_some(())
+    })
+    .await;
+    let joiner = job_id(300);
+    let r = client()
+        .post(format!("http://{http}/api/v1/jobs"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"app_id": "demo-app", "job_id": "{joiner}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let added_at = sim.stats().requests;
+    let first_poll_at = wait_for("the joiner's first poll", T, || async {
+        let stats = sim.stats();
+        (polls_of(&sim, &joiner) > 0).then_some(stats.requests)
+    })
+    .await;
+    let round_polls = first_poll_at - added_at;
+    assert!(
+        round_polls <= 20,
+        "{round_polls} requests went before the joiner's first poll"
+    );
+    let line = format!("job_id={joiner}");
+    let log = app.log_text();
+    let said = log
+        .lines()
+        .any(|l| l.contains("polled now") && l.contains(&line));
+    assert!(said, "the poller says it polled the joiner now:\n{log}");
+    let api_line = log
+        .lines()
+        .find(|l| l.contains("watching a new job"))
+        .unwrap_or_default();
+    assert!(
+        !api_line.contains("polled now"),
+        "the API does not claim a poll it has not seen: {api_line}"
+    );
+    assert_within_budget(&sim.stats(), 10, "joiners first");
+    app.stop().await;
+}
+
+/// A signed record callback for `job` of demo-app: the status the receiver answered.
+async fn callback(http: &reqwest::Client, addr: SocketAddr, n: usize, job: &str) -> u16 {
+    let body =
+        format!(r#"{{"event_type":"RECORD_NEW_FILE_START","app_id":"demo-app","job_id":"{job}"}}"#);
+    let rand = format!("storm-{n:08}");
+    let sig = sign(&Secret::new(KEY), &rand, "1700000000", body.as_bytes());
+    http.post(format!("http://{addr}/rtc/record-callback"))
+        .header(HEADER_RAND, rand)
+        .header(HEADER_TIMESTAMP, "1700000000")
+        .header(HEADER_SIGNATURE, sig)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Item 4: a storm of 5,000 hints, more than the old intake and lane held (4,096), sent while
+/// every poll slot is held by stalled requests so none of them can drain: every stormed job is
+/// polled (none dropped, the dropped count stays 0), and the round goes on afterwards (five
+/// calm jobs at 2 s). The stormed jobs' own interval is an hour, so the round alone would
+/// reach them in an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_hints_larger_than_the_old_intake_polls_every_stormed_job() {
+    const STORM: usize = 5_000;
+    const CALM: usize = 5;
+    let sim = steady_sim(STORM + CALM).await;
+    let mut app = daemon(&sim, STORM, |c| {
+        c.interval = "1h";
+        c.rate_limit = 300;
+        c.max_in_flight = 4;
+        c.timeout = "60s";
+        for i in STORM..STORM + CALM {
+            c.extra.push_str(&format!(
+                "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{}\"\ninterval = \"2s\"\n",
+                job_id(i)
+            ));
+        }
+    });
+    let http = app.http_addr().await;
+    let cb = app.callback_addr().await;
+    wait_for("the round under way", T, || async {
+        (sim.stats().requests >= 3).then_some(())
+    })
+    .await;
+    // Every slot held: the next four polls stall until the storm is in.
+    sim.set_fault(
+        recwatch_sim::Fault::new(recwatch_sim::FaultKind::Stall(Duration::from_secs(20))).times(4),
+    );
+    wait_for("four polls stalled", T, || async {
+        (sim.stats().faults_applied >= 4).then_some(())
+    })
+    .await;
+    let before = sim
+        .stats()
+        .by_job
+        .get("demo-app")
+        .cloned()
+        .unwrap_or_default();
+    let stormed: Vec<String> = (0..STORM).map(job_id).collect();
+    let sender = client();
+    use futures_util::StreamExt;
+    let answers: Vec<u16> = futures_util::stream::iter(stormed.iter().enumerate())
+        .map(|(n, job)| callback(&sender, cb, n, job))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|s| *s == 200), "every callback taken");
+    let polled_since = |job: &String| {
+        let now = polls_of(&sim, job);
+        now > before.get(job).copied().unwrap_or(0)
+    };
+    wait_for("every stormed job polled", T, || async {
+        stormed.iter().all(polled_since).then_some(())
+    })
+    .await;
+    let text = crate::ha::scrape(http).await;
+    assert_eq!(
+        metric(&text, "recwatch_poll_hints_total{outcome=\"dropped\"}"),
+        0.0,
+        "no hint dropped"
+    );
+    // The round goes on: jobs outside the storm keep being polled.
+    let calm: Vec<String> = (STORM..STORM + CALM).map(job_id).collect();
+    let calm_polls = |sim: &Simulator| calm.iter().map(|j| polls_of(sim, j)).sum::<u64>();
+    let after_storm = calm_polls(&sim);
+    wait_for("the round after the storm", T, || async {
+        (calm_polls(&sim) >= after_storm + 3).then_some(())
+    })
+    .await;
+    assert_within_budget(&sim.stats(), 300, "storm");
+    app.stop().await;
+}
