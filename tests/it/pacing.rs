@@ -172,8 +172,18 @@ async fn a_job_added_at_run_time_is_polled_ahead_of_a_saturated_round() {
 
 /// A signed record callback for `job` of demo-app: the status the receiver answered.
 async fn callback(http: &reqwest::Client, addr: SocketAddr, n: usize, job: &str) -> u16 {
-    let body =
-        format!(r#"{{"event_type":"RECORD_NEW_FILE_START","app_id":"demo-app","job_id":"{job}"}}"#);
+    event(http, addr, n, job, "RECORD_NEW_FILE_START").await
+}
+
+/// A signed record callback of type `event_type` for `job` of demo-app (`n` makes its nonce).
+async fn event(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    n: usize,
+    job: &str,
+    event_type: &str,
+) -> u16 {
+    let body = format!(r#"{{"event_type":"{event_type}","app_id":"demo-app","job_id":"{job}"}}"#);
     let rand = format!("storm-{n:08}");
     let sig = sign(&Secret::new(KEY), &rand, "1700000000", body.as_bytes());
     http.post(format!("http://{addr}/rtc/record-callback"))
@@ -262,4 +272,190 @@ async fn a_storm_of_hints_larger_than_the_old_intake_polls_every_stormed_job() {
     .await;
     assert_within_budget(&sim.stats(), 300, "storm");
     app.stop().await;
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Seconds from `RECWATCH_MEASURE_SECS`, else `default`.
+fn measure_secs(default: u64) -> u64 {
+    std::env::var("RECWATCH_MEASURE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// BENCHMARKS.md part 14 (item 2): the most arrivals in any sliding second at the simulator,
+/// rate_limit 10, 40 jobs at 1 s (4 times the budget), two CPU-burning processes beside it,
+/// for `RECWATCH_MEASURE_SECS` (600 by default). Prints its figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (BENCHMARKS.md part 14): minutes long"]
+async fn measure_arrivals_per_sliding_second_beside_two_burners() {
+    let secs = measure_secs(600);
+    let sim = steady_sim(40).await;
+    let mut config = AppConfig::new(&sim, 40);
+    config.interval = "1s";
+    config.rate_limit = 10;
+    config.max_in_flight = 8;
+    let mut app = TestApp::new(&config);
+    app.start();
+    wait_for("polling under way", T, || async {
+        (sim.stats().requests >= 5).then_some(())
+    })
+    .await;
+    let burners = Burners::start(2);
+    sim.reset_stats();
+    let start = std::time::Instant::now();
+    let mut loads = vec![loadavg()];
+    while start.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_secs(60).min(Duration::from_secs(secs))).await;
+        loads.push(loadavg());
+    }
+    let stats = sim.stats();
+    drop(burners);
+    app.stop().await;
+    let took = start.elapsed().as_secs_f64();
+    let over: Vec<_> = stats.per_second.iter().filter(|(_, n)| *n > 10).collect();
+    println!(
+        "arrivals: {} requests in {took:.0} s ({:.2}/s; N / rate_limit would be 10.00/s), \
+         max in any sliding second {}, calendar seconds over 10: {}, 429s {}",
+        stats.requests,
+        stats.requests as f64 / took,
+        stats.max_per_sliding_second,
+        over.len(),
+        stats.throttled
+    );
+    println!("load averages, once a minute: {loads:?}");
+}
+
+/// BENCHMARKS.md part 15 (item 3): a joiner's first-poll latency with the budget saturated
+/// (300 jobs at 1 s, rate_limit 10): ten jobs added through the API, 3 s apart; the time from
+/// the API's 201 to the simulator's first request for the job (seen within 10 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (BENCHMARKS.md part 15)"]
+async fn measure_joiner_first_poll_latency() {
+    let sim = steady_sim(310).await;
+    let mut app = daemon(&sim, 300, |c| {
+        c.interval = "1s";
+        c.rate_limit = 10;
+        c.max_in_flight = 4;
+    });
+    let http = app.http_addr().await;
+    wait_for("the round under way", T, || async {
+        (sim.stats().requests >= 30).then_some(())
+    })
+    .await;
+    let mut latencies = Vec::new();
+    for i in 300..310 {
+        let joiner = job_id(i);
+        let r = client()
+            .post(format!("http://{http}/api/v1/jobs"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"app_id": "demo-app", "job_id": "{joiner}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let added = std::time::Instant::now();
+        while polls_of(&sim, &joiner) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(added.elapsed().as_millis());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    app.stop().await;
+    latencies.sort();
+    println!(
+        "joiner first poll, ms after the 201 (sorted): {latencies:?}; load {}",
+        loadavg()
+    );
+}
+
+/// BENCHMARKS.md part 15 (item 4): 2,000 `CLOUD_RECORD_SERVER_OVER` within a minute for jobs
+/// of a 10,000-job list (rate_limit 10, interval 30 s: the round 33 times the budget), a tenth
+/// of them dead of INTERNAL_ERROR. Each job shows STOPPED at the simulator just before its
+/// callback; the time until every stormed job has been polled since, against the floor of
+/// 2,000 / 10 = 200 s, and the INTERNAL_ERROR deaths alerted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (BENCHMARKS.md part 15): about four minutes"]
+async fn measure_a_storm_of_server_over() {
+    const JOBS: usize = 10_000;
+    let storm: usize = std::env::var("RECWATCH_STORM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000);
+    let sim = steady_sim(JOBS).await;
+    let mut app = daemon(&sim, JOBS, |c| {
+        c.interval = "30s";
+        c.rate_limit = 10;
+        c.max_in_flight = 4;
+    });
+    let cb = app.callback_addr().await;
+    wait_for("the round under way", T, || async {
+        (sim.stats().requests >= 20).then_some(())
+    })
+    .await;
+    let stormed: Vec<String> = (0..storm).map(|i| job_id(i * (JOBS / storm))).collect();
+    let before = sim
+        .stats()
+        .by_job
+        .get("demo-app")
+        .cloned()
+        .unwrap_or_default();
+    let sender = client();
+    let start = std::time::Instant::now();
+    let load_start = loadavg();
+    // Spread over a minute, as classes ending on the hour.
+    let gap = Duration::from_secs(60) / storm as u32;
+    for (n, job) in stormed.iter().enumerate() {
+        let reason = if n % 10 == 0 {
+            Some("INTERNAL_ERROR")
+        } else {
+            None
+        };
+        sim.set_job("demo-app", job, crate::core::snap(job, "STOPPED", reason));
+        let status = event(&sender, cb, n, job, "CLOUD_RECORD_SERVER_OVER").await;
+        assert_eq!(status, 200);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start) + gap * (n as u32 + 1))
+            .await;
+    }
+    let sent = start.elapsed().as_secs_f64();
+    let polled_since = |job: &String| polls_of(&sim, job) > before.get(job).copied().unwrap_or(0);
+    wait_for(
+        "every stormed job polled",
+        Duration::from_secs(900),
+        || async { stormed.iter().all(polled_since).then_some(()) },
+    )
+    .await;
+    let classified = start.elapsed().as_secs_f64();
+    let deaths = storm.div_ceil(10) as i64;
+    let alerted = wait_for("the deaths alerted", T, || async {
+        let n = app
+            .scalar(
+                "SELECT COUNT(DISTINCT job_id) FROM alerts WHERE payload LIKE '%INTERNAL_ERROR%'",
+            )
+            .await;
+        (n >= deaths).then_some(n)
+    })
+    .await;
+    let alerted_at = start.elapsed().as_secs_f64();
+    let text = crate::ha::scrape(app.http_addr().await).await;
+    let dropped = metric(&text, "recwatch_poll_hints_total{outcome=\"dropped\"}");
+    let stats = sim.stats();
+    app.stop().await;
+    println!(
+        "storm: {storm} CLOUD_RECORD_SERVER_OVER sent in {sent:.0} s; every stormed job polled \
+         after {classified:.0} s (floor {:.0} s: {:.2}x); {alerted} of {deaths} INTERNAL_ERROR \
+         deaths alerted by {alerted_at:.0} s; hints dropped {dropped}; max arrivals in a sliding \
+         second {}; load at start {load_start}, at end {}",
+        storm as f64 / 10.0,
+        classified / (storm as f64 / 10.0),
+        stats.max_per_sliding_second,
+        loadavg()
+    );
 }
