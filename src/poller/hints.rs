@@ -23,7 +23,7 @@
 //! from the one [`super::Budget`], so the total never exceeds `rate_limit`.
 
 use super::Key;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -263,9 +263,8 @@ pub(super) struct Lane {
     recent: VecDeque<Instant>,
     /// Hints for jobs not watched (yet), until when they are kept.
     parked: HashMap<Key, (Instant, HintKind)>,
-    /// Re-polls after `CLOUD_RECORD_SERVER_OVER`: when the event came, and how many of
-    /// [`FOLLOW_UPS`] are still to come.
-    follow_ups: HashMap<Key, (Instant, usize)>,
+    /// Re-polls after `CLOUD_RECORD_SERVER_OVER`.
+    follow_ups: FollowUps,
     /// When parked hints were last checked.
     unparked_at: Option<Instant>,
 }
@@ -281,14 +280,21 @@ impl Lane {
             return;
         }
         if kind == HintKind::Over {
-            self.follow_ups.insert(key.clone(), (now, FOLLOW_UPS.len()));
+            self.follow_ups.start(key.clone(), now);
         }
         self.enqueue(key, now);
     }
 
     /// A job joined the watch list at run time: its first poll goes ahead of hinted jobs and
-    /// of the round (within the lane's share).
+    /// of the round (within the lane's share). A hint parked for it (the callback that had
+    /// discovery add it) is served by that poll, not by a second one a second later; an
+    /// `Over` keeps its re-polls.
     pub(super) fn join(&mut self, key: Key, now: Instant) {
+        if let Some((_, kind)) = self.parked.remove(&key) {
+            if kind == HintKind::Over {
+                self.follow_ups.start(key.clone(), now);
+            }
+        }
         if self.queued.insert(key.clone()) {
             self.joining.push_back(Waiting {
                 key,
@@ -342,26 +348,14 @@ impl Lane {
 
     /// Follow-ups due by `now` join the lane.
     pub(super) fn follow_up(&mut self, now: Instant) {
-        let due: Vec<Key> = self
-            .follow_ups
-            .iter()
-            .filter(|(_, (at, left))| *left > 0 && *at + FOLLOW_UPS[FOLLOW_UPS.len() - left] <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
-            if let Some((_, left)) = self.follow_ups.get_mut(&k) {
-                *left -= 1;
-                if *left == 0 {
-                    self.follow_ups.remove(&k);
-                }
-            }
+        for k in self.follow_ups.take_due(now) {
             self.enqueue(k, now);
         }
     }
 
     /// The job shows STOPPED (or is no longer watched): no more follow-ups for it.
     pub(super) fn settled(&mut self, key: &Key) {
-        self.follow_ups.remove(key);
+        self.follow_ups.settle(key);
     }
 
     /// When the lane next has something to do: its earliest waiting job that is ready, or
@@ -375,13 +369,7 @@ impl Lane {
             .filter(|w| ready(&w.key))
             .map(|w| w.not_before)
             .min();
-        let follow = self
-            .follow_ups
-            .values()
-            .filter(|(_, left)| *left > 0)
-            .map(|(at, left)| *at + FOLLOW_UPS[FOLLOW_UPS.len() - left])
-            .min();
-        waiting.into_iter().chain(follow).min()
+        waiting.into_iter().chain(self.follow_ups.next()).min()
     }
 
     fn used(&mut self, now: Instant) -> usize {
@@ -478,6 +466,62 @@ impl Lane {
     #[cfg(test)]
     fn waiting_keys(&self) -> Vec<Key> {
         self.waiting.iter().map(|w| w.key.clone()).collect()
+    }
+}
+
+/// The re-polls after `CLOUD_RECORD_SERVER_OVER`, ordered by when each is due: the
+/// dispatcher looks at them on every turn of its loop, so a look costs the jobs due, not
+/// every job of a storm still waiting for its STOPPED.
+#[derive(Default)]
+struct FollowUps {
+    /// Per job: when the event came, and how many of [`FOLLOW_UPS`] are still to come.
+    by_job: HashMap<Key, (Instant, usize)>,
+    /// Each job's next re-poll, earliest first.
+    due: BTreeSet<(Instant, Key)>,
+}
+
+impl FollowUps {
+    fn next_due(at: Instant, left: usize) -> Instant {
+        at + FOLLOW_UPS[FOLLOW_UPS.len() - left]
+    }
+
+    /// The event came at `now`: every re-poll to come, replacing any earlier series.
+    fn start(&mut self, key: Key, now: Instant) {
+        self.settle(&key);
+        self.due
+            .insert((Self::next_due(now, FOLLOW_UPS.len()), key.clone()));
+        self.by_job.insert(key, (now, FOLLOW_UPS.len()));
+    }
+
+    fn settle(&mut self, key: &Key) {
+        if let Some((at, left)) = self.by_job.remove(key) {
+            self.due.remove(&(Self::next_due(at, left), key.clone()));
+        }
+    }
+
+    /// The jobs whose re-poll is due by `now`; each moves on to its next one.
+    fn take_due(&mut self, now: Instant) -> Vec<Key> {
+        let mut out = Vec::new();
+        while let Some((t, _)) = self.due.first() {
+            if *t > now {
+                break;
+            }
+            let (_, key) = self.due.pop_first().expect("just looked");
+            if let Some((at, left)) = self.by_job.get_mut(&key) {
+                *left -= 1;
+                if *left == 0 {
+                    self.by_job.remove(&key);
+                } else {
+                    self.due.insert((Self::next_due(*at, *left), key.clone()));
+                }
+            }
+            out.push(key);
+        }
+        out
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.due.first().map(|(t, _)| *t)
     }
 }
 
@@ -773,6 +817,35 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         lane.follow_up(Instant::now());
         assert!(lane.waiting_keys().is_empty());
+    }
+
+    /// A discovered job joins with a hint parked for it: one poll, not a joiner's and then a
+    /// hinted one; an `Over` still brings its re-polls.
+    #[tokio::test(start_paused = true)]
+    async fn a_joiner_absorbs_the_hint_parked_for_it() {
+        let mut lane = Lane::default();
+        let t0 = Instant::now();
+        lane.hint(k("new"), HintKind::Over, false, t0);
+        lane.join(k("new"), t0);
+        let pick = lane.pick(t0, 5, false, all_ready);
+        assert_eq!(pick, Pick::Joining(k("new")));
+        lane.took(&pick, t0);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(
+            !lane.unpark(Instant::now(), |_| true),
+            "nothing parked any more"
+        );
+        assert_eq!(
+            lane.pick(Instant::now(), 5, false, all_ready),
+            Pick::Nothing
+        );
+        tokio::time::advance(Duration::from_millis(800)).await;
+        lane.follow_up(Instant::now());
+        assert_eq!(
+            lane.pick(Instant::now(), 5, false, all_ready),
+            Pick::Hinted(k("new")),
+            "the first re-poll after the job's end"
+        );
     }
 
     #[test]
