@@ -355,7 +355,8 @@ mod tests {
         let since = "2026-01-01T00:01:00.000Z";
         let (old, new) = ("2026-01-01T00:00:30.000Z", "2026-01-01T00:01:30.000Z");
         // (name, newest first, limit, covers the look-back)
-        let cases: [(&str, Vec<(i64, &str)>, i64, bool); 4] = [
+        type Case = (&'static str, Vec<(i64, &'static str)>, i64, bool);
+        let cases: [Case; 4] = [
             (
                 "fewer than asked: all there is",
                 vec![(3, new), (2, new)],
