@@ -235,7 +235,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_poll_hints_total",
         Counter,
-        "Poll hints from record callbacks, by outcome: taken (a hinted poll took a budget slot), coalesced (merged into a hint already waiting for the job), dropped (the lane was full; the job's regular poll still comes), ignored (the job is not polled: not watched, or done).",
+        "Poll hints from record callbacks, by outcome: taken (a hinted poll took a budget slot), coalesced (merged into a hint already waiting for the job), dropped (always 0 since issue 23: no hint is dropped; kept so dashboards keep the series), ignored (the job is not polled: not watched, or done).",
     ),
     m(
         "recwatch_heartbeat_pings_total",

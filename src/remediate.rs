@@ -153,10 +153,13 @@ impl Remediator {
             .and_then(|s| CreateRequest::from_snapshot(kind, s).map_err(|e| e.to_string()));
         let (config, client) = self.client()?;
         // The slot first: a budget paused for minutes must not leave the row `posting`
-        // (a crash then would call unknown a create that was never sent).
-        if request.is_ok() {
-            self.budget.acquire().await;
-        }
+        // (a crash then would call unknown a create that was never sent). It is stamped sent
+        // right before the POST, after the write, and counts until a second after the
+        // answer: the budget as the gateway counts it (issue 23).
+        let slot = match request {
+            Ok(_) => Some(self.budget.reserve().await.0),
+            Err(_) => None,
+        };
         if !self.store.mark_posting(row.id, Utc::now()).await? {
             return Ok(());
         }
@@ -164,7 +167,12 @@ impl Remediator {
             Ok(r) => r,
             Err(e) => return self.record(row, Outcome::Failed { error: e }, None).await,
         };
+        let sent = match slot {
+            Some(slot) => Some(slot.send().await),
+            None => None,
+        };
         let answer = client.create_job(&row.app_id, &request).await;
+        drop(sent);
         let attempts = row.attempts + 1;
         match answer {
             Ok(created) => {

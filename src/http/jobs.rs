@@ -110,7 +110,7 @@ pub(super) async fn add(
     let key = entry.key.clone();
     match s.watchlist.add(&config, entry).await {
         Ok(Added::New(e)) => {
-            info!(%peer, job = %key, "API: watching a new job (polled now)");
+            info!(%peer, job = %key, "API: watching a new job (its first poll goes ahead of the round)");
             count_write("created");
             (StatusCode::CREATED, Json(view_runtime(e))).into_response()
         }

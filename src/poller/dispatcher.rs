@@ -436,14 +436,14 @@ impl Dispatcher {
                 return false;
             }
         }
-        match self.take_slot(now) {
-            Some(Pick::Hinted(k)) => {
-                self.dispatch_hinted(k, now).await;
+        let slot = match self.take_slot(now) {
+            Some((Pick::Round, slot)) => slot,
+            Some((pick @ (Pick::Hinted(_) | Pick::Joining(_)), slot)) => {
+                self.dispatch_lane(pick, slot, now).await;
                 return true;
             }
-            Some(Pick::Round) => {}
             _ => return false,
-        }
+        };
         let Some((due, _, k)) = self.schedule.pop(now) else {
             return false;
         };
@@ -458,7 +458,7 @@ impl Dispatcher {
             .await
             .expect("semaphore never closed");
         let state = self.states.remove(&k).expect("checked above");
-        let work = self.task().poll(k.clone(), state);
+        let work = self.task().poll(k.clone(), state, Some(slot));
         self.launch(k, Some(permit), work);
         true
     }
@@ -640,7 +640,8 @@ impl Dispatcher {
         self.poller.config = config;
         self.poller.client = client;
         let now = Instant::now();
-        // New jobs are polled at once (through the budget), not after a whole interval.
+        // New jobs are polled at once, ahead of the round (the lane's joiners, through the
+        // budget), then at their interval: not after the whole round (issue 23).
         let mut added = 0;
         for job in &new_jobs {
             let k = key(job);
@@ -649,7 +650,11 @@ impl Dispatcher {
                 continue;
             };
             added += 1;
-            self.schedule.put(k.clone(), &mut state, now);
+            if self.poller.config.poll.schedule.is_none() {
+                let next = later(now, self.interval(&state));
+                self.schedule.put(k.clone(), &mut state, next);
+            }
+            self.lane.join(k.clone(), now);
             self.states.insert(k, state);
         }
         if schedule_changed {

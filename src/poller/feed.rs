@@ -42,8 +42,13 @@ const BATCH: i64 = 1000;
 /// sooner rather than the memory (and the gap's re-read) growing.
 const MAX_SEEN: usize = 10_000;
 
-/// The newest events looked at on start for [`LOOK_BACK`].
+/// The newest events looked at first on start for [`LOOK_BACK`]; more, four times as many
+/// each look, while they are all within it (a takeover during a storm of callbacks: issue 23,
+/// no hint lost), up to [`START_SCAN_MAX`].
 const START_SCAN: i64 = 4096;
+
+/// The most events a start hints again: at the API's pace a minute of them is far fewer.
+const START_SCAN_MAX: i64 = 1 << 20;
 
 /// Which event ids the feed has turned into hints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,13 +191,26 @@ fn report(failing: &mut bool, result: Result<bool, StoreError>) -> bool {
 }
 
 async fn first_cursor(store: &Store) -> Result<Cursor, StoreError> {
-    let rows = store.latest_callback_hints(START_SCAN).await?;
     let since = chrono::Utc::now() - chrono::Duration::from_std(LOOK_BACK).unwrap_or_default();
-    let newest: Vec<(i64, &str)> = rows
-        .iter()
-        .map(|r| (r.id, r.received_at.as_str()))
-        .collect();
-    Ok(Cursor::new(start_low(&newest, &timestamp(since))))
+    let since = timestamp(since);
+    let mut limit = START_SCAN;
+    loop {
+        let rows = store.latest_callback_hints(limit).await?;
+        let newest: Vec<(i64, &str)> = rows
+            .iter()
+            .map(|r| (r.id, r.received_at.as_str()))
+            .collect();
+        if limit >= START_SCAN_MAX || reaches_back(&newest, limit, &since) {
+            return Ok(Cursor::new(start_low(&newest, &since)));
+        }
+        limit = limit.saturating_mul(4).min(START_SCAN_MAX);
+    }
+}
+
+/// Whether the newest events read (at most `limit`, newest first) cover everything received
+/// since `since`: fewer came back than asked for, or the oldest of them is older.
+fn reaches_back(newest_first: &[(i64, &str)], limit: i64, since: &str) -> bool {
+    (newest_first.len() as i64) < limit || newest_first.last().is_some_and(|(_, at)| *at < since)
 }
 
 /// Reads what is new and hints it; returns whether a full batch was read.
@@ -330,6 +348,38 @@ mod tests {
         c.settle(now);
         assert!(!c.has_gap());
         assert_eq!(c.low, MAX_SEEN as i64 + 2);
+    }
+
+    #[test]
+    fn reaches_back_table() {
+        let since = "2026-01-01T00:01:00.000Z";
+        let (old, new) = ("2026-01-01T00:00:30.000Z", "2026-01-01T00:01:30.000Z");
+        // (name, newest first, limit, covers the look-back)
+        type Case = (&'static str, Vec<(i64, &'static str)>, i64, bool);
+        let cases: [Case; 4] = [
+            (
+                "fewer than asked: all there is",
+                vec![(3, new), (2, new)],
+                4,
+                true,
+            ),
+            (
+                "the oldest read is older",
+                vec![(3, new), (2, old)],
+                2,
+                true,
+            ),
+            (
+                "all read are recent: read more (a storm)",
+                vec![(3, new), (2, new)],
+                2,
+                false,
+            ),
+            ("nothing stored", vec![], 4, true),
+        ];
+        for (name, rows, limit, want) in cases {
+            assert_eq!(reaches_back(&rows, limit, since), want, "{name}");
+        }
     }
 
     #[test]

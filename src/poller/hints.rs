@@ -3,31 +3,31 @@
 //! budget.
 //!
 //! The path has two halves so that a callback never waits for the poller:
-//! - [`Hints`], shared with the callback receiver: a bounded, coalescing intake. `send` takes a
-//!   lock for a few operations and never awaits; a second hint for a job already waiting is
-//!   merged into it, and when the intake is full a hint is dropped (and counted): the job's
-//!   regular poll still comes;
-//! - [`Lane`], owned by the dispatcher: the hinted jobs waiting for a slot, the per-job limit
-//!   (one hinted poll per job per [`PER_JOB`]), the lane's share of the budget, the re-polls
-//!   that follow `CLOUD_RECORD_SERVER_OVER` ([`FOLLOW_UPS`]) and hints for jobs the dispatcher
-//!   does not know yet (kept for [`PARK_FOR`], so a job that joins through discovery is polled
-//!   at once).
+//! - [`Hints`], shared with the callback receiver: a coalescing intake. `send` takes a lock for
+//!   a few operations and never awaits; a second hint for a job already waiting is merged into
+//!   it. It has no other bound: it holds one entry per job hinted since the dispatcher last
+//!   drained it, so its memory is bounded by the jobs, and a storm never loses a hint (issue
+//!   23: polling is the only way to learn each stormed job's stop reason);
+//! - [`Lane`], owned by the dispatcher: the jobs waiting for a slot ahead of the round (jobs
+//!   that joined the watch list at run time first, then hinted jobs, each in arrival order and
+//!   each job at most once), the per-job limit (one hinted poll per job per [`PER_JOB`]), the
+//!   lane's share of the budget, the re-polls that follow `CLOUD_RECORD_SERVER_OVER`
+//!   ([`FOLLOW_UPS`]) and hints for jobs the dispatcher does not know yet (kept for
+//!   [`PARK_FOR`], so a job that joins through discovery is polled at once).
 //!
 //! Which slot goes to the lane is [`decide`], a pure function: the lane takes a slot while it
-//! has used less than its share ([`share`], half of `rate_limit`) in the last second, or when
-//! no regular poll is due (a hint never waits for an idle budget). Every poll, hinted or not,
-//! takes its slot from the one [`super::Budget`], so the total never exceeds `rate_limit`.
+//! has used less than its share ([`share`], `rate_limit` less a tenth) in the last second, or
+//! when no regular poll is due (a hint never waits for an idle budget). A storm thus takes most
+//! of the budget while it lasts, the round keeping a tenth so configured jobs still move, and
+//! the round has it all back once the lane is empty. Every poll, hinted or not, takes its slot
+//! from the one [`super::Budget`], so the total never exceeds `rate_limit`.
 
 use super::Key;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// Hints waiting in the intake, and hinted jobs waiting in the lane, at most: a storm of
-/// callbacks costs bounded memory, and beyond this the regular round catches up anyway.
-pub const LANE_CAPACITY: usize = 4096;
 
 /// At most one hinted poll of a job per this long: a burst of events for one job (a file
 /// started and completed, the job over) is one poll, not three.
@@ -84,7 +84,8 @@ pub enum HintOutcome {
     Taken,
     /// Merged into a hint already waiting for the same job.
     Coalesced,
-    /// The intake or the lane was full: the job waits for its regular poll.
+    /// Never counted since issue 23 (nothing is full: a hint is kept until its job is polled);
+    /// the label stays so dashboards and alerts built on it keep their series.
     Dropped,
     /// For a job that is not polled: not watched (and not joined within `PARK_FOR`), or
     /// already STOPPED.
@@ -137,8 +138,6 @@ impl Hints {
             if let Some(k) = intake.kinds.get_mut(&key) {
                 *k = k.merge(kind);
                 HintOutcome::Coalesced
-            } else if intake.order.len() >= LANE_CAPACITY {
-                HintOutcome::Dropped
             } else {
                 intake.kinds.insert(key.clone(), kind);
                 intake.order.push_back(key);
@@ -201,23 +200,30 @@ pub(super) enum Slot {
     Nothing,
 }
 
-/// [`Slot`] with the hinted job taken out of the lane.
+/// [`Slot`] with the job taken out of the lane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Pick {
+    /// A job that joined the watch list at run time: its first poll.
+    Joining(Key),
     Hinted(Key),
     Round,
     Nothing,
 }
 
-/// The lane's share: the hinted polls it may start in any second while regular polls are due.
+/// The lane's share: the polls it may start in any second while regular polls are due. All
+/// but a tenth of `rate_limit` (at least one slot each way where the rate allows): a storm of
+/// K hinted jobs takes about K / (0.9 rate_limit) s against a floor of K / rate_limit, and
+/// the round keeps moving meanwhile. Half, before issue 23: a storm took twice its floor.
 pub(super) fn share(rate_limit: u32) -> usize {
-    (rate_limit as usize / 2).max(1)
+    let rate = rate_limit as usize;
+    (rate - rate.div_ceil(10)).max(1)
 }
 
-/// Who gets the next slot. The oldest hinted job that is ready and due goes first, unless the
-/// lane has used its share of the last second (`lane_used >= share`) and a regular poll is
-/// due: then the round goes, so a storm of callbacks cannot starve it. With no regular poll
-/// due, a hint never waits for its share to free up.
+/// Who gets the next slot. The first lane job that is ready and due goes first (candidates
+/// come joiners first, then hints, each oldest first), unless the lane has used its share of
+/// the last second (`lane_used >= share`) and a regular poll is due: then the round goes, so a
+/// storm of callbacks cannot starve it. With no regular poll due, a hint never waits for its
+/// share to free up.
 pub(super) fn decide(
     now: Instant,
     candidates: &[Candidate],
@@ -241,11 +247,15 @@ struct Waiting {
     not_before: Instant,
 }
 
-/// The dispatcher's side: the hinted jobs waiting, in hint order.
+/// The dispatcher's side: the joiners and hinted jobs waiting, each in arrival order.
 #[derive(Default)]
 pub(super) struct Lane {
+    /// Jobs that joined the watch list at run time, before their first poll: served before
+    /// hinted jobs (issue 23, "joiners first").
+    joining: VecDeque<Waiting>,
     waiting: VecDeque<Waiting>,
-    /// Keys in `waiting`, for coalescing.
+    /// Keys in `joining` or `waiting`, for coalescing: a job waits in the lane at most once,
+    /// so the lane's memory is bounded by the watch list however many hints come.
     queued: HashSet<Key>,
     /// When each job's last hinted poll started (entries older than [`PER_JOB`] are pruned).
     last_taken: HashMap<Key, Instant>,
@@ -253,42 +263,49 @@ pub(super) struct Lane {
     recent: VecDeque<Instant>,
     /// Hints for jobs not watched (yet), until when they are kept.
     parked: HashMap<Key, (Instant, HintKind)>,
-    /// Re-polls after `CLOUD_RECORD_SERVER_OVER`: when the event came, and how many of
-    /// [`FOLLOW_UPS`] are still to come.
-    follow_ups: HashMap<Key, (Instant, usize)>,
+    /// Re-polls after `CLOUD_RECORD_SERVER_OVER`.
+    follow_ups: FollowUps,
     /// When parked hints were last checked.
     unparked_at: Option<Instant>,
 }
 
 impl Lane {
-    /// Takes a hint for a job the dispatcher watches (`known`) or not yet.
+    /// Takes a hint for a job the dispatcher watches (`known`) or not yet. Nothing is dropped:
+    /// each job has at most one entry in each of the lane's maps, and a parked hint is kept
+    /// only [`PARK_FOR`].
     pub(super) fn hint(&mut self, key: Key, kind: HintKind, known: bool, now: Instant) {
         if !known {
-            if self.parked.len() >= LANE_CAPACITY {
-                HintOutcome::Dropped.count(1);
-                return;
-            }
             let kind = self.parked.get(&key).map_or(kind, |(_, k)| k.merge(kind));
             self.parked.insert(key, (now + PARK_FOR, kind));
             return;
         }
         if kind == HintKind::Over {
-            if self.follow_ups.len() < LANE_CAPACITY || self.follow_ups.contains_key(&key) {
-                self.follow_ups.insert(key.clone(), (now, FOLLOW_UPS.len()));
-            } else {
-                HintOutcome::Dropped.count(1);
-            }
+            self.follow_ups.start(key.clone(), now);
         }
         self.enqueue(key, now);
+    }
+
+    /// A job joined the watch list at run time: its first poll goes ahead of hinted jobs and
+    /// of the round (within the lane's share). A hint parked for it (the callback that had
+    /// discovery add it) is served by that poll, not by a second one a second later; an
+    /// `Over` keeps its re-polls.
+    pub(super) fn join(&mut self, key: Key, now: Instant) {
+        if let Some((_, kind)) = self.parked.remove(&key) {
+            if kind == HintKind::Over {
+                self.follow_ups.start(key.clone(), now);
+            }
+        }
+        if self.queued.insert(key.clone()) {
+            self.joining.push_back(Waiting {
+                key,
+                not_before: now,
+            });
+        }
     }
 
     fn enqueue(&mut self, key: Key, now: Instant) {
         if self.queued.contains(&key) {
             HintOutcome::Coalesced.count(1);
-            return;
-        }
-        if self.waiting.len() >= LANE_CAPACITY {
-            HintOutcome::Dropped.count(1);
             return;
         }
         let not_before = self
@@ -331,45 +348,28 @@ impl Lane {
 
     /// Follow-ups due by `now` join the lane.
     pub(super) fn follow_up(&mut self, now: Instant) {
-        let due: Vec<Key> = self
-            .follow_ups
-            .iter()
-            .filter(|(_, (at, left))| *left > 0 && *at + FOLLOW_UPS[FOLLOW_UPS.len() - left] <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
-            if let Some((_, left)) = self.follow_ups.get_mut(&k) {
-                *left -= 1;
-                if *left == 0 {
-                    self.follow_ups.remove(&k);
-                }
-            }
+        for k in self.follow_ups.take_due(now) {
             self.enqueue(k, now);
         }
     }
 
     /// The job shows STOPPED (or is no longer watched): no more follow-ups for it.
     pub(super) fn settled(&mut self, key: &Key) {
-        self.follow_ups.remove(key);
+        self.follow_ups.settle(key);
     }
 
     /// When the lane next has something to do: its earliest waiting job that is ready, or
     /// its next follow-up.
     pub(super) fn next_at(&self, ready: impl Fn(&Key) -> bool) -> Option<Instant> {
         let waiting = self
-            .waiting
+            .joining
             .iter()
             .take(SCAN)
+            .chain(self.waiting.iter().take(SCAN))
             .filter(|w| ready(&w.key))
             .map(|w| w.not_before)
             .min();
-        let follow = self
-            .follow_ups
-            .values()
-            .filter(|(_, left)| *left > 0)
-            .map(|(at, left)| *at + FOLLOW_UPS[FOLLOW_UPS.len() - left])
-            .min();
-        waiting.into_iter().chain(follow).min()
+        waiting.into_iter().chain(self.follow_ups.next()).min()
     }
 
     fn used(&mut self, now: Instant) -> usize {
@@ -394,25 +394,17 @@ impl Lane {
         round_due: bool,
         state: impl Fn(&Key) -> Option<bool>,
     ) -> Pick {
-        let before = self.waiting.len();
-        let queued = &mut self.queued;
-        let mut looked = 0;
-        self.waiting.retain(|w| {
-            looked += 1;
-            let keep = looked > SCAN || state(&w.key).is_some();
-            if !keep {
-                queued.remove(&w.key);
-            }
-            keep
-        });
-        let gone = before - self.waiting.len();
+        let gone = let_go(&mut self.joining, &mut self.queued, &state)
+            + let_go(&mut self.waiting, &mut self.queued, &state);
         if gone > 0 {
             HintOutcome::Ignored.count(gone as u64);
         }
+        let joiners = self.joining.len().min(SCAN);
         let candidates: Vec<Candidate> = self
-            .waiting
+            .joining
             .iter()
             .take(SCAN)
+            .chain(self.waiting.iter().take(SCAN))
             .map(|w| Candidate {
                 not_before: w.not_before,
                 ready: state(&w.key) == Some(true),
@@ -420,8 +412,16 @@ impl Lane {
             .collect();
         let used = self.used(now);
         match decide(now, &candidates, used, share, round_due) {
+            Slot::Hinted(i) if i < joiners => {
+                let w = self.joining.remove(i).expect("index from the candidates");
+                self.queued.remove(&w.key);
+                Pick::Joining(w.key)
+            }
             Slot::Hinted(i) => {
-                let w = self.waiting.remove(i).expect("index from the candidates");
+                let w = self
+                    .waiting
+                    .remove(i - joiners)
+                    .expect("index from the candidates");
                 self.queued.remove(&w.key);
                 Pick::Hinted(w.key)
             }
@@ -430,24 +430,36 @@ impl Lane {
         }
     }
 
-    /// A picked job whose poll could not start after all (no budget slot): back at the front,
-    /// as it was.
-    pub(super) fn put_back(&mut self, key: Key, now: Instant) {
+    /// A picked job whose poll could not start after all (no budget slot): back at the front
+    /// of its queue, as it was.
+    pub(super) fn put_back(&mut self, pick: Pick, now: Instant) {
+        let (queue, key) = match pick {
+            Pick::Joining(key) => (&mut self.joining, key),
+            Pick::Hinted(key) => (&mut self.waiting, key),
+            Pick::Round | Pick::Nothing => return,
+        };
         if self.queued.insert(key.clone()) {
-            self.waiting.push_front(Waiting {
+            queue.push_front(Waiting {
                 key,
                 not_before: now,
             });
         }
     }
 
-    /// A hinted poll of `key` took a slot at `now`.
-    pub(super) fn took(&mut self, key: Key, now: Instant) {
+    /// A poll from the lane (of a hinted job, or a joiner's first) took a slot at `now`.
+    pub(super) fn took(&mut self, pick: &Pick, now: Instant) {
+        let key = match pick {
+            Pick::Hinted(key) => {
+                HintOutcome::Taken.count(1);
+                key
+            }
+            Pick::Joining(key) => key,
+            Pick::Round | Pick::Nothing => return,
+        };
         self.recent.push_back(now);
         self.last_taken
             .retain(|_, t| now.duration_since(*t) < PER_JOB);
-        self.last_taken.insert(key, now);
-        HintOutcome::Taken.count(1);
+        self.last_taken.insert(key.clone(), now);
     }
 
     /// Whether a waiting job is this one (for tests and logs).
@@ -455,6 +467,89 @@ impl Lane {
     fn waiting_keys(&self) -> Vec<Key> {
         self.waiting.iter().map(|w| w.key.clone()).collect()
     }
+}
+
+/// The re-polls after `CLOUD_RECORD_SERVER_OVER`, ordered by when each is due: the
+/// dispatcher looks at them on every turn of its loop, so a look costs the jobs due, not
+/// every job of a storm still waiting for its STOPPED.
+#[derive(Default)]
+struct FollowUps {
+    /// Per job: when the event came, and how many of [`FOLLOW_UPS`] are still to come.
+    by_job: HashMap<Key, (Instant, usize)>,
+    /// Each job's next re-poll, earliest first.
+    due: BTreeSet<(Instant, Key)>,
+}
+
+impl FollowUps {
+    fn next_due(at: Instant, left: usize) -> Instant {
+        at + FOLLOW_UPS[FOLLOW_UPS.len() - left]
+    }
+
+    /// The event came at `now`: every re-poll to come, replacing any earlier series.
+    fn start(&mut self, key: Key, now: Instant) {
+        self.settle(&key);
+        self.due
+            .insert((Self::next_due(now, FOLLOW_UPS.len()), key.clone()));
+        self.by_job.insert(key, (now, FOLLOW_UPS.len()));
+    }
+
+    fn settle(&mut self, key: &Key) {
+        if let Some((at, left)) = self.by_job.remove(key) {
+            self.due.remove(&(Self::next_due(at, left), key.clone()));
+        }
+    }
+
+    /// The jobs whose re-poll is due by `now`; each moves on to its next one.
+    fn take_due(&mut self, now: Instant) -> Vec<Key> {
+        let mut out = Vec::new();
+        while let Some((t, _)) = self.due.first() {
+            if *t > now {
+                break;
+            }
+            let (_, key) = self.due.pop_first().expect("just looked");
+            if let Some((at, left)) = self.by_job.get_mut(&key) {
+                *left -= 1;
+                if *left == 0 {
+                    self.by_job.remove(&key);
+                } else {
+                    self.due.insert((Self::next_due(*at, *left), key.clone()));
+                }
+            }
+            out.push(key);
+        }
+        out
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.due.first().map(|(t, _)| *t)
+    }
+}
+
+/// Lets go of the jobs at the front of `queue` (the [`SCAN`] a look considers) that are no
+/// longer watched (`state` is `None`); returns how many. Only the front is looked at, so a
+/// look costs the same with ten thousand jobs waiting.
+fn let_go(
+    queue: &mut VecDeque<Waiting>,
+    queued: &mut HashSet<Key>,
+    state: impl Fn(&Key) -> Option<bool>,
+) -> usize {
+    let front: Vec<Waiting> = queue.drain(..queue.len().min(SCAN)).collect();
+    let before = front.len();
+    let kept: Vec<Waiting> = front
+        .into_iter()
+        .filter(|w| {
+            let keep = state(&w.key).is_some();
+            if !keep {
+                queued.remove(&w.key);
+            }
+            keep
+        })
+        .collect();
+    let gone = before - kept.len();
+    for w in kept.into_iter().rev() {
+        queue.push_front(w);
+    }
+    gone
 }
 
 #[cfg(test)]
@@ -565,40 +660,63 @@ mod tests {
     }
 
     #[test]
-    fn share_is_half_the_rate_and_at_least_one() {
-        for (rate, want) in [(10, 5), (1, 1), (3, 1), (50, 25)] {
+    fn share_is_all_but_a_tenth_of_the_rate_and_at_least_one() {
+        for (rate, want) in [(10, 9), (1, 1), (2, 1), (3, 2), (50, 45), (100, 90)] {
             assert_eq!(share(rate), want, "rate {rate}");
         }
     }
 
+    /// Issue 23: a storm larger than the old 4,096-hint intake loses nothing, and a second
+    /// hint for a job merges into the first.
     #[test]
-    fn the_intake_coalesces_and_drops_when_full() {
+    fn the_intake_coalesces_and_never_drops() {
         let hints = Hints::new();
         assert_eq!(hints.send(k("a"), HintKind::Poll), HintOutcome::Taken);
         assert_eq!(hints.send(k("a"), HintKind::Over), HintOutcome::Coalesced);
-        for i in 1..LANE_CAPACITY {
+        for i in 1..10_000 {
             assert_eq!(
-                hints.send(k(&format!("j{i}")), HintKind::Poll),
-                HintOutcome::Taken
+                hints.send(k(&format!("j{i}")), HintKind::Over),
+                HintOutcome::Taken,
+                "hint {i}"
             );
         }
-        assert_eq!(
-            hints.send(k("one-too-many"), HintKind::Poll),
-            HintOutcome::Dropped
-        );
         let taken = hints.take();
-        assert_eq!(taken.len(), LANE_CAPACITY);
+        assert_eq!(taken.len(), 10_000);
         assert_eq!(
             taken[0],
             (k("a"), HintKind::Over),
             "merged into the stronger kind"
         );
         assert!(hints.take().is_empty());
-        assert_eq!(
-            hints.send(k("a"), HintKind::Poll),
-            HintOutcome::Taken,
-            "room again"
-        );
+    }
+
+    /// Every hinted job of a storm of 10,000 is picked, once each, in hint order; joiners
+    /// that arrive meanwhile go before the hints still waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_is_polled_to_the_last_job_with_joiners_first() {
+        let mut lane = Lane::default();
+        let now = Instant::now();
+        for i in 0..10_000 {
+            lane.hint(k(&format!("j{i}")), HintKind::Over, true, now);
+            lane.hint(k(&format!("j{i}")), HintKind::Poll, true, now);
+        }
+        let mut picked = Vec::new();
+        for n in 0..10_002 {
+            if n == 5 {
+                lane.join(k("new-1"), now);
+                lane.join(k("new-2"), now);
+            }
+            match lane.pick(Instant::now(), usize::MAX, false, all_ready) {
+                Pick::Hinted(key) | Pick::Joining(key) => picked.push(key),
+                other => panic!("pick {n}: {other:?}"),
+            }
+        }
+        assert_eq!(picked[5..7], [k("new-1"), k("new-2")], "joiners first");
+        let hinted: Vec<Key> = (0..10_000).map(|i| k(&format!("j{i}"))).collect();
+        let mut rest = picked[..5].to_vec();
+        rest.extend_from_slice(&picked[7..]);
+        assert_eq!(rest, hinted, "every stormed job once, in hint order");
+        assert_eq!(lane.pick(now, usize::MAX, false, all_ready), Pick::Nothing);
     }
 
     /// Every job watched and idle.
@@ -612,7 +730,7 @@ mod tests {
         let t0 = Instant::now();
         lane.hint(k("a"), HintKind::Poll, true, t0);
         assert_eq!(lane.pick(t0, 5, true, all_ready), Pick::Hinted(k("a")));
-        lane.took(k("a"), t0);
+        lane.took(&Pick::Hinted(k("a")), t0);
         // Another event for the same job 200 ms later waits for the second to be over.
         tokio::time::advance(Duration::from_millis(200)).await;
         let t1 = Instant::now();
@@ -640,7 +758,7 @@ mod tests {
             let t = Instant::now();
             match lane.pick(t, share(10), true, all_ready) {
                 Pick::Hinted(key) => {
-                    lane.took(key, t);
+                    lane.took(&Pick::Hinted(key), t);
                     hinted += 1;
                 }
                 Pick::Round => round += 1,
@@ -648,8 +766,8 @@ mod tests {
             }
             tokio::time::advance(Duration::from_millis(100)).await;
         }
-        assert_eq!((hinted, round), (5, 5));
-        assert_eq!(lane.waiting_keys().len(), 15, "the rest still waiting");
+        assert_eq!((hinted, round), (9, 1), "all but a tenth to the lane");
+        assert_eq!(lane.waiting_keys().len(), 11, "the rest still waiting");
     }
 
     #[tokio::test(start_paused = true)]
@@ -679,7 +797,7 @@ mod tests {
             let now = Instant::now();
             lane.follow_up(now);
             if let Pick::Hinted(key) = lane.pick(now, 5, false, all_ready) {
-                lane.took(key, now);
+                lane.took(&Pick::Hinted(key), now);
                 polled_at.push(now.duration_since(t0));
             }
             tokio::time::advance(Duration::from_millis(100)).await;
@@ -694,11 +812,40 @@ mod tests {
         let Pick::Hinted(key) = lane.pick(t1, 5, false, all_ready) else {
             panic!("polled at once")
         };
-        lane.took(key, t1);
+        lane.took(&Pick::Hinted(key), t1);
         lane.settled(&k("b"));
         tokio::time::advance(Duration::from_secs(10)).await;
         lane.follow_up(Instant::now());
         assert!(lane.waiting_keys().is_empty());
+    }
+
+    /// A discovered job joins with a hint parked for it: one poll, not a joiner's and then a
+    /// hinted one; an `Over` still brings its re-polls.
+    #[tokio::test(start_paused = true)]
+    async fn a_joiner_absorbs_the_hint_parked_for_it() {
+        let mut lane = Lane::default();
+        let t0 = Instant::now();
+        lane.hint(k("new"), HintKind::Over, false, t0);
+        lane.join(k("new"), t0);
+        let pick = lane.pick(t0, 5, false, all_ready);
+        assert_eq!(pick, Pick::Joining(k("new")));
+        lane.took(&pick, t0);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(
+            !lane.unpark(Instant::now(), |_| true),
+            "nothing parked any more"
+        );
+        assert_eq!(
+            lane.pick(Instant::now(), 5, false, all_ready),
+            Pick::Nothing
+        );
+        tokio::time::advance(Duration::from_millis(800)).await;
+        lane.follow_up(Instant::now());
+        assert_eq!(
+            lane.pick(Instant::now(), 5, false, all_ready),
+            Pick::Hinted(k("new")),
+            "the first re-poll after the job's end"
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ mod watchlist;
 mod writer;
 
 pub use crate::outbox::Event;
-pub use budget::{Budget, later};
+pub use budget::{Budget, Sent, Slot, later};
 pub use dispatcher::{Command, Poller};
 pub use hints::{HintKind, HintOutcome, Hints};
 pub use once::poll_once;

@@ -23,7 +23,7 @@ pub async fn poll_once(
     store: &Store,
     outbox: &Outbox,
 ) -> Vec<(JobConfig, Result<Option<Phase>, String>, bool)> {
-    let budget = Budget::new(config.api.rate_limit);
+    let budget = Arc::new(Budget::new(config.api.rate_limit));
     let rows = store.jobs().await.unwrap_or_default();
     let sem = Arc::new(Semaphore::new(config.api.max_in_flight));
     let shared = Arc::new(config.clone());
@@ -31,7 +31,8 @@ pub async fn poll_once(
     let mut tasks = Vec::new();
     let (events, _) = broadcast::channel(16);
     for job in &config.jobs {
-        budget.acquire().await;
+        // Stamped sent by the poll itself, right before its request goes.
+        let (slot, _) = budget.reserve().await;
         let permit = sem
             .clone()
             .acquire_owned()
@@ -52,7 +53,7 @@ pub async fn poll_once(
         let before = state.phase.clone();
         let job = job.clone();
         tasks.push(tokio::spawn(async move {
-            let report = crate::vitals::contain(task.poll(k, state)).await;
+            let report = crate::vitals::contain(task.poll(k, state, Some(slot))).await;
             drop(permit);
             (job, before, report)
         }));

@@ -4,6 +4,7 @@
 
 use super::Key;
 use super::batch::{Touch, Touches};
+use super::budget::Slot;
 use super::job::JobState;
 use super::writer::GroupWriter;
 use crate::config::{Config, JobConfig};
@@ -116,13 +117,21 @@ impl PollTask {
         }
     }
 
-    pub(super) async fn poll(self, k: Key, mut state: JobState) -> Report {
+    /// Polls `k`. `slot` is the budget slot reserved for it, stamped sent right before the
+    /// request goes and closed when its answer came (see `budget.rs`); `None` when the
+    /// caller keeps the budget itself.
+    pub(super) async fn poll(self, k: Key, mut state: JobState, slot: Option<Slot>) -> Report {
+        let sent = match slot {
+            Some(slot) => Some(slot.send().await),
+            None => None,
+        };
         let started = std::time::Instant::now();
         // A mix job on its own path; the answer is read the same way.
         let fetched = self
             .client
             .get_job_of(state.job.kind, &k.app_id, &k.job_id)
             .await;
+        drop(sent);
         let elapsed = started.elapsed();
         metrics::histogram!("recwatch_poll_duration_seconds").record(elapsed.as_secs_f64());
         let outcome_label = match &fetched {

@@ -22,6 +22,7 @@ mod metrics;
 mod mix;
 mod notify;
 mod operator;
+mod pacing;
 mod page;
 mod postgres;
 mod push;

@@ -3,10 +3,11 @@
 //! child of the dispatcher so it works on the dispatcher's own state, kept apart so the
 //! dispatcher's loop stays readable.
 
+use super::super::budget::Slot;
 use super::super::hints::{self, Pick};
-use super::{Dispatcher, Key};
+use super::Dispatcher;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
 impl Dispatcher {
     /// Hints from the callback receiver join the lane.
@@ -27,9 +28,9 @@ impl Dispatcher {
         self.lane.unpark(now, |k| watched.contains_key(k));
     }
 
-    /// Decides who gets the next budget slot and takes it: `None` when nothing is due or the
-    /// budget has no slot now (a picked hint then goes back to the front of the lane).
-    pub(super) fn take_slot(&mut self, now: Instant) -> Option<Pick> {
+    /// Decides who gets the next budget slot and reserves it: `None` when nothing is due or
+    /// the budget has no slot now (a picked hint then goes back to the front of the lane).
+    pub(super) fn take_slot(&mut self, now: Instant) -> Option<(Pick, Slot)> {
         let round_due = self.schedule.peek(now).is_some_and(|(t, _, _)| *t <= now);
         let share = hints::share(self.poller.config.api.rate_limit);
         let (states, busy) = (&self.states, &self.busy);
@@ -43,17 +44,22 @@ impl Dispatcher {
         if pick == Pick::Nothing {
             return None;
         }
-        if self.poller.budget.try_take(now).is_some() {
-            if let Pick::Hinted(k) = pick {
-                self.lane.put_back(k, now);
+        match self.poller.budget.try_reserve(now) {
+            Ok(slot) => Some((pick, slot)),
+            Err(_) => {
+                self.lane.put_back(pick, now);
+                None
             }
-            return None;
         }
-        Some(pick)
     }
 
-    /// Polls a hinted job now (its budget slot is taken).
-    pub(super) async fn dispatch_hinted(&mut self, k: Key, now: Instant) {
+    /// Polls a job from the lane now (its budget slot is reserved): a hinted job, or the first
+    /// poll of a job that joined the watch list at run time.
+    pub(super) async fn dispatch_lane(&mut self, pick: Pick, slot: Slot, now: Instant) {
+        let (Pick::Hinted(k) | Pick::Joining(k)) = &pick else {
+            return;
+        };
+        let k = k.clone();
         let permit = self
             .poller
             .in_flight
@@ -65,9 +71,20 @@ impl Dispatcher {
             .states
             .remove(&k)
             .expect("the lane picks only idle jobs");
-        self.lane.took(k.clone(), now);
-        debug!(app_id = %k.app_id, job_id = %k.job_id, "hinted poll (record callback)");
-        let work = self.task().poll(k.clone(), state);
+        self.lane.took(&pick, now);
+        match pick {
+            // Said here, when it is true (issue 23: the API said "polled now" when it added
+            // the job, and the poll came a round later). Discovered jobs come in floods: not
+            // a line each.
+            Pick::Joining(_) if !state.origin.discovered => {
+                info!(app_id = %k.app_id, job_id = %k.job_id, "a job added at run time: polled now, ahead of the round");
+            }
+            Pick::Joining(_) => {
+                debug!(app_id = %k.app_id, job_id = %k.job_id, "a discovered job: polled now, ahead of the round");
+            }
+            _ => debug!(app_id = %k.app_id, job_id = %k.job_id, "hinted poll (record callback)"),
+        }
+        let work = self.task().poll(k.clone(), state, Some(slot));
         self.launch(k, Some(permit), work);
     }
 }
