@@ -32,6 +32,8 @@ use tracing::{debug, error, info, warn};
 /// The dispatcher's side of poll hints.
 mod hinted;
 mod refusals;
+mod reload;
+use reload::next_config;
 mod runtime;
 mod share;
 mod term;
@@ -519,36 +521,6 @@ impl Dispatcher {
         }
     }
 
-    /// A reload: the jobs, settings and client of the configuration now in force.
-    async fn config_changed(&mut self, config: Arc<Config>) {
-        // The reloader built a client from this configuration before publishing it, so this
-        // cannot fail but for the process running out of something; then the old one stays.
-        let client = match RtcClient::new(&config.api.client_config()) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("reload not applied to polling: cannot build the HTTP client: {e:#}");
-                return;
-            }
-        };
-        let config = self.poller.runtime.with_config(config);
-        let old = &self.poller.config;
-        if config.api.auth != old.api.auth || config.api.endpoint != old.api.endpoint {
-            // New credentials (or a new endpoint) deserve a try now, not after the
-            // back-off the old ones earned: one probe, then the usual rules.
-            if self.health.auth_streak > 0 || !self.health.verified {
-                info!(
-                    "credentials or endpoint changed: lifting the back-off; one request probes them"
-                );
-            }
-            self.poller.budget.clear_pause();
-            self.health.auth_streak = 0;
-            self.health.verified = false;
-        }
-        self.reload(config, client).await;
-        self.owed
-            .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
-    }
-
     /// Last chance for outcomes the database refused earlier. The first refusal ends it: the
     /// others would be refused too, each after the busy timeout.
     async fn write_owed_before_stopping(&mut self) {
@@ -601,106 +573,6 @@ impl Dispatcher {
         state.generation = self.poller.generation;
         state.origin = self.poller.runtime.origin(&key(&job));
         Some(state)
-    }
-
-    /// Takes a new configuration: jobs removed, changed and added, the budget, the
-    /// in-flight limit and the cron schedule.
-    async fn reload(&mut self, config: Arc<Config>, client: RtcClient) {
-        let wanted = super::watchlist::watched_of(&config);
-        let before = self.states.len();
-        self.states.retain(|k, _| wanted.contains_key(k));
-        self.retired.retain(|k| wanted.contains_key(k));
-        let removed = before - self.states.len();
-        // Jobs in flight are not in `states`: they are dropped, or take their new
-        // configuration, when they come back (see `finish`).
-        for (k, s) in self.states.iter_mut() {
-            s.job = wanted[k].clone();
-            s.origin = self.poller.runtime.origin(k);
-        }
-        let new_jobs: Vec<JobConfig> = config
-            .jobs
-            .iter()
-            .filter(|j| {
-                let k = key(j);
-                !self.states.contains_key(&k)
-                    && !self.busy.contains(&k)
-                    && !self.retired.contains(&k)
-            })
-            .cloned()
-            .collect();
-        let rows = rows_of(&self.poller.store, &new_jobs).await;
-        self.poller.budget.set_rate(config.api.rate_limit);
-        self.resize_in_flight(config.api.max_in_flight).await;
-        let schedule_changed = config.poll.schedule != self.poller.config.poll.schedule;
-        self.poller.watched = wanted;
-        self.poller.generation += 1;
-        for s in self.states.values_mut() {
-            s.generation = self.poller.generation;
-        }
-        self.poller.config = config;
-        self.poller.client = client;
-        let now = Instant::now();
-        // New jobs are polled at once, ahead of the round (the lane's joiners, through the
-        // budget), then at their interval: not after the whole round (issue 23).
-        let mut added = 0;
-        for job in &new_jobs {
-            let k = key(job);
-            // A STOPPED job that was already on the list is not new: it stays unpolled.
-            let Some(mut state) = self.new_state(job, rows.get(&k)) else {
-                continue;
-            };
-            added += 1;
-            if self.poller.config.poll.schedule.is_none() {
-                let next = later(now, self.interval(&state));
-                self.schedule.put(k.clone(), &mut state, next);
-            }
-            self.lane.join(k.clone(), now);
-            self.states.insert(k, state);
-        }
-        if schedule_changed {
-            self.restart_cron(now).await;
-        }
-        self.budget_changed();
-        info!(
-            jobs = self.states.len(),
-            added, removed, "configuration reloaded"
-        );
-    }
-
-    /// Grows or shrinks the number of polls in flight. Shrinking waits for polls to come
-    /// back and keeps their permits.
-    async fn resize_in_flight(&mut self, limit: usize) {
-        let p = &mut self.poller;
-        if limit == p.in_flight_limit {
-            return;
-        }
-        if limit > p.in_flight_limit {
-            p.in_flight.add_permits(limit - p.in_flight_limit);
-        } else {
-            let fewer = (p.in_flight_limit - limit) as u32;
-            if let Ok(permit) = p.in_flight.clone().acquire_many_owned(fewer).await {
-                permit.forget();
-            }
-        }
-        p.in_flight_limit = limit;
-    }
-
-    /// After `poll.schedule` changed: the old cron schedule stops, a new one starts, or
-    /// without one every job is polled now and then at its interval.
-    async fn restart_cron(&mut self, now: Instant) {
-        if let Some(mut c) = self.cron.take() {
-            let _ = c.shutdown().await;
-        }
-        if let Some(expr) = self.poller.config.poll.schedule.clone() {
-            match start_cron(expr.as_str(), self.poller.command_tx.clone()).await {
-                Ok(c) => self.cron = Some(c),
-                Err(e) => error!("cannot start poll.schedule {expr:?}: {e:#}"),
-            }
-        } else {
-            for (k, s) in self.states.iter_mut() {
-                self.schedule.put(k.clone(), s, now);
-            }
-        }
     }
 
     /// Takes a finished task's report: the job's state goes back in, scheduled for its next
@@ -869,35 +741,6 @@ fn jitter() -> f64 {
     rand::rng().random::<f64>()
 }
 
-/// The stored rows of jobs joining the watch list: each read alone when they are few (a
-/// discovery, an API add), every row in one read otherwise. Reading every row for each change
-/// cost a scan of the whole table per discovered job (issue 22). A failed read leaves a job
-/// without its row: it starts from no known state, as a new job does.
-async fn rows_of(store: &Store, jobs: &[JobConfig]) -> HashMap<Key, JobRow> {
-    const ONE_BY_ONE: usize = 64;
-    if jobs.len() > ONE_BY_ONE {
-        return store.jobs().await.unwrap_or_default();
-    }
-    let mut rows = HashMap::new();
-    for j in jobs {
-        if let Ok(Some(row)) = store.job(&j.app_id, &j.job_id).await {
-            rows.insert(key(j), row);
-        }
-    }
-    rows
-}
-
 fn round(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs().max(if d.is_zero() { 0 } else { 1 }))
-}
-
-/// The next configuration published on `rx`; pending for ever without one (or once its
-/// sender is gone), so the loop's other branches go on.
-async fn next_config(rx: &mut Option<watch::Receiver<Arc<Config>>>) -> Option<Arc<Config>> {
-    if let Some(r) = rx {
-        if r.changed().await.is_ok() {
-            return Some(r.borrow_and_update().clone());
-        }
-    }
-    std::future::pending().await
 }
