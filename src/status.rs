@@ -130,11 +130,12 @@ pub async fn write_json(
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let mut first = true;
+    let mut text = Vec::new();
     status_pages(config, store, page, |rows| {
         for row in &rows {
-            let lead = if first { "[\n" } else { ",\n" };
+            out.write_all(if first { b"[\n" } else { b",\n" })?;
             first = false;
-            write!(out, "{lead}{}", pretty_element(row)?)?;
+            write_element(row, &mut text, out)?;
         }
         // Each page reaches the reader before the next is read.
         out.flush()?;
@@ -148,16 +149,22 @@ pub async fn write_json(
 
 /// One element of a JSON array as `serde_json::to_string_pretty` writes it inside the array:
 /// the row's object with its keys sorted (through a `Value`, as `status --json` always had),
-/// every line indented by two spaces.
-fn pretty_element(row: &StatusRow) -> anyhow::Result<String> {
-    let text = serde_json::to_string_pretty(&serde_json::to_value(row)?)?;
+/// every line indented by two spaces. `text` is reused from row to row, and the lines go
+/// straight to `out` (no string per line, no joined copy: issue 23, item 7).
+fn write_element(
+    row: &StatusRow,
+    text: &mut Vec<u8>,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    text.clear();
+    serde_json::to_writer_pretty(&mut *text, &serde_json::to_value(row)?)?;
     // A pretty JSON text has no raw newline inside a string (they are escaped), so each line
     // break is one of the layout's.
-    Ok(text
-        .lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n"))
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        out.write_all(if i == 0 { b"  " } else { b"\n  " })?;
+        out.write_all(line)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
