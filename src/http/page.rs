@@ -544,7 +544,7 @@ pub(super) fn watched_of(
         // milliseconds and megabytes at 100,000 jobs (issue 23, item 7).
         return (config, HashMap::new());
     }
-    let (merged, sources) = crate::watchlist::with_runtime_sources(&config, &runtime);
+    let (merged, sources) = crate::watchlist::with_runtime_sources(&config, runtime);
     (Arc::new(merged), sources)
 }
 
