@@ -368,9 +368,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
 /// [`shown`] first: a cell holds text from outside (an API description, a receiver's error),
 /// and a raw LF, ESC or NUL in it would forge rows or drive the terminal.
 pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
-    let rows: Vec<Vec<String>> = rows
+    // Escaped once, borrowed where nothing needed escaping (issue 23, item 7: `status` at
+    // 100,000 jobs printed a copy of every cell and a write per line).
+    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| shown(c).into_owned()).collect())
+        .map(|r| r.iter().map(|c| shown(c)).collect())
         .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
@@ -382,18 +384,23 @@ pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
                 .unwrap_or(0)
         })
         .collect();
+    // One buffered writer: stdout alone is line-buffered, a write per row.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut line = String::new();
     for r in &rows {
-        let mut line = String::new();
+        line.clear();
         for (i, cell) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            line.push_str(cell);
+            if i + 1 != r.len() {
+                // Left-aligned in its column (as `{:<w$}`, by characters), two spaces after.
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        out!("{}", line.trim_end())?;
+        out.write_all(line.trim_end().as_bytes())?;
+        out.write_all(b"\n")?;
     }
-    Ok(())
+    out.flush()
 }
 
 /// Text from outside as a terminal may show it: control characters escaped visibly (`\n`,

@@ -6,28 +6,77 @@
 //! the list. Pages are built a few at a time, so many clients cost time, not memory.
 
 use super::AppState;
-use super::page::{sources, watched};
+use super::page::{sources, watched, watched_of};
+use crate::config::Config;
+use crate::domain::{JobKey, JobSource};
+use crate::view::counts::CountsCache;
 use crate::view::{self, AlertsQuery, JobPageQuery, JobsQuery, RawJobsQuery, ViewError};
+use crate::watchlist::RuntimeList;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// Bounds the job lists being built at once (`/` and `/api/v1/jobs`), so many clients cost
-/// time, not memory (or every core): each is a read of every job's phase, a scan of the watch
-/// list and up to `PAGE_MAX` rows with their timelines.
+/// time, not memory (or every core): each is the header's grouped counts, a scan of the watch
+/// list and up to `PAGE_MAX` rows with their timelines. Keeps the watch list the lists last
+/// read ([`WatchedList`]).
 #[derive(Clone)]
-pub(super) struct PageBuilders(Arc<tokio::sync::Semaphore>);
+pub(super) struct PageBuilders {
+    turns: Arc<tokio::sync::Semaphore>,
+    list: Arc<Mutex<Option<Arc<WatchedList>>>>,
+}
+
+/// The watch list as the job lists read it, kept while neither the configuration in force
+/// nor the run-time list changes (issue 23, item 7): the merge of the two (a copy of every
+/// job) and what the header's counts need of the list are made once per list, not per
+/// request.
+pub(super) struct WatchedList {
+    in_force: Arc<Config>,
+    runtime: Arc<RuntimeList>,
+    pub(super) config: Arc<Config>,
+    pub(super) sources: HashMap<JobKey, JobSource>,
+    pub(super) counts: CountsCache,
+}
 
 impl PageBuilders {
     pub(super) fn new() -> PageBuilders {
-        PageBuilders(Arc::new(tokio::sync::Semaphore::new(PAGE_BUILDERS)))
+        PageBuilders {
+            turns: Arc::new(tokio::sync::Semaphore::new(PAGE_BUILDERS)),
+            list: Arc::default(),
+        }
     }
 
     /// Waits for a turn to build a page.
     pub(super) async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.0.acquire().await.expect("never closed")
+        self.turns.acquire().await.expect("never closed")
+    }
+
+    /// The watch list now: the one kept if the configuration in force and the run-time list
+    /// are the same values it was made of (the `Arc`s it holds cannot be reused for others).
+    pub(super) fn watched(&self, s: &AppState) -> Arc<WatchedList> {
+        let in_force = s.config.borrow().clone();
+        let runtime = s.watchlist.current();
+        let mut kept = self.list.lock().expect("not poisoned");
+        if let Some(w) = kept.as_ref()
+            && Arc::ptr_eq(&w.in_force, &in_force)
+            && Arc::ptr_eq(&w.runtime, &runtime)
+        {
+            return Arc::clone(w);
+        }
+        let (config, sources) = watched_of(&in_force, &runtime);
+        let list = Arc::new(WatchedList {
+            in_force,
+            runtime,
+            config,
+            sources,
+            counts: CountsCache::default(),
+        });
+        *kept = Some(Arc::clone(&list));
+        list
     }
 }
 
@@ -56,11 +105,12 @@ pub(super) async fn jobs(
         Err(e) => return view_error(e),
     };
     let _turn = builders.turn().await;
-    let (config, job_sources) = watched(&s);
+    let list = builders.watched(&s);
     // The header's counts only on the first page: a client walking every page pays for its
     // pages, not for a count of the whole list on each.
     let with_summary = q.after.is_none();
-    match view::jobs::jobs_page(&sources(&s, &config, &job_sources), q, with_summary).await {
+    let src = sources(&s, &list.config, &list.sources);
+    match view::jobs::jobs_page(&src, q, with_summary, &list.counts).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => view_error(e),
     }

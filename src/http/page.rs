@@ -530,14 +530,21 @@ fn html(rendered: Result<String, askama::Error>) -> Response {
 /// The watch list for this request: the configuration in force with the run-time list merged
 /// in, and where each run-time job came from.
 pub(super) fn watched(s: &AppState) -> (Arc<Config>, HashMap<JobKey, JobSource>) {
-    let config = s.config.borrow().clone();
-    let runtime = s.watchlist.current();
+    watched_of(&s.config.borrow().clone(), &s.watchlist.current())
+}
+
+/// [`watched`] of these values.
+pub(super) fn watched_of(
+    config: &Arc<Config>,
+    runtime: &crate::watchlist::RuntimeList,
+) -> (Arc<Config>, HashMap<JobKey, JobSource>) {
+    let config = Arc::clone(config);
     if runtime.jobs.is_empty() {
         // The configuration in force itself: a copy of its every job per request was tens of
         // milliseconds and megabytes at 100,000 jobs (issue 23, item 7).
         return (config, HashMap::new());
     }
-    let (merged, sources) = crate::watchlist::with_runtime_sources(&config, &runtime);
+    let (merged, sources) = crate::watchlist::with_runtime_sources(&config, runtime);
     (Arc::new(merged), sources)
 }
 
@@ -567,8 +574,9 @@ pub(super) async fn index(
         Err(e) => return view_error(e),
     };
     let _turn = builders.turn().await;
-    let (config, job_sources) = watched(&s);
-    match view::jobs::jobs_page(&sources(&s, &config, &job_sources), q, true).await {
+    let list = builders.watched(&s);
+    let src = sources(&s, &list.config, &list.sources);
+    match view::jobs::jobs_page(&src, q, true, &list.counts).await {
         Ok(p) => match &p.summary {
             Some(s) => html(jobs_template(&p, s).render()),
             None => view_error(ViewError::Internal("the header was not built".into())),

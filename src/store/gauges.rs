@@ -163,6 +163,7 @@ mod tests {
             "SELECT channel, state, COUNT(*) AS n FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY channel, state",
             "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'",
             jobs_by_key.as_str(),
+            super::super::page::JOB_PHASE_COUNTS,
             PRUNE_ALERTS[0],
             PRUNE_ALERTS[1],
             PRUNE_EPISODES[0],
@@ -186,6 +187,16 @@ mod tests {
                 })
                 .collect();
             assert!(scans.is_empty(), "{sql}\n{plan:#?}");
+            if sql == super::super::page::JOB_PHASE_COUNTS {
+                // The header's counts from the index alone, in its order: no row is read and
+                // no temporary table is built (issue 23, item 7).
+                assert!(
+                    plan.iter()
+                        .any(|l| l.contains("COVERING INDEX jobs_by_phase"))
+                        && !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+                    "{sql}\n{plan:#?}"
+                );
+            }
             if PRUNE_ALERTS.contains(&sql) {
                 // Per alert, its own deliveries, not every pending one.
                 assert!(

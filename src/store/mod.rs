@@ -153,7 +153,7 @@ pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
 pub use jobs::{JobRow, JobTouch};
 pub use lease::{Claimant, Fence, LeaseRow, peek_postgres};
-pub use page::{JobPhaseRow, PhasePoint};
+pub use page::{JobPhaseRow, PhaseCount, PhasePoint};
 pub use remediations::{Finished, NewRemediation, RemediationRow};
 pub use retention::{PRUNE_BATCH, Pruned};
 pub use silences::{Expired, HeldRow};

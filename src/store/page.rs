@@ -18,6 +18,25 @@ pub struct JobPhaseRow {
     pub consecutive_failures: i64,
 }
 
+/// How many job rows are in one phase with one failure count: a group of
+/// [`Store::job_phase_counts`].
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct PhaseCount {
+    pub state: Option<String>,
+    pub stop_reason: Option<String>,
+    pub consecutive_failures: i64,
+    pub n: i64,
+}
+
+/// The header's counts: every row grouped by the columns of the `jobs_by_phase` index, read
+/// from the index alone in its order (no temporary table, no row read).
+pub(super) const JOB_PHASE_COUNTS: &str =
+    "SELECT state, stop_reason, consecutive_failures, COUNT(*) AS n FROM jobs
+     GROUP BY state, stop_reason, consecutive_failures";
+
+/// Every row's key, from the primary key.
+pub(super) const JOB_KEYS: &str = "SELECT app_id, job_id FROM jobs";
+
 /// One change a timeline is drawn from: when the job entered which phase.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct PhasePoint {
@@ -60,6 +79,27 @@ fn phase_points(d: Dialect) -> String {
 impl Store {
     /// Every job row's phase and failure count. Read from the table itself (each row holds a
     /// snapshot), a few milliseconds at 10,000 jobs; see BENCHMARKS.md.
+    /// Job rows per (state, stop reason, failures in a row): a few groups whatever the
+    /// number of jobs, so the header's counts cost a walk of one index, not a read of every
+    /// row (issue 23, item 7). Rows of jobs no longer watched are in it too.
+    pub async fn job_phase_counts(&self) -> Result<Vec<PhaseCount>, StoreError> {
+        Ok(on_read!(self, |db| sqlx::query_as::<_, PhaseCount>(
+            JOB_PHASE_COUNTS
+        )
+        .fetch_all(db)
+        .await)?)
+    }
+
+    /// Every job row's key: what is needed to find the rows of jobs no longer watched (read
+    /// when the watch list changes, not per request).
+    pub async fn job_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(on_read!(self, |db| sqlx::query_as::<_, (String, String)>(
+            JOB_KEYS
+        )
+        .fetch_all(db)
+        .await)?)
+    }
+
     pub async fn job_phases(&self) -> Result<Vec<JobPhaseRow>, StoreError> {
         Ok(on_read!(self, |db| sqlx::query_as::<_, JobPhaseRow>(
             "SELECT app_id, job_id, state, stop_reason, consecutive_failures FROM jobs",
@@ -290,6 +330,56 @@ mod tests {
             assert_eq!(next[0].id, "al-1");
             assert_eq!(next[0].deliveries[0].channel, "hook");
             assert_eq!(store.open_episodes_count().await.unwrap(), 0);
+        }
+    }
+
+    both_backends! {
+        async fn phase_counts_are_what_listing_every_row_gives(store: Store) {
+            use crate::domain::{PollOutcome, PollRecord};
+            let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+            let mut records = Vec::new();
+            for (i, state) in ["RUNNING", "RUNNING", "INIT", "STOPPED", "RUNNING", "STOPPED"]
+                .into_iter()
+                .enumerate()
+            {
+                records.push(record(&format!("j{i}"), t0, None, state));
+            }
+            let failed = |job: &str| PollRecord {
+                app_id: "app".into(),
+                job_id: job.into(),
+                name: None,
+                kind: crate::domain::JobKind::Individual,
+                polled_at: t0 + Duration::minutes(1),
+                outcome: PollOutcome::Failed {
+                    kind: crate::domain::ErrorKind::Timeout,
+                    error: "timed out".into(),
+                },
+            };
+            // j1 fails once, j4 twice: their phase stays, their failure counts differ.
+            records.extend([failed("j1"), failed("j4"), failed("j4")]);
+            store.record(&records).await.unwrap();
+
+            let mut counted: Vec<(Option<String>, Option<String>, i64, i64)> = store
+                .job_phase_counts()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.state, c.stop_reason, c.consecutive_failures, c.n))
+                .collect();
+            counted.sort();
+            let mut listed: std::collections::BTreeMap<_, i64> = Default::default();
+            for r in store.job_phases().await.unwrap() {
+                *listed
+                    .entry((r.state, r.stop_reason, r.consecutive_failures))
+                    .or_default() += 1;
+            }
+            let listed: Vec<_> = listed.into_iter().map(|((a, b, c), n)| (a, b, c, n)).collect();
+            assert_eq!(counted, listed);
+            assert_eq!(counted.iter().map(|c| c.3).sum::<i64>(), 6);
+            let mut keys = store.job_keys().await.unwrap();
+            keys.sort();
+            assert_eq!(keys.len(), 6);
+            assert_eq!(keys[0], ("app".to_string(), "j0".to_string()));
         }
     }
 }

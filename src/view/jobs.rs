@@ -3,10 +3,12 @@
 //! opaque cursor, each with its 24-hour timeline; and the header above it (counts by state,
 //! open alerts, API health, budget in use).
 //!
-//! The cost follows the page, not the watch list: one light read of every job's phase (for
-//! the counts and the state filter), one pass over the watch list keeping the page's keys in a
-//! heap, then full rows and timelines for the page's jobs only.
+//! The cost follows the page, not the watch list: the header's counts grouped in the database
+//! ([`super::counts`]), one pass over the watch list keeping the page's keys in a heap, then
+//! full rows and timelines for the page's jobs only; every job's phase is read only for a
+//! state filter.
 
+use super::counts::CountsCache;
 use super::label::{self, Tone};
 use super::timeline::{self, Change, Timeline};
 use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit, parse_time};
@@ -79,10 +81,21 @@ impl StateFilter {
 
     /// Whether a job with this row (None: never polled) passes.
     fn keeps(self, row: Option<&JobPhaseRow>) -> bool {
-        let phase =
-            row.and_then(|r| label::stored_phase(r.state.as_deref(), r.stop_reason.as_deref()));
+        self.keeps_phase(row.map(|r| {
+            (
+                r.state.as_deref(),
+                r.stop_reason.as_deref(),
+                r.consecutive_failures,
+            )
+        }))
+    }
+
+    /// [`StateFilter::keeps`] of a row's (state, stop reason, failures in a row): also what a
+    /// group of rows counted together has.
+    pub(super) fn keeps_phase(self, row: Option<(Option<&str>, Option<&str>, i64)>) -> bool {
+        let phase = row.and_then(|(state, reason, _)| label::stored_phase(state, reason));
         match self {
-            StateFilter::Failing => row.is_some_and(|r| r.consecutive_failures > 0),
+            StateFilter::Failing => row.is_some_and(|(_, _, failures)| failures > 0),
             StateFilter::Running => {
                 phase.is_some_and(|p| matches!(p.state, crate::domain::State::Running))
             }
@@ -288,18 +301,11 @@ struct Scan {
     picked: Vec<JobConfig>,
     more: bool,
     matching: usize,
-    /// With the summary: jobs per state filter, and jobs stopped by a rule that alerts.
-    counts: Option<(HashMap<StateFilter, usize>, i64)>,
 }
 
-/// The pass over the watch list: filter, page, count. CPU only (milliseconds at 10,000 jobs,
-/// more at 100,000), so it runs off the async workers, which run the poller.
-fn scan(
-    config: &Config,
-    q: &JobsQuery,
-    phases: Option<&HashMap<JobKey, JobPhaseRow>>,
-    with_summary: bool,
-) -> Scan {
+/// The pass over the watch list: filter and page. CPU only (milliseconds at 100,000 jobs),
+/// so it runs off the async workers, which run the poller.
+fn scan(config: &Config, q: &JobsQuery, phases: Option<&HashMap<JobKey, JobPhaseRow>>) -> Scan {
     let row_of = |j: &JobConfig| phases.and_then(|p| p.get(&JobKey::new(&j.app_id, &j.job_id)));
     let watched = &config.jobs;
     let mut matching = 0;
@@ -319,41 +325,24 @@ fn scan(
             })
             .count();
     }
-    let counts = with_summary.then(|| {
-        let mut by_filter: HashMap<StateFilter, usize> = HashMap::new();
-        let mut stopped_alerting = 0i64;
-        for j in watched {
-            let row = row_of(j);
-            for f in StateFilter::ALL {
-                if f.keeps(row) {
-                    *by_filter.entry(f).or_default() += 1;
-                }
-            }
-            let phase =
-                row.and_then(|r| label::stored_phase(r.state.as_deref(), r.stop_reason.as_deref()));
-            if phase.is_some_and(|p| alerting(config, &p)) {
-                stopped_alerting += 1;
-            }
-        }
-        (by_filter, stopped_alerting)
-    });
     Scan {
         picked,
         more,
         matching,
-        counts,
     }
 }
 
 /// The list's page for `q`, with the header's `summary` when `with_summary` (the HTML page
-/// always; the JSON on its first page). Every job's phase is read only when a state filter or
-/// the summary needs it.
+/// always; the JSON on its first page). Every job's phase is read only when a state filter
+/// needs it; the summary's counts are grouped in the database ([`super::counts`]), with what
+/// depends only on the watch list kept in `cache` (one per list).
 pub async fn jobs_page(
     src: &Sources<'_>,
     q: JobsQuery,
     with_summary: bool,
+    cache: &CountsCache,
 ) -> Result<JobsPage, ViewError> {
-    let phases: Option<HashMap<JobKey, JobPhaseRow>> = if q.state.is_some() || with_summary {
+    let phases: Option<HashMap<JobKey, JobPhaseRow>> = if q.state.is_some() {
         Some(
             src.store
                 .job_phases()
@@ -366,15 +355,14 @@ pub async fn jobs_page(
         None
     };
     let (config, q2) = (Arc::clone(src.config), q.clone());
-    let scanned =
-        tokio::task::spawn_blocking(move || scan(&config, &q2, phases.as_ref(), with_summary))
-            .await
-            .map_err(|e| ViewError::Internal(e.to_string()))?;
-    let summary = match scanned.counts {
-        Some((by_filter, stopped_alerting)) => {
-            Some(summary(src, &by_filter, stopped_alerting, src.config.jobs.len()).await?)
-        }
-        None => None,
+    let scanned = tokio::task::spawn_blocking(move || scan(&config, &q2, phases.as_ref()))
+        .await
+        .map_err(|e| ViewError::Internal(e.to_string()))?;
+    let summary = if with_summary {
+        let (by_filter, stopped_alerting) = super::counts::counts(src, cache).await?;
+        Some(summary(src, &by_filter, stopped_alerting, cache).await?)
+    } else {
+        None
     };
     let picked: Vec<&JobConfig> = scanned.picked.iter().collect();
     let items = items(src, &picked, LIST_WINDOW).await?;
@@ -475,14 +463,15 @@ pub(super) fn item(
     }
 }
 
-/// The header: the counts of the whole watch list (from the scan) and what the database and
-/// the running daemon know.
+/// The header: the counts of the whole watch list and what the database and the running
+/// daemon know.
 async fn summary(
     src: &Sources<'_>,
     by_filter: &HashMap<StateFilter, usize>,
     stopped_alerting: i64,
-    jobs: usize,
+    cache: &CountsCache,
 ) -> Result<Summary, ViewError> {
+    let jobs = src.config.jobs.len();
     let open_conditions = src.store.open_episodes_count().await?;
     let gauges = src.store.gauges().await?;
     let (mut pending, mut dead) = (0, 0);
@@ -493,14 +482,17 @@ async fn summary(
             pending += d.n;
         }
     }
-    // `config` holds the run-time jobs too: those in `sources` are the run-time group.
-    let report = src.config.budget_over(
-        src.config
-            .jobs
-            .iter()
-            .filter(|j| !src.sources.contains_key(&JobKey::new(&j.app_id, &j.job_id))),
-        src.sources.len(),
-    );
+    // `config` holds the run-time jobs too: those in `sources` are the run-time group. A pass
+    // over every job, so once per watch list.
+    let report = cache.budget(|| {
+        src.config.budget_over(
+            src.config
+                .jobs
+                .iter()
+                .filter(|j| !src.sources.contains_key(&JobKey::new(&j.app_id, &j.job_id))),
+            src.sources.len(),
+        )
+    });
     let states = StateFilter::ALL
         .into_iter()
         .map(|f| StateCount {
@@ -531,7 +523,7 @@ async fn summary(
 }
 
 /// Whether a job in this phase is alerting now: stopped by a rule whose severity is not off.
-fn alerting(config: &Config, p: &Phase) -> bool {
+pub(super) fn alerting(config: &Config, p: &Phase) -> bool {
     crate::rules::transition_rule(p)
         .and_then(|rule| crate::rules::severity(&config.rules, rule))
         .is_some()

@@ -8,6 +8,7 @@
 //! them (`jobs`, `job`, `alerts`) only gather rows.
 
 pub mod alerts;
+pub mod counts;
 pub mod job;
 pub mod jobs;
 pub mod label;

@@ -461,3 +461,81 @@ async fn the_read_token_guards_the_page_and_the_api_but_not_health() {
     assert!(!app.log_text().contains(TOKEN), "the token reached the log");
     assert!(app.stop().await.success());
 }
+
+/// The header's counts (grouped in the database, issue 23 item 7) are of the watch list only:
+/// each state's count is what listing that state gives, they add up to the watched jobs, and a
+/// job removed from the list (its row kept for its history) leaves them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_counts_are_the_watch_lists_and_leave_out_an_unwatched_jobs_row() {
+    const TOKEN: &str = "test-api-token-0123456789";
+    let sim = start_sim(static_sim(4)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.listen = "127.0.0.1:0".into();
+    cfg.extra = format!("token = \"{TOKEN}\"\n");
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    let addr = app.http_addr().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for job in ["job-0001", "job-0002"] {
+        let r = http
+            .post(format!("http://{addr}/api/v1/jobs"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"app_id": "demo-app", "job_id": job}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    for job in ["job-0000", "job-0001", "job-0002"] {
+        wait_for(&format!("{job} polled"), T, || async {
+            app.job_row(job).await.and_then(|r| r.0).map(|_| ())
+        })
+        .await;
+    }
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    // Every state's count against the list of that state; the four phases partition the jobs.
+    let check = |watched: u64| {
+        let get = &get;
+        async move {
+            let v = get("/api/v1/jobs".into()).await;
+            assert_eq!(v["summary"]["jobs"], watched);
+            let mut phases = 0;
+            for s in v["summary"]["states"].as_array().unwrap() {
+                let state = s["state"].as_str().unwrap();
+                let listed = get(format!("/api/v1/jobs?state={state}")).await;
+                assert_eq!(s["n"], listed["matching"], "{state}: {v}");
+                if state != "FAILING" {
+                    phases += s["n"].as_u64().unwrap();
+                }
+            }
+            assert_eq!(phases, watched, "{v}");
+        }
+    };
+    check(3).await;
+
+    let r = http
+        .delete(format!("http://{addr}/api/v1/jobs/demo-app/job-0002"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(app.job_row("job-0002").await.is_some(), "its row stays");
+    check(2).await;
+    assert!(app.stop().await.success());
+}
