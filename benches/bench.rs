@@ -34,8 +34,17 @@ mod remed;
 // Part 17 (issue 23: discovery storms).
 #[path = "parts/discover.rs"]
 mod discover;
+// Part 24 (issue 23: `recwatch run` as a process, in part 1's run).
+#[path = "parts/process.rs"]
+mod process;
 
-const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
+const BIN_BUILT: &str = env!("CARGO_BIN_EXE_recwatch");
+
+/// The `recwatch` binary the parts run: the one built with the harness, or `BENCH_BIN` (an
+/// A/B of two builds with one harness).
+fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN_BUILT.to_string())
+}
 const AK: &str = "BENCHAK0000000000000";
 const SK: &str = "bench-secret-key";
 const PROJECT: &str = "bench-project";
@@ -198,7 +207,7 @@ struct Sim {
 
 impl Sim {
     fn spawn(args: &[&str]) -> anyhow::Result<Sim> {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .arg("simulate")
             .args([
                 "--listen",
@@ -311,7 +320,7 @@ listen = ""
 }
 
 fn spawn_daemon(config: &Path) -> anyhow::Result<Proc> {
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -390,6 +399,8 @@ async fn throughput(dir: &Path) -> anyhow::Result<Value> {
             }),
         );
     }
+
+    out.insert("process_32".into(), process::run_process(&sim, dir).await?);
 
     for in_flight in [32usize, 64] {
         sim.reset_stats().await?;
@@ -472,6 +483,19 @@ async fn throughput(dir: &Path) -> anyhow::Result<Value> {
         "engine / SDK loop",
         format!("{:.1}x", engine / sdk),
         target(engine / sdk >= 10.0, ">= 10x"),
+    );
+    let process = out["process_32"]["polls_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    row(
+        "recwatch run (process) / plain client",
+        format!("{:.2}", process / plain),
+        "",
+    );
+    row(
+        "recwatch run (process) / SDK loop",
+        format!("{:.1}x", process / sdk),
+        target(process / sdk >= 25.0, ">= 25x (issue 23)"),
     );
     Ok(Value::Object(out))
 }
@@ -897,7 +921,7 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
     let mut lines = 0;
     for _ in 0..9 {
         let t = Instant::now();
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(["--config"])
             .arg(&config)
             .args(["history", "--job", job])
@@ -911,7 +935,7 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
     let mut cli_version = Vec::new();
     for _ in 0..9 {
         let t = Instant::now();
-        Command::new(BIN)
+        Command::new(bin())
             .arg("--version")
             .stdout(Stdio::null())
             .status()?;
@@ -1082,7 +1106,7 @@ fn spawn_daemon_logged(
     config: &Path,
     filter: &str,
 ) -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<(Instant, String)>)> {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", filter)
@@ -1609,7 +1633,7 @@ async fn jobs_api(dir: &Path) -> anyhow::Result<Value> {
     drop(daemon);
 
     // What one unpaginated answer would be: `status --json` prints all of it at once.
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--config"])
         .arg(&config)
         .args(["status", "--json"])

@@ -592,8 +592,8 @@ async fn the_demo_shows_changes_alerts_and_verified_deliveries() {
         );
     }
     assert!(!text.contains("INVALID"), "{text}");
-    // The closing count: the simulator saw the 10/s budget used (one more in a second is
-    // scheduling noise on a loaded machine, see assert_within_budget).
+    // The closing count: the simulator saw the 10/s budget used, and never more than it in
+    // any second (see assert_within_budget).
     let at_most: u64 = text
         .split("(at most ")
         .nth(1)
@@ -601,7 +601,7 @@ async fn the_demo_shows_changes_alerts_and_verified_deliveries() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no closing count in:\n{text}"));
     assert!(
-        (1..=11).contains(&at_most),
+        (1..=10).contains(&at_most),
         "{at_most} in a second:\n{text}"
     );
     // Plain text: no reason said twice, no "1 alerts".
