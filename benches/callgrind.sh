@@ -9,6 +9,7 @@
 #   benches/callgrind.sh sim|daemon [BIN] [JOBS] [SECONDS]
 #   benches/callgrind.sh sim target/release/recwatch 1000 20
 #   KEEP=1 benches/callgrind.sh ...   # keeps the callgrind output (callgrind_annotate it)
+#   HTTP_LISTEN=127.0.0.1:0 benches/callgrind.sh daemon ...   # with the HTTP endpoint (/metrics) on
 set -euo pipefail
 which=${1:?sim or daemon}
 bin=${2:-target/release/recwatch}
@@ -37,7 +38,7 @@ url=$(grep -o 'http://[0-9.:]*' "$dir/sim.out")
 {
     printf '[api]\nendpoint = "%s"\nproject_id = "bench-project"\nrate_limit = 100000\nmax_in_flight = 32\n' "$url"
     printf '[api.auth]\naccess_key = "%s"\nsecret_key = "%s"\n' "$ak" "$sk"
-    printf '[storage]\npath = "%s/cg.db"\n[http]\nlisten = ""\n[poll]\ninterval = "100ms"\n' "$dir"
+    printf '[storage]\npath = "%s/cg.db"\n[http]\nlisten = "%s"\n[poll]\ninterval = "100ms"\n' "$dir" "${HTTP_LISTEN:-}"
     for i in $(seq 0 $((jobs - 1))); do
         printf '[[jobs]]\napp_id = "demo-app"\njob_id = "job-%04d"\n' "$i"
     done

@@ -32,7 +32,7 @@ mod silences;
 pub use health::{LIVENESS_LIMIT_MS, readiness_problems};
 pub use limits::{Limits, connection_cap, nofile_limit, raise_nofile_limit};
 pub use listen::{ListenProbe, bind_error, bind_http, probe_listen};
-pub use metrics::{GAUGE_MAX_AGE, metrics_handle};
+pub use metrics::{GAUGE_MAX_AGE, metrics_handle, upkeep_until};
 pub use page::job_path;
 pub use server::{BodyTooSlow, Listener, serve, serve_on, serve_router};
 

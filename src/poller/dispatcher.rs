@@ -413,6 +413,10 @@ impl Dispatcher {
     ) {
         self.busy.insert(k.clone());
         let tx = self.done_tx.clone();
+        // A poll's future is kilobytes (the request, the parse, the write and its retries):
+        // moved by value, it was copied several times on its way into the task (issue 23,
+        // item 6: a third of the daemon's instructions per poll). Boxed, it is copied once.
+        let work = Box::pin(work);
         tokio::spawn(async move {
             // A panic anywhere in the poll is reported, so the job is not left "in flight"
             // for ever (which would also hang shutdown).

@@ -290,6 +290,10 @@ impl Shared {
             metrics: crate::http::metrics_handle(),
             watchlist: watchlist.clone(),
         };
+        self.tasks.spawn(crate::http::upkeep_until(
+            state.metrics.clone(),
+            self.stop.clone(),
+        ));
         self.tasks
             .spawn(crate::http::serve(listener, state, self.stop.clone()));
     }

@@ -458,7 +458,7 @@ impl RtcClient {
                 secret_key,
                 security_token,
             } => {
-                headers.push((sign::DATE_HEADER, now.format(sign::DATE_FORMAT).to_string()));
+                headers.push((sign::DATE_HEADER, sign::sdk_date(now)));
                 if let Some(p) = &self.project_id {
                     headers.push(("X-Project-Id", p.clone()));
                 }

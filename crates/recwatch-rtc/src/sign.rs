@@ -60,6 +60,32 @@ pub const DATE_HEADER: &str = "X-Sdk-Date";
 /// ```
 pub const DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
+/// `at` as [`DATE_HEADER`] carries it, [`DATE_FORMAT`] written without parsing the format
+/// string again for every request.
+///
+/// ```
+/// use chrono::TimeZone;
+/// let at = chrono::Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+/// assert_eq!(recwatch_rtc::sign::sdk_date(at), at.format(recwatch_rtc::sign::DATE_FORMAT).to_string());
+/// ```
+pub fn sdk_date(at: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    if !(0..=9999).contains(&at.year()) || at.nanosecond() >= 1_000_000_000 {
+        // chrono writes a sign and more digits, or a leap second as 60: rare enough to leave
+        // to it.
+        return at.format(DATE_FORMAT).to_string();
+    }
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
 /// Everything but RFC 3986 unreserved characters is encoded; the SDK keeps `~` as well.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -74,7 +100,19 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
 /// assert_eq!(recwatch_rtc::sign::encode("job/1 ü~"), "job%2F1%20%C3%BC~");
 /// ```
 pub fn encode(part: &str) -> String {
-    utf8_percent_encode(part, UNRESERVED).to_string()
+    utf8_percent_encode(part, UNRESERVED).collect()
+}
+
+/// Lower-case hex of `bytes`. Every request is signed (and the simulator checks every one):
+/// `hex::encode` goes through a `char` iterator, several times slower than this.
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 /// The canonical URI: decode the path, split on `/`, encode each segment, always end in `/`.
@@ -89,7 +127,14 @@ pub fn encode(part: &str) -> String {
 /// ```
 pub fn canonical_uri(path: &str) -> String {
     let decoded = percent_decode_str(path).decode_utf8_lossy();
-    let mut out = decoded.split('/').map(encode).collect::<Vec<_>>().join("/");
+    // The segments encoded and joined by `/`, written into one string.
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for (i, segment) in decoded.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.extend(utf8_percent_encode(segment, UNRESERVED));
+    }
     if !out.ends_with('/') {
         out.push('/');
     }
@@ -134,11 +179,19 @@ fn signable(headers: &[(&str, &str)]) -> Vec<(String, String)> {
 /// assert_eq!(signed_headers(&headers), "host;x-sdk-date");
 /// ```
 pub fn signed_headers(headers: &[(&str, &str)]) -> String {
-    signable(headers)
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect::<Vec<_>>()
-        .join(";")
+    names(&signable(headers))
+}
+
+/// The `SignedHeaders` list of headers already made [`signable`].
+fn names(signable: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(signable.iter().map(|(n, _)| n.len() + 1).sum());
+    for (i, (name, _)) in signable.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
+    out
 }
 
 /// The hashed payload, the last line of the canonical request: the hex SHA-256 of the body
@@ -152,7 +205,7 @@ pub fn signed_headers(headers: &[(&str, &str)]) -> String {
 /// );
 /// ```
 pub fn payload_hash(body: &[u8]) -> String {
-    hex::encode(Sha256::digest(body))
+    hex_lower(&Sha256::digest(body))
 }
 
 /// The canonical request, lines joined by `\n`. `headers` must include `Host` and `X-Sdk-Date`;
@@ -164,37 +217,48 @@ pub fn canonical_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> String {
-    let signable = signable(headers);
-    let mut canonical_headers = String::new();
-    for (name, value) in &signable {
-        canonical_headers.push_str(name);
-        canonical_headers.push(':');
-        canonical_headers.push_str(value);
-        canonical_headers.push('\n');
+    canonical_request_of(method, path, query, &signable(headers), body)
+}
+
+/// [`canonical_request`] of headers already made [`signable`], written into one string.
+fn canonical_request_of(
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    signable: &[(String, String)],
+    body: &[u8],
+) -> String {
+    let mut out = String::with_capacity(512);
+    out.push_str(&method.to_ascii_uppercase());
+    out.push('\n');
+    out.push_str(&canonical_uri(path));
+    out.push('\n');
+    out.push_str(&canonical_query(query));
+    out.push('\n');
+    for (name, value) in signable {
+        out.push_str(name);
+        out.push(':');
+        out.push_str(value);
+        out.push('\n');
     }
-    let names = signable
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
-    format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        method.to_ascii_uppercase(),
-        canonical_uri(path),
-        canonical_query(query),
-        canonical_headers,
-        names,
-        payload_hash(body),
-    )
+    out.push('\n');
+    out.push_str(&names(signable));
+    out.push('\n');
+    out.push_str(&payload_hash(body));
+    out
 }
 
 /// `SDK-HMAC-SHA256\n{date}\n{hex sha256(canonical request)}`. `sdk_date` is the
 /// [`DATE_HEADER`] value as sent.
 pub fn string_to_sign(sdk_date: &str, canonical_request: &str) -> String {
-    format!(
-        "{ALGORITHM}\n{sdk_date}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    )
+    let hash = hex_lower(&Sha256::digest(canonical_request.as_bytes()));
+    let mut out = String::with_capacity(ALGORITHM.len() + sdk_date.len() + hash.len() + 2);
+    out.push_str(ALGORITHM);
+    out.push('\n');
+    out.push_str(sdk_date);
+    out.push('\n');
+    out.push_str(&hash);
+    out
 }
 
 /// Hex HMAC-SHA256 of `message`, keyed with the raw key bytes: the signature over the string
@@ -208,7 +272,7 @@ pub fn string_to_sign(sdk_date: &str, canonical_request: &str) -> String {
 /// );
 /// ```
 pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
-    hex::encode(hmac_raw(key, message))
+    hex_lower(&hmac_raw(key, message))
 }
 
 /// Raw HMAC-SHA256, for callers that encode it otherwise (Standard Webhooks wants base64 of
@@ -273,10 +337,11 @@ pub fn sign(
         .find(|(n, _)| n.eq_ignore_ascii_case(DATE_HEADER))
         .map(|(_, v)| *v)
         .unwrap_or_default();
-    let canonical_request = canonical_request(method, path, query, headers, body);
+    let signable = signable(headers);
+    let canonical_request = canonical_request_of(method, path, query, &signable, body);
     let string_to_sign = string_to_sign(sdk_date, &canonical_request);
     let signature = hmac_hex(secret_key.as_bytes(), string_to_sign.as_bytes());
-    let signed_headers = signed_headers(headers);
+    let signed_headers = names(&signable);
     let authorization = authorization(access_key, &signed_headers, &signature);
     Signed {
         canonical_request,
@@ -364,6 +429,34 @@ mod tests {
         );
         assert_ne!(a.signature, b.signature);
         assert_ne!(a.signature, c.signature);
+    }
+
+    #[test]
+    fn sdk_date_is_chronos_format() {
+        use chrono::{NaiveDate, TimeZone};
+        let at = |y, mo, d, h, mi, s| {
+            chrono::Utc
+                .with_ymd_and_hms(y, mo, d, h, mi, s)
+                .single()
+                .unwrap()
+        };
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+            .unwrap()
+            .and_utc();
+        let cases = [
+            ("the epoch", at(1970, 1, 1, 0, 0, 0)),
+            ("one digit everywhere", at(2025, 1, 2, 3, 4, 5)),
+            ("two digits everywhere", at(2026, 12, 31, 23, 59, 59)),
+            ("year 9999", at(9999, 12, 31, 23, 59, 59)),
+            ("year 10000", at(10000, 1, 1, 0, 0, 0)),
+            ("a leap second", leap),
+            ("now", chrono::Utc::now()),
+        ];
+        for (name, t) in cases {
+            assert_eq!(sdk_date(t), t.format(DATE_FORMAT).to_string(), "{name}");
+        }
     }
 
     #[test]
