@@ -95,8 +95,6 @@ impl Gate {
         let Some(limit) = rate_limit else {
             return true;
         };
-        // Kept sorted, as the counters' window is (see `Counters::arrival`).
-        let now = now.max(self.admitted.back().copied().unwrap_or(now));
         while self
             .admitted
             .front()

@@ -94,11 +94,6 @@ impl Counters {
         job_id: Option<&str>,
     ) {
         self.requests += 1;
-        // Handlers stamp their arrival before they take the lock, so two racing for it can
-        // come in out of order; the window must stay sorted, or an old arrival left behind a
-        // newer one is counted after it left the second. The later instant is as true: the
-        // request was on its way then and not answered yet.
-        let now = now.max(self.window.back().copied().unwrap_or(now));
         while self
             .window
             .front()
@@ -206,22 +201,6 @@ mod tests {
                 "{name}"
             );
         }
-    }
-
-    /// Arrivals handed in out of order (two handlers racing for the lock) are counted as
-    /// arrived when the later of them was, so the window never holds two arrivals more than a
-    /// second apart.
-    #[test]
-    fn arrivals_out_of_order_never_share_a_second_they_do_not() {
-        let ms = Duration::from_millis;
-        let t0 = Instant::now();
-        let mut c = Counters::default();
-        // 990 is handed in after 1003.
-        for a in [2, 1003, 990] {
-            c.arrival(t0 + ms(a), (a / 1000) as i64, "app", Some("job"));
-        }
-        // Unsorted, the window at 990 still held 2 beside 1003, 1,001 ms apart (3).
-        assert_eq!(c.snapshot().max_per_sliding_second, 2);
     }
 
     #[test]
