@@ -36,6 +36,12 @@ mod remed;
 mod discover;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
+
+/// The `recwatch` binary the parts run: this build's, or `BENCH_BIN` (another build measured
+/// by the same harness, e.g. main's for a before/after).
+fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 const AK: &str = "BENCHAK0000000000000";
 const SK: &str = "bench-secret-key";
 const PROJECT: &str = "bench-project";
@@ -198,7 +204,7 @@ struct Sim {
 
 impl Sim {
     fn spawn(args: &[&str]) -> anyhow::Result<Sim> {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .arg("simulate")
             .args([
                 "--listen",
@@ -311,7 +317,7 @@ listen = ""
 }
 
 fn spawn_daemon(config: &Path) -> anyhow::Result<Proc> {
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -897,7 +903,7 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
     let mut lines = 0;
     for _ in 0..9 {
         let t = Instant::now();
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(["--config"])
             .arg(&config)
             .args(["history", "--job", job])
@@ -911,7 +917,7 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
     let mut cli_version = Vec::new();
     for _ in 0..9 {
         let t = Instant::now();
-        Command::new(BIN)
+        Command::new(bin())
             .arg("--version")
             .stdout(Stdio::null())
             .status()?;
@@ -1082,7 +1088,7 @@ fn spawn_daemon_logged(
     config: &Path,
     filter: &str,
 ) -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<(Instant, String)>)> {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", filter)
@@ -1609,7 +1615,7 @@ async fn jobs_api(dir: &Path) -> anyhow::Result<Value> {
     drop(daemon);
 
     // What one unpaginated answer would be: `status --json` prints all of it at once.
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--config"])
         .arg(&config)
         .args(["status", "--json"])

@@ -82,7 +82,7 @@ async fn put_job(sim: &Sim, job: &recwatch_rtc::model::JobSnapshot) -> anyhow::R
 
 /// A CLI command's `--json` output.
 fn cli_json(config: &Path, args: &[&str]) -> anyhow::Result<Value> {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(args)
         .arg("--config")
         .arg(config)

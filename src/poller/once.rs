@@ -67,7 +67,11 @@ pub async fn poll_once(
             Ok(Report::Done(done)) => *done,
             Ok(Report::Panicked { why, .. }) | Err(why) => {
                 error!(app_id = %job.app_id, job_id = %job.job_id, "the poll failed (panicked: {why})");
-                out.push((job, Err(format!("internal error (panicked: {why})")), false));
+                out.push((
+                    JobConfig::clone(&job),
+                    Err(format!("internal error (panicked: {why})")),
+                    false,
+                ));
                 continue;
             }
         };

@@ -265,7 +265,7 @@ pub struct JobsPage {
 /// whether more follow them. One pass keeping the `limit + 1` smallest keys in a heap: no copy
 /// or sort of the whole list per request, so memory follows the page size.
 pub fn page<'a>(
-    jobs: &'a [JobConfig],
+    jobs: &'a [Arc<JobConfig>],
     after: Option<&(String, String)>,
     limit: usize,
     mut keep: impl FnMut(&JobConfig) -> bool,
@@ -288,7 +288,7 @@ pub fn page<'a>(
     let mut picked: Vec<&JobConfig> = heap
         .into_sorted_vec()
         .into_iter()
-        .map(|(_, i)| &jobs[i])
+        .map(|(_, i)| &*jobs[i])
         .collect();
     let more = picked.len() > limit;
     picked.truncate(limit);
@@ -489,7 +489,8 @@ async fn summary(
             src.config
                 .jobs
                 .iter()
-                .filter(|j| !src.sources.contains_key(&JobKey::new(&j.app_id, &j.job_id))),
+                .filter(|j| !src.sources.contains_key(&JobKey::new(&j.app_id, &j.job_id)))
+                .map(|j| &**j),
             src.sources.len(),
         )
     });
