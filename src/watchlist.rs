@@ -708,7 +708,13 @@ mod tests {
         }
         let got: Vec<(String, String, Option<String>)> = merged(&config(), &list)
             .into_iter()
-            .map(|w| (w.job.job_id.clone(), w.source.to_string(), w.job.name.clone()))
+            .map(|w| {
+                (
+                    w.job.job_id.clone(),
+                    w.source.to_string(),
+                    w.job.name.clone(),
+                )
+            })
             .collect();
         let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), Some(c.to_string()));
         assert_eq!(

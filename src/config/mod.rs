@@ -46,8 +46,8 @@ use lettre::message::Mailbox;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 

@@ -146,7 +146,10 @@ pub(super) fn watched_of(
         let k = super::key(j);
         let k = match before.get_key_value(&k) {
             Some((shared, _)) => shared.clone(),
-            None => list.jobs.get_key_value(&k).map_or(k, |(shared, _)| shared.clone()),
+            None => list
+                .jobs
+                .get_key_value(&k)
+                .map_or(k, |(shared, _)| shared.clone()),
         };
         watched.insert(k, j.clone());
     }
@@ -155,7 +158,10 @@ pub(super) fn watched_of(
 
 /// `job`'s key and configuration as `watched` holds them, shared; allocations of their own
 /// when `watched` lacks it.
-pub(super) fn shared(watched: &HashMap<Key, Arc<JobConfig>>, job: &Arc<JobConfig>) -> (Key, Arc<JobConfig>) {
+pub(super) fn shared(
+    watched: &HashMap<Key, Arc<JobConfig>>,
+    job: &Arc<JobConfig>,
+) -> (Key, Arc<JobConfig>) {
     let k = super::key(job);
     match watched.get_key_value(&k) {
         Some((k, shared)) => (k.clone(), shared.clone()),
@@ -181,6 +187,7 @@ mod tests {
                 interval: None,
                 notify: Some(vec!["ops".into()]),
             })
+            .map(Arc::new)
             .collect();
         c
     }
@@ -247,7 +254,7 @@ mod tests {
         );
         drop(tx);
 
-        let watched = watched_of(&merged);
+        let watched = watched_of(&merged, &HashMap::new(), runtime.list());
         for j in &merged.jobs {
             let k = super::super::key(j);
             let state = super::super::job::JobState::from_row(&watched[&k], None, false).unwrap();

@@ -490,6 +490,7 @@ mod tests {
                 interval: None,
                 notify: None,
             })
+            .map(Arc::new)
             .collect();
         (sim, config)
     }
