@@ -225,7 +225,10 @@ struct Dispatcher {
     poller: Poller,
     /// Jobs not being polled now, by key; a job being polled is in `busy` instead, its
     /// state travelling with its poll task.
-    states: HashMap<Key, JobState>,
+    ///
+    /// Boxed: a hash table keeps up to twice its entries' room (its buckets a power of two),
+    /// and a state is 152 bytes; a box's room is 8 (issue 23, item 1).
+    states: HashMap<Key, Box<JobState>>,
     schedule: Schedule,
     busy: HashSet<Key>,
     /// Jobs holding outcomes the database refused, written again every OWED_RETRY.
@@ -580,13 +583,13 @@ impl Dispatcher {
         &self,
         job: &Arc<JobConfig>,
         row: impl FnOnce(&Key) -> Option<&'r JobRow>,
-    ) -> Option<(Key, JobState)> {
+    ) -> Option<(Key, Box<JobState>)> {
         let (k, job) = super::watchlist::shared(&self.poller.watched, job);
         let mut state =
             JobState::from_row(&job, row(&k), self.poller.config.poll.stop_after_terminal)?;
         state.generation = self.poller.generation;
         state.origin = self.poller.runtime.origin(&k);
-        Some((k, state))
+        Some((k, Box::new(state)))
     }
 
     /// Takes a finished task's report: the job's state goes back in, scheduled for its next

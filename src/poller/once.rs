@@ -41,6 +41,7 @@ pub async fn poll_once(
         let k = key(job);
         let row = rows.get(&k);
         let state = JobState::from_row(job, row, false).expect("terminal jobs are kept when asked");
+        let state = Box::new(state);
         let task = PollTask {
             client: client.clone(),
             writer: writer.clone(),
