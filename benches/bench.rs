@@ -269,15 +269,17 @@ impl Sim {
     }
 }
 
-fn jobs(n: usize) -> Vec<JobConfig> {
+fn jobs(n: usize) -> Vec<Arc<JobConfig>> {
     (0..n)
-        .map(|i| JobConfig {
-            kind: recwatch::domain::JobKind::Individual,
-            app_id: APP.into(),
-            job_id: recwatch_sim::job_id(i),
-            name: None,
-            interval: None,
-            notify: None,
+        .map(|i| {
+            Arc::new(JobConfig {
+                kind: recwatch::domain::JobKind::Individual,
+                app_id: APP.into(),
+                job_id: recwatch_sim::job_id(i),
+                name: None,
+                interval: None,
+                notify: None,
+            })
         })
         .collect()
 }

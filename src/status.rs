@@ -225,6 +225,7 @@ mod tests {
     use super::*;
     use crate::domain::{JobKey, JobKind, RuntimeJob};
     use crate::store::test_support::record;
+    use std::sync::Arc;
 
     fn file_job(id: &str) -> JobConfig {
         JobConfig {
@@ -292,7 +293,9 @@ mod tests {
         });
         // The file's jobs (one also on the run-time list: listed once, as the file's), then
         // more run-time entries than the default page.
-        config.jobs = (0..5).map(|i| file_job(&format!("f{i}"))).collect();
+        config.jobs = (0..5)
+            .map(|i| Arc::new(file_job(&format!("f{i}"))))
+            .collect();
         let runtime = STATUS_PAGE + 37;
         for i in (0..runtime)
             .map(|i| format!("r{i:05}"))

@@ -37,7 +37,7 @@ pub struct RuntimeList {
 /// One watched job and where it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Watched {
-    pub job: JobConfig,
+    pub job: Arc<JobConfig>,
     pub source: JobSource,
     /// When a run-time entry was added; `None` for the config file's jobs.
     pub added_at: Option<String>,
@@ -58,7 +58,7 @@ pub fn job_config(r: &RuntimeJob) -> JobConfig {
 /// A watched job, borrowed from where it is listed.
 #[derive(Clone, Copy, Debug)]
 pub enum Entry<'a> {
-    File(&'a JobConfig),
+    File(&'a Arc<JobConfig>),
     Runtime(&'a RuntimeJob),
 }
 
@@ -70,23 +70,23 @@ impl<'a> Entry<'a> {
         }
     }
 
-    /// The job's configuration as the poller polls it.
-    pub fn to_job(&self) -> JobConfig {
+    /// The job's configuration as the poller polls it: the file's own allocation, shared.
+    pub fn to_job(&self) -> Arc<JobConfig> {
         match self {
-            Entry::File(j) => (*j).clone(),
-            Entry::Runtime(r) => job_config(r),
+            Entry::File(j) => Arc::clone(j),
+            Entry::Runtime(r) => Arc::new(job_config(r)),
         }
     }
 
     pub fn to_watched(&self) -> Watched {
         match self {
             Entry::File(j) => Watched {
-                job: (*j).clone(),
+                job: Arc::clone(j),
                 source: JobSource::Config,
                 added_at: None,
             },
             Entry::Runtime(r) => Watched {
-                job: job_config(r),
+                job: Arc::new(job_config(r)),
                 source: r.source.clone(),
                 added_at: Some(r.added_at.clone()),
             },
@@ -586,14 +586,14 @@ mod tests {
         let mut c = Config::defaults(Auth::Token {
             token: Secret::new("t"),
         });
-        c.jobs = vec![JobConfig {
+        c.jobs = vec![Arc::new(JobConfig {
             kind: crate::domain::JobKind::Individual,
             app_id: "app".into(),
             job_id: "in-file".into(),
             name: Some("from the file".into()),
             interval: None,
             notify: None,
-        }];
+        })];
         c
     }
 
@@ -708,7 +708,13 @@ mod tests {
         }
         let got: Vec<(String, String, Option<String>)> = merged(&config(), &list)
             .into_iter()
-            .map(|w| (w.job.job_id, w.source.to_string(), w.job.name))
+            .map(|w| {
+                (
+                    w.job.job_id.clone(),
+                    w.source.to_string(),
+                    w.job.name.clone(),
+                )
+            })
             .collect();
         let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), Some(c.to_string()));
         assert_eq!(

@@ -6,31 +6,44 @@
 //! the callbacks' answer latency, the daemon's CPU and RSS over the burst, and how many of
 //! the 5,000 the simulator has seen polled once by the end of the burst and then over time
 //! (the poller's pace: at most `rate_limit` requests a second, shared with the round).
+//! `BENCH_DISCOVER_JOBS` discovers another number (part 21: 50,000), `BENCH_DISCOVER_WAIT`
+//! shortens the wait for first polls; RSS is read again at its end.
 
 use super::*;
 use push::KEY;
 
 const CONFIGURED: usize = 10_000;
-const DISCOVERED: usize = 5_000;
 const RATE: u32 = 100;
 const IN_FLIGHT: usize = 200;
-/// How long after the burst the first polls of the discovered jobs are watched for.
-const POLL_WAIT: Duration = Duration::from_secs(240);
+
+/// How many jobs are discovered: `BENCH_DISCOVER_JOBS`, 5,000 unless set (part 21 also
+/// measured 50,000).
+fn discovered() -> usize {
+    env_number("BENCH_DISCOVER_JOBS", 5_000) as usize
+}
+
+/// How long after the burst the first polls of the discovered jobs are watched for
+/// (`BENCH_DISCOVER_WAIT` seconds, 240 unless set).
+fn poll_wait() -> Duration {
+    Duration::from_secs(env_number("BENCH_DISCOVER_WAIT", 240))
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
 
 fn spread() -> Duration {
-    Duration::from_secs(
-        std::env::var("BENCH_DISCOVER_SECONDS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(60),
-    )
+    Duration::from_secs(env_number("BENCH_DISCOVER_SECONDS", 60))
 }
 
 /// How many of the discovered jobs the simulator has had a request for.
-async fn polled(sim: &Sim) -> anyhow::Result<usize> {
+async fn polled(sim: &Sim, discovered: usize) -> anyhow::Result<usize> {
     let stats = sim.stats().await?;
     let by_job = stats.by_job.get(APP);
-    Ok((CONFIGURED..CONFIGURED + DISCOVERED)
+    Ok((CONFIGURED..CONFIGURED + discovered)
         .filter(|i| {
             by_job
                 .and_then(|j| j.get(&recwatch_sim::job_id(*i)))
@@ -41,14 +54,15 @@ async fn polled(sim: &Sim) -> anyhow::Result<usize> {
 
 pub async fn discovery_storm(dir: &Path) -> anyhow::Result<Value> {
     let spread = spread();
+    let (discovered, poll_wait) = (discovered(), poll_wait());
     println!(
-        "\n17. discovery storm: {DISCOVERED} new jobs announced within {} s beside {CONFIGURED} configured, rate_limit {RATE}",
+        "\n17. discovery storm: {discovered} new jobs announced within {} s beside {CONFIGURED} configured, rate_limit {RATE}",
         spread.as_secs()
     );
     let sim = Sim::spawn(&[
         "--static",
         "--jobs",
-        &(CONFIGURED + DISCOVERED).to_string(),
+        &(CONFIGURED + discovered).to_string(),
         "--rate-limit",
         &RATE.to_string(),
     ])?;
@@ -89,8 +103,8 @@ url = "{hook}"
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..DISCOVERED {
-        let due = started + spread.mul_f64(n as f64 / DISCOVERED as f64);
+    for n in 0..discovered {
+        let due = started + spread.mul_f64(n as f64 / discovered as f64);
         tokio::time::sleep_until(due.into()).await;
         let permit = slots.clone().acquire_owned().await?;
         let job = recwatch_sim::job_id(CONFIGURED + n);
@@ -125,7 +139,7 @@ url = "{hook}"
     let all_watched = started.elapsed().as_secs_f64();
     let cpu = (proc_ticks(pid)? - ticks_before) as f64 / clock_ticks() / all_watched;
     let rss_after = proc_status_kb(pid, "VmRSS")?;
-    let polled_at_end = polled(&sim).await?;
+    let polled_at_end = polled(&sim, discovered).await?;
     let watched: i64 = {
         let db = dir.join("discover.db");
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await?;
@@ -138,15 +152,16 @@ url = "{hook}"
     let mut all_polled = None;
     let wait_from = Instant::now();
     let mut last = polled_at_end;
-    while wait_from.elapsed() < POLL_WAIT {
-        last = polled(&sim).await?;
-        if last == DISCOVERED {
+    while wait_from.elapsed() < poll_wait {
+        last = polled(&sim, discovered).await?;
+        if last == discovered {
             all_polled = Some(started.elapsed().as_secs_f64());
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let hwm_kb = proc_status_kb(pid, "VmHWM").unwrap_or(0);
+    let rss_end = proc_status_kb(pid, "VmRSS").unwrap_or(0);
     drop(daemon);
     latencies.sort_by(f64::total_cmp);
     let p50 = percentile(&latencies, 50.0) * 1000.0;
@@ -155,7 +170,7 @@ url = "{hook}"
     row(
         "discoveries answered 200 / on the watch list",
         format!("{ok} / {watched}"),
-        target(ok == DISCOVERED && watched == DISCOVERED as i64, "all"),
+        target(ok == discovered && watched == discovered as i64, "all"),
     );
     row(
         "the last on the list after",
@@ -173,11 +188,12 @@ url = "{hook}"
         "",
     );
     row(
-        "daemon RSS before / after / VmHWM",
+        "daemon RSS before / after / at the end / VmHWM",
         format!(
-            "{:.1} / {:.1} / {:.1} MiB",
+            "{:.1} / {:.1} / {:.1} / {:.1} MiB",
             rss_before as f64 / 1024.0,
             rss_after as f64 / 1024.0,
+            rss_end as f64 / 1024.0,
             hwm_kb as f64 / 1024.0
         ),
         "",
@@ -187,7 +203,7 @@ url = "{hook}"
         format!("{polled_at_end} / {last}"),
         &match all_polled {
             Some(t) => format!("all {t:.0} s after the first"),
-            None => format!("not all within {} s", POLL_WAIT.as_secs()),
+            None => format!("not all within {} s", poll_wait.as_secs()),
         },
     );
     row(
@@ -207,6 +223,7 @@ url = "{hook}"
         "cpu": cpu,
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
+        "rss_end_kib": rss_end,
         "vm_hwm_kib": hwm_kb,
         "polled_at_end": polled_at_end,
         "polled_finally": last,

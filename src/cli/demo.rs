@@ -201,6 +201,7 @@ fn demo_config(
             interval: None,
             notify: None,
         }))
+        .map(std::sync::Arc::new)
         .collect();
     Ok(config)
 }

@@ -131,7 +131,7 @@ impl Config {
     /// The budget over every watched job: this configuration's `[[jobs]]` and `runtime_jobs`
     /// run-time entries (polled at `poll.interval`; those the file also has are not counted).
     pub fn budget(&self, runtime_jobs: usize) -> BudgetReport {
-        self.budget_over(&self.jobs, runtime_jobs)
+        self.budget_over(self.jobs.iter().map(|j| &**j), runtime_jobs)
     }
 
     /// The budget over `configured` (the config file's jobs) and `runtime_jobs` run-time

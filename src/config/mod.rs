@@ -47,6 +47,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -90,7 +91,10 @@ pub struct Config {
     /// `[watchlist]`: the run-time watch list's bound.
     pub watchlist: WatchlistConfig,
     pub log: LogConfig,
-    pub jobs: Vec<JobConfig>,
+    /// Each job in an allocation of its own, shared (not copied) by every holder: the
+    /// published configuration, the poller's merged watch list, its `watched` map and each
+    /// job's state (issue 23, item 1: a copy of every job per holder was ~200 bytes a job).
+    pub jobs: Vec<Arc<JobConfig>>,
     /// The RTC apps whose record callbacks are accepted (`[[apps]]`).
     pub apps: Vec<AppConfig>,
     /// `[[maintenance]]`: recurring windows that hold notifications back.

@@ -391,10 +391,12 @@ fn budget_stretches_when_the_list_is_too_long() {
     let mut c = parse(MINIMAL).unwrap();
     let job = c.jobs[0].clone();
     c.jobs = (0..600)
-        .map(|i| JobConfig {
-            kind: crate::domain::JobKind::Individual,
-            job_id: format!("j{i}"),
-            ..job.clone()
+        .map(|i| {
+            std::sync::Arc::new(JobConfig {
+                kind: crate::domain::JobKind::Individual,
+                job_id: format!("j{i}"),
+                ..JobConfig::clone(&job)
+            })
         })
         .collect();
     let b = c.budget(0);

@@ -17,6 +17,7 @@ use crate::telemetry::LogFilter;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -464,7 +465,7 @@ fn read_jobs(
     notify: &NotifyConfig,
     poll: &PollConfig,
     remediate: &mut BTreeMap<crate::domain::JobKey, bool>,
-) -> Result<Vec<JobConfig>, ConfigError> {
+) -> Result<Vec<Arc<JobConfig>>, ConfigError> {
     let channels = notify.channel_names();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     // Exactly one per table: a vector grown by doubling kept up to twice the room, for the
@@ -534,14 +535,14 @@ fn read_jobs(
                 ),
             ));
         }
-        jobs.push(JobConfig {
+        jobs.push(Arc::new(JobConfig {
             app_id,
             job_id,
             name,
             kind,
             interval,
             notify: notify_names,
-        });
+        }));
     }
     Ok(jobs)
 }

@@ -192,8 +192,8 @@ pub(super) async fn remove(
 
 fn view_runtime(e: crate::domain::RuntimeJob) -> JobView {
     JobView {
-        app_id: e.key.app_id,
-        job_id: e.key.job_id,
+        app_id: e.key.app_id.clone(),
+        job_id: e.key.job_id.clone(),
         name: e.name,
         kind: e.kind,
         notify: e.notify,

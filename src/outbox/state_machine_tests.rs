@@ -268,7 +268,7 @@ async fn a_transition_alerts_by_its_rule_and_configured_severity_table() {
 async fn an_alert_goes_only_to_the_jobs_notify_list() {
     let d = db().await;
     let mut config = config("");
-    config.jobs[0].notify = Some(vec!["hook-b".to_string()]);
+    Arc::make_mut(&mut config.jobs[0]).notify = Some(vec!["hook-b".to_string()]);
     let outbox = Outbox::new();
     let t0 = Utc::now();
     let job = config.jobs[0].clone();
@@ -723,10 +723,10 @@ async fn a_refused_write_leaves_nothing_and_the_owed_outcomes_are_written_once_l
 async fn a_group_of_jobs_commits_together_and_each_gets_its_answer() {
     let d = db().await;
     let mut config = config("");
-    let mut second = config.jobs[0].clone();
+    let mut second = JobConfig::clone(&config.jobs[0]);
     second.job_id = "job-2".into();
     second.name = Some("cam-2".into());
-    config.jobs.push(second);
+    config.jobs.push(Arc::new(second));
     let config = Arc::new(config);
     let outbox = Outbox::new();
     let t0 = Utc::now();

@@ -36,6 +36,8 @@ mod reload;
 use reload::next_config;
 mod runtime;
 mod share;
+#[cfg(test)]
+mod shared_keys;
 mod term;
 
 /// The shared parts of a running poller.
@@ -105,7 +107,11 @@ impl Poller {
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
-            watched: super::watchlist::watched_of(&config),
+            watched: super::watchlist::watched_of(
+                &config,
+                &HashMap::new(),
+                &crate::watchlist::RuntimeList::default(),
+            ),
             generation: 0,
             config,
             client,
@@ -179,6 +185,9 @@ impl Poller {
         let mut d = Dispatcher::new(self, touches, done_tx);
         d.budget_changed();
         d.arm(&rows).await?;
+        // Read once to arm, not kept: at 100,000 jobs every stored row (its last snapshot
+        // included) held for the poller's whole life was most of its memory (issue 23).
+        drop(rows);
         if *shutdown.borrow() {
             d.stop_dispatching();
         }
@@ -216,7 +225,10 @@ struct Dispatcher {
     poller: Poller,
     /// Jobs not being polled now, by key; a job being polled is in `busy` instead, its
     /// state travelling with its poll task.
-    states: HashMap<Key, JobState>,
+    ///
+    /// Boxed: a hash table keeps up to twice its entries' room (its buckets a power of two),
+    /// and a state is 152 bytes; a box's room is 8 (issue 23, item 1).
+    states: HashMap<Key, Box<JobState>>,
     schedule: Schedule,
     busy: HashSet<Key>,
     /// Jobs holding outcomes the database refused, written again every OWED_RETRY.
@@ -552,12 +564,11 @@ impl Dispatcher {
 
     /// Puts `jobs` (the watch list at start) on the schedule, their first polls spread
     /// evenly over the interval so they never fire together.
-    fn add_jobs(&mut self, jobs: &[JobConfig], rows: &HashMap<Key, JobRow>) {
+    fn add_jobs(&mut self, jobs: &[Arc<JobConfig>], rows: &HashMap<Key, JobRow>) {
         let now = Instant::now();
         let n = jobs.len().max(1) as u32;
         for (i, job) in jobs.iter().enumerate() {
-            let k = key(job);
-            let Some(mut state) = self.new_state(job, rows.get(&k)) else {
+            let Some((k, mut state)) = self.new_state(job, |k| rows.get(k)) else {
                 debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
                 continue;
             };
@@ -569,14 +580,20 @@ impl Dispatcher {
         }
     }
 
-    /// A job joining the watch list, from its database row, in the current generation; None
-    /// when it is already STOPPED and `poll.stop_after_terminal` keeps it unpolled.
-    fn new_state(&self, job: &JobConfig, row: Option<&JobRow>) -> Option<JobState> {
-        let job = super::watchlist::shared(&self.poller.watched, job);
-        let mut state = JobState::from_row(&job, row, self.poller.config.poll.stop_after_terminal)?;
+    /// A job joining the watch list, from its database row (`row` of its key), in the current
+    /// generation, with its key as `watched` holds it (one allocation, see [`Key`]); None when
+    /// it is already STOPPED and `poll.stop_after_terminal` keeps it unpolled.
+    fn new_state<'r>(
+        &self,
+        job: &Arc<JobConfig>,
+        row: impl FnOnce(&Key) -> Option<&'r JobRow>,
+    ) -> Option<(Key, Box<JobState>)> {
+        let (k, job) = super::watchlist::shared(&self.poller.watched, job);
+        let mut state =
+            JobState::from_row(&job, row(&k), self.poller.config.poll.stop_after_terminal)?;
         state.generation = self.poller.generation;
-        state.origin = self.poller.runtime.origin(&key(&job));
-        Some(state)
+        state.origin = self.poller.runtime.origin(&k);
+        Some((k, Box::new(state)))
     }
 
     /// Takes a finished task's report: the job's state goes back in, scheduled for its next
@@ -645,7 +662,7 @@ impl Dispatcher {
                 None
             }
         };
-        let mut state = self.new_state(&job, row.as_ref())?;
+        let (k, mut state) = self.new_state(&job, |_| row.as_ref())?;
         state.failures = 1;
         let at = later(now, failure_delay(self.interval(&state), 1, jitter()));
         self.schedule.put(k.clone(), &mut state, at);

@@ -41,6 +41,7 @@ pub async fn poll_once(
         let k = key(job);
         let row = rows.get(&k);
         let state = JobState::from_row(job, row, false).expect("terminal jobs are kept when asked");
+        let state = Box::new(state);
         let task = PollTask {
             client: client.clone(),
             writer: writer.clone(),
@@ -67,7 +68,11 @@ pub async fn poll_once(
             Ok(Report::Done(done)) => *done,
             Ok(Report::Panicked { why, .. }) | Err(why) => {
                 error!(app_id = %job.app_id, job_id = %job.job_id, "the poll failed (panicked: {why})");
-                out.push((job, Err(format!("internal error (panicked: {why})")), false));
+                out.push((
+                    JobConfig::clone(&job),
+                    Err(format!("internal error (panicked: {why})")),
+                    false,
+                ));
                 continue;
             }
         };

@@ -54,6 +54,15 @@ impl Schedule {
         heap.pop().map(|Reverse(e)| e)
     }
 
+    /// Every entry's key, stale ones too.
+    #[cfg(test)]
+    pub(super) fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.configured
+            .iter()
+            .chain(self.runtime.iter())
+            .map(|Reverse((_, _, k))| k)
+    }
+
     fn heap(&self, g: JobGroup) -> &BinaryHeap<Reverse<Entry>> {
         match g {
             JobGroup::Configured => &self.configured,

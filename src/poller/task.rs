@@ -36,7 +36,7 @@ pub(super) enum Report {
 
 pub(super) struct Done {
     pub(super) key: Key,
-    pub(super) state: JobState,
+    pub(super) state: Box<JobState>,
     /// `None`: the task only wrote outcomes owed from earlier polls; nothing was asked.
     pub(super) result: Option<Result<(), RtcError>>,
 }
@@ -120,7 +120,7 @@ impl PollTask {
     /// Polls `k`. `slot` is the budget slot reserved for it, stamped sent right before the
     /// request goes and closed when its answer came (see `budget.rs`); `None` when the
     /// caller keeps the budget itself.
-    pub(super) async fn poll(self, k: Key, mut state: JobState, slot: Option<Slot>) -> Report {
+    pub(super) async fn poll(self, k: Key, mut state: Box<JobState>, slot: Option<Slot>) -> Report {
         let sent = match slot {
             Some(slot) => Some(slot.send().await),
             None => None,
@@ -261,7 +261,7 @@ impl PollTask {
     }
 
     /// Writes only what the job owes from earlier polls (the database refused it then).
-    pub(super) async fn write_owed(self, k: Key, state: JobState) -> Report {
+    pub(super) async fn write_owed(self, k: Key, state: Box<JobState>) -> Report {
         self.write(k, state, Utc::now(), None).await
     }
 
@@ -270,7 +270,7 @@ impl PollTask {
     async fn write(
         self,
         k: Key,
-        mut state: JobState,
+        mut state: Box<JobState>,
         now: chrono::DateTime<Utc>,
         result: Option<Result<(), RtcError>>,
     ) -> Report {

@@ -84,6 +84,11 @@ impl Runtime {
         }
     }
 
+    /// The run-time list as last seen.
+    pub(super) fn list(&self) -> &RuntimeList {
+        &self.list
+    }
+
     /// The budget over every watched job, each group's share of it.
     pub(super) fn budget(&self) -> BudgetReport {
         self.base.budget(runtime_count(&self.base, &self.list))
@@ -121,26 +126,46 @@ fn shadowed(config: &Config, list: &RuntimeList) -> HashSet<Key> {
     config
         .jobs
         .iter()
-        .map(super::key)
+        .map(|j| super::key(j))
         .filter(|k| list.jobs.contains_key(k))
         .collect()
 }
 
-/// The watched jobs by key, each configuration in one allocation that every job's state
-/// shares (see [`super::job::JobState::job`]).
-pub(super) fn watched_of(config: &Config) -> HashMap<Key, Arc<JobConfig>> {
-    config
-        .jobs
-        .iter()
-        .map(|j| (super::key(j), Arc::new(j.clone())))
-        .collect()
+/// The watched jobs by key, each configuration the `Arc` `config` holds (shared with every
+/// job's state, see [`super::job::JobState::job`]). Each key is one allocation shared with the
+/// rest of the poller (issue 23, item 1): the one `before` has for the job (the map this one
+/// replaces, whose keys `states`, the schedule and the lane hold), else the run-time list's,
+/// else a new one.
+pub(super) fn watched_of(
+    config: &Config,
+    before: &HashMap<Key, Arc<JobConfig>>,
+    list: &RuntimeList,
+) -> HashMap<Key, Arc<JobConfig>> {
+    let mut watched = HashMap::with_capacity(config.jobs.len());
+    for j in &config.jobs {
+        let k = super::key(j);
+        let k = match before.get_key_value(&k) {
+            Some((shared, _)) => shared.clone(),
+            None => list
+                .jobs
+                .get_key_value(&k)
+                .map_or(k, |(shared, _)| shared.clone()),
+        };
+        watched.insert(k, j.clone());
+    }
+    watched
 }
 
-/// `job`'s allocation in `watched`, shared; one of its own when `watched` lacks it.
-pub(super) fn shared(watched: &HashMap<Key, Arc<JobConfig>>, job: &JobConfig) -> Arc<JobConfig> {
-    match watched.get(&super::key(job)) {
-        Some(shared) => shared.clone(),
-        None => Arc::new(job.clone()),
+/// `job`'s key and configuration as `watched` holds them, shared; allocations of their own
+/// when `watched` lacks it.
+pub(super) fn shared(
+    watched: &HashMap<Key, Arc<JobConfig>>,
+    job: &Arc<JobConfig>,
+) -> (Key, Arc<JobConfig>) {
+    let k = super::key(job);
+    match watched.get_key_value(&k) {
+        Some((k, shared)) => (k.clone(), shared.clone()),
+        None => (k, job.clone()),
     }
 }
 
@@ -162,6 +187,7 @@ mod tests {
                 interval: None,
                 notify: Some(vec!["ops".into()]),
             })
+            .map(Arc::new)
             .collect();
         c
     }
@@ -228,7 +254,7 @@ mod tests {
         );
         drop(tx);
 
-        let watched = watched_of(&merged);
+        let watched = watched_of(&merged, &HashMap::new(), runtime.list());
         for j in &merged.jobs {
             let k = super::super::key(j);
             let state = super::super::job::JobState::from_row(&watched[&k], None, false).unwrap();

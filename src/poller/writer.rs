@@ -206,10 +206,15 @@ job_id = "job-2"
         let (writer, _) = GroupWriter::start(Outbox::new(), store.clone());
         let t0 = Utc::now();
         let write_all = |at: DateTime<Utc>| {
-            let writes = config
-                .jobs
-                .iter()
-                .map(|job| writer.write(stopped(job, at), job.clone(), None, at, config.clone()));
+            let writes = config.jobs.iter().map(|job| {
+                writer.write(
+                    stopped(job, at),
+                    JobConfig::clone(job),
+                    None,
+                    at,
+                    config.clone(),
+                )
+            });
             futures_util::future::join_all(writes)
         };
 

@@ -494,6 +494,7 @@ mod tests {
                 interval: None,
                 notify: None,
             })
+            .map(Arc::new)
             .collect();
         (sim, config)
     }

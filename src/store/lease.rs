@@ -347,7 +347,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|j| j.key.job_id)
+            .map(|j| j.key.job_id.clone())
             .collect()
     }
 

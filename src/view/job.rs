@@ -94,7 +94,7 @@ pub async fn job_page(
         .find(|j| j.app_id == app_id && j.job_id == job_id);
     let row = src.store.job(app_id, job_id).await?;
     let job = match (watched, &row) {
-        (Some(j), _) => j.clone(),
+        (Some(j), _) => JobConfig::clone(j),
         (None, Some(r)) => JobConfig {
             kind: r.kind(),
             app_id: r.app_id.clone(),

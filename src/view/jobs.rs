@@ -265,7 +265,7 @@ pub struct JobsPage {
 /// whether more follow them. One pass keeping the `limit + 1` smallest keys in a heap: no copy
 /// or sort of the whole list per request, so memory follows the page size.
 pub fn page<'a>(
-    jobs: &'a [JobConfig],
+    jobs: &'a [Arc<JobConfig>],
     after: Option<&(String, String)>,
     limit: usize,
     mut keep: impl FnMut(&JobConfig) -> bool,
@@ -288,7 +288,7 @@ pub fn page<'a>(
     let mut picked: Vec<&JobConfig> = heap
         .into_sorted_vec()
         .into_iter()
-        .map(|(_, i)| &jobs[i])
+        .map(|(_, i)| &*jobs[i])
         .collect();
     let more = picked.len() > limit;
     picked.truncate(limit);
@@ -489,7 +489,8 @@ async fn summary(
             src.config
                 .jobs
                 .iter()
-                .filter(|j| !src.sources.contains_key(&JobKey::new(&j.app_id, &j.job_id))),
+                .filter(|j| !src.sources.contains_key(&JobKey::new(&j.app_id, &j.job_id)))
+                .map(|j| &**j),
             src.sources.len(),
         )
     });
@@ -553,15 +554,15 @@ fn filter_tone(f: StateFilter) -> Tone {
 mod tests {
     use super::*;
 
-    fn job(app: &str, id: &str, name: Option<&str>) -> JobConfig {
-        JobConfig {
+    fn job(app: &str, id: &str, name: Option<&str>) -> Arc<JobConfig> {
+        Arc::new(JobConfig {
             kind: crate::domain::JobKind::Individual,
             app_id: app.into(),
             job_id: id.into(),
             name: name.map(String::from),
             interval: None,
             notify: None,
-        }
+        })
     }
 
     fn ids(page: &[&JobConfig]) -> Vec<String> {
@@ -654,7 +655,7 @@ mod tests {
     fn walking_pages_returns_every_job_once() {
         // Deterministic shuffle: job i at position i * 7919 mod n.
         let n = 1000;
-        let jobs: Vec<JobConfig> = (0..n)
+        let jobs: Vec<Arc<JobConfig>> = (0..n)
             .map(|i| {
                 job(
                     &format!("app-{}", (i * 7919) % 7),
@@ -677,7 +678,7 @@ mod tests {
                 let cursor = encode_cursor(&(&last.app_id, &last.job_id));
                 after = Some(super::super::decode_cursor(&cursor).unwrap());
             }
-            let mut expected = ids(&jobs.iter().collect::<Vec<_>>());
+            let mut expected = ids(&jobs.iter().map(|j| &**j).collect::<Vec<_>>());
             expected.sort();
             assert_eq!(seen, expected, "limit {limit}");
         }

@@ -67,7 +67,7 @@ async fn a_store_outlives_its_server_being_stopped_and_started_again() {
         .await
         .unwrap()
         .into_iter()
-        .map(|j| j.key.job_id)
+        .map(|j| j.key.job_id.clone())
         .collect();
     assert_eq!(keys, ["after", "before"]);
     assert_eq!(store.watchlist_version().await.unwrap(), version + 1);

@@ -49,7 +49,11 @@ impl Dispatcher {
     /// Takes a new configuration: jobs removed, changed and added, the budget, the
     /// in-flight limit and the cron schedule.
     pub(super) async fn reload(&mut self, config: Arc<Config>, client: RtcClient) {
-        let wanted = super::super::watchlist::watched_of(&config);
+        let wanted = super::super::watchlist::watched_of(
+            &config,
+            &self.poller.watched,
+            self.poller.runtime.list(),
+        );
         let before = self.states.len();
         self.states.retain(|k, _| wanted.contains_key(k));
         self.retired.retain(|k| wanted.contains_key(k));
@@ -60,7 +64,7 @@ impl Dispatcher {
             s.job = wanted[k].clone();
             s.origin = self.poller.runtime.origin(k);
         }
-        let new_jobs: Vec<JobConfig> = config
+        let new_jobs: Vec<Arc<JobConfig>> = config
             .jobs
             .iter()
             .filter(|j| {
@@ -87,9 +91,8 @@ impl Dispatcher {
         // budget), then at their interval: not after the whole round (issue 23).
         let mut added = 0;
         for job in &new_jobs {
-            let k = key(job);
             // A STOPPED job that was already on the list is not new: it stays unpolled.
-            let Some(mut state) = self.new_state(job, rows.get(&k)) else {
+            let Some((k, mut state)) = self.new_state(job, |k| rows.get(k)) else {
                 continue;
             };
             added += 1;
@@ -151,7 +154,7 @@ impl Dispatcher {
 /// discovery, an API add), every row in one read otherwise. Reading every row for each change
 /// cost a scan of the whole table per discovered job (issue 22). A failed read leaves a job
 /// without its row: it starts from no known state, as a new job does.
-async fn rows_of(store: &Store, jobs: &[JobConfig]) -> HashMap<Key, JobRow> {
+async fn rows_of(store: &Store, jobs: &[Arc<JobConfig>]) -> HashMap<Key, JobRow> {
     const ONE_BY_ONE: usize = 64;
     if jobs.len() > ONE_BY_ONE {
         return store.jobs().await.unwrap_or_default();

@@ -16,7 +16,8 @@ impl Poller {
     /// from the start, and each change is applied like a reload of the watch list alone.
     pub fn follow_watchlist(&mut self, list: watch::Receiver<Arc<RuntimeList>>) {
         let config = self.runtime.follow(list);
-        self.watched = super::super::watchlist::watched_of(&config);
+        self.watched =
+            super::super::watchlist::watched_of(&config, &self.watched, self.runtime.list());
         self.config = config;
     }
 }

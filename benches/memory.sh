@@ -1,0 +1,69 @@
+#!/bin/bash
+# Part 21 (issue 23, item 1): `recwatch run`'s RSS and VmHWM with N watched jobs, read from
+# /proc/PID/status every 5 s, against `recwatch simulate --static --jobs N --rate-limit 10`.
+#
+#   benches/memory.sh SOURCE JOBS [SECONDS] [PORT]
+#
+# SOURCE: `toml` (N `[[jobs]]` in the config file) or `runtime` (no `[[jobs]]`; the N jobs in
+# the database's run-time watch list, source `api`, inserted with sqlite3 before the start).
+# SECONDS (default 120) after "recwatch running"; PORT (default 18080) the simulator's.
+# BIN: the release binary (default target/release/recwatch); OUT: a directory for the files
+# (default /tmp/recwatch-memory). Prints one line per sample: t (s after the daemon started),
+# VmRSS and VmHWM in MiB, the load average; the daemon's defaults are kept (rate_limit 10,
+# interval 30s).
+set -euo pipefail
+source=$1; jobs=$2; seconds=${3:-120}; port=${4:-18080}
+BIN=${BIN:-target/release/recwatch}
+OUT=${OUT:-/tmp/recwatch-memory}
+mkdir -p "$OUT"
+name=$source$jobs
+conf=$OUT/$name.toml; db=$OUT/$name.db
+rm -f "$db" "$db-wal" "$db-shm"
+cat > "$conf" <<EOF
+[api]
+endpoint = "http://127.0.0.1:$port"
+project_id = "bench-project"
+[api.auth]
+access_key = "BENCHAK0000000000000"
+secret_key = "bench-secret-key"
+[storage]
+path = "$db"
+[http]
+listen = "127.0.0.1:0"
+EOF
+case $source in
+toml)
+    awk -v n="$jobs" 'BEGIN { for (i = 0; i < n; i++) printf "[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-%04d\"\n", i }' >> "$conf"
+    ;;
+runtime)
+    # the schema, from the CLI's first write (it migrates an empty database); that entry is
+    # replaced by the N below
+    "$BIN" --config "$conf" watch demo-app job-0000 > /dev/null 2>&1
+    sqlite3 "$db" "DELETE FROM watchlist; WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $jobs - 1)
+      INSERT INTO watchlist (app_id, job_id, source, added_at)
+      SELECT 'demo-app', printf('job-%04d', i), 'api', '2026-12-07T00:00:00.000Z' FROM n;"
+    ;;
+*) echo "SOURCE is toml or runtime" >&2; exit 2 ;;
+esac
+"$BIN" simulate --static --jobs "$jobs" --rate-limit 10 --listen "127.0.0.1:$port" > "$OUT/$name.sim.log" 2>&1 &
+sim=$!
+trap 'kill -INT $pid 2>/dev/null; kill $sim 2>/dev/null; wait' EXIT
+sleep 2
+RUST_LOG=warn,recwatch=info "$BIN" run --config "$conf" > "$OUT/$name.run.log" 2>&1 &
+pid=$!
+start=$(date +%s.%N)
+echo "# $source $jobs jobs, $(git rev-parse --short HEAD 2>/dev/null || echo '?'), BIN=$BIN"
+echo "# load before: $(cat /proc/loadavg)"
+for _ in $(seq 1 1200); do grep -q "recwatch running" "$OUT/$name.run.log" && break; sleep 0.5; done
+echo "# running after $(echo "$(date +%s.%N) - $start" | bc | xargs printf '%.1f') s"
+end=$(echo "$start + $seconds" | bc)
+while :; do
+    now=$(date +%s.%N)
+    kill -0 $pid 2>/dev/null || { echo "# the daemon exited"; tail -5 "$OUT/$name.run.log"; exit 1; }
+    awk -v t="$(echo "$now - $start" | bc)" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" \
+        '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { printf "t=%5.1f s  RSS %7.1f MiB  VmHWM %7.1f MiB  load %s\n", t, r / 1024, h / 1024, load }' \
+        "/proc/$pid/status"
+    [ "$(echo "$now > $end" | bc)" = 1 ] && break
+    sleep 5
+done
+echo "# load after: $(cat /proc/loadavg)"

@@ -1,0 +1,123 @@
+//! Issue 23, item 1: each watched job's key and configuration are one allocation each,
+//! shared by every map the dispatcher keeps (its states, `watched`, the schedule) and by the
+//! configuration and run-time list they come from, at start and after the list changes.
+
+use super::super::batch::Touches;
+use super::{Dispatcher, Key, Poller};
+use crate::domain::{JobKey, JobKind, JobSource, RuntimeJob};
+use crate::outbox::Outbox;
+use crate::store::Store;
+use crate::watchlist::RuntimeList;
+use recwatch_rtc::client::RtcClient;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+fn config(jobs: usize) -> crate::config::Config {
+    let mut text = String::from(
+        "[api]\nproject_id = \"0a1b2c3d4e5f67890a1b2c3d4e5f6789\"\n[api.auth]\naccess_key = \"AK\"\nsecret_key = \"SK\"\n",
+    );
+    for i in 0..jobs {
+        text.push_str(&format!(
+            "[[jobs]]\napp_id = \"app\"\njob_id = \"file-{i}\"\n"
+        ));
+    }
+    crate::config::parse_str(&text, Vec::<(String, String)>::new(), None).unwrap()
+}
+
+fn list(ids: &[&str]) -> Arc<RuntimeList> {
+    Arc::new(RuntimeList {
+        version: Some(1),
+        jobs: ids
+            .iter()
+            .map(|id| {
+                let key = JobKey::new("app", *id);
+                let job = RuntimeJob {
+                    key: key.clone(),
+                    name: None,
+                    kind: JobKind::Individual,
+                    notify: None,
+                    source: JobSource::Api,
+                    added_at: "2026-12-07T00:00:00.000Z".into(),
+                };
+                (key, job)
+            })
+            .collect(),
+    })
+}
+
+/// Every key the dispatcher holds for a job is the allocation `watched` holds, and every
+/// state's configuration is `watched`'s.
+fn assert_shared(d: &Dispatcher, when: &str) {
+    let watched = &d.poller.watched;
+    let one = |k: &Key, holder: &str| {
+        let (shared, _) = watched
+            .get_key_value(k)
+            .unwrap_or_else(|| panic!("{when}: {k} in {holder} is watched"));
+        assert!(JobKey::same(k, shared), "{when}: {k} in {holder}: a copy");
+    };
+    for (k, s) in &d.states {
+        one(k, "states");
+        assert!(
+            Arc::ptr_eq(&s.job, &watched[k]),
+            "{when}: {k}'s configuration"
+        );
+    }
+    // A job that left keeps its entries until they come due (skipped as stale).
+    let mut entries = 0;
+    for k in d.schedule.keys().filter(|k| d.states.contains_key(*k)) {
+        one(k, "the schedule");
+        entries += 1;
+    }
+    assert!(entries >= d.states.len(), "{when}: every job scheduled");
+}
+
+#[tokio::test]
+async fn one_allocation_per_key_and_configuration_across_the_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("recwatch.db")).await.unwrap();
+    let published = Arc::new(config(3));
+    let client = RtcClient::new(&published.api.client_config()).unwrap();
+    let mut poller = Poller::new(published.clone(), client, store, Outbox::new());
+    let (tx, rx) = watch::channel(list(&["api-0", "file-1"]));
+    poller.follow_watchlist(rx);
+    let (done_tx, _done_rx) = mpsc::unbounded_channel();
+    let mut d = Dispatcher::new(poller, Arc::new(Touches::default()), done_tx);
+    d.arm(&HashMap::new()).await.unwrap();
+    assert_eq!(
+        d.states.len(),
+        4,
+        "three from the file, one of the list's own"
+    );
+    assert_shared(&d, "at start");
+    for j in &published.jobs {
+        let k = super::key(j);
+        assert!(
+            Arc::ptr_eq(&d.poller.watched[&k], j),
+            "{k}: the published configuration's own allocation"
+        );
+    }
+
+    // The list changes: a job joins, one leaves. The jobs that stay keep their allocations;
+    // the joiner's key is the list's own.
+    let before: Vec<Key> = d.states.keys().cloned().collect();
+    let next = list(&["api-1", "file-1"]);
+    tx.send(next.clone()).unwrap();
+    d.watchlist_changed(next.clone()).await;
+    assert_eq!(d.states.len(), 4);
+    assert_shared(&d, "after a change of the list");
+    for k in &before {
+        if let Some((now, _)) = d.states.get_key_value(k) {
+            assert!(JobKey::same(k, now), "{k} kept its key");
+        }
+    }
+    let (listed, _) = next
+        .jobs
+        .get_key_value(&JobKey::new("app", "api-1"))
+        .unwrap();
+    let (polled, _) = d.states.get_key_value(listed).unwrap();
+    assert!(
+        JobKey::same(listed, polled),
+        "the joiner's key is the list's"
+    );
+}
