@@ -20,6 +20,7 @@ mod maintenance;
 mod raw;
 mod remediate;
 mod schedule;
+mod split;
 mod storage;
 mod validate;
 mod watchlist;
