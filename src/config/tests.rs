@@ -1123,7 +1123,8 @@ fn jobs_cut_out_of_the_file_read_as_the_whole_file() {
             .collect()
     };
     // (name, text, environment, whether the text can be cut)
-    let cases: Vec<(&str, String, Vec<(String, String)>, bool)> = vec![
+    type Case = (&'static str, String, Vec<(String, String)>, bool);
+    let cases: Vec<Case> = vec![
         ("minimal", MINIMAL.to_string(), env(&[]), true),
         (
             "every key of an entry, sections after the entries",
