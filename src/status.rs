@@ -6,8 +6,10 @@
 
 use crate::config::{Config, JobConfig};
 use crate::domain::JobSource;
-use crate::store::{JobRow, Store};
+use crate::store::{JobRow, JobStatus, Store};
+use crate::watchlist::Entry;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// A watched job with what the database knows of it: a row of `status --json` and of
 /// `/api/v1/jobs`.
@@ -49,28 +51,46 @@ impl StatusRow {
     }
 }
 
-/// How many jobs [`status_pages`] reads the database for at once: one statement of primary-key
-/// look-ups per page, so memory follows the page, not the watch list.
+/// How many rows `status --json` writes between two flushes: the reader gets the array as
+/// it is written, a page at a time, never as one 30 MB value.
 pub const STATUS_PAGE: usize = 1000;
 
 /// Each watched job with what the database knows of it: the config file's in its order, then
 /// the run-time list's in key order (`status`; `/api/v1/jobs` serves the same rows a page at a
 /// time). The run-time list is read from the database, so this works without a daemon.
 pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<StatusRow>> {
-    // The table holds every row anyway: one read of the jobs' rows is faster than pages by key
-    // (2.2 s against 3.4 s at 100,000 jobs, BENCHMARKS.md part 19).
-    let rows = store.jobs().await?;
     let runtime = runtime_list(store).await?;
-    Ok(crate::watchlist::merged(config, &runtime)
+    let entries = crate::watchlist::entries(config, &runtime);
+    let rows = placed_rows(store, &entries).await?;
+    Ok(entries
         .iter()
-        .map(|w| {
-            StatusRow::new(
-                &w.job,
-                &w.source,
-                rows.get(&crate::domain::JobKey::new(&w.job.app_id, &w.job.job_id)),
-            )
-        })
+        .zip(&rows)
+        .map(|(e, r)| Sorted::of(e, r.as_ref()).to_row())
         .collect())
+}
+
+/// Each entry's row (None if it was never polled), in the entries' order: one pass over the
+/// table (key order), each row put in its entry's place; a row of a job no longer watched is
+/// left out.
+async fn placed_rows(
+    store: &Store,
+    entries: &[Entry<'_>],
+) -> anyhow::Result<Vec<Option<JobStatus>>> {
+    let place: HashMap<(&str, &str), usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.key(), i))
+        .collect();
+    let mut rows: Vec<Option<JobStatus>> = Vec::new();
+    rows.resize_with(entries.len(), || None);
+    store
+        .each_job_status(|row| {
+            if let Some(&i) = place.get(&(row.app_id.as_str(), row.job_id.as_str())) {
+                rows[i] = Some(row);
+            }
+        })
+        .await?;
+    Ok(rows)
 }
 
 /// The run-time list as the database holds it (no daemon needed).
@@ -86,70 +106,38 @@ async fn runtime_list(store: &Store) -> anyhow::Result<crate::watchlist::Runtime
     })
 }
 
-/// The rows of [`status_rows`] in the same order, handed to `sink` `page` at a time as they are
-/// read: `status --json` writes each page before it reads the next (issue 23, item 7), so a
-/// list of 100,000 jobs is never one value in memory. Only the run-time list is read whole
-/// (the file's entries shadow its own, so the order needs all of it); the jobs' rows, the
-/// larger part, are read a page at a time by key.
-pub async fn status_pages(
-    config: &Config,
-    store: &Store,
-    page: usize,
-    mut sink: impl FnMut(Vec<StatusRow>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let runtime = runtime_list(store).await?;
-    for chunk in crate::watchlist::entries(config, &runtime).chunks(page.max(1)) {
-        let keys: Vec<(&str, &str)> = chunk.iter().map(|e| e.key()).collect();
-        let rows = store.jobs_by_key(&keys).await?;
-        sink(
-            chunk
-                .iter()
-                .map(|e| {
-                    let w = e.to_watched();
-                    let (app_id, job_id) = e.key();
-                    StatusRow::new(
-                        &w.job,
-                        &w.source,
-                        rows.get(&crate::domain::JobKey::new(app_id, job_id)),
-                    )
-                })
-                .collect(),
-        )?;
-    }
-    Ok(())
-}
-
 /// `status --json`'s text: one JSON array of every watched job, in [`status_rows`]'s order,
 /// byte for byte what `serde_json::to_string_pretty` gave for the whole array (object keys
-/// sorted, as through a `Value`), but written to `out` and flushed a page at a time as
-/// [`status_pages`] reads them (issue 23, item 7).
+/// sorted, as through a `Value`), written to `out` row by row and flushed every `page` rows
+/// (issue 23, item 7). The jobs' rows are read in one pass over the table (key order) into
+/// their places in the watch list's order (the columns shown only); no `StatusRow` is made.
 pub async fn write_json(
     config: &Config,
     store: &Store,
     page: usize,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let mut first = true;
+    let runtime = runtime_list(store).await?;
+    let entries = crate::watchlist::entries(config, &runtime);
+    let rows = placed_rows(store, &entries).await?;
     let mut text = Vec::new();
-    status_pages(config, store, page, |rows| {
-        for row in &rows {
-            out.write_all(if first { b"[\n" } else { b",\n" })?;
-            first = false;
-            write_element(row, &mut text, out)?;
+    for (i, (entry, row)) in entries.iter().zip(&rows).enumerate() {
+        out.write_all(if i == 0 { b"[\n" } else { b",\n" })?;
+        write_element(&Sorted::of(entry, row.as_ref()), &mut text, out)?;
+        if (i + 1) % page.max(1) == 0 {
+            out.flush()?;
         }
-        // Each page reaches the reader before the next is read.
-        out.flush()?;
-        Ok(())
-    })
-    .await?;
-    writeln!(out, "{}", if first { "[]" } else { "\n]" })?;
+    }
+    writeln!(out, "{}", if entries.is_empty() { "[]" } else { "\n]" })?;
     out.flush()?;
     Ok(())
 }
 
-/// A [`StatusRow`] with its fields in the order of their names: serialized directly it is
-/// the text of the row through a `serde_json::Value` (whose object keys are sorted, as
-/// `status --json` always had), without building that map for each of 100,000 rows.
+/// A row of `status --json` with its fields in the order of their names: serialized directly
+/// it is the text of the row through a `serde_json::Value` (whose object keys are sorted, as
+/// `status --json` always had), without building that map, or a [`StatusRow`], for each of
+/// 100,000 rows. Its fields are [`StatusRow`]'s: a test compares the text with the rows'
+/// through a `Value` (`status_json_is_streamed_by_page_and_identical_to_the_whole_array`).
 #[derive(Serialize)]
 struct Sorted<'a> {
     app_id: &'a str,
@@ -167,35 +155,46 @@ struct Sorted<'a> {
 }
 
 impl<'a> Sorted<'a> {
-    fn of(r: &'a StatusRow) -> Sorted<'a> {
-        // Destructured, so a field added to `StatusRow` does not compile until it is here.
-        let StatusRow {
-            app_id,
-            job_id,
-            name,
-            kind,
-            source,
-            state,
-            stop_reason,
-            description,
-            last_polled_at,
-            last_changed_at,
-            last_error,
-            polled,
-        } = r;
+    /// A watched job and its row (None if it was never polled), as [`StatusRow::new`] shows them.
+    fn of(entry: &Entry<'a>, row: Option<&'a JobStatus>) -> Sorted<'a> {
+        static CONFIG: JobSource = JobSource::Config;
+        const NONE: &Option<String> = &None;
+        let (app_id, job_id) = entry.key();
+        let (name, kind, source) = match entry {
+            Entry::File(j) => (&j.name, j.kind, &CONFIG),
+            Entry::Runtime(r) => (&r.name, r.kind, &r.source),
+        };
         Sorted {
             app_id,
-            description,
+            description: row.map_or(NONE, |r| &r.description),
             job_id,
-            kind: *kind,
-            last_changed_at,
-            last_error,
-            last_polled_at,
+            kind,
+            last_changed_at: row.map_or(NONE, |r| &r.last_changed_at),
+            last_error: row.map_or(NONE, |r| &r.last_error),
+            last_polled_at: row.map_or(NONE, |r| &r.last_polled_at),
             name,
-            polled: *polled,
+            polled: row.is_some_and(|r| r.last_polled_at.is_some()),
             source,
-            state,
-            stop_reason,
+            state: row.map_or(NONE, |r| &r.state),
+            stop_reason: row.map_or(NONE, |r| &r.stop_reason),
+        }
+    }
+
+    /// The row as a [`StatusRow`] (`status`'s table), copied.
+    fn to_row(&self) -> StatusRow {
+        StatusRow {
+            app_id: self.app_id.to_string(),
+            job_id: self.job_id.to_string(),
+            name: self.name.clone(),
+            kind: self.kind,
+            source: self.source.clone(),
+            state: self.state.clone(),
+            stop_reason: self.stop_reason.clone(),
+            description: self.description.clone(),
+            last_polled_at: self.last_polled_at.clone(),
+            last_changed_at: self.last_changed_at.clone(),
+            last_error: self.last_error.clone(),
+            polled: self.polled,
         }
     }
 }
@@ -205,12 +204,12 @@ impl<'a> Sorted<'a> {
 /// every line indented by two spaces. `text` is reused from row to row, and the lines go
 /// straight to `out` (no string per line, no joined copy: issue 23, item 7).
 fn write_element(
-    row: &StatusRow,
+    row: &Sorted<'_>,
     text: &mut Vec<u8>,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     text.clear();
-    serde_json::to_writer_pretty(&mut *text, &Sorted::of(row))?;
+    serde_json::to_writer_pretty(&mut *text, row)?;
     // A pretty JSON text has no raw newline inside a string (they are escaped), so each line
     // break is one of the layout's.
     for (i, line) in text.split(|b| *b == b'\n').enumerate() {
@@ -282,8 +281,8 @@ mod tests {
 
     /// Issue 23, item 7: `status --json` over more jobs than one page (the default page too)
     /// is one valid array with every watched job exactly once, in the order and with the text
-    /// it had when it was built whole, and it is handed on a page at a time: each page is
-    /// flushed before the next is read, so the whole array is never one value.
+    /// it had when it was built whole, and it is handed on a page at a time (a flush per
+    /// page), so the whole array is never one value.
     #[tokio::test]
     async fn status_json_is_streamed_by_page_and_identical_to_the_whole_array() {
         let dir = tempfile::tempdir().unwrap();
@@ -313,13 +312,18 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Some jobs polled (rows with a state), the others never.
-        let polled: Vec<_> = ["f0", "f1", "r00003", "r01020"]
+        // Some jobs polled (rows with a state), the others never; a row of a job no longer
+        // watched is not shown.
+        let polled: Vec<_> = ["f0", "f1", "r00003", "r01020", "gone"]
             .iter()
             .map(|j| record(j, chrono::Utc::now(), None, "RUNNING"))
             .collect();
         store.record(&polled).await.unwrap();
         let want = whole_array(&config, &store).await;
+        // `status`'s table has the same rows.
+        let table = serde_json::to_value(status_rows(&config, &store).await.unwrap()).unwrap();
+        let table = format!("{}\n", serde_json::to_string_pretty(&table).unwrap());
+        assert_eq!(table, want, "status's rows");
 
         for page in [7, STATUS_PAGE] {
             let mut out = Counted::default();

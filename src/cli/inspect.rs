@@ -68,9 +68,9 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `status --json`: one JSON array of every watched job, written a page at a time as the rows
-/// are read (see [`crate::status::write_json`]), never built whole: 100,000 jobs are 30 MB of
-/// JSON.
+/// `status --json`: one JSON array of every watched job, written row by row and flushed a page
+/// at a time (see [`crate::status::write_json`]), never built whole: 100,000 jobs are 30 MB
+/// of JSON.
 async fn status_json(config: &Config, store: &Store) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout());
     crate::status::write_json(config, store, crate::status::STATUS_PAGE, &mut out).await

@@ -61,6 +61,17 @@ pub fn parse_str(
     env: impl IntoIterator<Item = (String, String)>,
     base: Option<&Path>,
 ) -> Result<Config, ConfigError> {
+    parse_cut(text, env, base, true)
+}
+
+/// [`parse_str`]; `cut` false reads the whole text as one tree, the path every error takes
+/// (tests compare the two).
+pub(super) fn parse_cut(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    base: Option<&Path>,
+    cut: bool,
+) -> Result<Config, ConfigError> {
     // Only RECWATCH_<SECTION>__<KEY> variables are overrides; RECWATCH_CONFIG names the file.
     // The other RECWATCH_* names are kept (never their values) to be warned about.
     let (overrides, others): (Vec<_>, Vec<_>) = env
@@ -69,14 +80,48 @@ pub fn parse_str(
         .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
     let overrides: config::Map<String, String> = overrides.into_iter().collect();
     let others: Vec<String> = others.into_iter().map(|(k, _)| k).collect();
+    // The file's `[[jobs]]` apart from the rest when they can be cut out (see `split`) and no
+    // override reaches into them. On any error the whole text is read again as below, so what
+    // is told about a broken file is what the whole file gives (its line, the first error).
+    let touches_jobs = |v: &String| {
+        let path = env_key_path(v);
+        path == "jobs" || path.starts_with("jobs.")
+    };
+    if cut && !overrides.keys().any(touches_jobs) {
+        if let Some(split) = super::split::split(text) {
+            if let Ok(config) = layered(
+                &split.rest,
+                text,
+                overrides.clone(),
+                &others,
+                base,
+                Some(&split),
+            ) {
+                return Ok(config);
+            }
+        }
+    }
     // Syntax first, with our own message: the parser's quotes the offending line, which may
     // be a half-typed `secret_key = "...` (the file watcher reloads on every save).
     if let Err(e) = toml::from_str::<toml::Table>(text) {
         return Err(syntax_error(text, &e));
     }
+    layered(text, text, overrides, &others, base, None)
+}
+
+/// `doc` (the file `text`, or its text without the `[[jobs]]` in `split`) layered under the
+/// overrides by the `config` crate, then read section by section.
+fn layered(
+    doc: &str,
+    text: &str,
+    overrides: config::Map<String, String>,
+    others: &[String],
+    base: Option<&Path>,
+    split: Option<&super::split::Split<'_>>,
+) -> Result<Config, ConfigError> {
     let vars: Vec<String> = overrides.keys().cloned().collect();
     let merged = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(config::File::from_str(doc, config::FileFormat::Toml))
         .add_source(
             config::Environment::with_prefix("RECWATCH")
                 .prefix_separator("_")
@@ -94,9 +139,13 @@ pub fn parse_str(
             "the file must be a table of sections",
         ));
     };
+    if split.is_some() && root.contains_key("jobs") {
+        // `jobs` in the rest as well as `[[jobs]]`: the whole file says what is wrong.
+        return Err(ConfigError::new("jobs", "given twice"));
+    }
     let (mut config, known) =
-        super::validate::from_tree(root, base).map_err(|e| name_the_variable(e, &vars))?;
-    config.unknown_env = unknown_variables(&others, &known);
+        super::validate::from_tree(root, base, split).map_err(|e| name_the_variable(e, &vars))?;
+    config.unknown_env = unknown_variables(others, &known);
     Ok(config)
 }
 

@@ -1,7 +1,8 @@
 //! Configuration: a TOML file layered under `RECWATCH_<SECTION>__<KEY>` environment variables,
 //! parsed once into types that cannot hold a bad value.
 //!
-//! The `config` crate merges the sources ([`load()`]); we then read the merged tree ourselves,
+//! The `config` crate merges the sources ([`load()`]; the file's `[[jobs]]` are cut out of its
+//! text and read a run at a time beside it, `split`); we then read the merged tree ourselves,
 //! key by key (`raw`, `validate`, `channels`), so that every error names the exact key
 //! (and the job by index and name) and says how to fix it, and so that a misspelt key is an
 //! error instead of a silently ignored setting. Every default and bound is in [`defaults`].
@@ -20,6 +21,7 @@ mod maintenance;
 mod raw;
 mod remediate;
 mod schedule;
+mod split;
 mod storage;
 mod validate;
 mod watchlist;

@@ -742,7 +742,7 @@ fn the_known_keys_cover_the_example_file() {
     let serde_json::Value::Object(root) = tree else {
         panic!("a table")
     };
-    let (_, known) = super::validate::from_tree(root, None).unwrap();
+    let (_, known) = super::validate::from_tree(root, None, None).unwrap();
     let mut section: Option<String> = None;
     let mut missing = Vec::new();
     for line in text.lines() {
@@ -1108,4 +1108,120 @@ fn the_http_token_is_a_secret_inline_or_from_a_file() {
         assert!(e.message.contains(want), "{name}: {e}");
         assert!(!e.to_string().contains("two words"), "{name}: {e}");
     }
+}
+
+/// Issue 23: a file's `[[jobs]]` cut out of its text and read a run at a time give the
+/// configuration the whole file read as one tree gives, and every error the same (the whole
+/// file is read again for it: its line, the first error by the sections' order).
+#[test]
+fn jobs_cut_out_of_the_file_read_as_the_whole_file() {
+    let head = "[api]\nproject_id = \"p\"\n[api.auth]\naccess_key = \"AK\"\nsecret_key = \"hunter2-the-key\"\n[[notify.webhook]]\nname = \"hook\"\nurl = \"http://127.0.0.1:1/\"\n";
+    let job = |i: usize| format!("[[jobs]]\napp_id = \"a\"\njob_id = \"j{i}\"\n");
+    let many: String = (0..2100).map(job).collect();
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // (name, text, environment, whether the text can be cut)
+    type Case = (&'static str, String, Vec<(String, String)>, bool);
+    let cases: Vec<Case> = vec![
+        ("minimal", MINIMAL.to_string(), env(&[]), true),
+        (
+            "every key of an entry, sections after the entries",
+            format!(
+                "{head}[[jobs]]\nname = \"lobby\"\napp_id = \"a\"\njob_id = 7\nkind = \"mix\"\ninterval = \"1m\"\nnotify = [\"hook\"]\nremediate = true\n[poll]\ninterval = \"10s\"\n[[jobs]]\napp_id = \"b\"\njob_id = \"j\"\n[log]\nlevel = \"debug\"\n"
+            ),
+            env(&[
+                ("RECWATCH_POLL__INTERVAL", "20s"),
+                ("RECWATCH_POLL_INTERVAL", "1s"),
+            ]),
+            true,
+        ),
+        (
+            "more entries than a run",
+            format!("{head}{many}"),
+            env(&[]),
+            true,
+        ),
+        (
+            "an unknown key in an entry",
+            format!("{head}{}[[jobs]]\nappid = \"a\"\njob_id = \"j\"\n", job(0)),
+            env(&[]),
+            true,
+        ),
+        (
+            "the same job twice, far apart",
+            format!("{head}{many}{}", job(3)),
+            env(&[]),
+            true,
+        ),
+        (
+            "a syntax error in an entry: the whole file's line",
+            format!("{head}{many}[[jobs]]\napp_id = \"a\"\njob_id = \"hunter2-the-key\n"),
+            env(&[]),
+            true,
+        ),
+        (
+            "an entry's value a date-time",
+            format!("{head}[[jobs]]\napp_id = \"a\"\njob_id = \"j\"\ninterval = 1979-05-27\n"),
+            env(&[]),
+            true,
+        ),
+        (
+            "an error in a section and in an entry: the section's first",
+            format!("{head}[[jobs]]\napp_id = \"a\"\n"),
+            env(&[("RECWATCH_API__RATE_LIMIT", "0")]),
+            true,
+        ),
+        (
+            "an override makes an entry wrong",
+            format!("{head}[[jobs]]\napp_id = \"a\"\njob_id = \"j\"\ninterval = \"1m\"\n"),
+            env(&[("RECWATCH_POLL__SCHEDULE", "*/5 * * * * *")]),
+            true,
+        ),
+        (
+            "jobs as an inline array: left whole",
+            format!("jobs = [{{ app_id = \"a\", job_id = \"j\" }}]\n{head}"),
+            env(&[]),
+            false,
+        ),
+        (
+            "jobs in the rest and as entries",
+            format!("jobs = []\n{head}{}", job(0)),
+            env(&[]),
+            true,
+        ),
+        (
+            "an override reaching into jobs: left whole",
+            format!("{head}{}", job(0)),
+            env(&[("RECWATCH_JOBS__X", "1")]),
+            true,
+        ),
+    ];
+    let mut oks = Vec::new();
+    for (name, text, env, cuts) in cases {
+        assert_eq!(super::split::split(&text).is_some(), cuts, "{name}: cut");
+        let cut = super::load::parse_cut(&text, env.clone(), None, true);
+        let whole = super::load::parse_cut(&text, env, None, false);
+        assert_eq!(
+            cut.as_ref().map(|c| format!("{c:?}")),
+            whole.as_ref().map(|c| format!("{c:?}")),
+            "{name}"
+        );
+        match &cut {
+            Ok(_) => oks.push(name),
+            Err(e) => assert!(!e.to_string().contains("hunter2"), "{name}: {e}"),
+        }
+    }
+    assert_eq!(
+        oks,
+        [
+            "minimal",
+            "every key of an entry, sections after the entries",
+            "more entries than a run",
+            "jobs as an inline array: left whole",
+        ]
+    );
 }

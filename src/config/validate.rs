@@ -23,10 +23,12 @@ use url::Url;
 
 /// The whole tree, section by section; the sections' order decides which of two errors is
 /// told first. With the config, every key path the readers know (see
-/// [`super::raw::KnownKeys`]).
+/// [`super::raw::KnownKeys`]). `[[jobs]]` are the tree's, or `split`'s when the file's were
+/// cut out of it.
 pub(super) fn from_tree(
     root: Map<String, Value>,
     base: Option<&Path>,
+    split: Option<&super::split::Split<'_>>,
 ) -> Result<(Config, std::collections::BTreeSet<String>), ConfigError> {
     let mut root = Table::new("", root);
     let known_keys = root.known_keys();
@@ -41,12 +43,27 @@ pub(super) fn from_tree(
     let mut remediate = super::remediate::read_remediate(root.table("remediate")?)?;
     let watchlist = super::watchlist::read_watchlist(root.table("watchlist")?)?;
     let log = read_log(root.table("log")?)?;
-    let jobs = read_jobs(
-        root.array_of_tables("jobs")?,
-        &notify,
-        &poll,
-        &mut remediate.jobs,
-    )?;
+    let in_tree = root.array_of_tables("jobs")?;
+    let jobs = match split {
+        None => read_jobs(
+            in_tree.len(),
+            in_tree.into_iter().map(Ok),
+            &notify,
+            &poll,
+            &mut remediate.jobs,
+        )?,
+        // Read as they are parsed, a run at a time: never every entry's table at once.
+        Some(split) => read_jobs(
+            split.count,
+            split
+                .entries()
+                .enumerate()
+                .map(|(i, t)| t.map(|t| Table::new(format!("jobs[{i}]"), t))),
+            &notify,
+            &poll,
+            &mut remediate.jobs,
+        )?,
+    };
     let apps = read_apps(
         root.array_of_tables("apps")?,
         &notify,
@@ -460,8 +477,10 @@ fn read_log(mut t: Table) -> Result<LogConfig, ConfigError> {
     Ok(LogConfig { level })
 }
 
+/// `count` entries from `tables`, in the file's order.
 fn read_jobs(
-    tables: Vec<Table>,
+    count: usize,
+    tables: impl Iterator<Item = Result<Table, ConfigError>>,
     notify: &NotifyConfig,
     poll: &PollConfig,
     remediate: &mut BTreeMap<crate::domain::JobKey, bool>,
@@ -470,8 +489,9 @@ fn read_jobs(
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     // Exactly one per table: a vector grown by doubling kept up to twice the room, for the
     // life of the configuration (issue 23).
-    let mut jobs = Vec::with_capacity(tables.len());
-    for mut t in tables {
+    let mut jobs = Vec::with_capacity(count);
+    for t in tables {
+        let mut t = t?;
         // Name the job in every message about it, so the operator finds it in a long list.
         let name = t.nonempty_string("name")?;
         if let Some(n) = &name {

@@ -61,6 +61,19 @@ struct PhaseRow {
     stop_reason: Option<String>,
 }
 
+/// What `status --json` shows of a job's row: the columns it prints and the key.
+#[derive(Debug, sqlx::FromRow)]
+pub struct JobStatus {
+    pub app_id: String,
+    pub job_id: String,
+    pub state: Option<String>,
+    pub stop_reason: Option<String>,
+    pub description: Option<String>,
+    pub last_polled_at: Option<String>,
+    pub last_changed_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
 pub(super) const JOB_COLUMNS: &str = "SELECT app_id, job_id, name, kind, state, stop_reason, description, first_seen_at,
         last_polled_at, last_ok_at, last_changed_at, last_error, last_error_kind, consecutive_failures
      FROM jobs";
@@ -127,6 +140,27 @@ impl Store {
             .fetch_all(db)
             .await)?;
         Ok(keyed(rows))
+    }
+
+    /// Every job's row as [`JobStatus`], handed to `each` as it is read: one statement, one
+    /// pass over the table in key order, nothing kept here (issue 23, item 7: a look-up by key
+    /// a page at a time cost SQLite four times the scan at 100,000 jobs, BENCHMARKS.md part 22).
+    pub async fn each_job_status(&self, mut each: impl FnMut(JobStatus)) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
+        const SQL: &str = "SELECT app_id, job_id, state, stop_reason, description, last_polled_at,
+                last_changed_at, last_error
+             FROM jobs";
+        on_read!(self, |db| {
+            let mut rows = sqlx::query_as::<_, JobStatus>(SQL).fetch(db);
+            loop {
+                match rows.try_next().await {
+                    Ok(Some(row)) => each(row),
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+        })?;
+        Ok(())
     }
 
     /// One job's row, if it has one.
