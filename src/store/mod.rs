@@ -143,7 +143,7 @@ pub(crate) mod test_pg;
 pub use alerts::{AlertView, DeliveryView};
 pub use backup::BackupDone;
 pub use callback_feed::EventHintRow;
-pub use callbacks::{CallbackEventRow, Inserted, RecordedFileRow};
+pub use callbacks::{CallbackEventRow, Inserted, NewEvent, RecordedFileRow};
 pub use episodes::OpenEpisode;
 pub use error::{
     Attempt, Cause, LOCK_RETRY, LockRetry, StoreError, describe_write_error, retry_locked,
