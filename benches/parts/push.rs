@@ -13,14 +13,14 @@
 //!   same with the database on PostgreSQL (`BENCH_PG_URL`). The sender is `storm`'s lean
 //!   one (part 23).
 
-use super::*;
-use recwatch_rtc::registration::CallbackUpdate;
-use recwatch_rtc::{ClientConfig, RtcClient};
-use std::collections::{HashMap, HashSet};
 use super::storm::{
     Sent, cpu_of, loadavg, postgres_pids, proc_cpu_seconds, reqwest_sender, storm_requests,
     storm_sender,
 };
+use super::*;
+use recwatch_rtc::registration::CallbackUpdate;
+use recwatch_rtc::{ClientConfig, RtcClient};
+use std::collections::{HashMap, HashSet};
 
 pub(super) const PUSH_JOBS: usize = 10_000;
 
@@ -383,7 +383,11 @@ pub async fn callback_storm(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<
     drop(daemon);
     let callbacks = sent.latencies.len().max(1) as f64;
     let mut out = storm_report(rate, sent, daemon_cpu, (&load_before, &load_after));
-    out["backend"] = json!(if pg_url.is_some() { "postgres" } else { "sqlite" });
+    out["backend"] = json!(if pg_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    });
     if server.is_some() {
         row(
             "CPU per callback: the PostgreSQL server",
@@ -488,4 +492,3 @@ fn storm_report(rate: u64, sent: Sent, daemon_cpu: f64, load: (&str, &str)) -> V
         "loadavg_after": load.1,
     })
 }
-

@@ -26,7 +26,11 @@ const COST_JOBS: usize = 1_000;
 pub async fn callback_cost(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<Value> {
     println!(
         "\n23. callback cost: instructions per callback in the daemon (callgrind), {COST_CALLBACKS} callbacks {COST_IN_FLIGHT} at a time, on {}",
-        if pg_url.is_some() { "PostgreSQL" } else { "SQLite" }
+        if pg_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     );
     let sim = Sim::spawn(&["--static", "--jobs", &COST_JOBS.to_string()])?;
     let (hook, _arrivals) = receiver().await?;
@@ -42,7 +46,10 @@ pub async fn callback_cost(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<V
         .arg(BIN)
         .args(["run", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn,recwatch::callback=info,recwatch::http=info")
+        .env(
+            "RUST_LOG",
+            "warn,recwatch::callback=info,recwatch::http=info",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -51,9 +58,15 @@ pub async fn callback_cost(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<V
     let (_, line) = wait_line(&log, "callback receiver", Duration::from_secs(900)).await?;
     let addr: std::net::SocketAddr = log_field(&line, "address").context("receiver")?.parse()?;
     let (_, line) = wait_line(&log, "HTTP endpoint", Duration::from_secs(60)).await?;
-    let metrics = format!("http://{}/metrics", log_field(&line, "address").context("endpoint")?);
+    let metrics = format!(
+        "http://{}/metrics",
+        log_field(&line, "address").context("endpoint")?
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let requests = storm_requests(&format!("http://{addr}/rtc/record-callback"), COST_CALLBACKS)?;
+    let requests = storm_requests(
+        &format!("http://{addr}/rtc/record-callback"),
+        COST_CALLBACKS,
+    )?;
     let pid = daemon.0.id().to_string();
     let commits_before = scrape_counter(&metrics, "recwatch_callback_commits_total").await?;
     callgrind_control(&["-i", "on", &pid])?;
@@ -64,15 +77,28 @@ pub async fn callback_cost(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<V
     .await??;
     callgrind_control(&["-i", "off", &pid])?;
     callgrind_control(&["--dump=callbacks", &pid])?;
-    let commits = scrape_counter(&metrics, "recwatch_callback_commits_total").await? - commits_before;
+    let commits =
+        scrape_counter(&metrics, "recwatch_callback_commits_total").await? - commits_before;
     drop(daemon);
     let instructions = callgrind_total(dir, "callgrind.out")?;
     let ok = sent.by_status.get("200").copied().unwrap_or(0);
     let per = instructions as f64 / COST_CALLBACKS as f64;
-    row("answered 200", format!("{ok} / {COST_CALLBACKS}"), target(ok == COST_CALLBACKS, "all"));
-    row("instructions in the daemon, all threads", format!("{instructions}"), "");
+    row(
+        "answered 200",
+        format!("{ok} / {COST_CALLBACKS}"),
+        target(ok == COST_CALLBACKS, "all"),
+    );
+    row(
+        "instructions in the daemon, all threads",
+        format!("{instructions}"),
+        "",
+    );
     row("instructions per callback", format!("{per:.0}"), "");
-    row("commits / callbacks per commit", format!("{commits:.0} / {:.1}", COST_CALLBACKS as f64 / commits), "");
+    row(
+        "commits / callbacks per commit",
+        format!("{commits:.0} / {:.1}", COST_CALLBACKS as f64 / commits),
+        "",
+    );
     Ok(json!({
         "backend": if pg_url.is_some() { "postgres" } else { "sqlite" },
         "callbacks": COST_CALLBACKS,
@@ -111,19 +137,33 @@ fn callgrind_control(args: &[&str]) -> anyhow::Result<()> {
 fn callgrind_total(dir: &Path, prefix: &str) -> anyhow::Result<u64> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         if !name.starts_with(prefix) {
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        if !text.lines().any(|l| l.starts_with("desc: Trigger: Client Request: callbacks")) {
+        if !text
+            .lines()
+            .any(|l| l.starts_with("desc: Trigger: Client Request: callbacks"))
+        {
             continue;
         }
         let total = text
             .lines()
-            .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
             .context("no summary in the dump")?;
-        return Ok(total.split_whitespace().next().context("empty summary")?.parse()?);
+        return Ok(total
+            .split_whitespace()
+            .next()
+            .context("empty summary")?
+            .parse()?);
     }
     bail!("no callgrind dump named callbacks under {}", dir.display())
 }
@@ -292,7 +332,12 @@ pub(super) fn storm_sender(
 /// a reqwest client, a task per request, each request signed when it is due; at most
 /// `in_flight` at once, latency from when each was due. On its own current-thread runtime,
 /// like [`storm_sender`], so its CPU is one thread's.
-pub(super) fn reqwest_sender(url: String, total: u64, rate: u64, in_flight: usize) -> anyhow::Result<Sent> {
+pub(super) fn reqwest_sender(
+    url: String,
+    total: u64,
+    rate: u64,
+    in_flight: usize,
+) -> anyhow::Result<Sent> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

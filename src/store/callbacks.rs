@@ -1,6 +1,6 @@
 //! The `callback_events` table: each verified record callback once (see migration 0006).
 
-use super::{Store, StoreError, WriteTx};
+use super::{Dialect, Store, StoreError, WriteTx};
 use recwatch_rtc::callback::RecordEvent;
 use serde::Serialize;
 
@@ -84,33 +84,38 @@ const EVENT_COLUMN_COUNT: usize = 16;
 /// connection's statement cache, where a text per size would push each other out.
 const ROWS_PER_STATEMENT: usize = 64;
 
-/// `INSERT ... VALUES (...), (...) ... ON CONFLICT DO NOTHING RETURNING ...` for `rows` events.
-/// The rows inserted come back with their unique key, in no promised order; a duplicate (of a
-/// stored event, or of an earlier row in the same statement) is skipped and not returned.
-fn insert_rows_sql(rows: usize) -> &'static str {
-    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        (0..=ROWS_PER_STATEMENT.trailing_zeros())
-            .map(|shift| {
-                let values: Vec<String> = (0..1usize << shift)
-                    .map(|row| {
-                        let first = row * EVENT_COLUMN_COUNT + 1;
-                        let marks: Vec<String> = (first..first + EVENT_COLUMN_COUNT)
-                            .map(|n| format!("${n}"))
-                            .collect();
-                        format!("({})", marks.join(", "))
-                    })
-                    .collect();
-                format!(
-                    "INSERT INTO callback_events ({EVENT_COLUMNS}) VALUES {}
-                     ON CONFLICT DO NOTHING RETURNING id, app_id, body_sha256",
-                    values.join(", ")
-                )
-            })
-            .collect()
-    });
+/// The insert of `rows` events (`VALUES (...), (...) ...`, conflicts skipped, see
+/// [`Dialect::insert_ignoring_conflicts`]). The rows inserted come back with their unique key,
+/// in no promised order; a duplicate (of a stored event, or of an earlier row in the same
+/// statement) is skipped and not returned.
+fn insert_rows_sql(d: Dialect, rows: usize) -> &'static str {
+    static TEXTS: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| [Dialect::Sqlite, Dialect::Postgres].map(statements));
     debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
-    &texts[rows.trailing_zeros() as usize]
+    &texts[d as usize][rows.trailing_zeros() as usize]
+}
+
+/// The inserts of 1, 2, 4, ... [`ROWS_PER_STATEMENT`] events in `d`.
+fn statements(d: Dialect) -> Vec<String> {
+    let (insert, on_conflict) = d.insert_ignoring_conflicts();
+    (0..=ROWS_PER_STATEMENT.trailing_zeros())
+        .map(|shift| {
+            let values: Vec<String> = (0..1usize << shift)
+                .map(|row| {
+                    let first = row * EVENT_COLUMN_COUNT + 1;
+                    let marks: Vec<String> = (first..first + EVENT_COLUMN_COUNT)
+                        .map(|n| format!("${n}"))
+                        .collect();
+                    format!("({})", marks.join(", "))
+                })
+                .collect();
+            format!(
+                "{insert} callback_events ({EVENT_COLUMNS}) VALUES {}{on_conflict}
+                 RETURNING id, app_id, body_sha256",
+                values.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// The sizes a group of `n` events is written in: [`ROWS_PER_STATEMENT`] while that many
@@ -157,7 +162,10 @@ macro_rules! bind_event {
 /// Which of `events` a statement inserted, from what it returned (id, app, digest): each
 /// returned key is the first event in `events` carrying it; every other is a duplicate.
 /// Pure.
-fn match_returned(events: &[NewEvent<'_>], returned: Vec<(i64, String, String)>) -> Vec<Option<i64>> {
+fn match_returned(
+    events: &[NewEvent<'_>],
+    returned: Vec<(i64, String, String)>,
+) -> Vec<Option<i64>> {
     let mut ids: std::collections::HashMap<(String, String), i64> = returned
         .into_iter()
         .map(|(id, app, digest)| ((app, digest), id))
@@ -183,8 +191,8 @@ impl WriteTx {
         for size in statement_sizes(events.len()) {
             let (chunk, after) = rest.split_at(size);
             rest = after;
-            let sql = sqlx::AssertSqlSafe(insert_rows_sql(size));
-            let returned: Vec<(i64, String, String)> = on_tx!(self, |c| {
+            let returned: Vec<(i64, String, String)> = on_tx!(self, |c, d| {
+                let sql = sqlx::AssertSqlSafe(insert_rows_sql(d, size));
                 let mut q = sqlx::query_as::<_, (i64, String, String)>(sql);
                 for e in chunk {
                     q = bind_event!(q, e);

@@ -221,6 +221,22 @@ impl Dialect {
         }
     }
 
+    /// An insert that skips a row whose unique key is taken: its start and what goes after
+    /// its rows (before `RETURNING`). PostgreSQL's is the portable `ON CONFLICT DO NOTHING`;
+    /// SQLite's is `INSERT OR IGNORE`, for multi-row inserts: SQLite keeps a statement journal
+    /// (a copy of every page the statement touches, spilled to a temporary file past 64 KiB)
+    /// for a statement of several rows that may abort, and with `ON CONFLICT DO NOTHING` a
+    /// NOT NULL column still may; `OR IGNORE` cannot abort, so it needs none (the journal was
+    /// a fifth of a callback storm's SQLite work, BENCHMARKS.md part 23). The difference
+    /// between them, a NULL in a NOT NULL column skipped rather than refused, cannot arise
+    /// where every such column is bound from a value Rust holds.
+    pub(crate) fn insert_ignoring_conflicts(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::Sqlite => ("INSERT OR IGNORE INTO", ""),
+            Dialect::Postgres => ("INSERT INTO", " ON CONFLICT DO NOTHING"),
+        }
+    }
+
     /// The smaller of two values: SQLite's two-argument `MIN`, PostgreSQL's `LEAST`.
     pub(crate) fn least(self) -> &'static str {
         match self {
