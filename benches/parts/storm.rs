@@ -5,8 +5,8 @@
 //! The sender shares the machine's two cores with the daemon it measures (the issue's
 //! "senders on the same machine"), so it is kept lean: every request is signed and written
 //! out before the clock starts (RTC signs on its own machines), and sent on raw keep-alive
-//! connections from one thread. The reqwest sender it replaced spent more CPU per callback
-//! than the daemon did (BENCHMARKS.md part 23).
+//! connections from one thread. The reqwest sender it replaced spent three times its CPU
+//! per callback (91 against 26-30 us, BENCHMARKS.md part 23).
 
 use super::push::{KEY, PUSH_JOBS, PUSH_RATE, storm_config};
 use super::*;

@@ -328,7 +328,7 @@ impl Writer {
 }
 
 /// The operator's view of a commit: one line at INFO, naming the event when it is alone (the
-/// usual case outside storms), else how many there were. A line per callback was a tenth of
+/// usual case outside storms), else how many there were. A line per callback was about 5 % of
 /// the daemon's CPU in a storm (BENCHMARKS.md part 23); each event is at DEBUG in the
 /// receiver.
 fn tell_commit(group: &[&Pending], committed: &[Committed]) {

@@ -178,10 +178,10 @@ fn match_returned(
 
 impl WriteTx {
     /// Stores a group of events, as [`Store::insert_callback_event`] stores one, in this
-    /// transaction and in a few multi-row statements (a storm's events share one commit, and
-    /// a statement per event cost more than the commit: BENCHMARKS.md part 23). One answer per
-    /// event, in order; of two equal events in the group the first is `New`, the second a
-    /// `Duplicate`, as if they had come one after the other.
+    /// transaction and in a few multi-row statements: a statement per event was a round trip
+    /// to SQLite's worker thread (or PostgreSQL's server) per event (BENCHMARKS.md part 23).
+    /// One answer per event, in order; of two equal events in the group the first is `New`,
+    /// the second a `Duplicate`, as if they had come one after the other.
     pub async fn insert_callback_events_in(
         &mut self,
         events: &[NewEvent<'_>],

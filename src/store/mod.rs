@@ -227,7 +227,7 @@ impl Dialect {
     /// (a copy of every page the statement touches, spilled to a temporary file past 64 KiB)
     /// for a statement of several rows that may abort, and with `ON CONFLICT DO NOTHING` a
     /// NOT NULL column still may; `OR IGNORE` cannot abort, so it needs none (the journal was
-    /// a fifth of a callback storm's SQLite work, BENCHMARKS.md part 23). The difference
+    /// a fifth of the time in SQLite's statements in a storm, BENCHMARKS.md part 23). The difference
     /// between them, a NULL in a NOT NULL column skipped rather than refused, cannot arise
     /// where every such column is bound from a value Rust holds.
     pub(crate) fn insert_ignoring_conflicts(self) -> (&'static str, &'static str) {
