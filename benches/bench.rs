@@ -25,6 +25,9 @@ mod page;
 // Parts 8 and 9 (push) likewise.
 #[path = "parts/push.rs"]
 mod push;
+// Part 23 (issue 23: the storm's sender, CPU and instruction counts).
+#[path = "parts/storm.rs"]
+mod storm;
 // Part 10 (issue 13: two backends, several instances).
 #[path = "parts/ha.rs"]
 mod ha;
@@ -114,6 +117,15 @@ fn main() -> anyhow::Result<()> {
         results.insert(
             "callback_storm_pg".into(),
             rt.block_on(push::callback_storm(dir.path(), Some(&url)))?,
+        );
+    }
+    // Part 23: the daemon under valgrind (a few minutes); only when asked for by name, on
+    // PostgreSQL with BENCH_PG_URL.
+    if picked.iter().any(|p| p == "callback_cost") {
+        let url = std::env::var("BENCH_PG_URL").ok();
+        results.insert(
+            "callback_cost".into(),
+            rt.block_on(storm::callback_cost(dir.path(), url.as_deref()))?,
         );
     }
     // Needs a PostgreSQL server (BENCH_PG_URL): only when asked for by name.

@@ -34,7 +34,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
 use commit::{Candidate, CommitQueue, Discovered, Pending};
-use recwatch_rtc::callback::{RecordEvent, SignatureError, SignatureHeaders, verify_signature};
+use recwatch_rtc::callback::{
+    EventType, RecordEvent, SignatureError, SignatureHeaders, verify_signature,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -449,7 +451,7 @@ async fn handle(
     let has_forward = forward.is_some();
     // What the log line says, kept: the event itself goes to the commit queue.
     let job_id = event.job_id.clone();
-    let event_type = event.event_type.to_string();
+    let event_type = event.event_type.clone();
     let pending = Pending {
         app_id: app.app_id.clone(),
         discover: candidate(r, &config, app, &event, signature.sent_at()),
@@ -484,7 +486,7 @@ fn stored(
     r: &Receiver,
     app: &AppConfig,
     job_id: Option<&str>,
-    event_type: &str,
+    event_type: &EventType,
     has_forward: bool,
     committed: commit::Committed,
 ) -> Outcome {
@@ -500,7 +502,9 @@ fn stored(
         // instance stored; this only makes the feed read it now.
         r.hints.event_stored();
     }
-    info!(
+    // Each event at DEBUG: the commit that stored it says so at INFO, once for its group
+    // (`commit::tell_commit`).
+    debug!(
         app_id = %app.app_id,
         job_id = job_id.unwrap_or(""),
         event_type = %event_type,

@@ -8,15 +8,21 @@
 //! - `push_dropped`: the same with every callback dropped (`--callback-drop 1`): detection
 //!   now waits for each job's turn in the round, bounded by P (measured from the change).
 //! - `callback_storm`: 1,000 signed callbacks/s (`BENCH_STORM_RATE`, e.g. 5000) for 10 s
-//!   straight at the receiver: answer latency from when each was due and the daemon's peak
-//!   RSS; `callback_storm_pg` the same with the database on PostgreSQL (`BENCH_PG_URL`).
+//!   straight at the receiver: answer latency from when each was due, the daemon's peak
+//!   RSS, and the CPU the daemon and the sender spent per callback; `callback_storm_pg` the
+//!   same with the database on PostgreSQL (`BENCH_PG_URL`). The sender is `storm`'s lean
+//!   one (part 23).
 
+use super::storm::{
+    Sent, cpu_of, loadavg, postgres_pids, proc_cpu_seconds, reqwest_sender, storm_requests,
+    storm_sender,
+};
 use super::*;
 use recwatch_rtc::registration::CallbackUpdate;
 use recwatch_rtc::{ClientConfig, RtcClient};
 use std::collections::{HashMap, HashSet};
 
-const PUSH_JOBS: usize = 10_000;
+pub(super) const PUSH_JOBS: usize = 10_000;
 
 /// The watch list's size: `PUSH_JOBS`, or `BENCH_PUSH_JOBS` (the dropped run waits out a
 /// whole round, P = jobs / rate_limit seconds: 17 minutes at 10,000).
@@ -26,7 +32,7 @@ fn push_jobs() -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or(PUSH_JOBS)
 }
-const PUSH_RATE: u32 = 10;
+pub(super) const PUSH_RATE: u32 = 10;
 const PUSH_DEATHS: usize = 100;
 /// Between two deaths: 100 deaths over 30 s, about 3 hinted polls a second.
 const DEATH_SPACING: Duration = Duration::from_millis(300);
@@ -43,7 +49,8 @@ fn storm_rate() -> u64 {
         .unwrap_or(STORM_RATE)
 }
 const STORM_RUN: Duration = Duration::from_secs(10);
-/// Requests in flight at most during the storm (see `callback_storm`).
+/// Requests in flight at most during the storm: the sender's keep-alive connections, below
+/// the receiver's connection cap (256), so the receiver never has to close one to make room.
 const STORM_IN_FLIGHT: usize = 200;
 
 /// The simulator's record of the callbacks it sent.
@@ -322,31 +329,17 @@ pub async fn callback_storm(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<
         &PUSH_RATE.to_string(),
     ])?;
     let (hook, _arrivals) = receiver().await?;
-    let config = push_config(dir, "storm", &sim, &hook, PUSH_JOBS)?;
-    if let Some(url) = pg_url {
-        let text = std::fs::read_to_string(&config)?;
-        let db = dir.join("storm.db");
-        let text = text.replace(
-            &format!("path = \"{}\"", db.display()),
-            &format!("url = \"{url}\""),
-        );
-        std::fs::write(&config, text)?;
-    }
+    let config = storm_config(dir, "storm", &sim, &hook, PUSH_JOBS, pg_url)?;
     let (daemon, _log, url) = registered_daemon(&config, &sim).await?;
     let pid = daemon.0.id();
     // Settled: the first polls made, the pools warm.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_before = proc_status_kb(pid, "VmRSS")?;
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let key = Secret::new(KEY);
     let total = rate * STORM_RUN.as_secs();
-    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-    // Burst: a late tick is made up, so the average rate holds on a busy machine.
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // Every request signed and written out before the clock starts: RTC signs on its own
+    // machines, so signing is not the receiver's cost, and a sender that spends the shared
+    // cores on it measures itself (see `storm_sender`).
+    let requests = storm_requests(&url, total)?;
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
         let peak = peak.clone();
@@ -359,103 +352,50 @@ pub async fn callback_storm(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<
             }
         })
     };
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    // Like a sender with a pool of keep-alive connections: at most this many requests in
-    // flight, below the receiver's connection cap (256), so the receiver never has to close
-    // one to make room. A request waiting for a free slot still counts its wait: latency is
-    // measured from when it was due.
-    let slots = Arc::new(tokio::sync::Semaphore::new(STORM_IN_FLIGHT));
-    for n in 0..total {
-        let due = ticker.tick().await;
-        let permit = slots.clone().acquire_owned().await?;
-        let job = recwatch_sim::job_id(n as usize % PUSH_JOBS);
-        let event = if n % 2 == 0 {
-            "RECORD_NEW_FILE_START"
-        } else {
-            "RECORD_FILE_COMPLETE"
-        };
-        let body = format!(
-            r#"{{"event_type":"{event}","app_id":"{APP}","job_id":"{job}","record_format":"MP4","detail_message":"storm {n}"}}"#
-        );
-        let rand = format!("{n}");
-        let timestamp = chrono::Utc::now().timestamp().to_string();
-        let signature = recwatch_rtc::callback::sign(&key, &rand, &timestamp, body.as_bytes());
-        let request = http
-            .post(&url)
-            .header(recwatch_rtc::callback::HEADER_RAND, rand)
-            .header(recwatch_rtc::callback::HEADER_TIMESTAMP, timestamp)
-            .header(recwatch_rtc::callback::HEADER_SIGNATURE, signature)
-            .body(body);
-        tasks.spawn(async move {
-            let _permit = permit;
-            let sent = due.into_std();
-            let status = match request.send().await {
-                Ok(r) => r.status().as_u16().to_string(),
-                // What kind of failure, with reqwest's cause chain, for the table.
-                Err(e) => {
-                    let mut why = e.to_string();
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(s) = source {
-                        why = format!("{why}: {s}");
-                        source = s.source();
-                    }
-                    format!("no answer ({why})")
-                }
-            };
-            (status, sent.elapsed().as_secs_f64())
-        });
-    }
-    let sending = started.elapsed().as_secs_f64();
-    let mut latencies = Vec::new();
-    let mut by_status: std::collections::BTreeMap<String, u64> = Default::default();
-    while let Some(done) = tasks.join_next().await {
-        let (status, latency) = done?;
-        *by_status.entry(status).or_default() += 1;
-        latencies.push(latency);
-    }
+    let load_before = loadavg();
+    let cpu_before = proc_cpu_seconds(pid)?;
+    let server = match pg_url {
+        Some(url) => Some(postgres_pids(url).await?),
+        None => None,
+    };
+    let server_before = server.as_deref().map(cpu_of).unwrap_or(0.0);
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .context("the receiver's address")?
+        .parse()?;
+    // BENCH_STORM_SENDER=reqwest: the sender parts 9 and 16 used, for comparison.
+    let old_sender = std::env::var("BENCH_STORM_SENDER").is_ok_and(|s| s == "reqwest");
+    let sent = tokio::task::spawn_blocking(move || match old_sender {
+        true => reqwest_sender(url, total, rate, STORM_IN_FLIGHT),
+        false => storm_sender(addr, requests, rate, STORM_IN_FLIGHT),
+    })
+    .await??;
+    let daemon_cpu = proc_cpu_seconds(pid)? - cpu_before;
+    let server_cpu = server.as_deref().map(cpu_of).unwrap_or(0.0) - server_before;
+    let load_after = loadavg();
     sampler.abort();
     let peak_kb = peak
         .load(std::sync::atomic::Ordering::Relaxed)
         .max(proc_status_kb(pid, "VmRSS").unwrap_or(0));
     let hwm_kb = proc_status_kb(pid, "VmHWM").unwrap_or(0);
     drop(daemon);
-    latencies.sort_by(f64::total_cmp);
-    let ok = by_status.get("200").copied().unwrap_or(0);
-    for (status, n) in &by_status {
-        if status != "200" {
-            row(&format!("  {n} answered"), status.clone(), "");
-        }
+    let callbacks = sent.latencies.len().max(1) as f64;
+    let mut out = storm_report(rate, sent, daemon_cpu, (&load_before, &load_after));
+    out["backend"] = json!(if pg_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    });
+    if server.is_some() {
+        row(
+            "CPU per callback: the PostgreSQL server",
+            format!("{:.0} us", server_cpu * 1e6 / callbacks),
+            "",
+        );
+        out["postgres_cpu_seconds"] = json!(server_cpu);
     }
-    let p50 = percentile(&latencies, 50.0) * 1000.0;
-    let p99 = percentile(&latencies, 99.0) * 1000.0;
-    let max = latencies.last().copied().unwrap_or(f64::NAN) * 1000.0;
-    row(
-        "callbacks sent in / rate",
-        format!("{total} in {sending:.1} s"),
-        &format!("{:.0}/s", total as f64 / sending),
-    );
-    row(
-        "answered 200",
-        format!("{ok} / {total}"),
-        target(ok == total, "all"),
-    );
-    row("answer latency p50", format!("{p50:.1} ms"), "");
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    row(
-        "load average (1/5/15 min) after",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-        "",
-    );
-    row(
-        "answer latency p99",
-        format!("{p99:.1} ms"),
-        target(p99 <= 50.0, "<= 50 ms idle, <= 250 ms busy at 1,000/s"),
-    );
-    row("answer latency max", format!("{max:.1} ms"), "");
     row(
         "daemon RSS before / peak during (VmHWM)",
         format!(
@@ -465,19 +405,90 @@ pub async fn callback_storm(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<
         ),
         &format!("VmHWM {:.1} MiB", hwm_kb as f64 / 1024.0),
     );
-    Ok(json!({
+    out["rss_before_kib"] = json!(rss_before);
+    out["rss_peak_kib"] = json!(peak_kb);
+    out["vm_hwm_kib"] = json!(hwm_kb);
+    Ok(out)
+}
+
+/// Part 9's configuration (`push_config`), on PostgreSQL when `pg_url` is given.
+pub(super) fn storm_config(
+    dir: &Path,
+    name: &str,
+    sim: &Sim,
+    hook: &str,
+    jobs: usize,
+    pg_url: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    let config = push_config(dir, name, sim, hook, jobs)?;
+    if let Some(url) = pg_url {
+        let text = std::fs::read_to_string(&config)?;
+        let db = dir.join(format!("{name}.db"));
+        let text = text.replace(
+            &format!("path = \"{}\"", db.display()),
+            &format!("url = \"{url}\""),
+        );
+        std::fs::write(&config, text)?;
+    }
+    Ok(config)
+}
+
+/// The storm's table rows and JSON: answers, latency, the load around the run and the CPU
+/// each side spent per callback (CPU time, unlike latency, hardly moves with the load).
+fn storm_report(rate: u64, sent: Sent, daemon_cpu: f64, load: (&str, &str)) -> Value {
+    let total = sent.latencies.len() as u64;
+    let mut latencies = sent.latencies;
+    latencies.sort_by(f64::total_cmp);
+    let ok = sent.by_status.get("200").copied().unwrap_or(0);
+    for (status, n) in &sent.by_status {
+        if status != "200" {
+            row(&format!("  {n} answered"), status.clone(), "");
+        }
+    }
+    let p50 = percentile(&latencies, 50.0) * 1000.0;
+    let p99 = percentile(&latencies, 99.0) * 1000.0;
+    let max = latencies.last().copied().unwrap_or(f64::NAN) * 1000.0;
+    row(
+        "callbacks sent in / rate",
+        format!("{total} in {:.1} s", sent.sending),
+        &format!("{:.0}/s", total as f64 / sent.sending),
+    );
+    row(
+        "answered 200",
+        format!("{ok} / {total}"),
+        target(ok == total, "all"),
+    );
+    row("load average (1/5/15 min) before", load.0.to_string(), "");
+    row("load average (1/5/15 min) after", load.1.to_string(), "");
+    row("answer latency p50", format!("{p50:.1} ms"), "");
+    row(
+        "answer latency p99",
+        format!("{p99:.1} ms"),
+        target(p99 <= 50.0, "<= 50 ms idle, <= 250 ms busy at 1,000/s"),
+    );
+    row("answer latency max", format!("{max:.1} ms"), "");
+    let per = |seconds: f64| seconds * 1e6 / total.max(1) as f64;
+    row(
+        "CPU per callback: daemon / sender",
+        format!(
+            "{:.0} / {:.0} us",
+            per(daemon_cpu),
+            per(sent.sender_cpu_seconds)
+        ),
+        "",
+    );
+    json!({
         "rate": rate,
-        "backend": if pg_url.is_some() { "postgres" } else { "sqlite" },
         "callbacks": total,
-        "sending_seconds": sending,
-        "by_status": by_status,
+        "sending_seconds": sent.sending,
+        "by_status": sent.by_status,
         "p50_ms": p50,
         "p99_ms": p99,
         "max_ms": max,
-        "rss_before_kib": rss_before,
-        "rss_peak_kib": peak_kb,
-        "vm_hwm_kib": hwm_kb,
         "in_flight_max": STORM_IN_FLIGHT,
-        "loadavg": load.trim(),
-    }))
+        "daemon_cpu_seconds": daemon_cpu,
+        "sender_cpu_seconds": sent.sender_cpu_seconds,
+        "loadavg_before": load.0,
+        "loadavg_after": load.1,
+    })
 }

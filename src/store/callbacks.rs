@@ -1,6 +1,6 @@
 //! The `callback_events` table: each verified record callback once (see migration 0006).
 
-use super::{Store, StoreError, WriteTx};
+use super::{Dialect, Store, StoreError, WriteTx};
 use recwatch_rtc::callback::RecordEvent;
 use serde::Serialize;
 
@@ -62,9 +62,180 @@ fn column(n: Option<u64>) -> Option<i64> {
     n.and_then(|n| i64::try_from(n).ok())
 }
 
+/// One event for [`WriteTx::insert_callback_events_in`]: what [`Store::insert_callback_event`]
+/// takes, for each event of a group.
+#[derive(Clone, Copy, Debug)]
+pub struct NewEvent<'a> {
+    pub app_id: &'a str,
+    pub event: &'a RecordEvent,
+    pub body_sha256: &'a str,
+    pub at: &'a str,
+    pub forward: Option<&'a [u8]>,
+}
+
+/// The columns an event is stored in, in the order [`insert_rows_sql`] binds them.
+const EVENT_COLUMNS: &str = "app_id, job_id, event_type, room_id, stream_name, record_format,
+     detail_message, download_url, record_duration, file_size, obs_bucket, obs_object,
+     file_start_time, file_end_time, body_sha256, received_at";
+const EVENT_COLUMN_COUNT: usize = 16;
+
+/// The most events one statement inserts (16 values each): a group is cut into statements of
+/// 64, 32, ... 1 rows, so a handful of statement texts serve every group size and stay in the
+/// connection's statement cache, where a text per size would push each other out.
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// The insert of `rows` events (`VALUES (...), (...) ...`, conflicts skipped, see
+/// [`Dialect::insert_ignoring_conflicts`]). The rows inserted come back with their unique key,
+/// in no promised order; a duplicate (of a stored event, or of an earlier row in the same
+/// statement) is skipped and not returned.
+fn insert_rows_sql(d: Dialect, rows: usize) -> &'static str {
+    static TEXTS: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| [Dialect::Sqlite, Dialect::Postgres].map(statements));
+    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
+    &texts[d as usize][rows.trailing_zeros() as usize]
+}
+
+/// The inserts of 1, 2, 4, ... [`ROWS_PER_STATEMENT`] events in `d`.
+fn statements(d: Dialect) -> Vec<String> {
+    let (insert, on_conflict) = d.insert_ignoring_conflicts();
+    (0..=ROWS_PER_STATEMENT.trailing_zeros())
+        .map(|shift| {
+            let values: Vec<String> = (0..1usize << shift)
+                .map(|row| {
+                    let first = row * EVENT_COLUMN_COUNT + 1;
+                    let marks: Vec<String> = (first..first + EVENT_COLUMN_COUNT)
+                        .map(|n| format!("${n}"))
+                        .collect();
+                    format!("({})", marks.join(", "))
+                })
+                .collect();
+            format!(
+                "{insert} callback_events ({EVENT_COLUMNS}) VALUES {}{on_conflict}
+                 RETURNING id, app_id, body_sha256",
+                values.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// The sizes a group of `n` events is written in: [`ROWS_PER_STATEMENT`] while that many
+/// are left, then the powers of two of the rest, largest first. Pure.
+fn statement_sizes(mut n: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    while n > 0 {
+        let size = if n >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        sizes.push(size);
+        n -= size;
+    }
+    sizes
+}
+
+/// Binds one event's columns, in [`EVENT_COLUMNS`]'s order.
+macro_rules! bind_event {
+    ($query:expr, $e:expr) => {{
+        let e: &NewEvent = $e;
+        let file = e.event.file.as_ref();
+        $query
+            .bind(e.app_id)
+            .bind(e.event.job_id.as_deref())
+            .bind(e.event.event_type.as_str())
+            .bind(e.event.room_id.as_deref())
+            .bind(e.event.stream_name.as_deref())
+            .bind(e.event.record_format.as_deref())
+            .bind(e.event.detail_message.as_deref())
+            .bind(file.and_then(|f| f.download_url.as_deref()))
+            .bind(column(file.and_then(|f| f.record_duration)))
+            .bind(column(file.and_then(|f| f.file_size)))
+            .bind(file.and_then(|f| f.obs_bucket.as_deref()))
+            .bind(file.and_then(|f| f.obs_object.as_deref()))
+            .bind(file.and_then(|f| f.start_time.as_deref()))
+            .bind(file.and_then(|f| f.end_time.as_deref()))
+            .bind(e.body_sha256)
+            .bind(e.at)
+    }};
+}
+
+/// Which of `events` a statement inserted, from what it returned (id, app, digest): each
+/// returned key is the first event in `events` carrying it; every other is a duplicate.
+/// Pure.
+fn match_returned(
+    events: &[NewEvent<'_>],
+    returned: Vec<(i64, String, String)>,
+) -> Vec<Option<i64>> {
+    let mut ids: std::collections::HashMap<(String, String), i64> = returned
+        .into_iter()
+        .map(|(id, app, digest)| ((app, digest), id))
+        .collect();
+    events
+        .iter()
+        .map(|e| ids.remove(&(e.app_id.to_string(), e.body_sha256.to_string())))
+        .collect()
+}
+
 impl WriteTx {
-    /// [`Store::insert_callback_event`] inside a transaction: the callback receiver's commit
-    /// queue writes many events (and the watch-list entries they discover) in one commit.
+    /// Stores a group of events, as [`Store::insert_callback_event`] stores one, in this
+    /// transaction and in a few multi-row statements: a statement per event was a round trip
+    /// to SQLite's worker thread (or PostgreSQL's server) per event (BENCHMARKS.md part 23).
+    /// One answer per event, in order; of two equal events in the group the first is `New`,
+    /// the second a `Duplicate`, as if they had come one after the other.
+    pub async fn insert_callback_events_in(
+        &mut self,
+        events: &[NewEvent<'_>],
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let mut answers = Vec::with_capacity(events.len());
+        let mut rest = events;
+        for size in statement_sizes(events.len()) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let returned: Vec<(i64, String, String)> = on_tx!(self, |c, d| {
+                let sql = sqlx::AssertSqlSafe(insert_rows_sql(d, size));
+                let mut q = sqlx::query_as::<_, (i64, String, String)>(sql);
+                for e in chunk {
+                    q = bind_event!(q, e);
+                }
+                q.fetch_all(&mut *c).await
+            })?;
+            for (e, id) in chunk.iter().zip(match_returned(chunk, returned)) {
+                let Some(id) = id else {
+                    answers.push(Inserted::Duplicate);
+                    continue;
+                };
+                if let Some(body) = e.forward {
+                    self.insert_forward_in(id, e.app_id, body, e.at).await?;
+                }
+                answers.push(Inserted::New);
+            }
+        }
+        Ok(answers)
+    }
+
+    /// The pending forward of a new event, written with it.
+    async fn insert_forward_in(
+        &mut self,
+        event_id: i64,
+        app_id: &str,
+        body: &[u8],
+        at: &str,
+    ) -> Result<(), StoreError> {
+        on_tx!(self, |c| sqlx::query(
+            "INSERT INTO forwards (event_id, app_id, body, created_at, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(event_id)
+        .bind(app_id)
+        .bind(body)
+        .bind(at)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// [`Store::insert_callback_event`] inside a transaction.
     pub async fn insert_callback_event_in(
         &mut self,
         app_id: &str,
@@ -73,50 +244,14 @@ impl WriteTx {
         at: &str,
         forward: Option<&[u8]>,
     ) -> Result<Inserted, StoreError> {
-        let file = event.file.clone().unwrap_or_default();
-        let id: Option<i64> = on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
-            "INSERT INTO callback_events (app_id, job_id, event_type, room_id,
-                 stream_name, record_format, detail_message, download_url, record_duration,
-                 file_size, obs_bucket, obs_object, file_start_time, file_end_time,
-                 body_sha256, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(app_id)
-        .bind(&event.job_id)
-        .bind(event.event_type.as_str())
-        .bind(&event.room_id)
-        .bind(&event.stream_name)
-        .bind(&event.record_format)
-        .bind(&event.detail_message)
-        .bind(&file.download_url)
-        .bind(column(file.record_duration))
-        .bind(column(file.file_size))
-        .bind(&file.obs_bucket)
-        .bind(&file.obs_object)
-        .bind(&file.start_time)
-        .bind(&file.end_time)
-        .bind(body_sha256)
-        .bind(at)
-        .fetch_optional(&mut *c)
-        .await)?;
-        let Some(id) = id else {
-            return Ok(Inserted::Duplicate);
+        let one = NewEvent {
+            app_id,
+            event,
+            body_sha256,
+            at,
+            forward,
         };
-        if let Some(body) = forward {
-            on_tx!(self, |c| sqlx::query(
-                "INSERT INTO forwards (event_id, app_id, body, created_at, next_attempt_at)
-                 VALUES ($1, $2, $3, $4, $4)",
-            )
-            .bind(id)
-            .bind(app_id)
-            .bind(body)
-            .bind(at)
-            .execute(&mut *c)
-            .await
-            .map(|_| ()))?;
-        }
-        Ok(Inserted::New)
+        Ok(self.insert_callback_events_in(&[one]).await?.remove(0))
     }
 }
 
@@ -205,5 +340,83 @@ impl Store {
         )
         .fetch_one(db)
         .await)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::both_backends;
+
+    #[test]
+    fn a_group_is_cut_into_a_few_statement_sizes_table() {
+        let cases: [(&str, usize, &[usize]); 6] = [
+            ("none", 0, &[]),
+            ("one", 1, &[1]),
+            ("a power of two", 32, &[32]),
+            ("the rest in powers of two", 45, &[32, 8, 4, 1]),
+            ("full statements first", 130, &[64, 64, 2]),
+            ("a whole group", 512, &[64; 8]),
+        ];
+        for (name, n, want) in cases {
+            let sizes = statement_sizes(n);
+            assert_eq!(sizes, want, "{name}");
+            assert_eq!(sizes.iter().sum::<usize>(), n, "{name}");
+        }
+    }
+
+    fn event(n: usize) -> RecordEvent {
+        let body = format!(
+            r#"{{"event_type":"RECORD_FILE_COMPLETE","job_id":"j{n}","download_url":"https://obs/{n}.mp4","file_size":"{n}"}}"#
+        );
+        RecordEvent::parse(body.as_bytes()).unwrap()
+    }
+
+    both_backends! {
+        /// A group of 100 (statements of 64, 32 and 4 rows) in one transaction: each event
+        /// answered in order, a body stored before and a body twice in the group (in one
+        /// statement and across two) each stored once and answered as a duplicate, every
+        /// column where the one-event insert puts it, and a forward for each new event only.
+        async fn a_group_is_stored_in_a_few_statements_each_event_once(store: Store) {
+            let events: Vec<RecordEvent> = (0..100).map(event).collect();
+            let digests: Vec<String> = (0..100).map(|n| format!("sha-{n}")).collect();
+            let at = "2026-12-07T15:00:00.000Z";
+            store
+                .insert_callback_event("app", &events[3], &digests[3], at, None)
+                .await
+                .unwrap();
+            let mut group: Vec<NewEvent> = (0..100)
+                .map(|n| NewEvent {
+                    app_id: "app",
+                    event: &events[n],
+                    body_sha256: &digests[n],
+                    at,
+                    forward: Some(b"body".as_slice()),
+                })
+                .collect();
+            // Event 10 again within the first statement, event 20 again in the last.
+            group[40] = group[10];
+            group[98] = group[20];
+            let mut tx = store.begin_write().await.unwrap();
+            let answers = tx.insert_callback_events_in(&group).await.unwrap();
+            tx.commit().await.unwrap();
+            let duplicates: Vec<usize> = answers
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a == Inserted::Duplicate)
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(duplicates, [3, 40, 98]);
+            assert_eq!(store.callback_event_count().await.unwrap(), 98);
+            let rows = store.callback_events("app", Some("j57")).await.unwrap();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].event_type, "RECORD_FILE_COMPLETE");
+            assert_eq!(rows[0].download_url.as_deref(), Some("https://obs/57.mp4"));
+            assert_eq!(rows[0].file_size, Some(57));
+            assert_eq!(rows[0].body_sha256, "sha-57");
+            assert_eq!(rows[0].received_at, at);
+            let forwards = store.due_forwards("2026-12-07T15:00:01.000Z", 1000).await.unwrap();
+            assert_eq!(forwards.len(), 97, "one per event stored by the group");
+        }
     }
 }

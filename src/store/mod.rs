@@ -143,7 +143,7 @@ pub(crate) mod test_pg;
 pub use alerts::{AlertView, DeliveryView};
 pub use backup::BackupDone;
 pub use callback_feed::EventHintRow;
-pub use callbacks::{CallbackEventRow, Inserted, RecordedFileRow};
+pub use callbacks::{CallbackEventRow, Inserted, NewEvent, RecordedFileRow};
 pub use episodes::OpenEpisode;
 pub use error::{
     Attempt, Cause, LOCK_RETRY, LockRetry, StoreError, describe_write_error, retry_locked,
@@ -218,6 +218,22 @@ impl Dialect {
         match self {
             Dialect::Sqlite => format!("json_each({param})"),
             Dialect::Postgres => format!("jsonb_array_elements({param}::jsonb)"),
+        }
+    }
+
+    /// An insert that skips a row whose unique key is taken: its start and what goes after
+    /// its rows (before `RETURNING`). PostgreSQL's is the portable `ON CONFLICT DO NOTHING`;
+    /// SQLite's is `INSERT OR IGNORE`, for multi-row inserts: SQLite keeps a statement journal
+    /// (a copy of every page the statement touches, spilled to a temporary file past 64 KiB)
+    /// for a statement of several rows that may abort, and with `ON CONFLICT DO NOTHING` a
+    /// NOT NULL column still may; `OR IGNORE` cannot abort, so it needs none (the journal was
+    /// a fifth of the time in SQLite's statements in a storm, BENCHMARKS.md part 23). The difference
+    /// between them, a NULL in a NOT NULL column skipped rather than refused, cannot arise
+    /// where every such column is bound from a value Rust holds.
+    pub(crate) fn insert_ignoring_conflicts(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::Sqlite => ("INSERT OR IGNORE INTO", ""),
+            Dialect::Postgres => ("INSERT INTO", " ON CONFLICT DO NOTHING"),
         }
     }
 
