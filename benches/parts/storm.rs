@@ -43,7 +43,7 @@ pub async fn callback_cost(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<V
     let child = Command::new("valgrind")
         .args(["--tool=callgrind", "--collect-atstart=no"])
         .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(BIN)
+        .arg(super::bin())
         .args(["run", "--config"])
         .arg(&config)
         .env(
