@@ -455,6 +455,14 @@ async fn readyz_and_metrics_answer_at_once_with_postgres_stopped() {
         async move { (r.await.ok()?.status() == 200).then_some(()) }
     })
     .await;
+    // Ready is not yet polling: the poll loop reads the stored jobs to arm itself, and a
+    // database lost before that stops the daemon (for the service manager to restart), which
+    // is not this test's subject. The first request at the simulator says it is armed.
+    wait_for("the first poll", T, || {
+        let polled = sim.stats().requests;
+        async move { (polled > 0).then_some(()) }
+    })
+    .await;
     let server = tokio::task::spawn_blocking(move || {
         let mut server = server;
         server.stop();
