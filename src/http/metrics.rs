@@ -56,7 +56,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// 0.6 MB/s with the budget lifted (issue 23).
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Folds recorded samples every [`UPKEEP_EVERY`] until `stop` turns true (a scrape does it
+/// Folds recorded samples every `UPKEEP_EVERY` until `stop` turns true (a scrape does it
 /// too).
 pub async fn upkeep_until(handle: PrometheusHandle, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {

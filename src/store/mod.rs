@@ -21,7 +21,7 @@
 //!   `.rows_affected()` of an `execute`, and name the scalar type of a `query_scalar::<_, i64>`.
 //! - **Placeholders** `$1, $2, ...` only (SQLite accepts them; `?` is not PostgreSQL's).
 //! - **Portable SQL**: `ON CONFLICT ... DO NOTHING/DO UPDATE` (not `INSERT OR IGNORE`; the one
-//!   exception, a multi-row insert on SQLite, goes through [`Dialect::insert_ignoring_conflicts`]),
+//!   exception, a multi-row insert on SQLite, goes through `Dialect::insert_ignoring_conflicts`),
 //!   `RETURNING id` (not `last_insert_rowid()`), `COALESCE`, `CASE`; no `strftime`,
 //!   `datetime()`, two-argument `MIN`/`MAX`, or bare booleans as columns.
 //! - **Types**: times are RFC 3339 UTC `TEXT` computed in Rust and bound (fixed width, so text
