@@ -4,8 +4,11 @@
 #
 #   benches/memory.sh SOURCE JOBS [SECONDS] [PORT]
 #
-# SOURCE: `toml` (N `[[jobs]]` in the config file) or `runtime` (no `[[jobs]]`; the N jobs in
-# the database's run-time watch list, source `api`, inserted with sqlite3 before the start).
+# SOURCE: `toml` (N `[[jobs]]` in the config file), `runtime` (no `[[jobs]]`; the N jobs in
+# the database's run-time watch list, source `api`, inserted with sqlite3 before the start) or
+# `discover` (part 25a: N `[[jobs]]` and a discovering app; DISCOVER more jobs, 50,000 unless
+# set, announced by signed callbacks (benches/discover_send.py) spread over DISCOVER_SECONDS,
+# 60 unless set, starting STORM_AT seconds, 20 unless set, after the daemon started).
 # SECONDS (default 120) after "recwatch running"; PORT (default 18080) the simulator's.
 # BIN: the release binary (default target/release/recwatch); OUT: a directory for the files
 # (default /tmp/recwatch-memory). Prints one line per sample: t (s after the daemon started),
@@ -31,6 +34,9 @@ path = "$db"
 [http]
 listen = "127.0.0.1:0"
 EOF
+DISCOVER=${DISCOVER:-50000}; DISCOVER_SECONDS=${DISCOVER_SECONDS:-60}; STORM_AT=${STORM_AT:-20}
+KEY=bench-callback-key-0123456789abcdef
+simjobs=$jobs
 case $source in
 toml)
     awk -v n="$jobs" 'BEGIN { for (i = 0; i < n; i++) printf "[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-%04d\"\n", i }' >> "$conf"
@@ -43,11 +49,25 @@ runtime)
       INSERT INTO watchlist (app_id, job_id, source, added_at)
       SELECT 'demo-app', printf('job-%04d', i), 'api', '2026-12-07T00:00:00.000Z' FROM n;"
     ;;
-*) echo "SOURCE is toml or runtime" >&2; exit 2 ;;
+discover)
+    simjobs=$((jobs + DISCOVER))
+    cat >> "$conf" <<EOF
+[callback]
+listen = "127.0.0.1:0"
+[[apps]]
+app_id = "demo-app"
+auth_key = "$KEY"
+discover = true
+max_discovered = 1000000
+EOF
+    awk -v n="$jobs" 'BEGIN { for (i = 0; i < n; i++) printf "[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-%04d\"\n", i }' >> "$conf"
+    ;;
+*) echo "SOURCE is toml, runtime or discover" >&2; exit 2 ;;
 esac
-"$BIN" simulate --static --jobs "$jobs" --rate-limit 10 --listen "127.0.0.1:$port" > "$OUT/$name.sim.log" 2>&1 &
+"$BIN" simulate --static --jobs "$simjobs" --rate-limit 10 --listen "127.0.0.1:$port" > "$OUT/$name.sim.log" 2>&1 &
 sim=$!
-trap 'kill -INT $pid 2>/dev/null; kill $sim 2>/dev/null; wait' EXIT
+storm=
+trap 'kill -INT $pid 2>/dev/null; kill $sim $storm 2>/dev/null; wait' EXIT
 sleep 2
 RUST_LOG=warn,recwatch=info "$BIN" run --config "$conf" > "$OUT/$name.run.log" 2>&1 &
 pid=$!
@@ -57,6 +77,15 @@ echo "# load before: $(cat /proc/loadavg)"
 for _ in $(seq 1 1200); do grep -q "recwatch running" "$OUT/$name.run.log" && break; sleep 0.5; done
 echo "# running after $(echo "$(date +%s.%N) - $start" | bc | xargs printf '%.1f') s"
 end=$(echo "$start + $seconds" | bc)
+if [ "$source" = discover ]; then
+    address=$(grep -m1 "callback receiver: POST" "$OUT/$name.run.log" | sed -E 's/.*address=([^ ]+).*/\1/')
+    ( sleep "$(echo "$start + $STORM_AT - $(date +%s.%N)" | bc | awk '{ print ($1 > 0 ? $1 : 0) }')"
+      echo "# storm of $DISCOVER discoveries over $DISCOVER_SECONDS s starts at t=$STORM_AT s (load $(cut -d' ' -f1-3 /proc/loadavg))"
+      python3 "$(dirname "$0")/discover_send.py" "http://$address/rtc/record-callback" "$KEY" demo-app "$jobs" "$DISCOVER" "$DISCOVER_SECONDS"
+      printf '# storm over at t=%.1f s\n' "$(echo "$(date +%s.%N) - $start" | bc)"
+      echo "# watched: $(sqlite3 "$db" 'SELECT COUNT(*) FROM watchlist') run-time entries" ) &
+    storm=$!
+fi
 while :; do
     now=$(date +%s.%N)
     kill -0 $pid 2>/dev/null || { echo "# the daemon exited"; tail -5 "$OUT/$name.run.log"; exit 1; }

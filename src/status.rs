@@ -95,15 +95,9 @@ async fn placed_rows(
 
 /// The run-time list as the database holds it (no daemon needed).
 async fn runtime_list(store: &Store) -> anyhow::Result<crate::watchlist::RuntimeList> {
-    Ok(crate::watchlist::RuntimeList {
-        version: None,
-        jobs: store
-            .watched_jobs()
-            .await?
-            .into_iter()
-            .map(|j| (j.key.clone(), j))
-            .collect(),
-    })
+    Ok(crate::watchlist::RuntimeList::of(
+        store.watched_jobs().await?,
+    ))
 }
 
 /// `status --json`'s text: one JSON array of every watched job, in [`status_rows`]'s order,
@@ -162,7 +156,7 @@ impl<'a> Sorted<'a> {
         let (app_id, job_id) = entry.key();
         let (name, kind, source) = match entry {
             Entry::File(j) => (&j.name, j.kind, &CONFIG),
-            Entry::Runtime(r) => (&r.name, r.kind, &r.source),
+            Entry::Runtime(r) => (&r.job.name, r.job.kind, &r.source),
         };
         Sorted {
             app_id,
@@ -258,16 +252,7 @@ mod tests {
     /// What `status --json` printed before it was streamed: every row in one `Value`, pretty.
     async fn whole_array(config: &Config, store: &Store) -> String {
         let rows = store.jobs().await.unwrap();
-        let runtime = crate::watchlist::RuntimeList {
-            version: None,
-            jobs: store
-                .watched_jobs()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|j| (j.key.clone(), j))
-                .collect(),
-        };
+        let runtime = crate::watchlist::RuntimeList::of(store.watched_jobs().await.unwrap());
         let all: Vec<StatusRow> = crate::watchlist::merged(config, &runtime)
             .iter()
             .map(|w| {

@@ -27,11 +27,79 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// The run-time list as this process last read it (or changed it).
+///
+/// Published whole on a `watch` channel while the poller holds the previous one, so a change
+/// copies the map: its entries are two reference counts and a source each (see [`Listed`]), so
+/// that copy is the map's nodes, not every entry's strings (issue 23, item 1: part 17 saw ~9 KiB
+/// a discovered job during a storm, with the whole list cloned per commit).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuntimeList {
-    /// The database's version number this was read at; `None` before the first read.
-    pub version: Option<i64>,
-    pub jobs: BTreeMap<JobKey, RuntimeJob>,
+    pub jobs: BTreeMap<JobKey, Listed>,
+}
+
+impl RuntimeList {
+    /// The list of these entries (as the database gives them).
+    pub fn of(jobs: impl IntoIterator<Item = RuntimeJob>) -> RuntimeList {
+        RuntimeList {
+            jobs: jobs
+                .into_iter()
+                .map(|j| (j.key.clone(), Listed::new(j)))
+                .collect(),
+        }
+    }
+}
+
+/// A run-time entry as this process holds it: one representation of a run-time job (issue 23,
+/// item 1). `job` is the configuration the poller polls it with, made once when the entry is
+/// read or added and shared from then on by the merged configuration, the poller's `watched`,
+/// the job's state and the API's view; before, each merge of the list made every run-time job's
+/// `JobConfig` anew beside the list's own `RuntimeJob`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listed {
+    pub job: Arc<JobConfig>,
+    pub source: JobSource,
+    /// When it was added (RFC 3339, UTC): shared, so a copy of the list copies no string.
+    pub added_at: Arc<str>,
+}
+
+impl Listed {
+    pub fn new(r: RuntimeJob) -> Listed {
+        Listed {
+            job: Arc::new(JobConfig {
+                kind: r.kind,
+                app_id: r.key.app_id.clone(),
+                job_id: r.key.job_id.clone(),
+                name: r.name,
+                interval: None,
+                notify: r.notify,
+            }),
+            source: r.source,
+            added_at: r.added_at.into(),
+        }
+    }
+
+    /// Whether this is what `r` says (the database's row of the same key).
+    pub fn is(&self, r: &RuntimeJob) -> bool {
+        let j = &*self.job;
+        j.kind == r.kind
+            && j.name == r.name
+            && j.notify == r.notify
+            && j.interval.is_none()
+            && self.source == r.source
+            && *self.added_at == *r.added_at
+    }
+
+    /// The entry as the API and the database have it.
+    pub fn to_runtime_job(&self, key: &JobKey) -> RuntimeJob {
+        RuntimeJob {
+            key: key.clone(),
+            name: self.job.name.clone(),
+            kind: self.job.kind,
+            notify: self.job.notify.clone(),
+            source: self.source.clone(),
+            added_at: self.added_at.to_string(),
+        }
+    }
 }
 
 /// One watched job and where it came from.
@@ -43,38 +111,27 @@ pub struct Watched {
     pub added_at: Option<String>,
 }
 
-/// A run-time entry as the poller polls it: like a `[[jobs]]` entry at the default interval.
-pub fn job_config(r: &RuntimeJob) -> JobConfig {
-    JobConfig {
-        kind: r.kind,
-        app_id: r.key.app_id.clone(),
-        job_id: r.key.job_id.clone(),
-        name: r.name.clone(),
-        interval: None,
-        notify: r.notify.clone(),
-    }
-}
-
 /// A watched job, borrowed from where it is listed.
 #[derive(Clone, Copy, Debug)]
 pub enum Entry<'a> {
     File(&'a Arc<JobConfig>),
-    Runtime(&'a RuntimeJob),
+    Runtime(&'a Listed),
 }
 
 impl<'a> Entry<'a> {
     pub fn key(&self) -> (&'a str, &'a str) {
         match self {
             Entry::File(j) => (&j.app_id, &j.job_id),
-            Entry::Runtime(r) => (&r.key.app_id, &r.key.job_id),
+            Entry::Runtime(r) => (&r.job.app_id, &r.job.job_id),
         }
     }
 
-    /// The job's configuration as the poller polls it: the file's own allocation, shared.
+    /// The job's configuration as the poller polls it: the file's or the list's own
+    /// allocation, shared.
     pub fn to_job(&self) -> Arc<JobConfig> {
         match self {
             Entry::File(j) => Arc::clone(j),
-            Entry::Runtime(r) => Arc::new(job_config(r)),
+            Entry::Runtime(r) => Arc::clone(&r.job),
         }
     }
 
@@ -86,9 +143,9 @@ impl<'a> Entry<'a> {
                 added_at: None,
             },
             Entry::Runtime(r) => Watched {
-                job: Arc::new(job_config(r)),
+                job: Arc::clone(&r.job),
                 source: r.source.clone(),
-                added_at: Some(r.added_at.clone()),
+                added_at: Some(r.added_at.to_string()),
             },
         }
     }
@@ -110,7 +167,7 @@ pub fn entries<'a>(config: &'a Config, runtime: &'a RuntimeList) -> Vec<Entry<'a
             runtime
                 .jobs
                 .values()
-                .filter(|r| !in_file.contains(&(r.key.app_id.as_str(), r.key.job_id.as_str())))
+                .filter(|r| !in_file.contains(&(r.job.app_id.as_str(), r.job.job_id.as_str())))
                 .map(Entry::Runtime),
         )
         .collect()
@@ -157,14 +214,26 @@ pub fn with_runtime_sources(
 ) -> (Config, HashMap<JobKey, JobSource>) {
     let mut sources = HashMap::new();
     let mut c = config.clone();
-    c.jobs = entries(config, runtime)
+    let in_file: HashSet<(&str, &str)> = config
+        .jobs
         .iter()
-        .map(|e| {
-            if let Entry::Runtime(r) = e {
-                sources.insert(r.key.clone(), r.source.clone());
-            }
-            e.to_watched().job
-        })
+        .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+        .collect();
+    // The list's own keys and configurations, shared rather than copied.
+    c.jobs = config
+        .jobs
+        .iter()
+        .cloned()
+        .chain(
+            runtime
+                .jobs
+                .iter()
+                .filter(|(k, _)| !in_file.contains(&(k.app_id.as_str(), k.job_id.as_str())))
+                .map(|(k, r)| {
+                    sources.insert(k.clone(), r.source.clone());
+                    Arc::clone(&r.job)
+                }),
+        )
         .collect();
     (c, sources)
 }
@@ -322,13 +391,19 @@ pub fn full_beside(
     if len < max {
         return None;
     }
-    let of_app = |jobs: &BTreeMap<JobKey, RuntimeJob>| {
-        jobs.range(JobKey::new(app_id.as_str(), "")..)
-            .take_while(|(k, _)| &k.app_id == app_id)
-            .filter(|(_, r)| r.source == JobSource::Callback)
-            .count() as u64
-    };
-    let discovered = of_app(&list.jobs) + of_app(added);
+    let from = JobKey::new(app_id.as_str(), "");
+    let listed = list
+        .jobs
+        .range(from.clone()..)
+        .take_while(|(k, _)| &k.app_id == app_id)
+        .filter(|(_, r)| r.source == JobSource::Callback)
+        .count();
+    let in_group = added
+        .range(from..)
+        .take_while(|(k, _)| &k.app_id == app_id)
+        .filter(|(_, r)| r.source == JobSource::Callback)
+        .count();
+    let discovered = (listed + in_group) as u64;
     (discovered >= max).then(|| Full::Discovered {
         app_id: app_id.clone(),
         max,
@@ -362,6 +437,10 @@ pub fn edit_the_file(key: &JobKey, location: &str, config: &Config) -> String {
 pub struct Watchlist {
     store: Store,
     tx: Arc<watch::Sender<Arc<RuntimeList>>>,
+    /// The database's version number the published list was read at (or known to be at);
+    /// `None` before the first read. Kept beside the list, not in it: a version that moved
+    /// while the entries did not would otherwise copy the whole published list to say so.
+    version: Arc<std::sync::Mutex<Option<i64>>>,
     /// The bounds the log has told of (once each, not per refusal) since an entry last got
     /// in under them.
     told_full: Arc<std::sync::Mutex<HashSet<Full>>>,
@@ -378,6 +457,7 @@ impl Watchlist {
         let w = Watchlist {
             store,
             tx: Arc::new(watch::channel(Arc::new(RuntimeList::default())).0),
+            version: Arc::default(),
             told_full: Arc::default(),
             updates: Arc::default(),
         };
@@ -395,6 +475,15 @@ impl Watchlist {
         self.tx.borrow().clone()
     }
 
+    /// The database's version number the list in force was read at (see the field).
+    pub fn version(&self) -> Option<i64> {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_version(&self, version: Option<i64>) {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = version;
+    }
+
     /// Whether `key` is watched: in the config file or on the run-time list.
     pub fn is_watched(&self, config: &Config, key: &JobKey) -> bool {
         self.tx.borrow().jobs.contains_key(key) || in_config(config, key).is_some()
@@ -405,22 +494,26 @@ impl Watchlist {
     pub async fn refresh(&self) -> Result<bool, StoreError> {
         let _update = self.updates.lock().await;
         let version = self.store.watchlist_version().await?;
-        if self.tx.borrow().version == Some(version) {
+        if self.version() == Some(version) {
             return Ok(false);
         }
-        let jobs: BTreeMap<JobKey, RuntimeJob> = self
-            .store
-            .watched_jobs()
-            .await?
+        let rows = self.store.watched_jobs().await?;
+        let old = self.current();
+        // An entry the list in force has unchanged is kept as it is (its key and
+        // configuration are the poller's too), so a re-read changes only what changed.
+        let jobs: BTreeMap<JobKey, Listed> = rows
             .into_iter()
-            .map(|j| (j.key.clone(), j))
+            .map(|j| match old.jobs.get_key_value(&j.key) {
+                Some((k, l)) if l.is(&j) => (k.clone(), l.clone()),
+                _ => (j.key.clone(), Listed::new(j)),
+            })
             .collect();
+        drop(old);
+        self.set_version(Some(version));
         Ok(self.tx.send_if_modified(|list| {
             let changed = list.jobs != jobs;
-            let l = Arc::make_mut(list);
-            l.version = Some(version);
             if changed {
-                l.jobs = jobs;
+                *list = Arc::new(RuntimeList { jobs });
             }
             changed
         }))
@@ -451,7 +544,7 @@ impl Watchlist {
         self.tx.send_modify(|list| {
             Arc::make_mut(list)
                 .jobs
-                .insert(job.key.clone(), job.clone());
+                .insert(job.key.clone(), Listed::new(job.clone()));
         });
         Ok(Added::New(job))
     }
@@ -470,15 +563,15 @@ impl Watchlist {
         for job in &jobs {
             info!(app_id = %job.key.app_id, job_id = %job.key.job_id, name = job.name.as_deref().unwrap_or(""), source = %job.source, "watching a job added at run time");
         }
+        if let Some((before, after)) = versions
+            && self.version() == Some(before)
+        {
+            self.set_version(Some(after));
+        }
         self.tx.send_modify(|list| {
             let l = Arc::make_mut(list);
-            if let Some((before, after)) = versions
-                && l.version == Some(before)
-            {
-                l.version = Some(after);
-            }
             for job in jobs {
-                l.jobs.insert(job.key.clone(), job);
+                l.jobs.insert(job.key.clone(), Listed::new(job));
             }
         });
     }
@@ -610,12 +703,8 @@ mod tests {
             discover: true,
             max_discovered: 2,
         }];
-        let list = |entries: &[(&str, JobSource)]| RuntimeList {
-            version: None,
-            jobs: entries
-                .iter()
-                .map(|(j, s)| (JobKey::new("app", *j), rt(j, s.clone())))
-                .collect(),
+        let list = |entries: &[(&str, JobSource)]| {
+            RuntimeList::of(entries.iter().map(|(j, s)| rt(j, s.clone())))
         };
         let max_jobs = Some(Full::WatchList { max: 3 });
         let max_discovered = Some(Full::Discovered {
@@ -704,7 +793,8 @@ mod tests {
             ("in-file", JobSource::Api),
             ("a", JobSource::Callback),
         ] {
-            list.jobs.insert(JobKey::new("app", job), rt(job, source));
+            list.jobs
+                .insert(JobKey::new("app", job), Listed::new(rt(job, source)));
         }
         let got: Vec<(String, String, Option<String>)> = merged(&config(), &list)
             .into_iter()
@@ -835,6 +925,44 @@ mod tests {
                 (got, want) => panic!("{}: got {got:?}, want {want:?}", case.name),
             }
         }
+    }
+
+    /// Issue 23, item 1: a re-read of the list keeps the entries that did not change as they
+    /// are (their keys and configurations are the poller's too), and a version that moved with
+    /// no change of the entries publishes nothing: recording it copied the whole published
+    /// list while the poller held it.
+    #[tokio::test]
+    async fn a_re_read_keeps_unchanged_entries_and_copies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recwatch.db");
+        let store = Store::open(&path).await.unwrap();
+        let w = Watchlist::load(store).await.unwrap();
+        let c = config();
+        w.add(&c, rt("a", JobSource::Api)).await.unwrap();
+        // Held as the poller holds the list in force.
+        let held = w.current();
+        assert!(
+            !w.refresh().await.unwrap(),
+            "our own add moved the version: the same entries"
+        );
+        assert!(
+            Arc::ptr_eq(&held, &w.current()),
+            "the list in force, not a copy of it for a new version number"
+        );
+
+        let other = Store::open(&path).await.unwrap();
+        other.watch_job(&rt("b", JobSource::Cli)).await.unwrap();
+        assert!(w.refresh().await.unwrap());
+        let now = w.current();
+        assert_eq!(now.jobs.len(), 2);
+        let a = JobKey::new("app", "a");
+        assert!(
+            Arc::ptr_eq(&held.jobs[&a].job, &now.jobs[&a].job),
+            "the unchanged entry's configuration is the one the poller has"
+        );
+        let (held_key, _) = held.jobs.get_key_value(&a).unwrap();
+        let (now_key, _) = now.jobs.get_key_value(&a).unwrap();
+        assert!(JobKey::same(held_key, now_key), "and so is its key");
     }
 
     #[tokio::test]

@@ -546,7 +546,10 @@ mod tests {
             assert_eq!(store.watched_jobs().await.unwrap().len(), 300);
             let list = watchlist.current();
             assert_eq!(list.jobs.len(), 300);
-            assert_eq!(list.version, Some(store.watchlist_version().await.unwrap()));
+            assert_eq!(
+                watchlist.version(),
+                Some(store.watchlist_version().await.unwrap())
+            );
             assert!(!watchlist.refresh().await.unwrap(), "nothing new to read");
 
             // max_jobs counts every run-time entry.

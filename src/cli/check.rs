@@ -78,10 +78,7 @@ async fn runtime_jobs(c: &Config) -> Result<usize, String> {
         let store = crate::store::Store::open_config(&c.storage).await?;
         let list = store.watched_jobs().await;
         store.close().await;
-        let runtime = crate::watchlist::RuntimeList {
-            version: None,
-            jobs: list?.into_iter().map(|j| (j.key.clone(), j)).collect(),
-        };
+        let runtime = crate::watchlist::RuntimeList::of(list?);
         anyhow::Ok(crate::watchlist::runtime_count(c, &runtime))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {

@@ -193,24 +193,14 @@ mod tests {
     }
 
     fn list(ids: &[&str]) -> Arc<RuntimeList> {
-        Arc::new(RuntimeList {
-            version: Some(1),
-            jobs: ids
-                .iter()
-                .map(|id| {
-                    let key = JobKey::new("app", *id);
-                    let job = RuntimeJob {
-                        key: key.clone(),
-                        name: None,
-                        kind: JobKind::Individual,
-                        notify: None,
-                        source: JobSource::Callback,
-                        added_at: "2026-12-07T00:00:00.000Z".into(),
-                    };
-                    (key, job)
-                })
-                .collect(),
-        })
+        Arc::new(RuntimeList::of(ids.iter().map(|id| RuntimeJob {
+            key: JobKey::new("app", *id),
+            name: None,
+            kind: JobKind::Individual,
+            notify: None,
+            source: JobSource::Callback,
+            added_at: "2026-12-07T00:00:00.000Z".into(),
+        })))
     }
 
     /// Issue 23, item 1: what the poller holds per job is held once. Without run-time

@@ -75,7 +75,7 @@ impl Dispatcher {
             })
             .cloned()
             .collect();
-        let rows = rows_of(&self.poller.store, &new_jobs).await;
+        let rows = rows_of(&self.poller.store, &new_jobs, self.states.len()).await;
         self.poller.budget.set_rate(config.api.rate_limit);
         self.resize_in_flight(config.api.max_in_flight).await;
         let schedule_changed = config.poll.schedule != self.poller.config.poll.schedule;
@@ -150,19 +150,39 @@ impl Dispatcher {
     }
 }
 
-/// The stored rows of jobs joining the watch list: each read alone when they are few (a
-/// discovery, an API add), every row in one read otherwise. Reading every row for each change
-/// cost a scan of the whole table per discovered job (issue 22). A failed read leaves a job
-/// without its row: it starts from no known state, as a new job does.
-async fn rows_of(store: &Store, jobs: &[Arc<JobConfig>]) -> HashMap<Key, JobRow> {
+/// The stored rows of jobs joining the watch list (`staying` jobs are watched already): each
+/// read alone when they are few (a discovery, an API add), by key a page at a time when they
+/// are a small part of the list (a burst of discoveries), every row in one read otherwise (a
+/// reload that adds most of the list). Reading every row for each change cost a scan of the
+/// whole table per discovered job (issue 22), and a copy of every stored row in memory per
+/// change of the list during a storm of discoveries (issue 23, item 1: each row a few hundred
+/// bytes, for a few hundred joiners). A failed read leaves a job without its row: it starts
+/// from no known state, as a new job does.
+async fn rows_of(store: &Store, jobs: &[Arc<JobConfig>], staying: usize) -> HashMap<Key, JobRow> {
     const ONE_BY_ONE: usize = 64;
-    if jobs.len() > ONE_BY_ONE {
+    // A look-up by key costs SQLite about four rows of a scan (BENCHMARKS.md part 22).
+    const BY_KEY_COST: usize = 4;
+    const PAGE: usize = 1_000;
+    if jobs.len() <= ONE_BY_ONE {
+        let mut rows = HashMap::new();
+        for j in jobs {
+            if let Ok(Some(row)) = store.job(&j.app_id, &j.job_id).await {
+                rows.insert(key(j), row);
+            }
+        }
+        return rows;
+    }
+    if jobs.len() * BY_KEY_COST >= staying + jobs.len() {
         return store.jobs().await.unwrap_or_default();
     }
     let mut rows = HashMap::new();
-    for j in jobs {
-        if let Ok(Some(row)) = store.job(&j.app_id, &j.job_id).await {
-            rows.insert(key(j), row);
+    for page in jobs.chunks(PAGE) {
+        let keys: Vec<(&str, &str)> = page
+            .iter()
+            .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+            .collect();
+        if let Ok(found) = store.jobs_by_key(&keys).await {
+            rows.extend(found);
         }
     }
     rows

@@ -26,24 +26,18 @@ fn config(jobs: usize) -> crate::config::Config {
 }
 
 fn list(ids: &[&str]) -> Arc<RuntimeList> {
-    Arc::new(RuntimeList {
-        version: Some(1),
-        jobs: ids
-            .iter()
-            .map(|id| {
-                let key = JobKey::new("app", *id);
-                let job = RuntimeJob {
-                    key: key.clone(),
-                    name: None,
-                    kind: JobKind::Individual,
-                    notify: None,
-                    source: JobSource::Api,
-                    added_at: "2026-12-07T00:00:00.000Z".into(),
-                };
-                (key, job)
-            })
-            .collect(),
-    })
+    Arc::new(RuntimeList::of(ids.iter().map(|id| runtime_job(id))))
+}
+
+fn runtime_job(id: &str) -> RuntimeJob {
+    RuntimeJob {
+        key: JobKey::new("app", id),
+        name: None,
+        kind: JobKind::Individual,
+        notify: None,
+        source: JobSource::Api,
+        added_at: "2026-12-07T00:00:00.000Z".into(),
+    }
 }
 
 /// Every key the dispatcher holds for a job is the allocation `watched` holds, and every
@@ -72,6 +66,26 @@ fn assert_shared(d: &Dispatcher, when: &str) {
     assert!(entries >= d.states.len(), "{when}: every job scheduled");
 }
 
+/// Every run-time job the dispatcher polls (the file's entry wins a shared key) is polled with
+/// the list's own configuration: one representation of a run-time job, not a `JobConfig` made
+/// from the list's entry at each merge.
+fn assert_list_shared(d: &Dispatcher, list: &RuntimeList, when: &str) {
+    let in_file = |k: &Key| k.job_id.starts_with("file-");
+    let mut runtime = 0;
+    for (k, listed) in list.jobs.iter().filter(|(k, _)| !in_file(k)) {
+        let state = d
+            .states
+            .get(k)
+            .unwrap_or_else(|| panic!("{when}: {k} polled"));
+        assert!(
+            Arc::ptr_eq(&state.job, &listed.job),
+            "{when}: {k}'s configuration is a copy of the list's"
+        );
+        runtime += 1;
+    }
+    assert!(runtime > 0, "{when}: run-time jobs checked");
+}
+
 #[tokio::test]
 async fn one_allocation_per_key_and_configuration_across_the_maps() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,17 +93,19 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
     let published = Arc::new(config(3));
     let client = RtcClient::new(&published.api.client_config()).unwrap();
     let mut poller = Poller::new(published.clone(), client, store, Outbox::new());
-    let (tx, rx) = watch::channel(list(&["api-0", "file-1"]));
+    let first = list(&["api-0", "api-2", "file-1"]);
+    let (tx, rx) = watch::channel(first.clone());
     poller.follow_watchlist(rx);
     let (done_tx, _done_rx) = mpsc::unbounded_channel();
     let mut d = Dispatcher::new(poller, Arc::new(Touches::default()), done_tx);
     d.arm(&HashMap::new()).await.unwrap();
     assert_eq!(
         d.states.len(),
-        4,
-        "three from the file, one of the list's own"
+        5,
+        "three from the file, two of the list's own"
     );
     assert_shared(&d, "at start");
+    assert_list_shared(&d, &first, "at start");
     for j in &published.jobs {
         let k = super::key(j);
         assert!(
@@ -98,14 +114,27 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
         );
     }
 
-    // The list changes: a job joins, one leaves. The jobs that stay keep their allocations;
-    // the joiner's key is the list's own.
+    // The list changes as `Watchlist::add` and `remove` change it (the published map copied,
+    // one entry in, one out): a job joins, one leaves. The jobs that stay keep their
+    // allocations; the joiner's key is the list's own.
     let before: Vec<Key> = d.states.keys().cloned().collect();
-    let next = list(&["api-1", "file-1"]);
+    let mut changed = (*first).clone();
+    changed.jobs.remove(&JobKey::new("app", "api-0"));
+    let joiner = runtime_job("api-1");
+    changed
+        .jobs
+        .insert(joiner.key.clone(), crate::watchlist::Listed::new(joiner));
+    let next = Arc::new(changed);
     tx.send(next.clone()).unwrap();
     d.watchlist_changed(next.clone()).await;
-    assert_eq!(d.states.len(), 4);
+    assert_eq!(d.states.len(), 5);
     assert_shared(&d, "after a change of the list");
+    assert_list_shared(&d, &next, "after a change of the list");
+    let stayed = JobKey::new("app", "api-2");
+    assert!(
+        Arc::ptr_eq(&d.states[&stayed].job, &first.jobs[&stayed].job),
+        "a run-time job that stayed kept its configuration's allocation"
+    );
     for k in &before {
         if let Some((now, _)) = d.states.get_key_value(k) {
             assert!(JobKey::same(k, now), "{k} kept its key");
