@@ -105,9 +105,9 @@ impl Outcome {
 
 /// Signatures of stored events, remembered for [`REPLAY_WINDOW`], at most `capacity`.
 ///
-/// Each as its [`Fingerprint`], and the room a storm grew is given back once its signatures
+/// Each as its `Fingerprint`, and the room a storm grew is given back once its signatures
 /// are forgotten (issue 23, item 1): a signature kept as its 64 characters of hex, twice, cost
-/// ~260 bytes a callback for ten minutes (13 MB after a storm of 50,000 discoveries, ~40 MB at
+/// ~260 bytes a callback for ten minutes (13 MB after a storm of 50,000 discoveries, ~26 MB at
 /// the cap), and the maps kept their largest size for the process's life.
 pub struct ReplayCache {
     seen: HashMap<Fingerprint, Instant>,
