@@ -294,6 +294,8 @@ pub struct RtcClient {
     project_id: Option<String>,
     /// The credentials' secrets, removed from every answer's text (see [`RtcClient::get_job`]).
     redactor: Redactor,
+    /// With AK/SK, the secret key made ready for HMAC once rather than per request.
+    signing_key: Option<sign::SigningKey>,
 }
 
 /// What [`RtcClient::new`] needs: where the API is, who is asking, and how long to wait.
@@ -386,6 +388,12 @@ impl RtcClient {
             auth: api.auth.clone(),
             project_id: api.project_id.clone(),
             redactor: Redactor::new(api.auth.secrets()),
+            signing_key: match &api.auth {
+                Auth::AkSk { secret_key, .. } => {
+                    Some(sign::SigningKey::new(secret_key.expose().as_bytes()))
+                }
+                Auth::Token { .. } => None,
+            },
         })
     }
 
@@ -458,6 +466,14 @@ impl RtcClient {
                 secret_key,
                 security_token,
             } => {
+                let made;
+                let key = match &self.signing_key {
+                    Some(key) => key,
+                    None => {
+                        made = sign::SigningKey::new(secret_key.expose().as_bytes());
+                        &made
+                    }
+                };
                 headers.push((sign::DATE_HEADER, sign::sdk_date(now)));
                 if let Some(p) = &self.project_id {
                     headers.push(("X-Project-Id", p.clone()));
@@ -467,15 +483,7 @@ impl RtcClient {
                 }
                 let pairs: Vec<(&str, &str)> =
                     headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let signed = sign::sign(
-                    access_key,
-                    secret_key.expose(),
-                    method,
-                    path,
-                    &[],
-                    &pairs,
-                    body,
-                );
+                let signed = sign::sign_with(access_key, key, method, path, &[], &pairs, body);
                 headers.push(("Authorization", signed.authorization));
             }
         }
@@ -568,7 +576,9 @@ impl RtcClient {
         })?;
         Ok(Fetched {
             job,
-            raw: String::from_utf8_lossy(&answer.body).into_owned(),
+            // Valid UTF-8 (every answer the API sends) is kept as it came, without a copy.
+            raw: String::from_utf8(answer.body)
+                .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned()),
             request_id: answer.request_id,
             latency: answer.latency,
             unread,

@@ -14,7 +14,7 @@
 //! refusing (the app deactivated), throttling, failing after it made the job (a job exists
 //! though the caller saw an error), or never answering.
 
-use crate::gateway::{Refusal, check_credentials, throttle_message};
+use crate::gateway::{Refusal, throttle_message};
 use crate::response::{api_response, error_response};
 use crate::script::{fmt_time, plus};
 use crate::simulator::{Inner, Job, Shared, stopped};
@@ -314,7 +314,7 @@ pub(crate) async fn api_create(
 ) -> Response {
     let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
-    let credentials = check_credentials(&inner.opts, &method, &uri, &headers, &body);
+    let credentials = inner.check_credentials(&method, &uri, &headers, &body);
     let request = CreateRequest::parse(kind, &body);
     let received = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let outcome = inner.decide_create(&app_id, credentials, request, received, now);
@@ -482,7 +482,7 @@ pub(crate) async fn api_stop(
 ) -> Response {
     let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
-    let credentials = check_credentials(&inner.opts, &method, &uri, &headers, b"");
+    let credentials = inner.check_credentials(&method, &uri, &headers, b"");
     let outcome = inner.decide_stop(kind, &app_id, &job_id, credentials, now);
     let request_id = inner.request_id();
     let mut response = match outcome {

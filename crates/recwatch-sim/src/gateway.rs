@@ -52,7 +52,7 @@ pub(crate) struct Gate {
 
 impl Gate {
     /// `Err(refusal)` when the credentials (or the AK lockout) refuse the request.
-    /// `credentials` is [`check_credentials`]' verdict, reached without the lock.
+    /// `credentials` is `Inner::check_credentials`' verdict, reached without the lock.
     pub(crate) fn authorize(
         &mut self,
         opts: &SimOptions,
@@ -142,30 +142,42 @@ pub(crate) fn throttle_message(rate_limit: Option<u32>) -> String {
     )
 }
 
-/// Checks the request's credentials without the lock: hashing is the costly part.
-pub(crate) fn check_credentials(
-    opts: &SimOptions,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(), Refusal> {
-    match &opts.auth {
-        SimAuth::None => Ok(()),
-        SimAuth::Token(token) => match headers.get("x-auth-token") {
-            Some(v) if v.as_bytes() == token.as_bytes() => Ok(()),
-            Some(_) => Err(Refusal::bad_key("decrypt token fail")),
-            None => Err(Refusal::bad_key("token is missing")),
-        },
-        SimAuth::AkSk {
-            access_key,
-            secret_key,
-        } => {
-            let now = sim_now(opts);
-            verify_signature(access_key, secret_key, method, uri, headers, body, now)
-                .map_err(Refusal::bad_key)?;
-            check_project(opts.project_id.as_deref(), headers)
+impl crate::simulator::Inner {
+    /// Checks the request's credentials without the lock: hashing is the costly part.
+    pub(crate) fn check_credentials(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), Refusal> {
+        let opts = &self.opts;
+        match (&opts.auth, &self.signing_key) {
+            (SimAuth::None, _) => Ok(()),
+            (SimAuth::Token(token), _) => match headers.get("x-auth-token") {
+                Some(v) if v.as_bytes() == token.as_bytes() => Ok(()),
+                Some(_) => Err(Refusal::bad_key("decrypt token fail")),
+                None => Err(Refusal::bad_key("token is missing")),
+            },
+            (SimAuth::AkSk { access_key, .. }, Some(key)) => {
+                let now = sim_now(opts);
+                verify_signature(access_key, key, method, uri, headers, body, now)
+                    .map_err(Refusal::bad_key)?;
+                check_project(opts.project_id.as_deref(), headers)
+            }
+            (SimAuth::AkSk { .. }, None) => {
+                unreachable!("the signing key is made with the simulator from its AK/SK")
+            }
         }
+    }
+}
+
+/// With AK/SK, the secret key made ready for HMAC once: every request's signature is checked
+/// with it.
+pub(crate) fn signing_key(auth: &SimAuth) -> Option<sign::SigningKey> {
+    match auth {
+        SimAuth::AkSk { secret_key, .. } => Some(sign::SigningKey::new(secret_key.as_bytes())),
+        SimAuth::None | SimAuth::Token(_) => None,
     }
 }
 
@@ -205,7 +217,7 @@ fn check_project(expected: Option<&str>, headers: &HeaderMap) -> Result<(), Refu
 /// as received, and compares signatures.
 fn verify_signature(
     access_key: &str,
-    secret_key: &str,
+    key: &sign::SigningKey,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -226,9 +238,7 @@ fn verify_signature(
         .get(sign::DATE_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or("X-Sdk-Date header is missing")?;
-    let signed_at = chrono::NaiveDateTime::parse_from_str(date, sign::DATE_FORMAT)
-        .map_err(|_| "X-Sdk-Date is not YYYYMMDDTHHMMSSZ")?
-        .and_utc();
+    let signed_at = sign::parse_sdk_date(date).ok_or("X-Sdk-Date is not YYYYMMDDTHHMMSSZ")?;
     if (now - signed_at).abs().to_std().unwrap_or(Duration::MAX) > MAX_CLOCK_SKEW {
         return Err("X-Sdk-Date is more than 15 minutes off".into());
     }
@@ -255,10 +265,7 @@ fn verify_signature(
         })
         .unwrap_or_default();
     let canonical = sign::canonical_request(method.as_str(), uri.path(), &query, &signed, body);
-    let expected = sign::hmac_hex(
-        secret_key.as_bytes(),
-        sign::string_to_sign(date, &canonical).as_bytes(),
-    );
+    let expected = key.hmac_hex(sign::string_to_sign(date, &canonical).as_bytes());
     if expected != auth.signature {
         return Err("verify aksk signature fail".into());
     }

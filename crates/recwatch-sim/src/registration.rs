@@ -10,7 +10,7 @@
 //! `{app_id, record_callback: {url, auth_key, notify_event_subscription, update_time}}`.
 
 use crate::callbacks::Registered;
-use crate::gateway::{Refusal, check_credentials, throttle_message};
+use crate::gateway::{Refusal, throttle_message};
 use crate::response::{api_response, error_response};
 use crate::script::{fmt_time, plus};
 use crate::simulator::Inner;
@@ -44,7 +44,7 @@ pub(crate) async fn api_record_callback(
     body: Bytes,
 ) -> Response {
     let now = Instant::now();
-    let credentials = check_credentials(&inner.opts, &method, &uri, &headers, &body);
+    let credentials = inner.check_credentials(&method, &uri, &headers, &body);
     let update = (method == Method::PUT).then(|| read_update(&body));
     let outcome = {
         let mut guard = inner.lock();

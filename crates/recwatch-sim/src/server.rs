@@ -6,7 +6,7 @@
 use crate::control;
 use crate::create;
 use crate::faults::{self, FaultKind, ResetConnection, echo_response, fault_response};
-use crate::gateway::{Refusal, check_credentials, sim_now, throttle_message};
+use crate::gateway::{Refusal, sim_now, throttle_message};
 use crate::response::{api_response, error_response};
 use crate::script::{plus, scripted_job};
 use crate::simulator::{Inner, Job, Shared, stopped};
@@ -203,7 +203,7 @@ async fn api_get_job(
 ) -> Response {
     let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
-    let credentials = check_credentials(&inner.opts, &method, &uri, &headers, b"");
+    let credentials = inner.check_credentials(&method, &uri, &headers, b"");
     let (outcome, stall) = inner.decide(kind, &app_id, &job_id, credentials, now);
     let request_id = inner.request_id();
     tracing::debug!(%app_id, %job_id, request_id = ?request_id, "simulated request");

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) addr: SocketAddr,
     pub(crate) epoch: Instant,
     pub(crate) epoch_utc: DateTime<Utc>,
+    /// With AK/SK, the secret key made ready for HMAC once (`gateway::signing_key`).
+    pub(crate) signing_key: Option<recwatch_rtc::sign::SigningKey>,
     /// Request ids: a per-run random prefix and a counter, so ids never repeat across runs.
     pub(crate) id_prefix: u64,
     pub(crate) next_id: AtomicU64,
@@ -154,6 +156,7 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
         shutdown,
         callbacks,
         registered: watch::channel(0).0,
+        signing_key: crate::gateway::signing_key(&opts.auth),
         opts,
     });
     let router = server::router(inner.clone());
