@@ -367,12 +367,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
 /// Prints rows as left-aligned columns; the last column is not padded. Every cell passes
 /// [`shown`] first: a cell holds text from outside (an API description, a receiver's error),
 /// and a raw LF, ESC or NUL in it would forge rows or drive the terminal.
-pub fn print_table(rows: &[Vec<String>]) -> std::io::Result<()> {
+pub fn print_table<S: AsRef<str>>(rows: &[impl AsRef<[S]>]) -> std::io::Result<()> {
     // Escaped once, borrowed where nothing needed escaping (issue 23, item 7: `status` at
     // 100,000 jobs printed a copy of every cell and a write per line).
     let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
         .iter()
-        .map(|r| r.iter().map(|c| shown(c)).collect())
+        .map(|r| r.as_ref().iter().map(|c| shown(c.as_ref())).collect())
         .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
