@@ -221,7 +221,7 @@ pub async fn write_json(
 }
 
 /// A row of `status --json` with its fields in the order of their names, as written
-/// ([`write_element`]): the text of the row through a `serde_json::Value` (whose object keys
+/// (`write_element`): the text of the row through a `serde_json::Value` (whose object keys
 /// are sorted, as `status --json` always had), without building that map, or a
 /// [`StatusRow`], for each of 100,000 rows. Its fields are [`StatusRow`]'s: a test compares
 /// the text with the rows' through a `Value`
