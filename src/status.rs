@@ -5,8 +5,8 @@
 //! adds the files it recorded.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::JobSource;
-use crate::store::{JobRow, JobStatus, Store};
+use crate::domain::{IdsHash, JobSource};
+use crate::store::{JobRow, Store};
 use crate::watchlist::Entry;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -61,36 +61,119 @@ pub const STATUS_PAGE: usize = 1000;
 pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<StatusRow>> {
     let runtime = runtime_list(store).await?;
     let entries = crate::watchlist::entries(config, &runtime);
-    let rows = placed_rows(store, &entries).await?;
+    let placed = placed_rows(store, &entries).await?;
     Ok(entries
         .iter()
-        .zip(&rows)
-        .map(|(e, r)| Sorted::of(e, r.as_ref()).to_row())
+        .enumerate()
+        .map(|(i, e)| Sorted::of(e, placed.row(i)).to_row())
         .collect())
 }
 
-/// Each entry's row (None if it was never polled), in the entries' order: one pass over the
-/// table (key order), each row put in its entry's place; a row of a job no longer watched is
-/// left out.
-async fn placed_rows(
+/// Each watched job with what the database knows of it, borrowed, in [`status_rows`]'s
+/// order, handed to `f` all at once (`status`'s table needs every cell's width before its
+/// first line): no [`StatusRow`] copied per job (issue 23, item 7).
+pub async fn with_rows<R>(
+    config: &Config,
     store: &Store,
-    entries: &[Entry<'_>],
-) -> anyhow::Result<Vec<Option<JobStatus>>> {
-    let place: HashMap<(&str, &str), usize> = entries
+    f: impl FnOnce(&[Sorted<'_>]) -> R,
+) -> anyhow::Result<R> {
+    let runtime = runtime_list(store).await?;
+    let entries = crate::watchlist::entries(config, &runtime);
+    let placed = placed_rows(store, &entries).await?;
+    let rows: Vec<Sorted<'_>> = entries
         .iter()
         .enumerate()
-        .map(|(i, e)| (e.key(), i))
+        .map(|(i, e)| Sorted::of(e, placed.row(i)))
         .collect();
-    let mut rows: Vec<Option<JobStatus>> = Vec::new();
-    rows.resize_with(entries.len(), || None);
+    Ok(f(&rows))
+}
+
+/// The shown columns of each entry's row, in the entries' order: one text holding every
+/// value, a row's values spans of it (issue 23, item 7: a `String` per value was 400,000
+/// allocations at 100,000 jobs).
+struct Placed {
+    text: String,
+    /// Per entry: None if it was never polled, else its row's values in [`Placed::row`]'s
+    /// order, each the span of `text` it takes or [`ABSENT`] for NULL.
+    rows: Vec<Option<[(u32, u32); 6]>>,
+}
+
+/// A NULL value's span.
+const ABSENT: (u32, u32) = (u32::MAX, 0);
+
+/// A row's shown values, borrowed from [`Placed`].
+#[derive(Clone, Copy)]
+struct Shown<'a> {
+    state: Option<&'a str>,
+    stop_reason: Option<&'a str>,
+    description: Option<&'a str>,
+    last_polled_at: Option<&'a str>,
+    last_changed_at: Option<&'a str>,
+    last_error: Option<&'a str>,
+}
+
+impl Placed {
+    /// Entry `i`'s row, if it has one.
+    fn row(&self, i: usize) -> Option<Shown<'_>> {
+        let spans = self.rows[i].as_ref()?;
+        let v = |(at, len): (u32, u32)| {
+            (at != u32::MAX).then(|| &self.text[at as usize..at as usize + len as usize])
+        };
+        Some(Shown {
+            state: v(spans[0]),
+            stop_reason: v(spans[1]),
+            description: v(spans[2]),
+            last_polled_at: v(spans[3]),
+            last_changed_at: v(spans[4]),
+            last_error: v(spans[5]),
+        })
+    }
+}
+
+/// Each entry's row (None if it was never polled), in the entries' order: one pass over the
+/// table (key order), each row put in its entry's place by a look-up of its borrowed key; a
+/// row of a job no longer watched is left out.
+async fn placed_rows(store: &Store, entries: &[Entry<'_>]) -> anyhow::Result<Placed> {
+    let mut place: HashMap<(&str, &str), usize, IdsHash> =
+        HashMap::with_capacity_and_hasher(entries.len(), IdsHash);
+    place.extend(entries.iter().enumerate().map(|(i, e)| (e.key(), i)));
+    let mut placed = Placed {
+        text: String::new(),
+        rows: vec![None; entries.len()],
+    };
+    let mut too_long = false;
     store
         .each_job_status(|row| {
-            if let Some(&i) = place.get(&(row.app_id.as_str(), row.job_id.as_str())) {
-                rows[i] = Some(row);
-            }
+            let Some(&i) = place.get(&(row.app_id, row.job_id)) else {
+                return;
+            };
+            let text = &mut placed.text;
+            let mut span = |v: Option<&str>| match v {
+                None => ABSENT,
+                Some(v) => {
+                    let at = text.len();
+                    text.push_str(v);
+                    match (u32::try_from(at), u32::try_from(v.len())) {
+                        (Ok(at), Ok(len)) if at != u32::MAX => (at, len),
+                        _ => {
+                            too_long = true;
+                            ABSENT
+                        }
+                    }
+                }
+            };
+            placed.rows[i] = Some([
+                span(row.state),
+                span(row.stop_reason),
+                span(row.description),
+                span(row.last_polled_at),
+                span(row.last_changed_at),
+                span(row.last_error),
+            ]);
         })
         .await?;
-    Ok(rows)
+    anyhow::ensure!(!too_long, "the jobs' rows hold over 4 GB of text");
+    Ok(placed)
 }
 
 /// The run-time list as the database holds it (no daemon needed).
@@ -113,104 +196,142 @@ pub async fn write_json(
 ) -> anyhow::Result<()> {
     let runtime = runtime_list(store).await?;
     let entries = crate::watchlist::entries(config, &runtime);
-    let rows = placed_rows(store, &entries).await?;
+    let placed = placed_rows(store, &entries).await?;
+    // A page of elements is made in one buffer and handed on in one write.
     let mut text = Vec::new();
-    for (i, (entry, row)) in entries.iter().zip(&rows).enumerate() {
-        out.write_all(if i == 0 { b"[\n" } else { b",\n" })?;
-        write_element(&Sorted::of(entry, row.as_ref()), &mut text, out)?;
+    for (i, entry) in entries.iter().enumerate() {
+        text.extend_from_slice(if i == 0 { b"[\n" } else { b",\n" });
+        write_element(&Sorted::of(entry, placed.row(i)), &mut text)?;
         if (i + 1) % page.max(1) == 0 {
+            out.write_all(&text)?;
             out.flush()?;
+            text.clear();
         }
     }
+    out.write_all(&text)?;
     writeln!(out, "{}", if entries.is_empty() { "[]" } else { "\n]" })?;
     out.flush()?;
     Ok(())
 }
 
-/// A row of `status --json` with its fields in the order of their names: serialized directly
-/// it is the text of the row through a `serde_json::Value` (whose object keys are sorted, as
-/// `status --json` always had), without building that map, or a [`StatusRow`], for each of
-/// 100,000 rows. Its fields are [`StatusRow`]'s: a test compares the text with the rows'
-/// through a `Value` (`status_json_is_streamed_by_page_and_identical_to_the_whole_array`).
-#[derive(Serialize)]
-struct Sorted<'a> {
-    app_id: &'a str,
-    description: &'a Option<String>,
-    job_id: &'a str,
-    kind: crate::domain::JobKind,
-    last_changed_at: &'a Option<String>,
-    last_error: &'a Option<String>,
-    last_polled_at: &'a Option<String>,
-    name: &'a Option<String>,
-    polled: bool,
-    source: &'a JobSource,
-    state: &'a Option<String>,
-    stop_reason: &'a Option<String>,
+/// A row of `status --json` with its fields in the order of their names, as written
+/// (`write_element`): the text of the row through a `serde_json::Value` (whose object keys
+/// are sorted, as `status --json` always had), without building that map, or a
+/// [`StatusRow`], for each of 100,000 rows. Its fields are [`StatusRow`]'s: a test compares
+/// the text with the rows' through a `Value`
+/// (`status_json_is_streamed_by_page_and_identical_to_the_whole_array`).
+pub struct Sorted<'a> {
+    pub app_id: &'a str,
+    pub description: Option<&'a str>,
+    pub job_id: &'a str,
+    pub kind: crate::domain::JobKind,
+    pub last_changed_at: Option<&'a str>,
+    pub last_error: Option<&'a str>,
+    pub last_polled_at: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub polled: bool,
+    pub source: &'a JobSource,
+    pub state: Option<&'a str>,
+    pub stop_reason: Option<&'a str>,
 }
 
 impl<'a> Sorted<'a> {
     /// A watched job and its row (None if it was never polled), as [`StatusRow::new`] shows them.
-    fn of(entry: &Entry<'a>, row: Option<&'a JobStatus>) -> Sorted<'a> {
+    fn of(entry: &Entry<'a>, row: Option<Shown<'a>>) -> Sorted<'a> {
         static CONFIG: JobSource = JobSource::Config;
-        const NONE: &Option<String> = &None;
         let (app_id, job_id) = entry.key();
         let (name, kind, source) = match entry {
-            Entry::File(j) => (&j.name, j.kind, &CONFIG),
-            Entry::Runtime(r) => (&r.job.name, r.job.kind, &r.source),
+            Entry::File(j) => (j.name.as_deref(), j.kind, &CONFIG),
+            Entry::Runtime(r) => (r.job.name.as_deref(), r.job.kind, &r.source),
         };
         Sorted {
             app_id,
-            description: row.map_or(NONE, |r| &r.description),
+            description: row.and_then(|r| r.description),
             job_id,
             kind,
-            last_changed_at: row.map_or(NONE, |r| &r.last_changed_at),
-            last_error: row.map_or(NONE, |r| &r.last_error),
-            last_polled_at: row.map_or(NONE, |r| &r.last_polled_at),
+            last_changed_at: row.and_then(|r| r.last_changed_at),
+            last_error: row.and_then(|r| r.last_error),
+            last_polled_at: row.and_then(|r| r.last_polled_at),
             name,
             polled: row.is_some_and(|r| r.last_polled_at.is_some()),
             source,
-            state: row.map_or(NONE, |r| &r.state),
-            stop_reason: row.map_or(NONE, |r| &r.stop_reason),
+            state: row.and_then(|r| r.state),
+            stop_reason: row.and_then(|r| r.stop_reason),
         }
     }
 
     /// The row as a [`StatusRow`] (`status`'s table), copied.
     fn to_row(&self) -> StatusRow {
+        let owned = |v: Option<&str>| v.map(str::to_string);
         StatusRow {
             app_id: self.app_id.to_string(),
             job_id: self.job_id.to_string(),
-            name: self.name.clone(),
+            name: owned(self.name),
             kind: self.kind,
             source: self.source.clone(),
-            state: self.state.clone(),
-            stop_reason: self.stop_reason.clone(),
-            description: self.description.clone(),
-            last_polled_at: self.last_polled_at.clone(),
-            last_changed_at: self.last_changed_at.clone(),
-            last_error: self.last_error.clone(),
+            state: owned(self.state),
+            stop_reason: owned(self.stop_reason),
+            description: owned(self.description),
+            last_polled_at: owned(self.last_polled_at),
+            last_changed_at: owned(self.last_changed_at),
+            last_error: owned(self.last_error),
             polled: self.polled,
         }
     }
 }
 
 /// One element of a JSON array as `serde_json::to_string_pretty` writes it inside the array:
-/// the row's object with its keys sorted (through a `Value`, as `status --json` always had),
-/// every line indented by two spaces. `text` is reused from row to row, and the lines go
-/// straight to `out` (no string per line, no joined copy: issue 23, item 7).
-fn write_element(
-    row: &Sorted<'_>,
-    text: &mut Vec<u8>,
-    out: &mut impl std::io::Write,
-) -> anyhow::Result<()> {
-    text.clear();
-    serde_json::to_writer_pretty(&mut *text, row)?;
-    // A pretty JSON text has no raw newline inside a string (they are escaped), so each line
-    // break is one of the layout's.
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        out.write_all(if i == 0 { b"  " } else { b"\n  " })?;
-        out.write_all(line)?;
-    }
+/// the row's object with its keys sorted (as through a `Value`, which `status --json` always
+/// had), every line indented by two spaces. Written by hand into `text`, the layout fixed
+/// and each value as serde_json writes it ([`json_str`]): at 100,000 rows serde_json's pretty
+/// printer and the re-indenting of its lines were ~0.7 G instructions (issue 23, item 7).
+fn write_element(row: &Sorted<'_>, text: &mut Vec<u8>) -> anyhow::Result<()> {
+    text.extend_from_slice(b"  {\n    \"app_id\": ");
+    json_str(text, row.app_id);
+    text.extend_from_slice(b",\n    \"description\": ");
+    json_opt(text, row.description);
+    text.extend_from_slice(b",\n    \"job_id\": ");
+    json_str(text, row.job_id);
+    text.extend_from_slice(b",\n    \"kind\": ");
+    serde_json::to_writer(&mut *text, &row.kind)?;
+    text.extend_from_slice(b",\n    \"last_changed_at\": ");
+    json_opt(text, row.last_changed_at);
+    text.extend_from_slice(b",\n    \"last_error\": ");
+    json_opt(text, row.last_error);
+    text.extend_from_slice(b",\n    \"last_polled_at\": ");
+    json_opt(text, row.last_polled_at);
+    text.extend_from_slice(b",\n    \"name\": ");
+    json_opt(text, row.name);
+    text.extend_from_slice(b",\n    \"polled\": ");
+    text.extend_from_slice(if row.polled { b"true" } else { b"false" });
+    text.extend_from_slice(b",\n    \"source\": ");
+    serde_json::to_writer(&mut *text, row.source)?;
+    text.extend_from_slice(b",\n    \"state\": ");
+    json_opt(text, row.state);
+    text.extend_from_slice(b",\n    \"stop_reason\": ");
+    json_opt(text, row.stop_reason);
+    text.extend_from_slice(b"\n  }");
     Ok(())
+}
+
+/// `s` as serde_json writes a string: quoted as it is when nothing in it needs escaping (most
+/// values), else escaped by serde_json itself.
+fn json_str(text: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        text.push(b'"');
+        text.extend_from_slice(s.as_bytes());
+        text.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *text, s).expect("a string into a Vec cannot fail");
+    }
+}
+
+/// An optional string as serde_json writes it: the string, or `null`.
+fn json_opt(text: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(text, s),
+        None => text.extend_from_slice(b"null"),
+    }
 }
 
 #[cfg(test)]
@@ -288,7 +409,9 @@ mod tests {
             store
                 .watch_job(&RuntimeJob {
                     key: JobKey::new("app", &i),
-                    name: None,
+                    // A name serde_json escapes: quotes, a backslash, control characters
+                    // (short and long forms); DEL and non-ASCII it leaves as they are.
+                    name: (i == "r00005").then(|| "a \"b\" \\ \n\t\u{1}\u{7f} é 雪".to_string()),
                     kind: JobKind::Individual,
                     notify: None,
                     source: crate::domain::JobSource::Api,

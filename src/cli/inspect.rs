@@ -24,9 +24,7 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         store.close().await;
         return written;
     }
-    let jobs = crate::status::status_rows(config, &store).await?;
     let lease = store.lease().await?;
-    store.close().await;
     out!(
         "active instance: {}",
         crate::leader::describe(
@@ -34,38 +32,45 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             crate::leader::Successor::on(&config.storage.database())
         )
     )?;
-    print_budget(config, &jobs)?;
-    let mut rows = vec![
-        [
-            "NAME",
-            "APP_ID",
-            "JOB_ID",
-            "SOURCE",
-            "STATE",
-            "STOP_REASON",
-            "LAST_POLL",
-            "LAST_CHANGE",
-            "ERROR",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    for r in jobs {
-        rows.push(vec![
-            shown(r.name),
-            r.app_id,
-            r.job_id,
-            r.source.to_string(),
-            shown(r.state),
-            shown(r.stop_reason),
-            shown(r.last_polled_at),
-            shown(r.last_changed_at),
-            shown(r.last_error),
-        ]);
-    }
-    print_table(&rows)?;
+    let printed = crate::status::with_rows(config, &store, |jobs| print_status(config, jobs)).await;
+    store.close().await;
+    printed??;
     Ok(())
+}
+
+/// `status`'s budget lines and its table, every cell borrowed from `jobs`.
+fn print_status(config: &Config, jobs: &[crate::status::Sorted<'_>]) -> std::io::Result<()> {
+    print_budget(config, jobs)?;
+    let header = [
+        "NAME",
+        "APP_ID",
+        "JOB_ID",
+        "SOURCE",
+        "STATE",
+        "STOP_REASON",
+        "LAST_POLL",
+        "LAST_CHANGE",
+        "ERROR",
+    ];
+    fn shown(v: Option<&str>) -> &str {
+        v.unwrap_or("-")
+    }
+    let rows: Vec<[&str; 9]> = std::iter::once(header)
+        .chain(jobs.iter().map(|r| {
+            [
+                shown(r.name),
+                r.app_id,
+                r.job_id,
+                r.source.as_str(),
+                shown(r.state),
+                shown(r.stop_reason),
+                shown(r.last_polled_at),
+                shown(r.last_changed_at),
+                shown(r.last_error),
+            ]
+        }))
+        .collect();
+    print_table(&rows)
 }
 
 /// `status --json`: one JSON array of every watched job, written row by row and flushed a page
@@ -78,11 +83,11 @@ async fn status_json(config: &Config, store: &Store) -> anyhow::Result<()> {
 
 /// How far each group of the watch list is stretched (configured jobs first), as the daemon
 /// schedules them: one line per group.
-fn print_budget(config: &Config, jobs: &[crate::status::StatusRow]) -> std::io::Result<()> {
+fn print_budget(config: &Config, jobs: &[crate::status::Sorted<'_>]) -> std::io::Result<()> {
     use crate::config::JobGroup;
     let runtime = jobs
         .iter()
-        .filter(|r| r.source != crate::domain::JobSource::Config)
+        .filter(|r| *r.source != crate::domain::JobSource::Config)
         .count();
     let b = config.budget(runtime);
     for g in JobGroup::ALL {

@@ -3,6 +3,7 @@
 //! so that they name the line or the variable and never show a secret.
 
 use super::defaults::DEFAULT_PATH;
+use super::split::Entries;
 use super::{Config, ConfigError};
 use crate::secret::Redactor;
 use serde_json::Value;
@@ -61,16 +62,29 @@ pub fn parse_str(
     env: impl IntoIterator<Item = (String, String)>,
     base: Option<&Path>,
 ) -> Result<Config, ConfigError> {
-    parse_cut(text, env, base, true)
+    parse_cut(text, env, base, Reading::Lean)
 }
 
-/// [`parse_str`]; `cut` false reads the whole text as one tree, the path every error takes
-/// (tests compare the two).
+/// How [`parse_cut`] may read the file's `[[jobs]]`: each way falls back on the next on any
+/// error or doubt, ending with the whole file as one tree, the path every error takes (tests
+/// compare the three).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Reading {
+    /// `lean`'s lines first, then `split`'s runs, then the whole file.
+    Lean,
+    /// `split`'s runs, then the whole file.
+    #[cfg(test)]
+    Split,
+    /// The whole file as one tree.
+    Whole,
+}
+
+/// [`parse_str`], reading the `[[jobs]]` as `reading` says.
 pub(super) fn parse_cut(
     text: &str,
     env: impl IntoIterator<Item = (String, String)>,
     base: Option<&Path>,
-    cut: bool,
+    reading: Reading,
 ) -> Result<Config, ConfigError> {
     // Only RECWATCH_<SECTION>__<KEY> variables are overrides; RECWATCH_CONFIG names the file.
     // The other RECWATCH_* names are kept (never their values) to be warned about.
@@ -80,23 +94,31 @@ pub(super) fn parse_cut(
         .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
     let overrides: config::Map<String, String> = overrides.into_iter().collect();
     let others: Vec<String> = others.into_iter().map(|(k, _)| k).collect();
-    // The file's `[[jobs]]` apart from the rest when they can be cut out (see `split`) and no
-    // override reaches into them. On any error the whole text is read again as below, so what
-    // is told about a broken file is what the whole file gives (its line, the first error).
+    // The file's `[[jobs]]` apart from the rest when they can be cut out (see `lean` and
+    // `split`) and no override reaches into them. On any error the whole text is read again
+    // as below, so what is told about a broken file is what the whole file gives (its line,
+    // the first error).
     let touches_jobs = |v: &String| {
         let path = env_key_path(v);
         path == "jobs" || path.starts_with("jobs.")
     };
-    if cut && !overrides.keys().any(touches_jobs) {
+    if reading != Reading::Whole && !overrides.keys().any(touches_jobs) {
+        let lean = match reading {
+            Reading::Lean => super::lean::cut(text),
+            _ => None,
+        };
+        if let Some(lean) = lean {
+            let entries = Entries::Lean(&lean);
+            if let Ok(config) = layered(&lean.rest, text, overrides.clone(), &others, base, entries)
+            {
+                return Ok(config);
+            }
+        }
         if let Some(split) = super::split::split(text) {
-            if let Ok(config) = layered(
-                &split.rest,
-                text,
-                overrides.clone(),
-                &others,
-                base,
-                Some(&split),
-            ) {
+            let entries = Entries::Split(&split);
+            if let Ok(config) =
+                layered(&split.rest, text, overrides.clone(), &others, base, entries)
+            {
                 return Ok(config);
             }
         }
@@ -106,10 +128,10 @@ pub(super) fn parse_cut(
     if let Err(e) = toml::from_str::<toml::Table>(text) {
         return Err(syntax_error(text, &e));
     }
-    layered(text, text, overrides, &others, base, None)
+    layered(text, text, overrides, &others, base, Entries::InTree)
 }
 
-/// `doc` (the file `text`, or its text without the `[[jobs]]` in `split`) layered under the
+/// `doc` (the file `text`, or its text without the `[[jobs]]` in `entries`) layered under the
 /// overrides by the `config` crate, then read section by section.
 fn layered(
     doc: &str,
@@ -117,7 +139,7 @@ fn layered(
     overrides: config::Map<String, String>,
     others: &[String],
     base: Option<&Path>,
-    split: Option<&super::split::Split<'_>>,
+    entries: Entries<'_, '_>,
 ) -> Result<Config, ConfigError> {
     let vars: Vec<String> = overrides.keys().cloned().collect();
     let merged = config::Config::builder()
@@ -139,12 +161,12 @@ fn layered(
             "the file must be a table of sections",
         ));
     };
-    if split.is_some() && root.contains_key("jobs") {
+    if !matches!(entries, Entries::InTree) && root.contains_key("jobs") {
         // `jobs` in the rest as well as `[[jobs]]`: the whole file says what is wrong.
         return Err(ConfigError::new("jobs", "given twice"));
     }
     let (mut config, known) =
-        super::validate::from_tree(root, base, split).map_err(|e| name_the_variable(e, &vars))?;
+        super::validate::from_tree(root, base, entries).map_err(|e| name_the_variable(e, &vars))?;
     config.unknown_env = unknown_variables(others, &known);
     Ok(config)
 }

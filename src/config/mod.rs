@@ -16,6 +16,7 @@ mod chat;
 pub mod defaults;
 mod duration;
 mod heartbeat;
+mod lean;
 mod load;
 mod maintenance;
 mod raw;

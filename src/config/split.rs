@@ -29,6 +29,15 @@ pub(super) struct Split<'a> {
     pub(super) count: usize,
 }
 
+/// Where `[[jobs]]` are read from: the tree (the whole file, or no entries), the runs
+/// `split` cut out, or `lean`'s lines.
+#[derive(Clone, Copy)]
+pub(super) enum Entries<'s, 'a> {
+    InTree,
+    Split(&'s Split<'a>),
+    Lean(&'s super::lean::Lean<'a>),
+}
+
 /// What one header line starts.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {

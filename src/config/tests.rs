@@ -742,7 +742,7 @@ fn the_known_keys_cover_the_example_file() {
     let serde_json::Value::Object(root) = tree else {
         panic!("a table")
     };
-    let (_, known) = super::validate::from_tree(root, None, None).unwrap();
+    let (_, known) = super::validate::from_tree(root, None, super::split::Entries::InTree).unwrap();
     let mut section: Option<String> = None;
     let mut missing = Vec::new();
     for line in text.lines() {
@@ -1110,11 +1110,13 @@ fn the_http_token_is_a_secret_inline_or_from_a_file() {
     }
 }
 
-/// Issue 23: a file's `[[jobs]]` cut out of its text and read a run at a time give the
-/// configuration the whole file read as one tree gives, and every error the same (the whole
-/// file is read again for it: its line, the first error by the sections' order).
+/// Issue 23: a file's `[[jobs]]` cut out of its text and read a run at a time, or read by the
+/// lean reader, give the configuration the whole file read as one tree gives, and every
+/// error the same (the whole file is read again for it: its line, the first error by the
+/// sections' order). The lean reader reads the common shape itself and declines the rest.
 #[test]
 fn jobs_cut_out_of_the_file_read_as_the_whole_file() {
+    use super::load::{Reading, parse_cut};
     let head = "[api]\nproject_id = \"p\"\n[api.auth]\naccess_key = \"AK\"\nsecret_key = \"hunter2-the-key\"\n[[notify.webhook]]\nname = \"hook\"\nurl = \"http://127.0.0.1:1/\"\n";
     let job = |i: usize| format!("[[jobs]]\napp_id = \"a\"\njob_id = \"j{i}\"\n");
     let many: String = (0..2100).map(job).collect();
@@ -1124,10 +1126,45 @@ fn jobs_cut_out_of_the_file_read_as_the_whole_file() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
-    // (name, text, environment, whether the text can be cut)
+    // (name, text, environment, whether `split` can cut the text)
     type Case = (&'static str, String, Vec<(String, String)>, bool);
     let cases: Vec<Case> = vec![
         ("minimal", MINIMAL.to_string(), env(&[]), true),
+        (
+            "every key of an entry in the common shape, comments, CRLF",
+            format!(
+                "{head}# the list\r\n[[jobs]] # one\r\nname = \" lobby \"\r\napp_id = 'a'\r\n\r\njob_id = \"j\" # c\r\nkind = \"mix\"\r\ninterval = \"1m\"\r\nnotify = [\"hook\",]\r\nremediate = false\r\n[[jobs]]\r\napp_id = \"b\"\r\njob_id = \"j\"\r\nnotify = []\r\n"
+            ),
+            env(&[("RECWATCH_POLL__INTERVAL", "20s")]),
+            true,
+        ),
+        (
+            "a header in a multi-line string of the rest",
+            format!(
+                "{head}[storage]\npath = \"\"\"\n[[jobs]]\napp_id = \"a\"\njob_id = \"x\"\n[log]\n\"\"\"\n{}",
+                job(0)
+            ),
+            env(&[]),
+            true,
+        ),
+        (
+            "a header in a multi-line value of an entry",
+            format!("{head}[[jobs]]\napp_id = \"a\"\njob_id = \"j\"\nnotify = [\n[[jobs]]\n]\n"),
+            env(&[]),
+            true,
+        ),
+        (
+            "a channel no section names",
+            format!("{head}[[jobs]]\napp_id = \"a\"\njob_id = \"j\"\nnotify = [\"mail\"]\n"),
+            env(&[]),
+            true,
+        ),
+        (
+            "an id the API cannot take",
+            format!("{head}{many}[[jobs]]\napp_id = \"a\"\njob_id = \"x/y\"\n"),
+            env(&[]),
+            true,
+        ),
         (
             "every key of an entry, sections after the entries",
             format!(
@@ -1201,17 +1238,29 @@ fn jobs_cut_out_of_the_file_read_as_the_whole_file() {
         ),
     ];
     let mut oks = Vec::new();
+    let mut lean_reads = Vec::new();
     for (name, text, env, cuts) in cases {
         assert_eq!(super::split::split(&text).is_some(), cuts, "{name}: cut");
-        let cut = super::load::parse_cut(&text, env.clone(), None, true);
-        let whole = super::load::parse_cut(&text, env, None, false);
-        assert_eq!(
-            cut.as_ref().map(|c| format!("{c:?}")),
-            whole.as_ref().map(|c| format!("{c:?}")),
-            "{name}"
-        );
-        match &cut {
-            Ok(_) => oks.push(name),
+        let lean = parse_cut(&text, env.clone(), None, Reading::Lean);
+        let split = parse_cut(&text, env.clone(), None, Reading::Split);
+        let whole = parse_cut(&text, env, None, Reading::Whole);
+        let shown = |c: &Result<super::Config, ConfigError>| {
+            c.as_ref().map(|c| format!("{c:?}")).map_err(Clone::clone)
+        };
+        assert_eq!(shown(&split), shown(&whole), "{name}: split");
+        assert_eq!(shown(&lean), shown(&whole), "{name}: lean");
+        match &lean {
+            Ok(c) => {
+                oks.push(name);
+                // Whether the lean reader read the entries itself (not declined), and read
+                // them as the whole file's.
+                let read = super::lean::cut(&text)
+                    .and_then(|l| l.jobs(&c.notify, &c.poll, &mut Default::default()));
+                if let Some(jobs) = read {
+                    assert_eq!(format!("{jobs:?}"), format!("{:?}", c.jobs), "{name}");
+                    lean_reads.push(name);
+                }
+            }
             Err(e) => assert!(!e.to_string().contains("hunter2"), "{name}: {e}"),
         }
     }
@@ -1219,9 +1268,19 @@ fn jobs_cut_out_of_the_file_read_as_the_whole_file() {
         oks,
         [
             "minimal",
+            "every key of an entry in the common shape, comments, CRLF",
+            "a header in a multi-line string of the rest",
             "every key of an entry, sections after the entries",
             "more entries than a run",
             "jobs as an inline array: left whole",
+        ]
+    );
+    assert_eq!(
+        lean_reads,
+        [
+            "minimal",
+            "every key of an entry in the common shape, comments, CRLF",
+            "more entries than a run",
         ]
     );
 }

@@ -8,6 +8,7 @@ use super::defaults::{self, *};
 use super::duration::format_duration;
 use super::heartbeat::read_heartbeat;
 use super::raw::Table;
+use super::split::Entries;
 use super::{
     ApiConfig, Auth, Config, ConfigError, HttpConfig, JobConfig, LogConfig, NotifyConfig,
     PollConfig, RulesConfig, Schedule,
@@ -23,12 +24,12 @@ use url::Url;
 
 /// The whole tree, section by section; the sections' order decides which of two errors is
 /// told first. With the config, every key path the readers know (see
-/// [`super::raw::KnownKeys`]). `[[jobs]]` are the tree's, or `split`'s when the file's were
-/// cut out of it.
+/// [`super::raw::KnownKeys`]). `[[jobs]]` are the tree's, or `split`'s or `lean`'s when the
+/// file's were cut out of it.
 pub(super) fn from_tree(
     root: Map<String, Value>,
     base: Option<&Path>,
-    split: Option<&super::split::Split<'_>>,
+    entries: Entries<'_, '_>,
 ) -> Result<(Config, std::collections::BTreeSet<String>), ConfigError> {
     let mut root = Table::new("", root);
     let known_keys = root.known_keys();
@@ -44,8 +45,8 @@ pub(super) fn from_tree(
     let watchlist = super::watchlist::read_watchlist(root.table("watchlist")?)?;
     let log = read_log(root.table("log")?)?;
     let in_tree = root.array_of_tables("jobs")?;
-    let jobs = match split {
-        None => read_jobs(
+    let jobs = match entries {
+        Entries::InTree => read_jobs(
             in_tree.len(),
             in_tree.into_iter().map(Ok),
             &notify,
@@ -53,7 +54,7 @@ pub(super) fn from_tree(
             &mut remediate.jobs,
         )?,
         // Read as they are parsed, a run at a time: never every entry's table at once.
-        Some(split) => read_jobs(
+        Entries::Split(split) => read_jobs(
             split.count,
             split
                 .entries()
@@ -63,6 +64,10 @@ pub(super) fn from_tree(
             &poll,
             &mut remediate.jobs,
         )?,
+        // Declined: never told, the caller reads the file again by the general path.
+        Entries::Lean(lean) => lean
+            .jobs(&notify, &poll, &mut remediate.jobs)
+            .ok_or_else(|| ConfigError::new("jobs", "not in the lean reader's shape"))?,
     };
     let apps = read_apps(
         root.array_of_tables("apps")?,

@@ -24,7 +24,7 @@ pub use alert::{
     TransitionFacts, hostname, test_alert,
 };
 pub use episode::{EpisodeStep, OpenEpisode};
-pub use job::{JobIds, JobKey, JobSource, MAX_ID_CHARS, RuntimeJob, check_id, job_path};
+pub use job::{IdsHash, JobIds, JobKey, JobSource, MAX_ID_CHARS, RuntimeJob, check_id, job_path};
 pub use phase::Phase;
 pub use poll::{PollOutcome, PollRecord};
 pub use recwatch_rtc::ErrorKind;

@@ -61,17 +61,46 @@ struct PhaseRow {
     stop_reason: Option<String>,
 }
 
-/// What `status --json` shows of a job's row: the columns it prints and the key.
-#[derive(Debug, sqlx::FromRow)]
-pub struct JobStatus {
-    pub app_id: String,
-    pub job_id: String,
-    pub state: Option<String>,
-    pub stop_reason: Option<String>,
-    pub description: Option<String>,
-    pub last_polled_at: Option<String>,
-    pub last_changed_at: Option<String>,
-    pub last_error: Option<String>,
+/// What `status` shows of a job's row: the columns it prints and the key, borrowed while
+/// [`Store::each_job_status`] reads the row.
+#[derive(Debug, Clone, Copy)]
+pub struct JobStatus<'r> {
+    pub app_id: &'r str,
+    pub job_id: &'r str,
+    pub state: Option<&'r str>,
+    pub stop_reason: Option<&'r str>,
+    pub description: Option<&'r str>,
+    pub last_polled_at: Option<&'r str>,
+    pub last_changed_at: Option<&'r str>,
+    pub last_error: Option<&'r str>,
+}
+
+/// [`JobStatus`] as sqlx reads it (PostgreSQL).
+#[derive(sqlx::FromRow)]
+struct JobStatusRow {
+    app_id: String,
+    job_id: String,
+    state: Option<String>,
+    stop_reason: Option<String>,
+    description: Option<String>,
+    last_polled_at: Option<String>,
+    last_changed_at: Option<String>,
+    last_error: Option<String>,
+}
+
+impl JobStatusRow {
+    fn borrowed(&self) -> JobStatus<'_> {
+        JobStatus {
+            app_id: &self.app_id,
+            job_id: &self.job_id,
+            state: self.state.as_deref(),
+            stop_reason: self.stop_reason.as_deref(),
+            description: self.description.as_deref(),
+            last_polled_at: self.last_polled_at.as_deref(),
+            last_changed_at: self.last_changed_at.as_deref(),
+            last_error: self.last_error.as_deref(),
+        }
+    }
 }
 
 pub(super) const JOB_COLUMNS: &str = "SELECT app_id, job_id, name, kind, state, stop_reason, description, first_seen_at,
@@ -145,16 +174,42 @@ impl Store {
     /// Every job's row as [`JobStatus`], handed to `each` as it is read: one statement, one
     /// pass over the table in key order, nothing kept here (issue 23, item 7: a look-up by key
     /// a page at a time cost SQLite four times the scan at 100,000 jobs, BENCHMARKS.md part 22).
-    pub async fn each_job_status(&self, mut each: impl FnMut(JobStatus)) -> Result<(), StoreError> {
+    /// On SQLite the row is read in place through its C API (`scan`: sqlx's copy of each
+    /// value and its channel were most of `status` at 100,000 jobs, part 25b).
+    pub async fn each_job_status(
+        &self,
+        mut each: impl FnMut(JobStatus<'_>),
+    ) -> Result<(), StoreError> {
         use futures_util::TryStreamExt;
-        const SQL: &str = "SELECT app_id, job_id, state, stop_reason, description, last_polled_at,
+        const SQL: &std::ffi::CStr =
+            c"SELECT app_id, job_id, state, stop_reason, description, last_polled_at,
                 last_changed_at, last_error
              FROM jobs";
+        if let Some(b) = self.sqlite() {
+            return super::scan::each_text_row(b, SQL, |[a, j, st, sr, d, lp, lc, le]| {
+                // The key is NOT NULL in the schema.
+                let (Some(app_id), Some(job_id)) = (a, j) else {
+                    return;
+                };
+                each(JobStatus {
+                    app_id,
+                    job_id,
+                    state: st,
+                    stop_reason: sr,
+                    description: d,
+                    last_polled_at: lp,
+                    last_changed_at: lc,
+                    last_error: le,
+                })
+            })
+            .await;
+        }
         on_read!(self, |db| {
-            let mut rows = sqlx::query_as::<_, JobStatus>(SQL).fetch(db);
+            let sql = SQL.to_str().expect("the statement is ASCII");
+            let mut rows = sqlx::query_as::<_, JobStatusRow>(sql).fetch(db);
             loop {
                 match rows.try_next().await {
-                    Ok(Some(row)) => each(row),
+                    Ok(Some(row)) => each(row.borrowed()),
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
                 }

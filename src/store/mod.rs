@@ -133,6 +133,7 @@ mod page;
 pub mod postgres;
 mod remediations;
 mod retention;
+mod scan;
 mod silences;
 mod transitions;
 mod unwatched;
