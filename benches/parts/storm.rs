@@ -208,12 +208,23 @@ fn callgrind_total(dir: &Path, prefix: &str) -> anyhow::Result<u64> {
 }
 
 /// A counter's value on a Prometheus scrape (0 when absent).
+/// A daemon under valgrind on a busy machine may close a scrape's connection before it
+/// answers (its header-read timeout): tried a few times, then NaN (the count of commits is
+/// context, the instructions are the figure).
 async fn scrape_counter(url: &str, name: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(url).await?.text().await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0))
+    for _ in 0..5 {
+        let Ok(answer) = reqwest::get(url).await else {
+            continue;
+        };
+        let Ok(text) = answer.text().await else {
+            continue;
+        };
+        return Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0));
+    }
+    Ok(f64::NAN)
 }
 
 /// The PostgreSQL server's processes (every one `pg_stat_activity` lists: the daemon's
