@@ -55,12 +55,40 @@ pub async fn callback_cost(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<V
         .spawn()
         .context("starting recwatch run under valgrind (is valgrind installed?)")?;
     let (daemon, log) = logged(child);
-    let (_, line) = wait_line(&log, "callback receiver", Duration::from_secs(900)).await?;
-    let addr: std::net::SocketAddr = log_field(&line, "address").context("receiver")?.parse()?;
-    let (_, line) = wait_line(&log, "HTTP endpoint", Duration::from_secs(60)).await?;
+    // The two listeners' lines come in either order: one read of the log takes both.
+    let mut lines = [None, None];
+    let needles = ["callback receiver", "HTTP endpoint"];
+    let started = Instant::now();
+    while lines.iter().any(Option::is_none) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "the daemon under valgrind did not start its two listeners within 900 s"
+        );
+        match log.try_recv() {
+            Ok((_, line)) => {
+                for (slot, needle) in lines.iter_mut().zip(needles) {
+                    if line.contains(needle) {
+                        *slot = Some(line.clone());
+                    }
+                }
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                bail!("the daemon under valgrind ended before its two listeners started")
+            }
+        }
+    }
+    let [Some(receiver_line), Some(endpoint_line)] = lines else {
+        unreachable!("both lines were seen")
+    };
+    let addr: std::net::SocketAddr = log_field(&receiver_line, "address")
+        .context("receiver")?
+        .parse()?;
     let metrics = format!(
         "http://{}/metrics",
-        log_field(&line, "address").context("endpoint")?
+        log_field(&endpoint_line, "address").context("endpoint")?
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let requests = storm_requests(
@@ -81,6 +109,17 @@ pub async fn callback_cost(dir: &Path, pg_url: Option<&str>) -> anyhow::Result<V
         scrape_counter(&metrics, "recwatch_callback_commits_total").await? - commits_before;
     drop(daemon);
     let instructions = callgrind_total(dir, "callgrind.out")?;
+    // BENCH_CALLGRIND_KEEP=<dir>: the dumps kept there, for callgrind_annotate.
+    if let Ok(keep) = std::env::var("BENCH_CALLGRIND_KEEP") {
+        std::fs::create_dir_all(&keep)?;
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default();
+            if name.to_string_lossy().starts_with("callgrind.out") {
+                std::fs::copy(&path, Path::new(&keep).join(name))?;
+            }
+        }
+    }
     let ok = sent.by_status.get("200").copied().unwrap_or(0);
     let per = instructions as f64 / COST_CALLBACKS as f64;
     row(
@@ -169,12 +208,23 @@ fn callgrind_total(dir: &Path, prefix: &str) -> anyhow::Result<u64> {
 }
 
 /// A counter's value on a Prometheus scrape (0 when absent).
+/// A daemon under valgrind on a busy machine may close a scrape's connection before it
+/// answers (its header-read timeout): tried a few times, then NaN (the count of commits is
+/// context, the instructions are the figure).
 async fn scrape_counter(url: &str, name: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(url).await?.text().await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0))
+    for _ in 0..5 {
+        let Ok(answer) = reqwest::get(url).await else {
+            continue;
+        };
+        let Ok(text) = answer.text().await else {
+            continue;
+        };
+        return Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0));
+    }
+    Ok(f64::NAN)
 }
 
 /// The PostgreSQL server's processes (every one `pg_stat_activity` lists: the daemon's

@@ -2,7 +2,8 @@
 //! instance's receiver stored (a standby's too) hints the instance that polls.
 //!
 //! The feed reads `callback_events` by a cursor on their id, every [`POLL_EVERY`] or at once
-//! when this process's receiver rings [`Hints::event_stored`] (the in-process fast path), and
+//! when this process's receiver rings [`Hints::event_stored`] (the in-process fast path, at
+//! most one read per [`READ_SPACING`]), and
 //! sends each new event that names a job to [`Hints`] once. The cursor is the one place that
 //! decides "new", so the fast path and the timer never hint one event twice, and an event
 //! read late is never skipped:
@@ -28,6 +29,12 @@ use tracing::{info, warn};
 
 /// The longest an event stored by another instance waits to be read.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// The fast path's reads are at least this far apart. A storm of callbacks commits hundreds
+/// of times a second, each commit rang a read (a query, a hop to the database's thread),
+/// and the feed was about 5 % of the daemon's CPU (BENCHMARKS.md part 23); the hinted polls
+/// wait for the request budget anyway, so a hint 20 ms later loses nothing.
+pub const READ_SPACING: Duration = Duration::from_millis(20);
 
 /// How long a gap in the ids is looked into again before it is taken as an id never used.
 pub const GAP_WAIT: Duration = Duration::from_secs(10);
@@ -160,8 +167,11 @@ async fn run(store: Store, hints: Arc<Hints>) {
         if report(&mut failing, more) {
             continue;
         }
+        let read = Instant::now();
         tokio::select! {
-            _ = hints.stored_notified() => {}
+            // Not sooner than READ_SPACING after the last read: in a storm every commit
+            // rings, and one read then takes the events of several commits.
+            _ = hints.stored_notified() => tokio::time::sleep_until(read + READ_SPACING).await,
             _ = tokio::time::sleep(POLL_EVERY) => {}
         }
     }

@@ -51,7 +51,7 @@ impl Reloader {
             }
         });
         // Keep the watcher alive as long as this task.
-        let _watcher = match watch_file(&self.path, tx.clone()) {
+        let _watcher = match watch_file(&self.path, tx.clone(), &tasks, shutdown.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 warn!(
@@ -158,11 +158,43 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     .collect()
 }
 
-/// Watches the config file's directory, so an editor that writes a new file and renames it
-/// over the old one is seen too.
+/// Watches the config file on Linux (see [`file_watch`]); its events are sent on `tx` by a
+/// task of its own, which ends with the others at shutdown.
+#[cfg(target_os = "linux")]
 fn watch_file(
     path: &Path,
     tx: mpsc::Sender<Trigger>,
+    tasks: &TaskTracker,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut watch = file_watch::FileWatch::new(path)?;
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                changed = watch.changed() => match changed {
+                    // A full channel already holds a trigger: the burst is one reload.
+                    Ok(()) => { let _ = tx.try_send(Trigger::FileChanged); }
+                    Err(e) => {
+                        warn!("watching the config file failed: {e}; reload with SIGHUP (systemctl reload recwatch)");
+                        return;
+                    }
+                },
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Watches the config file's directory, so an editor that writes a new file and renames it
+/// over the old one is seen too (where inotify is not: notify's watch takes every event of
+/// the directory, see [`file_watch`] for what that costs).
+#[cfg(not(target_os = "linux"))]
+fn watch_file(
+    path: &Path,
+    tx: mpsc::Sender<Trigger>,
+    _tasks: &TaskTracker,
+    _stop: watch::Receiver<bool>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let dir = path
@@ -184,6 +216,186 @@ fn watch_file(
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+/// The config file's watch on Linux, an inotify watch with masks of its own: the file itself
+/// (written in place, its mode changed, moved away or deleted) and, in its directory, only
+/// names that appear (an editor's new file renamed over it, a file created anew). A watch of
+/// the directory for every event (notify's fixed mask) also wakes on every write of every
+/// other file there: a SQLite database beside the config writes its `-wal` and `-shm` at each
+/// commit, and in a storm of callbacks those wake-ups were 7 % of the daemon's CPU
+/// (BENCHMARKS.md part 23). The kernel filters now, so they never reach the process.
+#[cfg(target_os = "linux")]
+mod file_watch {
+    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+    use std::ffi::OsString;
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+
+    /// The file's own events: any of them may change what it holds or which file the path
+    /// names.
+    const FILE_MASK: WatchMask = WatchMask::MODIFY
+        .union(WatchMask::CLOSE_WRITE)
+        .union(WatchMask::ATTRIB)
+        .union(WatchMask::MOVE_SELF)
+        .union(WatchMask::DELETE_SELF);
+    /// The directory's: a name appearing (created, or moved in over the old file).
+    const DIR_MASK: WatchMask = WatchMask::CREATE
+        .union(WatchMask::MOVED_TO)
+        .union(WatchMask::ONLYDIR);
+
+    pub(super) struct FileWatch {
+        /// Non-blocking (inotify_init1's IN_NONBLOCK), read when tokio says it is readable.
+        inotify: AsyncFd<Inotify>,
+        path: PathBuf,
+        name: OsString,
+        dir: WatchDescriptor,
+        /// The watch of the file the path named when last armed; none while no file is there.
+        file: Option<WatchDescriptor>,
+        buffer: Vec<u8>,
+        /// Events read that were not about the config file (what the masks keep out).
+        #[cfg(test)]
+        others: u64,
+    }
+
+    impl FileWatch {
+        pub(super) fn new(path: &Path) -> io::Result<FileWatch> {
+            let inotify = Inotify::init()?;
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let dir = inotify.watches().add(dir, DIR_MASK)?;
+            // SAFETY: `Inotify` owns its descriptor (closed when the last handle of it goes,
+            // which the `AsyncFd` holds) and `as_raw_fd` always returns that one.
+            let inotify = unsafe { AsyncFd::register_with_interest(inotify, Interest::READABLE) }
+                .map_err(io::Error::from)?;
+            let mut watch = FileWatch {
+                inotify,
+                path: path.to_path_buf(),
+                name: path.file_name().unwrap_or_default().to_os_string(),
+                dir,
+                file: None,
+                buffer: vec![0; 4096],
+                #[cfg(test)]
+                others: 0,
+            };
+            watch.arm();
+            Ok(watch)
+        }
+
+        /// Watches the file the path names now: after a rename over it that is another file.
+        /// The previous file's watch goes (a moved-away file is no longer the config).
+        fn arm(&mut self) {
+            let mut watches = self.inotify.get_ref().watches();
+            let new = watches.add(&self.path, FILE_MASK).ok();
+            if let Some(old) = self.file.take() {
+                if Some(&old) != new.as_ref() {
+                    // Already gone when the file was deleted: nothing to undo then.
+                    let _ = watches.remove(old);
+                }
+            }
+            self.file = new;
+        }
+
+        /// Returns at the next event about the config file, the watch re-armed on whichever
+        /// file the path names by then.
+        pub(super) async fn changed(&mut self) -> io::Result<()> {
+            loop {
+                let mut ready = self.inotify.readable_mut().await?;
+                let (dir, file, name) = (&self.dir, &self.file, &self.name);
+                let buffer = &mut self.buffer;
+                let read = ready.try_io(|inotify| {
+                    let mut ours = false;
+                    let mut others = 0u64;
+                    for event in inotify.get_mut().read_events(buffer)? {
+                        // A full queue lost events: one of them may have been ours.
+                        let mine = event.mask.contains(EventMask::Q_OVERFLOW)
+                            || Some(&event.wd) == file.as_ref()
+                            || (&event.wd == dir && event.name == Some(name.as_os_str()));
+                        ours |= mine;
+                        others += u64::from(!mine);
+                    }
+                    Ok((ours, others))
+                });
+                drop(ready);
+                let Ok(read) = read else {
+                    // Woken with nothing to read: readiness is cleared, wait again.
+                    continue;
+                };
+                let (ours, _others) = read?;
+                #[cfg(test)]
+                {
+                    self.others += _others;
+                }
+                if ours {
+                    self.arm();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::io::Write;
+        use std::time::Duration;
+
+        /// Generous: the watch answers in microseconds, a busy machine may take seconds.
+        const T: Duration = Duration::from_secs(30);
+
+        async fn next(watch: &mut FileWatch) {
+            tokio::time::timeout(T, watch.changed())
+                .await
+                .expect("an event about the config file")
+                .unwrap();
+        }
+
+        #[tokio::test]
+        async fn writes_beside_the_config_never_wake_the_watch_and_edits_do() {
+            let dir = tempfile::tempdir().unwrap();
+            let config = dir.path().join("config.toml");
+            std::fs::write(&config, "a = 1\n").unwrap();
+            // A database's WAL beside the config, open before the watch (as at start).
+            let mut wal = std::fs::File::create(dir.path().join("recwatch.db-wal")).unwrap();
+            let mut watch = FileWatch::new(&config).unwrap();
+            for _ in 0..500 {
+                wal.write_all(&[0; 64]).unwrap();
+            }
+            wal.sync_all().unwrap();
+
+            // Written in place.
+            std::fs::write(&config, "a = 2\n").unwrap();
+            next(&mut watch).await;
+            assert_eq!(watch.others, 0, "the WAL's writes reached the process");
+
+            // An editor's rename over it: a new file, which the watch now follows.
+            let first = watch.file.clone().expect("the file is watched");
+            let tmp = dir.path().join(".config.toml.swp");
+            std::fs::write(&tmp, "a = 3\n").unwrap();
+            std::fs::rename(&tmp, &config).unwrap();
+            next(&mut watch).await;
+            let second = watch.file.clone().expect("the new file is watched");
+            assert_ne!(first, second, "the watch follows the file renamed over");
+
+            // Moved away and written anew (vim's default): the new file is watched.
+            std::fs::rename(&config, dir.path().join("config.toml~")).unwrap();
+            std::fs::write(&config, "a = 5\n").unwrap();
+            next(&mut watch).await;
+            wait_for_file(&mut watch, &second).await;
+        }
+
+        /// Reads the config's events until the watch is on another file than `old` (the
+        /// move's event and the new file's may come in two reads).
+        async fn wait_for_file(watch: &mut FileWatch, old: &WatchDescriptor) {
+            while watch.file.as_ref().is_none_or(|f| f == old) {
+                next(watch).await;
+            }
+        }
+    }
 }
 
 /// Without a file to re-read, SIGHUP is only acknowledged: its default action would end the

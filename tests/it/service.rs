@@ -187,6 +187,28 @@ async fn editing_the_file_by_rename_reloads_it() {
     assert!(app.stop().await.success());
 }
 
+/// The watch is on the file itself (and on names appearing in its directory), no longer on
+/// every write in the directory: a file written in place is still seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_file_in_place_reloads_it() {
+    let sim = start_sim(static_sim(2)).await;
+    let mut cfg = AppConfig::new(&sim, 1);
+    cfg.interval = "500ms";
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_log("recwatch running", T).await;
+    cfg.jobs.push("job-0001".into());
+    // `rewrite_config` writes the same file (truncated and written), as `echo >` or an
+    // editor that saves in place does.
+    app.rewrite_config(&cfg);
+    wait_for("the added job to be polled", T, || async {
+        app.job_row("job-0001").await.and_then(|r| r.0).map(|_| ())
+    })
+    .await;
+    assert!(app.log_text().contains("file changed"));
+    assert!(app.stop().await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_metrics_and_jobs_answer_with_real_values() {
     let sim = start_sim(static_sim(2)).await;
