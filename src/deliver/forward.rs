@@ -16,13 +16,13 @@
 use super::policy::{AfterFailure, Policy, after_failure};
 use crate::config::{AppConfig, Config};
 use crate::domain::timestamp;
-use crate::notify::webhook::{read_snippet, retry_after, status_error};
+use crate::notify::http::{Label, Sender};
 use crate::notify::{DeliveryError, Retry};
 use crate::store::{DueForward, ForwardOutcome, Store};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use recwatch_rtc::callback::{HEADER_RAND, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign};
-use reqwest::header::{CONTENT_TYPE, DATE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -48,8 +48,15 @@ pub struct Forwarder {
     config: watch::Receiver<Arc<Config>>,
     /// Rung by the callback receiver when it stores an event with a forward.
     wake: Arc<Notify>,
-    client: reqwest::Client,
+    /// The one HTTP path; errors name the receiver "the forward_to receiver".
+    http: Sender,
 }
+
+/// `forward_to request failed: ...`, `the forward_to receiver answered HTTP ...`.
+const LABEL: Label = Label {
+    request: "forward_to",
+    answer: "the forward_to receiver",
+};
 
 impl Forwarder {
     pub fn new(
@@ -57,18 +64,13 @@ impl Forwarder {
         config: watch::Receiver<Arc<Config>>,
         wake: Arc<Notify>,
     ) -> anyhow::Result<Forwarder> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("recwatch/", env!("CARGO_PKG_VERSION")))
-            .timeout(FORWARD_TIMEOUT)
-            .connect_timeout(FORWARD_TIMEOUT)
-            // A signed event goes only where it was configured to go.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        // The receiver's URL is not scrubbed from errors: no error carries it (`without_url`).
+        let http = Sender::new(FORWARD_TIMEOUT, Vec::new(), LABEL).map_err(anyhow::Error::msg)?;
         Ok(Forwarder {
             store,
             config,
             wake,
-            client,
+            http,
         })
     }
 
@@ -157,45 +159,17 @@ impl Forwarder {
         let rand = hex::encode(rand::rng().random::<[u8; 16]>());
         let at = Utc::now().timestamp().to_string();
         let signature = sign(&app.auth_key, &rand, &at, &f.body);
-        let response = self
-            .client
+        let request = self
+            .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .header(HEADER_RAND, rand)
             .header(HEADER_TIMESTAMP, at)
             .header(HEADER_SIGNATURE, signature)
             .header(HEADER_FORWARD_ID, f.id.to_string())
-            .body(f.body.clone())
-            .send()
-            .await
-            .map_err(|e| {
-                // without_url: the receiver's URL may carry a token.
-                let cause = if e.is_timeout() {
-                    format!(
-                        "no answer within {}",
-                        humantime::format_duration(FORWARD_TIMEOUT)
-                    )
-                } else {
-                    crate::notify::chain(&e.without_url())
-                };
-                DeliveryError::transient(format!("forward_to request failed: {cause}"))
-            })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let wait =
-            header(RETRY_AFTER).and_then(|v| retry_after(&v, header(DATE).as_deref(), Utc::now()));
-        let mut e = status_error(status, wait, &read_snippet(response).await);
-        e.message = e.message.replacen("webhook", "the forward_to receiver", 1);
-        Err(e)
+            .body(f.body.clone());
+        // A 429 without Retry-After leaves the wait to the policy's back-off.
+        self.http.send_for_status(request, None).await
     }
 
     /// Decides and records an attempt's outcome, and says so in the log and the metrics.

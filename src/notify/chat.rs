@@ -1,26 +1,22 @@
 //! What the chat channels (Feishu, DingTalk, WeCom, Slack, Teams) and PagerDuty share: the
 //! content of a message before any vendor's format ([`Card`], pure), its words in each
-//! language, packing a group of alerts into as few messages as a size limit allows, and the
-//! HTTP round trip with its answer read (status, `Retry-After`, the body's start).
+//! language, packing a group of alerts into as few messages as a size limit allows, and
+//! [`ChatChannel`]: the channel itself, written once, over the one HTTP path (`notify/http.rs`).
 //!
-//! Each vendor's file turns a [`Card`] into its JSON, signs it if the vendor does, and reads
-//! the vendor's verdict out of the answer: the Chinese robots answer HTTP 200 with the error
-//! in the body, so a 200 is not yet a success.
+//! Each vendor's file is a [`ChatVendor`]: it turns a [`Card`] into its JSON, signs it if the
+//! vendor does, and reads the vendor's verdict out of the answer: the Chinese robots answer
+//! HTTP 200 with the error in the body, so a 200 is not yet a success.
 
-use super::{DeliveryError, Retry, chain, redact, snippet};
+use super::http::{Answer, Label, Sender, status_error};
+use super::{DeliveryError, Notifier, Window};
 use crate::config::{ChatConfig, ConfigError, Language};
 use crate::domain::{Alert, Rule, Severity, Status};
-use crate::secret::Secret;
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, DATE, RETRY_AFTER};
+use futures_util::future::BoxFuture;
+use reqwest::header::CONTENT_TYPE;
 use std::fmt::Write as _;
 use std::time::Duration;
 use url::Url;
 
-/// How much of an answer goes into an error, in characters.
-pub(super) const SNIPPET_CHARS: usize = 300;
-/// How much of an answer is read at most.
-const READ_BYTES: usize = 8192;
 /// A summary longer than this is cut: one alert must fit every vendor's smallest message.
 const SUMMARY_CHARS: usize = 500;
 
@@ -450,192 +446,115 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
-/// The HTTP side every chat channel shares: one client (no redirects: a message goes only
-/// where it was configured to go), the texts to scrub from errors, and the timeout.
-pub struct Http {
-    client: reqwest::Client,
-    secrets: Vec<Secret>,
-    timeout: Duration,
-    /// "Feishu", "DingTalk"...: how errors name the vendor.
-    vendor: &'static str,
+/// What one chat vendor (or PagerDuty) is, beyond what every channel shares: its format,
+/// its signing and how it answers. [`ChatChannel`] is the rest: the configured name and URL,
+/// the one HTTP path ([`Sender`]) and the [`Notifier`] implementation, written once.
+pub trait ChatVendor: Send + Sync + Sized + 'static {
+    /// The channel's kind in output and in `notify.<kind>` locations.
+    const KIND: &'static str;
+    /// How errors name the vendor: "Feishu", "DingTalk"...
+    const NAME: &'static str;
+    /// The vendor's pace: at most so many messages in each window.
+    const PACE: &'static [Window];
+    /// Whether alerts due together go out as one message (chat: people read them).
+    const GROUPS: bool = true;
+    /// The largest message, as [`ChatVendor::size`] counts it; only this splits a group.
+    const LIMIT: usize = usize::MAX;
+    /// How long a 429 without `Retry-After` waits.
+    const THROTTLED: Duration = Duration::from_secs(60);
+
+    /// The vendor's own part of the configuration (a secret, a routing key) and the style.
+    fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<Self, ConfigError>;
+
+    /// The requests that deliver `alerts`, in order, each formatted and signed now: one
+    /// message for a group; one event per alert for a vendor that does not group.
+    fn requests(&self, url: &Url, alerts: &[Alert]) -> Vec<(Url, Vec<u8>)>;
+
+    /// The size of the message holding `alerts`, as the vendor's limit counts it.
+    fn size(&self, alerts: &[Alert]) -> usize {
+        let _ = alerts;
+        0
+    }
+
+    /// Whether the vendor took a request: by default any 2xx, anything else read as HTTP
+    /// statuses are. Vendors that answer 200 with an error code read their body.
+    fn verdict(&self, answer: &Answer) -> Result<(), DeliveryError> {
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        Err(status_error(Self::NAME, answer, Some(Self::THROTTLED)))
+    }
 }
 
-/// What the vendor answered.
-#[derive(Clone, Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    /// `Retry-After`, parsed.
-    pub retry_after: Option<Duration>,
-    /// The body's start, secrets scrubbed.
-    pub body: String,
+/// A chat channel (or PagerDuty): a vendor behind the one HTTP path.
+pub struct ChatChannel<V> {
+    name: String,
+    url: Url,
+    http: Sender,
+    vendor: V,
 }
 
-impl Http {
-    pub fn new(cfg: &ChatConfig, index: usize, vendor: &'static str) -> Result<Http, ConfigError> {
+impl<V: ChatVendor> ChatChannel<V> {
+    pub fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<ChatChannel<V>, ConfigError> {
+        let vendor = V::new(cfg, index, style)?;
         let mut secrets = cfg.url.secrets();
         secrets.extend(cfg.secret.iter().cloned());
         secrets.extend(cfg.routing_key.iter().cloned());
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("recwatch/", env!("CARGO_PKG_VERSION")))
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ConfigError {
+        let http = Sender::new(cfg.timeout, secrets, Label::same(V::NAME)).map_err(|message| {
+            ConfigError {
                 location: format!("notify.{}[{index}] ({:?}).url", cfg.kind.as_str(), cfg.name),
-                message: format!("cannot build the HTTP client: {}", chain(&e.without_url())),
-            })?;
-        Ok(Http {
-            client,
-            secrets,
-            timeout: cfg.timeout,
+                message,
+            }
+        })?;
+        Ok(ChatChannel {
+            name: cfg.name.clone(),
+            url: cfg.url.expose().clone(),
+            http,
             vendor,
         })
     }
 
-    /// POSTs `body` and accepts any 2xx, for vendors whose answer carries no error code in
-    /// its body (Slack, Teams): anything else is read by [`status_error`] with `window`.
-    pub async fn post_for_status(
-        &self,
-        url: Url,
-        body: Vec<u8>,
-        window: Duration,
-    ) -> Result<(), DeliveryError> {
-        let answer = self.post(url, body).await?;
-        if answer.status.is_success() {
-            return Ok(());
+    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+        for (url, body) in self.vendor.requests(&self.url, alerts) {
+            let request = self
+                .http
+                .post(url)
+                .header(CONTENT_TYPE, "application/json; charset=utf-8")
+                .body(body);
+            let answer = self.http.send(request).await?;
+            self.vendor.verdict(&answer)?;
         }
-        Err(status_error(self.vendor(), &answer, window))
-    }
-
-    /// POSTs `body` as JSON to `url` and reads the answer; a transport failure (no
-    /// connection, a timeout) is an error that may pass.
-    pub async fn post(&self, url: Url, body: Vec<u8>) -> Result<Answer, DeliveryError> {
-        let response = self
-            .client
-            .post(url)
-            .header(CONTENT_TYPE, "application/json; charset=utf-8")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                let cause = if e.is_timeout() {
-                    format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.timeout)
-                    )
-                } else {
-                    // without_url: the URL holds the robot's key.
-                    chain(&e.without_url())
-                };
-                DeliveryError::transient(
-                    self.scrub(&format!("{} request failed: {cause}", self.vendor)),
-                )
-            })?;
-        let status = response.status();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let retry_after = header(RETRY_AFTER).and_then(|v| {
-            super::webhook::retry_after(&v, header(DATE).as_deref(), chrono::Utc::now())
-        });
-        let mut response = response;
-        let mut buf = Vec::new();
-        while buf.len() < READ_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        buf.truncate(READ_BYTES);
-        Ok(Answer {
-            status,
-            retry_after,
-            body: self.scrub(&String::from_utf8_lossy(&buf)),
-        })
-    }
-
-    pub fn vendor(&self) -> &'static str {
-        self.vendor
-    }
-
-    fn scrub(&self, text: &str) -> String {
-        redact(text, &self.secrets)
+        Ok(())
     }
 }
 
-/// What a non-2xx answer means: 429 waits (`Retry-After`, else `window`), 5xx and 408 back
-/// off, anything else is a refusal someone has to fix (retried every `notify.max_backoff`).
-pub fn status_error(vendor: &str, answer: &Answer, window: Duration) -> DeliveryError {
-    let status = answer.status;
-    let retry = if status == StatusCode::TOO_MANY_REQUESTS {
-        Retry::After(Some(answer.retry_after.unwrap_or(window)))
-    } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
-        Retry::Backoff
-    } else {
-        Retry::Refused
-    };
-    let mut message = format!("{vendor} answered HTTP {status}");
-    if status.is_redirection() {
-        message.push_str(" (redirects are not followed; configure the final URL)");
+impl<V: ChatVendor> Notifier for ChatChannel<V> {
+    fn name(&self) -> &str {
+        &self.name
     }
-    let text = snippet(&answer.body, SNIPPET_CHARS);
-    if !text.is_empty() {
-        message.push_str(": ");
-        message.push_str(&text);
-    }
-    DeliveryError { retry, message }
-}
 
-/// The verdict of a vendor that answers 200 with `{code, msg}` in the body (Feishu,
-/// DingTalk, WeCom): code 0 is a success; `classify` says how to retry any other code. The
-/// error names the code and the vendor's message, e.g. `19021 sign match fail ...`.
-pub fn code_verdict(
-    vendor: &str,
-    answer: &Answer,
-    code_keys: &[&str],
-    msg_keys: &[&str],
-    classify: fn(i64) -> Retry,
-) -> Result<(), DeliveryError> {
-    if !answer.status.is_success() {
-        return Err(status_error(vendor, answer, Duration::from_secs(60)));
+    fn kind(&self) -> &'static str {
+        V::KIND
     }
-    let json: Option<serde_json::Value> = serde_json::from_str(&answer.body).ok();
-    let field = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| json.as_ref().and_then(|j| j.get(*k)).cloned())
-    };
-    let Some(code) = field(code_keys).and_then(|c| c.as_i64()) else {
-        // Not the vendor's answer (a proxy's page?): it may not have been delivered.
-        return Err(DeliveryError::transient(format!(
-            "{vendor} answered HTTP {} without a result code: {}",
-            answer.status,
-            snippet(&answer.body, SNIPPET_CHARS)
-        )));
-    };
-    if code == 0 {
-        return Ok(());
+
+    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.deliver(alerts))
     }
-    let msg = field(msg_keys)
-        .and_then(|m| m.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let retry = classify(code);
-    let what = match retry {
-        Retry::After(_) => "is throttling this robot",
-        Retry::Backoff => "could not take the message now",
-        _ => "refused the message",
-    };
-    Err(DeliveryError {
-        retry,
-        message: format!(
-            "{vendor} {what}: {}",
-            snippet(&format!("{code} {msg}"), SNIPPET_CHARS)
-        ),
-    })
+
+    fn groups(&self) -> bool {
+        V::GROUPS
+    }
+
+    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
+        if !V::GROUPS {
+            return vec![1; alerts.len()];
+        }
+        pack(alerts.len(), V::LIMIT, |a, b| self.vendor.size(&alerts[a..b]))
+    }
+
+    fn pace(&self) -> &'static [Window] {
+        V::PACE
+    }
 }
 
 #[cfg(test)]
@@ -811,117 +730,6 @@ pub(crate) mod tests {
         ];
         for (name, n, limit, want) in cases {
             assert_eq!(pack(*n, *limit, size), *want, "{name}");
-        }
-    }
-
-    #[test]
-    fn code_verdicts_table() {
-        fn classify(code: i64) -> Retry {
-            if code == 130101 {
-                Retry::After(Some(Duration::from_secs(600)))
-            } else {
-                Retry::Refused
-            }
-        }
-        let answer = |status: u16, body: &str| Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            retry_after: None,
-            body: body.into(),
-        };
-        // (name, answer, retry or None for success, words of the message)
-        let cases: Vec<(&str, Answer, Option<Retry>, &str)> = vec![
-            (
-                "ok",
-                answer(200, r#"{"errcode":0,"errmsg":"ok"}"#),
-                None,
-                "",
-            ),
-            (
-                "200 with an error",
-                answer(200, r#"{"errcode":310000,"errmsg":"sign not match"}"#),
-                Some(Retry::Refused),
-                "refused the message: 310000 sign not match",
-            ),
-            (
-                "throttled",
-                answer(200, r#"{"errcode":130101,"errmsg":"send too fast"}"#),
-                Some(Retry::After(Some(Duration::from_secs(600)))),
-                "throttling this robot: 130101 send too fast",
-            ),
-            (
-                "the second code key",
-                answer(200, r#"{"StatusCode":0}"#),
-                None,
-                "",
-            ),
-            (
-                "no code: maybe not delivered",
-                answer(200, "<html>proxy</html>"),
-                Some(Retry::Backoff),
-                "without a result code",
-            ),
-            (
-                "HTTP 502",
-                answer(502, "bad gateway"),
-                Some(Retry::Backoff),
-                "HTTP 502 Bad Gateway: bad gateway",
-            ),
-            (
-                "HTTP 404",
-                answer(404, ""),
-                Some(Retry::Refused),
-                "HTTP 404",
-            ),
-        ];
-        for (name, a, want, words) in cases {
-            let got = code_verdict(
-                "DingTalk",
-                &a,
-                &["errcode", "StatusCode"],
-                &["errmsg"],
-                classify,
-            );
-            match (got, want) {
-                (Ok(()), None) => {}
-                (Err(e), Some(retry)) => {
-                    assert_eq!(e.retry, retry, "{name}");
-                    assert!(e.message.contains(words), "{name}: {}", e.message);
-                    assert!(e.message.starts_with("DingTalk"), "{name}: {}", e.message);
-                }
-                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn status_errors_table() {
-        let answer = |status: u16, after: Option<u64>| Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            retry_after: after.map(Duration::from_secs),
-            body: "why".into(),
-        };
-        let s = Duration::from_secs;
-        let cases = [
-            (
-                "throttled, told when",
-                answer(429, Some(7)),
-                Retry::After(Some(s(7))),
-            ),
-            (
-                "throttled, not told",
-                answer(429, None),
-                Retry::After(Some(s(30))),
-            ),
-            ("server error", answer(500, None), Retry::Backoff),
-            ("timeout", answer(408, None), Retry::Backoff),
-            ("bad payload", answer(400, None), Retry::Refused),
-            ("gone", answer(410, None), Retry::Refused),
-            ("redirect", answer(302, None), Retry::Refused),
-        ];
-        for (name, a, want) in cases {
-            let e = status_error("Slack", &a, s(30));
-            assert_eq!(e.retry, want, "{name}");
-            assert!(e.message.ends_with(": why"), "{name}: {}", e.message);
         }
     }
 }

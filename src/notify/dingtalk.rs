@@ -6,13 +6,13 @@
 //! which the robot is throttled for 10 minutes. The lane's pace keeps us under that, and
 //! grouping keeps a storm to a few messages.
 
-use super::chat::{self, Card, Http, Markdown, Style};
+use super::chat::{self, Card, ChatChannel, ChatVendor, Markdown, Style};
+use super::http::{Answer, Codes, code_verdict};
 use super::{DeliveryError, Retry, Window};
 use crate::config::{ChatConfig, ConfigError};
 use crate::domain::Alert;
 use crate::secret::Secret;
 use base64::Engine;
-use futures_util::future::BoxFuture;
 use recwatch_rtc::sign::hmac_raw;
 use serde_json::json;
 use std::time::Duration;
@@ -29,44 +29,49 @@ const PACE: &[Window] = &[Window::new(20, Duration::from_secs(62))];
 /// What DingTalk does after 130101: throttles the robot for 10 minutes.
 const THROTTLED_FOR: Duration = Duration::from_secs(600);
 
-pub struct DingTalkChannel {
-    name: String,
-    url: Url,
-    http: Http,
+/// A DingTalk robot: its secret, if it signs, and how its messages are written.
+pub struct DingTalk {
     secret: Option<Secret>,
     style: Style,
 }
 
-impl DingTalkChannel {
-    pub fn new(
-        cfg: &ChatConfig,
-        index: usize,
-        style: Style,
-    ) -> Result<DingTalkChannel, ConfigError> {
-        Ok(DingTalkChannel {
-            name: cfg.name.clone(),
-            url: cfg.url.expose().clone(),
-            http: Http::new(cfg, index, "DingTalk")?,
+pub type DingTalkChannel = ChatChannel<DingTalk>;
+
+impl ChatVendor for DingTalk {
+    const KIND: &'static str = "dingtalk";
+    const NAME: &'static str = "DingTalk";
+    const PACE: &'static [Window] = PACE;
+    const LIMIT: usize = LIMIT;
+
+    fn new(cfg: &ChatConfig, _index: usize, style: Style) -> Result<DingTalk, ConfigError> {
+        Ok(DingTalk {
             secret: cfg.secret.clone(),
             style,
         })
     }
 
-    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+    fn requests(&self, url: &Url, alerts: &[Alert]) -> Vec<(Url, Vec<u8>)> {
         let url = match &self.secret {
-            Some(s) => signed_url(&self.url, s.expose(), chrono::Utc::now().timestamp_millis()),
-            None => self.url.clone(),
+            Some(s) => signed_url(url, s.expose(), chrono::Utc::now().timestamp_millis()),
+            None => url.clone(),
         };
-        let answer = self.http.post(url, render(alerts, &self.style)).await?;
-        chat::code_verdict(
-            self.http.vendor(),
-            &answer,
-            &["errcode"],
-            &["errmsg"],
-            classify,
-        )
+        vec![(url, render(alerts, &self.style))]
+    }
+
+    fn size(&self, alerts: &[Alert]) -> usize {
+        render(alerts, &self.style).len()
+    }
+
+    fn verdict(&self, answer: &Answer) -> Result<(), DeliveryError> {
+        code_verdict(Self::NAME, answer, &CODES)
     }
 }
+
+const CODES: Codes = Codes {
+    code: &["errcode"],
+    message: &["errmsg"],
+    classify,
+};
 
 /// `base64(HMAC-SHA256(key = secret, message = "{timestamp}\n{secret}"))`, the timestamp in
 /// milliseconds: DingTalk's formula (key and message the other way round from Feishu's).
@@ -109,34 +114,6 @@ fn classify(code: i64) -> Retry {
         130101 => Retry::After(Some(THROTTLED_FOR)),
         -1 => Retry::Backoff,
         _ => Retry::Refused,
-    }
-}
-
-impl super::Notifier for DingTalkChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "dingtalk"
-    }
-
-    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver(alerts))
-    }
-
-    fn groups(&self) -> bool {
-        true
-    }
-
-    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
-        chat::pack(alerts.len(), LIMIT, |a, b| {
-            render(&alerts[a..b], &self.style).len()
-        })
-    }
-
-    fn pace(&self) -> &'static [Window] {
-        PACE
     }
 }
 

@@ -5,16 +5,17 @@
 //! (19021 bad signature or clock, 19024 keyword missing, 19022 IP not allowed), 11232 is its
 //! rate limit.
 
-use super::chat::{self, Card, Http, Markdown, Style, Tone};
+use super::chat::{self, Card, ChatChannel, ChatVendor, Markdown, Style, Tone};
+use super::http::{Answer, Codes, code_verdict};
 use super::{DeliveryError, Retry, Window};
 use crate::config::{ChatConfig, ConfigError};
 use crate::domain::Alert;
 use crate::secret::Secret;
 use base64::Engine;
-use futures_util::future::BoxFuture;
 use recwatch_rtc::sign::hmac_raw;
 use serde_json::json;
 use std::time::Duration;
+use url::Url;
 
 /// A body is at most 20 KB; the signature's two fields take under 100 bytes of that.
 pub const LIMIT: usize = 20 * 1024 - 256;
@@ -25,41 +26,50 @@ const PACE: &[Window] = &[
     Window::new(100, Duration::from_secs(60)),
 ];
 
-pub struct FeishuChannel {
-    name: String,
-    url: url::Url,
-    http: Http,
+/// A Feishu bot: its secret, if it signs, and how its messages are written.
+pub struct Feishu {
     secret: Option<Secret>,
     style: Style,
 }
 
-impl FeishuChannel {
-    pub fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<FeishuChannel, ConfigError> {
-        Ok(FeishuChannel {
-            name: cfg.name.clone(),
-            url: cfg.url.expose().clone(),
-            http: Http::new(cfg, index, "Feishu")?,
+pub type FeishuChannel = ChatChannel<Feishu>;
+
+impl ChatVendor for Feishu {
+    const KIND: &'static str = "feishu";
+    const NAME: &'static str = "Feishu";
+    const PACE: &'static [Window] = PACE;
+    const LIMIT: usize = LIMIT;
+
+    fn new(cfg: &ChatConfig, _index: usize, style: Style) -> Result<Feishu, ConfigError> {
+        Ok(Feishu {
             secret: cfg.secret.clone(),
             style,
         })
     }
 
-    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+    fn requests(&self, url: &Url, alerts: &[Alert]) -> Vec<(Url, Vec<u8>)> {
         let signed = self.secret.as_ref().map(|s| {
             let ts = chrono::Utc::now().timestamp();
             (ts, sign(s.expose(), ts))
         });
-        let body = render(alerts, &self.style, signed);
-        let answer = self.http.post(self.url.clone(), body).await?;
-        chat::code_verdict(
-            self.http.vendor(),
-            &answer,
-            &["code", "StatusCode"],
-            &["msg", "StatusMessage"],
-            classify,
-        )
+        vec![(url.clone(), render(alerts, &self.style, signed))]
+    }
+
+    fn size(&self, alerts: &[Alert]) -> usize {
+        render(alerts, &self.style, None).len()
+    }
+
+    fn verdict(&self, answer: &Answer) -> Result<(), DeliveryError> {
+        code_verdict(Self::NAME, answer, &CODES)
     }
 }
+
+/// Feishu's verdict is `code` (`StatusCode` in older answers) and `msg`.
+const CODES: Codes = Codes {
+    code: &["code", "StatusCode"],
+    message: &["msg", "StatusMessage"],
+    classify,
+};
 
 /// `sign = base64(HMAC-SHA256(key = "{timestamp}\n{secret}", message = empty))`, the
 /// timestamp in seconds: Feishu's formula (the key is the string to sign, the message empty).
@@ -105,34 +115,6 @@ fn classify(code: i64) -> Retry {
     match code {
         11232 => Retry::After(Some(Duration::from_secs(60))),
         _ => Retry::Refused,
-    }
-}
-
-impl super::Notifier for FeishuChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "feishu"
-    }
-
-    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver(alerts))
-    }
-
-    fn groups(&self) -> bool {
-        true
-    }
-
-    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
-        chat::pack(alerts.len(), LIMIT, |a, b| {
-            render(&alerts[a..b], &self.style, None).len()
-        })
-    }
-
-    fn pace(&self) -> &'static [Window] {
-        PACE
     }
 }
 

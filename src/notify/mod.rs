@@ -10,6 +10,7 @@ pub mod chat;
 pub mod dingtalk;
 pub mod email;
 pub mod feishu;
+pub mod http;
 pub mod pagerduty;
 pub mod slack;
 pub mod teams;

@@ -8,12 +8,12 @@
 
 #[cfg(test)]
 use super::Retry;
-use super::chat::{self, Http, Style, rule_title};
+use super::chat::{ChatChannel, ChatVendor, Style, rule_title};
+use super::http::{Answer, SNIPPET_CHARS, status_error};
 use super::{DeliveryError, Window, snippet};
 use crate::config::{ChatConfig, ConfigError};
 use crate::domain::{Alert, Rule, Severity, Status};
 use crate::secret::Secret;
-use futures_util::future::BoxFuture;
 use serde_json::json;
 use std::time::Duration;
 use url::Url;
@@ -26,51 +26,52 @@ const PACE: &[Window] = &[Window::new(120, Duration::from_secs(62))];
 
 const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
 
-pub struct PagerDutyChannel {
-    name: String,
-    url: Url,
-    http: Http,
+/// A PagerDuty integration: its routing key and how its events are written.
+pub struct PagerDuty {
     routing_key: Secret,
     style: Style,
 }
 
-impl PagerDutyChannel {
-    pub fn new(
-        cfg: &ChatConfig,
-        index: usize,
-        style: Style,
-    ) -> Result<PagerDutyChannel, ConfigError> {
+pub type PagerDutyChannel = ChatChannel<PagerDuty>;
+
+impl ChatVendor for PagerDuty {
+    const KIND: &'static str = "pagerduty";
+    const NAME: &'static str = "PagerDuty";
+    const PACE: &'static [Window] = PACE;
+    /// Machines consume the events: one per alert.
+    const GROUPS: bool = false;
+    const THROTTLED: Duration = THROTTLE_WINDOW;
+
+    fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<PagerDuty, ConfigError> {
         let routing_key = cfg.routing_key.clone().ok_or_else(|| ConfigError {
             location: format!("notify.pagerduty[{index}] ({:?}).routing_key", cfg.name),
             message: "missing".into(),
         })?;
-        Ok(PagerDutyChannel {
-            name: cfg.name.clone(),
-            url: cfg.url.expose().clone(),
-            http: Http::new(cfg, index, "PagerDuty")?,
-            routing_key,
-            style,
-        })
+        Ok(PagerDuty { routing_key, style })
     }
 
-    async fn event(&self, alert: &Alert, action: Action) -> Result<(), DeliveryError> {
-        let body = render(alert, action, self.routing_key.expose(), &self.style);
-        let answer = self.http.post(self.url.clone(), body).await?;
-        verdict(self.http.vendor(), &answer)
-    }
-
-    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+    fn requests(&self, url: &Url, alerts: &[Alert]) -> Vec<(Url, Vec<u8>)> {
+        let mut events = Vec::with_capacity(alerts.len());
         for alert in alerts {
-            match alert.status {
-                Status::Firing => self.event(alert, Action::Trigger).await?,
-                Status::Resolved => self.event(alert, Action::Resolve).await?,
-            }
+            let action = match alert.status {
+                Status::Firing => Action::Trigger,
+                Status::Resolved => Action::Resolve,
+            };
+            events.push((alert, action));
             // `recwatch test-alert`: show that the key works without leaving an incident open.
             if alert.rule == Rule::Test && alert.status == Status::Firing {
-                self.event(alert, Action::Resolve).await?;
+                events.push((alert, Action::Resolve));
             }
         }
-        Ok(())
+        let key = self.routing_key.expose();
+        events
+            .into_iter()
+            .map(|(alert, action)| (url.clone(), render(alert, action, key, &self.style)))
+            .collect()
+    }
+
+    fn verdict(&self, answer: &Answer) -> Result<(), DeliveryError> {
+        verdict(Self::NAME, answer)
     }
 }
 
@@ -78,9 +79,9 @@ impl PagerDutyChannel {
 /// `{"status": "success", "message": ..., "dedup_key": ...}`; a 2xx without that JSON (an
 /// HTML 200 from a proxy or a captive portal) is not PagerDuty's answer, so the event may not
 /// have reached it and is tried again. A non-2xx is read as every chat vendor's.
-pub fn verdict(vendor: &str, answer: &chat::Answer) -> Result<(), DeliveryError> {
+pub fn verdict(vendor: &str, answer: &Answer) -> Result<(), DeliveryError> {
     if !answer.status.is_success() {
-        return Err(chat::status_error(vendor, answer, THROTTLE_WINDOW));
+        return Err(status_error(vendor, answer, Some(THROTTLE_WINDOW)));
     }
     let json: Option<serde_json::Value> = serde_json::from_str(&answer.body).ok();
     let status = json.as_ref().and_then(|j| j.get("status")?.as_str());
@@ -94,7 +95,7 @@ pub fn verdict(vendor: &str, answer: &chat::Answer) -> Result<(), DeliveryError>
     Err(DeliveryError::transient(format!(
         "{vendor} answered HTTP {} {what}: {}",
         answer.status,
-        snippet(&answer.body, chat::SNIPPET_CHARS)
+        snippet(&answer.body, SNIPPET_CHARS)
     )))
 }
 
@@ -178,24 +179,6 @@ pub fn render(alert: &Alert, action: Action, routing_key: &str, style: &Style) -
     serde_json::to_vec(&v).expect("JSON values serialize")
 }
 
-impl super::Notifier for PagerDutyChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "pagerduty"
-    }
-
-    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver(alerts))
-    }
-
-    fn pace(&self) -> &'static [Window] {
-        PACE
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +247,7 @@ mod tests {
     #[test]
     fn verdict_table() {
         use reqwest::StatusCode;
-        let answer = |status: u16, body: &str| chat::Answer {
+        let answer = |status: u16, body: &str| Answer {
             status: StatusCode::from_u16(status).unwrap(),
             retry_after: None,
             body: body.into(),

@@ -4,11 +4,10 @@
 //! Slack answers `200 ok`, or a status with a plain-text reason (`invalid_payload`,
 //! `channel_not_found`, 410 `channel_is_archived`), or 429 with `Retry-After`.
 
-use super::chat::{self, Card, Http, Markdown, Style};
-use super::{DeliveryError, Window};
+use super::Window;
+use super::chat::{self, Card, ChatChannel, ChatVendor, Markdown, Style};
 use crate::config::{ChatConfig, ConfigError};
 use crate::domain::Alert;
-use futures_util::future::BoxFuture;
 use serde_json::json;
 use std::time::Duration;
 use url::Url;
@@ -27,31 +26,31 @@ const PACE: &[Window] = &[Window::new(1, Duration::from_secs(1))];
 /// When a 429 does not say how long: Slack's limit is per minute at most.
 const THROTTLE_WINDOW: Duration = Duration::from_secs(30);
 
-pub struct SlackChannel {
-    name: String,
-    url: Url,
-    http: Http,
+/// A Slack incoming webhook: only the style is its own (the URL is the credential).
+pub struct Slack {
     style: Style,
 }
 
-impl SlackChannel {
-    pub fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<SlackChannel, ConfigError> {
-        Ok(SlackChannel {
-            name: cfg.name.clone(),
-            url: cfg.url.expose().clone(),
-            http: Http::new(cfg, index, "Slack")?,
-            style,
-        })
+pub type SlackChannel = ChatChannel<Slack>;
+
+impl ChatVendor for Slack {
+    const KIND: &'static str = "slack";
+    const NAME: &'static str = "Slack";
+    const PACE: &'static [Window] = PACE;
+    const LIMIT: usize = LIMIT;
+    const THROTTLED: Duration = THROTTLE_WINDOW;
+
+    fn new(_cfg: &ChatConfig, _index: usize, style: Style) -> Result<Slack, ConfigError> {
+        Ok(Slack { style })
     }
 
-    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
-        self.http
-            .post_for_status(
-                self.url.clone(),
-                render(alerts, &self.style),
-                THROTTLE_WINDOW,
-            )
-            .await
+    fn requests(&self, url: &Url, alerts: &[Alert]) -> Vec<(Url, Vec<u8>)> {
+        vec![(url.clone(), render(alerts, &self.style))]
+    }
+
+    /// The limit is on the text, in characters.
+    fn size(&self, alerts: &[Alert]) -> usize {
+        section(alerts, &self.style).1.chars().count()
     }
 }
 
@@ -100,34 +99,6 @@ pub fn render(alerts: &[Alert], style: &Style) -> Vec<u8> {
     );
     serde_json::to_vec(&json!({"text": card.title, "blocks": blocks}))
         .expect("JSON values serialize")
-}
-
-impl super::Notifier for SlackChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "slack"
-    }
-
-    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver(alerts))
-    }
-
-    fn groups(&self) -> bool {
-        true
-    }
-
-    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
-        chat::pack(alerts.len(), LIMIT, |a, b| {
-            section(&alerts[a..b], &self.style).1.chars().count()
-        })
-    }
-
-    fn pace(&self) -> &'static [Window] {
-        PACE
-    }
 }
 
 #[cfg(test)]

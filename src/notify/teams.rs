@@ -5,11 +5,10 @@
 //!
 //! A workflow answers 202 (it runs later) or 200; anything else is read as HTTP statuses are.
 
-use super::chat::{self, Card, Http, Markdown, Style, Tone};
-use super::{DeliveryError, Window};
+use super::Window;
+use super::chat::{self, Card, ChatChannel, ChatVendor, Markdown, Style, Tone};
 use crate::config::{ChatConfig, ConfigError};
 use crate::domain::Alert;
-use futures_util::future::BoxFuture;
 use serde_json::json;
 use std::time::Duration;
 use url::Url;
@@ -20,33 +19,29 @@ pub const LIMIT: usize = 27 * 1024;
 /// Teams' webhooks take about 4 requests a second.
 const PACE: &[Window] = &[Window::new(4, Duration::from_secs(1))];
 
-const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
-
-pub struct TeamsChannel {
-    name: String,
-    url: Url,
-    http: Http,
+/// A Teams workflow: only the style is its own (the URL is the credential).
+pub struct Teams {
     style: Style,
 }
 
-impl TeamsChannel {
-    pub fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<TeamsChannel, ConfigError> {
-        Ok(TeamsChannel {
-            name: cfg.name.clone(),
-            url: cfg.url.expose().clone(),
-            http: Http::new(cfg, index, "Teams")?,
-            style,
-        })
+pub type TeamsChannel = ChatChannel<Teams>;
+
+impl ChatVendor for Teams {
+    const KIND: &'static str = "teams";
+    const NAME: &'static str = "Teams";
+    const PACE: &'static [Window] = PACE;
+    const LIMIT: usize = LIMIT;
+
+    fn new(_cfg: &ChatConfig, _index: usize, style: Style) -> Result<Teams, ConfigError> {
+        Ok(Teams { style })
     }
 
-    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
-        self.http
-            .post_for_status(
-                self.url.clone(),
-                render(alerts, &self.style),
-                THROTTLE_WINDOW,
-            )
-            .await
+    fn requests(&self, url: &Url, alerts: &[Alert]) -> Vec<(Url, Vec<u8>)> {
+        vec![(url.clone(), render(alerts, &self.style))]
+    }
+
+    fn size(&self, alerts: &[Alert]) -> usize {
+        render(alerts, &self.style).len()
     }
 }
 
@@ -81,34 +76,6 @@ pub fn render(alerts: &[Alert], style: &Style) -> Vec<u8> {
         }],
     }))
     .expect("JSON values serialize")
-}
-
-impl super::Notifier for TeamsChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "teams"
-    }
-
-    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver(alerts))
-    }
-
-    fn groups(&self) -> bool {
-        true
-    }
-
-    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
-        chat::pack(alerts.len(), LIMIT, |a, b| {
-            render(&alerts[a..b], &self.style).len()
-        })
-    }
-
-    fn pace(&self) -> &'static [Window] {
-        PACE
-    }
 }
 
 #[cfg(test)]

@@ -5,43 +5,34 @@
 //! answer made us repeat. Redirects are not followed: a signed alert goes only where it was
 //! configured to go.
 
-use super::{DeliveryError, Retry, chain, redact, snippet};
+use super::DeliveryError;
+use super::http::{Label, Sender};
 use crate::config::{ConfigError, WebhookConfig};
 use crate::domain::Alert;
 use crate::secret::Secret;
 use base64::Engine;
 use futures_util::future::BoxFuture;
 use recwatch_rtc::sign::hmac_raw;
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, DATE, HeaderMap, HeaderValue, RETRY_AFTER};
-use std::time::Duration;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 
 pub const HEADER_ID: &str = "webhook-id";
 pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
 
-/// How much of a refusing receiver's answer goes into the error, in characters.
-const SNIPPET_CHARS: usize = 200;
-/// How much of the answer we read at most to make that snippet.
-const SNIPPET_READ_BYTES: usize = 4096;
-
 pub struct WebhookChannel {
     name: String,
     url: url::Url,
-    client: reqwest::Client,
+    /// The one HTTP path, its errors scrubbed of the secret and the configured headers.
+    http: Sender,
     /// Configured extra headers, marked sensitive so they stay out of reqwest's Debug output.
     headers: HeaderMap,
     /// The HMAC key: the secret's base64 decoded, `None` when deliveries are unsigned.
     key: Option<Vec<u8>>,
-    /// Everything that must never appear in an error message.
-    secrets: Vec<Secret>,
-    timeout: Duration,
 }
 
 impl WebhookChannel {
     /// `index` is the channel's position in `[[notify.webhook]]`, for error locations.
     pub fn new(cfg: &WebhookConfig, index: usize) -> Result<WebhookChannel, ConfigError> {
-        let at = |key: &str| format!("notify.webhook[{index}] ({:?}).{key}", cfg.name);
         let key = cfg.secret.as_ref().map(|s| s.key().to_vec());
         let mut headers = HeaderMap::new();
         let mut secrets: Vec<Secret> = cfg.secret.iter().map(|s| s.text().clone()).collect();
@@ -50,24 +41,18 @@ impl WebhookChannel {
             // Checked at load to be visible ASCII, so the text is the bytes as they were written.
             secrets.push(Secret::new(String::from_utf8_lossy(value.as_bytes())));
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("recwatch/", env!("CARGO_PKG_VERSION")))
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ConfigError {
-                location: at("url"),
-                message: format!("cannot build the HTTP client: {}", chain(&e.without_url())),
-            })?;
+        let http = Sender::new(cfg.timeout, secrets, Label::same("webhook")).map_err(|message| {
+            ConfigError {
+                location: format!("notify.webhook[{index}] ({:?}).url", cfg.name),
+                message,
+            }
+        })?;
         Ok(WebhookChannel {
             name: cfg.name.clone(),
             url: cfg.url.clone(),
-            client,
+            http,
             headers,
             key,
-            secrets,
-            timeout: cfg.timeout,
         })
     }
 
@@ -78,7 +63,7 @@ impl WebhookChannel {
     async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let body = render(alert);
         let mut request = self
-            .client
+            .http
             .post(self.url.clone())
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json");
@@ -92,43 +77,8 @@ impl WebhookChannel {
                     signature(key, alert.id.as_str(), timestamp, &body),
                 );
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let wait = header(RETRY_AFTER)
-            .and_then(|v| retry_after(&v, header(DATE).as_deref(), chrono::Utc::now()));
-        let text = redact(&read_snippet(response).await, &self.secrets);
-        Err(status_error(status, wait, &text))
-    }
-
-    /// Connect errors and timeouts: the receiver may be back later.
-    fn transport_error(&self, e: reqwest::Error) -> DeliveryError {
-        let cause = if e.is_timeout() {
-            format!(
-                "no answer within {}",
-                humantime::format_duration(self.timeout)
-            )
-        } else {
-            // without_url: a webhook URL often carries a token in its path or query.
-            chain(&e.without_url())
-        };
-        DeliveryError::transient(redact(
-            &format!("webhook request failed: {cause}"),
-            &self.secrets,
-        ))
+        // A 429 without Retry-After leaves the wait to the delivery policy's back-off.
+        self.http.send_for_status(request.body(body), None).await
     }
 }
 
@@ -150,72 +100,6 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(mac)
     )
-}
-
-/// What a non-2xx answer means. 5xx and 408 may pass by themselves; 429 asks us to slow
-/// down (`retry_after` is its `Retry-After`, already parsed); any other answer (3xx, 4xx) is a
-/// refusal that needs someone to fix the receiver or our config, so it is retried slowly.
-pub fn status_error(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body_snippet: &str,
-) -> DeliveryError {
-    let retry = if status == StatusCode::TOO_MANY_REQUESTS {
-        Retry::After(retry_after)
-    } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
-        Retry::Backoff
-    } else {
-        Retry::Refused
-    };
-    let mut message = format!("webhook answered HTTP {status}");
-    if status.is_redirection() {
-        message.push_str(" (redirects are not followed; configure the final URL)");
-    }
-    if !body_snippet.is_empty() {
-        message.push_str(": ");
-        message.push_str(body_snippet);
-    }
-    DeliveryError { retry, message }
-}
-
-/// How long a `Retry-After` value asks us to wait: delta-seconds, or an HTTP date. A date is
-/// measured against the answer's own `Date` header when it has one, so a skewed clock on
-/// either side does not stretch or erase the wait; otherwise against `now`. `None` for a
-/// value that is neither (the caller falls back to its own back-off).
-pub fn retry_after(
-    value: &str,
-    date: Option<&str>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is RFC 2822's syntax with "GMT".
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let base = date
-        .and_then(|d| chrono::DateTime::parse_from_rfc2822(d.trim()).ok())
-        .map(|d| d.with_timezone(&chrono::Utc))
-        .unwrap_or(now);
-    // A date in the past means "now".
-    Some(
-        (at.with_timezone(&chrono::Utc) - base)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// The start of the answer's body, for the operator; a failure to read it is not the error.
-pub async fn read_snippet(mut response: reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    while buf.len() < SNIPPET_READ_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    buf.truncate(SNIPPET_READ_BYTES);
-    snippet(&String::from_utf8_lossy(&buf), SNIPPET_CHARS)
 }
 
 impl super::Notifier for WebhookChannel {
@@ -333,86 +217,6 @@ mod tests {
         assert_eq!(v["job"]["name"], "lobby camera");
         let back: Alert = serde_json::from_value(v).unwrap();
         assert_eq!(back, a);
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        let later = Some(Duration::from_secs(7));
-        // (name, status, Retry-After, retry)
-        let cases: &[(&str, u16, Option<Duration>, Retry)] = &[
-            ("moved", 301, None, Retry::Refused),
-            ("temporary redirect", 307, None, Retry::Refused),
-            ("bad request", 400, None, Retry::Refused),
-            ("unauthorized", 401, None, Retry::Refused),
-            ("forbidden", 403, None, Retry::Refused),
-            ("not found", 404, None, Retry::Refused),
-            ("gone", 410, None, Retry::Refused),
-            ("payload too large", 413, None, Retry::Refused),
-            ("unprocessable", 422, None, Retry::Refused),
-            ("request timeout", 408, None, Retry::Backoff),
-            ("too many requests", 429, None, Retry::After(None)),
-            (
-                "too many requests, told when",
-                429,
-                later,
-                Retry::After(later),
-            ),
-            ("internal error", 500, None, Retry::Backoff),
-            ("bad gateway", 502, None, Retry::Backoff),
-            ("unavailable", 503, later, Retry::Backoff),
-            ("gateway timeout", 504, None, Retry::Backoff),
-        ];
-        for (name, code, after, retry) in cases {
-            let e = status_error(StatusCode::from_u16(*code).unwrap(), *after, "why");
-            assert_eq!(e.retry, *retry, "{name}");
-            assert!(
-                e.message.contains(&code.to_string()),
-                "{name}: {}",
-                e.message
-            );
-            assert!(e.message.ends_with(": why"), "{name}: {}", e.message);
-        }
-    }
-
-    #[test]
-    fn retry_after_table() {
-        let now: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-        let s = Duration::from_secs;
-        let cases: &[(&str, &str, Option<&str>, Option<Duration>)] = &[
-            ("seconds", "120", None, Some(s(120))),
-            ("seconds with spaces", " 5 ", None, Some(s(5))),
-            ("zero", "0", None, Some(s(0))),
-            (
-                "date against now",
-                "Thu, 01 Jan 2026 00:01:00 GMT",
-                None,
-                Some(s(60)),
-            ),
-            (
-                "date against the answer's Date, not our clock",
-                "Wed, 01 Jan 2025 00:00:30 GMT",
-                Some("Wed, 01 Jan 2025 00:00:00 GMT"),
-                Some(s(30)),
-            ),
-            (
-                "date in the past",
-                "Wed, 31 Dec 2025 23:00:00 GMT",
-                None,
-                Some(s(0)),
-            ),
-            (
-                "unreadable Date header falls back to now",
-                "Thu, 01 Jan 2026 00:00:10 GMT",
-                Some("yesterday"),
-                Some(s(10)),
-            ),
-            ("negative", "-5", None, None),
-            ("garbage", "soon", None, None),
-            ("empty", "", None, None),
-        ];
-        for (name, value, date, want) in cases {
-            assert_eq!(retry_after(value, *date, now), *want, "{name}");
-        }
     }
 
     /// The config refuses a configured header that this channel sets itself (a second

@@ -4,11 +4,11 @@
 //! WeCom answers HTTP 200 with `{"errcode": ..., "errmsg": ...}`: 45009 is its rate limit (20
 //! messages a minute), 93000 a bad key, 40058 a message over 4,096 bytes.
 
-use super::chat::{self, Card, Http, Markdown, Style, Tone};
+use super::chat::{self, Card, ChatChannel, ChatVendor, Markdown, Style, Tone};
+use super::http::{Answer, Codes, code_verdict};
 use super::{DeliveryError, Retry, Window};
 use crate::config::{ChatConfig, ConfigError};
 use crate::domain::Alert;
-use futures_util::future::BoxFuture;
 use serde_json::json;
 use std::time::Duration;
 use url::Url;
@@ -19,39 +19,47 @@ pub const LIMIT: usize = 4096;
 /// 20 messages a minute per robot, with two seconds' margin for network delays.
 const PACE: &[Window] = &[Window::new(20, Duration::from_secs(62))];
 
-pub struct WeComChannel {
-    name: String,
-    url: Url,
-    http: Http,
+/// A WeCom robot: the key is in its URL, so only the style is its own.
+pub struct WeCom {
     style: Style,
 }
 
-impl WeComChannel {
-    pub fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<WeComChannel, ConfigError> {
-        Ok(WeComChannel {
-            name: cfg.name.clone(),
-            url: cfg.url.expose().clone(),
-            http: Http::new(cfg, index, "WeCom")?,
-            style,
-        })
+pub type WeComChannel = ChatChannel<WeCom>;
+
+impl ChatVendor for WeCom {
+    const KIND: &'static str = "wecom";
+    const NAME: &'static str = "WeCom";
+    const PACE: &'static [Window] = PACE;
+    const LIMIT: usize = LIMIT;
+
+    fn new(_cfg: &ChatConfig, _index: usize, style: Style) -> Result<WeCom, ConfigError> {
+        Ok(WeCom { style })
     }
 
-    async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+    fn requests(&self, url: &Url, alerts: &[Alert]) -> Vec<(Url, Vec<u8>)> {
         let body = serde_json::to_vec(&json!({
             "msgtype": "markdown",
             "markdown": {"content": content(alerts, &self.style)},
         }))
         .expect("JSON values serialize");
-        let answer = self.http.post(self.url.clone(), body).await?;
-        chat::code_verdict(
-            self.http.vendor(),
-            &answer,
-            &["errcode"],
-            &["errmsg"],
-            classify,
-        )
+        vec![(url.clone(), body)]
+    }
+
+    /// The limit is on the markdown content, not the whole body.
+    fn size(&self, alerts: &[Alert]) -> usize {
+        content(alerts, &self.style).len()
+    }
+
+    fn verdict(&self, answer: &Answer) -> Result<(), DeliveryError> {
+        code_verdict(Self::NAME, answer, &CODES)
     }
 }
+
+const CODES: Codes = Codes {
+    code: &["errcode"],
+    message: &["errmsg"],
+    classify,
+};
 
 /// The markdown content: the title in WeCom's colours (`warning` is orange, `info` green,
 /// `comment` grey), then the body.
@@ -76,34 +84,6 @@ fn classify(code: i64) -> Retry {
         45009 => Retry::After(Some(Duration::from_secs(60))),
         -1 => Retry::Backoff,
         _ => Retry::Refused,
-    }
-}
-
-impl super::Notifier for WeComChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "wecom"
-    }
-
-    fn send<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver(alerts))
-    }
-
-    fn groups(&self) -> bool {
-        true
-    }
-
-    fn split(&self, alerts: &[Alert]) -> Vec<usize> {
-        chat::pack(alerts.len(), LIMIT, |a, b| {
-            content(&alerts[a..b], &self.style).len()
-        })
-    }
-
-    fn pace(&self) -> &'static [Window] {
-        PACE
     }
 }
 
