@@ -747,16 +747,47 @@ pub struct JobWrite {
     pub config: Arc<Config>,
 }
 
-/// Writing one job's outcomes panicked: the outcomes cannot be written as they are.
-#[derive(Debug, thiserror::Error)]
-#[error("writing this job's outcomes panicked: {0}")]
-pub struct WritePanicked(pub String);
+/// Why one job's outcomes were not written, as the poller branches on it: try again
+/// shortly ([`WriteError::is_locked`]), start the job over ([`WriteError::Panicked`]), or keep
+/// the outcomes for the job's next write (anything else).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The database refused: the job's own error, or its group's, shared by every job of the
+    /// group (a lock or a full disk refuses them all alike). Displays what it means for
+    /// people (`describe_write_error`).
+    #[error("{}", crate::store::describe_write_error(.0))]
+    Store(Arc<StoreError>),
+    /// Writing this job's outcomes panicked: they cannot be written as they are.
+    #[error("writing this job's outcomes panicked: {0}")]
+    Panicked(String),
+    /// The group writer is gone (the poller is stopping).
+    #[error("the database writer has stopped")]
+    Stopped,
+}
+
+impl WriteError {
+    /// Another process held the database's lock: worth trying again shortly, for a job
+    /// written alone or in a group alike.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, WriteError::Store(e) if matches!(**e, StoreError::Locked(_)))
+    }
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> WriteError {
+        WriteError::Store(Arc::new(e))
+    }
+}
 
 impl Outbox {
     /// Writes a group in one transaction. If any part of it fails (a lock held by another
     /// process, a bad row), nothing of it is kept and each job is written on its own, so each
     /// gets its own answer.
-    pub async fn write_group(&self, store: &Store, group: &[JobWrite]) -> Vec<anyhow::Result<()>> {
+    pub async fn write_group(
+        &self,
+        store: &Store,
+        group: &[JobWrite],
+    ) -> Vec<Result<(), WriteError>> {
         if group.len() > 1 {
             match crate::vitals::contain(self.try_group(store, group)).await {
                 Ok(Ok((results, made))) => {
@@ -765,27 +796,16 @@ impl Outbox {
                     return results;
                 }
                 // Locked by another process: each job on its own would wait out the busy
-                // timeout again, one after the other. Every job keeps its outcomes for its
-                // next poll instead.
-                Ok(Err(e @ StoreError::Locked(_))) => {
+                // timeout again, one after the other. Every job is told the group's error
+                // instead (a lock: its poll tries again shortly, as a job alone would), and
+                // keeps its outcomes. The database itself refusing (full, read-only ...):
+                // job by job would fail the same way.
+                Ok(Err(e)) if e.is_database_wide() => {
                     store.health().write_failed(&e);
+                    let shared = Arc::new(e);
                     return group
                         .iter()
-                        .map(|_| Err(anyhow::anyhow!("database locked by another process: {e:#}")))
-                        .collect();
-                }
-                // The database itself refuses (full, read-only ...): job by job would fail
-                // the same way.
-                Ok(Err(e @ StoreError::Unwritable(_))) => {
-                    store.health().write_failed(&e);
-                    return group
-                        .iter()
-                        .map(|_| {
-                            Err(anyhow::anyhow!(
-                                "{}",
-                                crate::store::describe_write_error(&e)
-                            ))
-                        })
+                        .map(|_| Err(WriteError::Store(shared.clone())))
                         .collect();
                 }
                 Ok(Err(e)) => {
@@ -827,7 +847,7 @@ impl Outbox {
                     // It may have panicked after its commit, before announcing the alerts:
                     // let the delivery worker look now, not at its next periodic check.
                     self.wake.notify_one();
-                    Err(WritePanicked(why).into())
+                    Err(WriteError::Panicked(why))
                 }
             };
             results.push(result);
@@ -839,7 +859,7 @@ impl Outbox {
         &self,
         store: &Store,
         group: &[JobWrite],
-    ) -> Result<(Vec<anyhow::Result<()>>, Vec<Alert>), StoreError> {
+    ) -> Result<(Vec<Result<(), WriteError>>, Vec<Alert>), StoreError> {
         // No savepoint per job: any error rolls the whole group back (dropping `tx`) and the
         // caller writes each job on its own, which gives each its own outcome. Errors are rare;
         // two statements fewer per poll are not.

@@ -15,7 +15,7 @@ use super::policy::{
 use super::queue::{self, Due, Filter, Outcome};
 use crate::domain::{Alert, Subject, timestamp};
 use crate::notify::{Channel, DeliveryError, Retry};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
@@ -145,12 +145,7 @@ impl Lane {
             self.flush_unrecorded().await;
             let wait = match self.fill(&mut set, now).await {
                 // Refused by the fence: this instance is stepping down, its term's stop follows.
-                Err(e)
-                    if e.downcast_ref::<crate::store::StoreError>()
-                        .is_some_and(|e| e.is_fenced()) =>
-                {
-                    Duration::from_secs(1)
-                }
+                Err(e) if e.is_fenced() => Duration::from_secs(1),
                 Err(e) => {
                     warn!(channel = %self.name(), "cannot read the outbox: {e:#}");
                     Duration::from_secs(1)
@@ -292,7 +287,7 @@ impl Lane {
         &mut self,
         set: &mut JoinSet<Sending>,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<usize> {
+    ) -> Result<usize, StoreError> {
         self.held_until = None;
         let settings = self.settings.borrow().clone();
         if !self
@@ -381,7 +376,7 @@ impl Lane {
         &mut self,
         mono: Instant,
         now: DateTime<Utc>,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), StoreError> {
         self.last_release = Some(mono);
         match self
             .store
@@ -400,7 +395,11 @@ impl Lane {
     /// Up to `free` deliveries due now and not busy, less those a silence or maintenance
     /// window holds back: asked just before the send, and before grouping (a held alert never
     /// delays the next group).
-    async fn take_due(&mut self, now: DateTime<Utc>, free: usize) -> anyhow::Result<Vec<Due>> {
+    async fn take_due(
+        &mut self,
+        now: DateTime<Utc>,
+        free: usize,
+    ) -> Result<Vec<Due>, StoreError> {
         let busy = self.busy();
         let due: Vec<Due> = queue::due(&self.store, &self.filter, now, free + busy.len())
             .await?
@@ -408,7 +407,7 @@ impl Lane {
             .filter(|d| !busy.contains(&d.alert_id))
             .take(free)
             .collect();
-        Ok(self.hold_back(due, now).await?)
+        self.hold_back(due, now).await
     }
 
     /// Marks `silenced` each delivery a silence or maintenance window holds back now (see
@@ -417,7 +416,7 @@ impl Lane {
         &mut self,
         due: Vec<Due>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Due>, crate::store::StoreError> {
+    ) -> Result<Vec<Due>, StoreError> {
         if due.is_empty() {
             return Ok(due);
         }

@@ -10,8 +10,8 @@ use super::writer::GroupWriter;
 use crate::config::{Config, JobConfig};
 use crate::detect::{Detected, detect};
 use crate::domain::{PollOutcome, PollRecord};
-use crate::outbox::{self, Event};
-use crate::store::{Attempt, LOCK_RETRY, StoreError, retry_locked};
+use crate::outbox::{Event, WriteError};
+use crate::store::{Attempt, LOCK_RETRY, retry_locked};
 use chrono::Utc;
 use recwatch_rtc::client::{ErrorKind, Fetched, RtcClient, RtcError};
 use std::sync::Arc;
@@ -299,18 +299,7 @@ impl PollTask {
                     debug!(app_id = %k.app_id, job_id = %k.job_id, unwritten, "the database writer is busy (the database is probably locked by another process): kept for this job's next poll");
                     return Attempt::Done(Err(None));
                 };
-                let Err(e) = written else {
-                    return Attempt::Done(Ok(()));
-                };
-                if let Some(p) = e.downcast_ref::<outbox::WritePanicked>() {
-                    return Attempt::Done(Err(Some(p.0.clone())));
-                }
-                if !matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Locked(_))) {
-                    debug!(app_id = %k.app_id, job_id = %k.job_id, unwritten, "cannot write the poll outcome: {e:#}; kept and written again shortly");
-                    return Attempt::Done(Err(None));
-                }
-                debug!(app_id = %k.app_id, job_id = %k.job_id, attempt, unwritten, "cannot write the poll outcome (database locked by another process): {e:#}");
-                Attempt::Locked(None)
+                after_write(k, attempt, unwritten, written)
             }
         })
         .await;
@@ -331,5 +320,28 @@ impl PollTask {
             state,
             result,
         }))
+    }
+}
+
+/// What one try of a job's write came to: written; refused on another process's lock, for a
+/// job written alone or in a group alike (tried again shortly); or done failing, `Some(why)`
+/// when the write panicked (the job starts over), `None` when the outcomes are kept.
+fn after_write(
+    k: &Key,
+    attempt: u32,
+    unwritten: usize,
+    written: Result<(), WriteError>,
+) -> Attempt<(), Option<String>> {
+    match written {
+        Ok(()) => Attempt::Done(Ok(())),
+        Err(WriteError::Panicked(why)) => Attempt::Done(Err(Some(why))),
+        Err(e) if e.is_locked() => {
+            debug!(app_id = %k.app_id, job_id = %k.job_id, attempt, unwritten, "cannot write the poll outcome (database locked by another process): {e:#}");
+            Attempt::Locked(None)
+        }
+        Err(e) => {
+            debug!(app_id = %k.app_id, job_id = %k.job_id, unwritten, "cannot write the poll outcome: {e:#}; kept and written again shortly");
+            Attempt::Done(Err(None))
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::config::{Config, JobConfig};
 use crate::domain::PollRecord;
-use crate::outbox::{JobWrite, Outbox, WritePanicked};
+use crate::outbox::{JobWrite, Outbox, WriteError};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub struct GroupWriter {
 /// One job's outcomes on their way to the writer task, and where its answer goes.
 struct WriteUnit {
     write: JobWrite,
-    reply: oneshot::Sender<anyhow::Result<()>>,
+    reply: oneshot::Sender<Result<(), WriteError>>,
 }
 
 /// At most this many jobs share one transaction, so one commit stays short.
@@ -85,7 +85,7 @@ impl GroupWriter {
         in_init: Option<std::time::Duration>,
         now: DateTime<Utc>,
         config: Arc<Config>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
         let unit = WriteUnit {
             write: JobWrite {
@@ -100,10 +100,8 @@ impl GroupWriter {
         self.units
             .send(unit)
             .await
-            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
@@ -133,7 +131,7 @@ async fn write_loop(
             // is told here too; the outcome is sent again with the job's next poll. A failure
             // of the database as a whole is logged once by its health, not per job.
             if let Err(e) = &result {
-                if e.downcast_ref::<WritePanicked>().is_none() {
+                if !matches!(e, WriteError::Panicked(_)) {
                     debug!(app_id = %write.job.app_id, job_id = %write.job.job_id, "cannot write the poll outcome: {e:#}; it is kept for this job's next write");
                 }
             }
