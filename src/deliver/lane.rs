@@ -372,11 +372,7 @@ impl Lane {
     /// A group is released now: its window starts, here and in the database (before the
     /// send, so a crash after it still finds the window open). Refused by the fence (this
     /// instance no longer leads), the error goes up as the claim's would: nothing is sent.
-    async fn note_release(
-        &mut self,
-        mono: Instant,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn note_release(&mut self, mono: Instant, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.last_release = Some(mono);
         match self
             .store
@@ -395,11 +391,7 @@ impl Lane {
     /// Up to `free` deliveries due now and not busy, less those a silence or maintenance
     /// window holds back: asked just before the send, and before grouping (a held alert never
     /// delays the next group).
-    async fn take_due(
-        &mut self,
-        now: DateTime<Utc>,
-        free: usize,
-    ) -> Result<Vec<Due>, StoreError> {
+    async fn take_due(&mut self, now: DateTime<Utc>, free: usize) -> Result<Vec<Due>, StoreError> {
         let busy = self.busy();
         let due: Vec<Due> = queue::due(&self.store, &self.filter, now, free + busy.len())
             .await?

@@ -495,7 +495,11 @@ pub struct ChatChannel<V> {
 }
 
 impl<V: ChatVendor> ChatChannel<V> {
-    pub fn new(cfg: &ChatConfig, index: usize, style: Style) -> Result<ChatChannel<V>, ConfigError> {
+    pub fn new(
+        cfg: &ChatConfig,
+        index: usize,
+        style: Style,
+    ) -> Result<ChatChannel<V>, ConfigError> {
         let vendor = V::new(cfg, index, style)?;
         let mut secrets = cfg.url.secrets();
         secrets.extend(cfg.secret.iter().cloned());
@@ -549,7 +553,9 @@ impl<V: ChatVendor> Notifier for ChatChannel<V> {
         if !V::GROUPS {
             return vec![1; alerts.len()];
         }
-        pack(alerts.len(), V::LIMIT, |a, b| self.vendor.size(&alerts[a..b]))
+        pack(alerts.len(), V::LIMIT, |a, b| {
+            self.vendor.size(&alerts[a..b])
+        })
     }
 
     fn pace(&self) -> &'static [Window] {

@@ -4,7 +4,7 @@
 //! at most [`BODY_BYTES`] of the body with every secret scrubbed out.
 //!
 //! What an answer means is classified here once: [`Sender::status_error`] for the HTTP status
-//! (every receiver), [`Sender::code_verdict`] for the vendors that answer 200 with an error
+//! (every receiver), [`code_verdict`] for the vendors that answer 200 with an error
 //! code in the body. Each caller keeps only what is its own: its format, its signing, its
 //! vendor's codes (the shape of Alertmanager's `notify.Retrier` beside each notifier).
 
@@ -80,10 +80,6 @@ impl Sender {
         self.client.post(url)
     }
 
-    pub fn label(&self) -> Label {
-        self.label
-    }
-
     /// Sends `request` and reads the answer; a transport failure (no connection, a timeout)
     /// is an error that may pass.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, DeliveryError> {
@@ -152,13 +148,6 @@ impl Sender {
         status_error(self.label.answer, answer, throttled)
     }
 
-    /// The verdict of a vendor that answers 200 with `{code, msg}` in the body (Feishu,
-    /// DingTalk, WeCom): code 0 is a success; `codes.classify` says how to retry any other
-    /// code. The error names the code and the vendor's message, e.g. `19021 sign match fail`.
-    pub fn code_verdict(&self, answer: &Answer, codes: &Codes) -> Result<(), DeliveryError> {
-        code_verdict(self.label.answer, answer, codes)
-    }
-
     fn scrub(&self, text: &str) -> String {
         redact(text, &self.secrets)
     }
@@ -172,8 +161,7 @@ fn head(response: &reqwest::Response) -> (StatusCode, Option<Duration>) {
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    let wait = header(RETRY_AFTER)
-        .and_then(|v| retry_after(v, header(DATE), chrono::Utc::now()));
+    let wait = header(RETRY_AFTER).and_then(|v| retry_after(v, header(DATE), chrono::Utc::now()));
     (response.status(), wait)
 }
 
@@ -209,7 +197,10 @@ pub struct Codes {
     pub classify: fn(i64) -> Retry,
 }
 
-/// See [`Sender::code_verdict`]; `who` names the vendor.
+/// The verdict of a vendor that answers 200 with `{code, msg}` in the body (Feishu,
+/// DingTalk, WeCom): code 0 is a success; `codes.classify` says how to retry any other code.
+/// The error names the code and the vendor's message, e.g. `19021 sign match fail`; `who`
+/// names the vendor.
 pub fn code_verdict(who: &str, answer: &Answer, codes: &Codes) -> Result<(), DeliveryError> {
     if !answer.status.is_success() {
         return Err(status_error(who, answer, Some(Duration::from_secs(60))));
@@ -294,13 +285,25 @@ mod tests {
         let later = Some(s(7));
         let cases: &[(&str, u16, Option<Duration>, Retry, Retry)] = &[
             ("moved", 301, None, Retry::Refused, Retry::Refused),
-            ("temporary redirect", 307, None, Retry::Refused, Retry::Refused),
+            (
+                "temporary redirect",
+                307,
+                None,
+                Retry::Refused,
+                Retry::Refused,
+            ),
             ("bad request", 400, None, Retry::Refused, Retry::Refused),
             ("unauthorized", 401, None, Retry::Refused, Retry::Refused),
             ("forbidden", 403, None, Retry::Refused, Retry::Refused),
             ("not found", 404, None, Retry::Refused, Retry::Refused),
             ("gone", 410, None, Retry::Refused, Retry::Refused),
-            ("payload too large", 413, None, Retry::Refused, Retry::Refused),
+            (
+                "payload too large",
+                413,
+                None,
+                Retry::Refused,
+                Retry::Refused,
+            ),
             ("unprocessable", 422, None, Retry::Refused, Retry::Refused),
             ("request timeout", 408, None, Retry::Backoff, Retry::Backoff),
             (
@@ -372,7 +375,12 @@ mod tests {
                 Some(Retry::After(Some(Duration::from_secs(600)))),
                 "throttling this robot: 130101 send too fast",
             ),
-            ("the second code key", ok(200, r#"{"StatusCode":0}"#), None, ""),
+            (
+                "the second code key",
+                ok(200, r#"{"StatusCode":0}"#),
+                None,
+                "",
+            ),
             (
                 "no code: maybe not delivered",
                 ok(200, "<html>proxy</html>"),

@@ -41,12 +41,13 @@ impl WebhookChannel {
             // Checked at load to be visible ASCII, so the text is the bytes as they were written.
             secrets.push(Secret::new(String::from_utf8_lossy(value.as_bytes())));
         }
-        let http = Sender::new(cfg.timeout, secrets, Label::same("webhook")).map_err(|message| {
-            ConfigError {
-                location: format!("notify.webhook[{index}] ({:?}).url", cfg.name),
-                message,
-            }
-        })?;
+        let http =
+            Sender::new(cfg.timeout, secrets, Label::same("webhook")).map_err(|message| {
+                ConfigError {
+                    location: format!("notify.webhook[{index}] ({:?}).url", cfg.name),
+                    message,
+                }
+            })?;
         Ok(WebhookChannel {
             name: cfg.name.clone(),
             url: cfg.url.clone(),

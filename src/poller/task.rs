@@ -326,7 +326,7 @@ impl PollTask {
 /// What one try of a job's write came to: written; refused on another process's lock, for a
 /// job written alone or in a group alike (tried again shortly); or done failing, `Some(why)`
 /// when the write panicked (the job starts over), `None` when the outcomes are kept.
-fn after_write(
+pub(super) fn after_write(
     k: &Key,
     attempt: u32,
     unwritten: usize,

@@ -239,4 +239,57 @@ job_id = "job-2"
         assert_eq!(alerts.len(), 3, "one alert per job");
         assert!(alerts.iter().all(|a| a.rule == "stopped_unexpectedly"));
     }
+
+    /// Three jobs written as one group while another process holds the write lock: the
+    /// group's refusal tells each job it met a lock, so the poller's own decision
+    /// (`task::after_write`) in its own loop (`retry_locked`) tries each again, and all land
+    /// once the lock ends (after the first refusal). When a group's lock reached its jobs as
+    /// text, only a job written alone was tried again: these three were kept unwritten.
+    #[tokio::test]
+    async fn a_group_refused_on_a_lock_is_tried_again_like_a_single_job() {
+        use crate::domain::JobKey;
+        use crate::store::{Attempt, LOCK_RETRY, retry_locked};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recwatch.db");
+        let store = Store::open(&path).await.unwrap();
+        let config = config();
+        let (writer, _) = GroupWriter::start(Outbox::new(), store.clone());
+        let t0 = Utc::now();
+        let other = Store::open(&path).await.unwrap();
+        let held = std::sync::Mutex::new(Some(other.begin_write().await.unwrap()));
+        let locked = std::sync::atomic::AtomicU32::new(0);
+        let (writer, config, held, locked) = (&writer, &config, &held, &locked);
+        // All three are queued before the writer task runs (one thread): one group.
+        let writes = config.jobs.iter().map(|job| {
+            let key = JobKey::new(job.app_id.as_str(), job.job_id.as_str());
+            retry_locked(LOCK_RETRY, move |attempt| {
+                let write = writer.write(
+                    stopped(job, t0),
+                    JobConfig::clone(job),
+                    None,
+                    t0,
+                    config.clone(),
+                );
+                let key = key.clone();
+                async move {
+                    let after = super::super::task::after_write(&key, attempt, 1, write.await);
+                    if matches!(after, Attempt::Locked(_)) {
+                        locked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        // The other process commits: the next try finds the database free.
+                        held.lock().unwrap().take();
+                    }
+                    after
+                }
+            })
+        });
+        let results = futures_util::future::join_all(writes).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            locked.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "each job of the group met the lock once"
+        );
+        assert_eq!(store.history(None, None, 10).await.unwrap().len(), 3);
+        assert_eq!(store.alerts(false, 10).await.unwrap().len(), 3);
+    }
 }
