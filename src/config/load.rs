@@ -44,8 +44,9 @@ pub fn load_with_env(
 /// watch list is read (issue 23, item 7: at 100,000 jobs each was ~0.3 G instructions, one
 /// after the other). `beside`'s answer is given only when the configuration is the one it was
 /// given the storage of: with a file the lean reader reads (see `lean`), which is where the
-/// time is. Any other file is read as [`load`] reads it, `beside` never runs, and the caller
-/// does its work after; what either way tells about a broken file is [`load`]'s.
+/// time is. Any other file is read as [`load`] reads it (`beside` does not run, or its answer
+/// is dropped when the lean reader declined only the entries), and the caller does its work
+/// after; what either way tells about a broken file is [`load`]'s.
 pub fn load_beside<T: Send>(
     path: &Path,
     beside: impl FnOnce(&super::StorageConfig) -> T + Send,
