@@ -5,7 +5,9 @@
 # not change. BIN is the release binary, DIR where the files go (the database is made once
 # per DIR and JOBS; delete it to start again). Prints each command's total and keeps the
 # callgrind files (DIR/cg.COMMAND.out) for callgrind_annotate, and each command's output
-# (DIR/out.COMMAND) to `cmp` two builds.
+# (DIR/out.COMMAND) to `cmp` two builds. Each thread is counted apart (`status` reads the
+# jobs' rows on a second thread while the configuration's jobs are read, part 27b): the line
+# gives the total and each thread's count, the main thread first.
 set -euo pipefail
 jobs=$1; name=cg$jobs
 BIN=${BIN:-target/release/recwatch}
@@ -24,7 +26,8 @@ fi
 echo "rows: $(sqlite3 $DIR/$name.db 'select count(*) from jobs'), load: $(cat /proc/loadavg)"
 for args in "status --json" "status" "check"; do
   tag=${args// /}
-  valgrind --tool=callgrind --callgrind-out-file=$DIR/cg.$tag.out \
+  rm -f $DIR/cg.$tag.out*
+  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=$DIR/cg.$tag.out \
     $BIN --config $DIR/$name.toml $args > $DIR/out.$tag 2> $DIR/cg.$tag.err
-  echo "$args: $(grep -h '^totals:' $DIR/cg.$tag.out | awk '{printf "%d M instructions", $2 / 1000000}')"
+  echo "$args: $(cat $DIR/cg.$tag.out-* | grep -h '^totals:' | awk '{t += $2; s = s sep int($2 / 1000000); sep = " + "} END {printf "%d M instructions (threads: %s M)", t / 1000000, s}')"
 done

@@ -5,11 +5,10 @@
 //! adds the files it recorded.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::{IdsHash, JobSource};
-use crate::store::{JobRow, Store};
+use crate::domain::JobSource;
+use crate::store::{JobRow, JobStatuses, Store};
 use crate::watchlist::Entry;
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// A watched job with what the database knows of it: a row of `status --json` and of
 /// `/api/v1/jobs`.
@@ -61,119 +60,40 @@ pub const STATUS_PAGE: usize = 1000;
 pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<StatusRow>> {
     let runtime = runtime_list(store).await?;
     let entries = crate::watchlist::entries(config, &runtime);
-    let placed = placed_rows(store, &entries).await?;
+    let rows = job_rows(store, None).await?;
     Ok(entries
         .iter()
-        .enumerate()
-        .map(|(i, e)| Sorted::of(e, placed.row(i)).to_row())
+        .map(|e| Sorted::of(e, &rows).to_row())
         .collect())
 }
 
 /// Each watched job with what the database knows of it, borrowed, in [`status_rows`]'s
 /// order, handed to `f` all at once (`status`'s table needs every cell's width before its
-/// first line): no [`StatusRow`] copied per job (issue 23, item 7).
+/// first line): no [`StatusRow`] copied per job (issue 23, item 7). `rows` are the jobs' rows
+/// if they were read ahead ([`JobStatuses::read_ahead`]), else they are read here.
 pub async fn with_rows<R>(
     config: &Config,
     store: &Store,
+    rows: Option<JobStatuses>,
     f: impl FnOnce(&[Sorted<'_>]) -> R,
 ) -> anyhow::Result<R> {
     let runtime = runtime_list(store).await?;
     let entries = crate::watchlist::entries(config, &runtime);
-    let placed = placed_rows(store, &entries).await?;
-    let rows: Vec<Sorted<'_>> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Sorted::of(e, placed.row(i)))
-        .collect();
-    Ok(f(&rows))
+    let rows = job_rows(store, rows).await?;
+    let sorted: Vec<Sorted<'_>> = entries.iter().map(|e| Sorted::of(e, &rows)).collect();
+    Ok(f(&sorted))
 }
 
-/// The shown columns of each entry's row, in the entries' order: one text holding every
-/// value, a row's values spans of it (issue 23, item 7: a `String` per value was 400,000
-/// allocations at 100,000 jobs).
-struct Placed {
-    text: String,
-    /// Per entry: None if it was never polled, else its row's values in [`Placed::row`]'s
-    /// order, each the span of `text` it takes or [`ABSENT`] for NULL.
-    rows: Vec<Option<[(u32, u32); 6]>>,
-}
-
-/// A NULL value's span.
-const ABSENT: (u32, u32) = (u32::MAX, 0);
-
-/// A row's shown values, borrowed from [`Placed`].
-#[derive(Clone, Copy)]
-struct Shown<'a> {
-    state: Option<&'a str>,
-    stop_reason: Option<&'a str>,
-    description: Option<&'a str>,
-    last_polled_at: Option<&'a str>,
-    last_changed_at: Option<&'a str>,
-    last_error: Option<&'a str>,
-}
-
-impl Placed {
-    /// Entry `i`'s row, if it has one.
-    fn row(&self, i: usize) -> Option<Shown<'_>> {
-        let spans = self.rows[i].as_ref()?;
-        let v = |(at, len): (u32, u32)| {
-            (at != u32::MAX).then(|| &self.text[at as usize..at as usize + len as usize])
-        };
-        Some(Shown {
-            state: v(spans[0]),
-            stop_reason: v(spans[1]),
-            description: v(spans[2]),
-            last_polled_at: v(spans[3]),
-            last_changed_at: v(spans[4]),
-            last_error: v(spans[5]),
-        })
+/// Every job's row, found by key: `ahead` if they were read ahead, else one pass over the
+/// table through the store (a row of a job no longer watched is never looked up).
+async fn job_rows(store: &Store, ahead: Option<JobStatuses>) -> anyhow::Result<JobStatuses> {
+    if let Some(rows) = ahead {
+        return Ok(rows);
     }
-}
-
-/// Each entry's row (None if it was never polled), in the entries' order: one pass over the
-/// table (key order), each row put in its entry's place by a look-up of its borrowed key; a
-/// row of a job no longer watched is left out.
-async fn placed_rows(store: &Store, entries: &[Entry<'_>]) -> anyhow::Result<Placed> {
-    let mut place: HashMap<(&str, &str), usize, IdsHash> =
-        HashMap::with_capacity_and_hasher(entries.len(), IdsHash);
-    place.extend(entries.iter().enumerate().map(|(i, e)| (e.key(), i)));
-    let mut placed = Placed {
-        text: String::new(),
-        rows: vec![None; entries.len()],
-    };
-    let mut too_long = false;
-    store
-        .each_job_status(|row| {
-            let Some(&i) = place.get(&(row.app_id, row.job_id)) else {
-                return;
-            };
-            let text = &mut placed.text;
-            let mut span = |v: Option<&str>| match v {
-                None => ABSENT,
-                Some(v) => {
-                    let at = text.len();
-                    text.push_str(v);
-                    match (u32::try_from(at), u32::try_from(v.len())) {
-                        (Ok(at), Ok(len)) if at != u32::MAX => (at, len),
-                        _ => {
-                            too_long = true;
-                            ABSENT
-                        }
-                    }
-                }
-            };
-            placed.rows[i] = Some([
-                span(row.state),
-                span(row.stop_reason),
-                span(row.description),
-                span(row.last_polled_at),
-                span(row.last_changed_at),
-                span(row.last_error),
-            ]);
-        })
-        .await?;
-    anyhow::ensure!(!too_long, "the jobs' rows hold over 4 GB of text");
-    Ok(placed)
+    let mut rows = JobStatuses::default();
+    store.each_job_status(|row| rows.push(row)).await?;
+    rows.index()?;
+    Ok(rows)
 }
 
 /// The run-time list as the database holds it (no daemon needed).
@@ -186,22 +106,23 @@ async fn runtime_list(store: &Store) -> anyhow::Result<crate::watchlist::Runtime
 /// `status --json`'s text: one JSON array of every watched job, in [`status_rows`]'s order,
 /// byte for byte what `serde_json::to_string_pretty` gave for the whole array (object keys
 /// sorted, as through a `Value`), written to `out` row by row and flushed every `page` rows
-/// (issue 23, item 7). The jobs' rows are read in one pass over the table (key order) into
-/// their places in the watch list's order (the columns shown only); no `StatusRow` is made.
+/// (issue 23, item 7). The jobs' rows are read in one pass over the table (the columns shown
+/// only), unless `rows` has them, and found by key; no `StatusRow` is made.
 pub async fn write_json(
     config: &Config,
     store: &Store,
+    rows: Option<JobStatuses>,
     page: usize,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let runtime = runtime_list(store).await?;
     let entries = crate::watchlist::entries(config, &runtime);
-    let placed = placed_rows(store, &entries).await?;
+    let rows = job_rows(store, rows).await?;
     // A page of elements is made in one buffer and handed on in one write.
     let mut text = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         text.extend_from_slice(if i == 0 { b"[\n" } else { b",\n" });
-        write_element(&Sorted::of(entry, placed.row(i)), &mut text)?;
+        write_element(&Sorted::of(entry, &rows), &mut text)?;
         if (i + 1) % page.max(1) == 0 {
             out.write_all(&text)?;
             out.flush()?;
@@ -236,10 +157,12 @@ pub struct Sorted<'a> {
 }
 
 impl<'a> Sorted<'a> {
-    /// A watched job and its row (None if it was never polled), as [`StatusRow::new`] shows them.
-    fn of(entry: &Entry<'a>, row: Option<Shown<'a>>) -> Sorted<'a> {
+    /// A watched job and its row among `rows` (none if it was never polled), as
+    /// [`StatusRow::new`] shows them.
+    fn of(entry: &Entry<'a>, rows: &'a JobStatuses) -> Sorted<'a> {
         static CONFIG: JobSource = JobSource::Config;
         let (app_id, job_id) = entry.key();
+        let row = rows.find(app_id, job_id);
         let (name, kind, source) = match entry {
             Entry::File(j) => (j.name.as_deref(), j.kind, &CONFIG),
             Entry::Runtime(r) => (r.job.name.as_deref(), r.job.kind, &r.source),
@@ -286,6 +209,20 @@ impl<'a> Sorted<'a> {
 /// and each value as serde_json writes it ([`json_str`]): at 100,000 rows serde_json's pretty
 /// printer and the re-indenting of its lines were ~0.7 G instructions (issue 23, item 7).
 fn write_element(row: &Sorted<'_>, text: &mut Vec<u8>) -> anyhow::Result<()> {
+    // Room for the element once (the layout's ~250 bytes and each value unescaped), so the
+    // appends below do not grow the buffer one by one.
+    let len = |v: Option<&str>| v.map_or(4, str::len);
+    text.reserve(
+        320 + row.app_id.len()
+            + row.job_id.len()
+            + len(row.description)
+            + len(row.last_changed_at)
+            + len(row.last_error)
+            + len(row.last_polled_at)
+            + len(row.name)
+            + len(row.state)
+            + len(row.stop_reason),
+    );
     text.extend_from_slice(b"  {\n    \"app_id\": ");
     json_str(text, row.app_id);
     text.extend_from_slice(b",\n    \"description\": ");
@@ -293,7 +230,10 @@ fn write_element(row: &Sorted<'_>, text: &mut Vec<u8>) -> anyhow::Result<()> {
     text.extend_from_slice(b",\n    \"job_id\": ");
     json_str(text, row.job_id);
     text.extend_from_slice(b",\n    \"kind\": ");
-    serde_json::to_writer(&mut *text, &row.kind)?;
+    // Both as their `Serialize` spells them (`JobKind` in lower case, `JobSource` by
+    // `as_str`), without serde_json's per-value escaping machinery (~25 M instructions at
+    // 100,000 rows).
+    json_str(text, row.kind.as_str());
     text.extend_from_slice(b",\n    \"last_changed_at\": ");
     json_opt(text, row.last_changed_at);
     text.extend_from_slice(b",\n    \"last_error\": ");
@@ -305,7 +245,7 @@ fn write_element(row: &Sorted<'_>, text: &mut Vec<u8>) -> anyhow::Result<()> {
     text.extend_from_slice(b",\n    \"polled\": ");
     text.extend_from_slice(if row.polled { b"true" } else { b"false" });
     text.extend_from_slice(b",\n    \"source\": ");
-    serde_json::to_writer(&mut *text, row.source)?;
+    json_str(text, row.source.as_str());
     text.extend_from_slice(b",\n    \"state\": ");
     json_opt(text, row.state);
     text.extend_from_slice(b",\n    \"stop_reason\": ");
@@ -317,13 +257,38 @@ fn write_element(row: &Sorted<'_>, text: &mut Vec<u8>) -> anyhow::Result<()> {
 /// `s` as serde_json writes a string: quoted as it is when nothing in it needs escaping (most
 /// values), else escaped by serde_json itself.
 fn json_str(text: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(s.as_bytes()) {
         text.push(b'"');
         text.extend_from_slice(s.as_bytes());
         text.push(b'"');
     } else {
         serde_json::to_writer(&mut *text, s).expect("a string into a Vec cannot fail");
     }
+}
+
+/// Whether serde_json escapes any byte of `b`: a control character (below 0x20), `"` or `\`.
+/// Eight bytes at a time (issue 23, item 7: a test per byte was most of `status --json`'s
+/// ~110 M instructions in `json_str` at 100,000 rows): a word has a byte below 0x20 exactly
+/// when `(w - 0x20..) & !w & 0x80..` is not zero (bytes of 0x80 and above never count: `!w`
+/// clears their high bit), and a byte equal to `c` exactly when `w ^ c..` has a zero byte.
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let word = |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x22), 1) | below(w ^ (ONES * 0x5c), 1);
+    let at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    if b.len() < 8 {
+        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+    }
+    let mut found = 0;
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        found |= word(at(i));
+        i += 8;
+    }
+    // The tail as the last eight bytes, overlapping the words before.
+    found |= word(at(b.len() - 8));
+    found != 0
 }
 
 /// An optional string as serde_json writes it: the string, or `null`.
@@ -435,7 +400,9 @@ mod tests {
 
         for page in [7, STATUS_PAGE] {
             let mut out = Counted::default();
-            write_json(&config, &store, page, &mut out).await.unwrap();
+            write_json(&config, &store, None, page, &mut out)
+                .await
+                .unwrap();
             let text = String::from_utf8(out.text).unwrap();
             let total = 5 + runtime;
             assert_eq!(text, want, "page {page}: the text of the whole array");
@@ -458,8 +425,74 @@ mod tests {
         let empty = Store::open(&dir.path().join("empty.db")).await.unwrap();
         config.jobs.clear();
         let mut out = Counted::default();
-        write_json(&config, &empty, 7, &mut out).await.unwrap();
+        write_json(&config, &empty, None, 7, &mut out)
+            .await
+            .unwrap();
         assert_eq!(String::from_utf8(out.text).unwrap(), "[]\n");
         assert_eq!(whole_array(&config, &empty).await, "[]\n");
+    }
+
+    /// `needs_escape` says what serde_json escapes, for every byte at every place of a word
+    /// and of the tail after it.
+    #[test]
+    fn a_string_needs_escaping_exactly_when_serde_json_escapes_it() {
+        for b in 0..=255u8 {
+            let naive = b < 0x20 || b == b'"' || b == b'\\';
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(needs_escape(&s), naive, "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
+        assert!(!needs_escape("é 雪 \u{7f}".as_bytes()));
+    }
+
+    /// Issue 23, item 7: the rows read ahead straight from the file (on `status`'s second
+    /// thread) are the store's, found by key; nothing is read ahead (and no file is made)
+    /// where there is no database, or where the store would migrate the schema first.
+    #[tokio::test]
+    async fn rows_read_ahead_are_the_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recwatch.db");
+        let store = Store::open(&path).await.unwrap();
+        let mut polled: Vec<_> = (0..300)
+            .map(|i| record(&format!("j{i:03}"), chrono::Utc::now(), None, "RUNNING"))
+            .collect();
+        if let crate::domain::PollOutcome::Ok { job, .. } = &mut polled[7].outcome {
+            job.description = Some("a \"quoted\" é".into());
+        }
+        store.record(&polled).await.unwrap();
+        let storage = |path: &std::path::Path| crate::config::StorageConfig {
+            path: path.to_path_buf(),
+            ..Default::default()
+        };
+        let ahead = JobStatuses::read_ahead(&storage(&path)).expect("read ahead");
+        let stored = job_rows(&store, None).await.unwrap();
+        let shown = |r: Option<crate::store::JobStatus<'_>>| format!("{r:?}");
+        for i in (0..300)
+            .map(|i| format!("j{i:03}"))
+            .chain(["j300".into(), "x".into()])
+        {
+            let want = stored.find("app", &i);
+            assert_eq!(i.len() == 4 && i.as_str() < "j300", want.is_some(), "{i}");
+            assert_eq!(shown(ahead.find("app", &i)), shown(want), "{i}");
+        }
+        assert!(ahead.find("other", "j001").is_none());
+
+        let missing = dir.path().join("none.db");
+        assert!(JobStatuses::read_ahead(&storage(&missing)).is_none());
+        assert!(!missing.exists(), "read-only: no file made");
+
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
+            .execute(&sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap())
+            .await
+            .unwrap();
+        assert!(
+            JobStatuses::read_ahead(&storage(&path)).is_none(),
+            "a schema behind this build's is left to the store"
+        );
     }
 }

@@ -16,10 +16,16 @@ pub(super) async fn open_existing(config: &Config) -> anyhow::Result<Store> {
     Store::open_config(&config.storage).await
 }
 
-pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+/// `status`; `rows` are the jobs' rows if they were read ahead (see
+/// [`crate::store::JobStatuses::read_ahead`]).
+pub(super) async fn status(
+    config: &Config,
+    json: bool,
+    rows: Option<crate::store::JobStatuses>,
+) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
     if json {
-        let written = status_json(config, &store).await;
+        let written = status_json(config, &store, rows).await;
         // Closing checkpoints the WAL, so the next command does not have to read it back.
         store.close().await;
         return written;
@@ -32,7 +38,8 @@ pub(super) async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             crate::leader::Successor::on(&config.storage.database())
         )
     )?;
-    let printed = crate::status::with_rows(config, &store, |jobs| print_status(config, jobs)).await;
+    let printed =
+        crate::status::with_rows(config, &store, rows, |jobs| print_status(config, jobs)).await;
     store.close().await;
     printed??;
     Ok(())
@@ -76,9 +83,13 @@ fn print_status(config: &Config, jobs: &[crate::status::Sorted<'_>]) -> std::io:
 /// `status --json`: one JSON array of every watched job, written row by row and flushed a page
 /// at a time (see [`crate::status::write_json`]), never built whole: 100,000 jobs are 30 MB
 /// of JSON.
-async fn status_json(config: &Config, store: &Store) -> anyhow::Result<()> {
+async fn status_json(
+    config: &Config,
+    store: &Store,
+    rows: Option<crate::store::JobStatuses>,
+) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout());
-    crate::status::write_json(config, store, crate::status::STATUS_PAGE, &mut out).await
+    crate::status::write_json(config, store, rows, crate::status::STATUS_PAGE, &mut out).await
 }
 
 /// How far each group of the watch list is stretched (configured jobs first), as the daemon

@@ -33,27 +33,60 @@ pub fn load_with_env(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_file(path)?;
+    let mut config = parse_str(&text, env, path.parent()).map_err(|e| in_file(e, path))?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
+}
+
+/// [`load`], with `beside` run on a second thread from the moment the file's `[storage]` is
+/// known until its `[[jobs]]` are read: `recwatch status` reads the jobs' rows while a long
+/// watch list is read (issue 23, item 7: at 100,000 jobs each was ~0.3 G instructions, one
+/// after the other). `beside`'s answer is given only when the configuration is the one it was
+/// given the storage of: with a file the lean reader reads (see `lean`), which is where the
+/// time is. Any other file is read as [`load`] reads it (`beside` does not run, or its answer
+/// is dropped when the lean reader declined only the entries), and the caller does its work
+/// after; what either way tells about a broken file is [`load`]'s.
+pub fn load_beside<T: Send>(
+    path: &Path,
+    beside: impl FnOnce(&super::StorageConfig) -> T + Send,
+) -> Result<(Config, Option<T>), ConfigError> {
+    let text = read_file(path)?;
+    let env = Env::of(std::env::vars());
+    let base = path.parent();
+    let (mut config, t) = match lean_beside(&text, &env, base, Some(beside)) {
+        Some(read) => read,
+        None => (
+            general(&text, env, base).map_err(|e| in_file(e, path))?,
+            None,
+        ),
+    };
+    config.source = Some(path.to_path_buf());
+    Ok((config, t))
+}
+
+/// The file's text, or why it cannot be had.
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
         let fix = if e.kind() == std::io::ErrorKind::NotFound {
             "not found; pass --config PATH, set RECWATCH_CONFIG, or start from config.example.toml"
                 .to_string()
         } else {
             format!("cannot be read: {e}")
         };
-        ConfigError::new(format!("config file {display}"), fix)
-    })?;
-    let mut config = parse_str(&text, env, path.parent()).map_err(|e| {
-        // A value that came from the environment is not in the file: the location already
-        // names the variable.
-        if e.location.starts_with(ENV_PREFIX) {
-            e
-        } else {
-            ConfigError::new(format!("{} in {display}", e.location), e.message)
-        }
-    })?;
-    config.source = Some(path.to_path_buf());
-    Ok(config)
+        ConfigError::new(format!("config file {}", path.display()), fix)
+    })
+}
+
+/// An error about the text as told about the file at `path`.
+fn in_file(e: ConfigError, path: &Path) -> ConfigError {
+    // A value that came from the environment is not in the file: the location already
+    // names the variable.
+    if e.location.starts_with(ENV_PREFIX) {
+        e
+    } else {
+        ConfigError::new(format!("{} in {}", e.location, path.display()), e.message)
+    }
 }
 
 /// Parses TOML text under the given environment. `base` resolves relative `*_file` paths.
@@ -79,6 +112,36 @@ pub(super) enum Reading {
     Whole,
 }
 
+/// The `RECWATCH_*` variables of an environment: the overrides (`RECWATCH_<SECTION>__<KEY>`)
+/// and the names of the others, kept (never their values) to be warned about.
+struct Env {
+    overrides: config::Map<String, String>,
+    others: Vec<String>,
+}
+
+impl Env {
+    fn of(env: impl IntoIterator<Item = (String, String)>) -> Env {
+        // Only RECWATCH_<SECTION>__<KEY> variables are overrides; RECWATCH_CONFIG names the
+        // file.
+        let (overrides, others): (Vec<_>, Vec<_>) = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
+        Env {
+            overrides: overrides.into_iter().collect(),
+            others: others.into_iter().map(|(k, _)| k).collect(),
+        }
+    }
+
+    /// Whether an override reaches into `jobs`: then the entries are never cut out.
+    fn touches_jobs(&self) -> bool {
+        self.overrides.keys().any(|v| {
+            let path = env_key_path(v);
+            path == "jobs" || path.starts_with("jobs.")
+        })
+    }
+}
+
 /// [`parse_str`], reading the `[[jobs]]` as `reading` says.
 pub(super) fn parse_cut(
     text: &str,
@@ -86,49 +149,97 @@ pub(super) fn parse_cut(
     base: Option<&Path>,
     reading: Reading,
 ) -> Result<Config, ConfigError> {
-    // Only RECWATCH_<SECTION>__<KEY> variables are overrides; RECWATCH_CONFIG names the file.
-    // The other RECWATCH_* names are kept (never their values) to be warned about.
-    let (overrides, others): (Vec<_>, Vec<_>) = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-        .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
-    let overrides: config::Map<String, String> = overrides.into_iter().collect();
-    let others: Vec<String> = others.into_iter().map(|(k, _)| k).collect();
-    // The file's `[[jobs]]` apart from the rest when they can be cut out (see `lean` and
-    // `split`) and no override reaches into them. On any error the whole text is read again
-    // as below, so what is told about a broken file is what the whole file gives (its line,
-    // the first error).
-    let touches_jobs = |v: &String| {
-        let path = env_key_path(v);
-        path == "jobs" || path.starts_with("jobs.")
-    };
-    if reading != Reading::Whole && !overrides.keys().any(touches_jobs) {
-        let lean = match reading {
-            Reading::Lean => super::lean::cut(text),
-            _ => None,
-        };
-        if let Some(lean) = lean {
-            let entries = Entries::Lean(&lean);
-            if let Ok(config) = layered(&lean.rest, text, overrides.clone(), &others, base, entries)
-            {
-                return Ok(config);
-            }
+    let env = Env::of(env);
+    if reading == Reading::Lean {
+        let none: Option<fn(&super::StorageConfig)> = None;
+        if let Some((config, _)) = lean_beside(text, &env, base, none) {
+            return Ok(config);
         }
+    }
+    if reading == Reading::Whole {
+        return whole(text, env, base);
+    }
+    general(text, env, base)
+}
+
+/// The file read by `lean`'s lines, `beside` (if any) running on a second thread while the
+/// entries are read, or `None` when the lean reader declines it (a line outside its shape, an
+/// override reaching into `jobs`, any error at all: the general path says what is wrong).
+fn lean_beside<T: Send>(
+    text: &str,
+    env: &Env,
+    base: Option<&Path>,
+    beside: Option<impl FnOnce(&super::StorageConfig) -> T + Send>,
+) -> Option<(Config, Option<T>)> {
+    if env.touches_jobs() {
+        return None;
+    }
+    let lean = super::lean::cut(text)?;
+    // Everything but the entries first, so the storage is known before they are read.
+    let mut config = layered(
+        &lean.rest,
+        text,
+        env.overrides.clone(),
+        &env.others,
+        base,
+        Entries::Later,
+    )
+    .ok()?;
+    let Some(beside) = beside else {
+        config.jobs = lean.jobs(&config.notify, &config.poll, &mut config.remediate.jobs)?;
+        return Some((config, None));
+    };
+    let (jobs, t) = std::thread::scope(|s| {
+        let storage = &config.storage;
+        let side = s.spawn(move || beside(storage));
+        let jobs = lean.jobs(&config.notify, &config.poll, &mut config.remediate.jobs);
+        let t = side
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (jobs, t)
+    });
+    config.jobs = jobs?;
+    Some((config, Some(t)))
+}
+
+/// The general path: `split`'s runs, then, on any error or doubt, the whole file as one tree.
+fn general(text: &str, env: Env, base: Option<&Path>) -> Result<Config, ConfigError> {
+    // The file's `[[jobs]]` apart from the rest when they can be cut out (see `split`) and no
+    // override reaches into them. On any error the whole text is read again as below, so what
+    // is told about a broken file is what the whole file gives (its line, the first error).
+    if !env.touches_jobs() {
         if let Some(split) = super::split::split(text) {
             let entries = Entries::Split(&split);
-            if let Ok(config) =
-                layered(&split.rest, text, overrides.clone(), &others, base, entries)
-            {
+            if let Ok(config) = layered(
+                &split.rest,
+                text,
+                env.overrides.clone(),
+                &env.others,
+                base,
+                entries,
+            ) {
                 return Ok(config);
             }
         }
     }
+    whole(text, env, base)
+}
+
+/// The whole file as one tree: the path every error takes.
+fn whole(text: &str, env: Env, base: Option<&Path>) -> Result<Config, ConfigError> {
     // Syntax first, with our own message: the parser's quotes the offending line, which may
     // be a half-typed `secret_key = "...` (the file watcher reloads on every save).
     if let Err(e) = toml::from_str::<toml::Table>(text) {
         return Err(syntax_error(text, &e));
     }
-    layered(text, text, overrides, &others, base, Entries::InTree)
+    layered(
+        text,
+        text,
+        env.overrides,
+        &env.others,
+        base,
+        Entries::InTree,
+    )
 }
 
 /// `doc` (the file `text`, or its text without the `[[jobs]]` in `entries`) layered under the

@@ -36,7 +36,7 @@ pub use defaults::{
 };
 pub use duration::{format_duration, parse_duration};
 pub use heartbeat::{HeartbeatConfig, HeartbeatUrl, PingMethod};
-pub use load::{load, load_with_env, parse_str, resolve_path};
+pub use load::{load, load_beside, load_with_env, parse_str, resolve_path};
 pub use maintenance::{MAX_WINDOW, MaintenanceWindow, held_until};
 pub use remediate::RemediateConfig;
 pub use schedule::Schedule;

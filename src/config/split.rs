@@ -30,12 +30,13 @@ pub(super) struct Split<'a> {
 }
 
 /// Where `[[jobs]]` are read from: the tree (the whole file, or no entries), the runs
-/// `split` cut out, or `lean`'s lines.
+/// `split` cut out, or `lean`'s lines, read by the caller after the rest (`load::lean_beside`:
+/// the configuration comes back without its jobs).
 #[derive(Clone, Copy)]
 pub(super) enum Entries<'s, 'a> {
     InTree,
     Split(&'s Split<'a>),
-    Lean(&'s super::lean::Lean<'a>),
+    Later,
 }
 
 /// What one header line starts.

@@ -1284,3 +1284,56 @@ fn jobs_cut_out_of_the_file_read_as_the_whole_file() {
         ]
     );
 }
+
+/// Issue 23, item 7: `load_beside` gives what `load` gives, and runs its work on a thread of
+/// its own with the storage the file names only when the lean reader reads the file (named
+/// cases); a file it declines, or a broken one, is read (and told) as `load` reads it.
+#[test]
+fn load_beside_is_load_with_work_beside_the_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = std::thread::current().id();
+    let storage = "[storage]\npath = \"/tmp/recwatch-beside.db\"\n";
+    let cases = [
+        ("the lean shape", format!("{MINIMAL}{storage}"), true),
+        (
+            "an entry outside the shape: declined",
+            format!("{MINIMAL}name = \"caf\\u00e9\"\n{storage}"),
+            false,
+        ),
+        (
+            "a broken entry: load's error",
+            format!("{MINIMAL}job_id = \"again\"\n{storage}"),
+            false,
+        ),
+        (
+            "a syntax error: load's error",
+            format!("{MINIMAL}{storage}[log\n"),
+            false,
+        ),
+    ];
+    for (name, text, beside_runs) in cases {
+        let path = dir.path().join("recwatch.toml");
+        std::fs::write(&path, &text).unwrap();
+        let want = load(&path).map(|c| format!("{c:?}"));
+        let got = load_beside(&path, |s: &StorageConfig| {
+            (std::thread::current().id(), s.path.clone())
+        });
+        let (config, beside) = match got {
+            Ok((c, b)) => (Ok(format!("{c:?}")), b),
+            Err(e) => (Err(e), None),
+        };
+        assert_eq!(config, want, "{name}");
+        match beside {
+            Some((thread, path)) => {
+                assert!(beside_runs, "{name}: ran beside");
+                assert_ne!(thread, main, "{name}: on a thread of its own");
+                assert_eq!(
+                    path,
+                    std::path::Path::new("/tmp/recwatch-beside.db"),
+                    "{name}"
+                );
+            }
+            None => assert!(!beside_runs, "{name}: did not run beside"),
+        }
+    }
+}

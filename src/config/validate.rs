@@ -64,10 +64,9 @@ pub(super) fn from_tree(
             &poll,
             &mut remediate.jobs,
         )?,
-        // Declined: never told, the caller reads the file again by the general path.
-        Entries::Lean(lean) => lean
-            .jobs(&notify, &poll, &mut remediate.jobs)
-            .ok_or_else(|| ConfigError::new("jobs", "not in the lean reader's shape"))?,
+        // `lean`'s, read by the caller once the rest is known (and any reason to decline
+        // never told: the caller reads the file again by the general path).
+        Entries::Later => Vec::new(),
     };
     let apps = read_apps(
         root.array_of_tables("apps")?,

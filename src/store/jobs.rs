@@ -75,6 +75,29 @@ pub struct JobStatus<'r> {
     pub last_error: Option<&'r str>,
 }
 
+/// What [`JobStatus`] shows of every job's row, in its fields' order.
+pub(super) const JOB_STATUS_SQL: &std::ffi::CStr =
+    c"SELECT app_id, job_id, state, stop_reason, description, last_polled_at,
+        last_changed_at, last_error
+     FROM jobs";
+
+impl<'r> JobStatus<'r> {
+    /// A row of [`JOB_STATUS_SQL`] read by its columns (`scan`), `None` without a key (NOT
+    /// NULL in the schema).
+    pub(super) fn of([a, j, st, sr, d, lp, lc, le]: [Option<&'r str>; 8]) -> Option<Self> {
+        Some(JobStatus {
+            app_id: a?,
+            job_id: j?,
+            state: st,
+            stop_reason: sr,
+            description: d,
+            last_polled_at: lp,
+            last_changed_at: lc,
+            last_error: le,
+        })
+    }
+}
+
 /// [`JobStatus`] as sqlx reads it (PostgreSQL).
 #[derive(sqlx::FromRow)]
 struct JobStatusRow {
@@ -181,31 +204,16 @@ impl Store {
         mut each: impl FnMut(JobStatus<'_>),
     ) -> Result<(), StoreError> {
         use futures_util::TryStreamExt;
-        const SQL: &std::ffi::CStr =
-            c"SELECT app_id, job_id, state, stop_reason, description, last_polled_at,
-                last_changed_at, last_error
-             FROM jobs";
         if let Some(b) = self.sqlite() {
-            return super::scan::each_text_row(b, SQL, |[a, j, st, sr, d, lp, lc, le]| {
-                // The key is NOT NULL in the schema.
-                let (Some(app_id), Some(job_id)) = (a, j) else {
-                    return;
-                };
-                each(JobStatus {
-                    app_id,
-                    job_id,
-                    state: st,
-                    stop_reason: sr,
-                    description: d,
-                    last_polled_at: lp,
-                    last_changed_at: lc,
-                    last_error: le,
-                })
+            return super::scan::each_text_row(b, JOB_STATUS_SQL, |r| {
+                if let Some(row) = JobStatus::of(r) {
+                    each(row)
+                }
             })
             .await;
         }
         on_read!(self, |db| {
-            let sql = SQL.to_str().expect("the statement is ASCII");
+            let sql = JOB_STATUS_SQL.to_str().expect("the statement is ASCII");
             let mut rows = sqlx::query_as::<_, JobStatusRow>(sql).fetch(db);
             loop {
                 match rows.try_next().await {

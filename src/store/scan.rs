@@ -3,11 +3,17 @@
 //! row's values were copied on its worker thread and sent over a channel to the task, ~1.6 G
 //! instructions for 100,000 rows, most of the command. Here each row's text is read in place
 //! on the task's thread. The raw handle is borrowed from sqlx (`lock_handle`), as the backup
-//! does, which keeps sqlx's worker off it meanwhile.
+//! does, which keeps sqlx's worker off it meanwhile; or, for `status`'s read ahead
+//! ([`JobStatuses::read_ahead`], on a thread of its own while the configuration's jobs are
+//! read), a read-only handle of its own.
 
+use super::jobs::JobStatus;
 use super::{SqliteBackend, StoreError};
+use crate::domain::IdsHash;
 use libsqlite3_sys as ffi;
 use std::ffi::CStr;
+use std::hash::BuildHasher;
+use std::path::Path;
 
 /// Runs `sql` (no parameters; `N` text columns) on a read connection and hands each row to
 /// `each`, a column `None` for NULL. A column that is not UTF-8 fails the read, as sqlx's
@@ -15,14 +21,28 @@ use std::ffi::CStr;
 pub(super) async fn each_text_row<const N: usize>(
     b: &SqliteBackend,
     sql: &CStr,
-    mut each: impl FnMut([Option<&str>; N]),
+    each: impl FnMut([Option<&str>; N]),
 ) -> Result<(), StoreError> {
     let mut conn = b.read.acquire().await?;
     let mut handle = conn.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();
     // SAFETY: `db` is locked away from sqlx's worker while `handle` lives (to the end of this
-    // function); the statement is prepared on it and finalized by `Statement`'s drop before
-    // then; each column's text is read before the next step, which is when SQLite may free it.
+    // function).
+    unsafe { each_row_on(db, sql, each) }
+}
+
+/// [`each_text_row`] on an open handle.
+///
+/// # Safety
+/// `db` is an open handle only this thread uses until the function returns.
+unsafe fn each_row_on<const N: usize>(
+    db: *mut ffi::sqlite3,
+    sql: &CStr,
+    mut each: impl FnMut([Option<&str>; N]),
+) -> Result<(), StoreError> {
+    // SAFETY: as the function's contract says; the statement is prepared on `db` and finalized
+    // by `Statement`'s drop before returning; each column's text is read before the next step,
+    // which is when SQLite may free it.
     unsafe {
         let mut stmt = std::ptr::null_mut();
         let rc = ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut stmt, std::ptr::null_mut());
@@ -94,5 +114,191 @@ unsafe fn failed(db: *mut ffi::sqlite3, rc: i32) -> StoreError {
     match rc & 0xff {
         ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => StoreError::Locked(cause),
         _ => StoreError::Sql(cause),
+    }
+}
+
+/// Every job's row as `status` shows it ([`JobStatus`]), copied out of the table into one text
+/// (a row's values are spans of it) and found by key: read ahead on a thread of its own while
+/// the configuration's jobs are read (issue 23, item 7), or through the store after it.
+#[derive(Default)]
+pub struct JobStatuses {
+    text: String,
+    /// Per row, in the table's order: key, state, stop_reason, description, last_polled_at,
+    /// last_changed_at, last_error, each the span of `text` it takes or [`ABSENT`] for NULL.
+    rows: Vec<[(u32, u32); 8]>,
+    /// Open addressing by the rows' keys (a length a power of two, at least twice the rows;
+    /// a row's index plus one, 0 empty): a look-up is a hash of the borrowed key and, mostly,
+    /// one comparison, with no key copied (a `HashMap` would borrow from `text`).
+    slots: Vec<u32>,
+    /// A value did not fit the spans (over 4 GB of text).
+    too_long: bool,
+}
+
+/// A NULL value's span.
+const ABSENT: (u32, u32) = (u32::MAX, 0);
+
+impl JobStatuses {
+    /// Every job's row read straight from the SQLite database `storage` names, or `None`
+    /// when it cannot be read that way (PostgreSQL, no file, a schema this build would
+    /// migrate, any error at all): the caller then reads the rows through the store after it
+    /// opened it, and that read says what is wrong. Read-only: nothing is created or written.
+    pub fn read_ahead(storage: &crate::config::StorageConfig) -> Option<JobStatuses> {
+        let crate::config::Database::Sqlite(path) = storage.database() else {
+            return None;
+        };
+        read_sqlite(path).ok().flatten()
+    }
+
+    /// Row `row` appended (any order; [`JobStatuses::index`] after the last).
+    pub fn push(&mut self, row: JobStatus<'_>) {
+        let text = &mut self.text;
+        let mut too_long = false;
+        let mut span = |v: Option<&str>| match v {
+            None => ABSENT,
+            Some(v) => {
+                let at = text.len();
+                text.push_str(v);
+                match (u32::try_from(at), u32::try_from(v.len())) {
+                    (Ok(at), Ok(len)) if at != u32::MAX => (at, len),
+                    _ => {
+                        too_long = true;
+                        ABSENT
+                    }
+                }
+            }
+        };
+        let spans = [
+            span(Some(row.app_id)),
+            span(Some(row.job_id)),
+            span(row.state),
+            span(row.stop_reason),
+            span(row.description),
+            span(row.last_polled_at),
+            span(row.last_changed_at),
+            span(row.last_error),
+        ];
+        self.too_long |= too_long;
+        self.rows.push(spans);
+    }
+
+    /// Makes the rows findable by key; an error if they hold more text than the spans can.
+    pub fn index(&mut self) -> Result<(), StoreError> {
+        if self.too_long || self.rows.len() >= u32::MAX as usize / 2 {
+            return Err(StoreError::from(sqlx::Error::Protocol(
+                "the jobs' rows hold over 4 GB of text".into(),
+            )));
+        }
+        let size = (self.rows.len() * 2).next_power_of_two().max(2);
+        let mut slots = vec![0u32; size];
+        for (i, r) in self.rows.iter().enumerate() {
+            let key = (
+                self.value(r[0]).unwrap_or(""),
+                self.value(r[1]).unwrap_or(""),
+            );
+            let mut at = slot(key, size);
+            while slots[at] != 0 {
+                at = (at + 1) & (size - 1);
+            }
+            slots[at] = i as u32 + 1;
+        }
+        self.slots = slots;
+        Ok(())
+    }
+
+    /// The row of job `(app_id, job_id)`, if it has one (after [`JobStatuses::index`]).
+    pub fn find(&self, app_id: &str, job_id: &str) -> Option<JobStatus<'_>> {
+        let size = self.slots.len();
+        if size == 0 {
+            return None;
+        }
+        let mut at = slot((app_id, job_id), size);
+        loop {
+            let r = &self.rows[self.slots[at].checked_sub(1)? as usize];
+            if self.value(r[1]) == Some(job_id) && self.value(r[0]) == Some(app_id) {
+                return Some(JobStatus {
+                    app_id: self.value(r[0])?,
+                    job_id: self.value(r[1])?,
+                    state: self.value(r[2]),
+                    stop_reason: self.value(r[3]),
+                    description: self.value(r[4]),
+                    last_polled_at: self.value(r[5]),
+                    last_changed_at: self.value(r[6]),
+                    last_error: self.value(r[7]),
+                });
+            }
+            at = (at + 1) & (size - 1);
+        }
+    }
+
+    fn value(&self, (at, len): (u32, u32)) -> Option<&str> {
+        (at != u32::MAX).then(|| &self.text[at as usize..at as usize + len as usize])
+    }
+}
+
+/// The first slot of `key` in a table of `size` (a power of two): the hash's top bits, which
+/// its last step (a multiplication) mixes best; its low bits alone put similar ids (`job-0001`,
+/// `job-0002`, ...) in long runs of neighbouring slots.
+fn slot(key: (&str, &str), size: usize) -> usize {
+    let bits = size.trailing_zeros();
+    (IdsHash.hash_one(key) >> (64 - bits)) as usize
+}
+
+/// [`JobStatuses::read_ahead`] of the file at `path`: `None` if its schema is not the one
+/// this build migrates to (the store's open would migrate it first).
+fn read_sqlite(path: &Path) -> Result<Option<JobStatuses>, StoreError> {
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| StoreError::from(sqlx::Error::Protocol(e.to_string())))?;
+    let mut db = std::ptr::null_mut();
+    // SAFETY: `name` is a C string; SQLite sets `db` (even on failure, then closed by
+    // `Handle`'s drop); the handle is this thread's alone (NOMUTEX), closed before returning.
+    unsafe {
+        let rc = ffi::sqlite3_open_v2(
+            name.as_ptr(),
+            &mut db,
+            ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_NOMUTEX,
+            std::ptr::null(),
+        );
+        let handle = Handle(db);
+        if rc != ffi::SQLITE_OK {
+            return Err(failed(handle.0, rc));
+        }
+        ffi::sqlite3_busy_timeout(handle.0, super::BUSY_TIMEOUT.as_millis() as i32);
+        // The versions this build knows, each applied (as `Store::schema_current` asks).
+        let known: Vec<String> = super::MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version.to_string())
+            .collect();
+        let sql = std::ffi::CString::new(format!(
+            "SELECT count(*) FROM _sqlx_migrations WHERE success AND version IN ({})",
+            known.join(", ")
+        ))
+        .expect("no NUL in numbers");
+        let mut applied = None;
+        each_row_on(handle.0, &sql, |[n]: [Option<&str>; 1]| {
+            applied = n.and_then(|n| n.parse::<usize>().ok());
+        })?;
+        if applied != Some(known.len()) {
+            return Ok(None);
+        }
+        let mut rows = JobStatuses::default();
+        each_row_on(handle.0, super::jobs::JOB_STATUS_SQL, |r| {
+            if let Some(row) = JobStatus::of(r) {
+                rows.push(row);
+            }
+        })?;
+        rows.index()?;
+        Ok(Some(rows))
+    }
+}
+
+/// A handle of our own, closed when dropped.
+struct Handle(*mut ffi::sqlite3);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: opened by `read_sqlite` and used by this thread only; every statement on it
+        // was finalized (`Statement`'s drop) before this drop runs.
+        unsafe { ffi::sqlite3_close(self.0) };
     }
 }
