@@ -161,5 +161,9 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
     let origin = d.poller.runtime.origin(&JobKey::new("app", "api-1"));
     assert_eq!(origin.group, crate::config::JobGroup::Runtime);
     let origin = d.poller.runtime.origin(&JobKey::new("app", "file-1"));
-    assert_eq!(origin.group, crate::config::JobGroup::Configured, "the file wins");
+    assert_eq!(
+        origin.group,
+        crate::config::JobGroup::Configured,
+        "the file wins"
+    );
 }
