@@ -109,10 +109,10 @@ impl Outcome {
 /// here for the window, where a map and a deque of fingerprints and instants cost ~100 bytes a
 /// callback (8-9 MB, BENCHMARKS.md part 25a) and 64 hex characters twice ~260 before that.
 /// Signatures are kept in slices: the open one a set (each callback looks it up and adds to
-/// it), closed after [`SLICE`] or once it holds a sixteenth of the capacity into a sorted
+/// it), closed after `SLICE` or once it holds a sixteenth of the capacity into a sorted
 /// boxed slice, the only copy of each fingerprint; a slice is forgotten whole, when the last
 /// signature in it is [`REPLAY_WINDOW`] old or when the cache is over its capacity. So a
-/// signature is a replay for at least the window and at most [`SLICE`] longer (refusing a
+/// signature is a replay for at least the window and at most `SLICE` longer (refusing a
 /// little longer weakens nothing), and nothing of a storm is kept past its window. A look-up
 /// is a hash probe and a binary search per closed slice, at most a few dozen.
 pub struct ReplayCache {

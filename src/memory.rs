@@ -17,7 +17,7 @@
 //!   discoveries) came from the heap, and the small lasting allocations made meanwhile (a new
 //!   job's key, configuration and state) landed in their holes: RSS stayed 10-20 MB above
 //!   what is in use, and `malloc_trim` cannot return a page with anything live on it. The
-//!   threshold is fixed at [`MMAP_THRESHOLD`]: such a block is mapped and unmapped whole.
+//!   threshold is fixed at `MMAP_THRESHOLD`: such a block is mapped and unmapped whole.
 //!
 //! Elsewhere (musl, macOS) all three are no-ops. An operator's `MALLOC_ARENA_MAX` and
 //! `MALLOC_MMAP_THRESHOLD_` win.
@@ -96,7 +96,7 @@ fn rss() -> u64 {
     pages * page
 }
 
-/// Trims now, then every [`TRIM_EVERY`] and once a burst of allocations is over ([`due`]),
+/// Trims now, then every [`TRIM_EVERY`] and once a burst of allocations is over (`due`),
 /// until `stop` turns true; on a blocking thread, so the walk over the heap never holds an
 /// async worker.
 pub async fn trim_until(mut stop: tokio::sync::watch::Receiver<bool>) {
