@@ -12,8 +12,8 @@
 # SECONDS (default 120) after "recwatch running"; PORT (default 18080) the simulator's.
 # BIN: the release binary (default target/release/recwatch); OUT: a directory for the files
 # (default /tmp/recwatch-memory). Prints one line per sample: t (s after the daemon started),
-# VmRSS and VmHWM in MiB, the load average; the daemon's defaults are kept (rate_limit 10,
-# interval 30s).
+# VmRSS and VmHWM in MiB, the daemon's CPU time so far (user + system), the load average; the
+# daemon's defaults are kept (rate_limit 10, interval 30s).
 set -euo pipefail
 source=$1; jobs=$2; seconds=${3:-120}; port=${4:-18080}
 BIN=${BIN:-target/release/recwatch}
@@ -89,8 +89,10 @@ fi
 while :; do
     now=$(date +%s.%N)
     kill -0 $pid 2>/dev/null || { echo "# the daemon exited"; tail -5 "$OUT/$name.run.log"; exit 1; }
-    awk -v t="$(echo "$now - $start" | bc)" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" \
-        '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { printf "t=%5.1f s  RSS %7.1f MiB  VmHWM %7.1f MiB  load %s\n", t, r / 1024, h / 1024, load }' \
+    # the daemon's CPU so far (user + system, from /proc/PID/stat), in seconds
+    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$pid/stat")
+    awk -v t="$(echo "$now - $start" | bc)" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" -v cpu="$cpu" \
+        '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 } END { printf "t=%5.1f s  RSS %7.1f MiB  VmHWM %7.1f MiB  cpu %6.2f s  load %s\n", t, r / 1024, h / 1024, cpu, load }' \
         "/proc/$pid/status"
     [ "$(echo "$now > $end" | bc)" = 1 ] && break
     sleep 5

@@ -38,7 +38,7 @@ use recwatch_rtc::callback::{
     EventType, RecordEvent, SignatureError, SignatureHeaders, verify_signature,
 };
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,80 +105,133 @@ impl Outcome {
 
 /// Signatures of stored events, remembered for [`REPLAY_WINDOW`], at most `capacity`.
 ///
-/// Each as its `Fingerprint`, and the room a storm grew is given back once its signatures
-/// are forgotten (issue 23, item 1): a signature kept as its 64 characters of hex, twice, cost
-/// ~260 bytes a callback for ten minutes (13 MB after a storm of 50,000 discoveries, ~26 MB at
-/// the cap), and the maps kept their largest size for the process's life.
+/// Sixteen bytes a signature (issue 23, item 1): a storm of 90,000 discoveries is ~1.4 MB
+/// here for the window, where a map and a deque of fingerprints and instants cost ~100 bytes a
+/// callback (8-9 MB, BENCHMARKS.md part 25a) and 64 hex characters twice ~260 before that.
+/// Signatures are kept in slices: the open one a set (each callback looks it up and adds to
+/// it), closed after `SLICE` or once it holds a sixteenth of the capacity into a sorted
+/// boxed slice, the only copy of each fingerprint; a slice is forgotten whole, when the last
+/// signature in it is [`REPLAY_WINDOW`] old or when the cache is over its capacity. So a
+/// signature is a replay for at least the window and at most `SLICE` longer (refusing a
+/// little longer weakens nothing), and nothing of a storm is kept past its window. A look-up
+/// is a hash probe and a binary search per closed slice, at most a few dozen.
 pub struct ReplayCache {
-    seen: HashMap<Fingerprint, Instant>,
-    order: VecDeque<(Instant, Fingerprint)>,
+    /// Closed slices, oldest first.
+    closed: VecDeque<Slice>,
+    /// How many fingerprints `closed` holds.
+    closed_len: usize,
+    /// The slice signatures are remembered into now.
+    open: HashSet<Fingerprint>,
+    /// When the open slice's first and last signatures were remembered.
+    open_first: Instant,
+    open_last: Instant,
     capacity: usize,
+}
+
+/// How long the open slice takes signatures before it is closed.
+const SLICE: Duration = Duration::from_secs(10);
+
+/// A closed slice: its fingerprints sorted, and when the last of them was remembered.
+struct Slice {
+    last: Instant,
+    fingerprints: Box<[Fingerprint]>,
 }
 
 /// What the cache keeps of a signature: the first 16 bytes of its SHA-256. Two signatures
 /// share one with a chance of about n² / 2¹²⁹ among n remembered: none at the cap.
-type Fingerprint = [u8; 16];
+type Fingerprint = u128;
 
 fn fingerprint(signature: &str) -> Fingerprint {
     let digest = Sha256::digest(signature.as_bytes());
     let mut f = [0; 16];
     f.copy_from_slice(&digest[..16]);
-    f
+    u128::from_le_bytes(f)
 }
 
 impl ReplayCache {
     pub fn new(capacity: usize) -> ReplayCache {
+        let now = Instant::now();
         ReplayCache {
-            seen: HashMap::new(),
-            order: VecDeque::new(),
+            closed: VecDeque::new(),
+            closed_len: 0,
+            open: HashSet::new(),
+            open_first: now,
+            open_last: now,
             capacity,
         }
     }
 
+    /// The most signatures the open slice takes: the cache forgets a slice at a time, so a
+    /// full cache still remembers at least fifteen sixteenths of its capacity.
+    fn slice_len(&self) -> usize {
+        (self.capacity / 16).max(1)
+    }
+
     fn forget_old(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
-            let expired = now.duration_since(*at) >= REPLAY_WINDOW;
-            if !expired && self.order.len() <= self.capacity {
+        while let Some(oldest) = self.closed.front() {
+            let expired = now.duration_since(oldest.last) >= REPLAY_WINDOW;
+            if !expired && self.closed_len + self.open.len() <= self.capacity {
                 break;
             }
-            let (at, sig) = self.order.pop_front().expect("front exists");
-            // Only if not remembered again since (then a newer entry is further back).
-            if self.seen.get(&sig) == Some(&at) {
-                self.seen.remove(&sig);
-            }
+            let gone = self.closed.pop_front().expect("front exists");
+            self.closed_len -= gone.fingerprints.len();
         }
-        // Neither map shrinks by itself: after a storm they would keep its size for good.
-        const LEAST: usize = 1_024;
-        if self.seen.capacity() > LEAST && self.seen.len() * 4 < self.seen.capacity() {
-            self.seen.shrink_to(self.seen.len() * 2);
-            self.order.shrink_to(self.order.len() * 2);
+        if !self.open.is_empty() && now.duration_since(self.open_last) >= REPLAY_WINDOW {
+            // A new set, not `clear`: a cleared set keeps the storm's room.
+            self.open = HashSet::new();
         }
+    }
+
+    /// Closes the open slice into its sorted copy; the set's room is given back.
+    fn close(&mut self) {
+        let mut fingerprints: Vec<Fingerprint> =
+            std::mem::take(&mut self.open).into_iter().collect();
+        fingerprints.sort_unstable();
+        self.closed_len += fingerprints.len();
+        self.closed.push_back(Slice {
+            last: self.open_last,
+            fingerprints: fingerprints.into_boxed_slice(),
+        });
     }
 
     /// Whether `signature` was remembered within the window.
     pub fn seen(&mut self, signature: &str, now: Instant) -> bool {
         self.forget_old(now);
-        self.seen.contains_key(&fingerprint(signature))
+        let f = fingerprint(signature);
+        self.open.contains(&f)
+            || self
+                .closed
+                .iter()
+                .any(|s| s.fingerprints.binary_search(&f).is_ok())
     }
 
     pub fn remember(&mut self, signature: &str, now: Instant) {
-        let f = fingerprint(signature);
-        self.seen.insert(f, now);
-        self.order.push_back((now, f));
+        self.forget_old(now);
+        if !self.open.is_empty()
+            && (self.open.len() >= self.slice_len() || now.duration_since(self.open_first) >= SLICE)
+        {
+            self.close();
+        }
+        if self.open.is_empty() {
+            self.open_first = now;
+        }
+        self.open.insert(fingerprint(signature));
+        self.open_last = now;
         self.forget_old(now);
     }
 
-    /// How many signatures the maps have room for (what their memory follows).
+    /// How many signatures the cache has room for (what its memory follows).
     pub fn room(&self) -> usize {
-        self.seen.capacity().max(self.order.capacity())
+        self.closed_len + self.open.capacity()
     }
 
+    /// How many signatures are remembered (one remembered twice may count twice).
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.closed_len + self.open.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.len() == 0
     }
 }
 
@@ -697,6 +750,46 @@ mod tests {
         );
         assert!(cache.seen("after the storm", later));
         assert!(!cache.seen(&format!("{:064x}", 19_999), later));
+    }
+
+    /// Issue 23, item 1: a storm's signatures cost sixteen bytes each while remembered (the
+    /// room is the closed slices' exact length and the open slice's set), and every one of
+    /// them is still a replay, across the slices, until the window has passed.
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_is_remembered_in_its_own_room() {
+        assert_eq!(
+            std::mem::size_of::<Fingerprint>(),
+            16,
+            "what a signature costs"
+        );
+        let mut cache = ReplayCache::new(REPLAY_CAPACITY);
+        let t0 = Instant::now();
+        // 90,000 discoveries at 1,000 a second (part 25a's storm).
+        let at = |n: u64| t0 + Duration::from_millis(n);
+        for n in 0..90_000u64 {
+            cache.remember(&format!("{n:064x}"), at(n));
+        }
+        let end = at(90_000);
+        assert_eq!(cache.len(), 90_000);
+        assert!(
+            cache.room() <= 90_000 + 2 * cache.slice_len(),
+            "room for {} signatures kept for 90,000",
+            cache.room()
+        );
+        for n in (0..90_000u64).step_by(97).chain([89_999]) {
+            assert!(cache.seen(&format!("{n:064x}"), end), "signature {n}");
+        }
+        assert!(!cache.seen(&format!("{:064x}", 90_000), end));
+        // The first was remembered at t0: a replay until t0 + the window, and forgotten by
+        // the window plus a slice.
+        assert!(cache.seen(
+            &format!("{:064x}", 0),
+            t0 + REPLAY_WINDOW - Duration::from_secs(1)
+        ));
+        assert!(!cache.seen(&format!("{:064x}", 0), t0 + REPLAY_WINDOW + SLICE));
+        assert!(cache.seen(&format!("{:064x}", 89_999), t0 + REPLAY_WINDOW + SLICE));
+        assert!(!cache.seen(&format!("{:064x}", 89_999), end + REPLAY_WINDOW + SLICE));
+        assert!(cache.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use super::batch::{self, Touches};
 use super::budget::{Budget, failure_delay, later, throttle_pause};
 use super::health::{AUTH_FAILURES_BEFORE_BACKOFF, Health, HealthMessage, write_api_health};
 use super::hints::{Hints, Lane, Pick};
-use super::job::{JobState, RETIRE_UNFOUND_AFTER};
+use super::job::{JobState, RETIRE_UNFOUND_AFTER, Seed};
 use super::schedule::{Schedule, start_cron};
 use super::task::{Done, PollTask, Report, WRITER_WAIT};
 use super::writer::GroupWriter;
@@ -15,7 +15,7 @@ use super::{Event, Key, OWED_RETRY, key};
 use crate::config::{BudgetReport, Config, JobConfig};
 use crate::domain::Phase;
 use crate::outbox::{ApiHealthChange, Outbox};
-use crate::store::{JobRow, Store};
+use crate::store::Store;
 use crate::vitals::Liveness;
 use chrono::Utc;
 use rand::Rng;
@@ -176,7 +176,7 @@ impl Poller {
         ));
         // Stored callback events become hints while this poller runs (aborted with it).
         let _feed = super::feed::start(self.store.clone(), self.hints.clone());
-        let rows = self.store.jobs().await?;
+        let seeds = seeds_of(&self.store, &self.config.jobs).await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Report>();
         let touches = Arc::new(Touches::default());
         let (stop_touches, touches_stopped) = watch::channel(false);
@@ -184,10 +184,9 @@ impl Poller {
             batch::start_flusher(touches.clone(), self.store.clone(), touches_stopped);
         let mut d = Dispatcher::new(self, touches, done_tx);
         d.budget_changed();
-        d.arm(&rows).await?;
-        // Read once to arm, not kept: at 100,000 jobs every stored row (its last snapshot
-        // included) held for the poller's whole life was most of its memory (issue 23).
-        drop(rows);
+        d.arm(&seeds).await?;
+        // Read once to arm, not kept (issue 23).
+        drop(seeds);
         if *shutdown.borrow() {
             d.stop_dispatching();
         }
@@ -218,6 +217,31 @@ impl Poller {
         info!("poller stopped");
         Ok(())
     }
+}
+
+/// What each of `jobs`' stored rows says (`seeds[i]` of `jobs[i]`; `None`: no row), read in
+/// one pass over the table as each row's text goes by: no row is held whole, no key made, and
+/// rows of jobs not watched cost nothing. At 100,000 stored rows, reading them all as
+/// `JobRow`s into a map keyed anew was the daemon's peak (~90 MB more) and left ~20 MB of holes
+/// among the jobs' states after it was freed (issue 23, item 1, BENCHMARKS.md part 27a).
+async fn seeds_of(
+    store: &Store,
+    jobs: &[Arc<JobConfig>],
+) -> Result<Vec<Option<Seed>>, crate::store::StoreError> {
+    let at: HashMap<(&str, &str), usize, crate::domain::IdsHash> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| ((j.app_id.as_str(), j.job_id.as_str()), i))
+        .collect();
+    let mut seeds = vec![None; jobs.len()];
+    store
+        .each_job_seed(|r| {
+            if let Some(&i) = at.get(&(r.app_id, r.job_id)) {
+                seeds[i] = Some(Seed::of(r.state, r.stop_reason, r.first_seen_at));
+            }
+        })
+        .await?;
+    Ok(seeds)
 }
 
 /// The dispatcher while it runs: the poller's shared parts and the state of its loop.
@@ -301,9 +325,9 @@ impl Dispatcher {
 
     /// Puts every job on the schedule, starts the cron schedule if there is one, and says
     /// polling is armed.
-    async fn arm(&mut self, rows: &HashMap<Key, JobRow>) -> anyhow::Result<()> {
+    async fn arm(&mut self, seeds: &[Option<Seed>]) -> anyhow::Result<()> {
         let config = self.poller.config.clone();
-        self.add_jobs(&config.jobs, rows);
+        self.add_jobs(&config.jobs, seeds);
         if let Some(expr) = config.poll.schedule.clone() {
             self.cron = Some(start_cron(expr.as_str(), self.poller.command_tx.clone()).await?);
         }
@@ -564,11 +588,13 @@ impl Dispatcher {
 
     /// Puts `jobs` (the watch list at start) on the schedule, their first polls spread
     /// evenly over the interval so they never fire together.
-    fn add_jobs(&mut self, jobs: &[Arc<JobConfig>], rows: &HashMap<Key, JobRow>) {
+    /// `seeds[i]` is what `jobs[i]`'s stored row says (see [`seeds_of`]).
+    fn add_jobs(&mut self, jobs: &[Arc<JobConfig>], seeds: &[Option<Seed>]) {
         let now = Instant::now();
         let n = jobs.len().max(1) as u32;
         for (i, job) in jobs.iter().enumerate() {
-            let Some((k, mut state)) = self.new_state(job, |k| rows.get(k)) else {
+            let seed = seeds.get(i).cloned().flatten();
+            let Some((k, mut state)) = self.new_state(job, |_| seed) else {
                 debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
                 continue;
             };
@@ -583,14 +609,14 @@ impl Dispatcher {
     /// A job joining the watch list, from its database row (`row` of its key), in the current
     /// generation, with its key as `watched` holds it (one allocation, see [`Key`]); None when
     /// it is already STOPPED and `poll.stop_after_terminal` keeps it unpolled.
-    fn new_state<'r>(
+    fn new_state(
         &self,
         job: &Arc<JobConfig>,
-        row: impl FnOnce(&Key) -> Option<&'r JobRow>,
+        seed: impl FnOnce(&Key) -> Option<Seed>,
     ) -> Option<(Key, Box<JobState>)> {
         let (k, job) = super::watchlist::shared(&self.poller.watched, job);
         let mut state =
-            JobState::from_row(&job, row(&k), self.poller.config.poll.stop_after_terminal)?;
+            JobState::from_seed(&job, seed(&k), self.poller.config.poll.stop_after_terminal)?;
         state.generation = self.poller.generation;
         state.origin = self.poller.runtime.origin(&k);
         Some((k, Box::new(state)))
@@ -662,7 +688,7 @@ impl Dispatcher {
                 None
             }
         };
-        let (k, mut state) = self.new_state(&job, |_| row.as_ref())?;
+        let (k, mut state) = self.new_state(&job, |_| row.as_ref().map(Seed::of_row))?;
         state.failures = 1;
         let at = later(now, failure_delay(self.interval(&state), 1, jitter()));
         self.schedule.put(k.clone(), &mut state, at);

@@ -41,6 +41,38 @@ impl InitClock {
 /// middle of the run is folded away (see [`keep_bounded`]) so memory stays bounded.
 const MAX_UNWRITTEN: usize = 32;
 
+/// What a job's state starts from of its stored row: its phase and when recwatch first saw
+/// it. Read from the row's text as the row is read, so arming never holds the rows themselves
+/// (issue 23, item 1).
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Seed {
+    phase: Option<Phase>,
+    first_seen: Option<chrono::DateTime<Utc>>,
+}
+
+impl Seed {
+    pub(super) fn of(
+        state: Option<&str>,
+        stop_reason: Option<&str>,
+        first_seen_at: Option<&str>,
+    ) -> Seed {
+        Seed {
+            phase: state.map(|s| Phase::parse(s, stop_reason)),
+            first_seen: first_seen_at
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        }
+    }
+
+    pub(super) fn of_row(r: &crate::store::JobRow) -> Seed {
+        Seed::of(
+            r.state.as_deref(),
+            r.stop_reason.as_deref(),
+            r.first_seen_at.as_deref(),
+        )
+    }
+}
+
 /// A job's state between polls. It moves into the poll task and back.
 pub(super) struct JobState {
     /// Shared with the dispatcher's `watched` map (one allocation per job, not one per copy:
@@ -95,15 +127,21 @@ impl JobState {
         row: Option<&crate::store::JobRow>,
         skip_terminal: bool,
     ) -> Option<JobState> {
-        let phase = row.and_then(|r| r.phase());
+        JobState::from_seed(job, row.map(Seed::of_row), skip_terminal)
+    }
+
+    /// A job's state from what its stored row says of it (`None`: no row, a new job); None
+    /// when it is terminal and `skip_terminal` keeps such jobs unpolled.
+    pub(super) fn from_seed<J: Clone + Into<Arc<JobConfig>>>(
+        job: &J,
+        seed: Option<Seed>,
+        skip_terminal: bool,
+    ) -> Option<JobState> {
+        let (phase, first_seen) = seed.map_or((None, None), |s| (s.phase, s.first_seen));
         if skip_terminal && phase.as_ref().is_some_and(Phase::is_terminal) {
             return None;
         }
-        let first_seen = row
-            .and_then(|r| r.first_seen_at.as_deref())
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(Utc::now);
+        let first_seen = first_seen.unwrap_or_else(Utc::now);
         Some(JobState {
             maybe_stuck_open: true,
             maybe_not_found_open: true,

@@ -19,8 +19,27 @@ pub(super) struct Runtime {
     /// a set of the whole file was a copy of every job's key (issue 23).
     shadowed: HashSet<Key>,
     list: Arc<RuntimeList>,
+    /// `list` let go (see [`Runtime::release`]): the published list is read in its place.
+    released: bool,
     /// `None` when the poller does not follow a run-time list (`poll-once`, tests).
     rx: Option<watch::Receiver<Arc<RuntimeList>>>,
+}
+
+/// The run-time list as the poller reads it: its own hold, or the published list borrowed
+/// for the moment (never across an `.await`: a publisher waits for it).
+pub(super) enum ListRef<'a> {
+    Held(&'a RuntimeList),
+    Published(watch::Ref<'a, Arc<RuntimeList>>),
+}
+
+impl std::ops::Deref for ListRef<'_> {
+    type Target = RuntimeList;
+    fn deref(&self) -> &RuntimeList {
+        match self {
+            ListRef::Held(l) => l,
+            ListRef::Published(r) => r,
+        }
+    }
 }
 
 /// Where a watched job comes from, as far as polling cares.
@@ -41,7 +60,40 @@ impl Runtime {
             shadowed: HashSet::new(),
             base: config,
             list: Arc::default(),
+            released: false,
             rx: None,
+        }
+    }
+
+    /// Lets go of the list once a change of it is applied (issue 23, item 1). The list is
+    /// published as an `Arc` that each commit of discoveries changes in place when nobody
+    /// else holds it (`Arc::make_mut`); held here between two changes, every next commit
+    /// copied the whole map (its nodes and two reference counts an entry) while this one
+    /// kept the old: a full copy four times a second in a storm of discoveries, and the
+    /// copies' freed nodes were what the storm's new jobs landed among (RSS ~10 MB above
+    /// the heap at 100,000 jobs, BENCHMARKS.md part 27a). Until the next change the published
+    /// list is read in its place, briefly ([`ListRef`]): it is the applied one or newer, and
+    /// a newer one only adds what the next change applies anyway.
+    pub(super) fn release(&mut self) {
+        if self.rx.is_some() {
+            self.list = Arc::default();
+            self.released = true;
+        }
+    }
+
+    /// Holds the published list again (a reload merges it whole).
+    fn hold(&mut self) {
+        if let (true, Some(rx)) = (self.released, &mut self.rx) {
+            self.list = rx.borrow_and_update().clone();
+            self.released = false;
+        }
+    }
+
+    /// The run-time list as last applied, or the published one once let go.
+    pub(super) fn current(&self) -> ListRef<'_> {
+        match (&self.rx, self.released) {
+            (Some(rx), true) => ListRef::Published(rx.borrow()),
+            _ => ListRef::Held(&self.list),
         }
     }
 
@@ -49,6 +101,7 @@ impl Runtime {
     /// configuration to start from.
     pub(super) fn follow(&mut self, mut rx: watch::Receiver<Arc<RuntimeList>>) -> Arc<Config> {
         self.list = rx.borrow_and_update().clone();
+        self.released = false;
         self.rx = Some(rx);
         self.shadowed = shadowed(&self.base, &self.list);
         self.merged()
@@ -68,34 +121,48 @@ impl Runtime {
     /// Which group `k` is in (the config file wins over a run-time entry with its key), and
     /// whether discovery added it.
     pub(super) fn origin(&self, k: &Key) -> Origin {
-        if self.shadowed.contains(k) || !self.list.jobs.contains_key(k) {
-            return Origin {
-                group: JobGroup::Configured,
-                discovered: false,
-            };
-        }
-        Origin {
-            group: JobGroup::Runtime,
-            discovered: self
-                .list
+        let listed = match self.shadowed.contains(k) {
+            true => None,
+            false => self
+                .current()
                 .jobs
                 .get(k)
-                .is_some_and(|r| r.source == JobSource::Callback),
+                .map(|r| r.source == JobSource::Callback),
+        };
+        match listed {
+            None => Origin {
+                group: JobGroup::Configured,
+                discovered: false,
+            },
+            Some(discovered) => Origin {
+                group: JobGroup::Runtime,
+                discovered,
+            },
         }
     }
 
     /// The run-time list as last seen.
-    pub(super) fn list(&self) -> &RuntimeList {
-        &self.list
+    pub(super) fn list(&self) -> ListRef<'_> {
+        self.current()
     }
 
-    /// The budget over every watched job, each group's share of it.
+    /// The budget over every watched job, each group's share of it: the run-time entries
+    /// less those the file has too (`shadowed`, the same count [`runtime_count`] makes
+    /// without a key made per configured job).
     pub(super) fn budget(&self) -> BudgetReport {
-        self.base.budget(runtime_count(&self.base, &self.list))
+        let list = self.current();
+        debug_assert_eq!(
+            list.jobs.len() - self.shadowed.len(),
+            runtime_count(&self.base, &list)
+        );
+        let runtime = list.jobs.len() - self.shadowed.len();
+        drop(list);
+        self.base.budget(runtime)
     }
 
     /// A reload: the new configuration with the run-time list merged in.
     pub(super) fn with_config(&mut self, config: Arc<Config>) -> Arc<Config> {
+        self.hold();
         self.base = config;
         self.shadowed = shadowed(&self.base, &self.list);
         self.merged()
@@ -104,6 +171,7 @@ impl Runtime {
     /// A new run-time list: the configuration in force with it merged in.
     pub(super) fn with_list(&mut self, list: Arc<RuntimeList>) -> Arc<Config> {
         self.list = list;
+        self.released = false;
         self.shadowed = shadowed(&self.base, &self.list);
         self.merged()
     }
@@ -244,7 +312,7 @@ mod tests {
         );
         drop(tx);
 
-        let watched = watched_of(&merged, &HashMap::new(), runtime.list());
+        let watched = watched_of(&merged, &HashMap::new(), &runtime.list());
         for j in &merged.jobs {
             let k = super::super::key(j);
             let state = super::super::job::JobState::from_row(&watched[&k], None, false).unwrap();

@@ -98,6 +98,26 @@ impl<'r> JobStatus<'r> {
     }
 }
 
+/// What [`Store::each_job_seed`] reads of a job's row, borrowed while the row is read.
+#[derive(Debug, Clone, Copy)]
+pub struct JobSeed<'r> {
+    pub app_id: &'r str,
+    pub job_id: &'r str,
+    pub state: Option<&'r str>,
+    pub stop_reason: Option<&'r str>,
+    pub first_seen_at: Option<&'r str>,
+}
+
+/// [`JobSeed`] as sqlx reads it (PostgreSQL).
+#[derive(sqlx::FromRow)]
+struct JobSeedRow {
+    app_id: String,
+    job_id: String,
+    state: Option<String>,
+    stop_reason: Option<String>,
+    first_seen_at: Option<String>,
+}
+
 /// [`JobStatus`] as sqlx reads it (PostgreSQL).
 #[derive(sqlx::FromRow)]
 struct JobStatusRow {
@@ -218,6 +238,51 @@ impl Store {
             loop {
                 match rows.try_next().await {
                     Ok(Some(row)) => each(row.borrowed()),
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// What the poller arms each job with from its row (its phase and when it was first
+    /// seen), handed to `each` as it is read: one pass over the table, nothing kept here.
+    /// Every row whole (`jobs`, fourteen columns each its own allocation) held at once at
+    /// start was the daemon's peak at 100,000 stored rows, and what it freed among the jobs'
+    /// states stayed in RSS as holes (issue 23, item 1, BENCHMARKS.md part 27a).
+    pub async fn each_job_seed(&self, mut each: impl FnMut(JobSeed<'_>)) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
+        const SQL: &std::ffi::CStr =
+            c"SELECT app_id, job_id, state, stop_reason, first_seen_at FROM jobs";
+        if let Some(b) = self.sqlite() {
+            return super::scan::each_text_row(b, SQL, |[a, j, state, stop_reason, first]| {
+                // The key is NOT NULL in the schema.
+                let (Some(app_id), Some(job_id)) = (a, j) else {
+                    return;
+                };
+                each(JobSeed {
+                    app_id,
+                    job_id,
+                    state,
+                    stop_reason,
+                    first_seen_at: first,
+                })
+            })
+            .await;
+        }
+        on_read!(self, |db| {
+            let sql = SQL.to_str().expect("the statement is ASCII");
+            let mut rows = sqlx::query_as::<_, JobSeedRow>(sql).fetch(db);
+            loop {
+                match rows.try_next().await {
+                    Ok(Some(r)) => each(JobSeed {
+                        app_id: &r.app_id,
+                        job_id: &r.job_id,
+                        state: r.state.as_deref(),
+                        stop_reason: r.stop_reason.as_deref(),
+                        first_seen_at: r.first_seen_at.as_deref(),
+                    }),
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
                 }
@@ -507,6 +572,47 @@ mod tests {
             assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
             assert_eq!(row.description.as_deref(), Some("recording"));
             assert_eq!(store.job("app", "never").await.unwrap(), None);
+        }
+    }
+
+    both_backends! {
+        async fn a_seed_is_what_the_row_says(store: Store) {
+            let t0 = Utc::now();
+            store
+                .record(&[
+                    record("running", t0, None, "RUNNING"),
+                    record("stopped", t0, Some("RUNNING"), "STOPPED"),
+                ])
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            store
+                .each_job_seed(|s| {
+                    seen.push((
+                        s.job_id.to_string(),
+                        s.state.map(str::to_string),
+                        s.stop_reason.map(str::to_string),
+                        s.first_seen_at.map(str::to_string),
+                    ))
+                })
+                .await
+                .unwrap();
+            seen.sort();
+            let rows = store.jobs().await.unwrap();
+            let want: Vec<_> = ["running", "stopped"]
+                .iter()
+                .map(|j| {
+                    let r = &rows[&JobKey::new("app", *j)];
+                    (
+                        j.to_string(),
+                        r.state.clone(),
+                        r.stop_reason.clone(),
+                        r.first_seen_at.clone(),
+                    )
+                })
+                .collect();
+            assert_eq!(seen, want);
+            assert!(seen.iter().all(|s| s.3.is_some()), "first_seen_at read");
         }
     }
 }

@@ -153,7 +153,7 @@ pub use error::{
 pub use forwards::{DueForward, ForwardOutcome, ForwardView};
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
-pub use jobs::{JobRow, JobStatus, JobTouch};
+pub use jobs::{JobRow, JobSeed, JobStatus, JobTouch};
 pub use lease::{Claimant, Fence, LeaseRow, peek_postgres};
 pub use page::{JobPhaseRow, PhaseCount, PhasePoint};
 pub use remediations::{Finished, NewRemediation, RemediationRow};

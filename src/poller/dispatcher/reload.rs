@@ -4,6 +4,7 @@
 //! works on the dispatcher's own state.
 
 use super::super::budget::later;
+use super::super::job::Seed;
 use super::super::schedule::start_cron;
 use super::{Dispatcher, Key, key};
 use crate::config::{Config, JobConfig};
@@ -52,7 +53,7 @@ impl Dispatcher {
         let wanted = super::super::watchlist::watched_of(
             &config,
             &self.poller.watched,
-            self.poller.runtime.list(),
+            &self.poller.runtime.list(),
         );
         let before = self.states.len();
         self.states.retain(|k, _| wanted.contains_key(k));
@@ -92,7 +93,8 @@ impl Dispatcher {
         let mut added = 0;
         for job in &new_jobs {
             // A STOPPED job that was already on the list is not new: it stays unpolled.
-            let Some((k, mut state)) = self.new_state(job, |k| rows.get(k)) else {
+            let Some((k, mut state)) = self.new_state(job, |k| rows.get(k).map(Seed::of_row))
+            else {
                 continue;
             };
             added += 1;

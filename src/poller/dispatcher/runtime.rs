@@ -17,7 +17,7 @@ impl Poller {
     pub fn follow_watchlist(&mut self, list: watch::Receiver<Arc<RuntimeList>>) {
         let config = self.runtime.follow(list);
         self.watched =
-            super::super::watchlist::watched_of(&config, &self.watched, self.runtime.list());
+            super::super::watchlist::watched_of(&config, &self.watched, &self.runtime.list());
         self.config = config;
     }
 }
@@ -43,6 +43,7 @@ impl Dispatcher {
         self.reload(config, client).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
+        self.poller.runtime.release();
     }
 }
 

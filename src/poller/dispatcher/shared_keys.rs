@@ -9,7 +9,6 @@ use crate::outbox::Outbox;
 use crate::store::Store;
 use crate::watchlist::RuntimeList;
 use recwatch_rtc::client::RtcClient;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -98,7 +97,7 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
     poller.follow_watchlist(rx);
     let (done_tx, _done_rx) = mpsc::unbounded_channel();
     let mut d = Dispatcher::new(poller, Arc::new(Touches::default()), done_tx);
-    d.arm(&HashMap::new()).await.unwrap();
+    d.arm(&[]).await.unwrap();
     assert_eq!(
         d.states.len(),
         5,
@@ -148,5 +147,23 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
     assert!(
         JobKey::same(listed, polled),
         "the joiner's key is the list's"
+    );
+
+    // Once the change is applied the poller holds no copy of the published list, so the
+    // next commit of discoveries changes it in place (`Arc::make_mut`) instead of copying
+    // every entry (issue 23, item 1); the poller reads the list it let go of as published.
+    drop(next);
+    assert_eq!(
+        Arc::strong_count(&tx.borrow()),
+        1,
+        "the published list is held by the channel alone"
+    );
+    let origin = d.poller.runtime.origin(&JobKey::new("app", "api-1"));
+    assert_eq!(origin.group, crate::config::JobGroup::Runtime);
+    let origin = d.poller.runtime.origin(&JobKey::new("app", "file-1"));
+    assert_eq!(
+        origin.group,
+        crate::config::JobGroup::Configured,
+        "the file wins"
     );
 }
