@@ -151,7 +151,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         if let super::Tx::Sqlite(c) = &mut tx.tx {
             // The same statements in one go on SQLite's handle (`touch.rs`).
-            super::touch::touch_rows(&mut **c, touches).await?;
+            super::touch::touch_rows(c, touches).await?;
             return tx.commit().await;
         }
         for t in touches {

@@ -52,12 +52,12 @@ pub(crate) struct Raw {
 /// Where requests go out (see the module's text for why there are two).
 #[derive(Clone)]
 pub(crate) enum Transport {
-    Direct(Direct),
+    /// Shared: the client is cloned with every `RtcClient`, and hyper's client is large.
+    Direct(Arc<Direct>),
     /// The environment names a proxy for the endpoint: reqwest speaks to it.
     Proxied(reqwest::Client),
 }
 
-#[derive(Clone)]
 pub(crate) struct Direct {
     client: Client<Bounded, Full<Bytes>>,
     /// For the whole request, answer included.
@@ -85,10 +85,10 @@ impl Transport {
                 .build()?;
             return Ok(Transport::Proxied(http));
         }
-        Ok(Transport::Direct(Direct {
+        Ok(Transport::Direct(Arc::new(Direct {
             client: direct_client(connect_timeout, max_idle)?,
             timeout,
-        }))
+        })))
     }
 
     /// Sends `method` to `uri` with `headers` and `body`, and reads the answer whole (at most
