@@ -135,6 +135,7 @@ mod remediations;
 mod retention;
 mod scan;
 mod silences;
+mod touch;
 mod transitions;
 mod unwatched;
 mod watchlist;

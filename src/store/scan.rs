@@ -67,11 +67,12 @@ unsafe fn each_row_on<const N: usize>(
 }
 
 /// A prepared statement, finalized when dropped.
-struct Statement(*mut ffi::sqlite3_stmt);
+pub(super) struct Statement(pub(super) *mut ffi::sqlite3_stmt);
 
 impl Drop for Statement {
     fn drop(&mut self) {
-        // SAFETY: prepared by `each_text_row` on a handle still locked; finalized once.
+        // SAFETY: prepared on a handle still locked (`each_text_row`, `touch::write`);
+        // finalized once.
         unsafe { ffi::sqlite3_finalize(self.0) };
     }
 }
@@ -105,7 +106,7 @@ unsafe fn text<'r>(stmt: *mut ffi::sqlite3_stmt, i: i32) -> Result<Option<&'r st
 ///
 /// # Safety
 /// `db` is an open handle this thread holds.
-unsafe fn failed(db: *mut ffi::sqlite3, rc: i32) -> StoreError {
+pub(super) unsafe fn failed(db: *mut ffi::sqlite3, rc: i32) -> StoreError {
     // SAFETY: as the function's contract says; SQLite's message is a C string it owns.
     let message = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) }
         .to_string_lossy()

@@ -17,13 +17,13 @@ use crate::jobs::Kind;
 use crate::model::{ErrorBody, JobSnapshot, State, parse_error_body, parse_job_fields, same_id};
 use crate::secret::Redactor;
 use crate::sign;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use crate::transport::{self, Transport, header};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
 use std::fmt;
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// Bigger answers than this are not a job record; refusing them bounds memory.
-const MAX_BODY: usize = 1 << 20;
 /// The longest error text kept from an answer (per field): enough for any real message, and
 /// a bound on what one answer can put into a log line or `last_error`.
 const MAX_ERROR_CHARS: usize = 512;
@@ -206,7 +206,7 @@ pub fn clock_skew(date: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Opt
 }
 
 impl RtcError {
-    fn transport(kind: ErrorKind, detail: String) -> RtcError {
+    pub(crate) fn transport(kind: ErrorKind, detail: String) -> RtcError {
         RtcError {
             kind,
             status: None,
@@ -286,8 +286,12 @@ pub struct Fetched {
 /// decision, made from the [`ErrorKind`].
 #[derive(Clone)]
 pub struct RtcClient {
-    http: reqwest::Client,
+    http: Transport,
     endpoint: Url,
+    /// The endpoint's scheme and authority, parsed once: every request's URI is made of them
+    /// and its path.
+    scheme: Scheme,
+    authority: Authority,
     /// The Host header, as signed and as sent.
     host: String,
     auth: Auth,
@@ -369,21 +373,24 @@ impl RtcClient {
     /// );
     /// ```
     pub fn new(api: &ClientConfig) -> anyhow::Result<RtcClient> {
-        let http = reqwest::Client::builder()
-            .timeout(api.timeout)
-            .connect_timeout(api.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(api.max_connections.max(1))
-            // A monitor must not wander off to wherever a proxy or attacker points it.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
         let host = match (api.endpoint.host_str(), api.endpoint.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
             (None, _) => anyhow::bail!("api.endpoint has no host"),
         };
+        let scheme: Scheme = api.endpoint.scheme().parse()?;
+        let authority: Authority = host.parse()?;
+        let origin = http::Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()?;
+        let http = Transport::new(&origin, api.timeout, api.max_connections)?;
         Ok(RtcClient {
             http,
             endpoint: api.endpoint.clone(),
+            scheme,
+            authority,
             host,
             auth: api.auth.clone(),
             project_id: api.project_id.clone(),
@@ -560,7 +567,7 @@ impl RtcClient {
 
     async fn fetch_job(&self, kind: Kind, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
         let path = self.job_path_of(kind, app_id, job_id);
-        let answer = self.send(reqwest::Method::GET, &path, None).await?;
+        let answer = self.send(http::Method::GET, &path, None).await?;
         if !answer.is_success() {
             return Err(answer.into_error());
         }
@@ -592,13 +599,12 @@ impl RtcClient {
     /// cannot carry or a body too large or cut short is an error here.
     pub(crate) async fn send(
         &self,
-        method: reqwest::Method,
+        method: http::Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, RtcError> {
-        let mut url = self.endpoint.clone();
-        url.set_path(path);
-        let mut map = HeaderMap::new();
+        let uri = self.uri(path)?;
+        let mut map = HeaderMap::with_capacity(16);
         let signed_body = body.as_deref().unwrap_or_default();
         for (name, value) in self.headers_for(
             method.as_str(),
@@ -616,35 +622,33 @@ impl RtcClient {
             map.insert(HeaderName::from_static(lower(name)), value);
         }
         let started = Instant::now();
-        let mut request = self.http.request(method, url).headers(map);
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let response = request.send().await.map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let request_id = header("x-request-id");
-        let location = header("location");
-        let date = header("date");
-        let body = read_body(response).await.map_err(|mut e| {
-            e.status = Some(status);
-            e.request_id = request_id.clone();
-            e
-        })?;
+        let raw = self.http.send(method, uri, map, body).await?;
         Ok(Answer {
-            status,
-            body,
-            request_id,
-            location,
-            date,
+            status: raw.status,
+            request_id: transport::request_id(&raw.headers),
+            location: header(&raw.headers, "location"),
+            date: header(&raw.headers, "date"),
+            body: raw.body,
             latency: started.elapsed(),
         })
+    }
+
+    /// The request's URI: the endpoint's scheme and authority, `path` (ids already encoded)
+    /// and the endpoint's query if it has one.
+    fn uri(&self, path: &str) -> Result<http::Uri, RtcError> {
+        let path_and_query = match self.endpoint.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| RtcError {
+                not_sent: true,
+                ..RtcError::transport(ErrorKind::Rejected, format!("path {path:?}: {e}"))
+            })
     }
 }
 
@@ -713,62 +717,6 @@ fn lower(name: &'static str) -> &'static str {
         "Authorization" => "authorization",
         other => unreachable!("header {other} is not one recwatch sends"),
     }
-}
-
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, RtcError> {
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(RtcError::transport(
-                        ErrorKind::BadResponse,
-                        format!("body is larger than {MAX_BODY} bytes"),
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) if e.is_timeout() => {
-                return Err(RtcError::transport(
-                    ErrorKind::Timeout,
-                    format!("reading the body: {}", chain(&e)),
-                ));
-            }
-            Err(e) => {
-                return Err(RtcError::transport(
-                    ErrorKind::BadResponse,
-                    format!("body cut short after {} bytes: {}", body.len(), chain(&e)),
-                ));
-            }
-        }
-    }
-}
-
-fn transport_error(e: reqwest::Error) -> RtcError {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Connection
-    };
-    RtcError {
-        // A failure to connect (refused, unreachable, a connect timeout, TLS) happens before
-        // a byte of the request is written; any other may come after the server read it.
-        not_sent: e.is_connect(),
-        ..RtcError::transport(kind, chain(&e))
-    }
-}
-
-/// The error with its causes, since reqwest's own message is often just "error sending request".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// `Some(what the answer is about)` when a 200 names another job than the one asked for. An

@@ -46,6 +46,7 @@ pub mod model;
 pub mod registration;
 pub mod secret;
 pub mod sign;
+mod transport;
 
 pub use callback::{
     EventError, EventType, RecordEvent, RecordedFile, SignatureError, SignatureHeaders,
