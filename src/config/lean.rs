@@ -130,26 +130,13 @@ fn end_of_line(tail: &str) -> bool {
 /// byte below 0x20 and no DEL has none; only a line with one (a tab, mostly) is looked at a
 /// byte at a time.
 fn has_control(s: &str) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // A byte below `n` (n <= 0x80) in `w`: exact for whether there is one.
-    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    use crate::domain::words::{any_word, below, equal};
     let b = s.as_bytes();
     let exact = || b.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
     if b.len() < 8 {
         return exact();
     }
-    let at = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    let word = |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x7f), 1);
-    let mut found = 0;
-    let mut i = 0;
-    while i + 8 <= b.len() {
-        found |= word(at(i));
-        i += 8;
-    }
-    // The tail as the last eight bytes, overlapping the words before.
-    found |= word(at(b.len() - 8));
-    found != 0 && exact()
+    any_word(b, |w| below(w, 0x20) | equal(w, 0x7f)) && exact()
 }
 
 /// Whether `line` closes every string, array and inline table it opens: false for a

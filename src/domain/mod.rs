@@ -18,6 +18,7 @@ mod remediation;
 mod rule;
 mod silence;
 mod time;
+pub mod words;
 
 pub use alert::{
     Alert, AlertId, JobFacts, PAYLOAD_VERSION, RemediationAction, RemediationFacts,
