@@ -483,36 +483,11 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Outcome, (Outcome, String)> {
-    let signature =
-        SignatureHeaders::from_headers(headers).map_err(|e| (Outcome::Unsigned, e.to_string()))?;
-    if !well_formed_signature(signature.signature) {
-        return Err((
-            Outcome::Forged,
-            "the callback's X-Rtc-Signature header is malformed: it is not 64 hex characters (a hex HMAC-SHA256)".into(),
-        ));
-    }
-    if let Some(declared) = declared_too_large(headers) {
-        // Read and thrown away (within the body deadline) when not absurdly large: closing
-        // with the body unread makes the kernel reset the connection, and the sender would
-        // see that reset instead of the 413 (RTC would resend a body that can never fit).
-        if declared <= DRAIN_LIMIT {
-            let _ = axum::body::to_bytes(body, DRAIN_LIMIT as usize).await;
-        }
-        return Err((
-            Outcome::TooLarge,
-            format!("the body is over {MAX_BODY_BYTES} bytes (Content-Length)"),
-        ));
-    }
+    let signature = signature_headers(headers)?;
+    let body = refuse_declared_too_large(headers, body).await?;
     let body = read_body(body).await?;
     let config = r.config.borrow().clone();
-    let verified: Vec<&AppConfig> = config
-        .apps
-        .iter()
-        .filter(|a| verify_signature(&a.auth_key, &signature, &body).is_ok())
-        .collect();
-    if verified.is_empty() {
-        return Err((Outcome::Forged, SignatureError::Mismatch.to_string()));
-    }
+    let verified = verified_apps(&config, &signature, &body)?;
     // Compared as the hex case-folded text: the case of a signature carries no information.
     let sig_key = signature.signature.to_ascii_lowercase();
     if r.replays
@@ -559,6 +534,57 @@ async fn handle(
         has_forward,
         committed,
     ))
+}
+
+/// The signature's headers, present and well formed (before the body is read).
+fn signature_headers(headers: &HeaderMap) -> Result<SignatureHeaders<'_>, (Outcome, String)> {
+    let signature =
+        SignatureHeaders::from_headers(headers).map_err(|e| (Outcome::Unsigned, e.to_string()))?;
+    if !well_formed_signature(signature.signature) {
+        return Err((
+            Outcome::Forged,
+            "the callback's X-Rtc-Signature header is malformed: it is not 64 hex characters (a hex HMAC-SHA256)".into(),
+        ));
+    }
+    Ok(signature)
+}
+
+/// The body handed back unread, unless its declared size is over the limit: refused then.
+async fn refuse_declared_too_large(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Body, (Outcome, String)> {
+    if let Some(declared) = declared_too_large(headers) {
+        // Read and thrown away (within the body deadline) when not absurdly large: closing
+        // with the body unread makes the kernel reset the connection, and the sender would
+        // see that reset instead of the 413 (RTC would resend a body that can never fit).
+        if declared <= DRAIN_LIMIT {
+            let _ = axum::body::to_bytes(body, DRAIN_LIMIT as usize).await;
+        }
+        return Err((
+            Outcome::TooLarge,
+            format!("the body is over {MAX_BODY_BYTES} bytes (Content-Length)"),
+        ));
+    }
+    Ok(body)
+}
+
+/// The configured apps whose key verifies the signature (several may share a key); refused
+/// as forged when none does.
+fn verified_apps<'c>(
+    config: &'c Config,
+    signature: &SignatureHeaders<'_>,
+    body: &[u8],
+) -> Result<Vec<&'c AppConfig>, (Outcome, String)> {
+    let verified: Vec<&AppConfig> = config
+        .apps
+        .iter()
+        .filter(|a| verify_signature(&a.auth_key, signature, body).is_ok())
+        .collect();
+    if verified.is_empty() {
+        return Err((Outcome::Forged, SignatureError::Mismatch.to_string()));
+    }
+    Ok(verified)
 }
 
 /// What follows an event's commit: its forward and its hint are woken (never awaited), the

@@ -32,6 +32,9 @@ pub mod storage;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+/// The tests' deadline and wait, shared with the integration tests by `#[path]`.
+#[cfg(test)]
+mod testing;
 pub mod view;
 pub mod vitals;
 pub mod watchlist;

@@ -13,7 +13,7 @@ use crate::config::{Config, JobConfig};
 use crate::domain::Phase;
 use crate::domain::{
     Alert, AlertId, EpisodeStep, ErrorKind, JobFacts, OpenEpisode, PAYLOAD_VERSION, Rule, Severity,
-    State, Status, TransitionFacts, hostname, timestamp,
+    Status, TransitionFacts, hostname, timestamp,
 };
 use crate::domain::{PollOutcome, PollRecord};
 use crate::rules;
@@ -26,6 +26,8 @@ use tokio::sync::{Notify, broadcast};
 use tracing::{error, info, warn};
 
 pub mod remediation;
+mod transition;
+use transition::Recorded;
 
 /// Something the demo (and logs) want to see as it happens: the poller sends transitions and
 /// failed polls, the outbox the alerts it commits. Defined here, below the poller, so the
@@ -204,9 +206,8 @@ impl Outbox {
     }
 
     /// The body of [`Outbox::write_job_polls`] inside the caller's transaction; returns the
-    /// alerts made, to announce once committed. A death's remediation (its intent, or why
-    /// not) is decided and written here too, with the transition and its alert. Long: one
-    /// pass over the records, each step of a transition in order.
+    /// alerts made, to announce once committed. Each transition's alert and remediation are
+    /// written with it (`transition.rs`), the job's conditions from its latest outcome.
     async fn write_job_polls_in(
         &self,
         tx: &mut WriteTx,
@@ -227,72 +228,17 @@ impl Outbox {
                 },
             ) = (transition_id, &r.outcome)
             {
-                let remediation = self
-                    .decide_remediation(tx, ctx.job, job, to, config, r.polled_at)
-                    .await?;
-                let mut alert_id = None;
-                if let Some(rule) = rules::transition_rule(to) {
-                    if let Some(severity) = rules::severity(&config.rules, rule) {
-                        let facts = job_facts(ctx.job, Some(job));
-                        let mut summary = transition_summary(
-                            rule,
-                            ctx.job,
-                            to.stop_reason_str(),
-                            job.description.as_deref(),
-                        );
-                        let told = remediation.as_ref().map(|d| d.facts());
-                        if let Some(t) = &told {
-                            summary = format!("{summary}; {}", t.sentence());
-                        }
-                        let mut alert = self.alert(
-                            Status::Firing,
-                            rule,
-                            severity,
-                            summary,
-                            Some(facts),
-                            Some(TransitionFacts {
-                                from: from.as_ref().map(|p| p.state.as_str().to_string()),
-                                to: to.state.as_str().to_string(),
-                                observed_at: timestamp(r.polled_at),
-                                request_id: request_id.clone(),
-                            }),
-                            r.polled_at,
-                            config,
-                        );
-                        alert.remediation = told;
-                        let key = format!("t:{tid}:{}", rule.as_str());
-                        if tx
-                            .insert_alert(
-                                &alert,
-                                &key,
-                                Some(tid),
-                                None,
-                                channels_for(Some(ctx.job), config),
-                                r.polled_at,
-                            )
-                            .await?
-                        {
-                            alert_id = Some(alert.id.clone());
-                            made.push(alert);
-                        }
-                    }
-                }
-                if let Some(d) = remediation {
-                    made.extend(
-                        self.write_remediation(
-                            tx,
-                            d,
-                            tid,
-                            alert_id.as_ref(),
-                            ctx.job,
-                            job,
-                            raw,
-                            config,
-                            r.polled_at,
-                        )
-                        .await?,
-                    );
-                }
+                let recorded = Recorded {
+                    transition_id: tid,
+                    job: ctx.job,
+                    snapshot: job,
+                    raw,
+                    request_id,
+                    from,
+                    to,
+                    at: r.polled_at,
+                };
+                made.extend(self.write_transition(tx, &recorded, config).await?);
             }
         }
         if let Some(last) = records.last() {
@@ -672,29 +618,6 @@ pub fn channels_for(job: Option<&JobConfig>, config: &Config) -> Vec<String> {
             .into_iter()
             .map(str::to_string)
             .collect(),
-    }
-}
-
-fn transition_summary(
-    rule: Rule,
-    job: &JobConfig,
-    reason: Option<&str>,
-    description: Option<&str>,
-) -> String {
-    let what = match rule {
-        Rule::StoppedUnexpectedly => format!(
-            "stopped unexpectedly ({})",
-            reason.unwrap_or("no stop reason")
-        ),
-        Rule::IdleTimeout => {
-            "stopped: nobody published for max_idle_time (EXCEED_MAX_IDLE_TIME)".to_string()
-        }
-        Rule::StoppedByTenant => "was stopped by the tenant (TENANT_STOP)".to_string(),
-        _ => "changed".to_string(),
-    };
-    match informative_description(description, State::Stopped.as_str(), reason) {
-        Some(d) => format!("{} {what}: {d}", job.label()),
-        None => format!("{} {what}", job.label()),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::poller::Budget;
 use crate::store::{Finished, RemediationRow, Store};
 use crate::watchlist::Watchlist;
 use chrono::Utc;
-use recwatch_rtc::client::RtcClient;
+use recwatch_rtc::client::{RtcClient, RtcError};
 use recwatch_rtc::{CreateFailure, CreateRequest, Kind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,17 @@ const TICK: Duration = Duration::from_millis(200);
 /// Tries of a create whose answers prove nothing was created, before it is given up as
 /// failed.
 pub const MAX_TRIES: i64 = 5;
+
+/// The create request rebuilt from the stored answer of the death, or why it cannot be.
+fn rebuilt_request(row: &RemediationRow) -> Result<CreateRequest, String> {
+    let snapshot = recwatch_rtc::model::parse_job(row.snapshot.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the stored answer cannot be read: {e}"));
+    let kind: Kind = row.kind.parse().unwrap_or_default();
+    snapshot
+        .as_ref()
+        .map_err(|e| e.to_string())
+        .and_then(|s| CreateRequest::from_snapshot(kind, s).map_err(|e| e.to_string()))
+}
 
 /// The wait before try `tries + 1` after `tries` answers that proved nothing was created:
 /// 1 s, doubling, at most 30 s. Pure.
@@ -144,13 +155,7 @@ impl Remediator {
     /// One try of one intent: marked `posting` (committed), a budget slot, the POST, the
     /// answer recorded.
     async fn attempt(&mut self, row: &RemediationRow) -> anyhow::Result<()> {
-        let snapshot = recwatch_rtc::model::parse_job(row.snapshot.as_bytes())
-            .map_err(|e| anyhow::anyhow!("the stored answer cannot be read: {e}"));
-        let kind: Kind = row.kind.parse().unwrap_or_default();
-        let request = snapshot
-            .as_ref()
-            .map_err(|e| e.to_string())
-            .and_then(|s| CreateRequest::from_snapshot(kind, s).map_err(|e| e.to_string()));
+        let request = rebuilt_request(row);
         let (config, client) = self.client()?;
         // The slot first: a budget paused for minutes must not leave the row `posting`
         // (a crash then would call unknown a create that was never sent). It is stamped sent
@@ -183,46 +188,55 @@ impl Remediator {
                 self.record(row, outcome, created.request_id.as_deref())
                     .await
             }
-            Err(e) => {
-                let error = e.to_string();
-                match e.create_failure() {
-                    CreateFailure::NotCreated if attempts < MAX_TRIES => {
-                        if e.kind == recwatch_rtc::ErrorKind::Throttled {
-                            // A 429 pauses every request, polls included (the budget's rule).
-                            let until = crate::poller::later(
-                                tokio::time::Instant::now(),
-                                config.api.throttle_backoff,
-                            );
-                            self.budget.pause_until(until);
-                        }
-                        let next =
-                            Utc::now() + crate::rules::chrono_saturating(retry_delay(attempts));
-                        warn!(app_id = %row.app_id, job_id = %row.old_job_id, "the create was not taken ({error}); nothing was created, trying again at {}", timestamp(next));
-                        metrics::counter!("recwatch_remediations_total", "result" => "retried")
-                            .increment(1);
-                        self.store.retry_remediation(row.id, next, &error).await?;
-                        Ok(())
-                    }
-                    CreateFailure::NotCreated => {
-                        let error = format!(
-                            "given up after {attempts} tries that each proved nothing was created; last: {error}"
-                        );
-                        warn!(app_id = %row.app_id, job_id = %row.old_job_id, "the re-creation is given up: {error}");
-                        self.record(row, Outcome::Failed { error }, e.request_id.as_deref())
-                            .await
-                    }
-                    CreateFailure::Refused => {
-                        // A refusal (a 4xx such as 400) is not tried again: the operator must
-                        // hear of it in the log too, not only in the alert.
-                        warn!(app_id = %row.app_id, job_id = %row.old_job_id, request_id = e.request_id.as_deref().unwrap_or("-"), "the re-creation was refused ({error}); nothing was created and it is not sent again");
-                        self.record(row, Outcome::Failed { error }, e.request_id.as_deref())
-                            .await
-                    }
-                    CreateFailure::Unknown => {
-                        self.record(row, Outcome::Unknown { error }, e.request_id.as_deref())
-                            .await
-                    }
+            Err(e) => self.not_created(row, e, attempts, &config).await,
+        }
+    }
+
+    /// A create that failed, after `attempts` tries: tried again later only when it proves
+    /// nothing was created and tries are left; otherwise the outcome is recorded.
+    async fn not_created(
+        &mut self,
+        row: &RemediationRow,
+        e: RtcError,
+        attempts: i64,
+        config: &Config,
+    ) -> anyhow::Result<()> {
+        let error = e.to_string();
+        match e.create_failure() {
+            CreateFailure::NotCreated if attempts < MAX_TRIES => {
+                if e.kind == recwatch_rtc::ErrorKind::Throttled {
+                    // A 429 pauses every request, polls included (the budget's rule).
+                    let until = crate::poller::later(
+                        tokio::time::Instant::now(),
+                        config.api.throttle_backoff,
+                    );
+                    self.budget.pause_until(until);
                 }
+                let next = Utc::now() + crate::rules::chrono_saturating(retry_delay(attempts));
+                warn!(app_id = %row.app_id, job_id = %row.old_job_id, "the create was not taken ({error}); nothing was created, trying again at {}", timestamp(next));
+                metrics::counter!("recwatch_remediations_total", "result" => "retried")
+                    .increment(1);
+                self.store.retry_remediation(row.id, next, &error).await?;
+                Ok(())
+            }
+            CreateFailure::NotCreated => {
+                let error = format!(
+                    "given up after {attempts} tries that each proved nothing was created; last: {error}"
+                );
+                warn!(app_id = %row.app_id, job_id = %row.old_job_id, "the re-creation is given up: {error}");
+                self.record(row, Outcome::Failed { error }, e.request_id.as_deref())
+                    .await
+            }
+            CreateFailure::Refused => {
+                // A refusal (a 4xx such as 400) is not tried again: the operator must
+                // hear of it in the log too, not only in the alert.
+                warn!(app_id = %row.app_id, job_id = %row.old_job_id, request_id = e.request_id.as_deref().unwrap_or("-"), "the re-creation was refused ({error}); nothing was created and it is not sent again");
+                self.record(row, Outcome::Failed { error }, e.request_id.as_deref())
+                    .await
+            }
+            CreateFailure::Unknown => {
+                self.record(row, Outcome::Unknown { error }, e.request_id.as_deref())
+                    .await
             }
         }
     }

@@ -8,9 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 const MAX_FILE_LINES: usize = 900;
-/// "About 80": a function longer than this needs a comment before it that says why (one
-/// containing the word "long").
-const MAX_FN_LINES: usize = 90;
+/// A function longer than this (signature to closing brace) needs a `//` comment right above
+/// it that says why (one containing the word "long").
+const MAX_FN_LINES: usize = 80;
 
 /// Dependencies point one way along each chain: a module may use those before it, never
 /// those after it.
@@ -78,36 +78,102 @@ fn no_source_file_is_over_900_lines_before_its_tests() {
     assert!(over.is_empty(), "split these files: {over:#?}");
 }
 
-/// Each `fn` in non-test code, with its length in lines, found by rustfmt's layout: the
-/// closing brace sits alone at the indentation of the `fn` line.
+/// Whether `line` (trimmed) opens a function: any visibility (`pub`, `pub(crate)`,
+/// `pub(super)`, `pub(in ...)`), then any of `default`, `const`, `async`, `unsafe`,
+/// `extern "C"`, then `fn `. Methods and free functions alike; generics follow the name.
+fn opens_fn(trimmed: &str) -> bool {
+    let mut rest = trimmed;
+    if let Some(r) = rest.strip_prefix("pub") {
+        rest = match r.strip_prefix('(') {
+            Some(r) => match r.find(')') {
+                Some(at) => &r[at + 1..],
+                None => return false,
+            },
+            None => r,
+        };
+        rest = rest.trim_start();
+    }
+    loop {
+        if rest.starts_with("fn ") {
+            return true;
+        }
+        let qualifier = ["default ", "const ", "async ", "unsafe ", "extern "]
+            .iter()
+            .find(|q| rest.starts_with(**q));
+        let Some(q) = qualifier else {
+            return false;
+        };
+        rest = rest[q.len()..].trim_start();
+        // `extern "C" fn`: the ABI string.
+        if *q == "extern " && rest.starts_with('"') {
+            match rest[1..].find('"') {
+                Some(at) => rest = rest[at + 2..].trim_start(),
+                None => return false,
+            }
+        }
+    }
+}
+
+/// The line at which the item opened at `at` ends: its closing brace alone at the item's
+/// indentation (rustfmt's layout), or `at` itself for an item on one line or ending in `;`.
+fn item_end(lines: &[&str], at: usize) -> usize {
+    let line = lines[at];
+    let trimmed = line.trim_start();
+    if trimmed.ends_with(';') || trimmed.ends_with('}') {
+        return at;
+    }
+    let close = format!("{}}}", &line[..line.len() - trimmed.len()]);
+    lines[at..]
+        .iter()
+        .position(|l| *l == close || l.starts_with(&format!("{close};")))
+        .map_or(lines.len() - 1, |n| at + n)
+}
+
+/// What counts as a test, and is not held to the function rule: an item marked
+/// `#[cfg(test)]` (a `mod tests`, a helper only tests call) and a function marked `#[test]`
+/// or `#[tokio::test]`, wherever they sit in the file. Everything else is production code,
+/// `#[cfg(any(test, ...))]` included (it is built into some binary). Files holding only a
+/// test module are left out by `sources`.
+fn is_test_attribute(trimmed: &str) -> bool {
+    trimmed.starts_with("#[cfg(test)]")
+        || trimmed.starts_with("#[test]")
+        || trimmed.starts_with("#[tokio::test")
+}
+
+/// Each production `fn` longer than `MAX_FN_LINES` without a reason beside it, with its
+/// length in lines, signature to closing brace.
 fn long_functions(lines: &[&str]) -> Vec<(String, usize)> {
     let mut found = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        let is_fn = [
-            "fn ",
-            "pub fn ",
-            "async fn ",
-            "pub async fn ",
-            "pub(crate) fn ",
-            "pub(crate) async fn ",
-            "const fn ",
-            "pub const fn ",
-            "unsafe fn ",
-        ]
-        .iter()
-        .any(|p| trimmed.starts_with(p));
-        if !is_fn || trimmed.ends_with(';') {
+    let mut i = 0;
+    while i < lines.len() {
+        let trimmed = lines[i].trim_start();
+        if is_test_attribute(trimmed) {
+            // Skip the item the attribute marks: past further attributes and comments.
+            let mut item = i + 1;
+            while item < lines.len() && {
+                let t = lines[item].trim_start();
+                t.starts_with("#[") || t.starts_with("//")
+            } {
+                item += 1;
+            }
+            i = item_end(lines, item.min(lines.len() - 1)) + 1;
             continue;
         }
-        let close = format!("{}}}", " ".repeat(indent));
-        let Some(len) = lines[i..].iter().position(|l| *l == close) else {
-            continue;
-        };
-        if len < MAX_FN_LINES {
+        if !opens_fn(trimmed) {
+            i += 1;
             continue;
         }
+        // A declaration without a body (a trait's, an extern block's) has no length.
+        let signature_end = lines[i..].iter().position(|l| {
+            let t = l.trim_end();
+            t.ends_with('{') || t.ends_with(';') || t.ends_with('}')
+        });
+        if signature_end.is_none_or(|n| lines[i + n].trim_end().ends_with(';')) {
+            i += 1;
+            continue;
+        }
+        let end = item_end(lines, i);
+        let len = end - i + 1;
         // The comment block right above the fn (attributes skipped) must say why it is long.
         let reason = lines[..i]
             .iter()
@@ -117,9 +183,11 @@ fn long_functions(lines: &[&str]) -> Vec<(String, usize)> {
                 t.starts_with("//") || t.starts_with("#[")
             })
             .any(|l| l.to_ascii_lowercase().contains("long"));
-        if !reason {
-            found.push((trimmed.chars().take(70).collect(), len + 1));
+        if len > MAX_FN_LINES && !reason {
+            found.push((trimmed.chars().take(70).collect(), len));
         }
+        // Functions nested in this one are inside its count already.
+        i += 1;
     }
     found
 }
@@ -129,7 +197,8 @@ fn no_long_function_without_a_reason_beside_it() {
     let mut long = Vec::new();
     for f in sources() {
         let text = fs::read_to_string(&f).unwrap();
-        for (name, n) in long_functions(&before_tests(&text)) {
+        let lines: Vec<&str> = text.lines().collect();
+        for (name, n) in long_functions(&lines) {
             long.push(format!("{}: {name} ({n} lines)", f.display()));
         }
     }
@@ -137,6 +206,91 @@ fn no_long_function_without_a_reason_beside_it() {
         long.is_empty(),
         "split these functions, or say beside each why it is long: {long:#?}"
     );
+}
+
+/// A function of `n` lines with the given signature and comment above it.
+fn function_of(comment: &str, signature: &str, n: usize) -> String {
+    let mut text = format!("{comment}\n{signature} {{\n");
+    for k in 0..n - 2 {
+        text.push_str(&format!("        let x{k} = {k};\n"));
+    }
+    text.push_str("    }\n");
+    text
+}
+
+#[test]
+fn the_function_rule_counts_every_fn_and_skips_tests() {
+    let cases = [
+        ("80 lines pass", "", "    fn f()", 80, false),
+        ("81 lines fail", "", "    fn f()", 81, true),
+        ("pub(super) counts", "", "    pub(super) fn f()", 81, true),
+        (
+            "pub(in path) counts",
+            "",
+            "    pub(in crate::a) async fn f()",
+            81,
+            true,
+        ),
+        (
+            "const unsafe counts",
+            "",
+            "    pub const unsafe fn f()",
+            81,
+            true,
+        ),
+        (
+            "generic counts",
+            "",
+            "    pub(crate) async fn f<T: Clone>(t: T)",
+            81,
+            true,
+        ),
+        (
+            "extern counts",
+            "",
+            r#"    pub unsafe extern "C" fn f()"#,
+            81,
+            true,
+        ),
+        (
+            "a reason",
+            "    // long: a table of cases",
+            "    fn f()",
+            81,
+            false,
+        ),
+        ("a test", "    #[test]", "    fn f()", 120, false),
+        (
+            "a tokio test",
+            "    #[tokio::test(start_paused = true)]",
+            "    async fn f()",
+            120,
+            false,
+        ),
+        (
+            "a test helper",
+            "    #[cfg(test)]",
+            "    fn f()",
+            120,
+            false,
+        ),
+    ];
+    for (name, comment, signature, n, flagged) in cases {
+        let text = function_of(comment, signature, n);
+        let lines: Vec<&str> = text.lines().collect();
+        let found = long_functions(&lines);
+        assert_eq!(!found.is_empty(), flagged, "{name}: {found:?}");
+        if flagged {
+            assert_eq!(found[0].1, n, "{name}");
+        }
+    }
+    // Production code after a test item is still read.
+    let text = format!(
+        "#[cfg(test)]\nmod tests {{\n    fn t() {{}}\n}}\n{}",
+        function_of("", "fn after()", 81)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(long_functions(&lines).len(), 1, "code after a test module");
 }
 
 /// The top-level module a file of the daemon belongs to (`src/poller/budget.rs` -> poller).

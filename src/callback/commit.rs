@@ -389,7 +389,6 @@ mod tests {
     use crate::domain::JobSource;
     use crate::secret::Secret;
     use crate::store::test_support::both_backends;
-    use std::time::Duration;
 
     fn config(max_jobs: u64, max_discovered: u64) -> Arc<Config> {
         let mut c = Config::defaults(Auth::Token {
@@ -459,16 +458,12 @@ mod tests {
             })
             .collect();
         // The writer has taken what came first and waits for the connection; the rest queue.
-        let mut waited = Duration::ZERO;
-        while queue.waiting() < n as u64 {
-            assert!(
-                waited < Duration::from_secs(60),
-                "{} waiting",
-                queue.waiting()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            waited += Duration::from_millis(10);
-        }
+        crate::testing::wait_for(
+            "every commit queued behind the writer",
+            crate::testing::T,
+            || async { (queue.waiting() >= n as u64).then_some(()) },
+        )
+        .await;
         held.commit().await.unwrap();
         let mut out = Vec::new();
         for a in answers {

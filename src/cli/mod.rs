@@ -279,40 +279,11 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
     })
 }
 
-// Long because it is the table of commands: one arm per command, each a call into its file;
-// splitting it would only scatter the table.
 async fn dispatch(cli: Cli) -> ExitCode {
-    match &cli.command {
-        #[cfg(feature = "demo")]
-        Command::Simulate(args) => {
-            crate::telemetry::init(
-                &crate::telemetry::LogFilter::from_static("info"),
-                cli.log_format,
-            );
-            return recwatch_sim::run((**args).clone())
-                .await
-                .map(|_| ExitCode::SUCCESS)
-                .unwrap_or_else(fail);
-        }
-        #[cfg(feature = "demo")]
-        Command::Demo(args) => {
-            return demo::run(args.clone())
-                .await
-                .map(|_| ExitCode::SUCCESS)
-                .unwrap_or_else(fail);
-        }
-        Command::Storage { .. } => {
-            crate::telemetry::init(
-                &crate::telemetry::LogFilter::from_static("warn"),
-                cli.log_format,
-            );
-            let Command::Storage { command } = cli.command else {
-                unreachable!("matched above")
-            };
-            return storage::storage(command).await.unwrap_or_else(fail);
-        }
-        _ => {}
-    }
+    let cli = match without_config(cli).await {
+        Ok(code) => return code,
+        Err(cli) => cli,
+    };
     // `status` reads the jobs' rows while the configuration's jobs are read (issue 23, item 7:
     // at 100,000 jobs each was a third of the command, one after the other).
     let loaded = match cli.command {
@@ -324,7 +295,54 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Err(code) => return code,
     };
     crate::telemetry::init(&config.log.level, cli.log_format);
-    let result = match cli.command {
+    on_config(cli.command, config, rows_ahead).await
+}
+
+/// The commands that read no configuration file (the simulator, the demo, `storage`): run
+/// here, their exit code returned; any other command is handed back.
+async fn without_config(cli: Cli) -> Result<ExitCode, Cli> {
+    match &cli.command {
+        #[cfg(feature = "demo")]
+        Command::Simulate(args) => {
+            crate::telemetry::init(
+                &crate::telemetry::LogFilter::from_static("info"),
+                cli.log_format,
+            );
+            return Ok(recwatch_sim::run((**args).clone())
+                .await
+                .map(|_| ExitCode::SUCCESS)
+                .unwrap_or_else(fail));
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => {
+            return Ok(demo::run(args.clone())
+                .await
+                .map(|_| ExitCode::SUCCESS)
+                .unwrap_or_else(fail));
+        }
+        Command::Storage { .. } => {
+            crate::telemetry::init(
+                &crate::telemetry::LogFilter::from_static("warn"),
+                cli.log_format,
+            );
+            let Command::Storage { command } = cli.command else {
+                unreachable!("matched above")
+            };
+            return Ok(storage::storage(command).await.unwrap_or_else(fail));
+        }
+        _ => {}
+    }
+    Err(cli)
+}
+
+/// A command on the loaded configuration, one arm per command, each a call into its file
+/// (`rows_ahead`: `status`'s rows, read beside the configuration).
+async fn on_config(
+    command: Command,
+    config: Config,
+    rows_ahead: Option<Option<crate::store::JobStatuses>>,
+) -> ExitCode {
+    let result = match command {
         Command::Run => run::run(config).await,
         Command::Check { online } => {
             return check::check(&config, online).await.unwrap_or_else(fail);

@@ -2,7 +2,8 @@
 //! raised delivered (or said to be pending), then exit.
 
 use super::{complain, emit, print_table};
-use crate::config::Config;
+use crate::config::{Config, JobConfig};
+use crate::domain::{AlertId, Phase};
 use crate::outbox::Outbox;
 use crate::store::Store;
 use recwatch_rtc::client::RtcClient;
@@ -20,6 +21,28 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;
     let results = crate::poller::poll_once(config, &client, &store, &outbox).await;
+    let polled = results.len();
+    let (rows, failed) = results_table(results);
+    print_table(&rows)?;
+    // Delivered now or said to be pending: never silently left for a later `run`.
+    let raised = outbox.made();
+    let undelivered =
+        crate::deliver::deliver_now(&store, config, &raised, crate::deliver::POLL_ONCE_WAIT).await;
+    hand_back(store, &lease).await;
+    tell_delivery(&raised, &undelivered)?;
+    if failed > 0 {
+        anyhow::bail!("{failed} of {polled} polls failed");
+    }
+    if !raised.is_empty() && !matches!(undelivered, Ok(0)) {
+        anyhow::bail!("not every alert raised was delivered");
+    }
+    Ok(())
+}
+
+/// What each poll found, as the table's rows (a header first), and how many polls failed.
+fn results_table(
+    results: Vec<(JobConfig, Result<Option<Phase>, String>, bool)>,
+) -> (Vec<Vec<String>>, usize) {
     let mut rows = vec![vec![
         "NAME".into(),
         "APP_ID".into(),
@@ -55,12 +78,13 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
             what,
         ]);
     }
-    print_table(&rows)?;
-    // Delivered now or said to be pending: never silently left for a later `run`.
-    let raised = outbox.made();
-    let undelivered =
-        crate::deliver::deliver_now(&store, config, &raised, crate::deliver::POLL_ONCE_WAIT).await;
-    if let Some((me, epoch)) = &lease {
+    (rows, failed)
+}
+
+/// The database left as a stopping `run` leaves it: the lease given back, the WAL
+/// checkpointed, the store closed.
+async fn hand_back(store: Store, lease: &Option<(crate::store::Claimant, i64)>) {
+    if let Some((me, epoch)) = lease {
         // Given back at once, so a `run` started after it leads without waiting out the lease.
         if let Err(e) = store.lease_release(me, *epoch).await {
             complain(&format!(
@@ -75,6 +99,10 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
         ));
     }
     store.close().await;
+}
+
+/// Whether the alerts raised were delivered, said on stdout, or on stderr when not.
+fn tell_delivery(raised: &[AlertId], undelivered: &anyhow::Result<i64>) -> anyhow::Result<()> {
     let alerts = match raised.len() {
         1 => "1 alert".to_string(),
         n => format!("{n} alerts"),
@@ -86,13 +114,7 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
             "{alerts} raised; {n} of their deliveries still pending after {}: `recwatch alerts --pending` shows why; `recwatch run` sends them when it next starts",
             humantime::format_duration(crate::deliver::POLL_ONCE_WAIT)
         )),
-        Err(ref e) => complain(&format!("cannot deliver the alerts raised: {e:#}")),
-    }
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} polls failed", rows.len() - 1);
-    }
-    if !raised.is_empty() && !matches!(undelivered, Ok(0)) {
-        anyhow::bail!("not every alert raised was delivered");
+        Err(e) => complain(&format!("cannot deliver the alerts raised: {e:#}")),
     }
     Ok(())
 }

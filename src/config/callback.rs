@@ -70,6 +70,19 @@ pub(super) fn read_callback(mut t: Table) -> Result<CallbackConfig, ConfigError>
     Ok(CallbackConfig { listen, path })
 }
 
+/// The keys an `[[apps]]` entry may have.
+const APP_KEYS: &[&str] = &[
+    "app_id",
+    "auth_key",
+    "auth_key_file",
+    "name",
+    "notify",
+    "forward_to",
+    "discover",
+    "max_discovered",
+    "remediate",
+];
+
 pub(super) fn read_apps(
     tables: Vec<Table>,
     notify: &NotifyConfig,
@@ -81,90 +94,17 @@ pub(super) fn read_apps(
     let mut seen = BTreeSet::new();
     let mut apps = Vec::new();
     for mut t in tables {
-        // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
-        t.known(&[
-            "app_id",
-            "auth_key",
-            "auth_key_file",
-            "name",
-            "notify",
-            "forward_to",
-            "discover",
-            "max_discovered",
-            "remediate",
-        ])?;
-        let app_id = t.required_string("app_id")?;
-        super::validate::check_id(&t, "app_id", &app_id)?;
-        t.path = format!("{} ({app_id:?})", t.path);
-        let auth_key = t.secret("auth_key", base)?.ok_or_else(|| {
-            t.err(
-                "auth_key",
-                "missing: set auth_key (or auth_key_file), the app's callback key from the RTC console; recwatch refuses callbacks it cannot verify",
-            )
-        })?;
-        // RTC's console takes only 32 to 64 characters: a shorter key is a typo or a
-        // placeholder, and `run` would verify every callback against a key RTC never signs with.
-        let chars = auth_key.expose().chars().count();
-        if !recwatch_rtc::registration::AUTH_KEY_CHARS.contains(&chars) {
+        let app = read_app(&mut t, &channels, base, remediate)?;
+        if !seen.insert(app.app_id.clone()) {
             return Err(t.err(
-                "auth_key",
+                "app_id",
                 format!(
-                    "has {chars} characters; RTC's console takes 32 to 64: copy the app's callback key from the console whole"
+                    "{:?} is configured twice; keep one [[apps]] entry per app",
+                    app.app_id
                 ),
             ));
         }
-        let name = t.nonempty_string("name")?;
-        if name
-            .as_deref()
-            .is_some_and(|n| n.chars().any(char::is_control))
-        {
-            return Err(t.err(
-                "name",
-                "has a control character; names go into log lines, so use printable text",
-            ));
-        }
-        let forward_to = match t.nonempty_string("forward_to")? {
-            None => None,
-            Some(u) => Some(super::validate::parse_http_url(&u).map_err(|e| {
-                t.err(
-                    "forward_to",
-                    format!("{e}; give the URL of your own callback receiver, which gets each event re-signed with this app's auth_key"),
-                )
-            })?),
-        };
-        let discover = t.boolean("discover")?.unwrap_or(false);
-        let max_discovered =
-            super::watchlist::read_cap(&mut t, "max_discovered", defaults::APP_MAX_DISCOVERED)?;
-        // `remediate = true|false` overrides `[remediate] enabled` for this app's jobs that
-        // have no `[[jobs]]` entry of their own (discovered, or added at run time).
-        if let Some(on) = t.boolean("remediate")? {
-            remediate.insert(app_id.clone(), on);
-        }
-        let notify_names = t.string_list("notify")?;
-        for n in notify_names.iter().flatten() {
-            if !channels.contains(&n.as_str()) {
-                return Err(t.err(
-                    "notify",
-                    format!("no channel is named {n:?}; the channels are {channels:?}"),
-                ));
-            }
-        }
-        t.finish()?;
-        if !seen.insert(app_id.clone()) {
-            return Err(t.err(
-                "app_id",
-                format!("{app_id:?} is configured twice; keep one [[apps]] entry per app"),
-            ));
-        }
-        apps.push(AppConfig {
-            app_id,
-            auth_key,
-            name,
-            notify: notify_names,
-            forward_to,
-            discover,
-            max_discovered,
-        });
+        apps.push(app);
     }
     if callback.listen.is_some() && apps.is_empty() {
         return Err(ConfigError::new(
@@ -173,6 +113,89 @@ pub(super) fn read_apps(
         ));
     }
     Ok(apps)
+}
+
+/// One `[[apps]]` entry, every key checked in the order its errors are told; `t.path` names
+/// the app from its id on.
+fn read_app(
+    t: &mut Table,
+    channels: &[&str],
+    base: Option<&Path>,
+    remediate: &mut std::collections::BTreeMap<String, bool>,
+) -> Result<AppConfig, ConfigError> {
+    // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
+    t.known(APP_KEYS)?;
+    let app_id = t.required_string("app_id")?;
+    super::validate::check_id(t, "app_id", &app_id)?;
+    t.path = format!("{} ({app_id:?})", t.path);
+    let auth_key = read_auth_key(t, base)?;
+    let name = read_name(t)?;
+    let forward_to = match t.nonempty_string("forward_to")? {
+        None => None,
+        Some(u) => Some(super::validate::parse_http_url(&u).map_err(|e| {
+            t.err(
+                "forward_to",
+                format!("{e}; give the URL of your own callback receiver, which gets each event re-signed with this app's auth_key"),
+            )
+        })?),
+    };
+    let discover = t.boolean("discover")?.unwrap_or(false);
+    let max_discovered =
+        super::watchlist::read_cap(t, "max_discovered", defaults::APP_MAX_DISCOVERED)?;
+    // `remediate = true|false` overrides `[remediate] enabled` for this app's jobs that
+    // have no `[[jobs]]` entry of their own (discovered, or added at run time).
+    if let Some(on) = t.boolean("remediate")? {
+        remediate.insert(app_id.clone(), on);
+    }
+    let notify_names = t.string_list("notify")?;
+    super::validate::check_channels(t, channels, notify_names.as_deref())?;
+    t.finish()?;
+    Ok(AppConfig {
+        app_id,
+        auth_key,
+        name,
+        notify: notify_names,
+        forward_to,
+        discover,
+        max_discovered,
+    })
+}
+
+/// The app's callback key: required, and of a length RTC's console takes.
+fn read_auth_key(t: &mut Table, base: Option<&Path>) -> Result<Secret, ConfigError> {
+    let auth_key = t.secret("auth_key", base)?.ok_or_else(|| {
+        t.err(
+            "auth_key",
+            "missing: set auth_key (or auth_key_file), the app's callback key from the RTC console; recwatch refuses callbacks it cannot verify",
+        )
+    })?;
+    // RTC's console takes only 32 to 64 characters: a shorter key is a typo or a
+    // placeholder, and `run` would verify every callback against a key RTC never signs with.
+    let chars = auth_key.expose().chars().count();
+    if !recwatch_rtc::registration::AUTH_KEY_CHARS.contains(&chars) {
+        return Err(t.err(
+            "auth_key",
+            format!(
+                "has {chars} characters; RTC's console takes 32 to 64: copy the app's callback key from the console whole"
+            ),
+        ));
+    }
+    Ok(auth_key)
+}
+
+/// The app's display name, printable: names go into log lines.
+fn read_name(t: &mut Table) -> Result<Option<String>, ConfigError> {
+    let name = t.nonempty_string("name")?;
+    if name
+        .as_deref()
+        .is_some_and(|n| n.chars().any(char::is_control))
+    {
+        return Err(t.err(
+            "name",
+            "has a control character; names go into log lines, so use printable text",
+        ));
+    }
+    Ok(name)
 }
 
 /// A warning for each group of apps that share one `auth_key` (issue 22, item 5): their

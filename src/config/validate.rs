@@ -481,6 +481,17 @@ fn read_log(mut t: Table) -> Result<LogConfig, ConfigError> {
     Ok(LogConfig { level })
 }
 
+/// The keys a `[[jobs]]` entry may have.
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "app_id",
+    "job_id",
+    "kind",
+    "interval",
+    "notify",
+    "remediate",
+];
+
 /// `count` entries from `tables`, in the file's order.
 fn read_jobs(
     count: usize,
@@ -496,61 +507,8 @@ fn read_jobs(
     let mut jobs = Vec::with_capacity(count);
     for t in tables {
         let mut t = t?;
-        // Name the job in every message about it, so the operator finds it in a long list.
-        let name = t.nonempty_string("name")?;
-        if let Some(n) = &name {
-            t.path = format!("{} ({n:?})", t.path);
-            if n.chars().any(char::is_control) {
-                return Err(t.err(
-                    "name",
-                    "has a control character; names go into log lines and alerts, so use printable text",
-                ));
-            }
-        }
-        // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
-        t.known(&[
-            "name",
-            "app_id",
-            "job_id",
-            "kind",
-            "interval",
-            "notify",
-            "remediate",
-        ])?;
-        let app_id = t.required_string("app_id")?;
-        check_id(&t, "app_id", &app_id)?;
-        let job_id = t.required_string("job_id")?;
-        check_id(&t, "job_id", &job_id)?;
-        let kind = match t.string("kind")? {
-            None => crate::domain::JobKind::default(),
-            Some(k) => k.parse().map_err(|m: String| t.err("kind", m))?,
-        };
-        let interval = t.duration("interval")?;
-        if let Some(i) = interval {
-            check_interval(&t, "interval", i)?;
-            if poll.schedule.is_some() {
-                return Err(t.err(
-                    "interval",
-                    "is set while poll.schedule polls every job on its ticks; remove one",
-                ));
-            }
-        }
-        let notify_names = t.string_list("notify")?;
-        if let Some(list) = &notify_names {
-            for n in list {
-                if !channels.contains(&n.as_str()) {
-                    return Err(t.err(
-                        "notify",
-                        format!("no channel is named {n:?}; the channels are {channels:?}"),
-                    ));
-                }
-            }
-        }
-        // `remediate = true|false` overrides `[remediate] enabled` for this job.
-        if let Some(on) = t.boolean("remediate")? {
-            remediate.insert(crate::domain::JobKey::new(&app_id, &job_id), on);
-        }
-        t.finish()?;
+        let job = read_job(&mut t, &channels, poll, remediate)?;
+        let (app_id, job_id) = (&job.app_id, &job.job_id);
         if let Some(first) = seen.insert((app_id.clone(), job_id.clone()), t.path.clone()) {
             return Err(ConfigError::new(
                 t.path.clone(),
@@ -559,16 +517,82 @@ fn read_jobs(
                 ),
             ));
         }
-        jobs.push(Arc::new(JobConfig {
-            app_id,
-            job_id,
-            name,
-            kind,
-            interval,
-            notify: notify_names,
-        }));
+        jobs.push(Arc::new(job));
     }
     Ok(jobs)
+}
+
+/// One `[[jobs]]` entry, every key checked in the order its errors are told; `t.path` names
+/// the job from its name on.
+fn read_job(
+    t: &mut Table,
+    channels: &[&str],
+    poll: &PollConfig,
+    remediate: &mut BTreeMap<crate::domain::JobKey, bool>,
+) -> Result<JobConfig, ConfigError> {
+    // Name the job in every message about it, so the operator finds it in a long list.
+    let name = t.nonempty_string("name")?;
+    if let Some(n) = &name {
+        t.path = format!("{} ({n:?})", t.path);
+        if n.chars().any(char::is_control) {
+            return Err(t.err(
+                "name",
+                "has a control character; names go into log lines and alerts, so use printable text",
+            ));
+        }
+    }
+    // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
+    t.known(JOB_KEYS)?;
+    let app_id = t.required_string("app_id")?;
+    check_id(t, "app_id", &app_id)?;
+    let job_id = t.required_string("job_id")?;
+    check_id(t, "job_id", &job_id)?;
+    let kind = match t.string("kind")? {
+        None => crate::domain::JobKind::default(),
+        Some(k) => k.parse().map_err(|m: String| t.err("kind", m))?,
+    };
+    let interval = t.duration("interval")?;
+    if let Some(i) = interval {
+        check_interval(t, "interval", i)?;
+        if poll.schedule.is_some() {
+            return Err(t.err(
+                "interval",
+                "is set while poll.schedule polls every job on its ticks; remove one",
+            ));
+        }
+    }
+    let notify_names = t.string_list("notify")?;
+    check_channels(t, channels, notify_names.as_deref())?;
+    // `remediate = true|false` overrides `[remediate] enabled` for this job.
+    if let Some(on) = t.boolean("remediate")? {
+        remediate.insert(crate::domain::JobKey::new(&app_id, &job_id), on);
+    }
+    t.finish()?;
+    Ok(JobConfig {
+        app_id,
+        job_id,
+        name,
+        kind,
+        interval,
+        notify: notify_names,
+    })
+}
+
+/// Every channel an entry's `notify` names exists.
+pub(super) fn check_channels(
+    t: &Table,
+    channels: &[&str],
+    names: Option<&[String]>,
+) -> Result<(), ConfigError> {
+    for n in names.into_iter().flatten() {
+        if !channels.contains(&n.as_str()) {
+            return Err(t.err(
+                "notify",
+                format!("no channel is named {n:?}; the channels are {channels:?}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An id is checked as everywhere else ([`crate::domain::check_id`]), the error placed at its key.

@@ -290,22 +290,9 @@ impl Lane {
     ) -> Result<usize, StoreError> {
         self.held_until = None;
         let settings = self.settings.borrow().clone();
-        if !self
-            .pace
-            .lock()
-            .expect("pace lock")
-            .is_for(settings.channel.pace())
-        {
-            // A reload changed the channel's kind: its vendor's pace from here on.
-            *self.pace.lock().expect("pace lock") = Pace::new(settings.channel.pace());
-        }
+        self.follow_pace(&settings);
         let grouping = settings.grouping();
-        // A grouping lane has one group out at a time: what falls due meanwhile joins the next.
-        let free = match grouping {
-            true if !set.is_empty() || !self.unrecorded.is_empty() => 0,
-            true => MAX_GROUP,
-            false => CONCURRENCY.saturating_sub(set.len()),
-        };
+        let free = self.free_slots(set, grouping);
         if free == 0 {
             return Ok(0);
         }
@@ -326,6 +313,38 @@ impl Lane {
         // Claimed just before the send, in a fenced write: an instance that no longer leads
         // is refused here and sends nothing.
         let due = queue::claim(&self.store, due).await?;
+        let ready = self.readable(due, now).await;
+        let n = ready.len();
+        self.spawn_sends(set, &settings, ready);
+        Ok(n)
+    }
+
+    /// The pace of the channel's vendor as configured now.
+    fn follow_pace(&self, settings: &Settings) {
+        if !self
+            .pace
+            .lock()
+            .expect("pace lock")
+            .is_for(settings.channel.pace())
+        {
+            // A reload changed the channel's kind: its vendor's pace from here on.
+            *self.pace.lock().expect("pace lock") = Pace::new(settings.channel.pace());
+        }
+    }
+
+    /// How many deliveries may start now.
+    fn free_slots(&self, set: &JoinSet<Sending>, grouping: bool) -> usize {
+        // A grouping lane has one group out at a time: what falls due meanwhile joins the next.
+        match grouping {
+            true if !set.is_empty() || !self.unrecorded.is_empty() => 0,
+            true => MAX_GROUP,
+            false => CONCURRENCY.saturating_sub(set.len()),
+        }
+    }
+
+    /// The claimed deliveries with their alerts read back; one whose stored alert cannot be
+    /// read is settled as never deliverable.
+    async fn readable(&mut self, due: Vec<Due>, now: DateTime<Utc>) -> Vec<(Due, Alert)> {
         let mut ready = Vec::with_capacity(due.len());
         for d in due {
             self.ages
@@ -341,13 +360,23 @@ impl Lane {
                 }
             }
         }
-        let n = ready.len();
-        let sizes = match grouping {
+        ready
+    }
+
+    /// One send per message: each alert alone, or, on a grouping lane, the groups the channel
+    /// splits them into.
+    fn spawn_sends(
+        &mut self,
+        set: &mut JoinSet<Sending>,
+        settings: &Settings,
+        ready: Vec<(Due, Alert)>,
+    ) {
+        let sizes = match settings.grouping() {
             true => {
                 let alerts: Vec<Alert> = ready.iter().map(|(_, a)| a.clone()).collect();
                 settings.channel.split(&alerts)
             }
-            false => vec![1; n],
+            false => vec![1; ready.len()],
         };
         let mut ready = ready.into_iter();
         for size in sizes {
@@ -366,7 +395,6 @@ impl Lane {
             ));
             self.in_flight.insert(task.id(), dues);
         }
-        Ok(n)
     }
 
     /// A group is released now: its window starts, here and in the database (before the

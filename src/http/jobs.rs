@@ -5,6 +5,7 @@
 
 use super::AppState;
 use super::auth::{WriteAccess, count_write};
+use crate::config::Config;
 use crate::domain::{JobKey, JobSource, RuntimeJob};
 use crate::watchlist::{Added, Removed, edit_the_file, new_entry, parse_kind};
 use axum::Json;
@@ -72,23 +73,9 @@ pub(super) async fn add(
     body: Body,
 ) -> Response {
     let bad = |m: String| refuse(peer, StatusCode::BAD_REQUEST, "bad_request", m);
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return refuse(
-            peer,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_request",
-            format!(
-                "the body is over {MAX_BODY_BYTES} bytes; send {{\"app_id\", \"job_id\", \"name\"?, \"kind\"?, \"notify\"?}}"
-            ),
-        );
-    };
-    let new: NewJob = match serde_json::from_slice(&body) {
+    let new = match read_new_job(peer, body).await {
         Ok(n) => n,
-        Err(e) => {
-            return bad(format!(
-                "the body is not a job: {e}; send JSON like {{\"app_id\": \"...\", \"job_id\": \"...\", \"name\": \"lobby\", \"notify\": [\"ops\"]}}"
-            ));
-        }
+        Err(refused) => return refused,
     };
     let config = s.config.borrow().clone();
     let now = crate::domain::timestamp(chrono::Utc::now());
@@ -109,14 +96,47 @@ pub(super) async fn add(
     };
     let key = entry.key.clone();
     match s.watchlist.add(&config, entry).await {
-        Ok(Added::New(e)) => {
+        Ok(added) => added_response(peer, &key, &config, added),
+        Err(e) => unavailable(peer, e),
+    }
+}
+
+/// The job a `POST /api/v1/jobs` asks for, or the refusal of a body too big or not a job.
+async fn read_new_job(peer: SocketAddr, body: Body) -> Result<NewJob, Response> {
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return Err(refuse(
+            peer,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!(
+                "the body is over {MAX_BODY_BYTES} bytes; send {{\"app_id\", \"job_id\", \"name\"?, \"kind\"?, \"notify\"?}}"
+            ),
+        ));
+    };
+    serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            peer,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "the body is not a job: {e}; send JSON like {{\"app_id\": \"...\", \"job_id\": \"...\", \"name\": \"lobby\", \"notify\": [\"ops\"]}}"
+            ),
+        )
+    })
+}
+
+/// The answer to a job the watch list took, or did not need to (already watched, at run
+/// time or in the file), or had no room for.
+fn added_response(peer: SocketAddr, key: &JobKey, config: &Config, added: Added) -> Response {
+    match added {
+        Added::New(e) => {
             info!(%peer, job = %key, "API: watching a new job (its first poll goes ahead of the round)");
             count_write("created");
             (StatusCode::CREATED, Json(view_runtime(e))).into_response()
         }
         // 507: the bound is the server's, not the request's fault. Not logged per refusal:
         // the watch list says it once (and sets recwatch_watchlist_full).
-        Ok(Added::Full(full)) => {
+        Added::Full(full) => {
             count_write("full");
             (
                 StatusCode::INSUFFICIENT_STORAGE,
@@ -124,11 +144,11 @@ pub(super) async fn add(
             )
                 .into_response()
         }
-        Ok(Added::AlreadyWatched(e)) => {
+        Added::AlreadyWatched(e) => {
             count_write("exists");
             (StatusCode::OK, Json(view_runtime(e))).into_response()
         }
-        Ok(Added::InConfig(_)) => {
+        Added::InConfig(_) => {
             count_write("exists");
             let job = config
                 .jobs
@@ -146,7 +166,6 @@ pub(super) async fn add(
             };
             (StatusCode::OK, Json(view)).into_response()
         }
-        Err(e) => unavailable(peer, e),
     }
 }
 

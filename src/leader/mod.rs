@@ -334,8 +334,6 @@ impl std::fmt::Display for StepDown {
 mod tests {
     use super::*;
 
-    const T: Timing = TIMING;
-
     fn s(n: u64) -> Duration {
         Duration::from_secs(n)
     }
@@ -380,7 +378,7 @@ mod tests {
 
     fn run_table(name: &str, steps: Vec<Step>) {
         let start = Instant::now();
-        let mut l = Leader::new(T, start);
+        let mut l = Leader::new(TIMING, start);
         for (i, step) in steps.into_iter().enumerate() {
             let now = start + step.at;
             let change = match step.input {
@@ -654,7 +652,7 @@ mod tests {
     #[test]
     fn an_exclusive_holder_outlives_failed_renewals() {
         let start = Instant::now();
-        let mut l = Leader::new(T, start).exclusive();
+        let mut l = Leader::new(TIMING, start).exclusive();
         let took = l.on_outcome(start, Outcome::Acquired { epoch: 7 }, start);
         assert_eq!(took, Some(Change::TookOver { epoch: 7 }));
         for n in 1..100u64 {
@@ -681,7 +679,7 @@ mod tests {
     #[test]
     fn failures_back_off_up_to_the_renewal_interval_and_the_deadline_wakes_first() {
         let start = Instant::now();
-        let mut l = Leader::new(T, start);
+        let mut l = Leader::new(TIMING, start);
         assert_eq!(l.next_wake(), start, "tries at once");
         let mut now = start;
         let mut waits = Vec::new();

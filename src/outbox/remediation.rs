@@ -13,6 +13,7 @@
 //! any point leaves either the held alert (sent at +5 s by any instance) or the outcome's own
 //! alert in the database.
 
+use super::transition::Recorded;
 use super::{Outbox, channels_for, job_facts};
 use crate::config::{Config, JobConfig};
 use crate::domain::{
@@ -102,50 +103,22 @@ impl Outbox {
         }))
     }
 
-    /// Writes what was decided: the intent (the death's alert held for its outcome), or the
-    /// skip, with a `remediation_exhausted` alert when the bound was hit. Returns the alerts
-    /// made.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes what was decided about the death `t`: the intent (the death's alert,
+    /// `alert_id`, held for its outcome), or the skip, with a `remediation_exhausted` alert
+    /// when the bound was hit. Returns the alerts made.
     pub(super) async fn write_remediation(
         &self,
         tx: &mut WriteTx,
         d: Decided,
-        transition_id: i64,
+        t: &Recorded<'_>,
         alert_id: Option<&AlertId>,
-        job: &JobConfig,
-        snapshot: &JobSnapshot,
-        raw: &str,
         config: &Config,
-        now: DateTime<Utc>,
     ) -> Result<Vec<Alert>, StoreError> {
-        let (state, reason) = match &d.decision {
-            Remediation::Recreate | Remediation::Leave => (RemediationState::Pending, None),
-            Remediation::Skip(why) => (RemediationState::Skipped, Some(why.as_text())),
-            Remediation::Exhausted => (RemediationState::Skipped, Some("exhausted".to_string())),
-        };
-        let Some(id) = tx
-            .insert_remediation(&NewRemediation {
-                app_id: &job.app_id,
-                old_job_id: &job.job_id,
-                lineage: &d.lineage,
-                kind: d.kind.as_str(),
-                transition_id,
-                alert_id: alert_id.map(AlertId::as_str),
-                stop_reason: snapshot.stop_reason.as_ref().map(|s| s.as_str()),
-                state,
-                reason: reason.as_deref(),
-                snapshot: raw,
-                name: job.name.as_deref(),
-                notify: job
-                    .notify
-                    .as_ref()
-                    .map(|n| serde_json::to_string(n).expect("strings serialize")),
-                now,
-            })
-            .await?
-        else {
+        let Some(id) = insert_intent(tx, &d, t, alert_id).await? else {
+            // Written already: a replay of the same death.
             return Ok(Vec::new());
         };
+        let Recorded { job, at: now, .. } = *t;
         let mut made = Vec::new();
         match &d.decision {
             Remediation::Recreate | Remediation::Leave => {
@@ -168,43 +141,104 @@ impl Outbox {
             Remediation::Exhausted => {
                 metrics::counter!("recwatch_remediations_total", "result" => "exhausted")
                     .increment(1);
-                if let Some(severity) = rules::severity(&config.rules, Rule::RemediationExhausted) {
-                    let summary = format!(
-                        "{} died again after {} re-creations within {} (remediate.max_restarts): not re-created; check the app, the room and the record rule",
-                        job.label(),
-                        config.remediate.max_restarts,
-                        crate::config::format_duration(config.remediate.window)
-                    );
-                    let mut alert = self.alert(
-                        Status::Firing,
-                        Rule::RemediationExhausted,
-                        severity,
-                        summary,
-                        Some(job_facts(job, Some(snapshot))),
-                        None,
-                        now,
-                        config,
-                    );
-                    alert.remediation = Some(d.facts());
-                    let key = format!("r:{id}:exhausted");
-                    if tx
-                        .insert_alert(
-                            &alert,
-                            &key,
-                            Some(transition_id),
-                            None,
-                            channels_for(Some(job), config),
-                            now,
-                        )
-                        .await?
-                    {
-                        made.push(alert);
-                    }
-                }
+                made.extend(self.write_exhausted(tx, &d, t, id, config).await?);
             }
         }
         Ok(made)
     }
+
+    /// The `remediation_exhausted` alert of intent `id`, if the rule is on and the alert is
+    /// not written already.
+    async fn write_exhausted(
+        &self,
+        tx: &mut WriteTx,
+        d: &Decided,
+        t: &Recorded<'_>,
+        id: i64,
+        config: &Config,
+    ) -> Result<Option<Alert>, StoreError> {
+        let Recorded {
+            transition_id,
+            job,
+            snapshot,
+            at: now,
+            ..
+        } = *t;
+        let Some(severity) = rules::severity(&config.rules, Rule::RemediationExhausted) else {
+            return Ok(None);
+        };
+        let summary = format!(
+            "{} died again after {} re-creations within {} (remediate.max_restarts): not re-created; check the app, the room and the record rule",
+            job.label(),
+            config.remediate.max_restarts,
+            crate::config::format_duration(config.remediate.window)
+        );
+        let mut alert = self.alert(
+            Status::Firing,
+            Rule::RemediationExhausted,
+            severity,
+            summary,
+            Some(job_facts(job, Some(snapshot))),
+            None,
+            now,
+            config,
+        );
+        alert.remediation = Some(d.facts());
+        let key = format!("r:{id}:exhausted");
+        let inserted = tx
+            .insert_alert(
+                &alert,
+                &key,
+                Some(transition_id),
+                None,
+                channels_for(Some(job), config),
+                now,
+            )
+            .await?;
+        Ok(inserted.then_some(alert))
+    }
+}
+
+/// The intent's row, in the state the decision puts it in; `None` when this death has one
+/// already (`remediations.transition_id` is unique).
+async fn insert_intent(
+    tx: &mut WriteTx,
+    d: &Decided,
+    t: &Recorded<'_>,
+    alert_id: Option<&AlertId>,
+) -> Result<Option<i64>, StoreError> {
+    let Recorded {
+        transition_id,
+        job,
+        snapshot,
+        raw,
+        at: now,
+        ..
+    } = *t;
+    let (state, reason) = match &d.decision {
+        Remediation::Recreate | Remediation::Leave => (RemediationState::Pending, None),
+        Remediation::Skip(why) => (RemediationState::Skipped, Some(why.as_text())),
+        Remediation::Exhausted => (RemediationState::Skipped, Some("exhausted".to_string())),
+    };
+    tx.insert_remediation(&NewRemediation {
+        app_id: &job.app_id,
+        old_job_id: &job.job_id,
+        lineage: &d.lineage,
+        kind: d.kind.as_str(),
+        transition_id,
+        alert_id: alert_id.map(AlertId::as_str),
+        stop_reason: snapshot.stop_reason.as_ref().map(|s| s.as_str()),
+        state,
+        reason: reason.as_deref(),
+        snapshot: raw,
+        name: job.name.as_deref(),
+        notify: job
+            .notify
+            .as_ref()
+            .map(|n| serde_json::to_string(n).expect("strings serialize")),
+        now,
+    })
+    .await
 }
 
 /// How a re-creation ended, as the worker learnt it.

@@ -153,95 +153,39 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Starts every task: the leadership loop and the role switch (which runs the poller, the
-    /// delivery worker, the forwarder and housekeeping while this instance is active), the
-    /// file check, the heartbeat, the HTTP endpoint, the callback receiver, the watchdog and
-    /// the reloader. Long: one step per task, in the order they must start (the loops before
-    /// the endpoints that read them); split, the order would be harder to see.
+    /// Starts every task, in the order they must start: the leadership loop, the tasks that
+    /// run whatever the role (the loops before the endpoints that read them), then the role
+    /// switch, which runs the poller, the delivery worker, the forwarder and housekeeping
+    /// while this instance is active.
     async fn start(
         config: Config,
         store: Store,
         // The HTTP endpoint's listener and the callback receiver's, each bound before the start.
-        [listener, callback]: [Option<TcpListener>; 2],
+        listeners: [Option<TcpListener>; 2],
         hangup: Signal,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Daemon> {
-        let tasks = TaskTracker::new();
-        let (stop_tx, stop) = watch::channel(*shutdown.borrow());
-        let stop_tx = Arc::new(stop_tx);
-        let (events, _) = broadcast::channel(1024);
         // Built once here, so a broken channel configuration fails the start, not a takeover.
         crate::deliver::Worker::new(store.clone(), &config, Arc::new(tokio::sync::Notify::new()))?;
-        let outbox = Outbox::new().with_events(events.clone());
         let watchlist = Watchlist::load(store.clone())
             .await
             .context("cannot read the run-time watch list from the database")?;
-        let liveness = Arc::new(crate::vitals::Liveness::default());
-        let vitals = Arc::new(Vitals::new(liveness, store.health().clone()));
-        // Standby until the lease says otherwise.
-        vitals.set_leading(false);
-        let hints = Arc::new(crate::poller::Hints::new());
         let budget = Arc::new(crate::poller::Budget::new(config.api.rate_limit));
-        let (config_tx, config_rx) = watch::channel(Arc::new(config));
-        let forward_wake = Arc::new(tokio::sync::Notify::new());
+        let (shared, config_tx) = Shared::new(config, store, *shutdown.borrow());
         let (leader_stop, leader_stopped) = watch::channel(false);
         // SQLite: the owner lock already makes this the only `run`, so the lease is taken
         // whatever it says (a kill -9 left it unexpired): one code path, no wait.
-        let exclusive = store.pg_pool().is_none();
+        let exclusive = shared.store.pg_pool().is_none();
         let (leadership, leading) = crate::leader::run(
-            store.clone(),
+            shared.store.clone(),
             crate::leader::TIMING,
             exclusive,
-            vitals.clone(),
+            shared.vitals.clone(),
             leader_stopped,
         );
-        let shared = Shared {
-            tasks,
-            stop_tx,
-            stop,
-            config: config_rx,
-            store,
-            events,
-            vitals,
-        };
         shared.relay_shutdown(shutdown);
         shared.tasks.spawn(leading);
-        shared.tasks.spawn(supervise::check_file(
-            shared.store.clone(),
-            shared.stop.clone(),
-        ));
-        shared.start_heartbeat(outbox.clone());
-        // Changes other processes make to the run-time watch list reach the poller from here.
-        shared
-            .tasks
-            .spawn(watchlist.clone().follow(shared.stop.clone()));
-        if let Some(listener) = listener {
-            shared.start_http(listener, &budget, outbox.clone(), &watchlist);
-        }
-        if let Some(listener) = callback {
-            shared.tasks.spawn(crate::callback::serve(
-                listener,
-                shared.config.clone(),
-                shared.store.clone(),
-                hints.clone(),
-                forward_wake.clone(),
-                watchlist.clone(),
-                shared.stop.clone(),
-            ));
-        }
-        shared.start_watchdog();
-        shared.start_reloader(hangup, config_tx);
-        let parts = roles::TermParts {
-            config: shared.config.clone(),
-            store: shared.store.clone(),
-            outbox,
-            events: shared.events.clone(),
-            vitals: shared.vitals.clone(),
-            hints,
-            budget,
-            watchlist,
-            forward_wake,
-        };
+        let parts = shared.start_services(listeners, hangup, config_tx, watchlist, budget);
         let (armed_tx, armed) = oneshot::channel();
         let roles = shared.tasks.spawn(roles::switch(
             parts,
@@ -260,6 +204,80 @@ impl Daemon {
 }
 
 impl Shared {
+    /// What every task shares, before any starts: the stop signal (already set if the caller
+    /// asked for a stop), the event stream, the vitals (standby until the lease says
+    /// otherwise) and the configuration in force, with the sender a reload sets it through.
+    fn new(config: Config, store: Store, stopped: bool) -> (Shared, watch::Sender<Arc<Config>>) {
+        let tasks = TaskTracker::new();
+        let (stop_tx, stop) = watch::channel(stopped);
+        let stop_tx = Arc::new(stop_tx);
+        let (events, _) = broadcast::channel(1024);
+        let liveness = Arc::new(crate::vitals::Liveness::default());
+        let vitals = Arc::new(Vitals::new(liveness, store.health().clone()));
+        // Standby until the lease says otherwise.
+        vitals.set_leading(false);
+        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let shared = Shared {
+            tasks,
+            stop_tx,
+            stop,
+            config: config_rx,
+            store,
+            events,
+            vitals,
+        };
+        (shared, config_tx)
+    }
+
+    /// Starts the tasks that run whatever the role: the file check, the heartbeat, the watch
+    /// list's follower, the HTTP endpoint, the callback receiver, the watchdog and the
+    /// reloader. Returns what an active term runs with.
+    fn start_services(
+        &self,
+        [listener, callback]: [Option<TcpListener>; 2],
+        hangup: Signal,
+        config_tx: watch::Sender<Arc<Config>>,
+        watchlist: Watchlist,
+        budget: Arc<crate::poller::Budget>,
+    ) -> roles::TermParts {
+        let outbox = Outbox::new().with_events(self.events.clone());
+        let hints = Arc::new(crate::poller::Hints::new());
+        let forward_wake = Arc::new(tokio::sync::Notify::new());
+        self.tasks
+            .spawn(supervise::check_file(self.store.clone(), self.stop.clone()));
+        self.start_heartbeat(outbox.clone());
+        // Changes other processes make to the run-time watch list reach the poller from here.
+        self.tasks
+            .spawn(watchlist.clone().follow(self.stop.clone()));
+        if let Some(listener) = listener {
+            self.start_http(listener, &budget, outbox.clone(), &watchlist);
+        }
+        if let Some(listener) = callback {
+            self.tasks.spawn(crate::callback::serve(
+                listener,
+                self.config.clone(),
+                self.store.clone(),
+                hints.clone(),
+                forward_wake.clone(),
+                watchlist.clone(),
+                self.stop.clone(),
+            ));
+        }
+        self.start_watchdog();
+        self.start_reloader(hangup, config_tx);
+        roles::TermParts {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            outbox,
+            events: self.events.clone(),
+            vitals: self.vitals.clone(),
+            hints,
+            budget,
+            watchlist,
+            forward_wake,
+        }
+    }
+
     /// The caller's shutdown sets `stop`. The relay also ends when `stop` is set otherwise
     /// (the poll loop died), so the shutdown never waits for it.
     fn relay_shutdown(&self, mut shutdown: watch::Receiver<bool>) {

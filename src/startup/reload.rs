@@ -353,10 +353,8 @@ mod file_watch {
     mod tests {
         use super::*;
         use std::io::Write;
-        use std::time::Duration;
 
-        /// Generous: the watch answers in microseconds, a busy machine may take seconds.
-        const T: Duration = Duration::from_secs(30);
+        use crate::testing::T;
 
         async fn next(watch: &mut FileWatch) {
             tokio::time::timeout(T, watch.changed())

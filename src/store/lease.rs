@@ -290,6 +290,7 @@ fn millis(d: std::time::Duration) -> i64 {
 mod tests {
     use super::*;
     use crate::store::test_support::On;
+    use crate::testing::{T, wait_for};
     use std::time::Duration;
 
     fn claimant(n: i64) -> Claimant {
@@ -378,12 +379,10 @@ mod tests {
         write_something(&fenced_a, "while-leading").await.unwrap();
 
         // Expired by the database's clock: taken by b with the next epoch.
-        let taken = loop {
-            if let Some(e) = b.lease_acquire(&two, ttl, false).await.unwrap() {
-                break e;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let taken = wait_for("the lease taken once expired", T, || async {
+            b.lease_acquire(&two, ttl, false).await.unwrap()
+        })
+        .await;
         assert_eq!(taken, 2);
         assert!(
             !a.lease_renew(&one, 1, ttl, false).await.unwrap(),
@@ -449,7 +448,19 @@ mod tests {
         // Expired by the clock, but its write is still open: the acquisition waits for it.
         let two = claimant(2);
         let acquiring = tokio::spawn(async move { b.lease_acquire(&two, ttl, false).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Waits for the acquisition to be blocked on the lease row's lock, not for a time: it
+        // is then certain not to finish before the write commits.
+        let pool = a.pg_pool().expect("PostgreSQL").clone();
+        wait_for("the takeover to wait on a lock", T, || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        })
+        .await;
         assert!(
             !acquiring.is_finished(),
             "the takeover waits for the write in progress"
@@ -480,16 +491,10 @@ mod tests {
         .map(|_| ()))
         .unwrap();
         // "Paused": the transaction stays open and nothing more is sent on it.
-        let taken = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                if let Some(e) = b.lease_acquire(&claimant(2), ttl, false).await.unwrap() {
-                    break e;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let taken = wait_for("the takeover, not blocked for good", T, || async {
+            b.lease_acquire(&claimant(2), ttl, false).await.unwrap()
         })
-        .await
-        .expect("the takeover is not blocked for good");
+        .await;
         assert_eq!(taken, 2);
         assert!(tx.commit().await.is_err(), "the paused write never commits");
         assert!(written(&b).await.is_empty());

@@ -7,7 +7,7 @@ use super::timeline::Change;
 use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit, parse_time};
 use crate::config::JobConfig;
 use crate::domain::{Phase, timestamp};
-use crate::store::{AlertView, LeaseRow, RecordedFileRow, TransitionRow};
+use crate::store::{AlertView, JobRow, LeaseRow, RecordedFileRow, TransitionRow};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -93,35 +93,9 @@ pub async fn job_page(
         .iter()
         .find(|j| j.app_id == app_id && j.job_id == job_id);
     let row = src.store.job(app_id, job_id).await?;
-    let job = match (watched, &row) {
-        (Some(j), _) => JobConfig::clone(j),
-        (None, Some(r)) => JobConfig {
-            kind: r.kind(),
-            app_id: r.app_id.clone(),
-            job_id: r.job_id.clone(),
-            name: r.name.clone(),
-            interval: None,
-            notify: None,
-        },
-        (None, None) => {
-            return Err(ViewError::NotFound(format!(
-                "no job {job_id} of app {app_id} is watched or known to the database"
-            )));
-        }
-    };
+    let job = job_of(watched, row.as_ref(), app_id, job_id)?;
     let start = src.now - JOB_WINDOW;
-    let changes: Vec<Change> = src
-        .store
-        .phase_points(&[(app_id, job_id)], &timestamp(start))
-        .await?
-        .iter()
-        .filter_map(|p| {
-            Some(Change {
-                at: parse_time(&p.observed_at)?,
-                phase: Phase::parse(&p.to_state, p.stop_reason.as_deref()),
-            })
-        })
-        .collect();
+    let changes = changes_since(src, app_id, job_id, start).await?;
     let job_item = item(
         &job,
         &src.source_of(&job),
@@ -130,26 +104,9 @@ pub async fn job_page(
         start,
         src.now,
     );
-    let mut transitions = src
-        .store
-        .job_transitions(
-            app_id,
-            job_id,
-            before.as_ref().map(|(at, id)| (at.as_str(), *id)),
-            limit as i64 + 1,
-        )
-        .await?;
-    let more = transitions.len() > limit;
-    transitions.truncate(limit);
-    src.store.link_replacements(&mut transitions).await?;
+    let (transitions, next_before) =
+        transitions_page(src, app_id, job_id, before.as_ref(), limit).await?;
     let (replaces, replaced_by) = src.store.replacement_links(app_id, job_id).await?;
-    let next_before = more
-        .then(|| {
-            transitions
-                .last()
-                .map(|t| encode_cursor(&(&t.observed_at, t.id)))
-        })
-        .flatten();
     Ok(JobPage {
         job: job_item,
         watched: watched.is_some(),
@@ -165,6 +122,86 @@ pub async fn job_page(
         alerts: src.store.job_alerts(app_id, job_id, ALERTS_SHOWN).await?,
         silences: job_silences(src, app_id, job_id).await?,
     })
+}
+
+/// The job's configuration: its `[[jobs]]` entry, or what its row says of a job no longer
+/// watched; NotFound when it is neither.
+fn job_of(
+    watched: Option<&std::sync::Arc<JobConfig>>,
+    row: Option<&JobRow>,
+    app_id: &str,
+    job_id: &str,
+) -> Result<JobConfig, ViewError> {
+    let job = match (watched, row) {
+        (Some(j), _) => JobConfig::clone(j),
+        (None, Some(r)) => JobConfig {
+            kind: r.kind(),
+            app_id: r.app_id.clone(),
+            job_id: r.job_id.clone(),
+            name: r.name.clone(),
+            interval: None,
+            notify: None,
+        },
+        (None, None) => {
+            return Err(ViewError::NotFound(format!(
+                "no job {job_id} of app {app_id} is watched or known to the database"
+            )));
+        }
+    };
+    Ok(job)
+}
+
+/// The job's changes of phase since `start`, for its timeline.
+async fn changes_since(
+    src: &Sources<'_>,
+    app_id: &str,
+    job_id: &str,
+    start: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Change>, ViewError> {
+    let changes: Vec<Change> = src
+        .store
+        .phase_points(&[(app_id, job_id)], &timestamp(start))
+        .await?
+        .iter()
+        .filter_map(|p| {
+            Some(Change {
+                at: parse_time(&p.observed_at)?,
+                phase: Phase::parse(&p.to_state, p.stop_reason.as_deref()),
+            })
+        })
+        .collect();
+    Ok(changes)
+}
+
+/// One page of the job's transitions, newest first, from the cursor `before`, each linked to
+/// its replacement; with the cursor of the next page when there is one.
+async fn transitions_page(
+    src: &Sources<'_>,
+    app_id: &str,
+    job_id: &str,
+    before: Option<&(String, i64)>,
+    limit: usize,
+) -> Result<(Vec<TransitionRow>, Option<String>), ViewError> {
+    let mut transitions = src
+        .store
+        .job_transitions(
+            app_id,
+            job_id,
+            before.map(|(at, id)| (at.as_str(), *id)),
+            limit as i64 + 1,
+        )
+        .await?;
+    let more = transitions.len() > limit;
+    transitions.truncate(limit);
+    src.store.link_replacements(&mut transitions).await?;
+    let next_before = more
+        .then(|| {
+            transitions
+                .last()
+                .map(|t| encode_cursor(&(&t.observed_at, t.id)))
+        })
+        .flatten();
+    Ok((transitions, next_before))
 }
 
 /// The silences that would hold one of this job's notifications now or later: every active

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
-const T: Duration = Duration::from_secs(60);
 /// 32 characters and more, as RTC's console requires.
 const KEY_A: &str = "abuse-test-key-of-app-a-0123456789";
 const KEY_B: &str = "abuse-test-key-of-app-b-0123456789";

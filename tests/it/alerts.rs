@@ -6,20 +6,12 @@ use crate::harness::*;
 use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
 use crate::support::smtp::SmtpServer;
-use recwatch_sim::{Fault, FaultKind, SimOptions};
+use recwatch_sim::{Fault, FaultKind};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(60);
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn static_sim(jobs: usize) -> SimOptions {
-    SimOptions {
-        scripted: false,
-        ..signed_sim(jobs)
-    }
-}
 
 pub fn notify_toml(hook: Option<&str>, smtp: Option<SocketAddr>, rules: &str) -> String {
     // group_wait 0s: these tests count one mail per alert.

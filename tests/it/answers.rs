@@ -5,13 +5,10 @@
 //! caused by a skewed clock says so.
 
 use crate::alerts::{SECRET, notify_toml};
-use crate::core::{snap, static_sim, wait_states};
+use crate::core::{snap, wait_states};
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_sim::{Fault, FaultKind, SimOptions, Simulator, job_id};
-use std::time::Duration;
-
-const T: Duration = Duration::from_secs(60);
 
 fn accepted(hook: &Receiver, rule: &str, status: &str) -> usize {
     hook.received()

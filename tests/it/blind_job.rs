@@ -2,13 +2,9 @@
 //! (`poll_failing`), and a record with one value that does not fit (`1e309`) read without it.
 
 use crate::alerts::notify_toml;
-use crate::core::static_sim;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_sim::{Fault, FaultKind};
-use std::time::Duration;
-
-const T: Duration = Duration::from_secs(90);
 
 /// How many accepted webhook deliveries of `rule` with `status` are about `job_id`.
 fn count(hook: &Receiver, rule: &str, status: &str, job_id: &str) -> usize {

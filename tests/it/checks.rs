@@ -2,14 +2,10 @@
 //! what `run` would fail on is found by `check`; secrets in a broken file stay masked; the
 //! database is private; printing commands survive a closed pipe.
 
-use crate::core::static_sim;
 use crate::harness::*;
 use std::io::BufRead;
 use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
-use std::time::Duration;
-
-const T: Duration = Duration::from_secs(30);
 
 /// The config file with `from` replaced by `to` (which must change something).
 fn rewrite(app: &TestApp, from: &str, to: &str) {

@@ -5,8 +5,6 @@ use recwatch_rtc::model::{JobSnapshot, State, StopReason};
 use recwatch_sim::{Fault, FaultKind, SimOptions};
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(60);
-
 pub fn snap(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
     JobSnapshot {
         job_id: Some(job_id.into()),
@@ -17,13 +15,6 @@ pub fn snap(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
         create_time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         max_idle_time: Some(30),
         ..Default::default()
-    }
-}
-
-pub fn static_sim(jobs: usize) -> SimOptions {
-    SimOptions {
-        scripted: false,
-        ..signed_sim(jobs)
     }
 }
 

@@ -2,15 +2,13 @@
 //! half-open ones, a kept-alive one that goes quiet, and `/api/v1/jobs` page by page.
 
 use crate::alerts::SECRET;
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const T: Duration = Duration::from_secs(60);
 
 /// The address the daemon's endpoint bound (`http.listen = "127.0.0.1:0"`), from its log.
 async fn endpoint(app: &TestApp) -> SocketAddr {

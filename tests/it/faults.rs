@@ -6,7 +6,7 @@
 //! delivered, exactly as often as it should be.
 
 use crate::alerts::{SECRET, notify_toml, pending_deliveries};
-use crate::core::{arrival_seconds, snap, static_sim, wait_states};
+use crate::core::{arrival_seconds, snap, wait_states};
 use crate::harness::*;
 use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
@@ -16,8 +16,6 @@ use rand::{Rng, SeedableRng};
 use recwatch_sim::{Fault, FaultKind, Simulator, job_id};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-
-const T: Duration = Duration::from_secs(60);
 
 /// (from_state, to_state, stop_reason) of one job's transitions, oldest first.
 type Steps = Vec<(Option<String>, String, Option<String>)>;

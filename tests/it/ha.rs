@@ -2,12 +2,9 @@
 //! `run` owns the database (its owner lock) and takes the lease whatever it says; the tests
 //! with several instances on one database are PostgreSQL's (`ha_pg`).
 
-use crate::core::{static_sim, wait_states};
+use crate::core::wait_states;
 use crate::harness::*;
 use recwatch_sim::job_id;
-use std::time::Duration;
-
-const T: Duration = Duration::from_secs(60);
 
 /// A gauge's value in a scrape.
 pub fn gauge(text: &str, name: &str) -> Option<f64> {

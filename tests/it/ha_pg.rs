@@ -6,7 +6,7 @@
 //! failover: at-least-once, with the id the receiver deduplicates on.
 
 use crate::alerts::{SECRET, notify_toml};
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::ha::{gauge, scrape};
 use crate::harness::*;
 use crate::support::receiver::Receiver;
@@ -14,8 +14,6 @@ use crate::test_pg::PgServer;
 use recwatch_sim::{Simulator, job_id};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-
-const T: Duration = Duration::from_secs(60);
 
 /// One instance: its process and its own receiver.
 struct Instance {

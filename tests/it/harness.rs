@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_recwatch");
@@ -66,23 +66,9 @@ pub fn status_fields(
         .collect()
 }
 
-/// Polls `check` until it returns Some, or panics with `what` after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// The one deadline and the one wait of every test (`src/testing.rs`, shared with the unit
+/// tests and the simulator's).
+pub use crate::testing::{T, wait_for};
 
 /// How many requests the simulator had for `job` of demo-app (0 before the first).
 pub fn polls_of(sim: &Simulator, job: &str) -> u64 {
@@ -109,6 +95,14 @@ pub fn signed_sim(jobs: usize) -> SimOptions {
         },
         project_id: Some(PROJECT.into()),
         ..SimOptions::default()
+    }
+}
+
+/// A signed simulator whose jobs keep their state until a test sets it (`set_job`).
+pub fn static_sim(jobs: usize) -> SimOptions {
+    SimOptions {
+        scripted: false,
+        ..signed_sim(jobs)
     }
 }
 

@@ -3,17 +3,15 @@
 //! receiver that never answers costs polling nothing; the URL (the check's key) never
 //! appears in the log.
 
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::harness::*;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::Method;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::watch;
 
-const T: Duration = Duration::from_secs(60);
 /// The path's last segment stands for the check's key.
 const KEY: &str = "hb-key-5b0c1f7e";
 

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(180);
 const TOKEN: &str = "test-api-token-0123456789";
 const KEY: &str = "the-demo-app-callback-key-0123456789";
 /// Requests in flight at most, like a sender's pool of keep-alive connections (below the

@@ -39,4 +39,7 @@ mod support;
 /// The tests' throwaway PostgreSQL, shared with the store's unit tests.
 #[path = "../../src/store/test_pg.rs"]
 mod test_pg;
+/// The tests' deadline and wait, shared with the unit tests.
+#[path = "../../src/testing.rs"]
+mod testing;
 mod watchlist;

@@ -2,12 +2,8 @@
 //! counters, and the series alert rules are written against present at 0 from the first
 //! scrape (`.ci/run` also runs Prometheus's own `promtool check metrics` on a live scrape).
 
-use crate::core::static_sim;
 use crate::harness::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
-
-const T: Duration = Duration::from_secs(60);
 
 /// The checks of `promtool check metrics` that a text can fail by how recwatch names and
 /// describes its metrics: a family without HELP or TYPE, a sample of no declared family, a

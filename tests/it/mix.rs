@@ -5,7 +5,6 @@
 //! config error (78) naming the key.
 
 use crate::alerts::{SECRET, notify_toml};
-use crate::core::static_sim;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_rtc::model::{JobSnapshot, State, StopReason};
@@ -14,7 +13,6 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(60);
 const TOKEN: &str = "test-api-token-0123456789";
 
 /// A mix job's record as the API shows it: its layout and rule, its `m_` stream name.

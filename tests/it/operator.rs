@@ -3,7 +3,7 @@
 //! listener, the apps, the credentials online), misspelt environment variables named, a
 //! silence on nothing warned, unknown names on the command line a usage error (64).
 
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::harness::*;
 use crate::push::APP_KEY;
 use crate::support::ClosedPort;

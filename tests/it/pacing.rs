@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(120);
 const TOKEN: &str = "test-api-token-0123456789";
 /// 32 characters or more: what RTC takes as an auth_key.
 const KEY: &str = "the-demo-app-callback-key-0123456789";

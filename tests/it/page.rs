@@ -5,13 +5,12 @@
 
 use crate::alerts::{SECRET, notify_toml};
 use crate::browser::Browser;
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(60);
 const PUBLIC_URL: &str = "https://recwatch.example.com/ops";
 
 /// A job name that would run script if the page did not escape it: an inline script, an

@@ -2,11 +2,11 @@
 //! server a test stops and starts again under a store that stays open, as the HA tests need
 //! ("the database restarted under a running pair").
 
+use crate::harness::{T, wait_for};
 use crate::test_pg::PgServer;
 use recwatch::domain::{JobSource, RuntimeJob};
 use recwatch::secret::Secret;
 use recwatch::store::{Store, StoreError};
-use std::time::Duration;
 
 fn job(id: &str) -> RuntimeJob {
     RuntimeJob {
@@ -48,20 +48,17 @@ async fn a_store_outlives_its_server_being_stopped_and_started_again() {
     .await
     .unwrap();
     // The pools reconnect by themselves; the first attempts may still meet dead connections.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let added = wait_for("the store to write again after the restart", T, || async {
         match store.watch_job(&job("after")).await {
-            Ok(added) => {
-                assert!(added);
-                break;
-            }
-            Err(e) if tokio::time::Instant::now() < deadline => {
+            Ok(added) => Some(added),
+            Err(e) => {
                 assert!(e.is_database_wide(), "{e:?}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                None
             }
-            Err(e) => panic!("the store did not write again after the restart: {e:?}"),
         }
-    }
+    })
+    .await;
+    assert!(added);
     let keys: Vec<String> = store
         .watched_jobs()
         .await
@@ -100,7 +97,6 @@ async fn run_on_postgres_alerts_a_death_and_the_cli_reads_it_there() {
     use crate::core::snap;
     use crate::harness::*;
     use crate::support::receiver::Receiver;
-    const T: Duration = Duration::from_secs(60);
     const PASSWORD: &str = "pg-s3cret-in-url";
 
     // The tests' server trusts loopback, so any password is accepted: one is given to prove

@@ -3,7 +3,7 @@
 //! the user's own receiver through the durable outbox; a job's recorded files are shown.
 
 use crate::alerts::{SECRET, notify_toml};
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_rtc::callback::{HEADER_RAND, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign};
@@ -11,7 +11,6 @@ use recwatch_rtc::secret::Secret;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(60);
 pub const APP_KEY: &str = "callback-key-of-the-demo-app-0123456";
 const PATH: &str = "/rtc/record-callback";
 

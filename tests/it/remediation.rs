@@ -8,8 +8,6 @@ use recwatch_sim::{CreateFault, CreateFaultKind, Simulator};
 use sqlx::Row;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(60);
-
 /// A job as the API shows it, with every field a create takes.
 pub(crate) fn full(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
     JobSnapshot {

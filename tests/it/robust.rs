@@ -4,15 +4,13 @@
 //! root); without it they say so and return.
 
 use crate::alerts::notify_toml;
-use crate::core::{snap, static_sim, wait_states};
+use crate::core::{snap, wait_states};
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_sim::job_id;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-const T: Duration = Duration::from_secs(60);
 
 async fn readyz(addr: SocketAddr) -> (u16, String) {
     let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
@@ -21,19 +19,12 @@ async fn readyz(addr: SocketAddr) -> (u16, String) {
 
 /// Waits until `/readyz` answers `code` with a body containing `needle`; returns the body.
 async fn wait_readyz(addr: SocketAddr, code: u16, needle: &str) -> String {
-    let mut last = (0, String::new());
     let what = format!("/readyz to answer {code} with {needle:?}");
-    let found = tokio::time::timeout(T, async {
-        loop {
-            last = readyz(addr).await;
-            if last.0 == code && last.1.contains(needle) {
-                return last.1.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    wait_for(&what, T, || async {
+        let (status, body) = readyz(addr).await;
+        (status == code && body.contains(needle)).then_some(body)
     })
-    .await;
-    found.unwrap_or_else(|_| panic!("timed out waiting for {what}; last answer: {last:?}"))
+    .await
 }
 
 fn is_root() -> bool {

@@ -3,9 +3,7 @@
 
 use crate::harness::*;
 use recwatch_sim::{Fault, FaultKind, SimAuth, SimOptions};
-use std::time::Duration;
 
-const T: Duration = Duration::from_secs(30);
 const TOKEN: &str = "MIIEXAYJKoZIhvcNAQcCoIIETTCCBEkCAQExDTALBglghkgBZQMEAgEw-test-iam-token";
 
 /// Every byte of the database files, as text (the WAL included).

@@ -2,20 +2,10 @@
 
 use crate::core::snap;
 use crate::harness::*;
-use recwatch_sim::SimOptions;
-use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
+use tokio::net::UnixDatagram;
 
-const T: Duration = Duration::from_secs(60);
-
-fn static_sim(jobs: usize) -> SimOptions {
-    SimOptions {
-        scripted: false,
-        ..signed_sim(jobs)
-    }
-}
-
-/// Collects sd_notify datagrams sent to a socket the test owns.
+/// Collects sd_notify datagrams sent to a socket the test owns, read on tokio's reactor (a
+/// blocking read would hold one of the runtime's two threads).
 struct NotifySocket {
     path: std::path::PathBuf,
     sock: UnixDatagram,
@@ -26,8 +16,6 @@ impl NotifySocket {
     fn bind(dir: &std::path::Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
         NotifySocket {
             path,
             sock,
@@ -35,22 +23,22 @@ impl NotifySocket {
         }
     }
 
-    /// Reads datagrams until one contains `needle`.
-    async fn wait_for(&mut self, needle: &str) {
-        let start = std::time::Instant::now();
-        let mut buf = [0u8; 4096];
-        while !self.seen.iter().any(|m| m.contains(needle)) {
-            assert!(
-                start.elapsed() < T,
-                "no {needle:?} on NOTIFY_SOCKET; got {:?}",
-                self.seen
-            );
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                self.seen
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    /// Reads datagrams until one contains `needle`; fails after `T`.
+    async fn wait_message(&mut self, needle: &str) {
+        let (sock, seen) = (&self.sock, &mut self.seen);
+        let found = tokio::time::timeout(T, async {
+            let mut buf = [0u8; 4096];
+            while !seen.iter().any(|m| m.contains(needle)) {
+                let n = sock.recv(&mut buf).await.unwrap();
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
             }
-            tokio::task::yield_now().await;
-        }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "no {needle:?} on NOTIFY_SOCKET; got {:?}",
+            self.seen
+        );
     }
 }
 
@@ -62,22 +50,22 @@ async fn ready_watchdog_and_stopping_arrive_on_notify_socket() {
     let socket = notify.path.to_str().unwrap().to_string();
     // A 1 s watchdog: pings every 0.5 s.
     app.start_with(&[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "1000000")]);
-    notify.wait_for("READY=1").await;
+    notify.wait_message("READY=1").await;
     // READY comes once the database exists and polling is armed.
     assert!(app.db_path.exists());
-    notify.wait_for("WATCHDOG=1").await;
+    notify.wait_message("WATCHDOG=1").await;
     let pings_before = notify
         .seen
         .iter()
         .filter(|m| m.contains("WATCHDOG=1"))
         .count();
     notify.seen.retain(|m| !m.contains("WATCHDOG=1"));
-    notify.wait_for("WATCHDOG=1").await;
+    notify.wait_message("WATCHDOG=1").await;
     assert!(pings_before >= 1);
     app.signal("HUP");
-    notify.wait_for("RELOADING=1").await;
+    notify.wait_message("RELOADING=1").await;
     app.signal("TERM");
-    notify.wait_for("STOPPING=1").await;
+    notify.wait_message("STOPPING=1").await;
     assert!(app.wait_exit(T).await.success());
 }
 
@@ -304,7 +292,7 @@ async fn during_an_auth_back_off_the_watchdog_pings_and_fixed_credentials_apply_
     // The poll loop is alive while it waits out the back-off: pings keep coming.
     for _ in 0..3 {
         notify.seen.retain(|m| !m.contains("WATCHDOG=1"));
-        notify.wait_for("WATCHDOG=1").await;
+        notify.wait_message("WATCHDOG=1").await;
     }
     assert_eq!(sim.stats().refused_auth, 3);
     // The operator fixes the key and reloads: polling resumes now, not in 10 minutes.

@@ -5,7 +5,7 @@
 //! never through the daemon under test.
 
 use crate::alerts::notify_toml;
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::harness::*;
 use crate::push::{Rig, event, metric};
 use crate::silences::{received_jobs, wait_silenced};
@@ -16,8 +16,6 @@ use recwatch::store::Store;
 use recwatch_rtc::callback::RecordEvent;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-
-const T: Duration = Duration::from_secs(60);
 
 /// Stores `body` as a verified callback event of `demo-app`, as another instance's receiver
 /// does after checking its signature.

@@ -4,13 +4,10 @@
 //! meanwhile never.
 
 use crate::alerts::{SECRET, notify_toml};
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use sqlx::Row;
-use std::time::Duration;
-
-const T: Duration = Duration::from_secs(60);
 
 /// One delivery of one alert, as the database holds it.
 #[derive(Debug, Clone)]

@@ -12,7 +12,6 @@ use recwatch_sim::{SimOptions, Simulator, job_id};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(90);
 const TOKEN: &str = "test-api-token-0123456789";
 /// 32 characters or more: what RTC takes as an auth_key.
 const KEY: &str = "the-demo-app-callback-key-0123456789";

@@ -5,7 +5,7 @@
 //! refuses a source a running daemon owns.
 
 use crate::alerts::{SECRET, notify_toml};
-use crate::core::{snap, static_sim};
+use crate::core::snap;
 use crate::harness::*;
 use crate::push::{APP_KEY, RelayReceiver, event};
 use crate::support::receiver::Receiver;
@@ -14,9 +14,6 @@ use recwatch_rtc::callback::{HEADER_RAND, HEADER_SIGNATURE, HEADER_TIMESTAMP, si
 use recwatch_rtc::secret::Secret;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use std::path::Path;
-use std::time::Duration;
-
-const T: Duration = Duration::from_secs(60);
 
 /// The tables the copy carries, with what they are compared on (the implicit rowid where it
 /// is the outbox's order).

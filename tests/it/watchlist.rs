@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(60);
 const TOKEN: &str = "test-api-token-0123456789";
 
 /// A daemon watching job 0 of the simulator's 4 from its config file, with the HTTP endpoint

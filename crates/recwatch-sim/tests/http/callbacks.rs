@@ -197,7 +197,7 @@ async fn changes_are_posted_signed_with_the_apps_key() {
     );
     sim.set_job("demo-app", "job-0001", with(State::Init, None));
     sim.set_job("demo-app", "job-0001", with(State::Running, None));
-    wait_for("three callbacks", || {
+    wait_for("three callbacks", T, || {
         let n = got.lock().unwrap().len();
         async move { (n >= 3).then_some(()) }
     })
@@ -221,7 +221,7 @@ async fn changes_are_posted_signed_with_the_apps_key() {
         .unwrap();
     let file = file.file.expect("the file's fields");
     assert!(file.download_url.is_some() && file.obs_object.is_some());
-    let stats = wait_for("the sends counted", || {
+    let stats = wait_for("the sends counted", T, || {
         let stats = sim.stats().callbacks;
         async move { (stats.sent == 3).then_some(stats) }
     })
@@ -245,7 +245,7 @@ async fn a_receiver_that_refuses_is_counted_as_failed_and_the_api_still_answers(
         get_job_with(&client(), &sim, "job-0002").await.state,
         Some(State::Stopped)
     );
-    wait_for("two failed sends", || {
+    wait_for("two failed sends", T, || {
         let stats = sim.stats().callbacks;
         async move { (stats.failed == 2).then_some(()) }
     })
@@ -272,7 +272,7 @@ async fn scripted_changes_are_announced_when_they_happen() {
     })
     .await;
     // Job 0 runs then stops (INTERNAL_ERROR); job 4 never leaves INIT.
-    wait_for("job-0000's end", || {
+    wait_for("job-0000's end", T, || {
         let done = verified(&got).iter().any(|e| {
             e.job_id.as_deref() == Some("job-0000")
                 && e.event_type == EventType::CloudRecordServerOver
@@ -329,7 +329,7 @@ async fn drop_run(drop: f64, seed: u64) -> (Vec<String>, recwatch_sim::CallbackS
         );
     }
     // Every event was either dropped or answered: nothing more can arrive.
-    let stats = wait_for("every event decided", || {
+    let stats = wait_for("every event decided", T, || {
         let s = sim.stats().callbacks;
         async move { (s.dropped + s.sent + s.failed == 40).then_some(s) }
     })
@@ -378,7 +378,7 @@ async fn with_a_lag_the_callback_comes_before_the_api_shows_the_stop() {
         "job-0001",
         with(State::Stopped, Some(StopReason::InternalError)),
     );
-    wait_for("the stop's callback", || {
+    wait_for("the stop's callback", T, || {
         let over = verified(&got)
             .iter()
             .any(|e| e.event_type == EventType::CloudRecordServerOver);

@@ -11,7 +11,7 @@ async fn churn_flips_jobs_and_logs_each_change() {
         ..static_opts()
     })
     .await;
-    wait_for("10 churned changes", || async {
+    wait_for("10 churned changes", T, || async {
         (sim.changes().len() >= 10).then_some(())
     })
     .await;

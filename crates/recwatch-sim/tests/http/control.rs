@@ -136,7 +136,7 @@ async fn shutdown_stops_serving() {
     let sim = spawn(static_opts()).await;
     assert_eq!(get(&sim, "job-0000").await.unwrap().status(), 200);
     sim.shutdown();
-    wait_for("connections to be refused", || async {
+    wait_for("connections to be refused", T, || async {
         get(&sim, "job-0000").await.is_err().then_some(())
     })
     .await;

@@ -5,11 +5,8 @@ use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
 use recwatch_rtc::sign;
 use recwatch_sim::{SimAuth, SimOptions, Simulator, start};
-use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-// tokio's clock: on a paused clock a deadline moves with the test's advances.
-use tokio::time::Instant;
 
 pub async fn spawn(opts: SimOptions) -> Simulator {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -84,22 +81,8 @@ pub async fn error_body(response: reqwest::Response) -> (u16, String, String) {
     )
 }
 
-/// Polls `check` until it returns `Some`, failing after 30 s (generous: the machine may be
-/// busy).
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// The one deadline and the one wait of every test (the daemon's `src/testing.rs`).
+pub use crate::testing::{T, wait_for};
 
 pub const AK: &str = "AKTESTKEY";
 pub const SK: &str = "sk-test-secret";

@@ -78,7 +78,7 @@ async fn a_signed_create_makes_a_job_that_goes_init_then_running() {
         Some(format!("s_{}_room01_user-7", created.job_id))
     );
 
-    let running = wait_for("the created job to run", || async {
+    let running = wait_for("the created job to run", T, || async {
         let job = rtc.get_job("demo-app", &created.job_id).await.unwrap().job;
         (job.state == Some(State::Running)).then_some(job)
     })
@@ -369,7 +369,7 @@ async fn a_create_to_a_closed_port_certainly_made_nothing() {
     let sim = sim().await;
     let rtc = rtc(&sim);
     sim.shutdown();
-    let e = wait_for("the simulator to stop listening", || async {
+    let e = wait_for("the simulator to stop listening", T, || async {
         rtc.get_job("demo-app", "job-0000")
             .await
             .err()

@@ -3,6 +3,9 @@
 //! link on a small machine), one file per part of the simulator.
 
 mod harness;
+/// The tests' deadline and wait, written once for the whole workspace.
+#[path = "../../../../src/testing.rs"]
+mod testing;
 
 mod callbacks;
 mod churn;
