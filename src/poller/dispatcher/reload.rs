@@ -58,9 +58,16 @@ impl Dispatcher {
         let before = self.states.len();
         self.states.retain(|k, _| wanted.contains_key(k));
         self.retired.retain(|k| wanted.contains_key(k));
-        let removed = before - self.states.len();
         // Jobs in flight are not in `states`: they are dropped, or take their new
-        // configuration, when they come back (see `finish`).
+        // configuration, when they come back (see `finish`). One dropped that way is
+        // removed too, and counted so: the log must not depend on whether its poll was
+        // in flight at the moment of the reload.
+        let removed = before - self.states.len()
+            + self
+                .busy
+                .iter()
+                .filter(|k| !wanted.contains_key(*k))
+                .count();
         for (k, s) in self.states.iter_mut() {
             s.job = wanted[k].clone();
             s.origin = self.poller.runtime.origin(k);
