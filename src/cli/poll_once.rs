@@ -48,8 +48,8 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
         };
         rows.push(vec![
             job.name.clone().unwrap_or_else(|| "-".into()),
-            job.app_id,
-            job.job_id,
+            job.app_id.clone(),
+            job.job_id.clone(),
             state,
             reason,
             what,

@@ -394,7 +394,7 @@ fn budget_stretches_when_the_list_is_too_long() {
         .map(|i| {
             std::sync::Arc::new(JobConfig {
                 kind: crate::domain::JobKind::Individual,
-                job_id: format!("j{i}"),
+                key: crate::domain::JobKey::new(job.app_id.clone(), format!("j{i}")),
                 ..JobConfig::clone(&job)
             })
         })

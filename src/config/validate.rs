@@ -560,8 +560,7 @@ fn read_jobs(
             ));
         }
         jobs.push(Arc::new(JobConfig {
-            app_id,
-            job_id,
+            key: crate::domain::JobKey::new(app_id, job_id),
             name,
             kind,
             interval,

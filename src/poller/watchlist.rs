@@ -194,8 +194,8 @@ fn shadowed(config: &Config, list: &RuntimeList) -> HashSet<Key> {
     config
         .jobs
         .iter()
+        .filter(|j| list.jobs.contains_key(&j.key))
         .map(|j| super::key(j))
-        .filter(|k| list.jobs.contains_key(k))
         .collect()
 }
 
@@ -203,7 +203,8 @@ fn shadowed(config: &Config, list: &RuntimeList) -> HashSet<Key> {
 /// job's state, see [`super::job::JobState::job`]). Each key is one allocation shared with the
 /// rest of the poller (issue 23, item 1): the one `before` has for the job (the map this one
 /// replaces, whose keys `states`, the schedule and the lane hold), else the run-time list's,
-/// else a new one.
+/// else the job's own. Looked up by the job's own key: no key is made per job per change
+/// of the list.
 pub(super) fn watched_of(
     config: &Config,
     before: &HashMap<Key, Arc<JobConfig>>,
@@ -211,13 +212,12 @@ pub(super) fn watched_of(
 ) -> HashMap<Key, Arc<JobConfig>> {
     let mut watched = HashMap::with_capacity(config.jobs.len());
     for j in &config.jobs {
-        let k = super::key(j);
-        let k = match before.get_key_value(&k) {
+        let k = match before.get_key_value(&j.key) {
             Some((shared, _)) => shared.clone(),
             None => list
                 .jobs
-                .get_key_value(&k)
-                .map_or(k, |(shared, _)| shared.clone()),
+                .get_key_value(&j.key)
+                .map_or_else(|| super::key(j), |(shared, _)| shared.clone()),
         };
         watched.insert(k, j.clone());
     }
@@ -230,10 +230,9 @@ pub(super) fn shared(
     watched: &HashMap<Key, Arc<JobConfig>>,
     job: &Arc<JobConfig>,
 ) -> (Key, Arc<JobConfig>) {
-    let k = super::key(job);
-    match watched.get_key_value(&k) {
+    match watched.get_key_value(&job.key) {
         Some((k, shared)) => (k.clone(), shared.clone()),
-        None => (k, job.clone()),
+        None => (super::key(job), job.clone()),
     }
 }
 
@@ -248,8 +247,7 @@ mod tests {
         });
         c.jobs = (0..jobs)
             .map(|i| JobConfig {
-                app_id: "app".into(),
-                job_id: format!("f{i}"),
+                key: crate::domain::JobKey::new("app", format!("f{i}")),
                 name: None,
                 kind: JobKind::Individual,
                 interval: None,
