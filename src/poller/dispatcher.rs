@@ -107,11 +107,7 @@ impl Poller {
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
-            watched: super::watchlist::watched_of(
-                &config,
-                &HashMap::new(),
-                &crate::watchlist::RuntimeList::default(),
-            ),
+            watched: super::watchlist::watched_of(&config, &HashMap::new()),
             generation: 0,
             config,
             client,

@@ -141,11 +141,6 @@ impl Runtime {
         }
     }
 
-    /// The run-time list as last seen.
-    pub(super) fn list(&self) -> ListRef<'_> {
-        self.current()
-    }
-
     /// The budget over every watched job, each group's share of it: the run-time entries
     /// less those the file has too (`shadowed`, the same count [`runtime_count`] makes
     /// without a key made per configured job).
@@ -202,22 +197,19 @@ fn shadowed(config: &Config, list: &RuntimeList) -> HashSet<Key> {
 /// The watched jobs by key, each configuration the `Arc` `config` holds (shared with every
 /// job's state, see [`super::job::JobState::job`]). Each key is one allocation shared with the
 /// rest of the poller (issue 23, item 1): the one `before` has for the job (the map this one
-/// replaces, whose keys `states`, the schedule and the lane hold), else the run-time list's,
-/// else the job's own. Looked up by the job's own key: no key is made per job per change
-/// of the list.
+/// replaces, whose keys `states`, the schedule and the lane hold), else the job's own (a
+/// run-time job's is the list's, see [`crate::watchlist::Listed`]). Looked up by the job's
+/// own key, and without the list: no key made per job per change of the list, and the list
+/// need not be held while a change is applied (see [`Runtime::release`]).
 pub(super) fn watched_of(
     config: &Config,
     before: &HashMap<Key, Arc<JobConfig>>,
-    list: &RuntimeList,
 ) -> HashMap<Key, Arc<JobConfig>> {
     let mut watched = HashMap::with_capacity(config.jobs.len());
     for j in &config.jobs {
         let k = match before.get_key_value(&j.key) {
             Some((shared, _)) => shared.clone(),
-            None => list
-                .jobs
-                .get_key_value(&j.key)
-                .map_or_else(|| super::key(j), |(shared, _)| shared.clone()),
+            None => super::key(j),
         };
         watched.insert(k, j.clone());
     }
@@ -310,7 +302,7 @@ mod tests {
         );
         drop(tx);
 
-        let watched = watched_of(&merged, &HashMap::new(), &runtime.list());
+        let watched = watched_of(&merged, &HashMap::new());
         for j in &merged.jobs {
             let k = super::super::key(j);
             let state = super::super::job::JobState::from_row(&watched[&k], None, false).unwrap();

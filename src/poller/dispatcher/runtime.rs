@@ -16,8 +16,7 @@ impl Poller {
     /// from the start, and each change is applied like a reload of the watch list alone.
     pub fn follow_watchlist(&mut self, list: watch::Receiver<Arc<RuntimeList>>) {
         let config = self.runtime.follow(list);
-        self.watched =
-            super::super::watchlist::watched_of(&config, &self.watched, &self.runtime.list());
+        self.watched = super::super::watchlist::watched_of(&config, &self.watched);
         self.config = config;
     }
 }
@@ -39,11 +38,17 @@ impl Dispatcher {
     pub(super) async fn watchlist_changed(&mut self, list: Arc<RuntimeList>) {
         self.list_applied = Instant::now();
         let config = self.poller.runtime.with_list(list);
+        // Let go of the list as soon as it is merged, not once the change is applied: the
+        // reload awaits the store (the joiners' rows) and goes over every job, and each
+        // commit of discoveries meanwhile found the list shared and copied it whole (at
+        // 100,000 jobs ~10 MB of B-tree nodes a copy, about every other commit of a storm:
+        // the churn the storm's lasting allocations were scattered among, BENCHMARKS.md part
+        // 29e). The merged configuration holds each job's configuration and key itself.
+        self.poller.runtime.release();
         let client = self.poller.client.clone();
         self.reload(config, client).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
-        self.poller.runtime.release();
     }
 }
 
