@@ -408,7 +408,7 @@ impl Dispatcher {
                 Some(cmd) = commands.recv() => self.command(cmd).await,
                 _ = hints.notified() => self.take_hints(),
                 Some(config) = next_config(config_rx) => self.config_changed(config).await,
-                Some(list) = self.poller.runtime.changed(), if self.list_due() => self.watchlist_changed(list).await,
+                () = self.poller.runtime.changed(), if self.list_due() => self.watchlist_changed().await,
                 _ = heartbeat.tick() => {
                     self.poller.liveness.beat();
                     self.retry_owed();

@@ -35,16 +35,12 @@ impl Dispatcher {
 
     /// The run-time watch list changed (here or in another process): jobs join (polled at
     /// once) or leave as on a reload; nothing else changes.
-    pub(super) async fn watchlist_changed(&mut self, list: Arc<RuntimeList>) {
+    pub(super) async fn watchlist_changed(&mut self) {
         self.list_applied = Instant::now();
-        let config = self.poller.runtime.with_list(list);
-        // Let go of the list as soon as it is merged, not once the change is applied: the
-        // reload awaits the store (the joiners' rows) and goes over every job, and each
-        // commit of discoveries meanwhile found the list shared and copied it whole (at
-        // 100,000 jobs ~10 MB of B-tree nodes a copy, about every other commit of a storm:
-        // the churn the storm's lasting allocations were scattered among, BENCHMARKS.md part
-        // 29e). The merged configuration holds each job's configuration and key itself.
-        self.poller.runtime.release();
+        // The published list is read in place, not held while the change is applied (see
+        // `Runtime::remerge`): the merged configuration holds each job's configuration and
+        // key itself.
+        let config = self.poller.runtime.with_published();
         let client = self.poller.client.clone();
         self.reload(config, client).await;
         self.owed

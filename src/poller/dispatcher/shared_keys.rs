@@ -134,7 +134,7 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
         .insert(joiner.key.clone(), crate::watchlist::Listed::new(joiner));
     let next = Arc::new(changed);
     tx.send(next.clone()).unwrap();
-    d.watchlist_changed(next.clone()).await;
+    d.watchlist_changed().await;
     assert_eq!(d.states.len(), 5);
     assert_shared(&d, "after a change of the list");
     assert_list_shared(&d, &next, "after a change of the list");
