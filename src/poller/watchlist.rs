@@ -156,7 +156,7 @@ impl Runtime {
     /// Held by the dispatcher, first until a change was applied, then until it was merged,
     /// a commit meanwhile copied the whole map (its B-tree nodes, ~10 MB at 100,000 jobs),
     /// about every other commit of a storm, and the copies' freed nodes were what the storm's
-    /// new jobs landed among (BENCHMARKS.md parts 27a and 29e). Read under the channel's
+    /// new jobs landed among (BENCHMARKS.md parts 27a and 29a). Read under the channel's
     /// lock instead, a commit waits for the merge (no `.await` inside it: the run-time
     /// entries' `Arc`s collected, the file's keys looked up); until the next change the
     /// published list is read in its place, briefly ([`ListRef`]): it is the merged one or
