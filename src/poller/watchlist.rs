@@ -204,7 +204,7 @@ fn shadowed(config: &Config, list: &RuntimeList) -> HashSet<Key> {
 /// replaces, whose keys `states`, the schedule and the lane hold), else the job's own (a
 /// run-time job's is the list's, see [`crate::watchlist::Listed`]). Looked up by the job's
 /// own key, and without the list: no key made per job per change of the list, and the list
-/// need not be held while a change is applied (see [`Runtime::release`]).
+/// need not be held while a change is applied (see [`Runtime::remerge`]).
 pub(super) fn watched_of(
     config: &Config,
     before: &HashMap<Key, Arc<JobConfig>>,
