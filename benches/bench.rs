@@ -286,8 +286,7 @@ fn jobs(n: usize) -> Vec<Arc<JobConfig>> {
         .map(|i| {
             Arc::new(JobConfig {
                 kind: recwatch::domain::JobKind::Individual,
-                app_id: APP.into(),
-                job_id: recwatch_sim::job_id(i),
+                key: recwatch::domain::JobKey::new(APP, recwatch_sim::job_id(i)),
                 name: None,
                 interval: None,
                 notify: None,

@@ -257,8 +257,7 @@ impl Remediator {
             .and_then(|n| serde_json::from_str::<Vec<String>>(n).ok());
         let kind: Kind = row.kind.parse().unwrap_or_default();
         let job = JobConfig {
-            app_id: row.app_id.clone(),
-            job_id: row.old_job_id.clone(),
+            key: crate::domain::JobKey::new(row.app_id.clone(), row.old_job_id.clone()),
             kind,
             name: row.name.clone(),
             interval: None,

@@ -294,8 +294,7 @@ mod tests {
 
     fn file_job(id: &str) -> JobConfig {
         JobConfig {
-            app_id: "app".into(),
-            job_id: id.into(),
+            key: crate::domain::JobKey::new("app", id),
             name: Some(format!("file {id}")),
             kind: JobKind::Individual,
             interval: None,

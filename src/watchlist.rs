@@ -104,8 +104,7 @@ impl Listed {
         Listed {
             job: Arc::new(JobConfig {
                 kind: r.kind,
-                app_id: r.key.app_id.clone(),
-                job_id: r.key.job_id.clone(),
+                key: r.key,
                 name: r.name,
                 interval: None,
                 notify: r.notify,
@@ -229,11 +228,7 @@ pub fn runtime_count(config: &Config, runtime: &RuntimeList) -> usize {
     let shadowed = config
         .jobs
         .iter()
-        .filter(|j| {
-            runtime
-                .jobs
-                .contains_key(&JobKey::new(j.app_id.as_str(), j.job_id.as_str()))
-        })
+        .filter(|j| runtime.jobs.contains_key(&j.key))
         .count();
     runtime.jobs.len() - shadowed
 }
@@ -746,8 +741,7 @@ mod tests {
         });
         c.jobs = vec![Arc::new(JobConfig {
             kind: crate::domain::JobKind::Individual,
-            app_id: "app".into(),
-            job_id: "in-file".into(),
+            key: crate::domain::JobKey::new("app", "in-file"),
             name: Some("from the file".into()),
             interval: None,
             notify: None,

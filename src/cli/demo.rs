@@ -179,24 +179,21 @@ fn demo_config(
     config.jobs = (0..args.jobs)
         .map(|i| JobConfig {
             kind: crate::domain::JobKind::Individual,
-            app_id: "demo-app".into(),
-            job_id: simulate::job_id(i),
+            key: crate::domain::JobKey::new("demo-app", simulate::job_id(i)),
             name: Some(format!("camera-{i:02}")),
             interval: None,
             notify: None,
         })
         .chain(std::iter::once(JobConfig {
             kind: crate::domain::JobKind::Individual,
-            app_id: "demo-app".into(),
-            job_id: PUSH_JOB.into(),
+            key: crate::domain::JobKey::new("demo-app", PUSH_JOB),
             name: Some("camera-push".into()),
             interval: Some(PUSH_JOB_INTERVAL),
             notify: None,
         }))
         .chain(std::iter::once(JobConfig {
             kind: crate::domain::JobKind::Individual,
-            app_id: "demo-app".into(),
-            job_id: "job-missing".into(),
+            key: crate::domain::JobKey::new("demo-app", "job-missing"),
             name: Some("deleted-job".into()),
             interval: None,
             notify: None,

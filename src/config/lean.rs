@@ -343,12 +343,12 @@ impl Lean<'_> {
             if !seen.insert((app_id, job_id)) {
                 return None;
             }
+            let key = JobKey::new(app_id, job_id);
             if let Some(on) = f.remediate {
-                remediate.insert(JobKey::new(app_id, job_id), on);
+                remediate.insert(key.clone(), on);
             }
             jobs.push(Arc::new(JobConfig {
-                app_id: app_id.to_string(),
-                job_id: job_id.to_string(),
+                key,
                 name: name.map(str::to_string),
                 kind,
                 interval,

@@ -569,8 +569,7 @@ fn read_job(
     }
     t.finish()?;
     Ok(JobConfig {
-        app_id,
-        job_id,
+        key: crate::domain::JobKey::new(app_id, job_id),
         name,
         kind,
         interval,

@@ -724,7 +724,7 @@ async fn a_group_of_jobs_commits_together_and_each_gets_its_answer() {
     let d = db().await;
     let mut config = config("");
     let mut second = JobConfig::clone(&config.jobs[0]);
-    second.job_id = "job-2".into();
+    second.key = crate::domain::JobKey::new(second.app_id.clone(), "job-2");
     second.name = Some("cam-2".into());
     config.jobs.push(Arc::new(second));
     let config = Arc::new(config);

@@ -107,11 +107,7 @@ impl Poller {
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
-            watched: super::watchlist::watched_of(
-                &config,
-                &HashMap::new(),
-                &crate::watchlist::RuntimeList::default(),
-            ),
+            watched: super::watchlist::watched_of(&config, &HashMap::new()),
             generation: 0,
             config,
             client,
@@ -412,7 +408,7 @@ impl Dispatcher {
                 Some(cmd) = commands.recv() => self.command(cmd).await,
                 _ = hints.notified() => self.take_hints(),
                 Some(config) = next_config(config_rx) => self.config_changed(config).await,
-                Some(list) = self.poller.runtime.changed(), if self.list_due() => self.watchlist_changed(list).await,
+                () = self.poller.runtime.changed(), if self.list_due() => self.watchlist_changed().await,
                 _ = heartbeat.tick() => {
                     self.poller.liveness.beat();
                     self.retry_owed();

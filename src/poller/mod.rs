@@ -70,6 +70,8 @@ const OWED_RETRY: Duration = Duration::from_secs(2);
 /// A job's identity.
 type Key = crate::domain::JobKey;
 
+/// The job's own key: a reference count, not a new allocation (issue 23, item 1: a storm of
+/// 30,000 discoveries made 8.2 million keys here only to look others up).
 fn key(job: &JobConfig) -> Key {
-    Key::new(&job.app_id, &job.job_id)
+    job.key.clone()
 }

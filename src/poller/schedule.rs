@@ -115,8 +115,7 @@ mod tests {
     fn scheduling_a_job_again_supersedes_its_earlier_entry() {
         let job = JobConfig {
             kind: crate::domain::JobKind::Individual,
-            app_id: "app".into(),
-            job_id: "job".into(),
+            key: crate::domain::JobKey::new("app", "job"),
             name: None,
             interval: None,
             notify: None,
@@ -145,8 +144,7 @@ mod tests {
     fn a_due_configured_job_goes_before_any_run_time_job_table() {
         let job = JobConfig {
             kind: crate::domain::JobKind::Individual,
-            app_id: "app".into(),
-            job_id: "job".into(),
+            key: crate::domain::JobKey::new("app", "job"),
             name: None,
             interval: None,
             notify: None,

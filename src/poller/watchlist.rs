@@ -18,8 +18,10 @@ pub(super) struct Runtime {
     /// a job is in, without a scan of the file's list. Only these, not every configured key:
     /// a set of the whole file was a copy of every job's key (issue 23).
     shadowed: HashSet<Key>,
+    /// The list merged last when no channel is followed; empty otherwise (see
+    /// [`Runtime::remerge`]).
     list: Arc<RuntimeList>,
-    /// `list` let go (see [`Runtime::release`]): the published list is read in its place.
+    /// A followed list is read in `list`'s place (see [`Runtime::remerge`]).
     released: bool,
     /// `None` when the poller does not follow a run-time list (`poll-once`, tests).
     rx: Option<watch::Receiver<Arc<RuntimeList>>>,
@@ -65,30 +67,6 @@ impl Runtime {
         }
     }
 
-    /// Lets go of the list once a change of it is applied (issue 23, item 1). The list is
-    /// published as an `Arc` that each commit of discoveries changes in place when nobody
-    /// else holds it (`Arc::make_mut`); held here between two changes, every next commit
-    /// copied the whole map (its nodes and two reference counts an entry) while this one
-    /// kept the old: a full copy four times a second in a storm of discoveries, and the
-    /// copies' freed nodes were what the storm's new jobs landed among (RSS ~10 MB above
-    /// the heap at 100,000 jobs, BENCHMARKS.md part 27a). Until the next change the published
-    /// list is read in its place, briefly ([`ListRef`]): it is the applied one or newer, and
-    /// a newer one only adds what the next change applies anyway.
-    pub(super) fn release(&mut self) {
-        if self.rx.is_some() {
-            self.list = Arc::default();
-            self.released = true;
-        }
-    }
-
-    /// Holds the published list again (a reload merges it whole).
-    fn hold(&mut self) {
-        if let (true, Some(rx)) = (self.released, &mut self.rx) {
-            self.list = rx.borrow_and_update().clone();
-            self.released = false;
-        }
-    }
-
     /// The run-time list as last applied, or the published one once let go.
     pub(super) fn current(&self) -> ListRef<'_> {
         match (&self.rx, self.released) {
@@ -99,20 +77,17 @@ impl Runtime {
 
     /// Starts following `rx`; its current value counts as seen. Returns the merged
     /// configuration to start from.
-    pub(super) fn follow(&mut self, mut rx: watch::Receiver<Arc<RuntimeList>>) -> Arc<Config> {
-        self.list = rx.borrow_and_update().clone();
-        self.released = false;
+    pub(super) fn follow(&mut self, rx: watch::Receiver<Arc<RuntimeList>>) -> Arc<Config> {
         self.rx = Some(rx);
-        self.shadowed = shadowed(&self.base, &self.list);
-        self.merged()
+        self.remerge()
     }
 
-    /// The next list published; pending for ever without one (or once its sender is gone),
-    /// so the dispatcher's other branches go on.
-    pub(super) async fn changed(&mut self) -> Option<Arc<RuntimeList>> {
+    /// Returns once a new list is published (merged by [`Self::with_published`]); pending for
+    /// ever without one (or once its sender is gone), so the dispatcher's other branches go on.
+    pub(super) async fn changed(&mut self) {
         if let Some(rx) = &mut self.rx {
             if rx.changed().await.is_ok() {
-                return Some(rx.borrow_and_update().clone());
+                return;
             }
         }
         std::future::pending().await
@@ -141,11 +116,6 @@ impl Runtime {
         }
     }
 
-    /// The run-time list as last seen.
-    pub(super) fn list(&self) -> ListRef<'_> {
-        self.current()
-    }
-
     /// The budget over every watched job, each group's share of it: the run-time entries
     /// less those the file has too (`shadowed`, the same count [`runtime_count`] makes
     /// without a key made per configured job).
@@ -162,28 +132,57 @@ impl Runtime {
 
     /// A reload: the new configuration with the run-time list merged in.
     pub(super) fn with_config(&mut self, config: Arc<Config>) -> Arc<Config> {
-        self.hold();
         self.base = config;
-        self.shadowed = shadowed(&self.base, &self.list);
-        self.merged()
+        self.remerge()
     }
 
-    /// A new run-time list: the configuration in force with it merged in.
+    /// The list just published (see [`Self::changed`]) merged into the configuration in force.
+    pub(super) fn with_published(&mut self) -> Arc<Config> {
+        self.remerge()
+    }
+
+    /// A list of the caller's (no channel followed, or a test's): held, and merged in.
+    #[cfg(test)]
     pub(super) fn with_list(&mut self, list: Arc<RuntimeList>) -> Arc<Config> {
         self.list = list;
         self.released = false;
         self.shadowed = shadowed(&self.base, &self.list);
-        self.merged()
+        merged(&self.base, &self.list)
     }
 
-    /// The configuration with the run-time list merged in; without run-time entries, the
-    /// published configuration itself rather than a copy of its every job.
-    fn merged(&self) -> Arc<Config> {
-        if self.list.jobs.is_empty() {
-            return self.base.clone();
-        }
-        Arc::new(with_runtime(&self.base, &self.list))
+    /// The configuration in force with the run-time list merged in. A followed list is read
+    /// in place and never held (issue 23, item 1): it is published as an `Arc` that each
+    /// commit of discoveries changes in place when nobody else holds it (`Arc::make_mut`).
+    /// Held by the dispatcher, first until a change was applied, then until it was merged,
+    /// a commit meanwhile copied the whole map (its B-tree nodes, ~10 MB at 100,000 jobs),
+    /// about every other commit of a storm, and the copies' freed nodes were what the storm's
+    /// new jobs landed among (BENCHMARKS.md parts 27a and 29a). Read under the channel's
+    /// lock instead, a commit waits for the merge (no `.await` inside it: the run-time
+    /// entries' `Arc`s collected, the file's keys looked up); until the next change the
+    /// published list is read in its place, briefly ([`ListRef`]): it is the merged one or
+    /// newer, and a newer one only adds what the next change applies anyway.
+    fn remerge(&mut self) -> Arc<Config> {
+        let Some(rx) = &mut self.rx else {
+            self.shadowed = shadowed(&self.base, &self.list);
+            return merged(&self.base, &self.list);
+        };
+        let list = rx.borrow_and_update();
+        self.shadowed = shadowed(&self.base, &list);
+        let merged = merged(&self.base, &list);
+        drop(list);
+        self.list = Arc::default();
+        self.released = true;
+        merged
     }
+}
+
+/// `base` with `list` merged in; without run-time entries, the published configuration
+/// itself rather than a copy of its every job.
+fn merged(base: &Arc<Config>, list: &RuntimeList) -> Arc<Config> {
+    if list.jobs.is_empty() {
+        return base.clone();
+    }
+    Arc::new(with_runtime(base, list))
 }
 
 /// The keys of `config`'s jobs that `list` has too.
@@ -194,30 +193,27 @@ fn shadowed(config: &Config, list: &RuntimeList) -> HashSet<Key> {
     config
         .jobs
         .iter()
+        .filter(|j| list.jobs.contains_key(&j.key))
         .map(|j| super::key(j))
-        .filter(|k| list.jobs.contains_key(k))
         .collect()
 }
 
 /// The watched jobs by key, each configuration the `Arc` `config` holds (shared with every
 /// job's state, see [`super::job::JobState::job`]). Each key is one allocation shared with the
 /// rest of the poller (issue 23, item 1): the one `before` has for the job (the map this one
-/// replaces, whose keys `states`, the schedule and the lane hold), else the run-time list's,
-/// else a new one.
+/// replaces, whose keys `states`, the schedule and the lane hold), else the job's own (a
+/// run-time job's is the list's, see [`crate::watchlist::Listed`]). Looked up by the job's
+/// own key, and without the list: no key made per job per change of the list, and the list
+/// need not be held while a change is applied (see [`Runtime::remerge`]).
 pub(super) fn watched_of(
     config: &Config,
     before: &HashMap<Key, Arc<JobConfig>>,
-    list: &RuntimeList,
 ) -> HashMap<Key, Arc<JobConfig>> {
     let mut watched = HashMap::with_capacity(config.jobs.len());
     for j in &config.jobs {
-        let k = super::key(j);
-        let k = match before.get_key_value(&k) {
+        let k = match before.get_key_value(&j.key) {
             Some((shared, _)) => shared.clone(),
-            None => list
-                .jobs
-                .get_key_value(&k)
-                .map_or(k, |(shared, _)| shared.clone()),
+            None => super::key(j),
         };
         watched.insert(k, j.clone());
     }
@@ -230,10 +226,9 @@ pub(super) fn shared(
     watched: &HashMap<Key, Arc<JobConfig>>,
     job: &Arc<JobConfig>,
 ) -> (Key, Arc<JobConfig>) {
-    let k = super::key(job);
-    match watched.get_key_value(&k) {
+    match watched.get_key_value(&job.key) {
         Some((k, shared)) => (k.clone(), shared.clone()),
-        None => (k, job.clone()),
+        None => (super::key(job), job.clone()),
     }
 }
 
@@ -248,8 +243,7 @@ mod tests {
         });
         c.jobs = (0..jobs)
             .map(|i| JobConfig {
-                app_id: "app".into(),
-                job_id: format!("f{i}"),
+                key: crate::domain::JobKey::new("app", format!("f{i}")),
                 name: None,
                 kind: JobKind::Individual,
                 interval: None,
@@ -269,6 +263,41 @@ mod tests {
             source: JobSource::Callback,
             added_at: "2026-12-07T00:00:00.000Z".into(),
         })))
+    }
+
+    /// Issue 23, item 1: the poller merges a published list without holding it, so the
+    /// next commit of discoveries changes it in place instead of copying it whole (with the
+    /// list held until the change was applied, this count was 2 for the whole reload).
+    #[tokio::test]
+    async fn a_published_list_is_merged_in_place() {
+        let mut runtime = Runtime::new(Arc::new(config(2)));
+        let (tx, rx) = watch::channel(Arc::new(RuntimeList::default()));
+        runtime.follow(rx);
+        tx.send(list(&["r1", "f0"])).unwrap();
+        runtime.changed().await;
+        let merged = runtime.with_published();
+        assert_eq!(
+            merged.jobs.len(),
+            3,
+            "two from the file, one of the list's own"
+        );
+        assert_eq!(
+            Arc::strong_count(&tx.borrow()),
+            1,
+            "the published list is held by the channel alone"
+        );
+        let r1 = JobKey::new("app", "r1");
+        let listed = &tx.borrow().jobs[&r1].job;
+        assert!(
+            merged.jobs.iter().any(|j| Arc::ptr_eq(j, listed)),
+            "the list's own configuration is merged"
+        );
+        assert_eq!(runtime.origin(&r1).group, JobGroup::Runtime);
+        assert_eq!(
+            runtime.origin(&JobKey::new("app", "f0")).group,
+            JobGroup::Configured,
+            "the file wins"
+        );
     }
 
     /// Issue 23, item 1: what the poller holds per job is held once. Without run-time
@@ -312,7 +341,7 @@ mod tests {
         );
         drop(tx);
 
-        let watched = watched_of(&merged, &HashMap::new(), &runtime.list());
+        let watched = watched_of(&merged, &HashMap::new());
         for j in &merged.jobs {
             let k = super::super::key(j);
             let state = super::super::job::JobState::from_row(&watched[&k], None, false).unwrap();

@@ -506,8 +506,7 @@ mod tests {
         config.jobs = (0..2)
             .map(|i| JobConfig {
                 kind: crate::domain::JobKind::Individual,
-                app_id: "demo-app".into(),
-                job_id: recwatch_sim::job_id(i),
+                key: crate::domain::JobKey::new("demo-app", recwatch_sim::job_id(i)),
                 name: None,
                 interval: None,
                 notify: None,

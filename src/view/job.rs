@@ -136,8 +136,7 @@ fn job_of(
         (Some(j), _) => JobConfig::clone(j),
         (None, Some(r)) => JobConfig {
             kind: r.kind(),
-            app_id: r.app_id.clone(),
-            job_id: r.job_id.clone(),
+            key: crate::domain::JobKey::new(r.app_id.clone(), r.job_id.clone()),
             name: r.name.clone(),
             interval: None,
             notify: None,

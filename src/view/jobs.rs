@@ -557,8 +557,7 @@ mod tests {
     fn job(app: &str, id: &str, name: Option<&str>) -> Arc<JobConfig> {
         Arc::new(JobConfig {
             kind: crate::domain::JobKind::Individual,
-            app_id: app.into(),
-            job_id: id.into(),
+            key: crate::domain::JobKey::new(app, id),
             name: name.map(String::from),
             interval: None,
             notify: None,

@@ -16,8 +16,7 @@ impl Poller {
     /// from the start, and each change is applied like a reload of the watch list alone.
     pub fn follow_watchlist(&mut self, list: watch::Receiver<Arc<RuntimeList>>) {
         let config = self.runtime.follow(list);
-        self.watched =
-            super::super::watchlist::watched_of(&config, &self.watched, &self.runtime.list());
+        self.watched = super::super::watchlist::watched_of(&config, &self.watched);
         self.config = config;
     }
 }
@@ -36,14 +35,16 @@ impl Dispatcher {
 
     /// The run-time watch list changed (here or in another process): jobs join (polled at
     /// once) or leave as on a reload; nothing else changes.
-    pub(super) async fn watchlist_changed(&mut self, list: Arc<RuntimeList>) {
+    pub(super) async fn watchlist_changed(&mut self) {
         self.list_applied = Instant::now();
-        let config = self.poller.runtime.with_list(list);
+        // The published list is read in place, not held while the change is applied (see
+        // `Runtime::remerge`): the merged configuration holds each job's configuration and
+        // key itself.
+        let config = self.poller.runtime.with_published();
         let client = self.poller.client.clone();
         self.reload(config, client).await;
         self.owed
             .retain(|k| self.states.contains_key(k) || self.busy.contains(k));
-        self.poller.runtime.release();
     }
 }
 

@@ -67,18 +67,23 @@ fn assert_shared(d: &Dispatcher, when: &str) {
 
 /// Every run-time job the dispatcher polls (the file's entry wins a shared key) is polled with
 /// the list's own configuration: one representation of a run-time job, not a `JobConfig` made
-/// from the list's entry at each merge.
+/// from the list's entry at each merge; and its ids are held once, the list's key being the
+/// configuration's own and the one the dispatcher's maps hold.
 fn assert_list_shared(d: &Dispatcher, list: &RuntimeList, when: &str) {
     let in_file = |k: &Key| k.job_id.starts_with("file-");
     let mut runtime = 0;
     for (k, listed) in list.jobs.iter().filter(|(k, _)| !in_file(k)) {
-        let state = d
+        let (polled, state) = d
             .states
-            .get(k)
+            .get_key_value(k)
             .unwrap_or_else(|| panic!("{when}: {k} polled"));
         assert!(
             Arc::ptr_eq(&state.job, &listed.job),
             "{when}: {k}'s configuration is a copy of the list's"
+        );
+        assert!(
+            JobKey::same(&listed.job.key, k) && JobKey::same(polled, k),
+            "{when}: {k}'s ids are held more than once"
         );
         runtime += 1;
     }
@@ -108,6 +113,10 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
     for j in &published.jobs {
         let k = super::key(j);
         assert!(
+            JobKey::same(&k, &j.key),
+            "{k}: a job's key is its configuration's own, not a new one per look-up"
+        );
+        assert!(
             Arc::ptr_eq(&d.poller.watched[&k], j),
             "{k}: the published configuration's own allocation"
         );
@@ -125,7 +134,7 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
         .insert(joiner.key.clone(), crate::watchlist::Listed::new(joiner));
     let next = Arc::new(changed);
     tx.send(next.clone()).unwrap();
-    d.watchlist_changed(next.clone()).await;
+    d.watchlist_changed().await;
     assert_eq!(d.states.len(), 5);
     assert_shared(&d, "after a change of the list");
     assert_list_shared(&d, &next, "after a change of the list");
