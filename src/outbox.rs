@@ -10,7 +10,7 @@
 //! [`Event`]s both publish are defined here for that reason.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::Phase;
+use crate::domain::{Phase, Timestamp};
 use crate::domain::{
     Alert, AlertId, EpisodeStep, ErrorKind, JobFacts, OpenEpisode, PAYLOAD_VERSION, Rule, Severity,
     State, Status, TransitionFacts, hostname, timestamp,
@@ -253,7 +253,7 @@ impl Outbox {
                             Some(TransitionFacts {
                                 from: from.as_ref().map(|p| p.state.as_str().to_string()),
                                 to: to.state.as_str().to_string(),
-                                observed_at: timestamp(r.polled_at),
+                                observed_at: Timestamp::from(r.polled_at),
                                 request_id: request_id.clone(),
                             }),
                             r.polled_at,
@@ -447,10 +447,7 @@ impl Outbox {
             .await?
             .map(|row| OpenEpisode {
                 id: row.id,
-                // An unreadable time counts as "just notified": no reminder storm over it.
-                last_notified: DateTime::parse_from_rfc3339(&row.last_notified_at)
-                    .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or(now),
+                last_notified: row.last_notified_at.to_datetime(),
                 reminders: row.reminders,
             });
         let channels = channels_for(job, config);
@@ -621,7 +618,7 @@ impl Outbox {
             summary,
             job,
             transition,
-            fired_at: timestamp(now),
+            fired_at: Timestamp::from(now),
             host: self.host.to_string(),
             job_url,
             remediation: None,

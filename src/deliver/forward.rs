@@ -183,8 +183,8 @@ impl Forwarder {
                 ForwardOutcome::Sent
             }
             Err(e) => {
-                let age = DateTime::parse_from_rfc3339(&f.created_at)
-                    .map(|c| (now - c.with_timezone(&Utc)).to_std().unwrap_or_default())
+                let age = (now - f.created_at.to_datetime())
+                    .to_std()
                     .unwrap_or_default();
                 let policy = Policy::from_config(&config.notify);
                 let jitter = rand::rng().random::<f64>();

@@ -54,13 +54,11 @@ impl Seed {
     pub(super) fn of(
         state: Option<&str>,
         stop_reason: Option<&str>,
-        first_seen_at: Option<&str>,
+        first_seen_at: Option<crate::domain::Timestamp>,
     ) -> Seed {
         Seed {
             phase: state.map(|s| Phase::parse(s, stop_reason)),
-            first_seen: first_seen_at
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc)),
+            first_seen: first_seen_at.map(|t| t.to_datetime()),
         }
     }
 
@@ -68,7 +66,7 @@ impl Seed {
         Seed::of(
             r.state.as_deref(),
             r.stop_reason.as_deref(),
-            r.first_seen_at.as_deref(),
+            r.first_seen_at,
         )
     }
 }

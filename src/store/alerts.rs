@@ -3,6 +3,7 @@
 //! second one impossible and its payload is frozen, so every retry sends the same bytes with
 //! the same id. Read back for `recwatch alerts`.
 
+use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::{Alert, DeliveryState, timestamp};
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ pub struct AlertView {
     pub app_id: Option<String>,
     pub job_id: Option<String>,
     pub summary: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// The silence id or maintenance window name that first held a notification of this
     /// alert back; null if none did.
     pub silenced_by: Option<String>,
@@ -31,8 +32,8 @@ pub struct DeliveryView {
     pub state: DeliveryState,
     pub attempts: i64,
     /// Only while the delivery is pending.
-    pub next_attempt_at: Option<String>,
-    pub sent_at: Option<String>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub sent_at: Option<Timestamp>,
     pub last_error: Option<String>,
 }
 
@@ -207,7 +208,7 @@ mod tests {
                         d.channel.as_str(),
                         d.state,
                         d.attempts,
-                        d.next_attempt_at.clone(),
+                        d.next_attempt_at,
                         d.last_error.as_deref(),
                     )
                 })
@@ -219,14 +220,14 @@ mod tests {
                         "hook",
                         DeliveryState::Pending,
                         1,
-                        Some(timestamp(next)),
+                        Some(Timestamp::from(next)),
                         Some("HTTP 503")
                     ),
                     // A next attempt is shown only while one is due.
                     ("mail", DeliveryState::Sent, 1, None, None),
                 ]
             );
-            assert_eq!(first_view.deliveries[1].sent_at, Some(timestamp(t0)));
+            assert_eq!(first_view.deliveries[1].sent_at, Some(Timestamp::from(t0)));
 
             // Only alerts with a delivery still pending; and the limit holds.
             let pending = store.alerts(true, 10).await.unwrap();

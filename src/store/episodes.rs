@@ -3,6 +3,7 @@
 //! partial unique index): a restart finds it open and does not fire again. The outbox decides
 //! when to open, remind and resolve; these are the statements it does that with.
 
+use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::Rule;
 
@@ -11,7 +12,7 @@ use crate::domain::Rule;
 pub struct OpenEpisode {
     pub id: i64,
     /// When its last notice (firing or reminder) was made, RFC 3339.
-    pub last_notified_at: String,
+    pub last_notified_at: Timestamp,
     pub reminders: i64,
 }
 
@@ -147,7 +148,7 @@ mod tests {
                 tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
                 Some(OpenEpisode {
                     id,
-                    last_notified_at: later.clone(),
+                    last_notified_at: later.parse().unwrap(),
                     reminders: 1,
                 })
             );

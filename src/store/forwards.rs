@@ -3,6 +3,7 @@
 //! relay worker (`deliver::forward`) takes what is due, and records each attempt's outcome.
 //! A forward is `sent` only after the receiver accepted it, and `dead` rows stay.
 
+use crate::domain::Timestamp;
 use super::{Store, StoreError};
 use serde::Serialize;
 
@@ -17,7 +18,7 @@ pub struct DueForward {
     /// The event's body, byte for byte as RTC sent it.
     pub body: Vec<u8>,
     pub attempts: i64,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// What became of one attempt.
@@ -37,11 +38,11 @@ pub struct ForwardView {
     pub event_type: String,
     pub state: String,
     pub attempts: i64,
-    pub created_at: String,
-    pub next_attempt_at: String,
-    pub last_attempt_at: Option<String>,
+    pub created_at: Timestamp,
+    pub next_attempt_at: Timestamp,
+    pub last_attempt_at: Option<Timestamp>,
     pub last_error: Option<String>,
-    pub sent_at: Option<String>,
+    pub sent_at: Option<Timestamp>,
 }
 
 impl Store {
@@ -210,7 +211,7 @@ mod tests {
                 Some("refused"),
                 "the last error stays"
             );
-            assert_eq!(shown[0].sent_at.as_deref(), Some(LATER));
+            assert_eq!(shown[0].sent_at.map(|t| t.to_string()).as_deref(), Some(LATER));
             // A sent forward is final: a late outcome does not reopen it.
             store
                 .record_forward(id, 3, LATER, &ForwardOutcome::Dead { error: "x".into() })

@@ -10,6 +10,7 @@
 //! that the row still shows its epoch and has not expired. Otherwise it is refused with
 //! [`StoreError::Fenced`] and the leadership loop is told, so it steps down.
 
+use crate::domain::Timestamp;
 use super::{Dialect, Store, StoreError, WriteTx};
 use sqlx::AssertSqlSafe;
 use tokio::sync::{mpsc, watch};
@@ -58,7 +59,7 @@ pub struct LeaseRow {
     pub pid: i64,
     pub epoch: i64,
     /// When its holder took it (its own clock, for people).
-    pub acquired_at: String,
+    pub acquired_at: Timestamp,
     /// Milliseconds until it expires by the database's clock; zero or less: expired.
     pub expires_in_ms: i64,
 }

@@ -119,6 +119,8 @@ pub mod alerts;
 mod backup;
 mod callback_feed;
 mod callbacks;
+mod codec;
+use codec::column_time;
 pub mod copy;
 pub mod deliveries;
 mod episodes;

@@ -7,6 +7,7 @@
 //! Portable SQL only ($N placeholders, ON CONFLICT, RETURNING; times as RFC 3339 text bound
 //! from Rust), so the PostgreSQL store runs the same statements.
 
+use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::{RemediationState, timestamp};
 use chrono::{DateTime, Utc};
@@ -43,10 +44,10 @@ pub struct RemediationRow {
     pub request_id: Option<String>,
     pub attempts: i64,
     #[serde(skip)]
-    pub next_attempt_at: String,
-    pub created_at: String,
-    pub posted_at: Option<String>,
-    pub finished_at: Option<String>,
+    pub next_attempt_at: Timestamp,
+    pub created_at: Timestamp,
+    pub posted_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
 }
 
 /// An intent (or a skip) as the outbox writes it with the death.
@@ -477,7 +478,7 @@ mod tests {
                 kind: JobKind::Individual,
                 notify: None,
                 source: JobSource::Remediation,
-                added_at: timestamp(at(4)),
+                added_at: Timestamp::from(at(4)),
             };
             assert!(tx.watch_job_in(&new).await.unwrap());
             assert_eq!(tx.remediation_lineage("app", "new").await.unwrap(), "old");

@@ -1,6 +1,7 @@
 //! The `transitions` table: one row per change of (state, stop_reason), written once, in the
 //! transaction of the poll that showed it; read back by `history`.
 
+use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::Phase;
 use crate::domain::PollRecord;
@@ -24,7 +25,7 @@ pub struct TransitionRow {
     pub start_time: Option<String>,
     pub stop_time: Option<String>,
     pub update_time: Option<String>,
-    pub observed_at: String,
+    pub observed_at: Timestamp,
     /// The X-request-Id of the answer that showed this transition.
     pub request_id: Option<String>,
     /// The job this one was created to replace (`[remediate]`), on its first transition.

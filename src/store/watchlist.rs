@@ -2,6 +2,7 @@
 //! the version number that moves with every change to it, so a running daemon (or several
 //! sharing the database) notices a change another process made with one cheap read.
 
+use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::{JobKey, JobSource, RuntimeJob};
 
@@ -13,7 +14,7 @@ struct WatchRow {
     kind: String,
     notify: Option<String>,
     source: String,
-    added_at: String,
+    added_at: Timestamp,
 }
 
 impl WatchRow {
@@ -167,7 +168,6 @@ impl Store {
 mod tests {
     use super::super::test_support::record;
     use super::*;
-    use crate::domain::timestamp;
     use crate::store::test_support::both_backends;
     use chrono::Utc;
 
@@ -178,7 +178,7 @@ mod tests {
             kind: crate::domain::JobKind::Individual,
             notify: Some(vec!["ops".into()]),
             source,
-            added_at: timestamp(added),
+            added_at: Timestamp::from(added),
         }
     }
 
