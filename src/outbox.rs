@@ -10,11 +10,11 @@
 //! [`Event`]s both publish are defined here for that reason.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::{Phase, Timestamp};
 use crate::domain::{
     Alert, AlertId, EpisodeStep, ErrorKind, JobFacts, OpenEpisode, PAYLOAD_VERSION, Rule, Severity,
     State, Status, TransitionFacts, hostname, timestamp,
 };
+use crate::domain::{Phase, Timestamp};
 use crate::domain::{PollOutcome, PollRecord};
 use crate::rules;
 use crate::store::{Store, StoreError, WriteTx};

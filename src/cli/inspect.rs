@@ -298,9 +298,9 @@ pub(super) async fn alerts(
         table.push(vec![
             a.created_at.to_string(),
             a.id,
-            a.rule,
-            a.severity,
-            a.status,
+            a.rule.to_string(),
+            a.severity.to_string(),
+            a.status.to_string(),
             a.job_id.unwrap_or_else(|| "-".into()),
             deliveries,
             a.summary,
@@ -346,10 +346,10 @@ pub(super) async fn forwards(
     ];
     let mut reasons = Vec::new();
     for f in list {
-        if let (Some(e), false) = (&f.last_error, f.state == "sent") {
+        if let (Some(e), false) = (&f.last_error, f.state == DeliveryState::Sent) {
             reasons.push(format!("{} {}: {e}", f.id, f.state));
         }
-        let next = if f.state == "pending" {
+        let next = if f.state == DeliveryState::Pending {
             f.next_attempt_at.to_string()
         } else {
             "-".into()
@@ -360,7 +360,7 @@ pub(super) async fn forwards(
             f.app_id,
             f.job_id.unwrap_or_else(|| "-".into()),
             f.event_type,
-            f.state,
+            f.state.to_string(),
             f.attempts.to_string(),
             next,
         ]);

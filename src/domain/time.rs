@@ -12,6 +12,13 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// An RFC 3339 time with any offset, in UTC and at full precision, or chrono's reason why not:
+/// what an operator typed (`silence add --until`, the API's `until`), whose refusal quotes the
+/// reason. Every other reader goes through [`Timestamp::parse`], which comes here.
+pub fn read_rfc3339(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))
+}
+
 /// A moment as recwatch keeps it: UTC, to the millisecond (what [`timestamp`] writes, so
 /// nothing stored is lost), eight bytes. Every row's time is one of these, read from its
 /// text once at the store's edge (`store::codec`) and written back in exactly the text
@@ -54,8 +61,8 @@ impl Timestamp {
         if let Some(ms) = own_form(text.as_bytes()) {
             return Ok(Timestamp(ms));
         }
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| Timestamp::from(t.with_timezone(&Utc)))
+        read_rfc3339(text)
+            .map(Timestamp::from)
             .map_err(|_| NotATime(text.to_string()))
     }
 }
@@ -166,8 +173,7 @@ fn own_form(b: &[u8]) -> Option<i64> {
     let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (h, mi, s, ms) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
     // A leap second (`:60`) and every impossible date go to chrono, which knows what to do.
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59
-    {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
         return None;
     }
     Some(days_from_civil(y, mo, d) * MS_PER_DAY + ((h * 60 + mi) * 60 + s) * 1000 + ms)
@@ -262,10 +268,18 @@ mod tests {
     #[test]
     fn own_form_agrees_with_chrono() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let lo = "0000-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap().timestamp_millis();
-        let hi = "9999-12-31T23:59:59.999Z".parse::<DateTime<Utc>>().unwrap().timestamp_millis();
+        let lo = "0000-01-01T00:00:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp_millis();
+        let hi = "9999-12-31T23:59:59.999Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp_millis();
         for _ in 0..20_000 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             let ms = lo + (x >> 11) as i64 % (hi - lo + 1);
             let t = DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
             let text = timestamp(t);
@@ -280,11 +294,31 @@ mod tests {
     fn parse_table() {
         let ms = |s: &str| s.parse::<DateTime<Utc>>().unwrap().timestamp_millis();
         let cases = [
-            ("own form", "2026-03-01T12:34:56.789Z", Some(ms("2026-03-01T12:34:56.789Z"))),
-            ("no fraction", "2026-01-01T00:00:00Z", Some(ms("2026-01-01T00:00:00Z"))),
-            ("micros cut", "2026-01-01T00:00:00.123999Z", Some(ms("2026-01-01T00:00:00.123Z"))),
-            ("an offset", "2026-01-01T08:00:00+08:00", Some(ms("2026-01-01T00:00:00Z"))),
-            ("leap day", "2024-02-29T00:00:00.000Z", Some(ms("2024-02-29T00:00:00Z"))),
+            (
+                "own form",
+                "2026-03-01T12:34:56.789Z",
+                Some(ms("2026-03-01T12:34:56.789Z")),
+            ),
+            (
+                "no fraction",
+                "2026-01-01T00:00:00Z",
+                Some(ms("2026-01-01T00:00:00Z")),
+            ),
+            (
+                "micros cut",
+                "2026-01-01T00:00:00.123999Z",
+                Some(ms("2026-01-01T00:00:00.123Z")),
+            ),
+            (
+                "an offset",
+                "2026-01-01T08:00:00+08:00",
+                Some(ms("2026-01-01T00:00:00Z")),
+            ),
+            (
+                "leap day",
+                "2024-02-29T00:00:00.000Z",
+                Some(ms("2024-02-29T00:00:00Z")),
+            ),
             ("not a leap day", "2026-02-29T00:00:00.000Z", None),
             ("hour 24", "2026-01-01T24:00:00.000Z", None),
             ("month 13", "2026-13-01T00:00:00.000Z", None),
@@ -306,7 +340,10 @@ mod tests {
     #[test]
     fn serde_is_the_text() {
         let t = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
-        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2026-01-01T00:00:00.000Z\"");
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            "\"2026-01-01T00:00:00.000Z\""
+        );
         let back: Timestamp = serde_json::from_str("\"2026-01-01T08:00:00+08:00\"").unwrap();
         assert_eq!(back, t);
         assert!(serde_json::from_str::<Timestamp>("\"later\"").is_err());

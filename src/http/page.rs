@@ -271,9 +271,9 @@ fn view_cursor(after: &(String, String)) -> String {
 
 struct AlertRow {
     at: UtcTime,
-    rule: String,
-    severity: String,
-    status: String,
+    rule: crate::domain::Rule,
+    severity: crate::domain::Severity,
+    status: crate::domain::Status,
     job: String,
     job_href: Option<String>,
     summary: String,
@@ -297,9 +297,9 @@ fn alert_rows(alerts: &[crate::store::AlertView], config: &Config) -> Vec<AlertR
             });
             AlertRow {
                 at: utc_time(a.created_at),
-                rule: a.rule.clone(),
-                severity: a.severity.clone(),
-                status: a.status.clone(),
+                rule: a.rule,
+                severity: a.severity,
+                status: a.status,
                 job: match job {
                     Some((_, id)) => name.unwrap_or_else(|| id.clone()),
                     None => "(all jobs)".into(),

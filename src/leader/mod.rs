@@ -608,7 +608,7 @@ mod tests {
             host: "db1".into(),
             pid: 42,
             epoch,
-            acquired_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            acquired_at: "2026-01-01T00:00:00Z".parse().ok(),
             expires_in_ms: left,
         };
         let cases = [

@@ -171,7 +171,7 @@ impl JobState {
     ) {
         match job.state {
             Some(State::Init) if self.init_clock.is_none() => {
-                let age = rules::init_age(job.create_time.as_deref(), self.first_seen, wall_now);
+                let age = rules::init_age(job.created(), self.first_seen, wall_now);
                 self.init_clock = Some(Box::new(InitClock::start(age, Instant::now())));
             }
             Some(State::Init) | None => {}
@@ -277,7 +277,7 @@ mod tests {
         // What the wall clock alone would have said.
         assert!(rules::is_stuck_init(
             &State::Init,
-            rules::init_age(init.create_time.as_deref(), t0, stepped),
+            rules::init_age(init.created(), t0, stepped),
             init.max_idle_time,
             grace
         ));

@@ -3,18 +3,18 @@
 //! second one impossible and its payload is frozen, so every retry sends the same bytes with
 //! the same id. Read back for `recwatch alerts`.
 
-use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
-use crate::domain::{Alert, DeliveryState, timestamp};
+use crate::domain::Timestamp;
+use crate::domain::{Alert, DeliveryState, Rule, Severity, Status, timestamp};
 use chrono::{DateTime, Utc};
 
 /// An alert with its delivery state per channel, for `recwatch alerts`.
 #[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
 pub struct AlertView {
     pub id: String,
-    pub rule: String,
-    pub severity: String,
-    pub status: String,
+    pub rule: Rule,
+    pub severity: Severity,
+    pub status: Status,
     pub app_id: Option<String>,
     pub job_id: Option<String>,
     pub summary: String,

@@ -1,8 +1,8 @@
 //! Reading `callback_events` as a feed, by id: the poller turns each new event into a poll
 //! hint (`poller/feed.rs`), whichever instance's receiver stored it.
 
-use crate::domain::Timestamp;
 use super::{Store, StoreError};
+use crate::domain::Timestamp;
 
 /// What a poll hint needs of a stored event.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]

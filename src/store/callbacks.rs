@@ -1,7 +1,7 @@
 //! The `callback_events` table: each verified record callback once (see migration 0006).
 
-use crate::domain::Timestamp;
 use super::{Dialect, Store, StoreError, WriteTx};
+use crate::domain::Timestamp;
 use recwatch_rtc::callback::RecordEvent;
 use serde::Serialize;
 

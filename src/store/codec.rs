@@ -41,7 +41,9 @@ where
     &'r str: Decode<'r, DB>,
 {
     fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Timestamp, BoxDynError> {
-        Ok(Timestamp::parse(<&'r str as Decode<'r, DB>>::decode(value)?)?)
+        Ok(Timestamp::parse(<&'r str as Decode<'r, DB>>::decode(
+            value,
+        )?)?)
     }
 }
 

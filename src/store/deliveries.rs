@@ -12,8 +12,8 @@
 //! Every statement about deliveries that the delivery worker (`deliver`) runs is here, next
 //! to the tests that drive a real SQLite file through those states.
 
-use crate::domain::Timestamp;
 use super::{Dialect, Store, StoreError};
+use crate::domain::Timestamp;
 use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;

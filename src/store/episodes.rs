@@ -3,9 +3,9 @@
 //! partial unique index): a restart finds it open and does not fire again. The outbox decides
 //! when to open, remind and resolve; these are the statements it does that with.
 
-use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::Rule;
+use crate::domain::Timestamp;
 
 /// An episode still open.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]

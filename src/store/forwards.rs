@@ -3,8 +3,8 @@
 //! relay worker (`deliver::forward`) takes what is due, and records each attempt's outcome.
 //! A forward is `sent` only after the receiver accepted it, and `dead` rows stay.
 
-use crate::domain::Timestamp;
 use super::{Store, StoreError};
+use crate::domain::{DeliveryState, Timestamp};
 use serde::Serialize;
 
 /// A forward due for an attempt.
@@ -36,7 +36,8 @@ pub struct ForwardView {
     pub app_id: String,
     pub job_id: Option<String>,
     pub event_type: String,
-    pub state: String,
+    /// Pending, sent or dead (a forward is never silenced).
+    pub state: DeliveryState,
     pub attempts: i64,
     pub created_at: Timestamp,
     pub next_attempt_at: Timestamp,
@@ -62,8 +63,8 @@ impl Store {
     }
 
     /// When the next pending forward falls due, if any.
-    pub async fn next_forward_at(&self) -> Result<Option<String>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, String>(
+    pub async fn next_forward_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, Timestamp>(
             "SELECT next_attempt_at FROM forwards WHERE state = 'pending'
              ORDER BY next_attempt_at, id LIMIT 1",
         )
@@ -89,11 +90,16 @@ impl Store {
         outcome: &ForwardOutcome,
     ) -> Result<(), StoreError> {
         let (state, next, error, sent) = match outcome {
-            ForwardOutcome::Sent => ("sent", None, None, Some(at)),
-            ForwardOutcome::Retry { next, error } => {
-                ("pending", Some(next.as_str()), Some(error.as_str()), None)
+            ForwardOutcome::Sent => (DeliveryState::Sent, None, None, Some(at)),
+            ForwardOutcome::Retry { next, error } => (
+                DeliveryState::Pending,
+                Some(next.as_str()),
+                Some(error.as_str()),
+                None,
+            ),
+            ForwardOutcome::Dead { error } => {
+                (DeliveryState::Dead, None, Some(error.as_str()), None)
             }
-            ForwardOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
         };
         // In a write transaction: on the active instance's store, fenced (see `lease`).
         let mut tx = self.begin_write().await?;
@@ -193,7 +199,7 @@ mod tests {
                 "not before its next attempt"
             );
             assert_eq!(
-                store.next_forward_at().await.unwrap().as_deref(),
+                store.next_forward_at().await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some(LATER)
             );
             let due = store.due_forwards(LATER, 10).await.unwrap();
@@ -204,7 +210,7 @@ mod tests {
                 .unwrap();
             assert_eq!(store.pending_forwards().await.unwrap(), 0);
             let shown = store.forwards(false, 10).await.unwrap();
-            assert_eq!(shown[0].state, "sent");
+            assert_eq!(shown[0].state, DeliveryState::Sent);
             assert_eq!(shown[0].attempts, 2);
             assert_eq!(
                 shown[0].last_error.as_deref(),
@@ -217,7 +223,10 @@ mod tests {
                 .record_forward(id, 3, LATER, &ForwardOutcome::Dead { error: "x".into() })
                 .await
                 .unwrap();
-            assert_eq!(store.forwards(false, 10).await.unwrap()[0].state, "sent");
+            assert_eq!(
+                store.forwards(false, 10).await.unwrap()[0].state,
+                DeliveryState::Sent
+            );
             assert!(store.forwards(true, 10).await.unwrap().is_empty());
         }
     }

@@ -1,8 +1,8 @@
 //! The `jobs` table: per watched job, what it looked like when last polled, and the write of a
 //! poll's outcome (the job's row and, through [`super::transitions`], the transition it shows).
 
-use crate::domain::Timestamp;
 use super::{Dialect, Store, StoreError, WriteTx, transitions};
+use crate::domain::Timestamp;
 use crate::domain::timestamp;
 use crate::domain::{JobKey, JobKind, Phase, PollOutcome, PollRecord};
 use chrono::{DateTime, Utc};

@@ -3,9 +3,9 @@
 //! transitions and alerts a page at a time, and recent alerts with their deliveries (a job's
 //! recorded files come from `callbacks`). Every statement walks an index and stops at its page.
 
-use crate::domain::Timestamp;
 use super::alerts::{AlertView, DeliveryView};
 use super::{Dialect, Store, StoreError, TransitionRow};
+use crate::domain::Timestamp;
 use std::collections::HashMap;
 
 /// What the job list needs of every job to count and filter it: no description, error or

@@ -6,8 +6,8 @@
 //! ([`Store::settle_held`]): back to `pending` with the same alert id, or left `silenced` with
 //! the reason.
 
-use crate::domain::Timestamp;
 use super::{Store, StoreError};
+use crate::domain::Timestamp;
 use crate::domain::{
     AfterHold, HeldBy, HeldCause, HeldNotice, Matchers, NewSilence, Rule, Silence, Status,
     timestamp,

@@ -1,10 +1,10 @@
 //! The `transitions` table: one row per change of (state, stop_reason), written once, in the
 //! transaction of the poll that showed it; read back by `history`.
 
-use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::Phase;
 use crate::domain::PollRecord;
+use crate::domain::Timestamp;
 use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
@@ -37,6 +37,13 @@ pub struct TransitionRow {
     #[sqlx(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<String>,
+}
+
+impl TransitionRow {
+    /// Whether this transition is a job's end (to STOPPED): the death a remediation follows.
+    pub fn is_stop(&self) -> bool {
+        crate::domain::State::parse(&self.to_state) == crate::domain::State::Stopped
+    }
 }
 
 /// What a new transition row is made of.

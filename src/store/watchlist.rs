@@ -2,8 +2,8 @@
 //! the version number that moves with every change to it, so a running daemon (or several
 //! sharing the database) notices a change another process made with one cheap read.
 
-use crate::domain::Timestamp;
 use super::{Store, StoreError, WriteTx};
+use crate::domain::Timestamp;
 use crate::domain::{JobKey, JobSource, RuntimeJob};
 
 #[derive(sqlx::FromRow)]

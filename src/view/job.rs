@@ -194,7 +194,7 @@ mod tests {
             host: "mon-1".into(),
             pid: 4242,
             epoch: 7,
-            acquired_at: "2026-12-07T06:00:00.000Z".parse().unwrap(),
+            acquired_at: "2026-12-07T06:00:00.000Z".parse().ok(),
             expires_in_ms,
         }
     }

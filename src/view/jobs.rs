@@ -8,12 +8,12 @@
 //! full rows and timelines for the page's jobs only; every job's phase is read only for a
 //! state filter.
 
-use crate::domain::Timestamp;
 use super::counts::CountsCache;
 use super::label::{self, Tone};
 use super::timeline::{self, Change, Timeline};
 use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit};
 use crate::config::{Config, JobConfig};
+use crate::domain::Timestamp;
 use crate::domain::{JobKey, JobSource, Phase, timestamp};
 use crate::status::StatusRow;
 use crate::store::{JobPhaseRow, JobRow, PhasePoint};
