@@ -24,7 +24,8 @@
 //!   exception, a multi-row insert on SQLite, goes through `Dialect::insert_ignoring_conflicts`),
 //!   `RETURNING id` (not `last_insert_rowid()`), `COALESCE`, `CASE`; no `strftime`,
 //!   `datetime()`, two-argument `MIN`/`MAX`, or bare booleans as columns.
-//! - **Types**: times are `domain::Timestamp` in rows and binds, stored as RFC 3339 UTC `TEXT`
+//! - **Types**: times are `domain::Timestamp` in rows (bound as one, or as `timestamp()`'s text:
+//!   the same bytes), stored as RFC 3339 UTC `TEXT`
 //!   (`codec.rs`: the one encoding and decoding, the same on both backends; fixed width, so text
 //!   order is time order); every integer Rust reads is `i64` and `BIGINT` in PostgreSQL; a sum
 //!   is `CAST(SUM(x) AS BIGINT)`, a literal or a comparison read as a column is
