@@ -686,6 +686,8 @@ mod tests {
     #[test]
     fn when_an_entry_was_added_is_a_number() {
         assert_eq!(std::mem::size_of::<Timestamp>(), 8);
+        // An entry: its `Arc<JobConfig>`, its source and this (48 bytes with `AddedAt`).
+        assert!(std::mem::size_of::<Listed>() <= 40);
         let text = "2026-12-07T10:11:12.345Z";
         let at = Timestamp::parse(text).unwrap();
         assert_eq!(at.to_string(), text);

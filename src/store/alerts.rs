@@ -236,4 +236,31 @@ mod tests {
             assert_eq!(store.alerts(false, 1).await.unwrap().len(), 1);
         }
     }
+
+    both_backends! {
+        /// Issue 24: a stored value this build cannot read (a rule it does not know, a time
+        /// that is not one) fails the read and names the column and the value; it used to be
+        /// handed on as text.
+        async fn an_unreadable_stored_value_is_an_error_naming_column_and_value(store: Store) {
+            let mut tx = store.begin_write().await.unwrap();
+            let alert = test_alert();
+            tx.insert_alert(&alert, "t:1", None, None, vec!["hook".into()], Utc::now())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(store.alerts(false, 10).await.unwrap().len(), 1);
+            let set = |sql: &'static str| {
+                let store = store.clone();
+                async move {
+                    on_write!(store, |db| sqlx::query(sql).execute(db).await.map(|_| ())).unwrap();
+                }
+            };
+            set("UPDATE alerts SET rule = 'stopped_sideways'").await;
+            let e = store.alerts(false, 10).await.unwrap_err().to_string();
+            assert!(e.contains("\"rule\"") && e.contains("stopped_sideways"), "{e}");
+            set("UPDATE alerts SET rule = 'test', created_at = 'yesterday'").await;
+            let e = store.alerts(false, 10).await.unwrap_err().to_string();
+            assert!(e.contains("\"created_at\"") && e.contains("`yesterday`"), "{e}");
+        }
+    }
 }
