@@ -67,7 +67,7 @@ impl WriteTx {
             .bind(job.kind.as_str())
             .bind(&notify)
             .bind(job.source.as_str())
-            .bind(&job.added_at)
+            .bind(job.added_at)
             .execute(&mut *c)
             .await
             .map(|done| done.rows_affected()))?;
@@ -102,7 +102,7 @@ impl Store {
             .bind(job.kind.as_str())
             .bind(&notify)
             .bind(job.source.as_str())
-            .bind(&job.added_at)
+            .bind(job.added_at)
             .execute(db)
             .await
             .map(|done| done.rows_affected()))?;
