@@ -664,14 +664,14 @@ fn candidate(
     if r.watchlist.is_watched(config, &key) {
         return None;
     }
-    let now = timestamp(chrono::Utc::now());
+    let now = crate::domain::Timestamp::now();
     match crate::watchlist::new_entry(
         config,
         key,
         discovered_name(app, job_id),
         app.notify.clone(),
         crate::domain::JobSource::Callback,
-        &now,
+        now,
     ) {
         Ok(e) => Some(Candidate {
             entry: RuntimeJob {

@@ -10,11 +10,11 @@
 //! [`Event`]s both publish are defined here for that reason.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::Phase;
 use crate::domain::{
     Alert, AlertId, EpisodeStep, ErrorKind, JobFacts, OpenEpisode, PAYLOAD_VERSION, Rule, Severity,
     Status, TransitionFacts, hostname, timestamp,
 };
+use crate::domain::{Phase, Timestamp};
 use crate::domain::{PollOutcome, PollRecord};
 use crate::rules;
 use crate::store::{Store, StoreError, WriteTx};
@@ -393,10 +393,7 @@ impl Outbox {
             .await?
             .map(|row| OpenEpisode {
                 id: row.id,
-                // An unreadable time counts as "just notified": no reminder storm over it.
-                last_notified: DateTime::parse_from_rfc3339(&row.last_notified_at)
-                    .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or(now),
+                last_notified: row.last_notified_at.to_datetime(),
                 reminders: row.reminders,
             });
         let channels = channels_for(job, config);
@@ -567,7 +564,7 @@ impl Outbox {
             summary,
             job,
             transition,
-            fired_at: timestamp(now),
+            fired_at: Timestamp::from(now),
             host: self.host.to_string(),
             job_url,
             remediation: None,

@@ -17,7 +17,7 @@
 //! continues them.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::{JobKey, JobSource, RuntimeJob, timestamp};
+use crate::domain::{JobKey, JobSource, RuntimeJob, Timestamp, timestamp};
 use crate::outbox::Outbox;
 use crate::outbox::remediation::{Outcome, Told};
 use crate::poller::Budget;
@@ -290,7 +290,7 @@ impl Remediator {
                 name: row.name.clone(),
                 notify,
                 source: JobSource::Remediation,
-                added_at: timestamp(now),
+                added_at: Timestamp::from(now),
             })
             .await?;
         }

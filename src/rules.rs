@@ -52,14 +52,11 @@ pub fn severity(rules: &RulesConfig, rule: Rule) -> Option<Severity> {
 /// this process first sees the job in INIT; from then on the poller adds only monotonic time
 /// (`poller::job::InitClock`), so a step of the wall clock cannot age the job.
 pub fn init_age(
-    create_time: Option<&str>,
+    created: Option<DateTime<Utc>>,
     first_seen: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Duration {
-    let since = create_time
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(first_seen);
+    let since = created.unwrap_or(first_seen);
     now.signed_duration_since(since)
         .to_std()
         .unwrap_or(Duration::ZERO)
@@ -306,6 +303,15 @@ mod tests {
         Phase::parse(state, reason)
     }
 
+    /// A snapshot's create time as the API's model reads it (`JobSnapshot::created`).
+    fn read_create_time(create_time: Option<&str>) -> Option<DateTime<Utc>> {
+        recwatch_rtc::model::JobSnapshot {
+            create_time: create_time.map(str::to_string),
+            ..Default::default()
+        }
+        .created()
+    }
+
     #[test]
     fn transition_rules_table() {
         let cases = [
@@ -484,7 +490,12 @@ mod tests {
         ];
         for (name, state, create, idle, now, want) in cases {
             assert_eq!(
-                is_stuck_init(&State::parse(state), init_age(create, t0, now), idle, s(60)),
+                is_stuck_init(
+                    &State::parse(state),
+                    init_age(read_create_time(create), t0, now),
+                    idle,
+                    s(60)
+                ),
                 want,
                 "{name}"
             );
@@ -518,7 +529,7 @@ mod tests {
             ),
         ];
         for (name, create, now, want) in cases {
-            assert_eq!(init_age(create, t0, now), want, "{name}");
+            assert_eq!(init_age(read_create_time(create), t0, now), want, "{name}");
         }
     }
 
@@ -606,7 +617,12 @@ mod tests {
         ];
         for (name, create, idle, grace, now, want) in cases {
             assert_eq!(
-                is_stuck_init(&State::Init, init_age(create, t0, now), idle, grace),
+                is_stuck_init(
+                    &State::Init,
+                    init_age(read_create_time(create), t0, now),
+                    idle,
+                    grace
+                ),
                 want,
                 "{name}"
             );

@@ -5,7 +5,7 @@
 //! adds the files it recorded.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::JobSource;
+use crate::domain::{JobSource, NotATime, Timestamp};
 use crate::store::{JobRow, JobStatuses, Store};
 use crate::watchlist::Entry;
 use serde::Serialize;
@@ -24,8 +24,8 @@ pub struct StatusRow {
     pub state: Option<String>,
     pub stop_reason: Option<String>,
     pub description: Option<String>,
-    pub last_polled_at: Option<String>,
-    pub last_changed_at: Option<String>,
+    pub last_polled_at: Option<Timestamp>,
+    pub last_changed_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub polled: bool,
 }
@@ -42,8 +42,8 @@ impl StatusRow {
             state: r.and_then(|r| r.state.clone()),
             stop_reason: r.and_then(|r| r.stop_reason.clone()),
             description: r.and_then(|r| r.description.clone()),
-            last_polled_at: r.and_then(|r| r.last_polled_at.clone()),
-            last_changed_at: r.and_then(|r| r.last_changed_at.clone()),
+            last_polled_at: r.and_then(|r| r.last_polled_at),
+            last_changed_at: r.and_then(|r| r.last_changed_at),
             last_error: r.and_then(|r| r.last_error.clone()),
             polled: r.is_some_and(|r| r.last_polled_at.is_some()),
         }
@@ -64,7 +64,7 @@ pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<S
     Ok(entries
         .iter()
         .map(|e| Sorted::of(e, &rows).to_row())
-        .collect())
+        .collect::<Result<_, _>>()?)
 }
 
 /// Each watched job with what the database knows of it, borrowed, in [`status_rows`]'s
@@ -183,10 +183,11 @@ impl<'a> Sorted<'a> {
         }
     }
 
-    /// The row as a [`StatusRow`] (`status`'s table), copied.
-    fn to_row(&self) -> StatusRow {
+    /// The row as a [`StatusRow`] (`status`'s table), copied, its times read.
+    fn to_row(&self) -> Result<StatusRow, NotATime> {
         let owned = |v: Option<&str>| v.map(str::to_string);
-        StatusRow {
+        let time = |v: Option<&str>| v.map(Timestamp::parse).transpose();
+        Ok(StatusRow {
             app_id: self.app_id.to_string(),
             job_id: self.job_id.to_string(),
             name: owned(self.name),
@@ -195,11 +196,11 @@ impl<'a> Sorted<'a> {
             state: owned(self.state),
             stop_reason: owned(self.stop_reason),
             description: owned(self.description),
-            last_polled_at: owned(self.last_polled_at),
-            last_changed_at: owned(self.last_changed_at),
+            last_polled_at: time(self.last_polled_at)?,
+            last_changed_at: time(self.last_changed_at)?,
             last_error: owned(self.last_error),
             polled: self.polled,
-        }
+        })
     }
 }
 
@@ -365,7 +366,7 @@ mod tests {
                     kind: JobKind::Individual,
                     notify: None,
                     source: crate::domain::JobSource::Api,
-                    added_at: "2026-12-07T00:00:00.000Z".into(),
+                    added_at: "2026-12-07T00:00:00.000Z".parse().unwrap(),
                 })
                 .await
                 .unwrap();

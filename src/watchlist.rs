@@ -11,7 +11,7 @@
 //! callback receiver's discovery) is published at once, without waiting for that read.
 
 use crate::config::{Config, JobConfig};
-use crate::domain::{JobKey, JobKind, JobSource, RuntimeJob, check_id};
+use crate::domain::{JobKey, JobKind, JobSource, RuntimeJob, Timestamp, check_id};
 use crate::store::{Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -59,44 +59,7 @@ pub struct Listed {
     pub job: Arc<JobConfig>,
     pub source: JobSource,
     /// When it was added.
-    pub added_at: AddedAt,
-}
-
-/// When a run-time entry was added, as the database holds it: the form recwatch writes
-/// ([`crate::domain::timestamp`]'s, UTC to the millisecond) as its number, any other text
-/// (another writer's) kept as it is, so the entry reads back exactly as stored. A number, not
-/// the text: the text was a 48-byte allocation an entry (~5 MB at 100,000 discovered jobs,
-/// issue 23, item 1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AddedAt {
-    /// Milliseconds since the epoch.
-    Millis(i64),
-    /// A text that is not in recwatch's own form (shared: a copy of the list copies no
-    /// string).
-    Text(Arc<String>),
-}
-
-impl AddedAt {
-    pub fn parse(text: &str) -> AddedAt {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .filter(|t| crate::domain::timestamp(*t) == text)
-            .map_or_else(
-                || AddedAt::Text(Arc::new(text.to_string())),
-                |t| AddedAt::Millis(t.timestamp_millis()),
-            )
-    }
-
-    /// The text the database holds.
-    pub fn text(&self) -> String {
-        match self {
-            AddedAt::Millis(ms) => chrono::DateTime::from_timestamp_millis(*ms)
-                .map(crate::domain::timestamp)
-                .expect("parsed from a timestamp"),
-            AddedAt::Text(t) => t.to_string(),
-        }
-    }
+    pub added_at: Timestamp,
 }
 
 impl Listed {
@@ -110,7 +73,7 @@ impl Listed {
                 notify: r.notify,
             }),
             source: r.source,
-            added_at: AddedAt::parse(&r.added_at),
+            added_at: r.added_at,
         }
     }
 
@@ -122,7 +85,7 @@ impl Listed {
             && j.notify == r.notify
             && j.interval.is_none()
             && self.source == r.source
-            && self.added_at == AddedAt::parse(&r.added_at)
+            && self.added_at == r.added_at
     }
 
     /// The entry as the API and the database have it.
@@ -133,7 +96,7 @@ impl Listed {
             kind: self.job.kind,
             notify: self.job.notify.clone(),
             source: self.source.clone(),
-            added_at: self.added_at.text(),
+            added_at: self.added_at,
         }
     }
 }
@@ -144,7 +107,7 @@ pub struct Watched {
     pub job: Arc<JobConfig>,
     pub source: JobSource,
     /// When a run-time entry was added; `None` for the config file's jobs.
-    pub added_at: Option<String>,
+    pub added_at: Option<Timestamp>,
 }
 
 /// A watched job, borrowed from where it is listed.
@@ -181,7 +144,7 @@ impl<'a> Entry<'a> {
             Entry::Runtime(r) => Watched {
                 job: Arc::clone(&r.job),
                 source: r.source.clone(),
-                added_at: Some(r.added_at.text()),
+                added_at: Some(r.added_at),
             },
         }
     }
@@ -301,7 +264,7 @@ pub fn new_entry(
     name: Option<String>,
     notify: Option<Vec<String>>,
     source: JobSource,
-    now: &str,
+    now: Timestamp,
 ) -> Result<RuntimeJob, Invalid> {
     let mut problems = Vec::new();
     for (field, id) in [("app_id", &key.app_id), ("job_id", &key.job_id)] {
@@ -346,7 +309,7 @@ pub fn new_entry(
         kind: crate::domain::JobKind::Individual,
         notify,
         source,
-        added_at: now.to_string(),
+        added_at: now,
     })
 }
 
@@ -712,27 +675,17 @@ mod tests {
     use crate::config::Auth;
     use crate::secret::Secret;
 
-    /// Issue 23, item 1: an entry's time is held without an allocation of its own in the
-    /// form recwatch writes, and every text reads back exactly as the database holds it.
+    /// Issue 23, item 1: an entry's time is held without an allocation of its own, as a
+    /// number (`Timestamp`, read from the database's text at the store's edge, issue 24),
+    /// and written back as the same text.
     #[test]
-    fn when_an_entry_was_added_reads_back_as_stored() {
-        // (name, the stored text, held as a number)
-        let cases = [
-            ("recwatch's own form", "2026-12-07T10:11:12.345Z", true),
-            ("the epoch", "1970-01-01T00:00:00.000Z", true),
-            ("without milliseconds", "2026-01-01T00:00:00Z", false),
-            ("another offset", "2026-12-07T10:11:12.345+08:00", false),
-            ("not a time", "yesterday", false),
-            ("empty", "", false),
-        ];
-        for (name, text, number) in cases {
-            let at = AddedAt::parse(text);
-            assert_eq!(matches!(at, AddedAt::Millis(_)), number, "{name}");
-            assert_eq!(at.text(), text, "{name}");
-        }
-        // A number and a shared text: an entry's time costs no allocation in the usual form,
-        // and its room in the list's nodes stays two words.
-        assert!(std::mem::size_of::<AddedAt>() <= 16);
+    fn when_an_entry_was_added_is_a_number() {
+        assert_eq!(std::mem::size_of::<Timestamp>(), 8);
+        // An entry: its `Arc<JobConfig>`, its source and this (48 bytes with `AddedAt`).
+        assert!(std::mem::size_of::<Listed>() <= 40);
+        let text = "2026-12-07T10:11:12.345Z";
+        let at = Timestamp::parse(text).unwrap();
+        assert_eq!(at.to_string(), text);
     }
 
     fn config() -> Config {
@@ -840,7 +793,7 @@ mod tests {
             name: Some(format!("rt {job}")),
             notify: None,
             source,
-            added_at: "2026-01-01T00:00:00Z".into(),
+            added_at: "2026-01-01T00:00:00Z".parse().unwrap(),
         }
     }
 
@@ -973,7 +926,7 @@ mod tests {
                 case.notify
                     .map(|n| n.iter().map(|s| s.to_string()).collect()),
                 JobSource::Api,
-                "2026-01-01T00:00:00Z",
+                Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
             );
             match (got, case.problem) {
                 (Ok(e), None) => {

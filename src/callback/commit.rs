@@ -426,7 +426,7 @@ mod tests {
             kind: Default::default(),
             notify: None,
             source: JobSource::Callback,
-            added_at: "2026-12-07T12:00:00.000Z".into(),
+            added_at: "2026-12-07T12:00:00.000Z".parse().unwrap(),
         };
         Pending {
             app_id: "app".into(),

@@ -539,7 +539,7 @@ impl Shown {
     fn push_job_delivered(&mut self, delivery: &Delivery, sim: &Simulator) {
         if self.push_delivered
             || delivery.job_id.as_deref() != Some(PUSH_JOB)
-            || delivery.status != "firing"
+            || delivery.status != Some(crate::domain::Status::Firing)
         {
             return;
         }
@@ -643,8 +643,8 @@ struct Delivery {
     /// What to print about it.
     line: String,
     job_id: Option<String>,
-    /// The alert's `status` (`firing`, `resolved`).
-    status: String,
+    /// The alert's `status`, if it reads as one.
+    status: Option<crate::domain::Status>,
     at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -777,7 +777,7 @@ async fn start_receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<Del
                         if verified { "verified" } else { "INVALID" }
                     ),
                     job_id: alert["job"]["job_id"].as_str().map(str::to_string),
-                    status: alert["status"].as_str().unwrap_or_default().to_string(),
+                    status: serde_json::from_value(alert["status"].clone()).ok(),
                     at,
                 });
                 if verified {

@@ -173,7 +173,7 @@ fn print_transitions(rows: Vec<crate::store::TransitionRow>) -> anyhow::Result<(
     ];
     for r in rows {
         table.push(vec![
-            r.observed_at,
+            r.observed_at.to_string(),
             r.name.unwrap_or_else(|| "-".into()),
             r.app_id,
             r.job_id,
@@ -226,7 +226,7 @@ fn print_files(files: Vec<crate::store::RecordedFileRow>) -> anyhow::Result<()> 
             _ => "-".into(),
         };
         table.push(vec![
-            f.received_at,
+            f.received_at.to_string(),
             f.app_id,
             f.job_id,
             shown(f.record_format),
@@ -296,11 +296,11 @@ pub(super) async fn alerts(
                 .join(" ")
         };
         table.push(vec![
-            a.created_at,
+            a.created_at.to_string(),
             a.id,
-            a.rule,
-            a.severity,
-            a.status,
+            a.rule.to_string(),
+            a.severity.to_string(),
+            a.status.to_string(),
             a.job_id.unwrap_or_else(|| "-".into()),
             deliveries,
             a.summary,
@@ -346,21 +346,21 @@ pub(super) async fn forwards(
     ];
     let mut reasons = Vec::new();
     for f in list {
-        if let (Some(e), false) = (&f.last_error, f.state == "sent") {
+        if let (Some(e), false) = (&f.last_error, f.state == DeliveryState::Sent) {
             reasons.push(format!("{} {}: {e}", f.id, f.state));
         }
-        let next = if f.state == "pending" {
-            f.next_attempt_at
+        let next = if f.state == DeliveryState::Pending {
+            f.next_attempt_at.to_string()
         } else {
             "-".into()
         };
         table.push(vec![
-            f.created_at,
+            f.created_at.to_string(),
             f.id.to_string(),
             f.app_id,
             f.job_id.unwrap_or_else(|| "-".into()),
             f.event_type,
-            f.state,
+            f.state.to_string(),
             f.attempts.to_string(),
             next,
         ]);

@@ -39,7 +39,7 @@ pub(super) async fn remediations(config: &Config, limit: i64, json: bool) -> any
             notes.push(format!("{} {}: {why}", r.id, r.state));
         }
         table.push(vec![
-            r.created_at,
+            r.created_at.to_string(),
             r.id.to_string(),
             r.app_id,
             r.old_job_id,
@@ -47,7 +47,7 @@ pub(super) async fn remediations(config: &Config, limit: i64, json: bool) -> any
             r.state.to_string(),
             dash(r.new_job_id),
             r.attempts.to_string(),
-            dash(r.finished_at),
+            dash(r.finished_at.map(|t| t.to_string())),
         ]);
     }
     print_table(&table)?;

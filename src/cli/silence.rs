@@ -70,9 +70,7 @@ fn parse_rule(s: &str) -> Result<Rule, String> {
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
+    crate::domain::read_rfc3339(s.trim()).map_err(|e| {
             format!("{s:?} is not an RFC 3339 time ({e}); write e.g. 2026-05-01T08:00:00Z or 2026-05-01T16:00:00+08:00")
         })
 }

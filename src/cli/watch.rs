@@ -32,12 +32,12 @@ pub(super) async fn watch(
     notify: Vec<String>,
 ) -> anyhow::Result<()> {
     let key = JobKey::new(app_id, job_id);
-    let now = crate::domain::timestamp(chrono::Utc::now());
+    let now = crate::domain::Timestamp::now();
     // No --notify: every channel, as for a [[jobs]] entry without `notify`.
     let notify = (!notify.is_empty()).then_some(notify);
     let kind = parse_kind(kind.as_deref())
         .map_err(|e| StartError::usage(format!("cannot watch {key}: --{e}")))?;
-    let entry = new_entry(config, key.clone(), name, notify, JobSource::Cli, &now)
+    let entry = new_entry(config, key.clone(), name, notify, JobSource::Cli, now)
         .map_err(|e| StartError::usage(format!("cannot watch {key}: {e}")))?;
     let entry = crate::domain::RuntimeJob { kind, ..entry };
     if let Some(location) = in_config(config, &key) {

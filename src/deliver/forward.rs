@@ -134,16 +134,12 @@ impl Forwarder {
 
     async fn next_wait(&self) -> Duration {
         match self.store.next_forward_at().await {
-            Ok(Some(at)) => DateTime::parse_from_rfc3339(&at)
-                .map(|at| {
-                    (at.with_timezone(&Utc) - Utc::now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        // A floor, so a row due now that the queue cannot hand out does not spin.
-                        .max(Duration::from_millis(10))
-                        .min(IDLE)
-                })
-                .unwrap_or(Duration::from_secs(1)),
+            Ok(Some(at)) => (at.to_datetime() - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                // A floor, so a row due now that the queue cannot hand out does not spin.
+                .max(Duration::from_millis(10))
+                .min(IDLE),
             Ok(None) => IDLE,
             Err(e) => {
                 warn!("cannot read the forwards queue: {e:#}");
@@ -183,8 +179,8 @@ impl Forwarder {
                 ForwardOutcome::Sent
             }
             Err(e) => {
-                let age = DateTime::parse_from_rfc3339(&f.created_at)
-                    .map(|c| (now - c.with_timezone(&Utc)).to_std().unwrap_or_default())
+                let age = (now - f.created_at.to_datetime())
+                    .to_std()
                     .unwrap_or_default();
                 let policy = Policy::from_config(&config.notify);
                 let jitter = rand::rng().random::<f64>();

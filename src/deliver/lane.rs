@@ -224,7 +224,7 @@ impl Lane {
                 return;
             }
         };
-        let Some(released) = stored.and_then(|s| s.parse::<DateTime<Utc>>().ok()) else {
+        let Some(released) = stored.map(|t| t.to_datetime()) else {
             return;
         };
         let group_wait = self.settings.borrow().group_wait;

@@ -6,7 +6,7 @@
 //! Message-ID seed, so a receiver can de-duplicate a delivery that a crash made us repeat.
 
 use super::rule::{Rule, Severity, Status};
-use super::time::timestamp;
+use super::time::{Timestamp, timestamp};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -125,7 +125,7 @@ pub struct JobFacts {
 pub struct TransitionFacts {
     pub from: Option<String>,
     pub to: String,
-    pub observed_at: String,
+    pub observed_at: Timestamp,
     /// The X-request-Id of the API answer that showed the change: what the provider's support
     /// asks for. Null when the API sent none (and in payloads stored before it was kept).
     #[serde(default)]
@@ -144,7 +144,7 @@ pub struct Alert {
     /// Absent for api-wide alerts (api_unhealthy).
     pub job: Option<JobFacts>,
     pub transition: Option<TransitionFacts>,
-    pub fired_at: String,
+    pub fired_at: Timestamp,
     /// The host whose recwatch saw it.
     pub host: String,
     /// The job's page on the status page, `{public_url}/jobs/{app_id}/{job_id}`, when
@@ -254,10 +254,10 @@ pub fn test_alert() -> Alert {
         transition: Some(TransitionFacts {
             from: Some("RUNNING".into()),
             to: "STOPPED".into(),
-            observed_at: timestamp(now),
+            observed_at: Timestamp::from(now),
             request_id: Some("test-request-id".into()),
         }),
-        fired_at: timestamp(now),
+        fired_at: Timestamp::from(now),
         host: hostname(),
         job_url: Some("https://recwatch.example.com/jobs/test-app/test-job".into()),
         remediation: None,
@@ -285,10 +285,10 @@ mod tests {
             transition: Some(TransitionFacts {
                 from: None,
                 to: "STOPPED".into(),
-                observed_at: "t".into(),
+                observed_at: "2026-01-01T00:00:00.000Z".parse().unwrap(),
                 request_id: Some("req-1".into()),
             }),
-            fired_at: "t".into(),
+            fired_at: "2026-01-01T00:00:00.000Z".parse().unwrap(),
             host: "h".into(),
             job_url: None,
             remediation: None,

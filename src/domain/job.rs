@@ -1,5 +1,6 @@
 //! Which job: the pair the API addresses a recording job by.
 
+use super::time::Timestamp;
 use std::fmt;
 use std::sync::Arc;
 
@@ -217,7 +218,7 @@ pub struct RuntimeJob {
     pub notify: Option<Vec<String>>,
     pub source: JobSource,
     /// When it was added (RFC 3339, UTC).
-    pub added_at: String,
+    pub added_at: Timestamp,
 }
 
 /// `app_id/job_id`, the API path's order.

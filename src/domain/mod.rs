@@ -39,4 +39,4 @@ pub use silence::{
     AfterHold, DeliveryState, HeldBy, HeldCause, HeldNotice, MAX_SILENCE, Matchers, NewSilence,
     Silence, SilenceEnd, SilenceStatus, SilenceView, Subject, silence_id,
 };
-pub use time::{mul_saturating, timestamp};
+pub use time::{NotATime, Timestamp, mul_saturating, read_rfc3339, timestamp};

@@ -43,7 +43,7 @@ struct JobView {
     notify: Option<Vec<String>>,
     source: JobSource,
     /// When it was added to the run-time list; `null` for a job of the config file.
-    added_at: Option<String>,
+    added_at: Option<crate::domain::Timestamp>,
 }
 
 pub(super) fn refuse(
@@ -78,7 +78,7 @@ pub(super) async fn add(
         Err(refused) => return refused,
     };
     let config = s.config.borrow().clone();
-    let now = crate::domain::timestamp(chrono::Utc::now());
+    let now = crate::domain::Timestamp::now();
     let kind = parse_kind(new.kind.as_deref());
     let entry = new_entry(
         &config,
@@ -86,7 +86,7 @@ pub(super) async fn add(
         new.name,
         new.notify,
         JobSource::Api,
-        &now,
+        now,
     );
     let entry = match (entry, kind) {
         (Ok(e), Ok(kind)) => RuntimeJob { kind, ..e },

@@ -10,7 +10,7 @@
 use super::AppState;
 use super::api::{PageBuilders, view_error};
 use crate::config::Config;
-use crate::domain::{JobKey, JobSource};
+use crate::domain::{JobKey, JobSource, Timestamp};
 use crate::view::ViewError;
 use crate::view::{
     self, AlertsQuery, JobItem, JobPageQuery, JobsQuery, RawJobsQuery, Sources, Timeline, Tone,
@@ -56,26 +56,15 @@ struct UtcTime {
     text: String,
 }
 
-fn utc_time(stored: &str) -> UtcTime {
-    match view_time(stored) {
-        Some(t) => UtcTime {
-            iso: t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            text: t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        },
-        None => UtcTime {
-            iso: String::new(),
-            text: stored.to_string(),
-        },
+fn utc_time(t: impl Into<Timestamp>) -> UtcTime {
+    let t = t.into().to_datetime();
+    UtcTime {
+        iso: t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        text: t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
     }
 }
 
-fn view_time(stored: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(stored)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn utc_opt(stored: Option<&str>) -> Option<UtcTime> {
+fn utc_opt(stored: Option<Timestamp>) -> Option<UtcTime> {
     stored.map(utc_time)
 }
 
@@ -168,8 +157,8 @@ fn row_view(j: &JobItem, window: &str) -> RowView {
         label: j.label,
         tone: j.tone.as_str(),
         failures: j.consecutive_failures,
-        since: utc_opt(r.last_changed_at.as_deref()),
-        polled: utc_opt(r.last_polled_at.as_deref()),
+        since: utc_opt(r.last_changed_at),
+        polled: utc_opt(r.last_polled_at),
         source: r.source.to_string(),
         kind: r.kind.as_str(),
         timeline: bars(&j.timeline, window),
@@ -229,7 +218,7 @@ fn jobs_template(p: &view::JobsPage, s: &view::Summary) -> JobsTemplate {
     JobsTemplate {
         refresh: REFRESH_SECONDS,
         reload: RELOAD_SECONDS,
-        generated: utc_time(&s.generated_at),
+        generated: utc_time(s.generated_at),
         json_href: with_query(
             "/api/v1/jobs",
             &q.with_after(q.after.as_ref().map(view_cursor)),
@@ -282,9 +271,9 @@ fn view_cursor(after: &(String, String)) -> String {
 
 struct AlertRow {
     at: UtcTime,
-    rule: String,
-    severity: String,
-    status: String,
+    rule: crate::domain::Rule,
+    severity: crate::domain::Severity,
+    status: crate::domain::Status,
     job: String,
     job_href: Option<String>,
     summary: String,
@@ -307,10 +296,10 @@ fn alert_rows(alerts: &[crate::store::AlertView], config: &Config) -> Vec<AlertR
                     .map(|j| j.label().to_string())
             });
             AlertRow {
-                at: utc_time(&a.created_at),
-                rule: a.rule.clone(),
-                severity: a.severity.clone(),
-                status: a.status.clone(),
+                at: utc_time(a.created_at),
+                rule: a.rule,
+                severity: a.severity,
+                status: a.status,
                 job: match job {
                     Some((_, id)) => name.unwrap_or_else(|| id.clone()),
                     None => "(all jobs)".into(),
@@ -399,8 +388,8 @@ fn silence_rows(silences: &[crate::domain::SilenceView]) -> Vec<SilenceRow> {
                 id: v.silence.id.clone(),
                 status: v.status.as_str(),
                 matches,
-                starts: utc_time(&crate::domain::timestamp(v.silence.starts_at)),
-                ends: utc_time(&crate::domain::timestamp(v.silence.ends_at)),
+                starts: utc_time(v.silence.starts_at),
+                ends: utc_time(v.silence.ends_at),
                 comment: v.silence.comment.clone(),
                 author: v.silence.author.clone().unwrap_or_default(),
             }
@@ -426,7 +415,7 @@ fn job_template(
     JobTemplate {
         refresh: REFRESH_SECONDS,
         reload: RELOAD_SECONDS,
-        generated: utc_time(&crate::domain::timestamp(now)),
+        generated: utc_time(now),
         json_href: format!("/api/v1{path}"),
         r: row_view(&p.job, "Last 7 days"),
         show_source: true,
@@ -451,7 +440,7 @@ fn job_template(
             .files
             .iter()
             .map(|f| FileView {
-                received: utc_time(&f.received_at),
+                received: utc_time(f.received_at),
                 format: f.record_format.clone().unwrap_or_default(),
                 duration: f
                     .record_duration
@@ -475,7 +464,7 @@ fn job_template(
             .map(|t| {
                 let phase = view::label::stored_phase(Some(&t.to_state), t.stop_reason.as_deref());
                 TransitionView {
-                    at: utc_time(&t.observed_at),
+                    at: utc_time(t.observed_at),
                     from: t.from_state.clone(),
                     to: t.to_state.clone(),
                     tone: view::label::tone(phase.as_ref()).as_str(),
@@ -610,7 +599,7 @@ pub(super) async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuer
             let t = AlertsTemplate {
                 refresh: REFRESH_SECONDS,
                 reload: RELOAD_SECONDS,
-                generated: utc_time(&crate::domain::timestamp(src.now)),
+                generated: utc_time(src.now),
                 json_href: match &q.before {
                     Some(b) if !first_page => {
                         with_query("/api/v1/alerts", &[("before", b.clone())])

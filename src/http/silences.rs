@@ -53,15 +53,13 @@ fn checked(body: &[u8], now: DateTime<Utc>) -> Result<NewSilence, String> {
         (Some(d), None) => SilenceEnd::For(
             crate::config::parse_duration(d).map_err(|e| format!("for {d:?}: {e}"))?,
         ),
-        (None, Some(t)) => SilenceEnd::Until(
-            DateTime::parse_from_rfc3339(t.trim())
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| {
-                    format!(
-                        "until {t:?} is not an RFC 3339 time ({e}); write e.g. 2026-05-01T08:00:00Z"
-                    )
-                })?,
-        ),
+        (None, Some(t)) => {
+            SilenceEnd::Until(crate::domain::read_rfc3339(t.trim()).map_err(|e| {
+                format!(
+                    "until {t:?} is not an RFC 3339 time ({e}); write e.g. 2026-05-01T08:00:00Z"
+                )
+            })?)
+        }
         _ => {
             return Err(format!(
                 "give exactly one of \"for\" and \"until\"; {SHAPE}"

@@ -606,7 +606,7 @@ mod tests {
             host: "db1".into(),
             pid: 42,
             epoch,
-            acquired_at: "2026-01-01T00:00:00Z".into(),
+            acquired_at: "2026-01-01T00:00:00Z".parse().ok(),
             expires_in_ms: left,
         };
         let cases = [

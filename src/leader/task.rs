@@ -405,7 +405,7 @@ mod tests {
                 host: s.who.clone(),
                 pid: 0,
                 epoch: s.epoch,
-                acquired_at: String::new(),
+                acquired_at: None,
                 expires_in_ms: left,
             }))
         }

@@ -268,7 +268,7 @@ impl Card {
                 fields.push((w.stop_reason.to_string(), r.clone()));
             }
         }
-        fields.push((w.time.to_string(), a.fired_at.clone()));
+        fields.push((w.time.to_string(), a.fired_at.to_string()));
         fields.push((w.host.to_string(), a.host.clone()));
         fields.push((w.alert_id.to_string(), a.id.to_string()));
         Card {
@@ -318,7 +318,7 @@ impl Card {
                 if let Some(r) = a.job.as_ref().and_then(|j| j.stop_reason.clone()) {
                     parts.push(r);
                 }
-                parts.push(a.fired_at.clone());
+                parts.push(a.fired_at.to_string());
                 Entry {
                     tone: Tone::of(a),
                     label: one_line(&match &a.job {
@@ -585,7 +585,7 @@ pub(crate) mod tests {
                 ..Default::default()
             }),
             transition: None,
-            fired_at: "2025-01-01T01:00:02.123Z".into(),
+            fired_at: "2025-01-01T01:00:02.123Z".parse().unwrap(),
             host: "watch-1".into(),
             job_url: None,
             remediation: None,

@@ -423,10 +423,10 @@ mod tests {
             transition: Some(TransitionFacts {
                 from: Some("EXECUTING".into()),
                 to: "STOPPED".into(),
-                observed_at: "2025-01-01T01:00:02.000Z".into(),
+                observed_at: "2025-01-01T01:00:02.000Z".parse().unwrap(),
                 request_id: None,
             }),
-            fired_at: "2025-01-01T01:00:02.123Z".into(),
+            fired_at: "2025-01-01T01:00:02.123Z".parse().unwrap(),
             host: "watch-1".into(),
             job_url: None,
             remediation: None,
@@ -678,7 +678,7 @@ mod tests {
                     transition: Some(TransitionFacts {
                         from: None,
                         to: "STOPPED".into(),
-                        observed_at: "t".into(),
+                        observed_at: "2026-01-01T00:00:00.000Z".parse().unwrap(),
                         request_id: None,
                     }),
                     ..alert(

@@ -146,10 +146,10 @@ mod tests {
             transition: Some(TransitionFacts {
                 from: Some("EXECUTING".into()),
                 to: "STOPPED".into(),
-                observed_at: "2025-01-01T00:00:00.000Z".into(),
+                observed_at: "2025-01-01T00:00:00.000Z".parse().unwrap(),
                 request_id: None,
             }),
-            fired_at: "2025-01-01T00:00:00.000Z".into(),
+            fired_at: "2025-01-01T00:00:00.000Z".parse().unwrap(),
             host: "h1".into(),
             job_url: None,
             remediation: None,

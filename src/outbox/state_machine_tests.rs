@@ -124,7 +124,7 @@ async fn write(
     // The poller's monotonic clock, stood in for by the wall clock: these tests step no clock.
     let in_init = records.last().and_then(|r| match &r.outcome {
         PollOutcome::Ok { job, .. } if job.state == Some(crate::domain::State::Init) => Some(
-            crate::rules::init_age(job.create_time.as_deref(), first_seen, r.polled_at),
+            crate::rules::init_age(job.created(), first_seen, r.polled_at),
         ),
         _ => None,
     });
@@ -143,7 +143,13 @@ async fn alerts(store: &Store) -> Vec<(String, String, String, String, Vec<Strin
     all.into_iter()
         .map(|a| {
             let channels = a.deliveries.iter().map(|d| d.channel.clone()).collect();
-            (a.rule, a.severity, a.status, a.summary, channels)
+            (
+                a.rule.to_string(),
+                a.severity.to_string(),
+                a.status.to_string(),
+                a.summary,
+                channels,
+            )
         })
         .collect()
 }

@@ -5,7 +5,7 @@
 use super::remediation::Decided;
 use super::{Outbox, channels_for, informative_description, job_facts};
 use crate::config::{Config, JobConfig};
-use crate::domain::{Alert, Phase, Rule, State, Status, TransitionFacts, timestamp};
+use crate::domain::{Alert, Phase, Rule, State, Status, Timestamp, TransitionFacts};
 use crate::rules;
 use crate::store::{StoreError, WriteTx};
 use chrono::{DateTime, Utc};
@@ -90,7 +90,7 @@ impl Outbox {
             Some(TransitionFacts {
                 from: t.from.as_ref().map(|p| p.state.as_str().to_string()),
                 to: t.to.state.as_str().to_string(),
-                observed_at: timestamp(t.at),
+                observed_at: Timestamp::from(t.at),
                 request_id: t.request_id.clone(),
             }),
             t.at,

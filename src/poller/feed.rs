@@ -18,7 +18,7 @@
 //!   highest id falls below the cursor, it starts over.
 
 use super::hints::{HintKind, Hints};
-use crate::domain::{JobKey, timestamp};
+use crate::domain::{JobKey, Timestamp};
 use crate::store::{EventHintRow, Store, StoreError};
 use recwatch_rtc::callback::EventType;
 use std::collections::BTreeSet;
@@ -117,7 +117,7 @@ impl Cursor {
 
 /// Where the cursor starts, from the newest events (newest first, with their receive times):
 /// just below the oldest received at or after `since`, or at the newest when none was.
-pub fn start_low(newest_first: &[(i64, &str)], since: &str) -> i64 {
+pub fn start_low(newest_first: &[(i64, Timestamp)], since: Timestamp) -> i64 {
     let recent = newest_first
         .iter()
         .take_while(|(_, at)| *at >= since)
@@ -202,16 +202,13 @@ fn report(failing: &mut bool, result: Result<bool, StoreError>) -> bool {
 
 async fn first_cursor(store: &Store) -> Result<Cursor, StoreError> {
     let since = chrono::Utc::now() - chrono::Duration::from_std(LOOK_BACK).unwrap_or_default();
-    let since = timestamp(since);
+    let since = Timestamp::from(since);
     let mut limit = START_SCAN;
     loop {
         let rows = store.latest_callback_hints(limit).await?;
-        let newest: Vec<(i64, &str)> = rows
-            .iter()
-            .map(|r| (r.id, r.received_at.as_str()))
-            .collect();
-        if limit >= START_SCAN_MAX || reaches_back(&newest, limit, &since) {
-            return Ok(Cursor::new(start_low(&newest, &since)));
+        let newest: Vec<(i64, Timestamp)> = rows.iter().map(|r| (r.id, r.received_at)).collect();
+        if limit >= START_SCAN_MAX || reaches_back(&newest, limit, since) {
+            return Ok(Cursor::new(start_low(&newest, since)));
         }
         limit = limit.saturating_mul(4).min(START_SCAN_MAX);
     }
@@ -219,7 +216,7 @@ async fn first_cursor(store: &Store) -> Result<Cursor, StoreError> {
 
 /// Whether the newest events read (at most `limit`, newest first) cover everything received
 /// since `since`: fewer came back than asked for, or the oldest of them is older.
-fn reaches_back(newest_first: &[(i64, &str)], limit: i64, since: &str) -> bool {
+fn reaches_back(newest_first: &[(i64, Timestamp)], limit: i64, since: Timestamp) -> bool {
     (newest_first.len() as i64) < limit || newest_first.last().is_some_and(|(_, at)| *at < since)
 }
 
@@ -362,10 +359,11 @@ mod tests {
 
     #[test]
     fn reaches_back_table() {
-        let since = "2026-01-01T00:01:00.000Z";
-        let (old, new) = ("2026-01-01T00:00:30.000Z", "2026-01-01T00:01:30.000Z");
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let since = t("2026-01-01T00:01:00.000Z");
+        let (old, new) = (t("2026-01-01T00:00:30.000Z"), t("2026-01-01T00:01:30.000Z"));
         // (name, newest first, limit, covers the look-back)
-        type Case = (&'static str, Vec<(i64, &'static str)>, i64, bool);
+        type Case = (&'static str, Vec<(i64, Timestamp)>, i64, bool);
         let cases: [Case; 4] = [
             (
                 "fewer than asked: all there is",
@@ -394,9 +392,10 @@ mod tests {
 
     #[test]
     fn start_low_table() {
-        let since = "2026-01-01T00:01:00.000Z";
-        let (old, new) = ("2026-01-01T00:00:00.000Z", "2026-01-01T00:01:30.000Z");
-        type Case = (&'static str, Vec<(i64, &'static str)>, i64);
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let since = t("2026-01-01T00:01:00.000Z");
+        let (old, new) = (t("2026-01-01T00:00:00.000Z"), t("2026-01-01T00:01:30.000Z"));
+        type Case = (&'static str, Vec<(i64, Timestamp)>, i64);
         let cases: [Case; 4] = [
             ("no events: from the start", vec![], 0),
             ("none recent: after the newest", vec![(7, old), (6, old)], 7),
@@ -423,7 +422,7 @@ mod tests {
             app_id: "app".into(),
             job_id: job.map(str::to_string),
             event_type: t.into(),
-            received_at: String::new(),
+            received_at: Timestamp::from_millis(0).unwrap(),
         };
         let key = JobKey::new("app", "j");
         let cases = [

@@ -54,13 +54,11 @@ impl Seed {
     pub(super) fn of(
         state: Option<&str>,
         stop_reason: Option<&str>,
-        first_seen_at: Option<&str>,
+        first_seen_at: Option<crate::domain::Timestamp>,
     ) -> Seed {
         Seed {
             phase: state.map(|s| Phase::parse(s, stop_reason)),
-            first_seen: first_seen_at
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc)),
+            first_seen: first_seen_at.map(|t| t.to_datetime()),
         }
     }
 
@@ -68,7 +66,7 @@ impl Seed {
         Seed::of(
             r.state.as_deref(),
             r.stop_reason.as_deref(),
-            r.first_seen_at.as_deref(),
+            r.first_seen_at,
         )
     }
 }
@@ -173,7 +171,7 @@ impl JobState {
     ) {
         match job.state {
             Some(State::Init) if self.init_clock.is_none() => {
-                let age = rules::init_age(job.create_time.as_deref(), self.first_seen, wall_now);
+                let age = rules::init_age(job.created(), self.first_seen, wall_now);
                 self.init_clock = Some(Box::new(InitClock::start(age, Instant::now())));
             }
             Some(State::Init) | None => {}
@@ -278,7 +276,7 @@ mod tests {
         // What the wall clock alone would have said.
         assert!(rules::is_stuck_init(
             &State::Init,
-            rules::init_age(init.create_time.as_deref(), t0, stepped),
+            rules::init_age(init.created(), t0, stepped),
             init.max_idle_time,
             grace
         ));

@@ -24,7 +24,10 @@ pub async fn poll_once(
     outbox: &Outbox,
 ) -> Vec<(JobConfig, Result<Option<Phase>, String>, bool)> {
     let budget = Arc::new(Budget::new(config.api.rate_limit));
-    let rows = store.jobs().await.unwrap_or_default();
+    let rows = store.jobs().await.unwrap_or_else(|e| {
+        error!("cannot read the jobs' stored rows: {e:#}; each job is polled as a new one");
+        Default::default()
+    });
     let sem = Arc::new(Semaphore::new(config.api.max_in_flight));
     let shared = Arc::new(config.clone());
     let (writer, _) = GroupWriter::start(outbox.clone(), store.clone());

@@ -261,7 +261,7 @@ mod tests {
             kind: JobKind::Individual,
             notify: None,
             source: JobSource::Callback,
-            added_at: "2026-12-07T00:00:00.000Z".into(),
+            added_at: "2026-12-07T00:00:00.000Z".parse().unwrap(),
         })))
     }
 

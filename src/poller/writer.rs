@@ -237,7 +237,11 @@ job_id = "job-2"
         assert_eq!(store.history(None, None, 10).await.unwrap().len(), 3);
         let alerts = store.alerts(false, 10).await.unwrap();
         assert_eq!(alerts.len(), 3, "one alert per job");
-        assert!(alerts.iter().all(|a| a.rule == "stopped_unexpectedly"));
+        assert!(
+            alerts
+                .iter()
+                .all(|a| a.rule == crate::domain::Rule::StoppedUnexpectedly)
+        );
     }
 
     /// Three jobs written as one group while another process holds the write lock: the

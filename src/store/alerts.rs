@@ -4,20 +4,21 @@
 //! the same id. Read back for `recwatch alerts`.
 
 use super::{Store, StoreError, WriteTx};
-use crate::domain::{Alert, DeliveryState, timestamp};
+use crate::domain::Timestamp;
+use crate::domain::{Alert, DeliveryState, Rule, Severity, Status, timestamp};
 use chrono::{DateTime, Utc};
 
 /// An alert with its delivery state per channel, for `recwatch alerts`.
 #[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
 pub struct AlertView {
     pub id: String,
-    pub rule: String,
-    pub severity: String,
-    pub status: String,
+    pub rule: Rule,
+    pub severity: Severity,
+    pub status: Status,
     pub app_id: Option<String>,
     pub job_id: Option<String>,
     pub summary: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// The silence id or maintenance window name that first held a notification of this
     /// alert back; null if none did.
     pub silenced_by: Option<String>,
@@ -31,8 +32,8 @@ pub struct DeliveryView {
     pub state: DeliveryState,
     pub attempts: i64,
     /// Only while the delivery is pending.
-    pub next_attempt_at: Option<String>,
-    pub sent_at: Option<String>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub sent_at: Option<Timestamp>,
     pub last_error: Option<String>,
 }
 
@@ -207,7 +208,7 @@ mod tests {
                         d.channel.as_str(),
                         d.state,
                         d.attempts,
-                        d.next_attempt_at.clone(),
+                        d.next_attempt_at,
                         d.last_error.as_deref(),
                     )
                 })
@@ -219,20 +220,47 @@ mod tests {
                         "hook",
                         DeliveryState::Pending,
                         1,
-                        Some(timestamp(next)),
+                        Some(Timestamp::from(next)),
                         Some("HTTP 503")
                     ),
                     // A next attempt is shown only while one is due.
                     ("mail", DeliveryState::Sent, 1, None, None),
                 ]
             );
-            assert_eq!(first_view.deliveries[1].sent_at, Some(timestamp(t0)));
+            assert_eq!(first_view.deliveries[1].sent_at, Some(Timestamp::from(t0)));
 
             // Only alerts with a delivery still pending; and the limit holds.
             let pending = store.alerts(true, 10).await.unwrap();
             assert_eq!(pending.len(), 1);
             assert_eq!(pending[0].id, first.id);
             assert_eq!(store.alerts(false, 1).await.unwrap().len(), 1);
+        }
+    }
+
+    both_backends! {
+        /// Issue 24: a stored value this build cannot read (a rule it does not know, a time
+        /// that is not one) fails the read and names the column and the value; it used to be
+        /// handed on as text.
+        async fn an_unreadable_stored_value_is_an_error_naming_column_and_value(store: Store) {
+            let mut tx = store.begin_write().await.unwrap();
+            let alert = test_alert();
+            tx.insert_alert(&alert, "t:1", None, None, vec!["hook".into()], Utc::now())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(store.alerts(false, 10).await.unwrap().len(), 1);
+            let set = |sql: &'static str| {
+                let store = store.clone();
+                async move {
+                    on_write!(store, |db| sqlx::query(sql).execute(db).await.map(|_| ())).unwrap();
+                }
+            };
+            set("UPDATE alerts SET rule = 'stopped_sideways'").await;
+            let e = store.alerts(false, 10).await.unwrap_err().to_string();
+            assert!(e.contains("\"rule\"") && e.contains("stopped_sideways"), "{e}");
+            set("UPDATE alerts SET rule = 'test', created_at = 'yesterday'").await;
+            let e = store.alerts(false, 10).await.unwrap_err().to_string();
+            assert!(e.contains("\"created_at\"") && e.contains("`yesterday`"), "{e}");
         }
     }
 }

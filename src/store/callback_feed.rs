@@ -2,6 +2,7 @@
 //! hint (`poller/feed.rs`), whichever instance's receiver stored it.
 
 use super::{Store, StoreError};
+use crate::domain::Timestamp;
 
 /// What a poll hint needs of a stored event.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -10,7 +11,7 @@ pub struct EventHintRow {
     pub app_id: String,
     pub job_id: Option<String>,
     pub event_type: String,
-    pub received_at: String,
+    pub received_at: Timestamp,
 }
 
 impl Store {
@@ -107,7 +108,7 @@ mod tests {
             assert_eq!(all[0].job_id.as_deref(), Some("j"));
             assert_eq!(all[2].job_id, None, "an event naming no job is read too");
             assert_eq!(all[0].event_type, "RECORD_NEW_FILE_START");
-            assert_eq!(all[3].received_at, "2026-11-28T10:00:04.000Z");
+            assert_eq!(all[3].received_at.to_string(), "2026-11-28T10:00:04.000Z");
             assert_eq!(store.max_callback_event_id().await.unwrap(), Some(ids[3]));
             let after = store.callback_hints_after(ids[1], 1).await.unwrap();
             assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2]], "the limit holds");

@@ -1,6 +1,7 @@
 //! The `callback_events` table: each verified record callback once (see migration 0006).
 
 use super::{Dialect, Store, StoreError, WriteTx};
+use crate::domain::Timestamp;
 use recwatch_rtc::callback::RecordEvent;
 use serde::Serialize;
 
@@ -23,7 +24,7 @@ pub struct CallbackEventRow {
     pub file_start_time: Option<String>,
     pub file_end_time: Option<String>,
     pub body_sha256: String,
-    pub received_at: String,
+    pub received_at: Timestamp,
 }
 
 /// A file a job recorded, from its `RECORD_FILE_COMPLETE` event: what `recwatch history` and
@@ -34,7 +35,7 @@ pub struct RecordedFileRow {
     pub app_id: String,
     pub job_id: String,
     /// When the event arrived.
-    pub received_at: String,
+    pub received_at: Timestamp,
     pub stream_name: Option<String>,
     pub record_format: Option<String>,
     pub download_url: Option<String>,
@@ -414,7 +415,7 @@ mod tests {
             assert_eq!(rows[0].download_url.as_deref(), Some("https://obs/57.mp4"));
             assert_eq!(rows[0].file_size, Some(57));
             assert_eq!(rows[0].body_sha256, "sha-57");
-            assert_eq!(rows[0].received_at, at);
+            assert_eq!(rows[0].received_at.to_string(), at);
             let forwards = store.due_forwards("2026-12-07T15:00:01.000Z", 1000).await.unwrap();
             assert_eq!(forwards.len(), 97, "one per event stored by the group");
         }

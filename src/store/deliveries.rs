@@ -13,6 +13,7 @@
 //! to the tests that drive a real SQLite file through those states.
 
 use super::{Dialect, Store, StoreError};
+use crate::domain::Timestamp;
 use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -73,7 +74,7 @@ struct DueRow {
     alert_id: String,
     channel: String,
     attempts: i64,
-    created_at: String,
+    created_at: Timestamp,
     payload: String,
     app_id: String,
     job_id: String,
@@ -83,7 +84,7 @@ struct DueRow {
 #[derive(sqlx::FromRow)]
 struct WhenRow {
     alert_id: String,
-    at: String,
+    at: Timestamp,
 }
 
 /// Pending deliveries of one channel.
@@ -120,8 +121,7 @@ pub async fn due(
             alert_id: r.alert_id,
             channel: r.channel,
             attempts: r.attempts.clamp(0, u32::MAX as i64) as u32,
-            // An unreadable time (never written by us) counts as "now": young, not dead.
-            created_at: parse_time(&r.created_at).unwrap_or(now),
+            created_at: r.created_at.to_datetime(),
             payload: r.payload,
             app_id: r.app_id,
             job_id: r.job_id,
@@ -129,10 +129,10 @@ pub async fn due(
         .collect())
 }
 
-/// (alert id, time) of rows whose time parses; a time we never wrote is skipped.
+/// (alert id, time) of each row.
 fn parsed(rows: Vec<WhenRow>) -> Vec<(String, DateTime<Utc>)> {
     rows.into_iter()
-        .filter_map(|r| Some((r.alert_id, parse_time(&r.at)?)))
+        .map(|r| (r.alert_id, r.at.to_datetime()))
         .collect()
 }
 
@@ -361,12 +361,6 @@ pub async fn count_pending(store: &Store, only: &str) -> Result<i64, StoreError>
     .bind(only)
     .fetch_one(db)
     .await)?)
-}
-
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@
 
 use super::{Store, StoreError, WriteTx};
 use crate::domain::Rule;
+use crate::domain::Timestamp;
 
 /// An episode still open.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct OpenEpisode {
     pub id: i64,
     /// When its last notice (firing or reminder) was made, RFC 3339.
-    pub last_notified_at: String,
+    pub last_notified_at: Timestamp,
     pub reminders: i64,
 }
 
@@ -147,7 +148,7 @@ mod tests {
                 tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
                 Some(OpenEpisode {
                     id,
-                    last_notified_at: later.clone(),
+                    last_notified_at: later.parse().unwrap(),
                     reminders: 1,
                 })
             );

@@ -4,6 +4,7 @@
 //! A forward is `sent` only after the receiver accepted it, and `dead` rows stay.
 
 use super::{Store, StoreError};
+use crate::domain::{DeliveryState, Timestamp};
 use serde::Serialize;
 
 /// A forward due for an attempt.
@@ -17,7 +18,7 @@ pub struct DueForward {
     /// The event's body, byte for byte as RTC sent it.
     pub body: Vec<u8>,
     pub attempts: i64,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// What became of one attempt.
@@ -35,13 +36,14 @@ pub struct ForwardView {
     pub app_id: String,
     pub job_id: Option<String>,
     pub event_type: String,
-    pub state: String,
+    /// Pending, sent or dead (a forward is never silenced).
+    pub state: DeliveryState,
     pub attempts: i64,
-    pub created_at: String,
-    pub next_attempt_at: String,
-    pub last_attempt_at: Option<String>,
+    pub created_at: Timestamp,
+    pub next_attempt_at: Timestamp,
+    pub last_attempt_at: Option<Timestamp>,
     pub last_error: Option<String>,
-    pub sent_at: Option<String>,
+    pub sent_at: Option<Timestamp>,
 }
 
 impl Store {
@@ -61,8 +63,8 @@ impl Store {
     }
 
     /// When the next pending forward falls due, if any.
-    pub async fn next_forward_at(&self) -> Result<Option<String>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, String>(
+    pub async fn next_forward_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, Timestamp>(
             "SELECT next_attempt_at FROM forwards WHERE state = 'pending'
              ORDER BY next_attempt_at, id LIMIT 1",
         )
@@ -88,11 +90,16 @@ impl Store {
         outcome: &ForwardOutcome,
     ) -> Result<(), StoreError> {
         let (state, next, error, sent) = match outcome {
-            ForwardOutcome::Sent => ("sent", None, None, Some(at)),
-            ForwardOutcome::Retry { next, error } => {
-                ("pending", Some(next.as_str()), Some(error.as_str()), None)
+            ForwardOutcome::Sent => (DeliveryState::Sent, None, None, Some(at)),
+            ForwardOutcome::Retry { next, error } => (
+                DeliveryState::Pending,
+                Some(next.as_str()),
+                Some(error.as_str()),
+                None,
+            ),
+            ForwardOutcome::Dead { error } => {
+                (DeliveryState::Dead, None, Some(error.as_str()), None)
             }
-            ForwardOutcome::Dead { error } => ("dead", None, Some(error.as_str()), None),
         };
         // In a write transaction: on the active instance's store, fenced (see `lease`).
         let mut tx = self.begin_write().await?;
@@ -192,7 +199,7 @@ mod tests {
                 "not before its next attempt"
             );
             assert_eq!(
-                store.next_forward_at().await.unwrap().as_deref(),
+                store.next_forward_at().await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some(LATER)
             );
             let due = store.due_forwards(LATER, 10).await.unwrap();
@@ -203,20 +210,23 @@ mod tests {
                 .unwrap();
             assert_eq!(store.pending_forwards().await.unwrap(), 0);
             let shown = store.forwards(false, 10).await.unwrap();
-            assert_eq!(shown[0].state, "sent");
+            assert_eq!(shown[0].state, DeliveryState::Sent);
             assert_eq!(shown[0].attempts, 2);
             assert_eq!(
                 shown[0].last_error.as_deref(),
                 Some("refused"),
                 "the last error stays"
             );
-            assert_eq!(shown[0].sent_at.as_deref(), Some(LATER));
+            assert_eq!(shown[0].sent_at.map(|t| t.to_string()).as_deref(), Some(LATER));
             // A sent forward is final: a late outcome does not reopen it.
             store
                 .record_forward(id, 3, LATER, &ForwardOutcome::Dead { error: "x".into() })
                 .await
                 .unwrap();
-            assert_eq!(store.forwards(false, 10).await.unwrap()[0].state, "sent");
+            assert_eq!(
+                store.forwards(false, 10).await.unwrap()[0].state,
+                DeliveryState::Sent
+            );
             assert!(store.forwards(true, 10).await.unwrap().is_empty());
         }
     }

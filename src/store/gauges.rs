@@ -2,6 +2,7 @@
 //! state, from indexed queries only.
 
 use super::{Store, StoreError};
+use crate::domain::{DeliveryState, Timestamp};
 use chrono::{DateTime, Utc};
 
 /// The database's side of `/metrics`.
@@ -32,7 +33,7 @@ struct StateCount {
 #[derive(sqlx::FromRow)]
 struct ChannelStateCount {
     channel: String,
-    state: String,
+    state: DeliveryState,
     n: i64,
 }
 
@@ -58,22 +59,21 @@ impl Store {
         .await)?
         .into_iter()
         .map(|r| DeliveryCount {
-            dead: r.state == "dead",
+            dead: r.state == DeliveryState::Dead,
             channel: r.channel,
             n: r.n,
         })
         .collect();
-        let oldest: Option<String> = on_read!(self, |db| sqlx::query_scalar::<_, Option<String>>(
-            "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'"
-        )
-        .fetch_one(db)
-        .await)?;
+        let oldest: Option<Timestamp> =
+            on_read!(self, |db| sqlx::query_scalar::<_, Option<Timestamp>>(
+                "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'"
+            )
+            .fetch_one(db)
+            .await)?;
         Ok(DbGauges {
             jobs_by_state: jobs,
             deliveries,
-            oldest_pending: oldest
-                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                .map(|t| t.with_timezone(&Utc)),
+            oldest_pending: oldest.map(Timestamp::to_datetime),
         })
     }
 }

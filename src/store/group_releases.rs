@@ -2,11 +2,12 @@
 //! group window survives a restart or a takeover.
 
 use super::{Store, StoreError};
+use crate::domain::Timestamp;
 
 impl Store {
-    /// When `channel`'s lane last released a group, RFC 3339, if it ever did.
-    pub async fn group_release(&self, channel: &str) -> Result<Option<String>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, String>(
+    /// When `channel`'s lane last released a group, if it ever did.
+    pub async fn group_release(&self, channel: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(on_read!(self, |db| sqlx::query_scalar::<_, Timestamp>(
             "SELECT released_at FROM group_releases WHERE channel = $1"
         )
         .bind(channel)
@@ -54,11 +55,11 @@ mod tests {
             store.set_group_release("mail", "2026-11-28T10:00:01.000Z").await.unwrap();
             store.set_group_release("chat", "2026-11-28T10:00:10.000Z").await.unwrap();
             assert_eq!(
-                store.group_release("chat").await.unwrap().as_deref(),
+                store.group_release("chat").await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some("2026-11-28T10:00:10.000Z")
             );
             assert_eq!(
-                store.group_release("mail").await.unwrap().as_deref(),
+                store.group_release("mail").await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some("2026-11-28T10:00:01.000Z")
             );
         }
@@ -74,7 +75,7 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(e, StoreError::Fenced { epoch: 1, .. }), "{e:?}");
             assert_eq!(
-                store.group_release("chat").await.unwrap().as_deref(),
+                store.group_release("chat").await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some("2026-11-28T10:00:00.000Z"),
                 "the new leader's window is kept"
             );

@@ -2,6 +2,7 @@
 //! poll's outcome (the job's row and, through [`super::transitions`], the transition it shows).
 
 use super::{Dialect, Store, StoreError, WriteTx, transitions};
+use crate::domain::Timestamp;
 use crate::domain::timestamp;
 use crate::domain::{JobKey, JobKind, Phase, PollOutcome, PollRecord};
 use chrono::{DateTime, Utc};
@@ -30,10 +31,10 @@ pub struct JobRow {
     pub state: Option<String>,
     pub stop_reason: Option<String>,
     pub description: Option<String>,
-    pub first_seen_at: Option<String>,
-    pub last_polled_at: Option<String>,
-    pub last_ok_at: Option<String>,
-    pub last_changed_at: Option<String>,
+    pub first_seen_at: Option<Timestamp>,
+    pub last_polled_at: Option<Timestamp>,
+    pub last_ok_at: Option<Timestamp>,
+    pub last_changed_at: Option<Timestamp>,
     pub last_error: Option<String>,
     pub last_error_kind: Option<String>,
     pub consecutive_failures: i64,
@@ -105,7 +106,7 @@ pub struct JobSeed<'r> {
     pub job_id: &'r str,
     pub state: Option<&'r str>,
     pub stop_reason: Option<&'r str>,
-    pub first_seen_at: Option<&'r str>,
+    pub first_seen_at: Option<Timestamp>,
 }
 
 /// [`JobSeed`] as sqlx reads it (PostgreSQL).
@@ -115,7 +116,7 @@ struct JobSeedRow {
     job_id: String,
     state: Option<String>,
     stop_reason: Option<String>,
-    first_seen_at: Option<String>,
+    first_seen_at: Option<Timestamp>,
 }
 
 /// [`JobStatus`] as sqlx reads it (PostgreSQL).
@@ -277,20 +278,28 @@ impl Store {
         const SQL: &std::ffi::CStr =
             c"SELECT app_id, job_id, state, stop_reason, first_seen_at FROM jobs";
         if let Some(b) = self.sqlite() {
-            return super::scan::each_text_row(b, SQL, |[a, j, state, stop_reason, first]| {
+            // The first time that is not a time fails the read, as sqlx's decoding would.
+            let mut bad = None;
+            super::scan::each_text_row(b, SQL, |[a, j, state, stop_reason, first]| {
                 // The key is NOT NULL in the schema.
                 let (Some(app_id), Some(job_id)) = (a, j) else {
                     return;
+                };
+                let first_seen_at = match first.map(|t| super::column_time("first_seen_at", t)) {
+                    Some(Err(e)) => return bad = bad.take().or(Some(e)),
+                    Some(Ok(t)) => Some(t),
+                    None => None,
                 };
                 each(JobSeed {
                     app_id,
                     job_id,
                     state,
                     stop_reason,
-                    first_seen_at: first,
+                    first_seen_at,
                 })
             })
-            .await;
+            .await?;
+            return bad.map_or(Ok(()), Err);
         }
         on_read!(self, |db| {
             let sql = SQL.to_str().expect("the statement is ASCII");
@@ -302,7 +311,7 @@ impl Store {
                         job_id: &r.job_id,
                         state: r.state.as_deref(),
                         stop_reason: r.stop_reason.as_deref(),
-                        first_seen_at: r.first_seen_at.as_deref(),
+                        first_seen_at: r.first_seen_at,
                     }),
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
@@ -563,9 +572,9 @@ mod tests {
                 .await
                 .unwrap();
             let row = store.job("app", "j").await.unwrap().unwrap();
-            let at5 = timestamp(t0 + chrono::Duration::seconds(5));
-            assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
-            assert_eq!(row.last_ok_at.as_deref(), Some(at5.as_str()));
+            let at5 = Timestamp::from(t0 + chrono::Duration::seconds(5));
+            assert_eq!(row.last_polled_at, Some(at5));
+            assert_eq!(row.last_ok_at, Some(at5));
             assert_eq!(row.description.as_deref(), Some("recording"));
             assert_eq!((row.consecutive_failures, row.last_error), (0, None));
             assert_eq!(
@@ -590,7 +599,7 @@ mod tests {
                 .await
                 .unwrap();
             let row = store.job("app", "j").await.unwrap().unwrap();
-            assert_eq!(row.last_polled_at.as_deref(), Some(at5.as_str()));
+            assert_eq!(row.last_polled_at, Some(at5));
             assert_eq!(row.description.as_deref(), Some("recording"));
             assert_eq!(store.job("app", "never").await.unwrap(), None);
 
@@ -601,9 +610,9 @@ mod tests {
                 .await
                 .unwrap();
             let row = store.job("app", "j").await.unwrap().unwrap();
-            let at7 = timestamp(t0 + chrono::Duration::seconds(7));
-            assert_eq!(row.last_polled_at.as_deref(), Some(at7.as_str()));
-            assert_eq!(row.last_ok_at.as_deref(), Some(at7.as_str()));
+            let at7 = Timestamp::from(t0 + chrono::Duration::seconds(7));
+            assert_eq!(row.last_polled_at, Some(at7));
+            assert_eq!(row.last_ok_at, Some(at7));
             assert_eq!(row.description.as_deref(), Some("still recording"));
             assert_eq!((row.consecutive_failures, row.last_error), (0, None));
         }
@@ -626,7 +635,7 @@ mod tests {
                         s.job_id.to_string(),
                         s.state.map(str::to_string),
                         s.stop_reason.map(str::to_string),
-                        s.first_seen_at.map(str::to_string),
+                        s.first_seen_at,
                     ))
                 })
                 .await
@@ -641,7 +650,7 @@ mod tests {
                         j.to_string(),
                         r.state.clone(),
                         r.stop_reason.clone(),
-                        r.first_seen_at.clone(),
+                        r.first_seen_at,
                     )
                 })
                 .collect();

@@ -11,6 +11,7 @@
 //! [`StoreError::Fenced`] and the leadership loop is told, so it steps down.
 
 use super::{Dialect, Store, StoreError, WriteTx};
+use crate::domain::Timestamp;
 use sqlx::AssertSqlSafe;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -57,8 +58,9 @@ pub struct LeaseRow {
     pub host: String,
     pub pid: i64,
     pub epoch: i64,
-    /// When its holder took it (its own clock, for people).
-    pub acquired_at: String,
+    /// When its holder took it (its own clock, for people); none before any instance held it
+    /// (the row's first text is empty).
+    pub acquired_at: Option<Timestamp>,
     /// Milliseconds until it expires by the database's clock; zero or less: expired.
     pub expires_in_ms: i64,
 }
@@ -256,7 +258,8 @@ impl Store {
     pub async fn lease(&self) -> Result<Option<LeaseRow>, StoreError> {
         Ok(on_read!(self, |db, d| sqlx::query_as::<_, LeaseRow>(
             AssertSqlSafe(format!(
-                "SELECT holder, host, pid, epoch, acquired_at, expires_ms - {} AS expires_in_ms
+                "SELECT holder, host, pid, epoch, NULLIF(acquired_at, '') AS acquired_at,
+                        expires_ms - {} AS expires_in_ms
              FROM leader_lease WHERE id = 1",
                 now_ms(d)
             ))
@@ -272,7 +275,8 @@ pub async fn peek_postgres(url: &crate::secret::Secret) -> Result<Option<LeaseRo
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(url.expose()).await?;
     let row = sqlx::query_as::<_, LeaseRow>(AssertSqlSafe(format!(
-        "SELECT holder, host, pid, epoch, acquired_at, expires_ms - {} AS expires_in_ms
+        "SELECT holder, host, pid, epoch, NULLIF(acquired_at, '') AS acquired_at,
+                        expires_ms - {} AS expires_in_ms
          FROM leader_lease WHERE id = 1",
         now_ms(Dialect::Postgres)
     )))

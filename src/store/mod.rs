@@ -24,7 +24,9 @@
 //!   exception, a multi-row insert on SQLite, goes through `Dialect::insert_ignoring_conflicts`),
 //!   `RETURNING id` (not `last_insert_rowid()`), `COALESCE`, `CASE`; no `strftime`,
 //!   `datetime()`, two-argument `MIN`/`MAX`, or bare booleans as columns.
-//! - **Types**: times are RFC 3339 UTC `TEXT` computed in Rust and bound (fixed width, so text
+//! - **Types**: times are `domain::Timestamp` in rows (bound as one, or as `timestamp()`'s text:
+//!   the same bytes), stored as RFC 3339 UTC `TEXT`
+//!   (`codec.rs`: the one encoding and decoding, the same on both backends; fixed width, so text
 //!   order is time order); every integer Rust reads is `i64` and `BIGINT` in PostgreSQL; a sum
 //!   is `CAST(SUM(x) AS BIGINT)`, a literal or a comparison read as a column is
 //!   `CAST(CASE WHEN ... THEN 1 ELSE 0 END AS BIGINT)`; flags are `i64` 0/1 bound as `i64`
@@ -119,6 +121,8 @@ pub mod alerts;
 mod backup;
 mod callback_feed;
 mod callbacks;
+mod codec;
+use codec::column_time;
 pub mod copy;
 pub mod deliveries;
 mod episodes;

@@ -5,6 +5,7 @@
 
 use super::alerts::{AlertView, DeliveryView};
 use super::{Dialect, Store, StoreError, TransitionRow};
+use crate::domain::Timestamp;
 use std::collections::HashMap;
 
 /// What the job list needs of every job to count and filter it: no description, error or
@@ -42,7 +43,7 @@ pub(super) const JOB_KEYS: &str = "SELECT app_id, job_id FROM jobs";
 pub struct PhasePoint {
     pub app_id: String,
     pub job_id: String,
-    pub observed_at: String,
+    pub observed_at: Timestamp,
     pub to_state: String,
     pub stop_reason: Option<String>,
 }
@@ -289,7 +290,7 @@ mod tests {
             );
             let last = first.last().unwrap();
             let rest = store
-                .job_transitions("app", "a", Some((&last.observed_at, last.id)), 2)
+                .job_transitions("app", "a", Some((&last.observed_at.to_string(), last.id)), 2)
                 .await
                 .unwrap();
             assert_eq!(rest.len(), 1);
@@ -323,7 +324,7 @@ mod tests {
                 .collect();
             assert_eq!(states, ["dead", "pending"]);
             let next = store
-                .alerts_page(Some((&page[0].created_at, &page[0].id)), 5)
+                .alerts_page(Some((&page[0].created_at.to_string(), &page[0].id)), 5)
                 .await
                 .unwrap();
             assert_eq!(next.len(), 1);

@@ -8,8 +8,20 @@
 //! from Rust), so the PostgreSQL store runs the same statements.
 
 use super::{Store, StoreError, WriteTx};
+use crate::domain::Timestamp;
 use crate::domain::{RemediationState, timestamp};
 use chrono::{DateTime, Utc};
+
+/// A remediation as [`Store::link_replacements`] reads it: found by its death's transition
+/// (`first` 0) or by the job it made, whose first transition is shown (`first` 1).
+#[derive(sqlx::FromRow)]
+struct LinkRow {
+    first: i64,
+    transition_id: Option<i64>,
+    app_id: String,
+    old_job_id: String,
+    new_job_id: Option<String>,
+}
 
 /// A remediation as stored.
 #[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
@@ -43,10 +55,10 @@ pub struct RemediationRow {
     pub request_id: Option<String>,
     pub attempts: i64,
     #[serde(skip)]
-    pub next_attempt_at: String,
-    pub created_at: String,
-    pub posted_at: Option<String>,
-    pub finished_at: Option<String>,
+    pub next_attempt_at: Timestamp,
+    pub created_at: Timestamp,
+    pub posted_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
 }
 
 /// An intent (or a skip) as the outbox writes it with the death.
@@ -328,31 +340,63 @@ impl Store {
     }
 
     /// Fills `replaces` (on a job's first transition) and `replaced_by` (on the death it was
-    /// re-created after) of transitions read for `history` or a job's page. One small query per
-    /// transition that can carry a link.
+    /// re-created after) of transitions read for `history` or a job's page: one query for the
+    /// page (it was up to two per transition), the deaths by their transition ids and the
+    /// first transitions by their jobs' keys, each part on its own index.
     pub async fn link_replacements(
         &self,
         rows: &mut [super::TransitionRow],
     ) -> Result<(), StoreError> {
+        let deaths: Vec<i64> = rows.iter().filter(|t| t.is_stop()).map(|t| t.id).collect();
+        let firsts: Vec<(&str, &str)> = rows
+            .iter()
+            .filter(|t| t.from_state.is_none())
+            .map(|t| (t.app_id.as_str(), t.job_id.as_str()))
+            .collect();
+        if deaths.is_empty() && firsts.is_empty() {
+            return Ok(());
+        }
+        let (deaths, firsts) = (
+            serde_json::to_string(&deaths)?,
+            serde_json::to_string(&firsts)?,
+        );
+        let links = on_read!(self, |db, d| sqlx::query_as::<_, LinkRow>(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT CAST(0 AS BIGINT) AS first, transition_id, app_id, old_job_id, new_job_id
+                 FROM remediations
+                 WHERE transition_id IN (SELECT CAST(value AS BIGINT) FROM {})
+                 UNION ALL
+                 SELECT CAST(1 AS BIGINT), r.transition_id, r.app_id, r.old_job_id, r.new_job_id
+                 FROM (SELECT value ->> 0 AS app_id, value ->> 1 AS job_id FROM {}) k
+                 JOIN remediations r ON r.app_id = k.app_id AND r.new_job_id = k.job_id",
+                d.json_texts("$1"),
+                d.json_values("$2"),
+            ))
+        )
+        .bind(&deaths)
+        .bind(&firsts)
+        .fetch_all(db)
+        .await)?;
+        let mut replaced_by = std::collections::HashMap::new();
+        let mut replaces = std::collections::HashMap::new();
+        for l in links {
+            match (l.first, l.transition_id, l.new_job_id) {
+                (0, Some(id), new) => {
+                    replaced_by.insert(id, new);
+                }
+                (_, _, Some(new)) => {
+                    // As `LIMIT 1` did: one of the rows that name the job, whichever.
+                    replaces.entry((l.app_id, new)).or_insert(l.old_job_id);
+                }
+                _ => {}
+            }
+        }
         for t in rows.iter_mut() {
-            if t.to_state == "STOPPED" {
-                t.replaced_by = on_read!(self, |db| sqlx::query_scalar(
-                    "SELECT new_job_id FROM remediations WHERE transition_id = $1",
-                )
-                .bind(t.id)
-                .fetch_optional(db)
-                .await)?
-                .flatten();
+            if t.is_stop() {
+                t.replaced_by = replaced_by.get(&t.id).cloned().flatten();
             }
             if t.from_state.is_none() {
-                t.replaces = on_read!(self, |db| sqlx::query_scalar(
-                    "SELECT old_job_id FROM remediations WHERE app_id = $1 AND new_job_id = $2
-                     LIMIT 1",
-                )
-                .bind(&t.app_id)
-                .bind(&t.job_id)
-                .fetch_optional(db)
-                .await)?;
+                t.replaces = replaces.get(&(t.app_id.clone(), t.job_id.clone())).cloned();
             }
         }
         Ok(())
@@ -477,7 +521,7 @@ mod tests {
                 kind: JobKind::Individual,
                 notify: None,
                 source: JobSource::Remediation,
-                added_at: timestamp(at(4)),
+                added_at: Timestamp::from(at(4)),
             };
             assert!(tx.watch_job_in(&new).await.unwrap());
             assert_eq!(tx.remediation_lineage("app", "new").await.unwrap(), "old");

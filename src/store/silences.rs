@@ -7,6 +7,7 @@
 //! the reason.
 
 use super::{Store, StoreError};
+use crate::domain::Timestamp;
 use crate::domain::{
     AfterHold, HeldBy, HeldCause, HeldNotice, Matchers, NewSilence, Rule, Silence, Status,
     timestamp,
@@ -18,28 +19,25 @@ struct SilenceRow {
     id: String,
     app_id: Option<String>,
     job_id: Option<String>,
-    rule: Option<String>,
-    starts_at: String,
-    ends_at: String,
+    rule: Option<Rule>,
+    starts_at: Timestamp,
+    ends_at: Timestamp,
     comment: String,
     author: Option<String>,
-    created_at: String,
+    created_at: Timestamp,
 }
 
 impl SilenceRow {
-    /// A row we wrote; a time or rule that does not parse (never written by us) reads as the
-    /// epoch or no rule, so one bad row cannot hide the others.
     fn into_silence(self) -> Silence {
-        let time = |s: &str| super::deliveries::parse_time(s).unwrap_or_default();
         Silence {
             matchers: Matchers {
                 app_id: self.app_id,
                 job_id: self.job_id,
-                rule: self.rule.as_deref().and_then(Rule::parse),
+                rule: self.rule,
             },
-            starts_at: time(&self.starts_at),
-            ends_at: time(&self.ends_at),
-            created_at: time(&self.created_at),
+            starts_at: self.starts_at.to_datetime(),
+            ends_at: self.ends_at.to_datetime(),
+            created_at: self.created_at.to_datetime(),
             id: self.id,
             comment: self.comment,
             author: self.author,

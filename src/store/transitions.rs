@@ -4,6 +4,7 @@
 use super::{Store, StoreError, WriteTx};
 use crate::domain::Phase;
 use crate::domain::PollRecord;
+use crate::domain::Timestamp;
 use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
@@ -24,7 +25,7 @@ pub struct TransitionRow {
     pub start_time: Option<String>,
     pub stop_time: Option<String>,
     pub update_time: Option<String>,
-    pub observed_at: String,
+    pub observed_at: Timestamp,
     /// The X-request-Id of the answer that showed this transition.
     pub request_id: Option<String>,
     /// The job this one was created to replace (`[remediate]`), on its first transition.
@@ -36,6 +37,13 @@ pub struct TransitionRow {
     #[sqlx(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<String>,
+}
+
+impl TransitionRow {
+    /// Whether this transition is a job's end (to STOPPED): the death a remediation follows.
+    pub fn is_stop(&self) -> bool {
+        crate::domain::State::parse(&self.to_state) == crate::domain::State::Stopped
+    }
 }
 
 /// What a new transition row is made of.

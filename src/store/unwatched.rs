@@ -66,7 +66,7 @@ mod tests {
             kind: Default::default(),
             notify: None,
             source: crate::domain::JobSource::Api,
-            added_at: "2026-12-01T00:00:00.000Z".into(),
+            added_at: "2026-12-01T00:00:00.000Z".parse().unwrap(),
         };
         assert!(store.watch_job(&job).await.unwrap());
         assert!(store.unwatch_job(&key).await.unwrap());

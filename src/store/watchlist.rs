@@ -3,6 +3,7 @@
 //! sharing the database) notices a change another process made with one cheap read.
 
 use super::{Store, StoreError, WriteTx};
+use crate::domain::Timestamp;
 use crate::domain::{JobKey, JobSource, RuntimeJob};
 
 #[derive(sqlx::FromRow)]
@@ -13,7 +14,7 @@ struct WatchRow {
     kind: String,
     notify: Option<String>,
     source: String,
-    added_at: String,
+    added_at: Timestamp,
 }
 
 impl WatchRow {
@@ -66,7 +67,7 @@ impl WriteTx {
             .bind(job.kind.as_str())
             .bind(&notify)
             .bind(job.source.as_str())
-            .bind(&job.added_at)
+            .bind(job.added_at)
             .execute(&mut *c)
             .await
             .map(|done| done.rows_affected()))?;
@@ -101,7 +102,7 @@ impl Store {
             .bind(job.kind.as_str())
             .bind(&notify)
             .bind(job.source.as_str())
-            .bind(&job.added_at)
+            .bind(job.added_at)
             .execute(db)
             .await
             .map(|done| done.rows_affected()))?;
@@ -167,7 +168,6 @@ impl Store {
 mod tests {
     use super::super::test_support::record;
     use super::*;
-    use crate::domain::timestamp;
     use crate::store::test_support::both_backends;
     use chrono::Utc;
 
@@ -178,7 +178,7 @@ mod tests {
             kind: crate::domain::JobKind::Individual,
             notify: Some(vec!["ops".into()]),
             source,
-            added_at: timestamp(added),
+            added_at: Timestamp::from(added),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::jobs::{JobItem, item};
 use super::timeline::Change;
-use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit, parse_time};
+use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit};
 use crate::config::JobConfig;
 use crate::domain::{Phase, timestamp};
 use crate::store::{AlertView, JobRow, LeaseRow, RecordedFileRow, TransitionRow};
@@ -162,11 +162,9 @@ async fn changes_since(
         .phase_points(&[(app_id, job_id)], &timestamp(start))
         .await?
         .iter()
-        .filter_map(|p| {
-            Some(Change {
-                at: parse_time(&p.observed_at)?,
-                phase: Phase::parse(&p.to_state, p.stop_reason.as_deref()),
-            })
+        .map(|p| Change {
+            at: p.observed_at.to_datetime(),
+            phase: Phase::parse(&p.to_state, p.stop_reason.as_deref()),
         })
         .collect();
     Ok(changes)
@@ -232,7 +230,7 @@ mod tests {
             host: "mon-1".into(),
             pid: 4242,
             epoch: 7,
-            acquired_at: "2026-12-07T06:00:00.000Z".into(),
+            acquired_at: "2026-12-07T06:00:00.000Z".parse().ok(),
             expires_in_ms,
         }
     }

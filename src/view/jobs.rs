@@ -11,8 +11,9 @@
 use super::counts::CountsCache;
 use super::label::{self, Tone};
 use super::timeline::{self, Change, Timeline};
-use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit, parse_time};
+use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit};
 use crate::config::{Config, JobConfig};
+use crate::domain::Timestamp;
 use crate::domain::{JobKey, JobSource, Phase, timestamp};
 use crate::status::StatusRow;
 use crate::store::{JobPhaseRow, JobRow, PhasePoint};
@@ -217,7 +218,7 @@ pub struct StateCount {
 /// The header above the list.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
-    pub generated_at: String,
+    pub generated_at: Timestamp,
     pub jobs: usize,
     pub states: Vec<StateCount>,
     /// Jobs stopped by a rule that alerts (severity not off), plus open conditions.
@@ -397,12 +398,11 @@ pub(super) async fn items(
     let start = src.now - window;
     let mut changes: HashMap<JobKey, Vec<Change>> = HashMap::new();
     for p in src.store.phase_points(&keys, &timestamp(start)).await? {
-        if let Some(c) = change(&p) {
-            changes
-                .entry(JobKey::new(p.app_id, p.job_id))
-                .or_default()
-                .push(c);
-        }
+        let c = change(&p);
+        changes
+            .entry(JobKey::new(p.app_id, p.job_id))
+            .or_default()
+            .push(c);
     }
     Ok(jobs
         .iter()
@@ -421,11 +421,11 @@ pub(super) async fn items(
         .collect())
 }
 
-fn change(p: &PhasePoint) -> Option<Change> {
-    Some(Change {
-        at: parse_time(&p.observed_at)?,
+fn change(p: &PhasePoint) -> Change {
+    Change {
+        at: p.observed_at.to_datetime(),
         phase: Phase::parse(&p.to_state, p.stop_reason.as_deref()),
-    })
+    }
 }
 
 /// One job as the list shows it.
@@ -441,9 +441,8 @@ pub(super) fn item(
     let failures = row.map_or(0, |r| r.consecutive_failures);
     // Polls failing now: the state is unknown since the last answer (or since first seen).
     let failing_since = (failures > 0).then(|| {
-        row.and_then(|r| r.last_ok_at.as_deref().or(r.first_seen_at.as_deref()))
-            .and_then(parse_time)
-            .unwrap_or(start)
+        row.and_then(|r| r.last_ok_at.or(r.first_seen_at))
+            .map_or(start, Timestamp::to_datetime)
     });
     JobItem {
         row: StatusRow::new(j, source, row),
@@ -457,8 +456,8 @@ pub(super) fn item(
             now,
             changes,
             failing_since,
-            row.and_then(|r| r.first_seen_at.as_deref())
-                .and_then(parse_time),
+            row.and_then(|r| r.first_seen_at)
+                .map(Timestamp::to_datetime),
         ),
     }
 }
@@ -504,7 +503,7 @@ async fn summary(
         })
         .collect();
     Ok(Summary {
-        generated_at: timestamp(src.now),
+        generated_at: Timestamp::from(src.now),
         jobs,
         states,
         open_alerts: stopped_alerting + open_conditions,

@@ -94,13 +94,6 @@ fn cursor_param<T: DeserializeOwned>(name: &str, s: Option<&str>) -> Result<Opti
     }
 }
 
-/// A stored time (RFC 3339, UTC).
-pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
 /// A `limit` parameter: absent is `default`, otherwise 1..=`max`.
 fn parse_limit(s: Option<&str>, default: usize, max: usize) -> Result<usize, ViewError> {
     match s.filter(|s| !s.is_empty()) {

@@ -39,7 +39,7 @@ fn alert(id: &str, status: Status) -> Alert {
             ..Default::default()
         }),
         transition: None,
-        fired_at: "2025-01-01T01:00:02.123Z".into(),
+        fired_at: "2025-01-01T01:00:02.123Z".parse().unwrap(),
         host: "watch-1".into(),
         job_url: None,
         remediation: None,

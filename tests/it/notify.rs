@@ -33,10 +33,10 @@ fn alert(id: &str) -> Alert {
         transition: Some(TransitionFacts {
             from: Some("EXECUTING".into()),
             to: "STOPPED".into(),
-            observed_at: "2025-01-01T01:00:02.000Z".into(),
+            observed_at: "2025-01-01T01:00:02.000Z".parse().unwrap(),
             request_id: None,
         }),
-        fired_at: "2025-01-01T01:00:02.123Z".into(),
+        fired_at: "2025-01-01T01:00:02.123Z".parse().unwrap(),
         host: "watch-1".into(),
         job_url: None,
         remediation: None,

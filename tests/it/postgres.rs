@@ -15,7 +15,7 @@ fn job(id: &str) -> RuntimeJob {
         kind: Default::default(),
         notify: None,
         source: JobSource::parse("cli"),
-        added_at: "2026-01-01T00:00:00.000Z".into(),
+        added_at: "2026-01-01T00:00:00.000Z".parse().unwrap(),
     }
 }
 

@@ -90,7 +90,7 @@ async fn a_job_another_instance_added_is_polled() {
             kind: recwatch::domain::JobKind::Individual,
             notify: None,
             source: JobSource::Api,
-            added_at: recwatch::domain::timestamp(Utc::now()),
+            added_at: recwatch::domain::Timestamp::now(),
         })
         .await
         .expect("written");

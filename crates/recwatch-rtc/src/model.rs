@@ -467,6 +467,15 @@ pub struct JobSnapshot {
     pub description: Option<String>,
 }
 
+impl JobSnapshot {
+    /// `create_time` read as a time, when the API gave one in RFC 3339 (the text itself is
+    /// kept as sent, for the payload and the database).
+    pub fn created(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let t = chrono::DateTime::parse_from_rfc3339(self.create_time.as_deref()?).ok()?;
+        Some(t.with_timezone(&chrono::Utc))
+    }
+}
+
 /// Fields where invalid UTF-8 (shown as U+FFFD after a lossy decode) would change what the
 /// record means: which job it is about, and its phase. Anywhere else it is only text.
 type Field = fn(&JobSnapshot) -> Option<&str>;

@@ -8,7 +8,7 @@ use super::super::job::Seed;
 use super::super::schedule::start_cron;
 use super::{Dispatcher, Key, key};
 use crate::config::{Config, JobConfig};
-use crate::store::{JobRow, Store};
+use crate::store::{JobRow, Store, StoreError};
 use recwatch_rtc::client::RtcClient;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,7 +79,14 @@ impl Dispatcher {
             })
             .cloned()
             .collect();
-        let rows = rows_of(&self.poller.store, &new_jobs, self.states.len()).await;
+        // Without their rows the joiners start from no known state, as a new job does; the
+        // failed read is said, not swallowed.
+        let rows = rows_of(&self.poller.store, &new_jobs, self.states.len())
+            .await
+            .unwrap_or_else(|e| {
+                error!(joining = new_jobs.len(), "cannot read the stored rows of the jobs joining the watch list: {e:#}; they start as new jobs");
+                HashMap::new()
+            });
         self.poller.budget.set_rate(config.api.rate_limit);
         self.resize_in_flight(config.api.max_in_flight).await;
         let schedule_changed = config.poll.schedule != self.poller.config.poll.schedule;
@@ -161,9 +168,12 @@ impl Dispatcher {
 /// reload that adds most of the list). Reading every row for each change cost a scan of the
 /// whole table per discovered job (issue 22), and a copy of every stored row in memory per
 /// change of the list during a storm of discoveries (issue 23, item 1: each row a few hundred
-/// bytes, for a few hundred joiners). A failed read leaves a job without its row: it starts
-/// from no known state, as a new job does.
-async fn rows_of(store: &Store, jobs: &[Arc<JobConfig>], staying: usize) -> HashMap<Key, JobRow> {
+/// bytes, for a few hundred joiners). A failed read is the caller's to report.
+async fn rows_of(
+    store: &Store,
+    jobs: &[Arc<JobConfig>],
+    staying: usize,
+) -> Result<HashMap<Key, JobRow>, StoreError> {
     const ONE_BY_ONE: usize = 64;
     // A look-up by key costs SQLite about four rows of a scan (BENCHMARKS.md part 22).
     const BY_KEY_COST: usize = 4;
@@ -171,14 +181,14 @@ async fn rows_of(store: &Store, jobs: &[Arc<JobConfig>], staying: usize) -> Hash
     if jobs.len() <= ONE_BY_ONE {
         let mut rows = HashMap::new();
         for j in jobs {
-            if let Ok(Some(row)) = store.job(&j.app_id, &j.job_id).await {
+            if let Some(row) = store.job(&j.app_id, &j.job_id).await? {
                 rows.insert(key(j), row);
             }
         }
-        return rows;
+        return Ok(rows);
     }
     if jobs.len() * BY_KEY_COST >= staying + jobs.len() {
-        return store.jobs().await.unwrap_or_default();
+        return store.jobs().await;
     }
     let mut rows = HashMap::new();
     for page in jobs.chunks(PAGE) {
@@ -186,11 +196,9 @@ async fn rows_of(store: &Store, jobs: &[Arc<JobConfig>], staying: usize) -> Hash
             .iter()
             .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
             .collect();
-        if let Ok(found) = store.jobs_by_key(&keys).await {
-            rows.extend(found);
-        }
+        rows.extend(store.jobs_by_key(&keys).await?);
     }
-    rows
+    Ok(rows)
 }
 
 /// The next configuration published on `rx`; pending for ever without one (or once its

@@ -35,7 +35,7 @@ fn runtime_job(id: &str) -> RuntimeJob {
         kind: JobKind::Individual,
         notify: None,
         source: JobSource::Api,
-        added_at: "2026-12-07T00:00:00.000Z".into(),
+        added_at: "2026-12-07T00:00:00.000Z".parse().unwrap(),
     }
 }
 
