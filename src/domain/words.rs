@@ -50,12 +50,21 @@ pub fn plain(b: &[u8]) -> bool {
     })
 }
 
+/// Whether every byte of `b` is printable ASCII (0x20 to 0x7e): text a terminal shows as it
+/// is, with as many characters as bytes.
+pub fn printable(b: &[u8]) -> bool {
+    if b.len() < 8 {
+        return b.iter().all(|c| (0x20..0x7f).contains(c));
+    }
+    !any_word(b, |w| below(w, 0x20) | high(w) | equal(w, 0x7f))
+}
+
 #[cfg(test)]
 mod tests {
-    /// `plain` (a word at a time) says what a byte at a time says, for every byte at every
-    /// place of a word and of the tail after it.
+    /// `plain` and `printable` (a word at a time) say what a byte at a time says, for every
+    /// byte at every place of a word and of the tail after it.
     #[test]
-    fn plain_text_is_found_wherever_a_byte_is_not() {
+    fn plain_and_printable_text_is_found_wherever_a_byte_is_not() {
         for b in 0..=255u8 {
             let want = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
             for len in 1..=17 {
@@ -67,6 +76,17 @@ mod tests {
             }
         }
         assert!(super::plain(b""));
+        for b in 0..=255u8 {
+            let want = (0x20..0x7f).contains(&b);
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(super::printable(&s), want, "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(super::printable(b"a \"quoted\" \\ value"));
         assert!(super::plain(b"2026-01-01T00:00:00.000Z RUNNING job-0001"));
         assert!(!super::plain("enregistrement \u{e9}".as_bytes()));
     }
