@@ -335,12 +335,8 @@ impl Lean<'_> {
     ) -> Option<Vec<Arc<JobConfig>>> {
         let channels = notify.channel_names();
         // The duplicate check on the keys borrowed from the text: no copy, no path per entry.
-        // While the keys come in increasing order (a list a script wrote, mostly) each is new
-        // when it is above the one before, and no set is made (issue 23, item 7: its inserts
-        // were ~28 M instructions of `status` at 100,000 entries); at the first key out of
-        // order the set is made of the keys so far.
-        let mut ordered: Option<(&str, &str)> = None;
-        let mut seen: Option<HashSet<(&str, &str), IdsHash>> = None;
+        let mut seen: HashSet<(&str, &str), IdsHash> =
+            HashSet::with_capacity_and_hasher(self.entries.len(), IdsHash);
         let mut jobs = Vec::with_capacity(self.entries.len());
         for body in &self.entries {
             let f = fields(body)?;
@@ -368,28 +364,8 @@ impl Lean<'_> {
                     return None;
                 }
             }
-            let key = (app_id, job_id);
-            match (&mut seen, ordered) {
-                (None, Some(last)) if key <= last => {
-                    // Out of order: the set of every key so far. A key is an entry's own
-                    // (`fields` borrows from the text), so `jobs` holds them in order; read
-                    // again, they are the same slices.
-                    let mut set = HashSet::with_capacity_and_hasher(self.entries.len(), IdsHash);
-                    for body in &self.entries[..jobs.len()] {
-                        let f = fields(body)?;
-                        set.insert((id(f.app_id)?, id(f.job_id)?));
-                    }
-                    if !set.insert(key) {
-                        return None;
-                    }
-                    seen = Some(set);
-                }
-                (None, _) => ordered = Some(key),
-                (Some(set), _) => {
-                    if !set.insert(key) {
-                        return None;
-                    }
-                }
+            if !seen.insert((app_id, job_id)) {
+                return None;
             }
             if let Some(on) = f.remediate {
                 remediate.insert(JobKey::new(app_id, job_id), on);

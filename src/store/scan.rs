@@ -109,11 +109,15 @@ unsafe fn bytes<'r>(stmt: *mut ffi::sqlite3_stmt, i: i32) -> Option<&'r [u8]> {
     // SAFETY: as the function's contract says; the pointer and length are SQLite's for this
     // column, the length read after the text, as SQLite's documentation asks.
     unsafe {
-        let p = ffi::sqlite3_column_text(stmt, i);
-        if p.is_null() {
-            return None;
-        }
+        // The value's bytes as they are: `sqlite3_column_text` would also end a value read in
+        // place with a NUL, copying it, for every value (issue 23, item 7). A text column's
+        // blob is its text (a number's, its text form, as `sqlite3_column_text` gives).
+        let p = ffi::sqlite3_column_blob(stmt, i).cast::<u8>();
         let n = ffi::sqlite3_column_bytes(stmt, i) as usize;
+        if p.is_null() {
+            // NULL, or a value of no bytes.
+            return (ffi::sqlite3_column_type(stmt, i) != ffi::SQLITE_NULL).then_some(&[][..]);
+        }
         Some(std::slice::from_raw_parts(p, n))
     }
 }
@@ -165,11 +169,10 @@ pub struct JobStatuses {
     plain: Vec<bool>,
     /// Open addressing by the rows' keys (a length a power of two, at least twice the rows;
     /// a row's index plus one, 0 empty): a look-up is a hash of the borrowed key and, mostly,
-    /// one comparison, with no key copied (a `HashMap` would borrow from `text`). Made at the
-    /// first look-up the row after the last one found does not answer
-    /// ([`JobStatuses::find_next`]): when the watch list is in the table's key order (a list a
-    /// script wrote, the run-time list), it is never needed.
-    slots: std::cell::OnceCell<Vec<u32>>,
+    /// one comparison, with no key copied (a `HashMap` would borrow from `text`). Made by
+    /// [`JobStatuses::index`], on the thread that reads the rows: a watch list in any order
+    /// (real job ids are random) finds its rows by key.
+    slots: Vec<u32>,
     /// A value did not fit the spans (over 4 GB of text).
     too_long: bool,
 }
@@ -254,27 +257,21 @@ impl JobStatuses {
             }
         }
         self.text = text;
-        Ok(())
-    }
-
-    /// The open-addressing table of the rows' keys ([`JobStatuses::slots`]'s).
-    fn slots(&self) -> &[u32] {
-        self.slots.get_or_init(|| {
-            let size = (self.rows.len() * 2).next_power_of_two().max(2);
-            let mut slots = vec![0u32; size];
-            for (i, r) in self.rows.iter().enumerate() {
-                let key = (
-                    self.value(r[0]).unwrap_or(""),
-                    self.value(r[1]).unwrap_or(""),
-                );
-                let mut at = slot(key, size);
-                while slots[at] != 0 {
-                    at = (at + 1) & (size - 1);
-                }
-                slots[at] = i as u32 + 1;
+        let size = (self.rows.len() * 2).next_power_of_two().max(2);
+        let mut slots = vec![0u32; size];
+        for (i, r) in self.rows.iter().enumerate() {
+            let key = (
+                self.value(r[0]).unwrap_or(""),
+                self.value(r[1]).unwrap_or(""),
+            );
+            let mut at = slot(key, size);
+            while slots[at] != 0 {
+                at = (at + 1) & (size - 1);
             }
-            slots
-        })
+            slots[at] = i as u32 + 1;
+        }
+        self.slots = slots;
+        Ok(())
     }
 
     /// The row of job `(app_id, job_id)`, if it has one (after [`JobStatuses::index`]).
@@ -284,25 +281,29 @@ impl JobStatuses {
 
     /// [`JobStatuses::find`], looking first at row `*next` and leaving `*next` after the row
     /// found: a caller that looks up jobs in the table's key order (the rows come in it,
-    /// SQLite's `WITHOUT ROWID` table read in key order) finds each with one comparison,
-    /// and no table of keys is made (issue 23, item 7: a hash and a probe per job were ~53 M
+    /// SQLite's `WITHOUT ROWID` table read in key order; the run-time list is in it) finds
+    /// each with one comparison (issue 23, item 7: a hash and a probe per job were ~53 M
     /// instructions of `status` at 100,000 jobs). Any other order is found by key.
-    pub fn find_next(&self, app_id: &str, job_id: &str, next: &mut usize) -> Option<FoundStatus<'_>> {
+    pub fn find_next(
+        &self,
+        app_id: &str,
+        job_id: &str,
+        next: &mut usize,
+    ) -> Option<FoundStatus<'_>> {
         let is = |i: usize| {
             let r = &self.rows[i];
-            self.value(r[1]) == Some(job_id) && self.value(r[0]) == Some(app_id)
+            self.bytes(r[1]) == Some(job_id.as_bytes()) && self.bytes(r[0]) == Some(app_id.as_bytes())
         };
         let i = if *next < self.rows.len() && is(*next) {
             *next
         } else {
-            if self.rows.is_empty() {
+            let size = self.slots.len();
+            if size == 0 {
                 return None;
             }
-            let slots = self.slots();
-            let size = slots.len();
             let mut at = slot((app_id, job_id), size);
             loop {
-                let i = slots[at].checked_sub(1)? as usize;
+                let i = self.slots[at].checked_sub(1)? as usize;
                 if is(i) {
                     break i;
                 }
@@ -326,8 +327,18 @@ impl JobStatuses {
         })
     }
 
-    fn value(&self, (at, len): (u32, u32)) -> Option<&str> {
-        (at != u32::MAX).then(|| &self.text[at as usize..at as usize + len as usize])
+    /// A value's bytes, `None` for NULL.
+    fn bytes(&self, (at, len): (u32, u32)) -> Option<&[u8]> {
+        (at != u32::MAX).then(|| &self.text.as_bytes()[at as usize..at as usize + len as usize])
+    }
+
+    /// A value as text, `None` for NULL.
+    fn value(&self, span: (u32, u32)) -> Option<&str> {
+        // SAFETY: every span is UTF-8, as `index` checked (the whole text, and each value of
+        // a row that is not plain; a plain row is ASCII); a slice of `text` checked again for
+        // its ends was ~40 M instructions of `status` at 100,000 jobs.
+        self.bytes(span)
+            .map(|b| unsafe { std::str::from_utf8_unchecked(b) })
     }
 }
 
