@@ -471,8 +471,12 @@ mod tests {
         let mut polled: Vec<_> = (0..300)
             .map(|i| record(&format!("j{i:03}"), chrono::Utc::now(), None, "RUNNING"))
             .collect();
-        if let crate::domain::PollOutcome::Ok { job, .. } = &mut polled[7].outcome {
-            job.description = Some("a \"quoted\" é".into());
+        // A description that needs escaping, an empty one and none: an empty value is not
+        // NULL (`scan` reads each value's bytes, which SQLite gives as no pointer for both).
+        for (i, d) in [(7, Some("a \"quoted\" é")), (8, Some("")), (9, None)] {
+            if let crate::domain::PollOutcome::Ok { job, .. } = &mut polled[i].outcome {
+                job.description = d.map(str::to_string);
+            }
         }
         store.record(&polled).await.unwrap();
         let storage = |path: &std::path::Path| crate::config::StorageConfig {
@@ -491,6 +495,29 @@ mod tests {
             assert_eq!(shown(ahead.find("app", &i)), shown(want), "{i}");
         }
         assert!(ahead.find("other", "j001").is_none());
+        let description = |i: &str| ahead.find("app", i).and_then(|r| r.description);
+        assert_eq!(description("j008"), Some(""), "empty");
+        assert_eq!(description("j009"), None, "NULL");
+
+        // Found in key order (each row after the one before), in another order, or not at
+        // all: the same rows as by key; a row is plain exactly when its values need no
+        // escaping.
+        let mut ids: Vec<String> = (0..301).map(|i| format!("j{i:03}")).collect();
+        for order in ["key", "reversed"] {
+            let mut next = 0;
+            for i in &ids {
+                let found = ahead.find_next("app", i, &mut next);
+                assert_eq!(
+                    shown(found.map(|f| f.row)),
+                    shown(ahead.find("app", i)),
+                    "{order}: {i}"
+                );
+                if let Some(f) = found {
+                    assert_eq!(f.plain, i != "j007", "{order}: {i} plain");
+                }
+            }
+            ids.reverse();
+        }
 
         let missing = dir.path().join("none.db");
         assert!(JobStatuses::read_ahead(&storage(&missing)).is_none());

@@ -109,15 +109,13 @@ unsafe fn bytes<'r>(stmt: *mut ffi::sqlite3_stmt, i: i32) -> Option<&'r [u8]> {
     // SAFETY: as the function's contract says; the pointer and length are SQLite's for this
     // column, the length read after the text, as SQLite's documentation asks.
     unsafe {
-        // The value's bytes as they are: `sqlite3_column_text` would also end a value read in
-        // place with a NUL, copying it, for every value (issue 23, item 7). A text column's
-        // blob is its text (a number's, its text form, as `sqlite3_column_text` gives).
-        let p = ffi::sqlite3_column_blob(stmt, i).cast::<u8>();
-        let n = ffi::sqlite3_column_bytes(stmt, i) as usize;
+        // `sqlite3_column_text`, not `_blob`: a blob gives no pointer for NULL and for an
+        // empty value alike, and asking the type after it cost more than it saved (tried).
+        let p = ffi::sqlite3_column_text(stmt, i);
         if p.is_null() {
-            // NULL, or a value of no bytes.
-            return (ffi::sqlite3_column_type(stmt, i) != ffi::SQLITE_NULL).then_some(&[][..]);
+            return None;
         }
+        let n = ffi::sqlite3_column_bytes(stmt, i) as usize;
         Some(std::slice::from_raw_parts(p, n))
     }
 }
@@ -223,13 +221,17 @@ impl JobStatuses {
     fn push_values(&mut self, values: [Option<&[u8]>; 8]) {
         let start = self.read.len();
         let mut spans = [ABSENT; 8];
-        for (span, v) in spans.iter_mut().zip(values) {
-            let Some(v) = v else { continue };
-            let at = self.read.len();
-            self.read.extend_from_slice(v);
-            match (u32::try_from(at), u32::try_from(v.len())) {
-                (Ok(at), Ok(len)) if at != u32::MAX => *span = (at, len),
-                _ => self.too_long = true,
+        // The row's room and the spans' bounds once per row, not per value.
+        let total: usize = values.iter().flatten().map(|v| v.len()).sum();
+        if start + total >= u32::MAX as usize {
+            self.too_long = true;
+        } else {
+            self.read.reserve(total);
+            for (span, v) in spans.iter_mut().zip(values) {
+                if let Some(v) = v {
+                    *span = (self.read.len() as u32, v.len() as u32);
+                    self.read.extend_from_slice(v);
+                }
             }
         }
         self.plain
