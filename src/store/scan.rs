@@ -255,7 +255,11 @@ impl JobStatuses {
         for (r, _) in self.rows.iter().zip(&self.plain).filter(|(_, p)| !**p) {
             for &(at, len) in r.iter().filter(|s| **s != ABSENT) {
                 let (at, end) = (at as usize, at as usize + len as usize);
-                std::str::from_utf8(&text.as_bytes()[at..end]).map_err(decode)?;
+                if text.get(at..end).is_none() {
+                    return Err(StoreError::from(sqlx::Error::Decode(
+                        "a value that is not UTF-8".into(),
+                    )));
+                }
             }
         }
         self.text = text;
@@ -294,7 +298,8 @@ impl JobStatuses {
     ) -> Option<FoundStatus<'_>> {
         let is = |i: usize| {
             let r = &self.rows[i];
-            self.bytes(r[1]) == Some(job_id.as_bytes()) && self.bytes(r[0]) == Some(app_id.as_bytes())
+            self.bytes(r[1]) == Some(job_id.as_bytes())
+                && self.bytes(r[0]) == Some(app_id.as_bytes())
         };
         let i = if *next < self.rows.len() && is(*next) {
             *next
@@ -391,13 +396,17 @@ fn read_sqlite(path: &Path) -> Result<Option<JobStatuses>, StoreError> {
             return Ok(None);
         }
         let mut rows = JobStatuses::default();
-        each_raw_row_on(handle.0, super::jobs::JOB_STATUS_SQL, |r: [Option<&[u8]>; 8]| {
-            // A row without its key is none (NOT NULL in the schema), as `JobStatus::of` has it.
-            if r[0].is_some() && r[1].is_some() {
-                rows.push_values(r);
-            }
-            Ok(())
-        })?;
+        each_raw_row_on(
+            handle.0,
+            super::jobs::JOB_STATUS_SQL,
+            |r: [Option<&[u8]>; 8]| {
+                // A row without its key is none (NOT NULL in the schema), as `JobStatus::of` has it.
+                if r[0].is_some() && r[1].is_some() {
+                    rows.push_values(r);
+                }
+                Ok(())
+            },
+        )?;
         rows.index()?;
         Ok(Some(rows))
     }
