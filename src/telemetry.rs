@@ -85,9 +85,9 @@ pub const MAX_LINE_CHARS: usize = 8 * 1024;
 
 /// `text` with every control character written as an escape (`\r`, `\n`, `\0`, `\u{1b}`).
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
-    // Printable ASCII, the common text, in one pass over its bytes (every cell of `status`'s
-    // table at 100,000 jobs comes through here).
-    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) || !text.chars().any(char::is_control) {
+    // Printable ASCII, the common text, eight bytes at a time (every cell of `status`'s table
+    // at 100,000 jobs comes through here: a byte at a time it was ~80 M instructions).
+    if crate::domain::words::printable(text.as_bytes()) || !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);

@@ -412,16 +412,27 @@ pub fn print_table<S: AsRef<str>>(rows: &[impl AsRef<[S]>]) -> std::io::Result<(
     // one flat list (issue 23, item 7: `status` at 100,000 jobs printed a copy of every cell
     // and a write per line, then spent ~0.4 G instructions here in a vector per row, two
     // character counts per cell and padding pushed a character at a time).
-    let mut cells: Vec<(std::borrow::Cow<'_, str>, usize)> = Vec::new();
+    // Room for every cell at once (the first row's width times the rows): grown by doubling,
+    // the list of 900,000 cells was copied over and over.
+    let per_row = rows.first().map_or(0, |r| r.as_ref().len());
+    let mut cells: Vec<(std::borrow::Cow<'_, str>, usize)> =
+        Vec::with_capacity(per_row * rows.len());
     let mut ends = Vec::with_capacity(rows.len());
     let mut widths: Vec<usize> = Vec::new();
     for r in rows {
         for (i, c) in r.as_ref().iter().enumerate() {
-            let c = shown(c.as_ref());
-            let w = if c.is_ascii() {
-                c.len()
+            let c = c.as_ref();
+            // Printable ASCII (most cells) is shown as it is, a character a byte.
+            let (c, w) = if crate::domain::words::printable(c.as_bytes()) {
+                (std::borrow::Cow::Borrowed(c), c.len())
             } else {
-                c.chars().count()
+                let c = shown(c);
+                let w = if c.is_ascii() {
+                    c.len()
+                } else {
+                    c.chars().count()
+                };
+                (c, w)
             };
             if i == widths.len() {
                 widths.push(0);

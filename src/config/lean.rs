@@ -49,6 +49,15 @@ pub(super) fn cut(text: &str) -> Option<Lean<'_>> {
     let mut entry: Option<usize> = None;
     let mut at = 0;
     while at < text.len() {
+        if entry.is_some() {
+            // Inside an entry only the next header matters: the entry's lines are
+            // `Lean::jobs`'s to read. One search for `[` over them instead of a look at each
+            // line (issue 23, item 7: ~45 M instructions of `status` at 100,000 entries).
+            match next_header_line(text, at) {
+                Some(start) => at = start,
+                None => break,
+            }
+        }
         let end = find(&text[at..], b'\n').map_or(text.len(), |i| at + i + 1);
         let line = &text[at..end];
         let head = line.trim_start_matches([' ', '\t']);
@@ -75,6 +84,21 @@ pub(super) fn cut(text: &str) -> Option<Lean<'_>> {
         return None;
     }
     Some(Lean { rest, entries })
+}
+
+/// Where the first line at or after `from` (a line's start) whose first character after
+/// spaces and tabs is `[` starts, if there is one.
+fn next_header_line(text: &str, from: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut search = from;
+    loop {
+        let bracket = search + memchr::memchr(b'[', &b[search..])?;
+        let start = memchr::memrchr(b'\n', &b[from..bracket]).map_or(from, |i| from + i + 1);
+        if b[start..bracket].iter().all(|c| *c == b' ' || *c == b'\t') {
+            return Some(start);
+        }
+        search = bracket + 1;
+    }
 }
 
 /// A header line (leading whitespace gone): exactly `[[jobs]]` (spaces inside allowed, a
@@ -510,6 +534,18 @@ mod tests {
                 "a multi-line array in the rest",
                 "a = [\n[1],\n]\n[[jobs]]\njob_id = \"j\"\n",
                 None,
+            ),
+            (
+                "brackets inside an entry, an indented header after it",
+                "[[jobs]]\nnotify = [\"a\"] # [x\r\n job_id = \"j\" # a [ b\n\t [poll]\ny = 1\n[[jobs]]\n[[jobs]]\njob_id = 'k'",
+                Some((
+                    "\t [poll]\ny = 1\n",
+                    &[
+                        "notify = [\"a\"] # [x\r\n job_id = \"j\" # a [ b\n",
+                        "",
+                        "job_id = 'k'",
+                    ],
+                )),
             ),
             ("no entries", "[api]\nx = 1\n", None),
             ("a table named jobs", "[jobs]\nx = 1\n", None),

@@ -29,3 +29,65 @@ pub fn any_word(b: &[u8], word: impl Fn(u64) -> u64) -> bool {
     found |= word(at(b.len() - 8));
     found != 0
 }
+
+/// Non-zero exactly when a byte of `w` is 0x80 or above (not ASCII).
+pub fn high(w: u64) -> u64 {
+    w & HIGH
+}
+
+/// Whether every byte of `b` is printable ASCII other than `"` and `\`: text that a JSON
+/// string and a terminal's cell both show as it is, with as many characters as bytes (issue
+/// 23, item 7: `status` asks it once of each job's row, on the thread that reads the rows,
+/// instead of asking each value again while writing).
+pub fn plain(b: &[u8]) -> bool {
+    if b.len() < 8 {
+        return b
+            .iter()
+            .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\');
+    }
+    !any_word(b, |w| {
+        below(w, 0x20) | high(w) | equal(w, 0x7f) | equal(w, b'"') | equal(w, b'\\')
+    })
+}
+
+/// Whether every byte of `b` is printable ASCII (0x20 to 0x7e): text a terminal shows as it
+/// is, with as many characters as bytes.
+pub fn printable(b: &[u8]) -> bool {
+    if b.len() < 8 {
+        return b.iter().all(|c| (0x20..0x7f).contains(c));
+    }
+    !any_word(b, |w| below(w, 0x20) | high(w) | equal(w, 0x7f))
+}
+
+#[cfg(test)]
+mod tests {
+    /// `plain` and `printable` (a word at a time) say what a byte at a time says, for every
+    /// byte at every place of a word and of the tail after it.
+    #[test]
+    fn plain_and_printable_text_is_found_wherever_a_byte_is_not() {
+        for b in 0..=255u8 {
+            let want = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(super::plain(&s), want, "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(super::plain(b""));
+        for b in 0..=255u8 {
+            let want = (0x20..0x7f).contains(&b);
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(super::printable(&s), want, "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(super::printable(b"a \"quoted\" \\ value"));
+        assert!(super::plain(b"2026-01-01T00:00:00.000Z RUNNING job-0001"));
+        assert!(!super::plain("enregistrement \u{e9}".as_bytes()));
+    }
+}

@@ -163,7 +163,7 @@ pub use lease::{Claimant, Fence, LeaseRow, peek_postgres};
 pub use page::{JobPhaseRow, PhaseCount, PhasePoint};
 pub use remediations::{Finished, NewRemediation, RemediationRow};
 pub use retention::{PRUNE_BATCH, Pruned};
-pub use scan::JobStatuses;
+pub use scan::{FoundStatus, JobStatuses};
 pub use silences::{Expired, HeldRow};
 pub use transitions::TransitionRow;
 

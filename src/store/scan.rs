@@ -40,6 +40,30 @@ unsafe fn each_row_on<const N: usize>(
     sql: &CStr,
     mut each: impl FnMut([Option<&str>; N]),
 ) -> Result<(), StoreError> {
+    // SAFETY: as the function's contract says.
+    unsafe {
+        each_raw_row_on(db, sql, |raw: [Option<&[u8]>; N]| {
+            let mut row = [None; N];
+            for (cell, value) in row.iter_mut().zip(raw) {
+                *cell = value.map(utf8).transpose()?;
+            }
+            each(row);
+            Ok(())
+        })
+    }
+}
+
+/// [`each_row_on`] with each column's bytes as SQLite holds them, not yet checked as UTF-8
+/// (`status`'s read ahead checks the copy of every row at once, [`JobStatuses::index`]);
+/// `each` may end the read with an error.
+///
+/// # Safety
+/// `db` is an open handle only this thread uses until the function returns.
+unsafe fn each_raw_row_on<const N: usize>(
+    db: *mut ffi::sqlite3,
+    sql: &CStr,
+    mut each: impl FnMut([Option<&[u8]>; N]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     // SAFETY: as the function's contract says; the statement is prepared on `db` and finalized
     // by `Statement`'s drop before returning; each column's text is read before the next step,
     // which is when SQLite may free it.
@@ -55,9 +79,9 @@ unsafe fn each_row_on<const N: usize>(
                 ffi::SQLITE_ROW => {
                     let mut row = [None; N];
                     for (i, cell) in row.iter_mut().enumerate() {
-                        *cell = text(stmt.0, i as i32)?;
+                        *cell = bytes(stmt.0, i as i32);
                     }
-                    each(row);
+                    each(row)?;
                 }
                 ffi::SQLITE_DONE => return Ok(()),
                 rc => return Err(failed(db, rc)),
@@ -77,28 +101,34 @@ impl Drop for Statement {
     }
 }
 
-/// Column `i` of the current row as text, `None` for NULL.
+/// Column `i` of the current row as SQLite's text bytes, `None` for NULL.
 ///
 /// # Safety
 /// `stmt` has just stepped to a row; the text lives until the next step.
-unsafe fn text<'r>(stmt: *mut ffi::sqlite3_stmt, i: i32) -> Result<Option<&'r str>, StoreError> {
+unsafe fn bytes<'r>(stmt: *mut ffi::sqlite3_stmt, i: i32) -> Option<&'r [u8]> {
     // SAFETY: as the function's contract says; the pointer and length are SQLite's for this
     // column, the length read after the text, as SQLite's documentation asks.
     unsafe {
+        // `sqlite3_column_text`, not `_blob`: a blob gives no pointer for NULL and for an
+        // empty value alike, and asking the type after it cost more than it saved (tried).
         let p = ffi::sqlite3_column_text(stmt, i);
         if p.is_null() {
-            return Ok(None);
+            return None;
         }
         let n = ffi::sqlite3_column_bytes(stmt, i) as usize;
-        let bytes = std::slice::from_raw_parts(p, n);
-        if bytes.is_ascii() {
-            // ASCII is UTF-8: the common value checked in one short loop.
-            return Ok(Some(std::str::from_utf8_unchecked(bytes)));
-        }
-        std::str::from_utf8(bytes)
-            .map(Some)
-            .map_err(|e| StoreError::from(sqlx::Error::Decode(Box::new(e))))
+        Some(std::slice::from_raw_parts(p, n))
     }
+}
+
+/// A column's bytes as text: an error if they are not UTF-8, as sqlx's decoding into
+/// `String` is.
+fn utf8(bytes: &[u8]) -> Result<&str, StoreError> {
+    if bytes.is_ascii() {
+        // ASCII is UTF-8: the common value checked in one short loop.
+        // SAFETY: ASCII bytes are valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).map_err(|e| StoreError::from(sqlx::Error::Decode(Box::new(e))))
 }
 
 /// SQLite's error on `db` as a [`StoreError`], classified as sqlx's errors are (a busy or
@@ -123,13 +153,23 @@ pub(super) unsafe fn failed(db: *mut ffi::sqlite3, rc: i32) -> StoreError {
 /// the configuration's jobs are read (issue 23, item 7), or through the store after it.
 #[derive(Default)]
 pub struct JobStatuses {
+    /// The rows' values as they are read, one after another; `text` once checked as UTF-8
+    /// ([`JobStatuses::index`]): one check of the whole copy, not one per value on the thread
+    /// that reads them.
+    read: Vec<u8>,
     text: String,
     /// Per row, in the table's order: key, state, stop_reason, description, last_polled_at,
     /// last_changed_at, last_error, each the span of `text` it takes or [`ABSENT`] for NULL.
     rows: Vec<[(u32, u32); 8]>,
+    /// Per row: every value of it is `domain::words::plain` (printable ASCII without `"` or
+    /// `\`), so `status` writes them as they are, unescaped and counted by bytes. Asked once
+    /// per row while reading (on the read-ahead thread), not per value while writing.
+    plain: Vec<bool>,
     /// Open addressing by the rows' keys (a length a power of two, at least twice the rows;
     /// a row's index plus one, 0 empty): a look-up is a hash of the borrowed key and, mostly,
-    /// one comparison, with no key copied (a `HashMap` would borrow from `text`).
+    /// one comparison, with no key copied (a `HashMap` would borrow from `text`). Made by
+    /// [`JobStatuses::index`], on the thread that reads the rows: a watch list in any order
+    /// (real job ids are random) finds its rows by key.
     slots: Vec<u32>,
     /// A value did not fit the spans (over 4 GB of text).
     too_long: bool,
@@ -137,6 +177,15 @@ pub struct JobStatuses {
 
 /// A NULL value's span.
 const ABSENT: (u32, u32) = (u32::MAX, 0);
+
+/// A job's row found among [`JobStatuses`].
+#[derive(Debug, Clone, Copy)]
+pub struct FoundStatus<'a> {
+    pub row: JobStatus<'a>,
+    /// Every value of the row is printable ASCII without `"` or `\`
+    /// (`domain::words::plain`): shown as it is, in JSON and in a terminal.
+    pub plain: bool,
+}
 
 impl JobStatuses {
     /// Every job's row read straight from the SQLite database `storage` names, or `None`
@@ -152,43 +201,68 @@ impl JobStatuses {
 
     /// Row `row` appended (any order; [`JobStatuses::index`] after the last).
     pub fn push(&mut self, row: JobStatus<'_>) {
-        let text = &mut self.text;
-        let mut too_long = false;
-        let mut span = |v: Option<&str>| match v {
-            None => ABSENT,
-            Some(v) => {
-                let at = text.len();
-                text.push_str(v);
-                match (u32::try_from(at), u32::try_from(v.len())) {
-                    (Ok(at), Ok(len)) if at != u32::MAX => (at, len),
-                    _ => {
-                        too_long = true;
-                        ABSENT
-                    }
+        fn b(v: Option<&str>) -> Option<&[u8]> {
+            v.map(str::as_bytes)
+        }
+        self.push_values([
+            Some(row.app_id.as_bytes()),
+            Some(row.job_id.as_bytes()),
+            b(row.state),
+            b(row.stop_reason),
+            b(row.description),
+            b(row.last_polled_at),
+            b(row.last_changed_at),
+            b(row.last_error),
+        ]);
+    }
+
+    /// A row's values, in [`JobStatus`]'s order, appended as bytes (UTF-8 is checked by
+    /// [`JobStatuses::index`]).
+    fn push_values(&mut self, values: [Option<&[u8]>; 8]) {
+        let start = self.read.len();
+        let mut spans = [ABSENT; 8];
+        // The row's room and the spans' bounds once per row, not per value.
+        let total: usize = values.iter().flatten().map(|v| v.len()).sum();
+        if start + total >= u32::MAX as usize {
+            self.too_long = true;
+        } else {
+            self.read.reserve(total);
+            for (span, v) in spans.iter_mut().zip(values) {
+                if let Some(v) = v {
+                    *span = (self.read.len() as u32, v.len() as u32);
+                    self.read.extend_from_slice(v);
                 }
             }
-        };
-        let spans = [
-            span(Some(row.app_id)),
-            span(Some(row.job_id)),
-            span(row.state),
-            span(row.stop_reason),
-            span(row.description),
-            span(row.last_polled_at),
-            span(row.last_changed_at),
-            span(row.last_error),
-        ];
-        self.too_long |= too_long;
+        }
+        self.plain
+            .push(crate::domain::words::plain(&self.read[start..]));
         self.rows.push(spans);
     }
 
-    /// Makes the rows findable by key; an error if they hold more text than the spans can.
+    /// Makes the rows findable: an error if they hold more text than the spans can, or a
+    /// value that is not UTF-8 (as reading it as text through sqlx would be).
     pub fn index(&mut self) -> Result<(), StoreError> {
         if self.too_long || self.rows.len() >= u32::MAX as usize / 2 {
             return Err(StoreError::from(sqlx::Error::Protocol(
                 "the jobs' rows hold over 4 GB of text".into(),
             )));
         }
+        let decode = |e: std::str::Utf8Error| StoreError::from(sqlx::Error::Decode(Box::new(e)));
+        let read = std::mem::take(&mut self.read);
+        let text = String::from_utf8(read).map_err(|e| decode(e.utf8_error()))?;
+        // The whole copy is UTF-8; a value is too when it starts and ends between two
+        // characters. A plain row is ASCII: only the others are looked at.
+        for (r, _) in self.rows.iter().zip(&self.plain).filter(|(_, p)| !**p) {
+            for &(at, len) in r.iter().filter(|s| **s != ABSENT) {
+                let (at, end) = (at as usize, at as usize + len as usize);
+                if text.get(at..end).is_none() {
+                    return Err(StoreError::from(sqlx::Error::Decode(
+                        "a value that is not UTF-8".into(),
+                    )));
+                }
+            }
+        }
+        self.text = text;
         let size = (self.rows.len() * 2).next_power_of_two().max(2);
         let mut slots = vec![0u32; size];
         for (i, r) in self.rows.iter().enumerate() {
@@ -208,31 +282,70 @@ impl JobStatuses {
 
     /// The row of job `(app_id, job_id)`, if it has one (after [`JobStatuses::index`]).
     pub fn find(&self, app_id: &str, job_id: &str) -> Option<JobStatus<'_>> {
-        let size = self.slots.len();
-        if size == 0 {
-            return None;
-        }
-        let mut at = slot((app_id, job_id), size);
-        loop {
-            let r = &self.rows[self.slots[at].checked_sub(1)? as usize];
-            if self.value(r[1]) == Some(job_id) && self.value(r[0]) == Some(app_id) {
-                return Some(JobStatus {
-                    app_id: self.value(r[0])?,
-                    job_id: self.value(r[1])?,
-                    state: self.value(r[2]),
-                    stop_reason: self.value(r[3]),
-                    description: self.value(r[4]),
-                    last_polled_at: self.value(r[5]),
-                    last_changed_at: self.value(r[6]),
-                    last_error: self.value(r[7]),
-                });
-            }
-            at = (at + 1) & (size - 1);
-        }
+        self.find_next(app_id, job_id, &mut 0).map(|f| f.row)
     }
 
-    fn value(&self, (at, len): (u32, u32)) -> Option<&str> {
-        (at != u32::MAX).then(|| &self.text[at as usize..at as usize + len as usize])
+    /// [`JobStatuses::find`], looking first at row `*next` and leaving `*next` after the row
+    /// found: a caller that looks up jobs in the table's key order (the rows come in it,
+    /// SQLite's `WITHOUT ROWID` table read in key order; the run-time list is in it) finds
+    /// each with one comparison (issue 23, item 7: a hash and a probe per job were ~53 M
+    /// instructions of `status` at 100,000 jobs). Any other order is found by key.
+    pub fn find_next(
+        &self,
+        app_id: &str,
+        job_id: &str,
+        next: &mut usize,
+    ) -> Option<FoundStatus<'_>> {
+        let is = |i: usize| {
+            let r = &self.rows[i];
+            self.bytes(r[1]) == Some(job_id.as_bytes())
+                && self.bytes(r[0]) == Some(app_id.as_bytes())
+        };
+        let i = if *next < self.rows.len() && is(*next) {
+            *next
+        } else {
+            let size = self.slots.len();
+            if size == 0 {
+                return None;
+            }
+            let mut at = slot((app_id, job_id), size);
+            loop {
+                let i = self.slots[at].checked_sub(1)? as usize;
+                if is(i) {
+                    break i;
+                }
+                at = (at + 1) & (size - 1);
+            }
+        };
+        *next = i + 1;
+        let r = &self.rows[i];
+        Some(FoundStatus {
+            row: JobStatus {
+                app_id: self.value(r[0])?,
+                job_id: self.value(r[1])?,
+                state: self.value(r[2]),
+                stop_reason: self.value(r[3]),
+                description: self.value(r[4]),
+                last_polled_at: self.value(r[5]),
+                last_changed_at: self.value(r[6]),
+                last_error: self.value(r[7]),
+            },
+            plain: self.plain[i],
+        })
+    }
+
+    /// A value's bytes, `None` for NULL.
+    fn bytes(&self, (at, len): (u32, u32)) -> Option<&[u8]> {
+        (at != u32::MAX).then(|| &self.text.as_bytes()[at as usize..at as usize + len as usize])
+    }
+
+    /// A value as text, `None` for NULL.
+    fn value(&self, span: (u32, u32)) -> Option<&str> {
+        // SAFETY: every span is UTF-8, as `index` checked (the whole text, and each value of
+        // a row that is not plain; a plain row is ASCII); a slice of `text` checked again for
+        // its ends was ~40 M instructions of `status` at 100,000 jobs.
+        self.bytes(span)
+            .map(|b| unsafe { std::str::from_utf8_unchecked(b) })
     }
 }
 
@@ -283,11 +396,17 @@ fn read_sqlite(path: &Path) -> Result<Option<JobStatuses>, StoreError> {
             return Ok(None);
         }
         let mut rows = JobStatuses::default();
-        each_row_on(handle.0, super::jobs::JOB_STATUS_SQL, |r| {
-            if let Some(row) = JobStatus::of(r) {
-                rows.push(row);
-            }
-        })?;
+        each_raw_row_on(
+            handle.0,
+            super::jobs::JOB_STATUS_SQL,
+            |r: [Option<&[u8]>; 8]| {
+                // A row without its key is none (NOT NULL in the schema), as `JobStatus::of` has it.
+                if r[0].is_some() && r[1].is_some() {
+                    rows.push_values(r);
+                }
+                Ok(())
+            },
+        )?;
         rows.index()?;
         Ok(Some(rows))
     }
