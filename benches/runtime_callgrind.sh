@@ -26,10 +26,4 @@ if [ ! -f $DIR/$name.db ]; then
    '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z' FROM n;"
 fi
 echo "entries: $(sqlite3 $DIR/$name.db 'select count(*) from watchlist'), load: $(cat /proc/loadavg)"
-for args in "status --json" "status" "check"; do
-  tag=${args// /}
-  rm -f $DIR/cg.$tag.out*
-  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=$DIR/cg.$tag.out \
-    $BIN --config $DIR/$name.toml $args > $DIR/out.$tag 2> $DIR/cg.$tag.err
-  echo "$args: $(cat $DIR/cg.$tag.out-* | grep -h '^totals:' | awk '{t += $2; s = s sep int($2 / 1000000); sep = " + "} END {printf "%d M instructions (threads: %s M)", t / 1000000, s}')"
-done
+source "$(dirname "$0")/callgrind_status.sh"
