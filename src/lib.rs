@@ -4,8 +4,9 @@
 //! The modules follow the data's path: config -> rtc (client) -> poller -> detect -> store ->
 //! rules + outbox -> deliver -> notify. `domain` holds the types all of them speak (phases,
 //! rules, alerts). Around them the shell: `startup` wires `run` together, `http` serves the
-//! endpoint, `storage` prepares the database's place on disk and holds its owner lock, `cli`
-//! is the command line (`main.rs` only calls it). The simulator, a fake RTC API for the demo,
+//! endpoint, `dbfile` prepares the SQLite file's place on disk and holds its owner lock (`store`
+//! is everything inside the database), `runtime_list` is the watch list a running recwatch
+//! follows, `cli` is the command line (`main.rs` only calls it). The simulator, a fake RTC API for the demo,
 //! the tests and the benchmarks, is the crate `recwatch-sim`.
 
 pub mod callback;
@@ -28,7 +29,7 @@ pub mod rules;
 pub mod secret;
 pub mod startup;
 pub mod status;
-pub mod storage;
+pub mod dbfile;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
@@ -37,4 +38,4 @@ pub mod telemetry;
 mod testing;
 pub mod view;
 pub mod vitals;
-pub mod watchlist;
+pub mod runtime_list;

@@ -22,7 +22,7 @@ use crate::outbox::Outbox;
 use crate::outbox::remediation::{Outcome, Told};
 use crate::poller::Budget;
 use crate::store::{Finished, RemediationRow, Store};
-use crate::watchlist::Watchlist;
+use crate::runtime_list::Watchlist;
 use chrono::Utc;
 use recwatch_rtc::client::{RtcClient, RtcError};
 use recwatch_rtc::{CreateFailure, CreateRequest, Kind};

@@ -78,8 +78,8 @@ async fn runtime_jobs(c: &Config) -> Result<usize, String> {
         let store = crate::store::Store::open_config(&c.storage).await?;
         let list = store.watched_jobs().await;
         store.close().await;
-        let runtime = crate::watchlist::RuntimeList::of(list?);
-        anyhow::Ok(crate::watchlist::runtime_count(c, &runtime))
+        let runtime = crate::runtime_list::RuntimeList::of(list?);
+        anyhow::Ok(crate::runtime_list::runtime_count(c, &runtime))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
         Ok(Ok(n)) => Ok(n),
@@ -154,11 +154,11 @@ fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()>
 fn check_storage(c: &Config) -> std::io::Result<Option<StartError>> {
     let retention = crate::config::format_duration(c.storage.retention);
     let storage = c.storage.path.display();
-    match crate::storage::probe_storage(&c.storage.path) {
-        Ok(crate::storage::StorageProbe::Exists) => {
+    match crate::dbfile::probe_storage(&c.storage.path) {
+        Ok(crate::dbfile::StorageProbe::Exists) => {
             out!("  storage    {storage} (retention {retention}; exists, writable)")?
         }
-        Ok(crate::storage::StorageProbe::WillCreate { dir }) => out!(
+        Ok(crate::dbfile::StorageProbe::WillCreate { dir }) => out!(
             "  storage    {storage} (retention {retention}; will be created under {}, directories 0700, file 0600)",
             dir.display()
         )?,

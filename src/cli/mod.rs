@@ -269,7 +269,7 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
         } else if c.downcast_ref::<ConfigError>().is_some() {
             Some(EXIT_CONFIG)
         } else if c
-            .downcast_ref::<crate::storage::lock::DatabaseInUse>()
+            .downcast_ref::<crate::dbfile::lock::DatabaseInUse>()
             .is_some()
         {
             Some(EXIT_IN_USE)

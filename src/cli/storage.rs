@@ -12,7 +12,7 @@
 use super::{complain, emit, print_table};
 use crate::exit::EXIT_USAGE;
 use crate::secret::Secret;
-use crate::storage::lock::OwnerLock;
+use crate::dbfile::lock::OwnerLock;
 use crate::store::Store;
 use crate::store::copy::{Copied, TABLES};
 use anyhow::Context;

@@ -25,7 +25,7 @@ mod schedule;
 mod split;
 mod storage;
 mod validate;
-mod watchlist;
+mod list_bounds;
 
 pub use budget::{BudgetReport, GroupBudget, JobGroup, RUNTIME_FLOOR, share, stretched};
 pub use callback::{AppConfig, CallbackConfig};
@@ -41,7 +41,7 @@ pub use maintenance::{MAX_WINDOW, MaintenanceWindow, held_until};
 pub use remediate::RemediateConfig;
 pub use schedule::Schedule;
 pub use storage::{Database, StorageConfig, check_url as check_storage_url};
-pub use watchlist::WatchlistConfig;
+pub use list_bounds::WatchlistConfig;
 
 use crate::domain::{JobIds, JobKey};
 use crate::secret::Secret;

@@ -42,7 +42,7 @@ pub(super) fn from_tree(
     let callback = read_callback(root.table("callback")?)?;
     let heartbeat = read_heartbeat(root.table("heartbeat")?, base)?;
     let mut remediate = super::remediate::read_remediate(root.table("remediate")?)?;
-    let watchlist = super::watchlist::read_watchlist(root.table("watchlist")?)?;
+    let watchlist = super::list_bounds::read_watchlist(root.table("watchlist")?)?;
     let log = read_log(root.table("log")?)?;
     let in_tree = root.array_of_tables("jobs")?;
     let jobs = match entries {

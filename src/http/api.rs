@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::domain::{JobKey, JobSource};
 use crate::view::counts::CountsCache;
 use crate::view::{self, AlertsQuery, JobPageQuery, JobsQuery, RawJobsQuery, ViewError};
-use crate::watchlist::RuntimeList;
+use crate::runtime_list::RuntimeList;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

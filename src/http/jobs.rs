@@ -7,7 +7,7 @@ use super::AppState;
 use super::auth::{WriteAccess, count_write};
 use crate::config::Config;
 use crate::domain::{JobKey, JobSource, RuntimeJob};
-use crate::watchlist::{Added, Removed, edit_the_file, new_entry, parse_kind};
+use crate::runtime_list::{Added, Removed, edit_the_file, new_entry, parse_kind};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};

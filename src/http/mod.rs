@@ -59,7 +59,7 @@ pub struct AppState {
     pub budget: Arc<Budget>,
     pub metrics: PrometheusHandle,
     /// The run-time watch list: read by `/api/v1/jobs`, changed by its POST and DELETE.
-    pub watchlist: crate::watchlist::Watchlist,
+    pub watchlist: crate::runtime_list::Watchlist,
 }
 
 pub fn router(state: AppState) -> Router {

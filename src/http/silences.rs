@@ -107,7 +107,7 @@ pub(super) async fn add(
             count_write("created");
             let config = s.config.borrow().clone();
             let runtime = s.watchlist.current();
-            let entries = crate::watchlist::entries(&config, &runtime);
+            let entries = crate::runtime_list::entries(&config, &runtime);
             let warning = silence.matchers.unwatched(entries.iter().map(|e| e.key()));
             let mut answer = serde_json::to_value(silence.view(now)).unwrap_or_default();
             // Accepted either way (a job may be silenced just before it is watched), but the

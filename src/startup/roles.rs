@@ -18,7 +18,7 @@ use crate::outbox::Outbox;
 use crate::poller::{Budget, Event, Hints, Poller};
 use crate::store::Store;
 use crate::vitals::Vitals;
-use crate::watchlist::Watchlist;
+use crate::runtime_list::Watchlist;
 use anyhow::Context;
 use recwatch_rtc::client::RtcClient;
 use std::sync::Arc;
