@@ -6,8 +6,8 @@
 
 use crate::config::{Config, JobConfig};
 use crate::domain::{JobSource, NotATime, Timestamp};
-use crate::store::{JobRow, JobStatuses, Store};
 use crate::runtime_list::Entry;
+use crate::store::{JobRow, JobStatuses, Store};
 use serde::Serialize;
 
 /// A watched job with what the database knows of it: a row of `status --json` and of

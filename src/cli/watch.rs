@@ -7,8 +7,8 @@ use super::emit;
 use crate::config::Config;
 use crate::domain::{JobKey, JobSource};
 use crate::exit::StartError;
-use crate::store::{Store, StoreError};
 use crate::runtime_list::{Added, Removed, edit_the_file, in_config, new_entry, parse_kind};
+use crate::store::{Store, StoreError};
 
 /// A store error as the command reports it: a database busy beyond the busy timeout is 75
 /// (try again), anything else 1.

@@ -370,7 +370,7 @@ struct TransitionView {
 }
 
 /// The silences that hold a job's notifications, as its page lists them.
-fn silence_rows(silences: &[crate::domain::SilenceView]) -> Vec<SilenceRow> {
+fn silence_rows(silences: &[crate::hold::domain::SilenceView]) -> Vec<SilenceRow> {
     silences
         .iter()
         .map(|v| {

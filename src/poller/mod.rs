@@ -47,10 +47,10 @@ mod feed;
 mod health;
 mod hints;
 mod job;
+mod merge;
 mod once;
 mod schedule;
 mod task;
-mod merge;
 mod writer;
 
 pub use crate::outbox::Event;

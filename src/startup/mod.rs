@@ -21,14 +21,14 @@ mod supervise;
 pub use signals::{shutdown_on_signals, shutdown_on_signals_then};
 
 use crate::config::Config;
+use crate::dbfile::lock::OwnerLock;
 use crate::leader::Leadership;
 use crate::outbox::Outbox;
 use crate::poller::Event;
-use crate::dbfile::lock::OwnerLock;
+use crate::runtime_list::Watchlist;
 use crate::store::Store;
 use crate::systemd;
 use crate::vitals::Vitals;
-use crate::runtime_list::Watchlist;
 use anyhow::Context;
 use recwatch_rtc::client::RtcClient;
 use std::sync::Arc;

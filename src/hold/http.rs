@@ -1,13 +1,14 @@
 //! `POST /api/v1/silences` and `DELETE /api/v1/silences/{id}`: silences added and expired over
-//! HTTP, behind the same bearer token as the watch list's writes ([`super::auth`]). The input is
+//! HTTP, behind the same bearer token as the watch list's writes (`crate::http::auth`). The input is
 //! checked by the same [`NewSilence::new`] as `recwatch silence add`, so both refuse the same
 //! things with the same words; the silence is written to the database, where the delivery
 //! lanes read it before every send, so it holds the next notification of a running daemon.
 
-use super::AppState;
-use super::auth::{WriteAccess, count_write};
-use super::jobs::{refuse, unavailable};
-use crate::domain::{Matchers, NewSilence, Rule, SilenceEnd, silence_id};
+use crate::domain::Rule;
+use crate::hold::domain::{Matchers, NewSilence, SilenceEnd, silence_id};
+use crate::http::AppState;
+use crate::http::auth::{WriteAccess, count_write};
+use crate::http::{refuse, unavailable};
 use crate::store::Expired;
 use axum::Json;
 use axum::body::Body;
@@ -75,7 +76,7 @@ fn checked(body: &[u8], now: DateTime<Utc>) -> Result<NewSilence, String> {
     NewSilence::new(matchers, None, end, &comment, b.author.as_deref(), now)
 }
 
-pub(super) async fn add(
+pub(crate) async fn add(
     _: WriteAccess,
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -121,7 +122,7 @@ pub(super) async fn add(
     }
 }
 
-pub(super) async fn expire(
+pub(crate) async fn expire(
     _: WriteAccess,
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
