@@ -17,7 +17,7 @@ use std::process::ExitCode;
 macro_rules! out {
     ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
 }
-// A feature's command (`remediation/cli.rs`) prints with it too.
+// A feature's command (`remediation/cli.rs`, `hold/cli.rs`) prints with it too.
 pub(crate) use out;
 
 mod callback;
@@ -25,6 +25,7 @@ mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod inspect;
+// A feature's command reads the database the way every command does.
 pub(crate) use inspect::open_existing;
 mod online;
 mod poll_once;

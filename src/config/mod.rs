@@ -34,13 +34,14 @@ pub use defaults::{
 };
 pub use duration::{format_duration, parse_duration};
 pub use heartbeat::{HeartbeatConfig, HeartbeatUrl, PingMethod};
+pub use list_bounds::WatchlistConfig;
 pub use load::{load, load_beside, load_with_env, parse_str, resolve_path};
 pub use schedule::Schedule;
+pub use storage::{Database, StorageConfig, check_url as check_storage_url};
+
 // What a feature's own config section (`remediation/config.rs`, `hold/config.rs`) reads its
 // keys with.
-pub use list_bounds::WatchlistConfig;
 pub(crate) use raw::Table;
-pub use storage::{Database, StorageConfig, check_url as check_storage_url};
 pub(crate) use validate::check_range;
 
 use crate::domain::{JobIds, JobKey};
