@@ -14,7 +14,7 @@
 //! event's forward is written in the same transaction and sent by `deliver::forward`.
 //! Discovery: a verified event for a job nobody watches, of an app with `discover = true`,
 //! adds the job to the run-time watch list (source `callback`, named `<app name>/<job_id>`,
-//! the app's `notify`), and the poller polls it at once ([`crate::watchlist::Watchlist::add`]).
+//! the app's `notify`), and the poller polls it at once ([`crate::runtime_list::Watchlist::add`]).
 //! Only a new event discovers (a duplicate, such as a replay after a restart, does not), and
 //! not a job an operator unwatched after the event was signed ([`may_rediscover`]).
 
@@ -23,9 +23,9 @@ pub mod commit;
 use crate::config::{AppConfig, Config};
 use crate::domain::{JobKind, RuntimeJob, timestamp};
 use crate::poller::Hints;
+use crate::runtime_list::Watchlist;
 use crate::store::{Inserted, Store};
 use crate::telemetry::summary::{LogSummary, Report};
-use crate::watchlist::Watchlist;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -665,7 +665,7 @@ fn candidate(
         return None;
     }
     let now = crate::domain::Timestamp::now();
-    match crate::watchlist::new_entry(
+    match crate::runtime_list::new_entry(
         config,
         key,
         discovered_name(app, job_id),

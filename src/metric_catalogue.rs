@@ -298,7 +298,7 @@ pub const JOB_STATE_LABELS: &[&str] = &["INIT", "RUNNING", "STOPPED", "other", "
 /// `recwatch_deliveries_total{channel,kind,outcome}`'s outcomes.
 pub const DELIVERY_OUTCOMES: &[&str] = &["sent", "retry", "dead", "silenced"];
 
-/// `recwatch_alerts_silenced_total{by}`: `domain::HeldBy::kind`.
+/// `recwatch_alerts_silenced_total{by}`: `hold::domain::HeldBy::kind`.
 pub const HELD_BY: &[&str] = &["silence", "maintenance"];
 
 /// `recwatch_held_deliveries_ended_total{outcome}`.
@@ -349,7 +349,7 @@ pub const API_WRITE_RESULTS: &[&str] = &[
     "full",
 ];
 
-/// `recwatch_remediations_total{result}`: `outbox::remediation` and `remediate`.
+/// `recwatch_remediations_total{result}`: `remediation::outbox` and the remediation worker.
 pub const REMEDIATION_RESULTS: &[&str] = &[
     "recreated",
     "failed",

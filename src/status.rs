@@ -1,13 +1,13 @@
 //! What `recwatch status` and `/api/v1/jobs` both show: each watched job (from the
-//! configuration or the run-time watch list, see [`crate::watchlist`]) with what the database
+//! configuration or the run-time watch list, see [`crate::runtime_list`]) with what the database
 //! knows of it and where it came from (`source`). One row type below both, so the command and
 //! the endpoint cannot drift apart. A single job's record (`/api/v1/jobs/{app_id}/{job_id}`)
 //! adds the files it recorded.
 
 use crate::config::{Config, JobConfig};
 use crate::domain::{JobSource, NotATime, Timestamp};
+use crate::runtime_list::Entry;
 use crate::store::{JobRow, JobStatuses, Store};
-use crate::watchlist::Entry;
 use serde::Serialize;
 
 /// A watched job with what the database knows of it: a row of `status --json` and of
@@ -59,7 +59,7 @@ pub const STATUS_PAGE: usize = 1000;
 /// time). The run-time list is read from the database, so this works without a daemon.
 pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<StatusRow>> {
     let runtime = runtime_list(store).await?;
-    let entries = crate::watchlist::entries(config, &runtime);
+    let entries = crate::runtime_list::entries(config, &runtime);
     let rows = job_rows(store, None).await?;
     let mut next = 0;
     Ok(entries
@@ -79,7 +79,7 @@ pub async fn with_rows<R>(
     f: impl FnOnce(&[Sorted<'_>]) -> R,
 ) -> anyhow::Result<R> {
     let runtime = runtime_list(store).await?;
-    let entries = crate::watchlist::entries(config, &runtime);
+    let entries = crate::runtime_list::entries(config, &runtime);
     let rows = job_rows(store, rows).await?;
     let mut next = 0;
     let sorted: Vec<Sorted<'_>> = entries
@@ -102,8 +102,8 @@ async fn job_rows(store: &Store, ahead: Option<JobStatuses>) -> anyhow::Result<J
 }
 
 /// The run-time list as the database holds it (no daemon needed).
-async fn runtime_list(store: &Store) -> anyhow::Result<crate::watchlist::RuntimeList> {
-    Ok(crate::watchlist::RuntimeList::of(
+async fn runtime_list(store: &Store) -> anyhow::Result<crate::runtime_list::RuntimeList> {
+    Ok(crate::runtime_list::RuntimeList::of(
         store.watched_jobs().await?,
     ))
 }
@@ -121,7 +121,7 @@ pub async fn write_json(
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let runtime = runtime_list(store).await?;
-    let entries = crate::watchlist::entries(config, &runtime);
+    let entries = crate::runtime_list::entries(config, &runtime);
     let rows = job_rows(store, rows).await?;
     // A page of elements is made in one buffer and handed on in one write.
     let mut text = Vec::new();
@@ -348,8 +348,8 @@ mod tests {
     /// What `status --json` printed before it was streamed: every row in one `Value`, pretty.
     async fn whole_array(config: &Config, store: &Store) -> String {
         let rows = store.jobs().await.unwrap();
-        let runtime = crate::watchlist::RuntimeList::of(store.watched_jobs().await.unwrap());
-        let all: Vec<StatusRow> = crate::watchlist::merged(config, &runtime)
+        let runtime = crate::runtime_list::RuntimeList::of(store.watched_jobs().await.unwrap());
+        let all: Vec<StatusRow> = crate::runtime_list::merged(config, &runtime)
             .iter()
             .map(|w| {
                 let k = JobKey::new(&w.job.app_id, &w.job.job_id);

@@ -22,7 +22,31 @@ const CHAINS: &[&[&str]] = &[
     &["notify", "deliver", "startup"],
     // The status page: the view-model reads the store; the HTTP endpoint renders it.
     &["store", "view", "http", "startup"],
+    // A feature's worker runs beside the poller and is started by startup.
+    &["store", "outbox", "poller", "remediation", "startup", "cli"],
 ];
+
+/// The features that have a folder of their own (ARCHITECTURE.md, "A feature in few
+/// places"): `src/<feature>/<layer>.rs` is that layer's part of the feature and is placed in
+/// the layer for the rules below, so a feature's config file may use `domain` but not
+/// `store`, its rules stay pure, and so on; its other files (`mod.rs`, a worker) are the
+/// feature's own module.
+const FEATURES: &[&str] = &["remediation", "hold"];
+
+/// The layers a feature's file may be named after.
+const LAYERS: &[&str] = &[
+    "domain", "config", "rules", "store", "outbox", "poller", "deliver", "notify", "view", "http",
+    "cli", "startup",
+];
+
+/// The module `first::second` counts as: the layer, when `first` is a feature and `second`
+/// one of its layer files, else `first`.
+fn placed(first: &str, second: Option<&str>) -> String {
+    match second {
+        Some(layer) if FEATURES.contains(&first) && LAYERS.contains(&layer) => layer.to_string(),
+        _ => first.to_string(),
+    }
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -294,57 +318,87 @@ fn the_function_rule_counts_every_fn_and_skips_tests() {
 }
 
 /// The top-level module a file of the daemon belongs to (`src/poller/budget.rs` -> poller).
+/// A feature's layer file counts as that layer (`src/remediation/config.rs` -> config).
 fn top_module(file: &Path) -> Option<String> {
     let rel = file.strip_prefix(root().join("src")).ok()?;
-    let first = rel.components().next()?.as_os_str().to_str()?;
-    let name = first.trim_end_matches(".rs");
-    (!matches!(name, "lib" | "main")).then(|| name.to_string())
+    let mut parts = rel
+        .components()
+        .map(|c| c.as_os_str().to_str().unwrap_or(""));
+    let name = parts.next()?.trim_end_matches(".rs");
+    let second = parts.next().map(|p| p.trim_end_matches(".rs"));
+    (!matches!(name, "lib" | "main")).then(|| placed(name, second))
 }
 
-/// The top-level modules named after `crate::` in `text`, `use crate::{a, b::c}` included.
+/// The items of a `{...}` group at `text`'s start, split at its top-level commas (the text
+/// after the closing brace is ignored).
+fn group_items(text: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let mut depth = 0;
+    let mut start = 1;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    items.push(&text[start..i]);
+                    break;
+                }
+            }
+            ',' if depth == 1 => {
+                items.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .collect()
+}
+
+/// The identifier at `text`'s start and what follows it.
+fn ident(text: &str) -> (&str, &str) {
+    let end = text
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(text.len());
+    text.split_at(end)
+}
+
+/// The modules a path (or group of paths) right after `crate::` names, each placed by
+/// [`placed`]: `remediation::{config::X, rules}` names config and rules.
+fn refs_of(text: &str, refs: &mut BTreeSet<String>) {
+    if text.starts_with('{') {
+        for item in group_items(text) {
+            refs_of(item, refs);
+        }
+        return;
+    }
+    let (first, rest) = ident(text);
+    if first.is_empty() {
+        return;
+    }
+    let after = rest.strip_prefix("::").unwrap_or("");
+    let seconds: Vec<&str> = if after.starts_with('{') {
+        group_items(after).into_iter().map(|i| ident(i).0).collect()
+    } else {
+        vec![ident(after).0]
+    };
+    for second in seconds {
+        refs.insert(placed(first, Some(second).filter(|s| !s.is_empty())));
+    }
+}
+
+/// The top-level modules named after `crate::` in `text`, `use crate::{a, b::c}` included; a
+/// feature's layer file counts as its layer.
 fn crate_refs(text: &str) -> BTreeSet<String> {
     let mut refs = BTreeSet::new();
     let mut rest = text;
     while let Some(at) = rest.find("crate::") {
         rest = &rest[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // Top-level names of the group: after `{` or a `,` at depth 0.
-            let mut depth = 0;
-            let mut start = true;
-            let mut name = String::new();
-            for c in group.chars() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => {
-                        start = true;
-                        continue;
-                    }
-                    _ => {}
-                }
-                if start && depth == 0 {
-                    if c.is_alphanumeric() || c == '_' {
-                        name.push(c);
-                        continue;
-                    } else if !name.is_empty() {
-                        refs.insert(std::mem::take(&mut name));
-                        start = false;
-                    }
-                }
-            }
-            if !name.is_empty() {
-                refs.insert(name);
-            }
-        } else {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                refs.insert(name);
-            }
-        }
+        refs_of(rest, &mut refs);
     }
     refs
 }
@@ -426,6 +480,28 @@ fn dependencies_point_one_way_along_the_data_path() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
+/// A feature's files name one another by `crate::<feature>::...`: a `super::` path would hide
+/// a dependency from the layer rules (`remediation/domain.rs` using the worker, say).
+#[test]
+fn a_features_files_name_each_other_by_crate_paths() {
+    let mut found = Vec::new();
+    for feature in FEATURES {
+        let mut files = Vec::new();
+        rust_files(&root().join("src").join(feature), &mut files);
+        assert!(!files.is_empty(), "src/{feature}/ is listed in FEATURES");
+        for f in files {
+            let text = fs::read_to_string(&f).unwrap();
+            for (n, line) in before_tests(&text).iter().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if code.contains("super::") {
+                    found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "write these as crate:: paths: {found:#?}");
+}
+
 #[test]
 fn crate_refs_reads_paths_and_groups() {
     let cases = [
@@ -441,6 +517,26 @@ fn crate_refs_reads_paths_and_groups() {
             vec!["outbox", "rules"],
         ),
         ("none", "use recwatch_rtc::State;", vec![]),
+        (
+            "a feature's layer file is its layer",
+            "use crate::remediation::config::RemediateConfig;",
+            vec!["config"],
+        ),
+        (
+            "a feature's own module",
+            "crate::remediation::Remediator::new()",
+            vec!["remediation"],
+        ),
+        (
+            "a feature's group",
+            "use crate::remediation::{domain::RemediationState, rules, worker};",
+            vec!["domain", "remediation", "rules"],
+        ),
+        (
+            "a feature in a group",
+            "use crate::{remediation::outbox::Decided, store::{A, B}};",
+            vec!["outbox", "store"],
+        ),
     ];
     for (name, text, want) in cases {
         let got: Vec<String> = crate_refs(text).into_iter().collect();

@@ -17,8 +17,8 @@
 
 use crate::config::Config;
 use crate::domain::{JobKey, RuntimeJob};
+use crate::runtime_list::{Full, RuntimeList, Watchlist, full_beside};
 use crate::store::{Inserted, NewEvent, Store, StoreError, WriteTx};
-use crate::watchlist::{Full, RuntimeList, Watchlist, full_beside};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::callback::RecordEvent;
 use std::collections::BTreeMap;

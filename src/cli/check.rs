@@ -39,10 +39,10 @@ pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> 
     }
     print_notify(c)?;
     print_rules(c)?;
-    print_maintenance(c)?;
+    crate::hold::cli::print_check(c)?;
     problems.extend(check_http(c)?);
     problems.extend(check_callback(c).await?);
-    print_remediate(c)?;
+    crate::remediation::cli::print_check(c)?;
     print_heartbeat(c)?;
     print_jobs(c, &runtime)?;
     for w in c.warnings() {
@@ -78,8 +78,8 @@ async fn runtime_jobs(c: &Config) -> Result<usize, String> {
         let store = crate::store::Store::open_config(&c.storage).await?;
         let list = store.watched_jobs().await;
         store.close().await;
-        let runtime = crate::watchlist::RuntimeList::of(list?);
-        anyhow::Ok(crate::watchlist::runtime_count(c, &runtime))
+        let runtime = crate::runtime_list::RuntimeList::of(list?);
+        anyhow::Ok(crate::runtime_list::runtime_count(c, &runtime))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
         Ok(Ok(n)) => Ok(n),
@@ -154,11 +154,11 @@ fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()>
 fn check_storage(c: &Config) -> std::io::Result<Option<StartError>> {
     let retention = crate::config::format_duration(c.storage.retention);
     let storage = c.storage.path.display();
-    match crate::storage::probe_storage(&c.storage.path) {
-        Ok(crate::storage::StorageProbe::Exists) => {
+    match crate::dbfile::probe_storage(&c.storage.path) {
+        Ok(crate::dbfile::StorageProbe::Exists) => {
             out!("  storage    {storage} (retention {retention}; exists, writable)")?
         }
-        Ok(crate::storage::StorageProbe::WillCreate { dir }) => out!(
+        Ok(crate::dbfile::StorageProbe::WillCreate { dir }) => out!(
             "  storage    {storage} (retention {retention}; will be created under {}, directories 0700, file 0600)",
             dir.display()
         )?,
@@ -204,32 +204,6 @@ async fn check_postgres(
             Ok(Some(e))
         }
     }
-}
-
-/// Each maintenance window, and whether it is active now or when it next starts.
-fn print_maintenance(c: &Config) -> std::io::Result<()> {
-    let now = chrono::Utc::now();
-    let list = |l: &[String]| match l.is_empty() {
-        true => "all".to_string(),
-        false => l.join(", "),
-    };
-    for w in &c.maintenance {
-        let when = match (w.active_until(now), w.next_start(now)) {
-            (Some(until), _) => format!("active now, until {}", crate::domain::timestamp(until)),
-            (None, Some(next)) => format!("next at {}", crate::domain::timestamp(next)),
-            (None, None) => "never starts".to_string(),
-        };
-        out!(
-            "  maintenance {:?}: {:?} {} for {} (apps {}, jobs {}); {when}",
-            w.name,
-            w.schedule.as_str(),
-            w.timezone,
-            crate::config::format_duration(w.duration),
-            list(&w.apps),
-            list(&w.jobs)
-        )?;
-    }
-    Ok(())
 }
 
 /// The notification channels, secrets masked.
@@ -372,44 +346,6 @@ async fn check_callback(c: &Config) -> std::io::Result<Option<StartError>> {
         )?;
     }
     Ok(problem)
-}
-
-/// `[remediate]`: off, or on which stop reasons, how often, and the per-job and per-app
-/// overrides.
-fn print_remediate(c: &Config) -> std::io::Result<()> {
-    let r = &c.remediate;
-    let on_for = |on: bool| if on { "on" } else { "off" };
-    let overrides: Vec<String> = r
-        .jobs
-        .iter()
-        .map(|(k, on)| format!("job {k} {}", on_for(*on)))
-        .chain(
-            r.apps
-                .iter()
-                .map(|(a, on)| format!("app {a} {}", on_for(*on))),
-        )
-        .collect();
-    let overrides = match overrides.is_empty() {
-        true => String::new(),
-        false => format!("; overrides: {}", overrides.join(", ")),
-    };
-    if !r.enabled {
-        return out!("  remediate  off{overrides}");
-    }
-    out!(
-        "  remediate  on{}: re-creates a job stopped with {}, at most {} per lineage in {}{overrides}",
-        if r.dry_run {
-            " (dry run: says what it would do)"
-        } else {
-            ""
-        },
-        r.on.iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        r.max_restarts,
-        crate::config::format_duration(r.window)
-    )
 }
 
 /// `[heartbeat]`: off, or where (scheme and host only: the URL's path is the check's key) and

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::domain::DeliveryState;
 use crate::store::Store;
 
-pub(super) async fn open_existing(config: &Config) -> anyhow::Result<Store> {
+pub(crate) async fn open_existing(config: &Config) -> anyhow::Result<Store> {
     if config.storage.url.is_none() && !config.storage.path.exists() {
         anyhow::bail!(
             "no database at {} yet: start `recwatch run` or `recwatch poll-once` first (or check storage.path)",

@@ -17,17 +17,19 @@ use std::process::ExitCode;
 macro_rules! out {
     ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
 }
+// A feature's command (`remediation/cli.rs`, `hold/cli.rs`) prints with it too.
+pub(crate) use out;
 
 mod callback;
 mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod inspect;
+// A feature's command reads the database the way every command does.
+pub(crate) use inspect::open_existing;
 mod online;
 mod poll_once;
-mod remediations;
 mod run;
-mod silence;
 mod storage;
 mod test_alert;
 mod watch;
@@ -150,7 +152,7 @@ pub enum Command {
     /// Silences: hold back the notifications of matching alerts for a while (`silence add`,
     /// `silence list`, `silence expire`). Written to the database, so a running daemon
     /// honours them at its next send.
-    Silence(silence::SilenceArgs),
+    Silence(crate::hold::cli::SilenceArgs),
     /// Watch a job from now on (the run-time watch list in the database, source `cli`).
     ///
     /// Works whether or not `recwatch run` is running: a running daemon polls the job within
@@ -211,7 +213,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
-fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     config::parse_duration(s)
 }
 
@@ -269,7 +271,7 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
         } else if c.downcast_ref::<ConfigError>().is_some() {
             Some(EXIT_CONFIG)
         } else if c
-            .downcast_ref::<crate::storage::lock::DatabaseInUse>()
+            .downcast_ref::<crate::dbfile::lock::DatabaseInUse>()
             .is_some()
         {
             Some(EXIT_IN_USE)
@@ -377,12 +379,14 @@ async fn on_config(
             json,
         } => inspect::forwards(&config, pending, limit, json).await,
         Command::Remediations { limit, json } => {
-            remediations::remediations(&config, limit, json).await
+            crate::remediation::cli::remediations(&config, limit, json).await
         }
         Command::Callback { command } => callback::callback(&config, command).await,
         Command::Backup { path } => storage::backup(&config, &path).await,
         Command::Silence(args) => {
-            return silence::silence(&config, args).await.unwrap_or_else(fail);
+            return crate::hold::cli::silence(&config, args)
+                .await
+                .unwrap_or_else(fail);
         }
         Command::Watch {
             app_id,

@@ -15,8 +15,8 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let (store, _owner) = Store::open_for(&config.storage, "poll-once").await?;
     let client = RtcClient::new(&config.api.client_config())?;
     // The run-time watch list's jobs are polled too.
-    let runtime = crate::watchlist::Watchlist::load(store.clone()).await?;
-    let config = &crate::watchlist::with_runtime(config, &runtime.current());
+    let runtime = crate::runtime_list::Watchlist::load(store.clone()).await?;
+    let config = &crate::runtime_list::with_runtime(config, &runtime.current());
     let lease = take_lease(config, &store).await?;
     let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;

@@ -10,9 +10,9 @@
 //! they write after a table was read is copied by running the command again).
 
 use super::{complain, emit, print_table};
+use crate::dbfile::lock::OwnerLock;
 use crate::exit::EXIT_USAGE;
 use crate::secret::Secret;
-use crate::storage::lock::OwnerLock;
 use crate::store::Store;
 use crate::store::copy::{Copied, TABLES};
 use anyhow::Context;

@@ -7,8 +7,8 @@ use super::emit;
 use crate::config::Config;
 use crate::domain::{JobKey, JobSource};
 use crate::exit::StartError;
+use crate::runtime_list::{Added, Removed, edit_the_file, in_config, new_entry, parse_kind};
 use crate::store::{Store, StoreError};
-use crate::watchlist::{Added, Removed, edit_the_file, in_config, new_entry, parse_kind};
 
 /// A store error as the command reports it: a database busy beyond the busy timeout is 75
 /// (try again), anything else 1.
@@ -45,7 +45,7 @@ pub(super) async fn watch(
         return Ok(());
     }
     let store = Store::open_config(&config.storage).await?;
-    let list = crate::watchlist::Watchlist::load(store.clone())
+    let list = crate::runtime_list::Watchlist::load(store.clone())
         .await
         .map_err(|e| store_failed(e, "cannot read the watch list"))?;
     let added = list.add(config, entry).await;
@@ -104,7 +104,7 @@ pub(super) async fn unwatch(config: &Config, app_id: String, job_id: String) -> 
         );
     }
     let store = Store::open_config(&config.storage).await?;
-    let list = crate::watchlist::Watchlist::load(store.clone())
+    let list = crate::runtime_list::Watchlist::load(store.clone())
         .await
         .map_err(|e| store_failed(e, "cannot read the watch list"))?;
     let removed = list.remove(config, &key).await;

@@ -141,7 +141,7 @@ fn read_app(
     };
     let discover = t.boolean("discover")?.unwrap_or(false);
     let max_discovered =
-        super::watchlist::read_cap(t, "max_discovered", defaults::APP_MAX_DISCOVERED)?;
+        super::list_bounds::read_cap(t, "max_discovered", defaults::APP_MAX_DISCOVERED)?;
     // `remediate = true|false` overrides `[remediate] enabled` for this app's jobs that
     // have no `[[jobs]]` entry of their own (discovered, or added at run time).
     if let Some(on) = t.boolean("remediate")? {

@@ -17,15 +17,13 @@ pub mod defaults;
 mod duration;
 mod heartbeat;
 mod lean;
+mod list_bounds;
 mod load;
-mod maintenance;
 mod raw;
-mod remediate;
 mod schedule;
 mod split;
 mod storage;
 mod validate;
-mod watchlist;
 
 pub use budget::{BudgetReport, GroupBudget, JobGroup, RUNTIME_FLOOR, share, stretched};
 pub use callback::{AppConfig, CallbackConfig};
@@ -36,12 +34,15 @@ pub use defaults::{
 };
 pub use duration::{format_duration, parse_duration};
 pub use heartbeat::{HeartbeatConfig, HeartbeatUrl, PingMethod};
+pub use list_bounds::WatchlistConfig;
 pub use load::{load, load_beside, load_with_env, parse_str, resolve_path};
-pub use maintenance::{MAX_WINDOW, MaintenanceWindow, held_until};
-pub use remediate::RemediateConfig;
 pub use schedule::Schedule;
 pub use storage::{Database, StorageConfig, check_url as check_storage_url};
-pub use watchlist::WatchlistConfig;
+
+// What a feature's own config section (`remediation/config.rs`, `hold/config.rs`) reads its
+// keys with.
+pub(crate) use raw::Table;
+pub(crate) use validate::check_range;
 
 use crate::domain::{JobIds, JobKey};
 use crate::secret::Secret;
@@ -91,7 +92,7 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     /// `[remediate]`: re-creating dead recordings (off by default), with the per-job and
     /// per-app overrides of `[[jobs]]` and `[[apps]]`.
-    pub remediate: RemediateConfig,
+    pub remediate: crate::remediation::config::RemediateConfig,
     /// `[watchlist]`: the run-time watch list's bound.
     pub watchlist: WatchlistConfig,
     pub log: LogConfig,
@@ -102,7 +103,7 @@ pub struct Config {
     /// The RTC apps whose record callbacks are accepted (`[[apps]]`).
     pub apps: Vec<AppConfig>,
     /// `[[maintenance]]`: recurring windows that hold notifications back.
-    pub maintenance: Vec<MaintenanceWindow>,
+    pub maintenance: Vec<crate::hold::config::MaintenanceWindow>,
     /// `RECWATCH_*` variables that set no key (a misspelling, one `_` for `__`), each as the
     /// warning that names it and what it most likely meant; never their values.
     pub unknown_env: Vec<String>,
@@ -443,7 +444,7 @@ impl Config {
             },
             callback: CallbackConfig::default(),
             heartbeat: HeartbeatConfig::default(),
-            remediate: RemediateConfig::default(),
+            remediate: crate::remediation::config::RemediateConfig::default(),
             watchlist: WatchlistConfig::default(),
             log: LogConfig {
                 level: defaults::LOG_LEVEL,

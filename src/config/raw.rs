@@ -20,8 +20,8 @@ pub(super) type KnownKeys = Rc<RefCell<BTreeSet<String>>>;
 
 /// One TOML table being read: keys are taken out as they are read, so whatever is left at
 /// `finish` is unknown.
-pub(super) struct Table {
-    pub(super) path: String,
+pub(crate) struct Table {
+    pub(crate) path: String,
     map: Map<String, Value>,
     /// The keys read so far, to suggest one for a misspelt key.
     read: Vec<String>,
@@ -29,7 +29,7 @@ pub(super) struct Table {
 }
 
 impl Table {
-    pub(super) fn new(path: impl Into<String>, map: Map<String, Value>) -> Table {
+    pub(crate) fn new(path: impl Into<String>, map: Map<String, Value>) -> Table {
         Table {
             path: path.into(),
             map,
@@ -47,7 +47,7 @@ impl Table {
     }
 
     /// The key paths this table and those read from it have asked for so far.
-    pub(super) fn known_keys(&self) -> KnownKeys {
+    pub(crate) fn known_keys(&self) -> KnownKeys {
         self.known_keys.clone()
     }
 
@@ -57,7 +57,7 @@ impl Table {
         }
     }
 
-    pub(super) fn key_path(&self, key: &str) -> String {
+    pub(crate) fn key_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
         } else {
@@ -65,18 +65,18 @@ impl Table {
         }
     }
 
-    pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::new(self.key_path(key), message)
     }
 
-    pub(super) fn finish(&self) -> Result<(), ConfigError> {
+    pub(crate) fn finish(&self) -> Result<(), ConfigError> {
         let read: Vec<&str> = self.read.iter().map(String::as_str).collect();
         self.unknown(&read)
     }
 
     /// Refuses any key not in `keys`, before anything is read: a table whose required key is
     /// misspelt gets "unknown key appid", not "app_id missing".
-    pub(super) fn known(&self, keys: &[&str]) -> Result<(), ConfigError> {
+    pub(crate) fn known(&self, keys: &[&str]) -> Result<(), ConfigError> {
         for k in keys {
             self.note_known(k);
         }
@@ -104,7 +104,7 @@ impl Table {
     }
 
     /// The keys still in the table, in order.
-    pub(super) fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         self.map.keys().cloned().collect()
     }
 
@@ -114,13 +114,13 @@ impl Table {
         self.map.remove(key)
     }
 
-    pub(super) fn table(&mut self, key: &str) -> Result<Table, ConfigError> {
+    pub(crate) fn table(&mut self, key: &str) -> Result<Table, ConfigError> {
         Ok(self
             .table_opt(key)?
             .unwrap_or_else(|| self.child(self.key_path(key), Map::new())))
     }
 
-    pub(super) fn table_opt(&mut self, key: &str) -> Result<Option<Table>, ConfigError> {
+    pub(crate) fn table_opt(&mut self, key: &str) -> Result<Option<Table>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(self.child(self.key_path(key), m))),
@@ -128,7 +128,7 @@ impl Table {
         }
     }
 
-    pub(super) fn array_of_tables(&mut self, key: &str) -> Result<Vec<Table>, ConfigError> {
+    pub(crate) fn array_of_tables(&mut self, key: &str) -> Result<Vec<Table>, ConfigError> {
         match self.take(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -150,7 +150,7 @@ impl Table {
     }
 
     /// A string; numbers are accepted as their text, since ids are often numeric.
-    pub(super) fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -159,7 +159,7 @@ impl Table {
         }
     }
 
-    pub(super) fn nonempty_string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn nonempty_string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.string(key)? {
             Some(s) if s.trim().is_empty() => {
                 Err(self.err(key, "is empty; give a value or remove the key"))
@@ -168,12 +168,12 @@ impl Table {
         }
     }
 
-    pub(super) fn required_string(&mut self, key: &str) -> Result<String, ConfigError> {
+    pub(crate) fn required_string(&mut self, key: &str) -> Result<String, ConfigError> {
         self.nonempty_string(key)?
             .ok_or_else(|| self.err(key, "missing; this key is required"))
     }
 
-    pub(super) fn string_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    pub(crate) fn string_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Array(items)) => items
@@ -195,7 +195,7 @@ impl Table {
         }
     }
 
-    pub(super) fn integer(&mut self, key: &str) -> Result<Option<u64>, ConfigError> {
+    pub(crate) fn integer(&mut self, key: &str) -> Result<Option<u64>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
@@ -204,7 +204,7 @@ impl Table {
         }
     }
 
-    pub(super) fn boolean(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
+    pub(crate) fn boolean(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
@@ -213,7 +213,7 @@ impl Table {
         }
     }
 
-    pub(super) fn duration(&mut self, key: &str) -> Result<Option<Duration>, ConfigError> {
+    pub(crate) fn duration(&mut self, key: &str) -> Result<Option<Duration>, ConfigError> {
         match self.string(key)? {
             None => Ok(None),
             Some(s) => parse_duration(&s).map(Some).map_err(|m| self.err(key, m)),
@@ -222,7 +222,7 @@ impl Table {
 
     /// A secret given inline as `key` or read from the file named by `key_file` (trimmed, so
     /// systemd credentials and files ending in a newline work). Both at once is an error.
-    pub(super) fn secret(
+    pub(crate) fn secret(
         &mut self,
         key: &str,
         base: Option<&Path>,

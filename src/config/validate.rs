@@ -41,8 +41,8 @@ pub(super) fn from_tree(
     let http = read_http(root.table("http")?, base)?;
     let callback = read_callback(root.table("callback")?)?;
     let heartbeat = read_heartbeat(root.table("heartbeat")?, base)?;
-    let mut remediate = super::remediate::read_remediate(root.table("remediate")?)?;
-    let watchlist = super::watchlist::read_watchlist(root.table("watchlist")?)?;
+    let mut remediate = crate::remediation::config::read_remediate(root.table("remediate")?)?;
+    let watchlist = super::list_bounds::read_watchlist(root.table("watchlist")?)?;
     let log = read_log(root.table("log")?)?;
     let in_tree = root.array_of_tables("jobs")?;
     let jobs = match entries {
@@ -75,7 +75,7 @@ pub(super) fn from_tree(
         base,
         &mut remediate.apps,
     )?;
-    let maintenance = super::maintenance::read_maintenance(root.array_of_tables("maintenance")?)?;
+    let maintenance = crate::hold::config::read_maintenance(root.array_of_tables("maintenance")?)?;
     root.finish()?;
     let config = Config {
         source: None,
@@ -329,7 +329,7 @@ pub(super) fn check_channel_timeout(t: &Table, timeout: Duration) -> Result<(), 
 /// A duration key's sane range: longer than zero (zero would retry or time out at once, in a
 /// loop) and at most `max` (past it a value cannot be meant, e.g. "30d" for "30s", and it
 /// feeds time arithmetic). `why` says where the bound comes from.
-pub(super) fn check_range(
+pub(crate) fn check_range(
     t: &Table,
     key: &str,
     d: Duration,

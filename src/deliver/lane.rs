@@ -7,13 +7,14 @@
 //! `queue::due`), and a send in flight is still pending.
 
 use super::group::{MAX_GROUP, release_at, restored_release};
-use super::hold::{self, Gate};
 use super::pace::Pace;
 use super::policy::{
     AfterFailure, Age, Clock, DeathCause, JUMP_TOLERANCE, Policy, after_failure, detect_jump,
 };
 use super::queue::{self, Due, Filter, Outcome};
-use crate::domain::{Alert, Subject, timestamp};
+use crate::domain::{Alert, timestamp};
+use crate::hold::deliver::{self as hold, Gate};
+use crate::hold::domain::Subject;
 use crate::notify::{Channel, DeliveryError, Retry};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};

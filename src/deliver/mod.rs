@@ -16,14 +16,15 @@
 
 pub mod forward;
 pub mod group;
-pub mod hold;
 mod lane;
 pub mod pace;
 pub mod policy;
 
 pub use policy::{AfterFailure, Clock, DeathCause, Policy, after_failure, retry_delay};
 
-use crate::config::{Config, MaintenanceWindow};
+use crate::config::Config;
+use crate::hold::config::MaintenanceWindow;
+use crate::hold::deliver as hold;
 use crate::notify::Channel;
 use crate::store::Store;
 /// The `deliveries` table as a queue; its statements live in the store.

@@ -2,21 +2,20 @@
 //! [`Phase`] (the API's [`State`] and [`StopReason`], re-exported from `recwatch-rtc`, as are
 //! a failed poll's [`ErrorKind`] and the job kind); what a poll came to ([`PollRecord`]); the alert [`Rule`]s with their
 //! [`Severity`] and [`Status`], a condition's [`EpisodeStep`], the [`Alert`] payload and its
-//! [`AlertId`]; silences and what holds a notification back ([`Silence`], [`HeldBy`]) with
-//! the [`DeliveryState`]s; and how times are written.
+//! [`AlertId`]; the [`DeliveryState`]s; and how times are written. (Silences and what holds a
+//! notification back are the `hold` feature's, `crate::hold::domain`.)
 //!
 //! Nothing here does I/O beyond reading the host name; every other module may depend on this
 //! one and this one depends on none of them, so it is where a type goes when two steps of the
 //! data path both need it.
 
 mod alert;
+mod delivery;
 mod episode;
 mod job;
 mod phase;
 mod poll;
-mod remediation;
 mod rule;
-mod silence;
 mod time;
 pub mod words;
 
@@ -24,6 +23,7 @@ pub use alert::{
     Alert, AlertId, JobFacts, PAYLOAD_VERSION, RemediationAction, RemediationFacts,
     TransitionFacts, hostname, test_alert,
 };
+pub use delivery::DeliveryState;
 pub use episode::{EpisodeStep, OpenEpisode};
 pub use job::{IdsHash, JobIds, JobKey, JobSource, MAX_ID_CHARS, RuntimeJob, check_id, job_path};
 pub use phase::Phase;
@@ -33,10 +33,5 @@ pub use recwatch_rtc::ErrorKind;
 /// path the job is polled on (and re-created on).
 pub use recwatch_rtc::Kind as JobKind;
 pub use recwatch_rtc::model::{State, StopReason};
-pub use remediation::RemediationState;
 pub use rule::{Rule, Severity, Status};
-pub use silence::{
-    AfterHold, DeliveryState, HeldBy, HeldCause, HeldNotice, MAX_SILENCE, Matchers, NewSilence,
-    Silence, SilenceEnd, SilenceStatus, SilenceView, Subject, silence_id,
-};
 pub use time::{NotATime, Timestamp, mul_saturating, read_rfc3339, timestamp};

@@ -7,7 +7,7 @@ use super::AppState;
 use super::auth::{WriteAccess, count_write};
 use crate::config::Config;
 use crate::domain::{JobKey, JobSource, RuntimeJob};
-use crate::watchlist::{Added, Removed, edit_the_file, new_entry, parse_kind};
+use crate::runtime_list::{Added, Removed, edit_the_file, new_entry, parse_kind};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -46,7 +46,7 @@ struct JobView {
     added_at: Option<crate::domain::Timestamp>,
 }
 
-pub(super) fn refuse(
+pub(crate) fn refuse(
     peer: SocketAddr,
     status: StatusCode,
     result: &'static str,
@@ -57,7 +57,7 @@ pub(super) fn refuse(
     (status, format!("{message}\n")).into_response()
 }
 
-pub(super) fn unavailable(peer: SocketAddr, e: crate::store::StoreError) -> Response {
+pub(crate) fn unavailable(peer: SocketAddr, e: crate::store::StoreError) -> Response {
     refuse(
         peer,
         StatusCode::SERVICE_UNAVAILABLE,

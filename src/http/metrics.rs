@@ -145,7 +145,7 @@ fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
     let budget = {
         let config = s.config.borrow();
         let runtime = s.watchlist.current();
-        config.budget(crate::watchlist::runtime_count(&config, &runtime))
+        config.budget(crate::runtime_list::runtime_count(&config, &runtime))
     };
     metrics::gauge!("recwatch_jobs_watched").set(budget.jobs as f64);
     for g in crate::config::JobGroup::ALL {

@@ -21,13 +21,14 @@ mod api;
 pub mod auth;
 mod health;
 mod jobs;
+// What a feature's endpoint (`hold/http.rs`) answers a refusal or an unreachable store with.
+pub(crate) use jobs::{refuse, unavailable};
 pub mod limits;
 pub mod listen;
 mod metrics;
 mod page;
 pub mod read_guard;
 mod server;
-mod silences;
 
 pub use health::{LIVENESS_LIMIT_MS, readiness_problems};
 pub use limits::{Limits, connection_cap, nofile_limit, raise_nofile_limit};
@@ -59,7 +60,7 @@ pub struct AppState {
     pub budget: Arc<Budget>,
     pub metrics: PrometheusHandle,
     /// The run-time watch list: read by `/api/v1/jobs`, changed by its POST and DELETE.
-    pub watchlist: crate::watchlist::Watchlist,
+    pub watchlist: crate::runtime_list::Watchlist,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,8 +82,8 @@ pub fn router(state: AppState) -> Router {
     let writes = Router::new()
         .route("/api/v1/jobs", post(jobs::add))
         .route("/api/v1/jobs/{app_id}/{job_id}", delete(jobs::remove))
-        .route("/api/v1/silences", post(silences::add))
-        .route("/api/v1/silences/{id}", delete(silences::expire));
+        .route("/api/v1/silences", post(crate::hold::http::add))
+        .route("/api/v1/silences/{id}", delete(crate::hold::http::expire));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(health::readyz))

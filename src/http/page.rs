@@ -370,7 +370,7 @@ struct TransitionView {
 }
 
 /// The silences that hold a job's notifications, as its page lists them.
-fn silence_rows(silences: &[crate::domain::SilenceView]) -> Vec<SilenceRow> {
+fn silence_rows(silences: &[crate::hold::domain::SilenceView]) -> Vec<SilenceRow> {
     silences
         .iter()
         .map(|v| {
@@ -525,7 +525,7 @@ pub(super) fn watched(s: &AppState) -> (Arc<Config>, HashMap<JobKey, JobSource>)
 /// [`watched`] of these values.
 pub(super) fn watched_of(
     config: &Arc<Config>,
-    runtime: &crate::watchlist::RuntimeList,
+    runtime: &crate::runtime_list::RuntimeList,
 ) -> (Arc<Config>, HashMap<JobKey, JobSource>) {
     let config = Arc::clone(config);
     if runtime.jobs.is_empty() {
@@ -533,7 +533,7 @@ pub(super) fn watched_of(
         // milliseconds and megabytes at 100,000 jobs (issue 23, item 7).
         return (config, HashMap::new());
     }
-    let (merged, sources) = crate::watchlist::with_runtime_sources(&config, runtime);
+    let (merged, sources) = crate::runtime_list::with_runtime_sources(&config, runtime);
     (Arc::new(merged), sources)
 }
 

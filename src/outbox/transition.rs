@@ -2,10 +2,10 @@
 //! severity from `rules`, pure) and, on a death, the remediation's intent or why not
 //! (`remediation.rs`), the alert held for the outcome.
 
-use super::remediation::Decided;
 use super::{Outbox, channels_for, informative_description, job_facts};
 use crate::config::{Config, JobConfig};
 use crate::domain::{Alert, Phase, Rule, State, Status, Timestamp, TransitionFacts};
+use crate::remediation::outbox::Decided;
 use crate::rules;
 use crate::store::{StoreError, WriteTx};
 use chrono::{DateTime, Utc};
@@ -14,15 +14,15 @@ use recwatch_rtc::model::JobSnapshot;
 /// A transition just recorded (`transition_id`), with what its alert and remediation are
 /// written from: the job, the answer that showed the change (parsed and `raw`), and when.
 #[derive(Clone, Copy)]
-pub(super) struct Recorded<'a> {
-    pub(super) transition_id: i64,
-    pub(super) job: &'a JobConfig,
-    pub(super) snapshot: &'a JobSnapshot,
-    pub(super) raw: &'a str,
-    pub(super) request_id: &'a Option<String>,
-    pub(super) from: &'a Option<Phase>,
-    pub(super) to: &'a Phase,
-    pub(super) at: DateTime<Utc>,
+pub(crate) struct Recorded<'a> {
+    pub(crate) transition_id: i64,
+    pub(crate) job: &'a JobConfig,
+    pub(crate) snapshot: &'a JobSnapshot,
+    pub(crate) raw: &'a str,
+    pub(crate) request_id: &'a Option<String>,
+    pub(crate) from: &'a Option<Phase>,
+    pub(crate) to: &'a Phase,
+    pub(crate) at: DateTime<Utc>,
 }
 
 impl Outbox {

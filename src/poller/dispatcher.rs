@@ -66,7 +66,7 @@ pub struct Poller {
     config_rx: Option<watch::Receiver<Arc<Config>>>,
     /// The run-time watch list (see [`Poller::follow_watchlist`]) and the configuration as
     /// published, without it: `config` is the two merged.
-    runtime: super::watchlist::Runtime,
+    runtime: super::merge::Runtime,
     command_rx: Option<mpsc::Receiver<Command>>,
     /// Told once polling is armed (systemd's READY=1 waits for it).
     armed: Option<tokio::sync::oneshot::Sender<()>>,
@@ -102,12 +102,12 @@ impl Poller {
             command_tx,
             command_rx: Some(command_rx),
             config_rx: None,
-            runtime: super::watchlist::Runtime::new(config.clone()),
+            runtime: super::merge::Runtime::new(config.clone()),
             armed: None,
             budget: Arc::new(Budget::new(config.api.rate_limit)),
             in_flight: Arc::new(Semaphore::new(config.api.max_in_flight)),
             in_flight_limit: config.api.max_in_flight,
-            watched: super::watchlist::watched_of(&config, &HashMap::new()),
+            watched: super::merge::watched_of(&config, &HashMap::new()),
             generation: 0,
             config,
             client,
@@ -610,7 +610,7 @@ impl Dispatcher {
         job: &Arc<JobConfig>,
         seed: impl FnOnce(&Key) -> Option<Seed>,
     ) -> Option<(Key, Box<JobState>)> {
-        let (k, job) = super::watchlist::shared(&self.poller.watched, job);
+        let (k, job) = super::merge::shared(&self.poller.watched, job);
         let mut state =
             JobState::from_seed(&job, seed(&k), self.poller.config.poll.stop_after_terminal)?;
         state.generation = self.poller.generation;

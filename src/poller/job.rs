@@ -2,7 +2,7 @@
 //! has not taken yet. It moves into the job's poll task and back, so a job is never polled
 //! twice at once and transition detection needs no lock.
 
-use super::watchlist::Origin;
+use super::merge::Origin;
 use crate::config::JobConfig;
 use crate::domain::Phase;
 use crate::domain::{PollOutcome, PollRecord, State};

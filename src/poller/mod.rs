@@ -34,7 +34,7 @@
 //! - `batch.rs`: polls that changed nothing, written once a second in one transaction;
 //! - `writer.rs`: the group writer, the one task that commits poll outcomes through the outbox;
 //! - `once.rs`: `recwatch poll-once`;
-//! - `watchlist.rs`: the configuration's jobs and the run-time watch list, merged (what is
+//! - `merge.rs`: the configuration's jobs and the run-time watch list, merged (what is
 //!   polled); `dispatcher/runtime.rs` applies a change of the list like a reload of it;
 //!
 //! The poller uses the outbox (to write) and never the other way round: the [`Event`]s it
@@ -47,10 +47,10 @@ mod feed;
 mod health;
 mod hints;
 mod job;
+mod merge;
 mod once;
 mod schedule;
 mod task;
-mod watchlist;
 mod writer;
 
 pub use crate::outbox::Event;

@@ -3,7 +3,7 @@
 //! while the poll loop is alive; re-reads the configuration on SIGHUP or when the file changes
 //! (`reload.rs`); and turns SIGINT/SIGTERM into a clean stop ([`shutdown_on_signals`]).
 //!
-//! It owns its database (a kernel lock beside it, see [`crate::storage::lock`]): a second
+//! It owns its database (a kernel lock beside it, see [`crate::dbfile::lock`]): a second
 //! `run` on the same file refuses to start. The configuration in force is one
 //! `watch<Arc<Config>>`: the reloader replaces it, the HTTP endpoint and the delivery worker
 //! read it (the poller gets each new one as a command, with the client built from it). Every
@@ -21,14 +21,14 @@ mod supervise;
 pub use signals::{shutdown_on_signals, shutdown_on_signals_then};
 
 use crate::config::Config;
+use crate::dbfile::lock::OwnerLock;
 use crate::leader::Leadership;
 use crate::outbox::Outbox;
 use crate::poller::Event;
-use crate::storage::lock::OwnerLock;
+use crate::runtime_list::Watchlist;
 use crate::store::Store;
 use crate::systemd;
 use crate::vitals::Vitals;
-use crate::watchlist::Watchlist;
 use anyhow::Context;
 use recwatch_rtc::client::RtcClient;
 use std::sync::Arc;

@@ -16,9 +16,9 @@ use crate::config::Config;
 use crate::leader::Term;
 use crate::outbox::Outbox;
 use crate::poller::{Budget, Event, Hints, Poller};
+use crate::runtime_list::Watchlist;
 use crate::store::Store;
 use crate::vitals::Vitals;
-use crate::watchlist::Watchlist;
 use anyhow::Context;
 use recwatch_rtc::client::RtcClient;
 use std::sync::Arc;
@@ -109,7 +109,7 @@ impl ActiveSet {
         // Remediation POSTs only where polling runs, through the fenced store: a stepped-down
         // instance cannot mark an intent `posting`, so it cannot send a create.
         tasks.spawn(
-            crate::remediate::Remediator::new(
+            crate::remediation::Remediator::new(
                 store.clone(),
                 parts.outbox.clone(),
                 parts.budget.clone(),

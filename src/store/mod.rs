@@ -302,11 +302,11 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 // a directory or file that cannot be made) and name the path and the setting to fix.
 impl Store {
     /// Opens (creating the file and its directories) and migrates the SQLite database if its
-    /// schema is behind, under the database's lock (see [`crate::storage::lock`]); for
+    /// schema is behind, under the database's lock (see [`crate::dbfile::lock`]); for
     /// processes that do not own the database and may run beside a daemon.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
         let store = Store::connect(path).await?;
-        crate::storage::lock::migrate_under_lock(
+        crate::dbfile::lock::migrate_under_lock(
             path,
             || store.schema_current(),
             || store.migrate(),
@@ -319,7 +319,7 @@ impl Store {
     /// `poll-once`).
     pub async fn open_owned(
         path: &Path,
-        _owner: &crate::storage::lock::OwnerLock,
+        _owner: &crate::dbfile::lock::OwnerLock,
     ) -> anyhow::Result<Store> {
         let store = Store::connect(path).await?;
         store.migrate().await?;
@@ -343,10 +343,10 @@ impl Store {
     pub async fn open_for(
         storage: &crate::config::StorageConfig,
         command: &str,
-    ) -> anyhow::Result<(Store, Option<crate::storage::lock::OwnerLock>)> {
+    ) -> anyhow::Result<(Store, Option<crate::dbfile::lock::OwnerLock>)> {
         match storage.database() {
             crate::config::Database::Sqlite(path) => {
-                let owner = crate::storage::lock::OwnerLock::acquire(path, command).await?;
+                let owner = crate::dbfile::lock::OwnerLock::acquire(path, command).await?;
                 let store = Store::open_owned(path, &owner).await?;
                 Ok((store, Some(owner)))
             }
@@ -395,7 +395,7 @@ impl Store {
 
     async fn connect(path: &Path) -> anyhow::Result<Store> {
         // The directory 0700 and the file 0600 whatever the umask; a failure exits 73.
-        crate::storage::prepare_storage(path)?;
+        crate::dbfile::prepare_storage(path)?;
         // `prepare_storage` made the file; a connection opened later (after one was
         // discarded) must not silently create an empty database where the old one was deleted.
         let options = SqliteConnectOptions::new()
@@ -505,7 +505,7 @@ impl Store {
             }
             _ => {}
         }
-        if let Err(e) = crate::storage::writable(&b.path) {
+        if let Err(e) = crate::dbfile::writable(&b.path) {
             return Some(if e.raw_os_error() == Some(libc::EROFS) {
                 format!(
                     "the file system holding the database {path} is read-only: nothing can be written; remount it read-write"
@@ -772,7 +772,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::record;
     use super::*;
-    use crate::storage::{StorageProbe, prepare_storage, probe_storage};
+    use crate::dbfile::{StorageProbe, prepare_storage, probe_storage};
     use chrono::Utc;
     use std::{fs, io};
 

@@ -9,7 +9,8 @@
 
 use super::{Store, StoreError, WriteTx};
 use crate::domain::Timestamp;
-use crate::domain::{RemediationState, timestamp};
+use crate::domain::timestamp;
+use crate::remediation::domain::RemediationState;
 use chrono::{DateTime, Utc};
 
 /// A remediation as [`Store::link_replacements`] reads it: found by its death's transition

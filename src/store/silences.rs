@@ -1,16 +1,16 @@
 //! The `silences` table, and the deliveries they (or maintenance windows) hold back.
 //!
 //! A held delivery is in state `silenced` with `held_by` naming its hold; the alert keeps the
-//! first hold in `silenced_by`. When the hold ends, the release pass (`deliver::hold`) reads
+//! first hold in `silenced_by`. When the hold ends, the release pass (`hold::deliver`) reads
 //! the held rows with what decides whether each is still true ([`HeldRow`]) and settles them
 //! ([`Store::settle_held`]): back to `pending` with the same alert id, or left `silenced` with
 //! the reason.
 
 use super::{Store, StoreError};
 use crate::domain::Timestamp;
-use crate::domain::{
-    AfterHold, HeldBy, HeldCause, HeldNotice, Matchers, NewSilence, Rule, Silence, Status,
-    timestamp,
+use crate::domain::{Rule, Status, timestamp};
+use crate::hold::domain::{
+    AfterHold, HeldBy, HeldCause, HeldNotice, Matchers, NewSilence, Silence,
 };
 use chrono::{DateTime, Utc};
 
@@ -88,7 +88,7 @@ impl HeldRow {
         Rule::parse(&self.rule)
     }
 
-    /// The pure decision's input (`rules::after_hold`).
+    /// The pure decision's input (`hold::rules::after_hold`).
     pub fn notice(&self) -> HeldNotice {
         let cause = match (self.transition_id, self.episode_id, self.episode_open) {
             (Some(t), _, _) => HeldCause::Transition {
@@ -311,7 +311,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{SilenceEnd, SilenceStatus};
+    use crate::hold::domain::{SilenceEnd, SilenceStatus};
     use crate::store::test_support::both_backends;
 
     fn t(s: &str) -> DateTime<Utc> {

@@ -56,7 +56,7 @@ pub struct JobPage {
     pub alerts: Vec<AlertView>,
     /// The active and pending silences that hold this job's notifications (by its app, its
     /// id, or a rule alone).
-    pub silences: Vec<crate::domain::SilenceView>,
+    pub silences: Vec<crate::hold::domain::SilenceView>,
 }
 
 /// The instance holding the leadership lease, as `recwatch status` names it.
@@ -207,7 +207,7 @@ async fn job_silences(
     src: &Sources<'_>,
     app_id: &str,
     job_id: &str,
-) -> Result<Vec<crate::domain::SilenceView>, crate::store::StoreError> {
+) -> Result<Vec<crate::hold::domain::SilenceView>, crate::store::StoreError> {
     let now = chrono::Utc::now();
     let fits = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
     Ok(src

@@ -38,7 +38,7 @@ pub struct Sources<'a> {
     pub store: &'a Store,
     /// An `Arc`, so a list's scan can move it off the async workers.
     pub config: &'a Arc<Config>,
-    /// Where each run-time job of `config` came from ([`crate::watchlist`]); the config
+    /// Where each run-time job of `config` came from ([`crate::runtime_list`]); the config
     /// file's jobs are not in it.
     pub sources: &'a HashMap<JobKey, JobSource>,
     /// The RTC API is failing (the `api_unhealthy` condition is open).

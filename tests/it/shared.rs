@@ -11,7 +11,8 @@ use crate::push::{Rig, event, metric};
 use crate::silences::{received_jobs, wait_silenced};
 use crate::support::receiver::Receiver;
 use chrono::Utc;
-use recwatch::domain::{JobKey, JobSource, Matchers, NewSilence, RuntimeJob, SilenceEnd};
+use recwatch::domain::{JobKey, JobSource, RuntimeJob};
+use recwatch::hold::domain::{Matchers, NewSilence, SilenceEnd};
 use recwatch::store::Store;
 use recwatch_rtc::callback::RecordEvent;
 use sha2::{Digest, Sha256};
@@ -133,7 +134,7 @@ async fn a_silence_another_instance_added_holds_the_next_notification() {
         now,
     )
     .expect("a valid silence");
-    let id = recwatch::domain::silence_id();
+    let id = recwatch::hold::domain::silence_id();
     store.add_silence(&id, &new, now).await.expect("written");
     for job in ["job-0000", "job-0001"] {
         sim.set_job(

@@ -50,7 +50,7 @@ impl Dispatcher {
     /// Takes a new configuration: jobs removed, changed and added, the budget, the
     /// in-flight limit and the cron schedule.
     pub(super) async fn reload(&mut self, config: Arc<Config>, client: RtcClient) {
-        let wanted = super::super::watchlist::watched_of(&config, &self.poller.watched);
+        let wanted = super::super::merge::watched_of(&config, &self.poller.watched);
         let before = self.states.len();
         self.states.retain(|k, _| wanted.contains_key(k));
         self.retired.retain(|k| wanted.contains_key(k));

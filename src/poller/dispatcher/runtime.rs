@@ -1,10 +1,10 @@
-//! The dispatcher's side of the run-time watch list ([`crate::watchlist`]): followed from the
+//! The dispatcher's side of the run-time watch list ([`crate::runtime_list`]): followed from the
 //! start beside the configuration, and each change applied like a reload of the watch list
 //! alone. A child of the dispatcher so it works on the dispatcher's own state.
 
 use super::super::job::RETIRE_UNFOUND_AFTER;
 use super::{Dispatcher, Key, Poller};
-use crate::watchlist::RuntimeList;
+use crate::runtime_list::RuntimeList;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -16,7 +16,7 @@ impl Poller {
     /// from the start, and each change is applied like a reload of the watch list alone.
     pub fn follow_watchlist(&mut self, list: watch::Receiver<Arc<RuntimeList>>) {
         let config = self.runtime.follow(list);
-        self.watched = super::super::watchlist::watched_of(&config, &self.watched);
+        self.watched = super::super::merge::watched_of(&config, &self.watched);
         self.config = config;
     }
 }

@@ -6,8 +6,8 @@ use super::super::batch::Touches;
 use super::{Dispatcher, Key, Poller};
 use crate::domain::{JobKey, JobKind, JobSource, RuntimeJob};
 use crate::outbox::Outbox;
+use crate::runtime_list::RuntimeList;
 use crate::store::Store;
-use crate::watchlist::RuntimeList;
 use recwatch_rtc::client::RtcClient;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -131,7 +131,7 @@ async fn one_allocation_per_key_and_configuration_across_the_maps() {
     let joiner = runtime_job("api-1");
     changed
         .jobs
-        .insert(joiner.key.clone(), crate::watchlist::Listed::new(joiner));
+        .insert(joiner.key.clone(), crate::runtime_list::Listed::new(joiner));
     let next = Arc::new(changed);
     tx.send(next.clone()).unwrap();
     d.watchlist_changed().await;

@@ -1,48 +1,17 @@
 //! Silences and holds: what may keep a notification from being sent (a silence an operator
-//! added, or a maintenance window from the config), and the delivery states that say so.
+//! added, or a maintenance window from the config); a held delivery's state is
+//! `domain::DeliveryState`'s `Silenced`.
 //!
 //! A silence matches alerts by app, job and rule (each optional, at least one given); it is
 //! pending before its start, active until its end, expired after. Matching is pure and tested
 //! here; the store keeps silences (`store::silences`) and the delivery lanes ask, just before
-//! a send, whether anything holds the alert back (`deliver::hold`).
+//! a send, whether anything holds the alert back (`crate::hold::deliver`).
 
-use super::{Alert, Rule, timestamp};
+use crate::domain::{Alert, Rule, Status, check_id, timestamp};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Serialize, Serializer};
 use std::fmt;
-
-/// A delivery's state, as the database and `recwatch alerts --json` spell it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
-pub enum DeliveryState {
-    /// Not sent yet: due now or at `next_attempt_at`.
-    Pending,
-    /// The receiver accepted it.
-    Sent,
-    /// Given up (notify.max_age, a refusal no retry can help, a removed channel).
-    Dead,
-    /// Held back by a silence or a maintenance window: not sent, not dead.
-    Silenced,
-}
-
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Sent => "sent",
-            DeliveryState::Dead => "dead",
-            DeliveryState::Silenced => "silenced",
-        }
-    }
-}
-
-impl fmt::Display for DeliveryState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What an alert is about, as far as silences and windows look: its app, job and rule (an
 /// api-wide alert has no app or job).
@@ -251,7 +220,7 @@ impl NewSilence {
                 }
                 // The watch list's own rule for ids ("." and ".." are none), so a silence
                 // never names a job that could not be watched.
-                super::check_id(v).map_err(|m| format!("{name} {m}"))?;
+                check_id(v).map_err(|m| format!("{name} {m}"))?;
             }
         }
         let comment = comment.trim();
@@ -336,14 +305,14 @@ impl fmt::Display for HeldBy {
 }
 
 /// A held notice whose hold has ended, with what the store knows now about its cause: the
-/// input of [`crate::rules::after_hold`].
+/// input of [`crate::hold::rules::after_hold`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldNotice {
     pub alert_id: String,
     pub channel: String,
     /// The order the outbox made the alerts in (`alerts.rowid`).
     pub order: i64,
-    pub status: super::Status,
+    pub status: Status,
     pub cause: HeldCause,
 }
 
@@ -635,19 +604,6 @@ mod tests {
         for (name, m, end, comment, want) in bad {
             let e = NewSilence::new(m, None, end, comment, None, now).expect_err(name);
             assert!(e.contains(want), "{name}: {e}");
-        }
-    }
-
-    #[test]
-    fn delivery_states_are_spelt_as_stored() {
-        for (s, text) in [
-            (DeliveryState::Pending, "pending"),
-            (DeliveryState::Sent, "sent"),
-            (DeliveryState::Dead, "dead"),
-            (DeliveryState::Silenced, "silenced"),
-        ] {
-            assert_eq!(s.as_str(), text);
-            assert_eq!(serde_json::to_value(s).unwrap(), text);
         }
     }
 }

@@ -1,11 +1,11 @@
 //! What the dispatcher polls: the configuration in force with the run-time watch list merged in
-//! ([`crate::watchlist`]). Either changing gives a new merged configuration, which the
+//! ([`crate::runtime_list`]). Either changing gives a new merged configuration, which the
 //! dispatcher applies like a reload (jobs that join are polled at once, jobs that leave stop).
 
 use super::Key;
 use crate::config::{BudgetReport, Config, JobConfig, JobGroup};
 use crate::domain::JobSource;
-use crate::watchlist::{RuntimeList, runtime_count, with_runtime};
+use crate::runtime_list::{RuntimeList, runtime_count, with_runtime};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -202,7 +202,7 @@ fn shadowed(config: &Config, list: &RuntimeList) -> HashSet<Key> {
 /// job's state, see [`super::job::JobState::job`]). Each key is one allocation shared with the
 /// rest of the poller (issue 23, item 1): the one `before` has for the job (the map this one
 /// replaces, whose keys `states`, the schedule and the lane hold), else the job's own (a
-/// run-time job's is the list's, see [`crate::watchlist::Listed`]). Looked up by the job's
+/// run-time job's is the list's, see [`crate::runtime_list::Listed`]). Looked up by the job's
 /// own key, and without the list: no key made per job per change of the list, and the list
 /// need not be held while a change is applied (see [`Runtime::remerge`]).
 pub(super) fn watched_of(

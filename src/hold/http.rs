@@ -1,13 +1,14 @@
 //! `POST /api/v1/silences` and `DELETE /api/v1/silences/{id}`: silences added and expired over
-//! HTTP, behind the same bearer token as the watch list's writes ([`super::auth`]). The input is
+//! HTTP, behind the same bearer token as the watch list's writes (`crate::http::auth`). The input is
 //! checked by the same [`NewSilence::new`] as `recwatch silence add`, so both refuse the same
 //! things with the same words; the silence is written to the database, where the delivery
 //! lanes read it before every send, so it holds the next notification of a running daemon.
 
-use super::AppState;
-use super::auth::{WriteAccess, count_write};
-use super::jobs::{refuse, unavailable};
-use crate::domain::{Matchers, NewSilence, Rule, SilenceEnd, silence_id};
+use crate::domain::Rule;
+use crate::hold::domain::{Matchers, NewSilence, SilenceEnd, silence_id};
+use crate::http::AppState;
+use crate::http::auth::{WriteAccess, count_write};
+use crate::http::{refuse, unavailable};
 use crate::store::Expired;
 use axum::Json;
 use axum::body::Body;
@@ -75,7 +76,7 @@ fn checked(body: &[u8], now: DateTime<Utc>) -> Result<NewSilence, String> {
     NewSilence::new(matchers, None, end, &comment, b.author.as_deref(), now)
 }
 
-pub(super) async fn add(
+pub(crate) async fn add(
     _: WriteAccess,
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -107,7 +108,7 @@ pub(super) async fn add(
             count_write("created");
             let config = s.config.borrow().clone();
             let runtime = s.watchlist.current();
-            let entries = crate::watchlist::entries(&config, &runtime);
+            let entries = crate::runtime_list::entries(&config, &runtime);
             let warning = silence.matchers.unwatched(entries.iter().map(|e| e.key()));
             let mut answer = serde_json::to_value(silence.view(now)).unwrap_or_default();
             // Accepted either way (a job may be silenced just before it is watched), but the
@@ -121,7 +122,7 @@ pub(super) async fn add(
     }
 }
 
-pub(super) async fn expire(
+pub(crate) async fn expire(
     _: WriteAccess,
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

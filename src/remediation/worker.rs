@@ -19,10 +19,10 @@
 use crate::config::{Config, JobConfig};
 use crate::domain::{JobKey, JobSource, RuntimeJob, Timestamp, timestamp};
 use crate::outbox::Outbox;
-use crate::outbox::remediation::{Outcome, Told};
 use crate::poller::Budget;
+use crate::remediation::outbox::{Outcome, Told};
+use crate::runtime_list::Watchlist;
 use crate::store::{Finished, RemediationRow, Store};
-use crate::watchlist::Watchlist;
 use chrono::Utc;
 use recwatch_rtc::client::{RtcClient, RtcError};
 use recwatch_rtc::{CreateFailure, CreateRequest, Kind};

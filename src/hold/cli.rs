@@ -1,10 +1,12 @@
 //! `recwatch silence add | list | expire`: silences written straight into the database, so
 //! they work with or without a daemon running; a running daemon's delivery lanes read them
 //! before each send, so a new silence holds the very next notification it matches.
+//! Also `recwatch check`'s lines for `[[maintenance]]`.
 
-use super::{complain, emit, print_table};
+use crate::cli::{complain, emit, open_existing, out, parse_duration_arg, print_table};
 use crate::config::Config;
-use crate::domain::{Matchers, NewSilence, Rule, SilenceEnd, silence_id, timestamp};
+use crate::domain::{Rule, timestamp};
+use crate::hold::domain::{Matchers, NewSilence, SilenceEnd, silence_id};
 use crate::store::{Expired, Store};
 use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args, Subcommand};
@@ -34,7 +36,7 @@ pub enum SilenceCommand {
         #[arg(long, value_name = "RULE", value_parser = parse_rule)]
         rule: Option<Rule>,
         /// How long, from now, e.g. 2h, 30m.
-        #[arg(long = "for", value_name = "DURATION", value_parser = super::parse_duration_arg)]
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration_arg)]
         for_: Option<std::time::Duration>,
         /// Until this time (RFC 3339, e.g. 2026-05-01T08:00:00Z or with an offset).
         #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
@@ -76,7 +78,7 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 /// Runs a `silence` command; bad input exits 2, like the command line's own errors.
-pub(super) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         SilenceCommand::Add {
             app,
@@ -130,7 +132,7 @@ pub(super) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Resul
             Ok(ExitCode::SUCCESS)
         }
         SilenceCommand::Expire { id } => {
-            let store = super::inspect::open_existing(config).await?;
+            let store = open_existing(config).await?;
             let result = store.expire_silence(&id, Utc::now()).await?;
             store.close().await;
             match result {
@@ -154,7 +156,7 @@ pub(super) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Resul
 }
 
 async fn list(config: &Config, all: bool, json: bool) -> anyhow::Result<()> {
-    let store = super::inspect::open_existing(config).await?;
+    let store = open_existing(config).await?;
     let now = Utc::now();
     let silences = store.silences(all, now).await?;
     store.close().await;
@@ -198,5 +200,32 @@ async fn list(config: &Config, all: bool, json: bool) -> anyhow::Result<()> {
         ]);
     }
     print_table(&rows)?;
+    Ok(())
+}
+
+/// `recwatch check`'s lines for `[[maintenance]]`: each window, and whether it is active now
+/// or when it next starts.
+pub(crate) fn print_check(c: &Config) -> std::io::Result<()> {
+    let now = chrono::Utc::now();
+    let list = |l: &[String]| match l.is_empty() {
+        true => "all".to_string(),
+        false => l.join(", "),
+    };
+    for w in &c.maintenance {
+        let when = match (w.active_until(now), w.next_start(now)) {
+            (Some(until), _) => format!("active now, until {}", crate::domain::timestamp(until)),
+            (None, Some(next)) => format!("next at {}", crate::domain::timestamp(next)),
+            (None, None) => "never starts".to_string(),
+        };
+        out!(
+            "  maintenance {:?}: {:?} {} for {} (apps {}, jobs {}); {when}",
+            w.name,
+            w.schedule.as_str(),
+            w.timezone,
+            crate::config::format_duration(w.duration),
+            list(&w.apps),
+            list(&w.jobs)
+        )?;
+    }
     Ok(())
 }

@@ -1,12 +1,10 @@
 //! `[remediate]`: re-creating a recording that died (issue 15), opt-in and bounded. The
 //! section's switches, and the per-job (`[[jobs]] remediate`) and per-app (`[[apps]]
 //! remediate`, for discovered jobs) overrides of `enabled`. What is done with them is decided
-//! by `rules::remediation` (pure) and carried out by `remediate` (the worker).
+//! by `remediation::rules` (pure) and carried out by the worker (`remediation::Remediator`).
 
-use super::ConfigError;
-use super::defaults;
-use super::raw::Table;
-use super::validate::check_range;
+use crate::config::defaults;
+use crate::config::{ConfigError, Table, check_range};
 use crate::domain::JobKey;
 use recwatch_rtc::model::StopReason;
 use std::collections::BTreeMap;
@@ -58,7 +56,7 @@ impl RemediateConfig {
     }
 }
 
-pub(super) fn read_remediate(mut t: Table) -> Result<RemediateConfig, ConfigError> {
+pub(crate) fn read_remediate(mut t: Table) -> Result<RemediateConfig, ConfigError> {
     let d = RemediateConfig::default();
     let enabled = t.boolean("enabled")?.unwrap_or(d.enabled);
     let on = match t.string_list("on")? {

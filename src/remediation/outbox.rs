@@ -1,7 +1,7 @@
-//! The outbox's part of remediation (issue 15): on a death, decide (`rules::remediation`,
+//! The outbox's part of remediation (issue 15): on a death, decide (`remediation::rules`,
 //! pure) and write the intent in the SAME transaction as the transition and its alert, so a
 //! crash can neither lose it nor act on one death twice (`remediations.transition_id` is
-//! unique). The POST itself is the remediation worker's (`crate::remediate`).
+//! unique). The POST itself is the remediation worker's (`crate::remediation`'s `worker.rs`).
 //!
 //! How the death's alert carries the outcome, durably: when an intent is written, the alert's
 //! deliveries are held until +[`OUTCOME_WAIT`] (their `next_attempt_at`) and its payload says
@@ -13,14 +13,15 @@
 //! any point leaves either the held alert (sent at +5 s by any instance) or the outcome's own
 //! alert in the database.
 
-use super::transition::Recorded;
-use super::{Outbox, channels_for, job_facts};
 use crate::config::{Config, JobConfig};
 use crate::domain::{
-    Alert, AlertId, JobKey, Phase, RemediationAction, RemediationFacts, RemediationState, Rule,
-    State, Status,
+    Alert, AlertId, JobKey, Phase, RemediationAction, RemediationFacts, Rule, State, Status,
 };
-use crate::rules::{self, Remediation, RemediationInput, SkipReason, chrono_saturating};
+use crate::outbox::transition::Recorded;
+use crate::outbox::{Outbox, channels_for, job_facts};
+use crate::remediation::domain::RemediationState;
+use crate::remediation::rules::{Remediation, RemediationInput, SkipReason, remediation};
+use crate::rules::{self, chrono_saturating};
 use crate::store::{NewRemediation, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::model::JobSnapshot;
@@ -32,7 +33,7 @@ use tracing::{info, warn};
 pub const OUTCOME_WAIT: Duration = Duration::from_secs(5);
 
 /// What was decided about one death, before it is written.
-pub(super) struct Decided {
+pub(crate) struct Decided {
     decision: Remediation,
     lineage: String,
     kind: Kind,
@@ -40,7 +41,7 @@ pub(super) struct Decided {
 
 impl Decided {
     /// What the death's alert says about it.
-    pub(super) fn facts(&self) -> RemediationFacts {
+    pub(crate) fn facts(&self) -> RemediationFacts {
         let skipped = |reason: String| RemediationFacts {
             action: RemediationAction::Skipped,
             new_job_id: None,
@@ -58,7 +59,7 @@ impl Decided {
 impl Outbox {
     /// Whether and how to re-create `job`, which just changed to `to`; `None` when
     /// remediation leaves it alone (the common case costs no query).
-    pub(super) async fn decide_remediation(
+    pub(crate) async fn decide_remediation(
         &self,
         tx: &mut WriteTx,
         job: &JobConfig,
@@ -87,7 +88,7 @@ impl Outbox {
         let rebuild = CreateRequest::from_snapshot(kind, snapshot)
             .map(|_| ())
             .map_err(|e| e.to_string());
-        let decision = rules::remediation(&RemediationInput {
+        let decision = remediation(&RemediationInput {
             to,
             on: &r.on,
             enabled,
@@ -106,7 +107,7 @@ impl Outbox {
     /// Writes what was decided about the death `t`: the intent (the death's alert,
     /// `alert_id`, held for its outcome), or the skip, with a `remediation_exhausted` alert
     /// when the bound was hit. Returns the alerts made.
-    pub(super) async fn write_remediation(
+    pub(crate) async fn write_remediation(
         &self,
         tx: &mut WriteTx,
         d: Decided,
@@ -352,15 +353,6 @@ impl Outbox {
             made.push(alert);
         }
         Ok(made)
-    }
-
-    /// Logs, counts and wakes the delivery worker for alerts committed outside the poll path.
-    /// It wakes the worker even when no alert was made: an outcome that completed the death's
-    /// held alert made its deliveries due now, and a lane asleep until the hold's end would
-    /// send it only then (issue 22: 5 s for an outcome known after 0.12 s).
-    pub fn announce_committed(&self, made: &[Alert]) {
-        self.announce(made);
-        self.wake.notify_one();
     }
 }
 

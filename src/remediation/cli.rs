@@ -1,11 +1,10 @@
 //! `recwatch remediations [--json]`: what `[remediate]` re-created (or decided not to), when,
-//! from which job, with which result, newest first.
+//! from which job, with which result, newest first; and `recwatch check`'s `[remediate]` line.
 
-use super::inspect::open_existing;
-use super::{emit, print_table};
+use crate::cli::{emit, open_existing, out, print_table, shown};
 use crate::config::Config;
 
-pub(super) async fn remediations(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn remediations(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
     let list = store.remediations(limit).await?;
     store.close().await;
@@ -54,8 +53,46 @@ pub(super) async fn remediations(config: &Config, limit: i64, json: bool) -> any
     if !notes.is_empty() {
         out!("\nwhy:")?;
         for n in notes {
-            out!("  {}", super::shown(&n))?;
+            out!("  {}", shown(&n))?;
         }
     }
     Ok(())
+}
+
+/// `recwatch check`'s line for `[remediate]`: off, or on which stop reasons, how often, and
+/// the per-job and per-app overrides.
+pub(crate) fn print_check(c: &Config) -> std::io::Result<()> {
+    let r = &c.remediate;
+    let on_for = |on: bool| if on { "on" } else { "off" };
+    let overrides: Vec<String> = r
+        .jobs
+        .iter()
+        .map(|(k, on)| format!("job {k} {}", on_for(*on)))
+        .chain(
+            r.apps
+                .iter()
+                .map(|(a, on)| format!("app {a} {}", on_for(*on))),
+        )
+        .collect();
+    let overrides = match overrides.is_empty() {
+        true => String::new(),
+        false => format!("; overrides: {}", overrides.join(", ")),
+    };
+    if !r.enabled {
+        return out!("  remediate  off{overrides}");
+    }
+    out!(
+        "  remediate  on{}: re-creates a job stopped with {}, at most {} per lineage in {}{overrides}",
+        if r.dry_run {
+            " (dry run: says what it would do)"
+        } else {
+            ""
+        },
+        r.on.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.max_restarts,
+        crate::config::format_duration(r.window)
+    )
 }

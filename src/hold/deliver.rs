@@ -5,14 +5,14 @@
 //!   silence's id or window's name. Silences are read from the database at that moment, so
 //!   one added by the CLI or the API (another process) holds the very next send.
 //! - When a hold ends ([`release`], every second and at each window edge): each held
-//!   delivery no longer covered is settled by `rules::after_hold`: what is still true goes
+//!   delivery no longer covered is settled by `hold::rules::after_hold`: what is still true goes
 //!   back to the queue at once, with its own alert id; what cleared meanwhile stays
 //!   `silenced` with the reason.
 //! - [`watch_windows`] wakes at each window's start and end (not by polling): it logs them,
 //!   publishes which windows are active, and so triggers the release right at a window's end.
 
-use crate::config::MaintenanceWindow;
-use crate::domain::{AfterHold, HeldBy, Silence, Subject};
+use crate::hold::config::MaintenanceWindow;
+use crate::hold::domain::{AfterHold, HeldBy, Silence, Subject};
 use crate::store::{HeldRow, Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -133,7 +133,7 @@ pub async fn release(store: &Store, gate: &Gate, now: DateTime<Utc>) -> Result<u
     let notices: Vec<_> = ended.iter().map(|r| r.notice()).collect();
     let settled: Vec<(&HeldRow, AfterHold)> = ended
         .into_iter()
-        .zip(crate::rules::after_hold(&notices))
+        .zip(crate::hold::rules::after_hold(&notices))
         .collect();
     let (sent, dropped) = store.settle_held(&settled, now).await?;
     for (r, what) in &settled {

@@ -7,9 +7,8 @@
 //! that began before recwatch started or reloaded is active all the same, and windows that
 //! touch or overlap are one span with nothing released at the seam.
 
-use super::raw::Table;
-use super::{ConfigError, Schedule};
-use crate::domain::Subject;
+use crate::config::{ConfigError, Schedule, Table, check_range};
+use crate::hold::domain::Subject;
 use chrono::{DateTime, Duration as ChronoDuration, SubsecRound, Utc};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -112,7 +111,7 @@ pub fn held_until<'a>(
     Some(end)
 }
 
-pub(super) fn read_maintenance(tables: Vec<Table>) -> Result<Vec<MaintenanceWindow>, ConfigError> {
+pub(crate) fn read_maintenance(tables: Vec<Table>) -> Result<Vec<MaintenanceWindow>, ConfigError> {
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
     for mut t in tables {
@@ -147,7 +146,7 @@ pub(super) fn read_maintenance(tables: Vec<Table>) -> Result<Vec<MaintenanceWind
                 "missing; how long each window lasts, e.g. \"1h\"",
             )
         })?;
-        super::validate::check_range(
+        check_range(
             &t,
             "duration",
             duration,

@@ -1,6 +1,6 @@
 //! `[watchlist]`: bounds on the run-time watch list (the API's, the CLI's and discovery's
 //! entries), so a flood of ids cannot grow it without end. Past the bound discovery stops and
-//! `POST /api/v1/jobs` answers 507 (see [`crate::watchlist::Watchlist::add`]).
+//! `POST /api/v1/jobs` answers 507 (see [`crate::runtime_list::Watchlist::add`]).
 
 use super::ConfigError;
 use super::defaults;
