@@ -400,18 +400,6 @@ fn read_sqlite(path: &Path) -> Result<Option<JobStatuses>, StoreError> {
             return Err(failed(handle.0, rc));
         }
         ffi::sqlite3_busy_timeout(handle.0, super::BUSY_TIMEOUT.as_millis() as i32);
-        // The file mapped, not read a page at a time: at 100,000 jobs the ~7,400 `pread`s
-        // and their copies were ~15 % of this thread's time (`perf`; callgrind, which counts
-        // no system call, saw no gain, part 28). The daemon never shrinks the file (no
-        // VACUUM), and SQLite reads a page past the mapping's end as before. Without it (a
-        // build without mmap, an error) the scan reads as before.
-        let _ = ffi::sqlite3_exec(
-            handle.0,
-            c"PRAGMA mmap_size = 4294967296".as_ptr(),
-            None,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        );
         // The versions this build knows, each applied (as `Store::schema_current` asks).
         let known: Vec<String> = super::MIGRATOR
             .iter()
