@@ -69,24 +69,81 @@ pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<S
 }
 
 /// Each watched job with what the database knows of it, borrowed, in [`status_rows`]'s
-/// order, handed to `f` all at once (`status`'s table needs every cell's width before its
-/// first line): no [`StatusRow`] copied per job (issue 23, item 7). `rows` are the jobs' rows
-/// if they were read ahead ([`JobStatuses::read_ahead`]), else they are read here.
+/// order, handed to `f` as [`Shown`], which makes each job's [`Sorted`] when it is asked for
+/// (`status`'s table goes over them twice: every cell's width before its first line, then
+/// the lines): no [`StatusRow`] copied per job, and no list of the rows held (issue 23, item
+/// 7: at 100,000 jobs the list of rows, of their cells and of the cells' widths were ~58 MB,
+/// ~14,000 pages the kernel had to hand over and zero, a third of the command's time).
+/// `rows` are the jobs' rows if they were read ahead ([`JobStatuses::read_ahead`]), else they
+/// are read here.
 pub async fn with_rows<R>(
     config: &Config,
     store: &Store,
     rows: Option<JobStatuses>,
-    f: impl FnOnce(&[Sorted<'_>]) -> R,
+    f: impl FnOnce(&Shown<'_>) -> R,
 ) -> anyhow::Result<R> {
     let runtime = runtime_list(store).await?;
     let entries = crate::runtime_list::entries(config, &runtime);
     let rows = job_rows(store, rows).await?;
-    let mut next = 0;
-    let sorted: Vec<Sorted<'_>> = entries
-        .iter()
-        .map(|e| Sorted::of(e, &rows, &mut next))
-        .collect();
-    Ok(f(&sorted))
+    Ok(f(&Shown::new(&entries, &rows)))
+}
+
+/// Every watched job with its row, each made when it is asked for ([`Shown::get`]), as many
+/// times as the caller needs; each job's row is looked up once.
+pub struct Shown<'a> {
+    entries: &'a [Entry<'a>],
+    rows: &'a JobStatuses,
+    /// Per entry, the place of its row among `rows` ([`JobStatuses::position_next`]), or
+    /// `u32::MAX` for none: 4 bytes a job.
+    found: Vec<u32>,
+}
+
+impl<'a> Shown<'a> {
+    fn new(entries: &'a [Entry<'a>], rows: &'a JobStatuses) -> Shown<'a> {
+        let mut next = 0;
+        let found = entries
+            .iter()
+            .map(|e| {
+                let (app_id, job_id) = e.key();
+                rows.position_next(app_id, job_id, &mut next)
+                    .and_then(|i| u32::try_from(i).ok())
+                    .unwrap_or(u32::MAX)
+            })
+            .collect();
+        Shown {
+            entries,
+            rows,
+            found,
+        }
+    }
+
+    /// How many jobs are watched.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no job is watched.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The `i`th watched job with its row, in [`status_rows`]'s order.
+    pub fn get(&self, i: usize) -> Option<Sorted<'a>> {
+        let e = self.entries.get(i)?;
+        Some(Sorted::with(e, self.rows.at(self.found[i] as usize)))
+    }
+
+    /// How many of the jobs are shown with a source other than the file (an entry the file
+    /// also has is the file's): the run-time group of the budget.
+    pub fn runtime(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| match e {
+                Entry::File(_) => false,
+                Entry::Runtime(r) => r.source != JobSource::Config,
+            })
+            .count()
+    }
 }
 
 /// Every job's row, found by key: `ahead` if they were read ahead, else one pass over the
@@ -123,21 +180,82 @@ pub async fn write_json(
     let runtime = runtime_list(store).await?;
     let entries = crate::runtime_list::entries(config, &runtime);
     let rows = job_rows(store, rows).await?;
-    // A page of elements is made in one buffer and handed on in one write.
-    let mut text = Vec::new();
-    let mut next = 0;
-    for (i, entry) in entries.iter().enumerate() {
-        text.extend_from_slice(if i == 0 { b"[\n" } else { b",\n" });
-        write_element(&Sorted::of(entry, &rows, &mut next), &mut text)?;
-        if (i + 1) % page.max(1) == 0 {
-            out.write_all(&text)?;
-            out.flush()?;
-            text.clear();
-        }
-    }
-    out.write_all(&text)?;
+    // Each page is made on one of two threads (see `write_pages`).
+    let pages: Vec<&[Entry<'_>]> = entries.chunks(page.max(1)).collect();
+    write_pages(
+        pages.len(),
+        |n, text| write_page(n == 0, pages[n], &rows, text),
+        out,
+    )?;
     writeln!(out, "{}", if entries.is_empty() { "[]" } else { "\n]" })?;
     out.flush()?;
+    Ok(())
+}
+
+/// Pages `0..pages`, each made by `make` into an empty buffer, written to `out` in order with
+/// a flush after each: the even ones made on this thread, the odd ones on a second thread at
+/// the same time (issue 23, item 7: at 100,000 jobs, finding the rows and writing
+/// `status --json`'s elements or `status`'s lines were 125-280 M instructions on one thread
+/// after the rows were read, with the other core idle). A page made beside is handed over in
+/// its buffer and the buffer handed back to be filled again: a new one per page would be as
+/// many fresh pages from the kernel as the whole output (30 MB).
+pub(crate) fn write_pages<E: From<std::io::Error> + Send>(
+    pages: usize,
+    make: impl Fn(usize, &mut Vec<u8>) -> Result<(), E> + Sync,
+    out: &mut impl std::io::Write,
+) -> Result<(), E> {
+    std::thread::scope(|s| {
+        // At most one page waits made: the second thread runs a page ahead at most.
+        let (made, take) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, E>>(1);
+        let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let make = &make;
+        if pages > 1 {
+            s.spawn(move || {
+                for n in (1..pages).step_by(2) {
+                    let mut text = spare.try_recv().unwrap_or_default();
+                    text.clear();
+                    let page = make(n, &mut text).map(|()| text);
+                    if made.send(page).is_err() {
+                        // This thread stopped reading (it could not write): nothing to do.
+                        return;
+                    }
+                }
+            });
+        }
+        let mut text = Vec::new();
+        for n in 0..pages {
+            if n % 2 == 0 {
+                text.clear();
+                make(n, &mut text)?;
+                out.write_all(&text)?;
+            } else {
+                // The second thread ended without the page only by panicking, which the
+                // scope's end passes on.
+                let Ok(page) = take.recv() else { break };
+                let page = page?;
+                out.write_all(&page)?;
+                let _ = give_back.send(page);
+            }
+            out.flush()?;
+        }
+        Ok(())
+    })
+}
+
+/// A page of `status --json`'s elements (`first`: the array's first page, which opens it)
+/// into `text`, after what it holds. Each job's row is looked up after the one found before
+/// ([`JobStatuses::find_next`]), from the page's first by key.
+fn write_page(
+    first: bool,
+    page: &[Entry<'_>],
+    rows: &JobStatuses,
+    text: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    let mut next = 0;
+    for (i, entry) in page.iter().enumerate() {
+        text.extend_from_slice(if first && i == 0 { b"[\n" } else { b",\n" });
+        write_element(&Sorted::of(entry, rows, &mut next), text)?;
+    }
     Ok(())
 }
 
@@ -172,9 +290,14 @@ impl<'a> Sorted<'a> {
     /// the job before (`JobStatuses::find_next`): the file's jobs and the run-time list are
     /// mostly in the table's key order.
     fn of(entry: &Entry<'a>, rows: &'a JobStatuses, next: &mut usize) -> Sorted<'a> {
+        let (app_id, job_id) = entry.key();
+        Sorted::with(entry, rows.find_next(app_id, job_id, next))
+    }
+
+    /// A watched job and its row, `found` already.
+    fn with(entry: &Entry<'a>, found: Option<crate::store::FoundStatus<'a>>) -> Sorted<'a> {
         static CONFIG: JobSource = JobSource::Config;
         let (app_id, job_id) = entry.key();
-        let found = rows.find_next(app_id, job_id, next);
         let row = found.map(|f| f.row);
         let (name, kind, source) = match entry {
             Entry::File(j) => (j.name.as_deref(), j.kind, &CONFIG),

@@ -45,8 +45,9 @@ pub(super) async fn status(
     Ok(())
 }
 
-/// `status`'s budget lines and its table, every cell borrowed from `jobs`.
-fn print_status(config: &Config, jobs: &[crate::status::Sorted<'_>]) -> std::io::Result<()> {
+/// `status`'s budget lines and its table, every cell borrowed from `jobs`, made each time it
+/// is asked for (the widths, then the lines) rather than held.
+fn print_status(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Result<()> {
     print_budget(config, jobs)?;
     let header = [
         "NAME",
@@ -62,22 +63,22 @@ fn print_status(config: &Config, jobs: &[crate::status::Sorted<'_>]) -> std::io:
     fn shown(v: Option<&str>) -> &str {
         v.unwrap_or("-")
     }
-    let rows: Vec<[&str; 9]> = std::iter::once(header)
-        .chain(jobs.iter().map(|r| {
-            [
-                shown(r.name),
-                r.app_id,
-                r.job_id,
-                r.source.as_str(),
-                shown(r.state),
-                shown(r.stop_reason),
-                shown(r.last_polled_at),
-                shown(r.last_changed_at),
-                shown(r.last_error),
-            ]
-        }))
-        .collect();
-    print_table(&rows)
+    super::print_table_split(jobs.len() + 1, |i| {
+        let Some(r) = i.checked_sub(1).and_then(|i| jobs.get(i)) else {
+            return header;
+        };
+        [
+            shown(r.name),
+            r.app_id,
+            r.job_id,
+            r.source.as_str(),
+            shown(r.state),
+            shown(r.stop_reason),
+            shown(r.last_polled_at),
+            shown(r.last_changed_at),
+            shown(r.last_error),
+        ]
+    })
 }
 
 /// `status --json`: one JSON array of every watched job, written row by row and flushed a page
@@ -94,13 +95,9 @@ async fn status_json(
 
 /// How far each group of the watch list is stretched (configured jobs first), as the daemon
 /// schedules them: one line per group.
-fn print_budget(config: &Config, jobs: &[crate::status::Sorted<'_>]) -> std::io::Result<()> {
+fn print_budget(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Result<()> {
     use crate::config::JobGroup;
-    let runtime = jobs
-        .iter()
-        .filter(|r| *r.source != crate::domain::JobSource::Config)
-        .count();
-    let b = config.budget(runtime);
+    let b = config.budget(jobs.runtime());
     for g in JobGroup::ALL {
         out!("budget {}", b.describe(g))?;
     }

@@ -412,65 +412,134 @@ async fn on_config(
 /// [`shown`] first: a cell holds text from outside (an API description, a receiver's error),
 /// and a raw LF, ESC or NUL in it would forge rows or drive the terminal.
 pub fn print_table<S: AsRef<str>>(rows: &[impl AsRef<[S]>]) -> std::io::Result<()> {
-    // Escaped once, borrowed where nothing needed escaping, each cell's width counted once, in
-    // one flat list (issue 23, item 7: `status` at 100,000 jobs printed a copy of every cell
-    // and a write per line, then spent ~0.4 G instructions here in a vector per row, two
-    // character counts per cell and padding pushed a character at a time).
-    // Room for every cell at once (the first row's width times the rows): grown by doubling,
-    // the list of 900,000 cells was copied over and over.
-    let per_row = rows.first().map_or(0, |r| r.as_ref().len());
-    let mut cells: Vec<(std::borrow::Cow<'_, str>, usize)> =
-        Vec::with_capacity(per_row * rows.len());
-    let mut ends = Vec::with_capacity(rows.len());
+    table_twice(|| rows.iter().map(|r| r.as_ref().iter().map(AsRef::as_ref)))
+}
+
+/// [`print_table`] of the rows `rows` makes, asked for twice (every cell's width, then the
+/// lines) rather than held in a list of cells. So `rows` must make the same rows each time.
+fn table_twice<'c, R>(rows: impl Fn() -> R) -> std::io::Result<()>
+where
+    R: Iterator,
+    R::Item: IntoIterator<Item = &'c str>,
+{
     let mut widths: Vec<usize> = Vec::new();
-    for r in rows {
-        for (i, c) in r.as_ref().iter().enumerate() {
-            let c = c.as_ref();
-            // Printable ASCII (most cells) is shown as it is, a character a byte.
-            let (c, w) = if crate::domain::words::printable(c.as_bytes()) {
-                (std::borrow::Cow::Borrowed(c), c.len())
-            } else {
-                let c = shown(c);
-                let w = if c.is_ascii() {
-                    c.len()
-                } else {
-                    c.chars().count()
-                };
-                (c, w)
-            };
+    for r in rows() {
+        for (i, c) in r.into_iter().enumerate() {
+            let w = cell(c).1;
             if i == widths.len() {
                 widths.push(0);
             }
             widths[i] = widths[i].max(w);
-            cells.push((c, w));
         }
-        ends.push(cells.len());
     }
     const SPACES: &str = "                                ";
     // One buffered writer: stdout alone is line-buffered, a write per row.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut line = String::new();
-    let mut start = 0;
-    for end in ends {
-        let r = &cells[start..end];
-        start = end;
+    for r in rows() {
         line.clear();
-        for (i, (cell, w)) in r.iter().enumerate() {
-            line.push_str(cell);
-            if i + 1 != r.len() {
-                // Left-aligned in its column (as `{:<w$}`, by characters), two spaces after.
-                let mut pad = widths[i].saturating_sub(*w) + 2;
-                while pad > 0 {
-                    let n = pad.min(SPACES.len());
-                    line.push_str(&SPACES[..n]);
-                    pad -= n;
-                }
+        // The padding after a cell is pushed before the next one: the last is not padded.
+        let mut pad = 0;
+        for (i, c) in r.into_iter().enumerate() {
+            while pad > 0 {
+                let n = pad.min(SPACES.len());
+                line.push_str(&SPACES[..n]);
+                pad -= n;
             }
+            let (c, w) = cell(c);
+            line.push_str(&c);
+            // Left-aligned in its column (as `{:<w$}`, by characters), two spaces after.
+            pad = widths[i].saturating_sub(w) + 2;
         }
         out.write_all(line.trim_end().as_bytes())?;
         out.write_all(b"\n")?;
     }
     out.flush()
+}
+
+/// [`print_table`] of `n` rows, row `i` made by `row(i)` (the same row each time it is
+/// asked for), none of them held: the widths counted over two halves and the lines made a
+/// page at a time, each on two threads at once (`status` at 100,000 jobs: its table was
+/// ~145 M instructions on one thread while the other core waited, and held 900,000 cells,
+/// ~58 MB the kernel handed over a page at a time; issue 23, item 7).
+pub fn print_table_split<'c, const N: usize>(
+    n: usize,
+    row: impl Fn(usize) -> [&'c str; N] + Sync,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    table_split_to(&mut out, n, row)?;
+    out.flush()
+}
+
+/// [`print_table_split`] into `out`.
+fn table_split_to<'c, const N: usize>(
+    out: &mut impl std::io::Write,
+    n: usize,
+    row: impl Fn(usize) -> [&'c str; N] + Sync,
+) -> std::io::Result<()> {
+    let widths_of = |range: std::ops::Range<usize>| {
+        let mut widths = [0usize; N];
+        for i in range {
+            for (w, c) in widths.iter_mut().zip(row(i)) {
+                *w = (*w).max(cell(c).1);
+            }
+        }
+        widths
+    };
+    let widths = std::thread::scope(|s| {
+        let second = s.spawn(|| widths_of(n / 2..n));
+        let mut widths = widths_of(0..n / 2);
+        let second = second
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        for (w, o) in widths.iter_mut().zip(second) {
+            *w = (*w).max(o);
+        }
+        widths
+    });
+    const PAGE: usize = 1000;
+    const SPACES: &[u8] = b"                                ";
+    let page = |p: usize, text: &mut Vec<u8>| -> std::io::Result<()> {
+        for i in p * PAGE..((p + 1) * PAGE).min(n) {
+            let start = text.len();
+            // The padding after a cell is pushed before the next one: the last is not padded.
+            let mut pad = 0;
+            for (c, w) in row(i).into_iter().zip(widths) {
+                while pad > 0 {
+                    let k = pad.min(SPACES.len());
+                    text.extend_from_slice(&SPACES[..k]);
+                    pad -= k;
+                }
+                let (c, cw) = cell(c);
+                text.extend_from_slice(c.as_bytes());
+                // Left-aligned in its column (as `{:<w$}`, by characters), two spaces after.
+                pad = w.saturating_sub(cw) + 2;
+            }
+            // The line without what it ends with that is white space, as `print_table`.
+            let line = std::str::from_utf8(&text[start..]).map_err(std::io::Error::other)?;
+            let kept = line.trim_end().len();
+            text.truncate(start + kept);
+            text.push(b'\n');
+        }
+        Ok(())
+    };
+    crate::status::write_pages(n.div_ceil(PAGE), page, out)
+}
+
+/// A cell as [`print_table`] shows it ([`shown`]) and its width in characters: printable
+/// ASCII (most cells) as it is, a character a byte, without a look at each character (issue
+/// 23, item 7).
+fn cell(c: &str) -> (std::borrow::Cow<'_, str>, usize) {
+    if crate::domain::words::printable(c.as_bytes()) {
+        return (std::borrow::Cow::Borrowed(c), c.len());
+    }
+    let c = shown(c);
+    let w = if c.is_ascii() {
+        c.len()
+    } else {
+        c.chars().count()
+    };
+    (c, w)
 }
 
 /// Text from outside as a terminal may show it: control characters escaped visibly (`\n`,
@@ -484,6 +553,73 @@ pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
     use crate::exit::EXIT_CANTCREAT;
+
+    /// Issue 23, item 7: a table made a page at a time on two threads, its widths counted
+    /// over two halves, is the table as one thread lays it out: each cell shown escaped,
+    /// padded by characters to its column's widest, two spaces between columns, each line's
+    /// end trimmed, the pages in order.
+    #[test]
+    fn a_table_split_over_two_threads_is_the_table_one_thread_makes() {
+        // Three pages and a part (the second thread makes the second and the fourth); the
+        // widest cells in the second half, one wider than the padding's slice; cells that
+        // are escaped, not ASCII, empty or end in a space.
+        let rows: Vec<[String; 4]> = (0..3_345)
+            .map(|i| {
+                [
+                    if i == 0 {
+                        "NAME".into()
+                    } else {
+                        format!("job {i}")
+                    },
+                    match i {
+                        2_001 => "x".repeat(70),
+                        1_500 => "雪 é".into(),
+                        7 => "a\nb\u{1b}[2J".into(),
+                        _ => "-".into(),
+                    },
+                    if i % 5 == 0 {
+                        String::new()
+                    } else {
+                        "mid ".into()
+                    },
+                    match i % 3 {
+                        0 => String::new(),
+                        1 => "end ".into(),
+                        _ => format!("end {i}"),
+                    },
+                ]
+            })
+            .collect();
+        let mut got = Vec::new();
+        table_split_to(&mut got, rows.len(), |i| {
+            let r = &rows[i];
+            [&*r[0], &*r[1], &*r[2], &*r[3]]
+        })
+        .unwrap();
+
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.iter().map(|c| shown(c).into_owned()).collect())
+            .collect();
+        let widths: Vec<usize> = (0..4)
+            .map(|j| cells.iter().map(|r| r[j].chars().count()).max().unwrap())
+            .collect();
+        let mut want = String::new();
+        for r in &cells {
+            let mut line = String::new();
+            for (j, c) in r.iter().enumerate() {
+                if j + 1 < r.len() {
+                    line += &format!("{c:<w$}  ", w = widths[j]);
+                } else {
+                    line += c;
+                }
+            }
+            want += line.trim_end();
+            want.push('\n');
+        }
+        assert_eq!(widths[1], 70);
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+    }
 
     #[test]
     fn a_cell_shows_control_characters_escaped() {

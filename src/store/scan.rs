@@ -166,7 +166,7 @@ pub struct JobStatuses {
     /// per row while reading (on the read-ahead thread), not per value while writing.
     plain: Vec<bool>,
     /// Open addressing by the rows' keys (a length a power of two, at least twice the rows;
-    /// a row's index plus one, 0 empty): a look-up is a hash of the borrowed key and, mostly,
+    /// a row's index, [`EMPTY`] for none): a look-up is a hash of the borrowed key and, mostly,
     /// one comparison, with no key copied (a `HashMap` would borrow from `text`). Made by
     /// [`JobStatuses::index`], on the thread that reads the rows: a watch list in any order
     /// (real job ids are random) finds its rows by key.
@@ -177,6 +177,10 @@ pub struct JobStatuses {
 
 /// A NULL value's span.
 const ABSENT: (u32, u32) = (u32::MAX, 0);
+
+/// A slot of [`JobStatuses`]'s key table that holds no row (rows are fewer than `u32::MAX / 2`,
+/// as `index` checks).
+const EMPTY: u32 = u32::MAX;
 
 /// A job's row found among [`JobStatuses`].
 #[derive(Debug, Clone, Copy)]
@@ -264,17 +268,21 @@ impl JobStatuses {
         }
         self.text = text;
         let size = (self.rows.len() * 2).next_power_of_two().max(2);
-        let mut slots = vec![0u32; size];
+        // Filled with `EMPTY`, not zeros: a zeroed allocation is the kernel's shared zero page
+        // until written, so each slot's page was looked at, then written, and the write cost a
+        // second fault that flushed the page's mapping on both cores (~10 % of the read-ahead
+        // thread's time at 100,000 jobs, `perf`; issue 23, item 7).
+        let mut slots = vec![EMPTY; size];
         for (i, r) in self.rows.iter().enumerate() {
             let key = (
                 self.value(r[0]).unwrap_or(""),
                 self.value(r[1]).unwrap_or(""),
             );
             let mut at = slot(key, size);
-            while slots[at] != 0 {
+            while slots[at] != EMPTY {
                 at = (at + 1) & (size - 1);
             }
-            slots[at] = i as u32 + 1;
+            slots[at] = i as u32;
         }
         self.slots = slots;
         Ok(())
@@ -296,6 +304,12 @@ impl JobStatuses {
         job_id: &str,
         next: &mut usize,
     ) -> Option<FoundStatus<'_>> {
+        self.at(self.position_next(app_id, job_id, next)?)
+    }
+
+    /// Where [`JobStatuses::find_next`] finds the row of job `(app_id, job_id)`: its place,
+    /// for [`JobStatuses::at`] (a caller that goes over the rows twice looks each up once).
+    pub fn position_next(&self, app_id: &str, job_id: &str, next: &mut usize) -> Option<usize> {
         let is = |i: usize| {
             let r = &self.rows[i];
             self.bytes(r[1]) == Some(job_id.as_bytes())
@@ -310,7 +324,11 @@ impl JobStatuses {
             }
             let mut at = slot((app_id, job_id), size);
             loop {
-                let i = self.slots[at].checked_sub(1)? as usize;
+                let i = self.slots[at];
+                if i == EMPTY {
+                    return None;
+                }
+                let i = i as usize;
                 if is(i) {
                     break i;
                 }
@@ -318,7 +336,12 @@ impl JobStatuses {
             }
         };
         *next = i + 1;
-        let r = &self.rows[i];
+        Some(i)
+    }
+
+    /// The row at place `i` ([`JobStatuses::position_next`]).
+    pub fn at(&self, i: usize) -> Option<FoundStatus<'_>> {
+        let r = self.rows.get(i)?;
         Some(FoundStatus {
             row: JobStatus {
                 app_id: self.value(r[0])?,
