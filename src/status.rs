@@ -96,7 +96,7 @@ async fn job_rows(store: &Store, ahead: Option<JobStatuses>) -> anyhow::Result<J
         return Ok(rows);
     }
     let mut rows = JobStatuses::default();
-    store.each_job_status(|row| rows.push(row)).await?;
+    store.jobs().each_status(|row| rows.push(row)).await?;
     rows.index()?;
     Ok(rows)
 }
@@ -104,7 +104,7 @@ async fn job_rows(store: &Store, ahead: Option<JobStatuses>) -> anyhow::Result<J
 /// The run-time list as the database holds it (no daemon needed).
 async fn runtime_list(store: &Store) -> anyhow::Result<crate::watchlist::RuntimeList> {
     Ok(crate::watchlist::RuntimeList::of(
-        store.watched_jobs().await?,
+        store.watchlist().all().await?,
     ))
 }
 
@@ -347,8 +347,8 @@ mod tests {
 
     /// What `status --json` printed before it was streamed: every row in one `Value`, pretty.
     async fn whole_array(config: &Config, store: &Store) -> String {
-        let rows = store.jobs().await.unwrap();
-        let runtime = crate::watchlist::RuntimeList::of(store.watched_jobs().await.unwrap());
+        let rows = store.jobs().all().await.unwrap();
+        let runtime = crate::watchlist::RuntimeList::of(store.watchlist().all().await.unwrap());
         let all: Vec<StatusRow> = crate::watchlist::merged(config, &runtime)
             .iter()
             .map(|w| {
@@ -382,7 +382,8 @@ mod tests {
             .chain(["f1".into()])
         {
             store
-                .watch_job(&RuntimeJob {
+                .watchlist()
+                .add(&RuntimeJob {
                     key: JobKey::new("app", &i),
                     // A name serde_json escapes: quotes, a backslash, control characters
                     // (short and long forms); DEL and non-ASCII it leaves as they are.
@@ -401,7 +402,7 @@ mod tests {
             .iter()
             .map(|j| record(j, chrono::Utc::now(), None, "RUNNING"))
             .collect();
-        store.record(&polled).await.unwrap();
+        store.jobs().record(&polled).await.unwrap();
         let want = whole_array(&config, &store).await;
         // `status`'s table has the same rows.
         let table = serde_json::to_value(status_rows(&config, &store).await.unwrap()).unwrap();
@@ -478,7 +479,7 @@ mod tests {
                 job.description = d.map(str::to_string);
             }
         }
-        store.record(&polled).await.unwrap();
+        store.jobs().record(&polled).await.unwrap();
         let storage = |path: &std::path::Path| crate::config::StorageConfig {
             path: path.to_path_buf(),
             ..Default::default()
