@@ -178,7 +178,7 @@ async fn set_readiness_gauges(s: &AppState) {
     metrics::gauge!("recwatch_database_writable").set(if writable { 1.0 } else { 0.0 });
 }
 
-/// Reads the database's gauges ([`crate::store::Store::gauges`], indexed queries) and sets them; returns
+/// Reads the database's gauges ([`crate::store::Database::gauges`], indexed queries) and sets them; returns
 /// when the oldest pending delivery was created.
 async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
     let g = s.store.db().gauges().await?;

@@ -408,8 +408,8 @@ impl WriteTx {
     /// The transaction's connection, for `on_tx!`.
     pub(crate) fn conn(&mut self) -> Conn<'_> {
         match &mut self.tx {
-            Tx::Sqlite(t) => Conn::Sqlite(&mut **t),
-            Tx::Postgres(t) => Conn::Postgres(&mut **t),
+            Tx::Sqlite(t) => Conn::Sqlite(t),
+            Tx::Postgres(t) => Conn::Postgres(t),
         }
     }
 

@@ -29,7 +29,7 @@ pub struct TransitionRow {
     /// The X-request-Id of the answer that showed this transition.
     pub request_id: Option<String>,
     /// The job this one was created to replace (`[remediate]`), on its first transition.
-    /// Filled by [`Remediations::link_replacements`].
+    /// Filled by [`super::Remediations::link_replacements`].
     #[sqlx(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
