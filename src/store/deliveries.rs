@@ -144,20 +144,17 @@ impl Deliveries<'_> {
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        let rows =
-            on_read!(self.store, |db, d| {
-                sqlx::query_as::<_, WhenRow>(
-            sqlx::AssertSqlSafe(format!(
+        let rows = on_read!(self.store, |db, d| {
+            sqlx::query_as::<_, WhenRow>(sqlx::AssertSqlSafe(format!(
                 "SELECT d.alert_id, d.next_attempt_at AS at{} ORDER BY d.next_attempt_at LIMIT $3",
                 takeable(d)
-            ))
-        )
-        .bind(&filter.channel)
-        .bind(filter.only.as_deref())
-        .bind(limit.min(i64::MAX as usize) as i64)
-        .fetch_all(db)
-        .await
-            })?;
+            )))
+            .bind(&filter.channel)
+            .bind(filter.only.as_deref())
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(db)
+            .await
+        })?;
         Ok(parsed(rows))
     }
 
