@@ -384,7 +384,7 @@ async fn throughput(dir: &Path) -> anyhow::Result<Value> {
         let rate = stats.requests as f64 / secs;
         let store = Store::open(&config.storage.path).await?;
         let transitions: i64 = sqlx::query_scalar("SELECT count(*) FROM transitions")
-            .fetch_one(store.reader())
+            .fetch_one(store.db().reader())
             .await?;
         store.close().await;
         row(
@@ -888,7 +888,7 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
     let store = Store::open(&db).await?;
     let built = Instant::now();
     let snapshot = serde_json::to_string(&snapshot_for(0, true))?;
-    let mut tx = store.writer().begin().await?;
+    let mut tx = store.db().writer().begin().await?;
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
          INSERT INTO transitions (app_id, job_id, from_state, to_state, stop_reason, description,
@@ -918,7 +918,7 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
     // scan when it opens the file (130 ms). The daemon's WAL never grows like that (SQLite
     // checkpoints every 1000 pages), so start from the file a daemon would leave.
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(store.writer())
+        .execute(store.db().writer())
         .await?;
     let build_secs = built.elapsed().as_secs_f64();
     store.close().await;
@@ -959,15 +959,15 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
     let mut query_all = Vec::new();
     for i in 0..21 {
         let t = Instant::now();
-        let rows = store.history(Some(job), None, 1000).await?;
+        let rows = store.transitions().history(Some(job), None, 1000).await?;
         query_job.push(t.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(rows.len() == (HISTORY_ROWS / HISTORY_JOBS) as usize);
         let j = recwatch_sim::job_id(i * 97 % HISTORY_JOBS as usize);
         let t = Instant::now();
-        store.history(Some(&j), None, 1000).await?;
+        store.transitions().history(Some(&j), None, 1000).await?;
         query_job.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
-        store.history(None, None, 1000).await?;
+        store.transitions().history(None, None, 1000).await?;
         query_all.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     store.close().await;
@@ -983,12 +983,12 @@ async fn storage(dir: &Path) -> anyhow::Result<Value> {
         &format!("{} lines; `recwatch --version` {version_ms:.1} ms", lines),
     );
     row(
-        "Store::history(job, limit 1000) query, median",
+        "Transitions::history(job, limit 1000) query, median",
         format!("{q_ms:.2} ms"),
         target(q_ms < 10.0, "< 10 ms"),
     );
     row(
-        "Store::history(all jobs, limit 1000) query, median",
+        "Transitions::history(all jobs, limit 1000) query, median",
         format!("{all_ms:.2} ms"),
         "",
     );
@@ -1042,7 +1042,7 @@ async fn write_rate(dir: &Path, name: &str, normal: bool) -> anyhow::Result<f64>
     let store = Store::open(&dir.join(format!("{name}.db"))).await?;
     if normal {
         sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(store.writer())
+            .execute(store.db().writer())
             .await?;
     }
     let rate = write_rate_on(&store).await?;
@@ -1105,9 +1105,13 @@ async fn write_rate_on(store: &Store) -> anyhow::Result<f64> {
 
 async fn transitions(store: &Store) -> anyhow::Result<i64> {
     let count = "SELECT count(*) FROM transitions";
-    Ok(match store.pg_pool() {
+    Ok(match store.db().pg_pool() {
         Some(pg) => sqlx::query_scalar(count).fetch_one(pg).await?,
-        None => sqlx::query_scalar(count).fetch_one(store.reader()).await?,
+        None => {
+            sqlx::query_scalar(count)
+                .fetch_one(store.db().reader())
+                .await?
+        }
     })
 }
 
@@ -1333,7 +1337,7 @@ async fn prune(dir: &Path) -> anyhow::Result<Value> {
         let store = store.clone();
         async move {
             sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(store.reader())
+                .fetch_one(store.db().reader())
                 .await
         }
     };
@@ -1447,7 +1451,7 @@ async fn build_old_rows(db: &Path) -> anyhow::Result<()> {
     let snapshot = serde_json::to_string(&snapshot_for(0, true))?;
     let payload = format!("{{\"bench\":\"{}\"}}", "x".repeat(600));
     let base = chrono::Utc::now().timestamp() - 200 * 86_400;
-    let mut tx = store.writer().begin().await?;
+    let mut tx = store.db().writer().begin().await?;
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
          INSERT INTO transitions (app_id, job_id, from_state, to_state, stop_reason, description,
@@ -1501,7 +1505,7 @@ async fn build_old_rows(db: &Path) -> anyhow::Result<()> {
     .await?;
     tx.commit().await?;
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(store.writer())
+        .execute(store.db().writer())
         .await?;
     store.close().await;
     Ok(())
@@ -1598,7 +1602,7 @@ async fn jobs_api(dir: &Path) -> anyhow::Result<Value> {
     )
     .bind(API_JOBS as i64)
     .bind(&snapshot)
-    .execute(store.writer())
+    .execute(store.db().writer())
     .await?;
     store.close().await;
 

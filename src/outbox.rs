@@ -182,7 +182,7 @@ impl Outbox {
 
     /// Restores the api_unhealthy flag from an episode left open by a previous run.
     pub async fn restore(&self, store: &Store) -> anyhow::Result<()> {
-        let open = store.episode_open(Rule::ApiUnhealthy).await?;
+        let open = store.episodes().any_open(Rule::ApiUnhealthy).await?;
         self.api_unhealthy.store(open, Ordering::Relaxed);
         Ok(())
     }
@@ -216,7 +216,7 @@ impl Outbox {
     ) -> Result<Vec<Alert>, StoreError> {
         let mut made = Vec::new();
         for r in records {
-            let transition_id = tx.record_poll(r).await?;
+            let transition_id = tx.jobs().record_poll(r).await?;
             if let (
                 Some(tid),
                 PollOutcome::Ok {
@@ -337,7 +337,9 @@ impl Outbox {
         }
         let streak = match &last.outcome {
             PollOutcome::Failed { .. } => {
-                tx.consecutive_failures(&last.app_id, &last.job_id).await?
+                tx.jobs()
+                    .consecutive_failures(&last.app_id, &last.job_id)
+                    .await?
             }
             PollOutcome::Ok { .. } => 0,
         };
@@ -388,7 +390,8 @@ impl Outbox {
             .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
             .unwrap_or(("", ""));
         let open = tx
-            .open_episode(rule, app_id, job_id)
+            .episodes()
+            .find_open(rule, app_id, job_id)
             .await?
             .map(|row| OpenEpisode {
                 id: row.id,
@@ -408,16 +411,17 @@ impl Outbox {
         let step = match decided {
             EpisodeStep::Open => {
                 let id = tx
-                    .insert_episode(rule, app_id, job_id, summary, &at)
+                    .episodes()
+                    .insert(rule, app_id, job_id, summary, &at)
                     .await?;
                 Some((id, Status::Firing, summary.to_string()))
             }
             EpisodeStep::Remind { id, n } => {
-                tx.remind_episode(id, &at, n).await?;
+                tx.episodes().remind(id, &at, n).await?;
                 Some((id, Status::Firing, format!("still: {summary}")))
             }
             EpisodeStep::Resolve { id, notify } => {
-                tx.resolve_episode(id, &at).await?;
+                tx.episodes().resolve(id, &at).await?;
                 let label = job.map(|j| j.label()).unwrap_or("job");
                 let resolved = match rule {
                     Rule::StuckInit => format!("{label} is no longer stuck in INIT"),
@@ -434,7 +438,8 @@ impl Outbox {
             let alert = self.alert(status, rule, severity, summary, facts, None, now, config);
             let key = format!("e:{id}:{step}");
             if tx
-                .insert_alert(&alert, &key, None, Some(id), channels, now)
+                .alerts()
+                .insert(&alert, &key, None, Some(id), channels, now)
                 .await?
             {
                 made.push(alert);

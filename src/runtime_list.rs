@@ -493,11 +493,11 @@ impl Watchlist {
     /// it differs from what this process knows. Returns whether it published.
     pub async fn refresh(&self) -> Result<bool, StoreError> {
         let _update = self.updates.lock().await;
-        let version = self.store.watchlist_version().await?;
+        let version = self.store.watchlist().version().await?;
         if self.version() == Some(version) {
             return Ok(false);
         }
-        let rows = self.store.watched_jobs().await?;
+        let rows = self.store.watchlist().all().await?;
         let old = self.current();
         // An entry the list in force has unchanged is kept as it is (its key and
         // configuration are the poller's too), so a re-read changes only what changed.
@@ -532,9 +532,9 @@ impl Watchlist {
             return Ok(Added::Full(full));
         }
         self.under_bounds(&job);
-        if !self.store.watch_job(&job).await? {
+        if !self.store.watchlist().add(&job).await? {
             // Someone else's entry (maybe another process's, not read yet): theirs stays.
-            return Ok(match self.store.watched_job(&job.key).await? {
+            return Ok(match self.store.watchlist().get(&job.key).await? {
                 Some(existing) => Added::AlreadyWatched(existing),
                 // Removed again meanwhile: as good as already handled.
                 None => Added::AlreadyWatched(job),
@@ -627,10 +627,10 @@ impl Watchlist {
         if let Some(location) = in_config(config, key) {
             return Ok(Removed::InConfig(location));
         }
-        let Some(existing) = self.store.watched_job(key).await? else {
+        let Some(existing) = self.store.watchlist().get(key).await? else {
             return Ok(Removed::NotWatched);
         };
-        if !self.store.unwatch_job(key).await? {
+        if !self.store.watchlist().remove(key).await? {
             return Ok(Removed::NotWatched);
         }
         info!(app_id = %key.app_id, job_id = %key.job_id, "stopped watching a job added at run time");
@@ -963,7 +963,11 @@ mod tests {
         );
 
         let other = Store::open(&path).await.unwrap();
-        other.watch_job(&rt("b", JobSource::Cli)).await.unwrap();
+        other
+            .watchlist()
+            .add(&rt("b", JobSource::Cli))
+            .await
+            .unwrap();
         assert!(w.refresh().await.unwrap());
         let now = w.current();
         assert_eq!(now.jobs.len(), 2);
@@ -1013,8 +1017,16 @@ mod tests {
 
         // Another process (its own store on the same file) adds and removes.
         let other = Store::open(&path).await.unwrap();
-        other.watch_job(&rt("b", JobSource::Cli)).await.unwrap();
-        other.unwatch_job(&JobKey::new("app", "a")).await.unwrap();
+        other
+            .watchlist()
+            .add(&rt("b", JobSource::Cli))
+            .await
+            .unwrap();
+        other
+            .watchlist()
+            .remove(&JobKey::new("app", "a"))
+            .await
+            .unwrap();
         assert!(w.refresh().await.unwrap());
         let keys: Vec<String> = w.current().jobs.keys().map(|k| k.job_id.clone()).collect();
         assert_eq!(keys, ["b"]);

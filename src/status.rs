@@ -153,7 +153,7 @@ async fn job_rows(store: &Store, ahead: Option<JobStatuses>) -> anyhow::Result<J
         return Ok(rows);
     }
     let mut rows = JobStatuses::default();
-    store.each_job_status(|row| rows.push(row)).await?;
+    store.jobs().each_status(|row| rows.push(row)).await?;
     rows.index()?;
     Ok(rows)
 }
@@ -161,7 +161,7 @@ async fn job_rows(store: &Store, ahead: Option<JobStatuses>) -> anyhow::Result<J
 /// The run-time list as the database holds it (no daemon needed).
 async fn runtime_list(store: &Store) -> anyhow::Result<crate::runtime_list::RuntimeList> {
     Ok(crate::runtime_list::RuntimeList::of(
-        store.watched_jobs().await?,
+        store.watchlist().all().await?,
     ))
 }
 
@@ -470,8 +470,8 @@ mod tests {
 
     /// What `status --json` printed before it was streamed: every row in one `Value`, pretty.
     async fn whole_array(config: &Config, store: &Store) -> String {
-        let rows = store.jobs().await.unwrap();
-        let runtime = crate::runtime_list::RuntimeList::of(store.watched_jobs().await.unwrap());
+        let rows = store.jobs().all().await.unwrap();
+        let runtime = crate::runtime_list::RuntimeList::of(store.watchlist().all().await.unwrap());
         let all: Vec<StatusRow> = crate::runtime_list::merged(config, &runtime)
             .iter()
             .map(|w| {
@@ -505,7 +505,8 @@ mod tests {
             .chain(["f1".into()])
         {
             store
-                .watch_job(&RuntimeJob {
+                .watchlist()
+                .add(&RuntimeJob {
                     key: JobKey::new("app", &i),
                     // A name serde_json escapes: quotes, a backslash, control characters
                     // (short and long forms); DEL and non-ASCII it leaves as they are.
@@ -524,7 +525,7 @@ mod tests {
             .iter()
             .map(|j| record(j, chrono::Utc::now(), None, "RUNNING"))
             .collect();
-        store.record(&polled).await.unwrap();
+        store.jobs().record(&polled).await.unwrap();
         let want = whole_array(&config, &store).await;
         // `status`'s table has the same rows.
         let table = serde_json::to_value(status_rows(&config, &store).await.unwrap()).unwrap();
@@ -601,7 +602,7 @@ mod tests {
                 job.description = d.map(str::to_string);
             }
         }
-        store.record(&polled).await.unwrap();
+        store.jobs().record(&polled).await.unwrap();
         let storage = |path: &std::path::Path| crate::config::StorageConfig {
             path: path.to_path_buf(),
             ..Default::default()

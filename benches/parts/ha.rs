@@ -17,12 +17,12 @@ pub async fn outbox_pg(dir: &Path) -> anyhow::Result<Value> {
     let sqlite = write_rate(dir, "writes-full-10", false).await?;
     let store = Store::open_postgres(&Secret::new(url)).await?;
     let fsync: String = sqlx::query_scalar("SHOW fsync")
-        .fetch_one(store.pg_pool().expect("PostgreSQL"))
+        .fetch_one(store.db().pg_pool().expect("PostgreSQL"))
         .await?;
     let sync_commit: String = sqlx::query_scalar("SHOW synchronous_commit")
-        .fetch_one(store.pg_pool().expect("PostgreSQL"))
+        .fetch_one(store.db().pg_pool().expect("PostgreSQL"))
         .await?;
-    let version = store.server_version().await.expect("PostgreSQL")?;
+    let version = store.db().server_version().await.expect("PostgreSQL")?;
     let pg = write_rate_on(&store).await?;
     store.close().await;
     row(

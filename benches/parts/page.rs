@@ -25,7 +25,7 @@ fn spread(mut samples: Vec<f64>) -> (f64, f64, f64) {
 async fn seed(db: &Path) -> anyhow::Result<()> {
     let store = Store::open(db).await?;
     let snapshot = serde_json::to_string(&snapshot_for(0, false))?;
-    let w = store.writer();
+    let w = store.db().writer();
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
          INSERT INTO jobs (app_id, job_id, state, stop_reason, description, snapshot, first_seen_at,

@@ -266,7 +266,7 @@ impl Writer {
         let list = self.watchlist.current();
         let mut tx = self.store.begin_write().await?;
         let before = match discovering {
-            true => Some(tx.watchlist_version_in().await?),
+            true => Some(tx.watchlist().version().await?),
             false => None,
         };
         let now = Utc::now();
@@ -285,7 +285,7 @@ impl Writer {
                 forward: p.forward.as_deref(),
             })
             .collect();
-        let inserted = tx.insert_callback_events_in(&events).await?;
+        let inserted = tx.callbacks().insert_many(&events).await?;
         // Discovery after the events, in the group's order: the first to ask gets the room.
         for (p, inserted) in group.iter().zip(inserted) {
             let discovered = match (&p.discover, inserted) {
@@ -300,7 +300,7 @@ impl Writer {
             });
         }
         if let Some(before) = before {
-            let after = tx.watchlist_version_in().await?;
+            let after = tx.watchlist().version().await?;
             // Each entry written moves the version by one: any other step is someone else's.
             written.versions =
                 (after == before + written.added.len() as i64).then_some((before, after));
@@ -367,14 +367,14 @@ async fn discover_in(
     if list.jobs.contains_key(&entry.key) || added.contains_key(&entry.key) {
         return Ok(Discovered::AlreadyWatched);
     }
-    let unwatched_at = tx.unwatched_at_in(&entry.key).await?;
+    let unwatched_at = tx.watchlist().unwatched_at(&entry.key).await?;
     if !super::may_rediscover(unwatched_at.as_deref(), candidate.sent_at, now) {
         return Ok(Discovered::Unwatched { at: unwatched_at });
     }
     if let Some(full) = full_beside(config, list, added, entry) {
         return Ok(Discovered::Full(full));
     }
-    if !tx.watch_job_in(entry).await? {
+    if !tx.watchlist().add(entry).await? {
         // Another process's entry, not read yet: theirs stays, and `follow` brings it.
         return Ok(Discovered::AlreadyWatched);
     }
@@ -488,8 +488,8 @@ mod tests {
                 answers.into_iter().map(|a| a.unwrap().inserted).collect();
             assert!(inserted[..199].iter().all(|i| *i == Inserted::New));
             assert_eq!(inserted[199], Inserted::Duplicate);
-            assert_eq!(store.callback_event_count().await.unwrap(), 199);
-            let forwards = store.due_forwards("2026-12-07T12:00:01.000Z", 1000).await.unwrap();
+            assert_eq!(store.callbacks().count().await.unwrap(), 199);
+            let forwards = store.forwards().due("2026-12-07T12:00:01.000Z", 1000).await.unwrap();
             assert_eq!(forwards.len(), 199, "one forward per stored event");
         }
     }
@@ -507,13 +507,13 @@ mod tests {
             let answers = all_at_once(&store, &queue, events).await;
             for (n, a) in answers.iter().enumerate() {
                 match (n, a) {
-                    (10, Err(e)) if store.is_postgres() => assert!(!e.is_empty()),
+                    (10, Err(e)) if store.db().is_postgres() => assert!(!e.is_empty()),
                     (_, Ok(c)) => assert_eq!(c.inserted, Inserted::New, "event {n}"),
                     (_, Err(e)) => panic!("event {n} refused: {e}"),
                 }
             }
-            let stored = if store.is_postgres() { 19 } else { 20 };
-            assert_eq!(store.callback_event_count().await.unwrap(), stored);
+            let stored = if store.db().is_postgres() { 19 } else { 20 };
+            assert_eq!(store.callbacks().count().await.unwrap(), stored);
         }
     }
 
@@ -538,12 +538,12 @@ mod tests {
                 }
             }
             assert_eq!((watched, full), (300, 100));
-            assert_eq!(store.watched_jobs().await.unwrap().len(), 300);
+            assert_eq!(store.watchlist().all().await.unwrap().len(), 300);
             let list = watchlist.current();
             assert_eq!(list.jobs.len(), 300);
             assert_eq!(
                 watchlist.version(),
-                Some(store.watchlist_version().await.unwrap())
+                Some(store.watchlist().version().await.unwrap())
             );
             assert!(!watchlist.refresh().await.unwrap(), "nothing new to read");
 
@@ -562,7 +562,7 @@ mod tests {
                 })
                 .count();
             assert_eq!(full, 40);
-            assert_eq!(store.watched_jobs().await.unwrap().len(), 310);
+            assert_eq!(store.watchlist().all().await.unwrap().len(), 310);
         }
     }
 }

@@ -76,7 +76,7 @@ async fn runtime_jobs(c: &Config) -> Result<usize, String> {
     }
     let read = async {
         let store = crate::store::Store::open_config(&c.storage).await?;
-        let list = store.watched_jobs().await;
+        let list = store.watchlist().all().await;
         store.close().await;
         let runtime = crate::runtime_list::RuntimeList::of(list?);
         anyhow::Ok(crate::runtime_list::runtime_count(c, &runtime))

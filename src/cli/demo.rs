@@ -416,8 +416,12 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// What the whole run recorded, from the database, and what the simulator served.
 async fn print_summary(config: &Config, sim: &Simulator) -> anyhow::Result<()> {
     let store = Store::open(&config.storage.path).await?;
-    let transitions = store.history(None, None, i64::MAX).await?.len();
-    let alerts = store.alerts(false, i64::MAX).await?;
+    let transitions = store
+        .transitions()
+        .history(None, None, i64::MAX)
+        .await?
+        .len();
+    let alerts = store.alerts().list(false, i64::MAX).await?;
     let delivered = alerts
         .iter()
         .filter(|a| {
@@ -659,7 +663,7 @@ fn plural(n: usize, thing: &str) -> String {
 
 /// One line on where things stand, from the daemon's database and the simulator.
 async fn status_line(store: &Store, shown: &Shown, stats: &simulate::SimStats) -> String {
-    let jobs = match store.jobs().await {
+    let jobs = match store.jobs().all().await {
         Ok(jobs) => jobs,
         Err(e) => return format!("status: cannot read the database: {e:#}"),
     };

@@ -30,7 +30,7 @@ pub(super) async fn status(
         store.close().await;
         return written;
     }
-    let lease = store.lease().await?;
+    let lease = store.lease().read().await?;
     out!(
         "active instance: {}",
         crate::leader::describe(
@@ -126,12 +126,13 @@ pub(super) async fn history(
     let mut rows = if files_only {
         Vec::new()
     } else {
-        store.history(job, since, what.limit).await?
+        store.transitions().history(job, since, what.limit).await?
     };
-    store.link_replacements(&mut rows).await?;
+    store.remediations().link_replacements(&mut rows).await?;
     let since_text = since.map(crate::domain::timestamp);
     let files = if files_only || !json {
         store
+            .callbacks()
             .recorded_files(None, job, since_text.as_deref(), what.limit)
             .await?
     } else {
@@ -243,7 +244,7 @@ pub(super) async fn alerts(
     json: bool,
 ) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
-    let list = store.alerts(pending, limit).await?;
+    let list = store.alerts().list(pending, limit).await?;
     store.close().await;
     if json {
         out!("{}", serde_json::to_string_pretty(&list)?)?;
@@ -321,7 +322,7 @@ pub(super) async fn forwards(
     json: bool,
 ) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
-    let list = store.forwards(pending, limit).await?;
+    let list = store.forwards().list(pending, limit).await?;
     store.close().await;
     if json {
         out!("{}", serde_json::to_string_pretty(&list)?)?;

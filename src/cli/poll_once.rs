@@ -86,14 +86,14 @@ fn results_table(
 async fn hand_back(store: Store, lease: &Option<(crate::store::Claimant, i64)>) {
     if let Some((me, epoch)) = lease {
         // Given back at once, so a `run` started after it leads without waiting out the lease.
-        if let Err(e) = store.lease_release(me, *epoch).await {
+        if let Err(e) = store.lease().release(me, *epoch).await {
             complain(&format!(
                 "cannot give the leadership lease back ({e}); it expires by itself"
             ));
         }
     }
     // As `run` at its stop: the file alone is the whole database afterwards (issue 22, 14).
-    if let Err(e) = store.checkpoint().await {
+    if let Err(e) = store.db().checkpoint().await {
         complain(&format!(
             "the WAL checkpoint failed ({e}); the file needs its -wal beside it until the next start"
         ));
@@ -137,10 +137,10 @@ async fn take_lease(
     // at the end, and if this process dies it expires by itself.
     let polls = config.jobs.len() as u64 / u64::from(config.api.rate_limit.max(1)) + 1;
     let ttl = std::time::Duration::from_secs(polls + 60) + crate::deliver::POLL_ONCE_WAIT;
-    if let Some(epoch) = store.lease_acquire(&me, ttl, false).await? {
+    if let Some(epoch) = store.lease().acquire(&me, ttl, false).await? {
         return Ok(Some((me, epoch)));
     }
-    let who = match store.lease().await? {
+    let who = match store.lease().read().await? {
         Some(lease) => lease.who(),
         None => "another instance".to_string(),
     };

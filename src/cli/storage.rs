@@ -128,7 +128,7 @@ pub async fn storage(command: StorageCommand) -> anyhow::Result<ExitCode> {
     for table in TABLES {
         let done: Copied = source
             .store
-            .copy_table_to(&target.store, table, |_| {})
+            .db().copy_table_to(&target.store, table, |_| {})
             .await
             .with_context(|| {
                 format!(
@@ -169,7 +169,7 @@ pub(super) async fn backup(
         .into());
     }
     let store = super::inspect::open_existing(config).await?;
-    let done = store.backup_to(dest).await;
+    let done = store.db().backup_to(dest).await;
     store.close().await;
     let done = done?;
     out!(

@@ -2,7 +2,7 @@
 //! recwatch can sit in front of an existing consumer of RTC's one callback URL.
 //!
 //! The queue is the `forwards` table: a row is written in the same transaction as the event
-//! it relays (`Store::insert_callback_event`), so a crash loses nothing, and a resent event
+//! it relays (`Callbacks::insert`), so a crash loses nothing, and a resent event
 //! (already stored) writes none, so it is relayed once. This worker sends what is due, oldest
 //! first, one at a time (a receiver gets events in the order RTC sent them): the body byte for
 //! byte, re-signed at send time with the app's `auth_key` from the configuration in force
@@ -79,7 +79,8 @@ impl Forwarder {
     pub async fn step(&mut self) -> anyhow::Result<usize> {
         let due = self
             .store
-            .due_forwards(&timestamp(Utc::now()), BATCH)
+            .forwards()
+            .due(&timestamp(Utc::now()), BATCH)
             .await?;
         let n = due.len();
         let config = self.config.borrow().clone();
@@ -127,13 +128,13 @@ impl Forwarder {
     }
 
     async fn set_pending_gauge(&self) {
-        if let Ok(n) = self.store.pending_forwards().await {
+        if let Ok(n) = self.store.forwards().pending().await {
             metrics::gauge!("recwatch_forwards_pending").set(n as f64);
         }
     }
 
     async fn next_wait(&self) -> Duration {
-        match self.store.next_forward_at().await {
+        match self.store.forwards().next_at().await {
             Ok(Some(at)) => (at.to_datetime() - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
@@ -213,7 +214,8 @@ impl Forwarder {
         metrics::counter!("recwatch_forwards_total", "outcome" => label).increment(1);
         if let Err(e) = self
             .store
-            .record_forward(f.id, attempts, &timestamp(now), &outcome)
+            .forwards()
+            .record(f.id, attempts, &timestamp(now), &outcome)
             .await
         {
             // Still pending in the table: it goes again (same id), at-least-once.

@@ -4,14 +4,14 @@
 //!
 //! Within a lane, the notices of one episode go out in order: the queue does not hand out a
 //! notice while an earlier one of its episode is pending on this channel (see
-//! `queue::due`), and a send in flight is still pending.
+//! `Deliveries::due`), and a send in flight is still pending.
 
 use super::group::{MAX_GROUP, release_at, restored_release};
 use super::pace::Pace;
 use super::policy::{
     AfterFailure, Age, Clock, DeathCause, JUMP_TOLERANCE, Policy, after_failure, detect_jump,
 };
-use super::queue::{self, Due, Filter, Outcome};
+use super::queue::{Due, Filter, Outcome};
 use crate::domain::{Alert, timestamp};
 use crate::hold::deliver::{self as hold, Gate};
 use crate::hold::domain::Subject;
@@ -204,7 +204,7 @@ impl Lane {
         self.started = true;
         let now = self.clock.now();
         self.last = (Instant::now(), now);
-        match queue::pending_created(&self.store, self.name()).await {
+        match self.store.deliveries().pending_created(self.name()).await {
             Ok(rows) => {
                 for (id, created) in rows {
                     self.ages.insert(id, Age::anchor(created, now));
@@ -218,7 +218,7 @@ impl Lane {
 
     /// The group window a previous run (or another instance) opened on this channel goes on.
     async fn restore_release(&mut self, now: DateTime<Utc>) {
-        let stored = match self.store.group_release(self.name()).await {
+        let stored = match self.store.deliveries().group_release(self.name()).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(channel = %self.name(), "cannot read the last group release: {e}; the next group goes out when due");
@@ -248,8 +248,11 @@ impl Lane {
             );
             // Back: a retry scheduled before the jump would wait the jump's length on top.
             if jump < chrono::Duration::zero() {
-                if let Err(e) =
-                    queue::shift_next_attempts(&self.store, self.name(), jump, wall).await
+                if let Err(e) = self
+                    .store
+                    .deliveries()
+                    .shift_next_attempts(self.name(), jump, wall)
+                    .await
                 {
                     warn!(channel = %self.name(), "cannot reschedule after the clock jump: {e:#}");
                 }
@@ -263,7 +266,12 @@ impl Lane {
         // Saturating: a max_backoff past the end of the calendar caps nothing.
         let latest = crate::rules::checked_after(now, self.policy().max_backoff)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        match queue::cap_next_attempts(&self.store, self.name(), latest).await {
+        match self
+            .store
+            .deliveries()
+            .cap_next_attempts(self.name(), latest)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => {
                 info!(channel = %self.name(), deliveries = n, "{when}: next attempts later than notify.max_backoff from now were brought forward")
@@ -313,7 +321,7 @@ impl Lane {
         }
         // Claimed just before the send, in a fenced write: an instance that no longer leads
         // is refused here and sends nothing.
-        let due = queue::claim(&self.store, due).await?;
+        let due = self.store.deliveries().claim(due).await?;
         let ready = self.readable(due, now).await;
         let n = ready.len();
         self.spawn_sends(set, &settings, ready);
@@ -405,6 +413,7 @@ impl Lane {
         self.last_release = Some(mono);
         match self
             .store
+            .deliveries()
             .set_group_release(self.name(), &timestamp(now))
             .await
         {
@@ -422,7 +431,10 @@ impl Lane {
     /// delays the next group).
     async fn take_due(&mut self, now: DateTime<Utc>, free: usize) -> Result<Vec<Due>, StoreError> {
         let busy = self.busy();
-        let due: Vec<Due> = queue::due(&self.store, &self.filter, now, free + busy.len())
+        let due: Vec<Due> = self
+            .store
+            .deliveries()
+            .due(&self.filter, now, free + busy.len())
             .await?
             .into_iter()
             .filter(|d| !busy.contains(&d.alert_id))
@@ -549,8 +561,11 @@ impl Lane {
     }
 
     async fn record(&mut self, d: Due, attempts: u32, outcome: Outcome) {
-        if let Err(e) =
-            queue::record(&self.store, &d.alert_id, &d.channel, attempts, &outcome).await
+        if let Err(e) = self
+            .store
+            .deliveries()
+            .record(&d.alert_id, &d.channel, attempts, &outcome)
+            .await
         {
             warn!(alert_id = %d.alert_id, channel = %d.channel, app_id = %d.app_id, job_id = %d.job_id,
                 "cannot record the delivery outcome: {e:#}; kept in memory and written as soon as the database takes it");
@@ -571,7 +586,12 @@ impl Lane {
     /// How long until the next delivery that is not in flight falls due.
     async fn next_wait(&self, now: DateTime<Utc>) -> Duration {
         let busy = self.busy();
-        match queue::next_due(&self.store, &self.filter, busy.len() + 1).await {
+        match self
+            .store
+            .deliveries()
+            .next_due(&self.filter, busy.len() + 1)
+            .await
+        {
             Ok(rows) => rows
                 .into_iter()
                 .find(|(id, _)| !busy.contains(id))

@@ -302,7 +302,7 @@ impl Worker {
     /// reason; they stay in the database.
     async fn bury_orphans(&self) {
         let names: Vec<&str> = self.lanes.keys().map(String::as_str).collect();
-        match queue::bury_orphans(&self.store, &names).await {
+        match self.store.deliveries().bury_orphans(&names).await {
             Ok(buried) => {
                 for (channel, n) in buried {
                     error!(channel = %channel, deliveries = n, "channel {channel:?} is no longer configured: its pending deliveries are marked dead (see recwatch alerts)");
@@ -347,12 +347,12 @@ pub async fn deliver_now(
         }
     }
     let deadline = tokio::time::Instant::now() + wait;
-    let mut pending = queue::count_pending(store, &only).await?;
+    let mut pending = store.deliveries().count_pending(&only).await?;
     while pending > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        pending = queue::count_pending(store, &only).await?;
+        pending = store.deliveries().count_pending(&only).await?;
     }
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
-    Ok(queue::count_pending(store, &only).await?)
+    Ok(store.deliveries().count_pending(&only).await?)
 }

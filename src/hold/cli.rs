@@ -109,8 +109,8 @@ pub(crate) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Resul
                 }
             };
             let store = Store::open_config(&config.storage).await?;
-            let s = store.add_silence(&silence_id(), &new, now).await?;
-            let runtime = store.watched_jobs().await?;
+            let s = store.silences().add(&silence_id(), &new, now).await?;
+            let runtime = store.watchlist().all().await?;
             store.close().await;
             out!("{}", s.id)?;
             let watched = config
@@ -133,7 +133,7 @@ pub(crate) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Resul
         }
         SilenceCommand::Expire { id } => {
             let store = open_existing(config).await?;
-            let result = store.expire_silence(&id, Utc::now()).await?;
+            let result = store.silences().expire(&id, Utc::now()).await?;
             store.close().await;
             match result {
                 Expired::Now(s) => {
@@ -158,7 +158,7 @@ pub(crate) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Resul
 async fn list(config: &Config, all: bool, json: bool) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
     let now = Utc::now();
-    let silences = store.silences(all, now).await?;
+    let silences = store.silences().list(all, now).await?;
     store.close().await;
     let views: Vec<_> = silences.into_iter().map(|s| s.view(now)).collect();
     if json {

@@ -45,7 +45,7 @@ impl Gate {
     /// What holds notifications back at `now`: the silences that have not ended (read now)
     /// and the windows active now.
     pub async fn holds(&self, now: DateTime<Utc>) -> Result<Holds, StoreError> {
-        let silences = self.store.silences(false, now).await?;
+        let silences = self.store.silences().list(false, now).await?;
         let windows = self.windows.borrow().clone();
         let windows = windows
             .iter()
@@ -91,7 +91,7 @@ pub async fn hold(
     (channel, kind): (&str, &'static str),
     by: &HeldBy,
 ) -> Result<(), StoreError> {
-    let first = store.hold_delivery(alert_id, channel, by).await?;
+    let first = store.silences().hold(alert_id, channel, by).await?;
     info!(
         alert_id,
         channel,
@@ -108,7 +108,7 @@ pub async fn hold(
 /// Settles every held delivery whose hold has ended at `now`; returns how many went back to
 /// the queue (the caller wakes the lanes then).
 pub async fn release(store: &Store, gate: &Gate, now: DateTime<Utc>) -> Result<u64, StoreError> {
-    let held = store.held_deliveries().await?;
+    let held = store.silences().held().await?;
     if held.is_empty() {
         return Ok(0);
     }
@@ -135,7 +135,7 @@ pub async fn release(store: &Store, gate: &Gate, now: DateTime<Utc>) -> Result<u
         .into_iter()
         .zip(crate::hold::rules::after_hold(&notices))
         .collect();
-    let (sent, dropped) = store.settle_held(&settled, now).await?;
+    let (sent, dropped) = store.silences().settle_held(&settled, now).await?;
     for (r, what) in &settled {
         match what {
             AfterHold::Send => {

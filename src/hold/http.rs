@@ -102,7 +102,7 @@ pub(crate) async fn add(
             );
         }
     };
-    match s.store.add_silence(&silence_id(), &new, now).await {
+    match s.store.silences().add(&silence_id(), &new, now).await {
         Ok(silence) => {
             info!(%peer, id = %silence.id, "API: silence added");
             count_write("created");
@@ -129,7 +129,7 @@ pub(crate) async fn expire(
     Path(id): Path<String>,
 ) -> Response {
     let now = Utc::now();
-    match s.store.expire_silence(&id, now).await {
+    match s.store.silences().expire(&id, now).await {
         Ok(Expired::Now(silence)) => {
             info!(%peer, id = %silence.id, "API: silence expired");
             count_write("deleted");

@@ -149,7 +149,7 @@ pub(super) async fn silences(
     Query(q): Query<SilencesQuery>,
 ) -> Response {
     let now = chrono::Utc::now();
-    match s.store.silences(q.all, now).await {
+    match s.store.silences().list(q.all, now).await {
         Ok(list) => {
             let views: Vec<_> = list.into_iter().map(|x| x.view(now)).collect();
             Json(views).into_response()

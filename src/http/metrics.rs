@@ -178,12 +178,12 @@ async fn set_readiness_gauges(s: &AppState) {
     metrics::gauge!("recwatch_database_writable").set(if writable { 1.0 } else { 0.0 });
 }
 
-/// Reads the database's gauges ([`crate::store::Store::gauges`], indexed queries) and sets them; returns
+/// Reads the database's gauges ([`crate::store::Database::gauges`], indexed queries) and sets them; returns
 /// when the oldest pending delivery was created.
 async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
-    let g = s.store.gauges().await?;
+    let g = s.store.db().gauges().await?;
     let now = Utc::now();
-    let silences = s.store.active_silences(now).await?;
+    let silences = s.store.silences().active(now).await?;
     metrics::gauge!("recwatch_silences_active").set(silences as f64);
     let windows = {
         let config = s.config.borrow();

@@ -56,7 +56,7 @@ impl Leadership {
         let Some(term) = self.terms.borrow().clone() else {
             return;
         };
-        match store.lease_release(&self.me, term.epoch).await {
+        match store.lease().release(&self.me, term.epoch).await {
             Ok(true) => info!(
                 epoch = term.epoch,
                 "leadership released: a standby instance may take over at once"
@@ -94,7 +94,7 @@ impl LeaseDb for Store {
         ttl: std::time::Duration,
         force: bool,
     ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send {
-        self.lease_acquire(me, ttl, force)
+        self.lease().acquire(me, ttl, force)
     }
     fn renew(
         &self,
@@ -103,10 +103,10 @@ impl LeaseDb for Store {
         ttl: std::time::Duration,
         exclusive: bool,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        self.lease_renew(me, epoch, ttl, exclusive)
+        self.lease().renew(me, epoch, ttl, exclusive)
     }
     fn read(&self) -> impl Future<Output = Result<Option<LeaseRow>, StoreError>> + Send {
-        self.lease()
+        self.lease().read()
     }
 }
 
@@ -538,8 +538,12 @@ mod tests {
             .clone()
             .unwrap();
         let fenced = a.fenced(term.fence.clone());
-        fenced.record(&[]).await.unwrap();
-        let taken = b.lease_acquire(&claimant(2), slow.ttl, true).await.unwrap();
+        fenced.jobs().record(&[]).await.unwrap();
+        let taken = b
+            .lease()
+            .acquire(&claimant(2), slow.ttl, true)
+            .await
+            .unwrap();
         assert_eq!(taken, Some(term.epoch + 1));
         let e = fenced.begin_write().await.err().expect("refused");
         assert!(matches!(e, StoreError::Fenced { .. }), "{e:?}");

@@ -138,7 +138,7 @@ async fn write(
 
 /// Every alert, oldest first: (rule, severity, status, summary, channels with a delivery).
 async fn alerts(store: &Store) -> Vec<(String, String, String, String, Vec<String>)> {
-    let mut all = store.alerts(false, 1000).await.unwrap();
+    let mut all = store.alerts().list(false, 1000).await.unwrap();
     all.reverse();
     all.into_iter()
         .map(|a| {
@@ -159,7 +159,7 @@ async fn alerts(store: &Store) -> Vec<(String, String, String, String, Vec<Strin
 async fn open_episode(store: &Store, rule: Rule, api_wide: bool) -> Option<OpenEpisode> {
     let (app, job) = if api_wide { ("", "") } else { ("app", "job") };
     let mut tx = store.begin_write().await.unwrap();
-    tx.open_episode(rule, app, job).await.unwrap()
+    tx.episodes().find_open(rule, app, job).await.unwrap()
 }
 
 fn both() -> Vec<String> {
@@ -253,7 +253,12 @@ async fn a_transition_alerts_by_its_rule_and_configured_severity_table() {
         write(&outbox, &d.store, &config, &[stop], t0)
             .await
             .unwrap();
-        let history = d.store.history(Some("job"), None, 10).await.unwrap();
+        let history = d
+            .store
+            .transitions()
+            .history(Some("job"), None, 10)
+            .await
+            .unwrap();
         assert_eq!(history.len(), 2, "{name}: both transitions are recorded");
         let got = alerts(&d.store).await;
         match want {
@@ -318,7 +323,12 @@ async fn the_same_transition_or_step_written_twice_makes_one_alert() {
     // A write given up on by its poll that landed anyway, sent again with the next poll.
     write(&outbox, &d.store, &config, &batch, t0).await.unwrap();
     assert_eq!(
-        d.store.history(Some("job"), None, 10).await.unwrap().len(),
+        d.store
+            .transitions()
+            .history(Some("job"), None, 10)
+            .await
+            .unwrap()
+            .len(),
         2
     );
     assert_eq!(alerts(&d.store).await.len(), 1);
@@ -350,7 +360,8 @@ async fn the_same_transition_or_step_written_twice_makes_one_alert() {
     );
     let mut tx = d.store.begin_write().await.unwrap();
     assert!(
-        tx.insert_alert(&alert, "test:1", None, None, both(), t1)
+        tx.alerts()
+            .insert(&alert, "test:1", None, None, both(), t1)
             .await
             .unwrap()
     );
@@ -365,7 +376,8 @@ async fn the_same_transition_or_step_written_twice_makes_one_alert() {
         &config,
     );
     assert!(
-        !tx.insert_alert(&again, "test:1", None, None, both(), t1)
+        !tx.alerts()
+            .insert(&again, "test:1", None, None, both(), t1)
             .await
             .unwrap()
     );
@@ -620,7 +632,8 @@ async fn the_api_health_episode_opens_reminds_resolves_and_survives_a_restart() 
         .unwrap();
     let mut tx = d.store.begin_write().await.unwrap();
     let long_ago = crate::domain::timestamp(Utc::now() - chrono::Duration::hours(5));
-    tx.remind_episode(open.id, &long_ago, open.reminders)
+    tx.episodes()
+        .remind(open.id, &long_ago, open.reminders)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -692,7 +705,14 @@ async fn a_refused_write_leaves_nothing_and_the_owed_outcomes_are_written_once_l
     assert!(refused.is_err(), "the API's health is refused too");
     drop(locker);
     // Nothing of either write is in the database, and nothing was announced.
-    assert!(d.store.history(None, None, 10).await.unwrap().is_empty());
+    assert!(
+        d.store
+            .transitions()
+            .history(None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(alerts(&d.store).await.is_empty());
     assert!(outbox.made().is_empty());
     assert_eq!(open_episode(&d.store, Rule::ApiUnhealthy, true).await, None);
@@ -705,7 +725,15 @@ async fn a_refused_write_leaves_nothing_and_the_owed_outcomes_are_written_once_l
         .write_api_health(&d.store, &owed_health, &config)
         .await
         .unwrap();
-    assert_eq!(d.store.history(None, None, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        d.store
+            .transitions()
+            .history(None, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let got: Vec<(String, String)> = alerts(&d.store)
         .await
         .into_iter()
@@ -782,5 +810,13 @@ async fn a_group_of_jobs_commits_together_and_each_gets_its_answer() {
             "{e:#}"
         );
     }
-    assert_eq!(d.store.history(None, None, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        d.store
+            .transitions()
+            .history(None, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -99,7 +99,8 @@ impl Outbox {
         alert.remediation = told;
         let key = format!("t:{}:{}", t.transition_id, rule.as_str());
         let inserted = tx
-            .insert_alert(
+            .alerts()
+            .insert(
                 &alert,
                 &key,
                 Some(t.transition_id),

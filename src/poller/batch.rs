@@ -44,7 +44,8 @@ impl Touches {
         }
         let n = batch.len();
         match store
-            .touch_jobs(batch.iter().map(|(k, t)| JobTouch {
+            .jobs()
+            .touch(batch.iter().map(|(k, t)| JobTouch {
                 app_id: &k.app_id,
                 job_id: &k.job_id,
                 polled_at: t.polled_at,

@@ -231,7 +231,8 @@ async fn seeds_of(
         .collect();
     let mut seeds = vec![None; jobs.len()];
     store
-        .each_job_seed(|r| {
+        .jobs()
+        .each_seed(|r| {
             if let Some(&i) = at.get(&(r.app_id, r.job_id)) {
                 seeds[i] = Some(Seed::of(r.state, r.stop_reason, r.first_seen_at));
             }
@@ -677,7 +678,7 @@ impl Dispatcher {
         metrics::counter!("recwatch_task_panics_total", "task" => "poll").increment(1);
         let job = self.poller.watched.get(&k)?.clone();
         error!(app_id = %k.app_id, job_id = %k.job_id, name = job.label(), "the poll task failed (panicked: {why}); the job's state is reloaded from the database and it is polled again");
-        let row = match self.poller.store.job(&k.app_id, &k.job_id).await {
+        let row = match self.poller.store.jobs().get(&k.app_id, &k.job_id).await {
             Ok(row) => row,
             Err(e) => {
                 warn!(app_id = %k.app_id, job_id = %k.job_id, "cannot read the job's row after the failure: {e:#}; it starts again from no known state");

@@ -205,7 +205,7 @@ async fn first_cursor(store: &Store) -> Result<Cursor, StoreError> {
     let since = Timestamp::from(since);
     let mut limit = START_SCAN;
     loop {
-        let rows = store.latest_callback_hints(limit).await?;
+        let rows = store.callbacks().latest_hints(limit).await?;
         let newest: Vec<(i64, Timestamp)> = rows.iter().map(|r| (r.id, r.received_at)).collect();
         if limit >= START_SCAN_MAX || reaches_back(&newest, limit, since) {
             return Ok(Cursor::new(start_low(&newest, since)));
@@ -222,9 +222,9 @@ fn reaches_back(newest_first: &[(i64, Timestamp)], limit: i64, since: Timestamp)
 
 /// Reads what is new and hints it; returns whether a full batch was read.
 async fn step(store: &Store, hints: &Hints, cursor: &mut Cursor) -> Result<bool, StoreError> {
-    let mut rows = store.callback_hints_after(cursor.high(), BATCH).await?;
+    let mut rows = store.callbacks().hints_after(cursor.high(), BATCH).await?;
     let full = rows.len() as i64 == BATCH;
-    if rows.is_empty() && store.max_callback_event_id().await?.unwrap_or(0) < cursor.high() {
+    if rows.is_empty() && store.callbacks().max_event_id().await?.unwrap_or(0) < cursor.high() {
         // Emptied and refilled: every event there now is new.
         *cursor = Cursor::new(0);
         return Ok(true);
@@ -233,7 +233,8 @@ async fn step(store: &Store, hints: &Hints, cursor: &mut Cursor) -> Result<bool,
         let (low, high) = (cursor.low, cursor.high());
         rows.extend(
             store
-                .callback_hints_between(low, high, MAX_SEEN as i64)
+                .callbacks()
+                .hints_between(low, high, MAX_SEEN as i64)
                 .await?,
         );
     }

@@ -24,7 +24,7 @@ pub async fn poll_once(
     outbox: &Outbox,
 ) -> Vec<(JobConfig, Result<Option<Phase>, String>, bool)> {
     let budget = Arc::new(Budget::new(config.api.rate_limit));
-    let rows = store.jobs().await.unwrap_or_else(|e| {
+    let rows = store.jobs().all().await.unwrap_or_else(|e| {
         error!("cannot read the jobs' stored rows: {e:#}; each job is polled as a new one");
         Default::default()
     });

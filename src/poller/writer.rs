@@ -226,16 +226,31 @@ job_id = "job-2"
             let e = r.as_ref().expect_err("the database is locked");
             assert!(e.to_string().contains("locked"), "{e:#}");
         }
-        assert!(store.history(None, None, 10).await.unwrap().is_empty());
-        assert!(store.alerts(false, 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .transitions()
+                .history(None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.alerts().list(false, 10).await.unwrap().is_empty());
 
         // The polls kept them; sent again (as with the next poll), they land, once each.
         let written = write_all(t0).await;
         assert!(written.iter().all(Result::is_ok), "{written:?}");
         let again = write_all(t0).await;
         assert!(again.iter().all(Result::is_ok), "{again:?}");
-        assert_eq!(store.history(None, None, 10).await.unwrap().len(), 3);
-        let alerts = store.alerts(false, 10).await.unwrap();
+        assert_eq!(
+            store
+                .transitions()
+                .history(None, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let alerts = store.alerts().list(false, 10).await.unwrap();
         assert_eq!(alerts.len(), 3, "one alert per job");
         assert!(
             alerts
@@ -293,7 +308,15 @@ job_id = "job-2"
             3,
             "each job of the group met the lock once"
         );
-        assert_eq!(store.history(None, None, 10).await.unwrap().len(), 3);
-        assert_eq!(store.alerts(false, 10).await.unwrap().len(), 3);
+        assert_eq!(
+            store
+                .transitions()
+                .history(None, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(store.alerts().list(false, 10).await.unwrap().len(), 3);
     }
 }

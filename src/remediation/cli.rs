@@ -6,7 +6,7 @@ use crate::config::Config;
 
 pub(crate) async fn remediations(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
     let store = open_existing(config).await?;
-    let list = store.remediations(limit).await?;
+    let list = store.remediations().list(limit).await?;
     store.close().await;
     if json {
         out!("{}", serde_json::to_string_pretty(&list)?)?;

@@ -8,7 +8,7 @@
 //! `remediation: {action: "pending"}`. The worker, in the transaction that records the
 //! outcome, rewrites the payload (and summary) and releases the deliveries at once, but only
 //! while every delivery is still untouched and held past a margin
-//! (`WriteTx::held_alert_payload`); otherwise the alert has gone (or is going) out as it was,
+//! (`RemediationsTx::held_alert_payload`); otherwise the alert has gone (or is going) out as it was,
 //! and the outcome becomes a follow-up alert of its own. Nothing lives in memory: a crash at
 //! any point leaves either the held alert (sent at +5 s by any instance) or the outcome's own
 //! alert in the database.
@@ -75,11 +75,12 @@ impl Outbox {
         if !listed || !anyone {
             return Ok(None);
         }
-        let lineage = tx.remediation_lineage(&job.app_id, &job.job_id).await?;
+        let lineage = tx.remediations().lineage(&job.app_id, &job.job_id).await?;
         let key = JobKey::new(&job.app_id, &job.job_id);
         let enabled = r.enabled_for(&key, &JobKey::new(&job.app_id, &lineage));
         let since = rules::checked_before(now, r.window).unwrap_or(DateTime::<Utc>::MIN_UTC);
         let restarts = tx
+            .remediations()
             .lineage_restarts(&job.app_id, &lineage, since)
             .await?
             .clamp(0, u32::MAX as i64) as u32;
@@ -125,7 +126,9 @@ impl Outbox {
             Remediation::Recreate | Remediation::Leave => {
                 if let Some(alert) = alert_id {
                     let until = rules::checked_after(now, OUTCOME_WAIT).unwrap_or(now);
-                    tx.hold_deliveries(alert.as_str(), until).await?;
+                    tx.remediations()
+                        .hold_deliveries(alert.as_str(), until)
+                        .await?;
                 }
                 info!(app_id = %job.app_id, job_id = %job.job_id, remediation = id, "re-creating {} ({} job)", job.label(), d.kind);
             }
@@ -187,7 +190,8 @@ impl Outbox {
         alert.remediation = Some(d.facts());
         let key = format!("r:{id}:exhausted");
         let inserted = tx
-            .insert_alert(
+            .alerts()
+            .insert(
                 &alert,
                 &key,
                 Some(transition_id),
@@ -221,25 +225,26 @@ async fn insert_intent(
         Remediation::Skip(why) => (RemediationState::Skipped, Some(why.as_text())),
         Remediation::Exhausted => (RemediationState::Skipped, Some("exhausted".to_string())),
     };
-    tx.insert_remediation(&NewRemediation {
-        app_id: &job.app_id,
-        old_job_id: &job.job_id,
-        lineage: &d.lineage,
-        kind: d.kind.as_str(),
-        transition_id,
-        alert_id: alert_id.map(AlertId::as_str),
-        stop_reason: snapshot.stop_reason.as_ref().map(|s| s.as_str()),
-        state,
-        reason: reason.as_deref(),
-        snapshot: raw,
-        name: job.name.as_deref(),
-        notify: job
-            .notify
-            .as_ref()
-            .map(|n| serde_json::to_string(n).expect("strings serialize")),
-        now,
-    })
-    .await
+    tx.remediations()
+        .insert(&NewRemediation {
+            app_id: &job.app_id,
+            old_job_id: &job.job_id,
+            lineage: &d.lineage,
+            kind: d.kind.as_str(),
+            transition_id,
+            alert_id: alert_id.map(AlertId::as_str),
+            stop_reason: snapshot.stop_reason.as_ref().map(|s| s.as_str()),
+            state,
+            reason: reason.as_deref(),
+            snapshot: raw,
+            name: job.name.as_deref(),
+            notify: job
+                .notify
+                .as_ref()
+                .map(|n| serde_json::to_string(n).expect("strings serialize")),
+            now,
+        })
+        .await
 }
 
 /// How a re-creation ended, as the worker learnt it.
@@ -340,7 +345,8 @@ impl Outbox {
         let key = format!("r:{}:outcome", told.id);
         let mut made = Vec::new();
         if tx
-            .insert_alert(
+            .alerts()
+            .insert(
                 &alert,
                 &key,
                 None,
@@ -391,7 +397,11 @@ async fn complete_held(
 ) -> Result<bool, StoreError> {
     let cutoff = now + HELD_MARGIN;
     let made_after = cutoff - chrono_saturating(OUTCOME_WAIT);
-    let Some(payload) = tx.held_alert_payload(alert_id, made_after, cutoff).await? else {
+    let Some(payload) = tx
+        .remediations()
+        .held_alert_payload(alert_id, made_after, cutoff)
+        .await?
+    else {
         return Ok(false);
     };
     let mut alert = match serde_json::from_str::<Alert>(&payload) {
@@ -412,13 +422,14 @@ async fn complete_held(
         .to_string();
     alert.summary = format!("{base}; {}", facts.sentence());
     alert.remediation = Some(facts.clone());
-    tx.complete_held_alert(
-        alert_id,
-        &serde_json::to_string(&alert)?,
-        &alert.summary,
-        now,
-    )
-    .await?;
+    tx.remediations()
+        .complete_held_alert(
+            alert_id,
+            &serde_json::to_string(&alert)?,
+            &alert.summary,
+            now,
+        )
+        .await?;
     Ok(true)
 }
 
@@ -498,7 +509,7 @@ name = "lobby"
     async fn payloads(store: &Store) -> Vec<(String, Alert)> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT rule, payload FROM alerts ORDER BY rowid")
-                .fetch_all(store.reader())
+                .fetch_all(store.db().reader())
                 .await
                 .unwrap();
         rows.into_iter()
@@ -508,7 +519,7 @@ name = "lobby"
 
     async fn next_attempt(store: &Store) -> String {
         sqlx::query_scalar("SELECT next_attempt_at FROM deliveries")
-            .fetch_one(store.reader())
+            .fetch_one(store.db().reader())
             .await
             .unwrap()
     }
@@ -523,7 +534,8 @@ name = "lobby"
 
         // One intent, pending, with the death's alert; the alert held 5 s and saying so.
         let due = store
-            .due_remediations(t0 + chrono::Duration::seconds(1), 10)
+            .remediations()
+            .due(t0 + chrono::Duration::seconds(1), 10)
             .await
             .unwrap();
         assert_eq!(due.len(), 1);
@@ -545,10 +557,10 @@ name = "lobby"
         );
         // A replay of the same death writes nothing more.
         write_death(&store, &config, t0).await;
-        assert_eq!(store.remediations(10).await.unwrap().len(), 1);
+        assert_eq!(store.remediations().list(10).await.unwrap().len(), 1);
 
         // The outcome within the wait: the alert says it and goes out now.
-        assert!(store.mark_posting(row.id, t0).await.unwrap());
+        assert!(store.remediations().mark_posting(row.id, t0).await.unwrap());
         let snapshot = recwatch_rtc::model::parse_job(RAW.as_bytes()).unwrap();
         let told = Told {
             id: row.id,
@@ -568,7 +580,7 @@ name = "lobby"
             request_id: None,
             at: now,
         };
-        assert!(tx.finish_remediation(row.id, &f).await.unwrap());
+        assert!(tx.remediations().finish(row.id, &f).await.unwrap());
         let outbox = Outbox::new();
         let lanes = outbox.wake_handle();
         let made = outbox
@@ -601,10 +613,20 @@ name = "lobby"
         assert_eq!(next_attempt(&store).await, crate::domain::timestamp(now));
         // The new job's lineage is the old one's.
         let mut tx = store.begin_write().await.unwrap();
-        assert_eq!(tx.remediation_lineage("app", "new-1").await.unwrap(), "job");
-        assert_eq!(tx.lineage_restarts("app", "job", t0).await.unwrap(), 1);
         assert_eq!(
-            tx.lineage_restarts("app", "job", t0 + chrono::Duration::seconds(1))
+            tx.remediations().lineage("app", "new-1").await.unwrap(),
+            "job"
+        );
+        assert_eq!(
+            tx.remediations()
+                .lineage_restarts("app", "job", t0)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            tx.remediations()
+                .lineage_restarts("app", "job", t0 + chrono::Duration::seconds(1))
                 .await
                 .unwrap(),
             0,
@@ -612,7 +634,11 @@ name = "lobby"
         );
         drop(tx);
         assert_eq!(
-            store.replacement_links("app", "job").await.unwrap(),
+            store
+                .remediations()
+                .replacement_links("app", "job")
+                .await
+                .unwrap(),
             (None, Some("new-1".into()))
         );
     }
@@ -624,7 +650,7 @@ name = "lobby"
         let config = config("enabled = true");
         let t0 = Utc::now();
         write_death(&store, &config, t0).await;
-        let row = store.remediations(1).await.unwrap().remove(0);
+        let row = store.remediations().list(1).await.unwrap().remove(0);
         let snapshot = recwatch_rtc::model::parse_job(RAW.as_bytes()).unwrap();
         let told = Told {
             id: row.id,
@@ -675,12 +701,13 @@ name = "lobby"
         let dry = config("enabled = true\ndry_run = true");
         let t0 = Utc::now();
         write_death(&store, &dry, t0).await;
-        let rows = store.remediations(10).await.unwrap();
+        let rows = store.remediations().list(10).await.unwrap();
         assert_eq!(rows[0].state, RemediationState::Skipped);
         assert_eq!(rows[0].reason.as_deref(), Some("dry_run"));
         assert!(
             store
-                .due_remediations(t0 + chrono::Duration::hours(1), 10)
+                .remediations()
+                .due(t0 + chrono::Duration::hours(1), 10)
                 .await
                 .unwrap()
                 .is_empty()
@@ -701,7 +728,7 @@ name = "lobby"
         let off = config("enabled = false");
         write_death(&store, &off, t0).await;
         assert!(
-            store.remediations(10).await.unwrap().is_empty(),
+            store.remediations().list(10).await.unwrap().is_empty(),
             "off: nothing written"
         );
         assert!(

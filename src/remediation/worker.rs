@@ -89,7 +89,7 @@ impl Remediator {
     /// Rows a previous run left in `posting` become `unknown`, each with a critical alert.
     /// Returns how many.
     pub async fn recover(&mut self) -> anyhow::Result<usize> {
-        let stranded = self.store.stranded_remediations().await?;
+        let stranded = self.store.remediations().stranded().await?;
         for row in &stranded {
             error!(app_id = %row.app_id, job_id = %row.old_job_id, remediation = row.id, "a re-creation was being sent when recwatch stopped: its outcome is unknown and it is not sent again");
             let outcome = Outcome::Unknown {
@@ -103,7 +103,7 @@ impl Remediator {
     /// One pass: attempts every due intent, one after the other; returns how many. Tests
     /// drive the worker with it.
     pub async fn step(&mut self) -> anyhow::Result<usize> {
-        let due = self.store.due_remediations(Utc::now(), 16).await?;
+        let due = self.store.remediations().due(Utc::now(), 16).await?;
         for row in &due {
             self.attempt(row).await?;
         }
@@ -165,7 +165,12 @@ impl Remediator {
             Ok(_) => Some(self.budget.reserve().await.0),
             Err(_) => None,
         };
-        if !self.store.mark_posting(row.id, Utc::now()).await? {
+        if !self
+            .store
+            .remediations()
+            .mark_posting(row.id, Utc::now())
+            .await?
+        {
             return Ok(());
         }
         let request = match request {
@@ -216,7 +221,10 @@ impl Remediator {
                 warn!(app_id = %row.app_id, job_id = %row.old_job_id, "the create was not taken ({error}); nothing was created, trying again at {}", timestamp(next));
                 metrics::counter!("recwatch_remediations_total", "result" => "retried")
                     .increment(1);
-                self.store.retry_remediation(row.id, next, &error).await?;
+                self.store
+                    .remediations()
+                    .retry(row.id, next, &error)
+                    .await?;
                 Ok(())
             }
             CreateFailure::NotCreated => {
@@ -280,19 +288,20 @@ impl Remediator {
             request_id,
             at: now,
         };
-        if !tx.finish_remediation(row.id, &finished).await? {
+        if !tx.remediations().finish(row.id, &finished).await? {
             return Ok(());
         }
         if let Some(new) = new_job_id {
-            tx.watch_job_in(&RuntimeJob {
-                key: JobKey::new(&row.app_id, new),
-                kind,
-                name: row.name.clone(),
-                notify,
-                source: JobSource::Remediation,
-                added_at: Timestamp::from(now),
-            })
-            .await?;
+            tx.watchlist()
+                .add(&RuntimeJob {
+                    key: JobKey::new(&row.app_id, new),
+                    kind,
+                    name: row.name.clone(),
+                    notify,
+                    source: JobSource::Remediation,
+                    added_at: Timestamp::from(now),
+                })
+                .await?;
         }
         let told = Told {
             id: row.id,

@@ -42,7 +42,11 @@ async fn prune(store: &Store, retention: Duration, stop: &watch::Receiver<bool>)
     let Some(cutoff) = crate::rules::checked_before(chrono::Utc::now(), retention) else {
         return;
     };
-    match store.prune(cutoff, crate::store::PRUNE_BATCH, stop).await {
+    match store
+        .db()
+        .prune(cutoff, crate::store::PRUNE_BATCH, stop)
+        .await
+    {
         Ok(p) if p.rows() == 0 => {}
         Ok(p) => info!(
             alerts = p.alerts,

@@ -93,7 +93,7 @@ pub async fn run(
     daemon.shut_down().await;
     // Every task has ended: the WAL goes into the file, so the file alone (a copy, a backup
     // taken with `cp` after the stop) is the whole database.
-    if let Err(e) = store.checkpoint().await {
+    if let Err(e) = store.db().checkpoint().await {
         warn!(
             "the WAL checkpoint at shutdown failed: {e}; the file needs its -wal beside it until the next start"
         );
@@ -175,7 +175,7 @@ impl Daemon {
         let (leader_stop, leader_stopped) = watch::channel(false);
         // SQLite: the owner lock already makes this the only `run`, so the lease is taken
         // whatever it says (a kill -9 left it unexpired): one code path, no wait.
-        let exclusive = shared.store.pg_pool().is_none();
+        let exclusive = shared.store.db().pg_pool().is_none();
         let (leadership, leading) = crate::leader::run(
             shared.store.clone(),
             crate::leader::TIMING,

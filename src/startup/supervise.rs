@@ -85,7 +85,7 @@ pub(super) async fn check_file(store: Store, mut stop: watch::Receiver<bool>) {
         }
         let s = store.clone();
         // Blocking calls (stat, access): off the runtime's threads, in case the file system hangs.
-        if let Ok(problem) = tokio::task::spawn_blocking(move || s.check_file()).await {
+        if let Ok(problem) = tokio::task::spawn_blocking(move || s.db().check_file()).await {
             store.health().set_file_problem(problem);
         }
     }

@@ -37,10 +37,21 @@ pub struct DeliveryView {
     pub last_error: Option<String>,
 }
 
-impl WriteTx {
+/// The `alerts` table: `store.alerts()`, a view borrowing the [`Store`].
+#[derive(Clone, Copy)]
+pub struct Alerts<'s> {
+    pub(super) store: &'s Store,
+}
+
+/// The `alerts` table, inside a write transaction: `tx.alerts()`.
+pub struct AlertsTx<'t> {
+    pub(super) tx: &'t mut WriteTx,
+}
+
+impl AlertsTx<'_> {
     /// Inserts an alert and one pending delivery per channel. Returns false if an alert with
     /// this dedup key already exists (nothing is written then).
-    pub async fn insert_alert(
+    pub async fn insert(
         &mut self,
         alert: &Alert,
         dedup_key: &str,
@@ -51,7 +62,7 @@ impl WriteTx {
     ) -> Result<bool, StoreError> {
         let at = timestamp(now);
         let payload = serde_json::to_string(alert)?;
-        let inserted = on_tx!(self, |c| {
+        let inserted = on_tx!(self.tx, |c| {
             sqlx::query(
             "INSERT INTO alerts (id, dedup_key, rule, severity, status, app_id, job_id, transition_id, episode_id,
                                  summary, payload, created_at)
@@ -78,7 +89,7 @@ impl WriteTx {
             return Ok(false);
         }
         for channel in channels {
-            on_tx!(self, |c| {
+            on_tx!(self.tx, |c| {
                 sqlx::query(
                 "INSERT INTO deliveries (alert_id, channel, next_attempt_at, created_at) VALUES ($1, $2, $3, $3)",
             )
@@ -94,14 +105,10 @@ impl WriteTx {
     }
 }
 
-impl Store {
+impl Alerts<'_> {
     /// Alerts newest first, optionally only those with a delivery still pending.
-    pub async fn alerts(
-        &self,
-        pending_only: bool,
-        limit: i64,
-    ) -> Result<Vec<AlertView>, StoreError> {
-        let mut alerts = on_read!(self, |db| {
+    pub async fn list(self, pending_only: bool, limit: i64) -> Result<Vec<AlertView>, StoreError> {
+        let mut alerts = on_read!(self.store, |db| {
             sqlx::query_as::<_, AlertView>(
             "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts a
              WHERE ($1 = 0 OR EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state = 'pending'))
@@ -113,7 +120,7 @@ impl Store {
         .await
         })?;
         for a in &mut alerts {
-            a.deliveries = on_read!(self, |db| sqlx::query_as::<_, DeliveryView>(
+            a.deliveries = on_read!(self.store, |db| sqlx::query_as::<_, DeliveryView>(
                 "SELECT channel, state, attempts,
                         CASE WHEN state = 'pending' THEN next_attempt_at END AS next_attempt_at,
                         sent_at, last_error
@@ -131,7 +138,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::domain::test_alert;
-    use crate::store::deliveries::{self, Outcome};
+    use crate::store::deliveries::Outcome;
     use crate::store::test_support::both_backends;
 
     both_backends! {
@@ -141,19 +148,19 @@ mod tests {
             let mut tx = store.begin_write().await.unwrap();
             let channels = || vec!["hook".to_string(), "mail".to_string()];
             assert!(
-                tx.insert_alert(&first, "t:1:test", None, None, channels(), t0)
+                tx.alerts().insert(&first, "t:1:test", None, None, channels(), t0)
                     .await
                     .unwrap()
             );
             // Same cause, new id: refused, and none of its deliveries written.
             assert!(
-                !tx.insert_alert(&second, "t:1:test", None, None, channels(), t0)
+                !tx.alerts().insert(&second, "t:1:test", None, None, channels(), t0)
                     .await
                     .unwrap()
             );
             let newer = test_alert();
             assert!(
-                tx.insert_alert(
+                tx.alerts().insert(
                     &newer,
                     "t:2:test",
                     None,
@@ -168,9 +175,7 @@ mod tests {
 
             // The first goes out by mail; the hook is retried later.
             let next = Utc::now() + chrono::Duration::minutes(1);
-            deliveries::record(
-                &store,
-                first.id.as_str(),
+            store.deliveries().record(first.id.as_str(),
                 "mail",
                 1,
                 &Outcome::Sent { at: t0 },
@@ -181,12 +186,10 @@ mod tests {
                 next,
                 error: "HTTP 503".into(),
             };
-            deliveries::record(&store, first.id.as_str(), "hook", 1, &retry)
+            store.deliveries().record(first.id.as_str(), "hook", 1, &retry)
                 .await
                 .unwrap();
-            deliveries::record(
-                &store,
-                newer.id.as_str(),
+            store.deliveries().record(newer.id.as_str(),
                 "hook",
                 1,
                 &Outcome::Sent { at: t0 },
@@ -194,7 +197,7 @@ mod tests {
             .await
             .unwrap();
 
-            let all = store.alerts(false, 10).await.unwrap();
+            let all = store.alerts().list(false, 10).await.unwrap();
             let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();
             assert_eq!(ids, [newer.id.as_str(), first.id.as_str()], "newest first");
             let first_view = &all[1];
@@ -230,10 +233,10 @@ mod tests {
             assert_eq!(first_view.deliveries[1].sent_at, Some(Timestamp::from(t0)));
 
             // Only alerts with a delivery still pending; and the limit holds.
-            let pending = store.alerts(true, 10).await.unwrap();
+            let pending = store.alerts().list(true, 10).await.unwrap();
             assert_eq!(pending.len(), 1);
             assert_eq!(pending[0].id, first.id);
-            assert_eq!(store.alerts(false, 1).await.unwrap().len(), 1);
+            assert_eq!(store.alerts().list(false, 1).await.unwrap().len(), 1);
         }
     }
 
@@ -244,11 +247,11 @@ mod tests {
         async fn an_unreadable_stored_value_is_an_error_naming_column_and_value(store: Store) {
             let mut tx = store.begin_write().await.unwrap();
             let alert = test_alert();
-            tx.insert_alert(&alert, "t:1", None, None, vec!["hook".into()], Utc::now())
+            tx.alerts().insert(&alert, "t:1", None, None, vec!["hook".into()], Utc::now())
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
-            assert_eq!(store.alerts(false, 10).await.unwrap().len(), 1);
+            assert_eq!(store.alerts().list(false, 10).await.unwrap().len(), 1);
             let set = |sql: &'static str| {
                 let store = store.clone();
                 async move {
@@ -256,10 +259,10 @@ mod tests {
                 }
             };
             set("UPDATE alerts SET rule = 'stopped_sideways'").await;
-            let e = store.alerts(false, 10).await.unwrap_err().to_string();
+            let e = store.alerts().list(false, 10).await.unwrap_err().to_string();
             assert!(e.contains("\"rule\"") && e.contains("stopped_sideways"), "{e}");
             set("UPDATE alerts SET rule = 'test', created_at = 'yesterday'").await;
-            let e = store.alerts(false, 10).await.unwrap_err().to_string();
+            let e = store.alerts().list(false, 10).await.unwrap_err().to_string();
             assert!(e.contains("\"created_at\"") && e.contains("`yesterday`"), "{e}");
         }
     }

@@ -8,7 +8,7 @@
 //! (slower, and the copy is not page for page). The raw handles are borrowed from sqlx
 //! (`lock_handle`), which keeps its worker thread off them while they are used here.
 
-use super::{Store, StoreError};
+use super::{Database, StoreError};
 use crate::exit::StartError;
 use anyhow::Context as _;
 use libsqlite3_sys as ffi;
@@ -31,14 +31,14 @@ pub struct BackupDone {
 /// it gives up; a read in WAL mode is otherwise never blocked by the writer.
 const BUSY_WAIT: Duration = Duration::from_secs(10);
 
-impl Store {
+impl Database<'_> {
     /// Writes every committed change from the WAL into the database file and empties the
     /// WAL (`wal_checkpoint(TRUNCATE)`), so the file alone is the whole database: a copy of it
     /// after a clean stop has every table and row. For the owner at its clean stop only: a
     /// truncating checkpoint waits for other connections' readers and writers. A no-op on
     /// PostgreSQL.
-    pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        let Some(b) = self.sqlite() else {
+    pub async fn checkpoint(self) -> Result<(), StoreError> {
+        let Some(b) = self.store.backend.sqlite() else {
             return Ok(());
         };
         // (busy, log frames, frames checkpointed): busy = 1 is a checkpoint that could not
@@ -58,8 +58,8 @@ impl Store {
     /// safe while `run` writes it; the copy is written beside `dest` and renamed into place
     /// only when complete, so `dest` is either the whole backup or absent. `dest` must not
     /// exist (73). SQLite only: the caller tells PostgreSQL's users to use `pg_dump`.
-    pub async fn backup_to(&self, dest: &Path) -> anyhow::Result<BackupDone> {
-        let Some(b) = self.sqlite() else {
+    pub async fn backup_to(self, dest: &Path) -> anyhow::Result<BackupDone> {
+        let Some(b) = self.store.backend.sqlite() else {
             anyhow::bail!("the database is on PostgreSQL: back it up with pg_dump");
         };
         if dest.exists() {

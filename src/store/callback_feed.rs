@@ -1,7 +1,7 @@
 //! Reading `callback_events` as a feed, by id: the poller turns each new event into a poll
 //! hint (`poller/feed.rs`), whichever instance's receiver stored it.
 
-use super::{Store, StoreError};
+use super::{Callbacks, StoreError};
 use crate::domain::Timestamp;
 
 /// What a poll hint needs of a stored event.
@@ -14,58 +14,67 @@ pub struct EventHintRow {
     pub received_at: Timestamp,
 }
 
-impl Store {
+impl Callbacks<'_> {
     /// Events with an id above `after`, oldest first, at most `limit`.
-    pub async fn callback_hints_after(
-        &self,
+    pub async fn hints_after(
+        self,
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventHintRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, EventHintRow>(
-            "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_as::<_, EventHintRow>(
+                "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
              WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(db)
-        .await)?)
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(db)
+            .await
+        })?)
     }
 
     /// Events with an id strictly between `low` and `high`, oldest first, at most `limit`:
     /// where a feed looks again for an event committed after a newer one (ids are taken at
     /// insert, not at commit, on PostgreSQL).
-    pub async fn callback_hints_between(
-        &self,
+    pub async fn hints_between(
+        self,
         low: i64,
         high: i64,
         limit: i64,
     ) -> Result<Vec<EventHintRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, EventHintRow>(
-            "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_as::<_, EventHintRow>(
+                "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
              WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3",
-        )
-        .bind(low)
-        .bind(high)
-        .bind(limit)
-        .fetch_all(db)
-        .await)?)
+            )
+            .bind(low)
+            .bind(high)
+            .bind(limit)
+            .fetch_all(db)
+            .await
+        })?)
     }
 
     /// The newest `limit` events, newest first: where a feed starts (those received
     /// recently are hinted again, a takeover's gap included).
-    pub async fn latest_callback_hints(&self, limit: i64) -> Result<Vec<EventHintRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, EventHintRow>(
-            "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
+    pub async fn latest_hints(self, limit: i64) -> Result<Vec<EventHintRow>, StoreError> {
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_as::<_, EventHintRow>(
+                "SELECT id, app_id, job_id, event_type, received_at FROM callback_events
              ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(db)
-        .await)?)
+            )
+            .bind(limit)
+            .fetch_all(db)
+            .await
+        })?)
     }
 
     /// The highest event id, if any event is stored.
-    pub async fn max_callback_event_id(&self) -> Result<Option<i64>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, Option<i64>>(
+    pub async fn max_event_id(self) -> Result<Option<i64>, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_scalar::<
+            _,
+            Option<i64>,
+        >(
             "SELECT MAX(id) FROM callback_events"
         )
         .fetch_one(db)
@@ -89,19 +98,20 @@ mod tests {
         let event = RecordEvent::parse(body.as_bytes()).unwrap();
         let at = format!("2026-11-28T10:00:{n:02}.000Z");
         store
-            .insert_callback_event("app", &event, &format!("sha-{n}"), &at, None)
+            .callbacks()
+            .insert("app", &event, &format!("sha-{n}"), &at, None)
             .await
             .unwrap();
     }
 
     both_backends! {
         async fn events_are_read_by_id_after_between_and_newest_first(store: Store) {
-            assert_eq!(store.max_callback_event_id().await.unwrap(), None);
-            assert!(store.latest_callback_hints(10).await.unwrap().is_empty());
+            assert_eq!(store.callbacks().max_event_id().await.unwrap(), None);
+            assert!(store.callbacks().latest_hints(10).await.unwrap().is_empty());
             for n in 1..=4 {
                 store_event(&store, (n != 3).then_some("j"), n).await;
             }
-            let all = store.callback_hints_after(0, 100).await.unwrap();
+            let all = store.callbacks().hints_after(0, 100).await.unwrap();
             let ids: Vec<i64> = all.iter().map(|r| r.id).collect();
             assert_eq!(ids.len(), 4);
             assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
@@ -109,12 +119,12 @@ mod tests {
             assert_eq!(all[2].job_id, None, "an event naming no job is read too");
             assert_eq!(all[0].event_type, "RECORD_NEW_FILE_START");
             assert_eq!(all[3].received_at.to_string(), "2026-11-28T10:00:04.000Z");
-            assert_eq!(store.max_callback_event_id().await.unwrap(), Some(ids[3]));
-            let after = store.callback_hints_after(ids[1], 1).await.unwrap();
+            assert_eq!(store.callbacks().max_event_id().await.unwrap(), Some(ids[3]));
+            let after = store.callbacks().hints_after(ids[1], 1).await.unwrap();
             assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2]], "the limit holds");
-            let between = store.callback_hints_between(ids[0], ids[3], 100).await.unwrap();
+            let between = store.callbacks().hints_between(ids[0], ids[3], 100).await.unwrap();
             assert_eq!(between.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
-            let newest = store.latest_callback_hints(2).await.unwrap();
+            let newest = store.callbacks().latest_hints(2).await.unwrap();
             assert_eq!(newest.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[3], ids[2]]);
         }
     }

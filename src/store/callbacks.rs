@@ -50,7 +50,7 @@ pub struct RecordedFileRow {
     pub end_time: Option<String>,
 }
 
-/// Whether [`Store::insert_callback_event`] wrote a row.
+/// Whether [`Callbacks::insert`] wrote a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {
     New,
@@ -63,7 +63,7 @@ fn column(n: Option<u64>) -> Option<i64> {
     n.and_then(|n| i64::try_from(n).ok())
 }
 
-/// One event for [`WriteTx::insert_callback_events_in`]: what [`Store::insert_callback_event`]
+/// One event for [`CallbacksTx::insert_many`]: what [`Callbacks::insert`]
 /// takes, for each event of a group.
 #[derive(Clone, Copy, Debug)]
 pub struct NewEvent<'a> {
@@ -177,13 +177,26 @@ fn match_returned(
         .collect()
 }
 
-impl WriteTx {
-    /// Stores a group of events, as [`Store::insert_callback_event`] stores one, in this
+/// Stored record-callback events, and the feed of them the poller reads: `store.callbacks()`, a
+/// view borrowing the [`Store`].
+#[derive(Clone, Copy)]
+pub struct Callbacks<'s> {
+    pub(super) store: &'s Store,
+}
+
+/// Stored record-callback events, and the feed of them the poller reads, inside a write
+/// transaction: `tx.callbacks()`.
+pub struct CallbacksTx<'t> {
+    pub(super) tx: &'t mut WriteTx,
+}
+
+impl CallbacksTx<'_> {
+    /// Stores a group of events, as [`Callbacks::insert`] stores one, in this
     /// transaction and in a few multi-row statements: a statement per event was a round trip
     /// to SQLite's worker thread (or PostgreSQL's server) per event (BENCHMARKS.md part 23).
     /// One answer per event, in order; of two equal events in the group the first is `New`,
     /// the second a `Duplicate`, as if they had come one after the other.
-    pub async fn insert_callback_events_in(
+    pub async fn insert_many(
         &mut self,
         events: &[NewEvent<'_>],
     ) -> Result<Vec<Inserted>, StoreError> {
@@ -192,7 +205,7 @@ impl WriteTx {
         for size in statement_sizes(events.len()) {
             let (chunk, after) = rest.split_at(size);
             rest = after;
-            let returned: Vec<(i64, String, String)> = on_tx!(self, |c, d| {
+            let returned: Vec<(i64, String, String)> = on_tx!(self.tx, |c, d| {
                 let sql = sqlx::AssertSqlSafe(insert_rows_sql(d, size));
                 let mut q = sqlx::query_as::<_, (i64, String, String)>(sql);
                 for e in chunk {
@@ -206,7 +219,7 @@ impl WriteTx {
                     continue;
                 };
                 if let Some(body) = e.forward {
-                    self.insert_forward_in(id, e.app_id, body, e.at).await?;
+                    self.insert_forward(id, e.app_id, body, e.at).await?;
                 }
                 answers.push(Inserted::New);
             }
@@ -215,14 +228,14 @@ impl WriteTx {
     }
 
     /// The pending forward of a new event, written with it.
-    async fn insert_forward_in(
+    async fn insert_forward(
         &mut self,
         event_id: i64,
         app_id: &str,
         body: &[u8],
         at: &str,
     ) -> Result<(), StoreError> {
-        on_tx!(self, |c| sqlx::query(
+        on_tx!(self.tx, |c| sqlx::query(
             "INSERT INTO forwards (event_id, app_id, body, created_at, next_attempt_at)
              VALUES ($1, $2, $3, $4, $4)",
         )
@@ -236,8 +249,8 @@ impl WriteTx {
         Ok(())
     }
 
-    /// [`Store::insert_callback_event`] inside a transaction.
-    pub async fn insert_callback_event_in(
+    /// [`Callbacks::insert`] inside a transaction.
+    pub async fn insert(
         &mut self,
         app_id: &str,
         event: &RecordEvent,
@@ -252,27 +265,28 @@ impl WriteTx {
             at,
             forward,
         };
-        Ok(self.insert_callback_events_in(&[one]).await?.remove(0))
+        Ok(self.insert_many(&[one]).await?.remove(0))
     }
 }
 
-impl Store {
+impl Callbacks<'_> {
     /// Stores a verified event once: `app_id` is the app whose key verified it, `body_sha256`
     /// the hex SHA-256 of the raw body, `at` the receive time as stored. With `forward` (the
     /// raw body, when the app has `forward_to`) a pending forward is written in the same
     /// transaction, so a crash cannot keep the event and lose its relay; a duplicate writes
     /// neither, so a resent event is relayed once.
-    pub async fn insert_callback_event(
-        &self,
+    pub async fn insert(
+        self,
         app_id: &str,
         event: &RecordEvent,
         body_sha256: &str,
         at: &str,
         forward: Option<&[u8]>,
     ) -> Result<Inserted, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let inserted = tx
-            .insert_callback_event_in(app_id, event, body_sha256, at, forward)
+            .callbacks()
+            .insert(app_id, event, body_sha256, at, forward)
             .await?;
         // A duplicate wrote nothing: committing it costs the same as rolling it back.
         tx.commit().await?;
@@ -280,12 +294,15 @@ impl Store {
     }
 
     /// The events stored for one app, oldest first (`job_id` narrows to one job).
-    pub async fn callback_events(
-        &self,
+    pub async fn events(
+        self,
         app_id: &str,
         job_id: Option<&str>,
     ) -> Result<Vec<CallbackEventRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, CallbackEventRow>(
+        Ok(on_read!(self.store, |db| sqlx::query_as::<
+            _,
+            CallbackEventRow,
+        >(
             "SELECT * FROM callback_events
              WHERE app_id = $1 AND ($2 IS NULL OR job_id = $2) ORDER BY id",
         )
@@ -298,7 +315,7 @@ impl Store {
     /// The files jobs recorded, newest first: one job's (`job_id`, and `app_id` when given),
     /// or every job's; only those received at or after `since`; at most `limit`.
     pub async fn recorded_files(
-        &self,
+        self,
         app_id: Option<&str>,
         job_id: Option<&str>,
         since: Option<&str>,
@@ -323,9 +340,10 @@ impl Store {
                AND ($2 IS NULL OR app_id = $2) AND ($3 IS NULL OR received_at >= $3)
              ORDER BY id DESC LIMIT $4"
         };
-        Ok(on_read!(self, |db| sqlx::query_as::<_, RecordedFileRow>(
-            query
-        )
+        Ok(on_read!(self.store, |db| sqlx::query_as::<
+            _,
+            RecordedFileRow,
+        >(query)
         .bind(job_id)
         .bind(app_id)
         .bind(since)
@@ -335,8 +353,8 @@ impl Store {
     }
 
     /// How many events are stored in all.
-    pub async fn callback_event_count(&self) -> Result<i64, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+    pub async fn count(self) -> Result<i64, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_scalar::<_, i64>(
             "SELECT COUNT(*) FROM callback_events"
         )
         .fetch_one(db)
@@ -383,7 +401,7 @@ mod tests {
             let digests: Vec<String> = (0..100).map(|n| format!("sha-{n}")).collect();
             let at = "2026-12-07T15:00:00.000Z";
             store
-                .insert_callback_event("app", &events[3], &digests[3], at, None)
+                .callbacks().insert("app", &events[3], &digests[3], at, None)
                 .await
                 .unwrap();
             let mut group: Vec<NewEvent> = (0..100)
@@ -399,7 +417,7 @@ mod tests {
             group[40] = group[10];
             group[98] = group[20];
             let mut tx = store.begin_write().await.unwrap();
-            let answers = tx.insert_callback_events_in(&group).await.unwrap();
+            let answers = tx.callbacks().insert_many(&group).await.unwrap();
             tx.commit().await.unwrap();
             let duplicates: Vec<usize> = answers
                 .iter()
@@ -408,15 +426,15 @@ mod tests {
                 .map(|(n, _)| n)
                 .collect();
             assert_eq!(duplicates, [3, 40, 98]);
-            assert_eq!(store.callback_event_count().await.unwrap(), 98);
-            let rows = store.callback_events("app", Some("j57")).await.unwrap();
+            assert_eq!(store.callbacks().count().await.unwrap(), 98);
+            let rows = store.callbacks().events("app", Some("j57")).await.unwrap();
             assert_eq!(rows.len(), 1);
             assert_eq!(rows[0].event_type, "RECORD_FILE_COMPLETE");
             assert_eq!(rows[0].download_url.as_deref(), Some("https://obs/57.mp4"));
             assert_eq!(rows[0].file_size, Some(57));
             assert_eq!(rows[0].body_sha256, "sha-57");
             assert_eq!(rows[0].received_at.to_string(), at);
-            let forwards = store.due_forwards("2026-12-07T15:00:01.000Z", 1000).await.unwrap();
+            let forwards = store.forwards().due("2026-12-07T15:00:01.000Z", 1000).await.unwrap();
             assert_eq!(forwards.len(), 97, "one per event stored by the group");
         }
     }

@@ -16,7 +16,7 @@
 //! a test reads SQLite's schema and fails for a table or column it does not know, so a new
 //! migration cannot be forgotten here.
 
-use super::{Store, StoreError};
+use super::{Database, Store, StoreError};
 use sqlx::Row;
 
 /// How a column is read and bound.
@@ -399,15 +399,15 @@ impl Table {
     }
 }
 
-impl Store {
+impl Database<'_> {
     async fn copy_page(
-        &self,
+        self,
         table: &Table,
         after: Option<&[Value]>,
     ) -> Result<Vec<Vec<Value>>, StoreError> {
         let sql = table.page_sql(after.is_some());
         let after = after.unwrap_or_default();
-        Ok(on_read!(self, |db| {
+        Ok(on_read!(self.store, |db| {
             let q = bind_values!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), after);
             match q.fetch_all(db).await {
                 Ok(rows) => rows.iter().map(|r| read_row!(r, table)).collect(),
@@ -417,13 +417,13 @@ impl Store {
     }
 
     /// Writes `rows` in one transaction; returns how many the target did not have.
-    async fn copy_insert(&self, table: &Table, rows: &[Vec<Value>]) -> Result<u64, StoreError> {
+    async fn copy_insert(self, table: &Table, rows: &[Vec<Value>]) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);
         }
         let sql = table.insert_sql(rows.len());
         let values = rows.iter().flatten();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let written = on_tx!(tx, |c| bind_values!(
             sqlx::query(sqlx::AssertSqlSafe(sql.clone())),
             values.clone()
@@ -438,8 +438,8 @@ impl Store {
     /// On PostgreSQL, moves `table`'s identity past its highest id, never back: the next row
     /// it makes gets an id no copied row has. Nothing to do on SQLite (a new rowid is always
     /// past the highest).
-    async fn raise_identity(&self, table: &Table) -> Result<(), StoreError> {
-        let (false, Some(column)) = (!self.is_postgres(), table.identity) else {
+    async fn raise_identity(self, table: &Table) -> Result<(), StoreError> {
+        let (false, Some(column)) = (!self.store.db().is_postgres(), table.identity) else {
             return Ok(());
         };
         let sql = format!(
@@ -449,16 +449,18 @@ impl Store {
              FROM (SELECT CAST(pg_get_serial_sequence('{name}', '{column}') AS regclass) AS seq) s",
             name = table.name
         );
-        on_write!(self, |db| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .execute(db)
-            .await
-            .map(|done| done.rows_affected()))?;
+        on_write!(self.store, |db| sqlx::query(sqlx::AssertSqlSafe(
+            sql.clone()
+        ))
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected()))?;
         Ok(())
     }
 
     /// Copies `table` from `self` into `to`; `progress` is told after each page.
     pub async fn copy_table_to(
-        &self,
+        self,
         to: &Store,
         table: &'static Table,
         mut progress: impl FnMut(&Copied),
@@ -474,13 +476,13 @@ impl Store {
             let Some(last) = rows.last() else { break };
             after = Some(table.key_of(last));
             done.read += rows.len() as u64;
-            done.written += to.copy_insert(table, &rows).await?;
+            done.written += to.db().copy_insert(table, &rows).await?;
             progress(&done);
             if (rows.len() as i64) < PAGE {
                 break;
             }
         }
-        to.raise_identity(table).await?;
+        to.db().raise_identity(table).await?;
         Ok(done)
     }
 }
@@ -535,7 +537,7 @@ mod tests {
             let mut rows = Vec::new();
             let mut after: Option<Vec<Value>> = None;
             loop {
-                let page = store.copy_page(t, after.as_deref()).await.unwrap();
+                let page = store.db().copy_page(t, after.as_deref()).await.unwrap();
                 let Some(last) = page.last() else { break };
                 after = Some(t.key_of(last));
                 rows.extend(page);
@@ -548,7 +550,7 @@ mod tests {
     async fn copy_all(from: &Store, to: &Store) -> Vec<Copied> {
         let mut done = Vec::new();
         for t in TABLES {
-            done.push(from.copy_table_to(to, t, |_| {}).await.unwrap());
+            done.push(from.db().copy_table_to(to, t, |_| {}).await.unwrap());
         }
         done
     }
@@ -561,7 +563,7 @@ mod tests {
         let (a, _dir_a) = fresh(On::Sqlite).await;
         for sql in FIXTURE {
             sqlx::query(*sql)
-                .execute(&a.sqlite().unwrap().write)
+                .execute(&a.backend.sqlite().unwrap().write)
                 .await
                 .unwrap();
         }
@@ -661,7 +663,7 @@ mod tests {
     #[tokio::test]
     async fn every_table_and_column_of_the_schema_is_copied_or_left_out_on_purpose() {
         let (store, _dir) = fresh(On::Sqlite).await;
-        let db = store.sqlite().expect("SQLite").read.clone();
+        let db = store.backend.sqlite().expect("SQLite").read.clone();
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
         )

@@ -18,6 +18,13 @@ use crate::domain::timestamp;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+/// The `deliveries` queue and the lanes' group releases: `store.deliveries()`, a view borrowing the
+/// [`Store`].
+#[derive(Clone, Copy)]
+pub struct Deliveries<'s> {
+    pub(super) store: &'s Store,
+}
+
 /// Which deliveries a lane works on: one channel's, and optionally only those of some alerts
 /// (`poll-once` delivers only the alerts it raised).
 #[derive(Clone, Debug)]
@@ -94,39 +101,257 @@ struct ChannelCount {
     n: i64,
 }
 
-/// Up to `limit` deliveries due at `now`, the longest-waiting first.
-pub async fn due(
-    store: &Store,
-    filter: &Filter,
-    now: DateTime<Utc>,
-    limit: usize,
-) -> Result<Vec<Due>, StoreError> {
-    let rows = on_read!(store, |db, d| sqlx::query_as::<_, DueRow>(
-        sqlx::AssertSqlSafe(format!(
-            "SELECT d.alert_id, d.channel, d.attempts, d.created_at, a.payload,
-                COALESCE(a.app_id, '-') AS app_id, COALESCE(a.job_id, '-') AS job_id{}
-              AND d.next_attempt_at <= $3 ORDER BY d.next_attempt_at, a.rowid LIMIT $4",
-            takeable(d)
-        ))
-    )
-    .bind(&filter.channel)
-    .bind(filter.only.as_deref())
-    .bind(timestamp(now))
-    .bind(limit.min(i64::MAX as usize) as i64)
-    .fetch_all(db)
-    .await)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Due {
-            alert_id: r.alert_id,
-            channel: r.channel,
-            attempts: r.attempts.clamp(0, u32::MAX as i64) as u32,
-            created_at: r.created_at.to_datetime(),
-            payload: r.payload,
-            app_id: r.app_id,
-            job_id: r.job_id,
-        })
-        .collect())
+impl Deliveries<'_> {
+    /// Up to `limit` deliveries due at `now`, the longest-waiting first.
+    pub async fn due(
+        self,
+        filter: &Filter,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due>, StoreError> {
+        let rows = on_read!(self.store, |db, d| sqlx::query_as::<_, DueRow>(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT d.alert_id, d.channel, d.attempts, d.created_at, a.payload,
+                    COALESCE(a.app_id, '-') AS app_id, COALESCE(a.job_id, '-') AS job_id{}
+                  AND d.next_attempt_at <= $3 ORDER BY d.next_attempt_at, a.rowid LIMIT $4",
+                takeable(d)
+            ))
+        )
+        .bind(&filter.channel)
+        .bind(filter.only.as_deref())
+        .bind(timestamp(now))
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(db)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Due {
+                alert_id: r.alert_id,
+                channel: r.channel,
+                attempts: r.attempts.clamp(0, u32::MAX as i64) as u32,
+                created_at: r.created_at.to_datetime(),
+                payload: r.payload,
+                app_id: r.app_id,
+                job_id: r.job_id,
+            })
+            .collect())
+    }
+
+    /// The next `limit` takeable deliveries by due time, due or not: (alert id, next attempt).
+    /// The caller skips the ones it is already attempting.
+    pub async fn next_due(
+        self,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = on_read!(self.store, |db, d| {
+            sqlx::query_as::<_, WhenRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT d.alert_id, d.next_attempt_at AS at{} ORDER BY d.next_attempt_at LIMIT $3",
+                takeable(d)
+            )))
+            .bind(&filter.channel)
+            .bind(filter.only.as_deref())
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(db)
+            .await
+        })?;
+        Ok(parsed(rows))
+    }
+
+    /// Writes an attempt's outcome. A retry or a death only changes a delivery that is still
+    /// pending (a removed channel's deliveries may have been marked dead meanwhile); a success is
+    /// always written, because it is the truth.
+    pub async fn record(
+        self,
+        alert_id: &str,
+        channel: &str,
+        attempts: u32,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
+        // In a write transaction: on the active instance's store, fenced (see `lease`).
+        let mut tx = self.store.begin_write().await?;
+        on_tx!(tx, |c| {
+            let q = match outcome {
+                Outcome::Sent { at } => sqlx::query(
+                    "UPDATE deliveries SET state = 'sent', attempts = $1, sent_at = $2, last_error = NULL
+                     WHERE alert_id = $3 AND channel = $4",
+                )
+                .bind(attempts as i64)
+                .bind(timestamp(*at)),
+                Outcome::Retry { next, error } => sqlx::query(
+                    "UPDATE deliveries SET attempts = $1, next_attempt_at = $2, last_error = $3
+                     WHERE alert_id = $4 AND channel = $5 AND state = 'pending'",
+                )
+                .bind(attempts as i64)
+                .bind(timestamp(*next))
+                .bind(error),
+                Outcome::Dead { error } => sqlx::query(
+                    "UPDATE deliveries SET state = 'dead', attempts = $1, last_error = $2
+                     WHERE alert_id = $3 AND channel = $4 AND state = 'pending'",
+                )
+                .bind(attempts as i64)
+                .bind(error),
+            };
+            q.bind(alert_id).bind(channel).execute(&mut *c).await?;
+            Ok::<(), StoreError>(())
+        })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims `due` for this instance just before they are sent: each still pending one is
+    /// marked with the epoch of the store's fence, in one write transaction that the fence checks
+    /// (on the active instance's store, refused once another instance leads, so an old leader
+    /// claims and therefore sends nothing). Returns the claimed ones; a delivery no longer
+    /// pending (marked silenced or dead meanwhile) is left out. A claim by an older epoch is no
+    /// bar: after a failover that delivery may have been sent, and goes again with the same id.
+    pub async fn claim(self, due: Vec<Due>) -> Result<Vec<Due>, StoreError> {
+        if due.is_empty() {
+            return Ok(due);
+        }
+        let epoch = self.store.fence().map(super::Fence::epoch);
+        let mut tx = self.store.begin_write().await?;
+        let mut claimed = Vec::with_capacity(due.len());
+        for d in due {
+            let done = on_tx!(tx, |c| sqlx::query(
+                "UPDATE deliveries SET claimed_epoch = $1
+                 WHERE alert_id = $2 AND channel = $3 AND state = 'pending'",
+            )
+            .bind(epoch)
+            .bind(&d.alert_id)
+            .bind(&d.channel)
+            .execute(&mut *c)
+            .await
+            .map(|done| done.rows_affected()))?;
+            if done == 1 {
+                claimed.push(d);
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// (alert id, created at) of every pending delivery on `channel`: a lane anchors their ages
+    /// when it starts.
+    pub async fn pending_created(
+        self,
+        channel: &str,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = on_read!(self.store, |db| {
+            sqlx::query_as::<_, WhenRow>(
+            "SELECT alert_id, created_at AS at FROM deliveries WHERE channel = $1 AND state = 'pending'",
+        )
+        .bind(channel)
+        .fetch_all(db)
+        .await
+        })?;
+        Ok(parsed(rows))
+    }
+
+    /// Brings every next attempt on `channel` later than `latest` forward to it. No schedule we
+    /// write lies beyond now + max_backoff, so a later one was written under a clock that has
+    /// since gone back.
+    pub async fn cap_next_attempts(
+        self,
+        channel: &str,
+        latest: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        let done = on_tx!(tx, |c| sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $2
+             WHERE channel = $1 AND state = 'pending' AND next_attempt_at > $2",
+        )
+        .bind(channel)
+        .bind(timestamp(latest))
+        .execute(&mut *c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Moves the next attempts on `channel` that lie after `now` by `by` (the clock's jump), so a
+    /// retry keeps the wait it was given instead of the jump's length.
+    pub async fn shift_next_attempts(
+        self,
+        channel: &str,
+        by: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        let rows = on_tx!(tx, |c| sqlx::query_as::<_, WhenRow>(
+            "SELECT alert_id, next_attempt_at AS at FROM deliveries
+             WHERE channel = $1 AND state = 'pending' AND next_attempt_at > $2",
+        )
+        .bind(channel)
+        .bind(timestamp(now))
+        .fetch_all(c)
+        .await)?;
+        let mut n = 0;
+        for (id, at) in parsed(rows) {
+            let moved = at.checked_add_signed(by).unwrap_or(now);
+            on_tx!(tx, |c| sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = $1 WHERE alert_id = $2 AND channel = $3"
+            )
+            .bind(timestamp(moved))
+            .bind(&id)
+            .bind(channel)
+            .execute(c)
+            .await
+            .map(|_| ()))?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Marks dead, with the reason, the pending deliveries to channels that are no longer
+    /// configured; returns (channel, how many). They stay in the database, visible in
+    /// `recwatch alerts`.
+    pub async fn bury_orphans(self, configured: &[&str]) -> Result<Vec<(String, u64)>, StoreError> {
+        let names = serde_json::to_string(configured)?;
+        let mut tx = self.store.begin_write().await?;
+        let rows = on_tx!(tx, |c, d| {
+            let rows = sqlx::query_as::<_, ChannelCount>(sqlx::AssertSqlSafe(format!(
+                "SELECT channel, COUNT(*) AS n FROM deliveries
+                 WHERE state = 'pending' AND channel NOT IN (SELECT value FROM {})
+                 GROUP BY channel",
+                d.json_texts("$1")
+            )))
+            .bind(&names)
+            .fetch_all(&mut *c)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE deliveries SET state = 'dead',
+                     last_error = 'channel \"' || channel || '\" is no longer configured; nothing was sent after it was removed'
+                 WHERE state = 'pending' AND channel NOT IN (SELECT value FROM {})",
+                d.json_texts("$1")
+            )))
+            .bind(&names)
+            .execute(&mut *c)
+            .await?;
+            Ok::<_, sqlx::Error>(rows)
+        })?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.channel, r.n.max(0) as u64))
+            .collect())
+    }
+
+    /// How many deliveries of the alerts in `only` (a JSON array of ids) are still pending.
+    pub async fn count_pending(self, only: &str) -> Result<i64, StoreError> {
+        Ok(on_read!(self.store, |db, d| sqlx::query_scalar::<_, i64>(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM deliveries
+                 WHERE state = 'pending' AND alert_id IN (SELECT value FROM {})",
+                d.json_texts("$1")
+            ))
+        )
+        .bind(only)
+        .fetch_one(db)
+        .await)?)
+    }
 }
 
 /// (alert id, time) of each row.
@@ -136,231 +361,12 @@ fn parsed(rows: Vec<WhenRow>) -> Vec<(String, DateTime<Utc>)> {
         .collect()
 }
 
-/// The next `limit` takeable deliveries by due time, due or not: (alert id, next attempt).
-/// The caller skips the ones it is already attempting.
-pub async fn next_due(
-    store: &Store,
-    filter: &Filter,
-    limit: usize,
-) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-    let rows = on_read!(store, |db, d| sqlx::query_as::<_, WhenRow>(
-        sqlx::AssertSqlSafe(format!(
-            "SELECT d.alert_id, d.next_attempt_at AS at{} ORDER BY d.next_attempt_at LIMIT $3",
-            takeable(d)
-        ))
-    )
-    .bind(&filter.channel)
-    .bind(filter.only.as_deref())
-    .bind(limit.min(i64::MAX as usize) as i64)
-    .fetch_all(db)
-    .await)?;
-    Ok(parsed(rows))
-}
-
 /// How an attempt ended, as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Sent { at: DateTime<Utc> },
     Retry { next: DateTime<Utc>, error: String },
     Dead { error: String },
-}
-
-/// Writes an attempt's outcome. A retry or a death only changes a delivery that is still
-/// pending (a removed channel's deliveries may have been marked dead meanwhile); a success is
-/// always written, because it is the truth.
-pub async fn record(
-    store: &Store,
-    alert_id: &str,
-    channel: &str,
-    attempts: u32,
-    outcome: &Outcome,
-) -> Result<(), StoreError> {
-    // In a write transaction: on the active instance's store, fenced (see `lease`).
-    let mut tx = store.begin_write().await?;
-    on_tx!(tx, |c| {
-        let q = match outcome {
-            Outcome::Sent { at } => sqlx::query(
-                "UPDATE deliveries SET state = 'sent', attempts = $1, sent_at = $2, last_error = NULL
-                 WHERE alert_id = $3 AND channel = $4",
-            )
-            .bind(attempts as i64)
-            .bind(timestamp(*at)),
-            Outcome::Retry { next, error } => sqlx::query(
-                "UPDATE deliveries SET attempts = $1, next_attempt_at = $2, last_error = $3
-                 WHERE alert_id = $4 AND channel = $5 AND state = 'pending'",
-            )
-            .bind(attempts as i64)
-            .bind(timestamp(*next))
-            .bind(error),
-            Outcome::Dead { error } => sqlx::query(
-                "UPDATE deliveries SET state = 'dead', attempts = $1, last_error = $2
-                 WHERE alert_id = $3 AND channel = $4 AND state = 'pending'",
-            )
-            .bind(attempts as i64)
-            .bind(error),
-        };
-        q.bind(alert_id).bind(channel).execute(&mut *c).await?;
-        Ok::<(), StoreError>(())
-    })?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Claims `due` for this instance just before they are sent: each still pending one is
-/// marked with the epoch of the store's fence, in one write transaction that the fence checks
-/// (on the active instance's store, refused once another instance leads, so an old leader
-/// claims and therefore sends nothing). Returns the claimed ones; a delivery no longer
-/// pending (marked silenced or dead meanwhile) is left out. A claim by an older epoch is no
-/// bar: after a failover that delivery may have been sent, and goes again with the same id.
-pub async fn claim(store: &Store, due: Vec<Due>) -> Result<Vec<Due>, StoreError> {
-    if due.is_empty() {
-        return Ok(due);
-    }
-    let epoch = store.fence().map(super::Fence::epoch);
-    let mut tx = store.begin_write().await?;
-    let mut claimed = Vec::with_capacity(due.len());
-    for d in due {
-        let done = on_tx!(tx, |c| sqlx::query(
-            "UPDATE deliveries SET claimed_epoch = $1
-             WHERE alert_id = $2 AND channel = $3 AND state = 'pending'",
-        )
-        .bind(epoch)
-        .bind(&d.alert_id)
-        .bind(&d.channel)
-        .execute(&mut *c)
-        .await
-        .map(|done| done.rows_affected()))?;
-        if done == 1 {
-            claimed.push(d);
-        }
-    }
-    tx.commit().await?;
-    Ok(claimed)
-}
-
-/// (alert id, created at) of every pending delivery on `channel`: a lane anchors their ages
-/// when it starts.
-pub async fn pending_created(
-    store: &Store,
-    channel: &str,
-) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-    let rows = on_read!(store, |db| {
-        sqlx::query_as::<_, WhenRow>(
-        "SELECT alert_id, created_at AS at FROM deliveries WHERE channel = $1 AND state = 'pending'",
-    )
-    .bind(channel)
-    .fetch_all(db)
-    .await
-    })?;
-    Ok(parsed(rows))
-}
-
-/// Brings every next attempt on `channel` later than `latest` forward to it. No schedule we
-/// write lies beyond now + max_backoff, so a later one was written under a clock that has
-/// since gone back.
-pub async fn cap_next_attempts(
-    store: &Store,
-    channel: &str,
-    latest: DateTime<Utc>,
-) -> Result<u64, StoreError> {
-    let mut tx = store.begin_write().await?;
-    let done = on_tx!(tx, |c| sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = $2
-         WHERE channel = $1 AND state = 'pending' AND next_attempt_at > $2",
-    )
-    .bind(channel)
-    .bind(timestamp(latest))
-    .execute(&mut *c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    tx.commit().await?;
-    Ok(done)
-}
-
-/// Moves the next attempts on `channel` that lie after `now` by `by` (the clock's jump), so a
-/// retry keeps the wait it was given instead of the jump's length.
-pub async fn shift_next_attempts(
-    store: &Store,
-    channel: &str,
-    by: chrono::Duration,
-    now: DateTime<Utc>,
-) -> Result<u64, StoreError> {
-    let mut tx = store.begin_write().await?;
-    let rows = on_tx!(tx, |c| sqlx::query_as::<_, WhenRow>(
-        "SELECT alert_id, next_attempt_at AS at FROM deliveries
-         WHERE channel = $1 AND state = 'pending' AND next_attempt_at > $2",
-    )
-    .bind(channel)
-    .bind(timestamp(now))
-    .fetch_all(c)
-    .await)?;
-    let mut n = 0;
-    for (id, at) in parsed(rows) {
-        let moved = at.checked_add_signed(by).unwrap_or(now);
-        on_tx!(tx, |c| sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $1 WHERE alert_id = $2 AND channel = $3"
-        )
-        .bind(timestamp(moved))
-        .bind(&id)
-        .bind(channel)
-        .execute(c)
-        .await
-        .map(|_| ()))?;
-        n += 1;
-    }
-    tx.commit().await?;
-    Ok(n)
-}
-
-/// Marks dead, with the reason, the pending deliveries to channels that are no longer
-/// configured; returns (channel, how many). They stay in the database, visible in
-/// `recwatch alerts`.
-pub async fn bury_orphans(
-    store: &Store,
-    configured: &[&str],
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let names = serde_json::to_string(configured)?;
-    let mut tx = store.begin_write().await?;
-    let rows = on_tx!(tx, |c, d| {
-        let rows = sqlx::query_as::<_, ChannelCount>(sqlx::AssertSqlSafe(format!(
-            "SELECT channel, COUNT(*) AS n FROM deliveries
-             WHERE state = 'pending' AND channel NOT IN (SELECT value FROM {})
-             GROUP BY channel",
-            d.json_texts("$1")
-        )))
-        .bind(&names)
-        .fetch_all(&mut *c)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE deliveries SET state = 'dead',
-                 last_error = 'channel \"' || channel || '\" is no longer configured; nothing was sent after it was removed'
-             WHERE state = 'pending' AND channel NOT IN (SELECT value FROM {})",
-            d.json_texts("$1")
-        )))
-        .bind(&names)
-        .execute(&mut *c)
-        .await?;
-        rows
-    });
-    tx.commit().await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.channel, r.n.max(0) as u64))
-        .collect())
-}
-
-/// How many deliveries of the alerts in `only` (a JSON array of ids) are still pending.
-pub async fn count_pending(store: &Store, only: &str) -> Result<i64, StoreError> {
-    Ok(on_read!(store, |db, d| sqlx::query_scalar::<_, i64>(
-        sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM deliveries
-             WHERE state = 'pending' AND alert_id IN (SELECT value FROM {})",
-            d.json_texts("$1")
-        ))
-    )
-    .bind(only)
-    .fetch_one(db)
-    .await)?)
 }
 
 #[cfg(test)]
@@ -399,7 +405,8 @@ mod tests {
         };
         let mut tx = store.begin_write().await.unwrap();
         let done = tx
-            .insert_alert(
+            .alerts()
+            .insert(
                 &a,
                 key,
                 None,
@@ -446,18 +453,18 @@ mod tests {
             let a = alert(s, "c:1", Status::Firing, None, &["hook"], t(0)).await;
             let b = alert(s, "c:2", Status::Firing, None, &["hook"], t(0)).await;
             let hook = Filter::channel("hook");
-            let due = super::due(s, &hook, t(1), 10).await.unwrap();
+            let due = s.deliveries().due(&hook, t(1), 10).await.unwrap();
             assert_eq!(due.len(), 2);
-            record(s, &b, "hook", 1, &Outcome::Dead { error: "x".into() }).await.unwrap();
+            s.deliveries().record(&b, "hook", 1, &Outcome::Dead { error: "x".into() }).await.unwrap();
 
             let me = crate::store::Claimant::this_process();
             let ttl = std::time::Duration::from_secs(60);
-            let epoch = s.lease_acquire(&me, ttl, false).await.unwrap().unwrap();
+            let epoch = s.lease().acquire(&me, ttl, false).await.unwrap().unwrap();
             let (_until_tx, until) =
                 tokio::sync::watch::channel(tokio::time::Instant::now() + ttl);
             let (refused, _r) = tokio::sync::mpsc::unbounded_channel();
             let fenced = s.fenced(crate::store::Fence::new(epoch, until, refused));
-            let claimed = claim(&fenced, due.clone()).await.unwrap();
+            let claimed = fenced.deliveries().claim(due.clone()).await.unwrap();
             assert_eq!(claimed.iter().map(|d| d.alert_id.as_str()).collect::<Vec<_>>(), [a.as_str()]);
             let claimed_by = || async {
                 on_read!(s, |db| sqlx::query_scalar::<_, Option<i64>>(
@@ -472,8 +479,8 @@ mod tests {
 
             // Another instance takes the lease: the old leader's claim is refused.
             let other = crate::store::Claimant::this_process();
-            let next = s.lease_acquire(&other, ttl, true).await.unwrap().unwrap();
-            let e = claim(&fenced, due).await.unwrap_err();
+            let next = s.lease().acquire(&other, ttl, true).await.unwrap().unwrap();
+            let e = fenced.deliveries().claim(due).await.unwrap_err();
             assert!(e.is_fenced(), "{e:?}");
             assert_eq!(claimed_by().await, Some(epoch), "nothing marked by the refused claim");
             assert_eq!(next, epoch + 1);
@@ -509,13 +516,13 @@ mod tests {
             // The resolved notice waits behind its firing on each channel; the transition's alert,
             // of no episode, does not.
             assert_eq!(
-                ids(&due(s, &hook, t(10), 10).await.unwrap()),
+                ids(&s.deliveries().due(&hook, t(10), 10).await.unwrap()),
                 [&firing, &transition]
             );
-            assert_eq!(ids(&due(s, &mail, t(10), 10).await.unwrap()), [&firing]);
+            assert_eq!(ids(&s.deliveries().due(&mail, t(10), 10).await.unwrap()), [&firing]);
             // Nothing is due before it was made; the limit holds.
-            assert!(due(s, &hook, t(-1), 10).await.unwrap().is_empty());
-            assert_eq!(ids(&due(s, &hook, t(10), 1).await.unwrap()), [&firing]);
+            assert!(s.deliveries().due(&hook, t(-1), 10).await.unwrap().is_empty());
+            assert_eq!(ids(&s.deliveries().due(&hook, t(10), 1).await.unwrap()), [&firing]);
 
             // Firing retried on the hook (still pending there), sent by mail: the resolved notice
             // goes by mail, and still waits on the hook.
@@ -523,14 +530,14 @@ mod tests {
                 next: t(20),
                 error: "webhook answered HTTP 503".into(),
             };
-            record(s, &firing, "hook", 1, &retry).await.unwrap();
-            record(s, &firing, "mail", 1, &Outcome::Sent { at: t(10) })
+            s.deliveries().record(&firing, "hook", 1, &retry).await.unwrap();
+            s.deliveries().record(&firing, "mail", 1, &Outcome::Sent { at: t(10) })
                 .await
                 .unwrap();
-            assert_eq!(ids(&due(s, &mail, t(11), 10).await.unwrap()), [&resolved]);
-            assert_eq!(ids(&due(s, &hook, t(11), 10).await.unwrap()), [&transition]);
+            assert_eq!(ids(&s.deliveries().due(&mail, t(11), 10).await.unwrap()), [&resolved]);
+            assert_eq!(ids(&s.deliveries().due(&hook, t(11), 10).await.unwrap()), [&transition]);
             // next_due sees the retry's time, and never the held-back notice.
-            let next: Vec<String> = next_due(s, &hook, 10)
+            let next: Vec<String> = s.deliveries().next_due(&hook, 10)
                 .await
                 .unwrap()
                 .into_iter()
@@ -539,11 +546,11 @@ mod tests {
             assert_eq!(next, [transition.clone(), firing.clone()]);
 
             // Once the firing is through on the hook, its resolved notice follows.
-            record(s, &firing, "hook", 2, &Outcome::Sent { at: t(20) })
+            s.deliveries().record(&firing, "hook", 2, &Outcome::Sent { at: t(20) })
                 .await
                 .unwrap();
             assert_eq!(
-                ids(&due(s, &hook, t(21), 10).await.unwrap()),
+                ids(&s.deliveries().due(&hook, t(21), 10).await.unwrap()),
                 [&transition, &resolved]
             );
             // A dead predecessor holds nothing back either.
@@ -558,8 +565,7 @@ mod tests {
                 t(31),
             )
             .await;
-            record(
-                s,
+            s.deliveries().record(
                 &f2,
                 "hook",
                 9,
@@ -569,17 +575,17 @@ mod tests {
             )
             .await
             .unwrap();
-            assert!(ids(&due(s, &hook, t(40), 10).await.unwrap()).contains(&r2.as_str()));
+            assert!(ids(&s.deliveries().due(&hook, t(40), 10).await.unwrap()).contains(&r2.as_str()));
 
             // poll-once's filter: only the listed alerts.
             let only = Filter {
                 channel: "hook".into(),
                 only: Some(serde_json::to_string(&[&resolved]).unwrap().into()),
             };
-            assert_eq!(ids(&due(s, &only, t(40), 10).await.unwrap()), [&resolved]);
+            assert_eq!(ids(&s.deliveries().due(&only, t(40), 10).await.unwrap()), [&resolved]);
             // Pending on both channels.
             assert_eq!(
-                count_pending(s, only.only.as_deref().unwrap())
+                s.deliveries().count_pending(only.only.as_deref().unwrap())
                     .await
                     .unwrap(),
                 2
@@ -611,7 +617,7 @@ mod tests {
                 next: t(next),
                 error: e.into(),
             };
-            record(s, &a, "hook", 1, &retry(5, "HTTP 410 Gone: gone"))
+            s.deliveries().record(&a, "hook", 1, &retry(5, "HTTP 410 Gone: gone"))
                 .await
                 .unwrap();
             assert_eq!(
@@ -624,20 +630,19 @@ mod tests {
                 )
             );
             // pending -> sent: the error is cleared.
-            record(s, &a, "hook", 2, &Outcome::Sent { at: t(6) })
+            s.deliveries().record(&a, "hook", 2, &Outcome::Sent { at: t(6) })
                 .await
                 .unwrap();
             assert_eq!(state(s, &a, "hook").await, ("sent".into(), 2, at(5), None));
             // A late retry or death (another attempt racing) never reopens a sent delivery.
-            record(s, &a, "hook", 3, &retry(9, "x")).await.unwrap();
-            record(s, &a, "hook", 3, &Outcome::Dead { error: "x".into() })
+            s.deliveries().record(&a, "hook", 3, &retry(9, "x")).await.unwrap();
+            s.deliveries().record(&a, "hook", 3, &Outcome::Dead { error: "x".into() })
                 .await
                 .unwrap();
             assert_eq!(state(s, &a, "hook").await.0, "sent");
 
             // pending -> dead, with the last real error.
-            record(
-                s,
+            s.deliveries().record(
                 &b,
                 "hook",
                 7,
@@ -656,14 +661,14 @@ mod tests {
                     Some("HTTP 404 Not Found: no such hook".into())
                 )
             );
-            record(s, &b, "hook", 8, &retry(9, "x")).await.unwrap();
+            s.deliveries().record(&b, "hook", 8, &retry(9, "x")).await.unwrap();
             assert_eq!(
                 state(s, &b, "hook").await.0,
                 "dead",
                 "a dead delivery is not revived by a retry"
             );
             assert!(
-                due(s, &Filter::channel("hook"), t(100), 10)
+                s.deliveries().due(&Filter::channel("hook"), t(100), 10)
                     .await
                     .unwrap()
                     .is_empty()
@@ -681,25 +686,25 @@ mod tests {
                 next: t(next),
                 error: "503".into(),
             };
-            record(s, &near, "hook", 1, &retry(3605)).await.unwrap();
-            record(s, &far, "hook", 1, &retry(86400 * 2)).await.unwrap();
-            record(s, &far, "mail", 1, &retry(86400 * 2)).await.unwrap();
+            s.deliveries().record(&near, "hook", 1, &retry(3605)).await.unwrap();
+            s.deliveries().record(&far, "hook", 1, &retry(86400 * 2)).await.unwrap();
+            s.deliveries().record(&far, "mail", 1, &retry(86400 * 2)).await.unwrap();
 
             // The clock went back an hour at t(5): what lay ahead moves back by an hour; what was
             // already due stays.
-            let n = shift_next_attempts(s, "hook", chrono::Duration::hours(-1), t(5))
+            let n = s.deliveries().shift_next_attempts("hook", chrono::Duration::hours(-1), t(5))
                 .await
                 .unwrap();
             assert_eq!(n, 2);
             assert_eq!(state(s, &near, "hook").await.2, timestamp(t(5)));
             assert_eq!(state(s, &due_now, "hook").await.2, timestamp(t(0)));
             // Nothing lies beyond now + max_backoff after a cap; other channels are their own.
-            let n = cap_next_attempts(s, "hook", t(605)).await.unwrap();
+            let n = s.deliveries().cap_next_attempts("hook", t(605)).await.unwrap();
             assert_eq!(n, 1);
             assert_eq!(state(s, &far, "hook").await.2, timestamp(t(605)));
             assert_eq!(state(s, &far, "mail").await.2, timestamp(t(86400 * 2)));
             assert_eq!(
-                ids(&due(s, &Filter::channel("hook"), t(5), 10).await.unwrap()),
+                ids(&s.deliveries().due(&Filter::channel("hook"), t(5), 10).await.unwrap()),
                 [&due_now, &near]
             );
         }
@@ -709,7 +714,7 @@ mod tests {
         async fn deliveries_to_a_removed_channel_are_buried_with_the_reason(store: Store) {
             let s = &store;
             let a = alert(s, "t:1", Status::Firing, None, &["hook", "old-mail"], t(0)).await;
-            let buried = bury_orphans(s, &["hook"]).await.unwrap();
+            let buried = s.deliveries().bury_orphans(&["hook"]).await.unwrap();
             assert_eq!(buried, [("old-mail".to_string(), 1)]);
             let (st, _, _, err) = state(s, &a, "old-mail").await;
             assert_eq!(st, "dead");
@@ -718,7 +723,7 @@ mod tests {
                     .contains("\"old-mail\" is no longer configured")
             );
             assert_eq!(state(s, &a, "hook").await.0, "pending");
-            assert!(bury_orphans(s, &["hook"]).await.unwrap().is_empty());
+            assert!(s.deliveries().bury_orphans(&["hook"]).await.unwrap().is_empty());
         }
     }
 }

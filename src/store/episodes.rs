@@ -16,10 +16,21 @@ pub struct OpenEpisode {
     pub reminders: i64,
 }
 
-impl Store {
+/// Condition episodes (`episodes`): `store.episodes()`, a view borrowing the [`Store`].
+#[derive(Clone, Copy)]
+pub struct Episodes<'s> {
+    pub(super) store: &'s Store,
+}
+
+/// Condition episodes (`episodes`), inside a write transaction: `tx.episodes()`.
+pub struct EpisodesTx<'t> {
+    pub(super) tx: &'t mut WriteTx,
+}
+
+impl Episodes<'_> {
     /// Whether an episode of `rule` is open for any job (or api-wide).
-    pub async fn episode_open(&self, rule: Rule) -> Result<bool, StoreError> {
-        let open: Option<i64> = on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+    pub async fn any_open(self, rule: Rule) -> Result<bool, StoreError> {
+        let open: Option<i64> = on_read!(self.store, |db| sqlx::query_scalar::<_, i64>(
             "SELECT id FROM episodes WHERE rule = $1 AND resolved_at IS NULL LIMIT 1"
         )
         .bind(rule.as_str())
@@ -29,15 +40,15 @@ impl Store {
     }
 }
 
-impl WriteTx {
+impl EpisodesTx<'_> {
     /// The open episode of `rule` for this job ("" and "" for an api-wide condition).
-    pub async fn open_episode(
+    pub async fn find_open(
         &mut self,
         rule: Rule,
         app_id: &str,
         job_id: &str,
     ) -> Result<Option<OpenEpisode>, StoreError> {
-        Ok(on_tx!(self, |c| sqlx::query_as::<_, OpenEpisode>(
+        Ok(on_tx!(self.tx, |c| sqlx::query_as::<_, OpenEpisode>(
             "SELECT id, last_notified_at, reminders FROM episodes
              WHERE rule = $1 AND app_id = $2 AND job_id = $3 AND resolved_at IS NULL",
         )
@@ -49,7 +60,7 @@ impl WriteTx {
     }
 
     /// Opens an episode at `at` (its first notice is made then); returns its id.
-    pub async fn insert_episode(
+    pub async fn insert(
         &mut self,
         rule: Rule,
         app_id: &str,
@@ -57,7 +68,7 @@ impl WriteTx {
         reason: &str,
         at: &str,
     ) -> Result<i64, StoreError> {
-        Ok(on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
+        Ok(on_tx!(self.tx, |c| sqlx::query_scalar::<_, i64>(
             "INSERT INTO episodes (rule, app_id, job_id, reason, opened_at, last_notified_at)
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
         )
@@ -71,13 +82,8 @@ impl WriteTx {
     }
 
     /// Notes the episode's `reminders`-th reminder, made at `at`.
-    pub async fn remind_episode(
-        &mut self,
-        id: i64,
-        at: &str,
-        reminders: i64,
-    ) -> Result<(), StoreError> {
-        on_tx!(self, |c| sqlx::query(
+    pub async fn remind(&mut self, id: i64, at: &str, reminders: i64) -> Result<(), StoreError> {
+        on_tx!(self.tx, |c| sqlx::query(
             "UPDATE episodes SET last_notified_at = $1, reminders = $2 WHERE id = $3"
         )
         .bind(at)
@@ -90,8 +96,8 @@ impl WriteTx {
     }
 
     /// Closes the episode at `at`.
-    pub async fn resolve_episode(&mut self, id: i64, at: &str) -> Result<(), StoreError> {
-        on_tx!(self, |c| sqlx::query(
+    pub async fn resolve(&mut self, id: i64, at: &str) -> Result<(), StoreError> {
+        on_tx!(self.tx, |c| sqlx::query(
             "UPDATE episodes SET resolved_at = $1 WHERE id = $2"
         )
         .bind(at)
@@ -115,11 +121,11 @@ mod tests {
             let at = timestamp(Utc::now());
             let mut tx = store.begin_write().await.unwrap();
             assert_eq!(
-                tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+                tx.episodes().find_open(Rule::StuckInit, "app", "j").await.unwrap(),
                 None
             );
             let id = tx
-                .insert_episode(Rule::StuckInit, "app", "j", "stuck", &at)
+                .episodes().insert(Rule::StuckInit, "app", "j", "stuck", &at)
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
@@ -128,24 +134,24 @@ mod tests {
             // first failed statement, and then refuses to commit it, see `WriteTx::commit`).
             let mut tx = store.begin_write().await.unwrap();
             let again = tx
-                .insert_episode(Rule::StuckInit, "app", "j", "stuck", &at)
+                .episodes().insert(Rule::StuckInit, "app", "j", "stuck", &at)
                 .await
                 .unwrap_err();
             assert!(matches!(again, StoreError::Sql(_)), "{again:?}");
-            if store.is_postgres() {
+            if store.db().is_postgres() {
                 let refused = tx.commit().await.unwrap_err();
                 assert_eq!(refused.pg_state(), Some("25P02"), "{refused:?}");
             } else {
                 drop(tx);
             }
-            assert!(store.episode_open(Rule::StuckInit).await.unwrap());
-            assert!(!store.episode_open(Rule::ApiUnhealthy).await.unwrap());
+            assert!(store.episodes().any_open(Rule::StuckInit).await.unwrap());
+            assert!(!store.episodes().any_open(Rule::ApiUnhealthy).await.unwrap());
 
             let later = timestamp(Utc::now() + chrono::Duration::hours(1));
             let mut tx = store.begin_write().await.unwrap();
-            tx.remind_episode(id, &later, 1).await.unwrap();
+            tx.episodes().remind(id, &later, 1).await.unwrap();
             assert_eq!(
-                tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+                tx.episodes().find_open(Rule::StuckInit, "app", "j").await.unwrap(),
                 Some(OpenEpisode {
                     id,
                     last_notified_at: later.parse().unwrap(),
@@ -154,19 +160,19 @@ mod tests {
             );
             // Another job, or the api-wide condition, is another episode.
             assert_eq!(
-                tx.open_episode(Rule::StuckInit, "app", "other")
+                tx.episodes().find_open(Rule::StuckInit, "app", "other")
                     .await
                     .unwrap(),
                 None
             );
-            tx.resolve_episode(id, &later).await.unwrap();
+            tx.episodes().resolve(id, &later).await.unwrap();
             assert_eq!(
-                tx.open_episode(Rule::StuckInit, "app", "j").await.unwrap(),
+                tx.episodes().find_open(Rule::StuckInit, "app", "j").await.unwrap(),
                 None
             );
             // Closed, the same condition may open a new episode.
             let new = tx
-                .insert_episode(Rule::StuckInit, "app", "j", "stuck again", &later)
+                .episodes().insert(Rule::StuckInit, "app", "j", "stuck again", &later)
                 .await
                 .unwrap();
             assert_ne!(new, id);

@@ -1,5 +1,5 @@
 //! The `forwards` table (migration 0008): verified callback events to relay to an app's
-//! `forward_to`, as a queue. Written with the event (`Store::insert_callback_event`); the
+//! `forward_to`, as a queue. Written with the event (`Callbacks::insert`); the
 //! relay worker (`deliver::forward`) takes what is due, and records each attempt's outcome.
 //! A forward is `sent` only after the receiver accepted it, and `dead` rows stay.
 
@@ -46,11 +46,18 @@ pub struct ForwardView {
     pub sent_at: Option<Timestamp>,
 }
 
-impl Store {
+/// The relay of callbacks to `forward_to` (`forwards`): `store.forwards()`, a view borrowing the
+/// [`Store`].
+#[derive(Clone, Copy)]
+pub struct Forwards<'s> {
+    pub(super) store: &'s Store,
+}
+
+impl Forwards<'_> {
     /// Pending forwards due by `now`, oldest first (so a receiver gets events in order), at
     /// most `limit`.
-    pub async fn due_forwards(&self, now: &str, limit: i64) -> Result<Vec<DueForward>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, DueForward>(
+    pub async fn due(self, now: &str, limit: i64) -> Result<Vec<DueForward>, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_as::<_, DueForward>(
             "SELECT f.id, f.app_id, e.job_id, e.event_type, f.body, f.attempts, f.created_at
              FROM forwards f JOIN callback_events e ON e.id = f.event_id
              WHERE f.state = 'pending' AND f.next_attempt_at <= $1
@@ -63,18 +70,20 @@ impl Store {
     }
 
     /// When the next pending forward falls due, if any.
-    pub async fn next_forward_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, Timestamp>(
-            "SELECT next_attempt_at FROM forwards WHERE state = 'pending'
+    pub async fn next_at(self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_scalar::<_, Timestamp>(
+                "SELECT next_attempt_at FROM forwards WHERE state = 'pending'
              ORDER BY next_attempt_at, id LIMIT 1",
-        )
-        .fetch_optional(db)
-        .await)?)
+            )
+            .fetch_optional(db)
+            .await
+        })?)
     }
 
     /// How many forwards are still pending.
-    pub async fn pending_forwards(&self) -> Result<i64, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+    pub async fn pending(self) -> Result<i64, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_scalar::<_, i64>(
             "SELECT COUNT(*) FROM forwards WHERE state = 'pending'"
         )
         .fetch_one(db)
@@ -82,8 +91,8 @@ impl Store {
     }
 
     /// Records attempt number `attempts` of forward `id`, made at `at`.
-    pub async fn record_forward(
-        &self,
+    pub async fn record(
+        self,
         id: i64,
         attempts: i64,
         at: &str,
@@ -102,7 +111,7 @@ impl Store {
             }
         };
         // In a write transaction: on the active instance's store, fenced (see `lease`).
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         on_tx!(tx, |c| sqlx::query(
             "UPDATE forwards SET state = $1, attempts = $2, last_attempt_at = $3,
                  next_attempt_at = COALESCE($4, next_attempt_at),
@@ -124,22 +133,24 @@ impl Store {
     }
 
     /// Forwards newest first (`pending_only`: those still pending), at most `limit`.
-    pub async fn forwards(
-        &self,
+    pub async fn list(
+        self,
         pending_only: bool,
         limit: i64,
     ) -> Result<Vec<ForwardView>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, ForwardView>(
-            "SELECT f.id, f.app_id, e.job_id, e.event_type, f.state, f.attempts, f.created_at,
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_as::<_, ForwardView>(
+                "SELECT f.id, f.app_id, e.job_id, e.event_type, f.state, f.attempts, f.created_at,
                     f.next_attempt_at, f.last_attempt_at, f.last_error, f.sent_at
              FROM forwards f JOIN callback_events e ON e.id = f.event_id
              WHERE ($1 = 0 OR f.state = 'pending')
              ORDER BY f.id DESC LIMIT $2",
-        )
-        .bind(pending_only as i64)
-        .bind(limit)
-        .fetch_all(db)
-        .await)?)
+            )
+            .bind(pending_only as i64)
+            .bind(limit)
+            .fetch_all(db)
+            .await
+        })?)
     }
 }
 
@@ -157,7 +168,8 @@ mod tests {
         let event = RecordEvent::parse(body.as_bytes()).unwrap();
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
         store
-            .insert_callback_event(
+            .callbacks()
+            .insert(
                 "app",
                 &event,
                 &digest,
@@ -177,39 +189,39 @@ mod tests {
             // An app without forward_to: the event only.
             let other = r#"{"event_type":"RECORD_NEW_FILE_START","job_id":"j2"}"#;
             assert_eq!(insert(&store, other, false).await, Inserted::New);
-            let due = store.due_forwards(AT, 10).await.unwrap();
+            let due = store.forwards().due(AT, 10).await.unwrap();
             assert_eq!(due.len(), 1);
             assert_eq!(due[0].body, body.as_bytes(), "byte for byte");
             assert_eq!(due[0].job_id.as_deref(), Some("j1"));
-            assert_eq!(store.pending_forwards().await.unwrap(), 1);
+            assert_eq!(store.forwards().pending().await.unwrap(), 1);
         }
     }
 
     both_backends! {
         async fn outcomes_move_a_forward_along(store: Store) {
             insert(&store, r#"{"event_type":"X","job_id":"j1"}"#, true).await;
-            let id = store.due_forwards(AT, 10).await.unwrap()[0].id;
+            let id = store.forwards().due(AT, 10).await.unwrap()[0].id;
             let retry = ForwardOutcome::Retry {
                 next: LATER.into(),
                 error: "refused".into(),
             };
-            store.record_forward(id, 1, AT, &retry).await.unwrap();
+            store.forwards().record(id, 1, AT, &retry).await.unwrap();
             assert!(
-                store.due_forwards(AT, 10).await.unwrap().is_empty(),
+                store.forwards().due(AT, 10).await.unwrap().is_empty(),
                 "not before its next attempt"
             );
             assert_eq!(
-                store.next_forward_at().await.unwrap().map(|t| t.to_string()).as_deref(),
+                store.forwards().next_at().await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some(LATER)
             );
-            let due = store.due_forwards(LATER, 10).await.unwrap();
+            let due = store.forwards().due(LATER, 10).await.unwrap();
             assert_eq!((due[0].id, due[0].attempts), (id, 1));
             store
-                .record_forward(id, 2, LATER, &ForwardOutcome::Sent)
+                .forwards().record(id, 2, LATER, &ForwardOutcome::Sent)
                 .await
                 .unwrap();
-            assert_eq!(store.pending_forwards().await.unwrap(), 0);
-            let shown = store.forwards(false, 10).await.unwrap();
+            assert_eq!(store.forwards().pending().await.unwrap(), 0);
+            let shown = store.forwards().list(false, 10).await.unwrap();
             assert_eq!(shown[0].state, DeliveryState::Sent);
             assert_eq!(shown[0].attempts, 2);
             assert_eq!(
@@ -220,14 +232,14 @@ mod tests {
             assert_eq!(shown[0].sent_at.map(|t| t.to_string()).as_deref(), Some(LATER));
             // A sent forward is final: a late outcome does not reopen it.
             store
-                .record_forward(id, 3, LATER, &ForwardOutcome::Dead { error: "x".into() })
+                .forwards().record(id, 3, LATER, &ForwardOutcome::Dead { error: "x".into() })
                 .await
                 .unwrap();
             assert_eq!(
-                store.forwards(false, 10).await.unwrap()[0].state,
+                store.forwards().list(false, 10).await.unwrap()[0].state,
                 DeliveryState::Sent
             );
-            assert!(store.forwards(true, 10).await.unwrap().is_empty());
+            assert!(store.forwards().list(true, 10).await.unwrap().is_empty());
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What `/metrics` reads from the database: jobs by state and deliveries by channel and
 //! state, from indexed queries only.
 
-use super::{Store, StoreError};
+use super::{Database, StoreError};
 use crate::domain::{DeliveryState, Timestamp};
 use chrono::{DateTime, Utc};
 
@@ -37,13 +37,13 @@ struct ChannelStateCount {
     n: i64,
 }
 
-impl Store {
+impl Database<'_> {
     /// What `/metrics` reports about the database, from indexed queries only: jobs by state
     /// (from `jobs_by_state`), pending and dead deliveries by channel and the oldest pending
     /// one (from `deliveries_due`, which holds the channel too). The HTTP endpoint runs this
     /// at most once a second, however many clients scrape.
-    pub async fn gauges(&self) -> Result<DbGauges, StoreError> {
-        let jobs = on_read!(self, |db| sqlx::query_as::<_, StateCount>(
+    pub async fn gauges(self) -> Result<DbGauges, StoreError> {
+        let jobs = on_read!(self.store, |db| sqlx::query_as::<_, StateCount>(
             "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"
         )
         .fetch_all(db)
@@ -51,7 +51,7 @@ impl Store {
         .into_iter()
         .map(|r| (r.state, r.n))
         .collect();
-        let deliveries = on_read!(self, |db| sqlx::query_as::<_, ChannelStateCount>(
+        let deliveries = on_read!(self.store, |db| sqlx::query_as::<_, ChannelStateCount>(
             "SELECT channel, state, COUNT(*) AS n FROM deliveries
              WHERE state IN ('pending', 'dead') GROUP BY channel, state",
         )
@@ -65,7 +65,7 @@ impl Store {
         })
         .collect();
         let oldest: Option<Timestamp> =
-            on_read!(self, |db| sqlx::query_scalar::<_, Option<Timestamp>>(
+            on_read!(self.store, |db| sqlx::query_scalar::<_, Option<Timestamp>>(
                 "SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'"
             )
             .fetch_one(db)
@@ -84,6 +84,7 @@ mod tests {
     use super::super::test_support::{alert, record};
     use super::*;
     use crate::domain::timestamp;
+    use crate::store::Store;
     use crate::store::test_support::both_backends;
     use sqlx::Row;
 
@@ -91,7 +92,7 @@ mod tests {
         async fn gauges_and_pages_of_jobs_come_from_indexes(store: Store) {
             let now = Utc::now();
             store
-                .record(&[
+                .jobs().record(&[
                     record("a", now, None, "RUNNING"),
                     record("b", now, None, "RUNNING"),
                     record("c", now, None, "STOPPED"),
@@ -117,7 +118,7 @@ mod tests {
                 &[("hook", "pending"), ("mail", "sent")],
             )
             .await;
-            let g = store.gauges().await.unwrap();
+            let g = store.db().gauges().await.unwrap();
             let mut jobs = g.jobs_by_state.clone();
             jobs.sort();
             assert_eq!(
@@ -135,7 +136,7 @@ mod tests {
 
             // Only the asked-for jobs, and none for a job never polled.
             let rows = store
-                .jobs_by_key(&[("app", "c"), ("app", "a"), ("app", "never")])
+                .jobs().by_key(&[("app", "c"), ("app", "a"), ("app", "never")])
                 .await
                 .unwrap();
             let mut keys: Vec<_> = rows.keys().map(|k| k.job_id.as_str()).collect();
@@ -174,7 +175,7 @@ mod tests {
                 sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
                     .bind("2000-01-01T00:00:00.000Z")
                     .bind(10)
-                    .fetch_all(store.reader())
+                    .fetch_all(store.db().reader())
                     .await
                     .unwrap()
                     .iter()

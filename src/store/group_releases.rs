@@ -1,25 +1,27 @@
 //! The `group_releases` table: each grouping lane's last release (migration 0016), so the
 //! group window survives a restart or a takeover.
 
-use super::{Store, StoreError};
+use super::{Deliveries, StoreError};
 use crate::domain::Timestamp;
 
-impl Store {
+impl Deliveries<'_> {
     /// When `channel`'s lane last released a group, if it ever did.
-    pub async fn group_release(&self, channel: &str) -> Result<Option<Timestamp>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, Timestamp>(
-            "SELECT released_at FROM group_releases WHERE channel = $1"
-        )
-        .bind(channel)
-        .fetch_optional(db)
-        .await)?)
+    pub async fn group_release(self, channel: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_scalar::<_, Timestamp>(
+                "SELECT released_at FROM group_releases WHERE channel = $1",
+            )
+            .bind(channel)
+            .fetch_optional(db)
+            .await
+        })?)
     }
 
     /// Notes that `channel`'s lane released a group at `at`. In a write transaction, so that
     /// through the active instance's fenced store an old leader cannot move the new leader's
     /// group window ([`StoreError::Fenced`] instead), as every other active write.
-    pub async fn set_group_release(&self, channel: &str, at: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+    pub async fn set_group_release(self, channel: &str, at: &str) -> Result<(), StoreError> {
+        let mut tx = self.store.begin_write().await?;
         on_tx!(tx, |c| sqlx::query(
             "INSERT INTO group_releases (channel, released_at) VALUES ($1, $2)
              ON CONFLICT (channel) DO UPDATE SET released_at = excluded.released_at",
@@ -50,16 +52,16 @@ mod tests {
 
     both_backends! {
         async fn a_release_is_kept_per_channel_and_replaced(store: Store) {
-            assert_eq!(store.group_release("chat").await.unwrap(), None);
-            store.set_group_release("chat", "2026-11-28T10:00:00.000Z").await.unwrap();
-            store.set_group_release("mail", "2026-11-28T10:00:01.000Z").await.unwrap();
-            store.set_group_release("chat", "2026-11-28T10:00:10.000Z").await.unwrap();
+            assert_eq!(store.deliveries().group_release("chat").await.unwrap(), None);
+            store.deliveries().set_group_release("chat", "2026-11-28T10:00:00.000Z").await.unwrap();
+            store.deliveries().set_group_release("mail", "2026-11-28T10:00:01.000Z").await.unwrap();
+            store.deliveries().set_group_release("chat", "2026-11-28T10:00:10.000Z").await.unwrap();
             assert_eq!(
-                store.group_release("chat").await.unwrap().map(|t| t.to_string()).as_deref(),
+                store.deliveries().group_release("chat").await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some("2026-11-28T10:00:10.000Z")
             );
             assert_eq!(
-                store.group_release("mail").await.unwrap().map(|t| t.to_string()).as_deref(),
+                store.deliveries().group_release("mail").await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some("2026-11-28T10:00:01.000Z")
             );
         }
@@ -67,15 +69,15 @@ mod tests {
 
     both_backends! {
         async fn a_release_through_a_lapsed_fence_is_refused_and_not_written(store: Store) {
-            store.set_group_release("chat", "2026-11-28T10:00:00.000Z").await.unwrap();
+            store.deliveries().set_group_release("chat", "2026-11-28T10:00:00.000Z").await.unwrap();
             let old_leader = store.fenced(lapsed_fence(1));
             let e = old_leader
-                .set_group_release("chat", "2026-11-28T10:05:00.000Z")
+                .deliveries().set_group_release("chat", "2026-11-28T10:05:00.000Z")
                 .await
                 .unwrap_err();
             assert!(matches!(e, StoreError::Fenced { epoch: 1, .. }), "{e:?}");
             assert_eq!(
-                store.group_release("chat").await.unwrap().map(|t| t.to_string()).as_deref(),
+                store.deliveries().group_release("chat").await.unwrap().map(|t| t.to_string()).as_deref(),
                 Some("2026-11-28T10:00:00.000Z"),
                 "the new leader's window is kept"
             );

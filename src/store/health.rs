@@ -1,5 +1,5 @@
 //! Whether the database can be written now, and why not: fed by every write's outcome and by
-//! [`Store::check_file`](super::Store::check_file), read by `/readyz`. A failing database is
+//! [`Database::check_file`](super::Database::check_file), read by `/readyz`. A failing database is
 //! logged when it starts failing, when the cause changes and once a minute while it lasts,
 //! not once per poll.
 
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 /// Whether the database can be written, and why not: fed by every write's outcome and by
-/// [`Store::check_file`](super::Store::check_file), read by `/readyz`.
+/// [`Database::check_file`](super::Database::check_file), read by `/readyz`.
 #[derive(Default)]
 pub struct StoreHealth {
     state: Mutex<HealthState>,
@@ -110,7 +110,7 @@ impl StoreHealth {
         self.lock().failing.as_ref().is_some_and(|f| !f.busy)
     }
 
-    /// Records what [`Store::check_file`](super::Store::check_file) found; logs a change.
+    /// Records what [`Database::check_file`](super::Database::check_file) found; logs a change.
     pub fn set_file_problem(&self, problem: Option<String>) {
         let mut s = self.lock();
         if s.file_problem == problem {

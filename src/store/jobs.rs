@@ -63,7 +63,7 @@ struct PhaseRow {
 }
 
 /// What `status` shows of a job's row: the columns it prints and the key, borrowed while
-/// [`Store::each_job_status`] reads the row.
+/// [`Jobs::each_status`] reads the row.
 #[derive(Debug, Clone, Copy)]
 pub struct JobStatus<'r> {
     pub app_id: &'r str,
@@ -99,7 +99,7 @@ impl<'r> JobStatus<'r> {
     }
 }
 
-/// What [`Store::each_job_seed`] reads of a job's row, borrowed while the row is read.
+/// What [`Jobs::each_seed`] reads of a job's row, borrowed while the row is read.
 #[derive(Debug, Clone, Copy)]
 pub struct JobSeed<'r> {
     pub app_id: &'r str,
@@ -166,14 +166,27 @@ fn keyed(rows: Vec<JobRow>) -> HashMap<JobKey, JobRow> {
         .collect()
 }
 
-impl Store {
+/// The `jobs` table, each watched job's last poll and phase: `store.jobs()`, a view borrowing the
+/// [`Store`].
+#[derive(Clone, Copy)]
+pub struct Jobs<'s> {
+    pub(super) store: &'s Store,
+}
+
+/// The `jobs` table, each watched job's last poll and phase, inside a write transaction:
+/// `tx.jobs()`.
+pub struct JobsTx<'t> {
+    pub(super) tx: &'t mut WriteTx,
+}
+
+impl Jobs<'_> {
     /// Writes a batch of poll outcomes in one transaction and returns the ids of the
     /// transitions written, in order (None where a poll made none).
-    pub async fn record(&self, records: &[PollRecord]) -> Result<Vec<Option<i64>>, StoreError> {
-        let mut tx = self.begin_write().await?;
+    pub async fn record(self, records: &[PollRecord]) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut tx = self.store.begin_write().await?;
         let mut ids = Vec::with_capacity(records.len());
         for r in records {
-            ids.push(tx.record_poll(r).await?);
+            ids.push(tx.jobs().record_poll(r).await?);
         }
         tx.commit().await?;
         Ok(ids)
@@ -188,11 +201,11 @@ impl Store {
     /// value does not change (a quarter of the batch's cost, BENCHMARKS.md part 25d). A row
     /// whose count is not 0 (a failure written since, another writer, a database from before
     /// a restart) is then written by the full statement, so the outcome is the same.
-    pub async fn touch_jobs<'a>(
-        &self,
+    pub async fn touch<'a>(
+        self,
         touches: impl Iterator<Item = JobTouch<'a>>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         if let super::Tx::Sqlite(c) = &mut tx.tx {
             // The same statements in one go on SQLite's handle (`touch.rs`).
             super::touch::touch_rows(c, touches).await?;
@@ -229,8 +242,8 @@ impl Store {
     }
 
     /// Every job row, keyed by (app_id, job_id).
-    pub async fn jobs(&self) -> Result<HashMap<JobKey, JobRow>, StoreError> {
-        let rows = on_read!(self, |db| sqlx::query_as::<_, JobRow>(JOB_COLUMNS)
+    pub async fn all(self) -> Result<HashMap<JobKey, JobRow>, StoreError> {
+        let rows = on_read!(self.store, |db| sqlx::query_as::<_, JobRow>(JOB_COLUMNS)
             .fetch_all(db)
             .await)?;
         Ok(keyed(rows))
@@ -241,12 +254,9 @@ impl Store {
     /// a page at a time cost SQLite four times the scan at 100,000 jobs, BENCHMARKS.md part 22).
     /// On SQLite the row is read in place through its C API (`scan`: sqlx's copy of each
     /// value and its channel were most of `status` at 100,000 jobs, part 25b).
-    pub async fn each_job_status(
-        &self,
-        mut each: impl FnMut(JobStatus<'_>),
-    ) -> Result<(), StoreError> {
+    pub async fn each_status(self, mut each: impl FnMut(JobStatus<'_>)) -> Result<(), StoreError> {
         use futures_util::TryStreamExt;
-        if let Some(b) = self.sqlite() {
+        if let Some(b) = self.store.backend.sqlite() {
             return super::scan::each_text_row(b, JOB_STATUS_SQL, |r| {
                 if let Some(row) = JobStatus::of(r) {
                     each(row)
@@ -254,7 +264,7 @@ impl Store {
             })
             .await;
         }
-        on_read!(self, |db| {
+        on_read!(self.store, |db| {
             let sql = JOB_STATUS_SQL.to_str().expect("the statement is ASCII");
             let mut rows = sqlx::query_as::<_, JobStatusRow>(sql).fetch(db);
             loop {
@@ -273,11 +283,11 @@ impl Store {
     /// Every row whole (`jobs`, fourteen columns each its own allocation) held at once at
     /// start was the daemon's peak at 100,000 stored rows, and what it freed among the jobs'
     /// states stayed in RSS as holes (issue 23, item 1, BENCHMARKS.md part 27a).
-    pub async fn each_job_seed(&self, mut each: impl FnMut(JobSeed<'_>)) -> Result<(), StoreError> {
+    pub async fn each_seed(self, mut each: impl FnMut(JobSeed<'_>)) -> Result<(), StoreError> {
         use futures_util::TryStreamExt;
         const SQL: &std::ffi::CStr =
             c"SELECT app_id, job_id, state, stop_reason, first_seen_at FROM jobs";
-        if let Some(b) = self.sqlite() {
+        if let Some(b) = self.store.backend.sqlite() {
             // The first time that is not a time fails the read, as sqlx's decoding would.
             let mut bad = None;
             super::scan::each_text_row(b, SQL, |[a, j, state, stop_reason, first]| {
@@ -301,7 +311,7 @@ impl Store {
             .await?;
             return bad.map_or(Ok(()), Err);
         }
-        on_read!(self, |db| {
+        on_read!(self.store, |db| {
             let sql = SQL.to_str().expect("the statement is ASCII");
             let mut rows = sqlx::query_as::<_, JobSeedRow>(sql).fetch(db);
             loop {
@@ -322,9 +332,9 @@ impl Store {
     }
 
     /// One job's row, if it has one.
-    pub async fn job(&self, app_id: &str, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+    pub async fn get(self, app_id: &str, job_id: &str) -> Result<Option<JobRow>, StoreError> {
         let sql = format!("{JOB_COLUMNS} WHERE app_id = $1 AND job_id = $2");
-        Ok(on_read!(self, |db| sqlx::query_as::<_, JobRow>(
+        Ok(on_read!(self.store, |db| sqlx::query_as::<_, JobRow>(
             sqlx::AssertSqlSafe(sql.as_str())
         )
         .bind(app_id)
@@ -336,15 +346,15 @@ impl Store {
     /// The rows of these jobs only (one page of `/api/v1/jobs`), keyed by (app_id, job_id);
     /// a job never polled has none. One statement: the keys go in as a JSON array and each
     /// is a primary-key look-up, so the cost follows the page, not the table.
-    pub async fn jobs_by_key(
-        &self,
+    pub async fn by_key(
+        self,
         keys: &[(&str, &str)],
     ) -> Result<HashMap<JobKey, JobRow>, StoreError> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
         let keys = serde_json::to_string(keys)?;
-        let rows = on_read!(self, |db, d| sqlx::query_as::<_, JobRow>(
+        let rows = on_read!(self.store, |db, d| sqlx::query_as::<_, JobRow>(
             sqlx::AssertSqlSafe(jobs_by_key(d))
         )
         .bind(&keys)
@@ -354,7 +364,7 @@ impl Store {
     }
 }
 
-impl WriteTx {
+impl JobsTx<'_> {
     /// One poll's writes: the job's row and, if the poll is a transition the row still
     /// agrees with, the transition. Returns the new transition's id.
     pub async fn record_poll(&mut self, r: &PollRecord) -> Result<Option<i64>, StoreError> {
@@ -389,8 +399,8 @@ impl WriteTx {
                     to,
                     at: &at,
                 };
-                let id = self.insert_transition(&new).await?;
-                on_tx!(self, |c| {
+                let id = self.tx.transitions().insert(&new).await?;
+                on_tx!(self.tx, |c| {
                     sqlx::query(
                     "UPDATE jobs SET state = $1, stop_reason = $2, last_changed_at = $3 WHERE app_id = $4 AND job_id = $5",
                 )
@@ -415,7 +425,7 @@ impl WriteTx {
         app_id: &str,
         job_id: &str,
     ) -> Result<i64, StoreError> {
-        let n: Option<i64> = on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
+        let n: Option<i64> = on_tx!(self.tx, |c| sqlx::query_scalar::<_, i64>(
             "SELECT consecutive_failures FROM jobs WHERE app_id = $1 AND job_id = $2",
         )
         .bind(app_id)
@@ -433,7 +443,7 @@ impl WriteTx {
         error: &str,
         at: &str,
     ) -> Result<(), StoreError> {
-        on_tx!(self, |c| {
+        on_tx!(self.tx, |c| {
             sqlx::query(
                 "INSERT INTO jobs (app_id, job_id, name, first_seen_at, kind) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
@@ -471,7 +481,7 @@ impl WriteTx {
     ) -> Result<(), StoreError> {
         // One statement for the common case (no change): every poll pays for it, and the
         // transition guard reads only `state`, which this does not touch.
-        on_tx!(self, |c| sqlx::query(
+        on_tx!(self.tx, |c| sqlx::query(
             "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
                                last_polled_at, last_ok_at, kind)
              VALUES ($1, $2, $3, $4, $5, $6, $4, $4, $7)
@@ -496,7 +506,7 @@ impl WriteTx {
 
     /// The phase the job's row shows (None before its first answer).
     async fn phase(&mut self, app_id: &str, job_id: &str) -> Result<Option<Phase>, StoreError> {
-        let row = on_tx!(self, |c| sqlx::query_as::<_, PhaseRow>(
+        let row = on_tx!(self.tx, |c| sqlx::query_as::<_, PhaseRow>(
             "SELECT state, stop_reason FROM jobs WHERE app_id = $1 AND job_id = $2",
         )
         .bind(app_id)
@@ -519,7 +529,7 @@ mod tests {
     both_backends! {
         async fn a_failed_poll_keeps_the_last_state_and_counts_failures(store: Store) {
             store
-                .record(&[record("j", Utc::now(), None, "RUNNING")])
+                .jobs().record(&[record("j", Utc::now(), None, "RUNNING")])
                 .await
                 .unwrap();
             let failed = PollRecord {
@@ -533,8 +543,8 @@ mod tests {
                     error: "timed out".into(),
                 },
             };
-            store.record(&[failed.clone(), failed]).await.unwrap();
-            let row = &store.jobs().await.unwrap()[&JobKey::new("app", "j")];
+            store.jobs().record(&[failed.clone(), failed]).await.unwrap();
+            let row = &store.jobs().all().await.unwrap()[&JobKey::new("app", "j")];
             assert_eq!(row.state.as_deref(), Some("RUNNING"));
             assert_eq!(row.consecutive_failures, 2);
             assert_eq!(row.last_error_kind.as_deref(), Some("timeout"));
@@ -545,7 +555,7 @@ mod tests {
         async fn a_touch_records_an_unchanged_poll_but_never_goes_back_in_time(store: Store) {
             let t0 = Utc::now();
             store
-                .record(&[record("j", t0, None, "RUNNING")])
+                .jobs().record(&[record("j", t0, None, "RUNNING")])
                 .await
                 .unwrap();
             let failed = PollRecord {
@@ -559,7 +569,7 @@ mod tests {
                     error: "timed out".into(),
                 },
             };
-            store.record(&[failed]).await.unwrap();
+            store.jobs().record(&[failed]).await.unwrap();
             let touch = |secs, description| JobTouch {
                 app_id: "app",
                 job_id: "j",
@@ -568,10 +578,10 @@ mod tests {
                 description,
             };
             store
-                .touch_jobs([touch(5, Some("recording"))].into_iter())
+                .jobs().touch([touch(5, Some("recording"))].into_iter())
                 .await
                 .unwrap();
-            let row = store.job("app", "j").await.unwrap().unwrap();
+            let row = store.jobs().get("app", "j").await.unwrap().unwrap();
             let at5 = Timestamp::from(t0 + chrono::Duration::seconds(5));
             assert_eq!(row.last_polled_at, Some(at5));
             assert_eq!(row.last_ok_at, Some(at5));
@@ -586,7 +596,7 @@ mod tests {
             // An older touch (overtaken by a full write) leaves the newer row alone; a job with
             // no row gets none from a touch.
             store
-                .touch_jobs(
+                .jobs().touch(
                     [
                         touch(3, Some("older")),
                         JobTouch {
@@ -598,18 +608,18 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            let row = store.job("app", "j").await.unwrap().unwrap();
+            let row = store.jobs().get("app", "j").await.unwrap().unwrap();
             assert_eq!(row.last_polled_at, Some(at5));
             assert_eq!(row.description.as_deref(), Some("recording"));
-            assert_eq!(store.job("app", "never").await.unwrap(), None);
+            assert_eq!(store.jobs().get("app", "never").await.unwrap(), None);
 
             // A touch of a row whose count is 0 already (the statement without the indexed
             // column) writes the same.
             store
-                .touch_jobs([touch(7, Some("still recording"))].into_iter())
+                .jobs().touch([touch(7, Some("still recording"))].into_iter())
                 .await
                 .unwrap();
-            let row = store.job("app", "j").await.unwrap().unwrap();
+            let row = store.jobs().get("app", "j").await.unwrap().unwrap();
             let at7 = Timestamp::from(t0 + chrono::Duration::seconds(7));
             assert_eq!(row.last_polled_at, Some(at7));
             assert_eq!(row.last_ok_at, Some(at7));
@@ -622,7 +632,7 @@ mod tests {
         async fn a_seed_is_what_the_row_says(store: Store) {
             let t0 = Utc::now();
             store
-                .record(&[
+                .jobs().record(&[
                     record("running", t0, None, "RUNNING"),
                     record("stopped", t0, Some("RUNNING"), "STOPPED"),
                 ])
@@ -630,7 +640,7 @@ mod tests {
                 .unwrap();
             let mut seen = Vec::new();
             store
-                .each_job_seed(|s| {
+                .jobs().each_seed(|s| {
                     seen.push((
                         s.job_id.to_string(),
                         s.state.map(str::to_string),
@@ -641,7 +651,7 @@ mod tests {
                 .await
                 .unwrap();
             seen.sort();
-            let rows = store.jobs().await.unwrap();
+            let rows = store.jobs().all().await.unwrap();
             let want: Vec<_> = ["running", "stopped"]
                 .iter()
                 .map(|j| {

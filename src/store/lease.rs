@@ -10,7 +10,7 @@
 //! that the row still shows its epoch and has not expired. Otherwise it is refused with
 //! [`StoreError::Fenced`] and the leadership loop is told, so it steps down.
 
-use super::{Dialect, Store, StoreError, WriteTx};
+use super::{Conn, Dialect, Store, StoreError, WriteTx};
 use crate::domain::Timestamp;
 use sqlx::AssertSqlSafe;
 use tokio::sync::{mpsc, watch};
@@ -166,6 +166,12 @@ pub(super) async fn check(tx: &mut WriteTx, fence: &Fence) -> Result<(), StoreEr
     Err(fence.refuse(why))
 }
 
+/// The leadership lease (`leader_lease`): `store.lease()`, a view borrowing the [`Store`].
+#[derive(Clone, Copy)]
+pub struct Lease<'s> {
+    pub(super) store: &'s Store,
+}
+
 impl Store {
     /// A clone of this store whose writes are fenced by `fence` (the active instance's).
     pub fn fenced(&self, fence: Fence) -> Store {
@@ -179,25 +185,27 @@ impl Store {
     pub fn fence(&self) -> Option<&Fence> {
         self.fence.as_ref()
     }
+}
 
+impl Lease<'_> {
     /// Takes the lease for `ttl` if it has expired by the database's clock, or whatever its
     /// state with `force` (SQLite, where the owner lock already proves no other `run`);
     /// returns the new epoch, or None when another instance holds it.
-    pub async fn lease_acquire(
-        &self,
+    pub async fn acquire(
+        self,
         me: &Claimant,
         ttl: std::time::Duration,
         force: bool,
     ) -> Result<Option<i64>, StoreError> {
         let stamp = crate::domain::timestamp(chrono::Utc::now());
-        let epoch = on_write!(self, |db, d| sqlx::query_scalar::<_, i64>(AssertSqlSafe(
-            format!(
+        let epoch = on_write!(self.store, |db, d| sqlx::query_scalar::<_, i64>(
+            AssertSqlSafe(format!(
                 "UPDATE leader_lease SET holder = $1, host = $2, pid = $3, epoch = epoch + 1,
                  acquired_at = $4, expires_ms = {now} + $5
              WHERE id = 1 AND ($6 = 1 OR expires_ms <= {now}) RETURNING epoch",
                 now = now_ms(d)
-            )
-        ))
+            ))
+        )
         .bind(&me.holder)
         .bind(&me.host)
         .bind(me.pid)
@@ -213,21 +221,21 @@ impl Store {
     /// is no longer ours (another instance took it, or it expired first: a lease never comes
     /// back to life, a new one is acquired with a new epoch; `exclusive`, the only possible
     /// holder, renews an expired one).
-    pub async fn lease_renew(
-        &self,
+    pub async fn renew(
+        self,
         me: &Claimant,
         epoch: i64,
         ttl: std::time::Duration,
         exclusive: bool,
     ) -> Result<bool, StoreError> {
-        let renewed = on_write!(self, |db, d| sqlx::query_scalar::<_, i64>(AssertSqlSafe(
-            format!(
+        let renewed = on_write!(self.store, |db, d| sqlx::query_scalar::<_, i64>(
+            AssertSqlSafe(format!(
                 "UPDATE leader_lease SET expires_ms = {now} + $3
                  WHERE id = 1 AND holder = $1 AND epoch = $2 AND ($4 = 1 OR expires_ms > {now})
                  RETURNING epoch",
                 now = now_ms(d)
-            )
-        ))
+            ))
+        )
         .bind(&me.holder)
         .bind(epoch)
         .bind(millis(ttl))
@@ -239,8 +247,8 @@ impl Store {
 
     /// Gives the lease up (a clean stop), so a standby takes over at its next try rather than
     /// after the lease's time; false if it was not ours any more.
-    pub async fn lease_release(&self, me: &Claimant, epoch: i64) -> Result<bool, StoreError> {
-        let done = on_write!(self, |db, d| {
+    pub async fn release(self, me: &Claimant, epoch: i64) -> Result<bool, StoreError> {
+        let done = on_write!(self.store, |db, d| {
             sqlx::query(AssertSqlSafe(format!(
             "UPDATE leader_lease SET expires_ms = {} WHERE id = 1 AND holder = $1 AND epoch = $2",
             now_ms(d)
@@ -255,18 +263,24 @@ impl Store {
     }
 
     /// The lease as it is now (None on a database without the row).
-    pub async fn lease(&self) -> Result<Option<LeaseRow>, StoreError> {
-        Ok(on_read!(self, |db, d| sqlx::query_as::<_, LeaseRow>(
-            AssertSqlSafe(format!(
-                "SELECT holder, host, pid, epoch, NULLIF(acquired_at, '') AS acquired_at,
-                        expires_ms - {} AS expires_in_ms
-             FROM leader_lease WHERE id = 1",
-                now_ms(d)
-            ))
-        )
-        .fetch_optional(db)
-        .await)?)
+    pub async fn read(self) -> Result<Option<LeaseRow>, StoreError> {
+        let mut c = self.store.backend.read_conn().await?;
+        read(c.conn()).await
     }
+}
+
+/// The lease row read on `c`: behind `Lease::read` and `peek_postgres`.
+async fn read(mut c: Conn<'_>) -> Result<Option<LeaseRow>, StoreError> {
+    Ok(on_tx!(c, |c, d| sqlx::query_as::<_, LeaseRow>(
+        AssertSqlSafe(format!(
+            "SELECT holder, host, pid, epoch, NULLIF(acquired_at, '') AS acquired_at,
+                expires_ms - {} AS expires_in_ms
+         FROM leader_lease WHERE id = 1",
+            now_ms(d)
+        ))
+    )
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 /// The lease on the PostgreSQL database at `url`, read over one connection without changing
@@ -274,16 +288,9 @@ impl Store {
 pub async fn peek_postgres(url: &crate::secret::Secret) -> Result<Option<LeaseRow>, StoreError> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(url.expose()).await?;
-    let row = sqlx::query_as::<_, LeaseRow>(AssertSqlSafe(format!(
-        "SELECT holder, host, pid, epoch, NULLIF(acquired_at, '') AS acquired_at,
-                        expires_ms - {} AS expires_in_ms
-         FROM leader_lease WHERE id = 1",
-        now_ms(Dialect::Postgres)
-    )))
-    .fetch_optional(&mut c)
-    .await?;
+    let row = read(Conn::Postgres(&mut c)).await;
     let _ = c.close().await;
-    Ok(row)
+    row
 }
 
 fn millis(d: std::time::Duration) -> i64 {
@@ -348,7 +355,8 @@ mod tests {
 
     async fn written(store: &Store) -> Vec<String> {
         store
-            .watched_jobs()
+            .watchlist()
+            .all()
             .await
             .unwrap()
             .into_iter()
@@ -361,20 +369,20 @@ mod tests {
     /// neither renew nor write through its fence, and is told which epoch refused it.
     async fn the_lease_passes_on_expiry_and_fences_the_old_holders_writes(on: On) {
         let (a, b, _keep) = pair(on).await;
-        let fresh = a.lease().await.unwrap().unwrap();
+        let fresh = a.lease().read().await.unwrap().unwrap();
         assert!(!fresh.is_held(), "{fresh:?}");
         assert_eq!(fresh.epoch, 0);
 
         let ttl = Duration::from_millis(600);
         let (one, two) = (claimant(1), claimant(2));
-        assert_eq!(a.lease_acquire(&one, ttl, false).await.unwrap(), Some(1));
-        assert_eq!(b.lease_acquire(&two, ttl, false).await.unwrap(), None);
-        let held = b.lease().await.unwrap().unwrap();
+        assert_eq!(a.lease().acquire(&one, ttl, false).await.unwrap(), Some(1));
+        assert_eq!(b.lease().acquire(&two, ttl, false).await.unwrap(), None);
+        let held = b.lease().read().await.unwrap().unwrap();
         assert!(held.is_held());
         assert_eq!((held.who(), held.epoch), ("host1 (pid 1)".into(), 1));
-        assert!(a.lease_renew(&one, 1, ttl, false).await.unwrap());
+        assert!(a.lease().renew(&one, 1, ttl, false).await.unwrap());
         assert!(
-            !b.lease_renew(&two, 1, ttl, false).await.unwrap(),
+            !b.lease().renew(&two, 1, ttl, false).await.unwrap(),
             "not b's"
         );
 
@@ -384,12 +392,12 @@ mod tests {
 
         // Expired by the database's clock: taken by b with the next epoch.
         let taken = wait_for("the lease taken once expired", T, || async {
-            b.lease_acquire(&two, ttl, false).await.unwrap()
+            b.lease().acquire(&two, ttl, false).await.unwrap()
         })
         .await;
         assert_eq!(taken, 2);
         assert!(
-            !a.lease_renew(&one, 1, ttl, false).await.unwrap(),
+            !a.lease().renew(&one, 1, ttl, false).await.unwrap(),
             "no longer a's"
         );
         let e = write_something(&fenced_a, "after-the-takeover")
@@ -404,18 +412,19 @@ mod tests {
 
         // Released: the next acquisition needs no wait.
         assert!(
-            !a.lease_release(&one, 1).await.unwrap(),
+            !a.lease().release(&one, 1).await.unwrap(),
             "not a's to release"
         );
-        assert!(b.lease_release(&two, 2).await.unwrap());
+        assert!(b.lease().release(&two, 2).await.unwrap());
         assert_eq!(
-            a.lease_acquire(&one, Duration::from_secs(60), false)
+            a.lease()
+                .acquire(&one, Duration::from_secs(60), false)
                 .await
                 .unwrap(),
             Some(3)
         );
         // Forced (SQLite's single owner): taken even while held.
-        assert_eq!(b.lease_acquire(&two, ttl, true).await.unwrap(), Some(4));
+        assert_eq!(b.lease().acquire(&two, ttl, true).await.unwrap(), Some(4));
     }
 
     #[tokio::test]
@@ -435,7 +444,7 @@ mod tests {
         let (a, b, _keep) = pair(On::Postgres).await;
         let ttl = Duration::from_millis(300);
         assert_eq!(
-            a.lease_acquire(&claimant(1), ttl, false).await.unwrap(),
+            a.lease().acquire(&claimant(1), ttl, false).await.unwrap(),
             Some(1)
         );
         let (f, _r) = fence(1, Duration::from_secs(60));
@@ -451,10 +460,10 @@ mod tests {
         tokio::time::sleep(ttl * 2).await;
         // Expired by the clock, but its write is still open: the acquisition waits for it.
         let two = claimant(2);
-        let acquiring = tokio::spawn(async move { b.lease_acquire(&two, ttl, false).await });
+        let acquiring = tokio::spawn(async move { b.lease().acquire(&two, ttl, false).await });
         // Waits for the acquisition to be blocked on the lease row's lock, not for a time: it
         // is then certain not to finish before the write commits.
-        let pool = a.pg_pool().expect("PostgreSQL").clone();
+        let pool = a.db().pg_pool().expect("PostgreSQL").clone();
         wait_for("the takeover to wait on a lock", T, || async {
             let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
@@ -482,7 +491,7 @@ mod tests {
         let (a, b, _keep) = pair(On::Postgres).await;
         let ttl = Duration::from_millis(300);
         assert_eq!(
-            a.lease_acquire(&claimant(1), ttl, false).await.unwrap(),
+            a.lease().acquire(&claimant(1), ttl, false).await.unwrap(),
             Some(1)
         );
         let (f, _r) = fence(1, Duration::from_secs(600));
@@ -496,7 +505,7 @@ mod tests {
         .unwrap();
         // "Paused": the transaction stays open and nothing more is sent on it.
         let taken = wait_for("the takeover, not blocked for good", T, || async {
-            b.lease_acquire(&claimant(2), ttl, false).await.unwrap()
+            b.lease().acquire(&claimant(2), ttl, false).await.unwrap()
         })
         .await;
         assert_eq!(taken, 2);
@@ -511,7 +520,8 @@ mod tests {
         let (store, _other, _keep) = pair(on).await;
         let me = claimant(1);
         let epoch = store
-            .lease_acquire(&me, Duration::from_secs(60), false)
+            .lease()
+            .acquire(&me, Duration::from_secs(60), false)
             .await
             .unwrap()
             .unwrap();
@@ -521,7 +531,7 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("deadline has passed"), "{e}");
 
-        assert!(store.lease_release(&me, epoch).await.unwrap());
+        assert!(store.lease().release(&me, epoch).await.unwrap());
         let (ok_locally, mut refused) = fence(epoch, Duration::from_secs(60));
         let e = write_something(&store.fenced(ok_locally), "expired")
             .await
@@ -530,7 +540,8 @@ mod tests {
         assert_eq!(refused.try_recv(), Ok(epoch));
         assert!(
             !store
-                .lease_renew(&me, epoch, Duration::from_secs(60), false)
+                .lease()
+                .renew(&me, epoch, Duration::from_secs(60), false)
                 .await
                 .unwrap()
         );
@@ -541,11 +552,12 @@ mod tests {
             .unwrap();
         assert!(
             store
-                .lease_renew(&me, epoch, Duration::from_secs(60), true)
+                .lease()
+                .renew(&me, epoch, Duration::from_secs(60), true)
                 .await
                 .unwrap()
         );
-        assert!(store.lease().await.unwrap().unwrap().is_held());
+        assert!(store.lease().read().await.unwrap().unwrap().is_held());
         assert_eq!(written(&store).await, ["exclusive"]);
     }
 

@@ -4,6 +4,20 @@
 //! (`watchlist`), retention (`retention`) and what `/metrics` reads (`gauges`), each behind
 //! typed functions and row types; nothing outside this folder sees a statement or a row.
 //!
+//! # The store in parts
+//!
+//! [`Store`] itself only opens the database, begins write transactions and fences them; its
+//! statements are reached through one small view per aggregate, each a `Copy` struct
+//! borrowing the store (no cost: a reference) and defined in that aggregate's file:
+//! `store.jobs()`, `transitions()`, `alerts()`, `deliveries()` (the lanes' queue and group
+//! releases), `episodes()`, `silences()`, `watchlist()`, `lease()`, `remediations()`,
+//! `callbacks()` (with the feed the poller reads), `forwards()`, `page()` (what the status
+//! page reads across tables) and `db()` (the database as a whole: its file, pools, gauges,
+//! retention, backup, copy). Inside a [`WriteTx`], `tx.jobs()`, `tx.transitions()`, ... are
+//! the same parts writing in that transaction. A new feature adds a view in its own file and
+//! one accessor here, not methods on `Store` (`tests/layout.rs` holds every type to 30
+//! methods).
+//!
 //! # Two backends, one source
 //!
 //! A [`Store`] is SQLite (`storage.path`, the embedded default) or PostgreSQL (`storage.url`);
@@ -14,11 +28,18 @@
 //! used: it cannot carry the types). Conventions for every statement here (and for new files):
 //!
 //! - **Run a statement** through a macro, never a pool or connection directly:
-//!   `on_read!(self, |db| sqlx::query_as::<_, Row>("... $1").bind(x).fetch_all(db).await)?`
-//!   (the read pool), `on_write!(self, |db| ...)` (a single write outside a transaction),
-//!   `on_tx!(tx, |c| ... .execute(&mut *c).await)` inside a [`WriteTx`] (write `&mut *c`
-//!   each time `c` is used). The body must produce the same type in both arms: take
-//!   `.rows_affected()` of an `execute`, and name the scalar type of a `query_scalar::<_, i64>`.
+//!   `on_read!(self.store, |db| sqlx::query_as::<_, Row>("... $1").bind(x).fetch_all(db).await)?`
+//!   (the read pool), `on_write!(self.store, |db| ...)` (a single write outside a
+//!   transaction), `on_tx!(tx, |c| ... .execute(&mut *c).await)` inside a [`WriteTx`] or on
+//!   a `Conn` (write `&mut *c` each time `c` is used). The body must produce the same type
+//!   in both arms: take `.rows_affected()` of an `execute`, and name the scalar type of a
+//!   `query_scalar::<_, i64>`. Each macro runs its body in an async block it awaits, so a `?`
+//!   (or `return`) inside leaves the body with that statement's error, to be turned into a
+//!   `StoreError` by the `?` after the macro, never the function around it.
+//! - **A statement run both alone and inside a transaction** is written once, as a function
+//!   of a `Conn` (a pool's connection through `Backend::read_conn`/`write_conn`, or a
+//!   transaction's through `WriteTx::conn`) that both views call (`watchlist.rs`,
+//!   `unwatched.rs`, `lease.rs`).
 //! - **Placeholders** `$1, $2, ...` only (SQLite accepts them; `?` is not PostgreSQL's).
 //! - **Portable SQL**: `ON CONFLICT ... DO NOTHING/DO UPDATE` (not `INSERT OR IGNORE`; the one
 //!   exception, a multi-row insert on SQLite, goes through `Dialect::insert_ignoring_conflicts`),
@@ -61,19 +82,21 @@
 //! `Locked` variant is what a caller waits out ([`retry_locked`]).
 
 /// Runs `$body` against the store's read pool, once per backend: `$db` is `&SqlitePool` or
-/// `&PgPool` (and `$d`, if named, the `Dialect`). See the conventions above.
+/// `&PgPool` (and `$d`, if named, the `Dialect`). See the conventions above. The body runs
+/// inside an async block the macro awaits, so a `?` or `return` in it leaves the body, not
+/// the function around the macro.
 macro_rules! on_read {
     ($store:expr, |$db:ident $(, $d:ident)?| $body:expr) => {
         match &$store.backend {
             $crate::store::Backend::Sqlite(b) => {
                 let $db = &b.read;
                 $(let $d = $crate::store::Dialect::Sqlite;)?
-                $body
+                async { $body }.await
             }
             $crate::store::Backend::Postgres(b) => {
                 let $db = &b.read;
                 $(let $d = $crate::store::Dialect::Postgres;)?
-                $body
+                async { $body }.await
             }
         }
     };
@@ -87,31 +110,31 @@ macro_rules! on_write {
             $crate::store::Backend::Sqlite(b) => {
                 let $db = &b.write;
                 $(let $d = $crate::store::Dialect::Sqlite;)?
-                $body
+                async { $body }.await
             }
             $crate::store::Backend::Postgres(b) => {
                 let $db = &b.write;
                 $(let $d = $crate::store::Dialect::Postgres;)?
-                $body
+                async { $body }.await
             }
         }
     };
 }
 
-/// Runs `$body` inside the [`WriteTx`] `$tx`, once per backend: `$c` is `&mut SqliteConnection`
-/// or `&mut PgConnection` (use it as `&mut *$c`, as often as needed).
+/// Runs `$body` on one connection, once per backend: `$tx` is a [`WriteTx`] (the statement
+/// runs inside the transaction) or a `Conn` (a pool's connection, or a transaction's handed
+/// down), and `$c` is `&mut SqliteConnection` or `&mut PgConnection` (use it as `&mut *$c`,
+/// as often as needed). As with `on_read!`, the body is an async block the macro awaits.
 macro_rules! on_tx {
     ($tx:expr, |$c:ident $(, $d:ident)?| $body:expr) => {
-        match &mut $tx.tx {
-            $crate::store::Tx::Sqlite(t) => {
-                let $c: &mut sqlx::SqliteConnection = &mut **t;
+        match $tx.conn() {
+            $crate::store::Conn::Sqlite($c) => {
                 $(let $d = $crate::store::Dialect::Sqlite;)?
-                $body
+                async { $body }.await
             }
-            $crate::store::Tx::Postgres(t) => {
-                let $c: &mut sqlx::PgConnection = &mut **t;
+            $crate::store::Conn::Postgres($c) => {
                 $(let $d = $crate::store::Dialect::Postgres;)?
-                $body
+                async { $body }.await
             }
         }
     };
@@ -122,6 +145,7 @@ mod backup;
 mod callback_feed;
 mod callbacks;
 mod codec;
+mod database;
 use codec::column_time;
 pub mod copy;
 pub mod deliveries;
@@ -148,28 +172,41 @@ mod watchlist;
 pub(crate) mod test_pg;
 
 pub use alerts::{AlertView, DeliveryView};
+pub use alerts::{Alerts, AlertsTx};
 pub use backup::BackupDone;
 pub use callback_feed::EventHintRow;
 pub use callbacks::{CallbackEventRow, Inserted, NewEvent, RecordedFileRow};
+pub use callbacks::{Callbacks, CallbacksTx};
+pub use database::Database;
+pub use deliveries::Deliveries;
 pub use episodes::OpenEpisode;
+pub use episodes::{Episodes, EpisodesTx};
 pub use error::{
     Attempt, Cause, LOCK_RETRY, LockRetry, StoreError, describe_write_error, retry_locked,
 };
+pub use forwards::Forwards;
 pub use forwards::{DueForward, ForwardOutcome, ForwardView};
 pub use gauges::{DbGauges, DeliveryCount};
 pub use health::{StoreHealth, WRITER_STUCK_AFTER};
 pub use jobs::{JobRow, JobSeed, JobStatus, JobTouch};
+pub use jobs::{Jobs, JobsTx};
+pub use lease::Lease;
 pub use lease::{Claimant, Fence, LeaseRow, peek_postgres};
+pub use page::Page;
 pub use page::{JobPhaseRow, PhaseCount, PhasePoint};
 pub use remediations::{Finished, NewRemediation, RemediationRow};
+pub use remediations::{Remediations, RemediationsTx};
 pub use retention::{PRUNE_BATCH, Pruned};
 pub use scan::{FoundStatus, JobStatuses};
+pub use silences::Silences;
 pub use silences::{Expired, HeldRow};
 pub use transitions::TransitionRow;
+pub use transitions::{Transitions, TransitionsTx};
+pub use watchlist::{RuntimeList, RuntimeListTx};
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+use sqlx::{Postgres, Sqlite, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,7 +312,107 @@ pub(crate) enum Tx {
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
 
+/// The connection a statement runs on, whichever backend: a [`WriteTx`]'s, or one a pool
+/// lent (`Pooled`). A statement that is run both inside a transaction and alone is written
+/// once, as a function taking a `Conn` (`on_tx!` on it), and called with either.
+pub(crate) enum Conn<'c> {
+    Sqlite(&'c mut sqlx::SqliteConnection),
+    Postgres(&'c mut sqlx::PgConnection),
+}
+
+impl Conn<'_> {
+    /// Reborrowed, for `on_tx!` (which takes anything with `conn()`).
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+/// A connection taken from one of the store's pools for a statement (given back when
+/// dropped), as `Conn` through `conn()`.
+pub(crate) enum Pooled {
+    Sqlite(sqlx::pool::PoolConnection<Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<Postgres>),
+}
+
+impl Pooled {
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Pooled::Sqlite(c) => Conn::Sqlite(c),
+            Pooled::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+impl Backend {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Backend::Sqlite(b) => MIGRATOR
+                .run(&b.write)
+                .await
+                .with_context(|| format!("cannot migrate the database {}", b.path.display())),
+            Backend::Postgres(b) => b.migrate().await,
+        }
+    }
+
+    /// Whether every migration this binary knows is applied (SQLite).
+    async fn schema_current(&self) -> anyhow::Result<bool> {
+        let Some(b) = self.sqlite() else {
+            return Ok(false);
+        };
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&b.write)
+                .await
+            {
+                Ok(v) => v,
+                Err(sqlx::Error::Database(d)) if d.message().contains("no such table") => {
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .all(|m| applied.contains(&m.version)))
+    }
+
+    /// SQLite's backend, or None on PostgreSQL.
+    pub(crate) fn sqlite(&self) -> Option<&SqliteBackend> {
+        match self {
+            Backend::Sqlite(b) => Some(b),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// A connection of the read pool.
+    pub(crate) async fn read_conn(&self) -> Result<Pooled, StoreError> {
+        Ok(match self {
+            Backend::Sqlite(b) => Pooled::Sqlite(b.read.acquire().await?),
+            Backend::Postgres(b) => Pooled::Postgres(b.read.acquire().await?),
+        })
+    }
+
+    /// The write pool's one connection, for a single write that needs no transaction.
+    pub(crate) async fn write_conn(&self) -> Result<Pooled, StoreError> {
+        Ok(match self {
+            Backend::Sqlite(b) => Pooled::Sqlite(b.write.acquire().await?),
+            Backend::Postgres(b) => Pooled::Postgres(b.write.acquire().await?),
+        })
+    }
+}
+
 impl WriteTx {
+    /// The transaction's connection, for `on_tx!`.
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match &mut self.tx {
+            Tx::Sqlite(t) => Conn::Sqlite(t),
+            Tx::Postgres(t) => Conn::Postgres(t),
+        }
+    }
+
     /// Commits. On PostgreSQL a transaction in which a statement failed is aborted, and its
     /// `COMMIT` would quietly roll everything back; one statement first asks whether it still
     /// stands, so such a commit fails (25P02, in failed sql transaction) instead of losing
@@ -292,6 +429,75 @@ impl WriteTx {
     }
 }
 
+/// Opens the SQLite file at `path` (made by `storage` first) with its two pools.
+async fn connect(path: &Path) -> anyhow::Result<Store> {
+    // The directory 0700 and the file 0600 whatever the umask; a failure exits 73.
+    crate::dbfile::prepare_storage(path)?;
+    // `prepare_storage` made the file; a connection opened later (after one was
+    // discarded) must not silently create an empty database where the old one was deleted.
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a committed alert survives a power cut, not just a crash.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let identity = file_identity(path);
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        // The one write connection is kept for the life of the process: reconnecting would
+        // open whatever file is at the path now, not the database recwatch started with.
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // After a failed statement SQLite may have rolled the transaction back by
+                // itself (a full disk does), and sqlx's own rollback then fails and leaves
+                // the connection believing it is still inside one: every later BEGIN would
+                // fail with "attempted to call begin_with at non-zero transaction depth".
+                // Such a connection is replaced, not reused. The ping lets a rollback
+                // still queued on the connection run first.
+                if sqlx::Connection::is_in_transaction(conn) {
+                    sqlx::Connection::ping(conn).await?;
+                    if sqlx::Connection::is_in_transaction(conn) {
+                        warn!("the database write connection was left inside a failed transaction; opening a new one");
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(options.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}; check storage.path and its permissions",
+                path.display()
+            )
+        })?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(4)
+        // A page cache of 1 MiB per reader instead of SQLite's 2 MiB: the readers serve
+        // pages of the status page and `/api/v1/jobs` (the operating system caches the
+        // file anyway); at SQLite's default the four filled 8 MiB as the jobs table grew
+        // (issue 23, item 1).
+        .connect_with(options.read_only(true).pragma("cache_size", "-1024"))
+        .await
+        .with_context(|| format!("cannot open the database {} for reading", path.display()))?;
+    Ok(Store {
+        backend: Backend::Sqlite(SqliteBackend {
+            write,
+            read,
+            path: path.to_path_buf(),
+            identity,
+        }),
+        health: Arc::new(StoreHealth::default()),
+        fence: None,
+    })
+}
+
 /// (device, inode) of the file at `path`, if there is one.
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -305,11 +511,11 @@ impl Store {
     /// schema is behind, under the database's lock (see [`crate::dbfile::lock`]); for
     /// processes that do not own the database and may run beside a daemon.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
-        let store = Store::connect(path).await?;
+        let store = connect(path).await?;
         crate::dbfile::lock::migrate_under_lock(
             path,
-            || store.schema_current(),
-            || store.migrate(),
+            || store.backend.schema_current(),
+            || store.backend.migrate(),
         )
         .await?;
         Ok(store)
@@ -321,8 +527,8 @@ impl Store {
         path: &Path,
         _owner: &crate::dbfile::lock::OwnerLock,
     ) -> anyhow::Result<Store> {
-        let store = Store::connect(path).await?;
-        store.migrate().await?;
+        let store = connect(path).await?;
+        store.backend.migrate().await?;
         Ok(store)
     }
 
@@ -354,116 +560,9 @@ impl Store {
         }
     }
 
-    fn sqlite(&self) -> Option<&SqliteBackend> {
-        match &self.backend {
-            Backend::Sqlite(b) => Some(b),
-            Backend::Postgres(_) => None,
-        }
-    }
-
-    async fn migrate(&self) -> anyhow::Result<()> {
-        match &self.backend {
-            Backend::Sqlite(b) => MIGRATOR
-                .run(&b.write)
-                .await
-                .with_context(|| format!("cannot migrate the database {}", b.path.display())),
-            Backend::Postgres(b) => b.migrate().await,
-        }
-    }
-
-    /// Whether every migration this binary knows is applied (SQLite).
-    async fn schema_current(&self) -> anyhow::Result<bool> {
-        let Some(b) = self.sqlite() else {
-            return Ok(false);
-        };
-        let applied: Vec<i64> =
-            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&b.write)
-                .await
-            {
-                Ok(v) => v,
-                Err(sqlx::Error::Database(d)) if d.message().contains("no such table") => {
-                    Vec::new()
-                }
-                Err(e) => return Err(e.into()),
-            };
-        Ok(MIGRATOR
-            .iter()
-            .filter(|m| m.migration_type.is_up_migration())
-            .all(|m| applied.contains(&m.version)))
-    }
-
-    async fn connect(path: &Path) -> anyhow::Result<Store> {
-        // The directory 0700 and the file 0600 whatever the umask; a failure exits 73.
-        crate::dbfile::prepare_storage(path)?;
-        // `prepare_storage` made the file; a connection opened later (after one was
-        // discarded) must not silently create an empty database where the old one was deleted.
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed alert survives a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let identity = file_identity(path);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            // The one write connection is kept for the life of the process: reconnecting would
-            // open whatever file is at the path now, not the database recwatch started with.
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    // After a failed statement SQLite may have rolled the transaction back by
-                    // itself (a full disk does), and sqlx's own rollback then fails and leaves
-                    // the connection believing it is still inside one: every later BEGIN would
-                    // fail with "attempted to call begin_with at non-zero transaction depth".
-                    // Such a connection is replaced, not reused. The ping lets a rollback
-                    // still queued on the connection run first.
-                    if sqlx::Connection::is_in_transaction(conn) {
-                        sqlx::Connection::ping(conn).await?;
-                        if sqlx::Connection::is_in_transaction(conn) {
-                            warn!("the database write connection was left inside a failed transaction; opening a new one");
-                            return Ok(false);
-                        }
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(options.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database {}; check storage.path and its permissions",
-                    path.display()
-                )
-            })?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A page cache of 1 MiB per reader instead of SQLite's 2 MiB: the readers serve
-            // pages of the status page and `/api/v1/jobs` (the operating system caches the
-            // file anyway); at SQLite's default the four filled 8 MiB as the jobs table grew
-            // (issue 23, item 1).
-            .connect_with(options.read_only(true).pragma("cache_size", "-1024"))
-            .await
-            .with_context(|| format!("cannot open the database {} for reading", path.display()))?;
-        Ok(Store {
-            backend: Backend::Sqlite(SqliteBackend {
-                write,
-                read,
-                path: path.to_path_buf(),
-                identity,
-            }),
-            health: Arc::new(StoreHealth::default()),
-            fence: None,
-        })
-    }
-
     /// The SQLite file, or None on PostgreSQL.
     pub fn path(&self) -> Option<&Path> {
-        self.sqlite().map(|b| b.path.as_path())
+        self.backend.sqlite().map(|b| b.path.as_path())
     }
 
     /// Where the database is, for people: the SQLite file's path, or the PostgreSQL URL with
@@ -475,46 +574,8 @@ impl Store {
         }
     }
 
-    /// Whether this store is on PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
-        matches!(self.backend, Backend::Postgres(_))
-    }
-
     pub fn health(&self) -> &Arc<StoreHealth> {
         &self.health
-    }
-
-    /// Whether the file at the database's path is still the one opened, and writable. A
-    /// deleted or replaced file is otherwise invisible: SQLite goes on writing to the file it
-    /// has open, and all of it is lost at the next start. Never opens the database file itself
-    /// (closing a second descriptor would drop SQLite's locks on it). Always None on
-    /// PostgreSQL, which has no file of ours.
-    pub fn check_file(&self) -> Option<String> {
-        let b = self.sqlite()?;
-        let path = b.path.display();
-        match (b.identity, file_identity(&b.path)) {
-            (Some(_), None) => {
-                return Some(format!(
-                    "the database file {path} was deleted while recwatch has it open: what it writes now is lost when it stops; restore the file or restart recwatch"
-                ));
-            }
-            (Some(opened), Some(now)) if opened != now => {
-                return Some(format!(
-                    "the database file {path} was replaced by another file: recwatch still writes to the one it opened, which is lost when it stops; restart recwatch to use the new file"
-                ));
-            }
-            _ => {}
-        }
-        if let Err(e) = crate::dbfile::writable(&b.path) {
-            return Some(if e.raw_os_error() == Some(libc::EROFS) {
-                format!(
-                    "the file system holding the database {path} is read-only: nothing can be written; remount it read-write"
-                )
-            } else {
-                format!("the database {path} cannot be written: {e}")
-            });
-        }
-        None
     }
 
     /// Starts a write transaction; it waits its turn for the one write connection. SQLite
@@ -542,39 +603,6 @@ impl Store {
         Ok(tx)
     }
 
-    /// The SQLite write pool itself, for tests and benchmarks that set up or inspect the file
-    /// directly; recwatch's own code writes through the typed functions.
-    ///
-    /// # Panics
-    /// On PostgreSQL (see [`Store::pg_pool`]).
-    pub fn writer(&self) -> &SqlitePool {
-        &self.sqlite().expect("Store::writer is SQLite's").write
-    }
-
-    /// The SQLite read pool, for tests and benchmarks that inspect the file directly.
-    ///
-    /// # Panics
-    /// On PostgreSQL (see [`Store::pg_pool`]).
-    pub fn reader(&self) -> &SqlitePool {
-        &self.sqlite().expect("Store::reader is SQLite's").read
-    }
-
-    /// The PostgreSQL read pool, for tests and benchmarks; None on SQLite.
-    pub fn pg_pool(&self) -> Option<&PgPool> {
-        match &self.backend {
-            Backend::Postgres(b) => Some(&b.read),
-            Backend::Sqlite(_) => None,
-        }
-    }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        on_read!(self, |db| sqlx::query("SELECT 1")
-            .execute(db)
-            .await
-            .map(|_| ()))?;
-        Ok(())
-    }
-
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(b) => {
@@ -586,6 +614,78 @@ impl Store {
                 b.read.close().await;
             }
         }
+    }
+}
+
+/// The store's parts, one per aggregate: each a view borrowing the store (`Copy`, no cost),
+/// holding that aggregate's statements, so a feature's queries are read in one place and no
+/// type grows with every feature (issue 24).
+impl Store {
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs { store: self }
+    }
+    pub fn transitions(&self) -> Transitions<'_> {
+        Transitions { store: self }
+    }
+    pub fn alerts(&self) -> Alerts<'_> {
+        Alerts { store: self }
+    }
+    pub fn deliveries(&self) -> Deliveries<'_> {
+        Deliveries { store: self }
+    }
+    pub fn episodes(&self) -> Episodes<'_> {
+        Episodes { store: self }
+    }
+    pub fn silences(&self) -> Silences<'_> {
+        Silences { store: self }
+    }
+    pub fn watchlist(&self) -> RuntimeList<'_> {
+        RuntimeList { store: self }
+    }
+    pub fn lease(&self) -> Lease<'_> {
+        Lease { store: self }
+    }
+    pub fn remediations(&self) -> Remediations<'_> {
+        Remediations { store: self }
+    }
+    pub fn callbacks(&self) -> Callbacks<'_> {
+        Callbacks { store: self }
+    }
+    pub fn forwards(&self) -> Forwards<'_> {
+        Forwards { store: self }
+    }
+    /// What the status page and `/api/v1` read (`page.rs`), across the tables.
+    pub fn page(&self) -> Page<'_> {
+        Page { store: self }
+    }
+    /// The database as a whole: its file, pools, gauges, retention, backup and copy.
+    pub fn db(&self) -> Database<'_> {
+        Database { store: self }
+    }
+}
+
+/// The same parts inside a write transaction: what is written through them commits with it.
+impl WriteTx {
+    pub fn jobs(&mut self) -> JobsTx<'_> {
+        JobsTx { tx: self }
+    }
+    pub fn transitions(&mut self) -> TransitionsTx<'_> {
+        TransitionsTx { tx: self }
+    }
+    pub fn alerts(&mut self) -> AlertsTx<'_> {
+        AlertsTx { tx: self }
+    }
+    pub fn episodes(&mut self) -> EpisodesTx<'_> {
+        EpisodesTx { tx: self }
+    }
+    pub fn watchlist(&mut self) -> RuntimeListTx<'_> {
+        RuntimeListTx { tx: self }
+    }
+    pub fn remediations(&mut self) -> RemediationsTx<'_> {
+        RemediationsTx { tx: self }
+    }
+    pub fn callbacks(&mut self) -> CallbacksTx<'_> {
+        CallbacksTx { tx: self }
     }
 }
 
@@ -782,19 +882,52 @@ mod tests {
         let path = dir.path().join("recwatch.db");
         let store = Store::open(&path).await.unwrap();
         store
+            .jobs()
             .record(&[record("j", Utc::now(), None, "RUNNING")])
             .await
             .unwrap();
-        let row = store.job("app", "j").await.unwrap().unwrap();
+        let row = store.jobs().get("app", "j").await.unwrap().unwrap();
         assert_eq!(row.state.as_deref(), Some("RUNNING"));
-        assert_eq!(store.job("app", "other").await.unwrap(), None);
-        assert_eq!(store.check_file(), None);
+        assert_eq!(store.jobs().get("app", "other").await.unwrap(), None);
+        assert_eq!(store.db().check_file(), None);
         std::fs::remove_file(&path).unwrap();
-        let deleted = store.check_file().unwrap();
+        let deleted = store.db().check_file().unwrap();
         assert!(deleted.contains("was deleted"), "{deleted}");
         std::fs::write(&path, b"").unwrap();
-        let replaced = store.check_file().unwrap();
+        let replaced = store.db().check_file().unwrap();
         assert!(replaced.contains("was replaced"), "{replaced}");
+    }
+
+    /// A `?` inside a statement's body leaves the body with the statement's error (the
+    /// macros await it as an async block), not the function around the macro: this test
+    /// returns a `Result`, so a `?` that escaped would end it with that error, unasserted.
+    #[tokio::test]
+    async fn a_question_mark_in_a_statement_body_leaves_the_body_only() -> Result<(), sqlx::Error> {
+        let (store, _keep) = test_support::fresh(test_support::On::Sqlite).await;
+        let read: Result<i64, sqlx::Error> = on_read!(store, |db| {
+            let n: i64 = sqlx::query_scalar("SELECT no_such_column FROM jobs")
+                .fetch_one(db)
+                .await?;
+            Ok(n + 1)
+        });
+        assert!(read.is_err(), "the failed read is the body's value");
+        let mut tx = store.begin_write().await.unwrap();
+        let written: Result<u64, sqlx::Error> = on_tx!(tx, |c| {
+            sqlx::query("UPDATE no_such_table SET x = 1")
+                .execute(&mut *c)
+                .await?;
+            Ok(1)
+        });
+        assert!(written.is_err(), "the failed write is the body's value");
+        let after: i64 = on_tx!(tx, |c| sqlx::query_scalar("SELECT 7")
+            .fetch_one(&mut *c)
+            .await)?;
+        assert_eq!(
+            after, 7,
+            "the transaction goes on after the failed statement"
+        );
+        tx.commit().await.unwrap();
+        Ok(())
     }
 
     /// Whether a lock on SQLite's lock bytes of the file `probe` has open conflicts with a
@@ -824,7 +957,7 @@ mod tests {
         let store = Store::open(&db).await.unwrap();
         // Kept open to the end: closing it would itself drop the locks under test.
         let probe = fs::File::open(&db).unwrap();
-        let mut tx = store.writer().begin().await.unwrap();
+        let mut tx = store.db().writer().begin().await.unwrap();
         let _: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
             .fetch_one(&mut *tx)
             .await

@@ -20,7 +20,7 @@ pub struct JobPhaseRow {
 }
 
 /// How many job rows are in one phase with one failure count: a group of
-/// [`Store::job_phase_counts`].
+/// [`Page::job_phase_counts`].
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct PhaseCount {
     pub state: Option<String>,
@@ -77,14 +77,21 @@ fn phase_points(d: Dialect) -> String {
     )
 }
 
-impl Store {
+/// What the status page and `/api/v1` read, a page at a time: `store.page()`, a view borrowing the
+/// [`Store`].
+#[derive(Clone, Copy)]
+pub struct Page<'s> {
+    pub(super) store: &'s Store,
+}
+
+impl Page<'_> {
     /// Every job row's phase and failure count. Read from the table itself (each row holds a
     /// snapshot), a few milliseconds at 10,000 jobs; see BENCHMARKS.md.
     /// Job rows per (state, stop reason, failures in a row): a few groups whatever the
     /// number of jobs, so the header's counts cost a walk of one index, not a read of every
     /// row (issue 23, item 7). Rows of jobs no longer watched are in it too.
-    pub async fn job_phase_counts(&self) -> Result<Vec<PhaseCount>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, PhaseCount>(
+    pub async fn job_phase_counts(self) -> Result<Vec<PhaseCount>, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_as::<_, PhaseCount>(
             JOB_PHASE_COUNTS
         )
         .fetch_all(db)
@@ -93,27 +100,30 @@ impl Store {
 
     /// Every job row's key: what is needed to find the rows of jobs no longer watched (read
     /// when the watch list changes, not per request).
-    pub async fn job_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, (String, String)>(
-            JOB_KEYS
-        )
+    pub async fn job_keys(self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_as::<
+            _,
+            (String, String),
+        >(JOB_KEYS)
         .fetch_all(db)
         .await)?)
     }
 
-    pub async fn job_phases(&self) -> Result<Vec<JobPhaseRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, JobPhaseRow>(
-            "SELECT app_id, job_id, state, stop_reason, consecutive_failures FROM jobs",
-        )
-        .fetch_all(db)
-        .await)?)
+    pub async fn job_phases(self) -> Result<Vec<JobPhaseRow>, StoreError> {
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_as::<_, JobPhaseRow>(
+                "SELECT app_id, job_id, state, stop_reason, consecutive_failures FROM jobs",
+            )
+            .fetch_all(db)
+            .await
+        })?)
     }
 
     /// For each job given as (app_id, job_id): the phase it was in at `since` (its last
     /// transition before it) and every transition from `since` on, oldest first per job. One
     /// statement; each job is an index seek on `transitions_by_job`.
     pub async fn phase_points(
-        &self,
+        self,
         keys: &[(&str, &str)],
         since: &str,
     ) -> Result<Vec<PhasePoint>, StoreError> {
@@ -121,44 +131,44 @@ impl Store {
             return Ok(Vec::new());
         }
         let keys = serde_json::to_string(keys)?;
-        Ok(on_read!(self, |db, d| sqlx::query_as::<_, PhasePoint>(
-            sqlx::AssertSqlSafe(phase_points(d))
-        )
-        .bind(&keys)
-        .bind(since)
-        .fetch_all(db)
-        .await)?)
+        Ok(on_read!(self.store, |db, d| {
+            sqlx::query_as::<_, PhasePoint>(sqlx::AssertSqlSafe(phase_points(d)))
+                .bind(&keys)
+                .bind(since)
+                .fetch_all(db)
+                .await
+        })?)
     }
 
     /// One job's transitions, newest first: `limit` of them before the cursor
     /// `(observed_at, id)` of the last one shown (None: from the newest).
     pub async fn job_transitions(
-        &self,
+        self,
         app_id: &str,
         job_id: &str,
         before: Option<(&str, i64)>,
         limit: i64,
     ) -> Result<Vec<TransitionRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, TransitionRow>(
-            JOB_TRANSITIONS
-        )
-        .bind(job_id)
-        .bind(app_id)
-        .bind(before.map(|b| b.0))
-        .bind(before.map(|b| b.1))
-        .bind(limit)
-        .fetch_all(db)
-        .await)?)
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_as::<_, TransitionRow>(JOB_TRANSITIONS)
+                .bind(job_id)
+                .bind(app_id)
+                .bind(before.map(|b| b.0))
+                .bind(before.map(|b| b.1))
+                .bind(limit)
+                .fetch_all(db)
+                .await
+        })?)
     }
 
     /// One job's alerts, newest first, with their deliveries (`alerts_by_job`, migration 0012).
     pub async fn job_alerts(
-        &self,
+        self,
         app_id: &str,
         job_id: &str,
         limit: i64,
     ) -> Result<Vec<AlertView>, StoreError> {
-        let alerts = on_read!(self, |db| {
+        let alerts = on_read!(self.store, |db| {
             sqlx::query_as::<_, AlertView>(
             "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts
              WHERE app_id = $1 AND job_id = $2
@@ -175,12 +185,12 @@ impl Store {
 
     /// Alerts newest first, `limit` of them after the cursor `(created_at, id)` of the last
     /// one shown, with their deliveries.
-    pub async fn alerts_page(
-        &self,
+    pub async fn alerts(
+        self,
         before: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<AlertView>, StoreError> {
-        let alerts = on_read!(self, |db| {
+        let alerts = on_read!(self.store, |db| {
             sqlx::query_as::<_, AlertView>(
             "SELECT id, rule, severity, status, app_id, job_id, summary, created_at, silenced_by FROM alerts
              WHERE $1 IS NULL OR created_at < $1 OR (created_at = $1 AND id < $2)
@@ -197,7 +207,7 @@ impl Store {
 
     /// Fills in each alert's deliveries with one statement for all of them.
     async fn with_deliveries(
-        &self,
+        self,
         mut alerts: Vec<AlertView>,
     ) -> Result<Vec<AlertView>, StoreError> {
         if alerts.is_empty() {
@@ -211,16 +221,16 @@ impl Store {
         }
         let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
         let ids = serde_json::to_string(&ids)?;
-        let rows = on_read!(self, |db, d| sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(
-            format!(
+        let rows = on_read!(self.store, |db, d| sqlx::query_as::<_, Row>(
+            sqlx::AssertSqlSafe(format!(
                 "SELECT alert_id, channel, state, attempts,
                         CASE WHEN state = 'pending' THEN next_attempt_at END AS next_attempt_at,
                         sent_at, last_error
                  FROM deliveries WHERE alert_id IN (SELECT value FROM {})
                  ORDER BY alert_id, channel",
                 d.json_texts("$1")
-            )
-        ))
+            ))
+        )
         .bind(&ids)
         .fetch_all(db)
         .await)?;
@@ -236,8 +246,8 @@ impl Store {
 
     /// Open condition episodes (stuck_init, job_not_found, api_unhealthy), from the partial
     /// index `episodes_open`.
-    pub async fn open_episodes_count(&self) -> Result<i64, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+    pub async fn open_episodes_count(self) -> Result<i64, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_scalar::<_, i64>(
             "SELECT COUNT(*) FROM episodes WHERE resolved_at IS NULL"
         )
         .fetch_one(db)
@@ -256,7 +266,7 @@ mod tests {
             let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
             let h = |n: i64| t0 + Duration::hours(n);
             let ids = store
-                .record(&[
+                .jobs().record(&[
                     record("a", h(0), None, "INIT"),
                     record("a", h(1), Some("INIT"), "RUNNING"),
                     record("a", h(5), Some("RUNNING"), "STOPPED"),
@@ -266,7 +276,7 @@ mod tests {
                 .unwrap();
             let since = crate::domain::timestamp(h(3));
             let points = store
-                .phase_points(&[("app", "a"), ("app", "b"), ("app", "none")], &since)
+                .page().phase_points(&[("app", "a"), ("app", "b"), ("app", "none")], &since)
                 .await
                 .unwrap();
             let got: Vec<(&str, &str)> = points
@@ -276,11 +286,11 @@ mod tests {
             // The phase at `since` (the last change before it), then every change after it.
             assert_eq!(got, [("a", "RUNNING"), ("a", "STOPPED"), ("b", "RUNNING")]);
 
-            let phases = store.job_phases().await.unwrap();
+            let phases = store.page().job_phases().await.unwrap();
             assert_eq!(phases.len(), 2);
 
             // Two at a time, newest first, following the cursor to the end.
-            let first = store.job_transitions("app", "a", None, 2).await.unwrap();
+            let first = store.page().job_transitions("app", "a", None, 2).await.unwrap();
             assert_eq!(
                 first
                     .iter()
@@ -290,14 +300,14 @@ mod tests {
             );
             let last = first.last().unwrap();
             let rest = store
-                .job_transitions("app", "a", Some((&last.observed_at.to_string(), last.id)), 2)
+                .page().job_transitions("app", "a", Some((&last.observed_at.to_string(), last.id)), 2)
                 .await
                 .unwrap();
             assert_eq!(rest.len(), 1);
             assert_eq!(rest[0].to_state, "INIT");
             assert!(
                 store
-                    .job_transitions("other-app", "a", None, 10)
+                    .page().job_transitions("other-app", "a", None, 10)
                     .await
                     .unwrap()
                     .is_empty(),
@@ -315,7 +325,7 @@ mod tests {
                 &[("hook", "dead"), ("mail", "pending")],
             )
             .await;
-            let page = store.alerts_page(None, 1).await.unwrap();
+            let page = store.page().alerts(None, 1).await.unwrap();
             assert_eq!(page[0].id, "al-2");
             let states: Vec<&str> = page[0]
                 .deliveries
@@ -324,13 +334,13 @@ mod tests {
                 .collect();
             assert_eq!(states, ["dead", "pending"]);
             let next = store
-                .alerts_page(Some((&page[0].created_at.to_string(), &page[0].id)), 5)
+                .page().alerts(Some((&page[0].created_at.to_string(), &page[0].id)), 5)
                 .await
                 .unwrap();
             assert_eq!(next.len(), 1);
             assert_eq!(next[0].id, "al-1");
             assert_eq!(next[0].deliveries[0].channel, "hook");
-            assert_eq!(store.open_episodes_count().await.unwrap(), 0);
+            assert_eq!(store.page().open_episodes_count().await.unwrap(), 0);
         }
     }
 
@@ -358,10 +368,10 @@ mod tests {
             };
             // j1 fails once, j4 twice: their phase stays, their failure counts differ.
             records.extend([failed("j1"), failed("j4"), failed("j4")]);
-            store.record(&records).await.unwrap();
+            store.jobs().record(&records).await.unwrap();
 
             let mut counted: Vec<(Option<String>, Option<String>, i64, i64)> = store
-                .job_phase_counts()
+                .page().job_phase_counts()
                 .await
                 .unwrap()
                 .into_iter()
@@ -369,7 +379,7 @@ mod tests {
                 .collect();
             counted.sort();
             let mut listed: std::collections::BTreeMap<_, i64> = Default::default();
-            for r in store.job_phases().await.unwrap() {
+            for r in store.page().job_phases().await.unwrap() {
                 *listed
                     .entry((r.state, r.stop_reason, r.consecutive_failures))
                     .or_default() += 1;
@@ -377,7 +387,7 @@ mod tests {
             let listed: Vec<_> = listed.into_iter().map(|((a, b, c), n)| (a, b, c, n)).collect();
             assert_eq!(counted, listed);
             assert_eq!(counted.iter().map(|c| c.3).sum::<i64>(), 6);
-            let mut keys = store.job_keys().await.unwrap();
+            let mut keys = store.page().job_keys().await.unwrap();
             keys.sort();
             assert_eq!(keys.len(), 6);
             assert_eq!(keys[0], ("app".to_string(), "j0".to_string()));

@@ -209,10 +209,12 @@ impl Store {
             fence: None,
         })
     }
+}
 
+impl super::Database<'_> {
     /// The PostgreSQL server's version (`recwatch check`); None on SQLite.
-    pub async fn server_version(&self) -> Option<Result<String, super::StoreError>> {
-        match &self.backend {
+    pub async fn server_version(self) -> Option<Result<String, super::StoreError>> {
+        match &self.store.backend {
             Backend::Postgres(b) => Some(b.server_version().await.map_err(Into::into)),
             Backend::Sqlite(_) => None,
         }

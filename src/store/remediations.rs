@@ -13,7 +13,7 @@ use crate::domain::timestamp;
 use crate::remediation::domain::RemediationState;
 use chrono::{DateTime, Utc};
 
-/// A remediation as [`Store::link_replacements`] reads it: found by its death's transition
+/// A remediation as [`Remediations::link_replacements`] reads it: found by its death's transition
 /// (`first` 0) or by the job it made, whose first transition is shown (`first` 1).
 #[derive(sqlx::FromRow)]
 struct LinkRow {
@@ -95,15 +95,24 @@ const COLUMNS: &str = "SELECT id, app_id, old_job_id, lineage, kind, transition_
     stop_reason, state, reason, snapshot, name, notify, new_job_id, error, request_id, attempts,
     next_attempt_at, created_at, posted_at, finished_at FROM remediations";
 
-impl WriteTx {
+/// Remediation intents, their outcomes and lineages: `store.remediations()`, a view borrowing the
+/// [`Store`].
+#[derive(Clone, Copy)]
+pub struct Remediations<'s> {
+    pub(super) store: &'s Store,
+}
+
+/// Remediation intents, their outcomes and lineages, inside a write transaction:
+/// `tx.remediations()`.
+pub struct RemediationsTx<'t> {
+    pub(super) tx: &'t mut WriteTx,
+}
+
+impl RemediationsTx<'_> {
     /// The lineage `job_id` belongs to: the lineage of the remediation that created it, or
     /// itself.
-    pub async fn remediation_lineage(
-        &mut self,
-        app_id: &str,
-        job_id: &str,
-    ) -> Result<String, StoreError> {
-        let lineage: Option<String> = on_tx!(self, |c| sqlx::query_scalar(
+    pub async fn lineage(&mut self, app_id: &str, job_id: &str) -> Result<String, StoreError> {
+        let lineage: Option<String> = on_tx!(self.tx, |c| sqlx::query_scalar(
             "SELECT lineage FROM remediations WHERE app_id = $1 AND new_job_id = $2 LIMIT 1",
         )
         .bind(app_id)
@@ -121,7 +130,7 @@ impl WriteTx {
         lineage: &str,
         since: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        Ok(on_tx!(self, |c| sqlx::query_scalar(
+        Ok(on_tx!(self.tx, |c| sqlx::query_scalar(
             "SELECT COUNT(*) FROM remediations
              WHERE app_id = $1 AND lineage = $2 AND created_at >= $3 AND state <> 'skipped'",
         )
@@ -134,12 +143,9 @@ impl WriteTx {
 
     /// Writes an intent (or a skip); `None` when this death already has one (a replayed
     /// transition never acts twice).
-    pub async fn insert_remediation(
-        &mut self,
-        r: &NewRemediation<'_>,
-    ) -> Result<Option<i64>, StoreError> {
+    pub async fn insert(&mut self, r: &NewRemediation<'_>) -> Result<Option<i64>, StoreError> {
         let at = timestamp(r.now);
-        Ok(on_tx!(self, |c| sqlx::query_scalar(
+        Ok(on_tx!(self.tx, |c| sqlx::query_scalar(
             "INSERT INTO remediations (app_id, old_job_id, lineage, kind, transition_id, alert_id,
                  stop_reason, state, reason, snapshot, name, notify, next_attempt_at, created_at,
                  finished_at)
@@ -171,7 +177,7 @@ impl WriteTx {
         alert_id: &str,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        on_tx!(self, |c| sqlx::query(
+        on_tx!(self.tx, |c| sqlx::query(
             "UPDATE deliveries SET next_attempt_at = $2
              WHERE alert_id = $1 AND state = 'pending' AND attempts = 0",
         )
@@ -193,7 +199,7 @@ impl WriteTx {
         made_after: DateTime<Utc>,
         cutoff: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
-        Ok(on_tx!(self, |c| sqlx::query_scalar(
+        Ok(on_tx!(self.tx, |c| sqlx::query_scalar(
             "SELECT payload FROM alerts a WHERE id = $1 AND created_at > $3 AND NOT EXISTS (
                  SELECT 1 FROM deliveries d WHERE d.alert_id = a.id
                    AND (d.state <> 'pending' OR d.attempts > 0 OR d.next_attempt_at <= $2))",
@@ -213,7 +219,7 @@ impl WriteTx {
         summary: &str,
         release: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        on_tx!(self, |c| sqlx::query(
+        on_tx!(self.tx, |c| sqlx::query(
             "UPDATE alerts SET payload = $2, summary = $3 WHERE id = $1"
         )
         .bind(alert_id)
@@ -222,25 +228,13 @@ impl WriteTx {
         .execute(&mut *c)
         .await
         .map(|d| d.rows_affected()))?;
-        on_tx!(self, |c| sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $2
-             WHERE alert_id = $1 AND state = 'pending' AND attempts = 0",
-        )
-        .bind(alert_id)
-        .bind(timestamp(release))
-        .execute(&mut *c)
-        .await
-        .map(|d| d.rows_affected()))?;
-        Ok(())
+        // Released by the statement that held them: a hold is a next attempt moved.
+        self.hold_deliveries(alert_id, release).await
     }
 
     /// Records how a POST ended; false (nothing written) unless the row was `posting`.
-    pub async fn finish_remediation(
-        &mut self,
-        id: i64,
-        f: &Finished<'_>,
-    ) -> Result<bool, StoreError> {
-        let done = on_tx!(self, |c| sqlx::query(
+    pub async fn finish(&mut self, id: i64, f: &Finished<'_>) -> Result<bool, StoreError> {
+        let done = on_tx!(self.tx, |c| sqlx::query(
             "UPDATE remediations SET state = $2, new_job_id = $3, error = $4, request_id = $5,
                  finished_at = $6
              WHERE id = $1 AND state = 'posting'",
@@ -258,18 +252,21 @@ impl WriteTx {
     }
 }
 
-impl Store {
+impl Remediations<'_> {
     /// Pending intents due at `now`, oldest first.
-    pub async fn due_remediations(
-        &self,
+    pub async fn due(
+        self,
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<RemediationRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, RemediationRow>(
-            sqlx::AssertSqlSafe(format!(
+        Ok(on_read!(self.store, |db| sqlx::query_as::<
+            _,
+            RemediationRow,
+        >(sqlx::AssertSqlSafe(
+            format!(
                 "{COLUMNS} WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
-            ))
-        )
+            )
+        ))
         .bind(timestamp(now))
         .bind(limit)
         .fetch_all(db)
@@ -277,8 +274,8 @@ impl Store {
     }
 
     /// When the next pending intent falls due, if any.
-    pub async fn next_remediation_at(&self) -> Result<Option<String>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar(
+    pub async fn next_at(self) -> Result<Option<String>, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM remediations WHERE state = 'pending'",
         )
         .fetch_one(db)
@@ -286,18 +283,21 @@ impl Store {
     }
 
     /// Rows left in `posting`: a previous run died between a POST and its answer.
-    pub async fn stranded_remediations(&self) -> Result<Vec<RemediationRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, RemediationRow>(
-            sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE state = 'posting' ORDER BY id"))
-        )
+    pub async fn stranded(self) -> Result<Vec<RemediationRow>, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_as::<
+            _,
+            RemediationRow,
+        >(sqlx::AssertSqlSafe(
+            format!("{COLUMNS} WHERE state = 'posting' ORDER BY id")
+        ))
         .fetch_all(db)
         .await)?)
     }
 
     /// Marks a pending intent `posting`, committed before the POST goes; false when it is not
     /// pending any more (another instance took it, or it was finished).
-    pub async fn mark_posting(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let done = on_write!(self, |db| sqlx::query(
+    pub async fn mark_posting(self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = on_write!(self.store, |db| sqlx::query(
             "UPDATE remediations SET state = 'posting', attempts = attempts + 1, posted_at = $2
              WHERE id = $1 AND state = 'pending'",
         )
@@ -311,13 +311,8 @@ impl Store {
 
     /// Back to pending after an answer that proves nothing was created (429, a refused
     /// connection), to be tried at `next`.
-    pub async fn retry_remediation(
-        &self,
-        id: i64,
-        next: DateTime<Utc>,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        on_write!(self, |db| sqlx::query(
+    pub async fn retry(self, id: i64, next: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
+        on_write!(self.store, |db| sqlx::query(
             "UPDATE remediations SET state = 'pending', next_attempt_at = $2, error = $3
              WHERE id = $1 AND state = 'posting'",
         )
@@ -331,10 +326,13 @@ impl Store {
     }
 
     /// Remediations newest first, for `recwatch remediations`.
-    pub async fn remediations(&self, limit: i64) -> Result<Vec<RemediationRow>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_as::<_, RemediationRow>(
-            sqlx::AssertSqlSafe(format!("{COLUMNS} ORDER BY id DESC LIMIT $1"))
-        )
+    pub async fn list(self, limit: i64) -> Result<Vec<RemediationRow>, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_as::<
+            _,
+            RemediationRow,
+        >(sqlx::AssertSqlSafe(
+            format!("{COLUMNS} ORDER BY id DESC LIMIT $1")
+        ))
         .bind(limit)
         .fetch_all(db)
         .await)?)
@@ -345,7 +343,7 @@ impl Store {
     /// page (it was up to two per transition), the deaths by their transition ids and the
     /// first transitions by their jobs' keys, each part on its own index.
     pub async fn link_replacements(
-        &self,
+        self,
         rows: &mut [super::TransitionRow],
     ) -> Result<(), StoreError> {
         let deaths: Vec<i64> = rows.iter().filter(|t| t.is_stop()).map(|t| t.id).collect();
@@ -361,7 +359,7 @@ impl Store {
             serde_json::to_string(&deaths)?,
             serde_json::to_string(&firsts)?,
         );
-        let links = on_read!(self, |db, d| sqlx::query_as::<_, LinkRow>(
+        let links = on_read!(self.store, |db, d| sqlx::query_as::<_, LinkRow>(
             sqlx::AssertSqlSafe(format!(
                 "SELECT CAST(0 AS BIGINT) AS first, transition_id, app_id, old_job_id, new_job_id
                  FROM remediations
@@ -406,18 +404,18 @@ impl Store {
     /// The jobs a job replaced and was replaced by: (`replaces`, `replaced_by`), for
     /// `recwatch history` and a job's JSON.
     pub async fn replacement_links(
-        &self,
+        self,
         app_id: &str,
         job_id: &str,
     ) -> Result<(Option<String>, Option<String>), StoreError> {
-        let replaces: Option<String> = on_read!(self, |db| sqlx::query_scalar(
+        let replaces: Option<String> = on_read!(self.store, |db| sqlx::query_scalar(
             "SELECT old_job_id FROM remediations WHERE app_id = $1 AND new_job_id = $2 LIMIT 1",
         )
         .bind(app_id)
         .bind(job_id)
         .fetch_optional(db)
         .await)?;
-        let replaced_by: Option<String> = on_read!(self, |db| sqlx::query_scalar(
+        let replaced_by: Option<String> = on_read!(self.store, |db| sqlx::query_scalar(
             "SELECT new_job_id FROM remediations
              WHERE app_id = $1 AND old_job_id = $2 AND new_job_id IS NOT NULL
              ORDER BY id DESC LIMIT 1",
@@ -465,48 +463,48 @@ mod tests {
         async fn an_intent_goes_pending_posting_recreated_once_and_links_the_jobs(store: Store) {
             let t0 = Utc::now();
             let at = |s: i64| t0 + Duration::seconds(s);
-            let tids = store.record(&[record("old", t0, None, "STOPPED")]).await.unwrap();
+            let tids = store.jobs().record(&[record("old", t0, None, "STOPPED")]).await.unwrap();
             let tid = tids[0].unwrap();
             test_support::alert(&store, "a1", t0, Some(tid), None, &[("hook", "pending")]).await;
 
             let mut tx = store.begin_write().await.unwrap();
-            assert_eq!(tx.remediation_lineage("app", "old").await.unwrap(), "old");
+            assert_eq!(tx.remediations().lineage("app", "old").await.unwrap(), "old");
             let id = tx
-                .insert_remediation(&intent(tid, RemediationState::Pending, Some("a1"), t0))
+                .remediations().insert(&intent(tid, RemediationState::Pending, Some("a1"), t0))
                 .await
                 .unwrap()
                 .expect("written");
             assert_eq!(
-                tx.insert_remediation(&intent(tid, RemediationState::Pending, None, t0))
+                tx.remediations().insert(&intent(tid, RemediationState::Pending, None, t0))
                     .await
                     .unwrap(),
                 None,
                 "one intent per death"
             );
-            tx.hold_deliveries("a1", at(5)).await.unwrap();
+            tx.remediations().hold_deliveries("a1", at(5)).await.unwrap();
             tx.commit().await.unwrap();
 
-            assert_eq!(store.due_remediations(at(1), 10).await.unwrap().len(), 1);
-            assert_eq!(store.next_remediation_at().await.unwrap(), Some(timestamp(t0)));
-            assert!(store.mark_posting(id, at(1)).await.unwrap());
-            assert!(!store.mark_posting(id, at(1)).await.unwrap(), "taken once");
-            assert_eq!(store.stranded_remediations().await.unwrap().len(), 1);
+            assert_eq!(store.remediations().due(at(1), 10).await.unwrap().len(), 1);
+            assert_eq!(store.remediations().next_at().await.unwrap(), Some(timestamp(t0)));
+            assert!(store.remediations().mark_posting(id, at(1)).await.unwrap());
+            assert!(!store.remediations().mark_posting(id, at(1)).await.unwrap(), "taken once");
+            assert_eq!(store.remediations().stranded().await.unwrap().len(), 1);
             // A 429: back to pending, due later.
-            store.retry_remediation(id, at(3), "429").await.unwrap();
-            assert!(store.due_remediations(at(2), 10).await.unwrap().is_empty());
-            assert_eq!(store.due_remediations(at(3), 10).await.unwrap().len(), 1);
-            assert!(store.mark_posting(id, at(3)).await.unwrap());
+            store.remediations().retry(id, at(3), "429").await.unwrap();
+            assert!(store.remediations().due(at(2), 10).await.unwrap().is_empty());
+            assert_eq!(store.remediations().due(at(3), 10).await.unwrap().len(), 1);
+            assert!(store.remediations().mark_posting(id, at(3)).await.unwrap());
 
             let mut tx = store.begin_write().await.unwrap();
             // Held: made within the wait, its delivery untouched and due after the cutoff.
             let held = |made_after: i64, cutoff: i64| (at(made_after), at(cutoff));
             let (m, c) = held(-1, 4);
-            assert_eq!(tx.held_alert_payload("a1", m, c).await.unwrap().as_deref(), Some("{}"));
+            assert_eq!(tx.remediations().held_alert_payload("a1", m, c).await.unwrap().as_deref(), Some("{}"));
             let (m, c) = held(-1, 6);
-            assert_eq!(tx.held_alert_payload("a1", m, c).await.unwrap(), None, "due before the cutoff");
+            assert_eq!(tx.remediations().held_alert_payload("a1", m, c).await.unwrap(), None, "due before the cutoff");
             let (m, c) = held(1, 4);
-            assert_eq!(tx.held_alert_payload("a1", m, c).await.unwrap(), None, "its wait is over");
-            tx.complete_held_alert("a1", "{\"done\":1}", "s; re-created as new", at(4)).await.unwrap();
+            assert_eq!(tx.remediations().held_alert_payload("a1", m, c).await.unwrap(), None, "its wait is over");
+            tx.remediations().complete_held_alert("a1", "{\"done\":1}", "s; re-created as new", at(4)).await.unwrap();
             let done = Finished {
                 state: RemediationState::Recreated,
                 new_job_id: Some("new"),
@@ -514,8 +512,8 @@ mod tests {
                 request_id: Some("req-1"),
                 at: at(4),
             };
-            assert!(tx.finish_remediation(id, &done).await.unwrap());
-            assert!(!tx.finish_remediation(id, &done).await.unwrap(), "only from posting");
+            assert!(tx.remediations().finish(id, &done).await.unwrap());
+            assert!(!tx.remediations().finish(id, &done).await.unwrap(), "only from posting");
             let new = RuntimeJob {
                 key: JobKey::new("app", "new"),
                 name: Some("lobby".into()),
@@ -524,10 +522,10 @@ mod tests {
                 source: JobSource::Remediation,
                 added_at: Timestamp::from(at(4)),
             };
-            assert!(tx.watch_job_in(&new).await.unwrap());
-            assert_eq!(tx.remediation_lineage("app", "new").await.unwrap(), "old");
-            assert_eq!(tx.lineage_restarts("app", "old", t0).await.unwrap(), 1);
-            assert_eq!(tx.lineage_restarts("app", "old", at(1)).await.unwrap(), 0);
+            assert!(tx.watchlist().add(&new).await.unwrap());
+            assert_eq!(tx.remediations().lineage("app", "new").await.unwrap(), "old");
+            assert_eq!(tx.remediations().lineage_restarts("app", "old", t0).await.unwrap(), 1);
+            assert_eq!(tx.remediations().lineage_restarts("app", "old", at(1)).await.unwrap(), 0);
             tx.commit().await.unwrap();
 
             assert_eq!(
@@ -539,26 +537,26 @@ mod tests {
                 vec![timestamp(at(4))],
                 "released at once"
             );
-            let listed = store.remediations(10).await.unwrap();
+            let listed = store.remediations().list(10).await.unwrap();
             assert_eq!(listed[0].state, RemediationState::Recreated);
             assert_eq!(listed[0].new_job_id.as_deref(), Some("new"));
             assert_eq!(listed[0].attempts, 2);
-            assert!(store.stranded_remediations().await.unwrap().is_empty());
-            assert_eq!(store.watched_job(&new.key).await.unwrap().unwrap().source, JobSource::Remediation);
+            assert!(store.remediations().stranded().await.unwrap().is_empty());
+            assert_eq!(store.watchlist().get(&new.key).await.unwrap().unwrap().source, JobSource::Remediation);
             assert_eq!(
-                store.replacement_links("app", "old").await.unwrap(),
+                store.remediations().replacement_links("app", "old").await.unwrap(),
                 (None, Some("new".into()))
             );
             assert_eq!(
-                store.replacement_links("app", "new").await.unwrap(),
+                store.remediations().replacement_links("app", "new").await.unwrap(),
                 (Some("old".into()), None)
             );
 
             // History links: the death says who replaced it, the new job's first transition
             // whom it replaces.
-            store.record(&[record("new", at(5), None, "RUNNING")]).await.unwrap();
-            let mut rows = store.history(None, None, 10).await.unwrap();
-            store.link_replacements(&mut rows).await.unwrap();
+            store.jobs().record(&[record("new", at(5), None, "RUNNING")]).await.unwrap();
+            let mut rows = store.transitions().history(None, None, 10).await.unwrap();
+            store.remediations().link_replacements(&mut rows).await.unwrap();
             let link = |job: &str| {
                 let r = rows.iter().find(|r| r.job_id == job).unwrap();
                 (r.replaces.clone(), r.replaced_by.clone())
@@ -567,22 +565,22 @@ mod tests {
             assert_eq!(link("new"), (Some("old".into()), None));
 
             // A skip is listed and never counts as a restart.
-            let tids = store.record(&[record("other", t0, None, "STOPPED")]).await.unwrap();
+            let tids = store.jobs().record(&[record("other", t0, None, "STOPPED")]).await.unwrap();
             let mut tx = store.begin_write().await.unwrap();
             let skipped = tx
-                .insert_remediation(&NewRemediation {
+                .remediations().insert(&NewRemediation {
                     reason: Some("dry_run"),
                     ..intent(tids[0].unwrap(), RemediationState::Skipped, None, t0)
                 })
                 .await
                 .unwrap();
             assert!(skipped.is_some());
-            assert_eq!(tx.lineage_restarts("app", "old", t0).await.unwrap(), 1);
+            assert_eq!(tx.remediations().lineage_restarts("app", "old", t0).await.unwrap(), 1);
             tx.commit().await.unwrap();
-            let listed = store.remediations(10).await.unwrap();
+            let listed = store.remediations().list(10).await.unwrap();
             assert_eq!(listed[0].state, RemediationState::Skipped);
             assert!(listed[0].finished_at.is_some(), "a skip is finished when written");
-            assert!(store.due_remediations(at(60), 10).await.unwrap().is_empty());
+            assert!(store.remediations().due(at(60), 10).await.unwrap().is_empty());
         }
     }
 }

@@ -5,7 +5,7 @@
 //! events with their finished forwards are deleted too, as are finished remediations whose
 //! alert has gone and whose jobs have no open episode.
 
-use super::Store;
+use super::Database;
 use crate::config::defaults::MAX_REMEDIATE_WINDOW;
 use crate::domain::timestamp;
 use anyhow::Context;
@@ -125,14 +125,14 @@ impl Pruned {
     }
 }
 
-impl Store {
+impl Database<'_> {
     /// Applies `storage.retention`: deletes what is older than `cutoff` — alerts with their
     /// deliveries (never an alert with a delivery still pending), finished remediations,
     /// closed condition episodes and transitions — in transactions of at most `batch` rows each, so the write lock is
     /// never held for long and the poller's writes get in between. Stops early (with
     /// `stopped` set) when `stop` turns true; the next run goes on where this one ended.
     pub async fn prune(
-        &self,
+        self,
         cutoff: DateTime<Utc>,
         batch: usize,
         stop: &watch::Receiver<bool>,
@@ -201,12 +201,12 @@ impl Store {
     /// on SQLite).
     /// Returns the rows each statement deleted and how long the write lock was held.
     async fn prune_batch(
-        &self,
+        self,
         statements: &[&'static str],
         cutoff: &str,
         batch: i64,
     ) -> anyhow::Result<(Vec<u64>, Duration)> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let locked = std::time::Instant::now();
         let mut counts = Vec::with_capacity(statements.len());
         for &sql in statements {
@@ -233,6 +233,7 @@ impl Store {
 mod tests {
     use super::super::test_support::{alert, column, count, episode, exec, record};
     use super::*;
+    use crate::store::Store;
     use crate::store::test_support::both_backends;
 
     both_backends! {
@@ -252,7 +253,7 @@ mod tests {
                 } else {
                     recent
                 };
-                t.push(store.record(&[record("j", at, from, to)]).await.unwrap()[0].unwrap());
+                t.push(store.jobs().record(&[record("j", at, from, to)]).await.unwrap()[0].unwrap());
                 from = Some(to);
             }
             // 5 episodes closed long ago, one still open since long ago, one closed recently.
@@ -320,7 +321,7 @@ mod tests {
             .await;
 
             let (_, never) = watch::channel(false);
-            let pruned = store.prune(cutoff, 2, &never).await.unwrap();
+            let pruned = store.db().prune(cutoff, 2, &never).await.unwrap();
             assert_eq!(
                 (
                     pruned.alerts,
@@ -359,19 +360,19 @@ mod tests {
             // The job's own row is not history: it stays.
             assert!(
                 store
-                    .jobs()
+                    .jobs().all()
                     .await
                     .unwrap()
                     .contains_key(&crate::domain::JobKey::new("app", "j"))
             );
 
             // Nothing left to do: one empty batch per table.
-            let again = store.prune(cutoff, 2, &never).await.unwrap();
+            let again = store.db().prune(cutoff, 2, &never).await.unwrap();
             assert_eq!((again.rows(), again.batches), (0, 6));
 
             // Once its last delivery is over, an old alert goes at the next prune.
             exec(&store, "UPDATE deliveries SET state = 'sent' WHERE alert_id = 'pending-2'").await;
-            let later = store.prune(cutoff, 2, &never).await.unwrap();
+            let later = store.db().prune(cutoff, 2, &never).await.unwrap();
             assert_eq!((later.alerts, later.deliveries), (1, 1));
         }
     }
@@ -380,12 +381,12 @@ mod tests {
         async fn a_prune_stops_between_batches_at_shutdown(store: Store) {
             let old = Utc::now() - chrono::Duration::days(100);
             store
-                .record(&[record("j", old, None, "RUNNING")])
+                .jobs().record(&[record("j", old, None, "RUNNING")])
                 .await
                 .unwrap();
             let (stop, stopping) = watch::channel(false);
             stop.send(true).unwrap();
-            let pruned = store.prune(Utc::now(), 2, &stopping).await.unwrap();
+            let pruned = store.db().prune(Utc::now(), 2, &stopping).await.unwrap();
             assert!(pruned.stopped);
             assert_eq!((pruned.batches, pruned.rows()), (0, 0));
             assert_eq!(
@@ -417,7 +418,7 @@ mod tests {
                 let body = format!(r#"{{"event_type":"RECORD_NEW_FILE_START","job_id":"{job}"}}"#);
                 let event = RecordEvent::parse(body.as_bytes()).unwrap();
                 store
-                    .insert_callback_event("app", &event, job, at, forward.then_some(body.as_bytes()))
+                    .callbacks().insert("app", &event, job, at, forward.then_some(body.as_bytes()))
                     .await
                     .unwrap();
             }
@@ -436,7 +437,7 @@ mod tests {
                 }
             }
             let (_tx, never) = watch::channel(false);
-            let p = store.prune(cutoff, 1, &never).await.unwrap();
+            let p = store.db().prune(cutoff, 1, &never).await.unwrap();
             assert_eq!((p.callback_events, p.forwards), (3, 2), "{p:?}");
             let left: Vec<String> =
                 column(&store, "SELECT job_id FROM callback_events ORDER BY job_id").await;
@@ -497,7 +498,7 @@ mod tests {
             let _open = episode(&store, "episode-2", old, None).await;
 
             let (_, never) = watch::channel(false);
-            let p = store.prune(cutoff, 2, &never).await.unwrap();
+            let p = store.db().prune(cutoff, 2, &never).await.unwrap();
             assert_eq!((p.alerts, p.remediations), (1, 4), "{p:?}");
             let left: Vec<String> =
                 column(&store, "SELECT old_job_id FROM remediations ORDER BY old_job_id").await;
@@ -510,7 +511,7 @@ mod tests {
             remediation(&store, ("within", None, "failed"), None, within).await;
             remediation(&store, ("beyond", None, "failed"), None, beyond).await;
             let short = now - chrono::Duration::days(2);
-            let p = store.prune(short, 2, &never).await.unwrap();
+            let p = store.db().prune(short, 2, &never).await.unwrap();
             assert_eq!(p.remediations, 1, "{p:?}");
             let left: Vec<String> =
                 column(&store, "SELECT old_job_id FROM remediations WHERE state = 'failed'").await;

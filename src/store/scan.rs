@@ -400,7 +400,7 @@ fn read_sqlite(path: &Path) -> Result<Option<JobStatuses>, StoreError> {
             return Err(failed(handle.0, rc));
         }
         ffi::sqlite3_busy_timeout(handle.0, super::BUSY_TIMEOUT.as_millis() as i32);
-        // The versions this build knows, each applied (as `Store::schema_current` asks).
+        // The versions this build knows, each applied (as `Backend::schema_current` asks).
         let known: Vec<String> = super::MIGRATOR
             .iter()
             .filter(|m| m.migration_type.is_up_migration())

@@ -3,7 +3,7 @@
 //! A held delivery is in state `silenced` with `held_by` naming its hold; the alert keeps the
 //! first hold in `silenced_by`. When the hold ends, the release pass (`hold::deliver`) reads
 //! the held rows with what decides whether each is still true ([`HeldRow`]) and settles them
-//! ([`Store::settle_held`]): back to `pending` with the same alert id, or left `silenced` with
+//! ([`Silences::settle_held`]): back to `pending` with the same alert id, or left `silenced` with
 //! the reason.
 
 use super::{Store, StoreError};
@@ -115,15 +115,21 @@ impl HeldRow {
     }
 }
 
-impl Store {
+/// Silences and the deliveries they hold: `store.silences()`, a view borrowing the [`Store`].
+#[derive(Clone, Copy)]
+pub struct Silences<'s> {
+    pub(super) store: &'s Store,
+}
+
+impl Silences<'_> {
     /// Adds a silence with the id given; returns it as stored.
-    pub async fn add_silence(
-        &self,
+    pub async fn add(
+        self,
         id: &str,
         s: &NewSilence,
         now: DateTime<Utc>,
     ) -> Result<Silence, StoreError> {
-        on_write!(self, |db| {
+        on_write!(self.store, |db| {
             sqlx::query(
             "INSERT INTO silences (id, app_id, job_id, rule, starts_at, ends_at, comment, author, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -141,14 +147,11 @@ impl Store {
         .await
         .map(|_| ())
         })?;
-        Ok(self
-            .silence(id)
-            .await?
-            .expect("the silence was just written"))
+        Ok(self.get(id).await?.expect("the silence was just written"))
     }
 
-    pub async fn silence(&self, id: &str) -> Result<Option<Silence>, StoreError> {
-        let row = on_read!(self, |db| sqlx::query_as::<_, SilenceRow>(concat!(
+    pub async fn get(self, id: &str) -> Result<Option<Silence>, StoreError> {
+        let row = on_read!(self.store, |db| sqlx::query_as::<_, SilenceRow>(concat!(
             select!(),
             " WHERE id = $1"
         ))
@@ -160,12 +163,8 @@ impl Store {
 
     /// Silences that have not ended at `now` (active and pending), or with `all` every one;
     /// by start, then id.
-    pub async fn silences(
-        &self,
-        all: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Silence>, StoreError> {
-        let rows = on_read!(self, |db| sqlx::query_as::<_, SilenceRow>(concat!(
+    pub async fn list(self, all: bool, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
+        let rows = on_read!(self.store, |db| sqlx::query_as::<_, SilenceRow>(concat!(
             select!(),
             " WHERE $1 = 1 OR ends_at > $2 ORDER BY starts_at, id"
         ))
@@ -178,23 +177,21 @@ impl Store {
 
     /// Ends a silence at `now` (a pending one never starts). One already over is left as it
     /// is.
-    pub async fn expire_silence(
-        &self,
-        id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Expired, StoreError> {
+    pub async fn expire(self, id: &str, now: DateTime<Utc>) -> Result<Expired, StoreError> {
         let at = timestamp(now);
-        let changed = on_write!(self, |db, d| sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE silences SET ends_at = $2, starts_at = {}(starts_at, $2)
+        let changed = on_write!(self.store, |db, d| sqlx::query(sqlx::AssertSqlSafe(
+            format!(
+                "UPDATE silences SET ends_at = $2, starts_at = {}(starts_at, $2)
              WHERE id = $1 AND ends_at > $2",
-            d.least()
-        )))
+                d.least()
+            )
+        ))
         .bind(id)
         .bind(&at)
         .execute(db)
         .await
         .map(|done| done.rows_affected()))?;
-        Ok(match self.silence(id).await? {
+        Ok(match self.get(id).await? {
             None => Expired::NotFound,
             Some(s) if changed == 1 => Expired::Now(s),
             Some(s) => Expired::Already(s),
@@ -202,8 +199,8 @@ impl Store {
     }
 
     /// How many silences are active at `now`, for `/metrics`.
-    pub async fn active_silences(&self, now: DateTime<Utc>) -> Result<i64, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, i64>(
+    pub async fn active(self, now: DateTime<Utc>) -> Result<i64, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_scalar::<_, i64>(
             "SELECT COUNT(*) FROM silences WHERE ends_at > $1 AND starts_at <= $1",
         )
         .bind(timestamp(now))
@@ -212,8 +209,8 @@ impl Store {
     }
 
     /// Every delivery held back now, oldest alert first.
-    pub async fn held_deliveries(&self) -> Result<Vec<HeldRow>, StoreError> {
-        Ok(on_read!(self, |db| {
+    pub async fn held(self) -> Result<Vec<HeldRow>, StoreError> {
+        Ok(on_read!(self.store, |db| {
             sqlx::query_as::<_, HeldRow>(
             "SELECT d.alert_id, d.channel, d.held_by, a.app_id, a.job_id, a.rule, a.status,
                     a.rowid AS \"order\", a.transition_id, a.episode_id,
@@ -236,13 +233,13 @@ impl Store {
 
     /// Holds a pending delivery back: `silenced`, held by `by`. Returns true when this is
     /// the alert's first hold (its `silenced_by` was empty), for the metric.
-    pub async fn hold_delivery(
-        &self,
+    pub async fn hold(
+        self,
         alert_id: &str,
         channel: &str,
         by: &HeldBy,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let (held, first) = on_tx!(tx, |c| {
             let held = sqlx::query(
                 "UPDATE deliveries SET state = 'silenced', held_by = $1
@@ -260,8 +257,8 @@ impl Store {
             .bind(alert_id)
             .execute(&mut *c)
             .await?;
-            (held.rows_affected(), first.rows_affected())
-        });
+            Ok::<_, sqlx::Error>((held.rows_affected(), first.rows_affected()))
+        })?;
         tx.commit().await?;
         Ok(held == 1 && first == 1)
     }
@@ -270,12 +267,12 @@ impl Store {
     /// its age counted from now (its retries get their whole notify.max_age); `Drop` leaves
     /// it `silenced` for good, with the reason. One transaction. Returns (sent, dropped).
     pub async fn settle_held(
-        &self,
+        self,
         settled: &[(&HeldRow, AfterHold)],
         now: DateTime<Utc>,
     ) -> Result<(u64, u64), StoreError> {
         let at = timestamp(now);
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let (mut sent, mut dropped) = (0, 0);
         for (row, what) in settled {
             match what {
@@ -329,7 +326,7 @@ mod tests {
             let two_hours = SilenceEnd::For(std::time::Duration::from_secs(7200));
             let new =
                 NewSilence::new(job.clone(), None, two_hours, "deploy", Some("ann"), now).unwrap();
-            let a = store.add_silence("sil_a", &new, now).await.unwrap();
+            let a = store.silences().add("sil_a", &new, now).await.unwrap();
             assert_eq!(a.matchers, job);
             assert_eq!(a.ends_at, t("2026-01-01T12:00:00Z"));
             assert_eq!(a.author.as_deref(), Some("ann"));
@@ -342,37 +339,37 @@ mod tests {
                 now,
             )
             .unwrap();
-            store.add_silence("sil_b", &later, now).await.unwrap();
+            store.silences().add("sil_b", &later, now).await.unwrap();
 
             let ids = |v: Vec<Silence>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
             assert_eq!(
-                ids(store.silences(false, now).await.unwrap()),
+                ids(store.silences().list(false, now).await.unwrap()),
                 ["sil_a", "sil_b"]
             );
             // After a's end only the pending one is listed, unless all are asked for.
             let after = t("2026-01-01T13:00:00Z");
-            assert_eq!(ids(store.silences(false, after).await.unwrap()), ["sil_b"]);
+            assert_eq!(ids(store.silences().list(false, after).await.unwrap()), ["sil_b"]);
             assert_eq!(
-                ids(store.silences(true, after).await.unwrap()),
+                ids(store.silences().list(true, after).await.unwrap()),
                 ["sil_a", "sil_b"]
             );
 
             // Expiring a pending silence: it never starts.
             let soon = t("2026-01-01T11:00:00Z");
-            let Expired::Now(b) = store.expire_silence("sil_b", soon).await.unwrap() else {
+            let Expired::Now(b) = store.silences().expire("sil_b", soon).await.unwrap() else {
                 panic!("sil_b was pending");
             };
             assert_eq!((b.starts_at, b.ends_at), (soon, soon));
             assert_eq!(b.status(soon), SilenceStatus::Expired);
             assert!(matches!(
-                store.expire_silence("sil_b", soon).await.unwrap(),
+                store.silences().expire("sil_b", soon).await.unwrap(),
                 Expired::Already(_)
             ));
             assert_eq!(
-                store.expire_silence("sil_nope", soon).await.unwrap(),
+                store.silences().expire("sil_nope", soon).await.unwrap(),
                 Expired::NotFound
             );
-            assert_eq!(ids(store.silences(false, soon).await.unwrap()), ["sil_a"]);
+            assert_eq!(ids(store.silences().list(false, soon).await.unwrap()), ["sil_a"]);
         }
     }
 }

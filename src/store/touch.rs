@@ -16,7 +16,7 @@ use libsqlite3_sys as ffi;
 use std::ffi::CStr;
 
 /// The row's update when its failure count is 0 already: `consecutive_failures`, a column of
-/// the index `jobs_by_phase`, stays out of the `SET` (see `Store::touch_jobs`).
+/// the index `jobs_by_phase`, stays out of the `SET` (see `Jobs::touch`).
 const CLEAN: &CStr =
     c"UPDATE jobs SET description = ?1, snapshot = ?2, last_polled_at = ?3, last_ok_at = ?3,
         last_error = NULL, last_error_kind = NULL

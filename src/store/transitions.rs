@@ -29,7 +29,7 @@ pub struct TransitionRow {
     /// The X-request-Id of the answer that showed this transition.
     pub request_id: Option<String>,
     /// The job this one was created to replace (`[remediate]`), on its first transition.
-    /// Filled by [`Store::link_replacements`].
+    /// Filled by [`super::Remediations::link_replacements`].
     #[sqlx(default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
@@ -58,12 +58,22 @@ pub(super) struct NewTransition<'a> {
     pub at: &'a str,
 }
 
-impl WriteTx {
-    pub(super) async fn insert_transition(
-        &mut self,
-        t: &NewTransition<'_>,
-    ) -> Result<i64, StoreError> {
-        Ok(on_tx!(self, |c| sqlx::query_scalar::<_, i64>(
+/// The `transitions` table, every change of phase seen: `store.transitions()`, a view borrowing the
+/// [`Store`].
+#[derive(Clone, Copy)]
+pub struct Transitions<'s> {
+    pub(super) store: &'s Store,
+}
+
+/// The `transitions` table, every change of phase seen, inside a write transaction:
+/// `tx.transitions()`.
+pub struct TransitionsTx<'t> {
+    pub(super) tx: &'t mut WriteTx,
+}
+
+impl TransitionsTx<'_> {
+    pub(super) async fn insert(&mut self, t: &NewTransition<'_>) -> Result<i64, StoreError> {
+        Ok(on_tx!(self.tx, |c| sqlx::query_scalar::<_, i64>(
             "INSERT INTO transitions (app_id, job_id, name, from_state, from_stop_reason, to_state,
                  stop_reason, description, create_time, start_time, stop_time, update_time,
                  observed_at, snapshot, request_id)
@@ -90,10 +100,10 @@ impl WriteTx {
     }
 }
 
-impl Store {
+impl Transitions<'_> {
     /// Transitions, newest first, optionally for one job id and since a time.
     pub async fn history(
-        &self,
+        self,
         job_id: Option<&str>,
         since: Option<DateTime<Utc>>,
         limit: i64,
@@ -117,14 +127,14 @@ impl Store {
              ORDER BY observed_at DESC, id DESC
              LIMIT $3"
         };
-        Ok(on_read!(self, |db| sqlx::query_as::<_, TransitionRow>(
-            query
-        )
-        .bind(job_id)
-        .bind(&since)
-        .bind(limit)
-        .fetch_all(db)
-        .await)?)
+        Ok(on_read!(self.store, |db| {
+            sqlx::query_as::<_, TransitionRow>(query)
+                .bind(job_id)
+                .bind(&since)
+                .bind(limit)
+                .fetch_all(db)
+                .await
+        })?)
     }
 }
 
@@ -141,7 +151,7 @@ mod tests {
             let old = Utc::now() - chrono::Duration::days(100);
             let now = Utc::now();
             let ids = store
-                .record(&[
+                .jobs().record(&[
                     record("j1", old, None, "INIT"),
                     record("j1", now, Some("INIT"), "RUNNING"),
                     record("j2", now, None, "INIT"),
@@ -151,12 +161,12 @@ mod tests {
             assert!(ids.iter().all(Option::is_some));
             // The same transition again (a second writer, a replay): the guard refuses it.
             let again = store
-                .record(&[record("j1", now, Some("INIT"), "RUNNING")])
+                .jobs().record(&[record("j1", now, Some("INIT"), "RUNNING")])
                 .await
                 .unwrap();
             assert_eq!(again, vec![None]);
-            assert_eq!(store.history(None, None, 100).await.unwrap().len(), 3);
-            let j1 = store.history(Some("j1"), None, 100).await.unwrap();
+            assert_eq!(store.transitions().history(None, None, 100).await.unwrap().len(), 3);
+            let j1 = store.transitions().history(Some("j1"), None, 100).await.unwrap();
             assert_eq!(
                 j1.iter().map(|t| t.to_state.as_str()).collect::<Vec<_>>(),
                 vec!["RUNNING", "INIT"],
@@ -168,18 +178,18 @@ mod tests {
                 "the request id of the answer that showed it"
             );
             let recent = store
-                .history(None, Some(now - chrono::Duration::hours(1)), 100)
+                .transitions().history(None, Some(now - chrono::Duration::hours(1)), 100)
                 .await
                 .unwrap();
             assert_eq!(recent.len(), 2);
             let (_, never) = watch::channel(false);
             let pruned = store
-                .prune(now - chrono::Duration::days(90), PRUNE_BATCH, &never)
+                .db().prune(now - chrono::Duration::days(90), PRUNE_BATCH, &never)
                 .await
                 .unwrap();
             assert_eq!(pruned.transitions, 1);
-            assert_eq!(store.history(None, None, 100).await.unwrap().len(), 2);
-            let jobs = store.jobs().await.unwrap();
+            assert_eq!(store.transitions().history(None, None, 100).await.unwrap().len(), 2);
+            let jobs = store.jobs().all().await.unwrap();
             assert_eq!(
                 jobs[&crate::domain::JobKey::new("app", "j1")]
                     .state

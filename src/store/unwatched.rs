@@ -2,17 +2,17 @@
 //! watch list by an operator, so that discovery can tell an old event (a replay, or RTC
 //! resending one) from a genuinely new one. Written with the removal, in its transaction.
 
-use super::{Store, StoreError, WriteTx};
+use super::{Conn, RuntimeList, RuntimeListTx, StoreError};
 use crate::domain::JobKey;
 
-impl WriteTx {
+impl RuntimeListTx<'_> {
     /// Remembers that `key` was unwatched at `at` (the latest unwatch wins).
     pub(super) async fn remember_unwatch(
         &mut self,
         key: &JobKey,
         at: &str,
     ) -> Result<(), StoreError> {
-        on_tx!(self, |c| sqlx::query(
+        on_tx!(self.tx, |c| sqlx::query(
             "INSERT INTO unwatched (app_id, job_id, unwatched_at) VALUES ($1, $2, $3)
              ON CONFLICT (app_id, job_id) DO UPDATE SET unwatched_at = excluded.unwatched_at"
         )
@@ -25,30 +25,30 @@ impl WriteTx {
         Ok(())
     }
 
-    /// [`Store::unwatched_at`] inside a transaction: discovery decides on it in the commit
+    /// `RuntimeList::unwatched_at` inside a transaction: discovery decides on it in the commit
     /// that watches the job, so an unwatch committed before cannot be missed.
-    pub async fn unwatched_at_in(&mut self, key: &JobKey) -> Result<Option<String>, StoreError> {
-        Ok(on_tx!(self, |c| sqlx::query_scalar::<_, String>(
-            "SELECT unwatched_at FROM unwatched WHERE app_id = $1 AND job_id = $2"
-        )
-        .bind(&key.app_id)
-        .bind(&key.job_id)
-        .fetch_optional(&mut *c)
-        .await)?)
+    pub async fn unwatched_at(&mut self, key: &JobKey) -> Result<Option<String>, StoreError> {
+        unwatched_at(self.tx.conn(), key).await
     }
 }
 
-impl Store {
+impl RuntimeList<'_> {
     /// When `key` was last unwatched by an operator, as stored (RFC 3339, UTC); None if never.
-    pub async fn unwatched_at(&self, key: &JobKey) -> Result<Option<String>, StoreError> {
-        Ok(on_read!(self, |db| sqlx::query_scalar::<_, String>(
-            "SELECT unwatched_at FROM unwatched WHERE app_id = $1 AND job_id = $2"
-        )
-        .bind(&key.app_id)
-        .bind(&key.job_id)
-        .fetch_optional(db)
-        .await)?)
+    pub async fn unwatched_at(self, key: &JobKey) -> Result<Option<String>, StoreError> {
+        let mut c = self.store.backend.read_conn().await?;
+        unwatched_at(c.conn(), key).await
     }
+}
+
+/// When `key` was last unwatched, read on `c`: behind both `unwatched_at`s.
+async fn unwatched_at(mut c: Conn<'_>, key: &JobKey) -> Result<Option<String>, StoreError> {
+    Ok(on_tx!(c, |c| sqlx::query_scalar::<_, String>(
+        "SELECT unwatched_at FROM unwatched WHERE app_id = $1 AND job_id = $2"
+    )
+    .bind(&key.app_id)
+    .bind(&key.job_id)
+    .fetch_optional(&mut *c)
+    .await)?)
 }
 
 #[cfg(test)]
@@ -59,7 +59,7 @@ mod tests {
     both_backends! {
     async fn an_unwatch_is_remembered_with_its_latest_time(store: Store) {
         let key = JobKey::new("app", "job-1");
-        assert_eq!(store.unwatched_at(&key).await.unwrap(), None);
+        assert_eq!(store.watchlist().unwatched_at(&key).await.unwrap(), None);
         let job = crate::domain::RuntimeJob {
             key: key.clone(),
             name: None,
@@ -68,15 +68,15 @@ mod tests {
             source: crate::domain::JobSource::Api,
             added_at: "2026-12-01T00:00:00.000Z".parse().unwrap(),
         };
-        assert!(store.watch_job(&job).await.unwrap());
-        assert!(store.unwatch_job(&key).await.unwrap());
-        let first = store.unwatched_at(&key).await.unwrap().expect("remembered");
+        assert!(store.watchlist().add(&job).await.unwrap());
+        assert!(store.watchlist().remove(&key).await.unwrap());
+        let first = store.watchlist().unwatched_at(&key).await.unwrap().expect("remembered");
         // Not watched: nothing removed, nothing remembered anew.
-        assert!(!store.unwatch_job(&key).await.unwrap());
-        assert_eq!(store.unwatched_at(&key).await.unwrap(), Some(first.clone()));
-        assert!(store.watch_job(&job).await.unwrap());
-        assert!(store.unwatch_job(&key).await.unwrap());
-        let second = store.unwatched_at(&key).await.unwrap().unwrap();
+        assert!(!store.watchlist().remove(&key).await.unwrap());
+        assert_eq!(store.watchlist().unwatched_at(&key).await.unwrap(), Some(first.clone()));
+        assert!(store.watchlist().add(&job).await.unwrap());
+        assert!(store.watchlist().remove(&key).await.unwrap());
+        let second = store.watchlist().unwatched_at(&key).await.unwrap().unwrap();
         assert!(second >= first, "{second} before {first}");
     }
     }

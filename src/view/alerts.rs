@@ -29,7 +29,8 @@ pub async fn alerts_page(src: &Sources<'_>, q: &AlertsQuery) -> Result<AlertsPag
     let before: Option<(String, String)> = cursor_param("before", q.before.as_deref())?;
     let mut items = src
         .store
-        .alerts_page(
+        .page()
+        .alerts(
             before.as_ref().map(|(at, id)| (at.as_str(), id.as_str())),
             limit as i64 + 1,
         )

@@ -62,7 +62,7 @@ pub async fn counts(
     src: &Sources<'_>,
     cache: &CountsCache,
 ) -> Result<(HashMap<StateFilter, usize>, i64), ViewError> {
-    let groups = src.store.job_phase_counts().await?;
+    let groups = src.store.page().job_phase_counts().await?;
     let rows: i64 = groups.iter().map(|g| g.n).sum();
     let watched = src.config.jobs.len();
     let cached = {
@@ -72,7 +72,7 @@ pub async fn counts(
     let keys = match cached {
         Some((keys, age)) if !stale(Some((keys.len(), age)), rows, watched) => keys,
         _ => {
-            let keys = unwatched_keys(src.config, src.store.job_keys().await?);
+            let keys = unwatched_keys(src.config, src.store.page().job_keys().await?);
             *cache.unwatched.lock().expect("not poisoned") = Some(Unwatched {
                 keys: keys.clone(),
                 read_at: Instant::now(),
@@ -87,7 +87,8 @@ pub async fn counts(
         .collect();
     let unwatched: Vec<PhaseCount> = src
         .store
-        .jobs_by_key(&pairs)
+        .jobs()
+        .by_key(&pairs)
         .await?
         .into_values()
         .map(|r| PhaseCount {

@@ -92,7 +92,7 @@ pub async fn job_page(
         .jobs
         .iter()
         .find(|j| j.app_id == app_id && j.job_id == job_id);
-    let row = src.store.job(app_id, job_id).await?;
+    let row = src.store.jobs().get(app_id, job_id).await?;
     let job = job_of(watched, row.as_ref(), app_id, job_id)?;
     let start = src.now - JOB_WINDOW;
     let changes = changes_since(src, app_id, job_id, start).await?;
@@ -106,20 +106,29 @@ pub async fn job_page(
     );
     let (transitions, next_before) =
         transitions_page(src, app_id, job_id, before.as_ref(), limit).await?;
-    let (replaces, replaced_by) = src.store.replacement_links(app_id, job_id).await?;
+    let (replaces, replaced_by) = src
+        .store
+        .remediations()
+        .replacement_links(app_id, job_id)
+        .await?;
     Ok(JobPage {
         job: job_item,
         watched: watched.is_some(),
         replaces,
         replaced_by,
-        active_instance: ActiveInstance::of(src.store.lease().await?.as_ref()),
+        active_instance: ActiveInstance::of(src.store.lease().read().await?.as_ref()),
         transitions,
         next_before,
         files: src
             .store
+            .callbacks()
             .recorded_files(Some(app_id), Some(job_id), None, FILES_SHOWN)
             .await?,
-        alerts: src.store.job_alerts(app_id, job_id, ALERTS_SHOWN).await?,
+        alerts: src
+            .store
+            .page()
+            .job_alerts(app_id, job_id, ALERTS_SHOWN)
+            .await?,
         silences: job_silences(src, app_id, job_id).await?,
     })
 }
@@ -159,6 +168,7 @@ async fn changes_since(
 ) -> Result<Vec<Change>, ViewError> {
     let changes: Vec<Change> = src
         .store
+        .page()
         .phase_points(&[(app_id, job_id)], &timestamp(start))
         .await?
         .iter()
@@ -181,6 +191,7 @@ async fn transitions_page(
 ) -> Result<(Vec<TransitionRow>, Option<String>), ViewError> {
     let mut transitions = src
         .store
+        .page()
         .job_transitions(
             app_id,
             job_id,
@@ -190,7 +201,10 @@ async fn transitions_page(
         .await?;
     let more = transitions.len() > limit;
     transitions.truncate(limit);
-    src.store.link_replacements(&mut transitions).await?;
+    src.store
+        .remediations()
+        .link_replacements(&mut transitions)
+        .await?;
     let next_before = more
         .then(|| {
             transitions
@@ -212,7 +226,8 @@ async fn job_silences(
     let fits = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
     Ok(src
         .store
-        .silences(false, now)
+        .silences()
+        .list(false, now)
         .await?
         .into_iter()
         .filter(|s| fits(&s.matchers.app_id, app_id) && fits(&s.matchers.job_id, job_id))

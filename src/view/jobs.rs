@@ -346,6 +346,7 @@ pub async fn jobs_page(
     let phases: Option<HashMap<JobKey, JobPhaseRow>> = if q.state.is_some() {
         Some(
             src.store
+                .page()
                 .job_phases()
                 .await?
                 .into_iter()
@@ -394,10 +395,15 @@ pub(super) async fn items(
         .iter()
         .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
         .collect();
-    let rows = src.store.jobs_by_key(&keys).await?;
+    let rows = src.store.jobs().by_key(&keys).await?;
     let start = src.now - window;
     let mut changes: HashMap<JobKey, Vec<Change>> = HashMap::new();
-    for p in src.store.phase_points(&keys, &timestamp(start)).await? {
+    for p in src
+        .store
+        .page()
+        .phase_points(&keys, &timestamp(start))
+        .await?
+    {
         let c = change(&p);
         changes
             .entry(JobKey::new(p.app_id, p.job_id))
@@ -471,8 +477,8 @@ async fn summary(
     cache: &CountsCache,
 ) -> Result<Summary, ViewError> {
     let jobs = src.config.jobs.len();
-    let open_conditions = src.store.open_episodes_count().await?;
-    let gauges = src.store.gauges().await?;
+    let open_conditions = src.store.page().open_episodes_count().await?;
+    let gauges = src.store.db().gauges().await?;
     let (mut pending, mut dead) = (0, 0);
     for d in gauges.deliveries {
         if d.dead {

@@ -87,7 +87,7 @@ impl DbProbe {
         // Not awaited by the question that started it: it ends when the database answers or
         // the pool gives up, and what it found is the next question's answer.
         tokio::spawn(async move {
-            let result = store.ping().await.map_err(|e| format!("{e:#}"));
+            let result = store.db().ping().await.map_err(|e| format!("{e:#}"));
             {
                 let mut s = probe.state.lock().unwrap_or_else(|e| e.into_inner());
                 s.last = Some(result);

@@ -90,7 +90,7 @@ impl Setup {
             "SELECT a.status, d.state, d.attempts FROM deliveries d JOIN alerts a ON a.id = d.alert_id
              ORDER BY a.rowid",
         )
-        .fetch_all(self.store.reader())
+        .fetch_all(self.store.db().reader())
         .await
         .unwrap()
         .iter()

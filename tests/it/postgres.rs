@@ -26,8 +26,8 @@ async fn a_store_outlives_its_server_being_stopped_and_started_again() {
     let mut server = tokio::task::spawn_blocking(PgServer::start).await.unwrap();
     let url = server.fresh_database().await;
     let store = Store::open_postgres(&Secret::new(url)).await.unwrap();
-    assert!(store.watch_job(&job("before")).await.unwrap());
-    let version = store.watchlist_version().await.unwrap();
+    assert!(store.watchlist().add(&job("before")).await.unwrap());
+    let version = store.watchlist().version().await.unwrap();
 
     let mut server = tokio::task::spawn_blocking(move || {
         server.stop();
@@ -35,7 +35,7 @@ async fn a_store_outlives_its_server_being_stopped_and_started_again() {
     })
     .await
     .unwrap();
-    let refused = store.watch_job(&job("while-down")).await.unwrap_err();
+    let refused = store.watchlist().add(&job("while-down")).await.unwrap_err();
     assert!(
         matches!(refused, StoreError::Unwritable(_)),
         "a server gone is the database refusing: {refused:?}"
@@ -49,7 +49,7 @@ async fn a_store_outlives_its_server_being_stopped_and_started_again() {
     .unwrap();
     // The pools reconnect by themselves; the first attempts may still meet dead connections.
     let added = wait_for("the store to write again after the restart", T, || async {
-        match store.watch_job(&job("after")).await {
+        match store.watchlist().add(&job("after")).await {
             Ok(added) => Some(added),
             Err(e) => {
                 assert!(e.is_database_wide(), "{e:?}");
@@ -60,14 +60,15 @@ async fn a_store_outlives_its_server_being_stopped_and_started_again() {
     .await;
     assert!(added);
     let keys: Vec<String> = store
-        .watched_jobs()
+        .watchlist()
+        .all()
         .await
         .unwrap()
         .into_iter()
         .map(|j| j.key.job_id.clone())
         .collect();
     assert_eq!(keys, ["after", "before"]);
-    assert_eq!(store.watchlist_version().await.unwrap(), version + 1);
+    assert_eq!(store.watchlist().version().await.unwrap(), version + 1);
     drop(server);
 }
 
@@ -79,12 +80,12 @@ async fn two_stores_migrating_one_new_database_at_once_both_open_it() {
     let url = Secret::new(url);
     let (a, b) = tokio::join!(Store::open_postgres(&url), Store::open_postgres(&url));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(a.watch_job(&job("x")).await.unwrap());
+    assert!(a.watchlist().add(&job("x")).await.unwrap());
     assert!(
-        !b.watch_job(&job("x")).await.unwrap(),
+        !b.watchlist().add(&job("x")).await.unwrap(),
         "one table, seen by both"
     );
-    let version = b.server_version().await.unwrap().unwrap();
+    let version = b.db().server_version().await.unwrap().unwrap();
     assert!(version.starts_with(char::is_numeric), "{version}");
 }
 

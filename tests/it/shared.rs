@@ -25,7 +25,8 @@ async fn store_event(store: &Store, body: &str) {
     let digest = hex::encode(Sha256::digest(body.as_bytes()));
     let now = recwatch::domain::timestamp(Utc::now());
     store
-        .insert_callback_event("demo-app", &event, &digest, &now, None)
+        .callbacks()
+        .insert("demo-app", &event, &digest, &now, None)
         .await
         .expect("stored");
 }
@@ -85,7 +86,8 @@ async fn a_job_another_instance_added_is_polled() {
     let store = Store::open(&app.db_path).await.expect("a second handle");
     let key = JobKey::new("demo-app", "job-0001");
     let added = store
-        .watch_job(&RuntimeJob {
+        .watchlist()
+        .add(&RuntimeJob {
             key: key.clone(),
             name: Some("from the standby".into()),
             kind: recwatch::domain::JobKind::Individual,
@@ -135,7 +137,7 @@ async fn a_silence_another_instance_added_holds_the_next_notification() {
     )
     .expect("a valid silence");
     let id = recwatch::hold::domain::silence_id();
-    store.add_silence(&id, &new, now).await.expect("written");
+    store.silences().add(&id, &new, now).await.expect("written");
     for job in ["job-0000", "job-0001"] {
         sim.set_job(
             "demo-app",

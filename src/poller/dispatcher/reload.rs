@@ -181,14 +181,14 @@ async fn rows_of(
     if jobs.len() <= ONE_BY_ONE {
         let mut rows = HashMap::new();
         for j in jobs {
-            if let Some(row) = store.job(&j.app_id, &j.job_id).await? {
+            if let Some(row) = store.jobs().get(&j.app_id, &j.job_id).await? {
                 rows.insert(key(j), row);
             }
         }
         return Ok(rows);
     }
     if jobs.len() * BY_KEY_COST >= staying + jobs.len() {
-        return store.jobs().await;
+        return store.jobs().all().await;
     }
     let mut rows = HashMap::new();
     for page in jobs.chunks(PAGE) {
@@ -196,7 +196,7 @@ async fn rows_of(
             .iter()
             .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
             .collect();
-        rows.extend(store.jobs_by_key(&keys).await?);
+        rows.extend(store.jobs().by_key(&keys).await?);
     }
     Ok(rows)
 }

@@ -57,7 +57,7 @@ impl Dispatcher {
         info!(app_id = %k.app_id, job_id = %k.job_id, polls = RETIRE_UNFOUND_AFTER, "a discovered job the API does not know is no longer watched (never found, so never alerted)");
         metrics::counter!("recwatch_discovered_total", "result" => "retired").increment(1);
         self.lane.settled(&k);
-        if let Err(e) = self.poller.store.unwatch_job(&k).await {
+        if let Err(e) = self.poller.store.watchlist().remove(&k).await {
             // Not polled again by this run either way (`retired`); the entry stays listed.
             warn!(app_id = %k.app_id, job_id = %k.job_id, "cannot remove the retired job from the run-time watch list: {e}");
         }
