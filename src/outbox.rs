@@ -109,6 +109,17 @@ impl OwedHealth {
     }
 }
 
+/// A condition of a job's latest outcome (or the API's), decided before its episode is read,
+/// so that one poll's conditions read their episodes in one statement.
+struct Condition<'a> {
+    rule: Rule,
+    job: Option<&'a JobConfig>,
+    /// Whether the condition holds now.
+    active: bool,
+    summary: String,
+    facts: Option<JobFacts>,
+}
+
 /// What the outbox needs to know about the job whose polls it writes.
 pub struct JobContext<'a> {
     pub job: &'a JobConfig,
@@ -247,7 +258,10 @@ impl Outbox {
         Ok(made)
     }
 
-    /// stuck_init and job_not_found for one job, from its latest outcome.
+    /// stuck_init, poll_failing and job_not_found for one job, from its latest outcome. Each
+    /// is decided first, then their open episodes are read in one statement (a poll's three
+    /// look-ups were three round trips for what is nearly always nothing), then each episode
+    /// is opened, reminded or resolved in that order.
     async fn job_conditions(
         &self,
         tx: &mut WriteTx,
@@ -255,7 +269,6 @@ impl Outbox {
         ctx: &JobContext<'_>,
         config: &Config,
     ) -> Result<Vec<Alert>, StoreError> {
-        let mut made = Vec::new();
         let now = last.polled_at;
         let (stuck, not_found, snapshot) = match &last.outcome {
             PollOutcome::Ok { job, .. } => {
@@ -269,7 +282,8 @@ impl Outbox {
             PollOutcome::Failed { .. } => (None, None, None),
         };
         let facts = job_facts(ctx.job, snapshot);
-        if let Some(open) = stuck {
+        let mut conditions = Vec::with_capacity(3);
+        if let Some(active) = stuck {
             let summary = format!(
                 "{} has been in INIT for longer than its max_idle_time ({}) plus {} grace: the recorder never started",
                 ctx.job.label(),
@@ -280,61 +294,63 @@ impl Outbox {
                 )),
                 crate::config::format_duration(config.rules.init_grace)
             );
-            made.extend(
-                self.condition(
-                    tx,
-                    Rule::StuckInit,
-                    Some(ctx.job),
-                    open,
-                    &summary,
-                    Some(facts.clone()),
-                    config,
-                    now,
-                )
-                .await?,
-            );
+            conditions.push(Condition {
+                rule: Rule::StuckInit,
+                job: Some(ctx.job),
+                active,
+                summary,
+                facts: Some(facts.clone()),
+            });
         }
-        made.extend(self.poll_failing(tx, last, ctx, &facts, config).await?);
-        if let Some(open) = not_found {
+        conditions.extend(self.poll_failing(tx, last, ctx, &facts, config).await?);
+        if let Some(active) = not_found {
             // Held back while the whole API is unhealthy: the outage, not the job, is the news.
-            if !(open && self.api_unhealthy()) {
+            if !(active && self.api_unhealthy()) {
                 let summary = format!(
                     "{} is not found: the RTC API answers 404 / RTC.00001003 for app {} job {}",
                     ctx.job.label(),
                     ctx.job.app_id,
                     ctx.job.job_id
                 );
-                made.extend(
-                    self.condition(
-                        tx,
-                        Rule::JobNotFound,
-                        Some(ctx.job),
-                        open,
-                        &summary,
-                        Some(facts),
-                        config,
-                        now,
-                    )
-                    .await?,
-                );
+                conditions.push(Condition {
+                    rule: Rule::JobNotFound,
+                    job: Some(ctx.job),
+                    active,
+                    summary,
+                    facts: Some(facts),
+                });
             }
+        }
+        // A rule that is off is neither read nor written.
+        conditions.retain(|c| rules::severity(&config.rules, c.rule).is_some());
+        let rules: Vec<Rule> = conditions.iter().map(|c| c.rule).collect();
+        let mut open = tx
+            .open_episodes(&rules, &ctx.job.app_id, &ctx.job.job_id)
+            .await?;
+        let mut made = Vec::new();
+        for c in conditions {
+            let episode = open
+                .iter()
+                .position(|(rule, _)| *rule == c.rule)
+                .map(|i| open.swap_remove(i).1);
+            made.extend(self.episode_step(tx, c, episode, config, now).await?);
         }
         Ok(made)
     }
 
     /// poll_failing for one job, from its latest outcome and the failures in a row its row
-    /// counts ([`rules::poll_failing`] decides).
-    async fn poll_failing(
+    /// counts ([`rules::poll_failing`] decides); `None` when it says nothing.
+    async fn poll_failing<'a>(
         &self,
         tx: &mut WriteTx,
         last: &PollRecord,
-        ctx: &JobContext<'_>,
+        ctx: &JobContext<'a>,
         facts: &JobFacts,
         config: &Config,
-    ) -> Result<Vec<Alert>, StoreError> {
+    ) -> Result<Option<Condition<'a>>, StoreError> {
         // Off: no read for it either (every failed poll would pay one).
         if config.rules.poll_failing.is_none() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let streak = match &last.outcome {
             PollOutcome::Failed { .. } => {
@@ -345,7 +361,7 @@ impl Outbox {
         let after = config.rules.poll_failing_after;
         let Some(active) = rules::poll_failing(&last.outcome, streak, after, self.api_unhealthy())
         else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let error = match &last.outcome {
             PollOutcome::Failed { error, .. } => error.as_str(),
@@ -355,21 +371,17 @@ impl Outbox {
             "{} cannot be read: its last {streak} polls failed while the RTC API answers other jobs; the last: {error}",
             ctx.job.label()
         );
-        self.condition(
-            tx,
-            Rule::PollFailing,
-            Some(ctx.job),
+        Ok(Some(Condition {
+            rule: Rule::PollFailing,
+            job: Some(ctx.job),
             active,
-            &summary,
-            Some(facts.clone()),
-            config,
-            last.polled_at,
-        )
-        .await
+            summary,
+            facts: Some(facts.clone()),
+        }))
     }
 
-    /// Opens, reminds or resolves a condition episode. `active` says whether the condition
-    /// holds now.
+    /// Opens, reminds or resolves a condition episode, read here. `active` says whether the
+    /// condition holds now.
     #[allow(clippy::too_many_arguments)]
     async fn condition(
         &self,
@@ -382,20 +394,53 @@ impl Outbox {
         config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Vec<Alert>, StoreError> {
+        // Off: no read for it either.
+        if rules::severity(&config.rules, rule).is_none() {
+            return Ok(Vec::new());
+        }
+        let (app_id, job_id) = job
+            .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+            .unwrap_or(("", ""));
+        let open = tx.open_episode(rule, app_id, job_id).await?;
+        let c = Condition {
+            rule,
+            job,
+            active,
+            summary: summary.to_string(),
+            facts,
+        };
+        self.episode_step(tx, c, open, config, now).await
+    }
+
+    /// The step of condition `c` whose episode the database holds `open` (read by the caller
+    /// in this transaction): opens, reminds or resolves it, with its alert.
+    async fn episode_step(
+        &self,
+        tx: &mut WriteTx,
+        c: Condition<'_>,
+        open: Option<crate::store::OpenEpisode>,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let Condition {
+            rule,
+            job,
+            active,
+            summary,
+            facts,
+        } = c;
+        let summary = summary.as_str();
         let Some(severity) = rules::severity(&config.rules, rule) else {
             return Ok(Vec::new());
         };
         let (app_id, job_id) = job
             .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
             .unwrap_or(("", ""));
-        let open = tx
-            .open_episode(rule, app_id, job_id)
-            .await?
-            .map(|row| OpenEpisode {
-                id: row.id,
-                last_notified: row.last_notified_at.to_datetime(),
-                reminders: row.reminders,
-            });
+        let open = open.map(|row| OpenEpisode {
+            id: row.id,
+            last_notified: row.last_notified_at.to_datetime(),
+            reminders: row.reminders,
+        });
         let channels = channels_for(job, config);
         let at = timestamp(now);
         let decided = rules::episode_step(

@@ -55,7 +55,7 @@ impl JobRow {
     }
 }
 
-/// The phase a job's row shows now (the transition guard reads it).
+/// The phase a job's row shows (the transition guard reads it, as the answer's upsert returns it).
 #[derive(sqlx::FromRow)]
 struct PhaseRow {
     state: Option<String>,
@@ -370,14 +370,14 @@ impl WriteTx {
                 request_id,
                 transition,
             } => {
-                self.record_answer(r, job, raw, &at).await?;
+                let shown = self.record_answer(r, job, raw, &at).await?;
                 let Some((from, to)) = transition else {
                     return Ok(None);
                 };
                 // Guard: write the transition only if the row still shows `from`. recwatch has
                 // one writer, so this never skips in practice; it makes a duplicate impossible
                 // even if a second daemon is pointed at the same file by mistake.
-                if self.phase(&r.app_id, &r.job_id).await? != *from {
+                if shown != *from {
                     return Ok(None);
                 }
                 let new = transitions::NewTransition {
@@ -462,16 +462,18 @@ impl WriteTx {
     }
 
     /// An answer: the row's snapshot and poll times; its state is the transition's to change.
+    /// Returns the phase the row shows (None before its first answer), for the transition's
+    /// guard: the statement leaves `state` and `stop_reason` as they are, so what it returns
+    /// of them is what the row showed, read in the same statement rather than a second one.
     async fn record_answer(
         &mut self,
         r: &PollRecord,
         job: &JobSnapshot,
         raw: &str,
         at: &str,
-    ) -> Result<(), StoreError> {
-        // One statement for the common case (no change): every poll pays for it, and the
-        // transition guard reads only `state`, which this does not touch.
-        on_tx!(self, |c| sqlx::query(
+    ) -> Result<Option<Phase>, StoreError> {
+        // One statement for the common case (no change): every poll pays for it.
+        let row = on_tx!(self, |c| sqlx::query_as::<_, PhaseRow>(
             "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
                                last_polled_at, last_ok_at, kind)
              VALUES ($1, $2, $3, $4, $5, $6, $4, $4, $7)
@@ -479,7 +481,8 @@ impl WriteTx {
                  name = excluded.name, kind = excluded.kind, description = excluded.description,
                  snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
                  last_ok_at = excluded.last_ok_at, last_error = NULL,
-                 last_error_kind = NULL, consecutive_failures = 0",
+                 last_error_kind = NULL, consecutive_failures = 0
+             RETURNING state, stop_reason",
         )
         .bind(&r.app_id)
         .bind(&r.job_id)
@@ -488,19 +491,6 @@ impl WriteTx {
         .bind(&job.description)
         .bind(raw)
         .bind(r.kind.as_str())
-        .execute(c)
-        .await
-        .map(|_| ()))?;
-        Ok(())
-    }
-
-    /// The phase the job's row shows (None before its first answer).
-    async fn phase(&mut self, app_id: &str, job_id: &str) -> Result<Option<Phase>, StoreError> {
-        let row = on_tx!(self, |c| sqlx::query_as::<_, PhaseRow>(
-            "SELECT state, stop_reason FROM jobs WHERE app_id = $1 AND job_id = $2",
-        )
-        .bind(app_id)
-        .bind(job_id)
         .fetch_one(c)
         .await)?;
         Ok(row
