@@ -8,12 +8,14 @@
 #   benches/cpu10.sh target/release/recwatch 10000 90 30
 #
 # Prints the requests the simulator answered in the window, the daemon's user and system CPU
-# (/proc/PID/stat) as a share of one core and per request, and the load. Each of these
+# (/proc/PID/stat) as a share of one core and per request, its context switches (`perf stat`)
+# and the load. Each of these
 # replaces the plain run (one at a time, since each changes what it observes):
 #   STRACE=1     `strace -c -f` on the daemon for the window: system calls per request;
 #   STATEMENTS=1 the daemon with `sqlx::query=debug`: statements per request, by kind;
 #   PERF=1       `perf record -g` on the daemon for the window (where its CPU goes, KEEP=1 to
-#                keep the directory and read it with `perf report -i DIR/perf.data`);
+#                keep the directory and read it with `perf report -i DIR/perf.data`;
+#                PERF_EVENT=sched:sched_switch for where its threads go to sleep);
 #   CALLGRIND=1  the daemon under `valgrind --tool=callgrind`, its counters zeroed at the start
 #                of the window and dumped at its end: instructions per request (the load does
 #                not change them; callgrind's daemon is slower, so it answers fewer).
@@ -51,9 +53,9 @@ t0=$(awk '{print $14 + $15}' /proc/$daemon/stat); load0=$(cut -d' ' -f1-3 /proc/
 if [ -n "${STRACE:-}" ]; then
   timeout -s INT "$secs" strace -c -f -p $daemon -o "$dir/strace" || true
 elif [ -n "${PERF:-}" ]; then
-  perf record -q -F 499 -g -p $daemon -o "$dir/perf.data" -- sleep "$secs" 2>/dev/null
+  perf record -q ${PERF_EVENT:+-e $PERF_EVENT} -F 499 -g -p $daemon -o "$dir/perf.data" -- sleep "$secs" 2>/dev/null
 else
-  sleep "$secs"
+  perf stat -e context-switches -p $daemon -o "$dir/pstat" -- sleep "$secs" 2>/dev/null || sleep "$secs"
 fi
 n=$(requests)
 t1=$(awk '{print $14 + $15}' /proc/$daemon/stat)
@@ -63,6 +65,9 @@ echo "# $(basename "$bin") ($("$bin" --version 2>/dev/null | head -1)), $jobs jo
 echo "# load before: $load0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -v n="$n" -v c="$((t1 - t0))" -v hz="$hz" -v s="$secs" \
   'BEGIN { printf "requests %d (%.2f/s); daemon CPU %.2f s = %.2f %% of a core, %.0f us a request\n", n, n / s, c / hz, 100 * c / hz / s, 1e6 * c / hz / n }'
+if [ -f "$dir/pstat" ]; then
+  awk -v n="$n" '/context-switches/ { gsub(",", "", $1); printf "context switches %d, %.1f a request\n", $1, $1 / n }' "$dir/pstat"
+fi
 if [ -n "${STRACE:-}" ]; then
   awk -v n="$n" 'NR > 2 && $NF != "total" && $4 ~ /^[0-9]+$/ { printf "  %-16s %8d  %6.2f a request\n", $NF, $4, $4 / n }' "$dir/strace" | sort -k2 -nr | head -15
   awk -v n="$n" '$NF == "total" { printf "  %-16s %8d  %6.2f a request\n", "total", $3, $3 / n }' "$dir/strace"

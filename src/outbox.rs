@@ -17,7 +17,7 @@ use crate::domain::{
 use crate::domain::{Phase, Timestamp};
 use crate::domain::{PollOutcome, PollRecord};
 use crate::rules;
-use crate::store::{Store, StoreError, WriteTx};
+use crate::store::{JobPolls, JobRecorded, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::client::RtcError;
 use std::sync::Arc;
@@ -209,26 +209,73 @@ impl Outbox {
     ) -> Result<(), StoreError> {
         let mut tx = store.begin_write().await?;
         let made = self
-            .write_job_polls_in(&mut tx, records, ctx, config)
+            .write_jobs_in(&mut tx, &[(records, ctx, config)])
             .await?;
         tx.commit().await?;
         self.announce(&made);
         Ok(())
     }
 
-    /// The body of [`Outbox::write_job_polls`] inside the caller's transaction; returns the
-    /// alerts made, to announce once committed. Each transition's alert and remediation are
-    /// written with it (`transition.rs`), the job's conditions from its latest outcome.
-    async fn write_job_polls_in(
+    /// The body of [`Outbox::write_job_polls`] for each job, inside the caller's transaction;
+    /// returns the alerts made, to announce once committed. The jobs' outcomes are recorded
+    /// and their open episodes read in one call (`WriteTx::record_job_polls`: on SQLite one
+    /// hand-off to the database's thread, not one a statement); then each job's transitions
+    /// get their alert and remediation (`transition.rs`), and its conditions are written from
+    /// its latest outcome. A job's episodes read up front stay true because nothing else in
+    /// the pass writes that job's episodes: a job that comes twice (it never does, each poll
+    /// waits for its write) starts a new pass, so it is read after its first write.
+    async fn write_jobs_in(
+        &self,
+        tx: &mut WriteTx,
+        jobs: &[(&[PollRecord], &JobContext<'_>, &Config)],
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut made = Vec::new();
+        let mut rest = jobs;
+        while !rest.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let n = rest
+                .iter()
+                .take_while(|(_, ctx, _)| seen.insert((&ctx.job.app_id, &ctx.job.job_id)))
+                .count();
+            let (pass, after) = rest.split_at(n);
+            rest = after;
+            let rules: Vec<Vec<Rule>> = pass
+                .iter()
+                .map(|(_, _, config)| condition_rules(config))
+                .collect();
+            let polls: Vec<JobPolls<'_>> = pass
+                .iter()
+                .zip(&rules)
+                .map(|((records, ctx, _), rules)| JobPolls {
+                    app_id: &ctx.job.app_id,
+                    job_id: &ctx.job.job_id,
+                    records,
+                    rules,
+                })
+                .collect();
+            let recorded = tx.record_job_polls(&polls).await?;
+            for ((records, ctx, config), recorded) in pass.iter().zip(recorded) {
+                made.extend(
+                    self.write_job_rest(tx, records, ctx, config, recorded)
+                        .await?,
+                );
+            }
+        }
+        Ok(made)
+    }
+
+    /// One job's writes after its outcomes are recorded: each transition's alert and
+    /// remediation, then its conditions from its latest outcome.
+    async fn write_job_rest(
         &self,
         tx: &mut WriteTx,
         records: &[PollRecord],
         ctx: &JobContext<'_>,
         config: &Config,
+        recorded: JobRecorded,
     ) -> Result<Vec<Alert>, StoreError> {
         let mut made = Vec::new();
-        for r in records {
-            let transition_id = tx.record_poll(r).await?;
+        for (r, transition_id) in records.iter().zip(recorded.transitions) {
             if let (
                 Some(tid),
                 PollOutcome::Ok {
@@ -253,14 +300,16 @@ impl Outbox {
             }
         }
         if let Some(last) = records.last() {
-            made.extend(self.job_conditions(tx, last, ctx, config).await?);
+            made.extend(
+                self.job_conditions(tx, last, ctx, config, recorded.open)
+                    .await?,
+            );
         }
         Ok(made)
     }
 
-    /// stuck_init, poll_failing and job_not_found for one job, from its latest outcome. Each
-    /// is decided first, then their open episodes are read in one statement (a poll's three
-    /// look-ups were three round trips for what is nearly always nothing), then each episode
+    /// stuck_init, poll_failing and job_not_found for one job, from its latest outcome: each
+    /// episode, read with the outcomes' recording (`open`, the rules of [`condition_rules`]),
     /// is opened, reminded or resolved in that order.
     async fn job_conditions(
         &self,
@@ -268,6 +317,7 @@ impl Outbox {
         last: &PollRecord,
         ctx: &JobContext<'_>,
         config: &Config,
+        mut open: Vec<(Rule, crate::store::OpenEpisode)>,
     ) -> Result<Vec<Alert>, StoreError> {
         let now = last.polled_at;
         let (stuck, not_found, snapshot) = match &last.outcome {
@@ -321,12 +371,6 @@ impl Outbox {
                 });
             }
         }
-        // A rule that is off is neither read nor written.
-        conditions.retain(|c| rules::severity(&config.rules, c.rule).is_some());
-        let rules: Vec<Rule> = conditions.iter().map(|c| c.rule).collect();
-        let mut open = tx
-            .open_episodes(&rules, &ctx.job.app_id, &ctx.job.job_id)
-            .await?;
         let mut made = Vec::new();
         for c in conditions {
             let episode = open
@@ -650,6 +694,15 @@ impl Outbox {
     }
 }
 
+/// The rules a job's conditions may look at, those that are on: their open episodes are read
+/// with the job's outcomes (a rule that is off is neither read nor written).
+fn condition_rules(config: &Config) -> Vec<Rule> {
+    [Rule::StuckInit, Rule::PollFailing, Rule::JobNotFound]
+        .into_iter()
+        .filter(|rule| rules::severity(&config.rules, *rule).is_some())
+        .collect()
+}
+
 /// Where an alert goes: the job's `notify` list, or every channel (also for api-wide alerts).
 pub fn channels_for(job: Option<&JobConfig>, config: &Config) -> Vec<String> {
     match job.and_then(|j| j.notify.as_ref()) {
@@ -829,18 +882,20 @@ impl Outbox {
         // caller writes each job on its own, which gives each its own outcome. Errors are rare;
         // two statements fewer per poll are not.
         let mut tx = store.begin_write().await?;
-        let mut made = Vec::new();
-        for u in group {
-            let ctx = JobContext {
+        let contexts: Vec<JobContext<'_>> = group
+            .iter()
+            .map(|u| JobContext {
                 job: &u.job,
                 in_init: u.in_init,
                 now: u.now,
-            };
-            made.extend(
-                self.write_job_polls_in(&mut tx, &u.records, &ctx, &u.config)
-                    .await?,
-            );
-        }
+            })
+            .collect();
+        let jobs: Vec<(&[PollRecord], &JobContext<'_>, &Config)> = group
+            .iter()
+            .zip(&contexts)
+            .map(|(u, ctx)| (u.records.as_slice(), ctx, &*u.config))
+            .collect();
+        let made = self.write_jobs_in(&mut tx, &jobs).await?;
         let results = group.iter().map(|_| Ok(())).collect();
         tx.commit().await?;
         Ok((results, made))

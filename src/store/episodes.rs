@@ -16,6 +16,11 @@ pub struct OpenEpisode {
     pub reminders: i64,
 }
 
+/// A job's open episodes among three rules (shared with SQLite's path in one go,
+/// `record.rs`: its parameters appear in order).
+pub(super) const OPEN_OF_JOB: &str = "SELECT rule, id, last_notified_at, reminders FROM episodes
+ WHERE rule IN ($1, $2, $3) AND app_id = $4 AND job_id = $5 AND resolved_at IS NULL";
+
 /// An open episode with its rule, as [`WriteTx::open_episodes`] reads it.
 #[derive(sqlx::FromRow)]
 struct OpenEpisodeOf {
@@ -72,18 +77,14 @@ impl WriteTx {
             // A fixed IN list, its empty places filled with the first rule: one statement
             // text (prepared once), each rule a seek of the partial index `episodes_open`.
             let rule = |i: usize| three.get(i).unwrap_or(&three[0]).as_str();
-            let rows = on_tx!(self, |c| sqlx::query_as::<_, OpenEpisodeOf>(
-                "SELECT rule, id, last_notified_at, reminders FROM episodes
-                 WHERE rule IN ($1, $2, $3) AND app_id = $4 AND job_id = $5
-                   AND resolved_at IS NULL",
-            )
-            .bind(rule(0))
-            .bind(rule(1))
-            .bind(rule(2))
-            .bind(app_id)
-            .bind(job_id)
-            .fetch_all(c)
-            .await)?;
+            let rows = on_tx!(self, |c| sqlx::query_as::<_, OpenEpisodeOf>(OPEN_OF_JOB)
+                .bind(rule(0))
+                .bind(rule(1))
+                .bind(rule(2))
+                .bind(app_id)
+                .bind(job_id)
+                .fetch_all(c)
+                .await)?;
             open.extend(rows.into_iter().map(|r| {
                 let episode = OpenEpisode {
                     id: r.id,

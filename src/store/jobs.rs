@@ -354,6 +354,33 @@ impl Store {
     }
 }
 
+// A poll's statements, shared with SQLite's path in one go (`record.rs`), which binds
+// parameter N to the Nth placeholder to appear: each text names $1, $2, ... in that order.
+
+/// An answer's upsert: the row's snapshot and poll times. It leaves `state` and `stop_reason`
+/// as they are, so what it returns of them is what the row showed (the transition's guard).
+pub(super) const ANSWER: &str =
+    "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
+                   last_polled_at, last_ok_at, kind)
+ VALUES ($1, $2, $3, $4, $5, $6, $4, $4, $7)
+ ON CONFLICT (app_id, job_id) DO UPDATE SET
+     name = excluded.name, kind = excluded.kind, description = excluded.description,
+     snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
+     last_ok_at = excluded.last_ok_at, last_error = NULL,
+     last_error_kind = NULL, consecutive_failures = 0
+ RETURNING state, stop_reason";
+/// A transition's change of the row's phase.
+pub(super) const SET_STATE: &str = "UPDATE jobs SET state = $1, stop_reason = $2, last_changed_at = $3 WHERE app_id = $4 AND job_id = $5";
+/// A failed poll's row, made if the job has none.
+pub(super) const FAILED_ROW: &str =
+    "INSERT INTO jobs (app_id, job_id, name, first_seen_at, kind) VALUES ($1, $2, $3, $4, $5)
+ ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name, kind = excluded.kind";
+/// A failed poll counted on its row, which keeps its last state.
+pub(super) const FAILED_COUNT: &str =
+    "UPDATE jobs SET last_polled_at = $1, last_error = $2, last_error_kind = $3,
+        consecutive_failures = consecutive_failures + 1
+ WHERE app_id = $4 AND job_id = $5";
+
 impl WriteTx {
     /// One poll's writes: the job's row and, if the poll is a transition the row still
     /// agrees with, the transition. Returns the new transition's id.
@@ -391,17 +418,15 @@ impl WriteTx {
                 };
                 let id = self.insert_transition(&new).await?;
                 on_tx!(self, |c| {
-                    sqlx::query(
-                    "UPDATE jobs SET state = $1, stop_reason = $2, last_changed_at = $3 WHERE app_id = $4 AND job_id = $5",
-                )
-                .bind(to.state.as_str())
-                .bind(to.stop_reason_str())
-                .bind(&at)
-                .bind(&r.app_id)
-                .bind(&r.job_id)
-                .execute(c)
-                .await
-                .map(|_| ())
+                    sqlx::query(SET_STATE)
+                        .bind(to.state.as_str())
+                        .bind(to.stop_reason_str())
+                        .bind(&at)
+                        .bind(&r.app_id)
+                        .bind(&r.job_id)
+                        .execute(c)
+                        .await
+                        .map(|_| ())
                 })?;
                 Ok(Some(id))
             }
@@ -434,29 +459,22 @@ impl WriteTx {
         at: &str,
     ) -> Result<(), StoreError> {
         on_tx!(self, |c| {
-            sqlx::query(
-                "INSERT INTO jobs (app_id, job_id, name, first_seen_at, kind) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
-            )
-            .bind(&r.app_id)
-            .bind(&r.job_id)
-            .bind(&r.name)
-            .bind(at)
-            .bind(r.kind.as_str())
-            .execute(&mut *c)
-            .await?;
-            sqlx::query(
-                "UPDATE jobs SET last_polled_at = $1, last_error = $2, last_error_kind = $3,
-                        consecutive_failures = consecutive_failures + 1
-                 WHERE app_id = $4 AND job_id = $5",
-            )
-            .bind(at)
-            .bind(error)
-            .bind(kind)
-            .bind(&r.app_id)
-            .bind(&r.job_id)
-            .execute(&mut *c)
-            .await?;
+            sqlx::query(FAILED_ROW)
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .bind(&r.name)
+                .bind(at)
+                .bind(r.kind.as_str())
+                .execute(&mut *c)
+                .await?;
+            sqlx::query(FAILED_COUNT)
+                .bind(at)
+                .bind(error)
+                .bind(kind)
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .execute(&mut *c)
+                .await?;
             Ok(())
         })
     }
@@ -473,26 +491,16 @@ impl WriteTx {
         at: &str,
     ) -> Result<Option<Phase>, StoreError> {
         // One statement for the common case (no change): every poll pays for it.
-        let row = on_tx!(self, |c| sqlx::query_as::<_, PhaseRow>(
-            "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
-                               last_polled_at, last_ok_at, kind)
-             VALUES ($1, $2, $3, $4, $5, $6, $4, $4, $7)
-             ON CONFLICT (app_id, job_id) DO UPDATE SET
-                 name = excluded.name, kind = excluded.kind, description = excluded.description,
-                 snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
-                 last_ok_at = excluded.last_ok_at, last_error = NULL,
-                 last_error_kind = NULL, consecutive_failures = 0
-             RETURNING state, stop_reason",
-        )
-        .bind(&r.app_id)
-        .bind(&r.job_id)
-        .bind(&r.name)
-        .bind(at)
-        .bind(&job.description)
-        .bind(raw)
-        .bind(r.kind.as_str())
-        .fetch_one(c)
-        .await)?;
+        let row = on_tx!(self, |c| sqlx::query_as::<_, PhaseRow>(ANSWER)
+            .bind(&r.app_id)
+            .bind(&r.job_id)
+            .bind(&r.name)
+            .bind(at)
+            .bind(&job.description)
+            .bind(raw)
+            .bind(r.kind.as_str())
+            .fetch_one(c)
+            .await)?;
         Ok(row
             .state
             .map(|state| Phase::parse(&state, row.stop_reason.as_deref())))
