@@ -51,7 +51,7 @@ curl -sf -X POST "$url/_sim/reset-stats" >/dev/null
 lines0=$(wc -l <"$dir/run.log")
 t0=$(awk '{print $14 + $15}' /proc/$daemon/stat); load0=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ -n "${STRACE:-}" ]; then
-  timeout -s INT "$secs" strace -c -f -p $daemon -o "$dir/strace" || true
+  timeout -s INT "$secs" strace -c -f -p $daemon -o "$dir/strace" 2>/dev/null || true
 elif [ -n "${PERF:-}" ]; then
   perf record -q ${PERF_EVENT:+-e $PERF_EVENT} -F 499 -g -p $daemon -o "$dir/perf.data" -- sleep "$secs" 2>/dev/null
 else
@@ -70,7 +70,7 @@ if [ -f "$dir/pstat" ]; then
 fi
 if [ -n "${STRACE:-}" ]; then
   awk -v n="$n" 'NR > 2 && $NF != "total" && $4 ~ /^[0-9]+$/ { printf "  %-16s %8d  %6.2f a request\n", $NF, $4, $4 / n }' "$dir/strace" | sort -k2 -nr | head -15
-  awk -v n="$n" '$NF == "total" { printf "  %-16s %8d  %6.2f a request\n", "total", $3, $3 / n }' "$dir/strace"
+  awk -v n="$n" '$NF == "total" { printf "  %-16s %8d  %6.2f a request\n", "total", $4, $4 / n }' "$dir/strace"
 fi
 if [ -n "${STATEMENTS:-}" ]; then
   tail -n +$((lines0 + 1)) "$dir/run.log" | grep 'sqlx::query' | sed -E 's/.*summary="([^"]*)".*/\1/' \

@@ -241,7 +241,7 @@ impl Outbox {
             rest = after;
             let rules: Vec<Vec<Rule>> = pass
                 .iter()
-                .map(|(_, _, config)| condition_rules(config))
+                .map(|(_, _, config)| rules::job_condition_rules(&config.rules))
                 .collect();
             let polls: Vec<JobPolls<'_>> = pass
                 .iter()
@@ -309,7 +309,7 @@ impl Outbox {
     }
 
     /// stuck_init, poll_failing and job_not_found for one job, from its latest outcome: each
-    /// episode, read with the outcomes' recording (`open`, the rules of [`condition_rules`]),
+    /// episode, read with the outcomes' recording (`open`, the rules of [`rules::job_condition_rules`]),
     /// is opened, reminded or resolved in that order.
     async fn job_conditions(
         &self,
@@ -692,15 +692,6 @@ impl Outbox {
         }
         self.wake.notify_one();
     }
-}
-
-/// The rules a job's conditions may look at, those that are on: their open episodes are read
-/// with the job's outcomes (a rule that is off is neither read nor written).
-fn condition_rules(config: &Config) -> Vec<Rule> {
-    [Rule::StuckInit, Rule::PollFailing, Rule::JobNotFound]
-        .into_iter()
-        .filter(|rule| rules::severity(&config.rules, *rule).is_some())
-        .collect()
 }
 
 /// Where an alert goes: the job's `notify` list, or every channel (also for api-wide alerts).

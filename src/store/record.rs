@@ -133,24 +133,8 @@ impl Pass {
         let at = timestamp(r.polled_at);
         let (job, raw, request_id, transition) = match &r.outcome {
             PollOutcome::Failed { kind, error } => {
-                let row = [
-                    Some(r.app_id.as_str()),
-                    Some(&r.job_id),
-                    r.name.as_deref(),
-                    Some(&at),
-                    Some(r.kind.as_str()),
-                ];
                 // SAFETY: as this function's contract says.
-                unsafe { self.execute(Sql::FailedRow, &row, |_| Ok(())) }?;
-                let count = [
-                    Some(at.as_str()),
-                    Some(error),
-                    Some(kind.as_str()),
-                    Some(&r.app_id),
-                    Some(&r.job_id),
-                ];
-                // SAFETY: as above.
-                unsafe { self.execute(Sql::FailedCount, &count, |_| Ok(())) }?;
+                unsafe { self.record_failure(r, &at, kind.as_str(), error) }?;
                 return Ok(None);
             }
             PollOutcome::Ok {
@@ -219,6 +203,38 @@ impl Pass {
         // SAFETY: as above.
         unsafe { self.execute(Sql::SetState, &set, |_| Ok(())) }?;
         Ok(Some(id))
+    }
+
+    /// A failed poll, as `record_poll` writes it: the row keeps its last state and counts it.
+    ///
+    /// # Safety
+    /// As [`Pass::new`].
+    unsafe fn record_failure(
+        &mut self,
+        r: &PollRecord,
+        at: &str,
+        kind: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let row = [
+            Some(r.app_id.as_str()),
+            Some(&r.job_id),
+            r.name.as_deref(),
+            Some(at),
+            Some(r.kind.as_str()),
+        ];
+        // SAFETY: as this function's contract says.
+        unsafe { self.execute(Sql::FailedRow, &row, |_| Ok(())) }?;
+        let count = [
+            Some(at),
+            Some(error),
+            Some(kind),
+            Some(&r.app_id),
+            Some(&r.job_id),
+        ];
+        // SAFETY: as above.
+        unsafe { self.execute(Sql::FailedCount, &count, |_| Ok(())) }?;
+        Ok(())
     }
 
     /// The job's open episodes among `three` rules, as [`WriteTx::open_episodes`] reads them.
