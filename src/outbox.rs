@@ -17,7 +17,7 @@ use crate::domain::{
 use crate::domain::{Phase, Timestamp};
 use crate::domain::{PollOutcome, PollRecord};
 use crate::rules;
-use crate::store::{Store, StoreError, WriteTx};
+use crate::store::{JobPolls, JobRecorded, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use recwatch_rtc::client::RtcError;
 use std::sync::Arc;
@@ -106,6 +106,17 @@ impl OwedHealth {
             (None, _) => Vec::new(),
         }
     }
+}
+
+/// A condition of a job's latest outcome (or the API's), decided before its episode is read,
+/// so that one poll's conditions read their episodes in one statement.
+struct Condition<'a> {
+    rule: Rule,
+    job: Option<&'a JobConfig>,
+    /// Whether the condition holds now.
+    active: bool,
+    summary: String,
+    facts: Option<JobFacts>,
 }
 
 /// What the outbox needs to know about the job whose polls it writes.
@@ -197,26 +208,73 @@ impl Outbox {
     ) -> Result<(), StoreError> {
         let mut tx = store.begin_write().await?;
         let made = self
-            .write_job_polls_in(&mut tx, records, ctx, config)
+            .write_jobs_in(&mut tx, &[(records, ctx, config)])
             .await?;
         tx.commit().await?;
         self.announce(&made);
         Ok(())
     }
 
-    /// The body of [`Outbox::write_job_polls`] inside the caller's transaction; returns the
-    /// alerts made, to announce once committed. Each transition's alert and remediation are
-    /// written with it (`transition.rs`), the job's conditions from its latest outcome.
-    async fn write_job_polls_in(
+    /// The body of [`Outbox::write_job_polls`] for each job, inside the caller's transaction;
+    /// returns the alerts made, to announce once committed. The jobs' outcomes are recorded
+    /// and their open episodes read in one call (`WriteTx::record_job_polls`: on SQLite one
+    /// hand-off to the database's thread, not one a statement); then each job's transitions
+    /// get their alert and remediation (`transition.rs`), and its conditions are written from
+    /// its latest outcome. A job's episodes read up front stay true because nothing else in
+    /// the pass writes that job's episodes: a job that comes twice (it never does, each poll
+    /// waits for its write) starts a new pass, so it is read after its first write.
+    async fn write_jobs_in(
+        &self,
+        tx: &mut WriteTx,
+        jobs: &[(&[PollRecord], &JobContext<'_>, &Config)],
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut made = Vec::new();
+        let mut rest = jobs;
+        while !rest.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let n = rest
+                .iter()
+                .take_while(|(_, ctx, _)| seen.insert((&ctx.job.app_id, &ctx.job.job_id)))
+                .count();
+            let (pass, after) = rest.split_at(n);
+            rest = after;
+            let rules: Vec<Vec<Rule>> = pass
+                .iter()
+                .map(|(_, _, config)| rules::job_condition_rules(&config.rules))
+                .collect();
+            let polls: Vec<JobPolls<'_>> = pass
+                .iter()
+                .zip(&rules)
+                .map(|((records, ctx, _), rules)| JobPolls {
+                    app_id: &ctx.job.app_id,
+                    job_id: &ctx.job.job_id,
+                    records,
+                    rules,
+                })
+                .collect();
+            let recorded = tx.record_job_polls(&polls).await?;
+            for ((records, ctx, config), recorded) in pass.iter().zip(recorded) {
+                made.extend(
+                    self.write_job_rest(tx, records, ctx, config, recorded)
+                        .await?,
+                );
+            }
+        }
+        Ok(made)
+    }
+
+    /// One job's writes after its outcomes are recorded: each transition's alert and
+    /// remediation, then its conditions from its latest outcome.
+    async fn write_job_rest(
         &self,
         tx: &mut WriteTx,
         records: &[PollRecord],
         ctx: &JobContext<'_>,
         config: &Config,
+        recorded: JobRecorded,
     ) -> Result<Vec<Alert>, StoreError> {
         let mut made = Vec::new();
-        for r in records {
-            let transition_id = tx.jobs().record_poll(r).await?;
+        for (r, transition_id) in records.iter().zip(recorded.transitions) {
             if let (
                 Some(tid),
                 PollOutcome::Ok {
@@ -241,20 +299,25 @@ impl Outbox {
             }
         }
         if let Some(last) = records.last() {
-            made.extend(self.job_conditions(tx, last, ctx, config).await?);
+            made.extend(
+                self.job_conditions(tx, last, ctx, config, recorded.open)
+                    .await?,
+            );
         }
         Ok(made)
     }
 
-    /// stuck_init and job_not_found for one job, from its latest outcome.
+    /// stuck_init, poll_failing and job_not_found for one job, from its latest outcome: each
+    /// episode, read with the outcomes' recording (`open`, the rules of [`rules::job_condition_rules`]),
+    /// is opened, reminded or resolved in that order.
     async fn job_conditions(
         &self,
         tx: &mut WriteTx,
         last: &PollRecord,
         ctx: &JobContext<'_>,
         config: &Config,
+        mut open: Vec<(Rule, crate::store::OpenEpisode)>,
     ) -> Result<Vec<Alert>, StoreError> {
-        let mut made = Vec::new();
         let now = last.polled_at;
         let (stuck, not_found, snapshot) = match &last.outcome {
             PollOutcome::Ok { job, .. } => {
@@ -268,7 +331,8 @@ impl Outbox {
             PollOutcome::Failed { .. } => (None, None, None),
         };
         let facts = job_facts(ctx.job, snapshot);
-        if let Some(open) = stuck {
+        let mut conditions = Vec::with_capacity(3);
+        if let Some(active) = stuck {
             let summary = format!(
                 "{} has been in INIT for longer than its max_idle_time ({}) plus {} grace: the recorder never started",
                 ctx.job.label(),
@@ -279,61 +343,57 @@ impl Outbox {
                 )),
                 crate::config::format_duration(config.rules.init_grace)
             );
-            made.extend(
-                self.condition(
-                    tx,
-                    Rule::StuckInit,
-                    Some(ctx.job),
-                    open,
-                    &summary,
-                    Some(facts.clone()),
-                    config,
-                    now,
-                )
-                .await?,
-            );
+            conditions.push(Condition {
+                rule: Rule::StuckInit,
+                job: Some(ctx.job),
+                active,
+                summary,
+                facts: Some(facts.clone()),
+            });
         }
-        made.extend(self.poll_failing(tx, last, ctx, &facts, config).await?);
-        if let Some(open) = not_found {
+        conditions.extend(self.poll_failing(tx, last, ctx, &facts, config).await?);
+        if let Some(active) = not_found {
             // Held back while the whole API is unhealthy: the outage, not the job, is the news.
-            if !(open && self.api_unhealthy()) {
+            if !(active && self.api_unhealthy()) {
                 let summary = format!(
                     "{} is not found: the RTC API answers 404 / RTC.00001003 for app {} job {}",
                     ctx.job.label(),
                     ctx.job.app_id,
                     ctx.job.job_id
                 );
-                made.extend(
-                    self.condition(
-                        tx,
-                        Rule::JobNotFound,
-                        Some(ctx.job),
-                        open,
-                        &summary,
-                        Some(facts),
-                        config,
-                        now,
-                    )
-                    .await?,
-                );
+                conditions.push(Condition {
+                    rule: Rule::JobNotFound,
+                    job: Some(ctx.job),
+                    active,
+                    summary,
+                    facts: Some(facts),
+                });
             }
+        }
+        let mut made = Vec::new();
+        for c in conditions {
+            let episode = open
+                .iter()
+                .position(|(rule, _)| *rule == c.rule)
+                .map(|i| open.swap_remove(i).1);
+            made.extend(self.episode_step(tx, c, episode, config, now).await?);
         }
         Ok(made)
     }
 
     /// poll_failing for one job, from its latest outcome and the failures in a row its row
-    /// counts ([`rules::poll_failing`] decides).
-    async fn poll_failing(
+    /// counts ([`rules::poll_failing`] decides); `None` when it says nothing.
+    async fn poll_failing<'a>(
         &self,
         tx: &mut WriteTx,
         last: &PollRecord,
-        ctx: &JobContext<'_>,
+        ctx: &JobContext<'a>,
         facts: &JobFacts,
         config: &Config,
-    ) -> Result<Vec<Alert>, StoreError> {
+    ) -> Result<Option<Condition<'a>>, StoreError> {
         // Off: no read for it either (every failed poll would pay one).
         if config.rules.poll_failing.is_none() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let streak = match &last.outcome {
             PollOutcome::Failed { .. } => {
@@ -346,7 +406,7 @@ impl Outbox {
         let after = config.rules.poll_failing_after;
         let Some(active) = rules::poll_failing(&last.outcome, streak, after, self.api_unhealthy())
         else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let error = match &last.outcome {
             PollOutcome::Failed { error, .. } => error.as_str(),
@@ -356,21 +416,17 @@ impl Outbox {
             "{} cannot be read: its last {streak} polls failed while the RTC API answers other jobs; the last: {error}",
             ctx.job.label()
         );
-        self.condition(
-            tx,
-            Rule::PollFailing,
-            Some(ctx.job),
+        Ok(Some(Condition {
+            rule: Rule::PollFailing,
+            job: Some(ctx.job),
             active,
-            &summary,
-            Some(facts.clone()),
-            config,
-            last.polled_at,
-        )
-        .await
+            summary,
+            facts: Some(facts.clone()),
+        }))
     }
 
-    /// Opens, reminds or resolves a condition episode. `active` says whether the condition
-    /// holds now.
+    /// Opens, reminds or resolves a condition episode, read here. `active` says whether the
+    /// condition holds now.
     #[allow(clippy::too_many_arguments)]
     async fn condition(
         &self,
@@ -383,21 +439,53 @@ impl Outbox {
         config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Vec<Alert>, StoreError> {
+        // Off: no read for it either.
+        if rules::severity(&config.rules, rule).is_none() {
+            return Ok(Vec::new());
+        }
+        let (app_id, job_id) = job
+            .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+            .unwrap_or(("", ""));
+        let open = tx.episodes().find_open(rule, app_id, job_id).await?;
+        let c = Condition {
+            rule,
+            job,
+            active,
+            summary: summary.to_string(),
+            facts,
+        };
+        self.episode_step(tx, c, open, config, now).await
+    }
+
+    /// The step of condition `c` whose episode the database holds `open` (read by the caller
+    /// in this transaction): opens, reminds or resolves it, with its alert.
+    async fn episode_step(
+        &self,
+        tx: &mut WriteTx,
+        c: Condition<'_>,
+        open: Option<crate::store::OpenEpisode>,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let Condition {
+            rule,
+            job,
+            active,
+            summary,
+            facts,
+        } = c;
+        let summary = summary.as_str();
         let Some(severity) = rules::severity(&config.rules, rule) else {
             return Ok(Vec::new());
         };
         let (app_id, job_id) = job
             .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
             .unwrap_or(("", ""));
-        let open = tx
-            .episodes()
-            .find_open(rule, app_id, job_id)
-            .await?
-            .map(|row| OpenEpisode {
-                id: row.id,
-                last_notified: row.last_notified_at.to_datetime(),
-                reminders: row.reminders,
-            });
+        let open = open.map(|row| OpenEpisode {
+            id: row.id,
+            last_notified: row.last_notified_at.to_datetime(),
+            reminders: row.reminders,
+        });
         let channels = channels_for(job, config);
         let at = timestamp(now);
         let decided = rules::episode_step(
@@ -797,18 +885,20 @@ impl Outbox {
         // caller writes each job on its own, which gives each its own outcome. Errors are rare;
         // two statements fewer per poll are not.
         let mut tx = store.begin_write().await?;
-        let mut made = Vec::new();
-        for u in group {
-            let ctx = JobContext {
+        let contexts: Vec<JobContext<'_>> = group
+            .iter()
+            .map(|u| JobContext {
                 job: &u.job,
                 in_init: u.in_init,
                 now: u.now,
-            };
-            made.extend(
-                self.write_job_polls_in(&mut tx, &u.records, &ctx, &u.config)
-                    .await?,
-            );
-        }
+            })
+            .collect();
+        let jobs: Vec<(&[PollRecord], &JobContext<'_>, &Config)> = group
+            .iter()
+            .zip(&contexts)
+            .map(|(u, ctx)| (u.records.as_slice(), ctx, &*u.config))
+            .collect();
+        let made = self.write_jobs_in(&mut tx, &jobs).await?;
         let results = group.iter().map(|_| Ok(())).collect();
         tx.commit().await?;
         Ok((results, made))

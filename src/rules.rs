@@ -46,6 +46,16 @@ pub fn severity(rules: &RulesConfig, rule: Rule) -> Option<Severity> {
     }
 }
 
+/// The rules of a job's own conditions (stuck_init, poll_failing, job_not_found) that are on:
+/// the outbox reads their open episodes with the job's outcomes; a rule that is off is neither
+/// read nor written.
+pub fn job_condition_rules(rules: &RulesConfig) -> Vec<Rule> {
+    [Rule::StuckInit, Rule::PollFailing, Rule::JobNotFound]
+        .into_iter()
+        .filter(|rule| severity(rules, *rule).is_some())
+        .collect()
+}
+
 /// How long a job has been in INIT as the wall clock says at `now`: since its create_time
 /// (or since recwatch first saw it, when the API gives none), never negative. Read once, when
 /// this process first sees the job in INIT; from then on the poller adds only monotonic time

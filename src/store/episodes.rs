@@ -16,6 +16,20 @@ pub struct OpenEpisode {
     pub reminders: i64,
 }
 
+/// A job's open episodes among three rules (shared with SQLite's path in one go,
+/// `record.rs`: its parameters appear in order).
+pub(super) const OPEN_OF_JOB: &str = "SELECT rule, id, last_notified_at, reminders FROM episodes
+ WHERE rule IN ($1, $2, $3) AND app_id = $4 AND job_id = $5 AND resolved_at IS NULL";
+
+/// An open episode with its rule, as [`WriteTx::open_episodes`] reads it.
+#[derive(sqlx::FromRow)]
+struct OpenEpisodeOf {
+    rule: Rule,
+    id: i64,
+    last_notified_at: Timestamp,
+    reminders: i64,
+}
+
 /// Condition episodes (`episodes`): `store.episodes()`, a view borrowing the [`Store`].
 #[derive(Clone, Copy)]
 pub struct Episodes<'s> {
@@ -57,6 +71,41 @@ impl EpisodesTx<'_> {
         .bind(job_id)
         .fetch_optional(c)
         .await)?)
+    }
+
+    /// The open episodes of a job among `rules`, three rules to a statement: a poll asks for
+    /// each of its conditions (stuck_init, poll_failing, job_not_found), and a statement
+    /// apiece was three round trips to the database's worker thread for what is nearly always
+    /// nothing. A rule given twice is read once.
+    pub async fn open_episodes(
+        &mut self,
+        rules: &[Rule],
+        app_id: &str,
+        job_id: &str,
+    ) -> Result<Vec<(Rule, OpenEpisode)>, StoreError> {
+        let mut open = Vec::new();
+        for three in rules.chunks(3) {
+            // A fixed IN list, its empty places filled with the first rule: one statement
+            // text (prepared once), each rule a seek of the partial index `episodes_open`.
+            let rule = |i: usize| three.get(i).unwrap_or(&three[0]).as_str();
+            let rows = on_tx!(self.tx, |c| sqlx::query_as::<_, OpenEpisodeOf>(OPEN_OF_JOB)
+                .bind(rule(0))
+                .bind(rule(1))
+                .bind(rule(2))
+                .bind(app_id)
+                .bind(job_id)
+                .fetch_all(c)
+                .await)?;
+            open.extend(rows.into_iter().map(|r| {
+                let episode = OpenEpisode {
+                    id: r.id,
+                    last_notified_at: r.last_notified_at,
+                    reminders: r.reminders,
+                };
+                (r.rule, episode)
+            }));
+        }
+        Ok(open)
     }
 
     /// Opens an episode at `at` (its first notice is made then); returns its id.

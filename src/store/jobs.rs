@@ -55,7 +55,7 @@ impl JobRow {
     }
 }
 
-/// The phase a job's row shows now (the transition guard reads it).
+/// The phase a job's row shows (the transition guard reads it, as the answer's upsert returns it).
 #[derive(sqlx::FromRow)]
 struct PhaseRow {
     state: Option<String>,
@@ -364,6 +364,33 @@ impl Jobs<'_> {
     }
 }
 
+// A poll's statements, shared with SQLite's path in one go (`record.rs`), which binds
+// parameter N to the Nth placeholder to appear: each text names $1, $2, ... in that order.
+
+/// An answer's upsert: the row's snapshot and poll times. It leaves `state` and `stop_reason`
+/// as they are, so what it returns of them is what the row showed (the transition's guard).
+pub(super) const ANSWER: &str =
+    "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
+                   last_polled_at, last_ok_at, kind)
+ VALUES ($1, $2, $3, $4, $5, $6, $4, $4, $7)
+ ON CONFLICT (app_id, job_id) DO UPDATE SET
+     name = excluded.name, kind = excluded.kind, description = excluded.description,
+     snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
+     last_ok_at = excluded.last_ok_at, last_error = NULL,
+     last_error_kind = NULL, consecutive_failures = 0
+ RETURNING state, stop_reason";
+/// A transition's change of the row's phase.
+pub(super) const SET_STATE: &str = "UPDATE jobs SET state = $1, stop_reason = $2, last_changed_at = $3 WHERE app_id = $4 AND job_id = $5";
+/// A failed poll's row, made if the job has none.
+pub(super) const FAILED_ROW: &str =
+    "INSERT INTO jobs (app_id, job_id, name, first_seen_at, kind) VALUES ($1, $2, $3, $4, $5)
+ ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name, kind = excluded.kind";
+/// A failed poll counted on its row, which keeps its last state.
+pub(super) const FAILED_COUNT: &str =
+    "UPDATE jobs SET last_polled_at = $1, last_error = $2, last_error_kind = $3,
+        consecutive_failures = consecutive_failures + 1
+ WHERE app_id = $4 AND job_id = $5";
+
 impl JobsTx<'_> {
     /// One poll's writes: the job's row and, if the poll is a transition the row still
     /// agrees with, the transition. Returns the new transition's id.
@@ -380,14 +407,14 @@ impl JobsTx<'_> {
                 request_id,
                 transition,
             } => {
-                self.record_answer(r, job, raw, &at).await?;
+                let shown = self.record_answer(r, job, raw, &at).await?;
                 let Some((from, to)) = transition else {
                     return Ok(None);
                 };
                 // Guard: write the transition only if the row still shows `from`. recwatch has
                 // one writer, so this never skips in practice; it makes a duplicate impossible
                 // even if a second daemon is pointed at the same file by mistake.
-                if self.phase(&r.app_id, &r.job_id).await? != *from {
+                if shown != *from {
                     return Ok(None);
                 }
                 let new = transitions::NewTransition {
@@ -401,17 +428,15 @@ impl JobsTx<'_> {
                 };
                 let id = self.tx.transitions().insert(&new).await?;
                 on_tx!(self.tx, |c| {
-                    sqlx::query(
-                    "UPDATE jobs SET state = $1, stop_reason = $2, last_changed_at = $3 WHERE app_id = $4 AND job_id = $5",
-                )
-                .bind(to.state.as_str())
-                .bind(to.stop_reason_str())
-                .bind(&at)
-                .bind(&r.app_id)
-                .bind(&r.job_id)
-                .execute(c)
-                .await
-                .map(|_| ())
+                    sqlx::query(SET_STATE)
+                        .bind(to.state.as_str())
+                        .bind(to.stop_reason_str())
+                        .bind(&at)
+                        .bind(&r.app_id)
+                        .bind(&r.job_id)
+                        .execute(c)
+                        .await
+                        .map(|_| ())
                 })?;
                 Ok(Some(id))
             }
@@ -444,75 +469,48 @@ impl JobsTx<'_> {
         at: &str,
     ) -> Result<(), StoreError> {
         on_tx!(self.tx, |c| {
-            sqlx::query(
-                "INSERT INTO jobs (app_id, job_id, name, first_seen_at, kind) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (app_id, job_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
-            )
-            .bind(&r.app_id)
-            .bind(&r.job_id)
-            .bind(&r.name)
-            .bind(at)
-            .bind(r.kind.as_str())
-            .execute(&mut *c)
-            .await?;
-            sqlx::query(
-                "UPDATE jobs SET last_polled_at = $1, last_error = $2, last_error_kind = $3,
-                        consecutive_failures = consecutive_failures + 1
-                 WHERE app_id = $4 AND job_id = $5",
-            )
-            .bind(at)
-            .bind(error)
-            .bind(kind)
-            .bind(&r.app_id)
-            .bind(&r.job_id)
-            .execute(&mut *c)
-            .await?;
+            sqlx::query(FAILED_ROW)
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .bind(&r.name)
+                .bind(at)
+                .bind(r.kind.as_str())
+                .execute(&mut *c)
+                .await?;
+            sqlx::query(FAILED_COUNT)
+                .bind(at)
+                .bind(error)
+                .bind(kind)
+                .bind(&r.app_id)
+                .bind(&r.job_id)
+                .execute(&mut *c)
+                .await?;
             Ok(())
         })
     }
 
     /// An answer: the row's snapshot and poll times; its state is the transition's to change.
+    /// Returns the phase the row shows (None before its first answer), for the transition's
+    /// guard: the statement leaves `state` and `stop_reason` as they are, so what it returns
+    /// of them is what the row showed, read in the same statement rather than a second one.
     async fn record_answer(
         &mut self,
         r: &PollRecord,
         job: &JobSnapshot,
         raw: &str,
         at: &str,
-    ) -> Result<(), StoreError> {
-        // One statement for the common case (no change): every poll pays for it, and the
-        // transition guard reads only `state`, which this does not touch.
-        on_tx!(self.tx, |c| sqlx::query(
-            "INSERT INTO jobs (app_id, job_id, name, first_seen_at, description, snapshot,
-                               last_polled_at, last_ok_at, kind)
-             VALUES ($1, $2, $3, $4, $5, $6, $4, $4, $7)
-             ON CONFLICT (app_id, job_id) DO UPDATE SET
-                 name = excluded.name, kind = excluded.kind, description = excluded.description,
-                 snapshot = excluded.snapshot, last_polled_at = excluded.last_polled_at,
-                 last_ok_at = excluded.last_ok_at, last_error = NULL,
-                 last_error_kind = NULL, consecutive_failures = 0",
-        )
-        .bind(&r.app_id)
-        .bind(&r.job_id)
-        .bind(&r.name)
-        .bind(at)
-        .bind(&job.description)
-        .bind(raw)
-        .bind(r.kind.as_str())
-        .execute(c)
-        .await
-        .map(|_| ()))?;
-        Ok(())
-    }
-
-    /// The phase the job's row shows (None before its first answer).
-    async fn phase(&mut self, app_id: &str, job_id: &str) -> Result<Option<Phase>, StoreError> {
-        let row = on_tx!(self.tx, |c| sqlx::query_as::<_, PhaseRow>(
-            "SELECT state, stop_reason FROM jobs WHERE app_id = $1 AND job_id = $2",
-        )
-        .bind(app_id)
-        .bind(job_id)
-        .fetch_one(c)
-        .await)?;
+    ) -> Result<Option<Phase>, StoreError> {
+        // One statement for the common case (no change): every poll pays for it.
+        let row = on_tx!(self.tx, |c| sqlx::query_as::<_, PhaseRow>(ANSWER)
+            .bind(&r.app_id)
+            .bind(&r.job_id)
+            .bind(&r.name)
+            .bind(at)
+            .bind(&job.description)
+            .bind(raw)
+            .bind(r.kind.as_str())
+            .fetch_one(c)
+            .await)?;
         Ok(row
             .state
             .map(|state| Phase::parse(&state, row.stop_reason.as_deref())))

@@ -45,7 +45,7 @@ pub(super) async fn touch_rows<'a>(
 /// hold up the tasks queued on this runtime thread (the dispatcher, the API's answers). On a
 /// multi-threaded runtime the thread hands its tasks over first; a single-threaded one (tests)
 /// has nobody to hand them to.
-fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+pub(super) fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
@@ -101,7 +101,7 @@ unsafe fn prepare(db: *mut ffi::sqlite3, sql: &CStr) -> Result<Statement, StoreE
 ///
 /// # Safety
 /// `stmt` was prepared on `db`; `value` lives until the statement is reset.
-unsafe fn bind(
+pub(super) unsafe fn bind(
     db: *mut ffi::sqlite3,
     stmt: &Statement,
     i: i32,

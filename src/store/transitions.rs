@@ -71,32 +71,35 @@ pub struct TransitionsTx<'t> {
     pub(super) tx: &'t mut WriteTx,
 }
 
+/// A new transition's row (shared with SQLite's path in one go, `record.rs`: its parameters
+/// appear in order).
+pub(super) const INSERT: &str =
+    "INSERT INTO transitions (app_id, job_id, name, from_state, from_stop_reason, to_state,
+     stop_reason, description, create_time, start_time, stop_time, update_time,
+     observed_at, snapshot, request_id)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ RETURNING id";
+
 impl TransitionsTx<'_> {
     pub(super) async fn insert(&mut self, t: &NewTransition<'_>) -> Result<i64, StoreError> {
-        Ok(on_tx!(self.tx, |c| sqlx::query_scalar::<_, i64>(
-            "INSERT INTO transitions (app_id, job_id, name, from_state, from_stop_reason, to_state,
-                 stop_reason, description, create_time, start_time, stop_time, update_time,
-                 observed_at, snapshot, request_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             RETURNING id",
-        )
-        .bind(&t.record.app_id)
-        .bind(&t.record.job_id)
-        .bind(&t.record.name)
-        .bind(t.from.map(|p| p.state.as_str()))
-        .bind(t.from.and_then(Phase::stop_reason_str))
-        .bind(t.to.state.as_str())
-        .bind(t.to.stop_reason_str())
-        .bind(&t.job.description)
-        .bind(&t.job.create_time)
-        .bind(&t.job.start_time)
-        .bind(&t.job.stop_time)
-        .bind(&t.job.update_time)
-        .bind(t.at)
-        .bind(t.raw)
-        .bind(t.request_id)
-        .fetch_one(c)
-        .await)?)
+        Ok(on_tx!(self.tx, |c| sqlx::query_scalar::<_, i64>(INSERT)
+            .bind(&t.record.app_id)
+            .bind(&t.record.job_id)
+            .bind(&t.record.name)
+            .bind(t.from.map(|p| p.state.as_str()))
+            .bind(t.from.and_then(Phase::stop_reason_str))
+            .bind(t.to.state.as_str())
+            .bind(t.to.stop_reason_str())
+            .bind(&t.job.description)
+            .bind(&t.job.create_time)
+            .bind(&t.job.start_time)
+            .bind(&t.job.stop_time)
+            .bind(&t.job.update_time)
+            .bind(t.at)
+            .bind(t.raw)
+            .bind(t.request_id)
+            .fetch_one(c)
+            .await)?)
     }
 }
 
