@@ -301,8 +301,8 @@ impl Outbox {
                 let summary = format!(
                     "{} is not found: the RTC API answers 404 / RTC.00001003 for app {} job {}",
                     ctx.job.label(),
-                    ctx.job.app_id,
-                    ctx.job.job_id
+                    ctx.job.app_id(),
+                    ctx.job.job_id()
                 );
                 made.extend(
                     self.condition(
@@ -385,9 +385,7 @@ impl Outbox {
         let Some(severity) = rules::severity(&config.rules, rule) else {
             return Ok(Vec::new());
         };
-        let (app_id, job_id) = job
-            .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
-            .unwrap_or(("", ""));
+        let (app_id, job_id) = job.map(|j| (j.app_id(), j.job_id())).unwrap_or(("", ""));
         let open = tx
             .open_episode(rule, app_id, job_id)
             .await?
@@ -635,8 +633,8 @@ pub fn informative_description<'a>(
 
 pub fn job_facts(job: &JobConfig, snapshot: Option<&recwatch_rtc::model::JobSnapshot>) -> JobFacts {
     let mut f = JobFacts {
-        app_id: job.app_id.clone(),
-        job_id: job.job_id.clone(),
+        app_id: job.app_id().to_owned(),
+        job_id: job.job_id().to_owned(),
         name: job.name.clone(),
         ..Default::default()
     };
@@ -756,12 +754,12 @@ impl Outbox {
                     if e.is_database_wide() {
                         store.health().write_failed(&e);
                     } else {
-                        warn!(app_id = %u.job.app_id, job_id = %u.job.job_id, "cannot write the poll outcome: {e:#}");
+                        warn!(app_id = %u.job.app_id(), job_id = %u.job.job_id(), "cannot write the poll outcome: {e:#}");
                     }
                     Err(e.into())
                 }
                 Err(why) => {
-                    error!(app_id = %u.job.app_id, job_id = %u.job.job_id, name = u.job.label(), "writing this job's poll outcome panicked: {why}");
+                    error!(app_id = %u.job.app_id(), job_id = %u.job.job_id(), name = u.job.label(), "writing this job's poll outcome panicked: {why}");
                     metrics::counter!("recwatch_task_panics_total", "task" => "writer")
                         .increment(1);
                     // It may have panicked after its commit, before announcing the alerts:

@@ -229,7 +229,7 @@ async fn seeds_of(
     let at: HashMap<(&str, &str), usize, crate::domain::IdsHash> = jobs
         .iter()
         .enumerate()
-        .map(|(i, j)| ((j.app_id.as_str(), j.job_id.as_str()), i))
+        .map(|(i, j)| ((j.app_id(), j.job_id()), i))
         .collect();
     let mut seeds = vec![None; jobs.len()];
     store
@@ -584,7 +584,7 @@ impl Dispatcher {
         for (i, job) in jobs.iter().enumerate() {
             let seed = seeds.get(i).cloned().flatten();
             let Some((k, mut state)) = self.new_state(job, |_| seed) else {
-                debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
+                debug!(app_id = %job.app_id(), job_id = %job.job_id(), "already STOPPED: not polled (poll.stop_after_terminal)");
                 continue;
             };
             if self.poller.config.poll.schedule.is_none() {

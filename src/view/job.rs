@@ -114,7 +114,7 @@ pub async fn job_page(
         .config
         .jobs
         .iter()
-        .find(|j| j.app_id == app_id && j.job_id == job_id);
+        .find(|j| j.app_id() == app_id && j.job_id() == job_id);
     let row = src.store.job(app_id, job_id).await?;
     let job = job_of(watched, row.as_ref(), app_id, job_id)?;
     let start = src.now - JOB_WINDOW;

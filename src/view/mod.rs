@@ -52,7 +52,7 @@ impl Sources<'_> {
     /// Where a watched job came from: its run-time entry's source, else the config file.
     pub fn source_of(&self, j: &JobConfig) -> JobSource {
         self.sources
-            .get(&JobKey::new(&j.app_id, &j.job_id))
+            .get(&JobKey::new(j.app_id(), j.job_id()))
             .cloned()
             .unwrap_or(JobSource::Config)
     }
