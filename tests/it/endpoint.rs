@@ -3,7 +3,6 @@
 
 use crate::harness::*;
 use crate::support::receiver::Receiver;
-use SECRET;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -58,7 +58,7 @@ fn deaths(hooks: &[&Receiver]) -> BTreeMap<String, BTreeSet<String>> {
 /// Kills job `i` (STOPPED, INTERNAL_ERROR: a death).
 fn kill_job(sim: &Simulator, i: usize) {
     let j = job_id(i);
-    set_state(&sim, &j, "STOPPED", Some("INTERNAL_ERROR"));
+    set_state(sim, &j, "STOPPED", Some("INTERNAL_ERROR"));
 }
 
 /// Waits until the deaths of `jobs` have reached the receivers.

@@ -88,7 +88,7 @@ fn setup(sim: &recwatch_sim::Simulator, jobs: usize, hook: &Receiver, rules: &st
 }
 
 fn stop(sim: &recwatch_sim::Simulator, job: &str, reason: &str) {
-    set_state(&sim, job, "STOPPED", Some(reason));
+    set_state(sim, job, "STOPPED", Some(reason));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
