@@ -405,7 +405,7 @@ impl Dispatcher {
                     self.retry_owed();
                 }
                 _ = sleep => {
-                    if !self.dispatch_next().await {
+                    if !self.dispatch_next(next).await {
                         continue;
                     }
                 }
@@ -452,14 +452,17 @@ impl Dispatcher {
         });
     }
 
-    /// Starts the poll [`next::next`] picks now (its budget slot reserved first). Returns
-    /// false when there was none to start after all (the budget's slot taken meanwhile by
-    /// another of its users, or nothing due yet): the loop then looks again at once.
-    async fn dispatch_next(&mut self) -> bool {
+    /// Starts the poll [`next::next`] picks (its budget slot reserved first): `looked`, the
+    /// loop's look, when it said "now" (nothing ran between that look and this call), else
+    /// a new look after the sleep. Returns false when there was none to start after all (the
+    /// budget's slot taken meanwhile by another of its users, or nothing due yet): the loop
+    /// then looks again at once.
+    async fn dispatch_next(&mut self, looked: Next) -> bool {
         let now = Instant::now();
-        self.lane
-            .let_go(hinted::lane_state(&self.states, &self.busy));
-        let Next::Poll(choice) = self.next(now) else {
+        let Next::Poll(choice) = (match looked {
+            Next::Poll(_) => looked,
+            Next::At(_) | Next::Idle => self.next(now),
+        }) else {
             return false;
         };
         let Ok(slot) = self.poller.budget.try_reserve(now) else {
@@ -746,7 +749,12 @@ impl Dispatcher {
             throttle_streak: self.health.throttle_streak,
             auth_backoff: config.api.auth_backoff,
             auth_streak: self.health.auth_streak,
-            jitter: jitter(),
+            // A draw only where a back-off uses it: an answer's next poll is not jittered.
+            jitter: if outcome == Outcome::Answered {
+                0.0
+            } else {
+                jitter()
+            },
         });
         state.failures = after.failures;
         if done && outcome == Outcome::Answered {

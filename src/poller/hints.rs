@@ -404,6 +404,9 @@ impl Lane {
 
     /// Lets go of the waiting jobs at the front no longer watched (`state` is `None`).
     pub(super) fn let_go(&mut self, state: impl Fn(&Key) -> Option<bool>) {
+        if self.queued.is_empty() {
+            return;
+        }
         let gone = let_go(&mut self.joining, &mut self.queued, &state)
             + let_go(&mut self.waiting, &mut self.queued, &state);
         if gone > 0 {

@@ -42,8 +42,11 @@ impl Dispatcher {
             }
             self.schedule.pop(now);
         }
-        self.lane
-            .front(lane_state(&self.states, &self.busy), &mut self.front);
+        // Jobs no longer watched leave the lane here, so the front `next` indexes is the one
+        // `Lane::take` finds.
+        let state = lane_state(&self.states, &self.busy);
+        self.lane.let_go(&state);
+        self.lane.front(&state, &mut self.front);
         // Until a request has succeeded, one at a time: a wrong key costs at most 3.
         let may_start = self.may_start()
             && (self.health.verified || self.busy.is_empty())
