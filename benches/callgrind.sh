@@ -64,5 +64,5 @@ sleep "$secs"
 n=$(requests)
 callgrind_control -d "$target" >/dev/null 2>&1
 callgrind_control -i off "$target" >/dev/null 2>&1
-ir=$(grep -h '^totals:' "$dir"/cg.* | awk '{s += $2} END {print s}')
+ir=$(grep -h '^totals:' "$dir"/cg.* | awk '{s += $2} END {printf "%.0f", s}')
 echo "$which: $ir instructions over $n requests: $((ir / n)) per request ($jobs jobs, ${secs}s, $(cat /proc/loadavg))"

@@ -223,7 +223,7 @@ impl Outbox {
             let mut seen = std::collections::HashSet::new();
             let n = rest
                 .iter()
-                .take_while(|(_, ctx, _)| seen.insert((&ctx.job.app_id, &ctx.job.job_id)))
+                .take_while(|(_, ctx, _)| seen.insert((ctx.job.app_id(), ctx.job.job_id())))
                 .count();
             let (pass, after) = rest.split_at(n);
             rest = after;
@@ -235,8 +235,8 @@ impl Outbox {
                 .iter()
                 .zip(&rules)
                 .map(|((records, ctx, _), rules)| JobPolls {
-                    app_id: &ctx.job.app_id,
-                    job_id: &ctx.job.job_id,
+                    app_id: ctx.job.app_id(),
+                    job_id: ctx.job.job_id(),
                     records,
                     rules,
                 })
@@ -496,8 +496,8 @@ pub fn informative_description<'a>(
 
 pub fn job_facts(job: &JobConfig, snapshot: Option<&recwatch_rtc::model::JobSnapshot>) -> JobFacts {
     let mut f = JobFacts {
-        app_id: job.app_id.clone(),
-        job_id: job.job_id.clone(),
+        app_id: job.app_id().to_owned(),
+        job_id: job.job_id().to_owned(),
         name: job.name.clone(),
         ..Default::default()
     };
@@ -617,12 +617,12 @@ impl Outbox {
                     if e.is_database_wide() {
                         store.health().write_failed(&e);
                     } else {
-                        warn!(app_id = %u.job.app_id, job_id = %u.job.job_id, "cannot write the poll outcome: {e:#}");
+                        warn!(app_id = %u.job.app_id(), job_id = %u.job.job_id(), "cannot write the poll outcome: {e:#}");
                     }
                     Err(e.into())
                 }
                 Err(why) => {
-                    error!(app_id = %u.job.app_id, job_id = %u.job.job_id, name = u.job.label(), "writing this job's poll outcome panicked: {why}");
+                    error!(app_id = %u.job.app_id(), job_id = %u.job.job_id(), name = u.job.label(), "writing this job's poll outcome panicked: {why}");
                     metrics::counter!("recwatch_task_panics_total", "task" => "writer")
                         .increment(1);
                     // It may have panicked after its commit, before announcing the alerts:

@@ -120,8 +120,8 @@ pub enum Entry<'a> {
 impl<'a> Entry<'a> {
     pub fn key(&self) -> (&'a str, &'a str) {
         match self {
-            Entry::File(j) => (&j.app_id, &j.job_id),
-            Entry::Runtime(r) => (&r.job.app_id, &r.job.job_id),
+            Entry::File(j) => (j.app_id(), j.job_id()),
+            Entry::Runtime(r) => (r.job.app_id(), r.job.job_id()),
         }
     }
 
@@ -161,7 +161,7 @@ pub fn entries<'a>(config: &'a Config, runtime: &'a RuntimeList) -> Vec<Entry<'a
     let in_file: HashSet<(&str, &str)> = config
         .jobs
         .iter()
-        .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+        .map(|j| (j.app_id(), j.job_id()))
         .collect();
     config
         .jobs
@@ -171,7 +171,7 @@ pub fn entries<'a>(config: &'a Config, runtime: &'a RuntimeList) -> Vec<Entry<'a
             runtime
                 .jobs
                 .values()
-                .filter(|r| !in_file.contains(&(r.job.app_id.as_str(), r.job.job_id.as_str())))
+                .filter(|r| !in_file.contains(&(r.job.app_id(), r.job.job_id())))
                 .map(Entry::Runtime),
         )
         .collect()
@@ -217,7 +217,7 @@ pub fn with_runtime_sources(
     let in_file: HashSet<(&str, &str)> = config
         .jobs
         .iter()
-        .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+        .map(|j| (j.app_id(), j.job_id()))
         .collect();
     // The list's own keys and configurations, shared rather than copied.
     c.jobs = config
@@ -243,7 +243,7 @@ pub fn in_config(config: &Config, key: &JobKey) -> Option<String> {
     config
         .jobs
         .iter()
-        .position(|j| j.app_id == key.app_id && j.job_id == key.job_id)
+        .position(|j| j.app_id() == key.app_id && j.job_id() == key.job_id)
         .map(|i| match &config.jobs[i].name {
             Some(n) => format!("jobs[{i}] ({n:?})"),
             None => format!("jobs[{i}]"),
@@ -812,7 +812,7 @@ mod tests {
             .into_iter()
             .map(|w| {
                 (
-                    w.job.job_id.clone(),
+                    w.job.job_id().to_owned(),
                     w.source.to_string(),
                     w.job.name.clone(),
                 )

@@ -34,8 +34,8 @@ impl StatusRow {
     /// `row` is the job's database row, None if it was never polled.
     pub fn new(j: &JobConfig, source: &JobSource, r: Option<&JobRow>) -> StatusRow {
         StatusRow {
-            app_id: j.app_id.clone(),
-            job_id: j.job_id.clone(),
+            app_id: j.app_id().to_owned(),
+            job_id: j.job_id().to_owned(),
             name: j.name.clone(),
             kind: j.kind,
             source: source.clone(),
@@ -475,7 +475,7 @@ mod tests {
         let all: Vec<StatusRow> = crate::runtime_list::merged(config, &runtime)
             .iter()
             .map(|w| {
-                let k = JobKey::new(&w.job.app_id, &w.job.job_id);
+                let k = JobKey::new(w.job.app_id(), w.job.job_id());
                 StatusRow::new(&w.job, &w.source, rows.get(&k))
             })
             .collect();

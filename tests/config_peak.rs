@@ -73,7 +73,10 @@ fn reading_many_jobs_holds_a_run_of_entries_not_the_file() {
     let peak = PEAK.load(Relaxed) - before;
     let kept = LIVE.load(Relaxed).saturating_sub(before);
     assert_eq!(config.jobs.len(), JOBS);
-    assert_eq!(config.jobs[JOBS - 1].job_id, format!("job-{:05}", JOBS - 1));
+    assert_eq!(
+        config.jobs[JOBS - 1].job_id(),
+        format!("job-{:05}", JOBS - 1)
+    );
     // An entry keeps four allocations (its key's shared ids: the `Arc` and the two ids, which
     // the daemon's maps then share instead of holding copies; and the entry's `Arc`), and the
     // read makes well under one more an entry on the way; reading it through a TOML tree took

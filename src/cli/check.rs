@@ -385,8 +385,8 @@ fn print_jobs(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()
         out!(
             "    [{i}] {:<24} app {} job {} every {interval}",
             j.label(),
-            j.app_id,
-            j.job_id
+            j.app_id(),
+            j.job_id()
         )?;
     }
     if c.jobs.is_empty() {

@@ -527,7 +527,7 @@ impl Shown {
         let Event::Transition { job, to, .. } = e else {
             return false;
         };
-        if self.push_found || job.job_id != PUSH_JOB || to.state != State::Running {
+        if self.push_found || job.job_id() != PUSH_JOB || to.state != State::Running {
             return false;
         }
         self.push_found = true;
@@ -572,7 +572,7 @@ impl Shown {
                 let kind = error.kind.as_str();
                 if self
                     .last_error
-                    .insert(job.job_id.clone(), kind.into())
+                    .insert(job.job_id().to_owned(), kind.into())
                     .as_deref()
                     == Some(kind)
                 {
@@ -580,7 +580,7 @@ impl Shown {
                 }
             }
             Event::Transition { job, .. } => {
-                self.last_error.remove(&job.job_id);
+                self.last_error.remove(job.job_id());
             }
             Event::Alert {
                 status: Status::Resolved,
@@ -715,7 +715,7 @@ fn event_line(e: &Event) -> String {
             format!(
                 "{:<12} {:<12} {from:>7} -> {}{reason}{desc}",
                 job.label(),
-                job.job_id,
+                job.job_id(),
                 to.state
             )
         }
@@ -723,7 +723,7 @@ fn event_line(e: &Event) -> String {
             format!(
                 "{:<12} {:<12} poll failed: {error}",
                 job.label(),
-                job.job_id
+                job.job_id()
             )
         }
         Event::Alert {

@@ -37,7 +37,7 @@ pub(super) async fn check_online(c: &Config) -> std::io::Result<Option<StartErro
     let app = c
         .jobs
         .first()
-        .map(|j| j.app_id.as_str())
+        .map(|j| j.app_id())
         .or_else(|| c.apps.first().map(|a| a.app_id.as_str()))
         .unwrap_or("recwatch-check");
     let answer = client.get_job(app, PROBE_JOB).await.map(|_| ());

@@ -71,8 +71,8 @@ fn results_table(
         };
         rows.push(vec![
             job.name.clone().unwrap_or_else(|| "-".into()),
-            job.app_id.clone(),
-            job.job_id.clone(),
+            job.app_id().to_owned(),
+            job.job_id().to_owned(),
             state,
             reason,
             what,

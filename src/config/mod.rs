@@ -44,7 +44,7 @@ pub use storage::{Database, StorageConfig, check_url as check_storage_url};
 pub(crate) use raw::Table;
 pub(crate) use validate::check_range;
 
-use crate::domain::{JobIds, JobKey};
+use crate::domain::JobKey;
 use crate::secret::Secret;
 use crate::telemetry::LogFilter;
 use lettre::message::Mailbox;
@@ -155,8 +155,9 @@ pub struct PollConfig {
 ///
 /// Its ids are its [`JobKey`], one allocation the poller shares with its every map (issue 23,
 /// item 1): as two `String`s of their own they were a second copy of the key's, about 130
-/// bytes a job, and every lookup of a job's key made a new key from them. `job.app_id` and
-/// `job.job_id` read through the key, as they do on a [`JobKey`] (`Deref`).
+/// bytes a job, and every lookup of a job's key made a new key from them. `job.app_id()` and
+/// `job.job_id()` read through the key; no `Deref` to the key's ids, so what a job's
+/// configuration holds is what its type says.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JobConfig {
     pub key: JobKey,
@@ -169,20 +170,12 @@ pub struct JobConfig {
     pub notify: Option<Vec<String>>,
 }
 
-impl std::ops::Deref for JobConfig {
-    type Target = JobIds;
-
-    fn deref(&self) -> &JobIds {
-        &self.key
-    }
-}
-
 /// As the struct with its two id fields printed it, so logs and test output read the same.
 impl std::fmt::Debug for JobConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobConfig")
-            .field("app_id", &self.app_id)
-            .field("job_id", &self.job_id)
+            .field("app_id", &self.app_id())
+            .field("job_id", &self.job_id())
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("interval", &self.interval)
@@ -192,9 +185,19 @@ impl std::fmt::Debug for JobConfig {
 }
 
 impl JobConfig {
+    /// The application the job belongs to (read through its key).
+    pub fn app_id(&self) -> &str {
+        &self.key.app_id
+    }
+
+    /// The job's id (read through its key).
+    pub fn job_id(&self) -> &str {
+        &self.key.job_id
+    }
+
     /// The label used in output and alerts: the name, or the job id.
     pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.job_id)
+        self.name.as_deref().unwrap_or(self.job_id())
     }
 }
 

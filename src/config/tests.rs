@@ -394,7 +394,7 @@ fn budget_stretches_when_the_list_is_too_long() {
         .map(|i| {
             std::sync::Arc::new(JobConfig {
                 kind: crate::domain::JobKind::Individual,
-                key: crate::domain::JobKey::new(job.app_id.clone(), format!("j{i}")),
+                key: crate::domain::JobKey::new(job.app_id().to_owned(), format!("j{i}")),
                 ..JobConfig::clone(&job)
             })
         })

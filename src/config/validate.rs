@@ -508,8 +508,8 @@ fn read_jobs(
     for t in tables {
         let mut t = t?;
         let job = read_job(&mut t, &channels, poll, remediate)?;
-        let (app_id, job_id) = (&job.app_id, &job.job_id);
-        if let Some(first) = seen.insert((app_id.clone(), job_id.clone()), t.path.clone()) {
+        let (app_id, job_id) = (job.app_id(), job.job_id());
+        if let Some(first) = seen.insert((app_id.to_owned(), job_id.to_owned()), t.path.clone()) {
             return Err(ConfigError::new(
                 t.path.clone(),
                 format!(

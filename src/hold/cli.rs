@@ -113,15 +113,11 @@ pub(crate) async fn silence(config: &Config, args: SilenceArgs) -> anyhow::Resul
             let runtime = store.watchlist().all().await?;
             store.close().await;
             out!("{}", s.id)?;
-            let watched = config
-                .jobs
-                .iter()
-                .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
-                .chain(
-                    runtime
-                        .iter()
-                        .map(|r| (r.key.app_id.as_str(), r.key.job_id.as_str())),
-                );
+            let watched = config.jobs.iter().map(|j| (j.app_id(), j.job_id())).chain(
+                runtime
+                    .iter()
+                    .map(|r| (r.key.app_id.as_str(), r.key.job_id.as_str())),
+            );
             if let Some(w) = s.matchers.unwatched(watched) {
                 complain(&format!("warning: {w}"));
             }

@@ -153,11 +153,11 @@ fn added_response(peer: SocketAddr, key: &JobKey, config: &Config, added: Added)
             let job = config
                 .jobs
                 .iter()
-                .find(|j| j.app_id == key.app_id && j.job_id == key.job_id)
+                .find(|j| j.app_id() == key.app_id && j.job_id() == key.job_id)
                 .expect("in the config");
             let view = JobView {
-                app_id: job.app_id.clone(),
-                job_id: job.job_id.clone(),
+                app_id: job.app_id().to_owned(),
+                job_id: job.job_id().to_owned(),
                 name: job.name.clone(),
                 kind: job.kind,
                 notify: job.notify.clone(),

@@ -292,7 +292,7 @@ fn alert_rows(alerts: &[crate::store::AlertView], config: &Config) -> Vec<AlertR
                 config
                     .jobs
                     .iter()
-                    .find(|j| &j.app_id == app && &j.job_id == id)
+                    .find(|j| j.app_id() == app && j.job_id() == id)
                     .map(|j| j.label().to_string())
             });
             AlertRow {

@@ -75,8 +75,8 @@ impl Outbox {
                 let summary = format!(
                     "{} is not found: the RTC API answers 404 / RTC.00001003 for app {} job {}",
                     ctx.job.label(),
-                    ctx.job.app_id,
-                    ctx.job.job_id
+                    ctx.job.app_id(),
+                    ctx.job.job_id()
                 );
                 conditions.push(Condition {
                     rule: Rule::JobNotFound,
@@ -160,9 +160,7 @@ impl Outbox {
         if rules::severity(&config.rules, rule).is_none() {
             return Ok(Vec::new());
         }
-        let (app_id, job_id) = job
-            .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
-            .unwrap_or(("", ""));
+        let (app_id, job_id) = job.map(|j| (j.app_id(), j.job_id())).unwrap_or(("", ""));
         let open = tx.episodes().find_open(rule, app_id, job_id).await?;
         let c = Condition {
             rule,
@@ -195,9 +193,7 @@ impl Outbox {
         let Some(severity) = rules::severity(&config.rules, rule) else {
             return Ok(Vec::new());
         };
-        let (app_id, job_id) = job
-            .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
-            .unwrap_or(("", ""));
+        let (app_id, job_id) = job.map(|j| (j.app_id(), j.job_id())).unwrap_or(("", ""));
         let open = open.map(|row| OpenEpisode {
             id: row.id,
             last_notified: row.last_notified_at.to_datetime(),

@@ -85,8 +85,8 @@ fn answer(
 ) -> PollRecord {
     let snap = snapshot(to.state.as_str(), to.stop_reason_str());
     PollRecord {
-        app_id: job.app_id.clone(),
-        job_id: job.job_id.clone(),
+        app_id: job.app_id().to_owned(),
+        job_id: job.job_id().to_owned(),
         name: job.name.clone(),
         kind: crate::domain::JobKind::Individual,
         polled_at: at,
@@ -102,8 +102,8 @@ fn answer(
 /// The RTC service says the job does not exist.
 fn not_found(job: &JobConfig, at: DateTime<Utc>) -> PollRecord {
     PollRecord {
-        app_id: job.app_id.clone(),
-        job_id: job.job_id.clone(),
+        app_id: job.app_id().to_owned(),
+        job_id: job.job_id().to_owned(),
         name: job.name.clone(),
         kind: crate::domain::JobKind::Individual,
         polled_at: at,
@@ -758,7 +758,7 @@ async fn a_group_of_jobs_commits_together_and_each_gets_its_answer() {
     let d = db().await;
     let mut config = config("");
     let mut second = JobConfig::clone(&config.jobs[0]);
-    second.key = crate::domain::JobKey::new(second.app_id.clone(), "job-2");
+    second.key = crate::domain::JobKey::new(second.app_id().to_owned(), "job-2");
     second.name = Some("cam-2".into());
     config.jobs.push(Arc::new(second));
     let config = Arc::new(config);

@@ -4,9 +4,9 @@
 //! poll from it; reloads and cron ticks arrive as [`Command`]s.
 
 use super::batch::{self, Touches};
-use super::budget::{Budget, failure_delay, later, throttle_pause};
-use super::health::{AUTH_FAILURES_BEFORE_BACKOFF, Health, HealthMessage, write_api_health};
-use super::hints::{Hints, Lane, Pick};
+use super::budget::{Budget, failure_delay, later};
+use super::health::{Health, HealthMessage, write_api_health};
+use super::hints::{Candidate, Hints, Lane, Pick};
 use super::job::{JobState, RETIRE_UNFOUND_AFTER, Seed};
 use super::schedule::{Schedule, start_cron};
 use super::task::{Done, PollTask, Report, WRITER_WAIT};
@@ -31,6 +31,8 @@ use tracing::{debug, error, info, warn};
 
 /// The dispatcher's side of poll hints.
 mod hinted;
+mod next;
+use next::{Answered, Next, Outcome, Pause};
 mod refusals;
 mod reload;
 use reload::next_config;
@@ -227,7 +229,7 @@ async fn seeds_of(
     let at: HashMap<(&str, &str), usize, crate::domain::IdsHash> = jobs
         .iter()
         .enumerate()
-        .map(|(i, j)| ((j.app_id.as_str(), j.job_id.as_str()), i))
+        .map(|(i, j)| ((j.app_id(), j.job_id()), i))
         .collect();
     let mut seeds = vec![None; jobs.len()];
     store
@@ -272,6 +274,8 @@ struct Dispatcher {
     drain_until: Option<Instant>,
     /// Hinted jobs waiting for a slot, and the re-polls after a job's end (see `hints.rs`).
     lane: Lane,
+    /// The lane's front as `next` last saw it (a buffer kept so a look allocates nothing).
+    front: Vec<Candidate>,
     /// Each group's share of the budget over the watch list in force (see `share.rs`).
     budget: BudgetReport,
     /// The last report the log told of, so a flood of small changes is not logged each.
@@ -312,6 +316,7 @@ impl Dispatcher {
             drain,
             drain_until: None,
             lane: Lane::default(),
+            front: Vec::new(),
             budget: poller.runtime.budget(),
             budget_told: None,
             retired: HashSet::new(),
@@ -361,31 +366,17 @@ impl Dispatcher {
                 break;
             }
             self.lane_step();
-            // The next poll goes when it is due (or hinted) and the budget has a slot. The
-            // loop never blocks on the budget itself (a pause can last minutes), so reloads,
-            // completions and the watchdog's heartbeat are handled meanwhile.
-            let hinted = self
-                .lane
-                .next_at(|k| self.states.contains_key(k) && !self.busy.contains(k));
-            let next_due = self
-                .schedule
-                .peek(Instant::now())
-                .map(|(t, _, _)| *t)
-                .into_iter()
-                .chain(hinted)
-                .min()
-                .map(|t| t.max(self.poller.budget.ready_at(Instant::now())));
-            // Until a request has succeeded, one at a time: a wrong key costs at most 3.
-            let may_dispatch = self.may_start()
-                && (self.health.verified || self.busy.is_empty())
-                && self.poller.in_flight.available_permits() > 0;
+            // The next poll goes when `next` says (due or hinted, and the budget has a slot).
+            // The loop never blocks on the budget itself (a pause can last minutes), so
+            // reloads, completions and the watchdog's heartbeat are handled meanwhile.
+            let next = self.next(Instant::now());
             let sleep = async {
-                match (may_dispatch, next_due) {
+                match next {
                     // Not through the timer: it has 1 ms ticks, so even an elapsed deadline
                     // would wait for the next one and cap polling at 1,000/s.
-                    (true, Some(t)) if t <= Instant::now() => {}
-                    (true, Some(t)) => tokio::time::sleep_until(t).await,
-                    _ => std::future::pending::<()>().await,
+                    Next::Poll(_) => {}
+                    Next::At(t) => tokio::time::sleep_until(t).await,
+                    Next::Idle => std::future::pending::<()>().await,
                 }
             };
             let drain_until = self.drain_until;
@@ -415,7 +406,7 @@ impl Dispatcher {
                     self.retry_owed();
                 }
                 _ = sleep => {
-                    if !self.dispatch_next().await {
+                    if !self.dispatch_next(next).await {
                         continue;
                     }
                 }
@@ -462,27 +453,29 @@ impl Dispatcher {
         });
     }
 
-    /// Starts the next due poll: a hinted job when the lane may take the slot (see
-    /// `hints::decide`), else the round's. Returns false when there was none to start after
-    /// all (a stale entry, or no slot in the budget): the loop then looks again at once.
-    async fn dispatch_next(&mut self) -> bool {
-        // Stale entries (a removed job, one being polled, or one scheduled again since) are
-        // skipped.
+    /// Starts the poll [`next::next`] picks (its budget slot reserved first): `looked`, the
+    /// loop's look, when it said "now" (nothing ran between that look and this call), else
+    /// a new look after the sleep. Returns false when there was none to start after all (the
+    /// budget's slot taken meanwhile by another of its users, or nothing due yet): the loop
+    /// then looks again at once.
+    async fn dispatch_next(&mut self, looked: Next) -> bool {
         let now = Instant::now();
-        if let Some((_, entry, k)) = self.schedule.peek(now) {
-            if self.busy.contains(k) || self.states.get(k).is_none_or(|s| s.sched != *entry) {
-                self.schedule.pop(now);
-                return false;
-            }
-        }
-        let slot = match self.take_slot(now) {
-            Some((Pick::Round, slot)) => slot,
-            Some((pick @ (Pick::Hinted(_) | Pick::Joining(_)), slot)) => {
+        let Next::Poll(choice) = (match looked {
+            Next::Poll(_) => looked,
+            Next::At(_) | Next::Idle => self.next(now),
+        }) else {
+            return false;
+        };
+        let Ok(slot) = self.poller.budget.try_reserve(now) else {
+            return false;
+        };
+        match self.lane.take(choice) {
+            pick @ (Pick::Hinted(_) | Pick::Joining(_)) => {
                 self.dispatch_lane(pick, slot, now).await;
                 return true;
             }
-            _ => return false,
-        };
+            Pick::Round | Pick::Nothing => {}
+        }
         let Some((due, _, k)) = self.schedule.pop(now) else {
             return false;
         };
@@ -496,7 +489,10 @@ impl Dispatcher {
             .acquire_owned()
             .await
             .expect("semaphore never closed");
-        let state = self.states.remove(&k).expect("checked above");
+        let state = self
+            .states
+            .remove(&k)
+            .expect("a stale head is dropped by `next`");
         let work = self.task().poll(k.clone(), state, Some(slot));
         self.launch(k, Some(permit), work);
         true
@@ -592,7 +588,7 @@ impl Dispatcher {
         for (i, job) in jobs.iter().enumerate() {
             let seed = seeds.get(i).cloned().flatten();
             let Some((k, mut state)) = self.new_state(job, |_| seed) else {
-                debug!(app_id = %job.app_id, job_id = %job.job_id, "already STOPPED: not polled (poll.stop_after_terminal)");
+                debug!(app_id = %job.app_id(), job_id = %job.job_id(), "already STOPPED: not polled (poll.stop_after_terminal)");
                 continue;
             };
             if self.poller.config.poll.schedule.is_none() {
@@ -725,7 +721,8 @@ impl Dispatcher {
         }
     }
 
-    /// When the job is polled next after this result; `None` when it is no longer polled.
+    /// When the job is polled next after this result ([`next::after_poll`] decides); `None`
+    /// when it is no longer polled. Applies a pause of every poll and says why.
     fn next_poll(
         &self,
         k: &Key,
@@ -734,50 +731,46 @@ impl Dispatcher {
         now: Instant,
     ) -> Option<Instant> {
         let config = &self.poller.config;
-        let e = match result {
-            Ok(()) => {
-                state.failures = 0;
-                if config.poll.stop_after_terminal
-                    && state.phase.as_ref().is_some_and(Phase::is_terminal)
-                {
-                    info!(app_id = %k.app_id, job_id = %k.job_id, "job is STOPPED: no longer polled (poll.stop_after_terminal)");
-                    if state.unwritten.is_empty() {
-                        return None;
-                    }
-                    // Keep it until what it saw is written: the next poll writes it.
-                    return Some(later(now, self.interval(state).min(Duration::from_secs(5))));
-                }
-                return Some(later(now, self.interval(state)));
-            }
-            Err(e) => e,
+        let outcome = match result {
+            Ok(()) => Outcome::Answered,
+            Err(e) if matches!(e.kind, ErrorKind::Throttled) => Outcome::Throttled,
+            Err(e) if matches!(e.kind, ErrorKind::Unauthorized) => Outcome::Refused,
+            Err(_) => Outcome::Failed,
         };
-        match e.kind {
-            ErrorKind::Throttled => {
-                let pause = throttle_pause(
-                    config.api.throttle_backoff,
-                    self.health.throttle_streak,
-                    jitter(),
-                );
+        let done =
+            config.poll.stop_after_terminal && state.phase.as_ref().is_some_and(Phase::is_terminal);
+        let after = next::after_poll(&Answered {
+            now,
+            outcome,
+            interval: self.interval(state),
+            failures: state.failures,
+            done,
+            owes: !state.unwritten.is_empty(),
+            throttle_backoff: config.api.throttle_backoff,
+            throttle_streak: self.health.throttle_streak,
+            auth_backoff: config.api.auth_backoff,
+            auth_streak: self.health.auth_streak,
+            // A draw only where a back-off uses it: an answer's next poll is not jittered.
+            jitter: if outcome == Outcome::Answered {
+                0.0
+            } else {
+                jitter()
+            },
+        });
+        state.failures = after.failures;
+        if done && outcome == Outcome::Answered {
+            info!(app_id = %k.app_id, job_id = %k.job_id, "job is STOPPED: no longer polled (poll.stop_after_terminal)");
+        }
+        match (after.pause, result) {
+            (Some(Pause::Throttled(pause)), Err(e)) => {
                 self.poller.budget.pause_until(later(now, pause));
                 metrics::counter!("recwatch_throttled_total").increment(1);
                 warn!(pause = ?round(pause), streak = self.health.throttle_streak, request_id = e.request_id.as_deref().unwrap_or("-"), "throttled by the API gateway (APIG.0308): pausing every poll");
-                Some(now)
             }
-            ErrorKind::Unauthorized => {
-                if self.health.auth_streak >= AUTH_FAILURES_BEFORE_BACKOFF {
-                    self.pause_for_refusals(e, now);
-                }
-                Some(now)
-            }
-            _ => {
-                state.failures = state.failures.saturating_add(1);
-                let interval = self.interval(state);
-                Some(later(
-                    now,
-                    failure_delay(interval, state.failures, jitter()),
-                ))
-            }
+            (Some(Pause::Refused(pause)), Err(e)) => self.pause_for_refusals(e, pause, now),
+            _ => {}
         }
+        after.at
     }
 }
 

@@ -131,7 +131,7 @@ pub fn start_low(newest_first: &[(i64, Timestamp)], since: Timestamp) -> i64 {
 /// What a stored event asks of the poller, if it names a job.
 fn hint_of(row: &EventHintRow) -> Option<(JobKey, HintKind)> {
     let job_id = row.job_id.as_deref()?;
-    let kind = match EventType::parse(&row.event_type) {
+    let kind = match row.event_type {
         EventType::CloudRecordServerOver => HintKind::Over,
         _ => HintKind::Poll,
     };
@@ -422,7 +422,7 @@ mod tests {
             id: 1,
             app_id: "app".into(),
             job_id: job.map(str::to_string),
-            event_type: t.into(),
+            event_type: EventType::parse(t),
             received_at: Timestamp::from_millis(0).unwrap(),
         };
         let key = JobKey::new("app", "j");

@@ -358,21 +358,23 @@ impl Lane {
         self.follow_ups.settle(key);
     }
 
-    /// When the lane next has something to do: its earliest waiting job that is ready, or
-    /// its next follow-up.
-    pub(super) fn next_at(&self, ready: impl Fn(&Key) -> bool) -> Option<Instant> {
-        let waiting = self
-            .joining
-            .iter()
-            .take(SCAN)
-            .chain(self.waiting.iter().take(SCAN))
-            .filter(|w| ready(&w.key))
-            .map(|w| w.not_before)
-            .min();
-        waiting.into_iter().chain(self.follow_ups.next()).min()
+    /// When the lane next has something to do, as the dispatcher's `next` would say from the
+    /// lane alone: its earliest waiting job that is ready, or its next follow-up.
+    #[cfg(test)]
+    fn next_at(&self, ready: impl Fn(&Key) -> bool) -> Option<Instant> {
+        let mut front = Vec::new();
+        self.front(|k| Some(ready(k)), &mut front);
+        let waiting = front.iter().filter(|c| c.ready).map(|c| c.not_before).min();
+        waiting.into_iter().chain(self.next_follow_up()).min()
     }
 
-    fn used(&mut self, now: Instant) -> usize {
+    /// When the next re-poll after a job's end joins the lane (see [`Lane::follow_up`]).
+    pub(super) fn next_follow_up(&self) -> Option<Instant> {
+        self.follow_ups.next()
+    }
+
+    /// How many polls the lane started in the last [`SHARE_WINDOW`].
+    pub(super) fn used(&mut self, now: Instant) -> usize {
         while self
             .recent
             .front()
@@ -383,35 +385,41 @@ impl Lane {
         self.recent.len()
     }
 
-    /// Decides the next slot ([`decide`]); `state` says of a waiting job whether it is
-    /// watched (`Some`) and ready to poll now (`Some(true)`). Waiting jobs no longer watched
-    /// are let go. A hinted pick leaves the lane; the caller must then poll it (and call
-    /// [`Lane::took`]).
-    pub(super) fn pick(
-        &mut self,
-        now: Instant,
-        share: usize,
-        round_due: bool,
-        state: impl Fn(&Key) -> Option<bool>,
-    ) -> Pick {
+    /// The front of the lane as [`decide`] sees it, into `out` (cleared first): joiners, then
+    /// hinted jobs, each oldest first, [`SCAN`] of each; `state` says of a waiting job whether
+    /// it is watched (`Some`) and ready to poll now (`Some(true)`).
+    pub(super) fn front(&self, state: impl Fn(&Key) -> Option<bool>, out: &mut Vec<Candidate>) {
+        out.clear();
+        out.extend(
+            self.joining
+                .iter()
+                .take(SCAN)
+                .chain(self.waiting.iter().take(SCAN))
+                .map(|w| Candidate {
+                    not_before: w.not_before,
+                    ready: state(&w.key) == Some(true),
+                }),
+        );
+    }
+
+    /// Lets go of the waiting jobs at the front no longer watched (`state` is `None`).
+    pub(super) fn let_go(&mut self, state: impl Fn(&Key) -> Option<bool>) {
+        if self.queued.is_empty() {
+            return;
+        }
         let gone = let_go(&mut self.joining, &mut self.queued, &state)
             + let_go(&mut self.waiting, &mut self.queued, &state);
         if gone > 0 {
             HintOutcome::Ignored.count(gone as u64);
         }
+    }
+
+    /// Takes the job a decision chose out of the lane: `slot` indexes the candidates
+    /// [`Lane::front`] gave, with nothing changed since. The caller must then poll it (and
+    /// call [`Lane::took`]).
+    pub(super) fn take(&mut self, slot: Slot) -> Pick {
         let joiners = self.joining.len().min(SCAN);
-        let candidates: Vec<Candidate> = self
-            .joining
-            .iter()
-            .take(SCAN)
-            .chain(self.waiting.iter().take(SCAN))
-            .map(|w| Candidate {
-                not_before: w.not_before,
-                ready: state(&w.key) == Some(true),
-            })
-            .collect();
-        let used = self.used(now);
-        match decide(now, &candidates, used, share, round_due) {
+        match slot {
             Slot::Hinted(i) if i < joiners => {
                 let w = self.joining.remove(i).expect("index from the candidates");
                 self.queued.remove(&w.key);
@@ -430,20 +438,22 @@ impl Lane {
         }
     }
 
-    /// A picked job whose poll could not start after all (no budget slot): back at the front
-    /// of its queue, as it was.
-    pub(super) fn put_back(&mut self, pick: Pick, now: Instant) {
-        let (queue, key) = match pick {
-            Pick::Joining(key) => (&mut self.joining, key),
-            Pick::Hinted(key) => (&mut self.waiting, key),
-            Pick::Round | Pick::Nothing => return,
-        };
-        if self.queued.insert(key.clone()) {
-            queue.push_front(Waiting {
-                key,
-                not_before: now,
-            });
-        }
+    /// Decides the next slot ([`decide`]) and takes a hinted pick out of the lane, the
+    /// dispatcher's steps in one for the lane's tests (the dispatcher decides with its own
+    /// `next`, which also weighs the budget and the round's time).
+    #[cfg(test)]
+    fn pick(
+        &mut self,
+        now: Instant,
+        share: usize,
+        round_due: bool,
+        state: impl Fn(&Key) -> Option<bool>,
+    ) -> Pick {
+        self.let_go(&state);
+        let mut candidates = Vec::new();
+        self.front(&state, &mut candidates);
+        let used = self.used(now);
+        self.take(decide(now, &candidates, used, share, round_due))
     }
 
     /// A poll from the lane (of a hinted job, or a joiner's first) took a slot at `now`.

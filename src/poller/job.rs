@@ -194,7 +194,7 @@ impl JobState {
         }
         self.unwritten.push(record);
         if keep_bounded(&mut self.unwritten, MAX_UNWRITTEN) {
-            warn!(app_id = %self.job.app_id, job_id = %self.job.job_id, kept = self.unwritten.len(), "the database has refused this job's writes for so many changes that intermediate ones are dropped from memory; the first and the latest are kept");
+            warn!(app_id = %self.job.app_id(), job_id = %self.job.job_id(), kept = self.unwritten.len(), "the database has refused this job's writes for so many changes that intermediate ones are dropped from memory; the first and the latest are kept");
         }
     }
 }

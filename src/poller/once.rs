@@ -70,7 +70,7 @@ pub async fn poll_once(
         let done = match report {
             Ok(Report::Done(done)) => *done,
             Ok(Report::Panicked { why, .. }) | Err(why) => {
-                error!(app_id = %job.app_id, job_id = %job.job_id, "the poll failed (panicked: {why})");
+                error!(app_id = %job.app_id(), job_id = %job.job_id(), "the poll failed (panicked: {why})");
                 out.push((
                     JobConfig::clone(&job),
                     Err(format!("internal error (panicked: {why})")),

@@ -132,7 +132,7 @@ async fn write_loop(
             // of the database as a whole is logged once by its health, not per job.
             if let Err(e) = &result {
                 if !matches!(e, WriteError::Panicked(_)) {
-                    debug!(app_id = %write.job.app_id, job_id = %write.job.job_id, "cannot write the poll outcome: {e:#}; it is kept for this job's next write");
+                    debug!(app_id = %write.job.app_id(), job_id = %write.job.job_id(), "cannot write the poll outcome: {e:#}; it is kept for this job's next write");
                 }
             }
             let _ = reply.send(result);
@@ -178,8 +178,8 @@ job_id = "job-2"
     fn stopped(job: &JobConfig, at: DateTime<Utc>) -> Vec<PollRecord> {
         let phase = |s: &str| Phase::parse(s, None);
         vec![PollRecord {
-            app_id: job.app_id.clone(),
-            job_id: job.job_id.clone(),
+            app_id: job.app_id().to_owned(),
+            job_id: job.job_id().to_owned(),
             name: None,
             kind: crate::domain::JobKind::Individual,
             polled_at: at,
@@ -280,7 +280,7 @@ job_id = "job-2"
         let (writer, config, held, locked) = (&writer, &config, &held, &locked);
         // All three are queued before the writer task runs (one thread): one group.
         let writes = config.jobs.iter().map(|job| {
-            let key = JobKey::new(job.app_id.as_str(), job.job_id.as_str());
+            let key = JobKey::new(job.app_id(), job.job_id());
             retry_locked(LOCK_RETRY, move |attempt| {
                 let write = writer.write(
                     stopped(job, t0),

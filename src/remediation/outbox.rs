@@ -75,13 +75,16 @@ impl Outbox {
         if !listed || !anyone {
             return Ok(None);
         }
-        let lineage = tx.remediations().lineage(&job.app_id, &job.job_id).await?;
-        let key = JobKey::new(&job.app_id, &job.job_id);
-        let enabled = r.enabled_for(&key, &JobKey::new(&job.app_id, &lineage));
+        let lineage = tx
+            .remediations()
+            .lineage(job.app_id(), job.job_id())
+            .await?;
+        let key = JobKey::new(job.app_id(), job.job_id());
+        let enabled = r.enabled_for(&key, &JobKey::new(job.app_id(), &lineage));
         let since = rules::checked_before(now, r.window).unwrap_or(DateTime::<Utc>::MIN_UTC);
         let restarts = tx
             .remediations()
-            .lineage_restarts(&job.app_id, &lineage, since)
+            .lineage_restarts(job.app_id(), &lineage, since)
             .await?
             .clamp(0, u32::MAX as i64) as u32;
         // The kind the job is polled as (`[[jobs]] kind`, or learnt at discovery).
@@ -130,15 +133,15 @@ impl Outbox {
                         .hold_deliveries(alert.as_str(), until)
                         .await?;
                 }
-                info!(app_id = %job.app_id, job_id = %job.job_id, remediation = id, "re-creating {} ({} job)", job.label(), d.kind);
+                info!(app_id = %job.app_id(), job_id = %job.job_id(), remediation = id, "re-creating {} ({} job)", job.label(), d.kind);
             }
             Remediation::Skip(SkipReason::DryRun) => {
-                info!(app_id = %job.app_id, job_id = %job.job_id, remediation = id, "dry run (remediate.dry_run): would re-create {} as a new {} job with its last parameters; nothing is sent", job.label(), d.kind);
+                info!(app_id = %job.app_id(), job_id = %job.job_id(), remediation = id, "dry run (remediate.dry_run): would re-create {} as a new {} job with its last parameters; nothing is sent", job.label(), d.kind);
                 metrics::counter!("recwatch_remediations_total", "result" => "dry_run")
                     .increment(1);
             }
             Remediation::Skip(SkipReason::CannotRebuild(why)) => {
-                warn!(app_id = %job.app_id, job_id = %job.job_id, remediation = id, "cannot re-create {}: {why}", job.label());
+                warn!(app_id = %job.app_id(), job_id = %job.job_id(), remediation = id, "cannot re-create {}: {why}", job.label());
                 metrics::counter!("recwatch_remediations_total", "result" => "cannot_rebuild")
                     .increment(1);
             }
@@ -227,8 +230,8 @@ async fn insert_intent(
     };
     tx.remediations()
         .insert(&NewRemediation {
-            app_id: &job.app_id,
-            old_job_id: &job.job_id,
+            app_id: job.app_id(),
+            old_job_id: job.job_id(),
             lineage: &d.lineage,
             kind: d.kind.as_str(),
             transition_id,
@@ -370,19 +373,19 @@ fn notice_summary(job: &JobConfig, snapshot: &JobSnapshot, outcome: &Outcome) ->
         Outcome::Created { new_job_id } => format!(
             "{} (job {}) was re-created as {new_job_id}; the new job is watched",
             job.label(),
-            job.job_id
+            job.job_id()
         ),
         Outcome::Failed { error } => format!(
             "{} (job {}) died and its re-creation failed: {error}; nothing was created",
             job.label(),
-            job.job_id
+            job.job_id()
         ),
         Outcome::Unknown { error } => format!(
             "{} (job {}) died and its re-creation's outcome is unknown ({error}): a billable recording job may exist. Check app {} room {room} in the RTC console for a job that replaced {} before starting one; recwatch will not send the create again",
             job.label(),
-            job.job_id,
-            job.app_id,
-            job.job_id
+            job.job_id(),
+            job.app_id(),
+            job.job_id()
         ),
     }
 }

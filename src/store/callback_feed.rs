@@ -3,6 +3,7 @@
 
 use super::{Callbacks, StoreError};
 use crate::domain::Timestamp;
+use recwatch_rtc::callback::EventType;
 
 /// What a poll hint needs of a stored event.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -10,7 +11,10 @@ pub struct EventHintRow {
     pub id: i64,
     pub app_id: String,
     pub job_id: Option<String>,
-    pub event_type: String,
+    /// Parsed as it is read, like the store's other enums (unknown types kept as
+    /// `EventType::Other`, never refused).
+    #[sqlx(try_from = "String")]
+    pub event_type: EventType,
     pub received_at: Timestamp,
 }
 
@@ -86,7 +90,7 @@ impl Callbacks<'_> {
 mod tests {
     use crate::store::Store;
     use crate::store::test_support::both_backends;
-    use recwatch_rtc::callback::RecordEvent;
+    use recwatch_rtc::callback::{EventType, RecordEvent};
 
     async fn store_event(store: &Store, job: Option<&str>, n: u32) {
         let body = match job {
@@ -117,7 +121,8 @@ mod tests {
             assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
             assert_eq!(all[0].job_id.as_deref(), Some("j"));
             assert_eq!(all[2].job_id, None, "an event naming no job is read too");
-            assert_eq!(all[0].event_type, "RECORD_NEW_FILE_START");
+            assert_eq!(all[0].event_type, EventType::RecordNewFileStart);
+            assert_eq!(all[2].event_type, EventType::Other("SOMETHING".into()));
             assert_eq!(all[3].received_at.to_string(), "2026-11-28T10:00:04.000Z");
             assert_eq!(store.callbacks().max_event_id().await.unwrap(), Some(ids[3]));
             let after = store.callbacks().hints_after(ids[1], 1).await.unwrap();

@@ -111,7 +111,7 @@ fn unwatched_keys(config: &Config, rows: Vec<(String, String)>) -> Vec<JobKey> {
     let watched: HashSet<(&str, &str)> = config
         .jobs
         .iter()
-        .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
+        .map(|j| (j.app_id(), j.job_id()))
         .collect();
     rows.into_iter()
         .filter(|(a, j)| !watched.contains(&(a.as_str(), j.as_str())))

@@ -6,7 +6,7 @@ use super::jobs::{JobItem, item};
 use super::timeline::Change;
 use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit};
 use crate::config::JobConfig;
-use crate::domain::{Phase, timestamp};
+use crate::domain::{Phase, Timestamp, timestamp};
 use crate::store::{AlertView, JobRow, LeaseRow, RecordedFileRow, TransitionRow};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,29 @@ pub struct JobPageQuery {
     pub limit: Option<String>,
     /// The cursor of the last transition shown.
     pub before: Option<String>,
+}
+
+/// Where the next page of a job's transitions starts: after the transition observed at
+/// `observed_at` with row id `id` (newest first, by both). A link carries it as the JSON
+/// array `[observed_at, id]` in base64url, the form it had as a pair, so a link made before
+/// the cursor was typed still decodes, and one holding no time is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(Timestamp, i64)", into = "(Timestamp, i64)")]
+pub struct TransitionsCursor {
+    pub observed_at: Timestamp,
+    pub id: i64,
+}
+
+impl From<(Timestamp, i64)> for TransitionsCursor {
+    fn from((observed_at, id): (Timestamp, i64)) -> TransitionsCursor {
+        TransitionsCursor { observed_at, id }
+    }
+}
+
+impl From<TransitionsCursor> for (Timestamp, i64) {
+    fn from(c: TransitionsCursor) -> (Timestamp, i64) {
+        (c.observed_at, c.id)
+    }
 }
 
 /// A job's page.
@@ -86,12 +109,12 @@ pub async fn job_page(
     q: &JobPageQuery,
 ) -> Result<JobPage, ViewError> {
     let limit = parse_limit(q.limit.as_deref(), TRANSITIONS_DEFAULT, TRANSITIONS_MAX)?;
-    let before: Option<(String, i64)> = cursor_param("before", q.before.as_deref())?;
+    let before: Option<TransitionsCursor> = cursor_param("before", q.before.as_deref())?;
     let watched = src
         .config
         .jobs
         .iter()
-        .find(|j| j.app_id == app_id && j.job_id == job_id);
+        .find(|j| j.app_id() == app_id && j.job_id() == job_id);
     let row = src.store.jobs().get(app_id, job_id).await?;
     let job = job_of(watched, row.as_ref(), app_id, job_id)?;
     let start = src.now - JOB_WINDOW;
@@ -104,8 +127,7 @@ pub async fn job_page(
         start,
         src.now,
     );
-    let (transitions, next_before) =
-        transitions_page(src, app_id, job_id, before.as_ref(), limit).await?;
+    let (transitions, next_before) = transitions_page(src, app_id, job_id, before, limit).await?;
     let (replaces, replaced_by) = src
         .store
         .remediations()
@@ -186,18 +208,16 @@ async fn transitions_page(
     src: &Sources<'_>,
     app_id: &str,
     job_id: &str,
-    before: Option<&(String, i64)>,
+    before: Option<TransitionsCursor>,
     limit: usize,
 ) -> Result<(Vec<TransitionRow>, Option<String>), ViewError> {
+    // The store compares the stored text: the time goes in the form it is stored in.
+    let at = before.map(|c| c.observed_at.to_string());
+    let position = before.zip(at.as_deref()).map(|(c, at)| (at, c.id));
     let mut transitions = src
         .store
         .page()
-        .job_transitions(
-            app_id,
-            job_id,
-            before.map(|(at, id)| (at.as_str(), *id)),
-            limit as i64 + 1,
-        )
+        .job_transitions(app_id, job_id, position, limit as i64 + 1)
         .await?;
     let more = transitions.len() > limit;
     transitions.truncate(limit);
@@ -207,9 +227,12 @@ async fn transitions_page(
         .await?;
     let next_before = more
         .then(|| {
-            transitions
-                .last()
-                .map(|t| encode_cursor(&(&t.observed_at, t.id)))
+            transitions.last().map(|t| {
+                encode_cursor(&TransitionsCursor {
+                    observed_at: t.observed_at,
+                    id: t.id,
+                })
+            })
         })
         .flatten();
     Ok((transitions, next_before))

@@ -151,7 +151,7 @@ impl JobsQuery {
 
     /// Whether a watched job passes the filters (not the cursor).
     fn keeps(&self, job: &JobConfig, row: Option<&JobPhaseRow>) -> bool {
-        if self.app.as_ref().is_some_and(|a| *a != job.app_id) {
+        if self.app.as_ref().is_some_and(|a| *a != job.app_id()) {
             return false;
         }
         if self.state.is_some_and(|s| !s.keeps(row)) {
@@ -159,14 +159,10 @@ impl JobsQuery {
         }
         match &self.q {
             None => true,
-            Some(q) => [
-                Some(job.app_id.as_str()),
-                Some(job.job_id.as_str()),
-                job.name.as_deref(),
-            ]
-            .into_iter()
-            .flatten()
-            .any(|field| field.to_lowercase().contains(q)),
+            Some(q) => [Some(job.app_id()), Some(job.job_id()), job.name.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|field| field.to_lowercase().contains(q)),
         }
     }
 
@@ -271,7 +267,7 @@ pub fn page<'a>(
     limit: usize,
     mut keep: impl FnMut(&JobConfig) -> bool,
 ) -> (Vec<&'a JobConfig>, bool) {
-    let key = |j: &'a JobConfig| (j.app_id.as_str(), j.job_id.as_str());
+    let key = |j: &'a JobConfig| (j.app_id(), j.job_id());
     let after = after.map(|(a, j)| (a.as_str(), j.as_str()));
     let mut heap: BinaryHeap<((&str, &str), usize)> = BinaryHeap::with_capacity(limit + 2);
     for (i, j) in jobs.iter().enumerate() {
@@ -307,7 +303,7 @@ struct Scan {
 /// The pass over the watch list: filter and page. CPU only (milliseconds at 100,000 jobs),
 /// so it runs off the async workers, which run the poller.
 fn scan(config: &Config, q: &JobsQuery, phases: Option<&HashMap<JobKey, JobPhaseRow>>) -> Scan {
-    let row_of = |j: &JobConfig| phases.and_then(|p| p.get(&JobKey::new(&j.app_id, &j.job_id)));
+    let row_of = |j: &JobConfig| phases.and_then(|p| p.get(&JobKey::new(j.app_id(), j.job_id())));
     let watched = &config.jobs;
     let mut matching = 0;
     let (picked, more) = page(watched, q.after.as_ref(), q.limit, |j| {
@@ -321,8 +317,7 @@ fn scan(config: &Config, q: &JobsQuery, phases: Option<&HashMap<JobKey, JobPhase
         matching += watched
             .iter()
             .filter(|j| {
-                (j.app_id.as_str(), j.job_id.as_str()) <= (a.as_str(), b.as_str())
-                    && q.keeps(j, row_of(j))
+                (j.app_id(), j.job_id()) <= (a.as_str(), b.as_str()) && q.keeps(j, row_of(j))
             })
             .count();
     }
@@ -373,7 +368,7 @@ pub async fn jobs_page(
         .then(|| {
             picked
                 .last()
-                .map(|j| encode_cursor(&(&j.app_id, &j.job_id)))
+                .map(|j| encode_cursor(&(j.app_id(), j.job_id())))
         })
         .flatten();
     Ok(JobsPage {
@@ -391,10 +386,7 @@ pub(super) async fn items(
     jobs: &[&JobConfig],
     window: Duration,
 ) -> Result<Vec<JobItem>, ViewError> {
-    let keys: Vec<(&str, &str)> = jobs
-        .iter()
-        .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
-        .collect();
+    let keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.app_id(), j.job_id())).collect();
     let rows = src.store.jobs().by_key(&keys).await?;
     let start = src.now - window;
     let mut changes: HashMap<JobKey, Vec<Change>> = HashMap::new();
@@ -413,7 +405,7 @@ pub(super) async fn items(
     Ok(jobs
         .iter()
         .map(|j| {
-            let key = JobKey::new(&j.app_id, &j.job_id);
+            let key = JobKey::new(j.app_id(), j.job_id());
             let row = rows.get(&key);
             item(
                 j,
@@ -494,7 +486,10 @@ async fn summary(
             src.config
                 .jobs
                 .iter()
-                .filter(|j| !src.sources.contains_key(&JobKey::new(&j.app_id, &j.job_id)))
+                .filter(|j| {
+                    !src.sources
+                        .contains_key(&JobKey::new(j.app_id(), j.job_id()))
+                })
                 .map(|j| &**j),
             src.sources.len(),
         )
@@ -571,7 +566,7 @@ mod tests {
 
     fn ids(page: &[&JobConfig]) -> Vec<String> {
         page.iter()
-            .map(|j| format!("{}/{}", j.app_id, j.job_id))
+            .map(|j| format!("{}/{}", j.app_id(), j.job_id()))
             .collect()
     }
 
@@ -650,7 +645,7 @@ mod tests {
             assert_eq!(more, c.more, "{}", c.name);
         }
         assert_eq!(page(&[], None, 3, |_| true), (vec![], false), "no jobs");
-        let (only_a, more) = page(&jobs, None, 10, |j| j.app_id == "a");
+        let (only_a, more) = page(&jobs, None, 10, |j| j.app_id() == "a");
         assert_eq!(ids(&only_a), ["a/1", "a/2", "a/3"], "a filter");
         assert!(!more);
     }
@@ -679,7 +674,7 @@ mod tests {
                     break;
                 }
                 let last = page.last().unwrap();
-                let cursor = encode_cursor(&(&last.app_id, &last.job_id));
+                let cursor = encode_cursor(&(last.app_id(), last.job_id()));
                 after = Some(super::super::decode_cursor(&cursor).unwrap());
             }
             let mut expected = ids(&jobs.iter().map(|j| &**j).collect::<Vec<_>>());

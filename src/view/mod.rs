@@ -52,7 +52,7 @@ impl Sources<'_> {
     /// Where a watched job came from: its run-time entry's source, else the config file.
     pub fn source_of(&self, j: &JobConfig) -> JobSource {
         self.sources
-            .get(&JobKey::new(&j.app_id, &j.job_id))
+            .get(&JobKey::new(j.app_id(), j.job_id()))
             .cloned()
             .unwrap_or(JobSource::Config)
     }
@@ -194,5 +194,30 @@ mod tests {
         }
         let e = cursor_param::<(String, String)>("after", Some("zz")).unwrap_err();
         assert!(e.to_string().starts_with("after:"), "{e}");
+    }
+
+    /// The alerts' and a job's transitions' cursors hold a time and an id, decoded once here:
+    /// a link written when they were pairs of texts decodes and is written back the same,
+    /// and a cursor whose time is not one is refused (a 400), never compared as text.
+    #[test]
+    fn page_cursors_are_typed_and_old_links_still_decode() {
+        use crate::domain::Timestamp;
+        let at = "2026-11-28T10:00:04.123Z";
+        let old = encode_cursor(&(at.to_string(), "rw_0123".to_string()));
+        let c: alerts::AlertsCursor = decode_cursor(&old).expect("an old alerts link decodes");
+        assert_eq!(c.created_at, Timestamp::parse(at).unwrap());
+        assert_eq!(c.id.as_str(), "rw_0123");
+        assert_eq!(encode_cursor(&c), old, "written as before");
+        let old = encode_cursor(&(at.to_string(), 42_i64));
+        let t: job::TransitionsCursor = decode_cursor(&old).expect("an old job link decodes");
+        assert_eq!((t.observed_at, t.id), (Timestamp::parse(at).unwrap(), 42));
+        assert_eq!(encode_cursor(&t), old, "written as before");
+
+        let no_time = encode_cursor(&("yesterday", "rw_1"));
+        let e = cursor_param::<alerts::AlertsCursor>("before", Some(&no_time)).unwrap_err();
+        assert!(matches!(e, ViewError::BadRequest(_)), "{e}");
+        let no_time = encode_cursor(&("yesterday", 1));
+        let e = cursor_param::<job::TransitionsCursor>("before", Some(&no_time)).unwrap_err();
+        assert!(matches!(e, ViewError::BadRequest(_)), "{e}");
     }
 }

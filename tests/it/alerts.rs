@@ -1,60 +1,13 @@
 //! The alerts issue: rules and severities, conditions that fire, remind and resolve, and
 //! deliveries that survive receivers going down and the daemon being killed.
 
-use crate::core::snap;
 use crate::harness::*;
 use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
 use crate::support::smtp::SmtpServer;
 use recwatch_sim::{Fault, FaultKind};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::Duration;
-
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-pub fn notify_toml(hook: Option<&str>, smtp: Option<SocketAddr>, rules: &str) -> String {
-    // group_wait 0s: these tests count one mail per alert.
-    let mut s =
-        format!("\n[notify]\nmax_backoff = \"300ms\"\ngroup_wait = \"0s\"\n\n[rules]\n{rules}\n");
-    if let Some(url) = hook {
-        s.push_str(&format!("\n[[notify.webhook]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n"));
-    }
-    if let Some(addr) = smtp {
-        s.push_str(&format!(
-            "\n[[notify.email]]\nname = \"mail\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\nfrom = \"recwatch <recwatch@example.com>\"\nto = [\"oncall@example.com\", \"lead@example.com\"]\ntimeout = \"2s\"\n",
-            addr.port()
-        ));
-    }
-    s
-}
-
-/// (rule, severity, status, job_id) of every accepted webhook delivery.
-fn summary(r: &Receiver) -> Vec<(String, String, String, String)> {
-    let mut v: Vec<_> = r
-        .received()
-        .iter()
-        .map(|d| {
-            (
-                d.alert.rule.as_str().to_string(),
-                d.alert.severity.as_str().to_string(),
-                d.alert.status.as_str().to_string(),
-                d.alert
-                    .job
-                    .as_ref()
-                    .map(|j| j.job_id.clone())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-pub async fn pending_deliveries(app: &TestApp) -> i64 {
-    app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
-        .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_stop_reason_fires_its_rule_once_by_webhook_and_email() {
@@ -63,9 +16,7 @@ async fn each_stop_reason_fires_its_rule_once_by_webhook_and_email() {
     let smtp = SmtpServer::start();
     let mut cfg = AppConfig::new(&sim, 4);
     cfg.extra = notify_toml(Some(hook.url().as_str()), Some(smtp.addr()), "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(4).await;
+    let mut app = TestApp::spawn(&cfg, 4).await;
     let stops = [
         Some("INTERNAL_ERROR"),
         Some("EXCEED_MAX_IDLE_TIME"),
@@ -74,16 +25,16 @@ async fn each_stop_reason_fires_its_rule_once_by_webhook_and_email() {
     ];
     for (i, reason) in stops.iter().enumerate() {
         let j = recwatch_sim::job_id(i);
-        sim.set_job("demo-app", &j, snap(&j, "STOPPED", *reason));
+        set_state(&sim, &j, "STOPPED", *reason);
     }
     hook.wait_for(3, T).await;
     smtp.wait_for(3, T).await;
     wait_for("every delivery settled", T, || async {
-        (pending_deliveries(&app).await == 0).then_some(())
+        (app.pending_deliveries().await == 0).then_some(())
     })
     .await;
     assert_eq!(
-        summary(&hook),
+        hook.summary(),
         vec![
             (
                 "idle_timeout".into(),
@@ -207,8 +158,8 @@ async fn conditions_fire_remind_and_resolve() {
     })
     .await;
     // They clear: one resolved notice each.
-    sim.set_job("demo-app", "job-0000", snap("job-0000", "RUNNING", None));
-    sim.set_job("demo-app", "job-0001", snap("job-0001", "RUNNING", None));
+    set_state(&sim, "job-0000", "RUNNING", None);
+    set_state(&sim, "job-0001", "RUNNING", None);
     wait_for("both to resolve", T, || {
         let ok = count("stuck_init", "resolved") == 1 && count("job_not_found", "resolved") == 1;
         async move { ok.then_some(()) }
@@ -272,14 +223,8 @@ async fn receiver_errors_are_retried_until_accepted_and_smtp_down_then_up_delive
     let smtp_port = ClosedPort::new();
     let mut cfg = AppConfig::new(&sim, 1);
     cfg.extra = notify_toml(Some(hook.url().as_str()), Some(smtp_port.addr()), "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(1).await;
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    let mut app = TestApp::spawn(&cfg, 1).await;
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
     // The webhook: three 503s, then accepted, once.
     let got = hook.wait_for(1, T).await;
     assert_eq!(
@@ -311,7 +256,7 @@ async fn receiver_errors_are_retried_until_accepted_and_smtp_down_then_up_delive
             .contains("stopped_unexpectedly")
     );
     wait_for("every delivery settled", T, || async {
-        (pending_deliveries(&app).await == 0).then_some(())
+        (app.pending_deliveries().await == 0).then_some(())
     })
     .await;
     assert!(app.stop().await.success());
@@ -331,18 +276,12 @@ async fn killed_after_a_transition_and_before_its_delivery_delivers_once_after_r
     let hook_port = ClosedPort::new();
     let mut cfg = AppConfig::new(&sim, 1);
     cfg.extra = notify_toml(Some(&format!("http://{}/hook", hook_port.addr())), None, "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(1).await;
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    let mut app = TestApp::spawn(&cfg, 1).await;
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
     wait_for(
         "the alert to be committed with a pending delivery",
         T,
-        || async { (pending_deliveries(&app).await == 1).then_some(()) },
+        || async { (app.pending_deliveries().await == 1).then_some(()) },
     )
     .await;
     let status = app.kill().await;
@@ -351,7 +290,7 @@ async fn killed_after_a_transition_and_before_its_delivery_delivers_once_after_r
     app.start();
     let got = hook.wait_for(1, T).await;
     wait_for("delivery marked sent", T, || async {
-        (pending_deliveries(&app).await == 0).then_some(())
+        (app.pending_deliveries().await == 0).then_some(())
     })
     .await;
     assert!(app.stop().await.success());
@@ -409,23 +348,13 @@ async fn a_jobs_notify_list_routes_its_alerts() {
         a.url(),
         b.url()
     );
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    let mut app = TestApp::spawn(&cfg, 2).await;
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
     a.wait_for(2, T).await;
     b.wait_for(1, T).await;
     wait_for("every delivery settled", T, || async {
-        (pending_deliveries(&app).await == 0).then_some(())
+        (app.pending_deliveries().await == 0).then_some(())
     })
     .await;
     assert!(app.stop().await.success());
@@ -466,25 +395,15 @@ async fn a_hung_webhook_and_a_silent_smtp_server_never_delay_a_healthy_webhook()
         hung.url(),
         silent.local_addr().unwrap().port()
     );
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
+    let mut app = TestApp::spawn(&cfg, 2).await;
 
     // A first alert: the hung receiver has it and holds on to it.
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
     hung.wait_arrived(1, T).await;
     healthy.wait_for(1, T).await;
     // A second alert while both slow channels are still stuck on the first: the healthy
     // channel delivers it all the same.
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
     let got = healthy.wait_for(2, T).await;
     assert!(
         hung.attempts().is_empty(),
@@ -518,20 +437,14 @@ async fn a_receiver_answering_410_twice_then_200_gets_the_alert() {
     hook.fail_next_with(2, 410, "this hook was removed");
     let mut cfg = AppConfig::new(&sim, 1);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(1).await;
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    let mut app = TestApp::spawn(&cfg, 1).await;
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
 
     let got = hook.wait_for(1, T).await;
     assert_eq!(got[0].alert.rule.as_str(), "stopped_unexpectedly");
     assert_eq!(hook.attempts().len(), 3, "two refusals, then accepted");
     wait_for("the delivery to be marked sent", T, || async {
-        (pending_deliveries(&app).await == 0).then_some(())
+        (app.pending_deliveries().await == 0).then_some(())
     })
     .await;
     assert!(app.stop().await.success());
@@ -558,11 +471,7 @@ async fn a_delivery_dies_only_at_max_age_and_says_the_real_reason() {
     app.start();
     let addr = app.http_addr().await;
     app.wait_running(1).await;
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
 
     wait_for("the delivery to die", T, || async {
         (app.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")
@@ -635,11 +544,7 @@ async fn poll_once_delivers_the_alerts_it_raises_before_it_exits() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(hook.received().is_empty(), "a running job raises nothing");
 
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
     let (code, out, err) = app.run_cmd(&["poll-once"]).await;
     assert_eq!(code, 0, "{out}{err}");
     // Delivered by the time poll-once returned: nothing is left for a later `run`.
@@ -647,7 +552,7 @@ async fn poll_once_delivers_the_alerts_it_raises_before_it_exits() {
     assert_eq!(got.len(), 1, "{out}{err}");
     assert_eq!(got[0].alert.rule.as_str(), "stopped_unexpectedly");
     assert!(out.contains("1 alert raised and delivered"), "{out}");
-    assert_eq!(pending_deliveries(&app).await, 0);
+    assert_eq!(app.pending_deliveries().await, 0);
 
     let (_, help, _) = app.run_cmd(&["poll-once", "--help"]).await;
     assert!(help.contains("deliver the alerts this raised"), "{help}");

@@ -4,8 +4,7 @@
 //! transitions; every transition keeps the request id of the answer that showed it; a refusal
 //! caused by a skewed clock says so.
 
-use crate::alerts::{SECRET, notify_toml};
-use crate::core::{snap, wait_states};
+use crate::core::wait_states;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_sim::{Fault, FaultKind, SimOptions, Simulator, job_id};
@@ -138,11 +137,7 @@ async fn a_constant_gateway_404_is_one_api_unhealthy_and_no_job_not_found() {
         async move { (n >= 1).then_some(()) }
     })
     .await;
-    sim.set_job(
-        "demo-app",
-        &jobs[0],
-        snap(&jobs[0], "STOPPED", Some("TENANT_STOP")),
-    );
+    set_state(&sim, &jobs[0], "STOPPED", Some("TENANT_STOP"));
     wait_states(&app, &jobs[..1], "STOPPED").await;
     assert!(app.stop().await.success());
     assert_eq!(
@@ -194,11 +189,7 @@ async fn an_answer_about_another_job_is_no_transition_and_the_job_keeps_being_po
         "the log says what the answer was about"
     );
     // The real change, once the API answers about the right job, is seen at once.
-    sim.set_job(
-        "demo-app",
-        &jobs[1],
-        snap(&jobs[1], "STOPPED", Some("EXCEED_MAX_IDLE_TIME")),
-    );
+    set_state(&sim, &jobs[1], "STOPPED", Some("EXCEED_MAX_IDLE_TIME"));
     wait_states(&app, &jobs[1..2], "STOPPED").await;
     assert!(app.stop().await.success());
     let mine: Vec<_> = app
@@ -290,13 +281,9 @@ async fn an_answer_without_a_state_is_a_failed_poll_that_counts_toward_api_healt
     );
 
     // Records again: the outage resolves and the real change is seen.
-    sim.set_job("demo-app", &jobs[0], snap(&jobs[0], "RUNNING", None));
-    sim.set_job("demo-app", &jobs[2], snap(&jobs[2], "RUNNING", None));
-    sim.set_job(
-        "demo-app",
-        &jobs[1],
-        snap(&jobs[1], "STOPPED", Some("TENANT_STOP")),
-    );
+    set_state(&sim, &jobs[0], "RUNNING", None);
+    set_state(&sim, &jobs[2], "RUNNING", None);
+    set_state(&sim, &jobs[1], "STOPPED", Some("TENANT_STOP"));
     wait_for("the resolved notice", T, || {
         let n = accepted(&hook, "api_unhealthy", "resolved");
         async move { (n >= 1).then_some(()) }
@@ -330,11 +317,7 @@ async fn an_answer_without_a_state_is_a_failed_poll_that_counts_toward_api_healt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_id_of_each_transition_is_in_history_and_the_alert() {
     let (sim, hook, mut app, job) = one_running_job().await;
-    sim.set_job(
-        "demo-app",
-        &job,
-        snap(&job, "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, &job, "STOPPED", Some("INTERNAL_ERROR"));
     let got = hook.wait_for(1, T).await;
     assert!(app.stop().await.success());
 

@@ -1,7 +1,6 @@
 //! Issue 22, item 2: a job that cannot be read while the others are. Its own polls failing
 //! (`poll_failing`), and a record with one value that does not fit (`1e309`) read without it.
 
-use crate::alerts::notify_toml;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_sim::{Fault, FaultKind};
@@ -23,12 +22,10 @@ fn count(hook: &Receiver, rule: &str, status: &str, job_id: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_own_polls_fail_is_alerted_once_and_resolved() {
     let sim = start_sim(static_sim(3)).await;
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 3);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(3).await;
+    let mut app = TestApp::spawn(&cfg, 3).await;
 
     let failing = recwatch_sim::job_id(1);
     sim.set_fault(Fault::new(FaultKind::ServerError).for_job(failing.clone()));
@@ -94,12 +91,10 @@ async fn a_job_whose_own_polls_fail_is_alerted_once_and_resolved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_of_the_whole_api_is_not_poll_failing() {
     let sim = start_sim(static_sim(3)).await;
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 3);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(3).await;
+    let mut app = TestApp::spawn(&cfg, 3).await;
     sim.set_fault(Fault::new(FaultKind::ServerError));
     wait_for("api_unhealthy to fire", T, || {
         let n = hook
@@ -142,12 +137,10 @@ async fn an_outage_of_the_whole_api_is_not_poll_failing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_out_of_range_costs_that_field_not_the_record() {
     let sim = start_sim(static_sim(2)).await;
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 2);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
+    let mut app = TestApp::spawn(&cfg, 2).await;
 
     let job = recwatch_sim::job_id(0);
     let body = format!(

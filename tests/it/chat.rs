@@ -2,7 +2,6 @@
 //! receivers that check each vendor's signature and format and answer as the vendor does;
 //! grouping of a storm through a DingTalk-like robot that allows 20 messages a minute.
 
-use crate::core::snap;
 use crate::harness::*;
 use crate::support::chat::{ChatReceiver, Vendor};
 use recwatch::config::Config;
@@ -367,14 +366,8 @@ async fn a_refusal_is_shown_in_alerts_and_the_alert_goes_out_once_fixed() {
         "\n[notify]\nmax_backoff = \"300ms\"\n{}",
         r.toml("robot", "")
     );
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(1).await;
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    let app = TestApp::spawn(&cfg, 1).await;
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
     let shown = wait_for("the refusal in recwatch alerts", T, || async {
         let (_, out, _) = app.run_cmd(&["alerts", "--json"]).await;
         let v: serde_json::Value = serde_json::from_str(&out).ok()?;
@@ -423,12 +416,10 @@ async fn a_storm_of_40_deaths_reaches_a_20_a_minute_robot_unthrottled() {
     r.limit(20, Duration::from_secs(60));
     let mut cfg = AppConfig::new(&sim, JOBS);
     cfg.extra = r.toml("robot", "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(JOBS as i64).await;
+    let app = TestApp::spawn(&cfg, JOBS as i64).await;
     for i in 0..JOBS {
         let j = recwatch_sim::job_id(i);
-        sim.set_job("demo-app", &j, snap(&j, "STOPPED", Some("INTERNAL_ERROR")));
+        set_state(&sim, &j, "STOPPED", Some("INTERNAL_ERROR"));
     }
     let ids: Vec<String> = (0..JOBS).map(recwatch_sim::job_id).collect();
     let got = r
@@ -474,10 +465,8 @@ async fn held_alerts_survive_a_restart_and_the_group_window_goes_on() {
         "\n[notify]\ngroup_wait = \"{WAIT_S}s\"\n{}",
         r.toml("slack", "")
     );
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(3).await;
-    let stop = |j: &str| sim.set_job("demo-app", j, snap(j, "STOPPED", Some("INTERNAL_ERROR")));
+    let mut app = TestApp::spawn(&cfg, 3).await;
+    let stop = |j: &str| set_state(&sim, j, "STOPPED", Some("INTERNAL_ERROR"));
     stop("job-0000");
     let first = r.wait_until("the first alert", T, |m| !m.is_empty()).await;
     assert!(first[0].text.contains("job-0000"), "{}", first[0].text);
@@ -564,10 +553,8 @@ async fn email_groups_a_burst_into_one_mail() {
         "\n[notify]\ngroup_wait = \"15s\"\n\n[[notify.email]]\nname = \"mail\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\nfrom = \"recwatch <recwatch@example.com>\"\nto = [\"oncall@example.com\"]\ntimeout = \"5s\"\n",
         smtp.port()
     );
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(3).await;
-    let stop = |j: &str| sim.set_job("demo-app", j, snap(j, "STOPPED", Some("INTERNAL_ERROR")));
+    let app = TestApp::spawn(&cfg, 3).await;
+    let stop = |j: &str| set_state(&sim, j, "STOPPED", Some("INTERNAL_ERROR"));
     stop("job-0000");
     let first = smtp.wait_for(1, T).await;
     assert!(first[0].text().contains("job-0000"));

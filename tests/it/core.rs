@@ -1,22 +1,8 @@
 //! The core issue: polling, transitions, the store, the budget, error handling, the CLI.
 
 use crate::harness::*;
-use recwatch_rtc::model::{JobSnapshot, State, StopReason};
 use recwatch_sim::{Fault, FaultKind, SimOptions};
 use std::time::Duration;
-
-pub fn snap(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
-    JobSnapshot {
-        job_id: Some(job_id.into()),
-        app_id: Some("demo-app".into()),
-        state: Some(State::parse(state)),
-        stop_reason: reason.map(StopReason::parse),
-        description: Some(format!("{state} by the test")),
-        create_time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        max_idle_time: Some(30),
-        ..Default::default()
-    }
-}
 
 /// Waits until every listed job shows `state` in the database.
 pub async fn wait_states(app: &TestApp, jobs: &[String], state: &str) {
@@ -36,7 +22,7 @@ async fn each_transition_is_recorded_once_and_a_restart_writes_none() {
     let sim = start_sim(static_sim(4)).await;
     let jobs: Vec<String> = (0..4).map(recwatch_sim::job_id).collect();
     for j in &jobs {
-        sim.set_job("demo-app", j, snap(j, "INIT", None));
+        set_state(&sim, j, "INIT", None);
     }
     let mut cfg = AppConfig::new(&sim, 4);
     cfg.extra = "[poll]\n".into(); // replaced below: keep stop_after_terminal default
@@ -45,12 +31,12 @@ async fn each_transition_is_recorded_once_and_a_restart_writes_none() {
     app.start();
     wait_states(&app, &jobs, "INIT").await;
     for j in &jobs {
-        sim.set_job("demo-app", j, snap(j, "RUNNING", None));
+        set_state(&sim, j, "RUNNING", None);
     }
     wait_states(&app, &jobs, "RUNNING").await;
     let reasons = ["INTERNAL_ERROR", "EXCEED_MAX_IDLE_TIME", "TENANT_STOP"];
     for (i, j) in jobs.iter().take(3).enumerate() {
-        sim.set_job("demo-app", j, snap(j, "STOPPED", Some(reasons[i])));
+        set_state(&sim, j, "STOPPED", Some(reasons[i]));
     }
     wait_states(&app, &jobs[..3], "STOPPED").await;
     // Job 3 stays RUNNING: wait for several more polls of it, which must write nothing.
@@ -116,11 +102,7 @@ async fn terminal_jobs_stop_being_polled() {
         "RUNNING",
     )
     .await;
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("TENANT_STOP")),
-    );
+    set_state(&sim, "job-0000", "STOPPED", Some("TENANT_STOP"));
     wait_states(&app, &["job-0000".to_string()], "STOPPED").await;
     app.wait_log("no longer polled", T).await;
     let stopped_polls = sim.stats().by_job["demo-app"]["job-0000"];
@@ -195,11 +177,7 @@ async fn errors_hit_only_their_job_and_are_recorded_by_kind() {
     }
     // The healthy job is recorded, and changes during the episode are seen.
     wait_states(&app, &["job-0006".to_string()], "RUNNING").await;
-    sim.set_job(
-        "demo-app",
-        "job-0006",
-        snap("job-0006", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0006", "STOPPED", Some("INTERNAL_ERROR"));
     wait_states(&app, &["job-0006".to_string()], "STOPPED").await;
     // Failing jobs back off: far fewer polls than a healthy one over the same time.
     wait_for("40 polls of the healthy job", T, || {
@@ -265,7 +243,7 @@ async fn a_429_storm_slows_the_whole_poller() {
         s.requests
     );
     sim.clear_faults();
-    sim.set_job("demo-app", "job-0004", snap("job-0004", "STOPPED", None));
+    set_state(&sim, "job-0004", "STOPPED", None);
     wait_states(&app, &["job-0004".to_string()], "STOPPED").await;
     assert!(app.stop().await.success());
     assert!(app.log_text().contains("throttled by the API gateway"));
@@ -439,11 +417,7 @@ async fn check_reports_the_effective_interval_over_budget() {
 async fn poll_once_status_and_history() {
     let sim = start_sim(static_sim(3)).await;
     sim.remove_job("demo-app", "job-0002");
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("EXCEED_MAX_IDLE_TIME")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("EXCEED_MAX_IDLE_TIME"));
     let app = TestApp::new(&AppConfig::new(&sim, 3));
     let (code, out, err) = app.run_cmd(&["poll-once"]).await;
     assert_eq!(code, 1, "one poll failed, so poll-once fails: {out}{err}");

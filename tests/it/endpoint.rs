@@ -1,8 +1,6 @@
 //! The HTTP endpoint as an untrusted client can use it: thousands of idle connections,
 //! half-open ones, a kept-alive one that goes quiet, and `/api/v1/jobs` page by page.
 
-use crate::alerts::SECRET;
-use crate::core::snap;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use std::net::SocketAddr;
@@ -127,11 +125,7 @@ async fn two_thousand_idle_connections_leave_the_endpoint_and_webhooks_working()
     )
     .await;
     // A webhook goes out while they are open.
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
     let got = hook.wait_for(1, T).await;
     assert_eq!(
         got[0].alert.job.as_ref().map(|j| j.job_id.as_str()),
@@ -208,9 +202,7 @@ async fn jobs_pages_walk_every_job_exactly_once() {
     cfg.listen = "127.0.0.1:0".into();
     // Config order is not the pages' order: the ids sort differently once reversed.
     cfg.jobs.reverse();
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(jobs as i64).await;
+    let mut app = TestApp::spawn(&cfg, jobs as i64).await;
     let addr = endpoint(&app).await;
 
     let mut items: Vec<serde_json::Value> = Vec::new();

@@ -5,8 +5,7 @@
 //! the daemon keeps running and that every change is recorded, and every alert created and
 //! delivered, exactly as often as it should be.
 
-use crate::alerts::{SECRET, notify_toml, pending_deliveries};
-use crate::core::{arrival_seconds, snap, wait_states};
+use crate::core::{arrival_seconds, wait_states};
 use crate::harness::*;
 use crate::support::ClosedPort;
 use crate::support::receiver::Receiver;
@@ -91,16 +90,8 @@ async fn survives_episode(kind: FaultKind, scope: Scope, api_extra: &str) {
         Scope::Gateway => sim.set_fault(Fault::new(kind.clone())),
     }
     wait_faults_applied(&sim, 3).await;
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
-    sim.set_job(
-        "demo-app",
-        "job-0002",
-        snap("job-0002", "STOPPED", Some("EXCEED_MAX_IDLE_TIME")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
+    set_state(&sim, "job-0002", "STOPPED", Some("EXCEED_MAX_IDLE_TIME"));
     if scope == Scope::Jobs {
         // Healthy jobs are polled and their changes recorded while the others fail.
         wait_states(&app, &jobs[2..3], "STOPPED").await;
@@ -122,11 +113,7 @@ async fn survives_episode(kind: FaultKind, scope: Scope, api_extra: &str) {
     assert!(app.running(), "{name}: the daemon died during the episode");
 
     sim.clear_faults();
-    sim.set_job(
-        "demo-app",
-        "job-0003",
-        snap("job-0003", "STOPPED", Some("TENANT_STOP")),
-    );
+    set_state(&sim, "job-0003", "STOPPED", Some("TENANT_STOP"));
     wait_states(&app, &jobs[1..], "STOPPED").await;
     wait_for(&format!("{name}: job-0000 to recover"), T, || async {
         let (state, _, error, failures) = app.job_row("job-0000").await?;
@@ -262,7 +249,7 @@ async fn a_write_lock_held_past_the_busy_timeout_loses_nothing_and_polling_goes_
     ];
     for (job, reason) in stops {
         let n = polls_of(&sim, job);
-        sim.set_job("demo-app", job, snap(job, "STOPPED", reason));
+        set_state(&sim, job, "STOPPED", reason);
         wait_polls(&sim, job, n + 1).await;
     }
     // Polling goes on: 4 jobs every 100 ms, far more than one round of them.
@@ -332,7 +319,7 @@ async fn a_429_storm_slows_the_poller_and_raises_one_alert_per_episode() {
         .await;
         // A job stops during the storm; it is recorded once the storm is over.
         let job = job_id(episode);
-        sim.set_job("demo-app", &job, snap(&job, "STOPPED", Some("TENANT_STOP")));
+        set_state(&sim, &job, "STOPPED", Some("TENANT_STOP"));
         wait_for("the api_unhealthy alert", T, || {
             let n = accepted(&hook, "api_unhealthy", "firing");
             async move { (n >= episode).then_some(()) }
@@ -371,7 +358,7 @@ async fn a_429_storm_slows_the_poller_and_raises_one_alert_per_episode() {
         );
     }
     wait_for("every delivery settled", T, || async {
-        (pending_deliveries(&app).await == 0).then_some(())
+        (app.pending_deliveries().await == 0).then_some(())
     })
     .await;
     assert!(app.stop().await.success());
@@ -438,7 +425,7 @@ async fn a_wrong_secret_costs_three_requests_and_one_alert() {
     let at = arrival_seconds(&s);
     assert!(at[3] - at[2] >= 2, "no back-off: {:?}", s.per_second);
     wait_for("the delivery marked sent", T, || async {
-        (pending_deliveries(&app).await == 0).then_some(())
+        (app.pending_deliveries().await == 0).then_some(())
     })
     .await;
     assert!(app.running());
@@ -533,7 +520,7 @@ async fn every_alert_is_delivered_once_when_receivers_recover() {
     wait_states(&app, &jobs, "RUNNING").await;
     let reasons = [Some("INTERNAL_ERROR"), Some("EXCEED_MAX_IDLE_TIME"), None];
     for (j, reason) in jobs.iter().zip(reasons) {
-        sim.set_job("demo-app", j, snap(j, "STOPPED", reason));
+        set_state(&sim, j, "STOPPED", reason);
     }
     // The channels that are down are tried (and fail) a few times, then come up on the
     // same address.
@@ -750,7 +737,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
                 return None;
             }
         }
-        (pending_deliveries(&app).await == 0).then_some(())
+        (app.pending_deliveries().await == 0).then_some(())
     })
     .await;
     assert!(app.stop().await.success());

@@ -5,8 +5,6 @@
 //! different alerts (two alert ids) for one death. The same alert id twice is allowed after a
 //! failover: at-least-once, with the id the receiver deduplicates on.
 
-use crate::alerts::{SECRET, notify_toml};
-use crate::core::snap;
 use crate::ha::{gauge, scrape};
 use crate::harness::*;
 use crate::support::receiver::Receiver;
@@ -60,7 +58,7 @@ fn deaths(hooks: &[&Receiver]) -> BTreeMap<String, BTreeSet<String>> {
 /// Kills job `i` (STOPPED, INTERNAL_ERROR: a death).
 fn kill_job(sim: &Simulator, i: usize) {
     let j = job_id(i);
-    sim.set_job("demo-app", &j, snap(&j, "STOPPED", Some("INTERNAL_ERROR")));
+    set_state(sim, &j, "STOPPED", Some("INTERNAL_ERROR"));
 }
 
 /// Waits until the deaths of `jobs` have reached the receivers.

@@ -1,6 +1,7 @@
 //! Spawns the real `recwatch` binary against the simulator on 127.0.0.1:0, with its own
 //! temporary directory, config file and SQLite database, and reads what it wrote.
 
+use recwatch_rtc::model::{JobSnapshot, State, StopReason};
 use recwatch_sim::{self as simulate, SimOptions, SimStats, Simulator};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
@@ -104,6 +105,48 @@ pub fn static_sim(jobs: usize) -> SimOptions {
         scripted: false,
         ..signed_sim(jobs)
     }
+}
+
+/// The webhook secret of the receivers [`notify_toml`] configures.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The `[notify]` and `[rules]` sections most tests alert with: a webhook at `hook` (signed
+/// with [`SECRET`]) and an e-mail channel on the SMTP server at `smtp`, each if given,
+/// retried within 300 ms, and `rules` as the `[rules]` section's lines.
+pub fn notify_toml(hook: Option<&str>, smtp: Option<SocketAddr>, rules: &str) -> String {
+    // group_wait 0s: these tests count one mail per alert.
+    let mut s =
+        format!("\n[notify]\nmax_backoff = \"300ms\"\ngroup_wait = \"0s\"\n\n[rules]\n{rules}\n");
+    if let Some(url) = hook {
+        s.push_str(&format!("\n[[notify.webhook]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n"));
+    }
+    if let Some(addr) = smtp {
+        s.push_str(&format!(
+            "\n[[notify.email]]\nname = \"mail\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\nfrom = \"recwatch <recwatch@example.com>\"\nto = [\"oncall@example.com\", \"lead@example.com\"]\ntimeout = \"2s\"\n",
+            addr.port()
+        ));
+    }
+    s
+}
+
+/// A job's record as the API shows it, in `state` (with `reason` once stopped).
+pub fn snap(job_id: &str, state: &str, reason: Option<&str>) -> JobSnapshot {
+    JobSnapshot {
+        job_id: Some(job_id.into()),
+        app_id: Some("demo-app".into()),
+        state: Some(State::parse(state)),
+        stop_reason: reason.map(StopReason::parse),
+        description: Some(format!("{state} by the test")),
+        create_time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        max_idle_time: Some(30),
+        ..Default::default()
+    }
+}
+
+/// The simulator's `demo-app` job `job_id` shows `state` (and `reason`) from now on: how a
+/// test makes a job start, stop or die.
+pub fn set_state(sim: &Simulator, job_id: &str, state: &str, reason: Option<&str>) {
+    sim.set_job("demo-app", job_id, snap(job_id, state, reason));
 }
 
 /// The config a test runs with; `extra` is appended verbatim (more sections, [[jobs]]...).
@@ -250,6 +293,21 @@ impl TestApp {
         std::fs::write(&self.config_path, config.render(&self.db_path)).unwrap();
     }
 
+    /// A daemon with `config`, started, once `running` of its jobs show RUNNING in its
+    /// database: the start most tests make.
+    pub async fn spawn(config: &AppConfig, running: i64) -> TestApp {
+        let mut app = TestApp::new(config);
+        app.start();
+        app.wait_running(running).await;
+        app
+    }
+
+    /// Deliveries still pending, on every channel.
+    pub async fn pending_deliveries(&self) -> i64 {
+        self.scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+            .await
+    }
+
     /// Starts `recwatch run` in the background.
     pub fn start(&mut self) {
         self.start_with(&[]);
@@ -261,7 +319,7 @@ impl TestApp {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        self.spawn(cmd);
+        self.launch(cmd);
     }
 
     /// Starts `recwatch run` with its open-files limit (soft and hard) set to `nofile`, as a
@@ -282,10 +340,10 @@ impl TestApp {
                 Ok(())
             });
         }
-        self.spawn(cmd);
+        self.launch(cmd);
     }
 
-    fn spawn(&mut self, mut cmd: Command) {
+    fn launch(&mut self, mut cmd: Command) {
         assert!(self.child.is_none(), "already running");
         let mut child = cmd
             .env("RUST_LOG", "info,recwatch=debug")

@@ -3,7 +3,6 @@
 //! receiver that never answers costs polling nothing; the URL (the check's key) never
 //! appears in the log.
 
-use crate::core::snap;
 use crate::harness::*;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -193,11 +192,7 @@ async fn a_receiver_that_never_answers_does_not_hurt_polling() {
     app.wait_running(2).await;
     app.wait_log("heartbeat: ping failed", T).await;
 
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
     wait_for("job-0001 seen STOPPED", T, || async {
         (app.job_row("job-0001").await?.0.as_deref() == Some("STOPPED")).then_some(())
     })

@@ -4,7 +4,6 @@
 //! and the command line; discovery learns it from the stream name; an unknown kind is a
 //! config error (78) naming the key.
 
-use crate::alerts::{SECRET, notify_toml};
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_rtc::model::{JobSnapshot, State, StopReason};
@@ -33,28 +32,6 @@ fn mix_entry(job_id: &str, name: &str) -> String {
     format!(
         "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{job_id}\"\nname = \"{name}\"\nkind = \"mix\"\n"
     )
-}
-
-/// (rule, severity, status, job_id) of every accepted webhook delivery.
-fn summary(r: &Receiver) -> Vec<(String, String, String, String)> {
-    let mut v: Vec<_> = r
-        .received()
-        .iter()
-        .map(|d| {
-            (
-                d.alert.rule.as_str().to_string(),
-                d.alert.severity.as_str().to_string(),
-                d.alert.status.as_str().to_string(),
-                d.alert
-                    .job
-                    .as_ref()
-                    .map(|j| j.job_id.clone())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// `status --json`'s row of `job`.
@@ -93,9 +70,7 @@ async fn a_mix_job_that_dies_with_internal_error_is_alerted_like_an_individual_o
     let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 1);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "") + &mix_entry("mix-0001", "hall");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
+    let app = TestApp::spawn(&cfg, 2).await;
     assert_eq!(kind_in_db(&app, "mix-0001").await.as_deref(), Some("mix"));
     assert_eq!(
         kind_in_db(&app, "job-0000").await.as_deref(),
@@ -108,14 +83,10 @@ async fn a_mix_job_that_dies_with_internal_error_is_alerted_like_an_individual_o
         "mix-0001",
         mix_job("mix-0001", "STOPPED", Some("INTERNAL_ERROR")),
     );
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        crate::core::snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
     hook.wait_for(2, T).await;
     assert_eq!(
-        summary(&hook),
+        hook.summary(),
         vec![
             (
                 "stopped_unexpectedly".into(),

@@ -3,7 +3,6 @@
 //! listener, the apps, the credentials online), misspelt environment variables named, a
 //! silence on nothing warned, unknown names on the command line a usage error (64).
 
-use crate::core::snap;
 use crate::harness::*;
 use crate::push::APP_KEY;
 use crate::support::ClosedPort;
@@ -360,9 +359,7 @@ async fn a_silence_on_nothing_watched_is_warned_and_unknown_names_are_usage_erro
 async fn a_callback_section_added_by_reload_says_it_needs_a_restart() {
     let sim = start_sim(static_sim(1)).await;
     let mut cfg = AppConfig::new(&sim, 1);
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(1).await;
+    let mut app = TestApp::spawn(&cfg, 1).await;
     cfg.extra = format!(
         "\n[callback]\nlisten = \"127.0.0.1:0\"\n\n[[apps]]\napp_id = \"demo-app\"\nauth_key = \"{APP_KEY}\"\n"
     );

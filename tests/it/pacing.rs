@@ -417,7 +417,7 @@ async fn measure_a_storm_of_server_over() {
         } else {
             None
         };
-        sim.set_job("demo-app", job, crate::core::snap(job, "STOPPED", reason));
+        set_state(&sim, job, "STOPPED", reason);
         let status = event(&sender, cb, n, job, "CLOUD_RECORD_SERVER_OVER").await;
         assert_eq!(status, 200);
         tokio::time::sleep_until(tokio::time::Instant::from_std(start) + gap * (n as u32 + 1))

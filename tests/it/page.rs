@@ -3,9 +3,7 @@
 //! transitions, a hostile job name shown as text with no script run, and the same page with
 //! JavaScript off. `RECWATCH_SCREENSHOT=path.png` keeps screenshots for a person to look at.
 
-use crate::alerts::{SECRET, notify_toml};
 use crate::browser::Browser;
-use crate::core::snap;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use std::net::SocketAddr;
@@ -37,11 +35,7 @@ async fn watched_jobs() -> (recwatch_sim::Simulator, Receiver, TestApp, SocketAd
     app.start();
     let addr = app.http_addr().await;
     app.wait_running(3).await;
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
     wait_for("job-0001 stopped and alerted", T, || async {
         let stopped = app.job_row("job-0001").await?.0.as_deref() == Some("STOPPED");
         (stopped && !hook.received().is_empty()).then_some(())

@@ -94,8 +94,6 @@ async fn two_stores_migrating_one_new_database_at_once_both_open_it() {
 /// database. No SQLite file is made, and the URL's password is in no output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_on_postgres_alerts_a_death_and_the_cli_reads_it_there() {
-    use crate::alerts::{SECRET, notify_toml};
-    use crate::core::snap;
     use crate::harness::*;
     use crate::support::receiver::Receiver;
     const PASSWORD: &str = "pg-s3cret-in-url";
@@ -143,11 +141,7 @@ async fn run_on_postgres_alerts_a_death_and_the_cli_reads_it_there() {
     .await;
 
     let dead = recwatch_sim::job_id(1);
-    sim.set_job(
-        "demo-app",
-        &dead,
-        snap(&dead, "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, &dead, "STOPPED", Some("INTERNAL_ERROR"));
     let got = hook.wait_for(1, T).await;
     assert_eq!(got[0].alert.rule.as_str(), "stopped_unexpectedly");
     assert_eq!(

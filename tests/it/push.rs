@@ -2,8 +2,6 @@
 //! job's end is followed by re-polls until it shows STOPPED; `forward_to` relays each event to
 //! the user's own receiver through the durable outbox; a job's recorded files are shown.
 
-use crate::alerts::{SECRET, notify_toml};
-use crate::core::snap;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_rtc::callback::{HEADER_RAND, HEADER_SIGNATURE, HEADER_TIMESTAMP, sign};
@@ -234,11 +232,7 @@ async fn server_over_is_followed_by_polls_until_the_job_shows_stopped() {
         Some("RUNNING")
     );
     // ...then the API catches up, and a re-poll sees it, long before the hour is over.
-    rig.sim.set_job(
-        "demo-app",
-        &job,
-        snap(&job, "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&rig.sim, &job, "STOPPED", Some("INTERNAL_ERROR"));
     wait_for("the stop to be recorded", T, || async {
         (rig.app.job_row(&job).await?.0.as_deref() == Some("STOPPED")).then_some(())
     })

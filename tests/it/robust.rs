@@ -3,8 +3,7 @@
 //! cannot do its job. The disk tests mount a real small tmpfs, so they need root (CI runs as
 //! root); without it they say so and return.
 
-use crate::alerts::notify_toml;
-use crate::core::{snap, wait_states};
+use crate::core::wait_states;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use recwatch_sim::job_id;
@@ -130,7 +129,7 @@ async fn a_poisoned_max_idle_time_beside_a_dying_job_still_alerts_the_death() {
         r#"{"app_id": "demo-app", "job_id": "job-0001", "state": "INIT",
             "create_time": "2026-01-01T00:00:00.000Z", "max_idle_time": 1e300}"#,
     );
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 3);
     cfg.listen = "127.0.0.1:0".into();
     // The largest grace the config allows, so the sum overflows whatever the idle time.
@@ -141,11 +140,7 @@ async fn a_poisoned_max_idle_time_beside_a_dying_job_still_alerts_the_death() {
     wait_states(&app, &["job-0000".into(), "job-0001".into()], "INIT").await;
     wait_states(&app, &["job-0002".into()], "RUNNING").await;
 
-    sim.set_job(
-        "demo-app",
-        "job-0002",
-        snap("job-0002", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0002", "STOPPED", Some("INTERNAL_ERROR"));
     wait_alert(&hook, "job-0002", "stopped_unexpectedly").await;
     // Every job's first sight, and the death: nothing was lost to the poisoned values.
     let mut got = app.transitions().await;
@@ -198,7 +193,7 @@ async fn a_full_disk_then_freed_delivers_the_owed_alert_and_readyz_says_why_mean
         return;
     }
     let sim = start_sim(static_sim(3)).await;
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 3);
     cfg.listen = "127.0.0.1:0".into();
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
@@ -212,11 +207,7 @@ async fn a_full_disk_then_freed_delivers_the_owed_alert_and_readyz_says_why_mean
     wait_readyz(addr, 200, "ready").await;
 
     let filler = fill(app.db_path.parent().unwrap());
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
     let body = wait_readyz(addr, 503, "the disk is full (SQLITE_FULL)").await;
     assert!(body.contains("cannot be written"), "{body}");
     // Polling goes on while the disk is full: every job is asked again, more than once.
@@ -305,7 +296,7 @@ async fn api_health_changes_a_full_disk_refuses_are_kept_until_written() {
         return;
     }
     let sim = start_sim(static_sim(1)).await;
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 1);
     cfg.listen = "127.0.0.1:0".into();
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
@@ -364,7 +355,7 @@ async fn api_health_changes_a_full_disk_refuses_are_kept_until_written() {
 async fn an_outage_left_open_by_the_last_run_is_resolved_by_the_next_runs_first_answer() {
     use recwatch_sim::{Fault, FaultKind};
     let sim = start_sim(static_sim(1)).await;
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 1);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
     let mut app = TestApp::new(&cfg);
@@ -590,7 +581,7 @@ async fn a_panic_in_a_poll_the_writer_or_the_delivery_worker_is_contained() {
         tracing::subscriber::set_default(tracing_subscriber::registry().with(layer.clone()));
 
     let sim = start_sim(static_sim(3)).await;
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 3);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
     let app = TestApp::new(&cfg);
@@ -615,11 +606,7 @@ async fn a_panic_in_a_poll_the_writer_or_the_delivery_worker_is_contained() {
     app.wait_running(3).await;
 
     // Writer and worker.
-    sim.set_job(
-        "demo-app",
-        "job-0002",
-        snap("job-0002", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0002", "STOPPED", Some("INTERNAL_ERROR"));
     wait_alert(&hook, "job-0002", "stopped_unexpectedly").await;
     // Contained by the delivery lane (started again) or, failing that, the worker's supervisor.
     logged("panicked (injected by the test at \"alert delivered\")").await;
@@ -648,11 +635,7 @@ async fn a_panic_in_a_poll_the_writer_or_the_delivery_worker_is_contained() {
     assert_eq!(ids.len(), 1, "one alert, however often it was sent");
 
     // After all that, a change on another job is still recorded and alerted.
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("EXCEED_MAX_IDLE_TIME")),
-    );
+    set_state(&sim, "job-0000", "STOPPED", Some("EXCEED_MAX_IDLE_TIME"));
     wait_alert(&hook, "job-0000", "idle_timeout").await;
     assert!(!daemon.is_finished(), "the daemon runs on");
 
@@ -693,9 +676,7 @@ async fn a_reload_reaches_a_job_whose_poll_was_in_flight() {
     let mut cfg = AppConfig::new(&sim, 2);
     // job-0001's next request stalls past this timeout: a long window for the reload.
     cfg.timeout = "10s";
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
+    let mut app = TestApp::spawn(&cfg, 2).await;
     sim.set_fault(
         Fault::new(FaultKind::Stall(Duration::from_secs(20)))
             .for_job("job-0001")
@@ -724,11 +705,7 @@ async fn a_reload_reaches_a_job_whose_poll_was_in_flight() {
         "the reload came while the poll was in flight"
     );
 
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
     wait_states(&app, &["job-0001".into()], "STOPPED").await;
     assert!(app.stop().await.success());
     let db = app.db().await.unwrap();

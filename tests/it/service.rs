@@ -1,6 +1,5 @@
 //! Running under systemd: sd_notify readiness and watchdog, live reload, the HTTP endpoint.
 
-use crate::core::snap;
 use crate::harness::*;
 use tokio::net::UnixDatagram;
 
@@ -114,11 +113,7 @@ async fn sighup_with_a_new_job_polls_it_and_a_broken_file_keeps_the_old_config()
         async move { (m >= n + 6).then_some(()) }
     })
     .await;
-    sim.set_job(
-        "demo-app",
-        "job-0002",
-        snap("job-0002", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0002", "STOPPED", Some("INTERNAL_ERROR"));
     wait_for("a change after the broken reload", T, || async {
         (app.job_row("job-0002").await?.0.as_deref() == Some("STOPPED")).then_some(())
     })
@@ -206,11 +201,7 @@ async fn health_ready_metrics_and_jobs_answer_with_real_values() {
     app.start();
     let addr = app.http_addr().await;
     app.wait_running(2).await;
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("INTERNAL_ERROR"));
     wait_for("job-0001 stopped", T, || async {
         (app.job_row("job-0001").await?.0.as_deref() == Some("STOPPED")).then_some(())
     })
@@ -314,15 +305,9 @@ async fn a_reload_changes_channels_rules_and_limits() {
     let sim = start_sim(static_sim(3)).await;
     let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 3);
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(3).await;
+    let mut app = TestApp::spawn(&cfg, 3).await;
     // No channel and TENANT_STOP off: nothing is sent.
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("TENANT_STOP")),
-    );
+    set_state(&sim, "job-0000", "STOPPED", Some("TENANT_STOP"));
     wait_for("job-0000 stopped", T, || async {
         (app.job_row("job-0000").await?.0.as_deref() == Some("STOPPED")).then_some(())
     })
@@ -347,11 +332,7 @@ async fn a_reload_changes_channels_rules_and_limits() {
     })
     .await;
     sim.reset_stats();
-    sim.set_job(
-        "demo-app",
-        "job-0001",
-        snap("job-0001", "STOPPED", Some("TENANT_STOP")),
-    );
+    set_state(&sim, "job-0001", "STOPPED", Some("TENANT_STOP"));
     let got = hook.wait_for(1, T).await;
     assert_eq!(got[0].alert.rule.as_str(), "stopped_by_tenant");
     assert_eq!(got[0].alert.severity.as_str(), "warning");

@@ -4,8 +4,6 @@
 //! goes through recwatch's own store functions on a second handle to the same database,
 //! never through the daemon under test.
 
-use crate::alerts::notify_toml;
-use crate::core::snap;
 use crate::harness::*;
 use crate::push::{Rig, event, metric};
 use crate::silences::{received_jobs, wait_silenced};
@@ -53,11 +51,7 @@ async fn a_callback_another_instance_stored_hints_the_polling_one() {
     })
     .await;
     // The end of a job: polled again until it shows STOPPED, as for the daemon's own callbacks.
-    rig.sim.set_job(
-        "demo-app",
-        &other,
-        snap(&other, "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    set_state(&rig.sim, &other, "STOPPED", Some("INTERNAL_ERROR"));
     store_event(&store, &event(&other, "CLOUD_RECORD_SERVER_OVER", "")).await;
     wait_for("the job seen STOPPED", T, || async {
         (rig.app.job_row(&other).await?.0.as_deref() == Some("STOPPED")).then_some(())
@@ -114,12 +108,10 @@ async fn a_job_another_instance_added_is_polled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silence_another_instance_added_holds_the_next_notification() {
     let sim = start_sim(static_sim(2)).await;
-    let hook = Receiver::start(Some(crate::alerts::SECRET)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&sim, 2);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
+    let mut app = TestApp::spawn(&cfg, 2).await;
     let store = Store::open(&app.db_path).await.expect("a second handle");
     let now = Utc::now();
     let matchers = Matchers {
@@ -139,11 +131,7 @@ async fn a_silence_another_instance_added_holds_the_next_notification() {
     let id = recwatch::hold::domain::silence_id();
     store.silences().add(&id, &new, now).await.expect("written");
     for job in ["job-0000", "job-0001"] {
-        sim.set_job(
-            "demo-app",
-            job,
-            snap(job, "STOPPED", Some("INTERNAL_ERROR")),
-        );
+        set_state(&sim, job, "STOPPED", Some("INTERNAL_ERROR"));
     }
     hook.wait_for(1, T).await;
     let held = wait_silenced(&app, "job-0000", 1).await;

@@ -3,8 +3,6 @@
 //! what a silence held back and is still true sent exactly once when it ends, what cleared
 //! meanwhile never.
 
-use crate::alerts::{SECRET, notify_toml};
-use crate::core::snap;
 use crate::harness::*;
 use crate::support::receiver::Receiver;
 use sqlx::Row;
@@ -90,7 +88,7 @@ fn setup(sim: &recwatch_sim::Simulator, jobs: usize, hook: &Receiver, rules: &st
 }
 
 fn stop(sim: &recwatch_sim::Simulator, job: &str, reason: &str) {
-    sim.set_job("demo-app", job, snap(job, "STOPPED", Some(reason)));
+    set_state(sim, job, "STOPPED", Some(reason));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,9 +256,7 @@ async fn a_silence_added_while_the_daemon_runs_holds_the_next_notification() {
     let mut cfg = AppConfig::new(&sim, 2);
     cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
     cfg.listen = "127.0.0.1:0".into();
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
+    let app = TestApp::spawn(&cfg, 2).await;
     let id = add_silence(
         &app,
         &[
@@ -405,8 +401,8 @@ async fn a_held_alert_that_cleared_meanwhile_is_never_sent() {
     wait_silenced(&app, "job-0002", 1).await;
     // Both clear while held: job-0000 records again, job-0002 is found again (its resolved
     // notice is held too).
-    sim.set_job("demo-app", "job-0000", snap("job-0000", "RUNNING", None));
-    sim.set_job("demo-app", "job-0002", snap("job-0002", "RUNNING", None));
+    set_state(&sim, "job-0000", "RUNNING", None);
+    set_state(&sim, "job-0002", "RUNNING", None);
     wait_for("job-0000 RUNNING again", T, || async {
         (app.job_row("job-0000").await?.0.as_deref() == Some("RUNNING")).then_some(())
     })
@@ -448,9 +444,7 @@ async fn a_maintenance_window_holds_notifications_while_polling_goes_on() {
     cfg.extra.push_str(
         "\n[[maintenance]]\nname = \"cam-0 rewiring\"\nschedule = \"* * * * * *\"\nduration = \"1h\"\ntimezone = \"Asia/Shanghai\"\njobs = [\"job-0000\"]\n",
     );
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
+    let app = TestApp::spawn(&cfg, 2).await;
     stop(&sim, "job-0000", "INTERNAL_ERROR");
     stop(&sim, "job-0001", "INTERNAL_ERROR");
     hook.wait_for(1, T).await;
@@ -549,9 +543,7 @@ async fn silences_over_the_api_need_the_token_hold_and_release() {
         "token = \"{TOKEN}\"\n{}",
         notify_toml(Some(hook.url().as_str()), None, "")
     );
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
+    let app = TestApp::spawn(&cfg, 2).await;
     let addr = app.http_addr().await;
     let http = reqwest::Client::new();
     let post = |token: Option<&'static str>, body: serde_json::Value| {

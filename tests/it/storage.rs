@@ -4,8 +4,6 @@
 //! the round trip loses and changes nothing, the second run copies nothing, and the copy
 //! refuses a source a running daemon owns.
 
-use crate::alerts::{SECRET, notify_toml};
-use crate::core::snap;
 use crate::harness::*;
 use crate::push::{APP_KEY, RelayReceiver, event};
 use crate::support::receiver::Receiver;
@@ -110,14 +108,8 @@ async fn daemon_with_history() -> (TestApp, Receiver, RelayReceiver, SmtpServer)
         notify_toml(Some(hook.url().as_str()), Some(smtp.addr()), "")
             .replace("group_wait = \"0s\"", "group_wait = \"1s\""),
     );
-    let mut app = TestApp::new(&cfg);
-    app.start();
-    app.wait_running(2).await;
-    sim.set_job(
-        "demo-app",
-        "job-0000",
-        snap("job-0000", "STOPPED", Some("INTERNAL_ERROR")),
-    );
+    let app = TestApp::spawn(&cfg, 2).await;
+    set_state(&sim, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
     let addr = app.callback_addr().await;
     let body = event("job-0001", "RECORD_FILE_COMPLETE", "");
     let sig = sign(&Secret::new(APP_KEY), "r1", "1700000000", body.as_bytes());

@@ -282,6 +282,14 @@ impl fmt::Display for EventType {
     }
 }
 
+/// [`EventType::parse`] of an owned text, so a reader of stored events (the daemon's rows
+/// through sqlx's `try_from`) gets the type, never the string to parse again.
+impl From<String> for EventType {
+    fn from(text: String) -> EventType {
+        EventType::parse(&text)
+    }
+}
+
 impl Serialize for EventType {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())

@@ -5,7 +5,9 @@
 
 use super::super::budget::Slot;
 use super::super::hints::{self, Pick};
-use super::Dispatcher;
+use super::next::{self, Look, Next};
+use super::{Dispatcher, JobState, Key};
+use std::collections::{HashMap, HashSet};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -28,29 +30,37 @@ impl Dispatcher {
         self.lane.unpark(now, |k| watched.contains_key(k));
     }
 
-    /// Decides who gets the next budget slot and reserves it: `None` when nothing is due or
-    /// the budget has no slot now (a picked hint then goes back to the front of the lane).
-    pub(super) fn take_slot(&mut self, now: Instant) -> Option<(Pick, Slot)> {
-        let round_due = self.schedule.peek(now).is_some_and(|(t, _, _)| *t <= now);
-        let share = hints::share(self.poller.config.api.rate_limit);
-        let (states, busy) = (&self.states, &self.busy);
-        let pick = self.lane.pick(now, share, round_due, |k| {
-            if busy.contains(k) {
-                Some(false)
-            } else {
-                states.contains_key(k).then_some(true)
+    /// What [`next::next`] says at `now`, from what the dispatcher sees. Stale entries at the
+    /// schedule's head (a removed job, one being polled, or one scheduled again since) are
+    /// dropped first, so the round's time is its next real job's.
+    pub(super) fn next(&mut self, now: Instant) -> Next {
+        while let Some((_, entry, k)) = self.schedule.peek(now) {
+            let stale =
+                self.busy.contains(k) || self.states.get(k).is_none_or(|s| s.sched != *entry);
+            if !stale {
+                break;
             }
-        });
-        if pick == Pick::Nothing {
-            return None;
+            self.schedule.pop(now);
         }
-        match self.poller.budget.try_reserve(now) {
-            Ok(slot) => Some((pick, slot)),
-            Err(_) => {
-                self.lane.put_back(pick, now);
-                None
-            }
-        }
+        // Jobs no longer watched leave the lane here, so the front `next` indexes is the one
+        // `Lane::take` finds.
+        let state = lane_state(&self.states, &self.busy);
+        self.lane.let_go(&state);
+        self.lane.front(&state, &mut self.front);
+        // Until a request has succeeded, one at a time: a wrong key costs at most 3.
+        let may_start = self.may_start()
+            && (self.health.verified || self.busy.is_empty())
+            && self.poller.in_flight.available_permits() > 0;
+        next::next(&Look {
+            now,
+            may_start,
+            round_at: self.schedule.peek(now).map(|(t, _, _)| *t),
+            lane: &self.front,
+            follow_up: self.lane.next_follow_up(),
+            lane_used: self.lane.used(now),
+            share: hints::share(self.poller.config.api.rate_limit),
+            budget_at: self.poller.budget.ready_at(now),
+        })
     }
 
     /// Polls a job from the lane now (its budget slot is reserved): a hinted job, or the first
@@ -86,5 +96,20 @@ impl Dispatcher {
         }
         let work = self.task().poll(k.clone(), state, Some(slot));
         self.launch(k, Some(permit), work);
+    }
+}
+
+/// What the lane asks of a waiting job: watched (`Some`) and idle, ready to poll
+/// (`Some(true)`), or being polled now (`Some(false)`).
+pub(super) fn lane_state<'a>(
+    states: &'a HashMap<Key, Box<JobState>>,
+    busy: &'a HashSet<Key>,
+) -> impl Fn(&Key) -> Option<bool> + 'a {
+    |k| {
+        if busy.contains(k) {
+            Some(false)
+        } else {
+            states.contains_key(k).then_some(true)
+        }
     }
 }

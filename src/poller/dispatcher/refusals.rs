@@ -2,24 +2,18 @@
 //! stops for `api.auth_backoff`, so the gateway's 5-minute key lock is never provoked.
 
 use super::super::budget::later;
-use super::super::health::AUTH_FAILURES_BEFORE_BACKOFF;
 use super::{Dispatcher, round};
 use recwatch_rtc::client::{ErrorKind, RtcError};
+use std::time::Duration;
 use tokio::time::Instant;
 use tracing::error;
 
 impl Dispatcher {
-    /// Refused credentials, too many times in a row: every poll stops for `api.auth_backoff`
-    /// (doubling while it lasts) so the gateway does not lock the key.
-    pub(super) fn pause_for_refusals(&self, e: &RtcError, now: Instant) {
+    /// Refused credentials, too many times in a row: every poll stops for `pause`
+    /// (`api.auth_backoff`, doubling while it lasts, see `next::after_poll`) so the gateway
+    /// does not lock the key.
+    pub(super) fn pause_for_refusals(&self, e: &RtcError, pause: Duration, now: Instant) {
         let streak = self.health.auth_streak;
-        let extra = streak - AUTH_FAILURES_BEFORE_BACKOFF;
-        let pause = self
-            .poller
-            .config
-            .api
-            .auth_backoff
-            .saturating_mul(1 << extra.min(3));
         self.poller.budget.pause_until(later(now, pause));
         // A skewed clock is refused like a bad key: say which it is.
         let fix = match e.clock_skew_minutes {

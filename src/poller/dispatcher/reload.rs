@@ -181,7 +181,7 @@ async fn rows_of(
     if jobs.len() <= ONE_BY_ONE {
         let mut rows = HashMap::new();
         for j in jobs {
-            if let Some(row) = store.jobs().get(&j.app_id, &j.job_id).await? {
+            if let Some(row) = store.jobs().get(j.app_id(), j.job_id()).await? {
                 rows.insert(key(j), row);
             }
         }
@@ -192,10 +192,7 @@ async fn rows_of(
     }
     let mut rows = HashMap::new();
     for page in jobs.chunks(PAGE) {
-        let keys: Vec<(&str, &str)> = page
-            .iter()
-            .map(|j| (j.app_id.as_str(), j.job_id.as_str()))
-            .collect();
+        let keys: Vec<(&str, &str)> = page.iter().map(|j| (j.app_id(), j.job_id())).collect();
         rows.extend(store.jobs().by_key(&keys).await?);
     }
     Ok(rows)

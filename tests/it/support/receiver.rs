@@ -116,6 +116,29 @@ impl Receiver {
         self.shared.received.lock().unwrap().clone()
     }
 
+    /// (rule, severity, status, job_id) of every accepted delivery, sorted: what the alerts
+    /// tests compare whole.
+    pub fn summary(&self) -> Vec<(String, String, String, String)> {
+        let mut v: Vec<_> = self
+            .received()
+            .iter()
+            .map(|d| {
+                (
+                    d.alert.rule.as_str().to_string(),
+                    d.alert.severity.as_str().to_string(),
+                    d.alert.status.as_str().to_string(),
+                    d.alert
+                        .job
+                        .as_ref()
+                        .map(|j| j.job_id.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Every request so far, accepted or not, in arrival order.
     pub fn attempts(&self) -> Vec<Attempt> {
         self.shared.attempts.lock().unwrap().clone()
