@@ -322,11 +322,6 @@ fn the_function_rule_counts_every_fn_and_skips_tests() {
 /// own (issue 24: `Store` had 95).
 const MAX_METHODS: usize = 30;
 
-/// Types over the limit whose split is another part of issue 24, on its own branch (the
-/// dispatcher's): listed so the rule holds for every other type meanwhile. A type listed here
-/// that is within the limit fails the check, so the list only shrinks.
-const SPLIT_PENDING: &[&str] = &["poller::Dispatcher"];
-
 /// The type an `impl` line is for (its last path segment, generics dropped), or None if
 /// `trimmed` opens no impl: `impl<'a> Trait for a::Type<'a> where ... {` -> `Type`.
 fn impl_type(trimmed: &str) -> Option<String> {
@@ -495,20 +490,12 @@ fn no_type_has_more_than_30_methods() {
     );
     let over: Vec<String> = counts
         .iter()
-        .filter(|(ty, n)| **n > MAX_METHODS && !SPLIT_PENDING.contains(&ty.as_str()))
+        .filter(|(_, n)| **n > MAX_METHODS)
         .map(|(ty, n)| format!("{ty}: {n} methods"))
         .collect();
     assert!(
         over.is_empty(),
         "split these types into parts (views by aggregate, as src/store/ does): {over:#?}"
-    );
-    let done: Vec<&&str> = SPLIT_PENDING
-        .iter()
-        .filter(|ty| counts.get(**ty).is_none_or(|n| *n <= MAX_METHODS))
-        .collect();
-    assert!(
-        done.is_empty(),
-        "within the limit now: take these off SPLIT_PENDING: {done:?}"
     );
 }
 

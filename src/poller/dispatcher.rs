@@ -5,7 +5,7 @@
 
 use super::batch::{self, Touches};
 use super::budget::{Budget, failure_delay, later};
-use super::health::{Health, HealthMessage, write_api_health};
+use super::health::{Health, HealthMessage, Told, write_api_health};
 use super::hints::{Candidate, Hints, Lane, Pick};
 use super::job::{JobState, RETIRE_UNFOUND_AFTER, Seed};
 use super::schedule::{Schedule, start_cron};
@@ -87,6 +87,23 @@ pub enum Command {
 }
 
 impl Poller {
+    /// Hands what a poll told the API's health to the health writer, its own task: a locked
+    /// database must not stall the dispatcher's loop. A change also flips the flag that holds
+    /// per-job alerts back at once.
+    fn send_health(&self, told: Option<Told>) {
+        match told {
+            Some(Told::Change(change)) => {
+                self.outbox
+                    .set_api_unhealthy(matches!(change, ApiHealthChange::Unhealthy { .. }));
+                let _ = self.health_tx.send((Some(change), self.config.clone()));
+            }
+            Some(Told::Remind) => {
+                let _ = self.health_tx.send((None, self.config.clone()));
+            }
+            None => {}
+        }
+    }
+
     /// `config` may be the published `Arc`, shared rather than copied (every job in it).
     pub fn new(
         config: impl Into<Arc<Config>>,
@@ -650,7 +667,9 @@ impl Dispatcher {
             self.states.insert(k, state);
             return Some(owes);
         };
-        self.tell_health(&result, in_rotation, now);
+        let threshold = self.poller.config.rules.api_failure_threshold;
+        let told = self.health.tell(&result, threshold, in_rotation, now);
+        self.poller.send_health(told);
         if state.unfound >= RETIRE_UNFOUND_AFTER {
             self.retire(k).await;
             return None;
@@ -687,38 +706,6 @@ impl Dispatcher {
         self.schedule.put(k.clone(), &mut state, at);
         self.states.insert(k, state);
         Some(false)
-    }
-
-    /// Feeds a poll's result to the API's health; a change (or, while the API is down, a
-    /// reminder check at most once a second) goes to the health writer.
-    fn tell_health(&mut self, result: &Result<(), RtcError>, in_rotation: usize, now: Instant) {
-        let config = &self.poller.config;
-        let change = match result {
-            Ok(()) => self.health.success(),
-            Err(e) => self
-                .health
-                .failure(e, config.rules.api_failure_threshold, in_rotation),
-        };
-        // Written by its own task: a locked database must not stall this loop.
-        match change {
-            Some(change) => {
-                self.poller
-                    .outbox
-                    .set_api_unhealthy(matches!(change, ApiHealthChange::Unhealthy { .. }));
-                let _ = self.poller.health_tx.send((Some(change), config.clone()));
-            }
-            None if result.is_err()
-                && self.health.unhealthy
-                && self
-                    .health
-                    .last_reminder_check
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) =>
-            {
-                self.health.last_reminder_check = Some(now);
-                let _ = self.poller.health_tx.send((None, config.clone()));
-            }
-            None => {}
-        }
     }
 
     /// When the job is polled next after this result ([`next::after_poll`] decides); `None`
@@ -767,7 +754,10 @@ impl Dispatcher {
                 metrics::counter!("recwatch_throttled_total").increment(1);
                 warn!(pause = ?round(pause), streak = self.health.throttle_streak, request_id = e.request_id.as_deref().unwrap_or("-"), "throttled by the API gateway (APIG.0308): pausing every poll");
             }
-            (Some(Pause::Refused(pause)), Err(e)) => self.pause_for_refusals(e, pause, now),
+            (Some(Pause::Refused(pause)), Err(e)) => {
+                let streak = self.health.auth_streak;
+                refusals::pause_for_refusals(&self.poller.budget, streak, e, pause, now)
+            }
             _ => {}
         }
         after.at

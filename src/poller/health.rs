@@ -9,6 +9,7 @@ use crate::outbox::{ApiHealthChange, Outbox, OwedHealth};
 use crate::store::Store;
 use recwatch_rtc::client::{ErrorKind, RtcError};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -53,7 +54,43 @@ pub(super) struct Health {
     pub(super) last_reminder_check: Option<Instant>,
 }
 
+/// What a poll's result asks of the health writer ([`Health::tell`]).
+pub(super) enum Told {
+    /// The API's health changed.
+    Change(ApiHealthChange),
+    /// Still down: a reminder may be due (checked at most once a second).
+    Remind,
+}
+
 impl Health {
+    /// Feeds a poll's result to the API's health: a change, or while the API is down a
+    /// reminder check at most once a second, is for the health writer.
+    pub(super) fn tell(
+        &mut self,
+        result: &Result<(), RtcError>,
+        threshold: u32,
+        in_rotation: usize,
+        now: Instant,
+    ) -> Option<Told> {
+        let change = match result {
+            Ok(()) => self.success(),
+            Err(e) => self.failure(e, threshold, in_rotation),
+        };
+        match change {
+            Some(change) => Some(Told::Change(change)),
+            None if result.is_err()
+                && self.unhealthy
+                && self
+                    .last_reminder_check
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) =>
+            {
+                self.last_reminder_check = Some(now);
+                Some(Told::Remind)
+            }
+            None => None,
+        }
+    }
+
     pub(super) fn success(&mut self) -> Option<ApiHealthChange> {
         self.verified = true;
         self.auth_streak = 0;
@@ -288,6 +325,44 @@ mod tests {
     use super::*;
 
     /// An error of `kind` as the client would make it.
+    /// `tell`: a change goes at once; while the API stays down a reminder check is asked for
+    /// at most once a second of the poller's clock; the first answer is the recovery.
+    #[test]
+    fn a_down_api_asks_for_a_reminder_check_at_most_once_a_second() {
+        let mut h = Health::default();
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + std::time::Duration::from_secs(secs);
+        let down = Err(err(ErrorKind::Connection));
+        // Connection failures in a row until the threshold (3 for 1 job) says it is down.
+        let mut told = Vec::new();
+        for _ in 0..5 {
+            told.push(match h.tell(&down, 3, 1, s(0)) {
+                Some(Told::Change(ApiHealthChange::Unhealthy { .. })) => "unhealthy",
+                Some(Told::Change(_)) => "other change",
+                Some(Told::Remind) => "remind",
+                None => "-",
+            });
+        }
+        assert_eq!(told, ["-", "-", "unhealthy", "remind", "-"]);
+        assert!(
+            h.tell(&down, 3, 1, s(0)).is_none(),
+            "the same second: no second check"
+        );
+        assert!(matches!(h.tell(&down, 3, 1, s(1)), Some(Told::Remind)));
+        assert!(
+            h.tell(&Err(err(ErrorKind::Connection)), 3, 1, s(1))
+                .is_none()
+        );
+        assert!(matches!(
+            h.tell(&Ok(()), 3, 1, s(1)),
+            Some(Told::Change(ApiHealthChange::Recovered))
+        ));
+        assert!(
+            h.tell(&Ok(()), 3, 1, s(2)).is_none(),
+            "healthy and told: nothing more"
+        );
+    }
+
     fn err(kind: ErrorKind) -> RtcError {
         let (status, code, detail) = match kind {
             ErrorKind::NotFound => (Some(404), Some("RTC.00001003"), None),

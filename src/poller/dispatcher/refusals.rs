@@ -2,19 +2,25 @@
 //! stops for `api.auth_backoff`, so the gateway's 5-minute key lock is never provoked.
 
 use super::super::budget::later;
-use super::{Dispatcher, round};
+use super::round;
+use crate::poller::budget::Budget;
 use recwatch_rtc::client::{ErrorKind, RtcError};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::error;
 
-impl Dispatcher {
-    /// Refused credentials, too many times in a row: every poll stops for `pause`
-    /// (`api.auth_backoff`, doubling while it lasts, see `next::after_poll`) so the gateway
-    /// does not lock the key.
-    pub(super) fn pause_for_refusals(&self, e: &RtcError, pause: Duration, now: Instant) {
-        let streak = self.health.auth_streak;
-        self.poller.budget.pause_until(later(now, pause));
+/// Refused credentials, `streak` times in a row: every poll stops for `pause`
+/// (`api.auth_backoff`, doubling while it lasts, see `next::after_poll`) so the gateway
+/// does not lock the key.
+pub(super) fn pause_for_refusals(
+    budget: &Budget,
+    streak: u32,
+    e: &RtcError,
+    pause: Duration,
+    now: Instant,
+) {
+    {
+        budget.pause_until(later(now, pause));
         // A skewed clock is refused like a bad key: say which it is.
         let fix = match e.clock_skew_minutes {
             Some(m) => recwatch_rtc::client::clock_message(m),
