@@ -243,6 +243,7 @@ mod tests {
         });
         c.jobs = (0..jobs)
             .map(|i| JobConfig {
+                account: None,
                 key: crate::domain::JobKey::new("app", format!("f{i}")),
                 name: None,
                 kind: JobKind::Individual,
@@ -256,6 +257,7 @@ mod tests {
 
     fn list(ids: &[&str]) -> Arc<RuntimeList> {
         Arc::new(RuntimeList::of(ids.iter().map(|id| RuntimeJob {
+            account: None,
             key: JobKey::new("app", *id),
             name: None,
             kind: JobKind::Individual,

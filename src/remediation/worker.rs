@@ -265,6 +265,7 @@ impl Remediator {
             .and_then(|n| serde_json::from_str::<Vec<String>>(n).ok());
         let kind: Kind = row.kind.parse().unwrap_or_default();
         let job = JobConfig {
+            account: None,
             key: crate::domain::JobKey::new(row.app_id.clone(), row.old_job_id.clone()),
             kind,
             name: row.name.clone(),
@@ -294,6 +295,7 @@ impl Remediator {
         if let Some(new) = new_job_id {
             tx.watchlist()
                 .add(&RuntimeJob {
+                    account: None,
                     key: JobKey::new(&row.app_id, new),
                     kind,
                     name: row.name.clone(),

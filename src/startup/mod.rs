@@ -505,6 +505,7 @@ mod tests {
         config.storage.path = dir.join("recwatch.db");
         config.jobs = (0..2)
             .map(|i| JobConfig {
+                account: None,
                 kind: crate::domain::JobKind::Individual,
                 key: crate::domain::JobKey::new("demo-app", recwatch_sim::job_id(i)),
                 name: None,

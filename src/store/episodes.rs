@@ -21,7 +21,7 @@ pub struct OpenEpisode {
 pub(super) const OPEN_OF_JOB: &str = "SELECT rule, id, last_notified_at, reminders FROM episodes
  WHERE rule IN ($1, $2, $3) AND app_id = $4 AND job_id = $5 AND resolved_at IS NULL";
 
-/// An open episode with its rule, as [`WriteTx::open_episodes`] reads it.
+/// An open episode with its rule, as [`EpisodesTx::open_episodes`](crate::store::episodes::EpisodesTx::open_episodes) reads it.
 #[derive(sqlx::FromRow)]
 struct OpenEpisodeOf {
     rule: Rule,
