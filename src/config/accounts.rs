@@ -154,6 +154,18 @@ impl Config {
         self.all_accounts().find(|a| &*a.name == name)
     }
 
+    /// The account that polls the jobs of `app_id` that name none themselves (discovery,
+    /// remediation): the app's, else the first.
+    pub fn account_of_app(&self, app_id: &str) -> &ApiConfig {
+        self.apps
+            .iter()
+            .find(|a| a.app_id == app_id)
+            .and_then(|a| a.account.as_deref())
+            .and_then(|n| self.account_named(n))
+            .or_else(|| self.all_accounts().next())
+            .unwrap_or(&self.api)
+    }
+
     /// The account that polls `job`: its own, else its app's, else the first. A name no
     /// longer configured (a run-time entry stored before a reload removed its account) falls
     /// to the first account too, and `check`/the log say so where the entry is read.
@@ -179,7 +191,16 @@ impl Config {
     /// This configuration for the poller of account `name`: `api` is the account, and the jobs
     /// are the ones it polls. `None` when no account has that name.
     pub fn narrowed(&self, name: &str) -> Option<Config> {
-        let account = self.account_named(name)?.clone();
+        let mut account = self.account_named(name)?.clone();
+        // Accounts sharing a budget (one static key) keep the smallest limit among them: the
+        // key's limit is one, whatever each entry says (`check` tells it).
+        let identity = account.budget_identity();
+        account.rate_limit = self
+            .all_accounts()
+            .filter(|a| a.budget_identity() == identity)
+            .map(|a| a.rate_limit)
+            .min()
+            .unwrap_or(account.rate_limit);
         let mut c = self.clone();
         c.api = account;
         if c.several_accounts() {
@@ -187,6 +208,16 @@ impl Config {
             c.jobs = jobs;
         }
         Some(c)
+    }
+
+    /// [`Config::narrowed`], shared rather than copied when there is one account (the
+    /// published configuration itself: a copy of every job's pointer at 100,000 jobs is
+    /// memory the poller need not hold twice).
+    pub fn narrowed_shared(self: &Arc<Self>, name: &str) -> Option<Arc<Config>> {
+        match !self.several_accounts() && &*self.api.name == name {
+            true => Some(self.clone()),
+            false => self.narrowed(name).map(Arc::new),
+        }
     }
 
     /// The accounts in groups that share one request budget: entries with the same budget
