@@ -136,7 +136,7 @@ impl Metadata {
                 sessions: HashMap::new(),
                 keys: HashMap::new(),
                 // Its own stream, apart from churn's and the callbacks'.
-                rng: StdRng::seed_from_u64(seed ^ 0x0e_c5_3e7a),
+                rng: StdRng::seed_from_u64(seed ^ 0x0ec5_3e7a),
                 failing: 0,
             }),
         }

@@ -111,22 +111,8 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
     });
     let epoch = Instant::now();
     let epoch_utc = Utc::now();
-    let mut jobs = HashMap::new();
-    for i in 0..opts.jobs {
-        let job = if opts.scripted {
-            Job::Scripted(i)
-        } else {
-            let mut snapshot = scripted_job(&opts.app_id, i, opts.step, epoch_utc, Duration::ZERO);
-            snapshot.state = Some(State::Running);
-            snapshot.start_time = snapshot.create_time.clone();
-            snapshot.max_idle_time = Some(30);
-            snapshot.description = Some("recording".into());
-            fixed(snapshot)
-        };
-        jobs.insert(job_id(i), job);
-    }
     let mut apps = HashMap::new();
-    apps.insert(opts.app_id.clone(), jobs);
+    apps.insert(opts.app_id.clone(), initial_jobs(&opts, epoch_utc));
     let script_cut = vec![None; if opts.scripted { opts.jobs } else { 0 }];
     let (shutdown, _) = watch::channel(false);
     let mut registrations = HashMap::new();
@@ -186,6 +172,25 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
     }
     tracing::info!(%addr, jobs = inner.opts.jobs, app_id = %inner.opts.app_id, "simulator started");
     Ok(Simulator { inner })
+}
+
+/// The jobs `job-0000` upwards that `opts.app_id` serves from the start.
+fn initial_jobs(opts: &SimOptions, epoch_utc: DateTime<Utc>) -> HashMap<String, Job> {
+    let mut jobs = HashMap::new();
+    for i in 0..opts.jobs {
+        let job = if opts.scripted {
+            Job::Scripted(i)
+        } else {
+            let mut snapshot = scripted_job(&opts.app_id, i, opts.step, epoch_utc, Duration::ZERO);
+            snapshot.state = Some(State::Running);
+            snapshot.start_time = snapshot.create_time.clone();
+            snapshot.max_idle_time = Some(30);
+            snapshot.description = Some("recording".into());
+            fixed(snapshot)
+        };
+        jobs.insert(job_id(i), job);
+    }
+    jobs
 }
 
 /// A job served as is, its body serialized once.
