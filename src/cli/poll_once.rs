@@ -13,14 +13,21 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     // a running daemon it would poll every job a second time, outside the daemon's budget.
     // With SQLite the owner lock refuses it (75); on PostgreSQL the leadership lease does.
     let (store, _owner) = Store::open_for(&config.storage, "poll-once").await?;
-    let client = RtcClient::new(&config.api.client_config())?;
     // The run-time watch list's jobs are polled too.
     let runtime = crate::runtime_list::Watchlist::load(store.clone()).await?;
     let config = &crate::runtime_list::with_runtime(config, &runtime.current());
     let lease = take_lease(config, &store).await?;
     let outbox = Outbox::new().keeping_ids();
     outbox.restore(&store).await?;
-    let results = crate::poller::poll_once(config, &client, &store, &outbox).await;
+    // Each account's jobs through its own client and budget (issue 25).
+    let mut results = Vec::new();
+    for name in config.account_names() {
+        let narrowed = config
+            .narrowed(&name)
+            .expect("an account of the configuration");
+        let client = RtcClient::new(&narrowed.api.client_config())?;
+        results.extend(crate::poller::poll_once(&narrowed, &client, &store, &outbox).await);
+    }
     let polled = results.len();
     let (rows, failed) = results_table(results);
     print_table(&rows)?;

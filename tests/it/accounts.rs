@@ -162,3 +162,80 @@ async fn readyz_fails_only_while_every_account_is_blind() {
     assert_eq!(open, 2, "one episode per account");
     assert!(app.stop().await.success());
 }
+
+/// Three accounts of 10 requests/s each, on one gateway that counts each key on its own: each
+/// account's budget is its own (30 requests/s in all), and no account ever has more than 10 in
+/// any sliding second where its requests arrive (BENCHMARKS.md part 34 has the rates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_accounts_each_keep_their_own_ten_a_second() {
+    let keys = [
+        ("a", AK),
+        ("b", "BACCESSKEY0000000002"),
+        ("c", "CACCESSKEY0000000003"),
+    ];
+    let mut opts = static_sim(60);
+    opts.rate_limit = Some(10);
+    opts.accounts = keys[1..]
+        .iter()
+        .map(|(name, ak)| recwatch_sim::SimAccount::new(name, ak, SK, PROJECT))
+        .collect();
+    let sim = start_sim(opts).await;
+    let mut cfg = AppConfig::new(&sim, 0);
+    cfg.accounts = Some(
+        keys.iter()
+            .map(|(name, ak)| account_toml(name, &sim.url(), (ak, SK), "rate_limit = 10"))
+            .collect(),
+    );
+    // 20 jobs an account at 100 ms: each account wants 200 requests/s, 20 times its budget.
+    for i in 0..60 {
+        let account = keys[i % 3].0;
+        cfg.extra.push_str(&format!(
+            "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{}\"\naccount = \"{account}\"\n",
+            recwatch_sim::job_id(i)
+        ));
+    }
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    app.wait_running(60).await;
+    sim.reset_stats();
+    let since = std::time::Instant::now();
+    // Each account is polled on (a few rounds of its own), whatever the others do.
+    wait_for(
+        "every account to make 40 requests after the reset",
+        T,
+        || async {
+            let s = sim.stats();
+            ["default", "b", "c"]
+                .iter()
+                .all(|n| s.by_account.get(*n).is_some_and(|a| a.requests >= 40))
+                .then_some(())
+        },
+    )
+    .await;
+    let s = sim.stats();
+    // Not asserted (a busy machine is slower): what BENCHMARKS.md part 34 reports.
+    let secs = since.elapsed().as_secs_f64();
+    eprintln!(
+        "three accounts: {} requests in {secs:.2} s ({:.1}/s); at most {} in a sliding second overall",
+        s.requests,
+        s.requests as f64 / secs,
+        s.max_per_sliding_second
+    );
+    for name in ["default", "b", "c"] {
+        let a = &s.by_account[name];
+        eprintln!(
+            "  account {name}: {} requests ({:.1}/s), at most {} in a sliding second",
+            a.requests,
+            a.requests as f64 / secs,
+            a.max_per_sliding_second
+        );
+        assert!(
+            a.max_per_sliding_second <= 10,
+            "account {name}: {} requests in one sliding second at the gateway",
+            a.max_per_sliding_second
+        );
+        assert_eq!(a.throttled, 0, "account {name} was throttled");
+        assert_eq!(a.refused_auth, 0, "account {name} was refused");
+    }
+    assert!(app.stop().await.success());
+}
