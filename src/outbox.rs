@@ -231,12 +231,6 @@ impl Outbox {
         self.health.lock().unhealthy.iter().cloned().collect()
     }
 
-    /// The accounts being polled (the active set says so when it starts its pollers), for
-    /// [`Outbox::every_account_unhealthy`].
-    pub fn set_accounts(&self, names: impl IntoIterator<Item = impl Into<String>>) {
-        self.health.lock().polled = names.into_iter().map(Into::into).collect();
-    }
-
     /// Whether every polled account's API is unhealthy: only then is the daemon blind (one
     /// blind account is an alert, not a dead daemon). Before any account is polled, whether
     /// any is.
@@ -248,11 +242,14 @@ impl Outbox {
         h.polled.is_empty() || h.polled.iter().all(|a| h.unhealthy.contains(a))
     }
 
-    /// Restores the accounts' api_unhealthy flags from episodes left open by a previous run.
-    pub async fn restore(&self, store: &Store) -> anyhow::Result<()> {
+    /// Restores the accounts' api_unhealthy flags from episodes left open by a previous run,
+    /// and takes the accounts about to be polled (`polled`, for
+    /// [`Outbox::every_account_unhealthy`]).
+    pub async fn restore(&self, store: &Store, polled: &[Arc<str>]) -> anyhow::Result<()> {
         let open = store.episodes().open_accounts(Rule::ApiUnhealthy).await?;
         let mut h = self.health.lock();
         h.unhealthy = open.into_iter().collect();
+        h.polled = polled.iter().map(|n| n.to_string()).collect();
         self.health
             .any
             .store(!h.unhealthy.is_empty(), Ordering::Relaxed);

@@ -18,6 +18,8 @@ use recwatch_rtc::RtcClient;
 use recwatch_rtc::model::{JobSnapshot, State};
 use recwatch_rtc::registration::CallbackUpdate;
 use recwatch_sim::{self as simulate, SimAuth, SimOptions, Simulator};
+
+mod regions;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -116,21 +118,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn start_sim(args: &DemoArgs) -> anyhow::Result<Simulator> {
-    let sim = simulate::start(
-        TcpListener::bind("127.0.0.1:0").await?,
-        SimOptions {
-            jobs: args.jobs,
-            step: args.step,
-            auth: SimAuth::AkSk {
-                access_key: DEMO_AK.into(),
-                secret_key: DEMO_SK.into(),
-            },
-            project_id: Some(DEMO_PROJECT.into()),
-            rate_limit: Some(10),
-            ..SimOptions::default()
+    let mut opts = SimOptions {
+        jobs: args.jobs,
+        step: args.step,
+        auth: SimAuth::AkSk {
+            access_key: DEMO_AK.into(),
+            secret_key: DEMO_SK.into(),
         },
-    )
-    .await?;
+        project_id: Some(DEMO_PROJECT.into()),
+        rate_limit: Some(10),
+        ..SimOptions::default()
+    };
+    regions::add_account(&mut opts);
+    let sim = simulate::start(TcpListener::bind("127.0.0.1:0").await?, opts).await?;
+    regions::add_jobs(&sim);
     // Act 3's job waits in INIT until its act (with an idle time longer than the demo, so
     // no stuck_init alert fires for it meanwhile).
     sim.set_job("demo-app", PUSH_JOB, push_job(State::Init));
@@ -204,6 +205,7 @@ fn demo_config(
         }))
         .map(std::sync::Arc::new)
         .collect();
+    regions::configure(&mut config, args.step);
     Ok(config)
 }
 
@@ -211,6 +213,9 @@ fn demo_config(
 /// then a job in no config is discovered by its first callback and a job polled once an hour
 /// starts and dies, each change pushed by a callback.
 struct Plan {
+    /// When act 4's region loses its key, and when it gets it back.
+    key_lost: Duration,
+    key_back: Duration,
     /// When the scripted jobs have started, run and stopped.
     script_end: Duration,
     /// How long act 2's outage lasts.
@@ -225,10 +230,13 @@ impl Plan {
     fn new(args: &DemoArgs) -> Plan {
         let script_end = args.step * 4 + args.interval * 2;
         let outage = (args.step * 2).max(args.interval * 4);
+        let push_at = script_end + outage + args.step;
         Plan {
+            key_lost: push_at + args.step * 4,
+            key_back: push_at + args.step * 8,
             script_end,
             outage,
-            push_at: script_end + outage + args.step,
+            push_at,
             stop_after: args.duration,
         }
     }
@@ -237,7 +245,7 @@ impl Plan {
 fn print_intro(config: &Config, sim: &Simulator, hook_url: &str, args: &DemoArgs, plan: &Plan) {
     println!("recwatch demo");
     println!(
-        "  simulated RTC API  {} (checks SDK-HMAC-SHA256 signatures, 10 requests/s budget)",
+        "  simulated RTC API  {} (checks SDK-HMAC-SHA256 signatures; two regions' accounts, 10 requests/s each)",
         sim.url()
     );
     println!("  webhook receiver   {hook_url} (checks Standard Webhooks signatures)");
@@ -254,6 +262,11 @@ fn print_intro(config: &Config, sim: &Simulator, hook_url: &str, args: &DemoArgs
     println!(
         "  then the API fails for {} (act 2), then a job in no config is discovered by its first callback and a job polled once an hour starts and dies (act 3);",
         crate::config::format_duration(plan.outage),
+    );
+    println!(
+        "  then region {} loses its access key while {} goes on (act 4: two accounts, each its own 10 requests/s);",
+        regions::SECOND,
+        regions::FIRST
     );
     println!(
         "  every change is also pushed to the daemon's callback receiver as a signed RTC record callback;"
@@ -317,6 +330,8 @@ async fn show_live(
     // Latest last: act 2 after the script (the API answers 500 to everything for a while),
     // act 3 after that (a job polled once an hour starts; it dies once seen recording).
     let mut acts = vec![
+        (started + plan.key_back, Act::KeyBack),
+        (started + plan.key_lost, Act::KeyLost),
         (started + plan.push_at, Act::PushJobAppears),
         (started + plan.script_end + plan.outage, Act::OutageEnds),
         (started + plan.script_end, Act::OutageStarts),
@@ -435,13 +450,16 @@ async fn print_summary(config: &Config, sim: &Simulator) -> anyhow::Result<()> {
         })
         .count();
     let stats = sim.stats();
+    let peaks = regions::peaks(sim);
+    let peak = peaks.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let each: Vec<String> = peaks.iter().map(|(a, n)| format!("{a} {n}")).collect();
     println!(
-        "\n{} recorded, {} ({delivered} delivered), {} pushed, {} (at most {} in any second)",
+        "\n{} recorded, {} ({delivered} delivered), {} pushed, {} (at most {peak} in any second for one account: {})",
         plural(transitions, "transition"),
         plural(alerts.len(), "alert"),
         plural(stats.callbacks.sent as usize, "record callback"),
         plural(stats.requests as usize, "API request"),
-        stats.max_per_sliding_second
+        each.join(", ")
     );
     store.close().await;
     Ok(())
@@ -451,6 +469,8 @@ async fn print_summary(config: &Config, sim: &Simulator) -> anyhow::Result<()> {
 const QUIET: Duration = Duration::from_secs(10);
 
 enum Act {
+    KeyLost,
+    KeyBack,
     OutageStarts,
     OutageEnds,
     PushJobAppears,
@@ -460,6 +480,8 @@ enum Act {
 impl Act {
     fn play(&self, sim: &Simulator, plan: &Plan, shown: &mut Shown) {
         match self {
+            Act::KeyLost => shown.line(&regions::lose_key(sim)),
+            Act::KeyBack => shown.line(&regions::restore_key(sim)),
             Act::OutageStarts => {
                 sim.set_fault(simulate::Fault::new(simulate::FaultKind::ServerError));
                 shown.line(&format!(

@@ -18,7 +18,7 @@ pub(super) async fn poll_once(config: &Config) -> anyhow::Result<()> {
     let config = &crate::runtime_list::with_runtime(config, &runtime.current());
     let lease = take_lease(config, &store).await?;
     let outbox = Outbox::new().keeping_ids();
-    outbox.restore(&store).await?;
+    outbox.restore(&store, &config.account_names()).await?;
     // Each account's jobs through its own client and budget (issue 25).
     let mut results = Vec::new();
     for name in config.account_names() {

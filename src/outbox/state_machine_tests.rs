@@ -625,7 +625,10 @@ async fn the_api_health_episode_opens_reminds_resolves_and_survives_a_restart() 
     // A new run finds the episode open.
     let restarted = Outbox::new();
     assert!(!restarted.api_unhealthy());
-    restarted.restore(&d.store).await.unwrap();
+    restarted
+        .restore(&d.store, &config.account_names())
+        .await
+        .unwrap();
     assert!(restarted.api_unhealthy());
 
     // Still down right after: no reminder yet.
@@ -661,7 +664,10 @@ async fn the_api_health_episode_opens_reminds_resolves_and_survives_a_restart() 
     // Recovered: a reminder check writes nothing, and a new run starts healthy.
     outbox.api_still_unhealthy(&d.store, &config).await.unwrap();
     assert_eq!(alerts(&d.store).await.len(), 3);
-    restarted.restore(&d.store).await.unwrap();
+    restarted
+        .restore(&d.store, &config.account_names())
+        .await
+        .unwrap();
     assert!(!restarted.api_unhealthy());
 }
 

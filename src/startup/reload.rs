@@ -95,26 +95,26 @@ impl Reloader {
             }
             // The client is built here only to refuse a configuration it cannot be built
             // from; the poller builds its own from what is published.
-            Ok(new) => match {
+            Ok(new) => {
                 let built = new
                     .all_accounts()
                     .try_for_each(|a| RtcClient::new(&a.client_config()).map(drop));
-                built
-            } {
-                Err(e) => error!(
-                    "reload ({why}) refused, keeping the previous configuration: cannot build the HTTP client: {e:#}"
-                ),
-                Ok(_) => {
-                    let old = self.config.borrow().clone();
-                    warn_restart_only(&old, &new);
-                    for w in new.warnings() {
-                        warn!("{w}");
+                match built {
+                    Err(e) => error!(
+                        "reload ({why}) refused, keeping the previous configuration: cannot build the HTTP client: {e:#}"
+                    ),
+                    Ok(()) => {
+                        let old = self.config.borrow().clone();
+                        warn_restart_only(&old, &new);
+                        for w in new.warnings() {
+                            warn!("{w}");
+                        }
+                        // Stored even while nobody listens: whoever reads next gets it.
+                        info!(reason = why, jobs = new.jobs.len(), "configuration re-read");
+                        self.config.send_replace(Arc::new(new));
                     }
-                    // Stored even while nobody listens: whoever reads next gets it.
-                    info!(reason = why, jobs = new.jobs.len(), "configuration re-read");
-                    self.config.send_replace(Arc::new(new));
                 }
-            },
+            }
         }
         systemd::ready();
     }

@@ -69,11 +69,11 @@ impl ActiveSet {
         let store = parts.store.fenced(term.fence);
         let config = parts.config.borrow().clone();
         // What the previous leader left open (an API outage) is the truth now.
-        parts.outbox.restore(&store).await?;
-        let pollers = pollers(parts, &config, &store)?;
         parts
             .outbox
-            .set_accounts(config.account_names().iter().map(|n| n.to_string()));
+            .restore(&store, &config.account_names())
+            .await?;
+        let pollers = pollers(parts, &config, &store)?;
         let worker =
             crate::deliver::Worker::new(store.clone(), &config, parts.outbox.wake_handle())?;
         let forwarder = crate::deliver::forward::Forwarder::new(
