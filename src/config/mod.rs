@@ -9,6 +9,7 @@
 //! What comes out is [`Config`]: values already parsed (addresses, header names, the cron
 //! schedule, the log filter), so nothing downstream parses a config string again.
 
+mod auth;
 mod budget;
 mod callback;
 mod channels;
@@ -117,7 +118,9 @@ pub struct ApiConfig {
     /// Requests per second shared by every poll.
     pub rate_limit: u32,
     pub max_in_flight: usize,
-    pub auth: Auth,
+    /// `[api.auth]`: where the keys come from (`source`), a handle the client asks per
+    /// request.
+    pub auth: recwatch_rtc::Credentials,
     /// How long the whole poller waits after a throttled (429) answer.
     pub throttle_backoff: Duration,
     /// How long the poller stops after repeated refused credentials; the gateway locks an AK
@@ -406,7 +409,7 @@ impl Config {
     }
 
     /// A config with every default and no jobs, for the demo and tests.
-    pub fn defaults(auth: Auth) -> Config {
+    pub fn defaults(auth: impl Into<recwatch_rtc::Credentials>) -> Config {
         Config {
             source: None,
             api: ApiConfig {
@@ -415,7 +418,7 @@ impl Config {
                 timeout: defaults::API_TIMEOUT,
                 rate_limit: defaults::RATE_LIMIT as u32,
                 max_in_flight: defaults::MAX_IN_FLIGHT as usize,
-                auth,
+                auth: auth.into(),
                 throttle_backoff: defaults::THROTTLE_BACKOFF,
                 auth_backoff: defaults::AUTH_BACKOFF,
                 allow_short_auth_backoff: false,

@@ -56,7 +56,7 @@ fn environment_overrides_the_file() {
         ("RECWATCH_CONFIG".to_string(), "/x.toml".to_string()),
     ];
     let c = parse_str(MINIMAL, env, None).unwrap();
-    let Auth::AkSk { secret_key, .. } = &c.api.auth else {
+    let Some(Auth::AkSk { secret_key, .. }) = c.api.auth.fixed_auth() else {
         panic!("aksk")
     };
     assert_eq!(secret_key.expose(), "from-env");
@@ -70,7 +70,7 @@ fn secret_file_is_read_and_trimmed() {
     std::fs::write(dir.path().join("sk"), "  s3cret\n").unwrap();
     let text = MINIMAL.replace("secret_key = \"SK\"", "secret_key_file = \"sk\"");
     let c = parse_str(&text, Vec::<(String, String)>::new(), Some(dir.path())).unwrap();
-    let Auth::AkSk { secret_key, .. } = &c.api.auth else {
+    let Some(Auth::AkSk { secret_key, .. }) = c.api.auth.fixed_auth() else {
         panic!("aksk")
     };
     assert_eq!(secret_key.expose(), "s3cret");
