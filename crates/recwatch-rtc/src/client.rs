@@ -350,7 +350,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// No project id, a 10 s timeout, 4 connections. `auth` is an [`Auth`](crate::Auth)
+    /// No project id, a 10 s timeout, 4 connections. `auth` is an [`Auth`]
     /// (static keys) or any [`Credentials`].
     pub fn new(endpoint: Url, auth: impl Into<Credentials>) -> ClientConfig {
         ClientConfig {

@@ -368,6 +368,11 @@ async fn api(
         let issued = s.issued.lock().unwrap();
         let (sk, st, expires) = issued.get(parsed.access_key)?;
         let sent_token = headers.get("x-security-token")?.to_str().ok()?;
+        // The token is signed, as the SDK signs it.
+        parsed
+            .signed_headers
+            .split(';')
+            .find(|h| *h == "x-security-token")?;
         let pairs: Vec<(&str, &str)> = parsed
             .signed_headers
             .split(';')
