@@ -285,6 +285,7 @@ fn jobs(n: usize) -> Vec<Arc<JobConfig>> {
     (0..n)
         .map(|i| {
             Arc::new(JobConfig {
+                account: None,
                 kind: recwatch::domain::JobKind::Individual,
                 key: recwatch::domain::JobKey::new(APP, recwatch_sim::job_id(i)),
                 name: None,

@@ -832,6 +832,7 @@ mod tests {
 
     fn app(id: &str) -> AppConfig {
         AppConfig {
+            account: None,
             app_id: id.into(),
             auth_key: recwatch_rtc::secret::Secret::new("0123456789abcdef0123456789abcdef"),
             name: None,

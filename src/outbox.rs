@@ -108,6 +108,46 @@ impl OwedHealth {
     }
 }
 
+/// Which accounts' APIs are unhealthy (issue 25: one blind account is its own alert, and holds
+/// back only its own jobs' per-job alerts). `any` answers the hot path (every poll's
+/// conditions ask) without the lock while every account is healthy.
+#[derive(Debug, Default)]
+struct AccountsHealth {
+    any: AtomicBool,
+    state: std::sync::Mutex<HealthState>,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    unhealthy: std::collections::BTreeSet<String>,
+    polled: Vec<String>,
+}
+
+impl AccountsHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        // A panic elsewhere while holding it leaves a set that is still a set.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, account: &str, unhealthy: bool) {
+        let mut h = self.lock();
+        match unhealthy {
+            true => h.unhealthy.insert(account.to_string()),
+            false => h.unhealthy.remove(account),
+        };
+        self.any.store(!h.unhealthy.is_empty(), Ordering::Relaxed);
+    }
+}
+
+/// " of account NAME" where several accounts are configured (with one, the account goes
+/// unnamed, as before accounts).
+fn of_account(config: &Config) -> String {
+    match config.several_accounts() {
+        true => format!(" of account {}", config.api.name),
+        false => String::new(),
+    }
+}
+
 /// What the outbox needs to know about the job whose polls it writes.
 pub struct JobContext<'a> {
     pub job: &'a JobConfig,
@@ -122,9 +162,9 @@ pub struct Outbox {
     host: Arc<str>,
     /// Wakes the delivery worker when new deliveries are committed.
     wake: Arc<Notify>,
-    /// While the API is unhealthy, per-job conditions that the same outage causes are held
-    /// back: one alert, not one per job.
-    api_unhealthy: Arc<AtomicBool>,
+    /// While an account's API is unhealthy, per-job conditions that the same outage causes
+    /// are held back: one alert, not one per job.
+    health: Arc<AccountsHealth>,
     events: Option<broadcast::Sender<Event>>,
     /// The ids of the alerts this outbox made, when asked to keep them (`poll-once` delivers
     /// exactly those before it exits).
@@ -142,7 +182,7 @@ impl Outbox {
         Outbox {
             host: hostname().into(),
             wake: Arc::new(Notify::new()),
-            api_unhealthy: Arc::new(AtomicBool::new(false)),
+            health: Arc::default(),
             events: None,
             made: None,
         }
@@ -171,19 +211,51 @@ impl Outbox {
         self.wake.clone()
     }
 
-    /// Sets the flag at once; the episode itself is written by `api_health`.
-    pub fn set_api_unhealthy(&self, unhealthy: bool) {
-        self.api_unhealthy.store(unhealthy, Ordering::Relaxed);
+    /// Sets `account`'s flag at once; the episode itself is written by `api_health`.
+    pub fn set_api_unhealthy(&self, account: &str, unhealthy: bool) {
+        self.health.set(account, unhealthy);
     }
 
+    /// Whether any account's API is unhealthy.
     pub fn api_unhealthy(&self) -> bool {
-        self.api_unhealthy.load(Ordering::Relaxed)
+        self.health.any.load(Ordering::Relaxed)
     }
 
-    /// Restores the api_unhealthy flag from an episode left open by a previous run.
+    /// Whether `account`'s API is unhealthy.
+    pub fn api_unhealthy_for(&self, account: &str) -> bool {
+        self.api_unhealthy() && self.health.lock().unhealthy.contains(account)
+    }
+
+    /// The accounts whose API is unhealthy, by name.
+    pub fn unhealthy_accounts(&self) -> Vec<String> {
+        self.health.lock().unhealthy.iter().cloned().collect()
+    }
+
+    /// The accounts being polled (the active set says so when it starts its pollers), for
+    /// [`Outbox::every_account_unhealthy`].
+    pub fn set_accounts(&self, names: impl IntoIterator<Item = impl Into<String>>) {
+        self.health.lock().polled = names.into_iter().map(Into::into).collect();
+    }
+
+    /// Whether every polled account's API is unhealthy: only then is the daemon blind (one
+    /// blind account is an alert, not a dead daemon). Before any account is polled, whether
+    /// any is.
+    pub fn every_account_unhealthy(&self) -> bool {
+        if !self.api_unhealthy() {
+            return false;
+        }
+        let h = self.health.lock();
+        h.polled.is_empty() || h.polled.iter().all(|a| h.unhealthy.contains(a))
+    }
+
+    /// Restores the accounts' api_unhealthy flags from episodes left open by a previous run.
     pub async fn restore(&self, store: &Store) -> anyhow::Result<()> {
-        let open = store.episodes().any_open(Rule::ApiUnhealthy).await?;
-        self.api_unhealthy.store(open, Ordering::Relaxed);
+        let open = store.episodes().open_accounts(Rule::ApiUnhealthy).await?;
+        let mut h = self.health.lock();
+        h.unhealthy = open.into_iter().collect();
+        self.health
+            .any
+            .store(!h.unhealthy.is_empty(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -299,17 +371,18 @@ impl Outbox {
     /// Says at once that the API's health changed (the log and the flag that holds per-job
     /// alerts back); the episode itself is written by [`Outbox::write_api_health`], which
     /// may have to wait for the database.
-    pub fn note_api_health(&self, change: &ApiHealthChange) {
+    pub fn note_api_health(&self, account: &str, change: &ApiHealthChange) {
         match change {
             ApiHealthChange::Unhealthy { reason } => {
                 error!(
+                    account,
                     "the RTC API is unhealthy: {reason}; per-job not-found alerts are held back until it recovers"
                 );
-                self.api_unhealthy.store(true, Ordering::Relaxed);
+                self.health.set(account, true);
             }
             ApiHealthChange::Recovered => {
-                info!("the RTC API answers normally again");
-                self.api_unhealthy.store(false, Ordering::Relaxed);
+                info!(account, "the RTC API answers normally again");
+                self.health.set(account, false);
             }
         }
     }
@@ -322,15 +395,15 @@ impl Outbox {
         change: ApiHealthChange,
         config: &Config,
     ) -> anyhow::Result<()> {
-        self.note_api_health(&change);
+        self.note_api_health(&config.api.name, &change);
         let mut owed = OwedHealth::default();
         owed.push(change);
         self.write_api_health(store, &owed, config).await
     }
 
-    /// Writes the owed changes of the API's health (opens or resolves the api_unhealthy
-    /// episode, with their alerts) in one transaction: all of them or, on an error, none, so
-    /// the caller keeps them owed and tries again.
+    /// Writes the owed changes of the API's health of `config`'s account (`config.api`: opens
+    /// or resolves its api_unhealthy episode, with their alerts) in one transaction: all of
+    /// them or, on an error, none, so the caller keeps them owed and tries again.
     pub async fn write_api_health(
         &self,
         store: &Store,
@@ -342,23 +415,15 @@ impl Outbox {
         let mut made = Vec::new();
         for change in owed.changes() {
             let (active, summary) = match change {
-                ApiHealthChange::Unhealthy { reason } => {
-                    (true, format!("the RTC API is unhealthy: {reason}"))
-                }
+                ApiHealthChange::Unhealthy { reason } => (
+                    true,
+                    format!("the RTC API{} is unhealthy: {reason}", of_account(config)),
+                ),
                 ApiHealthChange::Recovered => (false, String::new()),
             };
             made.extend(
-                self.condition(
-                    &mut tx,
-                    Rule::ApiUnhealthy,
-                    None,
-                    active,
-                    &summary,
-                    None,
-                    config,
-                    now,
-                )
-                .await?,
+                self.account_condition(&mut tx, active, &summary, config, now)
+                    .await?,
             );
         }
         tx.commit().await?;
@@ -369,21 +434,13 @@ impl Outbox {
     /// While the API stays down, sends a reminder when one is due. One try: the next failed
     /// poll asks again.
     pub async fn api_still_unhealthy(&self, store: &Store, config: &Config) -> anyhow::Result<()> {
-        if !self.api_unhealthy() {
+        if !self.api_unhealthy_for(&config.api.name) {
             return Ok(());
         }
         let mut tx = store.begin_write().await?;
+        let summary = format!("the RTC API{} is still unhealthy", of_account(config));
         let made = self
-            .condition(
-                &mut tx,
-                Rule::ApiUnhealthy,
-                None,
-                true,
-                "the RTC API is still unhealthy",
-                None,
-                config,
-                Utc::now(),
-            )
+            .account_condition(&mut tx, true, &summary, config, Utc::now())
             .await?;
         tx.commit().await?;
         self.announce(&made);

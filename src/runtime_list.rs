@@ -66,6 +66,7 @@ impl Listed {
     pub fn new(r: RuntimeJob) -> Listed {
         Listed {
             job: Arc::new(JobConfig {
+                account: r.account.map(Into::into),
                 kind: r.kind,
                 key: r.key,
                 name: r.name,
@@ -91,6 +92,7 @@ impl Listed {
     /// The entry as the API and the database have it.
     pub fn to_runtime_job(&self, key: &JobKey) -> RuntimeJob {
         RuntimeJob {
+            account: None,
             key: key.clone(),
             name: self.job.name.clone(),
             kind: self.job.kind,
@@ -303,6 +305,7 @@ pub fn new_entry(
         return Err(Invalid(problems));
     }
     Ok(RuntimeJob {
+        account: None,
         key,
         name,
         // What outside input says of the kind is the caller's to set: most say nothing.
@@ -693,6 +696,7 @@ mod tests {
             token: Secret::new("t"),
         });
         c.jobs = vec![Arc::new(JobConfig {
+            account: None,
             kind: crate::domain::JobKind::Individual,
             key: crate::domain::JobKey::new("app", "in-file"),
             name: Some("from the file".into()),
@@ -707,6 +711,7 @@ mod tests {
         let mut c = config();
         c.watchlist.max_jobs = 3;
         c.apps = vec![crate::config::AppConfig {
+            account: None,
             app_id: "app".into(),
             auth_key: Secret::new("k"),
             name: None,
@@ -788,6 +793,7 @@ mod tests {
 
     fn rt(job: &str, source: JobSource) -> RuntimeJob {
         RuntimeJob {
+            account: None,
             kind: crate::domain::JobKind::Individual,
             key: JobKey::new("app", job),
             name: Some(format!("rt {job}")),

@@ -442,6 +442,7 @@ mod tests {
 
     fn file_job(id: &str) -> JobConfig {
         JobConfig {
+            account: None,
             key: crate::domain::JobKey::new("app", id),
             name: Some(format!("file {id}")),
             kind: JobKind::Individual,
@@ -507,6 +508,7 @@ mod tests {
             store
                 .watchlist()
                 .add(&RuntimeJob {
+                    account: None,
                     key: JobKey::new("app", &i),
                     // A name serde_json escapes: quotes, a backslash, control characters
                     // (short and long forms); DEL and non-ASCII it leaves as they are.

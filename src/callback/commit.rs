@@ -396,6 +396,7 @@ mod tests {
         });
         c.watchlist.max_jobs = max_jobs;
         c.apps = vec![AppConfig {
+            account: None,
             app_id: "app".into(),
             auth_key: Secret::new("0123456789abcdef0123456789abcdef"),
             name: None,
@@ -421,6 +422,7 @@ mod tests {
             r#"{{"event_type":"RECORD_NEW_FILE_START","app_id":"app","job_id":"{job}","detail_message":"n{n}"}}"#
         );
         let entry = RuntimeJob {
+            account: None,
             key: JobKey::new("app", job),
             name: None,
             kind: Default::default(),

@@ -301,6 +301,7 @@ mod tests {
     fn key_note_table() {
         use crate::secret::Secret;
         let app = AppConfig {
+            account: None,
             app_id: "a".into(),
             auth_key: Secret::new("the-configured-key"),
             name: None,

@@ -159,6 +159,7 @@ fn demo_config(
     // Push: the receiver on a port of its own, and the demo app's key.
     config.callback.listen = Some("127.0.0.1:0".parse()?);
     config.apps.push(AppConfig {
+        account: None,
         app_id: "demo-app".into(),
         auth_key: Secret::new(DEMO_CALLBACK_KEY),
         name: Some("demo".into()),
@@ -178,6 +179,7 @@ fn demo_config(
     });
     config.jobs = (0..args.jobs)
         .map(|i| JobConfig {
+            account: None,
             kind: crate::domain::JobKind::Individual,
             key: crate::domain::JobKey::new("demo-app", simulate::job_id(i)),
             name: Some(format!("camera-{i:02}")),
@@ -185,6 +187,7 @@ fn demo_config(
             notify: None,
         })
         .chain(std::iter::once(JobConfig {
+            account: None,
             kind: crate::domain::JobKind::Individual,
             key: crate::domain::JobKey::new("demo-app", PUSH_JOB),
             name: Some("camera-push".into()),
@@ -192,6 +195,7 @@ fn demo_config(
             notify: None,
         }))
         .chain(std::iter::once(JobConfig {
+            account: None,
             kind: crate::domain::JobKind::Individual,
             key: crate::domain::JobKey::new("demo-app", "job-missing"),
             name: Some("deleted-job".into()),

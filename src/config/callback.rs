@@ -44,6 +44,9 @@ pub struct AppConfig {
     /// `max_discovered`: the most jobs discovery may add for this app (run-time entries of
     /// source `callback`); past it discovery stops for the app.
     pub max_discovered: u64,
+    /// `account`: the account that polls this app's jobs (a job's own `account` wins); `None`:
+    /// the first account.
+    pub account: Option<super::AccountRef>,
 }
 
 pub(super) fn read_callback(mut t: Table) -> Result<CallbackConfig, ConfigError> {
@@ -81,6 +84,7 @@ const APP_KEYS: &[&str] = &[
     "discover",
     "max_discovered",
     "remediate",
+    "account",
 ];
 
 pub(super) fn read_apps(
@@ -89,12 +93,13 @@ pub(super) fn read_apps(
     callback: &CallbackConfig,
     base: Option<&Path>,
     remediate: &mut std::collections::BTreeMap<String, bool>,
+    accounts: &[super::AccountRef],
 ) -> Result<Vec<AppConfig>, ConfigError> {
     let channels = notify.channel_names();
     let mut seen = BTreeSet::new();
     let mut apps = Vec::new();
     for mut t in tables {
-        let app = read_app(&mut t, &channels, base, remediate)?;
+        let app = read_app(&mut t, &channels, base, remediate, accounts)?;
         if !seen.insert(app.app_id.clone()) {
             return Err(t.err(
                 "app_id",
@@ -122,6 +127,7 @@ fn read_app(
     channels: &[&str],
     base: Option<&Path>,
     remediate: &mut std::collections::BTreeMap<String, bool>,
+    accounts: &[super::AccountRef],
 ) -> Result<AppConfig, ConfigError> {
     // Before the required keys: a misspelt `appid` is the error, not a missing `app_id`.
     t.known(APP_KEYS)?;
@@ -149,8 +155,10 @@ fn read_app(
     }
     let notify_names = t.string_list("notify")?;
     super::validate::check_channels(t, channels, notify_names.as_deref())?;
+    let account = super::accounts::read_account_ref(t, accounts)?;
     t.finish()?;
     Ok(AppConfig {
+        account,
         app_id,
         auth_key,
         name,
@@ -234,6 +242,7 @@ mod tests {
 
     fn app(id: &str, key: &str) -> AppConfig {
         AppConfig {
+            account: None,
             app_id: id.into(),
             auth_key: Secret::new(key),
             name: None,

@@ -372,6 +372,7 @@ impl Lean<'_> {
                 remediate.insert(key.clone(), on);
             }
             jobs.push(Arc::new(JobConfig {
+                account: None,
                 key,
                 name: name.map(str::to_string),
                 kind,

@@ -9,6 +9,7 @@
 //! What comes out is [`Config`]: values already parsed (addresses, header names, the cron
 //! schedule, the log filter), so nothing downstream parses a config string again.
 
+mod accounts;
 mod auth;
 mod budget;
 mod callback;
@@ -26,6 +27,7 @@ mod split;
 mod storage;
 mod validate;
 
+pub use accounts::{AccountRef, DEFAULT_ACCOUNT, check_name as check_account_name};
 pub use budget::{BudgetReport, GroupBudget, JobGroup, RUNTIME_FLOOR, share, stretched};
 pub use callback::{AppConfig, CallbackConfig};
 pub use channels::{RESERVED_HEADERS, WebhookSecret, decode_webhook_secret};
@@ -82,7 +84,13 @@ impl ConfigError {
 pub struct Config {
     /// The file this was read from, if any (reload watches it).
     pub source: Option<PathBuf>,
+    /// The account this configuration polls with: in the configuration as read, the first of
+    /// `accounts` (`[api]`'s, when that is how the file gives it); in an account's poller, that
+    /// account ([`Config::narrowed`]).
     pub api: ApiConfig,
+    /// `[[accounts]]` (or `[api]` as the one account `default`), in the file's order; never
+    /// empty.
+    pub accounts: Vec<ApiConfig>,
     pub poll: PollConfig,
     pub storage: StorageConfig,
     pub rules: RulesConfig,
@@ -112,6 +120,8 @@ pub struct Config {
 
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
+    /// The account's name (`default` for `[api]`): shared with every job that names it.
+    pub name: Arc<str>,
     pub endpoint: Url,
     pub project_id: Option<String>,
     pub timeout: Duration,
@@ -171,6 +181,9 @@ pub struct JobConfig {
     pub interval: Option<Duration>,
     /// Channels this job's alerts go to; `None` means every channel.
     pub notify: Option<Vec<String>>,
+    /// `account`: the account that polls it, when the entry names one (else its app's, else
+    /// the first: [`Config::account_of`]); the configured name's one allocation.
+    pub account: Option<AccountRef>,
 }
 
 /// As the struct with its two id fields printed it, so logs and test output read the same.
@@ -183,6 +196,7 @@ impl std::fmt::Debug for JobConfig {
             .field("kind", &self.kind)
             .field("interval", &self.interval)
             .field("notify", &self.notify)
+            .field("account", &self.account)
             .finish()
     }
 }
@@ -410,19 +424,22 @@ impl Config {
 
     /// A config with every default and no jobs, for the demo and tests.
     pub fn defaults(auth: impl Into<recwatch_rtc::Credentials>) -> Config {
+        let api = ApiConfig {
+            name: DEFAULT_ACCOUNT.into(),
+            endpoint: Url::parse(DEFAULT_ENDPOINT).expect("default endpoint parses"),
+            project_id: None,
+            timeout: defaults::API_TIMEOUT,
+            rate_limit: defaults::RATE_LIMIT as u32,
+            max_in_flight: defaults::MAX_IN_FLIGHT as usize,
+            auth: auth.into(),
+            throttle_backoff: defaults::THROTTLE_BACKOFF,
+            auth_backoff: defaults::AUTH_BACKOFF,
+            allow_short_auth_backoff: false,
+        };
         Config {
             source: None,
-            api: ApiConfig {
-                endpoint: Url::parse(DEFAULT_ENDPOINT).expect("default endpoint parses"),
-                project_id: None,
-                timeout: defaults::API_TIMEOUT,
-                rate_limit: defaults::RATE_LIMIT as u32,
-                max_in_flight: defaults::MAX_IN_FLIGHT as usize,
-                auth: auth.into(),
-                throttle_backoff: defaults::THROTTLE_BACKOFF,
-                auth_backoff: defaults::AUTH_BACKOFF,
-                allow_short_auth_backoff: false,
-            },
+            accounts: vec![api.clone()],
+            api,
             poll: PollConfig {
                 interval: defaults::POLL_INTERVAL,
                 schedule: None,

@@ -1375,9 +1375,10 @@ fn load_beside_is_load_with_work_beside_the_jobs() {
 /// Issue 23, item 1: a watched job's configuration lives as long as the job is watched, one a
 /// job (100,000 at the issue's scale, most of them discovered). Its ids are its key, one
 /// pointer shared with the poller's maps; as two `String`s of their own it was 136 bytes
-/// and two more allocations a job.
+/// and two more allocations a job. Issue 25's `account` is a thin pointer (8 bytes; the
+/// struct's alignment makes it 88).
 #[test]
 fn a_jobs_configuration_holds_its_ids_once() {
     let size = std::mem::size_of::<JobConfig>();
-    assert!(size <= 80, "JobConfig is {size} bytes");
+    assert!(size <= 88, "JobConfig is {size} bytes");
 }

@@ -33,7 +33,8 @@ pub(super) fn from_tree(
 ) -> Result<(Config, std::collections::BTreeSet<String>), ConfigError> {
     let mut root = Table::new("", root);
     let known_keys = root.known_keys();
-    let api = read_api(root.table("api")?, base)?;
+    let accounts = super::accounts::read_accounts(&mut root, base)?;
+    let names = super::accounts::refs(&accounts);
     let poll = read_poll(root.table("poll")?)?;
     let storage = super::storage::read_storage(root.table("storage")?, base)?;
     let rules = read_rules(root.table("rules")?)?;
@@ -52,6 +53,7 @@ pub(super) fn from_tree(
             &notify,
             &poll,
             &mut remediate.jobs,
+            &names,
         )?,
         // Read as they are parsed, a run at a time: never every entry's table at once.
         Entries::Split(split) => read_jobs(
@@ -63,6 +65,7 @@ pub(super) fn from_tree(
             &notify,
             &poll,
             &mut remediate.jobs,
+            &names,
         )?,
         // `lean`'s, read by the caller once the rest is known (and any reason to decline
         // never told: the caller reads the file again by the general path).
@@ -74,12 +77,14 @@ pub(super) fn from_tree(
         &callback,
         base,
         &mut remediate.apps,
+        &names,
     )?;
     let maintenance = crate::hold::config::read_maintenance(root.array_of_tables("maintenance")?)?;
     root.finish()?;
     let config = Config {
         source: None,
-        api,
+        api: accounts[0].clone(),
+        accounts,
         poll,
         storage,
         rules,
@@ -99,7 +104,12 @@ pub(super) fn from_tree(
     Ok((config, known))
 }
 
-fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError> {
+/// `[api]`, or one `[[accounts]]` entry (its `name` already read), as the account `name`.
+pub(super) fn read_api(
+    mut t: Table,
+    base: Option<&Path>,
+    name: &str,
+) -> Result<ApiConfig, ConfigError> {
     let endpoint = read_endpoint(&mut t)?;
     let project_id = read_project_id(&mut t)?;
     let (timeout, rate_limit, max_in_flight) = read_budget(&mut t)?;
@@ -115,6 +125,7 @@ fn read_api(mut t: Table, base: Option<&Path>) -> Result<ApiConfig, ConfigError>
         ));
     }
     Ok(ApiConfig {
+        name: name.into(),
         endpoint,
         project_id,
         timeout,
@@ -451,6 +462,7 @@ const JOB_KEYS: &[&str] = &[
     "interval",
     "notify",
     "remediate",
+    "account",
 ];
 
 /// `count` entries from `tables`, in the file's order.
@@ -460,6 +472,7 @@ fn read_jobs(
     notify: &NotifyConfig,
     poll: &PollConfig,
     remediate: &mut BTreeMap<crate::domain::JobKey, bool>,
+    accounts: &[super::AccountRef],
 ) -> Result<Vec<Arc<JobConfig>>, ConfigError> {
     let channels = notify.channel_names();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -468,7 +481,7 @@ fn read_jobs(
     let mut jobs = Vec::with_capacity(count);
     for t in tables {
         let mut t = t?;
-        let job = read_job(&mut t, &channels, poll, remediate)?;
+        let job = read_job(&mut t, &channels, poll, remediate, accounts)?;
         let (app_id, job_id) = (job.app_id(), job.job_id());
         if let Some(first) = seen.insert((app_id.to_owned(), job_id.to_owned()), t.path.clone()) {
             return Err(ConfigError::new(
@@ -490,6 +503,7 @@ fn read_job(
     channels: &[&str],
     poll: &PollConfig,
     remediate: &mut BTreeMap<crate::domain::JobKey, bool>,
+    accounts: &[super::AccountRef],
 ) -> Result<JobConfig, ConfigError> {
     // Name the job in every message about it, so the operator finds it in a long list.
     let name = t.nonempty_string("name")?;
@@ -528,6 +542,7 @@ fn read_job(
     if let Some(on) = t.boolean("remediate")? {
         remediate.insert(crate::domain::JobKey::new(&app_id, &job_id), on);
     }
+    let account = super::accounts::read_account_ref(t, accounts)?;
     t.finish()?;
     Ok(JobConfig {
         key: crate::domain::JobKey::new(app_id, job_id),
@@ -535,6 +550,7 @@ fn read_job(
         kind,
         interval,
         notify: notify_names,
+        account,
     })
 }
 

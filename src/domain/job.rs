@@ -219,6 +219,10 @@ pub struct RuntimeJob {
     pub source: JobSource,
     /// When it was added (RFC 3339, UTC).
     pub added_at: Timestamp,
+    /// The account that polls it, when it was added naming one (`recwatch watch --account`,
+    /// the API's `account`); `None`: its app's account (discovery, remediation, and every
+    /// entry from before accounts).
+    pub account: Option<String>,
 }
 
 /// `app_id/job_id`, the API path's order.

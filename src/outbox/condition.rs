@@ -71,7 +71,7 @@ impl Outbox {
         conditions.extend(self.poll_failing(tx, last, ctx, &facts, config).await?);
         if let Some(active) = not_found {
             // Held back while the whole API is unhealthy: the outage, not the job, is the news.
-            if !(active && self.api_unhealthy()) {
+            if !(active && self.api_unhealthy_for(&config.api.name)) {
                 let summary = format!(
                     "{} is not found: the RTC API answers 404 / RTC.00001003 for app {} job {}",
                     ctx.job.label(),
@@ -121,8 +121,12 @@ impl Outbox {
             PollOutcome::Ok { .. } => 0,
         };
         let after = config.rules.poll_failing_after;
-        let Some(active) = rules::poll_failing(&last.outcome, streak, after, self.api_unhealthy())
-        else {
+        let Some(active) = rules::poll_failing(
+            &last.outcome,
+            streak,
+            after,
+            self.api_unhealthy_for(&config.api.name),
+        ) else {
             return Ok(None);
         };
         let error = match &last.outcome {
@@ -142,32 +146,29 @@ impl Outbox {
         }))
     }
 
-    /// Opens, reminds or resolves a condition episode, read here. `active` says whether the
-    /// condition holds now.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn condition(
+    /// Opens, reminds or resolves the api_unhealthy episode of `config`'s account
+    /// (`config.api`), read here. `active` says whether the condition holds now. An
+    /// account-wide episode is keyed by the account's name (app_id '', job_id the name).
+    pub(super) async fn account_condition(
         &self,
         tx: &mut WriteTx,
-        rule: Rule,
-        job: Option<&JobConfig>,
         active: bool,
         summary: &str,
-        facts: Option<JobFacts>,
         config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Vec<Alert>, StoreError> {
+        let rule = Rule::ApiUnhealthy;
         // Off: no read for it either.
         if rules::severity(&config.rules, rule).is_none() {
             return Ok(Vec::new());
         }
-        let (app_id, job_id) = job.map(|j| (j.app_id(), j.job_id())).unwrap_or(("", ""));
-        let open = tx.episodes().find_open(rule, app_id, job_id).await?;
+        let open = tx.episodes().find_open(rule, "", &config.api.name).await?;
         let c = Condition {
             rule,
-            job,
+            job: None,
             active,
             summary: summary.to_string(),
-            facts,
+            facts: None,
         };
         self.episode_step(tx, c, open, config, now).await
     }
@@ -193,7 +194,10 @@ impl Outbox {
         let Some(severity) = rules::severity(&config.rules, rule) else {
             return Ok(Vec::new());
         };
-        let (app_id, job_id) = job.map(|j| (j.app_id(), j.job_id())).unwrap_or(("", ""));
+        // An account-wide condition's episode is the account's (see `account_condition`).
+        let (app_id, job_id) = job
+            .map(|j| (j.app_id(), j.job_id()))
+            .unwrap_or(("", &*config.api.name));
         let open = open.map(|row| OpenEpisode {
             id: row.id,
             last_notified: row.last_notified_at.to_datetime(),

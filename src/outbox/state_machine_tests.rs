@@ -156,8 +156,13 @@ async fn alerts(store: &Store) -> Vec<(String, String, String, String, Vec<Strin
 
 /// The open episode of `rule` for the job (`api_wide`: the API's own), read in a write
 /// transaction that is rolled back.
+/// An api-wide episode is the account's: job_id the account's name (`default` for `[api]`).
 async fn open_episode(store: &Store, rule: Rule, api_wide: bool) -> Option<OpenEpisode> {
-    let (app, job) = if api_wide { ("", "") } else { ("app", "job") };
+    let (app, job) = if api_wide {
+        ("", "default")
+    } else {
+        ("app", "job")
+    };
     let mut tx = store.begin_write().await.unwrap();
     tx.episodes().find_open(rule, app, job).await.unwrap()
 }
@@ -507,7 +512,7 @@ async fn not_found_is_held_back_while_the_api_is_unhealthy_but_still_resolves() 
         .unwrap();
     assert_eq!(alerts(&d.store).await.len(), 1);
     // The whole API goes down: a job that is (still, or newly) not found is not the news.
-    outbox.set_api_unhealthy(true);
+    outbox.set_api_unhealthy("default", true);
     let t1 = t0 + chrono::Duration::hours(5);
     write(&outbox, &d.store, &config, &[not_found(&job, t1)], t0)
         .await

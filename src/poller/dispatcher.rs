@@ -93,8 +93,10 @@ impl Poller {
     fn send_health(&self, told: Option<Told>) {
         match told {
             Some(Told::Change(change)) => {
-                self.outbox
-                    .set_api_unhealthy(matches!(change, ApiHealthChange::Unhealthy { .. }));
+                self.outbox.set_api_unhealthy(
+                    &self.config.api.name,
+                    matches!(change, ApiHealthChange::Unhealthy { .. }),
+                );
                 let _ = self.health_tx.send((Some(change), self.config.clone()));
             }
             Some(Told::Remind) => {
@@ -316,7 +318,7 @@ impl Dispatcher {
             // An outage left open by the previous run is still open: the first answer
             // resolves it.
             health: Health {
-                unhealthy: poller.outbox.api_unhealthy(),
+                unhealthy: poller.outbox.api_unhealthy_for(&poller.config.api.name),
                 ..Health::default()
             },
             writer,

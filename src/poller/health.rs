@@ -247,15 +247,15 @@ impl HealthWriter {
     fn take(&mut self, batch: Vec<HealthMessage>) -> (bool, bool) {
         let (mut changed, mut remind) = (false, false);
         for (change, c) in batch {
-            self.config = Some(c);
             match change {
                 Some(change) => {
-                    self.outbox.note_api_health(&change);
+                    self.outbox.note_api_health(&c.api.name, &change);
                     self.owed.push(change);
                     changed = true;
                 }
                 None => remind = true,
             }
+            self.config = Some(c);
         }
         (changed, remind)
     }

@@ -24,7 +24,7 @@
 
 use super::Key;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -117,6 +117,9 @@ pub struct Hints {
     /// Rung when this process's receiver stored an event: the feed (`feed.rs`) reads it at
     /// once instead of at its next look.
     stored: Notify,
+    /// The other accounts' intakes (issue 25: a poller per account, each with its own feed),
+    /// rung with this one's `stored`: the callback receiver holds one intake.
+    siblings: Arc<Mutex<Vec<Weak<Hints>>>>,
 }
 
 #[derive(Default)]
@@ -172,6 +175,23 @@ impl Hints {
     /// one path for events any instance stored, so each event is hinted once.
     pub fn event_stored(&self) {
         self.stored.notify_one();
+        let siblings = self.siblings.lock().expect("hint siblings");
+        for h in siblings.iter().filter_map(Weak::upgrade) {
+            h.stored.notify_one();
+        }
+    }
+
+    /// A new intake (another account's poller) rung whenever this one hears of a stored
+    /// event; it lives as long as its holder, and is forgotten then.
+    pub fn beside(&self) -> Arc<Hints> {
+        let h = Arc::new(Hints {
+            siblings: self.siblings.clone(),
+            ..Hints::default()
+        });
+        let mut siblings = self.siblings.lock().expect("hint siblings");
+        siblings.retain(|w| w.strong_count() > 0);
+        siblings.push(Arc::downgrade(&h));
+        h
     }
 
     /// Completes when an event has been stored since the last wait.

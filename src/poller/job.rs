@@ -250,6 +250,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wall_clock_step_does_not_age_a_job_in_init() {
         let job = JobConfig {
+            account: None,
             key: crate::domain::JobKey::new("app", "j"),
             name: None,
             kind: crate::domain::JobKind::Individual,

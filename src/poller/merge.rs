@@ -121,11 +121,20 @@ impl Runtime {
     /// without a key made per configured job).
     pub(super) fn budget(&self) -> BudgetReport {
         let list = self.current();
-        debug_assert_eq!(
-            list.jobs.len() - self.shadowed.len(),
-            runtime_count(&self.base, &list)
+        debug_assert!(
+            self.base.several_accounts()
+                || list.jobs.len() - self.shadowed.len() == runtime_count(&self.base, &list)
         );
-        let runtime = list.jobs.len() - self.shadowed.len();
+        let listed = match self.base.several_accounts() {
+            // Another account's run-time entries are another poller's (issue 25).
+            true => list
+                .jobs
+                .values()
+                .filter(|r| self.base.polls(&r.job))
+                .count(),
+            false => list.jobs.len(),
+        };
+        let runtime = listed.saturating_sub(self.shadowed.len());
         drop(list);
         self.base.budget(runtime)
     }
@@ -182,7 +191,18 @@ fn merged(base: &Arc<Config>, list: &RuntimeList) -> Arc<Config> {
     if list.jobs.is_empty() {
         return base.clone();
     }
-    Arc::new(with_runtime(base, list))
+    let mut merged = with_runtime(base, list);
+    if merged.several_accounts() {
+        // `base` is this poller's account's (see `Poller::narrowed`); the list is everyone's.
+        let jobs = merged
+            .jobs
+            .iter()
+            .filter(|j| merged.polls(j))
+            .cloned()
+            .collect();
+        merged.jobs = jobs;
+    }
+    Arc::new(merged)
 }
 
 /// The keys of `config`'s jobs that `list` has too.
@@ -243,6 +263,7 @@ mod tests {
         });
         c.jobs = (0..jobs)
             .map(|i| JobConfig {
+                account: None,
                 key: crate::domain::JobKey::new("app", format!("f{i}")),
                 name: None,
                 kind: JobKind::Individual,
@@ -256,6 +277,7 @@ mod tests {
 
     fn list(ids: &[&str]) -> Arc<RuntimeList> {
         Arc::new(RuntimeList::of(ids.iter().map(|id| RuntimeJob {
+            account: None,
             key: JobKey::new("app", *id),
             name: None,
             kind: JobKind::Individual,

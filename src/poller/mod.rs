@@ -24,7 +24,8 @@
 //! - `dispatcher.rs`: the [`Poller`] and its dispatcher loop: the schedule, reloads, cron
 //!   ticks, what a finished poll means for the job's next one, shutdown;
 //! - `schedule.rs`: the heap of due times, and the cron schedule's ticks;
-//! - `budget.rs`: the request budget and the back-off delays;
+//! - `budget.rs`: the request budget and the back-off delays; `budgets.rs`: one per account
+//!   (or per static access key several accounts share);
 //! - `hints.rs`: poll hints from record callbacks: a priority lane inside the same budget,
 //!   and the re-polls after a job's end; `feed.rs`: the stored events (whichever instance
 //!   received them) read from the database by a cursor and turned into hints, once each;
@@ -42,6 +43,7 @@
 
 mod batch;
 mod budget;
+mod budgets;
 mod dispatcher;
 mod feed;
 mod health;
@@ -55,6 +57,7 @@ mod writer;
 
 pub use crate::outbox::Event;
 pub use budget::{Budget, Sent, Slot, later};
+pub use budgets::Budgets;
 pub use dispatcher::{Command, Poller};
 pub use hints::{HintKind, HintOutcome, Hints};
 pub use once::poll_once;

@@ -114,6 +114,7 @@ mod tests {
     #[test]
     fn scheduling_a_job_again_supersedes_its_earlier_entry() {
         let job = JobConfig {
+            account: None,
             kind: crate::domain::JobKind::Individual,
             key: crate::domain::JobKey::new("app", "job"),
             name: None,
@@ -143,6 +144,7 @@ mod tests {
     #[test]
     fn a_due_configured_job_goes_before_any_run_time_job_table() {
         let job = JobConfig {
+            account: None,
             kind: crate::domain::JobKind::Individual,
             key: crate::domain::JobKey::new("app", "job"),
             name: None,

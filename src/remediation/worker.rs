@@ -19,13 +19,14 @@
 use crate::config::{Config, JobConfig};
 use crate::domain::{JobKey, JobSource, RuntimeJob, Timestamp, timestamp};
 use crate::outbox::Outbox;
-use crate::poller::Budget;
+use crate::poller::{Budget, Budgets};
 use crate::remediation::outbox::{Outcome, Told};
 use crate::runtime_list::Watchlist;
 use crate::store::{Finished, RemediationRow, Store};
 use chrono::Utc;
 use recwatch_rtc::client::{RtcClient, RtcError};
 use recwatch_rtc::{CreateFailure, CreateRequest, Kind};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -57,32 +58,41 @@ pub fn retry_delay(tries: i64) -> Duration {
     Duration::from_secs(1u64 << exp).min(Duration::from_secs(30))
 }
 
+/// The account a create goes through: its client and budget, with the configuration in force.
+struct Account {
+    name: String,
+    throttle_backoff: std::time::Duration,
+    client: RtcClient,
+    budget: Arc<Budget>,
+}
+
 pub struct Remediator {
     store: Store,
     outbox: Outbox,
-    /// The poller's budget: a create is a request like any poll.
-    budget: Arc<Budget>,
+    /// The pollers' budgets: a create is a request like any poll, in its account's budget.
+    budgets: Budgets,
     watchlist: Watchlist,
     config: watch::Receiver<Arc<Config>>,
-    /// The client for the configuration in force, rebuilt when a reload replaces it.
-    client: Option<(Arc<Config>, RtcClient)>,
+    /// Each account's client for the configuration in force, rebuilt when a reload
+    /// replaces it.
+    clients: Option<(Arc<Config>, HashMap<String, RtcClient>)>,
 }
 
 impl Remediator {
     pub fn new(
         store: Store,
         outbox: Outbox,
-        budget: Arc<Budget>,
+        budgets: Budgets,
         watchlist: Watchlist,
         config: watch::Receiver<Arc<Config>>,
     ) -> Remediator {
         Remediator {
             store,
             outbox,
-            budget,
+            budgets,
             watchlist,
             config,
-            client: None,
+            clients: None,
         }
     }
 
@@ -95,7 +105,7 @@ impl Remediator {
             let outcome = Outcome::Unknown {
                 error: "recwatch stopped between sending the create and reading its answer".into(),
             };
-            self.record(row, outcome, None).await?;
+            self.record(row, outcome, None, None).await?;
         }
         Ok(stranded.len())
     }
@@ -140,29 +150,52 @@ impl Remediator {
         }
     }
 
-    fn client(&mut self) -> anyhow::Result<(Arc<Config>, RtcClient)> {
+    /// The configuration in force, the account that re-creates `app_id`'s jobs (the app's,
+    /// issue 25: the dead job's own `[[jobs]] account` first) with its client and its budget.
+    fn client(&mut self, row: &RemediationRow) -> anyhow::Result<Account> {
         let config = self.config.borrow().clone();
-        match &self.client {
-            Some((c, client)) if Arc::ptr_eq(c, &config) => Ok((config, client.clone())),
-            _ => {
-                let client = RtcClient::new(&config.api.client_config())?;
-                self.client = Some((config.clone(), client.clone()));
-                Ok((config, client))
-            }
+        if !matches!(&self.clients, Some((c, _)) if Arc::ptr_eq(c, &config)) {
+            self.clients = Some((config.clone(), HashMap::new()));
         }
+        let own = config
+            .jobs
+            .iter()
+            .find(|j| j.app_id() == row.app_id && j.job_id() == row.old_job_id);
+        let api = match own {
+            Some(j) => config.account_of(j),
+            None => config.account_of_app(&row.app_id),
+        }
+        .clone();
+        let clients = &mut self.clients.as_mut().expect("set above").1;
+        let client = match clients.get(&*api.name) {
+            Some(c) => c.clone(),
+            None => {
+                let c = RtcClient::new(&api.client_config())?;
+                clients.insert(api.name.to_string(), c.clone());
+                c
+            }
+        };
+        let budget = self.budgets.of_name(&config, &api.name);
+        Ok(Account {
+            name: api.name.to_string(),
+            throttle_backoff: api.throttle_backoff,
+            client,
+            budget,
+        })
     }
 
     /// One try of one intent: marked `posting` (committed), a budget slot, the POST, the
     /// answer recorded.
     async fn attempt(&mut self, row: &RemediationRow) -> anyhow::Result<()> {
         let request = rebuilt_request(row);
-        let (config, client) = self.client()?;
+        let account = self.client(row)?;
+        let (client, budget) = (account.client.clone(), account.budget.clone());
         // The slot first: a budget paused for minutes must not leave the row `posting`
         // (a crash then would call unknown a create that was never sent). It is stamped sent
         // right before the POST, after the write, and counts until a second after the
         // answer: the budget as the gateway counts it (issue 23).
         let slot = match request {
-            Ok(_) => Some(self.budget.reserve().await.0),
+            Ok(_) => Some(budget.reserve().await.0),
             Err(_) => None,
         };
         if !self
@@ -175,7 +208,11 @@ impl Remediator {
         }
         let request = match request {
             Ok(r) => r,
-            Err(e) => return self.record(row, Outcome::Failed { error: e }, None).await,
+            Err(e) => {
+                return self
+                    .record(row, Outcome::Failed { error: e }, None, None)
+                    .await;
+            }
         };
         let sent = match slot {
             Some(slot) => Some(slot.send().await),
@@ -190,10 +227,15 @@ impl Remediator {
                 let outcome = Outcome::Created {
                     new_job_id: created.job_id,
                 };
-                self.record(row, outcome, created.request_id.as_deref())
-                    .await
+                self.record(
+                    row,
+                    outcome,
+                    created.request_id.as_deref(),
+                    Some(&account.name),
+                )
+                .await
             }
-            Err(e) => self.not_created(row, e, attempts, &config).await,
+            Err(e) => self.not_created(row, e, attempts, &account).await,
         }
     }
 
@@ -204,18 +246,16 @@ impl Remediator {
         row: &RemediationRow,
         e: RtcError,
         attempts: i64,
-        config: &Config,
+        account: &Account,
     ) -> anyhow::Result<()> {
         let error = e.to_string();
         match e.create_failure() {
             CreateFailure::NotCreated if attempts < MAX_TRIES => {
                 if e.kind == recwatch_rtc::ErrorKind::Throttled {
                     // A 429 pauses every request, polls included (the budget's rule).
-                    let until = crate::poller::later(
-                        tokio::time::Instant::now(),
-                        config.api.throttle_backoff,
-                    );
-                    self.budget.pause_until(until);
+                    let until =
+                        crate::poller::later(tokio::time::Instant::now(), account.throttle_backoff);
+                    account.budget.pause_until(until);
                 }
                 let next = Utc::now() + crate::rules::chrono_saturating(retry_delay(attempts));
                 warn!(app_id = %row.app_id, job_id = %row.old_job_id, "the create was not taken ({error}); nothing was created, trying again at {}", timestamp(next));
@@ -232,19 +272,34 @@ impl Remediator {
                     "given up after {attempts} tries that each proved nothing was created; last: {error}"
                 );
                 warn!(app_id = %row.app_id, job_id = %row.old_job_id, "the re-creation is given up: {error}");
-                self.record(row, Outcome::Failed { error }, e.request_id.as_deref())
-                    .await
+                self.record(
+                    row,
+                    Outcome::Failed { error },
+                    e.request_id.as_deref(),
+                    None,
+                )
+                .await
             }
             CreateFailure::Refused => {
                 // A refusal (a 4xx such as 400) is not tried again: the operator must
                 // hear of it in the log too, not only in the alert.
                 warn!(app_id = %row.app_id, job_id = %row.old_job_id, request_id = e.request_id.as_deref().unwrap_or("-"), "the re-creation was refused ({error}); nothing was created and it is not sent again");
-                self.record(row, Outcome::Failed { error }, e.request_id.as_deref())
-                    .await
+                self.record(
+                    row,
+                    Outcome::Failed { error },
+                    e.request_id.as_deref(),
+                    None,
+                )
+                .await
             }
             CreateFailure::Unknown => {
-                self.record(row, Outcome::Unknown { error }, e.request_id.as_deref())
-                    .await
+                self.record(
+                    row,
+                    Outcome::Unknown { error },
+                    e.request_id.as_deref(),
+                    None,
+                )
+                .await
             }
         }
     }
@@ -256,6 +311,7 @@ impl Remediator {
         row: &RemediationRow,
         outcome: Outcome,
         request_id: Option<&str>,
+        account: Option<&str>,
     ) -> anyhow::Result<()> {
         let config = self.config.borrow().clone();
         let now = Utc::now();
@@ -265,6 +321,7 @@ impl Remediator {
             .and_then(|n| serde_json::from_str::<Vec<String>>(n).ok());
         let kind: Kind = row.kind.parse().unwrap_or_default();
         let job = JobConfig {
+            account: None,
             key: crate::domain::JobKey::new(row.app_id.clone(), row.old_job_id.clone()),
             kind,
             name: row.name.clone(),
@@ -294,6 +351,8 @@ impl Remediator {
         if let Some(new) = new_job_id {
             tx.watchlist()
                 .add(&RuntimeJob {
+                    // Polled by the account that made it, whatever the app's is by then.
+                    account: account.map(str::to_string),
                     key: JobKey::new(&row.app_id, new),
                     kind,
                     name: row.name.clone(),

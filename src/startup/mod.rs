@@ -170,7 +170,7 @@ impl Daemon {
         let watchlist = Watchlist::load(store.clone())
             .await
             .context("cannot read the run-time watch list from the database")?;
-        let budget = Arc::new(crate::poller::Budget::new(config.api.rate_limit));
+        let budgets = crate::poller::Budgets::new(&config);
         let (shared, config_tx) = Shared::new(config, store, *shutdown.borrow());
         let (leader_stop, leader_stopped) = watch::channel(false);
         // SQLite: the owner lock already makes this the only `run`, so the lease is taken
@@ -185,7 +185,7 @@ impl Daemon {
         );
         shared.relay_shutdown(shutdown);
         shared.tasks.spawn(leading);
-        let parts = shared.start_services(listeners, hangup, config_tx, watchlist, budget);
+        let parts = shared.start_services(listeners, hangup, config_tx, watchlist, budgets);
         let (armed_tx, armed) = oneshot::channel();
         let roles = shared.tasks.spawn(roles::switch(
             parts,
@@ -238,7 +238,7 @@ impl Shared {
         hangup: Signal,
         config_tx: watch::Sender<Arc<Config>>,
         watchlist: Watchlist,
-        budget: Arc<crate::poller::Budget>,
+        budgets: crate::poller::Budgets,
     ) -> roles::TermParts {
         let outbox = Outbox::new().with_events(self.events.clone());
         let hints = Arc::new(crate::poller::Hints::new());
@@ -250,7 +250,8 @@ impl Shared {
         self.tasks
             .spawn(watchlist.clone().follow(self.stop.clone()));
         if let Some(listener) = listener {
-            self.start_http(listener, &budget, outbox.clone(), &watchlist);
+            let first = budgets.of(&self.config.borrow().api);
+            self.start_http(listener, &first, outbox.clone(), &watchlist);
         }
         if let Some(listener) = callback {
             self.tasks.spawn(crate::callback::serve(
@@ -272,7 +273,7 @@ impl Shared {
             events: self.events.clone(),
             vitals: self.vitals.clone(),
             hints,
-            budget,
+            budgets,
             watchlist,
             forward_wake,
         }
@@ -505,6 +506,7 @@ mod tests {
         config.storage.path = dir.join("recwatch.db");
         config.jobs = (0..2)
             .map(|i| JobConfig {
+                account: None,
                 kind: crate::domain::JobKind::Individual,
                 key: crate::domain::JobKey::new("demo-app", recwatch_sim::job_id(i)),
                 name: None,

@@ -15,7 +15,7 @@ use super::supervise;
 use crate::config::Config;
 use crate::leader::Term;
 use crate::outbox::Outbox;
-use crate::poller::{Budget, Event, Hints, Poller};
+use crate::poller::{Budgets, Event, Hints, Poller};
 use crate::runtime_list::Watchlist;
 use crate::store::Store;
 use crate::vitals::Vitals;
@@ -40,7 +40,8 @@ pub(super) struct TermParts {
     pub events: broadcast::Sender<Event>,
     pub vitals: Arc<Vitals>,
     pub hints: Arc<Hints>,
-    pub budget: Arc<Budget>,
+    /// Each account's request budget (shared by the accounts of one static key).
+    pub budgets: Budgets,
     pub watchlist: Watchlist,
     /// Rung by the callback receiver when it stores an event to relay.
     pub forward_wake: Arc<Notify>,
@@ -49,6 +50,8 @@ pub(super) struct TermParts {
 /// One term's running work.
 struct ActiveSet {
     epoch: i64,
+    /// The accounts polled, one poller each: a reload that changes them starts the set again.
+    accounts: Vec<Arc<str>>,
     /// Set when the term ends (this instance steps down, or the daemon stops).
     stop: watch::Sender<bool>,
     tasks: TaskTracker,
@@ -67,16 +70,10 @@ impl ActiveSet {
         let config = parts.config.borrow().clone();
         // What the previous leader left open (an API outage) is the truth now.
         parts.outbox.restore(&store).await?;
-        let client =
-            RtcClient::new(&config.api.client_config()).context("cannot build the HTTP client")?;
-        let mut poller = Poller::new(config.clone(), client, store.clone(), parts.outbox.clone())
-            .sharing(
-                parts.hints.clone(),
-                parts.vitals.liveness.clone(),
-                parts.budget.clone(),
-            );
-        poller.follow(parts.config.clone());
-        poller.follow_watchlist(parts.watchlist.subscribe());
+        let pollers = pollers(parts, &config, &store)?;
+        parts
+            .outbox
+            .set_accounts(config.account_names().iter().map(|n| n.to_string()));
         let worker =
             crate::deliver::Worker::new(store.clone(), &config, parts.outbox.wake_handle())?;
         let forwarder = crate::deliver::forward::Forwarder::new(
@@ -112,13 +109,13 @@ impl ActiveSet {
             crate::remediation::Remediator::new(
                 store.clone(),
                 parts.outbox.clone(),
-                parts.budget.clone(),
+                parts.budgets.clone(),
                 parts.watchlist.clone(),
                 parts.config.clone(),
             )
             .run(stop.clone()),
         );
-        let (poll_armed, poll_task) = start_polling(&tasks, poller, &parts.events, stop);
+        let (poll_armed, poll_task) = start_pollers(&tasks, pollers, &parts.events, stop);
         if let Some(armed) = armed {
             tasks.spawn(async move {
                 if poll_armed.await.is_ok() {
@@ -127,6 +124,7 @@ impl ActiveSet {
             });
         }
         Ok(ActiveSet {
+            accounts: config.account_names(),
             epoch: term.epoch,
             stop: stop_tx,
             tasks,
@@ -144,6 +142,69 @@ impl ActiveSet {
         self.tasks.wait().await;
         info!(epoch = self.epoch, "the active instance's work has stopped");
     }
+}
+
+/// One poller per account (issue 25), each with the configuration narrowed to its account, its
+/// own client, health and lockout guard, its account's budget, and its own hint intake and
+/// feed (the first account's intake is the one the callback receiver rings; the others are
+/// rung beside it).
+fn pollers(parts: &TermParts, config: &Arc<Config>, store: &Store) -> anyhow::Result<Vec<Poller>> {
+    let mut pollers = Vec::new();
+    for (i, name) in config.account_names().iter().enumerate() {
+        let narrowed = config
+            .narrowed_shared(name)
+            .expect("an account of the configuration");
+        let client = RtcClient::new(&narrowed.api.client_config())
+            .with_context(|| format!("cannot build the HTTP client of account {name}"))?;
+        let budget = parts.budgets.of(&narrowed.api);
+        let hints = match i {
+            0 => parts.hints.clone(),
+            _ => parts.hints.beside(),
+        };
+        let mut poller = Poller::new(narrowed, client, store.clone(), parts.outbox.clone())
+            .sharing(hints, parts.vitals.liveness.clone(), budget);
+        poller.follow(parts.config.clone());
+        poller.follow_watchlist(parts.watchlist.subscribe());
+        pollers.push(poller);
+    }
+    Ok(pollers)
+}
+
+/// Starts every account's poll loop: armed once every one is; the task ends when any loop
+/// ends (each only ends when the term stops, or by failing).
+fn start_pollers(
+    tasks: &TaskTracker,
+    pollers: Vec<Poller>,
+    events: &broadcast::Sender<Event>,
+    stop: watch::Receiver<bool>,
+) -> (oneshot::Receiver<()>, JoinHandle<anyhow::Result<()>>) {
+    let (all_armed, armed) = oneshot::channel();
+    let mut arms = Vec::new();
+    let mut loops = Vec::new();
+    for poller in pollers {
+        let (armed, task) = start_polling(tasks, poller, events, stop.clone());
+        arms.push(armed);
+        loops.push(task);
+    }
+    tasks.spawn(async move {
+        for armed in arms {
+            if armed.await.is_err() {
+                return;
+            }
+        }
+        let _ = all_armed.send(());
+    });
+    let task = tasks.spawn(async move {
+        let (first, _, rest) = futures_util::future::select_all(loops).await;
+        let first = first.map_err(|e| anyhow::anyhow!(why_ended(Err(e))))?;
+        first?;
+        // One ended well (the term stopping): the others are stopping too.
+        for r in futures_util::future::join_all(rest).await {
+            r.map_err(|e| anyhow::anyhow!(why_ended(Err(e))))??;
+        }
+        Ok(())
+    });
+    (armed, task)
 }
 
 /// Starts the poll loop, and passes its events into the daemon's stream until it has ended
@@ -193,16 +254,29 @@ pub(super) async fn switch(
     mut armed: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     let mut current: Option<ActiveSet> = None;
+    let mut configs = parts.config.clone();
     let result = loop {
         if *stop.borrow() {
             break Ok(());
         }
         let term = terms.borrow_and_update().clone();
+        let accounts = configs.borrow_and_update().account_names();
         let stale = match (&current, &term) {
-            (Some(set), Some(t)) => set.epoch != t.epoch,
+            (Some(set), Some(t)) => set.epoch != t.epoch || set.accounts != accounts,
             (Some(_), None) => true,
             (None, _) => false,
         };
+        if let Some(set) = &current
+            && set.accounts != accounts
+        {
+            // A poller per account: another set of accounts is another set of pollers. The
+            // term's work starts again from the database, as at a takeover.
+            info!(
+                "the reload changed the accounts ({} -> {}): polling and delivery start again with them",
+                set.accounts.join(", "),
+                accounts.join(", ")
+            );
+        }
         if stale && let Some(set) = current.take() {
             set.stop().await;
         }
@@ -227,6 +301,8 @@ pub(super) async fn switch(
         tokio::select! {
             _ = stop.changed() => {}
             changed = terms.changed() => if changed.is_err() { break Ok(()) },
+            // A closed channel disables the branch (the daemon is stopping).
+            Ok(()) = configs.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
             // A term's poll loop only ends when its term is stopped (above, by this loop):
             // ending by itself, it cannot do its job.

@@ -196,6 +196,7 @@ pub const TABLES: &[Table] = &[
             ("source", Text),
             ("added_at", Text),
             ("kind", Text),
+            ("account", Text),
         ],
         identity: Some("rowid"),
     },

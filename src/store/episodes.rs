@@ -21,7 +21,7 @@ pub struct OpenEpisode {
 pub(super) const OPEN_OF_JOB: &str = "SELECT rule, id, last_notified_at, reminders FROM episodes
  WHERE rule IN ($1, $2, $3) AND app_id = $4 AND job_id = $5 AND resolved_at IS NULL";
 
-/// An open episode with its rule, as [`WriteTx::open_episodes`] reads it.
+/// An open episode with its rule, as [`EpisodesTx::open_episodes`](crate::store::episodes::EpisodesTx::open_episodes) reads it.
 #[derive(sqlx::FromRow)]
 struct OpenEpisodeOf {
     rule: Rule,
@@ -42,15 +42,15 @@ pub struct EpisodesTx<'t> {
 }
 
 impl Episodes<'_> {
-    /// Whether an episode of `rule` is open for any job (or api-wide).
-    pub async fn any_open(self, rule: Rule) -> Result<bool, StoreError> {
-        let open: Option<i64> = on_read!(self.store, |db| sqlx::query_scalar::<_, i64>(
-            "SELECT id FROM episodes WHERE rule = $1 AND resolved_at IS NULL LIMIT 1"
+    /// The accounts with an open account-wide episode of `rule` (app_id '', job_id the
+    /// account's name: api_unhealthy).
+    pub async fn open_accounts(self, rule: Rule) -> Result<Vec<String>, StoreError> {
+        Ok(on_read!(self.store, |db| sqlx::query_scalar::<_, String>(
+            "SELECT job_id FROM episodes WHERE rule = $1 AND app_id = '' AND resolved_at IS NULL"
         )
         .bind(rule.as_str())
-        .fetch_optional(db)
-        .await)?;
-        Ok(open.is_some())
+        .fetch_all(db)
+        .await)?)
     }
 }
 
@@ -193,8 +193,7 @@ mod tests {
             } else {
                 drop(tx);
             }
-            assert!(store.episodes().any_open(Rule::StuckInit).await.unwrap());
-            assert!(!store.episodes().any_open(Rule::ApiUnhealthy).await.unwrap());
+            assert!(store.episodes().open_accounts(Rule::ApiUnhealthy).await.unwrap().is_empty());
 
             let later = timestamp(Utc::now() + chrono::Duration::hours(1));
             let mut tx = store.begin_write().await.unwrap();

@@ -29,8 +29,8 @@ pub struct JobPolls<'a> {
 }
 
 /// What recording one job's outcomes gave: per outcome, the id of the transition it wrote, if
-/// any (as [`WriteTx::record_poll`] returns it); the job's open episodes among its rules (as
-/// [`WriteTx::open_episodes`] reads them, after the outcomes are recorded).
+/// any (as [`JobsTx::record_poll`](crate::store::jobs::JobsTx::record_poll) returns it); the job's open episodes among its rules (as
+/// [`EpisodesTx::open_episodes`](crate::store::episodes::EpisodesTx::open_episodes) reads them, after the outcomes are recorded).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobRecorded {
     pub transitions: Vec<Option<i64>>,
@@ -39,7 +39,7 @@ pub struct JobRecorded {
 
 impl WriteTx {
     /// Records each job's outcomes and reads its open episodes, job after job: what
-    /// [`WriteTx::record_poll`] for each outcome and then [`WriteTx::open_episodes`] do, on
+    /// [`JobsTx::record_poll`](crate::store::jobs::JobsTx::record_poll) for each outcome and then [`EpisodesTx::open_episodes`](crate::store::episodes::EpisodesTx::open_episodes) do, on
     /// SQLite in one go on its handle.
     pub async fn record_job_polls(
         &mut self,
@@ -128,7 +128,7 @@ impl Pass {
         Ok(recorded)
     }
 
-    /// One outcome, as [`WriteTx::record_poll`] writes it.
+    /// One outcome, as [`JobsTx::record_poll`](crate::store::jobs::JobsTx::record_poll) writes it.
     ///
     /// # Safety
     /// As [`Pass::new`].
@@ -240,7 +240,7 @@ impl Pass {
         Ok(())
     }
 
-    /// The job's open episodes among `three` rules, as [`WriteTx::open_episodes`] reads them.
+    /// The job's open episodes among `three` rules, as [`EpisodesTx::open_episodes`](crate::store::episodes::EpisodesTx::open_episodes) reads them.
     ///
     /// # Safety
     /// As [`Pass::new`].

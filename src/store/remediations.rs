@@ -515,6 +515,7 @@ mod tests {
             assert!(tx.remediations().finish(id, &done).await.unwrap());
             assert!(!tx.remediations().finish(id, &done).await.unwrap(), "only from posting");
             let new = RuntimeJob {
+                account: None,
                 key: JobKey::new("app", "new"),
                 name: Some("lobby".into()),
                 kind: JobKind::Individual,

@@ -61,6 +61,7 @@ mod tests {
         let key = JobKey::new("app", "job-1");
         assert_eq!(store.watchlist().unwatched_at(&key).await.unwrap(), None);
         let job = crate::domain::RuntimeJob {
+            account: None,
             key: key.clone(),
             name: None,
             kind: Default::default(),

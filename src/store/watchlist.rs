@@ -15,6 +15,7 @@ struct WatchRow {
     notify: Option<String>,
     source: String,
     added_at: Timestamp,
+    account: Option<String>,
 }
 
 impl WatchRow {
@@ -32,11 +33,13 @@ impl WatchRow {
                 .and_then(|n| serde_json::from_str::<Vec<String>>(&n).ok()),
             source: JobSource::parse(&self.source),
             added_at: self.added_at,
+            account: self.account,
         }
     }
 }
 
-const COLUMNS: &str = "SELECT app_id, job_id, name, kind, notify, source, added_at FROM watchlist";
+const COLUMNS: &str =
+    "SELECT app_id, job_id, name, kind, notify, source, added_at, account FROM watchlist";
 
 /// What a job's retirement is decided on: it has been STOPPED, or never seen at all, since
 /// before the cutoff. A RUNNING (or INIT) job is never retired however old its entry.
@@ -68,8 +71,8 @@ async fn insert(mut c: Conn<'_>, job: &RuntimeJob) -> Result<bool, StoreError> {
         .as_ref()
         .map(|n| serde_json::to_string(n).expect("strings serialize"));
     let done = on_tx!(c, |c| sqlx::query(
-        "INSERT INTO watchlist (app_id, job_id, name, kind, notify, source, added_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app_id, job_id) DO NOTHING"
+        "INSERT INTO watchlist (app_id, job_id, name, kind, notify, source, added_at, account)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (app_id, job_id) DO NOTHING"
     )
     .bind(&job.key.app_id)
     .bind(&job.key.job_id)
@@ -78,6 +81,7 @@ async fn insert(mut c: Conn<'_>, job: &RuntimeJob) -> Result<bool, StoreError> {
     .bind(&notify)
     .bind(job.source.as_str())
     .bind(job.added_at)
+    .bind(&job.account)
     .execute(&mut *c)
     .await
     .map(|done| done.rows_affected()))?;
@@ -178,6 +182,7 @@ mod tests {
 
     fn job(id: &str, source: JobSource, added: chrono::DateTime<Utc>) -> RuntimeJob {
         RuntimeJob {
+            account: None,
             key: JobKey::new("app", id),
             name: Some(format!("name {id}")),
             kind: crate::domain::JobKind::Individual,

@@ -166,6 +166,7 @@ fn job_of(
     let job = match (watched, row) {
         (Some(j), _) => JobConfig::clone(j),
         (None, Some(r)) => JobConfig {
+            account: None,
             kind: r.kind(),
             key: crate::domain::JobKey::new(r.app_id.clone(), r.job_id.clone()),
             name: r.name.clone(),

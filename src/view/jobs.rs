@@ -556,6 +556,7 @@ mod tests {
 
     fn job(app: &str, id: &str, name: Option<&str>) -> Arc<JobConfig> {
         Arc::new(JobConfig {
+            account: None,
             kind: crate::domain::JobKind::Individual,
             key: crate::domain::JobKey::new(app, id),
             name: name.map(String::from),

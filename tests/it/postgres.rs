@@ -10,6 +10,7 @@ use recwatch::store::{Store, StoreError};
 
 fn job(id: &str) -> RuntimeJob {
     RuntimeJob {
+        account: None,
         key: recwatch::domain::JobKey::new("app", id),
         name: None,
         kind: Default::default(),

@@ -82,6 +82,7 @@ async fn a_job_another_instance_added_is_polled() {
     let added = store
         .watchlist()
         .add(&RuntimeJob {
+            account: None,
             key: key.clone(),
             name: Some("from the standby".into()),
             kind: recwatch::domain::JobKind::Individual,

@@ -19,6 +19,12 @@ use tracing::{error, info};
 impl Dispatcher {
     /// A reload: the jobs, settings and client of the configuration now in force.
     pub(super) async fn config_changed(&mut self, config: Arc<Config>) {
+        // This poller's account's part of it (issue 25). An account the reload removed is
+        // polled no more: the active set starts again without it (`startup/roles.rs`), and
+        // until then this poller keeps what it had.
+        let Some(config) = config.narrowed_shared(&self.poller.config.api.name) else {
+            return;
+        };
         // The reloader built a client from this configuration before publishing it, so this
         // cannot fail but for the process running out of something; then the old one stays.
         let client = match RtcClient::new(&config.api.client_config()) {

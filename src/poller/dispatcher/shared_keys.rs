@@ -30,6 +30,7 @@ fn list(ids: &[&str]) -> Arc<RuntimeList> {
 
 fn runtime_job(id: &str) -> RuntimeJob {
     RuntimeJob {
+        account: None,
         key: JobKey::new("app", id),
         name: None,
         kind: JobKind::Individual,

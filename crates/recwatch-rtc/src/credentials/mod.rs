@@ -333,12 +333,17 @@ impl Credentials {
     }
 
     /// What a request budget belongs to beyond its configuration entry: the access key of
-    /// keys that never change, so entries with the same key can share one budget (the limit
-    /// is the key's). `None` for an IAM token and for temporary keys: a budget belongs to the
-    /// entry then, never to a key that a renewal replaces.
+    /// permanent keys (`static`, `env`, `profile` without a security token), so entries with
+    /// the same key can share one budget (the limit is the key's). `None` for an IAM token and
+    /// for temporary keys (a security token, `ecs-metadata`): a budget belongs to the entry
+    /// then, never to a key that a renewal or a reload replaces.
     pub fn budget_identity(&self) -> Option<&str> {
         match self.fixed_auth() {
-            Some(Auth::AkSk { access_key, .. }) => Some(access_key),
+            Some(Auth::AkSk {
+                access_key,
+                security_token: None,
+                ..
+            }) => Some(access_key),
             _ => None,
         }
     }

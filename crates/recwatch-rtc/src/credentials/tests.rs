@@ -206,6 +206,16 @@ fn budget_identity_and_equality() {
     let env = Credentials::from_env(vars(&[(ENV_AK, "AK1"), (ENV_SK, "s")])).unwrap();
     assert_eq!(env.budget_identity(), Some("AK1"));
     assert_ne!(a, env, "another source is another configuration");
+    let temporary = Credentials::from(Auth::AkSk {
+        access_key: "AK1".into(),
+        secret_key: Secret::new("s"),
+        security_token: Some(Secret::new("t")),
+    });
+    assert_eq!(
+        temporary.budget_identity(),
+        None,
+        "temporary keys, written or not"
+    );
     let token = Credentials::from(Auth::Token {
         token: Secret::new("tok"),
     });
