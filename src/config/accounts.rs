@@ -83,7 +83,7 @@ fn read_name(t: &mut Table) -> Result<String, ConfigError> {
     Ok(name)
 }
 
-/// An account name: letters, digits, `-`, `_` and `.`, at most [`MAX_NAME`] characters.
+/// An account name: letters, digits, `-`, `_` and `.`, at most 64 characters (`MAX_NAME`).
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if name.is_empty() || name.len() > MAX_NAME || !name.chars().all(ok) {

@@ -95,7 +95,12 @@ impl Reloader {
             }
             // The client is built here only to refuse a configuration it cannot be built
             // from; the poller builds its own from what is published.
-            Ok(new) => match RtcClient::new(&new.api.client_config()) {
+            Ok(new) => match {
+                let built = new
+                    .all_accounts()
+                    .try_for_each(|a| RtcClient::new(&a.client_config()).map(drop));
+                built
+            } {
                 Err(e) => error!(
                     "reload ({why}) refused, keeping the previous configuration: cannot build the HTTP client: {e:#}"
                 ),

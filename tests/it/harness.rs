@@ -165,6 +165,17 @@ pub struct AppConfig {
     pub listen: String,
     /// `storage.url` (PostgreSQL) instead of the SQLite file under the test's directory.
     pub storage_url: Option<String>,
+    /// `[[accounts]]` entries ([`account_toml`]) written instead of `[api]` (issue 25).
+    pub accounts: Option<String>,
+}
+
+/// An `[[accounts]]` entry named `name` on `endpoint` with the simulator's project, the keys
+/// `(access_key, secret_key)`, and `extra` lines (e.g. `auth_backoff`) inside the entry.
+pub fn account_toml(name: &str, endpoint: &str, keys: (&str, &str), extra: &str) -> String {
+    let (ak, sk) = keys;
+    format!(
+        "\n[[accounts]]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\nproject_id = \"{PROJECT}\"\ntimeout = \"2s\"\n{extra}\n[accounts.auth]\naccess_key = \"{ak}\"\nsecret_key = \"{sk}\"\n"
+    )
 }
 
 impl AppConfig {
@@ -181,10 +192,23 @@ impl AppConfig {
             extra: String::new(),
             listen: String::new(),
             storage_url: None,
+            accounts: None,
         }
     }
 
     fn render(&self, db: &std::path::Path) -> String {
+        let text = self.render_api(db);
+        match &self.accounts {
+            // `[api]` cut out (it runs to `[poll]`), the accounts in its place.
+            Some(accounts) => {
+                let rest = &text[text.find("[poll]").expect("rendered")..];
+                format!("{accounts}\n{rest}")
+            }
+            None => text,
+        }
+    }
+
+    fn render_api(&self, db: &std::path::Path) -> String {
         let mut s = format!(
             r#"
 [api]

@@ -2,7 +2,7 @@
 //! line it prints once it listens.
 
 use crate::create::CreateFault;
-use crate::options::{SimAuth, SimOptions};
+use crate::options::{SimAccount, SimAuth, SimMetadata, SimOptions};
 use crate::simulator::start;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,6 +66,50 @@ pub struct SimulateArgs {
     /// applied in order.
     #[arg(long, value_name = "KIND[=N]", value_parser = CreateFault::parse_cli)]
     pub create_fault: Vec<CreateFault>,
+    /// Serve one more account (repeat for several): its own access key and secret, its own
+    /// project id (empty: any, but one must be sent), its own rate limit (default 10/s,
+    /// "none" for no limit) and lockout. The gateway finds a request's account by the access
+    /// key it is signed with; --access-key/--secret-key/--project-id/--rate-limit are the
+    /// account named "default". Revoke a key and give it back with
+    /// `POST /_sim/accounts/NAME/revoke` and `POST /_sim/accounts/NAME/restore` (list them:
+    /// `GET /_sim/accounts`). No part may hold a ':'.
+    #[arg(long, value_name = "NAME:AK:SK:PROJECT[:RATE]", value_parser = AccountParser)]
+    pub account: Vec<SimAccount>,
+    /// Serve a stand-in of the ECS metadata service on --listen's address (the client's
+    /// metadata_url is http://ADDR): PUT /meta-data/latest/api/token, then GET
+    /// /openstack/latest/securitykey hands out temporary keys of this account ("default" or an
+    /// --account's NAME), accepted with their X-Security-Token until they expire.
+    #[arg(long, value_name = "NAME")]
+    pub metadata_account: Option<String>,
+    /// With --metadata-account: how long each temporary key is accepted, e.g. "20s".
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, requires = "metadata_account")]
+    pub metadata_key_lifetime: Duration,
+}
+
+/// `--account`'s parser: clap's own wrapping of a parse error would quote the value, secret
+/// key and all; this error names the flag and the form only.
+#[derive(Clone)]
+struct AccountParser;
+
+impl clap::builder::TypedValueParser for AccountParser {
+    type Value = SimAccount;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SimAccount, clap::Error> {
+        let invalid = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid --account: {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| invalid("not UTF-8".into()))?;
+        SimAccount::parse_cli(text).map_err(invalid)
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -101,6 +145,11 @@ impl SimulateArgs {
             callback_drop: self.callback_drop,
             callback_lag: self.callback_lag,
             create_faults: self.create_fault.clone(),
+            accounts: self.account.clone(),
+            metadata: self.metadata_account.as_ref().map(|account| SimMetadata {
+                account: account.clone(),
+                key_lifetime: self.metadata_key_lifetime,
+            }),
             ..SimOptions::default()
         }
     }
@@ -251,6 +300,80 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("reject, throttle, server-error or stall"), "{e}");
+        let cli = Cli::try_parse_from([
+            "x",
+            "--access-key",
+            "AK0",
+            "--secret-key",
+            "sk0",
+            "--account",
+            "ap-southeast-1:AKAP:sk-ap-secret:project-ap",
+            "--account",
+            "eu:AKEU:sk-eu-secret::none",
+            "--account",
+            "cn:AKCN:sk-cn-secret:project-cn:3",
+            "--metadata-account",
+            "ap-southeast-1",
+            "--metadata-key-lifetime",
+            "20s",
+        ])
+        .unwrap();
+        let opts = cli.args.options();
+        let accounts: Vec<_> = opts
+            .accounts
+            .iter()
+            .map(|a| {
+                (
+                    a.name.as_str(),
+                    a.access_key.as_str(),
+                    a.secret_key.expose(),
+                    a.project_id.as_deref(),
+                    a.rate_limit,
+                )
+            })
+            .collect();
+        assert_eq!(
+            accounts,
+            [
+                (
+                    "ap-southeast-1",
+                    "AKAP",
+                    "sk-ap-secret",
+                    Some("project-ap"),
+                    Some(10)
+                ),
+                ("eu", "AKEU", "sk-eu-secret", None, None),
+                ("cn", "AKCN", "sk-cn-secret", Some("project-cn"), Some(3)),
+            ]
+        );
+        assert_eq!(
+            opts.metadata,
+            Some(SimMetadata {
+                account: "ap-southeast-1".into(),
+                key_lifetime: Duration::from_secs(20)
+            })
+        );
+        assert!(!format!("{opts:?}").contains("-secret"), "{opts:?}");
+        for (bad, says) in [
+            ("a:b:c", "3 parts"),
+            ("a:b:c:d:e:f", "6 parts"),
+            (":AK:sk-secret:p", "must not be empty"),
+            (
+                "a:AK:sk-secret:p:ten",
+                "\"ten\" of account \"a\" is not a whole number",
+            ),
+        ] {
+            let e = Cli::try_parse_from(["x", "--account", bad])
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("sk-secret"), "{bad}: the secret in {e}");
+        }
+        assert!(
+            Cli::try_parse_from(["x", "--metadata-key-lifetime", "20s"]).is_err(),
+            "a lifetime needs the metadata stand-in"
+        );
         assert_eq!(
             listening_line("127.0.0.1:8086".parse().unwrap(), 12, "demo-app"),
             "recwatch simulator listening on http://127.0.0.1:8086 (12 jobs, app demo-app)"

@@ -1,7 +1,16 @@
 //! The control API (`/_sim/...`): the [`Simulator`] handle's methods over HTTP, for a
 //! simulator running as its own process (`recwatch simulate`). Its requests are neither
 //! counted, limited nor authenticated.
+//!
+//! Accounts: `GET /_sim/accounts` lists them ([`AccountState`], never a secret);
+//! `POST /_sim/accounts/{name}/revoke` takes an account's key away ("a region loses its
+//! key": its requests and its temporary keys' are refused 401 `APIG.0301`, the metadata
+//! stand-in hands out none of its keys, every other account goes on) and
+//! `POST /_sim/accounts/{name}/restore` gives it back; both answer 204, or 404 naming the
+//! accounts there are. `POST /_sim/metadata/fail` with `{"times": N}` makes the metadata
+//! stand-in's next N key requests answer 500.
 
+use crate::accounts::AccountState;
 use crate::callbacks::SentCallback;
 use crate::create::{CreateFault, CreatedJob};
 use crate::faults::Fault;
@@ -35,6 +44,72 @@ pub(crate) fn routes() -> Router<Arc<Inner>> {
         )
         .route("/_sim/changes", get(ctl_changes))
         .route("/_sim/callbacks", get(ctl_callbacks))
+        .route("/_sim/accounts", get(ctl_accounts))
+        .route("/_sim/accounts/{name}/revoke", post(ctl_revoke_key))
+        .route("/_sim/accounts/{name}/restore", post(ctl_restore_key))
+        .route("/_sim/metadata/fail", post(ctl_fail_metadata))
+}
+
+async fn ctl_accounts(AxState(inner): AxState<Arc<Inner>>) -> Json<Vec<AccountState>> {
+    Json(Simulator { inner }.accounts())
+}
+
+/// 204, or 404 naming the accounts there are.
+fn account_answer(inner: &Inner, found: bool, name: &str) -> (StatusCode, String) {
+    if found {
+        (StatusCode::NO_CONTENT, String::new())
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no account is named {name:?}; the accounts are {}",
+                crate::accounts::names(&inner.accounts)
+            ),
+        )
+    }
+}
+
+async fn ctl_revoke_key(
+    AxState(inner): AxState<Arc<Inner>>,
+    Path(name): Path<String>,
+) -> (StatusCode, String) {
+    let found = Simulator {
+        inner: inner.clone(),
+    }
+    .revoke_key(&name);
+    account_answer(&inner, found, &name)
+}
+
+async fn ctl_restore_key(
+    AxState(inner): AxState<Arc<Inner>>,
+    Path(name): Path<String>,
+) -> (StatusCode, String) {
+    let found = Simulator {
+        inner: inner.clone(),
+    }
+    .restore_key(&name);
+    account_answer(&inner, found, &name)
+}
+
+/// `POST /_sim/metadata/fail` `{"times": N}`.
+#[derive(serde::Deserialize)]
+struct FailMetadata {
+    times: u32,
+}
+
+async fn ctl_fail_metadata(
+    AxState(inner): AxState<Arc<Inner>>,
+    Json(fail): Json<FailMetadata>,
+) -> (StatusCode, String) {
+    if inner.metadata.is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            "the metadata stand-in is not served: start the simulator with --metadata-account"
+                .into(),
+        );
+    }
+    Simulator { inner }.fail_metadata(fail.times);
+    (StatusCode::NO_CONTENT, String::new())
 }
 
 async fn ctl_callbacks(AxState(inner): AxState<Arc<Inner>>) -> Json<Vec<SentCallback>> {

@@ -14,7 +14,7 @@
 //! refusing (the app deactivated), throttling, failing after it made the job (a job exists
 //! though the caller saw an error), or never answering.
 
-use crate::gateway::{Refusal, throttle_message};
+use crate::gateway::{Caller, Refusal, Verdict, throttle_message};
 use crate::response::{api_response, error_response};
 use crate::script::{fmt_time, plus};
 use crate::simulator::{Inner, Job, Shared, stopped};
@@ -179,7 +179,8 @@ pub(crate) fn created_snapshot(
 
 enum CreateOutcome {
     Unauthorized(Refusal),
-    Throttled,
+    /// 429, quoting the account's limit.
+    Throttled(Option<u32>),
     NoApp,
     BadBody(String),
     /// A reject or throttle fault: nothing was created.
@@ -238,7 +239,7 @@ impl Inner {
     fn decide_create(
         &self,
         app_id: &str,
-        credentials: Result<(), Refusal>,
+        caller: &Caller,
         request: Result<CreateRequest, String>,
         received: serde_json::Value,
         now: Instant,
@@ -248,12 +249,13 @@ impl Inner {
         let s = &mut *guard;
         s.apply_due(now, self.epoch);
         s.counters.arrival(now, at.timestamp(), app_id, None);
+        s.account_arrival(self, caller, now);
         s.counters.creates += 1;
-        let outcome = match s.gate.authorize(&self.opts, credentials, now) {
-            Err(refusal) => CreateOutcome::Unauthorized(refusal),
-            Ok(()) if !s.gate.admit(self.opts.rate_limit, now) => CreateOutcome::Throttled,
-            Ok(()) if !s.apps.contains_key(app_id) => CreateOutcome::NoApp,
-            Ok(()) => match request {
+        let outcome = match s.job_gate(self, caller, now) {
+            Verdict::Refused(refusal) => CreateOutcome::Unauthorized(refusal),
+            Verdict::Throttled(limit) => CreateOutcome::Throttled(limit),
+            Verdict::Pass if !s.apps.contains_key(app_id) => CreateOutcome::NoApp,
+            Verdict::Pass => match request {
                 Err(why) => CreateOutcome::BadBody(why),
                 Ok(request) => match take(&mut s.create_faults) {
                     Some(kind @ (CreateFaultKind::Reject | CreateFaultKind::Throttle)) => {
@@ -281,7 +283,7 @@ impl Inner {
                 s.counters.refused_auth += 1;
                 refusal.status
             }
-            CreateOutcome::Throttled | CreateOutcome::Refused(CreateFaultKind::Throttle) => {
+            CreateOutcome::Throttled(_) | CreateOutcome::Refused(CreateFaultKind::Throttle) => {
                 s.counters.throttled += 1;
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -314,10 +316,10 @@ pub(crate) async fn api_create(
 ) -> Response {
     let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
-    let credentials = inner.check_credentials(&method, &uri, &headers, &body);
+    let caller = inner.check_credentials(&method, &uri, &headers, &body);
     let request = CreateRequest::parse(kind, &body);
     let received = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let outcome = inner.decide_create(&app_id, credentials, request, received, now);
+    let outcome = inner.decide_create(&app_id, &caller, request, received, now);
     let request_id = inner.request_id();
     let mut response = match outcome {
         CreateOutcome::Created {
@@ -342,14 +344,18 @@ pub(crate) async fn api_create(
                 _ => api_response(StatusCode::CREATED, body, request_id),
             }
         }
-        CreateOutcome::Refused(CreateFaultKind::Throttle) | CreateOutcome::Throttled => {
-            error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "APIG.0308",
-                &throttle_message(inner.opts.rate_limit),
-                request_id,
-            )
-        }
+        CreateOutcome::Refused(CreateFaultKind::Throttle) => error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "APIG.0308",
+            &throttle_message(inner.opts.rate_limit),
+            request_id,
+        ),
+        CreateOutcome::Throttled(limit) => error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "APIG.0308",
+            &throttle_message(limit),
+            request_id,
+        ),
         CreateOutcome::Refused(_) => error_response(
             StatusCode::BAD_REQUEST,
             "RTC.00001016",
@@ -408,7 +414,8 @@ async fn promote(inner: Arc<Inner>, app_id: String, job_id: String, init: Arc<Jo
 
 enum StopOutcome {
     Unauthorized(Refusal),
-    Throttled,
+    /// 429, quoting the account's limit.
+    Throttled(Option<u32>),
     NotFound,
     AlreadyStopped,
     Stopped,
@@ -421,7 +428,7 @@ impl Inner {
         kind: Kind,
         app_id: &str,
         job_id: &str,
-        credentials: Result<(), Refusal>,
+        caller: &Caller,
         now: Instant,
     ) -> StopOutcome {
         let elapsed = now.duration_since(self.epoch);
@@ -431,12 +438,13 @@ impl Inner {
         s.apply_due(now, self.epoch);
         s.counters
             .arrival(now, at.timestamp(), app_id, Some(job_id));
+        s.account_arrival(self, caller, now);
         s.counters.stops += 1;
-        let outcome = match s.gate.authorize(&self.opts, credentials, now) {
-            Err(refusal) => StopOutcome::Unauthorized(refusal),
-            Ok(()) if !s.gate.admit(self.opts.rate_limit, now) => StopOutcome::Throttled,
-            Ok(()) if s.kind_of(app_id, job_id) != kind => StopOutcome::NotFound,
-            Ok(()) => match s.served(self, app_id, job_id, elapsed) {
+        let outcome = match s.job_gate(self, caller, now) {
+            Verdict::Refused(refusal) => StopOutcome::Unauthorized(refusal),
+            Verdict::Throttled(limit) => StopOutcome::Throttled(limit),
+            Verdict::Pass if s.kind_of(app_id, job_id) != kind => StopOutcome::NotFound,
+            Verdict::Pass => match s.served(self, app_id, job_id, elapsed) {
                 None => StopOutcome::NotFound,
                 Some(job) if job.state == Some(State::Stopped) => StopOutcome::AlreadyStopped,
                 Some(job) => {
@@ -460,7 +468,7 @@ impl Inner {
                 s.counters.refused_auth += 1;
                 refusal.status
             }
-            StopOutcome::Throttled => {
+            StopOutcome::Throttled(_) => {
                 s.counters.throttled += 1;
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -482,18 +490,18 @@ pub(crate) async fn api_stop(
 ) -> Response {
     let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
-    let credentials = inner.check_credentials(&method, &uri, &headers, b"");
-    let outcome = inner.decide_stop(kind, &app_id, &job_id, credentials, now);
+    let caller = inner.check_credentials(&method, &uri, &headers, b"");
+    let outcome = inner.decide_stop(kind, &app_id, &job_id, &caller, now);
     let request_id = inner.request_id();
     let mut response = match outcome {
         StopOutcome::Stopped => api_response(StatusCode::NO_CONTENT, "", request_id),
         StopOutcome::Unauthorized(refusal) => {
             error_response(refusal.status, refusal.code, &refusal.message, request_id)
         }
-        StopOutcome::Throttled => error_response(
+        StopOutcome::Throttled(limit) => error_response(
             StatusCode::TOO_MANY_REQUESTS,
             "APIG.0308",
-            &throttle_message(inner.opts.rate_limit),
+            &throttle_message(limit),
             request_id,
         ),
         StopOutcome::NotFound => error_response(

@@ -1,6 +1,7 @@
 //! A fake Huawei Cloud RTC API: `GET /v2/apps/{app_id}/individual-stream-jobs/{job_id}` and
 //! its mix-stream twin, creating (`POST`) and stopping (`DELETE`) jobs of both kinds, with the
-//! gateway's behaviour around it (AK/SK or token checks, AK lockout, the 1 s rate limit),
+//! gateway's behaviour around it (AK/SK or token checks, AK lockout, the 1 s rate limit, per
+//! account), a stand-in of the ECS metadata service handing out temporary keys,
 //! scripted or controllable jobs, fault injection and request statistics. The demo, the
 //! integration tests, the fault-injection tests and the benchmarks all run against it.
 //!
@@ -47,15 +48,37 @@
 //!
 //! # Gateway checks, in order
 //! The API lookup: any other path or method is 404 `APIG.0101` ("The API does not exist"), as
-//! the real gateway answers before it looks at credentials. Then credentials: a wrong or
-//! missing AK/SK signature (or an `X-Sdk-Date` more than 15 minutes off the simulator's
-//! clock) or token is 401 `APIG.0301`, and with AK/SK more than `lockout_after` such failures
-//! in a row lock the one configured key for `lockout`. With AK/SK, `X-Project-Id` is
-//! mandatory, as the API document says: a correctly signed request without one is 400
-//! `RTC.00001001`, and one naming another project than `project_id` (when set) is 403
-//! `APIG.0302`; neither counts towards the lockout, since the signature was right. Then the
-//! rate limit (at most `rate_limit` admitted requests in any trailing second; refused requests
-//! do not use up the budget), then the job lookup (404 `RTC.00001003`).
+//! the real gateway answers before it looks at credentials. Then credentials, of the account
+//! the request's access key names (see "Accounts"): a wrong or missing AK/SK signature (or an
+//! `X-Sdk-Date` more than 15 minutes off the simulator's clock) or token is 401 `APIG.0301`,
+//! and with AK/SK more than `lockout_after` such failures in a row lock that one key (and
+//! that account, its temporary keys included) for `lockout`. A key no account has, a revoked
+//! key and an expired temporary key are 401 `APIG.0301` too, with no step towards any lock.
+//! With AK/SK, `X-Project-Id` is mandatory, as the API document says: a correctly signed
+//! request without one is 400 `RTC.00001001`, and one naming another project than the
+//! account's `project_id` (when set) is 403 `APIG.0302`; neither counts towards the lockout,
+//! since the signature was right. Then the account's rate limit (at most its `rate_limit`
+//! admitted requests in any trailing second; refused requests do not use up the budget),
+//! then the job lookup (404 `RTC.00001003`).
+//!
+//! # Accounts
+//! Account #0, `default`, is `auth`, `project_id` and `rate_limit`; each
+//! [`SimAccount`] in `accounts` is one more, AK/SK only, with its own project id, rate limit
+//! (10/s, the real gateway's, unless set), lockout and counts (`SimStats::by_account`). A
+//! request signed with an account's access key (or one of its temporary keys) is that
+//! account's; any other request is `default`'s, checked as its `auth` says (so without
+//! accounts the simulator behaves as it always did; a signature with an unknown key is
+//! refused when `default` is AK/SK too). Jobs are shared: any account may poll, create or stop
+//! any app's jobs (the real API scopes apps per project; the tests and the demo need each
+//! account to see jobs, not to be kept from others'). [`Simulator::revoke_key`] and
+//! [`Simulator::restore_key`] (`POST /_sim/accounts/{name}/revoke` and `.../restore`) take an
+//! account's key away and give it back.
+//!
+//! # The ECS metadata stand-in
+//! With `metadata`, the simulator also serves `PUT /meta-data/latest/api/token` and `GET
+//! /openstack/latest/securitykey` on its listener ([`Simulator::metadata_url`]), handing out
+//! temporary keys of one account that the gateway accepts, with their security token, until
+//! they expire: see `metadata`.
 //!
 //! With a `clock_offset`, the simulator's clock (for `X-Sdk-Date` checks and the `Date`
 //! header of every API answer) is that far from the machine's, like a gateway seen from a
@@ -67,9 +90,11 @@
 //! `PUT /_sim/raw-jobs/{app_id}/{job_id}` (any bytes, served as they are),
 //! `DELETE /_sim/jobs/{app_id}/{job_id}`, `PUT /_sim/mix-jobs/{app_id}/{job_id}` (a mix-stream
 //! job), `GET /_sim/created` ([`CreatedJob`]s), `POST`/`DELETE /_sim/create-faults` (a JSON
-//! [`CreateFault`]), `GET /_sim/changes` and `GET /_sim/callbacks` (the
-//! record callbacks sent, [`SentCallback`]) mirror the [`Simulator`]
-//! methods for a simulator running as its own process. They are neither counted, limited nor
+//! [`CreateFault`]), `GET /_sim/changes`, `GET /_sim/callbacks` (the
+//! record callbacks sent, [`SentCallback`]), `GET /_sim/accounts` ([`AccountState`]s),
+//! `POST /_sim/accounts/{name}/revoke` and `.../restore`, and `POST /_sim/metadata/fail`
+//! (`{"times": N}`) mirror the [`Simulator`] methods for a simulator running as its own
+//! process. They are neither counted, limited nor
 //! authenticated.
 //!
 //! # Record callbacks
@@ -88,18 +113,22 @@
 //! One module per seam: `options` (what to serve, how strict), `script` (timelines, the record
 //! a scripted job serves, churn), `simulator` (the state behind one lock, [`start`] and the
 //! [`Simulator`] handle), `server` (connections, routes, one request's way from arrival to
-//! answer), `gateway` (credentials, AK lockout, rate limit), `faults` (rules and their
+//! answer), `accounts` (account #0 and the others, revoking a key), `gateway` (credentials,
+//! the account a request is for, its AK lockout and rate limit), `metadata` (the ECS
+//! metadata stand-in and its temporary keys), `faults` (rules and their
 //! answers), `create` (creating and stopping jobs, and the faults on create), `stats`
 //! (request counting), `control` (the `/_sim` API), `registration` (the
 //! record-callback URL), `callbacks` (the events, their queue and sender), `cli`
 //! (`recwatch simulate`). The HTTP-level tests are in `tests/http`.
 
+mod accounts;
 mod callbacks;
 mod cli;
 mod control;
 mod create;
 mod faults;
 mod gateway;
+mod metadata;
 mod options;
 mod registration;
 mod response;
@@ -108,11 +137,15 @@ mod server;
 mod simulator;
 mod stats;
 
+pub use accounts::AccountState;
 pub use callbacks::{CallbackStats, SentCallback, event_body, events_for};
 pub use cli::{SimulateArgs, run};
 pub use create::{CreateFault, CreateFaultKind, CreatedJob};
 pub use faults::{Fault, FaultKind};
-pub use options::{SimAuth, SimOptions};
+pub use metadata::MetadataStats;
+pub use options::{
+    ACCOUNT_RATE_LIMIT, DEFAULT_ACCOUNT, SimAccount, SimAuth, SimMetadata, SimOptions,
+};
 pub use script::{Change, Timeline, job_id, script_at, timeline};
 pub use simulator::{Simulator, start};
-pub use stats::SimStats;
+pub use stats::{AccountStats, SimStats};

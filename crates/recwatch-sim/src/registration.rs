@@ -10,7 +10,7 @@
 //! `{app_id, record_callback: {url, auth_key, notify_event_subscription, update_time}}`.
 
 use crate::callbacks::Registered;
-use crate::gateway::{Refusal, throttle_message};
+use crate::gateway::{Refusal, Verdict, throttle_message};
 use crate::response::{api_response, error_response};
 use crate::script::{fmt_time, plus};
 use crate::simulator::Inner;
@@ -44,19 +44,20 @@ pub(crate) async fn api_record_callback(
     body: Bytes,
 ) -> Response {
     let now = Instant::now();
-    let credentials = inner.check_credentials(&method, &uri, &headers, &body);
+    let caller = inner.check_credentials(&method, &uri, &headers, &body);
     let update = (method == Method::PUT).then(|| read_update(&body));
     let outcome = {
         let mut guard = inner.lock();
         let s = &mut *guard;
         s.counters.app_requests += 1;
-        match s.gate.authorize(&inner.opts, credentials, now) {
-            Err(refusal) => Outcome::Unauthorized(refusal),
-            Ok(()) if !s.gate.admit_app_group(inner.opts.rate_limit.is_some(), now) => {
-                Outcome::Throttled
-            }
-            Ok(()) if !s.apps.contains_key(&app_id) => Outcome::NoApp,
-            Ok(()) => match update {
+        match s
+            .gate
+            .check_app_group(&inner.accounts, &inner.opts, &caller, now)
+        {
+            Verdict::Refused(refusal) => Outcome::Unauthorized(refusal),
+            Verdict::Throttled(_) => Outcome::Throttled,
+            Verdict::Pass if !s.apps.contains_key(&app_id) => Outcome::NoApp,
+            Verdict::Pass => match update {
                 Some(Err(why)) => Outcome::BadBody(why),
                 Some(Ok((url, auth_key))) => {
                     let update_time = plus(inner.epoch_utc, now.duration_since(inner.epoch));

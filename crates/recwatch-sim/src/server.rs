@@ -6,7 +6,7 @@
 use crate::control;
 use crate::create;
 use crate::faults::{self, FaultKind, ResetConnection, echo_response, fault_response};
-use crate::gateway::{Refusal, sim_now, throttle_message};
+use crate::gateway::{Caller, Refusal, Verdict, sim_now, throttle_message};
 use crate::response::{api_response, error_response};
 use crate::script::{plus, scripted_job};
 use crate::simulator::{Inner, Job, Shared, stopped};
@@ -29,7 +29,8 @@ use tokio::time::Instant;
 enum Outcome {
     Fault(FaultKind),
     Unauthorized(Refusal),
-    Throttled,
+    /// 429, quoting the account's limit.
+    Throttled(Option<u32>),
     NotFound,
     Scripted(usize),
     Fixed(Bytes),
@@ -68,7 +69,7 @@ impl Inner {
         kind: Kind,
         app_id: &str,
         job_id: &str,
-        credentials: Result<(), Refusal>,
+        caller: &Caller,
         now: Instant,
     ) -> (Outcome, Option<Duration>) {
         let elapsed = now.duration_since(self.epoch);
@@ -78,6 +79,7 @@ impl Inner {
         let s = &mut *guard;
         s.apply_due(now, self.epoch);
         s.counters.arrival(now, unix_second, app_id, Some(job_id));
+        s.account_arrival(self, caller, now);
         let mut stall = None;
         match faults::take(&mut s.faults, job_id, now_utc) {
             Some(FaultKind::Stall(d)) => {
@@ -107,17 +109,17 @@ impl Inner {
             None => {}
         }
 
-        let outcome = match s.gate.authorize(&self.opts, credentials, now) {
-            Err(refusal) => Outcome::Unauthorized(refusal),
-            Ok(()) if !s.gate.admit(self.opts.rate_limit, now) => Outcome::Throttled,
-            Ok(()) => find(s, kind, app_id, job_id),
+        let outcome = match s.job_gate(self, caller, now) {
+            Verdict::Refused(refusal) => Outcome::Unauthorized(refusal),
+            Verdict::Throttled(limit) => Outcome::Throttled(limit),
+            Verdict::Pass => find(s, kind, app_id, job_id),
         };
         let status = match &outcome {
             Outcome::Unauthorized(refusal) => {
                 s.counters.refused_auth += 1;
                 refusal.status
             }
-            Outcome::Throttled => {
+            Outcome::Throttled(_) => {
                 s.counters.throttled += 1;
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -144,7 +146,7 @@ fn find(s: &Shared, kind: Kind, app_id: &str, job_id: &str) -> Outcome {
 
 /// The one API route, the control API, and the gateway's 404 for everything else.
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(
             "/v2/apps/{app_id}/individual-stream-jobs/{job_id}",
             get(api_get_job).delete(create::api_stop),
@@ -166,9 +168,14 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             get(crate::registration::api_record_callback)
                 .put(crate::registration::api_record_callback),
         )
-        .merge(control::routes())
-        .fallback(api_not_found)
-        .with_state(inner)
+        .merge(control::routes());
+    // The ECS metadata stand-in's paths are none of the API's: one listener serves both.
+    let router = if inner.metadata.is_some() {
+        router.merge(crate::metadata::routes())
+    } else {
+        router
+    };
+    router.fallback(api_not_found).with_state(inner)
 }
 
 /// What the gateway answers for a path (or method) it has no API for: before credentials,
@@ -203,8 +210,8 @@ async fn api_get_job(
 ) -> Response {
     let kind = crate::server::kind_of(&uri);
     let now = Instant::now();
-    let credentials = inner.check_credentials(&method, &uri, &headers, b"");
-    let (outcome, stall) = inner.decide(kind, &app_id, &job_id, credentials, now);
+    let caller = inner.check_credentials(&method, &uri, &headers, b"");
+    let (outcome, stall) = inner.decide(kind, &app_id, &job_id, &caller, now);
     let request_id = inner.request_id();
     tracing::debug!(%app_id, %job_id, request_id = ?request_id, "simulated request");
     if let Some(d) = stall {
@@ -257,10 +264,10 @@ fn answer(
         Outcome::Unauthorized(refusal) => {
             error_response(refusal.status, refusal.code, &refusal.message, request_id)
         }
-        Outcome::Throttled => error_response(
+        Outcome::Throttled(limit) => error_response(
             StatusCode::TOO_MANY_REQUESTS,
             "APIG.0308",
-            &throttle_message(inner.opts.rate_limit),
+            &throttle_message(limit),
             request_id,
         ),
         Outcome::Fault(kind) => {

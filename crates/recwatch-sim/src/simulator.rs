@@ -47,7 +47,7 @@ pub(crate) struct Shared {
     pub(crate) changes: Vec<Change>,
     pub(crate) faults: Vec<Fault>,
     pub(crate) counters: Counters,
-    /// The AK lockout and the rate limit's memory.
+    /// Per account: the AK lockout, a revoked key and the rate limits' memory.
     pub(crate) gate: Gate,
     /// Each app's record-callback registration.
     pub(crate) registrations: HashMap<String, Registered>,
@@ -78,8 +78,10 @@ pub(crate) struct Inner {
     pub(crate) addr: SocketAddr,
     pub(crate) epoch: Instant,
     pub(crate) epoch_utc: DateTime<Utc>,
-    /// With AK/SK, the secret key made ready for HMAC once (`gateway::signing_key`).
-    pub(crate) signing_key: Option<recwatch_rtc::sign::SigningKey>,
+    /// Account #0 (`default`, from `opts.auth`) and the others, as the gateway checks them.
+    pub(crate) accounts: Vec<crate::accounts::Account>,
+    /// The ECS metadata stand-in, when served.
+    pub(crate) metadata: Option<crate::metadata::Metadata>,
     /// Request ids: a per-run random prefix and a counter, so ids never repeat across runs.
     pub(crate) id_prefix: u64,
     pub(crate) next_id: AtomicU64,
@@ -100,24 +102,17 @@ pub struct Simulator {
 /// Starts serving on `listener` until [`Simulator::shutdown`].
 pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<Simulator> {
     let addr = listener.local_addr()?;
+    let accounts = crate::accounts::accounts(&opts)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let metadata = opts.metadata.as_ref().map(|m| {
+        let account = crate::accounts::index_of(&accounts, &m.account)
+            .expect("accounts() checked the metadata's account");
+        crate::metadata::Metadata::new(account, m.key_lifetime, opts.seed)
+    });
     let epoch = Instant::now();
     let epoch_utc = Utc::now();
-    let mut jobs = HashMap::new();
-    for i in 0..opts.jobs {
-        let job = if opts.scripted {
-            Job::Scripted(i)
-        } else {
-            let mut snapshot = scripted_job(&opts.app_id, i, opts.step, epoch_utc, Duration::ZERO);
-            snapshot.state = Some(State::Running);
-            snapshot.start_time = snapshot.create_time.clone();
-            snapshot.max_idle_time = Some(30);
-            snapshot.description = Some("recording".into());
-            fixed(snapshot)
-        };
-        jobs.insert(job_id(i), job);
-    }
     let mut apps = HashMap::new();
-    apps.insert(opts.app_id.clone(), jobs);
+    apps.insert(opts.app_id.clone(), initial_jobs(&opts, epoch_utc));
     let script_cut = vec![None; if opts.scripted { opts.jobs } else { 0 }];
     let (shutdown, _) = watch::channel(false);
     let mut registrations = HashMap::new();
@@ -144,7 +139,7 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
             changes: Vec::new(),
             faults: Vec::new(),
             counters: Counters::starting(Some(epoch_utc)),
-            gate: Gate::default(),
+            gate: Gate::new(accounts.len()),
             registrations,
             // Its own stream, apart from churn's, so dropping callbacks changes no churn.
             callback_rng: StdRng::seed_from_u64(opts.seed ^ 0xca11_bac4),
@@ -156,7 +151,8 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
         shutdown,
         callbacks,
         registered: watch::channel(0).0,
-        signing_key: crate::gateway::signing_key(&opts.auth),
+        accounts,
+        metadata,
         opts,
     });
     let router = server::router(inner.clone());
@@ -176,6 +172,25 @@ pub async fn start(listener: TcpListener, opts: SimOptions) -> std::io::Result<S
     }
     tracing::info!(%addr, jobs = inner.opts.jobs, app_id = %inner.opts.app_id, "simulator started");
     Ok(Simulator { inner })
+}
+
+/// The jobs `job-0000` upwards that `opts.app_id` serves from the start.
+fn initial_jobs(opts: &SimOptions, epoch_utc: DateTime<Utc>) -> HashMap<String, Job> {
+    let mut jobs = HashMap::new();
+    for i in 0..opts.jobs {
+        let job = if opts.scripted {
+            Job::Scripted(i)
+        } else {
+            let mut snapshot = scripted_job(&opts.app_id, i, opts.step, epoch_utc, Duration::ZERO);
+            snapshot.state = Some(State::Running);
+            snapshot.start_time = snapshot.create_time.clone();
+            snapshot.max_idle_time = Some(30);
+            snapshot.description = Some("recording".into());
+            fixed(snapshot)
+        };
+        jobs.insert(job_id(i), job);
+    }
+    jobs
 }
 
 /// A job served as is, its body serialized once.

@@ -2,6 +2,7 @@
 //! it, and the counters behind it, which take every arrival's instant as an argument so a test
 //! drives them without a clock.
 
+use crate::gateway::Verdict;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,47 @@ pub struct SimStats {
     /// Stop requests (`DELETE` of a job), whatever their answer; also in `requests`.
     #[serde(default)]
     pub stops: u64,
+    /// The job group's requests per account (`default` first among equals), by the key they
+    /// are signed with; a request signed with a key no account has is in none.
+    #[serde(default)]
+    pub by_account: BTreeMap<String, AccountStats>,
+    /// Requests to the ECS metadata stand-in (in none of the counts above).
+    #[serde(default)]
+    pub metadata: crate::metadata::MetadataStats,
+}
+
+/// One account's share of the job group's requests, counted as they arrived (whatever the
+/// answer), like the totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountStats {
+    pub requests: u64,
+    /// The most of its requests that arrived within any 1 s window.
+    pub max_per_sliding_second: u64,
+    pub refused_auth: u64,
+    /// Answered 429 by its rate limit.
+    pub throttled: u64,
+    /// Of `requests`, those signed with a temporary key from the metadata stand-in.
+    pub temporary: u64,
+}
+
+/// One account's counts and the arrivals of its last second.
+#[derive(Default)]
+struct AccountCounters {
+    stats: AccountStats,
+    window: VecDeque<Instant>,
+}
+
+/// Pushes `now` into a window of arrivals, forgetting those a second or more before it, and
+/// says how many the window holds.
+fn slide(window: &mut VecDeque<Instant>, now: Instant) -> u64 {
+    while window
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+    {
+        window.pop_front();
+    }
+    window.push_back(now);
+    window.len() as u64
 }
 
 /// Counts API requests; every method takes the arrival instant so tests can drive it.
@@ -73,6 +115,8 @@ pub(crate) struct Counters {
     pub(crate) creates: u64,
     pub(crate) created: u64,
     pub(crate) stops: u64,
+    by_account: BTreeMap<String, AccountCounters>,
+    pub(crate) metadata: crate::metadata::MetadataStats,
 }
 
 impl Counters {
@@ -94,15 +138,8 @@ impl Counters {
         job_id: Option<&str>,
     ) {
         self.requests += 1;
-        while self
-            .window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            self.window.pop_front();
-        }
-        self.window.push_back(now);
-        self.max_per_sliding_second = self.max_per_sliding_second.max(self.window.len() as u64);
+        let in_window = slide(&mut self.window, now);
+        self.max_per_sliding_second = self.max_per_sliding_second.max(in_window);
         match self.per_second.back_mut() {
             Some((s, n)) if *s == unix_second => *n += 1,
             _ => self.per_second.push_back((unix_second, 1)),
@@ -127,6 +164,32 @@ impl Counters {
             None => {
                 app.insert(job_id.to_string(), 1);
             }
+        }
+    }
+
+    /// The account a job-group request arriving at `now` is signed for (`temporary`: with
+    /// one of its temporary keys).
+    pub(crate) fn account_arrival(&mut self, account: &str, now: Instant, temporary: bool) {
+        let counters = match self.by_account.get_mut(account) {
+            Some(c) => c,
+            None => self.by_account.entry(account.to_string()).or_default(),
+        };
+        let stats = &mut counters.stats;
+        stats.requests += 1;
+        stats.temporary += u64::from(temporary);
+        let in_window = slide(&mut counters.window, now);
+        stats.max_per_sliding_second = stats.max_per_sliding_second.max(in_window);
+    }
+
+    /// What the gateway answered a request of `account`'s.
+    pub(crate) fn account_verdict(&mut self, account: &str, verdict: &Verdict) {
+        let Some(counters) = self.by_account.get_mut(account) else {
+            return;
+        };
+        match verdict {
+            Verdict::Pass => {}
+            Verdict::Refused(_) => counters.stats.refused_auth += 1,
+            Verdict::Throttled(_) => counters.stats.throttled += 1,
         }
     }
 
@@ -160,6 +223,12 @@ impl Counters {
             creates: self.creates,
             created: self.created,
             stops: self.stops,
+            by_account: self
+                .by_account
+                .iter()
+                .map(|(name, c)| (name.clone(), c.stats.clone()))
+                .collect(),
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -201,6 +270,46 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn accounts_are_counted_apart() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut c = Counters::default();
+        // (account, arrival in ms, temporary)
+        let arrivals = [
+            ("a", 0, false),
+            ("b", 10, false),
+            ("a", 500, true),
+            ("a", 999, false),
+            ("b", 1000, true),
+            ("a", 1000, false),
+            ("a", 1499, false),
+        ];
+        for (account, at, temporary) in arrivals {
+            c.arrival(t0 + ms(at), 0, "app", Some("job"));
+            c.account_arrival(account, t0 + ms(at), temporary);
+        }
+        c.account_verdict("a", &Verdict::Throttled(Some(3)));
+        c.account_verdict(
+            "b",
+            &Verdict::Refused(crate::gateway::Refusal::bad_key("x")),
+        );
+        c.account_verdict("b", &Verdict::Pass);
+        c.account_verdict("nobody", &Verdict::Pass);
+        let stats = c.snapshot();
+        assert_eq!(stats.max_per_sliding_second, 5, "all of them");
+        let want = |requests, max, refused_auth, throttled, temporary| AccountStats {
+            requests,
+            max_per_sliding_second: max,
+            refused_auth,
+            throttled,
+            temporary,
+        };
+        assert_eq!(stats.by_account["a"], want(5, 4, 0, 1, 1));
+        assert_eq!(stats.by_account["b"], want(2, 2, 1, 0, 1), "990 ms apart");
+        assert_eq!(stats.by_account.len(), 2);
     }
 
     #[test]

@@ -131,3 +131,54 @@ pub fn aksk_opts() -> SimOptions {
 pub fn fmt_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
+
+/// Credentials a client signs with: an account's key, or a temporary one with its security
+/// token.
+pub struct Key<'a> {
+    pub access_key: &'a str,
+    pub secret_key: &'a str,
+    pub project: &'a str,
+    /// Sent in `X-Security-Token`, signed like every header sent.
+    pub security_token: Option<&'a str>,
+}
+
+/// A poll of `job_id` signed with `key` as the SDK signs it; `unsigned` headers are sent
+/// beside it without being signed.
+pub async fn get_as(
+    c: &reqwest::Client,
+    sim: &Simulator,
+    job_id: &str,
+    key: &Key<'_>,
+    unsigned: &[(&str, &str)],
+) -> reqwest::Response {
+    let path = job_path("demo-app", job_id);
+    let host = sim.addr().to_string();
+    let date = Utc::now().format(sign::DATE_FORMAT).to_string();
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Host", host.as_str()),
+        ("X-Project-Id", key.project),
+        (sign::DATE_HEADER, date.as_str()),
+    ];
+    if let Some(token) = key.security_token {
+        headers.push(("X-Security-Token", token));
+    }
+    let signed = sign::sign(
+        key.access_key,
+        key.secret_key,
+        "GET",
+        &path,
+        &[],
+        &headers,
+        b"",
+    );
+    let mut request = c.get(format!("{}{path}", sim.url()));
+    for (name, value) in headers.iter().chain(unsigned).filter(|(n, _)| *n != "Host") {
+        request = request.header(*name, *value);
+    }
+    request
+        .header("Authorization", signed.authorization)
+        .send()
+        .await
+        .unwrap()
+}

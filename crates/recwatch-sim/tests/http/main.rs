@@ -7,6 +7,7 @@ mod harness;
 #[path = "../../../../src/testing.rs"]
 mod testing;
 
+mod accounts;
 mod callbacks;
 mod churn;
 mod client;
@@ -14,5 +15,6 @@ mod control;
 mod faults;
 mod gateway;
 mod jobs;
+mod metadata;
 mod script;
 mod throughput;

@@ -1,0 +1,164 @@
+//! Several accounts (issue 25): each account its own poller, budget, lockout guard and
+//! api_unhealthy. Two regions are two simulators here, each with its own endpoint: one loses
+//! its key, the other goes on.
+
+use crate::core::wait_states;
+use crate::harness::*;
+use crate::support::receiver::Receiver;
+use std::net::SocketAddr;
+
+/// Another region's access key: its own budget and lockout (one key shares both).
+const SOUTH_AK: &str = "SOUTHACCESSKEY000002";
+
+/// A simulator of the south region, with its own key.
+fn south_sim(jobs: usize) -> recwatch_sim::SimOptions {
+    recwatch_sim::SimOptions {
+        auth: recwatch_sim::SimAuth::AkSk {
+            access_key: SOUTH_AK.into(),
+            secret_key: SK.into(),
+        },
+        ..static_sim(jobs)
+    }
+}
+
+async fn readyz(addr: SocketAddr) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// `(rule, status, summary)` of every accepted api_unhealthy delivery.
+fn api_notices(hook: &Receiver) -> Vec<(String, String, String)> {
+    hook.received()
+        .iter()
+        .filter(|r| r.alert.rule.as_str() == "api_unhealthy")
+        .map(|r| {
+            (
+                r.alert.rule.as_str().to_string(),
+                r.alert.status.as_str().to_string(),
+                r.alert.summary.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Account `south`'s key is wrong: after three refusals its poller stops for its
+/// `auth_backoff` and raises one api_unhealthy naming it, while `north` goes on polling,
+/// records its jobs' changes and alerts them; `/readyz` stays ready (one blind account is an
+/// alert, not a dead daemon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_blinds_one_account_and_the_other_goes_on() {
+    let north = start_sim(static_sim(2)).await;
+    let south = start_sim(south_sim(2)).await;
+    let hook = Receiver::start(Some(SECRET)).await;
+    let mut cfg = AppConfig::new(&north, 0);
+    cfg.listen = "127.0.0.1:0".into();
+    cfg.accounts = Some(format!(
+        "{}{}",
+        account_toml("north", &north.url(), (AK, SK), "rate_limit = 20"),
+        account_toml(
+            "south",
+            &south.url(),
+            (SOUTH_AK, "not-the-key"),
+            "auth_backoff = \"1h\""
+        ),
+    ));
+    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
+    for (job, account) in [("job-0000", "north"), ("job-0001", "south")] {
+        cfg.extra.push_str(&format!(
+            "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{job}\"\naccount = \"{account}\"\n"
+        ));
+    }
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    let addr = app.http_addr().await;
+    wait_states(&app, &["job-0000".into()], "RUNNING").await;
+    wait_for("south's api_unhealthy alert", T, || async {
+        (!api_notices(&hook).is_empty()).then_some(())
+    })
+    .await;
+    let notices = api_notices(&hook);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].1, "firing");
+    assert!(
+        notices[0].2.contains("of account south"),
+        "the alert names the blind account: {notices:?}"
+    );
+    // The blind account is an alert; the daemon still watches the other one.
+    assert_eq!(readyz(addr).await, (200, "ready\n".to_string()));
+
+    // north's job dies: recorded and alerted, not held back by south's outage.
+    set_state(&north, "job-0000", "STOPPED", Some("INTERNAL_ERROR"));
+    wait_for("north's stopped_unexpectedly alert", T, || async {
+        hook.received()
+            .iter()
+            .any(|r| {
+                r.alert.rule.as_str() == "stopped_unexpectedly"
+                    && r.alert.job.as_ref().is_some_and(|j| j.job_id == "job-0000")
+            })
+            .then_some(())
+    })
+    .await;
+    // south's poller stopped after its refusals (auth_backoff 1h): at most the three that
+    // earn the back-off ever reached its gateway, and none of its jobs was ever read.
+    let refused = south.stats().requests;
+    assert!(
+        (1..=3).contains(&refused),
+        "south's gateway saw {refused} requests"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM jobs WHERE job_id = 'job-0001' AND state IS NOT NULL")
+            .await,
+        0,
+        "south's job was never read"
+    );
+    // Still exactly one api_unhealthy, and only south's episode is open.
+    assert_eq!(api_notices(&hook).len(), 1);
+    let open = app
+        .scalar("SELECT COUNT(*) FROM episodes WHERE rule = 'api_unhealthy' AND job_id = 'south' AND resolved_at IS NULL")
+        .await;
+    assert_eq!(open, 1);
+    assert!(app.stop().await.success());
+}
+
+/// Every account refused: then, and only then, the daemon is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_only_while_every_account_is_blind() {
+    let north = start_sim(static_sim(1)).await;
+    let south = start_sim(south_sim(1)).await;
+    let mut cfg = AppConfig::new(&north, 0);
+    cfg.listen = "127.0.0.1:0".into();
+    cfg.accounts = Some(format!(
+        "{}{}",
+        account_toml(
+            "north",
+            &north.url(),
+            (AK, "wrong-too"),
+            "auth_backoff = \"1h\""
+        ),
+        account_toml(
+            "south",
+            &south.url(),
+            (SOUTH_AK, "not-the-key"),
+            "auth_backoff = \"1h\""
+        ),
+    ));
+    cfg.extra = "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000\"\naccount = \"south\"\n\
+                 \n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"job-0000b\"\naccount = \"north\"\n"
+        .into();
+    let mut app = TestApp::new(&cfg);
+    app.start();
+    let addr = app.http_addr().await;
+    let body = wait_for("/readyz to say the API is failing", T, || async {
+        let (code, body) = readyz(addr).await;
+        (code == 503 && body.contains("api_unhealthy")).then_some(body)
+    })
+    .await;
+    assert!(body.contains("api_unhealthy"), "{body}");
+    let open = app
+        .scalar(
+            "SELECT COUNT(*) FROM episodes WHERE rule = 'api_unhealthy' AND resolved_at IS NULL",
+        )
+        .await;
+    assert_eq!(open, 2, "one episode per account");
+    assert!(app.stop().await.success());
+}
