@@ -287,6 +287,7 @@ pub const POLL_OUTCOMES: &[&str] = &[
     "no_state",
     "timeout",
     "connection",
+    "credentials_unavailable",
 ];
 
 /// `recwatch_transitions_total{to_state}`: recwatch-rtc's `State::label`.
@@ -575,6 +576,7 @@ mod tests {
             ErrorKind::NoState,
             ErrorKind::Timeout,
             ErrorKind::Connection,
+            ErrorKind::CredentialsUnavailable,
         ];
         for k in kinds {
             // Exhaustive: a new ErrorKind must be added to `kinds` (and so to POLL_OUTCOMES).
@@ -590,7 +592,8 @@ mod tests {
                 | ErrorKind::WrongJob
                 | ErrorKind::NoState
                 | ErrorKind::Timeout
-                | ErrorKind::Connection => {}
+                | ErrorKind::Connection
+                | ErrorKind::CredentialsUnavailable => {}
             }
         }
         let want: BTreeSet<&str> = std::iter::once("ok")

@@ -122,8 +122,8 @@ pub fn snapshot_stuck_init(
 ///   the API as a whole is healthy (when it is not, `api_unhealthy` is the news);
 /// - `Some(false)`: it reads again, or the RTC service says the job does not exist
 ///   (`job_not_found` says that), or too few failures yet;
-/// - `None`: the outcome says nothing about this job alone (refused credentials, throttling:
-///   the whole API's), or the API is unhealthy: an open episode stays as it is.
+/// - `None`: the outcome says nothing about this job alone (refused or unavailable
+///   credentials, throttling: the whole API's), or the API is unhealthy: an open episode stays as it is.
 pub fn poll_failing(
     outcome: &PollOutcome,
     streak: i64,
@@ -134,7 +134,9 @@ pub fn poll_failing(
         PollOutcome::Ok { .. } => Some(false),
         PollOutcome::Failed { kind, .. } => match kind {
             ErrorKind::NotFound => Some(false),
-            ErrorKind::Unauthorized | ErrorKind::Throttled => None,
+            ErrorKind::Unauthorized | ErrorKind::Throttled | ErrorKind::CredentialsUnavailable => {
+                None
+            }
             _ if api_unhealthy => None,
             _ => Some(streak >= i64::from(after)),
         },
@@ -313,6 +315,13 @@ mod tests {
             (
                 "refused credentials: the whole API's",
                 failed(ErrorKind::Unauthorized),
+                9,
+                false,
+                None,
+            ),
+            (
+                "no usable credentials (expired temporary keys): the whole account's",
+                failed(ErrorKind::CredentialsUnavailable),
                 9,
                 false,
                 None,

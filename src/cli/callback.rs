@@ -217,12 +217,14 @@ fn api_error(e: RtcError, app_id: &str, what: &str) -> anyhow::Error {
         _ => format!("cannot {what} app {app_id}: {}", e.cause()),
     };
     match e.kind {
-        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Server | ErrorKind::Throttled => {
-            anyhow::Error::new(StartError {
-                exit: EXIT_UNAVAILABLE,
-                message,
-            })
-        }
+        ErrorKind::Connection
+        | ErrorKind::Timeout
+        | ErrorKind::Server
+        | ErrorKind::Throttled
+        | ErrorKind::CredentialsUnavailable => anyhow::Error::new(StartError {
+            exit: EXIT_UNAVAILABLE,
+            message,
+        }),
         _ => anyhow::anyhow!(message),
     }
 }

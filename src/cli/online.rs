@@ -120,6 +120,14 @@ fn verdict(answer: &Result<(), RtcError>, endpoint: &str) -> Verdict {
             EXIT_UNAVAILABLE,
             format!("{endpoint} could not answer now ({e}); try again"),
         ),
+        // Nothing was sent: the credential source (the ECS metadata service) gave no keys.
+        ErrorKind::CredentialsUnavailable => fails(
+            EXIT_UNAVAILABLE,
+            format!(
+                "no credentials to sign a request to {endpoint} with: {}",
+                e.cause()
+            ),
+        ),
     }
 }
 

@@ -241,13 +241,9 @@ impl ApiConfig {
     /// (entries with one key share the key's 10 requests/s), else the entry itself. Never a
     /// temporary key: a renewal must keep the budget's window.
     pub fn budget_identity(&self) -> String {
-        match &self.auth {
-            super::Auth::AkSk {
-                access_key,
-                security_token: None,
-                ..
-            } => format!("ak:{access_key}"),
-            _ => format!("account:{}", self.name),
+        match self.auth.budget_identity() {
+            Some(access_key) => format!("ak:{access_key}"),
+            None => format!("account:{}", self.name),
         }
     }
 }

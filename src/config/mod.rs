@@ -10,6 +10,7 @@
 //! schedule, the log filter), so nothing downstream parses a config string again.
 
 mod accounts;
+mod auth;
 mod budget;
 mod callback;
 mod channels;
@@ -127,7 +128,9 @@ pub struct ApiConfig {
     /// Requests per second shared by every poll.
     pub rate_limit: u32,
     pub max_in_flight: usize,
-    pub auth: Auth,
+    /// `[api.auth]`: where the keys come from (`source`), a handle the client asks per
+    /// request.
+    pub auth: recwatch_rtc::Credentials,
     /// How long the whole poller waits after a throttled (429) answer.
     pub throttle_backoff: Duration,
     /// How long the poller stops after repeated refused credentials; the gateway locks an AK
@@ -420,7 +423,7 @@ impl Config {
     }
 
     /// A config with every default and no jobs, for the demo and tests.
-    pub fn defaults(auth: Auth) -> Config {
+    pub fn defaults(auth: impl Into<recwatch_rtc::Credentials>) -> Config {
         let api = ApiConfig {
             name: DEFAULT_ACCOUNT.into(),
             endpoint: Url::parse(DEFAULT_ENDPOINT).expect("default endpoint parses"),
@@ -428,7 +431,7 @@ impl Config {
             timeout: defaults::API_TIMEOUT,
             rate_limit: defaults::RATE_LIMIT as u32,
             max_in_flight: defaults::MAX_IN_FLIGHT as usize,
-            auth,
+            auth: auth.into(),
             throttle_backoff: defaults::THROTTLE_BACKOFF,
             auth_backoff: defaults::AUTH_BACKOFF,
             allow_short_auth_backoff: false,

@@ -56,7 +56,7 @@ fn environment_overrides_the_file() {
         ("RECWATCH_CONFIG".to_string(), "/x.toml".to_string()),
     ];
     let c = parse_str(MINIMAL, env, None).unwrap();
-    let Auth::AkSk { secret_key, .. } = &c.api.auth else {
+    let Some(Auth::AkSk { secret_key, .. }) = c.api.auth.fixed_auth() else {
         panic!("aksk")
     };
     assert_eq!(secret_key.expose(), "from-env");
@@ -70,10 +70,44 @@ fn secret_file_is_read_and_trimmed() {
     std::fs::write(dir.path().join("sk"), "  s3cret\n").unwrap();
     let text = MINIMAL.replace("secret_key = \"SK\"", "secret_key_file = \"sk\"");
     let c = parse_str(&text, Vec::<(String, String)>::new(), Some(dir.path())).unwrap();
-    let Auth::AkSk { secret_key, .. } = &c.api.auth else {
+    let Some(Auth::AkSk { secret_key, .. }) = c.api.auth.fixed_auth() else {
         panic!("aksk")
     };
     assert_eq!(secret_key.expose(), "s3cret");
+}
+
+/// `[api.auth] source`: a profile's project id fills in for a missing `api.project_id` (and
+/// `api.project_id` wins when both are set); temporary keys from the metadata service still
+/// need one; a key of another source is refused naming the source.
+#[test]
+fn credential_sources_in_api_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("credentials"),
+        "[basic]\nak = PROFILEAK\nsk = hunter2-profile\nproject_id = from-profile\n",
+    )
+    .unwrap();
+    let read = |text: &str| parse_str(text, Vec::<(String, String)>::new(), Some(dir.path()));
+    let profile = "[api.auth]\nsource = \"profile\"\npath = \"credentials\"\n";
+    let c = read(profile).unwrap();
+    assert_eq!(c.api.project_id.as_deref(), Some("from-profile"));
+    assert_eq!(c.api.auth.source(), recwatch_rtc::SourceKind::Profile);
+    assert_eq!(c.api.auth.budget_identity(), Some("PROFILEAK"));
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let c = read(&format!("[api]\nproject_id = \"mine\"\n{profile}")).unwrap();
+    assert_eq!(c.api.project_id.as_deref(), Some("mine"));
+    let e = read("[api.auth]\nsource = \"ecs-metadata\"\n").unwrap_err();
+    assert_eq!(e.location, "api.project_id", "{e}");
+    let c = read("[api]\nproject_id = \"p\"\n[api.auth]\nsource = \"ecs-metadata\"\nrenew_before = \"30m\"\n")
+        .unwrap();
+    assert_eq!(c.api.auth.budget_identity(), None);
+    assert!(c.api.auth.describe().contains("renewed 30m before expiry"));
+    let e = read(
+        "[api]\nproject_id = \"p\"\n[api.auth]\nsource = \"ecs-metadata\"\naccess_key = \"AK\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.location, "api.auth.access_key", "{e}");
+    assert!(e.message.contains("set source = \"static\""), "{e}");
 }
 
 /// Every bad-config case: the key the message must name, and a phrase of the fix.

@@ -10,8 +10,8 @@ use super::heartbeat::read_heartbeat;
 use super::raw::Table;
 use super::split::Entries;
 use super::{
-    ApiConfig, Auth, Config, ConfigError, HttpConfig, JobConfig, LogConfig, NotifyConfig,
-    PollConfig, RulesConfig, Schedule,
+    ApiConfig, Config, ConfigError, HttpConfig, JobConfig, LogConfig, NotifyConfig, PollConfig,
+    RulesConfig, Schedule,
 };
 use crate::domain::Severity;
 use crate::telemetry::LogFilter;
@@ -114,9 +114,11 @@ pub(super) fn read_api(
     let project_id = read_project_id(&mut t)?;
     let (timeout, rate_limit, max_in_flight) = read_budget(&mut t)?;
     let (throttle_backoff, auth_backoff, allow_short_auth_backoff) = read_backoffs(&mut t)?;
-    let auth = read_auth(t.table("auth")?, base)?;
+    let auth = super::auth::read_auth(t.table("auth")?, base)?;
     t.finish()?;
-    if matches!(auth, Auth::AkSk { .. }) && project_id.is_none() {
+    // The environment's or the profile's project id, as the SDK takes it, when none is here.
+    let project_id = project_id.or_else(|| auth.project_id().map(str::to_string));
+    if auth.signs() && project_id.is_none() {
         return Err(t.err(
             "project_id",
             "missing: AK/SK requests must carry X-Project-Id. Set project_id to the project ID of the region your RTC app is in: in the console, My Credentials > API Credentials lists one project ID per region (e.g. cn-north-4)",
@@ -238,47 +240,6 @@ fn read_backoffs(t: &mut Table) -> Result<(Duration, Duration, bool), ConfigErro
 /// A default as the example in a message: `"6m"`, quoted the way the file writes it.
 pub(super) fn quoted(d: Duration) -> String {
     format!("\"{}\"", format_duration(d))
-}
-
-fn read_auth(mut t: Table, base: Option<&Path>) -> Result<Auth, ConfigError> {
-    let access_key = t.nonempty_string("access_key")?;
-    let secret_key = t.secret("secret_key", base)?;
-    let security_token = t.secret("security_token", base)?;
-    let token = t.secret("token", base)?;
-    t.finish()?;
-    let here = &t.path;
-    match (access_key, secret_key, token) {
-        (Some(access_key), Some(secret_key), None) => Ok(Auth::AkSk {
-            access_key,
-            secret_key,
-            security_token,
-        }),
-        (None, None, Some(token)) => {
-            if security_token.is_some() {
-                return Err(ConfigError::new(
-                    format!("{here}.security_token"),
-                    "only goes with access_key/secret_key (temporary AK/SK), not with token",
-                ));
-            }
-            Ok(Auth::Token { token })
-        }
-        (Some(_), None, None) => Err(ConfigError::new(
-            format!("{here}.secret_key"),
-            "missing: access_key is set, so set secret_key or secret_key_file too",
-        )),
-        (None, Some(_), None) => Err(ConfigError::new(
-            format!("{here}.access_key"),
-            "missing: secret_key is set, so set access_key too",
-        )),
-        (None, None, None) => Err(ConfigError::new(
-            here.clone(),
-            "no credentials: set access_key with secret_key (or secret_key_file), or token (or token_file)",
-        )),
-        (_, _, Some(_)) => Err(ConfigError::new(
-            here.clone(),
-            "two authentication methods: set either access_key/secret_key or token, not both",
-        )),
-    }
 }
 
 fn read_poll(mut t: Table) -> Result<PollConfig, ConfigError> {

@@ -59,7 +59,8 @@ mod tests {
                 access_key: ak.into(),
                 secret_key: Secret::new("sk"),
                 security_token: None,
-            };
+            }
+            .into();
         }
         a
     }

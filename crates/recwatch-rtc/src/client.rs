@@ -13,6 +13,7 @@
 //! job is a bad answer, never that job's new state.
 
 use crate::Auth;
+use crate::credentials::{Credentials, Signing};
 use crate::jobs::Kind;
 use crate::model::{ErrorBody, JobSnapshot, State, parse_error_body, parse_job_fields, same_id};
 use crate::secret::Redactor;
@@ -75,6 +76,12 @@ pub enum ErrorKind {
     Timeout,
     /// The connection could not be made or broke before an answer.
     Connection,
+    /// No usable keys to sign with: temporary credentials expired and their source (the ECS
+    /// metadata service) did not renew them. Nothing was sent, so it is neither a refusal
+    /// (no step toward the gateway's lock of the key, no `auth_backoff` pause: the next
+    /// renewal may come at any moment) nor one job's failure: every request of the account
+    /// fails so, which makes the API unhealthy.
+    CredentialsUnavailable,
 }
 
 impl ErrorKind {
@@ -93,6 +100,7 @@ impl ErrorKind {
             ErrorKind::NoState => "no_state",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Connection => "connection",
+            ErrorKind::CredentialsUnavailable => "credentials_unavailable",
         }
     }
 
@@ -110,6 +118,7 @@ impl ErrorKind {
             ErrorKind::NoState => "answer without a job state",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Connection => "connection failed",
+            ErrorKind::CredentialsUnavailable => "no usable credentials",
         }
     }
 
@@ -127,6 +136,9 @@ impl ErrorKind {
             ErrorKind::Server => "the RTC service is failing; see its status page",
             ErrorKind::Throttled => "another client may share the account's rate limit",
             ErrorKind::NotFound => "check the watched app_id and job_id",
+            ErrorKind::CredentialsUnavailable => {
+                "check api.auth's credential source (the ECS metadata service: is the instance's agency set?)"
+            }
         }
     }
 }
@@ -294,12 +306,10 @@ pub struct RtcClient {
     authority: Authority,
     /// The Host header, as signed and as sent.
     host: String,
-    auth: Auth,
+    /// Asked for the keys per request: a renewal changes them without a new client. The
+    /// keys' secrets are removed from every answer's text (see [`RtcClient::get_job`]).
+    credentials: Credentials,
     project_id: Option<String>,
-    /// The credentials' secrets, removed from every answer's text (see [`RtcClient::get_job`]).
-    redactor: Redactor,
-    /// With AK/SK, the secret key made ready for HMAC once rather than per request.
-    signing_key: Option<sign::SigningKey>,
 }
 
 /// What [`RtcClient::new`] needs: where the API is, who is asking, and how long to wait.
@@ -331,7 +341,8 @@ pub struct ClientConfig {
     pub endpoint: Url,
     /// Sent as `X-Project-Id` when set (IAM projects other than the region's default).
     pub project_id: Option<String>,
-    pub auth: Auth,
+    /// Where the keys come from; the client asks it per request.
+    pub auth: Credentials,
     /// For the whole request, answer included; connecting gets at most 10 s of it.
     pub timeout: Duration,
     /// Idle connections kept for reuse: the number of requests in flight at once.
@@ -339,12 +350,13 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// No project id, a 10 s timeout, 4 connections.
-    pub fn new(endpoint: Url, auth: Auth) -> ClientConfig {
+    /// No project id, a 10 s timeout, 4 connections. `auth` is an [`Auth`]
+    /// (static keys) or any [`Credentials`].
+    pub fn new(endpoint: Url, auth: impl Into<Credentials>) -> ClientConfig {
         ClientConfig {
             endpoint,
             project_id: None,
-            auth,
+            auth: auth.into(),
             timeout: Duration::from_secs(10),
             max_connections: 4,
         }
@@ -392,15 +404,8 @@ impl RtcClient {
             scheme,
             authority,
             host,
-            auth: api.auth.clone(),
+            credentials: api.auth.clone(),
             project_id: api.project_id.clone(),
-            redactor: Redactor::new(api.auth.secrets()),
-            signing_key: match &api.auth {
-                Auth::AkSk { secret_key, .. } => {
-                    Some(sign::SigningKey::new(secret_key.expose().as_bytes()))
-                }
-                Auth::Token { .. } => None,
-            },
         })
     }
 
@@ -441,7 +446,8 @@ impl RtcClient {
     }
 
     /// The headers for one GET, signed when the credentials are AK/SK. Pure apart from the
-    /// clock, which is an argument.
+    /// clock, which is an argument. Signed with the keys held now: temporary keys not fetched
+    /// yet leave the request unsigned (requests themselves go through `send`, which asks).
     pub fn headers(
         &self,
         path: &str,
@@ -452,7 +458,8 @@ impl RtcClient {
 
     /// The headers for one request with `method` and `body` (empty for none), signed over the
     /// body's SHA-256 when the credentials are AK/SK, as the SDK signs a create or an update.
-    /// Pure apart from the clock, which is an argument.
+    /// Pure apart from the clock, which is an argument; signed with the keys held now, as
+    /// [`headers`](Self::headers).
     pub fn headers_for(
         &self,
         method: &str,
@@ -460,13 +467,33 @@ impl RtcClient {
         body: &[u8],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Vec<(&'static str, String)> {
-        let mut headers: Vec<(&'static str, String)> = vec![
+        match self.credentials.held() {
+            Some(keys) => self.headers_with(&keys, method, path, body, now),
+            None => self.unsigned_headers(),
+        }
+    }
+
+    fn unsigned_headers(&self) -> Vec<(&'static str, String)> {
+        vec![
             ("Accept", "application/json".into()),
             ("Content-Type", "application/json".into()),
             ("Host", self.host.clone()),
             ("User-Agent", USER_AGENT.into()),
-        ];
-        match &self.auth {
+        ]
+    }
+
+    /// The headers for one request signed with `keys` (see [`headers_for`](Self::headers_for)):
+    /// `X-Security-Token` is added, and signed, when the keys are temporary.
+    pub fn headers_with(
+        &self,
+        keys: &Signing,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(&'static str, String)> {
+        let mut headers = self.unsigned_headers();
+        match keys.auth() {
             Auth::Token { token } => headers.push(("X-Auth-Token", token.expose().to_string())),
             Auth::AkSk {
                 access_key,
@@ -474,7 +501,7 @@ impl RtcClient {
                 security_token,
             } => {
                 let made;
-                let key = match &self.signing_key {
+                let key = match keys.signing_key() {
                     Some(key) => key,
                     None => {
                         made = sign::SigningKey::new(secret_key.expose().as_bytes());
@@ -536,8 +563,11 @@ impl RtcClient {
         app_id: &str,
         job_id: &str,
     ) -> Result<Fetched, RtcError> {
-        let r = &self.redactor;
-        match self.fetch_job(kind, app_id, job_id).await {
+        let fetched = self.fetch_job(kind, app_id, job_id).await;
+        // The keys held after the request: the ones it was signed with and their predecessor.
+        let held = self.credentials.held();
+        let r = redactor_of(held.as_deref());
+        match fetched {
             Ok(mut f) => {
                 f.raw = r.redact(&f.raw);
                 f.job.description = f.job.description.map(|d| r.redact(&d));
@@ -551,7 +581,8 @@ impl RtcClient {
     /// The error with every configured secret removed from the text that came from outside,
     /// each field cut to a bounded length.
     pub(crate) fn clean_error(&self, mut e: RtcError) -> RtcError {
-        let r = &self.redactor;
+        let held = self.credentials.held();
+        let r = redactor_of(held.as_deref());
         let clean = |t: Option<String>| t.map(|t| r.clean(&t, MAX_ERROR_CHARS));
         e.error_code = clean(e.error_code);
         e.error_msg = clean(e.error_msg);
@@ -562,7 +593,8 @@ impl RtcClient {
 
     /// Removes every configured secret from text that came from outside.
     pub(crate) fn redact(&self, text: &str) -> String {
-        self.redactor.redact(text)
+        let held = self.credentials.held();
+        redactor_of(held.as_deref()).redact(text)
     }
 
     async fn fetch_job(&self, kind: Kind, app_id: &str, job_id: &str) -> Result<Fetched, RtcError> {
@@ -604,9 +636,12 @@ impl RtcClient {
         body: Option<Vec<u8>>,
     ) -> Result<Answer, RtcError> {
         let uri = self.uri(path)?;
+        // Before the request is made: temporary keys due for renewal are renewed here.
+        let keys = self.credentials.current().await?;
         let mut map = HeaderMap::with_capacity(16);
         let signed_body = body.as_deref().unwrap_or_default();
-        for (name, value) in self.headers_for(
+        for (name, value) in self.headers_with(
+            &keys,
             method.as_str(),
             self.gateway_path(path),
             signed_body,
@@ -649,6 +684,15 @@ impl RtcClient {
                 not_sent: true,
                 ..RtcError::transport(ErrorKind::Rejected, format!("path {path:?}: {e}"))
             })
+    }
+}
+
+/// The redactor of the keys held (nothing to redact before any were fetched).
+fn redactor_of(keys: Option<&Signing>) -> &Redactor {
+    static NONE: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(Redactor::default);
+    match keys {
+        Some(keys) => keys.redactor(),
+        None => &NONE,
     }
 }
 

@@ -300,7 +300,8 @@ impl CreateFailure {
 pub fn create_failure(kind: ErrorKind, status: Option<u16>, not_sent: bool) -> CreateFailure {
     use CreateFailure::*;
     match kind {
-        ErrorKind::Throttled => NotCreated,
+        // The request was never made: no keys to sign it with.
+        ErrorKind::Throttled | ErrorKind::CredentialsUnavailable => NotCreated,
         _ if status.is_some_and(|s| (300..500).contains(&s)) => Refused,
         ErrorKind::Timeout | ErrorKind::Connection if not_sent => NotCreated,
         ErrorKind::NotFound
@@ -432,6 +433,13 @@ mod tests {
                 NotCreated,
             ),
             ("connection refused", K::Connection, None, true, NotCreated),
+            (
+                "no usable credentials: never sent",
+                K::CredentialsUnavailable,
+                None,
+                true,
+                NotCreated,
+            ),
             ("connect timed out", K::Timeout, None, true, NotCreated),
             (
                 "connection lost after sending",

@@ -17,6 +17,9 @@
 //!   the shared signing vector (`tests/callback_vectors.rs`).
 //! - [`registration`]: an app's record-callback registration (`GET`/`PUT
 //!   /v2/apps/{app_id}/record-callback`), through the same client and typed errors.
+//! - [`credentials`]: [`Credentials`], the handle a client signs with, from one of the SDK's
+//!   four sources (static keys, the environment, its credentials file, an ECS instance's
+//!   metadata service, whose temporary keys are renewed before they expire).
 //! - [`secret`]: [`Secret`], which never prints, and [`Redactor`], which removes secrets from
 //!   text that came from outside.
 //!
@@ -41,6 +44,7 @@
 
 pub mod callback;
 pub mod client;
+pub mod credentials;
 pub mod jobs;
 pub mod model;
 pub mod registration;
@@ -52,6 +56,7 @@ pub use callback::{
     EventError, EventType, RecordEvent, RecordedFile, SignatureError, SignatureHeaders,
 };
 pub use client::{ClientConfig, ErrorKind, Fetched, RtcClient, RtcError};
+pub use credentials::{Credentials, MetadataConfig, Signing, SourceError, SourceKind};
 pub use jobs::{CreateFailure, CreateRequest, Created, Kind, NotRecreatable, Stopped};
 pub use model::{JobSnapshot, State, StopReason};
 pub use registration::{CallbackUpdate, Registration};

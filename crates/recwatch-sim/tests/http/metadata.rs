@@ -367,3 +367,43 @@ async fn not_served_without_its_options() {
     let (status, code, _) = error_body(answer).await;
     assert_eq!((status, code.as_str()), (404, "APIG.0101"));
 }
+
+/// recwatch's own client with `ecs-metadata` credentials (`recwatch_rtc::Credentials`): one
+/// session token and one key for many polls, each signed with the key and its security token
+/// and accepted by the gateway as region b's; the handle describes the key, never its secret.
+#[tokio::test]
+async fn recwatchs_client_polls_with_the_stand_ins_keys() {
+    let sim = spawn(SimOptions {
+        metadata: Some(SimMetadata {
+            account: "region-b".into(),
+            // Long enough that no renewal falls due while the test runs on the real clock.
+            key_lifetime: Duration::from_secs(3600),
+        }),
+        ..with_metadata()
+    })
+    .await;
+    let url = sim.metadata_url().unwrap().parse().unwrap();
+    let creds = recwatch_rtc::Credentials::ecs_metadata(recwatch_rtc::MetadataConfig::new(url));
+    let mut config = ClientConfig::new(sim.url().parse().unwrap(), creds.clone());
+    config.project_id = Some("project-b".into());
+    let client = RtcClient::new(&config).unwrap();
+    for _ in 0..5 {
+        client.get_job("demo-app", "job-0000").await.unwrap();
+    }
+    let stats = sim.stats();
+    let m = &stats.metadata;
+    assert_eq!((m.token_requests, m.key_requests, m.keys_issued), (1, 1, 1));
+    let b = &stats.by_account["region-b"];
+    assert_eq!((b.requests, b.temporary, b.refused_auth), (5, 5, 0));
+    let described = creds.describe();
+    assert!(
+        described.contains("temporary AK/SK with security token"),
+        "{described}"
+    );
+    let keys = creds.held().unwrap();
+    let Auth::AkSk { secret_key, .. } = keys.auth() else {
+        panic!("temporary keys are AK/SK")
+    };
+    assert!(!described.contains(secret_key.expose()), "{described}");
+    assert!(!format!("{creds:?}").contains(secret_key.expose()));
+}
