@@ -49,7 +49,8 @@ pub(super) fn configure(config: &mut Config, step: Duration) {
         access_key: SECOND_AK.into(),
         secret_key: Secret::new(SECOND_SK),
         security_token: None,
-    };
+    }
+    .into();
     second.auth_backoff = step * 2;
     second.allow_short_auth_backoff = true;
     config.accounts = vec![config.api.clone(), second];
