@@ -702,14 +702,19 @@ async fn status_line(store: &Store, shown: &Shown, stats: &simulate::SimStats) -
     let failing = jobs.values().filter(|r| r.consecutive_failures > 0).count();
     let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
     format!(
-        "status: {} ({}; {failing} failing now), {} raised and {} resolved, {} received; {} so far, at most {} in any second",
+        "status: {} ({}; {failing} failing now), {} raised and {} resolved, {} received; {} so far, at most {} in any second for one account",
         plural(jobs.len(), "job"),
         states.join(", "),
         plural(shown.alerts, "alert"),
         shown.resolved,
         plural(shown.webhooks, "webhook"),
         plural(stats.requests as usize, "API request"),
-        stats.max_per_sliding_second
+        stats
+            .by_account
+            .values()
+            .map(|a| a.max_per_sliding_second)
+            .max()
+            .unwrap_or(0)
     )
 }
 

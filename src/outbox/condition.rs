@@ -232,7 +232,10 @@ impl Outbox {
                     Rule::StuckInit => format!("{label} is no longer stuck in INIT"),
                     Rule::JobNotFound => format!("{label} is found again"),
                     Rule::PollFailing => format!("{label} is read again"),
-                    _ => "the RTC API answers normally again".to_string(),
+                    _ => format!(
+                        "the RTC API{} answers normally again",
+                        super::of_account(config)
+                    ),
                 };
                 notify.then_some((id, Status::Resolved, resolved))
             }
