@@ -47,7 +47,7 @@ pub(super) async fn status(
 
 /// `status`'s budget lines and its table, every cell borrowed from `jobs`, made each time it
 /// is asked for (the widths, then the lines) rather than held.
-fn print_status(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Result<()> {
+fn print_status<'c>(config: &Config, jobs: &crate::status::Shown<'c>) -> std::io::Result<()> {
     print_budget(config, jobs)?;
     let header = [
         "NAME",
@@ -60,13 +60,7 @@ fn print_status(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Re
         "LAST_CHANGE",
         "ERROR",
     ];
-    fn shown(v: Option<&str>) -> &str {
-        v.unwrap_or("-")
-    }
-    super::print_table_split(jobs.len() + 1, |i| {
-        let Some(r) = i.checked_sub(1).and_then(|i| jobs.get(i)) else {
-            return header;
-        };
+    let cells = |r: &crate::status::Sorted<'c>| {
         [
             shown(r.name),
             r.app_id,
@@ -78,7 +72,30 @@ fn print_status(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Re
             shown(r.last_changed_at),
             shown(r.last_error),
         ]
+    };
+    if !config.several_accounts() {
+        return super::print_table_split(jobs.len() + 1, |i| {
+            i.checked_sub(1)
+                .and_then(|i| jobs.get(i))
+                .map_or(header, |r| cells(&r))
+        });
+    }
+    // With several accounts, the account that polls each job after its job id.
+    let with_account = |account: &'c str, row: [&'c str; 9]| {
+        let [name, app, job, rest @ ..] = row;
+        let [a, b, c, d, e, f] = rest;
+        [name, app, job, account, a, b, c, d, e, f]
+    };
+    super::print_table_split(jobs.len() + 1, |i| {
+        match i.checked_sub(1).and_then(|i| jobs.get(i)) {
+            Some(r) => with_account(r.account, cells(&r)),
+            None => with_account("ACCOUNT", header),
+        }
     })
+}
+
+fn shown(v: Option<&str>) -> &str {
+    v.unwrap_or("-")
 }
 
 /// `status --json`: one JSON array of every watched job, written row by row and flushed a page
