@@ -2,6 +2,7 @@
 //! simulator, webhook receivers, an SMTP server), each test with its own SQLite file.
 
 mod abuse;
+mod accounts;
 mod alerts;
 mod answers;
 mod blind_job;
