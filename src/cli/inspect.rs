@@ -112,11 +112,31 @@ async fn status_json(
 
 /// How far each group of the watch list is stretched (configured jobs first), as the daemon
 /// schedules them: one line per group.
+/// With several accounts, each account's budget over its own jobs (one line per group, the
+/// account named).
 fn print_budget(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Result<()> {
     use crate::config::JobGroup;
-    let b = config.budget(jobs.runtime());
-    for g in JobGroup::ALL {
-        out!("budget {}", b.describe(g))?;
+    if !config.several_accounts() {
+        let b = config.budget(jobs.runtime());
+        for g in JobGroup::ALL {
+            out!("budget {}", b.describe(g))?;
+        }
+        return Ok(());
+    }
+    let mut runtime: std::collections::HashMap<&str, usize> = Default::default();
+    for r in (0..jobs.len()).filter_map(|i| jobs.get(i)) {
+        if *r.source != crate::domain::JobSource::Config {
+            *runtime.entry(r.account).or_default() += 1;
+        }
+    }
+    for a in config.all_accounts() {
+        let Some(narrowed) = config.narrowed(&a.name) else {
+            continue;
+        };
+        let b = narrowed.budget(runtime.get(&*a.name).copied().unwrap_or(0));
+        for g in JobGroup::ALL {
+            out!("budget {} {}", a.name, b.describe(g))?;
+        }
     }
     Ok(())
 }

@@ -695,6 +695,101 @@ mod tests {
         assert_eq!(safe_link(None), None);
     }
 
+    /// The list's header with these accounts' health (none failing: `api_healthy`).
+    fn header_with(accounts: &[(&str, bool)]) -> String {
+        let accounts: Vec<view::AccountHealth> = accounts
+            .iter()
+            .map(|(name, healthy)| view::AccountHealth {
+                name: name.to_string(),
+                healthy: *healthy,
+            })
+            .collect();
+        let summary = view::Summary {
+            generated_at: Timestamp::parse("2026-12-08T06:00:00.000Z").unwrap(),
+            jobs: 0,
+            states: Vec::new(),
+            open_alerts: 0,
+            open_conditions: 0,
+            deliveries_pending: 0,
+            deliveries_dead: 0,
+            api_healthy: accounts.iter().all(|a| a.healthy),
+            accounts,
+            budget: view::jobs::BudgetUse {
+                rate_limit: 10,
+                demand_per_second: 1.0,
+                in_use_percent: 10.0,
+                paused: false,
+                configured_stretch: 1.0,
+                runtime_stretch: 1.0,
+            },
+        };
+        let page = view::JobsPage {
+            items: Vec::new(),
+            next_after: None,
+            matching: 0,
+            summary: None,
+            query: JobsQuery::default(),
+        };
+        let html = jobs_template(&page, &summary).render().unwrap();
+        let header = html.split("<form").next().unwrap();
+        header.split("id=\"summary\"").nth(1).unwrap().to_string()
+    }
+
+    #[test]
+    fn the_header_names_each_accounts_health_and_the_blind_ones() {
+        struct Case {
+            name: &'static str,
+            accounts: &'static [(&'static str, bool)],
+            has: &'static [&'static str],
+            lacks: &'static [&'static str],
+        }
+        let cases = [
+            Case {
+                name: "one account, healthy: as before accounts",
+                accounts: &[("default", true)],
+                has: &["healthy</li>"],
+                lacks: &["accounts:", "default"],
+            },
+            Case {
+                name: "one account, failing: as before accounts",
+                accounts: &[("default", false)],
+                has: &["<strong class=\"bad\">failing</strong></li>"],
+                lacks: &["accounts:", "default"],
+            },
+            Case {
+                name: "two, healthy",
+                accounts: &[("north", true), ("south", true)],
+                has: &["north healthy", "south healthy"],
+                lacks: &["failing", "api_unhealthy"],
+            },
+            Case {
+                name: "one of two blind",
+                accounts: &[("north", true), ("south", false)],
+                has: &[
+                    "failing</strong> <strong class=\"bad\">for south</strong>",
+                    "north healthy",
+                    "south <strong class=\"bad\">api_unhealthy</strong>",
+                ],
+                lacks: &["for north", "south healthy"],
+            },
+            Case {
+                name: "both blind",
+                accounts: &[("north", false), ("south", false)],
+                has: &["for north, south</strong>"],
+                lacks: &["north healthy", "south healthy"],
+            },
+        ];
+        for c in cases {
+            let header = header_with(c.accounts);
+            for want in c.has {
+                assert!(header.contains(want), "{}: {want:?} in\n{header}", c.name);
+            }
+            for not in c.lacks {
+                assert!(!header.contains(not), "{}: no {not:?} in\n{header}", c.name);
+            }
+        }
+    }
+
     #[test]
     fn spans_read_as_hours_and_minutes() {
         let cases = [
