@@ -14,6 +14,8 @@ use serde::Serialize;
 /// `/api/v1/jobs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusRow {
+    /// The name of the account that polls the job ([`Config::account_of`]).
+    pub account: String,
     pub app_id: String,
     pub job_id: String,
     pub name: Option<String>,
@@ -31,9 +33,11 @@ pub struct StatusRow {
 }
 
 impl StatusRow {
-    /// `row` is the job's database row, None if it was never polled.
-    pub fn new(j: &JobConfig, source: &JobSource, r: Option<&JobRow>) -> StatusRow {
+    /// `row` is the job's database row, None if it was never polled; `account` the name of
+    /// the account that polls the job.
+    pub fn new(j: &JobConfig, account: &str, source: &JobSource, r: Option<&JobRow>) -> StatusRow {
         StatusRow {
+            account: account.to_owned(),
             app_id: j.app_id().to_owned(),
             job_id: j.job_id().to_owned(),
             name: j.name.clone(),
@@ -61,10 +65,11 @@ pub async fn status_rows(config: &Config, store: &Store) -> anyhow::Result<Vec<S
     let runtime = runtime_list(store).await?;
     let entries = crate::runtime_list::entries(config, &runtime);
     let rows = job_rows(store, None).await?;
+    let accounts = AccountOf::new(config);
     let mut next = 0;
     Ok(entries
         .iter()
-        .map(|e| Sorted::of(e, &rows, &mut next).to_row())
+        .map(|e| Sorted::of(e, &accounts, &rows, &mut next).to_row())
         .collect::<Result<_, _>>()?)
 }
 
@@ -85,13 +90,14 @@ pub async fn with_rows<R>(
     let runtime = runtime_list(store).await?;
     let entries = crate::runtime_list::entries(config, &runtime);
     let rows = job_rows(store, rows).await?;
-    Ok(f(&Shown::new(&entries, &rows)))
+    Ok(f(&Shown::new(&entries, AccountOf::new(config), &rows)))
 }
 
 /// Every watched job with its row, each made when it is asked for ([`Shown::get`]), as many
 /// times as the caller needs; each job's row is looked up once.
 pub struct Shown<'a> {
     entries: &'a [Entry<'a>],
+    accounts: AccountOf<'a>,
     rows: &'a JobStatuses,
     /// Per entry, the place of its row among `rows` ([`JobStatuses::position_next`]), or
     /// `u32::MAX` for none: 4 bytes a job.
@@ -99,7 +105,7 @@ pub struct Shown<'a> {
 }
 
 impl<'a> Shown<'a> {
-    fn new(entries: &'a [Entry<'a>], rows: &'a JobStatuses) -> Shown<'a> {
+    fn new(entries: &'a [Entry<'a>], accounts: AccountOf<'a>, rows: &'a JobStatuses) -> Shown<'a> {
         let mut next = 0;
         let found = entries
             .iter()
@@ -112,6 +118,7 @@ impl<'a> Shown<'a> {
             .collect();
         Shown {
             entries,
+            accounts,
             rows,
             found,
         }
@@ -130,7 +137,11 @@ impl<'a> Shown<'a> {
     /// The `i`th watched job with its row, in [`status_rows`]'s order.
     pub fn get(&self, i: usize) -> Option<Sorted<'a>> {
         let e = self.entries.get(i)?;
-        Some(Sorted::with(e, self.rows.at(self.found[i] as usize)))
+        Some(Sorted::with(
+            e,
+            &self.accounts,
+            self.rows.at(self.found[i] as usize),
+        ))
     }
 
     /// How many of the jobs are shown with a source other than the file (an entry the file
@@ -182,9 +193,10 @@ pub async fn write_json(
     let rows = job_rows(store, rows).await?;
     // Each page is made on one of two threads (see `write_pages`).
     let pages: Vec<&[Entry<'_>]> = entries.chunks(page.max(1)).collect();
+    let accounts = AccountOf::new(config);
     write_pages(
         pages.len(),
-        |n, text| write_page(n == 0, pages[n], &rows, text),
+        |n, text| write_page(n == 0, pages[n], &accounts, &rows, text),
         out,
     )?;
     writeln!(out, "{}", if entries.is_empty() { "[]" } else { "\n]" })?;
@@ -248,15 +260,44 @@ pub(crate) fn write_pages<E: From<std::io::Error> + Send>(
 fn write_page(
     first: bool,
     page: &[Entry<'_>],
+    accounts: &AccountOf<'_>,
     rows: &JobStatuses,
     text: &mut Vec<u8>,
 ) -> anyhow::Result<()> {
     let mut next = 0;
     for (i, entry) in page.iter().enumerate() {
         text.extend_from_slice(if first && i == 0 { b"[\n" } else { b",\n" });
-        write_element(&Sorted::of(entry, rows, &mut next), text)?;
+        write_element(&Sorted::of(entry, accounts, rows, &mut next), text)?;
     }
     Ok(())
+}
+
+/// The name of the account that polls a job, borrowed from the configuration: with one
+/// account, that account's for every job without a look at the job (100,000 rows); with
+/// several, [`Config::account_of`].
+#[derive(Clone, Copy)]
+pub struct AccountOf<'a> {
+    config: &'a Config,
+    /// The one account's name, when there is one.
+    only: Option<&'a str>,
+}
+
+impl<'a> AccountOf<'a> {
+    pub fn new(config: &'a Config) -> AccountOf<'a> {
+        let only = match config.several_accounts() {
+            true => None,
+            false => Some(&*config.account_of_app("").name),
+        };
+        AccountOf { config, only }
+    }
+
+    /// The name of the account that polls `job`.
+    pub fn of(&self, job: &JobConfig) -> &'a str {
+        match self.only {
+            Some(name) => name,
+            None => &self.config.account_of(job).name,
+        }
+    }
 }
 
 /// A row of `status --json` with its fields in the order of their names, as written
@@ -266,6 +307,9 @@ fn write_page(
 /// the text with the rows' through a `Value`
 /// (`status_json_is_streamed_by_page_and_identical_to_the_whole_array`).
 pub struct Sorted<'a> {
+    /// The name of the account that polls the job (a name is letters, digits, `-`, `_` and
+    /// `.`: written without a look for escapes).
+    pub account: &'a str,
     pub app_id: &'a str,
     pub description: Option<&'a str>,
     pub job_id: &'a str,
@@ -289,21 +333,32 @@ impl<'a> Sorted<'a> {
     /// [`StatusRow::new`] shows them. `next` is where to look first, after the row found for
     /// the job before (`JobStatuses::find_next`): the file's jobs and the run-time list are
     /// mostly in the table's key order.
-    fn of(entry: &Entry<'a>, rows: &'a JobStatuses, next: &mut usize) -> Sorted<'a> {
+    fn of(
+        entry: &Entry<'a>,
+        accounts: &AccountOf<'a>,
+        rows: &'a JobStatuses,
+        next: &mut usize,
+    ) -> Sorted<'a> {
         let (app_id, job_id) = entry.key();
-        Sorted::with(entry, rows.find_next(app_id, job_id, next))
+        Sorted::with(entry, accounts, rows.find_next(app_id, job_id, next))
     }
 
     /// A watched job and its row, `found` already.
-    fn with(entry: &Entry<'a>, found: Option<crate::store::FoundStatus<'a>>) -> Sorted<'a> {
+    fn with(
+        entry: &Entry<'a>,
+        accounts: &AccountOf<'a>,
+        found: Option<crate::store::FoundStatus<'a>>,
+    ) -> Sorted<'a> {
         static CONFIG: JobSource = JobSource::Config;
         let (app_id, job_id) = entry.key();
         let row = found.map(|f| f.row);
-        let (name, kind, source) = match entry {
-            Entry::File(j) => (j.name.as_deref(), j.kind, &CONFIG),
-            Entry::Runtime(r) => (r.job.name.as_deref(), r.job.kind, &r.source),
+        let (job, source) = match entry {
+            Entry::File(j) => (&***j, &CONFIG),
+            Entry::Runtime(r) => (&*r.job, &r.source),
         };
+        let (name, kind) = (job.name.as_deref(), job.kind);
         Sorted {
+            account: accounts.of(job),
             app_id,
             description: row.and_then(|r| r.description),
             job_id,
@@ -325,6 +380,7 @@ impl<'a> Sorted<'a> {
         let owned = |v: Option<&str>| v.map(str::to_string);
         let time = |v: Option<&str>| v.map(Timestamp::parse).transpose();
         Ok(StatusRow {
+            account: self.account.to_string(),
             app_id: self.app_id.to_string(),
             job_id: self.job_id.to_string(),
             name: owned(self.name),
@@ -351,7 +407,8 @@ fn write_element(row: &Sorted<'_>, text: &mut Vec<u8>) -> anyhow::Result<()> {
     // appends below do not grow the buffer one by one.
     let len = |v: Option<&str>| v.map_or(4, str::len);
     text.reserve(
-        320 + row.app_id.len()
+        340 + row.account.len()
+            + row.app_id.len()
             + row.job_id.len()
             + len(row.description)
             + len(row.last_changed_at)
@@ -366,7 +423,9 @@ fn write_element(row: &Sorted<'_>, text: &mut Vec<u8>) -> anyhow::Result<()> {
         Some(v) if row.row_plain => quoted(text, v),
         v => json_opt(text, v),
     };
-    text.extend_from_slice(b"  {\n    \"app_id\": ");
+    text.extend_from_slice(b"  {\n    \"account\": ");
+    quoted(text, row.account);
+    text.extend_from_slice(b",\n    \"app_id\": ");
     json_str(text, row.app_id);
     text.extend_from_slice(b",\n    \"description\": ");
     row_value(text, row.description);
@@ -477,7 +536,12 @@ mod tests {
             .iter()
             .map(|w| {
                 let k = JobKey::new(w.job.app_id(), w.job.job_id());
-                StatusRow::new(&w.job, &w.source, rows.get(&k))
+                StatusRow::new(
+                    &w.job,
+                    &config.account_of(&w.job).name,
+                    &w.source,
+                    rows.get(&k),
+                )
             })
             .collect();
         let value = serde_json::to_value(&all).unwrap();

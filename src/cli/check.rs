@@ -1,9 +1,12 @@
 //! `recwatch check`: what the configuration means and what `run` would find (the storage
-//! path, the HTTP port), with the exit code `run` would fail with.
+//! path, the HTTP port), with the exit code `run` would fail with. With several
+//! `[[accounts]]`, each account with its endpoint, project, credential source, budget and
+//! demand, and which accounts share one key's budget.
 
 use super::{complain, emit};
 use crate::config::{Config, JobGroup};
 use crate::exit::StartError;
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 /// Prints what the configuration means and what `run` would find: exit 0, or the exit code
@@ -60,17 +63,46 @@ pub(super) async fn check(c: &Config, online: bool) -> anyhow::Result<ExitCode> 
     }
 }
 
+/// The run-time watch list's entries the file does not have too (the daemon polls them
+/// beside the file's jobs): how many, and how many each account polls.
+#[derive(Debug, Default)]
+struct Runtime {
+    total: usize,
+    by_account: HashMap<String, usize>,
+}
+
+impl Runtime {
+    fn of(c: &Config, list: &crate::runtime_list::RuntimeList) -> Runtime {
+        let in_file: std::collections::HashSet<&crate::domain::JobKey> =
+            c.jobs.iter().map(|j| &j.key).collect();
+        let mut r = Runtime::default();
+        for (key, listed) in &list.jobs {
+            if in_file.contains(key) {
+                continue;
+            }
+            r.total += 1;
+            let account = c.account_of(&listed.job).name.to_string();
+            *r.by_account.entry(account).or_default() += 1;
+        }
+        r
+    }
+
+    fn of_account(&self, name: &str) -> usize {
+        self.by_account.get(name).copied().unwrap_or(0)
+    }
+}
+
 /// The run-time watch list's size as the database holds it (the daemon polls it beside the
 /// file's jobs), or why it could not be read. A database without the current schema has no
 /// list to read, and is left as it is (`check` changes nothing).
-async fn runtime_jobs(c: &Config) -> Result<usize, String> {
+async fn runtime_jobs(c: &Config) -> Result<Runtime, String> {
     match c.storage.database() {
-        crate::config::Database::Sqlite(path) if !path.exists() => return Ok(0),
+        crate::config::Database::Sqlite(path) if !path.exists() => return Ok(Runtime::default()),
         crate::config::Database::Sqlite(_) => {}
         crate::config::Database::Postgres(url) => match crate::store::postgres::probe(url).await {
             Ok(p) if p.missing == 0 => {}
             // Not made yet (or older): nothing to count; the storage line says which.
-            Ok(_) => return Ok(0),
+            Ok(_) => return Ok(Runtime::default()),
             Err(e) => return Err(e.to_string()),
         },
     }
@@ -79,7 +111,7 @@ async fn runtime_jobs(c: &Config) -> Result<usize, String> {
         let list = store.watchlist().all().await;
         store.close().await;
         let runtime = crate::runtime_list::RuntimeList::of(list?);
-        anyhow::Ok(crate::runtime_list::runtime_count(c, &runtime))
+        anyhow::Ok(Runtime::of(c, &runtime))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
         Ok(Ok(n)) => Ok(n),
@@ -88,31 +120,91 @@ async fn runtime_jobs(c: &Config) -> Result<usize, String> {
     }
 }
 
-/// The API, the rate budget, the poll interval and whether the watch list fits the budget:
-/// every watched job, configured first (see [`crate::config::share`]).
-fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()> {
+/// The API (or each account), the rate budget, the poll interval and whether the watch list
+/// fits the budget: every watched job, configured first (see [`crate::config::share`]).
+fn print_api(c: &Config, runtime: &Result<Runtime, String>) -> std::io::Result<()> {
+    let failed = runtime.as_ref().err().map(String::as_str);
+    let empty = Runtime::default();
+    let runtime = runtime.as_ref().unwrap_or(&empty);
+    if !c.several_accounts() {
+        print_account("api", &c.api)?;
+        print_poll(c)?;
+        return print_demand(c, runtime.total, failed, "api.rate_limit");
+    }
+    let names = c.account_names();
     out!(
-        "  api        {} ({})",
-        c.api.endpoint,
-        c.api.auth.describe()
+        "  accounts   {}: {} (a job is polled by its own account, else its app's, else the first)",
+        names.len(),
+        names.iter().map(|n| &**n).collect::<Vec<_>>().join(", ")
     )?;
-    if let Some(p) = &c.api.project_id {
+    print_poll(c)?;
+    let mut demand: HashMap<&str, f64> = HashMap::new();
+    for (i, a) in c.all_accounts().enumerate() {
+        let Some(narrowed) = c.narrowed(&a.name) else {
+            continue;
+        };
+        print_account(&format!("account    {}:", a.name), &narrowed.api)?;
+        let n = runtime.of_account(&a.name);
+        demand.insert(&a.name, narrowed.budget(n).demand);
+        let key = format!("accounts[{i}] ({:?}).rate_limit", &*a.name);
+        print_demand(&narrowed, n, failed.filter(|_| i == 0), &key)?;
+    }
+    for g in c.budget_groups() {
+        let Some(first) = g.first().and_then(|n| c.narrowed(n)) else {
+            continue;
+        };
+        let shared = SharedBudget {
+            names: g.iter().map(|n| &**n).collect(),
+            access_key: first.api.auth.budget_identity().unwrap_or(""),
+            rate_limit: first.api.rate_limit,
+            demand: g
+                .iter()
+                .map(|n| demand.get(&**n).copied().unwrap_or(0.0))
+                .sum(),
+        };
+        if let Some(line) = shared.line() {
+            out!("  shared     {line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// An account's endpoint, credential source (never a secret), project and budget; `label` is
+/// what the first line starts with (`api`, or `account    NAME:`).
+fn print_account(label: &str, api: &crate::config::ApiConfig) -> std::io::Result<()> {
+    out!("  {label:<10} {} ({})", api.endpoint, api.auth.describe())?;
+    if let Some(p) = &api.project_id {
         out!("             project {p}")?;
     }
     out!(
         "  budget     {} requests/s, {} in flight, timeout {}",
-        c.api.rate_limit,
-        c.api.max_in_flight,
-        crate::config::format_duration(c.api.timeout)
-    )?;
-    let b = c.budget(*runtime.as_ref().unwrap_or(&0));
+        api.rate_limit,
+        api.max_in_flight,
+        crate::config::format_duration(api.timeout)
+    )
+}
+
+fn print_poll(c: &Config) -> std::io::Result<()> {
     match &c.poll.schedule {
-        Some(s) => out!("  poll       on cron schedule {s:?}")?,
+        Some(s) => out!("  poll       on cron schedule {s:?}"),
         None => out!(
             "  poll       every {}",
             crate::config::format_duration(c.poll.interval)
-        )?,
+        ),
     }
+}
+
+/// The demand of `c`'s jobs (an account's, narrowed, or the one `[api]`'s) and `runtime`
+/// run-time jobs on `c.api`'s budget, each group's share and whether every job is polled at
+/// its interval; `rate_limit_key` names the limit to raise; `failed`, why the run-time list
+/// was not read.
+fn print_demand(
+    c: &Config,
+    runtime: usize,
+    failed: Option<&str>,
+    rate_limit_key: &str,
+) -> std::io::Result<()> {
+    let b = c.budget(runtime);
     out!(
         "  demand     {:.2} requests/s for {} job{} ({:.0}% of the budget)",
         b.demand,
@@ -120,7 +212,7 @@ fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()>
         if b.jobs == 1 { "" } else { "s" },
         100.0 * b.demand / b.rate_limit as f64
     )?;
-    if let Err(e) = runtime {
+    if let Some(e) = failed {
         out!("  runtime    the run-time watch list could not be read ({e}): counted as empty")?;
     }
     for g in JobGroup::ALL {
@@ -140,7 +232,7 @@ fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()>
             }
         };
         out!(
-            "  WARNING    the watch list needs {:.1} requests/s but api.rate_limit is {}: configured jobs come first, polled {}; run-time jobs share what is left, polled {}",
+            "  WARNING    the watch list needs {:.1} requests/s but {rate_limit_key} is {}: configured jobs come first, polled {}; run-time jobs share what is left, polled {}",
             b.demand,
             b.rate_limit,
             how(JobGroup::Configured),
@@ -148,6 +240,41 @@ fn print_api(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()>
         )?;
     }
     Ok(())
+}
+
+/// Accounts that share one request budget (one static access key, see
+/// [`Config::budget_groups`]), as `check` tells it.
+struct SharedBudget<'a> {
+    names: Vec<&'a str>,
+    access_key: &'a str,
+    /// The key's limit: the smallest of its entries'.
+    rate_limit: u32,
+    /// What the accounts' jobs ask for together, requests/s.
+    demand: f64,
+}
+
+impl SharedBudget<'_> {
+    /// The line saying who shares the budget, or none for an account alone. Pure.
+    fn line(&self) -> Option<String> {
+        let (last, first) = self.names.split_last()?;
+        if first.is_empty() {
+            return None;
+        }
+        // The access key's first characters, as `Auth::describe` shows it: an identifier,
+        // never the whole of it.
+        let head: String = self.access_key.chars().take(4).collect();
+        let over = match self.demand > f64::from(self.rate_limit) {
+            true => ": more than it, so every one of them is polled less often",
+            false => "",
+        };
+        Some(format!(
+            "accounts {} and {last} share access key {head}…'s budget of {} requests/s (together {:.2} requests/s, {:.0}% of it{over})",
+            first.join(", "),
+            self.rate_limit,
+            self.demand,
+            100.0 * self.demand / f64::from(self.rate_limit.max(1)),
+        ))
+    }
 }
 
 /// The storage path as `run` would find it; the problem it would fail on, if any.
@@ -370,11 +497,26 @@ fn print_heartbeat(c: &Config) -> std::io::Result<()> {
 }
 
 /// Each watched job with the interval it is polled at, within the budget.
-fn print_jobs(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()> {
-    let runtime = *runtime.as_ref().unwrap_or(&0);
-    let b = c.budget(runtime);
+fn print_jobs(c: &Config, runtime: &Result<Runtime, String>) -> std::io::Result<()> {
+    let empty = Runtime::default();
+    let runtime = runtime.as_ref().unwrap_or(&empty);
+    let b = c.budget(runtime.total);
+    // With several accounts, a job's interval stretches with its own account's budget.
+    let several = c.several_accounts();
+    let by_account: HashMap<&str, crate::config::BudgetReport> = match several {
+        true => c
+            .all_accounts()
+            .filter_map(|a| {
+                let n = c.narrowed(&a.name)?;
+                Some((&*a.name, n.budget(runtime.of_account(&a.name))))
+            })
+            .collect(),
+        false => HashMap::new(),
+    };
     out!("  jobs       {}", c.jobs.len())?;
     for (i, j) in c.jobs.iter().enumerate() {
+        let account = &*c.account_of(j).name;
+        let b = by_account.get(account).unwrap_or(&b);
         let interval = match &c.poll.schedule {
             Some(_) => "cron".to_string(),
             None => crate::config::format_duration(round_secs(
@@ -383,15 +525,20 @@ fn print_jobs(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()
             .to_string(),
         };
         out!(
-            "    [{i}] {:<24} app {} job {} every {interval}",
+            "    [{i}] {:<24} app {} job {} every {interval}{}",
             j.label(),
             j.app_id(),
-            j.job_id()
+            j.job_id(),
+            match several {
+                true => format!(" (account {account})"),
+                false => String::new(),
+            }
         )?;
     }
     if c.jobs.is_empty() {
         out!("    (none: add [[jobs]] entries with app_id and job_id)")?;
     }
+    let runtime = runtime.total;
     if runtime > 0 {
         let every = match &c.poll.schedule {
             Some(_) => "cron".to_string(),
@@ -410,4 +557,44 @@ fn print_jobs(c: &Config, runtime: &Result<usize, String>) -> std::io::Result<()
 
 fn round_secs(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_secs(d.as_secs_f64().round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_sharing_a_key_are_said_plainly() {
+        let shared = |names: &[&'static str], demand: f64| SharedBudget {
+            names: names.to_vec(),
+            access_key: "HPUAEXAMPLEAK0000001",
+            rate_limit: 10,
+            demand,
+        };
+        let cases = [
+            ("an account alone", shared(&["a"], 1.0), None),
+            (
+                "two",
+                shared(&["a", "b"], 2.5),
+                Some(
+                    "accounts a and b share access key HPUA…'s budget of 10 requests/s (together 2.50 requests/s, 25% of it)",
+                ),
+            ),
+            (
+                "three, over the budget",
+                shared(&["a", "b", "c"], 12.0),
+                Some(
+                    "accounts a, b and c share access key HPUA…'s budget of 10 requests/s (together 12.00 requests/s, 120% of it: more than it, so every one of them is polled less often)",
+                ),
+            ),
+        ];
+        for (name, s, want) in cases {
+            let line = s.line();
+            assert_eq!(line.as_deref(), want, "{name}");
+            assert!(
+                !line.unwrap_or_default().contains("EXAMPLEAK"),
+                "{name}: the key's head only"
+            );
+        }
+    }
 }

@@ -47,7 +47,7 @@ pub(super) async fn status(
 
 /// `status`'s budget lines and its table, every cell borrowed from `jobs`, made each time it
 /// is asked for (the widths, then the lines) rather than held.
-fn print_status(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Result<()> {
+fn print_status<'c>(config: &Config, jobs: &crate::status::Shown<'c>) -> std::io::Result<()> {
     print_budget(config, jobs)?;
     let header = [
         "NAME",
@@ -60,13 +60,7 @@ fn print_status(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Re
         "LAST_CHANGE",
         "ERROR",
     ];
-    fn shown(v: Option<&str>) -> &str {
-        v.unwrap_or("-")
-    }
-    super::print_table_split(jobs.len() + 1, |i| {
-        let Some(r) = i.checked_sub(1).and_then(|i| jobs.get(i)) else {
-            return header;
-        };
+    let cells = |r: &crate::status::Sorted<'c>| {
         [
             shown(r.name),
             r.app_id,
@@ -78,7 +72,30 @@ fn print_status(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Re
             shown(r.last_changed_at),
             shown(r.last_error),
         ]
+    };
+    if !config.several_accounts() {
+        return super::print_table_split(jobs.len() + 1, |i| {
+            i.checked_sub(1)
+                .and_then(|i| jobs.get(i))
+                .map_or(header, |r| cells(&r))
+        });
+    }
+    // With several accounts, the account that polls each job after its job id.
+    let with_account = |account: &'c str, row: [&'c str; 9]| {
+        let [name, app, job, rest @ ..] = row;
+        let [a, b, c, d, e, f] = rest;
+        [name, app, job, account, a, b, c, d, e, f]
+    };
+    super::print_table_split(jobs.len() + 1, |i| {
+        match i.checked_sub(1).and_then(|i| jobs.get(i)) {
+            Some(r) => with_account(r.account, cells(&r)),
+            None => with_account("ACCOUNT", header),
+        }
     })
+}
+
+fn shown(v: Option<&str>) -> &str {
+    v.unwrap_or("-")
 }
 
 /// `status --json`: one JSON array of every watched job, written row by row and flushed a page
@@ -95,11 +112,31 @@ async fn status_json(
 
 /// How far each group of the watch list is stretched (configured jobs first), as the daemon
 /// schedules them: one line per group.
+/// With several accounts, each account's budget over its own jobs (one line per group, the
+/// account named).
 fn print_budget(config: &Config, jobs: &crate::status::Shown<'_>) -> std::io::Result<()> {
     use crate::config::JobGroup;
-    let b = config.budget(jobs.runtime());
-    for g in JobGroup::ALL {
-        out!("budget {}", b.describe(g))?;
+    if !config.several_accounts() {
+        let b = config.budget(jobs.runtime());
+        for g in JobGroup::ALL {
+            out!("budget {}", b.describe(g))?;
+        }
+        return Ok(());
+    }
+    let mut runtime: std::collections::HashMap<&str, usize> = Default::default();
+    for r in (0..jobs.len()).filter_map(|i| jobs.get(i)) {
+        if *r.source != crate::domain::JobSource::Config {
+            *runtime.entry(r.account).or_default() += 1;
+        }
+    }
+    for a in config.all_accounts() {
+        let Some(narrowed) = config.narrowed(&a.name) else {
+            continue;
+        };
+        let b = narrowed.budget(runtime.get(&*a.name).copied().unwrap_or(0));
+        for g in JobGroup::ALL {
+            out!("budget {} {}", a.name, b.describe(g))?;
+        }
     }
     Ok(())
 }

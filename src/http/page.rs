@@ -140,6 +140,8 @@ struct RowView {
     polled: Option<UtcTime>,
     /// Where the job came from (`config`, `callback`, `api`, `cli`, `remediation`).
     source: String,
+    /// The name of the account that polls the job.
+    account: String,
     /// `individual` or `mix`.
     kind: &'static str,
     timeline: Bars,
@@ -160,6 +162,7 @@ fn row_view(j: &JobItem, window: &str) -> RowView {
         since: utc_opt(r.last_changed_at),
         polled: utc_opt(r.last_polled_at),
         source: r.source.to_string(),
+        account: r.account.clone(),
         kind: r.kind.as_str(),
         timeline: bars(&j.timeline, window),
     }
@@ -178,6 +181,13 @@ struct JobsTemplate {
     pending: i64,
     dead: i64,
     api_healthy: bool,
+    /// The accounts whose API is failing, named in the API-health line (empty while healthy).
+    blind: String,
+    /// Several accounts: each one's health in the header, an account filter and column.
+    show_account: bool,
+    accounts: Vec<view::AccountHealth>,
+    /// The account filter's choices: (name, selected).
+    account_options: Vec<(String, bool)>,
     budget: String,
     budget_paused: bool,
     state_options: Vec<(&'static str, bool)>,
@@ -202,7 +212,7 @@ struct CountView {
 
 fn jobs_template(p: &view::JobsPage, s: &view::Summary) -> JobsTemplate {
     let q = &p.query;
-    let filtered = q.state.is_some() || q.app.is_some() || q.q.is_some();
+    let filtered = q.state.is_some() || q.app.is_some() || q.account.is_some() || q.q.is_some();
     let stretch = |x: f64| match x {
         x if x <= 1.0 => "at their interval".to_string(),
         x => format!("{x:.1}x less often"),
@@ -239,6 +249,19 @@ fn jobs_template(p: &view::JobsPage, s: &view::Summary) -> JobsTemplate {
         pending: s.deliveries_pending,
         dead: s.deliveries_dead,
         api_healthy: s.api_healthy,
+        blind: blind_accounts(&s.accounts),
+        show_account: s.accounts.len() > 1,
+        accounts: s.accounts.clone(),
+        account_options: s
+            .accounts
+            .iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    q.account.as_deref() == Some(a.name.as_str()),
+                )
+            })
+            .collect(),
         budget,
         budget_paused: s.budget.paused,
         state_options: view::jobs::StateFilter::ALL
@@ -262,6 +285,16 @@ fn jobs_template(p: &view::JobsPage, s: &view::Summary) -> JobsTemplate {
             .map(|j| row_view(j, "Last 24 hours"))
             .collect(),
     }
+}
+
+/// The accounts whose API is failing, as the API-health line names them ("" when none is).
+fn blind_accounts(accounts: &[view::AccountHealth]) -> String {
+    accounts
+        .iter()
+        .filter(|a| !a.healthy)
+        .map(|a| a.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The cursor of the page being shown, as its link carries it.
@@ -548,6 +581,7 @@ pub(super) fn sources<'a>(
         config,
         sources: job_sources,
         api_unhealthy: s.outbox.api_unhealthy(),
+        unhealthy_accounts: s.outbox.unhealthy_accounts(),
         budget_paused: s.budget.paused_until().is_some(),
         now: Utc::now(),
     }
@@ -659,6 +693,101 @@ mod tests {
         assert_eq!(safe_link(Some(" JavaScript:alert(1)")), None);
         assert_eq!(safe_link(Some("data:text/html,x")), None);
         assert_eq!(safe_link(None), None);
+    }
+
+    /// The list's header with these accounts' health (none failing: `api_healthy`).
+    fn header_with(accounts: &[(&str, bool)]) -> String {
+        let accounts: Vec<view::AccountHealth> = accounts
+            .iter()
+            .map(|(name, healthy)| view::AccountHealth {
+                name: name.to_string(),
+                healthy: *healthy,
+            })
+            .collect();
+        let summary = view::Summary {
+            generated_at: Timestamp::parse("2026-12-08T06:00:00.000Z").unwrap(),
+            jobs: 0,
+            states: Vec::new(),
+            open_alerts: 0,
+            open_conditions: 0,
+            deliveries_pending: 0,
+            deliveries_dead: 0,
+            api_healthy: accounts.iter().all(|a| a.healthy),
+            accounts,
+            budget: view::jobs::BudgetUse {
+                rate_limit: 10,
+                demand_per_second: 1.0,
+                in_use_percent: 10.0,
+                paused: false,
+                configured_stretch: 1.0,
+                runtime_stretch: 1.0,
+            },
+        };
+        let page = view::JobsPage {
+            items: Vec::new(),
+            next_after: None,
+            matching: 0,
+            summary: None,
+            query: JobsQuery::default(),
+        };
+        let html = jobs_template(&page, &summary).render().unwrap();
+        let header = html.split("<form").next().unwrap();
+        header.split("id=\"summary\"").nth(1).unwrap().to_string()
+    }
+
+    #[test]
+    fn the_header_names_each_accounts_health_and_the_blind_ones() {
+        struct Case {
+            name: &'static str,
+            accounts: &'static [(&'static str, bool)],
+            has: &'static [&'static str],
+            lacks: &'static [&'static str],
+        }
+        let cases = [
+            Case {
+                name: "one account, healthy: as before accounts",
+                accounts: &[("default", true)],
+                has: &["healthy</li>"],
+                lacks: &["accounts:", "default"],
+            },
+            Case {
+                name: "one account, failing: as before accounts",
+                accounts: &[("default", false)],
+                has: &["<strong class=\"bad\">failing</strong></li>"],
+                lacks: &["accounts:", "default"],
+            },
+            Case {
+                name: "two, healthy",
+                accounts: &[("north", true), ("south", true)],
+                has: &["north healthy", "south healthy"],
+                lacks: &["failing", "api_unhealthy"],
+            },
+            Case {
+                name: "one of two blind",
+                accounts: &[("north", true), ("south", false)],
+                has: &[
+                    "failing</strong> <strong class=\"bad\">for south</strong>",
+                    "north healthy",
+                    "south <strong class=\"bad\">api_unhealthy</strong>",
+                ],
+                lacks: &["for north", "south healthy"],
+            },
+            Case {
+                name: "both blind",
+                accounts: &[("north", false), ("south", false)],
+                has: &["for north, south</strong>"],
+                lacks: &["north healthy", "south healthy"],
+            },
+        ];
+        for c in cases {
+            let header = header_with(c.accounts);
+            for want in c.has {
+                assert!(header.contains(want), "{}: {want:?} in\n{header}", c.name);
+            }
+            for not in c.lacks {
+                assert!(!header.contains(not), "{}: no {not:?} in\n{header}", c.name);
+            }
+        }
     }
 
     #[test]

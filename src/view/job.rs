@@ -121,6 +121,7 @@ pub async fn job_page(
     let changes = changes_since(src, app_id, job_id, start).await?;
     let job_item = item(
         &job,
+        &src.config.account_of(&job).name,
         &src.source_of(&job),
         row.as_ref(),
         &changes,

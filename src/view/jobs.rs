@@ -1,7 +1,7 @@
 //! The job list (`/` and `/api/v1/jobs`): every watched job with what the database knows of
-//! it, filtered (state, app, text) and a page at a time in (app_id, job_id) order with an
+//! it, filtered (state, app, account, text) and a page at a time in (app_id, job_id) order with an
 //! opaque cursor, each with its 24-hour timeline; and the header above it (counts by state,
-//! open alerts, API health, budget in use).
+//! open alerts, API health per account, budget in use).
 //!
 //! The cost follows the page, not the watch list: the header's counts grouped in the database
 //! ([`super::counts`]), one pass over the watch list keeping the page's keys in a heap, then
@@ -15,7 +15,7 @@ use super::{Sources, ViewError, cursor_param, encode_cursor, parse_limit};
 use crate::config::{Config, JobConfig};
 use crate::domain::Timestamp;
 use crate::domain::{JobKey, JobSource, Phase, timestamp};
-use crate::status::StatusRow;
+use crate::status::{AccountOf, StatusRow};
 use crate::store::{JobPhaseRow, JobRow, PhasePoint};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,7 @@ pub struct RawJobsQuery {
     pub after: Option<String>,
     pub state: Option<String>,
     pub app: Option<String>,
+    pub account: Option<String>,
     pub q: Option<String>,
 }
 
@@ -120,6 +121,9 @@ pub struct JobsQuery {
     pub after: Option<(String, String)>,
     pub state: Option<StateFilter>,
     pub app: Option<String>,
+    /// The name of the account that polls the job (checked against the configuration by
+    /// [`JobsQuery::check_account`]).
+    pub account: Option<String>,
     /// Matched case-insensitively against the name, the app id and the job id.
     pub q: Option<String>,
 }
@@ -145,13 +149,39 @@ impl JobsQuery {
             after: cursor_param("after", raw.after.as_deref())?,
             state,
             app: text(&raw.app),
+            account: text(&raw.account),
             q: text(&raw.q).map(|q| q.to_lowercase()),
         })
     }
 
-    /// Whether a watched job passes the filters (not the cursor).
-    fn keeps(&self, job: &JobConfig, row: Option<&JobPhaseRow>) -> bool {
+    /// The account filter names a configured account, or a 400 naming the ones there are.
+    pub fn check_account(&self, config: &Config) -> Result<(), ViewError> {
+        let Some(a) = &self.account else {
+            return Ok(());
+        };
+        if config.account_named(a).is_some() {
+            return Ok(());
+        }
+        let names = config.account_names();
+        let known: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+        Err(ViewError::BadRequest(format!(
+            "account: {a:?} is not a configured account; use one of {}, e.g. ?account={}",
+            known.join(", "),
+            names.first().map_or("default", |n| n)
+        )))
+    }
+
+    /// Whether a watched job passes the filters (not the cursor); `accounts` says which
+    /// account polls it.
+    fn keeps(&self, job: &JobConfig, accounts: &AccountOf<'_>, row: Option<&JobPhaseRow>) -> bool {
         if self.app.as_ref().is_some_and(|a| *a != job.app_id()) {
+            return false;
+        }
+        if self
+            .account
+            .as_ref()
+            .is_some_and(|a| *a != accounts.of(job))
+        {
             return false;
         }
         if self.state.is_some_and(|s| !s.keeps(row)) {
@@ -174,6 +204,9 @@ impl JobsQuery {
         }
         if let Some(a) = &self.app {
             out.push(("app", a.clone()));
+        }
+        if let Some(a) = &self.account {
+            out.push(("account", a.clone()));
         }
         if let Some(q) = &self.q {
             out.push(("q", q.clone()));
@@ -223,8 +256,30 @@ pub struct Summary {
     pub open_conditions: i64,
     pub deliveries_pending: i64,
     pub deliveries_dead: i64,
+    /// No account's API is failing.
     pub api_healthy: bool,
+    /// Each configured account's API health, in the file's order.
+    pub accounts: Vec<AccountHealth>,
     pub budget: BudgetUse,
+}
+
+/// An account's API health in the header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AccountHealth {
+    pub name: String,
+    /// False while the account's `api_unhealthy` condition is open.
+    pub healthy: bool,
+}
+
+/// Each of `names` with its health: unhealthy when among `unhealthy`. Pure.
+pub fn account_health(names: &[Arc<str>], unhealthy: &[String]) -> Vec<AccountHealth> {
+    names
+        .iter()
+        .map(|n| AccountHealth {
+            name: n.to_string(),
+            healthy: !unhealthy.iter().any(|u| **u == **n),
+        })
+        .collect()
 }
 
 /// How much of the request budget the watch list asks for.
@@ -304,10 +359,11 @@ struct Scan {
 /// so it runs off the async workers, which run the poller.
 fn scan(config: &Config, q: &JobsQuery, phases: Option<&HashMap<JobKey, JobPhaseRow>>) -> Scan {
     let row_of = |j: &JobConfig| phases.and_then(|p| p.get(&JobKey::new(j.app_id(), j.job_id())));
+    let accounts = AccountOf::new(config);
     let watched = &config.jobs;
     let mut matching = 0;
     let (picked, more) = page(watched, q.after.as_ref(), q.limit, |j| {
-        let keep = q.keeps(j, row_of(j));
+        let keep = q.keeps(j, &accounts, row_of(j));
         matching += keep as usize;
         keep
     });
@@ -317,7 +373,8 @@ fn scan(config: &Config, q: &JobsQuery, phases: Option<&HashMap<JobKey, JobPhase
         matching += watched
             .iter()
             .filter(|j| {
-                (j.app_id(), j.job_id()) <= (a.as_str(), b.as_str()) && q.keeps(j, row_of(j))
+                (j.app_id(), j.job_id()) <= (a.as_str(), b.as_str())
+                    && q.keeps(j, &accounts, row_of(j))
             })
             .count();
     }
@@ -338,6 +395,7 @@ pub async fn jobs_page(
     with_summary: bool,
     cache: &CountsCache,
 ) -> Result<JobsPage, ViewError> {
+    q.check_account(src.config)?;
     let phases: Option<HashMap<JobKey, JobPhaseRow>> = if q.state.is_some() {
         Some(
             src.store
@@ -409,6 +467,7 @@ pub(super) async fn items(
             let row = rows.get(&key);
             item(
                 j,
+                &src.config.account_of(j).name,
                 &src.source_of(j),
                 row,
                 changes.get(&key).map_or(&[][..], Vec::as_slice),
@@ -429,6 +488,7 @@ fn change(p: &PhasePoint) -> Change {
 /// One job as the list shows it.
 pub(super) fn item(
     j: &JobConfig,
+    account: &str,
     source: &JobSource,
     row: Option<&JobRow>,
     changes: &[Change],
@@ -443,7 +503,7 @@ pub(super) fn item(
             .map_or(start, Timestamp::to_datetime)
     });
     JobItem {
-        row: StatusRow::new(j, source, row),
+        row: StatusRow::new(j, account, source, row),
         label: label::label(phase.as_ref()),
         tone: label::tone(phase.as_ref()),
         consecutive_failures: failures,
@@ -512,6 +572,7 @@ async fn summary(
         deliveries_pending: pending,
         deliveries_dead: dead,
         api_healthy: !src.api_unhealthy,
+        accounts: account_health(&src.config.account_names(), &src.unhealthy_accounts),
         budget: BudgetUse {
             rate_limit: report.rate_limit,
             demand_per_second: report.demand,
@@ -758,14 +819,95 @@ mod tests {
             ),
             ("text nowhere", raw("", "", "south"), Some(&running), false),
         ];
+        let config = Config::defaults(crate::config::Auth::Token {
+            token: crate::secret::Secret::new("t"),
+        });
+        let accounts = AccountOf::new(&config);
         for (name, raw, row, want) in cases {
             let q = JobsQuery::parse(&raw).unwrap();
-            assert_eq!(q.keeps(&cam, row), want, "{name}");
+            assert_eq!(q.keeps(&cam, &accounts, row), want, "{name}");
         }
         let e = JobsQuery::parse(&raw("DEAD", "", ""))
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("state:") && e.contains("STOPPED"), "{e}");
+    }
+
+    /// Two accounts: `north` polls app `a` (the first account), `south` polls app `s` (its
+    /// app's account) and the job `a/own` (its own).
+    fn two_accounts() -> Config {
+        let keys = "[accounts.auth]\naccess_key = \"AK1\"\nsecret_key = \"sk\"\n";
+        let text = format!(
+            "[[accounts]]\nname = \"north\"\nproject_id = \"p\"\n{keys}\
+             [[accounts]]\nname = \"south\"\nproject_id = \"p\"\n{keys}\
+             [[apps]]\napp_id = \"s\"\nauth_key = \"{}\"\naccount = \"south\"\n",
+            "k".repeat(32)
+        );
+        crate::config::parse_str(&text, Vec::<(String, String)>::new(), None).unwrap()
+    }
+
+    #[test]
+    fn the_account_filter_keeps_the_jobs_of_that_account() {
+        let config = two_accounts();
+        let accounts = AccountOf::new(&config);
+        let mut own = (*job("a", "own", None)).clone();
+        own.account = Some(Arc::new("south".to_string()));
+        let jobs = [
+            (
+                "app without an account: the first",
+                (*job("a", "1", None)).clone(),
+            ),
+            ("the app's account", (*job("s", "1", None)).clone()),
+            ("the job's own account", own),
+        ];
+        let cases = [
+            ("no filter", "", [true, true, true]),
+            ("north", "north", [true, false, false]),
+            ("south", "south", [false, true, true]),
+            ("blank is no filter", " ", [true, true, true]),
+        ];
+        for (name, account, want) in cases {
+            let raw = RawJobsQuery {
+                account: Some(account.into()),
+                ..RawJobsQuery::default()
+            };
+            let q = JobsQuery::parse(&raw).unwrap();
+            q.check_account(&config).unwrap();
+            for ((what, j), want) in jobs.iter().zip(want) {
+                assert_eq!(q.keeps(j, &accounts, None), want, "{name}: {what}");
+            }
+        }
+        let q = JobsQuery::parse(&RawJobsQuery {
+            account: Some("west".into()),
+            ..RawJobsQuery::default()
+        })
+        .unwrap();
+        let e = q.check_account(&config).unwrap_err();
+        assert!(matches!(e, ViewError::BadRequest(_)), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.starts_with("account: \"west\"") && e.contains("\"north\", \"south\""),
+            "names the known accounts: {e}"
+        );
+    }
+
+    #[test]
+    fn each_account_is_healthy_unless_it_is_blind() {
+        let names: Vec<Arc<str>> = vec!["north".into(), "south".into()];
+        let cases: [(&str, &[&str], [bool; 2]); 4] = [
+            ("all healthy", &[], [true, true]),
+            ("one blind", &["south"], [true, false]),
+            ("both blind", &["south", "north"], [false, false]),
+            ("an account no longer configured", &["west"], [true, true]),
+        ];
+        for (name, unhealthy, want) in cases {
+            let unhealthy: Vec<String> = unhealthy.iter().map(|u| u.to_string()).collect();
+            let got: Vec<bool> = account_health(&names, &unhealthy)
+                .iter()
+                .map(|a| a.healthy)
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
     }
 
     #[test]

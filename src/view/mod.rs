@@ -16,7 +16,7 @@ pub mod timeline;
 
 pub use alerts::{AlertsPage, AlertsQuery};
 pub use job::{JobPage, JobPageQuery};
-pub use jobs::{JobItem, JobsPage, JobsQuery, RawJobsQuery, Summary};
+pub use jobs::{AccountHealth, JobItem, JobsPage, JobsQuery, RawJobsQuery, Summary};
 pub use label::Tone;
 pub use timeline::{Segment, Timeline};
 
@@ -41,8 +41,10 @@ pub struct Sources<'a> {
     /// Where each run-time job of `config` came from ([`crate::runtime_list`]); the config
     /// file's jobs are not in it.
     pub sources: &'a HashMap<JobKey, JobSource>,
-    /// The RTC API is failing (the `api_unhealthy` condition is open).
+    /// The RTC API is failing (the `api_unhealthy` condition is open) for some account.
     pub api_unhealthy: bool,
+    /// The accounts whose API is failing, by name.
+    pub unhealthy_accounts: Vec<String>,
     /// Every request is held (throttled, or credentials refused).
     pub budget_paused: bool,
     pub now: DateTime<Utc>,

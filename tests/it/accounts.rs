@@ -52,7 +52,7 @@ async fn a_wrong_key_blinds_one_account_and_the_other_goes_on() {
     let hook = Receiver::start(Some(SECRET)).await;
     let mut cfg = AppConfig::new(&north, 0);
     cfg.listen = "127.0.0.1:0".into();
-    cfg.accounts = Some(format!(
+    cfg.accounts_toml = Some(format!(
         "{}{}",
         account_toml("north", &north.url(), (AK, SK), "rate_limit = 20"),
         account_toml(
@@ -127,7 +127,7 @@ async fn readyz_fails_only_while_every_account_is_blind() {
     let south = start_sim(south_sim(1)).await;
     let mut cfg = AppConfig::new(&north, 0);
     cfg.listen = "127.0.0.1:0".into();
-    cfg.accounts = Some(format!(
+    cfg.accounts_toml = Some(format!(
         "{}{}",
         account_toml(
             "north",
@@ -181,7 +181,7 @@ async fn three_accounts_each_keep_their_own_ten_a_second() {
         .collect();
     let sim = start_sim(opts).await;
     let mut cfg = AppConfig::new(&sim, 0);
-    cfg.accounts = Some(
+    cfg.accounts_toml = Some(
         keys.iter()
             .map(|(name, ak)| account_toml(name, &sim.url(), (ak, SK), "rate_limit = 10"))
             .collect(),

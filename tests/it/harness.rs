@@ -165,8 +165,13 @@ pub struct AppConfig {
     pub listen: String,
     /// `storage.url` (PostgreSQL) instead of the SQLite file under the test's directory.
     pub storage_url: Option<String>,
-    /// `[[accounts]]` entries ([`account_toml`]) written instead of `[api]` (issue 25).
-    pub accounts: Option<String>,
+    /// Several `[[accounts]]` by these names instead of `[api]`, each with `[api]`'s settings
+    /// (the one simulator, its keys and project: so they share one key's budget); job `i` is
+    /// polled by account `i % n`.
+    pub accounts: Vec<String>,
+    /// `[[accounts]]` entries written verbatim instead of `[api]` ([`account_toml`]: each
+    /// account its own endpoint and keys), for tests of accounts that differ.
+    pub accounts_toml: Option<String>,
 }
 
 /// An `[[accounts]]` entry named `name` on `endpoint` with the simulator's project, the keys
@@ -192,36 +197,26 @@ impl AppConfig {
             extra: String::new(),
             listen: String::new(),
             storage_url: None,
-            accounts: None,
+            accounts: Vec::new(),
+            accounts_toml: None,
         }
     }
 
     fn render(&self, db: &std::path::Path) -> String {
-        let text = self.render_api(db);
-        match &self.accounts {
-            // `[api]` cut out (it runs to `[poll]`), the accounts in its place.
-            Some(accounts) => {
-                let rest = &text[text.find("[poll]").expect("rendered")..];
-                format!("{accounts}\n{rest}")
-            }
-            None => text,
-        }
-    }
-
-    fn render_api(&self, db: &std::path::Path) -> String {
-        let mut s = format!(
+        let mut s = match self.accounts.is_empty() {
+            _ if self.accounts_toml.is_some() => self.accounts_toml.clone().unwrap_or_default(),
+            true => self.account("[api]", "[api.auth]"),
+            false => self
+                .accounts
+                .iter()
+                .map(|name| {
+                    let head = format!("[[accounts]]\nname = \"{name}\"");
+                    self.account(&head, "[accounts.auth]")
+                })
+                .collect(),
+        };
+        s.push_str(&format!(
             r#"
-[api]
-endpoint = "{}"
-timeout = "{}"
-rate_limit = {}
-max_in_flight = {}
-project_id = "{PROJECT}"
-{}
-[api.auth]
-access_key = "{AK}"
-secret_key = "{}"
-
 [poll]
 interval = "{}"
 
@@ -231,26 +226,48 @@ interval = "{}"
 [http]
 listen = "{}"
 "#,
-            self.endpoint,
-            self.timeout,
-            self.rate_limit,
-            self.max_in_flight,
-            self.api_extra,
-            self.secret_key,
             self.interval,
             match &self.storage_url {
                 Some(url) => format!("url = \"{url}\""),
                 None => format!("path = \"{}\"", db.display()),
             },
             self.listen
-        );
+        ));
         s.push_str(&self.extra);
         for (i, j) in self.jobs.iter().enumerate() {
             s.push_str(&format!(
                 "\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{j}\"\nname = \"cam-{i}\"\n"
             ));
+            if !self.accounts.is_empty() {
+                let account = &self.accounts[i % self.accounts.len()];
+                s.push_str(&format!("account = \"{account}\"\n"));
+            }
         }
         s
+    }
+
+    /// An account's section (`[api]`, or an `[[accounts]]` entry's head) with its keys.
+    fn account(&self, head: &str, auth: &str) -> String {
+        format!(
+            r#"
+{head}
+endpoint = "{}"
+timeout = "{}"
+rate_limit = {}
+max_in_flight = {}
+project_id = "{PROJECT}"
+{}
+{auth}
+access_key = "{AK}"
+secret_key = "{}"
+"#,
+            self.endpoint,
+            self.timeout,
+            self.rate_limit,
+            self.max_in_flight,
+            self.api_extra,
+            self.secret_key,
+        )
     }
 }
 
