@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The name `[api]` goes by, and what a database from before accounts calls its jobs' account.
-pub const DEFAULT_ACCOUNT: &str = "default";
+/// The name `[api]` goes by, and what a database from before accounts calls its jobs' account
+/// (the domain's: an alert stored before alerts named their account is this one's).
+pub const DEFAULT_ACCOUNT: &str = crate::domain::DEFAULT_ACCOUNT;
 
 /// A job's or an app's `account`: the name's one allocation, shared by every entry naming it,
 /// behind a thin pointer (a job's configuration is held for as long as it is watched, a

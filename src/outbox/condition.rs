@@ -240,7 +240,10 @@ impl Outbox {
         };
         let mut made = Vec::new();
         if let (Some((id, status, summary)), Some(step)) = (step, decided.key()) {
-            let alert = self.alert(status, rule, severity, summary, facts, None, now, config);
+            let account = crate::outbox::account_of(config, job);
+            let alert = self.alert(
+                status, rule, severity, summary, account, facts, None, now, config,
+            );
             let key = format!("e:{id}:{step}");
             if tx
                 .alerts()
