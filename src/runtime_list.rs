@@ -900,6 +900,7 @@ token = "t"
 "#;
         let several = crate::config::parse_str(text, Vec::<(String, String)>::new(), None).unwrap();
         let one = config();
+        #[allow(clippy::type_complexity)]
         let cases: [(&str, &Config, Option<&str>, Result<Option<&str>, &str>); 6] = [
             ("absent is the app's", &several, None, Ok(None)),
             (
