@@ -3,6 +3,7 @@
 
 mod abuse;
 mod accounts;
+mod accounts_shown;
 mod alerts;
 mod answers;
 mod blind_job;
