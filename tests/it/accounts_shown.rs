@@ -12,47 +12,31 @@ use std::net::SocketAddr;
 
 const TOKEN: &str = "test-api-token-0123456789";
 
-/// `text` (a rendered [`AppConfig`]) with its `[api]` as two `[[accounts]]`, `north` (the
-/// first: the account of jobs that name none) and `south`, and job 1 naming `south`.
-fn two_accounts(text: &str) -> String {
-    let start = text.find("[api]\n").expect("[api]");
-    let end = text.find("\n[poll]").expect("[poll]");
-    let block = &text[start..end];
-    let account = |name: &str| {
-        block
-            .replacen("[api]\n", &format!("[[accounts]]\nname = \"{name}\"\n"), 1)
-            .replace("[api.auth]", "[accounts.auth]")
-    };
-    let text = format!(
-        "{}{}\n{}{}",
-        &text[..start],
-        account("north"),
-        account("south"),
-        &text[end..]
+/// Two accounts of the simulator's one key, `north` (the first: the account of jobs that name
+/// none) and `south`, and the simulator's jobs 0 (naming none) and 1 (naming `south`) after
+/// `extra`.
+fn two_accounts(sim: &recwatch_sim::Simulator, extra: &str) -> AppConfig {
+    let mut cfg = AppConfig::new(sim, 0);
+    cfg.accounts = Some(format!(
+        "{}{}",
+        account_toml("north", &sim.url(), (AK, SK), "rate_limit = 50"),
+        account_toml("south", &sim.url(), (AK, SK), "rate_limit = 50"),
+    ));
+    cfg.extra = format!(
+        "{extra}\n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{}\"\n\
+         \n[[jobs]]\napp_id = \"demo-app\"\njob_id = \"{}\"\naccount = \"south\"\n",
+        job_id(0),
+        job_id(1)
     );
-    text.replace(
-        "name = \"cam-1\"\n",
-        "name = \"cam-1\"\naccount = \"south\"\n",
-    )
-}
-
-/// A daemon over `jobs` of the simulator's jobs with two accounts, started once they run.
-async fn spawn(cfg: &AppConfig, running: i64) -> TestApp {
-    let mut app = TestApp::new(cfg);
-    let text = std::fs::read_to_string(&app.config_path).unwrap();
-    std::fs::write(&app.config_path, two_accounts(&text)).unwrap();
-    app.start();
-    app.wait_running(running).await;
-    app
+    cfg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_alert_names_its_jobs_account() {
     let sim = start_sim(static_sim(2)).await;
     let hook = Receiver::start(Some(SECRET)).await;
-    let mut cfg = AppConfig::new(&sim, 2);
-    cfg.extra = notify_toml(Some(hook.url().as_str()), None, "");
-    let mut app = spawn(&cfg, 2).await;
+    let cfg = two_accounts(&sim, &notify_toml(Some(hook.url().as_str()), None, ""));
+    let mut app = TestApp::spawn(&cfg, 2).await;
     set_state(&sim, &job_id(1), "STOPPED", Some("INTERNAL_ERROR"));
     let got = hook.wait_for(1, T).await;
     let a = &got[0].alert;
@@ -92,10 +76,9 @@ fn value(text: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_time_job_names_its_account_and_metrics_carry_the_label() {
     let sim = start_sim(static_sim(4)).await;
-    let mut cfg = AppConfig::new(&sim, 2);
+    let mut cfg = two_accounts(&sim, &format!("token = \"{TOKEN}\"\n"));
     cfg.listen = "127.0.0.1:0".into();
-    cfg.extra = format!("token = \"{TOKEN}\"\n");
-    let mut app = spawn(&cfg, 2).await;
+    let mut app = TestApp::spawn(&cfg, 2).await;
     let addr = app.http_addr().await;
 
     // An unknown account: 400, naming the accounts there are; nothing added.
