@@ -70,7 +70,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_polls_total",
         Counter,
-        "Polls of a job's state, by outcome: ok, or the error kind (throttled, server_error, timeout, connection, unauthorized, not_found, ...).",
+        "Polls of a job's state, by account (the [[accounts]] name, default for [api]) and outcome: ok, or the error kind (throttled, server_error, timeout, connection, unauthorized, not_found, ...).",
     ),
     m(
         "recwatch_record_fields_unread_total",
@@ -80,7 +80,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_poll_duration_seconds",
         Histogram,
-        "How long one poll's request took, answer read, in seconds.",
+        "How long one poll's request took, answer read, in seconds, by account.",
     ),
     m(
         "recwatch_transitions_total",
@@ -125,7 +125,7 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_rate_budget_stretch",
         Gauge,
-        "How many times longer than configured a group's poll intervals are, by group (configured: the config file's jobs, served first; runtime: the run-time list's, sharing what is left); 1 when the budget covers them.",
+        "How many times longer than configured a group's poll intervals are, by account and group (configured: the config file's jobs, served first; runtime: the run-time list's, sharing what is left); 1 when the budget covers them.",
     ),
     m(
         "recwatch_watchlist_full",
@@ -145,22 +145,22 @@ pub const METRICS: &[Metric] = &[
     m(
         "recwatch_rate_budget_demand_ratio",
         Gauge,
-        "Requests per second the watch list needs at its intervals, divided by api.rate_limit. Counts every watched job, whatever its source; above 1 intervals are stretched (configured jobs first, see recwatch_rate_budget_stretch).",
+        "Requests per second the jobs an account polls need at their intervals, divided by its rate_limit, by account. Counts every watched job, whatever its source; above 1 intervals are stretched (configured jobs first, see recwatch_rate_budget_stretch).",
     ),
     m(
         "recwatch_api_rate_limit",
         Gauge,
-        "api.rate_limit: requests per second the budget allows, for all polls together.",
+        "An account's rate_limit: requests per second its budget allows, for all its polls together, by account (accounts sharing one static access key share one budget at the smallest of their limits).",
     ),
     m(
         "recwatch_throttled_total",
         Counter,
-        "Answers of 429 (APIG.0308) from the API; each pauses every poll.",
+        "Answers of 429 (APIG.0308) from the API, by account; each pauses every poll of the account's budget.",
     ),
     m(
         "recwatch_api_unhealthy",
         Gauge,
-        "1 while the api_unhealthy condition is open (credentials refused, or every poll failing), else 0.",
+        "1 while an account's api_unhealthy condition is open (credentials refused, or every poll failing), else 0, by account.",
     ),
     m(
         "recwatch_leader",
@@ -416,7 +416,6 @@ pub fn process() -> metrics_process::Collector {
 /// The counters with one label whose values are all known ahead, in the catalogue's order:
 /// (name, label, values).
 const ONE_LABEL_COUNTERS: &[(&str, &str, &[&str])] = &[
-    ("recwatch_polls_total", "outcome", POLL_OUTCOMES),
     ("recwatch_transitions_total", "to_state", STATE_LABELS),
     ("recwatch_task_panics_total", "task", TASKS),
     ("recwatch_callbacks_total", "result", CALLBACK_RESULTS),
@@ -443,7 +442,6 @@ const UNLABELLED_COUNTERS: &[&str] = &[
     "recwatch_record_fields_unread_total",
     "recwatch_database_write_failures_total",
     "recwatch_callback_commits_total",
-    "recwatch_throttled_total",
 ];
 
 /// The gauges without labels.
@@ -497,17 +495,27 @@ pub fn zero(config: &Config) {
         }
     }
     zero_configured(config);
-    for group in crate::config::JobGroup::ALL {
-        metrics::gauge!("recwatch_rate_budget_stretch", "group" => group.as_str()).increment(0.0);
-    }
     for state in JOB_STATE_LABELS {
         metrics::gauge!("recwatch_jobs", "state" => *state).increment(0.0);
     }
 }
 
 /// The series labelled by what the configuration names: each channel's deliveries, each
-/// app's discovery.
+/// app's discovery, each account's polls and budget (the `account` label: configured names
+/// only, so its values are bounded by the file).
 fn zero_configured(config: &Config) {
+    for account in config.account_names() {
+        let account = account.to_string();
+        for outcome in POLL_OUTCOMES {
+            metrics::counter!("recwatch_polls_total", "account" => account.clone(), "outcome" => *outcome)
+                .increment(0);
+        }
+        metrics::counter!("recwatch_throttled_total", "account" => account.clone()).increment(0);
+        for group in crate::config::JobGroup::ALL {
+            metrics::gauge!("recwatch_rate_budget_stretch", "account" => account.clone(), "group" => group.as_str())
+                .increment(0.0);
+        }
+    }
     for (channel, kind) in config.notify.channel_kinds() {
         for outcome in DELIVERY_OUTCOMES {
             metrics::counter!(

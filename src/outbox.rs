@@ -148,6 +148,17 @@ fn of_account(config: &Config) -> String {
     }
 }
 
+/// The account an alert is about: `job`'s ([`Config::account_of`]: its own, its app's, else
+/// the first), or, for an api-wide alert, the configuration's own: a poller writes with its
+/// account's narrowed configuration, whose `api` is that account. Alerts written outside a
+/// poller (remediation, with the whole configuration) always have their job.
+pub(crate) fn account_of<'a>(config: &'a Config, job: Option<&JobConfig>) -> &'a str {
+    match job {
+        Some(j) => &config.account_of(j).name,
+        None => &config.api.name,
+    }
+}
+
 /// What the outbox needs to know about the job whose polls it writes.
 pub struct JobContext<'a> {
     pub job: &'a JobConfig,
@@ -444,6 +455,8 @@ impl Outbox {
         Ok(())
     }
 
+    /// An alert about `job` (or the API, when `None`) of account `account` (see
+    /// [`account_of`]), made `now`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn alert(
         &self,
@@ -451,6 +464,7 @@ impl Outbox {
         rule: Rule,
         severity: Severity,
         summary: String,
+        account: &str,
         job: Option<JobFacts>,
         transition: Option<TransitionFacts>,
         now: DateTime<Utc>,
@@ -468,6 +482,7 @@ impl Outbox {
             rule,
             severity,
             summary,
+            account: account.to_string(),
             job,
             transition,
             fired_at: Timestamp::from(now),

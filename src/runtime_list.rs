@@ -82,6 +82,7 @@ impl Listed {
     pub fn is(&self, r: &RuntimeJob) -> bool {
         let j = &*self.job;
         j.kind == r.kind
+            && j.account.as_deref() == r.account.as_ref()
             && j.name == r.name
             && j.notify == r.notify
             && j.interval.is_none()
@@ -92,7 +93,7 @@ impl Listed {
     /// The entry as the API and the database have it.
     pub fn to_runtime_job(&self, key: &JobKey) -> RuntimeJob {
         RuntimeJob {
-            account: None,
+            account: self.job.account.as_deref().cloned(),
             key: key.clone(),
             name: self.job.name.clone(),
             kind: self.job.kind,
@@ -323,6 +324,23 @@ pub fn parse_kind(kind: Option<&str>) -> Result<JobKind, String> {
     match kind {
         None => Ok(JobKind::default()),
         Some(k) => k.trim().parse().map_err(|m| format!("kind {m}")),
+    }
+}
+
+/// A run-time entry's `account` from outside input (the API's body, `watch --account`): absent
+/// is `None`, the app's account (as for a `[[jobs]]` entry naming none); a configured account's
+/// name is kept; any other name is refused, naming the field, the accounts there are and the
+/// fix. Pure.
+pub fn parse_account(config: &Config, account: Option<&str>) -> Result<Option<String>, String> {
+    let Some(name) = account.map(str::trim) else {
+        return Ok(None);
+    };
+    match config.account_named(name) {
+        Some(a) => Ok(Some(a.name.to_string())),
+        None => Err(format!(
+            "account {}",
+            crate::config::unknown_account(name, &config.account_refs())
+        )),
     }
 }
 
@@ -858,6 +876,69 @@ mod tests {
         for (name, kind, want) in cases {
             match (parse_kind(kind), want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want, "{name}"),
+                (Err(e), Err(says)) => assert!(e.contains(says), "{name}: {e}"),
+                (got, want) => panic!("{name}: {got:?}, wanted {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn accounts_from_outside_input_table() {
+        let text = r#"
+[[accounts]]
+name = "cn-north-4"
+endpoint = "https://rtc-api.myhuaweicloud.com"
+project_id = "p1"
+[accounts.auth]
+token = "t"
+[[accounts]]
+name = "ap-southeast-1"
+endpoint = "https://rtc-api.ap-southeast-1.myhuaweicloud.com"
+project_id = "p2"
+[accounts.auth]
+token = "t"
+"#;
+        let several = crate::config::parse_str(text, Vec::<(String, String)>::new(), None).unwrap();
+        let one = config();
+        #[allow(clippy::type_complexity)]
+        let cases: [(&str, &Config, Option<&str>, Result<Option<&str>, &str>); 6] = [
+            ("absent is the app's", &several, None, Ok(None)),
+            (
+                "a configured one",
+                &several,
+                Some("ap-southeast-1"),
+                Ok(Some("ap-southeast-1")),
+            ),
+            (
+                "padded",
+                &several,
+                Some(" cn-north-4 "),
+                Ok(Some("cn-north-4")),
+            ),
+            (
+                "unknown, naming the ones there are",
+                &several,
+                Some("eu-west-0"),
+                Err(
+                    r#"account "eu-west-0" is not a configured account; use one of "cn-north-4", "ap-southeast-1""#,
+                ),
+            ),
+            (
+                "[api] is default",
+                &one,
+                Some("default"),
+                Ok(Some("default")),
+            ),
+            (
+                "[api] has no other",
+                &one,
+                Some("cn-north-4"),
+                Err(r#"use one of "default""#),
+            ),
+        ];
+        for (name, c, account, want) in cases {
+            match (parse_account(c, account), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got.as_deref(), want, "{name}"),
                 (Err(e), Err(says)) => assert!(e.contains(says), "{name}: {e}"),
                 (got, want) => panic!("{name}: {got:?}, wanted {want:?}"),
             }

@@ -171,6 +171,9 @@ pub enum Command {
         /// A channel for its alerts (repeat for more; default: every channel).
         #[arg(long, value_name = "CHANNEL")]
         notify: Vec<String>,
+        /// The account that polls it, by its `[[accounts]] name` (default: the app's).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
     /// Stop watching a job added at run time (`watch`, the API or discovery).
     ///
@@ -394,7 +397,16 @@ async fn on_config(
             name,
             kind,
             notify,
-        } => watch::watch(&config, app_id, job_id, name, kind, notify).await,
+            account,
+        } => {
+            let entry = watch::Entry {
+                name,
+                kind,
+                notify,
+                account,
+            };
+            watch::watch(&config, crate::domain::JobKey::new(app_id, job_id), entry).await
+        }
         Command::Unwatch { app_id, job_id } => watch::unwatch(&config, app_id, job_id).await,
         Command::TestAlert { channel } => {
             return test_alert::test_alert(&config, channel.as_deref())

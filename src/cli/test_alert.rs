@@ -8,11 +8,10 @@ use crate::exit::EXIT_USAGE;
 use std::process::ExitCode;
 
 pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
-    let channels =
-        match crate::notify::Channel::with_links(&config.notify, config.http.public_url.as_ref()) {
-            Ok(c) => c,
-            Err(e) => return Ok(config_error(&e)),
-        };
+    let channels = match crate::notify::Channel::of_config(config) {
+        Ok(c) => c,
+        Err(e) => return Ok(config_error(&e)),
+    };
     let channels: Vec<_> = channels
         .into_iter()
         .filter(|c| only.is_none_or(|n| c.name() == n))
@@ -34,7 +33,16 @@ pub(super) async fn test_alert(config: &Config, only: Option<&str>) -> anyhow::R
             }
         });
     }
-    let alert = crate::domain::test_alert();
+    // The first account's, as a job of an app naming none would be.
+    let alert = crate::domain::Alert {
+        account: config
+            .all_accounts()
+            .next()
+            .unwrap_or(&config.api)
+            .name
+            .to_string(),
+        ..crate::domain::test_alert()
+    };
     let mut failed = 0;
     for c in &channels {
         match c.send(&alert).await {

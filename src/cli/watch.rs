@@ -7,7 +7,9 @@ use super::emit;
 use crate::config::Config;
 use crate::domain::{JobKey, JobSource};
 use crate::exit::StartError;
-use crate::runtime_list::{Added, Removed, edit_the_file, in_config, new_entry, parse_kind};
+use crate::runtime_list::{
+    Added, Removed, edit_the_file, in_config, new_entry, parse_account, parse_kind,
+};
 use crate::store::{Store, StoreError};
 
 /// A store error as the command reports it: a database busy beyond the busy timeout is 75
@@ -23,23 +25,31 @@ fn store_failed(e: StoreError, what: &str) -> anyhow::Error {
     }
 }
 
-pub(super) async fn watch(
-    config: &Config,
-    app_id: String,
-    job_id: String,
-    name: Option<String>,
-    kind: Option<String>,
-    notify: Vec<String>,
-) -> anyhow::Result<()> {
-    let key = JobKey::new(app_id, job_id);
+/// What `recwatch watch` says of the job, beside its ids: its options as given.
+pub(super) struct Entry {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub notify: Vec<String>,
+    pub account: Option<String>,
+}
+
+pub(super) async fn watch(config: &Config, key: JobKey, given: Entry) -> anyhow::Result<()> {
     let now = crate::domain::Timestamp::now();
     // No --notify: every channel, as for a [[jobs]] entry without `notify`.
-    let notify = (!notify.is_empty()).then_some(notify);
-    let kind = parse_kind(kind.as_deref())
+    let notify = (!given.notify.is_empty()).then_some(given.notify);
+    let kind = parse_kind(given.kind.as_deref())
         .map_err(|e| StartError::usage(format!("cannot watch {key}: --{e}")))?;
-    let entry = new_entry(config, key.clone(), name, notify, JobSource::Cli, now)
+    // An account the file does not name is the command line's mistake (64), as `--notify`
+    // naming no channel is.
+    let account = parse_account(config, given.account.as_deref())
+        .map_err(|e| StartError::usage(format!("cannot watch {key}: --{e}")))?;
+    let entry = new_entry(config, key.clone(), given.name, notify, JobSource::Cli, now)
         .map_err(|e| StartError::usage(format!("cannot watch {key}: {e}")))?;
-    let entry = crate::domain::RuntimeJob { kind, ..entry };
+    let entry = crate::domain::RuntimeJob {
+        kind,
+        account,
+        ..entry
+    };
     if let Some(location) = in_config(config, &key) {
         out!("{key} is already watched: the config file has it ({location}); nothing changed")?;
         return Ok(());
@@ -65,15 +75,17 @@ pub(super) async fn watch(
                 crate::domain::JobKind::Mix => ", a mix-stream job,",
                 crate::domain::JobKind::Individual => "",
             };
+            let account = polled_by(config, &e);
             out!(
-                "watching {key}{name}{kind} (alerts to {notify}); a running recwatch polls it within 2 s, otherwise the next `recwatch run` does"
+                "watching {key}{name}{kind}{account} (alerts to {notify}); a running recwatch polls it within 2 s, otherwise the next `recwatch run` does"
             )?;
         }
         Added::AlreadyWatched(e) => {
             out!(
-                "{key} is already watched (source {}, added {}); nothing changed",
+                "{key} is already watched (source {}, added {}{}); nothing changed",
                 e.source,
-                e.added_at
+                e.added_at,
+                polled_by(config, &e)
             )?;
         }
         Added::InConfig(location) => {
@@ -86,6 +98,16 @@ pub(super) async fn watch(
         }
     }
     Ok(())
+}
+
+/// `, polled by account NAME` when several accounts are configured (with one, every job is
+/// its): the account the poller gives the entry, its own or its app's.
+fn polled_by(config: &Config, e: &crate::domain::RuntimeJob) -> String {
+    if !config.several_accounts() {
+        return String::new();
+    }
+    let job = crate::runtime_list::Listed::new(e.clone()).job;
+    format!(", polled by account {}", config.account_of(&job).name)
 }
 
 pub(super) async fn unwatch(config: &Config, app_id: String, job_id: String) -> anyhow::Result<()> {

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The name `[api]` goes by, and what a database from before accounts calls its jobs' account.
-pub const DEFAULT_ACCOUNT: &str = "default";
+/// The name `[api]` goes by, and what a database from before accounts calls its jobs' account
+/// (the domain's: an alert stored before alerts named their account is this one's).
+pub const DEFAULT_ACCOUNT: &str = crate::domain::DEFAULT_ACCOUNT;
 
 /// A job's or an app's `account`: the name's one allocation, shared by every entry naming it,
 /// behind a thin pointer (a job's configuration is held for as long as it is watched, a
@@ -192,15 +193,7 @@ impl Config {
     /// are the ones it polls. `None` when no account has that name.
     pub fn narrowed(&self, name: &str) -> Option<Config> {
         let mut account = self.account_named(name)?.clone();
-        // Accounts sharing a budget (one static key) keep the smallest limit among them: the
-        // key's limit is one, whatever each entry says (`check` tells it).
-        let identity = account.budget_identity();
-        account.rate_limit = self
-            .all_accounts()
-            .filter(|a| a.budget_identity() == identity)
-            .map(|a| a.rate_limit)
-            .min()
-            .unwrap_or(account.rate_limit);
+        account.rate_limit = self.budget_rate_limit(&account);
         let mut c = self.clone();
         c.api = account;
         if c.several_accounts() {
@@ -208,6 +201,18 @@ impl Config {
             c.jobs = jobs;
         }
         Some(c)
+    }
+
+    /// The rate `account`'s budget allows: accounts sharing a budget (one static key) keep
+    /// the smallest limit among them, the key's limit being one, whatever each entry says
+    /// (`check` tells it).
+    pub fn budget_rate_limit(&self, account: &ApiConfig) -> u32 {
+        let identity = account.budget_identity();
+        self.all_accounts()
+            .filter(|a| a.budget_identity() == identity)
+            .map(|a| a.rate_limit)
+            .min()
+            .unwrap_or(account.rate_limit)
     }
 
     /// [`Config::narrowed`], shared rather than copied when there is one account (the

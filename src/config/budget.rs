@@ -141,6 +141,17 @@ impl Config {
         configured: impl IntoIterator<Item = &'a JobConfig>,
         runtime_jobs: usize,
     ) -> BudgetReport {
+        self.budget_at(configured, runtime_jobs, self.api.rate_limit)
+    }
+
+    /// [`Config::budget_over`] at `rate_limit`: one account's budget, read from the whole
+    /// configuration (`/metrics`, per account, without a narrowed copy of every job's list).
+    pub fn budget_at<'a>(
+        &self,
+        configured: impl IntoIterator<Item = &'a JobConfig>,
+        runtime_jobs: usize,
+        rate_limit: u32,
+    ) -> BudgetReport {
         let (mut configured_jobs, mut configured_demand) = (0, 0.0);
         for j in configured {
             configured_jobs += 1;
@@ -160,12 +171,12 @@ impl Config {
                 runtime_jobs as f64 / self.poll.interval.as_secs_f64(),
             ),
         };
-        let rate = self.api.rate_limit as f64;
+        let rate = rate_limit as f64;
         let (cs, rs) = share(configured, runtime, rate);
         BudgetReport {
             jobs: configured_jobs + runtime_jobs,
             demand: configured + runtime,
-            rate_limit: self.api.rate_limit,
+            rate_limit,
             stretch: ((configured + runtime) / rate.max(f64::MIN_POSITIVE)).max(1.0),
             configured: GroupBudget {
                 jobs: configured_jobs,

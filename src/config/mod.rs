@@ -27,7 +27,9 @@ mod split;
 mod storage;
 mod validate;
 
-pub use accounts::{AccountRef, DEFAULT_ACCOUNT, check_name as check_account_name};
+pub use accounts::{
+    AccountRef, DEFAULT_ACCOUNT, check_name as check_account_name, unknown as unknown_account,
+};
 pub use budget::{BudgetReport, GroupBudget, JobGroup, RUNTIME_FLOOR, share, stretched};
 pub use callback::{AppConfig, CallbackConfig};
 pub use channels::{RESERVED_HEADERS, WebhookSecret, decode_webhook_secret};

@@ -127,7 +127,7 @@ impl Worker {
     /// Builds the channels of `config` and gives each a lane, or new settings if it has one;
     /// a lane whose channel is gone stops (after its sends in flight).
     pub fn set_channels(&mut self, config: &Config) -> anyhow::Result<()> {
-        let channels = Channel::with_links(&config.notify, config.http.public_url.as_ref())?;
+        let channels = Channel::of_config(config)?;
         let config = &config.notify;
         let policy = Policy::from_config(config);
         let mut next = BTreeMap::new();

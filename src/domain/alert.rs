@@ -11,8 +11,17 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The payload's schema version; bump it on any incompatible change.
+/// The payload's schema version; bump it on any incompatible change. A field added is not one
+/// (receivers read the fields they know: `account` came within version 1).
 pub const PAYLOAD_VERSION: u32 = 1;
+
+/// The account `[api]` is (issue 25), and so the account of every alert made before alerts
+/// named theirs: a daemon of that time had one account, and it is this one.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+fn default_account() -> String {
+    DEFAULT_ACCOUNT.to_string()
+}
 
 /// An alert's id: the webhook-id and the seed of the email's Message-ID. Made once, random
 /// (`rw_` and 24 hex digits) so two recwatch instances never reuse one, and stored, so it never
@@ -141,6 +150,11 @@ pub struct Alert {
     pub rule: Rule,
     pub severity: Severity,
     pub summary: String,
+    /// The name of the account (`[[accounts]] name`, `default` for `[api]`) whose job or API
+    /// the alert is about: always there, so a receiver can route by it whether one account is
+    /// configured or several. A payload stored before it existed reads as `default`.
+    #[serde(default = "default_account")]
+    pub account: String,
     /// Absent for api-wide alerts (api_unhealthy).
     pub job: Option<JobFacts>,
     pub transition: Option<TransitionFacts>,
@@ -235,6 +249,7 @@ pub fn test_alert() -> Alert {
         rule: Rule::Test,
         severity: Severity::Info,
         summary: "recwatch test notification: if you can read this, the channel works".into(),
+        account: DEFAULT_ACCOUNT.into(),
         job: Some(JobFacts {
             app_id: "test-app".into(),
             job_id: "test-job".into(),
@@ -277,6 +292,7 @@ mod tests {
             rule: Rule::IdleTimeout,
             severity: Severity::Warning,
             summary: "s".into(),
+            account: "cn-north-4".into(),
             job: Some(JobFacts {
                 app_id: "app".into(),
                 job_id: "job".into(),
@@ -301,6 +317,7 @@ mod tests {
             "rule",
             "severity",
             "summary",
+            "account",
             "job",
             "transition",
             "fired_at",
@@ -310,6 +327,7 @@ mod tests {
         assert_eq!(v["status"], "firing");
         assert_eq!(v["rule"], "idle_timeout");
         assert_eq!(v["severity"], "warning");
+        assert_eq!(v["account"], "cn-north-4");
         assert_eq!(v["transition"]["from"], serde_json::Value::Null);
         assert_eq!(v["transition"]["request_id"], "req-1");
         for key in [
@@ -338,8 +356,11 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("request_id");
+        // And one frozen before accounts: its daemon had the one account, `default`.
+        old.as_object_mut().unwrap().remove("account");
         let back: Alert = serde_json::from_value(old).unwrap();
         assert_eq!(back.transition.unwrap().request_id, None);
+        assert_eq!(back.account, DEFAULT_ACCOUNT);
     }
 
     #[test]

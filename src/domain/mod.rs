@@ -20,8 +20,8 @@ mod time;
 pub mod words;
 
 pub use alert::{
-    Alert, AlertId, JobFacts, PAYLOAD_VERSION, RemediationAction, RemediationFacts,
-    TransitionFacts, hostname, test_alert,
+    Alert, AlertId, DEFAULT_ACCOUNT, JobFacts, PAYLOAD_VERSION, RemediationAction,
+    RemediationFacts, TransitionFacts, hostname, test_alert,
 };
 pub use delivery::DeliveryState;
 pub use episode::{EpisodeStep, OpenEpisode};

@@ -7,7 +7,7 @@ use super::AppState;
 use super::auth::{WriteAccess, count_write};
 use crate::config::Config;
 use crate::domain::{JobKey, JobSource, RuntimeJob};
-use crate::runtime_list::{Added, Removed, edit_the_file, new_entry, parse_kind};
+use crate::runtime_list::{Added, Removed, edit_the_file, new_entry, parse_account, parse_kind};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -30,6 +30,8 @@ struct NewJob {
     /// `"individual"` (the default) or `"mix"`.
     kind: Option<String>,
     notify: Option<Vec<String>>,
+    /// A configured account's name; absent: the app's account.
+    account: Option<String>,
 }
 
 /// What `POST` answers (and `DELETE` for the job it removed): the job as watched now.
@@ -44,6 +46,8 @@ struct JobView {
     source: JobSource,
     /// When it was added to the run-time list; `null` for a job of the config file.
     added_at: Option<crate::domain::Timestamp>,
+    /// The name of the account that polls it (the one it names, else its app's).
+    account: String,
 }
 
 pub(crate) fn refuse(
@@ -80,6 +84,7 @@ pub(super) async fn add(
     let config = s.config.borrow().clone();
     let now = crate::domain::Timestamp::now();
     let kind = parse_kind(new.kind.as_deref());
+    let account = parse_account(&config, new.account.as_deref());
     let entry = new_entry(
         &config,
         JobKey::new(new.app_id, new.job_id),
@@ -88,11 +93,17 @@ pub(super) async fn add(
         JobSource::Api,
         now,
     );
-    let entry = match (entry, kind) {
-        (Ok(e), Ok(kind)) => RuntimeJob { kind, ..e },
-        (Err(invalid), Err(k)) => return bad(format!("nothing was added: {invalid}; {k}")),
-        (Err(invalid), Ok(_)) => return bad(format!("nothing was added: {invalid}")),
-        (Ok(_), Err(k)) => return bad(format!("nothing was added: {k}")),
+    let entry = match (entry, kind, account) {
+        (Ok(e), Ok(kind), Ok(account)) => RuntimeJob { kind, account, ..e },
+        (entry, kind, account) => {
+            let problems = [
+                entry.err().map(|e| e.to_string()),
+                kind.err(),
+                account.err(),
+            ];
+            let problems: Vec<String> = problems.into_iter().flatten().collect();
+            return bad(format!("nothing was added: {}", problems.join("; ")));
+        }
     };
     let key = entry.key.clone();
     match s.watchlist.add(&config, entry).await {
@@ -109,7 +120,7 @@ async fn read_new_job(peer: SocketAddr, body: Body) -> Result<NewJob, Response> 
             StatusCode::PAYLOAD_TOO_LARGE,
             "bad_request",
             format!(
-                "the body is over {MAX_BODY_BYTES} bytes; send {{\"app_id\", \"job_id\", \"name\"?, \"kind\"?, \"notify\"?}}"
+                "the body is over {MAX_BODY_BYTES} bytes; send {{\"app_id\", \"job_id\", \"name\"?, \"kind\"?, \"notify\"?, \"account\"?}}"
             ),
         ));
     };
@@ -132,7 +143,7 @@ fn added_response(peer: SocketAddr, key: &JobKey, config: &Config, added: Added)
         Added::New(e) => {
             info!(%peer, job = %key, "API: watching a new job (its first poll goes ahead of the round)");
             count_write("created");
-            (StatusCode::CREATED, Json(view_runtime(e))).into_response()
+            (StatusCode::CREATED, Json(view_runtime(e, config))).into_response()
         }
         // 507: the bound is the server's, not the request's fault. Not logged per refusal:
         // the watch list says it once (and sets recwatch_watchlist_full).
@@ -146,7 +157,7 @@ fn added_response(peer: SocketAddr, key: &JobKey, config: &Config, added: Added)
         }
         Added::AlreadyWatched(e) => {
             count_write("exists");
-            (StatusCode::OK, Json(view_runtime(e))).into_response()
+            (StatusCode::OK, Json(view_runtime(e, config))).into_response()
         }
         Added::InConfig(_) => {
             count_write("exists");
@@ -163,6 +174,7 @@ fn added_response(peer: SocketAddr, key: &JobKey, config: &Config, added: Added)
                 notify: job.notify.clone(),
                 source: JobSource::Config,
                 added_at: None,
+                account: config.account_of(job).name.to_string(),
             };
             (StatusCode::OK, Json(view)).into_response()
         }
@@ -191,7 +203,7 @@ pub(super) async fn remove(
         Ok(Removed::Removed(e)) => {
             info!(%peer, job = %key, "API: stopped watching a job");
             count_write("deleted");
-            (StatusCode::OK, Json(view_runtime(e))).into_response()
+            (StatusCode::OK, Json(view_runtime(e, &config))).into_response()
         }
         Ok(Removed::NotWatched) => refuse(
             peer,
@@ -209,8 +221,14 @@ pub(super) async fn remove(
     }
 }
 
-fn view_runtime(e: crate::domain::RuntimeJob) -> JobView {
+fn view_runtime(e: crate::domain::RuntimeJob, config: &Config) -> JobView {
+    // What polls it, as the poller decides it (a name no longer configured included).
+    let account = config
+        .account_of(&crate::runtime_list::Listed::new(e.clone()).job)
+        .name
+        .to_string();
     JobView {
+        account,
         app_id: e.key.app_id.clone(),
         job_id: e.key.job_id.clone(),
         name: e.name,

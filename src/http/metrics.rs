@@ -3,13 +3,16 @@
 //! queries run at most once per [`GAUGE_MAX_AGE`], however many clients scrape.
 
 use super::AppState;
+use crate::config::{BudgetReport, Config, GroupBudget};
+use crate::domain::JobKey;
+use crate::runtime_list::RuntimeList;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -142,24 +145,27 @@ pub(super) async fn metrics(
 /// Gauges read from memory at scrape time.
 fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
     // Every watched job, whatever its source: the run-time list too (issue 22).
-    let budget = {
+    let budgets = {
         let config = s.config.borrow();
         let runtime = s.watchlist.current();
-        config.budget(crate::runtime_list::runtime_count(&config, &runtime))
+        account_budgets(&config, &runtime)
     };
-    metrics::gauge!("recwatch_jobs_watched").set(budget.jobs as f64);
-    for g in crate::config::JobGroup::ALL {
-        metrics::gauge!("recwatch_rate_budget_stretch", "group" => g.as_str())
-            .set(budget.group(g).stretch);
+    let mut watched = 0;
+    for (account, budget) in &budgets {
+        watched += budget.jobs;
+        set_account_gauges(account, budget, s.outbox.api_unhealthy_for(account));
     }
-    metrics::gauge!("recwatch_api_rate_limit").set(f64::from(budget.rate_limit));
-    metrics::gauge!("recwatch_rate_budget_demand_ratio")
-        .set(budget.demand / f64::from(budget.rate_limit.max(1)));
+    let names = budgets.iter().map(|(a, _)| a.clone()).collect();
+    for gone in ACCOUNTS_SHOWN.swap(names) {
+        // A reload removed it: its series would stay at their last value for ever (an
+        // unhealthy one firing its rule); nothing polls it, so it is healthy, asks nothing.
+        set_account_gauges(&gone, &NOTHING_POLLED, false);
+    }
+    metrics::gauge!("recwatch_jobs_watched").set(watched as f64);
     let age = oldest_pending
         .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     metrics::gauge!("recwatch_oldest_pending_delivery_age_seconds").set(age);
-    metrics::gauge!("recwatch_api_unhealthy").set(if s.outbox.api_unhealthy() { 1.0 } else { 0.0 });
     // A standby runs no poll loop: nothing of it can stall.
     let loop_age = match s.vitals.is_leading() {
         true => s.liveness.age_ms().min(u64::MAX / 2) as f64 / 1000.0,
@@ -168,6 +174,92 @@ fn set_live_gauges(s: &AppState, oldest_pending: Option<DateTime<Utc>>) {
     metrics::gauge!("recwatch_poll_loop_age_seconds").set(loop_age);
     metrics::gauge!("recwatch_leader").set(if s.vitals.is_leading() { 1.0 } else { 0.0 });
     metrics::gauge!("recwatch_leader_epoch").set(s.vitals.lease_epoch() as f64);
+}
+
+/// The gauges of one account (`account` label): its budget as its poller schedules by it and
+/// whether its API is unhealthy.
+fn set_account_gauges(account: &str, budget: &BudgetReport, unhealthy: bool) {
+    for g in crate::config::JobGroup::ALL {
+        metrics::gauge!("recwatch_rate_budget_stretch", "account" => account.to_string(), "group" => g.as_str())
+            .set(budget.group(g).stretch);
+    }
+    metrics::gauge!("recwatch_api_rate_limit", "account" => account.to_string())
+        .set(f64::from(budget.rate_limit));
+    metrics::gauge!("recwatch_rate_budget_demand_ratio", "account" => account.to_string())
+        .set(budget.demand / f64::from(budget.rate_limit.max(1)));
+    metrics::gauge!("recwatch_api_unhealthy", "account" => account.to_string()).set(if unhealthy {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// The budget of an account nothing polls (one a reload removed).
+const NOTHING_POLLED: BudgetReport = BudgetReport {
+    jobs: 0,
+    demand: 0.0,
+    rate_limit: 0,
+    stretch: 1.0,
+    configured: GroupBudget {
+        jobs: 0,
+        demand: 0.0,
+        stretch: 1.0,
+    },
+    runtime: GroupBudget {
+        jobs: 0,
+        demand: 0.0,
+        stretch: 1.0,
+    },
+};
+
+/// The accounts the last scrape set gauges for, so the next can tell which a reload removed.
+static ACCOUNTS_SHOWN: Shown = Shown(Mutex::new(Vec::new()));
+
+struct Shown(Mutex<Vec<Arc<str>>>);
+
+impl Shown {
+    /// Keeps `now` and returns the accounts shown before that are not in it.
+    fn swap(&self, now: Vec<Arc<str>>) -> Vec<Arc<str>> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let before = std::mem::replace(&mut *held, now);
+        before.into_iter().filter(|a| !held.contains(a)).collect()
+    }
+}
+
+/// Each account's budget as its poller has it (issue 25): the file's jobs it polls and the
+/// run-time entries it polls (less those the file has too), at its budget's rate limit
+/// ([`Config::budget_rate_limit`]). With one account, the whole configuration's budget, with
+/// no pass over the jobs to share them out.
+pub(super) fn account_budgets(
+    config: &Config,
+    runtime: &RuntimeList,
+) -> Vec<(Arc<str>, BudgetReport)> {
+    if !config.several_accounts() {
+        let b = config.budget(crate::runtime_list::runtime_count(config, runtime));
+        return vec![(config.api.name.clone(), b)];
+    }
+    let shadowed: HashSet<&JobKey> = config
+        .jobs
+        .iter()
+        .map(|j| &j.key)
+        .filter(|k| runtime.jobs.contains_key(*k))
+        .collect();
+    let mut listed: HashMap<&str, usize> = HashMap::new();
+    for (k, r) in &runtime.jobs {
+        if !shadowed.contains(k) {
+            *listed.entry(&config.account_of(&r.job).name).or_default() += 1;
+        }
+    }
+    config
+        .all_accounts()
+        .map(|a| {
+            let own = config.jobs.iter().map(|j| &**j);
+            let own = own.filter(|j| config.account_of(j).name == a.name);
+            let runtime_jobs = listed.get(&*a.name).copied().unwrap_or(0);
+            let b = config.budget_at(own, runtime_jobs, config.budget_rate_limit(a));
+            (a.name.clone(), b)
+        })
+        .collect()
 }
 
 /// `recwatch_ready` (the same answer as `/readyz`) and `recwatch_database_writable`.
@@ -232,4 +324,97 @@ async fn set_db_gauges(s: &AppState) -> anyhow::Result<Option<DateTime<Utc>>> {
         }
     }
     Ok(g.oldest_pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{JobKind, JobSource, RuntimeJob, Timestamp};
+
+    fn parse(text: &str) -> Config {
+        crate::config::parse_str(text, Vec::<(String, String)>::new(), None).unwrap()
+    }
+
+    fn entry(app: &str, job: &str, account: Option<&str>) -> RuntimeJob {
+        RuntimeJob {
+            key: JobKey::new(app, job),
+            name: None,
+            kind: JobKind::Individual,
+            notify: None,
+            source: JobSource::Api,
+            added_at: Timestamp::parse("2026-12-08T00:00:00.000Z").unwrap(),
+            account: account.map(str::to_string),
+        }
+    }
+
+    /// (account, jobs, configured jobs, rate limit) of each account's budget.
+    fn shown(budgets: &[(Arc<str>, BudgetReport)]) -> Vec<(String, usize, usize, u32)> {
+        budgets
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.jobs, b.configured.jobs, b.rate_limit))
+            .collect()
+    }
+
+    #[test]
+    fn each_account_counts_the_jobs_it_polls_table() {
+        // "north" and "east" share one static key (one budget: the smaller limit).
+        let keys = "access_key = \"AK\"\nsecret_key = \"SK\"";
+        let several = parse(&format!(
+            "[[accounts]]\nname = \"north\"\nproject_id = \"p1\"\nrate_limit = 8\n[accounts.auth]\n{keys}\n\
+             [[accounts]]\nname = \"south\"\nproject_id = \"p2\"\n[accounts.auth]\ntoken = \"t\"\n\
+             [[accounts]]\nname = \"east\"\nproject_id = \"p3\"\nrate_limit = 5\n[accounts.auth]\n{keys}\n\
+             [[apps]]\napp_id = \"app-s\"\nauth_key = \"{}\"\naccount = \"south\"\n\n\
+             [[jobs]]\napp_id = \"app-n\"\njob_id = \"j1\"\n\n\
+             [[jobs]]\napp_id = \"app-s\"\njob_id = \"j2\"\n",
+            "k".repeat(32)
+        ));
+        let one = parse(
+            "[api]\nproject_id = \"p\"\n[api.auth]\ntoken = \"t\"\n\
+             [[jobs]]\napp_id = \"a\"\njob_id = \"j\"\n",
+        );
+        let list = |e: Vec<RuntimeJob>| RuntimeList::of(e);
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(&str, &Config, RuntimeList, Vec<(&str, usize, usize, u32)>)> = vec![
+            (
+                "one account: the whole list, shadowed entries left out",
+                &one,
+                list(vec![entry("a", "j", None), entry("a", "r1", None)]),
+                vec![("default", 2, 1, 10)],
+            ),
+            (
+                "several: each job to its own, its app's or the first account",
+                &several,
+                list(vec![
+                    entry("app-s", "r1", None),
+                    entry("app-n", "r2", Some("east")),
+                    entry("app-x", "r3", None),
+                    // The file has it: counted once, as the file's.
+                    entry("app-s", "j2", Some("north")),
+                ]),
+                vec![("north", 2, 1, 5), ("south", 2, 1, 10), ("east", 1, 0, 5)],
+            ),
+            (
+                "an account no longer configured falls to the first",
+                &several,
+                list(vec![entry("app-s", "r1", Some("gone"))]),
+                vec![("north", 2, 1, 5), ("south", 1, 1, 10), ("east", 0, 0, 5)],
+            ),
+        ];
+        for (name, config, runtime, want) in cases {
+            let want: Vec<(String, usize, usize, u32)> = want
+                .into_iter()
+                .map(|(a, j, c, r)| (a.to_string(), j, c, r))
+                .collect();
+            assert_eq!(shown(&account_budgets(config, &runtime)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_removed_account_is_told_once() {
+        let shown = Shown(Mutex::new(Vec::new()));
+        let names = |n: &[&str]| n.iter().map(|a| Arc::<str>::from(*a)).collect::<Vec<_>>();
+        assert!(shown.swap(names(&["a", "b"])).is_empty());
+        assert_eq!(shown.swap(names(&["a"])), names(&["b"]));
+        assert!(shown.swap(names(&["a"])).is_empty());
+    }
 }

@@ -77,6 +77,7 @@ struct Words {
     alert_id: &'static str,
     page: &'static str,
     host: &'static str,
+    account: &'static str,
 }
 
 const EN: Words = Words {
@@ -91,6 +92,7 @@ const EN: Words = Words {
     alert_id: "Alert id",
     page: "Open the job's page",
     host: "Seen by",
+    account: "Account",
 };
 
 const ZH: Words = Words {
@@ -105,6 +107,7 @@ const ZH: Words = Words {
     alert_id: "告警 ID",
     page: "查看任务页面",
     host: "来自",
+    account: "账号",
 };
 
 fn words(lang: Language) -> &'static Words {
@@ -155,13 +158,18 @@ fn severity_word(s: Severity, lang: Language) -> &'static str {
     }
 }
 
-/// How a message is written: its language, where job pages live, the robot's keyword.
+/// How a message is written: its language, where job pages live, the robot's keyword, and
+/// whether it names the account.
 #[derive(Clone, Debug, Default)]
 pub struct Style {
     pub language: Language,
     /// `http.public_url`: each job's page is linked when set.
     pub public_url: Option<Url>,
     pub keyword: Option<String>,
+    /// Whether several accounts are configured: only then does a message name the alert's
+    /// account. With one, the name (`default` for `[api]`) tells a reader nothing and costs
+    /// a line in every message; the webhook payload carries it always, for machines.
+    pub accounts: bool,
 }
 
 impl Style {
@@ -170,6 +178,15 @@ impl Style {
             language,
             public_url: public_url.cloned(),
             keyword: keyword.map(str::to_string),
+            accounts: false,
+        }
+    }
+
+    /// This style, naming each alert's account when `several` accounts are configured.
+    pub fn naming_accounts(self, several: bool) -> Style {
+        Style {
+            accounts: several,
+            ..self
         }
     }
 
@@ -258,6 +275,9 @@ impl Card {
             ),
             (w.rule.to_string(), a.rule.as_str().to_string()),
         ];
+        if style.accounts {
+            fields.push((w.account.to_string(), a.account.clone()));
+        }
         if let Some(j) = &a.job {
             fields.push((w.job.to_string(), a.subject_label()));
             fields.push((w.app.to_string(), j.app_id.clone()));
@@ -307,6 +327,9 @@ impl Card {
             .iter()
             .map(|a| {
                 let mut parts = Vec::new();
+                if style.accounts {
+                    parts.push(a.account.clone());
+                }
                 if let Some(j) = &a.job {
                     parts.push(j.job_id.clone());
                 }
@@ -576,6 +599,7 @@ pub(crate) mod tests {
             rule: Rule::StoppedUnexpectedly,
             severity,
             summary: format!("cam-{n} stopped recording: INTERNAL_ERROR"),
+            account: "cn-north-4".into(),
             job: Some(JobFacts {
                 app_id: "app-1".into(),
                 job_id: format!("job-{n:04}"),
@@ -626,7 +650,31 @@ pub(crate) mod tests {
                     "**Time**: 2025-01-01T01:00:02.123Z",
                     "**Alert id**: rw_0001",
                 ],
-                vec!["RESOLVED", "http"],
+                vec!["RESOLVED", "http", "Account", "cn-north-4"],
+            ),
+            (
+                "several accounts: one names its account",
+                vec![crit.clone()],
+                style(Language::En, false, None).naming_accounts(true),
+                vec![],
+                vec!["**Account**: cn-north-4\n**Job**: cam-1 (job-0001)"],
+                vec![],
+            ),
+            (
+                "several accounts, Chinese",
+                vec![crit.clone()],
+                style(Language::ZhCn, false, None).naming_accounts(true),
+                vec![],
+                vec!["**账号**: cn-north-4"],
+                vec!["Account"],
+            ),
+            (
+                "several accounts: a group names each alert's",
+                vec![crit.clone(), warn.clone()],
+                style(Language::En, false, None).naming_accounts(true),
+                vec![],
+                vec!["- 🔴 **cam-1** · cn-north-4 · job-0001 · stopped_unexpectedly"],
+                vec![],
             ),
             (
                 "one resolved looks resolved",
@@ -674,7 +722,7 @@ pub(crate) mod tests {
                     "- 🟠 **cam-2** · job-0002",
                     "- ✅ **cam-3** · job-0003 · stopped_unexpectedly (RESOLVED)",
                 ],
-                vec![],
+                vec!["cn-north-4"],
             ),
             (
                 "a group in Chinese",

@@ -192,6 +192,8 @@ pub fn body(alert: &Alert) -> String {
     let _ = writeln!(b, "Status:    {status}");
     let _ = writeln!(b, "Rule:      {} ({})", alert.rule, alert.severity);
     let _ = writeln!(b, "About:     {}", alert.subject_label());
+    // Always, unlike chat's: the e-mail is where every fact of the payload is written out.
+    let _ = writeln!(b, "Account:   {}", alert.account);
     if let Some(url) = &alert.job_url {
         let _ = writeln!(b, "Job page:  {url}");
     }
@@ -419,6 +421,7 @@ mod tests {
             rule,
             severity,
             summary: format!("summary of {rule}"),
+            account: "cn-north-4".into(),
             job,
             transition: Some(TransitionFacts {
                 from: Some("EXECUTING".into()),
@@ -595,6 +598,7 @@ mod tests {
             let want = [
                 "summary of ",
                 "Status:    FIRING",
+                "Account:   cn-north-4",
                 rule.as_str(),
                 rule.meaning(),
                 "from:        EXECUTING",

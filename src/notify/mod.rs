@@ -73,10 +73,29 @@ impl Channel {
         Channel::with_links(cfg, None)
     }
 
+    /// Every channel of `config`, as the daemon sends through them: chat messages link to
+    /// `{public_url}/jobs/{app}/{job}` and, when several accounts are configured, name each
+    /// alert's account.
+    pub fn of_config(config: &crate::config::Config) -> Result<Vec<Channel>, ConfigError> {
+        Channel::build(
+            &config.notify,
+            config.http.public_url.as_ref(),
+            config.several_accounts(),
+        )
+    }
+
     /// Every configured channel; chat messages link to `{public_url}/jobs/{app}/{job}`.
     pub fn with_links(
         cfg: &NotifyConfig,
         public_url: Option<&url::Url>,
+    ) -> Result<Vec<Channel>, ConfigError> {
+        Channel::build(cfg, public_url, false)
+    }
+
+    fn build(
+        cfg: &NotifyConfig,
+        public_url: Option<&url::Url>,
+        several_accounts: bool,
     ) -> Result<Vec<Channel>, ConfigError> {
         let mut channels = Vec::with_capacity(cfg.channel_names().len());
         for (i, w) in cfg.webhooks.iter().enumerate() {
@@ -89,7 +108,8 @@ impl Channel {
         let mut index: std::collections::HashMap<ChatKind, usize> = Default::default();
         for c in &cfg.chats {
             let i = index.entry(c.kind).or_default();
-            let style = chat::Style::new(cfg.language, public_url, c.keyword.as_deref());
+            let style = chat::Style::new(cfg.language, public_url, c.keyword.as_deref())
+                .naming_accounts(several_accounts);
             let n: Box<dyn Notifier> = match c.kind {
                 ChatKind::Feishu => Box::new(feishu::FeishuChannel::new(c, *i, style)?),
                 ChatKind::DingTalk => Box::new(dingtalk::DingTalkChannel::new(c, *i, style)?),

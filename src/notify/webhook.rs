@@ -1,5 +1,6 @@
-//! The webhook channel: the alert's version 1 JSON POSTed to one URL, signed per Standard
-//! Webhooks (<https://www.standardwebhooks.com>) when a secret is configured.
+//! The webhook channel: the alert's version 1 JSON (the account's name at its top level, for
+//! routing) POSTed to one URL, signed per Standard Webhooks (<https://www.standardwebhooks.com>)
+//! when a secret is configured.
 //!
 //! The alert id is the `webhook-id`, so a receiver can drop a delivery that a crash or a lost
 //! answer made us repeat. Redirects are not followed: a signed alert goes only where it was
@@ -137,6 +138,7 @@ mod tests {
             rule: Rule::StoppedUnexpectedly,
             severity: Severity::Critical,
             summary: "lobby camera stopped: INTERNAL_ERROR".into(),
+            account: "default".into(),
             job: Some(JobFacts {
                 app_id: "app".into(),
                 job_id: "job-0001".into(),
@@ -216,6 +218,7 @@ mod tests {
         assert_eq!(v["id"], "alert-0001");
         assert_eq!(v["rule"], "stopped_unexpectedly");
         assert_eq!(v["job"]["name"], "lobby camera");
+        assert_eq!(v["account"], "default", "top level, with one account too");
         let back: Alert = serde_json::from_value(v).unwrap();
         assert_eq!(back, a);
     }

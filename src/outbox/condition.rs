@@ -227,23 +227,16 @@ impl Outbox {
             }
             EpisodeStep::Resolve { id, notify } => {
                 tx.episodes().resolve(id, &at).await?;
-                let label = job.map(|j| j.label()).unwrap_or("job");
-                let resolved = match rule {
-                    Rule::StuckInit => format!("{label} is no longer stuck in INIT"),
-                    Rule::JobNotFound => format!("{label} is found again"),
-                    Rule::PollFailing => format!("{label} is read again"),
-                    _ => format!(
-                        "the RTC API{} answers normally again",
-                        super::of_account(config)
-                    ),
-                };
-                notify.then_some((id, Status::Resolved, resolved))
+                notify.then_some((id, Status::Resolved, resolved(rule, job, config)))
             }
             EpisodeStep::Nothing => None,
         };
         let mut made = Vec::new();
         if let (Some((id, status, summary)), Some(step)) = (step, decided.key()) {
-            let alert = self.alert(status, rule, severity, summary, facts, None, now, config);
+            let account = crate::outbox::account_of(config, job);
+            let alert = self.alert(
+                status, rule, severity, summary, account, facts, None, now, config,
+            );
             let key = format!("e:{id}:{step}");
             if tx
                 .alerts()
@@ -254,5 +247,19 @@ impl Outbox {
             }
         }
         Ok(made)
+    }
+}
+
+/// What a resolved condition's notice says.
+fn resolved(rule: Rule, job: Option<&JobConfig>, config: &Config) -> String {
+    let label = job.map(|j| j.label()).unwrap_or("job");
+    match rule {
+        Rule::StuckInit => format!("{label} is no longer stuck in INIT"),
+        Rule::JobNotFound => format!("{label} is found again"),
+        Rule::PollFailing => format!("{label} is read again"),
+        _ => format!(
+            "the RTC API{} answers normally again",
+            super::of_account(config)
+        ),
     }
 }

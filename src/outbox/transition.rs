@@ -86,6 +86,7 @@ impl Outbox {
             rule,
             severity,
             summary,
+            crate::outbox::account_of(config, Some(t.job)),
             Some(facts),
             Some(TransitionFacts {
                 from: t.from.as_ref().map(|p| p.state.as_str().to_string()),

@@ -753,7 +753,8 @@ impl Dispatcher {
         match (after.pause, result) {
             (Some(Pause::Throttled(pause)), Err(e)) => {
                 self.poller.budget.pause_until(later(now, pause));
-                metrics::counter!("recwatch_throttled_total").increment(1);
+                let account = self.poller.config.api.name.to_string();
+                metrics::counter!("recwatch_throttled_total", "account" => account).increment(1);
                 warn!(pause = ?round(pause), streak = self.health.throttle_streak, request_id = e.request_id.as_deref().unwrap_or("-"), "throttled by the API gateway (APIG.0308): pausing every poll");
             }
             (Some(Pause::Refused(pause)), Err(e)) => {

@@ -133,12 +133,16 @@ impl PollTask {
             .await;
         drop(sent);
         let elapsed = started.elapsed();
-        metrics::histogram!("recwatch_poll_duration_seconds").record(elapsed.as_secs_f64());
+        // The poller's configuration is its account's (narrowed): `api` is the account.
+        let account = self.config.api.name.to_string();
+        metrics::histogram!("recwatch_poll_duration_seconds", "account" => account.clone())
+            .record(elapsed.as_secs_f64());
         let outcome_label = match &fetched {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
-        metrics::counter!("recwatch_polls_total", "outcome" => outcome_label).increment(1);
+        metrics::counter!("recwatch_polls_total", "account" => account, "outcome" => outcome_label)
+            .increment(1);
         if never_found(&state, &fetched) {
             state.unfound += 1;
             debug!(app_id = %k.app_id, job_id = %k.job_id, in_a_row = state.unfound, "discovered job not found (not alerted: nobody asked for it)");

@@ -18,7 +18,7 @@ use crate::domain::{
     Alert, AlertId, JobKey, Phase, RemediationAction, RemediationFacts, Rule, State, Status,
 };
 use crate::outbox::transition::Recorded;
-use crate::outbox::{Outbox, channels_for, job_facts};
+use crate::outbox::{Outbox, account_of, channels_for, job_facts};
 use crate::remediation::domain::RemediationState;
 use crate::remediation::rules::{Remediation, RemediationInput, SkipReason, remediation};
 use crate::rules::{self, chrono_saturating};
@@ -185,6 +185,7 @@ impl Outbox {
             Rule::RemediationExhausted,
             severity,
             summary,
+            account_of(config, Some(job)),
             Some(job_facts(job, Some(snapshot))),
             None,
             now,
@@ -339,6 +340,7 @@ impl Outbox {
             rule,
             severity,
             summary,
+            account_of(config, Some(job)),
             Some(job_facts(job, Some(told.snapshot))),
             None,
             now,

@@ -127,7 +127,7 @@ async fn pings_while_ready_stop_while_not_and_resume_after() {
     let metrics = scrape(addr).await;
     for (series, want) in [
         ("recwatch_ready", "0"),
-        ("recwatch_api_unhealthy", "1"),
+        ("recwatch_api_unhealthy{account=\"default\"}", "1"),
         ("recwatch_database_writable", "1"),
     ] {
         assert!(

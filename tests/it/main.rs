@@ -3,6 +3,7 @@
 
 mod abuse;
 mod accounts;
+mod accounts_shown;
 mod accounts_view;
 mod alerts;
 mod answers;

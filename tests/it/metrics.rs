@@ -115,9 +115,9 @@ async fn the_first_scrape_is_clean_and_has_every_known_series_at_zero() {
         .unwrap();
     assert_eq!(lint(&text), Vec::<String>::new(), "{text}");
     let mut zero = vec![
-        "recwatch_throttled_total".to_string(),
-        "recwatch_polls_total{outcome=\"throttled\"}".into(),
-        "recwatch_polls_total{outcome=\"unauthorized\"}".into(),
+        "recwatch_throttled_total{account=\"default\"}".to_string(),
+        "recwatch_polls_total{account=\"default\",outcome=\"throttled\"}".into(),
+        "recwatch_polls_total{account=\"default\",outcome=\"unauthorized\"}".into(),
         "recwatch_transitions_total{to_state=\"other\"}".into(),
         "recwatch_callbacks_total{result=\"forged\"}".into(),
         "recwatch_task_panics_total{task=\"writer\"}".into(),
@@ -159,7 +159,10 @@ async fn the_first_scrape_is_clean_and_has_every_known_series_at_zero() {
         "{text}"
     );
     assert!(value(&text, "process_open_fds").is_some_and(|v| v > 0.0));
-    assert_eq!(value(&text, "recwatch_api_rate_limit"), Some(50.0));
+    assert_eq!(
+        value(&text, "recwatch_api_rate_limit{account=\"default\"}"),
+        Some(50.0)
+    );
     assert!(
         !text.contains("recwatch_rate_budget_wait_seconds_total"),
         "the gauge with a counter's name is gone"
@@ -185,6 +188,12 @@ async fn the_first_scrape_is_clean_and_has_every_known_series_at_zero() {
         .unwrap();
     assert_eq!(lint(&text), Vec::<String>::new(), "{text}");
     assert_eq!(value(&text, "recwatch_database_writable"), Some(1.0));
-    assert!(value(&text, "recwatch_polls_total{outcome=\"ok\"}").is_some_and(|v| v >= 1.0));
+    assert!(
+        value(
+            &text,
+            "recwatch_polls_total{account=\"default\",outcome=\"ok\"}"
+        )
+        .is_some_and(|v| v >= 1.0)
+    );
     assert!(app.stop().await.success());
 }

@@ -22,6 +22,7 @@ fn alert(id: &str) -> Alert {
         rule: Rule::StoppedUnexpectedly,
         severity: Severity::Critical,
         summary: "lobby camera stopped recording: INTERNAL_ERROR".into(),
+        account: "default".into(),
         job: Some(JobFacts {
             app_id: "app-1".into(),
             job_id: "job-0001".into(),

@@ -221,7 +221,7 @@ async fn health_ready_metrics_and_jobs_answer_with_real_values() {
     let (code, metrics) = get("/metrics").await;
     assert_eq!(code, 200);
     for needle in [
-        "recwatch_polls_total{outcome=\"ok\"}",
+        "recwatch_polls_total{account=\"default\",outcome=\"ok\"}",
         "recwatch_poll_duration_seconds_bucket",
         "recwatch_jobs{state=\"RUNNING\"} 1",
         "recwatch_jobs{state=\"STOPPED\"} 1",

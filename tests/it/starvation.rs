@@ -114,13 +114,22 @@ async fn configured_jobs_keep_their_interval_while_run_time_jobs_share_what_is_l
         (metric(&text, "recwatch_jobs_watched") == 301.0).then_some(text)
     })
     .await;
-    let ratio = metric(&text, "recwatch_rate_budget_demand_ratio");
+    let ratio = metric(
+        &text,
+        "recwatch_rate_budget_demand_ratio{account=\"default\"}",
+    );
     assert!((ratio - 301.0 / 20.0).abs() < 0.01, "demand ratio {ratio}");
     assert_eq!(
-        metric(&text, "recwatch_rate_budget_stretch{group=\"configured\"}"),
+        metric(
+            &text,
+            "recwatch_rate_budget_stretch{account=\"default\",group=\"configured\"}"
+        ),
         1.0
     );
-    let runtime = metric(&text, "recwatch_rate_budget_stretch{group=\"runtime\"}");
+    let runtime = metric(
+        &text,
+        "recwatch_rate_budget_stretch{account=\"default\",group=\"runtime\"}",
+    );
     assert!(
         (runtime - 300.0 / 19.0).abs() < 0.01,
         "runtime stretch {runtime}"
@@ -344,8 +353,14 @@ async fn measure_a_flood_of_discoveries_beside_a_configured_job() {
         "flood: {ok} of 3000 callbacks answered 200 in {sent_in:.1?}, all listed after {listed_in:.1?}; \
          in the next 60 s: {polled} polls of the configured job (interval 10 s), {requests} requests in all; \
          stretch configured {} runtime {}; death alerted {:.1?} after it",
-        metric(&text, "recwatch_rate_budget_stretch{group=\"configured\"}"),
-        metric(&text, "recwatch_rate_budget_stretch{group=\"runtime\"}"),
+        metric(
+            &text,
+            "recwatch_rate_budget_stretch{account=\"default\",group=\"configured\"}"
+        ),
+        metric(
+            &text,
+            "recwatch_rate_budget_stretch{account=\"default\",group=\"runtime\"}"
+        ),
         dead.elapsed()
     );
     app.stop().await;
