@@ -1,6 +1,6 @@
 //! The accounts the gateway serves: account #0, `default`, is what `SimOptions::auth`,
 //! `project_id` and `rate_limit` describe (so a simulator started as before serves the one
-//! account it always did), then each [`SimAccount`]. Checked once at start (names and access
+//! account it always did), then each [`SimAccount`](crate::SimAccount). Checked once at start (names and access
 //! keys unique, the metadata stand-in's account known), each secret key made ready for HMAC
 //! once. Revoking an account's key ("a region loses its key") and restoring it are
 //! [`Simulator::revoke_key`] and [`Simulator::restore_key`]; the state lives in the gateway's
