@@ -239,3 +239,56 @@ async fn three_accounts_each_keep_their_own_ten_a_second() {
     }
     assert!(app.stop().await.success());
 }
+
+/// An account on `ecs-metadata` credentials: temporary keys from the (simulated) metadata
+/// service, each living 6 s, renewed ahead of their end while the daemon polls: every request
+/// is accepted (none refused, none sent with an expired key), every poll is signed with a
+/// temporary key, and the metadata service is asked no more than the renewals need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_keys_from_the_metadata_service_are_renewed_without_a_failed_request() {
+    let mut opts = static_sim(3);
+    opts.metadata = Some(recwatch_sim::SimMetadata {
+        account: recwatch_sim::DEFAULT_ACCOUNT.into(),
+        key_lifetime: std::time::Duration::from_secs(6),
+    });
+    let sim = start_sim(opts).await;
+    let mut cfg = AppConfig::new(&sim, 3);
+    cfg.accounts_toml = Some(format!(
+        "\n[[accounts]]\nname = \"ecs\"\nendpoint = \"{}\"\nproject_id = \"{PROJECT}\"\ntimeout = \"2s\"\nrate_limit = 20\n\
+         [accounts.auth]\nsource = \"ecs-metadata\"\nmetadata_url = \"{}\"\n",
+        sim.url(),
+        sim.metadata_url().expect("the stand-in is on")
+    ));
+    let mut app = TestApp::new(&cfg);
+    let started = std::time::Instant::now();
+    app.start();
+    app.wait_running(3).await;
+    // Past three lifetimes of a key: at least two renewals.
+    wait_for("three keys handed out", T, || async {
+        (sim.stats().metadata.keys_issued >= 3).then_some(())
+    })
+    .await;
+    let polled_after = sim.stats().requests + 10;
+    wait_for("ten more polls", T, || async {
+        (sim.stats().requests >= polled_after).then_some(())
+    })
+    .await;
+    let s = sim.stats();
+    let a = &s.by_account[recwatch_sim::DEFAULT_ACCOUNT];
+    assert_eq!(a.refused_auth, 0, "no request was refused: {a:?}");
+    assert_eq!(
+        a.temporary, a.requests,
+        "every request signed with a temporary key"
+    );
+    // One key fetch per renewal, plus the first: the keys live 6 s and are renewed no sooner
+    // than half-way, so at most one fetch per 3 s of the run (and a spare for the start).
+    let ran = started.elapsed().as_secs_f64();
+    assert!(
+        s.metadata.key_requests as f64 <= ran / 3.0 + 2.0,
+        "{} key fetches in {ran:.1} s",
+        s.metadata.key_requests
+    );
+    let log = app.log_text();
+    assert!(!log.contains("credentials refused"), "{log}");
+    assert!(app.stop().await.success());
+}
