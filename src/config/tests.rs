@@ -784,7 +784,11 @@ fn the_known_keys_cover_the_example_file() {
         if line.starts_with("[[") {
             section = None;
         } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            section = Some(name.to_string());
+            // An `[[accounts]]` entry takes `[api]`'s keys, read by the same reader.
+            section = Some(match name.strip_prefix("accounts") {
+                Some(rest) => format!("api{rest}"),
+                None => name.to_string(),
+            });
         } else if let (Some(sec), Some((key, _))) = (&section, line.split_once('=')) {
             let key = key.trim();
             if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
